@@ -1,0 +1,213 @@
+"""ReadingFrame: a batch of readings as columns, and its binary ``COPY`` encoding.
+
+Collectors hand over ``Reading`` objects; simulators, importers and backfills hand over columns.
+Either way the writer works on columns: validation, sorting and duplicate detection are numpy
+operations, and the rows reach PostgreSQL as one binary ``COPY`` buffer built without a Python
+loop per row. Text columns (meter serial, channel, unit) are categorical: a list of distinct
+values and an index array, so mapping them to database ids costs one lookup per distinct value.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+
+from releve.model import Reading, ReadType, Source
+
+#: PostgreSQL's epoch for timestamps, as numpy datetime64.
+PG_EPOCH = np.datetime64("2000-01-01T00:00:00", "us")
+
+READ_TYPES: tuple[ReadType, ...] = tuple(ReadType)
+
+COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+COPY_TRAILER = struct.pack(">h", -1)
+
+
+def _factorize(values: Iterable[str]) -> tuple[list[str], np.ndarray]:
+    """Distinct values in order of first appearance, and each value's index among them."""
+    index: dict[str, int] = {}
+    codes = [index.setdefault(v, len(index)) for v in values]
+    return list(index), np.asarray(codes, dtype=np.int32)
+
+
+@dataclass
+class ReadingFrame:
+    """Readings as columns. ``ts`` is datetime64[us] in UTC (naive in numpy, aware in meaning)."""
+
+    meters: list[str]
+    meter_idx: np.ndarray
+    channels: list[str]
+    channel_idx: np.ndarray
+    ts: np.ndarray
+    value: np.ndarray
+    units: list[str]
+    unit_idx: np.ndarray
+    source: Source = Source.IMPORT
+    read_type_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
+    quality: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))
+
+    def __post_init__(self) -> None:
+        n = len(self.value)
+        if len(self.read_type_idx) != n:
+            self.read_type_idx = np.zeros(n, np.int8)
+        if len(self.quality) != n:
+            self.quality = np.zeros(n, np.int16)
+        for name in ("meter_idx", "channel_idx", "ts", "unit_idx"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"ReadingFrame column {name} has {len(getattr(self, name))} rows, value has {n}")
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    @classmethod
+    def from_readings(cls, readings: Sequence[Reading], source: Source | None = None) -> ReadingFrame:
+        """Build a frame from Reading objects (the collectors' path)."""
+        meters, meter_idx = _factorize(r.meter for r in readings)
+        channels, channel_idx = _factorize(r.channel for r in readings)
+        units, unit_idx = _factorize(r.unit for r in readings)
+        ts = np.array([_utc_naive(r.ts) for r in readings], dtype="datetime64[us]")
+        rt_index = {rt: i for i, rt in enumerate(READ_TYPES)}
+        return cls(
+            meters=meters,
+            meter_idx=meter_idx,
+            channels=channels,
+            channel_idx=channel_idx,
+            ts=ts,
+            value=np.fromiter((r.value for r in readings), np.float64, len(readings)),
+            units=units,
+            unit_idx=unit_idx,
+            source=source or (readings[0].source if readings else Source.IMPORT),
+            read_type_idx=np.fromiter((rt_index[r.read_type] for r in readings), np.int8, len(readings)),
+            quality=np.fromiter((r.quality for r in readings), np.int16, len(readings)),
+        )
+
+    @classmethod
+    def from_columns(
+        cls,
+        meter: Sequence[str] | np.ndarray,
+        channel: Sequence[str] | np.ndarray,
+        ts: np.ndarray,
+        value: np.ndarray,
+        unit: Sequence[str] | np.ndarray,
+        source: Source = Source.IMPORT,
+    ) -> ReadingFrame:
+        """Build a frame from plain columns (importers, simulators)."""
+        meters, meter_idx = _factorize(meter)
+        channels, channel_idx = _factorize(channel)
+        units, unit_idx = _factorize(unit)
+        return cls(
+            meters, meter_idx, channels, channel_idx, np.asarray(ts, "datetime64[us]"),
+            np.asarray(value, np.float64), units, unit_idx, source,
+        )  # fmt: skip
+
+    def take(self, rows: np.ndarray) -> ReadingFrame:
+        """The frame restricted to ``rows`` (a boolean mask or an index array)."""
+        return ReadingFrame(
+            self.meters, self.meter_idx[rows], self.channels, self.channel_idx[rows], self.ts[rows],
+            self.value[rows], self.units, self.unit_idx[rows], self.source, self.read_type_idx[rows],
+            self.quality[rows],
+        )  # fmt: skip
+
+    def row(self, i: int) -> dict[str, object]:
+        """Row ``i`` as a plain dict (for dead letters and messages)."""
+        return {
+            "meter": self.meters[self.meter_idx[i]],
+            "channel": self.channels[self.channel_idx[i]],
+            "ts": str(self.ts[i]) + "Z",
+            "value": float(self.value[i]),
+            "unit": self.units[self.unit_idx[i]],
+            "source": self.source.value,
+            "read_type": READ_TYPES[self.read_type_idx[i]].value,
+        }
+
+    @staticmethod
+    def concat(frames: Sequence[ReadingFrame]) -> ReadingFrame:
+        """One frame holding the rows of all ``frames`` (categories merged)."""
+        if len(frames) == 1:
+            return frames[0]
+
+        def merge(cats_name: str, idx_name: str) -> tuple[list[str], np.ndarray]:
+            index: dict[str, int] = {}
+            parts = []
+            for f in frames:
+                mapping = np.array([index.setdefault(c, len(index)) for c in getattr(f, cats_name)], np.int32)
+                parts.append(mapping[getattr(f, idx_name)] if len(mapping) else getattr(f, idx_name))
+            return list(index), np.concatenate(parts) if parts else np.zeros(0, np.int32)
+
+        meters, meter_idx = merge("meters", "meter_idx")
+        channels, channel_idx = merge("channels", "channel_idx")
+        units, unit_idx = merge("units", "unit_idx")
+        return ReadingFrame(
+            meters, meter_idx, channels, channel_idx, np.concatenate([f.ts for f in frames]),
+            np.concatenate([f.value for f in frames]), units, unit_idx, frames[0].source,
+            np.concatenate([f.read_type_idx for f in frames]), np.concatenate([f.quality for f in frames]),
+        )  # fmt: skip
+
+
+def _utc_naive(ts: datetime) -> datetime:
+    if ts.tzinfo is None:
+        raise ValueError(f"naive timestamp {ts.isoformat()}: Relevé needs timezone-aware times")
+    return ts.astimezone(UTC).replace(tzinfo=None)
+
+
+# Binary COPY rows of the reading table: every column fixed-width, so one numpy record per row.
+READING_COPY_DTYPE = np.dtype(
+    [
+        ("nfields", ">i2"),
+        ("l_meter", ">i4"), ("meter_id", ">i4"),
+        ("l_channel", ">i4"), ("channel_id", ">i2"),
+        ("l_ts", ">i4"), ("ts", ">i8"),
+        ("l_value", ">i4"), ("value", ">f8"),
+        ("l_unit", ">i4"), ("unit_id", ">i2"),
+        ("l_source", ">i4"), ("source_id", ">i2"),
+        ("l_read_type", ">i4"), ("read_type_id", ">i2"),
+        ("l_quality", ">i4"), ("quality", ">i2"),
+        ("l_received", ">i4"), ("received_at", ">i8"),
+        ("l_batch", ">i4"), ("batch_id", ">i8"),
+    ]
+)  # fmt: skip
+READING_COPY_COLUMNS = (
+    "meter_id, channel_id, ts, value, unit_id, source_id, read_type_id, quality, received_at, batch_id"
+)
+
+
+def pg_micros(ts: np.ndarray) -> np.ndarray:
+    """datetime64[us] → microseconds since PostgreSQL's epoch (2000-01-01 UTC)."""
+    return (ts.astype("datetime64[us]") - PG_EPOCH).astype(np.int64)
+
+
+def encode_reading_copy(
+    meter_id: np.ndarray,
+    channel_id: np.ndarray,
+    ts: np.ndarray,
+    value: np.ndarray,
+    unit_id: np.ndarray,
+    source_id: int,
+    read_type_id: np.ndarray,
+    quality: np.ndarray,
+    received_at: datetime,
+    batch_id: int,
+) -> bytes:
+    """The complete binary COPY payload (header, rows, trailer) for rows of the reading table."""
+    rec = np.empty(len(value), READING_COPY_DTYPE)
+    rec["nfields"] = 10
+    for name, width in (
+        ("l_meter", 4), ("l_channel", 2), ("l_ts", 8), ("l_value", 8), ("l_unit", 2), ("l_source", 2),
+        ("l_read_type", 2), ("l_quality", 2), ("l_received", 8), ("l_batch", 8),
+    ):  # fmt: skip
+        rec[name] = width
+    rec["meter_id"] = meter_id
+    rec["channel_id"] = channel_id
+    rec["ts"] = pg_micros(ts)
+    rec["value"] = value
+    rec["unit_id"] = unit_id
+    rec["source_id"] = source_id
+    rec["read_type_id"] = read_type_id
+    rec["quality"] = quality
+    rec["received_at"] = pg_micros(np.array([_utc_naive(received_at)], "datetime64[us]"))[0]
+    rec["batch_id"] = batch_id
+    return COPY_HEADER + rec.tobytes() + COPY_TRAILER

@@ -1,0 +1,155 @@
+"""The ingestor: buffers what collectors submit, flushes batches by count and time, pushes back.
+
+``submit`` returns at once while there is room and blocks while ``ingest.max_pending_rows`` rows
+wait (back-pressure instead of unbounded memory). A background thread flushes when a batch reaches
+``ingest.batch_rows`` rows or ``ingest.batch_seconds`` have passed. A batch that fails on the
+database is retried with backoff, never dropped; ``flush()`` waits until everything submitted
+has landed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from ingest.frame import ReadingFrame
+from ingest.writer import BatchResult, BatchWriter
+from releve.model import MeterEvent, Reading, Rejected
+from releve.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Ingestor:
+    """Thread-safe front of a BatchWriter."""
+
+    def __init__(
+        self,
+        url: str,
+        settings: Settings,
+        origin: str = "ingest",
+        on_batch: Callable[[BatchResult], None] | None = None,
+    ) -> None:
+        self.url = url
+        self.settings = settings
+        self.origin = origin
+        self.on_batch = on_batch
+        self._cond = threading.Condition()
+        self._frames: list[ReadingFrame] = []
+        self._events: list[MeterEvent] = []
+        self._rejected: list[Rejected] = []
+        self._pending = 0          # rows submitted and not yet landed
+        self._buffered = 0         # rows waiting in the buffer (not yet taken by the flusher)
+        self._oldest = 0.0
+        self._closing = False
+        self._inflight = 0         # batches taken by the flusher and not yet landed
+        self.results: list[BatchResult] = []
+        self._thread = threading.Thread(target=self._run, name=f"ingestor-{origin}", daemon=True)
+        self._thread.start()
+
+    def submit(
+        self,
+        readings: Sequence[Reading] | ReadingFrame = (),
+        events: Sequence[MeterEvent] = (),
+        rejected: Sequence[Rejected] = (),
+    ) -> None:
+        """Queue readings, events and dead letters; block while too many rows wait."""
+        frame = readings if isinstance(readings, ReadingFrame) else ReadingFrame.from_readings(readings)
+        limit = self.settings.ingest.max_pending_rows
+        with self._cond:
+            while self._pending + len(frame) > limit and self._pending > 0 and not self._closing:
+                self._cond.wait(0.5)
+            if self._closing:
+                raise RuntimeError("ingestor is closed")
+            if not self._buffered and not self._events and not self._rejected:
+                self._oldest = time.monotonic()
+            if len(frame):
+                self._frames.append(frame)
+            self._events.extend(events)
+            self._rejected.extend(rejected)
+            self._pending += len(frame)
+            self._buffered += len(frame)
+            self._cond.notify_all()
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every submitted row has landed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            self._oldest = 0.0  # make the flusher take the buffer now
+            self._cond.notify_all()
+            while self._pending or self._inflight or self._events or self._rejected or self._frames:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"{self._pending} rows still waiting after {timeout} s")
+                self._cond.wait(0.1)
+
+    def close(self) -> None:
+        """Flush and stop the background thread."""
+        self.flush()
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    def __enter__(self) -> Ingestor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- background ------------------------------------------------------------------------------
+    def _take(self) -> tuple[list[ReadingFrame], list[MeterEvent], list[Rejected]] | None:
+        batch_rows = self.settings.ingest.batch_rows
+        with self._cond:
+            while True:
+                has_data = bool(self._frames or self._events or self._rejected)
+                due = has_data and (
+                    self._buffered >= batch_rows
+                    or time.monotonic() - self._oldest >= self.settings.ingest.batch_seconds
+                    or self._closing
+                )
+                if due:
+                    frames, self._frames = self._frames, []
+                    events, self._events = self._events, []
+                    rejected, self._rejected = self._rejected, []
+                    self._buffered = 0
+                    self._inflight += 1
+                    return frames, events, rejected
+                if self._closing:
+                    return None
+                self._cond.wait(0.05)
+
+    def _run(self) -> None:
+        writer: BatchWriter | None = None
+        backoff = 0.5
+        while True:
+            taken = self._take()
+            if taken is None:
+                break
+            frames, events, rejected = taken
+            frame = ReadingFrame.concat(frames) if frames else None
+            while True:
+                try:
+                    if writer is None:
+                        writer = BatchWriter(self.url, self.settings, self.origin)
+                    result = writer.write(frame if frame is not None else (), events, rejected)
+                    backoff = 0.5
+                    break
+                except Exception as exc:  # the database is down or failing: keep the batch, retry
+                    log.warning("batch of %d rows not landed (%s); retrying in %.1f s",
+                                len(frame) if frame else 0, exc, backoff)  # fmt: skip
+                    if writer is not None:
+                        writer.close()
+                        writer = None
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 30.0)
+            self.results.append(result)
+            if self.on_batch:
+                self.on_batch(result)
+            with self._cond:
+                self._pending -= len(frame) if frame is not None else 0
+                self._inflight -= 1
+                self._cond.notify_all()
+        if writer is not None:
+            writer.close()

