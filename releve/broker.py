@@ -39,7 +39,10 @@ class MqttBroker:
 
     def __init__(self, data_dir: Path | None = None, port: int = 0, prefer: str = "mosquitto") -> None:
         self.port = port or free_port()
-        self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="releve-mqtt-"))
+        if data_dir is None:
+            data_dir = Path(tempfile.mkdtemp(prefix="releve-mqtt-"))
+            data_dir.chmod(0o755)
+        self.data_dir = Path(data_dir)
         self.kind = "mosquitto" if prefer == "mosquitto" and shutil.which("mosquitto") else "amqtt"
         self._proc: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
@@ -77,6 +80,12 @@ class MqttBroker:
             user = "mosquitto" if _has_user("mosquitto") else "nobody"
             lines.append(f"user {user}")
             account = pwd.getpwnam(user)
+            for parent in self.data_dir.resolve().parents:
+                if not parent.stat().st_mode & 0o001:
+                    raise BrokerError(
+                        f"{parent} is not traversable by user {user}: Mosquitto could not persist its "
+                        "sessions there; choose another directory"
+                    )
             os.chown(self.data_dir, account.pw_uid, account.pw_gid)
             os.chmod(self.data_dir, 0o755)  # noqa: S103 - the broker user must traverse it
         conf.write_text("\n".join(lines) + "\n")

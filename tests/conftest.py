@@ -76,6 +76,7 @@ def database_url(pg_server_url: str) -> Iterator[str]:
 def mqtt_broker() -> Iterator[MqttBroker]:
     """A throwaway MQTT broker on a free port of 127.0.0.1."""
     data_dir = Path(tempfile.mkdtemp(prefix="releve-test-mqtt-"))
+    data_dir.chmod(0o755)  # Mosquitto drops root privileges and must reach its persistence directory
     broker = MqttBroker(data_dir=data_dir)
     broker.start()
     try:
@@ -117,3 +118,14 @@ class MigratedDatabase:
 def db(database_url: str) -> MigratedDatabase:
     """A fresh database migrated to the latest schema."""
     return MigratedDatabase(database_url)
+
+
+@pytest.fixture
+def service_tmp() -> Iterator[Path]:
+    """A temporary directory that unprivileged service users (PostgreSQL, Mosquitto) can reach."""
+    path = Path(tempfile.mkdtemp(prefix="releve-test-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

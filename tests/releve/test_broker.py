@@ -26,8 +26,8 @@ def roundtrip(broker: MqttBroker) -> list[bytes]:
 
 @pytest.mark.mqtt
 @pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto not installed")
-def test_mosquitto_broker_delivers_qos1_messages(tmp_path):
-    with MqttBroker(tmp_path / "m") as broker:
+def test_mosquitto_broker_delivers_qos1_messages(service_tmp):
+    with MqttBroker(service_tmp / "m") as broker:
         assert broker.kind == "mosquitto"
         assert roundtrip(broker) == [b"reading"]
 

@@ -1,0 +1,261 @@
+"""Store-and-forward: a durable, ordered, bounded spool of readings on local disk.
+
+Every batch a collector produces is appended here first and made durable (fsync) before anyone is
+told it was received — an MQTT message is acknowledged to the broker only then. A drainer moves the
+spool into the database in order. When the database is down or slow, the spool simply grows, up to
+``max_bytes``; it warns loudly from ``warn_ratio`` of that, and refuses appends at the bound
+(``SpoolFullError``) rather than eat the disk.
+
+Layout: the spool directory holds numbered segment files ``<seq>-<uuid>.open`` (being written) and
+``<seq>-<uuid>.seg`` (sealed, waiting to drain). A segment is a sequence of records, each
+``length (4 bytes) | crc32 (4 bytes) | JSON``. A segment's UUID is the ingest batch key it lands
+with, so a segment drained again after a crash (killed between the database commit and the file's
+removal) is recognised by the database and skipped: nothing is lost and nothing is doubled. A torn
+record at the end of an ``.open`` segment (killed mid-write) is cut off when the spool reopens; the
+records before it were durable and are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from releve.model import EventKind, MeterEvent, Reading, ReadType, Rejected, Source
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct(">II")
+
+
+class SpoolFullError(RuntimeError):
+    """The spool reached its size bound: the database has been unreachable for too long."""
+
+
+@dataclass
+class Batch:
+    """What one or more spool records hold."""
+
+    readings: list[Reading]
+    events: list[MeterEvent]
+    rejected: list[Rejected]
+
+    def __len__(self) -> int:
+        return len(self.readings) + len(self.events) + len(self.rejected)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A sealed segment file, in drain order."""
+
+    path: Path
+
+    @property
+    def seq(self) -> int:
+        return int(self.path.name.split("-", 1)[0])
+
+    @property
+    def key(self) -> uuid.UUID:
+        """The ingest batch key this segment lands with."""
+        return uuid.UUID(self.path.name.split("-", 1)[1].split(".")[0])
+
+
+def _encode(readings: Sequence[Reading], events: Sequence[MeterEvent], rejected: Sequence[Rejected]) -> bytes:
+    doc: dict[str, Any] = {}
+    if readings:
+        doc["r"] = [
+            [r.meter, r.channel, r.ts.isoformat(), r.value, r.unit, r.source.value, r.read_type.value, r.quality]
+            for r in readings
+        ]
+    if events:
+        doc["e"] = [[e.meter, e.ts.isoformat(), e.kind.value, e.source.value, e.details] for e in events]
+    if rejected:
+        doc["x"] = [[x.origin, x.reason, x.payload, x.source.value] for x in rejected]
+    return json.dumps(doc, separators=(",", ":"), default=str).encode()
+
+
+def _decode(data: bytes, batch: Batch) -> None:
+    doc = json.loads(data)
+    for m, c, ts, v, u, s, rt, q in doc.get("r", ()):
+        batch.readings.append(Reading(m, c, datetime.fromisoformat(ts), v, u, Source(s), ReadType(rt), q))
+    for m, ts, k, s, d in doc.get("e", ()):
+        batch.events.append(MeterEvent(m, datetime.fromisoformat(ts), EventKind(k), Source(s), d))
+    for origin, reason, payload, s in doc.get("x", ()):
+        batch.rejected.append(Rejected(origin, reason, payload, Source(s)))
+
+
+def _records(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(offset after the record, payload) for each intact record; stops at the first torn one."""
+    data = path.read_bytes()
+    pos = 0
+    while pos + _HEADER.size <= len(data):
+        length, crc = _HEADER.unpack_from(data, pos)
+        end = pos + _HEADER.size + length
+        payload = data[pos + _HEADER.size : end]
+        if end > len(data) or zlib.crc32(payload) != crc:
+            return
+        yield end, payload
+        pos = end
+
+
+class Spool:
+    """A spool directory. Thread-safe; one process per directory (enforced by a lock file)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        max_bytes: int = 1 << 30,
+        segment_bytes: int = 4 << 20,
+        warn_ratio: float = 0.8,
+    ) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes
+        self.warn_ratio = warn_ratio
+        self._lock = threading.RLock()
+        self._lockfile = self._take_dir_lock()
+        self._open: Path | None = None
+        self._fh: Any = None
+        self._open_since = 0.0
+        self._dirty = False
+        self._last_warning = 0.0
+        self._recover()
+        self._size = sum(p.stat().st_size for p in self.dir.glob("*.seg"))
+        self._seq = max((Segment(p).seq for p in self.dir.glob("*.seg")), default=0)
+
+    def _take_dir_lock(self) -> Any:
+        import fcntl
+
+        fh = (self.dir / "LOCK").open("a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            fh.close()
+            raise RuntimeError(f"spool {self.dir} is in use by another process") from exc
+        return fh
+
+    def _recover(self) -> None:
+        """Seal segments a killed process left open, cutting a torn last record."""
+        for path in sorted(self.dir.glob("*.open")):
+            good = 0
+            for end, _ in _records(path):
+                good = end
+            if good == 0:
+                path.unlink()
+                continue
+            if good < path.stat().st_size:
+                log.warning("spool: cut a torn record at the end of %s (%d bytes kept)", path.name, good)
+                with path.open("r+b") as fh:
+                    fh.truncate(good)
+                    os.fsync(fh.fileno())
+            path.rename(path.with_suffix(".seg"))
+        self._fsync_dir()
+
+    def _fsync_dir(self) -> None:
+        fd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # -- writing ------------------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        """Bytes held, sealed and open."""
+        return self._size
+
+    def append(
+        self,
+        readings: Sequence[Reading] = (),
+        events: Sequence[MeterEvent] = (),
+        rejected: Sequence[Rejected] = (),
+        sync: bool = True,
+    ) -> None:
+        """Append one record; with ``sync`` it is durable when this returns (else call ``sync()``)."""
+        if not (readings or events or rejected):
+            return
+        payload = _encode(readings, events, rejected)
+        record = _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+        with self._lock:
+            if self._size + len(record) > self.max_bytes:
+                raise SpoolFullError(
+                    f"spool {self.dir} is full ({self._size:,} of {self.max_bytes:,} bytes): "
+                    "the database has been unreachable too long"
+                )
+            if self._fh is None:
+                self._seq += 1
+                self._open = self.dir / f"{self._seq:012d}-{uuid.uuid4()}.open"
+                self._fh = self._open.open("ab")
+                self._open_since = time.monotonic()
+            self._fh.write(record)
+            self._size += len(record)
+            self._dirty = True
+            if sync:
+                self.sync()
+            if self._fh.tell() >= self.segment_bytes:
+                self.seal()
+            self._warn_if_near_full()
+
+    def sync(self) -> None:
+        """Make everything appended so far durable."""
+        with self._lock:
+            if self._fh is not None and self._dirty:
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+                self._dirty = False
+
+    def seal(self, older_than: float = 0.0) -> None:
+        """Close the open segment so it can drain (only if open for at least ``older_than`` s)."""
+        with self._lock:
+            if self._fh is None or time.monotonic() - self._open_since < older_than:
+                return
+            self.sync()
+            self._fh.close()
+            self._fh = None
+            assert self._open is not None
+            self._open.rename(self._open.with_suffix(".seg"))
+            self._fsync_dir()
+            self._open = None
+
+    def _warn_if_near_full(self) -> None:
+        if self._size >= self.warn_ratio * self.max_bytes and time.monotonic() - self._last_warning > 10:
+            self._last_warning = time.monotonic()
+            log.error(
+                "spool %s is %.0f%% full (%s of %s bytes): readings are not reaching the database",
+                self.dir, 100 * self._size / self.max_bytes, f"{self._size:,}", f"{self.max_bytes:,}",
+            )  # fmt: skip
+
+    # -- draining -----------------------------------------------------------------------------------
+    def sealed(self) -> list[Segment]:
+        """Sealed segments, oldest first."""
+        return sorted((Segment(p) for p in self.dir.glob("*.seg")), key=lambda s: s.seq)
+
+    def read(self, segment: Segment) -> Batch:
+        """Everything a sealed segment holds."""
+        batch = Batch([], [], [])
+        for _, payload in _records(segment.path):
+            _decode(payload, batch)
+        return batch
+
+    def remove(self, segment: Segment) -> None:
+        """Forget a segment that has landed."""
+        with self._lock:
+            size = segment.path.stat().st_size
+            segment.path.unlink()
+            self._size -= size
+
+    def close(self) -> None:
+        """Seal what is open and release the directory."""
+        self.seal()
+        self._lockfile.close()

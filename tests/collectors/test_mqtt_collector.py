@@ -1,0 +1,112 @@
+"""MQTT → spool → database, through a real Mosquitto and a real PostgreSQL."""
+
+import threading
+
+import psycopg
+import pytest
+
+from collectors.config import CollectorConfig
+from collectors.service import Collector
+from releve.broker import MqttBroker
+from tests.collectors.mqtt_helpers import (
+    READINGS_PER_ROUND,
+    SUBSCRIPTIONS,
+    T0,
+    publish,
+    register_meters,
+    traffic,
+    wait_for_rows,
+)
+
+pytestmark = [pytest.mark.db, pytest.mark.mqtt]
+
+
+def make_collector(db, broker, tmp_path, **mqtt_extra):
+    config = CollectorConfig.model_validate({
+        "name": "test-collector", "spool_dir": str(tmp_path / "spool"), "seal_seconds": 0.2,
+        "mqtt": {"client_id": "c1", "subscriptions": SUBSCRIPTIONS, **mqtt_extra}})
+    settings = db.settings.model_copy(update={"mqtt": db.settings.mqtt.model_copy(update={"url": broker.url})})
+    return Collector(config, settings, db.url)
+
+
+def test_every_message_lands_once_with_its_values_and_bad_ones_are_kept(db, mqtt_broker, tmp_path):
+    register_meters(db.url)
+    collector = make_collector(db, mqtt_broker, tmp_path)
+    collector.start()
+    try:
+        assert collector.mqtt.wait_connected()
+        publish(mqtt_broker.port, traffic(0, 20), raw=[("releve/E1/reading", b"{not json"),
+                                                       ("tele/sml-E3/SENSOR", b'{"Time": "now", "SML": {}}')])
+        assert wait_for_rows(db.url, 20 * READINGS_PER_ROUND) == 20 * READINGS_PER_ROUND
+    finally:
+        collector.stop()
+    with db.connect() as conn:
+        rows = dict(conn.execute(
+            "SELECT m.serial || ' ' || c.code || ' ' || to_char(r.ts AT TIME ZONE 'UTC', 'HH24:MI'), r.value "
+            "FROM reading r JOIN meter m ON m.id = r.meter_id JOIN channel c ON c.id = r.channel_id").fetchall())
+        dead = conn.execute("SELECT origin, reason FROM rejected_input ORDER BY id").fetchall()
+    first = T0.strftime("%H:%M")
+    assert rows[f"E1 1-0:1.8.0 {first}"] == 1000.0
+    assert rows[f"E3 1-0:1.7.0 {first}"] == 400.0
+    assert rows[f"W1 8-0:1.0.0 {first}"] == 40.0
+    assert sorted(r for _, r in dead) == sorted(["payload is not JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+                                                 "Time 'now' is not an ISO 8601 time"])
+    assert collector.mqtt.stats.acked == 20 * 4 + 2
+
+
+def test_broker_restart_loses_nothing_and_doubles_nothing(db, tmp_path, service_tmp):
+    register_meters(db.url)
+    broker = MqttBroker(service_tmp / "broker")
+    broker.start()
+    collector = make_collector(db, broker, tmp_path)
+    collector.start()
+    try:
+        assert collector.mqtt.wait_connected()
+        publish(broker.port, traffic(0, 10))
+        assert wait_for_rows(db.url, 10 * READINGS_PER_ROUND) == 10 * READINGS_PER_ROUND
+        broker.restart()
+        # Published while the collector is still reconnecting: the broker keeps them for its session.
+        publish(broker.port, traffic(10, 20))
+        assert wait_for_rows(db.url, 20 * READINGS_PER_ROUND, timeout=60) == 20 * READINGS_PER_ROUND
+        assert collector.mqtt.stats.connects >= 2
+    finally:
+        collector.stop()
+        broker.stop()
+
+
+def test_database_down_mid_run_loses_nothing_and_doubles_nothing(tmp_path, service_tmp, mqtt_broker):
+    """A server of the test's own, stopped while messages keep arriving, then started again."""
+    from releve import migrate
+    from releve.pgserver import PostgresServer
+    from releve.settings import Settings
+    from tests.conftest import MigratedDatabase
+
+    root = service_tmp
+    server = PostgresServer(root / "data", durable=False)
+    server.start()
+    try:
+        with psycopg.connect(server.url(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE down_test")
+        url = server.url("down_test")
+        db = MigratedDatabase.__new__(MigratedDatabase)
+        db.url, db.settings = url, Settings(database={"url": url, "role_prefix": "down_test"})
+        migrate.upgrade(url, db.settings)
+        register_meters(url)
+        collector = make_collector(db, mqtt_broker, tmp_path)
+        collector.start()
+        try:
+            assert collector.mqtt.wait_connected()
+            publish(mqtt_broker.port, traffic(0, 10))
+            assert wait_for_rows(url, 10 * READINGS_PER_ROUND) == 10 * READINGS_PER_ROUND
+            server.stop()
+            publish(mqtt_broker.port, traffic(10, 20))  # acknowledged: they are safe in the spool
+            threading.Event().wait(2.0)
+            assert collector.spool.size > 0
+            server.start()
+            publish(mqtt_broker.port, traffic(20, 30))
+            assert wait_for_rows(url, 30 * READINGS_PER_ROUND, timeout=90) == 30 * READINGS_PER_ROUND
+        finally:
+            collector.stop()
+        assert collector.spool.size == 0
+    finally:
+        server.stop()

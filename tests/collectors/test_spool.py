@@ -1,0 +1,81 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from collectors.spool import Spool, SpoolFullError
+from releve.model import EventKind, MeterEvent, Reading, Rejected, Source
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def readings(n, start=0):
+    return [Reading("M1", "1-0:1.8.0", T0 + timedelta(minutes=15 * (start + i)), float(start + i), "kWh", Source.MQTT) for i in range(n)]
+
+
+def test_what_is_appended_comes_back_in_order_after_sealing(tmp_path):
+    spool = Spool(tmp_path)
+    spool.append(readings(3))
+    spool.append(readings(2, 3), events=[MeterEvent("M1", T0, EventKind.MAGNETIC_FIELD, Source.MQTT, {"a": 1})],
+                 rejected=[Rejected("mqtt x", "bad", "{", Source.MQTT)])
+    spool.seal()
+    [segment] = spool.sealed()
+    batch = spool.read(segment)
+    assert batch.readings == readings(5)
+    assert batch.events[0].details == {"a": 1}
+    assert batch.rejected[0].payload == "{"
+
+
+def test_segments_drain_oldest_first_with_distinct_batch_keys(tmp_path):
+    spool = Spool(tmp_path, segment_bytes=50)  # smaller than one record: a segment each
+    for k in range(5):
+        spool.append(readings(1, k))
+    spool.seal()
+    segments = spool.sealed()
+    assert len(segments) == 5
+    assert [spool.read(s).readings[0].value for s in segments] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert len({s.key for s in segments}) == 5
+
+
+def test_a_torn_last_record_is_cut_and_the_records_before_it_kept(tmp_path):
+    spool = Spool(tmp_path)
+    spool.append(readings(2))
+    spool.append(readings(2, 2))
+    open_file = next(tmp_path.glob("*.open"))
+    spool._lockfile.close()  # simulate the process dying: no seal, no close
+    with open_file.open("ab") as fh:
+        fh.write(b"\x00\x00\x01\x00garbage")  # half a record
+    reopened = Spool(tmp_path)
+    [segment] = reopened.sealed()
+    assert reopened.read(segment).readings == readings(4)
+
+
+def test_the_spool_refuses_appends_at_its_bound_and_keeps_what_it_has(tmp_path, caplog):
+    spool = Spool(tmp_path, max_bytes=2000)
+    appended = 0
+    with pytest.raises(SpoolFullError, match="full"):  # noqa: PT012 - filling up is the point
+        for k in range(100):
+            spool.append(readings(1, k))
+            appended += 1
+    assert "full" in caplog.text  # it said so loudly before refusing
+    spool.seal()
+    kept = sum(len(spool.read(s).readings) for s in spool.sealed())
+    assert kept == appended
+    assert 0 < kept < 100
+    assert spool.size <= 2000
+
+
+def test_removing_a_landed_segment_frees_its_space(tmp_path):
+    spool = Spool(tmp_path)
+    spool.append(readings(10))
+    spool.seal()
+    assert spool.size > 0
+    spool.remove(spool.sealed()[0])
+    assert spool.size == 0
+    assert spool.sealed() == []
+
+
+def test_one_process_per_spool_directory(tmp_path):
+    first = Spool(tmp_path)
+    with pytest.raises(RuntimeError, match="in use"):
+        Spool(tmp_path)
+    first.close()
