@@ -2,4 +2,10 @@
 
 Owns the simulated fleet and its ground truth. May import ``releve`` only: it is the start of the
 data flow.
+
+Modules: consumption shapes (``consumption``); the fleet, topology, theft and fault injections with
+their ground-truth labels (``engine``); the fleet file (``config``); the simulated clock (``clock``);
+the protocol front-ends, Modbus TCP/RTU (``modbus``) and MQTT (``mqtt``); the CSV backfill
+(``backfill``); ``releve simulate`` (``cli``). Register maps come from the shared device profiles in
+:mod:`releve.profiles`. See docs/simulators.md.
 """

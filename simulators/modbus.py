@@ -1,0 +1,328 @@
+"""Modbus front-ends: TCP gateways and RTU lines on pseudo-terminals, both pymodbus async servers.
+
+Each server answers for many unit ids (``device_id``); a request for a unit is answered with the
+registers of that unit's simulated meter, encoded with its device profile, for the simulated clock's
+"now". A unit in a communication-loss episode does not answer (RTU: silence; TCP gateway: Modbus
+exception 0x0B, "gateway target device failed to respond"); a unit in a slow-device episode, or any
+unit when ``response_delay_ms`` is set, answers late.
+
+RTU lines are pairs of pseudo-terminals bridged in-process (what ``socat pty pty`` does): the server
+opens one end's path, clients open the other's, and RTU frames cross unchanged. The client end's path
+is what :class:`RtuLine` calls ``path``; a stable symlink to it is made when a run directory is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import tty
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pymodbus.constants import ExcCodes
+from pymodbus.exceptions import NoSuchIdException
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.simulator import SimData, SimDevice
+
+from releve.pgserver import free_port
+from releve.profiles import encode
+from simulators.clock import SimClock
+from simulators.engine import Simulation
+
+log = logging.getLogger("releve.simulators.modbus")
+
+
+class FleetDatastore:
+    """The pymodbus server context of one gateway or line: unit id -> simulated meter.
+
+    pymodbus calls ``async_getValues``/``async_setValues``/``device_ids``; registers are computed
+    on every request so they follow the simulated clock. Writes are refused (meters are read-only).
+    """
+
+    def __init__(self, sim: Simulation, clock: SimClock, units: dict[int, int]) -> None:
+        """Serve ``units`` (unit id -> meter index) of ``sim`` at ``clock``'s time."""
+        self.sim = sim
+        self.clock = clock
+        self.units = units
+        self.requests = 0
+        self._serials = {m: sim.meters[m].profile.serial_registers(int(sim.meters[m].serial)) for m in units.values()}
+
+    def device_ids(self) -> list[int]:
+        """Unit ids served."""
+        return list(self.units)
+
+    def registers(self, meter: int, function: int, address: int, count: int) -> list[int]:
+        """Registers ``address .. address+count-1`` of ``function`` as the meter shows them now."""
+        spec = self.sim.meters[meter]
+        values = self.sim.values_at(meter, self.clock.now())
+        wanted = range(address, address + count)
+        out: dict[int, int] = {}
+        for entry in spec.profile.registers:
+            if entry.function != function or entry.address + entry.count <= address or entry.address >= wanted.stop:
+                continue
+            value = values.get(entry.channel)
+            if value is None:
+                continue
+            try:
+                regs = encode(entry, value)
+            except ValueError:  # a value the register cannot hold: the meter shows all ones
+                regs = [0xFFFF] * entry.count
+            for i, reg in enumerate(regs):
+                out[entry.address + i] = reg
+        for (fc, reg_address), reg in self._serials[meter].items():
+            if fc == function:
+                out[reg_address] = reg
+        return [out.get(a, 0) for a in wanted]
+
+    async def async_getValues(  # noqa: N802 - pymodbus's name
+        self, device_id: int, func_code: int, address: int, count: int = 1
+    ) -> list[int] | list[bool] | ExcCodes:
+        """Answer a read (function 3 or 4) for ``device_id``."""
+        meter = self.units.get(device_id)
+        if meter is None:
+            raise NoSuchIdException(f"no simulated meter at unit {device_id}")
+        now = self.clock.now()
+        delay = self.sim.response_delay(meter, now)
+        if not self.sim.available(meter, now):
+            await asyncio.sleep(delay)
+            raise NoSuchIdException(f"unit {device_id} is in a communication loss")
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if func_code not in (3, 4):
+            return ExcCodes.ILLEGAL_FUNCTION
+        self.requests += 1
+        return self.registers(meter, func_code, address, count)
+
+    async def async_setValues(  # noqa: N802 - pymodbus's name
+        self, device_id: int, func_code: int, address: int, values: list[int] | list[bool]
+    ) -> ExcCodes | None:
+        """Refuse writes: simulated meters are read-only."""
+        return ExcCodes.ILLEGAL_FUNCTION
+
+
+def _install(server: ModbusTcpServer | ModbusSerialServer, store: FleetDatastore) -> None:
+    # pymodbus only calls async_getValues/async_setValues/device_ids on its context.
+    server.context = store  # type: ignore[assignment]
+
+
+@dataclass
+class TcpGateway:
+    """One Modbus TCP server answering for several unit ids."""
+
+    host: str
+    port: int
+    store: FleetDatastore
+    server: ModbusTcpServer | None = None
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
+class RtuLine:
+    """One RS-485 line on a pseudo-terminal pair; clients open ``path``."""
+
+    number: int
+    path: str
+    server_path: str
+    store: FleetDatastore
+    baudrate: int
+    server: ModbusSerialServer | None = None
+    task: asyncio.Task[None] | None = None
+    fds: list[int] = field(default_factory=list)
+
+
+class PtyBridge:
+    """Two pseudo-terminals whose master ends are copied into each other (``socat pty pty``)."""
+
+    def __init__(self) -> None:
+        """Open both pairs, in raw mode."""
+        self.a_master, self.a_slave = os.openpty()
+        self.b_master, self.b_slave = os.openpty()
+        for fd in (self.a_slave, self.b_slave):
+            tty.setraw(fd)
+        self.server_path = os.ttyname(self.a_slave)
+        self.client_path = os.ttyname(self.b_slave)
+        for fd in (self.a_master, self.b_master):
+            os.set_blocking(fd, False)
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start copying bytes both ways on ``loop``."""
+        loop.add_reader(self.a_master, self._copy, self.a_master, self.b_master)
+        loop.add_reader(self.b_master, self._copy, self.b_master, self.a_master)
+
+    @staticmethod
+    def _copy(src: int, dst: int) -> None:
+        try:
+            data = os.read(src, 4096)
+        except (BlockingIOError, OSError):
+            return
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(dst, data)
+
+    def close(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Stop copying and close every descriptor."""
+        if loop is not None:
+            for fd in (self.a_master, self.b_master):
+                loop.remove_reader(fd)
+        for fd in (self.a_master, self.a_slave, self.b_master, self.b_slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class ModbusFrontEnd:
+    """All Modbus servers of a fleet: TCP gateways and RTU lines, in the running event loop."""
+
+    def __init__(self, sim: Simulation, clock: SimClock, run_dir: Path | None = None) -> None:
+        """Group the fleet's Modbus meters by gateway and by line."""
+        self.sim = sim
+        self.clock = clock
+        self.run_dir = run_dir
+        self.gateways: list[TcpGateway] = []
+        self.lines: list[RtuLine] = []
+        self._bridges: list[PtyBridge] = []
+        cfg = sim.config.modbus
+        by_gateway: dict[int, dict[int, int]] = {}
+        by_line: dict[int, dict[int, int]] = {}
+        for meter in sim.meters:
+            if meter.transport == "tcp":
+                by_gateway.setdefault(meter.gateway, {})[meter.unit_id] = meter.index
+            elif meter.transport == "rtu":
+                by_line.setdefault(meter.line, {})[meter.unit_id] = meter.index
+        for number, units in sorted(by_gateway.items()):
+            port = cfg.tcp_base_port + number if cfg.tcp_base_port else free_port()
+            self.gateways.append(TcpGateway(cfg.host, port, FleetDatastore(sim, clock, units)))
+        self._line_units = by_line
+
+    async def start(self) -> None:
+        """Start every server and return once they accept requests."""
+        loop = asyncio.get_running_loop()
+        for gw in self.gateways:
+            gw.server = ModbusTcpServer(
+                _placeholder(), address=(gw.host, gw.port), ignore_missing_devices=False
+            )
+            _install(gw.server, gw.store)
+            gw.task = asyncio.create_task(gw.server.serve_forever(), name=f"modbus-tcp-{gw.port}")
+        for number, units in sorted(self._line_units.items()):
+            bridge = PtyBridge()
+            bridge.attach(loop)
+            self._bridges.append(bridge)
+            path = bridge.client_path
+            if self.run_dir is not None:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                link = self.run_dir / f"rtu-line{number}"
+                with contextlib.suppress(FileNotFoundError):
+                    link.unlink()
+                link.symlink_to(path)
+            store = FleetDatastore(self.sim, self.clock, units)
+            line = RtuLine(number, path, bridge.server_path, store, self.sim.config.modbus.baudrate)
+            line.server = ModbusSerialServer(
+                _placeholder(), port=bridge.server_path, baudrate=line.baudrate, parity="N",
+                ignore_missing_devices=True,
+            )
+            _install(line.server, store)
+            line.task = asyncio.create_task(line.server.serve_forever(), name=f"modbus-rtu-{number}")
+            self.lines.append(line)
+        await self._wait_ready()
+
+    async def _wait_ready(self, timeout: float = 5.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        for gw in self.gateways:
+            while True:
+                try:
+                    _, writer = await asyncio.open_connection(gw.host, gw.port)
+                except OSError:
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise
+                    await asyncio.sleep(0.02)
+                    continue
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+                break
+        await asyncio.sleep(0.1)  # serial servers open their port asynchronously
+
+    async def stop(self) -> None:
+        """Stop every server and close the pseudo-terminals."""
+        for srv in [*(g.server for g in self.gateways), *(ln.server for ln in self.lines)]:
+            if srv is not None:
+                with contextlib.suppress(Exception):
+                    await srv.shutdown()
+        for task in [*(g.task for g in self.gateways), *(ln.task for ln in self.lines)]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        loop = asyncio.get_running_loop()
+        for bridge in self._bridges:
+            bridge.close(loop)
+        self._bridges.clear()
+
+    def describe(self) -> list[str]:
+        """One line per server: where it listens and which units it serves."""
+        out = []
+        for gw in self.gateways:
+            out.append(f"modbus tcp {gw.host}:{gw.port} units {_ranges(gw.store.device_ids())}")
+        for line in self.lines:
+            out.append(f"modbus rtu {line.path} ({line.baudrate} 8N1) units {_ranges(line.store.device_ids())}")
+        return out
+
+
+def _placeholder() -> SimDevice:
+    """A one-register device to construct a pymodbus server; replaced by a FleetDatastore."""
+    return SimDevice(0, simdata=[SimData(0)])
+
+
+def _ranges(ids: list[int]) -> str:
+    ids = sorted(ids)
+    if not ids:
+        return "-"
+    parts, lo, prev = [], ids[0], ids[0]
+    for i in [*ids[1:], None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        parts.append(f"{lo}" if lo == prev else f"{lo}-{prev}")
+        if i is not None:
+            lo = prev = i
+    return ",".join(parts)
+
+
+class BackgroundModbus:
+    """A :class:`ModbusFrontEnd` served from its own thread and event loop (tests, benchmarks, notebooks).
+
+    ``with BackgroundModbus(sim, clock) as front: ...`` starts every server, yields the front-end
+    (``front.gateways``, ``front.lines``) and stops them on exit.
+    """
+
+    def __init__(self, sim: Simulation, clock: SimClock, run_dir: Path | None = None) -> None:
+        """Prepare the servers of ``sim``; nothing listens until :meth:`start`."""
+        self.front = ModbusFrontEnd(sim, clock, run_dir)
+        self._loop = asyncio.new_event_loop()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> ModbusFrontEnd:
+        """Start the loop thread and the servers; return once they accept requests."""
+        self._thread = threading.Thread(target=self._loop.run_forever, name="releve-sim-modbus", daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.front.start(), self._loop).result(15)
+        return self.front
+
+    def stop(self) -> None:
+        """Stop the servers and the loop thread."""
+        if self._thread is None:
+            return
+        asyncio.run_coroutine_threadsafe(self.front.stop(), self._loop).result(15)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+        self._thread = None
+
+    def __enter__(self) -> ModbusFrontEnd:
+        """Start; see :meth:`start`."""
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        """Stop; see :meth:`stop`."""
+        self.stop()
