@@ -48,6 +48,74 @@ class MqttSource(_Model):
     subscriptions: list[Subscription] = Field(min_length=1)
 
 
+class ModbusMeter(_Model):
+    """A meter behind a gateway or on a line."""
+
+    serial: str = Field(min_length=1, description="The meter's serial in Relevé's registry.")
+    unit: int = Field(ge=1, le=247, description="Modbus unit id (slave address).")
+    profile: str = Field(description="Device profile: a shipped model name (sdm630) or a .toml path.")
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, value: str) -> str:
+        from releve.profiles import ProfileError, load_profile
+
+        try:
+            load_profile(value)
+        except ProfileError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
+
+class _Link(_Model):
+    name: str = Field(min_length=1)
+    timeout_s: float = Field(2.0, gt=0, le=60)
+    meters: list[ModbusMeter] = Field(min_length=1)
+
+    @field_validator("meters")
+    @classmethod
+    def _unique_units(cls, meters: list[ModbusMeter]) -> list[ModbusMeter]:
+        units = [m.unit for m in meters]
+        if len(units) != len(set(units)):
+            raise ValueError("two meters share a unit id")
+        return meters
+
+
+class TcpGatewayConfig(_Link):
+    """A Modbus TCP gateway (or a TCP meter) and the meters behind it."""
+
+    host: str
+    port: int = Field(502, ge=1, le=65535)
+    max_connections: int = Field(2, ge=1, le=32, description="Concurrent requests to this gateway.")
+
+
+class RtuLineConfig(_Link):
+    """An RS-485 line on a serial port and the meters on it."""
+
+    port: str = Field(description="Serial device, e.g. /dev/ttyUSB0.")
+    baudrate: int = Field(9600, ge=300, le=921600)
+    parity: str = Field("N", pattern="^[NEO]$")
+    stopbits: int = Field(1, ge=1, le=2)
+    timeout_s: float = Field(1.0, gt=0, le=60)
+
+
+class ModbusSource(_Model):
+    """The Modbus pollers."""
+
+    periods: dict[str, float] = Field(
+        default_factory=lambda: {"energy": 900.0, "instant": 60.0, "events": 60.0},
+        description="Seconds between polls, per poll class of the profiles.",
+    )
+    default_period_s: float = Field(60.0, gt=0, description="For poll classes not listed in periods.")
+    jitter: float = Field(0.1, ge=0, le=0.5, description="Random delay, as a fraction of the period.")
+    retries: int = Field(1, ge=0, le=5, description="Immediate retries of a failed request.")
+    backoff_base_s: float = Field(5.0, gt=0)
+    backoff_max_s: float = Field(300.0, gt=0)
+    max_filler: int = Field(16, ge=0, le=120, description="Unwanted registers allowed inside one merged read.")
+    gateways: list[TcpGatewayConfig] = Field(default_factory=list)
+    lines: list[RtuLineConfig] = Field(default_factory=list)
+
+
 class CollectorConfig(_Model):
     """A collector process."""
 
@@ -55,7 +123,10 @@ class CollectorConfig(_Model):
     spool_dir: Path = Field(Path("var/spool"), description="Durable store-and-forward directory.")
     spool_max_mb: int = Field(1024, ge=1, description="Spool size bound; warns from 80 %.")
     seal_seconds: float = Field(1.0, gt=0, description="Spooled data reaches the database within about this.")
+    health_every_s: float = Field(10.0, gt=0, description="How often health is written to the database.")
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="Serve Prometheus /metrics here (0: any).")
     mqtt: MqttSource | None = None
+    modbus: ModbusSource | None = None
 
 
 def load_config(path: Path) -> CollectorConfig:

@@ -1,17 +1,56 @@
-"""A collector process: its sources (MQTT now, Modbus pollers alongside) feeding one spool and forwarder."""
+"""A collector process: MQTT subscriber and Modbus pollers feeding one durable spool and forwarder."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+from collections.abc import Sequence
 
-from collectors.config import CollectorConfig
+from collectors.config import CollectorConfig, ModbusSource
 from collectors.forward import Forwarder
+from collectors.health import HealthWriter, MetricsServer
+from collectors.modbus import Link, MeterTarget, Poller, PollSettings, RtuLine, TcpGateway
 from collectors.mqtt import MqttCollector
-from collectors.spool import Spool
+from collectors.spool import Spool, SpoolFullError
+from releve.model import MeterEvent, Reading, Rejected
+from releve.profiles import load_profile
 from releve.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def build_poller(source: ModbusSource, sink: PollSink) -> Poller:
+    """Links and meters as the configuration describes them."""
+    links: list[tuple[Link, list[MeterTarget]]] = []
+    for gw in source.gateways:
+        link: Link = TcpGateway(gw.name, gw.host, gw.port, gw.max_connections, gw.timeout_s)
+        links.append((link, [MeterTarget.build(m.serial, m.unit, load_profile(m.profile), gw.name, source.max_filler)
+                             for m in gw.meters]))  # fmt: skip
+    for line in source.lines:
+        link = RtuLine(line.name, line.port, line.baudrate, line.parity, line.stopbits, line.timeout_s)
+        links.append((link, [MeterTarget.build(m.serial, m.unit, load_profile(m.profile), line.name, source.max_filler)
+                             for m in line.meters]))  # fmt: skip
+    settings = PollSettings(
+        periods=dict(source.periods), default_period=source.default_period_s, jitter=source.jitter,
+        retries=source.retries, backoff_base=source.backoff_base_s, backoff_max=source.backoff_max_s,
+    )  # fmt: skip
+    return Poller(links, sink, settings)
+
+
+class PollSink:
+    """Where poll results go: straight into the spool, durable before the poll counts as done."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self.dropped = 0
+
+    def __call__(self, readings: Sequence[Reading], events: Sequence[MeterEvent], rejected: Sequence[Rejected]) -> None:
+        try:
+            self.spool.append(readings, events, rejected, sync=True)
+        except SpoolFullError as exc:
+            self.dropped += len(readings)
+            log.error("poll results not stored: %s", exc)
 
 
 class Collector:
@@ -24,18 +63,52 @@ class Collector:
             self.spool, database_url, settings, origin=config.name, seal_seconds=config.seal_seconds
         )
         self.mqtt = MqttCollector(config.mqtt, settings.mqtt, self.spool) if config.mqtt else None
+        self.poller = build_poller(config.modbus, PollSink(self.spool)) if config.modbus else None
+        self.health = HealthWriter(self, database_url, settings, config.health_every_s)
+        self.metrics = MetricsServer(self, config.metrics_port) if config.metrics_port is not None else None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_polling: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Start forwarding, then the sources."""
         self.forwarder.start()
+        self.health.start()
+        if self.metrics:
+            self.metrics.start()
         if self.mqtt:
             self.mqtt.start()
+        if self.poller:
+            ready = threading.Event()
+            self._thread = threading.Thread(target=self._poll_thread, args=(ready,), name="modbus", daemon=True)
+            self._thread.start()
+            ready.wait()
+
+    def _poll_thread(self, ready: threading.Event) -> None:
+        async def main() -> None:
+            assert self.poller is not None
+            self._loop = asyncio.get_running_loop()
+            self._stop_polling = asyncio.Event()
+            ready.set()
+            try:
+                await self.poller.run(self._stop_polling)
+            finally:
+                for link, _ in self.poller.links:
+                    link.close()
+
+        asyncio.run(main())
 
     def stop(self) -> None:
         """Stop the sources, then land what is spooled (what cannot land stays on disk)."""
         if self.mqtt:
             self.mqtt.stop()
+        if self._thread is not None and self._loop is not None and self._stop_polling is not None:
+            self._loop.call_soon_threadsafe(self._stop_polling.set)
+            self._thread.join()
+        if self.metrics:
+            self.metrics.stop()
         self.forwarder.stop(drain=True)
+        self.health.stop()
         self.spool.close()
 
     def run_until(self, stop: threading.Event) -> None:

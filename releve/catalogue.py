@@ -10,7 +10,7 @@ from psycopg import Connection
 
 from releve.model import CHANNELS, ReadType, Source
 
-UNITS = ("kWh", "Wh", "MWh", "kvarh", "W", "kW", "V", "A", "Hz", "m3", "L", "m3/h", "L/h", "count")
+UNITS = ("kWh", "Wh", "MWh", "kvarh", "W", "kW", "V", "A", "Hz", "m3", "L", "m3/h", "L/h", "count", "1", "s")
 
 
 def sync(conn: Connection) -> None:

@@ -1,0 +1,357 @@
+"""Modbus pollers: TCP gateways and RTU serial lines, asyncio, one dead meter never stalls the rest.
+
+A *link* is where requests go: a TCP gateway (a small pool of connections, each carrying one
+request at a time, so ``max_connections`` bounds the gateway's concurrency) or an RTU line (one
+serial port through pyserial, one request at a time under a lock; pymodbus keeps the RTU
+inter-frame silence and checks CRCs). Each meter's poll classes (``energy``, ``instant``, ``events``
+…) run on their own period with jitter; a poll's timestamp is taken when it starts.
+
+A failed poll (timeout, connection error, CRC error, Modbus exception) counts against the meter and
+backs it off exponentially (``backoff_base`` … ``backoff_max`` seconds): while backed off the meter
+is skipped, so a dead meter costs its line one timeout per backoff period instead of one per poll.
+Modbus exception responses and values that fail to decode are kept as dead letters with the meter
+and the cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.pdu import ExceptionResponse
+
+from collectors.plan import ReadBlock, plan_reads
+from releve.model import CHANNELS, EventKind, MeterEvent, Reading, Rejected, Source
+from releve.profiles import EVENT_KINDS_BY_CODE, DeviceProfile, RegisterEntry, decode
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[Sequence[Reading], Sequence[MeterEvent], Sequence[Rejected]], None]
+
+EXCEPTION_NAMES = {
+    1: "illegal function", 2: "illegal data address", 3: "illegal data value", 4: "server device failure",
+    5: "acknowledge", 6: "server device busy", 10: "gateway path unavailable",
+    11: "gateway target device failed to respond",
+}  # fmt: skip
+
+
+class ReadError(Exception):
+    """A request failed. ``kind`` is one of timeout, connection, crc, exception, decode."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class MeterHealth:
+    """Per-meter communication health (what the control room sees)."""
+
+    serial: str
+    link: str
+    polls: int = 0
+    good: int = 0
+    failures: int = 0
+    retries: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    consecutive_failures: int = 0
+    backoff_until: float = 0.0
+    last_good: datetime | None = None
+    last_error: str | None = None
+    latency_ms: float | None = None
+
+    @property
+    def success_rate(self) -> float:
+        return self.good / self.polls if self.polls else 0.0
+
+    @property
+    def backed_off(self) -> bool:
+        return time.monotonic() < self.backoff_until
+
+
+@dataclass
+class MeterTarget:
+    """One meter on a link: its unit id, profile, read plans per poll class and health."""
+
+    serial: str
+    unit: int
+    profile: DeviceProfile
+    health: MeterHealth
+    plans: dict[str, list[ReadBlock]] = field(default_factory=dict)
+    last_status: int | None = None
+    last_event_counter: int | None = None
+
+    @classmethod
+    def build(cls, serial: str, unit: int, profile: DeviceProfile, link: str, max_filler: int = 16) -> MeterTarget:
+        by_class: dict[str, list[RegisterEntry]] = {}
+        for entry in profile.registers:
+            by_class.setdefault(entry.poll_class, []).append(entry)
+        plans = {name: plan_reads(entries, max_filler=max_filler) for name, entries in by_class.items()}
+        return cls(serial, unit, profile, MeterHealth(serial, link), plans)
+
+
+class Link:
+    """Where requests go. Subclasses implement ``_request``."""
+
+    name: str
+
+    def __init__(self, name: str, timeout: float) -> None:
+        self.name = name
+        self.timeout = timeout
+        self.requests = 0
+        self.failures = 0
+
+    async def read(self, unit: int, block: ReadBlock) -> list[int]:
+        """The registers of ``block`` from ``unit``, or ReadError saying why not."""
+        self.requests += 1
+        try:
+            return await self._request(unit, block)
+        except ReadError:
+            self.failures += 1
+            raise
+
+    async def _request(self, unit: int, block: ReadBlock) -> list[int]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close connections."""
+
+    @staticmethod
+    async def _call(client: AsyncModbusTcpClient | AsyncModbusSerialClient, unit: int, block: ReadBlock) -> list[int]:
+        what = f"function {block.function} address {block.address} count {block.count}"
+        try:
+            if block.function == 4:
+                response = await client.read_input_registers(block.address, count=block.count, device_id=unit)
+            else:
+                response = await client.read_holding_registers(block.address, count=block.count, device_id=unit)
+        except ConnectionException as exc:
+            raise ReadError("connection", f"{what}: connection failed: {exc}") from exc
+        except ModbusIOException as exc:
+            text = str(exc).lower()
+            kind = "crc" if "crc" in text or "check" in text else "timeout"
+            raise ReadError(kind, f"{what}: no valid response ({exc})") from exc
+        except TimeoutError as exc:
+            raise ReadError("timeout", f"{what}: timed out") from exc
+        except ModbusException as exc:
+            raise ReadError("timeout", f"{what}: {exc}") from exc
+        if isinstance(response, ExceptionResponse) or response.isError():
+            code = getattr(response, "exception_code", 0)
+            name = EXCEPTION_NAMES.get(code, "unknown")
+            raise ReadError("exception", f"{what}: Modbus exception {code} ({name})")
+        registers = list(response.registers)
+        if len(registers) != block.count:
+            raise ReadError("decode", f"{what}: {len(registers)} registers in the response")
+        return registers
+
+
+class TcpGateway(Link):
+    """A Modbus TCP gateway: ``max_connections`` connections, one request in flight on each."""
+
+    def __init__(self, name: str, host: str, port: int, max_connections: int = 2, timeout: float = 2.0) -> None:
+        super().__init__(name, timeout)
+        self.host, self.port = host, port
+        self.max_connections = max_connections
+        self._clients: list[AsyncModbusTcpClient] = []
+        self._free: asyncio.Queue[AsyncModbusTcpClient] | None = None
+
+    async def _request(self, unit: int, block: ReadBlock) -> list[int]:
+        if self._free is None:  # pymodbus clients belong to the loop that creates them: create them here
+            self._free = asyncio.Queue()
+            for i in range(self.max_connections):
+                client = AsyncModbusTcpClient(
+                    self.host, port=self.port, timeout=self.timeout, retries=0, reconnect_delay=0.5,
+                    reconnect_delay_max=10, name=f"{self.name}#{i}",
+                )  # fmt: skip
+                self._clients.append(client)
+                self._free.put_nowait(client)
+        client = await self._free.get()
+        try:
+            if not client.connected and not await client.connect():
+                raise ReadError("connection", f"gateway {self.host}:{self.port} does not answer")
+            return await self._call(client, unit, block)
+        finally:
+            self._free.put_nowait(client)
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.close()
+
+
+class RtuLine(Link):
+    """An RS-485 line on a serial port: one request at a time, whatever the number of meters."""
+
+    def __init__(self, name: str, port: str, baudrate: int = 9600, parity: str = "N", stopbits: int = 1,
+                 timeout: float = 1.0) -> None:  # fmt: skip
+        super().__init__(name, timeout)
+        self.port = port
+        self.serial = {"baudrate": baudrate, "parity": parity, "stopbits": stopbits}
+        self.client: AsyncModbusSerialClient | None = None
+        self._lock: asyncio.Lock | None = None
+
+    async def _request(self, unit: int, block: ReadBlock) -> list[int]:
+        if self._lock is None or self.client is None:  # created in the polling loop, see TcpGateway
+            self._lock = asyncio.Lock()
+            self.client = AsyncModbusSerialClient(
+                self.port, timeout=self.timeout, retries=0, reconnect_delay=0.5, reconnect_delay_max=10,
+                name=self.name, **self.serial,  # type: ignore[arg-type]
+            )  # fmt: skip
+        async with self._lock:
+            if not self.client.connected and not await self.client.connect():
+                raise ReadError("connection", f"serial port {self.port} cannot be opened")
+            return await self._call(self.client, unit, block)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+
+@dataclass
+class PollSettings:
+    """Periods per poll class, jitter, retries and backoff."""
+
+    periods: dict[str, float] = field(default_factory=lambda: {"energy": 900.0, "instant": 60.0, "events": 60.0})
+    default_period: float = 60.0
+    jitter: float = 0.1
+    retries: int = 1
+    backoff_base: float = 5.0
+    backoff_max: float = 300.0
+    align: bool = True
+
+
+class Poller:
+    """Polls every meter of every link on its poll classes' periods; hands results to ``sink``."""
+
+    def __init__(self, links: Sequence[tuple[Link, Sequence[MeterTarget]]], sink: Sink, settings: PollSettings) -> None:
+        self.links = list(links)
+        self.sink = sink
+        self.settings = settings
+        self.polls = 0
+
+    @property
+    def meters(self) -> list[MeterTarget]:
+        return [m for _, meters in self.links for m in meters]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until ``stop`` is set."""
+        tasks = [
+            asyncio.create_task(self._schedule(link, meter, poll_class, stop), name=f"{meter.serial}/{poll_class}")
+            for link, meters in self.links for meter in meters for poll_class in meter.plans
+        ]  # fmt: skip
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def period(self, poll_class: str) -> float:
+        return self.settings.periods.get(poll_class, self.settings.default_period)
+
+    async def _schedule(self, link: Link, meter: MeterTarget, poll_class: str, stop: asyncio.Event) -> None:
+        period = self.period(poll_class)
+        now = time.time()
+        next_at = math.floor(now / period) * period + period if self.settings.align else now
+        next_at = min(next_at, now + period)
+        while not stop.is_set():
+            delay = next_at + random.uniform(0, self.settings.jitter * period) - time.time()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    return
+            next_at += period
+            if meter.health.backed_off:
+                continue
+            await self.poll(link, meter, poll_class)
+
+    async def poll(self, link: Link, meter: MeterTarget, poll_class: str) -> bool:
+        """One poll of one class of one meter (also usable on its own, e.g. for probing a device)."""
+        health = meter.health
+        ts = datetime.now(UTC)  # the poll's time: when it started
+        started = time.monotonic()
+        health.polls += 1
+        self.polls += 1
+        values: dict[RegisterEntry, float] = {}
+        for block in meter.plans[poll_class]:
+            registers: list[int] | None = None
+            for attempt in range(self.settings.retries + 1):
+                try:
+                    registers = await link.read(meter.unit, block)
+                    break
+                except ReadError as exc:
+                    health.errors[exc.kind] = health.errors.get(exc.kind, 0) + 1
+                    if exc.kind == "exception" or attempt == self.settings.retries:
+                        self._failed(link, meter, exc)
+                        return False
+                    health.retries += 1
+            assert registers is not None
+            for entry in block.entries:
+                try:
+                    values[entry] = decode(entry, block.slice(registers, entry))
+                except (ValueError, OverflowError) as exc:
+                    origin = f"modbus {link.name} unit {meter.unit} ({meter.serial})"
+                    reason = f"{entry.name}: cannot decode: {exc}"
+                    self.sink([], [], [Rejected(origin, reason, repr(registers), Source.MODBUS)])
+        latency = (time.monotonic() - started) * 1000
+        health.latency_ms = latency if health.latency_ms is None else 0.8 * health.latency_ms + 0.2 * latency
+        health.good += 1
+        health.consecutive_failures = 0
+        health.backoff_until = 0.0
+        health.last_good = ts
+        readings, events = self._interpret(meter, ts, values)
+        self.sink(readings, events, [])
+        return True
+
+    def _failed(self, link: Link, meter: MeterTarget, exc: ReadError) -> None:
+        health = meter.health
+        health.failures += 1
+        health.consecutive_failures += 1
+        health.last_error = str(exc)
+        backoff = min(self.settings.backoff_base * 2 ** (health.consecutive_failures - 1), self.settings.backoff_max)
+        health.backoff_until = time.monotonic() + backoff
+        origin = f"modbus {link.name} unit {meter.unit} ({meter.serial})"
+        log.warning("%s: %s; backing off %.0f s", origin, exc, backoff)
+        if exc.kind in ("exception", "decode"):
+            self.sink([], [], [Rejected(origin, str(exc), "", Source.MODBUS)])
+
+    @staticmethod
+    def _interpret(
+        meter: MeterTarget, ts: datetime, values: dict[RegisterEntry, float]
+    ) -> tuple[list[Reading], list[MeterEvent]]:
+        readings: list[Reading] = []
+        events: list[MeterEvent] = []
+        by_channel = {entry.channel: value for entry, value in values.items()}
+        for entry, value in values.items():
+            if entry.kind == "status":
+                continue
+            unit = entry.unit or (CHANNELS[entry.channel].unit if entry.channel in CHANNELS else "")
+            readings.append(Reading(meter.serial, entry.channel, ts, value, unit, Source.MODBUS))
+        if "clock" in by_channel:
+            offset = by_channel["clock"] - ts.timestamp()
+            readings.append(Reading(meter.serial, "0-0:1.0.0", ts, round(offset, 3), "s", Source.MODBUS))
+        if "status" in by_channel:
+            status = int(by_channel["status"])
+            previous = meter.last_status or 0
+            for name, bit in meter.profile.status_bits.items():
+                if status >> bit & 1 and not previous >> bit & 1:
+                    events.append(MeterEvent(meter.serial, ts, EventKind(name), Source.MODBUS, {"status": status}))
+            meter.last_status = status
+        if "event_counter" in by_channel and "last_event_code" in by_channel:
+            counter = int(by_channel["event_counter"])
+            if counter != meter.last_event_counter and counter > 0:
+                kind = EVENT_KINDS_BY_CODE.get(int(by_channel["last_event_code"]))
+                when = by_channel.get("last_event_ts")
+                if kind is not None:
+                    event_ts = datetime.fromtimestamp(when, UTC) if when else ts
+                    events.append(MeterEvent(meter.serial, event_ts, kind, Source.MODBUS, {"counter": counter}))
+            meter.last_event_counter = counter
+        return readings, events
