@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "collectors.cli",
     "ingest.cli",
     "analytics.cli",
+    "analytics.theft.cli",
     "billing.cli",
     "dashboards.cli",
 )
