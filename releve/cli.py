@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name != name:
+            if exc.name is None or not name.startswith(exc.name):  # a missing dependency, not a missing module
                 raise
             continue
         register: Callable[[argparse._SubParsersAction], None] | None = getattr(module, "register", None)
