@@ -1,0 +1,294 @@
+"""Load a directory of documented CSV files into the database: registry, then readings and events.
+
+The directory is a simulator backfill, or a utility's export in the same formats; readings and
+events go through the ingest write path like any collector's.
+
+Files (formats in docs/simulators.md; only those present are read):
+
+- ``areas.csv``, ``meters.csv``: transformers / DMAs with their feeder or bulk meters, meters, service
+  points; each customer service point gets a customer and an account (billing cycles A–D in turn)
+  and an installation from the first reading on.
+- ``register_reads.csv``, ``intervals.csv``: readings (``--reads remote``, the default), or
+  ``manual_reads.csv`` in their place (``--reads manual``: a utility whose meters are read by hand).
+- ``events.csv``: meter events.
+- ``labels.csv``: only its ``meter_exchange`` rows, which are work orders a utility records (the
+  installation history); every other label is ground truth for scoring and is never loaded.
+
+Loading is idempotent: registry rows are inserted once, and each chunk of readings lands with a batch
+key derived from the file's content, so loading the same directory twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import psycopg
+from tqdm import tqdm
+
+from ingest.frame import ReadingFrame
+from ingest.writer import BatchWriter
+from releve.model import EventKind, MeterEvent, ReadType, Source
+from releve.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CHUNK = 200_000
+PROTOCOLS = {"tcp": "modbus-tcp", "rtu": "modbus-rtu", "mqtt": "mqtt"}
+CYCLES = "ABCD"
+
+
+class LoadError(ValueError):
+    """A file cannot be loaded; the message names the file, the line and the problem."""
+
+
+@dataclass
+class LoadSummary:
+    """What a load did."""
+
+    meters: int = 0
+    areas: int = 0
+    accounts: int = 0
+    exchanges: int = 0
+    readings: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    events: int = 0
+    files: list[str] = field(default_factory=list)
+
+
+def _ts(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    with path.open(newline="") as fh:
+        yield from enumerate(csv.DictReader(fh), start=2)
+
+
+def load_registry(conn: psycopg.Connection, directory: Path, summary: LoadSummary) -> None:
+    """areas.csv and meters.csv → area, meter, service_point, customer, account, installation."""
+    areas_file, meters_file = directory / "areas.csv", directory / "meters.csv"
+    if not meters_file.is_file():
+        raise LoadError(f"{meters_file}: missing (a directory to load needs at least meters.csv)")
+    with conn.cursor() as cur:
+        if areas_file.is_file():
+            for line, a in _rows(areas_file):
+                try:
+                    loss = (float(a["technical_loss_min"]) + float(a["technical_loss_max"])) / 2 * 100
+                    cur.execute(
+                        """INSERT INTO area (code, kind, commodity, technical_loss_pct, latitude, longitude)
+                           VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (code) DO NOTHING""",
+                        (a["area"], a["kind"], a["commodity"], round(loss, 2), float(a["latitude"]),
+                         float(a["longitude"])),
+                    )  # fmt: skip
+                except (KeyError, ValueError, psycopg.errors.CheckViolation) as exc:
+                    raise LoadError(f"{areas_file}:{line}: {exc}") from exc
+                summary.areas += cur.rowcount
+        feeders: list[tuple[str, str]] = []
+        for line, m in _rows(meters_file):
+            try:
+                width = int(m["register_width_bits"]) if m.get("register_width_bits") else None
+                cur.execute(
+                    """INSERT INTO meter (serial, commodity, model, unit, multiplier, register_digits,
+                                          register_width_bits, register_wrap, protocol, address)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (serial) DO NOTHING""",
+                    (m["serial"], m["commodity"], m["model"], m["unit"], float(m["multiplier"] or 1),
+                     int(m["register_digits"]) if m.get("register_digits") else None,
+                     width if width in (16, 32, 64) else None,
+                     float(m["register_wrap"]) if m.get("register_wrap") else None,
+                     PROTOCOLS.get(m["transport"], "import"), json.dumps({"uri": m["address"]})),
+                )  # fmt: skip
+                summary.meters += cur.rowcount
+                if m["role"] == "feeder":
+                    feeders.append((m["area"], m["serial"]))
+                    continue
+                cur.execute(
+                    """INSERT INTO service_point (code, commodity, customer_class, area_id, latitude, longitude)
+                       SELECT %s, %s, %s, (SELECT id FROM area WHERE code = %s), %s, %s
+                       ON CONFLICT (code) DO NOTHING""",
+                    (m["service_point"], m["commodity"], m["customer_class"], m["area"],
+                     float(m["latitude"]), float(m["longitude"])),
+                )  # fmt: skip
+            except (KeyError, ValueError, psycopg.errors.CheckViolation) as exc:
+                raise LoadError(f"{meters_file}:{line}: {exc}") from exc
+        for area, serial in feeders:
+            cur.execute(
+                "UPDATE area SET feeder_meter_id = (SELECT id FROM meter WHERE serial = %s) WHERE code = %s",
+                (serial, area),
+            )
+        # One customer and one account per service point that has none yet.
+        cur.execute(
+            """WITH new AS (
+                   SELECT sp.id, sp.code, row_number() OVER (ORDER BY sp.code) AS n
+                   FROM service_point sp WHERE NOT EXISTS (SELECT 1 FROM account a WHERE a.service_point_id = sp.id)
+               ), customers AS (
+                   INSERT INTO customer (name) SELECT 'Customer ' || code FROM new ORDER BY n RETURNING id, name
+               )
+               INSERT INTO account (number, customer_id, service_point_id, billing_cycle, opened_on)
+               SELECT 'ACC-' || new.code, c.id, new.id, substr(%s, (new.n %% 4)::int + 1, 1), DATE '2000-01-01'
+               FROM new JOIN customers c ON c.name = 'Customer ' || new.code""",
+            (CYCLES,),
+        )
+        summary.accounts += cur.rowcount
+
+
+def load_installations(conn: psycopg.Connection, directory: Path, summary: LoadSummary) -> None:
+    """Installation history: each customer meter from its first reading; exchanges from labels.csv."""
+    exchanges: dict[str, list[tuple[datetime, float]]] = {}
+    labels = directory / "labels.csv"
+    if labels.is_file():
+        for _, row in _rows(labels):
+            if row["kind"] == "meter_exchange":
+                params = json.loads(row["params"] or "{}")
+                exchanges.setdefault(row["meter"], []).append((_ts(row["start"]), float(params.get("new_initial", 0))))
+    placed = [(row["serial"], row["service_point"]) for _, row in _rows(directory / "meters.csv")
+              if row["role"] != "feeder"]  # fmt: skip
+    with conn.cursor() as cur:
+        cur.execute(
+            """INSERT INTO installation (meter_id, service_point_id, installed_at, install_index, reason)
+               SELECT m.id, sp.id, coalesce(f.ts, now()), coalesce(f.value, 0), 'initial'
+               FROM unnest(%s::text[], %s::text[]) AS p(serial, sp_code)
+               JOIN meter m ON m.serial = p.serial
+               JOIN service_point sp ON sp.code = p.sp_code
+               LEFT JOIN LATERAL (
+                   SELECT r.ts, r.value FROM reading r JOIN channel c ON c.id = r.channel_id
+                   WHERE r.meter_id = m.id AND c.code IN ('1-0:1.8.0', '8-0:1.0.0') ORDER BY r.ts LIMIT 1
+               ) f ON true
+               WHERE NOT EXISTS (SELECT 1 FROM installation i WHERE i.meter_id = m.id)""",
+            ([p[0] for p in placed], [p[1] for p in placed]),
+        )
+        for serial, items in exchanges.items():
+            for at, new_initial in sorted(items):
+                current = cur.execute(
+                    """SELECT i.id, i.meter_id, i.service_point_id FROM installation i JOIN meter m ON m.id = i.meter_id
+                       WHERE m.serial = %s AND i.removed_at IS NULL AND i.installed_at < %s""",
+                    (serial, at),
+                ).fetchone()
+                if current is None:
+                    continue
+                last = cur.execute(
+                    """SELECT r.value FROM reading r JOIN channel c ON c.id = r.channel_id
+                       WHERE r.meter_id = %s AND c.code IN ('1-0:1.8.0', '8-0:1.0.0') AND r.ts < %s
+                       ORDER BY r.ts DESC LIMIT 1""",
+                    (current[1], at),
+                ).fetchone()
+                cur.execute(
+                    "UPDATE installation SET removed_at = %s, removal_index = %s, reason = 'exchanged' WHERE id = %s",
+                    (at, last[0] if last else 0.0, current[0]),
+                )
+                cur.execute(
+                    """INSERT INTO installation (meter_id, service_point_id, installed_at, install_index, reason)
+                       VALUES (%s, %s, %s, %s, 'exchange')""",
+                    (current[1], current[2], at, new_initial),
+                )
+                summary.exchanges += 1
+
+
+def _key(path: Path, chunk: int) -> uuid.UUID:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"releve-import:{digest.hexdigest()}:{chunk}")
+
+
+def _frames(path: Path, source: Source, value_col: str = "value") -> Iterator[tuple[int, ReadingFrame]]:
+    """Chunks of a long-format readings file as frames; raises naming file:line on a bad row."""
+    with path.open(newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            return
+        col = {name: i for i, name in enumerate(header)}
+        missing = {"meter", "ts", value_col, "unit"} - col.keys()
+        if missing:
+            raise LoadError(f"{path}:1: missing column(s) {', '.join(sorted(missing))}")
+        chunk = 0
+        rows: list[list[str]] = []
+        for row in reader:
+            rows.append(row)
+            if len(rows) == CHUNK:
+                yield chunk, _frame(path, rows, col, source, chunk, value_col)
+                chunk += 1
+                rows = []
+        if rows:
+            yield chunk, _frame(path, rows, col, source, chunk, value_col)
+
+
+def _frame(path: Path, rows: list[list[str]], col: dict[str, int], source: Source, chunk: int,
+           value_col: str) -> ReadingFrame:  # fmt: skip
+    first_line = 2 + chunk * CHUNK
+    row: list[str]
+    try:
+        ts = np.array([r[col["ts"]].rstrip("Z") for r in rows], dtype="datetime64[us]")
+        value = np.array([r[col[value_col]] for r in rows], dtype=np.float64)
+    except (ValueError, IndexError) as exc:
+        for i, row in enumerate(rows):  # find the line to name it
+            try:
+                np.datetime64(row[col["ts"]].rstrip("Z"), "us")
+                float(row[col[value_col]])
+            except (ValueError, IndexError) as row_exc:
+                raise LoadError(f"{path}:{first_line + i}: {row_exc}") from exc
+        raise LoadError(f"{path}: {exc}") from exc
+    if "channel" in col:
+        channels = [r[col["channel"]] for r in rows]
+    else:  # manual reads: the main register of the meter's commodity
+        channels = ["8-0:1.0.0" if r[col["unit"]] in ("m3", "L") else "1-0:1.8.0" for r in rows]
+    frame = ReadingFrame.from_columns([r[col["meter"]] for r in rows], channels, ts, value,
+                                      [r[col["unit"]] for r in rows], source)  # fmt: skip
+    if "read_type" in col:
+        order = {rt.value: i for i, rt in enumerate(ReadType)}
+        frame.read_type_idx = np.array([order.get(r[col["read_type"]], 0) for r in rows], np.int8)
+    return frame
+
+
+def load_directory(url: str, settings: Settings, directory: Path, reads: str = "remote",
+                   progress: bool = False) -> LoadSummary:  # fmt: skip
+    """Load ``directory`` (see the module docstring) into the database at ``url``."""
+    directory = Path(directory)
+    summary = LoadSummary()
+    with psycopg.connect(url) as conn:
+        load_registry(conn, directory, summary)
+        conn.commit()
+    files = ["register_reads.csv", "intervals.csv"] if reads == "remote" else ["manual_reads.csv"]
+    source = Source.IMPORT if reads == "remote" else Source.MANUAL
+    with BatchWriter(url, settings, origin=f"import {directory}") as writer:
+        for name in files:
+            path = directory / name
+            if not path.is_file():
+                continue
+            summary.files.append(name)
+            lines = sum(1 for _ in path.open()) - 1
+            bar = tqdm(total=lines, desc=name, unit="row", disable=not progress, leave=False)
+            for chunk, frame in _frames(path, source):
+                result = writer.write(frame, batch_key=_key(path, chunk))
+                summary.readings += result.inserted
+                summary.duplicates += result.duplicates
+                summary.rejected += result.rejected
+                bar.update(len(frame))
+            bar.close()
+        events_file = directory / "events.csv"
+        if events_file.is_file():
+            events = []
+            for line, row in _rows(events_file):
+                try:
+                    events.append(MeterEvent(row["meter"], _ts(row["ts"]), EventKind(row["kind"]), Source.IMPORT,
+                                             {"code": int(row["code"])} if row.get("code") else {}))  # fmt: skip
+                except (KeyError, ValueError) as exc:
+                    raise LoadError(f"{events_file}:{line}: {exc}") from exc
+            if events:
+                summary.events = writer.write([], events, batch_key=_key(events_file, 0)).events
+                summary.files.append("events.csv")
+    with psycopg.connect(url) as conn:
+        load_installations(conn, directory, summary)
+        conn.commit()
+    return summary
