@@ -60,6 +60,7 @@ class MeterHealth:
     link: str
     polls: int = 0
     good: int = 0
+    good_by_class: dict[str, int] = field(default_factory=dict)
     failures: int = 0
     retries: int = 0
     errors: dict[str, int] = field(default_factory=dict)
@@ -304,6 +305,7 @@ class Poller:
         latency = (time.monotonic() - started) * 1000
         health.latency_ms = latency if health.latency_ms is None else 0.8 * health.latency_ms + 0.2 * latency
         health.good += 1
+        health.good_by_class[poll_class] = health.good_by_class.get(poll_class, 0) + 1
         health.consecutive_failures = 0
         health.backoff_until = 0.0
         health.last_good = ts

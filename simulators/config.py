@@ -101,6 +101,7 @@ class ModbusConfig(_Section):
     rtu_lines: int = Field(default=1, ge=0, description="Pseudo-terminal RS-485 lines.")
     devices_per_line: int = Field(default=4, ge=1, le=247)
     baudrate: int = 9600
+    wire_timing: bool = Field(default=True, description="RTU bytes cross the pty at the baud rate's pace.")
     response_delay_ms: float = Field(default=0.0, ge=0, description="Delay of every device.")
     slow_delay_ms: float = Field(default=1500.0, ge=0, description="Delay of a 'slow_device' fault.")
 

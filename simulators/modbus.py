@@ -134,10 +134,17 @@ class RtuLine:
 
 
 class PtyBridge:
-    """Two pseudo-terminals whose master ends are copied into each other (``socat pty pty``)."""
+    """Two pseudo-terminals whose master ends are copied into each other (``socat pty pty``).
 
-    def __init__(self) -> None:
+    With ``baudrate``, bytes cross no faster than an RS-485 line would carry them (10 bits a byte,
+    8N1), one direction at a time being independent, so RTU timing — and a poller's throughput —
+    behave as on a real wire rather than at memory speed.
+    """
+
+    def __init__(self, baudrate: int | None = None) -> None:
         """Open both pairs, in raw mode."""
+        self.byte_time = 10.0 / baudrate if baudrate else 0.0
+        self._busy_until: dict[int, float] = {}
         self.a_master, self.a_slave = os.openpty()
         self.b_master, self.b_slave = os.openpty()
         for fd in (self.a_slave, self.b_slave):
@@ -149,15 +156,25 @@ class PtyBridge:
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start copying bytes both ways on ``loop``."""
+        self._loop = loop
         loop.add_reader(self.a_master, self._copy, self.a_master, self.b_master)
         loop.add_reader(self.b_master, self._copy, self.b_master, self.a_master)
 
-    @staticmethod
-    def _copy(src: int, dst: int) -> None:
+    def _copy(self, src: int, dst: int) -> None:
         try:
             data = os.read(src, 4096)
         except (BlockingIOError, OSError):
             return
+        if not self.byte_time:
+            self._write(dst, data)
+            return
+        now = self._loop.time()
+        done = max(now, self._busy_until.get(src, now)) + len(data) * self.byte_time
+        self._busy_until[src] = done
+        self._loop.call_at(done, self._write, dst, data)
+
+    @staticmethod
+    def _write(dst: int, data: bytes) -> None:
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(dst, data)
 
@@ -205,7 +222,7 @@ class ModbusFrontEnd:
             _install(gw.server, gw.store)
             gw.task = asyncio.create_task(gw.server.serve_forever(), name=f"modbus-tcp-{gw.port}")
         for number, units in sorted(self._line_units.items()):
-            bridge = PtyBridge()
+            bridge = PtyBridge(self.sim.config.modbus.baudrate if self.sim.config.modbus.wire_timing else None)
             bridge.attach(loop)
             self._bridges.append(bridge)
             path = bridge.client_path

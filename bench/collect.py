@@ -1,0 +1,267 @@
+"""Collector benchmarks, each against a baseline measured in the same run.
+
+1. Modbus TCP: full meter polls per second (every register of every poll class) against N simulated
+   SDM630s answering with a realistic device delay, served by a simulator in its own process:
+   Relevé's poller (asyncio, merged reads, a connection pool per gateway) vs a naive sequential
+   pymodbus loop reading one value per request, and vs a sequential loop with merged reads.
+2. Modbus RTU over pseudo-terminals paced at the baud rate: requests per second as a fraction of
+   the wire-time bound (request and response frames back to back, 10 bits a byte: no line can do
+   better), at 9600 and 115200 baud.
+3. MQTT → database: readings per second from a publisher through Mosquitto, the collector
+   (decode, spool fsync, acknowledge) and the write path, until every reading is in PostgreSQL.
+
+Run: .venv/bin/python bench/collect.py [--meters 64] [--delay-ms 20] [--seconds 8] [--messages 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pymodbus.client import ModbusTcpClient
+
+from collectors.modbus import MeterTarget, Poller, PollSettings, RtuLine, TcpGateway
+from collectors.plan import plan_reads
+from releve.profiles import load_profile
+
+
+def fleet_config(meters: int, delay_ms: float, rtu_lines: int = 0, baudrate: int = 9600, per_line: int = 4) -> dict:
+    return {
+        "topology": {"transformers": 1, "customers_per_transformer": max(meters - 1, 1), "dmas": 0,
+                     "electricity_models": {"sdm630": 1.0}},
+        "modbus": {"tcp_base_port": 0, "rtu_lines": rtu_lines, "devices_per_line": per_line,
+                   "devices_per_gateway": 247, "response_delay_ms": delay_ms, "baudrate": baudrate},
+        "mqtt": {"electricity_share": 0.0}, "theft": {"rate": 0.0}, "faults": {"rate": 0.0},
+    }
+
+
+def _serve(config: dict, out: mp.Queue, stop: mp.Event) -> None:
+    from simulators.clock import SimClock
+    from simulators.config import parse_fleet
+    from simulators.engine import Simulation
+    from simulators.modbus import BackgroundModbus
+
+    sim = Simulation(parse_fleet(config, "bench fleet"))
+    with BackgroundModbus(sim, SimClock(sim.start, speed=1)) as front:
+        out.put({"gateways": [(gw.host, gw.port, sorted(gw.store.units)) for gw in front.gateways],
+                 "lines": [(ln.path, sorted(ln.store.units)) for ln in front.lines]})
+        stop.wait()
+
+
+class SimulatorProcess:
+    def __init__(self, config: dict) -> None:
+        ctx = mp.get_context("spawn")
+        self.stop = ctx.Event()
+        queue: mp.Queue = ctx.Queue()
+        self.proc = ctx.Process(target=_serve, args=(config, queue, self.stop), daemon=True)
+        self.proc.start()
+        self.info = queue.get(timeout=60)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.proc.join(15)
+
+
+# -- 1. Modbus TCP --------------------------------------------------------------------------------
+async def releve_polls(gateways, seconds: float, connections: int) -> int:
+    profile = load_profile("sdm630")
+    links = []
+    for host, port, units in gateways:
+        link = TcpGateway(f"{host}:{port}", host, port, max_connections=connections, timeout=5.0)
+        links.append((link, [MeterTarget.build(f"m{port}-{u}", u, profile, link.name) for u in units]))
+    poller = Poller(links, lambda *a: None, PollSettings(retries=0))
+    done = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def meter_loop(link, meter):
+        nonlocal done
+        while time.perf_counter() < stop_at:
+            ok = True
+            for poll_class in meter.plans:
+                ok = await poller.poll(link, meter, poll_class) and ok
+            done += ok
+
+    await asyncio.gather(*(meter_loop(link, m) for link, meters in links for m in meters))
+    for link, _ in links:
+        link.close()
+    return done
+
+
+def naive_polls(gateways, seconds: float, merged: bool) -> int:
+    profile = load_profile("sdm630")
+    blocks = plan_reads(profile.registers) if merged else [
+        b for e in profile.registers for b in plan_reads([e])]
+    done = 0
+    stop_at = time.perf_counter() + seconds
+    clients = {(h, p): ModbusTcpClient(h, port=p, timeout=5) for h, p, _ in gateways}
+    for c in clients.values():
+        c.connect()
+    while time.perf_counter() < stop_at:
+        for host, port, units in gateways:
+            client = clients[(host, port)]
+            for unit in units:
+                for b in blocks:
+                    read = client.read_input_registers if b.function == 4 else client.read_holding_registers
+                    read(b.address, count=b.count, device_id=unit)
+                done += 1
+                if time.perf_counter() >= stop_at:
+                    break
+    for c in clients.values():
+        c.close()
+    return done
+
+
+def bench_tcp(meters: int, delay_ms: float, seconds: float) -> None:
+    sim = SimulatorProcess(fleet_config(meters, delay_ms))
+    try:
+        gateways = sim.info["gateways"]
+        n = sum(len(u) for *_, u in gateways)
+        profile = load_profile("sdm630")
+        per_value = len(profile.registers)
+        merged = len(plan_reads(profile.registers))
+        print(f"\n1. Modbus TCP: {n} simulated SDM630s, {delay_ms:.0f} ms device delay, {seconds:.0f} s each "
+              f"({per_value} values per meter: {merged} merged requests)")
+        naive = naive_polls(gateways, seconds, merged=False) / seconds
+        print(f"   naive sequential, one value per request   {naive:>9.1f} meter polls/s")
+        naive_m = naive_polls(gateways, seconds, merged=True) / seconds
+        print(f"   sequential with merged reads              {naive_m:>9.1f} meter polls/s")
+        for connections in (4, 16):
+            rate = asyncio.run(releve_polls(gateways, seconds, connections)) / seconds
+            print(f"   Relevé poller, {connections:>2} connections/gateway     {rate:>9.1f} meter polls/s"
+                  f"   = {rate / naive:5.1f} x naive, {rate / naive_m:4.1f} x sequential merged")
+    finally:
+        sim.close()
+
+
+# -- 2. Modbus RTU ---------------------------------------------------------------------------------
+def wire_time(count: int, baud: int) -> float:
+    """Seconds a read of ``count`` registers occupies the line: request (8 bytes) and response (5 + 2n)."""
+    return (8 + 5 + 2 * count) * 10.0 / baud
+
+
+async def rtu_rate(path: str, units: list[int], baud: int, seconds: float) -> tuple[float, float]:
+    profile = load_profile("sdm630")
+    line = RtuLine("bench", path, baudrate=baud, timeout=2.0)
+    meters = [MeterTarget.build(f"r{u}", u, profile, "bench") for u in units]
+    poller = Poller([(line, meters)], lambda *a: None, PollSettings(retries=0))
+    busy = 0.0
+    requests = 0
+    stop_at = time.perf_counter() + seconds
+    t0 = time.perf_counter()
+    while time.perf_counter() < stop_at:
+        for meter in meters:
+            for poll_class, blocks in meter.plans.items():
+                if await poller.poll(line, meter, poll_class):
+                    requests += len(blocks)
+                    busy += sum(wire_time(b.count, baud) for b in blocks)
+    elapsed = time.perf_counter() - t0
+    line.close()
+    return requests / elapsed, busy / elapsed
+
+
+def bench_rtu(seconds: float) -> None:
+    print("\n2. Modbus RTU on a pty paced at the baud rate, 4 SDM630s on one line, sequential polls")
+    for baud in (9600, 115200):
+        sim = SimulatorProcess(fleet_config(5, 0.0, rtu_lines=1, baudrate=baud))
+        try:
+            path, units = sim.info["lines"][0]
+            rate, fraction = asyncio.run(rtu_rate(path, units, baud, seconds))
+            print(f"   {baud:>6} baud: {rate:7.1f} requests/s = {fraction:5.1%} of the wire-time bound")
+        finally:
+            sim.close()
+
+
+# -- 3. MQTT -> database ---------------------------------------------------------------------------
+def _publish(port: int, messages: int, meters: int, t0: str) -> None:
+    import paho.mqtt.client as mqtt
+
+    start = datetime.fromisoformat(t0)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pub")
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    infos = []
+    for k in range(messages):
+        serial = f"MQ{k % meters:05d}"
+        ts = (start + timedelta(minutes=15 * (k // meters))).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {"meter": serial, "ts": ts, "readings": [{"channel": "1-0:1.8.0", "value": 100 + k, "unit": "kWh"},
+                                                          {"channel": "1-0:1.7.0", "value": 400.0, "unit": "W"}]}
+        infos.append(client.publish(f"releve/{serial}/reading", json.dumps(body), qos=1))
+    for info in infos:
+        info.wait_for_publish(120)
+    client.loop_stop()
+    client.disconnect()
+
+
+def bench_mqtt(messages: int) -> None:
+    import psycopg
+
+    from bench.common import bench_database
+    from collectors.config import CollectorConfig
+    from collectors.service import Collector
+    from releve.broker import MqttBroker
+
+    meters = 500
+    print(f"\n3. MQTT -> database: {messages:,} JSON messages (2 readings each) from {meters} meters, QoS 1")
+    broker_dir = Path(tempfile.mkdtemp(prefix="releve-bench-mqtt-"))
+    broker_dir.chmod(0o755)
+    with MqttBroker(broker_dir / "b") as broker, bench_database() as (url, settings, _):
+        with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
+            cur.executemany("INSERT INTO meter (serial, commodity, model, unit, protocol) "
+                            "VALUES (%s, 'electricity', 'b', 'kWh', 'mqtt')", [(f"MQ{i:05d}",) for i in range(meters)])
+        settings = settings.model_copy(update={"mqtt": settings.mqtt.model_copy(update={"url": broker.url})})
+        spool = Path(tempfile.mkdtemp(prefix="releve-bench-spool-"))
+        config = CollectorConfig.model_validate({"name": "bench", "spool_dir": str(spool), "seal_seconds": 0.5,
+            "mqtt": {"client_id": "bench-collector", "subscriptions": [{"topic": "releve/{serial}/reading"}]}})
+        collector = Collector(config, settings, url)
+        collector.start()
+        collector.mqtt.wait_connected()
+        t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=30)
+        start = time.perf_counter()
+        ctx = mp.get_context("spawn")
+        pub = ctx.Process(target=_publish, args=(broker.port, messages, meters, t0.isoformat()))
+        pub.start()
+        expected = 2 * messages
+        with psycopg.connect(url, autocommit=True) as conn:
+            while conn.execute("SELECT count(*) FROM reading").fetchone()[0] < expected:
+                if time.perf_counter() - start > 300:
+                    break
+                time.sleep(0.2)
+            landed = conn.execute("SELECT count(*) FROM reading").fetchone()[0]
+        elapsed = time.perf_counter() - start
+        pub.join()
+        collector.stop()
+        print(f"   {landed:,} of {expected:,} readings in PostgreSQL after {elapsed:.1f} s: "
+              f"{landed / elapsed:,.0f} readings/s ({landed / 2 / elapsed:,.0f} messages/s), end to end")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--meters", type=int, default=64)
+    parser.add_argument("--delay-ms", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--only", default="tcp,rtu,mqtt", help="comma-separated subset of tcp,rtu,mqtt")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    if "tcp" in only:
+        bench_tcp(args.meters, args.delay_ms, args.seconds)
+    if "rtu" in only:
+        bench_rtu(args.seconds)
+    if "mqtt" in only:
+        bench_mqtt(args.messages)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
