@@ -1,0 +1,174 @@
+"""Interval-data rules: counts per local day (DST aware), spikes, zero runs, and the sum check.
+
+Interval values are consumption per interval (``channel.kind = 'interval'``), stamped at the end of
+the interval in UTC. Days are the meter's local days (``zoneinfo``): a DST day holds 23 or 25 hours
+of intervals, and the expected count follows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from analytics.vee.params import RuleParams
+
+
+@dataclass(frozen=True, slots=True)
+class DayCount:
+    """Intervals found vs expected in one local day."""
+
+    day: date
+    found: int
+    expected: int
+
+
+def expected_intervals(day: date, tz: ZoneInfo, interval_s: int) -> int:
+    """Intervals in a local day: 24 h normally, 23 h or 25 h on DST change days."""
+    start = datetime(day.year, day.month, day.day, tzinfo=tz).astimezone(UTC)
+    nxt = day + timedelta(days=1)
+    end = datetime(nxt.year, nxt.month, nxt.day, tzinfo=tz).astimezone(UTC)
+    return int((end - start).total_seconds() // interval_s)
+
+
+def local_days(t: np.ndarray, tz: ZoneInfo, interval_s: int) -> np.ndarray:
+    """Local day (as numpy datetime64[D]) each interval belongs to; intervals are end-stamped."""
+    if not len(t):
+        return np.zeros(0, "datetime64[D]")
+    start = t - interval_s  # the interval's start decides its day
+    lo = datetime.fromtimestamp(float(start.min()), UTC) - timedelta(days=1)
+    hi = datetime.fromtimestamp(float(start.max()), UTC) + timedelta(days=2)
+    # UTC offsets change rarely: find each distinct offset's span once, then shift in numpy.
+    edges = [lo]
+    probe = lo
+    while probe < hi:
+        probe += timedelta(hours=1)
+        if probe.astimezone(tz).utcoffset() != edges[-1].astimezone(tz).utcoffset():
+            edges.append(probe)
+    edge_s = np.array([e.timestamp() for e in edges])
+    offsets = np.array([e.astimezone(tz).utcoffset().total_seconds() for e in edges])  # type: ignore[union-attr]
+    k = np.searchsorted(edge_s, start, side="right") - 1
+    local = start + offsets[np.clip(k, 0, len(offsets) - 1)]
+    return (local // 86400).astype("int64").astype("datetime64[D]")
+
+
+def interval_counts(t: np.ndarray, tz: ZoneInfo, interval_s: int) -> list[DayCount]:
+    """Per local day, intervals found (distinct instants) vs expected; only days that differ."""
+    days = local_days(np.unique(t), tz, interval_s)
+    out: list[DayCount] = []
+    if not len(days):
+        return out
+    uniq, counts = np.unique(days, return_counts=True)
+    for d64, found in zip(uniq, counts, strict=True):
+        day = d64.astype(object)
+        expected = expected_intervals(day, tz, interval_s)
+        if found != expected:
+            out.append(DayCount(day, int(found), expected))
+    return out
+
+
+def spikes(values: np.ndarray, days: np.ndarray, params: RuleParams) -> np.ndarray:
+    """Indexes of intervals that are the day's highest and exceed ``spike_ratio`` × the third highest."""
+    out: list[int] = []
+    order = np.lexsort((-values, days))
+    sorted_days = days[order]
+    starts = np.flatnonzero(np.r_[True, sorted_days[1:] != sorted_days[:-1]])
+    ends = np.r_[starts[1:], len(order)]
+    for a, b in zip(starts, ends, strict=True):
+        if b - a < 3:
+            continue
+        top, third = values[order[a]], values[order[a + 2]]
+        if top >= params.spike_min and top > params.spike_ratio * max(third, params.spike_min / params.spike_ratio):
+            out.append(int(order[a]))
+    return np.array(out, np.int64)
+
+
+def zero_runs(values: np.ndarray, min_len: int) -> list[tuple[int, int]]:
+    """(first, last) index of runs of at least ``min_len`` consecutive zero or negative intervals."""
+    bad = values <= 0
+    out: list[tuple[int, int]] = []
+    edges = np.flatnonzero(np.diff(np.r_[0, bad.astype(np.int8), 0]))
+    for i in range(0, len(edges), 2):
+        a, b = int(edges[i]), int(edges[i + 1]) - 1
+        if b - a + 1 >= min_len:
+            out.append((a, b))
+    return out
+
+
+def sum_check(
+    interval_sum: float, register_delta: float, multiplier: float, tolerance: float
+) -> tuple[str | None, str]:
+    """Σ intervals vs register delta × multiplier: (rule code or None, message).
+
+    When the two differ exactly by the multiplier, the multiplier was forgotten (or applied twice).
+    """
+    expected = register_delta * multiplier
+    if expected == interval_sum or abs(interval_sum - expected) <= tolerance * max(abs(expected), 1e-9):
+        return None, f"Σ intervals {interval_sum:g} = register delta {register_delta:g} × {multiplier:g}"
+    if multiplier != 1:
+        for candidate in (register_delta, register_delta * multiplier * multiplier):
+            if abs(interval_sum - candidate) <= tolerance * max(abs(candidate), 1e-9):
+                return "MULTIPLIER", (
+                    f"Σ intervals {interval_sum:g} matches the register delta with the multiplier "
+                    f"{multiplier:g} not applied or applied twice (expected {expected:g})"
+                )
+    pct = 100 * (interval_sum - expected) / max(abs(expected), 1e-9)
+    return "SUM_CHECK", (
+        f"Σ intervals {interval_sum:g} differs from register delta {register_delta:g} × {multiplier:g} = "
+        f"{expected:g} by {pct:.1f} %"
+    )
+
+
+@dataclass
+class IntervalFinding:
+    """A finding on interval data: ``t`` is the instant (end of interval) it is attached to."""
+
+    t: float
+    rule: str
+    message: str
+    value: float
+    details: dict[str, object]
+
+
+def validate_interval_series(
+    t: np.ndarray, v: np.ndarray, emit_from: float, tz: ZoneInfo, interval_s: int, params: RuleParams
+) -> tuple[list[IntervalFinding], list[tuple[float, float, int]]]:
+    """Counts per local day, spikes, zero runs and short-gap estimates for one interval series.
+
+    ``t`` (Unix seconds, end-stamped, sorted) and ``v`` include context before ``emit_from``; only
+    findings and estimates at or after it are returned. Estimates are (t, value, method): linear
+    interpolation (17) across gaps up to ``max_interp_s``, flat at the edges.
+    """
+    findings: list[IntervalFinding] = []
+    estimates: list[tuple[float, float, int]] = []
+    if not len(t):
+        return findings, estimates
+    days = local_days(t, tz, interval_s)
+    for dc in interval_counts(t, tz, interval_s):
+        on_day = np.flatnonzero(days == np.datetime64(dc.day))
+        at = float(t[on_day[-1]])
+        if at >= emit_from:
+            msg = f"{dc.day}: {dc.found} intervals, {dc.expected} expected ({tz.key} local day)"
+            findings.append(IntervalFinding(at, "INTERVAL_COUNT", msg, float(v[on_day[-1]]),
+                                            {"found": dc.found, "expected": dc.expected}))  # fmt: skip
+    for i in spikes(v, days.astype(np.int64), params):
+        if t[i] >= emit_from:
+            msg = f"spike: {v[i]:g} is more than {params.spike_ratio:g}× the day's third-highest interval"
+            findings.append(IntervalFinding(float(t[i]), "SPIKE", msg, float(v[i]), {}))
+    for a, b in zero_runs(v, params.zero_intervals):
+        if t[b] >= emit_from:
+            msg = f"{b - a + 1} consecutive zero or negative intervals from {datetime.fromtimestamp(t[a], UTC):%H:%M}Z"
+            findings.append(IntervalFinding(float(t[a]), "ZERO", msg, float(v[a]), {"intervals": b - a + 1}))
+    # Short gaps between two intervals: linear in time.
+    steps = np.round(np.diff(t) / interval_s).astype(np.int64)
+    max_missing = int(params.max_interp_s // interval_s)
+    for i in np.flatnonzero((steps > 1) & (steps - 1 <= max_missing)):
+        left, right = float(v[i]), float(v[i + 1])
+        k = int(steps[i])
+        for j in range(1, k):
+            tj = float(t[i] + j * interval_s)
+            if tj >= emit_from:
+                estimates.append((tj, left + (right - left) * j / k, 17))
+    return findings, estimates

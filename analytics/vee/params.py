@@ -1,0 +1,132 @@
+"""The rule catalogue: codes, severities, reason codes, and parameters per commodity.
+
+Every check in :mod:`analytics.vee.registers` and :mod:`analytics.vee.intervals` reports findings under
+one of the codes below. ``severity`` decides what happens next:
+
+- ``error``: the value is not usable as is; VEE substitutes an estimate and queues it for review.
+- ``warning``: the value stands (it still bills) but a person should look at it.
+- ``info``: an annotation, not an alarm (a rollover or meter exchange that VEE corrected itself).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+
+class Severity(StrEnum):
+    """What a finding means for the value."""
+
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One validation rule."""
+
+    code: str
+    severity: Severity
+    reason: int  # NEM12-style reason code recorded on versions this rule causes
+    title: str
+
+
+RULES: dict[str, Rule] = {
+    r.code: r
+    for r in (
+        Rule("HILO_HIGH", Severity.WARNING, 74, "usage above the high/low band from history"),
+        Rule("HILO_LOW", Severity.WARNING, 74, "usage below the high/low band from history"),
+        Rule("NEGATIVE", Severity.ERROR, 18, "read below the previous read (negative consumption)"),
+        Rule("OUTLIER", Severity.ERROR, 93, "isolated bad read: the reads around it agree with each other"),
+        Rule("SCALE_JUMP", Severity.ERROR, 93, "value off by ×10/×100/×1000 (unit or scale mix-up)"),
+        Rule("DIGIT_ERROR", Severity.ERROR, 75, "digit-entry error: extra, missing or transposed digit"),
+        Rule("ZERO", Severity.WARNING, 68, "zero consumption while consumption is expected"),
+        Rule("FROZEN", Severity.WARNING, 68, "same non-zero register value for N reads while power flows"),
+        Rule("GAP", Severity.WARNING, 76, "reads missing: interval since the previous read too long"),
+        Rule("INTERVAL_COUNT", Severity.WARNING, 76, "intervals found vs expected in a local day (DST aware)"),
+        Rule("SPIKE", Severity.WARNING, 74, "highest interval of the day far above the third highest"),
+        Rule("DUPLICATE", Severity.WARNING, 93, "the same instant read twice (different values: conflict)"),
+        Rule("UNIT", Severity.ERROR, 93, "unit of the read differs from the meter's unit"),
+        Rule("MULTIPLIER", Severity.ERROR, 93, "register delta and interval sum differ by the multiplier"),
+        Rule("SUM_CHECK", Severity.WARNING, 94, "Σ interval consumption differs from register delta × multiplier"),
+        Rule("CLOCK", Severity.WARNING, 76, "meter clock outside tolerance (clock adjusted / invalid event)"),
+        Rule("MOVE_IN", Severity.WARNING, 75, "move-in index differs from the move-out index by more than allowed"),
+        Rule("ROLLOVER", Severity.INFO, 0, "register rolled over at 10^digits or 2^bits: consumption corrected"),
+        Rule("EXCHANGE", Severity.INFO, 0, "meter exchange recorded: consumption computed across it"),
+        Rule("RESET", Severity.INFO, 0, "index reset near zero (exchange without record): consumption from zero"),
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RuleParams:
+    """Parameters of the register and interval rules for one class of meters.
+
+    The high/low band is ``expected usage × (low_factor, high_factor)`` where expected usage is the
+    median per-day usage of the previous ``history_reads`` reads times the days elapsed, and never
+    narrower than ``min_daily_usage`` per day at the top (so an idle meter is not flagged for a
+    trickle).
+    """
+
+    low_factor: float = 0.1
+    high_factor: float = 3.0
+    history_reads: int = 10
+    min_history: int = 3
+    min_daily_usage: float = 0.5
+    gross_factor: float = 8.0
+    reset_fraction: float = 0.1
+    frozen_reads: int = 3
+    gap_factor: float = 1.5
+    max_fill_reads: int = 31
+    move_tolerance: float = 5.0
+    clock_tolerance_s: float = 30.0
+    sum_tolerance: float = 0.02
+    spike_ratio: float = 5.0
+    spike_min: float = 0.5
+    zero_intervals: int = 8
+    max_interp_s: float = 4 * 3600.0
+
+
+#: Defaults per commodity; per meter class overrides go in :data:`CLASS_PARAMS`.
+COMMODITY_PARAMS: dict[str, RuleParams] = {
+    "electricity": RuleParams(min_daily_usage=0.5, spike_min=0.2),
+    "water": RuleParams(min_daily_usage=0.1, spike_min=0.02, zero_intervals=24),
+}
+
+#: Overrides per (commodity, meter class), e.g. manually read meters have sparse history.
+CLASS_PARAMS: dict[tuple[str, str], RuleParams] = {
+    ("water", "manual"): replace(COMMODITY_PARAMS["water"], history_reads=6, gap_factor=3.0, min_history=1),
+    ("electricity", "manual"): replace(COMMODITY_PARAMS["electricity"], history_reads=6, gap_factor=3.0, min_history=1),
+}
+
+
+def params_for(commodity: str, meter_class: str = "") -> RuleParams:
+    """The parameters for a commodity and (optionally) a meter class."""
+    found = CLASS_PARAMS.get((commodity, meter_class))
+    if found is not None:
+        return found
+    return COMMODITY_PARAMS.get(commodity, RuleParams())
+
+
+#: NEM12-style method codes of estimates and edits (domain reference §3).
+METHODS: dict[int, str] = {
+    14: "like day",
+    15: "average like day",
+    17: "linear interpolation",
+    19: "zero",
+    24: "data scaling (scaled to the register delta)",
+    25: "average daily load (history-based)",
+    53: "revision (accepted suggestion)",
+    55: "agreed value (edited by a person)",
+}
+
+#: NEM12 quality flags.
+QUALITY_FLAGS: dict[str, str] = {
+    "A": "actual",
+    "E": "forward estimated",
+    "F": "final substituted",
+    "S": "substituted",
+    "N": "null",
+    "V": "variable",
+}

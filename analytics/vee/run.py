@@ -1,0 +1,537 @@
+"""Incremental VEE over the database: validate what landed since the watermark, write the results.
+
+``run_vee(url, settings)``:
+
+1. reads the watermark (the last ``ingest_batch.id`` validated) and the newest batch id;
+2. finds the register series that received reads in between, and for each the previous
+   ``history_reads + 2`` reads as context (validated again for history, not reported again);
+3. loads them meter range by meter range with one binary ``COPY`` each (no Python loop per row),
+   converts known unit mix-ups (Wh→kWh, L→m³), adds recorded exchanges and clock events;
+4. runs the vectorised rules, then writes the exceptions (review queue), the estimates
+   (``reading_version``: quality S; adjustments when the data is billed) and the new watermark,
+   all in one transaction, as the editor role.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import psycopg
+from psycopg import Connection
+from psycopg.types.json import Jsonb
+
+from analytics.vee.intervals import sum_check, validate_interval_series
+from analytics.vee.params import RULES, RuleParams, Severity, params_for
+from analytics.vee.registers import Estimate, Finding, RegisterSeries, fmt, validate_registers
+from releve import db
+from releve.settings import Settings
+
+log = logging.getLogger(__name__)
+
+WATERMARK = "registers"
+#: Batches this far below the watermark are still checked for late commits (ids are taken at insert,
+#: so a long ingest transaction can commit after a higher id that VEE already saw).
+LATE_BATCH_WINDOW = 10_000
+PG_EPOCH_S = 946_684_800.0  # 2000-01-01 in Unix seconds
+UNIT_FACTORS = {("Wh", "kWh"): 1e-3, ("MWh", "kWh"): 1e3, ("L", "m3"): 1e-3, ("kWh", "Wh"): 1e3}
+
+LOAD_DTYPE = np.dtype(
+    [
+        ("n", ">i2"),
+        ("l1", ">i4"), ("meter_id", ">i4"),
+        ("l2", ">i4"), ("channel_id", ">i2"),
+        ("l3", ">i4"), ("ts", ">i8"),
+        ("l4", ">i4"), ("value", ">f8"),
+        ("l5", ">i4"), ("unit_id", ">i2"),
+        ("l6", ">i4"), ("batch_id", ">i8"),
+    ]
+)  # fmt: skip
+
+
+@dataclass
+class RunSummary:
+    """What one run did."""
+
+    run_id: int | None
+    from_batch: int
+    to_batch: int
+    series: int = 0
+    reads: int = 0
+    new_reads: int = 0
+    exceptions: dict[str, int] = field(default_factory=dict)
+    estimates: int = 0
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        """A printable summary."""
+        if self.run_id is None:
+            return [f"nothing new since batch {self.from_batch}"]
+        out = [
+            f"run {self.run_id}: batches {self.from_batch + 1}–{self.to_batch}, {self.series} series, "
+            f"{self.new_reads} new reads validated ({self.reads} with history) in {self.seconds:.1f} s",
+            f"estimates written: {self.estimates}",
+        ]
+        total = sum(self.exceptions.values())
+        out.append(f"exceptions: {total}" + (" (" + ", ".join(f"{k} {v}" for k, v in sorted(self.exceptions.items()))
+                                             + ")" if total else ""))  # fmt: skip
+        return out
+
+
+@dataclass
+class _Meta:
+    """Per-meter registry facts used by the rules."""
+
+    commodity: dict[int, str]
+    modulus: dict[int, float]
+    unit: dict[int, str]
+    manual: dict[int, bool]
+
+
+def _watermark(conn: Connection) -> int:
+    row = conn.execute("SELECT batch_id FROM vee_watermark WHERE name = %s", (WATERMARK,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def run_vee(
+    url: str,
+    settings: Settings,
+    who: str = "vee",
+    chunk_reads: int = 1_000_000,
+    progress: Callable[[int], Any] | None = None,
+    on_total: Callable[[int], Any] | None = None,
+    default_tz: str = "UTC",
+) -> RunSummary:
+    """Validate everything landed since the watermark; see the module docstring."""
+    started = datetime.now(UTC)
+    with db.connect(url, role=db.editor_role(settings)) as conn, conn.transaction():
+        # One run at a time: a second one waits, then finds nothing new.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('releve.vee'))")
+        lo = _watermark(conn)
+        row = conn.execute("SELECT coalesce(max(id), 0) FROM ingest_batch").fetchone()
+        hi = int(row[0]) if row else 0
+        # Batches not yet validated: above the watermark, and any below it that committed late.
+        conn.execute("DROP TABLE IF EXISTS vee_todo")
+        conn.execute(
+            """CREATE TEMP TABLE vee_todo ON COMMIT DROP AS
+               SELECT b.id AS batch_id FROM ingest_batch b
+               WHERE b.id <= %s AND b.id > %s - %s
+                 AND NOT EXISTS (SELECT 1 FROM vee_batch v WHERE v.batch_id = b.id)""",
+            (hi, lo, LATE_BATCH_WINDOW),
+        )
+        conn.execute("ANALYZE vee_todo")
+        todo = np.array([r[0] for r in conn.execute("SELECT batch_id FROM vee_todo ORDER BY 1").fetchall()], np.int64)
+        if not len(todo):
+            return RunSummary(None, lo, hi)
+        run_id = _one(conn, "INSERT INTO vee_run (from_batch, to_batch, run_by) VALUES (%s, %s, %s) RETURNING id",
+                      (lo, hi, who))  # fmt: skip
+        summary = RunSummary(run_id, lo, hi)
+        scope = _scope(conn)
+        summary.series = len(scope)
+        if on_total:
+            on_total(int(sum(n for _, n in scope)))
+        meta = _meta(conn, sorted({m for m, _ in scope}))
+        units: dict[int, str] = dict(conn.execute("SELECT id, code FROM unit").fetchall())
+        for a, b in _chunks(scope, chunk_reads):
+            cols = _load(conn, a, b)
+            if len(cols["value"]) == 0:
+                continue
+            found, estimates, keys, n_new = _validate_chunk(conn, cols, meta, units, todo)
+            summary.reads += len(cols["value"])
+            summary.new_reads += n_new
+            _write(conn, run_id, who, keys, found, estimates)
+            for f in found:
+                summary.exceptions[f.rule] = summary.exceptions.get(f.rule, 0) + 1
+            summary.estimates += len(estimates)
+            if progress:
+                progress(n_new)
+        found_i, n_est = _interval_pass(conn, run_id, who, default_tz)
+        for f in found_i:
+            summary.exceptions[f.rule] = summary.exceptions.get(f.rule, 0) + 1
+        summary.estimates += n_est
+        conn.execute("INSERT INTO vee_batch (batch_id, run_id) SELECT batch_id, %s FROM vee_todo", (run_id,))
+        conn.execute(
+            """INSERT INTO vee_watermark (name, batch_id, run_id) VALUES (%s, %s, %s)
+               ON CONFLICT (name) DO UPDATE SET batch_id = excluded.batch_id, run_id = excluded.run_id,
+                                                updated_at = now()""",
+            (WATERMARK, hi, run_id),
+        )
+        conn.execute(
+            """UPDATE vee_run SET finished_at = now(), n_series = %s, n_reads = %s, n_exceptions = %s,
+                      n_estimates = %s WHERE id = %s""",
+            (summary.series, summary.new_reads, sum(summary.exceptions.values()), summary.estimates, run_id),
+        )
+    summary.seconds = (datetime.now(UTC) - started).total_seconds()
+    return summary
+
+
+def _one(conn: Connection, query: str, params: tuple[Any, ...]) -> int:
+    row = conn.execute(query.encode(), params).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _scope(conn: Connection) -> list[tuple[int, int]]:
+    """Series with new reads: fill the temp table ``vee_scope``; return (meter, new register reads) per meter."""
+    context = max(p.history_reads for p in (params_for("electricity"), params_for("water"))) + 2
+    conn.execute("DROP TABLE IF EXISTS vee_scope")
+    conn.execute(
+        """CREATE TEMP TABLE vee_scope ON COMMIT DROP AS
+           SELECT n.meter_id, n.channel_id, c.kind, c.code, c.interval_s, n.new_from, n.n_new,
+                  CASE WHEN c.kind = 'register' THEN coalesce(ctx.ts, '-infinity'::timestamptz)
+                       ELSE n.new_from - interval '1 day' END AS ctx_from
+           FROM (SELECT meter_id, channel_id, min(ts) AS new_from, count(*) AS n_new FROM reading
+                 WHERE batch_id IN (SELECT batch_id FROM vee_todo) GROUP BY 1, 2) n
+           JOIN channel c ON c.id = n.channel_id AND c.kind IN ('register', 'interval')
+           LEFT JOIN LATERAL (SELECT r.ts FROM reading r
+                              WHERE c.kind = 'register' AND r.meter_id = n.meter_id
+                                AND r.channel_id = n.channel_id AND r.ts < n.new_from
+                              ORDER BY r.ts DESC OFFSET %s LIMIT 1) ctx ON true""",
+        (context - 1,),
+    )
+    conn.execute("CREATE INDEX ON vee_scope (meter_id, channel_id)")
+    conn.execute("ANALYZE vee_scope")
+    rows = conn.execute(
+        "SELECT meter_id, sum(n_new)::bigint FROM vee_scope WHERE kind = 'register' GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    return [(int(m), int(n)) for m, n in rows]
+
+
+def _chunks(scope: list[tuple[int, int]], chunk_reads: int) -> list[tuple[int, int]]:
+    """Meter id ranges [a, b] holding about ``chunk_reads`` new reads each."""
+    out: list[tuple[int, int]] = []
+    start: int | None = None
+    acc = 0
+    for meter, n in scope:
+        if start is None:
+            start = meter
+        acc += n
+        if acc >= chunk_reads:
+            out.append((start, meter))
+            start, acc = None, 0
+    if start is not None:
+        out.append((start, scope[-1][0]))
+    return out
+
+
+def _meta(conn: Connection, meters: list[int]) -> _Meta:
+    rows = conn.execute(
+        """SELECT id, commodity, register_digits, register_width_bits, unit, protocol = 'manual', register_wrap
+           FROM meter WHERE id = ANY(%s)""",
+        (meters,),
+    ).fetchall()
+    modulus: dict[int, float] = {}
+    for mid, _, digits, bits, _, _, wrap in rows:
+        # The explicit rollover point wins: a 16-bit counter of 0.1 kWh wraps at 6553.6, not 65536.
+        modulus[mid] = wrap or (10.0**digits if digits else (2.0**bits if bits and bits < 64 else math.inf))
+    return _Meta({r[0]: r[1] for r in rows}, modulus, {r[0]: r[4] for r in rows}, {r[0]: bool(r[5]) for r in rows})
+
+
+def _load(conn: Connection, a: int, b: int) -> dict[str, np.ndarray]:
+    """Reads of the scope's series for meters a..b (with context), as columns sorted by series and time."""
+    parts: list[bytes] = []
+    with conn.cursor().copy(
+        """COPY (SELECT r.meter_id, r.channel_id, r.ts, r.value, r.unit_id, r.batch_id
+                 FROM reading r JOIN vee_scope s ON s.meter_id = r.meter_id AND s.channel_id = r.channel_id
+                 WHERE r.meter_id BETWEEN %s AND %s AND s.meter_id BETWEEN %s AND %s AND r.ts >= s.ctx_from
+                   AND s.kind = 'register')
+           TO STDOUT (FORMAT BINARY)""",
+        (a, b, a, b),
+    ) as copy:
+        for data in copy:
+            parts.append(bytes(data))
+    buf = b"".join(parts)
+    n = (len(buf) - 19 - 2) // LOAD_DTYPE.itemsize
+    rec = np.frombuffer(buf, LOAD_DTYPE, count=max(n, 0), offset=19) if n > 0 else np.zeros(0, LOAD_DTYPE)
+    meter = rec["meter_id"].astype(np.int64)
+    channel = rec["channel_id"].astype(np.int64)
+    ts = rec["ts"].astype(np.int64)
+    order = np.lexsort((ts, channel, meter))
+    return {
+        "meter_id": meter[order],
+        "channel_id": channel[order],
+        "t": ts[order] / 1e6 + PG_EPOCH_S,
+        "value": rec["value"].astype(np.float64)[order],
+        "unit_id": rec["unit_id"].astype(np.int64)[order],
+        "batch_id": rec["batch_id"].astype(np.int64)[order],
+    }
+
+
+def _validate_chunk(
+    conn: Connection, cols: dict[str, np.ndarray], meta: _Meta, units: dict[int, str], todo: np.ndarray
+) -> tuple[list[Finding], list[Estimate], tuple[np.ndarray, np.ndarray], int]:
+    """Run the rules over one chunk; return findings, estimates, (meter, channel) per series, new reads."""
+    key = cols["meter_id"] * 65536 + cols["channel_id"]
+    uniq, series = np.unique(key, return_inverse=True)
+    s_meter = (uniq // 65536).astype(np.int64)
+    s_channel = (uniq % 65536).astype(np.int64)
+    classes: dict[tuple[str, str], int] = {}
+    param_class = np.zeros(len(uniq), np.int64)
+    modulus = np.full(len(uniq), np.inf)
+    for j, m in enumerate(s_meter.tolist()):
+        klass = (meta.commodity.get(m, "electricity"), "manual" if meta.manual.get(m) else "")
+        param_class[j] = classes.setdefault(klass, len(classes))
+        modulus[j] = meta.modulus.get(m, math.inf)
+    params: list[RuleParams] = [params_for(c, k) for c, k in classes]
+    emit = np.isin(cols["batch_id"], todo)
+    value = cols["value"].copy()
+    findings_pre: list[Finding] = []
+
+    # Unit check: the read's unit against the meter's; known factors are converted for the rules.
+    unit_code = np.array([units.get(u, "") for u in range(max(units) + 1)], dtype=object) if units else None
+    meter_unit = np.array([meta.unit.get(m, "") for m in s_meter.tolist()], dtype=object)[series]
+    if unit_code is not None:
+        read_unit = unit_code[cols["unit_id"]]
+        wrong = read_unit != meter_unit
+        for i in np.flatnonzero(wrong):
+            factor = UNIT_FACTORS.get((str(read_unit[i]), str(meter_unit[i])))
+            if factor is not None:
+                value[i] = value[i] * factor
+            if emit[i]:
+                msg = f"read in {read_unit[i]}, meter in {meter_unit[i]}"
+                msg += f": converted to {fmt(value[i])} {meter_unit[i]}" if factor else ": no known conversion"
+                rule = RULES["UNIT"]
+                findings_pre.append(Finding(int(i), rule.code, rule.severity, msg, float(cols["value"][i]),
+                                            details={"converted": float(value[i]) if factor else None}))  # fmt: skip
+
+    ex = _exchanges(conn, s_meter, s_channel)
+    batch = RegisterSeries(series.astype(np.int64), cols["t"], value, modulus, param_class, params, emit, *ex)
+    result = validate_registers(batch)
+    findings = findings_pre + result.findings + _clock_findings(conn, cols, emit, series, s_meter)
+    keys = (s_meter, s_channel)
+    # Re-key rows to absolute (meter, channel, t) for writing.
+    for f in findings:
+        f.details["_key"] = (int(cols["meter_id"][f.row]), int(cols["channel_id"][f.row]), float(cols["t"][f.row]))
+    for e in result.estimates:
+        if e.row is not None:
+            e.t = float(cols["t"][e.row])
+    return findings, result.estimates, keys, int(emit.sum())
+
+
+def _exchanges(
+    conn: Connection, s_meter: np.ndarray, s_channel: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Recorded exchanges: a meter removed (removal index) and installed again (install index)."""
+    rows = conn.execute(
+        """SELECT meter_id, extract(epoch FROM removed_at), removal_index, next_install
+           FROM (SELECT meter_id, removed_at, removal_index,
+                        lead(install_index) OVER (PARTITION BY meter_id ORDER BY installed_at) AS next_install
+                 FROM installation WHERE meter_id = ANY(%s)) x
+           WHERE removed_at IS NOT NULL AND next_install IS NOT NULL""",
+        (np.unique(s_meter).tolist(),),
+    ).fetchall()
+    ser, tt, rem, ins = [], [], [], []
+    for meter, t, removal, install in rows:
+        for j in np.flatnonzero(s_meter == meter):
+            ser.append(int(j))
+            tt.append(float(t))
+            rem.append(float(removal) if removal is not None else math.nan)
+            ins.append(float(install))
+    order = np.argsort(np.array(ser, np.int64), kind="stable")
+    return (np.array(ser, np.int64)[order], np.array(tt)[order], np.array(rem)[order], np.array(ins)[order])
+
+
+def _clock_findings(
+    conn: Connection, cols: dict[str, np.ndarray], emit: np.ndarray, series: np.ndarray, s_meter: np.ndarray
+) -> list[Finding]:
+    """Clock invalid, or adjusted by more than the tolerance: flag the first read at or after the event."""
+    if not emit.any():
+        return []
+    t_lo, t_hi = float(cols["t"][emit].min()), float(cols["t"][emit].max())
+    rows = conn.execute(
+        """SELECT meter_id, extract(epoch FROM ts), kind, details FROM meter_event
+           WHERE meter_id = ANY(%s) AND kind IN ('clock_adjusted', 'clock_invalid')
+             AND ts >= to_timestamp(%s) - interval '40 days' AND ts <= to_timestamp(%s)""",
+        (np.unique(s_meter).tolist(), t_lo, t_hi),
+    ).fetchall()
+    out: list[Finding] = []
+    rule = RULES["CLOCK"]
+    for meter, t, kind, details in rows:
+        tol = params_for("electricity").clock_tolerance_s
+        offset = None
+        for k in ("offset_s", "delta_s", "shift_s"):
+            if isinstance(details, dict) and k in details:
+                offset = float(details[k])
+        if kind == "clock_adjusted" and (offset is None or abs(offset) <= tol):
+            continue
+        rows_m = np.flatnonzero((cols["meter_id"] == meter) & (cols["t"] >= float(t)) & emit)
+        if not len(rows_m):
+            continue
+        i = int(rows_m[np.argmin(cols["t"][rows_m])])
+        if kind == "clock_invalid":
+            msg = "meter clock invalid (event) before this read"
+        else:
+            msg = f"meter clock adjusted by {fmt(offset or 0)} s (tolerance {fmt(tol)} s) before this read"
+        out.append(Finding(i, rule.code, rule.severity, msg, float(cols["value"][i]), details={"event": kind}))
+    return out
+
+
+def _ts(t: float) -> datetime:
+    return datetime.fromtimestamp(round(t * 1e6) / 1e6, UTC)
+
+
+def _write(
+    conn: Connection,
+    run_id: int,
+    who: str,
+    keys: tuple[np.ndarray, np.ndarray],
+    findings: list[Finding],
+    estimates: list[Estimate],
+) -> None:
+    """Insert exceptions (idempotent per read and rule) and estimate versions."""
+    if findings:
+        conn.execute(
+            """CREATE TEMP TABLE IF NOT EXISTS vee_new_exception (
+                   meter_id integer, channel_id smallint, ts timestamptz, rule text, severity text,
+                   value double precision, usage double precision, usage_lo double precision,
+                   usage_hi double precision, read_lo double precision, read_hi double precision,
+                   suggestions double precision[], message text, details jsonb) ON COMMIT DROP"""
+        )
+        with conn.cursor().copy("COPY vee_new_exception FROM STDIN") as copy:
+            for f in findings:
+                meter, channel, t = f.details.pop("_key")
+                band = f.band or (None, None)
+                read_band = f.read_band or (None, None)
+                details = dict(f.details)
+                if f.suggestions:
+                    details["suggestions"] = [{"value": s.value, "why": s.why} for s in f.suggestions]
+                copy.write_row((
+                    meter, channel, _ts(t), f.rule, f.severity.value, _fin(f.value), _fin(f.usage),
+                    _fin(band[0]), _fin(band[1]), _fin(read_band[0]), _fin(read_band[1]),
+                    [s.value for s in f.suggestions], f.message, Jsonb(details),
+                ))  # fmt: skip
+        conn.execute(
+            """INSERT INTO vee_exception (meter_id, channel_id, ts, rule, severity, value, usage, usage_lo, usage_hi,
+                                          read_lo, read_hi, suggestions, message, details, run_id, status)
+               SELECT meter_id, channel_id, ts, rule, severity, value, usage, usage_lo, usage_hi, read_lo, read_hi,
+                      suggestions, message, details, %s, CASE WHEN severity = 'info' THEN 'noted' ELSE 'open' END
+               FROM vee_new_exception ON CONFLICT (meter_id, channel_id, ts, rule) DO NOTHING""",
+            (run_id,),
+        )
+        conn.execute("TRUNCATE vee_new_exception")
+    if estimates:
+        s_meter, s_channel = keys
+        rows = [
+            (int(s_meter[e.series]), int(s_channel[e.series]), _ts(e.t), e.value, e.method, e.reason,
+             _fin(e.replaced), e.rule)
+            for e in estimates
+        ]  # fmt: skip
+        write_versions(conn, rows, who, run_id)
+
+
+def write_versions(conn: Connection, rows: list[tuple[Any, ...]], who: str, run_id: int | None) -> None:
+    """Insert estimate versions (meter, channel, ts, value, method, reason, replaced, rule) on top of what exists.
+
+    A version on billed (frozen) data is written as an adjustment: the billed value stays current.
+    The estimate is linked to the error exception of its read when there is one.
+    """
+    conn.execute(
+        """CREATE TEMP TABLE IF NOT EXISTS vee_new_version (
+               meter_id integer, channel_id smallint, ts timestamptz, value double precision, method smallint,
+               reason smallint, replaced_value double precision, rule text) ON COMMIT DROP"""
+    )
+    with conn.cursor().copy("COPY vee_new_version FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+    conn.execute(
+        """INSERT INTO reading_version (meter_id, channel_id, ts, version, value, quality, method, reason, kind,
+                                        replaced_value, replaced_version, exception_id, comment, created_by, run_id)
+           SELECT n.meter_id, n.channel_id, n.ts, coalesce(p.version, 0) + 1, n.value, 'S', n.method, n.reason,
+                  CASE WHEN reading_is_frozen(n.meter_id, n.channel_id, n.ts) THEN 'adjustment' ELSE 'estimate' END,
+                  n.replaced_value, coalesce(p.version, 0),
+                  (SELECT e.id FROM vee_exception e WHERE e.meter_id = n.meter_id AND e.channel_id = n.channel_id
+                     AND e.ts = n.ts AND e.severity = 'error' ORDER BY e.id LIMIT 1),
+                  CASE WHEN n.rule = 'GAP' THEN 'missing read filled' ELSE 'bad read substituted' END, %s, %s
+           FROM vee_new_version n
+           LEFT JOIN LATERAL (SELECT max(v.version) AS version FROM reading_version v
+                              WHERE v.meter_id = n.meter_id AND v.channel_id = n.channel_id AND v.ts = n.ts) p
+                  ON true""",
+        (who, run_id),
+    )
+    conn.execute("TRUNCATE vee_new_version")
+
+
+def _fin(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def severity_counts(conn: psycopg.Connection) -> dict[str, int]:
+    """Open exceptions per severity (for status lines)."""
+    rows = conn.execute("SELECT severity, count(*) FROM vee_exception WHERE status = 'open' GROUP BY 1").fetchall()
+    return {str(s): int(n) for s, n in rows} | {s.value: 0 for s in Severity if s.value not in dict(rows)}
+
+
+def _interval_pass(conn: Connection, run_id: int, who: str, default_tz: str) -> tuple[list[Finding], int]:
+    """Interval series with new values: day counts (DST aware), spikes, zero runs, short-gap estimates, sum check."""
+    series = conn.execute(
+        """SELECT s.meter_id, s.channel_id, s.code, s.interval_s, extract(epoch FROM s.new_from)::float8,
+                  extract(epoch FROM s.ctx_from)::float8, coalesce(z.tz, %s), m.commodity, m.multiplier::float8,
+                  rc.id
+           FROM vee_scope s JOIN meter m ON m.id = s.meter_id
+           LEFT JOIN meter_timezone z ON z.meter_id = s.meter_id
+           LEFT JOIN channel rc ON rc.code = CASE s.code WHEN '1-0:1.29.0' THEN '1-0:1.8.0'
+                                                         WHEN '8-0:1.29.0' THEN '8-0:1.0.0' END
+           WHERE s.kind = 'interval' ORDER BY 1, 2""",
+        (default_tz,),
+    ).fetchall()
+    findings: list[Finding] = []
+    estimates: list[tuple[Any, ...]] = []
+    for meter, channel, _code, interval_s, new_from, ctx_from, tz, commodity, multiplier, reg_channel in series:
+        rows = conn.execute(
+            """SELECT extract(epoch FROM ts)::float8, value FROM reading
+               WHERE meter_id = %s AND channel_id = %s AND ts >= to_timestamp(%s) ORDER BY ts""",
+            (meter, channel, ctx_from),
+        ).fetchall()
+        t = np.array([r[0] for r in rows])
+        v = np.array([r[1] for r in rows])
+        params = params_for(commodity)
+        found, est = validate_interval_series(t, v, new_from, ZoneInfo(tz), int(interval_s or 900), params)
+        for f in found:
+            rule = RULES[f.rule]
+            findings.append(Finding(0, f.rule, rule.severity, f.message, f.value,
+                                    details={**f.details, "_key": (meter, channel, f.t)}))  # fmt: skip
+        for tj, value, method in est:
+            estimates.append((meter, channel, _ts(tj), value, method, 94, None, "GAP"))
+        if reg_channel is not None and len(t):
+            findings.extend(_sum_check(conn, meter, channel, reg_channel, t, v, new_from, int(interval_s or 900),
+                                       multiplier, params))  # fmt: skip
+    if findings:
+        _write(conn, run_id, who, (np.zeros(0, np.int64), np.zeros(0, np.int64)), findings, [])
+    if estimates:
+        write_versions(conn, estimates, who, run_id)
+    return findings, len(estimates)
+
+
+def _sum_check(
+    conn: Connection, meter: int, channel: int, reg_channel: int, t: np.ndarray, v: np.ndarray, new_from: float,
+    interval_s: int, multiplier: float, params: RuleParams,
+) -> list[Finding]:  # fmt: skip
+    """Σ intervals between consecutive register reads vs the register delta × multiplier (complete periods)."""
+    regs = conn.execute(
+        """SELECT extract(epoch FROM ts)::float8, value FROM reading
+           WHERE meter_id = %s AND channel_id = %s AND ts >= to_timestamp(%s) AND ts <= to_timestamp(%s)
+           ORDER BY ts""",
+        (meter, reg_channel, float(t.min()) - interval_s, float(t.max())),
+    ).fetchall()
+    out: list[Finding] = []
+    csum = np.r_[0.0, np.cumsum(v)]
+    for (ta, va), (tb, vb) in itertools.pairwise(regs):
+        if tb < new_from or vb < va:
+            continue
+        a = int(np.searchsorted(t, ta, side="right"))
+        b = int(np.searchsorted(t, tb, side="right"))
+        if b - a != round((tb - ta) / interval_s):
+            continue  # incomplete intervals: the count rule speaks for them
+        code, message = sum_check(float(csum[b] - csum[a]), vb - va, multiplier, params.sum_tolerance)
+        if code:
+            rule = RULES[code]
+            out.append(Finding(0, code, rule.severity, message, vb,
+                               details={"_key": (meter, reg_channel, tb), "interval_channel": channel}))  # fmt: skip
+    return out

@@ -1,0 +1,88 @@
+"""Interval rules (DST-aware counts, spikes, zero runs, sum check) and estimation methods (no database)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+
+from analytics.vee import estimate
+from analytics.vee.intervals import expected_intervals, interval_counts, local_days, spikes, sum_check, zero_runs
+from analytics.vee.params import params_for
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def stamps(start_local: datetime, end_local: datetime, step: int) -> np.ndarray:
+    a, b = start_local.astimezone(UTC).timestamp(), end_local.astimezone(UTC).timestamp()
+    return np.arange(a + step, b + 1, step)
+
+
+@pytest.mark.parametrize(("day", "hours"), [(date(2024, 3, 31), 23), (date(2024, 10, 27), 25), (date(2024, 6, 1), 24)])
+def test_expected_intervals_follow_dst_days(day, hours):
+    assert expected_intervals(day, PARIS, 900) == hours * 4
+
+
+def test_complete_dst_days_are_not_gaps_and_a_missing_hour_is():
+    t = stamps(datetime(2024, 3, 30, tzinfo=PARIS), datetime(2024, 4, 2, tzinfo=PARIS), 900)
+    assert interval_counts(t, PARIS, 900) == []
+    t = stamps(datetime(2024, 10, 26, tzinfo=PARIS), datetime(2024, 10, 28, tzinfo=PARIS), 900)
+    assert interval_counts(t, PARIS, 900) == []
+    holed = np.delete(t, range(120, 124))  # one hour missing on the 25-hour day
+    [day] = interval_counts(holed, PARIS, 900)
+    assert (day.day, day.found, day.expected) == (date(2024, 10, 27), 96, 100)
+
+
+def test_local_days_put_end_stamped_intervals_on_their_local_day():
+    t = stamps(datetime(2024, 6, 1, tzinfo=PARIS), datetime(2024, 6, 2, tzinfo=PARIS), 3600)
+    assert set(local_days(t, PARIS, 3600).astype(str)) == {"2024-06-01"}
+
+
+def test_spike_is_the_days_highest_far_above_the_third_highest():
+    values = np.full(48, 0.3)
+    values[20] = 4.0
+    values[60 - 48 + 24] = 0.9
+    days = np.repeat([0, 1], 24)
+    assert spikes(values, days, params_for("electricity")).tolist() == [20]
+
+
+def test_zero_runs_need_the_minimum_length():
+    values = np.r_[np.ones(5), np.zeros(8), np.ones(3), np.zeros(2)]
+    assert zero_runs(values, 8) == [(5, 12)]
+
+
+def test_sum_check_spots_a_forgotten_multiplier():
+    assert sum_check(100.0, 100.0, 1.0, 0.02)[0] is None
+    assert sum_check(100.0, 100.0, 40.0, 0.02)[0] == "MULTIPLIER"
+    assert sum_check(93.0, 100.0, 1.0, 0.02)[0] == "SUM_CHECK"
+
+
+def test_linear_fill_short_gaps_flat_at_the_edges_and_not_long_gaps():
+    v = np.array([np.nan, 1.0, np.nan, np.nan, 4.0, np.nan, np.nan, np.nan, np.nan, 9.0, np.nan])
+    out, method = estimate.linear_fill(v, max_span=2)
+    assert out[:5].tolist() == [1.0, 1.0, 2.0, 3.0, 4.0]
+    assert np.isnan(out[5:9]).all()
+    assert out[10] == 9.0
+    assert method.tolist() == [17, 0, 17, 17, 0, 0, 0, 0, 0, 0, 17]
+
+
+def test_like_days_follow_the_weekday_rules():
+    days = [date(2024, 5, 1) + timedelta(days=i) for i in range(28)]
+    monday = date(2024, 5, 27)
+    assert estimate.like_days(monday, days, count=2) == [date(2024, 5, 20), date(2024, 5, 13)]
+    wednesday = date(2024, 5, 29)
+    assert estimate.like_days(wednesday, days, count=3) == [date(2024, 5, 28), date(2024, 5, 23), date(2024, 5, 22)]
+    holiday = date(2024, 5, 30)
+    assert all(d.weekday() == 6 for d in estimate.like_days(holiday, days, holidays={holiday}))
+
+
+def test_interval_day_is_filled_from_like_days_then_scaled_to_the_register_delta():
+    profile = {date(2024, 5, 20) - timedelta(days=7 * k): np.full(24, 1.0 + k) for k in range(3)}
+    values = np.full(24, 2.0)
+    values[4:12] = np.nan  # 8 hours: too long to interpolate
+    out, method = estimate.fill_interval_day(values, date(2024, 5, 20), profile, max_span=2, register_delta=56.0)
+    assert out.sum() == pytest.approx(56.0)
+    assert set(method[4:12].tolist()) == {24} and set(method[:4].tolist()) == {0}
+    assert out[4:12] == pytest.approx(np.full(8, 3.0))
