@@ -80,7 +80,7 @@ CHANNELS: dict[str, Channel] = {
         Channel("0-0:1.0.0", ChannelKind.INSTANT, "s", "meter clock minus collector time (clock offset)"),
         Channel("8-0:1.0.0", ChannelKind.REGISTER, "m3", "water volume, forward total"),
         Channel("8-0:2.0.0", ChannelKind.REGISTER, "m3", "water volume, reverse total"),
-        Channel("8-0:1.29.0", ChannelKind.INTERVAL, "m3", "water volume per interval", 3600),
+        Channel("8-0:1.29.0", ChannelKind.INTERVAL, "m3", "water volume per interval", 900),
         Channel("8-0:2.7.0", ChannelKind.INSTANT, "m3/h", "water flow rate"),
     )
 }

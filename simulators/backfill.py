@@ -129,6 +129,8 @@ class _Writer:
 
 def _block_rows(sim: Simulation, blk: Block, count: int, ts_text: list[str],
                 reads: _Writer, intervals: _Writer) -> None:
+    step = np.timedelta64(sim.config.interval_minutes, "m")
+    end_text = [str(t + step) + "Z" for t in blk.times[:count]]  # interval values are stamped at their end
     for spec in sim.meters:
         m = spec.index
         ok = blk.available[m, :count]
@@ -153,7 +155,7 @@ def _block_rows(sim: Simulation, blk: Block, count: int, ts_text: list[str],
         rec = blk.rec[m, :count].tolist()
         head = f"{spec.serial},{spec.interval_channel},"
         tail = f",{spec.unit}\n"
-        intervals.lines([f"{head}{ts_text[j]},{rec[j]:.4f}{tail}" for j in idx])
+        intervals.lines([f"{head}{end_text[j]},{rec[j]:.4f}{tail}" for j in idx])
 
 
 def backfill(sim: Simulation, days: float, out: Path, progress: bool = True) -> BackfillSummary:

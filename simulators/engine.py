@@ -861,7 +861,7 @@ class Simulation:
     def readings(self, days: float, channels: str = "registers") -> Iterator[Reading]:
         """Readings for the first ``days`` days: register reads (``registers``) or ``intervals``.
 
-        Register reads are stamped at interval starts; interval values at their interval start. Reads
+        Register reads are stamped at interval starts; interval values at their interval end. Reads
         a meter could not give (communication loss) are absent. ``device_ts`` carries clock drift.
         """
         end_step = int(days * self.steps_per_day)
@@ -873,9 +873,10 @@ class Simulation:
                 ok = blk.available[m]
                 if channels == "intervals":
                     values = blk.rec[m]
+                    width = timedelta(minutes=self.config.interval_minutes)
                     for j in range(count):
                         if ok[j]:
-                            yield Reading(spec.serial, spec.interval_channel, stamps[j], float(values[j]),
+                            yield Reading(spec.serial, spec.interval_channel, stamps[j] + width, float(values[j]),
                                           spec.unit, source=Source.SIMULATOR)
                     continue
                 for channel, series in ((spec.import_channel, blk.reported_imp[m]),
