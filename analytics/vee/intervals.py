@@ -54,15 +54,24 @@ def local_days(t: np.ndarray, tz: ZoneInfo, interval_s: int) -> np.ndarray:
     return (local // 86400).astype("int64").astype("datetime64[D]")
 
 
-def interval_counts(t: np.ndarray, tz: ZoneInfo, interval_s: int) -> list[DayCount]:
-    """Per local day, intervals found (distinct instants) vs expected; only days that differ."""
+def interval_counts(
+    t: np.ndarray, tz: ZoneInfo, interval_s: int, now: datetime | None = None
+) -> list[DayCount]:
+    """Per local day, intervals found (distinct instants) vs expected; only days that differ.
+
+    A day that has not ended yet (at ``now``, default the wall clock) is not judged: its intervals
+    are still arriving.
+    """
     days = local_days(np.unique(t), tz, interval_s)
     out: list[DayCount] = []
     if not len(days):
         return out
+    today = (now or datetime.now(UTC)).astimezone(tz).date()
     uniq, counts = np.unique(days, return_counts=True)
     for d64, found in zip(uniq, counts, strict=True):
         day = d64.astype(object)
+        if day >= today:
+            continue
         expected = expected_intervals(day, tz, interval_s)
         if found != expected:
             out.append(DayCount(day, int(found), expected))
@@ -98,14 +107,17 @@ def zero_runs(values: np.ndarray, min_len: int) -> list[tuple[int, int]]:
 
 
 def sum_check(
-    interval_sum: float, register_delta: float, multiplier: float, tolerance: float
+    interval_sum: float, register_delta: float, multiplier: float, tolerance: float, abs_tolerance: float = 0.0
 ) -> tuple[str | None, str]:
     """Σ intervals vs register delta × multiplier: (rule code or None, message).
 
-    When the two differ exactly by the multiplier, the multiplier was forgotten (or applied twice).
+    The two agree within ``tolerance`` (relative) or ``abs_tolerance`` (the register's resolution),
+    whichever is larger. When they differ exactly by the multiplier, the multiplier was forgotten (or
+    applied twice).
     """
     expected = register_delta * multiplier
-    if expected == interval_sum or abs(interval_sum - expected) <= tolerance * max(abs(expected), 1e-9):
+    slack = max(tolerance * abs(expected), abs_tolerance, 1e-9 * tolerance)
+    if expected == interval_sum or abs(interval_sum - expected) <= slack:
         return None, f"Σ intervals {interval_sum:g} = register delta {register_delta:g} × {multiplier:g}"
     if multiplier != 1:
         for candidate in (register_delta, register_delta * multiplier * multiplier):

@@ -82,6 +82,7 @@ class RuleParams:
     move_tolerance: float = 5.0
     clock_tolerance_s: float = 30.0
     sum_tolerance: float = 0.02
+    sum_abs_tolerance: float = 0.01  # register resolution: rounding of both sides
     spike_ratio: float = 5.0
     spike_min: float = 0.5
     zero_intervals: int = 8

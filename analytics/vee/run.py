@@ -185,7 +185,8 @@ def _scope(conn: Connection) -> list[tuple[int, int]]:
     conn.execute(
         """CREATE TEMP TABLE vee_scope ON COMMIT DROP AS
            SELECT n.meter_id, n.channel_id, c.kind, c.code, c.interval_s, n.new_from, n.n_new,
-                  CASE WHEN c.kind = 'register' THEN coalesce(ctx.ts, '-infinity'::timestamptz)
+                  CASE WHEN c.kind = 'register'
+                       THEN least(coalesce(ctx.ts, '-infinity'::timestamptz), n.new_from - make_interval(days => %s))
                        ELSE n.new_from - interval '1 day' END AS ctx_from
            FROM (SELECT meter_id, channel_id, min(ts) AS new_from, count(*) AS n_new FROM reading
                  WHERE batch_id IN (SELECT batch_id FROM vee_todo) GROUP BY 1, 2) n
@@ -194,7 +195,7 @@ def _scope(conn: Connection) -> list[tuple[int, int]]:
                               WHERE c.kind = 'register' AND r.meter_id = n.meter_id
                                 AND r.channel_id = n.channel_id AND r.ts < n.new_from
                               ORDER BY r.ts DESC OFFSET %s LIMIT 1) ctx ON true""",
-        (context - 1,),
+        (context + 1, context - 1),
     )
     conn.execute("CREATE INDEX ON vee_scope (meter_id, channel_id)")
     conn.execute("ANALYZE vee_scope")
@@ -238,10 +239,15 @@ def _load(conn: Connection, a: int, b: int) -> dict[str, np.ndarray]:
     """Reads of the scope's series for meters a..b (with context), as columns sorted by series and time."""
     parts: list[bytes] = []
     with conn.cursor().copy(
-        """COPY (SELECT r.meter_id, r.channel_id, r.ts, r.value, r.unit_id, r.batch_id
+        # Register rules judge one read per day (the first of each UTC day): the utility's high/low band
+        # is a per-day notion, and a 15-minute AMI series would otherwise be judged on its daily profile.
+        # Manually read series (one read a month) pass through unchanged.
+        """COPY (SELECT DISTINCT ON (r.meter_id, r.channel_id, date_trunc('day', r.ts AT TIME ZONE 'UTC'))
+                        r.meter_id, r.channel_id, r.ts, r.value, r.unit_id, r.batch_id
                  FROM reading r JOIN vee_scope s ON s.meter_id = r.meter_id AND s.channel_id = r.channel_id
                  WHERE r.meter_id BETWEEN %s AND %s AND s.meter_id BETWEEN %s AND %s AND r.ts >= s.ctx_from
-                   AND s.kind = 'register')
+                   AND s.kind = 'register'
+                 ORDER BY r.meter_id, r.channel_id, date_trunc('day', r.ts AT TIME ZONE 'UTC'), r.ts)
            TO STDOUT (FORMAT BINARY)""",
         (a, b, a, b),
     ) as copy:
@@ -522,14 +528,18 @@ def _sum_check(
     ).fetchall()
     out: list[Finding] = []
     csum = np.r_[0.0, np.cumsum(v)]
-    for (ta, va), (tb, vb) in itertools.pairwise(regs):
+    # Whole days: the first register read of each UTC day against the next one (15-minute deltas are
+    # within the register's resolution of the interval values, and say nothing a day does not).
+    daily = [r for k, r in enumerate(regs) if k == 0 or int(r[0] // 86400) != int(regs[k - 1][0] // 86400)]
+    for (ta, va), (tb, vb) in itertools.pairwise(daily):
         if tb < new_from or vb < va:
             continue
         a = int(np.searchsorted(t, ta, side="right"))
         b = int(np.searchsorted(t, tb, side="right"))
         if b - a != round((tb - ta) / interval_s):
             continue  # incomplete intervals: the count rule speaks for them
-        code, message = sum_check(float(csum[b] - csum[a]), vb - va, multiplier, params.sum_tolerance)
+        code, message = sum_check(float(csum[b] - csum[a]), vb - va, multiplier, params.sum_tolerance,
+                                  abs_tolerance=params.sum_abs_tolerance)
         if code:
             rule = RULES[code]
             out.append(Finding(0, code, rule.severity, message, vb,
