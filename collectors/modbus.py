@@ -226,6 +226,7 @@ class PollSettings:
     backoff_base: float = 5.0
     backoff_max: float = 300.0
     align: bool = True
+    first_poll_spread: float = 5.0
 
 
 class Poller:
@@ -259,9 +260,16 @@ class Poller:
 
     async def _schedule(self, link: Link, meter: MeterTarget, poll_class: str, stop: asyncio.Event) -> None:
         period = self.period(poll_class)
+        # A first poll soon after start (spread over a few seconds), then on the period's grid.
+        await_first = random.uniform(0, min(period, self.settings.first_poll_spread))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), await_first)
+        if stop.is_set():
+            return
+        if not meter.health.backed_off:
+            await self.poll(link, meter, poll_class)
         now = time.time()
-        next_at = math.floor(now / period) * period + period if self.settings.align else now
-        next_at = min(next_at, now + period)
+        next_at = math.floor(now / period) * period + period if self.settings.align else now + period
         while not stop.is_set():
             delay = next_at + random.uniform(0, self.settings.jitter * period) - time.time()
             if delay > 0:

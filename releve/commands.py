@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import time
+from pathlib import Path
 from typing import Any
 
 from releve import db, migrate
@@ -34,11 +33,17 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser(
         "demo",
-        help="run Relevé on its embedded defaults (for now: database up, schema applied, status shown)",
-        description="Start the embedded PostgreSQL in database.data_dir, apply the schema, print its "
-        "status, and keep running until Ctrl-C (then stop the server, keeping its data).",
+        help="run the whole platform on embedded defaults: database, broker, simulated fleet, collector, dashboards",
+        description="Start an embedded PostgreSQL and MQTT broker, a simulated fleet with theft and faults, load "
+        "its history, serve it live over Modbus TCP, RTU and MQTT to a collector, validate, rank theft suspects, "
+        "bill, and serve the dashboards. Data is kept in --data-dir between starts.",
     )
-    p.add_argument("--once", action="store_true", help="print the status and exit instead of waiting")
+    p.add_argument("--data-dir", type=Path, default=Path("var/demo"), help="where everything is kept (var/demo)")
+    p.add_argument("--fresh", action="store_true", help="delete the data directory and start over")
+    p.add_argument("--meters", type=int, default=300, help="approximate fleet size (300)")
+    p.add_argument("--days", type=int, default=90, help="days of history to backfill at first start (90)")
+    p.add_argument("--port", type=int, default=8050, help="dashboard port (8050)")
+    p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)")
     p.set_defaults(func=cmd_demo)
 
 
@@ -103,29 +108,9 @@ def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    """Bring the embedded database up with the schema, show its status, wait for Ctrl-C."""
-    print("starting the database …", file=sys.stderr)
-    url = _url(settings)
-    done = migrate.upgrade(url, settings)
-    print(f"schema ready ({len(done)} migration(s) applied now)", file=sys.stderr)
-    print(f"database  {url}")
-    _print_status(db.status(url))
-    if args.once:
-        return 0
-    print("running; Ctrl-C stops", file=sys.stderr)
-    stop = False
+    """Run the demo (see releve/demo.py)."""
+    from releve.demo import DemoOptions, run_demo
 
-    def on_signal(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
-        while not stop:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    if not settings.database.url:
-        db.embedded_server(settings).stop()
-        print("embedded database stopped; data kept in " + str(settings.database.data_dir), file=sys.stderr)
-    return 0
+    options = DemoOptions(data_dir=args.data_dir, fresh=args.fresh, meters=args.meters, days=args.days,
+                          port=args.port, duration=args.duration)  # fmt: skip
+    return run_demo(options, settings)

@@ -1,0 +1,354 @@
+"""``releve demo``: the whole chain on the embedded defaults, in one process tree.
+
+This module is the one place that wires every package together (it imports them lazily, inside the
+functions that use them): an embedded PostgreSQL and MQTT broker, a simulated fleet with theft and
+faults, its history backfilled and loaded through the ingest path, the live simulators served over
+Modbus TCP, Modbus RTU on pseudo-terminals and MQTT, a collector polling and subscribing to them,
+validation (VEE), the theft ranking, a bill run, and the dashboards. Everything lives in one data
+directory (``var/demo`` by default), so a second start reuses it; ``--fresh`` starts over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from releve import db, migrate
+from releve.settings import Settings
+
+log = logging.getLogger(__name__)
+
+VEE_EVERY_S = 300.0
+
+
+@dataclass
+class DemoOptions:
+    """What ``releve demo`` was asked for."""
+
+    data_dir: Path = Path("var/demo")
+    fresh: bool = False
+    meters: int = 300
+    days: int = 90
+    port: int = 8050
+    duration: float = 0.0  # seconds; 0 = until Ctrl-C
+    seed: int = 2026
+
+
+def say(message: str) -> None:
+    """A progress line on stderr (the demo talks to a person)."""
+    print(f"[{datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def step(what: str) -> Iterator[None]:
+    """Announce a step and how long it took."""
+    say(f"{what} …")
+    t0 = time.perf_counter()
+    yield
+    say(f"{what}: done in {time.perf_counter() - t0:.1f} s")
+
+
+def fleet_config(options: DemoOptions, start: datetime) -> Any:
+    """A fleet of about ``options.meters`` meters: electricity on Modbus TCP/RTU and MQTT, water on LoRaWAN."""
+    from simulators.config import parse_fleet
+
+    per_transformer = 25
+    water_share = 0.2
+    transformers = max(1, round(options.meters * (1 - water_share) / (per_transformer + 1)))
+    dmas = max(1, round(options.meters * water_share / (per_transformer + 1)))
+    return parse_fleet(
+        {
+            "seed": options.seed,
+            "start": start.isoformat(),
+            "horizon_days": options.days + 60,
+            "speed": 1.0,
+            "topology": {"transformers": transformers, "customers_per_transformer": per_transformer,
+                         "dmas": dmas, "customers_per_dma": per_transformer},
+            "theft": {"rate": 0.06, "min_days": 10, "max_days": 40},
+            "faults": {"rate": 0.08, "min_days": 2, "max_days": 10},
+            "modbus": {"tcp_base_port": 0, "rtu_lines": 2, "devices_per_line": 4, "devices_per_gateway": 64},
+            "mqtt": {"electricity_share": 0.2, "publish_every_s": 15.0},
+        },
+        "demo fleet",
+    )  # fmt: skip
+
+
+def _state(options: DemoOptions) -> dict[str, Any]:
+    """The demo's memory between starts: the fleet's start date and what has been done."""
+    path = options.data_dir / "demo.json"
+    if path.is_file():
+        return dict(json.loads(path.read_text()))
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    state = {"start": (now - timedelta(days=options.days)).replace(hour=0).isoformat(), "seed": options.seed,
+             "meters": options.meters, "loaded": False}  # fmt: skip
+    _save(options, state)
+    return state
+
+
+def _save(options: DemoOptions, state: dict[str, Any]) -> None:
+    options.data_dir.mkdir(parents=True, exist_ok=True)
+    (options.data_dir / "demo.json").write_text(json.dumps(state, indent=2))
+
+
+class Demo:
+    """Starts the parts in order, keeps them running, and stops them in reverse order."""
+
+    def __init__(self, options: DemoOptions, settings: Settings) -> None:
+        self.options = options
+        self.settings = settings
+        self._stops: list[tuple[str, Callable[[], None]]] = []
+        self.where: list[str] = []
+
+    def _on_stop(self, name: str, func: Callable[[], None]) -> None:
+        self._stops.append((name, func))
+
+    def stop(self) -> None:
+        """Stop everything started so far, newest first; keep the data."""
+        while self._stops:
+            name, func = self._stops.pop()
+            try:
+                func()
+            except Exception as exc:  # keep stopping the rest
+                say(f"stopping {name}: {exc}")
+
+    # -- the parts ------------------------------------------------------------------------------------
+    def start_database(self) -> str:
+        if not self.settings.database.url:
+            self.settings.database.data_dir = self.options.data_dir / "pg"
+            server = db.embedded_server(self.settings)
+            self._on_stop("database", server.stop)
+        url = db.database_url(self.settings)
+        migrate.upgrade(url, self.settings)
+        self.where.append(f"database    {url}")
+        return url
+
+    def start_broker(self) -> str:
+        if self.settings.mqtt.url:
+            self.where.append(f"mqtt broker {self.settings.mqtt.url} (external)")
+            return self.settings.mqtt.url
+        from releve.broker import MqttBroker
+
+        broker_dir = self.options.data_dir / "mqtt"
+        broker_dir.mkdir(parents=True, exist_ok=True)
+        broker = MqttBroker(broker_dir)
+        broker.start()
+        self._on_stop("mqtt broker", broker.stop)
+        self.settings.mqtt.url = broker.url
+        self.where.append(f"mqtt broker {broker.url} ({broker.kind})")
+        return broker.url
+
+    def load_history(self, url: str, sim: Any, state: dict[str, Any], until: datetime) -> None:
+        """Backfill the fleet's history straight into the write path (no CSV round trip)."""
+        import psycopg
+
+        from ingest import BatchWriter
+        from ingest.importer import LoadSummary, load_installations, load_registry
+        from simulators.backfill import write_labels, write_registry
+
+        if state.get("loaded"):
+            say("history already loaded (use --fresh to start over)")
+            return
+        days = (until - sim.start).total_seconds() / 86400
+        registry = self.options.data_dir / "registry"
+        registry.mkdir(parents=True, exist_ok=True)
+        summary = LoadSummary()
+        with step(f"simulating and loading {days:.0f} days of history for {len(sim.meters)} meters"):
+            write_registry(sim, registry)
+            exchanges = [lb for lb in sim.labels(until=until) if lb.kind == "meter_exchange"]
+            write_labels(exchanges, registry / "labels.csv")  # work orders only; other labels are truth
+            with psycopg.connect(url) as conn:
+                load_registry(conn, registry, summary)
+                conn.commit()
+            with BatchWriter(url, self.settings, origin="demo backfill") as writer:
+                for number, frame in history_frames(sim, days):
+                    key = uuid.uuid5(uuid.NAMESPACE_URL, f"releve-demo:{state['start']}:{state['seed']}:{number}")
+                    summary.readings += writer.write(frame, batch_key=key).inserted
+                events = sim.meter_events(days)
+                summary.events = writer.write([], list(events)).events
+            with psycopg.connect(url) as conn:
+                load_installations(conn, registry, summary)
+                conn.commit()
+            say(f"  {summary.readings:,} readings, {summary.events} events, {summary.meters} meters, "
+                f"{summary.accounts} accounts, {summary.exchanges} meter exchanges")  # fmt: skip
+        state["loaded"] = True
+        _save(self.options, state)
+
+    def validate(self, url: str) -> None:
+        """Run VEE over everything landed since the last run."""
+        from analytics.vee.run import run_vee
+
+        summary = run_vee(url, self.settings, who="demo")
+        exceptions = sum(summary.exceptions.values())
+        say(f"  VEE: {summary.reads:,} reads validated, {exceptions:,} exceptions, {summary.estimates:,} estimates")
+
+    def start_simulators(self, sim: Any, publish: bool = True) -> Any:
+        """Serve the fleet's Modbus meters (TCP gateways, RTU lines on ptys) on their own event loop."""
+        from simulators.clock import SimClock
+        from simulators.modbus import ModbusFrontEnd
+
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # silent units are part of the show
+        self._clock = SimClock(datetime.now(UTC), speed=1.0)
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        front = ModbusFrontEnd(sim, self._clock, run_dir=self.options.data_dir / "run")
+        thread = threading.Thread(target=loop.run_forever, name="demo-simulators", daemon=True)
+        thread.start()
+        asyncio.run_coroutine_threadsafe(front.start(), loop).result(30)
+
+        def halt() -> None:
+            asyncio.run_coroutine_threadsafe(front.stop(), loop).result(30)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+
+        self._on_stop("simulators", halt)
+        self.where += [f"simulator   {line}" for line in front.describe()]
+        if publish:
+            self.start_publisher(sim)
+        return front
+
+    def start_publisher(self, sim: Any) -> None:
+        """Publish the fleet's MQTT meters (plain JSON, Tasmota SML, LoRaWAN uplinks) to the broker."""
+        from simulators.mqtt import MqttPublisher
+
+        loop = self._loop
+        stop = asyncio.Event()
+        publisher = MqttPublisher(sim, self._clock, self.settings.mqtt.url, client_id="releve-demo-simulator")
+        asyncio.run_coroutine_threadsafe(asyncio.to_thread(publisher.connect), loop).result(30)
+        task = asyncio.run_coroutine_threadsafe(publisher.run(stop), loop)
+
+        def halt() -> None:
+            loop.call_soon_threadsafe(stop.set)
+            task.result(30)
+            publisher.close()
+
+        self._on_stop("mqtt publisher", halt)
+        self.where.append(f"simulator   mqtt publisher -> {self.settings.mqtt.url}: {len(publisher.meters)} meters")
+
+    def start_collector(self, url: str, sim: Any, front: Any) -> Any:
+        from collectors.config import CollectorConfig
+        from collectors.service import Collector
+
+        def meters(units: dict[int, int]) -> list[dict[str, Any]]:
+            return [{"serial": sim.meters[m].serial, "unit": u, "profile": sim.meters[m].model}
+                    for u, m in sorted(units.items())]  # fmt: skip
+
+        config = CollectorConfig.model_validate({
+            "name": "demo-collector",
+            "spool_dir": str(self.options.data_dir / "spool"),
+            "mqtt": {"client_id": "releve-demo-collector", "subscriptions": [
+                {"topic": "releve/{serial}/reading", "decoder": "json"},
+                {"topic": "releve/{serial}/event", "decoder": "json"},
+                {"topic": "tele/sml-{serial}/SENSOR", "decoder": "tasmota"},
+                {"topic": "v3/{app}/devices/water-{serial}/up", "decoder": "ttn",
+                 "options": {"device_prefix": "water-"}},
+            ]},
+            "modbus": {
+                "periods": {"energy": 900, "instant": 60, "events": 60},
+                "gateways": [{"name": f"gw{i}", "host": gw.host, "port": gw.port, "max_connections": 4,
+                              "meters": meters(gw.store.units)} for i, gw in enumerate(front.gateways)],
+                "lines": [{"name": f"line{ln.number}", "port": ln.path, "baudrate": ln.baudrate,
+                           "meters": meters(ln.store.units)} for ln in front.lines],
+            },
+        })  # fmt: skip
+        collector = Collector(config, self.settings, url)
+        collector.start()
+
+        def halt() -> None:
+            collector.stop()
+            say(f"collector: {collector.forwarder.landed_rows:,} live readings landed this session")
+
+        self._on_stop("collector", halt)
+        self.where.append(f"collector   spool {config.spool_dir}")
+        return collector
+
+
+def history_frames(sim: Any, days: float) -> Iterator[tuple[int, Any]]:
+    """The fleet's register reads and interval values, one ReadingFrame per simulated week."""
+    import numpy as np
+
+    from ingest import ReadingFrame
+    from releve.model import Source
+
+    serials = [m.serial for m in sim.meters]
+    end_step = int(days * sim.steps_per_day)
+    for blk in sim.blocks(days):
+        count = min(blk.steps, end_step - blk.first_step)
+        if count <= 0:
+            break
+        ok = blk.available[:, :count]
+        meter_idx = np.broadcast_to(np.arange(len(serials), dtype=np.int32)[:, None], ok.shape)[ok]
+        starts = blk.times[:count].astype("datetime64[us]")
+        width = np.timedelta64(sim.config.interval_minutes, "m")
+        parts = []
+        for kind, values in (("import", blk.reported_imp), ("export", blk.reported_exp), ("interval", blk.rec)):
+            # Register reads at the interval's start; interval values at its end (the industry's convention).
+            stamps = starts + width if kind == "interval" else starts
+            ts = np.broadcast_to(stamps[None, :], ok.shape)[ok]
+            channels = [getattr(m, f"{kind}_channel") for m in sim.meters]
+            names = sorted(set(channels))
+            per_meter = np.array([names.index(c) for c in channels], np.int32)
+            units = ["kWh", "m3"]
+            unit_of = np.array([units.index(m.unit) for m in sim.meters], np.int32)
+            parts.append(ReadingFrame(serials, meter_idx, names, per_meter[meter_idx], ts,
+                                      np.round(values[:, :count][ok], 4), units, unit_of[meter_idx], Source.IMPORT))
+        yield blk.number, ReadingFrame.concat(parts)
+
+
+def run_demo(options: DemoOptions, settings: Settings) -> int:
+    """Bring everything up, print what is where, run until Ctrl-C (or ``duration``), stop cleanly."""
+    if options.fresh and options.data_dir.exists():
+        say(f"--fresh: removing {options.data_dir}")
+        shutil.rmtree(options.data_dir)
+    options.data_dir.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    demo = Demo(options, settings)
+    t0 = time.perf_counter()
+    try:
+        with step("starting the database"):
+            url = demo.start_database()
+        with step("starting the MQTT broker"):
+            demo.start_broker()
+        state = _state(options)
+        from simulators.engine import Simulation
+
+        sim = Simulation(fleet_config(options, datetime.fromisoformat(state["start"])))
+        now = datetime.now(UTC)
+        demo.load_history(url, sim, state, now.replace(minute=(now.minute // 15) * 15, second=0, microsecond=0))
+        with step("validating (VEE)"):
+            demo.validate(url)
+        with step("starting the simulated meters (Modbus TCP, RTU on ptys, MQTT) and the collector"):
+            front = demo.start_simulators(sim, publish=False)
+            demo.start_collector(url, sim, front)  # subscribed before the first MQTT round
+            demo.start_publisher(sim)
+        say(f"up in {time.perf_counter() - t0:.0f} s")
+        print("\n".join(["", "Relevé demo", *demo.where, "", "Ctrl-C stops (data is kept; --fresh starts over)"]),
+              flush=True)  # fmt: skip
+        deadline = time.monotonic() + options.duration if options.duration else None
+        next_vee = time.monotonic() + VEE_EVERY_S
+        while not stop.is_set():
+            if deadline and time.monotonic() >= deadline:
+                break
+            if time.monotonic() >= next_vee:  # validate what the collector landed meanwhile
+                demo.validate(url)
+                next_vee = time.monotonic() + VEE_EVERY_S
+            stop.wait(0.5)
+    finally:
+        say("stopping …")
+        demo.stop()
+        say("stopped")
+    return 0
