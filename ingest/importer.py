@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from ingest.frame import ReadingFrame
 from ingest.writer import BatchWriter
+from releve import db
 from releve.model import EventKind, MeterEvent, ReadType, Source
 from releve.settings import Settings
 
@@ -291,4 +292,5 @@ def load_directory(url: str, settings: Settings, directory: Path, reads: str = "
     with psycopg.connect(url) as conn:
         load_installations(conn, directory, summary)
         conn.commit()
+    db.refresh_daily(url)
     return summary

@@ -22,6 +22,8 @@ def register(sub: Any) -> None:
     p = db_sub.add_parser("status", help="server, storage kind, schema version and row counts")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_db_status)
+    p = db_sub.add_parser("refresh", help="refresh the daily aggregate over what landed since the last refresh")
+    p.set_defaults(func=cmd_db_refresh)
     p = db_sub.add_parser("stop", help="stop the embedded server (its data is kept)")
     p.set_defaults(func=cmd_db_stop)
     p = db_sub.add_parser("url", help="print the database URL (starting the embedded server if needed)")
@@ -80,6 +82,13 @@ def cmd_db_status(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(info, default=str))
     else:
         _print_status(info)
+    return 0
+
+
+def cmd_db_refresh(args: argparse.Namespace, settings: Settings) -> int:
+    """Refresh daily_reading incrementally."""
+    batches, days = db.refresh_daily(_url(settings), role=db.writer_role(settings))
+    print(f"daily aggregate: {batches} new batch(es), {days} day(s) refreshed")
     return 0
 
 

@@ -67,6 +67,31 @@ def editor_role(settings: Settings) -> str | None:
     return role_names(settings)[2] if settings.database.use_roles else None
 
 
+def refresh_daily(url: str, role: str | None = None) -> tuple[int, int]:
+    """Refresh the daily aggregate over the time ranges of batches landed since the last refresh.
+
+    Returns (batches covered, days refreshed). Runs in autocommit: TimescaleDB refreshes continuous
+    aggregates only outside a transaction block.
+    """
+    with connect(url, role=role, autocommit=True) as conn:
+        row = conn.execute("SELECT batch_id FROM daily_refresh_watermark").fetchone()
+        last = int(row[0]) if row else 0
+        span = conn.execute(
+            "SELECT count(*), min(min_ts), max(max_ts), max(id) FROM ingest_batch WHERE id > %s AND min_ts IS NOT NULL",
+            (last,),
+        ).fetchone()
+        if not span or not span[0]:
+            return 0, 0
+        batches, lo, hi, top = span
+        conn.execute("CALL refresh_daily_reading(%s, %s)", (lo, hi))
+        conn.execute(
+            """INSERT INTO daily_refresh_watermark (batch_id) VALUES (%s)
+               ON CONFLICT (id) DO UPDATE SET batch_id = EXCLUDED.batch_id, refreshed_at = now()""",
+            (top,),
+        )
+        return int(batches), (hi.date() - lo.date()).days + 1
+
+
 def status(url: str) -> dict[str, object]:
     """A summary of the database: server, storage, schema version, partitions and row counts."""
     with psycopg.connect(url) as conn:

@@ -181,6 +181,7 @@ class Demo:
             with psycopg.connect(url) as conn:
                 load_installations(conn, registry, summary)
                 conn.commit()
+            db.refresh_daily(url)
             say(f"  {summary.readings:,} readings, {summary.events} events, {summary.meters} meters, "
                 f"{summary.accounts} accounts, {summary.exchanges} meter exchanges")  # fmt: skip
         state["loaded"] = True
@@ -343,8 +344,9 @@ def run_demo(options: DemoOptions, settings: Settings) -> int:
         while not stop.is_set():
             if deadline and time.monotonic() >= deadline:
                 break
-            if time.monotonic() >= next_vee:  # validate what the collector landed meanwhile
+            if time.monotonic() >= next_vee:  # validate and aggregate what the collector landed meanwhile
                 demo.validate(url)
+                db.refresh_daily(url)
                 next_vee = time.monotonic() + VEE_EVERY_S
             stop.wait(0.5)
     finally:

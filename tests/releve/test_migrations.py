@@ -108,7 +108,7 @@ def test_daily_aggregate_refreshes_over_a_range(db):
             "             ('2025-01-02 06:00Z', 107.0), ('2025-01-02 18:00Z', 110.5)) AS r(t, v) "
             "WHERE c.code = '1-0:1.8.0' AND u.code = 'kWh'"
         )
-        conn.execute("SELECT refresh_daily_reading('2025-01-01', '2025-01-02')")
+        conn.execute("CALL refresh_daily_reading('2025-01-01', '2025-01-02')")
         rows = conn.execute(
             "SELECT day::date::text, consumption FROM daily_consumption ORDER BY day"
         ).fetchall()
@@ -125,3 +125,22 @@ def test_timescale_ddl_is_generated_when_the_extension_exists():
     assert "create_hypertable('reading', by_range('ts', '7 days'::interval))" in ddl
     assert "timescaledb.compress_segmentby = 'meter_id, channel_id'" in ddl
     assert "WITH (timescaledb.continuous)" in ddl
+
+
+@pytest.mark.db
+def test_daily_aggregate_follows_the_batches_landed_since_the_last_refresh(db):
+    from datetime import timedelta
+
+    from ingest import BatchWriter
+    from releve.db import refresh_daily
+    from releve.model import Reading
+
+    db.add_meters(["M1"])
+    t0 = datetime(2025, 3, 1, tzinfo=UTC)
+    with BatchWriter(db.url, db.settings) as writer:
+        writer.write([Reading("M1", "1-0:1.8.0", t0 + timedelta(hours=6 * k), 100.0 + k, "kWh") for k in range(8)])
+    assert refresh_daily(db.url) == (1, 2)
+    assert refresh_daily(db.url) == (0, 0)  # nothing new
+    with db.connect() as conn:
+        rows = conn.execute("SELECT day::date::text, consumption FROM daily_consumption ORDER BY day").fetchall()
+    assert rows == [("2025-03-01", 3.0), ("2025-03-02", 4.0)]
