@@ -25,8 +25,9 @@ def register(sub: Any) -> None:
     )
     run.add_argument("--config", "-c", type=Path, required=True, help="collector configuration (TOML)")
     run.set_defaults(func=cmd_run)
-    status = actions.add_parser("status", help="show what a collector's spool holds")
+    status = actions.add_parser("status", help="spool backlog and health per link and meter")
     status.add_argument("--config", "-c", type=Path, required=True, help="collector configuration (TOML)")
+    status.add_argument("--worst", type=int, default=10, help="how many failing meters to list (10)")
     status.set_defaults(func=cmd_status)
 
 
@@ -51,8 +52,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    """Print the spool's backlog."""
+    """Print the spool's backlog and the collector's health as last written to the database."""
     from collectors.config import ConfigError, load_config
+    from releve import db
     from releve.cli import CommandError
 
     try:
@@ -63,4 +65,31 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     size = sum(p.stat().st_size for p in segments)
     print(f"spool {config.spool_dir}: {len(segments)} segment(s), {size:,} bytes "
           f"({100 * size / (config.spool_max_mb * 1024 * 1024):.1f} % of the bound)")  # fmt: skip
+    try:
+        with db.connect(db.database_url(settings), role=db.reader_role(settings)) as conn:
+            links = conn.execute(
+                """SELECT link, kind, meters, requests, failures, connected, updated_at FROM link_health
+                   WHERE collector = %s ORDER BY link""",
+                (config.name,),
+            ).fetchall()
+            meters = conn.execute(
+                """SELECT serial, link, good, failures, consecutive_failures, last_good, last_error FROM comm_health
+                   WHERE collector = %s ORDER BY consecutive_failures DESC, failures DESC, serial LIMIT %s""",
+                (config.name, args.worst),
+            ).fetchall()
+    except Exception as exc:
+        print(f"health: database not reachable ({str(exc).strip().splitlines()[0]})", file=sys.stderr)
+        return 1
+    if not links:
+        print(f"health: nothing written yet by collector {config.name!r}")
+        return 0
+    print(f"{'link':<14}{'kind':<6}{'meters':>7}{'requests':>10}{'failures':>10}  updated")
+    for link, kind, n, req, fail, connected, updated in links:
+        state = "" if connected is None else (" connected" if connected else " DISCONNECTED")
+        print(f"{link:<14}{kind:<6}{n:>7}{req:>10}{fail:>10}  {updated:%Y-%m-%d %H:%M:%S}{state}")
+    print(f"\nmeters with the most failures (worst {args.worst}):")
+    for serial, link, good, fail, streak, last_good, error in meters:
+        seen = f"{last_good:%Y-%m-%d %H:%M}" if last_good else "never"
+        print(f"  {serial:<14}{link:<12} good {good:<7} failed {fail:<6} streak {streak:<4} last good {seen}"
+              + (f"  ({error})" if streak and error else ""))
     return 0

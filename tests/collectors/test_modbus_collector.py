@@ -141,3 +141,29 @@ def test_a_dead_meter_on_a_shared_rtu_line_does_not_stall_the_others(db, tmp_pat
         classes = {e.poll_class for e in meter.profile.registers}
         assert health[meter.serial].good >= 3 * len(classes)
         assert health[meter.serial].failures == 0
+
+
+def test_collect_status_shows_links_and_the_failing_meter(db, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    sim = fleet()
+    clock = SimClock(FROZEN)
+    clock.freeze(FROZEN)
+    register(db, sim, [m for m in sim.meters if m.transport == "rtu"])
+    with BackgroundModbus(sim, clock) as front:
+        config = collector_config(front, sim, tmp_path, dead_unit=200)
+        config.modbus.gateways.clear()
+        collector = Collector(config, db.settings, db.url)
+        collector.start()
+        time.sleep(2.0)
+        collector.stop()
+    path = tmp_path / "c.toml"
+    path.write_text(f'name = "modbus-test"\nspool_dir = "{tmp_path / "spool"}"\n')
+    env = {**os.environ, "RELEVE_DATABASE__URL": db.url, "RELEVE_DATABASE__ROLE_PREFIX": db.settings.database.role_prefix}
+    out = subprocess.run([sys.executable, "-m", "releve.cli", "collect", "status", "-c", str(path)],
+                         capture_output=True, text=True, env=env, check=True).stdout
+    assert "line0" in out and "rtu" in out
+    worst = out.split("meters with the most failures")[1].splitlines()[1]
+    assert "DEAD-ON-LINE" in worst and "never" in worst

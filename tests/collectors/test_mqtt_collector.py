@@ -1,5 +1,6 @@
 """MQTT → spool → database, through a real Mosquitto and a real PostgreSQL."""
 
+import json
 import threading
 
 import psycopg
@@ -110,3 +111,83 @@ def test_database_down_mid_run_loses_nothing_and_doubles_nothing(tmp_path, servi
         assert collector.spool.size == 0
     finally:
         server.stop()
+
+
+def test_collectors_in_one_shared_group_split_a_topic_and_land_each_message_once(db, mqtt_broker, tmp_path):
+    register_meters(db.url)
+    collectors = []
+    for k in range(2):
+        config = CollectorConfig.model_validate({
+            "name": f"shared-{k}", "spool_dir": str(tmp_path / f"spool{k}"), "seal_seconds": 0.2,
+            "mqtt": {"client_id": f"shared-{k}", "shared_group": "collectors", "subscriptions": SUBSCRIPTIONS}})
+        settings = db.settings.model_copy(update={"mqtt": db.settings.mqtt.model_copy(update={"url": mqtt_broker.url})})
+        collectors.append(Collector(config, settings, db.url))
+    for c in collectors:
+        c.start()
+    try:
+        assert all(c.mqtt.wait_connected() for c in collectors)
+        publish(mqtt_broker.port, traffic(0, 30))
+        assert wait_for_rows(db.url, 30 * READINGS_PER_ROUND) == 30 * READINGS_PER_ROUND
+    finally:
+        for c in collectors:
+            c.stop()
+    received = [c.mqtt.stats.received for c in collectors]
+    assert sum(received) == 30 * 4  # each message went to exactly one member of the group
+    assert min(received) > 0  # and both members took a share
+
+
+def test_the_simulators_mqtt_meters_land_with_the_values_they_published(db, mqtt_broker, tmp_path):
+    from datetime import UTC, datetime
+
+    from simulators.clock import SimClock
+    from simulators.config import parse_fleet
+    from simulators.engine import Simulation
+    from simulators.mqtt import MqttPublisher
+
+    sim = Simulation(parse_fleet({
+        "seed": 3, "start": "2026-03-01T00:00:00Z", "horizon_days": 20,
+        "topology": {"transformers": 1, "customers_per_transformer": 12, "dmas": 1, "customers_per_dma": 5},
+        "mqtt": {"electricity_share": 0.5}, "theft": {"rate": 0.0}, "faults": {"rate": 0.0},
+    }, "mqtt test fleet"))
+    with db.connect() as conn, conn.cursor() as cur:
+        cur.executemany("INSERT INTO meter (serial, commodity, model, unit, protocol) VALUES (%s, %s, %s, %s, 'mqtt')",
+                        [(m.serial, m.commodity.value, m.model, m.unit) for m in sim.meters])
+    config = CollectorConfig.model_validate({
+        "name": "sim-mqtt", "spool_dir": str(tmp_path / "spool"), "seal_seconds": 0.2,
+        "mqtt": {"client_id": "sim-mqtt", "subscriptions": [
+            {"topic": "releve/{serial}/reading"}, {"topic": "tele/sml-{serial}/SENSOR", "decoder": "tasmota"},
+            {"topic": "v3/{app}/devices/water-{serial}/up", "decoder": "ttn"}]}})
+    settings = db.settings.model_copy(update={"mqtt": db.settings.mqtt.model_copy(update={"url": mqtt_broker.url})})
+    collector = Collector(config, settings, db.url)
+    collector.start()
+    at = [datetime(2026, 3, 5, h, 0, tzinfo=UTC) for h in (8, 9, 10)]
+    clock = SimClock(at[0])
+    publisher = MqttPublisher(sim, clock, mqtt_broker.url)
+    try:
+        assert collector.mqtt.wait_connected()
+        publisher.connect()
+        sent = []
+        for ts in at:
+            messages = publisher.messages(ts)
+            publisher.publish(messages)
+            sent += messages
+        styles = {m.mqtt_style for m in publisher.meters}
+        assert {"json", "tasmota", "ttn"} <= styles
+        expected = {}
+        for topic, body in sent:
+            for r in collector.mqtt.decode(topic, json.dumps(body).encode())[0]:
+                expected[(r.meter, r.channel, r.ts)] = r.value
+        assert wait_for_rows(db.url, len(expected)) == len(expected)
+    finally:
+        publisher.close()
+        collector.stop()
+    with db.connect() as conn:
+        stored = {(m, c, t): v for m, c, t, v in conn.execute(
+            "SELECT m.serial, c.code, r.ts, r.value FROM reading r JOIN meter m ON m.id = r.meter_id "
+            "JOIN channel c ON c.id = r.channel_id").fetchall()}
+        rejected = conn.execute("SELECT count(*) FROM rejected_input").fetchone()[0]
+    assert stored == expected and rejected == 0
+    # and the values are what the simulator showed: the JSON meters' import register at 09:00
+    json_meter = next(m for m in publisher.meters if m.mqtt_style == "json")
+    shown = sim.values_at(json_meter.index, at[1])[json_meter.import_channel]
+    assert stored[(json_meter.serial, json_meter.import_channel, at[1])] == pytest.approx(shown, abs=1e-3)
