@@ -7,11 +7,12 @@ Validated at load: a mistake fails with the file, the field and the problem. See
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from releve.validation import describe, read_toml
 
 
 class ConfigError(ValueError):
@@ -131,18 +132,11 @@ class CollectorConfig(_Model):
 
 def load_config(path: Path) -> CollectorConfig:
     """Read and validate a collector configuration file."""
-    try:
-        with Path(path).open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: no such file") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    data = read_toml(path, ConfigError)
     try:
         return CollectorConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{path}: {problems}") from exc
+        raise ConfigError(f"{path}: {describe(exc)}") from exc
 
 
 _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")

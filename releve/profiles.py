@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import struct
-import tomllib
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from releve.model import CHANNELS, DLMS_EVENT_CODES, Commodity, EventKind
+from releve.validation import describe, read_toml
 
 #: Where the shipped profiles live.
 PROFILE_DIR = Path(__file__).with_name("profiles")
@@ -348,31 +348,17 @@ def decode(entry: RegisterEntry, registers: list[int]) -> float:
     return float(raw) * entry.scale + entry.offset
 
 
-def _describe(exc: ValidationError) -> str:
-    problems = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(profile)"
-        problems.append(f"{where}: {err['msg']}")
-    return "; ".join(problems)
-
-
 def parse_profile(data: dict[str, object], origin: str = "<profile>") -> DeviceProfile:
     """Validate an already-parsed profile; ProfileError names ``origin``, the field and the problem."""
     try:
         return DeviceProfile.model_validate(data)
     except ValidationError as exc:
-        raise ProfileError(f"{origin}: invalid profile: {_describe(exc)}") from exc
+        raise ProfileError(f"{origin}: invalid profile: {describe(exc, '(profile)')}") from exc
 
 
 def load_profile_file(path: Path) -> DeviceProfile:
     """Read and validate one profile file."""
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot read: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"{path}: not valid TOML: {exc}") from exc
+    data = read_toml(path, ProfileError)
     profile = parse_profile(data, str(path))
     if profile.model != path.stem:
         raise ProfileError(f"{path}: model: {profile.model!r} does not match the file name {path.stem!r}")

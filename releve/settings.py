@@ -22,6 +22,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from releve.validation import describe
+
 DEFAULT_FILE = Path("releve.toml")
 
 
@@ -145,10 +147,7 @@ def load_settings(**overrides: Any) -> Settings:
         raise SettingsError(f"{path}: not valid TOML: {exc}") from exc
     except ValidationError as exc:
         where = str(path) if path else "environment"
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise SettingsError(f"{where}: invalid settings: {problems}") from exc
+        raise SettingsError(f"{where}: invalid settings: {describe(exc)}") from exc
     if shorthand and "RELEVE_DATABASE__URL" not in os.environ and "database" not in overrides:
         settings.database.url = shorthand
     return settings

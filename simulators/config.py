@@ -7,7 +7,6 @@ key and the problem.
 
 from __future__ import annotations
 
-import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from releve.profiles import ProfileError, load_profile
+from releve.validation import describe, read_toml
 
 #: Theft kinds the simulator can inject (see docs/simulators.md for their definitions).
 THEFT_KINDS = (
@@ -176,21 +176,12 @@ def parse_fleet(data: dict[str, Any], origin: str = "<fleet>") -> FleetConfig:
     try:
         return FleetConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(fleet)'}: {err['msg']}" for err in exc.errors()
-        )
-        raise FleetError(f"{origin}: invalid fleet: {problems}") from exc
+        raise FleetError(f"{origin}: invalid fleet: {describe(exc, '(fleet)')}") from exc
 
 
 def load_fleet(path: Path | None) -> FleetConfig:
     """Read a fleet file (None: all defaults)."""
     if path is None:
         return FleetConfig()
-    try:
-        with Path(path).open("rb") as fh:
-            data = tomllib.load(fh)
-    except OSError as exc:
-        raise FleetError(f"{path}: cannot read: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise FleetError(f"{path}: not valid TOML: {exc}") from exc
+    data = read_toml(path, FleetError)
     return parse_fleet(data, str(path))
