@@ -1,0 +1,18 @@
+"""Theft and non-technical-loss detection: signals, scoring, the inspection list and feedback.
+
+Data flows one way through the subpackage:
+
+- :mod:`analytics.theft.data` — :class:`TheftData`, the columnar input (meters × days), and the
+  documented CSV importers (long interval format, SGCC wide daily format, areas, feeders, events);
+- :mod:`analytics.theft.signals` — pure, vectorised signal functions over numpy arrays;
+- :mod:`analytics.theft.features` — the feature matrix and the per-meter evidence behind it;
+- :mod:`analytics.theft.model` — rule-based evidence score, IsolationForest, the supervised model
+  trained on inspection outcomes, calibration, expected value per visit;
+- :mod:`analytics.theft.ranking` — the ranked inspection list with reasons in words and evidence,
+  CSV / GeoJSON export for a night route;
+- :mod:`analytics.theft.store` — loading from the database, runs, candidates and outcomes;
+- :mod:`analytics.theft.simdata` — the simulated fleet as :class:`TheftData` (bench and tests);
+- :mod:`analytics.theft.cli` — ``releve theft …``.
+
+See docs/theft.md.
+"""

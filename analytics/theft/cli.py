@@ -1,0 +1,225 @@
+"""``releve theft …``: rank suspects, show stored lists, record inspection outcomes, report hit rates."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from releve.settings import Settings
+
+
+def register(sub: Any) -> None:
+    """Add ``releve theft`` and its subcommands to the ``releve`` parser."""
+    p_theft = sub.add_parser("theft", help="theft and non-technical-loss detection: ranked inspection lists "
+                             "(see docs/theft.md)")
+    theft = p_theft.add_subparsers(dest="theft_command", metavar="ACTION", required=True)
+
+    p = theft.add_parser(
+        "rank",
+        help="rank meters by theft risk, from the database (run stored) or from a CSV file",
+        description="Without --input: rank from the database (validated series, events, areas, VEE), store "
+        "the run and print its id. With --input: rank a CSV file (long: meter,timestamp,value; wide: "
+        "CONS_NO,FLAG,<day>...) without touching the database.",
+    )
+    p.add_argument("--input", type=Path, help="consumption CSV file (default: the database)")
+    p.add_argument("--format", choices=("long", "wide"), default="long", help="layout of --input (default long)")
+    p.add_argument("--areas", type=Path, help="CSV meter,area[,customer_class,commodity,latitude,longitude]")
+    p.add_argument("--feeders", type=Path, help="CSV area,date,value[,technical_loss_pct]: feeder daily totals")
+    p.add_argument("--events", type=Path, help="CSV meter,timestamp,kind[,code]: meter events")
+    p.add_argument("--from", dest="start", type=date.fromisoformat, help="first day (database; default: "
+                   "--days before the last reading)")
+    p.add_argument("--to", dest="end", type=date.fromisoformat, help="day after the last (database)")
+    p.add_argument("--days", type=int, default=365, help="period length when --from is not given (default 365)")
+    _list_options(p)
+    p.add_argument("--keep", type=int, default=500, help="candidates stored with the run (default 500)")
+    p.add_argument("--tariff", type=float, action="append", default=[], metavar="PRICE",
+                   help="price per unit for the expected value: electricity, then water (default 0.20, 2.0)")
+    p.add_argument("--include-inspected", action="store_true",
+                   help="keep meters that already have an inspection outcome on the list")
+    p.add_argument("--no-store", action="store_true", help="database mode: print without storing the run")
+    p.set_defaults(func=cmd_rank)
+
+    p = theft.add_parser("list", help="show a stored run's list (filters, CSV / GeoJSON export)")
+    p.add_argument("--run", type=int, required=True, help="run id")
+    _list_options(p)
+    p.set_defaults(func=cmd_list)
+
+    p = theft.add_parser("outcome", help="record what an inspection found for a meter on a run's list")
+    p.add_argument("--run", type=int, required=True, help="run id the meter was listed on")
+    p.add_argument("--meter", required=True, help="meter serial")
+    p.add_argument("--result", required=True, choices=("fraud", "meter_fault", "nothing", "no_access"))
+    p.add_argument("--campaign", default="", help="inspection campaign (e.g. 2026-W11-night)")
+    p.add_argument("--note", default="", help="free text")
+    p.set_defaults(func=cmd_outcome)
+
+    p = theft.add_parser("report", help="hit rate per inspection campaign")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_report)
+
+
+def _list_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--top", type=int, default=20, help="candidates to print and export (default 20)")
+    p.add_argument("--area", action="append", default=[], help="only this area (repeatable)")
+    p.add_argument("--commodity", choices=("electricity", "water"), help="only this commodity")
+    p.add_argument("--class", dest="customer_class", help="only this customer class")
+    p.add_argument("--signal", choices=("drop", "zero", "profile", "event", "reverse", "peer", "silence", "vee",
+                                        "anomaly"), help="only candidates whose strongest evidence is this")
+    p.add_argument("--order", choices=("risk", "value"), default="risk",
+                   help="rank by risk or by expected value per visit (default risk)")
+    p.add_argument("-o", "--output", type=Path, help="write the list as CSV (coordinates, route order, reasons)")
+    p.add_argument("--geojson", type=Path, help="write the list as GeoJSON points")
+    p.add_argument("--quiet", action="store_true", help="do not print the list")
+
+
+def _url(settings: Settings) -> str:
+    from releve.commands import _url as core_url
+
+    return core_url(settings)
+
+
+def _tariff(values: list[float]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, value in zip(("electricity", "water"), values, strict=False):
+        out[name] = value
+    return out
+
+
+def _emit(args: argparse.Namespace, cands: list[Any]) -> None:
+    from analytics.theft.ranking import format_table, write_csv, write_geojson
+
+    if not args.quiet:
+        print(format_table(cands))
+    if args.output:
+        write_csv(cands, args.output)
+        print(f"wrote {len(cands)} candidates to {args.output}", file=sys.stderr)
+    if args.geojson:
+        write_geojson(cands, args.geojson)
+        print(f"wrote {args.geojson}", file=sys.stderr)
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    return {"areas": args.area or None, "commodity": args.commodity, "customer_class": args.customer_class,
+            "signal": args.signal}
+
+
+def cmd_rank(args: argparse.Namespace, settings: Settings) -> int:
+    """Rank from a file or from the database."""
+    from analytics.theft.data import TheftImportError, load_files
+    from analytics.theft.ranking import score
+    from releve.cli import CommandError
+
+    tariff = _tariff(args.tariff)
+    if args.input is not None:
+        try:
+            data = load_files(args.input, args.format, args.areas, args.feeders, args.events)
+        except (OSError, TheftImportError) as exc:
+            raise CommandError(str(exc)) from exc
+        ranking = score(data, tariff=tariff)
+        cands = ranking.candidates(args.top, by=args.order, **_filters(args))
+        _emit(args, cands)
+        if data.flags is not None and data.flags.any():
+            _print_flag_check(ranking, data.flags)
+        return 0
+
+    from analytics.theft import store
+    from releve.db import connect, reader_role
+
+    url = _url(settings)
+    try:
+        with connect(url, role=reader_role(settings)) as conn:
+            data = store.load_from_database(conn, args.start, args.end, args.days)
+            labels = store.training_labels(conn)
+            exclude = set() if args.include_inspected else store.inspected(conn)
+    except store.StoreError as exc:
+        raise CommandError(str(exc)) from exc
+    ranking = score(data, training=(labels.x, labels.y) if len(labels.y) else None, tariff=tariff,
+                    exclude=exclude)
+    model = "unsupervised" if ranking.model is None else f"blend+logistic({ranking.model.method})"
+    cands = ranking.candidates(max(args.top, args.keep), by=args.order, **_filters(args))
+    shown = cands[: args.top]
+    _emit(args, shown)
+    if args.no_store:
+        return 0
+    params = {"order": args.order, "filters": _filters(args), "tariff": tariff, "keep": args.keep,
+              "excluded": len(exclude), "labels": len(labels.y)}
+    run_id = store.save_run(settings, url, cands, "database", params, data,
+                            n_labels=ranking.model.n_labels if ranking.model else 0, model=model)
+    print(f"run {run_id}: {len(cands)} candidates stored ({data.n_meters} meters, {data.first_day} + "
+          f"{data.n_days} days, model {model})")
+    return 0
+
+
+def _print_flag_check(ranking: Any, flags: Any) -> None:
+    """With a labelled file (SGCC FLAG): precision@k and ROC AUC, for information only."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(flags) > 0
+    k = int(y.sum())
+    order = ranking.order()
+    auc = roc_auc_score(y, ranking.risk) if 0 < k < len(y) else float("nan")
+    print(f"FLAG column (not used for ranking): {k} flagged; precision@{k} {y[order[:k]].mean():.3f}; "
+          f"ROC AUC {auc:.3f}", file=sys.stderr)
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    """Show a stored run's list."""
+    from analytics.theft import store
+    from analytics.theft.ranking import route_order
+    from releve.cli import CommandError
+
+    try:
+        cands = store.load_candidates(settings, _url(settings), args.run)
+    except store.StoreError as exc:
+        raise CommandError(str(exc)) from exc
+    f = _filters(args)
+    keep = [c for c in cands if (not f["areas"] or c.area in f["areas"])
+            and (not f["commodity"] or c.commodity == f["commodity"])
+            and (not f["customer_class"] or c.customer_class == f["customer_class"])
+            and (not f["signal"] or c.signal == f["signal"])]
+    if args.order == "value":
+        keep.sort(key=lambda c: -c.expected_value)
+    keep = keep[: args.top]
+    route_order(keep)
+    _emit(args, keep)
+    return 0
+
+
+def cmd_outcome(args: argparse.Namespace, settings: Settings) -> int:
+    """Record an inspection outcome."""
+    from analytics.theft import store
+    from releve.cli import CommandError
+
+    try:
+        ident = store.record_outcome(settings, _url(settings), args.run, args.meter, args.result, args.campaign,
+                                     args.note)
+    except store.StoreError as exc:
+        raise CommandError(str(exc)) from exc
+    print(f"inspection {ident}: meter {args.meter} on run {args.run}: {args.result}"
+          + (f" (campaign {args.campaign})" if args.campaign else ""))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    """Hit rate per campaign."""
+    from analytics.theft import store
+    from releve.db import connect, reader_role
+
+    with connect(_url(settings), role=reader_role(settings)) as conn:
+        report = store.campaign_report(conn)
+    if args.json:
+        print(json.dumps(report, default=str))
+        return 0
+    if not report:
+        print("no inspections recorded")
+        return 0
+    print(f"{'campaign':<20} {'visits':>6} {'fraud':>6} {'fault':>6} {'nothing':>7} {'no_acc':>6} {'hit rate':>8}")
+    for r in report:
+        hit = "n/a" if r["hit_rate"] is None else f"{100 * r['hit_rate']:.1f} %"
+        print(f"{r['campaign']:<20} {r['visits']:>6} {r['fraud']:>6} {r['meter_fault']:>6} {r['nothing']:>7} "
+              f"{r['no_access']:>6} {hit:>8}")
+    return 0

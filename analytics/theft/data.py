@@ -1,0 +1,352 @@
+"""The columnar input of theft ranking, and the documented CSV importers.
+
+:class:`TheftData` holds meters × days arrays plus the registry facts the signals need. It is
+built from the database (:mod:`analytics.theft.store`), from the simulator
+(:mod:`analytics.theft.simdata`) or from CSV files:
+
+- **long** interval consumption: ``meter,timestamp,value`` (header required; extra columns are
+  ignored; ISO 8601 timestamps, UTC unless they carry an offset). Values are summed per day and,
+  when there is more than one value a day, per hour (for the profile signals).
+- **wide** daily consumption, the SGCC theft data set layout: ``CONS_NO,FLAG,<one column per
+  day>``; day headers ``YYYY-MM-DD`` or ``YYYY/M/D``; empty cells are missing days. ``FLAG`` (1
+  theft, 0 normal) is kept as ``flags`` for evaluation only; ranking never reads it.
+- **areas** (optional): ``meter,area[,customer_class,commodity,latitude,longitude,import_only]``.
+- **feeders** (optional): ``area,date,value[,technical_loss_pct]``: the feeder / bulk meter's
+  daily total per area, for the energy balance.
+- **events** (optional): ``meter,timestamp,kind[,code]`` with ``kind`` a ``releve.model.EventKind``
+  value (``terminal_cover_open``, ``magnetic_field``, ``reverse_energy``, ``reverse_flow``…).
+
+Errors name the file and line (:class:`TheftImportError`, a ``ValueError``).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from analytics.theft.signals import BoolArray, FloatArray
+
+
+class TheftImportError(ValueError):
+    """A CSV file the importer cannot read; the message names the file and line."""
+
+
+@dataclass
+class Event:
+    """One meter event on the day grid."""
+
+    meter: int
+    day: int
+    ts: datetime
+    kind: str
+    code: int | None = None
+
+
+@dataclass
+class TheftData:
+    """Meters × days of recorded consumption with what the signals need beside it.
+
+    ``daily`` is recorded consumption per day (NaN: no data); ``cumulative`` says it comes from
+    register advances, so a value after silent days may hold their catch-up. ``export`` is the
+    export / reverse register's daily advance, ``hourly`` meters × days × 24 when interval data
+    exists. ``feeders`` maps an area to its feeder / bulk meter's daily total.
+    """
+
+    serials: list[str]
+    first_day: date
+    daily: FloatArray
+    commodity: np.ndarray
+    customer_class: np.ndarray
+    area: np.ndarray
+    latitude: FloatArray
+    longitude: FloatArray
+    import_only: BoolArray
+    wrap: FloatArray
+    cumulative: bool = False
+    export: FloatArray | None = None
+    hourly: FloatArray | None = None
+    events: list[Event] = field(default_factory=list)
+    feeders: dict[str, FloatArray] = field(default_factory=dict)
+    technical_loss_pct: dict[str, float] = field(default_factory=dict)
+    vee_exceptions: np.ndarray | None = None
+    estimate_streak: np.ndarray | None = None
+    unit: np.ndarray | None = None
+    flags: np.ndarray | None = None
+    meter_ids: list[int | None] | None = None
+
+    @property
+    def n_meters(self) -> int:
+        """Number of meters."""
+        return len(self.serials)
+
+    @property
+    def n_days(self) -> int:
+        """Number of days."""
+        return int(self.daily.shape[1])
+
+    def day(self, index: int) -> date:
+        """The calendar day of column ``index``."""
+        return self.first_day + timedelta(days=int(index))
+
+    def weekdays(self) -> np.ndarray:
+        """Weekday (0 Monday … 6 Sunday) of each column."""
+        return (self.first_day.weekday() + np.arange(self.n_days)) % 7
+
+    @classmethod
+    def blank(cls, serials: list[str], first_day: date, daily: FloatArray) -> TheftData:
+        """Data with defaults for everything but the consumption (unknown class, area, position)."""
+        m = len(serials)
+        return cls(
+            serials=list(serials), first_day=first_day, daily=daily,
+            commodity=np.full(m, "electricity", dtype=object), customer_class=np.full(m, "unknown", dtype=object),
+            area=np.full(m, "", dtype=object), latitude=np.full(m, np.nan), longitude=np.full(m, np.nan),
+            import_only=np.ones(m, dtype=bool), wrap=np.full(m, np.inf),
+        )
+
+
+def register_advance(last: FloatArray, initial: FloatArray | None = None) -> FloatArray:
+    """Daily advance of a register from its last read per day (meters × days, NaN: no read).
+
+    A day without a read stays NaN and the next read's advance covers the whole gap (the catch-up
+    that :func:`analytics.theft.signals.clean_daily` spreads back). The first day is measured from
+    ``initial`` (NaN when unknown).
+    """
+    m, d = last.shape
+    init = np.full(m, np.nan) if initial is None else initial
+    ok = np.isfinite(last)
+    idx = np.where(ok, np.arange(d)[None, :], -1)
+    prev_idx = np.maximum.accumulate(idx, axis=1)
+    prev_idx = np.concatenate([np.full((m, 1), -1), prev_idx[:, :-1]], axis=1)
+    prev = np.where(prev_idx >= 0, np.take_along_axis(last, np.maximum(prev_idx, 0), axis=1), init[:, None])
+    return np.where(ok, last - prev, np.nan)
+
+
+def parse_ts(text: str) -> datetime:
+    """An ISO 8601 instant; naive means UTC."""
+    text = text.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    ts = datetime.fromisoformat(text)
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def parse_day(text: str) -> date:
+    """A day header or cell: ``YYYY-MM-DD``, ``YYYY/M/D`` or an ISO instant (its UTC date)."""
+    text = text.strip()
+    for sep in ("-", "/"):
+        parts = text.split(sep)
+        if len(parts) == 3 and all(p.strip().isdigit() for p in parts):
+            return date(int(parts[0]), int(parts[1]), int(parts[2]))
+    return parse_ts(text).date()
+
+
+def _reader(path: Path, required: tuple[str, ...]) -> tuple[list[str], Iterator[list[str]]]:
+    """The header and an iterator over the remaining rows (the file closes when they run out)."""
+    try:
+        fh = path.open(newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise TheftImportError(f"{path}: {exc.strerror or exc}") from exc
+    reader = csv.reader(fh)
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration as exc:
+        fh.close()
+        raise TheftImportError(f"{path}: empty file") from exc
+    missing = [c for c in required if c not in header]
+    if missing:
+        fh.close()
+        raise TheftImportError(f"{path}:1: missing column(s) {', '.join(missing)} (header: {','.join(header)})")
+
+    def rows() -> Iterator[list[str]]:
+        with fh:
+            yield from reader
+
+    return header, rows()
+
+
+def read_long(path: Path) -> TheftData:
+    """Interval (or daily) consumption in long format ``meter,timestamp,value``."""
+    path = Path(path)
+    header, reader = _reader(path, ("meter", "timestamp", "value"))
+    im, it, iv = header.index("meter"), header.index("timestamp"), header.index("value")
+    meters: dict[str, int] = {}
+    rows_m: list[int] = []
+    rows_day: list[int] = []
+    rows_hour: list[int] = []
+    rows_v: list[float] = []
+    for line, row in enumerate(reader, start=2):
+        if not row or all(not c.strip() for c in row):
+            continue
+        try:
+            ts = parse_ts(row[it])
+            value = float(row[iv]) if row[iv].strip() else float("nan")
+        except (ValueError, IndexError) as exc:
+            raise TheftImportError(f"{path}:{line}: {exc}") from exc
+        serial = row[im].strip()
+        if not serial:
+            raise TheftImportError(f"{path}:{line}: empty meter")
+        rows_m.append(meters.setdefault(serial, len(meters)))
+        rows_day.append(ts.date().toordinal())
+        rows_hour.append(ts.hour)
+        rows_v.append(value)
+    if not rows_m:
+        raise TheftImportError(f"{path}: no rows")
+    mi = np.array(rows_m)
+    dd = np.array(rows_day)
+    hh = np.array(rows_hour)
+    vv = np.array(rows_v)
+    first = int(dd.min())
+    n_days = int(dd.max()) - first + 1
+    di = dd - first
+    ok = np.isfinite(vv)
+    daily = np.zeros((len(meters), n_days))
+    np.add.at(daily, (mi[ok], di[ok]), vv[ok])
+    seen = np.zeros((len(meters), n_days), dtype=bool)
+    seen[mi[ok], di[ok]] = True
+    daily[~seen] = np.nan
+    per_day = np.zeros((len(meters), n_days), dtype=np.int64)
+    np.add.at(per_day, (mi, di), 1)
+    data = TheftData.blank(list(meters), date.fromordinal(first), daily)
+    if per_day.max() > 1:
+        hourly = np.zeros((len(meters), n_days, 24))
+        np.add.at(hourly, (mi[ok], di[ok], hh[ok]), vv[ok])
+        hourly[~seen] = np.nan
+        data.hourly = hourly
+    return data
+
+
+def read_wide(path: Path) -> TheftData:
+    """Daily consumption in the SGCC wide layout ``CONS_NO,FLAG,<day>,<day>,…``."""
+    path = Path(path)
+    header, reader = _reader(path, ("CONS_NO",))
+    id_col = header.index("CONS_NO")
+    flag_col = header.index("FLAG") if "FLAG" in header else -1
+    day_cols = [i for i in range(len(header)) if i not in (id_col, flag_col)]
+    try:
+        days = [parse_day(header[i]) for i in day_cols]
+    except ValueError as exc:
+        raise TheftImportError(f"{path}:1: a day column is not a date: {exc}") from exc
+    if not days:
+        raise TheftImportError(f"{path}:1: no day columns")
+    first = min(days)
+    n_days = (max(days) - first).days + 1
+    col_day = np.array([(d - first).days for d in days])
+    serials: list[str] = []
+    flags: list[int] = []
+    values: list[np.ndarray] = []
+    for line, row in enumerate(reader, start=2):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) < len(header):
+            row = row + [""] * (len(header) - len(row))
+        try:
+            vals = np.array([float(row[i]) if row[i].strip() else np.nan for i in day_cols])
+            flag = int(float(row[flag_col])) if flag_col >= 0 and row[flag_col].strip() else 0
+        except ValueError as exc:
+            raise TheftImportError(f"{path}:{line}: {exc}") from exc
+        serials.append(row[id_col].strip())
+        flags.append(flag)
+        values.append(vals)
+    if not serials:
+        raise TheftImportError(f"{path}: no rows")
+    daily = np.full((len(serials), n_days), np.nan)
+    daily[:, col_day] = np.vstack(values)
+    data = TheftData.blank(serials, first, daily)
+    if flag_col >= 0:
+        data.flags = np.array(flags)
+    return data
+
+
+def read_areas(data: TheftData, path: Path) -> None:
+    """Attach areas (and class, commodity, coordinates, import-only) from ``meter,area,…``."""
+    path = Path(path)
+    header, reader = _reader(path, ("meter", "area"))
+    index = {s: i for i, s in enumerate(data.serials)}
+    col = {h: header.index(h) for h in header}
+    for line, row in enumerate(reader, start=2):
+        if not row:
+            continue
+        i = index.get(row[col["meter"]].strip())
+        if i is None:
+            continue
+        try:
+            data.area[i] = row[col["area"]].strip()
+            if "customer_class" in col and row[col["customer_class"]].strip():
+                data.customer_class[i] = row[col["customer_class"]].strip()
+            if "commodity" in col and row[col["commodity"]].strip():
+                data.commodity[i] = row[col["commodity"]].strip()
+            if "latitude" in col and row[col["latitude"]].strip():
+                data.latitude[i] = float(row[col["latitude"]])
+            if "longitude" in col and row[col["longitude"]].strip():
+                data.longitude[i] = float(row[col["longitude"]])
+            if "import_only" in col and row[col["import_only"]].strip():
+                data.import_only[i] = row[col["import_only"]].strip().lower() in ("1", "true", "yes", "t")
+        except (ValueError, IndexError) as exc:
+            raise TheftImportError(f"{path}:{line}: {exc}") from exc
+
+
+def read_feeders(data: TheftData, path: Path) -> None:
+    """Attach feeder / bulk daily totals from ``area,date,value[,technical_loss_pct]``."""
+    path = Path(path)
+    header, reader = _reader(path, ("area", "date", "value"))
+    ia, idt, iv = header.index("area"), header.index("date"), header.index("value")
+    it = header.index("technical_loss_pct") if "technical_loss_pct" in header else -1
+    for line, row in enumerate(reader, start=2):
+        if not row:
+            continue
+        try:
+            day = (parse_day(row[idt]) - data.first_day).days
+            value = float(row[iv])
+        except (ValueError, IndexError) as exc:
+            raise TheftImportError(f"{path}:{line}: {exc}") from exc
+        area = row[ia].strip()
+        series = data.feeders.setdefault(area, np.full(data.n_days, np.nan))
+        if 0 <= day < data.n_days:
+            series[day] = value if np.isnan(series[day]) else series[day] + value
+        if it >= 0 and row[it].strip():
+            data.technical_loss_pct[area] = float(row[it])
+
+
+def read_events(data: TheftData, path: Path) -> None:
+    """Attach meter events from ``meter,timestamp,kind[,code]``."""
+    path = Path(path)
+    header, reader = _reader(path, ("meter", "timestamp", "kind"))
+    im, it, ik = header.index("meter"), header.index("timestamp"), header.index("kind")
+    ic = header.index("code") if "code" in header else -1
+    index = {s: i for i, s in enumerate(data.serials)}
+    for line, row in enumerate(reader, start=2):
+        if not row:
+            continue
+        i = index.get(row[im].strip())
+        if i is None:
+            continue
+        try:
+            ts = parse_ts(row[it])
+            code = int(row[ic]) if ic >= 0 and row[ic].strip() else None
+        except (ValueError, IndexError) as exc:
+            raise TheftImportError(f"{path}:{line}: {exc}") from exc
+        data.events.append(Event(i, (ts.date() - data.first_day).days, ts, row[ik].strip(), code))
+
+
+def load_files(
+    path: Path, fmt: str, areas: Path | None = None, feeders: Path | None = None, events: Path | None = None
+) -> TheftData:
+    """Read a consumption file (``long`` or ``wide``) and the optional side files."""
+    if fmt == "long":
+        data = read_long(path)
+    elif fmt == "wide":
+        data = read_wide(path)
+    else:
+        raise TheftImportError(f"unknown format {fmt!r} (long or wide)")
+    if areas is not None:
+        read_areas(data, areas)
+    if feeders is not None:
+        read_feeders(data, feeders)
+    if events is not None:
+        read_events(data, events)
+    return data

@@ -1,0 +1,174 @@
+"""Engineered features per meter, computed once from :class:`TheftData` with every signal.
+
+:func:`compute_features` runs the signals of :mod:`analytics.theft.signals` and keeps their
+intermediate arrays (:class:`Features`), so that the ranking can explain each candidate with the
+series and events behind its score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from analytics.theft import signals as sg
+from analytics.theft.data import Event, TheftData
+from analytics.theft.signals import FloatArray, IntArray
+
+#: Feature columns, in order. All point the same way: higher is more suspicious, except the
+#: fault-explaining ones (``catch_up_days``, ``frozen_days``, ``rollovers``, ``index_faults``)
+#: that tell honest faulty meters apart.
+FEATURES: tuple[str, ...] = (
+    "drop_depth",        # 1 − mean(consumption / expected) over the longest low run
+    "drop_days",         # length of that run
+    "drop_share",        # its missing energy over the meter's expected yearly energy
+    "balance_share",     # share of the missing energy the area's unexplained loss accounts for
+    "has_balance",       # 1 when the meter's area has a feeder / bulk meter
+    "area_score",        # the area's mean excess loss share over its worst 30 days
+    "zero_run",          # longest run of zero days while the meter reported
+    "profile_score",     # fall of the daily-shape correlation (0–2, × duration)
+    "profile_reversed",  # the anomalous days' shape anti-correlates with the usual one
+    "profile_flat",      # the anomalous days are flat
+    "event_score",       # strongest tamper-type event, more when consumption fell after it
+    "event_count",       # tamper-type events
+    "reverse_share",     # export / reverse-flow energy on an import-only meter
+    "peer_low",          # robust z below peers of the same class and area
+    "silence_high",      # silent days when consumption should be high
+    "silence_unrecovered",  # silent days not caught up by the register afterwards
+    "catch_up_days",     # days rebuilt from a catch-up (comm loss, frozen register)
+    "frozen_days",       # zero days that a catch-up proved were a frozen register
+    "rollovers",         # negative steps explained by the register width
+    "index_faults",      # unexplained negative steps, scale jumps, spikes (+ VEE index exceptions)
+    "estimate_streak",   # longest run of estimated days (VEE)
+)
+
+
+@dataclass
+class Features:
+    """The feature matrix and the intermediate signals behind it."""
+
+    data: TheftData
+    names: tuple[str, ...]
+    X: FloatArray
+    cleaned: sg.Cleaned
+    season: FloatArray
+    drop: sg.Drop
+    profile: sg.ProfileChange | None
+    balance: sg.Balance | None
+    area_names: list[str]
+    area_of: IntArray
+    events_by_meter: dict[int, list[tuple[Event, float, float]]] = field(default_factory=dict)
+    matched_energy: FloatArray | None = None
+    reverse_energy: FloatArray | None = None
+
+    def col(self, name: str) -> FloatArray:
+        """One feature column."""
+        return self.X[:, self.names.index(name)]
+
+
+#: Upper quantile of the deseasonalised series taken as the meter's normal level (a drop lasting
+#: up to 20 % of the period cannot hide itself; longer ones still show against the quantile).
+LEVEL_QUANTILE = 0.8
+
+
+def _codes(values: np.ndarray) -> IntArray:
+    _, inverse = np.unique(values.astype(str), return_inverse=True)
+    return inverse.astype(np.int64).reshape(-1)
+
+
+def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
+    """Run every signal over ``data`` and assemble the feature matrix."""
+    m, d = data.daily.shape
+    cleaned = sg.clean_daily(data.daily, data.wrap, cumulative=data.cumulative)
+    values = cleaned.values
+    season_groups = _codes(np.array([f"{c}|{k}" for c, k in zip(data.commodity, data.customer_class, strict=True)]))
+    season_table = sg.seasonal_index(values, season_groups)
+    season = season_table[season_groups]
+    drop = sg.sustained_drop(values, season, threshold=drop_threshold, quantile=LEVEL_QUANTILE)
+
+    profile = None
+    if data.hourly is not None:
+        profile = sg.profile_change(data.hourly, data.weekdays())
+
+    # Events: weight, and the fall of consumption after each.
+    ev_meter = np.array([e.meter for e in data.events], dtype=np.int64)
+    ev_day = np.array([e.day for e in data.events], dtype=np.int64)
+    ev_w = np.array([sg.EVENT_WEIGHTS.get(e.kind, 0.0) for e in data.events])
+    ev_drops, event_score = sg.event_drop(ev_meter, ev_day, ev_w, drop.ratio)
+    events_by_meter: dict[int, list[tuple[Event, float, float]]] = {}
+    event_count = np.zeros(m)
+    for e, w, dr in zip(data.events, ev_w, ev_drops, strict=True):
+        events_by_meter.setdefault(e.meter, []).append((e, float(w), float(dr)))
+        if w > 0:
+            event_count[e.meter] += 1
+
+    rev = sg.reverse_share(values, data.export, data.import_only)
+    reverse_energy = (
+        np.nansum(np.clip(data.export, 0, None), axis=1) * data.import_only
+        if data.export is not None else np.zeros(m)
+    )
+
+    # Energy balance per area with a feeder / bulk meter.
+    area_names = sorted(a for a in data.feeders if a)
+    area_index = {a: k for k, a in enumerate(area_names)}
+    area_of = np.array([area_index.get(str(a), -1) for a in data.area], dtype=np.int64)
+    filled = np.where(np.isfinite(values), values, np.nan_to_num(drop.expected))
+    balance = None
+    balance_share = np.zeros(m)
+    matched = np.zeros(m)
+    area_score = np.zeros(m)
+    if area_names:
+        feeder = np.vstack([data.feeders[a] for a in area_names])
+        customers = np.zeros((len(area_names), d))
+        np.add.at(customers, area_of[area_of >= 0], filled[area_of >= 0])
+        tech = np.array([data.technical_loss_pct.get(a, np.nan) for a in area_names])
+        balance = sg.energy_balance(feeder, customers, tech)
+        cand = np.flatnonzero((area_of >= 0) & (drop.start >= 0) & (drop.depth >= 0.1))
+        if cand.size:
+            gap = np.where(drop.low[cand] & np.isfinite(values[cand]),
+                           np.maximum(np.nan_to_num(drop.expected[cand]) - values[cand], 0.0), 0.0)
+            balance_share[cand] = sg.balance_coincidence(gap, cand, area_of, balance.residual)
+        matched = balance_share * drop.deficit
+        area_score = np.where(area_of >= 0, balance.score[np.maximum(area_of, 0)], 0.0)
+
+    peer_groups = _codes(np.array([f"{c}|{k}|{a}" for c, k, a in
+                                   zip(data.commodity, data.customer_class, data.area, strict=True)]))
+    peer_low = sg.peer_outlier(drop.level, peer_groups)
+    zero = np.isfinite(values) & (values <= 1e-9) & (np.nan_to_num(drop.expected) > 0)
+    zero_run = sg.longest_true_run(zero)
+    silence_high = sg.silence_when_high(data.daily, season)
+    expected_year = np.nansum(drop.expected, axis=1)
+    drop_share = drop.deficit / np.maximum(expected_year, 1e-9)
+    vee_exc = np.zeros(m) if data.vee_exceptions is None else np.asarray(data.vee_exceptions, dtype=float)
+    streak = np.zeros(m) if data.estimate_streak is None else np.asarray(data.estimate_streak, dtype=float)
+    has_balance = (area_of >= 0).astype(float)
+
+    cols = {
+        "drop_depth": drop.depth,
+        "drop_days": np.where(drop.start >= 0, drop.end - drop.start, 0).astype(float),
+        "drop_share": drop_share,
+        "balance_share": balance_share,
+        "has_balance": has_balance,
+        "area_score": area_score,
+        "zero_run": zero_run.astype(float),
+        "profile_score": profile.score if profile is not None else np.zeros(m),
+        "profile_reversed": profile.reversed.astype(float) if profile is not None else np.zeros(m),
+        "profile_flat": profile.flattened.astype(float) if profile is not None else np.zeros(m),
+        "event_score": event_score,
+        "event_count": event_count,
+        "reverse_share": rev,
+        "peer_low": peer_low,
+        "silence_high": silence_high.astype(float),
+        "silence_unrecovered": cleaned.silence_unrecovered.astype(float),
+        "catch_up_days": cleaned.catch_up.sum(axis=1).astype(float),
+        "frozen_days": cleaned.frozen_days.astype(float),
+        "rollovers": cleaned.rollovers.astype(float),
+        "index_faults": cleaned.index_faults.astype(float) + vee_exc,
+        "estimate_streak": streak,
+    }
+    x = np.column_stack([np.nan_to_num(cols[n], nan=0.0, posinf=0.0, neginf=0.0) for n in FEATURES])
+    return Features(
+        data=data, names=FEATURES, X=x, cleaned=cleaned, season=season, drop=drop, profile=profile,
+        balance=balance, area_names=area_names, area_of=area_of, events_by_meter=events_by_meter,
+        matched_energy=matched, reverse_energy=reverse_energy,
+    )

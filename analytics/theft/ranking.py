@@ -1,0 +1,384 @@
+"""The inspection list: risk per meter, candidates with reasons in words and evidence, route exports.
+
+:func:`score` turns :class:`~analytics.theft.data.TheftData` into a :class:`Ranking` (every meter
+scored); :meth:`Ranking.candidates` selects, filters and explains the top of it. Every candidate
+carries at least one reason in words and the evidence (series, events, balance) behind each.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analytics.theft import model as md
+from analytics.theft.data import TheftData
+from analytics.theft.features import FEATURES, Features, compute_features
+from analytics.theft.signals import FloatArray
+
+#: Names of the supervised model's inputs (what a candidate stores to become a label later).
+INPUT_NAMES: tuple[str, ...] = (*FEATURES, "rule", "forest")
+
+_EVENT_WORDS = {
+    "terminal_cover_open": "terminal-cover-open",
+    "meter_cover_open": "meter-cover-open",
+    "magnetic_field": "magnetic-field",
+    "bypass": "bypass",
+    "reverse_energy": "reverse-energy",
+    "current_without_voltage": "current-without-voltage",
+    "reverse_flow": "reverse-flow",
+    "auth_failure": "authentication-failure",
+    "removal": "removal",
+    "cable_cut": "cable-cut",
+}
+
+
+def _r(x: float, nd: int = 3) -> float | None:
+    return None if x is None or not math.isfinite(float(x)) else round(float(x), nd)
+
+
+def _series(a: np.ndarray) -> list[float | None]:
+    return [_r(float(v)) for v in a]
+
+
+@dataclass
+class Candidate:
+    """One meter on the inspection list."""
+
+    rank: int
+    meter: str
+    area: str
+    commodity: str
+    customer_class: str
+    latitude: float | None
+    longitude: float | None
+    risk: float
+    rule: float
+    forest: float
+    supervised: float | None
+    unbilled: float
+    expected_value: float
+    reasons: list[str]
+    evidence: dict[str, Any]
+    inputs: dict[str, float]
+    signal: str
+    meter_id: int | None = None
+    route_order: int | None = None
+
+
+@dataclass
+class Ranking:
+    """Every meter scored, and what is needed to explain any of them."""
+
+    features: Features
+    evidence: md.Evidence
+    rule: FloatArray
+    forest: FloatArray
+    unsup: FloatArray
+    supervised: FloatArray | None
+    risk: FloatArray
+    unbilled: FloatArray
+    value: FloatArray
+    model: md.Supervised | None = None
+    excluded: set[str] = field(default_factory=set)
+
+    @property
+    def data(self) -> TheftData:
+        """The input."""
+        return self.features.data
+
+    def inputs(self) -> FloatArray:
+        """The supervised model's inputs for every meter (rows), columns :data:`INPUT_NAMES`."""
+        return np.column_stack([self.features.X, self.rule, self.forest])
+
+    def order(self, by: str = "risk") -> np.ndarray:
+        """Meter indexes, most suspicious (or most valuable) first; excluded meters last."""
+        key = self.value if by == "value" else self.risk
+        key = np.where([s in self.excluded for s in self.data.serials], -np.inf, key)
+        return np.argsort(-key, kind="stable")
+
+    def top_signal(self, i: int) -> str:
+        """The evidence component that contributes most to meter ``i``."""
+        w = np.array([md.WEIGHTS[n] for n in self.evidence.names])
+        contrib = self.evidence.values[i] * w
+        return self.evidence.names[int(contrib.argmax())] if contrib.max() > 0 else "anomaly"
+
+    def candidates(
+        self, top: int = 50, by: str = "risk", areas: list[str] | None = None, commodity: str | None = None,
+        customer_class: str | None = None, signal: str | None = None,
+    ) -> list[Candidate]:
+        """The top ``top`` meters after the filters, each with reasons and evidence."""
+        d = self.data
+        out: list[Candidate] = []
+        for i in self.order(by):
+            if len(out) >= top:
+                break
+            serial = d.serials[i]
+            if serial in self.excluded:
+                continue
+            if areas and str(d.area[i]) not in areas:
+                continue
+            if commodity and str(d.commodity[i]) != commodity:
+                continue
+            if customer_class and str(d.customer_class[i]) != customer_class:
+                continue
+            sig = self.top_signal(int(i))
+            if signal and sig != signal:
+                continue
+            out.append(self.explain(int(i), len(out) + 1))
+        route_order(out)
+        return out
+
+    def explain(self, i: int, rank: int) -> Candidate:
+        """Candidate ``i`` with its reasons in words and the evidence behind them."""
+        d = self.data
+        reasons, evidence = explain(self, i)
+        inputs = {n: float(v) for n, v in zip(INPUT_NAMES, self.inputs()[i], strict=True)}
+        lat, lon = float(d.latitude[i]), float(d.longitude[i])
+        return Candidate(
+            rank=rank, meter=d.serials[i], area=str(d.area[i]), commodity=str(d.commodity[i]),
+            customer_class=str(d.customer_class[i]),
+            latitude=lat if math.isfinite(lat) else None, longitude=lon if math.isfinite(lon) else None,
+            risk=float(self.risk[i]), rule=float(self.rule[i]), forest=float(self.forest[i]),
+            supervised=None if self.supervised is None else float(self.supervised[i]),
+            unbilled=float(self.unbilled[i]), expected_value=float(self.value[i]),
+            reasons=reasons, evidence=evidence, inputs=inputs, signal=self.top_signal(i),
+            meter_id=None if d.meter_ids is None else d.meter_ids[i],
+        )
+
+
+def score(
+    data: TheftData, training: tuple[FloatArray, np.ndarray] | None = None,
+    tariff: dict[str, float] | None = None, exclude: set[str] | None = None, seed: int = 0,
+) -> Ranking:
+    """Score every meter; ``training`` (inputs, 0/1 labels) from inspection outcomes adds the supervised model."""
+    f = compute_features(data)
+    ev = md.evidence(f)
+    rule = md.rule_score(ev)
+    forest = md.iforest_score(f, seed=seed)
+    unsup = md.unsupervised_risk(rule, forest)
+    x_all = np.column_stack([f.X, rule, forest])
+    sup = None
+    model = None
+    if training is not None and len(training[1]):
+        model = md.train_supervised(_transform(training[0]), training[1])
+        if model is not None:
+            sup = model.predict(_transform(x_all))
+    risk = md.combine(unsup, sup, model.n_labels if model is not None else 0)
+    energy = md.unbilled_energy(f)
+    value = md.expected_value(risk, energy, data.commodity, tariff)
+    return Ranking(f, ev, rule, forest, unsup, sup, risk, energy, value, model, set(exclude or ()))
+
+
+def _transform(x: FloatArray) -> FloatArray:
+    """Log-scale the (non-negative) inputs for the linear model."""
+    return np.log1p(np.clip(np.asarray(x, dtype=float), 0, None))
+
+
+def _when(d: TheftData, day: int) -> str:
+    return d.day(day).isoformat()
+
+
+def _refine_start(ratio: np.ndarray, start: int, threshold: float = 0.8) -> int:
+    for day in range(max(0, start - 3), min(len(ratio), start + 4)):
+        if np.isfinite(ratio[day]) and ratio[day] < threshold:
+            return day
+    return start
+
+
+def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
+    """Reasons in words (strongest first) and the evidence for meter ``i``."""
+    f, d = r.features, r.data
+    unit = str(d.unit[i]) if d.unit is not None else ("m3" if d.commodity[i] == "water" else "kWh")
+    comp = {n: float(v) for n, v in zip(r.evidence.names, r.evidence.values[i], strict=True)}
+    weighted = sorted(((md.WEIGHTS[n] * v, n) for n, v in comp.items() if v > 0.02), reverse=True)
+    reasons: list[str] = []
+    ev: dict[str, Any] = {"components": {n: _r(v) for n, v in comp.items()},
+                          "scores": {"risk": _r(r.risk[i]), "rule": _r(r.rule[i]), "forest": _r(r.forest[i])}}
+    drop = f.drop
+    s0, s1 = int(drop.start[i]), int(drop.end[i])
+    if s0 >= 0:
+        lo, hi = max(0, s0 - 28), min(d.n_days, s1 + 14)
+    else:
+        lo, hi = max(0, d.n_days - 90), d.n_days
+    hi = min(hi, lo + 180)
+    ev["daily"] = {"from": _when(d, lo), "unit": unit, "recorded": _series(f.cleaned.values[i, lo:hi]),
+                   "raw": _series(d.daily[i, lo:hi]), "expected": _series(drop.expected[i, lo:hi])}
+    events = r.features.events_by_meter.get(i, [])
+    ev["events"] = [{"ts": e.ts.isoformat(), "kind": e.kind, "code": e.code, "weight": _r(w), "drop_after": _r(dr)}
+                    for e, w, dr in events[:50]]
+    tamper = [(e, w, dr) for e, w, dr in events if w > 0]
+    for score_, name in weighted:
+        if name == "drop" and s0 >= 0:
+            start = _refine_start(drop.ratio[i], s0)
+            text = (f"consumption fell {round(100 * drop.depth[i])} % on {_when(d, start)} "
+                    f"and stayed down {s1 - start} days")
+            before = [(start - e.day, e) for e, _, _ in tamper if 0 <= start - e.day <= 14]
+            if before:
+                gap, e = min(before, key=lambda t: t[0])
+                text += f", {gap} days after a {_EVENT_WORDS.get(e.kind, e.kind)} event" if gap else \
+                    f", the day of a {_EVENT_WORDS.get(e.kind, e.kind)} event"
+            reasons.append(text)
+            ev["drop"] = {"start": _when(d, start), "end": _when(d, s1 - 1), "depth": _r(drop.depth[i]),
+                          "missing_energy": _r(drop.deficit[i]), "unit": unit}
+            if f.col("has_balance")[i] > 0:
+                a = int(f.area_of[i])
+                share = f.col("balance_share")[i]
+                assert f.balance is not None
+                ev["balance"] = {
+                    "area": f.area_names[a], "share_confirmed": _r(share),
+                    "loss_ratio": _series(f.balance.ratio[a, lo:hi]),
+                    "technical_baseline": _series(f.balance.baseline[a, lo:hi]),
+                    "excess": _series(f.balance.excess[a, lo:hi]),
+                }
+                before_r = _nanmean(f.balance.ratio[a, max(0, s0 - 28):s0])
+                during_r = _nanmean(f.balance.ratio[a, s0:s1])
+                if share >= 0.3:
+                    reasons.append(
+                        f"area {f.area_names[a]}'s unexplained loss rose over the same days "
+                        f"({_pct(before_r)} → {_pct(during_r)} of the feeder) and accounts for "
+                        f"{round(100 * share)} % of the missing {drop.deficit[i]:.0f} {unit}")
+                else:
+                    reasons.append(f"area {f.area_names[a]}'s energy balance confirms only {round(100 * share)} % "
+                                   f"of the drop (vacancy or a real change of use is possible)")
+        elif name == "zero":
+            n = int(f.col("zero_run")[i])
+            reasons.append(f"zero consumption for {n} consecutive days while the meter kept reporting")
+            ev["zero"] = {"days": n}
+        elif name == "profile" and f.profile is not None and f.profile.start[i] >= 0:
+            p0, p1 = int(f.profile.start[i]), int(f.profile.end[i])
+            how = "reversed" if f.profile.reversed[i] else "flattened" if f.profile.flattened[i] else "reshaped"
+            if p0 == 0 and p1 < d.n_days:
+                # The odd shape is the earlier one: the change happened where the run ends.
+                reasons.append(
+                    f"daily profile changed on {_when(d, p1)}: the {p1} days before look {how} against the rest "
+                    f"(correlation {f.profile.during[i]:.2f} against {f.profile.usual[i]:.2f} usually)")
+            else:
+                reasons.append(
+                    f"daily profile {how} from {_when(d, p0)} for {p1 - p0} days (correlation with the usual "
+                    f"shape {f.profile.usual[i]:.2f} → {f.profile.during[i]:.2f})")
+            pl, ph = max(0, p0 - 14), min(d.n_days, p1 + 7)
+            ev["profile"] = {"start": _when(d, p0), "end": _when(d, p1 - 1), "how": how,
+                             "usual_corr": _r(f.profile.usual[i]), "during_corr": _r(f.profile.during[i]),
+                             "from": _when(d, pl), "daily_corr": _series(f.profile.corr[i, pl:ph])}
+            if d.hourly is not None:
+                ev["profile"]["usual_day"] = _median_day(d.hourly[i, max(0, p0 - 14):p0])
+                ev["profile"]["anomalous_day"] = _median_day(d.hourly[i, p0:p1])
+        elif name == "event" and tamper:
+            e, _, dr = max(tamper, key=lambda t: t[1] * (0.5 + t[2]))
+            text = f"{_EVENT_WORDS.get(e.kind, e.kind)} event on {e.ts.date().isoformat()}"
+            if len(tamper) > 1:
+                text += f" ({len(tamper)} tamper-type events in all)"
+            if dr >= 0.15:
+                text += f", consumption {round(100 * dr)} % lower in the two weeks after"
+            reasons.append(text)
+        elif name == "reverse":
+            energy = float(f.reverse_energy[i]) if f.reverse_energy is not None else 0.0
+            what = "reverse-flow register" if d.commodity[i] == "water" else "export register"
+            reasons.append(f"{what} counted {energy:.1f} {unit} on an import-only meter "
+                           f"({round(100 * f.col('reverse_share')[i])} % of its energy)")
+            ev["reverse"] = {"energy": _r(energy), "share": _r(f.col("reverse_share")[i]), "unit": unit}
+        elif name == "peer":
+            reasons.append(f"normal consumption {f.col('peer_low')[i]:.1f} robust deviations below peers "
+                           f"({d.customer_class[i]}, area {d.area[i] or 'unknown'})")
+        elif name == "silence":
+            reasons.append(f"silent {int(f.col('silence_unrecovered')[i])} days and the register did not catch "
+                           "up afterwards")
+        elif name == "vee":
+            reasons.append(f"{int(f.col('estimate_streak')[i])} consecutive estimated days (VEE)")
+        del score_
+    idx = int(f.col("index_faults")[i])
+    if idx and reasons:
+        reasons.append(f"note: {idx} index inconsistencies (read below previous, scale jump, spike)")
+    if not reasons:
+        top = sorted(((abs(float(v)), n) for n, v in zip(f.names, f.X[i], strict=True)), reverse=True)[:3]
+        reasons.append("unusual combination of features (isolation-forest rank "
+                       f"{r.forest[i]:.2f}): " + ", ".join(f"{n} {v:.2f}" for v, n in top))
+    ev["features"] = {n: _r(v) for n, v in zip(f.names, f.X[i], strict=True)}
+    return reasons, ev
+
+
+def _nanmean(x: np.ndarray) -> float:
+    ok = np.isfinite(x)
+    return float(x[ok].mean()) if ok.any() else float("nan")
+
+
+def _median_day(days: np.ndarray) -> list[float | None] | None:
+    """Median hourly profile of the given days (None when no day is complete)."""
+    ok = np.isfinite(days).all(axis=1) if days.size else np.zeros(0, dtype=bool)
+    return _series(np.median(days[ok], axis=0)) if ok.any() else None
+
+
+def _pct(x: Any) -> str:
+    return "n/a" if not math.isfinite(float(x)) else f"{100 * float(x):.1f} %"
+
+
+def route_order(cands: list[Candidate]) -> None:
+    """Number the candidates along a greedy nearest-neighbour route, from the top-ranked one."""
+    pts = [(k, c) for k, c in enumerate(cands) if c.latitude is not None and c.longitude is not None]
+    if not pts:
+        return
+    left = dict(pts)
+    cur = pts[0][1]
+    del left[pts[0][0]]
+    cur.route_order = 1
+    n = 1
+    while left:
+        lat0 = math.radians(cur.latitude or 0.0)
+        k, nxt = min(left.items(), key=lambda kv: ((kv[1].latitude or 0) - (cur.latitude or 0)) ** 2
+                     + (((kv[1].longitude or 0) - (cur.longitude or 0)) * math.cos(lat0)) ** 2)
+        del left[k]
+        n += 1
+        nxt.route_order = n
+        cur = nxt
+
+
+CSV_COLUMNS = ("rank", "route_order", "meter", "area", "commodity", "customer_class", "latitude", "longitude",
+               "risk", "expected_value", "unbilled_energy", "signal", "reasons")
+
+
+def write_csv(cands: list[Candidate], path: Path) -> None:
+    """The list as CSV (coordinates and route order for a night route; reasons joined by ' | ')."""
+    with Path(path).open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(CSV_COLUMNS)
+        for c in cands:
+            w.writerow([c.rank, c.route_order or "", c.meter, c.area, c.commodity, c.customer_class,
+                        "" if c.latitude is None else c.latitude, "" if c.longitude is None else c.longitude,
+                        f"{c.risk:.4f}", f"{c.expected_value:.2f}", f"{c.unbilled:.3f}", c.signal,
+                        " | ".join(c.reasons)])
+
+
+def geojson(cands: list[Candidate]) -> dict[str, Any]:
+    """The candidates with coordinates as a GeoJSON FeatureCollection of points."""
+    feats = []
+    for c in cands:
+        if c.latitude is None or c.longitude is None:
+            continue
+        feats.append({
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [c.longitude, c.latitude]},
+            "properties": {"rank": c.rank, "route_order": c.route_order, "meter": c.meter, "area": c.area,
+                           "risk": round(c.risk, 4), "expected_value": round(c.expected_value, 2),
+                           "signal": c.signal, "reasons": c.reasons},
+        })
+    return {"type": "FeatureCollection", "features": feats}
+
+
+def write_geojson(cands: list[Candidate], path: Path) -> None:
+    """Write :func:`geojson` to ``path``."""
+    Path(path).write_text(json.dumps(geojson(cands), indent=1))
+
+
+def format_table(cands: list[Candidate]) -> str:
+    """The list as text for a terminal: one line per candidate, its reasons indented below."""
+    lines = [f"{'rank':>4}  {'meter':<12} {'area':<8} {'risk':>6} {'value':>9}  signal"]
+    for c in cands:
+        lines.append(f"{c.rank:>4}  {c.meter:<12} {c.area:<8} {c.risk:>6.3f} {c.expected_value:>9.2f}  {c.signal}")
+        lines.extend(f"        - {r}" for r in c.reasons)
+    return "\n".join(lines)

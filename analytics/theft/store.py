@@ -1,0 +1,299 @@
+"""The database side of theft ranking: input from the stored series, runs, candidates and outcomes.
+
+Input (:func:`load_from_database`): customer meters (every meter that is not an area's feeder /
+bulk meter) with their service point's class, area and coordinates; daily consumption from the
+``validated_reading`` view (the import register's last value per day, its advance per day; or the
+interval channel summed per day when the meter has no register), the export / reverse register,
+hourly interval sums for the profile signals, ``meter_event`` rows, each area's feeder or bulk
+meter and technical-loss percentage, and from VEE the open index-inconsistency exceptions
+(``NEGATIVE``, ``SUM_CHECK``, ``MULTIPLIER``) and the longest run of estimated days.
+
+Runs, candidates and outcomes are written as the editor role (``database.use_roles``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from analytics.theft.data import Event, TheftData, register_advance
+from analytics.theft.ranking import INPUT_NAMES, Candidate
+from analytics.theft.signals import FloatArray, longest_true_run
+from releve.db import connect, editor_role, reader_role
+from releve.settings import Settings
+
+IMPORT_CHANNELS = ("1-0:1.8.0", "8-0:1.0.0")
+EXPORT_CHANNELS = ("1-0:2.8.0", "8-0:2.0.0")
+INTERVAL_CHANNELS = ("1-0:1.29.0", "8-0:1.29.0")
+INDEX_RULES = ("NEGATIVE", "SUM_CHECK", "MULTIPLIER")
+RESULTS = ("fraud", "meter_fault", "nothing", "no_access")
+
+
+class StoreError(Exception):
+    """Something the user asked of the stored runs that cannot be done (unknown run, meter…)."""
+
+
+def _period(conn: psycopg.Connection, start: date | None, end: date | None, days: int) -> tuple[date, date]:
+    row = conn.execute("SELECT min(ts), max(ts) FROM reading").fetchone()
+    if row is None or row[0] is None:
+        raise StoreError("no readings in the database")
+    if end is None:
+        end = row[1].astimezone(UTC).date() + timedelta(days=1)
+    if start is None:
+        # The last ``days`` days, but not before the first reading.
+        start = max(end - timedelta(days=days), row[0].astimezone(UTC).date())
+    if end <= start:
+        raise StoreError(f"empty period {start} … {end}")
+    return start, end
+
+
+def _last_per_day(conn: psycopg.Connection, codes: tuple[str, ...], lo: datetime, hi: datetime
+                  ) -> list[tuple[int, date, float]]:
+    return conn.execute(
+        """SELECT v.meter_id, (v.ts AT TIME ZONE 'UTC')::date AS day, (array_agg(v.value ORDER BY v.ts DESC))[1]
+           FROM validated_reading v JOIN channel c ON c.id = v.channel_id
+           WHERE c.code = ANY(%s) AND v.ts >= %s AND v.ts < %s AND v.value IS NOT NULL
+           GROUP BY 1, 2""",
+        (list(codes), lo, hi),
+    ).fetchall()
+
+
+def load_from_database(
+    conn: psycopg.Connection, start: date | None = None, end: date | None = None, days: int = 365
+) -> TheftData:
+    """Build :class:`TheftData` for ``[start, end)``.
+
+    Default period: the last ``days`` days up to the last reading, not before the first reading.
+    """
+    start, end = _period(conn, start, end, days)
+    n_days = (end - start).days
+    lo = datetime(start.year, start.month, start.day, tzinfo=UTC)
+    hi = datetime(end.year, end.month, end.day, tzinfo=UTC)
+    meters = conn.execute(
+        """SELECT m.id, m.serial, m.commodity, m.unit, m.import_only,
+                   coalesce(m.register_wrap, power(10, m.register_digits)::double precision),
+                   sp.customer_class, coalesce(a.code, ''), sp.latitude, sp.longitude
+            FROM meter m
+            LEFT JOIN LATERAL (SELECT service_point_id FROM installation i WHERE i.meter_id = m.id
+                               ORDER BY installed_at DESC LIMIT 1) inst ON true
+            LEFT JOIN service_point sp ON sp.id = inst.service_point_id
+            LEFT JOIN area a ON a.id = sp.area_id
+            WHERE m.id NOT IN (SELECT feeder_meter_id FROM area WHERE feeder_meter_id IS NOT NULL)
+            ORDER BY m.serial"""
+    ).fetchall()
+    if not meters:
+        raise StoreError("no customer meters in the database")
+    row_of = {r[0]: k for k, r in enumerate(meters)}
+    feeders = conn.execute(
+        "SELECT a.code, a.feeder_meter_id, a.technical_loss_pct FROM area a WHERE a.feeder_meter_id IS NOT NULL"
+    ).fetchall()
+    feeder_row = {f[1]: k for k, f in enumerate(feeders)}
+    m = len(meters)
+
+    def grid(rows: list[tuple[int, date, float]], index: dict[int, int], size: int) -> FloatArray:
+        out = np.full((size, n_days), np.nan)
+        for mid, day, value in rows:
+            k = index.get(mid)
+            j = (day - start).days
+            if k is not None and 0 <= j < n_days:
+                out[k, j] = value
+        return out
+
+    imp_rows = _last_per_day(conn, IMPORT_CHANNELS, lo, hi)
+    daily = register_advance(grid(imp_rows, row_of, m))
+    export = register_advance(grid(_last_per_day(conn, EXPORT_CHANNELS, lo, hi), row_of, m))
+    feeder_daily = register_advance(grid(imp_rows, feeder_row, len(feeders)))
+
+    interval = conn.execute(
+        """SELECT v.meter_id, (v.ts AT TIME ZONE 'UTC')::date, extract(hour FROM v.ts AT TIME ZONE 'UTC')::int,
+                  sum(v.value)
+           FROM validated_reading v JOIN channel c ON c.id = v.channel_id
+           WHERE c.code = ANY(%s) AND v.ts >= %s AND v.ts < %s AND v.value IS NOT NULL
+           GROUP BY 1, 2, 3""",
+        (list(INTERVAL_CHANNELS), lo, hi),
+    ).fetchall()
+    hourly = None
+    if interval:
+        hourly = np.full((m, n_days, 24), np.nan)
+        seen = np.zeros((m, n_days, 24), dtype=bool)
+        for mid, day, hour, value in interval:
+            k = row_of.get(mid)
+            j = (day - start).days
+            if k is not None and 0 <= j < n_days:
+                hourly[k, j, hour] = value
+                seen[k, j, hour] = True
+        day_sum = np.where(seen.all(axis=2), np.nansum(hourly, axis=2), np.nan)
+        no_register = ~np.isfinite(daily).any(axis=1)
+        daily[no_register] = day_sum[no_register]
+        hourly[~seen.all(axis=2)] = np.nan
+
+    data = TheftData(
+        serials=[r[1] for r in meters], first_day=start, daily=daily,
+        commodity=np.array([r[2] for r in meters], dtype=object),
+        customer_class=np.array([r[6] or "unknown" for r in meters], dtype=object),
+        area=np.array([r[7] for r in meters], dtype=object),
+        latitude=np.array([np.nan if r[8] is None else r[8] for r in meters], dtype=float),
+        longitude=np.array([np.nan if r[9] is None else r[9] for r in meters], dtype=float),
+        import_only=np.array([bool(r[4]) for r in meters]),
+        wrap=np.array([np.inf if r[5] is None else float(r[5]) for r in meters]),
+        cumulative=bool(imp_rows), export=export, hourly=hourly,
+        unit=np.array([r[3] for r in meters], dtype=object), meter_ids=[r[0] for r in meters],
+    )
+    for k, (code, _, pct) in enumerate(feeders):
+        data.feeders[code] = feeder_daily[k]
+        if pct is not None and float(pct) > 0:
+            data.technical_loss_pct[code] = float(pct)
+    for mid, ts, kind, code in conn.execute(
+        "SELECT meter_id, ts, kind, code FROM meter_event WHERE ts >= %s AND ts < %s ORDER BY ts", (lo, hi)
+    ):
+        k = row_of.get(mid)
+        if k is not None:
+            data.events.append(Event(k, (ts.astimezone(UTC).date() - start).days, ts, kind, code))
+    vee = np.zeros(m)
+    streak_mask = np.zeros((m, n_days), dtype=bool)
+    if conn.execute("SELECT to_regclass('vee_exception') IS NOT NULL").fetchone() == (True,):
+        for mid, n in conn.execute(
+            """SELECT meter_id, count(*) FROM vee_exception WHERE rule = ANY(%s) AND status <> 'rejected'
+               AND ts >= %s AND ts < %s GROUP BY 1""", (list(INDEX_RULES), lo, hi)
+        ):
+            if mid in row_of:
+                vee[row_of[mid]] = n
+        for mid, day in conn.execute(
+            """SELECT DISTINCT meter_id, (ts AT TIME ZONE 'UTC')::date FROM reading_version
+               WHERE kind = 'estimate' AND ts >= %s AND ts < %s""", (lo, hi)
+        ):
+            k = row_of.get(mid)
+            if k is not None:
+                streak_mask[k, (day - start).days] = True
+    data.vee_exceptions = vee
+    data.estimate_streak = longest_true_run(streak_mask)
+    return data
+
+
+# ---------------------------------------------------------------------------------------- runs
+
+
+def save_run(
+    settings: Settings, url: str, candidates: list[Candidate], source: str, parameters: dict[str, Any],
+    data: TheftData, n_labels: int = 0, model: str = "unsupervised",
+) -> int:
+    """Store a run and its candidates (as the editor role); return the run id."""
+    with connect(url, role=editor_role(settings)) as conn, conn.transaction():
+        row = conn.execute(
+            """INSERT INTO theft_run (source, parameters, period_from, period_to, n_meters, n_candidates,
+                                      n_labels, model)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
+            (source, json.dumps(parameters, default=str), data.first_day,
+             data.first_day + timedelta(days=data.n_days - 1), data.n_meters, len(candidates), n_labels, model),
+        ).fetchone()
+        assert row is not None
+        run_id = int(row[0])
+        with conn.cursor() as cur:
+            cur.executemany(
+                """INSERT INTO theft_candidate (run_id, rank, serial, meter_id, area, commodity, customer_class,
+                       latitude, longitude, risk, expected_value, unbilled_energy, signal, reasons, evidence, inputs)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                [(run_id, c.rank, c.meter, c.meter_id, c.area, c.commodity, c.customer_class, c.latitude,
+                  c.longitude, c.risk, c.expected_value, c.unbilled, c.signal, json.dumps(c.reasons),
+                  json.dumps(c.evidence, default=str), json.dumps(c.inputs)) for c in candidates],
+            )
+    return run_id
+
+
+def load_candidates(settings: Settings, url: str, run_id: int) -> list[Candidate]:
+    """The stored list of run ``run_id``, in rank order."""
+    with connect(url, role=reader_role(settings)) as conn:
+        if conn.execute("SELECT 1 FROM theft_run WHERE id = %s", (run_id,)).fetchone() is None:
+            raise StoreError(f"no theft run {run_id}")
+        rows = conn.execute(
+            """SELECT rank, serial, area, commodity, customer_class, latitude, longitude, risk, expected_value,
+                      unbilled_energy, signal, reasons, evidence, inputs, meter_id
+               FROM theft_candidate WHERE run_id = %s ORDER BY rank""", (run_id,)
+        ).fetchall()
+    return [
+        Candidate(rank=r[0], meter=r[1], area=r[2], commodity=r[3], customer_class=r[4], latitude=r[5],
+                  longitude=r[6], risk=r[7], rule=float(r[13].get("rule", 0.0)),
+                  forest=float(r[13].get("forest", 0.0)), supervised=None, unbilled=r[9], expected_value=r[8],
+                  reasons=list(r[11]), evidence=r[12], inputs=r[13], signal=r[10], meter_id=r[14])
+        for r in rows
+    ]
+
+
+def record_outcome(
+    settings: Settings, url: str, run_id: int, serial: str, result: str, campaign: str = "", note: str = "",
+    visited_at: datetime | None = None,
+) -> int:
+    """Record what a visit found for a meter on run ``run_id``'s list; return the inspection id."""
+    if result not in RESULTS:
+        raise StoreError(f"result must be one of {', '.join(RESULTS)}, not {result!r}")
+    with connect(url, role=editor_role(settings)) as conn, conn.transaction():
+        if conn.execute("SELECT 1 FROM theft_run WHERE id = %s", (run_id,)).fetchone() is None:
+            raise StoreError(f"no theft run {run_id}")
+        if conn.execute("SELECT 1 FROM theft_candidate WHERE run_id = %s AND serial = %s",
+                        (run_id, serial)).fetchone() is None:
+            raise StoreError(f"meter {serial} is not on the list of run {run_id}")
+        row = conn.execute(
+            """INSERT INTO theft_inspection (run_id, serial, campaign, result, note, visited_at)
+               VALUES (%s, %s, %s, %s, %s, coalesce(%s, now())) RETURNING id""",
+            (run_id, serial, campaign, result, note, visited_at),
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+@dataclass
+class Labels:
+    """Training labels from inspections: model inputs at listing time and fraud (1) or not (0)."""
+
+    serials: list[str]
+    x: FloatArray
+    y: np.ndarray
+
+
+def training_labels(conn: psycopg.Connection) -> Labels:
+    """The latest conclusive outcome per meter (``no_access`` teaches nothing) with its stored inputs."""
+    rows = conn.execute(
+        """SELECT DISTINCT ON (i.serial) i.serial, i.result, c.inputs
+           FROM theft_inspection i JOIN theft_candidate c ON c.run_id = i.run_id AND c.serial = i.serial
+           WHERE i.result <> 'no_access'
+           ORDER BY i.serial, i.visited_at DESC, i.id DESC"""
+    ).fetchall()
+    x = np.array([[float(r[2].get(n, 0.0)) for n in INPUT_NAMES] for r in rows]).reshape(len(rows), len(INPUT_NAMES))
+    y = np.array([1 if r[1] == "fraud" else 0 for r in rows], dtype=int)
+    return Labels([r[0] for r in rows], x, y)
+
+
+def inspected(conn: psycopg.Connection) -> set[str]:
+    """Meters with a conclusive inspection outcome (left off the next list unless asked)."""
+    return {r[0] for r in conn.execute("SELECT DISTINCT serial FROM theft_inspection WHERE result <> 'no_access'")}
+
+
+def campaign_report(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """Per campaign: visits, outcomes, hit rate (fraud / visits with access) and recovered energy estimate."""
+    rows = conn.execute(
+        """SELECT i.campaign, i.result, count(*), sum(c.unbilled_energy), min(i.visited_at), max(i.visited_at)
+           FROM theft_inspection i JOIN theft_candidate c ON c.run_id = i.run_id AND c.serial = i.serial
+           GROUP BY 1, 2 ORDER BY 1, 2"""
+    ).fetchall()
+    out: dict[str, dict[str, Any]] = defaultdict(lambda: {r: 0 for r in RESULTS} | {"energy_fraud": 0.0})
+    for campaign, result, n, energy, first, last in rows:
+        rec = out[campaign]
+        rec[result] = int(n)
+        rec["first"] = min(rec.get("first", first), first)
+        rec["last"] = max(rec.get("last", last), last)
+        if result == "fraud":
+            rec["energy_fraud"] = float(energy or 0.0)
+    report = []
+    for campaign, rec in sorted(out.items()):
+        visits = sum(rec[r] for r in RESULTS)
+        access = visits - rec["no_access"]
+        report.append({"campaign": campaign or "(none)", "visits": visits, **{r: rec[r] for r in RESULTS},
+                       "hit_rate": rec["fraud"] / access if access else None,
+                       "energy_per_fraud": rec["energy_fraud"] / rec["fraud"] if rec["fraud"] else None})
+    return report

@@ -1,0 +1,169 @@
+"""Runs, candidates and outcomes in a real PostgreSQL: rank from the database, feed outcomes back, re-rank."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from releve.cli import CommandError, build_parser
+
+pytestmark = pytest.mark.db
+
+FLEET = {
+    "seed": 7, "start": datetime(2026, 1, 1, tzinfo=UTC), "interval_minutes": 60, "horizon_days": 90,
+    "topology": {"transformers": 3, "customers_per_transformer": 12, "dmas": 1, "customers_per_dma": 8},
+    "theft": {"rate": 0.3, "min_days": 20, "max_days": 40},
+    "faults": {"rate": 0.15, "min_days": 2, "max_days": 8},
+}
+
+
+@pytest.fixture
+def loaded(db, tmp_path: Path):
+    """A 90-day simulated backfill loaded through the ingest importer; returns (db, thieves)."""
+    from ingest.importer import load_directory
+    from simulators.backfill import backfill
+    from simulators.config import parse_fleet
+    from simulators.engine import Simulation
+
+    sim = Simulation(parse_fleet(FLEET, "test"))
+    backfill(sim, 90, tmp_path, progress=False)
+    load_directory(db.url, db.settings, tmp_path)
+    thieves = {lb.meter for lb in sim.labels() if lb.category == "theft"}
+    return db, thieves
+
+
+def _run(db, *argv: str) -> int:
+    args = build_parser().parse_args(["theft", *argv])
+    return args.func(args, db.settings)
+
+
+def _latest_run(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT max(id) FROM theft_run").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_rank_from_database_stores_run_and_feedback_changes_the_ranking(loaded, capsys):
+    db, thieves = loaded
+    assert _run(db, "rank", "--top", "10", "--keep", "40", "--quiet") == 0
+    assert "run 1: 40 candidates stored" in capsys.readouterr().out
+    with db.connect() as conn:
+        run1 = _latest_run(conn)
+        run = conn.execute("SELECT source, model, n_meters, n_candidates, parameters FROM theft_run WHERE id = %s",
+                           (run1,)).fetchone()
+        assert run[0] == "database" and run[1] == "unsupervised" and run[2] == 44 and run[3] == 40
+        rows = conn.execute(
+            "SELECT serial, rank, risk, reasons, evidence, meter_id FROM theft_candidate WHERE run_id = %s "
+            "ORDER BY rank", (run1,)).fetchall()
+    assert all(r[3] and all(isinstance(t, str) for t in r[3]) for r in rows)
+    assert all(r[4]["daily"]["recorded"] and r[5] is not None for r in rows)
+    top = [r[0] for r in rows[:25]]
+    hits = sum(s in thieves for s in top[: len(thieves)])
+    assert hits >= 0.7 * len(thieves)
+
+    # First campaign: visit the top 25, record what was found (one door stays shut).
+    for k, serial in enumerate(top):
+        result = "no_access" if k == 24 else "fraud" if serial in thieves else "nothing"
+        assert _run(db, "outcome", "--run", str(run1), "--meter", serial, "--result", result,
+                    "--campaign", "C1") == 0
+    capsys.readouterr()
+    assert _run(db, "report", "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    frauds = sum(s in thieves for s in top[:24])
+    assert 5 <= frauds <= 19  # both classes for the supervised model
+    assert report[0]["campaign"] == "C1" and report[0]["visits"] == 25 and report[0]["no_access"] == 1
+    assert report[0]["hit_rate"] == pytest.approx(frauds / 24)
+    assert _run(db, "report") == 0
+    assert "C1" in capsys.readouterr().out
+
+    # Re-rank: the outcomes are labels now; inspected meters leave the list; risks move.
+    assert _run(db, "rank", "--top", "10", "--keep", "40", "--quiet") == 0
+    with db.connect() as conn:
+        run2 = _latest_run(conn)
+        model, n_labels = conn.execute("SELECT model, n_labels FROM theft_run WHERE id = %s", (run2,)).fetchone()
+        second = dict(conn.execute("SELECT serial, risk FROM theft_candidate WHERE run_id = %s", (run2,)).fetchall())
+    assert "logistic" in model and n_labels == 24
+    assert not set(second) & set(top[:24])
+    first = {r[0]: r[2] for r in rows}
+    common = set(first) & set(second)
+    assert common
+    assert any(abs(first[s] - second[s]) > 1e-6 for s in common)
+
+
+def test_outcome_errors_and_roles(loaded):
+    db, _ = loaded
+    assert _run(db, "rank", "--top", "5", "--keep", "5", "--quiet") == 0
+    with db.connect() as conn:
+        run1 = _latest_run(conn)
+        listed = conn.execute("SELECT serial FROM theft_candidate WHERE run_id = %s AND rank = 1",
+                              (run1,)).fetchone()[0]
+        unlisted = conn.execute(
+            "SELECT serial FROM meter WHERE serial NOT IN (SELECT serial FROM theft_candidate) LIMIT 1").fetchone()[0]
+    with pytest.raises(CommandError, match="not on the list"):
+        _run(db, "outcome", "--run", str(run1), "--meter", unlisted, "--result", "fraud")
+    with pytest.raises(CommandError, match="no theft run 999"):
+        _run(db, "outcome", "--run", "999", "--meter", listed, "--result", "fraud")
+    writer, reader, editor = (db.settings.database.role_prefix + s for s in ("_writer", "_reader", "_editor"))
+    with db.connect(role=reader) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("INSERT INTO theft_run (source) VALUES ('x')")
+    with db.connect(role=writer) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("INSERT INTO theft_inspection (run_id, serial, result) VALUES (%s, %s, 'fraud')",
+                     (run1, listed))
+    with db.connect(role=editor) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("DELETE FROM theft_candidate")
+
+
+def test_list_filters_and_exports_a_stored_run(loaded, tmp_path: Path, capsys):
+    db, _ = loaded
+    assert _run(db, "rank", "--top", "5", "--keep", "30", "--quiet") == 0
+    with db.connect() as conn:
+        run1 = _latest_run(conn)
+    out, gj = tmp_path / "night.csv", tmp_path / "night.geojson"
+    assert _run(db, "list", "--run", str(run1), "--area", "T001", "--top", "50", "-o", str(out),
+                "--geojson", str(gj)) == 0
+    printed = capsys.readouterr().out
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("rank,route_order,meter,area")
+    assert all(",T001," in line for line in lines[1:])
+    assert json.loads(gj.read_text())["type"] == "FeatureCollection"
+    assert "rank" in printed
+    with pytest.raises(CommandError, match="no theft run"):
+        _run(db, "list", "--run", "424242")
+
+
+def test_database_input_carries_areas_events_and_vee_findings(loaded):
+    from analytics.theft.features import compute_features
+    from analytics.theft.store import load_from_database
+
+    db, _ = loaded
+    with db.connect() as conn:
+        mid, serial = conn.execute(
+            "SELECT m.id, m.serial FROM meter m JOIN installation i ON i.meter_id = m.id "
+            "JOIN service_point sp ON sp.id = i.service_point_id WHERE sp.customer_class = 'residential' "
+            "ORDER BY m.serial LIMIT 1").fetchone()
+        ch = conn.execute("SELECT id FROM channel WHERE code = '1-0:1.8.0'").fetchone()[0]
+        for day in range(10, 24):  # 14 consecutive estimated days
+            conn.execute(
+                "INSERT INTO reading_version (meter_id, channel_id, ts, version, value, quality, kind, created_by) "
+                "VALUES (%s, %s, %s, 1, 0, 'E', 'estimate', 'test')",
+                (mid, ch, datetime(2026, 2, day, 12, tzinfo=UTC)))
+        for day in (3, 4):
+            conn.execute(
+                "INSERT INTO vee_exception (meter_id, channel_id, ts, rule, severity, message) "
+                "VALUES (%s, %s, %s, 'NEGATIVE', 'error', 'read below previous')",
+                (mid, ch, datetime(2026, 3, day, tzinfo=UTC)))
+        data = load_from_database(conn)
+    assert data.n_meters == 44 and data.n_days in (90, 91)  # the backfill reads the final index too
+    assert set(data.feeders) == {"T001", "T002", "T003", "DMA001"}
+    k = data.serials.index(serial)
+    assert data.estimate_streak is not None and data.estimate_streak[k] == 14
+    assert data.vee_exceptions is not None and data.vee_exceptions[k] == 2
+    assert data.hourly is not None and data.export is not None
+    assert data.cumulative and data.meter_ids is not None
+    assert {e.kind for e in data.events}  # the backfill's events landed
+    f = compute_features(data)
+    assert f.col("estimate_streak")[k] == 14 and f.col("index_faults")[k] >= 2
