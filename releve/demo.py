@@ -195,6 +195,15 @@ class Demo:
         exceptions = sum(summary.exceptions.values())
         say(f"  VEE: {summary.reads:,} reads validated, {exceptions:,} exceptions, {summary.estimates:,} estimates")
 
+    def rank_theft(self, url: str) -> None:
+        """Rank theft suspects over the history and store the run (tonight's inspection list)."""
+        from analytics.theft.store import rank_database
+
+        result = rank_database(self.settings, url, days=self.options.days, keep=200, order="value", origin="demo")
+        top = result.candidates[0] if result.candidates else None
+        say(f"  theft: run {result.run_id}, {len(result.candidates)} candidates"
+            + (f"; first: meter {top.meter} — {top.reasons[0]}" if top and top.reasons else ""))  # fmt: skip
+
     def start_simulators(self, sim: Any, publish: bool = True) -> Any:
         """Serve the fleet's Modbus meters (TCP gateways, RTU lines on ptys) on their own event loop."""
         from simulators.clock import SimClock
@@ -332,6 +341,8 @@ def run_demo(options: DemoOptions, settings: Settings) -> int:
         demo.load_history(url, sim, state, now.replace(minute=(now.minute // 15) * 15, second=0, microsecond=0))
         with step("validating (VEE)"):
             demo.validate(url)
+        with step("ranking theft suspects"):
+            demo.rank_theft(url)
         with step("starting the simulated meters (Modbus TCP, RTU on ptys, MQTT) and the collector"):
             front = demo.start_simulators(sim, publish=False)
             demo.start_collector(url, sim, front)  # subscribed before the first MQTT round

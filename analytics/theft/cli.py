@@ -126,30 +126,20 @@ def cmd_rank(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     from analytics.theft import store
-    from releve.db import connect, reader_role
 
-    url = _url(settings)
     try:
-        with connect(url, role=reader_role(settings)) as conn:
-            data = store.load_from_database(conn, args.start, args.end, args.days)
-            labels = store.training_labels(conn)
-            exclude = set() if args.include_inspected else store.inspected(conn)
+        result = store.rank_database(
+            settings, _url(settings), start=args.start, end=args.end, days=args.days,
+            keep=max(args.top, args.keep), order=args.order, filters=_filters(args), tariff=tariff,
+            include_inspected=args.include_inspected, store=not args.no_store,
+        )  # fmt: skip
     except store.StoreError as exc:
         raise CommandError(str(exc)) from exc
-    ranking = score(data, training=(labels.x, labels.y) if len(labels.y) else None, tariff=tariff,
-                    exclude=exclude)
-    model = "unsupervised" if ranking.model is None else f"blend+logistic({ranking.model.method})"
-    cands = ranking.candidates(max(args.top, args.keep), by=args.order, **_filters(args))
-    shown = cands[: args.top]
-    _emit(args, shown)
-    if args.no_store:
-        return 0
-    params = {"order": args.order, "filters": _filters(args), "tariff": tariff, "keep": args.keep,
-              "excluded": len(exclude), "labels": len(labels.y)}
-    run_id = store.save_run(settings, url, cands, "database", params, data,
-                            n_labels=ranking.model.n_labels if ranking.model else 0, model=model)
-    print(f"run {run_id}: {len(cands)} candidates stored ({data.n_meters} meters, {data.first_day} + "
-          f"{data.n_days} days, model {model})")
+    _emit(args, result.candidates[: args.top])
+    if result.run_id is not None:
+        data = result.data
+        print(f"run {result.run_id}: {len(result.candidates)} candidates stored ({data.n_meters} meters, "
+              f"{data.first_day} + {data.n_days} days, model {result.model})")
     return 0
 
 

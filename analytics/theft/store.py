@@ -25,7 +25,7 @@ import psycopg
 from analytics.theft.data import Event, TheftData, register_advance
 from analytics.theft.ranking import INPUT_NAMES, Candidate
 from analytics.theft.signals import FloatArray, longest_true_run
-from releve.db import connect, editor_role, reader_role
+from releve.db import connect, editor_role, reader_role, refresh_daily
 from releve.settings import Settings
 
 IMPORT_CHANNELS = ("1-0:1.8.0", "8-0:1.0.0")
@@ -40,7 +40,8 @@ class StoreError(Exception):
 
 
 def _period(conn: psycopg.Connection, start: date | None, end: date | None, days: int) -> tuple[date, date]:
-    row = conn.execute("SELECT min(ts), max(ts) FROM reading").fetchone()
+    # The daily aggregate knows the span of the data without scanning every reading.
+    row = conn.execute("SELECT min(day), max(day) FROM daily_reading").fetchone()
     if row is None or row[0] is None:
         raise StoreError("no readings in the database")
     if end is None:
@@ -55,13 +56,37 @@ def _period(conn: psycopg.Connection, start: date | None, end: date | None, days
 
 def _last_per_day(conn: psycopg.Connection, codes: tuple[str, ...], lo: datetime, hi: datetime
                   ) -> list[tuple[int, date, float]]:
-    return conn.execute(
-        """SELECT v.meter_id, (v.ts AT TIME ZONE 'UTC')::date AS day, (array_agg(v.value ORDER BY v.ts DESC))[1]
-           FROM validated_reading v JOIN channel c ON c.id = v.channel_id
-           WHERE c.code = ANY(%s) AND v.ts >= %s AND v.ts < %s AND v.value IS NOT NULL
-           GROUP BY 1, 2""",
+    """The last register value of each day: the daily aggregate, corrected where VEE made a version.
+
+    Reading the daily aggregate keeps this one row per meter and day however often meters are read;
+    the few (meter, day) pairs that carry an estimate or edit are read from ``validated_reading``.
+    """
+    rows = conn.execute(
+        """SELECT d.meter_id, (d.day AT TIME ZONE 'UTC')::date, d.last_value
+           FROM daily_reading d JOIN channel c ON c.id = d.channel_id
+           WHERE c.code = ANY(%s) AND d.day >= %s AND d.day < %s""",
         (list(codes), lo, hi),
     ).fetchall()
+    edited = conn.execute(
+        """WITH touched AS (
+               SELECT DISTINCT v.meter_id, v.channel_id, date_trunc('day', v.ts AT TIME ZONE 'UTC') AS day
+               FROM reading_version v JOIN channel c ON c.id = v.channel_id
+               WHERE c.code = ANY(%s) AND v.ts >= %s AND v.ts < %s)
+           SELECT DISTINCT ON (t.meter_id, t.day) t.meter_id, t.day::date, coalesce(v.value, r.value)
+           FROM touched t
+           JOIN reading r ON r.meter_id = t.meter_id AND r.channel_id = t.channel_id
+                         AND r.ts >= t.day AT TIME ZONE 'UTC' AND r.ts < (t.day + interval '1 day') AT TIME ZONE 'UTC'
+           LEFT JOIN LATERAL (SELECT rv.value FROM reading_version rv
+                              WHERE rv.meter_id = r.meter_id AND rv.channel_id = r.channel_id AND rv.ts = r.ts
+                                AND rv.kind <> 'adjustment' ORDER BY rv.version DESC LIMIT 1) v ON true
+           WHERE coalesce(v.value, r.value) IS NOT NULL
+           ORDER BY t.meter_id, t.day, r.ts DESC""",
+        (list(codes), lo, hi),
+    ).fetchall()
+    if not edited:
+        return rows
+    fixed = {(m, d): v for m, d, v in edited}
+    return [(m, d, fixed.pop((m, d), v)) for m, d, v in rows] + [(m, d, v) for (m, d), v in fixed.items()]
 
 
 def load_from_database(
@@ -110,11 +135,14 @@ def load_from_database(
     export = register_advance(grid(_last_per_day(conn, EXPORT_CHANNELS, lo, hi), row_of, m))
     feeder_daily = register_advance(grid(imp_rows, feeder_row, len(feeders)))
 
+    # Hourly profiles from the raw intervals (stamped at their end): the shape of a day, not billing
+    # figures, so estimates filling the odd gap do not matter and the view's version merge is skipped.
     interval = conn.execute(
-        """SELECT v.meter_id, (v.ts AT TIME ZONE 'UTC')::date, extract(hour FROM v.ts AT TIME ZONE 'UTC')::int,
-                  sum(v.value)
-           FROM validated_reading v JOIN channel c ON c.id = v.channel_id
-           WHERE c.code = ANY(%s) AND v.ts >= %s AND v.ts < %s AND v.value IS NOT NULL
+        """SELECT r.meter_id, (s.t AT TIME ZONE 'UTC')::date, extract(hour FROM s.t AT TIME ZONE 'UTC')::int,
+                  sum(r.value)
+           FROM reading r JOIN channel c ON c.id = r.channel_id
+           CROSS JOIN LATERAL (SELECT r.ts - make_interval(secs => coalesce(c.interval_s, 900)) AS t) s
+           WHERE c.code = ANY(%s) AND r.ts > %s AND r.ts <= %s
            GROUP BY 1, 2, 3""",
         (list(INTERVAL_CHANNELS), lo, hi),
     ).fetchall()
@@ -297,3 +325,52 @@ def campaign_report(conn: psycopg.Connection) -> list[dict[str, Any]]:
                        "hit_rate": rec["fraud"] / access if access else None,
                        "energy_per_fraud": rec["energy_fraud"] / rec["fraud"] if rec["fraud"] else None})
     return report
+
+
+@dataclass
+class DatabaseRanking:
+    """A ranking of the database's fleet, and the run it was stored as (None when not stored)."""
+
+    candidates: list[Candidate]
+    run_id: int | None
+    model: str
+    data: TheftData
+    excluded: int
+    labels: int
+
+
+def rank_database(
+    settings: Settings,
+    url: str,
+    *,
+    start: date | None = None,
+    end: date | None = None,
+    days: int = 365,
+    keep: int = 500,
+    order: str = "risk",
+    filters: dict[str, Any] | None = None,
+    tariff: dict[str, float] | None = None,
+    include_inspected: bool = False,
+    store: bool = True,
+    origin: str = "database",
+) -> DatabaseRanking:
+    """Rank the fleet in the database (with the outcomes recorded so far as labels) and store the run."""
+    from analytics.theft.ranking import score
+
+    filters = filters or {}
+    refresh_daily(url, role=editor_role(settings))  # the daily aggregate must cover what landed
+    with connect(url, role=reader_role(settings)) as conn:
+        data = load_from_database(conn, start, end, days)
+        labels = training_labels(conn)
+        exclude = set() if include_inspected else inspected(conn)
+    ranking = score(data, training=(labels.x, labels.y) if len(labels.y) else None, tariff=tariff or {},
+                    exclude=exclude)  # fmt: skip
+    model = "unsupervised" if ranking.model is None else f"blend+logistic({ranking.model.method})"
+    cands = ranking.candidates(keep, by=order, **filters)
+    run_id = None
+    if store:
+        params = {"order": order, "filters": filters, "tariff": tariff or {}, "keep": keep,
+                  "excluded": len(exclude), "labels": len(labels.y)}  # fmt: skip
+        run_id = save_run(settings, url, cands, origin, params, data,
+                          n_labels=ranking.model.n_labels if ranking.model else 0, model=model)  # fmt: skip
+    return DatabaseRanking(cands, run_id, model, data, len(exclude), len(labels.y))
