@@ -1,0 +1,124 @@
+"""Small building blocks shared by the pages: KPI cards, server-side tables, figure defaults, formatting."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import plotly.graph_objects as go
+from dash import html
+from dash.dash_table.DataTable import DataTable
+
+# DataTable is what the server-side paging is built on; its planned move out of dash is not our concern here.
+warnings.filterwarnings("ignore", message=r"\s*The dash_table.DataTable will be removed", category=DeprecationWarning)
+
+STATE_COLOURS = {"communicating": "#2e7d32", "late": "#f9a825", "silent": "#c62828"}
+PAGE_SIZE = 15
+
+
+def cell(value: Any) -> Any:
+    """A value as a DataTable cell: datetimes as ``YYYY-MM-DD HH:MM``, decimals as floats."""
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, float):
+        return round(value, 4) if math.isfinite(value) else None
+    if isinstance(value, list | tuple):
+        return ", ".join(str(cell(v)) for v in value)
+    if isinstance(value, dict):
+        return str(value)
+    return value
+
+
+def records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows made JSON-friendly for a DataTable."""
+    return [{k: cell(v) for k, v in r.items()} for r in rows]
+
+
+def kpi(label: str, value: Any, kpi_id: str, tone: str = "") -> html.Div:
+    """A headline figure with its label (the value element has id ``kpi_id`` for tests)."""
+    return html.Div([html.Div(str(value), id=kpi_id, className="kpi-value"), html.Div(label, className="kpi-label")],
+                    className=f"kpi {tone}")  # fmt: skip
+
+
+def server_table(table_id: str, columns: list[tuple[str, str]], page_size: int = PAGE_SIZE,
+                 **kwargs: Any) -> DataTable:  # fmt: skip
+    """A DataTable whose paging, sorting and filtering are done by the server (SQL)."""
+    return DataTable(
+        id=table_id,
+        columns=[{"name": name, "id": cid} for cid, name in columns],
+        data=[],
+        page_current=0,
+        page_size=page_size,
+        page_count=1,
+        page_action="custom",
+        sort_action="custom",
+        sort_mode="single",
+        sort_by=[],
+        filter_action="custom",
+        filter_query="",
+        style_table={"overflowX": "auto"},
+        style_cell={"textAlign": "left", "fontSize": "13px", "padding": "4px 8px", "maxWidth": "420px",
+                    "whiteSpace": "normal", "height": "auto"},
+        style_header={"fontWeight": "600", "backgroundColor": "#eef1f5"},
+        **kwargs,
+    )  # fmt: skip
+
+
+def static_table(table_id: str, rows: list[dict[str, Any]], columns: list[tuple[str, str]] | None = None,
+                 page_size: int = 10, **kwargs: Any) -> DataTable:  # fmt: skip
+    """A small DataTable of rows already fetched (sorting in the browser)."""
+    cols = columns or [(k, k) for k in (rows[0].keys() if rows else [])]
+    data: Any = records(rows)
+    return DataTable(
+        id=table_id,
+        columns=[{"name": name, "id": cid} for cid, name in cols],
+        data=data,
+        page_size=page_size,
+        sort_action="native",
+        style_table={"overflowX": "auto"},
+        style_cell={"textAlign": "left", "fontSize": "13px", "padding": "4px 8px", "maxWidth": "420px",
+                    "whiteSpace": "normal", "height": "auto"},
+        style_header={"fontWeight": "600", "backgroundColor": "#eef1f5"},
+        **kwargs,
+    )  # fmt: skip
+
+
+def page_count(total: int, size: int) -> int:
+    """Pages for ``total`` rows."""
+    return max(1, math.ceil(total / max(1, size)))
+
+
+def figure(title: str = "", height: int = 320) -> go.Figure:
+    """An empty figure with the house layout (white, compact, works offline)."""
+    fig = go.Figure()
+    fig.update_layout(
+        title={"text": title, "font": {"size": 14}}, height=height, template="plotly_white",
+        margin={"l": 50, "r": 20, "t": 40 if title else 10, "b": 40},
+        legend={"orientation": "h", "y": -0.2}, font={"size": 12},
+    )  # fmt: skip
+    return fig
+
+
+def message_figure(text: str, height: int = 320) -> go.Figure:
+    """A figure showing only a message (no data yet)."""
+    fig = figure(height=height)
+    fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font={"size": 14})
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
+
+
+def fmt_bytes(n: float) -> str:
+    """Bytes in human units."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:,.1f} GB"

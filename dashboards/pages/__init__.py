@@ -1,0 +1,1 @@
+"""The dashboard pages: each module has ``layout(...)`` and ``register(app, queries)``."""

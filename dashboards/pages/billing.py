@@ -1,0 +1,157 @@
+"""Billing: cycle status, held bills and why, estimated share per cycle, and the VEE review queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import plotly.graph_objects as go
+from dash import Dash, Input, Output, State, dcc, html
+
+from dashboards.components import (
+    figure,
+    kpi,
+    message_figure,
+    page_count,
+    records,
+    server_table,
+    static_table,
+)
+from dashboards.queries import Queries
+
+PAGE = "/billing"
+
+
+def layout(q: Queries) -> html.Div:
+    """The page (callbacks fill it)."""
+    return html.Div([
+        html.H2("Billing"),
+        dcc.Store(id="bl-changed", data=0),
+        html.Div(id="bl-kpis", className="kpis"),
+        html.Div([
+            html.Div([html.H4("Cycles"), html.Div(id="bl-cycles")], className="panel half"),
+            html.Div(dcc.Graph(id="bl-share", config={"displaylogo": False}), className="panel half"),
+        ], className="row"),
+        html.Div([
+            html.H4("Bills on hold and why"),
+            server_table("bl-held", [("bill", "bill"), ("account", "account"), ("cycle", "cycle"),
+                                     ("period_end", "period end"), ("consumption", "consumption"), ("unit", "unit"),
+                                     ("total", "total"), ("estimated", "estimated %"), ("reasons", "hold reasons")],
+                         page_size=10),
+        ], className="panel"),
+        html.Div([
+            html.H4("Review queue: open VEE exceptions"),
+            html.P("Pick a row, then accept a suggestion, type an agreed value, or reject (the read stands). Every "
+                   "decision is a new audited version; raw reads are never changed.", className="muted"),
+            server_table("bl-queue", [("id", "id"), ("serial", "meter"), ("channel", "channel"), ("ts", "at (UTC)"),
+                                      ("rule", "rule"), ("severity", "severity"), ("value", "value"),
+                                      ("suggestions", "suggestions"), ("message", "message")], page_size=10,
+                         row_selectable="single", selected_rows=[]),
+            html.Div(id="bl-decision"),
+            html.Div([
+                html.Label("Suggestion"), dcc.Dropdown(id="bl-choice", options=[], style={"width": "180px"}),
+                html.Label("Agreed value"), dcc.Input(id="bl-value", type="number", debounce=False),
+                html.Label("Note"), dcc.Input(id="bl-note", type="text", style={"width": "240px"}),
+                html.Button("Accept suggestion", id="bl-accept", n_clicks=0),
+                html.Button("Edit to value", id="bl-edit", n_clicks=0, className="secondary"),
+                html.Button("Reject (read stands)", id="bl-reject", n_clicks=0, className="danger"),
+            ], className="form-row"),
+            html.Div(id="bl-result"),
+        ], className="panel"),
+    ])  # fmt: skip
+
+
+def share_figure(rows: list[dict[str, Any]]) -> go.Figure:
+    """Share of estimated or edited reads behind the live bills, per cycle and period."""
+    if not rows:
+        return message_figure("no bill run yet")
+    fig = figure("Estimated or edited share of billed reads, per cycle")
+    for cycle in sorted({r["cycle"] for r in rows}):
+        sel = [r for r in rows if r["cycle"] == cycle]
+        fig.add_bar(name=f"cycle {cycle}", x=[str(r["period_end"]) for r in sel],
+                    y=[100 * float(r["share"] or 0) for r in sel])  # fmt: skip
+    fig.update_layout(barmode="group", yaxis_title="% of reads")
+    fig.update_xaxes(type="category", title=None)
+    return fig
+
+
+def register(app: Dash, q: Queries) -> None:
+    """The billing page's callbacks (each checks the session's role)."""
+    from dashboards.app import require
+
+    @app.callback(Output("bl-kpis", "children"), Output("bl-cycles", "children"), Output("bl-share", "figure"),
+                  Input("bl-changed", "data"))  # fmt: skip
+    def overview(_: int) -> tuple[Any, ...]:
+        require(PAGE)
+        cycles = q.cycles()
+        held = sum(int(c["n_held"] or 0) for c in cycles)
+        kpis = [kpi("cycles", str(len(cycles)), "kpi-cycles"),
+                kpi("bills held (latest runs)", str(held), "kpi-held", "warn" if held else ""),
+                kpi("open VEE exceptions", f"{q.open_exception_count():,}", "kpi-bl-open-exceptions")]  # fmt: skip
+        table = static_table("bl-cycles-table", cycles, [
+            ("cycle", "cycle"), ("accounts", "accounts"), ("status", "status"), ("period_start", "from"),
+            ("period_end", "to"), ("issue_date", "issue date"), ("n_issued", "bills issued"), ("n_held", "held"),
+            ("n_prepaid", "prepaid")], page_size=8)  # fmt: skip
+        return kpis, table, share_figure(q.estimated_share())
+
+    @app.callback(Output("bl-held", "data"), Output("bl-held", "page_count"),
+                  Input("bl-held", "page_current"), Input("bl-held", "page_size"), Input("bl-held", "sort_by"),
+                  Input("bl-held", "filter_query"), Input("bl-changed", "data"))  # fmt: skip
+    def held(page: int, size: int, sort_by: Any, filter_query: str, _: int) -> tuple[Any, ...]:
+        require(PAGE)
+        rows, total = q.held_bills(page or 0, size, sort_by, filter_query)
+        return records(rows), page_count(total, size)
+
+    @app.callback(Output("bl-queue", "data"), Output("bl-queue", "page_count"), Output("bl-queue", "selected_rows"),
+                  Input("bl-queue", "page_current"), Input("bl-queue", "page_size"), Input("bl-queue", "sort_by"),
+                  Input("bl-queue", "filter_query"), Input("bl-changed", "data"))  # fmt: skip
+    def queue(page: int, size: int, sort_by: Any, filter_query: str, _: int) -> tuple[Any, ...]:
+        require(PAGE)
+        rows, total = q.review_queue(page or 0, size, sort_by, filter_query)
+        return records(rows), page_count(total, size), []
+
+    @app.callback(Output("bl-decision", "children"), Output("bl-choice", "options"), Output("bl-choice", "value"),
+                  Input("bl-queue", "selected_rows"), State("bl-queue", "data"))  # fmt: skip
+    def pick(selected: list[int], data: list[dict[str, Any]]) -> tuple[Any, ...]:
+        require(PAGE)
+        if not selected or not data or selected[0] >= len(data):
+            return html.P("No exception selected.", className="muted"), [], None
+        exc = q.exception(int(data[selected[0]]["id"]))
+        if exc is None:
+            return html.P("That exception is gone.", className="error"), [], None
+        sugg = list(exc["suggestions"] or [])
+        options = [{"label": f"{k}: {v:g}", "value": k} for k, v in enumerate(sugg, start=1)]
+        text = html.Div([
+            html.B(f"Exception {exc['id']} — meter "), dcc.Link(exc["serial"], href=f"/meter/{exc['serial']}"),
+            html.Span(f" · {exc['channel']} at {exc['ts']:%Y-%m-%d %H:%M} UTC · {exc['rule']} ({exc['severity']}) · "
+                      f"value {exc['value']} · band {exc['read_lo']}–{exc['read_hi']}"),
+            html.Div(exc["message"], className="muted"),
+        ], id="bl-selected", title=f"exception {exc['id']}")  # fmt: skip
+        return text, options, (1 if sugg else None)
+
+    @app.callback(Output("bl-result", "children"), Output("bl-changed", "data"),
+                  Input("bl-accept", "n_clicks"), Input("bl-edit", "n_clicks"), Input("bl-reject", "n_clicks"),
+                  State("bl-queue", "selected_rows"), State("bl-queue", "data"), State("bl-choice", "value"),
+                  State("bl-value", "value"), State("bl-note", "value"), State("bl-changed", "data"),
+                  prevent_initial_call=True)  # fmt: skip
+    def decide(_a: int, _e: int, _r: int, selected: list[int], data: list[dict[str, Any]], choice: int | None,
+               value: float | None, note: str | None, changed: int) -> tuple[Any, ...]:  # fmt: skip
+        from dash import ctx
+
+        from analytics.vee.review import ReviewError
+
+        who = require(PAGE)
+        if not selected or not data or selected[0] >= len(data):
+            return html.P("Select an exception first.", className="error"), changed
+        action = {"bl-accept": "accept", "bl-edit": "edit", "bl-reject": "reject"}[str(ctx.triggered_id)]
+        try:
+            text = q.review(
+                action,
+                int(data[selected[0]]["id"]),
+                f"dashboard:{who}",
+                value=None if value is None else float(value),
+                choice=int(choice or 1),
+                note=note or "",
+            )
+        except ReviewError as exc:
+            return html.P(str(exc), className="error", id="bl-result-text"), changed
+        return html.P(text, className="ok", id="bl-result-text"), (changed or 0) + 1

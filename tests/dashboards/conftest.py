@@ -1,0 +1,142 @@
+"""One database for the dashboard tests, filled once per module: a simulated fleet through ingest and VEE,
+the daily aggregate, a theft ranking, bills (one held per cycle) and three logins; plus the app served
+from a thread and a headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from datetime import date
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from releve.db import connect, reader_role
+from releve.settings import Settings
+
+FLEET = {
+    "seed": 5,
+    "horizon_days": 30,
+    "start": "2026-02-01T00:00:00Z",
+    "topology": {"transformers": 2, "customers_per_transformer": 8, "dmas": 1, "customers_per_dma": 5},
+    "faults": {"rate": 0.4, "min_days": 1, "max_days": 3},
+    "theft": {"rate": 0.3},
+    "modbus": {"tcp_base_port": 0},
+}
+USERS = {
+    "admin": ("admin-pass-123", ["admin"]),
+    "fraud1": ("fraud-pass-123", ["fraud"]),
+    "billing1": ("billing-pass-123", ["billing"]),
+}
+
+
+class FilledDatabase:
+    def __init__(self, url: str, settings: Settings) -> None:
+        self.url, self.settings = url, settings
+
+    def one(self, query, params=None):
+        with connect(self.url) as conn:
+            return conn.execute(query, params).fetchone()[0]
+
+
+def add_bills(url: str) -> None:
+    """One bill run per cycle, one held bill in each (stands in for a billing run in these tests)."""
+    with connect(url, autocommit=True) as conn:
+        accounts = conn.execute("SELECT id, billing_cycle FROM account ORDER BY id").fetchall()
+        for cycle in sorted({c for _, c in accounts}):
+            mine = [a for a, c in accounts if c == cycle]
+            run = conn.execute(
+                """INSERT INTO bill_run (cycle, period_start, period_end, issue_date, finished_at, n_accounts,
+                                         n_issued, n_held) VALUES (%s, %s, %s, %s, now(), %s, %s, 1) RETURNING id""",
+                (cycle, date(2026, 1, 23), date(2026, 2, 21), date(2026, 2, 22), len(mine), len(mine) - 1),
+            ).fetchone()[0]
+            for k, acc in enumerate(mine):
+                conn.execute(
+                    """INSERT INTO bill (run_id, account_id, cycle, period_start, period_end, days, kind, status,
+                                         hold_reasons, tariff_code, commodity, unit, consumption, subtotal, tax, total,
+                                         currency, fingerprint, details)
+                       VALUES (%s, %s, %s, '2026-01-23', '2026-02-21', 30, 'regular', %s, %s, 'R1', 'electricity',
+                               'kWh', 250, 40, 8, 48, 'EUR', 'x', %s)""",
+                    (
+                        run,
+                        acc,
+                        cycle,
+                        "held" if k == 0 else "issued",
+                        ["estimated: 12.5% of 2000 reads estimated or edited (> 10.0%)"] if k == 0 else [],
+                        json.dumps({"estimated_share": "0.125" if k == 0 else "0.01", "reads": 2000}),
+                    ),
+                )
+
+
+@pytest.fixture(scope="module")
+def filled(pg_server_url, tmp_path_factory):
+    from analytics.theft import store
+    from analytics.theft.ranking import score
+    from analytics.vee.run import run_vee
+    from dashboards.auth import add_user
+    from ingest.importer import load_directory
+    from releve import migrate
+    from simulators.backfill import backfill
+    from simulators.config import parse_fleet
+    from simulators.engine import Simulation
+
+    name = f"releve_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    info = psycopg.conninfo.conninfo_to_dict(pg_server_url)
+    info["dbname"] = name
+    url = psycopg.conninfo.make_conninfo(**info)
+    settings = Settings(database={"url": url, "role_prefix": name})
+    try:
+        migrate.upgrade(url, settings)
+        out = tmp_path_factory.mktemp("dash-backfill")
+        backfill(Simulation(parse_fleet(FLEET, "dashboard test fleet")), 21, out, progress=False)
+        load_directory(url, settings, out)
+        run_vee(url, settings)
+        with connect(url, autocommit=True) as conn:
+            for user, (password, roles) in USERS.items():
+                add_user(conn, user, password, roles)
+        with connect(url, role=reader_role(settings)) as conn:
+            data = store.load_from_database(conn, None, None, 365)
+        store.save_run(settings, url, score(data).candidates(40), "database", {}, data)
+        add_bills(url)
+        yield FilledDatabase(url, settings)
+    finally:
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            for (role,) in conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (f"{name}%",)).fetchall():
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+@pytest.fixture(scope="module")
+def app(filled, tmp_path_factory):
+    from dashboards.app import create_app
+
+    os.environ.setdefault("RELEVE_DASHBOARD_SECRET", "test-secret-" + uuid.uuid4().hex)
+    application = create_app(filled.url, filled.settings, refresh_ms=3_600_000)
+    yield application
+    application.queries.close()
+
+
+@pytest.fixture(scope="module")
+def base_url(app):
+    from dashboards.browser import serve_in_thread
+
+    with serve_in_thread(app.server) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (shutil.which("chromium") or os.path.exists("/usr/bin/chromium")) or not (
+        shutil.which("chromedriver") or os.path.exists("/usr/bin/chromedriver")
+    ):
+        pytest.skip("Debian chromium and chromium-driver are not installed")
+    pytest.importorskip("selenium")
+    from dashboards.browser import chromium
+
+    with chromium(1440, 900) as driver:
+        yield driver

@@ -1,0 +1,90 @@
+"""Server-side tables (filter → WHERE over whitelisted columns), logins, and the queries behind the pages."""
+
+import csv
+import io
+
+import pytest
+
+from dashboards.auth import allowed, hash_password, verify_password
+from dashboards.tables import Column, TableSpec, filter_sql, order_sql
+
+SPEC = TableSpec(
+    "meter m",
+    {"serial": Column("m.serial"), "id": Column("m.id", "number"), "created": Column("m.created_at", "datetime")},
+    "m.id",
+)
+
+
+def test_filters_become_parameters_over_whitelisted_columns_only():
+    params = {}
+    where = filter_sql(SPEC, '{serial} contains "26%0" && {id} >= 3 && {model} = x && {id} s< 10', params)
+    assert where == "(m.serial)::text ILIKE %(f0)s AND (m.id) >= %(f1)s AND (m.id) < %(f3)s"
+    assert params == {"f0": "%26\\%0%", "f1": 3.0, "f3": 10.0}
+    # an unknown column, a bad number or SQL in the value never reaches the query text
+    params = {}
+    assert filter_sql(SPEC, "{id} > 1;drop && {x; drop table meter} = 1", params) == "true"
+    assert filter_sql(SPEC, '{serial} = "a\'; drop table meter; --"', params) == "(m.serial)::text ILIKE %(f0)s"
+    assert (
+        order_sql(SPEC, [{"column_id": "id; drop", "direction": "asc"}, {"column_id": "serial", "direction": "desc"}])
+        == "m.serial DESC NULLS LAST, m.id"
+    )
+
+
+def test_passwords_are_salted_scrypt_and_roles_guard_pages():
+    h1, h2 = hash_password("correct horse"), hash_password("correct horse")
+    assert h1 != h2 and h1.startswith("scrypt$") and "correct" not in h1
+    assert verify_password("correct horse", h1) and not verify_password("wrong", h1)
+    assert not verify_password("x", "garbage")
+    assert allowed(None, "/") and allowed(None, "/meter/1")
+    assert not allowed(None, "/fraud") and not allowed(["billing"], "/fraud") and allowed(["fraud"], "/fraud")
+    assert allowed(["admin"], "/fraud") and allowed(["admin"], "/billing") and not allowed(["fraud"], "/billing")
+
+
+@pytest.mark.db
+def test_queries_page_sort_and_count_on_the_server(filled, app):
+    q = app.queries
+    n_meters = filled.one("SELECT count(*) FROM meter")
+    rows, total = q.meter_page(1, 5, [{"column_id": "serial", "direction": "desc"}], "")
+    assert total == n_meters and len(rows) == 5
+    assert [r["serial"] for r in rows] == sorted([r["serial"] for r in rows], reverse=True)
+    rows, total = q.meter_page(0, 50, None, "{area} = DMA001")
+    assert (
+        total
+        == filled.one(
+            "SELECT count(*) FROM meter m JOIN installation i ON i.meter_id = m.id AND i.removed_at IS NULL "
+            "JOIN service_point sp ON sp.id = i.service_point_id JOIN area a ON a.id = sp.area_id "
+            "WHERE a.code = 'DMA001'"
+        )
+        + 1
+    )  # + the DMA's bulk meter
+    snap = q.snapshot(fresh=True)
+    assert sum(snap.counts().values()) == n_meters
+    _, total = q.review_queue(0, 10, None, "{rule} = NEGATIVE")
+    assert total == filled.one(
+        "SELECT count(*) FROM vee_exception WHERE rule = 'NEGATIVE' AND status = 'open' AND severity <> 'info'"
+    )
+    assert q.open_exception_count() == filled.one(
+        "SELECT count(*) FROM vee_exception WHERE status = 'open' AND severity <> 'info'"
+    )
+    serial = filled.one("SELECT serial FROM meter WHERE commodity = 'electricity' ORDER BY id OFFSET 2 LIMIT 1")
+    info = q.find_meter(serial)
+    hist, total = q.index_history(info["id"], "1-0:1.8.0", 0, 10, None, "")
+    assert total == filled.one(
+        "SELECT count(*) FROM reading r JOIN channel c ON c.id = r.channel_id "
+        "WHERE r.meter_id = %s AND c.code = '1-0:1.8.0'",
+        (info["id"],),
+    )
+    assert hist[0]["ts"] > hist[-1]["ts"]  # newest first, like the utility's table
+    assert abs(float(hist[0]["usage"]) - (float(hist[0]["index"]) - float(hist[1]["index"]))) < 1e-6
+
+
+@pytest.mark.db
+def test_tonights_route_is_the_top_unvisited_candidates_in_route_order(filled, app):
+    run = filled.one("SELECT max(id) FROM theft_run")
+    text = app.queries.route(run, 5)
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == 5 and [r["route_order"] for r in rows] == ["1", "2", "3", "4", "5"]
+    top = {r[0] for r in [(filled.one("SELECT serial FROM theft_candidate WHERE run_id = %s AND rank = 1", (run,)),)]}
+    assert top <= {r["meter"] for r in rows}
+    balance = app.queries.energy_balance("T001")
+    assert balance and all(r["feeder"] is not None and r["customers"] is not None for r in balance)
