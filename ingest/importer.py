@@ -6,8 +6,9 @@ events go through the ingest write path like any collector's.
 Files (formats in docs/simulators.md; only those present are read):
 
 - ``areas.csv``, ``meters.csv``: transformers / DMAs with their feeder or bulk meters, meters, service
-  points; each customer service point gets a customer and an account (billing cycles A–D in turn)
-  and an installation from the first reading on.
+  points; each customer service point gets a customer and an account (billing cycles A–D in turn,
+  tariff ``E-RES``, ``E-TOU`` for commercial electricity, ``W-RES`` for water: the codes of
+  ``billing/tariffs.example.toml``) and an installation from the first reading on.
 - ``register_reads.csv``, ``intervals.csv``: readings (``--reads remote``, the default), or
   ``manual_reads.csv`` in their place (``--reads manual``: a utility whose meters are read by hand).
 - ``events.csv``: meter events.
@@ -129,13 +130,16 @@ def load_registry(conn: psycopg.Connection, directory: Path, summary: LoadSummar
         # One customer and one account per service point that has none yet.
         cur.execute(
             """WITH new AS (
-                   SELECT sp.id, sp.code, row_number() OVER (ORDER BY sp.code) AS n
+                   SELECT sp.id, sp.code, sp.commodity, sp.customer_class, row_number() OVER (ORDER BY sp.code) AS n
                    FROM service_point sp WHERE NOT EXISTS (SELECT 1 FROM account a WHERE a.service_point_id = sp.id)
                ), customers AS (
                    INSERT INTO customer (name) SELECT 'Customer ' || code FROM new ORDER BY n RETURNING id, name
                )
-               INSERT INTO account (number, customer_id, service_point_id, billing_cycle, opened_on)
-               SELECT 'ACC-' || new.code, c.id, new.id, substr(%s, (new.n %% 4)::int + 1, 1), DATE '2000-01-01'
+               INSERT INTO account (number, customer_id, service_point_id, billing_cycle, tariff_code, opened_on)
+               SELECT 'ACC-' || new.code, c.id, new.id, substr(%s, (new.n %% 4)::int + 1, 1),
+                      CASE WHEN new.commodity = 'water' THEN 'W-RES'
+                           WHEN new.customer_class = 'commercial' THEN 'E-TOU' ELSE 'E-RES' END,
+                      DATE '2000-01-01'
                FROM new JOIN customers c ON c.name = 'Customer ' || new.code""",
             (CYCLES,),
         )

@@ -4,11 +4,11 @@ from a thread and a headless Chromium."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import uuid
 from datetime import date
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -19,7 +19,7 @@ from releve.settings import Settings
 
 FLEET = {
     "seed": 5,
-    "horizon_days": 30,
+    "horizon_days": 40,
     "start": "2026-02-01T00:00:00Z",
     "topology": {"transformers": 2, "customers_per_transformer": 8, "dmas": 1, "customers_per_dma": 5},
     "faults": {"rate": 0.4, "min_days": 1, "max_days": 3},
@@ -42,33 +42,16 @@ class FilledDatabase:
             return conn.execute(query, params).fetchone()[0]
 
 
-def add_bills(url: str) -> None:
-    """One bill run per cycle, one held bill in each (stands in for a billing run in these tests)."""
-    with connect(url, autocommit=True) as conn:
-        accounts = conn.execute("SELECT id, billing_cycle FROM account ORDER BY id").fetchall()
-        for cycle in sorted({c for _, c in accounts}):
-            mine = [a for a, c in accounts if c == cycle]
-            run = conn.execute(
-                """INSERT INTO bill_run (cycle, period_start, period_end, issue_date, finished_at, n_accounts,
-                                         n_issued, n_held) VALUES (%s, %s, %s, %s, now(), %s, %s, 1) RETURNING id""",
-                (cycle, date(2026, 1, 23), date(2026, 2, 21), date(2026, 2, 22), len(mine), len(mine) - 1),
-            ).fetchone()[0]
-            for k, acc in enumerate(mine):
-                conn.execute(
-                    """INSERT INTO bill (run_id, account_id, cycle, period_start, period_end, days, kind, status,
-                                         hold_reasons, tariff_code, commodity, unit, consumption, subtotal, tax, total,
-                                         currency, fingerprint, details)
-                       VALUES (%s, %s, %s, '2026-01-23', '2026-02-21', 30, 'regular', %s, %s, 'R1', 'electricity',
-                               'kWh', 250, 40, 8, 48, 'EUR', 'x', %s)""",
-                    (
-                        run,
-                        acc,
-                        cycle,
-                        "held" if k == 0 else "issued",
-                        ["estimated: 12.5% of 2000 reads estimated or edited (> 10.0%)"] if k == 0 else [],
-                        json.dumps({"estimated_share": "0.125" if k == 0 else "0.01", "reads": 2000}),
-                    ),
-                )
+def add_bills(url: str, settings) -> None:
+    """A real bill run of every cycle over the loaded history (the example tariff file)."""
+    from billing.run import run_bills
+    from billing.tariffs import load_tariffs
+
+    book = load_tariffs(Path(__file__).resolve().parents[2] / "billing" / "tariffs.example.toml")
+    with connect(url) as conn:
+        cycles = [c for (c,) in conn.execute("SELECT DISTINCT billing_cycle FROM account ORDER BY 1")]
+    for cycle in cycles:
+        run_bills(url, settings, book, cycle, date(2026, 3, 4), issue_date=date(2026, 3, 5))
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +76,7 @@ def filled(pg_server_url, tmp_path_factory):
     try:
         migrate.upgrade(url, settings)
         out = tmp_path_factory.mktemp("dash-backfill")
-        backfill(Simulation(parse_fleet(FLEET, "dashboard test fleet")), 21, out, progress=False)
+        backfill(Simulation(parse_fleet(FLEET, "dashboard test fleet")), 35, out, progress=False)
         load_directory(url, settings, out)
         run_vee(url, settings)
         with connect(url, autocommit=True) as conn:
@@ -102,7 +85,7 @@ def filled(pg_server_url, tmp_path_factory):
         with connect(url, role=reader_role(settings)) as conn:
             data = store.load_from_database(conn, None, None, 365)
         store.save_run(settings, url, score(data).candidates(40), "database", {}, data)
-        add_bills(url)
+        add_bills(url, settings)
         yield FilledDatabase(url, settings)
     finally:
         with psycopg.connect(pg_server_url, autocommit=True) as conn:
