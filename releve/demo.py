@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -204,6 +204,48 @@ class Demo:
         say(f"  theft: run {result.run_id}, {len(result.candidates)} candidates"
             + (f"; first: meter {top.meter} — {top.reasons[0]}" if top and top.reasons else ""))  # fmt: skip
 
+    def bill(self, url: str) -> None:
+        """Bill every cycle for the 30 days ending yesterday (billing/tariffs.example.toml)."""
+        from importlib.resources import files
+
+        from billing.run import run_bills
+        from billing.tariffs import load_tariffs
+
+        book = load_tariffs(Path(str(files("billing") / "tariffs.example.toml")))
+        with db.connect(url) as conn:
+            cycles = [c for (c,) in conn.execute("SELECT DISTINCT billing_cycle FROM account ORDER BY 1")]
+        yesterday = datetime.now(UTC).date() - timedelta(days=1)
+        out = self.options.data_dir / "billing"
+        out.mkdir(parents=True, exist_ok=True)
+        for cycle in cycles:
+            summary = run_bills(url, self.settings, book, cycle, yesterday, out_dir=out)
+            say(f"  bills, cycle {cycle}: {summary.issued} issued, {summary.held} held, "
+                f"{summary.unchanged} unchanged, {summary.prepaid} prepaid checked")  # fmt: skip
+
+    def start_dashboards(self, url: str) -> str:
+        """Serve the dashboards; create the demo login (a random password kept in the data directory)."""
+        import secrets
+
+        from dashboards.app import create_app
+        from dashboards.auth import add_user
+        from dashboards.browser import serve_in_thread
+
+        login = self.options.data_dir / "demo-login.txt"
+        if login.is_file():
+            password = login.read_text().split()[1]
+        else:
+            password = secrets.token_urlsafe(9)
+            login.write_text(f"demo {password}\n")
+            login.chmod(0o600)
+        with db.connect(url, autocommit=True) as conn:
+            add_user(conn, "demo", password, ["admin"])
+        app = create_app(url, self.settings)
+        stack = ExitStack()
+        base = stack.enter_context(serve_in_thread(app.server, "127.0.0.1", self.options.port))
+        self._on_stop("dashboards", stack.close)
+        self.where.append(f"dashboards  {base}/  (login: demo / {password}, kept in {login})")
+        return base
+
     def start_simulators(self, sim: Any, publish: bool = True) -> Any:
         """Serve the fleet's Modbus meters (TCP gateways, RTU lines on ptys) on their own event loop."""
         from simulators.clock import SimClock
@@ -343,10 +385,14 @@ def run_demo(options: DemoOptions, settings: Settings) -> int:
             demo.validate(url)
         with step("ranking theft suspects"):
             demo.rank_theft(url)
+        with step("billing"):
+            demo.bill(url)
         with step("starting the simulated meters (Modbus TCP, RTU on ptys, MQTT) and the collector"):
             front = demo.start_simulators(sim, publish=False)
             demo.start_collector(url, sim, front)  # subscribed before the first MQTT round
             demo.start_publisher(sim)
+        with step("starting the dashboards"):
+            demo.start_dashboards(url)
         say(f"up in {time.perf_counter() - t0:.0f} s")
         print("\n".join(["", "Relevé demo", *demo.where, "", "Ctrl-C stops (data is kept; --fresh starts over)"]),
               flush=True)  # fmt: skip
