@@ -11,7 +11,7 @@ import pytest
 from collectors.config import CollectorConfig
 from collectors.service import Collector
 from releve.model import CHANNELS
-from releve.profiles import decode, encode
+from releve.profiles import decode, encode, load_profile
 from simulators.clock import SimClock
 from simulators.config import parse_fleet
 from simulators.engine import Simulation
@@ -136,10 +136,14 @@ def test_a_dead_meter_on_a_shared_rtu_line_does_not_stall_the_others(db, tmp_pat
     dead = health["DEAD-ON-LINE"]
     assert dead.good == 0 and dead.failures >= 1
     assert dead.backed_off and dead.errors.get("timeout", 0) >= 1
+    # Backed off after its first timeouts, the dead meter cost its line one timeout per poll class
+    # in the whole window, not one per poll: that is what keeps the others on their cadence.
+    classes_of_dead = len({e.poll_class for e in load_profile("sdm120").registers})
+    assert dead.failures <= classes_of_dead
     # Four and a half seconds at one poll per second and class: the live meters kept their cadence.
     for meter in on_line:
         classes = {e.poll_class for e in meter.profile.registers}
-        assert health[meter.serial].good >= 3 * len(classes)
+        assert health[meter.serial].good >= 2 * len(classes)
         assert health[meter.serial].failures == 0
 
 

@@ -18,13 +18,6 @@ def readings(meter, start, n):
     return [Reading(meter, "1-0:1.8.0", T0 + timedelta(minutes=15 * (start + i)), float(start + i), "kWh") for i in range(n)]
 
 
-def settings_for(url, **ingest):
-    import psycopg
-
-    dbname = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
-    return Settings(database={"url": url, "role_prefix": dbname}, ingest=ingest)
-
-
 def count(db_url):
     import psycopg
 
@@ -46,22 +39,36 @@ def test_batches_flush_by_count_and_time(db):
     assert count(db.url) == 28
 
 
-def test_readings_submitted_while_the_database_is_unusable_land_once_it_is_back(database_url):
-    """The schema is missing at first (as if the database were down): nothing is lost, nothing doubled."""
-    settings = settings_for(database_url, batch_rows=5, batch_seconds=0.05, max_pending_rows=10)
-    ingestor = Ingestor(database_url, settings)
-    ingestor.submit(readings("M1", 0, 5))
-    blocked = threading.Thread(target=lambda: [ingestor.submit(readings("M1", 5 * k, 5)) for k in range(1, 4)])
-    blocked.start()
-    time.sleep(1.0)
-    assert blocked.is_alive(), "submit must block (back-pressure) while rows cannot land"
-    migrate.upgrade(database_url, settings)
+def test_readings_submitted_while_the_database_is_down_land_once_it_is_back(service_tmp):
+    """A server of the test's own, stopped while readings are submitted: nothing lost, nothing doubled."""
     import psycopg
 
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO meter (serial, commodity, model, unit, protocol) VALUES ('M1', 'electricity', 't', 'kWh', 'import')")
-    blocked.join(30)
-    assert not blocked.is_alive()
-    ingestor.close()
-    assert count(database_url) == 20
-    assert sum(r.inserted for r in ingestor.results) == 20
+    from releve.pgserver import PostgresServer
+
+    server = PostgresServer(service_tmp / "data", durable=False)
+    server.start()
+    try:
+        with psycopg.connect(server.url(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE ingestor_down")
+        url = server.url("ingestor_down")
+        settings = Settings(database={"url": url, "role_prefix": "ingestor_down"},
+                            ingest={"batch_rows": 5, "batch_seconds": 0.05, "max_pending_rows": 10})
+        migrate.upgrade(url, settings)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("INSERT INTO meter (serial, commodity, model, unit, protocol) "
+                         "VALUES ('M1', 'electricity', 't', 'kWh', 'import')")
+        server.stop()
+        ingestor = Ingestor(url, settings)
+        ingestor.submit(readings("M1", 0, 5))
+        blocked = threading.Thread(target=lambda: [ingestor.submit(readings("M1", 5 * k, 5)) for k in range(1, 4)])
+        blocked.start()
+        time.sleep(1.5)
+        assert blocked.is_alive(), "submit must block (back-pressure) while rows cannot land"
+        server.start()
+        blocked.join(60)
+        assert not blocked.is_alive()
+        ingestor.close()
+        assert count(url) == 20
+        assert sum(r.inserted for r in ingestor.results) == 20
+    finally:
+        server.stop()
