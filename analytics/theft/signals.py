@@ -248,7 +248,6 @@ def sustained_drop(
     ``1 − quantile`` of the period does not hide itself. The run is taken on a centred
     ``window``-day mean, then trimmed to raw days below the threshold.
     """
-    m, d = values.shape
     norm = values / season
     level = row_quantile(norm, quantile)
     level = np.where(np.isfinite(level) & (level > 0), level, np.nan)
@@ -259,18 +258,7 @@ def sustained_drop(
     low = np.isfinite(smooth) & (smooth < threshold)
     raw_low = ~(ratio >= threshold)  # NaN days do not break a run
     low &= raw_low
-    best_len = np.zeros(m, dtype=np.int64)
-    best_end = np.full(m, -1, dtype=np.int64)
-    cur = np.zeros(m, dtype=np.int64)
-    for day in range(d):
-        cur = np.where(low[:, day], cur + 1, 0)
-        better = cur > best_len
-        best_len = np.where(better, cur, best_len)
-        best_end = np.where(better, day + 1, best_end)
-    start = np.where(best_len > 0, best_end - best_len, -1)
-    end = np.where(best_len > 0, best_end, -1)
-    days = np.arange(d)[None, :]
-    in_run = (days >= start[:, None]) & (days < end[:, None])
+    _, start, end, in_run = longest_true_span(low)
     r = np.where(in_run & np.isfinite(ratio), ratio, np.nan)
     n_in = np.isfinite(r).sum(axis=1)
     mean_r = np.where(n_in > 0, np.nansum(np.where(np.isfinite(r), r, 0.0), axis=1) / np.maximum(n_in, 1), 1.0)
@@ -355,18 +343,7 @@ def profile_change(hourly: FloatArray, weekday: IntArray, drop: float = 0.35, wi
     usual_stat = row_quantile(stat, 0.8)
     smooth = rolling_mean(stat, window)
     low = np.isfinite(smooth) & (smooth < (usual_stat - drop)[:, None])
-    best_len = np.zeros(m, dtype=np.int64)
-    best_end = np.full(m, -1, dtype=np.int64)
-    cur = np.zeros(m, dtype=np.int64)
-    for day in range(d):
-        cur = np.where(low[:, day], cur + 1, 0)
-        better = cur > best_len
-        best_len = np.where(better, cur, best_len)
-        best_end = np.where(better, day + 1, best_end)
-    start = np.where(best_len > 0, best_end - best_len, -1)
-    end = np.where(best_len > 0, best_end, -1)
-    days = np.arange(d)[None, :]
-    in_run = (days >= start[:, None]) & (days < end[:, None])
+    best_len, start, end, in_run = longest_true_span(low)
     during = np.where(best_len > 0, _masked_mean(corr, in_run), np.nan)
     fl_during = np.where(best_len > 0, _masked_mean(flat, in_run), 1.0)
     rev_during = np.where(best_len > 0, _masked_mean(rcorr, in_run), np.nan)
@@ -530,9 +507,24 @@ def silence_when_high(values: FloatArray, season: FloatArray) -> IntArray:
 
 def longest_true_run(mask: BoolArray) -> IntArray:
     """Length of the longest run of True per row."""
-    best = np.zeros(mask.shape[0], dtype=np.int64)
-    cur = np.zeros(mask.shape[0], dtype=np.int64)
-    for day in range(mask.shape[1]):
+    return longest_true_span(mask)[0]
+
+
+def longest_true_span(mask: BoolArray) -> tuple[IntArray, IntArray, IntArray, BoolArray]:
+    """Per row, the longest run of True (the first when tied).
+
+    Returns its length, start and end (exclusive; -1 when there is none) and a mask of its days.
+    """
+    m, d = mask.shape
+    best_len = np.zeros(m, dtype=np.int64)
+    best_end = np.full(m, -1, dtype=np.int64)
+    cur = np.zeros(m, dtype=np.int64)
+    for day in range(d):
         cur = np.where(mask[:, day], cur + 1, 0)
-        best = np.maximum(best, cur)
-    return best
+        better = cur > best_len
+        best_len = np.where(better, cur, best_len)
+        best_end = np.where(better, day + 1, best_end)
+    start = np.where(best_len > 0, best_end - best_len, -1)
+    end = np.where(best_len > 0, best_end, -1)
+    days = np.arange(d)[None, :]
+    return best_len, start, end, (days >= start[:, None]) & (days < end[:, None])
