@@ -79,8 +79,16 @@ def interval_counts(
 
 
 def spikes(values: np.ndarray, days: np.ndarray, params: RuleParams) -> np.ndarray:
-    """Indexes of intervals that are the day's highest and exceed ``spike_ratio`` × the third highest."""
-    out: list[int] = []
+    """Indexes of spiking intervals, by either of two checks.
+
+    1. The day's highest interval exceeds ``spike_ratio`` × the day's third highest (Oracle's check).
+    2. An interval exceeds ``spike_neighbour_ratio`` × the larger of its two neighbours: a spike at
+       night is not the day's highest, but it towers over the intervals around it (adjacent-interval
+       check, as Itron's).
+
+    Both need the interval to reach ``spike_min``.
+    """
+    out: set[int] = set()
     order = np.lexsort((-values, days))
     sorted_days = days[order]
     starts = np.flatnonzero(np.r_[True, sorted_days[1:] != sorted_days[:-1]])
@@ -90,8 +98,15 @@ def spikes(values: np.ndarray, days: np.ndarray, params: RuleParams) -> np.ndarr
             continue
         top, third = values[order[a]], values[order[a + 2]]
         if top >= params.spike_min and top > params.spike_ratio * max(third, params.spike_min / params.spike_ratio):
-            out.append(int(order[a]))
-    return np.array(out, np.int64)
+            out.add(int(order[a]))
+    if len(values) >= 3:
+        left = np.r_[np.inf, values[:-1]]
+        right = np.r_[values[1:], np.inf]
+        around = np.maximum(np.where(np.isfinite(left), left, right), np.where(np.isfinite(right), right, left))
+        with np.errstate(invalid="ignore"):
+            towering = (values >= params.spike_min) & (values > params.spike_neighbour_ratio * np.maximum(around, 1e-9))
+        out.update(int(i) for i in np.flatnonzero(towering))
+    return np.array(sorted(out), np.int64)
 
 
 def zero_runs(values: np.ndarray, min_len: int) -> list[tuple[int, int]]:

@@ -84,6 +84,7 @@ class RuleParams:
     sum_tolerance: float = 0.02
     sum_abs_tolerance: float = 0.01  # register resolution: rounding of both sides
     spike_ratio: float = 5.0
+    spike_neighbour_ratio: float = 10.0  # an interval this many times its neighbours and the day's median
     spike_min: float = 0.5
     zero_intervals: int = 8
     max_interp_s: float = 4 * 3600.0
