@@ -29,8 +29,8 @@ def busiest_meter(url: str, settings: Settings) -> str | None:
 
 def login(driver: Any, base: str, username: str, password: str) -> None:
     """Log in through the form."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.expected_conditions import staleness_of
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get(f"{base}/login")
@@ -38,7 +38,17 @@ def login(driver: Any, base: str, username: str, password: str) -> None:
     driver.find_element(By.ID, "password").send_keys(password)
     old = driver.find_element(By.ID, "login-submit")
     old.click()
-    WebDriverWait(driver, 20).until(staleness_of(old))  # the answer to the form has loaded
+
+    def replaced(_: Any) -> bool:
+        # The answer to the form has loaded once the old button is gone. Chromium reports a node of
+        # an unloaded document either as stale or as "does not belong to the document": both mean gone.
+        try:
+            old.is_enabled()
+        except WebDriverException:
+            return True
+        return False
+
+    WebDriverWait(driver, 20).until(replaced)
 
 
 def take_screenshots(url: str, settings: Settings, out: Path, meter: str | None = None) -> list[Path]:
