@@ -162,11 +162,12 @@ class IntervalFinding:
 def validate_interval_series(
     t: np.ndarray, v: np.ndarray, emit_from: float, tz: ZoneInfo, interval_s: int, params: RuleParams
 ) -> tuple[list[IntervalFinding], list[tuple[float, float, int]]]:
-    """Counts per local day, spikes, zero runs and short-gap estimates for one interval series.
+    """Counts per local day, spikes, zero runs and estimates for one interval series.
 
     ``t`` (Unix seconds, end-stamped, sorted) and ``v`` include context before ``emit_from``; only
     findings and estimates at or after it are returned. Estimates are (t, value, method): linear
-    interpolation (17) across gaps up to ``max_interp_s``, flat at the edges.
+    interpolation (17) across gaps up to ``max_interp_s``, then the average of like days (15) for
+    what is still missing on days that have ended.
     """
     findings: list[IntervalFinding] = []
     estimates: list[tuple[float, float, int]] = []
@@ -182,7 +183,8 @@ def validate_interval_series(
                                             {"found": dc.found, "expected": dc.expected}))  # fmt: skip
     for i in spikes(v, days.astype(np.int64), params):
         if t[i] >= emit_from:
-            msg = f"spike: {v[i]:g} is more than {params.spike_ratio:g}× the day's third-highest interval"
+            msg = (f"spike: {v[i]:g} is more than {params.spike_ratio:g}× the day's third-highest interval "
+                   f"or {params.spike_neighbour_ratio:g}× its neighbours")
             findings.append(IntervalFinding(float(t[i]), "SPIKE", msg, float(v[i]), {}))
     for a, b in zero_runs(v, params.zero_intervals):
         if t[b] >= emit_from:
@@ -198,4 +200,52 @@ def validate_interval_series(
             tj = float(t[i] + j * interval_s)
             if tj >= emit_from:
                 estimates.append((tj, left + (right - left) * j / k, 17))
+    estimates += like_day_fill(t, v, emit_from, tz, interval_s, {e[0] for e in estimates})
     return findings, estimates
+
+
+def like_day_fill(
+    t: np.ndarray, v: np.ndarray, emit_from: float, tz: ZoneInfo, interval_s: int, done: set[float],
+    now: datetime | None = None,
+) -> list[tuple[float, float, int]]:
+    """Intervals still missing on ended days, from the average of the like days before (method 15).
+
+    Days are local days of ``tz``; a day whose length is not 24 h (DST) is left to the count rule.
+    Only complete earlier days serve as like days (Mon→Mon, Tue–Thu alike, Fri/Sat/Sun each their
+    own, see :func:`analytics.vee.estimate.like_days`); ``done`` holds instants already estimated.
+    """
+    from analytics.vee.estimate import like_day_estimate
+
+    per_day = 86400 // interval_s
+    days64 = local_days(t, tz, interval_s)
+    uniq, inverse = np.unique(days64, return_inverse=True)
+    day_list: list[date] = [d.astype(object) for d in uniq]
+    midnights = np.array([datetime(d.year, d.month, d.day, tzinfo=tz).timestamp() for d in day_list])
+    slots = np.rint((t - interval_s - midnights[inverse]) / interval_s).astype(np.int64)
+    by_day: dict[date, np.ndarray] = {}
+    for k, day in enumerate(day_list):
+        if expected_intervals(day, tz, interval_s) != per_day:
+            continue  # a DST day: the count rule speaks for it
+        rows = np.flatnonzero((inverse == k) & (slots >= 0) & (slots < per_day))
+        by_day[day] = np.full(per_day, np.nan)
+        by_day[day][slots[rows]] = v[rows]
+    today = (now or datetime.now(UTC)).astimezone(tz).date()
+    out: list[tuple[float, float, int]] = []
+    if not by_day:
+        return out
+    first, last = min(by_day), min(max(by_day), today - timedelta(days=1))
+    day = first
+    while day <= last:
+        values = by_day.get(day, np.full(per_day, np.nan))
+        midnight = datetime(day.year, day.month, day.day, tzinfo=tz).timestamp()
+        missing = np.flatnonzero(np.isnan(values))
+        if len(missing) and midnight + 86400 > emit_from and expected_intervals(day, tz, interval_s) == per_day:
+            earlier = {d: a for d, a in by_day.items() if d < day}
+            est, method = like_day_estimate(earlier, day, average=True)
+            if est is not None:
+                for gap in missing.tolist():
+                    at = midnight + (gap + 1) * interval_s  # end-stamped
+                    if at >= emit_from and at not in done:
+                        out.append((float(at), float(est[gap]), method))
+        day += timedelta(days=1)
+    return out

@@ -187,7 +187,7 @@ def _scope(conn: Connection) -> list[tuple[int, int]]:
            SELECT n.meter_id, n.channel_id, c.kind, c.code, c.interval_s, n.new_from, n.n_new,
                   CASE WHEN c.kind = 'register'
                        THEN least(coalesce(ctx.ts, '-infinity'::timestamptz), n.new_from - make_interval(days => %s))
-                       ELSE n.new_from - interval '1 day' END AS ctx_from
+                       ELSE n.new_from - interval '8 days' END AS ctx_from  -- a week back: like days
            FROM (SELECT meter_id, channel_id, min(ts) AS new_from, count(*) AS n_new FROM reading
                  WHERE batch_id IN (SELECT batch_id FROM vee_todo) GROUP BY 1, 2) n
            JOIN channel c ON c.id = n.channel_id AND c.kind IN ('register', 'interval')

@@ -86,3 +86,31 @@ def test_interval_day_is_filled_from_like_days_then_scaled_to_the_register_delta
     assert out.sum() == pytest.approx(56.0)
     assert set(method[4:12].tolist()) == {24} and set(method[:4].tolist()) == {0}
     assert out[4:12] == pytest.approx(np.full(8, 3.0))
+
+
+def test_a_missing_day_is_filled_from_the_average_of_its_like_days():
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    import numpy as np
+
+    from analytics.vee.intervals import validate_interval_series
+    from analytics.vee.params import params_for
+
+    tz = ZoneInfo("UTC")
+    start = datetime(2026, 3, 2, tzinfo=UTC).timestamp()  # a Monday
+    t, v = [], []
+    for day in range(21):  # three weeks; Monday 2026-03-16 goes missing entirely
+        for slot in range(96):
+            if day == 14:
+                continue
+            t.append(start + day * 86400 + (slot + 1) * 900)
+            v.append(1.0 + day % 7 + slot / 100)  # each weekday its own level
+    t, v = np.array(t), np.array(v)
+    _, estimates = validate_interval_series(t, v, start + 14 * 86400, tz, 900, params_for("electricity"))
+    filled = {round(e[0]): (e[1], e[2]) for e in estimates}
+    monday = start + 14 * 86400
+    assert len([k for k in filled if monday < k <= monday + 86400]) == 96
+    value, method = filled[round(monday + 900)]
+    assert method == 15  # average like day: the Mondays before
+    assert value == pytest.approx(1.0 + 0 + 0 / 100)
