@@ -376,6 +376,24 @@ def _clock_findings(
         else:
             msg = f"meter clock adjusted by {fmt(offset or 0)} s (tolerance {fmt(tol)} s) before this read"
         out.append(Finding(i, rule.code, rule.severity, msg, float(cols["value"][i]), details={"event": kind}))
+    # Device time: collectors store the meter's clock minus their own (channel 0-0:1.0.0, seconds)
+    # when a profile exposes the clock. The first read after the offset leaves the tolerance is flagged.
+    drift = conn.execute(
+        """SELECT DISTINCT ON (r.meter_id) r.meter_id, extract(epoch FROM r.ts), r.value
+           FROM reading r JOIN channel c ON c.id = r.channel_id AND c.code = '0-0:1.0.0'
+           WHERE r.meter_id = ANY(%s) AND r.ts >= to_timestamp(%s) - interval '1 day' AND r.ts <= to_timestamp(%s)
+             AND abs(r.value) > %s
+           ORDER BY r.meter_id, r.ts""",
+        (np.unique(s_meter).tolist(), t_lo, t_hi, params_for("electricity").clock_tolerance_s),
+    ).fetchall()
+    for meter, t, offset in drift:
+        rows_m = np.flatnonzero((cols["meter_id"] == meter) & (cols["t"] >= float(t)) & emit)
+        if not len(rows_m):
+            continue
+        i = int(rows_m[np.argmin(cols["t"][rows_m])])
+        tol = params_for("electricity").clock_tolerance_s
+        msg = f"meter clock {fmt(offset)} s off the collector's (tolerance {fmt(tol)} s) when polled"
+        out.append(Finding(i, rule.code, rule.severity, msg, float(cols["value"][i]), details={"offset_s": offset}))
     return out
 
 

@@ -333,3 +333,18 @@ def test_a_batch_that_commits_after_a_higher_one_was_validated_is_still_validate
             "SELECT m.serial FROM vee_exception e JOIN meter m ON m.id = e.meter_id WHERE e.severity <> 'info'"
         ).fetchall()
     assert {s for (s,) in flagged} == {"L1"}
+
+
+def test_a_meter_clock_drifting_past_the_tolerance_flags_the_next_read(db):
+    """Collectors store meter clock minus collector time as channel 0-0:1.0.0 when they poll."""
+    add_meters(db, ["K1"])
+    reads = daily("K1", 0, [500.0 + 5 * i for i in range(12)])
+    offsets = [Reading("K1", "0-0:1.0.0", r.ts + timedelta(hours=1), 2.0 if i < 7 else 95.0, "s", Source.MODBUS)
+               for i, r in enumerate(reads)]  # fmt: skip
+    with BatchWriter(db.url, db.settings) as writer:
+        writer.write(reads + offsets)
+    run_vee(db.url, db.settings)
+    with db.connect() as conn:
+        exc = conn.execute("SELECT ts, rule, message FROM vee_exception WHERE rule = 'CLOCK'").fetchall()
+    assert [(ts, rule) for ts, rule, _ in exc] == [(reads[8].ts, "CLOCK")]
+    assert "meter clock 95 s off the collector's (tolerance 30 s)" in exc[0][2]
