@@ -1,5 +1,6 @@
 """The demo path end to end: embedded database and broker, simulated fleet, history, live collection."""
 
+import contextlib
 import json
 import os
 import signal
@@ -42,9 +43,25 @@ def descendants_alive(pid_list):
     return [p for p in pid_list if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
 
 
-def test_demo_comes_up_flows_readings_stops_cleanly_and_reuses_its_data(service_tmp):
+@pytest.fixture
+def demo_processes():
+    """Every demo started by a test is stopped (process group and all) even when the test fails."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_demo_comes_up_flows_readings_stops_cleanly_and_reuses_its_data(service_tmp, demo_processes):
     data = service_tmp / "demo"
     proc, lines = run_demo(data)
+    demo_processes.append(proc)
     started = "".join(lines)
     assert "Ctrl-C stops" in started, started
     url = next(line.split()[1] for line in lines if line.startswith("database"))
@@ -86,6 +103,7 @@ def test_demo_comes_up_flows_readings_stops_cleanly_and_reuses_its_data(service_
     assert descendants_alive(children) == [], "Ctrl-C left processes behind"
     # The data is kept: a second start does not load the history again.
     proc, lines = run_demo(data)
+    demo_processes.append(proc)
     output = stop(proc, lines)
     assert "history already loaded" in output
     assert proc.returncode == 0
