@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
@@ -25,8 +26,6 @@ log = logging.getLogger(__name__)
 
 
 def _backoff_until(monotonic_deadline: float) -> datetime | None:
-    import time
-
     remaining = monotonic_deadline - time.monotonic()
     return datetime.now(UTC) + timedelta(seconds=remaining) if remaining > 0 else None
 

@@ -50,9 +50,6 @@ class Batch:
     events: list[MeterEvent]
     rejected: list[Rejected]
 
-    def __len__(self) -> int:
-        return len(self.readings) + len(self.events) + len(self.rejected)
-
 
 @dataclass(frozen=True)
 class Segment:
