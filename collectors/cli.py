@@ -25,7 +25,13 @@ def register(sub: Any) -> None:
     )
     run.add_argument("--config", "-c", type=Path, required=True, help="collector configuration (TOML)")
     run.set_defaults(func=cmd_run)
-    status = actions.add_parser("status", help="spool backlog and health per link and meter")
+    status = actions.add_parser(
+        "status",
+        help="spool backlog, quarantine, alarms and health per link and meter",
+        description="Show the spool's backlog and quarantine (read from disk) and the health the collector last "
+        "wrote to the database. Exit status 1 when an alarm is raised (segments quarantined, spool not draining) "
+        "or the database cannot be reached, else 0.",
+    )
     status.add_argument("--config", "-c", type=Path, required=True, help="collector configuration (TOML)")
     status.add_argument("--worst", type=int, default=10, help="how many failing meters to list (10)")
     status.set_defaults(func=cmd_status)
@@ -52,8 +58,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    """Print the spool's backlog and the collector's health as last written to the database."""
+    """Print the spool's backlog and quarantine and the collector's health as last written to the database."""
     from collectors.config import ConfigError, load_config
+    from collectors.forward import quarantine_summary
+    from collectors.spool import quarantined
     from releve import db
     from releve.cli import CommandError
 
@@ -65,10 +73,16 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     size = sum(p.stat().st_size for p in segments)
     print(f"spool {config.spool_dir}: {len(segments)} segment(s), {size:,} bytes "
           f"({100 * size / (config.spool_max_mb * 1024 * 1024):.1f} % of the bound)")  # fmt: skip
+    held = quarantined(Path(config.spool_dir))
+    alarm = bool(held)
+    if held:
+        print(f"ALARM quarantine {Path(config.spool_dir) / 'quarantine'}: {len(held)} segment(s) the database "
+              "refused (move a .seg back into the spool directory, collector stopped, to replay it)")  # fmt: skip
+        print(quarantine_summary(held))
     try:
         with db.connect(db.database_url(settings), role=db.reader_role(settings)) as conn:
             links = conn.execute(
-                """SELECT link, kind, meters, requests, failures, connected, updated_at FROM link_health
+                """SELECT link, kind, meters, requests, failures, connected, updated_at, alarm FROM link_health
                    WHERE collector = %s ORDER BY link""",
                 (config.name,),
             ).fetchall()
@@ -82,14 +96,18 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     if not links:
         print(f"health: nothing written yet by collector {config.name!r}")
-        return 0
+        return 1 if alarm else 0
     print(f"{'link':<14}{'kind':<6}{'meters':>7}{'requests':>10}{'failures':>10}  updated")
-    for link, kind, n, req, fail, connected, updated in links:
+    for link, kind, n, req, fail, connected, updated, _ in links:
         state = "" if connected is None else (" connected" if connected else " DISCONNECTED")
         print(f"{link:<14}{kind:<6}{n:>7}{req:>10}{fail:>10}  {updated:%Y-%m-%d %H:%M:%S}{state}")
+    for link, *_, link_alarm in links:
+        if link_alarm:
+            alarm = True
+            print(f"ALARM {link}: {link_alarm}")
     print(f"\nmeters with the most failures (worst {args.worst}):")
     for serial, link, good, fail, streak, last_good, error in meters:
         seen = f"{last_good:%Y-%m-%d %H:%M}" if last_good else "never"
         print(f"  {serial:<14}{link:<12} good {good:<7} failed {fail:<6} streak {streak:<4} last good {seen}"
               + (f"  ({error})" if streak and error else ""))
-    return 0
+    return 1 if alarm else 0

@@ -1,8 +1,23 @@
-"""The forwarder: drains the spool into the database, oldest segment first, one batch per segment.
+"""The forwarder: drains the spool into the database, oldest segment first.
 
 A segment is removed from disk only after its batch committed. If the process dies in between, the
-segment drains again on restart and the database recognises its batch key: exactly once. While the
-database is unreachable the forwarder backs off (up to ``max_backoff`` seconds) and the spool grows.
+segment drains again on restart and the database recognises its batch key: exactly once. A segment
+lands as one batch per reading source (``Reading.source``), so every reading keeps its own label;
+the first batch carries the segment's key, the others a key derived from it, and the last one
+carries the segment's events and dead letters (so that a refusal in any batch before it cannot
+leave them landed twice once the segment is landed record by record).
+
+Two kinds of failure, told apart by ``is_outage``:
+
+- **Outage** (connection refused or lost, server shutting down, out of disk, a deadlock or
+  serialisation failure, a missing privilege or table after a bad deployment): nothing is wrong with
+  the segment. The forwarder keeps it, backs off (up to ``max_backoff`` seconds) and retries; the
+  spool grows. Past ``stall_alarm_s`` seconds of failing, ``alarm`` says so.
+- **Refusal** (a data error, a constraint, an encoding error, a record that cannot be decoded): the
+  database is fine but will never take this content. The forwarder lands the segment record by
+  record (each record under its own derived key, so a crash part-way cannot double anything),
+  moves only the refused records to the spool's quarantine with the reason, and carries on with
+  the segments behind. A quarantine raises ``alarm`` until a person empties it.
 """
 
 from __future__ import annotations
@@ -10,12 +25,69 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
+from collections.abc import Sequence
 
-from collectors.spool import Spool
+import psycopg
+
+from collectors.spool import Batch, Segment, Spool, decode_record
 from ingest import BatchWriter
+from releve.model import MeterEvent, Reading, Rejected
 from releve.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: SQLSTATE classes that say "this content is refused" rather than "the database is not available":
+#: 21 cardinality, 22 data exception (bad encoding, NUL, out of range), 23 integrity constraint,
+#: 54 program limit (row too big), 0A feature not supported.
+REFUSAL_SQLSTATE_CLASSES = frozenset({"21", "22", "23", "54", "0A"})
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True if ``exc`` means the database is unavailable (retry later), False if it refused the content.
+
+    Connection errors, server shutdown, resource exhaustion, transaction rollbacks (deadlock,
+    serialisation) and anything unknown count as outages: retrying costs only time, whereas
+    quarantining a good segment would hold back good readings. Data and integrity errors, whether
+    the server raised them or psycopg refused to send the value (a NUL in a text parameter), and
+    Python errors raised while building a batch from the segment's content count as refusals.
+    """
+    if isinstance(exc, psycopg.Error):
+        if isinstance(exc, psycopg.DataError | psycopg.IntegrityError | psycopg.NotSupportedError):
+            return False
+        state = exc.sqlstate or ""
+        return state[:2] not in REFUSAL_SQLSTATE_CLASSES
+    return not isinstance(exc, ValueError | TypeError | KeyError | IndexError | OverflowError)
+
+
+def describe(exc: BaseException) -> str:
+    """One line saying what failed: the SQLSTATE when there is one, the exception's first line."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    state = getattr(exc, "sqlstate", None)
+    kind = type(exc).__name__ + (f" {state}" if state else "")
+    return f"{kind}: {text}" if text else kind
+
+
+SourceBatch = tuple[list[Reading], list[MeterEvent], list[Rejected], uuid.UUID]
+
+
+def source_batches(batch: Batch, key: uuid.UUID) -> list[SourceBatch]:
+    """One batch per reading source, keyed deterministically from ``key``.
+
+    Sources go in name order; the first batch gets ``key`` itself, the others
+    ``uuid5(key, "source <name>")``. The last batch carries the events and dead letters (each of
+    those has its own source column).
+    """
+    sources = sorted({r.source for r in batch.readings}, key=lambda s: s.value)
+    if len(sources) <= 1:
+        return [(batch.readings, batch.events, batch.rejected, key)]
+    out: list[SourceBatch] = []
+    for i, source in enumerate(sources):
+        readings = [r for r in batch.readings if r.source is source]
+        sub_key = key if i == 0 else uuid.uuid5(key, f"source {source.value}")
+        last = i == len(sources) - 1
+        out.append((readings, batch.events if last else [], batch.rejected if last else [], sub_key))
+    return out
 
 
 class Forwarder:
@@ -29,6 +101,7 @@ class Forwarder:
         origin: str = "collector",
         seal_seconds: float = 1.0,
         max_backoff: float = 30.0,
+        stall_alarm_s: float = 60.0,
     ) -> None:
         self.spool = spool
         self.url = url
@@ -36,32 +109,108 @@ class Forwarder:
         self.origin = origin
         self.seal_seconds = seal_seconds
         self.max_backoff = max_backoff
+        self.stall_alarm_s = stall_alarm_s
         self._writer: BatchWriter | None = None
         self.landed_rows = 0
+        self.landed_segments = 0
+        self.refused_records = 0
         self.last_error: str | None = None
+        self.failing_since: float | None = None  # monotonic time of the first failure of a streak
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    # -- health ---------------------------------------------------------------------------------
+    @property
+    def database_ok(self) -> bool | None:
+        """Whether the last attempt reached the database (None before any attempt)."""
+        if self.last_error is not None:
+            return False
+        return True if self.landed_segments or self._writer is not None else None
+
+    def failing_seconds(self) -> float:
+        """How long the forwarder has been failing without a break (0 when it is not)."""
+        return 0.0 if self.failing_since is None else time.monotonic() - self.failing_since
+
+    def alarm(self) -> str | None:
+        """Why a person is needed, or None: segments in quarantine, or a forwarder stuck too long."""
+        held = self.spool.quarantined()
+        if held:
+            return (f"{len(held)} spool segment(s) quarantined (refused by the database), last: "
+                    f"{held[-1].get('reason', '?')}")  # fmt: skip
+        stalled = self.failing_seconds()
+        if stalled >= self.stall_alarm_s:
+            return f"spool not draining for {stalled:.0f} s: {self.last_error}"
+        return None
+
+    # -- landing ---------------------------------------------------------------------------------
     def drain_once(self) -> int:
-        """Land every sealed segment now; return the readings inserted. Raises if the database fails."""
+        """Land every sealed segment now; return the readings inserted.
+
+        Refused content goes to the quarantine; an outage raises (the segment stays spooled).
+        """
         inserted = 0
         for segment in self.spool.sealed():
+            inserted += self._land(segment)
+        return inserted
+
+    def _land(self, segment: Segment) -> int:
+        try:
             batch = self.spool.read(segment)
+            inserted = self._write(batch, segment.key)
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            return self._land_record_by_record(segment, exc)
+        self.spool.remove(segment)
+        self.landed_segments += 1
+        return inserted
+
+    def _write(self, batch: Batch, key: uuid.UUID) -> int:
+        inserted = 0
+        for readings, events, rejected, sub_key in source_batches(batch, key):
             if self._writer is None:
                 self._writer = BatchWriter(self.url, self.settings, self.origin)
             try:
-                result = self._writer.write(batch.readings, batch.events, batch.rejected, batch_key=segment.key)
-            except Exception:
-                self._writer.close()
-                self._writer = None
+                result = self._writer.write(readings, events, rejected, batch_key=sub_key)
+            except Exception as exc:
+                if is_outage(exc):  # the connection may be gone: start over with a fresh one
+                    self._writer.close()
+                    self._writer = None
                 raise
-            self.spool.remove(segment)
             inserted += result.inserted
             self.landed_rows += result.inserted
             if result.replayed:
-                log.info("segment %s had already landed (replayed after a restart)", segment.path.name)
+                log.info("batch %s had already landed (replayed after a restart)", sub_key)
         return inserted
 
+    def _land_record_by_record(self, segment: Segment, first: Exception) -> int:
+        """Land what can land of a refused segment, one record at a time; quarantine the rest."""
+        records = self.spool.records(segment)
+        log.warning("segment %s refused (%s); landing its %d record(s) one by one",
+                    segment.path.name, describe(first), len(records))  # fmt: skip
+        inserted = 0
+        refused: list[int] = []
+        reasons: list[str] = []
+        if len(records) > 1:
+            for i, record in enumerate(records):
+                try:
+                    inserted += self._write(decode_record(record), uuid.uuid5(segment.key, f"record {i}"))
+                except Exception as exc:
+                    if is_outage(exc):
+                        raise
+                    refused.append(i)
+                    reasons.append(f"record {i}: {describe(exc)}")
+        else:
+            refused, reasons = list(range(len(records))), [describe(first)]
+        self.refused_records += len(refused)
+        if refused:
+            self.spool.quarantine(segment, "; ".join(dict.fromkeys(reasons)), refused)
+        else:  # every record landed on its own: the refusal came from records meeting in one batch
+            self.spool.remove(segment)
+        self.landed_segments += 1
+        return inserted
+
+    # -- the thread -------------------------------------------------------------------------------
     def start(self) -> None:
         """Drain in a background thread until ``stop()``."""
         self._thread = threading.Thread(target=self._run, name="forwarder", daemon=True)
@@ -75,9 +224,12 @@ class Forwarder:
                 self.drain_once()
                 backoff = 0.5
                 self.last_error = None
+                self.failing_since = None
                 self._stop.wait(0.2)
-            except Exception as exc:  # database down or refusing: keep the spool, retry later
-                self.last_error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            except Exception as exc:  # an outage: keep the spool, retry later
+                self.last_error = describe(exc)
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
                 log.warning("forwarder: database unavailable (%s); retrying in %.1f s", self.last_error, backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
@@ -99,3 +251,9 @@ class Forwarder:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def quarantine_summary(entries: Sequence[dict[str, object]]) -> str:
+    """One line per quarantined segment, for ``collect status`` and logs."""
+    return "\n".join(f"  {e.get('segment')}: {e.get('bytes', 0):,} bytes, {e.get('quarantined_at', '?')}: "
+                     f"{e.get('reason')}" for e in entries)  # fmt: skip

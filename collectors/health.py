@@ -4,6 +4,12 @@
 raw data: it is overwritten). If the database is down the write is skipped — the spool, not health,
 is what must survive. ``MetricsServer`` serves the same figures in Prometheus text format when the
 configuration gives ``metrics_port``.
+
+Besides one ``link_health`` row per gateway, serial line and MQTT session, a collector writes one
+row of kind ``spool`` (link ``spool``): requests = segments landed, failures = segments in
+quarantine, connected = whether the database takes what the forwarder sends, and ``alarm`` set
+when segments were quarantined or the spool has not drained for ``stall_alarm_s`` — what the
+control room and ``releve collect status`` show.
 """
 
 from __future__ import annotations
@@ -62,7 +68,8 @@ class HealthWriter:
         if c.poller is not None:
             for link, targets in c.poller.links:
                 kind = "rtu" if type(link).__name__ == "RtuLine" else "tcp"
-                links.append((name, link.name, kind, link.requests, link.failures, len(targets), None, c.spool.size))
+                links.append((name, link.name, kind, link.requests, link.failures, len(targets), None, c.spool.size,
+                              None))
                 for t in targets:
                     h = t.health
                     meters.append((name, h.serial, h.link, h.polls, h.good, h.failures, h.retries, json.dumps(h.errors),
@@ -70,7 +77,10 @@ class HealthWriter:
                                    h.latency_ms))  # fmt: skip
         if c.mqtt is not None:
             s = c.mqtt.stats
-            links.append((name, "mqtt", "mqtt", s.received, s.rejected, 0, s.connected, c.spool.size))
+            links.append((name, "mqtt", "mqtt", s.received, s.rejected, 0, s.connected, c.spool.size, None))
+        f = c.forwarder
+        links.append((name, "spool", "spool", f.landed_segments, len(c.spool.quarantined()), 0, f.database_ok,
+                      c.spool.size, f.alarm()))
         try:
             with db.connect(self.url, role=db.writer_role(self.settings)) as conn, conn.cursor() as cur:
                 cur.executemany(
@@ -87,11 +97,12 @@ class HealthWriter:
                 )
                 cur.executemany(
                     """INSERT INTO link_health (collector, link, kind, requests, failures, meters, connected,
-                                                spool_bytes, updated_at)
-                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now())
+                                                spool_bytes, alarm, updated_at)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now())
                        ON CONFLICT (collector, link) DO UPDATE SET kind = EXCLUDED.kind,
                            requests = EXCLUDED.requests, failures = EXCLUDED.failures, meters = EXCLUDED.meters,
-                           connected = EXCLUDED.connected, spool_bytes = EXCLUDED.spool_bytes, updated_at = now()""",
+                           connected = EXCLUDED.connected, spool_bytes = EXCLUDED.spool_bytes,
+                           alarm = EXCLUDED.alarm, updated_at = now()""",
                     links,
                 )
                 conn.commit()
@@ -104,13 +115,30 @@ class HealthWriter:
 def prometheus_text(collector: Collector) -> str:
     """The collector's counters in Prometheus exposition format."""
     name = collector.config.name
+    f = collector.forwarder
+    held = collector.spool.quarantined()
     lines = [
         "# HELP releve_spool_bytes Bytes waiting in the store-and-forward spool.",
         "# TYPE releve_spool_bytes gauge",
         f'releve_spool_bytes{{collector="{name}"}} {collector.spool.size}',
         "# HELP releve_forwarded_readings_total Readings landed in the database.",
         "# TYPE releve_forwarded_readings_total counter",
-        f'releve_forwarded_readings_total{{collector="{name}"}} {collector.forwarder.landed_rows}',
+        f'releve_forwarded_readings_total{{collector="{name}"}} {f.landed_rows}',
+        "# HELP releve_spool_quarantined_segments Spool segments the database refused, held for a person.",
+        "# TYPE releve_spool_quarantined_segments gauge",
+        f'releve_spool_quarantined_segments{{collector="{name}"}} {len(held)}',
+        "# HELP releve_spool_quarantined_bytes Bytes held in the spool's quarantine.",
+        "# TYPE releve_spool_quarantined_bytes gauge",
+        f'releve_spool_quarantined_bytes{{collector="{name}"}} {sum(int(e["bytes"]) for e in held)}',
+        "# HELP releve_forwarder_refused_records_total Spool records the database refused (quarantined).",
+        "# TYPE releve_forwarder_refused_records_total counter",
+        f'releve_forwarder_refused_records_total{{collector="{name}"}} {f.refused_records}',
+        "# HELP releve_forwarder_failing_seconds How long the spool has not drained (0 when it drains).",
+        "# TYPE releve_forwarder_failing_seconds gauge",
+        f'releve_forwarder_failing_seconds{{collector="{name}"}} {f.failing_seconds():.1f}',
+        "# HELP releve_spool_alarm 1 when the spool needs a person (quarantine, or not draining).",
+        "# TYPE releve_spool_alarm gauge",
+        f'releve_spool_alarm{{collector="{name}"}} {int(f.alarm() is not None)}',
     ]
     if collector.poller is not None:
         lines += [

@@ -190,7 +190,7 @@ class MqttCollector:
     def _dead(self, topic: str, payload: bytes, reason: str) -> Rejected:
         self.stats.errors[reason.split(":")[0]] = self.stats.errors.get(reason.split(":")[0], 0) + 1
         log.warning("MQTT payload on %s rejected: %s", topic, reason)
-        return Rejected(f"mqtt {topic}", reason, payload.decode("utf-8", "replace"), Source.MQTT)
+        return Rejected(f"mqtt {topic}", reason, payload, Source.MQTT)  # the bytes as received
 
     # -- acknowledgements ---------------------------------------------------------------------------
     def _flush_acks(self) -> None:

@@ -13,10 +13,20 @@ with, so a segment drained again after a crash (killed between the database comm
 removal) is recognised by the database and skipped: nothing is lost and nothing is doubled. A torn
 record at the end of an ``.open`` segment (killed mid-write) is cut off when the spool reopens; the
 records before it were durable and are kept.
+
+A dead letter's payload is kept byte for byte: bytes travel base64-encoded inside the JSON record.
+
+Quarantine: a segment (or some of its records) that the database refuses for a reason that is not
+an outage is moved to ``quarantine/`` inside the spool directory by the forwarder, as
+``<seq>-<uuid>.seg`` (the refused records, same format) beside ``<seq>-<uuid>.json`` (why, when,
+which records). Quarantined bytes do not count against the spool bound. To replay a quarantined
+segment once its cause is fixed, stop the collector and move the ``.seg`` file back into the spool
+directory.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -27,7 +37,7 @@ import uuid
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +87,12 @@ def _encode(readings: Sequence[Reading], events: Sequence[MeterEvent], rejected:
     if events:
         doc["e"] = [[e.meter, e.ts.isoformat(), e.kind.value, e.source.value, e.details] for e in events]
     if rejected:
-        doc["x"] = [[x.origin, x.reason, x.payload, x.source.value] for x in rejected]
+        doc["x"] = [
+            [x.origin, x.reason, None, x.source.value, base64.b64encode(x.payload).decode("ascii")]
+            if isinstance(x.payload, bytes)
+            else [x.origin, x.reason, x.payload, x.source.value]
+            for x in rejected
+        ]
     return json.dumps(doc, separators=(",", ":"), default=str).encode()
 
 
@@ -87,8 +102,19 @@ def _decode(data: bytes, batch: Batch) -> None:
         batch.readings.append(Reading(m, c, datetime.fromisoformat(ts), v, u, Source(s), ReadType(rt), q))
     for m, ts, k, s, d in doc.get("e", ()):
         batch.events.append(MeterEvent(m, datetime.fromisoformat(ts), EventKind(k), Source(s), d))
-    for origin, reason, payload, s in doc.get("x", ()):
+    for origin, reason, text, s, *raw in doc.get("x", ()):
+        payload: str | bytes = base64.b64decode(raw[0]) if raw else text
         batch.rejected.append(Rejected(origin, reason, payload, Source(s)))
+
+
+def decode_record(data: bytes) -> Batch:
+    """What one spool record holds; raises ``ValueError`` (or a subclass) if it cannot be read."""
+    batch = Batch([], [], [])
+    try:
+        _decode(data, batch)
+    except (TypeError, KeyError) as exc:  # a record of the wrong shape
+        raise ValueError(f"spool record of the wrong shape: {exc!r}") from exc
+    return batch
 
 
 def _records(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -160,11 +186,7 @@ class Spool:
         self._fsync_dir()
 
     def _fsync_dir(self) -> None:
-        fd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_dir(self.dir)
 
     # -- writing ------------------------------------------------------------------------------------
     @property
@@ -239,11 +261,58 @@ class Spool:
         return sorted((Segment(p) for p in self.dir.glob("*.seg")), key=lambda s: s.seq)
 
     def read(self, segment: Segment) -> Batch:
-        """Everything a sealed segment holds."""
+        """Everything a sealed segment holds; ``ValueError`` if a record cannot be read."""
         batch = Batch([], [], [])
-        for _, payload in _records(segment.path):
-            _decode(payload, batch)
+        for payload in self.records(segment):
+            part = decode_record(payload)
+            batch.readings += part.readings
+            batch.events += part.events
+            batch.rejected += part.rejected
         return batch
+
+    def records(self, segment: Segment) -> list[bytes]:
+        """The raw records of a sealed segment, in order (see ``decode_record``)."""
+        return [payload for _, payload in _records(segment.path)]
+
+    # -- quarantine ---------------------------------------------------------------------------------
+    @property
+    def quarantine_dir(self) -> Path:
+        """Where refused segments are kept (created on first use)."""
+        return self.dir / "quarantine"
+
+    def quarantine(self, segment: Segment, reason: str, records: Sequence[int] | None = None) -> Path:
+        """Move ``segment`` (or only its ``records``, by index) to the quarantine with ``reason``.
+
+        The reason file is written first and the data file atomically, then the segment is removed:
+        a crash in between leaves the segment to be landed (and refused) again, never a loss.
+        """
+        qdir = self.quarantine_dir
+        qdir.mkdir(exist_ok=True)
+        target = qdir / segment.path.name
+        all_records = self.records(segment)
+        kept = list(range(len(all_records))) if records is None else sorted(records)
+        info = {
+            "segment": segment.path.name,
+            "reason": reason,
+            "quarantined_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "records": kept,
+            "records_in_segment": len(all_records),
+        }
+        _write_durably(target.with_suffix(".json"), json.dumps(info, indent=1).encode())
+        if records is None:
+            data = segment.path.read_bytes()
+        else:
+            data = b"".join(_HEADER.pack(len(r), zlib.crc32(r)) + r for r in (all_records[i] for i in kept))
+        _write_durably(target, data)
+        _fsync_dir(qdir)
+        self.remove(segment)
+        self._fsync_dir()
+        log.error("spool: segment %s quarantined in %s: %s", segment.path.name, qdir, reason)
+        return target
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        """What the quarantine holds, oldest first: each entry's reason file plus its ``path`` and ``bytes``."""
+        return quarantined(self.dir)
 
     def remove(self, segment: Segment) -> None:
         """Forget a segment that has landed."""
@@ -256,3 +325,35 @@ class Spool:
         """Seal what is open and release the directory."""
         self.seal()
         self._lockfile.close()
+
+
+def quarantined(spool_dir: Path) -> list[dict[str, Any]]:
+    """The quarantine of the spool in ``spool_dir`` (readable without taking the spool's lock)."""
+    qdir = Path(spool_dir) / "quarantine"
+    out: list[dict[str, Any]] = []
+    for seg in sorted(qdir.glob("*.seg")):
+        try:
+            info = json.loads(seg.with_suffix(".json").read_text())
+        except (OSError, ValueError):
+            info = {"segment": seg.name, "reason": "(reason file missing or unreadable)"}
+        info["path"] = str(seg)
+        info["bytes"] = seg.stat().st_size
+        out.append(info)
+    return out
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -336,13 +336,14 @@ class Queries:
         return rows[0]
 
     def links(self) -> list[Row]:
-        """Collector links (gateways, serial lines, MQTT) with their spool backlog, biggest first."""
+        """Collector links (gateways, serial lines, MQTT, spools): alarms first, then the biggest backlog."""
         with self.read.connection() as conn:
             return _rows(
                 conn,
                 """SELECT collector, link, kind, connected, meters, requests, failures,
-                          coalesce(spool_bytes, 0) AS spool_bytes, updated_at
-                   FROM link_health ORDER BY spool_bytes DESC NULLS LAST, failures DESC, collector, link LIMIT 200""",
+                          coalesce(spool_bytes, 0) AS spool_bytes, updated_at, coalesce(alarm, '') AS alarm
+                   FROM link_health
+                   ORDER BY alarm IS NULL, spool_bytes DESC NULLS LAST, failures DESC, collector, link LIMIT 200""",
             )
 
     def recent_events(self, as_of: datetime, limit: int = 50, alarms_only: bool = False) -> list[Row]:

@@ -65,7 +65,14 @@ class ReadingFrame:
 
     @classmethod
     def from_readings(cls, readings: Sequence[Reading], source: Source | None = None) -> ReadingFrame:
-        """Build a frame from Reading objects (the collectors' path)."""
+        """Build a frame from Reading objects (the collectors' path).
+
+        A frame holds one source: readings of several sources raise ``ValueError`` (split them by
+        ``Reading.source`` first) unless ``source`` overrides them all.
+        """
+        if source is None and len({r.source for r in readings}) > 1:
+            found = ", ".join(sorted({r.source.value for r in readings}))
+            raise ValueError(f"readings of several sources ({found}) in one frame: split them by source")
         meters, meter_idx = _factorize(r.meter for r in readings)
         channels, channel_idx = _factorize(r.channel for r in readings)
         units, unit_idx = _factorize(r.unit for r in readings)
@@ -129,6 +136,9 @@ class ReadingFrame:
         """One frame holding the rows of all ``frames`` (categories merged)."""
         if len(frames) == 1:
             return frames[0]
+        if len({f.source for f in frames}) > 1:
+            found = ", ".join(sorted({f.source.value for f in frames}))
+            raise ValueError(f"frames of several sources ({found}) cannot be one frame: concatenate by source")
 
         def merge(cats_name: str, idx_name: str) -> tuple[list[str], np.ndarray]:
             index: dict[str, int] = {}

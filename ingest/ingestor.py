@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from ingest.frame import ReadingFrame
 from ingest.writer import BatchResult, BatchWriter
-from releve.model import MeterEvent, Reading, Rejected
+from releve.model import MeterEvent, Reading, Rejected, Source
 from releve.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,21 +56,27 @@ class Ingestor:
         rejected: Sequence[Rejected] = (),
     ) -> None:
         """Queue readings, events and dead letters; block while too many rows wait."""
-        frame = readings if isinstance(readings, ReadingFrame) else ReadingFrame.from_readings(readings)
+        if isinstance(readings, ReadingFrame):
+            frames = [readings]
+        else:  # a frame per source: every reading keeps its own
+            by_source: dict[Source, list[Reading]] = {}
+            for r in readings:
+                by_source.setdefault(r.source, []).append(r)
+            frames = [ReadingFrame.from_readings(rs) for rs in by_source.values()]
+        rows = sum(len(f) for f in frames)
         limit = self.settings.ingest.max_pending_rows
         with self._cond:
-            while self._pending + len(frame) > limit and self._pending > 0 and not self._closing:
+            while self._pending + rows > limit and self._pending > 0 and not self._closing:
                 self._cond.wait(0.5)
             if self._closing:
                 raise RuntimeError("ingestor is closed")
             if not self._buffered and not self._events and not self._rejected:
                 self._oldest = time.monotonic()
-            if len(frame):
-                self._frames.append(frame)
+            self._frames.extend(f for f in frames if len(f))
             self._events.extend(events)
             self._rejected.extend(rejected)
-            self._pending += len(frame)
-            self._buffered += len(frame)
+            self._pending += rows
+            self._buffered += rows
             self._cond.notify_all()
 
     def flush(self, timeout: float | None = None) -> None:
@@ -128,27 +134,35 @@ class Ingestor:
             if taken is None:
                 break
             frames, events, rejected = taken
-            frame = ReadingFrame.concat(frames) if frames else None
-            while True:
-                try:
-                    if writer is None:
-                        writer = BatchWriter(self.url, self.settings, self.origin)
-                    result = writer.write(frame if frame is not None else (), events, rejected)
-                    backoff = 0.5
-                    break
-                except Exception as exc:  # the database is down or failing: keep the batch, retry
-                    log.warning("batch of %d rows not landed (%s); retrying in %.1f s",
-                                len(frame) if frame else 0, exc, backoff)  # fmt: skip
-                    if writer is not None:
-                        writer.close()
-                        writer = None
-                    time.sleep(backoff)
-                    backoff = min(backoff * 2, 30.0)
-            self.results.append(result)
-            if self.on_batch:
-                self.on_batch(result)
+            # One batch per source, so that every reading keeps its own; events and dead letters
+            # (each with its own source) travel with the last.
+            by_source: dict[Source, list[ReadingFrame]] = {}
+            for f in frames:
+                by_source.setdefault(f.source, []).append(f)
+            parts: list[ReadingFrame | None] = [ReadingFrame.concat(fs) for fs in by_source.values()] or [None]
+            for i, frame in enumerate(parts):
+                last = i == len(parts) - 1
+                while True:
+                    try:
+                        if writer is None:
+                            writer = BatchWriter(self.url, self.settings, self.origin)
+                        result = writer.write(frame if frame is not None else (), events if last else (),
+                                              rejected if last else ())  # fmt: skip
+                        backoff = 0.5
+                        break
+                    except Exception as exc:  # the database is down or failing: keep the batch, retry
+                        log.warning("batch of %d rows not landed (%s); retrying in %.1f s",
+                                    len(frame) if frame else 0, exc, backoff)  # fmt: skip
+                        if writer is not None:
+                            writer.close()
+                            writer = None
+                        time.sleep(backoff)
+                        backoff = min(backoff * 2, 30.0)
+                self.results.append(result)
+                if self.on_batch:
+                    self.on_batch(result)
             with self._cond:
-                self._pending -= len(frame) if frame is not None else 0
+                self._pending -= sum(len(f) for f in frames)
                 self._inflight -= 1
                 self._cond.notify_all()
         if writer is not None:

@@ -139,21 +139,22 @@ class BatchWriter:
             return BatchResult(key, None, len(frame), replayed=True)
         batch_id = int(row[0])
 
-        dead: list[tuple[str, str, str, str]] = [(r.source.value, r.origin, r.reason, r.payload) for r in rejected]
+        dead: list[tuple[str, str, str, str]] = []  # rows refused here; ``rejected`` came refused
         cols = self._resolve(frame, now, dead)
         inserted = duplicates = conflicts = 0
         if cols is not None:
             inserted, duplicates, conflicts = self._merge(cols, frame.source, now, batch_id)
         n_events = self._write_events(events, batch_id, dead)
-        if dead:
-            self._write_dead(dead, key)
+        if dead or rejected:
+            self._write_dead(rejected, dead, key)
         self.conn.execute(
             """UPDATE ingest_batch SET n_inserted = %s, n_duplicates = %s, n_conflicts = %s,
                       n_rejected = %s, n_events = %s, min_ts = %s, max_ts = %s WHERE id = %s""",
-            (inserted, duplicates, conflicts, len(dead), n_events,
+            (inserted, duplicates, conflicts, len(dead) + len(rejected), n_events,
              cols.min_ts if cols else None, cols.max_ts if cols else None, batch_id),
         )  # fmt: skip
-        result = BatchResult(key, batch_id, len(frame), inserted, duplicates, conflicts, len(dead), n_events)
+        result = BatchResult(key, batch_id, len(frame), inserted, duplicates, conflicts, len(dead) + len(rejected),
+                             n_events)
         log.debug("batch landed", extra={"batch": str(key), **result.__dict__})
         return result
 
@@ -308,14 +309,40 @@ class BatchWriter:
         )
         return cur.rowcount
 
-    def _write_dead(self, dead: list[tuple[str, str, str, str]], key: uuid.UUID) -> None:
+    def _write_dead(
+        self, rejected: Sequence[Rejected], dead: list[tuple[str, str, str, str]], key: uuid.UUID
+    ) -> None:
+        """Dead letters: the payload byte for byte in ``payload_bytes``, a readable rendering in ``payload``."""
+        rows = [(r.source.value, r.origin, r.reason, r.payload) for r in rejected] + dead
         for reason in {d[2] for d in dead[:5]}:
             log.warning("rejected input: %s", reason, extra={"origin": self.origin})
         with self.conn.cursor().copy(
-            "COPY rejected_input (source, origin, reason, payload, batch_key) FROM STDIN"
+            "COPY rejected_input (source, origin, reason, payload, payload_bytes, batch_key) FROM STDIN"
         ) as copy:
-            for source, origin, reason, payload in dead:
-                copy.write_row((source, origin, reason, payload, key))
+            for source, origin, reason, payload in rows:
+                raw = payload if isinstance(payload, bytes) else payload.encode("utf-8", "surrogatepass")
+                copy.write_row((_text(source), _text(origin), _text(reason), payload_text(raw), raw, key))
+
+
+#: How much of a dead letter's payload the text column shows (``payload_bytes`` keeps it all).
+PAYLOAD_TEXT_MAX = 64 * 1024
+
+
+def payload_text(raw: bytes) -> str:
+    r"""A dead letter's payload as text PostgreSQL accepts: UTF-8 as is, anything else escaped.
+
+    Bytes that are not UTF-8 show as ``\xNN`` and a NUL as ``\x00`` (PostgreSQL text cannot hold
+    one); a rendering longer than ``PAYLOAD_TEXT_MAX`` characters is cut with a note saying so.
+    """
+    text = raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+    if len(text) > PAYLOAD_TEXT_MAX:
+        text = f"{text[:PAYLOAD_TEXT_MAX]}… [cut: {len(raw):,} bytes in all, whole in payload_bytes]"
+    return text
+
+
+def _text(value: str) -> str:
+    r"""A reason or origin as PostgreSQL text (a NUL written out as ``\x00``)."""
+    return value.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _months_between(lo: datetime, hi: datetime) -> set[tuple[int, int]]:

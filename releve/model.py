@@ -156,9 +156,13 @@ class MeterEvent:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """Input that could not be accepted: kept whole, with where it came from and why."""
+    """Input that could not be accepted: kept whole, with where it came from and why.
+
+    ``payload`` is the input exactly as received: ``bytes`` for what arrived as bytes (an MQTT
+    payload may hold anything, a NUL byte included), ``str`` for what was already text.
+    """
 
     origin: str
     reason: str
-    payload: str
+    payload: str | bytes
     source: Source = Source.IMPORT

@@ -164,8 +164,11 @@ def register(app: Dash, q: Queries) -> None:
                     ("failures", "failures"),
                     ("spool", "spool backlog"),
                     ("updated_at", "updated"),
+                    ("alarm", "alarm"),
                 ],
                 page_size=8,
+                style_data_conditional=[
+                    {"if": {"filter_query": '{alarm} != ""'}, "color": "#c62828", "fontWeight": "600"}],
             )
             if links
             else html.P("No collector has reported yet (link_health is empty).", className="muted")
