@@ -148,25 +148,24 @@ class Forwarder:
 
         Refused content goes to the quarantine; an outage raises (the segment stays spooled).
         """
-        inserted = 0
+        before = self.landed_rows
         for segment in self.spool.sealed():
-            inserted += self._land(segment)
-        return inserted
+            self._land(segment)
+        return self.landed_rows - before
 
-    def _land(self, segment: Segment) -> int:
+    def _land(self, segment: Segment) -> None:
         try:
             batch = self.spool.read(segment)
-            inserted = self._write(batch, segment.key)
+            self._write(batch, segment.key)
         except Exception as exc:
             if is_outage(exc):
                 raise
-            return self._land_record_by_record(segment, exc)
+            self._land_record_by_record(segment, exc)
+            return
         self.spool.remove(segment)
         self.landed_segments += 1
-        return inserted
 
-    def _write(self, batch: Batch, key: uuid.UUID) -> int:
-        inserted = 0
+    def _write(self, batch: Batch, key: uuid.UUID) -> None:
         for readings, events, rejected, sub_key in source_batches(batch, key):
             if self._writer is None:
                 self._writer = BatchWriter(self.url, self.settings, self.origin)
@@ -177,24 +176,21 @@ class Forwarder:
                     self._writer.close()
                     self._writer = None
                 raise
-            inserted += result.inserted
             self.landed_rows += result.inserted
             if result.replayed:
                 log.info("batch %s had already landed (replayed after a restart)", sub_key)
-        return inserted
 
-    def _land_record_by_record(self, segment: Segment, first: Exception) -> int:
+    def _land_record_by_record(self, segment: Segment, first: Exception) -> None:
         """Land what can land of a refused segment, one record at a time; quarantine the rest."""
         records = self.spool.records(segment)
         log.warning("segment %s refused (%s); landing its %d record(s) one by one",
                     segment.path.name, describe(first), len(records))  # fmt: skip
-        inserted = 0
         refused: list[int] = []
         reasons: list[str] = []
         if len(records) > 1:
             for i, record in enumerate(records):
                 try:
-                    inserted += self._write(decode_record(record), uuid.uuid5(segment.key, f"record {i}"))
+                    self._write(decode_record(record), uuid.uuid5(segment.key, f"record {i}"))
                 except Exception as exc:
                     if is_outage(exc):
                         raise
@@ -208,7 +204,6 @@ class Forwarder:
         else:  # every record landed on its own: the refusal came from records meeting in one batch
             self.spool.remove(segment)
         self.landed_segments += 1
-        return inserted
 
     # -- the thread -------------------------------------------------------------------------------
     def start(self) -> None:

@@ -129,7 +129,7 @@ def test_a_dead_meter_on_a_shared_rtu_line_does_not_stall_the_others(db, tmp_pat
     health = {m.serial: m.health for m in collector.poller.meters}
     with psycopg.connect(db.url) as conn:
         stored = dict(conn.execute("SELECT serial, consecutive_failures FROM comm_health").fetchall())
-        line = conn.execute("SELECT kind, meters, failures FROM link_health").fetchone()
+        line = conn.execute("SELECT kind, meters, failures FROM link_health WHERE link = 'line0'").fetchone()
     assert stored["DEAD-ON-LINE"] >= 1
     assert all(stored[m.serial] == 0 for m in on_line)
     assert line == ("rtu", len(on_line) + 1, health["DEAD-ON-LINE"].failures)

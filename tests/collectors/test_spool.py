@@ -79,3 +79,53 @@ def test_one_process_per_spool_directory(tmp_path):
     with pytest.raises(RuntimeError, match="in use"):
         Spool(tmp_path)
     first.close()
+
+
+HOSTILE = [b'{"meter": "E1"\x00}', bytes(range(256)), b"\xff\xfe\x00\x00garbage", b""]
+
+
+@pytest.mark.parametrize("payload", HOSTILE, ids=["nul", "every-byte", "bad-utf8", "empty"])
+def test_a_dead_letter_payload_comes_back_byte_for_byte(tmp_path, payload):
+    spool = Spool(tmp_path)
+    spool.append(rejected=[Rejected("mqtt x", "payload is not JSON", payload, Source.MQTT)])
+    spool.seal()
+    [segment] = spool.sealed()
+    [back] = spool.read(segment).rejected
+    assert back.payload == payload
+    assert isinstance(back.payload, bytes)
+
+
+def test_a_record_written_before_payloads_were_bytes_still_reads(tmp_path):
+    import json
+    import struct
+    import zlib
+
+    record = json.dumps({"x": [["mqtt x", "bad", "{", "mqtt"]]}).encode()
+    (tmp_path / f"{1:012d}-00000000-0000-0000-0000-000000000001.seg").write_bytes(
+        struct.pack(">II", len(record), zlib.crc32(record)) + record)
+    spool = Spool(tmp_path)
+    [back] = spool.read(spool.sealed()[0]).rejected
+    assert back.payload == "{"
+
+
+def test_quarantine_keeps_only_the_refused_records_with_the_reason_and_frees_the_bound(tmp_path):
+    spool = Spool(tmp_path)
+    for k in range(3):
+        spool.append(readings(1, k))
+    spool.seal()
+    [segment] = spool.sealed()
+    record = spool.records(segment)[1]
+    spool.quarantine(segment, "record 1: DataError: invalid byte sequence", [1])
+    assert spool.sealed() == []
+    assert spool.size == 0  # quarantined bytes do not count against the bound
+    [held] = spool.quarantined()
+    assert held["reason"] == "record 1: DataError: invalid byte sequence"
+    assert held["records"] == [1] and held["records_in_segment"] == 3
+    assert held["segment"] == segment.path.name
+    # Same format as a segment: moved back into the spool directory, it drains again.
+    (tmp_path / "quarantine" / segment.path.name).rename(segment.path)
+    spool.close()
+    again = Spool(tmp_path)
+    [back] = again.sealed()
+    assert again.records(back) == [record]
+    assert again.read(back).readings == readings(1, 1)
