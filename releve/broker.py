@@ -65,12 +65,21 @@ class MqttBroker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "mosquitto.conf"
         lines = [
+            "per_listener_settings false",  # must come first: one set of rules for every listener
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
             "persistence true",
             f"persistence_location {self.data_dir}/",
+            # What docs/operations.md asks of an external broker: sessions and queues persist and
+            # survive a restart, a collector that is away loses nothing below 100 000 messages,
+            # and batched acknowledgements are not throttled by a small in-flight window.
             "autosave_interval 1",
+            "persistent_client_expiration 14d",
             "max_queued_messages 100000",
+            "max_queued_bytes 0",
+            "max_inflight_messages 100",
+            "max_packet_size 2097152",
+            "queue_qos0_messages false",
             "log_dest stderr",
             "log_type error",
             "log_type warning",
