@@ -181,7 +181,12 @@ class Forwarder:
                 log.info("batch %s had already landed (replayed after a restart)", sub_key)
 
     def _land_record_by_record(self, segment: Segment, first: Exception) -> None:
-        """Land what can land of a refused segment, one record at a time; quarantine the rest."""
+        """Land what can land of a refused segment, one record at a time; quarantine the rest.
+
+        Readings of a source batch that committed before the refusal land again here: the write
+        path recognises them as duplicates. Events and dead letters travel in the last source batch,
+        so they had not landed (see ``source_batches``).
+        """
         records = self.spool.records(segment)
         log.warning("segment %s refused (%s); landing its %d record(s) one by one",
                     segment.path.name, describe(first), len(records))  # fmt: skip
@@ -207,7 +212,8 @@ class Forwarder:
 
     # -- the thread -------------------------------------------------------------------------------
     def start(self) -> None:
-        """Drain in a background thread until ``stop()``."""
+        """Drain in a background thread until ``stop()`` (again after a ``stop()``)."""
+        self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="forwarder", daemon=True)
         self._thread.start()
 

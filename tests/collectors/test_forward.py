@@ -144,7 +144,7 @@ def test_an_outage_keeps_the_segment_and_quarantines_nothing(db, tmp_path):
     spool.append([reading("E1", 0, Source.MQTT)])
     spool.seal()
     down = f"postgresql://releve@127.0.0.1:{free_port()}/releve?connect_timeout=2"
-    forwarder = Forwarder(spool, down, db.settings, stall_alarm_s=0.0)
+    forwarder = Forwarder(spool, down, db.settings)
     with pytest.raises(psycopg.OperationalError):
         forwarder.drain_once()
     assert len(spool.sealed()) == 1
@@ -152,3 +152,28 @@ def test_an_outage_keeps_the_segment_and_quarantines_nothing(db, tmp_path):
     forwarder.stop(drain=False)
     later = Forwarder(spool, db.url, db.settings)
     assert later.drain_once() == 1
+
+
+def test_a_spool_that_does_not_drain_raises_the_alarm_and_clears_it_when_it_drains(db, tmp_path):
+    import time
+
+    db.add_meters(["E1"])
+    spool = Spool(tmp_path / "spool")
+    spool.append([reading("E1", 0, Source.MQTT)])
+    spool.seal()
+    down = f"postgresql://releve@127.0.0.1:{free_port()}/releve?connect_timeout=2"
+    forwarder = Forwarder(spool, down, db.settings, seal_seconds=0.1, stall_alarm_s=0.5)
+    forwarder.start()
+    deadline = time.monotonic() + 20
+    while forwarder.alarm() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    forwarder.stop(drain=False)
+    assert "spool not draining for" in forwarder.alarm()
+    assert "OperationalError" in forwarder.alarm()
+    assert forwarder.database_ok is False
+    forwarder.url = db.url  # the database is back
+    forwarder.start()
+    while forwarder.alarm() is not None and time.monotonic() < deadline + 20:
+        time.sleep(0.1)
+    forwarder.stop(drain=False)
+    assert forwarder.alarm() is None and forwarder.landed_rows == 1
