@@ -35,6 +35,16 @@ def register(sub: Any) -> None:
     status.add_argument("--config", "-c", type=Path, required=True, help="collector configuration (TOML)")
     status.add_argument("--worst", type=int, default=10, help="how many failing meters to list (10)")
     status.set_defaults(func=cmd_status)
+    requeue = actions.add_parser(
+        "requeue",
+        help="move quarantined spool segments back to drain again",
+        description="Move segments from <spool_dir>/quarantine back into the spool, once what made the database "
+        "refuse them is fixed; the collector lands them when it starts. The collector must be stopped (the spool "
+        "is locked while it runs). Without SEGMENT names, every quarantined segment is requeued.",
+    )
+    requeue.add_argument("--config", "-c", type=Path, required=True, help="collector configuration (TOML)")
+    requeue.add_argument("segments", nargs="*", metavar="SEGMENT", help="file names as `collect status` lists them")
+    requeue.set_defaults(func=cmd_requeue)
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -77,7 +87,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     alarm = bool(held)
     if held:
         print(f"ALARM quarantine {Path(config.spool_dir) / 'quarantine'}: {len(held)} segment(s) the database "
-              "refused (move a .seg back into the spool directory, collector stopped, to replay it)")  # fmt: skip
+              "refused (once the cause is fixed: `releve collect requeue`, collector stopped)")  # fmt: skip
         print(quarantine_summary(held))
     try:
         with db.connect(db.database_url(settings), role=db.reader_role(settings)) as conn:
@@ -111,3 +121,27 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  {serial:<14}{link:<12} good {good:<7} failed {fail:<6} streak {streak:<4} last good {seen}"
               + (f"  ({error})" if streak and error else ""))
     return 1 if alarm else 0
+
+
+def cmd_requeue(args: argparse.Namespace, settings: Settings) -> int:
+    """Move quarantined segments back into the spool (collector stopped)."""
+    from collectors.config import ConfigError, load_config
+    from collectors.spool import Spool
+    from releve.cli import CommandError
+
+    try:
+        config = load_config(args.config)
+        spool = Spool(config.spool_dir, max_bytes=config.spool_max_mb * 1024 * 1024)
+    except (ConfigError, RuntimeError) as exc:  # RuntimeError: the collector is running
+        raise CommandError(f"{exc} (stop the collector first)" if "in use" in str(exc) else str(exc)) from exc
+    try:
+        moved = spool.requeue(args.segments)
+    except FileNotFoundError as exc:
+        raise CommandError(str(exc)) from exc
+    finally:
+        spool.close()
+    for name in moved:
+        print(f"requeued {name}")
+    if not moved:
+        print(f"quarantine of {config.spool_dir} is empty")
+    return 0

@@ -19,9 +19,10 @@ A dead letter's payload is kept byte for byte: bytes travel base64-encoded insid
 Quarantine: a segment (or some of its records) that the database refuses for a reason that is not
 an outage is moved to ``quarantine/`` inside the spool directory by the forwarder, as
 ``<seq>-<uuid>.seg`` (the refused records, same format) beside ``<seq>-<uuid>.json`` (why, when,
-which records). Quarantined bytes do not count against the spool bound. To replay a quarantined
-segment once its cause is fixed, stop the collector and move the ``.seg`` file back into the spool
-directory.
+which records, the original segment). The quarantined file gets a UUID of its own, derived from the
+segment's: batch keys already used for the segment's other records can never hide it when it is
+replayed. Quarantined bytes do not count against the spool bound. ``requeue`` (``releve collect
+requeue``, collector stopped) moves quarantined segments back to drain again once the cause is fixed.
 """
 
 from __future__ import annotations
@@ -288,7 +289,7 @@ class Spool:
         """
         qdir = self.quarantine_dir
         qdir.mkdir(exist_ok=True)
-        target = qdir / segment.path.name
+        target = qdir / f"{segment.seq:012d}-{uuid.uuid5(segment.key, 'quarantined')}.seg"
         all_records = self.records(segment)
         kept = list(range(len(all_records))) if records is None else sorted(records)
         info = {
@@ -313,6 +314,25 @@ class Spool:
     def quarantined(self) -> list[dict[str, Any]]:
         """What the quarantine holds, oldest first: each entry's reason file plus its ``path`` and ``bytes``."""
         return quarantined(self.dir)
+
+    def requeue(self, names: Sequence[str] = ()) -> list[str]:
+        """Move quarantined segments (all, or those ``names``) back into the spool to drain; return their names."""
+        held = {Path(e["path"]).name: Path(e["path"]) for e in self.quarantined()}
+        unknown = [n for n in names if n not in held]
+        if unknown:
+            raise FileNotFoundError(f"not in {self.quarantine_dir}: {', '.join(unknown)}")
+        moved = []
+        with self._lock:
+            for name in names or sorted(held):
+                path = held[name]
+                size = path.stat().st_size
+                path.replace(self.dir / name)
+                path.with_suffix(".json").unlink(missing_ok=True)
+                self._size += size
+                moved.append(name)
+            self._fsync_dir()
+            _fsync_dir(self.quarantine_dir)
+        return moved
 
     def remove(self, segment: Segment) -> None:
         """Forget a segment that has landed."""

@@ -2,6 +2,7 @@
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -116,9 +117,13 @@ def test_a_poisoned_segment_is_quarantined_and_the_rest_drains(db, tmp_path):
         assert conn.execute("SELECT payload_bytes FROM rejected_input").fetchall() == [(b"\x00\xff",)]
     # Landed again (a crash before the segment's removal): nothing doubles.
     forwarder2 = Forwarder(spool, db.url, db.settings)
-    held_file = tmp_path / "spool" / "quarantine" / held["segment"]
     assert forwarder2.drain_once() == 0
-    assert held_file.exists()
+    assert spool.quarantined() == [held]
+    # Requeued as it is (the cause not fixed), it is refused again and stays whole: nothing lost.
+    spool.requeue()
+    assert forwarder2.drain_once() == 0
+    [again] = spool.quarantined()
+    assert again["records"] == [0] and "NUL" in again["reason"]
 
 
 def test_a_segment_refused_whole_goes_to_quarantine_whole(db, tmp_path):
@@ -135,7 +140,7 @@ def test_a_segment_refused_whole_goes_to_quarantine_whole(db, tmp_path):
     assert spool.sealed() == []
     [held] = spool.quarantined()
     assert held["records"] == [0] and "22P05" in held["reason"]
-    assert (tmp_path / "spool" / "quarantine" / segment.path.name).read_bytes() == original
+    assert Path(held["path"]).read_bytes() == original
 
 
 def test_an_outage_keeps_the_segment_and_quarantines_nothing(db, tmp_path):

@@ -121,3 +121,18 @@ def test_a_refused_segment_is_quarantined_the_rest_drains_and_the_alarm_shows_ev
     assert status.returncode == 1, status.stderr
     assert "ALARM quarantine" in status.stdout and "22P05" in status.stdout
     assert "ALARM spool: 1 spool segment(s) quarantined" in status.stdout
+
+    # Once the cause is fixed: requeue, which refuses while the collector holds the spool.
+    requeue = [sys.executable, "-m", "releve.cli", "collect", "requeue", "-c", str(path)]
+    running = Spool(spool_dir)
+    try:
+        refused = subprocess.run(requeue, capture_output=True, text=True, env=env)
+    finally:
+        running.close()
+    assert refused.returncode == 1 and "stop the collector first" in refused.stderr
+    done = subprocess.run(requeue, capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.startswith("requeued ")
+    assert len(list(spool_dir.glob("*.seg"))) == 1 and not list((spool_dir / "quarantine").glob("*.seg"))
+    status = subprocess.run([sys.executable, "-m", "releve.cli", "collect", "status", "-c", str(path)],
+                            capture_output=True, text=True, env=env)
+    assert "ALARM quarantine" not in status.stdout

@@ -1,8 +1,10 @@
+import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from collectors.spool import Spool, SpoolFullError
+from collectors.spool import Segment, Spool, SpoolFullError
 from releve.model import EventKind, MeterEvent, Reading, Rejected, Source
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -122,10 +124,14 @@ def test_quarantine_keeps_only_the_refused_records_with_the_reason_and_frees_the
     assert held["reason"] == "record 1: DataError: invalid byte sequence"
     assert held["records"] == [1] and held["records_in_segment"] == 3
     assert held["segment"] == segment.path.name
-    # Same format as a segment: moved back into the spool directory, it drains again.
-    (tmp_path / "quarantine" / segment.path.name).rename(segment.path)
-    spool.close()
-    again = Spool(tmp_path)
-    [back] = again.sealed()
-    assert again.records(back) == [record]
-    assert again.read(back).readings == readings(1, 1)
+    # Its own key: the keys the segment's other records landed under cannot hide it on replay.
+    assert Segment(Path(held["path"])).key not in (segment.key, uuid.uuid5(segment.key, "record 0"))
+    assert Segment(Path(held["path"])).seq == segment.seq
+    # Same format as a segment: requeued, it drains again.
+    assert spool.requeue() == [Path(held["path"]).name]
+    assert spool.quarantined() == [] and spool.size == len(record) + 8
+    [back] = spool.sealed()
+    assert spool.records(back) == [record]
+    assert spool.read(back).readings == readings(1, 1)
+    with pytest.raises(FileNotFoundError, match="not in"):
+        spool.requeue(["nonexistent.seg"])
