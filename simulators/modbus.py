@@ -2,9 +2,13 @@
 
 Each server answers for many unit ids (``device_id``); a request for a unit is answered with the
 registers of that unit's simulated meter, encoded with its device profile, for the simulated clock's
-"now". A unit in a communication-loss episode does not answer (RTU: silence; TCP gateway: Modbus
-exception 0x0B, "gateway target device failed to respond"); a unit in a slow-device episode, or any
-unit when ``response_delay_ms`` is set, answers late.
+"now". A request that reaches outside the meter's register map (per function code, from its lowest
+to its highest mapped register) is answered with Modbus exception 02, illegal data address; reserved
+registers inside the map read 0, as on real meters. A unit in a communication-loss episode does not
+answer (RTU: silence; TCP gateway: Modbus exception 0x0B, "gateway target device failed to
+respond"); a unit in a slow-device episode, or any unit when ``response_delay_ms`` is set, answers
+late. With ``serialise_gateways`` a TCP gateway answers one request at a time, as a gateway in front
+of an RS-485 bus does: requests queue behind each other's device delay.
 
 RTU lines are pairs of pseudo-terminals bridged in-process (what ``socat pty pty`` does): the server
 opens one end's path, clients open the other's, and RTU frames cross unchanged. The client end's path
@@ -42,13 +46,38 @@ class FleetDatastore:
     on every request so they follow the simulated clock. Writes are refused (meters are read-only).
     """
 
-    def __init__(self, sim: Simulation, clock: SimClock, units: dict[int, int]) -> None:
-        """Serve ``units`` (unit id -> meter index) of ``sim`` at ``clock``'s time."""
+    def __init__(self, sim: Simulation, clock: SimClock, units: dict[int, int], serialise: bool = False) -> None:
+        """Serve ``units`` (unit id -> meter index) of ``sim`` at ``clock``'s time.
+
+        ``serialise``: answer one request at a time (an RS-485 bus behind the server).
+        """
         self.sim = sim
         self.clock = clock
         self.units = units
+        self.serialise = serialise
         self.requests = 0
+        self.refused = 0  # requests answered with exception 02
+        self.in_flight = 0  # requests being answered now (at most 1 when serialised)
+        self.max_in_flight = 0
         self._serials = {m: sim.meters[m].profile.serial_registers(int(sim.meters[m].serial)) for m in units.values()}
+        self._maps = {m: self._register_map(m) for m in units.values()}
+        self._bus: asyncio.Lock | None = None
+
+    def _register_map(self, meter: int) -> dict[int, tuple[int, int]]:
+        """Function code -> (first, last + 1) address of the meter's mapped registers."""
+        spans: dict[int, tuple[int, int]] = {}
+        profile = self.sim.meters[meter].profile
+        used: list[tuple[int, int, int]] = [(e.function, e.address, e.address + e.count) for e in profile.registers]
+        used += [(fc, address, address + 1) for fc, address in self._serials[meter]]
+        for fc, lo, hi in used:
+            first, last = spans.get(fc, (lo, hi))
+            spans[fc] = (min(first, lo), max(last, hi))
+        return spans
+
+    def mapped(self, meter: int, function: int, address: int, count: int) -> bool:
+        """Whether every register of the request lies inside the meter's register map."""
+        span = self._maps[meter].get(function)
+        return span is not None and span[0] <= address and address + count <= span[1]
 
     def device_ids(self) -> list[int]:
         """Unit ids served."""
@@ -84,6 +113,26 @@ class FleetDatastore:
         meter = self.units.get(device_id)
         if meter is None:
             raise NoSuchIdException(f"no simulated meter at unit {device_id}")
+        if not self.serialise:
+            return await self._answer(device_id, meter, func_code, address, count)
+        if self._bus is None:  # made in the serving loop
+            self._bus = asyncio.Lock()
+        async with self._bus:
+            return await self._answer(device_id, meter, func_code, address, count)
+
+    async def _answer(
+        self, device_id: int, meter: int, func_code: int, address: int, count: int
+    ) -> list[int] | ExcCodes:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._device(device_id, meter, func_code, address, count)
+        finally:
+            self.in_flight -= 1
+
+    async def _device(
+        self, device_id: int, meter: int, func_code: int, address: int, count: int
+    ) -> list[int] | ExcCodes:
         now = self.clock.now()
         delay = self.sim.response_delay(meter, now)
         if not self.sim.available(meter, now):
@@ -94,6 +143,9 @@ class FleetDatastore:
         if func_code not in (3, 4):
             return ExcCodes.ILLEGAL_FUNCTION
         self.requests += 1
+        if not self.mapped(meter, func_code, address, count):
+            self.refused += 1
+            return ExcCodes.ILLEGAL_ADDRESS
         return self.registers(meter, func_code, address, count)
 
     async def async_setValues(  # noqa: N802 - pymodbus's name
@@ -209,7 +261,7 @@ class ModbusFrontEnd:
                 by_line.setdefault(meter.line, {})[meter.unit_id] = meter.index
         for number, units in sorted(by_gateway.items()):
             port = cfg.tcp_base_port + number if cfg.tcp_base_port else free_port()
-            self.gateways.append(TcpGateway(cfg.host, port, FleetDatastore(sim, clock, units)))
+            self.gateways.append(TcpGateway(cfg.host, port, FleetDatastore(sim, clock, units, cfg.serialise_gateways)))
         self._line_units = by_line
 
     async def start(self) -> None:
