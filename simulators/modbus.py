@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
+import io
+import json
 import logging
 import os
 import threading
 import tty
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
@@ -329,13 +333,80 @@ class ModbusFrontEnd:
         self._bridges.clear()
 
     def describe(self) -> list[str]:
-        """One line per server: where it listens and which units it serves."""
+        """One line per server: where it listens, which units it serves and which model answers at each."""
         out = []
         for gw in self.gateways:
-            out.append(f"modbus tcp {gw.host}:{gw.port} units {_ranges(gw.store.device_ids())}")
+            out.append(f"modbus tcp {gw.host}:{gw.port} units {_ranges(gw.store.device_ids())} "
+                       f"({_models(self.sim, gw.store.units)})")  # fmt: skip
         for line in self.lines:
-            out.append(f"modbus rtu {line.path} ({line.baudrate} 8N1) units {_ranges(line.store.device_ids())}")
+            out.append(f"modbus rtu {line.path} ({line.baudrate} 8N1) units {_ranges(line.store.device_ids())} "
+                       f"({_models(self.sim, line.store.units)})")  # fmt: skip
         return out
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Every served unit with where it answers: see :func:`unit_listing`."""
+        endpoints: dict[tuple[str, int], str] = {}
+        for number, gw in enumerate(self.gateways):
+            endpoints[("tcp", number)] = f"{gw.host}:{gw.port}"
+        for line in self.lines:
+            endpoints[("rtu", line.number)] = line.path
+        return unit_listing(self.sim, endpoints)
+
+    def write_listing(self, run_dir: Path) -> tuple[Path, Path]:
+        """Write ``units.json`` and ``units.csv`` (see :func:`unit_listing`) into ``run_dir``."""
+        rows = self.listing()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        as_json, as_csv = run_dir / "units.json", run_dir / "units.csv"
+        as_json.write_text(json.dumps(rows, indent=1) + "\n")
+        as_csv.write_text(listing_csv(rows))
+        return as_json, as_csv
+
+
+LISTING_FIELDS = ("transport", "endpoint", "unit", "serial", "model", "manufacturer", "commodity", "role")
+
+
+def unit_listing(sim: Simulation, endpoints: dict[tuple[str, int], str] | None = None) -> list[dict[str, Any]]:
+    """Which model answers at which unit id, for every Modbus meter of ``sim`` (and the MQTT ones).
+
+    ``endpoints`` maps (transport, gateway or line number) to where it listens; without it the
+    addresses come from the fleet file (``host:tcp_base_port+N``; ``host:0`` when ports are picked
+    at start; ``rtu-line<N>`` for the pty symlink in the run directory). MQTT meters have no unit:
+    their endpoint is their topic style.
+    """
+    cfg = sim.config.modbus
+    rows = []
+    for meter in sim.meters:
+        if meter.transport == "tcp":
+            default = f"{cfg.host}:{cfg.tcp_base_port + meter.gateway if cfg.tcp_base_port else 0}"
+            endpoint = (endpoints or {}).get(("tcp", meter.gateway), default)
+            unit: int | None = meter.unit_id
+        elif meter.transport == "rtu":
+            endpoint = (endpoints or {}).get(("rtu", meter.line), f"rtu-line{meter.line}")
+            unit = meter.unit_id
+        else:
+            endpoint, unit = f"mqtt/{meter.mqtt_style}", None
+        profile = meter.profile
+        rows.append({"transport": meter.transport, "endpoint": endpoint, "unit": unit, "serial": meter.serial,
+                     "model": meter.model, "manufacturer": profile.manufacturer,
+                     "commodity": meter.commodity.value, "role": meter.role})  # fmt: skip
+    return rows
+
+
+def listing_csv(rows: list[dict[str, Any]]) -> str:
+    """The listing as CSV with a header (an MQTT meter's unit is empty)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=LISTING_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row[k] is None else row[k] for k in LISTING_FIELDS})
+    return out.getvalue()
+
+
+def _models(sim: Simulation, units: dict[int, int]) -> str:
+    by_model: dict[str, list[int]] = {}
+    for unit, meter in units.items():
+        by_model.setdefault(sim.meters[meter].model, []).append(unit)
+    return "; ".join(f"{model} {_ranges(ids)}" for model, ids in sorted(by_model.items()))
 
 
 def _placeholder() -> SimDevice:
