@@ -208,6 +208,11 @@ class TcpGateway(Link):
             client.close()
 
 
+def _settle(waiter: asyncio.Future[bool], value: bool) -> None:
+    if not waiter.done():
+        waiter.set_result(value)
+
+
 def rtu_request(unit: int, block: ReadBlock) -> bytes:
     """The RTU frame of a read request: unit, function, address, count, CRC (pymodbus's CRC-16)."""
     body = struct.pack(">BBHH", unit, block.function, block.address, block.count)
@@ -276,7 +281,7 @@ class RtuLine(Link):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
         self._buffer = bytearray()
-        self._arrived: asyncio.Event | None = None
+        self._waiter: asyncio.Future[bool] | None = None
         self._last_byte = 0.0
 
     def _open(self) -> None:
@@ -299,27 +304,28 @@ class RtuLine(Link):
         except (serial.SerialException, OSError) as exc:
             log.warning("serial port %s: %s; reopening at the next request", self.port, exc)
             self.close()
-            if self._arrived is not None:
-                self._arrived.set()
+            if self._waiter is not None:
+                _settle(self._waiter, True)
             return
         if data:
             self._buffer += data
             self._last_byte = self._loop.time()
-            if self._arrived is not None:
-                self._arrived.set()
+            if self._waiter is not None:
+                _settle(self._waiter, True)
 
     async def _wait_bytes(self, until: float) -> bool:
         """Wait for more bytes until loop time ``until``; False when none came."""
-        assert self._loop is not None and self._arrived is not None
-        self._arrived.clear()
-        remaining = until - self._loop.time()
-        if remaining <= 0:
+        assert self._loop is not None
+        if until <= self._loop.time():
             return False
+        waiter: asyncio.Future[bool] = self._loop.create_future()  # cheaper than wait_for on an Event
+        self._waiter = waiter
+        timer = self._loop.call_at(until, _settle, waiter, False)
         try:
-            await asyncio.wait_for(self._arrived.wait(), remaining)
-        except TimeoutError:
-            return False
-        return self._serial is not None
+            return await waiter and self._serial is not None
+        finally:
+            timer.cancel()
+            self._waiter = None
 
     async def _silence(self, quiet: float, limit: float) -> None:
         """Return once no byte has arrived for ``quiet`` seconds (or ``limit`` seconds have passed)."""
@@ -345,7 +351,6 @@ class RtuLine(Link):
     async def _request(self, unit: int, block: ReadBlock) -> list[int]:
         if self._lock is None:  # created in the polling loop (asyncio objects belong to one loop)
             self._lock = asyncio.Lock()
-            self._arrived = asyncio.Event()
         async with self._lock:
             self._open()
             assert self._serial is not None and self._loop is not None
