@@ -99,6 +99,8 @@ async def releve_polls(gateways, seconds: float, connections: int, serialise: bo
             ok = True
             for poll_class in meter.plans:
                 ok = await poller.poll(link, meter, poll_class) and ok
+            if time.perf_counter() > stop_at:
+                break  # finished after the window: not counted (nor is the baseline's)
             done += ok
             failed += not ok
             if not ok:
@@ -129,9 +131,9 @@ def sequential_merged_polls(gateways, seconds: float) -> int:
                 for b in blocks:
                     read = client.read_input_registers if b.function == 4 else client.read_holding_registers
                     ok = not read(b.address, count=b.count, device_id=unit).isError() and ok
+                if time.perf_counter() > stop_at:
+                    break  # finished after the window: not counted
                 counts[k] += ok
-                if time.perf_counter() >= stop_at:
-                    break
         client.close()
 
     threads = [threading.Thread(target=loop, args=(k, *gw)) for k, gw in enumerate(gateways)]
