@@ -150,14 +150,14 @@ def test_a_late_reply_is_drained_not_taken_for_the_next_request():
 
 
 def test_a_reply_to_another_request_is_refused_and_the_line_recovers():
-    # While the slave takes 0.3 s over B, a frame for another request (unit 1, function 4, but three
-    # registers) crosses the wire: the line refuses it at once, drains B's own reply, which is now
-    # late, and the next request gets its own answer.
-    slave = LateSlave(late_s=0.3, then_s=0.0)
+    # While the slave takes 0.6 s over B, a frame for another request (unit 1, function 4, but three
+    # registers) crosses the wire at 0.1 s: the line refuses it at once, drains B's own reply, which
+    # is late by then, and the next request gets its own answer.
+    slave = LateSlave(late_s=0.6, then_s=0.0)
     with serve(slave) as (path, bridge):
 
         async def exchange() -> tuple[ReadError, list[int], int]:
-            line = RtuLine("wrong", path, baudrate=9600, timeout=1.0, drain=0.4)
+            line = RtuLine("wrong", path, baudrate=9600, timeout=1.0, drain=0.8)
             try:
                 task = asyncio.ensure_future(line.read(1, block(30, 2)))
                 await asyncio.sleep(0.1)
