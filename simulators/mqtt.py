@@ -36,6 +36,7 @@ import logging
 import random
 import struct
 import threading
+import time
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
@@ -282,9 +283,10 @@ class MqttPublisher:
             return 0
         infos = [self.client.publish(topic, json.dumps(body), qos=1) for topic, body in messages]
         done = 0
+        deadline = time.monotonic() + timeout  # for the whole round, not per message
         for info in infos:
             try:
-                info.wait_for_publish(timeout)
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
             except (RuntimeError, ValueError):  # the connection went away under this message
                 continue
             done += info.is_published()
