@@ -1,16 +1,22 @@
 """Collector benchmarks, each against a baseline measured in the same run.
 
 1. Modbus TCP: full meter polls per second (every register of every poll class) against N simulated
-   SDM630s answering with a realistic device delay, served by a simulator in its own process:
-   Relevé's poller (asyncio, merged reads, a connection pool per gateway) vs a naive sequential
-   pymodbus loop reading one value per request, and vs a sequential loop with merged reads.
+   SDM630s behind G gateways answering with a realistic device delay, served by a simulator in its
+   own process. The baseline is the honest one: a sequential poller that merges registers (what a
+   careful script does: one loop per gateway, one request at a time, the same merged reads as
+   Relevé's plan). Run twice: on gateways that answer requests in parallel, and on *serialising*
+   gateways (RS-485 behind TCP: one request at a time, each after the device delay), where Relevé
+   is configured with ``serialise = true``. Each Relevé figure is printed as a ratio against the
+   sequential merged baseline on the same gateways.
 2. Modbus RTU over pseudo-terminals paced at the baud rate: requests per second as a fraction of
-   the wire-time bound (request and response frames back to back, 10 bits a byte: no line can do
-   better), at 9600 and 115200 baud.
+   the wire-time bound (request and response frames, 10 bits a byte, each frame followed by the
+   3.5-character silence that ends an RTU frame: no compliant line can do better), at 9600 and
+   115200 baud. The frames-only bound (no silences) is printed too.
 3. MQTT → database: readings per second from a publisher through Mosquitto, the collector
    (decode, spool fsync, acknowledge) and the write path, until every reading is in PostgreSQL.
 
-Run: .venv/bin/python bench/collect.py [--meters 64] [--delay-ms 20] [--seconds 8] [--messages 20000]
+Run: .venv/bin/python bench/collect.py [--meters 64] [--gateways 2] [--delay-ms 20] [--seconds 8]
+     [--messages 20000] [--only tcp,rtu,mqtt]
 """
 
 from __future__ import annotations
@@ -18,9 +24,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import multiprocessing as mp
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,12 +42,14 @@ from collectors.plan import plan_reads
 from releve.profiles import load_profile
 
 
-def fleet_config(meters: int, delay_ms: float, rtu_lines: int = 0, baudrate: int = 9600, per_line: int = 4) -> dict:
+def fleet_config(meters: int, delay_ms: float, rtu_lines: int = 0, baudrate: int = 9600, per_line: int = 4,
+                 gateways: int = 1, serialise: bool = False) -> dict:
     return {
         "topology": {"transformers": 1, "customers_per_transformer": max(meters - 1, 1), "dmas": 0,
                      "electricity_models": {"sdm630": 1.0}},
         "modbus": {"tcp_base_port": 0, "rtu_lines": rtu_lines, "devices_per_line": per_line,
-                   "devices_per_gateway": 247, "response_delay_ms": delay_ms, "baudrate": baudrate},
+                   "devices_per_gateway": min(247, math.ceil(meters / gateways)), "response_delay_ms": delay_ms,
+                   "baudrate": baudrate, "serialise_gateways": serialise},
         "mqtt": {"electricity_share": 0.0}, "theft": {"rate": 0.0}, "faults": {"rate": 0.0},
     }
 
@@ -72,88 +82,113 @@ class SimulatorProcess:
 
 
 # -- 1. Modbus TCP --------------------------------------------------------------------------------
-async def releve_polls(gateways, seconds: float, connections: int) -> int:
+async def releve_polls(gateways, seconds: float, connections: int, serialise: bool = False) -> tuple[int, int]:
+    """(good meter polls, failed polls) of Relevé's poller in ``seconds``."""
     profile = load_profile("sdm630")
     links = []
     for host, port, units in gateways:
-        link = TcpGateway(f"{host}:{port}", host, port, max_connections=connections, timeout=5.0)
+        link = TcpGateway(f"{host}:{port}", host, port, max_connections=connections, timeout=5.0, serialise=serialise)
         links.append((link, [MeterTarget.build(f"m{port}-{u}", u, profile, link.name) for u in units]))
-    poller = Poller(links, lambda *a: None, PollSettings(retries=0))
-    done = 0
+    poller = Poller(links, lambda *a: None, PollSettings(retries=0, backoff_base=0.01, backoff_max=0.01))
+    done = failed = 0
     stop_at = time.perf_counter() + seconds
 
     async def meter_loop(link, meter):
-        nonlocal done
+        nonlocal done, failed
         while time.perf_counter() < stop_at:
             ok = True
             for poll_class in meter.plans:
                 ok = await poller.poll(link, meter, poll_class) and ok
+            if time.perf_counter() > stop_at:
+                break  # finished after the window: not counted (nor is the baseline's)
             done += ok
+            failed += not ok
+            if not ok:
+                await asyncio.sleep(0.01)  # let the (tiny) backoff pass
 
     await asyncio.gather(*(meter_loop(link, m) for link, meters in links for m in meters))
     for link, _ in links:
         link.close()
-    return done
+    return done, failed
 
 
-def naive_polls(gateways, seconds: float, merged: bool) -> int:
+def sequential_merged_polls(gateways, seconds: float) -> int:
+    """The baseline: one sequential loop per gateway (gateways side by side), merged reads, sync pymodbus."""
     profile = load_profile("sdm630")
-    blocks = plan_reads(profile.registers) if merged else [
-        b for e in profile.registers for b in plan_reads([e])]
-    done = 0
+    by_class: dict[str, list] = {}
+    for entry in profile.registers:
+        by_class.setdefault(entry.poll_class, []).append(entry)
+    blocks = [b for entries in by_class.values() for b in plan_reads(entries)]  # the same requests as Relevé's
+    counts = [0] * len(gateways)
     stop_at = time.perf_counter() + seconds
-    clients = {(h, p): ModbusTcpClient(h, port=p, timeout=5) for h, p, _ in gateways}
-    for c in clients.values():
-        c.connect()
-    while time.perf_counter() < stop_at:
-        for host, port, units in gateways:
-            client = clients[(host, port)]
+
+    def loop(k: int, host: str, port: int, units: list[int]) -> None:
+        client = ModbusTcpClient(host, port=port, timeout=5)
+        client.connect()
+        while time.perf_counter() < stop_at:
             for unit in units:
+                ok = True
                 for b in blocks:
                     read = client.read_input_registers if b.function == 4 else client.read_holding_registers
-                    read(b.address, count=b.count, device_id=unit)
-                done += 1
-                if time.perf_counter() >= stop_at:
-                    break
-    for c in clients.values():
-        c.close()
-    return done
+                    ok = not read(b.address, count=b.count, device_id=unit).isError() and ok
+                if time.perf_counter() > stop_at:
+                    break  # finished after the window: not counted
+                counts[k] += ok
+        client.close()
+
+    threads = [threading.Thread(target=loop, args=(k, *gw)) for k, gw in enumerate(gateways)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts)
 
 
-def bench_tcp(meters: int, delay_ms: float, seconds: float) -> None:
-    sim = SimulatorProcess(fleet_config(meters, delay_ms))
-    try:
-        gateways = sim.info["gateways"]
-        n = sum(len(u) for *_, u in gateways)
-        profile = load_profile("sdm630")
-        per_value = len(profile.registers)
-        merged = len(plan_reads(profile.registers))
-        print(f"\n1. Modbus TCP: {n} simulated SDM630s, {delay_ms:.0f} ms device delay, {seconds:.0f} s each "
-              f"({per_value} values per meter: {merged} merged requests)")
-        naive = naive_polls(gateways, seconds, merged=False) / seconds
-        print(f"   naive sequential, one value per request   {naive:>9.1f} meter polls/s")
-        naive_m = naive_polls(gateways, seconds, merged=True) / seconds
-        print(f"   sequential with merged reads              {naive_m:>9.1f} meter polls/s")
-        for connections in (4, 16):
-            rate = asyncio.run(releve_polls(gateways, seconds, connections)) / seconds
-            print(f"   Relevé poller, {connections:>2} connections/gateway     {rate:>9.1f} meter polls/s"
-                  f"   = {rate / naive:5.1f} x naive, {rate / naive_m:4.1f} x sequential merged")
-    finally:
-        sim.close()
+def bench_tcp(meters: int, gateways_n: int, delay_ms: float, seconds: float) -> None:
+    profile = load_profile("sdm630")
+    by_class: dict[str, list] = {}
+    for entry in profile.registers:
+        by_class.setdefault(entry.poll_class, []).append(entry)
+    requests = sum(len(plan_reads(entries)) for entries in by_class.values())
+    for serialise in (False, True):
+        sim = SimulatorProcess(fleet_config(meters, delay_ms, gateways=gateways_n, serialise=serialise))
+        try:
+            gateways = sim.info["gateways"]
+            n = sum(len(u) for *_, u in gateways)
+            kind = "serialising (one request at a time, RS-485 behind TCP)" if serialise else "parallel"
+            print(f"\n1{'b' if serialise else 'a'}. Modbus TCP, {kind} gateways: {n} simulated SDM630s on "
+                  f"{len(gateways)} gateways, {delay_ms:.0f} ms device delay, {seconds:.0f} s each "
+                  f"({len(profile.registers)} values per meter = {requests} merged requests)")
+            base = sequential_merged_polls(gateways, seconds) / seconds
+            print(f"   baseline: sequential poller, merged reads, one loop per gateway  {base:>8.1f} meter polls/s")
+            runs = [(1, True)] if serialise else [(4, False), (16, False)]
+            if serialise:
+                runs.append((4, False))  # what happens when the setting is forgotten
+            for connections, serial in runs:
+                good, failed = asyncio.run(releve_polls(gateways, seconds, connections, serialise=serial))
+                rate = good / seconds
+                what = "serialise = true" if serial else f"{connections:>2} connections/gateway"
+                print(f"   Relevé poller, {what:<22}                        {rate:>8.1f} meter polls/s"
+                      f"   = {rate / base:5.2f} x sequential merged ({failed} failed polls)")
+        finally:
+            sim.close()
 
 
 # -- 2. Modbus RTU ---------------------------------------------------------------------------------
-def wire_time(count: int, baud: int) -> float:
-    """Seconds a read of ``count`` registers occupies the line: request (8 bytes) and response (5 + 2n)."""
-    return (8 + 5 + 2 * count) * 10.0 / baud
+def wire_time(count: int, baud: int, silences: bool = True) -> float:
+    """Seconds a read of ``count`` registers occupies the line: request (8 bytes) and response (5 + 2n),
+    with ``silences`` each followed by the RTU end-of-frame silence (3.5 characters; 1.75 ms above 19200 baud)."""
+    gap = 3.5 * 10.0 / baud if baud <= 19200 else 0.00175
+    return (8 + 5 + 2 * count) * 10.0 / baud + (2 * gap if silences else 0.0)
 
 
-async def rtu_rate(path: str, units: list[int], baud: int, seconds: float) -> tuple[float, float]:
+async def rtu_rate(path: str, units: list[int], baud: int, seconds: float) -> tuple[float, float, float]:
+    """(requests/s, fraction of the compliant bound, fraction of the frames-only bound)."""
     profile = load_profile("sdm630")
     line = RtuLine("bench", path, baudrate=baud, timeout=2.0)
     meters = [MeterTarget.build(f"r{u}", u, profile, "bench") for u in units]
     poller = Poller([(line, meters)], lambda *a: None, PollSettings(retries=0))
-    busy = 0.0
+    busy = frames = 0.0
     requests = 0
     stop_at = time.perf_counter() + seconds
     t0 = time.perf_counter()
@@ -163,9 +198,10 @@ async def rtu_rate(path: str, units: list[int], baud: int, seconds: float) -> tu
                 if await poller.poll(line, meter, poll_class):
                     requests += len(blocks)
                     busy += sum(wire_time(b.count, baud) for b in blocks)
+                    frames += sum(wire_time(b.count, baud, silences=False) for b in blocks)
     elapsed = time.perf_counter() - t0
     line.close()
-    return requests / elapsed, busy / elapsed
+    return requests / elapsed, busy / elapsed, frames / elapsed
 
 
 def bench_rtu(seconds: float) -> None:
@@ -174,8 +210,9 @@ def bench_rtu(seconds: float) -> None:
         sim = SimulatorProcess(fleet_config(5, 0.0, rtu_lines=1, baudrate=baud))
         try:
             path, units = sim.info["lines"][0]
-            rate, fraction = asyncio.run(rtu_rate(path, units, baud, seconds))
-            print(f"   {baud:>6} baud: {rate:7.1f} requests/s = {fraction:5.1%} of the wire-time bound")
+            rate, fraction, frames = asyncio.run(rtu_rate(path, units, baud, seconds))
+            print(f"   {baud:>6} baud: {rate:7.1f} requests/s = {fraction:5.1%} of the wire-time bound "
+                  f"(frames and their 3.5-character silences; {frames:5.1%} of frames alone)")
         finally:
             sim.close()
 
@@ -248,6 +285,7 @@ def bench_mqtt(messages: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--meters", type=int, default=64)
+    parser.add_argument("--gateways", type=int, default=2, help="TCP gateways the meters are spread over")
     parser.add_argument("--delay-ms", type=float, default=20.0)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--messages", type=int, default=20_000)
@@ -255,7 +293,7 @@ def main() -> int:
     args = parser.parse_args()
     only = set(args.only.split(","))
     if "tcp" in only:
-        bench_tcp(args.meters, args.delay_ms, args.seconds)
+        bench_tcp(args.meters, args.gateways, args.delay_ms, args.seconds)
     if "rtu" in only:
         bench_rtu(args.seconds)
     if "mqtt" in only:

@@ -88,6 +88,12 @@ class TcpGatewayConfig(_Link):
     host: str
     port: int = Field(502, ge=1, le=65535)
     max_connections: int = Field(2, ge=1, le=32, description="Concurrent requests to this gateway.")
+    serialise: bool = Field(
+        False,
+        description="The gateway fronts an RS-485 bus and answers one request at a time: send one at a "
+        "time (one connection; max_connections is then ignored), so no request waits inside the gateway "
+        "and times out behind the others.",
+    )
 
 
 class RtuLineConfig(_Link):
@@ -98,6 +104,12 @@ class RtuLineConfig(_Link):
     parity: str = Field("N", pattern="^[NEO]$")
     stopbits: int = Field(1, ge=1, le=2)
     timeout_s: float = Field(1.0, gt=0, le=60)
+    drain_s: float | None = Field(
+        None, gt=0, le=60,
+        description="After a timeout or a reply that does not match its request, read the line until it "
+        "has been silent this long, then flush it (default: timeout_s), so a late reply is never taken "
+        "for the next request's.",
+    )
 
 
 class ModbusSource(_Model):

@@ -1,16 +1,21 @@
 """Modbus pollers: TCP gateways and RTU serial lines, asyncio, one dead meter never stalls the rest.
 
 A *link* is where requests go: a TCP gateway (a small pool of connections, each carrying one
-request at a time, so ``max_connections`` bounds the gateway's concurrency) or an RTU line (one
-serial port through pyserial, one request at a time under a lock; pymodbus keeps the RTU
-inter-frame silence and checks CRCs). Each meter's poll classes (``energy``, ``instant``, ``events``
-…) run on their own period with jitter; a poll's timestamp is taken when it starts.
+request at a time, so ``max_connections`` bounds the gateway's concurrency; a *serialising* gateway,
+an RS-485 bus behind TCP, gets one request at a time) or an RTU line (one serial port through
+pyserial, one request at a time under a lock). On an RTU line every reply is checked against its
+request — unit id, function, byte count, CRC, and nothing more on the wire — and after a timeout
+or a reply that does not match, the line is drained (read until it has been silent for a while,
+then the input buffer is reset), so a device that answers late is never taken as the answer to the
+next request. Each meter's poll classes (``energy``, ``instant``, ``events`` …) run on their own
+period with jitter; a poll's timestamp is taken when it starts.
 
 A failed poll (timeout, connection error, CRC error, Modbus exception) counts against the meter and
-backs it off exponentially (``backoff_base`` … ``backoff_max`` seconds): while backed off the meter
-is skipped, so a dead meter costs its line one timeout per backoff period instead of one per poll.
-Modbus exception responses and values that fail to decode are kept as dead letters with the meter
-and the cause.
+backs it off exponentially (``backoff_base`` … ``backoff_max`` seconds). The backoff belongs to the
+meter, not to a poll class: a meter's polls run one at a time and are skipped while it is backed
+off, so a dead meter costs its line one timeout per backoff period (5, 10, 20 … s) whatever the
+number of its poll classes. Modbus exception responses and values that fail to decode are kept as
+dead letters with the meter and the cause.
 """
 
 from __future__ import annotations
@@ -20,13 +25,16 @@ import contextlib
 import logging
 import math
 import random
+import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+import serial
+from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.framer import FramerRTU
 from pymodbus.pdu import ExceptionResponse
 
 from collectors.plan import ReadBlock, plan_reads
@@ -45,7 +53,11 @@ EXCEPTION_NAMES = {
 
 
 class ReadError(Exception):
-    """A request failed. ``kind`` is one of timeout, connection, crc, exception, decode."""
+    """A request failed. ``kind`` is one of timeout, connection, crc, mismatch, exception, decode.
+
+    ``mismatch``: an RTU reply that is not the answer to the request (another unit id, function or
+    byte count, or more bytes than one reply), typically a device answering after its timeout.
+    """
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
@@ -66,6 +78,7 @@ class MeterHealth:
     errors: dict[str, int] = field(default_factory=dict)
     consecutive_failures: int = 0
     backoff_until: float = 0.0
+    backoff_s: float = 0.0  # the last backoff period (0 once a poll succeeds)
     last_good: datetime | None = None
     last_error: str | None = None
     latency_ms: float | None = None
@@ -88,6 +101,7 @@ class MeterTarget:
     profile: DeviceProfile
     health: MeterHealth
     plans: dict[str, list[ReadBlock]] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)  # one poll of the meter at a time
     last_status: int | None = None
     last_event_counter: int | None = None
 
@@ -127,7 +141,7 @@ class Link:
         """Close connections."""
 
     @staticmethod
-    async def _call(client: AsyncModbusTcpClient | AsyncModbusSerialClient, unit: int, block: ReadBlock) -> list[int]:
+    async def _call(client: AsyncModbusTcpClient, unit: int, block: ReadBlock) -> list[int]:
         what = f"function {block.function} address {block.address} count {block.count}"
         try:
             if block.function == 4:
@@ -155,12 +169,19 @@ class Link:
 
 
 class TcpGateway(Link):
-    """A Modbus TCP gateway: ``max_connections`` connections, one request in flight on each."""
+    """A Modbus TCP gateway: ``max_connections`` connections, one request in flight on each.
 
-    def __init__(self, name: str, host: str, port: int, max_connections: int = 2, timeout: float = 2.0) -> None:
+    ``serialise``: the gateway forwards to an RS-485 bus and answers one request at a time, so the
+    collector sends one at a time (one connection): requests queued inside the gateway would
+    otherwise spend their timeout waiting for the others and fail spuriously.
+    """
+
+    def __init__(self, name: str, host: str, port: int, max_connections: int = 2, timeout: float = 2.0,
+                 serialise: bool = False) -> None:  # fmt: skip
         super().__init__(name, timeout)
         self.host, self.port = host, port
-        self.max_connections = max_connections
+        self.serialise = serialise
+        self.max_connections = 1 if serialise else max_connections
         self._clients: list[AsyncModbusTcpClient] = []
         self._free: asyncio.Queue[AsyncModbusTcpClient] | None = None
 
@@ -187,32 +208,198 @@ class TcpGateway(Link):
             client.close()
 
 
+def _settle(waiter: asyncio.Future[bool], value: bool) -> None:
+    if not waiter.done():
+        waiter.set_result(value)
+
+
+def rtu_request(unit: int, block: ReadBlock) -> bytes:
+    """The RTU frame of a read request: unit, function, address, count, CRC (pymodbus's CRC-16)."""
+    body = struct.pack(">BBHH", unit, block.function, block.address, block.count)
+    return body + FramerRTU.compute_CRC(body).to_bytes(2, "big")
+
+
+def rtu_reply(unit: int, block: ReadBlock, data: bytes) -> list[int] | None:
+    """The registers in ``data`` if it is exactly the reply to reading ``block`` from ``unit``.
+
+    None while ``data`` is a correct beginning of that reply; ReadError ``mismatch`` when it is not
+    the reply to this request (unit id, function, byte count, or bytes beyond one reply), ``crc``
+    when the CRC is wrong, ``exception`` for a Modbus exception reply from this unit and function.
+    """
+    what = f"function {block.function} address {block.address} count {block.count}"
+    if not data:
+        return None
+    if data[0] != unit:
+        raise ReadError("mismatch", f"{what}: reply from unit {data[0]}, not {unit} ({data[:8].hex(' ')})")
+    if len(data) < 2:
+        return None
+    function = data[1]
+    if function == block.function | 0x80:
+        need = 5
+    elif function == block.function:
+        if len(data) < 3:
+            return None
+        if data[2] != 2 * block.count:
+            raise ReadError("mismatch", f"{what}: reply carries {data[2]} bytes, not {2 * block.count}")
+        need = 5 + 2 * block.count
+    else:
+        raise ReadError("mismatch", f"{what}: reply to function {function & 0x7F}, not {block.function}")
+    if len(data) < need:
+        return None
+    if len(data) > need:
+        raise ReadError("mismatch", f"{what}: {len(data) - need} bytes more than one reply on the line")
+    if FramerRTU.compute_CRC(data[: need - 2]) != int.from_bytes(data[need - 2 : need], "big"):
+        raise ReadError("crc", f"{what}: CRC error in the reply ({data.hex(' ')})")
+    if function & 0x80:
+        code = data[2]
+        raise ReadError("exception", f"{what}: Modbus exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')})")
+    return list(struct.unpack(f">{block.count}H", data[3 : need - 2]))
+
+
 class RtuLine(Link):
-    """An RS-485 line on a serial port: one request at a time, whatever the number of meters."""
+    """An RS-485 line on a serial port: one request at a time, whatever the number of meters.
+
+    The port is opened with pyserial and read through the event loop. A request waits until the
+    line has been silent for the RTU inter-frame gap (3.5 characters), discards stray bytes, sends,
+    and accepts only the exact reply (see :func:`rtu_reply`), which must be followed by the gap
+    too. After a timeout or a reply that does not match, the line is *drained*: read until silent
+    for ``drain`` seconds (default: the timeout, at most ``4 × drain`` in all), then the input
+    buffer is reset; ``late_bytes`` counts what was thrown away.
+    """
 
     def __init__(self, name: str, port: str, baudrate: int = 9600, parity: str = "N", stopbits: int = 1,
-                 timeout: float = 1.0) -> None:  # fmt: skip
+                 timeout: float = 1.0, drain: float | None = None) -> None:  # fmt: skip
         super().__init__(name, timeout)
         self.port = port
-        self.serial = {"baudrate": baudrate, "parity": parity, "stopbits": stopbits}
-        self.client: AsyncModbusSerialClient | None = None
+        self.baudrate, self.parity, self.stopbits = baudrate, parity, stopbits
+        self.drain = timeout if drain is None else drain
+        bits = 1 + 8 + (parity != "N") + stopbits
+        # Modbus over serial line, 2.5.1.1: 3.5 characters, a fixed 1.75 ms above 19200 baud.
+        self.gap = 3.5 * bits / baudrate if baudrate <= 19200 else 0.00175
+        self.late_bytes = 0
+        self._serial: serial.Serial | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[bool] | None = None
+        self._last_byte = 0.0
+
+    def _open(self) -> None:
+        if self._serial is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        try:
+            port = serial.Serial(self.port, baudrate=self.baudrate, parity=self.parity, stopbits=self.stopbits,
+                                 bytesize=8, timeout=0, write_timeout=self.timeout)  # fmt: skip
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise ReadError("connection", f"serial port {self.port} cannot be opened: {exc}") from exc
+        self._serial = port
+        self._buffer.clear()
+        self._loop.add_reader(port.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        assert self._serial is not None and self._loop is not None
+        try:
+            data = self._serial.read(4096)
+        except (serial.SerialException, OSError) as exc:
+            log.warning("serial port %s: %s; reopening at the next request", self.port, exc)
+            self.close()
+            if self._waiter is not None:
+                _settle(self._waiter, True)
+            return
+        if data:
+            self._buffer += data
+            self._last_byte = self._loop.time()
+            if self._waiter is not None:
+                _settle(self._waiter, True)
+
+    async def _wait_bytes(self, until: float) -> bool:
+        """Wait for more bytes until loop time ``until``; False when none came."""
+        assert self._loop is not None
+        if until <= self._loop.time():
+            return False
+        waiter: asyncio.Future[bool] = self._loop.create_future()  # cheaper than wait_for on an Event
+        self._waiter = waiter
+        timer = self._loop.call_at(until, _settle, waiter, False)
+        try:
+            return await waiter and self._serial is not None
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    async def _silence(self, quiet: float, limit: float) -> None:
+        """Return once no byte has arrived for ``quiet`` seconds (or ``limit`` seconds have passed)."""
+        assert self._loop is not None
+        started = self._loop.time()
+        give_up = started + limit
+        while self._serial is not None:
+            until = min(max(self._last_byte, started) + quiet, give_up)
+            if self._loop.time() >= until:
+                return
+            await self._wait_bytes(until)
+
+    def _discard(self) -> int:
+        thrown = len(self._buffer)
+        self._buffer.clear()
+        if self._serial is not None:
+            with contextlib.suppress(serial.SerialException, OSError):
+                thrown += len(self._serial.read(4096))
+                self._serial.reset_input_buffer()
+        self.late_bytes += thrown
+        return thrown
 
     async def _request(self, unit: int, block: ReadBlock) -> list[int]:
-        if self._lock is None or self.client is None:  # created in the polling loop, see TcpGateway
+        if self._lock is None:  # created in the polling loop (asyncio objects belong to one loop)
             self._lock = asyncio.Lock()
-            self.client = AsyncModbusSerialClient(
-                self.port, timeout=self.timeout, retries=0, reconnect_delay=0.5, reconnect_delay_max=10,
-                name=self.name, **self.serial,  # type: ignore[arg-type]
-            )  # fmt: skip
         async with self._lock:
-            if not self.client.connected and not await self.client.connect():
-                raise ReadError("connection", f"serial port {self.port} cannot be opened")
-            return await self._call(self.client, unit, block)
+            self._open()
+            assert self._serial is not None and self._loop is not None
+            if self._loop.time() - self._last_byte < self.gap:  # the inter-frame silence
+                await self._silence(self.gap, self.timeout)
+            if stray := self._discard():
+                log.warning("line %s: %d stray bytes discarded before a request", self.name, stray)
+            try:
+                self._serial.write(rtu_request(unit, block))
+            except (serial.SerialException, OSError) as exc:
+                self.close()
+                raise ReadError("connection", f"serial port {self.port}: {exc}") from exc
+            try:
+                return await self._receive(unit, block)
+            except ReadError as exc:
+                if exc.kind in ("timeout", "mismatch", "crc"):
+                    await self._silence(self.drain, 4 * self.drain)
+                    if thrown := self._discard():
+                        log.warning("line %s: %d bytes drained after %s from unit %d (a late reply?)",
+                                    self.name, thrown, exc.kind, unit)  # fmt: skip
+                raise
+
+    async def _receive(self, unit: int, block: ReadBlock) -> list[int]:
+        assert self._loop is not None
+        deadline = self._loop.time() + self.timeout
+        what = f"function {block.function} address {block.address} count {block.count}"
+        while True:
+            registers = rtu_reply(unit, block, bytes(self._buffer))
+            if registers is not None:
+                # A frame ends with a silence: bytes right behind it mean it was not this reply.
+                if await self._wait_bytes(self._loop.time() + self.gap):
+                    rtu_reply(unit, block, bytes(self._buffer))  # raises: bytes beyond one reply
+                self._buffer.clear()
+                return registers
+            if self._serial is None:
+                raise ReadError("connection", f"serial port {self.port} closed")
+            if not await self._wait_bytes(deadline):
+                if self._serial is None:
+                    raise ReadError("connection", f"serial port {self.port} closed")
+                raise ReadError("timeout", f"{what}: timed out ({len(self._buffer)} bytes received)")
 
     def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
+        if self._serial is not None:
+            if self._loop is not None:
+                with contextlib.suppress(Exception):
+                    self._loop.remove_reader(self._serial.fileno())
+            with contextlib.suppress(Exception):
+                self._serial.close()
+            self._serial = None
 
 
 @dataclass
@@ -283,7 +470,18 @@ class Poller:
             await self.poll(link, meter, poll_class)
 
     async def poll(self, link: Link, meter: MeterTarget, poll_class: str) -> bool:
-        """One poll of one class of one meter (also usable on its own, e.g. for probing a device)."""
+        """One poll of one class of one meter (also usable on its own, e.g. for probing a device).
+
+        A meter's polls run one at a time; a poll that finds its meter backed off (another class of
+        it failed meanwhile) is skipped and returns False without counting, so the backoff grows
+        one step per backoff period, not one step per poll class.
+        """
+        async with meter.lock:
+            if meter.health.backed_off:
+                return False
+            return await self._poll(link, meter, poll_class)
+
+    async def _poll(self, link: Link, meter: MeterTarget, poll_class: str) -> bool:
         health = meter.health
         ts = datetime.now(UTC)  # the poll's time: when it started
         started = time.monotonic()
@@ -316,6 +514,7 @@ class Poller:
         health.good_by_class[poll_class] = health.good_by_class.get(poll_class, 0) + 1
         health.consecutive_failures = 0
         health.backoff_until = 0.0
+        health.backoff_s = 0.0
         health.last_good = ts
         readings, events = self._interpret(meter, ts, values)
         self.sink(readings, events, [])
@@ -327,6 +526,7 @@ class Poller:
         health.consecutive_failures += 1
         health.last_error = str(exc)
         backoff = min(self.settings.backoff_base * 2 ** (health.consecutive_failures - 1), self.settings.backoff_max)
+        health.backoff_s = backoff
         health.backoff_until = time.monotonic() + backoff
         origin = f"modbus {link.name} unit {meter.unit} ({meter.serial})"
         log.warning("%s: %s; backing off %.0f s", origin, exc, backoff)

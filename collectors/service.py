@@ -24,11 +24,11 @@ def build_poller(source: ModbusSource, sink: PollSink) -> Poller:
     """Links and meters as the configuration describes them."""
     links: list[tuple[Link, list[MeterTarget]]] = []
     for gw in source.gateways:
-        link: Link = TcpGateway(gw.name, gw.host, gw.port, gw.max_connections, gw.timeout_s)
+        link: Link = TcpGateway(gw.name, gw.host, gw.port, gw.max_connections, gw.timeout_s, gw.serialise)
         links.append((link, [MeterTarget.build(m.serial, m.unit, load_profile(m.profile), gw.name, source.max_filler)
                              for m in gw.meters]))  # fmt: skip
     for line in source.lines:
-        link = RtuLine(line.name, line.port, line.baudrate, line.parity, line.stopbits, line.timeout_s)
+        link = RtuLine(line.name, line.port, line.baudrate, line.parity, line.stopbits, line.timeout_s, line.drain_s)
         links.append((link, [MeterTarget.build(m.serial, m.unit, load_profile(m.profile), line.name, source.max_filler)
                              for m in line.meters]))  # fmt: skip
     settings = PollSettings(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import sys
@@ -27,6 +28,7 @@ every key is optional. See simulators/fleet.example.toml and docs/simulators.md.
 examples:
   releve simulate backfill --fleet simulators/fleet.example.toml --days 30 --out var/sim
   releve simulate run --fleet simulators/fleet.example.toml --mqtt mqtt://127.0.0.1:1883
+  releve simulate run --fleet simulators/fleet.example.toml --list csv   # which model at which unit id
 """
 
 
@@ -51,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--run-dir", type=Path, default=Path("var/sim"),
                      help="where stable symlinks to the RTU pseudo-terminals go (default var/sim)")
     run.add_argument("--duration", type=float, default=0.0, help="stop after this many wall seconds")
+    run.add_argument("--list", choices=("json", "csv"), dest="list_format",
+                     help="print which model answers at which unit id (and where), then exit without serving; "
+                          "a running simulator writes the same listing to RUN_DIR/units.json and units.csv")
     run.set_defaults(func=run_command)
 
     fill = sub.add_parser("backfill", help="write N days of history as CSV files",
@@ -105,6 +110,13 @@ def run_command(args: argparse.Namespace, settings: Any) -> int:
         start = start if start.tzinfo else start.replace(tzinfo=UTC)
         if start < config.start:
             raise CommandError(f"--start {start.isoformat()} is before the fleet start {config.start.isoformat()}")
+    if args.list_format:
+        from simulators.engine import Simulation
+        from simulators.modbus import listing_csv, unit_listing
+
+        rows = unit_listing(Simulation(config))
+        sys.stdout.write(json.dumps(rows, indent=1) + "\n" if args.list_format == "json" else listing_csv(rows))
+        return 0
     mqtt_url = None if args.no_mqtt else (args.mqtt or getattr(settings.mqtt, "url", "") or config.mqtt.url)
     try:
         return asyncio.run(_serve(config, start, mqtt_url, args.run_dir, args.duration))
@@ -134,6 +146,8 @@ async def _serve(config: Any, start: datetime, mqtt_url: str | None, run_dir: Pa
     try:
         for line in front.describe():
             print(line)
+        as_json, _ = front.write_listing(run_dir)
+        print(f"unit listing (model at each unit id): {as_json} and {as_json.with_suffix('.csv')}")
         if mqtt_url and any(m.transport == "mqtt" for m in sim.meters):
             publisher = MqttPublisher(sim, clock, mqtt_url)
             try:

@@ -103,6 +103,9 @@ class ModbusConfig(_Section):
     baudrate: int = 9600
     wire_timing: bool = Field(default=True, description="RTU bytes cross the pty at the baud rate's pace.")
     response_delay_ms: float = Field(default=0.0, ge=0, description="Delay of every device.")
+    serialise_gateways: bool = Field(
+        default=False, description="TCP gateways answer one request at a time (RS-485 behind TCP)."
+    )
     slow_delay_ms: float = Field(default=1500.0, ge=0, description="Delay of a 'slow_device' fault.")
 
 

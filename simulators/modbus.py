@@ -2,9 +2,13 @@
 
 Each server answers for many unit ids (``device_id``); a request for a unit is answered with the
 registers of that unit's simulated meter, encoded with its device profile, for the simulated clock's
-"now". A unit in a communication-loss episode does not answer (RTU: silence; TCP gateway: Modbus
-exception 0x0B, "gateway target device failed to respond"); a unit in a slow-device episode, or any
-unit when ``response_delay_ms`` is set, answers late.
+"now". A request that reaches outside the meter's register map (per function code, from its lowest
+to its highest mapped register) is answered with Modbus exception 02, illegal data address; reserved
+registers inside the map read 0, as on real meters. A unit in a communication-loss episode does not
+answer (RTU: silence; TCP gateway: Modbus exception 0x0B, "gateway target device failed to
+respond"); a unit in a slow-device episode, or any unit when ``response_delay_ms`` is set, answers
+late. With ``serialise_gateways`` a TCP gateway answers one request at a time, as a gateway in front
+of an RS-485 bus does: requests queue behind each other's device delay.
 
 RTU lines are pairs of pseudo-terminals bridged in-process (what ``socat pty pty`` does): the server
 opens one end's path, clients open the other's, and RTU frames cross unchanged. The client end's path
@@ -15,12 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
+import io
+import json
 import logging
 import os
 import threading
 import tty
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
@@ -42,13 +50,38 @@ class FleetDatastore:
     on every request so they follow the simulated clock. Writes are refused (meters are read-only).
     """
 
-    def __init__(self, sim: Simulation, clock: SimClock, units: dict[int, int]) -> None:
-        """Serve ``units`` (unit id -> meter index) of ``sim`` at ``clock``'s time."""
+    def __init__(self, sim: Simulation, clock: SimClock, units: dict[int, int], serialise: bool = False) -> None:
+        """Serve ``units`` (unit id -> meter index) of ``sim`` at ``clock``'s time.
+
+        ``serialise``: answer one request at a time (an RS-485 bus behind the server).
+        """
         self.sim = sim
         self.clock = clock
         self.units = units
+        self.serialise = serialise
         self.requests = 0
+        self.refused = 0  # requests answered with exception 02
+        self.in_flight = 0  # requests being answered now (at most 1 when serialised)
+        self.max_in_flight = 0
         self._serials = {m: sim.meters[m].profile.serial_registers(int(sim.meters[m].serial)) for m in units.values()}
+        self._maps = {m: self._register_map(m) for m in units.values()}
+        self._bus: asyncio.Lock | None = None
+
+    def _register_map(self, meter: int) -> dict[int, tuple[int, int]]:
+        """Function code -> (first, last + 1) address of the meter's mapped registers."""
+        spans: dict[int, tuple[int, int]] = {}
+        profile = self.sim.meters[meter].profile
+        used: list[tuple[int, int, int]] = [(e.function, e.address, e.address + e.count) for e in profile.registers]
+        used += [(fc, address, address + 1) for fc, address in self._serials[meter]]
+        for fc, lo, hi in used:
+            first, last = spans.get(fc, (lo, hi))
+            spans[fc] = (min(first, lo), max(last, hi))
+        return spans
+
+    def mapped(self, meter: int, function: int, address: int, count: int) -> bool:
+        """Whether every register of the request lies inside the meter's register map."""
+        span = self._maps[meter].get(function)
+        return span is not None and span[0] <= address and address + count <= span[1]
 
     def device_ids(self) -> list[int]:
         """Unit ids served."""
@@ -84,6 +117,26 @@ class FleetDatastore:
         meter = self.units.get(device_id)
         if meter is None:
             raise NoSuchIdException(f"no simulated meter at unit {device_id}")
+        if not self.serialise:
+            return await self._answer(device_id, meter, func_code, address, count)
+        if self._bus is None:  # made in the serving loop
+            self._bus = asyncio.Lock()
+        async with self._bus:
+            return await self._answer(device_id, meter, func_code, address, count)
+
+    async def _answer(
+        self, device_id: int, meter: int, func_code: int, address: int, count: int
+    ) -> list[int] | ExcCodes:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._device(device_id, meter, func_code, address, count)
+        finally:
+            self.in_flight -= 1
+
+    async def _device(
+        self, device_id: int, meter: int, func_code: int, address: int, count: int
+    ) -> list[int] | ExcCodes:
         now = self.clock.now()
         delay = self.sim.response_delay(meter, now)
         if not self.sim.available(meter, now):
@@ -94,6 +147,9 @@ class FleetDatastore:
         if func_code not in (3, 4):
             return ExcCodes.ILLEGAL_FUNCTION
         self.requests += 1
+        if not self.mapped(meter, func_code, address, count):
+            self.refused += 1
+            return ExcCodes.ILLEGAL_ADDRESS
         return self.registers(meter, func_code, address, count)
 
     async def async_setValues(  # noqa: N802 - pymodbus's name
@@ -209,7 +265,7 @@ class ModbusFrontEnd:
                 by_line.setdefault(meter.line, {})[meter.unit_id] = meter.index
         for number, units in sorted(by_gateway.items()):
             port = cfg.tcp_base_port + number if cfg.tcp_base_port else free_port()
-            self.gateways.append(TcpGateway(cfg.host, port, FleetDatastore(sim, clock, units)))
+            self.gateways.append(TcpGateway(cfg.host, port, FleetDatastore(sim, clock, units, cfg.serialise_gateways)))
         self._line_units = by_line
 
     async def start(self) -> None:
@@ -277,13 +333,80 @@ class ModbusFrontEnd:
         self._bridges.clear()
 
     def describe(self) -> list[str]:
-        """One line per server: where it listens and which units it serves."""
+        """One line per server: where it listens, which units it serves and which model answers at each."""
         out = []
         for gw in self.gateways:
-            out.append(f"modbus tcp {gw.host}:{gw.port} units {_ranges(gw.store.device_ids())}")
+            out.append(f"modbus tcp {gw.host}:{gw.port} units {_ranges(gw.store.device_ids())} "
+                       f"({_models(self.sim, gw.store.units)})")  # fmt: skip
         for line in self.lines:
-            out.append(f"modbus rtu {line.path} ({line.baudrate} 8N1) units {_ranges(line.store.device_ids())}")
+            out.append(f"modbus rtu {line.path} ({line.baudrate} 8N1) units {_ranges(line.store.device_ids())} "
+                       f"({_models(self.sim, line.store.units)})")  # fmt: skip
         return out
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Every served unit with where it answers: see :func:`unit_listing`."""
+        endpoints: dict[tuple[str, int], str] = {}
+        for number, gw in enumerate(self.gateways):
+            endpoints[("tcp", number)] = f"{gw.host}:{gw.port}"
+        for line in self.lines:
+            endpoints[("rtu", line.number)] = line.path
+        return unit_listing(self.sim, endpoints)
+
+    def write_listing(self, run_dir: Path) -> tuple[Path, Path]:
+        """Write ``units.json`` and ``units.csv`` (see :func:`unit_listing`) into ``run_dir``."""
+        rows = self.listing()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        as_json, as_csv = run_dir / "units.json", run_dir / "units.csv"
+        as_json.write_text(json.dumps(rows, indent=1) + "\n")
+        as_csv.write_text(listing_csv(rows))
+        return as_json, as_csv
+
+
+LISTING_FIELDS = ("transport", "endpoint", "unit", "serial", "model", "manufacturer", "commodity", "role")
+
+
+def unit_listing(sim: Simulation, endpoints: dict[tuple[str, int], str] | None = None) -> list[dict[str, Any]]:
+    """Which model answers at which unit id, for every Modbus meter of ``sim`` (and the MQTT ones).
+
+    ``endpoints`` maps (transport, gateway or line number) to where it listens; without it the
+    addresses come from the fleet file (``host:tcp_base_port+N``; ``host:0`` when ports are picked
+    at start; ``rtu-line<N>`` for the pty symlink in the run directory). MQTT meters have no unit:
+    their endpoint is their topic style.
+    """
+    cfg = sim.config.modbus
+    rows = []
+    for meter in sim.meters:
+        if meter.transport == "tcp":
+            default = f"{cfg.host}:{cfg.tcp_base_port + meter.gateway if cfg.tcp_base_port else 0}"
+            endpoint = (endpoints or {}).get(("tcp", meter.gateway), default)
+            unit: int | None = meter.unit_id
+        elif meter.transport == "rtu":
+            endpoint = (endpoints or {}).get(("rtu", meter.line), f"rtu-line{meter.line}")
+            unit = meter.unit_id
+        else:
+            endpoint, unit = f"mqtt/{meter.mqtt_style}", None
+        profile = meter.profile
+        rows.append({"transport": meter.transport, "endpoint": endpoint, "unit": unit, "serial": meter.serial,
+                     "model": meter.model, "manufacturer": profile.manufacturer,
+                     "commodity": meter.commodity.value, "role": meter.role})  # fmt: skip
+    return rows
+
+
+def listing_csv(rows: list[dict[str, Any]]) -> str:
+    """The listing as CSV with a header (an MQTT meter's unit is empty)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=LISTING_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row[k] is None else row[k] for k in LISTING_FIELDS})
+    return out.getvalue()
+
+
+def _models(sim: Simulation, units: dict[int, int]) -> str:
+    by_model: dict[str, list[int]] = {}
+    for unit, meter in units.items():
+        by_model.setdefault(sim.meters[meter].model, []).append(unit)
+    return "; ".join(f"{model} {_ranges(ids)}" for model, ids in sorted(by_model.items()))
 
 
 def _placeholder() -> SimDevice:

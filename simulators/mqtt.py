@@ -14,8 +14,13 @@
 
     {"end_device_ids": {"device_id": "water-26000023", "application_ids": {...}, "dev_eui": "..."},
      "received_at": "2026-01-02T19:00:03.120Z",
-     "uplink_message": {"f_port": 1, "f_cnt": 12, "decoded_payload": {"volume_m3": 412.337,
-       "reverse_m3": 0.0, "flow_m3h": 0.021, "alarms": {"reverse_flow": false, ...}}}}
+     "uplink_message": {"f_port": 1, "f_cnt": 12, "frm_payload": "AAZKsQAAAAAAAADSAAA=",
+       "decoded_payload": {"volume_m3": 412.337, "reverse_m3": 0.0, "flow_m3h": 0.021,
+       "alarms": {"reverse_flow": false, ...}}, "rx_metadata": [{"rssi": -97, "snr": 6.5, ...}]}}
+
+  Each device counts its own uplinks (``f_cnt``); RSSI and SNR follow the device's distance to its
+  gateway with a few dB of fading per uplink; ``frm_payload`` is the raw application payload in
+  base64 (layout in :func:`frm_payload`) and ``decoded_payload`` is exactly what it decodes to.
 
 Events of every MQTT meter go to ``<prefix>/<serial>/event`` as
 ``{"meter", "ts", "kind", "code"}``. A meter in a communication-loss episode publishes nothing.
@@ -24,9 +29,14 @@ Events of every MQTT meter go to ``<prefix>/<serial>/event`` as
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
+import random
+import struct
+import threading
+import time
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
@@ -95,23 +105,74 @@ def tasmota_payload(sim: Simulation, meter: MeterSpec, ts: datetime) -> tuple[st
     return f"tele/sml-{meter.serial}/SENSOR", {"Time": device_ts.strftime("%Y-%m-%dT%H:%M:%S"), "SML": sml}
 
 
+#: The raw LoRaWAN application payloads (f_port 1), big-endian. Water: volume and reverse volume in
+#: litres (uint32), flow in 0.1 l/h (uint32), alarm bits (uint16). Electricity: import and export in
+#: Wh (uint32), active power in 0.1 W (int32), alarm bits (uint16).
+WATER_FRAME = struct.Struct(">IIIH")
+ELECTRICITY_FRAME = struct.Struct(">IIiH")
+
+
+def frm_payload(meter: MeterSpec, values: dict[str, float]) -> bytes:
+    """The raw uplink payload of ``meter`` showing ``values`` (layouts: WATER_FRAME, ELECTRICITY_FRAME)."""
+    status = int(values["status"]) & 0xFFFF
+    if meter.commodity is Commodity.WATER:
+        return WATER_FRAME.pack(_u32(values["8-0:1.0.0"] * 1000), _u32(values["8-0:2.0.0"] * 1000),
+                                _u32(values["8-0:2.7.0"] * 10_000), status)  # fmt: skip
+    power = max(-(2**31), min(2**31 - 1, round(values["1-0:1.7.0"] * 10)))
+    return ELECTRICITY_FRAME.pack(_u32(values["1-0:1.8.0"] * 1000), _u32(values["1-0:2.8.0"] * 1000), power, status)
+
+
+def _u32(value: float) -> int:
+    """A counter on 32 bits: rounded, wrapping as the device's register does."""
+    return round(value) % 2**32
+
+
+def decode_frm_payload(meter: MeterSpec, raw: bytes) -> dict[str, Any]:
+    """What a payload formatter makes of ``raw``: the ``decoded_payload`` the network server sends."""
+    if meter.commodity is Commodity.WATER:
+        volume, reverse, flow, status = WATER_FRAME.unpack(raw)
+        decoded: dict[str, Any] = {"volume_m3": volume / 1000, "reverse_m3": reverse / 1000, "flow_m3h": flow / 10_000}
+    else:
+        imp, exp, power, status = ELECTRICITY_FRAME.unpack(raw)
+        decoded = {"energy_in_kwh": imp / 1000, "energy_out_kwh": exp / 1000, "power_w": power / 10}
+    decoded["alarms"] = {name: bool(status >> bit & 1) for name, bit in meter.profile.status_bits.items()}
+    return decoded
+
+
+def radio(seed: int, meter: MeterSpec, f_cnt: int) -> dict[str, Any]:
+    """Reception metadata of one uplink: RSSI and SNR for the device's distance, with fading.
+
+    Each device has a mean RSSI between -118 and -72 dBm (its distance to the gateway, drawn from
+    the fleet seed and the serial); each uplink adds log-normal shadowing (σ 4 dB). SNR follows the
+    RSSI over a -117 dBm noise floor (125 kHz) with its own ±1.5 dB noise, clipped to what LoRa
+    receivers report (-20 … +12 dB); the spreading factor is the one ADR settles on for the mean;
+    the frequency hops over the three EU868 default channels.
+    """
+    device = random.Random(f"{seed}/{meter.serial}")
+    mean = device.uniform(-118.0, -72.0)
+    uplink = random.Random(f"{seed}/{meter.serial}/{f_cnt}")
+    rssi = round(max(-125.0, min(-30.0, mean + uplink.gauss(0.0, 4.0))))
+    snr = round(max(-20.0, min(12.0, rssi + 117.0 + uplink.gauss(0.0, 1.5))), 1)
+    # ADR: the fastest spreading factor whose demodulation floor (-7.5 dB at SF7, 2.5 dB lower per
+    # step) stays 10 dB under the device's mean SNR.
+    mean_snr = mean + 117.0
+    sf = next((f for f in range(7, 12) if mean_snr >= -7.5 - 2.5 * (f - 7) + 10.0), 12)
+    gateway = {"gateway_ids": {"gateway_id": f"gw-{meter.area.lower()}"}, "rssi": rssi, "channel_rssi": rssi,
+               "snr": snr}  # fmt: skip
+    settings = {"data_rate": {"lora": {"bandwidth": 125000, "spreading_factor": sf, "coding_rate": "4/5"}},
+                "frequency": str(868_100_000 + 200_000 * (f_cnt % 3))}  # fmt: skip
+    return {"rx_metadata": [gateway], "settings": settings}
+
+
 def ttn_payload(sim: Simulation, meter: MeterSpec, ts: datetime, f_cnt: int = 0) -> tuple[str, dict[str, Any]]:
-    """Topic and body of the LoRaWAN (The Things Stack v3) uplink style."""
+    """Topic and body of the LoRaWAN (The Things Stack v3) uplink style; ``f_cnt``: the device's uplink count."""
     values = sim.values_at(meter.index, ts)
     app = sim.config.mqtt.ttn_application
     device_id = f"water-{meter.serial}" if meter.commodity is Commodity.WATER else f"meter-{meter.serial}"
-    flags = {name: bool(int(values["status"]) >> bit & 1) for name, bit in meter.profile.status_bits.items()}
-    if meter.commodity is Commodity.WATER:
-        decoded: dict[str, Any] = {
-            "volume_m3": round(values["8-0:1.0.0"], 3),
-            "reverse_m3": round(values["8-0:2.0.0"], 3),
-            "flow_m3h": round(values["8-0:2.7.0"], 4),
-        }
-    else:
-        decoded = {"energy_in_kwh": round(values["1-0:1.8.0"], 3), "energy_out_kwh": round(values["1-0:2.8.0"], 3),
-                   "power_w": round(values["1-0:1.7.0"], 1)}
-    decoded["alarms"] = flags
+    raw = frm_payload(meter, values)
+    decoded = decode_frm_payload(meter, raw)
     decoded["meter_time"] = _iso(ts + timedelta(seconds=sim.clock_offset(meter.index, ts)))
+    air = radio(sim.config.seed, meter, f_cnt)
     body = {
         "end_device_ids": {
             "device_id": device_id,
@@ -122,8 +183,10 @@ def ttn_payload(sim: Simulation, meter: MeterSpec, ts: datetime, f_cnt: int = 0)
         "uplink_message": {
             "f_port": 1,
             "f_cnt": f_cnt,
+            "frm_payload": base64.b64encode(raw).decode("ascii"),
             "decoded_payload": decoded,
-            "rx_metadata": [{"gateway_ids": {"gateway_id": f"gw-{meter.area.lower()}"}, "rssi": -97, "snr": 6.5}],
+            "rx_metadata": air["rx_metadata"],
+            "settings": air["settings"],
         },
     }
     return f"v3/{app}@ttn/devices/{device_id}/up", body
@@ -137,9 +200,16 @@ def event_payload(sim: Simulation, event: SimEvent) -> tuple[str, dict[str, Any]
 
 
 class MqttPublisher:
-    """Publishes the fleet's MQTT meters to a broker (paho-mqtt 2, QoS 1)."""
+    """Publishes the fleet's MQTT meters to a broker (paho-mqtt 2, QoS 1), surviving broker outages.
 
-    def __init__(self, sim: Simulation, clock: SimClock, url: str, client_id: str = "releve-simulator") -> None:
+    paho's network thread reconnects on its own (1 … ``reconnect_max_s`` s between attempts). While
+    the broker is away a round is not queued: the meters' messages of that round are counted in
+    ``dropped`` (a meter without a connection has nowhere to send), and publishing resumes with the
+    first round after the reconnection.
+    """
+
+    def __init__(self, sim: Simulation, clock: SimClock, url: str, client_id: str = "releve-simulator",
+                 reconnect_max_s: int = 10) -> None:  # fmt: skip
         """Prepare a client for the broker at ``url`` (mqtt://host:port)."""
         self.sim = sim
         self.clock = clock
@@ -148,14 +218,34 @@ class MqttPublisher:
         self.port = parsed.port or 1883
         self.meters = [m for m in sim.meters if m.transport == "mqtt"]
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
-        self._f_cnt = 0
+        self.client.reconnect_delay_set(1, reconnect_max_s)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.connected = threading.Event()
+        self.connections = 0  # successful (re)connections
+        self._f_cnt: dict[str, int] = {}  # LoRaWAN uplink counter, per device
         self._last_events: datetime | None = None
         self.published = 0
+        self.dropped = 0
 
-    def connect(self) -> None:
-        """Connect and start the network loop thread."""
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if not reason.is_failure:
+            self.connections += 1
+            self.connected.set()
+            if self.connections > 1:
+                log.warning("MQTT broker %s:%d: reconnected, publishing resumes", self.host, self.port)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if self.connected.is_set():
+            log.warning("MQTT broker %s:%d: connection lost (%s); reconnecting", self.host, self.port, reason)
+        self.connected.clear()
+
+    def connect(self, timeout: float = 10.0) -> None:
+        """Connect and start the network loop thread (which reconnects after an outage)."""
         self.client.connect(self.host, self.port)
         self.client.loop_start()
+        if not self.connected.wait(timeout):
+            raise OSError(f"MQTT broker {self.host}:{self.port} did not accept the connection")
 
     def close(self) -> None:
         """Disconnect and stop the network loop."""
@@ -171,8 +261,9 @@ class MqttPublisher:
             if meter.mqtt_style == "tasmota":
                 out.append(tasmota_payload(self.sim, meter, ts))
             elif meter.mqtt_style == "ttn":
-                self._f_cnt += 1
-                out.append(ttn_payload(self.sim, meter, ts, self._f_cnt))
+                f_cnt = self._f_cnt.get(meter.serial, -1) + 1
+                self._f_cnt[meter.serial] = f_cnt
+                out.append(ttn_payload(self.sim, meter, ts, f_cnt))
             else:
                 out.append(json_payload(self.sim, meter, ts))
         return out
@@ -183,12 +274,25 @@ class MqttPublisher:
         return [event_payload(self.sim, ev) for ev in self.sim.events_between(start, end) if ev.meter in mqtt_meters]
 
     def publish(self, messages: list[tuple[str, dict[str, Any]]], timeout: float = 10.0) -> int:
-        """Publish with QoS 1 and wait until the broker acknowledged each message."""
+        """Publish with QoS 1 and wait until the broker acknowledged each; return how many it did.
+
+        Without a connection nothing is queued: the messages count as ``dropped``.
+        """
+        if not self.connected.is_set():
+            self.dropped += len(messages)
+            return 0
         infos = [self.client.publish(topic, json.dumps(body), qos=1) for topic, body in messages]
+        done = 0
+        deadline = time.monotonic() + timeout  # for the whole round, not per message
         for info in infos:
-            info.wait_for_publish(timeout)
-        self.published += len(infos)
-        return len(infos)
+            try:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            except (RuntimeError, ValueError):  # the connection went away under this message
+                continue
+            done += info.is_published()
+        self.published += done
+        self.dropped += len(infos) - done
+        return done
 
     def publish_round(self, ts: datetime | None = None) -> int:
         """Publish readings at ``ts`` (default: the clock's now) and events since the last round."""
@@ -199,10 +303,20 @@ class MqttPublisher:
         return self.publish(messages)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Publish a round every ``mqtt.publish_every_s`` wall seconds until ``stop`` is set."""
+        """Publish a round every ``mqtt.publish_every_s`` wall seconds until ``stop`` is set.
+
+        A round that fails (broker away) is logged and the loop goes on: an outage never ends it.
+        """
         every = self.sim.config.mqtt.publish_every_s
         while not stop.is_set():
-            count = await asyncio.to_thread(self.publish_round)
-            log.info("published %d MQTT messages", count)
+            try:
+                dropped = self.dropped
+                count = await asyncio.to_thread(self.publish_round)
+                if self.dropped > dropped:
+                    log.warning("broker unreachable: %d MQTT messages of this round dropped", self.dropped - dropped)
+                else:
+                    log.info("published %d MQTT messages", count)
+            except Exception:
+                log.exception("MQTT round failed; trying again next round")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every)

@@ -171,3 +171,40 @@ def test_collect_status_shows_links_and_the_failing_meter(db, tmp_path):
     assert "line0" in out and "rtu" in out
     worst = out.split("meters with the most failures")[1].splitlines()[1]
     assert "DEAD-ON-LINE" in worst and "never" in worst
+
+
+def test_a_device_answering_after_its_timeout_never_lands_as_another_readings_value(db, tmp_path):
+    sim = fleet()
+    clock = SimClock(FROZEN)
+    clock.freeze(FROZEN)
+    on_line = [m for m in sim.meters if m.transport == "rtu"]
+    slow = on_line[0]
+    # The simulated device answers 0.5 s late on a line polled with a 0.3 s timeout and one retry:
+    # each of its replies arrives while the collector is already waiting for another one.
+    sim.response_delay = lambda meter, ts: 0.5 if meter == slow.index else 0.0  # type: ignore[method-assign]
+    register(db, sim, on_line)
+    with BackgroundModbus(sim, clock) as front:
+        config = collector_config(front, sim, tmp_path)
+        config.modbus.gateways.clear()
+        config.modbus.retries = 1
+        collector = Collector(config, db.settings, db.url)
+        collector.start()
+        time.sleep(4.0)
+        collector.stop()
+    health = {m.serial: m.health for m in collector.poller.meters}
+    assert health[slow.serial].good == 0 and health[slow.serial].failures >= 1
+    assert set(health[slow.serial].errors) <= {"timeout", "mismatch"}
+    with psycopg.connect(db.url) as conn:
+        rows = conn.execute(
+            "SELECT m.serial, c.code, r.value FROM reading r JOIN meter m ON m.id = r.meter_id "
+            "JOIN channel c ON c.id = r.channel_id").fetchall()
+    assert not [r for r in rows if r[0] == slow.serial]
+    by_serial = {m.serial: m for m in on_line}
+    for serial, channel, value in rows:
+        if channel == "0-0:1.0.0":
+            continue
+        meter = by_serial[serial]
+        shown = sim.values_at(meter.index, FROZEN)
+        assert value == pytest.approx(expected_value(meter, channel, shown[channel]), rel=1e-9, abs=1e-9), (serial, channel)
+    for meter in on_line[1:]:
+        assert health[meter.serial].failures == 0 and health[meter.serial].good >= 2

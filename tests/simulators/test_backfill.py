@@ -151,6 +151,13 @@ def test_cli_run_serves_modbus_and_mqtt_and_stops_cleanly_on_ctrl_c(tmp_path, mq
         assert re.search(r"modbus rtu \S+ \(9600 8N1\) units 1", text)
         assert "mqtt publisher -> " + mqtt_broker.url in text
         assert (tmp_path / "run" / "rtu-line0").is_symlink()
+        # Which model answers at which unit id: printed, and listed in the run directory.
+        assert re.search(r"modbus tcp 127\.0\.0\.1:\d+ units 1-\d+ \(.*sdm630 1\b", text), text
+        assert "unit listing (model at each unit id): " in text
+        listing = json.loads((tmp_path / "run" / "units.json").read_text())
+        feeder = next(r for r in listing if r["transport"] == "tcp" and r["unit"] == 1)
+        assert feeder["endpoint"] == f"127.0.0.1:{port}" and feeder["model"] == "sdm630" and feeder["role"] == "feeder"
+        assert (tmp_path / "run" / "units.csv").read_text().startswith("transport,endpoint,unit,serial,model,")
         client = ModbusTcpClient("127.0.0.1", port=port, timeout=3)
         assert client.connect()
         first = client.read_input_registers(72, count=2, device_id=1)
@@ -178,3 +185,25 @@ def test_cli_run_serves_modbus_and_mqtt_and_stops_cleanly_on_ctrl_c(tmp_path, mq
         _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "simulators stopped" in err
+
+
+def test_cli_run_list_says_which_model_answers_at_which_unit(capsys):
+    from simulators.config import FleetConfig
+    from simulators.engine import Simulation
+
+    assert main(["simulate", "run", "--list", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    sim = Simulation(FleetConfig())
+    assert len(rows) == len(sim.meters)
+    for row, meter in zip(rows, sim.meters, strict=True):
+        assert (row["serial"], row["model"], row["transport"]) == (meter.serial, meter.model, meter.transport)
+        if meter.transport == "tcp":
+            assert row["endpoint"] == f"127.0.0.1:{5020 + meter.gateway}" and row["unit"] == meter.unit_id
+        elif meter.transport == "rtu":
+            assert row["endpoint"] == f"rtu-line{meter.line}" and row["unit"] == meter.unit_id
+        else:
+            assert row["unit"] is None
+    assert main(["simulate", "run", "--list", "csv"]) == 0
+    csv_lines = capsys.readouterr().out.splitlines()
+    assert csv_lines[0] == "transport,endpoint,unit,serial,model,manufacturer,commodity,role"
+    assert len(csv_lines) == len(rows) + 1

@@ -14,7 +14,7 @@ from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from releve.profiles import decode
 from simulators.clock import SimClock
 from simulators.engine import Simulation
-from simulators.modbus import BackgroundModbus
+from simulators.modbus import BackgroundModbus, FleetDatastore
 
 from .conftest import small_fleet
 
@@ -67,9 +67,10 @@ def test_mbpoll_reads_the_sdm630_over_tcp_as_the_simulator_reports_it(sdm_fleet)
     expected = sim.values_at(meter, clock.now())
     assert_sdm_values(read, expected)
     assert 200 < read[1] < 250
-    serial = mbpoll("-m", "tcp", "-p", str(gateway.port), "-a", str(unit), "-t", "4:int", "-B", "-r", "43", "-c", "2",
+    # Serial Number Hi at holding register 42 and Lo at 44 (references 43 and 45), 16 bits each.
+    serial = mbpoll("-m", "tcp", "-p", str(gateway.port), "-a", str(unit), "-t", "4", "-r", "43", "-c", "3",
                     "127.0.0.1")
-    assert serial == {43: 0, 45: int(sim.meters[meter].serial)}
+    assert serial[43] * 65536 + serial[45] == int(sim.meters[meter].serial)
 
 
 @needs_mbpoll
@@ -200,3 +201,70 @@ def test_tamper_events_can_be_read_from_the_event_registers():
         if profile.entry("last_event_ts") is not None:
             assert read("last_event_ts") == label.start.timestamp()
         client.close()
+
+
+def test_unmapped_registers_answer_illegal_data_address(sdm_fleet):
+    sim, _, front = sdm_fleet
+    gateway = front.gateways[0]
+    unit, meter = next(iter(gateway.store.units.items()))
+    client = ModbusTcpClient(gateway.host, port=gateway.port, timeout=3)
+    assert client.connect()
+    try:
+        for read, address, count in ((client.read_input_registers, 600, 2),  # beyond the input map
+                                     (client.read_input_registers, 500, 10),  # runs off its end
+                                     (client.read_holding_registers, 0, 2)):  # no holding register 0 on an SDM630
+            rr = read(address, count=count, device_id=unit)
+            assert rr.isError() and rr.exception_code == 2, (address, count, rr)
+        reserved = client.read_input_registers(54, count=2, device_id=unit)  # a gap inside the map
+        assert not reserved.isError() and reserved.registers == [0, 0]
+        hi, _, lo = client.read_holding_registers(42, count=3, device_id=unit).registers
+        assert hi * 65536 + lo == int(sim.meters[meter].serial)  # Serial Number Hi (42) and Lo (44)
+    finally:
+        client.close()
+
+
+def test_every_read_the_collector_plans_is_inside_the_register_map():
+    from collectors.plan import plan_reads
+    from releve.profiles import profile_names
+
+    sim = Simulation(small_fleet())
+    first = {}
+    for m in sim.meters:
+        first.setdefault(m.model, m)
+    assert set(first) == set(profile_names())
+    store = FleetDatastore(sim, SimClock(sim.start), {u: m.index for u, m in enumerate(first.values(), start=1)})
+    for meter in first.values():
+        by_class: dict[str, list] = {}
+        for entry in meter.profile.registers:
+            by_class.setdefault(entry.poll_class, []).append(entry)
+        for max_filler in (0, 16, 120):
+            for entries in by_class.values():
+                for block in plan_reads(entries, max_filler=max_filler):
+                    assert store.mapped(meter.index, block.function, block.address, block.count), (meter.model, block)
+
+
+@pytest.mark.parametrize("serialise", [True, False])
+def test_a_serialising_gateway_answers_one_request_at_a_time(serialise):
+    import asyncio
+
+    from pymodbus.client import AsyncModbusTcpClient
+
+    sim = Simulation(small_fleet(modbus={"response_delay_ms": 50.0, "serialise_gateways": serialise, "rtu_lines": 0},
+                                 faults={"rate": 0.0}, mqtt={"electricity_share": 0.0}))
+    clock = SimClock(sim.start)
+    with BackgroundModbus(sim, clock) as front:
+        gateway = front.gateways[0]
+        units = sorted(gateway.store.units)[:4]
+
+        async def four_at_once() -> None:
+            clients = [AsyncModbusTcpClient(gateway.host, port=gateway.port, timeout=5) for _ in units]
+            for c in clients:
+                assert await c.connect()
+            replies = await asyncio.gather(*(c.read_holding_registers(0, count=1, device_id=u)
+                                             for c, u in zip(clients, units, strict=True)))
+            for c in clients:
+                c.close()
+            assert len(replies) == 4
+
+        asyncio.run(four_at_once())
+        assert gateway.store.max_in_flight == (1 if serialise else 4)

@@ -95,3 +95,81 @@ def test_readings_and_events_reach_a_subscriber_in_all_three_styles(mqtt_broker)
     thief = next(body for topic, body in later if topic.endswith(f"water-{label.meter}/up"))
     assert thief["uplink_message"]["decoded_payload"]["alarms"]["reverse_flow"] is True
     assert after > before
+
+
+def test_publishing_resumes_after_the_broker_restarts(mqtt_broker):
+    import asyncio
+
+    sim = Simulation(small_fleet(mqtt={"electricity_share": 0.5, "publish_every_s": 0.2}))
+    clock = SimClock(sim.start, speed=60)
+    publisher = MqttPublisher(sim, clock, mqtt_broker.url, reconnect_max_s=1)
+    publisher.connect()
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    runner = threading.Thread(target=loop.run_until_complete, args=(publisher.run(stop),), daemon=True)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 10
+        while publisher.published < 2 * len(publisher.meters) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert publisher.published >= 2 * len(publisher.meters)
+        mqtt_broker.stop()
+        deadline = time.monotonic() + 10
+        while publisher.dropped == 0 and time.monotonic() < deadline:  # rounds during the outage
+            time.sleep(0.05)
+        assert publisher.dropped > 0 and runner.is_alive()
+        mqtt_broker.start()
+        sub = Subscriber(mqtt_broker.port)  # a subscriber of the restarted broker sees new rounds
+        try:
+            received = sub.wait_for(2 * len(publisher.meters), timeout=15)
+        finally:
+            sub.close()
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        runner.join(15)
+        publisher.close()
+        loop.close()
+    assert len(received) >= 2 * len(publisher.meters)
+    assert publisher.connections >= 2
+
+
+def test_lorawan_uplinks_count_per_device_vary_in_radio_and_carry_the_raw_payload():
+    import base64
+
+    from simulators.mqtt import decode_frm_payload
+
+    sim = Simulation(small_fleet(topology={"dmas": 2, "customers_per_dma": 12},
+                                 mqtt={"electricity_share": 0.3, "styles": ["ttn"]}))
+    clock = SimClock(sim.start)
+    publisher = MqttPublisher(sim, clock, "mqtt://127.0.0.1:1")  # payloads only: never connects
+    ttn = [m for m in publisher.meters if m.mqtt_style == "ttn"]
+    assert len(ttn) >= 10 and {m.commodity.value for m in ttn} == {"water", "electricity"}
+    rounds = []
+    for k in range(6):
+        ts = sim.start + timedelta(days=2, minutes=15 * k)
+        rounds.append((ts, {body["end_device_ids"]["device_id"]: body["uplink_message"]
+                            for _, body in publisher.messages(ts)}))
+    by_device = {m: [r[m] for _, r in rounds] for m in rounds[0][1]}
+    for device, uplinks in by_device.items():
+        assert [u["f_cnt"] for u in uplinks] == list(range(6)), device  # its own counter, from 0
+        assert len({u["rx_metadata"][0]["rssi"] for u in uplinks}) > 1, device  # fading
+    means = [sum(u["rx_metadata"][0]["rssi"] for u in ups) / len(ups) for ups in by_device.values()]
+    assert max(means) - min(means) > 10  # devices near and far from their gateway
+    every = [u["rx_metadata"][0] for ups in by_device.values() for u in ups]
+    assert all(-125 <= g["rssi"] <= -30 and -20 <= g["snr"] <= 12 for g in every)
+    assert len({g["snr"] for g in every}) > len(by_device)
+    for ts, uplinks in rounds:
+        for meter in ttn:
+            device = ("water-" if meter.commodity.value == "water" else "meter-") + meter.serial
+            if device not in uplinks:
+                continue  # in a communication loss
+            up = uplinks[device]
+            raw = base64.b64decode(up["frm_payload"], validate=True)
+            decoded = dict(up["decoded_payload"])
+            del decoded["meter_time"]
+            assert decode_frm_payload(meter, raw) == decoded
+            values = sim.values_at(meter.index, ts)
+            if meter.commodity.value == "water":
+                assert decoded["volume_m3"] == pytest.approx(values["8-0:1.0.0"], abs=5e-4)
+            else:
+                assert decoded["energy_in_kwh"] == pytest.approx(values["1-0:1.8.0"], abs=5e-4)
