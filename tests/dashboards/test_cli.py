@@ -10,19 +10,69 @@ from releve.cli import main
 pytestmark = [pytest.mark.db, pytest.mark.filterwarnings(r"ignore:\s*The dash_table.DataTable:DeprecationWarning")]
 
 
-def test_adduser_reads_the_password_from_stdin_and_stores_only_a_hash(db, monkeypatch, capsys):
+def test_adduser_passwd_deluser_keep_only_an_argon2id_hash(db, monkeypatch, capsys):
+    from dashboards.auth import check_login
+
     monkeypatch.setenv("RELEVE_DATABASE_URL", db.url)
     monkeypatch.setenv("RELEVE_DATABASE__ROLE_PREFIX", db.settings.database.role_prefix)
-    monkeypatch.setattr("sys.stdin", io.StringIO("s3cret-enough\n"))
-    assert main(["dashboard", "adduser", "ana", "--role", "fraud", "--role", "billing", "--password-stdin"]) == 0
+
+    def run(*args, password=None):
+        monkeypatch.setattr("sys.stdin", io.StringIO(f"{password}\n" if password else ""))
+        return main(["dashboard", *args, *(["--password-stdin"] if password else [])])
+
+    def stored(name):
+        with db.connect() as conn:
+            return conn.execute("SELECT password_hash, roles FROM dashboard_user WHERE username = %s",
+                                (name,)).fetchone()
+
+    assert run("adduser", "ana", "--role", "fraud", "--role", "billing", password="s3cret-enough") == 0
+    hash1, roles = stored("ana")
+    assert roles == ["billing", "fraud"] and hash1.startswith("$argon2id$") and "s3cret" not in hash1
+    assert run("adduser", "ana", "--role", "operator", password="other-secret-1") == 1
+    assert "exists already" in capsys.readouterr().err
+    assert run("adduser", "bob", "--role", "fraud", password="short") == 1
+    assert "at least 10 characters" in capsys.readouterr().err
+    assert run("passwd", "ana", password="a-new-secret-2") == 0  # roles kept
+    hash2, roles = stored("ana")
+    assert hash2 != hash1 and roles == ["billing", "fraud"]
     with db.connect() as conn:
-        stored, roles = conn.execute(
-            "SELECT password_hash, roles FROM dashboard_user WHERE username = 'ana'"
-        ).fetchone()
-    assert roles == ["billing", "fraud"] and stored.startswith("scrypt$") and "s3cret" not in stored
-    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
-    assert main(["dashboard", "adduser", "bob", "--role", "fraud", "--password-stdin"]) == 1
-    assert "at least 8 characters" in capsys.readouterr().err
+        assert check_login(conn, "ana", "a-new-secret-2") and not check_login(conn, "ana", "s3cret-enough")
+    assert run("passwd", "ana", "--role", "operator", password="a-new-secret-3") == 0
+    assert stored("ana")[1] == ["operator"]
+    assert run("passwd", "nobody", password="a-new-secret-3") == 1
+    assert "no user nobody" in capsys.readouterr().err
+    assert run("deluser", "ana") == 0 and stored("ana") is None
+    assert run("deluser", "ana") == 1
+
+
+def test_an_admin_of_before_0018_keeps_every_page_and_an_old_hash_still_logs_in(database_url, monkeypatch):
+    """Migration 0018 adds the operator role; users who were admin (then every page) get every role."""
+    import hashlib
+
+    import psycopg
+
+    from dashboards.auth import check_login
+    from releve import migrate
+    from releve.settings import Settings
+
+    name = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
+    settings = Settings(database={"url": database_url, "role_prefix": name})
+    every = migrate.discover
+    monkeypatch.setattr(migrate, "discover", lambda: [m for m in every() if m.version < 18])
+    migrate.upgrade(database_url, settings)
+    salt = bytes(16)
+    legacy = f"scrypt$16384$8$1${salt.hex()}${hashlib.scrypt(b'old-password', salt=salt, n=2**14, r=8, p=1, dklen=32).hex()}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO dashboard_user (username, password_hash, roles) VALUES "
+                     "('boss', %s, '{admin}'), ('clerk', %s, '{billing}')", (legacy, legacy))
+    monkeypatch.setattr(migrate, "discover", every)
+    assert [m.version for m in migrate.upgrade(database_url, settings)] == [18]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        roles = dict(conn.execute("SELECT username, roles FROM dashboard_user").fetchall())
+        assert roles == {"boss": ["admin", "billing", "fraud", "operator"], "clerk": ["billing"]}
+        assert check_login(conn, "clerk", "old-password").roles == ("billing",)
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("UPDATE dashboard_user SET roles = '{}' WHERE username = 'clerk'")
 
 
 def test_screenshots_command_writes_every_page_at_1440x900(filled, browser, tmp_path, monkeypatch):
