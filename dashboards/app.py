@@ -109,7 +109,7 @@ FORBIDDEN = """<!DOCTYPE html>
 
 #: Dash's versioned static files: the only responses a browser may cache.
 STATIC_PREFIX = "/_dash-component-suites/"
-USER_CACHE_S = 5.0
+USER_CACHE_S = 2.0
 
 
 def current_user() -> tuple[str | None, list[str]]:

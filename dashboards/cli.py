@@ -53,6 +53,7 @@ def register(sub: Any) -> None:
 
 
 def _url(settings: Settings) -> str:
+    """The database URL, its schema brought up to date when it is not (``releve db upgrade``'s work)."""
     from releve import db, migrate
     from releve.pgserver import ServerError
 
@@ -62,8 +63,25 @@ def _url(settings: Settings) -> str:
         from releve.cli import CommandError
 
         raise CommandError(str(exc)) from exc
-    migrate.upgrade(url, settings)
+    if not _schema_current(url, settings):
+        migrate.upgrade(url, settings)
     return url
+
+
+def _schema_current(url: str, settings: Settings) -> bool:
+    """Whether every migration is applied, asked as the reader role (the dashboards need no more)."""
+    import psycopg
+
+    from releve import db, migrate
+
+    try:
+        with db.connect(url, role=db.reader_role(settings), autocommit=True) as conn:
+            if conn.execute("SELECT to_regclass('schema_migration')").fetchone() == (None,):
+                return False
+            have = {v for (v,) in conn.execute("SELECT version FROM schema_migration")}
+    except psycopg.errors.InvalidParameterValue:  # no reader role yet: a database never upgraded
+        return False
+    return {m.version for m in migrate.discover()} <= have
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:

@@ -85,3 +85,41 @@ def test_screenshots_command_writes_every_page_at_1440x900(filled, browser, tmp_
         assert head[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", head[16:24]) == (1440, 900)
         assert (tmp_path / f"{page}-full.png").stat().st_size > 0
     assert filled.one("SELECT count(*) FROM dashboard_user WHERE username LIKE 'screenshots-%%'") == 0
+
+
+def test_releve_dashboard_serves_with_waitress_on_the_configured_address(filled, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    from dashboards.browser import free_port
+
+    port = free_port()
+    env = {**os.environ, "RELEVE_DATABASE_URL": filled.url, "RELEVE_DATABASE__ROLE_PREFIX":
+           filled.settings.database.role_prefix, "RELEVE_DASHBOARD__PORT": str(port),
+           "RELEVE_DASHBOARD_SECRET_FILE": str(tmp_path / "secret")}
+    env.pop("RELEVE_DASHBOARD_SECRET", None)  # set by the app fixture of other tests: the file is wanted here
+    proc = subprocess.Popen([sys.executable, "-m", "releve.cli", "dashboard"], env=env, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=5) as reply:
+                    headers = reply.headers
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert proc.poll() is None and time.monotonic() < deadline, "the server did not answer"
+                time.sleep(0.5)
+        assert headers["X-Frame-Options"] == "DENY" and "Server" not in headers  # waitress, told not to say so
+        assert (tmp_path / "secret").stat().st_mode & 0o777 == 0o600
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/_dash-layout", timeout=5)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert f"dashboards on http://127.0.0.1:{port}/" in err and "Traceback" not in err
