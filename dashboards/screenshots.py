@@ -13,7 +13,8 @@ from typing import Any
 from releve import db
 from releve.settings import Settings
 
-PAGES = (("control-room", "/"), ("meter", "/meter/{meter}"), ("fraud", "/fraud"), ("billing", "/billing"))
+PAGES = (("control-room", "/"), ("meter", "/meter/{meter}"), ("fraud", "/fraud"), ("billing", "/billing"),
+         ("users", "/users"))
 
 
 def busiest_meter(url: str, settings: Settings) -> str | None:

@@ -80,7 +80,7 @@ def test_screenshots_command_writes_every_page_at_1440x900(filled, browser, tmp_
     monkeypatch.setenv("RELEVE_DATABASE__ROLE_PREFIX", filled.settings.database.role_prefix)
     monkeypatch.setenv("RELEVE_DASHBOARD_SECRET", "test")
     assert main(["dashboard", "screenshots", "--out", str(tmp_path), "--meter", "26000003"]) == 0
-    for page in ("control-room", "meter", "fraud", "billing"):
+    for page in ("control-room", "meter", "fraud", "billing", "users"):
         head = (tmp_path / f"{page}.png").read_bytes()[:24]
         assert head[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", head[16:24]) == (1440, 900)
         assert (tmp_path / f"{page}-full.png").stat().st_size > 0
