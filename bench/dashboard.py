@@ -208,10 +208,10 @@ def main() -> None:
         fill(url, args.meters, args.hours)
         print(f"  fleet of {args.meters:,} meters built in {time.perf_counter() - started:.1f} s", file=sys.stderr)
         from dashboards.app import create_app
-        from dashboards.auth import add_user
+        from dashboards.auth import ROLES, add_user
 
         with connect(url, autocommit=True) as conn:
-            add_user(conn, "bench", "bench-password", ["admin"])
+            add_user(conn, "bench", "bench-password", list(ROLES), replace=True)
         app = create_app(url, settings)
         r = Renderer(app)
         r.login("bench", "bench-password")

@@ -1,11 +1,20 @@
-"""Logins for the protected pages: scrypt password hashes, roles, and the Flask session secret.
+"""Logins: Argon2id password hashes, roles and the pages they open, and the Flask session secret.
 
-Roles: ``fraud`` (the fraud unit page), ``billing`` (the billing page and the VEE review queue),
-``admin`` (every page). Users live in the ``dashboard_user`` table (migration 0010), created with
-``releve dashboard adduser``; the password is read from a prompt or stdin, never from the command
-line or the code. The session secret comes from ``RELEVE_DASHBOARD_SECRET``, else from the file
-named by ``RELEVE_DASHBOARD_SECRET_FILE`` (default ``dashboard.secret`` beside the embedded
-database's data directory), generated on first start.
+Roles (a user may hold several):
+
+- ``operator``: the control room (``/``) and the meter pages (``/meter/<serial>``);
+- ``fraud``: the fraud unit (``/fraud``);
+- ``billing``: billing and the VEE review queue (``/billing``);
+- ``admin``: the users page (``/users``). Admin opens no customer data by itself: a person who
+  also works the control room holds ``operator`` too.
+
+Users live in the ``dashboard_user`` table (migrations 0010, 0018), created with ``releve
+dashboard adduser``; the password is read from a prompt or stdin, never from the command line or
+the code. Hashes are Argon2id (argon2-cffi, RFC 9106 low-memory parameters); scrypt hashes from
+before 0018 are still verified, and replaced the next time the password is set. The session secret
+comes from ``RELEVE_DASHBOARD_SECRET``, else from the file named by
+``RELEVE_DASHBOARD_SECRET_FILE`` (default ``dashboard.secret`` beside the embedded database's data
+directory), generated with mode 0600 on first start.
 """
 
 from __future__ import annotations
@@ -13,76 +22,155 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 from psycopg import Connection
 
 from releve.settings import Settings
 
-ROLES = ("fraud", "billing", "admin")
-#: Which role opens which protected page (admin opens all of them).
-PAGE_ROLES = {"/fraud": "fraud", "/billing": "billing"}
+ROLES = ("operator", "fraud", "billing", "admin")
+#: Pages in the order of the top bar: (path, role that opens it, label).
+PAGES = (("/", "operator", "Control room"), ("/meter", "operator", "Meter"), ("/fraud", "fraud", "Fraud unit"),
+         ("/billing", "billing", "Billing"), ("/users", "admin", "Users"))  # fmt: skip
+USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+MIN_PASSWORD = 10
 
-_N, _R, _P = 2**14, 8, 1
+_HASHER = PasswordHasher()  # Argon2id, t=3, m=64 MiB, p=4 (RFC 9106's second recommendation)
+_DUMMY = _HASHER.hash(secrets.token_urlsafe(16))  # verified for unknown users: the same cost either way
 
 
 class AuthError(ValueError):
-    """A user cannot be created or changed (bad name, bad role, weak password)."""
+    """A user cannot be created or changed (bad name, bad role, weak password, no such user)."""
 
 
-def hash_password(password: str, salt: bytes | None = None) -> str:
-    """``scrypt$n$r$p$salt$hash`` for ``password`` (a fresh random salt unless one is given)."""
-    salt = salt if salt is not None else secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=32)
-    return f"scrypt${_N}${_R}${_P}${salt.hex()}${digest.hex()}"
+@dataclass(frozen=True)
+class UserState:
+    """What a session is checked against on each request: roles now, and the password's stamp."""
+
+    roles: tuple[str, ...]
+    stamp: str
+
+
+def page_role(path: str) -> str | None:
+    """The role that opens ``path`` (None: no such page)."""
+    page = path.rstrip("/") or "/"
+    if page == "/meter" or page.startswith("/meter/"):
+        return "operator"
+    return next((role for p, role, _ in PAGES if p == page), None)
+
+
+def allowed(roles: list[str] | tuple[str, ...] | None, path: str) -> bool:
+    """Whether a session with ``roles`` may open ``path``."""
+    role = page_role(path)
+    return role is not None and role in (roles or ())
+
+
+def pages_for(roles: list[str] | tuple[str, ...] | None) -> list[tuple[str, str]]:
+    """(path, label) of every page ``roles`` open, in top-bar order."""
+    return [(p, label) for p, role, label in PAGES if role in (roles or ())]
+
+
+# -------------------------------------------------------------------------------------------- hashing
+def hash_password(password: str) -> str:
+    """An Argon2id hash of ``password`` (fresh random salt; the parameters are in the string)."""
+    return _HASHER.hash(password)
 
 
 def verify_password(password: str, stored: str) -> bool:
-    """Whether ``password`` matches the stored hash (constant-time comparison)."""
+    """Whether ``password`` matches ``stored`` (Argon2id, or a legacy ``scrypt$`` hash)."""
+    if stored.startswith("scrypt$"):
+        return _verify_scrypt(password, stored)
     try:
-        kind, n, r, p, salt, digest = stored.split("$")
-        if kind != "scrypt":
-            return False
+        return _HASHER.verify(stored, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _verify_scrypt(password: str, stored: str) -> bool:
+    """The hashes of migration 0010: ``scrypt$n$r$p$salt$hash``."""
+    try:
+        _, n, r, p, salt, digest = stored.split("$")
         got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p),
-                             dklen=len(digest) // 2)  # fmt: skip
+                             dklen=len(digest) // 2, maxmem=2**26)  # fmt: skip
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(got.hex(), digest)
 
 
-def add_user(conn: Connection, username: str, password: str, roles: list[str]) -> None:
-    """Create the user, or replace its password and roles."""
-    bad = [r for r in roles if r not in ROLES]
-    if bad or not roles:
-        raise AuthError(f"roles must be among {', '.join(ROLES)} (got {', '.join(roles) or 'none'})")
-    if len(password) < 8:
-        raise AuthError("the password must have at least 8 characters")
-    conn.execute(
-        """INSERT INTO dashboard_user (username, password_hash, roles) VALUES (%s, %s, %s)
-           ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, roles = excluded.roles,
-                                                disabled = false, updated_at = now()""",
-        (username, hash_password(password), roles),
+def stamp(password_hash: str) -> str:
+    """A short fingerprint of the stored hash: a session carries it, so a new password ends old sessions."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
+
+
+# -------------------------------------------------------------------------------------------- users
+def _check(username: str, password: str | None, roles: list[str] | None) -> None:
+    if not USERNAME.match(username):
+        raise AuthError("user names are 1 to 64 letters, digits and . _ @ -")
+    if roles is not None:
+        bad = [r for r in roles if r not in ROLES]
+        if bad or not roles:
+            raise AuthError(f"roles must be among {', '.join(ROLES)} (got {', '.join(roles) or 'none'})")
+    if password is not None:
+        if len(password) < MIN_PASSWORD:
+            raise AuthError(f"the password must have at least {MIN_PASSWORD} characters")
+        if password.casefold() == username.casefold():
+            raise AuthError("the password must not be the user name")
+
+
+def add_user(conn: Connection, username: str, password: str, roles: list[str], replace: bool = False) -> None:
+    """Create the user (with ``replace``, or reset an existing one's password and roles)."""
+    _check(username, password, roles)
+    conflict = ("DO UPDATE SET password_hash = excluded.password_hash, roles = excluded.roles, disabled = false, "
+                "updated_at = now()") if replace else "DO NOTHING"  # fmt: skip
+    cur = conn.execute(
+        f"INSERT INTO dashboard_user (username, password_hash, roles) VALUES (%s, %s, %s) "
+        f"ON CONFLICT (username) {conflict}",
+        (username, hash_password(password), sorted(set(roles))),
     )
+    if cur.rowcount == 0:
+        raise AuthError(f"user {username} exists already (releve dashboard passwd changes a password)")
 
 
-def check_login(conn: Connection, username: str, password: str) -> list[str] | None:
-    """The user's roles when the password is right and the user enabled, else None."""
+def set_password(conn: Connection, username: str, password: str, roles: list[str] | None = None) -> None:
+    """A new password (and, when given, new roles) for an existing user; its sessions end."""
+    _check(username, password, roles)
+    cur = conn.execute(
+        "UPDATE dashboard_user SET password_hash = %s, roles = coalesce(%s, roles), updated_at = now() "
+        "WHERE username = %s",
+        (hash_password(password), sorted(set(roles)) if roles else None, username),
+    )
+    if cur.rowcount == 0:
+        raise AuthError(f"no user {username}")
+
+
+def delete_user(conn: Connection, username: str) -> None:
+    """Remove a user; its open sessions end at their next request."""
+    if conn.execute("DELETE FROM dashboard_user WHERE username = %s", (username,)).rowcount == 0:
+        raise AuthError(f"no user {username}")
+
+
+def check_login(conn: Connection, username: str, password: str) -> UserState | None:
+    """The user's roles and stamp when the password is right and the user enabled, else None."""
     row = conn.execute(
         "SELECT password_hash, roles FROM dashboard_user WHERE username = %s AND NOT disabled", (username,)
     ).fetchone()
     if row is None:
-        verify_password(password, hash_password("timing-equaliser"))  # same cost for unknown users
+        verify_password(password, _DUMMY)  # the same cost as a known user: no user enumeration by timing
         return None
-    return list(row[1]) if verify_password(password, row[0]) else None
+    return UserState(tuple(row[1]), stamp(row[0])) if verify_password(password, row[0]) else None
 
 
-def allowed(roles: list[str] | None, page: str) -> bool:
-    """Whether a session with ``roles`` may open ``page`` (unprotected pages: always)."""
-    need = PAGE_ROLES.get(page)
-    if need is None:
-        return True
-    return bool(roles) and (need in (roles or []) or "admin" in (roles or []))
+def user_state(conn: Connection, username: str) -> UserState | None:
+    """The user's current roles and stamp (None when deleted or disabled)."""
+    row = conn.execute(
+        "SELECT password_hash, roles FROM dashboard_user WHERE username = %s AND NOT disabled", (username,)
+    ).fetchone()
+    return UserState(tuple(row[1]), stamp(row[0])) if row else None
 
 
 def secret_key(settings: Settings) -> str:

@@ -10,12 +10,13 @@ import os
 import shutil
 import socket
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, make_server
+from dashboards.server import serve_in_thread
+
+__all__ = ["chromium", "console_errors", "free_port", "serve_in_thread", "set_viewport", "wait_idle"]
 
 CHROME_FLAGS = (
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
@@ -28,19 +29,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@contextmanager
-def serve_in_thread(wsgi_app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Serve a WSGI app from a background thread; yield its base URL."""
-    server: BaseWSGIServer = make_server(host, port or free_port(), wsgi_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{host}:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)
 
 
 @contextmanager

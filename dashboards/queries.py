@@ -26,6 +26,7 @@ from typing import Any
 
 from psycopg import Connection
 
+from dashboards.auth import UserState
 from dashboards.tables import Column, TableSpec, fetch_page
 from releve import db
 from releve.settings import Settings
@@ -688,12 +689,27 @@ class Queries:
         with self.read.connection() as conn:
             return fetch_page(conn, spec, page, size, sort_by, filter_query, params)
 
-    def check_login(self, username: str, password: str) -> list[str] | None:
-        """The user's roles if the login is right."""
+    def check_login(self, username: str, password: str) -> UserState | None:
+        """The user's roles and password stamp if the login is right."""
         from dashboards.auth import check_login
 
         with self.read.connection() as conn:
             return check_login(conn, username, password)
+
+    def user_state(self, username: str) -> UserState | None:
+        """The user's roles and password stamp now (None: deleted or disabled)."""
+        from dashboards.auth import user_state
+
+        with self.read.connection() as conn:
+            return user_state(conn, username)
+
+    def users(self) -> list[Row]:
+        """Every dashboard login: roles, state, and whether its hash is still the old scrypt."""
+        with self.read.connection() as conn:
+            return _rows(conn, """SELECT username, roles, disabled,
+                                         CASE WHEN password_hash LIKE 'scrypt$%%' THEN 'scrypt (set a new password)'
+                                              ELSE 'argon2id' END AS hash, created_at, updated_at
+                                  FROM dashboard_user ORDER BY username""", ())
 
 
 INDEX_HISTORY = TableSpec(

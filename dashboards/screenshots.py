@@ -13,7 +13,8 @@ from typing import Any
 from releve import db
 from releve.settings import Settings
 
-PAGES = (("control-room", "/"), ("meter", "/meter/{meter}"), ("fraud", "/fraud"), ("billing", "/billing"))
+PAGES = (("control-room", "/"), ("meter", "/meter/{meter}"), ("fraud", "/fraud"), ("billing", "/billing"),
+         ("users", "/users"))
 
 
 def busiest_meter(url: str, settings: Settings) -> str | None:
@@ -52,16 +53,16 @@ def login(driver: Any, base: str, username: str, password: str) -> None:
 
 
 def take_screenshots(url: str, settings: Settings, out: Path, meter: str | None = None) -> list[Path]:
-    """Serve the app, log in as a temporary admin (deleted afterwards), save each page; return the files."""
+    """Serve the app, log in as a temporary user with every role (deleted afterwards), save each page."""
     from dashboards.app import create_app
-    from dashboards.auth import add_user
+    from dashboards.auth import ROLES, add_user
     from dashboards.browser import chromium, serve_in_thread, set_viewport, wait_idle
 
     out.mkdir(parents=True, exist_ok=True)
     meter = meter or busiest_meter(url, settings) or ""
     user, password = f"screenshots-{secrets.token_hex(4)}", secrets.token_urlsafe(16)
     with db.connect(url, autocommit=True) as conn:
-        add_user(conn, user, password, ["admin"])
+        add_user(conn, user, password, list(ROLES))
     app = create_app(url, settings, refresh_ms=3_600_000)
     paths: list[Path] = []
     try:

@@ -15,6 +15,15 @@ Files (formats in docs/simulators.md; only those present are read):
 - ``labels.csv``: only its ``meter_exchange`` rows, which are work orders a utility records (the
   installation history); every other label is ground truth for scoring and is never loaded.
 
+A load is all or nothing: the registry, the readings, the events and the installations land in one
+transaction, so a bad line anywhere (a value or timestamp that does not parse, a missing column, a
+registry row that breaks a rule) leaves the database exactly as it was, and the error names the file
+and the line. Values that parse but cannot be true — a negative register index or interval volume,
+a negative voltage, current or frequency, a power factor beyond ±1 — are not a reason to refuse the
+file: they go to ``rejected_input`` (dead letters) with the reason, file and line, and the rest lands.
+A reading already stored with a different value is kept aside in ``reading_conflict``; the summary
+counts them and shows the first few.
+
 Loading is idempotent: registry rows are inserted once, and each chunk of readings lands with a batch
 key derived from the file's content, so loading the same directory twice changes nothing.
 """
@@ -33,12 +42,13 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
+from psycopg import sql
 from tqdm import tqdm
 
 from ingest.frame import ReadingFrame
 from ingest.writer import BatchWriter
 from releve import db
-from releve.model import EventKind, MeterEvent, ReadType, Source
+from releve.model import CHANNELS, ChannelKind, EventKind, MeterEvent, ReadType, Rejected, Source
 from releve.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,8 +73,34 @@ class LoadSummary:
     readings: int = 0
     duplicates: int = 0
     rejected: int = 0
+    conflicts: int = 0
     events: int = 0
     files: list[str] = field(default_factory=list)
+    #: The first few conflicts: (meter, channel, instant, value stored, value in the file).
+    conflict_examples: list[tuple[str, str, datetime, float, float]] = field(default_factory=list)
+
+
+#: Physical bounds of a channel's values (inclusive): what lies outside cannot have been measured.
+BOUNDS: dict[str, tuple[float, float]] = {
+    code: (0.0, np.inf) for code, ch in CHANNELS.items()
+    if ch.kind in (ChannelKind.REGISTER, ChannelKind.INTERVAL) or ch.unit in ("V", "A", "Hz", "W")
+} | {code: (-1.0, 1.0) for code, ch in CHANNELS.items() if ch.unit == "1"}  # power factor
+
+
+def impossible(frame: ReadingFrame) -> dict[int, str]:
+    """Rows whose value no meter can report on that channel, with the reason."""
+    out: dict[int, str] = {}
+    for c, code in enumerate(frame.channels):
+        if code not in BOUNDS:
+            continue
+        lo, hi = BOUNDS[code]
+        rows = np.flatnonzero((frame.channel_idx == c) & ((frame.value < lo) | (frame.value > hi)))
+        what = CHANNELS[code].kind.value if CHANNELS[code].kind != ChannelKind.INSTANT else CHANNELS[code].description
+        for i in rows:
+            v = float(frame.value[i])
+            out[int(i)] = (f"negative value {v:g} on {code} ({what}: never below zero)" if v < lo
+                           else f"value {v:g} on {code} ({what}) is outside {lo:g}..{hi:g}")  # fmt: skip
+    return out
 
 
 def _ts(text: str) -> datetime:
@@ -198,12 +234,17 @@ def load_installations(conn: psycopg.Connection, directory: Path, summary: LoadS
                 summary.exchanges += 1
 
 
-def _key(path: Path, chunk: int) -> uuid.UUID:
+def _digest(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
-    return uuid.uuid5(uuid.NAMESPACE_URL, f"releve-import:{digest.hexdigest()}:{chunk}")
+    return digest.hexdigest()
+
+
+def _key(digest: str, chunk: int) -> uuid.UUID:
+    """The batch key of a chunk of a file: the same content gives the same keys (loading is idempotent)."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"releve-import:{digest}:{chunk}")
 
 
 def _frames(path: Path, source: Source, value_col: str = "value") -> Iterator[tuple[int, ReadingFrame]]:
@@ -256,31 +297,51 @@ def _frame(path: Path, rows: list[list[str]], col: dict[str, int], source: Sourc
     return frame
 
 
+def _readings(writer: BatchWriter, path: Path, source: Source, summary: LoadSummary, progress: bool) -> list[int]:
+    """Land one readings file, chunk by chunk; impossible values go to dead letters. Returns the batch ids."""
+    digest = _digest(path)
+    lines = sum(1 for _ in path.open()) - 1
+    bar = tqdm(total=lines, desc=path.name, unit="row", disable=not progress, leave=False)
+    batches = []
+    for chunk, frame in _frames(path, source):
+        first_line = 2 + chunk * CHUNK
+        bad = impossible(frame)
+        rejected = [Rejected(f"{path}:{first_line + i}", reason, json.dumps(frame.row(i)), source)
+                    for i, reason in sorted(bad.items())]  # fmt: skip
+        good = frame.take(np.setdiff1d(np.arange(len(frame)), np.fromiter(bad, int, len(bad)))) if bad else frame
+        result = writer.write(good, rejected=rejected, batch_key=_key(digest, chunk))
+        summary.readings += result.inserted
+        summary.duplicates += result.duplicates
+        summary.conflicts += result.conflicts
+        summary.rejected += result.rejected
+        if result.batch_id is not None:
+            batches.append(result.batch_id)
+        bar.update(len(frame))
+    bar.close()
+    return batches
+
+
 def load_directory(url: str, settings: Settings, directory: Path, reads: str = "remote",
                    progress: bool = False) -> LoadSummary:  # fmt: skip
-    """Load ``directory`` (see the module docstring) into the database at ``url``."""
+    """Load ``directory`` (see the module docstring) into the database at ``url``, all or nothing.
+
+    Raises LoadError (naming file and line) or a database error; either way nothing was written.
+    """
     directory = Path(directory)
     summary = LoadSummary()
-    with psycopg.connect(url) as conn:
-        load_registry(conn, directory, summary)
-        conn.commit()
     files = ["register_reads.csv", "intervals.csv"] if reads == "remote" else ["manual_reads.csv"]
     source = Source.IMPORT if reads == "remote" else Source.MANUAL
-    with BatchWriter(url, settings, origin=f"import {directory}") as writer:
+    role = db.writer_role(settings)
+    with db.connect(url, autocommit=True) as conn, conn.transaction():
+        load_registry(conn, directory, summary)  # as the owner: the registry is not raw data
+        if role:  # readings and events as the writer role, as every collector writes them
+            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+        writer = BatchWriter(url, settings, origin=f"import {directory}", conn=conn)
+        batches: list[int] = []
         for name in files:
-            path = directory / name
-            if not path.is_file():
-                continue
-            summary.files.append(name)
-            lines = sum(1 for _ in path.open()) - 1
-            bar = tqdm(total=lines, desc=name, unit="row", disable=not progress, leave=False)
-            for chunk, frame in _frames(path, source):
-                result = writer.write(frame, batch_key=_key(path, chunk))
-                summary.readings += result.inserted
-                summary.duplicates += result.duplicates
-                summary.rejected += result.rejected
-                bar.update(len(frame))
-            bar.close()
+            if (directory / name).is_file():
+                summary.files.append(name)
+                batches += _readings(writer, directory / name, source, summary, progress)
         events_file = directory / "events.csv"
         if events_file.is_file():
             events = []
@@ -291,10 +352,15 @@ def load_directory(url: str, settings: Settings, directory: Path, reads: str = "
                 except (KeyError, ValueError) as exc:
                     raise LoadError(f"{events_file}:{line}: {exc}") from exc
             if events:
-                summary.events = writer.write([], events, batch_key=_key(events_file, 0)).events
+                summary.events = writer.write([], events, batch_key=_key(_digest(events_file), 0)).events
                 summary.files.append("events.csv")
-    with psycopg.connect(url) as conn:
+        if summary.conflicts:
+            summary.conflict_examples = [tuple(r) for r in conn.execute(
+                """SELECT m.serial, c.code, rc.ts, rc.stored_value, rc.new_value FROM reading_conflict rc
+                   JOIN meter m ON m.id = rc.meter_id JOIN channel c ON c.id = rc.channel_id
+                   WHERE rc.batch_id = ANY(%s) ORDER BY rc.ts, m.serial LIMIT 3""", (batches,)).fetchall()]
+        if role:
+            conn.execute("RESET ROLE")
         load_installations(conn, directory, summary)
-        conn.commit()
     db.refresh_daily(url)
     return summary

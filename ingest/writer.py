@@ -81,19 +81,28 @@ class _Lookup:
 class BatchWriter:
     """Writes batches of readings and events over one connection, as the ingest (writer) role."""
 
-    def __init__(self, url: str, settings: Settings, origin: str = "ingest") -> None:
+    def __init__(self, url: str, settings: Settings, origin: str = "ingest", conn: Connection | None = None) -> None:
+        """Open a connection as the writer role; or, with ``conn``, write inside the caller's transaction.
+
+        A borrowed connection is neither committed nor closed here: each batch is then a savepoint of
+        the caller's transaction (``ingest load`` lands a whole directory or nothing), and the caller
+        has switched it to the writer role.
+        """
         self.settings = settings
         self.origin = origin
-        self.conn = db.connect(url, role=db.writer_role(settings))
+        self._own = conn is None
+        self.conn = db.connect(url, role=db.writer_role(settings)) if conn is None else conn
         self.lookup = _Lookup(self.conn)
-        self.conn.commit()
+        if self._own:
+            self.conn.commit()
         self._months: set[tuple[int, int]] = set()
         self._staging_ready = False
         self.earliest = np.datetime64(settings.ingest.earliest, "us")
 
     def close(self) -> None:
-        """Close the connection."""
-        self.conn.close()
+        """Close the connection (a borrowed one stays open)."""
+        if self._own:
+            self.conn.close()
 
     def __enter__(self) -> BatchWriter:
         return self

@@ -2,7 +2,9 @@
 
 Each subcommand lives next to the code it drives: a package exposes ``register(subparsers)``, and
 this module imports it only when building the parser, so the core stays free of upward imports at
-import time. Exit codes: 0 success, 1 the work failed, 2 bad usage or bad settings.
+import time. Exit codes: 0 success, 1 the work failed, 2 bad usage or bad settings. An expected
+failure (a database that cannot be reached, a bad file, a refused login) is one line on stderr; ``-v``
+adds its traceback.
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 from collections.abc import Callable, Sequence
+
+import psycopg
 
 from releve import __version__
 from releve.logs import configure
+from releve.pgserver import ServerError
 from releve.settings import SettingsError, load_settings
 
 log = logging.getLogger("releve")
@@ -34,6 +40,22 @@ COMMAND_MODULES = (
 
 class CommandError(Exception):
     """A command failed for a reason the user can act on; printed without a traceback."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The reason of an expected failure on one line (libpq's messages span several)."""
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    if isinstance(exc, psycopg.OperationalError) and text.startswith("connection is bad: invalid"):
+        return f"the database URL is not valid: {text.removeprefix('connection is bad: ')}"
+    if isinstance(exc, psycopg.OperationalError):
+        return f"cannot reach the database: {text or type(exc).__name__}"
+    if isinstance(exc, psycopg.ProgrammingError) and exc.sqlstate is None:  # libpq could not parse the URL
+        return f"the database URL is not valid: {text}"
+    if isinstance(exc, psycopg.Error):
+        return f"database error: {text}"
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or text}"
+    return text or type(exc).__name__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,8 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(level, "json" if args.log_json else settings.logging.format)
     try:
         result = args.func(args, settings)
-    except (CommandError, SettingsError) as exc:
-        print(f"releve {args.command}: {exc}", file=sys.stderr)
+    except (CommandError, SettingsError, ServerError, psycopg.Error, OSError) as exc:
+        # Expected failures: one line on stderr; the traceback only when asked for (-v).
+        if args.verbose:
+            traceback.print_exc(file=sys.stderr)
+        print(f"releve {args.command}: {one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("releve: interrupted", file=sys.stderr)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -223,22 +224,23 @@ class Demo:
                 f"{summary.unchanged} unchanged, {summary.prepaid} prepaid checked")  # fmt: skip
 
     def start_dashboards(self, url: str) -> str:
-        """Serve the dashboards; create the demo login (a random password kept in the data directory)."""
+        """Serve the dashboards; create the demo login, every role (a random password kept in a 0600 file)."""
         import secrets
 
         from dashboards.app import create_app
-        from dashboards.auth import add_user
+        from dashboards.auth import ROLES, add_user
         from dashboards.browser import serve_in_thread
 
         login = self.options.data_dir / "demo-login.txt"
         if login.is_file():
             password = login.read_text().split()[1]
         else:
-            password = secrets.token_urlsafe(9)
-            login.write_text(f"demo {password}\n")
-            login.chmod(0o600)
+            password = secrets.token_urlsafe(12)
+            fd = os.open(login, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"demo {password}\n")
         with db.connect(url, autocommit=True) as conn:
-            add_user(conn, "demo", password, ["admin"])
+            add_user(conn, "demo", password, list(ROLES), replace=True)
         app = create_app(url, self.settings)
         stack = ExitStack()
         base = stack.enter_context(serve_in_thread(app.server, "127.0.0.1", self.options.port))

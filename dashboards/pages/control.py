@@ -75,7 +75,9 @@ def map_figure(snap: FleetSnapshot) -> go.Figure | dict[str, Any]:
     """Service points by state on plain lon/lat axes (no tiles: works offline).
 
     Built as a plain figure dictionary: plotly's validation of thousands of points costs more than the
-    query behind them.
+    query behind them. SVG markers, not ``scattergl``: WebGL traces compile their shaders with
+    ``new Function``, which the Content-Security-Policy forbids (no ``unsafe-eval``), and a browser
+    without WebGL could not draw them either; :data:`MAP_POINTS` keeps SVG fast enough.
     """
     pts = [r for r in snap.rows if r["latitude"] is not None and r["longitude"] is not None]
     if not pts:
@@ -94,7 +96,7 @@ def map_figure(snap: FleetSnapshot) -> go.Figure | dict[str, Any]:
     for s in STATES:
         sel = [r for r in pts if r["state"] == s]
         traces.append({
-            "type": "scattergl", "mode": "markers", "name": s,
+            "type": "scatter", "mode": "markers", "name": s,
             "x": [r["longitude"] for r in sel], "y": [r["latitude"] for r in sel],
             "marker": {"color": STATE_COLOURS[s], "size": 7 if len(pts) < 2000 else 4},
             "text": [f"{r['serial']} · {r['area']} · {r['link']}" for r in sel], "hoverinfo": "text"})  # fmt: skip

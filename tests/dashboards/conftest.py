@@ -1,6 +1,6 @@
 """One database for the dashboard tests, filled once per module: a simulated fleet through ingest and VEE,
-the daily aggregate, a theft ranking, bills (one held per cycle) and three logins; plus the app served
-from a thread and a headless Chromium."""
+the daily aggregate, a theft ranking, bills (one held per cycle) and a login per role; plus the app served
+by waitress from a thread and a headless Chromium."""
 
 from __future__ import annotations
 
@@ -27,9 +27,11 @@ FLEET = {
     "modbus": {"tcp_base_port": 0},
 }
 USERS = {
-    "admin": ("admin-pass-123", ["admin"]),
+    "operator1": ("operator-pass-123", ["operator"]),
     "fraud1": ("fraud-pass-123", ["fraud"]),
     "billing1": ("billing-pass-123", ["billing"]),
+    "admin1": ("admin-pass-123", ["admin"]),
+    "locked1": ("locked-pass-123", ["operator"]),
 }
 
 

@@ -1,6 +1,8 @@
 """The pages in headless Chromium against the app served from a thread, on a simulated fleet."""
 
+import json
 import re
+import time
 import urllib.error
 import urllib.request
 
@@ -32,7 +34,18 @@ def no_errors(driver):
     assert errors == [], errors
 
 
+USERS = {"operator1": ("operator-pass-123", ["operator"]), "fraud1": ("fraud-pass-123", ["fraud"]),
+         "billing1": ("billing-pass-123", ["billing"]), "admin1": ("admin-pass-123", ["admin"]),
+         "locked1": ("locked-pass-123", ["operator"])}  # as conftest.py creates them
+
+
+def as_user(driver, base_url, user):
+    driver.get(base_url + "/logout")
+    login(driver, base_url, user, USERS[user][0])
+
+
 def test_control_room_shows_the_fleet_from_the_database(filled, base_url, browser):
+    as_user(browser, base_url, "operator1")
     open_page(browser, base_url + "/")
     assert text_of(browser, "kpi-meters") == f"{filled.one('SELECT count(*) FROM meter'):,}"
     open_exc = filled.one("SELECT count(*) FROM vee_exception WHERE status = 'open' AND severity <> 'info'")
@@ -40,12 +53,17 @@ def test_control_room_shows_the_fleet_from_the_database(filled, base_url, browse
     assert text_of(browser, "kpi-communicating") == text_of(browser, "kpi-meters")  # the fleet clock is the data's end
     WebDriverWait(browser, 20).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#cr-meters td")) > 0)
     assert "26000000" in browser.find_element(By.ID, "cr-meters").text
-    assert browser.find_elements(By.CSS_SELECTOR, "#cr-map .scatterlayer, #cr-map canvas")
+    placed = filled.one("SELECT count(*) FROM meter m JOIN installation i ON i.meter_id = m.id AND i.removed_at IS NULL "
+                        "JOIN service_point sp ON sp.id = i.service_point_id WHERE sp.latitude IS NOT NULL")
+    # every service point drawn, under the CSP (SVG markers: nothing the policy forbids, no WebGL needed)
+    WebDriverWait(browser, 20).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#cr-map .scatterlayer .point"))
+                                     >= placed > 0)
     no_errors(browser)
 
 
 def test_meter_page_shows_series_index_history_and_exceptions(filled, base_url, browser):
     serial, mid = "26000003", filled.one("SELECT id FROM meter WHERE serial = '26000003'")
+    as_user(browser, base_url, "operator1")
     open_page(browser, f"{base_url}/meter/{serial}")
     WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.ID, "mt-open-exc"))
     last = filled.one("SELECT max(ts) FROM reading WHERE meter_id = %s", (mid,))
@@ -67,32 +85,113 @@ def test_meter_page_shows_series_index_history_and_exceptions(filled, base_url, 
     no_errors(browser)
 
 
-def test_fraud_and_billing_need_a_login_with_the_right_role(filled, base_url, browser):
-    for page in ("/fraud", "/billing"):
+PAGES = {  # path → (role, an element the page shows once its data is there)
+    "/": ("operator", "kpi-meters"),
+    "/meter/26000003": ("operator", "mt-open-exc"),
+    "/fraud": ("fraud", "kpi-candidates"),
+    "/billing": ("billing", "kpi-held"),
+    "/users": ("admin", "us-users-table"),
+}
+#: One callback per page, with inputs it answers for: (output key, inputs, state, text in a good answer).
+CALLBACKS = {
+    "operator": ("cr-meter-link.children", [("cr-meters", "active_cell", {"row": 0, "column": 0})],
+                 [("cr-meters", "data", [{"serial": "26000003"}])], "Open meter 26000003"),
+    "fraud": ("fr-balance.figure", [("fr-balance-area", "value", "T001")], [], "Energy balance of T001"),
+    "billing": ("..bl-held.data...bl-held.page_count..", [("bl-held", "page_current", 0), ("bl-held", "page_size", 5),
+                ("bl-held", "sort_by", []), ("bl-held", "filter_query", ""), ("bl-changed", "data", 0)], [], "page_count"),
+    "admin": ("..us-users.children...us-throttle.children..", [("us-refresh", "n_clicks", None)], [], "admin1"),
+}
+
+
+def callback_body(role):
+    output, inputs, state, _ = CALLBACKS[role]
+    outs = [{"id": o.split(".")[0], "property": o.split(".")[1]} for o in output.strip(".").split("...")]
+    return json.dumps({
+        "output": output, "outputs": outs if output.startswith("..") else outs[0],
+        "inputs": [{"id": i, "property": p, "value": v} for i, p, v in inputs],
+        "state": [{"id": i, "property": p, "value": v} for i, p, v in state], "changedPropIds": [],
+    })
+
+
+def fetch_in_page(driver, path, body=None):
+    """Status and text of a request made by the page itself (its cookies, its origin, its CSP)."""
+    return driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const init = arguments[1] ? {method: "POST", headers: {"Content-Type": "application/json"}, body: arguments[1]}
+                                  : {};
+        fetch(arguments[0], init).then(r => r.text().then(t => done([r.status, t]))).catch(e => done([0, String(e)]));
+    """, path, body)
+
+
+def test_anonymous_users_see_the_login_only(base_url, browser, app):
+    browser.get(base_url + "/logout")
+    for page in [*PAGES, "/nowhere"]:
+        open_page(browser, base_url + page)
+        assert browser.current_url.endswith("/login?next=" + page), page
+        assert browser.find_elements(By.ID, "login-submit") and not browser.find_elements(By.ID, "react-entry-point")
         opener = urllib.request.build_opener(NoRedirect)
         with pytest.raises(urllib.error.HTTPError) as err:  # the server refuses before any Dash code runs
             opener.open(base_url + page)
         assert err.value.code == 302 and err.value.headers["Location"].endswith(f"/login?next={page}")
+    no_errors(browser)
+    for route in ("/_dash-layout", "/_dash-dependencies", "/_dash-component-suites/dash/deps/react@18.3.1.min.js"):
+        assert fetch_in_page(browser, route)[0] == 401, route
+    for role in CALLBACKS:
+        assert fetch_in_page(browser, "/_dash-update-component", callback_body(role))[0] == 401
+    console_errors(browser)  # the refusals just provoked are logged as failed loads
+
+
+@pytest.mark.parametrize("user", ["operator1", "fraud1", "billing1", "admin1"])
+def test_each_role_sees_its_pages_and_is_refused_the_others_page_and_callback(base_url, browser, user):
+    role = USERS[user][1][0]
+    as_user(browser, base_url, user)
+    for page, (need, element) in PAGES.items():
+        open_page(browser, base_url + page)
+        if need == role:
+            WebDriverWait(browser, 30).until(lambda d, e=element: d.find_elements(By.ID, e))
+            no_errors(browser)  # nothing refused, nothing blocked by the CSP
+            nav = browser.find_element(By.CLASS_NAME, "topbar").text
+            for other, (other_need, _) in PAGES.items():
+                label = {"/": "Control room", "/fraud": "Fraud unit", "/billing": "Billing", "/users": "Users"}.get(other)
+                if label:
+                    assert (label in nav) == (other_need == role), (user, label, nav)
+        else:
+            assert text_of(browser, "forbidden") == "Not for your roles", (user, page)
+            assert not browser.find_elements(By.ID, element)
+            assert fetch_in_page(browser, page)[0] == 403
+            console_errors(browser)  # the 403s just seen are logged as failed loads
+    for other, (*_, good) in CALLBACKS.items():
+        status, text = fetch_in_page(browser, "/_dash-update-component", callback_body(other))
+        if other == role:
+            assert status == 200 and good in text, (user, other, status, text[:300])
+        else:
+            assert status == 403 and "needs the" in text, (user, other, status, text[:300])
+    console_errors(browser)
+
+
+def test_repeated_failed_logins_lock_the_account_with_a_growing_wait(filled, base_url, browser, app):
     browser.get(base_url + "/logout")
-    open_page(browser, base_url + "/fraud")
-    assert "/login?next=/fraud" in browser.current_url
-    login(browser, base_url, "fraud1", "wrong-password")
-    assert text_of(browser, "login-error") == "Unknown user or wrong password."
-    login(browser, base_url, "fraud1", "fraud-pass-123")
-    open_page(browser, base_url + "/billing")  # fraud1 has no billing role
-    assert "/login?next=/billing" in browser.current_url
+    policy = app.throttle.policies["account"]
+    for attempt in range(1, policy.limit + 1):
+        login(browser, base_url, "locked1", f"wrong-password-{attempt}")
+        expected = "Unknown user or wrong password." if attempt < policy.limit else "Too many failed logins"
+        assert text_of(browser, "login-error").startswith(expected), attempt
+    login(browser, base_url, "locked1", USERS["locked1"][0])  # the right password is refused while locked
+    assert re.fullmatch(r"Too many failed logins: try again in \d+ s\.", text_of(browser, "login-error"))
+    assert "/login" in browser.current_url
+    console_errors(browser)  # the 429 answers
+    as_user(browser, base_url, "admin1")  # another account from the same address still logs in
+    open_page(browser, base_url + "/users")
+    WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.ID, "us-throttle-table"))
+    row = next(r for r in browser.find_element(By.ID, "us-throttle-table").text.splitlines() if "locked1" in r)
+    assert f"account locked1 {policy.limit} " in row
     no_errors(browser)
 
 
-def test_callbacks_of_protected_pages_refuse_without_a_session(app):
+def test_callbacks_are_refused_without_a_session_and_answered_with_one(app):
     client = app.server.test_client()
-    body = {
-        "output": "fr-balance.figure",
-        "outputs": {"id": "fr-balance", "property": "figure"},
-        "inputs": [{"id": "fr-balance-area", "property": "value", "value": "T001"}],
-        "changedPropIds": [],
-    }
-    assert client.post("/_dash-update-component", json=body).status_code == 204  # PreventUpdate: nothing sent
+    body = json.loads(callback_body("fraud"))
+    assert client.post("/_dash-update-component", json=body).status_code == 401  # refused before any Dash code
     page = client.get("/login?next=/fraud").get_data(as_text=True)
     csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
     answer = client.post(
@@ -101,11 +200,57 @@ def test_callbacks_of_protected_pages_refuse_without_a_session(app):
     assert answer.status_code == 302 and answer.headers["Location"] == "/fraud"
     reply = client.post("/_dash-update-component", json=body)
     assert reply.status_code == 200 and "Energy balance of T001" in reply.get_data(as_text=True)
+    assert client.post("/_dash-update-component", json={**body, "output": "nothing.children"}).status_code == 403
+    cross = client.post("/_dash-update-component", json=body, headers={"Origin": "https://evil.example"})
+    assert cross.status_code == 403
+
+
+def test_a_session_ends_when_too_old_or_when_the_password_changes(filled, app):
+    from dashboards.app import USER_CACHE_S
+    from dashboards.auth import set_password
+    from releve.db import connect
+
+    client = app.server.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    client.post("/login", data={"csrf": csrf, "next": "/", "username": "billing1", "password": "billing-pass-123"})
+    assert client.get("/billing").status_code == 200
+    cookie = client.get_cookie("releve_session")
+    assert cookie.http_only and cookie.same_site == "Lax" and cookie.expires is not None  # idle expiry
+    with client.session_transaction() as session:
+        session["login_at"] -= app.server.config["PERMANENT_SESSION_LIFETIME"].total_seconds() * 100
+    assert client.get("/billing").status_code == 302  # past dashboard.session_max_hours: logged out
+    client.post("/login", data={"csrf": re.search(r'name="csrf" value="([^"]+)"', client.get("/login").get_data(
+        as_text=True)).group(1), "next": "/", "username": "billing1", "password": "billing-pass-123"})
+    assert client.get("/billing").status_code == 200
+    with connect(filled.url, autocommit=True) as conn:
+        set_password(conn, "billing1", "billing-pass-123")  # the same password, a new hash: sessions end
+    time.sleep(USER_CACHE_S + 0.5)
+    assert client.get("/billing").status_code == 302
+
+
+def test_every_response_carries_the_security_headers(base_url, app):
+    with urllib.request.urlopen(base_url + "/login") as reply:
+        h = reply.headers
+        body = reply.read()
+    assert b"Log in" in body
+    csp = h["Content-Security-Policy"]
+    assert "script-src 'self' 'sha256-" in csp and "'unsafe-eval'" not in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
+    assert h["X-Frame-Options"] == "DENY" and h["Referrer-Policy"] == "no-referrer"
+    assert h["X-Content-Type-Options"] == "nosniff" and h["Cache-Control"] == "no-store"
+    assert "werkzeug" not in (h.get("Server") or "").lower()  # waitress, not the development server
+    client = app.server.test_client()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
+    client.post("/login", data={"csrf": csrf, "next": "/", "username": "operator1", "password": "operator-pass-123"})
+    for route in ("/", "/_dash-layout", "/_dash-dependencies"):
+        assert client.get(route).headers["Cache-Control"] == "no-store", route
+    script = re.search(r'src="(/_dash-component-suites/[^"]+)"', client.get("/").get_data(as_text=True)).group(1)
+    assert client.get(script).headers.get("Cache-Control") != "no-store"  # versioned static files may be cached
 
 
 def test_fraud_page_lists_candidates_and_records_a_visit_outcome(filled, base_url, browser):
-    browser.get(base_url + "/logout")
-    login(browser, base_url, "fraud1", "fraud-pass-123")
+    as_user(browser, base_url, "fraud1")
     open_page(browser, base_url + "/fraud")
     run = filled.one("SELECT max(id) FROM theft_run")
     n = filled.one("SELECT count(*) FROM theft_candidate WHERE run_id = %s", (run,))
@@ -134,8 +279,7 @@ def test_fraud_page_lists_candidates_and_records_a_visit_outcome(filled, base_ur
 
 
 def test_billing_page_shows_holds_and_a_review_decision_is_audited(filled, base_url, browser):
-    browser.get(base_url + "/logout")
-    login(browser, base_url, "billing1", "billing-pass-123")
+    as_user(browser, base_url, "billing1")
     open_page(browser, base_url + "/billing")
     assert text_of(browser, "kpi-held") == str(filled.one("SELECT count(*) FROM bill WHERE status = 'held'"))
     WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#bl-queue input[type=radio]"))

@@ -1,11 +1,12 @@
 """Server-side tables (filter → WHERE over whitelisted columns), logins, and the queries behind the pages."""
 
 import csv
+import hashlib
 import io
 
 import pytest
 
-from dashboards.auth import allowed, hash_password, verify_password
+from dashboards.auth import AuthError, add_user, allowed, hash_password, page_role, pages_for, verify_password
 from dashboards.tables import Column, TableSpec, filter_sql, order_sql
 
 SPEC = TableSpec(
@@ -30,14 +31,39 @@ def test_filters_become_parameters_over_whitelisted_columns_only():
     )
 
 
-def test_passwords_are_salted_scrypt_and_roles_guard_pages():
+def test_passwords_are_salted_argon2id_and_old_scrypt_hashes_still_verify():
     h1, h2 = hash_password("correct horse"), hash_password("correct horse")
-    assert h1 != h2 and h1.startswith("scrypt$") and "correct" not in h1
+    assert h1 != h2 and h1.startswith("$argon2id$") and "correct" not in h1
     assert verify_password("correct horse", h1) and not verify_password("wrong", h1)
-    assert not verify_password("x", "garbage")
-    assert allowed(None, "/") and allowed(None, "/meter/1")
-    assert not allowed(None, "/fraud") and not allowed(["billing"], "/fraud") and allowed(["fraud"], "/fraud")
-    assert allowed(["admin"], "/fraud") and allowed(["admin"], "/billing") and not allowed(["fraud"], "/billing")
+    assert not verify_password("x", "garbage") and not verify_password("x", "scrypt$garbage")
+    salt = bytes(range(16))  # a hash as migration 0010 wrote it
+    legacy = f"scrypt$16384$8$1${salt.hex()}${hashlib.scrypt(b'old password', salt=salt, n=2**14, r=8, p=1, dklen=32).hex()}"
+    assert verify_password("old password", legacy) and not verify_password("old passwore", legacy)
+
+
+def test_each_role_opens_its_own_pages_only():
+    assert page_role("/") == page_role("/meter") == page_role("/meter/26000001/") == "operator"
+    assert (page_role("/fraud"), page_role("/billing"), page_role("/users"), page_role("/nope")) == (
+        "fraud", "billing", "admin", None)
+    for path in ("/", "/meter/1", "/fraud", "/billing", "/users"):
+        assert not allowed(None, path) and not allowed([], path)
+    assert allowed(["operator"], "/meter/1") and not allowed(["operator"], "/fraud")
+    assert allowed(["fraud"], "/fraud") and not allowed(["fraud"], "/") and not allowed(["fraud"], "/billing")
+    assert allowed(["admin"], "/users") and not any(allowed(["admin"], p) for p in ("/", "/fraud", "/billing"))
+    assert [p for p, _ in pages_for(["billing", "operator"])] == ["/", "/meter", "/billing"]
+
+
+@pytest.mark.parametrize(("name", "password", "roles", "message"), [
+    ("ana", "short", ["fraud"], "at least 10 characters"),
+    ("ana", "ANA", ["fraud"], "at least 10"),
+    ("anastasia1", "Anastasia1", ["fraud"], "must not be the user name"),
+    ("ana; drop", "long-enough-1", ["fraud"], "user names are"),
+    ("ana", "long-enough-1", ["root"], "roles must be among"),
+    ("ana", "long-enough-1", [], "roles must be among"),
+])  # fmt: skip
+def test_weak_or_malformed_users_are_refused_before_the_database(name, password, roles, message):
+    with pytest.raises(AuthError, match=message):
+        add_user(None, name, password, roles)
 
 
 @pytest.mark.db

@@ -3,10 +3,13 @@
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 
 import psutil
@@ -82,9 +85,17 @@ def test_demo_comes_up_flows_readings_stops_cleanly_and_reuses_its_data(service_
     assert runs >= 1  # VEE ran over the history
     assert candidates > 0  # the inspection list was produced, every candidate with reasons
     assert bills == accounts  # a bill run billed (or held) every account
-    dashboard = next(line.split()[1] for line in lines if line.startswith("dashboards"))
-    assert "Relevé" in urllib.request.urlopen(dashboard, timeout=30).read().decode()
-    assert json.loads(urllib.request.urlopen(dashboard + "_dash-layout", timeout=30).read())
+    where = next(line for line in lines if line.startswith("dashboards"))
+    dashboard = where.split()[1]
+    user, password = re.search(r"login: (\S+) / (\S+),", where).groups()  # printed for the person at the demo
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+    with pytest.raises(urllib.error.HTTPError, match="401"):  # nothing without logging in
+        browser.open(dashboard + "_dash-layout", timeout=30)
+    form = browser.open(dashboard, timeout=30).read().decode()  # redirected to the login form
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
+    body = urllib.parse.urlencode({"csrf": csrf, "next": "/", "username": user, "password": password}).encode()
+    assert "Relevé" in browser.open(dashboard + "login", body, timeout=30).read().decode()
+    assert json.loads(browser.open(dashboard + "_dash-layout", timeout=30).read())
     # What the control room shows comes from the dashboards' own query layer on the demo's database.
     from dashboards.queries import Queries
     from releve.settings import Settings

@@ -10,6 +10,7 @@ def test_defaults_apply_without_a_file(tmp_path, monkeypatch):
     settings = load_settings()
     assert settings.database.url == ""
     assert settings.ingest.batch_rows == 50_000
+    assert (settings.dashboard.host, settings.dashboard.port) == ("127.0.0.1", 8050)  # loopback unless told
 
 
 def test_environment_overrides_the_file(tmp_path, monkeypatch):
