@@ -334,3 +334,20 @@ def test_a_profile_in_watt_hours_stores_kilowatt_hours_with_limits_converted():
     assert entry.channel_unit == "kWh"
     limits = register_limits(profile, entry)
     assert (limits.maximum, limits.max_rise_per_hour, limits.resolution) == (5e6, 46.0, 0.001)
+
+
+def test_a_poll_of_a_watt_hour_register_yields_kilowatt_hours():
+    profile = parse_profile({**BASE, "registers": [
+        {"name": "e", "channel": "1-0:1.8.0", "function": 3, "address": 0, "data_type": "uint32", "order": "CDAB",
+         "unit": "Wh", "kind": "cumulative", "max_rise_per_hour": 46000}]})  # fmt: skip
+    entry = profile.registers[0]
+    accepted, refused = judge_poll(Guard(), "M1", profile, T0, [(entry, decode(entry, [0x9AE7, 0x006D]))])
+    assert refused == {} and accepted == {entry: 7183.079}
+
+
+def test_the_rate_factor_is_a_validated_collector_setting():
+    from collectors.config import CollectorConfig
+
+    assert CollectorConfig.model_validate({"plausibility": {"rate_factor": 96}}).plausibility.rate_factor == 96
+    with pytest.raises(ValueError, match="rate_factor"):
+        CollectorConfig.model_validate({"plausibility": {"rate_factor": 0.5}})
