@@ -159,6 +159,8 @@ def decode_json(message: Message) -> Decoded:
             raise DecodeError(f"readings[{i}] has no channel")
         channel = str(item["channel"])
         unit = item.get("unit") or (CHANNELS[channel].unit if channel in CHANNELS else "")
+        if not isinstance(unit, str):
+            raise DecodeError(f"readings[{i}].unit is {unit!r}, not a text")
         out.readings.append(
             Reading(serial, channel, ts, _number(item.get("value"), f"readings[{i}].value"), unit, Source.MQTT)
         )

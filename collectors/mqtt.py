@@ -186,12 +186,12 @@ class MqttCollector:
                 continue
             try:
                 out = route.decode(Message(topic, payload, match.groupdict(), route.options))
+                readings, problems = check_readings(self.guard, out.readings, route.profile)
             except DecodeError as exc:
                 return [], [], [self._dead(topic, payload, str(exc))]
             except Exception as exc:  # a decoder bug must not stop the collector
                 log.exception("decoder failed on %s", topic)
                 return [], [], [self._dead(topic, payload, f"decoder error: {exc!r}")]
-            readings, problems = check_readings(self.guard, out.readings, route.profile)
             if not problems:
                 return readings, out.events, []
             return readings, out.events, [self._dead(topic, payload, "refused values: " + "; ".join(problems))]

@@ -275,6 +275,9 @@ def check_readings(
     problems: list[str] = []
     for reading in readings:
         what = f"{reading.meter} {reading.channel}"
+        if not isinstance(reading.ts, datetime) or reading.ts.utcoffset() is None:
+            problems.append(f"{what}: (time) {reading.ts!r} has no time zone")  # a custom decoder's slip
+            continue
         try:
             value, unit = normalise(reading.value, reading.unit, reading.channel)
         except UnitError as exc:

@@ -160,6 +160,8 @@ UNIT_ALIASES: dict[str, str] = {
 
 def unit_of(code: str) -> Unit:
     """The :class:`Unit` for ``code`` or one of its aliases; UnitError names the known ones."""
+    if not isinstance(code, str):
+        raise UnitError(f"unit {code!r} is not a text")
     unit = UNITS.get(code) or UNITS.get(UNIT_ALIASES.get(code, ""))
     if unit is None:
         raise UnitError(f"unknown unit {code!r}; known: {', '.join(UNITS)}")

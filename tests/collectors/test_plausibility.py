@@ -351,3 +351,26 @@ def test_the_rate_factor_is_a_validated_collector_setting():
     assert CollectorConfig.model_validate({"plausibility": {"rate_factor": 96}}).plausibility.rate_factor == 96
     with pytest.raises(ValueError, match="rate_factor"):
         CollectorConfig.model_validate({"plausibility": {"rate_factor": 0.5}})
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_mqtt_values_are_refused_at_the_edge(value):
+    kept, problems = check_readings(Guard(), [reading("1-0:1.8.0", value, "kWh"), reading("1-0:32.7.0", 231.0, "V")])
+    assert [r.channel for r in kept] == ["1-0:32.7.0"]
+    assert problems == [f"M1 1-0:1.8.0: (finite) {value!r} is not a finite number"]
+
+
+@pytest.mark.parametrize("unit", [["kWh"], 5, None, {"u": "kWh"}])
+def test_a_unit_that_is_not_text_is_refused_not_raised(unit):
+    kept, problems = check_readings(Guard(), [Reading("M1", "1-0:1.8.0", T0, 1.0, unit, Source.MQTT)])
+    if unit is None:  # no unit stated: the channel's
+        assert problems == [] and kept[0].unit == "kWh"
+    else:
+        assert kept == [] and "is not a text" in problems[0]
+
+
+def test_a_custom_decoders_naive_time_is_refused_not_taken_as_utc():
+    naive = Reading("M1", "1-0:1.8.0", datetime(2026, 3, 1, 10, 0), 1.0, "kWh", Source.MQTT)
+    kept, problems = check_readings(Guard(), [naive, reading("1-0:32.7.0", 231.0, "V")])
+    assert [r.channel for r in kept] == ["1-0:32.7.0"]
+    assert problems == ["M1 1-0:1.8.0: (time) datetime.datetime(2026, 3, 1, 10, 0) has no time zone"]
