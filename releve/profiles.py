@@ -14,6 +14,11 @@ words. 16-bit values use ``AB`` (big-endian) or ``BA`` (byte-swapped). pymodbus'
 ``convert_from_registers`` handles word order only, so :func:`encode` and :func:`decode` do it all
 here.
 
+Each value register also says what the device can physically report, in its ``unit``:
+``minimum``/``maximum`` and, for cumulative registers, ``max_rise_per_hour`` (the meter's maximum
+power or flow). The collectors refuse decoded values beyond these (``collectors.plausibility``);
+``unit`` must measure what the channel measures, and values are stored in the channel's unit.
+
 Profiles ship in ``releve/profiles/<model>.toml``; :func:`load_profile` reads one by model name or
 path and raises :class:`ProfileError` naming the file, the field and the problem.
 """

@@ -149,6 +149,9 @@ def test_wrong_word_order_lands_nothing_probe_names_cdab_and_the_right_profile_l
     assert letter["decoded"] == pytest.approx(struct.unpack(">f", struct.pack(">HH", *cdab(231.4)))[0])
     assert {d["rule"] for d in letters} <= {"finite", "tiny", "sign", "range", "order"}
     assert "range" in {d["rule"] for d in letters} and "order" in {d["rule"] for d in letters}
+    with db.connect() as conn:  # the control room sees why this meter yields nothing
+        errors = conn.execute("SELECT errors FROM comm_health WHERE serial = 'CDAB-1'").fetchone()[0]
+    assert errors["implausible"] == len(dead)
 
     # 2. The probe names CDAB (and says what to change in the profile); exit 0.
     found = probe(server.port, f"127.0.0.1:{server.port}", "--unit", UNIT, "--model", "sdm630")
