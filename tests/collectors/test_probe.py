@@ -96,3 +96,32 @@ def test_a_path_is_a_serial_line():
 def test_bad_targets_are_refused_by_name(target, message):
     with pytest.raises(ValueError, match=message):
         make_link(target, 1.0, 9600, "N", 1)
+
+
+def test_probe_over_an_rtu_line_on_a_pseudo_terminal():
+    """Relevé's simulated RS-485 line (a pty): the probe reads through pyserial and names each meter's order."""
+    from datetime import UTC, datetime
+
+    from collectors.probe import probe
+    from simulators.clock import SimClock
+    from simulators.config import parse_fleet
+    from simulators.engine import Simulation
+    from simulators.modbus import BackgroundModbus
+
+    sim = Simulation(parse_fleet({
+        "seed": 5, "horizon_days": 10, "start": "2026-03-01T00:00:00Z",
+        "topology": {"transformers": 1, "customers_per_transformer": 3, "dmas": 0,
+                     "electricity_models": {"sdm120": 1.0}},
+        "modbus": {"tcp_base_port": 0, "rtu_lines": 1, "devices_per_line": 4, "devices_per_gateway": 8},
+        "mqtt": {"electricity_share": 0.0}, "theft": {"rate": 0.0}, "faults": {"rate": 0.0},
+    }, "probe fleet"))  # fmt: skip
+    clock = SimClock(datetime(2026, 3, 5, 12, 0, tzinfo=UTC))
+    clock.freeze(datetime(2026, 3, 5, 12, 0, tzinfo=UTC))
+    with BackgroundModbus(sim, clock) as front:
+        line = front.lines[0]
+        unit, index = sorted(line.store.units.items())[0]
+        meter = sim.meters[index]
+        result = probe(make_link(line.path, 1.0, line.baudrate, "N", 1), unit, meter.profile)
+    assert meter.model in ("sdm120", "sdm630")
+    assert result.order == "ABCD", render(result)
+    assert result.read == sum(1 for e in meter.profile.registers if e.count > 1 and e.kind != "status")
