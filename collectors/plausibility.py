@@ -27,7 +27,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from functools import cache
+from functools import cache, lru_cache
 
 from releve.model import CHANNEL_BOUNDS, CHANNELS, ChannelKind, Reading, UnitError, convert, unit_factor
 from releve.profiles import DataType, DeviceProfile, RegisterEntry, channel_unit
@@ -76,6 +76,7 @@ class Implausible:
         return f"implausible ({self.rule}): {self.reason}"
 
 
+@lru_cache(maxsize=1024)  # bounded: channel names come from payloads
 def channel_limits(channel: str) -> Limits:
     """What physics says about ``channel`` whatever the meter (see CHANNEL_BOUNDS)."""
     known = CHANNELS.get(channel)
@@ -275,7 +276,7 @@ def check_readings(
     problems: list[str] = []
     for reading in readings:
         what = f"{reading.meter} {reading.channel}"
-        if not isinstance(reading.ts, datetime) or reading.ts.utcoffset() is None:
+        if not isinstance(reading.ts, datetime) or reading.ts.tzinfo is None:
             problems.append(f"{what}: (time) {reading.ts!r} has no time zone")  # a custom decoder's slip
             continue
         try:
@@ -292,5 +293,6 @@ def check_readings(
         if problem is not None:
             problems.append(f"{what}: ({problem.rule}) {problem.reason}")
             continue
-        kept.append(replace(reading, value=value, unit=unit))
+        same = value == reading.value and unit == reading.unit
+        kept.append(reading if same else replace(reading, value=value, unit=unit))
     return kept, problems
