@@ -10,6 +10,8 @@ Every value is first expressed in its channel's unit (:func:`normalise`: ``Wh`` 
 * ``sign`` / ``range`` — outside the register's physical range (profile ``minimum``/``maximum``,
   narrowed by :data:`releve.model.CHANNEL_BOUNDS`; a cumulative index is never negative and, when
   the meter shows ``register_digits`` digits, never reaches 10^digits);
+* ``order`` — Modbus: the other multi-register values read in the same byte/word order in the same
+  poll as an impossible one (:func:`judge_poll`);
 * ``backwards`` — a cumulative index below the last accepted one, unless it rolled over (the
   register's wrap, within the rise the meter allows);
 * ``rate`` — a cumulative index that rose faster than ``max_rise_per_hour`` (the meter's maximum
@@ -184,10 +186,13 @@ class Guard:
 
     def _step(self, last: _Seen, ts: datetime, value: float, limits: Limits, unit: str) -> Implausible | None:
         hours = ((ts - last.ts).total_seconds() + TIME_SLACK_S) / 3600
+        # An integer register does not jitter: half a count back is already a step back. A float
+        # register may wobble by its last bits. A rise is quantised to whole counts either way.
+        noise = limits.resolution / 2 if limits.resolution else FLOAT_NOISE * abs(value)
         tolerance = max(limits.resolution, FLOAT_NOISE * abs(value))
         allowed = math.inf if limits.max_rise_per_hour is None else limits.max_rise_per_hour * self.rate_factor * hours
         rise = value - last.value
-        if rise < -tolerance:
+        if rise < -noise:
             wrapped = None if limits.wrap is None else value + limits.wrap - last.value
             if wrapped is None or wrapped > allowed + tolerance:
                 return Implausible(

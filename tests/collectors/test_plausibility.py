@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import assume, given, settings
@@ -374,3 +376,17 @@ def test_a_custom_decoders_naive_time_is_refused_not_taken_as_utc():
     kept, problems = check_readings(Guard(), [naive, reading("1-0:32.7.0", 231.0, "V")])
     assert [r.channel for r in kept] == ["1-0:32.7.0"]
     assert problems == ["M1 1-0:1.8.0: (time) datetime.datetime(2026, 3, 1, 10, 0) has no time zone"]
+
+
+CASES = sorted((Path(__file__).parent / "plausibility_cases").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
+def test_regression_series_are_judged_as_recorded(path):
+    for case in json.loads(path.read_text())["cases"]:
+        guard = Guard()
+        got = []
+        for minutes, value, _ in case["series"]:
+            problem = check(case["model"], case["register"], value, guard, T0 + timedelta(minutes=minutes))
+            got.append(problem.rule if problem else None)
+        assert got == [rule for *_, rule in case["series"]], (path.name, case["register"])
