@@ -94,6 +94,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                    WHERE collector = %s ORDER BY consecutive_failures DESC, failures DESC, serial LIMIT %s""",
                 (config.name, args.worst),
             ).fetchall()
+            implausible = conn.execute(
+                """SELECT serial, link, (errors->>'implausible')::bigint AS n FROM comm_health
+                   WHERE collector = %s AND errors ? 'implausible' ORDER BY n DESC, serial LIMIT %s""",
+                (config.name, args.worst),
+            ).fetchall()
     except Exception as exc:
         print(f"health: database not reachable ({str(exc).strip().splitlines()[0]})", file=sys.stderr)
         return 1
@@ -109,6 +114,10 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         seen = f"{last_good:%Y-%m-%d %H:%M}" if last_good else "never"
         print(f"  {serial:<14}{link:<12} good {good:<7} failed {fail:<6} streak {streak:<4} last good {seen}"
               + (f"  ({error})" if streak and error else ""))
+    if implausible:  # they answer, so they never show as failing: their values are what is wrong
+        print("\nmeters whose values were refused as implausible (see rejected_input; `releve collect probe`):")
+        for serial, link, n in implausible:
+            print(f"  {serial:<14}{link:<12} {n} value(s) refused")
     return 0
 
 

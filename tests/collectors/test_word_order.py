@@ -152,6 +152,14 @@ def test_wrong_word_order_lands_nothing_probe_names_cdab_and_the_right_profile_l
     with db.connect() as conn:  # the control room sees why this meter yields nothing
         errors = conn.execute("SELECT errors FROM comm_health WHERE serial = 'CDAB-1'").fetchone()[0]
     assert errors["implausible"] == len(dead)
+    config = tmp_path / "c.toml"
+    config.write_text(f'name = "word-order"\nspool_dir = "{tmp_path / "status-spool"}"\n')
+    env = {**os.environ, "RELEVE_DATABASE__URL": db.url, "RELEVE_DATABASE__ROLE_PREFIX": db.settings.database.role_prefix}
+    status = subprocess.run([sys.executable, "-m", "releve.cli", "collect", "status", "-c", str(config)],
+                            capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    refused = status.stdout.split("meters whose values were refused as implausible")[1].splitlines()[1]
+    assert refused.split() == ["CDAB-1", "own", str(len(dead)), "value(s)", "refused"]
 
     # 2. The probe names CDAB (and says what to change in the profile); exit 0.
     found = probe(server.port, f"127.0.0.1:{server.port}", "--unit", UNIT, "--model", "sdm630")
