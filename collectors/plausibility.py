@@ -18,9 +18,10 @@ Every value is first expressed in its channel's unit (:func:`normalise`: ``Wh`` 
   power or flow) since the last accepted one.
 
 The last two compare with the last value accepted for the same meter and channel, kept in memory
-(:class:`Guard`). After :data:`REBASELINE_AFTER` refusals in a row that agree with one another —
-an index that was reset, or a first value after start that was itself wrong — the new series is
-taken as the reference again, so a guard can never refuse a meter for good.
+(:class:`Guard`). When :data:`REBASELINE_AFTER` values in a row disagree with the reference but
+agree with one another — an index that was reset, or a first value after start that was itself
+wrong — the last of them is accepted as the new reference, so a guard never refuses a meter for
+good.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from functools import cache, lru_cache
 from releve.model import CHANNEL_BOUNDS, CHANNELS, ChannelKind, Reading, UnitError, convert, unit_factor
 from releve.profiles import DataType, DeviceProfile, RegisterEntry, channel_unit
 
-#: Refusals in a row, consistent among themselves, after which the guard takes the new series.
+#: Values in a row that disagree with the reference but agree among themselves: the last is taken.
 REBASELINE_AFTER = 3
 
 #: A non-zero float register below this in magnitude (raw, before scale) is a wrong byte/word order.
