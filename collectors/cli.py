@@ -1,4 +1,4 @@
-"""``releve collect …``: run a collector, show its state."""
+"""``releve collect …``: run a collector, show its state, probe a meter's byte/word order."""
 
 from __future__ import annotations
 
@@ -45,6 +45,23 @@ def register(sub: Any) -> None:
     requeue.add_argument("--config", "-c", type=Path, required=True, help="collector configuration (TOML)")
     requeue.add_argument("segments", nargs="*", metavar="SEGMENT", help="file names as `collect status` lists them")
     requeue.set_defaults(func=cmd_requeue)
+    probe = actions.add_parser(
+        "probe",
+        help="find a meter's byte/word order: read its known registers, decode them every way",
+        description="Read the multi-register values of a device profile from one meter, decode each in every "
+        "byte/word order (ABCD, CDAB, BADC, DCBA), judge each value against the profile's limits and name the "
+        "order whose values make sense. Exit 0: an order was named; 1: none (or several) makes sense, or the "
+        "meter did not answer; 2: bad arguments.",
+    )
+    probe.add_argument("target", metavar="HOST[:PORT]", help="Modbus TCP gateway or meter (port 502 by default), "
+                       "or a serial port (/dev/ttyUSB0) for Modbus RTU")  # fmt: skip
+    probe.add_argument("--unit", type=int, required=True, help="Modbus unit id (slave address) 1..247")
+    probe.add_argument("--model", required=True, help="device profile: a shipped model name (sdm630) or a .toml path")
+    probe.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each reply (2)")
+    probe.add_argument("--baudrate", type=int, default=9600, help="RTU: line speed (9600)")
+    probe.add_argument("--parity", choices=("N", "E", "O"), default="N", help="RTU: parity (N)")
+    probe.add_argument("--stopbits", type=int, choices=(1, 2), default=1, help="RTU: stop bits (1)")
+    probe.set_defaults(func=cmd_probe)
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -101,6 +118,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                    WHERE collector = %s ORDER BY consecutive_failures DESC, failures DESC, serial LIMIT %s""",
                 (config.name, args.worst),
             ).fetchall()
+            implausible = conn.execute(
+                """SELECT serial, link, (errors->>'implausible')::bigint AS n FROM comm_health
+                   WHERE collector = %s AND errors ? 'implausible' ORDER BY n DESC, serial LIMIT %s""",
+                (config.name, args.worst),
+            ).fetchall()
     except Exception as exc:
         print(f"health: database not reachable ({str(exc).strip().splitlines()[0]})", file=sys.stderr)
         return 1
@@ -120,6 +142,10 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         seen = f"{last_good:%Y-%m-%d %H:%M}" if last_good else "never"
         print(f"  {serial:<14}{link:<12} good {good:<7} failed {fail:<6} streak {streak:<4} last good {seen}"
               + (f"  ({error})" if streak and error else ""))
+    if implausible:  # they answer, so they never show as failing: their values are what is wrong
+        print("\nmeters whose values were refused as implausible (see rejected_input; `releve collect probe`):")
+        for serial, link, n in implausible:
+            print(f"  {serial:<14}{link:<12} {n} value(s) refused")
     return 1 if alarm else 0
 
 
@@ -145,3 +171,33 @@ def cmd_requeue(args: argparse.Namespace, settings: Settings) -> int:
     if not moved:
         print(f"quarantine of {config.spool_dir} is empty")
     return 0
+
+
+def cmd_probe(args: argparse.Namespace, settings: Settings) -> int:
+    """Print each order's reading of the profile's registers and name the one that makes sense."""
+    from collectors.modbus import ReadError
+    from collectors.probe import make_link, probe, render
+    from releve.profiles import ProfileError, load_profile
+
+    if not 1 <= args.unit <= 247:
+        print(f"releve collect probe: --unit {args.unit} is outside 1..247", file=sys.stderr)
+        return 2
+    if not 0 < args.timeout <= 60:
+        print(f"releve collect probe: --timeout {args.timeout} is outside (0, 60] seconds", file=sys.stderr)
+        return 2
+    try:
+        profile = load_profile(args.model)
+        link = make_link(args.target, args.timeout, args.baudrate, args.parity, args.stopbits)
+    except (ProfileError, ValueError) as exc:
+        print(f"releve collect probe: {exc}", file=sys.stderr)
+        return 2
+    if not any(e.count > 1 and e.kind != "status" for e in profile.registers):
+        print(f"releve collect probe: {profile.model} has no multi-register values: no order to find", file=sys.stderr)
+        return 2
+    try:
+        result = probe(link, args.unit, profile)
+    except ReadError as exc:
+        print(f"releve collect probe: {args.target} unit {args.unit}: {exc}", file=sys.stderr)
+        return 1
+    print(render(result))
+    return 0 if result.found else 1

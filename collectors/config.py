@@ -30,12 +30,30 @@ class Subscription(_Model):
     decoder: str = Field("json", description="json | tasmota | ttn | package.module:function")
     qos: int = Field(1, ge=0, le=1)
     options: dict[str, Any] = Field(default_factory=dict, description="Decoder options (timezone, fields, …).")
+    profile: str = Field(
+        "", description="Device profile of the meters on this topic: their values are checked against its limits."
+    )
 
     @field_validator("topic")
     @classmethod
     def _valid_template(cls, value: str) -> str:
         compile_topic(value)
         return value
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, value: str) -> str:
+        return _check_profile(value) if value else value
+
+
+def _check_profile(value: str) -> str:
+    from releve.profiles import ProfileError, load_profile
+
+    try:
+        load_profile(value)
+    except ProfileError as exc:
+        raise ValueError(str(exc)) from exc
+    return value
 
 
 class MqttSource(_Model):
@@ -59,13 +77,7 @@ class ModbusMeter(_Model):
     @field_validator("profile")
     @classmethod
     def _known_profile(cls, value: str) -> str:
-        from releve.profiles import ProfileError, load_profile
-
-        try:
-            load_profile(value)
-        except ProfileError as exc:
-            raise ValueError(str(exc)) from exc
-        return value
+        return _check_profile(value)
 
 
 class _Link(_Model):
@@ -129,6 +141,16 @@ class ModbusSource(_Model):
     lines: list[RtuLineConfig] = Field(default_factory=list)
 
 
+class PlausibilityConfig(_Model):
+    """How decoded values are checked against what meters can physically report."""
+
+    rate_factor: float = Field(
+        1.0, ge=1, le=10000,
+        description="Multiplies every profile's max_rise_per_hour: 1 for real meters, the simulator's speed "
+        "when collecting from a simulator running faster than the wall clock.",
+    )  # fmt: skip
+
+
 class CollectorConfig(_Model):
     """A collector process."""
 
@@ -140,6 +162,7 @@ class CollectorConfig(_Model):
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Serve Prometheus /metrics here (0: any).")
     mqtt: MqttSource | None = None
     modbus: ModbusSource | None = None
+    plausibility: PlausibilityConfig = Field(default_factory=PlausibilityConfig)
 
 
 def load_config(path: Path) -> CollectorConfig:

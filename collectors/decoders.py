@@ -9,7 +9,9 @@ letter and carries on.
 
 ``message.fields`` holds what the subscription's topic template captured (``{serial}`` and any
 other ``{name}``); ``message.options`` holds the subscription's ``options`` table (field maps,
-time zone).
+time zone). A time without a zone is refused unless ``options.timezone`` names the zone the
+device stamps in. Decoders return values in the unit the payload states; the collector then
+expresses each in its channel's unit and checks it (``collectors.plausibility``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from releve.model import CHANNELS, EventKind, MeterEvent, Reading, Source
 
@@ -89,7 +91,12 @@ def _json(message: Message) -> dict[str, Any]:
     return body
 
 
-def _time(text: Any, what: str, tz: str | None = None) -> datetime:
+def _time(text: Any, what: str, tz: Any = None) -> datetime:
+    """Return an ISO 8601 time as UTC.
+
+    A time without a zone takes ``tz`` (the subscription's ``options.timezone``, an IANA name);
+    without one it is refused, never guessed as UTC.
+    """
     if not isinstance(text, str):
         raise DecodeError(f"{what} is missing or not a string")
     try:
@@ -97,8 +104,23 @@ def _time(text: Any, what: str, tz: str | None = None) -> datetime:
     except ValueError as exc:
         raise DecodeError(f"{what} {text!r} is not an ISO 8601 time") from exc
     if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=ZoneInfo(tz) if tz else UTC)
-    return ts.astimezone(UTC)
+        if not tz:
+            raise DecodeError(
+                f"{what} {text!r} has no time zone: send an offset (Z, +01:00) or name the device's zone "
+                "in the subscription's options.timezone"
+            )
+        ts = ts.replace(tzinfo=_zone(tz))
+    try:
+        return ts.astimezone(UTC)
+    except OverflowError as exc:  # 0001-01-01T00:00:00+01:00 and the like
+        raise DecodeError(f"{what} {text!r} is out of range in UTC") from exc
+
+
+def _zone(name: Any) -> ZoneInfo:
+    try:
+        return ZoneInfo(str(name))
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise DecodeError(f"options.timezone {name!r} is not an IANA time zone (Europe/Paris, UTC)") from exc
 
 
 def _number(value: Any, what: str) -> float:
@@ -120,7 +142,7 @@ def decode_json(message: Message) -> Decoded:
     """``{"meter", "ts", "readings": [{"channel", "value", "unit"}]}`` or an event ``{"meter", "ts", "kind"}``."""
     body = _json(message)
     serial = _serial(message, body.get("meter"))
-    ts = _time(body.get("ts"), "ts")
+    ts = _time(body.get("ts"), "ts", message.options.get("timezone"))
     out = Decoded()
     if "kind" in body:
         try:
@@ -137,6 +159,8 @@ def decode_json(message: Message) -> Decoded:
             raise DecodeError(f"readings[{i}] has no channel")
         channel = str(item["channel"])
         unit = item.get("unit") or (CHANNELS[channel].unit if channel in CHANNELS else "")
+        if not isinstance(unit, str):
+            raise DecodeError(f"readings[{i}].unit is {unit!r}, not a text")
         out.readings.append(
             Reading(serial, channel, ts, _number(item.get("value"), f"readings[{i}].value"), unit, Source.MQTT)
         )
@@ -163,8 +187,9 @@ TASMOTA_FIELDS: dict[str, tuple[str, str, float]] = {
 def decode_tasmota(message: Message) -> Decoded:
     """``{"Time": local time, "<name>": {"Total_in": …, "Power_curr": …}}`` from ``tele/<device>/SENSOR``.
 
-    Tasmota stamps local time without a zone: ``options.timezone`` names it (default UTC). The meter
-    is the topic's ``{serial}``, else the block's ``Meter_id``.
+    Tasmota stamps local time without a zone: ``options.timezone`` names it, and without it the
+    payload is refused (a guessed zone would shift every reading). The meter is the topic's
+    ``{serial}``, else the block's ``Meter_id``.
     """
     body = _json(message)
     ts = _time(body.get("Time"), "Time", message.options.get("timezone"))
@@ -232,7 +257,7 @@ def decode_ttn(message: Message) -> Decoded:
     device = str(ids.get("device_id", ""))
     prefix = message.options.get("device_prefix", "")
     serial = _serial(message, device[len(prefix) :] if prefix and device.startswith(prefix) else device)
-    ts = _time(decoded.get("meter_time") or body.get("received_at"), "received_at")
+    ts = _time(decoded.get("meter_time") or body.get("received_at"), "received_at", message.options.get("timezone"))
     mapping = {**TTN_FIELDS, **{k: tuple(v) for k, v in message.options.get("fields", {}).items()}}
     out = Decoded()
     for key, value in decoded.items():

@@ -16,12 +16,17 @@ meter, not to a poll class: a meter's polls run one at a time and are skipped wh
 off, so a dead meter costs its line one timeout per backoff period (5, 10, 20 … s) whatever the
 number of its poll classes. Modbus exception responses and values that fail to decode are kept as
 dead letters with the meter and the cause.
+Decoded values are expressed in their channel's unit and checked against what the device can
+physically report (``collectors.plausibility``: range, sign, rate of change of an index); an
+implausible value is a dead letter naming the meter, the register, the raw registers, the decoded
+value and the rule, never a reading.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import random
@@ -38,7 +43,8 @@ from pymodbus.framer import FramerRTU
 from pymodbus.pdu import ExceptionResponse
 
 from collectors.plan import ReadBlock, plan_reads
-from releve.model import CHANNELS, EventKind, MeterEvent, Reading, Rejected, Source
+from collectors.plausibility import Guard, Implausible, judge_poll
+from releve.model import EventKind, MeterEvent, Reading, Rejected, Source
 from releve.profiles import EVENT_KINDS_BY_CODE, DeviceProfile, RegisterEntry, decode
 
 log = logging.getLogger(__name__)
@@ -424,6 +430,7 @@ class Poller:
         self.sink = sink
         self.settings = settings
         self.polls = 0
+        self.guard = Guard()  # plausibility of decoded values, with the memory the rate rules need
 
     @property
     def meters(self) -> list[MeterTarget]:
@@ -487,7 +494,8 @@ class Poller:
         started = time.monotonic()
         health.polls += 1
         self.polls += 1
-        values: dict[RegisterEntry, float] = {}
+        decoded: dict[RegisterEntry, float] = {}
+        raw_of: dict[RegisterEntry, list[int]] = {}
         for block in meter.plans[poll_class]:
             registers: list[int] | None = None
             for attempt in range(self.settings.retries + 1):
@@ -502,12 +510,18 @@ class Poller:
                     health.retries += 1
             assert registers is not None
             for entry in block.entries:
+                raw_of[entry] = block.slice(registers, entry)
                 try:
-                    values[entry] = decode(entry, block.slice(registers, entry))
+                    decoded[entry] = decode(entry, raw_of[entry])
                 except (ValueError, OverflowError) as exc:
                     origin = f"modbus {link.name} unit {meter.unit} ({meter.serial})"
                     reason = f"{entry.name}: cannot decode: {exc}"
                     self.sink([], [], [Rejected(origin, reason, repr(registers), Source.MODBUS)])
+        values, implausible = judge_poll(self.guard, meter.serial, meter.profile, ts, decoded.items())
+        refused = [self._refused(link, meter, entry, ts, raw_of[entry], decoded[entry], problem)
+                   for entry, problem in implausible.items()]  # fmt: skip
+        if refused:
+            log.warning("%s: %d implausible value(s), first %s", refused[0].origin, len(refused), refused[0].reason)
         latency = (time.monotonic() - started) * 1000
         health.latency_ms = latency if health.latency_ms is None else 0.8 * health.latency_ms + 0.2 * latency
         health.good += 1
@@ -517,8 +531,24 @@ class Poller:
         health.backoff_s = 0.0
         health.last_good = ts
         readings, events = self._interpret(meter, ts, values)
-        self.sink(readings, events, [])
+        self.sink(readings, events, refused)
         return True
+
+    def _refused(
+        self, link: Link, meter: MeterTarget, entry: RegisterEntry, ts: datetime, raw: list[int], value: float,
+        problem: Implausible,
+    ) -> Rejected:
+        """The dead letter of an implausible value: meter, register, raw registers, decoded value, rule."""
+        origin = f"modbus {link.name} unit {meter.unit} ({meter.serial})"
+        where = {
+            "meter": meter.serial, "model": meter.profile.model, "unit_id": meter.unit, "register": entry.name,
+            "channel": entry.channel, "function": entry.function, "address": entry.address,
+            "data_type": entry.data_type.value, "order": entry.order, "raw": raw,
+            "decoded": value if math.isfinite(value) else repr(value),
+            "unit": entry.unit, "ts": ts.isoformat(), "rule": problem.rule,
+        }  # fmt: skip
+        meter.health.errors["implausible"] = meter.health.errors.get("implausible", 0) + 1
+        return Rejected(origin, f"{entry.name}: {problem}", json.dumps(where), Source.MODBUS)
 
     def _failed(self, link: Link, meter: MeterTarget, exc: ReadError) -> None:
         health = meter.health
@@ -542,9 +572,8 @@ class Poller:
         by_channel = {entry.channel: value for entry, value in values.items()}
         for entry, value in values.items():
             if entry.kind == "status":
-                continue
-            unit = entry.unit or (CHANNELS[entry.channel].unit if entry.channel in CHANNELS else "")
-            readings.append(Reading(meter.serial, entry.channel, ts, value, unit, Source.MODBUS))
+                continue  # values arrive checked and in their channel's unit (see _plausible)
+            readings.append(Reading(meter.serial, entry.channel, ts, value, entry.channel_unit, Source.MODBUS))
         if "clock" in by_channel:
             offset = by_channel["clock"] - ts.timestamp()
             readings.append(Reading(meter.serial, "0-0:1.0.0", ts, round(offset, 3), "s", Source.MODBUS))

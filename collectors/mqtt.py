@@ -30,8 +30,10 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from collectors.config import MqttSource, compile_topic
 from collectors.decoders import DecodeError, Decoder, Message, get_decoder
+from collectors.plausibility import Guard, check_readings
 from collectors.spool import Spool, SpoolFullError
 from releve.model import MeterEvent, Reading, Rejected, Source
+from releve.profiles import DeviceProfile, load_profile
 from releve.settings import MqttSettings
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ class _Route:
     decode: Decoder
     options: dict[str, Any]
     qos: int
+    profile: DeviceProfile | None = None
 
 
 @dataclass
@@ -79,12 +82,16 @@ class MqttCollector:
         self.spool = spool
         self.ack_interval = ack_interval
         self.stats = MqttStats()
+        self.guard = Guard()  # plausibility of decoded values, with the memory the rate rules need
         self._routes: list[_Route] = []
         for sub in source.subscriptions:
             topic_filter, pattern = compile_topic(sub.topic)
             if source.shared_group:
                 topic_filter = f"$share/{source.shared_group}/{topic_filter}"
-            self._routes.append(_Route(topic_filter, pattern, get_decoder(sub.decoder), sub.options, sub.qos))
+            profile = load_profile(sub.profile) if sub.profile else None
+            self._routes.append(
+                _Route(topic_filter, pattern, get_decoder(sub.decoder), sub.options, sub.qos, profile)
+            )
         url = urlparse(broker.url or "mqtt://127.0.0.1:1883")
         self.host = url.hostname or "127.0.0.1"
         self.port = url.port or (8883 if url.scheme == "mqtts" else 1883)
@@ -179,12 +186,15 @@ class MqttCollector:
                 continue
             try:
                 out = route.decode(Message(topic, payload, match.groupdict(), route.options))
+                readings, problems = check_readings(self.guard, out.readings, route.profile)
             except DecodeError as exc:
                 return [], [], [self._dead(topic, payload, str(exc))]
             except Exception as exc:  # a decoder bug must not stop the collector
                 log.exception("decoder failed on %s", topic)
                 return [], [], [self._dead(topic, payload, f"decoder error: {exc!r}")]
-            return out.readings, out.events, []
+            if not problems:
+                return readings, out.events, []
+            return readings, out.events, [self._dead(topic, payload, "refused values: " + "; ".join(problems))]
         return [], [], [self._dead(topic, payload, "no subscription template matches this topic")]
 
     def _dead(self, topic: str, payload: bytes, reason: str) -> Rejected:

@@ -64,6 +64,10 @@ class Collector:
         )
         self.mqtt = MqttCollector(config.mqtt, settings.mqtt, self.spool) if config.mqtt else None
         self.poller = build_poller(config.modbus, PollSink(self.spool)) if config.modbus else None
+        if self.mqtt:
+            self.mqtt.guard.rate_factor = config.plausibility.rate_factor
+        if self.poller:
+            self.poller.guard.rate_factor = config.plausibility.rate_factor
         self.health = HealthWriter(self, database_url, settings, config.health_every_s)
         self.metrics = MetricsServer(self, config.metrics_port) if config.metrics_port is not None else None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -305,7 +305,8 @@ class Demo:
             "mqtt": {"client_id": "releve-demo-collector", "subscriptions": [
                 {"topic": "releve/{serial}/reading", "decoder": "json"},
                 {"topic": "releve/{serial}/event", "decoder": "json"},
-                {"topic": "tele/sml-{serial}/SENSOR", "decoder": "tasmota"},
+                {"topic": "tele/sml-{serial}/SENSOR", "decoder": "tasmota",
+                 "options": {"timezone": "UTC"}},  # the simulator stamps Tasmota time in UTC
                 {"topic": "v3/{app}/devices/water-{serial}/up", "decoder": "ttn",
                  "options": {"device_prefix": "water-"}},
             ]},

@@ -86,6 +86,109 @@ CHANNELS: dict[str, Channel] = {
 }
 
 
+#: Bounds every meter obeys whatever its model, per channel, in the channel's unit: (lowest, highest),
+#: None where physics sets none. A register index never goes negative, a power factor stays in
+#: [-1, 1], grid frequency in 45…65 Hz. Device profiles narrow these per register.
+CHANNEL_BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    "1-0:1.8.0": (0.0, None),
+    "1-0:2.8.0": (0.0, None),
+    "1-0:15.8.0": (0.0, None),
+    "1-0:1.29.0": (0.0, None),
+    "1-0:32.7.0": (0.0, None),
+    "1-0:52.7.0": (0.0, None),
+    "1-0:72.7.0": (0.0, None),
+    "1-0:14.7.0": (45.0, 65.0),
+    "1-0:13.7.0": (-1.0, 1.0),
+    "8-0:1.0.0": (0.0, None),
+    "8-0:2.0.0": (0.0, None),
+    "8-0:1.29.0": (0.0, None),
+}
+
+
+class UnitError(ValueError):
+    """A value's unit cannot be converted to the unit asked for; the message says which and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """A unit of measurement: the quantity it measures and its factor to that quantity's base unit."""
+
+    code: str
+    quantity: str
+    factor: float
+
+
+#: Units Relevé converts between: value_in_base = value * factor. Every conversion is a pure factor.
+UNITS: dict[str, Unit] = {
+    u.code: u
+    for u in (
+        Unit("Wh", "active energy", 0.001),
+        Unit("kWh", "active energy", 1.0),
+        Unit("MWh", "active energy", 1000.0),
+        Unit("varh", "reactive energy", 0.001),
+        Unit("kvarh", "reactive energy", 1.0),
+        Unit("W", "active power", 1.0),
+        Unit("kW", "active power", 1000.0),
+        Unit("MW", "active power", 1e6),
+        Unit("mV", "voltage", 0.001),
+        Unit("V", "voltage", 1.0),
+        Unit("kV", "voltage", 1000.0),
+        Unit("mA", "current", 0.001),
+        Unit("A", "current", 1.0),
+        Unit("kA", "current", 1000.0),
+        Unit("Hz", "frequency", 1.0),
+        Unit("L", "volume", 0.001),
+        Unit("m3", "volume", 1.0),
+        Unit("L/h", "flow", 0.001),
+        Unit("L/min", "flow", 0.06),
+        Unit("m3/h", "flow", 1.0),
+        Unit("1", "ratio", 1.0),
+        Unit("%", "ratio", 0.01),
+        Unit("s", "time", 1.0),
+        Unit("count", "count", 1.0),
+    )
+}
+
+#: Other spellings met in payloads and profiles, mapped to the code in :data:`UNITS`. Case matters
+#: elsewhere: ``MWh`` and ``mWh`` are a billion apart, so only spellings that cannot clash are here.
+UNIT_ALIASES: dict[str, str] = {
+    "l": "L", "litre": "L", "liter": "L", "litres": "L", "liters": "L", "m³": "m3", "m^3": "m3",
+    "l/h": "L/h", "m³/h": "m3/h", "m^3/h": "m3/h", "l/min": "L/min", "kwh": "kWh", "KWh": "kWh",
+    "kVArh": "kvarh", "kvarh": "kvarh", "VArh": "varh",
+}  # fmt: skip
+
+
+def unit_of(code: str) -> Unit:
+    """The :class:`Unit` for ``code`` or one of its aliases; UnitError names the known ones."""
+    if not isinstance(code, str):
+        raise UnitError(f"unit {code!r} is not a text")
+    unit = UNITS.get(code) or UNITS.get(UNIT_ALIASES.get(code, ""))
+    if unit is None:
+        raise UnitError(f"unknown unit {code!r}; known: {', '.join(UNITS)}")
+    return unit
+
+
+def unit_factor(from_unit: str, to_unit: str) -> float:
+    """The factor that turns a value in ``from_unit`` into ``to_unit``; UnitError when they measure different things."""
+    source, target = unit_of(from_unit), unit_of(to_unit)
+    if source.quantity != target.quantity:
+        raise UnitError(
+            f"{from_unit!r} ({source.quantity}) cannot be converted to {to_unit!r} ({target.quantity})"
+        )
+    return source.factor / target.factor
+
+
+def convert(value: float, from_unit: str, to_unit: str) -> float:
+    """``value`` in ``from_unit`` expressed in ``to_unit`` (kept exact when the units are the same)."""
+    if from_unit == to_unit:
+        return value
+    factor = unit_factor(from_unit, to_unit)
+    if factor >= 1.0:
+        return value * factor
+    # Dividing by the exact inverse (1000, not multiplying by 0.001) keeps 7183079 Wh = 7183.079 kWh.
+    return value / (unit_of(to_unit).factor / unit_of(from_unit).factor)
+
+
 @dataclass(frozen=True, slots=True)
 class Reading:
     """One value of one channel of one meter at one instant.

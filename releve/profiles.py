@@ -14,6 +14,11 @@ words. 16-bit values use ``AB`` (big-endian) or ``BA`` (byte-swapped). pymodbus'
 ``convert_from_registers`` handles word order only, so :func:`encode` and :func:`decode` do it all
 here.
 
+Each value register also says what the device can physically report, in its ``unit``:
+``minimum``/``maximum`` and, for cumulative registers, ``max_rise_per_hour`` (the meter's maximum
+power or flow). The collectors refuse decoded values beyond these (``collectors.plausibility``);
+``unit`` must measure what the channel measures, and values are stored in the channel's unit.
+
 Profiles ship in ``releve/profiles/<model>.toml``; :func:`load_profile` reads one by model name or
 path and raises :class:`ProfileError` naming the file, the field and the problem.
 """
@@ -29,7 +34,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from releve.model import CHANNELS, DLMS_EVENT_CODES, Commodity, EventKind
+from releve.model import CHANNELS, DLMS_EVENT_CODES, Commodity, EventKind, UnitError, unit_factor
 from releve.validation import describe, read_toml
 
 #: Where the shipped profiles live.
@@ -100,6 +105,15 @@ _STRUCT: dict[DataType, str] = {
     DataType.FLOAT64: ">d",
 }
 
+def channel_unit(channel: str) -> str | None:
+    """The unit a channel is stored in (None for status channels, which carry no unit)."""
+    if channel in CHANNELS:
+        return CHANNELS[channel].unit
+    if channel in EXTRA_CHANNELS:
+        return EXTRA_CHANNELS[channel][0]
+    return None
+
+
 ORDERS_16 = ("AB", "BA")
 ORDERS_WIDE = ("ABCD", "CDAB", "BADC", "DCBA")
 
@@ -130,6 +144,17 @@ class RegisterEntry(BaseModel):
     rollover: bool = Field(
         default=False, description="Integer counter that wraps at 2^bits instead of overflowing."
     )
+    minimum: float | None = Field(
+        default=None, description="Lowest value the device can physically report, in ``unit``."
+    )
+    maximum: float | None = Field(
+        default=None, description="Highest value the device can physically report, in ``unit``."
+    )
+    max_rise_per_hour: float | None = Field(
+        default=None, gt=0,
+        description="Cumulative registers: the largest increase per hour (the meter's maximum power or "
+        "flow), in ``unit``.",
+    )  # fmt: skip
 
     @field_validator("channel")
     @classmethod
@@ -159,7 +184,33 @@ class RegisterEntry(BaseModel):
             raise ValueError("rollover needs an unsigned integer data type")
         if self.address + self.count > 65536:
             raise ValueError("register block runs past address 65535")
+        self._check_limits()
         return self
+
+    def _check_limits(self) -> None:
+        for name in ("minimum", "maximum", "max_rise_per_hour"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number")
+        if self.kind == "status" and (self.minimum, self.maximum, self.max_rise_per_hour) != (None, None, None):
+            raise ValueError("status registers take no minimum, maximum or max_rise_per_hour")
+        if self.minimum is not None and self.maximum is not None and self.minimum >= self.maximum:
+            raise ValueError(f"minimum {self.minimum:g} must be below maximum {self.maximum:g}")
+        if self.max_rise_per_hour is not None and self.kind != "cumulative":
+            raise ValueError("max_rise_per_hour applies to cumulative registers only")
+        if self.kind == "cumulative" and self.minimum is not None and self.minimum < 0:
+            raise ValueError(f"minimum {self.minimum:g}: a cumulative register cannot be negative")
+        target = channel_unit(self.channel)
+        if self.unit and target is not None:
+            try:
+                unit_factor(self.unit, target)
+            except UnitError as exc:
+                raise ValueError(f"unit: {exc} (the unit of channel {self.channel})") from exc
+
+    @property
+    def channel_unit(self) -> str:
+        """The unit values of this register are stored in: the channel's (status registers: none)."""
+        return channel_unit(self.channel) or self.unit
 
     @property
     def count(self) -> int:

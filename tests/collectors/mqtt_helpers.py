@@ -14,7 +14,7 @@ T0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(da
 SUBSCRIPTIONS = [
     {"topic": "releve/{serial}/reading", "decoder": "json"},
     {"topic": "releve/{serial}/event", "decoder": "json"},
-    {"topic": "tele/sml-{serial}/SENSOR", "decoder": "tasmota"},
+    {"topic": "tele/sml-{serial}/SENSOR", "decoder": "tasmota", "options": {"timezone": "UTC"}},
     {"topic": "v3/{app}/devices/water-{serial}/up", "decoder": "ttn"},
 ]
 

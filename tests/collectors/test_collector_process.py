@@ -29,6 +29,7 @@ decoder = "json"
 [[mqtt.subscriptions]]
 topic = "tele/sml-{{serial}}/SENSOR"
 decoder = "tasmota"
+options = {{ timezone = "UTC" }}
 
 [[mqtt.subscriptions]]
 topic = "v3/{{app}}/devices/water-{{serial}}/up"

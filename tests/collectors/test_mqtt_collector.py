@@ -155,7 +155,8 @@ def test_the_simulators_mqtt_meters_land_with_the_values_they_published(db, mqtt
     config = CollectorConfig.model_validate({
         "name": "sim-mqtt", "spool_dir": str(tmp_path / "spool"), "seal_seconds": 0.2,
         "mqtt": {"client_id": "sim-mqtt", "subscriptions": [
-            {"topic": "releve/{serial}/reading"}, {"topic": "tele/sml-{serial}/SENSOR", "decoder": "tasmota"},
+            {"topic": "releve/{serial}/reading"}, {"topic": "tele/sml-{serial}/SENSOR", "decoder": "tasmota",
+             "options": {"timezone": "UTC"}},
             {"topic": "v3/{app}/devices/water-{serial}/up", "decoder": "ttn"}]}})
     settings = db.settings.model_copy(update={"mqtt": db.settings.mqtt.model_copy(update={"url": mqtt_broker.url})})
     collector = Collector(config, settings, db.url)
