@@ -99,7 +99,7 @@ class RuleParams:
     #: An in-band transposition is suggested (warning) when swapping two adjacent digits brings both
     #: this read's and the next read's usage this much closer to the expected usage (sum of
     #: |ln(usage / expected)|) and within ``soft_fit`` × expected of it.
-    soft_gain: float = 1.1
+    soft_gain: float = 0.8
     soft_fit: float = 1.5
 
 

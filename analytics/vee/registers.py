@@ -274,18 +274,28 @@ def _validate(batch: RegisterSeries, emit: np.ndarray, findings: list[Finding]) 
         if todo is not None:
             current = [f for f in current if not np.isin(s[f.row], done)]
             gap_est = [e for e in gap_est if not np.isin(e.series, done)]
-        new_bad = idx[p.bad]
+        # Only the first bad read of a series is settled per pass: what follows it was judged against
+        # it, and is judged again without it.
+        local_bad = np.flatnonzero(p.bad)
+        if len(local_bad):
+            ser = s[idx[local_bad]]
+            local_bad = local_bad[np.r_[True, ser[1:] != ser[:-1]]]
+        new_bad = idx[local_bad]
         new_bad_set = set(new_bad.tolist())
+        pending = {int(idx[i]) for i in np.flatnonzero(p.bad)} - new_bad_set
         for f in p.findings:
             f.row = int(idx[f.row])
-            (bad_findings if f.row in new_bad_set else current).append(f)
-        emitted_bad |= {int(idx[i]) for i in p.emitted_bad}
+            if f.row in new_bad_set:
+                bad_findings.append(f)
+            elif f.row not in pending:
+                current.append(f)
+        emitted_bad |= {int(idx[i]) for i in p.emitted_bad} & new_bad_set
         gap_est.extend(p.gap_estimates)
         consumption[idx], expected[idx], lo[idx], hi[idx] = p.consumption, p.expected, p.lo, p.hi
         if not len(new_bad):
             break
         bad[new_bad] = True
-        bad_rate[new_bad] = p.med[p.bad] if len(p.med) else np.nan
+        bad_rate[new_bad] = p.med[local_bad]
         active[new_bad] = False
         todo = np.unique(s[new_bad])
 
