@@ -303,10 +303,12 @@ def _validate(batch: RegisterSeries, emit: np.ndarray, findings: list[Finding]) 
     prev_row = np.arange(n) - 1
     first = np.ones(n, bool)
     first[1:] = s[1:] != s[:-1]
-    for i in np.flatnonzero(est):
-        if not first[i]:
-            consumption[i] = v[i] - v[i - 1]
-    catch = np.flatnonzero(~est & ~bad & ~first & np.r_[False, est[:-1]] & emit)
+    # Consumption telescopes along the reads: an estimate and the actual after it each count from the
+    # read before them (the actual was judged against the last actual read, over the whole span).
+    after_est = ~first & np.r_[False, est[:-1]]
+    for i in np.flatnonzero((est | after_est) & ~first):
+        consumption[i] = v[i] - v[i - 1]
+    catch = np.flatnonzero(~est & ~bad & after_est & emit)
     for i in catch:
         j = int(prev_row[i])
         if v[i] < v[j]:
