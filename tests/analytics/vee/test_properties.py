@@ -40,7 +40,7 @@ def test_a_run_of_scaled_reads_is_one_fault_every_read_flagged_and_substituted_b
     assert set(subs) == set(range(at, at + length))
     for i, value in subs.items():  # from good reads only: between the good neighbours, near the truth
         assert true[at - 1] <= value <= true[at + length]
-        assert abs(value - true[i]) <= 5 * length + 1
+        assert abs(value - true[i]) <= 10 * length  # usage varies by at most 10 a day
     faults = {f.details.get("fault_start") for f in r.findings if f.row in subs}
     assert len(faults) == 1
 
