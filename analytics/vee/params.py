@@ -3,7 +3,11 @@
 Every check in :mod:`analytics.vee.registers` and :mod:`analytics.vee.intervals` reports findings under
 one of the codes below. ``severity`` decides what happens next:
 
-- ``error``: the value is not usable as is; VEE substitutes an estimate and queues it for review.
+- ``error``: the value is not usable as is and is queued for review. VEE substitutes an estimate
+  when it can tell the read is wrong: implausible beyond the hard limit and explained by a
+  correction, or contradicted by both neighbours. An unexplained drop below the previous read
+  (``NEGATIVE`` without a suggestion) is held without a substitute: which side of it is wrong takes
+  a person, and the raw read stays in the validated series, under review.
 - ``warning``: the value stands (it still bills) but a person should look at it.
 - ``info``: an annotation, not an alarm (a rollover or meter exchange that VEE corrected itself).
 """

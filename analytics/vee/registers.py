@@ -4,19 +4,32 @@ The input is every read of many (meter, channel) series as flat numpy columns so
 time. Each rule is a handful of array operations over the whole batch; Python objects are built only
 for the few reads a rule flags. The steps, in order:
 
-1. duplicates (same series and instant) are reported and set aside;
+1. duplicates (same series and instant) are reported and set aside; the utility's own estimated
+   reads (``read_type`` estimate) are not judged and are not history: the actual read after them is
+   judged against the last actual read over the whole span (the catch-up), never blamed for them;
 2. the raw delta from the previous read is corrected for a recorded meter exchange (removal and
    install indexes) and for a rollover at the register modulus (10^digits or 2^bits);
 3. the expected usage is the median per-day usage of the previous ``history_reads`` reads × the days
    elapsed; the usage band is that × (low, high) and the read band is the previous read + the usage
-   band (the utility's high/low check);
+   band (the utility's high/low check); the read after a stuck index is judged over the stuck span;
 4. a read out of band whose neighbours agree with each other (previous → next in band) is an
-   isolated bad read: the following read is not blamed for it, and candidate corrections
-   (scale ×10/×100/×1000, extra/missing/transposed digit) inside the band are suggested;
-5. an index that drops near zero is a reset (exchange without record): consumption counts from zero;
+   isolated bad read: the following read is not blamed for it; candidate corrections (scale
+   ×10/×100/×1000, extra/missing/transposed digit) inside the band are ranked by likelihood;
+5. typed-in reads: a read the next read falls below, or whose usage and the next one's are both far
+   from the expected usage, is checked for a transposition of two adjacent digits that fits both
+   neighbours (the in-band transpositions 19414 → 19144, 46352 → 46532, 26565 → 26556);
+6. an index that drops near zero is a reset (exchange without record): consumption counts from zero;
    other drops are negative consumption;
-6. zero consumption when the band says there should be some, frozen registers, and gaps against the
+7. zero consumption when the band says there should be some, frozen registers, and gaps against the
    series' usual cadence; short gaps are filled by linear interpolation.
+
+A read is **replaced** (an error with a substitute) only when it is implausible beyond a hard limit
+(usage above ``hard_factor`` × the expected usage, below the previous read, or above the next read)
+AND a correction explains it — or when both neighbours contradict it. Plausible high use (a leak at
+5× normal) is a warning held for review, never substituted. Rules run pass after pass: the first
+bad read of a series is taken out and the series judged again, so a run of scaled reads is found
+read by read, reported as one fault (``details.fault_start``), and every substitute is estimated
+from good reads only.
 """
 
 from __future__ import annotations
