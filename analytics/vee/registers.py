@@ -283,10 +283,10 @@ def _validate(batch: RegisterSeries, emit: np.ndarray, findings: list[Finding]) 
             break
         sub = _subset(batch, idx)
         p = _rules(sub, emit_next[idx], dt_all[idx], cadence_all[idx])
-        done = np.unique(s[idx])
         if todo is not None:
-            current = [f for f in current if not np.isin(s[f.row], done)]
-            gap_est = [e for e in gap_est if not np.isin(e.series, done)]
+            done = set(todo.tolist())
+            current = [f for f in current if int(s[f.row]) not in done]
+            gap_est = [e for e in gap_est if e.series not in done]
         # Only the first bad read of a series is settled per pass: what follows it was judged against
         # it, and is judged again without it.
         local_bad = np.flatnonzero(p.bad)
