@@ -34,7 +34,7 @@ from good reads only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -281,7 +281,7 @@ def _validate(batch: RegisterSeries, emit: np.ndarray, findings: list[Finding]) 
         idx = np.flatnonzero(mask)
         if not len(idx):
             break
-        sub = _subset(batch, idx)
+        sub = replace(batch, emit=emit) if len(idx) == n else _subset(batch, idx)  # no copy on a first full pass
         p = _rules(sub, emit_next[idx], dt_all[idx], cadence_all[idx])
         if todo is not None:
             done = set(todo.tolist())
@@ -357,7 +357,7 @@ def _validate(batch: RegisterSeries, emit: np.ndarray, findings: list[Finding]) 
             value, method = v[pg] + rate * (t[i] - t[pg]) / DAY, 25
         if np.isfinite(mod):
             value %= mod
-        if _is_integral(v[s == si]):
+        if _is_integral(v[np.searchsorted(s, si) : np.searchsorted(s, si, side="right")]):
             value = round(value)
         reason = 18 if any(f.row == i and f.rule == "NEGATIVE" for f in bad_findings) else 93
         estimates.append(Estimate(int(si), float(t[i]), float(value), method, reason, "substitute", int(i),
@@ -439,8 +439,16 @@ def _rules(batch: RegisterSeries, emit_next: np.ndarray, dt_all: np.ndarray, cad
     pc = batch.param_class[s]
     plist = batch.params
 
+    cache: dict[str, np.ndarray] = {}
+
     def per_row(name: str) -> np.ndarray:
-        return np.array([getattr(p, name) for p in plist], dtype=float)[pc]
+        """The parameter per row (one class: a zero-stride view, no copy)."""
+        if name not in cache:
+            per_class = np.array([getattr(p, name) for p in plist], dtype=float)
+            used = np.unique(batch.param_class) if len(plist) > 1 else np.zeros(1, np.int64)
+            same = len(plist) == 1 or bool(np.all(per_class[used] == per_class[used[0]]))
+            cache[name] = np.broadcast_to(per_class[used[0]], n) if same else per_class[pc]
+        return cache[name]
 
     low_f, high_f, min_daily = per_row("low_factor"), per_row("high_factor"), per_row("min_daily_usage")
     window = per_row("history_reads").astype(np.int64)
