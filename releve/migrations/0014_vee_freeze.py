@@ -6,7 +6,8 @@ trigger on ``reading_version`` refuses, for a frozen instant:
 
 - any version that is not an ``adjustment`` (an adjustment leaves the billed value in force and is
   billed by a rebill);
-- an adjustment that does not say who (``created_by``) and why (``comment``);
+- an adjustment that does not say who makes it (``created_by``; the reason, ``comment``, is copied
+  to the rebill queue, "no reason given" when empty);
 - any correction of a read more than two years before the correction date (prescription).
 
 Every accepted adjustment of a frozen read opens a row in ``reading_adjustment``: the rebill queue
@@ -78,9 +79,9 @@ BEGIN
                         f.frozen_to, coalesce(nullif(f.reference, ''), 'billing'), NEW.kind
             USING ERRCODE = 'check_violation', HINT = 'an adjustment opens a rebill; the billed value stays';
     END IF;
-    IF coalesce(btrim(NEW.comment), '') = '' OR coalesce(btrim(NEW.created_by), '') = '' THEN
-        RAISE EXCEPTION 'adjustment of billed reading (meter % channel % at %) must say who (created_by) and why '
-                        '(comment)', NEW.meter_id, NEW.channel_id, NEW.ts
+    IF coalesce(btrim(NEW.created_by), '') = '' THEN
+        RAISE EXCEPTION 'adjustment of billed reading (meter % channel % at %) must say who makes it (created_by)',
+                        NEW.meter_id, NEW.channel_id, NEW.ts
             USING ERRCODE = 'check_violation';
     END IF;
     IF reading_is_prescribed(NEW.ts, coalesce(NEW.created_at, now())) THEN
@@ -106,7 +107,7 @@ BEGIN
         INSERT INTO reading_adjustment (version_id, meter_id, channel_id, ts, value, replaced_value, freeze_id,
                                         reference, created_by, created_at, comment)
         VALUES (NEW.id, NEW.meter_id, NEW.channel_id, NEW.ts, NEW.value, NEW.replaced_value, f.id, f.reference,
-                NEW.created_by, NEW.created_at, NEW.comment);
+                NEW.created_by, NEW.created_at, coalesce(nullif(btrim(NEW.comment), ''), 'no reason given'));
     END IF;
     RETURN NULL;
 END $$;
