@@ -38,6 +38,8 @@ READ_TYPES = {
     "estimate": "estimate", "system estimate": "estimate", "move_out": "move_out", "move-out": "move_out",
     "move_in": "move_in", "move-in": "move_in",
 }  # fmt: skip
+#: read_type → the register rules' code (0 actual, 1 customer read, 2 the utility's estimate).
+READ_CODES = {"actual": 0, "customer": 1, "estimate": 2, "move_out": 0, "move_in": 0}
 WATER_UNITS = {"m3", "l"}
 REQUIRED = ("meter", "read_at", "index", "read_type")
 OUT_COLUMNS = ("meter", "read_at", "index", "read_type", "rule", "severity", "usage", "usage_lo", "usage_hi",
@@ -171,6 +173,7 @@ def check_reads(reads: Iterable[CsvRead]) -> list[CsvException]:
         param_class=param_class,
         params=params,
     )
+    batch.read_type = np.array([READ_CODES.get(r.read_type, 0) for r in ordered], np.int8)
     result = validate_registers(batch)
     out = [CsvException(ordered[f.row], f) for f in result.findings]
     out.extend(check_move_in(ordered, params_for("water").move_tolerance))

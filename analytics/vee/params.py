@@ -3,7 +3,11 @@
 Every check in :mod:`analytics.vee.registers` and :mod:`analytics.vee.intervals` reports findings under
 one of the codes below. ``severity`` decides what happens next:
 
-- ``error``: the value is not usable as is; VEE substitutes an estimate and queues it for review.
+- ``error``: the value is not usable as is and is queued for review. VEE substitutes an estimate
+  when it can tell the read is wrong: implausible beyond the hard limit and explained by a
+  correction, or contradicted by both neighbours. An unexplained drop below the previous read
+  (``NEGATIVE`` without a suggestion) is held without a substitute: which side of it is wrong takes
+  a person, and the raw read stays in the validated series, under review.
 - ``warning``: the value stands (it still bills) but a person should look at it.
 - ``info``: an annotation, not an alarm (a rollover or meter exchange that VEE corrected itself).
 """
@@ -55,6 +59,7 @@ RULES: dict[str, Rule] = {
         Rule("ROLLOVER", Severity.INFO, 0, "register rolled over at 10^digits or 2^bits: consumption corrected"),
         Rule("EXCHANGE", Severity.INFO, 0, "meter exchange recorded: consumption computed across it"),
         Rule("RESET", Severity.INFO, 0, "index reset near zero (exchange without record): consumption from zero"),
+        Rule("CATCH_UP", Severity.INFO, 0, "actual read below the utility's estimate before it: estimate revised"),
     )
 }
 
@@ -88,6 +93,18 @@ class RuleParams:
     spike_min: float = 0.5
     zero_intervals: int = 8
     max_interp_s: float = 4 * 3600.0
+    #: Hard limit: usage above this × the expected usage (or any unexplained negative usage) makes a
+    #: read implausible. Only an implausible read that a suggestion explains is replaced; plausible
+    #: high use (a leak at 5× normal) is warned and held for review, never substituted.
+    hard_factor: float = 10.0
+    #: Indexes keyed in by a person (manual meters): digit mistakes are likely, and a transposition
+    #: inside the usage band is looked for against the neighbours.
+    typed: bool = False
+    #: An in-band transposition is suggested (warning) when swapping two adjacent digits brings both
+    #: this read's and the next read's usage this much closer to the expected usage (sum of
+    #: |ln(usage / expected)|) and within ``soft_fit`` × expected of it.
+    soft_gain: float = 0.8
+    soft_fit: float = 1.5
 
 
 #: Defaults per commodity; per meter class overrides go in :data:`CLASS_PARAMS`.
@@ -98,8 +115,10 @@ COMMODITY_PARAMS: dict[str, RuleParams] = {
 
 #: Overrides per (commodity, meter class), e.g. manually read meters have sparse history.
 CLASS_PARAMS: dict[tuple[str, str], RuleParams] = {
-    ("water", "manual"): replace(COMMODITY_PARAMS["water"], history_reads=6, gap_factor=3.0, min_history=1),
-    ("electricity", "manual"): replace(COMMODITY_PARAMS["electricity"], history_reads=6, gap_factor=3.0, min_history=1),
+    ("water", "manual"): replace(COMMODITY_PARAMS["water"], history_reads=6, gap_factor=3.0, min_history=1,
+                                 typed=True),
+    ("electricity", "manual"): replace(COMMODITY_PARAMS["electricity"], history_reads=6, gap_factor=3.0,
+                                       min_history=1, typed=True),
 }
 
 

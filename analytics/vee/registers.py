@@ -4,30 +4,43 @@ The input is every read of many (meter, channel) series as flat numpy columns so
 time. Each rule is a handful of array operations over the whole batch; Python objects are built only
 for the few reads a rule flags. The steps, in order:
 
-1. duplicates (same series and instant) are reported and set aside;
+1. duplicates (same series and instant) are reported and set aside; the utility's own estimated
+   reads (``read_type`` estimate) are not judged and are not history: the actual read after them is
+   judged against the last actual read over the whole span (the catch-up), never blamed for them;
 2. the raw delta from the previous read is corrected for a recorded meter exchange (removal and
    install indexes) and for a rollover at the register modulus (10^digits or 2^bits);
 3. the expected usage is the median per-day usage of the previous ``history_reads`` reads × the days
    elapsed; the usage band is that × (low, high) and the read band is the previous read + the usage
-   band (the utility's high/low check);
+   band (the utility's high/low check); the read after a stuck index is judged over the stuck span;
 4. a read out of band whose neighbours agree with each other (previous → next in band) is an
-   isolated bad read: the following read is not blamed for it, and candidate corrections
-   (scale ×10/×100/×1000, extra/missing/transposed digit) inside the band are suggested;
-5. an index that drops near zero is a reset (exchange without record): consumption counts from zero;
+   isolated bad read: the following read is not blamed for it; candidate corrections (scale
+   ×10/×100/×1000, extra/missing/transposed digit) inside the band are ranked by likelihood;
+5. typed-in reads: a read the next read falls below, or whose usage and the next one's are both far
+   from the expected usage, is checked for a transposition of two adjacent digits that fits both
+   neighbours (the in-band transpositions 19414 → 19144, 46352 → 46532, 26565 → 26556);
+6. an index that drops near zero is a reset (exchange without record): consumption counts from zero;
    other drops are negative consumption;
-6. zero consumption when the band says there should be some, frozen registers, and gaps against the
+7. zero consumption when the band says there should be some, frozen registers, and gaps against the
    series' usual cadence; short gaps are filled by linear interpolation.
+
+A read is **replaced** (an error with a substitute) only when it is implausible beyond a hard limit
+(usage above ``hard_factor`` × the expected usage, below the previous read, or above the next read)
+AND a correction explains it — or when both neighbours contradict it. Plausible high use (a leak at
+5× normal) is a warning held for review, never substituted. Rules run pass after pass: the first
+bad read of a series is taken out and the series judged again, so a run of scaled reads is found
+read by read, reported as one fault (``details.fault_start``), and every substitute is estimated
+from good reads only.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from analytics.vee.params import RULES, RuleParams, Severity
-from analytics.vee.suggest import Suggestion, suggest_corrections
+from analytics.vee.suggest import Suggestion, adjacent_swaps, suggest_corrections
 
 DAY = 86400.0
 
@@ -53,6 +66,8 @@ class RegisterSeries:
     ex_t: np.ndarray = field(default_factory=lambda: np.zeros(0))
     ex_removal: np.ndarray = field(default_factory=lambda: np.zeros(0))
     ex_install: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    #: Per row: 0 actual, 1 customer read, 2 the utility's estimate (None: all actual).
+    read_type: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.value)
@@ -171,6 +186,7 @@ def validate_registers(batch: RegisterSeries) -> RegisterResult:
             sub = RegisterSeries(
                 s[keep], t[keep], v[keep], batch.modulus, batch.param_class, batch.params, emit[keep],
                 batch.ex_series, batch.ex_t, batch.ex_removal, batch.ex_install,
+                None if batch.read_type is None else batch.read_type[keep],
             )  # fmt: skip
             inner = validate_registers(sub)
             full = np.full(n, np.nan)
@@ -191,8 +207,225 @@ def validate_registers(batch: RegisterSeries) -> RegisterResult:
     return _validate(batch, emit, findings)
 
 
+#: read_type codes of :attr:`RegisterSeries.read_type`.
+READ_ACTUAL, READ_CUSTOMER, READ_ESTIMATE = 0, 1, 2
+#: A run of bad reads found one after another (a persistent scale error) needs one pass per read.
+MAX_PASSES = 64
+
+
+@dataclass
+class _Pass:
+    """What one pass of the rules found over a subset of rows (rows are indexes into the subset)."""
+
+    consumption: np.ndarray
+    expected: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    med: np.ndarray
+    findings: list[Finding]
+    gap_estimates: list[Estimate]
+    bad: np.ndarray  # rows found unusable (implausible and explained, negative, isolated, transposed)
+    emitted_bad: set[int]  # bad rows whose findings are reported
+
+
+def _subset(batch: RegisterSeries, idx: np.ndarray) -> RegisterSeries:
+    emit = batch.emit if batch.emit is not None else np.ones(len(batch), bool)
+    rt = batch.read_type if batch.read_type is not None else np.zeros(len(batch), np.int8)
+    return RegisterSeries(
+        batch.series[idx], batch.t[idx], batch.value[idx], batch.modulus, batch.param_class, batch.params,
+        emit[idx], batch.ex_series, batch.ex_t, batch.ex_removal, batch.ex_install, rt[idx],
+    )  # fmt: skip
+
+
 def _validate(batch: RegisterSeries, emit: np.ndarray, findings: list[Finding]) -> RegisterResult:
+    """Run the rules pass after pass: reads found bad leave the series and what follows is judged again.
+
+    Utility estimates (``read_type`` estimate) are not judged and are not history: the actual read
+    after them is judged against the last actual read (the catch-up). A read found bad (an
+    implausible read a suggestion explains, a negative read, an isolated or transposed read) is
+    taken out of its series and the series is judged again, so the read after it is compared with
+    the last good read: a run of scaled reads is found read by read and reported as one fault, and
+    substitutes are estimated from good reads only.
+    """
     s, t, v = batch.series, batch.t, batch.value
+    n = len(v)
+    rt = batch.read_type if batch.read_type is not None else np.zeros(n, np.int8)
+    est = rt == READ_ESTIMATE
+    nxt = np.full(n, -1, np.int64)
+    if n > 1:
+        same_next = s[1:] == s[:-1]
+        nxt[:-1] = np.where(same_next, np.arange(1, n), -1)
+    emit_next = np.zeros(n, bool)
+    emit_next[nxt >= 0] = emit[nxt[nxt >= 0]]
+    active = ~est
+    # Gaps are judged on every read (a read taken out as bad or an estimate is not a missing read).
+    first_all = np.ones(n, bool)
+    first_all[1:] = s[1:] != s[:-1]
+    dt_all = np.full(n, np.nan)
+    dt_all[1:] = (t[1:] - t[:-1]) / DAY
+    dt_all[first_all] = np.nan
+    cadence_all = _series_cadence(s, dt_all, first_all)[s]
+    consumption = np.full(n, np.nan)
+    expected = np.full(n, np.nan)
+    lo = np.full(n, np.nan)
+    hi = np.full(n, np.nan)
+    bad_rate = np.full(n, np.nan)
+    bad = np.zeros(n, bool)
+    current: list[Finding] = []
+    bad_findings: list[Finding] = []
+    emitted_bad: set[int] = set()
+    gap_est: list[Estimate] = []
+    todo: np.ndarray | None = None
+    for _ in range(MAX_PASSES):
+        mask = active if todo is None else active & np.isin(s, todo)
+        idx = np.flatnonzero(mask)
+        if not len(idx):
+            break
+        sub = replace(batch, emit=emit) if len(idx) == n else _subset(batch, idx)  # no copy on a first full pass
+        p = _rules(sub, emit_next[idx], dt_all[idx], cadence_all[idx])
+        if todo is not None:
+            done = set(todo.tolist())
+            current = [f for f in current if int(s[f.row]) not in done]
+            gap_est = [e for e in gap_est if e.series not in done]
+        # Only the first bad read of a series is settled per pass: what follows it was judged against
+        # it, and is judged again without it.
+        local_bad = np.flatnonzero(p.bad)
+        if len(local_bad):
+            ser = s[idx[local_bad]]
+            local_bad = local_bad[np.r_[True, ser[1:] != ser[:-1]]]
+        new_bad = idx[local_bad]
+        new_bad_set = set(new_bad.tolist())
+        pending = {int(idx[i]) for i in np.flatnonzero(p.bad)} - new_bad_set
+        for f in p.findings:
+            f.row = int(idx[f.row])
+            if f.row in new_bad_set:
+                bad_findings.append(f)
+            elif f.row not in pending:
+                current.append(f)
+        emitted_bad |= {int(idx[i]) for i in p.emitted_bad} & new_bad_set
+        gap_est.extend(p.gap_estimates)
+        consumption[idx], expected[idx], lo[idx], hi[idx] = p.consumption, p.expected, p.lo, p.hi
+        if not len(new_bad):
+            break
+        bad[new_bad] = True
+        bad_rate[new_bad] = p.med[local_bad]
+        active[new_bad] = False
+        todo = np.unique(s[new_bad])
+
+    # Utility estimates: consumption as read; an actual below the estimate before it revises it (info).
+    prev_row = np.arange(n) - 1
+    first = np.ones(n, bool)
+    first[1:] = s[1:] != s[:-1]
+    # Consumption telescopes along the reads: an estimate and the actual after it each count from the
+    # read before them (the actual was judged against the last actual read, over the whole span).
+    after_est = ~first & np.r_[False, est[:-1]]
+    for i in np.flatnonzero((est | after_est) & ~first):
+        consumption[i] = v[i] - v[i - 1]
+    catch = np.flatnonzero(~est & ~bad & after_est & emit)
+    for i in catch:
+        j = int(prev_row[i])
+        if v[i] < v[j]:
+            k = j
+            while k > 0 and not first[k] and est[k - 1]:
+                k -= 1
+            n_est = j - k + 1
+            msg = (f"actual {fmt(v[i])} below the estimated read {fmt(v[j])} before it: catch-up after "
+                   f"{n_est} estimated read(s), the estimate(s) overstated usage by {fmt(v[j] - v[i])}")  # fmt: skip
+            current.append(Finding(int(i), "CATCH_UP", RULES["CATCH_UP"].severity, msg, float(v[i]),
+                                   usage=_f(consumption[i]), details={"estimates": n_est}))  # fmt: skip
+
+    # Substitutes for bad reads, from good reads only; faults are runs of consecutive bad reads.
+    estimates = list(gap_est)
+    good = active & ~est
+    good_rows = np.flatnonzero(good)
+    for i in np.flatnonzero(bad):
+        if int(i) not in emitted_bad:
+            continue
+        si = s[i]
+        pos = int(np.searchsorted(good_rows, i))
+        pg = int(good_rows[pos - 1]) if pos > 0 and s[good_rows[pos - 1]] == si else -1
+        ng = int(good_rows[pos]) if pos < len(good_rows) and s[good_rows[pos]] == si else -1
+        if pg < 0:
+            continue
+        mod = batch.modulus[si]
+        c_ng = consumption[ng] if ng >= 0 else np.nan
+        if ng >= 0 and np.isfinite(c_ng) and c_ng >= 0 and (v[ng] >= v[pg] or np.isfinite(mod)):
+            frac = (t[i] - t[pg]) / (t[ng] - t[pg])
+            value, method = v[pg] + frac * c_ng, 17
+        else:
+            rate = bad_rate[i] if np.isfinite(bad_rate[i]) else 0.0
+            value, method = v[pg] + rate * (t[i] - t[pg]) / DAY, 25
+        if np.isfinite(mod):
+            value %= mod
+        if _is_integral(v[np.searchsorted(s, si) : np.searchsorted(s, si, side="right")]):
+            value = round(value)
+        reason = 18 if any(f.row == i and f.rule == "NEGATIVE" for f in bad_findings) else 93
+        estimates.append(Estimate(int(si), float(t[i]), float(value), method, reason, "substitute", int(i),
+                                  float(v[i])))
+        consumption[i] = value - v[pg]
+        if ng >= 0:
+            consumption[ng] = v[ng] - value if v[ng] >= value else consumption[ng]
+    _group_faults(bad_findings, bad, s, t, v)
+    out = findings + [f for f in bad_findings if f.row in emitted_bad] + current
+    return RegisterResult(consumption, expected, lo, hi, out, estimates)
+
+
+def _is_integral(x: np.ndarray) -> bool:
+    return bool(np.all(x == np.floor(x)))
+
+
+def _group_faults(found: list[Finding], bad: np.ndarray, s: np.ndarray, t: np.ndarray, v: np.ndarray) -> None:
+    """Consecutive bad reads of a series are one fault; a run off by one scale factor is a SCALE_JUMP."""
+    rows = sorted({f.row for f in found})
+    runs: list[list[int]] = []
+    for r in rows:
+        if runs and runs[-1][-1] == r - 1 and s[r - 1] == s[r]:
+            runs[-1].append(r)
+        else:
+            runs.append([r])
+    by_row: dict[int, list[Finding]] = {}
+    for f in found:
+        by_row.setdefault(f.row, []).append(f)
+    for run in runs:
+        start = datetime_text(t[run[0]])
+        factors = set()
+        for r in run:
+            diag = [f for f in by_row[r] if f.suggestions]
+            if diag and diag[0].suggestions[0].value > 0:
+                factors.add(round(v[r] / diag[0].suggestions[0].value, 6))
+            else:
+                factors.add(None)
+        scale = len(run) > 1 and len(factors) == 1 and next(iter(factors)) in _SCALE_RATIOS
+        for r in run:
+            for f in by_row[r]:
+                f.details["fault_start"] = start
+                f.details["fault_reads"] = len(run)
+                if scale and f.rule in ("DIGIT_ERROR", "SCALE_JUMP", "OUTLIER"):
+                    f.rule = "SCALE_JUMP"
+                    ratio = next(iter(factors))
+                    label = f"×{fmt(ratio)}" if ratio and ratio > 1 else f"÷{fmt(1 / ratio) if ratio else '?'}"
+                    f.message = (f"{fmt(v[r])}: read {run.index(r) + 1} of {len(run)} off by {label} since {start} "
+                                 f"(one fault); probably {fmt(f.suggestions[0].value)}")  # fmt: skip
+
+
+_SCALE_RATIOS = {10.0, 100.0, 1000.0, 0.1, 0.01, 0.001}
+
+
+def datetime_text(t: float) -> str:
+    """An instant (Unix seconds) as ISO 8601 UTC, for messages."""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(float(t), UTC).isoformat(timespec="minutes")
+
+
+def _rules(batch: RegisterSeries, emit_next: np.ndarray, dt_all: np.ndarray, cadence: np.ndarray) -> _Pass:
+    """One pass of every rule over ``batch`` (a subset of the rows: estimates and bad reads left out).
+
+    ``dt_all`` and ``cadence`` are the days since the previous read and the usual interval, over all reads.
+    """
+    s, t, v = batch.series, batch.t, batch.value
+    emit = batch.emit if batch.emit is not None else np.ones(len(v), bool)
+    rt = batch.read_type if batch.read_type is not None else np.zeros(len(v), np.int8)
     n = len(v)
     rows = np.arange(n)
     first = np.ones(n, bool)
@@ -206,13 +439,22 @@ def _validate(batch: RegisterSeries, emit: np.ndarray, findings: list[Finding]) 
     pc = batch.param_class[s]
     plist = batch.params
 
+    cache: dict[str, np.ndarray] = {}
+
     def per_row(name: str) -> np.ndarray:
-        return np.array([getattr(p, name) for p in plist], dtype=float)[pc]
+        """The parameter per row (one class: a zero-stride view, no copy)."""
+        if name not in cache:
+            per_class = np.array([getattr(p, name) for p in plist], dtype=float)
+            used = np.unique(batch.param_class) if len(plist) > 1 else np.zeros(1, np.int64)
+            same = len(plist) == 1 or bool(np.all(per_class[used] == per_class[used[0]]))
+            cache[name] = np.broadcast_to(per_class[used[0]], n) if same else per_class[pc]
+        return cache[name]
 
     low_f, high_f, min_daily = per_row("low_factor"), per_row("high_factor"), per_row("min_daily_usage")
     window = per_row("history_reads").astype(np.int64)
     min_hist = per_row("min_history")
     modulus = batch.modulus[s]
+    typed = (per_row("typed") > 0) | (rt == READ_CUSTOMER)
 
     v_prev = np.empty(n)
     v_prev[0] = np.nan
@@ -257,13 +499,24 @@ def _validate(batch: RegisterSeries, emit: np.ndarray, findings: list[Finding]) 
     rate = np.where(gross, np.nan, rate)
     med, k = trailing_median(rate, start, window)
     has_band = (k >= min_hist) & ~first & np.isfinite(med)
-    expected = med * dt
+    # The read after a stuck index (same value repeated) is judged over the whole stuck span.
+    same = ~first & (d == 0) & (v != 0)
+    run_from = np.maximum.accumulate(np.where(~same, rows, 0))  # first row of the identical values
+    prev_same = np.zeros(n, bool)
+    prev_same[1:] = same[:-1] & ~first[1:]
+    rf_prev = np.zeros(n, np.int64)
+    rf_prev[1:] = run_from[:-1]
+    span = np.where(prev_same & ~same, (t - t[rf_prev]) / DAY, dt)
+    expected = med * span
     integral = _integral_series(s, v, first)
-    lo, hi = _round_band(low_f * expected, np.maximum(high_f * expected, min_daily * dt), integral)
+    lo, hi = _round_band(low_f * med * dt, np.maximum(high_f * expected, min_daily * span), integral)
     lo = np.where(has_band, lo, np.nan)
     hi = np.where(has_band, hi, np.nan)
     with np.errstate(invalid="ignore"):
         in_band = np.where(has_band, (c >= lo) & (c <= hi), ~(c < 0))
+        # Implausible beyond the hard limit: far above any expected use (negative usage is judged below).
+        hard_hi = per_row("hard_factor") * np.maximum(med * span, min_daily * span)
+        hard = has_band & (c > hard_hi)
     in_band[first] = True
 
     # 4. isolated bad reads: previous → next agrees.
@@ -279,6 +532,8 @@ def _validate(batch: RegisterSeries, emit: np.ndarray, findings: list[Finding]) 
     lo2, hi2 = _round_band(low_f * med * dt2, np.maximum(high_f * med * dt2, min_daily * dt2), integral)
     exch_next = np.zeros(n, bool)
     exch_next[:-1] = exchange[1:]
+    wrap_next = np.zeros(n, bool)
+    wrap_next[:-1] = wrap[1:]
     with np.errstate(invalid="ignore"):
         skip_ok = np.where(has_band, (c2 >= lo2) & (c2 <= hi2), c2 >= 0)
     skip_ok &= has_next & ~first & ~exchange & ~exch_next
@@ -288,12 +543,24 @@ def _validate(batch: RegisterSeries, emit: np.ndarray, findings: list[Finding]) 
     c_next[:-1] = c[1:]
     with np.errstate(invalid="ignore"):
         outlier = skip_ok & ((~in_band & ~in_band_next) | (~has_band & (c_next < 0)))
+        # ... bad beyond doubt when it stands above the next read or below the previous, or is far off.
+        outlier_hard = outlier & ((c_next < 0) | (c < 0) | hard)
+
+    # 4b. transpositions (typed reads): the next read falls below this one, and swapping two adjacent
+    # digits puts this read between its neighbours with both usages in band; or, both in band, a swap
+    # brings both usages much closer to the expected usage (a warning: held for review).
+    transposed, soft = _transpositions(v, v_prev, v_next, c, c_next, lo, hi, med, dt, dt_next, has_band,
+                                       has_next & ~first & typed & ~exchange & ~exch_next & ~wrap & ~wrap_next
+                                       & (rt != READ_ESTIMATE), in_band, per_row("soft_gain"),
+                                       per_row("soft_fit"))  # fmt: skip
+    transposed &= ~outlier
+    soft &= ~outlier & ~transposed
     suppressed = np.zeros(n, bool)
-    suppressed[1:] = outlier[:-1]
+    suppressed[1:] = (outlier | transposed)[:-1]
 
     # 5. resets near zero, negative consumption.
     with np.errstate(invalid="ignore"):
-        neg = (c < 0) & ~outlier & ~suppressed & ~exchange
+        neg = (c < 0) & ~outlier & ~suppressed & ~exchange & ~transposed
         near_zero = (v <= np.maximum(hi, 0)) | (v <= per_row("reset_fraction") * v_prev)
         reset = neg & (v >= 0) & np.where(has_band, near_zero, v < per_row("reset_fraction") * v_prev)
         # ... unless ×10/×100/×1000 puts the read back into its band (or, without a band, just above
@@ -313,17 +580,27 @@ def _validate(batch: RegisterSeries, emit: np.ndarray, findings: list[Finding]) 
     # 6. zero, frozen, gaps.
     with np.errstate(invalid="ignore"):
         zero = has_band & (c == 0) & (lo > 0) & ~suppressed & ~outlier
-        out_band = has_band & ~in_band & ~neg & ~reset & ~outlier & ~suppressed & ~zero & (c >= 0)
+        out_band = (has_band & ~in_band & ~neg & ~reset & ~outlier & ~suppressed & ~zero & ~transposed & (c >= 0))
     frozen_at = _frozen_runs(d, v, first, frozen_reads, med)
-    cadence = _series_cadence(s, dt, first)[s]
     gap_f = per_row("gap_factor")
     with np.errstate(invalid="ignore"):
-        gap = ~first & (dt > gap_f * cadence) & (dt - cadence > 0.5 / 24)
+        gap = ~first & (dt_all > gap_f * cadence) & (dt_all - cadence > 0.5 / 24)
 
-    # consumption after corrections; bad reads get an estimate instead.
     consumption = np.where(first, np.nan, c)
-    estimates: list[Estimate] = []
-    ctx = _Ctx(batch, v, v_prev, v_next, t, c, lo, hi, expected, med, dt, dt_next, integral)
+    gap_estimates: list[Estimate] = []
+    findings: list[Finding] = []
+    bad = np.zeros(n, bool)
+    emitted_bad: set[int] = set()
+    ctx = _Ctx(batch, v, v_prev, v_next, t, c, lo, hi, expected, med, dt, dt_next, integral, typed)
+    late = emit | emit_next  # faults found with the next read are reported when that read lands
+
+    def keep(i: int, found: list[Finding], is_bad: bool, report: bool) -> None:
+        if is_bad:
+            bad[i] = True
+            if report:
+                emitted_bad.add(i)
+        if report:
+            findings.extend(found)
 
     for i in np.flatnonzero(emit & exchange):
         findings.append(ctx.info(int(i), "EXCHANGE", f"meter exchange: consumption {fmt(c[i])} across it"))
@@ -335,24 +612,44 @@ def _validate(batch: RegisterSeries, emit: np.ndarray, findings: list[Finding]) 
         findings.append(ctx.info(int(i), "RESET", msg))
     for i in np.flatnonzero(emit & zero):
         findings.append(ctx.band_finding(int(i), "ZERO", with_suggestions=False))
-    for i in np.flatnonzero(emit & out_band):
+    # Out of band: suggestions for the reviewer; replaced only when implausible (hard) AND explained.
+    for i in np.flatnonzero(out_band & (emit | hard)):
+        i = int(i)
         rule = "HILO_HIGH" if c[i] > hi[i] else "HILO_LOW"
-        gross = c[i] > 10 * hi[i] or not has_next[i]
-        f = ctx.band_finding(int(i), rule, with_suggestions=bool(gross))
-        findings.append(f)
-        if f.suggestions:
-            findings.append(ctx.diagnosis(int(i), f.suggestions))
-            estimates.append(ctx.substitute(int(i)))
-    for i in np.flatnonzero(emit & neg):
-        f = ctx.band_finding(int(i), "NEGATIVE")
-        findings.append(f)
-    for i in np.flatnonzero(emit & outlier):
-        f = ctx.band_finding(int(i), "HILO_HIGH" if c[i] > 0 else "NEGATIVE", around=True)
+        listed = bool(hard[i] or not has_next[i] or typed[i])
+        f = ctx.band_finding(i, rule, with_suggestions=listed)
+        found = [f]
+        explained = bool(hard[i] and f.suggestions)
+        if explained:
+            found.append(ctx.diagnosis(i, f.suggestions))
+        elif hard[i]:
+            f.details["implausible"] = True
+        else:
+            f.details["held_for_review"] = "plausible: warned, not substituted"
+        keep(i, found, explained, bool(emit[i]))
+    for i in np.flatnonzero(neg):
+        i = int(i)
+        f = ctx.band_finding(i, "NEGATIVE")
+        found = [f]
+        if f.suggestions:  # explained (a scale or digit mistake): substituted
+            found.append(ctx.diagnosis(i, f.suggestions))
+        else:  # which side of an unexplained drop is wrong takes a person: held, the raw read stands
+            f.details["held_for_review"] = "unexplained drop: not substituted"
+        keep(i, found, bool(f.suggestions), bool(emit[i]))
+    for i in np.flatnonzero(outlier):
+        i = int(i)
+        f = ctx.band_finding(i, "HILO_HIGH" if c[i] > 0 else "NEGATIVE", around=True)
         if has_band[i] and c[i] >= 0 and c[i] < lo[i]:
             f.rule = "HILO_LOW"
-        findings.append(f)
-        findings.append(ctx.diagnosis(int(i), f.suggestions, outlier=True))
-        estimates.append(ctx.substitute(int(i)))
+        if outlier_hard[i]:
+            keep(i, [f, ctx.diagnosis(i, f.suggestions, outlier=True)], True, bool(late[i]))
+        else:
+            f.details["held_for_review"] = "plausible: warned, not substituted"
+            keep(i, [f], False, bool(late[i]))
+    for i in np.flatnonzero(transposed | soft):
+        i = int(i)
+        f = ctx.transposition(i, hard=bool(transposed[i]))
+        keep(i, [f], bool(transposed[i]), bool(late[i]))
     for i in np.flatnonzero(emit & frozen_at):
         n_same = int(per_row("frozen_reads")[i])
         findings.append(Finding(
@@ -361,22 +658,67 @@ def _validate(batch: RegisterSeries, emit: np.ndarray, findings: list[Finding]) 
             float(v[i]), details={"reads": n_same},
         ))  # fmt: skip
     for i in np.flatnonzero(emit & gap):
-        missing = max(round(dt[i] / cadence[i]) - 1, 1)
+        missing = max(round(dt_all[i] / cadence[i]) - 1, 1)
         findings.append(Finding(
             int(i), "GAP", RULES["GAP"].severity,
-            f"{missing} read(s) missing: {fmt(round(dt[i], 2))} days since the previous read "
+            f"{missing} read(s) missing: {fmt(round(dt_all[i], 2))} days since the previous read "
             f"(usual {fmt(round(cadence[i], 3))})",
             float(v[i]), details={"missing": missing},
         ))  # fmt: skip
-        if missing <= plist[int(batch.param_class[s[i]])].max_fill_reads and in_band[i] and not suppressed[i]:
-            estimates.extend(ctx.fill_gap(int(i), missing, float(cadence[i])))
-    for e in estimates:
-        if e.row is not None:
-            i = e.row
-            consumption[i] = e.value - v_prev[i] if not first[i] else np.nan
-            if has_next[i]:
-                consumption[i + 1] = v[i + 1] - e.value
-    return RegisterResult(consumption, expected, lo, hi, findings, estimates)
+        fill = missing <= plist[int(batch.param_class[s[i]])].max_fill_reads and in_band[i] and not suppressed[i]
+        if fill and dt[i] == dt_all[i]:
+            gap_estimates.extend(ctx.fill_gap(int(i), missing, float(cadence[i])))
+    return _Pass(consumption, expected, lo, hi, med, findings, gap_estimates, bad, emitted_bad)
+
+
+def _transpositions(
+    v: np.ndarray, v_prev: np.ndarray, v_next: np.ndarray, c: np.ndarray, c_next: np.ndarray, lo: np.ndarray,
+    hi: np.ndarray, med: np.ndarray, dt: np.ndarray, dt_next: np.ndarray, has_band: np.ndarray, eligible: np.ndarray,
+    in_band: np.ndarray, soft_gain: np.ndarray, soft_fit: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(hard, soft) masks of reads one adjacent-digit transposition away from a read that fits both neighbours."""
+    n = len(v)
+    hard = np.zeros(n, bool)
+    soft = np.zeros(n, bool)
+    rows = np.flatnonzero(eligible & np.isfinite(v) & (v >= 1) & (v < 1e15))
+    if not len(rows):
+        return hard, soft
+    vv = np.floor(v[rows])
+    frac = v[rows] - vv
+    e1 = med[rows] * dt[rows]
+    e2 = med[rows] * dt_next[rows]
+    lo2 = lo[rows] * dt_next[rows] / np.where(dt[rows] > 0, dt[rows], 1)
+    hi2 = hi[rows] * dt_next[rows] / np.where(dt[rows] > 0, dt[rows], 1)
+    band = has_band[rows]
+    digits = np.floor(np.log10(np.maximum(vv, 1))).astype(np.int64) + 1
+    best_gain = np.full(len(rows), -np.inf)
+    any_hard = np.zeros(len(rows), bool)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        obs = _dev(c[rows], e1) + _dev(c_next[rows], e2)
+        for k in range(int(digits.max()) - 1):
+            p = 10.0**k
+            a = np.floor(vv / p) % 10
+            b = np.floor(vv / (p * 10)) % 10
+            ok = (k + 2 <= digits) & (a != b) & ~((k + 2 == digits) & (a == 0))
+            x = vv + 9 * (a - b) * p + frac
+            u1, u2 = x - v_prev[rows], v_next[rows] - x
+            fits = (u1 >= 0) & (u2 >= 0) & np.where(band, (u1 >= lo[rows]) & (u1 <= hi[rows])
+                                                    & (u2 >= lo2) & (u2 <= hi2), True)  # fmt: skip
+            any_hard |= ok & fits & (c_next[rows] < 0)
+            close = (np.abs(np.log((u1 + 1e-9) / e1)) <= np.log(soft_fit[rows])) & (
+                np.abs(np.log((u2 + 1e-9) / e2)) <= np.log(soft_fit[rows]))
+            gain = np.where(ok & fits & close & band & (e1 > 0) & (e2 > 0), obs - _dev(u1, e1) - _dev(u2, e2), -np.inf)
+            best_gain = np.maximum(best_gain, gain)
+    hard[rows] = any_hard
+    with np.errstate(invalid="ignore"):
+        soft[rows] = ~any_hard & in_band[rows] & (c_next[rows] >= 0) & (best_gain >= soft_gain[rows])
+    return hard, soft
+
+
+def _dev(u: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """|ln(usage / expected)| with a small floor (usage 0 is far from any expected use, not infinitely)."""
+    eps = 0.05 * np.abs(e) + 1e-9
+    return np.abs(np.log((np.maximum(u, 0) + eps) / (e + eps)))
 
 
 def _integral_series(s: np.ndarray, v: np.ndarray, first: np.ndarray) -> np.ndarray:
@@ -458,10 +800,11 @@ class _Ctx:
 
     def __init__(self, batch: RegisterSeries, v: np.ndarray, v_prev: np.ndarray, v_next: np.ndarray,
                  t: np.ndarray, c: np.ndarray, lo: np.ndarray, hi: np.ndarray, expected: np.ndarray,
-                 med: np.ndarray, dt: np.ndarray, dt_next: np.ndarray, integral: np.ndarray) -> None:  # fmt: skip
+                 med: np.ndarray, dt: np.ndarray, dt_next: np.ndarray, integral: np.ndarray,
+                 typed: np.ndarray) -> None:  # fmt: skip
         self.batch, self.v, self.v_prev, self.v_next, self.t = batch, v, v_prev, v_next, t
         self.c, self.lo, self.hi, self.expected, self.med = c, lo, hi, expected, med
-        self.dt, self.dt_next, self.integral = dt, dt_next, integral
+        self.dt, self.dt_next, self.integral, self.typed = dt, dt_next, integral, typed
 
     def info(self, i: int, rule: str, message: str) -> Finding:
         return Finding(i, rule, RULES[rule].severity, message, float(self.v[i]), usage=float(self.c[i]))
@@ -494,7 +837,8 @@ class _Ctx:
         sugg: list[Suggestion] = []
         if with_suggestions and np.isfinite(r_lo) and np.isfinite(r_hi):
             exp_read = self.v_prev[i] + (self.expected[i] if np.isfinite(self.expected[i]) else 0.0)
-            sugg = suggest_corrections(float(self.v[i]), r_lo, r_hi, float(exp_read), bool(self.integral[i]))
+            sugg = suggest_corrections(float(self.v[i]), r_lo, r_hi, float(exp_read), bool(self.integral[i]),
+                                       typed=bool(self.typed[i]), previous=float(self.v_prev[i]))  # fmt: skip
             if sugg:
                 msg += "; suggested: " + ", ".join(f"{fmt(x.value)} ({x.why})" for x in sugg)
         return Finding(i, rule, RULES[rule].severity, msg, float(self.v[i]), usage, band, read_band, sugg,
@@ -515,21 +859,36 @@ class _Ctx:
         return Finding(i, rule, RULES[rule].severity, msg, float(self.v[i]), float(self.c[i]), suggestions=sugg,
                        details={"isolated": outlier})  # fmt: skip
 
-    def substitute(self, i: int) -> Estimate:
-        """Linear between the neighbours when the next read agrees, else average daily load (history)."""
-        s = int(self.batch.series[i])
-        reason = 93
-        if np.isfinite(self.v_next[i]) and np.isfinite(self.dt_next[i]) and self.v_next[i] >= self.v_prev[i]:
-            frac = self.dt[i] / (self.dt[i] + self.dt_next[i])
-            value = self.v_prev[i] + frac * (self.v_next[i] - self.v_prev[i])
-            method = 17
+    def transposition(self, i: int, hard: bool) -> Finding:
+        """Two adjacent digits swapped, said by the next read or by the expected usage.
+
+        Hard: the next read falls below this one. Soft: both usages in band but a swap fits both far
+        better (a warning, held for review).
+        """
+        v, prev, nxt = float(self.v[i]), float(self.v_prev[i]), float(self.v_next[i])
+        e1 = self.med[i] * self.dt[i] if np.isfinite(self.med[i]) else np.nan
+        lo = prev + (self.lo[i] if np.isfinite(self.lo[i]) else 0.0)
+        hi = min(prev + self.hi[i], nxt) if np.isfinite(self.hi[i]) else nxt
+        exp_read = prev + (e1 if np.isfinite(e1) else 0.0)
+        swaps = {x for x in adjacent_swaps(v) if lo <= x <= hi}
+        sugg = [x for x in suggest_corrections(v, lo, hi, exp_read, bool(self.integral[i]), typed=True, previous=prev)
+                if x.value in swaps or not hard]  # fmt: skip
+        if not sugg:
+            sugg = [Suggestion(x, "digit", "digits transposed") for x in sorted(swaps, key=lambda x: abs(x - exp_read))]
+        best = sugg[0].value if sugg else v
+        if hard:
+            msg = (f"{fmt(v)} stands above the next read {fmt(nxt)}; {fmt(best)} ({sugg[0].why if sugg else ''}) "
+                   f"fits both neighbours ({fmt(prev)} before)")  # fmt: skip
         else:
-            rate = self.med[i] if np.isfinite(self.med[i]) else 0.0
-            value = self.v_prev[i] + rate * self.dt[i]
-            method = 25
-        if self.integral[i]:
-            value = round(value)
-        return Estimate(s, float(self.t[i]), float(value), method, reason, "substitute", i, float(self.v[i]))
+            why = sugg[0].why if sugg else ""
+            msg = (f"usage {fmt(self.c[i])} then {fmt(nxt - v)} where about {fmt(round(e1, 3))} each was "
+                   f"expected; {fmt(best)} ({why}) fits both: check the register (held for review)")  # fmt: skip
+        rule = RULES["DIGIT_ERROR"]
+        severity = rule.severity if hard else Severity.WARNING
+        band = (float(self.lo[i]), float(self.hi[i])) if np.isfinite(self.lo[i]) else None
+        read_band = (float(prev + self.lo[i]), float(prev + self.hi[i])) if band else None
+        return Finding(i, rule.code, severity, msg, v, float(self.c[i]), band, read_band, sugg,
+                       {"expected_usage": _f(e1), "transposition": "hard" if hard else "soft"})  # fmt: skip
 
     def fill_gap(self, i: int, missing: int, cadence: float) -> list[Estimate]:
         """Missing reads between i-1 and i, linear in time along the corrected consumption."""

@@ -4,7 +4,9 @@ Every decision that changes a value is a new row in ``reading_version`` (quality
 accepted suggestion, 55 for an agreed value typed in), with who, when, why and the value it
 replaced; the raw reading is never touched. Rejecting an exception keeps the raw value (and, if VEE
 had substituted an estimate, reinstates the raw value as a new version). On billed (frozen) data the
-new version is an adjustment: recorded for the next bill, the billed value stays current.
+new version is an adjustment: recorded for the next bill (a row in ``reading_adjustment`` opens the
+rebill), the billed value stays current; a billed read more than two years before the correction
+date is prescribed and cannot be corrected (the database refuses it too, migration 0014).
 """
 
 from __future__ import annotations
@@ -93,8 +95,14 @@ def _new_version(
         "SELECT coalesce(max(version), 0) FROM reading_version WHERE meter_id = %s AND channel_id = %s AND ts = %s",
         (meter_id, channel_id, ts),
     ).fetchone()
-    frozen = conn.execute("SELECT reading_is_frozen(%s, %s, %s)", (meter_id, channel_id, ts)).fetchone()
+    frozen = conn.execute(
+        "SELECT reading_is_frozen(%s, %s, %s), reading_is_prescribed(%s, now()), now()::date",
+        (meter_id, channel_id, ts, ts),
+    ).fetchone()
     if frozen and frozen[0]:
+        if frozen[1]:
+            raise ReviewError(f"prescribed: the read at {ts.isoformat()} is billed and more than 2 years before "
+                              f"the correction date {frozen[2]}; it cannot be corrected (no rebill past two years)")
         kind = "adjustment"
     row = conn.execute(
         """INSERT INTO reading_version (meter_id, channel_id, ts, version, value, quality, method, reason, kind,

@@ -28,6 +28,7 @@ import psycopg
 from psycopg import Connection
 from psycopg.types.json import Jsonb
 
+from analytics.vee.csvfile import READ_CODES
 from analytics.vee.intervals import sum_check, validate_interval_series
 from analytics.vee.params import RULES, RuleParams, Severity, params_for
 from analytics.vee.registers import Estimate, Finding, RegisterSeries, fmt, validate_registers
@@ -52,6 +53,8 @@ LOAD_DTYPE = np.dtype(
         ("l4", ">i4"), ("value", ">f8"),
         ("l5", ">i4"), ("unit_id", ">i2"),
         ("l6", ">i4"), ("batch_id", ">i8"),
+        ("l7", ">i4"), ("read_type_id", ">i2"),
+        ("l8", ">i4"), ("source_id", ">i2"),
     ]
 )  # fmt: skip
 
@@ -93,6 +96,8 @@ class _Meta:
     modulus: dict[int, float]
     unit: dict[int, str]
     manual: dict[int, bool]
+    read_types: dict[int, str] = field(default_factory=dict)
+    manual_source: int | None = None
 
 
 def _watermark(conn: Connection) -> int:
@@ -232,7 +237,10 @@ def _meta(conn: Connection, meters: list[int]) -> _Meta:
     for mid, _, digits, bits, _, _, wrap in rows:
         # The explicit rollover point wins: a 16-bit counter of 0.1 kWh wraps at 6553.6, not 65536.
         modulus[mid] = wrap or (10.0**digits if digits else (2.0**bits if bits and bits < 64 else math.inf))
-    return _Meta({r[0]: r[1] for r in rows}, modulus, {r[0]: r[4] for r in rows}, {r[0]: bool(r[5]) for r in rows})
+    read_types = {int(i): str(name) for i, name in conn.execute("SELECT id, name FROM read_type").fetchall()}
+    src = conn.execute("SELECT id FROM reading_source WHERE name = 'manual'").fetchone()
+    return _Meta({r[0]: r[1] for r in rows}, modulus, {r[0]: r[4] for r in rows}, {r[0]: bool(r[5]) for r in rows},
+                 read_types, int(src[0]) if src else None)  # fmt: skip
 
 
 def _load(conn: Connection, a: int, b: int) -> dict[str, np.ndarray]:
@@ -243,7 +251,8 @@ def _load(conn: Connection, a: int, b: int) -> dict[str, np.ndarray]:
         # is a per-day notion, and a 15-minute AMI series would otherwise be judged on its daily profile.
         # Manually read series (one read a month) pass through unchanged.
         """COPY (SELECT DISTINCT ON (r.meter_id, r.channel_id, date_trunc('day', r.ts AT TIME ZONE 'UTC'))
-                        r.meter_id, r.channel_id, r.ts, r.value, r.unit_id, r.batch_id
+                        r.meter_id, r.channel_id, r.ts, r.value, r.unit_id, r.batch_id, r.read_type_id,
+                        r.source_id
                  FROM reading r JOIN vee_scope s ON s.meter_id = r.meter_id AND s.channel_id = r.channel_id
                  WHERE r.meter_id BETWEEN %s AND %s AND s.meter_id BETWEEN %s AND %s AND r.ts >= s.ctx_from
                    AND s.kind = 'register'
@@ -267,6 +276,8 @@ def _load(conn: Connection, a: int, b: int) -> dict[str, np.ndarray]:
         "value": rec["value"].astype(np.float64)[order],
         "unit_id": rec["unit_id"].astype(np.int64)[order],
         "batch_id": rec["batch_id"].astype(np.int64)[order],
+        "read_type_id": rec["read_type_id"].astype(np.int64)[order],
+        "source_id": rec["source_id"].astype(np.int64)[order],
     }
 
 
@@ -281,8 +292,13 @@ def _validate_chunk(
     classes: dict[tuple[str, str], int] = {}
     param_class = np.zeros(len(uniq), np.int64)
     modulus = np.full(len(uniq), np.inf)
+    # Manually read: the meter's protocol says so, or its reads were typed in (source manual), as
+    # `ingest load --reads manual` lands them.
+    typed_in = np.zeros(len(uniq), bool)
+    if meta.manual_source is not None:
+        np.logical_or.at(typed_in, series, cols["source_id"] == meta.manual_source)
     for j, m in enumerate(s_meter.tolist()):
-        klass = (meta.commodity.get(m, "electricity"), "manual" if meta.manual.get(m) else "")
+        klass = (meta.commodity.get(m, "electricity"), "manual" if meta.manual.get(m) or typed_in[j] else "")
         param_class[j] = classes.setdefault(klass, len(classes))
         modulus[j] = meta.modulus.get(m, math.inf)
     params: list[RuleParams] = [params_for(c, k) for c, k in classes]
@@ -308,7 +324,11 @@ def _validate_chunk(
                                             details={"converted": float(value[i]) if factor else None}))  # fmt: skip
 
     ex = _exchanges(conn, s_meter, s_channel)
-    batch = RegisterSeries(series.astype(np.int64), cols["t"], value, modulus, param_class, params, emit, *ex)
+    top = int(cols["read_type_id"].max(initial=0)) + 1
+    codes = np.array([READ_CODES.get(meta.read_types.get(x, ""), 0) for x in range(top)], np.int8)
+    read_type = codes[cols["read_type_id"]]
+    batch = RegisterSeries(series.astype(np.int64), cols["t"], value, modulus, param_class, params, emit, *ex,
+                           read_type=read_type)
     result = validate_registers(batch)
     findings = findings_pre + result.findings + _clock_findings(conn, cols, emit, series, s_meter)
     keys = (s_meter, s_channel)
@@ -476,7 +496,11 @@ def write_versions(conn: Connection, rows: list[tuple[Any, ...]], who: str, run_
            FROM vee_new_version n
            LEFT JOIN LATERAL (SELECT max(v.version) AS version FROM reading_version v
                               WHERE v.meter_id = n.meter_id AND v.channel_id = n.channel_id AND v.ts = n.ts) p
-                  ON true""",
+                  ON true
+           -- A substitute goes on a read once (a later run that sees it again as context adds nothing;
+           -- a person's decision stands); billed reads past the prescription are not corrected.
+           WHERE (n.replaced_value IS NULL OR p.version IS NULL)
+             AND NOT (reading_is_frozen(n.meter_id, n.channel_id, n.ts) AND reading_is_prescribed(n.ts, now()))""",
         (who, run_id),
     )
     conn.execute("TRUNCATE vee_new_version")

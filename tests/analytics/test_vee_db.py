@@ -40,8 +40,8 @@ def land(db, serials, t, values, unit="kWh"):
     assert result.rejected == 0
 
 
-def daily(meter, start, values, t0=datetime(2024, 1, 1, 12, tzinfo=UTC)):
-    return [Reading(meter, CH, t0 + timedelta(days=start + i), v, "kWh", Source.MANUAL, ReadType.ACTUAL)
+def daily(meter, start, values, t0=datetime(2024, 1, 1, 12, tzinfo=UTC), source=Source.MANUAL):
+    return [Reading(meter, CH, t0 + timedelta(days=start + i), v, "kWh", source, ReadType.ACTUAL)
             for i, v in enumerate(values)]  # fmt: skip
 
 
@@ -136,7 +136,8 @@ def test_review_accept_edit_reject_make_versions_with_who_what_why_and_never_tou
     a[10] = 57000  # 570 ×100
     b[10] = 5077  # 577 with an extra 7 inserted: a digit error
     c[10] = 9999  # nonsense
-    write(db, daily("A", 0, a) + daily("B", 0, b) + daily("C", 0, c))
+    # A is read remotely (a Wh/kWh mix-up is the likely mistake); B and C are typed in.
+    write(db, daily("A", 0, a, source=Source.IMPORT) + daily("B", 0, b) + daily("C", 0, c))
     before = raw_rows(db)
     run_vee(db.url, db.settings)
     editor = releve_db.editor_role(db.settings)
@@ -182,10 +183,11 @@ def test_review_accept_edit_reject_make_versions_with_who_what_why_and_never_tou
 def test_correction_to_billed_data_becomes_an_adjustment_and_the_billed_value_stays(db):
     add_meters(db, ["M1"])
     values = [100 + 5 * i for i in range(15)]
-    values[8] = 14000  # 140 ×100
-    write(db, daily("M1", 0, values))
+    values[8] = 14000  # 140 ×100 (read remotely: a scale mix-up)
+    t0 = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=40)
+    write(db, daily("M1", 0, values, t0=t0, source=Source.IMPORT))
     run_vee(db.url, db.settings)
-    at = datetime(2024, 1, 9, 12, tzinfo=UTC)
+    at = t0 + timedelta(days=8)
     with db.connect() as conn:
         conn.execute("INSERT INTO reading_freeze (meter_id, frozen_to, reference) SELECT id, %s, 'bill 1' FROM meter",
                      (at + timedelta(days=2),))  # fmt: skip
@@ -197,7 +199,9 @@ def test_correction_to_billed_data_becomes_an_adjustment_and_the_billed_value_st
     with db.connect() as conn:
         assert conn.execute("SELECT value FROM validated_reading WHERE ts = %s", (at,)).fetchone() == billed
         adj = conn.execute("SELECT value, created_by FROM reading_version WHERE kind = 'adjustment'").fetchall()
+        rebill = conn.execute("SELECT value, replaced_value, reference, status FROM reading_adjustment").fetchall()
     assert adj == [(141.0, "dave")]
+    assert rebill == [(141.0, 140.0, "bill 1", "open")]  # the adjustment opened a rebill
 
 
 def test_gap_is_filled_with_estimates_and_a_late_actual_takes_over(db):

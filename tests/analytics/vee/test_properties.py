@@ -1,0 +1,75 @@
+"""Properties of the register rules on random index series (hypothesis): index arithmetic that must hold."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from analytics.vee.params import params_for
+from analytics.vee.registers import READ_ESTIMATE, RegisterSeries, validate_registers
+from analytics.vee.suggest import adjacent_swaps, suggest_corrections
+
+DAY = 86400.0
+
+
+def series(values, read_type=None, klass="manual"):
+    n = len(values)
+    return RegisterSeries(np.zeros(n, np.int64), np.arange(n) * DAY, np.asarray(values, float), np.array([np.inf]),
+                          np.zeros(1, np.int64), [params_for("electricity", klass)],
+                          read_type=None if read_type is None else np.asarray(read_type, np.int8))  # fmt: skip
+
+
+usages = st.lists(st.integers(15, 25), min_size=24, max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(usages, st.integers(1000, 900_000), st.integers(10, 14), st.integers(1, 5), st.sampled_from([10, 1000, -10]))
+def test_a_run_of_scaled_reads_is_one_fault_every_read_flagged_and_substituted_between_good_reads(
+    use, start, at, length, factor
+):
+    true = np.cumsum([start, *use]).astype(float)
+    seen = true.copy()
+    run = slice(at, at + length)
+    seen[run] = true[run] * factor if factor > 0 else np.floor(true[run] / -factor)
+    r = validate_registers(series(seen, klass=""))
+    errors = {f.row for f in r.findings if f.severity == "error"}
+    assert set(range(at, at + length)) <= errors
+    assert not errors - set(range(at, at + length))  # the read that returns to normal is not blamed
+    subs = {e.row: e.value for e in r.estimates if e.row is not None}
+    assert set(subs) == set(range(at, at + length))
+    for i, value in subs.items():  # from good reads only: between the good neighbours, near the truth
+        assert true[at - 1] <= value <= true[at + length]
+        assert abs(value - true[i]) <= 10 * length  # usage varies by at most 10 a day
+    faults = {f.details.get("fault_start") for f in r.findings if f.row in subs}
+    assert len(faults) == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(usages, st.integers(1000, 900_000), st.integers(10, 14), st.integers(1, 3), st.floats(0.2, 3.0))
+def test_utility_estimates_never_blame_the_actual_read_that_catches_up(use, start, at, n_est, factor):
+    true = np.cumsum([start, *use]).astype(float)
+    seen = true.copy()
+    step = float(np.median(use))
+    rt = np.zeros(len(seen), np.int8)
+    for k in range(n_est):
+        seen[at + k] = round(true[at - 1] + factor * step * (k + 1))
+        rt[at + k] = READ_ESTIMATE
+    r = validate_registers(series(seen, rt))
+    assert not [f for f in r.findings if f.severity != "info"]
+    # consumption over the whole catch-up adds up to the true index difference
+    catch = at + n_est
+    assert np.nansum(r.consumption[at : catch + 1]) == true[catch] - true[at - 1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(10, 10**9), st.data())
+def test_a_transposed_index_is_suggested_back_when_the_true_one_is_in_band(x, data):
+    swaps = [y for y in adjacent_swaps(float(x)) if y != x]
+    if not swaps:
+        return
+    y = data.draw(st.sampled_from(swaps))
+    got = suggest_corrections(y, x - 5, x + 5, x, integral=True, limit=20, typed=True, previous=x - 10)
+    assert x in [s.value for s in got]
+    assert [s.cost for s in got] == sorted(s.cost for s in got)
+    assert all(x - 5 <= s.value <= x + 5 for s in got)
