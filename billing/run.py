@@ -395,9 +395,21 @@ def _drafts(
     previous = _previous_bills(conn, ids, summary.period_end)
     sps = sorted({a.service_point_id for a in accounts})
     cases = tenant.cases_for(conn, ids)
+    # accounts skipped by an earlier run of the cycle (a tariff or meter missing) and never billed since
+    skipped_since: dict[int, tuple[date, int, str]] = {}
+    for acc, since, run_id, code in conn.execute(
+        """SELECT DISTINCT ON (n.account_id) n.account_id, r.period_start, r.id, n.code
+           FROM bill_run_note n JOIN bill_run r ON r.id = n.run_id
+           WHERE n.account_id = ANY(%s) AND n.kind = 'skipped' AND n.code IN ('tariff', 'meter')
+             AND r.cycle = %s AND r.period_end < %s
+           ORDER BY n.account_id, r.period_start, r.id""",
+        ([i for i in ids if i not in previous or previous[i].end is None], summary.cycle, summary.period_end),
+    ):
+        skipped_since[acc] = (since, run_id, code)
     # an account may reach back before the cycle (a newcomer's subscription, a gap): installations from then
     earliest = min([start, *(c.start_date for c in [cases.get(("new", i)) for i in ids] if c and c.start_date),
-                    *(p.end + timedelta(days=1) for p in previous.values() if p.end is not None)])  # fmt: skip
+                    *(p.end + timedelta(days=1) for p in previous.values() if p.end is not None),
+                    *(since for since, _, _ in skipped_since.values())])  # fmt: skip
     inst: dict[int, list[Installed]] = defaultdict(list)
     for r in conn.execute(
         """SELECT i.service_point_id, i.meter_id, m.serial, i.installed_at, i.removed_at, i.install_index,
@@ -432,6 +444,10 @@ def _drafts(
             quality = {"accepted": "move-in", "proven": "proof", "defaulted": "move-out"}[case.status]
             start_override = Index(case.start_index, quality, midnight(case.start_date))
             why = f"the subscription starts on {case.start_date} (tenant case {case.id}, {case.status})"
+        elif a.id in skipped_since and skipped_since[a.id][0] < start:
+            since, run_id, code = skipped_since[a.id]
+            ws = max(since, a.opened_on)
+            why = f"the account was skipped by bill run {run_id} ({code}) and never billed since {since}"
         else:
             ws = max(start, a.opened_on)
         if prev.later_end is not None and prev.later_start is not None and prev.later_start <= summary.period_end:
