@@ -3,15 +3,20 @@
 ``run_bills(url, settings, book, cycle, period_end)``:
 
 1. settles tenant-change cases whose proof is overdue (the predecessor's move-out index applies);
-2. lists the cycle's accounts active in the period, their meters (installation rows: exchanges
-   inside the cycle use the old meter's removal index and the new meter's install index);
+2. lists the cycle's accounts active in the period, each with its own period — the day after its
+   previous bill, at that bill's end index (consecutive bills never overlap, never leave a day or a
+   unit unbilled) — and its meters (installation rows: exchanges inside the cycle use the old
+   meter's removal index and the new meter's install index); skipped accounts and warnings are
+   stored per account in ``bill_run_note``;
 3. reads the validated register series of those meters around the period with one binary COPY
    (``validated_reading``, with later ``adjustment`` versions of billed data laid over it) into numpy
    arrays sorted by (meter, instant); every boundary index (a read on the day, else linear
    interpolation) and data-quality figure is then a binary search;
-4. computes per account the determinants, holds and priced lines; compares them with the live bill
-   of the same account and period: unchanged → nothing; a held bill → superseded; an issued bill →
-   cancelled by a ``cancel`` bill and replaced by a ``rebill`` (never a silent change);
+4. computes per account the determinants (interval channels stamped at their end: the interval
+   stamped T covers (T - length, T]), holds and priced lines; compares them with the live bill of
+   the same account and period: unchanged → nothing; a held bill → superseded; an issued bill →
+   cancelled by a ``cancel`` bill and replaced by a ``rebill`` (never a silent change), unless the
+   period is prescribed (older than ``prescription_years``);
 5. writes the bills and determinants with ``COPY``, freezes the billed reads (``reading_freeze``)
    and records prepaid checks (consumption vs vended credit).
 
