@@ -64,6 +64,10 @@ def register(sub: Any) -> None:
     p.add_argument("file", type=Path)
     p.set_defaults(func=cmd_tariffs)
 
+    p = bill.add_parser("notes", help="why accounts were skipped, and the warnings, of a bill run")
+    p.add_argument("--run", type=int, required=True, help="bill run id")
+    p.set_defaults(func=cmd_notes)
+
     p_t = bill.add_parser("tenant", help="water change of occupant: record, proof, expiry")
     tenant = p_t.add_subparsers(dest="tenant_command", metavar="ACTION", required=True)
     p = tenant.add_parser("change", help="record move-out and move-in indexes; opens a case above the tolerance")
@@ -73,11 +77,16 @@ def register(sub: Any) -> None:
     p.add_argument("--move-out-date", type=_date, required=True)
     p.add_argument("--move-in-index", type=_decimal, required=True)
     p.add_argument("--move-in-date", type=_date, required=True)
+    p.add_argument("--requested-on", type=_date, default=None,
+                   help="the day the customer asked for the subscription; the proof days run from it "
+                        "(default today)")  # fmt: skip
     tariffs_arg(p)
     p.set_defaults(func=cmd_tenant_change)
     p = tenant.add_parser("proof", help="record the proof (index and date) brought for an open case")
     p.add_argument("case", type=int)
-    p.add_argument("--index", type=_decimal, required=True)
+    p.add_argument("--index", type=_decimal, default=None,
+                   help="the index the proof shows (omit when it shows none: the predecessor's index at --date "
+                        "applies)")  # fmt: skip
     p.add_argument("--date", type=_date, required=True, help="the date the proof shows")
     p.add_argument("--document", required=True, help="what the proof is (deed of sale, entry inventory …)")
     p.add_argument("--today", type=_date, default=None, help="date of receipt (default today)")
@@ -92,6 +101,7 @@ def register(sub: Any) -> None:
     vending = p_v.add_subparsers(dest="vending_command", metavar="ACTION", required=True)
     p = vending.add_parser("import", help="import a vending CSV (account|meter, vended_at, units|amount, token)")
     p.add_argument("file", type=Path)
+    tariffs_arg(p)
     p.set_defaults(func=cmd_vending_import)
 
 
@@ -140,6 +150,25 @@ def cmd_feed(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_notes(args: argparse.Namespace, settings: Settings) -> int:
+    """Print a run's notes: one line per account and reason."""
+    from releve import db
+    from releve.cli import CommandError
+
+    with db.connect(_url(settings), role=db.reader_role(settings)) as conn:
+        if conn.execute("SELECT 1 FROM bill_run WHERE id = %s", (args.run,)).fetchone() is None:
+            raise CommandError(f"no bill run {args.run}")
+        rows = conn.execute(
+            """SELECT n.kind, a.number, n.message, n.bill_id FROM bill_run_note n JOIN account a ON a.id = n.account_id
+               WHERE n.run_id = %s ORDER BY n.kind, a.number, n.code""",
+            (args.run,),
+        ).fetchall()
+    for kind, number, message, bill_id in rows:
+        print(f"{kind}\t{number}\t{'' if bill_id is None else f'bill {bill_id}'}\t{message}")
+    print(f"bill run {args.run}: {len(rows)} note(s)")
+    return 0
+
+
 def cmd_tariffs(args: argparse.Namespace, settings: Settings) -> int:
     """Check a tariff file."""
     args.tariffs = args.file
@@ -165,7 +194,8 @@ def cmd_tenant_change(args: argparse.Namespace, settings: Settings) -> int:
     try:
         with db.connect(_url(settings), role=db.editor_role(settings)) as conn, conn.transaction():
             case = record_change(conn, book, args.account, args.move_out_index, args.move_out_date,
-                                 args.move_in_index, args.move_in_date, args.predecessor)  # fmt: skip
+                                 args.move_in_index, args.move_in_date, args.predecessor,
+                                 _today(args.requested_on))  # fmt: skip
     except TenantError as exc:
         raise CommandError(str(exc)) from exc
     if case.status == "accepted":
@@ -209,7 +239,7 @@ def cmd_vending_import(args: argparse.Namespace, settings: Settings) -> int:
     from releve.cli import CommandError
 
     try:
-        added, present = import_vending(_url(settings), settings, args.file)
+        added, present = import_vending(_url(settings), settings, args.file, book=_book(args))
     except VendingError as exc:
         raise CommandError(str(exc)) from exc
     print(f"{added} vending record(s) added, {present} already present")

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from billing.tariffs import TariffBook
 from releve import db
 from releve.settings import Settings
 
@@ -26,6 +27,7 @@ CSV_COLUMNS = [
     "run_id", "bill_id", "kind", "status", "replaces_bill_id", "account", "customer", "cycle", "period_start",
     "period_end", "days", "tariff", "commodity", "unit", "meters", "start_index", "end_index", "start_quality",
     "end_quality", "consumption", "subtotal", "tax", "total", "currency", "issue_date", "due_date", "hold_reasons",
+    "read_quality",
 ]  # fmt: skip
 
 
@@ -79,6 +81,14 @@ def write_feed(url: str, settings: Settings, run_id: int, out_dir: Path) -> tupl
         ):
             lkeys = ("code", "description", "quantity", "unit", "rate", "amount")
             lines.setdefault(r[0], []).append(dict(zip(lkeys, (_s(v) for v in r[1:]), strict=True)))
+        notes = [
+            {"account": number, "kind": kind, "code": code, "message": message, "bill_id": bill_id}
+            for number, kind, code, message, bill_id in conn.execute(
+                """SELECT a.number, n.kind, n.code, n.message, n.bill_id FROM bill_run_note n
+                   JOIN account a ON a.id = n.account_id WHERE n.run_id = %s ORDER BY n.kind, a.number, n.code""",
+                (run_id,),
+            )
+        ]
     stem = f"bills-{run[1]}-{run[3]}-run{run_id}"
     csv_path, json_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.json"
     records = []
@@ -91,7 +101,8 @@ def write_feed(url: str, settings: Settings, run_id: int, out_dir: Path) -> tupl
                    ";".join(d["meter"] for d in ds),
                    ds[0]["start_index"] if ds else "", ds[-1]["end_index"] if ds else "",
                    ds[0]["start_quality"] if ds else "", ds[-1]["end_quality"] if ds else "",
-                   b[13], b[14], b[15], b[16], b[17], b[18], b[19], " | ".join(b[20])]  # fmt: skip
+                   b[13], b[14], b[15], b[16], b[17], b[18], b[19], " | ".join(b[20]),
+                   (b[21] or {}).get("read_quality", "")]  # fmt: skip
             w.writerow([_s(v) for v in row])
             rec = dict(zip(CSV_COLUMNS, (_s(v) for v in row), strict=True))
             rec["hold_reasons"] = list(b[20])
@@ -104,6 +115,7 @@ def write_feed(url: str, settings: Settings, run_id: int, out_dir: Path) -> tupl
                 "issue_date": str(run[4]), "tariff_file": run[5], "tariff_sha256": run[6],
                 "started_at": run[7].isoformat(), "finished_at": run[8].isoformat() if run[8] else None},
         "bills": records,
+        "notes": notes,
     }  # fmt: skip
     json_path.write_text(json.dumps(doc, indent=1, default=str), encoding="utf-8")
     return csv_path, json_path
@@ -121,12 +133,31 @@ def _dec(text: str, where: str) -> Decimal | None:
     return value
 
 
-def import_vending(url: str, settings: Settings, path: Path, source: str = "") -> tuple[int, int]:
-    """Import a vending CSV; return (added, already present). All or nothing: a bad line refuses the file."""
+def _check_price(book: TariffBook, code: str, at: datetime, where: str) -> None:
+    """Refuse a vend by amount when the tariff in force that day cannot convert it to units."""
+    day = at.astimezone(UTC).date()
+    try:
+        tariff = book.segments(code, day, day + timedelta(days=1))[0][0]
+    except KeyError as exc:
+        raise VendingError(f"{where}: amount: {exc.args[0]}, so the amount cannot be converted; give units") from exc
+    if tariff.prepaid_price is None:
+        raise VendingError(f"{where}: amount: tariff {code} (version from {tariff.effective_from}) has no "
+                           f"prepaid_price, so the amount cannot be converted to units; give units")  # fmt: skip
+
+
+def import_vending(
+    url: str, settings: Settings, path: Path, source: str = "", book: TariffBook | None = None
+) -> tuple[int, int]:
+    """Import a vending CSV; return (added, already present). All or nothing: a bad line refuses the file.
+
+    With a tariff ``book``, a vend given only as an amount is refused when the account's tariff in
+    force that day has no ``prepaid_price`` (its credit in units could not be known).
+    """
     rows = []
     with db.connect(url, role=db.editor_role(settings)) as conn, conn.transaction():
         accounts = {n: (i, sp) for i, n, sp in conn.execute("SELECT id, number, service_point_id FROM account "
                                                             "WHERE prepaid")}  # fmt: skip
+        tariff_of: dict[int, str] = dict(conn.execute("SELECT id, tariff_code FROM account WHERE prepaid").fetchall())
         meters: dict[str, int] = dict(conn.execute(
             """SELECT m.serial, a.id FROM installation i JOIN meter m ON m.id = i.meter_id
                JOIN account a ON a.service_point_id = i.service_point_id AND a.prepaid
@@ -163,6 +194,8 @@ def import_vending(url: str, settings: Settings, path: Path, source: str = "") -
                 amount = _dec(rec.get("amount") or "", f"{where}: amount")
                 if units is None and amount is None:
                     raise VendingError(f"{where}: give units or amount")
+                if units is None and book is not None:
+                    _check_price(book, tariff_of[acc], at, where)
                 token = (rec.get("token") or "").strip()
                 if not token:
                     raise VendingError(f"{where}: token: empty")

@@ -3,15 +3,20 @@
 ``run_bills(url, settings, book, cycle, period_end)``:
 
 1. settles tenant-change cases whose proof is overdue (the predecessor's move-out index applies);
-2. lists the cycle's accounts active in the period, their meters (installation rows: exchanges
-   inside the cycle use the old meter's removal index and the new meter's install index);
+2. lists the cycle's accounts active in the period, each with its own period — the day after its
+   previous bill, at that bill's end index (consecutive bills never overlap, never leave a day or a
+   unit unbilled) — and its meters (installation rows: exchanges inside the cycle use the old
+   meter's removal index and the new meter's install index); skipped accounts and warnings are
+   stored per account in ``bill_run_note``;
 3. reads the validated register series of those meters around the period with one binary COPY
    (``validated_reading``, with later ``adjustment`` versions of billed data laid over it) into numpy
    arrays sorted by (meter, instant); every boundary index (a read on the day, else linear
    interpolation) and data-quality figure is then a binary search;
-4. computes per account the determinants, holds and priced lines; compares them with the live bill
-   of the same account and period: unchanged → nothing; a held bill → superseded; an issued bill →
-   cancelled by a ``cancel`` bill and replaced by a ``rebill`` (never a silent change);
+4. computes per account the determinants (interval channels stamped at their end: the interval
+   stamped T covers (T - length, T]), holds and priced lines; compares them with the live bill of
+   the same account and period: unchanged → nothing; a held bill → superseded; an issued bill →
+   cancelled by a ``cancel`` bill and replaced by a ``rebill`` (never a silent change), unless the
+   period is prescribed (older than ``prescription_years``);
 5. writes the bills and determinants with ``COPY``, freezes the billed reads (``reading_freeze``)
    and records prepaid checks (consumption vs vended credit).
 
@@ -24,7 +29,7 @@ import hashlib
 import json
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -122,6 +127,9 @@ class Determinant:
     consumption: Decimal | None = None
     tou: dict[str, Decimal] = field(default_factory=dict)
     max_demand: Decimal | None = None
+    #: the previous issued bill's end index when it ended at this determinant's start on the same meter:
+    #: the start follows it, so that consecutive bills add up to the index difference
+    billed_start: Index | None = None
 
     @property
     def frozen_to(self) -> datetime:
@@ -143,6 +151,8 @@ class Draft:
     consumption: Decimal = Decimal(0)
     priced: Priced = field(default_factory=Priced)
     details: dict[str, Any] = field(default_factory=dict)
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (code, message)
+    bill_id: int | None = None  # the bill written (or left unchanged) for it by this run
 
     @property
     def status(self) -> str:
@@ -158,6 +168,18 @@ class Draft:
         return hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()
 
 
+@dataclass(frozen=True)
+class Note:
+    """Why an account got no bill (``skipped``), or what its bill had to work around (``warning``)."""
+
+    account_id: int
+    account: str
+    kind: str  # skipped | warning
+    code: str
+    message: str
+    bill_id: int | None = None
+
+
 @dataclass
 class RunSummary:
     """What a bill run did."""
@@ -171,23 +193,44 @@ class RunSummary:
     held: int = 0
     unchanged: int = 0
     rebilled: int = 0
+    prescribed: int = 0
     prepaid: int = 0
     prepaid_flagged: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)
+    prepaid_unchecked: int = 0
+    notes: list[Note] = field(default_factory=list)
     hold_reasons: dict[str, int] = field(default_factory=dict)
     notices: list[int] = field(default_factory=list)
     seconds: float = 0.0
 
-    def text(self) -> str:
-        """A human summary."""
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """(account number, reason) of the accounts that got no bill."""
+        return [(n.account, n.message) for n in self.notes if n.kind == "skipped"]
+
+    @property
+    def warnings(self) -> list[Note]:
+        """Bills (or prepaid checks) that had to work around their data."""
+        return [n for n in self.notes if n.kind == "warning"]
+
+    def skip(self, a: Account, code: str, message: str) -> None:
+        """Record that account ``a`` gets no bill, and why."""
+        self.notes.append(Note(a.id, a.number, "skipped", code, f"{code}: {message}"))
+
+    def text(self, limit: int = 20) -> str:
+        """A human summary (at most ``limit`` skipped accounts and warnings each; all are in bill_run_note)."""
         out = [
             f"bill run {self.run_id}: cycle {self.cycle}, {self.period_start} – {self.period_end}",
             f"accounts {self.accounts}: issued {self.issued}, held {self.held}, unchanged {self.unchanged}, "
-            f"rebilled {self.rebilled}, prepaid checked {self.prepaid} (flagged {self.prepaid_flagged}), "
-            f"skipped {len(self.skipped)}",
+            f"rebilled {self.rebilled}, prescribed {self.prescribed}, prepaid checked {self.prepaid} "
+            f"(flagged {self.prepaid_flagged}, unchecked {self.prepaid_unchecked}), skipped {len(self.skipped)}, "
+            f"warnings {len(self.warnings)}",
         ]
         out += [f"  held: {k} × {v}" for k, v in sorted(self.hold_reasons.items())]
-        out += [f"  skipped {a}: {why}" for a, why in self.skipped[:20]]
+        for kind in ("skipped", "warning"):
+            notes = [n for n in self.notes if n.kind == kind]
+            out += [f"  {kind} {n.account}: {n.message}" for n in notes[:limit]]
+            if len(notes) > limit:
+                out.append(f"  … {len(notes) - limit} more {kind}: releve bill notes --run {self.run_id}")
         out += [f"  tenant notice for case {c}" for c in self.notices]
         out.append(f"{self.seconds:.1f} s")
         return "\n".join(out)
@@ -202,12 +245,12 @@ def run_bills(
     issue_date: date | None = None,
     out_dir: Path | None = None,
 ) -> RunSummary:
-    """Bill ``cycle`` for the 30-day period ending on ``period_end``; see the module docstring."""
+    """Bill ``cycle`` for the period ending on ``period_end``; see the module docstring."""
     t0 = datetime.now(UTC)
     issue = issue_date or datetime.now(UTC).date()
-    start, end = cycle_period(period_end, book.rules.cycle_days)
     with db.connect(url, role=db.editor_role(settings)) as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('releve.bill.' || %s))", (cycle,))
+        start, end = _cycle_window(conn, book, cycle, period_end)
         row = conn.execute(
             """INSERT INTO bill_run (cycle, period_start, period_end, issue_date, tariff_file, tariff_sha256)
                VALUES (%s, %s, %s, %s, %s, %s) RETURNING id""",
@@ -232,6 +275,7 @@ def run_bills(
         clock.lap("bills written")
         prepaid = [d for d in drafts if d.account.prepaid]
         _prepaid_checks(conn, book, summary, prepaid, period_end)
+        _write_notes(conn, summary, drafts)
         conn.execute(
             """UPDATE bill_run SET finished_at = now(), n_accounts = %s, n_issued = %s, n_held = %s,
                       n_unchanged = %s, n_rebilled = %s, n_prepaid = %s, n_skipped = %s WHERE id = %s""",
@@ -244,6 +288,40 @@ def run_bills(
 
         write_feed(url, settings, summary.run_id, out_dir)
     return summary
+
+
+def _cycle_window(conn: Connection, book: TariffBook, cycle: str, period_end: date) -> tuple[date, date]:
+    """Days [start, end) of the cycle's period ending on ``period_end`` (inclusive).
+
+    The period starts the day after the cycle's previous run (so month-end cycles of 31, 28 and 31
+    days follow each other without a gap or an overlap); the cycle's first run covers
+    ``cycle_days`` days. Each account then follows its own previous bill (see :func:`_drafts`).
+    """
+    row = conn.execute(
+        "SELECT max(period_end) FROM bill_run WHERE cycle = %s AND period_end < %s", (cycle, period_end)
+    ).fetchone()
+    start, end = cycle_period(period_end, book.rules.cycle_days)
+    if row is not None and row[0] is not None:
+        start = row[0] + timedelta(days=1)
+    return start, end
+
+
+def _write_notes(conn: Connection, summary: RunSummary, drafts: list[Draft]) -> None:
+    """Store every skipped account's reason and every warning, per account, in ``bill_run_note``."""
+    for d in drafts:
+        summary.notes += [Note(d.account.id, d.account.number, "warning", code, msg, d.bill_id)
+                          for code, msg in d.warnings]  # fmt: skip
+    rows: dict[tuple[int, str, str], Note] = {}
+    for n in summary.notes:  # one row per account, kind and code (two meters' warnings share it)
+        k = (n.account_id, n.kind, n.code)
+        rows[k] = n if k not in rows else replace(rows[k], message=f"{rows[k].message}; {n.message}")
+    if not rows:
+        return
+    with conn.cursor().copy(
+        "COPY bill_run_note (run_id, account_id, kind, code, message, bill_id) FROM STDIN"
+    ) as cp:
+        for n in rows.values():
+            cp.write_row((summary.run_id, n.account_id, n.kind, n.code, n.message, n.bill_id))
 
 
 # --------------------------------------------------------------------------------------------- accounts
@@ -261,11 +339,82 @@ def _accounts(conn: Connection, cycle: str, start: date, end: date) -> list[Acco
     return [Account(*r) for r in rows]
 
 
+@dataclass(frozen=True)
+class _Previous:
+    """An account's live bills around the period: the one before (its end) and any after it."""
+
+    end: date | None = None  # period_end of the latest live bill before this period
+    issued_id: int | None = None  # that bill, when issued (its end indexes start this one)
+    later_start: date | None = None  # period_start of the earliest live bill after this period
+    later_end: date | None = None
+
+
+def _previous_bills(conn: Connection, ids: list[int], period_end: date) -> dict[int, _Previous]:
+    """Per account, the live bill just before ``period_end`` and the earliest live bill after it."""
+    out: dict[int, _Previous] = {}
+    for acc, end, issued_id, later_start, later_end in conn.execute(
+        """SELECT a.id, p.period_end, p.issued_id, n.period_start, n.period_end
+           FROM unnest(%s::integer[]) AS a(id)
+           LEFT JOIN LATERAL (
+               SELECT b.period_end, CASE WHEN b.status = 'issued' THEN b.id END AS issued_id FROM bill b
+               WHERE b.account_id = a.id AND b.period_end < %s AND b.status IN ('issued', 'held')
+                 AND b.kind <> 'cancel'
+               ORDER BY b.period_end DESC LIMIT 1) p ON true
+           LEFT JOIN LATERAL (
+               SELECT b.period_start, b.period_end FROM bill b
+               WHERE b.account_id = a.id AND b.period_end > %s AND b.status IN ('issued', 'held')
+                 AND b.kind <> 'cancel'
+               ORDER BY b.period_end LIMIT 1) n ON true
+           WHERE p.period_end IS NOT NULL OR n.period_end IS NOT NULL""",
+        (ids, period_end, period_end),
+    ):
+        out[acc] = _Previous(end, issued_id, later_start, later_end)
+    return out
+
+
+def _billed_ends(conn: Connection, bill_ids: list[int], qd: int) -> dict[tuple[int, int, datetime], Index]:
+    """The end index of each determinant of the given bills, by (bill, meter, end instant)."""
+    out: dict[tuple[int, int, datetime], Index] = {}
+    for bid, meter_id, end_at, end_index, quality in conn.execute(
+        """SELECT bill_id, meter_id, end_at, end_index, end_quality FROM bill_determinant
+           WHERE bill_id = ANY(%s)""",
+        (bill_ids,),
+    ):
+        out[(bid, meter_id, end_at)] = Index(q(Decimal(end_index), qd), quality, end_at)
+    return out
+
+
 def _drafts(
     conn: Connection, book: TariffBook, accounts: list[Account], start: date, end: date, summary: RunSummary
 ) -> list[Draft]:
-    """Each account's billing window and meter segments (indexes still to be found)."""
+    """Each account's billing window and meter segments (indexes still to be found).
+
+    Consecutive periods: an account's period starts the day after its previous live bill (never
+    overlapping it, never leaving a day unbilled); an account never billed starts at the cycle's
+    start, its opening, or — for a water newcomer — the subscription start its tenant case decided,
+    even when that is before the cycle. A period that does not line up with the cycle's gets a
+    ``period`` warning; one that would overlap a later bill is skipped.
+    """
+    qd = book.rules.quantity_decimals
+    ids = [a.id for a in accounts]
+    previous = _previous_bills(conn, ids, summary.period_end)
     sps = sorted({a.service_point_id for a in accounts})
+    cases = tenant.cases_for(conn, ids)
+    # accounts skipped by an earlier run of the cycle (a tariff or meter missing) and never billed since
+    skipped_since: dict[int, tuple[date, int, str]] = {}
+    for acc, since, run_id, code in conn.execute(
+        """SELECT DISTINCT ON (n.account_id) n.account_id, r.period_start, r.id, n.code
+           FROM bill_run_note n JOIN bill_run r ON r.id = n.run_id
+           WHERE n.account_id = ANY(%s) AND n.kind = 'skipped' AND n.code IN ('tariff', 'meter')
+             AND r.cycle = %s AND r.period_end < %s
+           ORDER BY n.account_id, r.period_start, r.id""",
+        ([i for i in ids if i not in previous or previous[i].end is None], summary.cycle, summary.period_end),
+    ):
+        skipped_since[acc] = (since, run_id, code)
+    # an account may reach back before the cycle (a newcomer's subscription, a gap): installations from then
+    earliest = min([start, *(c.start_date for c in [cases.get(("new", i)) for i in ids] if c and c.start_date),
+                    *(p.end + timedelta(days=1) for p in previous.values() if p.end is not None),
+                    *(since for since, _, _ in skipped_since.values())])  # fmt: skip
     inst: dict[int, list[Installed]] = defaultdict(list)
     for r in conn.execute(
         """SELECT i.service_point_id, i.meter_id, m.serial, i.installed_at, i.removed_at, i.install_index,
@@ -274,34 +423,48 @@ def _drafts(
            WHERE i.service_point_id IN (SELECT unnest(%s::integer[]))
              AND i.installed_at < %s AND (i.removed_at IS NULL OR i.removed_at > %s)
            ORDER BY i.service_point_id, i.installed_at""",
-        (sps, midnight(end), midnight(start)),
+        (sps, midnight(end), midnight(earliest)),
     ):
         inst[r[0]].append(Installed(*r[1:]))
-    cases = tenant.cases_for(conn, [a.id for a in accounts])
+    billed = _billed_ends(conn, [p.issued_id for p in previous.values() if p.issued_id is not None], qd)
     drafts: list[Draft] = []
     seg_cache: dict[tuple[str, date, date], list[tuple[Tariff, date, date]]] = {}
     for a in accounts:
-        ws = max(start, a.opened_on)
+        prev = previous.get(a.id, _Previous())
         we = min(end, a.closed_on) if a.closed_on else end
         start_override: Index | None = None
         end_override: Index | None = None
+        why = ""
         case = cases.get(("new", a.id))
-        if case is not None:
-            if case.status == "open":
-                summary.skipped.append((a.number, f"tenant case {case.id} open: no subscription until proof or "
-                                                  f"{case.proof_due}"))  # fmt: skip
-                continue
+        if case is not None and case.status == "open":
+            summary.skip(a, "tenant_case", f"tenant case {case.id} open: no subscription until proof or "
+                                           f"{case.proof_due}")  # fmt: skip
+            continue
+        if prev.end is not None:
+            ws = prev.end + timedelta(days=1)
+            why = f"the account's previous bill ended on {prev.end}"
+        elif case is not None:
             assert case.start_date is not None and case.start_index is not None
-            ws = max(start, case.start_date)
-            if ws == case.start_date:
-                quality = {"accepted": "move-in", "proven": "proof", "defaulted": "move-out"}[case.status]
-                start_override = Index(case.start_index, quality, midnight(case.start_date))
+            ws = case.start_date
+            quality = {"accepted": "move-in", "proven": "proof", "defaulted": "move-out"}[case.status]
+            start_override = Index(case.start_index, quality, midnight(case.start_date))
+            why = f"the subscription starts on {case.start_date} (tenant case {case.id}, {case.status})"
+        elif a.id in skipped_since and skipped_since[a.id][0] < start:
+            since, run_id, code = skipped_since[a.id]
+            ws = max(since, a.opened_on)
+            why = f"the account was skipped by bill run {run_id} ({code}) and never billed since {since}"
+        else:
+            ws = max(start, a.opened_on)
+        if prev.later_end is not None and prev.later_start is not None and prev.later_start <= summary.period_end:
+            summary.skip(a, "overlap", f"the bill for {prev.later_end} already covers {prev.later_start} – "
+                                       f"{prev.later_end}")  # fmt: skip
+            continue
         old = cases.get(("old", a.id))
         if old is not None and old.move_out_date <= we:
             we = old.move_out_date
             end_override = Index(old.move_out_index, "move-out", midnight(old.move_out_date))
         if ws >= we:
-            summary.skipped.append((a.number, "no day to bill in the period"))
+            summary.skip(a, "no_days", f"no day to bill: the period would run {ws} – {we - timedelta(days=1)}")
             continue
         try:
             seg_key = (a.tariff_code, ws, we)
@@ -310,7 +473,7 @@ def _drafts(
             segments = seg_cache[seg_key]
         except KeyError as exc:
             if not a.prepaid:
-                summary.skipped.append((a.number, str(exc.args[0])))
+                summary.skip(a, "tariff", str(exc.args[0]))
                 continue
             segments = []
         w0, w1 = midnight(ws), midnight(we)
@@ -320,19 +483,31 @@ def _drafts(
             e_at = min(w1, i.removed_at) if i.removed_at else w1
             if s_at >= e_at:
                 continue
-            s_idx = Index(to_decimal(i.install_index, book.rules.quantity_decimals), "install", i.installed_at) \
+            s_idx = Index(to_decimal(i.install_index, qd), "install", i.installed_at) \
                 if i.installed_at > w0 else (start_override if start_override is not None else None)  # fmt: skip
             e_idx = None
             if i.removed_at is not None and i.removed_at < w1:
                 assert i.removal_index is not None
-                e_idx = Index(to_decimal(i.removal_index, book.rules.quantity_decimals), "removal", i.removed_at)
+                e_idx = Index(to_decimal(i.removal_index, qd), "removal", i.removed_at)
             elif end_override is not None:
                 e_idx = end_override
-            dets.append(Determinant(i.meter_id, i.serial, s_at, e_at, s_idx, e_idx, i.multiplier))
+            det = Determinant(i.meter_id, i.serial, s_at, e_at, s_idx, e_idx, i.multiplier)
+            if s_idx is None and prev.issued_id is not None:
+                det.billed_start = billed.get((prev.issued_id, i.meter_id, s_at))
+            dets.append(det)
         if not dets:
-            summary.skipped.append((a.number, "no meter installed at the service point in the period"))
+            summary.skip(a, "meter", f"no meter installed at the service point between {ws} and "
+                                     f"{we - timedelta(days=1)}")  # fmt: skip
             continue
-        drafts.append(Draft(a, ws, we, dets, segments))
+        d = Draft(a, ws, we, dets, segments)
+        days = (we - ws).days
+        if ws < start or (ws > start and prev.end is not None):
+            d.warnings.append(("period", f"period {ws} – {we - timedelta(days=1)} ({days} days), not the cycle's "
+                                         f"{start} – {end - timedelta(days=1)}: {why}"))  # fmt: skip
+        elif ws == start and we == end and abs(days - book.rules.cycle_days) > 3:
+            d.warnings.append(("period", f"period of {days} days (cycle {book.rules.cycle_days}): the cycle's "
+                                         f"previous run ended on {start - timedelta(days=1)}"))  # fmt: skip
+        drafts.append(d)
     return drafts
 
 
@@ -343,7 +518,10 @@ def _drafts(
 _ROW = np.dtype([("n", ">i2"), ("l1", ">i4"), ("meter", ">i4"), ("l2", ">i4"), ("ts", ">i8"), ("l3", ">i4"),
                  ("value", ">f8"), ("l4", ">i4"), ("q", ">i2")])  # fmt: skip
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-_QUALITY = ("actual", "estimated", "edited")
+#: Read qualities as the series carries them. A raw read the utility itself estimated (``read_type``
+#: ``estimate``) is ``estimated`` even though VEE left it as it came; a customer's own read counts as read.
+_QUALITY = ("actual", "estimated", "edited", "customer")
+_READ = ("actual", "customer")  # qualities that are a real read of the meter
 DAY_S = 86_400
 
 
@@ -386,7 +564,9 @@ def _load_series(conn: Connection, lo: datetime, hi: datetime, channels: list[in
     value, edited = ("coalesce(a.value, v.value)", "a.value IS NOT NULL OR ") if adjusted else ("v.value", "")
     query = f"""COPY (
         SELECT v.meter_id, v.ts, {value},
-               (CASE WHEN {edited}v.quality = 'edited' THEN 2 WHEN v.quality = 'estimated' THEN 1 ELSE 0 END)::int2
+               (CASE WHEN {edited}v.quality = 'edited' THEN 2 WHEN v.quality = 'estimated' THEN 1
+                     WHEN v.version = 0 AND v.read_type = 'estimate' THEN 1
+                     WHEN v.version = 0 AND v.read_type = 'customer' THEN 3 ELSE 0 END)::int2
         FROM validated_reading v {adjust if adjusted else ""}
         WHERE v.ts >= %(lo)s AND v.ts < %(hi)s AND v.value IS NOT NULL AND v.channel_id = ANY(%(ch)s::smallint[])
           AND v.meter_id IN (SELECT meter_id FROM bill_meter)
@@ -460,6 +640,15 @@ def _resolve_indexes(conn: Connection, book: TariffBook, drafts: list[Draft], st
                 x.start = found.get((x.meter_id, x.start_at))
             if x.end is None:
                 x.end = found.get((x.meter_id, x.end_at))
+            if x.billed_start is not None:
+                # consecutive bills add up: the start is the previous bill's end, whatever landed since
+                series, x.start = x.start, x.billed_start
+                if series is not None and series.value != x.billed_start.value:
+                    d.warnings.append(("index_continuity", (
+                        f"meter {x.serial}: the previous bill ended at {x.billed_start.value} "
+                        f"({x.billed_start.quality}) on {x.start_at:%Y-%m-%d}; the validated series now gives "
+                        f"{series.value} ({series.quality}) there: this bill starts at the billed index, re-run "
+                        f"the previous period to rebill the difference")))  # fmt: skip
     clock.lap(f"boundary indexes ({len(points)})")
     # Data-quality figures per determinant: reads, non-actual reads, days with an actual read, last actual read.
     dets = [x for d in drafts for x in d.dets]
@@ -470,8 +659,8 @@ def _resolve_indexes(conn: Connection, book: TariffBook, drafts: list[Draft], st
     dhi = np.array([secs(x.end_at) for x in dets], np.int64)
     a = np.searchsorted(sr.key, sr.k(dm, dlo), "left")
     b = np.searchsorted(sr.key, sr.k(dm, dhi + DAY_S), "left")
-    bad_cum = np.concatenate([[0], np.cumsum(sr.quality != 0)])
-    actual = sr.quality == 0
+    bad_cum = np.concatenate([[0], np.cumsum((sr.quality == 1) | (sr.quality == 2))])
+    actual = (sr.quality == 0) | (sr.quality == 3)
     akey, ameter, asecs = sr.key[actual], sr.meter[actual], sr.secs[actual]
     aday = asecs // DAY_S
     first_of_day = np.ones(len(akey), bool)
@@ -511,6 +700,13 @@ def _resolve_indexes(conn: Connection, book: TariffBook, drafts: list[Draft], st
     _intervals(conn, book, [d for d in drafts if needs_intervals(d.segments)])
 
 
+def _rests_on_estimate(idx: Index) -> bool:
+    """True when an index is an estimate or an edit, or is interpolated from one."""
+    if idx.quality in ("estimated", "edited"):
+        return True
+    return idx.quality == "interpolated" and any(r.quality not in _READ for r in idx.reads)
+
+
 def _quality_holds(
     book: TariffBook,
     d: Draft,
@@ -538,7 +734,7 @@ def _quality_holds(
         extra = [r for r in (x.start.reads[:1] if x.start and x.start.quality == "interpolated" else ())]
         extra += [r for r in (x.end.reads[1:] if x.end and x.end.quality == "interpolated" else ())]
         n += len(extra)
-        bad += sum(1 for r in extra if r.quality != "actual")
+        bad += sum(1 for r in extra if r.quality not in _READ)
         n_all += n
         n_bad += bad
         if x.end is not None and x.end.quality in ("removal", "move-out"):
@@ -559,6 +755,9 @@ def _quality_holds(
     d.details["estimated_share"] = str(q(share, 4))
     d.details["reads"] = n_all
     d.details["days_without_actual_read"] = missing_days
+    # the bill says whether it rests on estimates (the utility's own, VEE's or an edit), held or not
+    d.details["read_quality"] = "estimated" if any(
+        _rests_on_estimate(i) for x in d.dets for i in (x.start, x.end) if i is not None) else "actual"
     if share > h.max_estimated_share:
         d.holds.append(f"estimated: {q(share * 100, 1)}% of {n_all} reads estimated or edited "
                        f"(> {q(h.max_estimated_share * 100, 1)}%)")  # fmt: skip
@@ -578,13 +777,17 @@ def _intervals(conn: Connection, book: TariffBook, drafts: list[Draft]) -> None:
     tz = book.rules.timezone
     per: dict[int, list[tuple[date, int, int, float, float]]] = defaultdict(list)
     interval_s: dict[int, int] = {}
+    # Intervals are stamped at their END: the interval stamped T covers (T - length, T]. It belongs to
+    # the determinant whose window holds that span (lo < T <= hi), to the tariff segment of the UTC day
+    # its span starts on, and to the TOU period of the local weekday and hour its span starts in.
     for k, day, dow, hour, total, peak, ivl in conn.execute(
-        """SELECT s.key, (v.ts AT TIME ZONE %(tz)s)::date, extract(isodow FROM v.ts AT TIME ZONE %(tz)s)::int,
-                  extract(hour FROM v.ts AT TIME ZONE %(tz)s)::int, sum(v.value), max(v.value), max(c.interval_s)
+        """SELECT s.key, (b.began AT TIME ZONE 'UTC')::date, extract(isodow FROM b.began AT TIME ZONE %(tz)s)::int,
+                  extract(hour FROM b.began AT TIME ZONE %(tz)s)::int, sum(v.value), max(v.value), max(c.interval_s)
            FROM unnest(%(keys)s::integer[], %(meters)s::integer[], %(los)s::timestamptz[], %(his)s::timestamptz[])
                 AS s(key, meter_id, lo, hi)
-           JOIN validated_reading v ON v.meter_id = s.meter_id AND v.ts >= s.lo AND v.ts < s.hi
+           JOIN validated_reading v ON v.meter_id = s.meter_id AND v.ts > s.lo AND v.ts <= s.hi
            JOIN channel c ON c.id = v.channel_id AND c.code = ANY(%(ch)s)
+           CROSS JOIN LATERAL (SELECT v.ts - make_interval(secs => coalesce(c.interval_s, 900)) AS began) b
            WHERE v.value IS NOT NULL
            GROUP BY 1, 2, 3, 4""",
         {"tz": tz, "ch": list(INTERVAL.values()), "keys": keys, "meters": [x.meter_id for x in dets],
@@ -698,6 +901,7 @@ def _write_bills(
         live[acc] = (bid, status, fp, replaces, kind, list(holds))
     clock = _Clock()
     due = issue + timedelta(days=book.rules.due_days)
+    prescribed_before = _years_before(issue, book.rules.prescription_years)
     new: list[tuple[Draft, str, int | None, str]] = []  # draft, kind, replaces, fingerprint
     superseded: list[int] = []
     cancels: list[int] = []
@@ -713,10 +917,20 @@ def _write_bills(
             # same values: an issued bill stands (a later exception does not reopen it); a held one
             # stays held for the same reasons
             summary.unchanged += 1
+            d.bill_id = old[0]
             continue
         elif old[1] == "held":
             superseded.append(old[0])
             new.append((d, old[4] if old[3] is not None else "regular", old[3], fp))
+        elif period_end < prescribed_before:
+            # prescription: a correction older than prescription_years is not rebilled; the bill stands
+            summary.prescribed += 1
+            d.bill_id = old[0]
+            d.warnings.append(("prescribed", (
+                f"bill {old[0]} for the period ending {period_end} differs from the validated data now "
+                f"(total would be {d.priced.total}), but the period ended before {prescribed_before} "
+                f"({book.rules.prescription_years} years before {issue}): prescribed, not rebilled")))
+            continue
         else:  # an issued bill whose data changed: cancel it and rebill
             cancels.append(old[0])
             new.append((d, "rebill", old[0], fp))
@@ -744,12 +958,15 @@ def _write_bills(
                       issue_date, due_date, fingerprint, lines, details) FROM STDIN"""
     ) as cp:
         for (d, kind, replaces, fp), bid in zip(new, ids, strict=False):
+            d.bill_id = bid
             held = bool(d.holds)
             details = dict(d.details)
             details["tariff_versions"] = [f"{t.code}@{t.effective_from}:{lo}/{hi}" for t, lo, hi in d.segments]
             details["window"] = [str(d.start), str(d.end)]
+            if d.warnings:
+                details["warnings"] = [f"{code}: {msg}" for code, msg in d.warnings]
             cp.write_row((
-                bid, summary.run_id, d.account.id, summary.cycle, period_start, period_end, (d.end - d.start).days,
+                bid, summary.run_id, d.account.id, summary.cycle, d.start, period_end, (d.end - d.start).days,
                 kind, "held" if held else "issued", d.holds, replaces, d.account.tariff_code, d.account.commodity,
                 UNIT[d.account.commodity], d.consumption, d.priced.subtotal, d.priced.tax, d.priced.total,
                 md.currency, None if held else issue, None if held else due, fp, _lines_json(d.priced.lines),
@@ -777,6 +994,14 @@ def _write_bills(
         with cur.copy("COPY reading_freeze (meter_id, frozen_to, reference) FROM STDIN") as cp:
             for row in freeze:
                 cp.write_row(row)
+
+
+def _years_before(day: date, years: int) -> date:
+    """The same calendar day ``years`` earlier (29 February → 28 February)."""
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:
+        return day.replace(year=day.year - years, day=28)
 
 
 def _lines_json(lines: list[Line]) -> str:
@@ -845,7 +1070,7 @@ def _prepaid_checks(
     for d in drafts:
         w0, w1 = midnight(d.start), midnight(d.end)
         vended = Decimal(0)
-        unpriced = 0
+        unpriced: list[Decimal] = []
         price_ = next((t.prepaid_price for t, _, _ in reversed(d.segments) if t.prepaid_price), None)
         for at, units, amount in vend.get(d.account.id, []):
             if not w0 <= at < w1:
@@ -854,21 +1079,27 @@ def _prepaid_checks(
                 vended += Decimal(units)
             elif price_ is not None and amount is not None:
                 vended += q(Decimal(amount) / price_, qd)
-            else:
-                unpriced += 1
+            elif amount is not None:
+                unpriced.append(Decimal(amount))
         open_bal = opening.get(d.account.id, Decimal(0))
         known = all(x.consumption is not None for x in d.dets)
         cons = d.consumption if known else None
-        close = open_bal + vended - d.consumption if known else None
-        flagged = close is not None and close < -tol
         reasons = []
+        if unpriced:
+            # credit unknown: neither counted as zero (that would read as theft) nor guessed
+            msg = (f"unchecked: {len(unpriced)} vend(s) by amount ({sum(unpriced, Decimal(0))} "
+                   f"{book.rules.currency}) and tariff {d.account.tariff_code} has no prepaid_price, so the "
+                   f"credit vended is unknown: no balance, no flag; import the vends in units or set prepaid_price")
+            reasons.append(msg)
+            d.warnings.append(("vend_unpriced", msg))
+            summary.prepaid_unchecked += 1
+        close = open_bal + vended - d.consumption if known and not unpriced else None
+        flagged = close is not None and close < -tol
         if flagged:
             reasons.append(f"consumption without vending: consumed {d.consumption}, vended {vended}, "
                            f"opening balance {open_bal}, closing {close}")  # fmt: skip
         if not known:
             reasons.append("no consumption: " + "; ".join(d.holds or ["index missing"]))
-        if unpriced:
-            reasons.append(f"{unpriced} vending record(s) by amount with no prepaid_price in the tariff")
         rows.append((d.account.id, d.dets[0].meter_id, d.start, period_end, summary.run_id, cons, vended, open_bal,
                      close, flagged, "; ".join(reasons)))  # fmt: skip
         summary.prepaid += 1

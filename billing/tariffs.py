@@ -139,7 +139,7 @@ class Prepaid(_Strict):
 
 
 class BillingRules(_Strict):
-    """Cycle length, payment term, rounding and time zone."""
+    """Cycle length, payment term, rounding, time zone and prescription (no rebill of older periods)."""
 
     cycle_days: int = Field(30, ge=1)
     due_days: int = Field(10, ge=0)
@@ -147,6 +147,7 @@ class BillingRules(_Strict):
     money_decimals: int = Field(2, ge=0, le=6)
     quantity_decimals: int = Field(3, ge=0, le=6)
     timezone: str = "UTC"
+    prescription_years: int = Field(2, ge=1)
 
 
 class TariffFile(_Strict):

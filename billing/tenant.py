@@ -4,14 +4,17 @@ The previous occupant's move-out index and the newcomer's move-in index are reco
 At most ``tenant_change.tolerance`` (5 m³) apart: the subscription opens at the move-in index.
 Further apart: no subscription, a case is opened and the customer must bring proof (a deed of sale or
 an entry inventory showing an index and a date). With proof, the subscription starts at the proof's
-index and date. Without proof within ``tenant_change.proof_days`` (15) days, it starts at the
-predecessor's move-out index and date, and a notice tells the customer so.
+index and date; a document that shows a date but no index takes the predecessor's index at that
+date (the recorded move-out index on the move-out date, else the meter's validated index there, by
+the bill run's boundary rule). Without proof within ``tenant_change.proof_days`` (15) days **of the
+customer's request**, it starts at the predecessor's move-out index and date, and a notice tells the
+customer so.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -69,8 +72,13 @@ def record_change(
     move_in_index: Decimal,
     move_in_date: date,
     predecessor: str | None = None,
+    requested_on: date | None = None,
 ) -> Case:
-    """Record a change of occupant for the newcomer's ``account``; open a case when the indexes differ too much."""
+    """Record a change of occupant for the newcomer's ``account``; open a case when the indexes differ too much.
+
+    ``requested_on`` is the day the customer asked for the subscription (default: the move-in date):
+    the case is opened then, and the ``proof_days`` to bring proof run from it.
+    """
     row = conn.execute(
         """SELECT a.id, a.service_point_id, sp.commodity FROM account a
            JOIN service_point sp ON sp.id = a.service_point_id WHERE a.number = %s""",
@@ -97,37 +105,86 @@ def record_change(
     tol = book.tenant_change.tolerance
     diff = abs(move_in_index - move_out_index)
     accepted = diff <= tol
-    due = move_in_date + timedelta(days=book.tenant_change.proof_days)
+    requested = requested_on or move_in_date
+    due = requested + timedelta(days=book.tenant_change.proof_days)
     crow = conn.execute(
         f"""INSERT INTO tenant_case (service_point_id, account_id, predecessor_account_id, move_out_index,
                                     move_out_date, move_in_index, move_in_date, difference, tolerance, status,
                                     opened_on, proof_due, start_index, start_date, resolved_on)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_CASE_COLUMNS}""",
         (sp_id, acc_id, pred_id, move_out_index, move_out_date, move_in_index, move_in_date, diff, tol,
-         "accepted" if accepted else "open", move_in_date, due, move_in_index if accepted else None,
-         move_in_date if accepted else None, move_in_date if accepted else None),
+         "accepted" if accepted else "open", requested, due, move_in_index if accepted else None,
+         move_in_date if accepted else None, requested if accepted else None),
     ).fetchone()  # fmt: skip
     assert crow is not None
     return Case(*crow)
 
 
-def record_proof(conn: Connection, case_id: int, index: Decimal, on: date, document: str, today: date) -> Case:
-    """Record the customer's proof: the subscription starts at its index and date."""
-    row = conn.execute("SELECT status, proof_due FROM tenant_case WHERE id = %s FOR UPDATE", (case_id,)).fetchone()
+def record_proof(
+    conn: Connection, case_id: int, index: Decimal | None, on: date, document: str, today: date, decimals: int = 3
+) -> Case:
+    """Record the customer's proof: the subscription starts at its index and date.
+
+    A document with a date but no index (``index`` None) takes the predecessor's index at that date:
+    the recorded move-out index when the date is the move-out date, else the meter's validated index
+    at the start of that day (:func:`index_at`). Without either, the proof is refused.
+    """
+    row = conn.execute(
+        "SELECT status, proof_due, service_point_id, move_out_date, move_out_index FROM tenant_case "
+        "WHERE id = %s FOR UPDATE",
+        (case_id,),
+    ).fetchone()
     if row is None:
         raise TenantError(f"no tenant case {case_id}")
-    status, due = row
+    status, due, sp_id, out_date, out_index = row
     if status != "open":
         raise TenantError(f"tenant case {case_id} is {status}, not open")
     if today > due:
         raise TenantError(f"tenant case {case_id}: proof was due by {due} (today {today}); run the expiry")
+    start = index
+    if start is None:
+        start = Decimal(out_index) if on == out_date else index_at(conn, sp_id, on, decimals)
+        if start is None:
+            raise TenantError(f"tenant case {case_id}: the document shows no index and there is no validated "
+                              f"index of the meter on {on} to take the predecessor's from; give --index")
     crow = conn.execute(
         f"""UPDATE tenant_case SET status = 'proven', proof_index = %s, proof_date = %s, proof_document = %s,
                    start_index = %s, start_date = %s, resolved_on = %s WHERE id = %s RETURNING {_CASE_COLUMNS}""",
-        (index, on, document, index, on, today, case_id),
+        (index, on, document, start, on, today, case_id),
     ).fetchone()
     assert crow is not None
     return Case(*crow)
+
+
+def index_at(conn: Connection, service_point_id: int, on: date, decimals: int = 3) -> Decimal | None:
+    """The register index of the meter installed at the service point at the start of day ``on``.
+
+    The bill run's boundary rule: the first validated read on that day, else linear interpolation
+    between the last read before and the first read after it; None when neither exists.
+    """
+    from billing.pricing import Read, boundary_index
+
+    at = datetime.combine(on, time(0), UTC)
+    rows = conn.execute(
+        """WITH m AS (SELECT meter_id FROM installation WHERE service_point_id = %(sp)s AND installed_at <= %(at)s
+                      AND (removed_at IS NULL OR removed_at > %(at)s) ORDER BY installed_at DESC LIMIT 1),
+                ch AS (SELECT id FROM channel WHERE code IN ('8-0:1.0.0', '1-0:1.8.0'))
+           (SELECT 'day', v.ts, v.value, v.quality FROM validated_reading v, m WHERE v.meter_id = m.meter_id
+              AND v.channel_id IN (SELECT id FROM ch) AND v.ts >= %(at)s AND v.ts < %(next)s AND v.value IS NOT NULL
+            ORDER BY v.ts LIMIT 1)
+           UNION ALL
+           (SELECT 'before', v.ts, v.value, v.quality FROM validated_reading v, m WHERE v.meter_id = m.meter_id
+              AND v.channel_id IN (SELECT id FROM ch) AND v.ts < %(at)s AND v.value IS NOT NULL
+            ORDER BY v.ts DESC LIMIT 1)
+           UNION ALL
+           (SELECT 'after', v.ts, v.value, v.quality FROM validated_reading v, m WHERE v.meter_id = m.meter_id
+              AND v.channel_id IN (SELECT id FROM ch) AND v.ts >= %(next)s AND v.value IS NOT NULL
+            ORDER BY v.ts LIMIT 1)""",
+        {"sp": service_point_id, "at": at, "next": at + timedelta(days=1)},
+    ).fetchall()
+    found = {kind: Read(ts, float(value), quality) for kind, ts, value, quality in rows}
+    idx = boundary_index(at, found.get("day"), found.get("before"), found.get("after"), decimals)
+    return idx.value if idx is not None else None
 
 
 def notice_text(case_id: int, account: str, customer: str, move_out_index: Decimal, move_out_date: date,

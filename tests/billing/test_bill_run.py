@@ -176,6 +176,7 @@ def test_tenant_change_five_m3_rule_proof_and_fifteen_day_default(db, tmp_path):
         conn.commit()
     s = f.run(period_end=date(2026, 3, 31), issue=date(2026, 3, 25))
     assert [a for a, _ in s.skipped] == ["NEW-default"]  # no subscription while the case is open
+    assert f.one("SELECT code FROM bill_run_note WHERE run_id = %s AND kind = 'skipped'", (s.run_id,)) == "tenant_case"
     assert f.live("NEW-default") is None
     s = f.run(issue=date(2026, 3, 26), out=tmp_path)
     assert s.notices == [late.id]
@@ -247,16 +248,18 @@ def test_time_of_use_and_demand_from_interval_data(db):
     f = Fleet(db)
     f.simple("tou", tariff="ETOU", commodity="electricity")
     readings = []
-    t = ts(3, 2)
+    step = timedelta(minutes=15)
+    t = ts(3, 2) + step  # intervals are stamped at their end: this one covers 00:00–00:15 on 2 March
     total = 0.0
-    while t < ts(4, 1):
-        peak = t.isoweekday() <= 5 and (7 <= t.hour < 11 or 17 <= t.hour < 21)
+    while t <= ts(4, 1):
+        began = t - step
+        peak = began.isoweekday() <= 5 and (7 <= began.hour < 11 or 17 <= began.hour < 21)
         v = 0.5 if peak else 0.25
-        if t == ts(3, 8, 3):
+        if began == ts(3, 8, 3):
             v = 1.5  # Sunday night: the maximum demand, 1.5 kWh in 15 min = 6 kW
         total += v
         readings.append(Reading("M-tou", "1-0:1.29.0", t, v, "kWh", Source.MODBUS, ReadType.ACTUAL))
-        t += timedelta(minutes=15)
+        t += step
     write(db, readings)
     f.reads("M-tou", [(ts(3, 2), 1000.0), (ts(4, 1), 1000.0 + total)], commodity="electricity")
     f.run()
