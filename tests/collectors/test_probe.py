@@ -86,7 +86,7 @@ def test_tcp_targets(target, host, port):
 
 def test_a_path_is_a_serial_line():
     link = make_link("/dev/ttyUSB0", 1.0, 19200, "E", 1)
-    assert isinstance(link, RtuLine) and link.port == "/dev/ttyUSB0" and link.serial["baudrate"] == 19200
+    assert isinstance(link, RtuLine) and link.port == "/dev/ttyUSB0" and link.baudrate == 19200
 
 
 @pytest.mark.parametrize(("target", "message"), [
