@@ -54,7 +54,8 @@ class TheftData:
     ``daily`` is recorded consumption per day (NaN: no data); ``cumulative`` says it comes from
     register advances, so a value after silent days may hold their catch-up. ``export`` is the
     export / reverse register's daily advance, ``hourly`` meters × days × 24 when interval data
-    exists. ``feeders`` maps an area to its feeder / bulk meter's daily total.
+    exists. ``feeders`` maps an area to its feeder / bulk meter's daily total, ``feeders_hourly``
+    to its hourly totals (days × 24) when the feeder has interval data.
     """
 
     serials: list[str]
@@ -72,6 +73,7 @@ class TheftData:
     hourly: FloatArray | None = None
     events: list[Event] = field(default_factory=list)
     feeders: dict[str, FloatArray] = field(default_factory=dict)
+    feeders_hourly: dict[str, FloatArray] = field(default_factory=dict)
     technical_loss_pct: dict[str, float] = field(default_factory=dict)
     vee_exceptions: np.ndarray | None = None
     estimate_streak: np.ndarray | None = None

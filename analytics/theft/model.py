@@ -45,7 +45,7 @@ class Evidence:
         return self.values[:, self.names.index(name)]
 
 
-EVIDENCE = ("drop", "zero", "profile", "event", "reverse", "peer", "silence", "vee")
+EVIDENCE = ("drop", "zero", "profile", "event", "reverse", "peer", "silence", "vee", "balance", "change")
 
 
 def evidence(f: Features) -> Evidence:
@@ -76,13 +76,33 @@ def evidence(f: Features) -> Evidence:
     peer = np.clip(f.col("peer_low") / 4.0, 0, 1)
     silence = np.clip(f.col("silence_unrecovered") / 7.0, 0, 1)
     vee = np.clip(f.col("estimate_streak") / 14.0, 0, 1)
-    values = np.column_stack([drop, zero, profile, event, reverse, peer, silence, vee])
+    # Interval balance: the share of the meter's own energy that the feeder's hourly residual puts
+    # on it (a technical-loss crumb is a few %), believed once it stands well above the noise.
+    has_iv = f.col("has_interval") > 0
+    iv_share = f.col("interval_share")
+    above_noise = np.clip((np.log10(np.maximum(f.col("interval_strength"), 1.0)) - 2.0) / 1.3, 0, 1)
+    interval = np.clip((iv_share - 0.05) / 0.15, 0, 1) * above_noise
+    # Where the hourly balance is known it decides: what the meter's own series shows (a drop, a
+    # zero run, a profile change) counts only as far as the balance confirms it.
+    gate = np.where(has_iv, 0.1 + 0.9 * interval, 1.0)
+    # Recent change against the same season, calibrated on the fleet (real households are
+    # irregular: only what stands out of the fleet's own variability counts).
+    change = np.maximum(np.clip((f.col("recent_level_z") - 1.5) / 4.0, 0, 1),
+                        0.7 * np.clip((f.col("recent_shape_z") - 3.0) / 6.0, 0, 1))
+    # Without any feeder the meter's own series is all there is; its profile signal fires on many
+    # honest households (real days are irregular), so it only weighs with a fleet-calibrated change.
+    no_feeder = ~has_bal & ~has_iv
+    profile = np.where(no_feeder, profile * (0.3 + 0.7 * change), profile)
+    drop = np.where(no_feeder, drop * (0.4 + 0.6 * change), drop)
+    drop, zero, profile, change = drop * gate, zero * gate, profile * gate, change * gate
+    values = np.column_stack([drop, zero, profile, event, reverse, peer, silence, vee, interval, change])
     return Evidence(EVIDENCE, values)
 
 
 #: Weight of each evidence component in the noisy-OR.
 WEIGHTS = {"drop": 0.9, "zero": 0.9, "profile": 0.85, "event": 0.9, "reverse": 0.95,
-           "peer": 0.15, "silence": 0.25, "vee": 0.15}
+           "peer": 0.15, "silence": 0.25, "vee": 0.15, "balance": 0.95,
+           "change": 0.8}
 
 
 def rule_score(ev: Evidence) -> FloatArray:
@@ -122,6 +142,10 @@ class Supervised:
     n_labels: int
     n_positive: int
     method: str
+
+    def describe(self) -> str:
+        """What ranked, in words."""
+        return f"logistic({self.method}) on {self.n_labels} outcomes ({self.n_positive} fraud)"
 
     def predict(self, x: FloatArray) -> FloatArray:
         """Probability of fraud per row."""
