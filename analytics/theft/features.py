@@ -94,8 +94,9 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
     drop = sg.sustained_drop(values, season, threshold=drop_threshold, quantile=LEVEL_QUANTILE)
 
     profile = None
-    if data.hourly is not None:
-        profile = sg.profile_change(data.hourly, data.weekdays())
+    hourly, hour_spikes = (None, np.zeros(m)) if data.hourly is None else sg.clean_hourly(data.hourly)
+    if hourly is not None:
+        profile = sg.profile_change(hourly, data.weekdays())
 
     # Events: weight, and the fall of consumption after each.
     ev_meter = np.array([e.meter for e in data.events], dtype=np.int64)
@@ -144,21 +145,21 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
     has_interval = np.zeros(m)
     interval_energy = np.zeros(m)
     hourly_areas = [a for a in area_names if a in data.feeders_hourly]
-    if hourly_areas and data.hourly is not None:
+    if hourly_areas and hourly is not None:
         h_index = {a: k for k, a in enumerate(hourly_areas)}
         h_area_of = np.array([h_index.get(str(a), -1) for a in data.area], dtype=np.int64)
         feeder_h = np.stack([data.feeders_hourly[a] for a in hourly_areas])
-        interval = sg.interval_balance(feeder_h, data.hourly, h_area_of, data.weekdays())
+        interval = sg.interval_balance(feeder_h, hourly, h_area_of, data.weekdays())
         has_interval = (h_area_of >= 0).astype(float)
         interval_z = interval.strength
         interval_energy = interval.energy
         interval_share = interval.share
 
-    per_day = sg.daily_stats(data.hourly, values, data.weekdays())
+    per_day = sg.daily_stats(hourly, values, data.weekdays())
     fleet_season = np.nanmedian(season, axis=0)
     _, recent_z = sg.recent_change(per_day, fleet_season)
     recent_level_z = recent_z[:, 0]
-    recent_shape_z = recent_z[:, 1:].max(axis=1) if data.hourly is not None else np.zeros(m)
+    recent_shape_z = recent_z[:, 1:].max(axis=1) if hourly is not None else np.zeros(m)
 
     peer_groups = _codes(np.array([f"{c}|{k}|{a}" for c, k, a in
                                    zip(data.commodity, data.customer_class, data.area, strict=True)]))
@@ -198,7 +199,7 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
         "catch_up_days": cleaned.catch_up.sum(axis=1).astype(float),
         "frozen_days": cleaned.frozen_days.astype(float),
         "rollovers": cleaned.rollovers.astype(float),
-        "index_faults": cleaned.index_faults.astype(float) + vee_exc,
+        "index_faults": cleaned.index_faults.astype(float) + vee_exc + hour_spikes,
         "estimate_streak": streak,
     }
     x = np.column_stack([np.nan_to_num(cols[n], nan=0.0, posinf=0.0, neginf=0.0) for n in FEATURES])

@@ -11,6 +11,7 @@ a random sample: the blend keeps the unsupervised evidence in charge where the l
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
@@ -87,8 +88,7 @@ def evidence(f: Features) -> Evidence:
     gate = np.where(has_iv, 0.1 + 0.9 * interval, 1.0)
     # Recent change against the same season, calibrated on the fleet (real households are
     # irregular: only what stands out of the fleet's own variability counts).
-    change = np.maximum(np.clip((f.col("recent_level_z") - 1.5) / 4.0, 0, 1),
-                        0.7 * np.clip((f.col("recent_shape_z") - 3.0) / 6.0, 0, 1))
+    change = np.clip((f.col("recent_level_z") + 0.3 * np.clip(f.col("recent_shape_z"), 0, None) - 1.5) / 4.0, 0, 1)
     # Without any feeder the meter's own series is all there is; its profile signal fires on many
     # honest households (real days are irregular), so it only weighs with a fleet-calibrated change.
     no_feeder = ~has_bal & ~has_iv
@@ -136,23 +136,67 @@ def unsupervised_risk(rule: FloatArray, forest: FloatArray, forest_weight: float
 
 @dataclass
 class Supervised:
-    """A calibrated classifier trained on inspection outcomes."""
+    """A classifier trained on inspection outcomes.
 
-    model: CalibratedClassifierCV
+    ``method`` is ``sigmoid`` / ``isotonic`` (a calibrated logistic regression on labelled meters
+    of both classes) or ``pu`` (positive-unlabelled: the first campaigns find mostly fraud, so the
+    frauds are set against every meter of the fleet as unlabelled background, and the score is
+    divided by its mean on the known frauds — Elkan & Noto 2008).
+    """
+
+    model: Any
     n_labels: int
     n_positive: int
     method: str
+    pu_scale: float = 1.0
 
     def describe(self) -> str:
-        """What ranked, in words."""
-        return f"logistic({self.method}) on {self.n_labels} outcomes ({self.n_positive} fraud)"
+        """What ranked and why, in words."""
+        neg = self.n_labels - self.n_positive
+        if self.method == "pu":
+            return (f"positive-unlabelled logistic regression on {self.n_labels} outcomes ({self.n_positive} fraud, "
+                    f"{neg} not): fewer than {MIN_PER_CLASS} of each class, the fleet's uninspected meters "
+                    "stand in as background")
+        return f"calibrated logistic regression ({self.method}) on {self.n_labels} outcomes ({self.n_positive} fraud)"
+
+    @property
+    def name(self) -> str:
+        """Short name stored with the run."""
+        return "blend+pu-logistic" if self.method == "pu" else f"blend+logistic({self.method})"
 
     def predict(self, x: FloatArray) -> FloatArray:
-        """Probability of fraud per row."""
-        return np.asarray(self.model.predict_proba(x)[:, 1])
+        """Probability (or, for ``pu``, a score in 0–1) of fraud per row."""
+        p = np.asarray(self.model.predict_proba(x)[:, 1])
+        return np.clip(p / self.pu_scale, 0.0, 1.0) if self.method == "pu" else p
 
 
-def train_supervised(x: FloatArray, y: np.ndarray, min_per_class: int = 5) -> Supervised | None:
+#: Outcomes of each class the calibrated classifier needs; below it, positive-unlabelled learning.
+MIN_PER_CLASS = 5
+#: Fraud outcomes positive-unlabelled learning needs.
+MIN_PU_POSITIVES = 2
+
+
+def train_pu(x: FloatArray, y: np.ndarray, background: FloatArray) -> Supervised | None:
+    """Positive-unlabelled logistic regression: frauds against labelled non-frauds and the background.
+
+    The background (the fleet's meters, unlabelled) weighs as much in all as twice the frauds, the
+    labelled non-frauds one each. ``None`` with fewer than :data:`MIN_PU_POSITIVES` frauds.
+    """
+    y = np.asarray(y).astype(int)
+    pos = int(y.sum())
+    if pos < MIN_PU_POSITIVES or background.shape[0] < 10:
+        return None
+    xs = np.vstack([x, background])
+    ys = np.r_[y, np.zeros(background.shape[0], dtype=int)]
+    w = np.r_[np.ones(len(y)), np.full(background.shape[0], 2.0 * pos / background.shape[0])]
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.3, max_iter=2000))
+    model.fit(xs, ys, logisticregression__sample_weight=w)
+    known = np.asarray(model.predict_proba(x[y == 1])[:, 1])
+    scale = float(known.mean()) if known.size and known.mean() > 0 else 1.0
+    return Supervised(model, len(y), pos, "pu", scale)
+
+
+def train_supervised(x: FloatArray, y: np.ndarray, min_per_class: int = MIN_PER_CLASS) -> Supervised | None:
     """Fit the calibrated classifier, or ``None`` with too few labels of either class."""
     y = np.asarray(y).astype(int)
     pos, neg = int(y.sum()), int(len(y) - y.sum())

@@ -86,6 +86,23 @@ class Ranking:
     value: FloatArray
     model: md.Supervised | None = None
     excluded: set[str] = field(default_factory=set)
+    n_outcomes: int = 0
+
+    @property
+    def model_name(self) -> str:
+        """Short name of what ranked (stored with a run)."""
+        return "unsupervised" if self.model is None else self.model.name
+
+    def model_note(self) -> str:
+        """Which model ranked and why, in words (printed with the list and the report)."""
+        if self.model is not None:
+            w = min(0.8, self.model.n_labels / (self.model.n_labels + 50.0))
+            return (f"ranked by the evidence rules and isolation forest blended ({100 * w:.0f} %) with a "
+                    f"{self.model.describe()}")
+        if self.n_outcomes:
+            return (f"ranked by the evidence rules and isolation forest only: {self.n_outcomes} outcomes recorded, "
+                    f"a model needs at least {md.MIN_PU_POSITIVES} fraud (or {md.MIN_PER_CLASS} of each class)")
+        return "ranked by the evidence rules and isolation forest (no inspection outcomes recorded yet)"
 
     @property
     def data(self) -> TheftData:
@@ -167,12 +184,15 @@ def score(
     model = None
     if training is not None and len(training[1]):
         model = md.train_supervised(_transform(training[0]), training[1])
+        if model is None:
+            model = md.train_pu(_transform(training[0]), training[1], _transform(x_all))
         if model is not None:
             sup = model.predict(_transform(x_all))
     risk = md.combine(unsup, sup, model.n_labels if model is not None else 0)
     energy = md.unbilled_energy(f)
     value = md.expected_value(risk, energy, data.commodity, tariff)
-    return Ranking(f, ev, rule, forest, unsup, sup, risk, energy, value, model, set(exclude or ()))
+    n_out = 0 if training is None else len(training[1])
+    return Ranking(f, ev, rule, forest, unsup, sup, risk, energy, value, model, set(exclude or ()), n_out)
 
 
 def _transform(x: FloatArray) -> FloatArray:

@@ -532,6 +532,22 @@ def longest_true_span(mask: BoolArray) -> tuple[IntArray, IntArray, IntArray, Bo
 
 # ----------------------------------------------------------------------- interval energy balance
 
+
+def clean_hourly(hourly: FloatArray, factor: float = 5.0) -> tuple[FloatArray, FloatArray]:
+    """Hours above ``factor`` × the meter's 99.5th percentile hour become NaN (spikes, scale jumps).
+
+    A spike is energy recorded that the feeder never delivered; left in, it would read as a meter
+    giving energy back and blur every hourly signal. Returns the cleaned array and, per meter,
+    the number of hours removed.
+    """
+    m = hourly.shape[0]
+    top = row_quantile(hourly.reshape(m, -1), 0.995)
+    with np.errstate(invalid="ignore"):
+        spike = np.isfinite(hourly) & (hourly > factor * np.nan_to_num(top)[:, None, None]) & (top[:, None, None] > 0)
+    out = np.where(spike, np.nan, hourly)
+    return out, spike.reshape(m, -1).sum(axis=1).astype(float)
+
+
 #: Regressors per meter in the interval balance: what a tampered meter's missing energy looks like in
 #: time, built from the meter's own recorded load (see :func:`meter_regressors`).
 REGRESSORS = ("scaled", "zeroed", "clipped", "reshaped", "shortfall")
@@ -938,8 +954,9 @@ def recent_change(per_day: FloatArray, season: FloatArray, recent: int = 30, ref
     seasonal index per day. The reference is the ``reference`` days, ending at least ``gap`` days
     before the recent window, whose seasonal index is closest to the recent window's (with a year
     of data: the same weeks of the year before, or the same season at the other end of it). The
-    shift (recent − reference means, in the theft direction) is in units of the meter's own
-    day-to-day spread (a t statistic), then set against the fleet's (robust z). Returns ``(t, z)``.
+    shift (recent − reference means, in the theft direction; the level is a log) is set against
+    the fleet's shifts (robust z): real households change too, and that is the reference.
+    Returns ``(shift, z)``.
     Ongoing losses are what tonight's visits can still stop.
     """
     import warnings
@@ -961,8 +978,9 @@ def recent_change(per_day: FloatArray, season: FloatArray, recent: int = 30, ref
         sd = np.nanstd(per_day, axis=2)
     n_a = np.isfinite(per_day[:, :, rec]).sum(axis=2)
     n_b = np.isfinite(per_day[:, :, ref]).sum(axis=2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        t = (a - b) * dirs[None, :] / (sd * np.sqrt(1.0 / np.maximum(n_a, 1) + 1.0 / np.maximum(n_b, 1)))
+    # The plain shift: dividing by the meter's own spread would favour steady households over
+    # heating ones, whose days vary more with the weather; the fleet calibration follows.
+    t = (a - b) * dirs[None, :]
     t = np.where((n_a >= 7) & (n_b >= 7) & (sd > 0), t, np.nan)
     for j in range(k):
         col = t[:, j]
