@@ -28,7 +28,14 @@ def register(sub: Any) -> None:
     p.add_argument("--input", type=Path, help="consumption CSV file (default: the database)")
     p.add_argument("--format", choices=("long", "wide"), default="long", help="layout of --input (default long)")
     p.add_argument("--areas", type=Path, help="CSV meter,area[,customer_class,commodity,latitude,longitude]")
-    p.add_argument("--feeders", type=Path, help="CSV area,date,value[,technical_loss_pct]: feeder daily totals")
+    p.add_argument("--feeders", type=Path, help="CSV area,date|timestamp,value[,technical_loss_pct]: feeder totals "
+                   "at any resolution (hourly or finer adds the interval balance)")
+    p.add_argument("--columns", help="map the documented column names to your file's: "
+                   "meter=LCLid,timestamp=tstp,value=energy(kWh/hh) (wide: meter=…,flag=…)")
+    p.add_argument("--stamps", choices=("start", "end"), default="start",
+                   help="interval time stamps mark the start (default) or the end of the interval")
+    p.add_argument("--tz", help="time zone of the days and hours (and of naive time stamps), e.g. Europe/London "
+                   "(default UTC)")
     p.add_argument("--events", type=Path, help="CSV meter,timestamp,kind[,code]: meter events")
     p.add_argument("--from", dest="start", type=date.fromisoformat, help="first day (database; default: "
                    "--days before the last reading)")
@@ -115,14 +122,15 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_rank(args: argparse.Namespace, settings: Settings) -> int:
     """Rank from a file or from the database."""
-    from analytics.theft.data import TheftImportError, load_files
+    from analytics.theft.data import FileOptions, TheftImportError, load_files
     from analytics.theft.ranking import score
     from releve.cli import CommandError
 
     tariff = _tariff(args.tariff)
     if args.input is not None:
         try:
-            data = load_files(args.input, args.format, args.areas, args.feeders, args.events)
+            options = FileOptions.parse(args.columns, args.stamps, args.tz)
+            data = load_files(args.input, args.format, args.areas, args.feeders, args.events, options)
         except (OSError, TheftImportError) as exc:
             raise CommandError(str(exc)) from exc
         ranking = score(data, tariff=tariff)

@@ -48,7 +48,18 @@ def _period(conn: psycopg.Connection, start: date | None, end: date | None, days
     if row is None or row[0] is None:
         raise StoreError("no readings in the database")
     if end is None:
-        end = row[1].astimezone(UTC).date() + timedelta(days=1)
+        last = row[1].astimezone(UTC).date()
+        end = last + timedelta(days=1)
+        # A last day with fewer readings than the day before is partial (or only the spill-over of
+        # end-stamped intervals at midnight): it would read as a fleet-wide drop. Left out.
+        counts = conn.execute(
+            """SELECT coalesce(sum(n) FILTER (WHERE day = %s), 0), coalesce(sum(n) FILTER (WHERE day = %s), 0)
+               FROM daily_reading WHERE day >= %s""",
+            (row[1], row[1] - timedelta(days=1), row[1] - timedelta(days=1)),
+        ).fetchone()
+        partial = counts is not None and counts[1] > 0 and counts[0] < 0.9 * counts[1]
+        if partial and last > row[0].astimezone(UTC).date():
+            end = last
     if start is None:
         # The last ``days`` days, but not before the first reading.
         start = max(end - timedelta(days=days), row[0].astimezone(UTC).date())
@@ -150,6 +161,7 @@ def load_from_database(
         (list(INTERVAL_CHANNELS), lo, hi),
     ).fetchall()
     hourly = None
+    feeder_hourly: dict[int, FloatArray] = {}
     if interval:
         hourly = np.full((m, n_days, 24), np.nan)
         seen = np.zeros((m, n_days, 24), dtype=bool)
@@ -163,6 +175,22 @@ def load_from_database(
         no_register = ~np.isfinite(daily).any(axis=1)
         daily[no_register] = day_sum[no_register]
         hourly[~seen.all(axis=2)] = np.nan
+        # Feeders with an interval channel: hourly totals (the interval balance), and their daily
+        # sums when they have no register at all.
+        f_hourly = np.zeros((len(feeders), n_days, 24))
+        f_seen = np.zeros((len(feeders), n_days, 24), dtype=bool)
+        for mid, day, hour, value in interval:
+            k = feeder_row.get(mid)
+            j = (day - start).days
+            if k is not None and 0 <= j < n_days:
+                f_hourly[k, j, hour] = value
+                f_seen[k, j, hour] = True
+        f_full = np.asarray(f_seen.all(axis=2), dtype=bool)
+        for k in range(len(feeders)):
+            if f_full[k].sum() >= 7:
+                feeder_hourly[k] = np.where(f_full[k][:, None], f_hourly[k], np.nan)
+                if not np.isfinite(feeder_daily[k]).any():
+                    feeder_daily[k] = np.where(f_full[k], f_hourly[k].sum(axis=1), np.nan)
 
     data = TheftData(
         serials=[r[1] for r in meters], first_day=start, daily=daily,
@@ -178,6 +206,8 @@ def load_from_database(
     )
     for k, (code, _, pct) in enumerate(feeders):
         data.feeders[code] = feeder_daily[k]
+        if k in feeder_hourly:
+            data.feeders_hourly[code] = feeder_hourly[k]
         if pct is not None and float(pct) > 0:
             data.technical_loss_pct[code] = float(pct)
     for mid, ts, kind, code in conn.execute(

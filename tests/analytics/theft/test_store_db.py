@@ -167,3 +167,45 @@ def test_database_input_carries_areas_events_and_vee_findings(loaded):
     assert {e.kind for e in data.events}  # the backfill's events landed
     f = compute_features(data)
     assert f.col("estimate_streak")[k] == 14 and f.col("index_faults")[k] >= 2
+
+
+def test_bulk_outcome_import_records_good_rows_and_keeps_the_rejected(loaded, tmp_path: Path, capsys):
+    db, thieves = loaded
+    assert _run(db, "rank", "--top", "10", "--keep", "12", "--quiet") == 0
+    assert "model: ranked by the evidence rules" in capsys.readouterr().err
+    with db.connect() as conn:
+        run1 = _latest_run(conn)
+        listed = [r[0] for r in conn.execute(
+            "SELECT serial FROM theft_candidate WHERE run_id = %s ORDER BY rank", (run1,))]
+        unlisted = conn.execute("SELECT serial FROM meter WHERE serial <> ALL(%s) LIMIT 1", (listed,)).fetchone()[0]
+    visits = tmp_path / "visits.csv"
+    rows = ["meter,result,campaign,note,visited_at"]
+    for serial in listed[:6]:
+        rows.append(f'{serial},{"fraud" if serial in thieves else "nothing"},,"door, then meter",2026-04-02T22:10:00+02:00')
+    rows.append(f"{unlisted},fraud,,,")           # not on the run's list
+    rows.append(f"{listed[6]},stolen,,,")          # not a result
+    rows.append(f"{listed[7]},fraud,,,not-a-time")  # unreadable time
+    visits.write_text("\n".join(rows) + "\n")
+    assert _run(db, "outcome", "--file", str(visits), "--run", str(run1), "--campaign", "W14") == 1
+    out, err = capsys.readouterr()
+    assert "6 outcomes recorded" in out
+    assert f"visits.csv:8: meter {unlisted} is not on the list of run {run1}" in err
+    assert "visits.csv:9: result must be one of" in err and "visits.csv:10:" in err
+    rejected = (tmp_path / "visits.csv.rejected.csv").read_text().splitlines()
+    assert rejected[0] == "line,meter,run,result,campaign,reason" and len(rejected) == 4
+    with db.connect() as conn:
+        got = conn.execute(
+            "SELECT serial, result, campaign, note, visited_at FROM theft_inspection WHERE run_id = %s ORDER BY id",
+            (run1,)).fetchall()
+    assert [g[0] for g in got] == listed[:6]
+    assert all(g[2] == "W14" and g[3] == "door, then meter" for g in got)
+    assert got[0][4] == datetime(2026, 4, 2, 20, 10, tzinfo=UTC)
+    # A file that cannot be read at all is an error that names it; nothing more is recorded.
+    bad = tmp_path / "bad.csv"
+    bad.write_text("serial,outcome\nx,y\n")
+    with pytest.raises(CommandError, match=r"bad.csv:1: missing column\(s\) meter, result"):
+        _run(db, "outcome", "--file", str(bad), "--run", str(run1))
+    assert _run(db, "report") == 0
+    report = capsys.readouterr().out
+    frauds = sum(s in thieves for s in listed[:6])
+    assert "next ranking:" in report and (f"{frauds} fraud" in report)
