@@ -94,6 +94,8 @@ def evidence(f: Features) -> Evidence:
     no_feeder = ~has_bal & ~has_iv
     profile = np.where(no_feeder, profile * (0.3 + 0.7 * change), profile)
     drop = np.where(no_feeder, drop * (0.4 + 0.6 * change), drop)
+    # With a daily feeder, a change counts as far as the balance confirms it, like the drop.
+    change = np.where(has_bal & ~has_iv, change * (confirm - 0.15), change)
     drop, zero, profile, change = drop * gate, zero * gate, profile * gate, change * gate
     values = np.column_stack([drop, zero, profile, event, reverse, peer, silence, vee, interval, change])
     return Evidence(EVIDENCE, values)
