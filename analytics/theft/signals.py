@@ -668,7 +668,7 @@ def robust_var(x: FloatArray) -> float:
 
 def interval_balance(
     feeder: FloatArray, hourly: FloatArray, area_of: IntArray, weekday: IntArray, window: int = 28,
-    min_f: float = 30.0,
+    min_f: float = 15.0,
 ) -> IntervalBalance:
     """Attribute each area's hourly feeder residual to the meters whose shortfall matches it in time.
 
@@ -684,7 +684,8 @@ def interval_balance(
 
     The two are fitted in turn (block coordinate descent, three rounds). Per meter and window, the
     sum of squares its terms explain over the robust variance of what is left is its strength;
-    windows where it exceeds ``min_f`` count as windows where it took energy. No drop is needed
+    windows where it exceeds ``min_f`` count as windows where it took energy, and only their
+    attributed energy makes its ``share`` (noise windows leave crumbs on honest meters). No drop is needed
     first: a meter stealing since the first hour has its missing energy in the residual from the
     start. An honest meter explains nothing the feeder did not also deliver; vacancies and new
     appliances show at the feeder too and leave the residual alone.
@@ -734,7 +735,6 @@ def interval_balance(
         tech = np.column_stack([np.ones(n_rows), load**2])
         cand = (g[rows][:, :, tt] / scale).reshape(rows.size * k, n_rows)  # candidates × rows
         blocks = [np.flatnonzero(win == w) for w in range(int(win.max()) + 1)]
-        [np.where((cand[:, b] ** 2).sum(axis=1) > 0, (cand[:, b] ** 2).sum(axis=1), np.inf) for b in blocks]
         # Block coordinate descent: the technical pair over the whole period, then every window's
         # meter coefficients (non-negative least squares over all the area's meters at once, so
         # that collinear households share nothing they do not explain), three times over.
@@ -781,13 +781,20 @@ def interval_balance(
                 if gain <= 0:
                     continue
                 strength[i] += gain / sigma2
-                moved[i] += float(np.abs(contrib).sum()) * scale
-                if gain / sigma2 >= min_f:
+                if gain / sigma2 >= min_f:  # energy only from windows where the meter stands out of the noise
+                    moved[i] += float(np.abs(contrib).sum()) * scale
                     windows[i] += 1
                     day0 = int(tt[b[0]] // h)
                     first_day[i] = day0 if first_day[i] < 0 else min(int(first_day[i]), day0)
                 np.add.at(attributed[i], tt[b] // h, contrib * scale)
-    share = np.where(own > 0, moved / np.maximum(own, 1e-9), 0.0)
+    # A meter that records almost nothing would get a huge share from a crumb of noise: its energy
+    # is floored at a quarter of its area's typical meter.
+    floor = np.zeros(m)
+    for a in range(n_areas):
+        rows = np.flatnonzero(area_of == a)
+        if rows.size:
+            floor[rows] = 0.25 * float(np.median(own[rows]))
+    share = np.where(own > 0, moved / np.maximum(np.maximum(own, floor), 1e-9), 0.0)
     kind = np.where(per_kind.max(axis=1) > 0, per_kind.argmax(axis=1), -1).astype(np.int64)
     return IntervalBalance(attributed, strength, share, kind, windows, first_day, technical, residual_out)
 
