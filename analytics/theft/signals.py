@@ -801,38 +801,16 @@ def interval_balance(
 
 # ------------------------------------------------------------------- change tests on own series
 
-#: Weekly statistics of a meter's own series tested for a change, and the direction theft moves
-#: each: −1 down, +1 up.
+#: Daily statistics of a meter's own series tested for a recent change (:func:`recent_change`), and
+#: the direction theft moves each: −1 down, +1 up.
 CHANGE_STATS: dict[str, int] = {
-    "level": -1,        # mean day total (log; the season is the fleet's, in the test)
+    "level": -1,        # day total (log; the season is matched by the test's reference days)
     "zeros": +1,        # share of hours recorded as zero while the meter reported
     "clipped": +1,      # share of hours at the meter's own ceiling (within 3 % of its 99.5th percentile)
     "spread": -1,       # within-day spread (std / mean of the hours): flattened days
     "smooth": -1,       # hour-to-hour correlation within the day: random per-interval scaling breaks it
     "shape": -1,        # correlation of the day with the meter's usual shape: reversed or reshaped days
 }
-
-
-@dataclass
-class Change:
-    """Before / after (or during / outside) tests on weekly statistics, calibrated on the fleet.
-
-    ``t`` (meters × statistics, :data:`CHANGE_STATS` order) is the largest shift of a run of weeks
-    against the other weeks in the theft direction, in units of the meter's own week-to-week
-    variability (a t statistic); ``z`` that t against the fleet (robust z: the median meter is
-    honest, and real households change their habits too); ``start``/``end`` (meters × statistics)
-    the run's first and last day (exclusive).
-    """
-
-    t: FloatArray
-    z: FloatArray
-    start: IntArray
-    end: IntArray
-
-    def best(self) -> tuple[FloatArray, IntArray]:
-        """Per meter, the highest z and the statistic it belongs to."""
-        k = np.nan_to_num(self.z, nan=-np.inf).argmax(axis=1)
-        return np.take_along_axis(np.nan_to_num(self.z), k[:, None], axis=1)[:, 0], k.astype(np.int64)
 
 
 def daily_stats(hourly: FloatArray | None, daily: FloatArray, weekday: IntArray) -> FloatArray:
@@ -861,96 +839,6 @@ def daily_stats(hourly: FloatArray | None, daily: FloatArray, weekday: IntArray)
             den = np.sqrt((u**2).sum(axis=2) * (c**2).sum(axis=2))
             per_day[:, 5] = np.where(ok & (den > 0), (u * c).sum(axis=2) / np.where(den > 0, den, 1.0), np.nan)
     return per_day
-
-
-def weekly_stats(hourly: FloatArray | None, daily: FloatArray, weekday: IntArray) -> FloatArray:
-    """Meters × statistics × weeks (NaN where a week has under 4 days of data)."""
-    m, d = daily.shape
-    n_w = d // 7
-    per_day = daily_stats(hourly, daily, weekday)
-    wk = per_day[:, :, : n_w * 7].reshape(m, len(CHANGE_STATS), n_w, 7)
-    n = np.isfinite(wk).sum(axis=3)
-    s = np.nansum(wk, axis=3)
-    return np.where(n >= 4, s / np.maximum(n, 1), np.nan)
-
-
-def change_tests(weekly: FloatArray, min_weeks: int = 8, lead_weeks: int = 3, ongoing_only: bool = False
-                 ) -> Change:
-    """The largest shift of a run of weeks against the rest, per meter and statistic, and its fleet z.
-
-    ``weekly`` is meters × statistics × weeks (:func:`weekly_stats`). Season, holidays and weather
-    move every household, but not equally (electric heating follows the winter harder), so each
-    run of at least ``min_weeks`` weeks is tested in a regression of the meter's weekly statistic
-    on the fleet's weekly median (its own sensitivity to the season) plus the run: the run's
-    coefficient, in the theft direction, over its standard error. The noise is the meter's own
-    week-to-week spread (median absolute difference of consecutive weeks, against the fleet, so a
-    single change does not inflate it). The t of the best run is then set against the fleet's
-    (robust z): real households change their habits too, and that is the reference.
-
-    Runs last at least ``min_weeks`` weeks (a holiday of two or three weeks is not a theft) and
-    start after ``lead_weeks`` weeks (a run at the very start is more often the household before a
-    new appliance or occupant than a theft that stopped).
-    """
-    import warnings
-
-    m, k, n_w = weekly.shape
-    dirs = np.array(list(CHANGE_STATS.values()), dtype=float)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        fleet = np.nan_to_num(np.nanmedian(weekly, axis=0))  # k × weeks
-        diff = np.abs(np.diff(weekly - fleet[None], axis=2))
-        spread = 1.4826 * np.nanmedian(diff, axis=2) / np.sqrt(2.0)
-    spread = np.where(np.isfinite(spread) & (spread > 0), spread, np.inf)
-    ok = np.isfinite(weekly)
-    y = np.where(ok, weekly, 0.0)
-    f = np.where(ok, fleet[None], 0.0)
-    okf = ok.astype(float)
-
-    def cum(a: FloatArray) -> FloatArray:
-        return np.concatenate([np.zeros((m, k, 1)), np.cumsum(a, axis=2)], axis=2)
-
-    c_n, c_f, c_ff, c_y, c_fy = cum(okf), cum(f), cum(f * f), cum(y), cum(f * y)
-    t_n, t_f, t_ff, t_y, t_fy = (c[:, :, -1] for c in (c_n, c_f, c_ff, c_y, c_fy))
-    best = np.full((m, k), -np.inf)
-    b0 = np.zeros((m, k), dtype=np.int64)
-    b1 = np.zeros((m, k), dtype=np.int64)
-    for i0 in range(lead_weeks, n_w - min_weeks + 1):
-        for i1 in ([n_w] if ongoing_only else range(i0 + min_weeks, n_w + 1)):
-            ns = c_n[:, :, i1] - c_n[:, :, i0]
-            nf = c_f[:, :, i1] - c_f[:, :, i0]
-            ny = c_y[:, :, i1] - c_y[:, :, i0]
-            good = (ns >= min_weeks // 2 + 1) & (t_n - ns >= 4)
-            mat = np.stack([
-                np.stack([t_n, t_f, ns], axis=-1),
-                np.stack([t_f, t_ff, nf], axis=-1),
-                np.stack([ns, nf, ns], axis=-1),
-            ], axis=-2)
-            mat = mat + np.eye(3) * 1e-9
-            rhs = np.stack([t_y, t_fy, ny], axis=-1)
-            try:
-                inv = np.linalg.inv(mat)
-            except np.linalg.LinAlgError:
-                continue
-            coef = np.einsum("mkij,mkj->mki", inv, rhs)
-            se = spread * np.sqrt(np.clip(inv[:, :, 2, 2], 1e-12, None))
-            with np.errstate(invalid="ignore", divide="ignore"):
-                t = coef[:, :, 2] * dirs[None, :] / se
-            t = np.where(good & np.isfinite(t), t, -np.inf)
-            better = t > best
-            best = np.where(better, t, best)
-            b0 = np.where(better, i0, b0)
-            b1 = np.where(better, i1, b1)
-    best = np.where(np.isfinite(best), best, 0.0)
-    z = np.zeros((m, k))
-    for j in range(k):
-        col = best[:, j]
-        live = np.isfinite(spread[:, j]) & (c_n[:, j, -1] >= 8)
-        if live.sum() < 5:
-            continue
-        med = float(np.median(col[live]))
-        mad = 1.4826 * float(np.median(np.abs(col[live] - med))) + 1e-6
-        z[:, j] = np.where(live, (col - med) / mad, 0.0)
-    return Change(best, z, (b0 * 7).astype(np.int64), (b1 * 7).astype(np.int64))
 
 
 def recent_change(per_day: FloatArray, season: FloatArray, recent: int = 30, reference: int = 45,

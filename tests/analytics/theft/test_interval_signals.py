@@ -132,15 +132,3 @@ def test_recent_change_stands_out_of_the_fleet_not_of_a_steady_household():
     assert z[1, spread] > 4 and z[1, spread] == z[:, spread].max()
     assert z[2].max() < 4  # the season moves the heating home more, but it is the same season both times
     assert np.median(np.abs(z[3:, level])) < 1.5
-
-
-def test_change_tests_find_a_run_of_low_weeks_against_the_fleet():
-    d = 280
-    h = households(30, d, seed=12)
-    h[0, 100:200] *= 0.4
-    daily = h.sum(axis=2)
-    wk = sg.weekly_stats(h, daily, np.arange(d) % 7)
-    ch = sg.change_tests(wk)
-    best, stat = ch.best()
-    assert best[0] == best.max() and list(sg.CHANGE_STATS)[stat[0]] == "level"
-    assert 84 <= ch.start[0, 0] <= 112 and 189 <= ch.end[0, 0] <= 210
