@@ -66,6 +66,9 @@ class Features:
     events_by_meter: dict[int, list[tuple[Event, float, float]]] = field(default_factory=dict)
     matched_energy: FloatArray | None = None
     interval: sg.IntervalBalance | None = None
+    interval_areas: list[str] = field(default_factory=list)
+    recent_shift: FloatArray | None = None
+    recent_z: FloatArray | None = None
     reverse_energy: FloatArray | None = None
 
     def col(self, name: str) -> FloatArray:
@@ -157,7 +160,7 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
 
     per_day = sg.daily_stats(hourly, values, data.weekdays())
     fleet_season = np.nanmedian(season, axis=0)
-    _, recent_z = sg.recent_change(per_day, fleet_season)
+    recent_shift, recent_z = sg.recent_change(per_day, fleet_season)
     recent_level_z = recent_z[:, 0]
     recent_shape_z = recent_z[:, 1:].max(axis=1) if hourly is not None else np.zeros(m)
 
@@ -206,5 +209,6 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
     return Features(
         data=data, names=FEATURES, X=x, cleaned=cleaned, season=season, drop=drop, profile=profile,
         balance=balance, area_names=area_names, area_of=area_of, events_by_meter=events_by_meter,
-        matched_energy=matched, reverse_energy=reverse_energy, interval=interval,
+        matched_energy=matched, reverse_energy=reverse_energy, interval=interval, interval_areas=hourly_areas,
+        recent_shift=recent_shift, recent_z=recent_z,
     )

@@ -684,8 +684,8 @@ def interval_balance(
 
     The two are fitted in turn (block coordinate descent, three rounds). Per meter and window, the
     sum of squares its terms explain over the robust variance of what is left is its strength;
-    windows where it exceeds ``min_f`` count as windows where it took energy, and only their
-    attributed energy makes its ``share`` (noise windows leave crumbs on honest meters). No drop is needed
+    only the windows where it exceeds ``min_f`` make its ``share`` (noise windows leave crumbs on
+    honest meters); those above 4 × ``min_f`` are the ``windows`` a reason names. No drop is needed
     first: a meter stealing since the first hour has its missing energy in the residual from the
     start. An honest meter explains nothing the feeder did not also deliver; vacancies and new
     appliances show at the feeder too and leave the residual alone.
@@ -783,6 +783,7 @@ def interval_balance(
                 strength[i] += gain / sigma2
                 if gain / sigma2 >= min_f:  # energy only from windows where the meter stands out of the noise
                     moved[i] += float(np.abs(contrib).sum()) * scale
+                if gain / sigma2 >= 4 * min_f:  # the windows a reason names: clearly taken
                     windows[i] += 1
                     day0 = int(tt[b[0]] // h)
                     first_day[i] = day0 if first_day[i] < 0 else min(int(first_day[i]), day0)

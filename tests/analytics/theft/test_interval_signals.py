@@ -132,3 +132,33 @@ def test_recent_change_stands_out_of_the_fleet_not_of_a_steady_household():
     assert z[1, spread] > 4 and z[1, spread] == z[:, spread].max()
     assert z[2].max() < 4  # the season moves the heating home more, but it is the same season both times
     assert np.median(np.abs(z[3:, level])) < 1.5
+
+
+def test_ranking_with_hourly_feeders_lists_the_thief_first_and_says_why():
+    from datetime import date
+
+    from analytics.theft.data import TheftData
+    from analytics.theft.ranking import score
+
+    d = 112
+    true = np.concatenate([households(12, d, seed=20), households(12, d, seed=21)])
+    recorded = true.copy()
+    recorded[3] *= 0.5  # area A, from the first day
+    recorded[17, 56:] = np.where(true[17, 56:] < np.quantile(true[17], 0.6), 0.0, true[17, 56:])  # area B
+    true[20, 30:70] = 0.03  # area B: a vacancy, the feeder delivered less too
+    recorded[20] = true[20]
+    data = TheftData.blank([f"M{i:02d}" for i in range(24)], date(2026, 1, 5), recorded.sum(axis=2))
+    data.hourly = recorded
+    data.area = np.array(["A"] * 12 + ["B"] * 12, dtype=object)
+    for k, code in enumerate("AB"):
+        feeder, _ = feeder_of(true[12 * k:12 * (k + 1)], seed=22 + k)
+        data.feeders[code] = feeder.sum(axis=1)
+        data.feeders_hourly[code] = feeder
+    r = score(data)
+    top = [c.meter for c in r.candidates(2)]
+    assert set(top) == {"M03", "M17"}
+    first = r.candidates(1)[0]
+    assert first.signal == "balance"
+    assert "hourly feeder balance puts" in first.reasons[0] and "kWh of unexplained loss" in first.reasons[0]
+    assert first.evidence["interval_balance"]["area"] in ("A", "B")
+    assert r.risk[20] < r.risk[[3, 17]].min()
