@@ -162,7 +162,7 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
     fleet_season = np.nanmedian(season, axis=0)
     recent_shift, recent_z = sg.recent_change(per_day, fleet_season)
     recent_level_z = recent_z[:, 0]
-    recent_shape_z = recent_z[:, 1:].max(axis=1) if hourly is not None else np.zeros(m)
+    recent_shape_z = recent_z[:, 1:].max(axis=1) if recent_z.shape[1] > 1 else np.zeros(m)
 
     peer_groups = _codes(np.array([f"{c}|{k}|{a}" for c, k, a in
                                    zip(data.commodity, data.customer_class, data.area, strict=True)]))

@@ -330,7 +330,7 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
                 "residual": _series(ib.residual[row, lo:hi]) if row >= 0 else None,
             }
         elif name == "change" and f.recent_shift is not None and f.recent_z is not None:
-            names = list(sg.CHANGE_STATS)
+            names = list(sg.CHANGE_STATS)[: f.recent_z.shape[1]]
             z = f.recent_z[i]
             j = int(np.argmax(np.where(np.arange(len(names)) == 0, z, 0.3 * z)))
             if names[j] == "level":

@@ -815,9 +815,12 @@ CHANGE_STATS: dict[str, int] = {
 
 
 def daily_stats(hourly: FloatArray | None, daily: FloatArray, weekday: IntArray) -> FloatArray:
-    """Meters × statistics (:data:`CHANGE_STATS`) × days (NaN where the day is incomplete)."""
+    """Meters × statistics (:data:`CHANGE_STATS`) × days (NaN where the day is incomplete).
+
+    Without interval data only the level is known: meters × 1 × days.
+    """
     m, d = daily.shape
-    per_day = np.full((m, len(CHANGE_STATS), d), np.nan)
+    per_day = np.full((m, len(CHANGE_STATS) if hourly is not None else 1, d), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         per_day[:, 0] = np.log(np.maximum(daily, 1e-3))
         if hourly is not None:
@@ -858,7 +861,7 @@ def recent_change(per_day: FloatArray, season: FloatArray, recent: int = 30, ref
     import warnings
 
     m, k, d = per_day.shape
-    dirs = np.array(list(CHANGE_STATS.values()), dtype=float)
+    dirs = np.array(list(CHANGE_STATS.values())[:k], dtype=float)
     t = np.zeros((m, k))
     z = np.zeros((m, k))
     if d < recent + gap + 14:
