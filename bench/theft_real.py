@@ -22,10 +22,10 @@ over them, ±8 % noise) + meter noise; the meters record the (attacked) load.
 Scenarios: (1) interval feeder totals, attacks from day 45–300; (2) the same without feeders;
 (3) every thief steals from the first day (the attack kinds above, as they were from the start), with
 interval feeders. Printed per attack type and overall: precision@k (k = thieves), MAP@100, ROC AUC,
-for Relevé (``analytics.theft.ranking.score``, the function ``releve theft rank`` calls, on the
-arrays its long-file loader builds) and for two baselines in the same run: (a) relative drop, mean of
-the last 30 days against the first 45; (b) coefficient of variation of the daily totals, highest
-first. Then learning from visits: outcomes of the top 20 re-rank the rest (MAP@100 before → after).
+for Relevé (``analytics.theft.ranking.score``, the function ``releve theft rank`` calls, on
+arrays laid out as its long-file reader lays them out, incomplete days left out; not through the
+database nor the CSV parser) and for two baselines in the same run: (a) relative drop, mean of the
+last 30 days against the first 45; (b) coefficient of variation of the daily totals, highest first. Then learning from visits: outcomes of the top 20 re-rank the rest (MAP@100 before → after).
 """
 
 from __future__ import annotations
@@ -240,7 +240,10 @@ def build_case(ids: list[str], load: np.ndarray, seed: int, scenario: str) -> Ca
 
 
 def to_theft_data(case: Case) -> TheftData:
-    """The arrays ``read_long`` (+ ``--areas``, ``--feeders``) builds from such files: days, hours, feeders."""
+    """Arrays laid out as ``read_long`` (+ ``--areas``, ``--feeders``) lays them out: days, hours, feeders.
+
+    Days with a missing half-hour are left out (NaN) rather than summed short.
+    """
     m = case.recorded.shape[0]
     hh = case.recorded.reshape(m, DAYS, 24, 2)
     hourly = np.where(np.isfinite(hh).all(axis=3), hh.sum(axis=3), np.nan)
