@@ -209,3 +209,27 @@ def test_bulk_outcome_import_records_good_rows_and_keeps_the_rejected(loaded, tm
     report = capsys.readouterr().out
     frauds = sum(s in thieves for s in listed[:6])
     assert "next ranking:" in report and (f"{frauds} fraud" in report)
+
+
+def test_default_period_leaves_out_a_partial_last_day(loaded):
+    from datetime import timedelta
+
+    from analytics.theft.store import load_from_database
+
+    db, _ = loaded
+    with db.connect() as conn:
+        before = load_from_database(conn)
+        last = before.first_day + timedelta(days=before.n_days - 1)
+        spill = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1, minutes=15)
+        # One meter's end-stamped interval spills a quarter of an hour into the next day.
+        conn.execute("SELECT ensure_reading_partitions(%s, %s)", (spill, spill + timedelta(days=1)))
+        conn.execute(
+            """INSERT INTO reading SELECT r.meter_id, r.channel_id, %s, r.value, r.unit_id, r.source_id,
+                      r.read_type_id, r.quality, r.received_at, r.batch_id
+               FROM reading r JOIN channel c ON c.id = r.channel_id
+               WHERE c.code = '1-0:1.29.0' ORDER BY r.ts DESC LIMIT 1""", (spill,))
+        conn.execute("CALL refresh_daily_reading(%s, %s)", (spill, spill))
+        after = load_from_database(conn)
+        explicit = load_from_database(conn, end=last + timedelta(days=2))
+    assert (after.first_day, after.n_days) == (before.first_day, before.n_days)
+    assert explicit.n_days == before.n_days + 1  # asked for: the partial day is there
