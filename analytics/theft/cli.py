@@ -28,7 +28,14 @@ def register(sub: Any) -> None:
     p.add_argument("--input", type=Path, help="consumption CSV file (default: the database)")
     p.add_argument("--format", choices=("long", "wide"), default="long", help="layout of --input (default long)")
     p.add_argument("--areas", type=Path, help="CSV meter,area[,customer_class,commodity,latitude,longitude]")
-    p.add_argument("--feeders", type=Path, help="CSV area,date,value[,technical_loss_pct]: feeder daily totals")
+    p.add_argument("--feeders", type=Path, help="CSV area,date|timestamp,value[,technical_loss_pct]: feeder totals "
+                   "at any resolution (hourly or finer adds the interval balance)")
+    p.add_argument("--columns", help="map the documented column names to your file's: "
+                   "meter=LCLid,timestamp=tstp,value=energy(kWh/hh) (wide: meter=…,flag=…)")
+    p.add_argument("--stamps", choices=("start", "end"), default="start",
+                   help="interval time stamps mark the start (default) or the end of the interval")
+    p.add_argument("--tz", help="time zone of the days and hours (and of naive time stamps), e.g. Europe/London "
+                   "(default UTC)")
     p.add_argument("--events", type=Path, help="CSV meter,timestamp,kind[,code]: meter events")
     p.add_argument("--from", dest="start", type=date.fromisoformat, help="first day (database; default: "
                    "--days before the last reading)")
@@ -48,10 +55,17 @@ def register(sub: Any) -> None:
     _list_options(p)
     p.set_defaults(func=cmd_list)
 
-    p = theft.add_parser("outcome", help="record what an inspection found for a meter on a run's list")
-    p.add_argument("--run", type=int, required=True, help="run id the meter was listed on")
-    p.add_argument("--meter", required=True, help="meter serial")
-    p.add_argument("--result", required=True, choices=("fraud", "meter_fault", "nothing", "no_access"))
+    p = theft.add_parser(
+        "outcome", help="record what inspections found for meters on a run's list (one, or a file of visits)",
+        description="One visit: --run, --meter, --result. Many: --file visits.csv with columns "
+        "meter,result[,run,campaign,note,visited_at] (--run / --campaign fill missing cells). Rows that cannot "
+        "be recorded are listed on stderr and kept in <file>.rejected.csv; the others are recorded (exit 1 when "
+        "any was rejected).",
+    )
+    p.add_argument("--file", type=Path, help="CSV of visits: meter,result[,run,campaign,note,visited_at]")
+    p.add_argument("--run", type=int, help="run id the meter was listed on (default for --file rows)")
+    p.add_argument("--meter", help="meter serial")
+    p.add_argument("--result", choices=("fraud", "meter_fault", "nothing", "no_access"))
     p.add_argument("--campaign", default="", help="inspection campaign (e.g. 2026-W11-night)")
     p.add_argument("--note", default="", help="free text")
     p.set_defaults(func=cmd_outcome)
@@ -108,19 +122,21 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_rank(args: argparse.Namespace, settings: Settings) -> int:
     """Rank from a file or from the database."""
-    from analytics.theft.data import TheftImportError, load_files
+    from analytics.theft.data import FileOptions, TheftImportError, load_files
     from analytics.theft.ranking import score
     from releve.cli import CommandError
 
     tariff = _tariff(args.tariff)
     if args.input is not None:
         try:
-            data = load_files(args.input, args.format, args.areas, args.feeders, args.events)
+            options = FileOptions.parse(args.columns, args.stamps, args.tz)
+            data = load_files(args.input, args.format, args.areas, args.feeders, args.events, options)
         except (OSError, TheftImportError) as exc:
             raise CommandError(str(exc)) from exc
         ranking = score(data, tariff=tariff)
         cands = ranking.candidates(args.top, by=args.order, **_filters(args))
         _emit(args, cands)
+        print(f"model: {ranking.model_note()}", file=sys.stderr)
         if data.flags is not None and data.flags.any():
             _print_flag_check(ranking, data.flags)
         return 0
@@ -140,6 +156,7 @@ def cmd_rank(args: argparse.Namespace, settings: Settings) -> int:
         data = result.data
         print(f"run {result.run_id}: {len(result.candidates)} candidates stored ({data.n_meters} meters, "
               f"{data.first_day} + {data.n_days} days, model {result.model})")
+    print(f"model: {result.note}", file=sys.stderr)
     return 0
 
 
@@ -184,6 +201,26 @@ def cmd_outcome(args: argparse.Namespace, settings: Settings) -> int:
     from analytics.theft import store
     from releve.cli import CommandError
 
+    if args.file is not None:
+        if args.meter or args.result:
+            raise CommandError("--file records many visits: give --meter / --result in the file, not here")
+        try:
+            rows, bad = store.read_outcomes(args.file, args.run, args.campaign)
+            n, rejected = store.record_outcomes(settings, _url(settings), rows)
+        except store.StoreError as exc:
+            raise CommandError(str(exc)) from exc
+        bad = sorted(bad + rejected, key=lambda b: b.line)
+        print(f"{n} outcomes recorded from {args.file}")
+        if bad:
+            for b in bad:
+                print(f"{args.file}:{b.line}: {b.reason}", file=sys.stderr)
+            dead = args.file.with_name(args.file.name + ".rejected.csv")
+            store.write_rejected(dead, bad)
+            print(f"{len(bad)} rows rejected, kept in {dead}", file=sys.stderr)
+            return 1
+        return 0
+    if args.run is None or not args.meter or not args.result:
+        raise CommandError("give --run, --meter and --result (or --file visits.csv)")
     try:
         ident = store.record_outcome(settings, _url(settings), args.run, args.meter, args.result, args.campaign,
                                      args.note)
@@ -196,14 +233,27 @@ def cmd_outcome(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     """Hit rate per campaign."""
+    from analytics.theft import model as md
     from analytics.theft import store
     from releve.db import connect, reader_role
 
     with connect(_url(settings), role=reader_role(settings)) as conn:
         report = store.campaign_report(conn)
+        labels = store.training_labels(conn)
+    pos = int(labels.y.sum())
+    neg = len(labels.y) - pos
+    if pos >= md.MIN_PER_CLASS and neg >= md.MIN_PER_CLASS:
+        nxt = f"calibrated logistic regression on {len(labels.y)} outcomes ({pos} fraud, {neg} not)"
+    elif pos >= md.MIN_PU_POSITIVES:
+        nxt = (f"positive-unlabelled logistic regression on {len(labels.y)} outcomes ({pos} fraud, {neg} not; "
+               f"{md.MIN_PER_CLASS} of each class for the calibrated one)")
+    else:
+        nxt = (f"evidence rules and isolation forest only ({pos} fraud outcomes; a model needs "
+               f"{md.MIN_PU_POSITIVES})")
     if args.json:
         print(json.dumps(report, default=str))
         return 0
+    print(f"next ranking: {nxt}")
     if not report:
         print("no inspections recorded")
         return 0

@@ -24,8 +24,9 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
@@ -54,7 +55,8 @@ class TheftData:
     ``daily`` is recorded consumption per day (NaN: no data); ``cumulative`` says it comes from
     register advances, so a value after silent days may hold their catch-up. ``export`` is the
     export / reverse register's daily advance, ``hourly`` meters × days × 24 when interval data
-    exists. ``feeders`` maps an area to its feeder / bulk meter's daily total.
+    exists. ``feeders`` maps an area to its feeder / bulk meter's daily total, ``feeders_hourly``
+    to its hourly totals (days × 24) when the feeder has interval data.
     """
 
     serials: list[str]
@@ -72,6 +74,7 @@ class TheftData:
     hourly: FloatArray | None = None
     events: list[Event] = field(default_factory=list)
     feeders: dict[str, FloatArray] = field(default_factory=dict)
+    feeders_hourly: dict[str, FloatArray] = field(default_factory=dict)
     technical_loss_pct: dict[str, float] = field(default_factory=dict)
     vee_exceptions: np.ndarray | None = None
     estimate_streak: np.ndarray | None = None
@@ -126,13 +129,60 @@ def register_advance(last: FloatArray, initial: FloatArray | None = None) -> Flo
     return np.where(ok, last - prev, np.nan)
 
 
-def parse_ts(text: str) -> datetime:
-    """An ISO 8601 instant; naive means UTC."""
+@dataclass
+class FileOptions:
+    """How a utility's files are laid out.
+
+    ``columns`` maps the documented column names (``meter``, ``timestamp``, ``value``, ``flag``,
+    ``area``, ``date``…) to the file's own (``{"meter": "LCLid", "timestamp": "tstp"}``);
+    ``stamps`` says whether an interval's time stamp is its ``start`` (default) or its ``end``
+    (an end-stamped 00:00 value belongs to the day before); ``tz`` is the zone whose days and
+    hours the data is summed into, and in which naive time stamps are read (default UTC).
+    """
+
+    columns: dict[str, str] = field(default_factory=dict)
+    stamps: str = "start"
+    tz: tzinfo | None = None
+
+    @classmethod
+    def parse(cls, columns: str | None = None, stamps: str = "start", tz: str | None = None) -> FileOptions:
+        """From the command line: ``meter=LCLid,timestamp=tstp``, ``start|end``, an IANA zone name."""
+        mapping: dict[str, str] = {}
+        for part in (columns or "").split(","):
+            if not part.strip():
+                continue
+            name, sep, theirs = part.partition("=")
+            if not sep or not name.strip() or not theirs.strip():
+                raise TheftImportError(f"--columns: {part!r} is not NAME=COLUMN (e.g. meter=LCLid)")
+            mapping[name.strip()] = theirs.strip()
+        if stamps not in ("start", "end"):
+            raise TheftImportError(f"--stamps must be start or end, not {stamps!r}")
+        zone: tzinfo | None = None
+        if tz:
+            try:
+                zone = ZoneInfo(tz)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise TheftImportError(f"--tz: unknown time zone {tz!r}") from exc
+        return cls(mapping, stamps, zone)
+
+    def local(self, text: str) -> datetime:
+        """A time stamp as the local instant its interval falls in (end stamps moved back one second)."""
+        ts = parse_ts(text, self.tz)
+        if self.stamps == "end":
+            ts = ts - timedelta(seconds=1)
+        return ts.astimezone(self.tz or UTC)
+
+
+DEFAULT_OPTIONS = FileOptions()
+
+
+def parse_ts(text: str, tz: tzinfo | None = None) -> datetime:
+    """An ISO 8601 instant; naive means UTC, or local time in ``tz`` when given."""
     text = text.strip()
     if text.endswith("Z"):
         text = text[:-1] + "+00:00"
     ts = datetime.fromisoformat(text)
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    return ts.replace(tzinfo=tz or UTC).astimezone(UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 def parse_day(text: str) -> date:
@@ -145,8 +195,12 @@ def parse_day(text: str) -> date:
     return parse_ts(text).date()
 
 
-def _reader(path: Path, required: tuple[str, ...]) -> tuple[list[str], Iterator[list[str]]]:
-    """The header and an iterator over the remaining rows (the file closes when they run out)."""
+def _reader(path: Path, required: tuple[str, ...], columns: dict[str, str] | None = None
+            ) -> tuple[list[str], Iterator[list[str]]]:
+    """The header and an iterator over the remaining rows (the file closes when they run out).
+
+    ``columns`` maps documented names to the file's own: the header comes back in documented names.
+    """
     try:
         fh = path.open(newline="", encoding="utf-8-sig")
     except OSError as exc:
@@ -157,10 +211,13 @@ def _reader(path: Path, required: tuple[str, ...]) -> tuple[list[str], Iterator[
     except StopIteration as exc:
         fh.close()
         raise TheftImportError(f"{path}: empty file") from exc
+    theirs = {v: k for k, v in (columns or {}).items()}
+    header = [theirs.get(h, h) for h in header]
     missing = [c for c in required if c not in header]
     if missing:
         fh.close()
-        raise TheftImportError(f"{path}:1: missing column(s) {', '.join(missing)} (header: {','.join(header)})")
+        hint = " (map yours with --columns NAME=COLUMN)" if columns is not None else ""
+        raise TheftImportError(f"{path}:1: missing column(s) {', '.join(missing)} (header: {','.join(header)}){hint}")
 
     def rows() -> Iterator[list[str]]:
         with fh:
@@ -169,10 +226,14 @@ def _reader(path: Path, required: tuple[str, ...]) -> tuple[list[str], Iterator[
     return header, rows()
 
 
-def read_long(path: Path) -> TheftData:
-    """Interval (or daily) consumption in long format ``meter,timestamp,value``."""
+def read_long(path: Path, options: FileOptions = DEFAULT_OPTIONS) -> TheftData:
+    """Interval (or daily) consumption in long format ``meter,timestamp,value``.
+
+    Days and hours are those of ``options.tz`` (UTC by default); an end-stamped interval counts in
+    the hour (and day) it covers.
+    """
     path = Path(path)
-    header, reader = _reader(path, ("meter", "timestamp", "value"))
+    header, reader = _reader(path, ("meter", "timestamp", "value"), options.columns)
     im, it, iv = header.index("meter"), header.index("timestamp"), header.index("value")
     meters: dict[str, int] = {}
     rows_m: list[int] = []
@@ -183,7 +244,7 @@ def read_long(path: Path) -> TheftData:
         if not row or all(not c.strip() for c in row):
             continue
         try:
-            ts = parse_ts(row[it])
+            ts = options.local(row[it])
             value = float(row[iv]) if row[iv].strip() else float("nan")
         except (ValueError, IndexError) as exc:
             raise TheftImportError(f"{path}:{line}: {exc}") from exc
@@ -220,10 +281,16 @@ def read_long(path: Path) -> TheftData:
     return data
 
 
-def read_wide(path: Path) -> TheftData:
-    """Daily consumption in the SGCC wide layout ``CONS_NO,FLAG,<day>,<day>,…``."""
+def read_wide(path: Path, options: FileOptions = DEFAULT_OPTIONS) -> TheftData:
+    """Daily consumption in the SGCC wide layout ``CONS_NO,FLAG,<day>,<day>,…``.
+
+    With ``--columns meter=…,flag=…`` the meter and flag columns may have other names.
+    """
     path = Path(path)
-    header, reader = _reader(path, ("CONS_NO",))
+    columns = dict(options.columns)
+    columns.setdefault("CONS_NO", columns.pop("meter", "CONS_NO"))
+    columns.setdefault("FLAG", columns.pop("flag", "FLAG"))
+    header, reader = _reader(path, ("CONS_NO",), columns)
     id_col = header.index("CONS_NO")
     flag_col = header.index("FLAG") if "FLAG" in header else -1
     day_cols = [i for i in range(len(header)) if i not in (id_col, flag_col)]
@@ -262,10 +329,10 @@ def read_wide(path: Path) -> TheftData:
     return data
 
 
-def read_areas(data: TheftData, path: Path) -> None:
+def read_areas(data: TheftData, path: Path, options: FileOptions = DEFAULT_OPTIONS) -> None:
     """Attach areas (and class, commodity, coordinates, import-only) from ``meter,area,…``."""
     path = Path(path)
-    header, reader = _reader(path, ("meter", "area"))
+    header, reader = _reader(path, ("meter", "area"), options.columns)
     index = {s: i for i, s in enumerate(data.serials)}
     col = {h: header.index(h) for h in header}
     for line, row in enumerate(reader, start=2):
@@ -290,32 +357,58 @@ def read_areas(data: TheftData, path: Path) -> None:
             raise TheftImportError(f"{path}:{line}: {exc}") from exc
 
 
-def read_feeders(data: TheftData, path: Path) -> None:
-    """Attach feeder / bulk daily totals from ``area,date,value[,technical_loss_pct]``."""
+def read_feeders(data: TheftData, path: Path, options: FileOptions = DEFAULT_OPTIONS) -> None:
+    """Attach feeder / bulk totals from ``area,date,value[,technical_loss_pct]`` at any resolution.
+
+    ``date`` (or ``timestamp``) is a day or an instant. Values are summed per day (the daily
+    balance) and, where an area's day has a value in every hour (hourly or finer data), per hour:
+    the interval balance (:func:`analytics.theft.signals.interval_balance`). Coarser than hourly
+    (4-hourly, daily) gives the daily balance only.
+    """
     path = Path(path)
-    header, reader = _reader(path, ("area", "date", "value"))
-    ia, idt, iv = header.index("area"), header.index("date"), header.index("value")
+    columns = dict(options.columns)
+    header, reader = _reader(path, ("area", "value"), columns)
+    if "date" not in header and "timestamp" not in header:
+        raise TheftImportError(f"{path}:1: missing column(s) date (or timestamp) (header: {','.join(header)})")
+    ia, iv = header.index("area"), header.index("value")
+    idt = header.index("date") if "date" in header else header.index("timestamp")
     it = header.index("technical_loss_pct") if "technical_loss_pct" in header else -1
+    hourly: dict[str, FloatArray] = {}
+    counts: dict[str, np.ndarray] = {}
     for line, row in enumerate(reader, start=2):
         if not row:
             continue
         try:
-            day = (parse_day(row[idt]) - data.first_day).days
+            text = row[idt].strip()
             value = float(row[iv])
+            if len(text) <= 10 and "T" not in text and " " not in text:
+                day, hour = (parse_day(text) - data.first_day).days, -1
+            else:
+                ts = options.local(text)
+                day, hour = (ts.date() - data.first_day).days, ts.hour
         except (ValueError, IndexError) as exc:
             raise TheftImportError(f"{path}:{line}: {exc}") from exc
         area = row[ia].strip()
         series = data.feeders.setdefault(area, np.full(data.n_days, np.nan))
         if 0 <= day < data.n_days:
             series[day] = value if np.isnan(series[day]) else series[day] + value
+            if hour >= 0:
+                h = hourly.setdefault(area, np.zeros((data.n_days, 24)))
+                c = counts.setdefault(area, np.zeros((data.n_days, 24), dtype=np.int64))
+                h[day, hour] += value
+                c[day, hour] += 1
         if it >= 0 and row[it].strip():
             data.technical_loss_pct[area] = float(row[it])
+    for area, h in hourly.items():
+        full = np.asarray((counts[area] > 0).all(axis=1), dtype=bool)
+        if full.sum() >= 7:
+            data.feeders_hourly[area] = np.where(full[:, None], h, np.nan)
 
 
-def read_events(data: TheftData, path: Path) -> None:
+def read_events(data: TheftData, path: Path, options: FileOptions = DEFAULT_OPTIONS) -> None:
     """Attach meter events from ``meter,timestamp,kind[,code]``."""
     path = Path(path)
-    header, reader = _reader(path, ("meter", "timestamp", "kind"))
+    header, reader = _reader(path, ("meter", "timestamp", "kind"), options.columns)
     im, it, ik = header.index("meter"), header.index("timestamp"), header.index("kind")
     ic = header.index("code") if "code" in header else -1
     index = {s: i for i, s in enumerate(data.serials)}
@@ -326,27 +419,29 @@ def read_events(data: TheftData, path: Path) -> None:
         if i is None:
             continue
         try:
-            ts = parse_ts(row[it])
+            ts = parse_ts(row[it], options.tz)
             code = int(row[ic]) if ic >= 0 and row[ic].strip() else None
         except (ValueError, IndexError) as exc:
             raise TheftImportError(f"{path}:{line}: {exc}") from exc
-        data.events.append(Event(i, (ts.date() - data.first_day).days, ts, row[ik].strip(), code))
+        local_day = ts.astimezone(options.tz or UTC).date()
+        data.events.append(Event(i, (local_day - data.first_day).days, ts, row[ik].strip(), code))
 
 
 def load_files(
-    path: Path, fmt: str, areas: Path | None = None, feeders: Path | None = None, events: Path | None = None
+    path: Path, fmt: str, areas: Path | None = None, feeders: Path | None = None, events: Path | None = None,
+    options: FileOptions = DEFAULT_OPTIONS,
 ) -> TheftData:
     """Read a consumption file (``long`` or ``wide``) and the optional side files."""
     if fmt == "long":
-        data = read_long(path)
+        data = read_long(path, options)
     elif fmt == "wide":
-        data = read_wide(path)
+        data = read_wide(path, options)
     else:
         raise TheftImportError(f"unknown format {fmt!r} (long or wide)")
     if areas is not None:
-        read_areas(data, areas)
+        read_areas(data, areas, options)
     if feeders is not None:
-        read_feeders(data, feeders)
+        read_feeders(data, feeders, options)
     if events is not None:
-        read_events(data, events)
+        read_events(data, events, options)
     return data

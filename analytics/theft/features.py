@@ -24,6 +24,12 @@ FEATURES: tuple[str, ...] = (
     "drop_share",        # its missing energy over the meter's expected yearly energy
     "balance_share",     # share of the missing energy the area's unexplained loss accounts for
     "has_balance",       # 1 when the meter's area has a feeder / bulk meter
+    "has_interval",      # 1 when the meter's area feeder has hourly (interval) totals
+    "interval_strength",  # the hourly feeder residual this meter explains, over the noise (F-like, summed)
+    "interval_share",    # that residual's energy over the meter's own recorded energy
+    "interval_energy",   # energy of the feeder residual attributed to this meter
+    "recent_level_z",    # last 30 days' level against the same season earlier, fleet robust z (down)
+    "recent_shape_z",    # the highest of the same test on zeros, clipped peaks, spread, smoothness, shape
     "area_score",        # the area's mean excess loss share over its worst 30 days
     "zero_run",          # longest run of zero days while the meter reported
     "profile_score",     # fall of the daily-shape correlation (0–2, × duration)
@@ -59,6 +65,10 @@ class Features:
     area_of: IntArray
     events_by_meter: dict[int, list[tuple[Event, float, float]]] = field(default_factory=dict)
     matched_energy: FloatArray | None = None
+    interval: sg.IntervalBalance | None = None
+    interval_areas: list[str] = field(default_factory=list)
+    recent_shift: FloatArray | None = None
+    recent_z: FloatArray | None = None
     reverse_energy: FloatArray | None = None
 
     def col(self, name: str) -> FloatArray:
@@ -87,8 +97,9 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
     drop = sg.sustained_drop(values, season, threshold=drop_threshold, quantile=LEVEL_QUANTILE)
 
     profile = None
-    if data.hourly is not None:
-        profile = sg.profile_change(data.hourly, data.weekdays())
+    hourly, hour_spikes = (None, np.zeros(m)) if data.hourly is None else sg.clean_hourly(data.hourly)
+    if hourly is not None:
+        profile = sg.profile_change(hourly, data.weekdays())
 
     # Events: weight, and the fall of consumption after each.
     ev_meter = np.array([e.meter for e in data.events], dtype=np.int64)
@@ -131,6 +142,28 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
         matched = balance_share * drop.deficit
         area_score = np.where(area_of >= 0, balance.score[np.maximum(area_of, 0)], 0.0)
 
+    interval = None
+    interval_z = np.zeros(m)
+    interval_share = np.zeros(m)
+    has_interval = np.zeros(m)
+    interval_energy = np.zeros(m)
+    hourly_areas = [a for a in area_names if a in data.feeders_hourly]
+    if hourly_areas and hourly is not None:
+        h_index = {a: k for k, a in enumerate(hourly_areas)}
+        h_area_of = np.array([h_index.get(str(a), -1) for a in data.area], dtype=np.int64)
+        feeder_h = np.stack([data.feeders_hourly[a] for a in hourly_areas])
+        interval = sg.interval_balance(feeder_h, hourly, h_area_of, data.weekdays())
+        has_interval = (h_area_of >= 0).astype(float)
+        interval_z = interval.strength
+        interval_energy = interval.energy
+        interval_share = interval.share
+
+    per_day = sg.daily_stats(hourly, values, data.weekdays())
+    fleet_season = np.nanmedian(season, axis=0)
+    recent_shift, recent_z = sg.recent_change(per_day, fleet_season)
+    recent_level_z = recent_z[:, 0]
+    recent_shape_z = recent_z[:, 1:].max(axis=1) if recent_z.shape[1] > 1 else np.zeros(m)
+
     peer_groups = _codes(np.array([f"{c}|{k}|{a}" for c, k, a in
                                    zip(data.commodity, data.customer_class, data.area, strict=True)]))
     peer_low = sg.peer_outlier(drop.level, peer_groups)
@@ -149,6 +182,12 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
         "drop_share": drop_share,
         "balance_share": balance_share,
         "has_balance": has_balance,
+        "has_interval": has_interval,
+        "interval_strength": interval_z,
+        "interval_share": interval_share,
+        "interval_energy": interval_energy,
+        "recent_level_z": recent_level_z,
+        "recent_shape_z": recent_shape_z,
         "area_score": area_score,
         "zero_run": zero_run.astype(float),
         "profile_score": profile.score if profile is not None else np.zeros(m),
@@ -163,12 +202,13 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
         "catch_up_days": cleaned.catch_up.sum(axis=1).astype(float),
         "frozen_days": cleaned.frozen_days.astype(float),
         "rollovers": cleaned.rollovers.astype(float),
-        "index_faults": cleaned.index_faults.astype(float) + vee_exc,
+        "index_faults": cleaned.index_faults.astype(float) + vee_exc + hour_spikes,
         "estimate_streak": streak,
     }
     x = np.column_stack([np.nan_to_num(cols[n], nan=0.0, posinf=0.0, neginf=0.0) for n in FEATURES])
     return Features(
         data=data, names=FEATURES, X=x, cleaned=cleaned, season=season, drop=drop, profile=profile,
         balance=balance, area_names=area_names, area_of=area_of, events_by_meter=events_by_meter,
-        matched_energy=matched, reverse_energy=reverse_energy,
+        matched_energy=matched, reverse_energy=reverse_energy, interval=interval, interval_areas=hourly_areas,
+        recent_shift=recent_shift, recent_z=recent_z,
     )

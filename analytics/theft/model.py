@@ -11,6 +11,7 @@ a random sample: the blend keeps the unsupervised evidence in charge where the l
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
@@ -45,7 +46,7 @@ class Evidence:
         return self.values[:, self.names.index(name)]
 
 
-EVIDENCE = ("drop", "zero", "profile", "event", "reverse", "peer", "silence", "vee")
+EVIDENCE = ("drop", "zero", "profile", "event", "reverse", "peer", "silence", "vee", "balance", "change")
 
 
 def evidence(f: Features) -> Evidence:
@@ -76,13 +77,34 @@ def evidence(f: Features) -> Evidence:
     peer = np.clip(f.col("peer_low") / 4.0, 0, 1)
     silence = np.clip(f.col("silence_unrecovered") / 7.0, 0, 1)
     vee = np.clip(f.col("estimate_streak") / 14.0, 0, 1)
-    values = np.column_stack([drop, zero, profile, event, reverse, peer, silence, vee])
+    # Interval balance: the share of the meter's own energy that the feeder's hourly residual puts
+    # on it (a technical-loss crumb is a few %), believed once it stands well above the noise.
+    has_iv = f.col("has_interval") > 0
+    iv_share = f.col("interval_share")
+    above_noise = np.clip((np.log10(np.maximum(f.col("interval_strength"), 1.0)) - 2.0) / 1.3, 0, 1)
+    interval = np.clip((iv_share - 0.05) / 0.15, 0, 1) * above_noise
+    # Where the hourly balance is known it decides: what the meter's own series shows (a drop, a
+    # zero run, a profile change) counts only as far as the balance confirms it.
+    gate = np.where(has_iv, 0.1 + 0.9 * interval, 1.0)
+    # Recent change against the same season, calibrated on the fleet (real households are
+    # irregular: only what stands out of the fleet's own variability counts).
+    change = np.clip((f.col("recent_level_z") + 0.3 * np.clip(f.col("recent_shape_z"), 0, None) - 1.5) / 4.0, 0, 1)
+    # Without any feeder the meter's own series is all there is; its profile signal fires on many
+    # honest households (real days are irregular), so it only weighs with a fleet-calibrated change.
+    no_feeder = ~has_bal & ~has_iv
+    profile = np.where(no_feeder, profile * (0.3 + 0.7 * change), profile)
+    drop = np.where(no_feeder, drop * (0.4 + 0.6 * change), drop)
+    # With a daily feeder, a change counts as far as the balance confirms it, like the drop.
+    change = np.where(has_bal & ~has_iv, change * (confirm - 0.15), change)
+    drop, zero, profile, change = drop * gate, zero * gate, profile * gate, change * gate
+    values = np.column_stack([drop, zero, profile, event, reverse, peer, silence, vee, interval, change])
     return Evidence(EVIDENCE, values)
 
 
 #: Weight of each evidence component in the noisy-OR.
 WEIGHTS = {"drop": 0.9, "zero": 0.9, "profile": 0.85, "event": 0.9, "reverse": 0.95,
-           "peer": 0.15, "silence": 0.25, "vee": 0.15}
+           "peer": 0.15, "silence": 0.25, "vee": 0.15, "balance": 0.95,
+           "change": 0.8}
 
 
 def rule_score(ev: Evidence) -> FloatArray:
@@ -116,19 +138,67 @@ def unsupervised_risk(rule: FloatArray, forest: FloatArray, forest_weight: float
 
 @dataclass
 class Supervised:
-    """A calibrated classifier trained on inspection outcomes."""
+    """A classifier trained on inspection outcomes.
 
-    model: CalibratedClassifierCV
+    ``method`` is ``sigmoid`` / ``isotonic`` (a calibrated logistic regression on labelled meters
+    of both classes) or ``pu`` (positive-unlabelled: the first campaigns find mostly fraud, so the
+    frauds are set against every meter of the fleet as unlabelled background, and the score is
+    divided by its mean on the known frauds — Elkan & Noto 2008).
+    """
+
+    model: Any
     n_labels: int
     n_positive: int
     method: str
+    pu_scale: float = 1.0
+
+    def describe(self) -> str:
+        """What ranked and why, in words."""
+        neg = self.n_labels - self.n_positive
+        if self.method == "pu":
+            return (f"positive-unlabelled logistic regression on {self.n_labels} outcomes ({self.n_positive} fraud, "
+                    f"{neg} not): fewer than {MIN_PER_CLASS} of each class, the fleet's uninspected meters "
+                    "stand in as background")
+        return f"calibrated logistic regression ({self.method}) on {self.n_labels} outcomes ({self.n_positive} fraud)"
+
+    @property
+    def name(self) -> str:
+        """Short name stored with the run."""
+        return "blend+pu-logistic" if self.method == "pu" else f"blend+logistic({self.method})"
 
     def predict(self, x: FloatArray) -> FloatArray:
-        """Probability of fraud per row."""
-        return np.asarray(self.model.predict_proba(x)[:, 1])
+        """Probability (or, for ``pu``, a score in 0–1) of fraud per row."""
+        p = np.asarray(self.model.predict_proba(x)[:, 1])
+        return np.clip(p / self.pu_scale, 0.0, 1.0) if self.method == "pu" else p
 
 
-def train_supervised(x: FloatArray, y: np.ndarray, min_per_class: int = 5) -> Supervised | None:
+#: Outcomes of each class the calibrated classifier needs; below it, positive-unlabelled learning.
+MIN_PER_CLASS = 5
+#: Fraud outcomes positive-unlabelled learning needs.
+MIN_PU_POSITIVES = 2
+
+
+def train_pu(x: FloatArray, y: np.ndarray, background: FloatArray) -> Supervised | None:
+    """Positive-unlabelled logistic regression: frauds against labelled non-frauds and the background.
+
+    The background (the fleet's meters, unlabelled) weighs as much in all as twice the frauds, the
+    labelled non-frauds one each. ``None`` with fewer than :data:`MIN_PU_POSITIVES` frauds.
+    """
+    y = np.asarray(y).astype(int)
+    pos = int(y.sum())
+    if pos < MIN_PU_POSITIVES or background.shape[0] < 10:
+        return None
+    xs = np.vstack([x, background])
+    ys = np.r_[y, np.zeros(background.shape[0], dtype=int)]
+    w = np.r_[np.ones(len(y)), np.full(background.shape[0], 2.0 * pos / background.shape[0])]
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.3, max_iter=2000))
+    model.fit(xs, ys, logisticregression__sample_weight=w)
+    known = np.asarray(model.predict_proba(x[y == 1])[:, 1])
+    scale = float(known.mean()) if known.size and known.mean() > 0 else 1.0
+    return Supervised(model, len(y), pos, "pu", scale)
+
+
+def train_supervised(x: FloatArray, y: np.ndarray, min_per_class: int = MIN_PER_CLASS) -> Supervised | None:
     """Fit the calibrated classifier, or ``None`` with too few labels of either class."""
     y = np.asarray(y).astype(int)
     pos, neg = int(y.sum()), int(len(y) - y.sum())

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from analytics.theft import model as md
+from analytics.theft import signals as sg
 from analytics.theft.data import TheftData
 from analytics.theft.features import FEATURES, Features, compute_features
 from analytics.theft.signals import FloatArray
@@ -86,6 +87,23 @@ class Ranking:
     value: FloatArray
     model: md.Supervised | None = None
     excluded: set[str] = field(default_factory=set)
+    n_outcomes: int = 0
+
+    @property
+    def model_name(self) -> str:
+        """Short name of what ranked (stored with a run)."""
+        return "unsupervised" if self.model is None else self.model.name
+
+    def model_note(self) -> str:
+        """Which model ranked and why, in words (printed with the list and the report)."""
+        if self.model is not None:
+            w = min(0.8, self.model.n_labels / (self.model.n_labels + 50.0))
+            return (f"ranked by the evidence rules and isolation forest blended ({100 * w:.0f} %) with a "
+                    f"{self.model.describe()}")
+        if self.n_outcomes:
+            return (f"ranked by the evidence rules and isolation forest only: {self.n_outcomes} outcomes recorded, "
+                    f"a model needs at least {md.MIN_PU_POSITIVES} fraud (or {md.MIN_PER_CLASS} of each class)")
+        return "ranked by the evidence rules and isolation forest (no inspection outcomes recorded yet)"
 
     @property
     def data(self) -> TheftData:
@@ -167,12 +185,15 @@ def score(
     model = None
     if training is not None and len(training[1]):
         model = md.train_supervised(_transform(training[0]), training[1])
+        if model is None:
+            model = md.train_pu(_transform(training[0]), training[1], _transform(x_all))
         if model is not None:
             sup = model.predict(_transform(x_all))
     risk = md.combine(unsup, sup, model.n_labels if model is not None else 0)
     energy = md.unbilled_energy(f)
     value = md.expected_value(risk, energy, data.commodity, tariff)
-    return Ranking(f, ev, rule, forest, unsup, sup, risk, energy, value, model, set(exclude or ()))
+    n_out = 0 if training is None else len(training[1])
+    return Ranking(f, ev, rule, forest, unsup, sup, risk, energy, value, model, set(exclude or ()), n_out)
 
 
 def _transform(x: FloatArray) -> FloatArray:
@@ -217,16 +238,16 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
         if name == "drop" and s0 >= 0:
             start = _refine_start(drop.ratio[i], s0)
             text = (f"consumption fell {round(100 * drop.depth[i])} % on {_when(d, start)} "
-                    f"and stayed down {s1 - start} days")
+                    f"and stayed down {_days(s1 - start)}")
             before = [(start - e.day, e) for e, _, _ in tamper if 0 <= start - e.day <= 14]
             if before:
                 gap, e = min(before, key=lambda t: t[0])
-                text += f", {gap} days after a {_EVENT_WORDS.get(e.kind, e.kind)} event" if gap else \
+                text += f", {_days(gap)} after a {_EVENT_WORDS.get(e.kind, e.kind)} event" if gap else \
                     f", the day of a {_EVENT_WORDS.get(e.kind, e.kind)} event"
             reasons.append(text)
             ev["drop"] = {"start": _when(d, start), "end": _when(d, s1 - 1), "depth": _r(drop.depth[i]),
                           "missing_energy": _r(drop.deficit[i]), "unit": unit}
-            if f.col("has_balance")[i] > 0:
+            if f.col("has_balance")[i] > 0 and not f.col("has_interval")[i] > 0:  # the hourly balance says more
                 a = int(f.area_of[i])
                 share = f.col("balance_share")[i]
                 assert f.balance is not None
@@ -256,11 +277,11 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
             if p0 == 0 and p1 < d.n_days:
                 # The odd shape is the earlier one: the change happened where the run ends.
                 reasons.append(
-                    f"daily profile changed on {_when(d, p1)}: the {p1} days before look {how} against the rest "
+                    f"daily profile changed on {_when(d, p1)}: the {_days(p1)} before look {how} against the rest "
                     f"(correlation {f.profile.during[i]:.2f} against {f.profile.usual[i]:.2f} usually)")
             else:
                 reasons.append(
-                    f"daily profile {how} from {_when(d, p0)} for {p1 - p0} days (correlation with the usual "
+                    f"daily profile {how} from {_when(d, p0)} for {_days(p1 - p0)} (correlation with the usual "
                     f"shape {f.profile.usual[i]:.2f} → {f.profile.during[i]:.2f})")
             pl, ph = max(0, p0 - 14), min(d.n_days, p1 + 7)
             ev["profile"] = {"start": _when(d, p0), "end": _when(d, p1 - 1), "how": how,
@@ -283,6 +304,45 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
             reasons.append(f"{what} counted {energy:.1f} {unit} on an import-only meter "
                            f"({round(100 * f.col('reverse_share')[i])} % of its energy)")
             ev["reverse"] = {"energy": _r(energy), "share": _r(f.col("reverse_share")[i]), "unit": unit}
+        elif name == "balance" and f.interval is not None:
+            ib = f.interval
+            area_code = str(d.area[i])
+            kind = _REGRESSOR_WORDS.get(sg.REGRESSORS[int(ib.kind[i])], "") if ib.kind[i] >= 0 else ""
+            first = int(ib.first_day[i])
+            n_win = -(-d.n_days // 28)
+            text = (f"area {area_code}'s hourly feeder balance puts {ib.energy[i]:.0f} {unit} of unexplained loss "
+                    f"on this meter ({round(100 * f.col('interval_share')[i])} % of what it recorded)")
+            if ib.windows[i] > 0:
+                text += f", in {int(ib.windows[i])} of {n_win} four-week windows"
+            if first >= 0:
+                text += f" from {_when(d, first)}"
+            if kind:
+                text += f"; the missing energy follows {kind}"
+            reasons.append(text)
+            row = f.interval_areas.index(area_code) if area_code in f.interval_areas else -1
+            ev["interval_balance"] = {
+                "area": area_code, "share": _r(f.col("interval_share")[i]), "strength": _r(ib.strength[i], 1),
+                "energy": _r(ib.energy[i]), "unit": unit, "windows": int(ib.windows[i]),
+                "first_window": _when(d, first) if first >= 0 else None, "kind": sg.REGRESSORS[int(ib.kind[i])]
+                if ib.kind[i] >= 0 else None, "from": _when(d, lo),
+                "attributed": _series(ib.attributed[i, lo:hi]),
+                "technical": _series(ib.technical[row, lo:hi]) if row >= 0 else None,
+                "residual": _series(ib.residual[row, lo:hi]) if row >= 0 else None,
+            }
+        elif name == "change" and f.recent_shift is not None and f.recent_z is not None:
+            names = list(sg.CHANGE_STATS)[: f.recent_z.shape[1]]
+            z = f.recent_z[i]
+            j = int(np.argmax(np.where(np.arange(len(names)) == 0, z, 0.3 * z)))
+            if names[j] == "level":
+                fell = 100 * (1 - math.exp(-max(float(f.recent_shift[i, 0]), 0.0)))
+                text = (f"the last 30 days are {fell:.0f} % below the same season earlier "
+                        f"({z[0]:.1f} fleet deviations)")
+            else:
+                text = (f"the last 30 days show {_CHANGE_WORDS[names[j]]} against the same season earlier "
+                        f"({z[j]:.1f} fleet deviations)")
+            reasons.append(text)
+            ev["change"] = {n: {"shift": _r(float(f.recent_shift[i, k])), "z": _r(float(z[k]))}
+                            for k, n in enumerate(names)}
         elif name == "peer":
             reasons.append(f"normal consumption {f.col('peer_low')[i]:.1f} robust deviations below peers "
                            f"({d.customer_class[i]}, area {d.area[i] or 'unknown'})")
@@ -301,6 +361,27 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
                        f"{r.forest[i]:.2f}): " + ", ".join(f"{n} {v:.2f}" for v, n in top))
     ev["features"] = {n: _r(v) for n, v in zip(f.names, f.X[i], strict=True)}
     return reasons, ev
+
+
+_REGRESSOR_WORDS = {
+    "scaled": "a share of its own load",
+    "zeroed": "its usual load in the hours it recorded zero",
+    "clipped": "its peaks above a ceiling",
+    "reshaped": "a reshaped day with the same daily total",
+    "shortfall": "days below its normal level",
+}
+
+_CHANGE_WORDS = {
+    "zeros": "more zero hours",
+    "clipped": "more hours at its ceiling (clipped peaks)",
+    "spread": "flatter days",
+    "smooth": "a jagged hour-to-hour load",
+    "shape": "days unlike its usual shape",
+}
+
+
+def _days(n: int) -> str:
+    return "1 day" if n == 1 else f"{n} days"
 
 
 def _nanmean(x: np.ndarray) -> float:

@@ -528,3 +528,365 @@ def longest_true_span(mask: BoolArray) -> tuple[IntArray, IntArray, IntArray, Bo
     end = np.where(best_len > 0, best_end, -1)
     days = np.arange(d)[None, :]
     return best_len, start, end, (days >= start[:, None]) & (days < end[:, None])
+
+
+# ----------------------------------------------------------------------- interval energy balance
+
+
+def clean_hourly(hourly: FloatArray, factor: float = 5.0) -> tuple[FloatArray, FloatArray]:
+    """Hours above ``factor`` × the meter's 99.5th percentile hour become NaN (spikes, scale jumps).
+
+    A spike is energy recorded that the feeder never delivered; left in, it would read as a meter
+    giving energy back and blur every hourly signal. Returns the cleaned array and, per meter,
+    the number of hours removed.
+    """
+    m = hourly.shape[0]
+    top = row_quantile(hourly.reshape(m, -1), 0.995)
+    with np.errstate(invalid="ignore"):
+        spike = np.isfinite(hourly) & (hourly > factor * np.nan_to_num(top)[:, None, None]) & (top[:, None, None] > 0)
+    out = np.where(spike, np.nan, hourly)
+    return out, spike.reshape(m, -1).sum(axis=1).astype(float)
+
+
+#: Regressors per meter in the interval balance: what a tampered meter's missing energy looks like in
+#: time, built from the meter's own recorded load (see :func:`meter_regressors`).
+REGRESSORS = ("scaled", "zeroed", "clipped", "reshaped", "shortfall")
+
+
+def usual_hour_profile(hourly: FloatArray, weekday: IntArray) -> FloatArray:
+    """Per meter, day type (weekday / Saturday / Sunday) and hour: the median share of the day.
+
+    ``hourly`` is meters × days × hours. The median over days, so that a reshaped profile covering
+    a minority of the days does not move it. Rows sum to 1 (uniform where nothing is known).
+    """
+    m, _d, h = hourly.shape
+    tot = hourly.sum(axis=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = hourly / tot[:, :, None]
+    share[~(tot > 0)] = np.nan
+    daytype = np.where(weekday == 5, 1, np.where(weekday == 6, 2, 0))
+    out = np.full((m, 3, h), 1.0 / h)
+    for t in range(3):
+        cols = np.flatnonzero(daytype == t)
+        if cols.size == 0:
+            continue
+        sub = share[:, cols, :]
+        has = np.isfinite(sub).any(axis=1)
+        with np.errstate(invalid="ignore"):
+            med = np.where(has, np.nanmedian(np.where(has[:, None, :], sub, 0.0), axis=1), np.nan)
+        s = np.nansum(med, axis=1, keepdims=True)
+        out[:, t, :] = np.where((s > 0) & np.isfinite(med), med / np.where(s > 0, s, 1.0), 1.0 / h)
+    return out
+
+
+def meter_regressors(hourly: FloatArray, weekday: IntArray) -> FloatArray:
+    """Per meter, the series its missing energy would follow under each tamper family (meters × 5 × days·hours).
+
+    - ``scaled``: the recorded load itself (a share of the true load is taken: scaling, random
+      scaling, progressive, intermittent; theft running since the first day included);
+    - ``zeroed``: where the meter recorded zero, its usual load for that hour (zero windows,
+      zeroing below a cut-off);
+    - ``clipped``: where the meter sits at its own ceiling (within 3 % of the 99.5th percentile,
+      hours at the ceiling at least 1 % of the time), its usual peak excess (capped peaks);
+    - ``reshaped``: the day's recorded total spread over the usual profile, minus what was
+      recorded (signed; flattened, reversed or randomised days lose shape, not energy);
+    - ``shortfall``: the meter's normal day for the season (upper quartile of its day totals over
+      the four weeks around) spread over the usual profile, less what was recorded, where positive
+      (on/off theft: intermittent, short zero spells).
+
+    Missing hours are 0 in every regressor (the balance rows where a meter is missing are dropped
+    by the caller).
+    """
+    m, d, h = hourly.shape
+    x = np.nan_to_num(hourly)
+    tot = x.sum(axis=2)
+    prof = usual_hour_profile(hourly, weekday)
+    daytype = np.where(weekday == 5, 1, np.where(weekday == 6, 2, 0))
+    usual_share = prof[:, daytype, :]  # meters × days × hours
+    pos = np.where(hourly > 0, hourly, np.nan)
+    level = np.nanmedian(pos.reshape(m, -1), axis=1) if np.isfinite(pos).any() else np.zeros(m)
+    level = np.nan_to_num(level)
+    usual_load = usual_share * np.nanmedian(np.where(tot > 0, tot, np.nan), axis=1)[:, None, None]
+    usual_load = np.nan_to_num(usual_load)
+    zeroed = np.where(np.isfinite(hourly) & (hourly <= 1e-9), np.maximum(usual_load, 0.25 * level[:, None, None]), 0.0)
+    top = row_quantile(hourly.reshape(m, -1), 0.995)
+    at_top = np.isfinite(hourly) & (hourly >= 0.97 * np.nan_to_num(top)[:, None, None]) & (top[:, None, None] > 0)
+    share_top = at_top.reshape(m, -1).mean(axis=1)
+    clipped = np.where(at_top & (share_top >= 0.01)[:, None, None], np.nan_to_num(top)[:, None, None], 0.0)
+    reshaped = tot[:, :, None] * usual_share - x
+    # The meter's own recent normal day: the upper quartile of its day totals over the 4 weeks around.
+    day_tot = np.where(np.isfinite(hourly).all(axis=2), tot, np.nan)
+    pad = np.pad(day_tot, ((0, 0), (14, 13)), constant_values=np.nan)
+    win = np.lib.stride_tricks.sliding_window_view(pad, 28, axis=1)
+    with np.errstate(invalid="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            normal = np.nanquantile(win, 0.75, axis=2)
+    normal = np.nan_to_num(normal)
+    shortfall = np.where(np.isfinite(hourly), np.clip(normal[:, :, None] * usual_share - x, 0.0, None), 0.0)
+    out = np.stack([x, zeroed, clipped, reshaped, shortfall], axis=1)
+    return out.reshape(m, len(REGRESSORS), d * h)
+
+
+@dataclass
+class IntervalBalance:
+    """The feeder residual at interval resolution attributed to its meters.
+
+    ``attributed`` (meters × days) is the energy of the residual each meter's regressors explain per
+    day (signed, summed over the day's hours); ``strength`` per meter the residual's sum of squares
+    its regressors explain, over the noise variance left by the fit (an F-like statistic summed
+    over windows: tens for chance, thousands for a thief); ``share`` the residual energy attributed
+    to the meter (absolute) over its own recorded energy in the windows it was fitted in (a
+    technical-loss crumb is a few %, a thief's missing energy tens of %); ``kind`` the regressor
+    (:data:`REGRESSORS`) that explains most; ``windows`` how many windows selected the meter and
+    ``first_day`` the first day of the first such window; ``technical`` (areas × days) the fitted
+    technical loss and ``residual`` (areas × days) feeder − Σ meters.
+    """
+
+    attributed: FloatArray
+    strength: FloatArray
+    share: FloatArray
+    kind: IntArray
+    windows: IntArray
+    first_day: IntArray
+    technical: FloatArray
+    residual: FloatArray
+
+    @property
+    def energy(self) -> FloatArray:
+        """Positive energy of the residual attributed to each meter."""
+        return np.asarray(np.clip(self.attributed, 0, None).sum(axis=1))
+
+
+def robust_var(x: FloatArray) -> float:
+    """Variance from the median absolute deviation (a few wild values do not inflate it)."""
+    med = float(np.median(x))
+    return max((1.4826 * float(np.median(np.abs(x - med)))) ** 2, 1e-12)
+
+
+def interval_balance(
+    feeder: FloatArray, hourly: FloatArray, area_of: IntArray, weekday: IntArray, window: int = 28,
+    min_f: float = 15.0,
+) -> IntervalBalance:
+    """Attribute each area's hourly feeder residual to the meters whose shortfall matches it in time.
+
+    ``feeder`` is areas × days × hours (NaN missing), ``hourly`` meters × days × hours, ``area_of``
+    the area row of each meter (−1 none). Per area, the residual (feeder − Σ meters, over the hours
+    where every meter and the feeder reported) is explained by:
+
+    - the technical loss: a no-load part (constant) and a load part (∝ feeder²: I²R), never a
+      share of the load, which would swallow a thief stealing a constant share of its own load;
+      one pair for the whole period, so that a theft lasting a few windows cannot hide in it;
+    - per window of ``window`` days, every meter's regressors (:func:`meter_regressors`) at once,
+      non-negative least squares, so collinear households share only what they explain together.
+
+    The two are fitted in turn (block coordinate descent, three rounds). Per meter and window, the
+    sum of squares its terms explain over the robust variance of what is left is its strength;
+    only the windows where it exceeds ``min_f`` make its ``share`` (noise windows leave crumbs on
+    honest meters); those above 4 × ``min_f`` are the ``windows`` a reason names. No drop is needed
+    first: a meter stealing since the first hour has its missing energy in the residual from the
+    start. An honest meter explains nothing the feeder did not also deliver; vacancies and new
+    appliances show at the feeder too and leave the residual alone.
+    """
+    from scipy.optimize import nnls
+
+    m, d, h = hourly.shape
+    n_areas = feeder.shape[0]
+    g = meter_regressors(hourly, weekday)
+    k = len(REGRESSORS)
+    attributed = np.zeros((m, d))
+    strength = np.zeros(m)
+    per_kind = np.zeros((m, k))
+    moved = np.zeros(m)
+    own = np.zeros(m)
+    windows = np.zeros(m, dtype=np.int64)
+    first_day = np.full(m, -1, dtype=np.int64)
+    technical = np.full((n_areas, d), np.nan)
+    residual_out = np.full((n_areas, d), np.nan)
+    for a in range(n_areas):
+        rows = np.flatnonzero(area_of == a)
+        if rows.size == 0:
+            continue
+        fa = feeder[a].reshape(-1)
+        xa = hourly[rows].reshape(rows.size, -1)
+        complete = np.isfinite(fa) & np.isfinite(xa).all(axis=0)
+        resid = fa - np.nansum(xa, axis=0)
+        residual_out[a] = np.where(np.isfinite(feeder[a]).all(axis=1), np.nansum(resid.reshape(d, h), axis=1), np.nan)
+        if complete.sum() < 4 * h:
+            continue
+        scale = float(np.mean(fa[complete]))
+        scale = scale if scale > 0 else 1.0
+        tt = np.flatnonzero(complete)
+        y = resid[tt] / scale
+        load = fa[tt] / scale
+        win = (tt // h) // window
+        # Hours where meters recorded far more than the feeder delivered (a spike, a scale jump)
+        # would swamp the fit: dropped, 12 robust sigmas below the rest of their window. Only
+        # below: theft only ever adds to the residual, and a large one must stay in.
+        sane = np.ones(tt.size, dtype=bool)
+        for w in np.unique(win):
+            sel = win == w
+            med = float(np.median(y[sel]))
+            sane[sel] = y[sel] - med >= -12.0 * np.sqrt(robust_var(y[sel]))
+        tt, y, load, win = tt[sane], y[sane], load[sane], win[sane]
+        n_rows = tt.size
+        tech = np.column_stack([np.ones(n_rows), load**2])
+        cand = (g[rows][:, :, tt] / scale).reshape(rows.size * k, n_rows)  # candidates × rows
+        blocks = [np.flatnonzero(win == w) for w in range(int(win.max()) + 1)]
+        # Block coordinate descent: the technical pair over the whole period, then every window's
+        # meter coefficients (non-negative least squares over all the area's meters at once, so
+        # that collinear households share nothing they do not explain), three times over.
+        coef_t, _ = nnls(tech, y)
+        meter_fit = np.zeros(n_rows)
+        coefs: list[np.ndarray] = [np.zeros(rows.size * k) for _ in blocks]
+        for _ in range(3):
+            r_tech = y - tech @ coef_t
+            for w, b in enumerate(blocks):
+                if b.size < 2 * h:
+                    continue
+                cw = cand[:, b].T
+                live = np.flatnonzero(np.abs(cw).sum(axis=0) > 0)
+                sol = np.zeros(rows.size * k)
+                if live.size:
+                    sol[live], _ = nnls(cw[:, live], r_tech[b], maxiter=30 * live.size)
+                coefs[w] = sol
+                meter_fit[b] = cw @ sol
+            coef_t, _ = nnls(tech, y - meter_fit)
+        res = y - tech @ coef_t - meter_fit
+        tech_fit = (tech @ coef_t) * scale
+        tech_day = np.full(d, np.nan)
+        tech_sum = np.zeros(d)
+        np.add.at(tech_sum, tt // h, tech_fit)
+        seen = np.zeros(d, dtype=bool)
+        seen[tt // h] = True
+        tech_day[seen] = tech_sum[seen]
+        technical[a] = tech_day
+        for mi in rows:
+            own[mi] = float(np.nansum(g[mi, 0, tt]))
+        for w, b in enumerate(blocks):
+            if b.size < 2 * h or not coefs[w].any():
+                continue
+            sigma2 = robust_var(res[b])
+            for r_i in range(rows.size):
+                c = coefs[w][r_i * k:(r_i + 1) * k]
+                if not (c > 0).any():
+                    continue
+                i = int(rows[r_i])
+                parts = cand[r_i * k:(r_i + 1) * k, b] * c[:, None]
+                contrib = parts.sum(axis=0)
+                per_kind[i] += (parts**2).sum(axis=1)
+                gain = float(((res[b] + contrib) ** 2).sum() - (res[b] ** 2).sum())
+                if gain <= 0:
+                    continue
+                strength[i] += gain / sigma2
+                if gain / sigma2 >= min_f:  # energy only from windows where the meter stands out of the noise
+                    moved[i] += float(np.abs(contrib).sum()) * scale
+                if gain / sigma2 >= 4 * min_f:  # the windows a reason names: clearly taken
+                    windows[i] += 1
+                    day0 = int(tt[b[0]] // h)
+                    first_day[i] = day0 if first_day[i] < 0 else min(int(first_day[i]), day0)
+                np.add.at(attributed[i], tt[b] // h, contrib * scale)
+    # A meter that records almost nothing would get a huge share from a crumb of noise: its energy
+    # is floored at a quarter of its area's typical meter.
+    floor = np.zeros(m)
+    for a in range(n_areas):
+        rows = np.flatnonzero(area_of == a)
+        if rows.size:
+            floor[rows] = 0.25 * float(np.median(own[rows]))
+    share = np.where(own > 0, moved / np.maximum(np.maximum(own, floor), 1e-9), 0.0)
+    kind = np.where(per_kind.max(axis=1) > 0, per_kind.argmax(axis=1), -1).astype(np.int64)
+    return IntervalBalance(attributed, strength, share, kind, windows, first_day, technical, residual_out)
+
+
+# ------------------------------------------------------------------- change tests on own series
+
+#: Daily statistics of a meter's own series tested for a recent change (:func:`recent_change`), and
+#: the direction theft moves each: −1 down, +1 up.
+CHANGE_STATS: dict[str, int] = {
+    "level": -1,        # day total (log; the season is matched by the test's reference days)
+    "zeros": +1,        # share of hours recorded as zero while the meter reported
+    "clipped": +1,      # share of hours at the meter's own ceiling (within 3 % of its 99.5th percentile)
+    "spread": -1,       # within-day spread (std / mean of the hours): flattened days
+    "smooth": -1,       # hour-to-hour correlation within the day: random per-interval scaling breaks it
+    "shape": -1,        # correlation of the day with the meter's usual shape: reversed or reshaped days
+}
+
+
+def daily_stats(hourly: FloatArray | None, daily: FloatArray, weekday: IntArray) -> FloatArray:
+    """Meters × statistics (:data:`CHANGE_STATS`) × days (NaN where the day is incomplete).
+
+    Without interval data only the level is known: meters × 1 × days.
+    """
+    m, d = daily.shape
+    per_day = np.full((m, len(CHANGE_STATS) if hourly is not None else 1, d), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_day[:, 0] = np.log(np.maximum(daily, 1e-3))
+        if hourly is not None:
+            ok = np.asarray(np.isfinite(hourly).all(axis=2), dtype=bool)
+            x = np.where(ok[:, :, None], hourly, np.nan)
+            per_day[:, 1] = np.where(ok, (x <= 1e-9).mean(axis=2), np.nan)
+            top = row_quantile(x.reshape(m, -1), 0.995)
+            per_day[:, 2] = np.where(ok, (x >= 0.97 * top[:, None, None]).mean(axis=2), np.nan)
+            mean = x.mean(axis=2)
+            per_day[:, 3] = np.where(ok & (mean > 0), x.std(axis=2) / mean, np.nan)
+            a = x[:, :, :-1] - x[:, :, :-1].mean(axis=2, keepdims=True)
+            b = x[:, :, 1:] - x[:, :, 1:].mean(axis=2, keepdims=True)
+            den = np.sqrt((a**2).sum(axis=2) * (b**2).sum(axis=2))
+            per_day[:, 4] = np.where(ok & (den > 0), (a * b).sum(axis=2) / np.where(den > 0, den, 1.0), np.nan)
+            prof = usual_hour_profile(hourly, weekday)
+            daytype = np.where(weekday == 5, 1, np.where(weekday == 6, 2, 0))
+            u = prof[:, daytype, :]
+            u = u - u.mean(axis=2, keepdims=True)
+            c = x - x.mean(axis=2, keepdims=True)
+            den = np.sqrt((u**2).sum(axis=2) * (c**2).sum(axis=2))
+            per_day[:, 5] = np.where(ok & (den > 0), (u * c).sum(axis=2) / np.where(den > 0, den, 1.0), np.nan)
+    return per_day
+
+
+def recent_change(per_day: FloatArray, season: FloatArray, recent: int = 30, reference: int = 45,
+                  gap: int = 30) -> tuple[FloatArray, FloatArray]:
+    """What the last ``recent`` days look like against the same season earlier, per meter and statistic.
+
+    ``per_day`` is meters × statistics × days (:func:`daily_stats`), ``season`` the fleet's
+    seasonal index per day. The reference is the ``reference`` days, ending at least ``gap`` days
+    before the recent window, whose seasonal index is closest to the recent window's (with a year
+    of data: the same weeks of the year before, or the same season at the other end of it). The
+    shift (recent − reference means, in the theft direction; the level is a log) is set against
+    the fleet's shifts (robust z): real households change too, and that is the reference.
+    Returns ``(shift, z)``.
+    Ongoing losses are what tonight's visits can still stop.
+    """
+    import warnings
+
+    m, k, d = per_day.shape
+    dirs = np.array(list(CHANGE_STATS.values())[:k], dtype=float)
+    t = np.zeros((m, k))
+    z = np.zeros((m, k))
+    if d < recent + gap + 14:
+        return t, z
+    rec = np.arange(d - recent, d)
+    cand = np.arange(0, d - recent - gap)
+    target = float(np.mean(season[rec]))
+    ref = cand[np.argsort(np.abs(season[cand] - target), kind="stable")[:reference]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        a = np.nanmean(per_day[:, :, rec], axis=2)
+        b = np.nanmean(per_day[:, :, ref], axis=2)
+        sd = np.nanstd(per_day, axis=2)
+    n_a = np.isfinite(per_day[:, :, rec]).sum(axis=2)
+    n_b = np.isfinite(per_day[:, :, ref]).sum(axis=2)
+    # The plain shift: dividing by the meter's own spread would favour steady households over
+    # heating ones, whose days vary more with the weather; the fleet calibration follows.
+    t = (a - b) * dirs[None, :]
+    t = np.where((n_a >= 7) & (n_b >= 7) & (sd > 0), t, np.nan)
+    for j in range(k):
+        col = t[:, j]
+        live = np.isfinite(col)
+        if live.sum() < 5:
+            continue
+        med = float(np.median(col[live]))
+        mad = 1.4826 * float(np.median(np.abs(col[live] - med))) + 1e-6
+        z[:, j] = np.where(live, (col - med) / mad, 0.0)
+    return np.nan_to_num(t), z

@@ -13,10 +13,13 @@ Runs, candidates and outcomes are written as the editor role (``database.use_rol
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,7 +48,18 @@ def _period(conn: psycopg.Connection, start: date | None, end: date | None, days
     if row is None or row[0] is None:
         raise StoreError("no readings in the database")
     if end is None:
-        end = row[1].astimezone(UTC).date() + timedelta(days=1)
+        last = row[1].astimezone(UTC).date()
+        end = last + timedelta(days=1)
+        # A last day with fewer readings than the day before is partial (or only the spill-over of
+        # end-stamped intervals at midnight): it would read as a fleet-wide drop. Left out.
+        counts = conn.execute(
+            """SELECT coalesce(sum(n) FILTER (WHERE day = %s), 0), coalesce(sum(n) FILTER (WHERE day = %s), 0)
+               FROM daily_reading WHERE day >= %s""",
+            (row[1], row[1] - timedelta(days=1), row[1] - timedelta(days=1)),
+        ).fetchone()
+        partial = counts is not None and counts[1] > 0 and counts[0] < 0.9 * counts[1]
+        if partial and last > row[0].astimezone(UTC).date():
+            end = last
     if start is None:
         # The last ``days`` days, but not before the first reading.
         start = max(end - timedelta(days=days), row[0].astimezone(UTC).date())
@@ -147,6 +161,7 @@ def load_from_database(
         (list(INTERVAL_CHANNELS), lo, hi),
     ).fetchall()
     hourly = None
+    feeder_hourly: dict[int, FloatArray] = {}
     if interval:
         hourly = np.full((m, n_days, 24), np.nan)
         seen = np.zeros((m, n_days, 24), dtype=bool)
@@ -160,6 +175,22 @@ def load_from_database(
         no_register = ~np.isfinite(daily).any(axis=1)
         daily[no_register] = day_sum[no_register]
         hourly[~seen.all(axis=2)] = np.nan
+        # Feeders with an interval channel: hourly totals (the interval balance), and their daily
+        # sums when they have no register at all.
+        f_hourly = np.zeros((len(feeders), n_days, 24))
+        f_seen = np.zeros((len(feeders), n_days, 24), dtype=bool)
+        for mid, day, hour, value in interval:
+            k = feeder_row.get(mid)
+            j = (day - start).days
+            if k is not None and 0 <= j < n_days:
+                f_hourly[k, j, hour] = value
+                f_seen[k, j, hour] = True
+        f_full = np.asarray(f_seen.all(axis=2), dtype=bool)
+        for k in range(len(feeders)):
+            if f_full[k].sum() >= 7:
+                feeder_hourly[k] = np.where(f_full[k][:, None], f_hourly[k], np.nan)
+                if not np.isfinite(feeder_daily[k]).any():
+                    feeder_daily[k] = np.where(f_full[k], f_hourly[k].sum(axis=1), np.nan)
 
     data = TheftData(
         serials=[r[1] for r in meters], first_day=start, daily=daily,
@@ -175,6 +206,8 @@ def load_from_database(
     )
     for k, (code, _, pct) in enumerate(feeders):
         data.feeders[code] = feeder_daily[k]
+        if k in feeder_hourly:
+            data.feeders_hourly[code] = feeder_hourly[k]
         if pct is not None and float(pct) > 0:
             data.technical_loss_pct[code] = float(pct)
     for mid, ts, kind, code in conn.execute(
@@ -276,6 +309,127 @@ def record_outcome(
 
 
 @dataclass
+class OutcomeRow:
+    """One visit outcome to record (from a file: ``line`` is its line number)."""
+
+    run: int
+    serial: str
+    result: str
+    campaign: str = ""
+    note: str = ""
+    visited_at: datetime | None = None
+    line: int = 0
+
+
+@dataclass
+class Rejected:
+    """An outcome row that was not recorded, and why."""
+
+    row: OutcomeRow | None
+    line: int
+    raw: list[str]
+    reason: str
+
+
+def read_outcomes(path: Path, run: int | None = None, campaign: str = "") -> tuple[list[OutcomeRow], list[Rejected]]:
+    """Parse a visits CSV: ``meter,result[,run,campaign,note,visited_at]`` (header required).
+
+    ``run`` and ``campaign`` given here fill the rows whose file has no such column or an empty cell.
+    ``visited_at`` is ISO 8601 (UTC unless it carries an offset). Rows that cannot be read are
+    returned as rejected with the reason; the others are returned to be checked and recorded.
+    """
+    from analytics.theft.data import parse_ts
+
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise StoreError(f"{path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise StoreError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration as exc:
+        raise StoreError(f"{path}: empty file") from exc
+    missing = [c for c in ("meter", "result") if c not in header]
+    if "run" not in header and run is None:
+        missing.append("run (or --run)")
+    if missing:
+        raise StoreError(f"{path}:1: missing column(s) {', '.join(missing)} (header: {','.join(header)})")
+    col = {h: k for k, h in enumerate(header)}
+    rows: list[OutcomeRow] = []
+    bad: list[Rejected] = []
+    for line, raw in enumerate(reader, start=2):
+        if not raw or all(not c.strip() for c in raw):
+            continue
+
+        def cell(name: str, raw: list[str] = raw) -> str:
+            k = col.get(name)
+            return raw[k].strip() if k is not None and k < len(raw) else ""
+
+        try:
+            run_text = cell("run")
+            run_id = int(run_text) if run_text else run
+            if run_id is None:
+                raise ValueError("no run")
+            result = cell("result")
+            if result not in RESULTS:
+                raise ValueError(f"result must be one of {', '.join(RESULTS)}, not {result!r}")
+            serial = cell("meter")
+            if not serial:
+                raise ValueError("empty meter")
+            when = cell("visited_at")
+            rows.append(OutcomeRow(run_id, serial, result, cell("campaign") or campaign, cell("note"),
+                                   parse_ts(when) if when else None, line))
+        except ValueError as exc:
+            bad.append(Rejected(None, line, raw, str(exc)))
+    return rows, bad
+
+
+def record_outcomes(settings: Settings, url: str, rows: list[OutcomeRow]) -> tuple[int, list[Rejected]]:
+    """Record many visit outcomes in one transaction; rows whose meter is not on their run's list are rejected.
+
+    Returns the number recorded and the rejected rows (with the reason). Accepted rows are
+    recorded even when others are rejected.
+    """
+    if not rows:
+        return 0, []
+    with connect(url, role=editor_role(settings)) as conn, conn.transaction():
+        runs = sorted({r.run for r in rows})
+        listed = {(int(a), b) for a, b in conn.execute(
+            "SELECT run_id, serial FROM theft_candidate WHERE run_id = ANY(%s)", (runs,))}
+        known_runs = {int(r[0]) for r in conn.execute("SELECT id FROM theft_run WHERE id = ANY(%s)", (runs,))}
+        ok: list[OutcomeRow] = []
+        bad: list[Rejected] = []
+        for r in rows:
+            if r.run not in known_runs:
+                bad.append(Rejected(r, r.line, [], f"no theft run {r.run}"))
+            elif (r.run, r.serial) not in listed:
+                bad.append(Rejected(r, r.line, [], f"meter {r.serial} is not on the list of run {r.run}"))
+            else:
+                ok.append(r)
+        with conn.cursor() as cur:
+            cur.executemany(
+                """INSERT INTO theft_inspection (run_id, serial, campaign, result, note, visited_at)
+                   VALUES (%s, %s, %s, %s, %s, coalesce(%s, now()))""",
+                [(r.run, r.serial, r.campaign, r.result, r.note, r.visited_at) for r in ok],
+            )
+    return len(ok), bad
+
+
+def write_rejected(path: Path, bad: list[Rejected]) -> None:
+    """The rejected rows as CSV ``line,meter,run,result,campaign,reason`` (kept for inspection)."""
+    with Path(path).open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["line", "meter", "run", "result", "campaign", "reason"])
+        for b in bad:
+            if b.row is not None:
+                w.writerow([b.line, b.row.serial, b.row.run, b.row.result, b.row.campaign, b.reason])
+            else:
+                w.writerow([b.line, "|".join(b.raw), "", "", "", b.reason])
+
+
+@dataclass
 class Labels:
     """Training labels from inspections: model inputs at listing time and fraud (1) or not (0)."""
 
@@ -337,6 +491,7 @@ class DatabaseRanking:
     data: TheftData
     excluded: int
     labels: int
+    note: str = ""
 
 
 def rank_database(
@@ -365,12 +520,12 @@ def rank_database(
         exclude = set() if include_inspected else inspected(conn)
     ranking = score(data, training=(labels.x, labels.y) if len(labels.y) else None, tariff=tariff or {},
                     exclude=exclude)  # fmt: skip
-    model = "unsupervised" if ranking.model is None else f"blend+logistic({ranking.model.method})"
+    model = ranking.model_name
     cands = ranking.candidates(keep, by=order, **filters)
     run_id = None
     if store:
         params = {"order": order, "filters": filters, "tariff": tariff or {}, "keep": keep,
-                  "excluded": len(exclude), "labels": len(labels.y)}  # fmt: skip
+                  "excluded": len(exclude), "labels": len(labels.y), "model_note": ranking.model_note()}  # fmt: skip
         run_id = save_run(settings, url, cands, origin, params, data,
                           n_labels=ranking.model.n_labels if ranking.model else 0, model=model)  # fmt: skip
-    return DatabaseRanking(cands, run_id, model, data, len(exclude), len(labels.y))
+    return DatabaseRanking(cands, run_id, model, data, len(exclude), len(labels.y), ranking.model_note())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -162,3 +162,112 @@ def test_cli_rank_missing_file_is_a_user_error(tmp_path: Path, capsys: pytest.Ca
     code = main(["theft", "rank", "--input", str(tmp_path / "nope.csv")])
     assert code == 1
     assert "nope.csv" in capsys.readouterr().err
+
+
+def _lcl(path: Path, stamps: str = "start", offsets: bool = False) -> None:
+    """A Low Carbon London-like file: its own column names, naive London time, half-hours.
+
+    Two households, 2013-03-30 … 2013-04-01 local: the clocks go forward on 2013-03-31 (a day of 46
+    half-hours). Each half-hour holds 0.1 kWh, plus 1 kWh at 18:00 local on each day.
+    """
+    from zoneinfo import ZoneInfo
+
+    london = ZoneInfo("Europe/London")
+    rows = ["LCLid,tstp,energy(kWh/hh)"]
+    t = datetime(2013, 3, 30, 0, 0, tzinfo=london).astimezone(ZoneInfo("UTC"))
+    stop = datetime(2013, 4, 2, 0, 0, tzinfo=london).astimezone(ZoneInfo("UTC"))
+    while t < stop:
+        local = t.astimezone(london)
+        value = 0.1 + (1.0 if (local.hour, local.minute) == (18, 0) else 0.0)
+        stamp = local + timedelta(minutes=30) if stamps == "end" else local
+        for meter in ("MAC000002", "MAC000003"):
+            text = stamp.isoformat(sep=" ") if offsets else stamp.replace(tzinfo=None).isoformat(sep=" ")
+            rows.append(f"{meter},{text}, {value:.3f} ")
+        t += timedelta(minutes=30)
+    path.write_text("\n".join(rows) + "\n")
+
+
+@pytest.mark.parametrize("stamps", ["start", "end"])
+def test_column_mapping_local_days_and_interval_stamps(tmp_path: Path, stamps: str):
+    from analytics.theft.data import FileOptions
+
+    p = tmp_path / "lcl.csv"
+    _lcl(p, stamps)
+    opts = FileOptions.parse("meter=LCLid,timestamp=tstp,value=energy(kWh/hh)", stamps, "Europe/London")
+    d = read_long(p, opts)
+    assert d.serials == ["MAC000002", "MAC000003"]
+    # Local days, and no spill-over day from the end-stamped midnight value.
+    assert d.first_day == date(2013, 3, 30) and d.n_days == 3
+    assert d.daily[0] == pytest.approx([48 * 0.1 + 1, 46 * 0.1 + 1, 48 * 0.1 + 1])
+    assert d.hourly is not None
+    assert d.hourly[0, :, 18] == pytest.approx([1.2, 1.2, 1.2])  # the evening peak stays at 18:00 local
+    assert d.hourly[0, 1, 1] == 0.0  # 01:00–02:00 never happened on 2013-03-31
+
+
+def test_stamps_with_offsets_land_in_utc_days_or_in_the_zone_asked(tmp_path: Path):
+    from analytics.theft.data import FileOptions
+
+    p = tmp_path / "lcl.csv"
+    _lcl(p, offsets=True)
+    cols = "meter=LCLid,timestamp=tstp,value=energy(kWh/hh)"
+    utc = read_long(p, FileOptions.parse(cols))
+    assert utc.hourly is not None
+    assert utc.hourly[0, 2, 17] == pytest.approx(1.2) and utc.hourly[0, 2, 18] == pytest.approx(0.2)  # BST − 1 h
+    assert utc.hourly[0, 0, 18] == pytest.approx(1.2)  # 2013-03-30: GMT, UTC itself
+    local = read_long(p, FileOptions.parse(cols, "start", "Europe/London"))
+    assert local.hourly is not None and local.hourly[0, 2, 18] == pytest.approx(1.2)
+
+
+def test_feeder_totals_at_any_resolution(tmp_path: Path):
+    from zoneinfo import ZoneInfo
+
+    from analytics.theft.data import FileOptions, TheftData, read_feeders
+
+    london, utc = ZoneInfo("Europe/London"), ZoneInfo("UTC")
+    d = TheftData.blank(["M1"], date(2013, 3, 27), np.ones((1, 10)))
+    opts = FileOptions.parse("area=substation,value=kwh", "start", "Europe/London")
+    half_hourly = tmp_path / "feeder_hh.csv"
+    lines = ["substation,timestamp,kwh"]
+    t = datetime(2013, 3, 27, tzinfo=london).astimezone(utc)
+    while t < datetime(2013, 4, 6, tzinfo=london).astimezone(utc):
+        lines.append(f"T1,{t.astimezone(london).replace(tzinfo=None).isoformat()},0.5")
+        t += timedelta(minutes=30)
+    half_hourly.write_text("\n".join(lines) + "\n")
+    daily = tmp_path / "feeder_day.csv"
+    daily.write_text("substation,date,kwh\n" + "".join(
+        f"T2,{date(2013, 3, 27) + timedelta(days=k)},24\n" for k in range(10)))
+    read_feeders(d, half_hourly, opts)
+    read_feeders(d, daily, opts)
+    expected = [24.0] * 10
+    expected[4] = 23.0  # 2013-03-31, the clocks went forward
+    assert d.feeders["T1"] == pytest.approx(expected)  # summed per local day
+    assert d.feeders["T2"] == pytest.approx([24.0] * 10)
+    assert "T2" not in d.feeders_hourly  # daily totals: the daily balance only
+    hourly = d.feeders_hourly["T1"]  # half-hours: per hour too, for the interval balance
+    assert hourly.shape == (10, 24) and np.isnan(hourly[4]).all()  # the 23-hour day is left out
+    assert np.allclose(np.delete(hourly, 4, axis=0), 1.0)
+
+
+@pytest.mark.parametrize(("columns", "stamps", "tz", "message"), [
+    ("meter", "start", None, "not NAME=COLUMN"),
+    ("meter=LCLid", "middle", None, "--stamps must be start or end"),
+    ("", "start", "Mars/Olympus", "unknown time zone"),
+])
+def test_file_options_errors_say_what(columns: str, stamps: str, tz: str | None, message: str):
+    from analytics.theft.data import FileOptions
+
+    with pytest.raises(TheftImportError, match=message):
+        FileOptions.parse(columns, stamps, tz)
+
+
+def test_cli_rank_a_utilitys_own_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    p = tmp_path / "lcl.csv"
+    _lcl(p)
+    code = main(["theft", "rank", "--input", str(p), "--columns", "meter=LCLid,timestamp=tstp,value=energy(kWh/hh)",
+                 "--tz", "Europe/London", "--top", "2"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "MAC000002" in captured.out and "model: ranked by the evidence rules" in captured.err
+    code = main(["theft", "rank", "--input", str(p), "--top", "2"])
+    assert code == 1
+    assert "missing column(s) meter, timestamp, value" in capsys.readouterr().err

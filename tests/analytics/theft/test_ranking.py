@@ -116,3 +116,29 @@ def test_small_simulated_fleet_ranks_thieves_first():
     top = r.order()[:k]
     assert y[top].mean() >= 0.7
     assert all(c.reasons for c in r.candidates(k))
+
+
+def test_first_frauds_train_a_positive_unlabelled_model_and_the_ranking_says_so():
+    data, _ = build()
+    first = score(data)
+    assert "no inspection outcomes" in first.model_note() and first.model_name == "unsupervised"
+    thieves = np.isin(data.serials, list(THIEVES))
+    visited = np.flatnonzero(thieves)[:3]  # a first campaign that found three frauds and nothing else
+    second = score(data, training=(first.inputs()[visited], np.ones(3, dtype=int)))
+    assert second.model is not None and second.model.method == "pu"
+    assert second.model_name == "blend+pu-logistic"
+    assert "positive-unlabelled" in second.model_note() and "3 fraud" in second.model_note()
+    assert second.supervised is not None and 0.0 <= second.supervised.min() <= second.supervised.max() <= 1.0
+    # The uninspected thieves still rank above the honest meters with the model blended in.
+    from sklearn.metrics import roc_auc_score
+
+    rest = np.setdiff1d(np.arange(len(thieves)), visited)
+    assert roc_auc_score(thieves[rest], second.risk[rest]) >= 0.9
+
+
+def test_one_fraud_is_not_enough_and_the_note_says_why():
+    data, _ = build()
+    first = score(data)
+    second = score(data, training=(first.inputs()[:2], np.array([1, 0])))
+    assert second.model is None
+    assert "2 outcomes recorded" in second.model_note() and "at least 2 fraud" in second.model_note()

@@ -167,3 +167,69 @@ def test_database_input_carries_areas_events_and_vee_findings(loaded):
     assert {e.kind for e in data.events}  # the backfill's events landed
     f = compute_features(data)
     assert f.col("estimate_streak")[k] == 14 and f.col("index_faults")[k] >= 2
+
+
+def test_bulk_outcome_import_records_good_rows_and_keeps_the_rejected(loaded, tmp_path: Path, capsys):
+    db, thieves = loaded
+    assert _run(db, "rank", "--top", "10", "--keep", "12", "--quiet") == 0
+    assert "model: ranked by the evidence rules" in capsys.readouterr().err
+    with db.connect() as conn:
+        run1 = _latest_run(conn)
+        listed = [r[0] for r in conn.execute(
+            "SELECT serial FROM theft_candidate WHERE run_id = %s ORDER BY rank", (run1,))]
+        unlisted = conn.execute("SELECT serial FROM meter WHERE serial <> ALL(%s) LIMIT 1", (listed,)).fetchone()[0]
+    visits = tmp_path / "visits.csv"
+    rows = ["meter,result,campaign,note,visited_at"]
+    for serial in listed[:6]:
+        rows.append(f'{serial},{"fraud" if serial in thieves else "nothing"},,"door, then meter",2026-04-02T22:10:00+02:00')
+    rows.append(f"{unlisted},fraud,,,")           # not on the run's list
+    rows.append(f"{listed[6]},stolen,,,")          # not a result
+    rows.append(f"{listed[7]},fraud,,,not-a-time")  # unreadable time
+    visits.write_text("\n".join(rows) + "\n")
+    assert _run(db, "outcome", "--file", str(visits), "--run", str(run1), "--campaign", "W14") == 1
+    out, err = capsys.readouterr()
+    assert "6 outcomes recorded" in out
+    assert f"visits.csv:8: meter {unlisted} is not on the list of run {run1}" in err
+    assert "visits.csv:9: result must be one of" in err and "visits.csv:10:" in err
+    rejected = (tmp_path / "visits.csv.rejected.csv").read_text().splitlines()
+    assert rejected[0] == "line,meter,run,result,campaign,reason" and len(rejected) == 4
+    with db.connect() as conn:
+        got = conn.execute(
+            "SELECT serial, result, campaign, note, visited_at FROM theft_inspection WHERE run_id = %s ORDER BY id",
+            (run1,)).fetchall()
+    assert [g[0] for g in got] == listed[:6]
+    assert all(g[2] == "W14" and g[3] == "door, then meter" for g in got)
+    assert got[0][4] == datetime(2026, 4, 2, 20, 10, tzinfo=UTC)
+    # A file that cannot be read at all is an error that names it; nothing more is recorded.
+    bad = tmp_path / "bad.csv"
+    bad.write_text("serial,outcome\nx,y\n")
+    with pytest.raises(CommandError, match=r"bad.csv:1: missing column\(s\) meter, result"):
+        _run(db, "outcome", "--file", str(bad), "--run", str(run1))
+    assert _run(db, "report") == 0
+    report = capsys.readouterr().out
+    frauds = sum(s in thieves for s in listed[:6])
+    assert "next ranking:" in report and (f"{frauds} fraud" in report)
+
+
+def test_default_period_leaves_out_a_partial_last_day(loaded):
+    from datetime import timedelta
+
+    from analytics.theft.store import load_from_database
+
+    db, _ = loaded
+    with db.connect() as conn:
+        before = load_from_database(conn)
+        last = before.first_day + timedelta(days=before.n_days - 1)
+        spill = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1, minutes=15)
+        # One meter's end-stamped interval spills a quarter of an hour into the next day.
+        conn.execute("SELECT ensure_reading_partitions(%s, %s)", (spill, spill + timedelta(days=1)))
+        conn.execute(
+            """INSERT INTO reading SELECT r.meter_id, r.channel_id, %s, r.value, r.unit_id, r.source_id,
+                      r.read_type_id, r.quality, r.received_at, r.batch_id
+               FROM reading r JOIN channel c ON c.id = r.channel_id
+               WHERE c.code = '1-0:1.29.0' ORDER BY r.ts DESC LIMIT 1""", (spill,))
+        conn.execute("CALL refresh_daily_reading(%s, %s)", (spill, spill))
+        after = load_from_database(conn)
+        explicit = load_from_database(conn, end=last + timedelta(days=2))
+    assert (after.first_day, after.n_days) == (before.first_day, before.n_days)
+    assert explicit.n_days == before.n_days + 1  # asked for: the partial day is there
