@@ -129,6 +129,31 @@ class ModbusSource(_Model):
     lines: list[RtuLineConfig] = Field(default_factory=list)
 
 
+class CommandsConfig(_Model):
+    """Commands to meters (releve.meter_commands): this collector runs those of the meters it reaches."""
+
+    enabled: bool = Field(True, description="Execute queued commands for this collector's meters.")
+    check_every_s: float = Field(2.0, gt=0, le=300, description="How often the queue is looked at.")
+    max_attempts: int = Field(5, ge=1, le=100, description="Sends before a command that never confirms fails.")
+    retry_base_s: float = Field(10.0, gt=0, description="First delay before a retry; doubles each attempt.")
+    retry_max_s: float = Field(300.0, gt=0, description="Longest delay between retries.")
+    mqtt_topic: str = Field(
+        "releve/{serial}/command", description="Where commands to MQTT meters are published ({serial})."
+    )
+    mqtt_ack_topic: str = Field(
+        "releve/{serial}/command/ack", description="Where MQTT meters acknowledge them, with their state."
+    )
+    mqtt_ack_timeout_s: float = Field(15.0, gt=0, le=3600, description="How long to wait for an acknowledgement.")
+
+    @field_validator("mqtt_topic", "mqtt_ack_topic")
+    @classmethod
+    def _serial_template(cls, value: str) -> str:
+        if "{serial}" not in value or "+" in value or "#" in value:
+            raise ValueError("a command topic names one meter: it needs {serial} and no wildcard")
+        compile_topic(value)
+        return value
+
+
 class CollectorConfig(_Model):
     """A collector process."""
 
@@ -140,6 +165,7 @@ class CollectorConfig(_Model):
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Serve Prometheus /metrics here (0: any).")
     mqtt: MqttSource | None = None
     modbus: ModbusSource | None = None
+    commands: CommandsConfig = Field(default_factory=CommandsConfig)
 
 
 def load_config(path: Path) -> CollectorConfig:

@@ -100,6 +100,12 @@ class MeterControls:
                     exp += unswitched[1] - p.exp_at_open
             return max(imp, 0.0), max(exp, 0.0)
 
+    def relay_periods(self, meter: int) -> list[tuple[datetime, datetime | None]]:
+        """When the meter's relay was open: (opened, closed or None while still open)."""
+        with self._lock:
+            state = self._meters.get(meter)
+            return [(p.since, p.until) for p in state.periods] if state is not None else []
+
     def has_relay_history(self, meter: int) -> bool:
         """Whether the meter's relay ever opened (a fast path for the unswitched majority)."""
         state = self._meters.get(meter)

@@ -49,8 +49,8 @@ class FleetDatastore:
     pymodbus calls ``async_getValues``/``async_setValues``/``device_ids``; registers are computed
     on every request so they follow the simulated clock. Writes are accepted only where the meter's
     profile declares a command (``[commands]``: relay, clock, demand reset) and with a value that
-    command knows; anything else is refused (exception 01 for an unknown register or function, 03
-    for a value the command does not take).
+    command knows; anything else is refused: exception 01 for a function the meter does not write
+    with, 02 for a register it does not write, 03 for a value the command does not take.
     """
 
     def __init__(self, sim: Simulation, clock: SimClock, units: dict[int, int], serialise: bool = False) -> None:
@@ -156,9 +156,12 @@ class FleetDatastore:
             elif kind == "demand_reset":
                 self.sim.controls.reset_demand(meter)
             return None
-        known = any(s.write.function == function and s.write.address == address
-                    for s in self.sim.meters[meter].profile.commands.values())  # fmt: skip
-        return ExcCodes.ILLEGAL_VALUE if known else ExcCodes.ILLEGAL_FUNCTION
+        writes = [s.write for s in self.sim.meters[meter].profile.commands.values()]
+        if any(w.function == function and w.address == address for w in writes):
+            return ExcCodes.ILLEGAL_VALUE  # the register is there, the value is not one it takes
+        if any(w.function == function for w in writes):
+            return ExcCodes.ILLEGAL_ADDRESS  # this function writes elsewhere on this meter
+        return ExcCodes.ILLEGAL_FUNCTION
 
     async def async_getValues(  # noqa: N802 - pymodbus's name
         self, device_id: int, func_code: int, address: int, count: int = 1

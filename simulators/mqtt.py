@@ -24,6 +24,13 @@
 
 Events of every MQTT meter go to ``<prefix>/<serial>/event`` as
 ``{"meter", "ts", "kind", "code"}``. A meter in a communication-loss episode publishes nothing.
+
+Commands: every MQTT meter listens on ``<prefix>/<serial>/command`` for
+``{"id", "command": "disconnect"|"reconnect"|"clock_sync"|"demand_reset", "time"}`` (``time``: UNIX
+seconds, for a clock sync), obeys at the simulated clock's now and answers on
+``<prefix>/<serial>/command/ack`` with ``{"id", "meter", "command", "result": "ok"|"error",
+"error", "relay": "closed"|"open", "clock", "demand_resets", "ts"}`` (its state after the command).
+A meter in a communication loss neither obeys nor answers. The JSON uplink carries ``"relay"`` too.
 """
 
 from __future__ import annotations
@@ -80,7 +87,7 @@ def json_payload(sim: Simulation, meter: MeterSpec, ts: datetime) -> tuple[str, 
         if ch in values and meter.profile.entry(ch) is not None
     ]
     body = {"meter": meter.serial, "model": meter.model, "ts": _iso(device_ts), "status": int(values["status"]),
-            "readings": readings}
+            "relay": "closed" if sim.relay_closed(meter.index, ts) else "open", "readings": readings}
     return f"{sim.config.mqtt.topic_prefix}/{meter.serial}/reading", body
 
 
@@ -192,6 +199,31 @@ def ttn_payload(sim: Simulation, meter: MeterSpec, ts: datetime, f_cnt: int = 0)
     return f"v3/{app}@ttn/devices/{device_id}/up", body
 
 
+COMMANDS = ("disconnect", "reconnect", "clock_sync", "demand_reset")
+
+
+def obey(sim: Simulation, meter: MeterSpec, ts: datetime, command: dict[str, Any]) -> dict[str, Any]:
+    """Apply a command message to ``meter`` at simulated ``ts``; return the acknowledgement body."""
+    kind = command.get("command")
+    ack: dict[str, Any] = {"id": command.get("id"), "meter": meter.serial, "command": kind}
+    if kind not in COMMANDS:
+        ack.update(result="error", error=f"unknown command {kind!r}")
+    elif kind == "clock_sync" and not isinstance(command.get("time"), (int, float)):
+        ack.update(result="error", error="clock_sync needs 'time' (UNIX seconds)")
+    else:
+        if kind in ("disconnect", "reconnect"):
+            sim.set_relay(meter.index, ts, closed=kind == "reconnect")
+        elif kind == "clock_sync":
+            sim.set_clock(meter.index, ts, float(command["time"]))
+        else:
+            sim.controls.reset_demand(meter.index)
+        ack["result"] = "ok"
+    ack.update(relay="closed" if sim.relay_closed(meter.index, ts) else "open",
+               clock=int(ts.timestamp() + sim.clock_offset(meter.index, ts)),
+               demand_resets=sim.controls.demand_resets(meter.index), ts=_iso(ts))  # fmt: skip
+    return ack
+
+
 def event_payload(sim: Simulation, event: SimEvent) -> tuple[str, dict[str, Any]]:
     """Topic and body of an event message."""
     meter = sim.meters[event.meter]
@@ -221,6 +253,9 @@ class MqttPublisher:
         self.client.reconnect_delay_set(1, reconnect_max_s)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_command
+        self._by_serial = {m.serial: m for m in self.meters}
+        self.commands = 0  # commands obeyed
         self.connected = threading.Event()
         self.connections = 0  # successful (re)connections
         self._f_cnt: dict[str, int] = {}  # LoRaWAN uplink counter, per device
@@ -231,6 +266,7 @@ class MqttPublisher:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if not reason.is_failure:
             self.connections += 1
+            client.subscribe(f"{self.sim.config.mqtt.topic_prefix}/+/command", qos=1)
             self.connected.set()
             if self.connections > 1:
                 log.warning("MQTT broker %s:%d: reconnected, publishing resumes", self.host, self.port)
@@ -239,6 +275,26 @@ class MqttPublisher:
         if self.connected.is_set():
             log.warning("MQTT broker %s:%d: connection lost (%s); reconnecting", self.host, self.port, reason)
         self.connected.clear()
+
+    def _on_command(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        parts = message.topic.split("/")
+        meter = self._by_serial.get(parts[-2]) if len(parts) >= 3 and parts[-1] == "command" else None
+        if meter is None:
+            return
+        now = self.clock.now()
+        if not self.sim.available(meter.index, now):
+            return  # a meter in a communication loss hears nothing
+        try:
+            command = json.loads(message.payload)
+            if not isinstance(command, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            log.warning("meter %s: command is not a JSON object: %r", meter.serial, message.payload[:200])
+            return
+        ack = obey(self.sim, meter, now, command)
+        self.commands += ack["result"] == "ok"
+        log.info("meter %s: %s -> %s", meter.serial, command.get("command"), ack["result"])
+        client.publish(f"{message.topic}/ack", json.dumps(ack), qos=1)
 
     def connect(self, timeout: float = 10.0) -> None:
         """Connect and start the network loop thread (which reconnects after an outage)."""

@@ -88,7 +88,7 @@ def test_sdm630_relay_over_tcp_function_06_and_its_read_back(served):
         bad = client.write_register(600, 7, device_id=unit)
         assert bad.isError() and bad.exception_code == 3  # a value the relay does not take
         elsewhere = client.write_register(601, 0, device_id=unit)
-        assert elsewhere.isError() and elsewhere.exception_code == 1
+        assert elsewhere.isError() and elsewhere.exception_code == 2
         client.write_register(600, 1, device_id=unit)
         assert client.read_input_registers(505, count=1, device_id=unit).registers == [1]
         assert client.read_input_registers(506, count=1, device_id=unit).registers == [0]
