@@ -215,6 +215,7 @@ class CommandRunner:
         self._conn: Connection | None = None
         self._db_lock = asyncio.Lock()
         self._ids: dict[int, str] = {}  # meter id -> serial, for the meters this collector reaches
+        self._ids_refresh = 0.0
         self._busy: set[int] = set()
         self._recovered = False
 
@@ -284,8 +285,9 @@ class CommandRunner:
 
     async def cycle(self, tasks: set[asyncio.Task[None]] | None = None) -> None:
         """One look at the queue: expire, then start the next command of every meter that has one due."""
-        if not self._ids:
+        if not self._ids or time.monotonic() >= self._ids_refresh:  # meters registered since are picked up
             self._ids = await self._db(self._load_meters)
+            self._ids_refresh = time.monotonic() + 30.0
         if not self._recovered:
             if n := await self._db(self._recover):
                 log.warning("meter commands: %d command(s) in flight at the last stop put back in the queue", n)
