@@ -522,6 +522,19 @@ def markdown_table(profile: DeviceProfile) -> str:
     if profile.status_bits:
         bits = ", ".join(f"bit {b} {name}" for name, b in sorted(profile.status_bits.items(), key=lambda kv: kv[1]))
         lines += ["", f"Status bits: {bits}."]
+    if profile.commands:
+        lines += ["", "| command | write | confirmed when |", "|---|---|---|"]
+        for kind in COMMAND_KINDS:
+            spec = profile.commands.get(kind)
+            if spec is None:
+                continue
+            w, c = spec.write, spec.confirm
+            value = (f"the time ({w.data_type.value} {w.order})" if w.value == "clock"
+                     else (("on" if w.value else "off") if w.function == 5 else str(w.value)))  # fmt: skip
+            expect = {"clock": f"it reads the time written ± {c.tolerance_s:g} s",
+                      "increment": "it went up by one"}.get(str(c.expect), f"it reads {c.expect}")
+            lines.append(f"| {kind} | FC {w.function:02d} at {w.address} ← {value} "
+                         f"| FC {c.function:02d} at {c.address}: {expect} |")
     return "\n".join(lines) + "\n"
 
 
