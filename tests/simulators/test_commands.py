@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 
 from releve.profiles import decode, load_profile
 from simulators.clock import SimClock
+from simulators.controls import MeterControls
 from simulators.engine import Simulation
 from simulators.modbus import BackgroundModbus
 
@@ -139,3 +143,36 @@ def test_relay_over_rtu_on_a_pseudo_terminal(served):
     finally:
         client.close()
     assert not sim.relay_closed(meter, clock.now())
+
+
+# -- property: whatever the switching, the index never moves while open and loses nothing else ------
+_SIM = fleet("gen-int32cdab")
+
+
+@given(st.lists(st.integers(min_value=1, max_value=6 * 3600), min_size=1, max_size=8),
+       st.integers(min_value=0, max_value=len(_SIM.meters) - 1))
+@settings(max_examples=60, deadline=None)
+def test_switching_freezes_the_index_exactly_while_open(gaps, meter):
+    sim = _SIM
+    sim.controls = MeterControls()  # a fresh set of commands for each example
+    t0 = sim.start + timedelta(days=1, hours=5)
+    times = [t0]
+    for gap in gaps:
+        times.append(times[-1] + timedelta(seconds=gap))
+    for k, ts in enumerate(times[:-1]):
+        sim.set_relay(meter, ts, closed=k % 2 == 1)  # open, close, open…
+    end = times[-1] + timedelta(hours=1)
+    samples = sorted({*times, end, *(a + (b - a) / 2 for a, b in itertools.pairwise(times))})
+    shown = [sim.values_at(meter, ts)["1-0:1.8.0"] for ts in samples]
+    assert all(b >= a - 1e-9 for a, b in itertools.pairwise(shown))  # never backwards
+    for a, b in itertools.pairwise(samples):
+        if not sim.relay_closed(meter, a + (b - a) / 2):
+            assert sim.values_at(meter, b)["1-0:1.8.0"] == pytest.approx(sim.values_at(meter, a)["1-0:1.8.0"])
+    # What was counted = what flowed minus what flowed while open.
+    switches = times[:-1]  # the relay opens at even switches and closes at odd ones
+    periods = [(switches[k], switches[k + 1] if k + 1 < len(switches) else end) for k in range(0, len(switches), 2)]
+    flowed = sim._unswitched(meter, end)[0] - sim._unswitched(meter, t0)[0]
+    open_flow = sum(sim._unswitched(meter, b)[0] - sim._unswitched(meter, a)[0] for a, b in periods)
+    counted = sim.values_at(meter, end)["1-0:1.8.0"] - sim.values_at(meter, t0)["1-0:1.8.0"]
+    assert counted == pytest.approx(flowed - open_flow, abs=1e-9)
+    assert sim.relay_closed(meter, end) == (len(switches) % 2 == 0)
