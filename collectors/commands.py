@@ -26,6 +26,7 @@ A command this collector had sent when it stopped is put back in the queue at it
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -41,7 +42,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from psycopg import Connection
 
-from collectors.config import CommandsConfig, compile_topic
+from collectors.config import CommandsConfig
 from collectors.modbus import Link, MeterTarget, Operation, ReadError
 from collectors.mqtt import broker_password
 from releve import db
@@ -91,8 +92,50 @@ class CommandStats:
     by_meter: dict[str, int] = field(default_factory=dict)
 
 
+#: MQTT command dialects, chosen per meter from its registry address (``{"uri": "mqtt://<style>/<serial>"}``).
+DIALECTS = ("json", "tasmota", "ttn")
+
+#: LoRaWAN downlink (f_port 2): one byte, 0 = cut the supply (open the relay, close the valve), 1 = restore.
+TTN_PORT = 2
+TTN_CODES = {"disconnect": 0, "reconnect": 1}
+
+
+def dialect_of(address: Any) -> str:
+    """The command dialect of an MQTT meter from its ``meter.address`` (json when it does not say)."""
+    uri = address.get("uri", "") if isinstance(address, dict) else ""
+    if isinstance(uri, str) and uri.startswith("mqtt://"):
+        style = uri[len("mqtt://") :].split("/", 1)[0]
+        if style in DIALECTS:
+            return style
+    return "json"
+
+
+def supply_state(kind: str, decoded: dict[str, Any]) -> bool | None:
+    """From a LoRaWAN ``decoded_payload``: True when it shows what ``kind`` asked for, None if it says nothing."""
+    if "relay" in decoded:
+        return decoded["relay"] == MQTT_RELAY_STATE[kind]
+    if "valve" in decoded:
+        return decoded["valve"] == ("closed" if kind == "disconnect" else "open")
+    return None
+
+
+@dataclass
+class _Wait:
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Outcome]
+    judge: Any  # (payload bytes) -> Outcome | None
+
+
 class MqttCommander:
-    """Publishes commands to MQTT meters and waits for their acknowledgements (paho-mqtt 2, QoS 1)."""
+    """Sends commands to MQTT meters and waits for what confirms them (paho-mqtt 2, QoS 1).
+
+    Three dialects, by the meter's registry address: ``json`` (a command topic and an
+    acknowledgement topic carrying the meter's state), ``tasmota`` (``ON``/``OFF`` on its POWER
+    command topic, its state back on ``stat/…/POWER``) and ``ttn`` (a LoRaWAN downlink pushed to
+    The Things Stack; a class A device hears it after one of its uplinks and shows its new state in
+    the following ones, so the confirmation is the first uplink that shows it). The topic to wait
+    on is subscribed before the command is published and dropped after.
+    """
 
     def __init__(self, config: CommandsConfig, broker: Any, client_id: str, ca_file: str = "") -> None:
         """``broker``: the settings' [mqtt] section (url, username, password source)."""
@@ -100,7 +143,6 @@ class MqttCommander:
         url = urlparse(broker.url or "mqtt://127.0.0.1:1883")
         self.host = url.hostname or "127.0.0.1"
         self.port = url.port or (8883 if url.scheme == "mqtts" else 1883)
-        self.ack_filter, self.ack_pattern = compile_topic(config.mqtt_ack_topic)
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         if broker.username:
             client.username_pw_set(broker.username, broker_password(broker))
@@ -108,10 +150,14 @@ class MqttCommander:
             client.tls_set(ca_certs=ca_file or None)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         self.client = client
         self.connected = threading.Event()
-        self._waiting: dict[tuple[str, int], tuple[asyncio.AbstractEventLoop, asyncio.Future[dict[str, Any]]]] = {}
+        self._waits: dict[str, list[_Wait]] = {}
+        self._subacks: dict[int, threading.Event] = {}
+        self._early: set[int] = set()  # SUBACKs that arrived before their waiter registered
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -126,61 +172,138 @@ class MqttCommander:
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if not reason.is_failure:
-            client.subscribe(self.ack_filter, qos=1)
+            with self._lock:
+                topics = list(self._waits)
+            for topic in topics:  # a reconnection: the waits still need their topics
+                client.subscribe(topic, qos=1)
             self.connected.set()
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        match = self.ack_pattern.match(message.topic)
-        if match is None:
-            return
-        try:
-            body = json.loads(message.payload)
-            key = (match.group("serial"), int(body["id"]))
-        except (ValueError, KeyError, TypeError):
-            log.warning("command acknowledgement on %s is not JSON with an id: %r", message.topic,
-                        message.payload[:200])  # fmt: skip
-            return
-        with self._lock:
-            waiting = self._waiting.pop(key, None)
-        if waiting is None:
-            log.info("acknowledgement of command %s from %s that nobody waits for (late?)", key[1], key[0])
-            return
-        loop, future = waiting
-        loop.call_soon_threadsafe(_settle, future, body)
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self.connected.clear()
 
-    async def execute(self, serial: str, cmd: mc.MeterCommand) -> Outcome:
-        """Publish ``cmd`` to ``serial`` and wait for its acknowledgement."""
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        with self._lock:
+            done = self._subacks.pop(mid, None)
+            if done is None:
+                self._early.add(mid)
+        if done is not None:
+            done.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            waits = list(self._waits.get(message.topic, ()))
+        for wait in waits:
+            try:
+                outcome = wait.judge(message.payload)
+            except Exception as exc:  # a payload we cannot read: log it, keep waiting
+                log.warning("meter command: cannot read %r on %s: %s", message.payload[:200], message.topic, exc)
+                continue
+            if outcome is not None:
+                wait.loop.call_soon_threadsafe(_settle, wait.future, outcome)
+
+    async def _exchange(self, topic: str, payload: str, wait_topic: str, judge: Any, timeout: float,
+                        silence: str, sent: dict[str, Any]) -> Outcome:  # fmt: skip
+        """Subscribe to ``wait_topic``, publish, and wait until ``judge`` makes an outcome of a message there."""
         if not self.connected.is_set():
             return Outcome("retry", error=f"MQTT broker {self.host}:{self.port} not connected")
+        loop = asyncio.get_running_loop()
+        wait = _Wait(loop, loop.create_future(), judge)
+        with self._lock:
+            first = wait_topic not in self._waits
+            self._waits.setdefault(wait_topic, []).append(wait)
+        try:
+            if first:
+                suback = threading.Event()
+                rc, mid = self.client.subscribe(wait_topic, qos=1)
+                with self._lock:
+                    if mid is not None and mid in self._early:  # the SUBACK beat us here
+                        self._early.discard(mid)
+                        suback.set()
+                    elif mid is not None:
+                        self._subacks[mid] = suback
+                if rc != mqtt.MQTT_ERR_SUCCESS or not await asyncio.to_thread(suback.wait, 10.0):
+                    return Outcome("retry", error=f"could not subscribe to {wait_topic}")
+            info = self.client.publish(topic, payload, qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                return Outcome("retry", error=f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
+            try:
+                outcome = await asyncio.wait_for(wait.future, timeout)
+            except TimeoutError:
+                return Outcome("retry", answer={"published": sent}, error=silence)
+            return Outcome(outcome.state, {**(outcome.answer or {}), "published": sent}, outcome.error)
+        finally:
+            with self._lock:
+                waits = self._waits.get(wait_topic, [])
+                if wait in waits:
+                    waits.remove(wait)
+                last = not waits
+                if last:
+                    self._waits.pop(wait_topic, None)
+            if last:
+                self.client.unsubscribe(wait_topic)
+
+    async def execute(self, serial: str, cmd: mc.MeterCommand, dialect: str = "json") -> Outcome:
+        """Send ``cmd`` to ``serial`` in its ``dialect`` and wait for what confirms it."""
+        cfg = self.config
+        if dialect in ("tasmota", "ttn") and cmd.kind not in MQTT_RELAY_STATE:
+            return Outcome("failed", error=f"{dialect} meters take relay commands only, not {cmd.kind}")
         now = time.time()
+        if dialect == "tasmota":
+            word = "OFF" if cmd.kind == "disconnect" else "ON"
+            ack = cfg.tasmota_ack_topic.replace("{serial}", serial)
+
+            def tasmota(payload: bytes) -> Outcome | None:
+                state = payload.decode("utf-8", "replace").strip().upper()
+                if state not in ("ON", "OFF"):
+                    return None
+                answer = {"power": state}
+                if state == word:
+                    return Outcome("confirmed", answer=answer)
+                return Outcome("retry", answer=answer, error=f"the meter reports POWER {state}, not {word}")
+
+            topic = cfg.tasmota_topic.replace("{serial}", serial)
+            return await self._exchange(topic, word, ack, tasmota, cfg.mqtt_ack_timeout_s,
+                                        f"no POWER state on {ack} within {cfg.mqtt_ack_timeout_s:g} s",
+                                        {"topic": topic, "payload": word})  # fmt: skip
+        if dialect == "ttn":
+            raw = bytes([TTN_CODES[cmd.kind]])
+            down = {"downlinks": [{"f_port": TTN_PORT, "frm_payload": base64.b64encode(raw).decode("ascii"),
+                                   "priority": "HIGH", "confirmed": True}]}  # fmt: skip
+            up = cfg.ttn_uplink_topic.replace("{serial}", serial)
+
+            def ttn(payload: bytes) -> Outcome | None:
+                decoded = json.loads(payload).get("uplink_message", {}).get("decoded_payload", {})
+                shown = supply_state(cmd.kind, decoded)
+                if not shown:  # an uplink from before the device heard the downlink: wait for the next
+                    return None
+                state = {k: decoded[k] for k in ("relay", "valve", "meter_time") if k in decoded}
+                return Outcome("confirmed", answer={"uplink": state})
+
+            topic = cfg.ttn_downlink_topic.replace("{serial}", serial)
+            return await self._exchange(topic, json.dumps(down), up, ttn, cfg.ttn_confirm_timeout_s,
+                                        f"no uplink on {up} showed the new state within "
+                                        f"{cfg.ttn_confirm_timeout_s:g} s",
+                                        {"topic": topic, "frm_payload": raw.hex()})  # fmt: skip
         body: dict[str, Any] = {"id": cmd.id, "command": cmd.kind,
                                 "ts": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")}
         if cmd.kind == "clock_sync":
             body["time"] = int(now)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[dict[str, Any]] = loop.create_future()
-        key = (serial, cmd.id)
-        with self._lock:
-            self._waiting[key] = (loop, future)
-        topic = self.config.mqtt_topic.replace("{serial}", serial)
-        try:
-            info = self.client.publish(topic, json.dumps(body), qos=1)
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                return Outcome("retry", error=f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
-            try:
-                ack = await asyncio.wait_for(future, self.config.mqtt_ack_timeout_s)
-            except TimeoutError:
-                return Outcome("retry", answer={"published": topic},
-                               error=f"no acknowledgement on {self.config.mqtt_ack_topic.replace('{serial}', serial)} "
-                                     f"within {self.config.mqtt_ack_timeout_s:g} s")  # fmt: skip
-        finally:
-            with self._lock:
-                self._waiting.pop(key, None)
-        return self.judge(cmd.kind, ack, now)
+        ack = cfg.mqtt_ack_topic.replace("{serial}", serial)
+
+        def acknowledged(payload: bytes) -> Outcome | None:
+            answer = json.loads(payload)
+            if not isinstance(answer, dict) or answer.get("id") != cmd.id:
+                return None  # another command's acknowledgement
+            return self.judge(cmd.kind, answer, now)
+
+        topic = cfg.mqtt_topic.replace("{serial}", serial)
+        return await self._exchange(topic, json.dumps(body), ack, acknowledged, cfg.mqtt_ack_timeout_s,
+                                    f"no acknowledgement on {ack} within {cfg.mqtt_ack_timeout_s:g} s",
+                                    {"topic": topic, "payload": body})  # fmt: skip
 
     @staticmethod
     def judge(kind: str, ack: dict[str, Any], sent_at: float) -> Outcome:
-        """What an acknowledgement says about ``kind`` (pure: unit-tested)."""
+        """What a JSON acknowledgement says about ``kind`` (pure: unit-tested)."""
         if ack.get("result") != "ok":
             return Outcome("failed", answer=ack, error=f"the meter refused: {ack.get('error') or ack.get('result')}")
         if kind in MQTT_RELAY_STATE:
@@ -194,9 +317,9 @@ class MqttCommander:
         return Outcome("confirmed", answer=ack)
 
 
-def _settle(future: asyncio.Future[dict[str, Any]], body: dict[str, Any]) -> None:
+def _settle(future: asyncio.Future[Outcome], outcome: Outcome) -> None:
     if not future.done():
-        future.set_result(body)
+        future.set_result(outcome)
 
 
 class CommandRunner:
@@ -216,6 +339,7 @@ class CommandRunner:
         self._db_lock = asyncio.Lock()
         self._ids: dict[int, str] = {}  # meter id -> serial, for the meters this collector reaches
         self._ids_refresh = 0.0
+        self._dialects: dict[str, str] = {}  # MQTT meter serial -> json | tasmota | ttn
         self._busy: set[int] = set()
         self._recovered = False
 
@@ -241,9 +365,11 @@ class CommandRunner:
         rows = conn.execute("SELECT id, serial FROM meter WHERE serial = ANY(%s)", (serials,)).fetchall()
         found = {int(i): s for i, s in rows}
         if self.mqtt is not None:
-            rows = conn.execute("SELECT id, serial FROM meter WHERE protocol = 'mqtt' AND NOT serial = ANY(%s)",
-                                (serials,)).fetchall()  # fmt: skip
-            found.update({int(i): s for i, s in rows})
+            rows = conn.execute(
+                "SELECT id, serial, address FROM meter WHERE protocol = 'mqtt' AND NOT serial = ANY(%s)", (serials,)
+            ).fetchall()
+            found.update({int(i): s for i, s, _ in rows})
+            self._dialects = {s: dialect_of(address) for _, s, address in rows}
         return found
 
     def _recover(self, conn: Connection) -> int:
@@ -349,7 +475,7 @@ class CommandRunner:
             link, meter = target
             return await execute_modbus(link, meter, cmd.kind)
         if self.mqtt is not None:
-            return await self.mqtt.execute(serial, cmd)
+            return await self.mqtt.execute(serial, cmd, self._dialects.get(serial, "json"))
         return Outcome("failed", error=f"collector {self.name} cannot reach meter {serial}")
 
 

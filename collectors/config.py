@@ -144,8 +144,24 @@ class CommandsConfig(_Model):
         "releve/{serial}/command/ack", description="Where MQTT meters acknowledge them, with their state."
     )
     mqtt_ack_timeout_s: float = Field(15.0, gt=0, le=3600, description="How long to wait for an acknowledgement.")
+    tasmota_topic: str = Field(
+        "cmnd/sml-{serial}/POWER", description="Tasmota meters (registry uri mqtt://tasmota/…): relay ON/OFF here."
+    )
+    tasmota_ack_topic: str = Field("stat/sml-{serial}/POWER", description="… and Tasmota answers its state here.")
+    ttn_downlink_topic: str = Field(
+        "v3/releve-water@ttn/devices/water-{serial}/down/push",
+        description="LoRaWAN meters (uri mqtt://ttn/…): downlinks are pushed to The Things Stack here …",
+    )
+    ttn_uplink_topic: str = Field(
+        "v3/releve-water@ttn/devices/water-{serial}/up",
+        description="… and the state is confirmed by the device's next uplinks here.",
+    )
+    ttn_confirm_timeout_s: float = Field(
+        1800.0, gt=0, le=86400, description="A class A device reports in its next uplinks: wait this long."
+    )
 
-    @field_validator("mqtt_topic", "mqtt_ack_topic")
+    @field_validator("mqtt_topic", "mqtt_ack_topic", "tasmota_topic", "tasmota_ack_topic", "ttn_downlink_topic",
+                     "ttn_uplink_topic")  # fmt: skip
     @classmethod
     def _serial_template(cls, value: str) -> str:
         if "{serial}" not in value or "+" in value or "#" in value:

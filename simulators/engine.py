@@ -850,12 +850,14 @@ class Simulation:
         exp = float(blk.exp[meter, j])
         internal = float(blk.imp_index[meter, j]) + frac * rec
         export = float(blk.exp_index[meter, j]) + frac * exp
+        supply = 1.0  # relay closed / valve open
         if self.controls.applied:
             lost_imp, lost_exp = self._lost(meter, ts, (internal, export))
             internal -= lost_imp
             export -= lost_exp
             if not self.controls.relay_closed(meter, ts):
                 rec = exp = 0.0  # nothing flows through an open relay or a closed valve
+                supply = 0.0
         reported = internal
         frozen = self.episode(meter, "frozen_register", step)
         if frozen is not None:
@@ -876,6 +878,7 @@ class Simulation:
             "last_event_code": float(last.code if last else 0),
             "last_event_ts": float(int((last.ts - _EPOCH).total_seconds() + offset) if last else 0),
             "clock": float(int((ts - _EPOCH).total_seconds() + offset)),
+            "supply": supply,
         }
         if spec.commodity is Commodity.WATER:
             values["8-0:2.7.0"] = (rec - exp) / self.dt_h

@@ -307,3 +307,68 @@ def test_confirmation_rules():
     assert judge("disconnect", {"result": "ok", "relay": "closed"}, 0).state == "retry"
     refused = judge("reconnect", {"result": "error", "error": "tamper lock"}, 0)
     assert (refused.state, refused.error) == ("failed", "the meter refused: tamper lock")
+
+
+@pytest.mark.mqtt
+def test_tasmota_power_and_a_lorawan_downlink_confirmed_by_the_next_uplinks(db, mqtt_broker, tmp_path):
+    sim = Simulation(parse_fleet({
+        "seed": 5, "horizon_days": 30, "start": "2026-03-01T00:00:00Z",
+        "topology": {"transformers": 1, "customers_per_transformer": 2, "dmas": 1, "customers_per_dma": 1,
+                     "electricity_models": {"sdm120": 1.0}},
+        "modbus": {"tcp_base_port": 0, "rtu_lines": 0},
+        "mqtt": {"electricity_share": 1.0, "styles": ["tasmota", "ttn"], "publish_every_s": 0.3,
+                 "url": mqtt_broker.url},
+        "theft": {"rate": 0.0}, "faults": {"rate": 0.0},
+    }, "dialect fleet"))
+    clock = SimClock(sim.start + timedelta(days=2, hours=7), speed=SPEED)
+    tasmota = next(m for m in sim.meters if m.mqtt_style == "tasmota")
+    water = next(m for m in sim.meters if m.mqtt_style == "ttn")
+    with db.connect() as conn, conn.cursor() as cur:
+        cur.executemany("INSERT INTO meter (serial, commodity, model, unit, protocol, address) "
+                        "VALUES (%s, %s, %s, %s, 'mqtt', %s)",
+                        [(m.serial, m.commodity.value, m.model, m.unit, f'{{"uri": "mqtt://{m.mqtt_style}/{m.serial}"}}')
+                         for m in (tasmota, water)])
+    publisher = MqttPublisher(sim, clock, mqtt_broker.url, client_id="sim-dialects")
+    publisher.connect()
+    stop = threading.Event()
+
+    def publish() -> None:
+        while not stop.is_set():
+            publisher.publish(publisher.messages(clock.now()))
+            stop.wait(0.3)
+
+    pub_thread = threading.Thread(target=publish, daemon=True)
+    pub_thread.start()
+    settings = db.settings.model_copy(update={"mqtt": db.settings.mqtt.model_copy(update={"url": mqtt_broker.url})})
+    cfg = config(tmp_path, mqtt={"client_id": "cmd-c3", "subscriptions": [
+        {"topic": "tele/sml-{serial}/SENSOR", "decoder": "tasmota", "options": {"timezone": "UTC"}},
+        {"topic": "v3/{app}/devices/water-{serial}/up", "decoder": "ttn"}]},
+        mqtt_ack_timeout_s=5.0, ttn_confirm_timeout_s=10.0)
+    collector = Collector(cfg, settings, db.url)
+    collector.start()
+    try:
+        assert collector.commands.mqtt.connected.wait(10)
+        off = queue(db, tasmota.serial, "disconnect")
+        shut = queue(db, water.serial, "disconnect")
+        reset = queue(db, tasmota.serial, "demand_reset")
+        done = wait_state(db, off, ("confirmed", "failed", "expired"))
+        closed = wait_state(db, shut, ("confirmed", "failed", "expired"))
+        refused = wait_state(db, reset, ("confirmed", "failed", "expired"))
+        assert done.state == "confirmed", done
+        assert done.answer["power"] == "OFF" and done.answer["published"]["payload"] == "OFF"
+        assert closed.state == "confirmed", closed
+        assert closed.answer["uplink"]["valve"] == "closed" and closed.answer["published"]["frm_payload"] == "00"
+        assert refused.state == "failed" and refused.error == "tasmota meters take relay commands only, not demand_reset"
+        time.sleep(2.0)  # uplinks land while the valve is shut
+        on = queue(db, water.serial, "reconnect")
+        opened = wait_state(db, on, ("confirmed", "failed", "expired"))
+        assert opened.state == "confirmed" and opened.answer["uplink"]["valve"] == "open", opened
+    finally:
+        collector.stop()
+        stop.set()
+        pub_thread.join(5)
+        publisher.close()
+    assert not sim.relay_closed(tasmota.index, clock.now()) and sim.relay_closed(water.index, clock.now())
+    (shut_at, reopened), = sim.controls.relay_periods(water.index)
+    volumes = [v for ts, v in index_rows(db, water.serial, "8-0:1.0.0") if shut_at <= ts < reopened]
+    assert len(volumes) >= 3 and max(volumes) - min(volumes) < 1e-6
