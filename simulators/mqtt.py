@@ -16,7 +16,7 @@
      "received_at": "2026-01-02T19:00:03.120Z",
      "uplink_message": {"f_port": 1, "f_cnt": 12, "frm_payload": "AAZKsQAAAAAAAADSAAA=",
        "decoded_payload": {"volume_m3": 412.337, "reverse_m3": 0.0, "flow_m3h": 0.021,
-       "alarms": {"reverse_flow": false, ...}}, "rx_metadata": [{"rssi": -97, "snr": 6.5, ...}]}}
+       "alarms": {"reverse_flow": false, ...}, "valve": "open"}, "rx_metadata": [{"rssi": -97, ...}]}}
 
   Each device counts its own uplinks (``f_cnt``); RSSI and SNR follow the device's distance to its
   gateway with a few dB of fading per uplink; ``frm_payload`` is the raw application payload in
