@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 from datetime import timedelta
 from pathlib import Path
 
@@ -96,6 +97,7 @@ def test_disconnect_over_modbus_tcp_stops_the_index_in_the_database_and_reconnec
         register(db, [meter])
         cfg = config(tmp_path, gateways=[{"name": "gw0", "host": gw.host, "port": gw.port, "timeout_s": 1.0,
                                           "meters": [{"serial": meter.serial, "unit": unit, "profile": "sdm630"}]}])
+        cfg.metrics_port = 0
         collector = Collector(cfg, db.settings, db.url)
         collector.start()
         try:
@@ -110,6 +112,8 @@ def test_disconnect_over_modbus_tcp_stops_the_index_in_the_database_and_reconnec
             back = wait_state(db, on, ("confirmed", "failed", "expired"))
             assert back.state == "confirmed", back
             time.sleep(2.0)
+            metrics = urllib.request.urlopen(f"http://127.0.0.1:{collector.metrics.port}/metrics", timeout=5).read()
+            assert b'releve_meter_commands_total{collector="cmd-test",outcome="confirmed"} 2' in metrics
         finally:
             collector.stop()
     rows = index_rows(db, meter.serial)
