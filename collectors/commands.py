@@ -340,7 +340,9 @@ class CommandRunner:
         self._ids: dict[int, str] = {}  # meter id -> serial, for the meters this collector reaches
         self._ids_refresh = 0.0
         self._dialects: dict[str, str] = {}  # MQTT meter serial -> json | tasmota | ttn
-        self._busy: set[int] = set()
+        self._busy: set[int] = set()  # meters with an attempt under way
+        self._in_flight: set[int] = set()  # their commands (not expired under their feet)
+        self._unrecorded: list[tuple[mc.MeterCommand, Outcome]] = []
         self._recovered = False
 
     # -- database (psycopg is blocking: each call runs in a worker thread, one at a time) ------------
@@ -383,7 +385,7 @@ class CommandRunner:
 
     def _due(self, conn: Connection) -> list[int]:
         ids = list(self._ids)
-        expired = mc.expire_overdue(conn, self.name, ids)
+        expired = mc.expire_overdue(conn, self.name, ids, list(self._in_flight))
         self.stats.expired += len(expired)
         rows = conn.execute(
             "SELECT DISTINCT meter_id FROM meter_command WHERE meter_id = ANY(%s) AND state = 'queued' "
@@ -411,6 +413,12 @@ class CommandRunner:
 
     async def cycle(self, tasks: set[asyncio.Task[None]] | None = None) -> None:
         """One look at the queue: expire, then start the next command of every meter that has one due."""
+        while self._unrecorded:  # outcomes the database could not take last time, first
+            cmd, outcome = self._unrecorded[0]
+            await self._db(self._record, cmd, outcome)
+            self._unrecorded.pop(0)
+            self._in_flight.discard(cmd.id)
+            self._busy.discard(cmd.meter_id)
         if not self._ids or time.monotonic() >= self._ids_refresh:  # meters registered since are picked up
             self._ids = await self._db(self._load_meters)
             self._ids_refresh = time.monotonic() + 30.0
@@ -430,10 +438,12 @@ class CommandRunner:
                 await task
 
     async def _one(self, meter_id: int) -> None:
+        cmd: mc.MeterCommand | None = None
         try:
-            cmd: mc.MeterCommand | None = await self._db(mc.claim_next, meter_id, self.name)
+            cmd = await self._db(mc.claim_next, meter_id, self.name)
             if cmd is None:
                 return
+            self._in_flight.add(cmd.id)
             serial = self._ids[meter_id]
             log.info("meter command %d: %s %s (attempt %d, asked by %s)", cmd.id, cmd.kind, serial, cmd.attempts,
                      cmd.requested_by)  # fmt: skip
@@ -442,12 +452,28 @@ class CommandRunner:
             except Exception as exc:  # a bug must not leave the command 'sent' for ever
                 log.exception("meter command %d failed unexpectedly", cmd.id)
                 outcome = Outcome("retry", error=f"collector error: {exc!r}")
-            await self._db(self._record, cmd, outcome)
+            try:
+                await self._db(self._record, cmd, outcome)
+            except Exception as exc:  # the database went away: keep the outcome, record it at a later cycle
+                log.warning("meter command %d: outcome not recorded yet (%s); will try again", cmd.id, exc)
+                self._unrecorded.append((cmd, outcome))
+                cmd = None  # stays in flight (and the meter busy) until recorded
+        except Exception as exc:  # the claim failed (database away): nothing was sent
+            log.warning("meter %s: no command taken: %s", self._ids.get(meter_id), exc)
         finally:
-            self._busy.discard(meter_id)
+            if cmd is not None or not any(c.meter_id == meter_id for c, _ in self._unrecorded):
+                self._busy.discard(meter_id)
+            if cmd is not None:
+                self._in_flight.discard(cmd.id)
 
     def _record(self, conn: Connection, cmd: mc.MeterCommand, outcome: Outcome) -> None:
         serial = cmd.serial
+        now = mc.command_status(conn, cmd.id)
+        if now.state != "sent":  # finished meanwhile (expired by another collector): keep the answer anyway
+            mc.record_event(conn, cmd.id, now.state, self.name, late_outcome=outcome.state, answer=outcome.answer,
+                            error=outcome.error)  # fmt: skip
+            log.warning("meter command %d was %s before its outcome (%s) came back", cmd.id, now.state, outcome.state)
+            return
         if outcome.state == "confirmed":
             mc.confirm(conn, cmd.id, self.name, outcome.answer or {})
             self.stats.confirmed += 1

@@ -311,8 +311,13 @@ def relay_state(conn: Connection, meter: str | int) -> str | None:
 # --- the collector's side: claim, record the outcome --------------------------------------------
 
 
-def expire_overdue(conn: Connection, actor: str, meters: Sequence[int] | None = None) -> list[int]:
-    """Move open commands whose ``expires_at`` has passed to ``expired``; return their ids."""
+def expire_overdue(conn: Connection, actor: str, meters: Sequence[int] | None = None,
+                   in_flight: Sequence[int] = ()) -> list[int]:  # fmt: skip
+    """Move open commands whose ``expires_at`` has passed to ``expired``; return their ids.
+
+    ``in_flight``: commands the caller is executing right now; they are left alone so that what the
+    meter answers is recorded (a disconnect the meter carried out must not read as expired).
+    """
     with conn.transaction():
         query = (
             "SELECT id, attempts FROM meter_command WHERE state IN ('queued', 'sent') AND expires_at <= now()"
@@ -321,6 +326,9 @@ def expire_overdue(conn: Connection, actor: str, meters: Sequence[int] | None = 
         if meters is not None:
             query += " AND meter_id = ANY(%s)"
             params.append(list(meters))
+        if in_flight:
+            query += " AND NOT id = ANY(%s)"
+            params.append(list(in_flight))
         rows = conn.execute(query + " FOR UPDATE SKIP LOCKED", params).fetchall()
         for command_id, attempts in rows:
             error = (

@@ -90,6 +90,7 @@ def test_retry_then_expiry_leaves_the_whole_trail(db):
         mc.retry_later(conn, cid, "col-1", "timeout", timedelta(seconds=30))
         assert mc.claim_next(conn, meter_id, "col-1") is None  # not before the backoff
         conn.execute("UPDATE meter_command SET expires_at = now() - interval '1 s' WHERE id = %s", (cid,))
+        assert mc.expire_overdue(conn, "col-1", in_flight=[cid]) == []  # its answer is on the way: wait for it
         assert mc.expire_overdue(conn, "col-1") == [cid]
         cmd = mc.command_status(conn, cid)
         trail = [(e.state, e.actor) for e in mc.command_events(conn, cid)]
