@@ -858,6 +858,10 @@ class Simulation:
             if not self.controls.relay_closed(meter, ts):
                 rec = exp = 0.0  # nothing flows through an open relay or a closed valve
                 supply = 0.0
+            for customer in self._feeder_customers.get(meter, ()):  # a feeder: its cut customers draw nothing
+                if self.controls.has_relay_history(customer) and not self.controls.relay_closed(customer, ts):
+                    rec -= float(blk.rec[customer, j])
+                    exp -= float(blk.exp[customer, j])
         reported = internal
         frozen = self.episode(meter, "frozen_register", step)
         if frozen is not None:

@@ -41,6 +41,10 @@ def test_an_open_relay_freezes_the_index_zeroes_power_and_the_feeder_stops_seein
     unswitched = sim._unswitched(customer.index, t1)[0] - sim._unswitched(customer.index, t0)[0]
     assert unswitched > 0
     feeder_rise = sim.values_at(feeder, t1)["1-0:1.8.0"] - feeder_before
+    fresh = fleet("sdm630")
+    step = sim.step_of(t1)[0]
+    drawn = float(sim.block(step // sim.block_steps).rec[customer.index, step % sim.block_steps]) * 1000 / sim.dt_h
+    assert sim.values_at(feeder, t1)["1-0:1.7.0"] == pytest.approx(fresh.values_at(feeder, t1)["1-0:1.7.0"] - drawn)
     sim.set_relay(customer.index, t1, closed=True)
     t2 = t1 + timedelta(hours=2)
     after = sim.values_at(customer.index, t2)
