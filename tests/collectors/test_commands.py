@@ -376,3 +376,43 @@ def test_tasmota_power_and_a_lorawan_downlink_confirmed_by_the_next_uplinks(db, 
     (shut_at, reopened), = sim.controls.relay_periods(water.index)
     volumes = [v for ts, v in index_rows(db, water.serial, "8-0:1.0.0") if shut_at <= ts < reopened]
     assert len(volumes) >= 3 and max(volumes) - min(volumes) < 1e-6
+
+
+def test_clock_sync_and_demand_reset_with_function_16_and_the_clock_offset_landed_goes_to_zero(db, tmp_path):
+    sim = Simulation(parse_fleet({
+        "seed": 5, "horizon_days": 30, "start": "2026-03-01T00:00:00Z",
+        "topology": {"transformers": 1, "customers_per_transformer": 2, "dmas": 0,
+                     "electricity_models": {"gen-int32cdab": 1.0}},
+        "modbus": {"tcp_base_port": 0, "rtu_lines": 0}, "mqtt": {"electricity_share": 0.0},
+        "theft": {"rate": 0.0}, "faults": {"rate": 0.0},
+    }, "clock fleet"))
+    clock = SimClock(sim.start + timedelta(days=2), speed=1.0)  # the meters' clocks are months behind
+    with BackgroundModbus(sim, clock) as front:
+        gw = front.gateways[0]
+        unit, index = next((u, m) for u, m in sorted(gw.store.units.items()) if sim.meters[m].role == "customer")
+        meter = sim.meters[index]
+        register(db, [meter])
+        cfg = config(tmp_path, gateways=[{"name": "gw0", "host": gw.host, "port": gw.port, "timeout_s": 1.0,
+                                          "meters": [{"serial": meter.serial, "unit": unit,
+                                                      "profile": "gen-int32cdab"}]}])
+        cfg.modbus.periods["events"] = 0.5  # the clock register is in the events class
+        collector = Collector(cfg, db.settings, db.url)
+        collector.start()
+        try:
+            time.sleep(1.5)
+            sync = queue(db, meter.serial, "clock_sync")
+            reset = queue(db, meter.serial, "demand_reset")
+            synced = wait_state(db, sync, ("confirmed", "failed", "expired"))
+            was_reset = wait_state(db, reset, ("confirmed", "failed", "expired"))
+            time.sleep(1.5)
+        finally:
+            collector.stop()
+    assert synced.state == "confirmed", synced
+    assert synced.answer["wrote"]["function"] == 16 and len(synced.answer["wrote"]["values"]) == 2
+    assert abs(synced.answer["read_back"]["value"] - synced.sent_at.timestamp()) < 10
+    assert was_reset.state == "confirmed" and was_reset.answer["read_back"]["value"] == was_reset.answer["before"] + 1
+    offsets = index_rows(db, meter.serial, "0-0:1.0.0")
+    before = [v for ts, v in offsets if ts < synced.sent_at]
+    after = [v for ts, v in offsets if ts > synced.confirmed_at]
+    assert before and all(v < -86400 * 200 for v in before)  # the simulated clock was in March
+    assert after and all(abs(v) < 5 for v in after)
