@@ -416,3 +416,21 @@ def test_clock_sync_and_demand_reset_with_function_16_and_the_clock_offset_lande
     after = [v for ts, v in offsets if ts > synced.confirmed_at]
     assert before and all(v < -86400 * 200 for v in before)  # the simulated clock was in March
     assert after and all(abs(v) < 5 for v in after)
+
+
+def test_collect_status_counts_the_open_commands_of_the_collectors_meters(db, tmp_path, monkeypatch, capsys):
+    from releve.cli import main
+
+    db.add_meters(["S-1", "S-2", "ELSEWHERE"])
+    queue(db, "S-1", "disconnect")
+    queue(db, "S-2", "reconnect")
+    queue(db, "ELSEWHERE", "disconnect")  # not this collector's meter
+    path = tmp_path / "c.toml"
+    path.write_text(f'name = "cmd-status"\nspool_dir = "{tmp_path / "spool"}"\n[modbus]\n[[modbus.gateways]]\n'
+                    'name = "gw"\nhost = "127.0.0.1"\nmeters = [{ serial = "S-1", unit = 1, profile = "sdm630" },'
+                    ' { serial = "S-2", unit = 2, profile = "sdm630" }]\n')
+    monkeypatch.setenv("RELEVE_DATABASE_URL", db.url)
+    monkeypatch.setenv("RELEVE_DATABASE__ROLE_PREFIX", db.settings.database.role_prefix)
+    main(["collect", "status", "-c", str(path)])
+    out = capsys.readouterr().out
+    assert "meter commands: 2 queued, 0 sent (oldest queued " in out
