@@ -39,6 +39,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
+import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 from psycopg import Connection
 
@@ -415,7 +416,12 @@ class CommandRunner:
         """One look at the queue: expire, then start the next command of every meter that has one due."""
         while self._unrecorded:  # outcomes the database could not take last time, first
             cmd, outcome = self._unrecorded[0]
-            await self._db(self._record, cmd, outcome)
+            try:
+                await self._db(self._record, cmd, outcome)
+            except psycopg.OperationalError:
+                raise  # still away: try again next cycle
+            except Exception:  # refused for good: keep it in the log rather than block the queue
+                log.exception("meter command %d: outcome %s could not be recorded", cmd.id, outcome)
             self._unrecorded.pop(0)
             self._in_flight.discard(cmd.id)
             self._busy.discard(cmd.meter_id)
