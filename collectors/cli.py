@@ -123,9 +123,23 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                    WHERE collector = %s AND errors ? 'implausible' ORDER BY n DESC, serial LIMIT %s""",
                 (config.name, args.worst),
             ).fetchall()
+            serials = [m.serial for link in (config.modbus.gateways + config.modbus.lines if config.modbus else [])
+                       for m in link.meters]  # fmt: skip
+            commands = conn.execute(
+                """SELECT count(*) FILTER (WHERE c.state = 'queued'), count(*) FILTER (WHERE c.state = 'sent'),
+                          min(c.requested_at) FILTER (WHERE c.state = 'queued')
+                   FROM meter_command c JOIN meter m ON m.id = c.meter_id
+                   WHERE c.state IN ('queued', 'sent') AND (c.collector = %s OR m.serial = ANY(%s)
+                         OR (%s AND m.protocol = 'mqtt'))""",
+                (config.name, serials, config.mqtt is not None),
+            ).fetchone()
     except Exception as exc:
         print(f"health: database not reachable ({str(exc).strip().splitlines()[0]})", file=sys.stderr)
         return 1
+    if commands is not None:
+        queued, sent, oldest = commands
+        since = f" (oldest queued {oldest:%Y-%m-%d %H:%M:%S})" if oldest else ""
+        print(f"meter commands: {queued} queued, {sent} sent{since} — `releve command list --open`")
     if not links:
         print(f"health: nothing written yet by collector {config.name!r}")
         return 1 if alarm else 0

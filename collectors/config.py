@@ -151,6 +151,47 @@ class PlausibilityConfig(_Model):
     )  # fmt: skip
 
 
+class CommandsConfig(_Model):
+    """Commands to meters (releve.meter_commands): this collector runs those of the meters it reaches."""
+
+    enabled: bool = Field(True, description="Execute queued commands for this collector's meters.")
+    check_every_s: float = Field(2.0, gt=0, le=300, description="How often the queue is looked at.")
+    max_attempts: int = Field(5, ge=1, le=100, description="Sends before a command that never confirms fails.")
+    retry_base_s: float = Field(10.0, gt=0, description="First delay before a retry; doubles each attempt.")
+    retry_max_s: float = Field(300.0, gt=0, description="Longest delay between retries.")
+    mqtt_topic: str = Field(
+        "releve/{serial}/command", description="Where commands to MQTT meters are published ({serial})."
+    )
+    mqtt_ack_topic: str = Field(
+        "releve/{serial}/command/ack", description="Where MQTT meters acknowledge them, with their state."
+    )
+    mqtt_ack_timeout_s: float = Field(15.0, gt=0, le=3600, description="How long to wait for an acknowledgement.")
+    tasmota_topic: str = Field(
+        "cmnd/sml-{serial}/POWER", description="Tasmota meters (registry uri mqtt://tasmota/…): relay ON/OFF here."
+    )
+    tasmota_ack_topic: str = Field("stat/sml-{serial}/POWER", description="… and Tasmota answers its state here.")
+    ttn_downlink_topic: str = Field(
+        "v3/releve-water@ttn/devices/water-{serial}/down/push",
+        description="LoRaWAN meters (uri mqtt://ttn/…): downlinks are pushed to The Things Stack here …",
+    )
+    ttn_uplink_topic: str = Field(
+        "v3/releve-water@ttn/devices/water-{serial}/up",
+        description="… and the state is confirmed by the device's next uplinks here.",
+    )
+    ttn_confirm_timeout_s: float = Field(
+        1800.0, gt=0, le=86400, description="A class A device reports in its next uplinks: wait this long."
+    )
+
+    @field_validator("mqtt_topic", "mqtt_ack_topic", "tasmota_topic", "tasmota_ack_topic", "ttn_downlink_topic",
+                     "ttn_uplink_topic")  # fmt: skip
+    @classmethod
+    def _serial_template(cls, value: str) -> str:
+        if "{serial}" not in value or "+" in value or "#" in value:
+            raise ValueError("a command topic names one meter: it needs {serial} and no wildcard")
+        compile_topic(value)
+        return value
+
+
 class CollectorConfig(_Model):
     """A collector process."""
 
@@ -163,6 +204,7 @@ class CollectorConfig(_Model):
     mqtt: MqttSource | None = None
     modbus: ModbusSource | None = None
     plausibility: PlausibilityConfig = Field(default_factory=PlausibilityConfig)
+    commands: CommandsConfig = Field(default_factory=CommandsConfig)
 
 
 def load_config(path: Path) -> CollectorConfig:

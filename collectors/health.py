@@ -161,6 +161,13 @@ def prometheus_text(collector: Collector) -> str:
             "# TYPE releve_mqtt_connected gauge",
             f'releve_mqtt_connected{{collector="{name}"}} {int(s.connected)}',
         ]
+    commands = getattr(collector, "commands", None)
+    if commands is not None:
+        c = commands.stats
+        lines += ["# HELP releve_meter_commands_total Meter command attempts by outcome (retried: back in the queue).",
+                  "# TYPE releve_meter_commands_total counter"]  # fmt: skip
+        for outcome in ("confirmed", "failed", "retried", "expired"):
+            lines.append(f'releve_meter_commands_total{{collector="{name}",outcome="{outcome}"}} {getattr(c, outcome)}')
     return "\n".join(lines) + "\n"
 
 

@@ -65,9 +65,10 @@ class ReadError(Exception):
     byte count, or more bytes than one reply), typically a device answering after its timeout.
     """
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, code: int | None = None) -> None:
         super().__init__(message)
         self.kind = kind
+        self.code = code  # the Modbus exception code, for kind ``exception``
 
 
 @dataclass
@@ -120,8 +121,29 @@ class MeterTarget:
         return cls(serial, unit, profile, MeterHealth(serial, link), plans)
 
 
+@dataclass(frozen=True)
+class Operation:
+    """A request other than a merged register read: a command's write or its read-back.
+
+    ``function`` 1/2 (read ``count`` coils / discrete inputs: 0/1 each), 3/4 (read ``count``
+    registers), 5 (write one coil: ``values`` = (0 or 1,)), 6 (write one register), 16 (write
+    ``values`` to consecutive registers). Returns what was read (bits as 0/1), or the values written.
+    """
+
+    function: int
+    address: int
+    count: int = 1
+    values: tuple[int, ...] = ()
+
+    @property
+    def what(self) -> str:
+        if self.function in (5, 6, 16):
+            return f"function {self.function} address {self.address} values {list(self.values)}"
+        return f"function {self.function} address {self.address} count {self.count}"
+
+
 class Link:
-    """Where requests go. Subclasses implement ``_request``."""
+    """Where requests go. Subclasses implement ``_request`` (merged reads) and ``_operate`` (the rest)."""
 
     name: str
 
@@ -143,8 +165,60 @@ class Link:
     async def _request(self, unit: int, block: ReadBlock) -> list[int]:
         raise NotImplementedError
 
+    async def execute(self, unit: int, op: Operation) -> list[int]:
+        """Run ``op`` (a write, or a read of bits or registers) on ``unit``; ReadError saying why not."""
+        self.requests += 1
+        try:
+            return await self._operate(unit, op)
+        except ReadError:
+            self.failures += 1
+            raise
+
+    async def _operate(self, unit: int, op: Operation) -> list[int]:
+        raise NotImplementedError
+
     def close(self) -> None:
         """Close connections."""
+
+    @staticmethod
+    async def _call_op(client: AsyncModbusTcpClient, unit: int, op: Operation) -> list[int]:
+        what = op.what
+        try:
+            if op.function == 1:
+                response = await client.read_coils(op.address, count=op.count, device_id=unit)
+            elif op.function == 2:
+                response = await client.read_discrete_inputs(op.address, count=op.count, device_id=unit)
+            elif op.function == 3:
+                response = await client.read_holding_registers(op.address, count=op.count, device_id=unit)
+            elif op.function == 4:
+                response = await client.read_input_registers(op.address, count=op.count, device_id=unit)
+            elif op.function == 5:
+                response = await client.write_coil(op.address, bool(op.values[0]), device_id=unit)
+            elif op.function == 6:
+                response = await client.write_register(op.address, op.values[0], device_id=unit)
+            elif op.function == 16:
+                response = await client.write_registers(op.address, list(op.values), device_id=unit)
+            else:
+                raise ValueError(f"function {op.function} is not supported")
+        except ConnectionException as exc:
+            raise ReadError("connection", f"{what}: connection failed: {exc}") from exc
+        except ModbusIOException as exc:
+            text = str(exc).lower()
+            kind = "crc" if "crc" in text or "check" in text else "timeout"
+            raise ReadError(kind, f"{what}: no valid response ({exc})") from exc
+        except TimeoutError as exc:
+            raise ReadError("timeout", f"{what}: timed out") from exc
+        except ModbusException as exc:
+            raise ReadError("timeout", f"{what}: {exc}") from exc
+        if isinstance(response, ExceptionResponse) or response.isError():
+            code = getattr(response, "exception_code", 0)
+            name = EXCEPTION_NAMES.get(code, "unknown")
+            raise ReadError("exception", f"{what}: Modbus exception {code} ({name})", code)
+        if op.function in (1, 2):
+            return [int(b) for b in response.bits[: op.count]]
+        if op.function in (3, 4):
+            return list(response.registers)
+        return list(op.values)
 
     @staticmethod
     async def _call(client: AsyncModbusTcpClient, unit: int, block: ReadBlock) -> list[int]:
@@ -192,6 +266,28 @@ class TcpGateway(Link):
         self._free: asyncio.Queue[AsyncModbusTcpClient] | None = None
 
     async def _request(self, unit: int, block: ReadBlock) -> list[int]:
+        client = await self._take()
+        try:
+            if not client.connected and not await client.connect():
+                raise ReadError("connection", f"gateway {self.host}:{self.port} does not answer")
+            return await self._call(client, unit, block)
+        finally:
+            self._release(client)
+
+    async def _operate(self, unit: int, op: Operation) -> list[int]:
+        client = await self._take()
+        try:
+            if not client.connected and not await client.connect():
+                raise ReadError("connection", f"gateway {self.host}:{self.port} does not answer")
+            return await self._call_op(client, unit, op)
+        finally:
+            self._release(client)
+
+    def _release(self, client: AsyncModbusTcpClient) -> None:
+        assert self._free is not None
+        self._free.put_nowait(client)
+
+    async def _take(self) -> AsyncModbusTcpClient:
         if self._free is None:  # pymodbus clients belong to the loop that creates them: create them here
             self._free = asyncio.Queue()
             for i in range(self.max_connections):
@@ -201,13 +297,7 @@ class TcpGateway(Link):
                 )  # fmt: skip
                 self._clients.append(client)
                 self._free.put_nowait(client)
-        client = await self._free.get()
-        try:
-            if not client.connected and not await client.connect():
-                raise ReadError("connection", f"gateway {self.host}:{self.port} does not answer")
-            return await self._call(client, unit, block)
-        finally:
-            self._free.put_nowait(client)
+        return await self._free.get()
 
     def close(self) -> None:
         for client in self._clients:
@@ -260,6 +350,71 @@ def rtu_reply(unit: int, block: ReadBlock, data: bytes) -> list[int] | None:
         code = data[2]
         raise ReadError("exception", f"{what}: Modbus exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')})")
     return list(struct.unpack(f">{block.count}H", data[3 : need - 2]))
+
+
+def rtu_operation(unit: int, op: Operation) -> bytes:
+    """The RTU frame of ``op``: reads of bits/registers, writes 05 (0xFF00 on), 06 and 16, with the CRC."""
+    if op.function in (1, 2, 3, 4):
+        body = struct.pack(">BBHH", unit, op.function, op.address, op.count)
+    elif op.function == 5:
+        body = struct.pack(">BBHH", unit, 5, op.address, 0xFF00 if op.values[0] else 0x0000)
+    elif op.function == 6:
+        body = struct.pack(">BBHH", unit, 6, op.address, op.values[0])
+    elif op.function == 16:
+        n = len(op.values)
+        body = struct.pack(f">BBHHB{n}H", unit, 16, op.address, n, 2 * n, *op.values)
+    else:
+        raise ValueError(f"function {op.function} is not supported")
+    return body + FramerRTU.compute_CRC(body).to_bytes(2, "big")
+
+
+def rtu_operation_reply(unit: int, op: Operation, data: bytes) -> list[int] | None:
+    """What ``data`` answers to ``op`` (as :meth:`Link.execute` returns it), None while incomplete.
+
+    Writes 05 and 06 are echoed whole; 16 answers address and count; reads of bits carry
+    ``ceil(count / 8)`` bytes, least significant bit first. Same errors as :func:`rtu_reply`.
+    """
+    if op.function in (3, 4):
+        return rtu_reply(unit, ReadBlock(op.function, op.address, op.count, ()), data)
+    what = op.what
+    if not data:
+        return None
+    if data[0] != unit:
+        raise ReadError("mismatch", f"{what}: reply from unit {data[0]}, not {unit} ({data[:8].hex(' ')})")
+    if len(data) < 2:
+        return None
+    function = data[1]
+    if function == op.function | 0x80:
+        need = 5
+    elif function != op.function:
+        raise ReadError("mismatch", f"{what}: reply to function {function & 0x7F}, not {op.function}")
+    elif op.function in (1, 2):
+        nbytes = (op.count + 7) // 8
+        if len(data) < 3:
+            return None
+        if data[2] != nbytes:
+            raise ReadError("mismatch", f"{what}: reply carries {data[2]} bytes, not {nbytes}")
+        need = 5 + nbytes
+    else:
+        need = 8
+    if len(data) < need:
+        return None
+    if len(data) > need:
+        raise ReadError("mismatch", f"{what}: {len(data) - need} bytes more than one reply on the line")
+    if FramerRTU.compute_CRC(data[: need - 2]) != int.from_bytes(data[need - 2 : need], "big"):
+        raise ReadError("crc", f"{what}: CRC error in the reply ({data.hex(' ')})")
+    if function & 0x80:
+        code = data[2]
+        raise ReadError("exception", f"{what}: Modbus exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')})",
+                        code)  # fmt: skip
+    if op.function in (1, 2):
+        bits = int.from_bytes(data[3 : need - 2], "little")
+        return [bits >> i & 1 for i in range(op.count)]
+    if data[: need - 2] != rtu_operation(unit, op)[: need - 2] and op.function in (5, 6):
+        raise ReadError("mismatch", f"{what}: the echo differs from the request ({data.hex(' ')})")
+    if op.function == 16 and struct.unpack(">HH", data[2:6]) != (op.address, len(op.values)):
+        raise ReadError("mismatch", f"{what}: reply for another address or count ({data.hex(' ')})")
+    return list(op.values)
 
 
 class RtuLine(Link):
@@ -355,6 +510,16 @@ class RtuLine(Link):
         return thrown
 
     async def _request(self, unit: int, block: ReadBlock) -> list[int]:
+        what = f"function {block.function} address {block.address} count {block.count}"
+        return await self._exchange(unit, rtu_request(unit, block), lambda data: rtu_reply(unit, block, data), what)
+
+    async def _operate(self, unit: int, op: Operation) -> list[int]:
+        return await self._exchange(unit, rtu_operation(unit, op), lambda data: rtu_operation_reply(unit, op, data),
+                                    op.what)  # fmt: skip
+
+    async def _exchange(self, unit: int, frame: bytes, parse: Callable[[bytes], list[int] | None],
+                        what: str) -> list[int]:  # fmt: skip
+        """Send ``frame`` under the line's lock and return what ``parse`` makes of the exact reply."""
         if self._lock is None:  # created in the polling loop (asyncio objects belong to one loop)
             self._lock = asyncio.Lock()
         async with self._lock:
@@ -365,12 +530,12 @@ class RtuLine(Link):
             if stray := self._discard():
                 log.warning("line %s: %d stray bytes discarded before a request", self.name, stray)
             try:
-                self._serial.write(rtu_request(unit, block))
+                self._serial.write(frame)
             except (serial.SerialException, OSError) as exc:
                 self.close()
                 raise ReadError("connection", f"serial port {self.port}: {exc}") from exc
             try:
-                return await self._receive(unit, block)
+                return await self._receive(parse, what)
             except ReadError as exc:
                 if exc.kind in ("timeout", "mismatch", "crc"):
                     await self._silence(self.drain, 4 * self.drain)
@@ -379,16 +544,15 @@ class RtuLine(Link):
                                     self.name, thrown, exc.kind, unit)  # fmt: skip
                 raise
 
-    async def _receive(self, unit: int, block: ReadBlock) -> list[int]:
+    async def _receive(self, parse: Callable[[bytes], list[int] | None], what: str) -> list[int]:
         assert self._loop is not None
         deadline = self._loop.time() + self.timeout
-        what = f"function {block.function} address {block.address} count {block.count}"
         while True:
-            registers = rtu_reply(unit, block, bytes(self._buffer))
+            registers = parse(bytes(self._buffer))
             if registers is not None:
                 # A frame ends with a silence: bytes right behind it mean it was not this reply.
                 if await self._wait_bytes(self._loop.time() + self.gap):
-                    rtu_reply(unit, block, bytes(self._buffer))  # raises: bytes beyond one reply
+                    parse(bytes(self._buffer))  # raises: bytes beyond one reply
                 self._buffer.clear()
                 return registers
             if self._serial is None:

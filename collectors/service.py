@@ -7,6 +7,7 @@ import logging
 import threading
 from collections.abc import Sequence
 
+from collectors.commands import CommandRunner, MqttCommander
 from collectors.config import CollectorConfig, ModbusSource
 from collectors.forward import Forwarder
 from collectors.health import HealthWriter, MetricsServer
@@ -68,6 +69,14 @@ class Collector:
             self.mqtt.guard.rate_factor = config.plausibility.rate_factor
         if self.poller:
             self.poller.guard.rate_factor = config.plausibility.rate_factor
+        self.commands: CommandRunner | None = None
+        if config.commands.enabled and (self.poller or self.mqtt):
+            commander = None
+            if config.mqtt is not None:
+                commander = MqttCommander(config.commands, settings.mqtt, f"{config.mqtt.client_id}-commands",
+                                          config.mqtt.ca_file)  # fmt: skip
+            self.commands = CommandRunner(config.name, config.commands, settings, database_url,
+                                          self.poller.links if self.poller else (), commander)  # fmt: skip
         self.health = HealthWriter(self, database_url, settings, config.health_every_s)
         self.metrics = MetricsServer(self, config.metrics_port) if config.metrics_port is not None else None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -82,22 +91,30 @@ class Collector:
             self.metrics.start()
         if self.mqtt:
             self.mqtt.start()
-        if self.poller:
+        if self.commands and self.commands.mqtt:
+            self.commands.mqtt.start()
+        if self.poller or self.commands:
             ready = threading.Event()
             self._thread = threading.Thread(target=self._poll_thread, args=(ready,), name="modbus", daemon=True)
             self._thread.start()
             ready.wait()
 
     def _poll_thread(self, ready: threading.Event) -> None:
+        """The event loop of the Modbus links: polls and meter commands share it (and an RTU line's lock)."""
+
         async def main() -> None:
-            assert self.poller is not None
             self._loop = asyncio.get_running_loop()
             self._stop_polling = asyncio.Event()
             ready.set()
+            jobs = []
+            if self.poller is not None:
+                jobs.append(self.poller.run(self._stop_polling))
+            if self.commands is not None:
+                jobs.append(self.commands.run(self._stop_polling))
             try:
-                await self.poller.run(self._stop_polling)
+                await asyncio.gather(*jobs)
             finally:
-                for link, _ in self.poller.links:
+                for link, _ in self.poller.links if self.poller else ():
                     link.close()
 
         asyncio.run(main())
@@ -106,6 +123,8 @@ class Collector:
         """Stop the sources, then land what is spooled (what cannot land stays on disk)."""
         if self.mqtt:
             self.mqtt.stop()
+        if self.commands and self.commands.mqtt:
+            self.commands.mqtt.stop()
         if self._thread is not None and self._loop is not None and self._stop_polling is not None:
             self._loop.call_soon_threadsafe(self._stop_polling.set)
             self._thread.join()

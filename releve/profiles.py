@@ -236,6 +236,100 @@ class SerialSpec(BaseModel):
     order: str = "ABCD"
 
 
+#: Commands a profile may describe (the kinds of releve.meter_commands).
+COMMAND_KINDS = ("disconnect", "reconnect", "clock_sync", "demand_reset")
+
+
+class CommandWrite(BaseModel):
+    """What a command writes: function 5 (one coil), 6 (one register) or 16 (several registers).
+
+    ``value``: for function 5, 1 (coil on, 0xFF00) or 0 (off); for 6, one 16-bit word; for 16, a list
+    of words, or ``"clock"``: the collector's time as UNIX seconds, encoded as ``data_type``/``order``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    function: Literal[5, 6, 16]
+    address: int = Field(ge=0, le=65535)
+    value: int | list[int] | Literal["clock"]
+    data_type: DataType = DataType.UINT32
+    order: str = "ABCD"
+
+    @model_validator(mode="after")
+    def _check_value(self) -> CommandWrite:
+        v = self.value
+        if self.function == 5 and v not in (0, 1):
+            raise ValueError("function 5 writes one coil: value must be 0 or 1")
+        if self.function == 6 and (not isinstance(v, int) or not 0 <= v <= 0xFFFF):
+            raise ValueError("function 6 writes one register: value must be an integer 0..65535")
+        if self.function == 16:
+            if isinstance(v, int):
+                raise ValueError('function 16 writes registers: value must be a list of words or "clock"')
+            if isinstance(v, list) and not (1 <= len(v) <= 123 and all(0 <= w <= 0xFFFF for w in v)):
+                raise ValueError("function 16: 1 to 123 words of 0..65535")
+        if v == "clock" and self.function != 16:
+            raise ValueError('value "clock" needs function 16')
+        return self
+
+    def registers(self, now: float) -> list[int]:
+        """The words (function 6/16) or the coil state (function 5, one element) to write at UNIX time ``now``."""
+        if self.value == "clock":
+            entry = RegisterEntry(name="clock", channel="clock", function=3, address=self.address,
+                                  data_type=self.data_type, order=self.order, kind="status")  # fmt: skip
+            return encode(entry, int(now))
+        return list(self.value) if isinstance(self.value, list) else [self.value]
+
+
+class CommandConfirm(BaseModel):
+    """How a command is confirmed: read ``address`` with ``function`` (1 coils, 2 discrete inputs, 3/4 registers).
+
+    ``expect``: the value that confirms it (a coil: 0/1), ``"clock"`` (the meter's clock within
+    ``tolerance_s`` of the collector's) or ``"increment"`` (a counter, read before the write, has
+    gone up: demand resets).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    function: Literal[1, 2, 3, 4]
+    address: int = Field(ge=0, le=65535)
+    data_type: DataType = DataType.UINT16
+    order: str = ""
+    expect: int | Literal["clock", "increment"]
+    tolerance_s: float = Field(10.0, gt=0, description="clock: how far the read-back may be from the time written")
+
+    @property
+    def entry(self) -> RegisterEntry:
+        """The read-back as a register entry (to decode it)."""
+        return RegisterEntry(name="confirm", channel="status", function=3 if self.function in (1, 2, 3) else 4,
+                             address=self.address, data_type=self.data_type, order=self.order,
+                             kind="status")  # fmt: skip
+
+    @property
+    def count(self) -> int:
+        """Registers (or bits) to read."""
+        return 1 if self.function in (1, 2) else register_count(self.data_type)
+
+    @model_validator(mode="after")
+    def _check(self) -> CommandConfirm:
+        self.entry  # noqa: B018 - validates data_type and order
+        if self.function in (1, 2) and self.expect not in (0, 1):
+            raise ValueError("a coil or discrete input reads 0 or 1: expect must be 0 or 1")
+        return self
+
+
+class CommandSpec(BaseModel):
+    """One command of a meter model: the write, and the read-back that confirms it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    write: CommandWrite
+    confirm: CommandConfirm
+    settle_s: float = Field(0.2, ge=0, le=60, description="Wait this long after the write before reading back.")
+    confirm_within_s: float = Field(
+        5.0, gt=0, le=600, description="Keep reading back this long before the attempt counts as unconfirmed."
+    )
+
+
 class DeviceProfile(BaseModel):
     """A meter model: identity, commodity and its register map."""
 
@@ -252,6 +346,17 @@ class DeviceProfile(BaseModel):
     serial: SerialSpec | None = None
     status_bits: dict[str, int] = Field(default_factory=dict, description="EventKind value -> bit 0..15.")
     registers: list[RegisterEntry] = Field(min_length=1)
+    commands: dict[str, CommandSpec] = Field(
+        default_factory=dict, description="disconnect, reconnect, clock_sync, demand_reset: how each is done."
+    )
+
+    @field_validator("commands")
+    @classmethod
+    def _known_commands(cls, value: dict[str, CommandSpec]) -> dict[str, CommandSpec]:
+        for kind in value:
+            if kind not in COMMAND_KINDS:
+                raise ValueError(f"unknown command {kind!r} (expected one of {', '.join(COMMAND_KINDS)})")
+        return value
 
     @field_validator("status_bits")
     @classmethod
@@ -295,7 +400,22 @@ class DeviceProfile(BaseModel):
                         raise ValueError(f"serial: address {reg} overlaps {other!r}")
         if self.status_bits and "status" not in channels:
             raise ValueError("status_bits given but no register carries the 'status' channel")
+        for kind, spec in self.commands.items():
+            c = spec.confirm
+            if c.function in (3, 4):
+                for reg in range(c.address, c.address + c.count):
+                    other = used.get((c.function, reg))
+                    if other is not None and not (other == "clock" and c.expect == "clock"):
+                        raise ValueError(f"commands.{kind}.confirm: address {reg} overlaps {other!r}")
         return self
+
+    def command_registers(self) -> dict[int, set[int]]:
+        """Function code (1..4) -> addresses the command read-backs use (simulators serve them)."""
+        out: dict[int, set[int]] = {}
+        for spec in self.commands.values():
+            c = spec.confirm
+            out.setdefault(c.function, set()).update(range(c.address, c.address + c.count))
+        return out
 
     def entry(self, channel: str) -> RegisterEntry | None:
         """Return the register entry carrying ``channel``, if the model has one."""
@@ -453,6 +573,19 @@ def markdown_table(profile: DeviceProfile) -> str:
     if profile.status_bits:
         bits = ", ".join(f"bit {b} {name}" for name, b in sorted(profile.status_bits.items(), key=lambda kv: kv[1]))
         lines += ["", f"Status bits: {bits}."]
+    if profile.commands:
+        lines += ["", "| command | write | confirmed when |", "|---|---|---|"]
+        for kind in COMMAND_KINDS:
+            spec = profile.commands.get(kind)
+            if spec is None:
+                continue
+            w, c = spec.write, spec.confirm
+            value = (f"the time ({w.data_type.value} {w.order})" if w.value == "clock"
+                     else (("on" if w.value else "off") if w.function == 5 else str(w.value)))  # fmt: skip
+            expect = {"clock": f"it reads the time written ± {c.tolerance_s:g} s",
+                      "increment": "it went up by one"}.get(str(c.expect), f"it reads {c.expect}")
+            lines.append(f"| {kind} | FC {w.function:02d} at {w.address} ← {value} "
+                         f"| FC {c.function:02d} at {c.address}: {expect} |")
     return "\n".join(lines) + "\n"
 
 

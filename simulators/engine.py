@@ -41,6 +41,7 @@ from simulators.consumption import (
     lognormal_noise,
     season_factor,
 )
+from simulators.controls import MeterControls
 
 BLOCK_DAYS = 7
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -214,6 +215,8 @@ class Simulation:
         self._index_arrays()
         self._blocks: OrderedDict[int, Block] = OrderedDict()
         self._lock = threading.RLock()  # Modbus servers and the MQTT publisher read from several threads
+        self.controls = MeterControls()  # commands applied to meters in live mode (relay, clock, demand)
+        self._feeder_customers = {area.feeder: list(area.customers) for area in self.areas}
         self._carry: dict[int, tuple[FloatArray, FloatArray]] = {
             0: (self._initial_import.copy(), np.zeros(len(self.meters)))
         }
@@ -781,13 +784,47 @@ class Simulation:
         return None
 
     def clock_offset(self, meter: int, ts: datetime) -> float:
-        """Seconds the meter's clock is ahead of true time at ``ts``."""
+        """Seconds the meter's clock is ahead of true time at ``ts`` (drift, and any clock written to it)."""
         step, _ = self.step_of(ts)
+        correction = self.controls.clock_correction(meter, ts)
         ep = self.episode(meter, "clock_drift", step)
         if ep is None:
-            return 0.0
+            return correction
         elapsed_days = (ts - self.time_of(ep.s0)).total_seconds() / 86400.0
-        return float(ep.params["seconds_per_day"]) * elapsed_days
+        return float(ep.params["seconds_per_day"]) * elapsed_days + correction
+
+    # ------------------------------------------------------------------ commands (live mode)
+
+    def _unswitched(self, meter: int, ts: datetime) -> tuple[float, float]:
+        """The meter's internal (import, export) index at ``ts`` as if its relay had never opened."""
+        step, frac = self.step_of(ts)
+        blk = self.block(step // self.block_steps)
+        j = step - blk.first_step
+        return (float(blk.imp_index[meter, j]) + frac * float(blk.rec[meter, j]),
+                float(blk.exp_index[meter, j]) + frac * float(blk.exp[meter, j]))  # fmt: skip
+
+    def set_relay(self, meter: int, ts: datetime, closed: bool) -> bool:
+        """Close (connect) or open (disconnect) the meter's relay or valve at ``ts``; False if already so."""
+        return self.controls.switch(meter, ts, closed, self._unswitched(meter, ts))
+
+    def relay_closed(self, meter: int, ts: datetime) -> bool:
+        """Whether the meter's supply is connected at ``ts``."""
+        return self.controls.relay_closed(meter, ts)
+
+    def set_clock(self, meter: int, ts: datetime, unix_seconds: float) -> None:
+        """Set the meter's clock at simulated ``ts`` to ``unix_seconds``."""
+        self.controls.set_clock(meter, ts, unix_seconds, self.clock_offset(meter, ts))
+
+    def _lost(self, meter: int, ts: datetime, unswitched: tuple[float, float]) -> tuple[float, float]:
+        """What the meter did not count up to ``ts``: its own open relay, or (feeders) its customers'."""
+        if self.controls.has_relay_history(meter):
+            return self.controls.lost(meter, ts, unswitched)
+        imp = exp = 0.0
+        for customer in self._feeder_customers.get(meter, ()):
+            if self.controls.has_relay_history(customer):
+                ci, ce = self.controls.lost(customer, ts, self._unswitched(customer, ts))
+                imp, exp = imp + ci, exp + ce
+        return imp, exp
 
     def response_delay(self, meter: int, ts: datetime) -> float:
         """Seconds the meter takes to answer a request at simulated time ``ts``."""
@@ -812,6 +849,19 @@ class Simulation:
         rec = float(blk.rec[meter, j])
         exp = float(blk.exp[meter, j])
         internal = float(blk.imp_index[meter, j]) + frac * rec
+        export = float(blk.exp_index[meter, j]) + frac * exp
+        supply = 1.0  # relay closed / valve open
+        if self.controls.applied:
+            lost_imp, lost_exp = self._lost(meter, ts, (internal, export))
+            internal -= lost_imp
+            export -= lost_exp
+            if not self.controls.relay_closed(meter, ts):
+                rec = exp = 0.0  # nothing flows through an open relay or a closed valve
+                supply = 0.0
+            for customer in self._feeder_customers.get(meter, ()):  # a feeder: its cut customers draw nothing
+                if self.controls.has_relay_history(customer) and not self.controls.relay_closed(customer, ts):
+                    rec -= float(blk.rec[customer, j])
+                    exp -= float(blk.exp[customer, j])
         reported = internal
         frozen = self.episode(meter, "frozen_register", step)
         if frozen is not None:
@@ -822,7 +872,6 @@ class Simulation:
         wrap = float(self._wrap[meter])
         if math.isfinite(wrap):
             reported = math.fmod(reported, wrap)
-        export = float(blk.exp_index[meter, j]) + frac * exp
         count, last = self.event_state(meter, step)
         offset = self.clock_offset(meter, ts)
         values: dict[str, float] = {
@@ -833,6 +882,7 @@ class Simulation:
             "last_event_code": float(last.code if last else 0),
             "last_event_ts": float(int((last.ts - _EPOCH).total_seconds() + offset) if last else 0),
             "clock": float(int((ts - _EPOCH).total_seconds() + offset)),
+            "supply": supply,
         }
         if spec.commodity is Commodity.WATER:
             values["8-0:2.7.0"] = (rec - exp) / self.dt_h
@@ -900,7 +950,7 @@ class Simulation:
         return out
 
     def _device_ts(self, meter: int, ts: datetime) -> datetime | None:
-        if meter not in self._by_meter:
+        if meter not in self._by_meter and not self.controls.clock_correction(meter, ts):
             return None
         offset = self.clock_offset(meter, ts)
         return ts + timedelta(seconds=offset) if offset else None

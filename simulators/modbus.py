@@ -36,7 +36,7 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import SimData, SimDevice
 
 from releve.pgserver import free_port
-from releve.profiles import encode
+from releve.profiles import decode, encode
 from simulators.clock import SimClock
 from simulators.engine import Simulation
 
@@ -47,7 +47,10 @@ class FleetDatastore:
     """The pymodbus server context of one gateway or line: unit id -> simulated meter.
 
     pymodbus calls ``async_getValues``/``async_setValues``/``device_ids``; registers are computed
-    on every request so they follow the simulated clock. Writes are refused (meters are read-only).
+    on every request so they follow the simulated clock. Writes are accepted only where the meter's
+    profile declares a command (``[commands]``: relay, clock, demand reset) and with a value that
+    command knows; anything else is refused: exception 01 for a function the meter does not write
+    with, 02 for a register it does not write, 03 for a value the command does not take.
     """
 
     def __init__(self, sim: Simulation, clock: SimClock, units: dict[int, int], serialise: bool = False) -> None:
@@ -66,6 +69,8 @@ class FleetDatastore:
         self._serials = {m: sim.meters[m].profile.serial_registers(int(sim.meters[m].serial)) for m in units.values()}
         self._maps = {m: self._register_map(m) for m in units.values()}
         self._bus: asyncio.Lock | None = None
+        self._echo: dict[tuple[int, int, int], list[int] | list[bool]] = {}  # what pymodbus reads back after 05/06
+        self.writes = 0  # writes accepted
 
     def _register_map(self, meter: int) -> dict[int, tuple[int, int]]:
         """Function code -> (first, last + 1) address of the meter's mapped registers."""
@@ -73,6 +78,7 @@ class FleetDatastore:
         profile = self.sim.meters[meter].profile
         used: list[tuple[int, int, int]] = [(e.function, e.address, e.address + e.count) for e in profile.registers]
         used += [(fc, address, address + 1) for fc, address in self._serials[meter]]
+        used += [(fc, a, a + 1) for fc, addresses in profile.command_registers().items() for a in addresses]
         for fc, lo, hi in used:
             first, last = spans.get(fc, (lo, hi))
             spans[fc] = (min(first, lo), max(last, hi))
@@ -108,7 +114,54 @@ class FleetDatastore:
         for (fc, reg_address), reg in self._serials[meter].items():
             if fc == function:
                 out[reg_address] = reg
+        out.update(self._command_registers(meter, function))
         return [out.get(a, 0) for a in wanted]
+
+    def _command_registers(self, meter: int, function: int) -> dict[int, int]:
+        """The read-backs of the meter's commands: relay state and demand-reset counter (clock: in the map)."""
+        out: dict[int, int] = {}
+        commands = self.sim.meters[meter].profile.commands
+        now = self.clock.now()
+        for kind, spec in commands.items():
+            c = spec.confirm
+            if c.function != function:
+                continue
+            if kind in ("disconnect", "reconnect"):
+                out[c.address] = int(self.sim.relay_closed(meter, now))
+            elif kind == "demand_reset":
+                for i, reg in enumerate(encode(c.entry, self.sim.controls.demand_resets(meter) % 65536)):
+                    out[c.address + i] = reg
+        return out
+
+    def write(self, meter: int, function: int, address: int, values: list[int] | list[bool]) -> ExcCodes | None:
+        """Apply a write to ``meter`` if one of its profile's commands is this write; else the exception."""
+        words = [int(v) for v in values]
+        now = self.clock.now()
+        for kind, spec in self.sim.meters[meter].profile.commands.items():
+            w = spec.write
+            if w.function != function or w.address != address:
+                continue
+            if w.value == "clock":
+                if len(words) != len(w.registers(0)):
+                    return ExcCodes.ILLEGAL_VALUE
+                entry = spec.confirm.entry if spec.confirm.function in (3, 4) else None
+                if entry is None:
+                    return ExcCodes.ILLEGAL_VALUE
+                self.sim.set_clock(meter, now, decode(entry, words))
+                return None
+            if words != w.registers(0):
+                continue  # another command on the same register (relay on/off) may take this value
+            if kind in ("disconnect", "reconnect"):
+                self.sim.set_relay(meter, now, closed=kind == "reconnect")
+            elif kind == "demand_reset":
+                self.sim.controls.reset_demand(meter)
+            return None
+        writes = [s.write for s in self.sim.meters[meter].profile.commands.values()]
+        if any(w.function == function and w.address == address for w in writes):
+            return ExcCodes.ILLEGAL_VALUE  # the register is there, the value is not one it takes
+        if any(w.function == function for w in writes):
+            return ExcCodes.ILLEGAL_ADDRESS  # this function writes elsewhere on this meter
+        return ExcCodes.ILLEGAL_FUNCTION
 
     async def async_getValues(  # noqa: N802 - pymodbus's name
         self, device_id: int, func_code: int, address: int, count: int = 1
@@ -117,6 +170,8 @@ class FleetDatastore:
         meter = self.units.get(device_id)
         if meter is None:
             raise NoSuchIdException(f"no simulated meter at unit {device_id}")
+        if func_code in (5, 6):  # pymodbus reads back what was just written to echo it
+            return self._echo.pop((device_id, func_code, address), [0] * count)
         if not self.serialise:
             return await self._answer(device_id, meter, func_code, address, count)
         if self._bus is None:  # made in the serving loop
@@ -144,19 +199,37 @@ class FleetDatastore:
             raise NoSuchIdException(f"unit {device_id} is in a communication loss")
         if delay > 0:
             await asyncio.sleep(delay)
-        if func_code not in (3, 4):
+        if func_code not in (1, 2, 3, 4):
             return ExcCodes.ILLEGAL_FUNCTION
         self.requests += 1
         if not self.mapped(meter, func_code, address, count):
             self.refused += 1
             return ExcCodes.ILLEGAL_ADDRESS
+        if func_code in (1, 2):
+            return [bool(v) for v in self.registers(meter, func_code, address, count)]
         return self.registers(meter, func_code, address, count)
 
     async def async_setValues(  # noqa: N802 - pymodbus's name
         self, device_id: int, func_code: int, address: int, values: list[int] | list[bool]
     ) -> ExcCodes | None:
-        """Refuse writes: simulated meters are read-only."""
-        return ExcCodes.ILLEGAL_FUNCTION
+        """A write (05, 06, 16): applied when the meter's profile declares it as a command."""
+        meter = self.units.get(device_id)
+        if meter is None:
+            raise NoSuchIdException(f"no simulated meter at unit {device_id}")
+        now = self.clock.now()
+        delay = self.sim.response_delay(meter, now)
+        if not self.sim.available(meter, now):
+            await asyncio.sleep(delay)
+            raise NoSuchIdException(f"unit {device_id} is in a communication loss")
+        if delay > 0:
+            await asyncio.sleep(delay)
+        refused = self.write(meter, func_code, address, values)
+        if refused is None:
+            self.writes += 1
+            self._echo[(device_id, func_code, address)] = values
+            log.info("unit %d (%s): function %d at %d <- %s", device_id, self.sim.meters[meter].serial, func_code,
+                     address, [int(v) for v in values])  # fmt: skip
+        return refused
 
 
 def _install(server: ModbusTcpServer | ModbusSerialServer, store: FleetDatastore) -> None:

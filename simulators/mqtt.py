@@ -16,7 +16,7 @@
      "received_at": "2026-01-02T19:00:03.120Z",
      "uplink_message": {"f_port": 1, "f_cnt": 12, "frm_payload": "AAZKsQAAAAAAAADSAAA=",
        "decoded_payload": {"volume_m3": 412.337, "reverse_m3": 0.0, "flow_m3h": 0.021,
-       "alarms": {"reverse_flow": false, ...}}, "rx_metadata": [{"rssi": -97, "snr": 6.5, ...}]}}
+       "alarms": {"reverse_flow": false, ...}, "valve": "open"}, "rx_metadata": [{"rssi": -97, ...}]}}
 
   Each device counts its own uplinks (``f_cnt``); RSSI and SNR follow the device's distance to its
   gateway with a few dB of fading per uplink; ``frm_payload`` is the raw application payload in
@@ -24,6 +24,19 @@
 
 Events of every MQTT meter go to ``<prefix>/<serial>/event`` as
 ``{"meter", "ts", "kind", "code"}``. A meter in a communication-loss episode publishes nothing.
+
+Commands (JSON, any style) — every MQTT meter listens on ``<prefix>/<serial>/command`` for
+``{"id", "command": "disconnect"|"reconnect"|"clock_sync"|"demand_reset", "time"}`` (``time``: UNIX
+seconds, for a clock sync), obeys at the simulated clock's now and answers on
+``<prefix>/<serial>/command/ack`` with ``{"id", "meter", "command", "result": "ok"|"error",
+"error", "relay": "closed"|"open", "clock", "demand_resets", "ts"}`` (its state after the command).
+A meter in a communication loss neither obeys nor answers. The JSON uplink carries ``"relay"`` too.
+Tasmota meters also take Tasmota's own ``cmnd/sml-<serial>/POWER`` (``ON``/``OFF``/``TOGGLE``/empty)
+and answer ``stat/sml-<serial>/POWER``. LoRaWAN meters take a downlink pushed to
+``v3/<app>@ttn/devices/<device>/down/push`` (f_port 2, one byte: 0 cuts the supply, 1 restores it)
+as a class A device does: it is heard after the device's next uplink (``…/down/queued`` at once,
+``…/down/ack`` on delivery) and the uplinks after it show the new state (alarm bit 15, and
+``decoded_payload.valve`` ``open``/``closed`` for water, ``relay`` ``closed``/``open`` for electricity).
 """
 
 from __future__ import annotations
@@ -80,7 +93,7 @@ def json_payload(sim: Simulation, meter: MeterSpec, ts: datetime) -> tuple[str, 
         if ch in values and meter.profile.entry(ch) is not None
     ]
     body = {"meter": meter.serial, "model": meter.model, "ts": _iso(device_ts), "status": int(values["status"]),
-            "readings": readings}
+            "relay": "closed" if sim.relay_closed(meter.index, ts) else "open", "readings": readings}
     return f"{sim.config.mqtt.topic_prefix}/{meter.serial}/reading", body
 
 
@@ -112,9 +125,16 @@ WATER_FRAME = struct.Struct(">IIIH")
 ELECTRICITY_FRAME = struct.Struct(">IIiH")
 
 
+#: Bit of the alarm word that says the supply is cut (relay open, valve closed).
+SUPPLY_OFF_BIT = 15
+
+
 def frm_payload(meter: MeterSpec, values: dict[str, float]) -> bytes:
-    """The raw uplink payload of ``meter`` showing ``values`` (layouts: WATER_FRAME, ELECTRICITY_FRAME)."""
-    status = int(values["status"]) & 0xFFFF
+    """The raw uplink payload of ``meter`` showing ``values`` (layouts: WATER_FRAME, ELECTRICITY_FRAME).
+
+    Bit 15 of the alarm word is set while the supply is cut (after a disconnect command).
+    """
+    status = int(values["status"]) & 0x7FFF | (0 if values.get("supply", 1.0) else 1 << SUPPLY_OFF_BIT)
     if meter.commodity is Commodity.WATER:
         return WATER_FRAME.pack(_u32(values["8-0:1.0.0"] * 1000), _u32(values["8-0:2.0.0"] * 1000),
                                 _u32(values["8-0:2.7.0"] * 10_000), status)  # fmt: skip
@@ -136,6 +156,11 @@ def decode_frm_payload(meter: MeterSpec, raw: bytes) -> dict[str, Any]:
         imp, exp, power, status = ELECTRICITY_FRAME.unpack(raw)
         decoded = {"energy_in_kwh": imp / 1000, "energy_out_kwh": exp / 1000, "power_w": power / 10}
     decoded["alarms"] = {name: bool(status >> bit & 1) for name, bit in meter.profile.status_bits.items()}
+    off = bool(status >> SUPPLY_OFF_BIT & 1)
+    if meter.commodity is Commodity.WATER:
+        decoded["valve"] = "closed" if off else "open"
+    else:
+        decoded["relay"] = "open" if off else "closed"
     return decoded
 
 
@@ -192,6 +217,31 @@ def ttn_payload(sim: Simulation, meter: MeterSpec, ts: datetime, f_cnt: int = 0)
     return f"v3/{app}@ttn/devices/{device_id}/up", body
 
 
+COMMANDS = ("disconnect", "reconnect", "clock_sync", "demand_reset")
+
+
+def obey(sim: Simulation, meter: MeterSpec, ts: datetime, command: dict[str, Any]) -> dict[str, Any]:
+    """Apply a command message to ``meter`` at simulated ``ts``; return the acknowledgement body."""
+    kind = command.get("command")
+    ack: dict[str, Any] = {"id": command.get("id"), "meter": meter.serial, "command": kind}
+    if kind not in COMMANDS:
+        ack.update(result="error", error=f"unknown command {kind!r}")
+    elif kind == "clock_sync" and not isinstance(command.get("time"), (int, float)):
+        ack.update(result="error", error="clock_sync needs 'time' (UNIX seconds)")
+    else:
+        if kind in ("disconnect", "reconnect"):
+            sim.set_relay(meter.index, ts, closed=kind == "reconnect")
+        elif kind == "clock_sync":
+            sim.set_clock(meter.index, ts, float(command["time"]))
+        else:
+            sim.controls.reset_demand(meter.index)
+        ack["result"] = "ok"
+    ack.update(relay="closed" if sim.relay_closed(meter.index, ts) else "open",
+               clock=int(ts.timestamp() + sim.clock_offset(meter.index, ts)),
+               demand_resets=sim.controls.demand_resets(meter.index), ts=_iso(ts))  # fmt: skip
+    return ack
+
+
 def event_payload(sim: Simulation, event: SimEvent) -> tuple[str, dict[str, Any]]:
     """Topic and body of an event message."""
     meter = sim.meters[event.meter]
@@ -221,6 +271,11 @@ class MqttPublisher:
         self.client.reconnect_delay_set(1, reconnect_max_s)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_command
+        self._by_serial = {m.serial: m for m in self.meters}
+        self.commands = 0  # commands obeyed
+        self._downlinks: dict[str, list[tuple[int, bytes]]] = {}  # LoRaWAN downlinks waiting for an uplink
+        self._downlink_lock = threading.Lock()
         self.connected = threading.Event()
         self.connections = 0  # successful (re)connections
         self._f_cnt: dict[str, int] = {}  # LoRaWAN uplink counter, per device
@@ -231,6 +286,8 @@ class MqttPublisher:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if not reason.is_failure:
             self.connections += 1
+            client.subscribe([(f"{self.sim.config.mqtt.topic_prefix}/+/command", 1), ("cmnd/+/POWER", 1),
+                              (f"v3/{self.sim.config.mqtt.ttn_application}@ttn/devices/+/down/push", 1)])
             self.connected.set()
             if self.connections > 1:
                 log.warning("MQTT broker %s:%d: reconnected, publishing resumes", self.host, self.port)
@@ -239,6 +296,79 @@ class MqttPublisher:
         if self.connected.is_set():
             log.warning("MQTT broker %s:%d: connection lost (%s); reconnecting", self.host, self.port, reason)
         self.connected.clear()
+
+    def _on_command(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        parts = message.topic.split("/")
+        if parts[0] == "cmnd" and len(parts) == 3 and parts[2] == "POWER":
+            self._tasmota_power(client, parts[1], bytes(message.payload))
+            return
+        if parts[0] == "v3" and parts[-2:] == ["down", "push"]:
+            self._ttn_downlink(client, message.topic, parts[-3], bytes(message.payload))
+            return
+        meter = self._by_serial.get(parts[-2]) if len(parts) >= 3 and parts[-1] == "command" else None
+        if meter is None:
+            return
+        now = self.clock.now()
+        if not self.sim.available(meter.index, now):
+            return  # a meter in a communication loss hears nothing
+        try:
+            command = json.loads(message.payload)
+            if not isinstance(command, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            log.warning("meter %s: command is not a JSON object: %r", meter.serial, message.payload[:200])
+            return
+        ack = obey(self.sim, meter, now, command)
+        self.commands += ack["result"] == "ok"
+        log.info("meter %s: %s -> %s", meter.serial, command.get("command"), ack["result"])
+        client.publish(f"{message.topic}/ack", json.dumps(ack), qos=1)
+
+    def _tasmota_power(self, client: mqtt.Client, device: str, payload: bytes) -> None:
+        """Tasmota's POWER command: ``ON``, ``OFF``, ``TOGGLE`` or empty (ask); answers ``stat/<device>/POWER``."""
+        meter = self._by_serial.get(device.removeprefix("sml-"))
+        if meter is None or meter.mqtt_style != "tasmota":
+            return
+        now = self.clock.now()
+        if not self.sim.available(meter.index, now):
+            return
+        word = payload.decode("utf-8", "replace").strip().upper()
+        if word == "TOGGLE":
+            word = "OFF" if self.sim.relay_closed(meter.index, now) else "ON"
+        if word in ("ON", "1", "OFF", "0"):
+            self.sim.set_relay(meter.index, now, closed=word in ("ON", "1"))
+            self.commands += 1
+        state = "ON" if self.sim.relay_closed(meter.index, now) else "OFF"
+        client.publish(f"stat/{device}/RESULT", json.dumps({"POWER": state}), qos=1)
+        client.publish(f"stat/{device}/POWER", state, qos=1)
+
+    def _ttn_downlink(self, client: mqtt.Client, topic: str, device: str, payload: bytes) -> None:
+        """A downlink pushed to The Things Stack: queued for the device until its next uplink (class A)."""
+        meter = self._by_serial.get(device.split("-", 1)[-1])
+        if meter is None or meter.mqtt_style != "ttn":
+            return
+        try:
+            downlinks = json.loads(payload)["downlinks"]
+            first = downlinks[0]
+            raw = base64.b64decode(first["frm_payload"])
+            port = int(first.get("f_port", 0))
+        except (ValueError, KeyError, IndexError, TypeError):
+            log.warning("device %s: downlink push is not TTS v3 JSON: %r", device, payload[:200])
+            return
+        with self._downlink_lock:
+            self._downlinks.setdefault(meter.serial, []).append((port, raw))
+        client.publish(topic.removesuffix("/push") + "/queued", json.dumps({"f_port": port}), qos=1)
+
+    def _deliver_downlinks(self, meter: MeterSpec, ts: datetime, uplink_topic: str) -> list[tuple[str, dict[str, Any]]]:
+        """After an uplink, the device hears its queued downlinks (port 2: byte 0 cuts the supply, 1 restores)."""
+        with self._downlink_lock:
+            pending = self._downlinks.pop(meter.serial, [])
+        out = []
+        for port, raw in pending:
+            if port == 2 and raw[:1] in (b"\x00", b"\x01"):
+                self.sim.set_relay(meter.index, ts, closed=raw[:1] == b"\x01")
+                self.commands += 1
+            out.append((uplink_topic.removesuffix("/up") + "/down/ack", {"f_port": port}))
+        return out
 
     def connect(self, timeout: float = 10.0) -> None:
         """Connect and start the network loop thread (which reconnects after an outage)."""
@@ -263,7 +393,9 @@ class MqttPublisher:
             elif meter.mqtt_style == "ttn":
                 f_cnt = self._f_cnt.get(meter.serial, -1) + 1
                 self._f_cnt[meter.serial] = f_cnt
-                out.append(ttn_payload(self.sim, meter, ts, f_cnt))
+                uplink = ttn_payload(self.sim, meter, ts, f_cnt)
+                out.append(uplink)
+                out += self._deliver_downlinks(meter, ts, uplink[0])
             else:
                 out.append(json_payload(self.sim, meter, ts))
         return out

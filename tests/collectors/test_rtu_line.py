@@ -18,7 +18,7 @@ from pymodbus.framer import FramerRTU
 from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import SimData, SimDevice
 
-from collectors.modbus import ReadError, RtuLine, rtu_reply, rtu_request
+from collectors.modbus import Operation, ReadError, RtuLine, rtu_operation, rtu_operation_reply, rtu_reply, rtu_request
 from collectors.plan import ReadBlock
 from simulators.modbus import PtyBridge
 
@@ -173,3 +173,41 @@ def test_a_reply_to_another_request_is_refused_and_the_line_recovers():
     assert refused.kind == "mismatch" and "6 bytes" in str(refused)
     assert after == [1040, 1041]
     assert late_bytes >= len(frame(1, 4, 4, 0, 0, 0, 0))  # B's own reply, late by then, was drained
+
+
+# -- command frames: writes 05/06/16 and reads of coils, checked like the reads ----------------------
+def test_write_frames_are_the_textbook_ones():
+    assert rtu_operation(1, Operation(5, 0, 1, (1,))).hex() == "01050000ff008c3a"  # coil 0 on
+    assert rtu_operation(1, Operation(6, 1, 1, (3,))).hex() == "010600010003980b"
+    assert rtu_operation(1, Operation(16, 1, 2, (0x000A, 0x0102))) == frame(1, 16, 0, 1, 0, 2, 4, 0, 0x0A, 1, 2)
+
+
+def test_write_replies_are_echoes_and_coil_reads_give_bits():
+    single = Operation(6, 600, 1, (0,))
+    echo = rtu_operation(7, single)
+    assert rtu_operation_reply(7, single, echo) == [0]
+    for cut in range(len(echo)):
+        assert rtu_operation_reply(7, single, echo[:cut]) is None
+    many = Operation(16, 300, 1, (1,))
+    assert rtu_operation_reply(7, many, frame(7, 16, 1, 44, 0, 1)) == [1]
+    coils = Operation(1, 0, 10)
+    assert rtu_operation_reply(7, coils, frame(7, 1, 2, 0b00000101, 0b10)) == [1, 0, 1, 0, 0, 0, 0, 0, 0, 1]
+
+
+@pytest.mark.parametrize(
+    ("op", "data", "kind", "says"),
+    [
+        ((6, 600, 1, (0,)), frame(7, 6, 2, 88, 0, 1), "mismatch", "the echo differs"),  # wrote 1, not 0
+        ((16, 300, 1, (1,)), frame(7, 16, 1, 45, 0, 1), "mismatch", "another address or count"),
+        ((5, 0, 1, (0,)), frame(7, 0x85, 2), "exception", "exception 2 (illegal data address)"),
+        ((1, 0, 1, ()), frame(7, 1, 2, 0, 0), "mismatch", "2 bytes, not 1"),
+        ((6, 600, 1, (0,)), frame(7, 3, 2, 0, 0), "mismatch", "function 3"),
+    ],
+)
+def test_a_command_reply_that_does_not_answer_the_request_is_refused(op, data, kind, says):
+    with pytest.raises(ReadError) as caught:
+        rtu_operation_reply(7, Operation(*op), data)
+    assert caught.value.kind == kind
+    assert says in str(caught.value)
+    if kind == "exception":
+        assert caught.value.code == 2
