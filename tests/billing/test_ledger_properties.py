@@ -42,7 +42,7 @@ def books(draw):
 def test_outstanding_plus_credit_equals_the_sum_of_entries(items):
     left, credit = outstanding(items)
     assert sum(left.values(), D(0)) - credit == sum((i.amount for i in items), D(0))
-    assert credit >= 0 and all(0 <= v for v in left.values())
+    assert credit >= 0 and all(v >= 0 for v in left.values())
     # a debt is outstanding only when no credit is left over (credits settle debts first)
     assert credit == 0 or all(v == 0 for v in left.values())
     # the oldest debts are settled first: once one is (partly) open, every later one is untouched
