@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "analytics.cli",
     "analytics.theft.cli",
     "billing.cli",
+    "billing.accounts_cli",
     "dashboards.cli",
 )
 
