@@ -23,8 +23,9 @@ def test_dead_letters_from_before_0013_read_as_bytes_and_the_writer_role_can_rai
         conn.execute("INSERT INTO rejected_input (source, origin, reason, payload) "
                      "VALUES ('mqtt', 'mqtt x', 'payload is not JSON', '{é')")
         conn.execute("INSERT INTO link_health (collector, link, kind) VALUES ('c', 'mqtt', 'mqtt')")
-    monkeypatch.undo()
+    monkeypatch.setattr(migrate, "discover", lambda: [m for m in every if m.version <= 13])  # later ones are not 0013's
     assert [m.version for m in migrate.upgrade(database_url, settings)] == [13]
+    monkeypatch.undo()
     with psycopg.connect(database_url, autocommit=True) as conn:
         raw = conn.execute("SELECT coalesce(payload_bytes, convert_to(payload, 'UTF8')) FROM rejected_input").fetchone()
         assert raw == ("{é".encode(),)
