@@ -37,13 +37,12 @@ class ClosureError(Exception):
     """A closure request that cannot be honoured."""
 
 
-def _reason(conn: Connection, cfg: CreditConfig, acc: int, indigent: bool, disputed: bool, on: date,
-            broken: set[int]) -> str | None:  # fmt: skip
+def _reason(conn: Connection, cfg: CreditConfig, pos: ledger.Balance, acc: int, indigent: bool, disputed: bool,
+            on: date, broken: set[int]) -> str | None:  # fmt: skip
     if acc in broken:
         return "broken_arrangement"
-    if disputed:
+    if disputed or not pos.overdue:
         return None
-    pos = ledger.balance(conn, acc, on)
     if not pos.unpaid:
         return None
     kinds = {eid: (kind, due) for eid, kind, due in conn.execute(
@@ -135,15 +134,17 @@ def review(conn: Connection, cfg: CreditConfig, on: date, broken: list[tuple[int
     out = []
     broken_accounts = {acc for _, acc in broken}
     disputed = {r[0] for r in conn.execute("SELECT DISTINCT account_id FROM dispute WHERE status = 'open'")}
-    for acc, number, indigent in conn.execute(
+    candidates = conn.execute(
         """SELECT a.id, a.number, c.indigent FROM account a JOIN customer c ON c.id = a.customer_id
            WHERE NOT a.prepaid AND (a.closed_on IS NULL OR a.closed_on > %s)
              AND NOT EXISTS (SELECT 1 FROM account_closure k WHERE k.account_id = a.id)
              AND (a.id = ANY(%s) OR EXISTS (SELECT 1 FROM ledger_entry e WHERE e.account_id = a.id))
            ORDER BY a.id""",
         (on, list(broken_accounts)),
-    ).fetchall():
-        reason = _reason(conn, cfg, acc, indigent, acc in disputed, on, broken_accounts)
+    ).fetchall()
+    positions = ledger.balances(conn, [c[0] for c in candidates], on)
+    for acc, number, indigent in candidates:
+        reason = _reason(conn, cfg, positions[acc], acc, indigent, acc in disputed, on, broken_accounts)
         if reason is not None:
             cid = terminate(conn, cfg, acc, reason, on, at)
             out.append(f"account {number} terminated ({reason.replace('_', ' ')}): closure case {cid}")

@@ -14,7 +14,7 @@ Rules implemented (defaults in ``billing/credit.example.toml``):
 - **Reconnection** on payment or arrangement: when the arrears are gone (or an arrangement is in
   force) the case closes; if the disconnection was carried out (or its command queued) a
   ``reconnect`` order is created and the class's ``reconnection_charge`` posted; a disconnection
-  not yet carried out is cancelled instead.
+  not yet carried out (no crew went, its command still queued) is cancelled instead.
 - **Holds**: an open dispute or complaint on the account puts collection and disconnection on hold
   (no step is taken while it is open); so does an arrangement in force.
 - **Indigent register** (``indigent_registration`` ↔ ``customer.indigent``): registered households
@@ -395,16 +395,16 @@ def run_credit(conn: Connection, cfg: CreditConfig, on: date, out_dir: Path | No
     acted_today = {r[0] for r in conn.execute(
         "SELECT DISTINCT account_id FROM credit_action WHERE action_date = %s AND action IN "
         "('notice', 'disconnect', 'exempt', 'reconnect')", (on,))}  # fmt: skip
-    positions: dict[int, ledger.Balance] = {}
+    positions = ledger.balances(conn, [a[0] for a in accounts], on)
+    cases: dict[int, int] = {int(a): int(c) for a, c in conn.execute(
+        "SELECT account_id, id FROM credit_case WHERE closed_on IS NULL")}  # fmt: skip
     for acc, number, name, phone, indigent, klass, commodity in accounts:
-        pos = ledger.balance(conn, acc, on)
-        positions[acc] = pos
+        pos = positions[acc]
         steps = cfg.steps_for(klass)
-        case = conn.execute("SELECT id, last_step, disconnected FROM credit_case WHERE account_id = %s "
-                            "AND closed_on IS NULL", (acc,)).fetchone()  # fmt: skip
+        case = cases.get(acc)
         settled = pos.overdue < cfg.credit.min_overdue
         if case is not None and (settled or acc in arranged):
-            _settle(conn, s, cfg, steps, int(case[0]), acc, on, at, "paid" if settled else "arrangement")
+            _settle(conn, s, cfg, steps, int(case), acc, on, at, "paid" if settled else "arrangement")
         if settled:
             continue
         s.accounts += 1
@@ -486,6 +486,12 @@ def _settle(conn: Connection, s: CreditSummary, cfg: CreditConfig, steps: ClassS
                        ).fetchone()  # fmt: skip
     if dis is not None:
         oid, status = dis
+        if status == "awaiting_command":
+            from releve.commands import command_status
+
+            cmd = conn.execute("SELECT command_id FROM work_order WHERE id = %s", (oid,)).fetchone()
+            if cmd is not None and command_status(conn, int(cmd[0])).state == "queued":
+                status = "open"  # the meter was never told: withdraw the order and its command
         if status in ("open", "assigned"):
             workorders.cancel(conn, oid, f"arrears settled ({why}) before the disconnection", at)
         elif status in ("done", "awaiting_command"):

@@ -187,3 +187,22 @@ def test_config_errors_name_the_file_and_field(tmp_path):
         credit.load_config(bad)
     assert CFG.steps_for("industrial").name == "default"
     assert CFG.steps_for("commercial").reconnection_charge == D("25.00")
+
+
+def test_payment_before_the_meter_was_told_withdraws_the_disconnection(db):
+    f = Fleet(db)
+    acc = f.simple("quick", tariff="E", commodity="electricity")
+    f.sql("UPDATE meter SET protocol = 'modbus-rtu' WHERE serial = 'M-quick'")
+    owe(db, acc, "20.00")
+    for day in (date(2026, 4, 13), date(2026, 4, 27), date(2026, 5, 12)):
+        run(db, day)
+    with editor(db) as conn:
+        (o,) = workorders.list_orders(conn, kind="disconnect")
+        ledger.pay(conn, "A-quick", D("27.00"), "Q-1", date(2026, 5, 12))
+    s = run(db, date(2026, 5, 13))
+    assert s.work_orders == [] and sum(s.actions.values()) == 0
+    with editor(db) as conn:
+        (o,) = workorders.list_orders(conn, kind="disconnect")
+        assert (o.status, o.outcome) == ("cancelled", "cancelled")
+        assert meter_commands.command_status(conn, o.command_id).state == "cancelled"
+        assert workorders.list_orders(conn, kind="reconnect") == []
