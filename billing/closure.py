@@ -37,17 +37,13 @@ class ClosureError(Exception):
     """A closure request that cannot be honoured."""
 
 
-def _reason(conn: Connection, cfg: CreditConfig, pos: ledger.Balance, acc: int, indigent: bool, disputed: bool,
-            on: date, broken: set[int]) -> str | None:  # fmt: skip
+def _reason(cfg: CreditConfig, pos: ledger.Balance, kinds: dict[int, tuple[str, date]], acc: int, indigent: bool,
+            disputed: bool, on: date, broken: set[int]) -> str | None:  # fmt: skip
     if acc in broken:
         return "broken_arrangement"
     if disputed or not pos.overdue:
         return None
-    if not pos.unpaid:
-        return None
-    kinds = {eid: (kind, due) for eid, kind, due in conn.execute(
-        "SELECT id, kind, coalesce(due_date, effective_date) FROM ledger_entry WHERE id = ANY(%s)",
-        (list(pos.unpaid),))}  # fmt: skip
+    kinds = {e: kinds[e] for e in pos.unpaid}
     bills = [e for e, (k, due) in kinds.items() if k == "bill" and due < on]
     if len(bills) >= cfg.closure.unpaid_bills and not indigent:
         return "two_unpaid_bills"
@@ -91,10 +87,10 @@ def _offset_deposit(conn: Connection, cid: int, acc: int, pos: ledger.Balance, o
     return amount
 
 
-def settle(conn: Connection, cid: int, on: date, force: bool = False) -> str:
+def settle(conn: Connection, cid: int, on: date, force: bool = False, pos: ledger.Balance | None = None) -> str:
     """Close case ``cid`` when its net balance is zero; with ``force`` (due date or by hand) send a debt to litigation.
 
-    Returns the case's status afterwards.
+    Returns the case's status afterwards. ``pos``: the account's position on ``on``, when known.
     """
     row = conn.execute("SELECT account_id, status, manual_due FROM account_closure WHERE id = %s FOR UPDATE",
                        (cid,)).fetchone()  # fmt: skip
@@ -103,7 +99,7 @@ def settle(conn: Connection, cid: int, on: date, force: bool = False) -> str:
     acc, status, due = row
     if status != "open":
         return str(status)
-    pos = ledger.balance(conn, acc, on)
+    pos = pos or ledger.balance(conn, acc, on)
     if pos.net == 0:
         offset = _offset_deposit(conn, cid, acc, pos, on)
         conn.execute("UPDATE account_closure SET status = 'closed', closed_on = %s, deposit_offset = %s, "
@@ -143,16 +139,22 @@ def review(conn: Connection, cfg: CreditConfig, on: date, broken: list[tuple[int
         (on, list(broken_accounts)),
     ).fetchall()
     positions = ledger.balances(conn, [c[0] for c in candidates], on)
+    unpaid = [e for p in positions.values() if p.overdue for e in p.unpaid]
+    kinds: dict[int, tuple[str, date]] = {int(e): (k, due) for e, k, due in conn.execute(
+        "SELECT id, kind, coalesce(due_date, effective_date) FROM ledger_entry WHERE id = ANY(%s)",
+        (unpaid,))}  # fmt: skip
     for acc, number, indigent in candidates:
-        reason = _reason(conn, cfg, positions[acc], acc, indigent, acc in disputed, on, broken_accounts)
+        reason = _reason(cfg, positions[acc], kinds, acc, indigent, acc in disputed, on, broken_accounts)
         if reason is not None:
             cid = terminate(conn, cfg, acc, reason, on, at)
             out.append(f"account {number} terminated ({reason.replace('_', ' ')}): closure case {cid}")
-    for cid, number in conn.execute(
-        "SELECT k.id, a.number FROM account_closure k JOIN account a ON a.id = k.account_id WHERE k.status = 'open' "
-        "ORDER BY k.id"
-    ).fetchall():
-        status = settle(conn, cid, on)
+    cases = conn.execute(
+        "SELECT k.id, a.number, a.id FROM account_closure k JOIN account a ON a.id = k.account_id "
+        "WHERE k.status = 'open' ORDER BY k.id"
+    ).fetchall()
+    positions = ledger.balances(conn, [c[2] for c in cases], on)
+    for cid, number, acc in cases:
+        status = settle(conn, cid, on, pos=positions[acc])
         if status != "open":
             out.append(f"closure case {cid} ({number}): {status}")
     return out
