@@ -134,14 +134,16 @@ def review(conn: Connection, cfg: CreditConfig, on: date, broken: list[tuple[int
         """SELECT a.id, a.number, c.indigent FROM account a JOIN customer c ON c.id = a.customer_id
            WHERE NOT a.prepaid AND (a.closed_on IS NULL OR a.closed_on > %s)
              AND NOT EXISTS (SELECT 1 FROM account_closure k WHERE k.account_id = a.id)
-             AND (a.id = ANY(%s) OR EXISTS (SELECT 1 FROM ledger_entry e WHERE e.account_id = a.id))
+             AND (a.id IN (SELECT unnest(%s::integer[]))
+                  OR EXISTS (SELECT 1 FROM ledger_entry e WHERE e.account_id = a.id))
            ORDER BY a.id""",
         (on, list(broken_accounts)),
     ).fetchall()
     positions = ledger.balances(conn, [c[0] for c in candidates], on)
     unpaid = [e for p in positions.values() if p.overdue for e in p.unpaid]
     kinds: dict[int, tuple[str, date]] = {int(e): (k, due) for e, k, due in conn.execute(
-        "SELECT id, kind, coalesce(due_date, effective_date) FROM ledger_entry WHERE id = ANY(%s)",
+        "SELECT id, kind, coalesce(due_date, effective_date) FROM ledger_entry "
+        "WHERE id IN (SELECT unnest(%s::bigint[]))",
         (unpaid,))}  # fmt: skip
     for acc, number, indigent in candidates:
         reason = _reason(cfg, positions[acc], kinds, acc, indigent, acc in disputed, on, broken_accounts)

@@ -237,11 +237,11 @@ def balances(conn: Connection, accounts: list[int], as_of: date | None = None) -
     """:func:`balance` of many accounts with one query (credit-control runs, closure reviews)."""
     as_of = as_of or datetime.now(UTC).date()
     out = {int(i): Balance(n, as_of) for i, n in conn.execute(
-        "SELECT id, number FROM account WHERE id = ANY(%s)", (accounts,))}  # fmt: skip
+        "SELECT id, number FROM account WHERE id IN (SELECT unnest(%s::integer[]))", (accounts,))}  # fmt: skip
     items: dict[int, list[Item]] = {a: [] for a in out}
     for acc, eid, book, amount, eff, due, reverses in conn.execute(
         """SELECT account_id, id, book, amount, effective_date, due_date, reverses_id FROM ledger_entry
-           WHERE account_id = ANY(%s) AND effective_date <= %s ORDER BY account_id, id""",
+           WHERE account_id IN (SELECT unnest(%s::integer[])) AND effective_date <= %s ORDER BY account_id, id""",
         (accounts, as_of),
     ):
         pos = out[acc]
