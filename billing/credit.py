@@ -344,16 +344,15 @@ MESSAGES = {
 }
 
 
-def _case(conn: Connection, acc: int, on: date) -> tuple[int, int, bool]:
-    row = conn.execute(
-        "SELECT id, last_step, disconnected FROM credit_case WHERE account_id = %s AND closed_on IS NULL", (acc,)
-    ).fetchone()
-    if row is not None:
-        return int(row[0]), int(row[1]), bool(row[2])
+def _case(conn: Connection, acc: int, on: date, open_cases: dict[int, tuple[int, int]]) -> tuple[int, int]:
+    """The account's open case (id, steps taken), opened now when it has none."""
+    if acc in open_cases:
+        return open_cases[acc]
     new = conn.execute("INSERT INTO credit_case (account_id, opened_on) VALUES (%s, %s) RETURNING id",
                        (acc, on)).fetchone()  # fmt: skip
     assert new is not None
-    return int(new[0]), 0, False
+    open_cases[acc] = (int(new[0]), 0)
+    return open_cases[acc]
 
 
 def _action(conn: Connection, run: int, case: int | None, acc: int, on: date, step: str, action: str, *,
@@ -396,15 +395,16 @@ def run_credit(conn: Connection, cfg: CreditConfig, on: date, out_dir: Path | No
         "SELECT DISTINCT account_id FROM credit_action WHERE action_date = %s AND action IN "
         "('notice', 'disconnect', 'exempt', 'reconnect')", (on,))}  # fmt: skip
     positions = ledger.balances(conn, [a[0] for a in accounts], on)
-    cases: dict[int, int] = {int(a): int(c) for a, c in conn.execute(
-        "SELECT account_id, id FROM credit_case WHERE closed_on IS NULL")}  # fmt: skip
+    cases: dict[int, tuple[int, int]] = {int(a): (int(c), int(n)) for a, c, n in conn.execute(
+        "SELECT account_id, id, last_step FROM credit_case WHERE closed_on IS NULL")}  # fmt: skip
     for acc, number, name, phone, indigent, klass, commodity in accounts:
         pos = positions[acc]
         steps = cfg.steps_for(klass)
         case = cases.get(acc)
         settled = pos.overdue < cfg.credit.min_overdue
         if case is not None and (settled or acc in arranged):
-            _settle(conn, s, cfg, steps, int(case), acc, on, at, "paid" if settled else "arrangement")
+            _settle(conn, s, cfg, steps, case[0], acc, on, at, "paid" if settled else "arrangement")
+            del cases[acc]
         if settled:
             continue
         s.accounts += 1
@@ -416,7 +416,7 @@ def run_credit(conn: Connection, cfg: CreditConfig, on: date, out_dir: Path | No
             continue
         if acc in acted_today:
             continue
-        case_id, done, _ = _case(conn, acc, on)
+        case_id, done = _case(conn, acc, on, cases)
         if done >= len(steps.steps):
             continue
         step = steps.steps[done]

@@ -210,6 +210,10 @@ CREATE TABLE account_closure (
     note           text NOT NULL DEFAULT ''
 );
 CREATE UNIQUE INDEX account_closure_open_idx ON account_closure (account_id) WHERE status = 'open';
+
+-- Work orders and closures look up a meter's or service point's current installation one at a time.
+CREATE INDEX IF NOT EXISTS installation_meter_idx ON installation (meter_id, installed_at);
+CREATE INDEX IF NOT EXISTS installation_service_point_idx ON installation (service_point_id, installed_at);
 """
 
 
