@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -80,24 +81,16 @@ def test_payment_file_import_is_idempotent_and_keeps_bad_lines(db, tmp_path):
         ledger.post(conn, acc, "bill", D("50.00"), date(2026, 1, 5), due=date(2026, 1, 15), source_key="t:1")
         ledger.post(conn, acc, "bill", D("30.00"), date(2026, 2, 5), due=date(2026, 2, 15), source_key="t:2")
     path = tmp_path / "bank.csv"
-    path.write_text(
-        "reference,account,amount,paid_at,source,note\n"
-        "B-1,A-p1,40.00,2026-03-01T09:00:00Z,,\n"
-        "B-2,A-p2,12.5,2026-03-01,agent-7,cash at agent\n"
-        "B-3,A-nope,10.00,2026-03-01,,\n"
-        "B-4,A-p1,1e400,2026-03-01,,\n"
-        "B-5,A-p1,0.001,2026-03-01,,\n"
-        "B-6,A-p1,-5,2026-03-01,,\n"
-        "B-7,A-p1,5.00,2026-03-01T09:00:00,,\n"
-        ",A-p1,5.00,2026-03-01,,\n"
-    )
+    path.write_bytes((Path(__file__).parent / "data" / "payments_hostile.csv").read_bytes())
     with editor(db) as conn:
         r = ledger.import_payments(conn, path)
         assert (r.added, r.present, r.total) == (2, 0, D("52.50"))
-        assert [m.split(":")[1] for m in r.rejected] == ["4", "5", "6", "7", "8", "9"]
+        assert [m.split(":")[1] for m in r.rejected] == [str(n) for n in range(4, 14)]
         assert "no account 'A-nope'" in r.rejected[0]
         assert "implausibly large" in r.rejected[1] and "more than 2 decimals" in r.rejected[2] and "must be positive" in r.rejected[3]
         assert "needs its offset" in r.rejected[4] and "needs its reference" in r.rejected[5]
+        assert "not a finite number" in r.rejected[6] and "more fields than the header" in r.rejected[7]
+        assert "not a number: '1,000.00'" in r.rejected[8] and "not an ISO date" in r.rejected[9]
         again = ledger.import_payments(conn, path)
         assert (again.added, again.present) == (0, 2)
         pos = ledger.balance(conn, acc, date(2026, 4, 20))
@@ -106,7 +99,7 @@ def test_payment_file_import_is_idempotent_and_keeps_bad_lines(db, tmp_path):
         assert pos.ageing == {"current": D(0), "30": D(0), "60": D("30.00"), "90+": D("10.00")}
         assert pos.oldest_due == date(2026, 1, 15)
     kept = f.sql("SELECT origin, reason FROM rejected_input WHERE source = 'payments' ORDER BY id")
-    assert [o for o, _ in kept[:6]] == [f"bank.csv:{n}" for n in range(4, 10)]
+    assert [o for o, _ in kept[:10]] == [f"bank.csv:{n}" for n in range(4, 14)]
     with editor(db) as conn:
         missing = tmp_path / "bad.csv"
         missing.write_text("ref,account\nx,y\n")
