@@ -125,6 +125,9 @@ def reverse(conn: Connection, entry: int, reason: str, on: date | None = None) -
     acc, book, kind, amount, reverses, reference = row
     if reverses is not None or kind == "reversal":
         raise LedgerError(f"entry {entry} is itself a reversal: post a new entry instead")
+    if kind == "bill":
+        raise LedgerError(f"entry {entry} is a bill: a bill is undone by its cancel bill (re-run the cycle after "
+                          "correcting the data), or corrected with an adjustment")  # fmt: skip
     if conn.execute("SELECT 1 FROM ledger_entry WHERE reverses_id = %s", (entry,)).fetchone():
         raise LedgerError(f"entry {entry} is already reversed")
     return post(conn, acc, "reversal", -Decimal(amount), on or datetime.now(UTC).date(), book=book,

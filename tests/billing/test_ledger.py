@@ -48,6 +48,8 @@ def test_issued_cancel_and_rebill_bills_reach_the_ledger_once(db):
         assert pos.balance == D("16.77") == sum(e[2] for e in entries)
         # the cancelled bill and its reversal drop out of ageing together: only the rebill is overdue
         assert pos.unpaid == {rebill[0]: D("16.77")} and pos.oldest_due == date(2026, 4, 30)
+        with pytest.raises(ledger.LedgerError, match="undone by its cancel bill"):
+            ledger.reverse(conn, rebill[0], "customer complains")
 
 
 def test_entries_are_immutable_and_reversed_once(db):
