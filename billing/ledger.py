@@ -6,7 +6,8 @@ Rules implemented:
   bills, payments, deposits, adjustments, refunds, penalties, charges. Positive = the customer owes
   more, negative = a credit. Entries are never changed or deleted (a database trigger refuses it);
   a mistake is undone by a **reversal**: a new entry of the opposite amount pointing at the original
-  (``reverses_id``, unique: an entry is reversed at most once; a reversal is never reversed).
+  (``reverses_id``, unique: an entry is reversed at most once; a reversal is never reversed; a bill
+  is undone only by its cancel bill, so the ledger never disagrees with the bills).
 - Books: ``account`` (receivable), ``deposit`` (security held: a paid deposit is a negative entry;
   the deposit held is minus its sum), ``litigation`` (debt handed over at closure). The balance of a
   book is the sum of its entries, always.
