@@ -391,6 +391,12 @@ def from_theft(conn: Connection, run_id: int, top: int, now: datetime | None = N
 
     stops = [_Stop(r[3], r[4]) for r in rows]
     route_order(stops)  # type: ignore[arg-type]
+    # meters without coordinates come after the route, in rank order
+    last = max((x.route_order or 0 for x in stops), default=0)
+    for x in stops:
+        if x.route_order is None:
+            last += 1
+            x.route_order = last
     made = []
     for r, stop in zip(rows, stops, strict=True):
         rank, serial, meter, *_ = r
@@ -403,7 +409,7 @@ def from_theft(conn: Connection, run_id: int, top: int, now: datetime | None = N
             continue
         reasons = "; ".join(r[7][:3])
         oid, new = create(conn, "inspection", source=f"theft run {run_id}", source_key=f"theft:{run_id}:{serial}",
-                          meter=meter, priority=1 if rank <= 10 else 2, route_order=stop.route_order or rank,
+                          meter=meter, priority=1 if rank <= 10 else 2, route_order=stop.route_order,
                           description=f"night inspection with police (rank {rank}, risk {r[5]:.2f}): {reasons}",
                           now=now)  # fmt: skip
         if new:
