@@ -17,8 +17,9 @@
    the same account and period: unchanged → nothing; a held bill → superseded; an issued bill →
    cancelled by a ``cancel`` bill and replaced by a ``rebill`` (never a silent change), unless the
    period is prescribed (older than ``prescription_years``);
-5. writes the bills and determinants with ``COPY``, freezes the billed reads (``reading_freeze``)
-   and records prepaid checks (consumption vs vended credit).
+5. writes the bills and determinants with ``COPY``, freezes the billed reads (``reading_freeze``),
+   posts the issued bills to the account ledger (``billing.ledger.post_bills``) and records prepaid
+   checks (consumption vs vended credit).
 
 Billing connects as the editor role (see migration 0008).
 """
@@ -38,7 +39,7 @@ from typing import Any
 import numpy as np
 from psycopg import Connection
 
-from billing import tenant
+from billing import ledger, tenant
 from billing.pricing import (
     Index,
     Line,
@@ -272,6 +273,7 @@ def run_bills(
             _price(book, d)
         clock.lap("history and pricing")
         _write_bills(conn, book, summary, regular, start, period_end, issue)
+        ledger.post_bills(conn, summary.run_id)  # issued, cancel and rebill bills reach the account ledger
         clock.lap("bills written")
         prepaid = [d for d in drafts if d.account.prepaid]
         _prepaid_checks(conn, book, summary, prepaid, period_end)

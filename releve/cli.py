@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "analytics.cli",
     "analytics.theft.cli",
     "billing.cli",
+    "billing.accounts_cli",
     "dashboards.cli",
 )
 

@@ -291,21 +291,29 @@ def record_outcome(
     visited_at: datetime | None = None,
 ) -> int:
     """Record what a visit found for a meter on run ``run_id``'s list; return the inspection id."""
+    with connect(url, role=editor_role(settings)) as conn, conn.transaction():
+        return add_outcome(conn, run_id, serial, result, campaign, note, visited_at)
+
+
+def add_outcome(
+    conn: psycopg.Connection, run_id: int, serial: str, result: str, campaign: str = "", note: str = "",
+    visited_at: datetime | None = None,
+) -> int:
+    """:func:`record_outcome` inside the caller's transaction (a field work order completing an inspection)."""
     if result not in RESULTS:
         raise StoreError(f"result must be one of {', '.join(RESULTS)}, not {result!r}")
-    with connect(url, role=editor_role(settings)) as conn, conn.transaction():
-        if conn.execute("SELECT 1 FROM theft_run WHERE id = %s", (run_id,)).fetchone() is None:
-            raise StoreError(f"no theft run {run_id}")
-        if conn.execute("SELECT 1 FROM theft_candidate WHERE run_id = %s AND serial = %s",
-                        (run_id, serial)).fetchone() is None:
-            raise StoreError(f"meter {serial} is not on the list of run {run_id}")
-        row = conn.execute(
-            """INSERT INTO theft_inspection (run_id, serial, campaign, result, note, visited_at)
-               VALUES (%s, %s, %s, %s, %s, coalesce(%s, now())) RETURNING id""",
-            (run_id, serial, campaign, result, note, visited_at),
-        ).fetchone()
-        assert row is not None
-        return int(row[0])
+    if conn.execute("SELECT 1 FROM theft_run WHERE id = %s", (run_id,)).fetchone() is None:
+        raise StoreError(f"no theft run {run_id}")
+    if conn.execute("SELECT 1 FROM theft_candidate WHERE run_id = %s AND serial = %s",
+                    (run_id, serial)).fetchone() is None:
+        raise StoreError(f"meter {serial} is not on the list of run {run_id}")
+    row = conn.execute(
+        """INSERT INTO theft_inspection (run_id, serial, campaign, result, note, visited_at)
+           VALUES (%s, %s, %s, %s, %s, coalesce(%s, now())) RETURNING id""",
+        (run_id, serial, campaign, result, note, visited_at),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 @dataclass
