@@ -44,6 +44,10 @@ class DatabaseSettings(_Section):
         "",
         description="PostgreSQL/TimescaleDB URL. Empty: start the embedded server in data_dir.",
     )
+    replica_url: str = Field(
+        "",
+        description="A streaming replica for dashboards and reports (reader role). Empty: they read the primary.",
+    )
     data_dir: Path = Field(Path("var/pg"), description="Data directory of the embedded server.")
     role_prefix: str = Field(
         "releve",
