@@ -7,7 +7,8 @@ registers the same meters everywhere and attaches the shards to the coordinator
 (``releve.shards``: postgres_fdw hash partitions). For each shard count N it lands meters × days
 of 15-minute register reads: the batches are split by the coordinator's hash (``ShardedWriter``
 routing, timed with the rest) and each shard's part is written by its own process, as collectors
-sharded by meter would; then VEE runs on every shard at once (one process each). The 1-shard run
+sharded by meter would; then VEE runs on every shard at once (one process each), its rate given
+in readings landed per second of VEE (what a day's data costs to validate). The 1-shard run
 is the baseline measured in the same run: per-shard efficiency = rate(N) / (N × rate(1)). Unit
 costs for the capacity model (docs/scaling.md) are printed at the end: µs of one core per reading
 ingested and per reading validated, and bytes on disk per stored reading (table + primary key).
@@ -138,20 +139,21 @@ def main() -> int:
                     "FROM pg_inherits WHERE inhparent = 'reading'::regclass"
                 ).fetchone()
             results[count] = {
-                "ingest": n / ingest_s, "vee": sum(r for r, _ in validated) / vee_s,
+                "ingest": n / ingest_s, "vee": n / vee_s, "vee_reads": sum(r for r, _ in validated),
                 "ingest_cpu_us": 1e6 * sum(c for _, c in landed) / n,
-                "vee_cpu_us": 1e6 * sum(c for _, c in validated) / max(1, sum(r for r, _ in validated)),
+                "vee_cpu_us": 1e6 * sum(c for _, c in validated) / n,
                 "bytes": float(row[0]) / float(row[1]) if row and row[1] else float("nan"),
             }
             base = results[counts[0]]
             r = results[count]
             print(f"{count} shard(s): ingest {r['ingest']:>10,.0f} rows/s  efficiency "
-                  f"{r['ingest'] / (count * base['ingest']):.2f} | VEE {r['vee']:>10,.0f} reads/s  efficiency "
-                  f"{r['vee'] / (count * base['vee']):.2f}   (baseline: 1 shard in this run)")  # fmt: skip
+                  f"{r['ingest'] / (count * base['ingest']):.2f} | VEE {r['vee']:>10,.0f} readings/s  efficiency "
+                  f"{r['vee'] / (count * base['vee']):.2f}   ({r['vee_reads']:,.0f} register reads checked with "
+                  "history; baseline: 1 shard in this run)")  # fmt: skip
         one = results[1]
         print(f"unit costs (1 shard): ingest {one['ingest_cpu_us']:.2f} us client CPU per reading "
               f"(+ server side: {1e6 / one['ingest']:.2f} us wall per reading), VEE {one['vee_cpu_us']:.2f} us "
-              f"client CPU per read ({1e6 / one['vee']:.2f} us wall), {one['bytes']:.0f} bytes on disk per reading "
+              f"client CPU per reading ({1e6 / one['vee']:.2f} us wall), {one['bytes']:.0f} bytes on disk per reading "
               "(table + primary key)")  # fmt: skip
     finally:
         for server in servers:
