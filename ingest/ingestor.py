@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Sequence
 
 from ingest.frame import ReadingFrame
+from ingest.sharded import ShardedWriter, open_writer
 from ingest.writer import BatchResult, BatchWriter
 from releve.model import MeterEvent, Reading, Rejected, Source
 from releve.settings import Settings
@@ -131,7 +132,7 @@ class Ingestor:
                 self._cond.wait(0.05)
 
     def _run(self) -> None:
-        writer: BatchWriter | None = None
+        writer: BatchWriter | ShardedWriter | None = None
         backoff = 0.5
         while True:
             taken = self._take()
@@ -152,7 +153,7 @@ class Ingestor:
                 while True:
                     try:
                         if writer is None:
-                            writer = BatchWriter(self.url, self.settings, self.origin)
+                            writer = open_writer(self.url, self.settings, self.origin)
                         result = writer.write(frame if frame is not None else (), events if last else (),
                                               rejected if last else (), batch_key=key)  # fmt: skip
                         backoff = 0.5

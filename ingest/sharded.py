@@ -32,6 +32,7 @@ class ShardedWriter:
         self.coordinator = db.connect(coordinator_url, role=db.reader_role(settings), autocommit=True)
         self.writers = [BatchWriter(url, settings, origin) for url in shard_urls]
         self._shard: dict[str, int] = {}
+        self.parts: list[BatchResult] = []  # the last batch's result per shard written
 
     def close(self) -> None:
         """Close every connection."""
@@ -59,17 +60,36 @@ class ShardedWriter:
         events: Sequence[MeterEvent] = (),
         rejected: Sequence[Rejected] = (),
         batch_key: uuid.UUID | None = None,
-    ) -> list[BatchResult]:
-        """Land one batch, split per shard; return what became of each part (shards with nothing skipped)."""
+    ) -> BatchResult:
+        """Land one batch, split per shard; return the sum of what became of its parts.
+
+        ``replayed`` is True only when every part had landed before; ``parts`` keeps each part's result.
+        """
         frame = readings if isinstance(readings, ReadingFrame) else ReadingFrame.from_readings(readings)
         key = batch_key or uuid.uuid4()
         row_shard = self.shard_of(frame.meters)[frame.meter_idx] if len(frame) else np.zeros(0, np.int32)
         event_shard = self.shard_of([e.meter for e in events]) if events else np.zeros(0, np.int32)
-        results = []
+        results: list[BatchResult] = []
         for k, writer in enumerate(self.writers):
             part = frame.take(row_shard == k)
             part_events = [e for e, s in zip(events, event_shard, strict=True) if s == k]
             part_rejected = rejected if k == 0 else ()
             if len(part) or part_events or part_rejected:
                 results.append(writer.write(part, part_events, part_rejected, batch_key=uuid.uuid5(key, f"shard {k}")))
-        return results
+        self.parts = results
+        return BatchResult(
+            key, None, len(frame), sum(r.inserted for r in results), sum(r.duplicates for r in results),
+            sum(r.conflicts for r in results), sum(r.rejected for r in results), sum(r.events for r in results),
+            replayed=bool(results) and all(r.replayed for r in results),
+        )  # fmt: skip
+
+
+def open_writer(url: str, settings: Settings, origin: str = "ingest") -> BatchWriter | ShardedWriter:
+    """The writer the settings ask for; collectors' forwarders and the Ingestor use this.
+
+    Per shard when ``database.shard_urls`` is set (``url`` is then the coordinator), else one
+    ``BatchWriter`` on ``url``.
+    """
+    if settings.database.shard_urls:
+        return ShardedWriter(url, settings.database.shard_urls, settings, origin)
+    return BatchWriter(url, settings, origin)

@@ -48,6 +48,10 @@ class DatabaseSettings(_Section):
         "",
         description="A streaming replica for dashboards and reports (reader role). Empty: they read the primary.",
     )
+    shard_urls: list[str] = Field(
+        default_factory=list,
+        description="Sharding by meter: one URL per shard server; url is then the coordinator (docs/scaling.md).",
+    )
     data_dir: Path = Field(Path("var/pg"), description="Data directory of the embedded server.")
     role_prefix: str = Field(
         "releve",

@@ -12,6 +12,9 @@ created). ``db``: the same, migrated to the latest schema, with settings pointin
 synchronously, with the schema migrated; its ``url`` names both servers (``target_session_attrs=
 read-write``) as production settings do for failover.
 
+``shard_urls``: three throwaway shard servers, each with a migrated ``releve`` database; ``db`` is
+their coordinator (docs/scaling.md, sharding by meter).
+
 ``mqtt_broker``: a throwaway broker (Mosquitto when installed, amqtt otherwise) on a free port.
 
 Tests that need none of these (pure logic) start nothing.
@@ -125,6 +128,26 @@ class MigratedDatabase:
 def db(database_url: str) -> MigratedDatabase:
     """A fresh database migrated to the latest schema."""
     return MigratedDatabase(database_url)
+
+
+@pytest.fixture
+def shard_urls(service_tmp: Path, db: MigratedDatabase) -> Iterator[list[str]]:
+    """Three throwaway shard servers, each with a migrated ``releve`` database (roles named as the coordinator's)."""
+    from releve import migrate
+
+    servers = [PostgresServer(service_tmp / f"shard{k}", durable=False) for k in range(3)]
+    try:
+        urls = []
+        for server in servers:
+            server.start()
+            with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+                conn.execute("CREATE DATABASE releve")
+            migrate.upgrade(server.url("releve"), db.settings)
+            urls.append(server.url("releve"))
+        yield urls
+    finally:
+        for server in servers:
+            server.stop()
 
 
 @pytest.fixture
