@@ -49,7 +49,7 @@ class DatabaseSettings(_Section):
         description="A streaming replica for dashboards and reports (reader role). Empty: they read the primary.",
     )
     shard_urls: list[str] = Field(
-        default_factory=list,
+        [],  # pydantic copies a mutable default per instance
         description="Sharding by meter: one URL per shard server; url is then the coordinator (docs/scaling.md).",
     )
     data_dir: Path = Field(Path("var/pg"), description="Data directory of the embedded server.")
@@ -209,4 +209,6 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
