@@ -105,7 +105,9 @@ def _watermark(conn: Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def run_vee_shards(urls: Sequence[str], settings: Settings, who: str = "vee") -> list[RunSummary]:
+def run_vee_shards(
+    urls: Sequence[str], settings: Settings, who: str = "vee", default_tz: str = "UTC"
+) -> list[RunSummary]:
     """Run VEE on every shard at once, one thread each (docs/scaling.md, sharding by meter).
 
     Each shard holds every reading of its meters, so a run needs nothing from the others; the
@@ -114,7 +116,7 @@ def run_vee_shards(urls: Sequence[str], settings: Settings, who: str = "vee") ->
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=max(1, len(urls)), thread_name_prefix="vee-shard") as pool:
-        futures = [pool.submit(run_vee, url, settings, who) for url in urls]
+        futures = [pool.submit(run_vee, url, settings, who, default_tz=default_tz) for url in urls]
         return [f.result() for f in futures]
 
 

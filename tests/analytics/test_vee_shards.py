@@ -9,6 +9,7 @@ shards in parallel must reach exactly the reference's validated reads and except
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -19,6 +20,7 @@ from analytics.vee.run import run_vee, run_vee_shards
 from ingest import BatchWriter, ReadingFrame
 from ingest.sharded import ShardedWriter
 from releve import shards
+from releve.cli import main
 
 from .faults import DAY, make_fleet
 
@@ -69,7 +71,8 @@ def outcome(url):
     return reads, exceptions
 
 
-def test_readings_land_on_their_meters_shard_and_vee_per_shard_matches_one_server(db, shard_urls):
+def test_readings_land_on_their_meters_shard_and_vee_per_shard_matches_one_server(db, shard_urls, monkeypatch,
+                                                                                 capsys):  # fmt: skip
     fleet = make_fleet(meters=150, days=70, seed=19)
     serials = [f"S{m:04d}" for m in range(fleet.meters)]
     for url in (db.url, *shard_urls):
@@ -113,6 +116,13 @@ def test_readings_land_on_their_meters_shard_and_vee_per_shard_matches_one_serve
     reference = run_vee(db.url, db.settings)
     summaries = run_vee_shards(shard_urls, db.settings)
     assert sum(s.reads for s in summaries) == reference.reads > 0
+    # `releve vee run` with database.shard_urls set runs every shard: nothing new is left to validate.
+    monkeypatch.setenv("RELEVE_DATABASE_URL", db.url)
+    monkeypatch.setenv("RELEVE_DATABASE__ROLE_PREFIX", db.settings.database.role_prefix)
+    monkeypatch.setenv("RELEVE_DATABASE__SHARD_URLS", json.dumps(shard_urls))
+    assert main(["vee", "run", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"shard {k}: " in out for k in range(N_SHARDS))
     want_reads, want_exc = outcome(db.url)
     got_reads, got_exc = [], []
     for url in shard_urls:
