@@ -71,10 +71,16 @@ def _url(settings: Settings) -> str:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    """Incremental run with a progress bar and a summary."""
+    """Incremental run with a progress bar and a summary; on every shard at once when sharded."""
     from tqdm import tqdm
 
-    from analytics.vee.run import run_vee
+    from analytics.vee.run import run_vee, run_vee_shards
+
+    if settings.database.shard_urls:  # sharding by meter: each shard validates its own meters
+        for k, shard in enumerate(run_vee_shards(settings.database.shard_urls, settings, args.who, args.tz)):
+            for line in shard.lines():
+                print(f"shard {k}: {line}")
+        return 0
 
     bar = tqdm(unit=" reads", unit_scale=True, disable=args.no_progress or not sys.stderr.isatty(), file=sys.stderr)
 

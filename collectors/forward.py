@@ -31,7 +31,8 @@ from collections.abc import Sequence
 import psycopg
 
 from collectors.spool import Batch, Segment, Spool, decode_record
-from ingest import BatchWriter
+from ingest.sharded import ShardedWriter, open_writer
+from ingest.writer import BatchWriter
 from releve.model import MeterEvent, Reading, Rejected
 from releve.settings import Settings
 
@@ -110,7 +111,7 @@ class Forwarder:
         self.seal_seconds = seal_seconds
         self.max_backoff = max_backoff
         self.stall_alarm_s = stall_alarm_s
-        self._writer: BatchWriter | None = None
+        self._writer: BatchWriter | ShardedWriter | None = None
         self.landed_rows = 0
         self.landed_segments = 0
         self.refused_records = 0
@@ -168,7 +169,7 @@ class Forwarder:
     def _write(self, batch: Batch, key: uuid.UUID) -> None:
         for readings, events, rejected, sub_key in source_batches(batch, key):
             if self._writer is None:
-                self._writer = BatchWriter(self.url, self.settings, self.origin)
+                self._writer = open_writer(self.url, self.settings, self.origin)  # per shard when sharded
             try:
                 result = self._writer.write(readings, events, rejected, batch_key=sub_key)
             except Exception as exc:

@@ -208,7 +208,7 @@ class Queries:
 
     def __init__(self, url: str, settings: Settings, snapshot_ttl: float = 10.0) -> None:
         self.url, self.settings = url, settings
-        self.read = Pool(url, db.reader_role(settings))
+        self.read = Pool(db.read_url(settings, url), db.reader_role(settings))  # the replica when one is set
         self.edit = Pool(url, db.editor_role(settings), size=2)
         self.snapshot_ttl = snapshot_ttl
         self._snapshot: FleetSnapshot | None = None
@@ -228,6 +228,11 @@ class Queries:
             with self.read.connection() as conn:
                 self._channels = {code: int(i) for i, code in conn.execute("SELECT id, code FROM channel")}
         return self._channels
+
+    def replication(self) -> str:
+        """Where the pages read, for the control room: "primary", or the replica and its lag."""
+        with self.read.connection() as conn:
+            return db.replica_status(conn).describe()
 
     def as_of(self, conn: Connection) -> datetime:
         """The fleet clock: the newest instant landed by recent batches, capped at now."""

@@ -5,6 +5,9 @@ wait (back-pressure instead of unbounded memory). A background thread flushes wh
 ``ingest.batch_rows`` rows or ``ingest.batch_seconds`` have passed. A batch that fails on the
 database is retried with backoff, never dropped; ``flush()`` waits until everything submitted
 has landed.
+
+With a multi-host ``database.url`` (``target_session_attrs=read-write``) a retry reconnects to
+whichever server is the primary now: the ingestor rides out a failover (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 
 from ingest.frame import ReadingFrame
+from ingest.sharded import ShardedWriter, open_writer
 from ingest.writer import BatchResult, BatchWriter
 from releve.model import MeterEvent, Reading, Rejected, Source
 from releve.settings import Settings
@@ -127,7 +132,7 @@ class Ingestor:
                 self._cond.wait(0.05)
 
     def _run(self) -> None:
-        writer: BatchWriter | None = None
+        writer: BatchWriter | ShardedWriter | None = None
         backoff = 0.5
         while True:
             taken = self._take()
@@ -142,12 +147,15 @@ class Ingestor:
             parts: list[ReadingFrame | None] = [ReadingFrame.concat(fs) for fs in by_source.values()] or [None]
             for i, frame in enumerate(parts):
                 last = i == len(parts) - 1
+                # One key for every attempt: a batch whose commit was lost with its connection (the
+                # primary died after committing, before answering) is recognised, not landed twice.
+                key = uuid.uuid4()
                 while True:
                     try:
                         if writer is None:
-                            writer = BatchWriter(self.url, self.settings, self.origin)
+                            writer = open_writer(self.url, self.settings, self.origin)
                         result = writer.write(frame if frame is not None else (), events if last else (),
-                                              rejected if last else ())  # fmt: skip
+                                              rejected if last else (), batch_key=key)  # fmt: skip
                         backoff = 0.5
                         break
                     except Exception as exc:  # the database is down or failing: keep the batch, retry

@@ -8,6 +8,7 @@ and uses a database named ``releve`` inside it.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -39,6 +40,53 @@ def database_url(settings: Settings, start: bool = True) -> str:
             if not exists:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(EMBEDDED_DBNAME)))
     return server.url(EMBEDDED_DBNAME)
+
+
+def read_url(settings: Settings, primary_url: str) -> str:
+    """Where dashboards and reports read: ``database.replica_url`` when set, else ``primary_url``.
+
+    A replica serves SELECTs only (hot standby); everything that writes — ingest, VEE, theft
+    ranking, billing, the dashboards' two forms — keeps the primary's URL.
+    """
+    return settings.database.replica_url or primary_url
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    """Whether a server is a standby, and how far behind its primary it is."""
+
+    standby: bool
+    lag_seconds: float | None  # time since the last replayed commit, 0 when nothing is left to replay
+    lag_bytes: int | None  # WAL received and not yet replayed
+    receiving: bool  # a WAL receiver is streaming from a primary right now
+
+    def describe(self) -> str:
+        """One line for a page or a log: "primary", or the standby's lag."""
+        if not self.standby:
+            return "primary (not a replica)"
+        lag = "unknown lag" if self.lag_seconds is None else f"{self.lag_seconds:.1f} s behind"
+        return f"replica, {lag}" + ("" if self.receiving else ", not streaming from a primary")
+
+
+def replica_status(conn: Connection) -> ReplicaStatus:
+    """Read the replication state of the server ``conn`` is on (any role may ask).
+
+    The lag in time is ``now() - pg_last_xact_replay_timestamp()`` while WAL waits to be replayed;
+    when the replica has replayed all it received it is 0, however long the primary has been idle.
+    """
+    row = conn.execute(
+        """SELECT pg_is_in_recovery(),
+                  CASE WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0
+                       ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END,
+                  pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()),
+                  EXISTS (SELECT 1 FROM pg_stat_wal_receiver)"""
+    ).fetchone()
+    assert row is not None
+    standby, lag_s, lag_b, receiving = row
+    if not standby:
+        return ReplicaStatus(False, None, None, False)
+    return ReplicaStatus(True, None if lag_s is None else max(0.0, float(lag_s)),
+                         None if lag_b is None else max(0, int(lag_b)), bool(receiving))  # fmt: skip
 
 
 def connect(url: str, role: str | None = None, autocommit: bool = False) -> Connection:

@@ -25,9 +25,11 @@ import pwd
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -130,11 +132,12 @@ class PostgresServer:
 
     def _recorded_port(self) -> int | None:
         conf = self.data_dir / "postgresql.auto.conf"
-        if conf.is_file():
+        port = None
+        if conf.is_file():  # the last setting wins, as in PostgreSQL (a replica appends its own port)
             for line in conf.read_text().splitlines():
                 if line.startswith("port = "):
-                    return int(line.split("=", 1)[1].strip().strip("'"))
-        return None
+                    port = int(line.split("=", 1)[1].strip().strip("'"))
+        return port
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def _run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -252,6 +255,82 @@ class PostgresServer:
         result = self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
         if result.returncode != 0 and "not running" not in (result.stderr + result.stdout):
             raise ServerError(f"PostgreSQL in {self.data_dir} did not stop: {result.stderr.strip()}")
+
+    # -- replication ----------------------------------------------------------------------------------
+    def postmaster_pid(self) -> int | None:
+        """The postmaster's process id (None when no server runs in this data directory)."""
+        pid_file = self.data_dir / "postmaster.pid"
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            return int(pid_file.read_text().splitlines()[0])
+        return None
+
+    def kill(self) -> None:
+        """Kill the server and its processes at once (SIGKILL): a crash of its machine, for failover tests.
+
+        Nothing is flushed or shut down; what was committed is in its WAL, and a replica that was
+        promoted meanwhile has diverged from it (``pg_rewind`` before it can follow again).
+        """
+        pid = self.postmaster_pid()
+        if pid is None:
+            return
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    children.append(int(stat.parent.name))
+        for victim in (pid, *children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while self.is_running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def replica(self, data_dir: Path, port: int = 0, name: str | None = None) -> PostgresServer:
+        """Create a streaming replica of this running server in ``data_dir`` (``pg_basebackup -R``).
+
+        The copy shares the superuser's password, so the replica's password file is a copy of ours.
+        Its ``primary_conninfo`` names ``application_name`` (``name``, by default the data
+        directory's name), which is what ``synchronous_standby_names`` on the primary refers to.
+        The replica is returned initialised, not started. Settings the copy would inherit from the
+        primary and must not (its port, synchronous standbys) are overridden in its
+        ``postgresql.auto.conf``.
+        """
+        replica = PostgresServer(Path(data_dir), port=port or free_port(), durable=self.durable)
+        if replica.is_initialised():
+            raise ServerError(f"{replica.data_dir} already holds a cluster; a replica needs an empty directory")
+        name = name or re.sub(r"[^a-z0-9_]", "_", replica.data_dir.name.lower())
+        replica.data_dir.mkdir(parents=True, exist_ok=True)
+        replica.data_dir.chmod(0o700)
+        # The walreceiver runs as the service account: it gets a password file of its own.
+        replication_pass = replica.data_dir.with_name(replica.data_dir.name + ".replication.pgpass")
+        for target in (replica.password_file, replication_pass):
+            shutil.copyfile(self.password_file, target)
+            target.chmod(0o600)
+        if replica.account is not None:
+            os.chown(replica.data_dir, replica.account.pw_uid, replica.account.pw_gid)
+            os.chown(replication_pass, replica.account.pw_uid, replica.account.pw_gid)
+        conninfo = (f"host=127.0.0.1 port={self.port} user=postgres passfile={replication_pass} "
+                    f"application_name={name}")  # fmt: skip
+        result = self._run(
+            "pg_basebackup", "-D", str(replica.data_dir), "-d", conninfo, "-R", "-X", "stream",
+            "-c", "fast", "--no-password", timeout=600,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise ServerError(f"pg_basebackup of 127.0.0.1:{self.port} into {replica.data_dir} failed: "
+                              f"{result.stderr.strip()}")  # fmt: skip
+        with (replica.data_dir / "postgresql.auto.conf").open("a") as fh:
+            fh.write(f"port = {replica.port}\n")
+            fh.write(f"primary_conninfo = '{conninfo}'\n")
+            fh.write("synchronous_standby_names = ''\n")
+            fh.write("hot_standby_feedback = on\n")
+        return replica
+
+    def promote(self) -> None:
+        """Promote this standby to a primary (``pg_ctl promote``); return once it accepts writes."""
+        result = self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-t", "60", "promote")
+        if result.returncode != 0:
+            raise ServerError(f"promotion of {self.data_dir} failed: {result.stderr.strip()}")
 
     def version(self) -> str:
         """The server's version string, from its own binary."""

@@ -44,6 +44,14 @@ class DatabaseSettings(_Section):
         "",
         description="PostgreSQL/TimescaleDB URL. Empty: start the embedded server in data_dir.",
     )
+    replica_url: str = Field(
+        "",
+        description="A streaming replica for dashboards and reports (reader role). Empty: they read the primary.",
+    )
+    shard_urls: list[str] = Field(
+        [],  # pydantic copies a mutable default per instance
+        description="Sharding by meter: one URL per shard server; url is then the coordinator (docs/scaling.md).",
+    )
     data_dir: Path = Field(Path("var/pg"), description="Data directory of the embedded server.")
     role_prefix: str = Field(
         "releve",
@@ -201,4 +209,6 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -8,6 +8,13 @@ runs as root), stopped and deleted at the end.
 ``database_url``: a fresh, empty database for one test, dropped afterwards (with the roles the test
 created). ``db``: the same, migrated to the latest schema, with settings pointing at it.
 
+``replicated``: a primary and a streaming replica of it (``pg_basebackup -R``), replicated
+synchronously, with the schema migrated; its ``url`` names both servers (``target_session_attrs=
+read-write``) as production settings do for failover.
+
+``shard_urls``: three throwaway shard servers, each with a migrated ``releve`` database; ``db`` is
+their coordinator (docs/scaling.md, sharding by meter).
+
 ``mqtt_broker``: a throwaway broker (Mosquitto when installed, amqtt otherwise) on a free port.
 
 Tests that need none of these (pure logic) start nothing.
@@ -18,8 +25,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -28,6 +37,7 @@ from psycopg import sql
 
 from releve.broker import MqttBroker
 from releve.pgserver import PostgresServer
+from releve.settings import Settings
 
 
 @pytest.fixture(scope="session")
@@ -121,6 +131,26 @@ def db(database_url: str) -> MigratedDatabase:
 
 
 @pytest.fixture
+def shard_urls(service_tmp: Path, db: MigratedDatabase) -> Iterator[list[str]]:
+    """Three throwaway shard servers, each with a migrated ``releve`` database (roles named as the coordinator's)."""
+    from releve import migrate
+
+    servers = [PostgresServer(service_tmp / f"shard{k}", durable=False) for k in range(3)]
+    try:
+        urls = []
+        for server in servers:
+            server.start()
+            with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+                conn.execute("CREATE DATABASE releve")
+            migrate.upgrade(server.url("releve"), db.settings)
+            urls.append(server.url("releve"))
+        yield urls
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture
 def service_tmp() -> Iterator[Path]:
     """A temporary directory that unprivileged service users (PostgreSQL, Mosquitto) can reach."""
     path = Path(tempfile.mkdtemp(prefix="releve-test-"))
@@ -129,3 +159,60 @@ def service_tmp() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass
+class ReplicatedPair:
+    """A primary, its synchronous streaming replica, and settings that reach whichever is primary."""
+
+    primary: PostgresServer
+    replica: PostgresServer
+    url: str  # both servers, read-write sessions only
+    settings: Settings
+
+    def server_url(self, server: PostgresServer) -> str:
+        """The URL of one server's ``releve`` database."""
+        return server.url("releve")
+
+
+def multi_host_url(servers: list[PostgresServer], dbname: str = "releve", **params: str) -> str:
+    """One libpq URL naming every server (they share the superuser's password file)."""
+    hosts = ",".join(f"127.0.0.1:{s.port}" for s in servers)
+    query = "&".join(f"{k}={v}" for k, v in {"passfile": servers[0].password_file, **params}.items())
+    return f"postgresql://postgres@{hosts}/{dbname}?{query}"
+
+
+@pytest.fixture
+def replicated(service_tmp: Path) -> Iterator[ReplicatedPair]:
+    """A migrated primary and its streaming replica; commits wait for the replica (no loss on failover)."""
+    from releve import migrate
+
+    primary = PostgresServer(service_tmp / "primary", durable=False)
+    replica: PostgresServer | None = None
+    primary.start()
+    try:
+        with psycopg.connect(primary.url("postgres"), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE releve")
+        settings = Settings(database={"url": primary.url("releve")})  # type: ignore[arg-type]
+        migrate.upgrade(primary.url("releve"), settings)
+        replica = primary.replica(service_tmp / "replica", name="replica")
+        replica.start()
+        with psycopg.connect(primary.url("postgres"), autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM SET synchronous_standby_names = 'replica'")
+            conn.execute("ALTER SYSTEM SET synchronous_commit = 'on'")
+            conn.execute("SELECT pg_reload_conf()")
+            deadline = time.monotonic() + 30
+            while not conn.execute(
+                "SELECT 1 FROM pg_stat_replication WHERE application_name = 'replica' AND sync_state = 'sync'"
+            ).fetchone():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the replica did not become a synchronous standby within 30 s")
+                time.sleep(0.1)
+        url = multi_host_url([primary, replica], target_session_attrs="read-write", connect_timeout="3")
+        settings = Settings(database={"url": url})  # type: ignore[arg-type]
+        yield ReplicatedPair(primary, replica, url, settings)
+    finally:
+        if replica is not None:
+            replica.stop()
+        if primary.is_running():
+            primary.stop()

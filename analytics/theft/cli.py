@@ -232,12 +232,12 @@ def cmd_outcome(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    """Hit rate per campaign."""
+    """Hit rate per campaign (from the read replica when ``database.replica_url`` is set)."""
     from analytics.theft import model as md
     from analytics.theft import store
     from releve.db import connect, reader_role
 
-    with connect(_url(settings), role=reader_role(settings)) as conn:
+    with connect(settings.database.replica_url or _url(settings), role=reader_role(settings)) as conn:
         report = store.campaign_report(conn)
         labels = store.training_labels(conn)
     pos = int(labels.y.sum())

@@ -137,7 +137,7 @@ def register(app: Dash, q: Queries) -> None:
             f"{ingest['last_batch']:%Y-%m-%d %H:%M} UTC"
             if ingest["last_batch"]
             else "no batch landed yet"
-        )
+        ) + f" · reading from the {q.replication()}"
         kpis = [
             kpi("meters", f"{len(snap.rows):,}", "kpi-meters"),
             kpi("communicating", f"{counts['communicating']:,}", "kpi-communicating", "good"),
