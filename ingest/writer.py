@@ -11,8 +11,12 @@ What happens to a batch, in order:
    a second, *different* value for the same key is kept aside in ``reading_conflict``.
 4. Fast path: the rows are copied straight into ``reading``. Its primary key is the duplicate
    check, so fresh data pays nothing more. If any row already exists (late or redelivered data),
-   the copy is rolled back to a savepoint and the slow path runs: copy into a temporary staging
-   table, insert what is new, count what is identical, and keep what differs as a conflict.
+   the copy is rolled back to a savepoint and the slow path runs, at a cost in proportion to the
+   batch whatever ``reading`` holds: the stored rows are read back only within the batch's own
+   windows — per (meter, channel), each run of the batch's instants with no gap over an hour, one
+   primary-key range scan each, in the partitions of the batch's time range — then what is
+   identical is counted as a duplicate, what differs is kept as a conflict, and only the new rows
+   are copied into ``reading``.
 5. Events are inserted once per (meter, instant, kind); counts are written back to the batch row.
 
 All of it commits together or not at all, so a failed batch can simply be retried.
@@ -28,7 +32,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-import psycopg
 from psycopg import Connection, errors
 
 from ingest.frame import READ_TYPES, READING_COPY_COLUMNS, ReadingFrame, encode_reading_copy
@@ -88,7 +91,6 @@ class BatchWriter:
         self.lookup = _Lookup(self.conn)
         self.conn.commit()
         self._months: set[tuple[int, int]] = set()
-        self._staging_ready = False
         self.earliest = np.datetime64(settings.ingest.earliest, "us")
 
     def close(self) -> None:
@@ -113,12 +115,8 @@ class BatchWriter:
         frame = readings if isinstance(readings, ReadingFrame) else ReadingFrame.from_readings(readings)
         key = batch_key or uuid.uuid4()
         now = datetime.now(UTC)
-        try:
-            with self.conn.transaction():
-                return self._write(frame, events, rejected, key, now)
-        except psycopg.OperationalError:
-            self._staging_ready = False
-            raise
+        with self.conn.transaction():
+            return self._write(frame, events, rejected, key, now)
 
     # -- the steps -------------------------------------------------------------------------------
     def _write(
@@ -214,45 +212,81 @@ class BatchWriter:
         keep = ~same_key
         rows = cols.take(keep)
         self._ensure_partitions(rows.min_ts, rows.max_ts)
-        payload = rows.encode(source_id, now, batch_id)
+        if self._copy(rows.encode(source_id, now, batch_id)):
+            return len(rows.value), duplicates, conflicts
+        # Some rows exist already: late or redelivered data. Compare with what is stored and copy
+        # the rest; a concurrent writer may land one of the same keys in between (the copy then
+        # fails again), so look again, a bounded number of times.
+        for _ in range(_MERGE_ATTEMPTS):
+            found, stored = self._stored_values(rows)
+            new = ~found
+            same = found & (stored == rows.value)
+            differ = ~new & ~same
+            fresh = rows.take(new)
+            if len(fresh.value) == 0 or self._copy(fresh.encode(source_id, now, batch_id)):
+                break
+        else:
+            raise RuntimeError(f"batch {batch_id}: rows kept colliding with concurrent writes; retry the batch")
+        if differ.any():
+            idx = np.flatnonzero(differ)
+            conflicts += self._record_conflicts(rows, idx, stored[idx], source_id, batch_id)
+        return len(fresh.value), duplicates + int(same.sum()), conflicts
+
+    def _copy(self, payload: bytes) -> bool:
+        """COPY a binary payload into ``reading``; False (and nothing written) if a key exists."""
         try:
             with self.conn.transaction(), self.conn.cursor().copy(
                 f"COPY reading ({READING_COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
             ) as copy:
                 copy.write(payload)
-            return len(rows.value), duplicates, conflicts
         except errors.UniqueViolation:
-            pass  # some rows exist already: late or redelivered data, take the careful path
-        inserted, dup2, conf2 = self._merge_existing(payload, source_id, batch_id)
-        return inserted, duplicates + dup2, conflicts + conf2
+            return False
+        return True
 
-    def _merge_existing(self, payload: bytes, source_id: int, batch_id: int) -> tuple[int, int, int]:
-        if not self._staging_ready:
-            self.conn.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS reading_stage (LIKE reading INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-            )
-            self._staging_ready = True
-        with self.conn.cursor().copy(
-            f"COPY reading_stage ({READING_COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-        ) as copy:
-            copy.write(payload)
-        staged = self.conn.execute("SELECT count(*) FROM reading_stage").fetchone()
-        cur = self.conn.execute(
-            "INSERT INTO reading SELECT * FROM reading_stage ON CONFLICT (meter_id, channel_id, ts) DO NOTHING"
-        )
-        inserted = cur.rowcount
-        cur = self.conn.execute(
-            """INSERT INTO reading_conflict (meter_id, channel_id, ts, stored_value, new_value, unit_id,
-                                             source_id, read_type_id, quality, batch_id)
-               SELECT s.meter_id, s.channel_id, s.ts, r.value, s.value, s.unit_id, s.source_id,
-                      s.read_type_id, s.quality, s.batch_id
-               FROM reading_stage s JOIN reading r USING (meter_id, channel_id, ts)
-               WHERE r.batch_id <> s.batch_id AND r.value IS DISTINCT FROM s.value"""
-        )
-        conflicts = cur.rowcount
-        total = int(staged[0]) if staged else 0
-        self.conn.execute("TRUNCATE reading_stage")
-        return inserted, total - inserted - conflicts, conflicts
+    def _stored_values(self, rows: _Columns) -> tuple[np.ndarray, np.ndarray]:
+        """Whether each row's key is stored, and the stored value: reads only the batch's windows.
+
+        ``rows`` is sorted by key with no key twice. Each window is a run of one (meter, channel)'s
+        instants with no gap over ``_WINDOW_GAP``, read with one range scan of the primary key; the
+        query's overall time bounds are constants, so only the partitions the batch touches are
+        planned. Stored rows inside a window that the batch does not carry are read and ignored.
+        """
+        ts = rows.ts
+        starts = np.flatnonzero(
+            np.concatenate(([True], (rows.meter_id[1:] != rows.meter_id[:-1])
+                            | (rows.channel_id[1:] != rows.channel_id[:-1])
+                            | (ts[1:] - ts[:-1] > _WINDOW_GAP)))
+        )  # fmt: skip
+        ends = np.append(starts[1:], len(ts)) - 1
+        found = self.conn.execute(
+            """SELECT r.meter_id, r.channel_id, r.ts, r.value
+               FROM unnest(%s::int[], %s::smallint[], %s::timestamptz[], %s::timestamptz[]) AS w(m, c, lo, hi)
+               CROSS JOIN LATERAL (
+                   SELECT meter_id, channel_id, ts, value FROM reading
+                   WHERE meter_id = w.m AND channel_id = w.c AND ts >= w.lo AND ts <= w.hi
+                     AND ts >= %s AND ts <= %s
+                   OFFSET 0) r""",
+            (rows.meter_id[starts].tolist(), rows.channel_id[starts].tolist(),
+             [_aware(t) for t in ts[starts]], [_aware(t) for t in ts[ends]], rows.min_ts, rows.max_ts),
+        ).fetchall()  # fmt: skip
+        is_stored = np.zeros(len(ts), bool)
+        stored = np.zeros(len(ts), np.float64)
+        if not found:
+            return is_stored, stored
+        meter, channel, when, value = zip(*found, strict=True)
+        hit_ts = np.array([t.replace(tzinfo=None) for t in when], dtype="datetime64[us]")
+        # Stored rows and batch rows in one key order; a batch row followed by a stored row with
+        # the same key is a row already stored (keys are unique on each side).
+        group = np.concatenate((_group_key(rows.meter_id, rows.channel_id),
+                                _group_key(np.array(meter), np.array(channel))))  # fmt: skip
+        instant = np.concatenate((ts, hit_ts))
+        is_hit = np.concatenate((np.zeros(len(ts), bool), np.ones(len(hit_ts), bool)))
+        order = np.lexsort((is_hit, instant, group))
+        g, t, h = group[order], instant[order], is_hit[order]
+        match = ~h[:-1] & h[1:] & (g[:-1] == g[1:]) & (t[:-1] == t[1:])
+        is_stored[order[:-1][match]] = True
+        stored[order[:-1][match]] = np.asarray(value, dtype=np.float64)[order[1:][match] - len(ts)]
+        return is_stored, stored
 
     def _record_conflicts(
         self, cols: _Columns, rows: np.ndarray, stored: np.ndarray, source_id: int, batch_id: int
@@ -316,6 +350,17 @@ class BatchWriter:
         ) as copy:
             for source, origin, reason, payload in dead:
                 copy.write_row((source, origin, reason, payload, key))
+
+
+#: Within one (meter, channel), a gap longer than this between a batch's instants starts a new window.
+_WINDOW_GAP = np.timedelta64(3600, "s")
+#: How many times the slow path looks again when concurrent writers keep landing the same keys.
+_MERGE_ATTEMPTS = 5
+
+
+def _group_key(meter_id: np.ndarray, channel_id: np.ndarray) -> np.ndarray:
+    """(meter, channel) as one sortable integer."""
+    return meter_id.astype(np.int64) * 65536 + channel_id.astype(np.int64)
 
 
 def _months_between(lo: datetime, hi: datetime) -> set[tuple[int, int]]:
