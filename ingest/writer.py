@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from psycopg import Connection, errors
 
-from ingest.frame import READ_TYPES, READING_COPY_COLUMNS, ReadingFrame, encode_reading_copy
+from ingest.frame import PG_EPOCH, READ_TYPES, READING_COPY_COLUMNS, ReadingFrame, encode_reading_copy
 from releve import db
 from releve.model import DLMS_EVENT_CODES, MeterEvent, Reading, Rejected, Source
 from releve.settings import Settings
@@ -247,45 +247,49 @@ class BatchWriter:
         """Whether each row's key is stored, and the stored value: reads only the batch's windows.
 
         ``rows`` is sorted by key with no key twice. Each window is a run of one (meter, channel)'s
-        instants with no gap over ``_WINDOW_GAP``, read with one range scan of the primary key; the
+        instants with no gap over ``_WINDOW_GAP_US``, read with one range scan of the primary key; the
         query's overall time bounds are constants, so only the partitions the batch touches are
         planned. Stored rows inside a window that the batch does not carry are read and ignored.
+        Instants travel as microseconds since 2000-01-01 (PostgreSQL's epoch), not as objects.
         """
-        ts = rows.ts
-        starts = np.flatnonzero(
-            np.concatenate(([True], (rows.meter_id[1:] != rows.meter_id[:-1])
-                            | (rows.channel_id[1:] != rows.channel_id[:-1])
-                            | (ts[1:] - ts[:-1] > _WINDOW_GAP)))
-        )  # fmt: skip
-        ends = np.append(starts[1:], len(ts)) - 1
+        us = (rows.ts - PG_EPOCH).astype(np.int64)
+        first = np.concatenate(([True], (rows.meter_id[1:] != rows.meter_id[:-1])
+                                | (rows.channel_id[1:] != rows.channel_id[:-1])
+                                | (np.diff(us) > _WINDOW_GAP_US)))  # fmt: skip
+        starts = np.flatnonzero(first)
+        ends = np.append(starts[1:], len(us)) - 1
         found = self.conn.execute(
-            """SELECT r.meter_id, r.channel_id, r.ts, r.value
-               FROM unnest(%s::int[], %s::smallint[], %s::timestamptz[], %s::timestamptz[]) AS w(m, c, lo, hi)
+            """SELECT array_agg(w.n), array_agg(r.us), array_agg(r.value)
+               FROM unnest(%s::int[], %s::smallint[], %s::int8[], %s::int8[]) WITH ORDINALITY AS w(m, c, lo, hi, n)
                CROSS JOIN LATERAL (
-                   SELECT meter_id, channel_id, ts, value FROM reading
-                   WHERE meter_id = w.m AND channel_id = w.c AND ts >= w.lo AND ts <= w.hi
+                   SELECT value, (extract(epoch FROM ts - timestamptz '2000-01-01 UTC') * 1000000)::int8 AS us
+                   FROM reading
+                   WHERE meter_id = w.m AND channel_id = w.c
+                     AND ts >= timestamptz '2000-01-01 UTC' + w.lo * interval '1 microsecond'
+                     AND ts <= timestamptz '2000-01-01 UTC' + w.hi * interval '1 microsecond'
                      AND ts >= %s AND ts <= %s
                    OFFSET 0) r""",
-            (rows.meter_id[starts].tolist(), rows.channel_id[starts].tolist(),
-             [_aware(t) for t in ts[starts]], [_aware(t) for t in ts[ends]], rows.min_ts, rows.max_ts),
-        ).fetchall()  # fmt: skip
-        is_stored = np.zeros(len(ts), bool)
-        stored = np.zeros(len(ts), np.float64)
-        if not found:
+            (rows.meter_id[starts].tolist(), rows.channel_id[starts].tolist(), us[starts].tolist(),
+             us[ends].tolist(), rows.min_ts, rows.max_ts),
+            binary=True,
+        ).fetchone()  # fmt: skip
+        is_stored = np.zeros(len(us), bool)
+        stored = np.zeros(len(us), np.float64)
+        if found is None or found[0] is None:
             return is_stored, stored
-        meter, channel, when, value = zip(*found, strict=True)
-        hit_ts = np.array([t.replace(tzinfo=None) for t in when], dtype="datetime64[us]")
-        # Stored rows and batch rows in one key order; a batch row followed by a stored row with
-        # the same key is a row already stored (keys are unique on each side).
-        group = np.concatenate((_group_key(rows.meter_id, rows.channel_id),
-                                _group_key(np.array(meter), np.array(channel))))  # fmt: skip
-        instant = np.concatenate((ts, hit_ts))
-        is_hit = np.concatenate((np.zeros(len(ts), bool), np.ones(len(hit_ts), bool)))
-        order = np.lexsort((is_hit, instant, group))
-        g, t, h = group[order], instant[order], is_hit[order]
-        match = ~h[:-1] & h[1:] & (g[:-1] == g[1:]) & (t[:-1] == t[1:])
+        hit_window = np.asarray(found[0], np.int64) - 1
+        hit_us = np.asarray(found[1], np.int64)
+        # Stored rows and batch rows in one (window, instant) order; a batch row followed by a
+        # stored row with the same window and instant is a row already stored (keys are unique
+        # on each side).
+        window = np.concatenate((np.cumsum(first) - 1, hit_window))
+        instant = np.concatenate((us, hit_us))
+        is_hit = np.concatenate((np.zeros(len(us), bool), np.ones(len(hit_us), bool)))
+        order = np.lexsort((is_hit, instant, window))
+        w, t, h = window[order], instant[order], is_hit[order]
+        match = ~h[:-1] & h[1:] & (w[:-1] == w[1:]) & (t[:-1] == t[1:])
         is_stored[order[:-1][match]] = True
-        stored[order[:-1][match]] = np.asarray(value, dtype=np.float64)[order[1:][match] - len(ts)]
+        stored[order[:-1][match]] = np.asarray(found[2], np.float64)[order[1:][match] - len(us)]
         return is_stored, stored
 
     def _record_conflicts(
@@ -353,14 +357,9 @@ class BatchWriter:
 
 
 #: Within one (meter, channel), a gap longer than this between a batch's instants starts a new window.
-_WINDOW_GAP = np.timedelta64(3600, "s")
+_WINDOW_GAP_US = 3_600_000_000
 #: How many times the slow path looks again when concurrent writers keep landing the same keys.
 _MERGE_ATTEMPTS = 5
-
-
-def _group_key(meter_id: np.ndarray, channel_id: np.ndarray) -> np.ndarray:
-    """(meter, channel) as one sortable integer."""
-    return meter_id.astype(np.int64) * 65536 + channel_id.astype(np.int64)
 
 
 def _months_between(lo: datetime, hi: datetime) -> set[tuple[int, int]]:
