@@ -10,8 +10,9 @@ What happens to a batch, in order:
 3. Rows are sorted by (meter, channel, instant). Exact duplicates inside the batch are dropped;
    a second, *different* value for the same key is kept aside in ``reading_conflict``.
 4. Fast path: the rows are copied straight into ``reading``. Its primary key is the duplicate
-   check, so fresh data pays nothing more. If any row already exists (late or redelivered data),
-   the copy is rolled back to a savepoint and the slow path runs, at a cost in proportion to the
+   check, so fresh data pays one index probe more (is the first key stored already?). If any row
+   already exists (late or redelivered data), the copy is rolled back to a savepoint (or not tried,
+   when the first key exists) and the slow path runs, at a cost in proportion to the
    batch whatever ``reading`` holds: the stored rows are read back only within the batch's own
    windows — per (meter, channel), each run of the batch's instants with no gap over an hour, one
    primary-key range scan each, in the partitions of the batch's time range — then what is
@@ -212,7 +213,9 @@ class BatchWriter:
         keep = ~same_key
         rows = cols.take(keep)
         self._ensure_partitions(rows.min_ts, rows.max_ts)
-        if self._copy(rows.encode(source_id, now, batch_id)):
+        # A redelivered segment overlaps what landed at its start, so when the batch's first key is
+        # stored already, the COPY that would fail on it is not even tried (one index probe).
+        if not self._first_key_stored(rows) and self._copy(rows.encode(source_id, now, batch_id)):
             return len(rows.value), duplicates, conflicts
         # Some rows exist already: late or redelivered data. Compare with what is stored and copy
         # the rest; a concurrent writer may land one of the same keys in between (the copy then
@@ -242,6 +245,14 @@ class BatchWriter:
         except errors.UniqueViolation:
             return False
         return True
+
+    def _first_key_stored(self, rows: _Columns) -> bool:
+        """True when the first row's (meter, channel, instant) is in ``reading`` already."""
+        row = self.conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM reading WHERE meter_id = %s AND channel_id = %s AND ts = %s)",
+            (int(rows.meter_id[0]), int(rows.channel_id[0]), _aware(rows.ts[0])),
+        ).fetchone()
+        return bool(row and row[0])
 
     def _stored_values(self, rows: _Columns) -> tuple[np.ndarray, np.ndarray]:
         """Whether each row's key is stored, and the stored value: reads only the batch's windows.

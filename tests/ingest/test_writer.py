@@ -210,9 +210,12 @@ def test_all_duplicate_and_all_conflicting_batches_change_nothing_stored(db):
         writer.write(readings)
         dup = writer.write(readings)
         changed = writer.write([r(x.meter, 0, x.value + 0.5, ts=x.ts) for x in readings])
+        # the first key in order is new, the rest stored: the plain COPY is tried, fails, and the batch is merged
+        new_first = writer.write([r("M1", -15, 5.0), *readings[:10]])
+    assert (new_first.inserted, new_first.duplicates, new_first.conflicts) == (1, 10, 0)
     assert (dup.inserted, dup.duplicates, dup.conflicts) == (0, 100, 0)
     assert (changed.inserted, changed.duplicates, changed.conflicts) == (0, 0, 100)
-    assert [row[3] for row in stored(db)] == [x.value for x in readings]
+    assert [row[3] for row in stored(db)] == [5.0] + [x.value for x in readings]
     with db.connect() as conn:
         assert conn.execute("SELECT count(*) FROM reading_conflict WHERE new_value = stored_value + 0.5").fetchone()[0] == 100
 

@@ -135,3 +135,33 @@ def test_a_login_that_is_not_a_superuser_migrates_ingests_and_still_cannot_trunc
     finally:
         with psycopg.connect(pg_server_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+
+
+def test_an_existing_database_is_handed_over_and_its_partitions_guarded(database_url, monkeypatch):
+    """A database at 0011 with data and partitions, then upgraded: nothing is lost, everything is guarded."""
+    from tests.conftest import MigratedDatabase
+
+    everything = migrate.discover()
+    monkeypatch.setattr(migrate, "discover", lambda: [m for m in everything if m.version < migrate.OWNER_MIGRATION])
+    db = MigratedDatabase(database_url)
+    _land_one_reading(db)
+    with db.connect() as conn:
+        before = {r[0] for r in conn.execute(
+            "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = 'reading'::regclass")}  # fmt: skip
+        assert conn.execute("SELECT to_regproc('refuse_truncate')").fetchone() == (None,)
+    monkeypatch.setattr(migrate, "discover", lambda: everything)
+    assert [m.version for m in migrate.upgrade(db.url, db.settings)] == [migrate.OWNER_MIGRATION]
+    owner = migrate.owner_role(db.settings)
+    with db.connect() as conn:
+        guarded = {r[0] for r in conn.execute(
+            "SELECT tgrelid::regclass::text FROM pg_trigger WHERE tgname = 'refuse_truncate'")}  # fmt: skip
+        assert before <= guarded and {"reading", *RAW} <= guarded
+        owners = {r[0] for r in conn.execute(
+            "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class WHERE oid = ANY(%s::regclass[])", (sorted(before),))}  # fmt: skip
+        assert owners == {owner}
+        assert conn.execute("SELECT count(*) FROM reading").fetchone()[0] == 1
+    writer = migrate.role_names(db.settings)[0]
+    with db.connect(role=writer) as conn:
+        for table in sorted(before):
+            _refused(conn, f"TRUNCATE {table}")
+            _refused(conn, f"ALTER TABLE {table} DISABLE TRIGGER ALL")
