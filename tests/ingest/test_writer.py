@@ -243,3 +243,13 @@ def test_redelivery_reads_the_batchs_windows_not_the_table(db):
         ).fetchone()[0]
     assert (result.inserted, result.duplicates, result.conflicts) == (10, 10, 0)
     assert read <= 4 * len(batch)  # the windows hold 20 rows; the table 115,200
+    # Instants weeks apart in one batch: each is its own window, the weeks between are not read.
+    sparse = [r(m, -g, float(g)) for m in ("M1", "M2") for g in (1, 30_000, 57_000)]
+    with BatchWriter(db.url, db.settings) as writer, writer.conn.transaction():
+        result = writer.write(sparse)
+        read = writer.conn.execute(
+            "SELECT sum(pg_stat_get_xact_tuples_returned(inhrelid) + pg_stat_get_xact_tuples_fetched(inhrelid)) "
+            "FROM pg_inherits WHERE inhparent = 'reading'::regclass"
+        ).fetchone()[0]
+    assert (result.inserted, result.duplicates, result.conflicts) == (0, 6, 0)
+    assert read <= 4 * len(sparse)
