@@ -48,7 +48,7 @@ def bench_database() -> Iterator[tuple[str, Settings, str]]:
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            for role in migrate.role_names(settings):
+            for role in (*migrate.role_names(settings), migrate.owner_role(settings)):
                 conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
         if server is not None:
             server.stop()

@@ -1,6 +1,7 @@
 """Ingest write path against raw COPY, in the same run, on the same server.
 
     python bench/ingest.py [--meters 2000] [--intervals 1000] [--batch 50000]
+                           [--big-meters 10000] [--big-intervals 5000] [--rounds 10]
 
 Writes meters × intervals readings (15-minute register reads, delivered time-major as live
 collectors deliver them) twice: first as raw binary COPY into a bare table of the same shape as
@@ -9,6 +10,13 @@ collectors deliver them) twice: first as raw binary COPY into a bare table of th
 with its primary key). Prints rows/s for both and the ratio. Then two more figures: the same
 readings delivered again in new batches (all duplicates: the slow path), and the object path
 (Reading objects, as collectors submit them).
+
+Last, redelivery into a large table: big-meters x big-intervals readings (50 M by default) are
+generated in SQL straight into ``reading`` (setup, not timed), then rounds of batches go through
+the write path into it, alternating fresh batches (new intervals for one half of the meters) and
+redelivered batches (the other half; in each, the first tenth of every meter's intervals is
+already stored, as when a collector re-sends a segment that had partly landed). It prints the
+redelivered rate as a ratio of the fresh rate measured in the same rounds (goal >= 0.8).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from bench.common import bench_database
 from ingest import BatchWriter, ReadingFrame
 from ingest.frame import READING_COPY_COLUMNS, encode_reading_copy
 from releve.model import Reading, Source
+from releve.settings import Settings
 
 
 def make_frame(n_meters: int, n_intervals: int) -> ReadingFrame:
@@ -43,6 +52,99 @@ def make_frame(n_meters: int, n_intervals: int) -> ReadingFrame:
     )  # fmt: skip
 
 
+def block_frame(serials: list[str], first: int, n_intervals: int) -> ReadingFrame:
+    """Intervals first..first+n-1 of every meter in ``serials`` (named BIGnnnnnn), time-major.
+
+    The value of meter k at interval i is i * 0.25 + k, as the SQL that builds the big table
+    writes it, so a redelivered reading carries exactly the stored value.
+    """
+    k = np.array([int(s[3:]) for s in serials], np.float64)
+    intervals = np.arange(first, first + n_intervals, dtype=np.int64)
+    ts = BIG_START + np.repeat(intervals * 900_000_000, len(serials)).astype("timedelta64[us]")
+    meter_idx = np.tile(np.arange(len(serials), dtype=np.int32), n_intervals)
+    value = np.repeat(intervals * 0.25, len(serials)) + k[meter_idx]
+    return ReadingFrame(
+        meters=serials, meter_idx=meter_idx, channels=["1-0:1.8.0"], channel_idx=np.zeros(len(ts), np.int32),
+        ts=ts, value=value, units=["kWh"], unit_idx=np.zeros(len(ts), np.int32), source=Source.MODBUS,
+    )  # fmt: skip
+
+
+BIG_START = np.datetime64("2025-01-01T00:00", "us")
+
+
+def build_big_table(url: str, n_meters: int, n_intervals: int) -> float:
+    """Meters BIG000000.. and n_meters x n_intervals readings in ``reading``, meter by meter; seconds taken."""
+    t = time.perf_counter()
+    end = BIG_START + np.timedelta64(n_intervals * 900 + 86400 * 40, "s")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO meter (serial, commodity, model, unit, protocol) "
+            "SELECT format('BIG%%s', lpad(g::text, 6, '0')), 'electricity', 'bench', 'kWh', 'import' "
+            "FROM generate_series(0, %s - 1) g",
+            (n_meters,),
+        )
+        conn.execute("SELECT ensure_reading_partitions(%s, %s)", (str(BIG_START), str(end)))
+        batch = conn.execute(
+            "INSERT INTO ingest_batch (batch_key, origin) VALUES (gen_random_uuid(), 'bench setup') RETURNING id"
+        ).fetchone()[0]  # type: ignore[index]
+        step = max(1, 5_000_000 // n_intervals)
+        for lo in range(0, n_meters, step):
+            conn.execute(
+                """INSERT INTO reading (meter_id, channel_id, ts, value, unit_id, source_id, read_type_id, quality,
+                                         received_at, batch_id)
+                   SELECT m.id, c.id, %(start)s::timestamptz + i * interval '15 minutes', i * 0.25 + m.k,
+                          u.id, s.id, rt.id, 0, now(), %(batch)s
+                   FROM (SELECT id, substr(serial, 4)::int AS k FROM meter
+                         WHERE serial >= format('BIG%%s', lpad(%(lo)s::text, 6, '0'))
+                           AND serial < format('BIG%%s', lpad(%(hi)s::text, 6, '0')) ORDER BY serial) m
+                   CROSS JOIN LATERAL generate_series(0, %(n)s - 1) i,
+                        channel c, unit u, reading_source s, read_type rt
+                   WHERE c.code = '1-0:1.8.0' AND u.code = 'kWh' AND s.name = 'modbus' AND rt.name = 'actual'""",
+                {"start": str(BIG_START) + "Z", "batch": batch, "lo": lo, "hi": min(lo + step, n_meters), "n": n_intervals},
+            )
+            print(f"  ... {min(lo + step, n_meters) * n_intervals:,} rows", file=sys.stderr, flush=True)
+        conn.execute("VACUUM (ANALYZE) reading")  # now, rather than autovacuum during the timed rounds
+        conn.execute("CHECKPOINT")
+    return time.perf_counter() - t
+
+
+def redelivery_into_big_table(url: str, settings: Settings, args: argparse.Namespace) -> None:
+    """Fresh and 10 %-redelivered batches, alternated, into a table of big-meters x big-intervals rows."""
+    took = build_big_table(url, args.big_meters, args.big_intervals)
+    with psycopg.connect(url) as conn:
+        total = conn.execute("SELECT count(*) FROM reading").fetchone()[0]  # type: ignore[index]
+    print(f"reading holds {total:,} rows ({args.big_meters:,} x {args.big_intervals:,} built in SQL in {took:,.0f} s, "
+          "setup, not timed)")  # fmt: skip
+    serials = [f"BIG{i:06d}" for i in range(args.big_meters)]
+    per_batch = max(10, args.batch // (len(serials) // 2) // 10 * 10)  # intervals per batch, a multiple of 10
+    fresh_half, redo_half = serials[: len(serials) // 2], serials[len(serials) // 2 :]
+    stored = per_batch // 10  # intervals of each redelivered batch that the previous one already landed
+    fresh_next = redo_next = args.big_intervals  # the first interval not stored yet, per half
+    fresh_rows = redo_rows = 0
+    fresh_time = redo_time = 0.0
+    with BatchWriter(url, settings, origin="bench") as writer:
+        for rnd in range(args.rounds + 1):  # round 0 fills the writer's meter cache and is not timed
+            fresh = block_frame(fresh_half, fresh_next, per_batch)
+            redo = block_frame(redo_half, redo_next - stored, per_batch)
+            t0 = time.perf_counter()
+            a = writer.write(fresh)
+            t1 = time.perf_counter()
+            b = writer.write(redo)
+            t2 = time.perf_counter()
+            assert a.inserted == len(fresh), a
+            assert (b.inserted, b.duplicates, b.conflicts) == (len(redo) - stored * len(redo_half),
+                                                               stored * len(redo_half), 0), b  # fmt: skip
+            fresh_next += per_batch
+            redo_next += per_batch - stored
+            if rnd:
+                fresh_rows, fresh_time = fresh_rows + len(fresh), fresh_time + (t1 - t0)
+                redo_rows, redo_time = redo_rows + len(redo), redo_time + (t2 - t1)
+    fresh_rate, redo_rate = fresh_rows / fresh_time, redo_rows / redo_time
+    print(f"fresh batches into it           {fresh_rate:>12,.0f} rows/s   ({args.rounds} x {per_batch * len(fresh_half):,} rows)")
+    print(f"redelivered, 10 % stored        {redo_rate:>12,.0f} rows/s   (same rounds, alternated)")
+    print(f"ratio redelivered / fresh       {redo_rate / fresh_rate:>12.2f}   (goal >= 0.80)")
+
+
 def slices(n: int, batch: int):
     return [slice(i, min(i + batch, n)) for i in range(0, n, batch)]
 
@@ -52,6 +154,9 @@ def main() -> int:
     parser.add_argument("--meters", type=int, default=2000)
     parser.add_argument("--intervals", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=50_000)
+    parser.add_argument("--big-meters", type=int, default=10_000, help="meters in the large table (0: skip it)")
+    parser.add_argument("--big-intervals", type=int, default=5_000, help="15-minute intervals per meter there")
+    parser.add_argument("--rounds", type=int, default=10, help="timed rounds of fresh + redelivered batches")
     args = parser.parse_args()
     frame = make_frame(args.meters, args.intervals)
     n = len(frame)
@@ -115,6 +220,10 @@ def main() -> int:
             obj_rate = k / (time.perf_counter() - t)
         assert landed == k
         print(f"Reading objects -> database     {obj_rate:>12,.0f} rows/s   ({k:,} rows)")
+
+        # 5. Redelivery into a large table: its cost must not grow with what is stored.
+        if args.big_meters:
+            redelivery_into_big_table(url, settings, args)
     return 0
 
 

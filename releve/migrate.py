@@ -4,6 +4,11 @@ A migration is ``NNNN_name.sql`` (run as is) or ``NNNN_name.py`` (its ``upgrade(
 called). Each runs in its own transaction and is recorded in ``schema_migration`` with a checksum;
 ``releve db upgrade`` is idempotent and safe to run from several processes at once (an advisory
 lock serialises them). A migration file changed after it was applied is reported, not re-run.
+
+From migration 0012 on, the schema belongs to the NOLOGIN role ``<prefix>_owner``: each later
+migration, and the lookup and partition upkeep that ends every upgrade, runs as it
+(``SET LOCAL ROLE``), so new objects are born its own. A migration that needs the login's own
+rights (CREATE ROLE, CREATE EXTENSION) uses ``RESET ROLE`` and switches back after.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-from psycopg import Connection
+from psycopg import Connection, sql
 
 from releve import catalogue
 from releve.settings import Settings
@@ -24,6 +29,8 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 LOCK_KEY = 0x52454C45  # "RELE"
+#: The migration that creates the owner role and hands it the schema.
+OWNER_MIGRATION = 12
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,11 @@ class MigrationContext:
     def roles(self) -> tuple[str, str, str]:
         """(writer, reader, editor) role names."""
         return role_names(self.settings)
+
+    @property
+    def owner(self) -> str:
+        """The NOLOGIN role that owns the schema."""
+        return owner_role(self.settings)
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,25 @@ def role_names(settings: Settings) -> tuple[str, str, str]:
     """The writer, reader and editor role names for these settings."""
     prefix = settings.database.role_prefix
     return (f"{prefix}_writer", f"{prefix}_reader", f"{prefix}_editor")
+
+
+def owner_role(settings: Settings) -> str:
+    """The NOLOGIN role that owns the schema (tables, partitions, views, routines)."""
+    return f"{settings.database.role_prefix}_owner"
+
+
+def _as_owner(conn: Connection, settings: Settings, have: dict[int, str]) -> None:
+    """Switch to the owner role for the current transaction, once migration 0012 made it."""
+    if OWNER_MIGRATION not in have:
+        return
+    owner = owner_role(settings)
+    row = conn.execute(
+        "SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles WHERE rolname = %s", (owner,)
+    ).fetchone()
+    if row and row[0]:
+        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(owner)))
+    else:
+        log.warning("this login cannot SET ROLE %s; running as itself", owner)
 
 
 def discover() -> list[Migration]:
@@ -117,13 +148,16 @@ def upgrade(url: str, settings: Settings) -> list[Migration]:
                     continue
                 log.info("applying migration %s", migration.path.name)
                 with conn.transaction():
+                    _as_owner(conn, settings, have)
                     _run(conn, migration, ctx)
                     conn.execute(
                         "INSERT INTO schema_migration (version, name, checksum) VALUES (%s, %s, %s)",
                         (migration.version, migration.name, migration.checksum),
                     )
                 done.append(migration)
+                have[migration.version] = migration.checksum
             with conn.transaction():
+                _as_owner(conn, settings, have)
                 catalogue.sync(conn)
                 months = settings.database.partition_months_ahead
                 conn.execute(

@@ -170,3 +170,86 @@ def test_writer_runs_as_the_ingest_role(db):
 def test_naive_timestamps_are_refused_before_the_database():
     with pytest.raises(ValueError, match="timezone-aware"):
         ReadingFrame.from_readings([Reading("M1", IMPORT, datetime(2024, 1, 1), 1.0, "kWh")])
+
+
+def test_redelivered_batch_lands_only_what_is_new_and_keeps_conflicts(db):
+    """Stored rows inside the batch's windows that the batch does not carry are neither counted nor touched."""
+    db.add_meters(["M1", "M2"])
+    far = datetime(2024, 11, 30, 23, 45, tzinfo=UTC)  # another month, and a gap of years inside M1's rows
+    with BatchWriter(db.url, db.settings) as writer:
+        writer.write([r("M1", 15 * i, float(i)) for i in range(0, 20, 2)]          # M1 every 30 min
+                     + [r("M2", 15 * i, 100.0 + i) for i in range(8)]
+                     + [r("M1", 0, -1.0, ts=far)])  # fmt: skip
+        batch = (
+            [r("M1", 15 * i, float(i)) for i in range(0, 8, 2)]        # 4 exact duplicates
+            + [r("M1", 15 * i, float(i)) for i in range(1, 8, 2)]      # 4 new, between stored rows
+            + [r("M1", 15 * 8, 99.0)]                                  # conflicts with the stored 8.0
+            + [r("M2", 15 * i, 100.0 + i) for i in range(6, 12)]       # 2 duplicates, 4 new
+            + [r("M2", 15 * 7, 7.7)]                                   # second value inside the batch
+            + [r("M1", 0, -1.0, ts=far), r("M1", 0, -2.0, ts=far + timedelta(minutes=15))]  # 1 dup. a month away, 1 new
+        )
+        result = writer.write(batch)
+    assert (result.inserted, result.duplicates, result.conflicts) == (9, 7, 2)
+    rows = stored(db)
+    assert len(rows) == 10 + 8 + 1 + 9
+    assert ("M1", IMPORT, T0 + timedelta(minutes=120), 8.0) in rows  # never overwritten
+    assert len(set((m, c, t) for m, c, t, _ in rows)) == len(rows)
+    with db.connect() as conn:
+        conflicts = conn.execute(
+            "SELECT m.serial, c.ts, stored_value, new_value FROM reading_conflict c JOIN meter m ON m.id = c.meter_id "
+            "ORDER BY 1"
+        ).fetchall()
+    assert conflicts == [("M1", T0 + timedelta(minutes=120), 8.0, 99.0),
+                         ("M2", T0 + timedelta(minutes=105), 107.0, 7.7)]  # fmt: skip
+
+
+def test_all_duplicate_and_all_conflicting_batches_change_nothing_stored(db):
+    db.add_meters(["M1", "M2"])
+    readings = [r(m, 15 * i, float(i)) for m in ("M1", "M2") for i in range(50)]
+    with BatchWriter(db.url, db.settings) as writer:
+        writer.write(readings)
+        dup = writer.write(readings)
+        changed = writer.write([r(x.meter, 0, x.value + 0.5, ts=x.ts) for x in readings])
+        # the first key in order is new, the rest stored: the plain COPY is tried, fails, and the batch is merged
+        new_first = writer.write([r("M1", -15, 5.0), *readings[:10]])
+    assert (new_first.inserted, new_first.duplicates, new_first.conflicts) == (1, 10, 0)
+    assert (dup.inserted, dup.duplicates, dup.conflicts) == (0, 100, 0)
+    assert (changed.inserted, changed.duplicates, changed.conflicts) == (0, 0, 100)
+    assert [row[3] for row in stored(db)] == [5.0] + [x.value for x in readings]
+    with db.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM reading_conflict WHERE new_value = stored_value + 0.5").fetchone()[0] == 100
+
+
+def test_redelivery_reads_the_batchs_windows_not_the_table(db):
+    """The check for stored rows costs in proportion to the batch: a large month is not scanned."""
+    db.add_meters(["M1", "M2"])
+    with db.connect() as conn:
+        conn.execute("INSERT INTO ingest_batch (batch_key) VALUES (gen_random_uuid())")
+        conn.execute("SELECT ensure_reading_partitions(%s, %s)", (T0 - timedelta(days=40), T0))
+        conn.execute(  # 2 meters x 40 days of minute data before T0: about 115,000 rows
+            "INSERT INTO reading SELECT m.id, c.id, %s - g * interval '1 minute', g, u.id, 1, 1, 0, now(), b.id "
+            "FROM meter m, channel c, unit u, ingest_batch b, generate_series(1, 57600) g "
+            "WHERE c.code = %s AND u.code = 'kWh'",
+            (T0, IMPORT),
+        )
+        conn.execute("ANALYZE reading")
+    batch = [r(m, -i, float(57600 - (57600 - i))) for m in ("M1", "M2") for i in range(1, 6)]  # stored
+    batch += [r(m, i, 0.0) for m in ("M1", "M2") for i in range(0, 5)]  # new
+    with BatchWriter(db.url, db.settings) as writer, writer.conn.transaction():
+        result = writer.write(batch)
+        read = writer.conn.execute(
+            "SELECT sum(pg_stat_get_xact_tuples_returned(inhrelid) + pg_stat_get_xact_tuples_fetched(inhrelid)) "
+            "FROM pg_inherits WHERE inhparent = 'reading'::regclass"
+        ).fetchone()[0]
+    assert (result.inserted, result.duplicates, result.conflicts) == (10, 10, 0)
+    assert read <= 4 * len(batch)  # the windows hold 20 rows; the table 115,200
+    # Instants weeks apart in one batch: each is its own window, the weeks between are not read.
+    sparse = [r(m, -g, float(g)) for m in ("M1", "M2") for g in (1, 30_000, 57_000)]
+    with BatchWriter(db.url, db.settings) as writer, writer.conn.transaction():
+        result = writer.write(sparse)
+        read = writer.conn.execute(
+            "SELECT sum(pg_stat_get_xact_tuples_returned(inhrelid) + pg_stat_get_xact_tuples_fetched(inhrelid)) "
+            "FROM pg_inherits WHERE inhparent = 'reading'::regclass"
+        ).fetchone()[0]
+    assert (result.inserted, result.duplicates, result.conflicts) == (0, 6, 0)
+    assert read <= 4 * len(sparse)
