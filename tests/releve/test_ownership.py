@@ -150,7 +150,7 @@ def test_an_existing_database_is_handed_over_and_its_partitions_guarded(database
             "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = 'reading'::regclass")}  # fmt: skip
         assert conn.execute("SELECT to_regproc('refuse_truncate')").fetchone() == (None,)
     monkeypatch.setattr(migrate, "discover", lambda: everything)
-    assert [m.version for m in migrate.upgrade(db.url, db.settings)] == [migrate.OWNER_MIGRATION]
+    assert min(m.version for m in migrate.upgrade(db.url, db.settings)) == migrate.OWNER_MIGRATION  # then the rest
     owner = migrate.owner_role(db.settings)
     with db.connect() as conn:
         guarded = {r[0] for r in conn.execute(
