@@ -26,7 +26,7 @@ def run_demo(data_dir, *extra, env=None, seconds=40):
         [sys.executable, "-m", "releve.cli", "demo", "--data-dir", str(data_dir), "--meters", "40", "--days", "35",
          "--port", "0", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
-        start_new_session=True)
+        start_new_session=True, cwd=data_dir.parent)  # the state file goes to <cwd>/var, not the checkout
     lines = []
     deadline = time.monotonic() + 240
     for line in proc.stdout:
@@ -107,6 +107,18 @@ def test_demo_comes_up_flows_readings_stops_cleanly_and_reuses_its_data(service_
         queries.close()
     assert sum(counts.values()) == meters  # every meter has a communication state
     assert counts.get("communicating", 0) > 0
+    # One database: `releve db status` and `collect status` beside the demo use the demo's, not a new one.
+    beside = subprocess.run([sys.executable, "-m", "releve.cli", "db", "status", "--json"], cwd=data.parent,
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "RELEVE_DATABASE_URL": ""})
+    assert beside.returncode == 0, beside.stderr
+    status = json.loads(beside.stdout)
+    assert status["database"] == url
+    assert status["rows"]["meter"] == meters
+    assert "the demo running in this folder" in status["source"]
+    collect = subprocess.run([sys.executable, "-m", "releve.cli", "collect", "status"], cwd=data.parent,
+                             capture_output=True, text=True, timeout=120)
+    assert "collector demo-collector of the demo" in collect.stdout, collect.stdout + collect.stderr
+    assert "gw0" in collect.stdout  # the link health the demo's collector wrote
     output = stop(proc, lines)
     assert proc.returncode == 0, output
     assert "stopped" in output
