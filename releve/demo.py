@@ -118,6 +118,7 @@ class Demo:
         self.collector_config: Path | None = None
         self.dashboard = ""
         self._published = False
+        self.preparing = "starting"  # what the dashboards say is still under way ("" once everything runs)
 
     def publish_state(self, url: str) -> None:
         """Tell the other ``releve`` commands of this folder where the demo is (releve/demostate.py)."""
@@ -219,6 +220,13 @@ class Demo:
 
     def rank_theft(self, url: str) -> None:
         """Rank theft suspects over the history and store the run (tonight's inspection list)."""
+        with db.connect(url) as conn:
+            today = conn.execute(
+                "SELECT max(id) FROM theft_run WHERE source = 'demo' AND created_at >= date_trunc('day', now())"
+            ).fetchone()
+        if today and today[0]:
+            say(f"  theft: today's ranking is kept (run {today[0]}); it ranks days, a restart changes none")
+            return
         from analytics.theft.store import rank_database
 
         result = rank_database(self.settings, url, days=self.options.days, keep=200, order="value", origin="demo")
@@ -239,7 +247,12 @@ class Demo:
         yesterday = datetime.now(UTC).date() - timedelta(days=1)
         out = self.options.data_dir / "billing"
         out.mkdir(parents=True, exist_ok=True)
-        for cycle in cycles:
+        with db.connect(url) as conn:
+            done = {c for (c,) in conn.execute(
+                "SELECT DISTINCT cycle FROM bill_run WHERE period_end = %s AND finished_at IS NOT NULL", (yesterday,))}
+        if done:
+            say(f"  bills: cycle(s) {', '.join(sorted(done))} already billed up to {yesterday}; not run again")
+        for cycle in (c for c in cycles if c not in done):
             summary = run_bills(url, self.settings, book, cycle, yesterday, out_dir=out)
             say(f"  bills, cycle {cycle}: {summary.issued} issued, {summary.held} held, "
                 f"{summary.unchanged} unchanged, {summary.prepaid} prepaid checked")  # fmt: skip
@@ -262,7 +275,7 @@ class Demo:
                 fh.write(f"demo {password}\n")
         with db.connect(url, autocommit=True) as conn:
             add_user(conn, "demo", password, list(ROLES), replace=True)
-        app = create_app(url, self.settings)
+        app = create_app(url, self.settings, preparing=lambda: self.preparing)
         stack = ExitStack()
         base = stack.enter_context(serve_in_thread(app.server, "127.0.0.1", self.options.port))
         self._on_stop("dashboards", stack.close)
@@ -368,6 +381,9 @@ class Demo:
                            "meters": meters(ln.store.units)} for ln in front.lines],
             },
         })  # fmt: skip
+        # The demo announces each fault it injects; the collector's warning per meter and retry would flood the
+        # console (64 lines a round for a gateway down). `releve collect status` and the control room show them.
+        logging.getLogger("collectors.modbus").setLevel(logging.ERROR)
         self.collector_config = (self.options.data_dir / "collector.json").resolve()
         self.collector_config.write_text(json.dumps(config.model_dump(mode="json"), indent=2))
         collector = Collector(config, self.settings, url)
@@ -431,25 +447,32 @@ def run_demo(options: DemoOptions, settings: Settings) -> int:
         demo.publish_state(url)  # from here on, `releve db status` & co. in this folder use this database
         with step("starting the MQTT broker"):
             demo.start_broker()
+        with step("starting the dashboards"):  # serving at once; pages say what is still being prepared
+            base = demo.start_dashboards(url)
+        say(f"dashboards answer at {base}/ while the rest is prepared")
         state = _state(options)
         from simulators.engine import Simulation
 
         sim = Simulation(fleet_config(options, datetime.fromisoformat(state["start"])))
         now = datetime.now(UTC)
+        demo.preparing = f"loading {options.days} days of history"
         demo.load_history(url, sim, state, now.replace(minute=(now.minute // 15) * 15, second=0, microsecond=0))
+        demo.preparing = "validating the readings (VEE)"
         with step("validating (VEE)"):
             demo.validate(url)
+        demo.preparing = "ranking theft suspects"
         with step("ranking theft suspects"):
             demo.rank_theft(url)
+        demo.preparing = "billing"
         with step("billing"):
             demo.bill(url)
+        demo.preparing = "starting the simulated meters and the collector"
         with step("starting the simulated meters (Modbus TCP, RTU on ptys, MQTT) and the collector"):
             front = demo.start_simulators(sim, publish=False)
             demo.start_collector(url, sim, front)  # subscribed before the first MQTT round
             demo.start_publisher(sim)
             demo.start_live_faults(sim, front)
-        with step("starting the dashboards"):
-            demo.start_dashboards(url)
+        demo.preparing = ""
         demo.publish_state(url)
         say(f"up in {time.perf_counter() - t0:.0f} s")
         print("\n".join(["", "Relevé demo", *demo.where, "", "Ctrl-C stops (data is kept; --fresh starts over)"]),

@@ -67,6 +67,8 @@ def test_demo_comes_up_flows_readings_stops_cleanly_and_reuses_its_data(service_
     demo_processes.append(proc)
     started = "".join(lines)
     assert "Ctrl-C stops" in started, started
+    # The dashboards answer as soon as the database is up, before the history is loaded.
+    assert started.index("dashboards answer at") < started.index("simulating and loading")
     url = next(line.split()[1] for line in lines if line.startswith("database"))
     children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
     time.sleep(15)  # live polls and MQTT rounds land meanwhile
@@ -129,6 +131,8 @@ def test_demo_comes_up_flows_readings_stops_cleanly_and_reuses_its_data(service_
     demo_processes.append(proc)
     output = stop(proc, lines)
     assert "history already loaded" in output
+    assert "today's ranking is kept" in output  # no new theft run when nothing changed
+    assert "already billed up to" in output and "issued" not in output  # no re-billing of every account
     assert proc.returncode == 0
     server = PostgresServer(data / "pg")
     assert not server.is_running()
