@@ -59,6 +59,8 @@ def money(value: Any, currency: str) -> str:
 def quantity(value: Any, unit: str, places: int = 3) -> str:
     """A quantity with its unit: "412.5 kWh" ("m3" is shown as m³)."""
     shown = {"m3": "m³", "m3/h": "m³/h"}.get(unit, unit)
+    if unit == "day" and value is not None and Decimal(str(value)) != 1:
+        shown = "days"
     return f"{number(value, places)} {shown}".strip()
 
 

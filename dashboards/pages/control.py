@@ -266,7 +266,9 @@ def register(app: Dash, q: Queries) -> None:
         out = []
         for r in rows:
             values = live.get(r["meter_id"], {})
-            out.append({**r, "quiet": in_words(r["quiet"]) if r["quiet"] is not None else "never read",
+            quiet = r["quiet"]
+            out.append({**r, "quiet": "never read" if quiet is None else "under a minute"
+                        if quiet.total_seconds() < 60 else in_words(quiet),
                         "last_seen": r["last_seen"] or "never",
                         **{k: round(values[k], 1 if k != "power_kw" else 3) if k in values else "—"
                            for k in ("voltage_v", "current_a", "power_kw")}})  # fmt: skip
