@@ -526,6 +526,12 @@ class Queries:
                 (meter_id, ch, start, end, start),
             )
 
+    def currency(self) -> str:
+        """The currency money is counted in (the one on most bills; empty before the first bill run)."""
+        with self.read.connection() as conn:
+            value = _scalar(conn, "SELECT currency FROM bill GROUP BY currency ORDER BY count(*) DESC LIMIT 1")
+        return str(value or "")
+
     def theft_rank(self, serial: str) -> Row | None:
         """Where the meter stands in the newest theft run (None: not a candidate)."""
         with self.read.connection() as conn:

@@ -166,6 +166,9 @@ def layout(q: Queries, serial: str = "") -> html.Div:
     )
 
 
+UNITS = {"electricity": "kWh", "water": "m³"}
+
+
 def _day(start: str, k: int) -> str:
     return (date.fromisoformat(start) + timedelta(days=k)).isoformat()
 
@@ -180,8 +183,8 @@ def evidence_view(q: Queries, run: int, serial: str) -> Any:
     return html.Div([
         html.Div([html.B(f"#{c['rank']} meter "), dcc.Link(serial, href=f"/meter/{serial}"),
                   html.Span(f" · area {c['area']} · {c['commodity']} · {c['customer_class']} · risk "
-                            f"{c['risk']:.2f} · expected value {c['expected_value']:,.2f} · unbilled "
-                            f"{c['unbilled_energy']:,.1f}")], id="fr-evidence-head"),
+                            f"{c['risk']:.2f} · expected value {c['expected_value']:,.2f} {q.currency()} · unbilled "
+                            f"{c['unbilled_energy']:,.1f} {UNITS.get(c['commodity'], '')}")], id="fr-evidence-head"),
         html.Ul([html.Li(r) for r in c["reasons"]], className="reasons", id="fr-reasons"),
         dcc.Graph(figure=evidence_figure(ev), config={"displaylogo": False}),
         static_table("fr-components", [{"signal": k.replace("_", " "), "weight": v} for k, v in comps.items() if v],
@@ -254,9 +257,14 @@ def register(app: Dash, q: Queries) -> None:
         rows, total = q.candidates(run, page or 0, size, sort_by, filter_query, area, commodity, signal,
                                    min_value, "hide" in (hide or []))  # fmt: skip
         facets = q.candidate_facets(run)
+        cur = q.currency()
         kpis = [kpi("candidates on the list", f"{facets['n']:,}", "kpi-candidates"),
                 kpi("matching the filters", f"{total:,}", "kpi-matching"),
-                kpi("expected value of the whole list", f"{float(facets['value']):,.0f}", "kpi-value")]  # fmt: skip
+                kpi("expected value of the whole list", f"{float(facets['value']):,.0f} {cur}".strip(),
+                    "kpi-value")]  # fmt: skip
+        rows = [{**r, "expected_value": f"{float(r['expected_value']):,.2f} {cur}".strip(),
+                 "unbilled": f"{float(r['unbilled']):,.1f} {UNITS.get(r['commodity'], '')}".strip(),
+                 "signal": str(r["signal"] or "—").replace("_", " ")} for r in rows]  # fmt: skip
         return records(rows), page_count(total, size), [], kpis
 
     @app.callback(Output("fr-evidence", "children"), Output("fr-visit-serial", "value"),
