@@ -369,3 +369,25 @@ def test_no_page_shows_none_or_a_raw_code(filled, base_url, browser):
             text = browser.find_element(By.TAG_NAME, "body").text
             found = sorted({m.group(0) for m in NOT_FOR_PEOPLE.finditer(text)})
             assert found == [], f"{path} as {user} shows {found}"
+
+
+def test_pages_say_what_is_still_being_prepared_and_stop_saying_it_once_ready(filled):
+    from dashboards.app import create_app
+
+    under_way = {"text": "loading 90 days of history"}
+    application = create_app(filled.url, filled.settings, refresh_ms=3_600_000, preparing=lambda: under_way["text"])
+    try:
+        client = application.server.test_client()
+        page = client.get("/login?next=/").get_data(as_text=True)
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+        client.post("/login", data={"csrf": csrf, "next": "/", "username": "operator1", "password": "operator-pass-123"})
+        body = {"output": "..topbar.children...page.children..",
+                "outputs": [{"id": "topbar", "property": "children"}, {"id": "page", "property": "children"}],
+                "inputs": [{"id": "url", "property": "pathname", "value": "/"}], "state": [], "changedPropIds": []}
+        reply = client.post("/_dash-update-component", json=body)
+        assert reply.status_code == 200
+        assert "Still being prepared: loading 90 days of history" in reply.get_data(as_text=True)
+        under_way["text"] = ""
+        assert "Still being prepared" not in client.post("/_dash-update-component", json=body).get_data(as_text=True)
+    finally:
+        application.queries.close()
