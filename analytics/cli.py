@@ -40,7 +40,9 @@ def register(sub: Any) -> None:
     p.add_argument("--meter", help="only this meter (serial)")
     p.add_argument("--status", default="open",
                    help="open, accepted, edited, rejected, superseded, noted or all")  # fmt: skip
-    p.add_argument("--limit", type=int, default=50)
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--limit", type=int, default=50, help="list at most this many (50); the total is said")
+    shown.add_argument("--all", action="store_true", help="list every exception, however many")
     p.add_argument("--info", action="store_true", help="include info findings (rollovers, exchanges)")
     p.set_defaults(func=cmd_review_list)
     for name, help_text in (
@@ -134,10 +136,14 @@ def _editor(settings: Settings) -> Any:
 
 def cmd_review_list(args: argparse.Namespace, settings: Settings) -> int:
     """Print the queue."""
-    from analytics.vee.review import list_queue
+    from analytics.vee.review import list_queue, queue_size
+    from releve.cli import CommandError
 
+    if not args.all and args.limit < 1:
+        raise CommandError(f"--limit must be at least 1, not {args.limit} (--all lists everything)")
     with _editor(settings) as conn:
-        items = list_queue(conn, args.meter, args.status, args.limit, args.info)
+        total = queue_size(conn, args.meter, args.status, args.info)
+        items = list_queue(conn, args.meter, args.status, total if args.all else args.limit, args.info)
     if not items:
         print("no exceptions")
         return 0
@@ -146,6 +152,11 @@ def cmd_review_list(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{it.id:>7} {it.severity:<7} {it.rule:<12} {it.serial} {it.channel} {it.ts:%Y-%m-%d %H:%M}Z "
               f"value {it.value if it.value is not None else '-'}  {it.message}"
               + (f"  suggestions: {sugg}" if sugg else ""))  # fmt: skip
+    if len(items) < total:
+        print(f"showing {len(items)} of {total} exceptions (the first by severity, meter and time); "
+              f"--limit N or --all for more")  # fmt: skip
+    else:
+        print(f"{total} exception(s)")
     return 0
 
 

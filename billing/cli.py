@@ -129,9 +129,17 @@ def _url(settings: Settings) -> str:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     """Run a cycle."""
     from billing.run import run_bills
+    from releve import db
+    from releve.cli import CommandError
 
     book = _book(args)
-    summary = run_bills(_url(settings), settings, book, args.cycle, args.period_end, args.issue_date, args.out)
+    url = _url(settings)
+    with db.connect(url, role=db.reader_role(settings)) as conn:
+        cycles = [c for (c,) in conn.execute("SELECT DISTINCT billing_cycle FROM account ORDER BY 1")]
+    if args.cycle not in cycles:
+        known = ", ".join(cycles) if cycles else "none: no account is registered yet"
+        raise CommandError(f"cycle {args.cycle!r} has no accounts, nothing to bill (cycles with accounts: {known})")
+    summary = run_bills(url, settings, book, args.cycle, args.period_end, args.issue_date, args.out)
     print(summary.text())
     return 0
 

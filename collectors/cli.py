@@ -30,9 +30,11 @@ def register(sub: Any) -> None:
         help="spool backlog, quarantine, alarms and health per link and meter",
         description="Show the spool's backlog and quarantine (read from disk) and the health the collector last "
         "wrote to the database. Exit status 1 when an alarm is raised (segments quarantined, spool not draining) "
-        "or the database cannot be reached, else 0.",
+        "or the database cannot be reached, else 0. Without --config, the collector that `releve demo` runs in "
+        "this folder (var/releve-demo.json names its configuration).",
     )
-    status.add_argument("--config", "-c", type=Path, required=True, help="collector configuration (TOML)")
+    status.add_argument("--config", "-c", type=Path, default=None,
+                        help="collector configuration (TOML); default: the collector of the demo running here")
     status.add_argument("--worst", type=int, default=10, help="how many failing meters to list (10)")
     status.set_defaults(func=cmd_status)
     requeue = actions.add_parser(
@@ -92,10 +94,13 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from releve import db
     from releve.cli import CommandError
 
+    path = args.config or _demo_collector_config()
     try:
-        config = load_config(args.config)
+        config = load_config(path)
     except ConfigError as exc:
         raise CommandError(str(exc)) from exc
+    if args.config is None:
+        print(f"collector {config.name} of the demo ({path})")
     segments = sorted(Path(config.spool_dir).glob("*.seg")) + sorted(Path(config.spool_dir).glob("*.open"))
     size = sum(p.stat().st_size for p in segments)
     print(f"spool {config.spool_dir}: {len(segments)} segment(s), {size:,} bytes "
@@ -161,6 +166,17 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         for serial, link, n in implausible:
             print(f"  {serial:<14}{link:<12} {n} value(s) refused")
     return 1 if alarm else 0
+
+
+def _demo_collector_config() -> Path:
+    """The configuration of the collector the demo in this folder runs (or a CommandError saying there is none)."""
+    from releve import demostate
+    from releve.cli import CommandError
+
+    state = demostate.read()
+    if state is None or not state.collector_config:
+        raise CommandError(f"--config is required: no demo has written {demostate.state_file()} in this folder")
+    return Path(state.collector_config)
 
 
 def cmd_requeue(args: argparse.Namespace, settings: Settings) -> int:

@@ -6,6 +6,7 @@ Validated at load: a mistake fails with the file, the field and the problem. See
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -208,8 +209,14 @@ class CollectorConfig(_Model):
 
 
 def load_config(path: Path) -> CollectorConfig:
-    """Read and validate a collector configuration file."""
-    data = read_toml(path, ConfigError)
+    """Read and validate a collector configuration file (TOML; JSON when it ends in ``.json``, as the demo writes)."""
+    if path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path}: cannot read the collector configuration: {exc}") from exc
+    else:
+        data = read_toml(path, ConfigError)
     try:
         return CollectorConfig.model_validate(data)
     except ValidationError as exc:

@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 Sink = Callable[[Sequence[Reading], Sequence[MeterEvent], Sequence[Rejected]], None]
 
+#: A link is shown connected while something on it answered within this many seconds.
+CONNECTED_WITHIN_S = 120.0
+
 EXCEPTION_NAMES = {
     1: "illegal function", 2: "illegal data address", 3: "illegal data value", 4: "server device failure",
     5: "acknowledge", 6: "server device busy", 10: "gateway path unavailable",
@@ -152,15 +155,29 @@ class Link:
         self.timeout = timeout
         self.requests = 0
         self.failures = 0
+        self.last_answer: float | None = None  # time.monotonic() of the last answer from anything on the link
+
+    @property
+    def connected(self) -> bool | None:
+        """Whether something answered on the link lately (None before the first request)."""
+        if self.requests == 0:
+            return None
+        return self.last_answer is not None and time.monotonic() - self.last_answer < CONNECTED_WITHIN_S
 
     async def read(self, unit: int, block: ReadBlock) -> list[int]:
         """The registers of ``block`` from ``unit``, or ReadError saying why not."""
         self.requests += 1
         try:
-            return await self._request(unit, block)
-        except ReadError:
+            registers = await self._request(unit, block)
+        except ReadError as exc:
             self.failures += 1
+            if exc.kind in ("exception", "decode", "crc", "mismatch"):  # a reply came back: the link itself works
+                self.last_answer = time.monotonic()
+            elif exc.kind == "connection":  # refused or dropped: the link is down now, not in a while
+                self.last_answer = None
             raise
+        self.last_answer = time.monotonic()
+        return registers
 
     async def _request(self, unit: int, block: ReadBlock) -> list[int]:
         raise NotImplementedError

@@ -72,6 +72,7 @@ class MqttStats:
     connected: bool = False
     last_message: datetime | None = None
     errors: dict[str, int] = field(default_factory=dict)
+    serials: set[str] = field(default_factory=set)  # meters heard from on this session
 
 
 class MqttCollector:
@@ -172,6 +173,7 @@ class MqttCollector:
             log.error("MQTT message on %s not stored, left unacknowledged: %s", msg.topic, exc)
             return
         self.stats.readings += len(readings)
+        self.stats.serials.update(r.meter for r in readings)
         self.stats.events += len(events)
         self.stats.rejected += len(rejected)
         if msg.qos > 0:

@@ -27,6 +27,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -36,7 +37,7 @@ from dash import Dash, Input, Output, dcc, html
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from dashboards import auth
-from dashboards.pages import billing, control, fraud, meter, users
+from dashboards.pages import bill, billing, control, fraud, meter, users
 from dashboards.queries import Queries
 from dashboards.throttle import LoginThrottle, Policy
 from releve.settings import Settings
@@ -51,6 +52,10 @@ body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; ma
 .topbar a:hover { color: white; }
 .topbar .brand { font-weight: 700; font-size: 18px; color: white; margin-right: 12px; }
 .topbar .who { margin-left: auto; font-size: 13px; color: #b8c7d6; }
+.facts th { text-align: left; padding: 3px 16px 3px 0; color: #455a64; font-weight: 600; }
+a.button { display: inline-block; background: #1565c0; color: white; padding: 6px 14px; border-radius: 4px;
+           text-decoration: none; margin: 4px 0 12px; }
+.preparing { background: #fff8e1; border: 1px solid #f9a825; padding: 8px 12px; border-radius: 4px; }
 .content { padding: 12px 24px 40px; }
 h2 { margin: 8px 0 4px; } h4 { margin: 4px 0 8px; }
 .muted { color: #607080; font-size: 13px; margin: 2px 0 8px; }
@@ -180,8 +185,12 @@ def content_security_policy(app: Dash) -> str:
 
 
 def create_app(url: str, settings: Settings, queries: Queries | None = None, refresh_ms: int = 30_000,
-               throttle: LoginThrottle | None = None) -> Dash:  # fmt: skip
-    """The dashboards as a Dash app (its Flask server is ``app.server``)."""
+               throttle: LoginThrottle | None = None, preparing: Callable[[], str] | None = None) -> Dash:  # fmt: skip
+    """The dashboards as a Dash app (its Flask server is ``app.server``).
+
+    ``preparing``: what is still being prepared (``releve demo`` serves the pages while it loads history,
+    validates, ranks and bills); every page says it on top while it is not empty.
+    """
     conf = settings.dashboard
     q = queries or Queries(url, settings)
     q.warm_up()
@@ -271,6 +280,17 @@ def create_app(url: str, settings: Settings, queries: Queries | None = None, ref
                                 need=need, roles=html_escape.escape(", ".join(who[1]) or "no role"))  # fmt: skip
         return flask.Response(page, 403)
 
+    @server.route("/bill/<int:bill_id>.pdf")
+    def bill_pdf(bill_id: int) -> flask.Response:
+        """The bill as a PDF (the guard above has checked the billing role)."""
+        from dashboards.bills import bill_pdf as render
+
+        found = q.bill(bill_id)
+        if found is None:
+            return flask.Response(f"there is no bill {bill_id}\n", 404, mimetype="text/plain")
+        return flask.Response(render(found), mimetype="application/pdf",
+                              headers={"Content-Disposition": f'attachment; filename="bill-{bill_id}.pdf"'})
+
     @server.after_request
     def headers(response: flask.Response) -> flask.Response:
         h = response.headers
@@ -344,6 +364,14 @@ def create_app(url: str, settings: Settings, queries: Queries | None = None, ref
 
     @app.callback(Output("topbar", "children"), Output("page", "children"), Input("url", "pathname"))
     def route(path: str | None) -> tuple[Any, Any]:
+        bar, page = pick(path)
+        note = preparing() if preparing is not None else ""
+        if note:
+            page = html.Div([html.P(f"Still being prepared: {note}. The figures fill in as it lands; reload the page "
+                                    "to see more.", className="preparing", id="preparing"), page])  # fmt: skip
+        return bar, page
+
+    def pick(path: str | None) -> tuple[Any, Any]:
         path = path or "/"
         user, roles = current_user()
         ids = {"/": "nav-control", "/meter": "nav-meter", "/fraud": "nav-fraud", "/billing": "nav-billing",
@@ -361,10 +389,12 @@ def create_app(url: str, settings: Settings, queries: Queries | None = None, ref
             return bar, control.layout(q, refresh_ms)
         if page == "/meter" or page.startswith("/meter/"):
             return bar, meter.layout(q, page.removeprefix("/meter").strip("/"))
-        if page == "/fraud":
-            return bar, fraud.layout(q)
+        if page == "/fraud" or page.startswith("/fraud/"):
+            return bar, fraud.layout(q, page.removeprefix("/fraud").strip("/"))
         if page == "/billing":
             return bar, billing.layout(q)
+        if page.startswith("/bill/"):
+            return bar, bill.layout(q, page.removeprefix("/bill/"))
         if page == "/users":
             return bar, users.layout(q)
         return bar, html.Div([html.H2("Not found"), html.A("Control room", href="/")])

@@ -61,6 +61,10 @@ def page_role(path: str) -> str | None:
     page = path.rstrip("/") or "/"
     if page == "/meter" or page.startswith("/meter/"):
         return "operator"
+    if page.startswith("/bill/"):  # a bill page and its PDF
+        return "billing"
+    if page.startswith("/fraud/"):  # a meter's theft evidence
+        return "fraud"
     return next((role for p, role, _ in PAGES if p == page), None)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -48,11 +48,18 @@ def kpi(label: str, value: Any, kpi_id: str, tone: str = "") -> html.Div:
 
 
 def server_table(table_id: str, columns: list[tuple[str, str]], page_size: int = PAGE_SIZE,
-                 **kwargs: Any) -> DataTable:  # fmt: skip
-    """A DataTable whose paging, sorting and filtering are done by the server (SQL)."""
+                 markdown: set[str] | None = None, **kwargs: Any) -> DataTable:  # fmt: skip
+    """A DataTable whose paging, sorting and filtering are done by the server (SQL).
+
+    ``markdown``: columns whose cells are Markdown (links to a page: ``[text](/path)``).
+    """
+    cols: list[Any] = [{"name": name, "id": cid, **({"presentation": "markdown"} if cid in (markdown or ()) else {})}
+                       for cid, name in columns]  # fmt: skip
+    if markdown:
+        kwargs.setdefault("markdown_options", {"link_target": "_self"})
     return DataTable(
         id=table_id,
-        columns=[{"name": name, "id": cid} for cid, name in columns],
+        columns=cols,
         data=[],
         page_current=0,
         page_size=page_size,
@@ -122,3 +129,33 @@ def fmt_bytes(n: float) -> str:
             return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
         n /= 1024
     return f"{n:,.1f} GB"
+
+
+def in_words(span: timedelta | float | None) -> str:
+    """A duration as a person says it: "45 seconds", "12 minutes", "2 hours", "1 day 3 hours" (never "2:00:00")."""
+    if span is None:
+        return "—"
+    seconds = span.total_seconds() if isinstance(span, timedelta) else float(span)
+    seconds = max(0.0, seconds)
+
+    def plural(n: int, word: str) -> str:
+        return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+    if seconds < 90:
+        return plural(round(seconds), "second")
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return plural(minutes, "minute")
+    hours = round(seconds / 3600)
+    if hours < 48:
+        return plural(hours, "hour")
+    days, rest = divmod(round(seconds / 3600), 24)
+    return plural(days, "day") + (f" {plural(rest, 'hour')}" if rest and days < 7 else "")
+
+
+def ago(when: datetime | None, now: datetime | None = None) -> str:
+    """How long ago, in words: "just now", "12 minutes ago" ("never" for None)."""
+    if when is None:
+        return "never"
+    span = (now or datetime.now(when.tzinfo)) - when
+    return "just now" if span.total_seconds() < 10 else f"{in_words(span)} ago"

@@ -33,6 +33,14 @@ from releve.settings import Settings
 
 LATE_AFTER = timedelta(hours=2)
 SILENT_AFTER = timedelta(hours=24)
+#: A meter its collector polls is late as soon as this many polls in a row failed …
+LATE_POLLS = 2
+#: … and silent once they have been failing (no good poll) for this long.
+SILENT_POLLING = timedelta(minutes=15)
+#: A batch is live data (the ingest rate) when its oldest row is at most this old as it lands; backfills are not.
+LIVE_WITHIN = timedelta(hours=6)
+#: Live values shown per meter: channel code -> (column, scale to the shown unit).
+LIVE_VALUES = {"1-0:32.7.0": ("voltage_v", 1.0), "1-0:31.7.0": ("current_a", 1.0), "1-0:1.7.0": ("power_kw", 0.001)}
 LOOKBACK = timedelta(days=7)
 #: The register each commodity is read from (the same as billing's).
 MAIN_REGISTER = {"electricity": "1-0:1.8.0", "water": "8-0:1.0.0"}
@@ -106,9 +114,13 @@ SELECT m.id AS meter_id, m.serial, m.commodity, m.model, m.protocol,
        coalesce(ch.link, regexp_replace(m.address->>'uri', '/[^/]*$', ''), m.address->>'topic', m.protocol) AS link,
        coalesce(sp.latitude, fa.latitude) AS latitude, coalesce(sp.longitude, fa.longitude) AS longitude,
        greatest(lr.ts, ch.last_good) AS last_seen,
+       %(asof)s::timestamptz - greatest(lr.ts, ch.last_good) AS quiet,
        CASE WHEN greatest(lr.ts, ch.last_good) IS NULL
-                 OR %(asof)s::timestamptz - greatest(lr.ts, ch.last_good) > %(silent)s::interval THEN 'silent'
-            WHEN %(asof)s::timestamptz - greatest(lr.ts, ch.last_good) > %(late)s::interval THEN 'late'
+                 OR %(asof)s::timestamptz - greatest(lr.ts, ch.last_good) > %(silent)s::interval
+                 OR (ch.consecutive_failures >= %(late_polls)s
+                     AND now() - coalesce(ch.last_good, '-infinity') > %(silent_polling)s::interval) THEN 'silent'
+            WHEN %(asof)s::timestamptz - greatest(lr.ts, ch.last_good) > %(late)s::interval
+                 OR ch.consecutive_failures >= %(late_polls)s THEN 'late'
             ELSE 'communicating' END AS state
 FROM meter m
 LEFT JOIN LATERAL (
@@ -118,7 +130,7 @@ LEFT JOIN LATERAL (
       AND r.ts > %(asof)s::timestamptz - %(lookback)s::interval AND r.ts <= %(asof)s::timestamptz + interval '1 hour'
     ORDER BY r.ts DESC LIMIT 1) lr ON true
 LEFT JOIN LATERAL (
-    SELECT c.collector, c.link, c.last_good FROM comm_health c WHERE c.serial = m.serial
+    SELECT c.collector, c.link, c.last_good, c.consecutive_failures FROM comm_health c WHERE c.serial = m.serial
     ORDER BY c.updated_at DESC LIMIT 1) ch ON true
 LEFT JOIN installation i ON i.meter_id = m.id AND i.removed_at IS NULL
 LEFT JOIN service_point sp ON sp.id = i.service_point_id
@@ -160,6 +172,8 @@ METER_LIST = TableSpec(
         "link": Column("f.link"),
         "state": Column("f.state"),
         "last_seen": Column("f.last_seen", "datetime"),
+        "quiet": Column("f.quiet"),
+        "meter_id": Column("f.meter_id", "number"),
     },
     default_order="f.serial",
 )
@@ -248,6 +262,7 @@ class Queries:
         ch = self.channels()
         return {
             "asof": as_of, "late": LATE_AFTER, "silent": SILENT_AFTER, "lookback": LOOKBACK,
+            "late_polls": LATE_POLLS, "silent_polling": SILENT_POLLING,
             "ch_e": ch.get(MAIN_REGISTER["electricity"], 0), "ch_w": ch.get(MAIN_REGISTER["water"], 0),
         }  # fmt: skip
 
@@ -256,7 +271,7 @@ class Queries:
             as_of = self.as_of(conn)
             rows = _rows(
                 conn,
-                f"SELECT meter_id, serial, area, collector, link, latitude, longitude, last_seen, state "
+                f"SELECT meter_id, serial, area, collector, link, latitude, longitude, last_seen, quiet, state "
                 f"FROM ({FLEET_SQL}) f",
                 self.fleet_params(as_of),
             )
@@ -324,8 +339,9 @@ class Queries:
                           sum(n_inserted)::bigint AS inserted, sum(n_duplicates + n_conflicts)::bigint AS repeated,
                           sum(n_rejected)::bigint AS rejected, sum(n_events)::bigint AS events, count(*) AS batches
                    FROM ingest_batch WHERE received_at > now() - make_interval(hours => %s)
+                     AND (min_ts IS NULL OR min_ts >= received_at - %s::interval)
                    GROUP BY 1 ORDER BY 1""",
-                (hours,),
+                (hours, LIVE_WITHIN),
             )
 
     def ingest_summary(self) -> Row:
@@ -334,10 +350,12 @@ class Queries:
             rows = _rows(
                 conn,
                 """SELECT (SELECT coalesce(sum(n_inserted), 0) / 60.0 FROM ingest_batch
-                           WHERE received_at > now() - interval '1 hour') AS rows_per_min,
+                           WHERE received_at > now() - interval '1 hour'
+                             AND (min_ts IS NULL OR min_ts >= received_at - %(live)s::interval)) AS rows_per_min,
                           (SELECT max(received_at) FROM ingest_batch) AS last_batch,
                           (SELECT coalesce(sum(spool_bytes), 0) FROM link_health) AS spool_bytes,
                           (SELECT count(*) FROM link_health WHERE connected IS false) AS links_down""",
+                {"live": LIVE_WITHIN},
             )
         return rows[0]
 
@@ -376,6 +394,67 @@ class Queries:
                    AND ts <= %s::timestamptz + interval '1 hour'""",
                 (list(ALARM_KINDS), as_of, hours, as_of),
             ) or 0)  # fmt: skip
+
+    def live_values(self, meter_ids: list[int], within: timedelta = timedelta(hours=1)) -> dict[int, Row]:
+        """The newest voltage (V), current (A) and power (kW) of each meter, read in the last ``within``."""
+        ch = self.channels()
+        wanted = {ch[code]: (col, scale) for code, (col, scale) in LIVE_VALUES.items() if code in ch}
+        if not meter_ids or not wanted:
+            return {}
+        with self.read.connection() as conn:
+            rows = conn.execute(
+                """SELECT DISTINCT ON (meter_id, channel_id) meter_id, channel_id, value, ts FROM reading
+                   WHERE meter_id = ANY(%s) AND channel_id = ANY(%s) AND ts > now() - %s::interval
+                   ORDER BY meter_id, channel_id, ts DESC""",
+                (meter_ids, list(wanted), within),
+            ).fetchall()
+        out: dict[int, Row] = {}
+        for meter_id, channel_id, value, _ in rows:
+            col, scale = wanted[channel_id]
+            out.setdefault(meter_id, {})[col] = float(value) * scale
+        return out
+
+    def alarms(self, as_of: datetime, limit: int = 50, open_only: bool = False) -> list[Row]:
+        """The newest meter alarms up to the fleet clock, with who acknowledged them and who is on them."""
+        with self.read.connection() as conn:
+            return _rows(
+                conn,
+                """SELECT e.ts, m.serial, e.kind, e.code, s.acknowledged_by, s.acknowledged_at, s.assignee, s.note
+                   FROM meter_event e JOIN meter m ON m.id = e.meter_id
+                   LEFT JOIN alarm_state s ON s.meter_id = e.meter_id AND s.ts = e.ts AND s.kind = e.kind
+                   WHERE e.kind = ANY(%(alarms)s) AND e.ts <= %(asof)s::timestamptz + interval '1 hour'
+                     AND (NOT %(open)s OR s.acknowledged_at IS NULL)
+                   ORDER BY e.ts DESC, m.serial LIMIT %(limit)s""",
+                {"alarms": list(ALARM_KINDS), "asof": as_of, "open": open_only, "limit": limit},
+            )
+
+    def update_alarm(self, serial: str, ts: datetime, kind: str, who: str, acknowledge: bool = False,
+                     assignee: str | None = None, note: str | None = None) -> None:  # fmt: skip
+        """Acknowledge an alarm and/or (re)assign it (editor role); acknowledging twice keeps the first."""
+        if assignee is not None and not re.fullmatch(r"[A-Za-z0-9_.@ -]{0,64}", assignee):
+            raise ValueError("an assignee is a login or a name: letters, digits, space, _ . @ - (64 at most)")
+        with self.edit.connection() as conn:
+            meter = _scalar(conn, "SELECT id FROM meter WHERE serial = %s", (serial,))
+            exists = meter is not None and _scalar(
+                conn, "SELECT 1 FROM meter_event WHERE meter_id = %s AND ts = %s AND kind = %s AND kind = ANY(%s)",
+                (meter, ts, kind, list(ALARM_KINDS)))  # fmt: skip
+            if not exists:
+                raise ValueError(f"no {kind} alarm of meter {serial} at {ts:%Y-%m-%d %H:%M:%S}")
+            conn.execute(
+                """INSERT INTO alarm_state AS s (meter_id, ts, kind, acknowledged_by, acknowledged_at, assignee, note,
+                                                 updated_by)
+                   VALUES (%(m)s, %(ts)s, %(kind)s, CASE WHEN %(ack)s::boolean THEN %(who)s::text END,
+                           CASE WHEN %(ack)s::boolean THEN now() END, nullif(%(assignee)s::text, ''),
+                           coalesce(%(note)s::text, ''), %(who)s::text)
+                   ON CONFLICT (meter_id, ts, kind) DO UPDATE SET
+                       acknowledged_by = coalesce(s.acknowledged_by, EXCLUDED.acknowledged_by),
+                       acknowledged_at = coalesce(s.acknowledged_at, EXCLUDED.acknowledged_at),
+                       assignee = CASE WHEN %(assignee)s::text IS NULL THEN s.assignee
+                                       ELSE nullif(%(assignee)s::text, '') END,
+                       note = coalesce(%(note)s::text, s.note), updated_by = %(who)s::text, updated_at = now()""",
+                {"m": meter, "ts": ts, "kind": kind, "ack": acknowledge, "who": who, "assignee": assignee,
+                 "note": note},
+            )  # fmt: skip
 
     def open_exception_count(self) -> int:
         """Open VEE exceptions awaiting review (info annotations excluded)."""
@@ -435,6 +514,39 @@ class Queries:
                    FROM comm_health WHERE serial = %s ORDER BY updated_at DESC""",
                 (serial,),
             )
+
+    def daily_consumption(self, meter_id: int, channel: str, start: datetime, end: datetime) -> list[Row]:
+        """Per day: the register's advance (last read of the day minus the day before's) from the daily aggregate."""
+        ch = self.channels().get(channel)
+        if ch is None:
+            return []
+        with self.read.connection() as conn:
+            return _rows(
+                conn,
+                """SELECT day, consumption, n FROM (
+                       SELECT day, n, last_value - lag(last_value) OVER (ORDER BY day) AS consumption
+                       FROM daily_reading WHERE meter_id = %s AND channel_id = %s
+                         AND day >= %s::timestamptz - interval '1 day' AND day < %s) d
+                   WHERE consumption IS NOT NULL AND day >= %s ORDER BY day""",
+                (meter_id, ch, start, end, start),
+            )
+
+    def currency(self) -> str:
+        """The currency money is counted in (the one on most bills; empty before the first bill run)."""
+        with self.read.connection() as conn:
+            value = _scalar(conn, "SELECT currency FROM bill GROUP BY currency ORDER BY count(*) DESC LIMIT 1")
+        return str(value or "")
+
+    def theft_rank(self, serial: str) -> Row | None:
+        """Where the meter stands in the newest theft run (None: not a candidate)."""
+        with self.read.connection() as conn:
+            rows = _rows(
+                conn,
+                """SELECT c.run_id, c.rank, r.n_candidates FROM theft_candidate c JOIN theft_run r ON r.id = c.run_id
+                   WHERE c.serial = %s AND c.run_id = (SELECT max(id) FROM theft_run)""",
+                (serial,),
+            )
+        return rows[0] if rows else None
 
     def last_reading(self, meter_id: int) -> datetime | None:
         """The newest read on any channel of the meter."""
@@ -529,6 +641,40 @@ class Queries:
     def held_bills(self, page: int, size: int, sort_by: Any, filter_query: str | None) -> tuple[list[Row], int]:
         """Bills on hold and why."""
         return self._page(HELD_BILLS, page, size, sort_by, filter_query)
+
+    def issued_bills(self, page: int, size: int, sort_by: Any, filter_query: str | None) -> tuple[list[Row], int]:
+        """Issued bills, newest first (the bill page opens each)."""
+        return self._page(ISSUED_BILLS, page, size, sort_by, filter_query)
+
+    def bill(self, bill_id: int) -> Row | None:
+        """One bill: its account and customer, lines, the reads it used (with their quality) and its run."""
+        with self.read.connection() as conn:
+            rows = _rows(
+                conn,
+                """SELECT b.id, b.run_id, b.cycle, b.period_start, b.period_end, b.days, b.kind, b.status,
+                          b.hold_reasons, b.replaces_bill_id, b.tariff_code, b.commodity, b.unit, b.consumption,
+                          b.subtotal, b.tax, b.total, b.currency, b.issue_date, b.due_date, b.lines, b.details,
+                          b.created_at, a.number AS account, cu.name AS customer, sp.code AS service_point,
+                          sp.address AS street
+                   FROM bill b JOIN account a ON a.id = b.account_id
+                   LEFT JOIN customer cu ON cu.id = a.customer_id
+                   LEFT JOIN service_point sp ON sp.id = a.service_point_id
+                   WHERE b.id = %s""",
+                (bill_id,),
+            )
+            if not rows:
+                return None
+            bill = rows[0]
+            bill["reads"] = _rows(
+                conn,
+                """SELECT d.seq, m.serial, c.code AS channel, c.unit AS channel_unit, d.start_at, d.start_index,
+                          d.start_quality, d.end_at, d.end_index, d.end_quality, d.multiplier, d.consumption,
+                          d.max_demand
+                   FROM bill_determinant d JOIN meter m ON m.id = d.meter_id JOIN channel c ON c.id = d.channel_id
+                   WHERE d.bill_id = %s ORDER BY d.seq""",
+                (bill_id,),
+            )
+        return bill
 
     def review_queue(self, page: int, size: int, sort_by: Any, filter_query: str | None) -> tuple[list[Row], int]:
         """Open VEE exceptions, worst first."""
@@ -649,8 +795,9 @@ class Queries:
                           sum(d.consumption) FILTER (WHERE d.meter_id = a.feeder_meter_id) AS feeder,
                           sum(d.consumption) FILTER (WHERE d.meter_id <> a.feeder_meter_id) AS customers,
                           count(*) FILTER (WHERE d.meter_id <> a.feeder_meter_id) AS customer_meters,
-                          max(a.technical_loss_pct) AS technical_pct
-                   FROM d, a WHERE d.consumption IS NOT NULL GROUP BY d.day ORDER BY d.day""",
+                          max(a.technical_loss_pct) AS technical_pct, max(a.commodity) AS commodity
+                   FROM d, a WHERE d.consumption IS NOT NULL AND d.day < date_trunc('day', now())
+                   GROUP BY d.day ORDER BY d.day""",
                 {"code": area_code, "days": days},
             )
 
@@ -737,6 +884,24 @@ INDEX_HISTORY = TableSpec(
     default_order="h.ts DESC",
 )
 
+ISSUED_BILLS = TableSpec(
+    source="""bill b JOIN account a ON a.id = b.account_id LEFT JOIN customer cu ON cu.id = a.customer_id""",
+    columns={
+        "bill": Column("b.id", "number"),
+        "account": Column("a.number"),
+        "customer": Column("coalesce(cu.name, '')"),
+        "cycle": Column("b.cycle"),
+        "period_end": Column("b.period_end::text"),
+        "issue_date": Column("b.issue_date::text"),
+        "consumption": Column("b.consumption", "number"),
+        "unit": Column("b.unit"),
+        "total": Column("b.total", "number"),
+        "currency": Column("b.currency"),
+    },
+    default_order="b.id DESC",
+    where="b.status = 'issued' AND b.kind <> 'cancel'",
+)
+
 HELD_BILLS = TableSpec(
     source="""bill b JOIN account a ON a.id = b.account_id""",
     columns={
@@ -747,6 +912,7 @@ HELD_BILLS = TableSpec(
         "consumption": Column("b.consumption", "number"),
         "unit": Column("b.unit"),
         "total": Column("b.total", "number"),
+        "currency": Column("b.currency"),
         "estimated": Column("round(100 * (b.details->>'estimated_share')::numeric, 1)", "number"),
         "reasons": Column("array_to_string(b.hold_reasons, ' | ')"),
     },

@@ -14,7 +14,7 @@ from releve import db
 from releve.settings import Settings
 
 PAGES = (("control-room", "/"), ("meter", "/meter/{meter}"), ("fraud", "/fraud"), ("billing", "/billing"),
-         ("users", "/users"))
+         ("bill", "/bill/{bill}"), ("users", "/users"))
 
 
 def busiest_meter(url: str, settings: Settings) -> str | None:
@@ -60,6 +60,9 @@ def take_screenshots(url: str, settings: Settings, out: Path, meter: str | None 
 
     out.mkdir(parents=True, exist_ok=True)
     meter = meter or busiest_meter(url, settings) or ""
+    with db.connect(url, role=db.reader_role(settings)) as conn:
+        row = conn.execute("SELECT max(id) FROM bill WHERE status = 'issued'").fetchone()
+    bill = str(row[0]) if row and row[0] else "none"
     user, password = f"screenshots-{secrets.token_hex(4)}", secrets.token_urlsafe(16)
     with db.connect(url, autocommit=True) as conn:
         add_user(conn, user, password, list(ROLES))
@@ -69,7 +72,7 @@ def take_screenshots(url: str, settings: Settings, out: Path, meter: str | None 
         with serve_in_thread(app.server) as base, chromium(1440, 900) as driver:
             login(driver, base, user, password)
             for name, path in PAGES:
-                driver.get(base + path.format(meter=meter))
+                driver.get(base + path.format(meter=meter, bill=bill))
                 wait_idle(driver)
                 target = out / f"{name}.png"
                 driver.save_screenshot(str(target))

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import psycopg
 
-from releve import __version__
+from releve import __version__, demostate
 from releve.logs import configure
 from releve.pgserver import ServerError
 from releve.settings import SettingsError, load_settings
@@ -95,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"releve: {exc}", file=sys.stderr)
         return 2
+    if args.command != "demo":  # the demo decides for itself; every other command follows a running demo
+        args.demo_state = demostate.apply(settings)
     level = ["WARNING", "INFO", "DEBUG"][min(args.verbose, 2)] if args.verbose else settings.logging.level
     configure(level, "json" if args.log_json else settings.logging.format)
     try:

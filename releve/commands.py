@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from releve import db, migrate
+from releve import db, demostate, migrate
 
 # The meter-command queue API lives in releve/meter_commands.py (this module is the core CLI); it is
 # re-exported here so that ``from releve.commands import queue_command`` works too.
@@ -60,6 +60,11 @@ def register(sub: Any) -> None:
     p.add_argument("--days", type=int, default=90, help="days of history to backfill at first start (90)")
     p.add_argument("--port", type=int, default=8050, help="dashboard port (8050)")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)")
+    p.add_argument("--faults-every", type=float, default=120.0, metavar="SECONDS",
+                   help="inject a live fault (gateway down, silent line, tamper, voltage sag) this often; "
+                   "0: none (120)")
+    p.add_argument("--faults-last", type=float, default=600.0, metavar="SECONDS",
+                   help="how long each live fault lasts (600)")
     p.set_defaults(func=cmd_demo)
 
 
@@ -91,12 +96,30 @@ def _print_status(info: dict[str, object]) -> None:
 
 def cmd_db_status(args: argparse.Namespace, settings: Settings) -> int:
     """Print the database status."""
-    info = db.status(_url(settings))
+    url = _url(settings)
+    info: dict[str, object] = {"database": _redacted(url)}
+    state = getattr(args, "demo_state", None)
+    if state is not None:
+        running = bool(state.pid and state.running())
+        info["source"] = (f"the demo running in this folder (pid {state.pid}, {demostate.state_file()})" if running
+                          else f"the stopped demo's data ({state.database_data_dir})")  # fmt: skip
+    info.update(db.status(url))
     if args.json:
         print(json.dumps(info, default=str))
     else:
         _print_status(info)
     return 0
+
+
+def _redacted(url: str) -> str:
+    """The URL without a password (embedded URLs name a password file, never the password)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
 
 
 def cmd_db_refresh(args: argparse.Namespace, settings: Settings) -> int:
@@ -108,10 +131,20 @@ def cmd_db_refresh(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_db_stop(args: argparse.Namespace, settings: Settings) -> int:
     """Stop the embedded server."""
+    state = getattr(args, "demo_state", None)
+    if state is not None and state.pid and state.running():
+        print(f"the demo (pid {state.pid}) runs this database: stop the demo (Ctrl-C) instead; it stops its "
+              "database with it", file=sys.stderr)
+        return 1
     if settings.database.url:
         print("database.url is set: nothing embedded to stop", file=sys.stderr)
         return 1
-    db.embedded_server(settings).stop()
+    server = db.embedded_server(settings)
+    if not server.is_running():
+        print(f"the embedded PostgreSQL in {server.data_dir} is not running: nothing to stop")
+        return 0
+    server.stop()
+    print(f"stopped the embedded PostgreSQL in {server.data_dir} (port {server.port}); its data is kept")
     return 0
 
 
@@ -135,5 +168,6 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from releve.demo import DemoOptions, run_demo
 
     options = DemoOptions(data_dir=args.data_dir, fresh=args.fresh, meters=args.meters, days=args.days,
-                          port=args.port, duration=args.duration)  # fmt: skip
+                          port=args.port, duration=args.duration, faults_every=args.faults_every,
+                          faults_last=args.faults_last)  # fmt: skip
     return run_demo(options, settings)

@@ -46,6 +46,8 @@ class DemoOptions:
     port: int = 8050
     duration: float = 0.0  # seconds; 0 = until Ctrl-C
     seed: int = 2026
+    faults_every: float = 120.0  # seconds between live fault scenarios; 0 = none
+    faults_last: float = 600.0  # how long each lasts
 
 
 def say(message: str) -> None:
@@ -112,6 +114,25 @@ class Demo:
         self.settings = settings
         self._stops: list[tuple[str, Callable[[], None]]] = []
         self.where: list[str] = []
+        self.database_data_dir = ""
+        self.collector_config: Path | None = None
+        self.dashboard = ""
+        self._published = False
+        self.preparing = "starting"  # what the dashboards say is still under way ("" once everything runs)
+
+    def publish_state(self, url: str) -> None:
+        """Tell the other ``releve`` commands of this folder where the demo is (releve/demostate.py)."""
+        from releve import demostate
+
+        state = demostate.DemoState(
+            pid=os.getpid(), database_url=url, database_data_dir=self.database_data_dir,
+            mqtt_url=self.settings.mqtt.url, collector_config=str(self.collector_config or ""),
+            dashboard=self.dashboard, data_dir=str(self.options.data_dir.resolve()))  # fmt: skip
+        path = demostate.write(state)
+        if not self._published:
+            self._published = True
+            self._on_stop("state file", demostate.mark_stopped)
+            self.where.append(f"state file  {path} (every releve command here uses this demo's database)")
 
     def _on_stop(self, name: str, func: Callable[[], None]) -> None:
         self._stops.append((name, func))
@@ -132,6 +153,7 @@ class Demo:
             server = db.embedded_server(self.settings)
             self._on_stop("database", server.stop)
         url = db.database_url(self.settings)
+        self.database_data_dir = "" if self.settings.database.url else str(db.embedded_server(self.settings).data_dir)
         migrate.upgrade(url, self.settings)
         self.where.append(f"database    {url}")
         return url
@@ -198,6 +220,13 @@ class Demo:
 
     def rank_theft(self, url: str) -> None:
         """Rank theft suspects over the history and store the run (tonight's inspection list)."""
+        with db.connect(url) as conn:
+            today = conn.execute(
+                "SELECT max(id) FROM theft_run WHERE source = 'demo' AND created_at >= date_trunc('day', now())"
+            ).fetchone()
+        if today and today[0]:
+            say(f"  theft: today's ranking is kept (run {today[0]}); it ranks days, a restart changes none")
+            return
         from analytics.theft.store import rank_database
 
         result = rank_database(self.settings, url, days=self.options.days, keep=200, order="value", origin="demo")
@@ -218,7 +247,12 @@ class Demo:
         yesterday = datetime.now(UTC).date() - timedelta(days=1)
         out = self.options.data_dir / "billing"
         out.mkdir(parents=True, exist_ok=True)
-        for cycle in cycles:
+        with db.connect(url) as conn:
+            done = {c for (c,) in conn.execute(
+                "SELECT DISTINCT cycle FROM bill_run WHERE period_end = %s AND finished_at IS NOT NULL", (yesterday,))}
+        if done:
+            say(f"  bills: cycle(s) {', '.join(sorted(done))} already billed up to {yesterday}; not run again")
+        for cycle in (c for c in cycles if c not in done):
             summary = run_bills(url, self.settings, book, cycle, yesterday, out_dir=out)
             say(f"  bills, cycle {cycle}: {summary.issued} issued, {summary.held} held, "
                 f"{summary.unchanged} unchanged, {summary.prepaid} prepaid checked")  # fmt: skip
@@ -241,10 +275,11 @@ class Demo:
                 fh.write(f"demo {password}\n")
         with db.connect(url, autocommit=True) as conn:
             add_user(conn, "demo", password, list(ROLES), replace=True)
-        app = create_app(url, self.settings)
+        app = create_app(url, self.settings, preparing=lambda: self.preparing)
         stack = ExitStack()
         base = stack.enter_context(serve_in_thread(app.server, "127.0.0.1", self.options.port))
         self._on_stop("dashboards", stack.close)
+        self.dashboard = base
         self.where.append(f"dashboards  {base}/  (login: demo / {password}, kept in {login})")
         return base
 
@@ -272,6 +307,35 @@ class Demo:
         if publish:
             self.start_publisher(sim)
         return front
+
+    def start_live_faults(self, sim: Any, front: Any) -> None:
+        """Inject faults while the demo runs (simulators/live.py), so the control room has something to act on."""
+        from simulators.live import LiveScenarios
+
+        if not self.options.faults_every:
+            return
+        loop = self._loop
+        scenarios = LiveScenarios(sim, front, every_s=self.options.faults_every, lasts_s=self.options.faults_last,
+                                  seed=self.options.seed, say=say)  # fmt: skip
+        self._scenarios = scenarios
+
+        def halt() -> None:
+            asyncio.run_coroutine_threadsafe(scenarios.end_all(), loop).result(30)
+
+        self._on_stop("live faults", halt)
+        self.where.append(f"live faults one every {self.options.faults_every:.0f} s, each for "
+                          f"{self.options.faults_last:.0f} s (gateway down, silent line, tamper, sag)")  # fmt: skip
+
+    def tick_live_faults(self) -> None:
+        """Let the live scenarios start and end faults (called from the demo's main loop)."""
+        scenarios = getattr(self, "_scenarios", None)
+        if scenarios is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(scenarios.tick(time.monotonic(), datetime.now(UTC)), self._loop)
+        try:
+            future.result(30)
+        except Exception as exc:  # a fault that could not be injected must not stop the demo
+            say(f"live fault not injected: {exc}")
 
     def start_publisher(self, sim: Any) -> None:
         """Publish the fleet's MQTT meters (plain JSON, Tasmota SML, LoRaWAN uplinks) to the broker."""
@@ -318,6 +382,11 @@ class Demo:
                            "meters": meters(ln.store.units)} for ln in front.lines],
             },
         })  # fmt: skip
+        # The demo announces each fault it injects; the collector's warning per meter and retry would flood the
+        # console (64 lines a round for a gateway down). `releve collect status` and the control room show them.
+        logging.getLogger("collectors.modbus").setLevel(logging.ERROR)
+        self.collector_config = (self.options.data_dir / "collector.json").resolve()
+        self.collector_config.write_text(json.dumps(config.model_dump(mode="json"), indent=2))
         collector = Collector(config, self.settings, url)
         collector.start()
 
@@ -376,34 +445,48 @@ def run_demo(options: DemoOptions, settings: Settings) -> int:
     try:
         with step("starting the database"):
             url = demo.start_database()
+        demo.publish_state(url)  # from here on, `releve db status` & co. in this folder use this database
         with step("starting the MQTT broker"):
             demo.start_broker()
+        with step("starting the dashboards"):  # serving at once; pages say what is still being prepared
+            base = demo.start_dashboards(url)
+        say(f"dashboards answer at {base}/ while the rest is prepared")
         state = _state(options)
         from simulators.engine import Simulation
 
         sim = Simulation(fleet_config(options, datetime.fromisoformat(state["start"])))
         now = datetime.now(UTC)
+        demo.preparing = f"loading {options.days} days of history"
         demo.load_history(url, sim, state, now.replace(minute=(now.minute // 15) * 15, second=0, microsecond=0))
+        demo.preparing = "validating the readings (VEE)"
         with step("validating (VEE)"):
             demo.validate(url)
+        demo.preparing = "ranking theft suspects"
         with step("ranking theft suspects"):
             demo.rank_theft(url)
+        demo.preparing = "billing"
         with step("billing"):
             demo.bill(url)
+        demo.preparing = "starting the simulated meters and the collector"
         with step("starting the simulated meters (Modbus TCP, RTU on ptys, MQTT) and the collector"):
             front = demo.start_simulators(sim, publish=False)
             demo.start_collector(url, sim, front)  # subscribed before the first MQTT round
             demo.start_publisher(sim)
-        with step("starting the dashboards"):
-            demo.start_dashboards(url)
+            demo.start_live_faults(sim, front)
+        demo.preparing = ""
+        demo.publish_state(url)
         say(f"up in {time.perf_counter() - t0:.0f} s")
         print("\n".join(["", "Relevé demo", *demo.where, "", "Ctrl-C stops (data is kept; --fresh starts over)"]),
               flush=True)  # fmt: skip
         deadline = time.monotonic() + options.duration if options.duration else None
         next_vee = time.monotonic() + VEE_EVERY_S
+        next_fault = time.monotonic()
         while not stop.is_set():
             if deadline and time.monotonic() >= deadline:
                 break
+            if time.monotonic() >= next_fault:
+                demo.tick_live_faults()
+                next_fault = time.monotonic() + 5.0
             if time.monotonic() >= next_vee:  # validate and aggregate what the collector landed meanwhile
                 demo.validate(url)
                 db.refresh_daily(url)

@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "simulate",
         help="simulated meters: live Modbus/MQTT servers, history backfill",
-        description=__doc__,
+        description=(__doc__ or "").replace("``", "'"),  # plain text: no reStructuredText markup in --help
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

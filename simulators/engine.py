@@ -93,6 +93,17 @@ class SimEvent:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class LiveFaults:
+    """Faults injected while the fleet runs (``releve demo``'s live scenarios), on top of the drawn ones.
+
+    Sets are replaced, never mutated in place, so the Modbus and MQTT threads always read a whole one.
+    """
+
+    down: frozenset[int] = frozenset()  # meters that do not answer (a silent line, a dead gateway's meters)
+    sag: dict[int, float] = field(default_factory=dict)  # meter -> voltage factor (0.85: a 15 % sag)
+
+
 @dataclass(slots=True)
 class MeterSpec:
     """One simulated meter: identity, place in the topology, protocol address and behaviour."""
@@ -208,6 +219,7 @@ class Simulation:
         self.areas: list[Area] = []
         self.episodes: list[Episode] = []
         self.events: list[SimEvent] = []
+        self.live = LiveFaults()
         self._derived: dict[tuple[int, int], Label] = {}
         self._frozen: dict[tuple[int, int], float] = {}
         self._build_topology()
@@ -835,8 +847,20 @@ class Simulation:
 
     def available(self, meter: int, ts: datetime) -> bool:
         """Whether the meter answers at ``ts`` (False during a communication loss)."""
+        if meter in self.live.down:
+            return False
         step, _ = self.step_of(ts)
         return self.episode(meter, "comm_loss", step) is None
+
+    def inject_event(self, meter: int, ts: datetime, kind: EventKind) -> SimEvent:
+        """A meter event raised now, live (a tamper during the demo): Modbus and MQTT report it like any other."""
+        step, _ = self.step_of(ts)
+        event = SimEvent(meter, step, ts, kind, EVENT_CODES[kind], {"injected": True})
+        with self._lock:
+            self.events.append(event)
+            evs = self._events_by_meter.setdefault(meter, [])
+            evs.insert(bisect.bisect_right([e.step for e in evs], step), event)
+        return event
 
     # ------------------------------------------------------------------ instants
 
@@ -890,7 +914,7 @@ class Simulation:
         power = (rec - exp) * 1000.0 / self.dt_h
         pf = spec.power_factor
         weights = spec.phase_weights
-        volts = blk.voltage[meter, :, j]
+        volts = blk.voltage[meter, :, j] * self.live.sag.get(meter, 1.0)
         values.update({
             "1-0:15.8.0": internal + export,
             "1-0:1.7.0": power,

@@ -372,9 +372,31 @@ class ModbusFrontEnd:
             self.lines.append(line)
         await self._wait_ready()
 
-    async def _wait_ready(self, timeout: float = 5.0) -> None:
+    async def take_down(self, gateway: TcpGateway) -> None:
+        """Stop one gateway's server (a gateway losing power): its port refuses connections until :meth:`bring_up`."""
+        server, task = gateway.server, gateway.task
+        gateway.server = gateway.task = None
+        if server is not None:
+            with contextlib.suppress(Exception):
+                await server.shutdown()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def bring_up(self, gateway: TcpGateway) -> None:
+        """Serve a gateway taken down again, on the same port."""
+        if gateway.server is not None:
+            return
+        gateway.server = ModbusTcpServer(_placeholder(), address=(gateway.host, gateway.port),
+                                         ignore_missing_devices=False)  # fmt: skip
+        _install(gateway.server, gateway.store)
+        gateway.task = asyncio.create_task(gateway.server.serve_forever(), name=f"modbus-tcp-{gateway.port}")
+        await self._wait_ready([gateway])
+
+    async def _wait_ready(self, gateways: list[TcpGateway] | None = None, timeout: float = 5.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
-        for gw in self.gateways:
+        for gw in self.gateways if gateways is None else gateways:
             while True:
                 try:
                     _, writer = await asyncio.open_connection(gw.host, gw.port)
@@ -514,6 +536,11 @@ class BackgroundModbus:
         self.front = ModbusFrontEnd(sim, clock, run_dir)
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the servers run in (coroutines touching them are run there)."""
+        return self._loop
 
     def start(self) -> ModbusFrontEnd:
         """Start the loop thread and the servers; return once they accept requests."""

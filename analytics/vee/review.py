@@ -56,6 +56,17 @@ def list_queue(
     return [QueueItem(r[0], r[1], r[2], r[3], r[4], r[5], r[6], list(r[7] or []), r[8], r[9]) for r in rows]
 
 
+def queue_size(conn: Connection, meter: str | None = None, status: str = "open", include_info: bool = False) -> int:
+    """How many exceptions :func:`list_queue` would list without a limit."""
+    row = conn.execute(
+        """SELECT count(*) FROM vee_exception e JOIN meter m ON m.id = e.meter_id
+           WHERE (%(meter)s::text IS NULL OR m.serial = %(meter)s)
+             AND (%(status)s::text = 'all' OR e.status = %(status)s) AND (%(info)s OR e.severity <> 'info')""",
+        {"meter": meter, "status": status, "info": include_info},
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def _open_exception(conn: Connection, exception_id: int) -> tuple[Any, ...]:
     row = conn.execute(
         """SELECT id, meter_id, channel_id, ts, rule, status, suggestions FROM vee_exception WHERE id = %s

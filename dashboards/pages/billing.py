@@ -7,6 +7,7 @@ from typing import Any
 import plotly.graph_objects as go
 from dash import Dash, Input, Output, State, dcc, html
 
+from dashboards.bills import hold_reason, money, quantity
 from dashboards.components import (
     figure,
     kpi,
@@ -32,11 +33,20 @@ def layout(q: Queries) -> html.Div:
             html.Div(dcc.Graph(id="bl-share", config={"displaylogo": False}), className="panel half"),
         ], className="row"),
         html.Div([
+            html.H4("Issued bills"),
+            html.P("Newest first; the bill column opens the bill (lines, taxes, the reads used, PDF).",
+                   className="muted"),
+            server_table("bl-issued", [("open", "bill"), ("account", "account"), ("customer", "customer"),
+                                       ("cycle", "cycle"), ("period_end", "period end"), ("issue_date", "issued"),
+                                       ("consumption", "consumption"), ("total", "total")],
+                         page_size=10, markdown={"open"}),
+        ], className="panel"),
+        html.Div([
             html.H4("Bills on hold and why"),
-            server_table("bl-held", [("bill", "bill"), ("account", "account"), ("cycle", "cycle"),
-                                     ("period_end", "period end"), ("consumption", "consumption"), ("unit", "unit"),
+            server_table("bl-held", [("open", "bill"), ("account", "account"), ("cycle", "cycle"),
+                                     ("period_end", "period end"), ("consumption", "consumption"),
                                      ("total", "total"), ("estimated", "estimated %"), ("reasons", "hold reasons")],
-                         page_size=10),
+                         page_size=10, markdown={"open"}),
         ], className="panel"),
         html.Div([
             html.H4("Review queue: open VEE exceptions"),
@@ -68,10 +78,24 @@ def share_figure(rows: list[dict[str, Any]]) -> go.Figure:
     for cycle in sorted({r["cycle"] for r in rows}):
         sel = [r for r in rows if r["cycle"] == cycle]
         fig.add_bar(name=f"cycle {cycle}", x=[str(r["period_end"]) for r in sel],
-                    y=[100 * float(r["share"] or 0) for r in sel])  # fmt: skip
-    fig.update_layout(barmode="group", yaxis_title="% of reads")
+                    y=[100 * float(r["share"] or 0) for r in sel],
+                    hovertemplate="%{y:.2f} % of the reads billed<extra></extra>")  # fmt: skip
+    fig.update_layout(barmode="group", yaxis_title="estimated or edited, % of billed reads")
+    fig.update_yaxes(ticksuffix=" %", rangemode="tozero", tickformat=".1f")
     fig.update_xaxes(type="category", title=None)
     return fig
+
+
+def bill_row(r: dict[str, Any]) -> dict[str, Any]:
+    """A bill as a table row: a link to its page, money and consumption with their units, reasons in words."""
+    out = {**r, "open": f"[{r['bill']}](/bill/{r['bill']})", "consumption": quantity(r["consumption"], r["unit"])}
+    if "currency" in r:
+        out["total"] = money(r["total"], r["currency"])
+    if "reasons" in r:
+        out["reasons"] = " · ".join(hold_reason(x) for x in (r["reasons"] or "").split(" | ") if x)
+    if r.get("estimated") is not None:
+        out["estimated"] = f"{float(r['estimated']):.1f} %"
+    return out
 
 
 def register(app: Dash, q: Queries) -> None:
@@ -99,7 +123,15 @@ def register(app: Dash, q: Queries) -> None:
     def held(page: int, size: int, sort_by: Any, filter_query: str, _: int) -> tuple[Any, ...]:
         require(PAGE)
         rows, total = q.held_bills(page or 0, size, sort_by, filter_query)
-        return records(rows), page_count(total, size)
+        return records([bill_row(r) for r in rows]), page_count(total, size)
+
+    @app.callback(Output("bl-issued", "data"), Output("bl-issued", "page_count"),
+                  Input("bl-issued", "page_current"), Input("bl-issued", "page_size"), Input("bl-issued", "sort_by"),
+                  Input("bl-issued", "filter_query"), Input("bl-changed", "data"))  # fmt: skip
+    def issued(page: int, size: int, sort_by: Any, filter_query: str, _: int) -> tuple[Any, ...]:
+        require(PAGE)
+        rows, total = q.issued_bills(page or 0, size, sort_by, filter_query)
+        return records([bill_row(r) for r in rows]), page_count(total, size)
 
     @app.callback(Output("bl-queue", "data"), Output("bl-queue", "page_count"), Output("bl-queue", "selected_rows"),
                   Input("bl-queue", "page_current"), Input("bl-queue", "page_size"), Input("bl-queue", "sort_by"),
@@ -123,7 +155,9 @@ def register(app: Dash, q: Queries) -> None:
         text = html.Div([
             html.B(f"Exception {exc['id']} — meter "), dcc.Link(exc["serial"], href=f"/meter/{exc['serial']}"),
             html.Span(f" · {exc['channel']} at {exc['ts']:%Y-%m-%d %H:%M} UTC · {exc['rule']} ({exc['severity']}) · "
-                      f"value {exc['value']} · band {exc['read_lo']}–{exc['read_hi']}"),
+                      f"value {exc['value']}"
+                      + (f" · expected between {exc['read_lo']:g} and {exc['read_hi']:g}"
+                         if exc["read_lo"] is not None and exc["read_hi"] is not None else "")),
             html.Div(exc["message"], className="muted"),
         ], id="bl-selected", title=f"exception {exc['id']}")  # fmt: skip
         return text, options, (1 if sugg else None)

@@ -16,8 +16,8 @@ RESULTS = [("fraud", "fraud found"), ("meter_fault", "meter fault"), ("nothing",
            ("no_access", "no access")]  # fmt: skip
 
 
-def layout(q: Queries) -> html.Div:
-    """The page (callbacks fill it)."""
+def layout(q: Queries, serial: str = "") -> html.Div:
+    """The page (callbacks fill it); with ``serial`` (``/fraud/<serial>``), that meter's evidence is shown."""
     runs = q.theft_runs()
     if not runs:
         return html.Div([html.H2("Fraud unit"), html.P("No theft ranking yet: run `releve theft rank`.",
@@ -96,7 +96,8 @@ def layout(q: Queries) -> html.Div:
                             html.H4("Evidence"),
                             html.Div(
                                 id="fr-evidence",
-                                children=html.P("Select a row to see why it is listed.", className="muted"),
+                                children=evidence_view(q, runs[0]["id"], serial) if serial else
+                                html.P("Select a row to see why it is listed.", className="muted"),
                             ),
                         ],
                         className="panel half",
@@ -107,7 +108,8 @@ def layout(q: Queries) -> html.Div:
                             html.Div(
                                 [
                                     html.Label("Meter"),
-                                    dcc.Input(id="fr-visit-serial", type="text", style={"width": "120px"}),
+                                    dcc.Input(id="fr-visit-serial", type="text", value=serial or None,
+                                              style={"width": "120px"}),
                                     html.Label("Campaign"),
                                     dcc.Input(
                                         id="fr-visit-campaign",
@@ -121,7 +123,7 @@ def layout(q: Queries) -> html.Div:
                             dcc.RadioItems(
                                 id="fr-visit-result",
                                 options=[{"label": f" {t}", "value": v} for v, t in RESULTS],
-                                value="nothing",
+                                value=None,  # no default: an outcome is what the inspector saw, never assumed
                                 inline=True,
                                 style={"margin": "6px 0"},
                             ),
@@ -164,8 +166,30 @@ def layout(q: Queries) -> html.Div:
     )
 
 
+UNITS = {"electricity": "kWh", "water": "m³"}
+
+
 def _day(start: str, k: int) -> str:
     return (date.fromisoformat(start) + timedelta(days=k)).isoformat()
+
+
+def evidence_view(q: Queries, run: int, serial: str) -> Any:
+    """Why ``serial`` is on the list of ``run``: rank, reasons in words, the evidence chart, signal weights."""
+    c = q.candidate(run, serial)
+    if c is None:
+        return html.P(f"Meter {serial} is not on the list of run {run}.", className="error", id="fr-not-listed")
+    ev = c["evidence"] or {}
+    comps = ev.get("components") or {}
+    return html.Div([
+        html.Div([html.B(f"#{c['rank']} meter "), dcc.Link(serial, href=f"/meter/{serial}"),
+                  html.Span(f" · area {c['area']} · {c['commodity']} · {c['customer_class']} · risk "
+                            f"{c['risk']:.2f} · expected value {c['expected_value']:,.2f} {q.currency()} · unbilled "
+                            f"{c['unbilled_energy']:,.1f} {UNITS.get(c['commodity'], '')}")], id="fr-evidence-head"),
+        html.Ul([html.Li(r) for r in c["reasons"]], className="reasons", id="fr-reasons"),
+        dcc.Graph(figure=evidence_figure(ev), config={"displaylogo": False}),
+        static_table("fr-components", [{"signal": k.replace("_", " "), "weight": v} for k, v in comps.items() if v],
+                     [("signal", "signal"), ("weight", "contribution")], page_size=8),
+    ])  # fmt: skip
 
 
 def evidence_figure(ev: dict[str, Any]) -> go.Figure:
@@ -175,11 +199,14 @@ def evidence_figure(ev: dict[str, Any]) -> go.Figure:
         return message_figure("no daily series in the evidence", height=280)
     start = str(daily["from"])[:10]
     x = [_day(start, k) for k in range(len(daily["recorded"]))]
-    fig = figure(f"Daily consumption ({daily.get('unit', '')})", height=280)
-    fig.add_scatter(x=x, y=daily["recorded"], name="recorded", mode="lines", line={"color": "#1565c0"})
+    keep = sum(1 for d in x if str(d)[:10] < date.today().isoformat())  # today is under way: not a day yet
+    unit = {"m3": "m³"}.get(daily.get("unit", ""), daily.get("unit", ""))
+    fig = figure(f"Daily consumption ({unit})" if unit else "Daily consumption", height=280)
+    fig.add_scatter(x=x[:keep], y=daily["recorded"][:keep], name="recorded", mode="lines", line={"color": "#1565c0"})
     if daily.get("expected"):
-        fig.add_scatter(x=x, y=daily["expected"], name="expected", mode="lines",
+        fig.add_scatter(x=x[:keep], y=daily["expected"][:keep], name="expected", mode="lines",
                         line={"color": "#9e9e9e", "dash": "dash"})  # fmt: skip
+    fig.update_yaxes(title=f"{unit} per day" if unit else "per day", tickformat=",.1f", rangemode="tozero")
     drop = ev.get("drop")
     if drop:
         fig.add_vrect(x0=str(drop["start"])[:10], x1=str(drop["end"])[:10], fillcolor="#ef9a9a", opacity=0.3,
@@ -203,8 +230,10 @@ def balance_figure(rows: list[dict[str, Any]], area: str) -> go.Figure:
     fig.add_scatter(x=days, y=loss, name="loss %", mode="lines", yaxis="y2", line={"color": "#c62828"})
     fig.add_scatter(x=days, y=[float(r["technical_pct"] or 0) for r in rows], name="technical baseline %",
                     mode="lines", yaxis="y2", line={"color": "#c62828", "dash": "dot"})  # fmt: skip
-    fig.update_layout(yaxis={"title": "per day"}, yaxis2={"title": "loss %", "overlaying": "y", "side": "right",
-                                                          "showgrid": False})  # fmt: skip
+    unit = "kWh" if rows[0].get("commodity") == "electricity" else "m³"
+    fig.update_layout(yaxis={"title": f"{unit} per day", "tickformat": ",.0f", "rangemode": "tozero"},
+                      yaxis2={"title": "loss", "overlaying": "y", "side": "right", "showgrid": False,
+                              "ticksuffix": " %", "tickformat": ".0f", "dtick": 5})  # fmt: skip
     return fig
 
 
@@ -228,9 +257,14 @@ def register(app: Dash, q: Queries) -> None:
         rows, total = q.candidates(run, page or 0, size, sort_by, filter_query, area, commodity, signal,
                                    min_value, "hide" in (hide or []))  # fmt: skip
         facets = q.candidate_facets(run)
+        cur = q.currency()
         kpis = [kpi("candidates on the list", f"{facets['n']:,}", "kpi-candidates"),
                 kpi("matching the filters", f"{total:,}", "kpi-matching"),
-                kpi("expected value of the whole list", f"{float(facets['value']):,.0f}", "kpi-value")]  # fmt: skip
+                kpi("expected value of the whole list", f"{float(facets['value']):,.0f} {cur}".strip(),
+                    "kpi-value")]  # fmt: skip
+        rows = [{**r, "expected_value": f"{float(r['expected_value']):,.2f} {cur}".strip(),
+                 "unbilled": f"{float(r['unbilled']):,.1f} {UNITS.get(r['commodity'], '')}".strip(),
+                 "signal": str(r["signal"] or "—").replace("_", " ")} for r in rows]  # fmt: skip
         return records(rows), page_count(total, size), [], kpis
 
     @app.callback(Output("fr-evidence", "children"), Output("fr-visit-serial", "value"),
@@ -243,21 +277,7 @@ def register(app: Dash, q: Queries) -> None:
         if not selected or not data or selected[0] >= len(data):
             raise PreventUpdate
         serial = data[selected[0]]["serial"]
-        c = q.candidate(run, serial)
-        if c is None:
-            return html.P(f"{serial} is not on run {run}.", className="error"), serial
-        ev = c["evidence"] or {}
-        comps = ev.get("components") or {}
-        return html.Div([
-            html.Div([html.B(f"#{c['rank']} meter "), dcc.Link(serial, href=f"/meter/{serial}"),
-                      html.Span(f" · area {c['area']} · {c['commodity']} · {c['customer_class']} · risk "
-                                f"{c['risk']:.2f} · expected value {c['expected_value']:,.2f} · unbilled "
-                                f"{c['unbilled_energy']:,.1f}")], id="fr-evidence-head"),
-            html.Ul([html.Li(r) for r in c["reasons"]], className="reasons", id="fr-reasons"),
-            dcc.Graph(figure=evidence_figure(ev), config={"displaylogo": False}),
-            static_table("fr-components", [{"signal": k, "weight": v} for k, v in comps.items() if v],
-                         [("signal", "signal"), ("weight", "contribution")], page_size=8),
-        ]), serial  # fmt: skip
+        return evidence_view(q, run, serial), serial
 
     @app.callback(Output("fr-visit-result-text", "children"), Output("fr-changed", "data"),
                   Input("fr-visit-save", "n_clicks"), State("fr-run", "value"), State("fr-visit-serial", "value"),
@@ -270,6 +290,8 @@ def register(app: Dash, q: Queries) -> None:
         who = require(PAGE)
         if not serial:
             return html.P("Select a candidate or type its meter serial.", className="error"), changed
+        if not result:
+            return html.P("Pick what the visit found.", className="error", id="fr-visit-error"), changed
         try:
             iid = q.record_visit(run, serial.strip(), result, who, campaign or "", note or "")
         except StoreError as exc:

@@ -99,6 +99,51 @@ def interval_figure(reads: list[dict[str, Any]], channel: str, unit: str) -> go.
     return fig
 
 
+def where_read(info: dict[str, Any], health: list[dict[str, Any]]) -> str:
+    """How the meter is read, in words: the collector's link when one reports it, else its registered address.
+
+    A registered address such as ``tcp://127.0.0.1:0/55`` (a simulator's port chosen at start) says nothing to a
+    person: the unit id and the transport are kept, the placeholder host and port are not.
+    """
+    address = info.get("address") or ""
+    unit = address.rstrip("/").rsplit("/", 1)[-1] if address.count("/") >= 3 else ""
+    kind = {"modbus-tcp": "Modbus TCP", "modbus-rtu": "Modbus RTU", "mqtt": "MQTT", "manual": "read by hand",
+            "import": "imported files"}.get(info["protocol"], str(info["protocol"]))  # fmt: skip
+    if health:
+        h = health[0]
+        return f"{kind} via collector {h['collector']}, {h['link']}" + (f", unit {unit}" if unit.isdigit() else "")
+    if address.startswith("tcp://") and ":0/" not in address:
+        return f"{kind} at {address.removeprefix('tcp://')}"
+    if address.startswith("rtu://"):
+        return f"{kind} on {address.removeprefix('rtu://').replace('/', ', unit ')}"
+    return kind + (f", unit {unit}" if unit.isdigit() else "")
+
+
+def table_or_note(rows: list[dict[str, Any]], note: str, table_id: str, columns: list[tuple[str, str]],
+                  page_size: int) -> Any:  # fmt: skip
+    """The table, or a sentence saying there is nothing (not bare headers)."""
+    if not rows:
+        return html.P(note, className="muted", id=f"{table_id}-empty")
+    return static_table(table_id, rows, columns, page_size=page_size)
+
+
+def daily_figure(days: list[dict[str, Any]], unit: str) -> go.Figure:
+    """Consumption per day (the register's advance); today, still under way, in a lighter colour."""
+    if not days:
+        return message_figure("no daily consumption in this window (the daily aggregate is empty)", height=260)
+    today = datetime.now(days[-1]["day"].tzinfo).date()
+    fig = figure(f"Daily consumption ({unit})", height=260)
+    fig.add_bar(x=[d["day"].date() for d in days], y=[d["consumption"] for d in days], name="per day",
+                marker_color=["#90caf9" if d["day"].date() >= today else "#1565c0" for d in days],
+                hovertemplate="%{x}: %{y:,.2f} " + unit + "<extra></extra>")  # fmt: skip
+    fig.update_yaxes(title=unit, rangemode="tozero")
+    fig.update_xaxes(title=None)
+    if days[-1]["day"].date() >= today:
+        fig.add_annotation(text="today so far", x=days[-1]["day"].date(), y=days[-1]["consumption"],
+                           showarrow=False, yshift=10, font={"size": 10})  # fmt: skip
+    return fig
+
+
 def register(app: Dash, q: Queries) -> None:
     """The meter page's callbacks."""
 
@@ -133,18 +178,25 @@ def register(app: Dash, q: Queries) -> None:
         exc = q.exceptions_of(info["id"], start, end)
         versions = q.versions_of(info["id"], start, end)
         events = q.events_of(info["id"], start, end)
+        health = q.comm_health(serial)
         facts = [
             ("commodity", info["commodity"]), ("model", info["model"]), ("unit", info["unit"]),
-            ("protocol", f"{info['protocol']} {info['address'] or ''}"), ("area", info["area"] or "—"),
+            ("read by", where_read(info, health)), ("area", info["area"] or "—"),
             ("feeds area", info["feeds_area"] or "—"), ("service point", info["service_point"] or "—"),
             ("account", f"{info['account'] or '—'} (cycle {info['billing_cycle'] or '—'})"),
             ("customer", info["customer"] or "—"), ("last read", f"{last:%Y-%m-%d %H:%M} UTC" if last else "never"),
         ]  # fmt: skip
         open_exc = sum(1 for e in exc if e["status"] == "open" and e["severity"] != "info")
-        health = q.comm_health(serial)
+        rank = q.theft_rank(serial)
+        theft = (html.Span([html.B("theft ranking: "), dcc.Link(
+                    f"#{rank['rank']} of {rank['n_candidates']} in run {rank['run_id']} — see the evidence",
+                    href=f"/fraud/{serial}", id="mt-theft-link")]) if rank
+                 else html.Span([html.B("theft ranking: "), "not on the newest inspection list"]))  # fmt: skip
+        days = q.daily_consumption(info["id"], reg, start, end)
         return html.Div([
-            html.Div([html.Span([html.B(k + ": "), str(v)], style={"marginRight": "18px"}) for k, v in facts],
-                     className="panel", id="mt-facts"),
+            html.Div([*[html.Span([html.B(k + ": "), str(v)], style={"marginRight": "18px"}) for k, v in facts],
+                      theft], className="panel", id="mt-facts"),
+            html.Div(dcc.Graph(figure=daily_figure(days, info["unit"]), id="mt-daily"), className="panel"),
             html.Div([
                 html.Div(dcc.Graph(figure=series_figure(info, reads, exc, versions, events, reg), id="mt-series"),
                          className="panel half"),
@@ -154,11 +206,12 @@ def register(app: Dash, q: Queries) -> None:
             html.Div([
                 html.Div([html.H4(["VEE exceptions in the window: ", html.Span(str(open_exc), id="mt-open-exc"),
                                    " open"]),
-                          static_table("mt-exceptions", list(reversed(exc)), [
+                          table_or_note(list(reversed(exc)), "No VEE exception in this window.", "mt-exceptions", [
                               ("ts", "at"), ("channel", "channel"), ("rule", "rule"), ("severity", "severity"),
                               ("status", "status"), ("message", "message")], page_size=6)], className="panel half"),
                 html.Div([html.H4("Estimates and edits"),
-                          static_table("mt-versions", list(reversed(versions)), [
+                          table_or_note(list(reversed(versions)), "No estimate or edit in this window: every read "
+                                        "stands as the meter gave it.", "mt-versions", [
                               ("ts", "at"), ("channel", "channel"), ("version", "v"), ("kind", "kind"),
                               ("quality", "flag"), ("value", "value"), ("replaced_value", "replaced"),
                               ("created_by", "by"), ("comment", "why")], page_size=6)], className="panel half"),
@@ -174,13 +227,21 @@ def register(app: Dash, q: Queries) -> None:
                                  + (f"{last:%Y-%m-%d %H:%M} UTC." if last else "never."), className="muted")],
                          className="panel third"),
                 html.Div([html.H4("Installation history"),
-                          static_table("mt-installations", q.installations(info["id"]), [
+                          table_or_note([{**i, "removed_at": i["removed_at"] or "still installed",
+                                          "removal_index": i["removal_index"] if i["removal_index"] is not None
+                                          else "—", "reason": (i["reason"] or "—").replace("_", " ")}
+                                         for i in q.installations(info["id"])],
+                                        "No installation recorded (the meter is not placed at a service point).",
+                                        "mt-installations", [
                               ("installed_at", "installed"), ("removed_at", "removed"),
                               ("service_point", "service point"), ("install_index", "install index"),
                               ("removal_index", "removal index"), ("reason", "reason")], page_size=5)],
                          className="panel third"),
                 html.Div([html.H4("Meter events"),
-                          static_table("mt-events", q.events_of(info["id"]), [
+                          table_or_note([{**e, "kind": e["kind"].replace("_", " "),
+                                          "code": "—" if e["code"] is None else e["code"]}
+                                         for e in q.events_of(info["id"])],
+                                        "The meter has reported no event.", "mt-events", [
                               ("ts", "at"), ("kind", "event"), ("code", "code")], page_size=5)],
                          className="panel third"),
             ], className="row"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -244,6 +245,12 @@ def test_cli_runs_lists_and_accepts_through_releve_vee(db, monkeypatch, capsys):
     listing = capsys.readouterr().out
     assert "correct usage" in listing and "[1] 833" in listing
     exc_id = int(next(line for line in listing.splitlines() if "DIGIT_ERROR" in line).split()[0])
+    total = int(re.search(r"^(\d+) exception\(s\)$", listing, re.M).group(1))
+    assert total > 1
+    assert main(["vee", "review", "list", "--meter", "W1", "--limit", "1"]) == 0
+    assert f"showing 1 of {total} exceptions" in capsys.readouterr().out  # the cut is said, not silent
+    assert main(["vee", "review", "list", "--meter", "W1", "--all"]) == 0
+    assert len([ln for ln in capsys.readouterr().out.splitlines() if "W1" in ln]) == total
     assert main(["vee", "review", "accept", str(exc_id), "--who", "erin", "--note", "typo"]) == 0
     assert main(["vee", "audit", "W1"]) == 0
     trail = capsys.readouterr().out

@@ -63,6 +63,8 @@ def test_bill_commands(env, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "issued 2, held 0" in out and "prepaid checked 1 (flagged 0, unchecked 0)" in out
     assert sorted(p.suffix for p in out_dir.iterdir()) == [".csv", ".json"]
+    assert main(["bill", "run", "--cycle", "Z", "--period-end", "2026-03-31", "--tariffs", TARIFFS]) == 1
+    assert "cycle 'Z' has no accounts, nothing to bill (cycles with accounts: A" in capsys.readouterr().err
     assert main(["bill", "feed", "--run", "1", "--out", str(tmp_path / "again")]) == 0
     assert main(["bill", "feed", "--run", "99", "--out", str(tmp_path / "none")]) == 1
     f.simple("no-tariff", tariff="NOPE")

@@ -5,11 +5,13 @@ import re
 import time
 import urllib.error
 import urllib.request
+import zlib
 
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from dashboards.bills import HOLD_REASONS
 from dashboards.browser import console_errors, wait_idle
 from dashboards.screenshots import login
 
@@ -284,7 +286,9 @@ def test_billing_page_shows_holds_and_a_review_decision_is_audited(filled, base_
     assert text_of(browser, "kpi-held") == str(filled.one("SELECT count(*) FROM bill WHERE status = 'held'"))
     WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#bl-queue input[type=radio]"))
     reason = filled.one("SELECT hold_reasons[1] FROM bill WHERE status = 'held' ORDER BY id LIMIT 1")
-    assert reason.split(":")[0] in browser.find_element(By.ID, "bl-held").text
+    held = browser.find_element(By.ID, "bl-held").text
+    assert HOLD_REASONS[reason.split(":")[0]] in held  # in words, not the code
+    assert f"{reason.split(':')[0]}:" not in held
     first = filled.one("""SELECT e.id FROM vee_exception e JOIN meter m ON m.id = e.meter_id
                           WHERE e.status = 'open' AND e.severity <> 'info'
                           ORDER BY CASE e.severity WHEN 'error' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END,
@@ -303,3 +307,87 @@ def test_billing_page_shows_holds_and_a_review_decision_is_audited(filled, base_
 class NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         return None
+
+
+def test_a_bill_page_renders_and_its_pdf_downloads(filled, base_url, browser):
+    bill = filled.one("SELECT id FROM bill WHERE status = 'issued' ORDER BY id LIMIT 1")
+    total, currency = filled.one("SELECT ARRAY[total::text, currency] FROM bill WHERE id = %s", (bill,))
+    as_user(browser, base_url, "billing1")
+    open_page(browser, base_url + "/billing")
+    WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#bl-issued td a"))
+    assert currency in browser.find_element(By.ID, "bl-issued").text  # money with its currency
+    open_page(browser, f"{base_url}/bill/{bill}")
+    assert text_of(browser, "bill-title") == f"Bill {bill}"
+    shown_total = text_of(browser, "bill-total")
+    assert shown_total.endswith(currency) and f"{float(total):,.2f}" in shown_total
+    lines = browser.find_element(By.ID, "bill-lines").text
+    assert currency in lines
+    reads = browser.find_element(By.ID, "bill-reads").text
+    assert "actual read" in reads or "estimate" in reads  # the reads used, with their quality in words
+    no_errors(browser)
+    # The PDF, with the browser's session: a real PDF naming the bill and its total.
+    href = browser.find_element(By.ID, "bill-pdf").get_attribute("href")
+    cookies = "; ".join(f"{c['name']}={c['value']}" for c in browser.get_cookies())
+    with urllib.request.urlopen(urllib.request.Request(href, headers={"Cookie": cookies}), timeout=30) as resp:
+        assert resp.headers["Content-Type"] == "application/pdf"
+        assert f'filename="bill-{bill}.pdf"' in resp.headers["Content-Disposition"]
+        body = resp.read()
+    assert body.startswith(b"%PDF-") and len(body) > 1000
+    assert f"Bill {bill}" in pdf_text(body) and f"{float(total):,.2f} {currency}" in pdf_text(body)
+    # … and only for the billing role.
+    as_user(browser, base_url, "operator1")
+    cookies = "; ".join(f"{c['name']}={c['value']}" for c in browser.get_cookies())
+    with pytest.raises(urllib.error.HTTPError, match="403"):
+        urllib.request.urlopen(urllib.request.Request(href, headers={"Cookie": cookies}), timeout=30)
+
+
+def pdf_text(body: bytes) -> str:
+    """The text drawn by a PDF's (deflated) content streams: enough to find a string fpdf2 wrote."""
+    parts = []
+    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", body, re.S):
+        try:
+            parts.append(zlib.decompress(stream).decode("latin-1"))
+        except zlib.error:
+            continue
+    return " ".join("".join(re.findall(r"\((.*?)\)\s*Tj", part)) for part in parts)
+
+
+PAGES_BY_USER = {"operator1": ["/", "/meter/26000003"], "fraud1": ["/fraud"], "billing1": ["/billing", "/bill/{bill}"],
+                 "admin1": ["/users"]}
+#: Python's None or NaN shown as text, and raw codes (snake_case identifiers such as hold codes or event kinds).
+NOT_FOR_PEOPLE = re.compile(r"\b(None|nan|NaN|NaT|null)\b|\b[a-z]+_[a-z0-9_]+\b")
+
+
+def test_no_page_shows_none_or_a_raw_code(filled, base_url, browser):
+    bill = filled.one("SELECT min(id) FROM bill WHERE status = 'issued'")
+    for user, pages in PAGES_BY_USER.items():
+        as_user(browser, base_url, user)
+        for path in pages:
+            open_page(browser, base_url + path.format(bill=bill))
+            time.sleep(2)  # the callbacks after the first render (tables, figures)
+            wait_idle(browser)
+            text = browser.find_element(By.TAG_NAME, "body").text
+            found = sorted({m.group(0) for m in NOT_FOR_PEOPLE.finditer(text)})
+            assert found == [], f"{path} as {user} shows {found}"
+
+
+def test_pages_say_what_is_still_being_prepared_and_stop_saying_it_once_ready(filled):
+    from dashboards.app import create_app
+
+    under_way = {"text": "loading 90 days of history"}
+    application = create_app(filled.url, filled.settings, refresh_ms=3_600_000, preparing=lambda: under_way["text"])
+    try:
+        client = application.server.test_client()
+        page = client.get("/login?next=/").get_data(as_text=True)
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+        client.post("/login", data={"csrf": csrf, "next": "/", "username": "operator1", "password": "operator-pass-123"})
+        body = {"output": "..topbar.children...page.children..",
+                "outputs": [{"id": "topbar", "property": "children"}, {"id": "page", "property": "children"}],
+                "inputs": [{"id": "url", "property": "pathname", "value": "/"}], "state": [], "changedPropIds": []}
+        reply = client.post("/_dash-update-component", json=body)
+        assert reply.status_code == 200
+        assert "Still being prepared: loading 90 days of history" in reply.get_data(as_text=True)
+        under_way["text"] = ""
+        assert "Still being prepared" not in client.post("/_dash-update-component", json=body).get_data(as_text=True)
+    finally:
+        application.queries.close()

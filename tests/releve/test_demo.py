@@ -26,7 +26,7 @@ def run_demo(data_dir, *extra, env=None, seconds=40):
         [sys.executable, "-m", "releve.cli", "demo", "--data-dir", str(data_dir), "--meters", "40", "--days", "35",
          "--port", "0", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
-        start_new_session=True)
+        start_new_session=True, cwd=data_dir.parent)  # the state file goes to <cwd>/var, not the checkout
     lines = []
     deadline = time.monotonic() + 240
     for line in proc.stdout:
@@ -67,6 +67,8 @@ def test_demo_comes_up_flows_readings_stops_cleanly_and_reuses_its_data(service_
     demo_processes.append(proc)
     started = "".join(lines)
     assert "Ctrl-C stops" in started, started
+    # The dashboards answer as soon as the database is up, before the history is loaded.
+    assert started.index("dashboards answer at") < started.index("simulating and loading")
     url = next(line.split()[1] for line in lines if line.startswith("database"))
     children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
     time.sleep(15)  # live polls and MQTT rounds land meanwhile
@@ -107,6 +109,18 @@ def test_demo_comes_up_flows_readings_stops_cleanly_and_reuses_its_data(service_
         queries.close()
     assert sum(counts.values()) == meters  # every meter has a communication state
     assert counts.get("communicating", 0) > 0
+    # One database: `releve db status` and `collect status` beside the demo use the demo's, not a new one.
+    beside = subprocess.run([sys.executable, "-m", "releve.cli", "db", "status", "--json"], cwd=data.parent,
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "RELEVE_DATABASE_URL": ""})
+    assert beside.returncode == 0, beside.stderr
+    status = json.loads(beside.stdout)
+    assert status["database"] == url
+    assert status["rows"]["meter"] == meters
+    assert "the demo running in this folder" in status["source"]
+    collect = subprocess.run([sys.executable, "-m", "releve.cli", "collect", "status"], cwd=data.parent,
+                             capture_output=True, text=True, timeout=120)
+    assert "collector demo-collector of the demo" in collect.stdout, collect.stdout + collect.stderr
+    assert "gw0" in collect.stdout  # the link health the demo's collector wrote
     output = stop(proc, lines)
     assert proc.returncode == 0, output
     assert "stopped" in output
@@ -117,6 +131,8 @@ def test_demo_comes_up_flows_readings_stops_cleanly_and_reuses_its_data(service_
     demo_processes.append(proc)
     output = stop(proc, lines)
     assert "history already loaded" in output
+    assert "today's ranking is kept" in output  # no new theft run when nothing changed
+    assert "already billed up to" in output and "issued" not in output  # no re-billing of every account
     assert proc.returncode == 0
     server = PostgresServer(data / "pg")
     assert not server.is_running()
