@@ -78,3 +78,24 @@ def test_segment_shift_locates_a_low_run_and_never_points_at_a_high_one():
     # statistic is weaker than for the same step down (the fleet z then sets both against the fleet).
     assert int(w1[0]) <= 10 or int(w0[0]) >= 16
     assert stat[0] < 0.75 * stat[1]
+
+
+def test_ranking_without_feeders_lists_flattened_and_falling_meters_and_says_why():
+    from datetime import date
+
+    from analytics.theft.data import TheftData
+    from analytics.theft.ranking import score
+
+    d = 168
+    rec = households(30, d, seed=8, season=0.0)
+    rec[5, 56:112] = rec[5, 56:112].mean(axis=1, keepdims=True)  # flattened for eight weeks, then over
+    rec[21, 120:] *= 0.35  # scaled to the end: an ongoing loss
+    data = TheftData.blank([f"M{i:02d}" for i in range(30)], date(2026, 1, 5), rec.sum(axis=2))
+    data.hourly = rec
+    r = score(data)
+    top = {c.meter: c for c in r.candidates(2)}
+    assert set(top) == {"M05", "M21"}
+    assert any(t.startswith("flatter days than usual from 2026-03-02") for t in top["M05"].reasons)
+    assert top["M05"].evidence["flat_run"]["z"] > 7
+    assert any("below the first 45 of the period" in t for t in top["M21"].reasons)
+    assert 0.5 < top["M21"].evidence["fell"]["relative_drop"] < 0.8
