@@ -2,6 +2,7 @@
 
     RELEVE_REAL_LOAD=/path/to/csvs .venv/bin/python bench/theft_real.py          # 3 scenarios, seeds 1–3
     RELEVE_REAL_LOAD=/path/to/csvs .venv/bin/python bench/theft_real.py --seeds 1
+    RELEVE_REAL_LOAD=/path/to/csvs .venv/bin/python bench/theft_real.py --first-seed 4 --seeds 2   # held out
 
 The load is real: the half-hourly readings of ≈ 325 London households (UK Power Networks, Low Carbon
 London, 2013; one CSV per household, ``LCLid,tstp,energy(kWh/hh)``), published in the GitHub
@@ -357,7 +358,9 @@ def table(pooled: dict[str, dict[str, list]]) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 1..N per scenario (default 3)")
+    parser.add_argument("--seeds", type=int, default=3, help="N seeds per scenario (default 3)")
+    parser.add_argument("--first-seed", type=int, default=1,
+                        help="first seed (default 1; e.g. --first-seed 4 --seeds 2 for held-out seeds 4–5)")
     parser.add_argument("--scenario", action="append", choices=("feeders", "nofeeders", "firstday"),
                         help="run only these scenarios (repeatable; default all three)")
     args = parser.parse_args()
@@ -371,7 +374,7 @@ def main() -> int:
     ids = [h for h, k in zip(ids, keep, strict=True) if k]
     load = load[keep]
     print(f"{len(ids)} households with ≥ 90 % of 2013's half-hours (read in {time.perf_counter() - t0:.1f} s)")
-    seeds = list(range(1, args.seeds + 1))
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     names = {"feeders": "with interval feeder totals", "nofeeders": "without feeders",
              "firstday": "theft from the first day, interval feeder totals"}
     for scenario in args.scenario or ("feeders", "nofeeders", "firstday"):

@@ -30,6 +30,8 @@ FEATURES: tuple[str, ...] = (
     "interval_energy",   # energy of the feeder residual attributed to this meter
     "recent_level_z",    # last 30 days' level against the same season earlier, fleet robust z (down)
     "recent_shape_z",    # the highest of the same test on zeros, clipped peaks, spread, smoothness, shape
+    "recent_drop",       # 1 − last 30 days / first 45 days, both over the seasonal index (ongoing loss)
+    "spread_run_z",      # the strongest run of weeks with a flatter day than the meter's others, fleet robust z
     "area_score",        # the area's mean excess loss share over its worst 30 days
     "zero_run",          # longest run of zero days while the meter reported
     "profile_score",     # fall of the daily-shape correlation (0–2, × duration)
@@ -70,6 +72,7 @@ class Features:
     recent_shift: FloatArray | None = None
     recent_z: FloatArray | None = None
     reverse_energy: FloatArray | None = None
+    spread_run: tuple[IntArray, IntArray] | None = None  # first day, end day of that flatter run per meter
 
     def col(self, name: str) -> FloatArray:
         """One feature column."""
@@ -163,6 +166,15 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
     recent_shift, recent_z = sg.recent_change(per_day, fleet_season)
     recent_level_z = recent_z[:, 0]
     recent_shape_z = recent_z[:, 1:].max(axis=1) if recent_z.shape[1] > 1 else np.zeros(m)
+    recent_drop = sg.relative_drop(values, season)
+    spread_run_z = np.zeros(m)
+    spread_run = None
+    if per_day.shape[1] > 1:
+        spread = per_day[:, list(sg.CHANGE_STATS).index("spread")]
+        stat, w0, w1 = sg.segment_shift(sg.weekly_means(spread))
+        spread_run_z = sg.fleet_z(stat)
+        offset = d - (d // 7) * 7
+        spread_run = (offset + 7 * w0, offset + 7 * w1)
 
     peer_groups = _codes(np.array([f"{c}|{k}|{a}" for c, k, a in
                                    zip(data.commodity, data.customer_class, data.area, strict=True)]))
@@ -188,6 +200,8 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
         "interval_energy": interval_energy,
         "recent_level_z": recent_level_z,
         "recent_shape_z": recent_shape_z,
+        "recent_drop": recent_drop,
+        "spread_run_z": spread_run_z,
         "area_score": area_score,
         "zero_run": zero_run.astype(float),
         "profile_score": profile.score if profile is not None else np.zeros(m),
@@ -210,5 +224,5 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
         data=data, names=FEATURES, X=x, cleaned=cleaned, season=season, drop=drop, profile=profile,
         balance=balance, area_names=area_names, area_of=area_of, events_by_meter=events_by_meter,
         matched_energy=matched, reverse_energy=reverse_energy, interval=interval, interval_areas=hourly_areas,
-        recent_shift=recent_shift, recent_z=recent_z,
+        recent_shift=recent_shift, recent_z=recent_z, spread_run=spread_run,
     )

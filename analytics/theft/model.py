@@ -46,7 +46,8 @@ class Evidence:
         return self.values[:, self.names.index(name)]
 
 
-EVIDENCE = ("drop", "zero", "profile", "event", "reverse", "peer", "silence", "vee", "balance", "change")
+EVIDENCE = ("drop", "zero", "profile", "event", "reverse", "peer", "silence", "vee", "balance", "change", "fell",
+            "flat_run")
 
 
 def evidence(f: Features) -> Evidence:
@@ -62,7 +63,15 @@ def evidence(f: Features) -> Evidence:
     - **reverse**: export or reverse flow on an import-only meter;
     - **peer**: far below peers of the same class and area (weak);
     - **silence**: silent days the register did not catch up afterwards (weak);
-    - **vee**: unexplained index inconsistencies and long estimation streaks (weak).
+    - **vee**: unexplained index inconsistencies and long estimation streaks (weak);
+    - **balance**: the share of the meter's energy the feeder's hourly residual puts on it;
+    - **change**: the last 30 days against the same season earlier, calibrated on the fleet;
+    - **fell**: the last 30 days against the first 45 (over the seasonal index): a drop of 50 %
+      counts fully — the plain relative drop, kept whole rather than diluted in the others;
+    - **flat_run**: a run of weeks whose days are flatter than the meter's others, standing out of
+      the fleet (robust z from 3, fully at 7): a flattened or share-of-mean day.
+
+    Where the hourly balance is known, every series signal counts only as far as it confirms it.
     """
     depth = np.clip(f.col("drop_depth") / 0.4, 0, 1)
     length = np.clip(f.col("drop_days") / 21.0, 0, 1)
@@ -96,15 +105,22 @@ def evidence(f: Features) -> Evidence:
     drop = np.where(no_feeder, drop * (0.4 + 0.6 * change), drop)
     # With a daily feeder, a change counts as far as the balance confirms it, like the drop.
     change = np.where(has_bal & ~has_iv, change * (confirm - 0.15), change)
+    fell = np.clip(f.col("recent_drop") / 0.5, 0, 1)
+    flat_run = np.clip((f.col("spread_run_z") - 3.0) / 4.0, 0, 1)
+    daily_only = has_bal & ~has_iv
+    fell = np.where(daily_only, fell * (confirm - 0.15), fell)
+    flat_run = np.where(daily_only, flat_run * (confirm - 0.15), flat_run)
     drop, zero, profile, change = drop * gate, zero * gate, profile * gate, change * gate
-    values = np.column_stack([drop, zero, profile, event, reverse, peer, silence, vee, interval, change])
+    fell, flat_run = fell * gate, flat_run * gate
+    values = np.column_stack([drop, zero, profile, event, reverse, peer, silence, vee, interval, change, fell,
+                              flat_run])
     return Evidence(EVIDENCE, values)
 
 
 #: Weight of each evidence component in the noisy-OR.
 WEIGHTS = {"drop": 0.9, "zero": 0.9, "profile": 0.85, "event": 0.9, "reverse": 0.95,
            "peer": 0.15, "silence": 0.25, "vee": 0.15, "balance": 0.95,
-           "change": 0.8}
+           "change": 0.8, "fell": 0.9, "flat_run": 0.8}
 
 
 def rule_score(ev: Evidence) -> FloatArray:

@@ -343,6 +343,16 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
             reasons.append(text)
             ev["change"] = {n: {"shift": _r(float(f.recent_shift[i, k])), "z": _r(float(z[k]))}
                             for k, n in enumerate(names)}
+        elif name == "fell" and f.col("recent_drop")[i] >= 0.15:  # a few % is a household's own noise
+            fell = 100 * float(f.col("recent_drop")[i])
+            reasons.append(f"the last 30 days are {fell:.0f} % below the first 45 of the period "
+                           "(both against the season)")
+            ev["fell"] = {"relative_drop": _r(f.col("recent_drop")[i])}
+        elif name == "flat_run" and f.spread_run is not None and f.col("spread_run_z")[i] >= 3:
+            a, b = int(f.spread_run[0][i]), int(f.spread_run[1][i])
+            reasons.append(f"flatter days than usual from {_when(d, a)} for {_days(b - a)} "
+                           f"({f.col('spread_run_z')[i]:.1f} fleet deviations)")
+            ev["flat_run"] = {"start": _when(d, a), "end": _when(d, b - 1), "z": _r(f.col("spread_run_z")[i])}
         elif name == "peer":
             reasons.append(f"normal consumption {f.col('peer_low')[i]:.1f} robust deviations below peers "
                            f"({d.customer_class[i]}, area {d.area[i] or 'unknown'})")

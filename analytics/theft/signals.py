@@ -890,3 +890,92 @@ def recent_change(per_day: FloatArray, season: FloatArray, recent: int = 30, ref
         mad = 1.4826 * float(np.median(np.abs(col[live] - med))) + 1e-6
         z[:, j] = np.where(live, (col - med) / mad, 0.0)
     return np.nan_to_num(t), z
+
+
+def relative_drop(values: FloatArray, season: FloatArray, recent: int = 30, reference: int = 45,
+                  min_days: int = 7) -> FloatArray:
+    """1 − (last ``recent`` days) / (first ``reference`` days), both divided by the seasonal index.
+
+    The earliest weeks are the reference a utility has before any change it is looking for; the
+    seasonal index (per class) keeps winter against summer from reading as a drop. 0 where either
+    window has fewer than ``min_days`` days, or the reference level is not positive.
+    """
+    import warnings
+
+    m, d = values.shape
+    if d < recent + reference:
+        return np.zeros(m)
+    adj = values / np.where(season > 0, season, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        first = np.nanmean(adj[:, :reference], axis=1)
+        last = np.nanmean(adj[:, d - recent:], axis=1)
+    n_first = np.isfinite(adj[:, :reference]).sum(axis=1)
+    n_last = np.isfinite(adj[:, d - recent:]).sum(axis=1)
+    ok = (n_first >= min_days) & (n_last >= min_days) & (first > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = 1.0 - last / first
+    return np.where(ok, np.nan_to_num(out), 0.0)
+
+
+def weekly_means(x: FloatArray, week: int = 7) -> FloatArray:
+    """Meters × weeks: NaN-aware means of whole weeks, counted back from the last day."""
+    import warnings
+
+    m, d = x.shape
+    w = d // week
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(x[:, d - w * week:].reshape(m, w, week), axis=2)
+
+
+def segment_shift(weekly: FloatArray, min_weeks: int = 3) -> tuple[FloatArray, IntArray, IntArray]:
+    """The strongest run of weeks that sits below the rest of the meter's weeks, as a t-like statistic.
+
+    Over every run ``[s, e)`` of at least ``min_weeks`` weeks (and 3 weeks outside it): (mean outside −
+    mean inside) / noise × √(n_in·n_out / n), the noise being the robust spread of week-to-week
+    differences / √2 (it is the meter's own, so a steady household's small change counts as much as a
+    noisy one's large change). A theft that starts and stops mid-period is a run; so is one that lasts
+    to the end. Returns ``(statistic, first week, end week)``; statistic 0 where no run qualifies.
+    """
+    import warnings
+
+    m, w = weekly.shape
+    ok = np.isfinite(weekly)
+    y0 = np.where(ok, weekly, 0.0)
+    cs = np.concatenate([np.zeros((m, 1)), np.cumsum(y0, axis=1)], axis=1)
+    cn = np.concatenate([np.zeros((m, 1)), np.cumsum(ok, axis=1)], axis=1)
+    tot, ntot = cs[:, -1], cn[:, -1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        dif = np.diff(weekly, axis=1)
+        noise = 1.4826 * np.nanmedian(np.abs(dif - np.nanmedian(dif, axis=1, keepdims=True)), axis=1) / np.sqrt(2)
+    noise = np.nan_to_num(noise) + 1e-3
+    best = np.zeros(m)
+    b_s = np.zeros(m, dtype=np.int64)
+    b_e = np.zeros(m, dtype=np.int64)
+    for s in range(w):
+        for e in range(s + min_weeks, w + 1):
+            if s == 0 and e == w:
+                continue
+            s_in = cs[:, e] - cs[:, s]
+            n_in = cn[:, e] - cn[:, s]
+            n_out = ntot - n_in
+            with np.errstate(invalid="ignore", divide="ignore"):
+                t = ((tot - s_in) / n_out - s_in / n_in) / noise * np.sqrt(n_in * n_out / np.maximum(ntot, 1))
+            t = np.where((n_in >= min_weeks) & (n_out >= 3) & np.isfinite(t), t, 0.0)
+            up = t > best
+            best = np.where(up, t, best)
+            b_s = np.where(up, s, b_s)
+            b_e = np.where(up, e, b_e)
+    return best, b_s, b_e
+
+
+def fleet_z(x: FloatArray) -> FloatArray:
+    """Robust z of each meter's value against the fleet's (median, 1.4826 · MAD)."""
+    live = np.isfinite(x)
+    if live.sum() < 5:
+        return np.zeros(x.shape)
+    med = float(np.median(x[live]))
+    mad = 1.4826 * float(np.median(np.abs(x[live] - med))) + 1e-9
+    return np.where(live, (x - med) / mad, 0.0)
