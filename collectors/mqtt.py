@@ -6,21 +6,30 @@ acknowledged only after its readings are fsync'ed into the spool, automatic reco
 bounded backoff, and optional shared subscriptions (``$share/<group>/<filter>``) so several
 collectors split one topic. TLS for ``mqtts://`` URLs; the password comes from the environment
 variable or the file the settings name, and is never logged.
+
+The network thread does as little as it can: each message goes to the spool as received
+(``Spool.append_raw``: no JSON decoded, nothing re-encoded) and is acknowledged once the spool is
+fsync'ed. The forwarder decodes a whole segment at once with ``decode_raw``: Relevé's plain JSON
+straight to columns (no ``Reading`` objects), other decoders message by message; the unit,
+zone and plausibility checks and the dead letters are the same either way.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -29,10 +38,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from collectors.config import MqttSource, compile_topic
-from collectors.decoders import DecodeError, Decoder, Message, get_decoder
-from collectors.plausibility import Guard, check_readings
-from collectors.spool import Spool, SpoolFullError
-from releve.model import MeterEvent, Reading, Rejected, Source
+from collectors.decoders import DecodeError, Decoder, Message, decode_json, get_decoder
+from collectors.forward import RawDecoded
+from collectors.plausibility import Guard, Limits, check_readings, check_value, value_limits
+from collectors.spool import RawMessage, Spool, SpoolFullError
+from ingest import ReadingFrame
+from ingest.frame import READ_TYPES
+from releve.model import CHANNELS, MeterEvent, Reading, Rejected, Source
 from releve.profiles import DeviceProfile, load_profile
 from releve.settings import MqttSettings
 
@@ -56,6 +68,15 @@ class _Route:
     options: dict[str, Any]
     qos: int
     profile: DeviceProfile | None = None
+    limits: dict[str, Limits] = field(default_factory=dict)  # per channel, filled as channels are seen
+
+    def channel_limits(self, channel: str) -> Limits:
+        found = self.limits.get(channel)
+        if found is None:
+            found = value_limits(self.profile, channel)
+            if len(self.limits) < 4096:  # bounded: channel names come from payloads
+                self.limits[channel] = found
+        return found
 
 
 @dataclass
@@ -63,6 +84,7 @@ class MqttStats:
     """Counters for health and tests."""
 
     received: int = 0
+    decoded: int = 0  # messages decoded by the forwarder (received ones wait in the spool until then)
     readings: int = 0
     events: int = 0
     rejected: int = 0
@@ -77,10 +99,13 @@ class MqttStats:
 class MqttCollector:
     """Subscribes, decodes, spools, acknowledges."""
 
-    def __init__(self, source: MqttSource, broker: MqttSettings, spool: Spool, ack_interval: float = 0.05) -> None:
+    def __init__(
+        self, source: MqttSource, broker: MqttSettings, spool: Spool, ack_interval: float = 0.05, ack_batch: int = 32
+    ) -> None:
         self.source = source
         self.spool = spool
         self.ack_interval = ack_interval
+        self.ack_batch = ack_batch  # this many waiting: fsync and acknowledge now (group commit)
         self.stats = MqttStats()
         self.guard = Guard()  # plausibility of decoded values, with the memory the rate rules need
         self._routes: list[_Route] = []
@@ -113,6 +138,7 @@ class MqttCollector:
         self._pending: list[tuple[int, int]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._acker = threading.Thread(target=self._ack_loop, name="mqtt-ack", daemon=True)
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -129,6 +155,7 @@ class MqttCollector:
     def stop(self) -> None:
         """Acknowledge what is durable, then disconnect (the broker keeps our session)."""
         self._stop.set()
+        self._wake.set()
         self._acker.join()
         self._flush_acks()
         self.client.disconnect()
@@ -163,20 +190,107 @@ class MqttCollector:
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         self.stats.received += 1
-        self.stats.last_message = datetime.now(UTC)
-        readings, events, rejected = self.decode(msg.topic, bytes(msg.payload))
+        now = time.time()
         try:
-            self.spool.append(readings, events, rejected, sync=False)
+            topic = msg.topic
+        except UnicodeDecodeError:  # MQTT requires UTF-8 topics; keep the bytes we got
+            topic = msg._topic.decode("utf-8", "replace")
+        try:
+            self.spool.append_raw(topic, bytes(msg.payload), now, sync=False)
         except SpoolFullError as exc:
             self.stats.not_stored += 1
-            log.error("MQTT message on %s not stored, left unacknowledged: %s", msg.topic, exc)
+            log.error("MQTT message on %s not stored, left unacknowledged: %s", topic, exc)
             return
-        self.stats.readings += len(readings)
-        self.stats.events += len(events)
-        self.stats.rejected += len(rejected)
+        self.stats.last_message = datetime.fromtimestamp(now, UTC)
         if msg.qos > 0:
             with self._lock:
                 self._pending.append((msg.mid, msg.qos))
+                if len(self._pending) >= self.ack_batch:
+                    self._wake.set()
+
+    # -- decoding (the forwarder's thread) ----------------------------------------------------------
+    def decode_raw(self, messages: Sequence[RawMessage]) -> RawDecoded:
+        """Decode spooled messages to columns, with the checks and dead letters of ``decode``.
+
+        Relevé's plain JSON decoder runs inline to columns; a payload it would refuse, an event, and
+        every other decoder go through ``decode`` message by message, so the outcome is the same.
+        """
+        meters: dict[str, int] = {}
+        channels: dict[str, int] = {}
+        units: dict[str, int] = {}
+        m_idx: list[int] = []
+        c_idx: list[int] = []
+        u_idx: list[int] = []
+        us: list[int] = []
+        values: list[float] = []
+        rows: list[int] = []
+        read_types: list[int] = []
+        quality: list[int] = []
+        out = RawDecoded(ReadingFrame([], np.zeros(0, np.int32), [], np.zeros(0, np.int32),
+                                      np.zeros(0, "datetime64[us]"), np.zeros(0), [], np.zeros(0, np.int32),
+                                      Source.MQTT), np.zeros(0, np.int32))  # fmt: skip
+        n_readings = 0
+
+        def add(k: int, serial: str, channel: str, stamp: int, value: float, unit: str, rt: int = 0,
+                q: int = 0) -> None:  # fmt: skip
+            m_idx.append(meters.setdefault(serial, len(meters)))
+            c_idx.append(channels.setdefault(channel, len(channels)))
+            u_idx.append(units.setdefault(unit, len(units)))
+            us.append(stamp)
+            values.append(value)
+            rows.append(k)
+            read_types.append(rt)
+            quality.append(q)
+
+        rt_index = {rt: i for i, rt in enumerate(READ_TYPES)}
+        for k, msg in enumerate(messages):
+            self.stats.decoded += 1
+            route, fields = self._route(msg.topic)
+            plain = _plain_json(msg.payload, fields, route.options) if route and route.decode is decode_json else None
+            if route is not None and plain is not None:
+                serial, ts, items = plain
+                stamp = (ts - _EPOCH) // _MICROSECOND
+                problems = []
+                for channel, value, unit in items:
+                    value, unit, problem = check_value(self.guard, serial, channel, ts, value, unit,
+                                                       route.channel_limits(channel))  # fmt: skip
+                    if problem is None:
+                        add(k, serial, channel, stamp, value, unit)
+                        n_readings += 1
+                    else:
+                        problems.append(problem)
+                if problems:
+                    why = "refused values: " + "; ".join(problems)
+                    out.rejected.append((k, self._dead(msg.topic, msg.payload, why)))
+                continue
+            readings, events, rejected = self.decode(msg.topic, msg.payload)
+            for r in readings:
+                if r.source is Source.MQTT:
+                    add(k, r.meter, r.channel, (r.ts - _EPOCH) // _MICROSECOND, r.value, r.unit, rt_index[r.read_type],
+                        r.quality)  # fmt: skip
+                else:
+                    out.other.append((k, r))
+            n_readings += len(readings)
+            out.events += [(k, e) for e in events]
+            out.rejected += [(k, x) for x in rejected]
+        if rows:
+            out.frame = ReadingFrame(
+                list(meters), np.array(m_idx, np.int32), list(channels), np.array(c_idx, np.int32),
+                np.array(us, np.int64).astype("datetime64[us]"), np.array(values, np.float64), list(units),
+                np.array(u_idx, np.int32), Source.MQTT, np.array(read_types, np.int8), np.array(quality, np.int16),
+            )  # fmt: skip
+            out.row_message = np.array(rows, np.int32)
+        self.stats.readings += n_readings
+        self.stats.events += len(out.events)
+        self.stats.rejected += len(out.rejected)
+        return out
+
+    def _route(self, topic: str) -> tuple[_Route | None, dict[str, str]]:
+        for route in self._routes:
+            match = route.pattern.match(topic)
+            if match is not None:
+                return route, match.groupdict()
+        return None, {}
 
     def decode(self, topic: str, payload: bytes) -> tuple[list[Reading], list[MeterEvent], list[Rejected]]:
         """Route and decode one message; a failure becomes a dead letter, never an exception."""
@@ -214,8 +328,61 @@ class MqttCollector:
         self.stats.acked += len(pending)
 
     def _ack_loop(self) -> None:
-        while not self._stop.wait(self.ack_interval):
+        """Group commit: one fsync for what arrived meanwhile, every ``ack_interval`` or ``ack_batch`` messages.
+
+        The broker sends only so many unacknowledged messages (its in-flight window); acknowledging
+        as soon as a batch is durable keeps the window open instead of waiting out the interval.
+        """
+        while not self._stop.is_set():
+            self._wake.wait(self.ack_interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
             try:
                 self._flush_acks()
             except Exception:
                 log.exception("acknowledging MQTT messages failed")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_JSON = json.JSONDecoder().decode
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _plain_json(
+    payload: bytes, fields: dict[str, str], options: dict[str, Any]
+) -> tuple[str, datetime, list[tuple[str, float, str]]] | None:
+    """A reading message in Relevé's plain JSON, or None for anything ``decode_json`` must judge.
+
+    Pure (no plausibility memory touched): None sends the message through the full decoder, which
+    then refuses it with its reason, or decodes an event or a zoned local time.
+    """
+    try:
+        body = _JSON(payload.decode())
+    except ValueError:  # not UTF-8, not JSON
+        return None
+    if type(body) is not dict or "kind" in body:
+        return None
+    serial = fields.get("serial") or body.get("meter")
+    text = body.get("ts")
+    items = body.get("readings")
+    if not serial or type(text) is not str or type(items) is not list or not items:
+        return None
+    try:
+        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if ts.tzinfo is None:
+            return None
+        ts = ts.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+    out: list[tuple[str, float, str]] = []
+    for item in items:
+        if type(item) is not dict or "channel" not in item:
+            return None
+        channel = str(item["channel"])
+        unit = item.get("unit") or (CHANNELS[channel].unit if channel in CHANNELS else "")
+        value = item.get("value")
+        if type(unit) is not str or (type(value) is not float and type(value) is not int):
+            return None
+        out.append((channel, float(value), unit))
+    return str(serial), ts, out
