@@ -276,11 +276,15 @@ def _publish(port: int, rounds: list[tuple[int, int, str]], meters: int, cpu: in
     client.disconnect()
 
 
-def _paho_drain(port: int, client_id: str, topic_filter: str, expected: int, out: mp.Queue) -> None:
-    """Baseline: a bare paho client taking the queued messages, acknowledging each, doing nothing else."""
+def _paho_drain(port: int, client_id: str, topic_filter: str, expected: int, out: mp.Queue,
+                buffered: bool = False) -> None:  # fmt: skip
+    """Baseline: a bare paho client taking the queued messages, acknowledging each, doing nothing else
+    (``buffered``: through the collector's read buffer, ``collectors.mqtt.BufferedClient``)."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
+
+    from collectors.mqtt import BufferedClient
 
     done = threading.Event()
     count = 0
@@ -291,7 +295,8 @@ def _paho_drain(port: int, client_id: str, topic_filter: str, expected: int, out
         if count >= expected:
             done.set()
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    kind = BufferedClient if buffered else mqtt.Client
+    client = kind(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     client.on_message = on_message
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = 3600
@@ -370,6 +375,7 @@ def bench_mqtt(messages: int, meters: int = 500) -> None:
         topic1 = TOPIC.format(round=1, serial="+")
         _session(broker.port, "bench-drain-sub", topic1)
         _session(broker.port, "bench-drain-paho", topic1)
+        _session(broker.port, "bench-drain-buffered", topic1)
         _session(broker.port, "bench-c1", topic1)
         for cid in ("bench-c2", "bench-c2-w1"):
             _session(broker.port, cid, f"$share/bench2/{TOPIC.format(round=2, serial='+')}")
@@ -402,12 +408,26 @@ def bench_mqtt(messages: int, meters: int = 500) -> None:
         paho_rate = got / secs
         print(f"   baseline, Python client limit: bare paho, ack only            {paho_rate:>9,.0f} messages/s"
               f" = {2 * paho_rate:>9,.0f} readings/s")  # fmt: skip
+        drain = ctx.Process(target=_paho_drain, args=(broker.port, "bench-drain-buffered", topic1, messages, out, True))
+        drain.start()
+        got, secs = out.get(timeout=700)
+        drain.join()
+        buffered_rate = got / secs
+        print(f"   the same through the collector's read buffer (BufferedClient) {buffered_rate:>9,.0f} messages/s"
+              f" = {buffered_rate / paho_rate:.2f} x bare paho")  # fmt: skip
 
         for r, workers in ((1, 1), (2, 2)):
             steady, total, landed = _collect_round(url, settings, broker.url, spool, r, workers, readings,
                                                    "bench2" if workers > 1 else "")  # fmt: skip
             rate = 0.8 * readings / steady if landed >= readings else landed / total
-            limit = "broker/paho-limited" if rate / 2 >= 0.8 * paho_rate * workers else "collector-limited"
+            # Which side limits: the broker (mosquitto_sub's pace), a Python MQTT client per process (the
+            # buffered drain's pace, times the processes), or the collector's own work.
+            if sub_rate and rate / 2 >= 0.8 * sub_rate:
+                limit = "broker-limited"
+            elif rate / 2 >= 0.8 * buffered_rate * workers:
+                limit = "client-limited (paho's pace per process)"
+            else:
+                limit = "collector-limited"
             print(f"   Relevé collector, --workers {workers}: {landed:,} of {readings:,} readings in PostgreSQL, "
                   f"{total:.1f} s with start-up; steady {rate:,.0f} readings/s ({rate / 2:,.0f} messages/s) "
                   f"= {rate / 2 / paho_rate:.2f} x bare paho"
