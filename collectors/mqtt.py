@@ -23,7 +23,7 @@ import re
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -100,7 +100,41 @@ class _BufferedSocket:
 
 
 class BufferedClient(mqtt.Client):
-    """paho's client reading the broker's connection through a buffer (see ``_BufferedSocket``)."""
+    """paho's client, reading the broker's connection through a buffer (see ``_BufferedSocket``).
+
+    With ``on_raw_publish`` set (and MQTT 5, ``manual_ack``), a QoS 1 PUBLISH goes straight to it as
+    ``(topic bytes, payload, mid)``: no ``MQTTMessage``, no parsed properties (Relevé uses none, and
+    announces no topic alias maximum, so the broker sends none), no filter matching. Anything else —
+    QoS 0 or 2, an empty topic, a packet that does not parse — takes paho's own path.
+    """
+
+    on_raw_publish: Callable[[bytes, bytes, int], None] | None = None
+
+    def _handle_publish(self) -> mqtt.MQTTErrorCode:
+        callback = self.on_raw_publish
+        command, packet = self._in_packet["command"], self._in_packet["packet"]
+        if callback is None or (command & 0x06) != 0x02 or not self._manual_ack or self._protocol != mqtt.MQTTv5:
+            return super()._handle_publish()
+        try:
+            n = int.from_bytes(packet[0:2], "big")
+            pos = 2 + n
+            mid = int.from_bytes(packet[pos : pos + 2], "big")
+            pos += 2
+            length = shift = 0
+            while True:  # the properties' length, a variable byte integer
+                byte = packet[pos]
+                pos += 1
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            if n == 0 or shift > 28 or pos + length > len(packet):
+                raise ValueError("not a plain PUBLISH")
+            topic, payload = bytes(packet[2 : 2 + n]), bytes(packet[pos + length :])
+        except (IndexError, ValueError):
+            return super()._handle_publish()  # paho judges it (MalformedPacket, topic alias, …)
+        callback(topic, payload, mid)
+        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _create_socket(self) -> Any:
         sock = super()._create_socket()
@@ -198,6 +232,7 @@ class MqttCollector:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_raw_publish = self._on_raw_publish
         self.client = client
         self._pending: list[tuple[int, int]] = []
         self._lock = threading.Lock()
@@ -251,6 +286,23 @@ class MqttCollector:
         self.stats.connected = False
         if not self._stop.is_set():
             log.warning("MQTT connection to %s:%d lost (%s); reconnecting", self.host, self.port, reason)
+
+    def _on_raw_publish(self, topic: bytes, payload: bytes, mid: int) -> None:
+        """A QoS 1 message (``BufferedClient``'s fast path): spooled as received, acknowledged once durable."""
+        self.stats.received += 1
+        now = time.time()
+        name = topic.decode("utf-8", "replace")  # MQTT requires UTF-8 topics
+        try:
+            self.spool.append_raw(name, payload, now, sync=False)
+        except SpoolFullError as exc:
+            self.stats.not_stored += 1
+            log.error("MQTT message on %s not stored, left unacknowledged: %s", name, exc)
+            return
+        self.stats.last_message = datetime.fromtimestamp(now, UTC)
+        with self._lock:
+            self._pending.append((mid, 1))
+            if len(self._pending) >= self.ack_batch:
+                self._wake.set()
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         self.stats.received += 1

@@ -118,3 +118,39 @@ def test_raw_records_keep_topic_and_payload_byte_for_byte_beside_json_records(tm
 def test_an_empty_batch_decodes_to_an_empty_frame(tmp_path):
     out = collector(tmp_path).decode_raw([])
     assert len(out.frame) == 0 and out.row_message.dtype == np.int32
+
+
+def publish_packet(topic: bytes, mid: int, props: bytes, payload: bytes) -> bytes:
+    return len(topic).to_bytes(2, "big") + topic + mid.to_bytes(2, "big") + bytes([len(props)]) + props + payload
+
+
+@pytest.mark.parametrize("props", [b"", b"\x03\x00\x10application/json", b"\x01\x01"])  # content type, format
+def test_the_fast_publish_path_hands_over_topic_payload_and_mid_whatever_the_properties(props):
+    import paho.mqtt.client as mqtt
+
+    from collectors.mqtt import BufferedClient
+
+    client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id="x", protocol=mqtt.MQTTv5, manual_ack=True)
+    got = []
+    client.on_raw_publish = lambda topic, payload, mid: got.append((topic, payload, mid))
+    payload = b'{"a": 1}' + bytes(range(200))
+    client._in_packet = {"command": 0x32, "packet": publish_packet(b"releve/E1/reading", 513, props, payload)}
+    assert client._handle_publish() == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert got == [(b"releve/E1/reading", payload, 513)]
+
+
+def test_a_publish_the_fast_path_cannot_read_goes_to_paho():
+    import paho.mqtt.client as mqtt
+
+    from collectors.mqtt import BufferedClient
+
+    client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id="x", protocol=mqtt.MQTTv5, manual_ack=True)
+    fast, slow = [], []
+    client.on_raw_publish = lambda *a: fast.append(a)
+    client.on_message = lambda c, u, msg: slow.append((msg.topic, msg.payload, msg.qos))
+    client._in_packet = {"command": 0x30, "packet": publish_packet(b"t/q0", 0, b"", b"x")[:6] + b"\x00x"}  # QoS 0
+    client._handle_publish()
+    client._in_packet = {"command": 0x32, "packet": publish_packet(b"t/cut", 7, b"\x03\x00\x10app", b"")[:-1]}
+    with pytest.raises(Exception):  # noqa: B017, PT011 - paho's own verdict on a malformed packet
+        client._handle_publish()
+    assert fast == [] and slow == [("t/q0", b"x", 0)]
