@@ -193,10 +193,12 @@ def _scope(conn: Connection) -> list[tuple[int, int]]:
     conn.execute(
         """CREATE TEMP TABLE vee_scope ON COMMIT DROP AS
            SELECT n.meter_id, n.channel_id, c.kind, c.code, c.interval_s, n.new_from, n.n_new,
+                  -- more than two reads a day: the database picks the first of each day (see _load)
+                  n.n_new > 2 * (extract(epoch FROM n.new_to - n.new_from) / 86400 + 1) AS dense,
                   CASE WHEN c.kind = 'register'
                        THEN least(coalesce(ctx.ts, '-infinity'::timestamptz), n.new_from - make_interval(days => %s))
                        ELSE n.new_from - interval '8 days' END AS ctx_from  -- a week back: like days
-           FROM (SELECT meter_id, channel_id, min(ts) AS new_from, count(*) AS n_new FROM reading
+           FROM (SELECT meter_id, channel_id, min(ts) AS new_from, max(ts) AS new_to, count(*) AS n_new FROM reading
                  WHERE batch_id IN (SELECT batch_id FROM vee_todo) GROUP BY 1, 2) n
            JOIN channel c ON c.id = n.channel_id AND c.kind IN ('register', 'interval')
            LEFT JOIN LATERAL (SELECT r.ts FROM reading r
@@ -250,14 +252,20 @@ def _load(conn: Connection, a: int, b: int) -> dict[str, np.ndarray]:
     """Reads of the scope's series for meters a..b (with context), as columns sorted by series and time.
 
     Register rules judge one read per day (the first of each UTC day): the utility's high/low band is
-    a per-day notion, and a 15-minute AMI series would otherwise be judged on its daily profile. The
-    database picks those reads itself, series by series in index order (no sort): a read is the first
-    of its day when the read before it in the series is of an earlier day. So a 15-minute series sends
-    one row a day out of 96, and a daily series costs no sort at all. Manually read series (one read a
-    month) pass through unchanged. The rows arrive as one binary ``COPY``, parsed by numpy.
+    a per-day notion, and a 15-minute AMI series would otherwise be judged on its daily profile.
+    Manually read series (one read a month) pass through unchanged. Two binary ``COPY``s, no sort in
+    the database: sparse series (two reads a day or fewer) send every read and numpy keeps the first
+    of each day; dense ones (15-minute registers) are thinned by the database, series by series in
+    index order — a read is the first of its day when the read before it is of an earlier day — so
+    one row a day leaves the server out of 96.
     """
-    parts: list[bytes] = []
-    with conn.cursor().copy(
+    sparse = _copy_rows(conn,
+        """COPY (SELECT r.meter_id, r.channel_id, r.ts, r.value, r.unit_id, r.batch_id, r.read_type_id, r.source_id
+                 FROM reading r JOIN vee_scope s ON s.meter_id = r.meter_id AND s.channel_id = r.channel_id
+                 WHERE r.meter_id BETWEEN %s AND %s AND s.meter_id BETWEEN %s AND %s AND r.ts >= s.ctx_from
+                   AND s.kind = 'register' AND NOT s.dense)
+           TO STDOUT (FORMAT BINARY)""", (a, b, a, b))  # fmt: skip
+    dense = _copy_rows(conn,
         """COPY (SELECT r.meter_id, r.channel_id, r.ts, r.value, r.unit_id, r.batch_id, r.read_type_id, r.source_id
                  FROM vee_scope s
                  CROSS JOIN LATERAL (
@@ -266,31 +274,42 @@ def _load(conn: Connection, a: int, b: int) -> dict[str, np.ndarray]:
                      FROM reading x
                      WHERE x.meter_id = s.meter_id AND x.channel_id = s.channel_id AND x.ts >= s.ctx_from
                      ORDER BY x.ts) r
-                 WHERE s.meter_id BETWEEN %s AND %s AND s.kind = 'register'
+                 WHERE s.meter_id BETWEEN %s AND %s AND s.kind = 'register' AND s.dense
                    AND (r.prev IS NULL
                         OR date_trunc('day', r.prev AT TIME ZONE 'UTC') <> date_trunc('day', r.ts AT TIME ZONE 'UTC')))
-           TO STDOUT (FORMAT BINARY)""",
-        (a, b),
-    ) as copy:
-        for data in copy:
-            parts.append(bytes(data))
-    buf = b"".join(parts)
-    n = (len(buf) - 19 - 2) // LOAD_DTYPE.itemsize
-    rec = np.frombuffer(buf, LOAD_DTYPE, count=max(n, 0), offset=19) if n > 0 else np.zeros(0, LOAD_DTYPE)
+           TO STDOUT (FORMAT BINARY)""", (a, b))  # fmt: skip
+    rec = np.concatenate([sparse, dense])
     meter = rec["meter_id"].astype(np.int64)
     channel = rec["channel_id"].astype(np.int64)
     ts = rec["ts"].astype(np.int64)
     order = np.lexsort((ts, channel, meter))
+    meter, channel, ts = meter[order], channel[order], ts[order]
+    # The first read of each UTC day of each series (PostgreSQL microseconds since 2000-01-01, a UTC midnight).
+    day = ts // 86_400_000_000
+    first = np.ones(len(ts), bool)
+    first[1:] = (meter[1:] != meter[:-1]) | (channel[1:] != channel[:-1]) | (day[1:] != day[:-1])
+    keep = order[first]
     return {
-        "meter_id": meter[order],
-        "channel_id": channel[order],
-        "t": ts[order] / 1e6 + PG_EPOCH_S,
-        "value": rec["value"].astype(np.float64)[order],
-        "unit_id": rec["unit_id"].astype(np.int64)[order],
-        "batch_id": rec["batch_id"].astype(np.int64)[order],
-        "read_type_id": rec["read_type_id"].astype(np.int64)[order],
-        "source_id": rec["source_id"].astype(np.int64)[order],
+        "meter_id": meter[first],
+        "channel_id": channel[first],
+        "t": ts[first] / 1e6 + PG_EPOCH_S,
+        "value": rec["value"].astype(np.float64)[keep],
+        "unit_id": rec["unit_id"].astype(np.int64)[keep],
+        "batch_id": rec["batch_id"].astype(np.int64)[keep],
+        "read_type_id": rec["read_type_id"].astype(np.int64)[keep],
+        "source_id": rec["source_id"].astype(np.int64)[keep],
     }
+
+
+def _copy_rows(conn: Connection, query: str, params: tuple[Any, ...]) -> np.ndarray:
+    """The rows of one binary ``COPY`` of ``LOAD_DTYPE``'s columns, as a numpy record array."""
+    parts: list[bytes] = []
+    with conn.cursor().copy(query, params) as copy:
+        for data in copy:
+            parts.append(bytes(data))
+    buf = b"".join(parts)
+    n = (len(buf) - 19 - 2) // LOAD_DTYPE.itemsize
+    return np.frombuffer(buf, LOAD_DTYPE, count=n, offset=19) if n > 0 else np.zeros(0, LOAD_DTYPE)
 
 
 def _validate_chunk(
