@@ -110,7 +110,7 @@ def main() -> int:
         copy_meters = "COPY meter (serial, commodity, model, unit, protocol, register_digits) FROM STDIN"
         with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur, cur.copy(copy_meters) as cp:
             for serial in frames[0].meters:
-                cp.write_row((serial, "electricity", "bench", "kWh", "modbus", 7))
+                cp.write_row((serial, "electricity", "bench", "kWh", "import", 7))
 
         raw = raw_copy(url, frames)
         print(f"baseline: raw binary COPY into a bare table   {raw:7.1f} s  {n / raw:>10,.0f} reads/s")
