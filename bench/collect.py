@@ -22,7 +22,7 @@
    rate (10 % → 90 % landed) as a ratio of each baseline, and which side limits it.
 
 Run: .venv/bin/python bench/collect.py [--meters 64] [--gateways 2] [--delay-ms 20] [--seconds 8]
-     [--messages 20000] [--only tcp,rtu,mqtt]
+     [--messages 40000] [--only tcp,rtu,mqtt]
 """
 
 from __future__ import annotations
