@@ -12,11 +12,17 @@
    the wire-time bound (request and response frames, 10 bits a byte, each frame followed by the
    3.5-character silence that ends an RTU frame: no compliant line can do better), at 9600 and
    115200 baud. The frames-only bound (no silences) is printed too.
-3. MQTT → database: readings per second from a publisher through Mosquitto, the collector
-   (decode, spool fsync, acknowledge) and the write path, until every reading is in PostgreSQL.
+3. MQTT → database: the messages are queued in Mosquitto on persistent sessions before anything
+   timed starts (the publisher, pinned to a core of its own, has finished). Baselines on the same
+   queue: ``mosquitto_sub`` draining it (the broker's limit), a bare paho client that only
+   acknowledges (a Python client's limit) and the collector's own client with nothing behind it
+   (``BufferedClient``: the limit of one collector process's network side). Then the collector (``releve collect run`` as
+   processes: spool fsync, acknowledge, decode to columns, the write path) with ``--workers 1`` and
+   ``--workers 2`` (MQTT 5 shared subscription) until every reading is in PostgreSQL; the steady
+   rate (10 % → 90 % landed) as a ratio of each baseline, and which side limits it.
 
 Run: .venv/bin/python bench/collect.py [--meters 64] [--gateways 2] [--delay-ms 20] [--seconds 8]
-     [--messages 20000] [--only tcp,rtu,mqtt]
+     [--messages 40000] [--only tcp,rtu,mqtt]
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ import asyncio
 import json
 import math
 import multiprocessing as mp
+import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -218,68 +227,232 @@ def bench_rtu(seconds: float) -> None:
 
 
 # -- 3. MQTT -> database ---------------------------------------------------------------------------
-def _publish(port: int, messages: int, meters: int, t0: str) -> None:
+TOPIC = "bench{round}/{serial}/reading"
+
+
+def _session(port: int, client_id: str, topic_filter: str) -> None:
+    """Open a persistent MQTT 5 session subscribed to ``topic_filter`` and leave: the broker queues for it."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.connect("127.0.0.1", port, clean_start=False, properties=props)
+    client.loop_start()
+    client.subscribe(topic_filter, qos=1)
+    if not subscribed.wait(10):
+        raise RuntimeError(f"broker did not confirm the subscription of {client_id}")
+    client.disconnect()
+    client.loop_stop()
+
+
+def _publish(port: int, rounds: list[tuple[int, int, str]], meters: int, cpu: int | None) -> None:
+    """Publish every round's messages (QoS 1) and wait for the broker to take them all."""
     import paho.mqtt.client as mqtt
 
-    start = datetime.fromisoformat(t0)
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})  # the publisher keeps to its core (it is done before collectors start)
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pub")
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
     client.connect("127.0.0.1", port)
     client.loop_start()
-    infos = []
-    for k in range(messages):
-        serial = f"MQ{k % meters:05d}"
-        ts = (start + timedelta(minutes=15 * (k // meters))).strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = {"meter": serial, "ts": ts, "readings": [{"channel": "1-0:1.8.0", "value": 100 + k, "unit": "kWh"},
-                                                          {"channel": "1-0:1.7.0", "value": 400.0, "unit": "W"}]}
-        infos.append(client.publish(f"releve/{serial}/reading", json.dumps(body), qos=1))
-    for info in infos:
-        info.wait_for_publish(120)
+    for r, messages, t0 in rounds:
+        start = datetime.fromisoformat(t0)
+        infos = []
+        for k in range(messages):
+            serial = f"MQ{k % meters:05d}"
+            ts = (start + timedelta(minutes=15 * (k // meters))).strftime("%Y-%m-%dT%H:%M:%SZ")
+            body = {"meter": serial, "ts": ts,
+                    "readings": [{"channel": "1-0:1.8.0", "value": 100 + k, "unit": "kWh"},
+                                 {"channel": "1-0:1.7.0", "value": 400.0, "unit": "W"}]}  # fmt: skip
+            infos.append(client.publish(TOPIC.format(round=r, serial=serial), json.dumps(body), qos=1))
+        for info in infos:
+            info.wait_for_publish(300)
     client.loop_stop()
     client.disconnect()
 
 
-def bench_mqtt(messages: int) -> None:
+def _paho_drain(port: int, client_id: str, topic_filter: str, expected: int, out: mp.Queue,
+                fast: bool = False) -> None:  # fmt: skip
+    """Baseline: a bare paho client taking the queued messages, acknowledging each, doing nothing else.
+
+    ``fast``: the collector's own client (``collectors.mqtt.BufferedClient``: read buffer, QoS 1 fast
+    path, acknowledgements 32 at a time) with no spool, no decoding and no database behind it.
+    """
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from collectors.mqtt import BufferedClient
+
+    done = threading.Event()
+    count = 0
+    mids: list[int] = []
+
+    def on_message(client, userdata, msg):
+        nonlocal count
+        count += 1
+        if count >= expected:
+            done.set()
+
+    def on_raw(topic: bytes, payload: bytes, mid: int) -> None:
+        nonlocal count
+        count += 1
+        mids.append(mid)
+        if len(mids) >= 32 or count >= expected:
+            client.ack_many(mids)
+            mids.clear()
+        if count >= expected:
+            done.set()
+
+    if fast:
+        client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
+                                manual_ack=True)  # fmt: skip
+        client.on_raw_publish = on_raw
+    else:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        client.on_message = on_message
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    started = time.perf_counter()
+    client.connect("127.0.0.1", port, clean_start=False, properties=props)
+    client.loop_start()
+    done.wait(300)
+    out.put((count, time.perf_counter() - started))
+    client.disconnect()
+    client.loop_stop()
+
+
+def _landed(url: str, origin: str) -> int:
     import psycopg
 
-    from bench.common import bench_database
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT coalesce(sum(n_inserted), 0) FROM ingest_batch WHERE origin LIKE %s",
+                           (origin + "%",)).fetchone()  # fmt: skip
+    return int(row[0]) if row else 0
+
+
+def _collect_round(url: str, settings, broker_url: str, spool: Path, r: int, workers: int, expected: int,
+                   group: str) -> tuple[float, float, int]:  # fmt: skip
+    """Start ``workers`` collector processes on the queued round ``r``; (steady s, total s, readings landed)."""
     from collectors.config import CollectorConfig
-    from collectors.service import Collector
+    from collectors.service import run_workers
+
+    settings = settings.model_copy(update={"mqtt": settings.mqtt.model_copy(update={"url": broker_url})})
+    name = f"bench{r}"
+    config = CollectorConfig.model_validate({
+        "name": name, "spool_dir": str(spool / name), "seal_seconds": 0.5,
+        "mqtt": {"client_id": f"bench-c{r}", "shared_group": group,
+                 "subscriptions": [{"topic": TOPIC.format(round=r, serial="{serial}")}]},
+    })  # fmt: skip
+    stop = threading.Event()
+    result: list[int] = []
+    started = time.perf_counter()
+    runner = threading.Thread(target=lambda: result.append(run_workers(config, settings, url, workers, stop)))
+    runner.start()
+    marks: dict[str, float] = {}
+    landed = 0
+    while landed < expected and time.perf_counter() - started < 600:
+        time.sleep(0.2)
+        landed = _landed(url, name)
+        now = time.perf_counter()
+        if landed >= 0.1 * expected:
+            marks.setdefault("10", now)
+        if landed >= 0.9 * expected:
+            marks.setdefault("90", now)
+    total = time.perf_counter() - started
+    stop.set()
+    runner.join()
+    steady = marks.get("90", total) - marks.get("10", 0.0)
+    return steady, total, landed
+
+
+def bench_mqtt(messages: int, meters: int = 500) -> None:
+    from bench.common import bench_database
     from releve.broker import MqttBroker
 
-    meters = 500
-    print(f"\n3. MQTT -> database: {messages:,} JSON messages (2 readings each) from {meters} meters, QoS 1")
+    readings = 2 * messages
+    print(f"\n3. MQTT -> database: {messages:,} JSON messages (2 readings each) from {meters} meters, QoS 1, per run;"
+          f" queued in Mosquitto on persistent sessions before any consumer starts (the publisher, pinned to"
+          f" its own core, has finished: it shares nothing with what is timed)")  # fmt: skip
     broker_dir = Path(tempfile.mkdtemp(prefix="releve-bench-mqtt-"))
     broker_dir.chmod(0o755)
+    spool = Path(tempfile.mkdtemp(prefix="releve-bench-spool-"))
     with MqttBroker(broker_dir / "b") as broker, bench_database() as (url, settings, _):
-        with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
-            cur.executemany("INSERT INTO meter (serial, commodity, model, unit, protocol) "
-                            "VALUES (%s, 'electricity', 'b', 'kWh', 'mqtt')", [(f"MQ{i:05d}",) for i in range(meters)])
-        settings = settings.model_copy(update={"mqtt": settings.mqtt.model_copy(update={"url": broker.url})})
-        spool = Path(tempfile.mkdtemp(prefix="releve-bench-spool-"))
-        config = CollectorConfig.model_validate({"name": "bench", "spool_dir": str(spool), "seal_seconds": 0.5,
-            "mqtt": {"client_id": "bench-collector", "subscriptions": [{"topic": "releve/{serial}/reading"}]}})
-        collector = Collector(config, settings, url)
-        collector.start()
-        collector.mqtt.wait_connected()
-        t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=30)
-        start = time.perf_counter()
-        ctx = mp.get_context("spawn")
-        pub = ctx.Process(target=_publish, args=(broker.port, messages, meters, t0.isoformat()))
-        pub.start()
-        expected = 2 * messages
+        import psycopg
+
         with psycopg.connect(url, autocommit=True) as conn:
-            while conn.execute("SELECT count(*) FROM reading").fetchone()[0] < expected:
-                if time.perf_counter() - start > 300:
-                    break
-                time.sleep(0.2)
-            landed = conn.execute("SELECT count(*) FROM reading").fetchone()[0]
-        elapsed = time.perf_counter() - start
+            conn.cursor().executemany("INSERT INTO meter (serial, commodity, model, unit, protocol) "
+                                      "VALUES (%s, 'electricity', 'b', 'kWh', 'mqtt')",
+                                      [(f"MQ{i:05d}",) for i in range(meters)])  # fmt: skip
+        # Sessions first (so the broker queues for them), then every message.
+        topic1 = TOPIC.format(round=1, serial="+")
+        _session(broker.port, "bench-drain-sub", topic1)
+        _session(broker.port, "bench-drain-paho", topic1)
+        _session(broker.port, "bench-drain-buffered", topic1)
+        _session(broker.port, "bench-c1", topic1)
+        for cid in ("bench-c2", "bench-c2-w1"):
+            _session(broker.port, cid, f"$share/bench2/{TOPIC.format(round=2, serial='+')}")
+        now = datetime.now(UTC).replace(microsecond=0)
+        rounds = [(1, messages, (now - timedelta(days=60)).isoformat()),
+                  (2, messages, (now - timedelta(days=30)).isoformat())]  # fmt: skip
+        cpus = sorted(os.sched_getaffinity(0))
+        ctx = mp.get_context("spawn")
+        started = time.perf_counter()
+        pub = ctx.Process(target=_publish, args=(broker.port, rounds, meters, cpus[-1] if len(cpus) > 1 else None))
+        pub.start()
         pub.join()
-        collector.stop()
-        print(f"   {landed:,} of {expected:,} readings in PostgreSQL after {elapsed:.1f} s: "
-              f"{landed / elapsed:,.0f} readings/s ({landed / 2 / elapsed:,.0f} messages/s), end to end")
+        print(f"   queued {2 * messages:,} messages in {time.perf_counter() - started:.1f} s (not timed below)")
+
+        # Baselines on the same queued messages (round 1): what the broker and a bare client can do.
+        sub_rate = None
+        if shutil.which("mosquitto_sub"):
+            started = time.perf_counter()
+            subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-V", "mqttv5", "-q", "1",
+                            "-c", "-i", "bench-drain-sub", "-x", "3600", "-t", topic1, "-C", str(messages)],
+                           stdout=subprocess.DEVNULL, check=True, timeout=600)  # fmt: skip
+            sub_rate = messages / (time.perf_counter() - started)
+            print(f"   baseline, broker limit: mosquitto_sub (C) drains the queue   {sub_rate:>9,.0f} messages/s"
+                  f" = {2 * sub_rate:>9,.0f} readings/s")  # fmt: skip
+        out: mp.Queue = ctx.Queue()
+        drain = ctx.Process(target=_paho_drain, args=(broker.port, "bench-drain-paho", topic1, messages, out))
+        drain.start()
+        got, secs = out.get(timeout=700)
+        drain.join()
+        paho_rate = got / secs
+        print(f"   baseline, Python client limit: bare paho, ack only            {paho_rate:>9,.0f} messages/s"
+              f" = {2 * paho_rate:>9,.0f} readings/s")  # fmt: skip
+        drain = ctx.Process(target=_paho_drain, args=(broker.port, "bench-drain-buffered", topic1, messages, out, True))
+        drain.start()
+        got, secs = out.get(timeout=700)
+        drain.join()
+        buffered_rate = got / secs
+        print(f"   baseline, the collector's client alone (BufferedClient)      {buffered_rate:>9,.0f} messages/s"
+              f" = {2 * buffered_rate:>9,.0f} readings/s ({buffered_rate / paho_rate:.2f} x bare paho)")  # fmt: skip
+
+        for r, workers in ((1, 1), (2, 2)):
+            steady, total, landed = _collect_round(url, settings, broker.url, spool, r, workers, readings,
+                                                   "bench2" if workers > 1 else "")  # fmt: skip
+            rate = 0.8 * readings / steady if landed >= readings else landed / total
+            # Which side limits: the broker (mosquitto_sub's pace), a Python MQTT client per process (the
+            # buffered drain's pace, times the processes), or the collector's own work.
+            if sub_rate and rate / 2 >= 0.8 * sub_rate:
+                limit = "broker-limited"
+            elif rate / 2 >= 0.8 * buffered_rate * workers:
+                limit = "client-limited (the MQTT client's pace per process)"
+            else:
+                limit = "collector-limited"
+            print(f"   Relevé collector, --workers {workers}: {landed:,} of {readings:,} readings in PostgreSQL, "
+                  f"{total:.1f} s with start-up; steady {rate:,.0f} readings/s ({rate / 2:,.0f} messages/s) "
+                  f"= {rate / 2 / paho_rate:.2f} x bare paho, {rate / 2 / buffered_rate:.2f} x its client alone"
+                  + (f", {rate / 2 / sub_rate:.2f} x mosquitto_sub" if sub_rate else "") + f": {limit}")
+    shutil.rmtree(spool, ignore_errors=True)
+    shutil.rmtree(broker_dir, ignore_errors=True)
 
 
 def main() -> int:
@@ -288,7 +461,7 @@ def main() -> int:
     parser.add_argument("--gateways", type=int, default=2, help="TCP gateways the meters are spread over")
     parser.add_argument("--delay-ms", type=float, default=20.0)
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--messages", type=int, default=40_000, help="MQTT messages per run (at most 100,000)")
     parser.add_argument("--only", default="tcp,rtu,mqtt", help="comma-separated subset of tcp,rtu,mqtt")
     args = parser.parse_args()
     only = set(args.only.split(","))

@@ -1,6 +1,6 @@
 """VEE register validation over the database, vectorised vs a naive per-row Python loop, same run.
 
-    python bench/vee.py [--meters 20000] [--days 500] [--naive-meters 200]
+    python bench/vee.py [--meters 20000] [--days 500] [--naive-meters 200] [--q15-meters 1000] [--q15-days 60]
 
 Lands meters × days daily register reads (with a few injected faults: scale jumps, digit errors,
 frozen registers, rollovers) through the ingest writer's columnar path, then times ``run_vee``: the
@@ -9,6 +9,11 @@ and estimates written, watermark moved), and reports register reads validated pe
 same rules written as a plain per-row Python loop (rows fetched with an ordinary cursor) run on a
 subset of meters, and the ratio of the two rates. Rules-only figures (no database) for both are
 printed too.
+
+Then 15-minute register data (``--q15-meters`` × ``--q15-days`` × 96 reads, landed the same way) and
+a second, incremental run over it: the rules judge the first read of each day, which the database
+picks out itself, so the run is reported both as validated (daily) reads per second and as landed
+15-minute register reads covered per second.
 """
 
 from __future__ import annotations
@@ -78,6 +83,35 @@ def land(url: str, settings, values: np.ndarray, first: np.datetime64, per_batch
             )  # fmt: skip
             writer.write(frame)
     return time.perf_counter() - started
+
+
+def land_q15(url: str, settings, meters: int, days: int, per_batch: int = 100, seed: int = 9) -> tuple[int, float]:
+    """Land meters × days × 96 cumulative 15-minute register reads; return (rows, seconds)."""
+    rng = np.random.default_rng(seed)
+    serials = [f"Q{i:06d}" for i in range(meters)]
+    copy_meters = "COPY meter (serial, commodity, model, unit, protocol, register_digits) FROM STDIN"
+    with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur, cur.copy(copy_meters) as copy:
+        for s in serials:
+            copy.write_row((s, "electricity", "bench", "kWh", "mqtt", 7))
+    n_slots = days * 96
+    end = np.datetime64(datetime.now(UTC).replace(tzinfo=None), "D") - np.timedelta64(1, "D")
+    first = (end - np.timedelta64(days, "D")).astype("datetime64[us]")
+    ts_slots = first + np.arange(n_slots, dtype=np.int64) * np.timedelta64(900_000_000, "us")
+    started = time.perf_counter()
+    rows = 0
+    with BatchWriter(url, settings, origin="bench-q15") as writer:
+        for a in range(0, meters, per_batch):
+            b = min(a + per_batch, meters)
+            usage = rng.uniform(0.02, 0.4, (b - a, 1)) * rng.lognormal(0, 0.3, (b - a, n_slots))
+            values = np.round(rng.uniform(1_000, 60_000, (b - a, 1)) + np.cumsum(usage, axis=1), 3)
+            n = values.size
+            frame = ReadingFrame(
+                meters=serials[a:b], meter_idx=np.repeat(np.arange(b - a, dtype=np.int32), n_slots),
+                channels=[CH], channel_idx=np.zeros(n, np.int32), ts=np.tile(ts_slots, b - a),
+                value=values.ravel(), units=["kWh"], unit_idx=np.zeros(n, np.int32), source=Source.MQTT,
+            )  # fmt: skip
+            rows += writer.write(frame).inserted
+    return rows, time.perf_counter() - started
 
 
 def naive_validate(rows: list[tuple[int, datetime, float]]) -> int:
@@ -176,6 +210,8 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=500)
     parser.add_argument("--naive-meters", type=int, default=200)
     parser.add_argument("--batch-meters", type=int, default=1_000, help="meters per ingest batch")
+    parser.add_argument("--q15-meters", type=int, default=1_000, help="meters with 15-minute register data (0: skip)")
+    parser.add_argument("--q15-days", type=int, default=60)
     args = parser.parse_args()
     values, first = make_fleet(args.meters, args.days)
     n = values.size
@@ -217,6 +253,22 @@ def main() -> int:
               f"{naive_secs:.1f} s = {naive_rate:,.0f} reads/s ({naive_findings} findings)")  # fmt: skip
         print(f"ratio vectorised / naive (over the database): {rate / naive_rate:.1f}x")
 
+        q15_rate = q15_landed = None
+        if args.q15_meters:
+            rows, secs = land_q15(url, settings, args.q15_meters, args.q15_days)
+            print(f"\n15-minute register data: {rows:,} reads ({args.q15_meters:,} meters x {args.q15_days} days x 96) "
+                  f"landed through the ingest writer in {secs:.1f} s")  # fmt: skip
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("VACUUM ANALYZE reading")
+            q = run_vee(url, settings, who="bench")
+            assert q.landed_reads == rows, (q.landed_reads, rows)
+            q15_rate, q15_landed = q.new_reads / q.seconds, q.landed_reads / q.seconds
+            print(f"incremental VEE run over it: {q.new_reads:,} daily reads validated in {q.seconds:.1f} s "
+                  f"= {q15_rate:,.0f} validated reads/s, covering {q.landed_reads:,} landed 15-minute reads "
+                  f"= {q15_landed:,.0f} landed reads/s")  # fmt: skip
+            for line in q.lines()[1:]:
+                print("  " + line)
+
     # Rules only, same data in memory, no database.
     meters, days = values.shape
     batch = RegisterSeries(
@@ -235,8 +287,12 @@ def main() -> int:
     naive_rules = len(rows_mem) / (time.perf_counter() - started)
     print(f"\nrules only (in memory): vectorised {n / rules_secs:,.0f} reads/s ({len(result.findings):,} findings), "
           f"naive {naive_rules:,.0f} reads/s, ratio {n / rules_secs / naive_rules:.1f}x")  # fmt: skip
-    goal = "reached" if rate >= 200_000 else "NOT reached"
-    print(f"\ngoal >= 200,000 register reads/s over the database: {goal} ({rate:,.0f})")
+    goal = "reached" if rate >= 400_000 else "NOT reached"
+    print(f"\ngoal >= 400,000 daily register reads/s over the database: {goal} ({rate:,.0f})")
+    if q15_landed is not None:
+        goal = "reached" if q15_landed >= 200_000 else "NOT reached"
+        print(f"goal >= 200,000 reads/s with 15-minute register data: {goal} ({q15_landed:,.0f} landed reads/s "
+              f"covered; {q15_rate:,.0f} validated daily reads/s)")  # fmt: skip
     return 0
 
 

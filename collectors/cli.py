@@ -24,6 +24,10 @@ def register(sub: Any) -> None:
         "or the broker is down.",
     )
     run.add_argument("--config", "-c", type=Path, required=True, help="collector configuration (TOML)")
+    run.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="MQTT: N collector processes splitting the subscriptions over an MQTT 5 shared "
+                     "subscription (group: mqtt.shared_group, else the collector's name); each keeps its own "
+                     "session and spool (<spool_dir>/worker-<k>); Modbus polling stays in the first (1)")  # fmt: skip
     run.set_defaults(func=cmd_run)
     status = actions.add_parser(
         "status",
@@ -77,9 +81,21 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         raise CommandError(str(exc)) from exc
+    if args.workers < 1:
+        print(f"releve collect run: --workers {args.workers} must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1 and config.mqtt is None:
+        print(f"releve collect run: --workers needs an [mqtt] section in {args.config}", file=sys.stderr)
+        return 2
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if args.workers > 1:
+        from collectors.service import run_workers
+
+        print(f"collector {config.name}: {args.workers} workers, spool {config.spool_dir}; Ctrl-C stops",
+              file=sys.stderr)  # fmt: skip
+        return run_workers(config, settings, database_url(settings), args.workers, stop)
     collector = Collector(config, settings, database_url(settings))
     print(f"collector {config.name}: spool {config.spool_dir}; Ctrl-C stops", file=sys.stderr)
     collector.run_until(stop)
@@ -101,16 +117,19 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         raise CommandError(str(exc)) from exc
     if args.config is None:
         print(f"collector {config.name} of the demo ({path})")
-    segments = sorted(Path(config.spool_dir).glob("*.seg")) + sorted(Path(config.spool_dir).glob("*.open"))
-    size = sum(p.stat().st_size for p in segments)
-    print(f"spool {config.spool_dir}: {len(segments)} segment(s), {size:,} bytes "
-          f"({100 * size / (config.spool_max_mb * 1024 * 1024):.1f} % of the bound)")  # fmt: skip
-    held = quarantined(Path(config.spool_dir))
-    alarm = bool(held)
-    if held:
-        print(f"ALARM quarantine {Path(config.spool_dir) / 'quarantine'}: {len(held)} segment(s) the database "
-              "refused (once the cause is fixed: `releve collect requeue`, collector stopped)")  # fmt: skip
-        print(quarantine_summary(held))
+    alarm = False
+    spools = [Path(config.spool_dir), *sorted(Path(config.spool_dir).glob("worker-*"))]  # --workers N
+    for spool_dir in spools:
+        segments = sorted(spool_dir.glob("*.seg")) + sorted(spool_dir.glob("*.open"))
+        size = sum(p.stat().st_size for p in segments)
+        print(f"spool {spool_dir}: {len(segments)} segment(s), {size:,} bytes "
+              f"({100 * size / (config.spool_max_mb * 1024 * 1024):.1f} % of the bound)")  # fmt: skip
+        held = quarantined(spool_dir)
+        alarm = alarm or bool(held)
+        if held:
+            print(f"ALARM quarantine {spool_dir / 'quarantine'}: {len(held)} segment(s) the database "
+                  "refused (once the cause is fixed: `releve collect requeue`, collector stopped)")  # fmt: skip
+            print(quarantine_summary(held))
     try:
         with db.connect(db.database_url(settings), role=db.reader_role(settings)) as conn:
             links = conn.execute(
@@ -182,20 +201,31 @@ def _demo_collector_config() -> Path:
 def cmd_requeue(args: argparse.Namespace, settings: Settings) -> int:
     """Move quarantined segments back into the spool (collector stopped)."""
     from collectors.config import ConfigError, load_config
-    from collectors.spool import Spool
+    from collectors.spool import Spool, quarantined
     from releve.cli import CommandError
 
     try:
         config = load_config(args.config)
-        spool = Spool(config.spool_dir, max_bytes=config.spool_max_mb * 1024 * 1024)
-    except (ConfigError, RuntimeError) as exc:  # RuntimeError: the collector is running
-        raise CommandError(f"{exc} (stop the collector first)" if "in use" in str(exc) else str(exc)) from exc
-    try:
-        moved = spool.requeue(args.segments)
-    except FileNotFoundError as exc:
+    except ConfigError as exc:
         raise CommandError(str(exc)) from exc
-    finally:
-        spool.close()
+    spools = [Path(config.spool_dir), *sorted(Path(config.spool_dir).glob("worker-*"))]  # --workers N
+    held = {Path(e["path"]).name: d for d in spools for e in quarantined(d)}
+    unknown = [n for n in args.segments if n not in held]
+    if unknown:
+        raise CommandError(f"not quarantined under {config.spool_dir}: {', '.join(unknown)}")
+    moved: list[str] = []
+    for spool_dir in spools:
+        names = [n for n in args.segments if held[n] == spool_dir]
+        if (args.segments and not names) or not quarantined(spool_dir):
+            continue
+        try:
+            spool = Spool(spool_dir, max_bytes=config.spool_max_mb * 1024 * 1024)
+        except RuntimeError as exc:  # the collector is running
+            raise CommandError(f"{exc} (stop the collector first)" if "in use" in str(exc) else str(exc)) from exc
+        try:
+            moved += spool.requeue(names)
+        finally:
+            spool.close()
     for name in moved:
         print(f"requeued {name}")
     if not moved:

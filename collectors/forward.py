@@ -7,6 +7,11 @@ the first batch carries the segment's key, the others a key derived from it, and
 carries the segment's events and dead letters (so that a refusal in any batch before it cannot
 leave them landed twice once the segment is landed record by record).
 
+Raw MQTT records (``Spool.append_raw``) are decoded here, off the network thread, by the MQTT
+collector's ``decode_raw`` (set as ``raw_decoder``): to columns, with the same plausibility checks
+and dead letters as before, once per segment (a segment retried after an outage reuses what it
+decoded, so the plausibility guard never judges a message twice).
+
 Two kinds of failure, told apart by ``is_outage``:
 
 - **Outage** (connection refused or lost, server shutting down, out of disk, a deadlock or
@@ -26,13 +31,15 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
+import numpy as np
 import psycopg
 
-from collectors.spool import Batch, Segment, Spool, decode_record
+from collectors.spool import Batch, RawMessage, Segment, Spool, decode_raw, decode_record, is_raw
+from ingest import BatchWriter, ReadingFrame
 from ingest.sharded import ShardedWriter, open_writer
-from ingest.writer import BatchWriter
 from releve.model import MeterEvent, Reading, Rejected
 from releve.settings import Settings
 
@@ -69,26 +76,93 @@ def describe(exc: BaseException) -> str:
     return f"{kind}: {text}" if text else kind
 
 
-SourceBatch = tuple[list[Reading], list[MeterEvent], list[Rejected], uuid.UUID]
+SourceBatch = tuple[list[Reading] | ReadingFrame, list[MeterEvent], list[Rejected], uuid.UUID]
 
 
-def source_batches(batch: Batch, key: uuid.UUID) -> list[SourceBatch]:
+@dataclass
+class RawDecoded:
+    """Raw MQTT messages decoded: readings as columns.
+
+    For each row, event and dead letter: the index of the message it came from (so that a refused
+    segment can be landed record by record).
+    """
+
+    frame: ReadingFrame
+    row_message: np.ndarray
+    events: list[tuple[int, MeterEvent]] = field(default_factory=list)
+    rejected: list[tuple[int, Rejected]] = field(default_factory=list)
+    other: list[tuple[int, Reading]] = field(default_factory=list)  # a custom decoder's non-MQTT readings
+
+    def part(self, message: int | None = None) -> tuple[ReadingFrame, Batch]:
+        """The frame and the other content of one message (``None``: of all)."""
+        if message is None:
+            return self.frame, Batch([r for _, r in self.other], [e for _, e in self.events],
+                                     [x for _, x in self.rejected])  # fmt: skip
+        frame = self.frame.take(self.row_message == message)
+        return frame, Batch([r for k, r in self.other if k == message], [e for k, e in self.events if k == message],
+                            [x for k, x in self.rejected if k == message])  # fmt: skip
+
+
+RawDecoder = Callable[[Sequence[RawMessage]], RawDecoded]
+
+
+def source_batches(batch: Batch, key: uuid.UUID, frame: ReadingFrame | None = None) -> list[SourceBatch]:
     """One batch per reading source, keyed deterministically from ``key``.
 
     Sources go in name order; the first batch gets ``key`` itself, the others
     ``uuid5(key, "source <name>")``. The last batch carries the events and dead letters (each of
-    those has its own source column).
+    those has its own source column). ``frame`` (decoded raw MQTT messages) joins its source's batch.
     """
-    sources = sorted({r.source for r in batch.readings}, key=lambda s: s.value)
-    if len(sources) <= 1:
+    found = {r.source for r in batch.readings}
+    if frame is not None and len(frame):
+        found.add(frame.source)
+    else:
+        frame = None
+    sources = sorted(found, key=lambda s: s.value)
+    if len(sources) <= 1 and frame is None:
         return [(batch.readings, batch.events, batch.rejected, key)]
+    if not sources:
+        return [([], batch.events, batch.rejected, key)]
     out: list[SourceBatch] = []
     for i, source in enumerate(sources):
-        readings = [r for r in batch.readings if r.source is source]
+        listed = [r for r in batch.readings if r.source is source]
+        readings: list[Reading] | ReadingFrame = listed
+        if frame is not None and frame.source is source:
+            readings = ReadingFrame.concat([ReadingFrame.from_readings(listed), frame]) if listed else frame
         sub_key = key if i == 0 else uuid.uuid5(key, f"source {source.value}")
         last = i == len(sources) - 1
         out.append((readings, batch.events if last else [], batch.rejected if last else [], sub_key))
     return out
+
+
+@dataclass
+class _Content:
+    """A segment decoded: its JSON records, and its raw MQTT records decoded together."""
+
+    json_parts: dict[int, Batch]
+    raw: RawDecoded | None
+    raw_records: list[int]  # record index of each raw message
+
+    def whole(self) -> tuple[Batch, ReadingFrame | None]:
+        batch = Batch([], [], [])
+        for part in self.json_parts.values():
+            batch.readings += part.readings
+            batch.events += part.events
+            batch.rejected += part.rejected
+        if self.raw is None:
+            return batch, None
+        frame, rest = self.raw.part()
+        batch.readings += rest.readings
+        batch.events += rest.events
+        batch.rejected += rest.rejected
+        return batch, frame
+
+    def record(self, i: int) -> tuple[Batch, ReadingFrame | None]:
+        if i in self.json_parts:
+            return self.json_parts[i], None
+        assert self.raw is not None
+        frame, part = self.raw.part(self.raw_records.index(i))
+        return part, frame
 
 
 class Forwarder:
@@ -103,8 +177,11 @@ class Forwarder:
         seal_seconds: float = 1.0,
         max_backoff: float = 30.0,
         stall_alarm_s: float = 60.0,
+        raw_decoder: RawDecoder | None = None,
     ) -> None:
         self.spool = spool
+        self.raw_decoder = raw_decoder
+        self._decoded: tuple[str, _Content] | None = None  # the segment under retry, decoded once
         self.url = url
         self.settings = settings
         self.origin = origin
@@ -154,20 +231,44 @@ class Forwarder:
             self._land(segment)
         return self.landed_rows - before
 
+    def _content(self, segment: Segment) -> _Content:
+        """The segment decoded (once: a retry after an outage reuses it)."""
+        if self._decoded is not None and self._decoded[0] == segment.path.name:
+            return self._decoded[1]
+        json_parts: dict[int, Batch] = {}
+        raws: list[RawMessage] = []
+        raw_records: list[int] = []
+        for i, record in enumerate(self.spool.records(segment)):
+            if is_raw(record):
+                raws.append(decode_raw(record))
+                raw_records.append(i)
+            else:
+                json_parts[i] = decode_record(record)
+        raw = None
+        if raws:
+            if self.raw_decoder is None:
+                raise ValueError("raw MQTT records in the spool but no MQTT subscription to decode them")
+            raw = self.raw_decoder(raws)
+        content = _Content(json_parts, raw, raw_records)
+        self._decoded = (segment.path.name, content)
+        return content
+
     def _land(self, segment: Segment) -> None:
         try:
-            batch = self.spool.read(segment)
-            self._write(batch, segment.key)
+            batch, frame = self._content(segment).whole()
+            self._write(batch, segment.key, frame)
         except Exception as exc:
             if is_outage(exc):
                 raise
             self._land_record_by_record(segment, exc)
+            self._decoded = None
             return
         self.spool.remove(segment)
+        self._decoded = None
         self.landed_segments += 1
 
-    def _write(self, batch: Batch, key: uuid.UUID) -> None:
-        for readings, events, rejected, sub_key in source_batches(batch, key):
+    def _write(self, batch: Batch, key: uuid.UUID, frame: ReadingFrame | None = None) -> None:
+        for readings, events, rejected, sub_key in source_batches(batch, key, frame):
             if self._writer is None:
                 self._writer = open_writer(self.url, self.settings, self.origin)  # per shard when sharded
             try:
@@ -189,6 +290,12 @@ class Forwarder:
         so they had not landed (see ``source_batches``).
         """
         records = self.spool.records(segment)
+        try:
+            content: _Content | None = self._content(segment)
+        except Exception as exc:  # some record cannot be read: decode them one by one below
+            if is_outage(exc):
+                raise
+            content = None
         log.warning("segment %s refused (%s); landing its %d record(s) one by one",
                     segment.path.name, describe(first), len(records))  # fmt: skip
         refused: list[int] = []
@@ -196,7 +303,15 @@ class Forwarder:
         if len(records) > 1:
             for i, record in enumerate(records):
                 try:
-                    self._write(decode_record(record), uuid.uuid5(segment.key, f"record {i}"))
+                    if content is not None:
+                        part, frame = content.record(i)
+                    elif is_raw(record):
+                        if self.raw_decoder is None:
+                            raise ValueError("a raw MQTT record but no MQTT subscription to decode it")
+                        frame, part = self.raw_decoder([decode_raw(record)]).part()
+                    else:
+                        part, frame = decode_record(record), None
+                    self._write(part, uuid.uuid5(segment.key, f"record {i}"), frame)
                 except Exception as exc:
                     if is_outage(exc):
                         raise

@@ -270,6 +270,29 @@ def judge_poll(
     return accepted, refused
 
 
+def value_limits(profile: DeviceProfile | None, channel: str) -> Limits:
+    """The limits a value of ``channel`` is judged by: ``profile``'s register for it, else physics."""
+    entry = profile.entry(channel) if profile is not None else None
+    if profile is not None and entry is not None and entry.kind != "status":
+        return register_limits(profile, entry)
+    return channel_limits(channel)
+
+
+def check_value(
+    guard: Guard, meter: str, channel: str, ts: datetime, value: float, unit: str, limits: Limits
+) -> tuple[float, str, str | None]:
+    """``value`` in its channel's unit, and why it is refused (None when it passes; then remembered)."""
+    what = f"{meter} {channel}"
+    try:
+        value, unit = normalise(value, unit, channel)
+    except UnitError as exc:
+        return value, unit, f"{what}: (unit) {exc}"
+    problem = guard.check(meter, channel, ts, value, limits, unit)
+    if problem is not None:
+        return value, unit, f"{what}: ({problem.rule}) {problem.reason}"
+    return value, unit, None
+
+
 def check_readings(
     guard: Guard, readings: Sequence[Reading], profile: DeviceProfile | None = None
 ) -> tuple[list[Reading], list[str]]:
@@ -281,23 +304,15 @@ def check_readings(
     kept: list[Reading] = []
     problems: list[str] = []
     for reading in readings:
-        what = f"{reading.meter} {reading.channel}"
         if not isinstance(reading.ts, datetime) or reading.ts.tzinfo is None:
-            problems.append(f"{what}: (time) {reading.ts!r} has no time zone")  # a custom decoder's slip
-            continue
-        try:
-            value, unit = normalise(reading.value, reading.unit, reading.channel)
-        except UnitError as exc:
-            problems.append(f"{what}: (unit) {exc}")
-            continue
-        entry = profile.entry(reading.channel) if profile is not None else None
-        if profile is not None and entry is not None and entry.kind != "status":
-            limits = register_limits(profile, entry)
-        else:
-            limits = channel_limits(reading.channel)
-        problem = guard.check(reading.meter, reading.channel, reading.ts, value, limits, unit)
+            problems.append(f"{reading.meter} {reading.channel}: (time) {reading.ts!r} has no time zone")
+            continue  # a custom decoder's slip
+        value, unit, problem = check_value(
+            guard, reading.meter, reading.channel, reading.ts, reading.value, reading.unit,
+            value_limits(profile, reading.channel),
+        )  # fmt: skip
         if problem is not None:
-            problems.append(f"{what}: ({problem.rule}) {problem.reason}")
+            problems.append(problem)
             continue
         same = value == reading.value and unit == reading.unit
         kept.append(reading if same else replace(reading, value=value, unit=unit))

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing as mp
+import os
+import signal
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 from collectors.commands import CommandRunner, MqttCommander
 from collectors.config import CollectorConfig, ModbusSource
@@ -67,6 +71,7 @@ class Collector:
         self.poller = build_poller(config.modbus, PollSink(self.spool)) if config.modbus else None
         if self.mqtt:
             self.mqtt.guard.rate_factor = config.plausibility.rate_factor
+            self.forwarder.raw_decoder = self.mqtt.decode_raw  # MQTT messages are spooled raw, decoded on landing
         if self.poller:
             self.poller.guard.rate_factor = config.plausibility.rate_factor
         self.commands: CommandRunner | None = None
@@ -141,3 +146,57 @@ class Collector:
             stop.wait()
         finally:
             self.stop()
+
+
+# -- several worker processes --------------------------------------------------------------------
+def worker_config(config: CollectorConfig, k: int, n: int) -> CollectorConfig:
+    """The configuration of worker ``k`` of ``n`` (``releve collect run --workers n``).
+
+    Worker 0 is the collector as configured (its spool, its Modbus sources, its metrics port) but
+    subscribes in the shared group; workers 1… are MQTT only, each with its own persistent session
+    (``<client_id>-w<k>``, stable across restarts), spool (``<spool_dir>/worker-<k>``) and health
+    name (``<name>-w<k>``). The shared group is ``mqtt.shared_group``, or the collector's name.
+    """
+    if config.mqtt is None:
+        raise ValueError("--workers needs an [mqtt] section: workers split MQTT subscriptions between them")
+    if n == 1:
+        return config
+    mqtt = config.mqtt.model_copy(update={"shared_group": config.mqtt.shared_group or config.name})
+    if k == 0:
+        return config.model_copy(update={"mqtt": mqtt})
+    mqtt = mqtt.model_copy(update={"client_id": f"{config.mqtt.client_id}-w{k}"})
+    return config.model_copy(update={
+        "name": f"{config.name}-w{k}", "spool_dir": Path(config.spool_dir) / f"worker-{k}", "mqtt": mqtt,
+        "modbus": None, "metrics_port": None,
+    })  # fmt: skip
+
+
+def _worker(config: CollectorConfig, settings: Settings, database_url: str) -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    Collector(config, settings, database_url).run_until(stop)
+
+
+def run_workers(config: CollectorConfig, settings: Settings, database_url: str, n: int, stop: threading.Event) -> int:
+    """Run ``n`` collector processes (see ``worker_config``) until ``stop``; 1 if one of them died."""
+    configs = [worker_config(config, k, n) for k in range(n)]
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(c, settings, database_url), name=c.name) for c in configs]
+    for proc in procs:
+        proc.start()
+    failed = False
+    while not stop.wait(0.5):
+        dead = [p for p in procs if not p.is_alive()]
+        if dead:
+            failed = True
+            log.error("collector worker(s) %s stopped (exit %s); stopping the others",
+                      ", ".join(p.name for p in dead), ", ".join(str(p.exitcode) for p in dead))  # fmt: skip
+            break
+    for proc in procs:
+        if proc.is_alive() and proc.pid is not None:
+            os.kill(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        proc.join()
+        failed = failed or proc.exitcode not in (0, None)
+    return 1 if failed else 0

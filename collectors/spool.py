@@ -16,6 +16,12 @@ records before it were durable and are kept.
 
 A dead letter's payload is kept byte for byte: bytes travel base64-encoded inside the JSON record.
 
+Raw MQTT messages: the MQTT callback spools each message as it came off the wire, undecoded, in a
+record of its own (``append_raw``): ``0x01 | received_at (8 bytes, float seconds) | topic length
+(2 bytes) | topic | payload``. A JSON record starts with ``{``, so the two kinds never mix up.
+Decoding (the subscription's decoder, the plausibility checks, dead letters) happens in the
+forwarder, to columns, off the network thread: see ``collectors.mqtt.MqttCollector.decode_raw``.
+
 Quarantine: a segment (or some of its records) that the database refuses for a reason that is not
 an outage is moved to ``quarantine/`` inside the spool directory by the forwarder, as
 ``<seq>-<uuid>.seg`` (the refused records, same format) beside ``<seq>-<uuid>.json`` (why, when,
@@ -47,6 +53,39 @@ from releve.model import EventKind, MeterEvent, Reading, ReadType, Rejected, Sou
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">II")
+_RAW = struct.Struct(">BdH")
+RAW_TAG = 1
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """An MQTT message as the broker delivered it, spooled undecoded."""
+
+    topic: str
+    payload: bytes
+    received_at: float  # seconds since the epoch
+
+
+def is_raw(record: bytes) -> bool:
+    """True for a raw-message record (``append_raw``), False for a JSON one."""
+    return bool(record) and record[0] == RAW_TAG
+
+
+def encode_raw(topic: str, payload: bytes, received_at: float) -> bytes:
+    """The record ``append_raw`` writes (without the spool's length and CRC header)."""
+    name = topic.encode()
+    return _RAW.pack(RAW_TAG, received_at, len(name)) + name + payload
+
+
+def decode_raw(record: bytes) -> RawMessage:
+    """The message a raw record holds; ``ValueError`` if it is cut short."""
+    if len(record) < _RAW.size:
+        raise ValueError(f"raw MQTT spool record of {len(record)} bytes is too short")
+    _, received_at, n = _RAW.unpack_from(record)
+    end = _RAW.size + n
+    if end > len(record):
+        raise ValueError("raw MQTT spool record: topic runs past the record")
+    return RawMessage(record[_RAW.size : end].decode(), record[end:], received_at)
 
 
 class SpoolFullError(RuntimeError):
@@ -109,7 +148,12 @@ def _decode(data: bytes, batch: Batch) -> None:
 
 
 def decode_record(data: bytes) -> Batch:
-    """What one spool record holds; raises ``ValueError`` (or a subclass) if it cannot be read."""
+    """What one JSON spool record holds; raises ``ValueError`` (or a subclass) if it cannot be read.
+
+    A raw MQTT record (``is_raw``) needs the collector's subscriptions to decode: see the forwarder.
+    """
+    if is_raw(data):
+        raise ValueError("a raw MQTT record needs an MQTT subscription to decode it")
     batch = Batch([], [], [])
     try:
         _decode(data, batch)
@@ -205,7 +249,13 @@ class Spool:
         """Append one record; with ``sync`` it is durable when this returns (else call ``sync()``)."""
         if not (readings or events or rejected):
             return
-        payload = _encode(readings, events, rejected)
+        self._append(_encode(readings, events, rejected), sync)
+
+    def append_raw(self, topic: str, payload: bytes, received_at: float, sync: bool = False) -> None:
+        """Append one MQTT message undecoded (see ``RawMessage``); durable once ``sync()`` returns."""
+        self._append(encode_raw(topic, payload, received_at), sync)
+
+    def _append(self, payload: bytes, sync: bool) -> None:
         record = _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
         with self._lock:
             if self._size + len(record) > self.max_bytes:

@@ -77,7 +77,7 @@ class MqttBroker:
             "persistent_client_expiration 14d",
             "max_queued_messages 100000",
             "max_queued_bytes 0",
-            "max_inflight_messages 100",
+            "max_inflight_messages 1000",
             "max_packet_size 2097152",
             "queue_qos0_messages false",
             "log_dest stderr",

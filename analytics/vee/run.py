@@ -68,7 +68,8 @@ class RunSummary:
     to_batch: int
     series: int = 0
     reads: int = 0
-    new_reads: int = 0
+    new_reads: int = 0  # reads the register rules judged (one a day per series)
+    landed_reads: int = 0  # new register reads covered by the run (96 a day on a 15-minute series)
     exceptions: dict[str, int] = field(default_factory=dict)
     estimates: int = 0
     seconds: float = 0.0
@@ -79,7 +80,8 @@ class RunSummary:
             return [f"nothing new since batch {self.from_batch}"]
         out = [
             f"run {self.run_id}: batches {self.from_batch + 1}–{self.to_batch}, {self.series} series, "
-            f"{self.new_reads} new reads validated ({self.reads} with history) in {self.seconds:.1f} s",
+            f"{self.new_reads} new reads validated ({self.reads} with history) in {self.seconds:.1f} s"
+            + (f", covering {self.landed_reads} new register reads" if self.landed_reads > self.new_reads else ""),
             f"estimates written: {self.estimates}",
         ]
         total = sum(self.exceptions.values())
@@ -155,6 +157,7 @@ def run_vee(
         summary = RunSummary(run_id, lo, hi)
         scope = _scope(conn)
         summary.series = len(scope)
+        summary.landed_reads = int(sum(n for _, n in scope))
         if on_total:
             on_total(int(sum(n for _, n in scope)))
         meta = _meta(conn, sorted({m for m, _ in scope}))
@@ -205,10 +208,12 @@ def _scope(conn: Connection) -> list[tuple[int, int]]:
     conn.execute(
         """CREATE TEMP TABLE vee_scope ON COMMIT DROP AS
            SELECT n.meter_id, n.channel_id, c.kind, c.code, c.interval_s, n.new_from, n.n_new,
+                  -- more than two reads a day: the database picks the first of each day (see _load)
+                  n.n_new > 2 * (extract(epoch FROM n.new_to - n.new_from) / 86400 + 1) AS dense,
                   CASE WHEN c.kind = 'register'
                        THEN least(coalesce(ctx.ts, '-infinity'::timestamptz), n.new_from - make_interval(days => %s))
                        ELSE n.new_from - interval '8 days' END AS ctx_from  -- a week back: like days
-           FROM (SELECT meter_id, channel_id, min(ts) AS new_from, count(*) AS n_new FROM reading
+           FROM (SELECT meter_id, channel_id, min(ts) AS new_from, max(ts) AS new_to, count(*) AS n_new FROM reading
                  WHERE batch_id IN (SELECT batch_id FROM vee_todo) GROUP BY 1, 2) n
            JOIN channel c ON c.id = n.channel_id AND c.kind IN ('register', 'interval')
            LEFT JOIN LATERAL (SELECT r.ts FROM reading r
@@ -259,41 +264,67 @@ def _meta(conn: Connection, meters: list[int]) -> _Meta:
 
 
 def _load(conn: Connection, a: int, b: int) -> dict[str, np.ndarray]:
-    """Reads of the scope's series for meters a..b (with context), as columns sorted by series and time."""
-    parts: list[bytes] = []
-    with conn.cursor().copy(
-        # Register rules judge one read per day (the first of each UTC day): the utility's high/low band
-        # is a per-day notion, and a 15-minute AMI series would otherwise be judged on its daily profile.
-        # Manually read series (one read a month) pass through unchanged.
-        """COPY (SELECT DISTINCT ON (r.meter_id, r.channel_id, date_trunc('day', r.ts AT TIME ZONE 'UTC'))
-                        r.meter_id, r.channel_id, r.ts, r.value, r.unit_id, r.batch_id, r.read_type_id,
-                        r.source_id
+    """Reads of the scope's series for meters a..b (with context), as columns sorted by series and time.
+
+    Register rules judge one read per day (the first of each UTC day): the utility's high/low band is
+    a per-day notion, and a 15-minute AMI series would otherwise be judged on its daily profile.
+    Manually read series (one read a month) pass through unchanged. Two binary ``COPY``s, no sort in
+    the database: sparse series (two reads a day or fewer) send every read and numpy keeps the first
+    of each day; dense ones (15-minute registers) are thinned by the database, series by series in
+    index order — a read is the first of its day when the read before it is of an earlier day — so
+    one row a day leaves the server out of 96.
+    """
+    sparse = _copy_rows(conn,
+        """COPY (SELECT r.meter_id, r.channel_id, r.ts, r.value, r.unit_id, r.batch_id, r.read_type_id, r.source_id
                  FROM reading r JOIN vee_scope s ON s.meter_id = r.meter_id AND s.channel_id = r.channel_id
                  WHERE r.meter_id BETWEEN %s AND %s AND s.meter_id BETWEEN %s AND %s AND r.ts >= s.ctx_from
-                   AND s.kind = 'register'
-                 ORDER BY r.meter_id, r.channel_id, date_trunc('day', r.ts AT TIME ZONE 'UTC'), r.ts)
-           TO STDOUT (FORMAT BINARY)""",
-        (a, b, a, b),
-    ) as copy:
-        for data in copy:
-            parts.append(bytes(data))
-    buf = b"".join(parts)
-    n = (len(buf) - 19 - 2) // LOAD_DTYPE.itemsize
-    rec = np.frombuffer(buf, LOAD_DTYPE, count=max(n, 0), offset=19) if n > 0 else np.zeros(0, LOAD_DTYPE)
+                   AND s.kind = 'register' AND NOT s.dense)
+           TO STDOUT (FORMAT BINARY)""", (a, b, a, b))  # fmt: skip
+    dense = _copy_rows(conn,
+        """COPY (SELECT r.meter_id, r.channel_id, r.ts, r.value, r.unit_id, r.batch_id, r.read_type_id, r.source_id
+                 FROM vee_scope s
+                 CROSS JOIN LATERAL (
+                     SELECT x.meter_id, x.channel_id, x.ts, x.value, x.unit_id, x.batch_id, x.read_type_id,
+                            x.source_id, lag(x.ts) OVER (ORDER BY x.ts) AS prev
+                     FROM reading x
+                     WHERE x.meter_id = s.meter_id AND x.channel_id = s.channel_id AND x.ts >= s.ctx_from
+                     ORDER BY x.ts) r
+                 WHERE s.meter_id BETWEEN %s AND %s AND s.kind = 'register' AND s.dense
+                   AND (r.prev IS NULL
+                        OR date_trunc('day', r.prev AT TIME ZONE 'UTC') <> date_trunc('day', r.ts AT TIME ZONE 'UTC')))
+           TO STDOUT (FORMAT BINARY)""", (a, b))  # fmt: skip
+    rec = np.concatenate([sparse, dense])
     meter = rec["meter_id"].astype(np.int64)
     channel = rec["channel_id"].astype(np.int64)
     ts = rec["ts"].astype(np.int64)
     order = np.lexsort((ts, channel, meter))
+    meter, channel, ts = meter[order], channel[order], ts[order]
+    # The first read of each UTC day of each series (PostgreSQL microseconds since 2000-01-01, a UTC midnight).
+    day = ts // 86_400_000_000
+    first = np.ones(len(ts), bool)
+    first[1:] = (meter[1:] != meter[:-1]) | (channel[1:] != channel[:-1]) | (day[1:] != day[:-1])
+    keep = order[first]
     return {
-        "meter_id": meter[order],
-        "channel_id": channel[order],
-        "t": ts[order] / 1e6 + PG_EPOCH_S,
-        "value": rec["value"].astype(np.float64)[order],
-        "unit_id": rec["unit_id"].astype(np.int64)[order],
-        "batch_id": rec["batch_id"].astype(np.int64)[order],
-        "read_type_id": rec["read_type_id"].astype(np.int64)[order],
-        "source_id": rec["source_id"].astype(np.int64)[order],
+        "meter_id": meter[first],
+        "channel_id": channel[first],
+        "t": ts[first] / 1e6 + PG_EPOCH_S,
+        "value": rec["value"].astype(np.float64)[keep],
+        "unit_id": rec["unit_id"].astype(np.int64)[keep],
+        "batch_id": rec["batch_id"].astype(np.int64)[keep],
+        "read_type_id": rec["read_type_id"].astype(np.int64)[keep],
+        "source_id": rec["source_id"].astype(np.int64)[keep],
     }
+
+
+def _copy_rows(conn: Connection, query: str, params: tuple[Any, ...]) -> np.ndarray:
+    """The rows of one binary ``COPY`` of ``LOAD_DTYPE``'s columns, as a numpy record array."""
+    parts: list[bytes] = []
+    with conn.cursor().copy(query, params) as copy:
+        for data in copy:
+            parts.append(bytes(data))
+    buf = b"".join(parts)
+    n = (len(buf) - 19 - 2) // LOAD_DTYPE.itemsize
+    return np.frombuffer(buf, LOAD_DTYPE, count=n, offset=19) if n > 0 else np.zeros(0, LOAD_DTYPE)
 
 
 def _validate_chunk(
@@ -531,40 +562,114 @@ def severity_counts(conn: psycopg.Connection) -> dict[str, int]:
     return {str(s): int(n) for s, n in rows} | {s.value: 0 for s in Severity if s.value not in dict(rows)}
 
 
-def _interval_pass(conn: Connection, run_id: int, who: str, default_tz: str) -> tuple[list[Finding], int]:
-    """Interval series with new values: day counts (DST aware), spikes, zero runs, short-gap estimates, sum check."""
+SERIES_DTYPE = np.dtype(
+    [
+        ("n", ">i2"),
+        ("l1", ">i4"), ("meter_id", ">i4"),
+        ("l2", ">i4"), ("channel_id", ">i2"),
+        ("l3", ">i4"), ("ts", ">i8"),
+        ("l4", ">i4"), ("value", ">f8"),
+    ]
+)  # fmt: skip
+
+
+def _copy_series(conn: Connection, query: str, params: tuple[Any, ...]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """The (meter, channel, ts, value) rows of one binary ``COPY``, by series.
+
+    As {meter * 65536 + channel: (t, value)}, each series in time order, ``t`` in Unix seconds.
+    """
+    parts: list[bytes] = []
+    with conn.cursor().copy(query, params) as copy:
+        for data in copy:
+            parts.append(bytes(data))
+    buf = b"".join(parts)
+    n = (len(buf) - 19 - 2) // SERIES_DTYPE.itemsize
+    if n <= 0:
+        return {}
+    rec = np.frombuffer(buf, SERIES_DTYPE, count=n, offset=19)
+    key = rec["meter_id"].astype(np.int64) * 65536 + rec["channel_id"].astype(np.int64)
+    ts = rec["ts"].astype(np.int64)
+    order = np.lexsort((ts, key))
+    key, t, v = key[order], ts[order] / 1e6 + PG_EPOCH_S, rec["value"].astype(np.float64)[order]
+    cuts = np.flatnonzero(np.diff(key)) + 1
+    starts = np.r_[0, cuts]
+    ends = np.r_[cuts, len(key)]
+    return {int(key[a]): (t[a:b], v[a:b]) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)}
+
+
+#: The register channel an interval channel's values add up to (for the sum check).
+_REGISTER_OF = """CASE s.code WHEN '1-0:1.29.0' THEN '1-0:1.8.0' WHEN '8-0:1.29.0' THEN '8-0:1.0.0' END"""
+
+
+def _interval_pass(
+    conn: Connection, run_id: int, who: str, default_tz: str, chunk_reads: int = 2_000_000
+) -> tuple[list[Finding], int]:
+    """Interval series with new values: day counts (DST aware), spikes, zero runs, short-gap estimates, sum check.
+
+    The values come meter range by meter range in one binary ``COPY`` each, and so do the register
+    reads the sum check needs (the first of each UTC day, picked by the database), not a query per series.
+    """
     series = conn.execute(
-        """SELECT s.meter_id, s.channel_id, s.code, s.interval_s, extract(epoch FROM s.new_from)::float8,
+        f"""SELECT s.meter_id, s.channel_id, s.code, s.interval_s, extract(epoch FROM s.new_from)::float8,
                   extract(epoch FROM s.ctx_from)::float8, coalesce(z.tz, %s), m.commodity, m.multiplier::float8,
-                  rc.id
+                  rc.id, s.n_new
            FROM vee_scope s JOIN meter m ON m.id = s.meter_id
            LEFT JOIN meter_timezone z ON z.meter_id = s.meter_id
-           LEFT JOIN channel rc ON rc.code = CASE s.code WHEN '1-0:1.29.0' THEN '1-0:1.8.0'
-                                                         WHEN '8-0:1.29.0' THEN '8-0:1.0.0' END
+           LEFT JOIN channel rc ON rc.code = {_REGISTER_OF}
            WHERE s.kind = 'interval' ORDER BY 1, 2""",
         (default_tz,),
     ).fetchall()
     findings: list[Finding] = []
     estimates: list[tuple[Any, ...]] = []
-    for meter, channel, _code, interval_s, new_from, ctx_from, tz, commodity, multiplier, reg_channel in series:
-        rows = conn.execute(
-            """SELECT extract(epoch FROM ts)::float8, value FROM reading
-               WHERE meter_id = %s AND channel_id = %s AND ts >= to_timestamp(%s) ORDER BY ts""",
-            (meter, channel, ctx_from),
-        ).fetchall()
-        t = np.array([r[0] for r in rows])
-        v = np.array([r[1] for r in rows])
-        params = params_for(commodity)
-        found, est = validate_interval_series(t, v, new_from, ZoneInfo(tz), int(interval_s or 900), params)
-        for f in found:
-            rule = RULES[f.rule]
-            findings.append(Finding(0, f.rule, rule.severity, f.message, f.value,
-                                    details={**f.details, "_key": (meter, channel, f.t)}))  # fmt: skip
-        for tj, value, method in est:
-            estimates.append((meter, channel, _ts(tj), value, method, 94, None, "GAP"))
-        if reg_channel is not None and len(t):
-            findings.extend(_sum_check(conn, meter, channel, reg_channel, t, v, new_from, int(interval_s or 900),
-                                       multiplier, params))  # fmt: skip
+    chunks: list[list[Any]] = [[]]
+    acc = 0
+    for row in series:
+        if acc >= chunk_reads and row[0] != chunks[-1][-1][0]:  # a meter's series stay in one chunk
+            chunks.append([])
+            acc = 0
+        chunks[-1].append(row)
+        acc += int(row[10])
+    for chunk in chunks:
+        if not chunk:
+            continue
+        a, b = chunk[0][0], chunk[-1][0]
+        values = _copy_series(conn,
+            """COPY (SELECT x.meter_id, x.channel_id, x.ts, x.value
+                     FROM vee_scope s JOIN reading x ON x.meter_id = s.meter_id AND x.channel_id = s.channel_id
+                     WHERE s.kind = 'interval' AND s.meter_id BETWEEN %s AND %s AND x.meter_id BETWEEN %s AND %s
+                       AND x.ts >= s.ctx_from)
+               TO STDOUT (FORMAT BINARY)""", (a, b, a, b))  # fmt: skip
+        # The register reads between each interval series' first value (less one interval) and its last.
+        registers = _copy_series(conn,
+            f"""COPY (SELECT s.meter_id, s.channel_id, g.ts, g.value
+                      FROM vee_scope s JOIN channel rc ON rc.code = {_REGISTER_OF}
+                      CROSS JOIN LATERAL (SELECT min(x.ts) AS lo, max(x.ts) AS hi FROM reading x
+                                          WHERE x.meter_id = s.meter_id AND x.channel_id = s.channel_id
+                                            AND x.ts >= s.ctx_from) w
+                      CROSS JOIN LATERAL (
+                          SELECT y.ts, y.value, lag(y.ts) OVER (ORDER BY y.ts) AS prev FROM reading y
+                          WHERE y.meter_id = s.meter_id AND y.channel_id = rc.id
+                            AND y.ts >= w.lo - make_interval(secs => coalesce(s.interval_s, 900)) AND y.ts <= w.hi
+                          ORDER BY y.ts) g
+                      WHERE s.kind = 'interval' AND s.meter_id BETWEEN %s AND %s
+                        AND (g.prev IS NULL OR date_trunc('day', g.prev AT TIME ZONE 'UTC')
+                                               <> date_trunc('day', g.ts AT TIME ZONE 'UTC')))
+                TO STDOUT (FORMAT BINARY)""", (a, b))  # fmt: skip
+        empty = (np.zeros(0), np.zeros(0))
+        for meter, channel, _code, interval_s, new_from, _ctx, tz, commodity, multiplier, reg_channel, _n in chunk:
+            t, v = values.get(meter * 65536 + channel, empty)
+            params = params_for(commodity)
+            found, est = validate_interval_series(t, v, new_from, ZoneInfo(tz), int(interval_s or 900), params)
+            for f in found:
+                rule = RULES[f.rule]
+                findings.append(Finding(0, f.rule, rule.severity, f.message, f.value,
+                                        details={**f.details, "_key": (meter, channel, f.t)}))  # fmt: skip
+            for tj, value, method in est:
+                estimates.append((meter, channel, _ts(tj), value, method, 94, None, "GAP"))
+            if reg_channel is not None and len(t):
+                rt, rv = registers.get(meter * 65536 + channel, empty)
+                findings.extend(_sum_check(meter, channel, reg_channel, t, v, rt, rv, new_from,
+                                           int(interval_s or 900), multiplier, params))  # fmt: skip
     if findings:
         _write(conn, run_id, who, (np.zeros(0, np.int64), np.zeros(0, np.int64)), findings, [])
     if estimates:
@@ -573,21 +678,18 @@ def _interval_pass(conn: Connection, run_id: int, who: str, default_tz: str) -> 
 
 
 def _sum_check(
-    conn: Connection, meter: int, channel: int, reg_channel: int, t: np.ndarray, v: np.ndarray, new_from: float,
-    interval_s: int, multiplier: float, params: RuleParams,
+    meter: int, channel: int, reg_channel: int, t: np.ndarray, v: np.ndarray, reg_t: np.ndarray, reg_v: np.ndarray,
+    new_from: float, interval_s: int, multiplier: float, params: RuleParams,
 ) -> list[Finding]:  # fmt: skip
-    """Σ intervals between consecutive register reads vs the register delta × multiplier (complete periods)."""
-    regs = conn.execute(
-        """SELECT extract(epoch FROM ts)::float8, value FROM reading
-           WHERE meter_id = %s AND channel_id = %s AND ts >= to_timestamp(%s) AND ts <= to_timestamp(%s)
-           ORDER BY ts""",
-        (meter, reg_channel, float(t.min()) - interval_s, float(t.max())),
-    ).fetchall()
+    """Σ intervals between consecutive register reads vs the register delta × multiplier (complete periods).
+
+    ``reg_t``, ``reg_v``: the first register read of each UTC day from one interval before ``t``'s first
+    value to its last (15-minute deltas are within the register's resolution of the interval values,
+    and say nothing a day does not).
+    """
     out: list[Finding] = []
     csum = np.r_[0.0, np.cumsum(v)]
-    # Whole days: the first register read of each UTC day against the next one (15-minute deltas are
-    # within the register's resolution of the interval values, and say nothing a day does not).
-    daily = [r for k, r in enumerate(regs) if k == 0 or int(r[0] // 86400) != int(regs[k - 1][0] // 86400)]
+    daily = list(zip(reg_t.tolist(), reg_v.tolist(), strict=True))
     for (ta, va), (tb, vb) in itertools.pairwise(daily):
         if tb < new_from or vb < va:
             continue

@@ -360,3 +360,25 @@ def test_a_meter_clock_drifting_past_the_tolerance_flags_the_next_read(db):
         exc = conn.execute("SELECT ts, rule, message FROM vee_exception WHERE rule = 'CLOCK'").fetchall()
     assert [(ts, rule) for ts, rule, _ in exc] == [(reads[8].ts, "CLOCK")]
     assert "meter clock 95 s off the collector's (tolerance 30 s)" in exc[0][2]
+
+
+def test_a_15_minute_register_series_is_judged_on_the_first_read_of_each_utc_day_like_a_daily_one(db):
+    # Q reads every 15 minutes, D once a day at 00:00 UTC with the same values as Q's first read of
+    # each day: the database thins Q (dense) and numpy keeps D (sparse); both must be judged alike.
+    add_meters(db, ["Q", "D"])
+    days = 40
+    t0 = datetime(2024, 3, 1, tzinfo=UTC).timestamp()
+    quarters = np.arange(days * 96)
+    q = np.round(1000 + 0.1 * quarters + 0.01 * (quarters % 7), 3)
+    q[25 * 96 :] += 5000  # a jump at the first read of day 25 (and after)
+    land(db, ["Q"] * len(q), t0 + 900.0 * quarters, q)
+    land(db, ["D"] * days, t0 + 86400.0 * np.arange(days), q[::96])
+    summary = run_vee(db.url, db.settings, who="test")
+    assert summary.new_reads == 2 * days and summary.landed_reads == days * 96 + days
+    with db.connect() as conn:
+        found = conn.execute(
+            """SELECT m.serial, e.rule, extract(epoch FROM e.ts) FROM vee_exception e JOIN meter m ON m.id = e.meter_id
+               ORDER BY 2, 3, 1""").fetchall()  # fmt: skip
+    by_meter = {s: sorted((rule, float(t)) for serial, rule, t in found if serial == s) for s in ("Q", "D")}
+    assert by_meter["Q"] == by_meter["D"] and (by_meter["Q"] != [])
+    assert any(t == t0 + 25 * 86400 for _, t in by_meter["Q"])

@@ -192,3 +192,36 @@ def test_the_simulators_mqtt_meters_land_with_the_values_they_published(db, mqtt
     json_meter = next(m for m in publisher.meters if m.mqtt_style == "json")
     shown = sim.values_at(json_meter.index, at[1])[json_meter.import_channel]
     assert stored[(json_meter.serial, json_meter.import_channel, at[1])] == pytest.approx(shown, abs=1e-3)
+
+
+def test_collect_run_workers_split_a_topic_over_processes_and_land_each_message_once(db, mqtt_broker, tmp_path):
+    from collectors.service import run_workers, worker_config
+
+    register_meters(db.url)
+    config = CollectorConfig.model_validate({
+        "name": "workers", "spool_dir": str(tmp_path / "spool"), "seal_seconds": 0.2, "health_every_s": 0.5,
+        "mqtt": {"client_id": "workers", "subscriptions": SUBSCRIPTIONS}})
+    second = worker_config(config, 1, 2)
+    assert (second.mqtt.client_id, second.mqtt.shared_group, second.spool_dir) == (
+        "workers-w1", "workers", tmp_path / "spool" / "worker-1")
+    settings = db.settings.model_copy(update={"mqtt": db.settings.mqtt.model_copy(update={"url": mqtt_broker.url})})
+    stop = threading.Event()
+    result = []
+    runner = threading.Thread(target=lambda: result.append(run_workers(config, settings, db.url, 2, stop)))
+    runner.start()
+    try:
+        with psycopg.connect(db.url) as conn:  # both workers have written their health: both are subscribed
+            for _ in range(300):
+                if conn.execute("SELECT count(*) FROM link_health WHERE kind = 'mqtt' AND connected").fetchone()[0] == 2:
+                    break
+                conn.commit()
+                threading.Event().wait(0.1)
+        publish(mqtt_broker.port, traffic(0, 30))
+        assert wait_for_rows(db.url, 30 * READINGS_PER_ROUND, timeout=60) == 30 * READINGS_PER_ROUND
+    finally:
+        stop.set()
+        runner.join()
+    assert result == [0]
+    with psycopg.connect(db.url) as conn:
+        origins = dict(conn.execute("SELECT origin, sum(n_inserted) FROM ingest_batch GROUP BY 1").fetchall())
+    assert set(origins) == {"workers", "workers-w1"} and all(n > 0 for n in origins.values())  # both took a share
