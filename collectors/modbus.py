@@ -237,31 +237,13 @@ class Link:
             return list(response.registers)
         return list(op.values)
 
-    @staticmethod
-    async def _call(client: AsyncModbusTcpClient, unit: int, block: ReadBlock) -> list[int]:
-        what = f"function {block.function} address {block.address} count {block.count}"
-        try:
-            if block.function == 4:
-                response = await client.read_input_registers(block.address, count=block.count, device_id=unit)
-            else:
-                response = await client.read_holding_registers(block.address, count=block.count, device_id=unit)
-        except ConnectionException as exc:
-            raise ReadError("connection", f"{what}: connection failed: {exc}") from exc
-        except ModbusIOException as exc:
-            text = str(exc).lower()
-            kind = "crc" if "crc" in text or "check" in text else "timeout"
-            raise ReadError(kind, f"{what}: no valid response ({exc})") from exc
-        except TimeoutError as exc:
-            raise ReadError("timeout", f"{what}: timed out") from exc
-        except ModbusException as exc:
-            raise ReadError("timeout", f"{what}: {exc}") from exc
-        if isinstance(response, ExceptionResponse) or response.isError():
-            code = getattr(response, "exception_code", 0)
-            name = EXCEPTION_NAMES.get(code, "unknown")
-            raise ReadError("exception", f"{what}: Modbus exception {code} ({name})")
-        registers = list(response.registers)
+    @classmethod
+    async def _call(cls, client: AsyncModbusTcpClient, unit: int, block: ReadBlock) -> list[int]:
+        """A merged read: the same request and error mapping as any operation, plus the count check."""
+        op = Operation(4 if block.function == 4 else 3, block.address, block.count)
+        registers = await cls._call_op(client, unit, op)
         if len(registers) != block.count:
-            raise ReadError("decode", f"{what}: {len(registers)} registers in the response")
+            raise ReadError("decode", f"{op.what}: {len(registers)} registers in the response")
         return registers
 
 
