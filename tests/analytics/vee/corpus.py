@@ -153,3 +153,32 @@ def score(reads: list[Read], found: dict[Key, list[Finding]]) -> Score:
             r = by_key.get(k)
             s.false.append((r.case if r else k[0], k[1], ",".join(f.rule for f in found[k])))
     return s
+
+
+def baseline_findings(reads: list[Read], low: float = 0.25, high: float = 4.0, gap_days: float = 35) -> dict[Key, list[Finding]]:
+    """The simple baseline a utility runs today: a high/low band on each read's usage.
+
+    Per meter, a read's usage per day is compared with the median usage per day of its last six
+    reads: below zero, or outside ``low``..``high`` × that median, is a warning (the utility's HILO
+    check of ../shared/domain.md §1); a read more than ``gap_days`` after the previous one is a gap.
+    No suggestions, no read types, no runs: what a ten-line script does.
+    """
+    found: dict[Key, list[Finding]] = {}
+    history: dict[str, list[float]] = {}
+    prev: dict[str, Read] = {}
+    for r in reads:
+        p = prev.get(r.meter)
+        prev[r.meter] = r
+        if p is None:
+            continue
+        days = max((r.at - p.at).total_seconds() / 86400, 1e-9)
+        rate = (r.index - p.index) / days
+        past = history.setdefault(r.meter, [])
+        if days > gap_days:
+            found.setdefault((r.meter, r.at), []).append(Finding("GAP", "warning", ()))
+        expected = sorted(past[-6:])[len(past[-6:]) // 2] if past else None
+        if rate < 0 or (expected is not None and expected > 0 and not low * expected <= rate <= high * expected):
+            found.setdefault((r.meter, r.at), []).append(Finding("HILO", "warning", ()))
+        else:
+            past.append(rate)
+    return found
