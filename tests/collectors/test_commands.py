@@ -150,14 +150,20 @@ def test_disconnect_over_rtu_goes_through_the_line_lock_and_is_confirmed(db, tmp
             reset = queue(db, meters[1][1].serial, "demand_reset")
             done = wait_state(db, off, ("confirmed", "failed", "expired"))
             reset_done = wait_state(db, reset, ("confirmed", "failed", "expired"))
+            # The polls of both meters go on around the commands, on the one line. On a loaded
+            # machine the commands can be confirmed before a meter's first poll has completed,
+            # so wait for that poll rather than racing it.
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and any(m.health.good < 1 for m in collector.poller.meters):
+                time.sleep(0.1)
         finally:
             collector.stop()
         assert done.state == "confirmed", done
         assert not sim.relay_closed(target.index, clock.now())
         assert reset_done.state == "confirmed", reset_done
         assert reset_done.answer["before"] == 0 and reset_done.answer["read_back"]["value"] == 1
-        # The polls of both meters went on around the commands, on the one line.
-        assert all(m.health.good >= 1 and m.health.errors.get("mismatch", 0) == 0 for m in collector.poller.meters)
+        health = {m.serial: (m.health.good, dict(m.health.errors)) for m in collector.poller.meters}
+        assert all(good >= 1 and errors.get("mismatch", 0) == 0 for good, errors in health.values()), health
 
 
 def test_a_modbus_exception_on_the_write_fails_the_command_with_the_reason(db, tmp_path):
