@@ -222,16 +222,6 @@ def needs_intervals(segments: list[tuple[Tariff, date, date]]) -> bool:
     return any(t.tou or t.demand_charge for t, _, _ in segments)
 
 
-def scale_tou(raw: dict[str, float], consumption: Decimal, order: list[str], decimals: int) -> dict[str, Decimal]:
-    """Interval sums per TOU period scaled so that they add up exactly to the register ``consumption``."""
-    total = sum(raw.values())
-    if total <= 0:
-        weights = [1 if i == len(order) - 1 else 0 for i in range(len(order))]
-    else:
-        weights = [round(raw.get(n, 0.0) * 1_000_000) for n in order]
-    return dict(zip(order, allocate(consumption, weights, decimals), strict=True))
-
-
 def tou_period(tariff: Tariff, isodow: int, hour: int) -> str:
     """The TOU period of a local weekday and hour (the last period takes the rest)."""
     for p in tariff.tou:

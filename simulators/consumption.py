@@ -58,20 +58,6 @@ def season_factor(day_of_year: FloatArray, amplitude: FloatArray, peak_day: Floa
     return 1.0 + amplitude * np.cos(2.0 * np.pi * (day_of_year - peak_day) / 365.25)
 
 
-def load_matrix(
-    templates: FloatArray,
-    classes: IntArray,
-    shifts: IntArray,
-    slot: IntArray,
-    daytype: IntArray,
-) -> FloatArray:
-    """Relative load for meters × steps: each meter's class template, shifted by its own slots."""
-    spd = templates.shape[2]
-    shifted = (slot[None, :] + shifts[:, None]) % spd
-    result: FloatArray = templates[classes[:, None], daytype[None, :], shifted]
-    return result
-
-
 def lognormal_noise(z: FloatArray, sigma: float) -> FloatArray:
     """Return mean-one log-normal multiplicative noise from standard normals ``z``."""
     result: FloatArray = np.exp(sigma * z - 0.5 * sigma * sigma)

@@ -80,11 +80,6 @@ def scale_to_delta(estimates: np.ndarray, actual_part: float, register_delta: fl
     return estimates * (remaining / total)
 
 
-def average_daily_load(prev_value: float, daily_rate: float, days: float) -> float:
-    """A register estimate from history: previous read + rate × days (method 25)."""
-    return prev_value + daily_rate * days
-
-
 def fill_interval_day(
     values: np.ndarray,
     day: date,
