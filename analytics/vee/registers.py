@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from analytics.vee.estimate import ADL, LINEAR
 from analytics.vee.params import RULES, RuleParams, Severity
 from analytics.vee.suggest import Suggestion, adjacent_swaps, suggest_corrections
 
@@ -351,15 +352,16 @@ def _validate(batch: RegisterSeries, emit: np.ndarray, findings: list[Finding]) 
         c_ng = consumption[ng] if ng >= 0 else np.nan
         if ng >= 0 and np.isfinite(c_ng) and c_ng >= 0 and (v[ng] >= v[pg] or np.isfinite(mod)):
             frac = (t[i] - t[pg]) / (t[ng] - t[pg])
-            value, method = v[pg] + frac * c_ng, 17
+            value, method = v[pg] + frac * c_ng, LINEAR
         else:
             rate = bad_rate[i] if np.isfinite(bad_rate[i]) else 0.0
-            value, method = v[pg] + rate * (t[i] - t[pg]) / DAY, 25
+            value, method = v[pg] + rate * (t[i] - t[pg]) / DAY, ADL
         if np.isfinite(mod):
             value %= mod
         if _is_integral(v[np.searchsorted(s, si) : np.searchsorted(s, si, side="right")]):
             value = round(value)
-        reason = 18 if any(f.row == i and f.rule == "NEGATIVE" for f in bad_findings) else 93
+        negative = any(f.row == i and f.rule == "NEGATIVE" for f in bad_findings)
+        reason = RULES["NEGATIVE"].reason if negative else RULES["OUTLIER"].reason
         estimates.append(Estimate(int(si), float(t[i]), float(value), method, reason, "substitute", int(i),
                                   float(v[i])))
         consumption[i] = value - v[pg]
@@ -904,7 +906,7 @@ class _Ctx:
             value = self.v_prev[i] + frac * self.c[i]
             if np.isfinite(mod):
                 value %= mod
-            out.append(Estimate(s, float(tj), float(value), 17, 76, "GAP"))
+            out.append(Estimate(s, float(tj), float(value), LINEAR, RULES["GAP"].reason, "GAP"))
         return out
 
 
