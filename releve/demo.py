@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from releve.settings import Settings
 log = logging.getLogger(__name__)
 
 VEE_EVERY_S = 300.0
+WORK_SYNC_EVERY_S = 10.0
 
 
 @dataclass
@@ -257,6 +258,89 @@ class Demo:
             say(f"  bills, cycle {cycle}: {summary.issued} issued, {summary.held} held, "
                 f"{summary.unchanged} unchanged, {summary.prepaid} prepaid checked")  # fmt: skip
 
+    def credit_control(self, url: str, state: dict[str, Any]) -> None:
+        """Credit control over the demo's accounts: arrears, a bank payment file, weekly runs up to today.
+
+        The fleet's bills are all fresh (due in ``due_days``), so the demo brings a few accounts' arrears
+        forward from "the previous billing system" once (an ``adjustment`` due weeks ago; the first start's
+        day is kept in the state file), imports a bank file paying some of them, and catches up the weekly
+        credit-control runs of the last three weeks, then runs today's: reminders, final notices and a
+        few disconnections whose relay commands the demo's collector executes. A run already made for a
+        day is kept (a restart adds nothing).
+        """
+        from billing import credit, ledger
+
+        today = datetime.now(UTC).date()
+        anchor = date.fromisoformat(state.setdefault("credit_from", today.isoformat()))
+        cfg = credit.load_config(credit.EXAMPLE)
+        out = self.options.data_dir / "credit"
+        with db.connect(url, role=db.editor_role(self.settings), autocommit=True) as conn:
+            with conn.transaction():  # every bill run's bills on the ledger (runs post their own; idempotent)
+                for (run_id,) in conn.execute("SELECT id FROM bill_run WHERE finished_at IS NOT NULL").fetchall():
+                    ledger.post_bills(conn, int(run_id))
+            if not state.get("arrears"):
+                with conn.transaction():
+                    arrears, paying = demo_arrears(conn, anchor, self.options.seed)
+                path = out / f"payments-{anchor - timedelta(days=10)}.csv"
+                out.mkdir(parents=True, exist_ok=True)
+                path.write_text("reference,account,amount,paid_at,source\n" + "".join(
+                    f"DEMO-{anchor:%Y%m%d}-{i},{number},{amount},{anchor - timedelta(days=10)},bank\n"
+                    for i, (number, amount) in enumerate(paying, start=1)))  # fmt: skip
+                paid = ledger.import_payments(conn, path)
+                say(f"  arrears brought forward on {arrears} account(s); bank file {path.name}: "
+                    f"{paid.added} payment(s), {paid.total}")  # fmt: skip
+                state["arrears"] = True
+                _save(self.options, state)
+            days = sorted({anchor - timedelta(days=d) for d in (21, 14, 7, 0)} | {today})
+            done = {d for (d,) in conn.execute("SELECT DISTINCT run_date FROM credit_run WHERE run_date = ANY(%s)",
+                                               (days,))}  # fmt: skip
+            for day in days:
+                if day in done:
+                    continue
+                with conn.transaction():
+                    s = credit.run_credit(conn, cfg, day, out, now=datetime.now(UTC) if day == today else None)
+                acts = ", ".join(f"{k} {v}" for k, v in sorted(s.actions.items())) or "no step"
+                say(f"  credit control on {day}: {s.accounts} account(s) in arrears, {acts}")
+            if done >= set(days):
+                say(f"  credit control: the runs up to {today} are kept (one run a day)")
+
+    def work_orders(self, url: str) -> None:
+        """Inspection orders for tonight's theft list (route order) and meter checks / exchanges from VEE."""
+        from billing import workorders
+
+        with db.connect(url, role=db.editor_role(self.settings), autocommit=True) as conn, conn.transaction():
+            row = conn.execute("SELECT max(id) FROM theft_run WHERE source = 'demo'").fetchone()
+            theft = workorders.from_theft(conn, int(row[0]), top=10) if row and row[0] else []
+            vee = workorders.from_vee(conn)
+        say(f"  work orders: {len(theft)} inspection(s) from the theft list, {len(vee)} meter check(s) / "
+            "exchange(s) from VEE (existing ones kept)")  # fmt: skip
+
+    def follow_commands(self, url: str) -> None:
+        """Complete the work orders whose meter command the collector confirmed (``releve work sync``)."""
+        from billing import workorders
+
+        try:
+            with db.connect(url, role=db.editor_role(self.settings), autocommit=True) as conn, conn.transaction():
+                done, reopened = workorders.sync_commands(conn)
+        except Exception as exc:  # the next round tries again; the demo goes on
+            say(f"work orders not synced with their commands: {exc}")
+            return
+        if done or reopened:
+            say(f"work orders: {done} done by their confirmed meter command, {reopened} back to a crew")
+
+    def describe_credit(self, url: str) -> None:
+        """The "where" line of credit control and field work."""
+        with db.connect(url) as conn:
+            row = conn.execute(
+                """SELECT count(*) FILTER (WHERE step = 'reminder'), count(*) FILTER (WHERE step = 'final_notice'),
+                          count(*) FILTER (WHERE action = 'disconnect'),
+                          (SELECT count(*) FROM work_order WHERE status IN ('open', 'assigned', 'awaiting_command'))
+                   FROM credit_action"""
+            ).fetchone()
+        assert row is not None
+        self.where.append(f"credit      {row[0]} reminders, {row[1]} final notices, {row[2]} disconnections "
+                          f"(releve credit list); {row[3]} open work orders (releve work list)")  # fmt: skip
+
     def start_dashboards(self, url: str) -> str:
         """Serve the dashboards; create the demo login, every role (a random password kept in a 0600 file)."""
         import secrets
@@ -431,6 +515,43 @@ def history_frames(sim: Any, days: float) -> Iterator[tuple[int, Any]]:
         yield blk.number, ReadingFrame.concat(parts)
 
 
+def demo_arrears(conn: Any, anchor: date, seed: int) -> tuple[int, list[tuple[str, Any]]]:
+    """Bring arrears forward on about one postpaid account in eight; return (how many, who pays and how much).
+
+    Three ages, so that the weekly runs 21, 14 and 7 days before ``anchor`` and on it reach each step
+    (billing/credit.example.toml): three debts due 35 days before it (reminder, final notice, then the
+    disconnection on the day, on meters the collector can switch), some due 20 days before (reminder,
+    then the final notice on the day) and the rest 5 days before (a reminder on the day). One account
+    of each of the two older groups pays in full ten days before ``anchor``: its case closes.
+    """
+    import random
+    from decimal import Decimal
+
+    from billing import ledger
+
+    rng = random.Random(seed)
+    accounts = conn.execute(
+        """SELECT a.id, a.number, m.protocol FROM account a
+           JOIN installation i ON i.service_point_id = a.service_point_id AND i.removed_at IS NULL
+           JOIN meter m ON m.id = i.meter_id
+           WHERE NOT a.prepaid AND a.closed_on IS NULL ORDER BY a.number"""
+    ).fetchall()
+    chosen = rng.sample(accounts, max(6, len(accounts) // 8)) if len(accounts) >= 6 else list(accounts)
+    # the oldest debts on meters a collector can switch, Modbus TCP first (the steadiest link)
+    chosen.sort(key=lambda a: ({"modbus-tcp": 0, "modbus-rtu": 1, "mqtt": 2}.get(a[2], 3), a[1]))
+    paying = []
+    middle = 3 + max(2, (len(chosen) - 3) // 2)
+    for n, (acc, number, _) in enumerate(chosen):
+        age = 35 if n < 3 else 20 if n < middle else 5
+        amount = Decimal(rng.randint(2500, 9000)) / 100
+        ledger.post(conn, acc, "adjustment", amount, anchor - timedelta(days=age + 30),
+                    due=anchor - timedelta(days=age), reference="balance brought forward",
+                    source_key=f"demo:arrears:{number}", note="arrears from the previous billing system")  # fmt: skip
+        if n in (2, 3):
+            paying.append((number, amount))
+    return len(chosen), paying
+
+
 def run_demo(options: DemoOptions, settings: Settings) -> int:
     """Bring everything up, print what is where, run until Ctrl-C (or ``duration``), stop cleanly."""
     if options.fresh and options.data_dir.exists():
@@ -467,6 +588,11 @@ def run_demo(options: DemoOptions, settings: Settings) -> int:
         demo.preparing = "billing"
         with step("billing"):
             demo.bill(url)
+        demo.preparing = "credit control and work orders"
+        with step("credit control and work orders"):
+            demo.credit_control(url, state)
+            demo.work_orders(url)
+            demo.describe_credit(url)
         demo.preparing = "starting the simulated meters and the collector"
         with step("starting the simulated meters (Modbus TCP, RTU on ptys, MQTT) and the collector"):
             front = demo.start_simulators(sim, publish=False)
@@ -481,12 +607,16 @@ def run_demo(options: DemoOptions, settings: Settings) -> int:
         deadline = time.monotonic() + options.duration if options.duration else None
         next_vee = time.monotonic() + VEE_EVERY_S
         next_fault = time.monotonic()
+        next_sync = time.monotonic() + WORK_SYNC_EVERY_S
         while not stop.is_set():
             if deadline and time.monotonic() >= deadline:
                 break
             if time.monotonic() >= next_fault:
                 demo.tick_live_faults()
                 next_fault = time.monotonic() + 5.0
+            if time.monotonic() >= next_sync:  # disconnect / reconnect orders follow their meter commands
+                demo.follow_commands(url)
+                next_sync = time.monotonic() + WORK_SYNC_EVERY_S
             if time.monotonic() >= next_vee:  # validate and aggregate what the collector landed meanwhile
                 demo.validate(url)
                 db.refresh_daily(url)

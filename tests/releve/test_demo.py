@@ -82,11 +82,18 @@ def test_demo_comes_up_flows_readings_stops_cleanly_and_reuses_its_data(service_
         bills = conn.execute("SELECT count(*) FROM bill WHERE status IN ('issued', 'held')").fetchone()[0]
         accounts = conn.execute("SELECT count(*) FROM account").fetchone()[0]
         meters = conn.execute("SELECT count(*) FROM meter").fetchone()[0]
+        credit_steps = dict(conn.execute("SELECT action, count(*) FROM credit_action GROUP BY action").fetchall())
+        open_orders = dict(conn.execute("SELECT kind, count(*) FROM work_order WHERE status IN "
+                                        "('open', 'assigned', 'awaiting_command') GROUP BY kind").fetchall())
     assert history > 40 * 30 * 96  # 35 days of 15-minute history for ~40 meters
     assert live > 0  # simulator -> Modbus/MQTT -> collector -> spool -> database
     assert runs >= 1  # VEE ran over the history
     assert candidates > 0  # the inspection list was produced, every candidate with reasons
     assert bills == accounts  # a bill run billed (or held) every account
+    # Credit control ran (notices, disconnections for the collector) and field work waits for crews.
+    assert credit_steps.get("notice", 0) > 0 and credit_steps.get("disconnect", 0) > 0, credit_steps
+    assert open_orders.get("inspection", 0) > 0, open_orders  # tonight's theft list, in route order
+    assert any(line.startswith("credit ") and "open work orders" in line for line in lines)
     where = next(line for line in lines if line.startswith("dashboards"))
     dashboard = where.split()[1]
     user, password = re.search(r"login: (\S+) / (\S+),", where).groups()  # printed for the person at the demo
@@ -133,6 +140,7 @@ def test_demo_comes_up_flows_readings_stops_cleanly_and_reuses_its_data(service_
     assert "history already loaded" in output
     assert "today's ranking is kept" in output  # no new theft run when nothing changed
     assert "already billed up to" in output and "issued" not in output  # no re-billing of every account
+    assert "credit control: the runs up to" in output  # no second credit run on the same day
     assert proc.returncode == 0
     server = PostgresServer(data / "pg")
     assert not server.is_running()
