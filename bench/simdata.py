@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from analytics.theft.data import Event, TheftData, register_advance
-from analytics.theft.signals import FloatArray
+from releve.arrays import FloatArray
 from simulators.engine import Simulation
 
 

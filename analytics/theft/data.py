@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
-from analytics.theft.signals import BoolArray, FloatArray
+from releve.arrays import BoolArray, FloatArray
 
 
 class TheftImportError(ValueError):
