@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from releve.cli import db_url
 from releve.settings import Settings
 
 
@@ -66,12 +67,6 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_audit)
 
 
-def _url(settings: Settings) -> str:
-    from releve.commands import _url as url
-
-    return url(settings)
-
-
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     """Incremental run with a progress bar and a summary; on every shard at once when sharded."""
     from tqdm import tqdm
@@ -92,7 +87,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         summary = run_vee(
-            _url(settings), settings, who=args.who, progress=bar.update, on_total=total, default_tz=args.tz
+            db_url(settings), settings, who=args.who, progress=bar.update, on_total=total, default_tz=args.tz
         )
     finally:
         bar.close()
@@ -131,7 +126,7 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 def _editor(settings: Settings) -> Any:
     from releve import db
 
-    return db.connect(_url(settings), role=db.editor_role(settings), autocommit=True)
+    return db.connect(db_url(settings), role=db.editor_role(settings), autocommit=True)
 
 
 def cmd_review_list(args: argparse.Namespace, settings: Settings) -> int:

@@ -18,15 +18,19 @@ fleet (next year's data, another seed).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from analytics.theft.data import Event, TheftData
 from analytics.theft.ranking import score
-from analytics.theft.simdata import SimTruth, from_simulation
+from bench.simdata import SimTruth, from_simulation
 from simulators.config import parse_fleet
 from simulators.engine import Simulation
 

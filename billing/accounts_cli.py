@@ -18,7 +18,8 @@ from typing import Any
 
 from psycopg import Connection
 
-from billing.cli import _date, _url
+from billing.cli import _date
+from releve.cli import db_url
 from releve.settings import Settings
 
 
@@ -76,7 +77,7 @@ def _editor(settings: Settings) -> Iterator[Connection]:
     from releve.meter_commands import MeterCommandError
 
     try:
-        with db.connect(_url(settings), role=db.editor_role(settings)) as conn, conn.transaction():
+        with db.connect(db_url(settings), role=db.editor_role(settings)) as conn, conn.transaction():
             yield conn
     except (LedgerError, CreditError, WorkOrderError, ClosureError, MeterCommandError) as exc:
         raise CommandError(str(exc)) from exc

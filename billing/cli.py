@@ -8,6 +8,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from releve.cli import db_url
 from releve.settings import Settings
 
 
@@ -115,17 +116,6 @@ def _book(args: argparse.Namespace) -> Any:
         raise CommandError(str(exc)) from exc
 
 
-def _url(settings: Settings) -> str:
-    from releve import db
-    from releve.cli import CommandError
-    from releve.pgserver import ServerError
-
-    try:
-        return db.database_url(settings)
-    except ServerError as exc:
-        raise CommandError(str(exc)) from exc
-
-
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     """Run a cycle."""
     from billing.run import run_bills
@@ -133,7 +123,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from releve.cli import CommandError
 
     book = _book(args)
-    url = _url(settings)
+    url = db_url(settings)
     with db.connect(url, role=db.reader_role(settings)) as conn:
         cycles = [c for (c,) in conn.execute("SELECT DISTINCT billing_cycle FROM account ORDER BY 1")]
     if args.cycle not in cycles:
@@ -150,7 +140,7 @@ def cmd_feed(args: argparse.Namespace, settings: Settings) -> int:
     from releve.cli import CommandError
 
     try:
-        paths = write_feed(_url(settings), settings, args.run, args.out)
+        paths = write_feed(db_url(settings), settings, args.run, args.out)
     except KeyError as exc:
         raise CommandError(str(exc.args[0])) from exc
     for path in paths:
@@ -163,7 +153,7 @@ def cmd_notes(args: argparse.Namespace, settings: Settings) -> int:
     from releve import db
     from releve.cli import CommandError
 
-    with db.connect(_url(settings), role=db.reader_role(settings)) as conn:
+    with db.connect(db_url(settings), role=db.reader_role(settings)) as conn:
         if conn.execute("SELECT 1 FROM bill_run WHERE id = %s", (args.run,)).fetchone() is None:
             raise CommandError(f"no bill run {args.run}")
         rows = conn.execute(
@@ -200,7 +190,7 @@ def cmd_tenant_change(args: argparse.Namespace, settings: Settings) -> int:
 
     book = _book(args)
     try:
-        with db.connect(_url(settings), role=db.editor_role(settings)) as conn, conn.transaction():
+        with db.connect(db_url(settings), role=db.editor_role(settings)) as conn, conn.transaction():
             case = record_change(conn, book, args.account, args.move_out_index, args.move_out_date,
                                  args.move_in_index, args.move_in_date, args.predecessor,
                                  _today(args.requested_on))  # fmt: skip
@@ -221,7 +211,7 @@ def cmd_tenant_proof(args: argparse.Namespace, settings: Settings) -> int:
     from releve.cli import CommandError
 
     try:
-        with db.connect(_url(settings), role=db.editor_role(settings)) as conn, conn.transaction():
+        with db.connect(db_url(settings), role=db.editor_role(settings)) as conn, conn.transaction():
             case = record_proof(conn, args.case, args.index, args.date, args.document, _today(args.today))
     except TenantError as exc:
         raise CommandError(str(exc)) from exc
@@ -235,7 +225,7 @@ def cmd_tenant_expire(args: argparse.Namespace, settings: Settings) -> int:
     from releve import db
 
     book = _book(args)
-    with db.connect(_url(settings), role=db.editor_role(settings)) as conn, conn.transaction():
+    with db.connect(db_url(settings), role=db.editor_role(settings)) as conn, conn.transaction():
         done = expire_cases(conn, book, _today(args.as_of), args.out)
     print(f"{len(done)} case(s) defaulted" + (": " + ", ".join(map(str, done)) if done else ""))
     return 0
@@ -247,7 +237,7 @@ def cmd_vending_import(args: argparse.Namespace, settings: Settings) -> int:
     from releve.cli import CommandError
 
     try:
-        added, present = import_vending(_url(settings), settings, args.file, book=_book(args))
+        added, present = import_vending(db_url(settings), settings, args.file, book=_book(args))
     except VendingError as exc:
         raise CommandError(str(exc)) from exc
     print(f"{added} vending record(s) added, {present} already present")

@@ -10,6 +10,9 @@ row of kind ``spool`` (link ``spool``): requests = segments landed, failures = s
 quarantine, connected = whether the database takes what the forwarder sends, and ``alarm`` set
 when segments were quarantined or the spool has not drained for ``stall_alarm_s`` — what the
 control room and ``releve collect status`` show.
+
+Both read a collector's parts (spool, forwarder, poller, MQTT session, command runner), handed to
+them as :class:`Sources` by the service that built them; this module does not know the service.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
@@ -26,7 +30,11 @@ from releve import db
 from releve.settings import Settings
 
 if TYPE_CHECKING:
-    from collectors.service import Collector
+    from collectors.commands import CommandRunner
+    from collectors.forward import Forwarder
+    from collectors.modbus import Poller
+    from collectors.mqtt import MqttCollector
+    from collectors.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +44,23 @@ def _backoff_until(monotonic_deadline: float) -> datetime | None:
     return datetime.now(UTC) + timedelta(seconds=remaining) if remaining > 0 else None
 
 
+@dataclass(frozen=True)
+class Sources:
+    """What a collector's health is read from: its name and the parts it runs (None: not configured)."""
+
+    name: str
+    spool: Spool
+    forwarder: Forwarder
+    poller: Poller | None = None
+    mqtt: MqttCollector | None = None
+    commands: CommandRunner | None = None
+
+
 class HealthWriter:
     """Writes a collector's health to the database every ``every`` seconds."""
 
-    def __init__(self, collector: Collector, url: str, settings: Settings, every: float = 10.0) -> None:
-        self.collector = collector
+    def __init__(self, sources: Sources, url: str, settings: Settings, every: float = 10.0) -> None:
+        self.sources = sources
         self.url = url
         self.settings = settings
         self.every = every
@@ -61,8 +81,8 @@ class HealthWriter:
 
     def write_once(self) -> bool:
         """One upsert of every meter and link; False (and a log line) if the database is unreachable."""
-        c = self.collector
-        name = c.config.name
+        c = self.sources
+        name = c.name
         meters: list[tuple[object, ...]] = []
         links: list[tuple[object, ...]] = []
         if c.poller is not None:
@@ -113,9 +133,9 @@ class HealthWriter:
             return False
 
 
-def prometheus_text(collector: Collector) -> str:
+def prometheus_text(collector: Sources) -> str:
     """The collector's counters in Prometheus exposition format."""
-    name = collector.config.name
+    name = collector.name
     f = collector.forwarder
     held = collector.spool.quarantined()
     lines = [
@@ -162,9 +182,8 @@ def prometheus_text(collector: Collector) -> str:
             "# TYPE releve_mqtt_connected gauge",
             f'releve_mqtt_connected{{collector="{name}"}} {int(s.connected)}',
         ]
-    commands = getattr(collector, "commands", None)
-    if commands is not None:
-        c = commands.stats
+    if collector.commands is not None:
+        c = collector.commands.stats
         lines += ["# HELP releve_meter_commands_total Meter command attempts by outcome (retried: back in the queue).",
                   "# TYPE releve_meter_commands_total counter"]  # fmt: skip
         for outcome in ("confirmed", "failed", "retried", "expired"):
@@ -175,7 +194,7 @@ def prometheus_text(collector: Collector) -> str:
 class MetricsServer:
     """``GET /metrics`` on 127.0.0.1:``port`` (or the given host)."""
 
-    def __init__(self, collector: Collector, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, collector: Sources, port: int, host: str = "127.0.0.1") -> None:
         outer = collector
 
         class Handler(BaseHTTPRequestHandler):

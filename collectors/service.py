@@ -14,7 +14,7 @@ from pathlib import Path
 from collectors.commands import CommandRunner, MqttCommander
 from collectors.config import CollectorConfig, ModbusSource
 from collectors.forward import Forwarder
-from collectors.health import HealthWriter, MetricsServer
+from collectors.health import HealthWriter, MetricsServer, Sources
 from collectors.modbus import Link, MeterTarget, Poller, PollSettings, RtuLine, TcpGateway
 from collectors.mqtt import MqttCollector
 from collectors.spool import Spool, SpoolFullError
@@ -82,8 +82,9 @@ class Collector:
                                           config.mqtt.ca_file)  # fmt: skip
             self.commands = CommandRunner(config.name, config.commands, settings, database_url,
                                           self.poller.links if self.poller else (), commander)  # fmt: skip
-        self.health = HealthWriter(self, database_url, settings, config.health_every_s)
-        self.metrics = MetricsServer(self, config.metrics_port) if config.metrics_port is not None else None
+        sources = Sources(config.name, self.spool, self.forwarder, self.poller, self.mqtt, self.commands)
+        self.health = HealthWriter(sources, database_url, settings, config.health_every_s)
+        self.metrics = MetricsServer(sources, config.metrics_port) if config.metrics_port is not None else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_polling: asyncio.Event | None = None
         self._thread: threading.Thread | None = None

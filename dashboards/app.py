@@ -117,22 +117,6 @@ STATIC_PREFIX = "/_dash-component-suites/"
 USER_CACHE_S = 2.0
 
 
-def current_user() -> tuple[str | None, list[str]]:
-    """The logged-in user and roles of this request (checked by the guard before any Dash code)."""
-    user = flask.g.get("user")
-    return user, list(flask.g.get("roles") or [])
-
-
-def require(page: str) -> str:
-    """The user name when the session may use ``page``; raise PreventUpdate otherwise."""
-    from dash.exceptions import PreventUpdate
-
-    user, roles = current_user()
-    if user is None or not auth.allowed(roles, page):
-        raise PreventUpdate
-    return user
-
-
 def _safe_next(target: str | None) -> str:
     """Only local paths are followed after login."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
@@ -373,7 +357,7 @@ def create_app(url: str, settings: Settings, queries: Queries | None = None, ref
 
     def pick(path: str | None) -> tuple[Any, Any]:
         path = path or "/"
-        user, roles = current_user()
+        user, roles = auth.current_user()
         ids = {"/": "nav-control", "/meter": "nav-meter", "/fraud": "nav-fraud", "/billing": "nav-billing",
                "/users": "nav-users"}  # fmt: skip
         bar = [html.Span("Relevé", className="brand"),

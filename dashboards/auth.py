@@ -27,6 +27,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+import flask
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from psycopg import Connection
@@ -72,6 +73,26 @@ def allowed(roles: list[str] | tuple[str, ...] | None, path: str) -> bool:
     """Whether a session with ``roles`` may open ``path``."""
     role = page_role(path)
     return role is not None and role in (roles or ())
+
+
+def current_user() -> tuple[str | None, list[str]]:
+    """The logged-in user and roles of this request (checked by the app's guard before any Dash code)."""
+    user = flask.g.get("user")
+    return user, list(flask.g.get("roles") or [])
+
+
+def require(page: str) -> str:
+    """The user name when the session may use ``page``; raise PreventUpdate otherwise.
+
+    Every page callback calls it first: the guard already refused a callback of a page the roles do
+    not open, and this is the second check, inside the callback itself.
+    """
+    from dash.exceptions import PreventUpdate
+
+    user, roles = current_user()
+    if user is None or not allowed(roles, page):
+        raise PreventUpdate
+    return user
 
 
 def pages_for(roles: list[str] | tuple[str, ...] | None) -> list[tuple[str, str]]:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from releve.cli import db_url
 from releve.settings import Settings
 
 ROLES = ("operator", "fraud", "billing", "admin")
@@ -52,17 +53,11 @@ def register(sub: Any) -> None:
     s.set_defaults(func=cmd_screenshots)
 
 
-def _url(settings: Settings) -> str:
+def _upgraded_url(settings: Settings) -> str:
     """The database URL, its schema brought up to date when it is not (``releve db upgrade``'s work)."""
-    from releve import db, migrate
-    from releve.pgserver import ServerError
+    from releve import migrate
 
-    try:
-        url = db.database_url(settings)
-    except ServerError as exc:
-        from releve.cli import CommandError
-
-        raise CommandError(str(exc)) from exc
+    url = db_url(settings)
     if not _schema_current(url, settings):
         migrate.upgrade(url, settings)
     return url
@@ -91,7 +86,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     host = args.host or settings.dashboard.host
     port = settings.dashboard.port if args.port is None else args.port
-    url = _url(settings)
+    url = _upgraded_url(settings)
     app = create_app(url, settings, refresh_ms=int(args.refresh * 1000))
     print(f"dashboards on http://{host}:{port}/ (Ctrl-C stops)", file=sys.stderr)
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -119,7 +114,7 @@ def cmd_adduser(args: argparse.Namespace, settings: Settings) -> int:
     from releve.cli import CommandError
 
     password = _password(args)
-    url = _url(settings)
+    url = _upgraded_url(settings)
     try:
         with db.connect(url, autocommit=True) as conn:
             add_user(conn, args.username, password, sorted(set(args.role)))
@@ -136,7 +131,7 @@ def cmd_passwd(args: argparse.Namespace, settings: Settings) -> int:
     from releve.cli import CommandError
 
     password = _password(args)
-    url = _url(settings)
+    url = _upgraded_url(settings)
     try:
         with db.connect(url, autocommit=True) as conn:
             set_password(conn, args.username, password, sorted(set(args.role)) if args.role else None)
@@ -152,7 +147,7 @@ def cmd_deluser(args: argparse.Namespace, settings: Settings) -> int:
     from releve import db
     from releve.cli import CommandError
 
-    url = _url(settings)
+    url = _upgraded_url(settings)
     try:
         with db.connect(url, autocommit=True) as conn:
             delete_user(conn, args.username)
@@ -166,7 +161,7 @@ def cmd_screenshots(args: argparse.Namespace, settings: Settings) -> int:
     """Save a PNG of every page."""
     from dashboards.screenshots import take_screenshots
 
-    url = _url(settings)
+    url = _upgraded_url(settings)
     for path in take_screenshots(url, settings, args.out, meter=args.meter):
         print(path)
     return 0

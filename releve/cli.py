@@ -18,10 +18,10 @@ from collections.abc import Callable, Sequence
 
 import psycopg
 
-from releve import __version__, demostate
+from releve import __version__, db, demostate
 from releve.logs import configure
 from releve.pgserver import ServerError
-from releve.settings import SettingsError, load_settings
+from releve.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("releve")
 
@@ -58,6 +58,19 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.filename}: {exc.strerror or text}"
     return text or type(exc).__name__
+
+
+def db_url(settings: Settings) -> str:
+    """The database URL a command works on (what ``releve db url`` prints).
+
+    ``database.url`` from the settings, else the embedded server's, started when it is not running
+    (:func:`releve.db.database_url`). A server that cannot start is a :class:`CommandError`: one line
+    on stderr and exit code 1, like any other expected failure. Every package's CLI asks here.
+    """
+    try:
+        return db.database_url(settings)
+    except ServerError as exc:
+        raise CommandError(str(exc)) from exc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,4 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m releve.cli`` runs this file as __main__; the subcommands import releve.cli, a second
+    # copy whose CommandError this copy's main() would not catch. Run that copy's main() instead.
+    from releve.cli import main as releve_main
+
+    sys.exit(releve_main())

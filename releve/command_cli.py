@@ -16,6 +16,7 @@ from typing import Any
 
 from releve import db
 from releve import meter_commands as mc
+from releve.cli import db_url
 from releve.settings import Settings
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -83,12 +84,6 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_cancel)
 
 
-def _url(settings: Settings) -> str:
-    from releve.commands import _url
-
-    return _url(settings)
-
-
 def _fail(exc: Exception) -> int:
     print(f"releve command: {exc}", file=sys.stderr)
     return 1
@@ -104,7 +99,7 @@ def _row(c: mc.MeterCommand) -> dict[str, Any]:
 
 def cmd_queue(args: argparse.Namespace, settings: Settings) -> int:
     """Queue a command and print its id."""
-    with db.connect(_url(settings), role=db.editor_role(settings), autocommit=True) as conn:
+    with db.connect(db_url(settings), role=db.editor_role(settings), autocommit=True) as conn:
         try:
             command_id = mc.queue_command(conn, args.meter, args.kind, _who(args.by), reason=args.reason,
                                           work_order_id=args.work_order, expires_in=args.expires_in,
@@ -120,7 +115,7 @@ def cmd_queue(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     """Print commands."""
     states = list(mc.OPEN_STATES) if args.open else args.state
-    with db.connect(_url(settings), role=db.reader_role(settings), autocommit=True) as conn:
+    with db.connect(db_url(settings), role=db.reader_role(settings), autocommit=True) as conn:
         try:
             commands = mc.list_commands(conn, meter=args.meter, states=states, kinds=args.kind,
                                         work_order_id=args.work_order, limit=args.limit)  # fmt: skip
@@ -139,7 +134,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     """Print one command and its audit trail."""
-    with db.connect(_url(settings), role=db.reader_role(settings), autocommit=True) as conn:
+    with db.connect(db_url(settings), role=db.reader_role(settings), autocommit=True) as conn:
         try:
             cmd = mc.command_status(conn, args.id)
         except mc.MeterCommandError as exc:
@@ -162,7 +157,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     """Cancel a queued command."""
-    with db.connect(_url(settings), role=db.editor_role(settings), autocommit=True) as conn:
+    with db.connect(db_url(settings), role=db.editor_role(settings), autocommit=True) as conn:
         try:
             cmd = mc.cancel_command(conn, args.id, _who(args.by), reason=args.reason)
         except mc.MeterCommandError as exc:

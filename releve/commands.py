@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from releve import db, demostate, migrate
+from releve.cli import db_url
 
 # The meter-command queue API lives in releve/meter_commands.py (this module is the core CLI); it is
 # re-exported here so that ``from releve.commands import queue_command`` works too.
@@ -23,7 +24,6 @@ from releve.meter_commands import (  # noqa: F401
     queue_command,
     relay_state,
 )
-from releve.pgserver import ServerError
 from releve.settings import Settings, sample_toml
 
 
@@ -68,18 +68,9 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_demo)
 
 
-def _url(settings: Settings) -> str:
-    try:
-        return db.database_url(settings)
-    except ServerError as exc:
-        from releve.cli import CommandError
-
-        raise CommandError(str(exc)) from exc
-
-
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     """Apply pending migrations."""
-    done = migrate.upgrade(_url(settings), settings)
+    done = migrate.upgrade(db_url(settings), settings)
     print(f"applied {len(done)} migration(s)" + (": " + ", ".join(m.path.name for m in done) if done else ""))
     return 0
 
@@ -96,7 +87,7 @@ def _print_status(info: dict[str, object]) -> None:
 
 def cmd_db_status(args: argparse.Namespace, settings: Settings) -> int:
     """Print the database status."""
-    url = _url(settings)
+    url = db_url(settings)
     info: dict[str, object] = {"database": _redacted(url)}
     state = getattr(args, "demo_state", None)
     if state is not None:
@@ -124,7 +115,7 @@ def _redacted(url: str) -> str:
 
 def cmd_db_refresh(args: argparse.Namespace, settings: Settings) -> int:
     """Refresh daily_reading incrementally."""
-    batches, days = db.refresh_daily(_url(settings), role=db.writer_role(settings))
+    batches, days = db.refresh_daily(db_url(settings), role=db.writer_role(settings))
     print(f"daily aggregate: {batches} new batch(es), {days} day(s) refreshed")
     return 0
 
@@ -150,7 +141,7 @@ def cmd_db_stop(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_db_url(args: argparse.Namespace, settings: Settings) -> int:
     """Print the URL the other commands use."""
-    print(_url(settings))
+    print(db_url(settings))
     return 0
 
 

@@ -10,13 +10,11 @@ Day types: 0 weekday, 1 Saturday, 2 Sunday. Classes: 0 residential, 1 commercial
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
+
+from releve.arrays import FloatArray, IntArray
 
 RESIDENTIAL, COMMERCIAL, WATER = 0, 1, 2
 CLASS_NAMES = ("residential", "commercial", "water")
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 
 def _bump(hours: FloatArray, centre: float, width: float) -> FloatArray:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from releve.arrays import FloatArray
 from releve.model import Commodity, EventKind, MeterEvent, Reading, Source
 from releve.profiles import EVENT_CODES, DeviceProfile, load_profile
 from simulators.config import FAULT_KINDS, THEFT_KINDS, FleetConfig
@@ -36,7 +37,6 @@ from simulators.consumption import (
     COMMERCIAL,
     RESIDENTIAL,
     WATER,
-    FloatArray,
     day_templates,
     lognormal_noise,
     season_factor,

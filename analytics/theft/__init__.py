@@ -11,8 +11,8 @@ Data flows one way through the subpackage:
 - :mod:`analytics.theft.ranking` — the ranked inspection list with reasons in words and evidence,
   CSV / GeoJSON export for a night route;
 - :mod:`analytics.theft.store` — loading from the database, runs, candidates and outcomes;
-- :mod:`analytics.theft.simdata` — the simulated fleet as :class:`TheftData` (bench and tests);
 - :mod:`analytics.theft.cli` — ``releve theft …``.
 
-See docs/theft.md.
+A simulated fleet comes as :class:`TheftData` from ``bench/simdata.py`` (bench and tests only:
+analytics does not import the simulators). See docs/theft.md.
 """

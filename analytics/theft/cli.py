@@ -9,6 +9,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from releve.cli import db_url
 from releve.settings import Settings
 
 
@@ -89,12 +90,6 @@ def _list_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="do not print the list")
 
 
-def _url(settings: Settings) -> str:
-    from releve.commands import _url as core_url
-
-    return core_url(settings)
-
-
 def _tariff(values: list[float]) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, value in zip(("electricity", "water"), values, strict=False):
@@ -145,7 +140,7 @@ def cmd_rank(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         result = store.rank_database(
-            settings, _url(settings), start=args.start, end=args.end, days=args.days,
+            settings, db_url(settings), start=args.start, end=args.end, days=args.days,
             keep=max(args.top, args.keep), order=args.order, filters=_filters(args), tariff=tariff,
             include_inspected=args.include_inspected, store=not args.no_store,
         )  # fmt: skip
@@ -180,7 +175,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     from releve.cli import CommandError
 
     try:
-        cands = store.load_candidates(settings, _url(settings), args.run)
+        cands = store.load_candidates(settings, db_url(settings), args.run)
     except store.StoreError as exc:
         raise CommandError(str(exc)) from exc
     f = _filters(args)
@@ -206,7 +201,7 @@ def cmd_outcome(args: argparse.Namespace, settings: Settings) -> int:
             raise CommandError("--file records many visits: give --meter / --result in the file, not here")
         try:
             rows, bad = store.read_outcomes(args.file, args.run, args.campaign)
-            n, rejected = store.record_outcomes(settings, _url(settings), rows)
+            n, rejected = store.record_outcomes(settings, db_url(settings), rows)
         except store.StoreError as exc:
             raise CommandError(str(exc)) from exc
         bad = sorted(bad + rejected, key=lambda b: b.line)
@@ -222,7 +217,7 @@ def cmd_outcome(args: argparse.Namespace, settings: Settings) -> int:
     if args.run is None or not args.meter or not args.result:
         raise CommandError("give --run, --meter and --result (or --file visits.csv)")
     try:
-        ident = store.record_outcome(settings, _url(settings), args.run, args.meter, args.result, args.campaign,
+        ident = store.record_outcome(settings, db_url(settings), args.run, args.meter, args.result, args.campaign,
                                      args.note)
     except store.StoreError as exc:
         raise CommandError(str(exc)) from exc
@@ -237,7 +232,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from analytics.theft import store
     from releve.db import connect, reader_role
 
-    with connect(settings.database.replica_url or _url(settings), role=reader_role(settings)) as conn:
+    with connect(settings.database.replica_url or db_url(settings), role=reader_role(settings)) as conn:
         report = store.campaign_report(conn)
         labels = store.training_labels(conn)
     pos = int(labels.y.sum())

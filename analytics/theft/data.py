@@ -2,7 +2,7 @@
 
 :class:`TheftData` holds meters × days arrays plus the registry facts the signals need. It is
 built from the database (:mod:`analytics.theft.store`), from the simulator
-(:mod:`analytics.theft.simdata`) or from CSV files:
+(``bench/simdata.py``, for bench and tests) or from CSV files:
 
 - **long** interval consumption: ``meter,timestamp,value`` (header required; extra columns are
   ignored; ISO 8601 timestamps, UTC unless they carry an offset). Values are summed per day and,
@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
-from analytics.theft.signals import BoolArray, FloatArray
+from releve.arrays import BoolArray, FloatArray
 
 
 class TheftImportError(ValueError):

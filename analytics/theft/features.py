@@ -13,7 +13,7 @@ import numpy as np
 
 from analytics.theft import signals as sg
 from analytics.theft.data import Event, TheftData
-from analytics.theft.signals import FloatArray, IntArray
+from releve.arrays import FloatArray, IntArray
 
 #: Feature columns, in order. All point the same way: higher is more suspicious, except the
 #: fault-explaining ones (``catch_up_days``, ``frozen_days``, ``rollovers``, ``index_faults``)

@@ -21,7 +21,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from analytics.theft.features import Features
-from analytics.theft.signals import FloatArray
+from releve.arrays import FloatArray
 
 #: Features IsolationForest sees: the theft direction only (fault markers would make faulty meters
 #: look anomalous, which they are, but not thieves).

@@ -20,7 +20,7 @@ from analytics.theft import model as md
 from analytics.theft import signals as sg
 from analytics.theft.data import TheftData
 from analytics.theft.features import FEATURES, Features, compute_features
-from analytics.theft.signals import FloatArray
+from releve.arrays import FloatArray
 
 #: Names of the supervised model's inputs (what a candidate stores to become a label later).
 INPUT_NAMES: tuple[str, ...] = (*FEATURES, "rule", "forest")

@@ -11,11 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-BoolArray = npt.NDArray[np.bool_]
+from releve.arrays import BoolArray, FloatArray, IntArray
 
 #: Evidence weight of each meter event kind (0: not a theft signal). Tamper codes after domain §4.
 EVENT_WEIGHTS: dict[str, float] = {

@@ -27,7 +27,8 @@ import psycopg
 
 from analytics.theft.data import Event, TheftData, register_advance
 from analytics.theft.ranking import INPUT_NAMES, Candidate
-from analytics.theft.signals import FloatArray, longest_true_run
+from analytics.theft.signals import longest_true_run
+from releve.arrays import FloatArray
 from releve.db import connect, editor_role, reader_role, refresh_daily
 from releve.settings import Settings
 

@@ -100,7 +100,7 @@ def bill_row(r: dict[str, Any]) -> dict[str, Any]:
 
 def register(app: Dash, q: Queries) -> None:
     """The billing page's callbacks (each checks the session's role)."""
-    from dashboards.app import require
+    from dashboards.auth import require
 
     @app.callback(Output("bl-kpis", "children"), Output("bl-cycles", "children"), Output("bl-share", "figure"),
                   Input("bl-changed", "data"))  # fmt: skip

@@ -288,7 +288,7 @@ def register(app: Dash, q: Queries) -> None:
                      assignee: str | None, changed: int) -> tuple[Any, int]:  # fmt: skip
         from dash import ctx
 
-        from dashboards.app import require
+        from dashboards.auth import require
 
         who = require("/")
         if not selected or not data or selected[0] >= len(data):

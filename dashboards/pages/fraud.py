@@ -239,7 +239,7 @@ def balance_figure(rows: list[dict[str, Any]], area: str) -> go.Figure:
 
 def register(app: Dash, q: Queries) -> None:
     """The fraud page's callbacks (each checks the session's role)."""
-    from dashboards.app import require
+    from dashboards.auth import require
 
     filters = [Input("fr-run", "value"), Input("fr-area", "value"), Input("fr-commodity", "value"),
                Input("fr-signal", "value"), Input("fr-min-value", "value"), Input("fr-hide", "value")]  # fmt: skip

@@ -11,7 +11,7 @@ import numpy as np
 
 from analytics.theft import model as md
 from analytics.theft.ranking import INPUT_NAMES, geojson, score, write_csv, write_geojson
-from analytics.theft.simdata import from_simulation
+from bench.simdata import from_simulation
 from simulators.config import parse_fleet
 from simulators.engine import Simulation
 from tests.analytics.theft.fleet import HONEST_FAULTY, THIEVES, build

@@ -1,5 +1,8 @@
 """The simulated fleet as :class:`~analytics.theft.data.TheftData`, straight from the engine's blocks.
 
+For bench/ and tests only: it joins the simulators to the theft ranking, which analytics may not
+import (docs/architecture.md), so it lives here rather than in ``analytics.theft``.
+
 What a utility would see, computed with numpy: daily consumption from the register *as the meter
 shows it* (frozen registers, scale jumps, rollovers and exchanges included) read at the last
 instant the meter answered each day (none while it is silent, so the day after a communication
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from analytics.theft.data import Event, TheftData, register_advance
-from analytics.theft.signals import FloatArray
+from releve.arrays import FloatArray
 from simulators.engine import Simulation
 
 
