@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from releve.arrays import FloatArray, IntArray
+from releve.arrays import FloatArray
 
 RESIDENTIAL, COMMERCIAL, WATER = 0, 1, 2
 CLASS_NAMES = ("residential", "commercial", "water")
