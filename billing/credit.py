@@ -487,7 +487,7 @@ def _settle(conn: Connection, s: CreditSummary, cfg: CreditConfig, steps: ClassS
     if dis is not None:
         oid, status = dis
         if status == "awaiting_command":
-            from releve.commands import command_status
+            from releve.meter_commands import command_status
 
             cmd = conn.execute("SELECT command_id FROM work_order WHERE id = %s", (oid,)).fetchone()
             if cmd is not None and command_status(conn, int(cmd[0])).state == "queued":

@@ -18,7 +18,7 @@ Rules implemented:
 
 - States: ``open`` → ``assigned`` → ``done``; ``cancelled`` from any open state; disconnect and
   reconnect orders of a remotely switchable meter (Modbus or MQTT) queue the meter command
-  (``releve.commands.queue_command``) and wait in ``awaiting_command``: the order is done when the
+  (``releve.meter_commands.queue_command``) and wait in ``awaiting_command``: the order is done when the
   command is confirmed (``sync_commands``); a failed or expired command sends it back to ``open`` for
   a crew. A manual meter's order is completed by the crew.
 - Creation is idempotent by ``source_key`` (``theft:<run>:<serial>``, ``vee:<exception>``,
@@ -185,7 +185,7 @@ def _queue_command(conn: Connection, order: int, kind: str, meter: int | None, b
     row = conn.execute("SELECT protocol FROM meter WHERE id = %s", (meter,)).fetchone()
     if row is None or row[0] not in REMOTE:
         return
-    from releve.commands import queue_command
+    from releve.meter_commands import queue_command
 
     who = by or str(conn.execute("SELECT current_user").fetchone()[0])  # type: ignore[index]
     cid = queue_command(conn, meter, kind, who, reason=f"work order {order}: {why}".strip(), work_order_id=order)
@@ -226,7 +226,7 @@ def cancel(conn: Connection, order: int, reason: str, now: datetime | None = Non
         raise WorkOrderError(f"work order {order} is {status}")
     row = conn.execute("SELECT command_id FROM work_order WHERE id = %s", (order,)).fetchone()
     if row is not None and row[0] is not None:
-        from releve.commands import MeterCommandError, cancel_command
+        from releve.meter_commands import MeterCommandError, cancel_command
 
         try:
             cancel_command(conn, int(row[0]), by or "billing", reason)
@@ -344,7 +344,7 @@ def _exchange(conn: Connection, order: int, meter: int | None, details: dict[str
 
 def sync_commands(conn: Connection, now: datetime | None = None) -> tuple[int, int]:
     """Complete the orders whose meter command was confirmed; reopen those whose command failed or expired."""
-    from releve.commands import command_status
+    from releve.meter_commands import command_status
 
     done = reopened = 0
     for oid, cid in conn.execute(

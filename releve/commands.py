@@ -10,20 +10,6 @@ from typing import Any
 
 from releve import db, demostate, migrate
 from releve.cli import db_url
-
-# The meter-command queue API lives in releve/meter_commands.py (this module is the core CLI); it is
-# re-exported here so that ``from releve.commands import queue_command`` works too.
-from releve.meter_commands import (  # noqa: F401
-    MeterCommand,
-    MeterCommandError,
-    cancel_command,
-    command_events,
-    command_status,
-    list_commands,
-    pending_commands,
-    queue_command,
-    relay_state,
-)
 from releve.settings import Settings, sample_toml
 
 
