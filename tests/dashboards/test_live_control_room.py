@@ -104,11 +104,24 @@ def test_a_gateway_taken_down_turns_its_meters_late_within_two_refreshes(filled,
         WebDriverWait(browser, 60, poll_frequency=0.2).until(lambda _: filled.one(
             "SELECT count(*) FROM comm_health WHERE collector = 'live-test' AND consecutive_failures >= %s "
             "AND serial = ANY(%s)", (LATE_POLLS, serials)) == len(serials))  # fmt: skip
-        seen = time.monotonic()
-        # … and the control room shows them late within two refreshes of the page.
-        WebDriverWait(browser, 2 * REFRESH_MS / 1000 + 1.5, poll_frequency=0.2).until(
+        # … and the control room shows them late within two refreshes of the page. Refreshes are counted
+        # (the KPI row's update requests that come back), not timed: on a loaded machine a refresh may
+        # come late, but the page must not need more than two of them (three if one was in flight).
+        browser.execute_script("""
+            window.__releveRefreshes = 0;
+            const fetch0 = window.fetch;
+            window.fetch = async (...args) => {
+                const answer = await fetch0(...args);
+                const body = args[1] && typeof args[1].body === 'string' ? args[1].body : '';
+                if (String(args[0]).includes('_dash-update-component') && body.includes('cr-kpis')) {
+                    window.__releveRefreshes += 1;
+                }
+                return answer;
+            };""")
+        WebDriverWait(browser, 60, poll_frequency=0.2).until(
             lambda d: kpi(d, "kpi-late").replace(",", "").isdigit() and int(kpi(d, "kpi-late")) >= len(serials))
-        assert time.monotonic() - seen <= 2 * REFRESH_MS / 1000 + 1.5
+        refreshes = browser.execute_script("return window.__releveRefreshes")
+        assert 1 <= refreshes <= 3, f"late shown after {refreshes} refreshes of the page"
         links = browser.execute_script("return document.getElementById('cr-links').textContent")
         assert "not answering" in links  # the gateway's link state, in words
     finally:
