@@ -14,9 +14,11 @@ Where the data lives:
   with that schema first in its search path: its one COPY of the series becomes one scan per shard,
   run at the same time (the shard servers are ``async_capable``, so PostgreSQL's Append starts every
   shard's scan before it waits on any), and each shard filters its own rows by period and channel.
-- **The freeze of billed reads lands on the meter's shard** (``reading_freeze`` there), inside the
-  bill run's transaction (postgres_fdw commits the shards' sub-transactions with the coordinator's),
-  so VEE on that shard refuses to change a billed read, as on one server.
+- **The freeze of billed reads lands on the meter's shard** (``reading_freeze`` there), written in
+  the bill run's transaction: postgres_fdw commits each shard's remote transaction just before the
+  coordinator's (not two-phase: a coordinator failing in between leaves freezes without their bills,
+  which only makes VEE there ask for an adjustment instead of an edit until the cycle is re-run). VEE on
+  that shard refuses to change a billed read, as on one server.
 
 The same cycle billed on one server and on three shards gives the same bills to the cent
 (tests/analytics/test_vee_shards.py).

@@ -110,6 +110,7 @@ def attach_shards(coordinator_url: str, shard_urls: Sequence[str], settings: Set
             server = sql.Identifier(f"releve_shard_{k}")
             options = {key: str(info[key]) for key in ("host", "port", "dbname") if info.get(key)}
             options["async_capable"] = "true"  # an Append over the shards scans them at the same time
+            options["fetch_size"] = "10000"  # rows per round trip (default 100): a bill run streams its series
             conn.execute(
                 sql.SQL("CREATE SERVER IF NOT EXISTS {} FOREIGN DATA WRAPPER postgres_fdw OPTIONS ({})").format(
                     server, sql.SQL(", ").join(sql.SQL("{} {}").format(sql.SQL(key), sql.Literal(v))

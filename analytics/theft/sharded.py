@@ -145,6 +145,12 @@ def merge(parts: Sequence[TheftData | None], home: dict[str, int], order: Sequen
 def load_shards(settings: Settings, coordinator_url: str, shard_urls: Sequence[str], start: date | None = None,
                 end: date | None = None, days: int = 365) -> TheftData:  # fmt: skip
     """The fleet's theft inputs, read on every shard at once and merged (see the module docstring)."""
+    with connect(coordinator_url, role=reader_role(settings)) as conn:
+        if not shards.ready(conn, len(shard_urls)):
+            raise store.StoreError(f"the coordinator is not attached to these {len(shard_urls)} shards: attach them "
+                                   "first (releve.shards.attach_shards, docs/scaling.md)")  # fmt: skip
+        order = [s for (s,) in conn.execute("SELECT serial FROM meter ORDER BY serial")]
+        home = shards.shards_of(conn, order, len(shard_urls))
     with ThreadPoolExecutor(max_workers=max(1, len(shard_urls)), thread_name_prefix="theft-shard") as pool:
         # the daily aggregates must cover what landed before the period is chosen from them
         for done in [pool.submit(refresh_daily, url, role=editor_role(settings)) for url in shard_urls]:
@@ -152,9 +158,6 @@ def load_shards(settings: Settings, coordinator_url: str, shard_urls: Sequence[s
         start, end = period(settings, shard_urls, start, end, days)
         futures = [pool.submit(_load_shard, settings, url, start, end) for url in shard_urls]
         parts = [f.result() for f in futures]
-    with connect(coordinator_url, role=reader_role(settings)) as conn:
-        order = [s for (s,) in conn.execute("SELECT serial FROM meter ORDER BY serial")]
-        home = shards.shards_of(conn, order, len(shard_urls))
     return merge(parts, home, order)
 
 
