@@ -12,6 +12,11 @@ in readings landed per second of VEE (what a day's data costs to validate). The 
 is the baseline measured in the same run: per-shard efficiency = rate(N) / (N × rate(1)). Unit
 costs for the capacity model (docs/scaling.md) are printed at the end: µs of one core per reading
 ingested and per reading validated, and bytes on disk per stored reading (table + primary key).
+
+With ``--bill`` every meter also gets an account, and after VEE a 7-day cycle is billed: once on the
+first shard's database as one server (the baseline: the series read locally), then on the
+coordinator through the shards (``billing.sharded``: the series read from every shard at once over
+postgres_fdw); the ratio is the cost of billing a sharded fleet against billing it on one server.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ from psycopg import sql
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from analytics.vee.run import run_vee
+from billing.run import run_bills
+from billing.sharded import run_bills_sharded
+from billing.tariffs import TariffBook, load_tariffs
 from ingest import BatchWriter, ReadingFrame
 from ingest.sharded import ShardedWriter
 from releve import migrate, shards
@@ -85,11 +93,36 @@ def register(url: str, meters: list[str]) -> None:
         conn.execute("SELECT ensure_reading_partitions('2026-01-01', '2026-12-31')")
 
 
+def add_accounts(url: str) -> None:
+    """A service point, an installation and an account (cycle B, tariff E-RES) per meter."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO service_point (code, commodity) SELECT 'SP-' || serial, commodity FROM meter")
+        conn.execute(
+            """INSERT INTO installation (meter_id, service_point_id, installed_at, install_index, reason)
+               SELECT m.id, sp.id, '2025-01-01', 0, 'new' FROM meter m JOIN service_point sp ON sp.code = 'SP-' || m.serial"""
+        )
+        conn.execute("INSERT INTO customer (name) SELECT 'C-' || serial FROM meter")
+        conn.execute(
+            """INSERT INTO account (number, customer_id, service_point_id, billing_cycle, tariff_code, opened_on)
+               SELECT 'A-' || m.serial, c.id, sp.id, 'B', 'E-RES', '2025-01-01' FROM meter m
+               JOIN service_point sp ON sp.code = 'SP-' || m.serial JOIN customer c ON c.name = 'C-' || m.serial"""
+        )
+
+
+def weekly_book(root: Path) -> TariffBook:
+    """The example tariffs on a 7-day cycle (the bench's data covers days, not months)."""
+    text = (Path(__file__).resolve().parent.parent / "billing" / "tariffs.example.toml").read_text()
+    path = root / "tariffs.toml"
+    path.write_text(text.replace("cycle_days = 30", "cycle_days = 7", 1))
+    return load_tariffs(path)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--meters", type=int, default=3000)
     parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--batch", type=int, default=50_000)
+    parser.add_argument("--bill", action="store_true", help="also bill a 7-day cycle: one server vs the shards")
     parser.add_argument("--shards", default="1,2,3", help="shard counts to measure (comma-separated, first is the baseline)")
     args = parser.parse_args()
     counts = [int(c) for c in args.shards.split(",")]
@@ -114,7 +147,9 @@ def main() -> int:
             urls = [fresh_database(servers[k], f"shard{count}_{k}", settings) for k in range(count)]
             for url in (coordinator, *urls):
                 register(url, frame.meters)
-            shards.attach_shards(coordinator, urls)
+                if args.bill:
+                    add_accounts(url)
+            shards.attach_shards(coordinator, urls, settings)
             batches = [frame.take(slice(i, min(i + args.batch, n))) for i in range(0, n, args.batch)]
             with ProcessPoolExecutor(max_workers=count, mp_context=ctx) as pool:
                 pool.submit(time.sleep, 0).result()  # the workers are up before the clock starts
@@ -144,6 +179,21 @@ def main() -> int:
                 "vee_cpu_us": 1e6 * sum(c for _, c in validated) / n,
                 "bytes": float(row[0]) / float(row[1]) if row and row[1] else float("nan"),
             }
+            if args.bill:
+                book = weekly_book(root)
+                period_end = (np.datetime64("2026-01-01") + np.timedelta64(args.days - 2, "D")).item()
+                if count == 1:
+                    t = time.perf_counter()
+                    alone = run_bills(urls[0], settings, book, "B", period_end)
+                    results[0] = {"bill": time.perf_counter() - t}
+                t = time.perf_counter()
+                summary = run_bills_sharded(coordinator, settings.model_copy(
+                    update={"database": settings.database.model_copy(update={"shard_urls": urls})}), book, "B", period_end)
+                results[count]["bill"] = time.perf_counter() - t
+                assert summary.issued == alone.issued and summary.held == alone.held, (summary.text(), alone.text())
+                print(f"{count} shard(s): bill run {summary.accounts:,} accounts ({summary.issued:,} issued) "
+                      f"{results[count]['bill']:.1f} s, {results[count]['bill'] / results[0]['bill']:.2f} x one server "
+                      f"({results[0]['bill']:.1f} s, the baseline in this run)")  # fmt: skip
             base = results[counts[0]]
             r = results[count]
             print(f"{count} shard(s): ingest {r['ingest']:>10,.0f} rows/s  efficiency "

@@ -129,7 +129,15 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if args.cycle not in cycles:
         known = ", ".join(cycles) if cycles else "none: no account is registered yet"
         raise CommandError(f"cycle {args.cycle!r} has no accounts, nothing to bill (cycles with accounts: {known})")
-    summary = run_bills(url, settings, book, args.cycle, args.period_end, args.issue_date, args.out)
+    if settings.database.shard_urls:  # sharding by meter: bills on the coordinator, series from the shards
+        from billing.sharded import ShardsNotAttachedError, run_bills_sharded
+
+        try:
+            summary = run_bills_sharded(url, settings, book, args.cycle, args.period_end, args.issue_date, args.out)
+        except ShardsNotAttachedError as exc:
+            raise CommandError(str(exc)) from exc
+    else:
+        summary = run_bills(url, settings, book, args.cycle, args.period_end, args.issue_date, args.out)
     print(summary.text())
     return 0
 

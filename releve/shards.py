@@ -25,7 +25,43 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from releve import db
+from releve.settings import Settings
+
 SHARDED_TABLE = "reading_sharded"
+#: Schema on the coordinator whose tables are the shards' meter-keyed tables, hash-partitioned like
+#: ``reading_sharded``. A session with this schema first in its ``search_path`` (:func:`through_shards`)
+#: runs unchanged SQL written for one server against the shards: the bill run does (billing/sharded.py).
+SHARD_SCHEMA = "releve_shards"
+#: The meter-keyed relations mirrored in :data:`SHARD_SCHEMA`, and whether the coordinator writes them.
+SHARD_RELATIONS: dict[str, bool] = {
+    "validated_reading": False, "reading_version": False, "vee_exception": False, "reading_freeze": True,
+}
+
+#: Tables keyed by meter: each row lives on its meter's shard, and Citus distributes them by ``meter_id``
+#: (colocated with ``reading``). Every primary and unique key of these holds ``meter_id`` (migration 0023;
+#: tests/releve/test_citus_keys.py keeps new tables to it).
+DISTRIBUTED = (
+    "reading", "reading_conflict", "meter_event", "daily_reading", "vee_exception", "reading_version",
+    "reading_freeze", "reading_adjustment", "alarm_state",
+)
+#: The registry and lookups a distributed table refers to: Citus reference tables (a copy on every worker).
+REFERENCE = (
+    "unit", "reading_source", "read_type", "channel", "meter", "area", "service_point", "installation",
+    "meter_timezone", "ingest_batch", "vee_run",
+)
+#: Tables with a ``meter_id`` column that are not distributed, and why: the registry (a reference
+#: table in Citus, a replicated copy on each postgres_fdw shard) and what the coordinator alone keeps.
+NOT_DISTRIBUTED: dict[str, str] = {
+    "installation": "registry: which meter is at which service point (billing and theft read it everywhere)",
+    "meter_timezone": "registry: VEE on every shard reads it",
+    "meter_command": "the command queue: collectors take commands from the coordinator",
+    "bill_determinant": "billing: bills and the ledger live on the coordinator (billing/sharded.py)",
+    "prepaid_check": "billing: on the coordinator with the account",
+    "vending": "billing: on the coordinator with the account",
+    "theft_candidate": "theft runs: scored and stored on the coordinator (analytics/theft/sharded.py)",
+    "work_order": "field work: on the coordinator",
+}
 
 
 def _password(info: dict[str, str]) -> str | None:
@@ -45,15 +81,18 @@ def _password(info: dict[str, str]) -> str | None:
     return None
 
 
-def attach_shards(coordinator_url: str, shard_urls: Sequence[str]) -> None:
-    """On the coordinator: one postgres_fdw server per shard and ``reading_sharded`` over them.
+def attach_shards(coordinator_url: str, shard_urls: Sequence[str], settings: Settings | None = None) -> None:
+    """On the coordinator: one postgres_fdw server per shard, ``reading_sharded`` and :data:`SHARD_SCHEMA`.
 
-    Idempotent for the same list; a different number of shards needs the table dropped first (the
-    modulus is fixed: moving to more shards means moving data, see docs/scaling.md).
+    Idempotent for the same list; a different number of shards needs the tables dropped first (the
+    modulus is fixed: moving to more shards means moving data, see docs/scaling.md). With ``settings``
+    (roles in use), the reader and editor roles get the same user mapping and may read (the editor
+    also write) the shard tables, so that the bill run can work through them as the editor role.
     """
     if not shard_urls:
         raise ValueError("attach_shards needs at least one shard URL")
     n = len(shard_urls)
+    roles = [r for r in (db.reader_role(settings), db.editor_role(settings)) if r] if settings else []
     with psycopg.connect(coordinator_url, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS postgres_fdw")
         exists = conn.execute(
@@ -70,6 +109,8 @@ def attach_shards(coordinator_url: str, shard_urls: Sequence[str]) -> None:
             info = psycopg.conninfo.conninfo_to_dict(url)
             server = sql.Identifier(f"releve_shard_{k}")
             options = {key: str(info[key]) for key in ("host", "port", "dbname") if info.get(key)}
+            options["async_capable"] = "true"  # an Append over the shards scans them at the same time
+            options["fetch_size"] = "10000"  # rows per round trip (default 100): a bill run streams its series
             conn.execute(
                 sql.SQL("CREATE SERVER IF NOT EXISTS {} FOREIGN DATA WRAPPER postgres_fdw OPTIONS ({})").format(
                     server, sql.SQL(", ").join(sql.SQL("{} {}").format(sql.SQL(key), sql.Literal(v))
@@ -80,12 +121,13 @@ def attach_shards(coordinator_url: str, shard_urls: Sequence[str]) -> None:
             password = _password({key: str(v) for key, v in info.items() if v is not None})
             if password:
                 mapping["password"] = password
-            conn.execute(
-                sql.SQL("CREATE USER MAPPING IF NOT EXISTS FOR CURRENT_USER SERVER {} OPTIONS ({})").format(
-                    server, sql.SQL(", ").join(sql.SQL("{} {}").format(sql.SQL(key), sql.Literal(v))
-                                               for key, v in mapping.items()),
-                )
-            )  # fmt: skip
+            for who in [sql.SQL("CURRENT_USER"), *(sql.Identifier(r) for r in roles)]:
+                conn.execute(
+                    sql.SQL("CREATE USER MAPPING IF NOT EXISTS FOR {} SERVER {} OPTIONS ({})").format(
+                        who, server, sql.SQL(", ").join(sql.SQL("{} {}").format(sql.SQL(key), sql.Literal(v))
+                                                        for key, v in mapping.items()),
+                    )
+                )  # fmt: skip
             conn.execute(
                 sql.SQL(
                     "CREATE FOREIGN TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES WITH (MODULUS {}, REMAINDER {}) "
@@ -93,6 +135,66 @@ def attach_shards(coordinator_url: str, shard_urls: Sequence[str]) -> None:
                 ).format(sql.Identifier(f"{SHARDED_TABLE}_{k}"), sql.Identifier(SHARDED_TABLE), sql.Literal(n),
                          sql.Literal(k), server)
             )
+        _shard_schema(conn, n, settings)
+
+
+def _shard_schema(conn: psycopg.Connection, n: int, settings: Settings | None) -> None:
+    """:data:`SHARD_SCHEMA`: each of :data:`SHARD_RELATIONS` hash-partitioned over the shards' own.
+
+    A written table leaves out its serial columns, so that each shard draws them from its own sequence.
+    """
+    schema = sql.Identifier(SHARD_SCHEMA)
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
+    for name, written in SHARD_RELATIONS.items():
+        table = sql.Identifier(SHARD_SCHEMA, name)
+        if conn.execute("SELECT to_regclass(%s)", (f"{SHARD_SCHEMA}.{name}",)).fetchone() != (None,):
+            continue
+        conn.execute(sql.SQL("CREATE TABLE {} (LIKE public.{} INCLUDING DEFAULTS) PARTITION BY HASH (meter_id)")
+                     .format(table, sql.Identifier(name)))  # fmt: skip
+        if written:
+            for (column,) in conn.execute(
+                """SELECT a.attname FROM pg_attribute a
+                   JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                   WHERE a.attrelid = %s::regclass AND pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval(%%'""",
+                (f"{SHARD_SCHEMA}.{name}",),
+            ).fetchall():
+                conn.execute(sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(table, sql.Identifier(column)))
+        for k in range(n):
+            conn.execute(
+                sql.SQL("CREATE FOREIGN TABLE {} PARTITION OF {} FOR VALUES WITH (MODULUS {}, REMAINDER {}) "
+                        "SERVER {} OPTIONS (schema_name 'public', table_name {})").format(
+                    sql.Identifier(SHARD_SCHEMA, f"{name}_{k}"), table, sql.Literal(n), sql.Literal(k),
+                    sql.Identifier(f"releve_shard_{k}"), sql.Literal(name))
+            )  # fmt: skip
+    if settings is None or not settings.database.use_roles:
+        return
+    reader, editor = sql.Identifier(db.reader_role(settings) or ""), sql.Identifier(db.editor_role(settings) or "")
+    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}, {}").format(schema, reader, editor))
+    conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}, {}").format(schema, reader, editor))
+    for name, written in SHARD_RELATIONS.items():
+        if written:
+            conn.execute(sql.SQL("GRANT INSERT ON {} TO {}").format(sql.Identifier(SHARD_SCHEMA, name), editor))
+
+
+def ready(conn: psycopg.Connection, n: int) -> bool:
+    """Whether the coordinator has :data:`SHARD_SCHEMA` over ``n`` shards (:func:`attach_shards` ran)."""
+    row = conn.execute(
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = to_regclass(%s)", (f"{SHARD_SCHEMA}.validated_reading",)
+    ).fetchone()
+    return row is not None and row[0] == n
+
+
+def through_shards(coordinator_url: str) -> str:
+    """The coordinator's URL with :data:`SHARD_SCHEMA` first in the search path.
+
+    A session on it reads (and writes) the meter-keyed tables of :data:`SHARD_RELATIONS` on the
+    shards, each row on its meter's shard, and everything else (registry, bills, ledger) on the
+    coordinator.
+    """
+    info = psycopg.conninfo.conninfo_to_dict(coordinator_url)
+    options = str(info.get("options") or "")
+    info["options"] = f"{options} -c search_path={SHARD_SCHEMA},public".strip()
+    return psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
 
 
 def shards_of(conn: psycopg.Connection, serials: Sequence[str], n: int) -> dict[str, int]:
@@ -104,3 +206,17 @@ def shards_of(conn: psycopg.Connection, serials: Sequence[str], n: int) -> dict[
         {"n": n, "serials": list(serials), "table": SHARDED_TABLE},
     ).fetchall()
     return {str(s): int(k) for s, k in rows}
+
+
+def citus_sql() -> str:
+    """The statements that distribute the schema on Citus (plain path, no TimescaleDB): docs/scaling.md.
+
+    Reference tables first (distributed tables' foreign keys point at them), then ``reading`` and the
+    other meter-keyed tables colocated with it, each after the tables its foreign keys name. Every
+    other table (bills, ledger, theft runs, work orders) stays on the coordinator.
+    """
+    lines = [f"SELECT create_reference_table('{t}');" for t in REFERENCE]
+    lines.append(f"SELECT create_distributed_table('{DISTRIBUTED[0]}', 'meter_id');")
+    lines += [f"SELECT create_distributed_table('{t}', 'meter_id', colocate_with => '{DISTRIBUTED[0]}');"
+              for t in DISTRIBUTED[1:]]  # fmt: skip
+    return "\n".join(lines)

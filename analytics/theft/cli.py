@@ -139,11 +139,20 @@ def cmd_rank(args: argparse.Namespace, settings: Settings) -> int:
     from analytics.theft import store
 
     try:
-        result = store.rank_database(
-            settings, db_url(settings), start=args.start, end=args.end, days=args.days,
-            keep=max(args.top, args.keep), order=args.order, filters=_filters(args), tariff=tariff,
-            include_inspected=args.include_inspected, store=not args.no_store,
-        )  # fmt: skip
+        if settings.database.shard_urls:  # sharding by meter: inputs gathered from every shard at once
+            from analytics.theft.sharded import rank_shards
+
+            result = rank_shards(
+                settings, db_url(settings), settings.database.shard_urls, start=args.start, end=args.end,
+                days=args.days, keep=max(args.top, args.keep), order=args.order, filters=_filters(args),
+                tariff=tariff, include_inspected=args.include_inspected, store_run=not args.no_store,
+            )  # fmt: skip
+        else:
+            result = store.rank_database(
+                settings, db_url(settings), start=args.start, end=args.end, days=args.days,
+                keep=max(args.top, args.keep), order=args.order, filters=_filters(args), tariff=tariff,
+                include_inspected=args.include_inspected, store=not args.no_store,
+            )  # fmt: skip
     except store.StoreError as exc:
         raise CommandError(str(exc)) from exc
     _emit(args, result.candidates[: args.top])

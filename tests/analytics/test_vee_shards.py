@@ -1,28 +1,41 @@
-"""Sharding by meter on three real PostgreSQL servers: routed writes, foreign-table partitions, VEE per shard.
+"""Sharding by meter on three real PostgreSQL servers: routed writes, foreign-table partitions, VEE, theft, billing.
 
 The coordinator (the test database, which also serves as the one-server reference) holds the registry
 and ``reading_sharded`` — hash partitions on ``meter_id`` that are postgres_fdw foreign tables on each
 shard's ``reading``. The same fleet lands once on the reference and once through the
 ``ShardedWriter``; every reading must sit on the shard its meter hashes to, and VEE run on the three
 shards in parallel must reach exactly the reference's validated reads and exceptions.
+
+The acceptance test of issue 19 then runs VEE, the theft ranking and a bill run from the CLI on the
+three shards and on one separate server holding the same data: the same validated reads, the same
+ranking (order and scores) and the same bills to the cent.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+import re
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import psycopg
 import pytest
 
+from analytics.theft import store
+from analytics.theft.sharded import load_shards
 from analytics.vee.run import run_vee, run_vee_shards
+from billing.run import run_bills
+from billing.tariffs import load_tariffs
 from ingest import BatchWriter, ReadingFrame
 from ingest.sharded import ShardedWriter
 from releve import shards
 from releve.cli import main
 
-from .faults import DAY, make_fleet
+from ..conftest import MigratedDatabase, _with_dbname
+from .faults import DAY, T0, make_fleet
 
 pytestmark = pytest.mark.db
 
@@ -131,3 +144,209 @@ def test_readings_land_on_their_meters_shard_and_vee_per_shard_matches_one_serve
         got_exc += e
     assert sorted(got_reads) == want_reads
     assert sorted(got_exc, key=lambda x: x[:3]) == want_exc and want_exc  # the faults were found, identically
+
+
+# ------------------------------------------------------------------ acceptance: one server vs three shards
+
+AREAS = 3
+TOU = [f"T{k}" for k in range(6)]  # interval meters on a time-of-use and demand tariff
+CYCLE = "C1"
+PERIOD_END = date(2023, 12, 31)  # the fleet's readings run from mid-November 2023 for 70 days
+
+
+@pytest.fixture
+def reference(pg_server_url) -> Iterator[MigratedDatabase]:
+    """A second migrated database on the session server: the one server holding all the data."""
+    name = f"releve_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield MigratedDatabase(_with_dbname(pg_server_url, name))
+    finally:
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for (role,) in conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (f"{name}%",)):
+                conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def add_areas_and_accounts(url, serials):
+    """Transformer areas (each with a feeder meter, registered after the fleet so ids match everywhere),
+    interval meters on the time-of-use tariff, an installation for every meter not exchanged, and an
+    account per service point on cycle C1."""
+    with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
+        cur.executemany("INSERT INTO meter (serial, commodity, model, unit, protocol, register_digits) "
+                        "VALUES (%s, 'electricity', 'test', 'kWh', 'import', 9)", [(t,) for t in TOU])  # fmt: skip
+        cur.execute("INSERT INTO service_point (code, commodity) SELECT 'SP-' || serial, commodity FROM meter "
+                    "WHERE serial = ANY(%s) ORDER BY id", (TOU,))  # fmt: skip
+        for a in range(AREAS):
+            cur.execute("INSERT INTO meter (serial, commodity, model, unit, protocol, register_digits) "
+                        "VALUES (%s, 'electricity', 'test', 'kWh', 'import', 9)", (f"F{a}",))  # fmt: skip
+            cur.execute(
+                """INSERT INTO area (code, kind, commodity, feeder_meter_id, technical_loss_pct)
+                   SELECT %s, 'transformer', 'electricity', id, 4 FROM meter WHERE serial = %s""",
+                (f"A{a}", f"F{a}"),
+            )
+        cur.execute(
+            """UPDATE service_point sp SET area_id = (SELECT id FROM area WHERE code = 'A' || (m.id %% %s))
+               FROM meter m WHERE sp.code = 'SP-' || m.serial""",
+            (AREAS,),
+        )
+        cur.execute(
+            """INSERT INTO installation (meter_id, service_point_id, installed_at, install_index, reason)
+               SELECT m.id, sp.id, %s, 0, 'new' FROM meter m JOIN service_point sp ON sp.code = 'SP-' || m.serial
+               WHERE NOT EXISTS (SELECT 1 FROM installation i WHERE i.meter_id = m.id)""",
+            (datetime.fromtimestamp(T0, UTC) - timedelta(days=400),),
+        )
+        cur.executemany("INSERT INTO customer (name) VALUES (%s)", [(f"Customer {s}",) for s in [*serials, *TOU]])
+        cur.execute(
+            """INSERT INTO account (number, customer_id, service_point_id, billing_cycle, tariff_code, opened_on)
+               SELECT 'A-' || m.serial, c.id, sp.id, %s, CASE WHEN m.serial LIKE 'T%%' THEN 'ETOU' ELSE 'E' END,
+                      DATE '2023-01-01'
+               FROM meter m JOIN service_point sp ON sp.code = 'SP-' || m.serial
+               JOIN customer c ON c.name = 'Customer ' || m.serial ORDER BY m.id""",
+            (CYCLE,),
+        )
+
+
+def feeder_frame(fleet, serials):
+    """Each area's feeder register: its customers' daily usage plus 20 % (losses and a thief's share)."""
+    ids = {s: k + 1 for k, s in enumerate(serials)}  # the meter ids every database gives them
+    days = np.unique(fleet.t)
+    names, stamps, values = [], [], []
+    for a in range(AREAS):
+        members = [m for m, s in enumerate(serials) if ids[s] % AREAS == a]
+        total = np.zeros(len(days))
+        for m in members:
+            mine = fleet.series == m
+            usage = np.clip(np.diff(fleet.value[mine], prepend=fleet.value[mine][0]), 0, 200)
+            total[np.searchsorted(days, fleet.t[mine])] += usage
+        register = np.round(1_000 + np.cumsum(total * 1.2), 1)
+        names += [f"F{a}"] * len(days)
+        stamps += list(days)
+        values += list(register)
+    ts = (np.array(stamps) * 1e6).astype("datetime64[us]")
+    return ReadingFrame.from_columns(names, [CH] * len(names), ts, np.array(values), ["kWh"] * len(names))
+
+
+def tou_frame(days):
+    """The interval meters: 15-minute consumption (stamped at the interval's end, busier by day) and a
+    daily register read that adds it up."""
+    rng = np.random.default_rng(5)
+    names, channels, stamps, values = [], [], [], []
+    for k, serial in enumerate(TOU):
+        t = T0 + 900 * np.arange(1, days * 96 + 1)
+        hour = (t - 900) % DAY // 3600
+        usage = np.round((0.1 + 0.05 * k) * (1 + (hour >= 7) * (hour < 21)) * rng.lognormal(0, 0.2, len(t)), 3)
+        noon = np.flatnonzero((t % DAY) == 12 * 3600)
+        register = np.round(5_000 + np.cumsum(usage)[noon], 3)
+        names += [serial] * (len(t) + len(noon))
+        channels += ["1-0:1.29.0"] * len(t) + [CH] * len(noon)
+        stamps += [*t, *t[noon]]
+        values += [*usage, *register]
+    ts = (np.array(stamps) * 1e6).astype("datetime64[us]")
+    return ReadingFrame.from_columns(names, channels, ts, np.array(values), ["kWh"] * len(names))
+
+
+def bills(url):
+    """Every bill by account: period, kind, status, consumption, amounts, lines and holds."""
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            """SELECT a.number, b.period_start, b.period_end, b.kind, b.status, b.consumption, b.subtotal, b.tax,
+                      b.total, b.lines, b.hold_reasons
+               FROM bill b JOIN account a ON a.id = b.account_id ORDER BY 1, 2, 4"""
+        ).fetchall()
+
+
+def freezes(url):
+    """The billed reads frozen, by meter serial."""
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT m.serial, f.frozen_to FROM reading_freeze f JOIN meter m ON m.id = f.meter_id ORDER BY 1, 2"
+        ).fetchall()
+
+
+def test_vee_theft_ranking_and_bill_run_on_three_shards_match_one_server(db, shard_urls, reference, tmp_path,
+                                                                         monkeypatch, capsys):  # fmt: skip
+    fleet = make_fleet(meters=90, days=70, seed=23)
+    serials = [f"S{m:04d}" for m in range(fleet.meters)]
+    for url in (reference.url, db.url, *shard_urls):
+        add_registry(url, fleet, serials)
+        add_areas_and_accounts(url, serials)
+    shards.attach_shards(db.url, shard_urls, db.settings)
+    names = np.array(serials, dtype=object)[fleet.series]
+    frame = ReadingFrame.from_columns(list(names), [CH] * len(names), (fleet.t * 1e6).astype("datetime64[us]"),
+                                      fleet.value, ["kWh"] * len(names))  # fmt: skip
+    feeders = feeder_frame(fleet, serials)
+    intervals = tou_frame(70)
+    with BatchWriter(reference.url, reference.settings) as writer:
+        for f in (frame, feeders, intervals):
+            writer.write(f)
+    with ShardedWriter(db.url, shard_urls, db.settings) as writer:
+        for f in (frame, feeders, intervals):
+            writer.write(f)
+    with psycopg.connect(db.url) as conn:
+        home = shards.shards_of(conn, [*serials, *TOU, *(f"F{a}" for a in range(AREAS))], N_SHARDS)
+    assert {home[f"F{a}"] for a in range(AREAS)} | {home[s] for s in serials} == set(range(N_SHARDS))
+
+    # The sharded runs go through the commands users run, with database.shard_urls set.
+    monkeypatch.setenv("RELEVE_DATABASE_URL", db.url)
+    monkeypatch.setenv("RELEVE_DATABASE__ROLE_PREFIX", db.settings.database.role_prefix)
+    monkeypatch.setenv("RELEVE_DATABASE__SHARD_URLS", json.dumps(shard_urls))
+
+    # VEE: the same validated reads and exceptions.
+    run_vee(reference.url, reference.settings)
+    assert main(["vee", "run", "--no-progress"]) == 0
+    got_reads, got_exc = [], []
+    for url in shard_urls:
+        r, e = outcome(url)
+        got_reads += r
+        got_exc += e
+    want_reads, want_exc = outcome(reference.url)
+    assert sorted(got_reads, key=repr) == sorted(want_reads, key=repr)  # two channels may share an instant
+    assert sorted(got_exc, key=repr) == sorted(want_exc, key=repr) and want_exc
+
+    # Theft: areas straddle the shards (customers and feeders hash apart); the ranking is the same.
+    want = store.rank_database(reference.settings, reference.url, keep=500).candidates
+    capsys.readouterr()
+    assert main(["theft", "rank", "--quiet"]) == 0
+    run_id = int(re.search(r"^run (\d+):", capsys.readouterr().out, re.M).group(1))
+    got = store.load_candidates(db.settings, db.url, run_id)
+    assert [c.meter for c in got] == [c.meter for c in want] and len(want) > 10
+    assert [c.area for c in got] == [c.area for c in want]
+    assert np.allclose([c.risk for c in got], [c.risk for c in want], rtol=1e-9, atol=1e-12)
+    assert np.allclose([c.expected_value for c in got], [c.expected_value for c in want], rtol=1e-9)
+    assert [c.reasons for c in got] == [c.reasons for c in want]
+    assert any("energy balance" in r for c in want for r in c.reasons)  # the areas' feeders were seen
+    # The gathered inputs are one server's: every area's feeder series, whichever shard holds its meter.
+    gathered = load_shards(db.settings, db.url, shard_urls)
+    with psycopg.connect(reference.url) as conn:
+        alone = store.load_from_database(conn)
+    assert gathered.serials == alone.serials and gathered.meter_ids == alone.meter_ids
+    assert np.array_equal(gathered.daily, alone.daily, equal_nan=True)
+    assert sorted(gathered.feeders) == sorted(alone.feeders) == [f"A{a}" for a in range(AREAS)]
+    for code, series in alone.feeders.items():
+        assert np.isfinite(series).sum() > 30 and np.array_equal(gathered.feeders[code], series, equal_nan=True)
+    assert [(e.meter, e.ts, e.kind) for e in gathered.events] == [(e.meter, e.ts, e.kind) for e in alone.events]
+
+    # Billing: bills on the coordinator, the series from each meter's shard, the same amounts to the cent.
+    tariffs = tmp_path / "tariffs.toml"
+    text = (Path(__file__).parents[1] / "billing" / "tariffs_test.toml").read_text()
+    tariffs.write_text(text.replace("2026-01-01", "2023-01-01").replace("2026-03-12", "2023-03-12"))
+    one = run_bills(reference.url, reference.settings, load_tariffs(tariffs), CYCLE, PERIOD_END, date(2024, 1, 3))
+    assert main(["bill", "run", "--cycle", CYCLE, "--period-end", str(PERIOD_END), "--issue-date", "2024-01-03",
+                 "--tariffs", str(tariffs)]) == 0  # fmt: skip
+    assert f"accounts {one.accounts}: issued {one.issued}, held {one.held}" in capsys.readouterr().out
+    assert one.issued > 10 and one.held > 0
+    assert bills(db.url) == bills(reference.url)
+    with psycopg.connect(db.url) as conn:  # time of use and demand came from the interval series on the shards
+        tou = conn.execute("SELECT count(*) FROM bill WHERE tariff_code = 'ETOU' AND status = 'issued' "
+                           "AND details ? 'max_demand' AND details ? 'tou'").fetchone()[0]  # fmt: skip
+    assert tou == len(TOU)
+    # The billed reads are frozen on the shard holding each meter, as on one server.
+    on_shards = []
+    for k, url in enumerate(shard_urls):
+        mine = freezes(url)
+        assert all(home[s] == k for s, _ in mine)
+        on_shards += mine
+    assert sorted(on_shards) == freezes(reference.url) and on_shards
+    assert freezes(db.url) == []
