@@ -9,7 +9,9 @@ open VEE exceptions and a theft ranking of 2,000 candidates. Then, through Flask
 network, no browser), it times everything the server does for a first render of a page: the index
 HTML, the layout, the dependencies, and every callback the page fires on load — the router, the
 page's data callbacks and its server-side table (first page). "Cold" computes the fleet snapshot
-(the per-meter state query) inside the render, as on the very first view after the server starts;
+(the per-meter state query) inside the render, as on the very first view after the server starts,
+with ``meter_last_read`` as the daily refresh leaves it after the load (and once more without it,
+every meter's newest read probed in ``reading``, as before that summary existed);
 "steady state" finds it ready, as every later view does (it is refreshed by a background thread
 once older than the refresh period). Prints median and worst of ``--repeat`` renders.
 """
@@ -28,7 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import bench_database
-from releve.db import connect
+from releve.db import connect, refresh_daily
 
 FILL = """
 INSERT INTO ingest_batch (id, batch_key, origin, min_ts, max_ts, n_rows, n_inserted)
@@ -114,8 +116,8 @@ def fill(url: str, meters: int, hours: int) -> None:
             f"{time.perf_counter() - started:.1f} s",
             file=sys.stderr,
         )
-        conn.execute("CALL refresh_daily_reading(%s, %s)", (t0 - timedelta(days=1), t1))
         conn.execute("UPDATE ingest_batch SET n_rows = (SELECT count(*) FROM reading), n_inserted = n_rows")
+        refresh_daily(url)  # what `releve db refresh` does after ingest: the daily aggregate and meter_last_read
         for statement in EXTRA.split(";\n"):
             if statement.strip():
                 conn.execute(statement, p)
@@ -220,7 +222,8 @@ def main() -> None:
         print(f"  states: {counts}", file=sys.stderr)
 
         def drop_snapshot() -> None:
-            app.queries._snapshot = None
+            with app.queries._refreshing:  # no background refresh in flight: the render computes it itself
+                app.queries._snapshot = None
 
         cold = timed(r.control_room, args.repeat, drop_snapshot)
         warm = timed(r.control_room, args.repeat)
@@ -228,9 +231,13 @@ def main() -> None:
         snap = timed(lambda: app.queries.snapshot(fresh=True), args.repeat)
         page = timed(lambda: app.queries.meter_page(3, 15, [{"column_id": "state", "direction": "desc"}],
                                                     "{area} contains T001"), args.repeat)  # fmt: skip
+        with connect(url, autocommit=True) as conn:  # as if `releve db refresh` had never run: every meter probed
+            conn.execute("TRUNCATE meter_last_read")
+        unsummarised = timed(r.control_room, args.repeat, drop_snapshot)
         app.queries.close()
     print(f"dashboards, {args.meters:,} meters ({args.hours} h of hourly reads), server time to first render:")
     for name, xs in (("control room, cold (fleet state computed in the request)", cold),
+                     ("  the same without meter_last_read (every meter probed)", unsummarised),
                      ("control room, steady state (state refreshed in background)", warm),
                      ("fraud page (2,000 candidates, balance of one area)", fraud),
                      ("  of which: fleet state query alone", snap),
