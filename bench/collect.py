@@ -11,7 +11,10 @@
 2. Modbus RTU over pseudo-terminals paced at the baud rate: requests per second as a fraction of
    the wire-time bound (request and response frames, 10 bits a byte, each frame followed by the
    3.5-character silence that ends an RTU frame: no compliant line can do better), at 9600 and
-   115200 baud. The frames-only bound (no silences) is printed too.
+   115200 baud. The frames-only bound (no silences) is printed too. The simulated wire delivers a
+   frame's last byte at its baud rate's instant and its slave answers after the request's
+   end-of-frame silence (``simulators.modbus.PtyBridge``). Baseline on the same line: a bare
+   blocking master (no event loop), which also shows the slave's turnaround as a master sees it.
 3. MQTT → database: the messages are queued in Mosquitto on persistent sessions before anything
    timed starts (the publisher, pinned to a core of its own, has finished). Baselines on the same
    queue: ``mosquitto_sub`` draining it (the broker's limit), a bare paho client that only
@@ -192,7 +195,7 @@ def wire_time(count: int, baud: int, silences: bool = True) -> float:
 
 
 async def rtu_rate(path: str, units: list[int], baud: int, seconds: float) -> tuple[float, float, float]:
-    """(requests/s, fraction of the compliant bound, fraction of the frames-only bound)."""
+    """Relevé's RtuLine: (requests/s, fraction of the compliant bound, fraction of the frames-only bound)."""
     profile = load_profile("sdm630")
     line = RtuLine("bench", path, baudrate=baud, timeout=2.0)
     meters = [MeterTarget.build(f"r{u}", u, profile, "bench") for u in units]
@@ -213,15 +216,76 @@ async def rtu_rate(path: str, units: list[int], baud: int, seconds: float) -> tu
     return requests / elapsed, busy / elapsed, frames / elapsed
 
 
+def bare_master_rate(path: str, units: list[int], baud: int, seconds: float) -> tuple[float, float, float]:
+    """Baseline: the plainest master there is, on the same line — (requests/s, fraction of the bound, turnaround ms).
+
+    Blocking I/O, no event loop: write the request, read until the reply's expected length, check it,
+    then wait the 3.5-character silence counted from the reply's last byte (``select`` with a
+    microsecond timeout), and send the next one. The same merged reads as Relevé's plan. What it
+    loses against the bound is the line's own: the slave's turnaround beyond the silence and the
+    machine's wake-up latency; the median turnaround (the reply's last byte minus the request's
+    write minus both frames' bytes) is returned in milliseconds.
+    """
+    import select
+    import statistics
+
+    import serial
+
+    from collectors.modbus import rtu_reply, rtu_request
+
+    profile = load_profile("sdm630")
+    blocks = [b for plan in MeterTarget.build("bare", 1, profile, "bare").plans.values() for b in plan]
+    gap = 3.5 * 10.0 / baud if baud <= 19200 else 0.00175
+    byte = 10.0 / baud
+    port = serial.Serial(path, baudrate=baud, timeout=0)
+    fd = port.fileno()
+    busy = 0.0
+    requests = 0
+    turnaround: list[float] = []
+    stop_at = time.perf_counter() + seconds
+    t0 = time.perf_counter()
+    try:
+        while time.perf_counter() < stop_at:
+            for unit in units:
+                for b in blocks:
+                    os.write(fd, rtu_request(unit, b))
+                    sent = time.perf_counter()
+                    need, data = 5 + 2 * b.count, b""
+                    while len(data) < need:
+                        if not select.select([fd], [], [], 2.0)[0]:
+                            raise RuntimeError(f"bare master: unit {unit} did not answer")
+                        data += os.read(fd, 4096)
+                    last = time.perf_counter()
+                    if rtu_reply(unit, b, data) is None:
+                        raise RuntimeError("bare master: incomplete reply")
+                    turnaround.append(last - sent - (8 + need) * byte)
+                    while (rest := last + gap - time.perf_counter()) > 0:
+                        if select.select([fd], [], [], rest)[0]:
+                            raise RuntimeError("bare master: bytes after the reply")
+                    requests += 1
+                    busy += wire_time(b.count, baud)
+    finally:
+        port.close()
+    elapsed = time.perf_counter() - t0
+    return requests / elapsed, busy / elapsed, statistics.median(turnaround) * 1000
+
+
 def bench_rtu(seconds: float) -> None:
-    print("\n2. Modbus RTU on a pty paced at the baud rate, 4 SDM630s on one line, sequential polls")
+    print("\n2. Modbus RTU on a pty paced at the baud rate, 4 SDM630s on one line, sequential polls; the bound:"
+          " request and reply frames, each followed by the 3.5-character silence (the simulated slave answers"
+          " at the end of that silence, or later)")  # fmt: skip
     for baud in (9600, 115200):
         sim = SimulatorProcess(fleet_config(5, 0.0, rtu_lines=1, baudrate=baud))
         try:
             path, units = sim.info["lines"][0]
+            base, base_fraction, turnaround = bare_master_rate(path, units, baud, seconds)
             rate, fraction, frames = asyncio.run(rtu_rate(path, units, baud, seconds))
-            print(f"   {baud:>6} baud: {rate:7.1f} requests/s = {fraction:5.1%} of the wire-time bound "
-                  f"(frames and their 3.5-character silences; {frames:5.1%} of frames alone)")
+            gap = 3.5 * 10.0 / baud if baud <= 19200 else 0.00175
+            print(f"   {baud:>6} baud, baseline: a bare blocking master  {base:7.1f} requests/s = {base_fraction:5.1%}"
+                  f" of the wire-time bound (the slave's turnaround as it sees it: {turnaround:.2f} ms,"
+                  f" the silence alone {gap * 1000:.2f} ms)")  # fmt: skip
+            print(f"   {baud:>6} baud, Relevé RtuLine                 {rate:7.1f} requests/s = {fraction:5.1%}"
+                  f" of the wire-time bound ({frames:5.1%} of frames alone) = {rate / base:4.2f} x the bare master")
         finally:
             sim.close()
 

@@ -549,8 +549,9 @@ class RtuLine(Link):
         while True:
             registers = parse(bytes(self._buffer))
             if registers is not None:
-                # A frame ends with a silence: bytes right behind it mean it was not this reply.
-                if await self._wait_bytes(self._loop.time() + self.gap):
+                # A frame ends with a silence: bytes right behind it mean it was not this reply. The
+                # silence counts from the reply's last byte, not from when it was parsed.
+                if await self._wait_bytes(self._last_byte + self.gap):
                     parse(bytes(self._buffer))  # raises: bytes beyond one reply
                 self._buffer.clear()
                 return registers

@@ -106,8 +106,17 @@ def _scalar(conn: Connection, query: str, params: dict[str, Any] | tuple[Any, ..
 
 # ----------------------------------------------------------------------------------------- fleet status
 
+_MAIN_CHANNEL = "CASE m.commodity WHEN 'electricity' THEN %(ch_e)s::smallint ELSE %(ch_w)s::smallint END"
+
+#: The newest main-register read of a meter in the lookback, one index probe into ``reading``.
+_PROBE = f"""
+    SELECT r.ts FROM reading r
+    WHERE r.meter_id = m.id AND r.channel_id = {_MAIN_CHANNEL}
+      AND r.ts > %(asof)s::timestamptz - %(lookback)s::interval AND r.ts <= %(asof)s::timestamptz + interval '1 hour'
+    ORDER BY r.ts DESC LIMIT 1"""
+
 #: Per meter: area, collector, link, position, last seen and state, against the fleet clock.
-FLEET_SQL = """
+_FLEET = """
 SELECT m.id AS meter_id, m.serial, m.commodity, m.model, m.protocol,
        coalesce(a.code, fa.code, '—') AS area,
        coalesce(ch.collector, m.protocol) AS collector,
@@ -123,20 +132,33 @@ SELECT m.id AS meter_id, m.serial, m.commodity, m.model, m.protocol,
                  OR ch.consecutive_failures >= %(late_polls)s THEN 'late'
             ELSE 'communicating' END AS state
 FROM meter m
-LEFT JOIN LATERAL (
-    SELECT r.ts FROM reading r
-    WHERE r.meter_id = m.id
-      AND r.channel_id = CASE m.commodity WHEN 'electricity' THEN %(ch_e)s::smallint ELSE %(ch_w)s::smallint END
-      AND r.ts > %(asof)s::timestamptz - %(lookback)s::interval AND r.ts <= %(asof)s::timestamptz + interval '1 hour'
-    ORDER BY r.ts DESC LIMIT 1) lr ON true
-LEFT JOIN LATERAL (
-    SELECT c.collector, c.link, c.last_good, c.consecutive_failures FROM comm_health c WHERE c.serial = m.serial
-    ORDER BY c.updated_at DESC LIMIT 1) ch ON true
+{last_read}
+{health}
 LEFT JOIN installation i ON i.meter_id = m.id AND i.removed_at IS NULL
 LEFT JOIN service_point sp ON sp.id = i.service_point_id
 LEFT JOIN area a ON a.id = sp.area_id
 LEFT JOIN area fa ON fa.feeder_meter_id = m.id
 """
+
+#: Exact, for a few meters (a table page): the newest read probed, the collector's row looked up per meter.
+FLEET_SQL = _FLEET.format(
+    last_read=f"LEFT JOIN LATERAL ({_PROBE}) lr ON true",
+    health="""LEFT JOIN LATERAL (
+    SELECT c.collector, c.link, c.last_good, c.consecutive_failures FROM comm_health c WHERE c.serial = m.serial
+    ORDER BY c.updated_at DESC LIMIT 1) ch ON true""",
+)
+
+#: For the whole fleet (the snapshot): a meter whose newest read in ``meter_last_read`` is recent enough to
+#: make it communicating is not probed (its last seen may lag by the time since the daily refresh; its state
+#: does not), the others are probed as in :data:`FLEET_SQL`; the collectors' rows are joined in one pass.
+FLEET_SNAPSHOT_SQL = _FLEET.format(
+    last_read=f"""LEFT JOIN meter_last_read s ON s.meter_id = m.id AND s.channel_id = {_MAIN_CHANNEL}
+    AND s.ts > %(asof)s::timestamptz - %(late)s::interval AND s.ts <= %(asof)s::timestamptz + interval '1 hour'
+LEFT JOIN LATERAL (SELECT coalesce(s.ts, ({_PROBE})) AS ts) lr ON true""",
+    health="""LEFT JOIN (
+    SELECT DISTINCT ON (c.serial) c.serial, c.collector, c.link, c.last_good, c.consecutive_failures
+    FROM comm_health c ORDER BY c.serial, c.updated_at DESC) ch ON ch.serial = m.serial""",
+)
 
 #: The registry part of :data:`FLEET_SQL` (no per-meter read probe): paging on it is cheap at any size.
 REGISTRY_SQL = """
@@ -272,7 +294,7 @@ class Queries:
             rows = _rows(
                 conn,
                 f"SELECT meter_id, serial, area, collector, link, latitude, longitude, last_seen, quiet, state "
-                f"FROM ({FLEET_SQL}) f",
+                f"FROM ({FLEET_SNAPSHOT_SQL}) f",
                 self.fleet_params(as_of),
             )
         snap = FleetSnapshot(as_of, rows, time.monotonic())
@@ -296,11 +318,17 @@ class Queries:
     def snapshot(self, fresh: bool = False) -> FleetSnapshot:
         """The fleet state, shared by the control-room views.
 
-        Computed here the first time (or when ``fresh``); afterwards, once older than ``snapshot_ttl``
-        seconds, the current one is served while a background thread recomputes it.
+        Computed here the first time (or when ``fresh``) unless the warm-up begun at start is computing it
+        (then its result is awaited); afterwards, once older than ``snapshot_ttl`` seconds, the current one
+        is served while a background thread recomputes it.
         """
         with self._lock:
             snap = self._snapshot
+        if snap is None and not fresh and self._refreshing.locked():
+            with self._refreshing:  # the warm-up begun at start is computing it: wait for it, not compute it twice
+                pass
+            with self._lock:
+                snap = self._snapshot
         if snap is not None and not fresh:
             if time.monotonic() - snap.taken >= self.snapshot_ttl:
                 self.warm_up()

@@ -115,8 +115,18 @@ def editor_role(settings: Settings) -> str | None:
     return role_names(settings)[2] if settings.database.use_roles else None
 
 
+#: Moves ``meter_last_read`` forward over a time range (the newest instant of each meter and channel).
+LAST_READ_SQL = """
+INSERT INTO meter_last_read AS l (meter_id, channel_id, ts)
+SELECT meter_id, channel_id, max(ts) FROM reading WHERE ts >= %s AND ts <= %s GROUP BY 1, 2
+ON CONFLICT (meter_id, channel_id) DO UPDATE SET ts = EXCLUDED.ts WHERE l.ts < EXCLUDED.ts
+"""
+
+
 def refresh_daily(url: str, role: str | None = None) -> tuple[int, int]:
     """Refresh the daily aggregate over the time ranges of batches landed since the last refresh.
+
+    The same ranges move ``meter_last_read`` (each meter's newest read, for the control room) forward.
 
     Returns (batches covered, days refreshed). Runs in autocommit: TimescaleDB refreshes continuous
     aggregates only outside a transaction block.
@@ -132,6 +142,7 @@ def refresh_daily(url: str, role: str | None = None) -> tuple[int, int]:
             return 0, 0
         batches, lo, hi, top = span
         conn.execute("CALL refresh_daily_reading(%s, %s)", (lo, hi))
+        conn.execute(LAST_READ_SQL, (lo, hi))
         conn.execute(
             """INSERT INTO daily_refresh_watermark (batch_id) VALUES (%s)
                ON CONFLICT (id) DO UPDATE SET batch_id = EXCLUDED.batch_id, refreshed_at = now()""",

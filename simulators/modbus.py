@@ -24,7 +24,9 @@ import io
 import json
 import logging
 import os
+import selectors
 import threading
+import time
 import tty
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,15 +267,19 @@ class RtuLine:
 class PtyBridge:
     """Two pseudo-terminals whose master ends are copied into each other (``socat pty pty``).
 
-    With ``baudrate``, bytes cross no faster than an RS-485 line would carry them (10 bits a byte,
-    8N1), one direction at a time being independent, so RTU timing — and a poller's throughput —
-    behave as on a real wire rather than at memory speed.
+    With ``baudrate``, the pair models an RS-485 wire (8N1, 10 bits a byte): a frame's last byte
+    arrives ``len × byte time`` after its first could start, never earlier, and a reply (server to
+    client) starts no earlier than the 3.5-character silence after the request's last byte, the
+    end-of-frame silence a compliant RTU slave waits for before it answers (1.75 ms above 19200
+    baud). Bytes are copied by a thread of the bridge's own that sleeps to the instant a frame is
+    due: an event loop's timers wake up to a millisecond late (epoll rounds timeouts up), which
+    made the simulated wire slower than its baud rate. Without ``baudrate`` bytes cross at once.
     """
 
     def __init__(self, baudrate: int | None = None) -> None:
         """Open both pairs, in raw mode."""
         self.byte_time = 10.0 / baudrate if baudrate else 0.0
-        self._busy_until: dict[int, float] = {}
+        self.silence = (3.5 * self.byte_time if baudrate <= 19200 else 0.00175) if baudrate else 0.0
         self.a_master, self.a_slave = os.openpty()
         self.b_master, self.b_slave = os.openpty()
         for fd in (self.a_slave, self.b_slave):
@@ -282,25 +288,55 @@ class PtyBridge:
         self.client_path = os.ttyname(self.b_slave)
         for fd in (self.a_master, self.b_master):
             os.set_blocking(fd, False)
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread: threading.Thread | None = None
+        self._closing = False
 
-    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Start copying bytes both ways on ``loop``."""
-        self._loop = loop
-        loop.add_reader(self.a_master, self._copy, self.a_master, self.b_master)
-        loop.add_reader(self.b_master, self._copy, self.b_master, self.a_master)
+    def attach(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Start copying bytes both ways (``loop`` is not used: the bridge copies in a thread of its own)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"pty-bridge {self.client_path}", daemon=True)
+            self._thread.start()
 
-    def _copy(self, src: int, dst: int) -> None:
+    def _run(self) -> None:
+        selector = selectors.DefaultSelector()
+        for fd in (self.a_master, self.b_master, self._wake_r):
+            selector.register(fd, selectors.EVENT_READ)
+        peer = {self.a_master: self.b_master, self.b_master: self.a_master}
+        busy_until = {self.a_master: 0.0, self.b_master: 0.0}  # when each direction's last byte arrives
+        due: list[tuple[float, int, bytes]] = []  # (instant, destination, bytes), in order per direction
         try:
-            data = os.read(src, 4096)
-        except (BlockingIOError, OSError):
-            return
-        if not self.byte_time:
-            self._write(dst, data)
-            return
-        now = self._loop.time()
-        done = max(now, self._busy_until.get(src, now)) + len(data) * self.byte_time
-        self._busy_until[src] = done
-        self._loop.call_at(done, self._write, dst, data)
+            while not self._closing:
+                timeout = None
+                if due:  # wake a little early (timeouts round up to the millisecond), then sleep the rest
+                    timeout = max(0.0, min(d[0] for d in due) - time.monotonic() - 0.001)
+                for key, _ in selector.select(timeout):
+                    src = key.fd
+                    if src == self._wake_r:
+                        continue
+                    try:
+                        data = os.read(src, 4096)
+                    except (BlockingIOError, OSError):
+                        continue
+                    if not self.byte_time:
+                        self._write(peer[src], data)
+                        continue
+                    now = time.monotonic()
+                    start = max(now, busy_until[src])
+                    if src == self.a_master:  # the slave answers after the request's end-of-frame silence
+                        start = max(start, busy_until[self.b_master] + self.silence)
+                    busy_until[src] = start + len(data) * self.byte_time
+                    due.append((busy_until[src], peer[src], data))
+                if due:
+                    rest = min(d[0] for d in due) - time.monotonic()
+                    if 0 < rest <= 0.001:
+                        time.sleep(rest)  # in this thread only: nothing else waits on it
+                    now = time.monotonic()
+                    for item in [d for d in due if d[0] <= now]:
+                        due.remove(item)
+                        self._write(item[1], item[2])
+        finally:
+            selector.close()
 
     @staticmethod
     def _write(dst: int, data: bytes) -> None:
@@ -309,10 +345,13 @@ class PtyBridge:
 
     def close(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Stop copying and close every descriptor."""
-        if loop is not None:
-            for fd in (self.a_master, self.b_master):
-                loop.remove_reader(fd)
-        for fd in (self.a_master, self.a_slave, self.b_master, self.b_slave):
+        self._closing = True
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+        for fd in (self.a_master, self.a_slave, self.b_master, self.b_slave, self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
 

@@ -85,6 +85,8 @@ def test_queries_page_sort_and_count_on_the_server(filled, app):
     )  # + the DMA's bulk meter
     snap = q.snapshot(fresh=True)
     assert sum(snap.counts().values()) == n_meters
+    exact, _ = q.meter_page(0, n_meters, [{"column_id": "state", "direction": "asc"}], "")  # every meter probed
+    assert {r["serial"]: r["state"] for r in snap.rows} == {r["serial"]: r["state"] for r in exact}
     _, total = q.review_queue(0, 10, None, "{rule} = NEGATIVE")
     assert total == filled.one(
         "SELECT count(*) FROM vee_exception WHERE rule = 'NEGATIVE' AND status = 'open' AND severity <> 'info'"
