@@ -43,7 +43,7 @@ SHARD_RELATIONS: dict[str, bool] = {
 #: tests/releve/test_citus_keys.py keeps new tables to it).
 DISTRIBUTED = (
     "reading", "reading_conflict", "meter_event", "daily_reading", "vee_exception", "reading_version",
-    "reading_freeze", "reading_adjustment", "alarm_state",
+    "reading_freeze", "reading_adjustment", "alarm_state", "meter_last_read",
 )
 #: The registry and lookups a distributed table refers to: Citus reference tables (a copy on every worker).
 REFERENCE = (
