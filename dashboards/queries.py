@@ -230,7 +230,7 @@ class Queries:
         self.read = Pool(db.read_url(settings, url), db.reader_role(settings))  # the replica when one is set
         self.edit = Pool(url, db.editor_role(settings), size=2)
         self.accounts = AccountQueries(self.read)  # /accounts: arrears, credit-control queue, ledgers
-        self.field = FieldQueries(self.read)  # /field: work orders, breaches, the map
+        self.field = FieldQueries(self.read, self.edit)  # /field: work orders, breaches, the map; assignments
         self.snapshot_ttl = snapshot_ttl
         self._snapshot: FleetSnapshot | None = None
         self._lock = threading.Lock()

@@ -1,12 +1,15 @@
 """The field-work page's queries: open work orders, service-level breaches, where the open orders are.
 
-Read through the reader role. Breaches are ``billing.workorders.sla`` itself (fault reports not
-routed within 5 minutes, complaints recorded later than 10 minutes after they were received, open
-orders past their due time), so the page and ``releve work sla`` never disagree.
+Read through the reader role; giving an order to a crew goes through the editor role and
+``billing.workorders.assign`` (the order's event trail records who, as ``dashboard:<user>``).
+Breaches are ``billing.workorders.sla`` itself (fault reports not routed within 5 minutes,
+complaints recorded later than 10 minutes after they were received, open orders past their due
+time), so the page and ``releve work sla`` never disagree.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,8 +47,17 @@ OPEN_ORDERS = TableSpec(
 class FieldQueries:
     """Reads for ``/field`` over the dashboards' reader pool."""
 
-    def __init__(self, read: Any) -> None:
-        self.read = read
+    def __init__(self, read: Any, edit: Any) -> None:
+        self.read, self.edit = read, edit
+
+    def assign(self, order: int, assignee: str, who: str) -> None:
+        """Give an open order to a crew or person (``billing.workorders.assign``: the first one is its routing time)."""
+        from billing.workorders import assign
+
+        if not re.fullmatch(r"[A-Za-z0-9_.@ -]{1,64}", assignee.strip()):
+            raise ValueError("an assignee is a crew or a person: letters, digits, space, _ . @ - (64 at most)")
+        with self.edit.connection() as conn, conn.transaction():
+            assign(conn, order, assignee.strip(), by=f"dashboard:{who}")
 
     def summary(self, now: datetime | None = None) -> Row:
         """Open orders: in all, not assigned, past their due time, waiting for a meter command."""

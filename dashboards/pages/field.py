@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import plotly.graph_objects as go
-from dash import Dash, Input, Output, dcc, html
+from dash import Dash, Input, Output, State, dcc, html
 
 from dashboards.components import (
     figure,
@@ -31,6 +31,7 @@ def layout(q: Queries, refresh_ms: int = 30_000) -> html.Div:
     return html.Div([
         html.H2("Field work"),
         dcc.Interval(id="fw-tick", interval=refresh_ms, n_intervals=0),
+        dcc.Store(id="fw-changed", data=0),
         html.Div(id="fw-kpis", className="kpis"),
         html.Div([
             html.Div(dcc.Graph(id="fw-map", config={"displaylogo": False}), className="panel half"),
@@ -46,13 +47,19 @@ def layout(q: Queries, refresh_ms: int = 30_000) -> html.Div:
         html.Div([
             html.H4("Open work orders"),
             html.P("Overdue first, then by priority (1 most urgent) and due time; sort and filter on the server. "
-                   "Assign, complete or cancel with 'releve work'.", className="muted"),
+                   "Pick a row to give the order to a crew (the first assignment is its routing time); complete or "
+                   "cancel with 'releve work'.", className="muted"),
             server_table("fw-orders", [("order", "order"), ("kind", "kind"), ("state", "state"),
                                        ("priority", "priority"), ("assignee", "assignee"),
                                        ("reported", "reported (UTC)"),
                                        ("due", "due (UTC)"), ("late", "late"), ("meter", "meter"),
                                        ("account", "account"), ("area", "area"), ("command", "meter command"),
-                                       ("description", "what")], page_size=12),
+                                       ("description", "what")], page_size=12, row_selectable="single",
+                         selected_rows=[]),
+            html.Div([html.Label("Give the selected order to"),
+                      dcc.Input(id="fw-assignee", type="text", placeholder="crew or person", style={"width": "200px"}),
+                      html.Button("Assign", id="fw-assign", n_clicks=0)], className="form-row"),
+            html.Div(id="fw-assign-result"),
         ], className="panel"),
     ])
 
@@ -105,8 +112,9 @@ def register(app: Dash, q: Queries) -> None:
     from dashboards.app import require
 
     @app.callback(Output("fw-kpis", "children"), Output("fw-map", "figure"), Output("fw-by-kind", "figure"),
-                  Output("fw-breaches", "children"), Input("fw-tick", "n_intervals"))  # fmt: skip
-    def overview(_: int) -> tuple[Any, ...]:
+                  Output("fw-breaches", "children"), Input("fw-tick", "n_intervals"),
+                  Input("fw-changed", "data"))  # fmt: skip
+    def overview(_: int, _changed: int) -> tuple[Any, ...]:
         require(PAGE)
         s = q.field.summary()
         breaches = q.field.breaches()
@@ -122,11 +130,31 @@ def register(app: Dash, q: Queries) -> None:
                            "past its due time.", className="ok", id="fw-no-breach")
         return kpis, map_figure(q.field.map_points()), kind_figure(q.field.by_kind()), table
 
-    @app.callback(Output("fw-orders", "data"), Output("fw-orders", "page_count"),
+    @app.callback(Output("fw-orders", "data"), Output("fw-orders", "page_count"), Output("fw-orders", "selected_rows"),
                   Input("fw-orders", "page_current"), Input("fw-orders", "page_size"),
                   Input("fw-orders", "sort_by"), Input("fw-orders", "filter_query"),
-                  Input("fw-tick", "n_intervals"))  # fmt: skip
-    def orders(page: int, size: int, sort_by: Any, filter_query: str, _: int) -> tuple[Any, ...]:
+                  Input("fw-tick", "n_intervals"), Input("fw-changed", "data"))  # fmt: skip
+    def orders(page: int, size: int, sort_by: Any, filter_query: str, _: int, _changed: int) -> tuple[Any, ...]:
         require(PAGE)
         rows, total = q.field.open_orders(page or 0, size, sort_by, filter_query)
-        return records(rows), page_count(total, size)
+        return records(rows), page_count(total, size), []
+
+    @app.callback(Output("fw-assign-result", "children"), Output("fw-changed", "data"),
+                  Input("fw-assign", "n_clicks"), State("fw-orders", "selected_rows"), State("fw-orders", "data"),
+                  State("fw-assignee", "value"), State("fw-changed", "data"), prevent_initial_call=True)  # fmt: skip
+    def give(_: int, selected: list[int], data: list[dict[str, Any]], assignee: str | None,
+             changed: int) -> tuple[Any, ...]:  # fmt: skip
+        from billing.workorders import WorkOrderError
+
+        who = require(PAGE)
+        if not selected or not data or selected[0] >= len(data):
+            return html.P("Pick an order first.", className="error", id="fw-assign-error"), changed
+        if not (assignee or "").strip():
+            return html.P("Say whom to give it to.", className="error", id="fw-assign-error"), changed
+        order = int(data[selected[0]]["order"])
+        try:
+            q.field.assign(order, assignee or "", who)
+        except (WorkOrderError, ValueError) as exc:
+            return html.P(str(exc), className="error", id="fw-assign-error"), changed
+        return html.P(f"Order {order} given to {(assignee or '').strip()}.", className="ok",
+                      id="fw-assign-ok"), (changed or 0) + 1  # fmt: skip

@@ -181,6 +181,19 @@ def test_field_page_shows_open_orders_an_sla_breach_and_the_map(filled, ledgered
     )
     assert console_errors(browser) == []
     no_raw_text(browser)
+    # the dispatcher gives the fault to a crew: audited as the dashboard user, and the breach now says "assigned late"
+    k = next(i for i, r in enumerate(rows_of(browser, "fw-orders")) if "sparks at the meter box" in r)
+    browser.find_elements(By.CSS_SELECTOR, "#fw-orders input[type=radio]")[k].click()
+    browser.find_element(By.ID, "fw-assignee").send_keys("crew 7")
+    browser.find_element(By.ID, "fw-assign").click()
+    assert text_of(browser, "fw-assign-ok") == f"Order {ledgered['fault']} given to crew 7."
+    assert filled.one("SELECT assignee || ' ' || status FROM work_order WHERE id = %s", (ledgered["fault"],)) == (
+        "crew 7 assigned")
+    assert filled.one("SELECT by_user FROM work_order_event WHERE work_order_id = %s AND event = 'assigned'",
+                      (ledgered["fault"],)) == "dashboard:field1"
+    table_text(browser, "fw-breaches-table", "assigned late")
+    assert text_of(browser, "kpi-unassigned") == f"{n_open - 1:,}"
+    assert console_errors(browser) == []
 
 
 def test_only_their_roles_open_the_accounts_and_field_pages(ledgered, base_url, browser):
