@@ -160,21 +160,21 @@ def ledger_view(q: Queries, number: str) -> html.Div:
         html.Div([
             html.Div([html.H4("Credit control"), html.P(case_text, id="ac-case"),
                       html.P("Holds: " + ("; ".join(holds) if holds else "none"), id="ac-holds"),
-                      static_table("ac-actions", actions,
+                      _or_none(actions, "No credit-control step yet.", static_table("ac-actions", actions,
                                    [("action_date", "day"), ("step", "step"), ("action", "action"),
                                     ("channel", "channel"), ("overdue", "overdue then"),
-                                    ("work_order_id", "work order"), ("message", "message")], page_size=6)],
+                                    ("work_order_id", "work order"), ("message", "message")], page_size=6))],
                      className="panel half"),
             html.Div([html.H4("Disputes and complaints"),
-                      static_table("ac-disputes", disputes,
+                      _or_none(disputes, "No dispute or complaint.", static_table("ac-disputes", disputes,
                                    [("id", "id"), ("kind", "kind"), ("status", "status"), ("received_at", "received"),
                                     ("description", "about"), ("amount", "amount"), ("resolution", "resolution")],
-                                   page_size=4),
+                                   page_size=4)),
                       html.H4("Payment arrangements"),
-                      static_table("ac-arrangements", plans,
+                      _or_none(plans, "No payment arrangement.", static_table("ac-arrangements", plans,
                                    [("id", "id"), ("created_on", "agreed"), ("total", "total"), ("status", "status"),
                                     ("instalments", "instalments (due: amount)"), ("reason", "why closed")],
-                                   page_size=4)],
+                                   page_size=4))],
                      className="panel half"),
         ], className="row"),
         html.Div([
@@ -190,12 +190,17 @@ def ledger_view(q: Queries, number: str) -> html.Div:
         ], className="panel"),
         html.Div([
             html.H4("Work orders"),
-            static_table("ac-orders", orders,
+            _or_none(orders, "No work order.", static_table("ac-orders", orders,
                          [("id", "order"), ("kind", "kind"), ("status", "state"), ("assignee", "assignee"),
                           ("due_at", "due"), ("completed_at", "done"), ("outcome", "outcome"),
-                          ("description", "what")], page_size=6),
+                          ("description", "what")], page_size=6)),
         ], className="panel"),
     ])  # fmt: skip
+
+
+def _or_none(rows: list[dict[str, Any]], text: str, table: Any) -> Any:
+    """The table, or a short sentence when it would be empty."""
+    return table if rows else html.P(text, className="muted")
 
 
 def register(app: Dash, q: Queries) -> None:

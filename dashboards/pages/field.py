@@ -96,7 +96,8 @@ def kind_figure(rows: list[dict[str, Any]]) -> go.Figure:
         if counts:
             fig.add_bar(name=state, x=kinds, y=[counts.get(k, 0) for k in kinds], marker_color=colours[state])
     fig.update_layout(barmode="stack", yaxis_title="orders")
-    fig.update_yaxes(rangemode="tozero", tickformat=",d")
+    most = max(sum(r["n"] for r in rows if r["kind"] == k) for k in kinds)
+    fig.update_yaxes(rangemode="tozero", tickformat=",d", dtick=1 if most <= 10 else None)  # whole orders only
     fig.update_xaxes(type="category")
     return fig
 
