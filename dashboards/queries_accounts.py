@@ -27,11 +27,11 @@ Row = dict[str, Any]
 
 #: Per account with ledger entries effective up to ``%(asof)s``: the books and the ageing (see the module docstring).
 POSITION_SQL = """
-WITH e AS (SELECT account_id, id, book, amount, effective_date, due_date, reverses_id FROM ledger_entry
-           WHERE effective_date <= %(asof)s::date),
-     live AS (SELECT x.account_id, x.id, x.amount, coalesce(x.due_date, x.effective_date) AS due FROM e x
-              WHERE x.book = 'account' AND x.reverses_id IS NULL
-                AND NOT EXISTS (SELECT 1 FROM e r WHERE r.reverses_id = x.id AND r.book = 'account')),
+WITH live AS (SELECT x.account_id, x.id, x.amount, coalesce(x.due_date, x.effective_date) AS due
+              FROM ledger_entry x
+              WHERE x.effective_date <= %(asof)s::date AND x.book = 'account' AND x.reverses_id IS NULL
+                AND NOT EXISTS (SELECT 1 FROM ledger_entry r  -- a reversal is in its original's book
+                                WHERE r.reverses_id = x.id AND r.effective_date <= %(asof)s::date)),
      tot AS (SELECT account_id, coalesce(sum(amount) FILTER (WHERE amount > 0), 0) AS debits,
                     coalesce(-sum(amount) FILTER (WHERE amount < 0), 0) AS credits
              FROM live GROUP BY account_id),
@@ -53,7 +53,7 @@ WITH e AS (SELECT account_id, id, book, amount, effective_date, due_date, revers
                       coalesce(sum(amount) FILTER (WHERE book = 'account'), 0) AS balance,
                       coalesce(-sum(amount) FILTER (WHERE book = 'deposit'), 0) AS deposit,
                       coalesce(sum(amount) FILTER (WHERE book = 'litigation'), 0) AS litigation
-               FROM e GROUP BY account_id)
+               FROM ledger_entry WHERE effective_date <= %(asof)s::date GROUP BY account_id)
 SELECT b.account_id, b.balance, b.deposit, b.litigation, b.balance - b.deposit AS net,
        coalesce(a.age_current, 0) AS age_current, coalesce(a.age_30, 0) AS age_30,
        coalesce(a.age_60, 0) AS age_60, coalesce(a.age_90, 0) AS age_90,
