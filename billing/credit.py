@@ -28,8 +28,9 @@ Rules implemented (defaults in ``billing/credit.example.toml``):
 - **Fraud**: a disconnection after fraud is reconnected once the penalty is paid (the penalty entry
   fully settled): a ``reconnect`` order.
 - **Notices** for the mailing or SMS gateway: ``notices-<date>.csv`` (account, customer, phone,
-  channel, step, overdue, oldest due date, charge, message) and ``notices-<date>.txt`` (the letters
-  of the mail channel), rewritten from every notice of the day.
+  channel, step, overdue, oldest due date, charge, message), ``notices-<date>.txt`` (the letters
+  of the mail channel) and ``notices-<date>.pdf`` (the same letters, a page each, when the day has
+  any), rewritten from every notice of the day.
 - **Idempotent per day**: one action per account, day and step (a unique key); running the same day
   again takes no step twice and writes the same notices.
 """
@@ -545,7 +546,10 @@ def notices(conn: Connection, on: date) -> list[Notice]:
 
 
 def write_notices(conn: Connection, cfg: CreditConfig, on: date, out_dir: Path) -> list[Path]:
-    """``notices-<date>.csv`` for the gateway and ``notices-<date>.txt`` with the mail letters."""
+    """``notices-<date>.csv`` for the gateway; the mail letters as ``notices-<date>.txt`` and ``.pdf``.
+
+    The PDF (a page per letter, :mod:`billing.notices_pdf`) is written when the day has letters to post.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = notices(conn, on)
     path = out_dir / f"notices-{on}.csv"
@@ -563,7 +567,15 @@ def write_notices(conn: Connection, cfg: CreditConfig, on: date, out_dir: Path) 
         charge = f"\nA charge of {n.charge} has been added to your account." if n.charge else ""
         parts.append(f"{n.customer}\nAccount {n.account}\n{on}\n\n{n.message}{charge}\n")
     letters.write_text("\f\n".join(parts), encoding="utf-8")
-    return [path, letters]
+    from billing.notices_pdf import letters_pdf
+
+    mail = [n for n in rows if n.channel == "mail"]
+    pdf = out_dir / f"notices-{on}.pdf"
+    if not mail:
+        pdf.unlink(missing_ok=True)
+        return [path, letters]
+    pdf.write_bytes(letters_pdf(mail, on, cfg.credit.currency))
+    return [path, letters, pdf]
 
 
 def list_cases(conn: Connection, open_only: bool = True) -> list[tuple[str, int, date, int, bool, str]]:

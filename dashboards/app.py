@@ -2,7 +2,8 @@
 
 ``create_app(url, settings)`` builds the app around one :class:`~dashboards.queries.Queries`. Every
 page needs a login: ``/`` and ``/meter/<serial>`` the ``operator`` role, ``/fraud`` ``fraud``,
-``/billing`` ``billing``, ``/users`` ``admin`` (a user may hold several). The Flask side decides
+``/billing``, ``/bill/<id>`` and ``/accounts[/<number>]`` ``billing``, ``/field`` ``field``, ``/users``
+``admin`` (a user may hold several). The Flask side decides
 before any Dash code runs:
 
 - without a valid session, a page is redirected to ``/login?next=…`` and every other route
@@ -37,7 +38,7 @@ from dash import Dash, Input, Output, dcc, html
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from dashboards import auth
-from dashboards.pages import bill, billing, control, fraud, meter, users
+from dashboards.pages import accounts, bill, billing, control, field, fraud, meter, users
 from dashboards.queries import Queries
 from dashboards.throttle import LoginThrottle, Policy
 from releve.settings import Settings
@@ -359,7 +360,7 @@ def create_app(url: str, settings: Settings, queries: Queries | None = None, ref
         path = path or "/"
         user, roles = auth.current_user()
         ids = {"/": "nav-control", "/meter": "nav-meter", "/fraud": "nav-fraud", "/billing": "nav-billing",
-               "/users": "nav-users"}  # fmt: skip
+               "/accounts": "nav-accounts", "/field": "nav-field", "/users": "nav-users"}  # fmt: skip
         bar = [html.Span("Relevé", className="brand"),
                *[html.A(label, href=p, id=ids[p]) for p, label in auth.pages_for(roles)],
                html.Span([f"{user} ({', '.join(roles)}) · ", html.A("log out", href="/logout")],
@@ -379,6 +380,10 @@ def create_app(url: str, settings: Settings, queries: Queries | None = None, ref
             return bar, billing.layout(q)
         if page.startswith("/bill/"):
             return bar, bill.layout(q, page.removeprefix("/bill/"))
+        if page == "/accounts" or page.startswith("/accounts/"):
+            return bar, accounts.layout(q, page.removeprefix("/accounts").strip("/"))
+        if page == "/field":
+            return bar, field.layout(q, refresh_ms)
         if page == "/users":
             return bar, users.layout(q)
         return bar, html.Div([html.H2("Not found"), html.A("Control room", href="/")])
@@ -393,6 +398,8 @@ def create_app(url: str, settings: Settings, queries: Queries | None = None, ref
     registered("operator", meter.register)
     registered("fraud", fraud.register)
     registered("billing", billing.register)
+    registered("billing", accounts.register)
+    registered("field", field.register)
     registered("admin", users.register, limits)
     csp = content_security_policy(app)
     app.queries = q  # type: ignore[attr-defined]

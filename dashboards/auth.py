@@ -4,7 +4,11 @@ Roles (a user may hold several):
 
 - ``operator``: the control room (``/``) and the meter pages (``/meter/<serial>``);
 - ``fraud``: the fraud unit (``/fraud``);
-- ``billing``: billing and the VEE review queue (``/billing``);
+- ``billing``: billing and the VEE review queue (``/billing``), the bill pages (``/bill/<id>``),
+  the accounts: arrears, the credit-control queue and each account's ledger (``/accounts``,
+  ``/accounts/<number>``);
+- ``field``: field work (``/field``): open work orders, service-level breaches, the map of open
+  orders — for whoever dispatches crews (migration 0022);
 - ``admin``: the users page (``/users``). Admin opens no customer data by itself: a person who
   also works the control room holds ``operator`` too.
 
@@ -34,10 +38,11 @@ from psycopg import Connection
 
 from releve.settings import Settings
 
-ROLES = ("operator", "fraud", "billing", "admin")
+ROLES = ("operator", "fraud", "billing", "field", "admin")
 #: Pages in the order of the top bar: (path, role that opens it, label).
 PAGES = (("/", "operator", "Control room"), ("/meter", "operator", "Meter"), ("/fraud", "fraud", "Fraud unit"),
-         ("/billing", "billing", "Billing"), ("/users", "admin", "Users"))  # fmt: skip
+         ("/billing", "billing", "Billing"), ("/accounts", "billing", "Accounts"), ("/field", "field", "Field work"),
+         ("/users", "admin", "Users"))  # fmt: skip
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD = 10
 
@@ -62,7 +67,7 @@ def page_role(path: str) -> str | None:
     page = path.rstrip("/") or "/"
     if page == "/meter" or page.startswith("/meter/"):
         return "operator"
-    if page.startswith("/bill/"):  # a bill page and its PDF
+    if page.startswith(("/bill/", "/accounts/")):  # a bill page and its PDF, an account's ledger
         return "billing"
     if page.startswith("/fraud/"):  # a meter's theft evidence
         return "fraud"

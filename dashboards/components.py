@@ -122,6 +122,28 @@ def message_figure(text: str, height: int = 320) -> go.Figure:
     return fig
 
 
+def lonlat_map(title: str, groups: list[tuple[str, str, list[dict[str, Any]]]], height: int = 320,
+               text: Any = None) -> dict[str, Any]:  # fmt: skip
+    """Points on plain lon/lat axes (no tiles: works offline), one trace per ``(name, colour, rows)``.
+
+    Rows carry ``longitude``, ``latitude`` and, for the hover, ``text(row)``. Built as a plain figure
+    dictionary (plotly's validation of thousands of points costs more than the query behind them), with
+    SVG markers, not ``scattergl``: WebGL traces compile their shaders with ``new Function``, which the
+    Content-Security-Policy forbids (no ``unsafe-eval``).
+    """
+    n = sum(len(rows) for _, _, rows in groups)
+    layout = figure(title, height).to_plotly_json()["layout"]
+    layout["xaxis"] = {"title": {"text": "longitude"}, "showgrid": True}
+    layout["yaxis"] = {"title": {"text": "latitude"}, "scaleanchor": "x", "scaleratio": 1.5}
+    traces = [{
+        "type": "scatter", "mode": "markers", "name": name,
+        "x": [r["longitude"] for r in rows], "y": [r["latitude"] for r in rows],
+        "marker": {"color": colour, "size": 7 if n < 2000 else 4},
+        "text": [text(r) for r in rows] if text else None, "hoverinfo": "text" if text else "x+y",
+    } for name, colour, rows in groups]  # fmt: skip
+    return {"data": traces, "layout": layout}
+
+
 def fmt_bytes(n: float) -> str:
     """Bytes in human units."""
     for unit in ("B", "kB", "MB", "GB"):

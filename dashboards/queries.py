@@ -1,4 +1,7 @@
-"""Every query the dashboards run, in one place.
+"""The dashboards' database access: the connection pools and the queries of most pages.
+
+The accounts page's queries are in :mod:`dashboards.queries_accounts` and the field-work page's in
+:mod:`dashboards.queries_field` (``Queries.accounts``, ``Queries.field``), over the same pools.
 
 Reads go through the **reader** role, writes (a visit outcome, a review decision) through the
 **editor** role and the owning package's own functions (``analytics.vee.review``,
@@ -27,6 +30,8 @@ from typing import Any
 from psycopg import Connection
 
 from dashboards.auth import UserState
+from dashboards.queries_accounts import AccountQueries
+from dashboards.queries_field import FieldQueries
 from dashboards.tables import Column, TableSpec, fetch_page
 from releve import db
 from releve.settings import Settings
@@ -246,6 +251,8 @@ class Queries:
         self.url, self.settings = url, settings
         self.read = Pool(db.read_url(settings, url), db.reader_role(settings))  # the replica when one is set
         self.edit = Pool(url, db.editor_role(settings), size=2)
+        self.accounts = AccountQueries(self.read)  # /accounts: arrears, credit-control queue, ledgers
+        self.field = FieldQueries(self.read, self.edit)  # /field: work orders, breaches, the map; assignments
         self.snapshot_ttl = snapshot_ttl
         self._snapshot: FleetSnapshot | None = None
         self._lock = threading.Lock()

@@ -14,7 +14,8 @@ from releve import db
 from releve.settings import Settings
 
 PAGES = (("control-room", "/"), ("meter", "/meter/{meter}"), ("fraud", "/fraud"), ("billing", "/billing"),
-         ("bill", "/bill/{bill}"), ("users", "/users"))
+         ("bill", "/bill/{bill}"), ("accounts", "/accounts"), ("account", "/accounts/{account}"), ("field", "/field"),
+         ("users", "/users"))
 
 
 def busiest_meter(url: str, settings: Settings) -> str | None:
@@ -62,7 +63,12 @@ def take_screenshots(url: str, settings: Settings, out: Path, meter: str | None 
     meter = meter or busiest_meter(url, settings) or ""
     with db.connect(url, role=db.reader_role(settings)) as conn:
         row = conn.execute("SELECT max(id) FROM bill WHERE status = 'issued'").fetchone()
+        busiest = conn.execute(  # the account with the most movements: a ledger worth looking at
+            """SELECT a.number FROM account a JOIN ledger_entry e ON e.account_id = a.id
+               GROUP BY a.number ORDER BY count(*) DESC, a.number LIMIT 1"""
+        ).fetchone()
     bill = str(row[0]) if row and row[0] else "none"
+    account = str(busiest[0]) if busiest else "none"
     user, password = f"screenshots-{secrets.token_hex(4)}", secrets.token_urlsafe(16)
     with db.connect(url, autocommit=True) as conn:
         add_user(conn, user, password, list(ROLES))
@@ -72,7 +78,7 @@ def take_screenshots(url: str, settings: Settings, out: Path, meter: str | None 
         with serve_in_thread(app.server) as base, chromium(1440, 900) as driver:
             login(driver, base, user, password)
             for name, path in PAGES:
-                driver.get(base + path.format(meter=meter, bill=bill))
+                driver.get(base + path.format(meter=meter, bill=bill, account=account))
                 wait_idle(driver)
                 target = out / f"{name}.png"
                 driver.save_screenshot(str(target))

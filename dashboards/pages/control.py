@@ -17,6 +17,7 @@ from dashboards.components import (
     fmt_bytes,
     in_words,
     kpi,
+    lonlat_map,
     message_figure,
     page_count,
     records,
@@ -130,18 +131,9 @@ def map_figure(snap: FleetSnapshot) -> go.Figure | dict[str, Any]:
         keep = max(0, MAP_POINTS - len(bad))
         pts = bad[:MAP_POINTS] + random.Random(0).sample(good, min(keep, len(good)))
         note = f" (sample of {len(pts):,})"
-    layout = figure("Service points by state" + note).to_plotly_json()["layout"]
-    layout["xaxis"] = {"title": {"text": "longitude"}, "showgrid": True}
-    layout["yaxis"] = {"title": {"text": "latitude"}, "scaleanchor": "x", "scaleratio": 1.5}
-    traces = []
-    for s in STATES:
-        sel = [r for r in pts if r["state"] == s]
-        traces.append({
-            "type": "scatter", "mode": "markers", "name": s,
-            "x": [r["longitude"] for r in sel], "y": [r["latitude"] for r in sel],
-            "marker": {"color": STATE_COLOURS[s], "size": 7 if len(pts) < 2000 else 4},
-            "text": [f"{r['serial']} · {r['area']} · {r['link']}" for r in sel], "hoverinfo": "text"})  # fmt: skip
-    return {"data": traces, "layout": layout}
+    groups = [(s, STATE_COLOURS[s], [r for r in pts if r["state"] == s]) for s in STATES]
+    return lonlat_map("Service points by state" + note, groups,
+                      text=lambda r: f"{r['serial']} · {r['area']} · {r['link']}")
 
 
 def ingest_figure(rows: list[dict[str, Any]]) -> go.Figure:

@@ -206,3 +206,42 @@ def test_payment_before_the_meter_was_told_withdraws_the_disconnection(db):
         assert (o.status, o.outcome) == ("cancelled", "cancelled")
         assert meter_commands.command_status(conn, o.command_id).state == "cancelled"
         assert workorders.list_orders(conn, kind="reconnect") == []
+
+
+def pdf_pages_and_text(body: bytes) -> tuple[int, str]:
+    """Page count and the text drawn by a PDF's (deflated) content streams, as fpdf2 writes them."""
+    import re
+    import zlib
+
+    pages = len(re.findall(rb"/Type\s*/Page\b(?!s)", body))
+    parts = []
+    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", body, re.S):
+        try:
+            parts.append(zlib.decompress(stream).decode("latin-1"))
+        except zlib.error:
+            continue
+    return pages, " ".join("".join(re.findall(r"\((.*?)\)\s*Tj", part)) for part in parts)
+
+
+def test_mail_letters_of_the_day_are_one_pdf_with_a_page_per_letter(db, tmp_path):
+    f = Fleet(db)
+    accounts = {name: f.simple(name) for name in ("pdf1", "pdf2")}
+    for name, acc in accounts.items():
+        f.sql("UPDATE customer SET name = %s WHERE id = (SELECT customer_id FROM account WHERE id = %s)",
+              (f"Customer {name.title()}", acc))
+        owe(db, acc, "42.50")
+    run(db, date(2026, 4, 13), tmp_path)  # the reminders go by SMS: no letter to post, no PDF
+    assert not (tmp_path / "notices-2026-04-13.pdf").exists()
+    s = run(db, date(2026, 4, 27), tmp_path)  # final notices go by mail
+    pdf = tmp_path / "notices-2026-04-27.pdf"
+    assert pdf in s.files and s.files[:2] == [tmp_path / "notices-2026-04-27.csv", tmp_path / "notices-2026-04-27.txt"]
+    body = pdf.read_bytes()
+    assert body.startswith(b"%PDF-")
+    pages, text = pdf_pages_and_text(body)
+    assert pages == 2  # one page per mail letter
+    for name in accounts:
+        assert f"Customer {name.title()}" in text and f"Account A-{name}" in text
+    assert "FINAL NOTICE" in text and "Final notice - account A-pdf1" in text
+    assert "42.50" in text and "2.00" in text  # the amount overdue and the step's charge
+    letters = (tmp_path / "notices-2026-04-27.txt").read_text().split("\f\n")
+    assert len(letters) == pages

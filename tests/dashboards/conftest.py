@@ -5,6 +5,7 @@ by waitress from a thread and a headless Chromium."""
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import uuid
 from datetime import date
@@ -15,6 +16,7 @@ import pytest
 from psycopg import sql
 
 from releve.db import connect, reader_role
+from releve.migrate import role_names
 from releve.settings import Settings
 
 FLEET = {
@@ -30,6 +32,7 @@ USERS = {
     "operator1": ("operator-pass-123", ["operator"]),
     "fraud1": ("fraud-pass-123", ["fraud"]),
     "billing1": ("billing-pass-123", ["billing"]),
+    "field1": ("field-pass-123", ["field"]),
     "admin1": ("admin-pass-123", ["admin"]),
     "locked1": ("locked-pass-123", ["operator"]),
 }
@@ -125,3 +128,22 @@ def browser():
 
     with chromium(1440, 900) as driver:
         yield driver
+
+
+@pytest.fixture
+def web_url(filled):
+    """A login that may only become the reader and editor roles, as the dashboards run in production."""
+    dbname = psycopg.conninfo.conninfo_to_dict(filled.url)["dbname"]
+    login, password = f"{dbname}_web", secrets.token_urlsafe(16)
+    _, reader, editor = role_names(filled.settings)
+    with psycopg.connect(filled.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOINHERIT PASSWORD {}").format(
+            sql.Identifier(login), sql.Literal(password)))
+        conn.execute(sql.SQL("GRANT {}, {} TO {}").format(
+            sql.Identifier(reader), sql.Identifier(editor), sql.Identifier(login)))
+    info = psycopg.conninfo.conninfo_to_dict(filled.url)
+    info.pop("passfile", None)
+    info.update(user=login, password=password)
+    yield psycopg.conninfo.make_conninfo(**info)
+    with psycopg.connect(filled.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(login)))

@@ -37,8 +37,8 @@ def no_errors(driver):
 
 
 USERS = {"operator1": ("operator-pass-123", ["operator"]), "fraud1": ("fraud-pass-123", ["fraud"]),
-         "billing1": ("billing-pass-123", ["billing"]), "admin1": ("admin-pass-123", ["admin"]),
-         "locked1": ("locked-pass-123", ["operator"])}  # as conftest.py creates them
+         "billing1": ("billing-pass-123", ["billing"]), "field1": ("field-pass-123", ["field"]),
+         "admin1": ("admin-pass-123", ["admin"]), "locked1": ("locked-pass-123", ["operator"])}  # as conftest.py creates them
 
 
 def as_user(driver, base_url, user):
@@ -92,6 +92,8 @@ PAGES = {  # path → (role, an element the page shows once its data is there)
     "/meter/26000003": ("operator", "mt-open-exc"),
     "/fraud": ("fraud", "kpi-candidates"),
     "/billing": ("billing", "kpi-held"),
+    "/accounts": ("billing", "kpi-arrears-accounts"),
+    "/field": ("field", "kpi-open-orders"),
     "/users": ("admin", "us-users-table"),
 }
 #: One callback per page, with inputs it answers for: (output key, inputs, state, text in a good answer).
@@ -101,6 +103,10 @@ CALLBACKS = {
     "fraud": ("fr-balance.figure", [("fr-balance-area", "value", "T001")], [], "Energy balance of T001"),
     "billing": ("..bl-held.data...bl-held.page_count..", [("bl-held", "page_current", 0), ("bl-held", "page_size", 5),
                 ("bl-held", "sort_by", []), ("bl-held", "filter_query", ""), ("bl-changed", "data", 0)], [], "page_count"),
+    "field": ("..fw-orders.data...fw-orders.page_count...fw-orders.selected_rows..",
+              [("fw-orders", "page_current", 0), ("fw-orders", "page_size", 5), ("fw-orders", "sort_by", []),
+               ("fw-orders", "filter_query", ""), ("fw-tick", "n_intervals", 0), ("fw-changed", "data", 0)], [],
+              "page_count"),
     "admin": ("..us-users.children...us-throttle.children..", [("us-refresh", "n_clicks", None)], [], "admin1"),
 }
 
@@ -143,7 +149,7 @@ def test_anonymous_users_see_the_login_only(base_url, browser, app):
     console_errors(browser)  # the refusals just provoked are logged as failed loads
 
 
-@pytest.mark.parametrize("user", ["operator1", "fraud1", "billing1", "admin1"])
+@pytest.mark.parametrize("user", ["operator1", "fraud1", "billing1", "field1", "admin1"])
 def test_each_role_sees_its_pages_and_is_refused_the_others_page_and_callback(base_url, browser, user):
     role = USERS[user][1][0]
     as_user(browser, base_url, user)
@@ -154,7 +160,8 @@ def test_each_role_sees_its_pages_and_is_refused_the_others_page_and_callback(ba
             no_errors(browser)  # nothing refused, nothing blocked by the CSP
             nav = browser.find_element(By.CLASS_NAME, "topbar").text
             for other, (other_need, _) in PAGES.items():
-                label = {"/": "Control room", "/fraud": "Fraud unit", "/billing": "Billing", "/users": "Users"}.get(other)
+                label = {"/": "Control room", "/fraud": "Fraud unit", "/billing": "Billing", "/accounts": "Accounts",
+                         "/field": "Field work", "/users": "Users"}.get(other)
                 if label:
                     assert (label in nav) == (other_need == role), (user, label, nav)
         else:
@@ -352,8 +359,8 @@ def pdf_text(body: bytes) -> str:
     return " ".join("".join(re.findall(r"\((.*?)\)\s*Tj", part)) for part in parts)
 
 
-PAGES_BY_USER = {"operator1": ["/", "/meter/26000003"], "fraud1": ["/fraud"], "billing1": ["/billing", "/bill/{bill}"],
-                 "admin1": ["/users"]}
+PAGES_BY_USER = {"operator1": ["/", "/meter/26000003"], "fraud1": ["/fraud"],
+                 "billing1": ["/billing", "/bill/{bill}", "/accounts"], "field1": ["/field"], "admin1": ["/users"]}
 #: Python's None or NaN shown as text, and raw codes (snake_case identifiers such as hold codes or event kinds).
 NOT_FOR_PEOPLE = re.compile(r"\b(None|nan|NaN|NaT|null)\b|\b[a-z]+_[a-z0-9_]+\b")
 

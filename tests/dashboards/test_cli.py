@@ -76,12 +76,38 @@ def test_an_admin_of_before_0018_keeps_every_page_and_an_old_hash_still_logs_in(
             conn.execute("UPDATE dashboard_user SET roles = '{}' WHERE username = 'clerk'")
 
 
+def test_the_field_role_exists_from_0022_and_nobody_gets_it_on_upgrade(database_url, monkeypatch):
+    import psycopg
+
+    from releve import migrate
+    from releve.settings import Settings
+
+    name = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
+    settings = Settings(database={"url": database_url, "role_prefix": name})
+    every = migrate.discover
+    monkeypatch.setattr(migrate, "discover", lambda: [m for m in every() if m.version < 22])
+    migrate.upgrade(database_url, settings)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO dashboard_user (username, password_hash, roles) VALUES "
+                     "('boss', 'x', '{admin,billing,fraud,operator}'), ('clerk', 'x', '{billing}')")
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("UPDATE dashboard_user SET roles = '{field}' WHERE username = 'clerk'")
+    monkeypatch.setattr(migrate, "discover", every)
+    assert 22 in [m.version for m in migrate.upgrade(database_url, settings)]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        roles = dict(conn.execute("SELECT username, roles FROM dashboard_user").fetchall())
+        assert roles == {"boss": ["admin", "billing", "fraud", "operator"], "clerk": ["billing"]}  # given to nobody
+        conn.execute("UPDATE dashboard_user SET roles = '{field,operator}' WHERE username = 'clerk'")
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("UPDATE dashboard_user SET roles = '{dispatcher}' WHERE username = 'clerk'")
+
+
 def test_screenshots_command_writes_every_page_at_1440x900(filled, browser, tmp_path, monkeypatch):
     monkeypatch.setenv("RELEVE_DATABASE_URL", filled.url)
     monkeypatch.setenv("RELEVE_DATABASE__ROLE_PREFIX", filled.settings.database.role_prefix)
     monkeypatch.setenv("RELEVE_DASHBOARD_SECRET", "test")
     assert main(["dashboard", "screenshots", "--out", str(tmp_path), "--meter", "26000003"]) == 0
-    for page in ("control-room", "meter", "fraud", "billing", "users"):
+    for page in ("control-room", "meter", "fraud", "billing", "accounts", "account", "field", "users"):
         head = (tmp_path / f"{page}.png").read_bytes()[:24]
         assert head[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", head[16:24]) == (1440, 900)
         assert (tmp_path / f"{page}-full.png").stat().st_size > 0

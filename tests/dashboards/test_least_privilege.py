@@ -1,33 +1,11 @@
 """The dashboards run as a login that may only become the reader and editor roles (docs/operations.md)."""
 
 import re
-import secrets
 
 import psycopg
 import pytest
-from psycopg import sql
-
-from releve.migrate import role_names
 
 pytestmark = [pytest.mark.db, pytest.mark.filterwarnings(r"ignore:\s*The dash_table.DataTable:DeprecationWarning")]
-
-
-@pytest.fixture
-def web_url(filled):
-    dbname = psycopg.conninfo.conninfo_to_dict(filled.url)["dbname"]
-    login, password = f"{dbname}_web", secrets.token_urlsafe(16)
-    _, reader, editor = role_names(filled.settings)
-    with psycopg.connect(filled.url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOINHERIT PASSWORD {}").format(
-            sql.Identifier(login), sql.Literal(password)))
-        conn.execute(sql.SQL("GRANT {}, {} TO {}").format(
-            sql.Identifier(reader), sql.Identifier(editor), sql.Identifier(login)))
-    info = psycopg.conninfo.conninfo_to_dict(filled.url)
-    info.pop("passfile", None)
-    info.update(user=login, password=password)
-    yield psycopg.conninfo.make_conninfo(**info)
-    with psycopg.connect(filled.url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(login)))
 
 
 def test_the_dashboards_work_as_a_reader_editor_login_that_reads_nothing_by_itself(filled, web_url):

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from dashboards.auth import AuthError, add_user, allowed, hash_password, page_role, pages_for, verify_password
+from dashboards.auth import ROLES, AuthError, add_user, allowed, hash_password, page_role, pages_for, verify_password
 from dashboards.tables import Column, TableSpec, filter_sql, order_sql
 
 SPEC = TableSpec(
@@ -50,7 +50,18 @@ def test_each_role_opens_its_own_pages_only():
     assert allowed(["operator"], "/meter/1") and not allowed(["operator"], "/fraud")
     assert allowed(["fraud"], "/fraud") and not allowed(["fraud"], "/") and not allowed(["fraud"], "/billing")
     assert allowed(["admin"], "/users") and not any(allowed(["admin"], p) for p in ("/", "/fraud", "/billing"))
-    assert [p for p, _ in pages_for(["billing", "operator"])] == ["/", "/meter", "/billing"]
+    assert [p for p, _ in pages_for(["billing", "operator"])] == ["/", "/meter", "/billing", "/accounts"]
+
+
+def test_accounts_open_with_billing_and_field_work_with_the_field_role():
+    from dashboards import cli
+
+    assert cli.ROLES == ROLES  # the command line offers the roles the app knows
+    assert page_role("/accounts") == page_role("/accounts/ACC-1") == page_role("/accounts/ACC-1/") == "billing"
+    assert page_role("/field") == "field" and page_role("/field/x") is None
+    assert allowed(["field"], "/field") and not any(allowed(["field"], p) for p in ("/", "/fraud", "/accounts"))
+    assert not allowed(["billing"], "/field") and not allowed(["operator"], "/accounts/ACC-1")
+    assert [p for p, _ in pages_for(["billing", "field"])] == ["/billing", "/accounts", "/field"]
 
 
 @pytest.mark.parametrize(("name", "password", "roles", "message"), [
