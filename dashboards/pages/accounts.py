@@ -205,7 +205,7 @@ def _or_none(rows: list[dict[str, Any]], text: str, table: Any) -> Any:
 
 def register(app: Dash, q: Queries) -> None:
     """The accounts pages' callbacks (each checks the session's role)."""
-    from dashboards.app import require
+    from dashboards.auth import require
 
     @app.callback(Output("ac-kpis", "children"), Output("ac-ageing", "figure"), Input("ac-load", "data"))
     def overview(_: int) -> tuple[Any, ...]:

@@ -110,7 +110,7 @@ def breach_rows(breaches: list[Any]) -> list[dict[str, Any]]:
 
 def register(app: Dash, q: Queries) -> None:
     """The field page's callbacks (each checks the session's role)."""
-    from dashboards.app import require
+    from dashboards.auth import require
 
     @app.callback(Output("fw-kpis", "children"), Output("fw-map", "figure"), Output("fw-by-kind", "figure"),
                   Output("fw-breaches", "children"), Input("fw-tick", "n_intervals"),
