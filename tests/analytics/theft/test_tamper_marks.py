@@ -77,3 +77,18 @@ def test_the_most_repeated_value_and_its_runner_up_are_counted_per_row():
     top, count, second = sg._top_repeat(x)
     assert top[0] == 3.0 and count[0] == 3 and second[0] == 2
     assert np.isnan(top[1]) and count[1] == 0
+
+
+def test_without_a_feeder_a_full_mark_outranks_any_series_evidence():
+    from analytics.theft import model as md
+
+    names = md.EVIDENCE
+    values = np.zeros((3, len(names)))
+    for n in ("drop", "profile", "change", "fell", "flat_run"):
+        values[0, names.index(n)] = 1.0  # everything a household's own series can show
+    values[1, names.index("marks")] = 1.0  # one footprint real load does not leave
+    values[2] = values[0]
+    ceiling = np.array([md.NO_FEEDER_CEILING, md.NO_FEEDER_CEILING, 1.0])  # the third has a feeder
+    rule = md.rule_score(md.Evidence(names, values, ceiling))
+    assert rule[0] <= md.NO_FEEDER_CEILING < rule[1]
+    assert rule[2] > 0.99  # with a feeder confirming it (the gate lives in evidence()), no ceiling
