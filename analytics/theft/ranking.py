@@ -359,7 +359,7 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
             if which in f.mark_runs:
                 a, b = int(f.mark_runs[which][0][i]), int(f.mark_runs[which][1][i])
                 reasons.append(f"{_MARK_WORDS[which]} from {_when(d, a)} for {_days(b - a)} "
-                               f"({100 * share:.0f} % more of its days than in its other weeks)")
+                               f"(on {100 * share:.0f} percentage points more of its days than in its other weeks)")
                 ev["marks"] = {"mark": which, "start": _when(d, a), "end": _when(d, b - 1), "share": _r(share)}
         elif name == "peer":
             reasons.append(f"normal consumption {f.col('peer_low')[i]:.1f} robust deviations below peers "
