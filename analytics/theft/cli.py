@@ -82,7 +82,8 @@ def _list_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--commodity", choices=("electricity", "water"), help="only this commodity")
     p.add_argument("--class", dest="customer_class", help="only this customer class")
     p.add_argument("--signal", choices=("drop", "zero", "profile", "event", "reverse", "peer", "silence", "vee",
-                                        "anomaly"), help="only candidates whose strongest evidence is this")
+                                        "balance", "change", "fell", "flat_run", "marks", "anomaly"),
+                   help="only candidates whose strongest evidence is this")
     p.add_argument("--order", choices=("risk", "value"), default="risk",
                    help="rank by risk or by expected value per visit (default risk)")
     p.add_argument("-o", "--output", type=Path, help="write the list as CSV (coordinates, route order, reasons)")

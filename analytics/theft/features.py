@@ -32,6 +32,9 @@ FEATURES: tuple[str, ...] = (
     "recent_shape_z",    # the highest of the same test on zeros, clipped peaks, spread, smoothness, shape
     "recent_drop",       # 1 − last 30 days / first 45 days, both over the seasonal index (ongoing loss)
     "spread_run_z",      # the strongest run of weeks with a flatter day than the meter's others, fleet robust z
+    "mark_zeroed",       # run of weeks with exact-zero hours on normal days, share above the meter's other weeks
+    "mark_flat",         # the same for days whose every hour recorded one value
+    "mark_ceiling",      # the same for days at a ceiling value the meter repeats (capped peaks)
     "area_score",        # the area's mean excess loss share over its worst 30 days
     "zero_run",          # longest run of zero days while the meter reported
     "profile_score",     # fall of the daily-shape correlation (0–2, × duration)
@@ -73,6 +76,7 @@ class Features:
     recent_z: FloatArray | None = None
     reverse_energy: FloatArray | None = None
     spread_run: tuple[IntArray, IntArray] | None = None  # first day, end day of that flatter run per meter
+    mark_runs: dict[str, tuple[IntArray, IntArray]] = field(default_factory=dict)  # mark → first, end day
 
     def col(self, name: str) -> FloatArray:
         """One feature column."""
@@ -176,6 +180,16 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
         offset = d - (d // 7) * 7
         spread_run = (offset + 7 * w0, offset + 7 * w1)
 
+    marks = {n: np.zeros(m) for n in sg.MARKS}
+    mark_runs: dict[str, tuple[IntArray, IntArray]] = {}
+    if hourly is not None:
+        per_mark = sg.tamper_marks(hourly)
+        offset = d - (d // 7) * 7
+        for j, n in enumerate(sg.MARKS):
+            share, w0, w1 = sg.run_contrast(sg.weekly_means(per_mark[:, j]))
+            marks[n] = share
+            mark_runs[n] = (offset + 7 * w0, offset + 7 * w1)
+
     peer_groups = _codes(np.array([f"{c}|{k}|{a}" for c, k, a in
                                    zip(data.commodity, data.customer_class, data.area, strict=True)]))
     peer_low = sg.peer_outlier(drop.level, peer_groups)
@@ -202,6 +216,9 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
         "recent_shape_z": recent_shape_z,
         "recent_drop": recent_drop,
         "spread_run_z": spread_run_z,
+        "mark_zeroed": marks["zeroed"],
+        "mark_flat": marks["flat"],
+        "mark_ceiling": marks["ceiling"],
         "area_score": area_score,
         "zero_run": zero_run.astype(float),
         "profile_score": profile.score if profile is not None else np.zeros(m),
@@ -224,5 +241,5 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
         data=data, names=FEATURES, X=x, cleaned=cleaned, season=season, drop=drop, profile=profile,
         balance=balance, area_names=area_names, area_of=area_of, events_by_meter=events_by_meter,
         matched_energy=matched, reverse_energy=reverse_energy, interval=interval, interval_areas=hourly_areas,
-        recent_shift=recent_shift, recent_z=recent_z, spread_run=spread_run,
+        recent_shift=recent_shift, recent_z=recent_z, spread_run=spread_run, mark_runs=mark_runs,
     )

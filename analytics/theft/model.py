@@ -40,6 +40,8 @@ class Evidence:
 
     names: tuple[str, ...]
     values: FloatArray
+    #: Per meter, the most the components other than the tamper marks may add up to (1: no limit).
+    ceiling: FloatArray | None = None
 
     def col(self, name: str) -> FloatArray:
         """One component."""
@@ -47,7 +49,7 @@ class Evidence:
 
 
 EVIDENCE = ("drop", "zero", "profile", "event", "reverse", "peer", "silence", "vee", "balance", "change", "fell",
-            "flat_run")
+            "flat_run", "marks")
 
 
 def evidence(f: Features) -> Evidence:
@@ -112,21 +114,39 @@ def evidence(f: Features) -> Evidence:
     flat_run = np.where(daily_only, flat_run * (confirm - 0.15), flat_run)
     drop, zero, profile, change = drop * gate, zero * gate, profile * gate, change * gate
     fell, flat_run = fell * gate, flat_run * gate
+    # Tamper marks (exact zeros on normal days, flat days, a repeated ceiling) are footprints real
+    # load almost never leaves; a run of them counts fully from a 50 % share above the meter's
+    # other weeks. The hourly balance only halves them when it puts nothing on the meter.
+    mark = np.clip((np.maximum.reduce([f.col("mark_zeroed"), f.col("mark_flat"), f.col("mark_ceiling")]) - 0.4)
+                   / 0.3, 0, 1)
+    mark = mark * np.where(has_iv, 0.5 + 0.5 * interval, 1.0)
     values = np.column_stack([drop, zero, profile, event, reverse, peer, silence, vee, interval, change, fell,
-                              flat_run])
-    return Evidence(EVIDENCE, values)
+                              flat_run, mark])
+    # Without any feeder, everything but the marks comes from the household's own series, which
+    # real households change as much as a thief does: together it tops out below a full mark.
+    return Evidence(EVIDENCE, values, np.where(no_feeder, NO_FEEDER_CEILING, 1.0))
 
 
 #: Weight of each evidence component in the noisy-OR.
 WEIGHTS = {"drop": 0.9, "zero": 0.9, "profile": 0.85, "event": 0.9, "reverse": 0.95,
            "peer": 0.15, "silence": 0.25, "vee": 0.15, "balance": 0.95,
-           "change": 0.8, "fell": 0.9, "flat_run": 0.8}
+           "change": 0.8, "fell": 0.9, "flat_run": 0.8, "marks": 0.97}
+
+
+#: Without a feeder, the most the household's own series (drop, change, profile …) can score:
+#: below a full tamper mark (0.97), so a footprint no real load leaves comes first.
+NO_FEEDER_CEILING = 0.85
 
 
 def rule_score(ev: Evidence) -> FloatArray:
-    """Noisy-OR of the weighted evidence: 1 − Π (1 − wₖ·eₖ)."""
+    """Noisy-OR of the weighted evidence: 1 − Π (1 − wₖ·eₖ), the non-mark part under ``ev.ceiling``."""
     w = np.array([WEIGHTS[n] for n in ev.names])
-    return 1.0 - np.prod(1.0 - ev.values * w[None, :], axis=1)
+    p = ev.values * w[None, :]
+    if "marks" not in ev.names or ev.ceiling is None:
+        return 1.0 - np.prod(1.0 - p, axis=1)
+    j = ev.names.index("marks")
+    rest = 1.0 - np.prod(np.delete(1.0 - p, j, axis=1), axis=1)
+    return 1.0 - (1.0 - rest * ev.ceiling) * (1.0 - p[:, j])
 
 
 def iforest_score(f: Features, seed: int = 0) -> FloatArray:

@@ -353,6 +353,14 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
             reasons.append(f"flatter days than usual from {_when(d, a)} for {_days(b - a)} "
                            f"({f.col('spread_run_z')[i]:.1f} fleet deviations)")
             ev["flat_run"] = {"start": _when(d, a), "end": _when(d, b - 1), "z": _r(f.col("spread_run_z")[i])}
+        elif name == "marks":
+            which = max(sg.MARKS, key=lambda n: float(f.col(f"mark_{n}")[i]))
+            share = float(f.col(f"mark_{which}")[i])
+            if which in f.mark_runs:
+                a, b = int(f.mark_runs[which][0][i]), int(f.mark_runs[which][1][i])
+                reasons.append(f"{_MARK_WORDS[which]} from {_when(d, a)} for {_days(b - a)} "
+                               f"(on {100 * share:.0f} percentage points more of its days than in its other weeks)")
+                ev["marks"] = {"mark": which, "start": _when(d, a), "end": _when(d, b - 1), "share": _r(share)}
         elif name == "peer":
             reasons.append(f"normal consumption {f.col('peer_low')[i]:.1f} robust deviations below peers "
                            f"({d.customer_class[i]}, area {d.area[i] or 'unknown'})")
@@ -372,6 +380,12 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
     ev["features"] = {n: _r(v) for n, v in zip(f.names, f.X[i], strict=True)}
     return reasons, ev
 
+
+_MARK_WORDS = {
+    "zeroed": "hours recorded as exactly zero on days of normal consumption",
+    "flat": "days on which every hour recorded the same value",
+    "ceiling": "peaks cut off at one repeated value",
+}
 
 _REGRESSOR_WORDS = {
     "scaled": "a share of its own load",

@@ -976,3 +976,103 @@ def fleet_z(x: FloatArray) -> FloatArray:
     med = float(np.median(x[live]))
     mad = 1.4826 * float(np.median(np.abs(x[live] - med))) + 1e-9
     return np.where(live, (x - med) / mad, 0.0)
+
+
+#: Tamper marks: per-day footprints that a tampered register leaves and real household load
+#: almost never has (the meter records exact values; households do not repeat them).
+MARKS = ("zeroed", "flat", "ceiling")
+
+
+def _top_repeat(values: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Per row: the most repeated finite value, its count and the next value's count (NaN ignored)."""
+    m, n = values.shape
+    s = np.sort(values, axis=1)  # NaN last
+    if n < 2:
+        return np.full(m, np.nan), np.zeros(m), np.zeros(m)
+    eq = (s[:, 1:] == s[:, :-1]) & np.isfinite(s[:, 1:])
+    c = np.cumsum(eq, axis=1)
+    run = c - np.maximum.accumulate(np.where(~eq, c, 0), axis=1)  # repeats ending here
+    run = np.concatenate([np.zeros((m, 1)), run], axis=1)
+    j = run.argmax(axis=1)
+    rows = np.arange(m)
+    top = s[rows, j]
+    count = run[rows, j] + 1
+    other = np.where(s == top[:, None], 0.0, run)
+    second = other.max(axis=1) + 1
+    return np.where(np.isfinite(top), top, np.nan), np.where(np.isfinite(top), count, 0.0), second
+
+
+def tamper_marks(hourly: FloatArray, level: float = 0.5, min_repeats: int = 20,
+                 dominance: float = 4.0) -> FloatArray:
+    """Meters × :data:`MARKS` × days: 1 where the day carries the mark, 0 where not, NaN incomplete.
+
+    - ``zeroed``: two or more hours recorded as exactly zero on a day whose total is at least
+      ``level`` × the meter's median day, in hours of the day when the meter usually draws at
+      least half its typical hour (zero windows, zeroing below a cut-off; a vacancy's day is low,
+      and a household with a tiny night load records honest zeros at night: neither counts);
+    - ``flat``: every hour of a normal-sized day recorded the same value (a day flattened to its
+      mean);
+    - ``ceiling``: an hour at the meter's ceiling, the one value above its median hour that the
+      meter repeats at least ``min_repeats`` times and ``dominance`` × as often as any other
+      (peaks capped at a fixed value; real hourly load is never cut off at one figure).
+    """
+    import warnings
+
+    m, d, _ = hourly.shape
+    ok = np.asarray(np.isfinite(hourly).all(axis=2), dtype=bool)
+    x = np.where(ok[:, :, None], hourly, np.nan)
+    out = np.full((m, len(MARKS), d), np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        day = np.nansum(x, axis=2)
+        normal = day >= level * np.nan_to_num(np.nanmedian(np.where(ok, day, np.nan), axis=1))[:, None]
+        normal &= day > 0
+        # A zero counts only in an hour of the day when the meter usually draws at least half its
+        # typical hour (the upper quartile over days, so a theft covering most days does not hide
+        # it): a household whose night load is tiny records honest zeros at night.
+        usual = np.nanquantile(x, 0.75, axis=1)  # meters × hours of the day
+        typical = np.nanmedian(usual, axis=1)
+        live = np.nan_to_num(usual) >= 0.5 * np.nan_to_num(typical)[:, None]
+        live &= np.nan_to_num(usual) > 0
+        zeros = ((x <= 1e-9) & live[:, None, :]).sum(axis=2)
+        hi = np.nanmax(x, axis=2)
+        lo = np.nanmin(x, axis=2)
+        med_hour = np.nanmedian(x.reshape(m, -1), axis=1)
+    flat = (hi - lo) <= 1e-6 * np.abs(hi) + 1e-9
+    above = np.where(x.reshape(m, -1) > med_hour[:, None], x.reshape(m, -1), np.nan)
+    top, count, second = _top_repeat(above)
+    is_ceiling = (count >= min_repeats) & (count >= dominance * second)
+    at_top = (np.abs(x - top[:, None, None]) <= 1e-9 * np.maximum(np.abs(top[:, None, None]), 1.0)).any(axis=2)
+    out[:, 0] = np.where(ok, (zeros >= 2) & normal, np.nan)
+    out[:, 1] = np.where(ok, flat & normal, np.nan)
+    out[:, 2] = np.where(ok, at_top & is_ceiling[:, None] & ~flat, np.nan)
+    return out
+
+
+def run_contrast(weekly: FloatArray, min_weeks: int = 3, min_out: int = 3) -> tuple[FloatArray, IntArray, IntArray]:
+    """The run of weeks where a share stands highest above the meter's other weeks.
+
+    Over every run ``[s, e)`` of at least ``min_weeks`` weeks with data (and ``min_out`` outside):
+    mean inside − mean outside. A mark that a household shows all year (a meter recording zero
+    at night) contrasts with nothing; a tamper that starts (and maybe stops) stands out.
+    Returns ``(contrast in −1…1, first week, end week)``; 0 where no run qualifies.
+    """
+    m, w = weekly.shape
+    ok = np.isfinite(weekly)
+    cs = np.concatenate([np.zeros((m, 1)), np.cumsum(np.where(ok, weekly, 0.0), axis=1)], axis=1)
+    cn = np.concatenate([np.zeros((m, 1)), np.cumsum(ok, axis=1)], axis=1)
+    best = np.zeros(m)
+    b_s = np.zeros(m, dtype=np.int64)
+    b_e = np.zeros(m, dtype=np.int64)
+    for s in range(w):
+        for e in range(s + min_weeks, w + 1):
+            s_in = cs[:, e] - cs[:, s]
+            n_in = cn[:, e] - cn[:, s]
+            n_out = cn[:, -1] - n_in
+            t = s_in / np.maximum(n_in, 1) - (cs[:, -1] - s_in) / np.maximum(n_out, 1)
+            t = np.where((n_in >= min_weeks) & (n_out >= min_out), t, 0.0)
+            up = t > best
+            best = np.where(up, t, best)
+            b_s = np.where(up, s, b_s)
+            b_e = np.where(up, e, b_e)
+    return best, b_s, b_e

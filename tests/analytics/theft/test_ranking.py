@@ -56,7 +56,11 @@ def test_filters_order_and_route_exports(tmp_path: Path):
     only_b = r.candidates(top=5, areas=["B"])
     assert only_b and all(c.area == "B" for c in only_b)
     profile = r.candidates(top=5, signal="profile")
-    assert {c.meter for c in profile} == {"B01", "B03"}
+    assert {c.meter for c in profile} == {"B03"}
+    # B01's flattened days record one value every hour: the tamper mark is its strongest evidence.
+    marks = r.candidates(top=5, signal="marks")
+    assert {c.meter for c in marks} == {"B01"}
+    assert any("every hour recorded the same value" in t for t in marks[0].reasons)
     by_value = r.candidates(top=3, by="value")
     assert by_value[0].expected_value >= by_value[1].expected_value >= by_value[2].expected_value
     cands = r.candidates(top=6)
