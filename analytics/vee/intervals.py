@@ -37,7 +37,14 @@ def local_days(t: np.ndarray, tz: ZoneInfo, interval_s: int) -> np.ndarray:
     """Local day (as numpy datetime64[D]) each interval belongs to; intervals are end-stamped."""
     if not len(t):
         return np.zeros(0, "datetime64[D]")
+    return (local_starts(t, tz, interval_s) // 86400).astype("int64").astype("datetime64[D]")
+
+
+def local_starts(t: np.ndarray, tz: ZoneInfo, interval_s: int) -> np.ndarray:
+    """Each interval's start in local wall-clock seconds (Unix seconds shifted by the zone's offset then)."""
     start = t - interval_s  # the interval's start decides its day
+    if not len(start):
+        return start.astype(np.float64)
     lo = datetime.fromtimestamp(float(start.min()), UTC) - timedelta(days=1)
     hi = datetime.fromtimestamp(float(start.max()), UTC) + timedelta(days=2)
     # UTC offsets change rarely: find each distinct offset's span once, then shift in numpy.
@@ -50,8 +57,7 @@ def local_days(t: np.ndarray, tz: ZoneInfo, interval_s: int) -> np.ndarray:
     edge_s = np.array([e.timestamp() for e in edges])
     offsets = np.array([e.astimezone(tz).utcoffset().total_seconds() for e in edges])  # type: ignore[union-attr]
     k = np.searchsorted(edge_s, start, side="right") - 1
-    local = start + offsets[np.clip(k, 0, len(offsets) - 1)]
-    return (local // 86400).astype("int64").astype("datetime64[D]")
+    return start + offsets[np.clip(k, 0, len(offsets) - 1)]
 
 
 def interval_counts(
@@ -249,3 +255,78 @@ def like_day_fill(
                         out.append((float(at), float(est[gap]), method))
         day += timedelta(days=1)
     return out
+
+
+def quiet_series(
+    t: np.ndarray, v: np.ndarray, bounds: np.ndarray, emit_from: np.ndarray, tz: ZoneInfo, interval_s: int,
+    params: RuleParams, now: datetime | None = None,
+) -> np.ndarray:  # fmt: skip
+    """Which of many interval series :func:`validate_interval_series` would return nothing for, in one pass.
+
+    Series ``k`` is ``t[bounds[k]:bounds[k + 1]]`` (sorted, end-stamped Unix seconds) and the same slice
+    of ``v``; all share ``tz``, ``interval_s`` and ``params``. True means *quiet*: no finding and no
+    estimate. The screen is conservative — it may call a series noisy that the per-series rules would
+    pass, never the reverse — so running the per-series rules only on the noisy ones gives exactly what
+    running them on every series gives. A series is noisy when, anywhere in it:
+
+    1. an instant lies on or next to a local day that is not 24 h long (DST), or off the interval grid;
+    2. two neighbouring instants are not exactly one interval apart (a gap: estimates);
+    3. an ended local day does not hold one interval per slot and ``emit_from`` is within about two
+       days of it (the count rule, the like-day fill);
+    4. either spike check fires (the day's highest vs its third highest; an interval vs its neighbours);
+    5. ``params.zero_intervals`` zero or negative intervals follow each other.
+    """
+    n_series = len(bounds) - 1
+    noisy = np.zeros(n_series, bool)
+    if not len(t):
+        return ~noisy
+    sid = np.repeat(np.arange(n_series), np.diff(bounds))
+    first = np.zeros(len(t), bool)
+    first[bounds[:-1][np.diff(bounds) > 0]] = True  # the first row of each series
+    local = local_starts(t, tz, interval_s)
+    day = (local // 86400).astype(np.int64)
+    per_day = 86400 // interval_s
+    # 1. DST days and their neighbours (the day a row falls on may shift near a change), off-grid instants.
+    days = np.unique(day)
+    odd = [d for d in days.tolist()
+           if expected_intervals(date.fromordinal(_EPOCH_ORDINAL + d), tz, interval_s) != per_day]  # fmt: skip
+    bad = (local % interval_s) != 0
+    if odd:
+        bad |= np.isin(day, np.array([d + k for d in odd for k in (-1, 0, 1)]))
+    # 2. Gaps (or anything but one interval) between neighbours of one series.
+    bad[1:] |= ~first[1:] & (np.diff(t) != interval_s)
+    # 4b. An interval towering over its neighbours (the missing neighbour of an end is the other one).
+    left = np.where(first, np.inf, np.r_[np.inf, v[:-1]])
+    last = np.r_[first[1:], True]
+    right = np.where(last, np.inf, np.r_[v[1:], np.inf])
+    around = np.maximum(np.where(np.isfinite(left), left, right), np.where(np.isfinite(right), right, left))
+    with np.errstate(invalid="ignore"):
+        bad |= (v >= params.spike_min) & (v > params.spike_neighbour_ratio * np.maximum(around, 1e-9))
+    # 5. Runs of zero or negative intervals (a run ends at a series' end).
+    low = v <= 0
+    if low.any():
+        run_start = low & (first | ~np.r_[False, low[:-1]])
+        run_id = np.cumsum(run_start) - 1
+        lengths = np.bincount(run_id[low])
+        bad[low] |= lengths[run_id[low]] >= params.zero_intervals
+    noisy[sid[bad]] = True
+    # 3. and 4a. Per (series, local day): how many intervals, and the highest vs the third highest.
+    order = np.lexsort((-v, day, sid))
+    g_sid, g_day = sid[order], day[order]
+    head = np.flatnonzero(np.r_[True, (g_sid[1:] != g_sid[:-1]) | (g_day[1:] != g_day[:-1])])
+    count = np.diff(np.r_[head, len(order)])
+    today = (now or datetime.now(UTC)).astimezone(tz).date().toordinal() - _EPOCH_ORDINAL
+    owner, on = g_sid[head], g_day[head]
+    short = (count != per_day) & (on < today) & ((on + 3) * 86400 + interval_s > emit_from[owner])
+    noisy[owner[short]] = True
+    big = count >= 3
+    top, third = v[order[head[big]]], v[order[head[big] + 2]]
+    spiking = (top >= params.spike_min) & (
+        top > params.spike_ratio * np.maximum(third, params.spike_min / params.spike_ratio)
+    )
+    noisy[owner[big][spiking]] = True
+    return ~noisy
+
+
+#: date(1970, 1, 1).toordinal(): local day numbers count days since then.
+_EPOCH_ORDINAL = 719_163
