@@ -28,7 +28,7 @@ from psycopg import Connection
 from psycopg.types.json import Jsonb
 
 from analytics.vee.csvfile import READ_CODES
-from analytics.vee.intervals import quiet_series, sum_check, validate_interval_series
+from analytics.vee.intervals import interval_estimates, screen_intervals, sum_check, validate_interval_series
 from analytics.vee.params import RULES, RuleParams, Severity, params_for
 from analytics.vee.registers import Estimate, Finding, RegisterSeries, fmt, validate_registers
 from releve import db
@@ -671,10 +671,11 @@ def _check_interval_chunk(
 ) -> None:
     """The interval rules and the sum check for one chunk's series, appended in the chunk's order.
 
-    Series sharing a zone, an interval length and a commodity are screened together in numpy
-    (:func:`quiet_series`); only the series the screen cannot pass go through the per-series rules,
-    so the findings and estimates are those of running the rules on every series. The sum check
-    runs over every series of the chunk at once (:func:`_sum_checks`).
+    Series sharing a zone, an interval length and a commodity go through the interval rules together
+    in numpy (:func:`screen_intervals`); a series near a DST change goes through the per-series rules,
+    and a series where a value is missing gets its estimates from :func:`interval_estimates` — the
+    findings and estimates are those of running the per-series rules on every series. The sum
+    check runs over every series of the chunk at once (:func:`_sum_checks`).
     """
     empty = (np.zeros(0), np.zeros(0))
     series = [values.get(row[0] * 65536 + row[1], empty) for row in chunk]
@@ -689,16 +690,21 @@ def _check_interval_chunk(
         t = np.concatenate([series[i][0] for i in members])
         v = np.concatenate([series[i][1] for i in members])
         emit_from = np.array([float(chunk[i][4]) for i in members])
-        quiet = quiet_series(t, v, bounds, emit_from, tz, interval_s, params, now)
-        for k in np.flatnonzero(~quiet).tolist():
-            i = members[k]
+        screen = screen_intervals(t, v, bounds, emit_from, tz, interval_s, params, now)
+        for k, i in enumerate(members):
             meter, channel, new_from = chunk[i][0], chunk[i][1], chunk[i][4]
-            found, est = validate_interval_series(series[i][0], series[i][1], new_from, tz, interval_s, params)
-            per_series[i] = (
-                [Finding(0, f.rule, RULES[f.rule].severity, f.message, f.value,
-                         details={**f.details, "_key": (meter, channel, f.t)}) for f in found],
-                [(meter, channel, _ts(tj), value, method, 94, None, "GAP") for tj, value, method in est],
-            )  # fmt: skip
+            if not screen.exact[k]:
+                found, est = validate_interval_series(series[i][0], series[i][1], new_from, tz, interval_s, params)
+            else:
+                found = screen.findings[k]
+                est = (interval_estimates(series[i][0], series[i][1], new_from, tz, interval_s, params)
+                       if screen.may_estimate[k] else [])  # fmt: skip
+            if found or est:
+                per_series[i] = (
+                    [Finding(0, f.rule, RULES[f.rule].severity, f.message, f.value,
+                             details={**f.details, "_key": (meter, channel, f.t)}) for f in found],
+                    [(meter, channel, _ts(tj), value, method, 94, None, "GAP") for tj, value, method in est],
+                )  # fmt: skip
     sums = _sum_checks(chunk, series, registers)
     for i in sorted(per_series.keys() | sums.keys()):
         found_i, est_i = per_series.get(i, ([], []))

@@ -1,14 +1,14 @@
-"""The vectorised screen over many interval series: it never passes a series the per-series rules flag."""
+"""The interval rules over many series at once give what the per-series rules give, series by series."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
 
-from analytics.vee.intervals import quiet_series, validate_interval_series
+from analytics.vee.intervals import interval_estimates, offset_edges, screen_intervals, validate_interval_series
 from analytics.vee.params import params_for
 
 PARAMS = params_for("electricity")
@@ -45,7 +45,7 @@ def _damage(rng: np.random.Generator, t: np.ndarray, v: np.ndarray, kind: str) -
 
 
 @pytest.mark.parametrize("zone", ["UTC", "Europe/Paris", "America/Santiago", "Asia/Kathmandu"])
-def test_a_series_the_screen_calls_quiet_gets_no_finding_and_no_estimate_from_the_rules(zone):
+def test_many_series_at_once_give_the_findings_and_estimates_of_the_per_series_rules(zone):
     tz = ZoneInfo(zone)
     rng = np.random.default_rng(7)
     series, emit = [], []
@@ -55,39 +55,72 @@ def test_a_series_the_screen_calls_quiet_gets_no_finding_and_no_estimate_from_th
                 t = _series(rng, tz, start, int(rng.integers(3, 12)), step)
                 v = np.round(rng.gamma(4.0, 0.05, len(t)) * step / 900, 3) + 0.01
                 t, v = _damage(rng, t, v, kind)
-                n = len(t)
                 series.append((t, v, step))
-                emit.append(float(t[int(rng.integers(0, n))]))  # context before, new values after
+                emit.append(float(t[int(rng.integers(0, len(t)))]))  # context before, new values after
     now = datetime.now(UTC)
-    quiet_seen = noisy_seen = 0
+    seen = {"exact": 0, "not exact": 0, "estimates": 0, "findings": 0}
     for step in (900, 3600):
         members = [i for i, s in enumerate(series) if s[2] == step]
         bounds = np.r_[0, np.cumsum([len(series[i][0]) for i in members])]
         t = np.concatenate([series[i][0] for i in members])
         v = np.concatenate([series[i][1] for i in members])
-        quiet = quiet_series(t, v, bounds, np.array([emit[i] for i in members]), tz, step, PARAMS, now)
+        screen = screen_intervals(t, v, bounds, np.array([emit[i] for i in members]), tz, step, PARAMS, now)
         for k, i in enumerate(members):
             found, estimates = validate_interval_series(series[i][0], series[i][1], emit[i], tz, step, PARAMS)
-            if quiet[k]:
-                quiet_seen += 1
-                assert (found, estimates) == ([], []), (zone, i, step)
+            if not screen.exact[k]:
+                seen["not exact"] += 1
+                continue
+            seen["exact"] += 1
+            assert screen.findings[k] == found, (zone, i, step)
+            if screen.may_estimate[k]:
+                assert interval_estimates(series[i][0], series[i][1], emit[i], tz, step, PARAMS) == estimates
             else:
-                noisy_seen += 1
-    assert quiet_seen and noisy_seen  # the screen passes clean series, it is not merely cautious
+                assert estimates == [], (zone, i, step)
+            seen["estimates"] += bool(estimates)
+            seen["findings"] += bool(found)
+    assert seen["exact"] and seen["estimates"] and seen["findings"], seen  # not merely cautious
+    if zone == "Europe/Paris":
+        assert seen["not exact"]  # series over its DST days (March and October 2024) go to the per-series rules
 
 
-def test_complete_clean_days_are_quiet_and_one_missing_interval_is_not():
+def test_a_complete_clean_series_needs_no_estimate_and_one_missing_interval_may():
     tz = ZoneInfo("Europe/Paris")
     t = _series(np.random.default_rng(1), tz, datetime(2024, 6, 3), 7, 900)
     v = np.full(len(t), 0.25)
     holed = np.delete(t, 300)
     bounds = np.array([0, len(t), 2 * len(t) - 1])
-    quiet = quiet_series(np.r_[t, holed], np.r_[v, v[1:]], bounds, np.array([t[0], t[0]]), tz, 900, PARAMS)
-    assert quiet.tolist() == [True, False]
+    screen = screen_intervals(np.r_[t, holed], np.r_[v, v[1:]], bounds, np.array([t[0], t[0]]), tz, 900, PARAMS)
+    assert screen.may_estimate.tolist() == [False, True]
+    assert [[f.rule for f in found] for found in screen.findings] == [[], ["INTERVAL_COUNT"]]
 
 
-def test_no_series_at_all_and_empty_series_are_quiet():
-    tz = ZoneInfo("UTC")
-    assert quiet_series(np.zeros(0), np.zeros(0), np.array([0, 0]), np.array([0.0]), tz, 900, PARAMS).tolist() == [
-        True
-    ]
+def test_no_values_at_all_give_nothing():
+    screen = screen_intervals(np.zeros(0), np.zeros(0), np.array([0, 0]), np.array([0.0]), ZoneInfo("UTC"), 900, PARAMS)
+    assert (screen.findings, screen.may_estimate.tolist()) == ([[]], [False])
+
+
+def _probe_every_hour(tz: ZoneInfo, lo: datetime, hi: datetime) -> list[datetime]:
+    """The offset edges as the interval rules first found them: one ``utcoffset`` per hour."""
+    edges = [lo]
+    probe = lo
+    while probe < hi:
+        probe += timedelta(hours=1)
+        if probe.astimezone(tz).utcoffset() != edges[-1].astimezone(tz).utcoffset():
+            edges.append(probe)
+    return edges
+
+
+@pytest.mark.parametrize(
+    "zone", ["UTC", "Europe/Paris", "America/St_Johns", "Australia/Lord_Howe", "Africa/Casablanca", "Pacific/Apia"]
+)
+def test_offset_edges_are_those_of_probing_every_hour(zone):
+    """Newfoundland changes at :30 UTC, Lord Howe by 30 minutes, Casablanca twice around Ramadan."""
+    tz = ZoneInfo(zone)
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        a = float(rng.uniform(datetime(2016, 1, 1, tzinfo=UTC).timestamp(), datetime(2027, 1, 1, tzinfo=UTC).timestamp()))
+        a = round(a, int(rng.choice([0, 3, 6])))
+        span = float(rng.choice([5 * 3600, 3 * 86400, 40 * 86400, 200 * 86400]))
+        lo = datetime.fromtimestamp(a, UTC) - timedelta(days=1)
+        hi = datetime.fromtimestamp(a + span, UTC) + timedelta(days=2)
+        assert offset_edges(tz, lo, hi) == _probe_every_hour(tz, lo, hi), (zone, lo, hi)
