@@ -9,7 +9,8 @@ What happens to a batch, in order:
    reason; the rest of the batch carries on.
 3. Rows are sorted by (meter, channel, instant). Exact duplicates inside the batch are dropped;
    a second, *different* value for the same key is kept aside in ``reading_conflict``.
-4. Fast path: the rows are copied straight into ``reading``. Its primary key is the duplicate
+4. Fast path: the rows are copied straight into ``reading`` (one binary COPY, encoded and sent in
+   pieces so the server inserts one while the next is encoded). Its primary key is the duplicate
    check, so fresh data pays one index probe more (is the first key stored already?). If any row
    already exists (late or redelivered data), the copy is rolled back to a savepoint (or not tried,
    when the first key exists) and the slow path runs, at a cost in proportion to the
@@ -35,7 +36,15 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from psycopg import Connection, errors
 
-from ingest.frame import PG_EPOCH, READ_TYPES, READING_COPY_COLUMNS, ReadingFrame, encode_reading_copy
+from ingest.frame import (
+    COPY_HEADER,
+    COPY_TRAILER,
+    PG_EPOCH,
+    READ_TYPES,
+    READING_COPY_COLUMNS,
+    ReadingFrame,
+    encode_reading_copy,
+)
 from releve import db
 from releve.model import DLMS_EVENT_CODES, MeterEvent, Reading, Rejected, Source
 from releve.settings import Settings
@@ -225,7 +234,7 @@ class BatchWriter:
         self._ensure_partitions(rows.min_ts, rows.max_ts)
         # A redelivered segment overlaps what landed at its start, so when the batch's first key is
         # stored already, the COPY that would fail on it is not even tried (one index probe).
-        if not self._first_key_stored(rows) and self._copy(rows.encode(source_id, now, batch_id)):
+        if not self._first_key_stored(rows) and self._copy(rows, source_id, now, batch_id):
             return len(rows.value), duplicates, conflicts
         # Some rows exist already: late or redelivered data. Compare with what is stored and copy
         # the rest; a concurrent writer may land one of the same keys in between (the copy then
@@ -236,7 +245,7 @@ class BatchWriter:
             same = found & (stored == rows.value)
             differ = ~new & ~same
             fresh = rows.take(new)
-            if len(fresh.value) == 0 or self._copy(fresh.encode(source_id, now, batch_id)):
+            if len(fresh.value) == 0 or self._copy(fresh, source_id, now, batch_id):
                 break
         else:
             raise RuntimeError(f"batch {batch_id}: rows kept colliding with concurrent writes; retry the batch")
@@ -245,13 +254,23 @@ class BatchWriter:
             conflicts += self._record_conflicts(rows, idx, stored[idx], source_id, batch_id)
         return len(fresh.value), duplicates + int(same.sum()), conflicts
 
-    def _copy(self, payload: bytes) -> bool:
-        """COPY a binary payload into ``reading``; False (and nothing written) if a key exists."""
+    def _copy(self, rows: _Columns, source_id: int, received_at: datetime, batch_id: int) -> bool:
+        """COPY ``rows`` into ``reading`` in binary; False (and nothing written) if a key exists.
+
+        One COPY, encoded and sent piece by piece (``_COPY_PIECE`` rows): the server inserts a piece
+        while the next one is encoded, instead of waiting for the whole batch's encoding first.
+        """
+        n = len(rows.value)
         try:
             with self.conn.transaction(), self.conn.cursor().copy(
                 f"COPY reading ({READING_COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
             ) as copy:
-                copy.write(payload)
+                for a in range(0, n, _COPY_PIECE):
+                    b = min(a + _COPY_PIECE, n)
+                    payload = rows.take(slice(a, b)).encode(source_id, received_at, batch_id)
+                    # One header before the first row, one trailer after the last.
+                    copy.write(memoryview(payload)[0 if a == 0 else len(COPY_HEADER) :
+                                                   len(payload) if b == n else len(payload) - len(COPY_TRAILER)])
         except errors.UniqueViolation:
             return False
         return True
@@ -431,6 +450,8 @@ _US = "(extract(epoch FROM ts - timestamptz '2000-01-01 UTC') * 1000000)::int8"
 def _pair_key(meter_id: np.ndarray, channel_id: np.ndarray) -> np.ndarray:
     """(meter, channel) as one sortable integer."""
     return meter_id.astype(np.int64) * 65536 + channel_id.astype(np.int64)
+#: Rows per piece of a batch's COPY (encoded while the server inserts the piece before).
+_COPY_PIECE = 25_000
 #: How many times the slow path looks again when concurrent writers keep landing the same keys.
 _MERGE_ATTEMPTS = 5
 
@@ -484,7 +505,7 @@ class _Columns:
         head = np.flatnonzero(~self.same_key_as_previous())
         return self.value[head[np.searchsorted(head, rows, side="right") - 1]]
 
-    def take(self, mask: np.ndarray) -> _Columns:
+    def take(self, mask: np.ndarray | slice) -> _Columns:
         return _Columns(**{name: getattr(self, name)[mask] for name in self.__dataclass_fields__})
 
     def encode(self, source_id: int, received_at: datetime, batch_id: int) -> bytes:

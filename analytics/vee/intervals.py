@@ -7,6 +7,7 @@ of intervals, and the expected count follows.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -37,21 +38,79 @@ def local_days(t: np.ndarray, tz: ZoneInfo, interval_s: int) -> np.ndarray:
     """Local day (as numpy datetime64[D]) each interval belongs to; intervals are end-stamped."""
     if not len(t):
         return np.zeros(0, "datetime64[D]")
+    return (local_starts(t, tz, interval_s) // 86400).astype("int64").astype("datetime64[D]")
+
+
+def local_starts(t: np.ndarray, tz: ZoneInfo, interval_s: int) -> np.ndarray:
+    """Each interval's start in local wall-clock seconds (Unix seconds shifted by the zone's offset then)."""
     start = t - interval_s  # the interval's start decides its day
+    if not len(start):
+        return start.astype(np.float64)
     lo = datetime.fromtimestamp(float(start.min()), UTC) - timedelta(days=1)
     hi = datetime.fromtimestamp(float(start.max()), UTC) + timedelta(days=2)
     # UTC offsets change rarely: find each distinct offset's span once, then shift in numpy.
-    edges = [lo]
-    probe = lo
-    while probe < hi:
-        probe += timedelta(hours=1)
-        if probe.astimezone(tz).utcoffset() != edges[-1].astimezone(tz).utcoffset():
-            edges.append(probe)
+    edges = offset_edges(tz, lo, hi)
     edge_s = np.array([e.timestamp() for e in edges])
     offsets = np.array([e.astimezone(tz).utcoffset().total_seconds() for e in edges])  # type: ignore[union-attr]
     k = np.searchsorted(edge_s, start, side="right") - 1
-    local = start + offsets[np.clip(k, 0, len(offsets) - 1)]
-    return (local // 86400).astype("int64").astype("datetime64[D]")
+    return start + offsets[np.clip(k, 0, len(offsets) - 1)]
+
+
+def offset_edges(tz: ZoneInfo, lo: datetime, hi: datetime) -> list[datetime]:
+    """Where the zone's UTC offset changes, probed hour by hour from ``lo`` until a probe reaches ``hi``.
+
+    The first edge is ``lo``; each further edge is the first hourly probe (``lo`` + k hours) whose
+    offset differs from the last edge's, so an instant between a change and the probe after it
+    keeps the old offset. Probing every hour of a long range costs one ``utcoffset`` call per hour
+    (most of the interval rules' time per series); only the probes right after one of the zone's
+    changes can be edges, so those are the only ones looked at (the changes of a year are found
+    once per zone, :func:`_zone_changes`). The edges are the same as probing every hour.
+    """
+    hour = 3_600_000_000
+    lo_us = (lo - _EPOCH_DT) // timedelta(microseconds=1)
+    last_probe = max(1, -((lo_us - (hi - _EPOCH_DT) // timedelta(microseconds=1)) // hour))  # first probe >= hi
+    probes: set[int] = set()
+    for year in range(lo.year, (lo + timedelta(hours=last_probe)).year + 1):
+        for change in _zone_changes(tz, year):
+            k = -((lo_us - change * 1_000_000) // hour)  # the first probe at or after the change
+            if 1 <= k <= last_probe:
+                probes.add(k)
+    edges = [lo]
+    for k in sorted(probes):
+        probe = lo + timedelta(hours=k)
+        if probe.astimezone(tz).utcoffset() != edges[-1].astimezone(tz).utcoffset():
+            edges.append(probe)
+    return edges
+
+
+@functools.lru_cache(maxsize=1024)
+def _zone_changes(tz: ZoneInfo, year: int) -> tuple[int, ...]:
+    """Unix seconds at which the zone's UTC offset changes, after 1 January ``year`` 00:00 UTC up to the next.
+
+    Found by looking at every whole hour of the year, then to the second within the hour of a change.
+    """
+    start = datetime(year, 1, 1, tzinfo=UTC)
+    base = int(start.timestamp())
+    hours = (datetime(year + 1, 1, 1, tzinfo=UTC) - start) // timedelta(hours=1)
+
+    def offset(s: int) -> timedelta | None:
+        return (start + timedelta(seconds=s)).astimezone(tz).utcoffset()
+
+    out = []
+    before = offset(0)
+    for h in range(1, hours + 1):
+        now = offset(3600 * h)
+        if now != before:
+            a, b = 3600 * (h - 1), 3600 * h  # the offset of a is ``before``, that of b is not
+            while b - a > 1:
+                m = (a + b) // 2
+                a, b = (m, b) if offset(m) == before else (a, m)
+            out.append(base + b)
+            before = now
+    return tuple(out)
+
+
+_EPOCH_DT = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def interval_counts(
@@ -170,9 +229,8 @@ def validate_interval_series(
     what is still missing on days that have ended.
     """
     findings: list[IntervalFinding] = []
-    estimates: list[tuple[float, float, int]] = []
     if not len(t):
-        return findings, estimates
+        return findings, []
     days = local_days(t, tz, interval_s)
     for dc in interval_counts(t, tz, interval_s):
         on_day = np.flatnonzero(days == np.datetime64(dc.day))
@@ -190,6 +248,16 @@ def validate_interval_series(
         if t[b] >= emit_from:
             msg = f"{b - a + 1} consecutive zero or negative intervals from {datetime.fromtimestamp(t[a], UTC):%H:%M}Z"
             findings.append(IntervalFinding(float(t[a]), "ZERO", msg, float(v[a]), {"intervals": b - a + 1}))
+    return findings, interval_estimates(t, v, emit_from, tz, interval_s, params)
+
+
+def interval_estimates(
+    t: np.ndarray, v: np.ndarray, emit_from: float, tz: ZoneInfo, interval_s: int, params: RuleParams
+) -> list[tuple[float, float, int]]:
+    """The estimates of :func:`validate_interval_series` alone: short gaps linear in time, then like days."""
+    estimates: list[tuple[float, float, int]] = []
+    if not len(t):
+        return estimates
     # Short gaps between two intervals: linear in time.
     steps = np.round(np.diff(t) / interval_s).astype(np.int64)
     max_missing = int(params.max_interp_s // interval_s)
@@ -201,7 +269,7 @@ def validate_interval_series(
             if tj >= emit_from:
                 estimates.append((tj, left + (right - left) * j / k, 17))
     estimates += like_day_fill(t, v, emit_from, tz, interval_s, {e[0] for e in estimates})
-    return findings, estimates
+    return estimates
 
 
 def like_day_fill(
@@ -249,3 +317,118 @@ def like_day_fill(
                         out.append((float(at), float(est[gap]), method))
         day += timedelta(days=1)
     return out
+
+
+@dataclass
+class IntervalScreen:
+    """The interval rules over many series at once (see :func:`screen_intervals`)."""
+
+    exact: np.ndarray  # per series: ``findings`` are the per-series rules' findings
+    may_estimate: np.ndarray  # per series: estimates are possible (ask :func:`interval_estimates`)
+    findings: list[list[IntervalFinding]]
+
+
+def screen_intervals(
+    t: np.ndarray, v: np.ndarray, bounds: np.ndarray, emit_from: np.ndarray, tz: ZoneInfo, interval_s: int,
+    params: RuleParams, now: datetime | None = None,
+) -> IntervalScreen:  # fmt: skip
+    """The findings of :func:`validate_interval_series` for many series in one numpy pass, and who may need estimates.
+
+    Series ``k`` is ``t[bounds[k]:bounds[k + 1]]`` (sorted, end-stamped Unix seconds) and the same
+    slice of ``v``; all share ``tz``, ``interval_s`` and ``params``. In steps:
+
+    1. Local days for every value at once. Near a DST change the per-series rules place a value by
+       probing the zone hour by hour from the series' own start, so a series with a value within
+       two days of a day that is not 24 h long is left to them (``exact`` False).
+    2. Per (series, local day): the count of values vs the day's length (INTERVAL_COUNT, on an
+       ended day, attached to its last value); the day's highest vs its third highest value and
+       each value vs its neighbours in the series (SPIKE); runs of zero or negative values
+       (ZERO) — each emitted only at or after the series' ``emit_from``, in the per-series order.
+    3. Estimates are possible only where a value is missing: a gap between neighbours, an off-grid
+       instant, or an ended day that is short within about two days of ``emit_from`` and has an
+       earlier complete day of its kind to copy (like days). ``may_estimate`` is conservative:
+       False means :func:`interval_estimates` would return nothing.
+    """
+    n_series = len(bounds) - 1
+    exact = np.ones(n_series, bool)
+    may_estimate = np.zeros(n_series, bool)
+    findings: list[list[IntervalFinding]] = [[] for _ in range(n_series)]
+    if not len(t):
+        return IntervalScreen(exact, may_estimate, findings)
+    sid = np.repeat(np.arange(n_series), np.diff(bounds))
+    first = np.zeros(len(t), bool)
+    first[bounds[:-1][np.diff(bounds) > 0]] = True  # the first value of each series
+    last = np.r_[first[1:], True]
+    local = local_starts(t, tz, interval_s)
+    day = (local // 86400).astype(np.int64)
+    per_day = 86400 // interval_s
+    # 1. Days that are not 24 h long, and the values near them.
+    span = range(int(day.min()) - 3, int(day.max()) + 4)
+    odd = [d for d in span if expected_intervals(date.fromordinal(_EPOCH_ORDINAL + d), tz, interval_s) != per_day]
+    if odd:
+        near = np.isin(day, np.array([d + k for d in odd for k in range(-2, 3)]))
+        exact[sid[near]] = False
+    # 3a. Gaps and off-grid instants: something is missing.
+    gap = np.zeros(len(t), bool)
+    gap[1:] = ~first[1:] & (np.diff(t) != interval_s)
+    gap |= (local % interval_s) != 0
+    may_estimate[sid[gap]] = True
+    emit = np.asarray(emit_from, np.float64)[sid]
+    # 2. Per (series, local day), values by decreasing size: counts and the day's highest.
+    order = np.lexsort((-v, day, sid))
+    g_sid, g_day = sid[order], day[order]
+    head = np.flatnonzero(np.r_[True, (g_sid[1:] != g_sid[:-1]) | (g_day[1:] != g_day[:-1])])
+    count = np.diff(np.r_[head, len(order)])
+    owner, on = g_sid[head], g_day[head]
+    today = (now or datetime.now(UTC)).astimezone(tz).date().toordinal() - _EPOCH_ORDINAL
+    latest = np.maximum.reduceat(order, head)  # the day's last value (values are in time order within a series)
+    out: list[tuple[int, int, int, IntervalFinding]] = []  # (series, rule order, position, finding)
+    for g in np.flatnonzero((count != per_day) & (on < today) & (t[latest] >= emit[latest])).tolist():
+        i, d, found = int(latest[g]), date.fromordinal(_EPOCH_ORDINAL + int(on[g])), int(count[g])
+        msg = f"{d}: {found} intervals, {per_day} expected ({tz.key} local day)"
+        out.append((int(owner[g]), 0, i, IntervalFinding(float(t[i]), "INTERVAL_COUNT", msg, float(v[i]),
+                                                          {"found": found, "expected": per_day})))  # fmt: skip
+    # 3b. A short ended day near emit_from with an earlier complete day of its kind: like-day estimates.
+    kind = (on + 3) % 7  # weekday: 1970-01-01 was a Thursday
+    kind = np.where((kind >= 1) & (kind <= 3), 1, kind)  # Tue/Wed/Thu are alike
+    complete = count == per_day
+    first_complete = np.full((n_series, 7), np.iinfo(np.int64).max)
+    np.minimum.at(first_complete, (owner[complete], kind[complete]), on[complete])
+    short = ~complete & (on < today) & ((on + 3) * 86400 + interval_s > emit_from[owner])
+    may_estimate[owner[short & (first_complete[owner, kind] < on)]] = True
+    # SPIKE: the day's highest vs its third highest, or a value towering over its neighbours.
+    spike = np.zeros(len(t), bool)
+    big = count >= 3
+    top, third = v[order[head[big]]], v[order[head[big] + 2]]
+    spike[order[head[big]]] = (top >= params.spike_min) & (
+        top > params.spike_ratio * np.maximum(third, params.spike_min / params.spike_ratio)
+    )
+    left = np.where(first, np.inf, np.r_[np.inf, v[:-1]])
+    right = np.where(last, np.inf, np.r_[v[1:], np.inf])
+    around = np.maximum(np.where(np.isfinite(left), left, right), np.where(np.isfinite(right), right, left))
+    long_enough = np.diff(bounds)[sid] >= 3
+    with np.errstate(invalid="ignore"):
+        spike |= long_enough & (v >= params.spike_min) & (v > params.spike_neighbour_ratio * np.maximum(around, 1e-9))
+    for i in np.flatnonzero(spike & (t >= emit)).tolist():
+        msg = (f"spike: {v[i]:g} is more than {params.spike_ratio:g}× the day's third-highest interval "
+               f"or {params.spike_neighbour_ratio:g}× its neighbours")  # fmt: skip
+        out.append((int(sid[i]), 1, i, IntervalFinding(float(t[i]), "SPIKE", msg, float(v[i]), {})))
+    # ZERO: runs of zero or negative values (a run ends at its series' end).
+    low = v <= 0
+    if low.any():
+        starts = np.flatnonzero(low & (first | ~np.r_[False, low[:-1]]))
+        ends = np.flatnonzero(low & (last | ~np.r_[low[1:], False]))
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            if b - a + 1 >= params.zero_intervals and t[b] >= emit[b]:
+                msg = (f"{b - a + 1} consecutive zero or negative intervals from "
+                       f"{datetime.fromtimestamp(t[a], UTC):%H:%M}Z")  # fmt: skip
+                out.append((int(sid[a]), 2, a, IntervalFinding(float(t[a]), "ZERO", msg, float(v[a]),
+                                                               {"intervals": b - a + 1})))  # fmt: skip
+    out.sort(key=lambda x: x[:3])
+    for k, _, _, finding in out:
+        findings[k].append(finding)
+    return IntervalScreen(exact, may_estimate, findings)
+
+
+#: date(1970, 1, 1).toordinal(): local day numbers count days since then.
+_EPOCH_ORDINAL = 719_163

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -29,7 +28,7 @@ from psycopg import Connection
 from psycopg.types.json import Jsonb
 
 from analytics.vee.csvfile import READ_CODES
-from analytics.vee.intervals import sum_check, validate_interval_series
+from analytics.vee.intervals import interval_estimates, screen_intervals, sum_check, validate_interval_series
 from analytics.vee.params import RULES, RuleParams, Severity, params_for
 from analytics.vee.registers import Estimate, Finding, RegisterSeries, fmt, validate_registers
 from releve import db
@@ -655,21 +654,7 @@ def _interval_pass(
                         AND (g.prev IS NULL OR date_trunc('day', g.prev AT TIME ZONE 'UTC')
                                                <> date_trunc('day', g.ts AT TIME ZONE 'UTC')))
                 TO STDOUT (FORMAT BINARY)""", (a, b))  # fmt: skip
-        empty = (np.zeros(0), np.zeros(0))
-        for meter, channel, _code, interval_s, new_from, _ctx, tz, commodity, multiplier, reg_channel, _n in chunk:
-            t, v = values.get(meter * 65536 + channel, empty)
-            params = params_for(commodity)
-            found, est = validate_interval_series(t, v, new_from, ZoneInfo(tz), int(interval_s or 900), params)
-            for f in found:
-                rule = RULES[f.rule]
-                findings.append(Finding(0, f.rule, rule.severity, f.message, f.value,
-                                        details={**f.details, "_key": (meter, channel, f.t)}))  # fmt: skip
-            for tj, value, method in est:
-                estimates.append((meter, channel, _ts(tj), value, method, 94, None, "GAP"))
-            if reg_channel is not None and len(t):
-                rt, rv = registers.get(meter * 65536 + channel, empty)
-                findings.extend(_sum_check(meter, channel, reg_channel, t, v, rt, rv, new_from,
-                                           int(interval_s or 900), multiplier, params))  # fmt: skip
+        _check_interval_chunk(chunk, values, registers, findings, estimates)
     if findings:
         _write(conn, run_id, who, (np.zeros(0, np.int64), np.zeros(0, np.int64)), findings, [])
     if estimates:
@@ -677,30 +662,115 @@ def _interval_pass(
     return findings, len(estimates)
 
 
-def _sum_check(
-    meter: int, channel: int, reg_channel: int, t: np.ndarray, v: np.ndarray, reg_t: np.ndarray, reg_v: np.ndarray,
-    new_from: float, interval_s: int, multiplier: float, params: RuleParams,
-) -> list[Finding]:  # fmt: skip
-    """Σ intervals between consecutive register reads vs the register delta × multiplier (complete periods).
+def _check_interval_chunk(
+    chunk: list[Any],
+    values: dict[int, tuple[np.ndarray, np.ndarray]],
+    registers: dict[int, tuple[np.ndarray, np.ndarray]],
+    findings: list[Finding],
+    estimates: list[tuple[Any, ...]],
+) -> None:
+    """The interval rules and the sum check for one chunk's series, appended in the chunk's order.
 
-    ``reg_t``, ``reg_v``: the first register read of each UTC day from one interval before ``t``'s first
-    value to its last (15-minute deltas are within the register's resolution of the interval values,
-    and say nothing a day does not).
+    Series sharing a zone, an interval length and a commodity go through the interval rules together
+    in numpy (:func:`screen_intervals`); a series near a DST change goes through the per-series rules,
+    and a series where a value is missing gets its estimates from :func:`interval_estimates` — the
+    findings and estimates are those of running the per-series rules on every series. The sum
+    check runs over every series of the chunk at once (:func:`_sum_checks`).
     """
-    out: list[Finding] = []
-    csum = np.r_[0.0, np.cumsum(v)]
-    daily = list(zip(reg_t.tolist(), reg_v.tolist(), strict=True))
-    for (ta, va), (tb, vb) in itertools.pairwise(daily):
-        if tb < new_from or vb < va:
-            continue
-        a = int(np.searchsorted(t, ta, side="right"))
-        b = int(np.searchsorted(t, tb, side="right"))
-        if b - a != round((tb - ta) / interval_s):
-            continue  # incomplete intervals: the count rule speaks for them
-        code, message = sum_check(float(csum[b] - csum[a]), vb - va, multiplier, params.sum_tolerance,
-                                  abs_tolerance=params.sum_abs_tolerance)
+    empty = (np.zeros(0), np.zeros(0))
+    series = [values.get(row[0] * 65536 + row[1], empty) for row in chunk]
+    now = datetime.now(UTC)
+    groups: dict[tuple[str, int, str], list[int]] = {}
+    for i, row in enumerate(chunk):
+        groups.setdefault((row[6], int(row[3] or 900), row[7]), []).append(i)
+    per_series: dict[int, tuple[list[Finding], list[tuple[Any, ...]]]] = {}
+    for (tz_name, interval_s, commodity), members in groups.items():
+        tz, params = ZoneInfo(tz_name), params_for(commodity)
+        bounds = np.r_[0, np.cumsum([len(series[i][0]) for i in members])]
+        t = np.concatenate([series[i][0] for i in members])
+        v = np.concatenate([series[i][1] for i in members])
+        emit_from = np.array([float(chunk[i][4]) for i in members])
+        screen = screen_intervals(t, v, bounds, emit_from, tz, interval_s, params, now)
+        for k, i in enumerate(members):
+            meter, channel, new_from = chunk[i][0], chunk[i][1], chunk[i][4]
+            if not screen.exact[k]:
+                found, est = validate_interval_series(series[i][0], series[i][1], new_from, tz, interval_s, params)
+            else:
+                found = screen.findings[k]
+                est = (interval_estimates(series[i][0], series[i][1], new_from, tz, interval_s, params)
+                       if screen.may_estimate[k] else [])  # fmt: skip
+            if found or est:
+                per_series[i] = (
+                    [Finding(0, f.rule, RULES[f.rule].severity, f.message, f.value,
+                             details={**f.details, "_key": (meter, channel, f.t)}) for f in found],
+                    [(meter, channel, _ts(tj), value, method, 94, None, "GAP") for tj, value, method in est],
+                )  # fmt: skip
+    sums = _sum_checks(chunk, series, registers)
+    for i in sorted(per_series.keys() | sums.keys()):
+        found_i, est_i = per_series.get(i, ([], []))
+        findings.extend(found_i)
+        estimates.extend(est_i)
+        findings.extend(sums.get(i, []))
+
+
+def _sum_checks(
+    chunk: list[Any], series: list[tuple[np.ndarray, np.ndarray]], registers: dict[int, tuple[np.ndarray, np.ndarray]]
+) -> dict[int, list[Finding]]:
+    """Σ intervals between consecutive register reads vs the register delta × multiplier, for a chunk at once.
+
+    For each series of ``chunk`` that has a register channel and values: the register reads
+    (the first of each UTC day, from one interval before the series' first value to its last) are
+    taken in pairs; a pair ending at or after the series' ``new_from``, whose register did not go
+    back, and whose period holds exactly the intervals it should (complete periods; the count rule
+    speaks for the others) compares the sum of the intervals after the first read up to and
+    including the second with the register's advance × multiplier (:func:`sum_check`). The sums are
+    each series' own running sums, as one series alone would give them; findings by series index.
+    """
+    idx = [i for i, row in enumerate(chunk) if row[9] is not None and len(series[i][0])]
+    if not idx:
+        return {}
+    empty = (np.zeros(0), np.zeros(0))
+    regs = [registers.get(chunk[i][0] * 65536 + chunk[i][1], empty) for i in idx]
+    n_int = np.array([len(series[i][0]) for i in idx])
+    n_reg = np.array([len(r[0]) for r in regs])
+    off = np.r_[0, np.cumsum(n_int)]  # where each series' intervals start in the concatenation
+    # Each series' running sum with a leading 0 (np.cumsum of that series alone: the same floats).
+    csum = np.concatenate([np.r_[0.0, np.cumsum(series[i][1])] for i in idx])
+    csum_off = off[:-1] + np.arange(len(idx))
+    reg_sid = np.repeat(np.arange(len(idx)), n_reg)
+    reg_t = np.concatenate([r[0] for r in regs]).astype(np.float64)
+    reg_v = np.concatenate([r[1] for r in regs]).astype(np.float64)
+    # How many of its series' intervals lie at or before each register read (searchsorted, side right).
+    int_t = np.concatenate([series[i][0] for i in idx])
+    int_sid = np.repeat(np.arange(len(idx)), n_int)
+    kind = np.r_[np.zeros(len(int_t), np.int8), np.ones(len(reg_t), np.int8)]
+    order = np.lexsort((kind, np.r_[int_t, reg_t], np.r_[int_sid, reg_sid]))
+    before = np.cumsum(kind[order] == 0)[kind[order] == 1] - off[reg_sid]  # register reads in (sid, t) order
+    pair = np.flatnonzero(reg_sid[1:] == reg_sid[:-1])
+    s = reg_sid[pair]
+    ta, tb, va, vb = reg_t[pair], reg_t[pair + 1], reg_v[pair], reg_v[pair + 1]
+    a, b = before[pair], before[pair + 1]
+    interval_s = np.array([int(chunk[i][3] or 900) for i in idx])[s]
+    new_from = np.array([float(chunk[i][4]) for i in idx])[s]
+    complete = (tb >= new_from) & (vb >= va) & (b - a == np.round((tb - ta) / interval_s))
+    interval_sum = csum[csum_off[s] + b] - csum[csum_off[s] + a]
+    multiplier = np.array([float(chunk[i][8]) for i in idx])[s]
+    params = [params_for(chunk[i][7]) for i in idx]
+    tolerance = np.array([p.sum_tolerance for p in params])[s]
+    abs_tolerance = np.array([p.sum_abs_tolerance for p in params])[s]
+    expected = (vb - va) * multiplier
+    slack = np.maximum(np.maximum(tolerance * np.abs(expected), abs_tolerance), 1e-9 * tolerance)
+    agree = (expected == interval_sum) | (np.abs(interval_sum - expected) <= slack)
+    out: dict[int, list[Finding]] = {}
+    for j in np.flatnonzero(complete & ~agree).tolist():  # the few that differ: the message, as one series gives it
+        k = int(s[j])
+        i = idx[k]
+        meter, channel, reg_channel = chunk[i][0], chunk[i][1], chunk[i][9]
+        code, message = sum_check(float(interval_sum[j]), float(vb[j]) - float(va[j]), float(multiplier[j]),
+                                  params[k].sum_tolerance, abs_tolerance=params[k].sum_abs_tolerance)  # fmt: skip
         if code:
             rule = RULES[code]
-            out.append(Finding(0, code, rule.severity, message, vb,
-                               details={"_key": (meter, reg_channel, tb), "interval_channel": channel}))  # fmt: skip
+            out.setdefault(i, []).append(Finding(0, code, rule.severity, message, float(vb[j]),
+                                                 details={"_key": (meter, reg_channel, float(tb[j])),
+                                                          "interval_channel": channel}))  # fmt: skip
     return out

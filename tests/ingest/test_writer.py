@@ -253,3 +253,35 @@ def test_redelivery_reads_the_batchs_windows_not_the_table(db):
         ).fetchone()[0]
     assert (result.inserted, result.duplicates, result.conflicts) == (0, 6, 0)
     assert read <= 4 * len(sparse)
+
+
+def test_a_batch_copied_in_pieces_falls_back_whole_when_its_last_piece_meets_a_stored_row(db):
+    """The fast path sends its COPY in pieces: a stored key in the last piece still rolls the whole COPY back."""
+    from ingest.writer import _COPY_PIECE
+
+    meters = [f"P{i:03d}" for i in range(40)]
+    db.add_meters(meters)
+    n = _COPY_PIECE // len(meters) + 10  # intervals per meter: more rows than one piece
+    end = np.datetime64(T0.replace(tzinfo=None), "us")
+    quarter = np.timedelta64(900, "s")
+
+    def frame(last: np.datetime64, extra: tuple[int, np.datetime64, float] | None = None) -> ReadingFrame:
+        """Every meter's n intervals up to ``last``, time-major; plus one more row (meter, ts, value)."""
+        meter_idx = np.tile(np.arange(len(meters), dtype=np.int32), n)
+        ts = last - np.repeat(np.arange(n)[::-1], len(meters)) * quarter
+        value = np.arange(len(ts), dtype=float)
+        if extra:
+            meter_idx, ts, value = np.r_[meter_idx, extra[0]], np.r_[ts, extra[1]], np.r_[value, extra[2]]
+        k = len(ts)
+        return ReadingFrame(meters, meter_idx.astype(np.int32), [IMPORT], np.zeros(k, np.int32), ts, value, ["kWh"],
+                            np.zeros(k, np.int32), Source.MODBUS)  # fmt: skip
+
+    k = len(meters) * n
+    with BatchWriter(db.url, db.settings) as writer:
+        assert writer.write(frame(end)).inserted == k
+        # Older intervals for every meter (new), and the last meter's newest stored reading again (the
+        # same value): sorted by meter, that row is the batch's last, in its last piece.
+        again = writer.write(frame(end - n * quarter, extra=(len(meters) - 1, end, float(k - 1))))
+    assert (again.inserted, again.duplicates, again.conflicts) == (k, 1, 0)
+    with db.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM reading").fetchone()[0] == 2 * k
