@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from releve.model import Commodity, EventKind, MeterEvent, Reading, Source
+from releve.model import COMMODITY_CHANNELS, Commodity, EventKind, MeterEvent, Reading, Source
 from releve.profiles import EVENT_CODES, DeviceProfile, load_profile
 from simulators.config import FleetConfig
 from simulators.consumption import (
@@ -124,22 +124,22 @@ class MeterSpec:
     @property
     def unit(self) -> str:
         """Unit of the main register: kWh or m3."""
-        return "kWh" if self.commodity is Commodity.ELECTRICITY else "m3"
+        return COMMODITY_CHANNELS[self.commodity].unit
 
     @property
     def import_channel(self) -> str:
         """OBIS code of the import/forward register."""
-        return "1-0:1.8.0" if self.commodity is Commodity.ELECTRICITY else "8-0:1.0.0"
+        return COMMODITY_CHANNELS[self.commodity].register
 
     @property
     def export_channel(self) -> str:
         """OBIS code of the export/reverse register."""
-        return "1-0:2.8.0" if self.commodity is Commodity.ELECTRICITY else "8-0:2.0.0"
+        return COMMODITY_CHANNELS[self.commodity].export
 
     @property
     def interval_channel(self) -> str:
         """OBIS code of the interval consumption channel."""
-        return "1-0:1.29.0" if self.commodity is Commodity.ELECTRICITY else "8-0:1.29.0"
+        return COMMODITY_CHANNELS[self.commodity].interval
 
 
 @dataclass(slots=True)
