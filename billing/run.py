@@ -56,13 +56,12 @@ from billing.pricing import (
 )
 from billing.tariffs import Tariff, TariffBook
 from releve import db
+from releve.model import INTERVAL_CHANNEL, MAIN_REGISTER, MAIN_REGISTERS
 from releve.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: The register each commodity is billed from, and its interval channel (time of use, demand).
-REGISTER = {"electricity": "1-0:1.8.0", "water": "8-0:1.0.0"}
-INTERVAL = {"electricity": "1-0:1.29.0", "water": "8-0:1.29.0"}
+#: Each commodity is billed from its main register (releve/model.py), time of use and demand from its intervals.
 UNIT = {"electricity": "kWh", "water": "m3"}
 
 
@@ -605,7 +604,7 @@ def _resolve_indexes(conn: Connection, book: TariffBook, drafts: list[Draft], st
         for m in meters:
             cp.write_row((m,))
     conn.execute("ANALYZE bill_meter")
-    channels = [r[0] for r in conn.execute("SELECT id FROM channel WHERE code = ANY(%s)", (list(REGISTER.values()),))]
+    channels = [r[0] for r in conn.execute("SELECT id FROM channel WHERE code = ANY(%s)", (list(MAIN_REGISTERS),))]
     adjusted = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM reading_version WHERE kind = 'adjustment' AND ts >= %s AND ts < %s)", (lo, hi)
     ).fetchone()
@@ -792,7 +791,7 @@ def _intervals(conn: Connection, book: TariffBook, drafts: list[Draft]) -> None:
            CROSS JOIN LATERAL (SELECT v.ts - make_interval(secs => coalesce(c.interval_s, 900)) AS began) b
            WHERE v.value IS NOT NULL
            GROUP BY 1, 2, 3, 4""",
-        {"tz": tz, "ch": list(INTERVAL.values()), "keys": keys, "meters": [x.meter_id for x in dets],
+        {"tz": tz, "ch": list(INTERVAL_CHANNEL.values()), "keys": keys, "meters": [x.meter_id for x in dets],
          "los": [x.start_at for x in dets], "his": [x.end_at for x in dets]},
     ):
         per[k].append((day, dow, hour, float(total), float(peak)))
@@ -983,7 +982,7 @@ def _write_bills(
                                   start_quality, end_quality, multiplier, consumption, tou, max_demand) FROM STDIN"""
     ) as cp:
         for (d, _, _, _), bid in zip(new, ids, strict=False):
-            ch = channel_ids[REGISTER[d.account.commodity]]
+            ch = channel_ids[MAIN_REGISTER[d.account.commodity]]
             for seq, x in enumerate(d.dets):
                 if x.start is None or x.end is None or x.consumption is None:
                     continue

@@ -34,6 +34,8 @@ from dashboards.queries_accounts import AccountQueries
 from dashboards.queries_field import FieldQueries
 from dashboards.tables import Column, TableSpec, fetch_page
 from releve import db
+from releve.model import INTERVAL_CHANNEL as INTERVAL_CHANNEL  # re-exported: dashboards/pages/meter.py
+from releve.model import MAIN_REGISTER  # the register each commodity is read from (the same as billing's)
 from releve.settings import Settings
 
 LATE_AFTER = timedelta(hours=2)
@@ -47,9 +49,6 @@ LIVE_WITHIN = timedelta(hours=6)
 #: Live values shown per meter: channel code -> (column, scale to the shown unit).
 LIVE_VALUES = {"1-0:32.7.0": ("voltage_v", 1.0), "1-0:31.7.0": ("current_a", 1.0), "1-0:1.7.0": ("power_kw", 0.001)}
 LOOKBACK = timedelta(days=7)
-#: The register each commodity is read from (the same as billing's).
-MAIN_REGISTER = {"electricity": "1-0:1.8.0", "water": "8-0:1.0.0"}
-INTERVAL_CHANNEL = {"electricity": "1-0:1.29.0", "water": "8-0:1.29.0"}
 #: Event kinds the control room calls alarms (tamper, fraud and water network damage).
 ALARM_KINDS = (
     "terminal_cover_open", "magnetic_field", "meter_cover_open", "auth_failure", "reverse_energy",
@@ -813,8 +812,8 @@ class Queries:
                 """WITH a AS (SELECT id, feeder_meter_id, technical_loss_pct, commodity FROM area
                               WHERE code = %(code)s),
                         ch AS (SELECT c.id FROM channel c, a
-                               WHERE c.code = CASE a.commodity WHEN 'electricity' THEN '1-0:1.8.0'
-                                                               ELSE '8-0:1.0.0' END),
+                               WHERE c.code = CASE a.commodity WHEN 'electricity' THEN %(electricity)s
+                                                               ELSE %(water)s END),
                         cust AS (SELECT DISTINCT i.meter_id FROM installation i
                                  JOIN service_point sp ON sp.id = i.service_point_id, a
                                  WHERE sp.area_id = a.id AND i.meter_id IS DISTINCT FROM a.feeder_meter_id),
@@ -833,7 +832,7 @@ class Queries:
                           max(a.technical_loss_pct) AS technical_pct, max(a.commodity) AS commodity
                    FROM d, a WHERE d.consumption IS NOT NULL AND d.day < date_trunc('day', now())
                    GROUP BY d.day ORDER BY d.day""",
-                {"code": area_code, "days": days},
+                {"code": area_code, "days": days, **MAIN_REGISTER},
             )
 
     def route(self, run_id: int, top: int, area: str | None = None, commodity: str | None = None,

@@ -48,7 +48,18 @@ from tqdm import tqdm
 from ingest.frame import ReadingFrame
 from ingest.writer import BatchWriter
 from releve import db
-from releve.model import CHANNELS, ChannelKind, EventKind, MeterEvent, ReadType, Rejected, Source
+from releve.model import (
+    CHANNELS,
+    MAIN_REGISTER,
+    MAIN_REGISTERS,
+    ChannelKind,
+    Commodity,
+    EventKind,
+    MeterEvent,
+    ReadType,
+    Rejected,
+    Source,
+)
 from releve.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -202,10 +213,10 @@ def load_installations(conn: psycopg.Connection, directory: Path, summary: LoadS
                JOIN service_point sp ON sp.code = p.sp_code
                LEFT JOIN LATERAL (
                    SELECT r.ts, r.value FROM reading r JOIN channel c ON c.id = r.channel_id
-                   WHERE r.meter_id = m.id AND c.code IN ('1-0:1.8.0', '8-0:1.0.0') ORDER BY r.ts LIMIT 1
+                   WHERE r.meter_id = m.id AND c.code = ANY(%s) ORDER BY r.ts LIMIT 1
                ) f ON true
                WHERE NOT EXISTS (SELECT 1 FROM installation i WHERE i.meter_id = m.id)""",
-            ([p[0] for p in placed], [p[1] for p in placed]),
+            ([p[0] for p in placed], [p[1] for p in placed], list(MAIN_REGISTERS)),
         )
         for serial, items in exchanges.items():
             for at, new_initial in sorted(items):
@@ -218,9 +229,9 @@ def load_installations(conn: psycopg.Connection, directory: Path, summary: LoadS
                     continue
                 last = cur.execute(
                     """SELECT r.value FROM reading r JOIN channel c ON c.id = r.channel_id
-                       WHERE r.meter_id = %s AND c.code IN ('1-0:1.8.0', '8-0:1.0.0') AND r.ts < %s
+                       WHERE r.meter_id = %s AND c.code = ANY(%s) AND r.ts < %s
                        ORDER BY r.ts DESC LIMIT 1""",
-                    (current[1], at),
+                    (current[1], list(MAIN_REGISTERS), at),
                 ).fetchone()
                 cur.execute(
                     "UPDATE installation SET removed_at = %s, removal_index = %s, reason = 'exchanged' WHERE id = %s",
@@ -288,7 +299,8 @@ def _frame(path: Path, rows: list[list[str]], col: dict[str, int], source: Sourc
     if "channel" in col:
         channels = [r[col["channel"]] for r in rows]
     else:  # manual reads: the main register of the meter's commodity
-        channels = ["8-0:1.0.0" if r[col["unit"]] in ("m3", "L") else "1-0:1.8.0" for r in rows]
+        water, electricity = MAIN_REGISTER[Commodity.WATER], MAIN_REGISTER[Commodity.ELECTRICITY]
+        channels = [water if r[col["unit"]] in ("m3", "L") else electricity for r in rows]
     frame = ReadingFrame.from_columns([r[col["meter"]] for r in rows], channels, ts, value,
                                       [r[col["unit"]] for r in rows], source)  # fmt: skip
     if "read_type" in col:

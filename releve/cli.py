@@ -28,6 +28,7 @@ log = logging.getLogger("releve")
 #: Modules that add subcommands, in the order they appear in ``releve --help``.
 COMMAND_MODULES = (
     "releve.commands",
+    "demo.cli",
     "releve.command_cli",
     "simulators.cli",
     "collectors.cli",

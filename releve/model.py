@@ -86,6 +86,30 @@ CHANNELS: dict[str, Channel] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class CommodityChannels:
+    """The channels every meter of a commodity has: its main register, its reverse one, its intervals."""
+
+    register: str  # the main register: the cumulative import/forward index bills and balances read
+    export: str  # the export/reverse register
+    interval: str  # consumption per interval
+    unit: str
+
+
+#: The main register (and its twins) of each commodity: the one home of this fact, keyed by
+#: :class:`Commodity` (a plain ``"electricity"`` / ``"water"`` string finds its entry too).
+COMMODITY_CHANNELS: dict[Commodity, CommodityChannels] = {
+    Commodity.ELECTRICITY: CommodityChannels("1-0:1.8.0", "1-0:2.8.0", "1-0:1.29.0", "kWh"),
+    Commodity.WATER: CommodityChannels("8-0:1.0.0", "8-0:2.0.0", "8-0:1.29.0", "m3"),
+}
+#: Main register per commodity value, e.g. ``MAIN_REGISTER["water"] == "8-0:1.0.0"``.
+MAIN_REGISTER: dict[str, str] = {c.value: ch.register for c, ch in COMMODITY_CHANNELS.items()}
+#: Interval channel per commodity value.
+INTERVAL_CHANNEL: dict[str, str] = {c.value: ch.interval for c, ch in COMMODITY_CHANNELS.items()}
+#: Every commodity's main register (for ``code = ANY(...)`` in SQL).
+MAIN_REGISTERS: tuple[str, ...] = tuple(MAIN_REGISTER.values())
+
+
 #: Bounds every meter obeys whatever its model, per channel, in the channel's unit: (lowest, highest),
 #: None where physics sets none. A register index never goes negative, a power factor stays in
 #: [-1, 1], grid frequency in 45…65 Hz. Device profiles narrow these per register.

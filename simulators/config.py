@@ -15,18 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from releve.profiles import ProfileError, load_profile
 from releve.validation import describe, read_toml
-
-#: Theft kinds the simulator can inject (see docs/simulators.md for their definitions).
-THEFT_KINDS = (
-    "h1", "h2", "h3", "h4", "h5", "h6",
-    "bypass", "meter_stopped", "tamper_drop", "reverse_energy",
-    "water_reverse_flow", "water_magnet",
-)
-#: Fault kinds the simulator can inject.
-FAULT_KINDS = (
-    "comm_loss", "slow_device", "clock_drift", "rollover", "meter_exchange",
-    "frozen_register", "spike", "scale_jump", "digit_error", "leak",
-)
+from simulators.injections import FAULT_KINDS, THEFT_KINDS  # the kinds a fleet file may ask for
 
 
 class FleetError(Exception):

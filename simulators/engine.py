@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from releve.arrays import FloatArray
-from releve.model import Commodity, EventKind, MeterEvent, Reading, Source
+from releve.model import COMMODITY_CHANNELS, Commodity, EventKind, MeterEvent, Reading, Source
 from releve.profiles import EVENT_CODES, DeviceProfile, load_profile
-from simulators.config import FAULT_KINDS, THEFT_KINDS, FleetConfig
+from simulators.config import FleetConfig
 from simulators.consumption import (
     COMMERCIAL,
     RESIDENTIAL,
@@ -42,15 +42,11 @@ from simulators.consumption import (
     season_factor,
 )
 from simulators.controls import MeterControls
+from simulators.injections import FAULT_KINDS, INJECTIONS, THEFT_KINDS, VACANCY_FACTOR, Draw, Episode, Flows
 
 BLOCK_DAYS = 7
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-ELECTRICITY_THEFTS = ("h1", "h2", "h3", "h4", "h5", "h6", "bypass", "meter_stopped", "tamper_drop",
-                      "reverse_energy")
-WATER_THEFTS = ("water_reverse_flow", "water_magnet", "h1", "bypass")
-#: Kinds that change what the meter *reports* rather than what it measures.
-REPORT_FAULTS = ("frozen_register", "scale_jump")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,18 +63,6 @@ class Label:
     start: datetime
     end: datetime
     params: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class Episode:
-    """An injection in step units (absolute interval numbers from the fleet start)."""
-
-    meter: int
-    category: str
-    kind: str
-    s0: int
-    s1: int
-    params: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,22 +124,22 @@ class MeterSpec:
     @property
     def unit(self) -> str:
         """Unit of the main register: kWh or m3."""
-        return "kWh" if self.commodity is Commodity.ELECTRICITY else "m3"
+        return COMMODITY_CHANNELS[self.commodity].unit
 
     @property
     def import_channel(self) -> str:
         """OBIS code of the import/forward register."""
-        return "1-0:1.8.0" if self.commodity is Commodity.ELECTRICITY else "8-0:1.0.0"
+        return COMMODITY_CHANNELS[self.commodity].register
 
     @property
     def export_channel(self) -> str:
         """OBIS code of the export/reverse register."""
-        return "1-0:2.8.0" if self.commodity is Commodity.ELECTRICITY else "8-0:2.0.0"
+        return COMMODITY_CHANNELS[self.commodity].export
 
     @property
     def interval_channel(self) -> str:
         """OBIS code of the interval consumption channel."""
-        return "1-0:1.29.0" if self.commodity is Commodity.ELECTRICITY else "8-0:1.29.0"
+        return COMMODITY_CHANNELS[self.commodity].interval
 
 
 @dataclass(slots=True)
@@ -355,14 +339,15 @@ class Simulation:
                 continue
             rng = self._static_rng(2 * 10**6 + meter.index)
             for vac in meter.vacancies:
-                self._label_episode(Episode(meter.index, "context", "vacancy", vac[0], vac[1], {"factor": 0.08}))
+                self._label_episode(Episode(meter.index, "context", "vacancy", vac[0], vac[1],
+                                            {"factor": VACANCY_FACTOR}))
             for category, section, allowed in (
                 ("theft", cfg.theft, THEFT_KINDS),
                 ("fault", cfg.faults, FAULT_KINDS),
             ):
                 if rng.random() >= section.rate:
                     continue
-                kinds = self._kinds_for(meter, category, section.kinds or dict.fromkeys(allowed, 1.0))
+                kinds = self._kinds_for(meter, section.kinds or dict.fromkeys(allowed, 1.0))
                 if not kinds:
                     continue
                 names = list(kinds)
@@ -379,89 +364,21 @@ class Simulation:
         for ev in self.events:
             self._events_by_meter.setdefault(ev.meter, []).append(ev)
 
-    def _kinds_for(self, meter: MeterSpec, category: str, weights: dict[str, float]) -> dict[str, float]:
-        electric = meter.commodity is Commodity.ELECTRICITY
-        profile = meter.profile
-        out = {}
-        for kind, weight in weights.items():
-            if category == "theft":
-                ok = kind in (ELECTRICITY_THEFTS if electric else WATER_THEFTS)
-            elif kind == "rollover":
-                entry = profile.entry(meter.import_channel)
-                ok = entry is not None and entry.rollover
-            elif kind == "leak":
-                ok = not electric
-            else:
-                ok = True
-            if ok:
-                out[kind] = weight
-        return out
+    @staticmethod
+    def _kinds_for(meter: MeterSpec, weights: dict[str, float]) -> dict[str, float]:
+        return {kind: weight for kind, weight in weights.items() if INJECTIONS[kind].fits_meter(meter)}
 
     def _make_episode(
         self, meter: MeterSpec, category: str, kind: str, s0: int, s1: int, rng: np.random.Generator
     ) -> None:
-        params: dict[str, Any] = {}
-        m = meter.index
-        if kind in ("h1", "tamper_drop", "water_magnet"):
-            params["alpha"] = round(float(rng.uniform(0.1, 0.8 if kind == "h1" else 0.5)), 3)
-        if kind == "h2":
-            start_hour = float(rng.uniform(0, 20))
-            params["start_hour"] = round(start_hour, 2)
-            params["hours"] = round(float(rng.uniform(4, 24 - start_hour)), 2)
-        if kind in ("h3", "h4"):
-            params.update(gamma_min=0.1, gamma_max=0.8)
-        if kind == "bypass":
-            params["beta"] = round(float(rng.uniform(0.3, 0.9)), 3)
-            params["flagged"] = bool(rng.random() < 0.5)
-            if params["flagged"]:
-                self._event(m, s0, EventKind.BYPASS)
-        if kind == "tamper_drop":
-            trigger = EventKind.TERMINAL_COVER_OPEN if rng.random() < 0.5 else EventKind.MAGNETIC_FIELD
-            params["event"] = trigger.value
-            self._event(m, s0, trigger)
-            if trigger is EventKind.TERMINAL_COVER_OPEN:
-                self._event(m, s0 + 1, EventKind.TERMINAL_COVER_CLOSED)
-            else:
-                self._event(m, s1, EventKind.MAGNETIC_FIELD_GONE)
-        if kind == "reverse_energy":
-            params["beta"] = round(float(rng.uniform(0.6, 1.0)), 3)
-            self._event(m, s0, EventKind.REVERSE_ENERGY)
-        if kind == "water_reverse_flow":
-            self._event(m, s0, EventKind.REVERSE_FLOW)
-        if kind == "water_magnet":
-            self._event(m, s0, EventKind.MAGNETIC_FIELD)
-            self._event(m, s1, EventKind.MAGNETIC_FIELD_GONE)
-        if kind == "slow_device":
-            params["delay_ms"] = self.config.modbus.slow_delay_ms
-        if kind == "clock_drift":
-            params["seconds_per_day"] = round(float(rng.choice([-1, 1]) * rng.uniform(20, 120)), 1)
-            self._event(m, s1, EventKind.CLOCK_ADJUSTED)
-        if kind == "digit_error":
-            s0 = self.next_manual_read(m, s0)
-        if kind in ("meter_exchange", "spike", "digit_error", "rollover"):
-            s1 = s0 + 1
-        if kind == "meter_exchange":
-            params["new_initial"] = round(float(rng.uniform(0, 5)), 3)
-            params["new_serial"] = str(self.config.serial_base + 500_000 + m)
-        if kind == "spike":
-            params["factor"] = round(float(rng.uniform(20, 60)), 1)
-        if kind == "scale_jump":
-            params["factor"] = int(rng.choice([10, 1000]))
-        if kind == "digit_error":
-            params["error"] = str(rng.choice(["extra_digit", "missing_digit", "transposed"]))
-            params["digit"] = int(rng.integers(0, 10))
-        if kind == "leak":
-            params["litres_per_hour"] = round(float(rng.uniform(5, 40)), 1)
-            self._event(m, min(s1 - 1, s0 + self.steps_per_day), EventKind.LEAK)
-        if kind == "rollover":
-            # Place the index so that the narrow counter wraps during day s0 at the expected rate.
-            entry = meter.profile.entry(meter.import_channel)
-            assert entry is not None and entry.wrap is not None
-            expected = meter.daily * s0 / self.steps_per_day
-            meter.initial_import = round(entry.wrap - (expected % entry.wrap) - meter.daily * 0.5, 1) % entry.wrap
-            params["wrap"] = entry.wrap
-            return  # labelled where it happens (see _derive_rollovers)
-        self._label_episode(Episode(m, category, kind, s0, s1, params))
+        injection = INJECTIONS[kind]
+        draw = Draw(self, meter, rng, s0, s1)
+        if injection.draw is not None:
+            injection.draw(draw)
+        if injection.point:
+            draw.s1 = draw.s0 + 1
+        if draw.labelled:
+            self._label_episode(Episode(meter.index, category, kind, draw.s0, draw.s1, draw.params))
 
     def _event(self, meter: int, step: int, kind: EventKind) -> None:
         self.events.append(SimEvent(meter, step, self.time_of(step), kind, EVENT_CODES[kind]))
@@ -611,63 +528,26 @@ class Simulation:
             lo, hi = max(s0, first) - first, min(s1, first + s_count) - first
             return slice(lo, hi) if lo < hi else None
 
-        for meter in self.meters:
-            for v0, v1 in meter.vacancies:
-                w = window(v0, v1)
-                if w is not None:
-                    true[meter.index, w] *= 0.08
-                    rec[meter.index, w] *= 0.08
-        reshaped_days = s_count // spd
-        for ep in self.episodes:
+        n_days = s_count // spd
+        flows = Flows(true, rec, available, self.dt_h)
+        for ep in self.episodes:  # 1. what flows and what the meters count, before theft
+            flow = INJECTIONS[ep.kind].flow
             w = window(ep.s0, ep.s1)
-            if w is None:
-                continue
-            m, kind, p = ep.meter, ep.kind, ep.params
-            if kind == "leak":
-                extra = p["litres_per_hour"] / 1000.0 * self.dt_h
-                true[m, w] += extra
-                rec[m, w] += extra
-            elif kind == "spike":
-                rec[m, w] += true[m, w] * (p["factor"] - 1.0)
-            elif kind == "comm_loss":
-                available[m, w] = False
-        for ep in self.episodes:
+            if flow is not None and w is not None:
+                flow(ep, flows, w)
+        for ep in self.episodes:  # 2. theft: the recorded day profile from the true one
+            injection = INJECTIONS[ep.kind]
             w = window(ep.s0, ep.s1)
-            if w is None or ep.category != "theft":
+            if w is None or injection.record is None:
                 continue
-            m, kind, p = ep.meter, ep.kind, ep.params
-            x = true[m].reshape(reshaped_days, spd)
+            m = ep.meter
             mask = np.zeros(s_count, dtype=bool)
             mask[w] = True
-            mask_d = mask.reshape(reshaped_days, spd)
-            if kind in ("h1", "tamper_drop", "water_magnet"):
-                new = x * p["alpha"]
-            elif kind == "h2":
-                hours = (np.arange(spd) + 0.5) * 24.0 / spd
-                off = (hours >= p["start_hour"]) & (hours < p["start_hour"] + p["hours"])
-                new = np.where(off[None, :], 0.0, x)
-            elif kind == "h3":
-                gamma = 0.1 + 0.7 * uniform[m].reshape(reshaped_days, spd)
-                new = gamma * x
-            elif kind == "h4":
-                gamma = 0.1 + 0.7 * uniform[m].reshape(reshaped_days, spd)
-                new = gamma * x.mean(axis=1, keepdims=True)
-            elif kind == "h5":
-                new = np.broadcast_to(x.mean(axis=1, keepdims=True), x.shape)
-            elif kind == "h6":
-                new = x[:, ::-1]
-            elif kind == "bypass":
-                new = x * (1.0 - p["beta"])
-            elif kind in ("meter_stopped", "water_reverse_flow"):
-                new = np.zeros_like(x)
-                if kind == "water_reverse_flow":
-                    exp[m, w] += true[m, w]
-            elif kind == "reverse_energy":
-                new = x * (1.0 - p["beta"])
-                exp[m, w] += true[m, w] * p["beta"]
-            else:  # pragma: no cover - guarded by config validation
-                raise ValueError(kind)
-            rec[m] = np.where(mask_d, new, rec[m].reshape(reshaped_days, spd)).reshape(s_count)
+            new = injection.record(ep.params, true[m].reshape(n_days, spd),
+                                   uniform[m].reshape(n_days, spd), spd)  # fmt: skip
+            if injection.export is not None:
+                exp[m, w] += true[m, w] * injection.export(ep.params)
+            rec[m] = np.where(mask.reshape(n_days, spd), new, rec[m].reshape(n_days, spd)).reshape(s_count)
 
         losses = np.zeros((len(self.areas), s_count))
         for a, area in enumerate(self.areas):
@@ -680,24 +560,19 @@ class Simulation:
 
         imp_index = carry_imp[:, None] + np.concatenate([np.zeros((n, 1)), np.cumsum(rec, axis=1)[:, :-1]], axis=1)
         exp_index = carry_exp[:, None] + np.concatenate([np.zeros((n, 1)), np.cumsum(exp, axis=1)[:, :-1]], axis=1)
-        for ep in self.episodes:
-            if ep.kind == "meter_exchange" and first <= ep.s0 < first + s_count:
-                j = ep.s0 - first
-                imp_index[ep.meter, j:] -= imp_index[ep.meter, j] - ep.params["new_initial"]
-                exp_index[ep.meter, j:] -= exp_index[ep.meter, j]
+        for ep in self.episodes:  # 3. on the internal indexes, from the episode's first step
+            reset = INJECTIONS[ep.kind].reset
+            if reset is not None and first <= ep.s0 < first + s_count:
+                reset(ep, imp_index, exp_index, ep.s0 - first)
         end_imp = imp_index[:, -1] + rec[:, -1]
         end_exp = exp_index[:, -1] + exp[:, -1]
 
         reported_imp = imp_index.copy()
-        for ep in self.episodes:
+        for ep in self.episodes:  # 4. on what the import register shows
+            report = INJECTIONS[ep.kind].report
             w = window(ep.s0, ep.s1)
-            if w is None:
-                continue
-            if ep.kind == "frozen_register":
-                frozen = self._frozen_value(ep, first, imp_index)
-                reported_imp[ep.meter, w] = frozen
-            elif ep.kind == "scale_jump":
-                reported_imp[ep.meter, w] *= ep.params["factor"]
+            if report is not None and w is not None:
+                report(self, ep, reported_imp, imp_index, w, first)
         finite = np.isfinite(self._wrap)
         if finite.any():
             wrap = self._wrap[finite][:, None]
@@ -765,23 +640,11 @@ class Simulation:
         """Status flags (EventKind values) raised at ``step``."""
         flags: set[str] = set()
         for ep in self._by_meter.get(meter, []):
-            if not ep.s0 <= step < ep.s1:
-                continue
-            if ep.kind == "tamper_drop":
-                if ep.params["event"] == EventKind.MAGNETIC_FIELD.value:
-                    flags.add(EventKind.MAGNETIC_FIELD.value)
-                elif step == ep.s0:
-                    flags.add(EventKind.TERMINAL_COVER_OPEN.value)
-            elif ep.kind == "water_magnet":
-                flags.add(EventKind.MAGNETIC_FIELD.value)
-            elif ep.kind == "reverse_energy":
-                flags.add(EventKind.REVERSE_ENERGY.value)
-            elif ep.kind == "water_reverse_flow":
-                flags.add(EventKind.REVERSE_FLOW.value)
-            elif ep.kind == "bypass" and ep.params.get("flagged"):
-                flags.add(EventKind.BYPASS.value)
-            elif ep.kind == "leak" and step >= ep.s0 + self.steps_per_day:
-                flags.add(EventKind.LEAK.value)
+            flag = INJECTIONS[ep.kind].flag
+            if flag is not None and ep.s0 <= step < ep.s1:
+                raised = flag(ep, step, self.steps_per_day)
+                if raised is not None:
+                    flags.add(raised.value)
         return flags
 
     def has_episode(self, meter: int, kind: str) -> bool:
@@ -887,12 +750,10 @@ class Simulation:
                     rec -= float(blk.rec[customer, j])
                     exp -= float(blk.exp[customer, j])
         reported = internal
-        frozen = self.episode(meter, "frozen_register", step)
-        if frozen is not None:
-            reported = self._frozen_value(frozen, blk.first_step, blk.imp_index)
-        scale = self.episode(meter, "scale_jump", step)
-        if scale is not None:
-            reported *= scale.params["factor"]
+        for ep in self._by_meter.get(meter, []):  # what the register shows (frozen, scale jump)
+            shown = INJECTIONS[ep.kind].shown
+            if shown is not None and ep.s0 <= step < ep.s1:
+                reported = shown(self, ep, reported, blk.first_step, blk.imp_index)
         wrap = float(self._wrap[meter])
         if math.isfinite(wrap):
             reported = math.fmod(reported, wrap)

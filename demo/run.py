@@ -1,11 +1,11 @@
 """``releve demo``: the whole chain on the embedded defaults, in one process tree.
 
-This module is the one place that wires every package together (it imports them lazily, inside the
-functions that use them): an embedded PostgreSQL and MQTT broker, a simulated fleet with theft and
-faults, its history backfilled and loaded through the ingest path, the live simulators served over
-Modbus TCP, Modbus RTU on pseudo-terminals and MQTT, a collector polling and subscribing to them,
-validation (VEE), the theft ranking, a bill run, and the dashboards. Everything lives in one data
-directory (``var/demo`` by default), so a second start reuses it; ``--fresh`` starts over.
+This module wires every package together (the demo package is the composition root: it imports
+every stage, nothing imports it): an embedded PostgreSQL and MQTT broker, a simulated fleet with
+theft and faults, its history backfilled and loaded through the ingest path, the live simulators
+served over Modbus TCP, Modbus RTU on pseudo-terminals and MQTT, a collector polling and subscribing
+to them, validation (VEE), the theft ranking, a bill run, and the dashboards. Everything lives in
+one data directory (``var/demo`` by default), so a second start reuses it; ``--fresh`` starts over.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import asyncio
 import json
 import logging
 import os
+import random
+import secrets
 import shutil
 import signal
 import sys
@@ -24,11 +26,37 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from releve import db, migrate
+import numpy as np
+import psycopg
+
+from analytics.theft.store import rank_database
+from analytics.vee.run import run_vee
+from billing import credit, ledger, workorders
+from billing.run import run_bills
+from billing.tariffs import load_tariffs
+from collectors.config import CollectorConfig
+from collectors.service import Collector
+from dashboards.app import create_app
+from dashboards.auth import ROLES, add_user
+from dashboards.browser import serve_in_thread
+from ingest import BatchWriter, ReadingFrame
+from ingest.importer import LoadSummary, load_installations, load_registry
+from releve import db, demostate, migrate
+from releve.broker import MqttBroker
+from releve.model import Source
 from releve.settings import Settings
+from simulators.backfill import write_labels, write_registry
+from simulators.clock import SimClock
+from simulators.config import FleetConfig, parse_fleet
+from simulators.engine import Simulation
+from simulators.live import LiveScenarios
+from simulators.modbus import ModbusFrontEnd
+from simulators.mqtt import MqttPublisher
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +93,8 @@ def step(what: str) -> Iterator[None]:
     say(f"{what}: done in {time.perf_counter() - t0:.1f} s")
 
 
-def fleet_config(options: DemoOptions, start: datetime) -> Any:
+def fleet_config(options: DemoOptions, start: datetime) -> FleetConfig:
     """A fleet of about ``options.meters`` meters: electricity on Modbus TCP/RTU and MQTT, water on LoRaWAN."""
-    from simulators.config import parse_fleet
-
     per_transformer = 25
     water_share = 0.2
     transformers = max(1, round(options.meters * (1 - water_share) / (per_transformer + 1)))
@@ -123,8 +149,6 @@ class Demo:
 
     def publish_state(self, url: str) -> None:
         """Tell the other ``releve`` commands of this folder where the demo is (releve/demostate.py)."""
-        from releve import demostate
-
         state = demostate.DemoState(
             pid=os.getpid(), database_url=url, database_data_dir=self.database_data_dir,
             mqtt_url=self.settings.mqtt.url, collector_config=str(self.collector_config or ""),
@@ -163,8 +187,6 @@ class Demo:
         if self.settings.mqtt.url:
             self.where.append(f"mqtt broker {self.settings.mqtt.url} (external)")
             return self.settings.mqtt.url
-        from releve.broker import MqttBroker
-
         broker_dir = self.options.data_dir / "mqtt"
         broker_dir.mkdir(parents=True, exist_ok=True)
         broker = MqttBroker(broker_dir)
@@ -174,14 +196,8 @@ class Demo:
         self.where.append(f"mqtt broker {broker.url} ({broker.kind})")
         return broker.url
 
-    def load_history(self, url: str, sim: Any, state: dict[str, Any], until: datetime) -> None:
+    def load_history(self, url: str, sim: Simulation, state: dict[str, Any], until: datetime) -> None:
         """Backfill the fleet's history straight into the write path (no CSV round trip)."""
-        import psycopg
-
-        from ingest import BatchWriter
-        from ingest.importer import LoadSummary, load_installations, load_registry
-        from simulators.backfill import write_labels, write_registry
-
         if state.get("loaded"):
             say("history already loaded (use --fresh to start over)")
             return
@@ -213,8 +229,6 @@ class Demo:
 
     def validate(self, url: str) -> None:
         """Run VEE over everything landed since the last run."""
-        from analytics.vee.run import run_vee
-
         summary = run_vee(url, self.settings, who="demo")
         exceptions = sum(summary.exceptions.values())
         say(f"  VEE: {summary.reads:,} reads validated, {exceptions:,} exceptions, {summary.estimates:,} estimates")
@@ -228,8 +242,6 @@ class Demo:
         if today and today[0]:
             say(f"  theft: today's ranking is kept (run {today[0]}); it ranks days, a restart changes none")
             return
-        from analytics.theft.store import rank_database
-
         result = rank_database(self.settings, url, days=self.options.days, keep=200, order="value", origin="demo")
         top = result.candidates[0] if result.candidates else None
         say(f"  theft: run {result.run_id}, {len(result.candidates)} candidates"
@@ -237,11 +249,6 @@ class Demo:
 
     def bill(self, url: str) -> None:
         """Bill every cycle for the 30 days ending yesterday (billing/tariffs.example.toml)."""
-        from importlib.resources import files
-
-        from billing.run import run_bills
-        from billing.tariffs import load_tariffs
-
         book = load_tariffs(Path(str(files("billing") / "tariffs.example.toml")))
         with db.connect(url) as conn:
             cycles = [c for (c,) in conn.execute("SELECT DISTINCT billing_cycle FROM account ORDER BY 1")]
@@ -268,8 +275,6 @@ class Demo:
         few disconnections whose relay commands the demo's collector executes. A run already made for a
         day is kept (a restart adds nothing).
         """
-        from billing import credit, ledger
-
         today = datetime.now(UTC).date()
         anchor = date.fromisoformat(state.setdefault("credit_from", today.isoformat()))
         cfg = credit.load_config(credit.EXAMPLE)
@@ -306,8 +311,6 @@ class Demo:
 
     def work_orders(self, url: str) -> None:
         """Inspection orders for tonight's theft list (route order) and meter checks / exchanges from VEE."""
-        from billing import workorders
-
         with db.connect(url, role=db.editor_role(self.settings), autocommit=True) as conn, conn.transaction():
             row = conn.execute("SELECT max(id) FROM theft_run WHERE source = 'demo'").fetchone()
             theft = workorders.from_theft(conn, int(row[0]), top=10) if row and row[0] else []
@@ -317,8 +320,6 @@ class Demo:
 
     def follow_commands(self, url: str) -> None:
         """Complete the work orders whose meter command the collector confirmed (``releve work sync``)."""
-        from billing import workorders
-
         try:
             with db.connect(url, role=db.editor_role(self.settings), autocommit=True) as conn, conn.transaction():
                 done, reopened = workorders.sync_commands(conn)
@@ -343,12 +344,6 @@ class Demo:
 
     def start_dashboards(self, url: str) -> str:
         """Serve the dashboards; create the demo login, every role (a random password kept in a 0600 file)."""
-        import secrets
-
-        from dashboards.app import create_app
-        from dashboards.auth import ROLES, add_user
-        from dashboards.browser import serve_in_thread
-
         login = self.options.data_dir / "demo-login.txt"
         if login.is_file():
             password = login.read_text().split()[1]
@@ -367,11 +362,8 @@ class Demo:
         self.where.append(f"dashboards  {base}/  (login: demo / {password}, kept in {login})")
         return base
 
-    def start_simulators(self, sim: Any, publish: bool = True) -> Any:
+    def start_simulators(self, sim: Simulation, publish: bool = True) -> ModbusFrontEnd:
         """Serve the fleet's Modbus meters (TCP gateways, RTU lines on ptys) on their own event loop."""
-        from simulators.clock import SimClock
-        from simulators.modbus import ModbusFrontEnd
-
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # silent units are part of the show
         self._clock = SimClock(datetime.now(UTC), speed=1.0)
         loop = asyncio.new_event_loop()
@@ -392,10 +384,8 @@ class Demo:
             self.start_publisher(sim)
         return front
 
-    def start_live_faults(self, sim: Any, front: Any) -> None:
+    def start_live_faults(self, sim: Simulation, front: ModbusFrontEnd) -> None:
         """Inject faults while the demo runs (simulators/live.py), so the control room has something to act on."""
-        from simulators.live import LiveScenarios
-
         if not self.options.faults_every:
             return
         loop = self._loop
@@ -421,10 +411,8 @@ class Demo:
         except Exception as exc:  # a fault that could not be injected must not stop the demo
             say(f"live fault not injected: {exc}")
 
-    def start_publisher(self, sim: Any) -> None:
+    def start_publisher(self, sim: Simulation) -> None:
         """Publish the fleet's MQTT meters (plain JSON, Tasmota SML, LoRaWAN uplinks) to the broker."""
-        from simulators.mqtt import MqttPublisher
-
         loop = self._loop
         stop = asyncio.Event()
         publisher = MqttPublisher(sim, self._clock, self.settings.mqtt.url, client_id="releve-demo-simulator")
@@ -439,10 +427,7 @@ class Demo:
         self._on_stop("mqtt publisher", halt)
         self.where.append(f"simulator   mqtt publisher -> {self.settings.mqtt.url}: {len(publisher.meters)} meters")
 
-    def start_collector(self, url: str, sim: Any, front: Any) -> Any:
-        from collectors.config import CollectorConfig
-        from collectors.service import Collector
-
+    def start_collector(self, url: str, sim: Simulation, front: ModbusFrontEnd) -> Collector:
         def meters(units: dict[int, int]) -> list[dict[str, Any]]:
             return [{"serial": sim.meters[m].serial, "unit": u, "profile": sim.meters[m].model}
                     for u, m in sorted(units.items())]  # fmt: skip
@@ -483,13 +468,8 @@ class Demo:
         return collector
 
 
-def history_frames(sim: Any, days: float) -> Iterator[tuple[int, Any]]:
+def history_frames(sim: Simulation, days: float) -> Iterator[tuple[int, ReadingFrame]]:
     """The fleet's register reads and interval values, one ReadingFrame per simulated week."""
-    import numpy as np
-
-    from ingest import ReadingFrame
-    from releve.model import Source
-
     serials = [m.serial for m in sim.meters]
     end_step = int(days * sim.steps_per_day)
     for blk in sim.blocks(days):
@@ -515,7 +495,7 @@ def history_frames(sim: Any, days: float) -> Iterator[tuple[int, Any]]:
         yield blk.number, ReadingFrame.concat(parts)
 
 
-def demo_arrears(conn: Any, anchor: date, seed: int) -> tuple[int, list[tuple[str, Any]]]:
+def demo_arrears(conn: psycopg.Connection[Any], anchor: date, seed: int) -> tuple[int, list[tuple[str, Decimal]]]:
     """Bring arrears forward on about one postpaid account in eight; return (how many, who pays and how much).
 
     Three ages, so that the weekly runs 21, 14 and 7 days before ``anchor`` and on it reach each step
@@ -524,11 +504,6 @@ def demo_arrears(conn: Any, anchor: date, seed: int) -> tuple[int, list[tuple[st
     then the final notice on the day) and the rest 5 days before (a reminder on the day). One account
     of each of the two older groups pays in full ten days before ``anchor``: its case closes.
     """
-    import random
-    from decimal import Decimal
-
-    from billing import ledger
-
     rng = random.Random(seed)
     accounts = conn.execute(
         """SELECT a.id, a.number, m.protocol FROM account a
@@ -573,8 +548,6 @@ def run_demo(options: DemoOptions, settings: Settings) -> int:
             base = demo.start_dashboards(url)
         say(f"dashboards answer at {base}/ while the rest is prepared")
         state = _state(options)
-        from simulators.engine import Simulation
-
         sim = Simulation(fleet_config(options, datetime.fromisoformat(state["start"])))
         now = datetime.now(UTC)
         demo.preparing = f"loading {options.days} days of history"

@@ -62,7 +62,9 @@ def demo_processes():
 
 
 def test_demo_comes_up_flows_readings_stops_cleanly_and_reuses_its_data(service_tmp, demo_processes):
-    data = service_tmp / "demo"
+    # Not "demo": `python -m` puts the working folder first on sys.path, and a folder named like the demo
+    # package there would shadow an editable install's package (a regular install is not affected).
+    data = service_tmp / "demo-data"
     proc, lines = run_demo(data)
     demo_processes.append(proc)
     started = "".join(lines)
