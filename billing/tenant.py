@@ -21,6 +21,7 @@ from pathlib import Path
 from psycopg import Connection
 
 from billing.tariffs import TariffBook
+from releve.model import MAIN_REGISTERS
 
 
 class TenantError(Exception):
@@ -168,7 +169,7 @@ def index_at(conn: Connection, service_point_id: int, on: date, decimals: int = 
     rows = conn.execute(
         """WITH m AS (SELECT meter_id FROM installation WHERE service_point_id = %(sp)s AND installed_at <= %(at)s
                       AND (removed_at IS NULL OR removed_at > %(at)s) ORDER BY installed_at DESC LIMIT 1),
-                ch AS (SELECT id FROM channel WHERE code IN ('8-0:1.0.0', '1-0:1.8.0'))
+                ch AS (SELECT id FROM channel WHERE code = ANY(%(registers)s))
            (SELECT 'day', v.ts, v.value, v.quality FROM validated_reading v, m WHERE v.meter_id = m.meter_id
               AND v.channel_id IN (SELECT id FROM ch) AND v.ts >= %(at)s AND v.ts < %(next)s AND v.value IS NOT NULL
             ORDER BY v.ts LIMIT 1)
@@ -180,7 +181,7 @@ def index_at(conn: Connection, service_point_id: int, on: date, decimals: int = 
            (SELECT 'after', v.ts, v.value, v.quality FROM validated_reading v, m WHERE v.meter_id = m.meter_id
               AND v.channel_id IN (SELECT id FROM ch) AND v.ts >= %(next)s AND v.value IS NOT NULL
             ORDER BY v.ts LIMIT 1)""",
-        {"sp": service_point_id, "at": at, "next": at + timedelta(days=1)},
+        {"sp": service_point_id, "at": at, "next": at + timedelta(days=1), "registers": list(MAIN_REGISTERS)},
     ).fetchall()
     found = {kind: Read(ts, float(value), quality) for kind, ts, value, quality in rows}
     idx = boundary_index(at, found.get("day"), found.get("before"), found.get("after"), decimals)

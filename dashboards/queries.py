@@ -34,7 +34,6 @@ from dashboards.queries_accounts import AccountQueries
 from dashboards.queries_field import FieldQueries
 from dashboards.tables import Column, TableSpec, fetch_page
 from releve import db
-from releve.model import INTERVAL_CHANNEL as INTERVAL_CHANNEL  # re-exported: dashboards/pages/meter.py
 from releve.model import MAIN_REGISTER  # the register each commodity is read from (the same as billing's)
 from releve.settings import Settings
 

@@ -9,7 +9,8 @@ import plotly.graph_objects as go
 from dash import Dash, Input, Output, State, dcc, html
 
 from dashboards.components import figure, message_figure, page_count, records, server_table, static_table
-from dashboards.queries import INTERVAL_CHANNEL, MAIN_REGISTER, Queries
+from dashboards.queries import Queries
+from releve.model import INTERVAL_CHANNEL, MAIN_REGISTER
 
 WINDOWS = {"7 days": 7, "30 days": 30, "90 days": 90, "1 year": 366}
 
