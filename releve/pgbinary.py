@@ -12,10 +12,13 @@ Fixed-width PostgreSQL types and their numpy codes: ``int2`` ``>i2``, ``int4`` /
 
 from __future__ import annotations
 
+import select
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import psycopg
+from psycopg import errors, pq
 
 #: Signature (11 bytes), flags (4) and header extension length (4) before the first row.
 HEADER_BYTES = 19
@@ -39,13 +42,35 @@ def row_dtype(*fields: tuple[str, str]) -> np.dtype:
     return np.dtype(spec)
 
 
+def _messages(conn: psycopg.Connection, query: str | bytes, params: Any = None) -> Iterator[memoryview]:
+    """The CopyData messages of one ``COPY … TO STDOUT``, read straight from libpq.
+
+    The server sends one message per row; psycopg's ``Copy`` iteration costs about 10 µs of Python
+    per message (20 s for 2 million rows on a loaded machine), this loop a fraction of one.
+    """
+    with conn.cursor().copy(query, params) as copy:
+        pgconn = conn.pgconn
+        while True:
+            nbytes, data = pgconn.get_copy_data(1)
+            if nbytes > 0:
+                yield data
+            elif nbytes == 0:  # nothing buffered yet: wait for the socket
+                select.select([pgconn.socket], [], [], 1.0)
+                pgconn.consume_input()
+            else:
+                break
+        while (result := pgconn.get_result()) is not None:
+            if result.status != pq.ExecStatus.COMMAND_OK:
+                raise errors.error_from_result(result, encoding=conn.info.encoding)
+        copy._finished = True  # the final result is read: nothing left for psycopg to wait for
+
+
 def copy_bytes(conn: psycopg.Connection, query: str | bytes, params: Any = None) -> bytes:
     """The raw output of one ``COPY (…) TO STDOUT (FORMAT binary)``."""
-    parts: list[bytes] = []
-    with conn.cursor().copy(query, params) as copy:
-        for block in copy:
-            parts.append(bytes(block))
-    return b"".join(parts)
+    buf = bytearray()
+    for data in _messages(conn, query, params):
+        buf += data
+    return bytes(buf)
 
 
 def decode(buf: bytes, dtype: np.dtype) -> np.ndarray:
@@ -54,6 +79,27 @@ def decode(buf: bytes, dtype: np.dtype) -> np.ndarray:
     if n <= 0:
         return np.zeros(0, dtype)
     return np.frombuffer(buf, dtype, count=n, offset=HEADER_BYTES)
+
+
+def copy_blocks(conn: psycopg.Connection, query: str | bytes, params: Any, dtype: np.dtype,
+                block_rows: int = 1 << 20) -> Iterator[np.ndarray]:
+    """Run a binary COPY whose columns match ``dtype`` and yield its rows ``block_rows`` at a time.
+
+    Only one block of raw output is held at once: the caller keeps what it needs of each.
+    """
+    size = dtype.itemsize
+    buf = bytearray()
+    offset = HEADER_BYTES
+    for data in _messages(conn, query, params):
+        buf += data
+        if len(buf) - offset >= block_rows * size:
+            n = (len(buf) - offset) // size
+            yield np.frombuffer(bytes(buf[offset:offset + n * size]), dtype)
+            del buf[:offset + n * size]
+            offset = 0
+    n = (len(buf) - offset - TRAILER_BYTES) // size
+    if n > 0:
+        yield np.frombuffer(bytes(buf[offset:offset + n * size]), dtype)
 
 
 def copy_records(conn: psycopg.Connection, query: str | bytes, params: Any, dtype: np.dtype) -> np.ndarray:

@@ -31,7 +31,7 @@ from analytics.theft.data import HOURLY_CHUNK_METERS, Event, LazyHourly, TheftDa
 from analytics.theft.ranking import INPUT_NAMES, Candidate
 from analytics.theft.signals import FloatArray, IntArray, longest_true_run
 from releve.db import connect, editor_role, reader_role, refresh_daily
-from releve.pgbinary import copy_records, row_dtype
+from releve.pgbinary import copy_blocks, copy_records, row_dtype
 from releve.settings import Settings
 
 IMPORT_CHANNELS = ("1-0:1.8.0", "8-0:1.0.0")
@@ -119,50 +119,51 @@ def _edited_per_day(conn: psycopg.Connection, codes: tuple[str, ...], lo: dateti
     ).fetchall()
 
 
-@dataclass
-class _DailyRegisters:
-    """The last register value per meter and day, for the import and export channels (one binary COPY)."""
-
-    meter_id: np.ndarray
-    day: np.ndarray
-    value: np.ndarray
-    export: np.ndarray  # True: an export / reverse register row
-
-    def grid(self, export: bool, lookup: IntArray, size: int, n_days: int,
-             edited: list[tuple[int, date, float]], start: date) -> FloatArray:
-        """Meters × days of last values (NaN: no read), estimates and edits laid over."""
-        out = np.full((size, n_days), np.nan)
-        sel = self.export == export
-        rows = _rows(lookup, self.meter_id[sel])
-        day = self.day[sel]
-        ok = (rows >= 0) & (day >= 0) & (day < n_days)
-        out[rows[ok], day[ok]] = self.value[sel][ok]
-        for mid, d, v in edited:
-            k = int(lookup[mid]) if 0 <= mid < len(lookup) else -1
-            j = (d - start).days
-            if k >= 0 and 0 <= j < n_days:
-                out[k, j] = v
-        return out
+def _lay_over(grid: FloatArray, lookup: IntArray, edited: list[tuple[int, date, float]], start: date) -> None:
+    """Estimates and edits over the daily aggregate's last values."""
+    n_days = grid.shape[1]
+    for mid, d, v in edited:
+        k = int(lookup[mid]) if 0 <= mid < len(lookup) else -1
+        j = (d - start).days
+        if k >= 0 and 0 <= j < n_days:
+            grid[k, j] = v
 
 
-def _daily_registers(conn: psycopg.Connection, start: date, lo: datetime, hi: datetime) -> _DailyRegisters:
-    """The daily aggregate's last value per day of every import and export register, in one binary COPY.
+def _register_grids(conn: psycopg.Connection, start: date, lo: datetime, hi: datetime, n_days: int,
+                    row_of: IntArray, m: int, feeder_row: IntArray, n_feeders: int
+                    ) -> tuple[FloatArray, FloatArray, FloatArray, bool]:
+    """Last register value per day (NaN: no read): customers' import, their export, feeders' import.
 
-    Reading the daily aggregate keeps this one row per meter and day however often meters are read.
+    One binary COPY of the daily aggregate (one row per meter and day however often meters are
+    read), laid into the grids a block at a time. The last item says whether any import register
+    value came.
     """
     imp = _channel_ids(conn, IMPORT_CHANNELS)
-    exp = _channel_ids(conn, EXPORT_CHANNELS)
-    rec = copy_records(
+    exp = np.asarray(_channel_ids(conn, EXPORT_CHANNELS), dtype=np.int64)
+    daily = np.full((m, n_days), np.nan)
+    export = np.full((m, n_days), np.nan)
+    feeder = np.full((n_feeders, n_days), np.nan)
+    any_import = False
+    for rec in copy_blocks(
         conn,
         """COPY (SELECT d.meter_id, d.channel_id, ((d.day AT TIME ZONE 'UTC')::date - %s::date)::int4, d.last_value
                  FROM daily_reading d
                  WHERE d.channel_id = ANY(%s::smallint[]) AND d.day >= %s AND d.day < %s
                    AND d.last_value IS NOT NULL)
            TO STDOUT (FORMAT binary)""",
-        (start, imp + exp, lo, hi), _DAILY_ROW,
-    )
-    return _DailyRegisters(rec["meter_id"].astype(np.int64), rec["day"].astype(np.int64),
-                           rec["value"].astype(np.float64), np.isin(rec["channel_id"].astype(np.int64), exp))
+        (start, imp + exp.tolist(), lo, hi), _DAILY_ROW,
+    ):
+        meter = rec["meter_id"].astype(np.int64)
+        day = rec["day"].astype(np.int64)
+        value = rec["value"].astype(np.float64)
+        is_exp = np.isin(rec["channel_id"].astype(np.int64), exp)
+        any_import = any_import or bool((~is_exp).any())
+        in_period = (day >= 0) & (day < n_days)
+        for grid, lookup, sel in ((daily, row_of, ~is_exp), (export, row_of, is_exp), (feeder, feeder_row, ~is_exp)):
+            rows = _rows(lookup, meter)
+            ok = sel & in_period & (rows >= 0)
+            grid[rows[ok], day[ok]] = value[ok]
+    return daily, export, feeder, any_import
 
 
 class _HourlyReader:
@@ -284,15 +285,17 @@ def load_from_database(
     feeder_row = _row_of(feeder_ids)
     m = len(meters)
 
-    registers = _daily_registers(conn, start, lo, hi)
+    last, last_export, feeder_last, any_import = _register_grids(conn, start, lo, hi, n_days, row_of, m, feeder_row,
+                                                                     len(feeders))
     imp_edits = _edited_per_day(conn, IMPORT_CHANNELS, lo, hi)
-    imp_edits_any = bool(imp_edits)
-    daily = register_advance(registers.grid(False, row_of, m, n_days, imp_edits, start))
-    export = register_advance(registers.grid(True, row_of, m, n_days, _edited_per_day(conn, EXPORT_CHANNELS, lo, hi),
-                                             start))
-    feeder_daily = register_advance(registers.grid(False, feeder_row, len(feeders), n_days, imp_edits, start))
-    cumulative = bool((~registers.export).any() or imp_edits_any)
-    del registers
+    _lay_over(last, row_of, imp_edits, start)
+    _lay_over(last_export, row_of, _edited_per_day(conn, EXPORT_CHANNELS, lo, hi), start)
+    _lay_over(feeder_last, feeder_row, imp_edits, start)
+    daily = register_advance(last)
+    export = register_advance(last_export)
+    feeder_daily = register_advance(feeder_last)
+    cumulative = any_import or bool(imp_edits)
+    del last, last_export, feeder_last
 
     # Hourly profiles from the raw intervals: the shape of a day, not billing figures, so estimates
     # filling the odd gap do not matter and the view's version merge is skipped.
