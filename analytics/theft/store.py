@@ -130,40 +130,48 @@ def _lay_over(grid: FloatArray, lookup: IntArray, edited: list[tuple[int, date, 
 
 
 def _register_grids(conn: psycopg.Connection, start: date, lo: datetime, hi: datetime, n_days: int,
-                    row_of: IntArray, m: int, feeder_row: IntArray, n_feeders: int
-                    ) -> tuple[FloatArray, FloatArray, FloatArray, bool]:
+                    row_of: IntArray, m: int, feeder_row: IntArray, n_feeders: int, interval: list[int]
+                    ) -> tuple[FloatArray, FloatArray, FloatArray, bool, set[int]]:
     """Last register value per day (NaN: no read): customers' import, their export, feeders' import.
 
     One binary COPY of the daily aggregate (one row per meter and day however often meters are
-    read), laid into the grids a block at a time. The last item says whether any import register
-    value came.
+    read), laid into the grids a block at a time. Also whether any import register value came,
+    and the meters with a day of the ``interval`` channels around the period (a superset of those
+    with an interval in it: the same scan, instead of a second one).
     """
-    imp = _channel_ids(conn, IMPORT_CHANNELS)
+    imp = np.asarray(_channel_ids(conn, IMPORT_CHANNELS), dtype=np.int64)
     exp = np.asarray(_channel_ids(conn, EXPORT_CHANNELS), dtype=np.int64)
     daily = np.full((m, n_days), np.nan)
     export = np.full((m, n_days), np.nan)
     feeder = np.full((n_feeders, n_days), np.nan)
     any_import = False
+    with_interval: set[int] = set()
     for rec in copy_blocks(
         conn,
-        """COPY (SELECT d.meter_id, d.channel_id, ((d.day AT TIME ZONE 'UTC')::date - %s::date)::int4, d.last_value
+        """COPY (SELECT d.meter_id, d.channel_id, ((d.day AT TIME ZONE 'UTC')::date - %(start)s::date)::int4,
+                        d.last_value
                  FROM daily_reading d
-                 WHERE d.channel_id = ANY(%s::smallint[]) AND d.day >= %s AND d.day < %s
-                   AND d.last_value IS NOT NULL)
+                 WHERE (d.channel_id = ANY(%(reg)s::smallint[]) AND d.day >= %(lo)s AND d.day < %(hi)s
+                        AND d.last_value IS NOT NULL)
+                    OR (d.channel_id = ANY(%(int)s::smallint[]) AND d.day >= %(lo1)s AND d.day <= %(hi)s))
            TO STDOUT (FORMAT binary)""",
-        (start, imp + exp.tolist(), lo, hi), _DAILY_ROW,
+        {"start": start, "reg": imp.tolist() + exp.tolist(), "int": interval, "lo": lo, "hi": hi,
+         "lo1": lo - timedelta(days=1)}, _DAILY_ROW,
     ):
         meter = rec["meter_id"].astype(np.int64)
         day = rec["day"].astype(np.int64)
         value = rec["value"].astype(np.float64)
-        is_exp = np.isin(rec["channel_id"].astype(np.int64), exp)
-        any_import = any_import or bool((~is_exp).any())
+        channel = rec["channel_id"].astype(np.int64)
+        is_imp = np.isin(channel, imp)
+        is_exp = np.isin(channel, exp)
+        with_interval.update(np.unique(meter[~(is_imp | is_exp)]).tolist())
+        any_import = any_import or bool(is_imp.any())
         in_period = (day >= 0) & (day < n_days)
-        for grid, lookup, sel in ((daily, row_of, ~is_exp), (export, row_of, is_exp), (feeder, feeder_row, ~is_exp)):
+        for grid, lookup, sel in ((daily, row_of, is_imp), (export, row_of, is_exp), (feeder, feeder_row, is_imp)):
             rows = _rows(lookup, meter)
             ok = sel & in_period & (rows >= 0)
             grid[rows[ok], day[ok]] = value[ok]
-    return daily, export, feeder, any_import
+    return daily, export, feeder, any_import, with_interval
 
 
 class _HourlyReader:
@@ -230,17 +238,6 @@ class _HourlyReader:
         return bool(row and row[0])
 
 
-def _interval_meters(conn: psycopg.Connection, channels: list[int], lo: datetime, hi: datetime) -> list[int]:
-    """Meters whose interval channels have a day in the aggregate around the period (a superset)."""
-    if not channels:
-        return []
-    return [int(r[0]) for r in conn.execute(
-        """SELECT DISTINCT meter_id FROM daily_reading
-           WHERE channel_id = ANY(%s::smallint[]) AND day >= %s AND day <= %s""",
-        (channels, lo - timedelta(days=1), hi),
-    )]
-
-
 #: Hourly series up to this size (bytes as meters × days × 24 floats) are read whole; above, area
 #: by area while the ranking runs (64 MB: about 900 meters × 365 days).
 HOURLY_IN_MEMORY = 64 << 20
@@ -285,8 +282,9 @@ def load_from_database(
     feeder_row = _row_of(feeder_ids)
     m = len(meters)
 
-    last, last_export, feeder_last, any_import = _register_grids(conn, start, lo, hi, n_days, row_of, m, feeder_row,
-                                                                     len(feeders))
+    interval_channels = _channel_ids(conn, INTERVAL_CHANNELS)
+    last, last_export, feeder_last, any_import, with_interval = _register_grids(
+        conn, start, lo, hi, n_days, row_of, m, feeder_row, len(feeders), interval_channels)
     imp_edits = _edited_per_day(conn, IMPORT_CHANNELS, lo, hi)
     _lay_over(last, row_of, imp_edits, start)
     _lay_over(last_export, row_of, _edited_per_day(conn, EXPORT_CHANNELS, lo, hi), start)
@@ -299,8 +297,7 @@ def load_from_database(
 
     # Hourly profiles from the raw intervals: the shape of a day, not billing figures, so estimates
     # filling the odd gap do not matter and the view's version merge is skipped.
-    reader = _HourlyReader(conn, _channel_ids(conn, INTERVAL_CHANNELS), lo, hi, n_days)
-    with_interval = set(_interval_meters(conn, reader.channels, lo, hi))
+    reader = _HourlyReader(conn, interval_channels, lo, hi, n_days)
     hourly: FloatArray | LazyHourly | None = None
     feeder_hourly: dict[int, FloatArray] = {}
     customer_interval = [i for i in meter_ids if i in with_interval]
