@@ -295,7 +295,9 @@ def load_from_database(
     _lay_over(last_export, row_of, _edited_per_day(conn, EXPORT_CHANNELS, lo, hi), start)
     _lay_over(feeder_last, feeder_row, imp_edits, start)
     daily = register_advance(last)
-    export = register_advance(last_export)
+    # No export register in the fleet: no array (an all-NaN one is 290 MB at 100,000 × 365 and
+    # every export signal reads it as zero anyway).
+    export = register_advance(last_export) if np.isfinite(last_export).any() else None
     feeder_daily = register_advance(feeder_last)
     cumulative = any_import or bool(imp_edits)
     del last, last_export, feeder_last
