@@ -280,7 +280,7 @@ def measure(url: str, settings, label: str, meters: int, days: int, legacy: bool
         print(f"  baseline row fetch (before):  {old_secs:6.1f} s   peak {old_gb:5.2f} GB   "
               f"(before / releve: {old_secs / secs:.2f}× the time, {old_gb / gb:.2f}× the memory; {same})")
     else:
-        print("  baseline row fetch (before):  not run at this size (see --legacy-hourly-max)")
+        print("  baseline row fetch (before):  not run (--no-legacy, or hourly data above --legacy-hourly-max)")
     goal = 30 if label == "daily" else 60
     print(f"  goal at 100,000 × 365: < {goal} s, < 4 GB; this run: {meters:,} meters × {days} days")
 
