@@ -57,6 +57,7 @@ from billing.pricing import (
 from billing.tariffs import Tariff, TariffBook
 from releve import db
 from releve.model import INTERVAL_CHANNEL, MAIN_REGISTER, MAIN_REGISTERS
+from releve.pgbinary import copy_records, row_dtype
 from releve.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -516,8 +517,7 @@ def _drafts(
 
 
 #: One row of ``COPY … (FORMAT binary)`` of (meter_id int4, ts timestamptz, value float8, quality int2).
-_ROW = np.dtype([("n", ">i2"), ("l1", ">i4"), ("meter", ">i4"), ("l2", ">i4"), ("ts", ">i8"), ("l3", ">i4"),
-                 ("value", ">f8"), ("l4", ">i4"), ("q", ">i2")])  # fmt: skip
+_ROW = row_dtype(("meter", ">i4"), ("ts", ">i8"), ("value", ">f8"), ("q", ">i2"))
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 #: Read qualities as the series carries them. A raw read the utility itself estimated (``read_type``
 #: ``estimate``) is ``estimated`` even though VEE left it as it came; a customer's own read counts as read.
@@ -572,12 +572,7 @@ def _load_series(conn: Connection, lo: datetime, hi: datetime, channels: list[in
         WHERE v.ts >= %(lo)s AND v.ts < %(hi)s AND v.value IS NOT NULL AND v.channel_id = ANY(%(ch)s::smallint[])
           AND v.meter_id IN (SELECT meter_id FROM bill_meter)
     ) TO STDOUT (FORMAT binary)"""
-    buf = bytearray()
-    with conn.cursor().copy(query.encode(), {"ch": channels, "lo": lo, "hi": hi}) as cp:
-        for block in cp:
-            buf += block
-    body = bytes(buf[19:-2]) if len(buf) > 21 else b""
-    rows = np.frombuffer(body, dtype=_ROW)
+    rows = copy_records(conn, query.encode(), {"ch": channels, "lo": lo, "hi": hi}, _ROW)
     offset_us = int((lo - _PG_EPOCH) // timedelta(microseconds=1))
     secs = (rows["ts"].astype(np.int64) - offset_us) // 1_000_000
     meter = rows["meter"].astype(np.int64)

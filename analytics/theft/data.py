@@ -22,19 +22,52 @@ Errors name the file and line (:class:`TheftImportError`, a ``ValueError``).
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
-from releve.arrays import BoolArray, FloatArray
+from releve.arrays import BoolArray, FloatArray, IntArray
+
+#: Meters per group when hourly series are read a group at a time (:meth:`TheftData.hourly_chunks`):
+#: a group's hourly arrays and the interval balance's regressors stay within a few hundred MB.
+HOURLY_CHUNK_METERS = 400
 
 
 class TheftImportError(ValueError):
     """A CSV file the importer cannot read; the message names the file and line."""
+
+
+class LazyHourly:
+    """Meters × days × 24 hourly consumption read on demand, a group of meters at a time.
+
+    A fleet of 100,000 meters × 365 days × 24 hours is 7 GB as one array: from the database the
+    hourly series are never held whole. ``load(rows)`` returns the hourly array of those meter
+    rows (len(rows) × days × 24, NaN for hours of incomplete days); the features read the fleet
+    area by area (:meth:`TheftData.hourly_chunks`), the explanations the rows of their candidates
+    (``hourly[i, days]``).
+    """
+
+    def __init__(self, load: Callable[[IntArray], FloatArray], n_meters: int, n_days: int) -> None:
+        self.load = load
+        self.shape = (n_meters, n_days, 24)
+        self.ndim = 3
+        self._cache: dict[int, FloatArray] = {}
+
+    def __getitem__(self, key: Any) -> FloatArray:
+        first, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+        if not isinstance(first, int | np.integer):
+            raise TypeError("LazyHourly: index one meter row at a time (use load() for many)")
+        i = int(first)
+        if i not in self._cache:
+            if len(self._cache) > 1000:
+                self._cache.clear()
+            self._cache[i] = self.load(np.array([i], dtype=np.int64))[0]
+        return np.asarray(self._cache[i][rest] if rest else self._cache[i])
 
 
 @dataclass
@@ -55,8 +88,9 @@ class TheftData:
     ``daily`` is recorded consumption per day (NaN: no data); ``cumulative`` says it comes from
     register advances, so a value after silent days may hold their catch-up. ``export`` is the
     export / reverse register's daily advance, ``hourly`` meters × days × 24 when interval data
-    exists. ``feeders`` maps an area to its feeder / bulk meter's daily total, ``feeders_hourly``
-    to its hourly totals (days × 24) when the feeder has interval data.
+    exists (from the database a :class:`LazyHourly`, read area by area). ``feeders`` maps an area
+    to its feeder / bulk meter's daily total, ``feeders_hourly`` to its hourly totals (days × 24)
+    when the feeder has interval data.
     """
 
     serials: list[str]
@@ -71,7 +105,7 @@ class TheftData:
     wrap: FloatArray
     cumulative: bool = False
     export: FloatArray | None = None
-    hourly: FloatArray | None = None
+    hourly: FloatArray | LazyHourly | None = None
     events: list[Event] = field(default_factory=list)
     feeders: dict[str, FloatArray] = field(default_factory=dict)
     feeders_hourly: dict[str, FloatArray] = field(default_factory=dict)
@@ -95,6 +129,41 @@ class TheftData:
     def day(self, index: int) -> date:
         """The calendar day of column ``index``."""
         return self.first_day + timedelta(days=int(index))
+
+    def hourly_chunks(self, max_meters: int | None = None) -> Iterator[tuple[IntArray, FloatArray]]:
+        """(meter rows, their hourly array) in groups of whole areas; nothing without hourly data.
+
+        A fleet of up to ``max_meters`` in memory comes whole, as one group; larger ones and a
+        :class:`LazyHourly` in groups of about ``max_meters`` (an area is never split: the interval
+        balance works area by area). Every hourly signal is per meter or per area, so the groups
+        give the figures the whole fleet at once would, holding one group's arrays at a time.
+        """
+        hourly = self.hourly
+        if hourly is None:
+            return
+        max_meters = max_meters or HOURLY_CHUNK_METERS
+        if self.n_meters <= max_meters and not isinstance(hourly, LazyHourly):
+            yield np.arange(self.n_meters, dtype=np.int64), hourly
+            return
+        load = hourly.load if isinstance(hourly, LazyHourly) else hourly.__getitem__
+        codes = np.unique(self.area.astype(str), return_inverse=True)[1].reshape(-1)
+        order = np.argsort(codes, kind="stable")
+        bounds = np.flatnonzero(np.diff(codes[order])) + 1
+        group: list[IntArray] = []
+        size = 0
+        for rows in np.split(order, bounds):
+            # Meters without an area are independent of each other: split them like any rows.
+            parts = [rows] if self.area[rows[0]] else np.array_split(rows, -(-rows.size // max_meters))
+            for part in parts:
+                if group and size + part.size > max_meters:
+                    chunk = np.sort(np.concatenate(group))
+                    yield chunk, load(chunk)
+                    group, size = [], 0
+                group.append(part)
+                size += part.size
+        if group:
+            chunk = np.sort(np.concatenate(group))
+            yield chunk, load(chunk)
 
     def weekdays(self) -> np.ndarray:
         """Weekday (0 Monday … 6 Sunday) of each column."""

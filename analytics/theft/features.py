@@ -93,6 +93,74 @@ def _codes(values: np.ndarray) -> IntArray:
     return inverse.astype(np.int64).reshape(-1)
 
 
+@dataclass
+class _Hourly:
+    """What the features take from hourly data (and the daily statistics' shift without it)."""
+
+    profile: sg.ProfileChange | None
+    hour_spikes: FloatArray
+    interval: sg.IntervalBalance | None
+    shift: FloatArray  # meters × CHANGE_STATS (NaN: not testable), see sg.recent_shift
+    spread: tuple[FloatArray, IntArray, IntArray] | None  # sg.segment_shift of the weekly spread
+    marks: tuple[FloatArray, IntArray, IntArray] | None = None  # sg.run_contrast per mark: meters × MARKS each
+
+
+def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str], fleet_season: FloatArray
+                    ) -> _Hourly:
+    """The hourly signals, a group of whole areas at a time (:meth:`TheftData.hourly_chunks`).
+
+    Every hourly signal is per meter, or per area for the interval balance, so groups of whole
+    areas give the same figures as the fleet at once while only one group's hourly arrays (and
+    the balance's regressors, five times their size) are held.
+    """
+    m, d = values.shape
+    weekday = data.weekdays()
+    if data.hourly is None:
+        return _Hourly(None, np.zeros(m), None, sg.recent_shift(sg.daily_stats(None, values, weekday), fleet_season),
+                       None)
+    n_stats = len(sg.CHANGE_STATS)
+    spread_col = list(sg.CHANGE_STATS).index("spread")
+    hour_spikes = np.zeros(m)
+    shift = np.full((m, n_stats), np.nan)
+    stat, w0, w1 = np.zeros(m), np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int64)
+    prof = sg.ProfileChange(np.full((m, d), np.nan), np.full((m, d), np.nan), np.full(m, -1, dtype=np.int64),
+                            np.full(m, -1, dtype=np.int64), np.zeros(m), np.full(m, np.nan), np.full(m, np.nan),
+                            np.zeros(m, dtype=bool), np.zeros(m, dtype=bool))
+    interval = None
+    h_index = {a: k for k, a in enumerate(hourly_areas)}
+    if hourly_areas:
+        interval = sg.IntervalBalance(np.zeros((m, d)), np.zeros(m), np.zeros(m), np.full(m, -1, dtype=np.int64),
+                                      np.zeros(m, dtype=np.int64), np.full(m, -1, dtype=np.int64),
+                                      np.full((len(hourly_areas), d), np.nan), np.full((len(hourly_areas), d), np.nan))
+    n_marks = len(sg.MARKS)
+    mark_share = np.zeros((m, n_marks))
+    mark_w0, mark_w1 = np.zeros((m, n_marks), dtype=np.int64), np.zeros((m, n_marks), dtype=np.int64)
+    for rows, raw in data.hourly_chunks():
+        hourly, hour_spikes[rows] = sg.clean_hourly(raw)
+        per_mark = sg.tamper_marks(hourly)  # per meter: a group's marks are the fleet's
+        for j in range(n_marks):
+            mark_share[rows, j], mark_w0[rows, j], mark_w1[rows, j] = sg.run_contrast(sg.weekly_means(per_mark[:, j]))
+        part = sg.profile_change(hourly, weekday)
+        for name in ("corr", "flatness", "start", "end", "score", "usual", "during", "reversed", "flattened"):
+            getattr(prof, name)[rows] = getattr(part, name)
+        if interval is not None:
+            area_k = np.array([h_index.get(str(a), -1) for a in data.area[rows]], dtype=np.int64)
+            present = np.unique(area_k[area_k >= 0])
+            if present.size:
+                local = np.searchsorted(present, area_k)
+                local = np.where(area_k >= 0, local, -1)
+                feeder_h = np.stack([data.feeders_hourly[hourly_areas[k]] for k in present])
+                ib = sg.interval_balance(feeder_h, hourly, local, weekday)
+                for name in ("attributed", "strength", "share", "kind", "windows", "first_day"):
+                    getattr(interval, name)[rows] = getattr(ib, name)
+                interval.technical[present] = ib.technical
+                interval.residual[present] = ib.residual
+        per_day = sg.daily_stats(hourly, values[rows], weekday)
+        shift[rows] = sg.recent_shift(per_day, fleet_season)
+        stat[rows], w0[rows], w1[rows] = sg.segment_shift(sg.weekly_means(per_day[:, spread_col]))
+    return _Hourly(prof, hour_spikes, interval, shift, (stat, w0, w1), (mark_share, mark_w0, mark_w1))
+
+
 def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
     """Run every signal over ``data`` and assemble the feature matrix."""
     m, d = data.daily.shape
@@ -102,11 +170,6 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
     season_table = sg.seasonal_index(values, season_groups)
     season = season_table[season_groups]
     drop = sg.sustained_drop(values, season, threshold=drop_threshold, quantile=LEVEL_QUANTILE)
-
-    profile = None
-    hourly, hour_spikes = (None, np.zeros(m)) if data.hourly is None else sg.clean_hourly(data.hourly)
-    if hourly is not None:
-        profile = sg.profile_change(hourly, data.weekdays())
 
     # Events: weight, and the fall of consumption after each.
     ev_meter = np.array([e.meter for e in data.events], dtype=np.int64)
@@ -149,46 +212,42 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
         matched = balance_share * drop.deficit
         area_score = np.where(area_of >= 0, balance.score[np.maximum(area_of, 0)], 0.0)
 
-    interval = None
     interval_z = np.zeros(m)
     interval_share = np.zeros(m)
     has_interval = np.zeros(m)
     interval_energy = np.zeros(m)
     hourly_areas = [a for a in area_names if a in data.feeders_hourly]
-    if hourly_areas and hourly is not None:
+    fleet_season = np.nanmedian(season, axis=0)
+    hs = _hourly_signals(data, values, hourly_areas, fleet_season)
+    profile, hour_spikes, interval = hs.profile, hs.hour_spikes, hs.interval
+    if interval is not None:
         h_index = {a: k for k, a in enumerate(hourly_areas)}
         h_area_of = np.array([h_index.get(str(a), -1) for a in data.area], dtype=np.int64)
-        feeder_h = np.stack([data.feeders_hourly[a] for a in hourly_areas])
-        interval = sg.interval_balance(feeder_h, hourly, h_area_of, data.weekdays())
         has_interval = (h_area_of >= 0).astype(float)
         interval_z = interval.strength
         interval_energy = interval.energy
         interval_share = interval.share
 
-    per_day = sg.daily_stats(hourly, values, data.weekdays())
-    fleet_season = np.nanmedian(season, axis=0)
-    recent_shift, recent_z = sg.recent_change(per_day, fleet_season)
+    recent_shift, recent_z = np.nan_to_num(hs.shift), sg.shift_z(hs.shift)
     recent_level_z = recent_z[:, 0]
     recent_shape_z = recent_z[:, 1:].max(axis=1) if recent_z.shape[1] > 1 else np.zeros(m)
     recent_drop = sg.relative_drop(values, season)
     spread_run_z = np.zeros(m)
     spread_run = None
-    if per_day.shape[1] > 1:
-        spread = per_day[:, list(sg.CHANGE_STATS).index("spread")]
-        stat, w0, w1 = sg.segment_shift(sg.weekly_means(spread))
+    if hs.spread is not None:
+        stat, w0, w1 = hs.spread
         spread_run_z = sg.fleet_z(stat)
         offset = d - (d // 7) * 7
         spread_run = (offset + 7 * w0, offset + 7 * w1)
 
     marks = {n: np.zeros(m) for n in sg.MARKS}
     mark_runs: dict[str, tuple[IntArray, IntArray]] = {}
-    if hourly is not None:
-        per_mark = sg.tamper_marks(hourly)
+    if hs.marks is not None:
+        share, mw0, mw1 = hs.marks
         offset = d - (d // 7) * 7
         for j, n in enumerate(sg.MARKS):
-            share, w0, w1 = sg.run_contrast(sg.weekly_means(per_mark[:, j]))
-            marks[n] = share
-            mark_runs[n] = (offset + 7 * w0, offset + 7 * w1)
+            marks[n] = share[:, j]
+            mark_runs[n] = (offset + 7 * mw0[:, j], offset + 7 * mw1[:, j])
 
     peer_groups = _codes(np.array([f"{c}|{k}|{a}" for c, k, a in
                                    zip(data.commodity, data.customer_class, data.area, strict=True)]))

@@ -78,7 +78,8 @@ def _load_shard(settings: Settings, url: str, start: date, end: date) -> TheftDa
     """One shard's inputs for ``[start, end)`` (None when the shard holds no customer meter)."""
     with connect(url, role=reader_role(settings)) as conn:
         try:
-            return store.load_from_database(conn, start, end)
+            # whole hourly arrays: the connection closes before the merge (no area-by-area reads across shards)
+            return store.load_from_database(conn, start, end, hourly_in_memory=1 << 62)
         except store.StoreError:
             return None
 

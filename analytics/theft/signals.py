@@ -855,14 +855,24 @@ def recent_change(per_day: FloatArray, season: FloatArray, recent: int = 30, ref
     Returns ``(shift, z)``.
     Ongoing losses are what tonight's visits can still stop.
     """
+    t = recent_shift(per_day, season, recent, reference, gap)
+    return np.nan_to_num(t), shift_z(t)
+
+
+def recent_shift(per_day: FloatArray, season: FloatArray, recent: int = 30, reference: int = 45,
+                 gap: int = 30) -> FloatArray:
+    """The per-meter half of :func:`recent_change`: the shift, NaN where it cannot be tested.
+
+    Meter by meter, so the fleet may be computed a group of meters at a time; :func:`shift_z`
+    then sets the whole fleet's shifts against each other.
+    """
     import warnings
 
     m, k, d = per_day.shape
     dirs = np.array(list(CHANGE_STATS.values())[:k], dtype=float)
     t = np.zeros((m, k))
-    z = np.zeros((m, k))
     if d < recent + gap + 14:
-        return t, z
+        return t
     rec = np.arange(d - recent, d)
     cand = np.arange(0, d - recent - gap)
     target = float(np.mean(season[rec]))
@@ -877,7 +887,13 @@ def recent_change(per_day: FloatArray, season: FloatArray, recent: int = 30, ref
     # The plain shift: dividing by the meter's own spread would favour steady households over
     # heating ones, whose days vary more with the weather; the fleet calibration follows.
     t = (a - b) * dirs[None, :]
-    t = np.where((n_a >= 7) & (n_b >= 7) & (sd > 0), t, np.nan)
+    return np.where((n_a >= 7) & (n_b >= 7) & (sd > 0), t, np.nan)
+
+
+def shift_z(t: FloatArray) -> FloatArray:
+    """Robust z of each meter's shift per statistic against the fleet's (0 where NaN)."""
+    m, k = t.shape
+    z = np.zeros((m, k))
     for j in range(k):
         col = t[:, j]
         live = np.isfinite(col)
@@ -886,7 +902,7 @@ def recent_change(per_day: FloatArray, season: FloatArray, recent: int = 30, ref
         med = float(np.median(col[live]))
         mad = 1.4826 * float(np.median(np.abs(col[live] - med))) + 1e-6
         z[:, j] = np.where(live, (col - med) / mad, 0.0)
-    return np.nan_to_num(t), z
+    return z
 
 
 def relative_drop(values: FloatArray, season: FloatArray, recent: int = 30, reference: int = 45,

@@ -8,6 +8,11 @@ hourly interval sums for the profile signals, ``meter_event`` rows, each area's 
 meter and technical-loss percentage, and from VEE the open index-inconsistency exceptions
 (``NEGATIVE``, ``SUM_CHECK``, ``MULTIPLIER``) and the longest run of estimated days.
 
+Columnar: the daily aggregate comes in one binary ``COPY`` laid straight into numpy grids
+(:mod:`releve.pgbinary`), the hourly sums are made by the database and read a group of whole
+areas at a time while the ranking runs (:class:`analytics.theft.data.LazyHourly`), so neither a
+Python tuple per row nor a meters × days × 24 array for the whole fleet is ever built.
+
 Runs, candidates and outcomes are written as the editor role (``database.use_roles``).
 """
 
@@ -16,8 +21,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,16 +32,18 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from analytics.theft.data import Event, TheftData, register_advance
+from analytics.theft.data import HOURLY_CHUNK_METERS, Event, LazyHourly, TheftData, register_advance
 from analytics.theft.ranking import INPUT_NAMES, Candidate
 from analytics.theft.signals import longest_true_run
-from releve.arrays import FloatArray
+from releve.arrays import FloatArray, IntArray
 from releve.db import connect, editor_role, reader_role, refresh_daily
+from releve.model import COMMODITY_CHANNELS
+from releve.pgbinary import copy_blocks, copy_records, row_dtype
 from releve.settings import Settings
 
-IMPORT_CHANNELS = ("1-0:1.8.0", "8-0:1.0.0")
-EXPORT_CHANNELS = ("1-0:2.8.0", "8-0:2.0.0")
-INTERVAL_CHANNELS = ("1-0:1.29.0", "8-0:1.29.0")
+IMPORT_CHANNELS = tuple(ch.register for ch in COMMODITY_CHANNELS.values())
+EXPORT_CHANNELS = tuple(ch.export for ch in COMMODITY_CHANNELS.values())
+INTERVAL_CHANNELS = tuple(ch.interval for ch in COMMODITY_CHANNELS.values())
 INDEX_RULES = ("NEGATIVE", "SUM_CHECK", "MULTIPLIER")
 RESULTS = ("fraud", "meter_fault", "nothing", "no_access")
 
@@ -69,20 +78,37 @@ def _period(conn: psycopg.Connection, start: date | None, end: date | None, days
     return start, end
 
 
-def _last_per_day(conn: psycopg.Connection, codes: tuple[str, ...], lo: datetime, hi: datetime
-                  ) -> list[tuple[int, date, float]]:
-    """The last register value of each day: the daily aggregate, corrected where VEE made a version.
+#: One row of the daily COPY: meter, channel, day (since the period's first), the day's last register value.
+_DAILY_ROW = row_dtype(("meter_id", ">i4"), ("channel_id", ">i2"), ("day", ">i4"), ("value", ">f8"))
+#: One row of the hourly COPY: meter, hour (since the period's first midnight), summed intervals.
+_HOURLY_ROW = row_dtype(("meter_id", ">i4"), ("hour", ">i4"), ("value", ">f8"))
 
-    Reading the daily aggregate keeps this one row per meter and day however often meters are read;
-    the few (meter, day) pairs that carry an estimate or edit are read from ``validated_reading``.
+
+def _row_of(ids: list[int]) -> IntArray:
+    """Meter id → row (−1: not one of ``ids``), as an array indexed by id."""
+    out = np.full(max(ids, default=0) + 2, -1, dtype=np.int64)
+    out[np.asarray(ids, dtype=np.int64)] = np.arange(len(ids), dtype=np.int64)
+    return out
+
+
+def _rows(lookup: IntArray, meter_ids: np.ndarray) -> IntArray:
+    """Rows of ``meter_ids`` through ``lookup`` (−1 for ids it does not know)."""
+    ids = meter_ids.astype(np.int64)
+    inside = (ids >= 0) & (ids < len(lookup))
+    return np.where(inside, lookup[np.where(inside, ids, 0)], -1)
+
+
+def _channel_ids(conn: psycopg.Connection, codes: tuple[str, ...]) -> list[int]:
+    return [int(r[0]) for r in conn.execute("SELECT id FROM channel WHERE code = ANY(%s)", (list(codes),))]
+
+
+def _edited_per_day(conn: psycopg.Connection, codes: tuple[str, ...], lo: datetime, hi: datetime
+                    ) -> list[tuple[int, date, float]]:
+    """The last value of each (meter, day) that carries an estimate or edit (``validated_reading``'s merge).
+
+    Few pairs: rows, not a COPY.
     """
-    rows = conn.execute(
-        """SELECT d.meter_id, (d.day AT TIME ZONE 'UTC')::date, d.last_value
-           FROM daily_reading d JOIN channel c ON c.id = d.channel_id
-           WHERE c.code = ANY(%s) AND d.day >= %s AND d.day < %s""",
-        (list(codes), lo, hi),
-    ).fetchall()
-    edited = conn.execute(
+    return conn.execute(
         """WITH touched AS (
                SELECT DISTINCT v.meter_id, v.channel_id, date_trunc('day', v.ts AT TIME ZONE 'UTC') AS day
                FROM reading_version v JOIN channel c ON c.id = v.channel_id
@@ -98,18 +124,143 @@ def _last_per_day(conn: psycopg.Connection, codes: tuple[str, ...], lo: datetime
            ORDER BY t.meter_id, t.day, r.ts DESC""",
         (list(codes), lo, hi),
     ).fetchall()
-    if not edited:
-        return rows
-    fixed = {(m, d): v for m, d, v in edited}
-    return [(m, d, fixed.pop((m, d), v)) for m, d, v in rows] + [(m, d, v) for (m, d), v in fixed.items()]
+
+
+def _lay_over(grid: FloatArray, lookup: IntArray, edited: list[tuple[int, date, float]], start: date) -> None:
+    """Estimates and edits over the daily aggregate's last values."""
+    n_days = grid.shape[1]
+    for mid, d, v in edited:
+        k = int(lookup[mid]) if 0 <= mid < len(lookup) else -1
+        j = (d - start).days
+        if k >= 0 and 0 <= j < n_days:
+            grid[k, j] = v
+
+
+def _register_grids(conn: psycopg.Connection, start: date, lo: datetime, hi: datetime, n_days: int,
+                    row_of: IntArray, m: int, feeder_row: IntArray, n_feeders: int, interval: list[int]
+                    ) -> tuple[FloatArray, FloatArray, FloatArray, bool, set[int]]:
+    """Last register value per day (NaN: no read): customers' import, their export, feeders' import.
+
+    One binary COPY of the daily aggregate (one row per meter and day however often meters are
+    read), laid into the grids a block at a time. Also whether any import register value came,
+    and the meters with a day of the ``interval`` channels around the period (a superset of those
+    with an interval in it: the same scan, instead of a second one).
+    """
+    imp = np.asarray(_channel_ids(conn, IMPORT_CHANNELS), dtype=np.int64)
+    exp = np.asarray(_channel_ids(conn, EXPORT_CHANNELS), dtype=np.int64)
+    daily = np.full((m, n_days), np.nan)
+    export = np.full((m, n_days), np.nan)
+    feeder = np.full((n_feeders, n_days), np.nan)
+    any_import = False
+    with_interval: set[int] = set()
+    for rec in copy_blocks(
+        conn,
+        """COPY (SELECT d.meter_id, d.channel_id, ((d.day AT TIME ZONE 'UTC')::date - %(start)s::date)::int4,
+                        d.last_value
+                 FROM daily_reading d
+                 WHERE (d.channel_id = ANY(%(reg)s::smallint[]) AND d.day >= %(lo)s AND d.day < %(hi)s
+                        AND d.last_value IS NOT NULL)
+                    OR (d.channel_id = ANY(%(int)s::smallint[]) AND d.day >= %(lo1)s AND d.day <= %(hi)s))
+           TO STDOUT (FORMAT binary)""",
+        {"start": start, "reg": imp.tolist() + exp.tolist(), "int": interval, "lo": lo, "hi": hi,
+         "lo1": lo - timedelta(days=1)}, _DAILY_ROW,
+    ):
+        meter = rec["meter_id"].astype(np.int64)
+        day = rec["day"].astype(np.int64)
+        value = rec["value"].astype(np.float64)
+        channel = rec["channel_id"].astype(np.int64)
+        is_imp = np.isin(channel, imp)
+        is_exp = np.isin(channel, exp)
+        with_interval.update(np.unique(meter[~(is_imp | is_exp)]).tolist())
+        any_import = any_import or bool(is_imp.any())
+        in_period = (day >= 0) & (day < n_days)
+        for grid, lookup, sel in ((daily, row_of, is_imp), (export, row_of, is_exp), (feeder, feeder_row, is_imp)):
+            rows = _rows(lookup, meter)
+            ok = sel & in_period & (rows >= 0)
+            grid[rows[ok], day[ok]] = value[ok]
+    return daily, export, feeder, any_import, with_interval
+
+
+class _HourlyReader:
+    """Hourly sums of the interval channels, summed by the database, for a group of meters at a time.
+
+    Intervals are stamped at their end: each counts in the hour it covers. A day missing any hour
+    is NaN whole (the profile signals compare whole days). The connection stays open for the
+    ranking (:class:`analytics.theft.data.LazyHourly` reads the fleet area by area).
+    """
+
+    def __init__(self, conn: psycopg.Connection, channels: list[int], lo: datetime, hi: datetime, n_days: int
+                 ) -> None:
+        self.conn = conn
+        self.channels = channels
+        self.lo = lo
+        self.hi = hi
+        self.n_days = n_days
+
+    def read(self, meter_ids: list[int]) -> FloatArray:
+        """len(meter_ids) × days × 24 (NaN: hour of an incomplete day, or no data)."""
+        n = len(meter_ids)
+        out = np.zeros((n, self.n_days * 24))
+        seen = np.zeros((n, self.n_days * 24), dtype=bool)
+        if n and self.channels:
+            rec = copy_records(
+                self.conn,
+                """COPY (SELECT r.meter_id,
+                                floor((date_part('epoch', r.ts) - %(lo_s)s - coalesce(c.interval_s, 900))
+                                      / 3600.0)::int4,
+                                sum(r.value)
+                         FROM reading r JOIN channel c ON c.id = r.channel_id
+                         WHERE r.meter_id = ANY(%(ids)s) AND r.channel_id = ANY(%(ch)s::smallint[])
+                           AND r.ts > %(lo)s AND r.ts <= %(hi)s
+                         GROUP BY 1, 2)
+                   TO STDOUT (FORMAT binary)""",
+                {"lo_s": self.lo.timestamp(), "ids": meter_ids, "ch": self.channels, "lo": self.lo, "hi": self.hi},
+                _HOURLY_ROW,
+            )
+            rows = _rows(_row_of(meter_ids), rec["meter_id"])
+            hour = rec["hour"].astype(np.int64)
+            ok = (rows >= 0) & (hour >= 0) & (hour < self.n_days * 24)
+            np.add.at(out, (rows[ok], hour[ok]), rec["value"].astype(np.float64)[ok])
+            seen[rows[ok], hour[ok]] = True
+        cube = out.reshape(n, self.n_days, 24)
+        cube[~seen.reshape(n, self.n_days, 24).all(axis=2)] = np.nan
+        return cube
+
+    def read_chunked(self, meter_ids: list[int], per: int = HOURLY_CHUNK_METERS) -> FloatArray:
+        """:meth:`read` a group of ``per`` meters at a time into one array (the feeders)."""
+        out = np.full((len(meter_ids), self.n_days, 24), np.nan)
+        for a in range(0, len(meter_ids), per):
+            out[a:a + per] = self.read(meter_ids[a:a + per])
+        return out
+
+    def any_data(self, meter_ids: list[int]) -> bool:
+        """Whether any of these meters has an interval value in the period (an index probe)."""
+        if not meter_ids or not self.channels:
+            return False
+        row = self.conn.execute(
+            """SELECT EXISTS (SELECT 1 FROM reading r WHERE r.meter_id = ANY(%s) AND r.channel_id = ANY(%s::smallint[])
+                                AND r.ts > %s AND r.ts <= %s)""",
+            (meter_ids, self.channels, self.lo, self.hi),
+        ).fetchone()
+        return bool(row and row[0])
+
+
+#: Hourly series up to this size (bytes as meters × days × 24 floats) are read whole; above, area
+#: by area while the ranking runs (64 MB: about 900 meters × 365 days).
+HOURLY_IN_MEMORY = 64 << 20
 
 
 def load_from_database(
-    conn: psycopg.Connection, start: date | None = None, end: date | None = None, days: int = 365
+    conn: psycopg.Connection, start: date | None = None, end: date | None = None, days: int = 365,
+    hourly_in_memory: int = HOURLY_IN_MEMORY,
 ) -> TheftData:
     """Build :class:`TheftData` for ``[start, end)``.
 
     Default period: the last ``days`` days up to the last reading, not before the first reading.
+    Daily series come in one binary COPY of the daily aggregate. Hourly series (interval data) are
+    summed per hour by the database; above ``hourly_in_memory`` bytes they are read area by area
+    while the ranking runs (a :class:`LazyHourly`: ``conn`` must stay open until the candidates are
+    explained), so the fleet's hourly array is never held whole.
     """
     start, end = _period(conn, start, end, days)
     n_days = (end - start).days
@@ -129,69 +280,65 @@ def load_from_database(
     ).fetchall()
     if not meters:
         raise StoreError("no customer meters in the database")
-    row_of = {r[0]: k for k, r in enumerate(meters)}
+    meter_ids = [int(r[0]) for r in meters]
+    row_of = _row_of(meter_ids)
     feeders = conn.execute(
         "SELECT a.code, a.feeder_meter_id, a.technical_loss_pct FROM area a WHERE a.feeder_meter_id IS NOT NULL"
     ).fetchall()
-    feeder_row = {f[1]: k for k, f in enumerate(feeders)}
+    feeder_ids = [int(f[1]) for f in feeders]
+    feeder_row = _row_of(feeder_ids)
     m = len(meters)
 
-    def grid(rows: list[tuple[int, date, float]], index: dict[int, int], size: int) -> FloatArray:
-        out = np.full((size, n_days), np.nan)
-        for mid, day, value in rows:
-            k = index.get(mid)
-            j = (day - start).days
-            if k is not None and 0 <= j < n_days:
-                out[k, j] = value
-        return out
+    interval_channels = _channel_ids(conn, INTERVAL_CHANNELS)
+    last, last_export, feeder_last, any_import, with_interval = _register_grids(
+        conn, start, lo, hi, n_days, row_of, m, feeder_row, len(feeders), interval_channels)
+    imp_edits = _edited_per_day(conn, IMPORT_CHANNELS, lo, hi)
+    _lay_over(last, row_of, imp_edits, start)
+    _lay_over(last_export, row_of, _edited_per_day(conn, EXPORT_CHANNELS, lo, hi), start)
+    _lay_over(feeder_last, feeder_row, imp_edits, start)
+    daily = register_advance(last)
+    # No export register in the fleet: no array (an all-NaN one is 290 MB at 100,000 × 365 and
+    # every export signal reads it as zero anyway).
+    export = register_advance(last_export) if np.isfinite(last_export).any() else None
+    feeder_daily = register_advance(feeder_last)
+    cumulative = any_import or bool(imp_edits)
+    del last, last_export, feeder_last
 
-    imp_rows = _last_per_day(conn, IMPORT_CHANNELS, lo, hi)
-    daily = register_advance(grid(imp_rows, row_of, m))
-    export = register_advance(grid(_last_per_day(conn, EXPORT_CHANNELS, lo, hi), row_of, m))
-    feeder_daily = register_advance(grid(imp_rows, feeder_row, len(feeders)))
-
-    # Hourly profiles from the raw intervals (stamped at their end): the shape of a day, not billing
-    # figures, so estimates filling the odd gap do not matter and the view's version merge is skipped.
-    interval = conn.execute(
-        """SELECT r.meter_id, (s.t AT TIME ZONE 'UTC')::date, extract(hour FROM s.t AT TIME ZONE 'UTC')::int,
-                  sum(r.value)
-           FROM reading r JOIN channel c ON c.id = r.channel_id
-           CROSS JOIN LATERAL (SELECT r.ts - make_interval(secs => coalesce(c.interval_s, 900)) AS t) s
-           WHERE c.code = ANY(%s) AND r.ts > %s AND r.ts <= %s
-           GROUP BY 1, 2, 3""",
-        (list(INTERVAL_CHANNELS), lo, hi),
-    ).fetchall()
-    hourly = None
+    # Hourly profiles from the raw intervals: the shape of a day, not billing figures, so estimates
+    # filling the odd gap do not matter and the view's version merge is skipped.
+    reader = _HourlyReader(conn, interval_channels, lo, hi, n_days)
+    hourly: FloatArray | LazyHourly | None = None
     feeder_hourly: dict[int, FloatArray] = {}
-    if interval:
-        hourly = np.full((m, n_days, 24), np.nan)
-        seen = np.zeros((m, n_days, 24), dtype=bool)
-        for mid, day, hour, value in interval:
-            k = row_of.get(mid)
-            j = (day - start).days
-            if k is not None and 0 <= j < n_days:
-                hourly[k, j, hour] = value
-                seen[k, j, hour] = True
-        day_sum = np.where(seen.all(axis=2), np.nansum(hourly, axis=2), np.nan)
-        no_register = ~np.isfinite(daily).any(axis=1)
-        daily[no_register] = day_sum[no_register]
-        hourly[~seen.all(axis=2)] = np.nan
+    customer_interval = [i for i in meter_ids if i in with_interval]
+    feeder_interval = [i for i in feeder_ids if i in with_interval]
+    if reader.any_data(customer_interval) or reader.any_data(feeder_interval):
+        ids = np.asarray(meter_ids, dtype=np.int64)
+        load: Callable[[IntArray], FloatArray]
+        if m * n_days * 24 * 8 <= hourly_in_memory:
+            whole = reader.read_chunked(meter_ids)
+            hourly = whole
+            load = whole.__getitem__
+        else:
+            lazy = LazyHourly(lambda rows: reader.read(ids[rows].tolist()), m, n_days)
+            hourly, load = lazy, lazy.load
+        # Meters without a register: their daily consumption is the sum of their complete days.
+        no_register = np.flatnonzero(~np.isfinite(daily).any(axis=1))
+        for a in range(0, no_register.size, HOURLY_CHUNK_METERS):
+            rows = no_register[a:a + HOURLY_CHUNK_METERS]
+            part = load(rows)
+            daily[rows] = np.where(np.isfinite(part).all(axis=2), part.sum(axis=2), np.nan)
         # Feeders with an interval channel: hourly totals (the interval balance), and their daily
         # sums when they have no register at all.
-        f_hourly = np.zeros((len(feeders), n_days, 24))
-        f_seen = np.zeros((len(feeders), n_days, 24), dtype=bool)
-        for mid, day, hour, value in interval:
-            k = feeder_row.get(mid)
-            j = (day - start).days
-            if k is not None and 0 <= j < n_days:
-                f_hourly[k, j, hour] = value
-                f_seen[k, j, hour] = True
-        f_full = np.asarray(f_seen.all(axis=2), dtype=bool)
-        for k in range(len(feeders)):
-            if f_full[k].sum() >= 7:
-                feeder_hourly[k] = np.where(f_full[k][:, None], f_hourly[k], np.nan)
+        feeder_index = {i: k for k, i in enumerate(feeder_ids)}
+        f_rows = [feeder_index[i] for i in feeder_interval]
+        f_hourly = reader.read_chunked(feeder_interval)
+        for j, k in enumerate(f_rows):
+            full = np.isfinite(f_hourly[j]).all(axis=1)
+            if full.sum() >= 7:
+                feeder_hourly[k] = f_hourly[j]
                 if not np.isfinite(feeder_daily[k]).any():
-                    feeder_daily[k] = np.where(f_full[k], f_hourly[k].sum(axis=1), np.nan)
+                    feeder_daily[k] = np.where(full, f_hourly[j].sum(axis=1), np.nan)
+        del f_hourly
 
     data = TheftData(
         serials=[r[1] for r in meters], first_day=start, daily=daily,
@@ -202,8 +349,8 @@ def load_from_database(
         longitude=np.array([np.nan if r[9] is None else r[9] for r in meters], dtype=float),
         import_only=np.array([bool(r[4]) for r in meters]),
         wrap=np.array([np.inf if r[5] is None else float(r[5]) for r in meters]),
-        cumulative=bool(imp_rows), export=export, hourly=hourly,
-        unit=np.array([r[3] for r in meters], dtype=object), meter_ids=[r[0] for r in meters],
+        cumulative=cumulative, export=export, hourly=hourly,
+        unit=np.array([r[3] for r in meters], dtype=object), meter_ids=list(meter_ids),
     )
     for k, (code, _, pct) in enumerate(feeders):
         data.feeders[code] = feeder_daily[k]
@@ -214,8 +361,8 @@ def load_from_database(
     for mid, ts, kind, code in conn.execute(
         "SELECT meter_id, ts, kind, code FROM meter_event WHERE ts >= %s AND ts < %s ORDER BY ts", (lo, hi)
     ):
-        k = row_of.get(mid)
-        if k is not None:
+        k = int(_rows(row_of, np.array([mid]))[0])
+        if k >= 0:
             data.events.append(Event(k, (ts.astimezone(UTC).date() - start).days, ts, kind, code))
     vee = np.zeros(m)
     streak_mask = np.zeros((m, n_days), dtype=bool)
@@ -224,14 +371,15 @@ def load_from_database(
             """SELECT meter_id, count(*) FROM vee_exception WHERE rule = ANY(%s) AND status <> 'rejected'
                AND ts >= %s AND ts < %s GROUP BY 1""", (list(INDEX_RULES), lo, hi)
         ):
-            if mid in row_of:
-                vee[row_of[mid]] = n
+            k = int(_rows(row_of, np.array([mid]))[0])
+            if k >= 0:
+                vee[k] = n
         for mid, day in conn.execute(
             """SELECT DISTINCT meter_id, (ts AT TIME ZONE 'UTC')::date FROM reading_version
                WHERE kind = 'estimate' AND ts >= %s AND ts < %s""", (lo, hi)
         ):
-            k = row_of.get(mid)
-            if k is not None:
+            k = int(_rows(row_of, np.array([mid]))[0])
+            if k >= 0:
                 streak_mask[k, (day - start).days] = True
     data.vee_exceptions = vee
     data.estimate_streak = longest_true_run(streak_mask)
@@ -501,6 +649,8 @@ class DatabaseRanking:
     excluded: int
     labels: int
     note: str = ""
+    #: Seconds: refresh, load, score (with the hourly reads while it runs), store.
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def rank_database(
@@ -522,19 +672,26 @@ def rank_database(
     from analytics.theft.ranking import score
 
     filters = filters or {}
+    t0 = time.perf_counter()
     refresh_daily(url, role=editor_role(settings))  # the daily aggregate must cover what landed
+    t1 = time.perf_counter()
+    # One snapshot for the whole read: hourly series come area by area while the ranking runs.
     with connect(url, role=reader_role(settings)) as conn:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         data = load_from_database(conn, start, end, days)
         labels = training_labels(conn)
         exclude = set() if include_inspected else inspected(conn)
-    ranking = score(data, training=(labels.x, labels.y) if len(labels.y) else None, tariff=tariff or {},
-                    exclude=exclude)  # fmt: skip
-    model = ranking.model_name
-    cands = ranking.candidates(keep, by=order, **filters)
+        t2 = time.perf_counter()
+        ranking = score(data, training=(labels.x, labels.y) if len(labels.y) else None, tariff=tariff or {},
+                        exclude=exclude)  # fmt: skip
+        model = ranking.model_name
+        cands = ranking.candidates(keep, by=order, **filters)
+    t3 = time.perf_counter()
     run_id = None
     if store:
         params = {"order": order, "filters": filters, "tariff": tariff or {}, "keep": keep,
                   "excluded": len(exclude), "labels": len(labels.y), "model_note": ranking.model_note()}  # fmt: skip
         run_id = save_run(settings, url, cands, origin, params, data,
                           n_labels=ranking.model.n_labels if ranking.model else 0, model=model)  # fmt: skip
-    return DatabaseRanking(cands, run_id, model, data, len(exclude), len(labels.y), ranking.model_note())
+    timings = {"refresh": t1 - t0, "load": t2 - t1, "score": t3 - t2, "store": time.perf_counter() - t3}
+    return DatabaseRanking(cands, run_id, model, data, len(exclude), len(labels.y), ranking.model_note(), timings)

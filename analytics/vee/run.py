@@ -32,6 +32,8 @@ from analytics.vee.intervals import interval_estimates, screen_intervals, sum_ch
 from analytics.vee.params import RULES, RuleParams, Severity, params_for
 from analytics.vee.registers import Estimate, Finding, RegisterSeries, fmt, validate_registers
 from releve import db
+from releve.model import COMMODITY_CHANNELS
+from releve.pgbinary import PG_EPOCH_S, copy_records, row_dtype
 from releve.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,22 +42,10 @@ WATERMARK = "registers"
 #: Batches this far below the watermark are still checked for late commits (ids are taken at insert,
 #: so a long ingest transaction can commit after a higher id that VEE already saw).
 LATE_BATCH_WINDOW = 10_000
-PG_EPOCH_S = 946_684_800.0  # 2000-01-01 in Unix seconds
 UNIT_FACTORS = {("Wh", "kWh"): 1e-3, ("MWh", "kWh"): 1e3, ("L", "m3"): 1e-3, ("kWh", "Wh"): 1e3}
 
-LOAD_DTYPE = np.dtype(
-    [
-        ("n", ">i2"),
-        ("l1", ">i4"), ("meter_id", ">i4"),
-        ("l2", ">i4"), ("channel_id", ">i2"),
-        ("l3", ">i4"), ("ts", ">i8"),
-        ("l4", ">i4"), ("value", ">f8"),
-        ("l5", ">i4"), ("unit_id", ">i2"),
-        ("l6", ">i4"), ("batch_id", ">i8"),
-        ("l7", ">i4"), ("read_type_id", ">i2"),
-        ("l8", ">i4"), ("source_id", ">i2"),
-    ]
-)  # fmt: skip
+LOAD_DTYPE = row_dtype(("meter_id", ">i4"), ("channel_id", ">i2"), ("ts", ">i8"), ("value", ">f8"),
+                       ("unit_id", ">i2"), ("batch_id", ">i8"), ("read_type_id", ">i2"), ("source_id", ">i2"))
 
 
 @dataclass
@@ -317,13 +307,7 @@ def _load(conn: Connection, a: int, b: int) -> dict[str, np.ndarray]:
 
 def _copy_rows(conn: Connection, query: str, params: tuple[Any, ...]) -> np.ndarray:
     """The rows of one binary ``COPY`` of ``LOAD_DTYPE``'s columns, as a numpy record array."""
-    parts: list[bytes] = []
-    with conn.cursor().copy(query, params) as copy:
-        for data in copy:
-            parts.append(bytes(data))
-    buf = b"".join(parts)
-    n = (len(buf) - 19 - 2) // LOAD_DTYPE.itemsize
-    return np.frombuffer(buf, LOAD_DTYPE, count=n, offset=19) if n > 0 else np.zeros(0, LOAD_DTYPE)
+    return copy_records(conn, query, params, LOAD_DTYPE)
 
 
 def _validate_chunk(
@@ -561,15 +545,7 @@ def severity_counts(conn: psycopg.Connection) -> dict[str, int]:
     return {str(s): int(n) for s, n in rows} | {s.value: 0 for s in Severity if s.value not in dict(rows)}
 
 
-SERIES_DTYPE = np.dtype(
-    [
-        ("n", ">i2"),
-        ("l1", ">i4"), ("meter_id", ">i4"),
-        ("l2", ">i4"), ("channel_id", ">i2"),
-        ("l3", ">i4"), ("ts", ">i8"),
-        ("l4", ">i4"), ("value", ">f8"),
-    ]
-)  # fmt: skip
+SERIES_DTYPE = row_dtype(("meter_id", ">i4"), ("channel_id", ">i2"), ("ts", ">i8"), ("value", ">f8"))
 
 
 def _copy_series(conn: Connection, query: str, params: tuple[Any, ...]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -577,15 +553,9 @@ def _copy_series(conn: Connection, query: str, params: tuple[Any, ...]) -> dict[
 
     As {meter * 65536 + channel: (t, value)}, each series in time order, ``t`` in Unix seconds.
     """
-    parts: list[bytes] = []
-    with conn.cursor().copy(query, params) as copy:
-        for data in copy:
-            parts.append(bytes(data))
-    buf = b"".join(parts)
-    n = (len(buf) - 19 - 2) // SERIES_DTYPE.itemsize
-    if n <= 0:
+    rec = copy_records(conn, query, params, SERIES_DTYPE)
+    if len(rec) == 0:
         return {}
-    rec = np.frombuffer(buf, SERIES_DTYPE, count=n, offset=19)
     key = rec["meter_id"].astype(np.int64) * 65536 + rec["channel_id"].astype(np.int64)
     ts = rec["ts"].astype(np.int64)
     order = np.lexsort((ts, key))
@@ -597,7 +567,8 @@ def _copy_series(conn: Connection, query: str, params: tuple[Any, ...]) -> dict[
 
 
 #: The register channel an interval channel's values add up to (for the sum check).
-_REGISTER_OF = """CASE s.code WHEN '1-0:1.29.0' THEN '1-0:1.8.0' WHEN '8-0:1.29.0' THEN '8-0:1.0.0' END"""
+_REGISTER_OF = "CASE s.code " + " ".join(  # an interval channel's register (releve.model); codes are constants
+    f"WHEN '{ch.interval}' THEN '{ch.register}'" for ch in COMMODITY_CHANNELS.values()) + " END"
 
 
 def _interval_pass(

@@ -233,3 +233,31 @@ def test_default_period_leaves_out_a_partial_last_day(loaded):
         explicit = load_from_database(conn, end=last + timedelta(days=2))
     assert (after.first_day, after.n_days) == (before.first_day, before.n_days)
     assert explicit.n_days == before.n_days + 1  # asked for: the partial day is there
+
+
+def test_hourly_series_read_area_by_area_rank_as_when_read_whole(loaded, monkeypatch):
+    import numpy as np
+
+    from analytics.theft import data as theft_data
+    from analytics.theft.data import LazyHourly
+    from analytics.theft.ranking import score
+    from analytics.theft.store import load_from_database
+
+    db, _ = loaded
+    with db.connect() as conn:
+        whole = load_from_database(conn)
+        monkeypatch.setattr(theft_data, "HOURLY_CHUNK_METERS", 5)  # smaller than an area: areas stay whole
+        by_area = load_from_database(conn, hourly_in_memory=0)
+        assert isinstance(whole.hourly, np.ndarray) and isinstance(by_area.hourly, LazyHourly)
+        chunks = [rows for rows, _ in by_area.hourly_chunks()]
+        assert sorted(np.concatenate(chunks).tolist()) == list(range(by_area.n_meters))
+        assert all(len(set(by_area.area[rows])) == 1 for rows in chunks if by_area.area[rows[0]])
+        np.testing.assert_array_equal(by_area.hourly[3], whole.hourly[3])
+        np.testing.assert_array_equal(by_area.daily, whole.daily)
+        a, b = score(whole), score(by_area)
+        assert a.features.interval is not None and b.features.interval is not None
+        np.testing.assert_array_equal(a.features.X, b.features.X)
+        np.testing.assert_array_equal(a.risk, b.risk)
+        first, second = a.candidates(30), b.candidates(30)
+    assert [c.meter for c in first] == [c.meter for c in second]
+    assert [c.evidence for c in first] == [c.evidence for c in second]

@@ -1,0 +1,320 @@
+"""``releve theft rank`` from a real database, as users run it: seconds and peak memory, against baselines.
+
+    .venv/bin/python bench/theft_db.py                       # 100,000 meters daily + 10,000 hourly (≈ 25 min)
+    .venv/bin/python bench/theft_db.py --meters 10000 --hourly-meters 2000   # quick check (≈ 5 min)
+    .venv/bin/python bench/theft_db.py --no-hourly           # daily register data only
+
+Two throwaway databases (``bench/common.py``), each loaded through the ingest write path and its
+daily aggregate refreshed (setup, not timed):
+
+1. **daily**: ``--meters`` customer meters × ``--days`` days of one import-register read a day,
+   in transformer areas of 20 with a feeder meter each (its register: the customers' true
+   consumption + 4 %), seasonal households, 5 % thieves (a drop of 30–90 % for 30–150 days);
+2. **hourly**: ``--hourly-meters`` customers (same areas) with hourly interval data only (channel
+   1-0:1.29.0, end-stamped), the feeders too: the profile signals and the hourly feeder balance run.
+
+Each figure is one process, timed from start to exit, its peak resident memory read with
+``os.wait4`` (``ru_maxrss`` of that process alone, started through a small launcher):
+
+- ``releve theft rank --quiet`` itself (the run stored as users do), with the phase timings it prints;
+- baseline **row fetch**: the load this bench replaced (``bench/theft_db_legacy.py``: rows fetched
+  into Python, a meters × days × 24 array with interval data) with the same ranking, not stored;
+  run on the hourly data only up to ``--legacy-hourly-max`` meters (the old path needs about
+  40 bytes × meters × days × 24 × 5 for the interval balance's regressors);
+- baseline **plain SQL**: what a competent engineer writes first: one aggregate query (per meter,
+  the last 30 days against the first 45, from the same data) and a numpy sort — no signals, no
+  explanations: the floor of reading the data once.
+
+Acceptance (issue 18): 100,000 meters × 365 days < 30 s daily-only, < 60 s with hourly data, peak
+memory < 4 GB. The machine is shared: say when figures were measured under load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import bench_database  # noqa: E402
+from releve.pgbinary import row_dtype  # noqa: E402
+
+AREA = 20
+REGISTER = "1-0:1.8.0"
+INTERVAL = "1-0:1.29.0"
+
+
+def _registry(url: str, meters: int, first: datetime) -> None:
+    """Areas with a feeder meter each, customer meters, service points and installations (SQL only)."""
+    areas = -(-meters // AREA)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            """INSERT INTO meter (serial, commodity, model, unit, protocol, register_digits)
+               SELECT 'F' || lpad(g::text, 6, '0'), 'electricity', 'bench', 'kWh', 'import', 9
+               FROM generate_series(0, %s - 1) g""", (areas,))
+        conn.execute(
+            """INSERT INTO meter (serial, commodity, model, unit, protocol, register_digits)
+               SELECT 'C' || lpad(g::text, 7, '0'), 'electricity', 'bench', 'kWh', 'import', 7
+               FROM generate_series(0, %s - 1) g""", (meters,))
+        conn.execute(
+            """INSERT INTO area (code, kind, commodity, feeder_meter_id, technical_loss_pct)
+               SELECT 'T' || lpad(g::text, 5, '0'), 'transformer', 'electricity', m.id, 3.0
+               FROM generate_series(0, %s - 1) g JOIN meter m ON m.serial = 'F' || lpad(g::text, 6, '0')""",
+            (areas,))
+        conn.execute(
+            """INSERT INTO service_point (code, commodity, customer_class, area_id, latitude, longitude)
+               SELECT 'SP' || lpad(g::text, 7, '0'), 'electricity',
+                      CASE WHEN g %% 7 = 0 THEN 'commercial' ELSE 'residential' END, a.id,
+                      48.8 + random() * 0.2, 2.3 + random() * 0.2
+               FROM generate_series(0, %s - 1) g JOIN area a ON a.code = 'T' || lpad((g / %s)::text, 5, '0')""",
+            (meters, AREA))
+        conn.execute(
+            """INSERT INTO installation (meter_id, service_point_id, installed_at)
+               SELECT m.id, sp.id, %s
+               FROM generate_series(0, %s - 1) g JOIN meter m ON m.serial = 'C' || lpad(g::text, 7, '0')
+               JOIN service_point sp ON sp.code = 'SP' || lpad(g::text, 7, '0')""",
+            (first - timedelta(days=30), meters))
+
+
+def _consumption(rng: np.random.Generator, n: int, days: int) -> tuple[np.ndarray, np.ndarray]:
+    """(true, recorded) daily kWh for ``n`` customers: seasonal, noisy, 5 % thieves with a drop."""
+    level = 9.0 * rng.lognormal(0, 0.35, n)
+    season = 1 + 0.25 * np.cos(2 * np.pi * np.arange(days) / 365)
+    true = level[:, None] * season[None, :] * rng.lognormal(0, 0.08, (n, days))
+    recorded = true.copy()
+    for i in np.flatnonzero(rng.random(n) < 0.05):
+        s0 = int(rng.integers(0, days - 30))
+        recorded[i, s0:s0 + int(rng.integers(30, 150))] *= rng.uniform(0.1, 0.7)
+    return true, recorded
+
+
+PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+DAILY_ROW = row_dtype(("meter_id", ">i4"), ("channel_id", ">i2"), ("day", ">i8"), ("reads", ">i4"), ("total", ">f8"),
+                      ("min_value", ">f8"), ("max_value", ">f8"), ("first_value", ">f8"), ("last_value", ">f8"))
+READING_ROW = row_dtype(("meter_id", ">i4"), ("channel_id", ">i2"), ("ts", ">i8"), ("value", ">f8"),
+                        ("unit_id", ">i2"), ("source_id", ">i2"), ("read_type_id", ">i2"), ("quality", ">i2"),
+                        ("received_at", ">i8"), ("batch_id", ">i8"))
+
+
+def _records(dtype: np.dtype, n: int, **columns: np.ndarray | int | float) -> np.ndarray:
+    """A binary COPY record array of ``n`` rows: field count, lengths and the given columns."""
+    rec = np.zeros(n, dtype)
+    rec["n"] = (len(dtype.names) - 1) // 2
+    for k, name in enumerate(dtype.names[2::2], start=1):
+        rec[f"l{k}"] = dtype[name].itemsize
+        rec[name] = columns[name]
+    return rec
+
+
+def _copy_in(conn: psycopg.Connection, table: str, dtype: np.dtype, rec: np.ndarray) -> None:
+    cols = ", ".join("n" if c == "reads" else c for c in dtype.names[2::2])
+    with conn.cursor().copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT binary)") as copy:
+        copy.write(COPY_HEADER)
+        for a in range(0, len(rec), 1 << 20):
+            copy.write(rec[a:a + (1 << 20)].tobytes())
+        copy.write(b"\xff\xff")
+
+
+def land(url: str, meters: int, days: int, hourly: bool, seed: int = 18) -> tuple[int, float]:
+    """Create the fleet and COPY its data in; return (rows, seconds).
+
+    Daily register data goes straight into the daily aggregate (the one table the ranking reads for
+    registers, one row per meter and day); hourly interval data into ``reading`` (the ranking sums
+    it per hour), then the aggregate is refreshed over it. The ingest write path is not what this
+    bench measures and would take most of an hour on a shared machine at this size.
+    """
+    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    first = end - timedelta(days=days)
+    _registry(url, meters, first)
+    rng = np.random.default_rng(seed)
+    started = time.perf_counter()
+    rows = 0
+    per = 25 * AREA if hourly else 250 * AREA  # whole areas per block
+    day0_us = int((first - PG_EPOCH).total_seconds()) * 1_000_000
+    hour_us = 3_600_000_000
+    profile = np.array([0.5, 0.4, 0.35, 0.35, 0.4, 0.6, 1.0, 1.4, 1.2, 0.9, 0.8, 0.8,
+                        0.9, 0.8, 0.7, 0.8, 1.0, 1.4, 1.9, 2.0, 1.7, 1.3, 0.9, 0.7])
+    profile = profile / profile.sum()
+    with psycopg.connect(url, autocommit=True) as conn:
+        ids = dict(conn.execute("SELECT serial, id FROM meter").fetchall())
+        channel = conn.execute("SELECT id FROM channel WHERE code = %s", (INTERVAL if hourly else REGISTER,)).fetchone()
+        unit = conn.execute("SELECT id FROM unit WHERE code = 'kWh'").fetchone()
+        source = conn.execute("SELECT min(id) FROM reading_source").fetchone()
+        read_type = conn.execute("SELECT min(id) FROM read_type").fetchone()
+        batch = conn.execute("INSERT INTO ingest_batch (batch_key, origin) VALUES (gen_random_uuid(), 'bench-theft') "
+                             "RETURNING id").fetchone()
+        assert channel and unit and source and read_type and batch
+        if hourly:
+            conn.execute("SELECT ensure_reading_partitions(%s, %s)", (first, end + timedelta(days=1)))
+        for a in range(0, meters, per):
+            b = min(a + per, meters)
+            n = b - a
+            true, recorded = _consumption(rng, n, days)
+            n_areas = -(-n // AREA)
+            area_true = np.zeros((n_areas, days))
+            np.add.at(area_true, np.arange(n) // AREA, true)
+            feeder = area_true * 1.04
+            serials = [f"C{i:07d}" for i in range(a, b)] + [f"F{k:06d}" for k in range(a // AREA, a // AREA + n_areas)]
+            meter_id = np.array([ids[x] for x in serials], dtype=np.int64)
+            if hourly:
+                shares = profile[None, :] * rng.lognormal(0, 0.15, (n, 24))
+                shares /= shares.sum(axis=1, keepdims=True)
+                cust = recorded[:, :, None] * shares[:, None, :] * rng.lognormal(0, 0.1, (n, days, 24))
+                feed = feeder[:, :, None] * profile[None, None, :]
+                values = np.round(np.concatenate([cust.reshape(n, -1), feed.reshape(n_areas, -1)]), 4)
+                k = values.shape[1]
+                # End-stamped hourly intervals: the value of hour h is stamped h + 1 h.
+                ts = day0_us + hour_us * (np.arange(k, dtype=np.int64) + 1)
+                rec = _records(READING_ROW, values.size, meter_id=np.repeat(meter_id, k), channel_id=channel[0],
+                               ts=np.tile(ts, len(serials)), value=values.ravel(), unit_id=unit[0],
+                               source_id=source[0], read_type_id=read_type[0], quality=0, received_at=ts[-1],
+                               batch_id=batch[0])  # fmt: skip
+                _copy_in(conn, "reading", READING_ROW, rec)
+            else:
+                start = rng.uniform(1_000, 50_000, (n, 1))
+                values = np.round(np.concatenate([start + np.cumsum(recorded, axis=1),
+                                                  1e5 + np.cumsum(feeder, axis=1)]), 3)
+                day = day0_us + 24 * hour_us * np.arange(days, dtype=np.int64)
+                v = values.ravel()
+                rec = _records(DAILY_ROW, values.size, meter_id=np.repeat(meter_id, days), channel_id=channel[0],
+                               day=np.tile(day, len(serials)), reads=1, total=v, min_value=v, max_value=v, first_value=v,
+                               last_value=v)  # fmt: skip
+                _copy_in(conn, "daily_reading", DAILY_ROW, rec)
+            rows += values.size
+        if hourly:
+            conn.execute("CALL refresh_daily_reading(%s, %s)", (first, end + timedelta(days=1)))
+        conn.execute("VACUUM ANALYZE")
+    return rows, time.perf_counter() - started
+
+
+#: Starts the measured process and reports its own peak memory. Through this small process, not from
+#: the bench: Linux carries the parent's resident size at fork into the child's ``ru_maxrss``.
+LAUNCH = """
+import os, subprocess, sys
+p = subprocess.Popen(sys.argv[1:])
+_, status, usage = os.wait4(p.pid, 0)
+sys.stderr.write(f"\\nmaxrss_kb={usage.ru_maxrss}\\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def child(argv: list[str], env: dict[str, str]) -> tuple[float, float, str, str]:
+    """Run a command to its end: (seconds, its peak resident memory in GB, stdout, stderr)."""
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-c", LAUNCH, *argv], env=env, capture_output=True, text=True, cwd=ROOT)
+    elapsed = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:4])}… exited {p.returncode}:\n{p.stderr[-3000:]}")
+    kb = next(int(ln.split("=")[1]) for ln in reversed(p.stderr.splitlines()) if ln.startswith("maxrss_kb="))
+    return elapsed, kb / 1024**2, p.stdout, p.stderr
+
+
+LEGACY = """
+import sys, time
+from analytics.theft.ranking import score
+from analytics.theft.store import inspected, training_labels
+from bench.theft_db_legacy import load_from_database
+from releve.db import connect
+with connect(sys.argv[1]) as conn:
+    data = load_from_database(conn)
+    labels = training_labels(conn)
+    exclude = inspected(conn)
+r = score(data, training=(labels.x, labels.y) if len(labels.y) else None, exclude=exclude)
+cands = r.candidates(500)
+print(",".join(c.meter for c in cands))
+"""
+
+PLAIN_SQL = """
+import sys
+import numpy as np
+import psycopg
+# Per meter: mean daily consumption over the last 30 days against the first 45, one query; sort.
+q = '''
+WITH span AS (SELECT min(day) AS lo, max(day) AS hi FROM daily_reading),
+per AS (
+  SELECT d.meter_id, d.day, CASE c.kind WHEN 'interval' THEN d.total
+         ELSE d.last_value - lag(d.last_value) OVER (PARTITION BY d.meter_id, d.channel_id ORDER BY d.day) END AS use
+  FROM daily_reading d JOIN channel c ON c.id = d.channel_id
+  WHERE c.code IN ('1-0:1.8.0', '1-0:1.29.0'))
+SELECT p.meter_id,
+       avg(use) FILTER (WHERE p.day > s.hi - interval '30 days'),
+       avg(use) FILTER (WHERE p.day < s.lo + interval '45 days')
+FROM per p, span s GROUP BY 1'''
+with psycopg.connect(sys.argv[1]) as conn:
+    rows = conn.execute(q).fetchall()
+ids = np.array([r[0] for r in rows])
+ratio = np.array([(r[1] or 0.0) / r[2] if r[2] else 1.0 for r in rows])
+top = ids[np.argsort(ratio)[:500]]
+print(len(rows), int(top[0]))
+"""
+
+
+def measure(url: str, settings, label: str, meters: int, days: int, legacy: bool) -> None:
+    env = dict(os.environ, RELEVE_DATABASE__URL=url, RELEVE_DATABASE__ROLE_PREFIX=settings.database.role_prefix,
+               PYTHONPATH=str(ROOT))
+    releve = str(Path(sys.executable).with_name("releve"))
+    secs, gb, out, err = child([releve, "theft", "rank", "--quiet", "--days", str(days)], env)
+    timings = next((ln for ln in err.splitlines() if ln.startswith("timings:")), "")
+    stored = next((ln for ln in out.splitlines() if ln.startswith("run ")), "")
+    print(f"  releve theft rank:            {secs:6.1f} s   peak {gb:5.2f} GB   ({timings.removeprefix('timings: ')})")
+    print(f"    {stored}")
+    base_secs, base_gb, _, _ = child([sys.executable, "-c", PLAIN_SQL, url], env)
+    print(f"  baseline plain SQL + sort:    {base_secs:6.1f} s   peak {base_gb:5.2f} GB   "
+          f"(releve / plain SQL: {secs / base_secs:.1f}×)")
+    if legacy:
+        old_secs, old_gb, old_out, _ = child([sys.executable, "-c", LEGACY, url], env)
+        with psycopg.connect(url) as conn:
+            ours = [r[0] for r in conn.execute(
+                "SELECT serial FROM theft_candidate WHERE run_id = (SELECT max(id) FROM theft_run) ORDER BY rank")]
+        same = "the same 500 candidates in the same order" if old_out.split()[-1].split(",") == ours else "A DIFFERENT LIST"
+        print(f"  baseline row fetch (before):  {old_secs:6.1f} s   peak {old_gb:5.2f} GB   "
+              f"(before / releve: {old_secs / secs:.2f}× the time, {old_gb / gb:.2f}× the memory; {same})")
+    else:
+        print("  baseline row fetch (before):  not run (--no-legacy, or hourly data above --legacy-hourly-max)")
+    goal = 30 if label == "daily" else 60
+    print(f"  goal at 100,000 × 365: < {goal} s, < 4 GB; this run: {meters:,} meters × {days} days")
+
+
+def run(label: str, meters: int, days: int, hourly: bool, legacy: bool) -> None:
+    with bench_database() as (url, settings, where):
+        rows, secs = land(url, meters, days, hourly)
+        kind = "hourly interval data" if hourly else "one register read a day"
+        print(f"\n{label}: {meters:,} customer meters × {days} days, {kind}; {rows:,} readings landed in "
+              f"{secs:.0f} s ({where})")
+        measure(url, settings, label, meters, days, legacy)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--meters", type=int, default=100_000, help="customer meters, daily run (default 100,000)")
+    parser.add_argument("--hourly-meters", type=int, default=10_000,
+                        help="customer meters, hourly run (default 10,000: 100,000 × 365 × 24 readings would "
+                        "need about 90 GB of disk)")
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--no-hourly", action="store_true", help="daily run only")
+    parser.add_argument("--no-daily", action="store_true", help="hourly run only")
+    parser.add_argument("--no-legacy", action="store_true", help="skip the row-fetch baseline")
+    parser.add_argument("--legacy-hourly-max", type=int, default=2_000,
+                        help="run the row-fetch baseline on hourly data up to this many meters (default 2,000)")
+    args = parser.parse_args()
+    print(f"theft ranking from the database; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+          "(the machine may be shared)")
+    if not args.no_daily:
+        run("daily", args.meters, args.days, False, not args.no_legacy)
+    if not args.no_hourly:
+        run("hourly", args.hourly_meters, args.days, True,
+            not args.no_legacy and args.hourly_meters <= args.legacy_hourly_max)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""PostgreSQL binary ``COPY … TO STDOUT (FORMAT binary)`` straight into numpy arrays.
+
+A binary COPY row is a 16-bit field count, then per field a 32-bit length and the value, all
+big-endian. When every column has a fixed width and is never NULL (``coalesce`` in the query), a
+row has a fixed size and the whole body is one numpy record array: no Python per row. Build the
+record type with :func:`row_dtype`, read with :func:`copy_records`.
+
+Fixed-width PostgreSQL types and their numpy codes: ``int2`` ``>i2``, ``int4`` / ``date`` ``>i4``
+(a ``date`` is days since 2000-01-01), ``int8`` / ``timestamptz`` ``>i8`` (microseconds since
+2000-01-01 UTC), ``float4`` ``>f4``, ``float8`` ``>f8``, ``bool`` ``>u1``.
+"""
+
+from __future__ import annotations
+
+import select
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg import errors, pq
+
+#: Signature (11 bytes), flags (4) and header extension length (4) before the first row.
+HEADER_BYTES = 19
+#: The trailer after the last row: a field count of −1.
+TRAILER_BYTES = 2
+#: PostgreSQL's epoch (2000-01-01 UTC) in Unix seconds.
+PG_EPOCH_S = 946_684_800.0
+#: PostgreSQL's epoch as a day number since 1970-01-01.
+PG_EPOCH_DAYS = 10_957
+
+
+def row_dtype(*fields: tuple[str, str]) -> np.dtype:
+    """The record type of one binary COPY row of fixed-width, non-NULL columns.
+
+    ``row_dtype(("meter_id", ">i4"), ("ts", ">i8"))`` — the field count and each field's length
+    word are added (named ``n``, ``l1``, ``l2``…).
+    """
+    spec: list[tuple[str, str]] = [("n", ">i2")]
+    for k, (name, code) in enumerate(fields, start=1):
+        spec += [(f"l{k}", ">i4"), (name, code)]
+    return np.dtype(spec)
+
+
+def _messages(conn: psycopg.Connection, query: str | bytes, params: Any = None) -> Iterator[memoryview]:
+    """The CopyData messages of one ``COPY … TO STDOUT``, read straight from libpq.
+
+    The server sends one message per row; psycopg's ``Copy`` iteration costs about 10 µs of Python
+    per message (20 s for 2 million rows on a loaded machine), this loop a fraction of one.
+    """
+    with conn.cursor().copy(query, params) as copy:
+        pgconn = conn.pgconn
+        while True:
+            nbytes, data = pgconn.get_copy_data(1)
+            if nbytes > 0:
+                yield data
+            elif nbytes == 0:  # nothing buffered yet: wait for the socket
+                select.select([pgconn.socket], [], [], 1.0)
+                pgconn.consume_input()
+            else:
+                break
+        while (result := pgconn.get_result()) is not None:
+            if result.status != pq.ExecStatus.COMMAND_OK:
+                raise errors.error_from_result(result, encoding=conn.info.encoding)
+        copy._finished = True  # the final result is read: nothing left for psycopg to wait for
+
+
+def copy_bytes(conn: psycopg.Connection, query: str | bytes, params: Any = None) -> bytes:
+    """The raw output of one ``COPY (…) TO STDOUT (FORMAT binary)``."""
+    buf = bytearray()
+    for data in _messages(conn, query, params):
+        buf += data
+    return bytes(buf)
+
+
+def decode(buf: bytes, dtype: np.dtype) -> np.ndarray:
+    """The rows of a binary COPY output as a record array of ``dtype`` (a read-only view of ``buf``)."""
+    n = (len(buf) - HEADER_BYTES - TRAILER_BYTES) // dtype.itemsize
+    if n <= 0:
+        return np.zeros(0, dtype)
+    return np.frombuffer(buf, dtype, count=n, offset=HEADER_BYTES)
+
+
+def copy_blocks(conn: psycopg.Connection, query: str | bytes, params: Any, dtype: np.dtype,
+                block_rows: int = 1 << 20) -> Iterator[np.ndarray]:
+    """Run a binary COPY whose columns match ``dtype`` and yield its rows ``block_rows`` at a time.
+
+    Only one block of raw output is held at once: the caller keeps what it needs of each.
+    """
+    size = dtype.itemsize
+    buf = bytearray()
+    offset = HEADER_BYTES
+    for data in _messages(conn, query, params):
+        buf += data
+        if len(buf) - offset >= block_rows * size:
+            n = (len(buf) - offset) // size
+            yield np.frombuffer(bytes(buf[offset:offset + n * size]), dtype)
+            del buf[:offset + n * size]
+            offset = 0
+    n = (len(buf) - offset - TRAILER_BYTES) // size
+    if n > 0:
+        yield np.frombuffer(bytes(buf[offset:offset + n * size]), dtype)
+
+
+def copy_records(conn: psycopg.Connection, query: str | bytes, params: Any, dtype: np.dtype) -> np.ndarray:
+    """Run a binary COPY whose columns match ``dtype`` (:func:`row_dtype`) and return its rows."""
+    return decode(copy_bytes(conn, query, params), dtype)

@@ -1,0 +1,33 @@
+"""Hourly signals computed a group of whole areas at a time give the figures of the whole fleet at once."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analytics.theft import data as theft_data
+from analytics.theft.features import compute_features
+from tests.analytics.theft.fleet import build
+
+
+def test_hourly_features_in_groups_of_areas_equal_the_whole_fleet(monkeypatch):
+    data, _ = build()
+    assert isinstance(data.hourly, np.ndarray)
+    for area in ("A", "B"):  # hourly feeder totals: the interval balance runs area by area
+        data.feeders_hourly[area] = 1.04 * np.nansum(data.hourly[data.area == area], axis=0)
+    data.area[:3] = ""  # meters without an area are grouped like any others
+    whole = compute_features(data)
+    monkeypatch.setattr(theft_data, "HOURLY_CHUNK_METERS", 4)
+    chunks = [rows for rows, _ in data.hourly_chunks()]
+    assert len(chunks) > 2
+    assert sorted(np.concatenate(chunks).tolist()) == list(range(data.n_meters))
+    for rows in chunks:  # an area is never split
+        areas = {a for a in data.area[rows] if a}
+        assert all(set(np.flatnonzero(data.area == a)) <= set(rows.tolist()) for a in areas)
+    grouped = compute_features(data)
+    np.testing.assert_array_equal(grouped.X, whole.X)
+    assert grouped.profile is not None and whole.profile is not None
+    np.testing.assert_array_equal(grouped.profile.corr, whole.profile.corr)
+    assert grouped.interval is not None and whole.interval is not None
+    np.testing.assert_array_equal(grouped.interval.attributed, whole.interval.attributed)
+    np.testing.assert_array_equal(grouped.interval.residual, whole.interval.residual)
+    np.testing.assert_array_equal(grouped.recent_z, whole.recent_z)
