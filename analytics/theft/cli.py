@@ -162,9 +162,10 @@ def cmd_rank(args: argparse.Namespace, settings: Settings) -> int:
         print(f"run {result.run_id}: {len(result.candidates)} candidates stored ({data.n_meters} meters, "
               f"{data.first_day} + {data.n_days} days, model {result.model})")
     print(f"model: {result.note}", file=sys.stderr)
-    t = result.timings
-    print(f"timings: refresh {t['refresh']:.1f} s, load {t['load']:.1f} s, rank {t['score']:.1f} s, "
-          f"store {t['store']:.1f} s", file=sys.stderr)
+    if result.timings:  # the one-server path times its phases; the sharded one does not (yet)
+        words = {"refresh": "refresh", "load": "load", "score": "rank", "store": "store"}
+        print("timings: " + ", ".join(f"{words.get(k, k)} {v:.1f} s" for k, v in result.timings.items()),
+              file=sys.stderr)
     return 0
 
 
