@@ -72,7 +72,9 @@ def land_reads(url: str, settings, n: int, days: int) -> int:
             ts = np.full(n, (first + np.timedelta64(d, "D")).astype("datetime64[us]"))
             channel = np.where(water, "8-0:1.0.0", "1-0:1.8.0")
             unit = np.where(water, "m3", "kWh")
-            writer.write(ReadingFrame.from_columns(serials, channel, ts, np.maximum.accumulate(values), unit, Source.IMPORT))
+            writer.write(
+                ReadingFrame.from_columns(serials, channel, ts, np.maximum.accumulate(values), unit, Source.IMPORT)
+            )
             total += n
     return total
 
@@ -135,12 +137,15 @@ def main() -> None:
         s = run_bills(url, settings, book, "A", PERIOD_END, date(2026, 4, 2))
         elapsed = time.perf_counter() - t
         print(s.text())
-        print(f"bill run: {s.accounts:,} accounts in {elapsed:.1f} s = {s.accounts / elapsed:,.0f} accounts/s "
-              f"({elapsed / baseline:.1f}× the baseline read; goal < 30 s)")
+        print(
+            f"bill run: {s.accounts:,} accounts in {elapsed:.1f} s = {s.accounts / elapsed:,.0f} accounts/s "
+            f"({elapsed / baseline:.1f}× the baseline read; goal < 30 s)"
+        )
         t = time.perf_counter()
         s2 = run_bills(url, settings, book, "A", PERIOD_END, date(2026, 4, 2))
-        print(f"idempotent re-run: {s2.unchanged:,} unchanged, {s2.issued + s2.held} new, "
-              f"{time.perf_counter() - t:.1f} s")
+        print(
+            f"idempotent re-run: {s2.unchanged:,} unchanged, {s2.issued + s2.held} new, {time.perf_counter() - t:.1f} s"
+        )
 
 
 if __name__ == "__main__":

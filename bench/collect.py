@@ -54,15 +54,34 @@ from collectors.plan import plan_reads
 from releve.profiles import load_profile
 
 
-def fleet_config(meters: int, delay_ms: float, rtu_lines: int = 0, baudrate: int = 9600, per_line: int = 4,
-                 gateways: int = 1, serialise: bool = False) -> dict:
+def fleet_config(
+    meters: int,
+    delay_ms: float,
+    rtu_lines: int = 0,
+    baudrate: int = 9600,
+    per_line: int = 4,
+    gateways: int = 1,
+    serialise: bool = False,
+) -> dict:
     return {
-        "topology": {"transformers": 1, "customers_per_transformer": max(meters - 1, 1), "dmas": 0,
-                     "electricity_models": {"sdm630": 1.0}},
-        "modbus": {"tcp_base_port": 0, "rtu_lines": rtu_lines, "devices_per_line": per_line,
-                   "devices_per_gateway": min(247, math.ceil(meters / gateways)), "response_delay_ms": delay_ms,
-                   "baudrate": baudrate, "serialise_gateways": serialise},
-        "mqtt": {"electricity_share": 0.0}, "theft": {"rate": 0.0}, "faults": {"rate": 0.0},
+        "topology": {
+            "transformers": 1,
+            "customers_per_transformer": max(meters - 1, 1),
+            "dmas": 0,
+            "electricity_models": {"sdm630": 1.0},
+        },
+        "modbus": {
+            "tcp_base_port": 0,
+            "rtu_lines": rtu_lines,
+            "devices_per_line": per_line,
+            "devices_per_gateway": min(247, math.ceil(meters / gateways)),
+            "response_delay_ms": delay_ms,
+            "baudrate": baudrate,
+            "serialise_gateways": serialise,
+        },
+        "mqtt": {"electricity_share": 0.0},
+        "theft": {"rate": 0.0},
+        "faults": {"rate": 0.0},
     }
 
 
@@ -74,8 +93,12 @@ def _serve(config: dict, out: mp.Queue, stop: mp.Event) -> None:
 
     sim = Simulation(parse_fleet(config, "bench fleet"))
     with BackgroundModbus(sim, SimClock(sim.start, speed=1)) as front:
-        out.put({"gateways": [(gw.host, gw.port, sorted(gw.store.units)) for gw in front.gateways],
-                 "lines": [(ln.path, sorted(ln.store.units)) for ln in front.lines]})
+        out.put(
+            {
+                "gateways": [(gw.host, gw.port, sorted(gw.store.units)) for gw in front.gateways],
+                "lines": [(ln.path, sorted(ln.store.units)) for ln in front.lines],
+            }
+        )
         stop.wait()
 
 
@@ -168,9 +191,11 @@ def bench_tcp(meters: int, gateways_n: int, delay_ms: float, seconds: float) -> 
             gateways = sim.info["gateways"]
             n = sum(len(u) for *_, u in gateways)
             kind = "serialising (one request at a time, RS-485 behind TCP)" if serialise else "parallel"
-            print(f"\n1{'b' if serialise else 'a'}. Modbus TCP, {kind} gateways: {n} simulated SDM630s on "
-                  f"{len(gateways)} gateways, {delay_ms:.0f} ms device delay, {seconds:.0f} s each "
-                  f"({len(profile.registers)} values per meter = {requests} merged requests)")
+            print(
+                f"\n1{'b' if serialise else 'a'}. Modbus TCP, {kind} gateways: {n} simulated SDM630s on "
+                f"{len(gateways)} gateways, {delay_ms:.0f} ms device delay, {seconds:.0f} s each "
+                f"({len(profile.registers)} values per meter = {requests} merged requests)"
+            )
             base = sequential_merged_polls(gateways, seconds) / seconds
             print(f"   baseline: sequential poller, merged reads, one loop per gateway  {base:>8.1f} meter polls/s")
             runs = [(1, True)] if serialise else [(4, False), (16, False)]
@@ -180,8 +205,10 @@ def bench_tcp(meters: int, gateways_n: int, delay_ms: float, seconds: float) -> 
                 good, failed = asyncio.run(releve_polls(gateways, seconds, connections, serialise=serial))
                 rate = good / seconds
                 what = "serialise = true" if serial else f"{connections:>2} connections/gateway"
-                print(f"   Relevé poller, {what:<22}                        {rate:>8.1f} meter polls/s"
-                      f"   = {rate / base:5.2f} x sequential merged ({failed} failed polls)")
+                print(
+                    f"   Relevé poller, {what:<22}                        {rate:>8.1f} meter polls/s"
+                    f"   = {rate / base:5.2f} x sequential merged ({failed} failed polls)"
+                )
         finally:
             sim.close()
 
@@ -284,8 +311,10 @@ def bench_rtu(seconds: float) -> None:
             print(f"   {baud:>6} baud, baseline: a bare blocking master  {base:7.1f} requests/s = {base_fraction:5.1%}"
                   f" of the wire-time bound (the slave's turnaround as it sees it: {turnaround:.2f} ms,"
                   f" the silence alone {gap * 1000:.2f} ms)")  # fmt: skip
-            print(f"   {baud:>6} baud, Relevé RtuLine                 {rate:7.1f} requests/s = {fraction:5.1%}"
-                  f" of the wire-time bound ({frames:5.1%} of frames alone) = {rate / base:4.2f} x the bare master")
+            print(
+                f"   {baud:>6} baud, Relevé RtuLine                 {rate:7.1f} requests/s = {fraction:5.1%}"
+                f" of the wire-time bound ({frames:5.1%} of frames alone) = {rate / base:4.2f} x the bare master"
+            )
         finally:
             sim.close()
 
@@ -511,10 +540,13 @@ def bench_mqtt(messages: int, meters: int = 500) -> None:
                 limit = "client-limited (the MQTT client's pace per process)"
             else:
                 limit = "collector-limited"
-            print(f"   Relevé collector, --workers {workers}: {landed:,} of {readings:,} readings in PostgreSQL, "
-                  f"{total:.1f} s with start-up; steady {rate:,.0f} readings/s ({rate / 2:,.0f} messages/s) "
-                  f"= {rate / 2 / paho_rate:.2f} x bare paho, {rate / 2 / buffered_rate:.2f} x its client alone"
-                  + (f", {rate / 2 / sub_rate:.2f} x mosquitto_sub" if sub_rate else "") + f": {limit}")
+            print(
+                f"   Relevé collector, --workers {workers}: {landed:,} of {readings:,} readings in PostgreSQL, "
+                f"{total:.1f} s with start-up; steady {rate:,.0f} readings/s ({rate / 2:,.0f} messages/s) "
+                f"= {rate / 2 / paho_rate:.2f} x bare paho, {rate / 2 / buffered_rate:.2f} x its client alone"
+                + (f", {rate / 2 / sub_rate:.2f} x mosquitto_sub" if sub_rate else "")
+                + f": {limit}"
+            )
     shutil.rmtree(spool, ignore_errors=True)
     shutil.rmtree(broker_dir, ignore_errors=True)
 

@@ -103,11 +103,15 @@ def main() -> int:
     finally:
         sim.close()
     base_rate, rate = n / base_s, confirmed / took
-    print(f"mass disconnection of {n} SDM630s on {len(gateways)} gateways, {args.delay_ms:g} ms device delay "
-          f"(database: {where})")
+    print(
+        f"mass disconnection of {n} SDM630s on {len(gateways)} gateways, {args.delay_ms:g} ms device delay "
+        f"(database: {where})"
+    )
     print(f"  baseline, sequential write + settle + read-back:  {base_rate:7.1f} confirmed/s ({base_s:.1f} s)")
-    print(f"  Relevé runner, queue -> confirmed + audit, {args.connections} conn/gateway: {rate:7.1f} confirmed/s "
-          f"({took:.1f} s, {confirmed}/{n} confirmed) = {rate / base_rate:.1f} x baseline")
+    print(
+        f"  Relevé runner, queue -> confirmed + audit, {args.connections} conn/gateway: {rate:7.1f} confirmed/s "
+        f"({took:.1f} s, {confirmed}/{n} confirmed) = {rate / base_rate:.1f} x baseline"
+    )
     return 0 if confirmed == n else 1
 
 

@@ -261,8 +261,10 @@ def main() -> None:
                      ("  of which: fleet state query alone", snap),
                      ("  meter table page, filtered + sorted on state", page)):  # fmt: skip
         print(f"  {name:<62} median {statistics.median(xs) * 1000:7.0f} ms   worst {max(xs) * 1000:7.0f} ms")
-    print(f"  cold view with meter_last_read = {statistics.median(cold) / statistics.median(probed):.2f} x the baseline,"
-          f" {statistics.median(cold) / statistics.median(warm):.2f} x the steady state")
+    print(
+        f"  cold view with meter_last_read = {statistics.median(cold) / statistics.median(probed):.2f} x the baseline,"
+        f" {statistics.median(cold) / statistics.median(warm):.2f} x the steady state"
+    )
 
 
 if __name__ == "__main__":

@@ -87,7 +87,9 @@ def create_fleet(url: str, n_meters: int) -> None:
             "FROM generate_series(0, %s - 1) g",
             (n_meters,),
         )
-        conn.execute("SELECT ensure_reading_partitions(%s, %s)", (str(BIG_START), str(BIG_START + np.timedelta64(400, "D"))))
+        conn.execute(
+            "SELECT ensure_reading_partitions(%s, %s)", (str(BIG_START), str(BIG_START + np.timedelta64(400, "D")))
+        )
         conn.execute("CREATE TABLE IF NOT EXISTS bare (LIKE reading)")  # same columns, no key, no index
 
 
@@ -117,8 +119,11 @@ def grow_big_table(url: str, meters: range, first: int, last: int) -> float:
                 {"start": str(BIG_START) + "Z", "batch": batch, "lo": lo, "hi": min(lo + step, meters.stop),
                  "first": first, "last": last},
             )  # fmt: skip
-            print(f"  ... {(min(lo + step, meters.stop) - meters.start) * (last - first):,} rows", file=sys.stderr,
-                  flush=True)
+            print(
+                f"  ... {(min(lo + step, meters.stop) - meters.start) * (last - first):,} rows",
+                file=sys.stderr,
+                flush=True,
+            )
         conn.execute("VACUUM (ANALYZE) reading")  # now, rather than autovacuum during the timed rounds
         conn.execute("CHECKPOINT")
     return time.perf_counter() - t
@@ -137,7 +142,9 @@ def as_the_table_grows(url: str, settings: Settings, args: argparse.Namespace) -
     """Raw COPY, fresh and 10 %-redelivered batches, alternated, at each table size; (size, fresh/raw, redo/fresh)."""
     create_fleet(url, args.fleet)
     with psycopg.connect(url) as conn:
-        meter_ids: dict[str, int] = dict(conn.execute("SELECT serial, id FROM meter WHERE serial LIKE 'BIG%'").fetchall())
+        meter_ids: dict[str, int] = dict(
+            conn.execute("SELECT serial, id FROM meter WHERE serial LIKE 'BIG%'").fetchall()
+        )
     serials = [f"BIG{i:06d}" for i in range(args.fleet)]
     fresh_half, redo_half = serials[: len(serials) // 2], serials[len(serials) // 2 :]
     per_batch = max(10, args.batch // len(fresh_half) // 10 * 10)  # intervals per batch, a multiple of 10
@@ -181,7 +188,9 @@ def as_the_table_grows(url: str, settings: Settings, args: argparse.Namespace) -
                     fresh_rows, fresh_time = fresh_rows + len(fresh), fresh_time + (t2 - t1)
                     redo_rows, redo_time = redo_rows + len(redo), redo_time + (t3 - t2)
             raw_rate, fresh_rate, redo_rate = raw_rows / raw_time, fresh_rows / fresh_time, redo_rows / redo_time
-            print(f"raw COPY into a bare table      {raw_rate:>12,.0f} rows/s   ({args.rounds} x {per_batch * len(fresh_half):,} rows)")
+            print(
+                f"raw COPY into a bare table      {raw_rate:>12,.0f} rows/s   ({args.rounds} x {per_batch * len(fresh_half):,} rows)"
+            )
             print(f"fresh batches (write path)      {fresh_rate:>12,.0f} rows/s   (same rows, same rounds)")
             print(f"ratio fresh / raw COPY          {fresh_rate / raw_rate:>12.2f}   (goal >= 0.40)")
             print(f"redelivered, 10 % stored        {redo_rate:>12,.0f} rows/s   (same rounds, alternated)")
@@ -283,11 +292,10 @@ def small_run(url: str, settings: Settings, args: argparse.Namespace) -> None:
                     float(i), "kWh", Source.MODBUS) for i in range(k)]  # fmt: skip
     with BatchWriter(url, settings, origin="bench") as writer:
         t = time.perf_counter()
-        landed = sum(writer.write(objs[i:i + args.batch]).inserted for i in range(0, k, args.batch))
+        landed = sum(writer.write(objs[i : i + args.batch]).inserted for i in range(0, k, args.batch))
         obj_rate = k / (time.perf_counter() - t)
     assert landed == k
     print(f"Reading objects -> database     {obj_rate:>12,.0f} rows/s   ({k:,} rows)")
-
 
 
 if __name__ == "__main__":

@@ -123,7 +123,9 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--batch", type=int, default=50_000)
     parser.add_argument("--bill", action="store_true", help="also bill a 7-day cycle: one server vs the shards")
-    parser.add_argument("--shards", default="1,2,3", help="shard counts to measure (comma-separated, first is the baseline)")
+    parser.add_argument(
+        "--shards", default="1,2,3", help="shard counts to measure (comma-separated, first is the baseline)"
+    )
     args = parser.parse_args()
     counts = [int(c) for c in args.shards.split(",")]
     if not counts or counts[0] != 1 or any(c < 1 for c in counts):
@@ -174,7 +176,9 @@ def main() -> int:
                     "FROM pg_inherits WHERE inhparent = 'reading'::regclass"
                 ).fetchone()
             results[count] = {
-                "ingest": n / ingest_s, "vee": n / vee_s, "vee_reads": sum(r for r, _ in validated),
+                "ingest": n / ingest_s,
+                "vee": n / vee_s,
+                "vee_reads": sum(r for r, _ in validated),
                 "ingest_cpu_us": 1e6 * sum(c for _, c in landed) / n,
                 "vee_cpu_us": 1e6 * sum(c for _, c in validated) / n,
                 "bytes": float(row[0]) / float(row[1]) if row and row[1] else float("nan"),
@@ -187,8 +191,13 @@ def main() -> int:
                     alone = run_bills(urls[0], settings, book, "B", period_end)
                     results[0] = {"bill": time.perf_counter() - t}
                 t = time.perf_counter()
-                summary = run_bills_sharded(coordinator, settings.model_copy(
-                    update={"database": settings.database.model_copy(update={"shard_urls": urls})}), book, "B", period_end)
+                summary = run_bills_sharded(
+                    coordinator,
+                    settings.model_copy(update={"database": settings.database.model_copy(update={"shard_urls": urls})}),
+                    book,
+                    "B",
+                    period_end,
+                )
                 results[count]["bill"] = time.perf_counter() - t
                 assert summary.issued == alone.issued and summary.held == alone.held, (summary.text(), alone.text())
                 print(f"{count} shard(s): bill run {summary.accounts:,} accounts ({summary.issued:,} issued) "

@@ -26,10 +26,10 @@ from simulators.engine import Simulation
 class SimTruth:
     """Ground truth per customer meter (rows in the order of the data)."""
 
-    theft_kind: list[str]       # '' for honest meters
-    fault_kind: list[str]       # '' when no fault episode
-    vacancy: np.ndarray         # bool
-    stolen: FloatArray          # energy not recorded over the period (true − recorded, ≥ 0 per day)
+    theft_kind: list[str]  # '' for honest meters
+    fault_kind: list[str]  # '' when no fault episode
+    vacancy: np.ndarray  # bool
+    stolen: FloatArray  # energy not recorded over the period (true − recorded, ≥ 0 per day)
     area_stolen: dict[str, float]
 
 
@@ -62,17 +62,17 @@ def from_simulation(sim: Simulation, days: int, hourly: bool = True) -> tuple[Th
         cut = nd * spd
         shape = (n_all, nd, spd)
         avail = blk.available[:, :cut].reshape(shape)
-        last_imp[:, done:done + nd] = _day_last(blk.reported_imp[:, :cut].reshape(shape), avail)
-        last_exp[:, done:done + nd] = _day_last(blk.reported_exp[:, :cut].reshape(shape), avail)
+        last_imp[:, done : done + nd] = _day_last(blk.reported_imp[:, :cut].reshape(shape), avail)
+        last_exp[:, done : done + nd] = _day_last(blk.reported_exp[:, :cut].reshape(shape), avail)
         if hours is not None and spd % 24 == 0:
             h = blk.rec[:, :cut].reshape(n_all, nd, 24, spd // 24)
             a = avail.reshape(n_all, nd, 24, spd // 24)
-            hours[:, done:done + nd] = np.where(a.all(axis=3), h.sum(axis=3), np.nan)
+            hours[:, done : done + nd] = np.where(a.all(axis=3), h.sum(axis=3), np.nan)
         t = blk.true[:, :cut].reshape(shape).sum(axis=2)
         r = blk.rec[:, :cut].reshape(shape).sum(axis=2)
-        true_d[:, done:done + nd] = t
-        rec_d[:, done:done + nd] = r
-        stolen_d[:, done:done + nd] = np.maximum(t - r, 0.0)
+        true_d[:, done : done + nd] = t
+        rec_d[:, done : done + nd] = r
+        stolen_d[:, done : done + nd] = np.maximum(t - r, 0.0)
         done += nd
     # Registers: the day's advance is measured from the previous day's last read (the first day
     # from the simulation's initial index).
@@ -83,13 +83,19 @@ def from_simulation(sim: Simulation, days: int, hourly: bool = True) -> tuple[Th
     idx = np.array(customers)
     specs = [sim.meters[i] for i in customers]
     data = TheftData(
-        serials=[m.serial for m in specs], first_day=sim.start.date(), daily=daily_all[idx],
+        serials=[m.serial for m in specs],
+        first_day=sim.start.date(),
+        daily=daily_all[idx],
         commodity=np.array([str(m.commodity.value) for m in specs], dtype=object),
         customer_class=np.array([m.customer_class for m in specs], dtype=object),
         area=np.array([m.area for m in specs], dtype=object),
-        latitude=np.array([m.latitude for m in specs]), longitude=np.array([m.longitude for m in specs]),
-        import_only=np.ones(len(specs), dtype=bool), wrap=wrap[idx], cumulative=True,
-        export=export_all[idx], hourly=None if hours is None else hours[idx],
+        latitude=np.array([m.latitude for m in specs]),
+        longitude=np.array([m.longitude for m in specs]),
+        import_only=np.ones(len(specs), dtype=bool),
+        wrap=wrap[idx],
+        cumulative=True,
+        export=export_all[idx],
+        hourly=None if hours is None else hours[idx],
         unit=np.array([m.unit for m in specs], dtype=object),
     )
     position = {m: k for k, m in enumerate(customers)}

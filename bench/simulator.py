@@ -32,13 +32,20 @@ def _serve(port_queue: mp.Queue, stop: mp.Event, delay_ms: float) -> None:
     from simulators.clock import SimClock
     from simulators.modbus import BackgroundModbus
 
-    cfg = parse_fleet({
-        "topology": {"transformers": 1, "customers_per_transformer": UNITS - 1, "dmas": 0,
-                     "electricity_models": {"sdm630": 1.0}},
-        "modbus": {"tcp_base_port": 0, "rtu_lines": 0, "devices_per_gateway": 247, "response_delay_ms": delay_ms},
-        "mqtt": {"electricity_share": 0.0},
-        "theft": {"rate": 0.0}, "faults": {"rate": 0.0},
-    })
+    cfg = parse_fleet(
+        {
+            "topology": {
+                "transformers": 1,
+                "customers_per_transformer": UNITS - 1,
+                "dmas": 0,
+                "electricity_models": {"sdm630": 1.0},
+            },
+            "modbus": {"tcp_base_port": 0, "rtu_lines": 0, "devices_per_gateway": 247, "response_delay_ms": delay_ms},
+            "mqtt": {"electricity_share": 0.0},
+            "theft": {"rate": 0.0},
+            "faults": {"rate": 0.0},
+        }
+    )
     sim = Simulation(cfg)
     clock = SimClock(sim.start, speed=96)
     with BackgroundModbus(sim, clock) as front:
@@ -82,8 +89,11 @@ def bench_modbus(seconds: float, delay_ms: float, connection_counts: list[int]) 
         asyncio.run(_hammer(port, 1, 0.5))  # warm-up
         for connections in connection_counts:
             done, errors = asyncio.run(_hammer(port, connections, seconds))
-            print(f"  delay {delay_ms:5.0f} ms  {connections:3d} connections: {done / seconds:8.0f} requests/s"
-                  f"  ({done} reads of 80 registers, {errors} errors)", flush=True)
+            print(
+                f"  delay {delay_ms:5.0f} ms  {connections:3d} connections: {done / seconds:8.0f} requests/s"
+                f"  ({done} reads of 80 registers, {errors} errors)",
+                flush=True,
+            )
     finally:
         stop.set()
         proc.join(10)
@@ -91,8 +101,9 @@ def bench_modbus(seconds: float, delay_ms: float, connection_counts: list[int]) 
 
 def _fleet(meters: int):  # meters ≈ transformers × 25
     transformers = max(1, round(meters / 25))
-    return parse_fleet({"topology": {"transformers": transformers, "customers_per_transformer": 24, "dmas": 0},
-                        "horizon_days": 365})
+    return parse_fleet(
+        {"topology": {"transformers": transformers, "customers_per_transformer": 24, "dmas": 0}, "horizon_days": 365}
+    )
 
 
 def backfill_seconds(meters: int, days: float) -> tuple[float, float, int, int]:
@@ -113,8 +124,11 @@ def backfill_seconds(meters: int, days: float) -> tuple[float, float, int, int]:
 def bench_backfill(days: float, budget: float, quick: bool) -> None:
     probe = 50
     seconds, engine, n, rows = backfill_seconds(probe, days)
-    print(f"  {n:6d} meters: CSV backfill {seconds:6.1f} s ({rows / seconds / 1e6:.2f} M rows/s), "
-          f"engine only {engine:5.2f} s", flush=True)
+    print(
+        f"  {n:6d} meters: CSV backfill {seconds:6.1f} s ({rows / seconds / 1e6:.2f} M rows/s), "
+        f"engine only {engine:5.2f} s",
+        flush=True,
+    )
     best = (n, seconds, rows) if seconds < budget else None
     guess = int(probe * budget / seconds * 0.92)
     tried = set()
@@ -123,15 +137,20 @@ def bench_backfill(days: float, budget: float, quick: bool) -> None:
             break
         tried.add(guess)
         seconds, engine, n, rows = backfill_seconds(guess, days)
-        print(f"  {n:6d} meters: CSV backfill {seconds:6.1f} s ({rows / seconds / 1e6:.2f} M rows/s), "
-              f"engine only {engine:5.2f} s", flush=True)
+        print(
+            f"  {n:6d} meters: CSV backfill {seconds:6.1f} s ({rows / seconds / 1e6:.2f} M rows/s), "
+            f"engine only {engine:5.2f} s",
+            flush=True,
+        )
         if seconds < budget and (best is None or n > best[0]):
             best = (n, seconds, rows)
         guess = int(n * budget / seconds * (0.97 if seconds < budget else 0.93))
     if best is not None:
         n, seconds, rows = best
-        print(f"=> largest fleet with a year of 15-minute history as CSV in under {budget:.0f} s: {n} meters "
-              f"({rows:,} rows in {seconds:.1f} s, {rows / seconds / 1e6:.2f} M rows/s)")
+        print(
+            f"=> largest fleet with a year of 15-minute history as CSV in under {budget:.0f} s: {n} meters "
+            f"({rows:,} rows in {seconds:.1f} s, {rows / seconds / 1e6:.2f} M rows/s)"
+        )
 
 
 def main() -> None:

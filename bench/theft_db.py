@@ -60,29 +60,36 @@ def _registry(url: str, meters: int, first: datetime) -> None:
         conn.execute(
             """INSERT INTO meter (serial, commodity, model, unit, protocol, register_digits)
                SELECT 'F' || lpad(g::text, 6, '0'), 'electricity', 'bench', 'kWh', 'import', 9
-               FROM generate_series(0, %s - 1) g""", (areas,))
+               FROM generate_series(0, %s - 1) g""",
+            (areas,),
+        )
         conn.execute(
             """INSERT INTO meter (serial, commodity, model, unit, protocol, register_digits)
                SELECT 'C' || lpad(g::text, 7, '0'), 'electricity', 'bench', 'kWh', 'import', 7
-               FROM generate_series(0, %s - 1) g""", (meters,))
+               FROM generate_series(0, %s - 1) g""",
+            (meters,),
+        )
         conn.execute(
             """INSERT INTO area (code, kind, commodity, feeder_meter_id, technical_loss_pct)
                SELECT 'T' || lpad(g::text, 5, '0'), 'transformer', 'electricity', m.id, 3.0
                FROM generate_series(0, %s - 1) g JOIN meter m ON m.serial = 'F' || lpad(g::text, 6, '0')""",
-            (areas,))
+            (areas,),
+        )
         conn.execute(
             """INSERT INTO service_point (code, commodity, customer_class, area_id, latitude, longitude)
                SELECT 'SP' || lpad(g::text, 7, '0'), 'electricity',
                       CASE WHEN g %% 7 = 0 THEN 'commercial' ELSE 'residential' END, a.id,
                       48.8 + random() * 0.2, 2.3 + random() * 0.2
                FROM generate_series(0, %s - 1) g JOIN area a ON a.code = 'T' || lpad((g / %s)::text, 5, '0')""",
-            (meters, AREA))
+            (meters, AREA),
+        )
         conn.execute(
             """INSERT INTO installation (meter_id, service_point_id, installed_at)
                SELECT m.id, sp.id, %s
                FROM generate_series(0, %s - 1) g JOIN meter m ON m.serial = 'C' || lpad(g::text, 7, '0')
                JOIN service_point sp ON sp.code = 'SP' || lpad(g::text, 7, '0')""",
-            (first - timedelta(days=30), meters))
+            (first - timedelta(days=30), meters),
+        )
 
 
 def _consumption(rng: np.random.Generator, n: int, days: int) -> tuple[np.ndarray, np.ndarray]:
@@ -93,17 +100,35 @@ def _consumption(rng: np.random.Generator, n: int, days: int) -> tuple[np.ndarra
     recorded = true.copy()
     for i in np.flatnonzero(rng.random(n) < 0.05):
         s0 = int(rng.integers(0, days - 30))
-        recorded[i, s0:s0 + int(rng.integers(30, 150))] *= rng.uniform(0.1, 0.7)
+        recorded[i, s0 : s0 + int(rng.integers(30, 150))] *= rng.uniform(0.1, 0.7)
     return true, recorded
 
 
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
-DAILY_ROW = row_dtype(("meter_id", ">i4"), ("channel_id", ">i2"), ("day", ">i8"), ("reads", ">i4"), ("total", ">f8"),
-                      ("min_value", ">f8"), ("max_value", ">f8"), ("first_value", ">f8"), ("last_value", ">f8"))
-READING_ROW = row_dtype(("meter_id", ">i4"), ("channel_id", ">i2"), ("ts", ">i8"), ("value", ">f8"),
-                        ("unit_id", ">i2"), ("source_id", ">i2"), ("read_type_id", ">i2"), ("quality", ">i2"),
-                        ("received_at", ">i8"), ("batch_id", ">i8"))
+DAILY_ROW = row_dtype(
+    ("meter_id", ">i4"),
+    ("channel_id", ">i2"),
+    ("day", ">i8"),
+    ("reads", ">i4"),
+    ("total", ">f8"),
+    ("min_value", ">f8"),
+    ("max_value", ">f8"),
+    ("first_value", ">f8"),
+    ("last_value", ">f8"),
+)
+READING_ROW = row_dtype(
+    ("meter_id", ">i4"),
+    ("channel_id", ">i2"),
+    ("ts", ">i8"),
+    ("value", ">f8"),
+    ("unit_id", ">i2"),
+    ("source_id", ">i2"),
+    ("read_type_id", ">i2"),
+    ("quality", ">i2"),
+    ("received_at", ">i8"),
+    ("batch_id", ">i8"),
+)
 
 
 def _records(dtype: np.dtype, n: int, **columns: np.ndarray | int | float) -> np.ndarray:
@@ -121,7 +146,7 @@ def _copy_in(conn: psycopg.Connection, table: str, dtype: np.dtype, rec: np.ndar
     with conn.cursor().copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT binary)") as copy:
         copy.write(COPY_HEADER)
         for a in range(0, len(rec), 1 << 20):
-            copy.write(rec[a:a + (1 << 20)].tobytes())
+            copy.write(rec[a : a + (1 << 20)].tobytes())
         copy.write(b"\xff\xff")
 
 
@@ -142,8 +167,34 @@ def land(url: str, meters: int, days: int, hourly: bool, seed: int = 18) -> tupl
     per = 25 * AREA if hourly else 250 * AREA  # whole areas per block
     day0_us = int((first - PG_EPOCH).total_seconds()) * 1_000_000
     hour_us = 3_600_000_000
-    profile = np.array([0.5, 0.4, 0.35, 0.35, 0.4, 0.6, 1.0, 1.4, 1.2, 0.9, 0.8, 0.8,
-                        0.9, 0.8, 0.7, 0.8, 1.0, 1.4, 1.9, 2.0, 1.7, 1.3, 0.9, 0.7])
+    profile = np.array(
+        [
+            0.5,
+            0.4,
+            0.35,
+            0.35,
+            0.4,
+            0.6,
+            1.0,
+            1.4,
+            1.2,
+            0.9,
+            0.8,
+            0.8,
+            0.9,
+            0.8,
+            0.7,
+            0.8,
+            1.0,
+            1.4,
+            1.9,
+            2.0,
+            1.7,
+            1.3,
+            0.9,
+            0.7,
+        ]
+    )
     profile = profile / profile.sum()
     with psycopg.connect(url, autocommit=True) as conn:
         ids = dict(conn.execute("SELECT serial, id FROM meter").fetchall())
@@ -151,8 +202,9 @@ def land(url: str, meters: int, days: int, hourly: bool, seed: int = 18) -> tupl
         unit = conn.execute("SELECT id FROM unit WHERE code = 'kWh'").fetchone()
         source = conn.execute("SELECT min(id) FROM reading_source").fetchone()
         read_type = conn.execute("SELECT min(id) FROM read_type").fetchone()
-        batch = conn.execute("INSERT INTO ingest_batch (batch_key, origin) VALUES (gen_random_uuid(), 'bench-theft') "
-                             "RETURNING id").fetchone()
+        batch = conn.execute(
+            "INSERT INTO ingest_batch (batch_key, origin) VALUES (gen_random_uuid(), 'bench-theft') RETURNING id"
+        ).fetchone()
         assert channel and unit and source and read_type and batch
         if hourly:
             conn.execute("SELECT ensure_reading_partitions(%s, %s)", (first, end + timedelta(days=1)))
@@ -182,8 +234,9 @@ def land(url: str, meters: int, days: int, hourly: bool, seed: int = 18) -> tupl
                 _copy_in(conn, "reading", READING_ROW, rec)
             else:
                 start = rng.uniform(1_000, 50_000, (n, 1))
-                values = np.round(np.concatenate([start + np.cumsum(recorded, axis=1),
-                                                  1e5 + np.cumsum(feeder, axis=1)]), 3)
+                values = np.round(
+                    np.concatenate([start + np.cumsum(recorded, axis=1), 1e5 + np.cumsum(feeder, axis=1)]), 3
+                )
                 day = day0_us + 24 * hour_us * np.arange(days, dtype=np.int64)
                 v = values.ravel()
                 rec = _records(DAILY_ROW, values.size, meter_id=np.repeat(meter_id, days), channel_id=channel[0],
@@ -260,8 +313,12 @@ print(len(rows), int(top[0]))
 
 
 def measure(url: str, settings, label: str, meters: int, days: int, legacy: bool) -> None:
-    env = dict(os.environ, RELEVE_DATABASE__URL=url, RELEVE_DATABASE__ROLE_PREFIX=settings.database.role_prefix,
-               PYTHONPATH=str(ROOT))
+    env = dict(
+        os.environ,
+        RELEVE_DATABASE__URL=url,
+        RELEVE_DATABASE__ROLE_PREFIX=settings.database.role_prefix,
+        PYTHONPATH=str(ROOT),
+    )
     releve = str(Path(sys.executable).with_name("releve"))
     secs, gb, out, err = child([releve, "theft", "rank", "--quiet", "--days", str(days)], env)
     timings = next((ln for ln in err.splitlines() if ln.startswith("timings:")), "")
@@ -269,16 +326,28 @@ def measure(url: str, settings, label: str, meters: int, days: int, legacy: bool
     print(f"  releve theft rank:            {secs:6.1f} s   peak {gb:5.2f} GB   ({timings.removeprefix('timings: ')})")
     print(f"    {stored}")
     base_secs, base_gb, _, _ = child([sys.executable, "-c", PLAIN_SQL, url], env)
-    print(f"  baseline plain SQL + sort:    {base_secs:6.1f} s   peak {base_gb:5.2f} GB   "
-          f"(releve / plain SQL: {secs / base_secs:.1f}×)")
+    print(
+        f"  baseline plain SQL + sort:    {base_secs:6.1f} s   peak {base_gb:5.2f} GB   "
+        f"(releve / plain SQL: {secs / base_secs:.1f}×)"
+    )
     if legacy:
         old_secs, old_gb, old_out, _ = child([sys.executable, "-c", LEGACY, url], env)
         with psycopg.connect(url) as conn:
-            ours = [r[0] for r in conn.execute(
-                "SELECT serial FROM theft_candidate WHERE run_id = (SELECT max(id) FROM theft_run) ORDER BY rank")]
-        same = "the same 500 candidates in the same order" if old_out.split()[-1].split(",") == ours else "A DIFFERENT LIST"
-        print(f"  baseline row fetch (before):  {old_secs:6.1f} s   peak {old_gb:5.2f} GB   "
-              f"(before / releve: {old_secs / secs:.2f}× the time, {old_gb / gb:.2f}× the memory; {same})")
+            ours = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT serial FROM theft_candidate WHERE run_id = (SELECT max(id) FROM theft_run) ORDER BY rank"
+                )
+            ]
+        same = (
+            "the same 500 candidates in the same order"
+            if old_out.split()[-1].split(",") == ours
+            else "A DIFFERENT LIST"
+        )
+        print(
+            f"  baseline row fetch (before):  {old_secs:6.1f} s   peak {old_gb:5.2f} GB   "
+            f"(before / releve: {old_secs / secs:.2f}× the time, {old_gb / gb:.2f}× the memory; {same})"
+        )
     else:
         print("  baseline row fetch (before):  not run (--no-legacy, or hourly data above --legacy-hourly-max)")
     goal = 30 if label == "daily" else 60
@@ -289,31 +358,47 @@ def run(label: str, meters: int, days: int, hourly: bool, legacy: bool) -> None:
     with bench_database() as (url, settings, where):
         rows, secs = land(url, meters, days, hourly)
         kind = "hourly interval data" if hourly else "one register read a day"
-        print(f"\n{label}: {meters:,} customer meters × {days} days, {kind}; {rows:,} readings landed in "
-              f"{secs:.0f} s ({where})")
+        print(
+            f"\n{label}: {meters:,} customer meters × {days} days, {kind}; {rows:,} readings landed in "
+            f"{secs:.0f} s ({where})"
+        )
         measure(url, settings, label, meters, days, legacy)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--meters", type=int, default=100_000, help="customer meters, daily run (default 100,000)")
-    parser.add_argument("--hourly-meters", type=int, default=10_000,
-                        help="customer meters, hourly run (default 10,000: 100,000 × 365 × 24 readings would "
-                        "need about 90 GB of disk)")
+    parser.add_argument(
+        "--hourly-meters",
+        type=int,
+        default=10_000,
+        help="customer meters, hourly run (default 10,000: 100,000 × 365 × 24 readings would need about 90 GB of disk)",
+    )
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--no-hourly", action="store_true", help="daily run only")
     parser.add_argument("--no-daily", action="store_true", help="hourly run only")
     parser.add_argument("--no-legacy", action="store_true", help="skip the row-fetch baseline")
-    parser.add_argument("--legacy-hourly-max", type=int, default=2_000,
-                        help="run the row-fetch baseline on hourly data up to this many meters (default 2,000)")
+    parser.add_argument(
+        "--legacy-hourly-max",
+        type=int,
+        default=2_000,
+        help="run the row-fetch baseline on hourly data up to this many meters (default 2,000)",
+    )
     args = parser.parse_args()
-    print(f"theft ranking from the database; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
-          "(the machine may be shared)")
+    print(
+        f"theft ranking from the database; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+        "(the machine may be shared)"
+    )
     if not args.no_daily:
         run("daily", args.meters, args.days, False, not args.no_legacy)
     if not args.no_hourly:
-        run("hourly", args.hourly_meters, args.days, True,
-            not args.no_legacy and args.hourly_meters <= args.legacy_hourly_max)
+        run(
+            "hourly",
+            args.hourly_meters,
+            args.days,
+            True,
+            not args.no_legacy and args.hourly_meters <= args.legacy_hourly_max,
+        )
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ from analytics.theft.signals import FloatArray, longest_true_run
 from analytics.theft.store import EXPORT_CHANNELS, IMPORT_CHANNELS, INDEX_RULES, INTERVAL_CHANNELS, StoreError, _period
 
 
-def _last_per_day(conn: psycopg.Connection, codes: tuple[str, ...], lo: datetime, hi: datetime
-                  ) -> list[tuple[int, date, float]]:
+def _last_per_day(
+    conn: psycopg.Connection, codes: tuple[str, ...], lo: datetime, hi: datetime
+) -> list[tuple[int, date, float]]:
     """The last register value of each day: the daily aggregate, corrected where VEE made a version.
 
     Reading the daily aggregate keeps this one row per meter and day however often meters are read;
@@ -142,7 +143,9 @@ def load_from_database(
                     feeder_daily[k] = np.where(f_full[k], f_hourly[k].sum(axis=1), np.nan)
 
     data = TheftData(
-        serials=[r[1] for r in meters], first_day=start, daily=daily,
+        serials=[r[1] for r in meters],
+        first_day=start,
+        daily=daily,
         commodity=np.array([r[2] for r in meters], dtype=object),
         customer_class=np.array([r[6] or "unknown" for r in meters], dtype=object),
         area=np.array([r[7] for r in meters], dtype=object),
@@ -150,8 +153,11 @@ def load_from_database(
         longitude=np.array([np.nan if r[9] is None else r[9] for r in meters], dtype=float),
         import_only=np.array([bool(r[4]) for r in meters]),
         wrap=np.array([np.inf if r[5] is None else float(r[5]) for r in meters]),
-        cumulative=bool(imp_rows), export=export, hourly=hourly,
-        unit=np.array([r[3] for r in meters], dtype=object), meter_ids=[r[0] for r in meters],
+        cumulative=bool(imp_rows),
+        export=export,
+        hourly=hourly,
+        unit=np.array([r[3] for r in meters], dtype=object),
+        meter_ids=[r[0] for r in meters],
     )
     for k, (code, _, pct) in enumerate(feeders):
         data.feeders[code] = feeder_daily[k]
@@ -170,13 +176,15 @@ def load_from_database(
     if conn.execute("SELECT to_regclass('vee_exception') IS NOT NULL").fetchone() == (True,):
         for mid, n in conn.execute(
             """SELECT meter_id, count(*) FROM vee_exception WHERE rule = ANY(%s) AND status <> 'rejected'
-               AND ts >= %s AND ts < %s GROUP BY 1""", (list(INDEX_RULES), lo, hi)
+               AND ts >= %s AND ts < %s GROUP BY 1""",
+            (list(INDEX_RULES), lo, hi),
         ):
             if mid in row_of:
                 vee[row_of[mid]] = n
         for mid, day in conn.execute(
             """SELECT DISTINCT meter_id, (ts AT TIME ZONE 'UTC')::date FROM reading_version
-               WHERE kind = 'estimate' AND ts >= %s AND ts < %s""", (lo, hi)
+               WHERE kind = 'estimate' AND ts >= %s AND ts < %s""",
+            (lo, hi),
         ):
             k = row_of.get(mid)
             if k is not None:

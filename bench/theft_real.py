@@ -176,7 +176,7 @@ def build_case(ids: list[str], load: np.ndarray, seed: int, scenario: str) -> Ca
         size = int(rng.integers(10, 31))
         if m - k - size < 10:
             size = m - k
-        area[k:k + size] = f"A{a:02d}"
+        area[k : k + size] = f"A{a:02d}"
         k += size
         a += 1
     kind = np.full(m, "", dtype=object)
@@ -232,7 +232,7 @@ def build_case(ids: list[str], load: np.ndarray, seed: int, scenario: str) -> Ca
             i2r = np.zeros((DAYS, SLOTS))
             for p in range(3):
                 pl = true[rows[phase == p]].sum(axis=0)
-                i2r += pl ** 2
+                i2r += pl**2
             k_cu = rng.uniform(0.02, 0.05) / max(float(np.mean(total)), 1e-9) * 3
             no_load = rng.uniform(0.005, 0.012) * float(np.mean(total))
             loss = (no_load + k_cu * i2r) * rng.normal(1.0, 0.08, (DAYS, SLOTS))
@@ -296,8 +296,9 @@ def baseline_cv(daily: np.ndarray) -> np.ndarray:
 METHODS = ("Relevé", "drop", "CV")
 
 
-def run(ids: list[str], load: np.ndarray, seeds: list[int], scenario: str, feedback: bool
-        ) -> tuple[dict[str, dict[str, list]], list[tuple[float, float]]]:
+def run(
+    ids: list[str], load: np.ndarray, seeds: list[int], scenario: str, feedback: bool
+) -> tuple[dict[str, dict[str, list]], list[tuple[float, float]]]:
     """Per method and attack type, the (y, score) rows pooled over seeds; and feedback figures."""
     pooled: dict[str, dict[str, list]] = {m: {} for m in METHODS}
     fb: list[tuple[float, float]] = []
@@ -312,9 +313,11 @@ def run(ids: list[str], load: np.ndarray, seeds: list[int], scenario: str, feedb
         p, ap, auc = metrics(y, r.risk)
         top = r.order()[: int(y.sum())]
         fp = [case.distractor[i] or "honest" for i in top if not y[i]]
-        print(f"  seed {seed}: {data.n_meters} meters, {len(set(case.area))} areas, {int(y.sum())} thieves; "
-              f"Relevé ranked in {took:.1f} s: precision@k {p:.3f} MAP@100 {ap:.3f} AUC {auc:.3f}; "
-              f"honest in top k: {', '.join(sorted(fp)) or 'none'}")
+        print(
+            f"  seed {seed}: {data.n_meters} meters, {len(set(case.area))} areas, {int(y.sum())} thieves; "
+            f"Relevé ranked in {took:.1f} s: precision@k {p:.3f} MAP@100 {ap:.3f} AUC {auc:.3f}; "
+            f"honest in top k: {', '.join(sorted(fp)) or 'none'}"
+        )
         for name, s in scores.items():
             for kd in ("overall", *ATTACKS):
                 sel = y if kd == "overall" else (case.kind == kd)
@@ -331,8 +334,10 @@ def run(ids: list[str], load: np.ndarray, seeds: list[int], scenario: str, feedb
             before = ap_at(y[rest], np.argsort(-r.risk[rest], kind="stable"))
             after = ap_at(y[rest], np.argsort(-r2.risk[rest], kind="stable"))
             model = "none (too few labels)" if r2.model is None else r2.model.describe()
-            print(f"    feedback: top {k} visited ({labels.sum()} fraud); model {model}; MAP@100 of the remaining "
-                  f"list {before:.3f} → {after:.3f}")
+            print(
+                f"    feedback: top {k} visited ({labels.sum()} fraud); model {model}; MAP@100 of the remaining "
+                f"list {before:.3f} → {after:.3f}"
+            )
             fb.append((before, after))
     return pooled, fb
 
@@ -348,8 +353,9 @@ def table(pooled: dict[str, dict[str, list]]) -> list[str]:
                 vals = np.array([metrics(y, s) for y, s in pooled[mth][kd]])
                 p, ap, auc = np.nanmean(vals, axis=0)
             else:  # a few thieves of a kind per seed: pooled over seeds (scores are comparable)
-                p, ap, auc = metrics(np.concatenate([y for y, _ in pooled[mth][kd]]),
-                                     np.concatenate([s for _, s in pooled[mth][kd]]))
+                p, ap, auc = metrics(
+                    np.concatenate([y for y, _ in pooled[mth][kd]]), np.concatenate([s for _, s in pooled[mth][kd]])
+                )
             n = int(sum(int(y.sum()) for y, _ in pooled[mth][kd]))
             cells.append(f"{p:>8.3f}{ap:>8.3f}{auc:>8.3f}")
         lines.append(f"    {kd:<13}{n:>4}  " + "  ".join(cells))
@@ -359,10 +365,18 @@ def table(pooled: dict[str, dict[str, list]]) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3, help="N seeds per scenario (default 3)")
-    parser.add_argument("--first-seed", type=int, default=1,
-                        help="first seed (default 1; e.g. --first-seed 4 --seeds 2 for held-out seeds 4–5)")
-    parser.add_argument("--scenario", action="append", choices=("feeders", "nofeeders", "firstday"),
-                        help="run only these scenarios (repeatable; default all three)")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=1,
+        help="first seed (default 1; e.g. --first-seed 4 --seeds 2 for held-out seeds 4–5)",
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=("feeders", "nofeeders", "firstday"),
+        help="run only these scenarios (repeatable; default all three)",
+    )
     args = parser.parse_args()
     folder = os.environ.get("RELEVE_REAL_LOAD")
     if not folder or not Path(folder).is_dir():
@@ -375,8 +389,11 @@ def main() -> int:
     load = load[keep]
     print(f"{len(ids)} households with ≥ 90 % of 2013's half-hours (read in {time.perf_counter() - t0:.1f} s)")
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    names = {"feeders": "with interval feeder totals", "nofeeders": "without feeders",
-             "firstday": "theft from the first day, interval feeder totals"}
+    names = {
+        "feeders": "with interval feeder totals",
+        "nofeeders": "without feeders",
+        "firstday": "theft from the first day, interval feeder totals",
+    }
     for scenario in args.scenario or ("feeders", "nofeeders", "firstday"):
         print(f"\nscenario: {names[scenario]} (seeds {seeds[0]}–{seeds[-1]})")
         pooled, fb = run(ids, load, seeds, scenario, feedback=scenario == "feeders")
@@ -384,8 +401,10 @@ def main() -> int:
         if fb:
             b, a = np.mean(fb, axis=0)
             print(f"    after outcomes for the top 20: MAP@100 of the remaining list {b:.3f} → {a:.3f} (mean)")
-    print("\noverall: mean over seeds of each seed's list; per attack type: that type's thieves against every "
-          "honest meter, pooled over seeds")
+    print(
+        "\noverall: mean over seeds of each seed's list; per attack type: that type's thieves against every "
+        "honest meter, pooled over seeds"
+    )
     return 0
 
 

@@ -125,8 +125,9 @@ def _register_account(sub: Any) -> None:
     p.add_argument("--source", default="cash", help="bank, agent or cash desk (default cash)")
     _cmd(p, cmd_pay)
 
-    p = acc.add_parser("import-payments",
-                       help="import a payment file: reference,account,amount,paid_at[,source][,note]")
+    p = acc.add_parser(
+        "import-payments", help="import a payment file: reference,account,amount,paid_at[,source][,note]"
+    )
     p.add_argument("file", type=Path)
     p.add_argument("--source", default="bank", help="source when the file has no source column (default bank)")
     _cmd(p, cmd_import)
@@ -358,8 +359,11 @@ def cmd_credit_list(args: argparse.Namespace, settings: Settings) -> int:
     with _editor(settings) as conn:
         if args.closures:
             for cid, number, reason, term, due, status, offset, lit in closure.list_cases(conn, not args.all):
-                print(f"closure {cid} {number}: {reason.replace('_', ' ')} on {term}, settle by {due}: {status}"
-                      + (f", deposit offset {offset}" if offset else "") + (f", litigation {lit}" if lit else ""))
+                print(
+                    f"closure {cid} {number}: {reason.replace('_', ' ')} on {term}, settle by {due}: {status}"
+                    + (f", deposit offset {offset}" if offset else "")
+                    + (f", litigation {lit}" if lit else "")
+                )
         else:
             for number, case, opened, steps, disconnected, last in credit.list_cases(conn, not args.all):
                 print(f"case {case} {number}: opened {opened}, {steps} step(s), last {last or '-'}"
@@ -480,8 +484,11 @@ def _register_work(sub: Any) -> None:
 
     p = w.add_parser("complete", help="record an order's outcome (once)")
     p.add_argument("order", type=int)
-    p.add_argument("--outcome", required=True,
-                   help="inspection: fraud, meter_fault, nothing, no_access; check: ok or faulty; else free text")
+    p.add_argument(
+        "--outcome",
+        required=True,
+        help="inspection: fraud, meter_fault, nothing, no_access; check: ok or faulty; else free text",
+    )
     p.add_argument("--note", default="")
     p.add_argument("--campaign", default="", help="inspection campaign (theft report)")
     p.add_argument("--penalty", type=_money, default=None, help="fraud penalty (default: the credit file's)")

@@ -165,10 +165,13 @@ def review(conn: Connection, cfg: CreditConfig, on: date, broken: list[tuple[int
 def list_cases(conn: Connection, open_only: bool = False) -> list[tuple[int, str, str, date, date, str, Decimal,
                                                                       Decimal]]:  # fmt: skip
     """Closure cases: (id, account, reason, terminated, manual due, status, deposit offset, litigation)."""
-    return [tuple(r) for r in conn.execute(
-        """SELECT k.id, a.number, k.reason, k.terminated_on, k.manual_due, k.status, k.deposit_offset,
+    return [
+        tuple(r)
+        for r in conn.execute(
+            """SELECT k.id, a.number, k.reason, k.terminated_on, k.manual_due, k.status, k.deposit_offset,
                   k.litigation_amount
            FROM account_closure k JOIN account a ON a.id = k.account_id
            WHERE NOT %s OR k.status = 'open' ORDER BY k.id""",
-        (open_only,),
-    )]
+            (open_only,),
+        )
+    ]

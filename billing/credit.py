@@ -580,11 +580,14 @@ def write_notices(conn: Connection, cfg: CreditConfig, on: date, out_dir: Path) 
 
 def list_cases(conn: Connection, open_only: bool = True) -> list[tuple[str, int, date, int, bool, str]]:
     """Credit cases: (account, case, opened, steps taken, disconnected, last action)."""
-    return [tuple(r) for r in conn.execute(
-        """SELECT a.number, k.id, k.opened_on, k.last_step, k.disconnected,
+    return [
+        tuple(r)
+        for r in conn.execute(
+            """SELECT a.number, k.id, k.opened_on, k.last_step, k.disconnected,
                   coalesce((SELECT x.step || ' ' || x.action_date FROM credit_action x WHERE x.case_id = k.id
                             ORDER BY x.id DESC LIMIT 1), '')
            FROM credit_case k JOIN account a ON a.id = k.account_id
            WHERE NOT %s OR k.closed_on IS NULL ORDER BY k.opened_on, a.number""",
-        (open_only,),
-    )]
+            (open_only,),
+        )
+    ]

@@ -207,14 +207,14 @@ class Balance:
 
     account: str
     as_of: date
-    balance: Decimal = Decimal(0)          # owed on the account book (negative: in credit)
-    deposit: Decimal = Decimal(0)          # deposit held
-    litigation: Decimal = Decimal(0)       # handed over to litigation
+    balance: Decimal = Decimal(0)  # owed on the account book (negative: in credit)
+    deposit: Decimal = Decimal(0)  # deposit held
+    litigation: Decimal = Decimal(0)  # handed over to litigation
     ageing: dict[str, Decimal] = field(default_factory=lambda: {b: Decimal(0) for b in BUCKETS})
-    credit: Decimal = Decimal(0)           # credit not yet set against a debt
-    overdue: Decimal = Decimal(0)          # outstanding past its due date
-    oldest_due: date | None = None         # due date of the oldest outstanding debt past due
-    unpaid: dict[int, Decimal] = field(default_factory=dict)   # entry id -> outstanding part
+    credit: Decimal = Decimal(0)  # credit not yet set against a debt
+    overdue: Decimal = Decimal(0)  # outstanding past its due date
+    oldest_due: date | None = None  # due date of the oldest outstanding debt past due
+    unpaid: dict[int, Decimal] = field(default_factory=dict)  # entry id -> outstanding part
 
     @property
     def net(self) -> Decimal:

@@ -29,8 +29,10 @@ class Letter(Protocol):
     message: str
 
 
-CLOSING = ("If you have paid in the meantime, please ignore this letter. To agree a payment arrangement or to dispute "
-           "the amount, contact our customer service: collection is put on hold while a dispute is open.")
+CLOSING = (
+    "If you have paid in the meantime, please ignore this letter. To agree a payment arrangement or to dispute "
+    "the amount, contact our customer service: collection is put on hold while a dispute is open."
+)
 
 
 def _latin1(text: str) -> str:

@@ -319,9 +319,7 @@ def _write_notes(conn: Connection, summary: RunSummary, drafts: list[Draft]) -> 
         rows[k] = n if k not in rows else replace(rows[k], message=f"{rows[k].message}; {n.message}")
     if not rows:
         return
-    with conn.cursor().copy(
-        "COPY bill_run_note (run_id, account_id, kind, code, message, bill_id) FROM STDIN"
-    ) as cp:
+    with conn.cursor().copy("COPY bill_run_note (run_id, account_id, kind, code, message, bill_id) FROM STDIN") as cp:
         for n in rows.values():
             cp.write_row((summary.run_id, n.account_id, n.kind, n.code, n.message, n.bill_id))
 
@@ -752,8 +750,11 @@ def _quality_holds(
     d.details["reads"] = n_all
     d.details["days_without_actual_read"] = missing_days
     # the bill says whether it rests on estimates (the utility's own, VEE's or an edit), held or not
-    d.details["read_quality"] = "estimated" if any(
-        _rests_on_estimate(i) for x in d.dets for i in (x.start, x.end) if i is not None) else "actual"
+    d.details["read_quality"] = (
+        "estimated"
+        if any(_rests_on_estimate(i) for x in d.dets for i in (x.start, x.end) if i is not None)
+        else "actual"
+    )
     if share > h.max_estimated_share:
         d.holds.append(f"estimated: {q(share * 100, 1)}% of {n_all} reads estimated or edited "
                        f"(> {q(h.max_estimated_share * 100, 1)}%)")  # fmt: skip
@@ -786,8 +787,14 @@ def _intervals(conn: Connection, book: TariffBook, drafts: list[Draft]) -> None:
            CROSS JOIN LATERAL (SELECT v.ts - make_interval(secs => coalesce(c.interval_s, 900)) AS began) b
            WHERE v.value IS NOT NULL
            GROUP BY 1, 2, 3, 4""",
-        {"tz": tz, "ch": list(INTERVAL_CHANNEL.values()), "keys": keys, "meters": [x.meter_id for x in dets],
-         "los": [x.start_at for x in dets], "his": [x.end_at for x in dets]},
+        {
+            "tz": tz,
+            "ch": list(INTERVAL_CHANNEL.values()),
+            "keys": keys,
+            "meters": [x.meter_id for x in dets],
+            "los": [x.start_at for x in dets],
+            "his": [x.end_at for x in dets],
+        },
     ):
         per[k].append((day, dow, hour, float(total), float(peak)))
         interval_s[k] = int(ivl or 900)
@@ -922,10 +929,16 @@ def _write_bills(
             # prescription: a correction older than prescription_years is not rebilled; the bill stands
             summary.prescribed += 1
             d.bill_id = old[0]
-            d.warnings.append(("prescribed", (
-                f"bill {old[0]} for the period ending {period_end} differs from the validated data now "
-                f"(total would be {d.priced.total}), but the period ended before {prescribed_before} "
-                f"({book.rules.prescription_years} years before {issue}): prescribed, not rebilled")))
+            d.warnings.append(
+                (
+                    "prescribed",
+                    (
+                        f"bill {old[0]} for the period ending {period_end} differs from the validated data now "
+                        f"(total would be {d.priced.total}), but the period ended before {prescribed_before} "
+                        f"({book.rules.prescription_years} years before {issue}): prescribed, not rebilled"
+                    ),
+                )
+            )
             continue
         else:  # an issued bill whose data changed: cancel it and rebill
             cancels.append(old[0])
@@ -941,7 +954,7 @@ def _write_bills(
         conn.execute("UPDATE bill SET status = 'cancelled' WHERE id = ANY(%s)", (cancels,))
     n_ids = len(new) + len(cancels)
     ids = [r[0] for r in conn.execute("SELECT nextval('bill_id_seq') FROM generate_series(1, %s)", (n_ids,))]
-    cancel_ids = dict(zip(cancels, ids[len(new):], strict=True))
+    cancel_ids = dict(zip(cancels, ids[len(new) :], strict=True))
     for original, cid in cancel_ids.items():
         _write_cancel(conn, summary.run_id, original, cid, issue, due)
     clock.lap("compared with live bills")
@@ -1083,9 +1096,11 @@ def _prepaid_checks(
         reasons = []
         if unpriced:
             # credit unknown: neither counted as zero (that would read as theft) nor guessed
-            msg = (f"unchecked: {len(unpriced)} vend(s) by amount ({sum(unpriced, Decimal(0))} "
-                   f"{book.rules.currency}) and tariff {d.account.tariff_code} has no prepaid_price, so the "
-                   f"credit vended is unknown: no balance, no flag; import the vends in units or set prepaid_price")
+            msg = (
+                f"unchecked: {len(unpriced)} vend(s) by amount ({sum(unpriced, Decimal(0))} "
+                f"{book.rules.currency}) and tariff {d.account.tariff_code} has no prepaid_price, so the "
+                f"credit vended is unknown: no balance, no flag; import the vends in units or set prepaid_price"
+            )
             reasons.append(msg)
             d.warnings.append(("vend_unpriced", msg))
             summary.prepaid_unchecked += 1
@@ -1110,4 +1125,3 @@ def _prepaid_checks(
                flagged = excluded.flagged, reason = excluded.reason, checked_at = now()""",
         rows,
     )
-

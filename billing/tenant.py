@@ -146,8 +146,10 @@ def record_proof(
     if start is None:
         start = Decimal(out_index) if on == out_date else index_at(conn, sp_id, on, decimals)
         if start is None:
-            raise TenantError(f"tenant case {case_id}: the document shows no index and there is no validated "
-                              f"index of the meter on {on} to take the predecessor's from; give --index")
+            raise TenantError(
+                f"tenant case {case_id}: the document shows no index and there is no validated "
+                f"index of the meter on {on} to take the predecessor's from; give --index"
+            )
     crow = conn.execute(
         f"""UPDATE tenant_case SET status = 'proven', proof_index = %s, proof_date = %s, proof_document = %s,
                    start_index = %s, start_date = %s, resolved_on = %s WHERE id = %s RETURNING {_CASE_COLUMNS}""",

@@ -286,8 +286,16 @@ def complete(
                 raise WorkOrderError("a fraud outcome needs the penalty amount")
             today = at.astimezone(UTC).date()
             done.penalty_entry = ledger.post(
-                conn, account, "penalty", penalty, today, due=today + timedelta(days=penalty_due_days),
-                reference=f"work order {order}", source_key=f"fraud:{order}:penalty", note="fraud found on inspection")
+                conn,
+                account,
+                "penalty",
+                penalty,
+                today,
+                due=today + timedelta(days=penalty_due_days),
+                reference=f"work order {order}",
+                source_key=f"fraud:{order}:penalty",
+                note="fraud found on inspection",
+            )
             done.follow_up, _ = create(
                 conn, "disconnect", source=f"fraud:{order}", source_key=f"fraud:{order}:disconnect", account=account,
                 meter=meter, priority=1, now=at, by=by,
@@ -506,8 +514,12 @@ def sla(conn: Connection, now: datetime | None = None) -> list[Breach]:
 
 def events(conn: Connection, order: int) -> list[tuple[datetime, str, str, dict[str, Any]]]:
     """An order's trail, oldest first."""
-    return [tuple(r) for r in conn.execute(
-        "SELECT at, event, by_user, details FROM work_order_event WHERE work_order_id = %s ORDER BY id", (order,))]
+    return [
+        tuple(r)
+        for r in conn.execute(
+            "SELECT at, event, by_user, details FROM work_order_event WHERE work_order_id = %s ORDER BY id", (order,)
+        )
+    ]
 
 
 def today(now: datetime | None = None) -> date:

@@ -37,8 +37,13 @@ def register(sub: Any) -> None:
         "or the database cannot be reached, else 0. Without --config, the collector that `releve demo` runs in "
         "this folder (var/releve-demo.json names its configuration).",
     )
-    status.add_argument("--config", "-c", type=Path, default=None,
-                        help="collector configuration (TOML); default: the collector of the demo running here")
+    status.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        default=None,
+        help="collector configuration (TOML); default: the collector of the demo running here",
+    )
     status.add_argument("--worst", type=int, default=10, help="how many failing meters to list (10)")
     status.set_defaults(func=cmd_status)
     requeue = actions.add_parser(
@@ -178,8 +183,10 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     print(f"\nmeters with the most failures (worst {args.worst}):")
     for serial, link, good, fail, streak, last_good, error in meters:
         seen = f"{last_good:%Y-%m-%d %H:%M}" if last_good else "never"
-        print(f"  {serial:<14}{link:<12} good {good:<7} failed {fail:<6} streak {streak:<4} last good {seen}"
-              + (f"  ({error})" if streak and error else ""))
+        print(
+            f"  {serial:<14}{link:<12} good {good:<7} failed {fail:<6} streak {streak:<4} last good {seen}"
+            + (f"  ({error})" if streak and error else "")
+        )
     if implausible:  # they answer, so they never show as failing: their values are what is wrong
         print("\nmeters whose values were refused as implausible (see rejected_input; `releve collect probe`):")
         for serial, link, n in implausible:

@@ -285,8 +285,11 @@ class MqttCommander:
                                         f"no uplink on {up} showed the new state within "
                                         f"{cfg.ttn_confirm_timeout_s:g} s",
                                         {"topic": topic, "frm_payload": raw.hex()})  # fmt: skip
-        body: dict[str, Any] = {"id": cmd.id, "command": cmd.kind,
-                                "ts": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")}
+        body: dict[str, Any] = {
+            "id": cmd.id,
+            "command": cmd.kind,
+            "ts": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
+        }
         if cmd.kind == "clock_sync":
             body["time"] = int(now)
         ack = cfg.mqtt_ack_topic.replace("{serial}", serial)
@@ -354,6 +357,7 @@ class CommandRunner:
 
     async def _db(self, fn: Any, *args: Any) -> Any:
         async with self._db_lock:
+
             def call() -> Any:
                 try:
                     return fn(self._connection(), *args)
@@ -361,6 +365,7 @@ class CommandRunner:
                     if self._conn is not None and self._conn.closed:
                         self._conn = None
                     raise
+
             return await asyncio.to_thread(call)
 
     def _load_meters(self, conn: Connection) -> dict[int, str]:

@@ -118,7 +118,9 @@ class RtuLineConfig(_Link):
     stopbits: int = Field(1, ge=1, le=2)
     timeout_s: float = Field(1.0, gt=0, le=60)
     drain_s: float | None = Field(
-        None, gt=0, le=60,
+        None,
+        gt=0,
+        le=60,
         description="After a timeout or a reply that does not match its request, read the line until it "
         "has been silent this long, then flush it (default: timeout_s), so a late reply is never taken "
         "for the next request's.",
@@ -245,9 +247,7 @@ def compile_topic(template: str) -> tuple[str, re.Pattern[str]]:
                 raise ValueError(f"topic template {template!r}: wildcards cannot share a level with {{…}}")
             filters.append("+")
             parts = _PLACEHOLDER.split(level)
-            patterns.append(
-                "".join(re.escape(p) if k % 2 == 0 else f"(?P<{p}>[^/]+)" for k, p in enumerate(parts))
-            )
+            patterns.append("".join(re.escape(p) if k % 2 == 0 else f"(?P<{p}>[^/]+)" for k, p in enumerate(parts)))
         else:
             if "+" in level or "#" in level:
                 raise ValueError(f"topic template {template!r}: wildcard inside level {level!r}")

@@ -88,8 +88,19 @@ class HealthWriter:
         if c.poller is not None:
             for link, targets in c.poller.links:
                 kind = "rtu" if type(link).__name__ == "RtuLine" else "tcp"
-                links.append((name, link.name, kind, link.requests, link.failures, len(targets), link.connected,
-                              c.spool.size, None))
+                links.append(
+                    (
+                        name,
+                        link.name,
+                        kind,
+                        link.requests,
+                        link.failures,
+                        len(targets),
+                        link.connected,
+                        c.spool.size,
+                        None,
+                    )
+                )
                 for t in targets:
                     h = t.health
                     meters.append((name, h.serial, h.link, h.polls, h.good, h.failures, h.retries, json.dumps(h.errors),
@@ -97,11 +108,23 @@ class HealthWriter:
                                    h.latency_ms))  # fmt: skip
         if c.mqtt is not None:
             s = c.mqtt.stats
-            links.append((name, "mqtt", "mqtt", s.received, s.rejected, len(s.serials), s.connected, c.spool.size,
-                          None))
+            links.append(
+                (name, "mqtt", "mqtt", s.received, s.rejected, len(s.serials), s.connected, c.spool.size, None)
+            )
         f = c.forwarder
-        links.append((name, "spool", "spool", f.landed_segments, len(c.spool.quarantined()), 0, f.database_ok,
-                      c.spool.size, f.alarm()))
+        links.append(
+            (
+                name,
+                "spool",
+                "spool",
+                f.landed_segments,
+                len(c.spool.quarantined()),
+                0,
+                f.database_ok,
+                c.spool.size,
+                f.alarm(),
+            )
+        )
         try:
             with db.connect(self.url, role=db.writer_role(self.settings)) as conn, conn.cursor() as cur:
                 cur.executemany(

@@ -699,7 +699,13 @@ class Poller:
         return True
 
     def _refused(
-        self, link: Link, meter: MeterTarget, entry: RegisterEntry, ts: datetime, raw: list[int], value: float,
+        self,
+        link: Link,
+        meter: MeterTarget,
+        entry: RegisterEntry,
+        ts: datetime,
+        raw: list[int],
+        value: float,
         problem: Implausible,
     ) -> Rejected:
         """The dead letter of an implausible value: meter, register, raw registers, decoded value, rule."""

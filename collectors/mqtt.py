@@ -213,9 +213,7 @@ class MqttCollector:
             if source.shared_group:
                 topic_filter = f"$share/{source.shared_group}/{topic_filter}"
             profile = load_profile(sub.profile) if sub.profile else None
-            self._routes.append(
-                _Route(topic_filter, pattern, get_decoder(sub.decoder), sub.options, sub.qos, profile)
-            )
+            self._routes.append(_Route(topic_filter, pattern, get_decoder(sub.decoder), sub.options, sub.qos, profile))
         url = urlparse(broker.url or "mqtt://127.0.0.1:1883")
         self.host = url.hostname or "127.0.0.1"
         self.port = url.port or (8883 if url.scheme == "mqtts" else 1883)

@@ -273,8 +273,11 @@ def create_app(url: str, settings: Settings, queries: Queries | None = None, ref
         found = q.bill(bill_id)
         if found is None:
             return flask.Response(f"there is no bill {bill_id}\n", 404, mimetype="text/plain")
-        return flask.Response(render(found), mimetype="application/pdf",
-                              headers={"Content-Disposition": f'attachment; filename="bill-{bill_id}.pdf"'})
+        return flask.Response(
+            render(found),
+            mimetype="application/pdf",
+            headers={"Content-Disposition": f'attachment; filename="bill-{bill_id}.pdf"'},
+        )
 
     @server.after_request
     def headers(response: flask.Response) -> flask.Response:

@@ -14,8 +14,10 @@ from releve.settings import Settings
 ROLES = ("operator", "fraud", "billing", "field", "admin")  # as dashboards.auth.ROLES (a test checks)
 
 
-ROLE_HELP = ("operator (control room, meter pages), fraud (fraud unit), billing (billing, review queue, accounts), "
-             "field (field work: work orders, SLA breaches), admin (users page); repeat --role for several")
+ROLE_HELP = (
+    "operator (control room, meter pages), fraud (fraud unit), billing (billing, review queue, accounts), "
+    "field (field work: work orders, SLA breaches), admin (users page); repeat --role for several"
+)
 
 
 def register(sub: Any) -> None:

@@ -891,10 +891,14 @@ class Queries:
     def users(self) -> list[Row]:
         """Every dashboard login: roles, state, and whether its hash is still the old scrypt."""
         with self.read.connection() as conn:
-            return _rows(conn, """SELECT username, roles, disabled,
+            return _rows(
+                conn,
+                """SELECT username, roles, disabled,
                                          CASE WHEN password_hash LIKE 'scrypt$%%' THEN 'scrypt (set a new password)'
                                               ELSE 'argon2id' END AS hash, created_at, updated_at
-                                  FROM dashboard_user ORDER BY username""", ())
+                                  FROM dashboard_user ORDER BY username""",
+                (),
+            )
 
 
 INDEX_HISTORY = TableSpec(

@@ -13,9 +13,17 @@ from typing import Any
 from releve import db
 from releve.settings import Settings
 
-PAGES = (("control-room", "/"), ("meter", "/meter/{meter}"), ("fraud", "/fraud"), ("billing", "/billing"),
-         ("bill", "/bill/{bill}"), ("accounts", "/accounts"), ("account", "/accounts/{account}"), ("field", "/field"),
-         ("users", "/users"))
+PAGES = (
+    ("control-room", "/"),
+    ("meter", "/meter/{meter}"),
+    ("fraud", "/fraud"),
+    ("billing", "/billing"),
+    ("bill", "/bill/{bill}"),
+    ("accounts", "/accounts"),
+    ("account", "/accounts/{account}"),
+    ("field", "/field"),
+    ("users", "/users"),
+)
 
 
 def busiest_meter(url: str, settings: Settings) -> str | None:

@@ -23,9 +23,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--days", type=int, default=90, help="days of history to backfill at first start (90)")
     p.add_argument("--port", type=int, default=8050, help="dashboard port (8050)")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)")
-    p.add_argument("--faults-every", type=float, default=120.0, metavar="SECONDS",
-                   help="inject a live fault (gateway down, silent line, tamper, voltage sag) this often; "
-                   "0: none (120)")
+    p.add_argument(
+        "--faults-every",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="inject a live fault (gateway down, silent line, tamper, voltage sag) this often; 0: none (120)",
+    )
     p.add_argument("--faults-last", type=float, default=600.0, metavar="SECONDS",
                    help="how long each live fault lasts (600)")  # fmt: skip
     p.set_defaults(func=cmd_demo)

@@ -256,8 +256,13 @@ class Demo:
         out = self.options.data_dir / "billing"
         out.mkdir(parents=True, exist_ok=True)
         with db.connect(url) as conn:
-            done = {c for (c,) in conn.execute(
-                "SELECT DISTINCT cycle FROM bill_run WHERE period_end = %s AND finished_at IS NOT NULL", (yesterday,))}
+            done = {
+                c
+                for (c,) in conn.execute(
+                    "SELECT DISTINCT cycle FROM bill_run WHERE period_end = %s AND finished_at IS NOT NULL",
+                    (yesterday,),
+                )
+            }
         if done:
             say(f"  bills: cycle(s) {', '.join(sorted(done))} already billed up to {yesterday}; not run again")
         for cycle in (c for c in cycles if c not in done):
@@ -490,8 +495,19 @@ def history_frames(sim: Simulation, days: float) -> Iterator[tuple[int, ReadingF
             per_meter = np.array([names.index(c) for c in channels], np.int32)
             units = ["kWh", "m3"]
             unit_of = np.array([units.index(m.unit) for m in sim.meters], np.int32)
-            parts.append(ReadingFrame(serials, meter_idx, names, per_meter[meter_idx], ts,
-                                      np.round(values[:, :count][ok], 4), units, unit_of[meter_idx], Source.IMPORT))
+            parts.append(
+                ReadingFrame(
+                    serials,
+                    meter_idx,
+                    names,
+                    per_meter[meter_idx],
+                    ts,
+                    np.round(values[:, :count][ok], 4),
+                    units,
+                    unit_of[meter_idx],
+                    Source.IMPORT,
+                )
+            )
         yield blk.number, ReadingFrame.concat(parts)
 
 

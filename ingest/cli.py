@@ -24,8 +24,12 @@ def register(sub: Any) -> None:
         "Formats: docs/simulators.md.",
     )
     load.add_argument("directory", type=Path)
-    load.add_argument("--reads", choices=["remote", "manual"], default="remote",
-                      help="remote: register_reads.csv + intervals.csv (default); manual: manual_reads.csv only")
+    load.add_argument(
+        "--reads",
+        choices=["remote", "manual"],
+        default="remote",
+        help="remote: register_reads.csv + intervals.csv (default); manual: manual_reads.csv only",
+    )
     load.set_defaults(func=cmd_load)
 
 
@@ -44,15 +48,19 @@ def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
         s = load_directory(url, settings, args.directory, reads=args.reads, progress=sys.stderr.isatty())
     except LoadError as exc:
         raise CommandError(f"{exc} (nothing was loaded: a load lands whole or not at all)") from exc
-    print(f"{s.meters} meters, {s.areas} areas, {s.accounts} accounts, {s.exchanges} exchanges; "
-          f"{s.readings:,} readings ({s.duplicates:,} duplicates, {s.conflicts:,} conflicts, "
-          f"{s.rejected:,} rejected), {s.events} events")
+    print(
+        f"{s.meters} meters, {s.areas} areas, {s.accounts} accounts, {s.exchanges} exchanges; "
+        f"{s.readings:,} readings ({s.duplicates:,} duplicates, {s.conflicts:,} conflicts, "
+        f"{s.rejected:,} rejected), {s.events} events"
+    )
     if s.rejected:
         print(f"rejected: {s.rejected:,} row(s) kept in rejected_input with the reason, file and line")
     if s.conflicts:
         shown = "; ".join(f"{m} {c} {t:%Y-%m-%dT%H:%M}Z stored {old:g}, file {new:g}"
                           for m, c, t, old, new in s.conflict_examples)  # fmt: skip
         more = " …" if s.conflicts > len(s.conflict_examples) else ""
-        print(f"conflicts: {s.conflicts:,} reading(s) already stored with another value, kept in "
-              f"reading_conflict (the stored value stands): {shown}{more}")
+        print(
+            f"conflicts: {s.conflicts:,} reading(s) already stored with another value, kept in "
+            f"reading_conflict (the stored value stands): {shown}{more}"
+        )
     return 0

@@ -93,7 +93,8 @@ class LoadSummary:
 
 #: Physical bounds of a channel's values (inclusive): what lies outside cannot have been measured.
 BOUNDS: dict[str, tuple[float, float]] = {
-    code: (0.0, np.inf) for code, ch in CHANNELS.items()
+    code: (0.0, np.inf)
+    for code, ch in CHANNELS.items()
     if ch.kind in (ChannelKind.REGISTER, ChannelKind.INTERVAL) or ch.unit in ("V", "A", "Hz", "W")
 } | {code: (-1.0, 1.0) for code, ch in CHANNELS.items() if ch.unit == "1"}  # power factor
 
@@ -367,10 +368,15 @@ def load_directory(url: str, settings: Settings, directory: Path, reads: str = "
                 summary.events = writer.write([], events, batch_key=_key(_digest(events_file), 0)).events
                 summary.files.append("events.csv")
         if summary.conflicts:
-            summary.conflict_examples = [tuple(r) for r in conn.execute(
-                """SELECT m.serial, c.code, rc.ts, rc.stored_value, rc.new_value FROM reading_conflict rc
+            summary.conflict_examples = [
+                tuple(r)
+                for r in conn.execute(
+                    """SELECT m.serial, c.code, rc.ts, rc.stored_value, rc.new_value FROM reading_conflict rc
                    JOIN meter m ON m.id = rc.meter_id JOIN channel c ON c.id = rc.channel_id
-                   WHERE rc.batch_id = ANY(%s) ORDER BY rc.ts, m.serial LIMIT 3""", (batches,)).fetchall()]
+                   WHERE rc.batch_id = ANY(%s) ORDER BY rc.ts, m.serial LIMIT 3""",
+                    (batches,),
+                ).fetchall()
+            ]
         if role:
             conn.execute("RESET ROLE")
         load_installations(conn, directory, summary)

@@ -45,11 +45,11 @@ class Ingestor:
         self._frames: list[ReadingFrame] = []
         self._events: list[MeterEvent] = []
         self._rejected: list[Rejected] = []
-        self._pending = 0          # rows submitted and not yet landed
-        self._buffered = 0         # rows waiting in the buffer (not yet taken by the flusher)
+        self._pending = 0  # rows submitted and not yet landed
+        self._buffered = 0  # rows waiting in the buffer (not yet taken by the flusher)
         self._oldest = 0.0
         self._closing = False
-        self._inflight = 0         # batches taken by the flusher and not yet landed
+        self._inflight = 0  # batches taken by the flusher and not yet landed
         self.results: list[BatchResult] = []
         self._thread = threading.Thread(target=self._run, name=f"ingestor-{origin}", daemon=True)
         self._thread.start()

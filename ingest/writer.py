@@ -170,14 +170,13 @@ class BatchWriter:
             (inserted, duplicates, conflicts, len(dead) + len(rejected), n_events,
              cols.min_ts if cols else None, cols.max_ts if cols else None, batch_id),
         )  # fmt: skip
-        result = BatchResult(key, batch_id, len(frame), inserted, duplicates, conflicts, len(dead) + len(rejected),
-                             n_events)
+        result = BatchResult(
+            key, batch_id, len(frame), inserted, duplicates, conflicts, len(dead) + len(rejected), n_events
+        )
         log.debug("batch landed", extra={"batch": str(key), **result.__dict__})
         return result
 
-    def _resolve(
-        self, frame: ReadingFrame, now: datetime, dead: list[tuple[str, str, str, str]]
-    ) -> _Columns | None:
+    def _resolve(self, frame: ReadingFrame, now: datetime, dead: list[tuple[str, str, str, str]]) -> _Columns | None:
         """Map names to ids and split off invalid rows (appended to ``dead`` with their reason)."""
         if len(frame) == 0:
             return None
@@ -262,15 +261,21 @@ class BatchWriter:
         """
         n = len(rows.value)
         try:
-            with self.conn.transaction(), self.conn.cursor().copy(
-                f"COPY reading ({READING_COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-            ) as copy:
+            with (
+                self.conn.transaction(),
+                self.conn.cursor().copy(f"COPY reading ({READING_COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy,
+            ):
                 for a in range(0, n, _COPY_PIECE):
                     b = min(a + _COPY_PIECE, n)
                     payload = rows.take(slice(a, b)).encode(source_id, received_at, batch_id)
                     # One header before the first row, one trailer after the last.
-                    copy.write(memoryview(payload)[0 if a == 0 else len(COPY_HEADER) :
-                                                   len(payload) if b == n else len(payload) - len(COPY_TRAILER)])
+                    copy.write(
+                        memoryview(payload)[
+                            0 if a == 0 else len(COPY_HEADER) : len(payload)
+                            if b == n
+                            else len(payload) - len(COPY_TRAILER)
+                        ]
+                    )
         except errors.UniqueViolation:
             return False
         return True
@@ -376,9 +381,7 @@ class BatchWriter:
         self.conn.execute("SELECT ensure_reading_partitions(%s, %s)", (lo, hi))
         self._months |= months
 
-    def _write_events(
-        self, events: Sequence[MeterEvent], batch_id: int, dead: list[tuple[str, str, str, str]]
-    ) -> int:
+    def _write_events(self, events: Sequence[MeterEvent], batch_id: int, dead: list[tuple[str, str, str, str]]) -> int:
         if not events:
             return 0
         ids = self.lookup.meter_ids([e.meter for e in events])
@@ -405,9 +408,7 @@ class BatchWriter:
         )
         return cur.rowcount
 
-    def _write_dead(
-        self, rejected: Sequence[Rejected], dead: list[tuple[str, str, str, str]], key: uuid.UUID
-    ) -> None:
+    def _write_dead(self, rejected: Sequence[Rejected], dead: list[tuple[str, str, str, str]], key: uuid.UUID) -> None:
         """Dead letters: the payload byte for byte in ``payload_bytes``, a readable rendering in ``payload``."""
         rows = [(r.source.value, r.origin, r.reason, r.payload) for r in rejected] + dead
         for reason in {d[2] for d in dead[:5]}:
@@ -450,6 +451,8 @@ _US = "(extract(epoch FROM ts - timestamptz '2000-01-01 UTC') * 1000000)::int8"
 def _pair_key(meter_id: np.ndarray, channel_id: np.ndarray) -> np.ndarray:
     """(meter, channel) as one sortable integer."""
     return meter_id.astype(np.int64) * 65536 + channel_id.astype(np.int64)
+
+
 #: Rows per piece of a batch's COPY (encoded while the server inserts the piece before).
 _COPY_PIECE = 25_000
 #: How many times the slow path looks again when concurrent writers keep landing the same keys.

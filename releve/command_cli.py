@@ -45,7 +45,8 @@ def instant(text: str) -> datetime:
 def register(sub: Any) -> None:
     """Add ``releve command`` to the ``releve`` parser."""
     p_cmd = sub.add_parser(
-        "command", help="commands to meters: relay disconnect/reconnect, clock sync, demand reset",
+        "command",
+        help="commands to meters: relay disconnect/reconnect, clock sync, demand reset",
         description="Queue commands for the collectors to execute on meters, follow them, cancel them. "
         "States: queued -> sent -> confirmed | failed | expired; a queued command can be cancelled.",
     )
@@ -57,8 +58,12 @@ def register(sub: Any) -> None:
     p.add_argument("--by", default=None, help="who asks (default: the login name)")
     p.add_argument("--reason", help="why (kept in the audit)")
     p.add_argument("--work-order", type=int, help="the work order this command belongs to")
-    p.add_argument("--expires-in", type=duration, default=mc.DEFAULT_EXPIRES_IN,
-                   help="give up after this long (90s, 15m, 24h, 7d; default 24h)")
+    p.add_argument(
+        "--expires-in",
+        type=duration,
+        default=mc.DEFAULT_EXPIRES_IN,
+        help="give up after this long (90s, 15m, 24h, 7d; default 24h)",
+    )
     p.add_argument("--not-before", type=instant, help="not before this instant (ISO 8601 with zone)")
     p.set_defaults(func=cmd_queue)
 

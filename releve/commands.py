@@ -89,8 +89,11 @@ def cmd_db_stop(args: argparse.Namespace, settings: Settings) -> int:
     """Stop the embedded server."""
     state = getattr(args, "demo_state", None)
     if state is not None and state.pid and state.running():
-        print(f"the demo (pid {state.pid}) runs this database: stop the demo (Ctrl-C) instead; it stops its "
-              "database with it", file=sys.stderr)
+        print(
+            f"the demo (pid {state.pid}) runs this database: stop the demo (Ctrl-C) instead; it stops its "
+            "database with it",
+            file=sys.stderr,
+        )
         return 1
     if settings.database.url:
         print("database.url is set: nothing embedded to stop", file=sys.stderr)

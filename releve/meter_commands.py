@@ -319,9 +319,7 @@ def expire_overdue(conn: Connection, actor: str, meters: Sequence[int] | None = 
     meter answers is recorded (a disconnect the meter carried out must not read as expired).
     """
     with conn.transaction():
-        query = (
-            "SELECT id, attempts FROM meter_command WHERE state IN ('queued', 'sent') AND expires_at <= now()"
-        )
+        query = "SELECT id, attempts FROM meter_command WHERE state IN ('queued', 'sent') AND expires_at <= now()"
         params: list[Any] = []
         if meters is not None:
             query += " AND meter_id = ANY(%s)"

@@ -161,8 +161,7 @@ def upgrade(url: str, settings: Settings) -> list[Migration]:
                 catalogue.sync(conn)
                 months = settings.database.partition_months_ahead
                 conn.execute(
-                    "SELECT ensure_reading_partitions(now() - interval '1 month', "
-                    "now() + make_interval(months => %s))",
+                    "SELECT ensure_reading_partitions(now() - interval '1 month', now() + make_interval(months => %s))",
                     (months,),
                 )
         finally:

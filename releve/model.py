@@ -196,9 +196,7 @@ def unit_factor(from_unit: str, to_unit: str) -> float:
     """The factor that turns a value in ``from_unit`` into ``to_unit``; UnitError when they measure different things."""
     source, target = unit_of(from_unit), unit_of(to_unit)
     if source.quantity != target.quantity:
-        raise UnitError(
-            f"{from_unit!r} ({source.quantity}) cannot be converted to {to_unit!r} ({target.quantity})"
-        )
+        raise UnitError(f"{from_unit!r} ({source.quantity}) cannot be converted to {to_unit!r} ({target.quantity})")
     return source.factor / target.factor
 
 

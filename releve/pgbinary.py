@@ -81,8 +81,9 @@ def decode(buf: bytes, dtype: np.dtype) -> np.ndarray:
     return np.frombuffer(buf, dtype, count=n, offset=HEADER_BYTES)
 
 
-def copy_blocks(conn: psycopg.Connection, query: str | bytes, params: Any, dtype: np.dtype,
-                block_rows: int = 1 << 20) -> Iterator[np.ndarray]:
+def copy_blocks(
+    conn: psycopg.Connection, query: str | bytes, params: Any, dtype: np.dtype, block_rows: int = 1 << 20
+) -> Iterator[np.ndarray]:
     """Run a binary COPY whose columns match ``dtype`` and yield its rows ``block_rows`` at a time.
 
     Only one block of raw output is held at once: the caller keeps what it needs of each.
@@ -94,12 +95,12 @@ def copy_blocks(conn: psycopg.Connection, query: str | bytes, params: Any, dtype
         buf += data
         if len(buf) - offset >= block_rows * size:
             n = (len(buf) - offset) // size
-            yield np.frombuffer(bytes(buf[offset:offset + n * size]), dtype)
-            del buf[:offset + n * size]
+            yield np.frombuffer(bytes(buf[offset : offset + n * size]), dtype)
+            del buf[: offset + n * size]
             offset = 0
     n = (len(buf) - offset - TRAILER_BYTES) // size
     if n > 0:
-        yield np.frombuffer(bytes(buf[offset:offset + n * size]), dtype)
+        yield np.frombuffer(bytes(buf[offset : offset + n * size]), dtype)
 
 
 def copy_records(conn: psycopg.Connection, query: str | bytes, params: Any, dtype: np.dtype) -> np.ndarray:

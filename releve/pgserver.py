@@ -219,9 +219,7 @@ class PostgresServer:
         if not self.is_initialised():
             self.initialise()
         if not self.is_running():
-            result = self._run(
-                "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60", "start"
-            )
+            result = self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60", "start")
             if result.returncode != 0:
                 tail = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
                 raise ServerError(f"PostgreSQL in {self.data_dir} did not start: {result.stderr.strip()}\n{tail}")

@@ -105,6 +105,7 @@ _STRUCT: dict[DataType, str] = {
     DataType.FLOAT64: ">d",
 }
 
+
 def channel_unit(channel: str) -> str | None:
     """The unit a channel is stored in (None for status channels, which carry no unit)."""
     if channel in CHANNELS:
@@ -138,12 +139,8 @@ class RegisterEntry(BaseModel):
     offset: float = 0.0
     unit: str = ""
     kind: Literal["cumulative", "instantaneous", "status"]
-    poll_class: str = Field(
-        default="instant", pattern=r"^[a-z][a-z0-9_]*$", description="energy, instant, events…"
-    )
-    rollover: bool = Field(
-        default=False, description="Integer counter that wraps at 2^bits instead of overflowing."
-    )
+    poll_class: str = Field(default="instant", pattern=r"^[a-z][a-z0-9_]*$", description="energy, instant, events…")
+    rollover: bool = Field(default=False, description="Integer counter that wraps at 2^bits instead of overflowing.")
     minimum: float | None = Field(
         default=None, description="Lowest value the device can physically report, in ``unit``."
     )
@@ -161,9 +158,7 @@ class RegisterEntry(BaseModel):
     def _known_channel(cls, value: str) -> str:
         if value in CHANNELS or value in EXTRA_CHANNELS or value in STATUS_CHANNELS:
             return value
-        raise ValueError(
-            f"unknown channel {value!r}: not in releve.model.CHANNELS, EXTRA_CHANNELS or STATUS_CHANNELS"
-        )
+        raise ValueError(f"unknown channel {value!r}: not in releve.model.CHANNELS, EXTRA_CHANNELS or STATUS_CHANNELS")
 
     @field_validator("scale")
     @classmethod
@@ -340,8 +335,8 @@ class DeviceProfile(BaseModel):
     description: str = ""
     commodity: Commodity
     phases: Literal[1, 3] = 1
-    register_digits: int | None = Field(default=
-        None, ge=3, le=12, description="Digits of the display index (rollover at 10^digits units)."
+    register_digits: int | None = Field(
+        default=None, ge=3, le=12, description="Digits of the display index (rollover at 10^digits units)."
     )
     serial: SerialSpec | None = None
     status_bits: dict[str, int] = Field(default_factory=dict, description="EventKind value -> bit 0..15.")
@@ -387,8 +382,7 @@ class DeviceProfile(BaseModel):
                 other = used.get((entry.function, reg))
                 if other is not None:
                     raise ValueError(
-                        f"registers: {entry.name!r} overlaps {other!r} at function {entry.function} "
-                        f"address {reg}"
+                        f"registers: {entry.name!r} overlaps {other!r} at function {entry.function} address {reg}"
                     )
                 used[(entry.function, reg)] = entry.name
         if self.serial is not None:
@@ -438,8 +432,13 @@ class DeviceProfile(BaseModel):
         spec = self.serial
         width = register_count(spec.data_type)
         return RegisterEntry(
-            name="serial", channel="status", function=spec.function, address=address,
-            data_type=spec.data_type, order=spec.order if width > 1 else "AB", kind="status",
+            name="serial",
+            channel="status",
+            function=spec.function,
+            address=address,
+            data_type=spec.data_type,
+            order=spec.order if width > 1 else "AB",
+            kind="status",
         )
 
     def decode_serial(self, words: list[list[int]]) -> int:
@@ -564,12 +563,16 @@ def markdown_table(profile: DeviceProfile) -> str:
     ]
     for e in sorted(profile.registers, key=lambda e: (e.function, e.address)):
         scale = f"{e.scale:g}" + (f" + {e.offset:g}" if e.offset else "") + (" (rolls over)" if e.rollover else "")
-        lines.append(f"| {e.name} | `{e.channel}` | {e.function} | {e.address} | {e.data_type.value} | {e.order} "
-                     f"| {scale} | {e.unit} | {e.kind} | {e.poll_class} |")
+        lines.append(
+            f"| {e.name} | `{e.channel}` | {e.function} | {e.address} | {e.data_type.value} | {e.order} "
+            f"| {scale} | {e.unit} | {e.kind} | {e.poll_class} |"
+        )
     if profile.serial is not None:
         s = profile.serial
-        lines.append(f"| serial number | — | {s.function} | {', '.join(map(str, s.addresses))} | "
-                     f"{s.data_type.value} each, most significant first | {s.order} | 1 | | status | — |")
+        lines.append(
+            f"| serial number | — | {s.function} | {', '.join(map(str, s.addresses))} | "
+            f"{s.data_type.value} each, most significant first | {s.order} | 1 | | status | — |"
+        )
     if profile.status_bits:
         bits = ", ".join(f"bit {b} {name}" for name, b in sorted(profile.status_bits.items(), key=lambda kv: kv[1]))
         lines += ["", f"Status bits: {bits}."]
@@ -582,10 +585,14 @@ def markdown_table(profile: DeviceProfile) -> str:
             w, c = spec.write, spec.confirm
             value = (f"the time ({w.data_type.value} {w.order})" if w.value == "clock"
                      else (("on" if w.value else "off") if w.function == 5 else str(w.value)))  # fmt: skip
-            expect = {"clock": f"it reads the time written ± {c.tolerance_s:g} s",
-                      "increment": "it went up by one"}.get(str(c.expect), f"it reads {c.expect}")
-            lines.append(f"| {kind} | FC {w.function:02d} at {w.address} ← {value} "
-                         f"| FC {c.function:02d} at {c.address}: {expect} |")
+            expect = {
+                "clock": f"it reads the time written ± {c.tolerance_s:g} s",
+                "increment": "it went up by one",
+            }.get(str(c.expect), f"it reads {c.expect}")
+            lines.append(
+                f"| {kind} | FC {w.function:02d} at {w.address} ← {value} "
+                f"| FC {c.function:02d} at {c.address}: {expect} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -58,17 +58,13 @@ class DatabaseSettings(_Section):
         pattern=r"^[a-z_][a-z0-9_]{0,40}$",
         description="Database roles are <prefix>_writer (ingest), <prefix>_reader, <prefix>_editor.",
     )
-    use_roles: bool = Field(
-        True, description="Switch to the least-privileged role (SET ROLE) for each kind of work."
-    )
+    use_roles: bool = Field(True, description="Switch to the least-privileged role (SET ROLE) for each kind of work.")
     partition_months_ahead: int = Field(
         3, ge=1, le=36, description="Plain PostgreSQL: monthly partitions created this far ahead."
     )
     chunk_interval: str = Field("7 days", description="TimescaleDB: hypertable chunk interval.")
     compress_after: str = Field("30 days", description="TimescaleDB: compress chunks older than this.")
-    retention: str = Field(
-        "", description="TimescaleDB: drop raw chunks older than this (empty: keep forever)."
-    )
+    retention: str = Field("", description="TimescaleDB: drop raw chunks older than this (empty: keep forever).")
 
 
 class IngestSettings(_Section):
@@ -76,9 +72,7 @@ class IngestSettings(_Section):
 
     batch_rows: int = Field(50_000, ge=1, description="Flush a batch when it holds this many rows.")
     batch_seconds: float = Field(2.0, gt=0, description="Flush a batch at least this often.")
-    max_pending_rows: int = Field(
-        500_000, ge=1, description="Back-pressure: writers block when this many rows wait."
-    )
+    max_pending_rows: int = Field(500_000, ge=1, description="Back-pressure: writers block when this many rows wait.")
     max_future_seconds: float = Field(
         300.0, ge=0, description="Readings stamped further in the future than this are rejected."
     )
@@ -97,9 +91,7 @@ class MqttSettings(_Section):
 
     url: str = Field("", description="mqtt://host:port (mqtts:// for TLS). Empty: the embedded broker.")
     username: str = ""
-    password_env: str = Field(
-        "RELEVE_MQTT_PASSWORD", description="Environment variable holding the broker password."
-    )
+    password_env: str = Field("RELEVE_MQTT_PASSWORD", description="Environment variable holding the broker password.")
     password_file: str = Field("", description="File holding the broker password (read at start).")
 
 
@@ -126,9 +118,7 @@ class DashboardSettings(_Section):
 class Settings(BaseSettings):
     """All of Relevé's settings; each section is documented by its fields."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="RELEVE_", env_nested_delimiter="__", extra="forbid", toml_file=None
-    )
+    model_config = SettingsConfigDict(env_prefix="RELEVE_", env_nested_delimiter="__", extra="forbid", toml_file=None)
 
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)

@@ -35,20 +35,40 @@ SHARDED_TABLE = "reading_sharded"
 SHARD_SCHEMA = "releve_shards"
 #: The meter-keyed relations mirrored in :data:`SHARD_SCHEMA`, and whether the coordinator writes them.
 SHARD_RELATIONS: dict[str, bool] = {
-    "validated_reading": False, "reading_version": False, "vee_exception": False, "reading_freeze": True,
+    "validated_reading": False,
+    "reading_version": False,
+    "vee_exception": False,
+    "reading_freeze": True,
 }
 
 #: Tables keyed by meter: each row lives on its meter's shard, and Citus distributes them by ``meter_id``
 #: (colocated with ``reading``). Every primary and unique key of these holds ``meter_id`` (migration 0023;
 #: tests/releve/test_citus_keys.py keeps new tables to it).
 DISTRIBUTED = (
-    "reading", "reading_conflict", "meter_event", "daily_reading", "vee_exception", "reading_version",
-    "reading_freeze", "reading_adjustment", "alarm_state", "meter_last_read",
+    "reading",
+    "reading_conflict",
+    "meter_event",
+    "daily_reading",
+    "vee_exception",
+    "reading_version",
+    "reading_freeze",
+    "reading_adjustment",
+    "alarm_state",
+    "meter_last_read",
 )
 #: The registry and lookups a distributed table refers to: Citus reference tables (a copy on every worker).
 REFERENCE = (
-    "unit", "reading_source", "read_type", "channel", "meter", "area", "service_point", "installation",
-    "meter_timezone", "ingest_batch", "vee_run",
+    "unit",
+    "reading_source",
+    "read_type",
+    "channel",
+    "meter",
+    "area",
+    "service_point",
+    "installation",
+    "meter_timezone",
+    "ingest_batch",
+    "vee_run",
 )
 #: Tables with a ``meter_id`` column that are not distributed, and why: the registry (a reference
 #: table in Citus, a replicated copy on each postgres_fdw shard) and what the coordinator alone keeps.
@@ -132,8 +152,13 @@ def attach_shards(coordinator_url: str, shard_urls: Sequence[str], settings: Set
                 sql.SQL(
                     "CREATE FOREIGN TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES WITH (MODULUS {}, REMAINDER {}) "
                     "SERVER {} OPTIONS (table_name 'reading')"
-                ).format(sql.Identifier(f"{SHARDED_TABLE}_{k}"), sql.Identifier(SHARDED_TABLE), sql.Literal(n),
-                         sql.Literal(k), server)
+                ).format(
+                    sql.Identifier(f"{SHARDED_TABLE}_{k}"),
+                    sql.Identifier(SHARDED_TABLE),
+                    sql.Literal(n),
+                    sql.Literal(k),
+                    server,
+                )
             )
         _shard_schema(conn, n, settings)
 

@@ -56,8 +56,10 @@ def main(url: str) -> int:
         hypertables = c.execute(
             "SELECT hypertable_name, compression_enabled FROM timescaledb_information.hypertables"
         ).fetchall()
-        jobs = sorted(r[0] for r in c.execute(
-            "SELECT proc_name FROM timescaledb_information.jobs WHERE hypertable_name IS NOT NULL"))
+        jobs = sorted(
+            r[0]
+            for r in c.execute("SELECT proc_name FROM timescaledb_information.jobs WHERE hypertable_name IS NOT NULL")
+        )
         c.execute("INSERT INTO channel (code, kind, unit) VALUES ('1-0:1.8.0', 'register', 'kWh')")
         c.execute("INSERT INTO ingest_batch (batch_key) VALUES (gen_random_uuid())")
         c.execute(
@@ -77,8 +79,8 @@ def main(url: str) -> int:
         after = c.execute("SELECT count(*), sum(value) FROM reading").fetchone()
     checks = {
         "reading is a compressed hypertable": hypertables == [("reading", True)],
-        "compression, retention and refresh policies": jobs == [
-            "policy_compression", "policy_refresh_continuous_aggregate", "policy_retention"],
+        "compression, retention and refresh policies": jobs
+        == ["policy_compression", "policy_refresh_continuous_aggregate", "policy_retention"],
         "daily consumption from the continuous aggregate": daily == [("2026-01-01", 4.0), ("2026-01-02", 6.5)],
         "UPDATE on readings refused": refused,
         "readings readable after compression": after == (4, 421.5),

@@ -67,24 +67,81 @@ def write_registry(sim: Simulation, out: Path) -> None:
     feeders = {a.name: sim.meters[a.feeder].serial for a in sim.areas}
     with (out / "meters.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["serial", "model", "commodity", "role", "customer_class", "unit", "multiplier",
-                    "register_digits", "register_width_bits", "register_wrap", "transport", "address",
-                    "service_point", "latitude", "longitude", "area", "feeder_serial"])
+        w.writerow(
+            [
+                "serial",
+                "model",
+                "commodity",
+                "role",
+                "customer_class",
+                "unit",
+                "multiplier",
+                "register_digits",
+                "register_width_bits",
+                "register_wrap",
+                "transport",
+                "address",
+                "service_point",
+                "latitude",
+                "longitude",
+                "area",
+                "feeder_serial",
+            ]
+        )
         for m in sim.meters:
             entry = m.profile.entry(m.import_channel)
             width = 16 * entry.count if entry is not None and entry.data_type.value.startswith(("int", "uint")) else ""
             wrap = entry.wrap if entry is not None and entry.wrap is not None else ""
-            w.writerow([m.serial, m.model, m.commodity.value, m.role, m.customer_class, m.unit, 1,
-                        m.profile.register_digits or "", width, wrap, m.transport, _address(sim, m.index),
-                        m.service_point, m.latitude, m.longitude, m.area,
-                        "" if m.role == "feeder" else feeders[m.area]])
+            w.writerow(
+                [
+                    m.serial,
+                    m.model,
+                    m.commodity.value,
+                    m.role,
+                    m.customer_class,
+                    m.unit,
+                    1,
+                    m.profile.register_digits or "",
+                    width,
+                    wrap,
+                    m.transport,
+                    _address(sim, m.index),
+                    m.service_point,
+                    m.latitude,
+                    m.longitude,
+                    m.area,
+                    "" if m.role == "feeder" else feeders[m.area],
+                ]
+            )
     with (out / "areas.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["area", "kind", "commodity", "feeder_serial", "customers", "latitude", "longitude",
-                    "technical_loss_min", "technical_loss_max"])
+        w.writerow(
+            [
+                "area",
+                "kind",
+                "commodity",
+                "feeder_serial",
+                "customers",
+                "latitude",
+                "longitude",
+                "technical_loss_min",
+                "technical_loss_max",
+            ]
+        )
         for a in sim.areas:
-            w.writerow([a.name, a.kind, a.commodity.value, sim.meters[a.feeder].serial, len(a.customers),
-                        round(a.latitude, 6), round(a.longitude, 6), a.loss_min, a.loss_max])
+            w.writerow(
+                [
+                    a.name,
+                    a.kind,
+                    a.commodity.value,
+                    sim.meters[a.feeder].serial,
+                    len(a.customers),
+                    round(a.latitude, 6),
+                    round(a.longitude, 6),
+                    a.loss_min,
+                    a.loss_max,
+                ]
+            )
 
 
 def write_labels(labels: list[Label], path: Path) -> None:
@@ -93,8 +150,16 @@ def write_labels(labels: list[Label], path: Path) -> None:
         w = csv.writer(fh)
         w.writerow(["meter", "category", "kind", "start", "end", "params"])
         for lb in labels:
-            w.writerow([lb.meter, lb.category, lb.kind, lb.start.strftime(_TS), lb.end.strftime(_TS),
-                        json.dumps(lb.params, sort_keys=True)])
+            w.writerow(
+                [
+                    lb.meter,
+                    lb.category,
+                    lb.kind,
+                    lb.start.strftime(_TS),
+                    lb.end.strftime(_TS),
+                    json.dumps(lb.params, sort_keys=True),
+                ]
+            )
 
 
 def read_labels(path: Path) -> list[Label]:
@@ -102,12 +167,16 @@ def read_labels(path: Path) -> list[Label]:
     out = []
     with path.open(newline="") as fh:
         for row in csv.DictReader(fh):
-            out.append(Label(
-                row["meter"], row["category"], row["kind"],
-                datetime.strptime(row["start"], _TS).replace(tzinfo=UTC),
-                datetime.strptime(row["end"], _TS).replace(tzinfo=UTC),
-                json.loads(row["params"]),
-            ))
+            out.append(
+                Label(
+                    row["meter"],
+                    row["category"],
+                    row["kind"],
+                    datetime.strptime(row["start"], _TS).replace(tzinfo=UTC),
+                    datetime.strptime(row["end"], _TS).replace(tzinfo=UTC),
+                    json.loads(row["params"]),
+                )
+            )
     return out
 
 
@@ -127,8 +196,9 @@ class _Writer:
         self.fh.close()
 
 
-def _block_rows(sim: Simulation, blk: Block, count: int, ts_text: list[str],
-                reads: _Writer, intervals: _Writer) -> None:
+def _block_rows(
+    sim: Simulation, blk: Block, count: int, ts_text: list[str], reads: _Writer, intervals: _Writer
+) -> None:
     step = np.timedelta64(sim.config.interval_minutes, "m")
     end_text = [str(t + step) + "Z" for t in blk.times[:count]]  # interval values are stamped at their end
     for spec in sim.meters:
@@ -137,8 +207,10 @@ def _block_rows(sim: Simulation, blk: Block, count: int, ts_text: list[str],
         all_ok = bool(ok.all())
         idx = range(count) if all_ok else np.flatnonzero(ok).tolist()
         drifting = sim.has_episode(m, "clock_drift")
-        for channel, series in ((spec.import_channel, blk.reported_imp[m, :count]),
-                                (spec.export_channel, blk.reported_exp[m, :count])):
+        for channel, series in (
+            (spec.import_channel, blk.reported_imp[m, :count]),
+            (spec.export_channel, blk.reported_exp[m, :count]),
+        ):
             values = series.tolist()
             head = f"{spec.serial},{channel},"
             tail = f",{spec.unit},"
@@ -196,8 +268,10 @@ def backfill(sim: Simulation, days: float, out: Path, progress: bool = True) -> 
                 ct = true_d[area.customers, d].sum()
                 cr = rec_d[area.customers, d].sum()
                 unit = sim.meters[area.feeder].unit
-                balance.write(f"{area.name},{date},{true_d[area.feeder, d]:.4f},{ct:.4f},{cr:.4f},"
-                              f"{loss_d[a, d]:.4f},{max(ct - cr, 0.0):.4f},{unit}\n")
+                balance.write(
+                    f"{area.name},{date},{true_d[area.feeder, d]:.4f},{ct:.4f},{cr:.4f},"
+                    f"{loss_d[a, d]:.4f},{max(ct - cr, 0.0):.4f},{unit}\n"
+                )
     reads.close()
     intervals.close()
     (out / "truth_daily.csv").write_text(truth.getvalue())
@@ -214,12 +288,14 @@ def backfill(sim: Simulation, days: float, out: Path, progress: bool = True) -> 
         w = csv.writer(fh)
         w.writerow(["meter", "ts", "value", "unit", "read_type"])
         for m, step, value, read_type, label in sim.manual_reads(days):
-            w.writerow([sim.meters[m].serial, sim.time_of(step).strftime(_TS), int(value), sim.meters[m].unit,
-                        read_type])
+            w.writerow(
+                [sim.meters[m].serial, sim.time_of(step).strftime(_TS), int(value), sim.meters[m].unit, read_type]
+            )
             if label is not None:
                 manual_labels.append(label)
     labels = [lb for lb in sim.labels(until=end) if lb.kind != "digit_error"] + manual_labels
     labels.sort(key=lambda lb: (lb.start, lb.meter, lb.kind))
     write_labels(labels, out / "labels.csv")
-    return BackfillSummary(len(sim.meters), days, reads.rows, intervals.rows, len(labels), len(events),
-                           time.perf_counter() - t0)
+    return BackfillSummary(
+        len(sim.meters), days, reads.rows, intervals.rows, len(labels), len(events), time.perf_counter() - t0
+    )

@@ -43,23 +43,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     sub = parser.add_subparsers(dest="simulate_command", metavar="SUBCOMMAND", required=True)
 
-    run = sub.add_parser("run", help="serve the fleet live over Modbus TCP, Modbus RTU (pty) and MQTT",
-                         description="Serve the fleet live until Ctrl-C.")
+    run = sub.add_parser(
+        "run",
+        help="serve the fleet live over Modbus TCP, Modbus RTU (pty) and MQTT",
+        description="Serve the fleet live until Ctrl-C.",
+    )
     run.add_argument("--fleet", type=Path, help="fleet TOML file (default: built-in small fleet)")
     run.add_argument("--mqtt", help="broker URL mqtt://host:port (default: fleet file, then settings)")
     run.add_argument("--no-mqtt", action="store_true", help="do not publish over MQTT")
     run.add_argument("--speed", type=float, help="simulated seconds per wall second (fleet default 96)")
     run.add_argument("--start", help="simulated start instant, ISO-8601 (default: the fleet start)")
-    run.add_argument("--run-dir", type=Path, default=Path("var/sim"),
-                     help="where stable symlinks to the RTU pseudo-terminals go (default var/sim)")
+    run.add_argument(
+        "--run-dir",
+        type=Path,
+        default=Path("var/sim"),
+        help="where stable symlinks to the RTU pseudo-terminals go (default var/sim)",
+    )
     run.add_argument("--duration", type=float, default=0.0, help="stop after this many wall seconds")
-    run.add_argument("--list", choices=("json", "csv"), dest="list_format",
-                     help="print which model answers at which unit id (and where), then exit without serving; "
-                          "a running simulator writes the same listing to RUN_DIR/units.json and units.csv")
+    run.add_argument(
+        "--list",
+        choices=("json", "csv"),
+        dest="list_format",
+        help="print which model answers at which unit id (and where), then exit without serving; "
+        "a running simulator writes the same listing to RUN_DIR/units.json and units.csv",
+    )
     run.set_defaults(func=run_command)
 
-    fill = sub.add_parser("backfill", help="write N days of history as CSV files",
-                          description="Write N days of fleet history as CSV files (see docs/simulators.md).")
+    fill = sub.add_parser(
+        "backfill",
+        help="write N days of history as CSV files",
+        description="Write N days of fleet history as CSV files (see docs/simulators.md).",
+    )
     fill.add_argument("--fleet", type=Path, help="fleet TOML file (default: built-in small fleet)")
     fill.add_argument("--days", type=float, required=True, help="days of history from the fleet start")
     fill.add_argument("--out", type=Path, required=True, help="output directory")
@@ -88,9 +102,11 @@ def backfill_command(args: argparse.Namespace, settings: Any) -> int:
         raise CommandError("--days must be positive")
     sim = Simulation(config)
     summary = backfill(sim, args.days, args.out, progress=not args.no_progress)
-    print(f"{summary.meters} meters, {summary.days:g} days: {summary.register_rows} register reads, "
-          f"{summary.interval_rows} interval values, {summary.events} events, {summary.labels} labels "
-          f"in {summary.seconds:.1f} s -> {args.out}")
+    print(
+        f"{summary.meters} meters, {summary.days:g} days: {summary.register_rows} register reads, "
+        f"{summary.interval_rows} interval values, {summary.events} events, {summary.labels} labels "
+        f"in {summary.seconds:.1f} s -> {args.out}"
+    )
     return 0
 
 
@@ -155,8 +171,9 @@ async def _serve(config: Any, start: datetime, mqtt_url: str | None, run_dir: Pa
             except OSError as exc:
                 raise OSError(f"MQTT broker {mqtt_url}: {exc}") from exc
             tasks.append(asyncio.create_task(publisher.run(stop)))
-            print(f"mqtt publisher -> {mqtt_url}: {len(publisher.meters)} meters every "
-                  f"{config.mqtt.publish_every_s:g} s")
+            print(
+                f"mqtt publisher -> {mqtt_url}: {len(publisher.meters)} meters every {config.mqtt.publish_every_s:g} s"
+            )
         print(f"simulated clock from {start.isoformat()} at x{config.speed:g}; Ctrl-C stops", flush=True)
         if duration > 0:
             with contextlib.suppress(TimeoutError):

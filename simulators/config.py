@@ -121,9 +121,7 @@ class FleetConfig(_Section):
     """A whole simulated fleet."""
 
     seed: int = Field(default=42, ge=0)
-    start: datetime = Field(
-        default=datetime(2026, 1, 1, tzinfo=UTC), description="Simulation start (midnight UTC)."
-    )
+    start: datetime = Field(default=datetime(2026, 1, 1, tzinfo=UTC), description="Simulation start (midnight UTC).")
     interval_minutes: int = Field(default=15, description="Interval length; divides a day.")
     horizon_days: int = Field(default=366, ge=1, description="Injections are drawn inside this span.")
     speed: float = Field(default=96.0, gt=0, description="Live mode: simulated seconds per wall second.")

@@ -48,7 +48,6 @@ BLOCK_DAYS = 7
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-
 @dataclass(frozen=True, slots=True)
 class Label:
     """Ground truth for one injected theft, fault or context period.
@@ -248,8 +247,13 @@ class Simulation:
             lon = topo.longitude + rng.uniform(-0.08, 0.08)
             electric = commodity is Commodity.ELECTRICITY
             feeder = self._add_meter(
-                topo.feeder_model if electric else topo.bulk_model, commodity, "feeder",
-                "feeder", name, lat, lon,
+                topo.feeder_model if electric else topo.bulk_model,
+                commodity,
+                "feeder",
+                "feeder",
+                name,
+                lat,
+                lon,
             )
             customers = []
             for _ in range(count):
@@ -259,15 +263,31 @@ class Simulation:
                 else:
                     model, klass = topo.water_model, "water"
                 customers.append(
-                    self._add_meter(model, commodity, "customer", klass, name,
-                                    lat + rng.normal(0, 0.002), lon + rng.normal(0, 0.003)).index
+                    self._add_meter(
+                        model,
+                        commodity,
+                        "customer",
+                        klass,
+                        name,
+                        lat + rng.normal(0, 0.002),
+                        lon + rng.normal(0, 0.003),
+                    ).index
                 )
             nominal = sum(self.meters[c].daily for c in customers) / self.steps_per_day * 3.0
-            self.areas.append(Area(
-                name=name, kind="transformer" if electric else "dma", commodity=commodity,
-                feeder=feeder.index, customers=customers, loss_min=topo.technical_loss_min,
-                loss_max=topo.technical_loss_max, nominal_peak=max(nominal, 1e-9), latitude=lat, longitude=lon,
-            ))
+            self.areas.append(
+                Area(
+                    name=name,
+                    kind="transformer" if electric else "dma",
+                    commodity=commodity,
+                    feeder=feeder.index,
+                    customers=customers,
+                    loss_min=topo.technical_loss_min,
+                    loss_max=topo.technical_loss_max,
+                    nominal_peak=max(nominal, 1e-9),
+                    latitude=lat,
+                    longitude=lon,
+                )
+            )
         self._assign_transports()
 
     def _add_meter(
@@ -288,16 +308,25 @@ class Simulation:
         initial = float(rng.uniform(100, 20000)) if commodity is Commodity.ELECTRICITY else float(rng.uniform(10, 900))
         weights = rng.dirichlet([8.0, 8.0, 8.0])
         spec = MeterSpec(
-            index=index, serial=str(cfg.serial_base + index), model=model, commodity=commodity, role=role,
-            customer_class=klass, area=area, service_point=f"SP-{area}-{index:05d}",
-            latitude=round(lat, 6), longitude=round(lon, 6), daily=float(daily),
-            initial_import=round(initial, 3), power_factor=float(rng.uniform(0.88, 0.99)),
+            index=index,
+            serial=str(cfg.serial_base + index),
+            model=model,
+            commodity=commodity,
+            role=role,
+            customer_class=klass,
+            area=area,
+            service_point=f"SP-{area}-{index:05d}",
+            latitude=round(lat, 6),
+            longitude=round(lon, 6),
+            daily=float(daily),
+            initial_import=round(initial, 3),
+            power_factor=float(rng.uniform(0.88, 0.99)),
             shift=int(rng.integers(-self.steps_per_day // 24, self.steps_per_day // 24 + 1)),
-            season_amp=cons.seasonality * float(rng.uniform(0.6, 1.4)) if commodity is Commodity.ELECTRICITY
-            else 0.15,
+            season_amp=cons.seasonality * float(rng.uniform(0.6, 1.4)) if commodity is Commodity.ELECTRICITY else 0.15,
             season_peak=15.0 if commodity is Commodity.ELECTRICITY else 200.0,
             phase_weights=(float(weights[0]), float(weights[1]), float(weights[2]))
-            if load_profile(model).phases == 3 else (1.0, 0.0, 0.0),
+            if load_profile(model).phases == 3
+            else (1.0, 0.0, 0.0),
         )
         if role == "customer" and rng.random() < cons.vacancy_rate:
             length = int(rng.uniform(5, 30) * self.steps_per_day)
@@ -339,8 +368,9 @@ class Simulation:
                 continue
             rng = self._static_rng(2 * 10**6 + meter.index)
             for vac in meter.vacancies:
-                self._label_episode(Episode(meter.index, "context", "vacancy", vac[0], vac[1],
-                                            {"factor": VACANCY_FACTOR}))
+                self._label_episode(
+                    Episode(meter.index, "context", "vacancy", vac[0], vac[1], {"factor": VACANCY_FACTOR})
+                )
             for category, section, allowed in (
                 ("theft", cfg.theft, THEFT_KINDS),
                 ("fault", cfg.faults, FAULT_KINDS),
@@ -583,10 +613,22 @@ class Simulation:
         voltage = 230.0 + 2.0 * z[:, 1:4] - drop[:, None, :]
         frequency = 50.0 + 0.02 * grid
         return Block(
-            number=number, first_step=first, times=times, true=true, rec=rec, exp=exp,
-            imp_index=imp_index, exp_index=exp_index, reported_imp=reported_imp, reported_exp=exp_index.copy(),
-            available=available, voltage=voltage, frequency=frequency, losses=losses,
-            end_imp=end_imp, end_exp=end_exp,
+            number=number,
+            first_step=first,
+            times=times,
+            true=true,
+            rec=rec,
+            exp=exp,
+            imp_index=imp_index,
+            exp_index=exp_index,
+            reported_imp=reported_imp,
+            reported_exp=exp_index.copy(),
+            available=available,
+            voltage=voltage,
+            frequency=frequency,
+            losses=losses,
+            end_imp=end_imp,
+            end_exp=end_exp,
         )
 
     def _frozen_value(self, ep: Episode, first: int, imp_index: FloatArray) -> float:
@@ -607,7 +649,11 @@ class Simulation:
             step = first + int(col) + 1
             if (m, step) not in self._derived:
                 self._derived[(m, step)] = Label(
-                    self.meters[m].serial, "fault", "rollover", self.time_of(step), self.time_of(step + 1),
+                    self.meters[m].serial,
+                    "fault",
+                    "rollover",
+                    self.time_of(step),
+                    self.time_of(step + 1),
                     {"wrap": float(wrap[row, 0])},
                 )
 
@@ -616,8 +662,14 @@ class Simulation:
     def labels(self, until: datetime | None = None) -> list[Label]:
         """Ground-truth labels starting before ``until`` (rollovers: those found in computed blocks)."""
         out = [
-            Label(self.meters[ep.meter].serial, ep.category, ep.kind, self.time_of(ep.s0), self.time_of(ep.s1),
-                  dict(ep.params))
+            Label(
+                self.meters[ep.meter].serial,
+                ep.category,
+                ep.kind,
+                self.time_of(ep.s0),
+                self.time_of(ep.s1),
+                dict(ep.params),
+            )
             for ep in self.episodes
         ]
         out.extend(self._derived.values())
@@ -776,14 +828,19 @@ class Simulation:
         pf = spec.power_factor
         weights = spec.phase_weights
         volts = blk.voltage[meter, :, j] * self.live.sag.get(meter, 1.0)
-        values.update({
-            "1-0:15.8.0": internal + export,
-            "1-0:1.7.0": power,
-            "1-0:13.7.0": pf,
-            "1-0:14.7.0": float(blk.frequency[j]),
-        })
-        phases = (("1-0:32.7.0", "1-0:31.7.0", "1-0:21.7.0"), ("1-0:52.7.0", "1-0:51.7.0", "1-0:41.7.0"),
-                  ("1-0:72.7.0", "1-0:71.7.0", "1-0:61.7.0"))
+        values.update(
+            {
+                "1-0:15.8.0": internal + export,
+                "1-0:1.7.0": power,
+                "1-0:13.7.0": pf,
+                "1-0:14.7.0": float(blk.frequency[j]),
+            }
+        )
+        phases = (
+            ("1-0:32.7.0", "1-0:31.7.0", "1-0:21.7.0"),
+            ("1-0:52.7.0", "1-0:51.7.0", "1-0:41.7.0"),
+            ("1-0:72.7.0", "1-0:71.7.0", "1-0:61.7.0"),
+        )
         for p, (v_code, i_code, p_code) in enumerate(phases[: spec.profile.phases]):
             p_phase = power * weights[p]
             values[v_code] = float(volts[p])
@@ -811,15 +868,30 @@ class Simulation:
                     width = timedelta(minutes=self.config.interval_minutes)
                     for j in range(count):
                         if ok[j]:
-                            yield Reading(spec.serial, spec.interval_channel, stamps[j] + width, float(values[j]),
-                                          spec.unit, source=Source.SIMULATOR)
+                            yield Reading(
+                                spec.serial,
+                                spec.interval_channel,
+                                stamps[j] + width,
+                                float(values[j]),
+                                spec.unit,
+                                source=Source.SIMULATOR,
+                            )
                     continue
-                for channel, series in ((spec.import_channel, blk.reported_imp[m]),
-                                        (spec.export_channel, blk.reported_exp[m])):
+                for channel, series in (
+                    (spec.import_channel, blk.reported_imp[m]),
+                    (spec.export_channel, blk.reported_exp[m]),
+                ):
                     for j in range(count):
                         if ok[j]:
-                            yield Reading(spec.serial, channel, stamps[j], float(series[j]), spec.unit,
-                                          source=Source.SIMULATOR, device_ts=self._device_ts(m, stamps[j]))
+                            yield Reading(
+                                spec.serial,
+                                channel,
+                                stamps[j],
+                                float(series[j]),
+                                spec.unit,
+                                source=Source.SIMULATOR,
+                                device_ts=self._device_ts(m, stamps[j]),
+                            )
 
     def instant_readings(self, meter: int, ts: datetime, source: Source = Source.SIMULATOR) -> list[Reading]:
         """Every OBIS channel the meter's profile carries, as :class:`Reading` objects at ``ts``."""
@@ -830,8 +902,17 @@ class Simulation:
         for entry in spec.profile.registers:
             if entry.kind == "status" or entry.channel not in values:
                 continue
-            out.append(Reading(spec.serial, entry.channel, ts, values[entry.channel], entry.unit, source=source,
-                               device_ts=device_ts))
+            out.append(
+                Reading(
+                    spec.serial,
+                    entry.channel,
+                    ts,
+                    values[entry.channel],
+                    entry.unit,
+                    source=source,
+                    device_ts=device_ts,
+                )
+            )
         return out
 
     def _device_ts(self, meter: int, ts: datetime) -> datetime | None:
@@ -844,8 +925,9 @@ class Simulation:
         """Meter events of the first ``days`` days as :class:`releve.model.MeterEvent`."""
         end = self.start + timedelta(days=days)
         for ev in self.events_between(self.start, end):
-            yield MeterEvent(self.meters[ev.meter].serial, ev.ts, ev.kind, Source.SIMULATOR,
-                             {"code": ev.code, **ev.details})
+            yield MeterEvent(
+                self.meters[ev.meter].serial, ev.ts, ev.kind, Source.SIMULATOR, {"code": ev.code, **ev.details}
+            )
 
 
 def digit_error(value: int, error: str, digit: int) -> int:

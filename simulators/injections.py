@@ -77,6 +77,7 @@ class Simulation(Protocol):
 
     def _frozen_value(self, ep: Episode, first: int, imp_index: FloatArray) -> float: ...
 
+
 BOTH = frozenset(Commodity)
 ELECTRICITY = frozenset({Commodity.ELECTRICITY})
 WATER = frozenset({Commodity.WATER})

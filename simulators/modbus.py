@@ -384,9 +384,7 @@ class ModbusFrontEnd:
         """Start every server and return once they accept requests."""
         loop = asyncio.get_running_loop()
         for gw in self.gateways:
-            gw.server = ModbusTcpServer(
-                _placeholder(), address=(gw.host, gw.port), ignore_missing_devices=False
-            )
+            gw.server = ModbusTcpServer(_placeholder(), address=(gw.host, gw.port), ignore_missing_devices=False)
             _install(gw.server, gw.store)
             gw.task = asyncio.create_task(gw.server.serve_forever(), name=f"modbus-tcp-{gw.port}")
         for number, units in sorted(self._line_units.items()):
@@ -403,7 +401,10 @@ class ModbusFrontEnd:
             store = FleetDatastore(self.sim, self.clock, units)
             line = RtuLine(number, path, bridge.server_path, store, self.sim.config.modbus.baudrate)
             line.server = ModbusSerialServer(
-                _placeholder(), port=bridge.server_path, baudrate=line.baudrate, parity="N",
+                _placeholder(),
+                port=bridge.server_path,
+                baudrate=line.baudrate,
+                parity="N",
                 ignore_missing_devices=True,
             )
             _install(line.server, store)

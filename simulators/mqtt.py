@@ -65,8 +65,19 @@ from simulators.engine import MeterSpec, SimEvent, Simulation
 log = logging.getLogger("releve.simulators.mqtt")
 
 _READING_CHANNELS = (
-    "1-0:1.8.0", "1-0:2.8.0", "1-0:1.7.0", "1-0:32.7.0", "1-0:52.7.0", "1-0:72.7.0",
-    "1-0:31.7.0", "1-0:51.7.0", "1-0:71.7.0", "1-0:14.7.0", "8-0:1.0.0", "8-0:2.0.0", "8-0:2.7.0",
+    "1-0:1.8.0",
+    "1-0:2.8.0",
+    "1-0:1.7.0",
+    "1-0:32.7.0",
+    "1-0:52.7.0",
+    "1-0:72.7.0",
+    "1-0:31.7.0",
+    "1-0:51.7.0",
+    "1-0:71.7.0",
+    "1-0:14.7.0",
+    "8-0:1.0.0",
+    "8-0:2.0.0",
+    "8-0:2.7.0",
 )
 
 
@@ -92,8 +103,14 @@ def json_payload(sim: Simulation, meter: MeterSpec, ts: datetime) -> tuple[str, 
         for ch in _READING_CHANNELS
         if ch in values and meter.profile.entry(ch) is not None
     ]
-    body = {"meter": meter.serial, "model": meter.model, "ts": _iso(device_ts), "status": int(values["status"]),
-            "relay": "closed" if sim.relay_closed(meter.index, ts) else "open", "readings": readings}
+    body = {
+        "meter": meter.serial,
+        "model": meter.model,
+        "ts": _iso(device_ts),
+        "status": int(values["status"]),
+        "relay": "closed" if sim.relay_closed(meter.index, ts) else "open",
+        "readings": readings,
+    }
     return f"{sim.config.mqtt.topic_prefix}/{meter.serial}/reading", body
 
 
@@ -286,8 +303,13 @@ class MqttPublisher:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if not reason.is_failure:
             self.connections += 1
-            client.subscribe([(f"{self.sim.config.mqtt.topic_prefix}/+/command", 1), ("cmnd/+/POWER", 1),
-                              (f"v3/{self.sim.config.mqtt.ttn_application}@ttn/devices/+/down/push", 1)])
+            client.subscribe(
+                [
+                    (f"{self.sim.config.mqtt.topic_prefix}/+/command", 1),
+                    ("cmnd/+/POWER", 1),
+                    (f"v3/{self.sim.config.mqtt.ttn_application}@ttn/devices/+/down/push", 1),
+                ]
+            )
             self.connected.set()
             if self.connections > 1:
                 log.warning("MQTT broker %s:%d: reconnected, publishing resumes", self.host, self.port)

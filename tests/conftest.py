@@ -75,9 +75,7 @@ def database_url(pg_server_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(pg_server_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            roles = conn.execute(
-                "SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (f"{name}%",)
-            ).fetchall()
+            roles = conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (f"{name}%",)).fetchall()
             for (role,) in roles:
                 conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 

@@ -119,8 +119,11 @@ def violations(root: Path, rules: Rules) -> list[str]:
             if (allowed is None or top in allowed) and top != ROOT_PACKAGE:
                 continue
             seen.add((line, top))
-            may = ("anything but the composition root" if allowed is None
-                   else ", ".join(f"`{p}`" for p in sorted(allowed)) or "no other package")
+            may = (
+                "anything but the composition root"
+                if allowed is None
+                else ", ".join(f"`{p}`" for p in sorted(allowed)) or "no other package"
+            )
             found.append(
                 f"{path.relative_to(root)}:{line}: imports `{target}` — `{row}` may import {may} (docs/architecture.md)"
             )

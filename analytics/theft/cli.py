@@ -15,8 +15,9 @@ from releve.settings import Settings
 
 def register(sub: Any) -> None:
     """Add ``releve theft`` and its subcommands to the ``releve`` parser."""
-    p_theft = sub.add_parser("theft", help="theft and non-technical-loss detection: ranked inspection lists "
-                             "(see docs/theft.md)")
+    p_theft = sub.add_parser(
+        "theft", help="theft and non-technical-loss detection: ranked inspection lists (see docs/theft.md)"
+    )
     theft = p_theft.add_subparsers(dest="theft_command", metavar="ACTION", required=True)
 
     p = theft.add_parser(
@@ -29,25 +30,50 @@ def register(sub: Any) -> None:
     p.add_argument("--input", type=Path, help="consumption CSV file (default: the database)")
     p.add_argument("--format", choices=("long", "wide"), default="long", help="layout of --input (default long)")
     p.add_argument("--areas", type=Path, help="CSV meter,area[,customer_class,commodity,latitude,longitude]")
-    p.add_argument("--feeders", type=Path, help="CSV area,date|timestamp,value[,technical_loss_pct]: feeder totals "
-                   "at any resolution (hourly or finer adds the interval balance)")
-    p.add_argument("--columns", help="map the documented column names to your file's: "
-                   "meter=LCLid,timestamp=tstp,value=energy(kWh/hh) (wide: meter=…,flag=…)")
-    p.add_argument("--stamps", choices=("start", "end"), default="start",
-                   help="interval time stamps mark the start (default) or the end of the interval")
-    p.add_argument("--tz", help="time zone of the days and hours (and of naive time stamps), e.g. Europe/London "
-                   "(default UTC)")
+    p.add_argument(
+        "--feeders",
+        type=Path,
+        help="CSV area,date|timestamp,value[,technical_loss_pct]: feeder totals "
+        "at any resolution (hourly or finer adds the interval balance)",
+    )
+    p.add_argument(
+        "--columns",
+        help="map the documented column names to your file's: "
+        "meter=LCLid,timestamp=tstp,value=energy(kWh/hh) (wide: meter=…,flag=…)",
+    )
+    p.add_argument(
+        "--stamps",
+        choices=("start", "end"),
+        default="start",
+        help="interval time stamps mark the start (default) or the end of the interval",
+    )
+    p.add_argument(
+        "--tz", help="time zone of the days and hours (and of naive time stamps), e.g. Europe/London (default UTC)"
+    )
     p.add_argument("--events", type=Path, help="CSV meter,timestamp,kind[,code]: meter events")
-    p.add_argument("--from", dest="start", type=date.fromisoformat, help="first day (database; default: "
-                   "--days before the last reading)")
+    p.add_argument(
+        "--from",
+        dest="start",
+        type=date.fromisoformat,
+        help="first day (database; default: --days before the last reading)",
+    )
     p.add_argument("--to", dest="end", type=date.fromisoformat, help="day after the last (database)")
     p.add_argument("--days", type=int, default=365, help="period length when --from is not given (default 365)")
     _list_options(p)
     p.add_argument("--keep", type=int, default=500, help="candidates stored with the run (default 500)")
-    p.add_argument("--tariff", type=float, action="append", default=[], metavar="PRICE",
-                   help="price per unit for the expected value: electricity, then water (default 0.20, 2.0)")
-    p.add_argument("--include-inspected", action="store_true",
-                   help="keep meters that already have an inspection outcome on the list")
+    p.add_argument(
+        "--tariff",
+        type=float,
+        action="append",
+        default=[],
+        metavar="PRICE",
+        help="price per unit for the expected value: electricity, then water (default 0.20, 2.0)",
+    )
+    p.add_argument(
+        "--include-inspected",
+        action="store_true",
+        help="keep meters that already have an inspection outcome on the list",
+    )
     p.add_argument("--no-store", action="store_true", help="database mode: print without storing the run")
     p.set_defaults(func=cmd_rank)
 
@@ -57,7 +83,8 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_list)
 
     p = theft.add_parser(
-        "outcome", help="record what inspections found for meters on a run's list (one, or a file of visits)",
+        "outcome",
+        help="record what inspections found for meters on a run's list (one, or a file of visits)",
         description="One visit: --run, --meter, --result. Many: --file visits.csv with columns "
         "meter,result[,run,campaign,note,visited_at] (--run / --campaign fill missing cells). Rows that cannot "
         "be recorded are listed on stderr and kept in <file>.rejected.csv; the others are recorded (exit 1 when "
@@ -81,11 +108,32 @@ def _list_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--area", action="append", default=[], help="only this area (repeatable)")
     p.add_argument("--commodity", choices=("electricity", "water"), help="only this commodity")
     p.add_argument("--class", dest="customer_class", help="only this customer class")
-    p.add_argument("--signal", choices=("drop", "zero", "profile", "event", "reverse", "peer", "silence", "vee",
-                                        "balance", "change", "fell", "flat_run", "marks", "anomaly"),
-                   help="only candidates whose strongest evidence is this")
-    p.add_argument("--order", choices=("risk", "value"), default="risk",
-                   help="rank by risk or by expected value per visit (default risk)")
+    p.add_argument(
+        "--signal",
+        choices=(
+            "drop",
+            "zero",
+            "profile",
+            "event",
+            "reverse",
+            "peer",
+            "silence",
+            "vee",
+            "balance",
+            "change",
+            "fell",
+            "flat_run",
+            "marks",
+            "anomaly",
+        ),
+        help="only candidates whose strongest evidence is this",
+    )
+    p.add_argument(
+        "--order",
+        choices=("risk", "value"),
+        default="risk",
+        help="rank by risk or by expected value per visit (default risk)",
+    )
     p.add_argument("-o", "--output", type=Path, help="write the list as CSV (coordinates, route order, reasons)")
     p.add_argument("--geojson", type=Path, help="write the list as GeoJSON points")
     p.add_argument("--quiet", action="store_true", help="do not print the list")
@@ -112,8 +160,12 @@ def _emit(args: argparse.Namespace, cands: list[Any]) -> None:
 
 
 def _filters(args: argparse.Namespace) -> dict[str, Any]:
-    return {"areas": args.area or None, "commodity": args.commodity, "customer_class": args.customer_class,
-            "signal": args.signal}
+    return {
+        "areas": args.area or None,
+        "commodity": args.commodity,
+        "customer_class": args.customer_class,
+        "signal": args.signal,
+    }
 
 
 def cmd_rank(args: argparse.Namespace, settings: Settings) -> int:
@@ -159,13 +211,16 @@ def cmd_rank(args: argparse.Namespace, settings: Settings) -> int:
     _emit(args, result.candidates[: args.top])
     if result.run_id is not None:
         data = result.data
-        print(f"run {result.run_id}: {len(result.candidates)} candidates stored ({data.n_meters} meters, "
-              f"{data.first_day} + {data.n_days} days, model {result.model})")
+        print(
+            f"run {result.run_id}: {len(result.candidates)} candidates stored ({data.n_meters} meters, "
+            f"{data.first_day} + {data.n_days} days, model {result.model})"
+        )
     print(f"model: {result.note}", file=sys.stderr)
     if result.timings:  # the one-server path times its phases; the sharded one does not (yet)
         words = {"refresh": "refresh", "load": "load", "score": "rank", "store": "store"}
-        print("timings: " + ", ".join(f"{words.get(k, k)} {v:.1f} s" for k, v in result.timings.items()),
-              file=sys.stderr)
+        print(
+            "timings: " + ", ".join(f"{words.get(k, k)} {v:.1f} s" for k, v in result.timings.items()), file=sys.stderr
+        )
     return 0
 
 
@@ -178,8 +233,10 @@ def _print_flag_check(ranking: Any, flags: Any) -> None:
     k = int(y.sum())
     order = ranking.order()
     auc = roc_auc_score(y, ranking.risk) if 0 < k < len(y) else float("nan")
-    print(f"FLAG column (not used for ranking): {k} flagged; precision@{k} {y[order[:k]].mean():.3f}; "
-          f"ROC AUC {auc:.3f}", file=sys.stderr)
+    print(
+        f"FLAG column (not used for ranking): {k} flagged; precision@{k} {y[order[:k]].mean():.3f}; ROC AUC {auc:.3f}",
+        file=sys.stderr,
+    )
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -193,10 +250,14 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     except store.StoreError as exc:
         raise CommandError(str(exc)) from exc
     f = _filters(args)
-    keep = [c for c in cands if (not f["areas"] or c.area in f["areas"])
-            and (not f["commodity"] or c.commodity == f["commodity"])
-            and (not f["customer_class"] or c.customer_class == f["customer_class"])
-            and (not f["signal"] or c.signal == f["signal"])]
+    keep = [
+        c
+        for c in cands
+        if (not f["areas"] or c.area in f["areas"])
+        and (not f["commodity"] or c.commodity == f["commodity"])
+        and (not f["customer_class"] or c.customer_class == f["customer_class"])
+        and (not f["signal"] or c.signal == f["signal"])
+    ]
     if args.order == "value":
         keep.sort(key=lambda c: -c.expected_value)
     keep = keep[: args.top]
@@ -231,12 +292,15 @@ def cmd_outcome(args: argparse.Namespace, settings: Settings) -> int:
     if args.run is None or not args.meter or not args.result:
         raise CommandError("give --run, --meter and --result (or --file visits.csv)")
     try:
-        ident = store.record_outcome(settings, db_url(settings), args.run, args.meter, args.result, args.campaign,
-                                     args.note)
+        ident = store.record_outcome(
+            settings, db_url(settings), args.run, args.meter, args.result, args.campaign, args.note
+        )
     except store.StoreError as exc:
         raise CommandError(str(exc)) from exc
-    print(f"inspection {ident}: meter {args.meter} on run {args.run}: {args.result}"
-          + (f" (campaign {args.campaign})" if args.campaign else ""))
+    print(
+        f"inspection {ident}: meter {args.meter} on run {args.run}: {args.result}"
+        + (f" (campaign {args.campaign})" if args.campaign else "")
+    )
     return 0
 
 
@@ -254,11 +318,12 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     if pos >= md.MIN_PER_CLASS and neg >= md.MIN_PER_CLASS:
         nxt = f"calibrated logistic regression on {len(labels.y)} outcomes ({pos} fraud, {neg} not)"
     elif pos >= md.MIN_PU_POSITIVES:
-        nxt = (f"positive-unlabelled logistic regression on {len(labels.y)} outcomes ({pos} fraud, {neg} not; "
-               f"{md.MIN_PER_CLASS} of each class for the calibrated one)")
+        nxt = (
+            f"positive-unlabelled logistic regression on {len(labels.y)} outcomes ({pos} fraud, {neg} not; "
+            f"{md.MIN_PER_CLASS} of each class for the calibrated one)"
+        )
     else:
-        nxt = (f"evidence rules and isolation forest only ({pos} fraud outcomes; a model needs "
-               f"{md.MIN_PU_POSITIVES})")
+        nxt = f"evidence rules and isolation forest only ({pos} fraud outcomes; a model needs {md.MIN_PU_POSITIVES})"
     if args.json:
         print(json.dumps(report, default=str))
         return 0
@@ -269,6 +334,8 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     print(f"{'campaign':<20} {'visits':>6} {'fraud':>6} {'fault':>6} {'nothing':>7} {'no_acc':>6} {'hit rate':>8}")
     for r in report:
         hit = "n/a" if r["hit_rate"] is None else f"{100 * r['hit_rate']:.1f} %"
-        print(f"{r['campaign']:<20} {r['visits']:>6} {r['fraud']:>6} {r['meter_fault']:>6} {r['nothing']:>7} "
-              f"{r['no_access']:>6} {hit:>8}")
+        print(
+            f"{r['campaign']:<20} {r['visits']:>6} {r['fraud']:>6} {r['meter_fault']:>6} {r['nothing']:>7} "
+            f"{r['no_access']:>6} {hit:>8}"
+        )
     return 0

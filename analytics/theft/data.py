@@ -174,10 +174,16 @@ class TheftData:
         """Data with defaults for everything but the consumption (unknown class, area, position)."""
         m = len(serials)
         return cls(
-            serials=list(serials), first_day=first_day, daily=daily,
-            commodity=np.full(m, "electricity", dtype=object), customer_class=np.full(m, "unknown", dtype=object),
-            area=np.full(m, "", dtype=object), latitude=np.full(m, np.nan), longitude=np.full(m, np.nan),
-            import_only=np.ones(m, dtype=bool), wrap=np.full(m, np.inf),
+            serials=list(serials),
+            first_day=first_day,
+            daily=daily,
+            commodity=np.full(m, "electricity", dtype=object),
+            customer_class=np.full(m, "unknown", dtype=object),
+            area=np.full(m, "", dtype=object),
+            latitude=np.full(m, np.nan),
+            longitude=np.full(m, np.nan),
+            import_only=np.ones(m, dtype=bool),
+            wrap=np.full(m, np.inf),
         )
 
 
@@ -264,8 +270,9 @@ def parse_day(text: str) -> date:
     return parse_ts(text).date()
 
 
-def _reader(path: Path, required: tuple[str, ...], columns: dict[str, str] | None = None
-            ) -> tuple[list[str], Iterator[list[str]]]:
+def _reader(
+    path: Path, required: tuple[str, ...], columns: dict[str, str] | None = None
+) -> tuple[list[str], Iterator[list[str]]]:
     """The header and an iterator over the remaining rows (the file closes when they run out).
 
     ``columns`` maps documented names to the file's own: the header comes back in documented names.
@@ -497,7 +504,11 @@ def read_events(data: TheftData, path: Path, options: FileOptions = DEFAULT_OPTI
 
 
 def load_files(
-    path: Path, fmt: str, areas: Path | None = None, feeders: Path | None = None, events: Path | None = None,
+    path: Path,
+    fmt: str,
+    areas: Path | None = None,
+    feeders: Path | None = None,
+    events: Path | None = None,
     options: FileOptions = DEFAULT_OPTIONS,
 ) -> TheftData:
     """Read a consumption file (``long`` or ``wide``) and the optional side files."""

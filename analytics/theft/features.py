@@ -19,38 +19,38 @@ from releve.arrays import FloatArray, IntArray
 #: fault-explaining ones (``catch_up_days``, ``frozen_days``, ``rollovers``, ``index_faults``)
 #: that tell honest faulty meters apart.
 FEATURES: tuple[str, ...] = (
-    "drop_depth",        # 1 − mean(consumption / expected) over the longest low run
-    "drop_days",         # length of that run
-    "drop_share",        # its missing energy over the meter's expected yearly energy
-    "balance_share",     # share of the missing energy the area's unexplained loss accounts for
-    "has_balance",       # 1 when the meter's area has a feeder / bulk meter
-    "has_interval",      # 1 when the meter's area feeder has hourly (interval) totals
+    "drop_depth",  # 1 − mean(consumption / expected) over the longest low run
+    "drop_days",  # length of that run
+    "drop_share",  # its missing energy over the meter's expected yearly energy
+    "balance_share",  # share of the missing energy the area's unexplained loss accounts for
+    "has_balance",  # 1 when the meter's area has a feeder / bulk meter
+    "has_interval",  # 1 when the meter's area feeder has hourly (interval) totals
     "interval_strength",  # the hourly feeder residual this meter explains, over the noise (F-like, summed)
-    "interval_share",    # that residual's energy over the meter's own recorded energy
-    "interval_energy",   # energy of the feeder residual attributed to this meter
-    "recent_level_z",    # last 30 days' level against the same season earlier, fleet robust z (down)
-    "recent_shape_z",    # the highest of the same test on zeros, clipped peaks, spread, smoothness, shape
-    "recent_drop",       # 1 − last 30 days / first 45 days, both over the seasonal index (ongoing loss)
-    "spread_run_z",      # the strongest run of weeks with a flatter day than the meter's others, fleet robust z
-    "mark_zeroed",       # run of weeks with exact-zero hours on normal days, share above the meter's other weeks
-    "mark_flat",         # the same for days whose every hour recorded one value
-    "mark_ceiling",      # the same for days at a ceiling value the meter repeats (capped peaks)
-    "area_score",        # the area's mean excess loss share over its worst 30 days
-    "zero_run",          # longest run of zero days while the meter reported
-    "profile_score",     # fall of the daily-shape correlation (0–2, × duration)
+    "interval_share",  # that residual's energy over the meter's own recorded energy
+    "interval_energy",  # energy of the feeder residual attributed to this meter
+    "recent_level_z",  # last 30 days' level against the same season earlier, fleet robust z (down)
+    "recent_shape_z",  # the highest of the same test on zeros, clipped peaks, spread, smoothness, shape
+    "recent_drop",  # 1 − last 30 days / first 45 days, both over the seasonal index (ongoing loss)
+    "spread_run_z",  # the strongest run of weeks with a flatter day than the meter's others, fleet robust z
+    "mark_zeroed",  # run of weeks with exact-zero hours on normal days, share above the meter's other weeks
+    "mark_flat",  # the same for days whose every hour recorded one value
+    "mark_ceiling",  # the same for days at a ceiling value the meter repeats (capped peaks)
+    "area_score",  # the area's mean excess loss share over its worst 30 days
+    "zero_run",  # longest run of zero days while the meter reported
+    "profile_score",  # fall of the daily-shape correlation (0–2, × duration)
     "profile_reversed",  # the anomalous days' shape anti-correlates with the usual one
-    "profile_flat",      # the anomalous days are flat
-    "event_score",       # strongest tamper-type event, more when consumption fell after it
-    "event_count",       # tamper-type events
-    "reverse_share",     # export / reverse-flow energy on an import-only meter
-    "peer_low",          # robust z below peers of the same class and area
-    "silence_high",      # silent days when consumption should be high
+    "profile_flat",  # the anomalous days are flat
+    "event_score",  # strongest tamper-type event, more when consumption fell after it
+    "event_count",  # tamper-type events
+    "reverse_share",  # export / reverse-flow energy on an import-only meter
+    "peer_low",  # robust z below peers of the same class and area
+    "silence_high",  # silent days when consumption should be high
     "silence_unrecovered",  # silent days not caught up by the register afterwards
-    "catch_up_days",     # days rebuilt from a catch-up (comm loss, frozen register)
-    "frozen_days",       # zero days that a catch-up proved were a frozen register
-    "rollovers",         # negative steps explained by the register width
-    "index_faults",      # unexplained negative steps, scale jumps, spikes (+ VEE index exceptions)
-    "estimate_streak",   # longest run of estimated days (VEE)
+    "catch_up_days",  # days rebuilt from a catch-up (comm loss, frozen register)
+    "frozen_days",  # zero days that a catch-up proved were a frozen register
+    "rollovers",  # negative steps explained by the register width
+    "index_faults",  # unexplained negative steps, scale jumps, spikes (+ VEE index exceptions)
+    "estimate_streak",  # longest run of estimated days (VEE)
 )
 
 
@@ -105,8 +105,7 @@ class _Hourly:
     marks: tuple[FloatArray, IntArray, IntArray] | None = None  # sg.run_contrast per mark: meters × MARKS each
 
 
-def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str], fleet_season: FloatArray
-                    ) -> _Hourly:
+def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str], fleet_season: FloatArray) -> _Hourly:
     """The hourly signals, a group of whole areas at a time (:meth:`TheftData.hourly_chunks`).
 
     Every hourly signal is per meter, or per area for the interval balance, so groups of whole
@@ -116,22 +115,38 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
     m, d = values.shape
     weekday = data.weekdays()
     if data.hourly is None:
-        return _Hourly(None, np.zeros(m), None, sg.recent_shift(sg.daily_stats(None, values, weekday), fleet_season),
-                       None)
+        return _Hourly(
+            None, np.zeros(m), None, sg.recent_shift(sg.daily_stats(None, values, weekday), fleet_season), None
+        )
     n_stats = len(sg.CHANGE_STATS)
     spread_col = list(sg.CHANGE_STATS).index("spread")
     hour_spikes = np.zeros(m)
     shift = np.full((m, n_stats), np.nan)
     stat, w0, w1 = np.zeros(m), np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int64)
-    prof = sg.ProfileChange(np.full((m, d), np.nan), np.full((m, d), np.nan), np.full(m, -1, dtype=np.int64),
-                            np.full(m, -1, dtype=np.int64), np.zeros(m), np.full(m, np.nan), np.full(m, np.nan),
-                            np.zeros(m, dtype=bool), np.zeros(m, dtype=bool))
+    prof = sg.ProfileChange(
+        np.full((m, d), np.nan),
+        np.full((m, d), np.nan),
+        np.full(m, -1, dtype=np.int64),
+        np.full(m, -1, dtype=np.int64),
+        np.zeros(m),
+        np.full(m, np.nan),
+        np.full(m, np.nan),
+        np.zeros(m, dtype=bool),
+        np.zeros(m, dtype=bool),
+    )
     interval = None
     h_index = {a: k for k, a in enumerate(hourly_areas)}
     if hourly_areas:
-        interval = sg.IntervalBalance(np.zeros((m, d)), np.zeros(m), np.zeros(m), np.full(m, -1, dtype=np.int64),
-                                      np.zeros(m, dtype=np.int64), np.full(m, -1, dtype=np.int64),
-                                      np.full((len(hourly_areas), d), np.nan), np.full((len(hourly_areas), d), np.nan))
+        interval = sg.IntervalBalance(
+            np.zeros((m, d)),
+            np.zeros(m),
+            np.zeros(m),
+            np.full(m, -1, dtype=np.int64),
+            np.zeros(m, dtype=np.int64),
+            np.full(m, -1, dtype=np.int64),
+            np.full((len(hourly_areas), d), np.nan),
+            np.full((len(hourly_areas), d), np.nan),
+        )
     n_marks = len(sg.MARKS)
     mark_share = np.zeros((m, n_marks))
     mark_w0, mark_w1 = np.zeros((m, n_marks), dtype=np.int64), np.zeros((m, n_marks), dtype=np.int64)
@@ -185,8 +200,7 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
 
     rev = sg.reverse_share(values, data.export, data.import_only)
     reverse_energy = (
-        np.nansum(np.clip(data.export, 0, None), axis=1) * data.import_only
-        if data.export is not None else np.zeros(m)
+        np.nansum(np.clip(data.export, 0, None), axis=1) * data.import_only if data.export is not None else np.zeros(m)
     )
 
     # Energy balance per area with a feeder / bulk meter.
@@ -206,8 +220,11 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
         balance = sg.energy_balance(feeder, customers, tech)
         cand = np.flatnonzero((area_of >= 0) & (drop.start >= 0) & (drop.depth >= 0.1))
         if cand.size:
-            gap = np.where(drop.low[cand] & np.isfinite(values[cand]),
-                           np.maximum(np.nan_to_num(drop.expected[cand]) - values[cand], 0.0), 0.0)
+            gap = np.where(
+                drop.low[cand] & np.isfinite(values[cand]),
+                np.maximum(np.nan_to_num(drop.expected[cand]) - values[cand], 0.0),
+                0.0,
+            )
             balance_share[cand] = sg.balance_coincidence(gap, cand, area_of, balance.residual)
         matched = balance_share * drop.deficit
         area_score = np.where(area_of >= 0, balance.score[np.maximum(area_of, 0)], 0.0)
@@ -249,8 +266,9 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
             marks[n] = share[:, j]
             mark_runs[n] = (offset + 7 * mw0[:, j], offset + 7 * mw1[:, j])
 
-    peer_groups = _codes(np.array([f"{c}|{k}|{a}" for c, k, a in
-                                   zip(data.commodity, data.customer_class, data.area, strict=True)]))
+    peer_groups = _codes(
+        np.array([f"{c}|{k}|{a}" for c, k, a in zip(data.commodity, data.customer_class, data.area, strict=True)])
+    )
     peer_low = sg.peer_outlier(drop.level, peer_groups)
     zero = np.isfinite(values) & (values <= 1e-9) & (np.nan_to_num(drop.expected) > 0)
     zero_run = sg.longest_true_run(zero)
@@ -297,8 +315,23 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
     }
     x = np.column_stack([np.nan_to_num(cols[n], nan=0.0, posinf=0.0, neginf=0.0) for n in FEATURES])
     return Features(
-        data=data, names=FEATURES, X=x, cleaned=cleaned, season=season, drop=drop, profile=profile,
-        balance=balance, area_names=area_names, area_of=area_of, events_by_meter=events_by_meter,
-        matched_energy=matched, reverse_energy=reverse_energy, interval=interval, interval_areas=hourly_areas,
-        recent_shift=recent_shift, recent_z=recent_z, spread_run=spread_run, mark_runs=mark_runs,
+        data=data,
+        names=FEATURES,
+        X=x,
+        cleaned=cleaned,
+        season=season,
+        drop=drop,
+        profile=profile,
+        balance=balance,
+        area_names=area_names,
+        area_of=area_of,
+        events_by_meter=events_by_meter,
+        matched_energy=matched,
+        reverse_energy=reverse_energy,
+        interval=interval,
+        interval_areas=hourly_areas,
+        recent_shift=recent_shift,
+        recent_z=recent_z,
+        spread_run=spread_run,
+        mark_runs=mark_runs,
     )

@@ -26,8 +26,16 @@ from releve.arrays import FloatArray
 #: Features IsolationForest sees: the theft direction only (fault markers would make faulty meters
 #: look anomalous, which they are, but not thieves).
 IFOREST_FEATURES = (
-    "drop_depth", "drop_days", "drop_share", "balance_share", "zero_run", "profile_score",
-    "event_score", "reverse_share", "peer_low", "silence_unrecovered",
+    "drop_depth",
+    "drop_days",
+    "drop_share",
+    "balance_share",
+    "zero_run",
+    "profile_score",
+    "event_score",
+    "reverse_share",
+    "peer_low",
+    "silence_unrecovered",
 )
 
 #: Default tariff per unit (currency / kWh, currency / m³) for the expected value of a visit.
@@ -48,8 +56,21 @@ class Evidence:
         return self.values[:, self.names.index(name)]
 
 
-EVIDENCE = ("drop", "zero", "profile", "event", "reverse", "peer", "silence", "vee", "balance", "change", "fell",
-            "flat_run", "marks")
+EVIDENCE = (
+    "drop",
+    "zero",
+    "profile",
+    "event",
+    "reverse",
+    "peer",
+    "silence",
+    "vee",
+    "balance",
+    "change",
+    "fell",
+    "flat_run",
+    "marks",
+)
 
 
 def evidence(f: Features) -> Evidence:
@@ -80,8 +101,9 @@ def evidence(f: Features) -> Evidence:
     has_bal = f.col("has_balance") > 0
     confirm = np.where(has_bal, 0.15 + 0.85 * np.clip(f.col("balance_share") / 0.6, 0, 1), 0.6)
     drop = depth * length * confirm
-    zero = np.clip((f.col("zero_run") - 1) / 6.0, 0, 1) * np.where(has_bal, 0.4 + 0.6 * np.clip(
-        f.col("balance_share") / 0.6, 0, 1), 0.8)
+    zero = np.clip((f.col("zero_run") - 1) / 6.0, 0, 1) * np.where(
+        has_bal, 0.4 + 0.6 * np.clip(f.col("balance_share") / 0.6, 0, 1), 0.8
+    )
     profile = np.clip(f.col("profile_score") / 0.5, 0, 1)
     event = np.clip(f.col("event_score"), 0, 1)
     reverse = np.clip(f.col("reverse_share") / 0.05, 0, 1)
@@ -117,20 +139,34 @@ def evidence(f: Features) -> Evidence:
     # Tamper marks (exact zeros on normal days, flat days, a repeated ceiling) are footprints real
     # load almost never leaves; a run of them counts fully from a 50 % share above the meter's
     # other weeks. The hourly balance only halves them when it puts nothing on the meter.
-    mark = np.clip((np.maximum.reduce([f.col("mark_zeroed"), f.col("mark_flat"), f.col("mark_ceiling")]) - 0.4)
-                   / 0.3, 0, 1)
+    mark = np.clip(
+        (np.maximum.reduce([f.col("mark_zeroed"), f.col("mark_flat"), f.col("mark_ceiling")]) - 0.4) / 0.3, 0, 1
+    )
     mark = mark * np.where(has_iv, 0.5 + 0.5 * interval, 1.0)
-    values = np.column_stack([drop, zero, profile, event, reverse, peer, silence, vee, interval, change, fell,
-                              flat_run, mark])
+    values = np.column_stack(
+        [drop, zero, profile, event, reverse, peer, silence, vee, interval, change, fell, flat_run, mark]
+    )
     # Without any feeder, everything but the marks comes from the household's own series, which
     # real households change as much as a thief does: together it tops out below a full mark.
     return Evidence(EVIDENCE, values, np.where(no_feeder, NO_FEEDER_CEILING, 1.0))
 
 
 #: Weight of each evidence component in the noisy-OR.
-WEIGHTS = {"drop": 0.9, "zero": 0.9, "profile": 0.85, "event": 0.9, "reverse": 0.95,
-           "peer": 0.15, "silence": 0.25, "vee": 0.15, "balance": 0.95,
-           "change": 0.8, "fell": 0.9, "flat_run": 0.8, "marks": 0.97}
+WEIGHTS = {
+    "drop": 0.9,
+    "zero": 0.9,
+    "profile": 0.85,
+    "event": 0.9,
+    "reverse": 0.95,
+    "peer": 0.15,
+    "silence": 0.25,
+    "vee": 0.15,
+    "balance": 0.95,
+    "change": 0.8,
+    "fell": 0.9,
+    "flat_run": 0.8,
+    "marks": 0.97,
+}
 
 
 #: Without a feeder, the most the household's own series (drop, change, profile …) can score:
@@ -169,7 +205,7 @@ def iforest_score(f: Features, seed: int = 0) -> FloatArray:
 
 def unsupervised_risk(rule: FloatArray, forest: FloatArray, forest_weight: float = 0.1) -> FloatArray:
     """Blend of the rule score and the IsolationForest rank (the rules lead; the forest breaks ties)."""
-    return (1.0 - forest_weight) * rule + forest_weight * forest * rule ** 0.5
+    return (1.0 - forest_weight) * rule + forest_weight * forest * rule**0.5
 
 
 @dataclass
@@ -192,9 +228,11 @@ class Supervised:
         """What ranked and why, in words."""
         neg = self.n_labels - self.n_positive
         if self.method == "pu":
-            return (f"positive-unlabelled logistic regression on {self.n_labels} outcomes ({self.n_positive} fraud, "
-                    f"{neg} not): fewer than {MIN_PER_CLASS} of each class, the fleet's uninspected meters "
-                    "stand in as background")
+            return (
+                f"positive-unlabelled logistic regression on {self.n_labels} outcomes ({self.n_positive} fraud, "
+                f"{neg} not): fewer than {MIN_PER_CLASS} of each class, the fleet's uninspected meters "
+                "stand in as background"
+            )
         return f"calibrated logistic regression ({self.method}) on {self.n_labels} outcomes ({self.n_positive} fraud)"
 
     @property
@@ -272,8 +310,9 @@ def unbilled_energy(f: Features) -> FloatArray:
     return np.maximum.reduce([deficit, reverse, prof])
 
 
-def expected_value(prob: FloatArray, energy: FloatArray, commodity: np.ndarray,
-                   tariff: dict[str, float] | None = None) -> FloatArray:
+def expected_value(
+    prob: FloatArray, energy: FloatArray, commodity: np.ndarray, tariff: dict[str, float] | None = None
+) -> FloatArray:
     """Expected value per visit = probability × unbilled energy × tariff."""
     t = dict(DEFAULT_TARIFF, **(tariff or {}))
     price = np.array([t.get(str(c), t["electricity"]) for c in commodity])

@@ -98,11 +98,15 @@ class Ranking:
         """Which model ranked and why, in words (printed with the list and the report)."""
         if self.model is not None:
             w = min(0.8, self.model.n_labels / (self.model.n_labels + 50.0))
-            return (f"ranked by the evidence rules and isolation forest blended ({100 * w:.0f} %) with a "
-                    f"{self.model.describe()}")
+            return (
+                f"ranked by the evidence rules and isolation forest blended ({100 * w:.0f} %) with a "
+                f"{self.model.describe()}"
+            )
         if self.n_outcomes:
-            return (f"ranked by the evidence rules and isolation forest only: {self.n_outcomes} outcomes recorded, "
-                    f"a model needs at least {md.MIN_PU_POSITIVES} fraud (or {md.MIN_PER_CLASS} of each class)")
+            return (
+                f"ranked by the evidence rules and isolation forest only: {self.n_outcomes} outcomes recorded, "
+                f"a model needs at least {md.MIN_PU_POSITIVES} fraud (or {md.MIN_PER_CLASS} of each class)"
+            )
         return "ranked by the evidence rules and isolation forest (no inspection outcomes recorded yet)"
 
     @property
@@ -127,8 +131,13 @@ class Ranking:
         return self.evidence.names[int(contrib.argmax())] if contrib.max() > 0 else "anomaly"
 
     def candidates(
-        self, top: int = 50, by: str = "risk", areas: list[str] | None = None, commodity: str | None = None,
-        customer_class: str | None = None, signal: str | None = None,
+        self,
+        top: int = 50,
+        by: str = "risk",
+        areas: list[str] | None = None,
+        commodity: str | None = None,
+        customer_class: str | None = None,
+        signal: str | None = None,
     ) -> list[Candidate]:
         """The top ``top`` meters after the filters, each with reasons and evidence."""
         d = self.data
@@ -159,20 +168,33 @@ class Ranking:
         inputs = {n: float(v) for n, v in zip(INPUT_NAMES, self.inputs()[i], strict=True)}
         lat, lon = float(d.latitude[i]), float(d.longitude[i])
         return Candidate(
-            rank=rank, meter=d.serials[i], area=str(d.area[i]), commodity=str(d.commodity[i]),
+            rank=rank,
+            meter=d.serials[i],
+            area=str(d.area[i]),
+            commodity=str(d.commodity[i]),
             customer_class=str(d.customer_class[i]),
-            latitude=lat if math.isfinite(lat) else None, longitude=lon if math.isfinite(lon) else None,
-            risk=float(self.risk[i]), rule=float(self.rule[i]), forest=float(self.forest[i]),
+            latitude=lat if math.isfinite(lat) else None,
+            longitude=lon if math.isfinite(lon) else None,
+            risk=float(self.risk[i]),
+            rule=float(self.rule[i]),
+            forest=float(self.forest[i]),
             supervised=None if self.supervised is None else float(self.supervised[i]),
-            unbilled=float(self.unbilled[i]), expected_value=float(self.value[i]),
-            reasons=reasons, evidence=evidence, inputs=inputs, signal=self.top_signal(i),
+            unbilled=float(self.unbilled[i]),
+            expected_value=float(self.value[i]),
+            reasons=reasons,
+            evidence=evidence,
+            inputs=inputs,
+            signal=self.top_signal(i),
             meter_id=None if d.meter_ids is None else d.meter_ids[i],
         )
 
 
 def score(
-    data: TheftData, training: tuple[FloatArray, np.ndarray] | None = None,
-    tariff: dict[str, float] | None = None, exclude: set[str] | None = None, seed: int = 0,
+    data: TheftData,
+    training: tuple[FloatArray, np.ndarray] | None = None,
+    tariff: dict[str, float] | None = None,
+    exclude: set[str] | None = None,
+    seed: int = 0,
 ) -> Ranking:
     """Score every meter; ``training`` (inputs, 0/1 labels) from inspection outcomes adds the supervised model."""
     f = compute_features(data)
@@ -219,8 +241,10 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
     comp = {n: float(v) for n, v in zip(r.evidence.names, r.evidence.values[i], strict=True)}
     weighted = sorted(((md.WEIGHTS[n] * v, n) for n, v in comp.items() if v > 0.02), reverse=True)
     reasons: list[str] = []
-    ev: dict[str, Any] = {"components": {n: _r(v) for n, v in comp.items()},
-                          "scores": {"risk": _r(r.risk[i]), "rule": _r(r.rule[i]), "forest": _r(r.forest[i])}}
+    ev: dict[str, Any] = {
+        "components": {n: _r(v) for n, v in comp.items()},
+        "scores": {"risk": _r(r.risk[i]), "rule": _r(r.rule[i]), "forest": _r(r.forest[i])},
+    }
     drop = f.drop
     s0, s1 = int(drop.start[i]), int(drop.end[i])
     if s0 >= 0:
@@ -228,45 +252,66 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
     else:
         lo, hi = max(0, d.n_days - 90), d.n_days
     hi = min(hi, lo + 180)
-    ev["daily"] = {"from": _when(d, lo), "unit": unit, "recorded": _series(f.cleaned.values[i, lo:hi]),
-                   "raw": _series(d.daily[i, lo:hi]), "expected": _series(drop.expected[i, lo:hi])}
+    ev["daily"] = {
+        "from": _when(d, lo),
+        "unit": unit,
+        "recorded": _series(f.cleaned.values[i, lo:hi]),
+        "raw": _series(d.daily[i, lo:hi]),
+        "expected": _series(drop.expected[i, lo:hi]),
+    }
     events = r.features.events_by_meter.get(i, [])
-    ev["events"] = [{"ts": e.ts.isoformat(), "kind": e.kind, "code": e.code, "weight": _r(w), "drop_after": _r(dr)}
-                    for e, w, dr in events[:50]]
+    ev["events"] = [
+        {"ts": e.ts.isoformat(), "kind": e.kind, "code": e.code, "weight": _r(w), "drop_after": _r(dr)}
+        for e, w, dr in events[:50]
+    ]
     tamper = [(e, w, dr) for e, w, dr in events if w > 0]
     for score_, name in weighted:
         if name == "drop" and s0 >= 0:
             start = _refine_start(drop.ratio[i], s0)
-            text = (f"consumption fell {round(100 * drop.depth[i])} % on {_when(d, start)} "
-                    f"and stayed down {_days(s1 - start)}")
+            text = (
+                f"consumption fell {round(100 * drop.depth[i])} % on {_when(d, start)} "
+                f"and stayed down {_days(s1 - start)}"
+            )
             before = [(start - e.day, e) for e, _, _ in tamper if 0 <= start - e.day <= 14]
             if before:
                 gap, e = min(before, key=lambda t: t[0])
-                text += f", {_days(gap)} after a {_EVENT_WORDS.get(e.kind, e.kind)} event" if gap else \
-                    f", the day of a {_EVENT_WORDS.get(e.kind, e.kind)} event"
+                text += (
+                    f", {_days(gap)} after a {_EVENT_WORDS.get(e.kind, e.kind)} event"
+                    if gap
+                    else f", the day of a {_EVENT_WORDS.get(e.kind, e.kind)} event"
+                )
             reasons.append(text)
-            ev["drop"] = {"start": _when(d, start), "end": _when(d, s1 - 1), "depth": _r(drop.depth[i]),
-                          "missing_energy": _r(drop.deficit[i]), "unit": unit}
+            ev["drop"] = {
+                "start": _when(d, start),
+                "end": _when(d, s1 - 1),
+                "depth": _r(drop.depth[i]),
+                "missing_energy": _r(drop.deficit[i]),
+                "unit": unit,
+            }
             if f.col("has_balance")[i] > 0 and not f.col("has_interval")[i] > 0:  # the hourly balance says more
                 a = int(f.area_of[i])
                 share = f.col("balance_share")[i]
                 assert f.balance is not None
                 ev["balance"] = {
-                    "area": f.area_names[a], "share_confirmed": _r(share),
+                    "area": f.area_names[a],
+                    "share_confirmed": _r(share),
                     "loss_ratio": _series(f.balance.ratio[a, lo:hi]),
                     "technical_baseline": _series(f.balance.baseline[a, lo:hi]),
                     "excess": _series(f.balance.excess[a, lo:hi]),
                 }
-                before_r = _nanmean(f.balance.ratio[a, max(0, s0 - 28):s0])
+                before_r = _nanmean(f.balance.ratio[a, max(0, s0 - 28) : s0])
                 during_r = _nanmean(f.balance.ratio[a, s0:s1])
                 if share >= 0.3:
                     reasons.append(
                         f"area {f.area_names[a]}'s unexplained loss rose over the same days "
                         f"({_pct(before_r)} → {_pct(during_r)} of the feeder) and accounts for "
-                        f"{round(100 * share)} % of the missing {drop.deficit[i]:.0f} {unit}")
+                        f"{round(100 * share)} % of the missing {drop.deficit[i]:.0f} {unit}"
+                    )
                 else:
-                    reasons.append(f"area {f.area_names[a]}'s energy balance confirms only {round(100 * share)} % "
-                                   f"of the drop (vacancy or a real change of use is possible)")
+                    reasons.append(
+                        f"area {f.area_names[a]}'s energy balance confirms only {round(100 * share)} % "
+                        f"of the drop (vacancy or a real change of use is possible)"
+                    )
         elif name == "zero":
             n = int(f.col("zero_run")[i])
             reasons.append(f"zero consumption for {n} consecutive days while the meter kept reporting")
@@ -278,17 +323,25 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
                 # The odd shape is the earlier one: the change happened where the run ends.
                 reasons.append(
                     f"daily profile changed on {_when(d, p1)}: the {_days(p1)} before look {how} against the rest "
-                    f"(correlation {f.profile.during[i]:.2f} against {f.profile.usual[i]:.2f} usually)")
+                    f"(correlation {f.profile.during[i]:.2f} against {f.profile.usual[i]:.2f} usually)"
+                )
             else:
                 reasons.append(
                     f"daily profile {how} from {_when(d, p0)} for {_days(p1 - p0)} (correlation with the usual "
-                    f"shape {f.profile.usual[i]:.2f} → {f.profile.during[i]:.2f})")
+                    f"shape {f.profile.usual[i]:.2f} → {f.profile.during[i]:.2f})"
+                )
             pl, ph = max(0, p0 - 14), min(d.n_days, p1 + 7)
-            ev["profile"] = {"start": _when(d, p0), "end": _when(d, p1 - 1), "how": how,
-                             "usual_corr": _r(f.profile.usual[i]), "during_corr": _r(f.profile.during[i]),
-                             "from": _when(d, pl), "daily_corr": _series(f.profile.corr[i, pl:ph])}
+            ev["profile"] = {
+                "start": _when(d, p0),
+                "end": _when(d, p1 - 1),
+                "how": how,
+                "usual_corr": _r(f.profile.usual[i]),
+                "during_corr": _r(f.profile.during[i]),
+                "from": _when(d, pl),
+                "daily_corr": _series(f.profile.corr[i, pl:ph]),
+            }
             if d.hourly is not None:
-                ev["profile"]["usual_day"] = _median_day(d.hourly[i, max(0, p0 - 14):p0])
+                ev["profile"]["usual_day"] = _median_day(d.hourly[i, max(0, p0 - 14) : p0])
                 ev["profile"]["anomalous_day"] = _median_day(d.hourly[i, p0:p1])
         elif name == "event" and tamper:
             e, _, dr = max(tamper, key=lambda t: t[1] * (0.5 + t[2]))
@@ -301,8 +354,10 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
         elif name == "reverse":
             energy = float(f.reverse_energy[i]) if f.reverse_energy is not None else 0.0
             what = "reverse-flow register" if d.commodity[i] == "water" else "export register"
-            reasons.append(f"{what} counted {energy:.1f} {unit} on an import-only meter "
-                           f"({round(100 * f.col('reverse_share')[i])} % of its energy)")
+            reasons.append(
+                f"{what} counted {energy:.1f} {unit} on an import-only meter "
+                f"({round(100 * f.col('reverse_share')[i])} % of its energy)"
+            )
             ev["reverse"] = {"energy": _r(energy), "share": _r(f.col("reverse_share")[i]), "unit": unit}
         elif name == "balance" and f.interval is not None:
             ib = f.interval
@@ -310,8 +365,10 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
             kind = _REGRESSOR_WORDS.get(sg.REGRESSORS[int(ib.kind[i])], "") if ib.kind[i] >= 0 else ""
             first = int(ib.first_day[i])
             n_win = -(-d.n_days // 28)
-            text = (f"area {area_code}'s hourly feeder balance puts {ib.energy[i]:.0f} {unit} of unexplained loss "
-                    f"on this meter ({round(100 * f.col('interval_share')[i])} % of what it recorded)")
+            text = (
+                f"area {area_code}'s hourly feeder balance puts {ib.energy[i]:.0f} {unit} of unexplained loss "
+                f"on this meter ({round(100 * f.col('interval_share')[i])} % of what it recorded)"
+            )
             if ib.windows[i] > 0:
                 text += f", in {int(ib.windows[i])} of {n_win} four-week windows"
             if first >= 0:
@@ -321,10 +378,15 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
             reasons.append(text)
             row = f.interval_areas.index(area_code) if area_code in f.interval_areas else -1
             ev["interval_balance"] = {
-                "area": area_code, "share": _r(f.col("interval_share")[i]), "strength": _r(ib.strength[i], 1),
-                "energy": _r(ib.energy[i]), "unit": unit, "windows": int(ib.windows[i]),
-                "first_window": _when(d, first) if first >= 0 else None, "kind": sg.REGRESSORS[int(ib.kind[i])]
-                if ib.kind[i] >= 0 else None, "from": _when(d, lo),
+                "area": area_code,
+                "share": _r(f.col("interval_share")[i]),
+                "strength": _r(ib.strength[i], 1),
+                "energy": _r(ib.energy[i]),
+                "unit": unit,
+                "windows": int(ib.windows[i]),
+                "first_window": _when(d, first) if first >= 0 else None,
+                "kind": sg.REGRESSORS[int(ib.kind[i])] if ib.kind[i] >= 0 else None,
+                "from": _when(d, lo),
                 "attributed": _series(ib.attributed[i, lo:hi]),
                 "technical": _series(ib.technical[row, lo:hi]) if row >= 0 else None,
                 "residual": _series(ib.residual[row, lo:hi]) if row >= 0 else None,
@@ -335,38 +397,48 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
             j = int(np.argmax(np.where(np.arange(len(names)) == 0, z, 0.3 * z)))
             if names[j] == "level":
                 fell = 100 * (1 - math.exp(-max(float(f.recent_shift[i, 0]), 0.0)))
-                text = (f"the last 30 days are {fell:.0f} % below the same season earlier "
-                        f"({z[0]:.1f} fleet deviations)")
+                text = f"the last 30 days are {fell:.0f} % below the same season earlier ({z[0]:.1f} fleet deviations)"
             else:
-                text = (f"the last 30 days show {_CHANGE_WORDS[names[j]]} against the same season earlier "
-                        f"({z[j]:.1f} fleet deviations)")
+                text = (
+                    f"the last 30 days show {_CHANGE_WORDS[names[j]]} against the same season earlier "
+                    f"({z[j]:.1f} fleet deviations)"
+                )
             reasons.append(text)
-            ev["change"] = {n: {"shift": _r(float(f.recent_shift[i, k])), "z": _r(float(z[k]))}
-                            for k, n in enumerate(names)}
+            ev["change"] = {
+                n: {"shift": _r(float(f.recent_shift[i, k])), "z": _r(float(z[k]))} for k, n in enumerate(names)
+            }
         elif name == "fell" and f.col("recent_drop")[i] >= 0.15:  # a few % is a household's own noise
             fell = 100 * float(f.col("recent_drop")[i])
-            reasons.append(f"the last 30 days are {fell:.0f} % below the first 45 of the period "
-                           "(both against the season)")
+            reasons.append(
+                f"the last 30 days are {fell:.0f} % below the first 45 of the period (both against the season)"
+            )
             ev["fell"] = {"relative_drop": _r(f.col("recent_drop")[i])}
         elif name == "flat_run" and f.spread_run is not None and f.col("spread_run_z")[i] >= 3:
             a, b = int(f.spread_run[0][i]), int(f.spread_run[1][i])
-            reasons.append(f"flatter days than usual from {_when(d, a)} for {_days(b - a)} "
-                           f"({f.col('spread_run_z')[i]:.1f} fleet deviations)")
+            reasons.append(
+                f"flatter days than usual from {_when(d, a)} for {_days(b - a)} "
+                f"({f.col('spread_run_z')[i]:.1f} fleet deviations)"
+            )
             ev["flat_run"] = {"start": _when(d, a), "end": _when(d, b - 1), "z": _r(f.col("spread_run_z")[i])}
         elif name == "marks":
             which = max(sg.MARKS, key=lambda n: float(f.col(f"mark_{n}")[i]))
             share = float(f.col(f"mark_{which}")[i])
             if which in f.mark_runs:
                 a, b = int(f.mark_runs[which][0][i]), int(f.mark_runs[which][1][i])
-                reasons.append(f"{_MARK_WORDS[which]} from {_when(d, a)} for {_days(b - a)} "
-                               f"(on {100 * share:.0f} percentage points more of its days than in its other weeks)")
+                reasons.append(
+                    f"{_MARK_WORDS[which]} from {_when(d, a)} for {_days(b - a)} "
+                    f"(on {100 * share:.0f} percentage points more of its days than in its other weeks)"
+                )
                 ev["marks"] = {"mark": which, "start": _when(d, a), "end": _when(d, b - 1), "share": _r(share)}
         elif name == "peer":
-            reasons.append(f"normal consumption {f.col('peer_low')[i]:.1f} robust deviations below peers "
-                           f"({d.customer_class[i]}, area {d.area[i] or 'unknown'})")
+            reasons.append(
+                f"normal consumption {f.col('peer_low')[i]:.1f} robust deviations below peers "
+                f"({d.customer_class[i]}, area {d.area[i] or 'unknown'})"
+            )
         elif name == "silence":
-            reasons.append(f"silent {int(f.col('silence_unrecovered')[i])} days and the register did not catch "
-                           "up afterwards")
+            reasons.append(
+                f"silent {int(f.col('silence_unrecovered')[i])} days and the register did not catch up afterwards"
+            )
         elif name == "vee":
             reasons.append(f"{int(f.col('estimate_streak')[i])} consecutive estimated days (VEE)")
         del score_
@@ -375,8 +447,10 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
         reasons.append(f"note: {idx} index inconsistencies (read below previous, scale jump, spike)")
     if not reasons:
         top = sorted(((abs(float(v)), n) for n, v in zip(f.names, f.X[i], strict=True)), reverse=True)[:3]
-        reasons.append("unusual combination of features (isolation-forest rank "
-                       f"{r.forest[i]:.2f}): " + ", ".join(f"{n} {v:.2f}" for v, n in top))
+        reasons.append(
+            "unusual combination of features (isolation-forest rank "
+            f"{r.forest[i]:.2f}): " + ", ".join(f"{n} {v:.2f}" for v, n in top)
+        )
     ev["features"] = {n: _r(v) for n, v in zip(f.names, f.X[i], strict=True)}
     return reasons, ev
 
@@ -435,16 +509,34 @@ def route_order(cands: list[Candidate]) -> None:
     n = 1
     while left:
         lat0 = math.radians(cur.latitude or 0.0)
-        k, nxt = min(left.items(), key=lambda kv: ((kv[1].latitude or 0) - (cur.latitude or 0)) ** 2
-                     + (((kv[1].longitude or 0) - (cur.longitude or 0)) * math.cos(lat0)) ** 2)
+        k, nxt = min(
+            left.items(),
+            key=lambda kv: (
+                ((kv[1].latitude or 0) - (cur.latitude or 0)) ** 2
+                + (((kv[1].longitude or 0) - (cur.longitude or 0)) * math.cos(lat0)) ** 2
+            ),
+        )
         del left[k]
         n += 1
         nxt.route_order = n
         cur = nxt
 
 
-CSV_COLUMNS = ("rank", "route_order", "meter", "area", "commodity", "customer_class", "latitude", "longitude",
-               "risk", "expected_value", "unbilled_energy", "signal", "reasons")
+CSV_COLUMNS = (
+    "rank",
+    "route_order",
+    "meter",
+    "area",
+    "commodity",
+    "customer_class",
+    "latitude",
+    "longitude",
+    "risk",
+    "expected_value",
+    "unbilled_energy",
+    "signal",
+    "reasons",
+)
 
 
 def write_csv(cands: list[Candidate], path: Path) -> None:
@@ -453,10 +545,23 @@ def write_csv(cands: list[Candidate], path: Path) -> None:
         w = csv.writer(fh)
         w.writerow(CSV_COLUMNS)
         for c in cands:
-            w.writerow([c.rank, c.route_order or "", c.meter, c.area, c.commodity, c.customer_class,
-                        "" if c.latitude is None else c.latitude, "" if c.longitude is None else c.longitude,
-                        f"{c.risk:.4f}", f"{c.expected_value:.2f}", f"{c.unbilled:.3f}", c.signal,
-                        " | ".join(c.reasons)])
+            w.writerow(
+                [
+                    c.rank,
+                    c.route_order or "",
+                    c.meter,
+                    c.area,
+                    c.commodity,
+                    c.customer_class,
+                    "" if c.latitude is None else c.latitude,
+                    "" if c.longitude is None else c.longitude,
+                    f"{c.risk:.4f}",
+                    f"{c.expected_value:.2f}",
+                    f"{c.unbilled:.3f}",
+                    c.signal,
+                    " | ".join(c.reasons),
+                ]
+            )
 
 
 def geojson(cands: list[Candidate]) -> dict[str, Any]:
@@ -465,13 +570,22 @@ def geojson(cands: list[Candidate]) -> dict[str, Any]:
     for c in cands:
         if c.latitude is None or c.longitude is None:
             continue
-        feats.append({
-            "type": "Feature",
-            "geometry": {"type": "Point", "coordinates": [c.longitude, c.latitude]},
-            "properties": {"rank": c.rank, "route_order": c.route_order, "meter": c.meter, "area": c.area,
-                           "risk": round(c.risk, 4), "expected_value": round(c.expected_value, 2),
-                           "signal": c.signal, "reasons": c.reasons},
-        })
+        feats.append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [c.longitude, c.latitude]},
+                "properties": {
+                    "rank": c.rank,
+                    "route_order": c.route_order,
+                    "meter": c.meter,
+                    "area": c.area,
+                    "risk": round(c.risk, 4),
+                    "expected_value": round(c.expected_value, 2),
+                    "signal": c.signal,
+                    "reasons": c.reasons,
+                },
+            }
+        )
     return {"type": "FeatureCollection", "features": feats}
 
 

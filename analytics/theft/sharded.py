@@ -114,10 +114,16 @@ def merge(parts: Sequence[TheftData | None], home: dict[str, int], order: Sequen
 
     any_hourly = any(p.hourly is not None for p, _ in got)
     data = TheftData(
-        serials=[serials[i] for i in perm], first_day=first.first_day, daily=cat(lambda p: p.daily),
-        commodity=cat(lambda p: p.commodity), customer_class=cat(lambda p: p.customer_class),
-        area=cat(lambda p: p.area), latitude=cat(lambda p: p.latitude), longitude=cat(lambda p: p.longitude),
-        import_only=cat(lambda p: p.import_only), wrap=cat(lambda p: p.wrap),
+        serials=[serials[i] for i in perm],
+        first_day=first.first_day,
+        daily=cat(lambda p: p.daily),
+        commodity=cat(lambda p: p.commodity),
+        customer_class=cat(lambda p: p.customer_class),
+        area=cat(lambda p: p.area),
+        latitude=cat(lambda p: p.latitude),
+        longitude=cat(lambda p: p.longitude),
+        import_only=cat(lambda p: p.import_only),
+        wrap=cat(lambda p: p.wrap),
         cumulative=any(p.cumulative for p, _ in got),
         export=cat(lambda p: p.export, lambda p: np.full((p.n_meters, n_days), np.nan)),
         hourly=cat(lambda p: p.hourly, lambda p: np.full((p.n_meters, n_days, 24), np.nan)) if any_hourly else None,

@@ -174,8 +174,8 @@ def clean_daily(
                 for i in np.flatnonzero(jump):
                     length = int(run[i])
                     share = x[i] / (length + 1)
-                    v[i, day - length: day + 1] = share
-                    catch_up[i, day - length: day + 1] = True
+                    v[i, day - length : day + 1] = share
+                    catch_up[i, day - length : day + 1] = True
                     frozen_days[i] += int(zrun[i])
             ended = ~quiet & (run > 0) & ~jump
             if ended.any():
@@ -347,9 +347,17 @@ def profile_change(hourly: FloatArray, weekday: IntArray, drop: float = 0.35, wi
     stat_during = np.where(best_len > 0, _masked_mean(stat, in_run), np.nan)
     score = np.where(best_len > 0, np.clip(usual_stat - stat_during, 0.0, 2.0) * np.minimum(best_len / 14.0, 1.0), 0.0)
     score = np.nan_to_num(score)
-    return ProfileChange(corr, flat, start, end, score, usual, during,
-                         np.asarray(np.nan_to_num(rev_during, nan=-1.0) > np.maximum(np.nan_to_num(during), 0.3)),
-                         np.asarray(np.nan_to_num(fl_during, nan=1.0) < 0.5))
+    return ProfileChange(
+        corr,
+        flat,
+        start,
+        end,
+        score,
+        usual,
+        during,
+        np.asarray(np.nan_to_num(rev_during, nan=-1.0) > np.maximum(np.nan_to_num(during), 0.3)),
+        np.asarray(np.nan_to_num(fl_during, nan=1.0) < 0.5),
+    )
 
 
 def event_drop(
@@ -367,8 +375,8 @@ def event_drop(
     for k, (i, day, w) in enumerate(zip(event_meter, event_day, event_weight, strict=True)):
         if w <= 0:
             continue
-        before = ratio[i, max(0, day - span): max(0, day)]
-        after = ratio[i, min(d, day + 1): min(d, day + 1 + span)]
+        before = ratio[i, max(0, day - span) : max(0, day)]
+        after = ratio[i, min(d, day + 1) : min(d, day + 1 + span)]
         b = float(np.nanmean(before)) if np.isfinite(before).any() else 1.0
         a = float(np.nanmean(after)) if np.isfinite(after).any() else b
         drops[k] = max(0.0, min(1.0, b - a))
@@ -445,13 +453,11 @@ def energy_balance(feeder: FloatArray, customers: FloatArray, technical_pct: Flo
     excess = np.clip(np.nan_to_num(residual), 0.0, None)
     share = np.nan_to_num(ratio - baseline)
     k = min(30, d)
-    score = np.sort(share, axis=1)[:, d - k:].mean(axis=1) if d else np.zeros(a_n)
+    score = np.sort(share, axis=1)[:, d - k :].mean(axis=1) if d else np.zeros(a_n)
     return Balance(ratio, baseline, residual, excess, score)
 
 
-def balance_coincidence(
-    deficit: FloatArray, meters: IntArray, area_of: IntArray, residual: FloatArray
-) -> FloatArray:
+def balance_coincidence(deficit: FloatArray, meters: IntArray, area_of: IntArray, residual: FloatArray) -> FloatArray:
     """Share of each customer's missing energy that its area's unexplained loss accounts for.
 
     ``deficit`` (rows × days) is the energy missing from the low run of the customers in
@@ -664,7 +670,11 @@ def robust_var(x: FloatArray) -> float:
 
 
 def interval_balance(
-    feeder: FloatArray, hourly: FloatArray, area_of: IntArray, weekday: IntArray, window: int = 28,
+    feeder: FloatArray,
+    hourly: FloatArray,
+    area_of: IntArray,
+    weekday: IntArray,
+    window: int = 28,
     min_f: float = 15.0,
 ) -> IntervalBalance:
     """Attribute each area's hourly feeder residual to the meters whose shortfall matches it in time.
@@ -767,11 +777,11 @@ def interval_balance(
                 continue
             sigma2 = robust_var(res[b])
             for r_i in range(rows.size):
-                c = coefs[w][r_i * k:(r_i + 1) * k]
+                c = coefs[w][r_i * k : (r_i + 1) * k]
                 if not (c > 0).any():
                     continue
                 i = int(rows[r_i])
-                parts = cand[r_i * k:(r_i + 1) * k, b] * c[:, None]
+                parts = cand[r_i * k : (r_i + 1) * k, b] * c[:, None]
                 contrib = parts.sum(axis=0)
                 per_kind[i] += (parts**2).sum(axis=1)
                 gain = float(((res[b] + contrib) ** 2).sum() - (res[b] ** 2).sum())
@@ -802,12 +812,12 @@ def interval_balance(
 #: Daily statistics of a meter's own series tested for a recent change (:func:`recent_change`), and
 #: the direction theft moves each: −1 down, +1 up.
 CHANGE_STATS: dict[str, int] = {
-    "level": -1,        # day total (log; the season is matched by the test's reference days)
-    "zeros": +1,        # share of hours recorded as zero while the meter reported
-    "clipped": +1,      # share of hours at the meter's own ceiling (within 3 % of its 99.5th percentile)
-    "spread": -1,       # within-day spread (std / mean of the hours): flattened days
-    "smooth": -1,       # hour-to-hour correlation within the day: random per-interval scaling breaks it
-    "shape": -1,        # correlation of the day with the meter's usual shape: reversed or reshaped days
+    "level": -1,  # day total (log; the season is matched by the test's reference days)
+    "zeros": +1,  # share of hours recorded as zero while the meter reported
+    "clipped": +1,  # share of hours at the meter's own ceiling (within 3 % of its 99.5th percentile)
+    "spread": -1,  # within-day spread (std / mean of the hours): flattened days
+    "smooth": -1,  # hour-to-hour correlation within the day: random per-interval scaling breaks it
+    "shape": -1,  # correlation of the day with the meter's usual shape: reversed or reshaped days
 }
 
 
@@ -842,8 +852,9 @@ def daily_stats(hourly: FloatArray | None, daily: FloatArray, weekday: IntArray)
     return per_day
 
 
-def recent_change(per_day: FloatArray, season: FloatArray, recent: int = 30, reference: int = 45,
-                  gap: int = 30) -> tuple[FloatArray, FloatArray]:
+def recent_change(
+    per_day: FloatArray, season: FloatArray, recent: int = 30, reference: int = 45, gap: int = 30
+) -> tuple[FloatArray, FloatArray]:
     """What the last ``recent`` days look like against the same season earlier, per meter and statistic.
 
     ``per_day`` is meters × statistics × days (:func:`daily_stats`), ``season`` the fleet's
@@ -859,8 +870,9 @@ def recent_change(per_day: FloatArray, season: FloatArray, recent: int = 30, ref
     return np.nan_to_num(t), shift_z(t)
 
 
-def recent_shift(per_day: FloatArray, season: FloatArray, recent: int = 30, reference: int = 45,
-                 gap: int = 30) -> FloatArray:
+def recent_shift(
+    per_day: FloatArray, season: FloatArray, recent: int = 30, reference: int = 45, gap: int = 30
+) -> FloatArray:
     """The per-meter half of :func:`recent_change`: the shift, NaN where it cannot be tested.
 
     Meter by meter, so the fleet may be computed a group of meters at a time; :func:`shift_z`
@@ -905,8 +917,9 @@ def shift_z(t: FloatArray) -> FloatArray:
     return z
 
 
-def relative_drop(values: FloatArray, season: FloatArray, recent: int = 30, reference: int = 45,
-                  min_days: int = 7) -> FloatArray:
+def relative_drop(
+    values: FloatArray, season: FloatArray, recent: int = 30, reference: int = 45, min_days: int = 7
+) -> FloatArray:
     """1 − (last ``recent`` days) / (first ``reference`` days), both divided by the seasonal index.
 
     The earliest weeks are the reference a utility has before any change it is looking for; the
@@ -922,9 +935,9 @@ def relative_drop(values: FloatArray, season: FloatArray, recent: int = 30, refe
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         first = np.nanmean(adj[:, :reference], axis=1)
-        last = np.nanmean(adj[:, d - recent:], axis=1)
+        last = np.nanmean(adj[:, d - recent :], axis=1)
     n_first = np.isfinite(adj[:, :reference]).sum(axis=1)
-    n_last = np.isfinite(adj[:, d - recent:]).sum(axis=1)
+    n_last = np.isfinite(adj[:, d - recent :]).sum(axis=1)
     ok = (n_first >= min_days) & (n_last >= min_days) & (first > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = 1.0 - last / first
@@ -939,7 +952,7 @@ def weekly_means(x: FloatArray, week: int = 7) -> FloatArray:
     w = d // week
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(x[:, d - w * week:].reshape(m, w, week), axis=2)
+        return np.nanmean(x[:, d - w * week :].reshape(m, w, week), axis=2)
 
 
 def segment_shift(weekly: FloatArray, min_weeks: int = 3) -> tuple[FloatArray, IntArray, IntArray]:
@@ -1018,8 +1031,7 @@ def _top_repeat(values: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]
     return np.where(np.isfinite(top), top, np.nan), np.where(np.isfinite(top), count, 0.0), second
 
 
-def tamper_marks(hourly: FloatArray, level: float = 0.5, min_repeats: int = 20,
-                 dominance: float = 4.0) -> FloatArray:
+def tamper_marks(hourly: FloatArray, level: float = 0.5, min_repeats: int = 20, dominance: float = 4.0) -> FloatArray:
     """Meters × :data:`MARKS` × days: 1 where the day carries the mark, 0 where not, NaN incomplete.
 
     - ``zeroed``: two or more hours recorded as exactly zero on a day whose total is at least

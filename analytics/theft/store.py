@@ -102,8 +102,9 @@ def _channel_ids(conn: psycopg.Connection, codes: tuple[str, ...]) -> list[int]:
     return [int(r[0]) for r in conn.execute("SELECT id FROM channel WHERE code = ANY(%s)", (list(codes),))]
 
 
-def _edited_per_day(conn: psycopg.Connection, codes: tuple[str, ...], lo: datetime, hi: datetime
-                    ) -> list[tuple[int, date, float]]:
+def _edited_per_day(
+    conn: psycopg.Connection, codes: tuple[str, ...], lo: datetime, hi: datetime
+) -> list[tuple[int, date, float]]:
     """The last value of each (meter, day) that carries an estimate or edit (``validated_reading``'s merge).
 
     Few pairs: rows, not a COPY.
@@ -136,9 +137,18 @@ def _lay_over(grid: FloatArray, lookup: IntArray, edited: list[tuple[int, date, 
             grid[k, j] = v
 
 
-def _register_grids(conn: psycopg.Connection, start: date, lo: datetime, hi: datetime, n_days: int,
-                    row_of: IntArray, m: int, feeder_row: IntArray, n_feeders: int, interval: list[int]
-                    ) -> tuple[FloatArray, FloatArray, FloatArray, bool, set[int]]:
+def _register_grids(
+    conn: psycopg.Connection,
+    start: date,
+    lo: datetime,
+    hi: datetime,
+    n_days: int,
+    row_of: IntArray,
+    m: int,
+    feeder_row: IntArray,
+    n_feeders: int,
+    interval: list[int],
+) -> tuple[FloatArray, FloatArray, FloatArray, bool, set[int]]:
     """Last register value per day (NaN: no read): customers' import, their export, feeders' import.
 
     One binary COPY of the daily aggregate (one row per meter and day however often meters are
@@ -162,8 +172,15 @@ def _register_grids(conn: psycopg.Connection, start: date, lo: datetime, hi: dat
                         AND d.last_value IS NOT NULL)
                     OR (d.channel_id = ANY(%(int)s::smallint[]) AND d.day >= %(lo1)s AND d.day <= %(hi)s))
            TO STDOUT (FORMAT binary)""",
-        {"start": start, "reg": imp.tolist() + exp.tolist(), "int": interval, "lo": lo, "hi": hi,
-         "lo1": lo - timedelta(days=1)}, _DAILY_ROW,
+        {
+            "start": start,
+            "reg": imp.tolist() + exp.tolist(),
+            "int": interval,
+            "lo": lo,
+            "hi": hi,
+            "lo1": lo - timedelta(days=1),
+        },
+        _DAILY_ROW,
     ):
         meter = rec["meter_id"].astype(np.int64)
         day = rec["day"].astype(np.int64)
@@ -189,8 +206,7 @@ class _HourlyReader:
     ranking (:class:`analytics.theft.data.LazyHourly` reads the fleet area by area).
     """
 
-    def __init__(self, conn: psycopg.Connection, channels: list[int], lo: datetime, hi: datetime, n_days: int
-                 ) -> None:
+    def __init__(self, conn: psycopg.Connection, channels: list[int], lo: datetime, hi: datetime, n_days: int) -> None:
         self.conn = conn
         self.channels = channels
         self.lo = lo
@@ -230,7 +246,7 @@ class _HourlyReader:
         """:meth:`read` a group of ``per`` meters at a time into one array (the feeders)."""
         out = np.full((len(meter_ids), self.n_days, 24), np.nan)
         for a in range(0, len(meter_ids), per):
-            out[a:a + per] = self.read(meter_ids[a:a + per])
+            out[a : a + per] = self.read(meter_ids[a : a + per])
         return out
 
     def any_data(self, meter_ids: list[int]) -> bool:
@@ -251,7 +267,10 @@ HOURLY_IN_MEMORY = 64 << 20
 
 
 def load_from_database(
-    conn: psycopg.Connection, start: date | None = None, end: date | None = None, days: int = 365,
+    conn: psycopg.Connection,
+    start: date | None = None,
+    end: date | None = None,
+    days: int = 365,
     hourly_in_memory: int = HOURLY_IN_MEMORY,
 ) -> TheftData:
     """Build :class:`TheftData` for ``[start, end)``.
@@ -291,7 +310,8 @@ def load_from_database(
 
     interval_channels = _channel_ids(conn, INTERVAL_CHANNELS)
     last, last_export, feeder_last, any_import, with_interval = _register_grids(
-        conn, start, lo, hi, n_days, row_of, m, feeder_row, len(feeders), interval_channels)
+        conn, start, lo, hi, n_days, row_of, m, feeder_row, len(feeders), interval_channels
+    )
     imp_edits = _edited_per_day(conn, IMPORT_CHANNELS, lo, hi)
     _lay_over(last, row_of, imp_edits, start)
     _lay_over(last_export, row_of, _edited_per_day(conn, EXPORT_CHANNELS, lo, hi), start)
@@ -324,7 +344,7 @@ def load_from_database(
         # Meters without a register: their daily consumption is the sum of their complete days.
         no_register = np.flatnonzero(~np.isfinite(daily).any(axis=1))
         for a in range(0, no_register.size, HOURLY_CHUNK_METERS):
-            rows = no_register[a:a + HOURLY_CHUNK_METERS]
+            rows = no_register[a : a + HOURLY_CHUNK_METERS]
             part = load(rows)
             daily[rows] = np.where(np.isfinite(part).all(axis=2), part.sum(axis=2), np.nan)
         # Feeders with an interval channel: hourly totals (the interval balance), and their daily
@@ -341,7 +361,9 @@ def load_from_database(
         del f_hourly
 
     data = TheftData(
-        serials=[r[1] for r in meters], first_day=start, daily=daily,
+        serials=[r[1] for r in meters],
+        first_day=start,
+        daily=daily,
         commodity=np.array([r[2] for r in meters], dtype=object),
         customer_class=np.array([r[6] or "unknown" for r in meters], dtype=object),
         area=np.array([r[7] for r in meters], dtype=object),
@@ -349,8 +371,11 @@ def load_from_database(
         longitude=np.array([np.nan if r[9] is None else r[9] for r in meters], dtype=float),
         import_only=np.array([bool(r[4]) for r in meters]),
         wrap=np.array([np.inf if r[5] is None else float(r[5]) for r in meters]),
-        cumulative=cumulative, export=export, hourly=hourly,
-        unit=np.array([r[3] for r in meters], dtype=object), meter_ids=list(meter_ids),
+        cumulative=cumulative,
+        export=export,
+        hourly=hourly,
+        unit=np.array([r[3] for r in meters], dtype=object),
+        meter_ids=list(meter_ids),
     )
     for k, (code, _, pct) in enumerate(feeders):
         data.feeders[code] = feeder_daily[k]
@@ -369,14 +394,16 @@ def load_from_database(
     if conn.execute("SELECT to_regclass('vee_exception') IS NOT NULL").fetchone() == (True,):
         for mid, n in conn.execute(
             """SELECT meter_id, count(*) FROM vee_exception WHERE rule = ANY(%s) AND status <> 'rejected'
-               AND ts >= %s AND ts < %s GROUP BY 1""", (list(INDEX_RULES), lo, hi)
+               AND ts >= %s AND ts < %s GROUP BY 1""",
+            (list(INDEX_RULES), lo, hi),
         ):
             k = int(_rows(row_of, np.array([mid]))[0])
             if k >= 0:
                 vee[k] = n
         for mid, day in conn.execute(
             """SELECT DISTINCT meter_id, (ts AT TIME ZONE 'UTC')::date FROM reading_version
-               WHERE kind = 'estimate' AND ts >= %s AND ts < %s""", (lo, hi)
+               WHERE kind = 'estimate' AND ts >= %s AND ts < %s""",
+            (lo, hi),
         ):
             k = int(_rows(row_of, np.array([mid]))[0])
             if k >= 0:
@@ -390,8 +417,14 @@ def load_from_database(
 
 
 def save_run(
-    settings: Settings, url: str, candidates: list[Candidate], source: str, parameters: dict[str, Any],
-    data: TheftData, n_labels: int = 0, model: str = "unsupervised",
+    settings: Settings,
+    url: str,
+    candidates: list[Candidate],
+    source: str,
+    parameters: dict[str, Any],
+    data: TheftData,
+    n_labels: int = 0,
+    model: str = "unsupervised",
 ) -> int:
     """Store a run and its candidates (as the editor role); return the run id."""
     with connect(url, role=editor_role(settings)) as conn, conn.transaction():
@@ -399,8 +432,16 @@ def save_run(
             """INSERT INTO theft_run (source, parameters, period_from, period_to, n_meters, n_candidates,
                                       n_labels, model)
                VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
-            (source, json.dumps(parameters, default=str), data.first_day,
-             data.first_day + timedelta(days=data.n_days - 1), data.n_meters, len(candidates), n_labels, model),
+            (
+                source,
+                json.dumps(parameters, default=str),
+                data.first_day,
+                data.first_day + timedelta(days=data.n_days - 1),
+                data.n_meters,
+                len(candidates),
+                n_labels,
+                model,
+            ),
         ).fetchone()
         assert row is not None
         run_id = int(row[0])
@@ -409,9 +450,27 @@ def save_run(
                 """INSERT INTO theft_candidate (run_id, rank, serial, meter_id, area, commodity, customer_class,
                        latitude, longitude, risk, expected_value, unbilled_energy, signal, reasons, evidence, inputs)
                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-                [(run_id, c.rank, c.meter, c.meter_id, c.area, c.commodity, c.customer_class, c.latitude,
-                  c.longitude, c.risk, c.expected_value, c.unbilled, c.signal, json.dumps(c.reasons),
-                  json.dumps(c.evidence, default=str), json.dumps(c.inputs)) for c in candidates],
+                [
+                    (
+                        run_id,
+                        c.rank,
+                        c.meter,
+                        c.meter_id,
+                        c.area,
+                        c.commodity,
+                        c.customer_class,
+                        c.latitude,
+                        c.longitude,
+                        c.risk,
+                        c.expected_value,
+                        c.unbilled,
+                        c.signal,
+                        json.dumps(c.reasons),
+                        json.dumps(c.evidence, default=str),
+                        json.dumps(c.inputs),
+                    )
+                    for c in candidates
+                ],
             )
     return run_id
 
@@ -424,19 +483,42 @@ def load_candidates(settings: Settings, url: str, run_id: int) -> list[Candidate
         rows = conn.execute(
             """SELECT rank, serial, area, commodity, customer_class, latitude, longitude, risk, expected_value,
                       unbilled_energy, signal, reasons, evidence, inputs, meter_id
-               FROM theft_candidate WHERE run_id = %s ORDER BY rank""", (run_id,)
+               FROM theft_candidate WHERE run_id = %s ORDER BY rank""",
+            (run_id,),
         ).fetchall()
     return [
-        Candidate(rank=r[0], meter=r[1], area=r[2], commodity=r[3], customer_class=r[4], latitude=r[5],
-                  longitude=r[6], risk=r[7], rule=float(r[13].get("rule", 0.0)),
-                  forest=float(r[13].get("forest", 0.0)), supervised=None, unbilled=r[9], expected_value=r[8],
-                  reasons=list(r[11]), evidence=r[12], inputs=r[13], signal=r[10], meter_id=r[14])
+        Candidate(
+            rank=r[0],
+            meter=r[1],
+            area=r[2],
+            commodity=r[3],
+            customer_class=r[4],
+            latitude=r[5],
+            longitude=r[6],
+            risk=r[7],
+            rule=float(r[13].get("rule", 0.0)),
+            forest=float(r[13].get("forest", 0.0)),
+            supervised=None,
+            unbilled=r[9],
+            expected_value=r[8],
+            reasons=list(r[11]),
+            evidence=r[12],
+            inputs=r[13],
+            signal=r[10],
+            meter_id=r[14],
+        )
         for r in rows
     ]
 
 
 def record_outcome(
-    settings: Settings, url: str, run_id: int, serial: str, result: str, campaign: str = "", note: str = "",
+    settings: Settings,
+    url: str,
+    run_id: int,
+    serial: str,
+    result: str,
+    campaign: str = "",
+    note: str = "",
     visited_at: datetime | None = None,
 ) -> int:
     """Record what a visit found for a meter on run ``run_id``'s list; return the inspection id."""
@@ -445,7 +527,12 @@ def record_outcome(
 
 
 def add_outcome(
-    conn: psycopg.Connection, run_id: int, serial: str, result: str, campaign: str = "", note: str = "",
+    conn: psycopg.Connection,
+    run_id: int,
+    serial: str,
+    result: str,
+    campaign: str = "",
+    note: str = "",
     visited_at: datetime | None = None,
 ) -> int:
     """:func:`record_outcome` inside the caller's transaction (a field work order completing an inspection)."""
@@ -453,8 +540,10 @@ def add_outcome(
         raise StoreError(f"result must be one of {', '.join(RESULTS)}, not {result!r}")
     if conn.execute("SELECT 1 FROM theft_run WHERE id = %s", (run_id,)).fetchone() is None:
         raise StoreError(f"no theft run {run_id}")
-    if conn.execute("SELECT 1 FROM theft_candidate WHERE run_id = %s AND serial = %s",
-                    (run_id, serial)).fetchone() is None:
+    if (
+        conn.execute("SELECT 1 FROM theft_candidate WHERE run_id = %s AND serial = %s", (run_id, serial)).fetchone()
+        is None
+    ):
         raise StoreError(f"meter {serial} is not on the list of run {run_id}")
     row = conn.execute(
         """INSERT INTO theft_inspection (run_id, serial, campaign, result, note, visited_at)
@@ -536,8 +625,17 @@ def read_outcomes(path: Path, run: int | None = None, campaign: str = "") -> tup
             if not serial:
                 raise ValueError("empty meter")
             when = cell("visited_at")
-            rows.append(OutcomeRow(run_id, serial, result, cell("campaign") or campaign, cell("note"),
-                                   parse_ts(when) if when else None, line))
+            rows.append(
+                OutcomeRow(
+                    run_id,
+                    serial,
+                    result,
+                    cell("campaign") or campaign,
+                    cell("note"),
+                    parse_ts(when) if when else None,
+                    line,
+                )
+            )
         except ValueError as exc:
             bad.append(Rejected(None, line, raw, str(exc)))
     return rows, bad
@@ -553,8 +651,10 @@ def record_outcomes(settings: Settings, url: str, rows: list[OutcomeRow]) -> tup
         return 0, []
     with connect(url, role=editor_role(settings)) as conn, conn.transaction():
         runs = sorted({r.run for r in rows})
-        listed = {(int(a), b) for a, b in conn.execute(
-            "SELECT run_id, serial FROM theft_candidate WHERE run_id = ANY(%s)", (runs,))}
+        listed = {
+            (int(a), b)
+            for a, b in conn.execute("SELECT run_id, serial FROM theft_candidate WHERE run_id = ANY(%s)", (runs,))
+        }
         known_runs = {int(r[0]) for r in conn.execute("SELECT id FROM theft_run WHERE id = ANY(%s)", (runs,))}
         ok: list[OutcomeRow] = []
         bad: list[Rejected] = []
@@ -632,9 +732,15 @@ def campaign_report(conn: psycopg.Connection) -> list[dict[str, Any]]:
     for campaign, rec in sorted(out.items()):
         visits = sum(rec[r] for r in RESULTS)
         access = visits - rec["no_access"]
-        report.append({"campaign": campaign or "(none)", "visits": visits, **{r: rec[r] for r in RESULTS},
-                       "hit_rate": rec["fraud"] / access if access else None,
-                       "energy_per_fraud": rec["energy_fraud"] / rec["fraud"] if rec["fraud"] else None})
+        report.append(
+            {
+                "campaign": campaign or "(none)",
+                "visits": visits,
+                **{r: rec[r] for r in RESULTS},
+                "hit_rate": rec["fraud"] / access if access else None,
+                "energy_per_fraud": rec["energy_fraud"] / rec["fraud"] if rec["fraud"] else None,
+            }
+        )
     return report
 
 

@@ -113,9 +113,7 @@ def _zone_changes(tz: ZoneInfo, year: int) -> tuple[int, ...]:
 _EPOCH_DT = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def interval_counts(
-    t: np.ndarray, tz: ZoneInfo, interval_s: int, now: datetime | None = None
-) -> list[DayCount]:
+def interval_counts(t: np.ndarray, tz: ZoneInfo, interval_s: int, now: datetime | None = None) -> list[DayCount]:
     """Per local day, intervals found (distinct instants) vs expected; only days that differ.
 
     A day that has not ended yet (at ``now``, default the wall clock) is not judged: its intervals
@@ -241,8 +239,10 @@ def validate_interval_series(
                                             {"found": dc.found, "expected": dc.expected}))  # fmt: skip
     for i in spikes(v, days.astype(np.int64), params):
         if t[i] >= emit_from:
-            msg = (f"spike: {v[i]:g} is more than {params.spike_ratio:g}× the day's third-highest interval "
-                   f"or {params.spike_neighbour_ratio:g}× its neighbours")
+            msg = (
+                f"spike: {v[i]:g} is more than {params.spike_ratio:g}× the day's third-highest interval "
+                f"or {params.spike_neighbour_ratio:g}× its neighbours"
+            )
             findings.append(IntervalFinding(float(t[i]), "SPIKE", msg, float(v[i]), {}))
     for a, b in zero_runs(v, params.zero_intervals):
         if t[b] >= emit_from:
@@ -273,7 +273,12 @@ def interval_estimates(
 
 
 def like_day_fill(
-    t: np.ndarray, v: np.ndarray, emit_from: float, tz: ZoneInfo, interval_s: int, done: set[float],
+    t: np.ndarray,
+    v: np.ndarray,
+    emit_from: float,
+    tz: ZoneInfo,
+    interval_s: int,
+    done: set[float],
     now: datetime | None = None,
 ) -> list[tuple[float, float, int]]:
     """Intervals still missing on ended days, from the average of the like days before (method 15).

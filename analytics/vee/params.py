@@ -115,10 +115,10 @@ COMMODITY_PARAMS: dict[str, RuleParams] = {
 
 #: Overrides per (commodity, meter class), e.g. manually read meters have sparse history.
 CLASS_PARAMS: dict[tuple[str, str], RuleParams] = {
-    ("water", "manual"): replace(COMMODITY_PARAMS["water"], history_reads=6, gap_factor=3.0, min_history=1,
-                                 typed=True),
-    ("electricity", "manual"): replace(COMMODITY_PARAMS["electricity"], history_reads=6, gap_factor=3.0,
-                                       min_history=1, typed=True),
+    ("water", "manual"): replace(COMMODITY_PARAMS["water"], history_reads=6, gap_factor=3.0, min_history=1, typed=True),
+    ("electricity", "manual"): replace(
+        COMMODITY_PARAMS["electricity"], history_reads=6, gap_factor=3.0, min_history=1, typed=True
+    ),
 }
 
 

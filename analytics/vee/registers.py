@@ -362,8 +362,9 @@ def _validate(batch: RegisterSeries, emit: np.ndarray, findings: list[Finding]) 
             value = round(value)
         negative = any(f.row == i and f.rule == "NEGATIVE" for f in bad_findings)
         reason = RULES["NEGATIVE"].reason if negative else RULES["OUTLIER"].reason
-        estimates.append(Estimate(int(si), float(t[i]), float(value), method, reason, "substitute", int(i),
-                                  float(v[i])))
+        estimates.append(
+            Estimate(int(si), float(t[i]), float(value), method, reason, "substitute", int(i), float(v[i]))
+        )
         consumption[i] = value - v[pg]
         if ng >= 0:
             consumption[ng] = v[ng] - value if v[ng] >= value else consumption[ng]
@@ -582,7 +583,7 @@ def _rules(batch: RegisterSeries, emit_next: np.ndarray, dt_all: np.ndarray, cad
     # 6. zero, frozen, gaps.
     with np.errstate(invalid="ignore"):
         zero = has_band & (c == 0) & (lo > 0) & ~suppressed & ~outlier
-        out_band = (has_band & ~in_band & ~neg & ~reset & ~outlier & ~suppressed & ~zero & ~transposed & (c >= 0))
+        out_band = has_band & ~in_band & ~neg & ~reset & ~outlier & ~suppressed & ~zero & ~transposed & (c >= 0)
     frozen_at = _frozen_runs(d, v, first, frozen_reads, med)
     gap_f = per_row("gap_factor")
     with np.errstate(invalid="ignore"):
@@ -708,7 +709,8 @@ def _transpositions(
                                                     & (u2 >= lo2) & (u2 <= hi2), True)  # fmt: skip
             any_hard |= ok & fits & (c_next[rows] < 0)
             close = (np.abs(np.log((u1 + 1e-9) / e1)) <= np.log(soft_fit[rows])) & (
-                np.abs(np.log((u2 + 1e-9) / e2)) <= np.log(soft_fit[rows]))
+                np.abs(np.log((u2 + 1e-9) / e2)) <= np.log(soft_fit[rows])
+            )
             gain = np.where(ok & fits & close & band & (e1 > 0) & (e2 > 0), obs - _dev(u1, e1) - _dev(u2, e2), -np.inf)
             best_gain = np.maximum(best_gain, gain)
     hard[rows] = any_hard

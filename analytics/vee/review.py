@@ -112,8 +112,10 @@ def _new_version(
     ).fetchone()
     if frozen and frozen[0]:
         if frozen[1]:
-            raise ReviewError(f"prescribed: the read at {ts.isoformat()} is billed and more than 2 years before "
-                              f"the correction date {frozen[2]}; it cannot be corrected (no rebill past two years)")
+            raise ReviewError(
+                f"prescribed: the read at {ts.isoformat()} is billed and more than 2 years before "
+                f"the correction date {frozen[2]}; it cannot be corrected (no rebill past two years)"
+            )
         kind = "adjustment"
     row = conn.execute(
         """INSERT INTO reading_version (meter_id, channel_id, ts, version, value, quality, method, reason, kind,

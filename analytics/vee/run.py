@@ -44,8 +44,16 @@ WATERMARK = "registers"
 LATE_BATCH_WINDOW = 10_000
 UNIT_FACTORS = {("Wh", "kWh"): 1e-3, ("MWh", "kWh"): 1e3, ("L", "m3"): 1e-3, ("kWh", "Wh"): 1e3}
 
-LOAD_DTYPE = row_dtype(("meter_id", ">i4"), ("channel_id", ">i2"), ("ts", ">i8"), ("value", ">f8"),
-                       ("unit_id", ">i2"), ("batch_id", ">i8"), ("read_type_id", ">i2"), ("source_id", ">i2"))
+LOAD_DTYPE = row_dtype(
+    ("meter_id", ">i4"),
+    ("channel_id", ">i2"),
+    ("ts", ">i8"),
+    ("value", ">f8"),
+    ("unit_id", ">i2"),
+    ("batch_id", ">i8"),
+    ("read_type_id", ">i2"),
+    ("source_id", ">i2"),
+)
 
 
 @dataclass
@@ -356,8 +364,9 @@ def _validate_chunk(
     top = int(cols["read_type_id"].max(initial=0)) + 1
     codes = np.array([READ_CODES.get(meta.read_types.get(x, ""), 0) for x in range(top)], np.int8)
     read_type = codes[cols["read_type_id"]]
-    batch = RegisterSeries(series.astype(np.int64), cols["t"], value, modulus, param_class, params, emit, *ex,
-                           read_type=read_type)
+    batch = RegisterSeries(
+        series.astype(np.int64), cols["t"], value, modulus, param_class, params, emit, *ex, read_type=read_type
+    )
     result = validate_registers(batch)
     findings = findings_pre + result.findings + _clock_findings(conn, cols, emit, series, s_meter)
     keys = (s_meter, s_channel)
@@ -567,8 +576,13 @@ def _copy_series(conn: Connection, query: str, params: tuple[Any, ...]) -> dict[
 
 
 #: The register channel an interval channel's values add up to (for the sum check).
-_REGISTER_OF = "CASE s.code " + " ".join(  # an interval channel's register (releve.model); codes are constants
-    f"WHEN '{ch.interval}' THEN '{ch.register}'" for ch in COMMODITY_CHANNELS.values()) + " END"
+_REGISTER_OF = (
+    "CASE s.code "
+    + " ".join(  # an interval channel's register (releve.model); codes are constants
+        f"WHEN '{ch.interval}' THEN '{ch.register}'" for ch in COMMODITY_CHANNELS.values()
+    )
+    + " END"
+)
 
 
 def _interval_pass(

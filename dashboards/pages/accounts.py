@@ -30,49 +30,126 @@ def layout(q: Queries, number: str = "") -> html.Div:
     """The arrears overview, or with ``number`` that account's ledger."""
     if number:
         return ledger_view(q, number)
-    return html.Div([
-        html.H2("Accounts"),
-        dcc.Store(id="ac-load", data=0),
-        html.Div([html.Label("Open account"), dcc.Input(id="ac-number", type="text", debounce=True,
-                                                        placeholder="account number", style={"width": "180px"}),
-                  html.Span(id="ac-number-link")], className="form-row"),
-        html.Div(id="ac-kpis", className="kpis"),
-        html.Div([
-            html.Div(dcc.Graph(id="ac-ageing", config={"displaylogo": False}), className="panel half"),
-            html.Div([html.H4("How the figures are made"), html.Ul([
-                html.Li("Payments and other credits settle the oldest debts first (by due date); a reversed entry "
-                        "and its reversal leave the ageing together."),
-                html.Li("A debt is aged by the days past its due date, today: current (not yet due, or less than "
-                        "30 days late), 30–59, 60–89, 90 days or more."),
-                html.Li("Owed: the sum of the balances that are positive. Prepaid vending is paid up front and "
-                        "never owed."),
-                html.Li("The next step of a case comes from the credit-control file (steps per customer class): "
-                        "it is due once the oldest unpaid debt is late enough and the last step old enough. An open "
-                        "dispute or complaint, or an arrangement in force, holds it; an indigent customer is never "
-                        "disconnected."),
-            ], className="muted")], className="panel half"),
-        ], className="row"),
-        html.Div([
-            html.H4("Accounts in arrears"),
-            html.P("Debts past their due date, most overdue first; the account column opens its ledger. Sort and "
-                   "filter on the server.", className="muted"),
-            server_table("ac-arrears", [("open", "account"), ("customer", "customer"), ("class", "class"),
-                                        ("balance", "balance"), ("overdue", "overdue"),
-                                        *[(k, BUCKET_SHORT[k]) for k in BUCKETS], ("oldest_due", "oldest due"),
-                                        ("deposit", "deposit held"), ("case", "case"), ("holds", "holds")],
-                         page_size=10, markdown={"open"}),
-        ], className="panel"),
-        html.Div([
-            html.H4("Credit-control queue: open cases"),
-            html.P("Each case's last step, the next one and the day it becomes due (the next credit-control run on or "
-                   "after that day takes it), and what holds it.", className="muted"),
-            server_table("ac-queue", [("case", "case"), ("open", "account"), ("customer", "customer"),
-                                      ("opened", "opened"), ("overdue", "overdue"), ("oldest_due", "oldest due"),
-                                      ("last_step", "last step"), ("next_step", "next step"),
-                                      ("next_due", "next step due"), ("disconnected", "disconnected"),
-                                      ("holds", "holds")], page_size=10, markdown={"open"}),
-        ], className="panel"),
-    ])
+    return html.Div(
+        [
+            html.H2("Accounts"),
+            dcc.Store(id="ac-load", data=0),
+            html.Div(
+                [
+                    html.Label("Open account"),
+                    dcc.Input(
+                        id="ac-number",
+                        type="text",
+                        debounce=True,
+                        placeholder="account number",
+                        style={"width": "180px"},
+                    ),
+                    html.Span(id="ac-number-link"),
+                ],
+                className="form-row",
+            ),
+            html.Div(id="ac-kpis", className="kpis"),
+            html.Div(
+                [
+                    html.Div(dcc.Graph(id="ac-ageing", config={"displaylogo": False}), className="panel half"),
+                    html.Div(
+                        [
+                            html.H4("How the figures are made"),
+                            html.Ul(
+                                [
+                                    html.Li(
+                                        "Payments and other credits settle the oldest debts first "
+                                        "(by due date); a reversed entry "
+                                        "and its reversal leave the ageing together."
+                                    ),
+                                    html.Li(
+                                        "A debt is aged by the days past its due date, today: "
+                                        "current (not yet due, or less than "
+                                        "30 days late), 30–59, 60–89, 90 days or more."
+                                    ),
+                                    html.Li(
+                                        "Owed: the sum of the balances that are positive. Prepaid "
+                                        "vending is paid up front and "
+                                        "never owed."
+                                    ),
+                                    html.Li(
+                                        "The next step of a case comes from the credit-control file "
+                                        "(steps per customer class): "
+                                        "it is due once the oldest unpaid debt is late enough and "
+                                        "the last step old enough. An open "
+                                        "dispute or complaint, or an arrangement in force, holds it; "
+                                        "an indigent customer is never "
+                                        "disconnected."
+                                    ),
+                                ],
+                                className="muted",
+                            ),
+                        ],
+                        className="panel half",
+                    ),
+                ],
+                className="row",
+            ),
+            html.Div(
+                [
+                    html.H4("Accounts in arrears"),
+                    html.P(
+                        "Debts past their due date, most overdue first; the account column opens its ledger. Sort and "
+                        "filter on the server.",
+                        className="muted",
+                    ),
+                    server_table(
+                        "ac-arrears",
+                        [
+                            ("open", "account"),
+                            ("customer", "customer"),
+                            ("class", "class"),
+                            ("balance", "balance"),
+                            ("overdue", "overdue"),
+                            *[(k, BUCKET_SHORT[k]) for k in BUCKETS],
+                            ("oldest_due", "oldest due"),
+                            ("deposit", "deposit held"),
+                            ("case", "case"),
+                            ("holds", "holds"),
+                        ],
+                        page_size=10,
+                        markdown={"open"},
+                    ),
+                ],
+                className="panel",
+            ),
+            html.Div(
+                [
+                    html.H4("Credit-control queue: open cases"),
+                    html.P(
+                        "Each case's last step, the next one and the day it becomes due (the next "
+                        "credit-control run on or "
+                        "after that day takes it), and what holds it.",
+                        className="muted",
+                    ),
+                    server_table(
+                        "ac-queue",
+                        [
+                            ("case", "case"),
+                            ("open", "account"),
+                            ("customer", "customer"),
+                            ("opened", "opened"),
+                            ("overdue", "overdue"),
+                            ("oldest_due", "oldest due"),
+                            ("last_step", "last step"),
+                            ("next_step", "next step"),
+                            ("next_due", "next step due"),
+                            ("disconnected", "disconnected"),
+                            ("holds", "holds"),
+                        ],
+                        page_size=10,
+                        markdown={"open"},
+                    ),
+                ],
+                className="panel",
+            ),
+        ]
+    )
 
 
 def ageing_figure(summary: dict[str, Any], cur: str) -> go.Figure:
@@ -131,24 +208,45 @@ def ledger_view(q: Queries, number: str) -> html.Div:
     ages = [kpi(BUCKETS[k], money(pos.ageing[b], cur), f"kpi-{k.replace('_', '-')}", "warn" if pos.ageing[b] else "")
             for k, b in zip(BUCKETS, ("current", "30", "60", "90+"), strict=True)]  # fmt: skip
     case = acc["case"][0] if acc["case"] else None
-    holds = [f"{d['kind']} {d['id']} open since {d['received_at']:%Y-%m-%d}" for d in acc["disputes"]
-             if d["status"] == "open"]
+    holds = [
+        f"{d['kind']} {d['id']} open since {d['received_at']:%Y-%m-%d}"
+        for d in acc["disputes"]
+        if d["status"] == "open"
+    ]
     holds += [f"arrangement {r['id']} in force ({r['instalments']})" for r in acc["arrangements"]
               if r["status"] == "active"]  # fmt: skip
     if acc["indigent"]:
         holds.append("indigent register: never disconnected")
     case_text = "No open credit-control case."
     if case:
-        case_text = (f"Case {case['id']} open since {case['opened_on']}: {case['last_step']} step(s) taken"
-                     + (", supply disconnected" if case["disconnected"] else ""))
-    actions = [{**a, "action": a["action"].replace("_", " "), "overdue": money(a["overdue"], cur),
-                "work_order_id": a["work_order_id"] or ""} for a in acc["actions"]]
-    disputes = [{**d, "amount": "" if d["amount"] is None else money(d["amount"], cur),
-                 "resolution": d["resolution"] or ""} for d in acc["disputes"]]
+        case_text = f"Case {case['id']} open since {case['opened_on']}: {case['last_step']} step(s) taken" + (
+            ", supply disconnected" if case["disconnected"] else ""
+        )
+    actions = [
+        {
+            **a,
+            "action": a["action"].replace("_", " "),
+            "overdue": money(a["overdue"], cur),
+            "work_order_id": a["work_order_id"] or "",
+        }
+        for a in acc["actions"]
+    ]
+    disputes = [
+        {**d, "amount": "" if d["amount"] is None else money(d["amount"], cur), "resolution": d["resolution"] or ""}
+        for d in acc["disputes"]
+    ]
     plans = [{**r, "total": money(r["total"], cur), "instalments": r["instalments"] or ""} for r in acc["arrangements"]]
-    orders = [{**w, "kind": w["kind"].replace("_", " "), "status": w["status"].replace("_", " "),
-               "assignee": w["assignee"] or "", "outcome": (w["outcome"] or "").replace("_", " "),
-               "completed_at": w["completed_at"] or ""} for w in acc["orders"]]
+    orders = [
+        {
+            **w,
+            "kind": w["kind"].replace("_", " "),
+            "status": w["status"].replace("_", " "),
+            "assignee": w["assignee"] or "",
+            "outcome": (w["outcome"] or "").replace("_", " "),
+            "completed_at": w["completed_at"] or "",
+        }
+        for w in acc["orders"]
+    ]
     return html.Div([
         html.H2(f"Account {acc['number']}", id="ac-title"),
         html.A("All accounts", href=PAGE),

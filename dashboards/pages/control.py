@@ -132,8 +132,9 @@ def map_figure(snap: FleetSnapshot) -> go.Figure | dict[str, Any]:
         pts = bad[:MAP_POINTS] + random.Random(0).sample(good, min(keep, len(good)))
         note = f" (sample of {len(pts):,})"
     groups = [(s, STATE_COLOURS[s], [r for r in pts if r["state"] == s]) for s in STATES]
-    return lonlat_map("Service points by state" + note, groups,
-                      text=lambda r: f"{r['serial']} · {r['area']} · {r['link']}")
+    return lonlat_map(
+        "Service points by state" + note, groups, text=lambda r: f"{r['serial']} · {r['area']} · {r['link']}"
+    )
 
 
 def ingest_figure(rows: list[dict[str, Any]]) -> go.Figure:
@@ -218,8 +219,15 @@ def register(app: Dash, q: Queries) -> None:
         links_view: Any = (
             static_table(
                 "cr-links-table",
-                [{**r, "spool": fmt_bytes(float(r["spool_bytes"])), "connected": link_state(r),
-                  "updated_at": ago(r["updated_at"])} for r in links],
+                [
+                    {
+                        **r,
+                        "spool": fmt_bytes(float(r["spool_bytes"])),
+                        "connected": link_state(r),
+                        "updated_at": ago(r["updated_at"]),
+                    }
+                    for r in links
+                ],
                 [
                     ("collector", "collector"),
                     ("link", "link"),
@@ -233,13 +241,16 @@ def register(app: Dash, q: Queries) -> None:
                 ],
                 page_size=8,
                 style_data_conditional=[
-                    {"if": {"filter_query": '{alarm} != ""'}, "color": "#c62828", "fontWeight": "600"}],
+                    {"if": {"filter_query": '{alarm} != ""'}, "color": "#c62828", "fontWeight": "600"}
+                ],
             )
             if links
             else html.P("No collector has reported yet.", className="muted")
         )
-        events = [{**e, "code": "" if e["code"] is None else e["code"], "kind": e["kind"].replace("_", " ")}
-                  for e in q.recent_events(snap.as_of, limit=50)]
+        events = [
+            {**e, "code": "" if e["code"] is None else e["code"], "kind": e["kind"].replace("_", " ")}
+            for e in q.recent_events(snap.as_of, limit=50)
+        ]
         ev_view = static_table("cr-events-table", events, [
             ("ts", "at (UTC)"), ("serial", "meter"), ("kind", "event"), ("code", "event code"), ("level", "level")],
             page_size=8, style_data_conditional=[

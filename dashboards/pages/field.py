@@ -28,40 +28,81 @@ URGENCY = (("overdue", "#c62828"), ("not assigned", "#f9a825"), ("assigned", "#1
 
 def layout(q: Queries, refresh_ms: int = 30_000) -> html.Div:
     """The page (callbacks fill it; refreshed every ``refresh_ms``)."""
-    return html.Div([
-        html.H2("Field work"),
-        dcc.Interval(id="fw-tick", interval=refresh_ms, n_intervals=0),
-        dcc.Store(id="fw-changed", data=0),
-        html.Div(id="fw-kpis", className="kpis"),
-        html.Div([
-            html.Div(dcc.Graph(id="fw-map", config={"displaylogo": False}), className="panel half"),
-            html.Div(dcc.Graph(id="fw-by-kind", config={"displaylogo": False}), className="panel half"),
-        ], className="row"),
-        html.Div([
-            html.H4("Service-level breaches"),
-            html.P("Fault reports not given to a crew within 5 minutes of being reported, complaints recorded more "
-                   "than 10 minutes after they were received, and open orders past their due time (the same list as "
-                   "'releve work sla').", className="muted"),
-            html.Div(id="fw-breaches"),
-        ], className="panel"),
-        html.Div([
-            html.H4("Open work orders"),
-            html.P("Overdue first, then by priority (1 most urgent) and due time; sort and filter on the server. "
-                   "Pick a row to give the order to a crew (the first assignment is its routing time); complete or "
-                   "cancel with 'releve work'.", className="muted"),
-            server_table("fw-orders", [("order", "order"), ("kind", "kind"), ("state", "state"),
-                                       ("priority", "priority"), ("assignee", "assignee"),
-                                       ("reported", "reported (UTC)"),
-                                       ("due", "due (UTC)"), ("late", "late"), ("meter", "meter"),
-                                       ("account", "account"), ("area", "area"), ("command", "meter command"),
-                                       ("description", "what")], page_size=12, row_selectable="single",
-                         selected_rows=[]),
-            html.Div([html.Label("Give the selected order to"),
-                      dcc.Input(id="fw-assignee", type="text", placeholder="crew or person", style={"width": "200px"}),
-                      html.Button("Assign", id="fw-assign", n_clicks=0)], className="form-row"),
-            html.Div(id="fw-assign-result"),
-        ], className="panel"),
-    ])
+    return html.Div(
+        [
+            html.H2("Field work"),
+            dcc.Interval(id="fw-tick", interval=refresh_ms, n_intervals=0),
+            dcc.Store(id="fw-changed", data=0),
+            html.Div(id="fw-kpis", className="kpis"),
+            html.Div(
+                [
+                    html.Div(dcc.Graph(id="fw-map", config={"displaylogo": False}), className="panel half"),
+                    html.Div(dcc.Graph(id="fw-by-kind", config={"displaylogo": False}), className="panel half"),
+                ],
+                className="row",
+            ),
+            html.Div(
+                [
+                    html.H4("Service-level breaches"),
+                    html.P(
+                        "Fault reports not given to a crew within 5 minutes of being reported, "
+                        "complaints recorded more "
+                        "than 10 minutes after they were received, and open orders past their due "
+                        "time (the same list as "
+                        "'releve work sla').",
+                        className="muted",
+                    ),
+                    html.Div(id="fw-breaches"),
+                ],
+                className="panel",
+            ),
+            html.Div(
+                [
+                    html.H4("Open work orders"),
+                    html.P(
+                        "Overdue first, then by priority (1 most urgent) and due time; sort and filter on the server. "
+                        "Pick a row to give the order to a crew (the first assignment is its routing "
+                        "time); complete or "
+                        "cancel with 'releve work'.",
+                        className="muted",
+                    ),
+                    server_table(
+                        "fw-orders",
+                        [
+                            ("order", "order"),
+                            ("kind", "kind"),
+                            ("state", "state"),
+                            ("priority", "priority"),
+                            ("assignee", "assignee"),
+                            ("reported", "reported (UTC)"),
+                            ("due", "due (UTC)"),
+                            ("late", "late"),
+                            ("meter", "meter"),
+                            ("account", "account"),
+                            ("area", "area"),
+                            ("command", "meter command"),
+                            ("description", "what"),
+                        ],
+                        page_size=12,
+                        row_selectable="single",
+                        selected_rows=[],
+                    ),
+                    html.Div(
+                        [
+                            html.Label("Give the selected order to"),
+                            dcc.Input(
+                                id="fw-assignee", type="text", placeholder="crew or person", style={"width": "200px"}
+                            ),
+                            html.Button("Assign", id="fw-assign", n_clicks=0),
+                        ],
+                        className="form-row",
+                    ),
+                    html.Div(id="fw-assign-result"),
+                ],
+                className="panel",
+            ),
+        ]
+    )
 
 
 def urgency(row: dict[str, Any]) -> str:
@@ -119,16 +160,22 @@ def register(app: Dash, q: Queries) -> None:
         require(PAGE)
         s = q.field.summary()
         breaches = q.field.breaches()
-        kpis = [kpi("open work orders", f"{s['open']:,}", "kpi-open-orders"),
-                kpi("not assigned", f"{s['unassigned']:,}", "kpi-unassigned", "warn" if s["unassigned"] else ""),
-                kpi("past their due time", f"{s['overdue']:,}", "kpi-overdue-orders", "bad" if s["overdue"] else ""),
-                kpi("awaiting a meter command", f"{s['awaiting_command']:,}", "kpi-awaiting-command"),
-                kpi("service-level breaches", f"{len(breaches):,}", "kpi-breaches", "bad" if breaches else "good")]
+        kpis = [
+            kpi("open work orders", f"{s['open']:,}", "kpi-open-orders"),
+            kpi("not assigned", f"{s['unassigned']:,}", "kpi-unassigned", "warn" if s["unassigned"] else ""),
+            kpi("past their due time", f"{s['overdue']:,}", "kpi-overdue-orders", "bad" if s["overdue"] else ""),
+            kpi("awaiting a meter command", f"{s['awaiting_command']:,}", "kpi-awaiting-command"),
+            kpi("service-level breaches", f"{len(breaches):,}", "kpi-breaches", "bad" if breaches else "good"),
+        ]
         columns = [("what", "what"), ("target", "target"), ("late", "missed by"), ("detail", "detail")]
         table: Any = static_table("fw-breaches-table", breach_rows(breaches), columns, page_size=8)
         if not breaches:
-            table = html.P("No breach: every fault routed in time, every complaint recorded in time, no open order "
-                           "past its due time.", className="ok", id="fw-no-breach")
+            table = html.P(
+                "No breach: every fault routed in time, every complaint recorded in time, no open order "
+                "past its due time.",
+                className="ok",
+                id="fw-no-breach",
+            )
         return kpis, map_figure(q.field.map_points()), kind_figure(q.field.by_kind()), table
 
     @app.callback(Output("fw-orders", "data"), Output("fw-orders", "page_count"), Output("fw-orders", "selected_rows"),

@@ -96,8 +96,9 @@ def layout(q: Queries, serial: str = "") -> html.Div:
                             html.H4("Evidence"),
                             html.Div(
                                 id="fr-evidence",
-                                children=evidence_view(q, runs[0]["id"], serial) if serial else
-                                html.P("Select a row to see why it is listed.", className="muted"),
+                                children=evidence_view(q, runs[0]["id"], serial)
+                                if serial
+                                else html.P("Select a row to see why it is listed.", className="muted"),
                             ),
                         ],
                         className="panel half",
@@ -108,8 +109,12 @@ def layout(q: Queries, serial: str = "") -> html.Div:
                             html.Div(
                                 [
                                     html.Label("Meter"),
-                                    dcc.Input(id="fr-visit-serial", type="text", value=serial or None,
-                                              style={"width": "120px"}),
+                                    dcc.Input(
+                                        id="fr-visit-serial",
+                                        type="text",
+                                        value=serial or None,
+                                        style={"width": "120px"},
+                                    ),
                                     html.Label("Campaign"),
                                     dcc.Input(
                                         id="fr-visit-campaign",

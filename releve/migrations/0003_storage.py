@@ -159,9 +159,7 @@ def upgrade(conn: Connection, ctx: MigrationContext) -> None:
         )
         conn.execute(ddl.encode())
         if ctx.settings.database.retention:
-            conn.execute(
-                "SELECT add_retention_policy('reading', %s::interval)", (ctx.settings.database.retention,)
-            )
+            conn.execute("SELECT add_retention_policy('reading', %s::interval)", (ctx.settings.database.retention,))
     else:
         conn.execute(PLAIN_PARTITIONS.format(columns=READING_COLUMNS).encode())
     conn.execute(APPEND_ONLY.encode())

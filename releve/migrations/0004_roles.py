@@ -42,9 +42,7 @@ def upgrade(conn: Connection, ctx: MigrationContext) -> None:
     )
     conn.execute(sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {}").format(writer))
     conn.execute(
-        sql.SQL("GRANT EXECUTE ON FUNCTION ensure_reading_partitions(timestamptz, timestamptz) TO {}").format(
-            writer
-        )
+        sql.SQL("GRANT EXECUTE ON FUNCTION ensure_reading_partitions(timestamptz, timestamptz) TO {}").format(writer)
     )
     conn.execute(
         sql.SQL("GRANT EXECUTE ON FUNCTION refresh_daily_reading(timestamptz, timestamptz) TO {}, {}").format(

@@ -168,8 +168,7 @@ def upgrade(conn: Connection, ctx: MigrationContext) -> None:
     conn.execute(DDL.encode())
     editor = sql.Identifier(ctx.roles[2])
     for statement in (
-        "GRANT INSERT ON bill_run, bill, bill_determinant, tenant_case, vending, "
-        "prepaid_check, reading_freeze TO {}",
+        "GRANT INSERT ON bill_run, bill, bill_determinant, tenant_case, vending, prepaid_check, reading_freeze TO {}",
         "GRANT UPDATE (finished_at, n_accounts, n_issued, n_held, n_unchanged, n_rebilled, n_prepaid, n_skipped) "
         "ON bill_run TO {}",
         "GRANT UPDATE (status) ON bill TO {}",

@@ -221,11 +221,23 @@ def upgrade(conn: Connection, ctx: MigrationContext) -> None:
     """Create the tables and grant the editor role (billing's role) its work."""
     conn.execute(DDL.encode())
     writer, reader, editor = (sql.Identifier(r) for r in ctx.roles)
-    tables = ("ledger_entry", "payment_arrangement", "arrangement_instalment", "indigent_registration", "dispute",
-              "work_order", "work_order_event", "credit_run", "credit_case", "credit_action", "account_closure")
+    tables = (
+        "ledger_entry",
+        "payment_arrangement",
+        "arrangement_instalment",
+        "indigent_registration",
+        "dispute",
+        "work_order",
+        "work_order_event",
+        "credit_run",
+        "credit_case",
+        "credit_action",
+        "account_closure",
+    )
     for statement in (
         "GRANT INSERT ON " + ", ".join(tables) + " TO {e}",
-        "GRANT USAGE ON SEQUENCE " + ", ".join(f"{t}_id_seq" for t in tables if t != "arrangement_instalment")
+        "GRANT USAGE ON SEQUENCE "
+        + ", ".join(f"{t}_id_seq" for t in tables if t != "arrangement_instalment")
         + ", installation_id_seq, rejected_input_id_seq TO {e}",
         "GRANT UPDATE (status, closed_on, reason) ON payment_arrangement TO {e}",
         "GRANT UPDATE (ended_on, end_reason) ON indigent_registration TO {e}",

@@ -118,7 +118,9 @@ def test_offset_edges_are_those_of_probing_every_hour(zone):
     tz = ZoneInfo(zone)
     rng = np.random.default_rng(5)
     for _ in range(20):
-        a = float(rng.uniform(datetime(2016, 1, 1, tzinfo=UTC).timestamp(), datetime(2027, 1, 1, tzinfo=UTC).timestamp()))
+        a = float(
+            rng.uniform(datetime(2016, 1, 1, tzinfo=UTC).timestamp(), datetime(2027, 1, 1, tzinfo=UTC).timestamp())
+        )
         a = round(a, int(rng.choice([0, 3, 6])))
         span = float(rng.choice([5 * 3600, 3 * 86400, 40 * 86400, 200 * 86400]))
         lo = datetime.fromtimestamp(a, UTC) - timedelta(days=1)

@@ -52,7 +52,9 @@ def add_registry(url, fleet, serials):
             "VALUES (%s, 'electricity', 'test', 'kWh', 'import', %s)",
             [(s, int(fleet.digits[m])) for m, s in enumerate(serials)],
         )
-        cur.execute("INSERT INTO service_point (code, commodity) SELECT 'SP-' || serial, commodity FROM meter ORDER BY id")
+        cur.execute(
+            "INSERT INTO service_point (code, commodity) SELECT 'SP-' || serial, commodity FROM meter ORDER BY id"
+        )
         for m, t, removal, install in fleet.exchanges:
             at = datetime.fromtimestamp(t, UTC)
             cur.execute(

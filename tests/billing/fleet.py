@@ -55,8 +55,22 @@ class Fleet:
             (serial, sp, at, index, removed, removal_index),
         )
 
-    def account(self, number, sp, tariff, cycle="A", opened=date(2025, 1, 1), closed=None, prepaid=False, indigent=False, name=None):
-        cust = self.one("INSERT INTO customer (name, indigent) VALUES (%s, %s) RETURNING id", (name or f"Customer {number}", indigent))
+    def account(
+        self,
+        number,
+        sp,
+        tariff,
+        cycle="A",
+        opened=date(2025, 1, 1),
+        closed=None,
+        prepaid=False,
+        indigent=False,
+        name=None,
+    ):
+        cust = self.one(
+            "INSERT INTO customer (name, indigent) VALUES (%s, %s) RETURNING id",
+            (name or f"Customer {number}", indigent),
+        )
         return self.one(
             """INSERT INTO account (number, customer_id, service_point_id, billing_cycle, tariff_code, prepaid, opened_on, closed_on)
                VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
@@ -116,7 +130,10 @@ class Fleet:
         )
 
     def lines(self, bill_id):
-        return {code: amount for code, amount in self.sql("SELECT code, amount FROM bill_line WHERE bill_id = %s", (bill_id,))}
+        return {
+            code: amount
+            for code, amount in self.sql("SELECT code, amount FROM bill_line WHERE bill_id = %s", (bill_id,))
+        }
 
 
 def write(db, readings):

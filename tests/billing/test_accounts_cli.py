@@ -35,16 +35,28 @@ def test_account_commands(env, tmp_path, capsys):
     f.simple("c2")
     ok(capsys, "account", "charge", "A-c1", "--amount", "80.00", "--reason", "connection fee", "--date", "2026-03-01")
     ok(capsys, "account", "deposit", "A-c1", "--amount", "25", "--reference", "DEP-1", "--date", "2026-03-01")
-    assert "(already posted)" in ok(capsys, "account", "pay", "A-c1", "--amount", "30.00", "--reference", "R1",
-                                    "--date", "2026-03-05") + ok(capsys, "account", "pay", "A-c1", "--amount",
-                                                                  "30.00", "--reference", "R1", "--date", "2026-03-05")
+    assert "(already posted)" in ok(
+        capsys, "account", "pay", "A-c1", "--amount", "30.00", "--reference", "R1", "--date", "2026-03-05"
+    ) + ok(capsys, "account", "pay", "A-c1", "--amount", "30.00", "--reference", "R1", "--date", "2026-03-05")
     out = ok(capsys, "account", "adjust", "A-c1", "--amount", "-5.00", "--reason", "goodwill", "--date", "2026-03-06")
     entry = int(out.rsplit(" ", 1)[1])
     ok(capsys, "account", "reverse", str(entry), "--reason", "posted on the wrong account", "--date", "2026-03-07")
     bal = json.loads(ok(capsys, "account", "balance", "A-c1", "--as-of", "2026-04-20", "--json"))
     assert (bal["balance"], bal["deposit"], bal["net"], bal["ageing"]["30"]) == ("50.00", "25.00", "25.00", "50.00")
-    ok(capsys, "account", "statement", "A-c1", "--from", "2026-03-01", "--to", "2026-03-31", "--csv", "st.csv",
-       "--text", "st.txt")
+    ok(
+        capsys,
+        "account",
+        "statement",
+        "A-c1",
+        "--from",
+        "2026-03-01",
+        "--to",
+        "2026-03-31",
+        "--csv",
+        "st.csv",
+        "--text",
+        "st.txt",
+    )
     assert (tmp_path / "st.csv").read_text().splitlines()[-1].endswith(",50.00")
     assert "Statement of account A-c1" in (tmp_path / "st.txt").read_text()
 
@@ -79,8 +91,18 @@ def test_credit_and_work_commands(env, tmp_path, capsys):
     assert "steps: reminder 1" in out and "on hold: dispute 1" in out
     assert (tmp_path / "notices" / "notices-2026-03-12.csv").exists()
     assert "case 1 A-k1: opened 2026-03-12, 1 step(s), last reminder 2026-03-12" in ok(capsys, "credit", "list")
-    ok(capsys, "credit", "arrange", "A-k1", "--instalment", "2026-03-20:20.00", "--instalment", "2026-04-20:20.00",
-       "--date", "2026-03-13")
+    ok(
+        capsys,
+        "credit",
+        "arrange",
+        "A-k1",
+        "--instalment",
+        "2026-03-20:20.00",
+        "--instalment",
+        "2026-04-20:20.00",
+        "--date",
+        "2026-03-13",
+    )
     with pytest.raises(SystemExit) as exc:
         main(["credit", "arrange", "A-k1", "--instalment", "2026-03-20"])
     assert exc.value.code == 2 and "an instalment is DATE:AMOUNT" in capsys.readouterr().err
@@ -89,18 +111,44 @@ def test_credit_and_work_commands(env, tmp_path, capsys):
     assert main(["credit", "run", "--config", str(bad)]) == 1
     assert "bad-credit.toml: credit.min_overdue" in capsys.readouterr().err
 
-    out = ok(capsys, "work", "create", "--kind", "reading_anomaly", "--account", "A-k1", "--source", "meter reader",
-             "--description", "dial fogged")
+    out = ok(
+        capsys,
+        "work",
+        "create",
+        "--kind",
+        "reading_anomaly",
+        "--account",
+        "A-k1",
+        "--source",
+        "meter reader",
+        "--description",
+        "dial fogged",
+    )
     order = int(out.split()[2])
     ok(capsys, "work", "assign", str(order), "--to", "crew 4")
     ok(capsys, "work", "complete", str(order), "--outcome", "meter cleaned")
     assert "outcome meter cleaned" in ok(capsys, "work", "list", "--kind", "reading_anomaly")
     assert main(["work", "complete", str(order), "--outcome", "again"]) == 1
     assert "its outcome is recorded once" in capsys.readouterr().err
-    ex = int(ok(capsys, "work", "create", "--kind", "meter_exchange", "--meter", "M-k2", "--description",
-                "stuck register").split()[2])
-    ok(capsys, "work", "complete", str(ex), "--outcome", "exchanged", "--old-index", "88.5", "--new-meter", "NEW-9",
-       "--new-index", "0")
+    ex = int(
+        ok(
+            capsys, "work", "create", "--kind", "meter_exchange", "--meter", "M-k2", "--description", "stuck register"
+        ).split()[2]
+    )
+    ok(
+        capsys,
+        "work",
+        "complete",
+        str(ex),
+        "--outcome",
+        "exchanged",
+        "--old-index",
+        "88.5",
+        "--new-meter",
+        "NEW-9",
+        "--new-index",
+        "0",
+    )
     assert f.one("SELECT removal_index FROM installation WHERE removed_at IS NOT NULL") == 88.5
     run = theft_list(f, ["M-k1", "M-k3"])
     assert "2 inspection order(s) created" in ok(capsys, "work", "from-theft", "--run", str(run), "--top", "5")

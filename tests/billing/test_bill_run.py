@@ -39,7 +39,9 @@ def test_a_plain_bill_its_due_date_freeze_feed_and_an_idempotent_rerun(db, tmp_p
         assert conn.execute("SELECT reading_is_frozen(m.id, NULL, %s) FROM meter m", (ts(3, 20),)).fetchone()[0]
     with (tmp_path / f"bills-A-2026-03-31-run{s.run_id}.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert [(r["account"], r["total"], r["due_date"], r["start_quality"]) for r in rows] == [("A-plain", "15.51", "2026-04-12", "actual")]
+    assert [(r["account"], r["total"], r["due_date"], r["start_quality"]) for r in rows] == [
+        ("A-plain", "15.51", "2026-04-12", "actual")
+    ]
     doc = json.loads((tmp_path / f"bills-A-2026-03-31-run{s.run_id}.json").read_text())
     assert doc["bills"][0]["lines"][0]["code"] == "fixed" and doc["bills"][0]["determinants"][0]["meter"] == "M-plain"
     again = f.run()
@@ -74,7 +76,9 @@ def test_interpolated_ends_multiplier_and_mid_cycle_tariff_change(db):
     f.reads("M-interp", [(ts(3, 1, 12), 100.0), (ts(3, 3, 12), 104.0), (ts(3, 31), 107.0), (ts(4, 2), 111.0)])
     f.run()
     b = f.live("A-interp")
-    assert f.determinants(b[0]) == [("M-interp", D("101.000"), D("109.000"), "interpolated", "interpolated", D(1), D("8.000"))]
+    assert f.determinants(b[0]) == [
+        ("M-interp", D("101.000"), D("109.000"), "interpolated", "interpolated", D(1), D("8.000"))
+    ]
     # 10 days old tariff (2.667 m3), 20 days new (5.333 m3):
     # old: fixed 1.50, 2.000 × 0.50 = 1.00, 0.667 × 1.20 = 0.80 -> 3.30, VAT 0.18
     # new: fixed 4.00, 4.000 × 0.60 = 2.40, 1.333 × 1.50 = 2.00 -> 8.40, VAT 0.46
@@ -121,7 +125,13 @@ def test_holds_estimated_exceptions_no_read_and_band(db):
     assert s.held == 4 and s.issued == 0
     assert (est[8], est[9]) == (None, None)  # a held bill is not issued
     # held bills freeze nothing; once the exception is resolved, the re-run issues the bill
-    assert f.one("SELECT count(*) FROM reading_freeze WHERE reference <> %s", (f"bill {f.bills('A-band', date(2026, 3, 1))[0][0]}",)) == 0
+    assert (
+        f.one(
+            "SELECT count(*) FROM reading_freeze WHERE reference <> %s",
+            (f"bill {f.bills('A-band', date(2026, 3, 1))[0][0]}",),
+        )
+        == 0
+    )
     f.sql("UPDATE vee_exception SET status = 'accepted' WHERE id = %s", (exc,))
     s2 = f.run()
     assert (s2.issued, s2.held, s2.unchanged) == (1, 0, 3)
@@ -144,12 +154,19 @@ def test_validated_data_changing_after_billing_gives_cancel_and_rebill(db):
     assert s.rebilled == 1
     bills = f.bills("A-adj")
     assert [(b[1], b[2], b[10]) for b in bills] == [
-        ("regular", "cancelled", None), ("rebill", "issued", first[0]), ("cancel", "issued", first[0])
+        ("regular", "cancelled", None),
+        ("rebill", "issued", first[0]),
+        ("cancel", "issued", first[0]),
     ]
     rebill, cancel = bills[1], bills[2]
     assert (cancel[3], cancel[6]) == (-first[3], -first[6])
     # 13 m3: 4.50 + 3.00 + 7 × 1.20 = 15.90; VAT 0.8745 -> 0.87
-    assert (rebill[3], rebill[6], rebill[8], rebill[9]) == (D("13.000"), D("16.77"), date(2026, 4, 20), date(2026, 4, 30))
+    assert (rebill[3], rebill[6], rebill[8], rebill[9]) == (
+        D("13.000"),
+        D("16.77"),
+        date(2026, 4, 20),
+        date(2026, 4, 30),
+    )
     assert f.determinants(rebill[0])[0][4] == "edited"
     assert f.run(issue=date(2026, 4, 21)).unchanged == 1  # and stays put
 
@@ -222,8 +239,10 @@ def test_prepaid_accounts_get_no_bill_and_consumption_without_vending_is_flagged
     s = f.run()
     assert (s.prepaid, s.prepaid_flagged, s.issued) == (2, 1, 0)
     assert f.bills("A-pp-ok") == [] and f.bills("A-pp-thief") == []
-    rows = f.sql("SELECT a.number, p.consumption, p.vended, p.closing_balance, p.flagged, p.reason FROM prepaid_check p "
-                 "JOIN account a ON a.id = p.account_id ORDER BY 1")
+    rows = f.sql(
+        "SELECT a.number, p.consumption, p.vended, p.closing_balance, p.flagged, p.reason FROM prepaid_check p "
+        "JOIN account a ON a.id = p.account_id ORDER BY 1"
+    )
     assert rows[0][:5] == ("A-pp-ok", D("100.000"), D("100.000"), D("0.000"), False)
     assert rows[1][:5] == ("A-pp-thief", D("100.000"), D("20"), D("-80.000"), True)
     assert "consumption without vending" in rows[1][5]
@@ -265,10 +284,18 @@ def test_time_of_use_and_demand_from_interval_data(db):
     f.run()
     b = f.live("A-tou")
     assert b[2] == "issued"
-    assert f.lines(b[0]) == {"fixed": D("25.00"), "tou:peak": D("98.56"), "tou:offpeak": D("59.98"),
-                             "demand": D("39.00"), "tax:VAT": D("44.51")}
+    assert f.lines(b[0]) == {
+        "fixed": D("25.00"),
+        "tou:peak": D("98.56"),
+        "tou:offpeak": D("59.98"),
+        "demand": D("39.00"),
+        "tax:VAT": D("44.51"),
+    }
     assert b[6] == D("267.05")
-    assert f.one("SELECT tou FROM bill_determinant WHERE bill_id = %s", (b[0],)) == {"peak": "352.000", "offpeak": "545.250"}
+    assert f.one("SELECT tou FROM bill_determinant WHERE bill_id = %s", (b[0],)) == {
+        "peak": "352.000",
+        "offpeak": "545.250",
+    }
     assert f.one("SELECT max_demand FROM bill_determinant WHERE bill_id = %s", (b[0],)) == D("6.000")
 
 
@@ -279,5 +306,8 @@ def test_billing_writes_as_the_editor_role_only_where_granted(db):
     f.simple("role")
     f.reads("M-role", [(ts(3, 2), 100.0), (ts(4, 1), 112.0)])
     f.run()
-    with releve_db.connect(db.url, role=releve_db.editor_role(db.settings)) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+    with (
+        releve_db.connect(db.url, role=releve_db.editor_role(db.settings)) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
         conn.execute("UPDATE bill SET total = 0")

@@ -43,8 +43,13 @@ def test_every_case_names_its_bug_and_pins_expectations():
         case = load(path)
         assert case.get("bug") and case.get("title"), f"{path.name}: say which bug it pins"
         runs = [s for s in case["step"] if s["do"] == "run"]
-        pinned = [r for r in runs if any("total" in b or b.get("status") == "none" for b in r.get("bill", []))
-                  or r.get("prepaid") or r.get("notes")]
+        pinned = [
+            r
+            for r in runs
+            if any("total" in b or b.get("status") == "none" for b in r.get("bill", []))
+            or r.get("prepaid")
+            or r.get("notes")
+        ]
         assert pinned, f"{path.name}: no run pins an amount, a note or a prepaid check"
 
 
@@ -59,12 +64,25 @@ def test_case(db, tmp_path, path):
         commodity[m["serial"]] = m.get("commodity", "water")
         f.meter(m["serial"], commodity[m["serial"]], m.get("multiplier", 1))
     for i in case.get("install", []):
-        f.install(i["meter"], points[i["point"]], at=i["at"], index=float(i.get("index", 0)),
-                  removed=i.get("removed_at"), removal_index=_float(i.get("removal_index")))
+        f.install(
+            i["meter"],
+            points[i["point"]],
+            at=i["at"],
+            index=float(i.get("index", 0)),
+            removed=i.get("removed_at"),
+            removal_index=_float(i.get("removal_index")),
+        )
     for a in case.get("account", []):
-        f.account(a["number"], points[a["point"]], a["tariff"], cycle=a.get("cycle", "A"),
-                  opened=a.get("opened_on", date(2025, 1, 1)), closed=a.get("closed_on"),
-                  prepaid=a.get("prepaid", False), indigent=a.get("indigent", False))
+        f.account(
+            a["number"],
+            points[a["point"]],
+            a["tariff"],
+            cycle=a.get("cycle", "A"),
+            opened=a.get("opened_on", date(2025, 1, 1)),
+            closed=a.get("closed_on"),
+            prepaid=a.get("prepaid", False),
+            indigent=a.get("indigent", False),
+        )
     for n, step in enumerate(case["step"]):
         where = f"{path.name}: step {n} ({step['do']})"
         STEPS[step["do"]](f, book, step, commodity, tmp_path, where)
@@ -91,8 +109,9 @@ def step_daily_reads(f, book, s, commodity, tmp, where):
     out, t, k = [], s["from"], 0
     while t <= s["to"]:
         if t not in skip:
-            out.append(Reading(s["meter"], ch, t, float(s["first"] + s["per_day"] * k), unit, Source.MANUAL,
-                               ReadType.ACTUAL))
+            out.append(
+                Reading(s["meter"], ch, t, float(s["first"] + s["per_day"] * k), unit, Source.MANUAL, ReadType.ACTUAL)
+            )
         t += timedelta(days=1)
         k += 1
     write(f.db, out)
@@ -125,8 +144,15 @@ def step_intervals(f, book, s, commodity, tmp, where):
 
 def step_version(f, book, s, commodity, tmp, where):
     """A VEE version (estimate, edit or adjustment of billed data)."""
-    f.version(s["meter"], s["at"], float(s["value"]), kind=s.get("kind", "adjustment"), quality=s.get("quality", "S"),
-              replaced=_float(s.get("replaced")), commodity=commodity[s["meter"]])
+    f.version(
+        s["meter"],
+        s["at"],
+        float(s["value"]),
+        kind=s.get("kind", "adjustment"),
+        quality=s.get("quality", "S"),
+        replaced=_float(s.get("replaced")),
+        commodity=commodity[s["meter"]],
+    )
 
 
 def step_account(f, book, s, commodity, tmp, where):
@@ -136,14 +162,24 @@ def step_account(f, book, s, commodity, tmp, where):
 
 def step_tenant_change(f, book, s, commodity, tmp, where):
     with releve_db.connect(f.db.url, role=releve_db.editor_role(f.db.settings)) as conn, conn.transaction():
-        tenant.record_change(conn, book, s["account"], s["move_out_index"], s["move_out_date"], s["move_in_index"],
-                             s["move_in_date"], s.get("predecessor"), s.get("requested_on"))
+        tenant.record_change(
+            conn,
+            book,
+            s["account"],
+            s["move_out_index"],
+            s["move_out_date"],
+            s["move_in_index"],
+            s["move_in_date"],
+            s.get("predecessor"),
+            s.get("requested_on"),
+        )
     check_case(f, s, where)
 
 
 def step_tenant_proof(f, book, s, commodity, tmp, where):
-    case_id = f.one("SELECT t.id FROM tenant_case t JOIN account a ON a.id = t.account_id WHERE a.number = %s",
-                    (s["account"],))
+    case_id = f.one(
+        "SELECT t.id FROM tenant_case t JOIN account a ON a.id = t.account_id WHERE a.number = %s", (s["account"],)
+    )
     with releve_db.connect(f.db.url, role=releve_db.editor_role(f.db.settings)) as conn, conn.transaction():
         if "error" in s:
             with pytest.raises(tenant.TenantError, match=s["error"]):
@@ -156,8 +192,10 @@ def step_tenant_proof(f, book, s, commodity, tmp, where):
 def check_case(f, s, where):
     """The tenant case's columns named in ``expect`` ("none" for NULL)."""
     for key, value in s.get("expect", {}).items():
-        got = f.one(f"SELECT t.{key} FROM tenant_case t JOIN account a ON a.id = t.account_id WHERE a.number = %s",
-                    (s["account"],))
+        got = f.one(
+            f"SELECT t.{key} FROM tenant_case t JOIN account a ON a.id = t.account_id WHERE a.number = %s",
+            (s["account"],),
+        )
         assert got == (None if value == "none" else value), f"{where}: {key} {got!r} != {value!r}"
 
 
@@ -168,8 +206,16 @@ def step_vending(f, book, s, commodity, tmp, where):
         w = csv.writer(fh)
         w.writerow(["account", "meter", "vended_at", "units", "amount", "token"])
         for r in s["rows"]:
-            w.writerow([r.get("account", ""), r.get("meter", ""), r["vended_at"].isoformat(), r.get("units", ""),
-                        r.get("amount", ""), r["token"]])
+            w.writerow(
+                [
+                    r.get("account", ""),
+                    r.get("meter", ""),
+                    r["vended_at"].isoformat(),
+                    r.get("units", ""),
+                    r.get("amount", ""),
+                    r["token"],
+                ]
+            )
     use = book if s.get("check_prices") else None
     if "error" in s:
         with pytest.raises(VendingError, match=s["error"]):
@@ -201,7 +247,8 @@ def step_run(f, book, s, commodity, tmp, where):
             msg = next(r[3] for r in got if (r[0], r[1], r[2]) == (n["account"], n["kind"], n["code"]))
             assert n.get("contains", "") in msg, f"{where}: note {msg!r} lacks {n.get('contains')!r}"
         assert f.one("SELECT n_skipped FROM bill_run WHERE id = %s", (summary.run_id,)) == sum(
-            1 for n in s["notes"] if n["kind"] == "skipped")
+            1 for n in s["notes"] if n["kind"] == "skipped"
+        )
     for exp in s.get("prepaid", []):
         row = f.sql(
             """SELECT p.consumption, p.vended, p.opening_balance, p.closing_balance, p.flagged, p.reason
@@ -217,9 +264,17 @@ def step_run(f, book, s, commodity, tmp, where):
         assert exp.get("reason_contains", "") in got["reason"], f"{where}: reason {got['reason']!r}"
 
 
-STEPS = {"reads": step_reads, "daily_reads": step_daily_reads, "intervals": step_intervals, "version": step_version,
-         "account": step_account, "tenant_change": step_tenant_change, "tenant_proof": step_tenant_proof,
-         "vending": step_vending, "run": step_run}
+STEPS = {
+    "reads": step_reads,
+    "daily_reads": step_daily_reads,
+    "intervals": step_intervals,
+    "version": step_version,
+    "account": step_account,
+    "tenant_change": step_tenant_change,
+    "tenant_proof": step_tenant_proof,
+    "vending": step_vending,
+    "run": step_run,
+}
 
 
 def check_bill(f: Fleet, exp: dict[str, Any], period_end: date, where: str) -> None:
@@ -261,10 +316,17 @@ def check_bill(f: Fleet, exp: dict[str, Any], period_end: date, where: str) -> N
             (bid,),
         )
         assert len(got_d) == len(exp["determinants"]), f"{where}: determinants {got_d}"
-        keys = ("meter", "start_at", "end_at", "start_index", "end_index", "start_quality", "end_quality",
-                "consumption")
+        keys = (
+            "meter",
+            "start_at",
+            "end_at",
+            "start_index",
+            "end_index",
+            "start_quality",
+            "end_quality",
+            "consumption",
+        )
         for g, e in zip(got_d, exp["determinants"], strict=True):
             gd = dict(zip(keys, g, strict=True))
             for key, value in e.items():
                 assert gd[key] == value, f"{where}: determinant {key} {gd[key]!r} != {value!r}"
-

@@ -41,15 +41,53 @@ def test_bill_commands(env, tmp_path, capsys):
     assert main(["bill", "tariffs", str(bad)]) == 1
     assert "bad.toml: billing.due_days: Input should be greater than or equal to 0" in capsys.readouterr().err
 
-    assert main(["bill", "tenant", "change", "--account", "NEW-move", "--move-out-index", "210", "--move-out-date",
-                 "2026-03-10", "--move-in-index", "218", "--move-in-date", "2026-03-10", "--requested-on", "2026-03-12",
-                 "--tariffs", TARIFFS]) == 0
+    assert (
+        main(
+            [
+                "bill",
+                "tenant",
+                "change",
+                "--account",
+                "NEW-move",
+                "--move-out-index",
+                "210",
+                "--move-out-date",
+                "2026-03-10",
+                "--move-in-index",
+                "218",
+                "--move-in-date",
+                "2026-03-10",
+                "--requested-on",
+                "2026-03-12",
+                "--tariffs",
+                TARIFFS,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     # the 15 days run from the customer's request (12 March), not from the move-in (10 March)
     assert "open — indexes 8 apart; no subscription until proof (due 2026-03-27)" in out
     case = f.one("SELECT id FROM tenant_case")
-    assert main(["bill", "tenant", "proof", str(case), "--index", "216", "--date", "2026-03-10",
-                 "--document", "deed of sale", "--today", "2026-03-20"]) == 0
+    assert (
+        main(
+            [
+                "bill",
+                "tenant",
+                "proof",
+                str(case),
+                "--index",
+                "216",
+                "--date",
+                "2026-03-10",
+                "--document",
+                "deed of sale",
+                "--today",
+                "2026-03-20",
+            ]
+        )
+        == 0
+    )
     assert "proven, subscription starts at 216 on 2026-03-10" in capsys.readouterr().out
 
     vend = tmp_path / "vend.csv"
@@ -58,8 +96,25 @@ def test_bill_commands(env, tmp_path, capsys):
     assert "1 vending record(s) added" in capsys.readouterr().out
 
     out_dir = tmp_path / "feed"
-    assert main(["bill", "run", "--cycle", "A", "--period-end", "2026-03-31", "--issue-date", "2026-04-02",
-                 "--out", str(out_dir), "--tariffs", TARIFFS]) == 0
+    assert (
+        main(
+            [
+                "bill",
+                "run",
+                "--cycle",
+                "A",
+                "--period-end",
+                "2026-03-31",
+                "--issue-date",
+                "2026-04-02",
+                "--out",
+                str(out_dir),
+                "--tariffs",
+                TARIFFS,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "issued 2, held 0" in out and "prepaid checked 1 (flagged 0, unchecked 0)" in out
     assert sorted(p.suffix for p in out_dir.iterdir()) == [".csv", ".json"]
@@ -68,8 +123,23 @@ def test_bill_commands(env, tmp_path, capsys):
     assert main(["bill", "feed", "--run", "1", "--out", str(tmp_path / "again")]) == 0
     assert main(["bill", "feed", "--run", "99", "--out", str(tmp_path / "none")]) == 1
     f.simple("no-tariff", tariff="NOPE")
-    assert main(["bill", "run", "--cycle", "A", "--period-end", "2026-03-31", "--issue-date", "2026-04-02",
-                 "--tariffs", TARIFFS]) == 0
+    assert (
+        main(
+            [
+                "bill",
+                "run",
+                "--cycle",
+                "A",
+                "--period-end",
+                "2026-03-31",
+                "--issue-date",
+                "2026-04-02",
+                "--tariffs",
+                TARIFFS,
+            ]
+        )
+        == 0
+    )
     assert "skipped A-no-tariff: tariff: unknown tariff code 'NOPE'" in capsys.readouterr().out
     assert main(["bill", "notes", "--run", "2"]) == 0
     assert "skipped\tA-no-tariff\t\ttariff: unknown tariff code 'NOPE'" in capsys.readouterr().out

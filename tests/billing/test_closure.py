@@ -30,15 +30,18 @@ def test_two_unpaid_bills_terminate_and_a_zero_net_balance_closes_automatically(
     owe(db, acc, "25.00", date(2026, 3, 2), date(2026, 3, 12))
     owe(db, acc, "35.00", date(2026, 4, 2), date(2026, 4, 12))
     s = run(db, date(2026, 4, 13))
-    assert s.closures == ["account A-zero terminated (two unpaid bills): closure case 1",
-                          "closure case 1 (A-zero): closed"]
+    assert s.closures == [
+        "account A-zero terminated (two unpaid bills): closure case 1",
+        "closure case 1 (A-zero): closed",
+    ]
     assert f.one("SELECT closed_on FROM account") == date(2026, 4, 13)
     assert f.one("SELECT kind FROM work_order") == "removal"  # the meter is removed at once
     with editor(db) as conn:
         pos = ledger.balance(conn, acc, date(2026, 4, 13))
         assert (pos.balance, pos.deposit, pos.net) == (0, 0, 0)
-        assert closure.list_cases(conn) == [(1, "A-zero", "two_unpaid_bills", date(2026, 4, 13), date(2026, 5, 13),
-                                             "closed", D("60.00"), D(0))]
+        assert closure.list_cases(conn) == [
+            (1, "A-zero", "two_unpaid_bills", date(2026, 4, 13), date(2026, 5, 13), "closed", D("60.00"), D(0))
+        ]
     assert run(db, date(2026, 4, 14)).closures == []  # a closed account is not reviewed again
 
 

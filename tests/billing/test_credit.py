@@ -63,7 +63,8 @@ def test_unpaid_bill_walks_to_disconnection_and_back_on_payment(db, tmp_path):
     with (tmp_path / "notices-2026-04-13.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["account"], r["phone"], r["channel"], r["step"], r["overdue"]) for r in rows] == [
-        ("A-late", "+22900000000", "sms", "reminder", "10.80")]
+        ("A-late", "+22900000000", "sms", "reminder", "10.80")
+    ]
     assert sum(run(db, date(2026, 4, 20)).actions.values()) == 0  # final notice comes at 15 days
     s = run(db, date(2026, 4, 27), tmp_path)
     assert dict(s.actions) == {"final_notice": 1}
@@ -145,8 +146,12 @@ def test_a_missed_instalment_breaks_the_arrangement(db):
     owe(db, acc, "90.00")
     run(db, date(2026, 4, 13))  # reminder
     with editor(db) as conn:
-        plan = credit.arrange(conn, "A-plan", [(date(2026, 4, 20), D("30.00")), (date(2026, 5, 20), D("30.00")),
-                                               (date(2026, 6, 20), D("30.00"))], date(2026, 4, 14))
+        plan = credit.arrange(
+            conn,
+            "A-plan",
+            [(date(2026, 4, 20), D("30.00")), (date(2026, 5, 20), D("30.00")), (date(2026, 6, 20), D("30.00"))],
+            date(2026, 4, 14),
+        )
         ledger.pay(conn, "A-plan", D("30.00"), "I-1", date(2026, 4, 19))
     s = run(db, date(2026, 5, 1))
     assert dict(s.held) == {"arrangement": 1} and not s.broken
@@ -156,7 +161,9 @@ def test_a_missed_instalment_breaks_the_arrangement(db):
     s = run(db, date(2026, 5, 26))
     assert s.broken == [plan]
     assert f.sql("SELECT status, reason FROM payment_arrangement")[0] == (
-        "broken", "missed instalment: paid 30.00 of 60.00 due by 2026-05-20")
+        "broken",
+        "missed instalment: paid 30.00 of 60.00 due by 2026-05-20",
+    )
     # a broken plan is a forced termination (the Benin rule): the meter is removed, a closure case opens
     assert any("terminated (broken arrangement)" in c for c in s.closures)
     assert f.one("SELECT kind FROM work_order") == "removal"
@@ -167,8 +174,9 @@ def test_an_arrangement_kept_in_full(db):
     acc = f.simple("kept")
     owe(db, acc, "40.00")
     with editor(db) as conn:
-        credit.arrange(conn, "A-kept", [(date(2026, 4, 20), D("20.00")), (date(2026, 5, 20), D("20.00"))],
-                       date(2026, 4, 14))
+        credit.arrange(
+            conn, "A-kept", [(date(2026, 4, 20), D("20.00")), (date(2026, 5, 20), D("20.00"))], date(2026, 4, 14)
+        )
         with pytest.raises(credit.CreditError, match="already has an arrangement"):
             credit.arrange(conn, "A-kept", [(date(2026, 4, 20), D("1.00"))], date(2026, 4, 14))
         ledger.pay(conn, "A-kept", D("40.00"), "K-1", date(2026, 4, 19))
@@ -227,8 +235,10 @@ def test_mail_letters_of_the_day_are_one_pdf_with_a_page_per_letter(db, tmp_path
     f = Fleet(db)
     accounts = {name: f.simple(name) for name in ("pdf1", "pdf2")}
     for name, acc in accounts.items():
-        f.sql("UPDATE customer SET name = %s WHERE id = (SELECT customer_id FROM account WHERE id = %s)",
-              (f"Customer {name.title()}", acc))
+        f.sql(
+            "UPDATE customer SET name = %s WHERE id = (SELECT customer_id FROM account WHERE id = %s)",
+            (f"Customer {name.title()}", acc),
+        )
         owe(db, acc, "42.50")
     run(db, date(2026, 4, 13), tmp_path)  # the reminders go by SMS: no letter to post, no PDF
     assert not (tmp_path / "notices-2026-04-13.pdf").exists()

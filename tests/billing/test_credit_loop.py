@@ -42,14 +42,26 @@ FINAL = ("confirmed", "failed", "expired")
 
 
 def simulation(**mqtt) -> Simulation:
-    return Simulation(parse_fleet({
-        "seed": 5, "horizon_days": 90, "start": "2026-03-01T00:00:00Z",
-        "topology": {"transformers": 1, "customers_per_transformer": 4, "dmas": 0,
-                     "electricity_models": {"sdm630": 1.0}},
-        "modbus": {"tcp_base_port": 0, "rtu_lines": 0, "devices_per_gateway": 8},
-        "mqtt": {"electricity_share": 0.0, **mqtt},
-        "theft": {"rate": 0.0}, "faults": {"rate": 0.0},
-    }, "credit loop fleet"))
+    return Simulation(
+        parse_fleet(
+            {
+                "seed": 5,
+                "horizon_days": 90,
+                "start": "2026-03-01T00:00:00Z",
+                "topology": {
+                    "transformers": 1,
+                    "customers_per_transformer": 4,
+                    "dmas": 0,
+                    "electricity_models": {"sdm630": 1.0},
+                },
+                "modbus": {"tcp_base_port": 0, "rtu_lines": 0, "devices_per_gateway": 8},
+                "mqtt": {"electricity_share": 0.0, **mqtt},
+                "theft": {"rate": 0.0},
+                "faults": {"rate": 0.0},
+            },
+            "credit loop fleet",
+        )
+    )
 
 
 def editor(db):
@@ -65,14 +77,19 @@ def customer_with_a_smart_meter(db, sim: Simulation, meter, protocol: str) -> in
     """Registry rows for the simulated meter: service point, installation, account on tariff E, cycle A."""
     f = Fleet(db)
     sp = f.point("SP-smart", "electricity")
-    f.sql("INSERT INTO meter (serial, commodity, model, unit, protocol) VALUES (%s, 'electricity', %s, 'kWh', %s)",
-          (meter.serial, meter.model, protocol))
+    f.sql(
+        "INSERT INTO meter (serial, commodity, model, unit, protocol) VALUES (%s, 'electricity', %s, 'kWh', %s)",
+        (meter.serial, meter.model, protocol),
+    )
     f.install(meter.serial, sp)
     acc = f.account("A-smart", sp, "E")
     f.sql("UPDATE customer SET phone = '+22900000001'")
     # The March reads are the simulated meter's own index (a meter reader's, or last month's polls).
-    f.reads(meter.serial, [(t, round(sim.values_at(meter.index, t)[INDEX], 3)) for t in (ts(3, 2), ts(4, 1))],
-            commodity="electricity")
+    f.reads(
+        meter.serial,
+        [(t, round(sim.values_at(meter.index, t)[INDEX], 3)) for t in (ts(3, 2), ts(4, 1))],
+        commodity="electricity",
+    )
     return acc
 
 
@@ -80,7 +97,9 @@ def index_rows(db, serial: str, channel: str = INDEX) -> list[tuple[datetime, fl
     with db.connect() as conn:
         return conn.execute(
             "SELECT r.ts, r.value FROM reading r JOIN meter m ON m.id = r.meter_id JOIN channel c ON c.id = r.channel_id "
-            "WHERE m.serial = %s AND c.code = %s AND r.ts > %s ORDER BY r.ts", (serial, channel, ts(4, 2))).fetchall()
+            "WHERE m.serial = %s AND c.code = %s AND r.ts > %s ORDER BY r.ts",
+            (serial, channel, ts(4, 2)),
+        ).fetchall()
 
 
 def wait_rows(db, serial: str, more: int, timeout: float = 30.0) -> None:
@@ -107,10 +126,15 @@ def trail(db, command_id: int) -> list[tuple[str, str]]:
 
 
 def collector_config(tmp_path, name: str, **parts) -> CollectorConfig:
-    return CollectorConfig.model_validate({
-        "name": name, "spool_dir": str(tmp_path / "spool"), "seal_seconds": 0.2,
-        "commands": {"check_every_s": 0.3, "retry_base_s": 0.5, "retry_max_s": 1.0, "mqtt_ack_timeout_s": 5.0},
-        **parts})
+    return CollectorConfig.model_validate(
+        {
+            "name": name,
+            "spool_dir": str(tmp_path / "spool"),
+            "seal_seconds": 0.2,
+            "commands": {"check_every_s": 0.3, "retry_base_s": 0.5, "retry_max_s": 1.0, "mqtt_ack_timeout_s": 5.0},
+            **parts,
+        }
+    )
 
 
 @dataclass
@@ -126,8 +150,9 @@ def walk(db, acc: int, serial: str, collector: str) -> Walked:
     f = Fleet(db)
     total = f.one("SELECT total FROM bill WHERE status = 'issued'")
     with editor(db) as conn:
-        (entry,) = [e for e in ledger.statement(conn, acc, date(2026, 4, 1), date(2026, 4, 30)).lines
-                    if e.kind == "bill"]
+        (entry,) = [
+            e for e in ledger.statement(conn, acc, date(2026, 4, 1), date(2026, 4, 30)).lines if e.kind == "bill"
+        ]
         assert entry.amount == total > 0
         assert ledger.balance(conn, acc, date(2026, 4, 12)).overdue == 0  # due on 12 April
 
@@ -184,8 +209,12 @@ def walk(db, acc: int, serial: str, collector: str) -> Walked:
         assert trail(db, cmd.id) == [("queued", editor_role), ("sent", collector), ("confirmed", collector)]
         assert cmd.reason is not None and cmd.reason.startswith(f"work order {cmd.work_order_id}: ")
     steps = f.sql("SELECT step, action FROM credit_action ORDER BY id")
-    assert steps == [("reminder", "notice"), ("final_notice", "notice"), ("disconnect", "disconnect"),
-                     ("reconnect", "reconnect")]
+    assert steps == [
+        ("reminder", "notice"),
+        ("final_notice", "notice"),
+        ("disconnect", "disconnect"),
+        ("reconnect", "reconnect"),
+    ]
     assert f.one("SELECT count(*) FROM credit_run") == 7
     return Walked(off, on)
 
@@ -206,42 +235,66 @@ def test_an_unpaid_bill_ends_in_a_modbus_disconnection_that_stops_the_index_and_
         meter = sim.meters[index]
         acc = customer_with_a_smart_meter(db, sim, meter, "modbus-tcp")
         Fleet(db).run()  # the bill run issues the March bill and posts it to the ledger, due 12 April
-        cfg = collector_config(tmp_path, "loop-tcp", modbus={
-            "periods": {"energy": 0.5, "instant": 0.5, "events": 5.0}, "jitter": 0.0, "retries": 0,
-            "backoff_base_s": 0.5, "backoff_max_s": 1.0,
-            "gateways": [{"name": "gw0", "host": gw.host, "port": gw.port, "timeout_s": 1.0,
-                          "meters": [{"serial": meter.serial, "unit": unit, "profile": "sdm630"}]}]})
+        cfg = collector_config(
+            tmp_path,
+            "loop-tcp",
+            modbus={
+                "periods": {"energy": 0.5, "instant": 0.5, "events": 5.0},
+                "jitter": 0.0,
+                "retries": 0,
+                "backoff_base_s": 0.5,
+                "backoff_max_s": 1.0,
+                "gateways": [
+                    {
+                        "name": "gw0",
+                        "host": gw.host,
+                        "port": gw.port,
+                        "timeout_s": 1.0,
+                        "meters": [{"serial": meter.serial, "unit": unit, "profile": "sdm630"}],
+                    }
+                ],
+            },
+        )
         with running(Collector(cfg, db.settings, db.url)):
             w = walk(db, acc, meter.serial, "loop-tcp")
         assert sim.relay_closed(index, clock.now())
     assert w.off.answer["read_back"] == {"function": 4, "address": 505, "value": 0.0}
     assert w.on.answer["read_back"]["value"] == 1.0
     rows = index_rows(db, meter.serial)  # Modbus polls are stamped with the collector's clock
-    assert_stopped_then_resumed([v for t, v in rows if t < w.off.sent_at],
-                                [v for t, v in rows if w.off.confirmed_at <= t < w.on.sent_at],
-                                [v for t, v in rows if t >= w.on.confirmed_at])
+    assert_stopped_then_resumed(
+        [v for t, v in rows if t < w.off.sent_at],
+        [v for t, v in rows if w.off.confirmed_at <= t < w.on.sent_at],
+        [v for t, v in rows if t >= w.on.confirmed_at],
+    )
 
 
 @pytest.mark.mqtt
 def test_an_unpaid_bill_ends_in_a_disconnection_through_an_mqtt_command_topic_and_payment_reconnects(
-        db, mqtt_broker, tmp_path):
+    db, mqtt_broker, tmp_path
+):
     sim = simulation(electricity_share=1.0, styles=["json"], publish_every_s=0.3, url=mqtt_broker.url)
     clock = SimClock(datetime(2026, 5, 11, 17, tzinfo=UTC), speed=SPEED)
     meter = next(m for m in sim.meters if m.transport == "mqtt" and m.role == "customer")
     acc = customer_with_a_smart_meter(db, sim, meter, "mqtt")
     Fleet(db).run()
     settings = db.settings.model_copy(update={"mqtt": db.settings.mqtt.model_copy(update={"url": mqtt_broker.url})})
-    cfg = collector_config(tmp_path, "loop-mqtt", mqtt={
-        "client_id": "loop-c1", "subscriptions": [{"topic": "releve/{serial}/reading", "decoder": "json"}]})
+    cfg = collector_config(
+        tmp_path,
+        "loop-mqtt",
+        mqtt={"client_id": "loop-c1", "subscriptions": [{"topic": "releve/{serial}/reading", "decoder": "json"}]},
+    )
     collector = Collector(cfg, settings, db.url)
     with publishing(sim, clock, mqtt_broker.url), running(collector):
         assert collector.commands.mqtt.connected.wait(10)
         w = walk(db, acc, meter.serial, "loop-mqtt")
     assert w.off.answer["relay"] == "open" and w.on.answer["relay"] == "closed"
-    (opened, closed), = sim.controls.relay_periods(meter.index)
+    ((opened, closed),) = sim.controls.relay_periods(meter.index)
     rows = index_rows(db, meter.serial)  # stamped with the meter's (simulated) clock
-    assert_stopped_then_resumed([v for t, v in rows if t < opened], [v for t, v in rows if opened <= t < closed],
-                                [v for t, v in rows if t >= closed])
+    assert_stopped_then_resumed(
+        [v for t, v in rows if t < opened],
+        [v for t, v in rows if opened <= t < closed],
+        [v for t, v in rows if t >= closed],
+    )
 
 
 @contextmanager

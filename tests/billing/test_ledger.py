@@ -37,8 +37,10 @@ def test_issued_cancel_and_rebill_bills_reach_the_ledger_once(db):
     f.version("M-l", ts(4, 1), 113.0, kind="adjustment", quality="S", replaced=112.0)
     assert f.run(issue=date(2026, 4, 20)).rebilled == 1
     assert f.run(issue=date(2026, 4, 21)).unchanged == 1
-    entries = f.sql("SELECT e.id, e.kind, e.amount, e.reverses_id, e.due_date, b.kind FROM ledger_entry e "
-                    "JOIN bill b ON b.id = e.bill_id ORDER BY e.id")
+    entries = f.sql(
+        "SELECT e.id, e.kind, e.amount, e.reverses_id, e.due_date, b.kind FROM ledger_entry e "
+        "JOIN bill b ON b.id = e.bill_id ORDER BY e.id"
+    )
     first, rebill, cancel = entries
     assert (first[1], first[2], first[3], first[5]) == ("bill", D("15.51"), None, "regular")
     assert (rebill[1], rebill[2], rebill[4], rebill[5]) == ("bill", D("16.77"), date(2026, 4, 30), "rebill")
@@ -89,7 +91,11 @@ def test_payment_file_import_is_idempotent_and_keeps_bad_lines(db, tmp_path):
         assert (r.added, r.present, r.total) == (2, 0, D("52.50"))
         assert [m.split(":")[1] for m in r.rejected] == [str(n) for n in range(4, 14)]
         assert "no account 'A-nope'" in r.rejected[0]
-        assert "implausibly large" in r.rejected[1] and "more than 2 decimals" in r.rejected[2] and "must be positive" in r.rejected[3]
+        assert (
+            "implausibly large" in r.rejected[1]
+            and "more than 2 decimals" in r.rejected[2]
+            and "must be positive" in r.rejected[3]
+        )
         assert "needs its offset" in r.rejected[4] and "needs its reference" in r.rejected[5]
         assert "not a finite number" in r.rejected[6] and "more fields than the header" in r.rejected[7]
         assert "not a number: '1,000.00'" in r.rejected[8] and "not an ISO date" in r.rejected[9]
@@ -113,8 +119,10 @@ def test_statement_with_deposit_and_prepaid_vending(db):
     f = Fleet(db)
     acc = f.simple("st")
     pp = f.simple("pp", tariff="E", commodity="electricity", prepaid=True)
-    f.sql("INSERT INTO vending (account_id, vended_at, units, amount, token) VALUES (%s, %s, 50, 10.00, 'T1')",
-          (pp, ts(3, 3)))
+    f.sql(
+        "INSERT INTO vending (account_id, vended_at, units, amount, token) VALUES (%s, %s, 50, 10.00, 'T1')",
+        (pp, ts(3, 3)),
+    )
     with editor(db) as conn:
         ledger.post(conn, acc, "deposit", D("-25.00"), date(2026, 2, 1), book="deposit", source_key="deposit:D1")
         ledger.post(conn, acc, "bill", D("40.00"), date(2026, 2, 5), due=date(2026, 2, 15), source_key="t:1")
@@ -123,8 +131,11 @@ def test_statement_with_deposit_and_prepaid_vending(db):
         st = ledger.statement(conn, acc, date(2026, 2, 1), date(2026, 3, 31))
         assert (st.opening, st.closing) == (D(0), D("20.00"))
         assert [(li.kind, li.amount, li.balance) for li in st.lines] == [
-            ("deposit", D("-25.00"), None), ("bill", D("40.00"), D("40.00")),
-            ("payment", D("-15.00"), D("25.00")), ("adjustment", D("-5.00"), D("20.00"))]
+            ("deposit", D("-25.00"), None),
+            ("bill", D("40.00"), D("40.00")),
+            ("payment", D("-15.00"), D("25.00")),
+            ("adjustment", D("-5.00"), D("20.00")),
+        ]
         assert st.position.deposit == D("25.00") and st.position.net == D("-5.00")
         csv_text = ledger.statement_csv(st)
         assert csv_text.splitlines()[0] == ",".join(ledger.STATEMENT_COLUMNS)
@@ -133,5 +144,6 @@ def test_statement_with_deposit_and_prepaid_vending(db):
         assert "Amount owed: 20.00" in text and "deposit held: 25.00" in text
         prepaid = ledger.statement(conn, pp, date(2026, 3, 1), date(2026, 3, 31))
         assert [(li.kind, li.book, li.amount, li.units, li.balance) for li in prepaid.lines] == [
-            ("vending", "prepaid", D("10.00"), D(50), None)]
+            ("vending", "prepaid", D("10.00"), D(50), None)
+        ]
         assert prepaid.closing == 0

@@ -31,8 +31,11 @@ def books(draw):
         due = DAY0 + timedelta(days=draw(st.integers(0, 400)))
         items.append(Item(k, amount, due))
     reversible = [i for i in items if i.reverses is None]
-    chosen = draw(st.lists(st.sampled_from(reversible), unique_by=lambda i: i.id, max_size=len(reversible))
-                  if reversible else st.just([]))
+    chosen = draw(
+        st.lists(st.sampled_from(reversible), unique_by=lambda i: i.id, max_size=len(reversible))
+        if reversible
+        else st.just([])
+    )
     for k, original in enumerate(chosen, start=n + 1):
         items.append(Item(k, -original.amount, DAY0, reverses=original.id))
     return items
@@ -91,8 +94,19 @@ def _bill(conn, run, acc, total, kind="regular", replaces=None, period_end=date(
                              due_date, fingerprint)
            VALUES (%s, %s, 'P', %s, %s, 30, %s, 'issued', %s, 'W', 'water', 'm3', 1, %s, 0, %s, 'X', %s, %s, %s)
            RETURNING id""",
-        (run, acc, period_end - timedelta(days=29), period_end, kind, replaces, total, total, period_end,
-         period_end + timedelta(days=10), f"fp{total}"),
+        (
+            run,
+            acc,
+            period_end - timedelta(days=29),
+            period_end,
+            kind,
+            replaces,
+            total,
+            total,
+            period_end,
+            period_end + timedelta(days=10),
+            f"fp{total}",
+        ),
     ).fetchone()
     return row[0]
 
@@ -105,11 +119,13 @@ def test_no_sequence_of_payments_reversals_and_rebills_creates_or_loses_a_cent(d
     name = f"P{next(COUNTER)}"
     acc = f.simple(name)
     number = f"A-{name}"
-    expected = D(0)        # what the customer should owe, computed without the ledger
-    live: list[tuple[int, D]] = []   # live bills (id, total), oldest first
+    expected = D(0)  # what the customer should owe, computed without the ledger
+    live: list[tuple[int, D]] = []  # live bills (id, total), oldest first
     with releve_db.connect(db.url, role=releve_db.editor_role(db.settings), autocommit=True) as conn:
-        run = conn.execute("INSERT INTO bill_run (cycle, period_start, period_end, issue_date) "
-                           "VALUES ('P', '2026-03-02', '2026-03-31', '2026-04-02') RETURNING id").fetchone()[0]
+        run = conn.execute(
+            "INSERT INTO bill_run (cycle, period_start, period_end, issue_date) "
+            "VALUES ('P', '2026-03-02', '2026-03-31', '2026-04-02') RETURNING id"
+        ).fetchone()[0]
         period = date(2026, 3, 31)
         for op, value in steps:
             if op == "bill":
@@ -131,9 +147,14 @@ def test_no_sequence_of_payments_reversals_and_rebills_creates_or_loses_a_cent(d
                 ledger.post(conn, acc, "adjustment", value, DAY0)
                 expected += value
             elif op == "reverse":
-                ids = [r[0] for r in conn.execute(
-                    """SELECT id FROM ledger_entry e WHERE account_id = %s AND kind IN ('payment', 'adjustment')
-                       AND NOT EXISTS (SELECT 1 FROM ledger_entry r WHERE r.reverses_id = e.id) ORDER BY id""", (acc,))]
+                ids = [
+                    r[0]
+                    for r in conn.execute(
+                        """SELECT id FROM ledger_entry e WHERE account_id = %s AND kind IN ('payment', 'adjustment')
+                       AND NOT EXISTS (SELECT 1 FROM ledger_entry r WHERE r.reverses_id = e.id) ORDER BY id""",
+                        (acc,),
+                    )
+                ]
                 if ids:
                     eid = ids[value % len(ids)]
                     amount = conn.execute("SELECT amount FROM ledger_entry WHERE id = %s", (eid,)).fetchone()[0]
@@ -142,8 +163,9 @@ def test_no_sequence_of_payments_reversals_and_rebills_creates_or_loses_a_cent(d
             ledger.post_bills(conn, run)
             ledger.post_bills(conn, run)  # posting twice adds nothing
         pos = ledger.balance(conn, acc, date(2030, 1, 1))
-        total = conn.execute("SELECT coalesce(sum(amount), 0) FROM ledger_entry WHERE account_id = %s",
-                             (acc,)).fetchone()[0]
+        total = conn.execute(
+            "SELECT coalesce(sum(amount), 0) FROM ledger_entry WHERE account_id = %s", (acc,)
+        ).fetchone()[0]
     assert pos.balance == total == expected
     assert sum(pos.unpaid.values(), D(0)) - pos.credit == pos.balance
 

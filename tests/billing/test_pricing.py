@@ -57,22 +57,34 @@ def test_block_boundaries(consumption, lines, subtotal, tax, total):
 def test_indigent_gets_free_units_and_no_fixed_charge():
     p = bill("W", "10.000", indigent=True)
     # fixed 0; 6 × 0.50 + 4 × 1.20 = 7.80; the 6 free units were worth 3.00; VAT on 4.80 = 0.264
-    assert amounts(p) == {"fixed": D("0.00"), "block1": D("3.00"), "block2": D("4.80"), "indigent": D("-3.00"),
-                          "tax:VAT": D("0.26")}
+    assert amounts(p) == {
+        "fixed": D("0.00"),
+        "block1": D("3.00"),
+        "block2": D("4.80"),
+        "indigent": D("-3.00"),
+        "tax:VAT": D("0.26"),
+    }
     assert (p.subtotal, p.tax, p.total) == (D("4.80"), D("0.26"), D("5.06"))
 
 
 def test_mid_cycle_tariff_change_prorates_fixed_charge_and_block_sizes_by_days():
     segments = BOOK.segments("W2", START, END)
-    assert [(lo, hi) for _, lo, hi in segments] == [(date(2026, 3, 2), date(2026, 3, 12)), (date(2026, 3, 12), date(2026, 4, 1))]
+    assert [(lo, hi) for _, lo, hi in segments] == [
+        (date(2026, 3, 2), date(2026, 3, 12)),
+        (date(2026, 3, 12), date(2026, 4, 1)),
+    ]
     p = bill("W2", "10.000")
     # 10 days old tariff: 3.333 m3, blocks 2.000 / 6.667; fixed 1.50; 2 × 0.50 + 1.333 × 1.20 = 1.00 + 1.60
     # 20 days new tariff: 6.667 m3, blocks 4.000 / 13.333; fixed 4.00; 4 × 0.60 + 2.667 × 1.50 = 2.40 + 4.00
     got = [(li.code, li.quantity, li.amount) for li in p.lines]
     assert got == [
-        ("fixed", D(10), D("1.50")), ("block1", D("2.000"), D("1.00")), ("block2", D("1.333"), D("1.60")),
+        ("fixed", D(10), D("1.50")),
+        ("block1", D("2.000"), D("1.00")),
+        ("block2", D("1.333"), D("1.60")),
         ("tax:VAT", D("4.10"), D("0.23")),
-        ("fixed", D(20), D("4.00")), ("block1", D("4.000"), D("2.40")), ("block2", D("2.667"), D("4.00")),
+        ("fixed", D(20), D("4.00")),
+        ("block1", D("4.000"), D("2.40")),
+        ("block2", D("2.667"), D("4.00")),
         ("tax:VAT", D("10.40"), D("0.57")),
     ]
     assert (p.subtotal, p.tax, p.total) == (D("14.50"), D("0.80"), D("15.30"))
@@ -80,8 +92,13 @@ def test_mid_cycle_tariff_change_prorates_fixed_charge_and_block_sizes_by_days()
 
 def test_time_of_use_and_demand():
     p = bill("ETOU", "897.250", tou=[{"peak": D("352.000"), "offpeak": D("545.250")}], max_demand=D("6.000"))
-    assert amounts(p) == {"fixed": D("25.00"), "tou:peak": D("98.56"), "tou:offpeak": D("59.98"), "demand": D("39.00"),
-                          "tax:VAT": D("44.51")}
+    assert amounts(p) == {
+        "fixed": D("25.00"),
+        "tou:peak": D("98.56"),
+        "tou:offpeak": D("59.98"),
+        "demand": D("39.00"),
+        "tax:VAT": D("44.51"),
+    }
     assert p.total == D("267.05")
 
 

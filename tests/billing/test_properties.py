@@ -118,7 +118,7 @@ def test_cancel_and_rebill_net_to_the_corrected_amount(db, reads, ends, which, d
     k = inside[which % len(inside)]
     t, litres = reads[k]
     corrected = max(litres + delta, 0)
-    twin_reads = [*reads[:k], (t, corrected), *reads[k + 1:]]
+    twin_reads = [*reads[:k], (t, corrected), *reads[k + 1 :]]
     a = _account(f, reads, cycle)
     b = _account(f, twin_reads, cycle)
     _run_all(f, cycle, ends)
@@ -152,8 +152,12 @@ def test_allocation_adds_up_exactly(total, weights):
         assert all(s == q(s, 3) for s in shares[:-1])
 
 
-@given(consumption=st.decimals(0, 500, places=3), indigent=st.booleans(), tariff=st.sampled_from(["W", "W2", "E"]),
-       days=st.integers(1, 45))
+@given(
+    consumption=st.decimals(0, 500, places=3),
+    indigent=st.booleans(),
+    tariff=st.sampled_from(["W", "W2", "E"]),
+    days=st.integers(1, 45),
+)
 def test_a_priced_bill_is_the_sum_of_its_rounded_lines(consumption, indigent, tariff, days):
     start = date(2026, 3, 1)
     segments = BOOK.segments(tariff, start, start + timedelta(days=days))

@@ -31,11 +31,22 @@ def theft_list(f, serials):
     coords = [(6.40, 2.40), (6.50, 2.50), (6.41, 2.41)]
     for rank, serial in enumerate(serials, start=1):
         lat, lon = coords[rank - 1]
-        f.sql("""INSERT INTO theft_candidate (run_id, rank, serial, meter_id, latitude, longitude, risk, expected_value,
+        f.sql(
+            """INSERT INTO theft_candidate (run_id, rank, serial, meter_id, latitude, longitude, risk, expected_value,
                      unbilled_energy, signal, reasons, evidence, inputs)
                  VALUES (%s, %s, %s, (SELECT id FROM meter WHERE serial = %s), %s, %s, %s, 10, 50, 'drop', %s, '{}', %s)""",
-              (run, rank, serial, serial, lat, lon, 0.9 - rank / 10, json.dumps([f"drop {rank}"]),
-               json.dumps({"rule": 0.5, "forest": 0.5})))
+            (
+                run,
+                rank,
+                serial,
+                serial,
+                lat,
+                lon,
+                0.9 - rank / 10,
+                json.dumps([f"drop {rank}"]),
+                json.dumps({"rule": 0.5, "forest": 0.5}),
+            ),
+        )
     return run
 
 
@@ -73,8 +84,9 @@ def test_fraud_outcome_creates_disconnection_and_penalty_and_reconnects_once_pai
     day = datetime(2026, 4, 10, 22, tzinfo=UTC)
     with editor(db) as conn:
         (order,) = workorders.from_theft(conn, run, top=5, now=day)
-        done = workorders.complete(conn, order, "fraud", penalty=CFG.fraud.penalty, now=day,
-                                   details={"note": "bypass cable on the neutral"})
+        done = workorders.complete(
+            conn, order, "fraud", penalty=CFG.fraud.penalty, now=day, details={"note": "bypass cable on the neutral"}
+        )
         pos = ledger.balance(conn, acc, date(2026, 4, 11))
         assert pos.balance == D("150.00") and pos.unpaid == {done.penalty_entry: D("150.00")}
         (dis,) = workorders.list_orders(conn, kind="disconnect")
@@ -101,13 +113,22 @@ def test_meter_exchange_goes_into_the_installation_history_with_both_indexes(db)
     f.simple("ex")
     f.meter("NEW-1")
     with editor(db) as conn:
-        oid, new = workorders.create(conn, "meter_exchange", source="test", source_key="t:ex",
-                                     meter=f.one("SELECT id FROM meter WHERE serial = 'M-ex'"))
+        oid, new = workorders.create(
+            conn,
+            "meter_exchange",
+            source="test",
+            source_key="t:ex",
+            meter=f.one("SELECT id FROM meter WHERE serial = 'M-ex'"),
+        )
         assert new and workorders.create(conn, "meter_exchange", source="test", source_key="t:ex") == (oid, False)
         with pytest.raises(workorders.WorkOrderError, match="needs old_index"):
             workorders.complete(conn, oid, "exchanged", details={"new_meter": "NEW-1"})
-        workorders.complete(conn, oid, "exchanged", details={"old_index": 523.4, "new_meter": "NEW-1", "new_index": 0.2,
-                                                            "at": "2026-03-16T10:00:00+00:00"})
+        workorders.complete(
+            conn,
+            oid,
+            "exchanged",
+            details={"old_index": 523.4, "new_meter": "NEW-1", "new_index": 0.2, "at": "2026-03-16T10:00:00+00:00"},
+        )
     hist = f.sql("""SELECT m.serial, i.installed_at, i.install_index, i.removed_at, i.removal_index
                     FROM installation i JOIN meter m ON m.id = i.meter_id ORDER BY i.installed_at""")
     assert hist == [("M-ex", ts(1, 1), 0.0, ts(3, 16, 10), 523.4), ("NEW-1", ts(3, 16, 10), 0.2, None, None)]
@@ -115,7 +136,10 @@ def test_meter_exchange_goes_into_the_installation_history_with_both_indexes(db)
     f.reads("M-ex", [(ts(3, 2), 500.0)])
     f.reads("NEW-1", [(ts(4, 1), 9.7)])
     f.run()
-    assert [d[1:3] for d in f.determinants(f.live("A-ex")[0])] == [(D("500.000"), D("523.400")), (D("0.200"), D("9.700"))]
+    assert [d[1:3] for d in f.determinants(f.live("A-ex")[0])] == [
+        (D("500.000"), D("523.400")),
+        (D("0.200"), D("9.700")),
+    ]
 
 
 def test_vee_exceptions_become_meter_checks_and_exchanges(db):
@@ -142,12 +166,26 @@ def test_service_levels_fault_routing_and_complaint_recording(db):
     f.simple("sla")
     t0 = datetime(2026, 4, 1, 8, 0, tzinfo=UTC)
     with editor(db) as conn:
-        quick, _ = workorders.create(conn, "fault", source="call centre", account=f.one("SELECT id FROM account"),
-                                     reported_at=t0, now=t0, description="no supply")
-        slow, _ = workorders.create(conn, "fault", source="call centre", reported_at=t0, now=t0,
-                                    description="sparks at the pole")
-        note, _ = workorders.create(conn, "reading_anomaly", source="meter reader", now=t0,
-                                    account=f.one("SELECT id FROM account"), description="seal broken, dial fogged")
+        quick, _ = workorders.create(
+            conn,
+            "fault",
+            source="call centre",
+            account=f.one("SELECT id FROM account"),
+            reported_at=t0,
+            now=t0,
+            description="no supply",
+        )
+        slow, _ = workorders.create(
+            conn, "fault", source="call centre", reported_at=t0, now=t0, description="sparks at the pole"
+        )
+        note, _ = workorders.create(
+            conn,
+            "reading_anomaly",
+            source="meter reader",
+            now=t0,
+            account=f.one("SELECT id FROM account"),
+            description="seal broken, dial fogged",
+        )
         workorders.assign(conn, quick, "crew 1", now=t0 + timedelta(minutes=4))
         workorders.assign(conn, slow, "crew 2", now=t0 + timedelta(minutes=9))
         credit.open_dispute(conn, "A-sla", "complaint", "rude agent", t0 - timedelta(minutes=25))

@@ -9,7 +9,17 @@ from releve.model import CHANNELS, Reading, Source
 def decode_csv_line(message: Message) -> Decoded:
     try:
         channel, ts, value = message.payload.decode().split(";")
-        return Decoded(readings=[Reading(message.fields["serial"], channel, datetime.fromisoformat(ts.replace("Z", "+00:00")),
-                                         float(value), CHANNELS[channel].unit, Source.MQTT)])
+        return Decoded(
+            readings=[
+                Reading(
+                    message.fields["serial"],
+                    channel,
+                    datetime.fromisoformat(ts.replace("Z", "+00:00")),
+                    float(value),
+                    CHANNELS[channel].unit,
+                    Source.MQTT,
+                )
+            ]
+        )
     except (ValueError, KeyError) as exc:
         raise DecodeError(f"not 'channel;time;value': {exc}") from exc

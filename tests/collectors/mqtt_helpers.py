@@ -21,9 +21,14 @@ SUBSCRIPTIONS = [
 
 def json_message(serial: str, k: int) -> tuple[str, dict]:
     ts = (T0 + timedelta(minutes=15 * k)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return f"releve/{serial}/reading", {"meter": serial, "ts": ts, "readings": [
-        {"channel": "1-0:1.8.0", "value": 1000 + k * 0.25, "unit": "kWh"},
-        {"channel": "1-0:32.7.0", "value": 230.0 + (k % 7), "unit": "V"}]}
+    return f"releve/{serial}/reading", {
+        "meter": serial,
+        "ts": ts,
+        "readings": [
+            {"channel": "1-0:1.8.0", "value": 1000 + k * 0.25, "unit": "kWh"},
+            {"channel": "1-0:32.7.0", "value": 230.0 + (k % 7), "unit": "V"},
+        ],
+    }
 
 
 def tasmota_message(serial: str, k: int) -> tuple[str, dict]:
@@ -34,8 +39,10 @@ def tasmota_message(serial: str, k: int) -> tuple[str, dict]:
 def ttn_message(serial: str, k: int) -> tuple[str, dict]:
     ts = (T0 + timedelta(minutes=15 * k)).strftime("%Y-%m-%dT%H:%M:%SZ")
     return f"v3/app@ttn/devices/water-{serial}/up", {
-        "end_device_ids": {"device_id": f"water-{serial}"}, "received_at": ts,
-        "uplink_message": {"decoded_payload": {"volume_m3": 40 + k * 0.01, "alarms": {"leak": False}}}}
+        "end_device_ids": {"device_id": f"water-{serial}"},
+        "received_at": ts,
+        "uplink_message": {"decoded_payload": {"volume_m3": 40 + k * 0.01, "alarms": {"leak": False}}},
+    }
 
 
 def traffic(k_from: int, k_to: int) -> list[tuple[str, dict]]:

@@ -32,12 +32,21 @@ FROZEN = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
 
 def fleet():
-    return Simulation(parse_fleet({
-        "seed": 5, "horizon_days": 30, "start": "2026-03-01T00:00:00Z",
-        "topology": {"transformers": 1, "customers_per_transformer": 4, "dmas": 1, "customers_per_dma": 1},
-        "modbus": {"tcp_base_port": 0, "rtu_lines": 0, "devices_per_gateway": 8},
-        "mqtt": {"electricity_share": 0.0}, "theft": {"rate": 0.0}, "faults": {"rate": 0.0},
-    }, "chaos fleet"))
+    return Simulation(
+        parse_fleet(
+            {
+                "seed": 5,
+                "horizon_days": 30,
+                "start": "2026-03-01T00:00:00Z",
+                "topology": {"transformers": 1, "customers_per_transformer": 4, "dmas": 1, "customers_per_dma": 1},
+                "modbus": {"tcp_base_port": 0, "rtu_lines": 0, "devices_per_gateway": 8},
+                "mqtt": {"electricity_share": 0.0},
+                "theft": {"rate": 0.0},
+                "faults": {"rate": 0.0},
+            },
+            "chaos fleet",
+        )
+    )
 
 
 def config_toml(spool, gateways):
@@ -67,7 +76,9 @@ retries = 0
 
 def message(seq):
     ts = (T0 + timedelta(minutes=seq)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return json.dumps({"meter": "SEQ1", "ts": ts, "readings": [{"channel": "1-0:1.8.0", "value": seq, "unit": "kWh"}]}).encode()
+    return json.dumps(
+        {"meter": "SEQ1", "ts": ts, "readings": [{"channel": "1-0:1.8.0", "value": seq, "unit": "kWh"}]}
+    ).encode()
 
 
 class Publisher(threading.Thread):
@@ -121,8 +132,13 @@ def wait_until(predicate, timeout):
 
 
 def start(config, env):
-    return subprocess.Popen([sys.executable, "-m", "releve.cli", "collect", "run", "-c", str(config)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "releve.cli", "collect", "run", "-c", str(config)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def test_sigkill_and_broker_restart_keep_every_sequence_number_once_with_its_source(db, mqtt_broker, tmp_path):
@@ -130,29 +146,39 @@ def test_sigkill_and_broker_restart_keep_every_sequence_number_once_with_its_sou
     polled = [m for m in sim.meters if m.transport == "tcp"][:4]
     assert polled
     with db.connect() as conn, conn.cursor() as cur:
-        cur.executemany("INSERT INTO meter (serial, commodity, model, unit, protocol) VALUES (%s, %s, %s, %s, %s)",
-                        [(m.serial, m.commodity.value, m.model, m.unit, "modbus-tcp") for m in polled]
-                        + [("SEQ1", "electricity", "t", "kWh", "mqtt")])
+        cur.executemany(
+            "INSERT INTO meter (serial, commodity, model, unit, protocol) VALUES (%s, %s, %s, %s, %s)",
+            [(m.serial, m.commodity.value, m.model, m.unit, "modbus-tcp") for m in polled]
+            + [("SEQ1", "electricity", "t", "kWh", "mqtt")],
+        )
     clock = SimClock(FROZEN)
     clock.freeze(FROZEN)
     wanted = {m.serial for m in polled}
     with BackgroundModbus(sim, clock) as front:
         gateways = []
         for i, gw in enumerate(front.gateways):
-            meters = [(sim.meters[m].serial, u, sim.meters[m].model) for u, m in sorted(gw.store.units.items())
-                      if sim.meters[m].serial in wanted]
+            meters = [
+                (sim.meters[m].serial, u, sim.meters[m].model)
+                for u, m in sorted(gw.store.units.items())
+                if sim.meters[m].serial in wanted
+            ]
             if meters:
                 gateways.append((f"gw{i}", gw.host, gw.port, meters))
         config = tmp_path / "chaos.toml"
         config.write_text(config_toml(tmp_path / "spool", gateways))
-        env = {**os.environ, "RELEVE_DATABASE__URL": db.url,
-               "RELEVE_DATABASE__ROLE_PREFIX": db.settings.database.role_prefix, "RELEVE_MQTT__URL": mqtt_broker.url}
+        env = {
+            **os.environ,
+            "RELEVE_DATABASE__URL": db.url,
+            "RELEVE_DATABASE__ROLE_PREFIX": db.settings.database.role_prefix,
+            "RELEVE_MQTT__URL": mqtt_broker.url,
+        }
         proc = start(config, env)
         publisher = None
         try:
             # Subscribed once: from then on the broker keeps the collector's messages while it is away.
-            assert wait_until(lambda: query(db.url, "SELECT connected FROM link_health WHERE link = 'mqtt'")
-                              == [(True,)], 60), "the collector never subscribed"
+            assert wait_until(
+                lambda: query(db.url, "SELECT connected FROM link_health WHERE link = 'mqtt'") == [(True,)], 60
+            ), "the collector never subscribed"
             publisher = Publisher(mqtt_broker.port)
             publisher.start()
             time.sleep(1.0)
@@ -173,12 +199,22 @@ def test_sigkill_and_broker_restart_keep_every_sequence_number_once_with_its_sou
             proc.send_signal(signal.SIGTERM)
             out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out.decode()
-    values = [v for (v,) in query(db.url, "SELECT r.value FROM reading r JOIN meter m ON m.id = r.meter_id "
-                                          "WHERE m.serial = 'SEQ1' ORDER BY r.value")]
+    values = [
+        v
+        for (v,) in query(
+            db.url,
+            "SELECT r.value FROM reading r JOIN meter m ON m.id = r.meter_id WHERE m.serial = 'SEQ1' ORDER BY r.value",
+        )
+    ]
     assert values == [float(k) for k in range(MESSAGES)]  # every sequence number, once
-    labels = dict(query(db.url, """SELECT m.serial, array_agg(DISTINCT s.name ORDER BY s.name)
+    labels = dict(
+        query(
+            db.url,
+            """SELECT m.serial, array_agg(DISTINCT s.name ORDER BY s.name)
                                    FROM reading r JOIN meter m ON m.id = r.meter_id
-                                   JOIN reading_source s ON s.id = r.source_id GROUP BY m.serial"""))
+                                   JOIN reading_source s ON s.id = r.source_id GROUP BY m.serial""",
+        )
+    )
     assert labels.pop("SEQ1") == ["mqtt"]
     assert labels and all(sources == ["modbus"] for sources in labels.values()), labels
     assert query(db.url, "SELECT count(*) FROM reading_conflict") == [(0,)]

@@ -38,16 +38,25 @@ decoder = "ttn"
 
 
 def start(config, env):
-    return subprocess.Popen([sys.executable, "-m", "releve.cli", "collect", "run", "-c", str(config)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "releve.cli", "collect", "run", "-c", str(config)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(db, mqtt_broker, tmp_path):
     register_meters(db.url)
     config = tmp_path / "collector.toml"
     config.write_text(CONFIG.format(spool=tmp_path / "spool"))
-    env = {**os.environ, "RELEVE_DATABASE__URL": db.url, "RELEVE_DATABASE__ROLE_PREFIX": db.settings.database.role_prefix,
-           "RELEVE_MQTT__URL": mqtt_broker.url}
+    env = {
+        **os.environ,
+        "RELEVE_DATABASE__URL": db.url,
+        "RELEVE_DATABASE__ROLE_PREFIX": db.settings.database.role_prefix,
+        "RELEVE_MQTT__URL": mqtt_broker.url,
+    }
     proc = start(config, env)
     try:
         # Until the collector has subscribed once, the broker keeps nothing for it: repeat the first

@@ -31,29 +31,53 @@ SPEED = 3600.0  # one simulated hour per second: a customer's index visibly rise
 
 
 def fleet(**mqtt):
-    return Simulation(parse_fleet({
-        "seed": 5, "horizon_days": 30, "start": "2026-03-01T00:00:00Z",
-        "topology": {"transformers": 1, "customers_per_transformer": 4, "dmas": 0,
-                     "electricity_models": {"sdm630": 1.0}},
-        "modbus": {"tcp_base_port": 0, "rtu_lines": 1, "devices_per_line": 2, "devices_per_gateway": 8},
-        "mqtt": {"electricity_share": 0.0, **mqtt},
-        "theft": {"rate": 0.0}, "faults": {"rate": 0.0},
-    }, "command test fleet"))
+    return Simulation(
+        parse_fleet(
+            {
+                "seed": 5,
+                "horizon_days": 30,
+                "start": "2026-03-01T00:00:00Z",
+                "topology": {
+                    "transformers": 1,
+                    "customers_per_transformer": 4,
+                    "dmas": 0,
+                    "electricity_models": {"sdm630": 1.0},
+                },
+                "modbus": {"tcp_base_port": 0, "rtu_lines": 1, "devices_per_line": 2, "devices_per_gateway": 8},
+                "mqtt": {"electricity_share": 0.0, **mqtt},
+                "theft": {"rate": 0.0},
+                "faults": {"rate": 0.0},
+            },
+            "command test fleet",
+        )
+    )
 
 
 def register(db, meters, protocol="modbus-tcp"):
     with db.connect() as conn, conn.cursor() as cur:
-        cur.executemany("INSERT INTO meter (serial, commodity, model, unit, protocol) VALUES (%s, %s, %s, %s, %s)",
-                        [(m.serial, m.commodity.value, m.model, m.unit, protocol) for m in meters])
+        cur.executemany(
+            "INSERT INTO meter (serial, commodity, model, unit, protocol) VALUES (%s, %s, %s, %s, %s)",
+            [(m.serial, m.commodity.value, m.model, m.unit, protocol) for m in meters],
+        )
 
 
 def config(tmp_path, gateways=(), lines=(), mqtt=None, **commands):
-    data = {"name": "cmd-test", "spool_dir": str(tmp_path / "spool"), "seal_seconds": 0.2,
-            "commands": {"check_every_s": 0.3, "retry_base_s": 0.5, "retry_max_s": 1.0, **commands}}
+    data = {
+        "name": "cmd-test",
+        "spool_dir": str(tmp_path / "spool"),
+        "seal_seconds": 0.2,
+        "commands": {"check_every_s": 0.3, "retry_base_s": 0.5, "retry_max_s": 1.0, **commands},
+    }
     if gateways or lines:
-        data["modbus"] = {"periods": {"energy": 0.5, "instant": 0.5, "events": 5.0}, "jitter": 0.0, "retries": 0,
-                          "backoff_base_s": 0.5, "backoff_max_s": 1.0,
-                          "gateways": list(gateways), "lines": list(lines)}
+        data["modbus"] = {
+            "periods": {"energy": 0.5, "instant": 0.5, "events": 5.0},
+            "jitter": 0.0,
+            "retries": 0,
+            "backoff_base_s": 0.5,
+            "backoff_max_s": 1.0,
+            "gateways": list(gateways),
+            "lines": list(lines),
+        }
     if mqtt is not None:
         data["mqtt"] = mqtt
     return CollectorConfig.model_validate(data)
@@ -73,7 +97,9 @@ def index_rows(db, serial, channel="1-0:1.8.0"):
     with db.connect() as conn:
         return conn.execute(
             "SELECT r.ts, r.value FROM reading r JOIN meter m ON m.id = r.meter_id JOIN channel c ON c.id = r.channel_id "
-            "WHERE m.serial = %s AND c.code = %s ORDER BY r.ts", (serial, channel)).fetchall()
+            "WHERE m.serial = %s AND c.code = %s ORDER BY r.ts",
+            (serial, channel),
+        ).fetchall()
 
 
 def queue(db, serial, kind, **kw):
@@ -95,8 +121,18 @@ def test_disconnect_over_modbus_tcp_stops_the_index_in_the_database_and_reconnec
         unit, index = next((u, m) for u, m in sorted(gw.store.units.items()) if sim.meters[m].role == "customer")
         meter = sim.meters[index]
         register(db, [meter])
-        cfg = config(tmp_path, gateways=[{"name": "gw0", "host": gw.host, "port": gw.port, "timeout_s": 1.0,
-                                          "meters": [{"serial": meter.serial, "unit": unit, "profile": "sdm630"}]}])
+        cfg = config(
+            tmp_path,
+            gateways=[
+                {
+                    "name": "gw0",
+                    "host": gw.host,
+                    "port": gw.port,
+                    "timeout_s": 1.0,
+                    "meters": [{"serial": meter.serial, "unit": unit, "profile": "sdm630"}],
+                }
+            ],
+        )
         cfg.metrics_port = 0
         collector = Collector(cfg, db.settings, db.url)
         collector.start()
@@ -138,10 +174,18 @@ def test_disconnect_over_rtu_goes_through_the_line_lock_and_is_confirmed(db, tmp
         line = front.lines[0]
         meters = [(u, sim.meters[m]) for u, m in sorted(line.store.units.items())]
         register(db, [m for _, m in meters])
-        cfg = config(tmp_path, lines=[{"name": "line0", "port": line.path, "baudrate": line.baudrate,
-                                       "timeout_s": 0.5,
-                                       "meters": [{"serial": m.serial, "unit": u, "profile": m.model}
-                                                  for u, m in meters]}])
+        cfg = config(
+            tmp_path,
+            lines=[
+                {
+                    "name": "line0",
+                    "port": line.path,
+                    "baudrate": line.baudrate,
+                    "timeout_s": 0.5,
+                    "meters": [{"serial": m.serial, "unit": u, "profile": m.model} for u, m in meters],
+                }
+            ],
+        )
         collector = Collector(cfg, db.settings, db.url)
         collector.start()
         try:
@@ -171,16 +215,28 @@ def test_a_modbus_exception_on_the_write_fails_the_command_with_the_reason(db, t
     clock = SimClock(sim.start + timedelta(days=2), speed=1.0)
     text = (Path(__file__).resolve().parents[2] / "releve" / "profiles" / "sdm630.toml").read_text()
     bad = tmp_path / "sdm630-relay601.toml"
-    bad.write_text(text.replace('model = "sdm630"', 'model = "sdm630-relay601"')
-                   .replace("write = { function = 6, address = 600, value = 0 }",
-                            "write = { function = 6, address = 601, value = 0 }"))
+    bad.write_text(
+        text.replace('model = "sdm630"', 'model = "sdm630-relay601"').replace(
+            "write = { function = 6, address = 600, value = 0 }", "write = { function = 6, address = 601, value = 0 }"
+        )
+    )
     with BackgroundModbus(sim, clock) as front:
         gw = front.gateways[0]
         unit, index = next((u, m) for u, m in sorted(gw.store.units.items()) if sim.meters[m].role == "customer")
         meter = sim.meters[index]
         register(db, [meter])
-        cfg = config(tmp_path, gateways=[{"name": "gw0", "host": gw.host, "port": gw.port, "timeout_s": 1.0,
-                                          "meters": [{"serial": meter.serial, "unit": unit, "profile": str(bad)}]}])
+        cfg = config(
+            tmp_path,
+            gateways=[
+                {
+                    "name": "gw0",
+                    "host": gw.host,
+                    "port": gw.port,
+                    "timeout_s": 1.0,
+                    "meters": [{"serial": meter.serial, "unit": unit, "profile": str(bad)}],
+                }
+            ],
+        )
         collector = Collector(cfg, db.settings, db.url)
         collector.start()
         try:
@@ -191,8 +247,9 @@ def test_a_modbus_exception_on_the_write_fails_the_command_with_the_reason(db, t
         finally:
             collector.stop()
     assert done.state == "failed" and done.attempts == 1
-    assert done.error == ("the meter refused the write: function 6 address 601 values [0]: "
-                          "Modbus exception 2 (illegal data address)")
+    assert done.error == (
+        "the meter refused the write: function 6 address 601 values [0]: Modbus exception 2 (illegal data address)"
+    )
     assert sim.relay_closed(index, clock.now())
     assert [s for s, _, _ in trail(db, off)] == ["queued", "sent", "failed"]
     assert trail(db, off)[-1][2]["error"] == done.error
@@ -207,11 +264,23 @@ def test_a_meter_that_never_confirms_ends_expired_with_every_attempt_in_the_audi
         gw = front.gateways[0]
         absent = max(gw.store.units) + 5  # the gateway answers 0x0B: the device did not respond
         with db.connect() as conn:
-            conn.execute("INSERT INTO meter (serial, commodity, model, unit, protocol) "
-                         "VALUES ('GONE-1', 'electricity', 'sdm630', 'kWh', 'modbus-tcp')")
-        cfg = config(tmp_path, max_attempts=50,
-                     gateways=[{"name": "gw0", "host": gw.host, "port": gw.port, "timeout_s": 0.5,
-                                "meters": [{"serial": "GONE-1", "unit": absent, "profile": "sdm630"}]}])
+            conn.execute(
+                "INSERT INTO meter (serial, commodity, model, unit, protocol) "
+                "VALUES ('GONE-1', 'electricity', 'sdm630', 'kWh', 'modbus-tcp')"
+            )
+        cfg = config(
+            tmp_path,
+            max_attempts=50,
+            gateways=[
+                {
+                    "name": "gw0",
+                    "host": gw.host,
+                    "port": gw.port,
+                    "timeout_s": 0.5,
+                    "meters": [{"serial": "GONE-1", "unit": absent, "profile": "sdm630"}],
+                }
+            ],
+        )
         collector = Collector(cfg, db.settings, db.url)
         collector.start()
         try:
@@ -226,7 +295,8 @@ def test_a_meter_that_never_confirms_ends_expired_with_every_attempt_in_the_audi
     states = [s for s, _, _ in events]
     assert states[0] == "queued" and states[-1] == "expired"
     assert states[1:-1] == ["sent", "queued"] * done.attempts or states[1:-1] == ["sent", "queued"] * (
-        done.attempts - 1) + ["sent"]
+        done.attempts - 1
+    ) + ["sent"]
     retries = [d for s, _, d in events[1:-1] if s == "queued"]
     assert all("Modbus exception 11 (gateway target device failed to respond)" in d["error"] for d in retries)
 
@@ -249,9 +319,11 @@ def test_disconnect_through_an_mqtt_command_topic_with_mosquitto(db, mqtt_broker
     pub_thread = threading.Thread(target=publish, daemon=True)
     pub_thread.start()
     settings = db.settings.model_copy(update={"mqtt": db.settings.mqtt.model_copy(update={"url": mqtt_broker.url})})
-    cfg = config(tmp_path, mqtt={"client_id": "cmd-c1",
-                                 "subscriptions": [{"topic": "releve/{serial}/reading", "decoder": "json"}]},
-                 mqtt_ack_timeout_s=5.0)
+    cfg = config(
+        tmp_path,
+        mqtt={"client_id": "cmd-c1", "subscriptions": [{"topic": "releve/{serial}/reading", "decoder": "json"}]},
+        mqtt_ack_timeout_s=5.0,
+    )
     collector = Collector(cfg, settings, db.url)
     collector.start()
     try:
@@ -271,7 +343,7 @@ def test_disconnect_through_an_mqtt_command_topic_with_mosquitto(db, mqtt_broker
         stop.set()
         pub_thread.join(5)
         publisher.close()
-    (opened, closed), = sim.controls.relay_periods(meter.index)
+    ((opened, closed),) = sim.controls.relay_periods(meter.index)
     rows = index_rows(db, meter.serial)  # stamped with the meter's (simulated) clock
     before = [v for ts, v in rows if ts < opened]
     while_open = [v for ts, v in rows if opened <= ts < closed]
@@ -286,12 +358,17 @@ def test_disconnect_through_an_mqtt_command_topic_with_mosquitto(db, mqtt_broker
 @pytest.mark.mqtt
 def test_an_mqtt_meter_that_never_answers_expires(db, mqtt_broker, tmp_path):
     with db.connect() as conn:
-        conn.execute("INSERT INTO meter (serial, commodity, model, unit, protocol) "
-                     "VALUES ('SILENT-1', 'electricity', 'sdm120', 'kWh', 'mqtt')")
+        conn.execute(
+            "INSERT INTO meter (serial, commodity, model, unit, protocol) "
+            "VALUES ('SILENT-1', 'electricity', 'sdm120', 'kWh', 'mqtt')"
+        )
     settings = db.settings.model_copy(update={"mqtt": db.settings.mqtt.model_copy(update={"url": mqtt_broker.url})})
-    cfg = config(tmp_path, mqtt={"client_id": "cmd-c2",
-                                 "subscriptions": [{"topic": "releve/{serial}/reading", "decoder": "json"}]},
-                 mqtt_ack_timeout_s=0.5, max_attempts=50)
+    cfg = config(
+        tmp_path,
+        mqtt={"client_id": "cmd-c2", "subscriptions": [{"topic": "releve/{serial}/reading", "decoder": "json"}]},
+        mqtt_ack_timeout_s=0.5,
+        max_attempts=50,
+    )
     collector = Collector(cfg, settings, db.url)
     collector.start()
     try:
@@ -321,23 +398,43 @@ def test_confirmation_rules():
 
 @pytest.mark.mqtt
 def test_tasmota_power_and_a_lorawan_downlink_confirmed_by_the_next_uplinks(db, mqtt_broker, tmp_path):
-    sim = Simulation(parse_fleet({
-        "seed": 5, "horizon_days": 30, "start": "2026-03-01T00:00:00Z",
-        "topology": {"transformers": 1, "customers_per_transformer": 2, "dmas": 1, "customers_per_dma": 1,
-                     "electricity_models": {"sdm120": 1.0}},
-        "modbus": {"tcp_base_port": 0, "rtu_lines": 0},
-        "mqtt": {"electricity_share": 1.0, "styles": ["tasmota", "ttn"], "publish_every_s": 0.3,
-                 "url": mqtt_broker.url},
-        "theft": {"rate": 0.0}, "faults": {"rate": 0.0},
-    }, "dialect fleet"))
+    sim = Simulation(
+        parse_fleet(
+            {
+                "seed": 5,
+                "horizon_days": 30,
+                "start": "2026-03-01T00:00:00Z",
+                "topology": {
+                    "transformers": 1,
+                    "customers_per_transformer": 2,
+                    "dmas": 1,
+                    "customers_per_dma": 1,
+                    "electricity_models": {"sdm120": 1.0},
+                },
+                "modbus": {"tcp_base_port": 0, "rtu_lines": 0},
+                "mqtt": {
+                    "electricity_share": 1.0,
+                    "styles": ["tasmota", "ttn"],
+                    "publish_every_s": 0.3,
+                    "url": mqtt_broker.url,
+                },
+                "theft": {"rate": 0.0},
+                "faults": {"rate": 0.0},
+            },
+            "dialect fleet",
+        )
+    )
     clock = SimClock(sim.start + timedelta(days=2, hours=7), speed=SPEED)
     tasmota = next(m for m in sim.meters if m.mqtt_style == "tasmota")
     water = next(m for m in sim.meters if m.mqtt_style == "ttn")
     with db.connect() as conn, conn.cursor() as cur:
-        cur.executemany("INSERT INTO meter (serial, commodity, model, unit, protocol, address) "
-                        "VALUES (%s, %s, %s, %s, 'mqtt', %s)",
-                        [(m.serial, m.commodity.value, m.model, m.unit, f'{{"uri": "mqtt://{m.mqtt_style}/{m.serial}"}}')
-                         for m in (tasmota, water)])
+        cur.executemany(
+            "INSERT INTO meter (serial, commodity, model, unit, protocol, address) VALUES (%s, %s, %s, %s, 'mqtt', %s)",
+            [
+                (m.serial, m.commodity.value, m.model, m.unit, f'{{"uri": "mqtt://{m.mqtt_style}/{m.serial}"}}')
+                for m in (tasmota, water)
+            ],
+        )
     publisher = MqttPublisher(sim, clock, mqtt_broker.url, client_id="sim-dialects")
     publisher.connect()
     stop = threading.Event()
@@ -350,10 +447,18 @@ def test_tasmota_power_and_a_lorawan_downlink_confirmed_by_the_next_uplinks(db, 
     pub_thread = threading.Thread(target=publish, daemon=True)
     pub_thread.start()
     settings = db.settings.model_copy(update={"mqtt": db.settings.mqtt.model_copy(update={"url": mqtt_broker.url})})
-    cfg = config(tmp_path, mqtt={"client_id": "cmd-c3", "subscriptions": [
-        {"topic": "tele/sml-{serial}/SENSOR", "decoder": "tasmota", "options": {"timezone": "UTC"}},
-        {"topic": "v3/{app}/devices/water-{serial}/up", "decoder": "ttn"}]},
-        mqtt_ack_timeout_s=5.0, ttn_confirm_timeout_s=10.0)
+    cfg = config(
+        tmp_path,
+        mqtt={
+            "client_id": "cmd-c3",
+            "subscriptions": [
+                {"topic": "tele/sml-{serial}/SENSOR", "decoder": "tasmota", "options": {"timezone": "UTC"}},
+                {"topic": "v3/{app}/devices/water-{serial}/up", "decoder": "ttn"},
+            ],
+        },
+        mqtt_ack_timeout_s=5.0,
+        ttn_confirm_timeout_s=10.0,
+    )
     collector = Collector(cfg, settings, db.url)
     collector.start()
     try:
@@ -368,7 +473,9 @@ def test_tasmota_power_and_a_lorawan_downlink_confirmed_by_the_next_uplinks(db, 
         assert done.answer["power"] == "OFF" and done.answer["published"]["payload"] == "OFF"
         assert closed.state == "confirmed", closed
         assert closed.answer["uplink"]["valve"] == "closed" and closed.answer["published"]["frm_payload"] == "00"
-        assert refused.state == "failed" and refused.error == "tasmota meters take relay commands only, not demand_reset"
+        assert (
+            refused.state == "failed" and refused.error == "tasmota meters take relay commands only, not demand_reset"
+        )
         time.sleep(2.0)  # uplinks land while the valve is shut
         on = queue(db, water.serial, "reconnect")
         opened = wait_state(db, on, ("confirmed", "failed", "expired"))
@@ -379,28 +486,50 @@ def test_tasmota_power_and_a_lorawan_downlink_confirmed_by_the_next_uplinks(db, 
         pub_thread.join(5)
         publisher.close()
     assert not sim.relay_closed(tasmota.index, clock.now()) and sim.relay_closed(water.index, clock.now())
-    (shut_at, reopened), = sim.controls.relay_periods(water.index)
+    ((shut_at, reopened),) = sim.controls.relay_periods(water.index)
     volumes = [v for ts, v in index_rows(db, water.serial, "8-0:1.0.0") if shut_at <= ts < reopened]
     assert len(volumes) >= 3 and max(volumes) - min(volumes) < 1e-6
 
 
 def test_clock_sync_and_demand_reset_with_function_16_and_the_clock_offset_landed_goes_to_zero(db, tmp_path):
-    sim = Simulation(parse_fleet({
-        "seed": 5, "horizon_days": 30, "start": "2026-03-01T00:00:00Z",
-        "topology": {"transformers": 1, "customers_per_transformer": 2, "dmas": 0,
-                     "electricity_models": {"gen-int32cdab": 1.0}},
-        "modbus": {"tcp_base_port": 0, "rtu_lines": 0}, "mqtt": {"electricity_share": 0.0},
-        "theft": {"rate": 0.0}, "faults": {"rate": 0.0},
-    }, "clock fleet"))
+    sim = Simulation(
+        parse_fleet(
+            {
+                "seed": 5,
+                "horizon_days": 30,
+                "start": "2026-03-01T00:00:00Z",
+                "topology": {
+                    "transformers": 1,
+                    "customers_per_transformer": 2,
+                    "dmas": 0,
+                    "electricity_models": {"gen-int32cdab": 1.0},
+                },
+                "modbus": {"tcp_base_port": 0, "rtu_lines": 0},
+                "mqtt": {"electricity_share": 0.0},
+                "theft": {"rate": 0.0},
+                "faults": {"rate": 0.0},
+            },
+            "clock fleet",
+        )
+    )
     clock = SimClock(sim.start + timedelta(days=2), speed=1.0)  # the meters' clocks are months behind
     with BackgroundModbus(sim, clock) as front:
         gw = front.gateways[0]
         unit, index = next((u, m) for u, m in sorted(gw.store.units.items()) if sim.meters[m].role == "customer")
         meter = sim.meters[index]
         register(db, [meter])
-        cfg = config(tmp_path, gateways=[{"name": "gw0", "host": gw.host, "port": gw.port, "timeout_s": 1.0,
-                                          "meters": [{"serial": meter.serial, "unit": unit,
-                                                      "profile": "gen-int32cdab"}]}])
+        cfg = config(
+            tmp_path,
+            gateways=[
+                {
+                    "name": "gw0",
+                    "host": gw.host,
+                    "port": gw.port,
+                    "timeout_s": 1.0,
+                    "meters": [{"serial": meter.serial, "unit": unit, "profile": "gen-int32cdab"}],
+                }
+            ],
+        )
         cfg.modbus.periods["events"] = 0.5  # the clock register is in the events class
         collector = Collector(cfg, db.settings, db.url)
         collector.start()
@@ -432,9 +561,11 @@ def test_collect_status_counts_the_open_commands_of_the_collectors_meters(db, tm
     queue(db, "S-2", "reconnect")
     queue(db, "ELSEWHERE", "disconnect")  # not this collector's meter
     path = tmp_path / "c.toml"
-    path.write_text(f'name = "cmd-status"\nspool_dir = "{tmp_path / "spool"}"\n[modbus]\n[[modbus.gateways]]\n'
-                    'name = "gw"\nhost = "127.0.0.1"\nmeters = [{ serial = "S-1", unit = 1, profile = "sdm630" },'
-                    ' { serial = "S-2", unit = 2, profile = "sdm630" }]\n')
+    path.write_text(
+        f'name = "cmd-status"\nspool_dir = "{tmp_path / "spool"}"\n[modbus]\n[[modbus.gateways]]\n'
+        'name = "gw"\nhost = "127.0.0.1"\nmeters = [{ serial = "S-1", unit = 1, profile = "sdm630" },'
+        ' { serial = "S-2", unit = 2, profile = "sdm630" }]\n'
+    )
     monkeypatch.setenv("RELEVE_DATABASE_URL", db.url)
     monkeypatch.setenv("RELEVE_DATABASE__ROLE_PREFIX", db.settings.database.role_prefix)
     main(["collect", "status", "-c", str(path)])

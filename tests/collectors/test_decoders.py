@@ -51,7 +51,9 @@ def test_topic_templates_compile_to_filters_and_capture_fields():
 def test_a_decoder_can_be_added_by_module_path():
     decode = get_decoder("tests.collectors.custom_decoder:decode_csv_line")
     out = decode(Message("x/7", b"1-0:1.8.0;2026-01-01T00:00:00Z;12.5", {"serial": "7"}))
-    assert [(r.meter, r.value, r.ts) for r in out.readings] == [("7", 12.5, datetime.fromisoformat("2026-01-01T00:00:00+00:00"))]
+    assert [(r.meter, r.value, r.ts) for r in out.readings] == [
+        ("7", 12.5, datetime.fromisoformat("2026-01-01T00:00:00+00:00"))
+    ]
 
 
 def test_unknown_decoder_names_the_known_ones():

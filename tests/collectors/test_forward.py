@@ -20,30 +20,38 @@ def reading(meter, k, source):
     return Reading(meter, "1-0:1.8.0", T0 + timedelta(minutes=15 * k), 100.0 + k, "kWh", source)
 
 
-@pytest.mark.parametrize("exc", [
-    psycopg.OperationalError("connection refused"),
-    errors.AdminShutdown("terminating connection due to administrator command"),
-    errors.CannotConnectNow("the database system is starting up"),
-    errors.DiskFull("could not extend file"),
-    errors.DeadlockDetected("deadlock detected"),
-    errors.InsufficientPrivilege("permission denied for table reading"),  # a deployment fault, not the data's
-    psycopg.InterfaceError("the connection is closed"),
-    ConnectionResetError(104, "Connection reset by peer"),
-], ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize(
+    "exc",
+    [
+        psycopg.OperationalError("connection refused"),
+        errors.AdminShutdown("terminating connection due to administrator command"),
+        errors.CannotConnectNow("the database system is starting up"),
+        errors.DiskFull("could not extend file"),
+        errors.DeadlockDetected("deadlock detected"),
+        errors.InsufficientPrivilege("permission denied for table reading"),  # a deployment fault, not the data's
+        psycopg.InterfaceError("the connection is closed"),
+        ConnectionResetError(104, "Connection reset by peer"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
 def test_outages_are_retried(exc):
     assert is_outage(exc)
 
 
-@pytest.mark.parametrize("exc", [
-    errors.CharacterNotInRepertoire("invalid byte sequence for encoding \"UTF8\": 0x00"),
-    errors.UntranslatableCharacter("unsupported Unicode escape sequence"),
-    psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes"),  # refused by psycopg itself
-    errors.UniqueViolation("duplicate key"),
-    errors.CheckViolation("new row violates check constraint"),
-    errors.ProgramLimitExceeded("row is too big"),
-    ValueError("naive timestamp"),
-    OverflowError("Python int too large to convert to C short"),
-], ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize(
+    "exc",
+    [
+        errors.CharacterNotInRepertoire('invalid byte sequence for encoding "UTF8": 0x00'),
+        errors.UntranslatableCharacter("unsupported Unicode escape sequence"),
+        psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes"),  # refused by psycopg itself
+        errors.UniqueViolation("duplicate key"),
+        errors.CheckViolation("new row violates check constraint"),
+        errors.ProgramLimitExceeded("row is too big"),
+        ValueError("naive timestamp"),
+        OverflowError("Python int too large to convert to C short"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
 def test_refusals_are_not_outages(exc):
     assert not is_outage(exc)
 
@@ -52,8 +60,9 @@ def test_a_mixed_segment_lands_as_one_batch_per_source_with_stable_keys():
     key = uuid.uuid4()
     event = MeterEvent("E1", T0, EventKind.MAGNETIC_FIELD, Source.MODBUS)
     dead = Rejected("mqtt x", "bad", b"\x00", Source.MQTT)
-    batch = Batch([reading("E1", 0, Source.MQTT), reading("E2", 0, Source.MODBUS), reading("E1", 1, Source.MQTT)],
-                  [event], [dead])
+    batch = Batch(
+        [reading("E1", 0, Source.MQTT), reading("E2", 0, Source.MODBUS), reading("E1", 1, Source.MQTT)], [event], [dead]
+    )
     parts = source_batches(batch, key)
     assert [{r.source for r in p[0]} for p in parts] == [{Source.MODBUS}, {Source.MQTT}]
     assert [len(p[0]) for p in parts] == [1, 2]
@@ -66,10 +75,12 @@ def test_a_mixed_segment_lands_as_one_batch_per_source_with_stable_keys():
 
 def rows_by_source(db):
     with db.connect() as conn:
-        return dict(conn.execute(
-            """SELECT m.serial || ' ' || to_char(r.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI'), s.name
+        return dict(
+            conn.execute(
+                """SELECT m.serial || ' ' || to_char(r.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI'), s.name
                FROM reading r JOIN meter m ON m.id = r.meter_id JOIN reading_source s ON s.id = r.source_id""",
-        ).fetchall())
+            ).fetchall()
+        )
 
 
 def stamp(k):
@@ -86,8 +97,13 @@ def test_each_reading_keeps_its_own_source_through_the_spool(db, tmp_path):
     forwarder = Forwarder(spool, db.url, db.settings)
     assert forwarder.drain_once() == 5
     forwarder.stop(drain=False)
-    assert rows_by_source(db) == {f"E1 {stamp(0)}": "mqtt", f"E1 {stamp(1)}": "mqtt", f"E2 {stamp(0)}": "modbus",
-                                  f"E2 {stamp(1)}": "modbus", f"E2 {stamp(2)}": "modbus"}
+    assert rows_by_source(db) == {
+        f"E1 {stamp(0)}": "mqtt",
+        f"E1 {stamp(1)}": "mqtt",
+        f"E2 {stamp(0)}": "modbus",
+        f"E2 {stamp(1)}": "modbus",
+        f"E2 {stamp(2)}": "modbus",
+    }
 
 
 def test_a_poisoned_segment_is_quarantined_and_the_rest_drains(db, tmp_path):
@@ -106,8 +122,12 @@ def test_a_poisoned_segment_is_quarantined_and_the_rest_drains(db, tmp_path):
     assert forwarder.drain_once() == 4
     forwarder.stop(drain=False)
     assert spool.sealed() == []
-    assert rows_by_source(db) == {f"E1 {stamp(0)}": "mqtt", f"E1 {stamp(1)}": "mqtt", f"E2 {stamp(1)}": "modbus",
-                                  f"E1 {stamp(2)}": "mqtt"}
+    assert rows_by_source(db) == {
+        f"E1 {stamp(0)}": "mqtt",
+        f"E1 {stamp(1)}": "mqtt",
+        f"E2 {stamp(1)}": "modbus",
+        f"E1 {stamp(2)}": "mqtt",
+    }
     [held] = spool.quarantined()
     assert held["records"] == [1] and held["records_in_segment"] == 3
     assert "record 1: DataError" in held["reason"] and "NUL" in held["reason"]

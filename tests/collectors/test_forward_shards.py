@@ -27,7 +27,7 @@ def test_spooled_readings_land_on_the_shard_of_their_meter_exactly_once(db, shar
     readings = [Reading(m, "1-0:1.8.0", T0 + timedelta(minutes=15 * k), 10.0 * k + i, "kWh", Source.MODBUS)
                 for k in range(40) for i, m in enumerate(METERS)]  # fmt: skip
     for k in range(0, len(readings), 300):
-        spool.append(readings[k:k + 300])
+        spool.append(readings[k : k + 300])
     spool.append(events=[MeterEvent("SH004", T0, EventKind.MAGNETIC_FIELD, Source.MODBUS)],
                  rejected=[Rejected("modbus SH999", "unknown register", b"\x01\x02", Source.MODBUS)])  # fmt: skip
     spool.append(readings[:300])  # redelivered: duplicates, not second copies
@@ -44,7 +44,9 @@ def test_spooled_readings_land_on_the_shard_of_their_meter_exactly_once(db, shar
         assert conn.execute("SELECT count(*) FROM reading").fetchone()[0] == 0  # the coordinator keeps none
     for k, url in enumerate(shard_urls):
         with psycopg.connect(url) as conn:
-            rows = conn.execute("SELECT m.serial, r.ts, r.value FROM reading r JOIN meter m ON m.id = r.meter_id").fetchall()
+            rows = conn.execute(
+                "SELECT m.serial, r.ts, r.value FROM reading r JOIN meter m ON m.id = r.meter_id"
+            ).fetchall()
             events = conn.execute("SELECT count(*) FROM meter_event").fetchone()[0]
             dead = conn.execute("SELECT count(*) FROM rejected_input").fetchone()[0]
         assert sorted(rows) == sorted((r.meter, r.ts, r.value) for r in readings if home[r.meter] == k)

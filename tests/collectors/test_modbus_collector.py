@@ -23,38 +23,71 @@ FROZEN = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
 
 def fleet():
-    return Simulation(parse_fleet({
-        "seed": 11, "horizon_days": 30, "start": "2026-03-01T00:00:00Z",
-        "topology": {"transformers": 1, "customers_per_transformer": 8, "dmas": 1, "customers_per_dma": 3},
-        "modbus": {"tcp_base_port": 0, "rtu_lines": 1, "devices_per_line": 3, "devices_per_gateway": 8},
-        "mqtt": {"electricity_share": 0.0},
-        "theft": {"rate": 0.0}, "faults": {"rate": 0.0},
-    }, "collector test fleet"))
+    return Simulation(
+        parse_fleet(
+            {
+                "seed": 11,
+                "horizon_days": 30,
+                "start": "2026-03-01T00:00:00Z",
+                "topology": {"transformers": 1, "customers_per_transformer": 8, "dmas": 1, "customers_per_dma": 3},
+                "modbus": {"tcp_base_port": 0, "rtu_lines": 1, "devices_per_line": 3, "devices_per_gateway": 8},
+                "mqtt": {"electricity_share": 0.0},
+                "theft": {"rate": 0.0},
+                "faults": {"rate": 0.0},
+            },
+            "collector test fleet",
+        )
+    )
 
 
 def register(db, sim, meters):
     with db.connect() as conn, conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO meter (serial, commodity, model, unit, protocol) VALUES (%s, %s, %s, %s, 'modbus-tcp')",
-            [(m.serial, m.commodity.value, m.model, m.unit) for m in meters])
+            [(m.serial, m.commodity.value, m.model, m.unit) for m in meters],
+        )
 
 
 def collector_config(front, sim, tmp_path, dead_unit=None):
-    gateways = [{"name": f"gw{i}", "host": gw.host, "port": gw.port, "timeout_s": 1.0,
-                 "meters": [{"serial": sim.meters[m].serial, "unit": u, "profile": sim.meters[m].model}
-                            for u, m in sorted(gw.store.units.items())]}
-                for i, gw in enumerate(front.gateways)]
+    gateways = [
+        {
+            "name": f"gw{i}",
+            "host": gw.host,
+            "port": gw.port,
+            "timeout_s": 1.0,
+            "meters": [
+                {"serial": sim.meters[m].serial, "unit": u, "profile": sim.meters[m].model}
+                for u, m in sorted(gw.store.units.items())
+            ],
+        }
+        for i, gw in enumerate(front.gateways)
+    ]
     lines = []
     for i, line in enumerate(front.lines):
-        meters = [{"serial": sim.meters[m].serial, "unit": u, "profile": sim.meters[m].model}
-                  for u, m in sorted(line.store.units.items())]
+        meters = [
+            {"serial": sim.meters[m].serial, "unit": u, "profile": sim.meters[m].model}
+            for u, m in sorted(line.store.units.items())
+        ]
         if dead_unit is not None:
             meters.append({"serial": "DEAD-ON-LINE", "unit": dead_unit, "profile": "sdm120"})
-        lines.append({"name": f"line{i}", "port": line.path, "baudrate": line.baudrate, "timeout_s": 0.3, "meters": meters})
-    return CollectorConfig.model_validate({
-        "name": "modbus-test", "spool_dir": str(tmp_path / "spool"), "seal_seconds": 0.2,
-        "modbus": {"periods": {"energy": 1.0, "instant": 1.0, "events": 1.0}, "jitter": 0.0, "retries": 0,
-                   "backoff_base_s": 5.0, "gateways": gateways, "lines": lines}})
+        lines.append(
+            {"name": f"line{i}", "port": line.path, "baudrate": line.baudrate, "timeout_s": 0.3, "meters": meters}
+        )
+    return CollectorConfig.model_validate(
+        {
+            "name": "modbus-test",
+            "spool_dir": str(tmp_path / "spool"),
+            "seal_seconds": 0.2,
+            "modbus": {
+                "periods": {"energy": 1.0, "instant": 1.0, "events": 1.0},
+                "jitter": 0.0,
+                "retries": 0,
+                "backoff_base_s": 5.0,
+                "gateways": gateways,
+                "lines": lines,
+            },
+        }
+    )
 
 
 def health_failures(collector, serial):
@@ -83,7 +116,8 @@ def test_every_polled_reading_lands_once_with_the_value_the_simulator_shows(db, 
     with psycopg.connect(db.url) as conn:
         rows = conn.execute(
             "SELECT m.serial, c.code, r.ts, r.value, u.code FROM reading r JOIN meter m ON m.id = r.meter_id "
-            "JOIN channel c ON c.id = r.channel_id JOIN unit u ON u.id = r.unit_id").fetchall()
+            "JOIN channel c ON c.id = r.channel_id JOIN unit u ON u.id = r.unit_id"
+        ).fetchall()
         rejected = conn.execute("SELECT count(*) FROM rejected_input").fetchone()[0]
     assert rejected == 0
     by_meter: dict[str, list] = {}
@@ -121,10 +155,15 @@ def test_a_dead_meter_on_a_shared_rtu_line_does_not_stall_the_others(db, tmp_pat
         collector = Collector(config, db.settings, db.url)
         collector.start()
         time.sleep(4.5)
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{collector.metrics.port}/metrics", timeout=5).read().decode()
+        metrics = (
+            urllib.request.urlopen(f"http://127.0.0.1:{collector.metrics.port}/metrics", timeout=5).read().decode()
+        )
         collector.stop()
-    failed = re.search(r'releve_meter_polls_total\{collector="modbus-test",link="line0",meter="DEAD-ON-LINE",'
-                       r'outcome="failed"\} (\d+)', metrics)
+    failed = re.search(
+        r'releve_meter_polls_total\{collector="modbus-test",link="line0",meter="DEAD-ON-LINE",'
+        r'outcome="failed"\} (\d+)',
+        metrics,
+    )
     assert failed and int(failed.group(1)) == health_failures(collector, "DEAD-ON-LINE") >= 1
     health = {m.serial: m.health for m in collector.poller.meters}
     with psycopg.connect(db.url) as conn:
@@ -165,9 +204,18 @@ def test_collect_status_shows_links_and_the_failing_meter(db, tmp_path):
         collector.stop()
     path = tmp_path / "c.toml"
     path.write_text(f'name = "modbus-test"\nspool_dir = "{tmp_path / "spool"}"\n')
-    env = {**os.environ, "RELEVE_DATABASE__URL": db.url, "RELEVE_DATABASE__ROLE_PREFIX": db.settings.database.role_prefix}
-    out = subprocess.run([sys.executable, "-m", "releve.cli", "collect", "status", "-c", str(path)],
-                         capture_output=True, text=True, env=env, check=True).stdout
+    env = {
+        **os.environ,
+        "RELEVE_DATABASE__URL": db.url,
+        "RELEVE_DATABASE__ROLE_PREFIX": db.settings.database.role_prefix,
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "releve.cli", "collect", "status", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
     assert "line0" in out and "rtu" in out
     worst = out.split("meters with the most failures")[1].splitlines()[1]
     assert "DEAD-ON-LINE" in worst and "never" in worst
@@ -197,7 +245,8 @@ def test_a_device_answering_after_its_timeout_never_lands_as_another_readings_va
     with psycopg.connect(db.url) as conn:
         rows = conn.execute(
             "SELECT m.serial, c.code, r.value FROM reading r JOIN meter m ON m.id = r.meter_id "
-            "JOIN channel c ON c.id = r.channel_id").fetchall()
+            "JOIN channel c ON c.id = r.channel_id"
+        ).fetchall()
     assert not [r for r in rows if r[0] == slow.serial]
     by_serial = {m.serial: m for m in on_line}
     for serial, channel, value in rows:
@@ -205,6 +254,9 @@ def test_a_device_answering_after_its_timeout_never_lands_as_another_readings_va
             continue
         meter = by_serial[serial]
         shown = sim.values_at(meter.index, FROZEN)
-        assert value == pytest.approx(expected_value(meter, channel, shown[channel]), rel=1e-9, abs=1e-9), (serial, channel)
+        assert value == pytest.approx(expected_value(meter, channel, shown[channel]), rel=1e-9, abs=1e-9), (
+            serial,
+            channel,
+        )
     for meter in on_line[1:]:
         assert health[meter.serial].failures == 0 and health[meter.serial].good >= 2

@@ -23,9 +23,14 @@ pytestmark = [pytest.mark.db, pytest.mark.mqtt]
 
 
 def make_collector(db, broker, tmp_path, **mqtt_extra):
-    config = CollectorConfig.model_validate({
-        "name": "test-collector", "spool_dir": str(tmp_path / "spool"), "seal_seconds": 0.2,
-        "mqtt": {"client_id": "c1", "subscriptions": SUBSCRIPTIONS, **mqtt_extra}})
+    config = CollectorConfig.model_validate(
+        {
+            "name": "test-collector",
+            "spool_dir": str(tmp_path / "spool"),
+            "seal_seconds": 0.2,
+            "mqtt": {"client_id": "c1", "subscriptions": SUBSCRIPTIONS, **mqtt_extra},
+        }
+    )
     settings = db.settings.model_copy(update={"mqtt": db.settings.mqtt.model_copy(update={"url": broker.url})})
     return Collector(config, settings, db.url)
 
@@ -36,22 +41,32 @@ def test_every_message_lands_once_with_its_values_and_bad_ones_are_kept(db, mqtt
     collector.start()
     try:
         assert collector.mqtt.wait_connected()
-        publish(mqtt_broker.port, traffic(0, 20), raw=[("releve/E1/reading", b"{not json"),
-                                                       ("tele/sml-E3/SENSOR", b'{"Time": "now", "SML": {}}')])
+        publish(
+            mqtt_broker.port,
+            traffic(0, 20),
+            raw=[("releve/E1/reading", b"{not json"), ("tele/sml-E3/SENSOR", b'{"Time": "now", "SML": {}}')],
+        )
         assert wait_for_rows(db.url, 20 * READINGS_PER_ROUND) == 20 * READINGS_PER_ROUND
     finally:
         collector.stop()
     with db.connect() as conn:
-        rows = dict(conn.execute(
-            "SELECT m.serial || ' ' || c.code || ' ' || to_char(r.ts AT TIME ZONE 'UTC', 'HH24:MI'), r.value "
-            "FROM reading r JOIN meter m ON m.id = r.meter_id JOIN channel c ON c.id = r.channel_id").fetchall())
+        rows = dict(
+            conn.execute(
+                "SELECT m.serial || ' ' || c.code || ' ' || to_char(r.ts AT TIME ZONE 'UTC', 'HH24:MI'), r.value "
+                "FROM reading r JOIN meter m ON m.id = r.meter_id JOIN channel c ON c.id = r.channel_id"
+            ).fetchall()
+        )
         dead = conn.execute("SELECT origin, reason FROM rejected_input ORDER BY id").fetchall()
     first = T0.strftime("%H:%M")
     assert rows[f"E1 1-0:1.8.0 {first}"] == 1000.0
     assert rows[f"E3 1-0:1.7.0 {first}"] == 400.0
     assert rows[f"W1 8-0:1.0.0 {first}"] == 40.0
-    assert sorted(r for _, r in dead) == sorted(["payload is not JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
-                                                 "Time 'now' is not an ISO 8601 time"])
+    assert sorted(r for _, r in dead) == sorted(
+        [
+            "payload is not JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+            "Time 'now' is not an ISO 8601 time",
+        ]
+    )
     assert collector.mqtt.stats.acked == 20 * 4 + 2
 
 
@@ -117,9 +132,14 @@ def test_collectors_in_one_shared_group_split_a_topic_and_land_each_message_once
     register_meters(db.url)
     collectors = []
     for k in range(2):
-        config = CollectorConfig.model_validate({
-            "name": f"shared-{k}", "spool_dir": str(tmp_path / f"spool{k}"), "seal_seconds": 0.2,
-            "mqtt": {"client_id": f"shared-{k}", "shared_group": "collectors", "subscriptions": SUBSCRIPTIONS}})
+        config = CollectorConfig.model_validate(
+            {
+                "name": f"shared-{k}",
+                "spool_dir": str(tmp_path / f"spool{k}"),
+                "seal_seconds": 0.2,
+                "mqtt": {"client_id": f"shared-{k}", "shared_group": "collectors", "subscriptions": SUBSCRIPTIONS},
+            }
+        )
         settings = db.settings.model_copy(update={"mqtt": db.settings.mqtt.model_copy(update={"url": mqtt_broker.url})})
         collectors.append(Collector(config, settings, db.url))
     for c in collectors:
@@ -144,20 +164,40 @@ def test_the_simulators_mqtt_meters_land_with_the_values_they_published(db, mqtt
     from simulators.engine import Simulation
     from simulators.mqtt import MqttPublisher
 
-    sim = Simulation(parse_fleet({
-        "seed": 3, "start": "2026-03-01T00:00:00Z", "horizon_days": 20,
-        "topology": {"transformers": 1, "customers_per_transformer": 12, "dmas": 1, "customers_per_dma": 5},
-        "mqtt": {"electricity_share": 0.5}, "theft": {"rate": 0.0}, "faults": {"rate": 0.0},
-    }, "mqtt test fleet"))
+    sim = Simulation(
+        parse_fleet(
+            {
+                "seed": 3,
+                "start": "2026-03-01T00:00:00Z",
+                "horizon_days": 20,
+                "topology": {"transformers": 1, "customers_per_transformer": 12, "dmas": 1, "customers_per_dma": 5},
+                "mqtt": {"electricity_share": 0.5},
+                "theft": {"rate": 0.0},
+                "faults": {"rate": 0.0},
+            },
+            "mqtt test fleet",
+        )
+    )
     with db.connect() as conn, conn.cursor() as cur:
-        cur.executemany("INSERT INTO meter (serial, commodity, model, unit, protocol) VALUES (%s, %s, %s, %s, 'mqtt')",
-                        [(m.serial, m.commodity.value, m.model, m.unit) for m in sim.meters])
-    config = CollectorConfig.model_validate({
-        "name": "sim-mqtt", "spool_dir": str(tmp_path / "spool"), "seal_seconds": 0.2,
-        "mqtt": {"client_id": "sim-mqtt", "subscriptions": [
-            {"topic": "releve/{serial}/reading"}, {"topic": "tele/sml-{serial}/SENSOR", "decoder": "tasmota",
-             "options": {"timezone": "UTC"}},
-            {"topic": "v3/{app}/devices/water-{serial}/up", "decoder": "ttn"}]}})
+        cur.executemany(
+            "INSERT INTO meter (serial, commodity, model, unit, protocol) VALUES (%s, %s, %s, %s, 'mqtt')",
+            [(m.serial, m.commodity.value, m.model, m.unit) for m in sim.meters],
+        )
+    config = CollectorConfig.model_validate(
+        {
+            "name": "sim-mqtt",
+            "spool_dir": str(tmp_path / "spool"),
+            "seal_seconds": 0.2,
+            "mqtt": {
+                "client_id": "sim-mqtt",
+                "subscriptions": [
+                    {"topic": "releve/{serial}/reading"},
+                    {"topic": "tele/sml-{serial}/SENSOR", "decoder": "tasmota", "options": {"timezone": "UTC"}},
+                    {"topic": "v3/{app}/devices/water-{serial}/up", "decoder": "ttn"},
+                ],
+            },
+        }
+    )
     settings = db.settings.model_copy(update={"mqtt": db.settings.mqtt.model_copy(update={"url": mqtt_broker.url})})
     collector = Collector(config, settings, db.url)
     collector.start()
@@ -183,9 +223,13 @@ def test_the_simulators_mqtt_meters_land_with_the_values_they_published(db, mqtt
         publisher.close()
         collector.stop()
     with db.connect() as conn:
-        stored = {(m, c, t): v for m, c, t, v in conn.execute(
-            "SELECT m.serial, c.code, r.ts, r.value FROM reading r JOIN meter m ON m.id = r.meter_id "
-            "JOIN channel c ON c.id = r.channel_id").fetchall()}
+        stored = {
+            (m, c, t): v
+            for m, c, t, v in conn.execute(
+                "SELECT m.serial, c.code, r.ts, r.value FROM reading r JOIN meter m ON m.id = r.meter_id "
+                "JOIN channel c ON c.id = r.channel_id"
+            ).fetchall()
+        }
         rejected = conn.execute("SELECT count(*) FROM rejected_input").fetchone()[0]
     assert stored == expected and rejected == 0
     # and the values are what the simulator showed: the JSON meters' import register at 09:00
@@ -198,12 +242,21 @@ def test_collect_run_workers_split_a_topic_over_processes_and_land_each_message_
     from collectors.service import run_workers, worker_config
 
     register_meters(db.url)
-    config = CollectorConfig.model_validate({
-        "name": "workers", "spool_dir": str(tmp_path / "spool"), "seal_seconds": 0.2, "health_every_s": 0.5,
-        "mqtt": {"client_id": "workers", "subscriptions": SUBSCRIPTIONS}})
+    config = CollectorConfig.model_validate(
+        {
+            "name": "workers",
+            "spool_dir": str(tmp_path / "spool"),
+            "seal_seconds": 0.2,
+            "health_every_s": 0.5,
+            "mqtt": {"client_id": "workers", "subscriptions": SUBSCRIPTIONS},
+        }
+    )
     second = worker_config(config, 1, 2)
     assert (second.mqtt.client_id, second.mqtt.shared_group, second.spool_dir) == (
-        "workers-w1", "workers", tmp_path / "spool" / "worker-1")
+        "workers-w1",
+        "workers",
+        tmp_path / "spool" / "worker-1",
+    )
     settings = db.settings.model_copy(update={"mqtt": db.settings.mqtt.model_copy(update={"url": mqtt_broker.url})})
     stop = threading.Event()
     result = []
@@ -212,7 +265,10 @@ def test_collect_run_workers_split_a_topic_over_processes_and_land_each_message_
     try:
         with psycopg.connect(db.url) as conn:  # both workers have written their health: both are subscribed
             for _ in range(300):
-                if conn.execute("SELECT count(*) FROM link_health WHERE kind = 'mqtt' AND connected").fetchone()[0] == 2:
+                if (
+                    conn.execute("SELECT count(*) FROM link_health WHERE kind = 'mqtt' AND connected").fetchone()[0]
+                    == 2
+                ):
                     break
                 conn.commit()
                 threading.Event().wait(0.1)

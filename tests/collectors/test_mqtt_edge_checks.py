@@ -84,5 +84,6 @@ def test_zones_units_and_limits_are_enforced_before_the_spool(db, mqtt_broker, t
     assert reasons == expected
     # each dead letter keeps its payload whole, as published, and names the topic
     assert sorted(json.dumps(json.loads(p), sort_keys=True) for _, _, p in dead) == sorted(
-        json.dumps(body, sort_keys=True) for _, body in bad)
+        json.dumps(body, sort_keys=True) for _, body in bad
+    )
     assert {origin for origin, _, _ in dead} == {f"mqtt {topic}" for topic, _ in bad}

@@ -3,8 +3,14 @@ from releve.profiles import RegisterEntry, load_profile
 
 
 def entry(name, address, data_type="float32", function=4):
-    return RegisterEntry(name=name, channel="1-0:32.7.0" if name == "a" else "status", function=function,
-                         address=address, data_type=data_type, kind="instantaneous")
+    return RegisterEntry(
+        name=name,
+        channel="1-0:32.7.0" if name == "a" else "status",
+        function=function,
+        address=address,
+        data_type=data_type,
+        kind="instantaneous",
+    )
 
 
 def test_adjacent_registers_merge_into_one_request():

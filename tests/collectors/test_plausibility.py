@@ -298,7 +298,9 @@ def test_limits_follow_the_unit_conversion():
     profile = load_profile("sdm120")
     guard = Guard()
     assert check_readings(guard, [reading("1-0:1.8.0", 1_000_000, "Wh")], profile) == (
-        [reading("1-0:1.8.0", 1000.0, "kWh")], [])
+        [reading("1-0:1.8.0", 1000.0, "kWh")],
+        [],
+    )
     kept, problems = check_readings(guard, [reading("1-0:1.8.0", 1_100_000, "Wh", T0 + timedelta(minutes=15))], profile)
     assert kept == [] and "(rate)" in problems[0]
 

@@ -47,27 +47,42 @@ def wait_for(predicate, timeout=30.0):
 def test_nul_huge_and_binary_payloads_are_dead_letters_and_the_readings_around_them_land(db, mqtt_broker, tmp_path):
     assert len(ONE_MB) == 1_000_000
     register_meters(db.url)
-    config = CollectorConfig.model_validate({
-        "name": "poison", "spool_dir": str(tmp_path / "spool"), "seal_seconds": 0.2, "metrics_port": 0,
-        "mqtt": {"client_id": "poison", "subscriptions": SUBSCRIPTIONS}})
+    config = CollectorConfig.model_validate(
+        {
+            "name": "poison",
+            "spool_dir": str(tmp_path / "spool"),
+            "seal_seconds": 0.2,
+            "metrics_port": 0,
+            "mqtt": {"client_id": "poison", "subscriptions": SUBSCRIPTIONS},
+        }
+    )
     settings = db.settings.model_copy(update={"mqtt": db.settings.mqtt.model_copy(update={"url": mqtt_broker.url})})
     collector = Collector(config, settings, db.url)
     collector.start()
     try:
         assert collector.mqtt.wait_connected()
         publish(mqtt_broker.port, traffic(0, 5))
-        publish(mqtt_broker.port, [], raw=[("releve/E1/reading", NUL), ("releve/E2/reading", ONE_MB),
-                                           ("tele/sml-E3/SENSOR", BINARY)])
+        publish(
+            mqtt_broker.port,
+            [],
+            raw=[("releve/E1/reading", NUL), ("releve/E2/reading", ONE_MB), ("tele/sml-E3/SENSOR", BINARY)],
+        )
         publish(mqtt_broker.port, traffic(5, 10))
         assert wait_for_rows(db.url, 10 * READINGS_PER_ROUND) == 10 * READINGS_PER_ROUND
         with db.connect() as conn:
             assert wait_for(lambda: conn.execute("SELECT count(*) FROM rejected_input").fetchone()[0] == 3)
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{collector.metrics.port}/metrics", timeout=5).read().decode()
+        metrics = (
+            urllib.request.urlopen(f"http://127.0.0.1:{collector.metrics.port}/metrics", timeout=5).read().decode()
+        )
     finally:
         collector.stop()
     with db.connect() as conn:
-        dead = {origin: (reason, text, raw) for origin, reason, text, raw in conn.execute(
-            "SELECT origin, reason, payload, payload_bytes FROM rejected_input").fetchall()}
+        dead = {
+            origin: (reason, text, raw)
+            for origin, reason, text, raw in conn.execute(
+                "SELECT origin, reason, payload, payload_bytes FROM rejected_input"
+            ).fetchall()
+        }
     assert set(dead) == {"mqtt releve/E1/reading", "mqtt releve/E2/reading", "mqtt tele/sml-E3/SENSOR"}
     reason, text, raw = dead["mqtt releve/E1/reading"]
     assert raw == NUL and reason.startswith("payload is not JSON") and text.endswith("[]\\x00}")
@@ -94,14 +109,23 @@ def test_a_refused_segment_is_quarantined_the_rest_drains_and_the_alarm_shows_ev
     spool.append([Reading("E1", "1-0:1.8.0", t0 + timedelta(minutes=15), 2.0, "kWh", Source.MODBUS)])
     spool.seal()
     spool.close()
-    config = CollectorConfig.model_validate({"name": "quarantine-test", "spool_dir": str(spool_dir),
-                                             "seal_seconds": 0.2, "health_every_s": 0.3, "metrics_port": 0})
+    config = CollectorConfig.model_validate(
+        {
+            "name": "quarantine-test",
+            "spool_dir": str(spool_dir),
+            "seal_seconds": 0.2,
+            "health_every_s": 0.3,
+            "metrics_port": 0,
+        }
+    )
     collector = Collector(config, db.settings, db.url)
     collector.start()
     try:
         assert wait_for(lambda: collector.spool.sealed() == [] and collector.spool.quarantined())
         assert wait_for_rows(db.url, 2) == 2
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{collector.metrics.port}/metrics", timeout=5).read().decode()
+        metrics = (
+            urllib.request.urlopen(f"http://127.0.0.1:{collector.metrics.port}/metrics", timeout=5).read().decode()
+        )
     finally:
         collector.stop()
     assert 'releve_spool_alarm{collector="quarantine-test"} 1' in metrics
@@ -109,15 +133,24 @@ def test_a_refused_segment_is_quarantined_the_rest_drains_and_the_alarm_shows_ev
     assert 'releve_forwarder_refused_records_total{collector="quarantine-test"} 1' in metrics
     with db.connect() as conn:
         kind, failures, connected, alarm = conn.execute(
-            "SELECT kind, failures, connected, alarm FROM link_health WHERE collector = 'quarantine-test'").fetchone()
+            "SELECT kind, failures, connected, alarm FROM link_health WHERE collector = 'quarantine-test'"
+        ).fetchone()
     assert (kind, failures, connected) == ("spool", 1, True)
     assert "1 spool segment(s) quarantined" in alarm and "22P05" in alarm
 
     path = tmp_path / "c.toml"
     path.write_text(f'name = "quarantine-test"\nspool_dir = "{spool_dir}"\n')
-    env = {**os.environ, "RELEVE_DATABASE__URL": db.url, "RELEVE_DATABASE__ROLE_PREFIX": db.settings.database.role_prefix}
-    status = subprocess.run([sys.executable, "-m", "releve.cli", "collect", "status", "-c", str(path)],
-                            capture_output=True, text=True, env=env)
+    env = {
+        **os.environ,
+        "RELEVE_DATABASE__URL": db.url,
+        "RELEVE_DATABASE__ROLE_PREFIX": db.settings.database.role_prefix,
+    }
+    status = subprocess.run(
+        [sys.executable, "-m", "releve.cli", "collect", "status", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert status.returncode == 1, status.stderr
     assert "ALARM quarantine" in status.stdout and "22P05" in status.stdout
     assert "ALARM spool: 1 spool segment(s) quarantined" in status.stdout
@@ -133,6 +166,10 @@ def test_a_refused_segment_is_quarantined_the_rest_drains_and_the_alarm_shows_ev
     done = subprocess.run(requeue, capture_output=True, text=True, env=env, check=True)
     assert done.stdout.startswith("requeued ")
     assert len(list(spool_dir.glob("*.seg"))) == 1 and not list((spool_dir / "quarantine").glob("*.seg"))
-    status = subprocess.run([sys.executable, "-m", "releve.cli", "collect", "status", "-c", str(path)],
-                            capture_output=True, text=True, env=env)
+    status = subprocess.run(
+        [sys.executable, "-m", "releve.cli", "collect", "status", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert "ALARM quarantine" not in status.stdout

@@ -59,7 +59,9 @@ def test_all_zero_registers_are_ambiguous_not_a_verdict():
     # zero reads the same in every order (a frequency of 0 Hz would be impossible: leave it out)
     raw = {e: [0, 0] for e in profile.registers if e.count == 2 and e.kind != "status" and e.name != "frequency"}
     result = probe_registers(profile, raw)
-    assert not result.found and result.message.startswith("ambiguous: every value makes sense in ABCD, CDAB, BADC, DCBA")
+    assert not result.found and result.message.startswith(
+        "ambiguous: every value makes sense in ABCD, CDAB, BADC, DCBA"
+    )
     raw[profile.entry("1-0:14.7.0")] = [0, 0]
     assert probe_registers(profile, raw).message.startswith("no order makes sense of every value (best: ABCD, CDAB")
 

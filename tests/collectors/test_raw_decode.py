@@ -20,34 +20,44 @@ SUBS = [
 
 
 def collector(tmp_path, name="c"):
-    config = CollectorConfig.model_validate({"name": "t", "spool_dir": str(tmp_path / "s"),
-                                             "mqtt": {"client_id": "t", "subscriptions": SUBS}})
+    config = CollectorConfig.model_validate(
+        {"name": "t", "spool_dir": str(tmp_path / "s"), "mqtt": {"client_id": "t", "subscriptions": SUBS}}
+    )
     return MqttCollector(config.mqtt, MqttSettings(), Spool(tmp_path / name))
 
 
 #: Plain messages, then every shape the fast path must hand to the full decoder.
 MESSAGES = [
     ("releve/E1/reading", b'{"ts": "2026-03-01T00:00:00Z", "readings": [{"channel": "1-0:1.8.0", "value": 10.5}]}'),
-    ("releve/E1/reading", b'{"ts": "2026-03-01T00:15:00+00:00", "readings": [{"channel": "1-0:1.8.0", "value": 11, '
-                          b'"unit": "kWh"}, {"channel": "1-0:1.7.0", "value": 2.5, "unit": "kW"}]}'),
+    (
+        "releve/E1/reading",
+        b'{"ts": "2026-03-01T00:15:00+00:00", "readings": [{"channel": "1-0:1.8.0", "value": 11, '
+        b'"unit": "kWh"}, {"channel": "1-0:1.7.0", "value": 2.5, "unit": "kW"}]}',
+    ),
     ("releve/E1/reading", b'{"ts": "2026-03-01T00:30:00Z", "readings": [{"channel": "1-0:1.8.0", "value": 5}]}'),
-    ("releve/E1/reading", b'{"ts": "2026-03-01T00:45:00Z", "readings": [{"channel": "1-0:1.8.0", "value": 12000, '
-                          b'"unit": "Wh"}]}'),
+    (
+        "releve/E1/reading",
+        b'{"ts": "2026-03-01T00:45:00Z", "readings": [{"channel": "1-0:1.8.0", "value": 12000, "unit": "Wh"}]}',
+    ),
     ("releve/E2/reading", b'{"ts": "2026-03-01T00:00:00", "readings": [{"channel": "1-0:1.8.0", "value": 1}]}'),
     ("local/E2/reading", b'{"ts": "2026-03-01T01:00:00", "readings": [{"channel": "1-0:1.8.0", "value": 1}]}'),
     ("releve/E2/reading", b'{"ts": "2026-03-01T02:00:00Z", "kind": "magnetic_field", "code": 7}'),
     ("releve/E2/reading", b"{not json"),
     ("releve/E2/reading", b"\xff\xfe"),
-    ("releve/E2/reading", b'[1, 2]'),
+    ("releve/E2/reading", b"[1, 2]"),
     ("releve/E2/reading", b'{"ts": "2026-03-01T03:00:00Z", "readings": []}'),
     ("releve/E2/reading", b'{"ts": "2026-03-01T03:00:00Z", "readings": [{"value": 1}]}'),
     ("releve/E2/reading", b'{"ts": "2026-03-01T03:00:00Z", "readings": [{"channel": "1-0:1.8.0", "value": true}]}'),
     ("releve/E2/reading", b'{"ts": "2026-03-01T03:00:00Z", "readings": [{"channel": "1-0:1.8.0", "value": "1"}]}'),
-    ("releve/E2/reading", b'{"ts": "2026-03-01T03:00:00Z", "readings": [{"channel": "1-0:1.8.0", "value": 1, '
-                          b'"unit": 3}]}'),
+    (
+        "releve/E2/reading",
+        b'{"ts": "2026-03-01T03:00:00Z", "readings": [{"channel": "1-0:1.8.0", "value": 1, "unit": 3}]}',
+    ),
     ("releve/E2/reading", b'{"ts": "2026-03-01T03:00:00Z", "readings": [{"channel": "1-0:1.8.0", "value": -4}]}'),
-    ("releve/E2/reading", b'{"ts": "2026-03-01T03:00:00Z", "readings": [{"channel": "1-0:1.8.0", "value": 1, '
-                          b'"unit": "m3"}]}'),
+    (
+        "releve/E2/reading",
+        b'{"ts": "2026-03-01T03:00:00Z", "readings": [{"channel": "1-0:1.8.0", "value": 1, "unit": "m3"}]}',
+    ),
     ("releve/E2/reading", b'{"ts": "yesterday", "readings": [{"channel": "1-0:1.8.0", "value": 1}]}'),
     ("releve/E2/reading", b'{"ts": "0001-01-01T00:00:00+01:00", "readings": [{"channel": "1-0:1.8.0", "value": 1}]}'),
     ("tele/sml-E3/SENSOR", b'{"Time": "2026-03-01T04:00:00", "SML": {"Total_in": 100.5, "Power_curr": 300}}'),
@@ -70,9 +80,17 @@ def per_message(c, messages):
 def columnar(c, messages):
     out = c.decode_raw([RawMessage(t, p, 0.0) for t, p in messages])
     f = out.frame
-    rows = [(int(out.row_message[i]), f.meters[f.meter_idx[i]], f.channels[f.channel_idx[i]],
-             f.ts[i].astype(datetime).replace(tzinfo=UTC), float(f.value[i]), f.units[f.unit_idx[i]])
-            for i in range(len(f))]
+    rows = [
+        (
+            int(out.row_message[i]),
+            f.meters[f.meter_idx[i]],
+            f.channels[f.channel_idx[i]],
+            f.ts[i].astype(datetime).replace(tzinfo=UTC),
+            float(f.value[i]),
+            f.units[f.unit_idx[i]],
+        )
+        for i in range(len(f))
+    ]
     return rows, out.events, [(k, x.origin, x.reason, x.payload) for k, x in out.rejected]
 
 
@@ -86,14 +104,25 @@ def test_decoding_in_the_forwarder_keeps_every_reading_event_and_dead_letter_of_
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["E1", "E2"]), st.integers(0, 20),
-                          st.floats(-10, 1e6, allow_nan=False), st.sampled_from(["kWh", "Wh", "", "W"])),
-                min_size=1, max_size=30))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["E1", "E2"]),
+            st.integers(0, 20),
+            st.floats(-10, 1e6, allow_nan=False),
+            st.sampled_from(["kWh", "Wh", "", "W"]),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
 def test_the_plausibility_memory_judges_a_stream_the_same_way_in_either_path(tmp_path_factory, stream):
     messages = []
     for serial, quarter, value, unit in stream:
-        body = (f'{{"ts": "2026-03-01T{quarter // 4:02d}:{15 * (quarter % 4):02d}:00Z", '
-                f'"readings": [{{"channel": "1-0:1.8.0", "value": {value!r}, "unit": "{unit}"}}]}}')
+        body = (
+            f'{{"ts": "2026-03-01T{quarter // 4:02d}:{15 * (quarter % 4):02d}:00Z", '
+            f'"readings": [{{"channel": "1-0:1.8.0", "value": {value!r}, "unit": "{unit}"}}]}}'
+        )
         messages.append((f"releve/{serial}/reading", body.encode()))
     tmp = tmp_path_factory.mktemp("p")
     assert columnar(collector(tmp, "b"), messages) == per_message(collector(tmp, "a"), messages)

@@ -11,14 +11,20 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def readings(n, start=0):
-    return [Reading("M1", "1-0:1.8.0", T0 + timedelta(minutes=15 * (start + i)), float(start + i), "kWh", Source.MQTT) for i in range(n)]
+    return [
+        Reading("M1", "1-0:1.8.0", T0 + timedelta(minutes=15 * (start + i)), float(start + i), "kWh", Source.MQTT)
+        for i in range(n)
+    ]
 
 
 def test_what_is_appended_comes_back_in_order_after_sealing(tmp_path):
     spool = Spool(tmp_path)
     spool.append(readings(3))
-    spool.append(readings(2, 3), events=[MeterEvent("M1", T0, EventKind.MAGNETIC_FIELD, Source.MQTT, {"a": 1})],
-                 rejected=[Rejected("mqtt x", "bad", "{", Source.MQTT)])
+    spool.append(
+        readings(2, 3),
+        events=[MeterEvent("M1", T0, EventKind.MAGNETIC_FIELD, Source.MQTT, {"a": 1})],
+        rejected=[Rejected("mqtt x", "bad", "{", Source.MQTT)],
+    )
     spool.seal()
     [segment] = spool.sealed()
     batch = spool.read(segment)
@@ -104,7 +110,8 @@ def test_a_record_written_before_payloads_were_bytes_still_reads(tmp_path):
 
     record = json.dumps({"x": [["mqtt x", "bad", "{", "mqtt"]]}).encode()
     (tmp_path / f"{1:012d}-00000000-0000-0000-0000-000000000001.seg").write_bytes(
-        struct.pack(">II", len(record), zlib.crc32(record)) + record)
+        struct.pack(">II", len(record), zlib.crc32(record)) + record
+    )
     spool = Spool(tmp_path)
     [back] = spool.read(spool.sealed()[0]).rejected
     assert back.payload == "{"

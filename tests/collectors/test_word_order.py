@@ -103,19 +103,36 @@ def server() -> Iterator[OwnServer]:
 def cdab_profile(tmp_path: Path) -> Path:
     """The shipped SDM630 profile with every float32 in CDAB order (what the probe tells us to write)."""
     text = (PROFILE_DIR / "sdm630.toml").read_text()
-    text = text.replace('order = "ABCD"\n', "").replace('data_type = "float32"', 'data_type = "float32"\norder = "CDAB"')
+    text = text.replace('order = "ABCD"\n', "").replace(
+        'data_type = "float32"', 'data_type = "float32"\norder = "CDAB"'
+    )
     path = tmp_path / "sdm630.toml"
     path.write_text(text)
     return path
 
 
 def poll_for(db, server: OwnServer, tmp_path: Path, profile: str, seconds: float = 2.6) -> Collector:
-    config = CollectorConfig.model_validate({
-        "name": "word-order", "spool_dir": str(tmp_path / f"spool-{Path(profile).stem}-{time.monotonic_ns()}"),
-        "seal_seconds": 0.2,
-        "modbus": {"periods": {"energy": 1.0, "instant": 1.0, "events": 1.0}, "jitter": 0.0, "retries": 0,
-                   "gateways": [{"name": "own", "host": "127.0.0.1", "port": server.port, "timeout_s": 1.0,
-                                 "meters": [{"serial": "CDAB-1", "unit": UNIT, "profile": profile}]}]}})
+    config = CollectorConfig.model_validate(
+        {
+            "name": "word-order",
+            "spool_dir": str(tmp_path / f"spool-{Path(profile).stem}-{time.monotonic_ns()}"),
+            "seal_seconds": 0.2,
+            "modbus": {
+                "periods": {"energy": 1.0, "instant": 1.0, "events": 1.0},
+                "jitter": 0.0,
+                "retries": 0,
+                "gateways": [
+                    {
+                        "name": "own",
+                        "host": "127.0.0.1",
+                        "port": server.port,
+                        "timeout_s": 1.0,
+                        "meters": [{"serial": "CDAB-1", "unit": UNIT, "profile": profile}],
+                    }
+                ],
+            },
+        }
+    )
     collector = Collector(config, db.settings, db.url)
     collector.start()
     time.sleep(seconds)
@@ -142,7 +159,9 @@ def test_wrong_word_order_lands_nothing_probe_names_cdab_and_the_right_profile_l
     assert all(origin == f"modbus own unit {UNIT} (CDAB-1)" for _, origin, _, _ in dead)
     letters = [json.loads(payload) for *_, payload in dead]
     assert {d["channel"] for d in letters} == set(SHOWS)  # every value refused, none landed
-    voltage = next((reason, d) for (_, _, reason, _), d in zip(dead, letters, strict=True) if d["register"] == "voltage_l1")
+    voltage = next(
+        (reason, d) for (_, _, reason, _), d in zip(dead, letters, strict=True) if d["register"] == "voltage_l1"
+    )
     reason, letter = voltage
     assert reason.startswith("voltage_l1: implausible (")
     assert letter["raw"] == cdab(231.4) and letter["order"] == "ABCD" and letter["address"] == 0
@@ -154,7 +173,11 @@ def test_wrong_word_order_lands_nothing_probe_names_cdab_and_the_right_profile_l
     assert errors["implausible"] == len(dead)
     config = tmp_path / "c.toml"
     config.write_text(f'name = "word-order"\nspool_dir = "{tmp_path / "status-spool"}"\n')
-    env = {**os.environ, "RELEVE_DATABASE__URL": db.url, "RELEVE_DATABASE__ROLE_PREFIX": db.settings.database.role_prefix}
+    env = {
+        **os.environ,
+        "RELEVE_DATABASE__URL": db.url,
+        "RELEVE_DATABASE__ROLE_PREFIX": db.settings.database.role_prefix,
+    }
     status = subprocess.run([sys.executable, "-m", "releve.cli", "collect", "status", "-c", str(config)],
                             capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
     assert status.returncode == 0, status.stderr

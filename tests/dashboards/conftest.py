@@ -137,10 +137,12 @@ def web_url(filled):
     login, password = f"{dbname}_web", secrets.token_urlsafe(16)
     _, reader, editor = role_names(filled.settings)
     with psycopg.connect(filled.url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOINHERIT PASSWORD {}").format(
-            sql.Identifier(login), sql.Literal(password)))
-        conn.execute(sql.SQL("GRANT {}, {} TO {}").format(
-            sql.Identifier(reader), sql.Identifier(editor), sql.Identifier(login)))
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN NOINHERIT PASSWORD {}").format(sql.Identifier(login), sql.Literal(password))
+        )
+        conn.execute(
+            sql.SQL("GRANT {}, {} TO {}").format(sql.Identifier(reader), sql.Identifier(editor), sql.Identifier(login))
+        )
     info = psycopg.conninfo.conninfo_to_dict(filled.url)
     info.pop("passfile", None)
     info.update(user=login, password=password)

@@ -82,7 +82,11 @@ def table_text(driver, table_id, wanted, timeout=30):
 def rows_of(driver, table_id):
     """Each data row of a table as its cells' texts."""
     rows = driver.find_elements(By.CSS_SELECTOR, f"#{table_id} tr")
-    return [[td.text.strip() for td in r.find_elements(By.TAG_NAME, "td")] for r in rows if r.find_elements(By.TAG_NAME, "td")]
+    return [
+        [td.text.strip() for td in r.find_elements(By.TAG_NAME, "td")]
+        for r in rows
+        if r.find_elements(By.TAG_NAME, "td")
+    ]
 
 
 def no_raw_text(driver):
@@ -108,7 +112,9 @@ def test_accounts_page_shows_arrears_by_age_and_the_credit_control_queue(filled,
     assert text_of(browser, "kpi-arrears-accounts") == f"{len(in_arrears):,}"
     assert text_of(browser, "kpi-overdue") == money(sum(p.overdue for p in in_arrears), cur)
     assert text_of(browser, "kpi-age-90") == money(sum(p.ageing["90+"] for p in pos.values()), cur)
-    assert text_of(browser, "kpi-open-cases") == str(filled.one("SELECT count(*) FROM credit_case WHERE closed_on IS NULL"))
+    assert text_of(browser, "kpi-open-cases") == str(
+        filled.one("SELECT count(*) FROM credit_case WHERE closed_on IS NULL")
+    )
     assert text_of(browser, "kpi-on-hold") == "1"
     WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#ac-ageing .barlayer .point"))
     arrears = table_text(browser, "ac-arrears", ledgered["disputed"])
@@ -120,11 +126,16 @@ def test_accounts_page_shows_arrears_by_age_and_the_credit_control_queue(filled,
     assert f"reminder on {TODAY}" in row and "final notice" in row
     from billing.credit import EXAMPLE, load_config
 
-    klass = filled.one("SELECT sp.customer_class FROM account a JOIN service_point sp ON sp.id = a.service_point_id "
-                       "WHERE a.number = %s", (ledgered["paid"],))
+    klass = filled.one(
+        "SELECT sp.customer_class FROM account a JOIN service_point sp ON sp.id = a.service_point_id "
+        "WHERE a.number = %s",
+        (ledgered["paid"],),
+    )
     final = load_config(EXAMPLE).steps_for(klass).steps[1]  # the final notice: so late, so long after the reminder
-    due = max(pos_of(pos, ledgered["paid"]).oldest_due + timedelta(days=final.days_overdue),
-              TODAY + timedelta(days=final.after_previous_days))
+    due = max(
+        pos_of(pos, ledgered["paid"]).oldest_due + timedelta(days=final.days_overdue),
+        TODAY + timedelta(days=final.after_previous_days),
+    )
     assert row.split(" | ")[8] == str(due)
     assert ledgered["disputed"] not in queue  # an open dispute holds collection: no case, no step
     assert console_errors(browser) == []
@@ -188,9 +199,14 @@ def test_field_page_shows_open_orders_an_sla_breach_and_the_map(filled, ledgered
     browser.find_element(By.ID, "fw-assign").click()
     assert text_of(browser, "fw-assign-ok") == f"Order {ledgered['fault']} given to crew 7."
     assert filled.one("SELECT assignee || ' ' || status FROM work_order WHERE id = %s", (ledgered["fault"],)) == (
-        "crew 7 assigned")
-    assert filled.one("SELECT by_user FROM work_order_event WHERE work_order_id = %s AND event = 'assigned'",
-                      (ledgered["fault"],)) == "dashboard:field1"
+        "crew 7 assigned"
+    )
+    assert (
+        filled.one(
+            "SELECT by_user FROM work_order_event WHERE work_order_id = %s AND event = 'assigned'", (ledgered["fault"],)
+        )
+        == "dashboard:field1"
+    )
     table_text(browser, "fw-breaches-table", "assigned late")
     assert text_of(browser, "kpi-unassigned") == f"{n_open - 1:,}"
     assert console_errors(browser) == []
@@ -221,7 +237,14 @@ def test_the_pages_sql_ageing_agrees_with_the_ledger_entry_for_entry(filled, led
                 continue
             ages = {"current": s["age_current"], "30": s["age_30"], "60": s["age_60"], "90+": s["age_90"]}
             assert (s["balance"], s["deposit"], s["litigation"], s["overdue"], s["oldest_due"], s["credit"], ages) == (
-                p.balance, p.deposit, p.litigation, p.overdue, p.oldest_due, p.credit, p.ageing), (as_of, p.account)
+                p.balance,
+                p.deposit,
+                p.litigation,
+                p.overdue,
+                p.oldest_due,
+                p.credit,
+                p.ageing,
+            ), (as_of, p.account)
 
 
 def test_the_new_pages_queries_run_as_the_least_privilege_login(filled, ledgered, web_url):

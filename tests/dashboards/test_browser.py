@@ -36,9 +36,14 @@ def no_errors(driver):
     assert errors == [], errors
 
 
-USERS = {"operator1": ("operator-pass-123", ["operator"]), "fraud1": ("fraud-pass-123", ["fraud"]),
-         "billing1": ("billing-pass-123", ["billing"]), "field1": ("field-pass-123", ["field"]),
-         "admin1": ("admin-pass-123", ["admin"]), "locked1": ("locked-pass-123", ["operator"])}  # as conftest.py creates them
+USERS = {
+    "operator1": ("operator-pass-123", ["operator"]),
+    "fraud1": ("fraud-pass-123", ["fraud"]),
+    "billing1": ("billing-pass-123", ["billing"]),
+    "field1": ("field-pass-123", ["field"]),
+    "admin1": ("admin-pass-123", ["admin"]),
+    "locked1": ("locked-pass-123", ["operator"]),
+}  # as conftest.py creates them
 
 
 def as_user(driver, base_url, user):
@@ -55,11 +60,14 @@ def test_control_room_shows_the_fleet_from_the_database(filled, base_url, browse
     assert text_of(browser, "kpi-communicating") == text_of(browser, "kpi-meters")  # the fleet clock is the data's end
     WebDriverWait(browser, 20).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#cr-meters td")) > 0)
     assert "26000000" in browser.find_element(By.ID, "cr-meters").text
-    placed = filled.one("SELECT count(*) FROM meter m JOIN installation i ON i.meter_id = m.id AND i.removed_at IS NULL "
-                        "JOIN service_point sp ON sp.id = i.service_point_id WHERE sp.latitude IS NOT NULL")
+    placed = filled.one(
+        "SELECT count(*) FROM meter m JOIN installation i ON i.meter_id = m.id AND i.removed_at IS NULL "
+        "JOIN service_point sp ON sp.id = i.service_point_id WHERE sp.latitude IS NOT NULL"
+    )
     # every service point drawn, under the CSP (SVG markers: nothing the policy forbids, no WebGL needed)
-    WebDriverWait(browser, 20).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#cr-map .scatterlayer .point"))
-                                     >= placed > 0)
+    WebDriverWait(browser, 20).until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#cr-map .scatterlayer .point")) >= placed > 0
+    )
     no_errors(browser)
 
 
@@ -98,15 +106,38 @@ PAGES = {  # path → (role, an element the page shows once its data is there)
 }
 #: One callback per page, with inputs it answers for: (output key, inputs, state, text in a good answer).
 CALLBACKS = {
-    "operator": ("cr-meter-link.children", [("cr-meters", "active_cell", {"row": 0, "column": 0})],
-                 [("cr-meters", "data", [{"serial": "26000003"}])], "Open meter 26000003"),
+    "operator": (
+        "cr-meter-link.children",
+        [("cr-meters", "active_cell", {"row": 0, "column": 0})],
+        [("cr-meters", "data", [{"serial": "26000003"}])],
+        "Open meter 26000003",
+    ),
     "fraud": ("fr-balance.figure", [("fr-balance-area", "value", "T001")], [], "Energy balance of T001"),
-    "billing": ("..bl-held.data...bl-held.page_count..", [("bl-held", "page_current", 0), ("bl-held", "page_size", 5),
-                ("bl-held", "sort_by", []), ("bl-held", "filter_query", ""), ("bl-changed", "data", 0)], [], "page_count"),
-    "field": ("..fw-orders.data...fw-orders.page_count...fw-orders.selected_rows..",
-              [("fw-orders", "page_current", 0), ("fw-orders", "page_size", 5), ("fw-orders", "sort_by", []),
-               ("fw-orders", "filter_query", ""), ("fw-tick", "n_intervals", 0), ("fw-changed", "data", 0)], [],
-              "page_count"),
+    "billing": (
+        "..bl-held.data...bl-held.page_count..",
+        [
+            ("bl-held", "page_current", 0),
+            ("bl-held", "page_size", 5),
+            ("bl-held", "sort_by", []),
+            ("bl-held", "filter_query", ""),
+            ("bl-changed", "data", 0),
+        ],
+        [],
+        "page_count",
+    ),
+    "field": (
+        "..fw-orders.data...fw-orders.page_count...fw-orders.selected_rows..",
+        [
+            ("fw-orders", "page_current", 0),
+            ("fw-orders", "page_size", 5),
+            ("fw-orders", "sort_by", []),
+            ("fw-orders", "filter_query", ""),
+            ("fw-tick", "n_intervals", 0),
+            ("fw-changed", "data", 0),
+        ],
+        [],
+        "page_count",
+    ),
     "admin": ("..us-users.children...us-throttle.children..", [("us-refresh", "n_clicks", None)], [], "admin1"),
 }
 
@@ -114,21 +145,29 @@ CALLBACKS = {
 def callback_body(role):
     output, inputs, state, _ = CALLBACKS[role]
     outs = [{"id": o.split(".")[0], "property": o.split(".")[1]} for o in output.strip(".").split("...")]
-    return json.dumps({
-        "output": output, "outputs": outs if output.startswith("..") else outs[0],
-        "inputs": [{"id": i, "property": p, "value": v} for i, p, v in inputs],
-        "state": [{"id": i, "property": p, "value": v} for i, p, v in state], "changedPropIds": [],
-    })
+    return json.dumps(
+        {
+            "output": output,
+            "outputs": outs if output.startswith("..") else outs[0],
+            "inputs": [{"id": i, "property": p, "value": v} for i, p, v in inputs],
+            "state": [{"id": i, "property": p, "value": v} for i, p, v in state],
+            "changedPropIds": [],
+        }
+    )
 
 
 def fetch_in_page(driver, path, body=None):
     """Status and text of a request made by the page itself (its cookies, its origin, its CSP)."""
-    return driver.execute_async_script("""
+    return driver.execute_async_script(
+        """
         const done = arguments[arguments.length - 1];
         const init = arguments[1] ? {method: "POST", headers: {"Content-Type": "application/json"}, body: arguments[1]}
                                   : {};
         fetch(arguments[0], init).then(r => r.text().then(t => done([r.status, t]))).catch(e => done([0, String(e)]));
-    """, path, body)
+    """,
+        path,
+        body,
+    )
 
 
 def test_anonymous_users_see_the_login_only(base_url, browser, app):
@@ -160,8 +199,14 @@ def test_each_role_sees_its_pages_and_is_refused_the_others_page_and_callback(ba
             no_errors(browser)  # nothing refused, nothing blocked by the CSP
             nav = browser.find_element(By.CLASS_NAME, "topbar").text
             for other, (other_need, _) in PAGES.items():
-                label = {"/": "Control room", "/fraud": "Fraud unit", "/billing": "Billing", "/accounts": "Accounts",
-                         "/field": "Field work", "/users": "Users"}.get(other)
+                label = {
+                    "/": "Control room",
+                    "/fraud": "Fraud unit",
+                    "/billing": "Billing",
+                    "/accounts": "Accounts",
+                    "/field": "Field work",
+                    "/users": "Users",
+                }.get(other)
                 if label:
                     assert (label in nav) == (other_need == role), (user, label, nav)
         else:
@@ -229,8 +274,15 @@ def test_a_session_ends_when_too_old_or_when_the_password_changes(filled, app):
     with client.session_transaction() as session:
         session["login_at"] -= app.server.config["PERMANENT_SESSION_LIFETIME"].total_seconds() * 100
     assert client.get("/billing").status_code == 302  # past dashboard.session_max_hours: logged out
-    client.post("/login", data={"csrf": re.search(r'name="csrf" value="([^"]+)"', client.get("/login").get_data(
-        as_text=True)).group(1), "next": "/", "username": "billing1", "password": "billing-pass-123"})
+    client.post(
+        "/login",
+        data={
+            "csrf": re.search(r'name="csrf" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1),
+            "next": "/",
+            "username": "billing1",
+            "password": "billing-pass-123",
+        },
+    )
     assert client.get("/billing").status_code == 200
     with connect(filled.url, autocommit=True) as conn:
         set_password(conn, "billing1", "billing-pass-123")  # the same password, a new hash: sessions end
@@ -359,8 +411,13 @@ def pdf_text(body: bytes) -> str:
     return " ".join("".join(re.findall(r"\((.*?)\)\s*Tj", part)) for part in parts)
 
 
-PAGES_BY_USER = {"operator1": ["/", "/meter/26000003"], "fraud1": ["/fraud"],
-                 "billing1": ["/billing", "/bill/{bill}", "/accounts"], "field1": ["/field"], "admin1": ["/users"]}
+PAGES_BY_USER = {
+    "operator1": ["/", "/meter/26000003"],
+    "fraud1": ["/fraud"],
+    "billing1": ["/billing", "/bill/{bill}", "/accounts"],
+    "field1": ["/field"],
+    "admin1": ["/users"],
+}
 #: Python's None or NaN shown as text, and raw codes (snake_case identifiers such as hold codes or event kinds).
 NOT_FOR_PEOPLE = re.compile(r"\b(None|nan|NaN|NaT|null)\b|\b[a-z]+_[a-z0-9_]+\b")
 
@@ -387,10 +444,16 @@ def test_pages_say_what_is_still_being_prepared_and_stop_saying_it_once_ready(fi
         client = application.server.test_client()
         page = client.get("/login?next=/").get_data(as_text=True)
         csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
-        client.post("/login", data={"csrf": csrf, "next": "/", "username": "operator1", "password": "operator-pass-123"})
-        body = {"output": "..topbar.children...page.children..",
-                "outputs": [{"id": "topbar", "property": "children"}, {"id": "page", "property": "children"}],
-                "inputs": [{"id": "url", "property": "pathname", "value": "/"}], "state": [], "changedPropIds": []}
+        client.post(
+            "/login", data={"csrf": csrf, "next": "/", "username": "operator1", "password": "operator-pass-123"}
+        )
+        body = {
+            "output": "..topbar.children...page.children..",
+            "outputs": [{"id": "topbar", "property": "children"}, {"id": "page", "property": "children"}],
+            "inputs": [{"id": "url", "property": "pathname", "value": "/"}],
+            "state": [],
+            "changedPropIds": [],
+        }
         reply = client.post("/_dash-update-component", json=body)
         assert reply.status_code == 200
         assert "Still being prepared: loading 90 days of history" in reply.get_data(as_text=True)

@@ -22,8 +22,9 @@ def test_adduser_passwd_deluser_keep_only_an_argon2id_hash(db, monkeypatch, caps
 
     def stored(name):
         with db.connect() as conn:
-            return conn.execute("SELECT password_hash, roles FROM dashboard_user WHERE username = %s",
-                                (name,)).fetchone()
+            return conn.execute(
+                "SELECT password_hash, roles FROM dashboard_user WHERE username = %s", (name,)
+            ).fetchone()
 
     assert run("adduser", "ana", "--role", "fraud", "--role", "billing", password="s3cret-enough") == 0
     hash1, roles = stored("ana")
@@ -61,10 +62,15 @@ def test_an_admin_of_before_0018_keeps_every_page_and_an_old_hash_still_logs_in(
     monkeypatch.setattr(migrate, "discover", lambda: [m for m in every() if m.version < 18])
     migrate.upgrade(database_url, settings)
     salt = bytes(16)
-    legacy = f"scrypt$16384$8$1${salt.hex()}${hashlib.scrypt(b'old-password', salt=salt, n=2**14, r=8, p=1, dklen=32).hex()}"
+    legacy = (
+        f"scrypt$16384$8$1${salt.hex()}${hashlib.scrypt(b'old-password', salt=salt, n=2**14, r=8, p=1, dklen=32).hex()}"
+    )
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO dashboard_user (username, password_hash, roles) VALUES "
-                     "('boss', %s, '{admin}'), ('clerk', %s, '{billing}')", (legacy, legacy))
+        conn.execute(
+            "INSERT INTO dashboard_user (username, password_hash, roles) VALUES "
+            "('boss', %s, '{admin}'), ('clerk', %s, '{billing}')",
+            (legacy, legacy),
+        )
     monkeypatch.setattr(migrate, "discover", every)
     applied = [m.version for m in migrate.upgrade(database_url, settings)]
     assert applied[0] == 18 and all(v > 18 for v in applied[1:])  # 0018, then any later migration
@@ -88,8 +94,10 @@ def test_the_field_role_exists_from_0022_and_nobody_gets_it_on_upgrade(database_
     monkeypatch.setattr(migrate, "discover", lambda: [m for m in every() if m.version < 22])
     migrate.upgrade(database_url, settings)
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO dashboard_user (username, password_hash, roles) VALUES "
-                     "('boss', 'x', '{admin,billing,fraud,operator}'), ('clerk', 'x', '{billing}')")
+        conn.execute(
+            "INSERT INTO dashboard_user (username, password_hash, roles) VALUES "
+            "('boss', 'x', '{admin,billing,fraud,operator}'), ('clerk', 'x', '{billing}')"
+        )
         with pytest.raises(psycopg.errors.CheckViolation):
             conn.execute("UPDATE dashboard_user SET roles = '{field}' WHERE username = 'clerk'")
     monkeypatch.setattr(migrate, "discover", every)
@@ -126,12 +134,21 @@ def test_releve_dashboard_serves_with_waitress_on_the_configured_address(filled,
     from dashboards.browser import free_port
 
     port = free_port()
-    env = {**os.environ, "RELEVE_DATABASE_URL": filled.url, "RELEVE_DATABASE__ROLE_PREFIX":
-           filled.settings.database.role_prefix, "RELEVE_DASHBOARD__PORT": str(port),
-           "RELEVE_DASHBOARD_SECRET_FILE": str(tmp_path / "secret")}
+    env = {
+        **os.environ,
+        "RELEVE_DATABASE_URL": filled.url,
+        "RELEVE_DATABASE__ROLE_PREFIX": filled.settings.database.role_prefix,
+        "RELEVE_DASHBOARD__PORT": str(port),
+        "RELEVE_DASHBOARD_SECRET_FILE": str(tmp_path / "secret"),
+    }
     env.pop("RELEVE_DASHBOARD_SECRET", None)  # set by the app fixture of other tests: the file is wanted here
-    proc = subprocess.Popen([sys.executable, "-m", "releve.cli", "dashboard"], env=env, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "releve.cli", "dashboard"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:

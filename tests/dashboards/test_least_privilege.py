@@ -19,11 +19,16 @@ def test_the_dashboards_work_as_a_reader_editor_login_that_reads_nothing_by_itse
     try:
         client = app.server.test_client()
         csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
-        reply = client.post("/login", data={"csrf": csrf, "next": "/fraud", "username": "fraud1",
-                                            "password": "fraud-pass-123"})
+        reply = client.post(
+            "/login", data={"csrf": csrf, "next": "/fraud", "username": "fraud1", "password": "fraud-pass-123"}
+        )
         assert reply.status_code == 302 and reply.headers["Location"] == "/fraud"
-        body = {"output": "fr-balance.figure", "outputs": {"id": "fr-balance", "property": "figure"},
-                "inputs": [{"id": "fr-balance-area", "property": "value", "value": "T001"}], "changedPropIds": []}
+        body = {
+            "output": "fr-balance.figure",
+            "outputs": {"id": "fr-balance", "property": "figure"},
+            "inputs": [{"id": "fr-balance-area", "property": "value", "value": "T001"}],
+            "changedPropIds": [],
+        }
         answer = client.post("/_dash-update-component", json=body)
         assert answer.status_code == 200 and "Energy balance of T001" in answer.get_data(as_text=True)
         assert sum(app.queries.snapshot(fresh=True).counts().values()) == filled.one("SELECT count(*) FROM meter")

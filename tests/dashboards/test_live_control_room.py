@@ -33,8 +33,9 @@ def live_fleet(filled, tmp_path_factory):
     from simulators.modbus import ModbusFrontEnd
 
     now = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    sim = Simulation(parse_fleet({**FLEET, "start": (now - timedelta(days=20)).isoformat(), "horizon_days": 40},
-                                 "live test fleet"))  # same seed and topology: the same serials as the database
+    sim = Simulation(
+        parse_fleet({**FLEET, "start": (now - timedelta(days=20)).isoformat(), "horizon_days": 40}, "live test fleet")
+    )  # same seed and topology: the same serials as the database
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -79,12 +80,12 @@ def live_base_url(filled, live_fleet):
 
 def kpi(driver, kpi_id):
     """The KPI's text now (read in one script call: the element is replaced on every refresh)."""
-    return driver.execute_script("const e = document.getElementById(arguments[0]); return e ? e.textContent : '';",
-                                 kpi_id).strip()
+    return driver.execute_script(
+        "const e = document.getElementById(arguments[0]); return e ? e.textContent : '';", kpi_id
+    ).strip()
 
 
-def test_a_gateway_taken_down_turns_its_meters_late_within_two_refreshes(filled, live_fleet, live_base_url,
-                                                                         browser):
+def test_a_gateway_taken_down_turns_its_meters_late_within_two_refreshes(filled, live_fleet, live_base_url, browser):
     from dashboards.queries import LATE_POLLS
 
     sim, front, loop = live_fleet
@@ -119,7 +120,8 @@ def test_a_gateway_taken_down_turns_its_meters_late_within_two_refreshes(filled,
                 return answer;
             };""")
         WebDriverWait(browser, 60, poll_frequency=0.2).until(
-            lambda d: kpi(d, "kpi-late").replace(",", "").isdigit() and int(kpi(d, "kpi-late")) >= len(serials))
+            lambda d: kpi(d, "kpi-late").replace(",", "").isdigit() and int(kpi(d, "kpi-late")) >= len(serials)
+        )
         refreshes = browser.execute_script("return window.__releveRefreshes")
         assert 1 <= refreshes <= 3, f"late shown after {refreshes} refreshes of the page"
         links = browser.execute_script("return document.getElementById('cr-links').textContent")
@@ -129,7 +131,8 @@ def test_a_gateway_taken_down_turns_its_meters_late_within_two_refreshes(filled,
     # Served again, it recovers: its meters answer and the late count falls back.
     WebDriverWait(browser, 60).until(lambda d: kpi(d, "kpi-late") == "0")
     WebDriverWait(browser, 30).until(
-        lambda d: "gw0tcpconnected" in d.execute_script("return document.getElementById('cr-links').textContent"))
+        lambda d: "gw0tcpconnected" in d.execute_script("return document.getElementById('cr-links').textContent")
+    )
     assert console_errors(browser) == []
 
 
@@ -147,12 +150,20 @@ def test_an_alarm_is_acknowledged_and_stays_acknowledged(filled, live_base_url, 
     first.find_element(By.CSS_SELECTOR, "input[type=radio]").click()
     browser.find_element(By.ID, "cr-alarm-ack").click()
     WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.ID, "cr-alarm-ok"))
-    assert filled.one("SELECT count(*) FROM alarm_state s JOIN meter m ON m.id = s.meter_id "
-                      "WHERE m.serial = %s AND s.acknowledged_by = 'operator1'", (serial,)) == 1
+    assert (
+        filled.one(
+            "SELECT count(*) FROM alarm_state s JOIN meter m ON m.id = s.meter_id "
+            "WHERE m.serial = %s AND s.acknowledged_by = 'operator1'",
+            (serial,),
+        )
+        == 1
+    )
     browser.find_element(By.ID, "cr-alarm-assignee").send_keys("field team 3")
     first = browser.find_elements(By.CSS_SELECTOR, "#cr-alarms tbody tr")[1]
     browser.find_element(By.ID, "cr-alarm-assign").click()
-    WebDriverWait(browser, 20).until(lambda d: "assigned to field team 3" in d.find_element(By.ID, "cr-alarm-result").text)
+    WebDriverWait(browser, 20).until(
+        lambda d: "assigned to field team 3" in d.find_element(By.ID, "cr-alarm-result").text
+    )
     # A new page view (and the ticks after it) still shows it acknowledged, by whom, and who is on it.
     browser.get(live_base_url + "/")
     wait_idle(browser)

@@ -71,6 +71,22 @@ def test_the_sql_position_of_an_account_is_the_ledgers_to_the_cent(db, steps, as
         assert (expected.balance, expected.deposit, expected.litigation) == (0, 0, 0)
         return
     ages = {"current": got["age_current"], "30": got["age_30"], "60": got["age_60"], "90+": got["age_90"]}
-    assert (got["balance"], got["deposit"], got["litigation"], got["net"], got["overdue"], got["oldest_due"],
-            got["credit"], ages) == (expected.balance, expected.deposit, expected.litigation, expected.net,
-                                     expected.overdue, expected.oldest_due, expected.credit, expected.ageing)
+    assert (
+        got["balance"],
+        got["deposit"],
+        got["litigation"],
+        got["net"],
+        got["overdue"],
+        got["oldest_due"],
+        got["credit"],
+        ages,
+    ) == (
+        expected.balance,
+        expected.deposit,
+        expected.litigation,
+        expected.net,
+        expected.overdue,
+        expected.oldest_due,
+        expected.credit,
+        expected.ageing,
+    )

@@ -155,7 +155,11 @@ def test_the_callbacks_answer_from_the_replica(app, filled):
     client = app.server.test_client()
     csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
     client.post("/login", data={"csrf": csrf, "next": "/fraud", "username": "fraud1", "password": USERS["fraud1"]})
-    body = {"output": "fr-balance.figure", "outputs": {"id": "fr-balance", "property": "figure"},
-            "inputs": [{"id": "fr-balance-area", "property": "value", "value": "T001"}], "changedPropIds": []}
+    body = {
+        "output": "fr-balance.figure",
+        "outputs": {"id": "fr-balance", "property": "figure"},
+        "inputs": [{"id": "fr-balance-area", "property": "value", "value": "T001"}],
+        "changedPropIds": [],
+    }
     answer = client.post("/_dash-update-component", data=json.dumps(body), content_type="application/json")
     assert answer.status_code == 200 and "Energy balance of T001" in answer.get_data(as_text=True)

@@ -37,14 +37,20 @@ def test_passwords_are_salted_argon2id_and_old_scrypt_hashes_still_verify():
     assert verify_password("correct horse", h1) and not verify_password("wrong", h1)
     assert not verify_password("x", "garbage") and not verify_password("x", "scrypt$garbage")
     salt = bytes(range(16))  # a hash as migration 0010 wrote it
-    legacy = f"scrypt$16384$8$1${salt.hex()}${hashlib.scrypt(b'old password', salt=salt, n=2**14, r=8, p=1, dklen=32).hex()}"
+    legacy = (
+        f"scrypt$16384$8$1${salt.hex()}${hashlib.scrypt(b'old password', salt=salt, n=2**14, r=8, p=1, dklen=32).hex()}"
+    )
     assert verify_password("old password", legacy) and not verify_password("old passwore", legacy)
 
 
 def test_each_role_opens_its_own_pages_only():
     assert page_role("/") == page_role("/meter") == page_role("/meter/26000001/") == "operator"
     assert (page_role("/fraud"), page_role("/billing"), page_role("/users"), page_role("/nope")) == (
-        "fraud", "billing", "admin", None)
+        "fraud",
+        "billing",
+        "admin",
+        None,
+    )
     for path in ("/", "/meter/1", "/fraud", "/billing", "/users"):
         assert not allowed(None, path) and not allowed([], path)
     assert allowed(["operator"], "/meter/1") and not allowed(["operator"], "/fraud")

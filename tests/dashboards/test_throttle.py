@@ -15,8 +15,9 @@ class Clock:
 
 
 def throttle(clock, **kw):
-    return LoginThrottle(Policy(limit=3, base=10, cap=80, window=300), Policy(limit=6, base=10, cap=80, window=300),
-                         clock=clock, **kw)
+    return LoginThrottle(
+        Policy(limit=3, base=10, cap=80, window=300), Policy(limit=6, base=10, cap=80, window=300), clock=clock, **kw
+    )
 
 
 def test_an_account_is_locked_after_the_limit_and_the_lock_doubles_up_to_the_cap(caplog):

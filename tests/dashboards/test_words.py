@@ -89,6 +89,11 @@ def test_every_link_has_a_state_in_words(link, words):
 def test_the_meter_header_names_how_it_is_read_without_placeholder_addresses():
     sim = {"protocol": "modbus-tcp", "address": "tcp://127.0.0.1:0/55"}
     assert where_read(sim, []) == "Modbus TCP, unit 55"
-    assert where_read(sim, [{"collector": "demo-collector", "link": "gw0"}]) == "Modbus TCP via collector demo-collector, gw0, unit 55"
-    assert where_read({"protocol": "modbus-tcp", "address": "tcp://10.0.0.5:502/3"}, []) == "Modbus TCP at 10.0.0.5:502/3"
+    assert (
+        where_read(sim, [{"collector": "demo-collector", "link": "gw0"}])
+        == "Modbus TCP via collector demo-collector, gw0, unit 55"
+    )
+    assert (
+        where_read({"protocol": "modbus-tcp", "address": "tcp://10.0.0.5:502/3"}, []) == "Modbus TCP at 10.0.0.5:502/3"
+    )
     assert where_read({"protocol": "import", "address": None}, []) == "imported files"

@@ -23,10 +23,28 @@ pytestmark = [pytest.mark.db, pytest.mark.mqtt, pytest.mark.slow]
 
 def run_demo(data_dir, *extra, env=None, seconds=40):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "releve.cli", "demo", "--data-dir", str(data_dir), "--meters", "40", "--days", "35",
-         "--port", "0", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
-        start_new_session=True, cwd=data_dir.parent)  # the state file goes to <cwd>/var, not the checkout
+        [
+            sys.executable,
+            "-m",
+            "releve.cli",
+            "demo",
+            "--data-dir",
+            str(data_dir),
+            "--meters",
+            "40",
+            "--days",
+            "35",
+            "--port",
+            "0",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+        cwd=data_dir.parent,
+    )  # the state file goes to <cwd>/var, not the checkout
     lines = []
     deadline = time.monotonic() + 240
     for line in proc.stdout:
@@ -75,18 +93,27 @@ def test_demo_comes_up_flows_readings_stops_cleanly_and_reuses_its_data(service_
     children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
     time.sleep(15)  # live polls and MQTT rounds land meanwhile
     with psycopg.connect(url) as conn:
-        history = conn.execute("SELECT count(*) FROM reading WHERE source_id = "
-                               "(SELECT id FROM reading_source WHERE name = 'import')").fetchone()[0]
-        live = conn.execute("SELECT count(*) FROM reading WHERE source_id IN "
-                            "(SELECT id FROM reading_source WHERE name IN ('modbus', 'mqtt'))").fetchone()[0]
+        history = conn.execute(
+            "SELECT count(*) FROM reading WHERE source_id = (SELECT id FROM reading_source WHERE name = 'import')"
+        ).fetchone()[0]
+        live = conn.execute(
+            "SELECT count(*) FROM reading WHERE source_id IN "
+            "(SELECT id FROM reading_source WHERE name IN ('modbus', 'mqtt'))"
+        ).fetchone()[0]
         runs = conn.execute("SELECT count(*) FROM vee_run").fetchone()[0]
-        candidates = conn.execute("SELECT count(*) FROM theft_candidate WHERE jsonb_array_length(reasons) > 0 AND evidence IS NOT NULL").fetchone()[0]
+        candidates = conn.execute(
+            "SELECT count(*) FROM theft_candidate WHERE jsonb_array_length(reasons) > 0 AND evidence IS NOT NULL"
+        ).fetchone()[0]
         bills = conn.execute("SELECT count(*) FROM bill WHERE status IN ('issued', 'held')").fetchone()[0]
         accounts = conn.execute("SELECT count(*) FROM account").fetchone()[0]
         meters = conn.execute("SELECT count(*) FROM meter").fetchone()[0]
         credit_steps = dict(conn.execute("SELECT action, count(*) FROM credit_action GROUP BY action").fetchall())
-        open_orders = dict(conn.execute("SELECT kind, count(*) FROM work_order WHERE status IN "
-                                        "('open', 'assigned', 'awaiting_command') GROUP BY kind").fetchall())
+        open_orders = dict(
+            conn.execute(
+                "SELECT kind, count(*) FROM work_order WHERE status IN "
+                "('open', 'assigned', 'awaiting_command') GROUP BY kind"
+            ).fetchall()
+        )
     assert history > 40 * 30 * 96  # 35 days of 15-minute history for ~40 meters
     assert live > 0  # simulator -> Modbus/MQTT -> collector -> spool -> database
     assert runs >= 1  # VEE ran over the history
@@ -119,15 +146,26 @@ def test_demo_comes_up_flows_readings_stops_cleanly_and_reuses_its_data(service_
     assert sum(counts.values()) == meters  # every meter has a communication state
     assert counts.get("communicating", 0) > 0
     # One database: `releve db status` and `collect status` beside the demo use the demo's, not a new one.
-    beside = subprocess.run([sys.executable, "-m", "releve.cli", "db", "status", "--json"], cwd=data.parent,
-                            capture_output=True, text=True, timeout=120, env={**os.environ, "RELEVE_DATABASE_URL": ""})
+    beside = subprocess.run(
+        [sys.executable, "-m", "releve.cli", "db", "status", "--json"],
+        cwd=data.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "RELEVE_DATABASE_URL": ""},
+    )
     assert beside.returncode == 0, beside.stderr
     status = json.loads(beside.stdout)
     assert status["database"] == url
     assert status["rows"]["meter"] == meters
     assert "the demo running in this folder" in status["source"]
-    collect = subprocess.run([sys.executable, "-m", "releve.cli", "collect", "status"], cwd=data.parent,
-                             capture_output=True, text=True, timeout=120)
+    collect = subprocess.run(
+        [sys.executable, "-m", "releve.cli", "collect", "status"],
+        cwd=data.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "collector demo-collector of the demo" in collect.stdout, collect.stdout + collect.stderr
     assert "gw0" in collect.stdout  # the link health the demo's collector wrote
     output = stop(proc, lines)

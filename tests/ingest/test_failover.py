@@ -64,7 +64,9 @@ def test_every_reading_submitted_across_a_promotion_lands_once(replicated):
         ingestor.flush(timeout=120)
 
     with psycopg.connect(new) as conn:
-        rows = conn.execute("SELECT m.serial, r.ts, r.value FROM reading r JOIN meter m ON m.id = r.meter_id").fetchall()
+        rows = conn.execute(
+            "SELECT m.serial, r.ts, r.value FROM reading r JOIN meter m ON m.id = r.meter_id"
+        ).fetchall()
         dup = conn.execute("SELECT coalesce(sum(n_duplicates), 0) FROM ingest_batch").fetchone()
     assert len(rows) == len(submitted) > 2000
     assert set(rows) == {(r.meter, r.ts, r.value) for r in submitted}

@@ -15,12 +15,20 @@ pytestmark = pytest.mark.db
 @pytest.fixture(scope="module")
 def backfill_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("backfill")
-    sim = Simulation(parse_fleet({
-        "seed": 5, "horizon_days": 20, "start": "2026-02-01T00:00:00Z",
-        "topology": {"transformers": 2, "customers_per_transformer": 6, "dmas": 1, "customers_per_dma": 4},
-        "faults": {"rate": 0.5, "kinds": {"meter_exchange": 1.0}, "min_days": 1, "max_days": 2},
-        "theft": {"rate": 0.3}, "modbus": {"tcp_base_port": 0},
-    }, "importer test fleet"))
+    sim = Simulation(
+        parse_fleet(
+            {
+                "seed": 5,
+                "horizon_days": 20,
+                "start": "2026-02-01T00:00:00Z",
+                "topology": {"transformers": 2, "customers_per_transformer": 6, "dmas": 1, "customers_per_dma": 4},
+                "faults": {"rate": 0.5, "kinds": {"meter_exchange": 1.0}, "min_days": 1, "max_days": 2},
+                "theft": {"rate": 0.3},
+                "modbus": {"tcp_base_port": 0},
+            },
+            "importer test fleet",
+        )
+    )
     backfill(sim, 14, out, progress=False)
     return out
 
@@ -44,7 +52,8 @@ def test_a_backfill_lands_registry_readings_events_and_exchanges(db, backfill_di
         assert customers == conn.execute("SELECT count(*) FROM account").fetchone()[0] == 16
         assert conn.execute("SELECT count(DISTINCT billing_cycle) FROM account").fetchone()[0] == 4
         exchanged = conn.execute(
-            "SELECT count(*) FROM installation WHERE reason = 'exchanged' AND removal_index IS NOT NULL").fetchone()[0]
+            "SELECT count(*) FROM installation WHERE reason = 'exchanged' AND removal_index IS NOT NULL"
+        ).fetchone()[0]
     labels = [r for r in csv.DictReader((backfill_dir / "labels.csv").open()) if r["kind"] == "meter_exchange"]
     assert exchanged == summary.exchanges == len(labels) > 0
 
@@ -63,8 +72,11 @@ def test_manual_reads_mode_loads_the_typed_indexes(db, backfill_dir):
     summary = load_directory(db.url, db.settings, backfill_dir, reads="manual")
     assert summary.readings == count_csv(backfill_dir / "manual_reads.csv")
     with db.connect() as conn:
-        kinds = dict(conn.execute(
-            "SELECT rt.name, count(*) FROM reading r JOIN read_type rt ON rt.id = r.read_type_id GROUP BY 1").fetchall())
+        kinds = dict(
+            conn.execute(
+                "SELECT rt.name, count(*) FROM reading r JOIN read_type rt ON rt.id = r.read_type_id GROUP BY 1"
+            ).fetchall()
+        )
     assert set(kinds) <= {"actual", "customer"} and sum(kinds.values()) == summary.readings
 
 
@@ -73,7 +85,8 @@ def test_a_bad_line_is_named_with_its_file_and_line(db, tmp_path, backfill_dir):
         (tmp_path / name).write_text((backfill_dir / name).read_text())
     (tmp_path / "register_reads.csv").write_text(
         "meter,channel,ts,value,unit,device_ts\n26000001,1-0:1.8.0,2026-02-01T00:00:00Z,12.5,kWh,\n"
-        "26000001,1-0:1.8.0,2026-02-01T00:15:00Z,twelve,kWh,\n")
+        "26000001,1-0:1.8.0,2026-02-01T00:15:00Z,twelve,kWh,\n"
+    )
     with pytest.raises(LoadError, match=r"register_reads.csv:3: .*twelve"):
         load_directory(db.url, db.settings, tmp_path)
 
@@ -81,14 +94,26 @@ def test_a_bad_line_is_named_with_its_file_and_line(db, tmp_path, backfill_dir):
 def snapshot(db):
     """Every table's content (a digest of its rows) and every relation's name: the database as it is."""
     with db.connect() as conn:
-        relations = [r for (r,) in conn.execute(
-            "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = 'public' ORDER BY 1")]
-        tables = [t for (t,) in conn.execute(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1")]
-        contents = {t: conn.execute(f'SELECT count(*), md5(coalesce(string_agg(x::text, \'|\' ORDER BY x::text), \'\')) '
-                                    f'FROM "{t}" x').fetchone() for t in tables}
+        relations = [
+            r
+            for (r,) in conn.execute(
+                "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'public' ORDER BY 1"
+            )
+        ]
+        tables = [
+            t
+            for (t,) in conn.execute(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1"
+            )
+        ]
+        contents = {
+            t: conn.execute(
+                f"SELECT count(*), md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM \"{t}\" x"
+            ).fetchone()
+            for t in tables
+        }
     return relations, contents
 
 
@@ -130,7 +155,8 @@ def test_impossible_values_go_to_dead_letters_with_the_reason_and_the_rest_lands
         "26000001,1-0:1.8.0,2026-02-01T00:30:00Z,-3,kWh\n"
         "26000001,1-0:13.7.0,2026-02-01T00:30:00Z,1.7,1\n"
         "26000001,1-0:32.7.0,2026-02-01T00:30:00Z,-230,V\n"
-        "26000001,1-0:13.7.0,2026-02-01T00:45:00Z,-0.9,1\n")
+        "26000001,1-0:13.7.0,2026-02-01T00:45:00Z,-0.9,1\n"
+    )
     summary = load_directory(db.url, db.settings, tmp_path)
     assert (summary.readings, summary.rejected) == (2, 4)
     with db.connect() as conn:
@@ -149,12 +175,14 @@ def test_the_summary_line_names_conflicts(db, tmp_path, backfill_dir, monkeypatc
 
     copy_registry(backfill_dir, tmp_path)
     (tmp_path / "register_reads.csv").write_text(
-        "meter,channel,ts,value,unit\n26000001,1-0:1.8.0,2026-02-01T00:00:00Z,12.5,kWh\n")
+        "meter,channel,ts,value,unit\n26000001,1-0:1.8.0,2026-02-01T00:00:00Z,12.5,kWh\n"
+    )
     monkeypatch.setenv("RELEVE_DATABASE_URL", db.url)
     monkeypatch.setenv("RELEVE_DATABASE__ROLE_PREFIX", db.settings.database.role_prefix)
     assert main(["ingest", "load", str(tmp_path)]) == 0
     (tmp_path / "register_reads.csv").write_text(
-        "meter,channel,ts,value,unit\n26000001,1-0:1.8.0,2026-02-01T00:00:00Z,13.5,kWh\n")
+        "meter,channel,ts,value,unit\n26000001,1-0:1.8.0,2026-02-01T00:00:00Z,13.5,kWh\n"
+    )
     assert main(["ingest", "load", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert "0 readings (0 duplicates, 1 conflicts, 0 rejected)" in out[-2]

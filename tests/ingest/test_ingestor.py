@@ -15,7 +15,9 @@ T0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(ho
 
 
 def readings(meter, start, n):
-    return [Reading(meter, "1-0:1.8.0", T0 + timedelta(minutes=15 * (start + i)), float(start + i), "kWh") for i in range(n)]
+    return [
+        Reading(meter, "1-0:1.8.0", T0 + timedelta(minutes=15 * (start + i)), float(start + i), "kWh") for i in range(n)
+    ]
 
 
 def count(db_url):
@@ -27,7 +29,9 @@ def count(db_url):
 
 def test_batches_flush_by_count_and_time(db):
     db.add_meters(["M1"])
-    settings = db.settings.model_copy(update={"ingest": db.settings.ingest.model_copy(update={"batch_rows": 10, "batch_seconds": 0.2})})
+    settings = db.settings.model_copy(
+        update={"ingest": db.settings.ingest.model_copy(update={"batch_rows": 10, "batch_seconds": 0.2})}
+    )
     with Ingestor(db.url, settings) as ingestor:
         ingestor.submit(readings("M1", 0, 25))
         ingestor.flush(timeout=10)
@@ -51,12 +55,16 @@ def test_readings_submitted_while_the_database_is_down_land_once_it_is_back(serv
         with psycopg.connect(server.url(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE ingestor_down")
         url = server.url("ingestor_down")
-        settings = Settings(database={"url": url, "role_prefix": "ingestor_down"},
-                            ingest={"batch_rows": 5, "batch_seconds": 0.05, "max_pending_rows": 10})
+        settings = Settings(
+            database={"url": url, "role_prefix": "ingestor_down"},
+            ingest={"batch_rows": 5, "batch_seconds": 0.05, "max_pending_rows": 10},
+        )
         migrate.upgrade(url, settings)
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("INSERT INTO meter (serial, commodity, model, unit, protocol) "
-                         "VALUES ('M1', 'electricity', 't', 'kWh', 'import')")
+            conn.execute(
+                "INSERT INTO meter (serial, commodity, model, unit, protocol) "
+                "VALUES ('M1', 'electricity', 't', 'kWh', 'import')"
+            )
         server.stop()
         ingestor = Ingestor(url, settings)
         ingestor.submit(readings("M1", 0, 5))

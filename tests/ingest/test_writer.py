@@ -47,18 +47,18 @@ def test_mixed_batch_lands_exactly_as_specified(db):
         first = writer.write([r("M1", 0, 10.0), r("M1", 15, 11.0), r("M2", 0, 5.0)])
         assert first.inserted == 3
         batch = [
-            r("M1", 15, 11.0),                      # duplicate of a stored reading
-            r("M1", 0, 10.5),                       # conflicts with the stored 10.0
-            r("M1", 30, 12.0),                      # new
-            r("M1", 30, 12.0),                      # duplicate inside the batch
-            r("M2", 15, 6.0),                       # new
-            r("M2", 15, 6.1),                       # conflicts inside the batch
+            r("M1", 15, 11.0),  # duplicate of a stored reading
+            r("M1", 0, 10.5),  # conflicts with the stored 10.0
+            r("M1", 30, 12.0),  # new
+            r("M1", 30, 12.0),  # duplicate inside the batch
+            r("M2", 15, 6.0),  # new
+            r("M2", 15, 6.1),  # conflicts inside the batch
             r("M2", 0, 0, ts=datetime(2021, 6, 1, tzinfo=UTC)),  # late data, years back: accepted
-            r("M9", 0, 1.0),                        # unknown meter
-            r("M1", 45, float("nan")),              # NaN
-            r("M1", 0, 1.0, ts=datetime(1990, 1, 1, tzinfo=UTC)),   # impossible timestamp
+            r("M9", 0, 1.0),  # unknown meter
+            r("M1", 45, float("nan")),  # NaN
+            r("M1", 0, 1.0, ts=datetime(1990, 1, 1, tzinfo=UTC)),  # impossible timestamp
             r("M1", 0, 1.0, ts=datetime.now(UTC) + timedelta(days=3)),  # from the future
-            r("M1", 0, 1.0, channel="9-9:9.9.9"),   # unknown channel
+            r("M1", 0, 1.0, channel="9-9:9.9.9"),  # unknown channel
         ]
         result = writer.write(batch)
     assert result.rows == 12
@@ -181,11 +181,11 @@ def test_redelivered_batch_lands_only_what_is_new_and_keeps_conflicts(db):
                      + [r("M2", 15 * i, 100.0 + i) for i in range(8)]
                      + [r("M1", 0, -1.0, ts=far)])  # fmt: skip
         batch = (
-            [r("M1", 15 * i, float(i)) for i in range(0, 8, 2)]        # 4 exact duplicates
-            + [r("M1", 15 * i, float(i)) for i in range(1, 8, 2)]      # 4 new, between stored rows
-            + [r("M1", 15 * 8, 99.0)]                                  # conflicts with the stored 8.0
-            + [r("M2", 15 * i, 100.0 + i) for i in range(6, 12)]       # 2 duplicates, 4 new
-            + [r("M2", 15 * 7, 7.7)]                                   # second value inside the batch
+            [r("M1", 15 * i, float(i)) for i in range(0, 8, 2)]  # 4 exact duplicates
+            + [r("M1", 15 * i, float(i)) for i in range(1, 8, 2)]  # 4 new, between stored rows
+            + [r("M1", 15 * 8, 99.0)]  # conflicts with the stored 8.0
+            + [r("M2", 15 * i, 100.0 + i) for i in range(6, 12)]  # 2 duplicates, 4 new
+            + [r("M2", 15 * 7, 7.7)]  # second value inside the batch
             + [r("M1", 0, -1.0, ts=far), r("M1", 0, -2.0, ts=far + timedelta(minutes=15))]  # 1 dup. a month away, 1 new
         )
         result = writer.write(batch)
@@ -217,7 +217,10 @@ def test_all_duplicate_and_all_conflicting_batches_change_nothing_stored(db):
     assert (changed.inserted, changed.duplicates, changed.conflicts) == (0, 0, 100)
     assert [row[3] for row in stored(db)] == [5.0] + [x.value for x in readings]
     with db.connect() as conn:
-        assert conn.execute("SELECT count(*) FROM reading_conflict WHERE new_value = stored_value + 0.5").fetchone()[0] == 100
+        assert (
+            conn.execute("SELECT count(*) FROM reading_conflict WHERE new_value = stored_value + 0.5").fetchone()[0]
+            == 100
+        )
 
 
 def test_redelivery_reads_the_batchs_windows_not_the_table(db):

@@ -15,8 +15,14 @@ CASES = {
 
 
 def releve(*args, url):
-    return subprocess.run([sys.executable, "-m", "releve.cli", *args], capture_output=True, text=True, timeout=120,
-                          env={"PATH": "/usr/bin:/bin", "RELEVE_DATABASE_URL": url}, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "releve.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "RELEVE_DATABASE_URL": url},
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -21,8 +21,25 @@ def env(db, monkeypatch, tmp_path):
 
 
 def test_queue_list_show_cancel(env, capsys):
-    assert main(["command", "queue", "M-1", "disconnect", "--by", "alice", "--reason", "arrears",
-                 "--work-order", "12", "--expires-in", "2h"]) == 0
+    assert (
+        main(
+            [
+                "command",
+                "queue",
+                "M-1",
+                "disconnect",
+                "--by",
+                "alice",
+                "--reason",
+                "arrears",
+                "--work-order",
+                "12",
+                "--expires-in",
+                "2h",
+            ]
+        )
+        == 0
+    )
     first = int(capsys.readouterr().out.strip())
     assert main(["command", "queue", "M-2", "clock_sync", "--by", "bob"]) == 0
     second = int(capsys.readouterr().out.strip())
@@ -30,8 +47,10 @@ def test_queue_list_show_cancel(env, capsys):
     assert main(["command", "list", "--open"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:4] == ["id", "meter", "kind", "state"]
-    assert [line.split()[:4] for line in table[1:]] == [[str(second), "M-2", "clock_sync", "queued"],
-                                                        [str(first), "M-1", "disconnect", "queued"]]
+    assert [line.split()[:4] for line in table[1:]] == [
+        [str(second), "M-2", "clock_sync", "queued"],
+        [str(first), "M-1", "disconnect", "queued"],
+    ]
     assert main(["command", "list", "--meter", "M-1", "--json"]) == 0
     (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert (row["id"], row["work_order_id"], row["requested_by"], row["reason"]) == (first, 12, "alice", "arrears")
@@ -60,8 +79,11 @@ def test_errors_go_to_stderr_with_the_exit_code(env, capsys):
         conn.execute("UPDATE meter_command SET state = 'sent' WHERE id = %s", (int(command_id),))
     assert main(["command", "cancel", command_id, "--by", "x"]) == 1
     assert "is sent: only a queued command can be cancelled" in capsys.readouterr().err
-    for argv in (["command", "queue", "M-1", "explode"], ["command", "queue", "M-1", "disconnect", "--expires-in",
-                                                          "soon"], ["command"]):
+    for argv in (
+        ["command", "queue", "M-1", "explode"],
+        ["command", "queue", "M-1", "disconnect", "--expires-in", "soon"],
+        ["command"],
+    ):
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         assert exit_.value.code == 2

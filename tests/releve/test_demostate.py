@@ -19,8 +19,14 @@ def state_path(tmp_path, monkeypatch):
 
 
 def test_a_running_demo_gives_its_url_and_broker(state_path):
-    demostate.write(demostate.DemoState(pid=os.getpid(), database_url="postgresql://demo@127.0.0.1:5999/releve",
-                                        database_data_dir="/x/pg", mqtt_url="mqtt://127.0.0.1:1999"))
+    demostate.write(
+        demostate.DemoState(
+            pid=os.getpid(),
+            database_url="postgresql://demo@127.0.0.1:5999/releve",
+            database_data_dir="/x/pg",
+            mqtt_url="mqtt://127.0.0.1:1999",
+        )
+    )
     settings = Settings()
     assert demostate.apply(settings) is not None
     assert settings.database.url == "postgresql://demo@127.0.0.1:5999/releve"
@@ -39,7 +45,9 @@ def test_a_stopped_demo_gives_its_embedded_data_directory(state_path):
 
 
 def test_mark_stopped_forgets_the_live_urls_but_keeps_the_data(state_path):
-    demostate.write(demostate.DemoState(pid=os.getpid(), database_url="postgresql://u@h/releve", database_data_dir="/x/pg"))
+    demostate.write(
+        demostate.DemoState(pid=os.getpid(), database_url="postgresql://u@h/releve", database_data_dir="/x/pg")
+    )
     demostate.mark_stopped()
     state = demostate.read()
     assert state is not None and state.pid == 0 and state.database_url == ""

@@ -21,10 +21,16 @@ def test_queue_records_who_asked_and_why_and_is_idempotent_per_kind(db):
         events = mc.command_events(conn, first)
     assert again == first
     assert (cmd.serial, cmd.kind, cmd.state, cmd.requested_by, cmd.work_order_id) == (
-        "M1", "disconnect", "queued", "credit-control", 7)
+        "M1",
+        "disconnect",
+        "queued",
+        "credit-control",
+        7,
+    )
     assert cmd.expires_at - cmd.requested_at == mc.DEFAULT_EXPIRES_IN
     assert [(e.state, e.actor, e.detail) for e in events] == [
-        ("queued", "credit-control", {"reason": "arrears 120.00", "work_order_id": 7})]
+        ("queued", "credit-control", {"reason": "arrears 120.00", "work_order_id": 7})
+    ]
 
 
 def test_a_reconnect_supersedes_a_disconnect_not_yet_sent(db):
@@ -115,8 +121,7 @@ def test_final_states_and_the_audit_cannot_be_rewritten(db):
             conn.execute("DELETE FROM meter_command")
         other = mc.queue_command(conn, "M1", "clock_sync", "ops")
         with pytest.raises(errors.CheckViolation, match="queued -> confirmed is not a valid transition"):
-            conn.execute("UPDATE meter_command SET state = 'confirmed', confirmed_at = now() WHERE id = %s",
-                         (other,))
+            conn.execute("UPDATE meter_command SET state = 'confirmed', confirmed_at = now() WHERE id = %s", (other,))
 
 
 def test_the_collector_role_executes_and_the_editor_role_queues(db):
@@ -129,8 +134,11 @@ def test_the_collector_role_executes_and_the_editor_role_queues(db):
         assert mc.claim_next(conn, meter_id, "col-1").id == cid
         mc.confirm(conn, cid, "col-1", {"relay_register": 0})
         with pytest.raises(errors.InsufficientPrivilege):
-            conn.execute("INSERT INTO meter_command (meter_id, kind, requested_by, expires_at) "
-                         "VALUES (%s, 'reconnect', 'x', now() + interval '1 h')", (meter_id,))
+            conn.execute(
+                "INSERT INTO meter_command (meter_id, kind, requested_by, expires_at) "
+                "VALUES (%s, 'reconnect', 'x', now() + interval '1 h')",
+                (meter_id,),
+            )
     with db.connect(role=reader) as conn:
         assert mc.command_status(conn, cid).state == "confirmed"
         with pytest.raises(errors.InsufficientPrivilege):

@@ -21,9 +21,13 @@ def test_migrations_apply_twice_without_error(db):
 def test_plain_postgresql_path_partitions_exist_ahead_of_the_data(db):
     now = datetime.now(UTC)
     with db.connect() as conn:
-        names = {r[0] for r in conn.execute(
-            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "WHERE i.inhparent = 'reading'::regclass")}
+        names = {
+            r[0]
+            for r in conn.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = 'reading'::regclass"
+            )
+        }
     months_ahead = db.settings.database.partition_months_ahead
     year, month = now.year, now.month
     for _ in range(months_ahead + 1):
@@ -36,6 +40,7 @@ def test_plain_postgresql_path_partitions_exist_ahead_of_the_data(db):
 def test_roles_exist_with_least_privilege(db):
     writer, reader, editor = migrate.role_names(db.settings)
     with db.connect() as conn:
+
         def can(role, table, priv):
             return conn.execute("SELECT has_table_privilege(%s, %s, %s)", (role, table, priv)).fetchone()[0]
 
@@ -83,7 +88,9 @@ def test_partitions_are_made_for_late_data_by_the_ingest_role(db):
 def test_installation_periods_of_one_meter_cannot_overlap(db):
     db.add_meters(["M1"])
     with db.connect() as conn:
-        conn.execute("INSERT INTO service_point (code, commodity) VALUES ('SP1', 'electricity'), ('SP2', 'electricity')")
+        conn.execute(
+            "INSERT INTO service_point (code, commodity) VALUES ('SP1', 'electricity'), ('SP2', 'electricity')"
+        )
         conn.execute(
             "INSERT INTO installation (meter_id, service_point_id, installed_at) "
             "SELECT m.id, s.id, '2024-01-01' FROM meter m, service_point s WHERE s.code = 'SP1'"
@@ -109,9 +116,7 @@ def test_daily_aggregate_refreshes_over_a_range(db):
             "WHERE c.code = '1-0:1.8.0' AND u.code = 'kWh'"
         )
         conn.execute("CALL refresh_daily_reading('2025-01-01', '2025-01-02')")
-        rows = conn.execute(
-            "SELECT day::date::text, consumption FROM daily_consumption ORDER BY day"
-        ).fetchall()
+        rows = conn.execute("SELECT day::date::text, consumption FROM daily_consumption ORDER BY day").fetchall()
     assert rows == [("2025-01-01", 4.0), ("2025-01-02", 6.5)]
 
 

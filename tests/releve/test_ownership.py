@@ -94,7 +94,9 @@ def test_partitions_made_for_late_data_belong_to_the_owner(db):
         ).fetchone()[0] == migrate.owner_role(db.settings)
 
 
-def test_a_login_that_is_not_a_superuser_migrates_ingests_and_still_cannot_truncate_or_alter(pg_server_url, database_url):
+def test_a_login_that_is_not_a_superuser_migrates_ingests_and_still_cannot_truncate_or_alter(
+    pg_server_url, database_url
+):
     """The external-server case: the URL's user may create databases and roles, and nothing more."""
     base = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
     login, dbname, password = f"{base}_login", f"{base}_l", secrets.token_hex(12)
@@ -110,13 +112,17 @@ def test_a_login_that_is_not_a_superuser_migrates_ingests_and_still_cannot_trunc
         migrate.upgrade(url, settings)
         assert migrate.upgrade(url, settings) == []  # again, as the owner, changes nothing
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("INSERT INTO meter (serial, commodity, model, unit, protocol) "
-                         "VALUES ('M1', 'electricity', 'test', 'kWh', 'import')")  # registry work still works
+            conn.execute(
+                "INSERT INTO meter (serial, commodity, model, unit, protocol) "
+                "VALUES ('M1', 'electricity', 'test', 'kWh', 'import')"
+            )  # registry work still works
             assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (False,)
         t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
         late = datetime(2017, 6, 1, tzinfo=UTC)  # needs a new partition, made through the owner's function
         with BatchWriter(url, settings) as writer:
-            first = writer.write([Reading("M1", "1-0:1.8.0", t0, 1.0, "kWh"), Reading("M1", "1-0:1.8.0", late, 0.5, "kWh")])
+            first = writer.write(
+                [Reading("M1", "1-0:1.8.0", t0, 1.0, "kWh"), Reading("M1", "1-0:1.8.0", late, 0.5, "kWh")]
+            )
             again = writer.write([Reading("M1", "1-0:1.8.0", t0, 1.0, "kWh")])
         assert (first.inserted, again.duplicates) == (2, 1)
         with psycopg.connect(url, autocommit=True) as conn:

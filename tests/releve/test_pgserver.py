@@ -19,10 +19,29 @@ def psql(server, *extra, env=None, as_account=False):
     if as_account and server.account is not None:
         kwargs = {"user": server.account.pw_uid, "group": server.account.pw_gid}
     return subprocess.run(
-        [str(server.bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", "-w",
-         "-d", "postgres", "-At", "-c", "SELECT current_user", *extra],
-        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", **(env or {})},
-        cwd="/", timeout=60, check=False, **kwargs,
+        [
+            str(server.bin_dir / "psql"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(server.port),
+            "-U",
+            "postgres",
+            "-w",
+            "-d",
+            "postgres",
+            "-At",
+            "-c",
+            "SELECT current_user",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", **(env or {})},
+        cwd="/",
+        timeout=60,
+        check=False,
+        **kwargs,
     )
 
 

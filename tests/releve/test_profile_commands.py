@@ -51,22 +51,78 @@ def test_clock_sync_writes_the_time_in_the_clock_register_encoding():
 @pytest.mark.parametrize(
     ("commands", "message"),
     [
-        ({"explode": {"write": {"function": 6, "address": 1, "value": 1},
-                      "confirm": {"function": 3, "address": 2, "expect": 1}}}, "unknown command 'explode'"),
-        ({"disconnect": {"write": {"function": 5, "address": 1, "value": 7},
-                         "confirm": {"function": 1, "address": 1, "expect": 0}}}, "value must be 0 or 1"),
-        ({"disconnect": {"write": {"function": 6, "address": 1, "value": 70000},
-                         "confirm": {"function": 3, "address": 2, "expect": 0}}}, "integer 0..65535"),
-        ({"disconnect": {"write": {"function": 16, "address": 1, "value": 3},
-                         "confirm": {"function": 3, "address": 2, "expect": 0}}}, "list of words"),
-        ({"clock_sync": {"write": {"function": 6, "address": 1, "value": "clock"},
-                         "confirm": {"function": 3, "address": 1, "expect": "clock"}}}, "integer 0..65535"),
-        ({"disconnect": {"write": {"function": 3, "address": 1, "value": 0},
-                         "confirm": {"function": 3, "address": 2, "expect": 0}}}, "commands.disconnect.write.function"),
-        ({"disconnect": {"write": {"function": 6, "address": 1, "value": 0},
-                         "confirm": {"function": 1, "address": 2, "expect": 5}}}, "expect must be 0 or 1"),
-        ({"disconnect": {"write": {"function": 6, "address": 1, "value": 0},
-                         "confirm": {"function": 4, "address": 1, "expect": 0}}}, "overlaps 'e'"),
+        (
+            {
+                "explode": {
+                    "write": {"function": 6, "address": 1, "value": 1},
+                    "confirm": {"function": 3, "address": 2, "expect": 1},
+                }
+            },
+            "unknown command 'explode'",
+        ),
+        (
+            {
+                "disconnect": {
+                    "write": {"function": 5, "address": 1, "value": 7},
+                    "confirm": {"function": 1, "address": 1, "expect": 0},
+                }
+            },
+            "value must be 0 or 1",
+        ),
+        (
+            {
+                "disconnect": {
+                    "write": {"function": 6, "address": 1, "value": 70000},
+                    "confirm": {"function": 3, "address": 2, "expect": 0},
+                }
+            },
+            "integer 0..65535",
+        ),
+        (
+            {
+                "disconnect": {
+                    "write": {"function": 16, "address": 1, "value": 3},
+                    "confirm": {"function": 3, "address": 2, "expect": 0},
+                }
+            },
+            "list of words",
+        ),
+        (
+            {
+                "clock_sync": {
+                    "write": {"function": 6, "address": 1, "value": "clock"},
+                    "confirm": {"function": 3, "address": 1, "expect": "clock"},
+                }
+            },
+            "integer 0..65535",
+        ),
+        (
+            {
+                "disconnect": {
+                    "write": {"function": 3, "address": 1, "value": 0},
+                    "confirm": {"function": 3, "address": 2, "expect": 0},
+                }
+            },
+            "commands.disconnect.write.function",
+        ),
+        (
+            {
+                "disconnect": {
+                    "write": {"function": 6, "address": 1, "value": 0},
+                    "confirm": {"function": 1, "address": 2, "expect": 5},
+                }
+            },
+            "expect must be 0 or 1",
+        ),
+        (
+            {
+                "disconnect": {
+                    "write": {"function": 6, "address": 1, "value": 0},
+                    "confirm": {"function": 4, "address": 1, "expect": 0},
+                }
+            },
+            "overlaps 'e'",
+        ),
     ],
 )
 def test_a_bad_command_section_is_refused_with_the_field(commands, message):

@@ -27,14 +27,18 @@ def test_same_unit_is_returned_untouched_even_when_not_finite():
     assert math.isnan(convert(math.nan, "V", "V"))
 
 
-@pytest.mark.parametrize(("source", "target"), [("Wh", "m3"), ("kWh", "kW"), ("V", "A"), ("m3/h", "m3"), ("kvarh", "kWh")])
+@pytest.mark.parametrize(
+    ("source", "target"), [("Wh", "m3"), ("kWh", "kW"), ("V", "A"), ("m3/h", "m3"), ("kvarh", "kWh")]
+)
 def test_units_of_different_quantities_are_refused_with_both_named(source, target):
     with pytest.raises(UnitError) as info:
         convert(1.0, source, target)
     assert repr(source) in str(info.value) and repr(target) in str(info.value)
 
 
-@pytest.mark.parametrize("hostile", ["", " kWh", "kWh ", "KWH", "mWh", "k\x00Wh", "kWh\n", "W h", "1e3", "🔋", "k" * 10_000])
+@pytest.mark.parametrize(
+    "hostile", ["", " kWh", "kWh ", "KWH", "mWh", "k\x00Wh", "kWh\n", "W h", "1e3", "🔋", "k" * 10_000]
+)
 def test_unknown_or_mangled_unit_strings_are_refused_not_guessed(hostile):
     with pytest.raises(UnitError, match="unknown unit"):
         unit_of(hostile)

@@ -33,8 +33,9 @@ def rows(path: Path) -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def filled(tmp_path_factory):
     out = tmp_path_factory.mktemp("backfill")
-    sim = Simulation(small_fleet(theft={"rate": 0.5, "max_days": 4}, faults={"rate": 0.5, "max_days": 4},
-                                 horizon_days=DAYS))
+    sim = Simulation(
+        small_fleet(theft={"rate": 0.5, "max_days": 4}, faults={"rate": 0.5, "max_days": 4}, horizon_days=DAYS)
+    )
     summary = backfill(sim, DAYS, out, progress=False)
     return sim, out, summary
 
@@ -43,10 +44,10 @@ def test_backfill_writes_the_documented_files_and_headers(filled):
     _, out, summary = filled
     headers = {
         "meters.csv": "serial,model,commodity,role,customer_class,unit,multiplier,register_digits,"
-                      "register_width_bits,register_wrap,transport,address,service_point,latitude,longitude,area,"
-                      "feeder_serial",
+        "register_width_bits,register_wrap,transport,address,service_point,latitude,longitude,area,"
+        "feeder_serial",
         "areas.csv": "area,kind,commodity,feeder_serial,customers,latitude,longitude,technical_loss_min,"
-                     "technical_loss_max",
+        "technical_loss_max",
         "register_reads.csv": "meter,channel,ts,value,unit,device_ts",
         "intervals.csv": "meter,channel,ts,value,unit",
         "events.csv": "meter,ts,kind,code",
@@ -63,17 +64,27 @@ def test_backfill_writes_the_documented_files_and_headers(filled):
 
 def test_register_reads_match_the_readings_api(filled):
     sim, out, _ = filled
-    api = [(r.meter, r.channel, r.ts.strftime("%Y-%m-%dT%H:%M:%SZ"), round(r.value, 3),
-            r.device_ts.strftime("%Y-%m-%dT%H:%M:%SZ") if r.device_ts else "")
-           for r in sim.readings(DAYS)]
-    csv_rows = [(r["meter"], r["channel"], r["ts"], float(r["value"]), r["device_ts"])
-                for r in rows(out / "register_reads.csv")]
+    api = [
+        (
+            r.meter,
+            r.channel,
+            r.ts.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            round(r.value, 3),
+            r.device_ts.strftime("%Y-%m-%dT%H:%M:%SZ") if r.device_ts else "",
+        )
+        for r in sim.readings(DAYS)
+    ]
+    csv_rows = [
+        (r["meter"], r["channel"], r["ts"], float(r["value"]), r["device_ts"]) for r in rows(out / "register_reads.csv")
+    ]
     assert len(api) == len(csv_rows)
     assert api == [(m, c, t, pytest.approx(v, abs=6e-4), d) for m, c, t, v, d in csv_rows]
     intervals = list(sim.readings(DAYS, channels="intervals"))
     assert len(intervals) == len(rows(out / "intervals.csv"))
-    events = [(e.meter, e.ts.strftime("%Y-%m-%dT%H:%M:%SZ"), e.kind.value, str(e.details["code"]))
-              for e in sim.meter_events(DAYS)]
+    events = [
+        (e.meter, e.ts.strftime("%Y-%m-%dT%H:%M:%SZ"), e.kind.value, str(e.details["code"]))
+        for e in sim.meter_events(DAYS)
+    ]
     assert events == [(r["meter"], r["ts"], r["kind"], r["code"]) for r in rows(out / "events.csv")]
 
 
@@ -90,8 +101,9 @@ def test_labels_csv_round_trips_and_truth_files_balance(filled):
     stolen_by = {r["meter"] for r in rows(out / "truth_daily.csv") if float(r["stolen"]) > 0.01}
     assert stolen_by <= thieves
     for row in rows(out / "area_balance_daily.csv"):
-        assert float(row["feeder"]) == pytest.approx(float(row["customers_true"]) + float(row["technical_losses"]),
-                                                     abs=1e-3)
+        assert float(row["feeder"]) == pytest.approx(
+            float(row["customers_true"]) + float(row["technical_losses"]), abs=1e-3
+        )
     manual = rows(out / "manual_reads.csv")
     typed = {(lb.meter, lb.start.strftime("%Y-%m-%dT%H:%M:%SZ")): lb for lb in labels if lb.kind == "digit_error"}
     for row in manual:
@@ -103,8 +115,14 @@ def test_labels_csv_round_trips_and_truth_files_balance(filled):
 def test_same_seed_writes_identical_files(tmp_path, filled):
     _, first, _ = filled
     again = tmp_path / "again"
-    backfill(Simulation(small_fleet(theft={"rate": 0.5, "max_days": 4}, faults={"rate": 0.5, "max_days": 4},
-                                    horizon_days=DAYS)), DAYS, again, progress=False)
+    backfill(
+        Simulation(
+            small_fleet(theft={"rate": 0.5, "max_days": 4}, faults={"rate": 0.5, "max_days": 4}, horizon_days=DAYS)
+        ),
+        DAYS,
+        again,
+        progress=False,
+    )
     digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
     for path in sorted(first.iterdir()):
         assert digest(path) == digest(again / path.name), path.name
@@ -113,8 +131,22 @@ def test_same_seed_writes_identical_files(tmp_path, filled):
 def test_cli_backfill_and_a_bad_fleet_file(tmp_path, capsys):
     fleet = tmp_path / "fleet.toml"
     fleet.write_text("seed = 3\n[topology]\ntransformers = 1\ncustomers_per_transformer = 3\ndmas = 0\n")
-    assert main(["simulate", "backfill", "--fleet", str(fleet), "--days", "1", "--out", str(tmp_path / "o"),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "backfill",
+                "--fleet",
+                str(fleet),
+                "--days",
+                "1",
+                "--out",
+                str(tmp_path / "o"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "4 meters, 1 days" in capsys.readouterr().out
     assert len(rows(tmp_path / "o" / "register_reads.csv")) == 4 * 96 * 2
     fleet.write_text("[topology]\ntransformers = -1\n")
@@ -132,9 +164,26 @@ def test_cli_run_serves_modbus_and_mqtt_and_stops_cleanly_on_ctrl_c(tmp_path, mq
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "releve.cli", "simulate", "run", "--fleet", str(fleet), "--mqtt", mqtt_broker.url,
-         "--run-dir", str(tmp_path / "run"), "--speed", "600"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "releve.cli",
+            "simulate",
+            "run",
+            "--fleet",
+            str(fleet),
+            "--mqtt",
+            mqtt_broker.url,
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--speed",
+            "600",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         lines = []

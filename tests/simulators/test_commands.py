@@ -20,8 +20,14 @@ from .conftest import small_fleet
 
 
 def fleet(model: str) -> Simulation:
-    return Simulation(small_fleet(topology={"electricity_models": {model: 1.0}, "dmas": 0},
-                                  mqtt={"electricity_share": 0.0}, theft={"rate": 0.0}, faults={"rate": 0.0}))
+    return Simulation(
+        small_fleet(
+            topology={"electricity_models": {model: 1.0}, "dmas": 0},
+            mqtt={"electricity_share": 0.0},
+            theft={"rate": 0.0},
+            faults={"rate": 0.0},
+        )
+    )
 
 
 def test_an_open_relay_freezes_the_index_zeroes_power_and_the_feeder_stops_seeing_it():
@@ -50,11 +56,13 @@ def test_an_open_relay_freezes_the_index_zeroes_power_and_the_feeder_stops_seein
     after = sim.values_at(customer.index, t2)
     assert after["1-0:1.8.0"] > during["1-0:1.8.0"]
     assert after["1-0:1.8.0"] - during["1-0:1.8.0"] == pytest.approx(
-        sim._unswitched(customer.index, t2)[0] - sim._unswitched(customer.index, t1)[0])
+        sim._unswitched(customer.index, t2)[0] - sim._unswitched(customer.index, t1)[0]
+    )
     # The feeder rose by what the rest of its area used: the disconnected customer's energy is not in it.
     sim2 = fleet("sdm630")
     assert sim2.values_at(feeder, t1)["1-0:1.8.0"] - sim2.values_at(feeder, t0)["1-0:1.8.0"] == pytest.approx(
-        feeder_rise + unswitched)
+        feeder_rise + unswitched
+    )
 
 
 @pytest.fixture
@@ -85,13 +93,19 @@ def test_sdm630_relay_over_tcp_function_06_and_its_read_back(served):
         reply = client.write_register(600, 0, device_id=unit)
         assert not reply.isError() and reply.registers == [0]
         assert client.read_input_registers(505, count=1, device_id=unit).registers == [0]
-        index = decode(load_profile("sdm630").entry("1-0:1.8.0"),
-                       client.read_input_registers(72, count=2, device_id=unit).registers)
+        index = decode(
+            load_profile("sdm630").entry("1-0:1.8.0"),
+            client.read_input_registers(72, count=2, device_id=unit).registers,
+        )
         clock.freeze(clock.now() + timedelta(hours=1))
-        later = decode(load_profile("sdm630").entry("1-0:1.8.0"),
-                       client.read_input_registers(72, count=2, device_id=unit).registers)
-        power = decode(load_profile("sdm630").entry("1-0:1.7.0"),
-                       client.read_input_registers(52, count=2, device_id=unit).registers)
+        later = decode(
+            load_profile("sdm630").entry("1-0:1.8.0"),
+            client.read_input_registers(72, count=2, device_id=unit).registers,
+        )
+        power = decode(
+            load_profile("sdm630").entry("1-0:1.7.0"),
+            client.read_input_registers(52, count=2, device_id=unit).registers,
+        )
         assert later == pytest.approx(index, abs=1e-3) and power == 0.0
         bad = client.write_register(600, 7, device_id=unit)
         assert bad.isError() and bad.exception_code == 3  # a value the relay does not take
@@ -153,8 +167,10 @@ def test_relay_over_rtu_on_a_pseudo_terminal(served):
 _SIM = fleet("gen-int32cdab")
 
 
-@given(st.lists(st.integers(min_value=1, max_value=6 * 3600), min_size=1, max_size=8),
-       st.integers(min_value=0, max_value=len(_SIM.meters) - 1))
+@given(
+    st.lists(st.integers(min_value=1, max_value=6 * 3600), min_size=1, max_size=8),
+    st.integers(min_value=0, max_value=len(_SIM.meters) - 1),
+)
 @settings(max_examples=60, deadline=None)
 def test_switching_freezes_the_index_exactly_while_open(gaps, meter):
     sim = _SIM

@@ -19,7 +19,7 @@ def test_example_fleet_file_shows_the_defaults():
 
 def test_docs_embed_the_example_fleet_file():
     body = EXAMPLE.read_text()
-    assert body[body.index("seed = 42"):] in DOC
+    assert body[body.index("seed = 42") :] in DOC
 
 
 def test_docs_register_maps_are_generated_from_the_profiles():

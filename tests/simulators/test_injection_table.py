@@ -16,10 +16,38 @@ from simulators.engine import Simulation
 from simulators.injections import INJECTIONS
 
 # Spelled out, not the table's kinds: a kind added later changes the default draws, not these fleets.
-EVERY_THEFT = dict.fromkeys(("h1", "h2", "h3", "h4", "h5", "h6", "bypass", "meter_stopped", "tamper_drop",
-                             "reverse_energy", "water_reverse_flow", "water_magnet"), 1.0)
-EVERY_FAULT = dict.fromkeys(("comm_loss", "slow_device", "clock_drift", "rollover", "meter_exchange",
-                             "frozen_register", "spike", "scale_jump", "digit_error", "leak"), 1.0)
+EVERY_THEFT = dict.fromkeys(
+    (
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "bypass",
+        "meter_stopped",
+        "tamper_drop",
+        "reverse_energy",
+        "water_reverse_flow",
+        "water_magnet",
+    ),
+    1.0,
+)
+EVERY_FAULT = dict.fromkeys(
+    (
+        "comm_loss",
+        "slow_device",
+        "clock_drift",
+        "rollover",
+        "meter_exchange",
+        "frozen_register",
+        "spike",
+        "scale_jump",
+        "digit_error",
+        "leak",
+    ),
+    1.0,
+)
 SOME_THEFTS = {"h1": 1.0, "reverse_energy": 1.0, "water_reverse_flow": 1.0, "bypass": 1.0}
 SOME_FAULTS = {"comm_loss": 1.0, "spike": 1.0, "rollover": 1.0, "leak": 1.0}
 

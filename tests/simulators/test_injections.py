@@ -45,15 +45,18 @@ class Series:
 def simulate(category: str, kind: str) -> tuple[Series, list[Label]]:
     section = {"rate": 1.0, "kinds": {kind: 1.0}, "min_days": 2.0, "max_days": 5.0}
     other = {"rate": 0.0}
-    sim = Simulation(small_fleet(
-        consumption={"vacancy_rate": 0.0},
-        theft=section if category == "theft" else other,
-        faults=section if category == "fault" else other,
-    ))
+    sim = Simulation(
+        small_fleet(
+            consumption={"vacancy_rate": 0.0},
+            theft=section if category == "theft" else other,
+            faults=section if category == "fault" else other,
+        )
+    )
     blocks = list(sim.blocks(DAYS))
     cat = lambda name: np.concatenate([getattr(b, name) for b in blocks], axis=1)  # noqa: E731
-    series = Series(sim, cat("true"), cat("rec"), cat("reported_imp"), cat("imp_index"), cat("reported_exp"),
-                    cat("available"))
+    series = Series(
+        sim, cat("true"), cat("rec"), cat("reported_imp"), cat("imp_index"), cat("reported_exp"), cat("available")
+    )
     labels = [lb for lb in sim.labels() if lb.kind == kind]
     if kind == "digit_error":
         labels = [lb for *_, lb in sim.manual_reads(DAYS) if lb is not None]
@@ -120,9 +123,15 @@ def test_theft_shows_in_register_consumption_inside_its_label_only(kind):
         events = [e for e in s.sim.events if e.meter == m]
         if kind in ("tamper_drop", "reverse_energy", "water_reverse_flow", "water_magnet"):
             assert events[0].step == s0
-            assert events[0].kind.value == {"tamper_drop": p.get("event"), "reverse_energy": "reverse_energy",
-                                            "water_reverse_flow": "reverse_flow",
-                                            "water_magnet": "magnetic_field"}[kind]
+            assert (
+                events[0].kind.value
+                == {
+                    "tamper_drop": p.get("event"),
+                    "reverse_energy": "reverse_energy",
+                    "water_reverse_flow": "reverse_flow",
+                    "water_magnet": "magnetic_field",
+                }[kind]
+            )
             status = s.sim.values_at(m, label.start)["status"]
             assert status != 0, "the status register raises a flag when the theft starts"
 

@@ -31,17 +31,31 @@ def mbpoll(*args: str) -> dict[int, float]:
 @pytest.fixture(scope="module")
 def sdm_fleet():
     """Servers for a fleet of SDM630s, clock frozen on a winter evening."""
-    sim = Simulation(small_fleet(topology={"electricity_models": {"sdm630": 1.0}, "dmas": 0},
-                                 mqtt={"electricity_share": 0.0}))
+    sim = Simulation(
+        small_fleet(topology={"electricity_models": {"sdm630": 1.0}, "dmas": 0}, mqtt={"electricity_share": 0.0})
+    )
     clock = SimClock(sim.start)
     clock.freeze(sim.start + timedelta(days=3, hours=19, minutes=7, seconds=30))
     with BackgroundModbus(sim, clock) as front:
         yield sim, clock, front
 
 
-SDM_REFS = {1: "1-0:32.7.0", 3: "1-0:52.7.0", 5: "1-0:72.7.0", 7: "1-0:31.7.0", 9: "1-0:51.7.0",
-            11: "1-0:71.7.0", 13: "1-0:21.7.0", 15: "1-0:41.7.0", 17: "1-0:61.7.0", 53: "1-0:1.7.0",
-            71: "1-0:14.7.0", 73: "1-0:1.8.0", 75: "1-0:2.8.0", 343: "1-0:15.8.0"}
+SDM_REFS = {
+    1: "1-0:32.7.0",
+    3: "1-0:52.7.0",
+    5: "1-0:72.7.0",
+    7: "1-0:31.7.0",
+    9: "1-0:51.7.0",
+    11: "1-0:71.7.0",
+    13: "1-0:21.7.0",
+    15: "1-0:41.7.0",
+    17: "1-0:61.7.0",
+    53: "1-0:1.7.0",
+    71: "1-0:14.7.0",
+    73: "1-0:1.8.0",
+    75: "1-0:2.8.0",
+    343: "1-0:15.8.0",
+}
 
 
 def assert_sdm_values(read: dict[int, float], expected: dict[str, float]) -> None:
@@ -68,8 +82,9 @@ def test_mbpoll_reads_the_sdm630_over_tcp_as_the_simulator_reports_it(sdm_fleet)
     assert_sdm_values(read, expected)
     assert 200 < read[1] < 250
     # Serial Number Hi at holding register 42 and Lo at 44 (references 43 and 45), 16 bits each.
-    serial = mbpoll("-m", "tcp", "-p", str(gateway.port), "-a", str(unit), "-t", "4", "-r", "43", "-c", "3",
-                    "127.0.0.1")
+    serial = mbpoll(
+        "-m", "tcp", "-p", str(gateway.port), "-a", str(unit), "-t", "4", "-r", "43", "-c", "3", "127.0.0.1"
+    )
     assert serial[43] * 65536 + serial[45] == int(sim.meters[meter].serial)
 
 
@@ -86,15 +101,44 @@ def test_mbpoll_reads_the_sdm630_over_rtu_on_a_pseudo_terminal(sdm_fleet):
 @needs_mbpoll
 def test_a_unit_nobody_serves_on_the_rtu_line_stays_silent(sdm_fleet):
     _, _, front = sdm_fleet
-    out = subprocess.run(["mbpoll", "-1", "-o", "0.3", "-m", "rtu", "-b", "9600", "-P", "none", "-a", "200",
-                          "-t", "3:float", "-r", "1", "-c", "2", front.lines[0].path],
-                         capture_output=True, text=True, timeout=20)
+    out = subprocess.run(
+        [
+            "mbpoll",
+            "-1",
+            "-o",
+            "0.3",
+            "-m",
+            "rtu",
+            "-b",
+            "9600",
+            "-P",
+            "none",
+            "-a",
+            "200",
+            "-t",
+            "3:float",
+            "-r",
+            "1",
+            "-c",
+            "2",
+            front.lines[0].path,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert "timed out" in (out.stdout + out.stderr).lower()
 
 
 def test_every_profile_decodes_over_tcp_to_the_simulated_values():
-    sim = Simulation(small_fleet(theft={"rate": 0.0}, faults={"rate": 0.0}, mqtt={"electricity_share": 0.0},
-                                 topology={"customers_per_transformer": 12}))
+    sim = Simulation(
+        small_fleet(
+            theft={"rate": 0.0},
+            faults={"rate": 0.0},
+            mqtt={"electricity_share": 0.0},
+            topology={"customers_per_transformer": 12},
+        )
+    )
     clock = SimClock(sim.start)
     now = clock.freeze(sim.start + timedelta(days=5, hours=8, minutes=20))
     models_seen = set()
@@ -130,9 +174,14 @@ def test_every_profile_decodes_over_tcp_to_the_simulated_values():
 
 
 def test_communication_loss_and_response_delay_are_felt_by_a_client():
-    sim = Simulation(small_fleet(faults={"rate": 1.0, "kinds": {"comm_loss": 1.0}},
-                                 theft={"rate": 0.0}, modbus={"response_delay_ms": 150.0},
-                                 mqtt={"electricity_share": 0.0}))
+    sim = Simulation(
+        small_fleet(
+            faults={"rate": 1.0, "kinds": {"comm_loss": 1.0}},
+            theft={"rate": 0.0},
+            modbus={"response_delay_ms": 150.0},
+            mqtt={"electricity_share": 0.0},
+        )
+    )
     serial_to_meter = {m.serial: m for m in sim.meters}
     lost_by_transport = {}
     for label in sim.labels():
@@ -149,8 +198,11 @@ def test_communication_loss_and_response_delay_are_felt_by_a_client():
                 gateway = front.gateways[meter.gateway]
                 client = ModbusTcpClient(gateway.host, port=gateway.port, timeout=2, retries=0)
                 assert client.connect()
-                answering = next(m for m in sim.meters if m.transport == "tcp" and m.gateway == meter.gateway
-                                 and sim.available(m.index, now))
+                answering = next(
+                    m
+                    for m in sim.meters
+                    if m.transport == "tcp" and m.gateway == meter.gateway and sim.available(m.index, now)
+                )
                 t0 = time.perf_counter()
                 assert not client.read_input_registers(0, count=2, device_id=answering.unit_id).isError()
                 assert time.perf_counter() - t0 >= 0.15, "every device answers after response_delay_ms"
@@ -172,11 +224,13 @@ def test_communication_loss_and_response_delay_are_felt_by_a_client():
 
 
 def test_tamper_events_can_be_read_from_the_event_registers():
-    sim = Simulation(small_fleet(theft={"rate": 1.0, "kinds": {"tamper_drop": 1.0}}, faults={"rate": 0.0},
-                                 mqtt={"electricity_share": 0.0}))
+    sim = Simulation(
+        small_fleet(
+            theft={"rate": 1.0, "kinds": {"tamper_drop": 1.0}}, faults={"rate": 0.0}, mqtt={"electricity_share": 0.0}
+        )
+    )
     serial_to_meter = {m.serial: m for m in sim.meters}
-    label = next(lb for lb in sim.labels()
-                 if lb.kind == "tamper_drop" and serial_to_meter[lb.meter].transport == "tcp")
+    label = next(lb for lb in sim.labels() if lb.kind == "tamper_drop" and serial_to_meter[lb.meter].transport == "tcp")
     meter = serial_to_meter[label.meter]
     profile = meter.profile
     clock = SimClock(sim.start)
@@ -210,9 +264,11 @@ def test_unmapped_registers_answer_illegal_data_address(sdm_fleet):
     client = ModbusTcpClient(gateway.host, port=gateway.port, timeout=3)
     assert client.connect()
     try:
-        for read, address, count in ((client.read_input_registers, 600, 2),  # beyond the input map
-                                     (client.read_input_registers, 500, 10),  # runs off its end
-                                     (client.read_holding_registers, 0, 2)):  # no holding register 0 on an SDM630
+        for read, address, count in (
+            (client.read_input_registers, 600, 2),  # beyond the input map
+            (client.read_input_registers, 500, 10),  # runs off its end
+            (client.read_holding_registers, 0, 2),
+        ):  # no holding register 0 on an SDM630
             rr = read(address, count=count, device_id=unit)
             assert rr.isError() and rr.exception_code == 2, (address, count, rr)
         reserved = client.read_input_registers(54, count=2, device_id=unit)  # a gap inside the map
@@ -249,8 +305,13 @@ def test_a_serialising_gateway_answers_one_request_at_a_time(serialise):
 
     from pymodbus.client import AsyncModbusTcpClient
 
-    sim = Simulation(small_fleet(modbus={"response_delay_ms": 50.0, "serialise_gateways": serialise, "rtu_lines": 0},
-                                 faults={"rate": 0.0}, mqtt={"electricity_share": 0.0}))
+    sim = Simulation(
+        small_fleet(
+            modbus={"response_delay_ms": 50.0, "serialise_gateways": serialise, "rtu_lines": 0},
+            faults={"rate": 0.0},
+            mqtt={"electricity_share": 0.0},
+        )
+    )
     clock = SimClock(sim.start)
     with BackgroundModbus(sim, clock) as front:
         gateway = front.gateways[0]
@@ -260,8 +321,9 @@ def test_a_serialising_gateway_answers_one_request_at_a_time(serialise):
             clients = [AsyncModbusTcpClient(gateway.host, port=gateway.port, timeout=5) for _ in units]
             for c in clients:
                 assert await c.connect()
-            replies = await asyncio.gather(*(c.read_holding_registers(0, count=1, device_id=u)
-                                             for c, u in zip(clients, units, strict=True)))
+            replies = await asyncio.gather(
+                *(c.read_holding_registers(0, count=1, device_id=u) for c, u in zip(clients, units, strict=True))
+            )
             for c in clients:
                 c.close()
             assert len(replies) == 4

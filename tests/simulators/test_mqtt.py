@@ -46,8 +46,9 @@ class Subscriber:
 
 
 def test_readings_and_events_reach_a_subscriber_in_all_three_styles(mqtt_broker):
-    sim = Simulation(small_fleet(mqtt={"electricity_share": 0.5},
-                                 theft={"rate": 1.0, "kinds": {"water_reverse_flow": 1.0}}))
+    sim = Simulation(
+        small_fleet(mqtt={"electricity_share": 0.5}, theft={"rate": 1.0, "kinds": {"water_reverse_flow": 1.0}})
+    )
     label = next(lb for lb in sim.labels() if lb.kind == "water_reverse_flow")
     clock = SimClock(sim.start)
     before = clock.freeze(label.start - timedelta(minutes=1))
@@ -88,10 +89,14 @@ def test_readings_and_events_reach_a_subscriber_in_all_three_styles(mqtt_broker)
             decoded = body["uplink_message"]["decoded_payload"]
             assert decoded["volume_m3"] == round(values["8-0:1.0.0"], 3)
             assert decoded["alarms"]["reverse_flow"] is False
-    later = everything[len(first):]
+    later = everything[len(first) :]
     events = [body for topic, body in later if topic.endswith("/event")]
-    assert {"meter": label.meter, "ts": label.start.strftime("%Y-%m-%dT%H:%M:%SZ"), "kind": "reverse_flow",
-            "code": 210} in events
+    assert {
+        "meter": label.meter,
+        "ts": label.start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "kind": "reverse_flow",
+        "code": 210,
+    } in events
     thief = next(body for topic, body in later if topic.endswith(f"water-{label.meter}/up"))
     assert thief["uplink_message"]["decoded_payload"]["alarms"]["reverse_flow"] is True
     assert after > before
@@ -138,8 +143,9 @@ def test_lorawan_uplinks_count_per_device_vary_in_radio_and_carry_the_raw_payloa
 
     from simulators.mqtt import decode_frm_payload
 
-    sim = Simulation(small_fleet(topology={"dmas": 2, "customers_per_dma": 12},
-                                 mqtt={"electricity_share": 0.3, "styles": ["ttn"]}))
+    sim = Simulation(
+        small_fleet(topology={"dmas": 2, "customers_per_dma": 12}, mqtt={"electricity_share": 0.3, "styles": ["ttn"]})
+    )
     clock = SimClock(sim.start)
     publisher = MqttPublisher(sim, clock, "mqtt://127.0.0.1:1")  # payloads only: never connects
     ttn = [m for m in publisher.meters if m.mqtt_style == "ttn"]
@@ -147,8 +153,9 @@ def test_lorawan_uplinks_count_per_device_vary_in_radio_and_carry_the_raw_payloa
     rounds = []
     for k in range(6):
         ts = sim.start + timedelta(days=2, minutes=15 * k)
-        rounds.append((ts, {body["end_device_ids"]["device_id"]: body["uplink_message"]
-                            for _, body in publisher.messages(ts)}))
+        rounds.append(
+            (ts, {body["end_device_ids"]["device_id"]: body["uplink_message"] for _, body in publisher.messages(ts)})
+        )
     by_device = {m: [r[m] for _, r in rounds] for m in rounds[0][1]}
     for device, uplinks in by_device.items():
         assert [u["f_cnt"] for u in uplinks] == list(range(6)), device  # its own counter, from 0

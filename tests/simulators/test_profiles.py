@@ -24,8 +24,16 @@ from releve.profiles import (
 
 def entry(data_type: str, order: str = "", scale: float = 1.0, offset: float = 0.0, rollover: bool = False):
     return RegisterEntry(
-        name="x", channel="1-0:1.8.0", function=4, address=0, data_type=DataType(data_type), order=order,
-        scale=scale, offset=offset, kind="cumulative", rollover=rollover,
+        name="x",
+        channel="1-0:1.8.0",
+        function=4,
+        address=0,
+        data_type=DataType(data_type),
+        order=order,
+        scale=scale,
+        offset=offset,
+        kind="cumulative",
+        rollover=rollover,
     )
 
 
@@ -136,8 +144,14 @@ BASE = {
     "model": "bad",
     "commodity": "electricity",
     "registers": [
-        {"name": "e", "channel": "1-0:1.8.0", "function": 4, "address": 0, "data_type": "float32",
-         "kind": "cumulative"},
+        {
+            "name": "e",
+            "channel": "1-0:1.8.0",
+            "function": 4,
+            "address": 0,
+            "data_type": "float32",
+            "kind": "cumulative",
+        },
     ],
 }
 

@@ -15,25 +15,51 @@ from analytics.theft.data import Event, TheftData
 
 START = date(2026, 1, 5)
 DAYS = 120
-SHAPE = np.array([0.3, 0.25, 0.2, 0.2, 0.25, 0.4, 0.8, 1.4, 1.2, 0.8, 0.7, 0.7,
-                  0.8, 0.7, 0.6, 0.6, 0.8, 1.2, 1.8, 2.0, 1.7, 1.3, 0.9, 0.5])
+SHAPE = np.array(
+    [
+        0.3,
+        0.25,
+        0.2,
+        0.2,
+        0.25,
+        0.4,
+        0.8,
+        1.4,
+        1.2,
+        0.8,
+        0.7,
+        0.7,
+        0.8,
+        0.7,
+        0.6,
+        0.6,
+        0.8,
+        1.2,
+        1.8,
+        2.0,
+        1.7,
+        1.3,
+        0.9,
+        0.5,
+    ]
+)
 SHAPE = SHAPE / SHAPE.sum()
 
 #: serial -> what was done to it
 THIEVES = {
-    "A01": "tamper_drop",      # cover open on day 40, then 30 % of true
-    "A02": "meter_stopped",    # zero from day 50 to 90 while reporting
-    "A03": "reverse_energy",   # 70 % of true counted on the export register from day 30
-    "B01": "flat_profile",     # recorded = mean(day) from day 60 (same daily total)
-    "B02": "bypass",           # 50 % of true from day 20 to 100, no event
+    "A01": "tamper_drop",  # cover open on day 40, then 30 % of true
+    "A02": "meter_stopped",  # zero from day 50 to 90 while reporting
+    "A03": "reverse_energy",  # 70 % of true counted on the export register from day 30
+    "B01": "flat_profile",  # recorded = mean(day) from day 60 (same daily total)
+    "B02": "bypass",  # 50 % of true from day 20 to 100, no event
     "B03": "reversed_profile",  # day profile reversed from day 45
 }
 HONEST_FAULTY = {
-    "A10": "vacancy",          # 8 % of normal (true and recorded) days 40-75
+    "A10": "vacancy",  # 8 % of normal (true and recorded) days 40-75
     "A11": "frozen_register",  # register stuck days 60-66, then catches up
-    "B10": "comm_loss",        # silent days 30-37, the register catches up
-    "B11": "rollover",         # 16-bit counter of 0.1 kWh wraps on day 70
-    "B12": "scale_jump",       # register ×10 days 80-84
+    "B10": "comm_loss",  # silent days 30-37, the register catches up
+    "B11": "rollover",  # 16-bit counter of 0.1 kWh wraps on day 70
+    "B12": "scale_jump",  # register ×10 days 80-84
 }
 
 

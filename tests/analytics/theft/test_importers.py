@@ -24,13 +24,16 @@ def _write_long(path: Path, rows: list[tuple[str, str, str]]) -> None:
 
 def test_long_format_sums_days_and_hours(tmp_path: Path):
     p = tmp_path / "long.csv"
-    _write_long(p, [
-        ("M1", "2026-03-01T00:00:00Z", "1.5"),
-        ("M1", "2026-03-01T00:30:00Z", "0.5"),
-        ("M1", "2026-03-01T13:00:00+00:00", "2"),
-        ("M2", "2026-03-03T23:00:00", "4"),     # naive: UTC
-        ("M1", "2026-03-03T01:00:00+02:00", "1"),  # 2026-03-02 23:00 UTC
-    ])
+    _write_long(
+        p,
+        [
+            ("M1", "2026-03-01T00:00:00Z", "1.5"),
+            ("M1", "2026-03-01T00:30:00Z", "0.5"),
+            ("M1", "2026-03-01T13:00:00+00:00", "2"),
+            ("M2", "2026-03-03T23:00:00", "4"),  # naive: UTC
+            ("M1", "2026-03-03T01:00:00+02:00", "1"),  # 2026-03-02 23:00 UTC
+        ],
+    )
     d = read_long(p)
     assert d.serials == ["M1", "M2"]
     assert d.first_day == date(2026, 3, 1) and d.n_days == 3
@@ -45,9 +48,7 @@ def test_long_format_sums_days_and_hours(tmp_path: Path):
 
 def test_wide_sgcc_format_with_flags_and_gaps(tmp_path: Path):
     p = tmp_path / "sgcc.csv"
-    p.write_text("CONS_NO,FLAG,2014/1/1,2014/1/3,2014/1/2\n"
-                 "A1,1,1.0,3.0,2.0\n"
-                 "B2,0,,5,4\n")
+    p.write_text("CONS_NO,FLAG,2014/1/1,2014/1/3,2014/1/2\nA1,1,1.0,3.0,2.0\nB2,0,,5,4\n")
     d = read_wide(p)
     assert d.serials == ["A1", "B2"]
     assert d.first_day == date(2014, 1, 1) and d.n_days == 3
@@ -56,12 +57,15 @@ def test_wide_sgcc_format_with_flags_and_gaps(tmp_path: Path):
     assert d.flags is not None and d.flags.tolist() == [1, 0]
 
 
-@pytest.mark.parametrize(("name", "text", "where"), [
-    ("bad_ts.csv", "meter,timestamp,value\nM1,yesterday,1\n", "bad_ts.csv:2"),
-    ("no_col.csv", "meter,ts,value\nM1,2026-01-01,1\n", "no_col.csv:1: missing column(s) timestamp"),
-    ("bad_val.csv", "meter,timestamp,value\nM1,2026-01-01T00:00:00Z,abc\n", "bad_val.csv:2"),
-    ("empty.csv", "", "empty.csv: empty file"),
-])
+@pytest.mark.parametrize(
+    ("name", "text", "where"),
+    [
+        ("bad_ts.csv", "meter,timestamp,value\nM1,yesterday,1\n", "bad_ts.csv:2"),
+        ("no_col.csv", "meter,ts,value\nM1,2026-01-01,1\n", "no_col.csv:1: missing column(s) timestamp"),
+        ("bad_val.csv", "meter,timestamp,value\nM1,2026-01-01T00:00:00Z,abc\n", "bad_val.csv:2"),
+        ("empty.csv", "", "empty.csv: empty file"),
+    ],
+)
 def test_long_format_errors_name_file_and_line(tmp_path: Path, name: str, text: str, where: str):
     p = tmp_path / name
     p.write_text(text)
@@ -136,9 +140,28 @@ def test_cli_rank_long_file_prints_and_writes_the_list(tmp_path: Path, capsys: p
     files = _export_fleet(tmp_path)
     out = tmp_path / "list.csv"
     gj = tmp_path / "list.geojson"
-    code = main(["theft", "rank", "--input", str(files["long"]), "--format", "long", "--areas", str(files["areas"]),
-                 "--feeders", str(files["feeders"]), "--events", str(files["events"]), "--top", "5",
-                 "-o", str(out), "--geojson", str(gj)])
+    code = main(
+        [
+            "theft",
+            "rank",
+            "--input",
+            str(files["long"]),
+            "--format",
+            "long",
+            "--areas",
+            str(files["areas"]),
+            "--feeders",
+            str(files["feeders"]),
+            "--events",
+            str(files["events"]),
+            "--top",
+            "5",
+            "-o",
+            str(out),
+            "--geojson",
+            str(gj),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "A01" in printed and "terminal-cover-open" in printed
@@ -234,8 +257,9 @@ def test_feeder_totals_at_any_resolution(tmp_path: Path):
         t += timedelta(minutes=30)
     half_hourly.write_text("\n".join(lines) + "\n")
     daily = tmp_path / "feeder_day.csv"
-    daily.write_text("substation,date,kwh\n" + "".join(
-        f"T2,{date(2013, 3, 27) + timedelta(days=k)},24\n" for k in range(10)))
+    daily.write_text(
+        "substation,date,kwh\n" + "".join(f"T2,{date(2013, 3, 27) + timedelta(days=k)},24\n" for k in range(10))
+    )
     read_feeders(d, half_hourly, opts)
     read_feeders(d, daily, opts)
     expected = [24.0] * 10
@@ -248,11 +272,14 @@ def test_feeder_totals_at_any_resolution(tmp_path: Path):
     assert np.allclose(np.delete(hourly, 4, axis=0), 1.0)
 
 
-@pytest.mark.parametrize(("columns", "stamps", "tz", "message"), [
-    ("meter", "start", None, "not NAME=COLUMN"),
-    ("meter=LCLid", "middle", None, "--stamps must be start or end"),
-    ("", "start", "Mars/Olympus", "unknown time zone"),
-])
+@pytest.mark.parametrize(
+    ("columns", "stamps", "tz", "message"),
+    [
+        ("meter", "start", None, "not NAME=COLUMN"),
+        ("meter=LCLid", "middle", None, "--stamps must be start or end"),
+        ("", "start", "Mars/Olympus", "unknown time zone"),
+    ],
+)
 def test_file_options_errors_say_what(columns: str, stamps: str, tz: str | None, message: str):
     from analytics.theft.data import FileOptions
 
@@ -263,8 +290,20 @@ def test_file_options_errors_say_what(columns: str, stamps: str, tz: str | None,
 def test_cli_rank_a_utilitys_own_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     p = tmp_path / "lcl.csv"
     _lcl(p)
-    code = main(["theft", "rank", "--input", str(p), "--columns", "meter=LCLid,timestamp=tstp,value=energy(kWh/hh)",
-                 "--tz", "Europe/London", "--top", "2"])
+    code = main(
+        [
+            "theft",
+            "rank",
+            "--input",
+            str(p),
+            "--columns",
+            "meter=LCLid,timestamp=tstp,value=energy(kWh/hh)",
+            "--tz",
+            "Europe/London",
+            "--top",
+            "2",
+        ]
+    )
     assert code == 0
     captured = capsys.readouterr()
     assert "MAC000002" in captured.out and "model: ranked by the evidence rules" in captured.err

@@ -21,8 +21,11 @@ def households(m: int, d: int, seed: int = 0, season: float = 0.25) -> np.ndarra
         morning, evening = rng.uniform(6.5, 8.5), rng.uniform(17.5, 20.5)
         for j in range(d):
             shift = rng.normal(0, 1.0)
-            shape = (0.4 + np.exp(-0.5 * ((hours - morning - shift) / 1.2) ** 2)
-                     + 1.6 * np.exp(-0.5 * ((hours - evening - shift) / 1.8) ** 2))
+            shape = (
+                0.4
+                + np.exp(-0.5 * ((hours - morning - shift) / 1.2) ** 2)
+                + 1.6 * np.exp(-0.5 * ((hours - evening - shift) / 1.8) ** 2)
+            )
             x = level[i] * seas[j] * rng.lognormal(0, 0.25) * shape / shape.mean()
             x = x * rng.lognormal(0, 0.3, 24)
             kettle = rng.random(24) < 0.05
@@ -120,8 +123,8 @@ def test_clean_hourly_drops_spikes_and_counts_them():
 def test_recent_change_stands_out_of_the_fleet_not_of_a_steady_household():
     d = 365  # a year: the last month is set against the same season at the start
     h = households(40, d, seed=11, season=0.3)
-    h[0, d - 60:] *= 0.5  # ongoing theft: half of the load
-    h[1, d - 60:] = h[1, d - 60:].mean(axis=1, keepdims=True)  # ongoing: flattened days
+    h[0, d - 60 :] *= 0.5  # ongoing theft: half of the load
+    h[1, d - 60 :] = h[1, d - 60 :].mean(axis=1, keepdims=True)  # ongoing: flattened days
     h[2] = h[2] * (1 + 0.5 * np.cos(2 * np.pi * np.arange(d) / 365))[:, None]  # electric heating: stronger season
     daily = h.sum(axis=2)
     season = np.nanmedian(daily / np.nanmedian(daily, axis=1, keepdims=True), axis=0)
@@ -151,7 +154,7 @@ def test_ranking_with_hourly_feeders_lists_the_thief_first_and_says_why():
     data.hourly = recorded
     data.area = np.array(["A"] * 12 + ["B"] * 12, dtype=object)
     for k, code in enumerate("AB"):
-        feeder, _ = feeder_of(true[12 * k:12 * (k + 1)], seed=22 + k)
+        feeder, _ = feeder_of(true[12 * k : 12 * (k + 1)], seed=22 + k)
         data.feeders[code] = feeder.sum(axis=1)
         data.feeders_hourly[code] = feeder
     r = score(data)

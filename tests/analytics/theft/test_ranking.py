@@ -106,12 +106,18 @@ def test_too_few_labels_keep_the_unsupervised_ranking():
 
 
 def test_small_simulated_fleet_ranks_thieves_first():
-    cfg = parse_fleet({
-        "seed": 11, "start": datetime(2026, 1, 1, tzinfo=UTC), "interval_minutes": 60, "horizon_days": 150,
-        "topology": {"transformers": 8, "customers_per_transformer": 15, "dmas": 2, "customers_per_dma": 15},
-        "theft": {"rate": 0.08, "min_days": 30, "max_days": 80},
-        "faults": {"rate": 0.15, "min_days": 2, "max_days": 15},
-    }, "test")
+    cfg = parse_fleet(
+        {
+            "seed": 11,
+            "start": datetime(2026, 1, 1, tzinfo=UTC),
+            "interval_minutes": 60,
+            "horizon_days": 150,
+            "topology": {"transformers": 8, "customers_per_transformer": 15, "dmas": 2, "customers_per_dma": 15},
+            "theft": {"rate": 0.08, "min_days": 30, "max_days": 80},
+            "faults": {"rate": 0.15, "min_days": 2, "max_days": 15},
+        },
+        "test",
+    )
     data, truth = from_simulation(Simulation(cfg), 150)
     y = np.array([k != "" for k in truth.theft_kind])
     k = int(y.sum())

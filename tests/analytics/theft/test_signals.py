@@ -40,8 +40,8 @@ def test_clean_daily_frozen_register_is_a_fault_not_a_stop():
 def test_clean_daily_rollover_exchange_and_scale_jump():
     daily = _flat(3, 30)
     daily[0, 12] = 10.0 - 6553.6  # a 16-bit counter of 0.1 kWh wrapped
-    daily[1, 12] = -12345.0       # index reset by a meter exchange
-    daily[2, 20:24] = 100.0       # ×10 scale jump
+    daily[1, 12] = -12345.0  # index reset by a meter exchange
+    daily[2, 20:24] = 100.0  # ×10 scale jump
     c = sg.clean_daily(daily, wrap=np.array([6553.6, np.inf, np.inf]))
     assert c.values[0, 12] == pytest.approx(10.0)
     assert c.rollovers[0] == 1
@@ -58,8 +58,8 @@ def test_silence_without_catch_up_is_counted():
 
 def test_sustained_drop_finds_the_change_point_depth_and_deficit():
     daily = _flat(3, 100)
-    daily[0, 40:80] = 4.0   # −60 % for 40 days
-    daily[1, 50:53] = 4.0   # three low days: not sustained
+    daily[0, 40:80] = 4.0  # −60 % for 40 days
+    daily[1, 50:53] = 4.0  # three low days: not sustained
     season = np.ones_like(daily)
     drop = sg.sustained_drop(daily, season)
     assert abs(drop.start[0] - 40) <= 1 and abs(drop.end[0] - 80) <= 1
@@ -95,7 +95,7 @@ def _profiles(m: int, d: int) -> np.ndarray:
 def test_profile_change_flattened_and_reversed():
     hourly = _profiles(3, 70)
     hourly[0, 30:] = hourly[0, 30:].mean(axis=1, keepdims=True)  # flat (h5)
-    hourly[1, 40:60] = hourly[1, 40:60, ::-1]                    # reversed (h6)
+    hourly[1, 40:60] = hourly[1, 40:60, ::-1]  # reversed (h6)
     p = sg.profile_change(hourly, np.arange(70) % 7)
     assert p.flattened[0] and abs(p.start[0] - 30) <= 3
     assert p.reversed[1] and abs(p.start[1] - 40) <= 3 and abs(p.end[1] - 60) <= 3
@@ -128,8 +128,8 @@ def test_energy_balance_attributes_a_thief_not_a_vacancy():
     rng = np.random.default_rng(1)
     true = 10 * rng.lognormal(0, 0.03, (3, d))
     rec = true.copy()
-    rec[0, 40:90] *= 0.4           # thief: feeder still delivers the true energy
-    true[1, 20:50] *= 0.08         # vacancy: true and recorded fall together
+    rec[0, 40:90] *= 0.4  # thief: feeder still delivers the true energy
+    true[1, 20:50] *= 0.08  # vacancy: true and recorded fall together
     rec[1, 20:50] *= 0.08
     feeder = true.sum(axis=0) * 1.05
     bal = sg.energy_balance(feeder[None, :], rec.sum(axis=0)[None, :])
@@ -171,10 +171,10 @@ def test_hand_built_fleet_features_separate_thieves_from_faulty_meters():
     assert f.col("profile_flat")[idx["B01"]] == 1
     assert f.col("profile_reversed")[idx["B03"]] == 1
     assert f.col("balance_share")[idx["B02"]] > 0.7
-    assert f.col("balance_share")[idx["A10"]] < 0.3        # vacancy: the feeder fell too
-    assert f.col("frozen_days")[idx["A11"]] >= 5           # frozen register explained
+    assert f.col("balance_share")[idx["A10"]] < 0.3  # vacancy: the feeder fell too
+    assert f.col("frozen_days")[idx["A11"]] >= 5  # frozen register explained
     assert f.col("rollovers")[idx["B11"]] == 1
-    assert f.col("catch_up_days")[idx["B10"]] >= 7         # comm loss caught up
+    assert f.col("catch_up_days")[idx["B10"]] >= 7  # comm loss caught up
     assert f.col("drop_days")[idx["B10"]] < 5
     assert set(THIEVES) | set(HONEST_FAULTY) <= set(idx)
     assert data.n_days == DAYS

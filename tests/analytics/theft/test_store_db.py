@@ -14,7 +14,10 @@ from releve.cli import CommandError, build_parser
 pytestmark = pytest.mark.db
 
 FLEET = {
-    "seed": 7, "start": datetime(2026, 1, 1, tzinfo=UTC), "interval_minutes": 60, "horizon_days": 90,
+    "seed": 7,
+    "start": datetime(2026, 1, 1, tzinfo=UTC),
+    "interval_minutes": 60,
+    "horizon_days": 90,
     "topology": {"transformers": 3, "customers_per_transformer": 12, "dmas": 1, "customers_per_dma": 8},
     "theft": {"rate": 0.3, "min_days": 20, "max_days": 40},
     "faults": {"rate": 0.15, "min_days": 2, "max_days": 8},
@@ -53,12 +56,15 @@ def test_rank_from_database_stores_run_and_feedback_changes_the_ranking(loaded, 
     assert "run 1: 40 candidates stored" in capsys.readouterr().out
     with db.connect() as conn:
         run1 = _latest_run(conn)
-        run = conn.execute("SELECT source, model, n_meters, n_candidates, parameters FROM theft_run WHERE id = %s",
-                           (run1,)).fetchone()
+        run = conn.execute(
+            "SELECT source, model, n_meters, n_candidates, parameters FROM theft_run WHERE id = %s", (run1,)
+        ).fetchone()
         assert run[0] == "database" and run[1] == "unsupervised" and run[2] == 44 and run[3] == 40
         rows = conn.execute(
             "SELECT serial, rank, risk, reasons, evidence, meter_id FROM theft_candidate WHERE run_id = %s "
-            "ORDER BY rank", (run1,)).fetchall()
+            "ORDER BY rank",
+            (run1,),
+        ).fetchall()
     assert all(r[3] and all(isinstance(t, str) for t in r[3]) for r in rows)
     assert all(r[4]["daily"]["recorded"] and r[5] is not None for r in rows)
     top = [r[0] for r in rows[:25]]
@@ -68,8 +74,7 @@ def test_rank_from_database_stores_run_and_feedback_changes_the_ranking(loaded, 
     # First campaign: visit the top 25, record what was found (one door stays shut).
     for k, serial in enumerate(top):
         result = "no_access" if k == 24 else "fraud" if serial in thieves else "nothing"
-        assert _run(db, "outcome", "--run", str(run1), "--meter", serial, "--result", result,
-                    "--campaign", "C1") == 0
+        assert _run(db, "outcome", "--run", str(run1), "--meter", serial, "--result", result, "--campaign", "C1") == 0
     capsys.readouterr()
     assert _run(db, "report", "--json") == 0
     report = json.loads(capsys.readouterr().out)
@@ -99,10 +104,12 @@ def test_outcome_errors_and_roles(loaded):
     assert _run(db, "rank", "--top", "5", "--keep", "5", "--quiet") == 0
     with db.connect() as conn:
         run1 = _latest_run(conn)
-        listed = conn.execute("SELECT serial FROM theft_candidate WHERE run_id = %s AND rank = 1",
-                              (run1,)).fetchone()[0]
+        listed = conn.execute("SELECT serial FROM theft_candidate WHERE run_id = %s AND rank = 1", (run1,)).fetchone()[
+            0
+        ]
         unlisted = conn.execute(
-            "SELECT serial FROM meter WHERE serial NOT IN (SELECT serial FROM theft_candidate) LIMIT 1").fetchone()[0]
+            "SELECT serial FROM meter WHERE serial NOT IN (SELECT serial FROM theft_candidate) LIMIT 1"
+        ).fetchone()[0]
     with pytest.raises(CommandError, match="not on the list"):
         _run(db, "outcome", "--run", str(run1), "--meter", unlisted, "--result", "fraud")
     with pytest.raises(CommandError, match="no theft run 999"):
@@ -111,8 +118,7 @@ def test_outcome_errors_and_roles(loaded):
     with db.connect(role=reader) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute("INSERT INTO theft_run (source) VALUES ('x')")
     with db.connect(role=writer) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
-        conn.execute("INSERT INTO theft_inspection (run_id, serial, result) VALUES (%s, %s, 'fraud')",
-                     (run1, listed))
+        conn.execute("INSERT INTO theft_inspection (run_id, serial, result) VALUES (%s, %s, 'fraud')", (run1, listed))
     with db.connect(role=editor) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute("DELETE FROM theft_candidate")
 
@@ -123,8 +129,9 @@ def test_list_filters_and_exports_a_stored_run(loaded, tmp_path: Path, capsys):
     with db.connect() as conn:
         run1 = _latest_run(conn)
     out, gj = tmp_path / "night.csv", tmp_path / "night.geojson"
-    assert _run(db, "list", "--run", str(run1), "--area", "T001", "--top", "50", "-o", str(out),
-                "--geojson", str(gj)) == 0
+    assert (
+        _run(db, "list", "--run", str(run1), "--area", "T001", "--top", "50", "-o", str(out), "--geojson", str(gj)) == 0
+    )
     printed = capsys.readouterr().out
     lines = out.read_text().splitlines()
     assert lines[0].startswith("rank,route_order,meter,area")
@@ -144,18 +151,21 @@ def test_database_input_carries_areas_events_and_vee_findings(loaded):
         mid, serial = conn.execute(
             "SELECT m.id, m.serial FROM meter m JOIN installation i ON i.meter_id = m.id "
             "JOIN service_point sp ON sp.id = i.service_point_id WHERE sp.customer_class = 'residential' "
-            "ORDER BY m.serial LIMIT 1").fetchone()
+            "ORDER BY m.serial LIMIT 1"
+        ).fetchone()
         ch = conn.execute("SELECT id FROM channel WHERE code = '1-0:1.8.0'").fetchone()[0]
         for day in range(10, 24):  # 14 consecutive estimated days
             conn.execute(
                 "INSERT INTO reading_version (meter_id, channel_id, ts, version, value, quality, kind, created_by) "
                 "VALUES (%s, %s, %s, 1, 0, 'E', 'estimate', 'test')",
-                (mid, ch, datetime(2026, 2, day, 12, tzinfo=UTC)))
+                (mid, ch, datetime(2026, 2, day, 12, tzinfo=UTC)),
+            )
         for day in (3, 4):
             conn.execute(
                 "INSERT INTO vee_exception (meter_id, channel_id, ts, rule, severity, message) "
                 "VALUES (%s, %s, %s, 'NEGATIVE', 'error', 'read below previous')",
-                (mid, ch, datetime(2026, 3, day, tzinfo=UTC)))
+                (mid, ch, datetime(2026, 3, day, tzinfo=UTC)),
+            )
         data = load_from_database(conn)
     assert data.n_meters == 44 and data.n_days in (90, 91)  # the backfill reads the final index too
     assert set(data.feeders) == {"T001", "T002", "T003", "DMA001"}
@@ -175,15 +185,18 @@ def test_bulk_outcome_import_records_good_rows_and_keeps_the_rejected(loaded, tm
     assert "model: ranked by the evidence rules" in capsys.readouterr().err
     with db.connect() as conn:
         run1 = _latest_run(conn)
-        listed = [r[0] for r in conn.execute(
-            "SELECT serial FROM theft_candidate WHERE run_id = %s ORDER BY rank", (run1,))]
+        listed = [
+            r[0] for r in conn.execute("SELECT serial FROM theft_candidate WHERE run_id = %s ORDER BY rank", (run1,))
+        ]
         unlisted = conn.execute("SELECT serial FROM meter WHERE serial <> ALL(%s) LIMIT 1", (listed,)).fetchone()[0]
     visits = tmp_path / "visits.csv"
     rows = ["meter,result,campaign,note,visited_at"]
     for serial in listed[:6]:
-        rows.append(f'{serial},{"fraud" if serial in thieves else "nothing"},,"door, then meter",2026-04-02T22:10:00+02:00')
-    rows.append(f"{unlisted},fraud,,,")           # not on the run's list
-    rows.append(f"{listed[6]},stolen,,,")          # not a result
+        rows.append(
+            f'{serial},{"fraud" if serial in thieves else "nothing"},,"door, then meter",2026-04-02T22:10:00+02:00'
+        )
+    rows.append(f"{unlisted},fraud,,,")  # not on the run's list
+    rows.append(f"{listed[6]},stolen,,,")  # not a result
     rows.append(f"{listed[7]},fraud,,,not-a-time")  # unreadable time
     visits.write_text("\n".join(rows) + "\n")
     assert _run(db, "outcome", "--file", str(visits), "--run", str(run1), "--campaign", "W14") == 1
@@ -196,7 +209,8 @@ def test_bulk_outcome_import_records_good_rows_and_keeps_the_rejected(loaded, tm
     with db.connect() as conn:
         got = conn.execute(
             "SELECT serial, result, campaign, note, visited_at FROM theft_inspection WHERE run_id = %s ORDER BY id",
-            (run1,)).fetchall()
+            (run1,),
+        ).fetchall()
     assert [g[0] for g in got] == listed[:6]
     assert all(g[2] == "W14" and g[3] == "door, then meter" for g in got)
     assert got[0][4] == datetime(2026, 4, 2, 20, 10, tzinfo=UTC)
@@ -227,7 +241,9 @@ def test_default_period_leaves_out_a_partial_last_day(loaded):
             """INSERT INTO reading SELECT r.meter_id, r.channel_id, %s, r.value, r.unit_id, r.source_id,
                       r.read_type_id, r.quality, r.received_at, r.batch_id
                FROM reading r JOIN channel c ON c.id = r.channel_id
-               WHERE c.code = '1-0:1.29.0' ORDER BY r.ts DESC LIMIT 1""", (spill,))
+               WHERE c.code = '1-0:1.29.0' ORDER BY r.ts DESC LIMIT 1""",
+            (spill,),
+        )
         conn.execute("CALL refresh_daily_reading(%s, %s)", (spill, spill))
         after = load_from_database(conn)
         explicit = load_from_database(conn, end=last + timedelta(days=2))

@@ -72,8 +72,7 @@ def test_a_mark_present_all_year_contrasts_with_nothing():
 
 
 def test_the_most_repeated_value_and_its_runner_up_are_counted_per_row():
-    x = np.array([[1.0, 2.0, 2.0, 3.0, 3.0, 3.0, np.nan, np.nan],
-                  [np.nan] * 8])
+    x = np.array([[1.0, 2.0, 2.0, 3.0, 3.0, 3.0, np.nan, np.nan], [np.nan] * 8])
     top, count, second = sg._top_repeat(x)
     assert top[0] == 3.0 and count[0] == 3 and second[0] == 2
     assert np.isnan(top[1]) and count[1] == 0

@@ -155,7 +155,9 @@ def score(reads: list[Read], found: dict[Key, list[Finding]]) -> Score:
     return s
 
 
-def baseline_findings(reads: list[Read], low: float = 0.25, high: float = 4.0, gap_days: float = 35) -> dict[Key, list[Finding]]:
+def baseline_findings(
+    reads: list[Read], low: float = 0.25, high: float = 4.0, gap_days: float = 35
+) -> dict[Key, list[Finding]]:
     """The simple baseline a utility runs today: a high/low band on each read's usage.
 
     Per meter, a read's usage per day is compared with the median usage per day of its last six

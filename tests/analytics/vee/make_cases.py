@@ -131,7 +131,9 @@ def main() -> None:
         cases.append(case)
     for j in range(12):  # one scaled read: ×10 (5), ÷10 (4), ×1000 (3)
         factor = 10 if j < 5 else (0.1 if j < 9 else 1000)
-        case, true = base(rng, f"scale_single_{j:02d}", "daily" if factor == 1000 else ("monthly" if j % 2 else "daily"))
+        case, true = base(
+            rng, f"scale_single_{j:02d}", "daily" if factor == 1000 else ("monthly" if j % 2 else "daily")
+        )
         at = rng.randint(10, len(true) - 3)
         plain(case, true, {at: ("scale", scaled(true[at], factor), "actual", true[at])})
     for j in range(8):  # a run of scaled reads: one fault
@@ -171,8 +173,13 @@ def main() -> None:
         prev_use, use = true[at] - true[at - 1], true[at + 1] - true[at]
         # in band, and moving the usage by more than the series' own noise (±25 %): a swap that moves
         # it less cannot be told from genuine use by anyone
-        fits = [x for x in options if x != true[at] and 0.1 * prev_use <= x - true[at - 1] <= 2.5 * prev_use
-                and abs(x - true[at]) >= 0.5 * prev_use]
+        fits = [
+            x
+            for x in options
+            if x != true[at]
+            and 0.1 * prev_use <= x - true[at - 1] <= 2.5 * prev_use
+            and abs(x - true[at]) >= 0.5 * prev_use
+        ]
         if not fits:
             continue
         case.name = f"transposition_band_{made:02d}"
@@ -181,7 +188,9 @@ def main() -> None:
         del use
         made += 1
     for j in range(6):  # transpositions far out of band
-        case, true = base(rng, f"transposition_out_{j:02d}", "monthly" if j % 2 else "daily", start_index=rng.randint(12000, 89000))
+        case, true = base(
+            rng, f"transposition_out_{j:02d}", "monthly" if j % 2 else "daily", start_index=rng.randint(12000, 89000)
+        )
         at = rng.randint(10, len(true) - 3)
         k = len(str(true[at])) - 2  # the two leading digits
         typed = swap_adjacent(true[at], k)
