@@ -29,7 +29,8 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from billing.run import RunSummary, run_bills
+from billing.draft import RunSummary
+from billing.run import run_bills
 from billing.tariffs import TariffBook
 from releve import db, shards
 from releve.settings import Settings
