@@ -15,7 +15,7 @@ from typing import Any
 
 from fpdf import FPDF
 
-#: What each hold code of billing/run.py means, said to a person.
+#: What each hold code of billing/holds.py and billing/intervals.py means, said to a person.
 HOLD_REASONS = {
     "no_read": "A meter read is missing",
     "vee_exceptions": "Validation exceptions are still open",
