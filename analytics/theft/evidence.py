@@ -4,7 +4,7 @@ Each entry names a component, its weight in the noisy-OR, the features it reads,
 (where it starts to count and where it counts fully, :class:`Ramp`), what it means in a sentence and
 whether ``releve theft list --signal`` filters on it. :data:`analytics.theft.model.EVIDENCE` and
 ``WEIGHTS``, the CLI's ``--signal`` choices and the component table in docs/theft.md are derived
-from :data:`COMPONENTS` (tests/analytics/theft/test_evidence_docs.py holds the docs to it).
+from :data:`COMPONENTS` (tests/analytics/theft/test_evidence_table.py holds the docs to it).
 
 A component of one feature and one ramp (``event``, ``reverse``, ``peer``, ``silence``, ``vee``)
 is computed from its entry alone: adding such a signal is one entry here. The others are gated by

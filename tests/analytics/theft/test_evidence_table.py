@@ -10,7 +10,9 @@ import pytest
 from analytics.theft import evidence as table
 from analytics.theft import model as md
 from analytics.theft.features import FEATURES
+from analytics.theft.ranking import explain, score
 from releve.cli import build_parser
+from tests.analytics.theft.fleet import build
 
 DOC = (Path(__file__).parents[3] / "docs/theft.md").read_text()
 
@@ -44,3 +46,24 @@ def test_a_ramp_is_nothing_up_to_its_start_and_full_from_start_plus_span():
     assert list(ramp(np.array([0.0, 1.0, 4.0, 7.0, 30.0]))) == [0.0, 0.0, 0.5, 1.0, 1.0]
     assert ramp.describe() == "from 1, fully at 7"
     assert table.Ramp(0.0, 0.4).describe() == "fully at 0.4"
+
+
+def test_a_component_without_words_of_its_own_is_explained_by_its_table_entry(monkeypatch: pytest.MonkeyPatch):
+    r = score(build()[0])
+    new = table.Component(
+        name="silent_peak",
+        weight=0.2,
+        reads=("silence_high",),
+        ramp=table.Ramp(0.0, 10.0),
+        explanation="silent on days its consumption should have been high",
+    )
+    monkeypatch.setitem(table.BY_NAME, new.name, new)
+    monkeypatch.setitem(md.WEIGHTS, new.name, new.weight)
+    i = int(np.argmax(r.features.col("silence_high")))
+    column = new.ramp(r.features.col("silence_high"))
+    r.evidence = md.Evidence((*r.evidence.names, new.name), np.column_stack([r.evidence.values, column]))
+    reasons, _ = explain(r, i)
+    assert (
+        f"silent on days its consumption should have been high (silence_high {r.features.col('silence_high')[i]:.2f})"
+        in reasons
+    )
