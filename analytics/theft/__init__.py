@@ -6,6 +6,8 @@ Data flows one way through the subpackage:
   documented CSV importers (long interval format, SGCC wide daily format, areas, feeders, events);
 - :mod:`analytics.theft.signals` — pure, vectorised signal functions over numpy arrays;
 - :mod:`analytics.theft.features` — the feature matrix and the per-meter evidence behind it;
+- :mod:`analytics.theft.evidence` — the evidence table: one entry per component of the rule score
+  (weight, features read, named saturation, explanation, CLI filter);
 - :mod:`analytics.theft.model` — rule-based evidence score, IsolationForest, the supervised model
   trained on inspection outcomes, calibration, expected value per visit;
 - :mod:`analytics.theft.ranking` — the ranked inspection list with reasons in words and evidence,

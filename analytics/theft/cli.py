@@ -9,6 +9,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from analytics.theft.evidence import SIGNALS
 from releve.cli import db_url
 from releve.settings import Settings
 
@@ -110,22 +111,7 @@ def _list_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class", dest="customer_class", help="only this customer class")
     p.add_argument(
         "--signal",
-        choices=(
-            "drop",
-            "zero",
-            "profile",
-            "event",
-            "reverse",
-            "peer",
-            "silence",
-            "vee",
-            "balance",
-            "change",
-            "fell",
-            "flat_run",
-            "marks",
-            "anomaly",
-        ),
+        choices=SIGNALS,
         help="only candidates whose strongest evidence is this",
     )
     p.add_argument(

@@ -20,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from analytics.theft import evidence as table
 from analytics.theft.features import Features
 from releve.arrays import FloatArray
 
@@ -56,95 +57,81 @@ class Evidence:
         return self.values[:, self.names.index(name)]
 
 
-EVIDENCE = (
-    "drop",
-    "zero",
-    "profile",
-    "event",
-    "reverse",
-    "peer",
-    "silence",
-    "vee",
-    "balance",
-    "change",
-    "fell",
-    "flat_run",
-    "marks",
-)
+#: The evidence components, in the order of :attr:`Evidence.values`'s columns (:mod:`analytics.theft.evidence`).
+EVIDENCE: tuple[str, ...] = tuple(c.name for c in table.COMPONENTS)
 
 
 def evidence(f: Features) -> Evidence:
-    """The rule-based evidence components, each in 0–1.
+    """The rule-based evidence components, each in 0–1 (what each shows: :data:`evidence.COMPONENTS`).
 
-    - **drop**: sustained drop (depth ≥ 40 % and ≥ 21 days count fully), scaled by how much of it
-      the area's energy balance confirms when the area has a feeder (a vacancy's drop is not
-      confirmed: the feeder delivered less too);
-    - **zero**: zero consumption for days while the meter reported (a stopped register), again
-      scaled by the balance when known;
-    - **profile**: flattened / reversed / reshaped daily profile;
-    - **event**: tamper-type event, fully when consumption fell after it;
-    - **reverse**: export or reverse flow on an import-only meter;
-    - **peer**: far below peers of the same class and area (weak);
-    - **silence**: silent days the register did not catch up afterwards (weak);
-    - **vee**: unexplained index inconsistencies and long estimation streaks (weak);
-    - **balance**: the share of the meter's energy the feeder's hourly residual puts on it;
-    - **change**: the last 30 days against the same season earlier, calibrated on the fleet;
-    - **fell**: the last 30 days against the first 45 (over the seasonal index): a drop of 50 %
-      counts fully — the plain relative drop, kept whole rather than diluted in the others;
-    - **flat_run**: a run of weeks whose days are flatter than the meter's others, standing out of
-      the fleet (robust z from 3, fully at 7): a flattened or share-of-mean day.
-
-    Where the hourly balance is known, every series signal counts only as far as it confirms it.
+    - **drop** (depth × length) and **zero** are scaled by how much of it the area's daily energy
+      balance confirms when the area has a feeder (a vacancy's drop is not confirmed: the feeder
+      delivered less too);
+    - **balance** is the share of the meter's energy the feeder's hourly residual puts on it;
+      where it is known it decides: every series signal counts only as far as it confirms it;
+    - **change**, **fell** and **flat_run**, with a daily feeder only, count as far as the daily
+      balance confirms them; without any feeder **profile** and **drop** need a **change**;
+    - **marks** are halved where the hourly balance puts nothing on the meter;
+    - a component of one feature and a ramp (event, reverse, peer, silence, vee …) is its entry's
+      ramp of that feature.
     """
-    depth = np.clip(f.col("drop_depth") / 0.4, 0, 1)
-    length = np.clip(f.col("drop_days") / 21.0, 0, 1)
+    depth = table.DROP.ramp(f.col("drop_depth"))
+    length = table.DROP.days(f.col("drop_days"))
     has_bal = f.col("has_balance") > 0
-    confirm = np.where(has_bal, 0.15 + 0.85 * np.clip(f.col("balance_share") / 0.6, 0, 1), 0.6)
-    drop = depth * length * confirm
-    zero = np.clip((f.col("zero_run") - 1) / 6.0, 0, 1) * np.where(
-        has_bal, 0.4 + 0.6 * np.clip(f.col("balance_share") / 0.6, 0, 1), 0.8
+    confirm = np.where(
+        has_bal, table.DROP.confirmed(table.BALANCE_CONFIRMS(f.col("balance_share"))), table.DROP.unconfirmed
     )
-    profile = np.clip(f.col("profile_score") / 0.5, 0, 1)
-    event = np.clip(f.col("event_score"), 0, 1)
-    reverse = np.clip(f.col("reverse_share") / 0.05, 0, 1)
-    peer = np.clip(f.col("peer_low") / 4.0, 0, 1)
-    silence = np.clip(f.col("silence_unrecovered") / 7.0, 0, 1)
-    vee = np.clip(f.col("estimate_streak") / 14.0, 0, 1)
+    drop = depth * length * confirm
+    zero = table.ZERO.ramp(f.col("zero_run")) * np.where(
+        has_bal, table.ZERO.confirmed(table.BALANCE_CONFIRMS(f.col("balance_share"))), table.ZERO.unconfirmed
+    )
+    profile = table.PROFILE.ramp(f.col("profile_score"))
     # Interval balance: the share of the meter's own energy that the feeder's hourly residual puts
     # on it (a technical-loss crumb is a few %), believed once it stands well above the noise.
     has_iv = f.col("has_interval") > 0
     iv_share = f.col("interval_share")
-    above_noise = np.clip((np.log10(np.maximum(f.col("interval_strength"), 1.0)) - 2.0) / 1.3, 0, 1)
-    interval = np.clip((iv_share - 0.05) / 0.15, 0, 1) * above_noise
+    above_noise = table.BALANCE.strength(np.log10(np.maximum(f.col("interval_strength"), 1.0)))
+    interval = table.BALANCE.ramp(iv_share) * above_noise
     # Where the hourly balance is known it decides: what the meter's own series shows (a drop, a
     # zero run, a profile change) counts only as far as the balance confirms it.
-    gate = np.where(has_iv, 0.1 + 0.9 * interval, 1.0)
+    gate = np.where(has_iv, table.BALANCE.gate(interval), 1.0)
     # Recent change against the same season, calibrated on the fleet (real households are
     # irregular: only what stands out of the fleet's own variability counts).
-    change = np.clip((f.col("recent_level_z") + 0.3 * np.clip(f.col("recent_shape_z"), 0, None) - 1.5) / 4.0, 0, 1)
+    change = table.CHANGE.ramp(
+        f.col("recent_level_z") + table.CHANGE.shape_weight * np.clip(f.col("recent_shape_z"), 0, None)
+    )
     # Without any feeder the meter's own series is all there is; its profile signal fires on many
     # honest households (real days are irregular), so it only weighs with a fleet-calibrated change.
     no_feeder = ~has_bal & ~has_iv
-    profile = np.where(no_feeder, profile * (0.3 + 0.7 * change), profile)
-    drop = np.where(no_feeder, drop * (0.4 + 0.6 * change), drop)
+    profile = np.where(no_feeder, profile * table.PROFILE.no_feeder(change), profile)
+    drop = np.where(no_feeder, drop * table.DROP.no_feeder(change), drop)
     # With a daily feeder, a change counts as far as the balance confirms it, like the drop.
-    change = np.where(has_bal & ~has_iv, change * (confirm - 0.15), change)
-    fell = np.clip(f.col("recent_drop") / 0.5, 0, 1)
-    flat_run = np.clip((f.col("spread_run_z") - 3.0) / 4.0, 0, 1)
+    floor = table.DROP.confirmed.floor
+    change = np.where(has_bal & ~has_iv, change * (confirm - floor), change)
+    fell = table.FELL.ramp(f.col("recent_drop"))
+    flat_run = table.FLAT_RUN.ramp(f.col("spread_run_z"))
     daily_only = has_bal & ~has_iv
-    fell = np.where(daily_only, fell * (confirm - 0.15), fell)
-    flat_run = np.where(daily_only, flat_run * (confirm - 0.15), flat_run)
+    fell = np.where(daily_only, fell * (confirm - floor), fell)
+    flat_run = np.where(daily_only, flat_run * (confirm - floor), flat_run)
     drop, zero, profile, change = drop * gate, zero * gate, profile * gate, change * gate
     fell, flat_run = fell * gate, flat_run * gate
     # Tamper marks (exact zeros on normal days, flat days, a repeated ceiling) are footprints real
     # load almost never leaves; a run of them counts fully from a 50 % share above the meter's
     # other weeks. The hourly balance only halves them when it puts nothing on the meter.
-    mark = np.clip(
-        (np.maximum.reduce([f.col("mark_zeroed"), f.col("mark_flat"), f.col("mark_ceiling")]) - 0.4) / 0.3, 0, 1
-    )
-    mark = mark * np.where(has_iv, 0.5 + 0.5 * interval, 1.0)
+    mark = table.MARKS.ramp(np.maximum.reduce([f.col(n) for n in table.MARKS.reads]))
+    mark = mark * np.where(has_iv, table.MARKS.hourly(interval), 1.0)
+    gated = {
+        "drop": drop,
+        "zero": zero,
+        "profile": profile,
+        "balance": interval,
+        "change": change,
+        "fell": fell,
+        "flat_run": flat_run,
+        "marks": mark,
+    }
     values = np.column_stack(
-        [drop, zero, profile, event, reverse, peer, silence, vee, interval, change, fell, flat_run, mark]
+        [gated[c.name] if c.name in gated else c.ramp(f.col(c.reads[0])) for c in table.COMPONENTS]
     )
     # Without any feeder, everything but the marks comes from the household's own series, which
     # real households change as much as a thief does: together it tops out below a full mark.
@@ -152,21 +139,7 @@ def evidence(f: Features) -> Evidence:
 
 
 #: Weight of each evidence component in the noisy-OR.
-WEIGHTS = {
-    "drop": 0.9,
-    "zero": 0.9,
-    "profile": 0.85,
-    "event": 0.9,
-    "reverse": 0.95,
-    "peer": 0.15,
-    "silence": 0.25,
-    "vee": 0.15,
-    "balance": 0.95,
-    "change": 0.8,
-    "fell": 0.9,
-    "flat_run": 0.8,
-    "marks": 0.97,
-}
+WEIGHTS: dict[str, float] = {c.name: c.weight for c in table.COMPONENTS}
 
 
 #: Without a feeder, the most the household's own series (drop, change, profile …) can score:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from analytics.theft import evidence as table
 from analytics.theft import model as md
 from analytics.theft import signals as sg
 from analytics.theft.data import TheftData
@@ -441,6 +442,10 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
             )
         elif name == "vee":
             reasons.append(f"{int(f.col('estimate_streak')[i])} consecutive estimated days (VEE)")
+        elif name not in _OWN_WORDS:  # a component with no words of its own: its table entry's
+            c = table.BY_NAME[name]
+            values = ", ".join(f"{n} {f.col(n)[i]:.2f}" for n in c.reads)
+            reasons.append(f"{c.explanation} ({values})")
         del score_
     idx = int(f.col("index_faults")[i])
     if idx and reasons:
@@ -454,6 +459,25 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
     ev["features"] = {n: _r(v) for n, v in zip(f.names, f.X[i], strict=True)}
     return reasons, ev
 
+
+#: The components :func:`explain` words itself; any other gets its table entry's explanation.
+_OWN_WORDS = frozenset(
+    {
+        "drop",
+        "zero",
+        "profile",
+        "event",
+        "reverse",
+        "balance",
+        "change",
+        "fell",
+        "flat_run",
+        "marks",
+        "peer",
+        "silence",
+        "vee",
+    }
+)
 
 _MARK_WORDS = {
     "zeroed": "hours recorded as exactly zero on days of normal consumption",
