@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from analytics.vee.estimate import ADL, LINEAR
-from analytics.vee.params import RULES, RuleParams, Severity
+from analytics.vee.params import RULES, RuleCode, RuleParams, Severity
 from analytics.vee.suggest import Suggestion, adjacent_swaps, suggest_corrections
 
 DAY = 86400.0
@@ -79,7 +79,7 @@ class Finding:
     """One rule that fired on one read (``row`` indexes the input columns)."""
 
     row: int
-    rule: str
+    rule: RuleCode
     severity: Severity
     message: str
     value: float
@@ -182,7 +182,9 @@ def validate_registers(batch: RegisterSeries) -> RegisterResult:
                 same = other == v[i]
                 msg = (f"read at the same instant twice ({fmt(v[i])})" if same
                        else f"two values for one instant: {fmt(other)} and {fmt(v[i])} (conflict)")  # fmt: skip
-                findings.append(Finding(int(i), "DUPLICATE", RULES["DUPLICATE"].severity, msg, float(v[i])))
+                findings.append(
+                    Finding(int(i), RuleCode.DUPLICATE, RULES[RuleCode.DUPLICATE].severity, msg, float(v[i]))
+                )
             keep = np.flatnonzero(~dup)
             sub = RegisterSeries(
                 s[keep], t[keep], v[keep], batch.modulus, batch.param_class, batch.params, emit[keep],
@@ -332,7 +334,7 @@ def _validate(batch: RegisterSeries, emit: np.ndarray, findings: list[Finding]) 
             n_est = j - k + 1
             msg = (f"actual {fmt(v[i])} below the estimated read {fmt(v[j])} before it: catch-up after "
                    f"{n_est} estimated read(s), the estimate(s) overstated usage by {fmt(v[j] - v[i])}")  # fmt: skip
-            current.append(Finding(int(i), "CATCH_UP", RULES["CATCH_UP"].severity, msg, float(v[i]),
+            current.append(Finding(int(i), RuleCode.CATCH_UP, RULES[RuleCode.CATCH_UP].severity, msg, float(v[i]),
                                    usage=_f(consumption[i]), details={"estimates": n_est}))  # fmt: skip
 
     # Substitutes for bad reads, from good reads only; faults are runs of consecutive bad reads.
@@ -360,8 +362,8 @@ def _validate(batch: RegisterSeries, emit: np.ndarray, findings: list[Finding]) 
             value %= mod
         if _is_integral(v[np.searchsorted(s, si) : np.searchsorted(s, si, side="right")]):
             value = round(value)
-        negative = any(f.row == i and f.rule == "NEGATIVE" for f in bad_findings)
-        reason = RULES["NEGATIVE"].reason if negative else RULES["OUTLIER"].reason
+        negative = any(f.row == i and f.rule == RuleCode.NEGATIVE for f in bad_findings)
+        reason = RULES[RuleCode.NEGATIVE].reason if negative else RULES[RuleCode.OUTLIER].reason
         estimates.append(
             Estimate(int(si), float(t[i]), float(value), method, reason, "substitute", int(i), float(v[i]))
         )
@@ -403,8 +405,8 @@ def _group_faults(found: list[Finding], bad: np.ndarray, s: np.ndarray, t: np.nd
             for f in by_row[r]:
                 f.details["fault_start"] = start
                 f.details["fault_reads"] = len(run)
-                if scale and f.rule in ("DIGIT_ERROR", "SCALE_JUMP", "OUTLIER"):
-                    f.rule = "SCALE_JUMP"
+                if scale and f.rule in (RuleCode.DIGIT_ERROR, RuleCode.SCALE_JUMP, RuleCode.OUTLIER):
+                    f.rule = RuleCode.SCALE_JUMP
                     ratio = next(iter(factors))
                     label = f"×{fmt(ratio)}" if ratio and ratio > 1 else f"÷{fmt(1 / ratio) if ratio else '?'}"
                     f.message = (f"{fmt(v[r])}: read {run.index(r) + 1} of {len(run)} off by {label} since {start} "
@@ -606,19 +608,19 @@ def _rules(batch: RegisterSeries, emit_next: np.ndarray, dt_all: np.ndarray, cad
             findings.extend(found)
 
     for i in np.flatnonzero(emit & exchange):
-        findings.append(ctx.info(int(i), "EXCHANGE", f"meter exchange: consumption {fmt(c[i])} across it"))
+        findings.append(ctx.info(int(i), RuleCode.EXCHANGE, f"meter exchange: consumption {fmt(c[i])} across it"))
     for i in np.flatnonzero(emit & wrap):
         msg = f"rollover at {fmt(modulus[i])}: consumption {fmt(c[i])}, not {fmt(d[i])}"
-        findings.append(ctx.info(int(i), "ROLLOVER", msg))
+        findings.append(ctx.info(int(i), RuleCode.ROLLOVER, msg))
     for i in np.flatnonzero(emit & reset):
         msg = f"index reset from {fmt(v_prev[i])} to {fmt(v[i])}: consumption counted from zero"
-        findings.append(ctx.info(int(i), "RESET", msg))
+        findings.append(ctx.info(int(i), RuleCode.RESET, msg))
     for i in np.flatnonzero(emit & zero):
-        findings.append(ctx.band_finding(int(i), "ZERO", with_suggestions=False))
+        findings.append(ctx.band_finding(int(i), RuleCode.ZERO, with_suggestions=False))
     # Out of band: suggestions for the reviewer; replaced only when implausible (hard) AND explained.
     for i in np.flatnonzero(out_band & (emit | hard)):
         i = int(i)
-        rule = "HILO_HIGH" if c[i] > hi[i] else "HILO_LOW"
+        rule = RuleCode.HILO_HIGH if c[i] > hi[i] else RuleCode.HILO_LOW
         listed = bool(hard[i] or not has_next[i] or typed[i])
         f = ctx.band_finding(i, rule, with_suggestions=listed)
         found = [f]
@@ -632,7 +634,7 @@ def _rules(batch: RegisterSeries, emit_next: np.ndarray, dt_all: np.ndarray, cad
         keep(i, found, explained, bool(emit[i]))
     for i in np.flatnonzero(neg):
         i = int(i)
-        f = ctx.band_finding(i, "NEGATIVE")
+        f = ctx.band_finding(i, RuleCode.NEGATIVE)
         found = [f]
         if f.suggestions:  # explained (a scale or digit mistake): substituted
             found.append(ctx.diagnosis(i, f.suggestions))
@@ -641,9 +643,9 @@ def _rules(batch: RegisterSeries, emit_next: np.ndarray, dt_all: np.ndarray, cad
         keep(i, found, bool(f.suggestions), bool(emit[i]))
     for i in np.flatnonzero(outlier):
         i = int(i)
-        f = ctx.band_finding(i, "HILO_HIGH" if c[i] > 0 else "NEGATIVE", around=True)
+        f = ctx.band_finding(i, RuleCode.HILO_HIGH if c[i] > 0 else RuleCode.NEGATIVE, around=True)
         if has_band[i] and c[i] >= 0 and c[i] < lo[i]:
-            f.rule = "HILO_LOW"
+            f.rule = RuleCode.HILO_LOW
         if outlier_hard[i]:
             keep(i, [f, ctx.diagnosis(i, f.suggestions, outlier=True)], True, bool(late[i]))
         else:
@@ -656,14 +658,14 @@ def _rules(batch: RegisterSeries, emit_next: np.ndarray, dt_all: np.ndarray, cad
     for i in np.flatnonzero(emit & frozen_at):
         n_same = int(per_row("frozen_reads")[i])
         findings.append(Finding(
-            int(i), "FROZEN", RULES["FROZEN"].severity,
+            int(i), RuleCode.FROZEN, RULES[RuleCode.FROZEN].severity,
             f"register stuck at {fmt(v[i])} for {n_same} reads while history shows {fmt(med[i])}/day",
             float(v[i]), details={"reads": n_same},
         ))  # fmt: skip
     for i in np.flatnonzero(emit & gap):
         missing = max(round(dt_all[i] / cadence[i]) - 1, 1)
         findings.append(Finding(
-            int(i), "GAP", RULES["GAP"].severity,
+            int(i), RuleCode.GAP, RULES[RuleCode.GAP].severity,
             f"{missing} read(s) missing: {fmt(round(dt_all[i], 2))} days since the previous read "
             f"(usual {fmt(round(cadence[i], 3))})",
             float(v[i]), details={"missing": missing},
@@ -810,7 +812,7 @@ class _Ctx:
         self.c, self.lo, self.hi, self.expected, self.med = c, lo, hi, expected, med
         self.dt, self.dt_next, self.integral, self.typed = dt, dt_next, integral, typed
 
-    def info(self, i: int, rule: str, message: str) -> Finding:
+    def info(self, i: int, rule: RuleCode, message: str) -> Finding:
         return Finding(i, rule, RULES[rule].severity, message, float(self.v[i]), usage=float(self.c[i]))
 
     def read_band(self, i: int, around: bool = False) -> tuple[float, float]:
@@ -822,7 +824,7 @@ class _Ctx:
                 lo = self.v_prev[i]
         return float(lo), float(hi)
 
-    def band_finding(self, i: int, rule: str, around: bool = False, with_suggestions: bool = True) -> Finding:
+    def band_finding(self, i: int, rule: RuleCode, around: bool = False, with_suggestions: bool = True) -> Finding:
         usage = float(self.c[i])
         lo, hi = float(self.lo[i]), float(self.hi[i])
         r_lo, r_hi = self.read_band(i, around)
@@ -850,11 +852,11 @@ class _Ctx:
 
     def diagnosis(self, i: int, sugg: list[Suggestion], outlier: bool = False) -> Finding:
         if sugg and sugg[0].kind == "scale":
-            rule = "SCALE_JUMP"
+            rule = RuleCode.SCALE_JUMP
         elif sugg:
-            rule = "DIGIT_ERROR"
+            rule = RuleCode.DIGIT_ERROR
         else:
-            rule = "OUTLIER"
+            rule = RuleCode.OUTLIER
         if sugg:
             msg = f"{fmt(self.v[i])} looks like {sugg[0].why}; probably {fmt(sugg[0].value)}"
         else:
@@ -887,7 +889,7 @@ class _Ctx:
             why = sugg[0].why if sugg else ""
             msg = (f"usage {fmt(self.c[i])} then {fmt(nxt - v)} where about {fmt(round(e1, 3))} each was "
                    f"expected; {fmt(best)} ({why}) fits both: check the register (held for review)")  # fmt: skip
-        rule = RULES["DIGIT_ERROR"]
+        rule = RULES[RuleCode.DIGIT_ERROR]
         severity = rule.severity if hard else Severity.WARNING
         band = (float(self.lo[i]), float(self.hi[i])) if np.isfinite(self.lo[i]) else None
         read_band = (float(prev + self.lo[i]), float(prev + self.hi[i])) if band else None
@@ -908,7 +910,7 @@ class _Ctx:
             value = self.v_prev[i] + frac * self.c[i]
             if np.isfinite(mod):
                 value %= mod
-            out.append(Estimate(s, float(tj), float(value), LINEAR, RULES["GAP"].reason, "GAP"))
+            out.append(Estimate(s, float(tj), float(value), LINEAR, RULES[RuleCode.GAP].reason, RuleCode.GAP))
         return out
 
 
