@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from analytics.vee.params import RULES, Severity, params_for
+from analytics.vee.params import RULES, RuleCode, Severity, params_for
 from analytics.vee.registers import Finding, RegisterSeries, fmt, validate_registers
 
 READ_TYPES = {
@@ -190,7 +190,7 @@ def check_move_in(ordered: list[CsvRead], tolerance: float) -> list[CsvException
             if abs(diff) > tolerance:
                 msg = (f"move-in index {fmt(cur.index)} differs from move-out index {fmt(prev.index)} by "
                        f"{fmt(diff)} (> {fmt(tolerance)}): open a case, ask for proof within 15 days")  # fmt: skip
-                rule = RULES["MOVE_IN"]
+                rule = RULES[RuleCode.MOVE_IN]
                 out.append(CsvException(cur, Finding(0, rule.code, rule.severity, msg, cur.index, diff,
                                                      suggestions=[], details={"move_out": prev.index})))  # fmt: skip
     return out

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from analytics.vee.params import RuleParams
+from analytics.vee.params import RuleCode, RuleParams
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +180,7 @@ def zero_runs(values: np.ndarray, min_len: int) -> list[tuple[int, int]]:
 
 def sum_check(
     interval_sum: float, register_delta: float, multiplier: float, tolerance: float, abs_tolerance: float = 0.0
-) -> tuple[str | None, str]:
+) -> tuple[RuleCode | None, str]:
     """Σ intervals vs register delta × multiplier: (rule code or None, message).
 
     The two agree within ``tolerance`` (relative) or ``abs_tolerance`` (the register's resolution),
@@ -194,12 +194,12 @@ def sum_check(
     if multiplier != 1:
         for candidate in (register_delta, register_delta * multiplier * multiplier):
             if abs(interval_sum - candidate) <= tolerance * max(abs(candidate), 1e-9):
-                return "MULTIPLIER", (
+                return RuleCode.MULTIPLIER, (
                     f"Σ intervals {interval_sum:g} matches the register delta with the multiplier "
                     f"{multiplier:g} not applied or applied twice (expected {expected:g})"
                 )
     pct = 100 * (interval_sum - expected) / max(abs(expected), 1e-9)
-    return "SUM_CHECK", (
+    return RuleCode.SUM_CHECK, (
         f"Σ intervals {interval_sum:g} differs from register delta {register_delta:g} × {multiplier:g} = "
         f"{expected:g} by {pct:.1f} %"
     )
@@ -210,7 +210,7 @@ class IntervalFinding:
     """A finding on interval data: ``t`` is the instant (end of interval) it is attached to."""
 
     t: float
-    rule: str
+    rule: RuleCode
     message: str
     value: float
     details: dict[str, object]
@@ -235,7 +235,7 @@ def validate_interval_series(
         at = float(t[on_day[-1]])
         if at >= emit_from:
             msg = f"{dc.day}: {dc.found} intervals, {dc.expected} expected ({tz.key} local day)"
-            findings.append(IntervalFinding(at, "INTERVAL_COUNT", msg, float(v[on_day[-1]]),
+            findings.append(IntervalFinding(at, RuleCode.INTERVAL_COUNT, msg, float(v[on_day[-1]]),
                                             {"found": dc.found, "expected": dc.expected}))  # fmt: skip
     for i in spikes(v, days.astype(np.int64), params):
         if t[i] >= emit_from:
@@ -243,11 +243,11 @@ def validate_interval_series(
                 f"spike: {v[i]:g} is more than {params.spike_ratio:g}× the day's third-highest interval "
                 f"or {params.spike_neighbour_ratio:g}× its neighbours"
             )
-            findings.append(IntervalFinding(float(t[i]), "SPIKE", msg, float(v[i]), {}))
+            findings.append(IntervalFinding(float(t[i]), RuleCode.SPIKE, msg, float(v[i]), {}))
     for a, b in zero_runs(v, params.zero_intervals):
         if t[b] >= emit_from:
             msg = f"{b - a + 1} consecutive zero or negative intervals from {datetime.fromtimestamp(t[a], UTC):%H:%M}Z"
-            findings.append(IntervalFinding(float(t[a]), "ZERO", msg, float(v[a]), {"intervals": b - a + 1}))
+            findings.append(IntervalFinding(float(t[a]), RuleCode.ZERO, msg, float(v[a]), {"intervals": b - a + 1}))
     return findings, interval_estimates(t, v, emit_from, tz, interval_s, params)
 
 
@@ -391,7 +391,7 @@ def screen_intervals(
     for g in np.flatnonzero((count != per_day) & (on < today) & (t[latest] >= emit[latest])).tolist():
         i, d, found = int(latest[g]), date.fromordinal(_EPOCH_ORDINAL + int(on[g])), int(count[g])
         msg = f"{d}: {found} intervals, {per_day} expected ({tz.key} local day)"
-        out.append((int(owner[g]), 0, i, IntervalFinding(float(t[i]), "INTERVAL_COUNT", msg, float(v[i]),
+        out.append((int(owner[g]), 0, i, IntervalFinding(float(t[i]), RuleCode.INTERVAL_COUNT, msg, float(v[i]),
                                                           {"found": found, "expected": per_day})))  # fmt: skip
     # 3b. A short ended day near emit_from with an earlier complete day of its kind: like-day estimates.
     kind = (on + 3) % 7  # weekday: 1970-01-01 was a Thursday
@@ -417,7 +417,7 @@ def screen_intervals(
     for i in np.flatnonzero(spike & (t >= emit)).tolist():
         msg = (f"spike: {v[i]:g} is more than {params.spike_ratio:g}× the day's third-highest interval "
                f"or {params.spike_neighbour_ratio:g}× its neighbours")  # fmt: skip
-        out.append((int(sid[i]), 1, i, IntervalFinding(float(t[i]), "SPIKE", msg, float(v[i]), {})))
+        out.append((int(sid[i]), 1, i, IntervalFinding(float(t[i]), RuleCode.SPIKE, msg, float(v[i]), {})))
     # ZERO: runs of zero or negative values (a run ends at its series' end).
     low = v <= 0
     if low.any():
@@ -427,7 +427,7 @@ def screen_intervals(
             if b - a + 1 >= params.zero_intervals and t[b] >= emit[b]:
                 msg = (f"{b - a + 1} consecutive zero or negative intervals from "
                        f"{datetime.fromtimestamp(t[a], UTC):%H:%M}Z")  # fmt: skip
-                out.append((int(sid[a]), 2, a, IntervalFinding(float(t[a]), "ZERO", msg, float(v[a]),
+                out.append((int(sid[a]), 2, a, IntervalFinding(float(t[a]), RuleCode.ZERO, msg, float(v[a]),
                                                                {"intervals": b - a + 1})))  # fmt: skip
     out.sort(key=lambda x: x[:3])
     for k, _, _, finding in out:

@@ -26,40 +26,74 @@ class Severity(StrEnum):
     INFO = "info"
 
 
+class RuleCode(StrEnum):
+    """The code a finding is reported under; the value is what the database and the dashboards store."""
+
+    HILO_HIGH = "HILO_HIGH"
+    HILO_LOW = "HILO_LOW"
+    NEGATIVE = "NEGATIVE"
+    OUTLIER = "OUTLIER"
+    SCALE_JUMP = "SCALE_JUMP"
+    DIGIT_ERROR = "DIGIT_ERROR"
+    ZERO = "ZERO"
+    FROZEN = "FROZEN"
+    GAP = "GAP"
+    INTERVAL_COUNT = "INTERVAL_COUNT"
+    SPIKE = "SPIKE"
+    DUPLICATE = "DUPLICATE"
+    UNIT = "UNIT"
+    MULTIPLIER = "MULTIPLIER"
+    SUM_CHECK = "SUM_CHECK"
+    CLOCK = "CLOCK"
+    MOVE_IN = "MOVE_IN"
+    ROLLOVER = "ROLLOVER"
+    EXCHANGE = "EXCHANGE"
+    RESET = "RESET"
+    CATCH_UP = "CATCH_UP"
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     """One validation rule."""
 
-    code: str
+    code: RuleCode
     severity: Severity
     reason: int  # NEM12-style reason code recorded on versions this rule causes
     title: str
 
 
-RULES: dict[str, Rule] = {
+RULES: dict[RuleCode, Rule] = {
     r.code: r
     for r in (
-        Rule("HILO_HIGH", Severity.WARNING, 74, "usage above the high/low band from history"),
-        Rule("HILO_LOW", Severity.WARNING, 74, "usage below the high/low band from history"),
-        Rule("NEGATIVE", Severity.ERROR, 18, "read below the previous read (negative consumption)"),
-        Rule("OUTLIER", Severity.ERROR, 93, "isolated bad read: the reads around it agree with each other"),
-        Rule("SCALE_JUMP", Severity.ERROR, 93, "value off by ×10/×100/×1000 (unit or scale mix-up)"),
-        Rule("DIGIT_ERROR", Severity.ERROR, 75, "digit-entry error: extra, missing or transposed digit"),
-        Rule("ZERO", Severity.WARNING, 68, "zero consumption while consumption is expected"),
-        Rule("FROZEN", Severity.WARNING, 68, "same non-zero register value for N reads while power flows"),
-        Rule("GAP", Severity.WARNING, 76, "reads missing: interval since the previous read too long"),
-        Rule("INTERVAL_COUNT", Severity.WARNING, 76, "intervals found vs expected in a local day (DST aware)"),
-        Rule("SPIKE", Severity.WARNING, 74, "highest interval of the day far above the third highest"),
-        Rule("DUPLICATE", Severity.WARNING, 93, "the same instant read twice (different values: conflict)"),
-        Rule("UNIT", Severity.ERROR, 93, "unit of the read differs from the meter's unit"),
-        Rule("MULTIPLIER", Severity.ERROR, 93, "register delta and interval sum differ by the multiplier"),
-        Rule("SUM_CHECK", Severity.WARNING, 94, "Σ interval consumption differs from register delta × multiplier"),
-        Rule("CLOCK", Severity.WARNING, 76, "meter clock outside tolerance (clock adjusted / invalid event)"),
-        Rule("MOVE_IN", Severity.WARNING, 75, "move-in index differs from the move-out index by more than allowed"),
-        Rule("ROLLOVER", Severity.INFO, 0, "register rolled over at 10^digits or 2^bits: consumption corrected"),
-        Rule("EXCHANGE", Severity.INFO, 0, "meter exchange recorded: consumption computed across it"),
-        Rule("RESET", Severity.INFO, 0, "index reset near zero (exchange without record): consumption from zero"),
-        Rule("CATCH_UP", Severity.INFO, 0, "actual read below the utility's estimate before it: estimate revised"),
+        Rule(RuleCode.HILO_HIGH, Severity.WARNING, 74, "usage above the high/low band from history"),
+        Rule(RuleCode.HILO_LOW, Severity.WARNING, 74, "usage below the high/low band from history"),
+        Rule(RuleCode.NEGATIVE, Severity.ERROR, 18, "read below the previous read (negative consumption)"),
+        Rule(RuleCode.OUTLIER, Severity.ERROR, 93, "isolated bad read: the reads around it agree with each other"),
+        Rule(RuleCode.SCALE_JUMP, Severity.ERROR, 93, "value off by ×10/×100/×1000 (unit or scale mix-up)"),
+        Rule(RuleCode.DIGIT_ERROR, Severity.ERROR, 75, "digit-entry error: extra, missing or transposed digit"),
+        Rule(RuleCode.ZERO, Severity.WARNING, 68, "zero consumption while consumption is expected"),
+        Rule(RuleCode.FROZEN, Severity.WARNING, 68, "same non-zero register value for N reads while power flows"),
+        Rule(RuleCode.GAP, Severity.WARNING, 76, "reads missing: interval since the previous read too long"),
+        Rule(RuleCode.INTERVAL_COUNT, Severity.WARNING, 76, "intervals found vs expected in a local day (DST aware)"),
+        Rule(RuleCode.SPIKE, Severity.WARNING, 74, "highest interval of the day far above the third highest"),
+        Rule(RuleCode.DUPLICATE, Severity.WARNING, 93, "the same instant read twice (different values: conflict)"),
+        Rule(RuleCode.UNIT, Severity.ERROR, 93, "unit of the read differs from the meter's unit"),
+        Rule(RuleCode.MULTIPLIER, Severity.ERROR, 93, "register delta and interval sum differ by the multiplier"),
+        Rule(
+            RuleCode.SUM_CHECK, Severity.WARNING, 94, "Σ interval consumption differs from register delta × multiplier"
+        ),
+        Rule(RuleCode.CLOCK, Severity.WARNING, 76, "meter clock outside tolerance (clock adjusted / invalid event)"),
+        Rule(
+            RuleCode.MOVE_IN, Severity.WARNING, 75, "move-in index differs from the move-out index by more than allowed"
+        ),
+        Rule(RuleCode.ROLLOVER, Severity.INFO, 0, "register rolled over at 10^digits or 2^bits: consumption corrected"),
+        Rule(RuleCode.EXCHANGE, Severity.INFO, 0, "meter exchange recorded: consumption computed across it"),
+        Rule(
+            RuleCode.RESET, Severity.INFO, 0, "index reset near zero (exchange without record): consumption from zero"
+        ),
+        Rule(
+            RuleCode.CATCH_UP, Severity.INFO, 0, "actual read below the utility's estimate before it: estimate revised"
+        ),
     )
 }
 

@@ -34,13 +34,14 @@ from good reads only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from analytics.vee.estimate import ADL, LINEAR
-from analytics.vee.params import RULES, RuleParams, Severity
+from analytics.vee.params import RULES, RuleCode, RuleParams, Severity
 from analytics.vee.suggest import Suggestion, adjacent_swaps, suggest_corrections
 
 DAY = 86400.0
@@ -79,7 +80,7 @@ class Finding:
     """One rule that fired on one read (``row`` indexes the input columns)."""
 
     row: int
-    rule: str
+    rule: RuleCode
     severity: Severity
     message: str
     value: float
@@ -182,7 +183,9 @@ def validate_registers(batch: RegisterSeries) -> RegisterResult:
                 same = other == v[i]
                 msg = (f"read at the same instant twice ({fmt(v[i])})" if same
                        else f"two values for one instant: {fmt(other)} and {fmt(v[i])} (conflict)")  # fmt: skip
-                findings.append(Finding(int(i), "DUPLICATE", RULES["DUPLICATE"].severity, msg, float(v[i])))
+                findings.append(
+                    Finding(int(i), RuleCode.DUPLICATE, RULES[RuleCode.DUPLICATE].severity, msg, float(v[i]))
+                )
             keep = np.flatnonzero(~dup)
             sub = RegisterSeries(
                 s[keep], t[keep], v[keep], batch.modulus, batch.param_class, batch.params, emit[keep],
@@ -332,7 +335,7 @@ def _validate(batch: RegisterSeries, emit: np.ndarray, findings: list[Finding]) 
             n_est = j - k + 1
             msg = (f"actual {fmt(v[i])} below the estimated read {fmt(v[j])} before it: catch-up after "
                    f"{n_est} estimated read(s), the estimate(s) overstated usage by {fmt(v[j] - v[i])}")  # fmt: skip
-            current.append(Finding(int(i), "CATCH_UP", RULES["CATCH_UP"].severity, msg, float(v[i]),
+            current.append(Finding(int(i), RuleCode.CATCH_UP, RULES[RuleCode.CATCH_UP].severity, msg, float(v[i]),
                                    usage=_f(consumption[i]), details={"estimates": n_est}))  # fmt: skip
 
     # Substitutes for bad reads, from good reads only; faults are runs of consecutive bad reads.
@@ -360,8 +363,8 @@ def _validate(batch: RegisterSeries, emit: np.ndarray, findings: list[Finding]) 
             value %= mod
         if _is_integral(v[np.searchsorted(s, si) : np.searchsorted(s, si, side="right")]):
             value = round(value)
-        negative = any(f.row == i and f.rule == "NEGATIVE" for f in bad_findings)
-        reason = RULES["NEGATIVE"].reason if negative else RULES["OUTLIER"].reason
+        negative = any(f.row == i and f.rule == RuleCode.NEGATIVE for f in bad_findings)
+        reason = RULES[RuleCode.NEGATIVE].reason if negative else RULES[RuleCode.OUTLIER].reason
         estimates.append(
             Estimate(int(si), float(t[i]), float(value), method, reason, "substitute", int(i), float(v[i]))
         )
@@ -403,8 +406,8 @@ def _group_faults(found: list[Finding], bad: np.ndarray, s: np.ndarray, t: np.nd
             for f in by_row[r]:
                 f.details["fault_start"] = start
                 f.details["fault_reads"] = len(run)
-                if scale and f.rule in ("DIGIT_ERROR", "SCALE_JUMP", "OUTLIER"):
-                    f.rule = "SCALE_JUMP"
+                if scale and f.rule in (RuleCode.DIGIT_ERROR, RuleCode.SCALE_JUMP, RuleCode.OUTLIER):
+                    f.rule = RuleCode.SCALE_JUMP
                     ratio = next(iter(factors))
                     label = f"×{fmt(ratio)}" if ratio and ratio > 1 else f"÷{fmt(1 / ratio) if ratio else '?'}"
                     f.message = (f"{fmt(v[r])}: read {run.index(r) + 1} of {len(run)} off by {label} since {start} "
@@ -584,94 +587,209 @@ def _rules(batch: RegisterSeries, emit_next: np.ndarray, dt_all: np.ndarray, cad
     with np.errstate(invalid="ignore"):
         zero = has_band & (c == 0) & (lo > 0) & ~suppressed & ~outlier
         out_band = has_band & ~in_band & ~neg & ~reset & ~outlier & ~suppressed & ~zero & ~transposed & (c >= 0)
-    frozen_at = _frozen_runs(d, v, first, frozen_reads, med)
-    gap_f = per_row("gap_factor")
-    with np.errstate(invalid="ignore"):
-        gap = ~first & (dt_all > gap_f * cadence) & (dt_all - cadence > 0.5 / 24)
 
     consumption = np.where(first, np.nan, c)
-    gap_estimates: list[Estimate] = []
-    findings: list[Finding] = []
-    bad = np.zeros(n, bool)
-    emitted_bad: set[int] = set()
     ctx = _Ctx(batch, v, v_prev, v_next, t, c, lo, hi, expected, med, dt, dt_next, integral, typed)
-    late = emit | emit_next  # faults found with the next read are reported when that read lands
+    found = _Found(
+        batch=batch, ctx=ctx, per_row=per_row, s=s, v=v, v_prev=v_prev, d=d, c=c, lo=lo, hi=hi, med=med, dt=dt,
+        dt_all=dt_all, cadence=cadence, modulus=modulus, first=first, emit=emit,
+        late=emit | emit_next,  # faults found with the next read are reported when that read lands
+        has_band=has_band, has_next=has_next, typed=typed, in_band=in_band, hard=hard, suppressed=suppressed,
+        exchange=exchange, wrap=wrap, reset=reset, zero=zero, out_band=out_band, neg=neg, outlier=outlier,
+        outlier_hard=outlier_hard, transposed=transposed, soft=soft, frozen_reads=frozen_reads,
+        findings=[], gap_estimates=[], bad=np.zeros(n, bool), emitted_bad=set(),
+    )  # fmt: skip
+    for _, report in REGISTER_CHECKS:
+        report(found)
+    return _Pass(consumption, expected, lo, hi, med, found.findings, found.gap_estimates, found.bad, found.emitted_bad)
 
-    def keep(i: int, found: list[Finding], is_bad: bool, report: bool) -> None:
+
+@dataclass
+class _Found:
+    """What one pass computed per row (values, bands, the rules' masks) and what the reports collect."""
+
+    batch: RegisterSeries
+    ctx: _Ctx
+    per_row: Callable[[str], np.ndarray]
+    s: np.ndarray
+    v: np.ndarray
+    v_prev: np.ndarray
+    d: np.ndarray  # raw delta from the previous read
+    c: np.ndarray  # consumption (exchange, rollover and reset corrected)
+    lo: np.ndarray
+    hi: np.ndarray
+    med: np.ndarray
+    dt: np.ndarray
+    dt_all: np.ndarray
+    cadence: np.ndarray
+    modulus: np.ndarray
+    emit: np.ndarray
+    late: np.ndarray
+    has_band: np.ndarray
+    has_next: np.ndarray
+    typed: np.ndarray
+    in_band: np.ndarray
+    hard: np.ndarray
+    suppressed: np.ndarray
+    exchange: np.ndarray
+    wrap: np.ndarray
+    reset: np.ndarray
+    zero: np.ndarray
+    out_band: np.ndarray
+    neg: np.ndarray
+    outlier: np.ndarray
+    first: np.ndarray
+    outlier_hard: np.ndarray
+    transposed: np.ndarray
+    soft: np.ndarray
+    frozen_reads: np.ndarray
+    findings: list[Finding]
+    gap_estimates: list[Estimate]
+    bad: np.ndarray
+    emitted_bad: set[int]
+
+    def keep(self, i: int, found: list[Finding], is_bad: bool, report: bool) -> None:
         if is_bad:
-            bad[i] = True
+            self.bad[i] = True
             if report:
-                emitted_bad.add(i)
+                self.emitted_bad.add(i)
         if report:
-            findings.extend(found)
+            self.findings.extend(found)
 
-    for i in np.flatnonzero(emit & exchange):
-        findings.append(ctx.info(int(i), "EXCHANGE", f"meter exchange: consumption {fmt(c[i])} across it"))
-    for i in np.flatnonzero(emit & wrap):
-        msg = f"rollover at {fmt(modulus[i])}: consumption {fmt(c[i])}, not {fmt(d[i])}"
-        findings.append(ctx.info(int(i), "ROLLOVER", msg))
-    for i in np.flatnonzero(emit & reset):
-        msg = f"index reset from {fmt(v_prev[i])} to {fmt(v[i])}: consumption counted from zero"
-        findings.append(ctx.info(int(i), "RESET", msg))
-    for i in np.flatnonzero(emit & zero):
-        findings.append(ctx.band_finding(int(i), "ZERO", with_suggestions=False))
-    # Out of band: suggestions for the reviewer; replaced only when implausible (hard) AND explained.
-    for i in np.flatnonzero(out_band & (emit | hard)):
-        i = int(i)
-        rule = "HILO_HIGH" if c[i] > hi[i] else "HILO_LOW"
-        listed = bool(hard[i] or not has_next[i] or typed[i])
-        f = ctx.band_finding(i, rule, with_suggestions=listed)
-        found = [f]
-        explained = bool(hard[i] and f.suggestions)
+
+def _exchange(f: _Found) -> None:
+    """A recorded meter exchange: consumption across it (info)."""
+    for i in np.flatnonzero(f.emit & f.exchange):
+        f.findings.append(f.ctx.info(int(i), RuleCode.EXCHANGE, f"meter exchange: consumption {fmt(f.c[i])} across it"))
+
+
+def _rollover(f: _Found) -> None:
+    """The register wrapped at its modulus (info)."""
+    for i in np.flatnonzero(f.emit & f.wrap):
+        msg = f"rollover at {fmt(f.modulus[i])}: consumption {fmt(f.c[i])}, not {fmt(f.d[i])}"
+        f.findings.append(f.ctx.info(int(i), RuleCode.ROLLOVER, msg))
+
+
+def _reset(f: _Found) -> None:
+    """The index dropped near zero without a recorded exchange (info)."""
+    for i in np.flatnonzero(f.emit & f.reset):
+        msg = f"index reset from {fmt(f.v_prev[i])} to {fmt(f.v[i])}: consumption counted from zero"
+        f.findings.append(f.ctx.info(int(i), RuleCode.RESET, msg))
+
+
+def _zero(f: _Found) -> None:
+    """No consumption where the band expects some."""
+    for i in np.flatnonzero(f.emit & f.zero):
+        f.findings.append(f.ctx.band_finding(int(i), RuleCode.ZERO, with_suggestions=False))
+
+
+def _hilo(f: _Found) -> None:
+    """Out of band: suggestions for the reviewer; replaced only when implausible (hard) AND explained."""
+    ctx, c, hi, hard = f.ctx, f.c, f.hi, f.hard
+    for row in np.flatnonzero(f.out_band & (f.emit | hard)):
+        i = int(row)
+        rule = RuleCode.HILO_HIGH if c[i] > hi[i] else RuleCode.HILO_LOW
+        listed = bool(hard[i] or not f.has_next[i] or f.typed[i])
+        x = ctx.band_finding(i, rule, with_suggestions=listed)
+        found = [x]
+        explained = bool(hard[i] and x.suggestions)
         if explained:
-            found.append(ctx.diagnosis(i, f.suggestions))
+            found.append(ctx.diagnosis(i, x.suggestions))
         elif hard[i]:
-            f.details["implausible"] = True
+            x.details["implausible"] = True
         else:
-            f.details["held_for_review"] = "plausible: warned, not substituted"
-        keep(i, found, explained, bool(emit[i]))
-    for i in np.flatnonzero(neg):
-        i = int(i)
-        f = ctx.band_finding(i, "NEGATIVE")
-        found = [f]
-        if f.suggestions:  # explained (a scale or digit mistake): substituted
-            found.append(ctx.diagnosis(i, f.suggestions))
+            x.details["held_for_review"] = "plausible: warned, not substituted"
+        f.keep(i, found, explained, bool(f.emit[i]))
+
+
+def _negative(f: _Found) -> None:
+    """A read below the previous one: substituted when a correction explains it, else held."""
+    ctx = f.ctx
+    for row in np.flatnonzero(f.neg):
+        i = int(row)
+        x = ctx.band_finding(i, RuleCode.NEGATIVE)
+        found = [x]
+        if x.suggestions:  # explained (a scale or digit mistake): substituted
+            found.append(ctx.diagnosis(i, x.suggestions))
         else:  # which side of an unexplained drop is wrong takes a person: held, the raw read stands
-            f.details["held_for_review"] = "unexplained drop: not substituted"
-        keep(i, found, bool(f.suggestions), bool(emit[i]))
-    for i in np.flatnonzero(outlier):
-        i = int(i)
-        f = ctx.band_finding(i, "HILO_HIGH" if c[i] > 0 else "NEGATIVE", around=True)
-        if has_band[i] and c[i] >= 0 and c[i] < lo[i]:
-            f.rule = "HILO_LOW"
-        if outlier_hard[i]:
-            keep(i, [f, ctx.diagnosis(i, f.suggestions, outlier=True)], True, bool(late[i]))
+            x.details["held_for_review"] = "unexplained drop: not substituted"
+        f.keep(i, found, bool(x.suggestions), bool(f.emit[i]))
+
+
+def _outlier(f: _Found) -> None:
+    """An isolated bad read: its neighbours agree with each other."""
+    ctx, c = f.ctx, f.c
+    for row in np.flatnonzero(f.outlier):
+        i = int(row)
+        x = ctx.band_finding(i, RuleCode.HILO_HIGH if c[i] > 0 else RuleCode.NEGATIVE, around=True)
+        if f.has_band[i] and c[i] >= 0 and c[i] < f.lo[i]:
+            x.rule = RuleCode.HILO_LOW
+        if f.outlier_hard[i]:
+            f.keep(i, [x, ctx.diagnosis(i, x.suggestions, outlier=True)], True, bool(f.late[i]))
         else:
-            f.details["held_for_review"] = "plausible: warned, not substituted"
-            keep(i, [f], False, bool(late[i]))
-    for i in np.flatnonzero(transposed | soft):
-        i = int(i)
-        f = ctx.transposition(i, hard=bool(transposed[i]))
-        keep(i, [f], bool(transposed[i]), bool(late[i]))
-    for i in np.flatnonzero(emit & frozen_at):
-        n_same = int(per_row("frozen_reads")[i])
-        findings.append(Finding(
-            int(i), "FROZEN", RULES["FROZEN"].severity,
+            x.details["held_for_review"] = "plausible: warned, not substituted"
+            f.keep(i, [x], False, bool(f.late[i]))
+
+
+def _transposition(f: _Found) -> None:
+    """Two adjacent digits swapped in a typed-in read (hard: substituted; soft: held for review)."""
+    for row in np.flatnonzero(f.transposed | f.soft):
+        i = int(row)
+        x = f.ctx.transposition(i, hard=bool(f.transposed[i]))
+        f.keep(i, [x], bool(f.transposed[i]), bool(f.late[i]))
+
+
+def _frozen(f: _Found) -> None:
+    """The same non-zero index for ``frozen_reads`` reads while history shows usage."""
+    v, med = f.v, f.med
+    frozen_at = _frozen_runs(f.d, v, f.first, f.frozen_reads, med)
+    for i in np.flatnonzero(f.emit & frozen_at):
+        n_same = int(f.per_row("frozen_reads")[i])
+        f.findings.append(Finding(
+            int(i), RuleCode.FROZEN, RULES[RuleCode.FROZEN].severity,
             f"register stuck at {fmt(v[i])} for {n_same} reads while history shows {fmt(med[i])}/day",
             float(v[i]), details={"reads": n_same},
         ))  # fmt: skip
-    for i in np.flatnonzero(emit & gap):
+
+
+def _gap(f: _Found) -> None:
+    """Reads missing against the series' usual cadence; short gaps filled by linear interpolation."""
+    v, dt_all, cadence = f.v, f.dt_all, f.cadence
+    plist = f.batch.params
+    gap_f = f.per_row("gap_factor")
+    with np.errstate(invalid="ignore"):
+        gap = ~f.first & (dt_all > gap_f * cadence) & (dt_all - cadence > 0.5 / 24)
+    for i in np.flatnonzero(f.emit & gap):
         missing = max(round(dt_all[i] / cadence[i]) - 1, 1)
-        findings.append(Finding(
-            int(i), "GAP", RULES["GAP"].severity,
+        f.findings.append(Finding(
+            int(i), RuleCode.GAP, RULES[RuleCode.GAP].severity,
             f"{missing} read(s) missing: {fmt(round(dt_all[i], 2))} days since the previous read "
             f"(usual {fmt(round(cadence[i], 3))})",
             float(v[i]), details={"missing": missing},
         ))  # fmt: skip
-        fill = missing <= plist[int(batch.param_class[s[i]])].max_fill_reads and in_band[i] and not suppressed[i]
-        if fill and dt[i] == dt_all[i]:
-            gap_estimates.extend(ctx.fill_gap(int(i), missing, float(cadence[i])))
-    return _Pass(consumption, expected, lo, hi, med, findings, gap_estimates, bad, emitted_bad)
+        fill = (
+            missing <= plist[int(f.batch.param_class[f.s[i]])].max_fill_reads and f.in_band[i] and not f.suppressed[i]
+        )
+        if fill and f.dt[i] == dt_all[i]:
+            f.gap_estimates.extend(f.ctx.fill_gap(int(i), missing, float(cadence[i])))
+
+
+#: The register rules' reports, run in this order over each pass (the order findings are listed in).
+#: A rule is a function here (its mask from the pass, its message, its severity and reason from
+#: :data:`~analytics.vee.params.RULES`) plus its entry in ``RULES``. Diagnoses (SCALE_JUMP,
+#: DIGIT_ERROR, OUTLIER) are added by the HILO, NEGATIVE and outlier reports.
+REGISTER_CHECKS: tuple[tuple[RuleCode, Callable[[_Found], None]], ...] = (
+    (RuleCode.EXCHANGE, _exchange),
+    (RuleCode.ROLLOVER, _rollover),
+    (RuleCode.RESET, _reset),
+    (RuleCode.ZERO, _zero),
+    (RuleCode.HILO_HIGH, _hilo),
+    (RuleCode.NEGATIVE, _negative),
+    (RuleCode.OUTLIER, _outlier),
+    (RuleCode.DIGIT_ERROR, _transposition),
+    (RuleCode.FROZEN, _frozen),
+    (RuleCode.GAP, _gap),
+)
 
 
 def _transpositions(
@@ -810,7 +928,7 @@ class _Ctx:
         self.c, self.lo, self.hi, self.expected, self.med = c, lo, hi, expected, med
         self.dt, self.dt_next, self.integral, self.typed = dt, dt_next, integral, typed
 
-    def info(self, i: int, rule: str, message: str) -> Finding:
+    def info(self, i: int, rule: RuleCode, message: str) -> Finding:
         return Finding(i, rule, RULES[rule].severity, message, float(self.v[i]), usage=float(self.c[i]))
 
     def read_band(self, i: int, around: bool = False) -> tuple[float, float]:
@@ -822,7 +940,7 @@ class _Ctx:
                 lo = self.v_prev[i]
         return float(lo), float(hi)
 
-    def band_finding(self, i: int, rule: str, around: bool = False, with_suggestions: bool = True) -> Finding:
+    def band_finding(self, i: int, rule: RuleCode, around: bool = False, with_suggestions: bool = True) -> Finding:
         usage = float(self.c[i])
         lo, hi = float(self.lo[i]), float(self.hi[i])
         r_lo, r_hi = self.read_band(i, around)
@@ -850,11 +968,11 @@ class _Ctx:
 
     def diagnosis(self, i: int, sugg: list[Suggestion], outlier: bool = False) -> Finding:
         if sugg and sugg[0].kind == "scale":
-            rule = "SCALE_JUMP"
+            rule = RuleCode.SCALE_JUMP
         elif sugg:
-            rule = "DIGIT_ERROR"
+            rule = RuleCode.DIGIT_ERROR
         else:
-            rule = "OUTLIER"
+            rule = RuleCode.OUTLIER
         if sugg:
             msg = f"{fmt(self.v[i])} looks like {sugg[0].why}; probably {fmt(sugg[0].value)}"
         else:
@@ -887,7 +1005,7 @@ class _Ctx:
             why = sugg[0].why if sugg else ""
             msg = (f"usage {fmt(self.c[i])} then {fmt(nxt - v)} where about {fmt(round(e1, 3))} each was "
                    f"expected; {fmt(best)} ({why}) fits both: check the register (held for review)")  # fmt: skip
-        rule = RULES["DIGIT_ERROR"]
+        rule = RULES[RuleCode.DIGIT_ERROR]
         severity = rule.severity if hard else Severity.WARNING
         band = (float(self.lo[i]), float(self.hi[i])) if np.isfinite(self.lo[i]) else None
         read_band = (float(prev + self.lo[i]), float(prev + self.hi[i])) if band else None
@@ -908,7 +1026,7 @@ class _Ctx:
             value = self.v_prev[i] + frac * self.c[i]
             if np.isfinite(mod):
                 value %= mod
-            out.append(Estimate(s, float(tj), float(value), LINEAR, RULES["GAP"].reason, "GAP"))
+            out.append(Estimate(s, float(tj), float(value), LINEAR, RULES[RuleCode.GAP].reason, RuleCode.GAP))
         return out
 
 

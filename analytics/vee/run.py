@@ -29,7 +29,7 @@ from psycopg.types.json import Jsonb
 
 from analytics.vee.csvfile import READ_CODES
 from analytics.vee.intervals import interval_estimates, screen_intervals, sum_check, validate_interval_series
-from analytics.vee.params import RULES, RuleParams, Severity, params_for
+from analytics.vee.params import RULES, RuleCode, RuleParams, Severity, params_for
 from analytics.vee.registers import Estimate, Finding, RegisterSeries, fmt, validate_registers
 from releve import db
 from releve.model import COMMODITY_CHANNELS
@@ -356,7 +356,7 @@ def _validate_chunk(
             if emit[i]:
                 msg = f"read in {read_unit[i]}, meter in {meter_unit[i]}"
                 msg += f": converted to {fmt(value[i])} {meter_unit[i]}" if factor else ": no known conversion"
-                rule = RULES["UNIT"]
+                rule = RULES[RuleCode.UNIT]
                 findings_pre.append(Finding(int(i), rule.code, rule.severity, msg, float(cols["value"][i]),
                                             details={"converted": float(value[i]) if factor else None}))  # fmt: skip
 
@@ -416,7 +416,7 @@ def _clock_findings(
         (np.unique(s_meter).tolist(), t_lo, t_hi),
     ).fetchall()
     out: list[Finding] = []
-    rule = RULES["CLOCK"]
+    rule = RULES[RuleCode.CLOCK]
     for meter, t, kind, details in rows:
         tol = params_for("electricity").clock_tolerance_s
         offset = None
@@ -688,7 +688,7 @@ def _check_interval_chunk(
                 per_series[i] = (
                     [Finding(0, f.rule, RULES[f.rule].severity, f.message, f.value,
                              details={**f.details, "_key": (meter, channel, f.t)}) for f in found],
-                    [(meter, channel, _ts(tj), value, method, 94, None, "GAP") for tj, value, method in est],
+                    [(meter, channel, _ts(tj), value, method, 94, None, RuleCode.GAP) for tj, value, method in est],
                 )  # fmt: skip
     sums = _sum_checks(chunk, series, registers)
     for i in sorted(per_series.keys() | sums.keys()):
