@@ -310,8 +310,7 @@ def _settle(waiter: asyncio.Future[bool], value: bool) -> None:
 
 def rtu_request(unit: int, block: ReadBlock) -> bytes:
     """The RTU frame of a read request: unit, function, address, count, CRC (pymodbus's CRC-16)."""
-    body = struct.pack(">BBHH", unit, block.function, block.address, block.count)
-    return body + FramerRTU.compute_CRC(body).to_bytes(2, "big")
+    return rtu_operation(unit, Operation(block.function, block.address, block.count))
 
 
 def rtu_reply(unit: int, block: ReadBlock, data: bytes) -> list[int] | None:
@@ -321,34 +320,7 @@ def rtu_reply(unit: int, block: ReadBlock, data: bytes) -> list[int] | None:
     the reply to this request (unit id, function, byte count, or bytes beyond one reply), ``crc``
     when the CRC is wrong, ``exception`` for a Modbus exception reply from this unit and function.
     """
-    what = f"function {block.function} address {block.address} count {block.count}"
-    if not data:
-        return None
-    if data[0] != unit:
-        raise ReadError("mismatch", f"{what}: reply from unit {data[0]}, not {unit} ({data[:8].hex(' ')})")
-    if len(data) < 2:
-        return None
-    function = data[1]
-    if function == block.function | 0x80:
-        need = 5
-    elif function == block.function:
-        if len(data) < 3:
-            return None
-        if data[2] != 2 * block.count:
-            raise ReadError("mismatch", f"{what}: reply carries {data[2]} bytes, not {2 * block.count}")
-        need = 5 + 2 * block.count
-    else:
-        raise ReadError("mismatch", f"{what}: reply to function {function & 0x7F}, not {block.function}")
-    if len(data) < need:
-        return None
-    if len(data) > need:
-        raise ReadError("mismatch", f"{what}: {len(data) - need} bytes more than one reply on the line")
-    if FramerRTU.compute_CRC(data[: need - 2]) != int.from_bytes(data[need - 2 : need], "big"):
-        raise ReadError("crc", f"{what}: CRC error in the reply ({data.hex(' ')})")
-    if function & 0x80:
-        code = data[2]
-        raise ReadError("exception", f"{what}: Modbus exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')})")
-    return list(struct.unpack(f">{block.count}H", data[3 : need - 2]))
+    return rtu_operation_reply(unit, Operation(block.function, block.address, block.count), data)
 
 
 def rtu_operation(unit: int, op: Operation) -> bytes:
@@ -370,11 +342,13 @@ def rtu_operation(unit: int, op: Operation) -> bytes:
 def rtu_operation_reply(unit: int, op: Operation, data: bytes) -> list[int] | None:
     """What ``data`` answers to ``op`` (as :meth:`Link.execute` returns it), None while incomplete.
 
-    Writes 05 and 06 are echoed whole; 16 answers address and count; reads of bits carry
-    ``ceil(count / 8)`` bytes, least significant bit first. Same errors as :func:`rtu_reply`.
+    Reads of registers carry ``2 × count`` bytes; reads of bits ``ceil(count / 8)`` bytes, least
+    significant bit first; writes 05 and 06 are echoed whole; 16 answers address and count. None
+    while ``data`` is a correct beginning of the reply; ReadError ``mismatch`` when it is not the
+    reply to this request (unit id, function, byte count, or bytes beyond one reply), ``crc`` when
+    the CRC is wrong, ``exception`` (with its code) for a Modbus exception reply from this unit and
+    function.
     """
-    if op.function in (3, 4):
-        return rtu_reply(unit, ReadBlock(op.function, op.address, op.count, ()), data)
     what = op.what
     if not data:
         return None
@@ -387,8 +361,8 @@ def rtu_operation_reply(unit: int, op: Operation, data: bytes) -> list[int] | No
         need = 5
     elif function != op.function:
         raise ReadError("mismatch", f"{what}: reply to function {function & 0x7F}, not {op.function}")
-    elif op.function in (1, 2):
-        nbytes = (op.count + 7) // 8
+    elif op.function in (1, 2, 3, 4):
+        nbytes = (op.count + 7) // 8 if op.function in (1, 2) else 2 * op.count
         if len(data) < 3:
             return None
         if data[2] != nbytes:
@@ -404,8 +378,9 @@ def rtu_operation_reply(unit: int, op: Operation, data: bytes) -> list[int] | No
         raise ReadError("crc", f"{what}: CRC error in the reply ({data.hex(' ')})")
     if function & 0x80:
         code = data[2]
-        raise ReadError("exception", f"{what}: Modbus exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')})",
-                        code)  # fmt: skip
+        raise ReadError("exception", f"{what}: Modbus exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')})", code)
+    if op.function in (3, 4):
+        return list(struct.unpack(f">{op.count}H", data[3 : need - 2]))
     if op.function in (1, 2):
         bits = int.from_bytes(data[3 : need - 2], "little")
         return [bits >> i & 1 for i in range(op.count)]
