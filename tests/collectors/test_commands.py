@@ -83,6 +83,17 @@ def config(tmp_path, gateways=(), lines=(), mqtt=None, **commands):
     return CollectorConfig.model_validate(data)
 
 
+def first_customer_on_gateway(db, sim, front, tmp_path, profile):
+    """Gateway 0's first customer meter, registered, and a collector configuration polling just it."""
+    gw = front.gateways[0]
+    unit, index = next((u, m) for u, m in sorted(gw.store.units.items()) if sim.meters[m].role == "customer")
+    meter = sim.meters[index]
+    register(db, [meter])
+    gateway = {"name": "gw0", "host": gw.host, "port": gw.port, "timeout_s": 1.0,
+               "meters": [{"serial": meter.serial, "unit": unit, "profile": profile}]}  # fmt: skip
+    return meter, config(tmp_path, gateways=[gateway])
+
+
 def wait_state(db, command_id, states, timeout=20.0):
     deadline = time.monotonic() + timeout
     with db.connect() as conn:
@@ -117,22 +128,7 @@ def test_disconnect_over_modbus_tcp_stops_the_index_in_the_database_and_reconnec
     sim = fleet()
     clock = SimClock(sim.start + timedelta(days=2, hours=17), speed=SPEED)
     with BackgroundModbus(sim, clock) as front:
-        gw = front.gateways[0]
-        unit, index = next((u, m) for u, m in sorted(gw.store.units.items()) if sim.meters[m].role == "customer")
-        meter = sim.meters[index]
-        register(db, [meter])
-        cfg = config(
-            tmp_path,
-            gateways=[
-                {
-                    "name": "gw0",
-                    "host": gw.host,
-                    "port": gw.port,
-                    "timeout_s": 1.0,
-                    "meters": [{"serial": meter.serial, "unit": unit, "profile": "sdm630"}],
-                }
-            ],
-        )
+        meter, cfg = first_customer_on_gateway(db, sim, front, tmp_path, "sdm630")
         cfg.metrics_port = 0
         collector = Collector(cfg, db.settings, db.url)
         collector.start()
@@ -221,22 +217,7 @@ def test_a_modbus_exception_on_the_write_fails_the_command_with_the_reason(db, t
         )
     )
     with BackgroundModbus(sim, clock) as front:
-        gw = front.gateways[0]
-        unit, index = next((u, m) for u, m in sorted(gw.store.units.items()) if sim.meters[m].role == "customer")
-        meter = sim.meters[index]
-        register(db, [meter])
-        cfg = config(
-            tmp_path,
-            gateways=[
-                {
-                    "name": "gw0",
-                    "host": gw.host,
-                    "port": gw.port,
-                    "timeout_s": 1.0,
-                    "meters": [{"serial": meter.serial, "unit": unit, "profile": str(bad)}],
-                }
-            ],
-        )
+        meter, cfg = first_customer_on_gateway(db, sim, front, tmp_path, str(bad))
         collector = Collector(cfg, db.settings, db.url)
         collector.start()
         try:
@@ -250,7 +231,7 @@ def test_a_modbus_exception_on_the_write_fails_the_command_with_the_reason(db, t
     assert done.error == (
         "the meter refused the write: function 6 address 601 values [0]: Modbus exception 2 (illegal data address)"
     )
-    assert sim.relay_closed(index, clock.now())
+    assert sim.relay_closed(meter.index, clock.now())
     assert [s for s, _, _ in trail(db, off)] == ["queued", "sent", "failed"]
     assert trail(db, off)[-1][2]["error"] == done.error
     assert refused.state == "failed"
@@ -514,22 +495,7 @@ def test_clock_sync_and_demand_reset_with_function_16_and_the_clock_offset_lande
     )
     clock = SimClock(sim.start + timedelta(days=2), speed=1.0)  # the meters' clocks are months behind
     with BackgroundModbus(sim, clock) as front:
-        gw = front.gateways[0]
-        unit, index = next((u, m) for u, m in sorted(gw.store.units.items()) if sim.meters[m].role == "customer")
-        meter = sim.meters[index]
-        register(db, [meter])
-        cfg = config(
-            tmp_path,
-            gateways=[
-                {
-                    "name": "gw0",
-                    "host": gw.host,
-                    "port": gw.port,
-                    "timeout_s": 1.0,
-                    "meters": [{"serial": meter.serial, "unit": unit, "profile": "gen-int32cdab"}],
-                }
-            ],
-        )
+        meter, cfg = first_customer_on_gateway(db, sim, front, tmp_path, "gen-int32cdab")
         cfg.modbus.periods["events"] = 0.5  # the clock register is in the events class
         collector = Collector(cfg, db.settings, db.url)
         collector.start()
