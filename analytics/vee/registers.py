@@ -342,6 +342,9 @@ def _validate(batch: RegisterSeries, emit: np.ndarray, findings: list[Finding]) 
     estimates = list(gap_est)
     good = active & ~est
     good_rows = np.flatnonzero(good)
+    # A run of bad reads is filled read by read: each substitute is the anchor of the next, and the
+    # good read after the run has its consumption counted from the last substitute.
+    anchor: dict[int, tuple[int, float]] = {}  # series → (row, value) of its latest substitute
     for i in np.flatnonzero(bad):
         if int(i) not in emitted_bad:
             continue
@@ -353,9 +356,12 @@ def _validate(batch: RegisterSeries, emit: np.ndarray, findings: list[Finding]) 
             continue
         mod = batch.modulus[si]
         c_ng = consumption[ng] if ng >= 0 else np.nan
+        a_row, a_value = anchor.get(int(si), (pg, float(v[pg])))
+        if a_row < pg:  # a substitute from an earlier run
+            a_row, a_value = pg, float(v[pg])
         if ng >= 0 and np.isfinite(c_ng) and c_ng >= 0 and (v[ng] >= v[pg] or np.isfinite(mod)):
-            frac = (t[i] - t[pg]) / (t[ng] - t[pg])
-            value, method = v[pg] + frac * c_ng, LINEAR
+            frac = (t[i] - t[a_row]) / (t[ng] - t[a_row])
+            value, method = a_value + frac * c_ng, LINEAR
         else:
             rate = bad_rate[i] if np.isfinite(bad_rate[i]) else 0.0
             value, method = v[pg] + rate * (t[i] - t[pg]) / DAY, ADL
@@ -368,7 +374,8 @@ def _validate(batch: RegisterSeries, emit: np.ndarray, findings: list[Finding]) 
         estimates.append(
             Estimate(int(si), float(t[i]), float(value), method, reason, "substitute", int(i), float(v[i]))
         )
-        consumption[i] = value - v[pg]
+        consumption[i] = value - a_value
+        anchor[int(si)] = (int(i), float(value))
         if ng >= 0:
             consumption[ng] = v[ng] - value if v[ng] >= value else consumption[ng]
     _group_faults(bad_findings, bad, s, t, v)

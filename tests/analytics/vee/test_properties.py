@@ -26,6 +26,7 @@ usages = st.lists(st.integers(15, 25), min_size=24, max_size=40)
 @settings(max_examples=60, deadline=None)
 @given(usages, st.integers(1000, 900_000), st.integers(10, 14), st.integers(1, 5), st.sampled_from([10, 1000, -10]))
 @example(use=[15] * 9 + [21, 25, 25] + [15] * 12, start=1000, at=10, length=3, factor=10)  # usage rose under the run
+@example(use=[15] * 24, start=1000, at=10, length=2, factor=10)  # the 2nd substitute of a run from the 1st
 def test_a_run_of_scaled_reads_is_one_fault_every_read_flagged_and_substituted_between_good_reads(
     use, start, at, length, factor
 ):
