@@ -19,7 +19,6 @@ A bad line is reported as ``file:line: problem`` and skipped; the good lines are
 from __future__ import annotations
 
 import csv
-import itertools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,7 +29,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from analytics.vee.params import RULES, RuleCode, Severity, params_for
+from analytics.vee import records
+from analytics.vee.params import Severity, params_for
 from analytics.vee.registers import Finding, RegisterSeries, fmt, validate_registers
 
 READ_TYPES = {
@@ -182,18 +182,10 @@ def check_reads(reads: Iterable[CsvRead]) -> list[CsvException]:
 
 
 def check_move_in(ordered: list[CsvRead], tolerance: float) -> list[CsvException]:
-    """Move-in index vs the previous occupant's move-out index (water: at most 5 m³ apart)."""
-    out = []
-    for prev, cur in itertools.pairwise(ordered):
-        if prev.meter == cur.meter and prev.read_type == "move_out" and cur.read_type == "move_in":
-            diff = cur.index - prev.index
-            if abs(diff) > tolerance:
-                msg = (f"move-in index {fmt(cur.index)} differs from move-out index {fmt(prev.index)} by "
-                       f"{fmt(diff)} (> {fmt(tolerance)}): open a case, ask for proof within 15 days")  # fmt: skip
-                rule = RULES[RuleCode.MOVE_IN]
-                out.append(CsvException(cur, Finding(0, rule.code, rule.severity, msg, cur.index, diff,
-                                                     suggestions=[], details={"move_out": prev.index})))  # fmt: skip
-    return out
+    """The MOVE_IN rule (:func:`analytics.vee.records.check_move_in`) on reads sorted by meter and time."""
+    found = records.check_move_in([r.meter for r in ordered], [r.read_type for r in ordered],
+                                  [r.index for r in ordered], tolerance)  # fmt: skip
+    return [CsvException(ordered[f.row], f) for f in found]
 
 
 def write_exceptions(exceptions: list[CsvException], stream: TextIO, include_info: bool = True) -> int:

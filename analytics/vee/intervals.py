@@ -8,6 +8,7 @@ of intervals, and the expected count follows.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -113,71 +114,6 @@ def _zone_changes(tz: ZoneInfo, year: int) -> tuple[int, ...]:
 _EPOCH_DT = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def interval_counts(t: np.ndarray, tz: ZoneInfo, interval_s: int, now: datetime | None = None) -> list[DayCount]:
-    """Per local day, intervals found (distinct instants) vs expected; only days that differ.
-
-    A day that has not ended yet (at ``now``, default the wall clock) is not judged: its intervals
-    are still arriving.
-    """
-    days = local_days(np.unique(t), tz, interval_s)
-    out: list[DayCount] = []
-    if not len(days):
-        return out
-    today = (now or datetime.now(UTC)).astimezone(tz).date()
-    uniq, counts = np.unique(days, return_counts=True)
-    for d64, found in zip(uniq, counts, strict=True):
-        day = d64.astype(object)
-        if day >= today:
-            continue
-        expected = expected_intervals(day, tz, interval_s)
-        if found != expected:
-            out.append(DayCount(day, int(found), expected))
-    return out
-
-
-def spikes(values: np.ndarray, days: np.ndarray, params: RuleParams) -> np.ndarray:
-    """Indexes of spiking intervals, by either of two checks.
-
-    1. The day's highest interval exceeds ``spike_ratio`` × the day's third highest (Oracle's check).
-    2. An interval exceeds ``spike_neighbour_ratio`` × the larger of its two neighbours: a spike at
-       night is not the day's highest, but it towers over the intervals around it (adjacent-interval
-       check, as Itron's).
-
-    Both need the interval to reach ``spike_min``.
-    """
-    out: set[int] = set()
-    order = np.lexsort((-values, days))
-    sorted_days = days[order]
-    starts = np.flatnonzero(np.r_[True, sorted_days[1:] != sorted_days[:-1]])
-    ends = np.r_[starts[1:], len(order)]
-    for a, b in zip(starts, ends, strict=True):
-        if b - a < 3:
-            continue
-        top, third = values[order[a]], values[order[a + 2]]
-        if top >= params.spike_min and top > params.spike_ratio * max(third, params.spike_min / params.spike_ratio):
-            out.add(int(order[a]))
-    if len(values) >= 3:
-        left = np.r_[np.inf, values[:-1]]
-        right = np.r_[values[1:], np.inf]
-        around = np.maximum(np.where(np.isfinite(left), left, right), np.where(np.isfinite(right), right, left))
-        with np.errstate(invalid="ignore"):
-            towering = (values >= params.spike_min) & (values > params.spike_neighbour_ratio * np.maximum(around, 1e-9))
-        out.update(int(i) for i in np.flatnonzero(towering))
-    return np.array(sorted(out), np.int64)
-
-
-def zero_runs(values: np.ndarray, min_len: int) -> list[tuple[int, int]]:
-    """(first, last) index of runs of at least ``min_len`` consecutive zero or negative intervals."""
-    bad = values <= 0
-    out: list[tuple[int, int]] = []
-    edges = np.flatnonzero(np.diff(np.r_[0, bad.astype(np.int8), 0]))
-    for i in range(0, len(edges), 2):
-        a, b = int(edges[i]), int(edges[i + 1]) - 1
-        if b - a + 1 >= min_len:
-            out.append((a, b))
-    return out
-
-
 def sum_check(
     interval_sum: float, register_delta: float, multiplier: float, tolerance: float, abs_tolerance: float = 0.0
 ) -> tuple[RuleCode | None, str]:
@@ -217,38 +153,21 @@ class IntervalFinding:
 
 
 def validate_interval_series(
-    t: np.ndarray, v: np.ndarray, emit_from: float, tz: ZoneInfo, interval_s: int, params: RuleParams
-) -> tuple[list[IntervalFinding], list[tuple[float, float, int]]]:
-    """Counts per local day, spikes, zero runs and estimates for one interval series.
+    t: np.ndarray, v: np.ndarray, emit_from: float, tz: ZoneInfo, interval_s: int, params: RuleParams,
+    now: datetime | None = None,
+) -> tuple[list[IntervalFinding], list[tuple[float, float, int]]]:  # fmt: skip
+    """The interval rules (:data:`INTERVAL_CHECKS`) and estimates for one interval series.
 
     ``t`` (Unix seconds, end-stamped, sorted) and ``v`` include context before ``emit_from``; only
-    findings and estimates at or after it are returned. Estimates are (t, value, method): linear
-    interpolation (17) across gaps up to ``max_interp_s``, then the average of like days (15) for
-    what is still missing on days that have ended.
+    findings and estimates at or after it are returned. Local days are placed from this series'
+    own instants, and a DST day expects its 23 or 25 hours of intervals. Estimates are (t, value,
+    method): linear interpolation (17) across gaps up to ``max_interp_s``, then the average of like
+    days (15) for what is still missing on days that have ended.
     """
-    findings: list[IntervalFinding] = []
     if not len(t):
-        return findings, []
-    days = local_days(t, tz, interval_s)
-    for dc in interval_counts(t, tz, interval_s):
-        on_day = np.flatnonzero(days == np.datetime64(dc.day))
-        at = float(t[on_day[-1]])
-        if at >= emit_from:
-            msg = f"{dc.day}: {dc.found} intervals, {dc.expected} expected ({tz.key} local day)"
-            findings.append(IntervalFinding(at, RuleCode.INTERVAL_COUNT, msg, float(v[on_day[-1]]),
-                                            {"found": dc.found, "expected": dc.expected}))  # fmt: skip
-    for i in spikes(v, days.astype(np.int64), params):
-        if t[i] >= emit_from:
-            msg = (
-                f"spike: {v[i]:g} is more than {params.spike_ratio:g}× the day's third-highest interval "
-                f"or {params.spike_neighbour_ratio:g}× its neighbours"
-            )
-            findings.append(IntervalFinding(float(t[i]), RuleCode.SPIKE, msg, float(v[i]), {}))
-    for a, b in zero_runs(v, params.zero_intervals):
-        if t[b] >= emit_from:
-            msg = f"{b - a + 1} consecutive zero or negative intervals from {datetime.fromtimestamp(t[a], UTC):%H:%M}Z"
-            findings.append(IntervalFinding(float(t[a]), RuleCode.ZERO, msg, float(v[a]), {"intervals": b - a + 1}))
-    return findings, interval_estimates(t, v, emit_from, tz, interval_s, params)
+        return [], []
+    days = _Days(t, v, np.array([0, len(t)]), np.array([emit_from], np.float64), tz, interval_s, params, now)
+    return days.findings()[0], interval_estimates(t, v, emit_from, tz, interval_s, params)
 
 
 def interval_estimates(
@@ -333,6 +252,132 @@ class IntervalScreen:
     findings: list[list[IntervalFinding]]
 
 
+class _Days:
+    """Many interval series grouped by (series, local day): what every interval rule reads.
+
+    Series ``k`` is ``t[bounds[k]:bounds[k + 1]]`` (sorted, end-stamped Unix seconds) and the same
+    slice of ``v``. Local days are placed from all the instants at once (:func:`local_starts`).
+    Per row: ``sid`` (series), ``first``/``last`` (of its series), ``day`` (local day number),
+    ``emit`` (the series' ``emit_from``). Per (series, day) group, in series then day order:
+    ``head`` (its first position in ``order``, the rows by series, day and decreasing value),
+    ``count``, ``owner`` (series), ``on`` (day), ``latest`` (its last row in time), ``expected``
+    (intervals in that local day, DST aware), ``ended`` (the day ended before ``now``).
+    """
+
+    def __init__(
+        self, t: np.ndarray, v: np.ndarray, bounds: np.ndarray, emit_from: np.ndarray, tz: ZoneInfo, interval_s: int,
+        params: RuleParams, now: datetime | None = None,
+    ) -> None:  # fmt: skip
+        self.t, self.v, self.bounds, self.tz, self.interval_s, self.params = t, v, bounds, tz, interval_s, params
+        self.n_series = len(bounds) - 1
+        self.sid = np.repeat(np.arange(self.n_series), np.diff(bounds))
+        self.first = np.zeros(len(t), bool)
+        self.first[bounds[:-1][np.diff(bounds) > 0]] = True  # the first value of each series
+        self.last = np.r_[self.first[1:], True]
+        self.local = local_starts(t, tz, interval_s)
+        self.day = (self.local // 86400).astype(np.int64)
+        self.per_day = 86400 // interval_s
+        span = range(int(self.day.min()) - 3, int(self.day.max()) + 4)
+        #: Local days that are not 24 h long (DST changes) → their intervals.
+        self.odd = {d: n for d in span if (n := expected_intervals(_day(d), tz, interval_s)) != self.per_day}
+        self.emit = np.asarray(emit_from, np.float64)[self.sid]
+        self.order = np.lexsort((-v, self.day, self.sid))
+        g_sid, g_day = self.sid[self.order], self.day[self.order]
+        self.head = np.flatnonzero(np.r_[True, (g_sid[1:] != g_sid[:-1]) | (g_day[1:] != g_day[:-1])])
+        self.count = np.diff(np.r_[self.head, len(self.order)])
+        self.owner, self.on = g_sid[self.head], g_day[self.head]
+        self.latest = np.maximum.reduceat(self.order, self.head)  # values are in time order within a series
+        self.expected = np.full(len(self.head), self.per_day)
+        for d, n in self.odd.items():
+            self.expected[self.on == d] = n
+        today = (now or datetime.now(UTC)).astimezone(tz).date().toordinal() - _EPOCH_ORDINAL
+        self.ended = self.on < today
+
+    def findings(self) -> list[list[IntervalFinding]]:
+        """Every rule's findings per series: by rule (:data:`INTERVAL_CHECKS` order), then by row."""
+        out: list[tuple[int, int, int, IntervalFinding]] = []
+        for rank, (_, check) in enumerate(INTERVAL_CHECKS):
+            out += [(int(self.sid[i]), rank, i, f) for i, f in check(self)]
+        out.sort(key=lambda x: x[:3])
+        per_series: list[list[IntervalFinding]] = [[] for _ in range(self.n_series)]
+        for k, _, _, finding in out:
+            per_series[k].append(finding)
+        return per_series
+
+
+def _day(number: int) -> date:
+    return date.fromordinal(_EPOCH_ORDINAL + number)
+
+
+def _interval_count(d: _Days) -> list[tuple[int, IntervalFinding]]:
+    """INTERVAL_COUNT: an ended local day holding more or fewer values than it has intervals (DST aware).
+
+    Attached to the day's last value.
+    """
+    out = []
+    t, v, latest = d.t, d.v, d.latest
+    for g in np.flatnonzero((d.count != d.expected) & d.ended & (t[latest] >= d.emit[latest])).tolist():
+        i, day, found, expected = int(latest[g]), _day(int(d.on[g])), int(d.count[g]), int(d.expected[g])
+        msg = f"{day}: {found} intervals, {expected} expected ({d.tz.key} local day)"
+        out.append((i, IntervalFinding(float(t[i]), RuleCode.INTERVAL_COUNT, msg, float(v[i]),
+                                       {"found": found, "expected": expected})))  # fmt: skip
+    return out
+
+
+def _spike(d: _Days) -> list[tuple[int, IntervalFinding]]:
+    """SPIKE: a value far above its day's or its neighbours' values.
+
+    The day's highest value above ``spike_ratio`` × its third highest (Oracle's check), or a value
+    above ``spike_neighbour_ratio`` × the larger of its neighbours (Itron's adjacent-interval check:
+    a spike at night is not the day's highest). Either needs the value to reach ``spike_min``.
+    """
+    p, t, v, order, head = d.params, d.t, d.v, d.order, d.head
+    spike = np.zeros(len(t), bool)
+    big = d.count >= 3
+    top, third = v[order[head[big]]], v[order[head[big] + 2]]
+    floor = p.spike_min / p.spike_ratio
+    spike[order[head[big]]] = (top >= p.spike_min) & (top > p.spike_ratio * np.maximum(third, floor))
+    left = np.where(d.first, np.inf, np.r_[np.inf, v[:-1]])
+    right = np.where(d.last, np.inf, np.r_[v[1:], np.inf])
+    around = np.maximum(np.where(np.isfinite(left), left, right), np.where(np.isfinite(right), right, left))
+    long_enough = np.diff(d.bounds)[d.sid] >= 3
+    with np.errstate(invalid="ignore"):
+        spike |= long_enough & (v >= p.spike_min) & (v > p.spike_neighbour_ratio * np.maximum(around, 1e-9))
+    msg = (f"spike: {{:g}} is more than {p.spike_ratio:g}× the day's third-highest interval "
+           f"or {p.spike_neighbour_ratio:g}× its neighbours")  # fmt: skip
+    return [(i, IntervalFinding(float(t[i]), RuleCode.SPIKE, msg.format(v[i]), float(v[i]), {}))
+            for i in np.flatnonzero(spike & (t >= d.emit)).tolist()]  # fmt: skip
+
+
+def _zero_run(d: _Days) -> list[tuple[int, IntervalFinding]]:
+    """ZERO: at least ``zero_intervals`` consecutive zero or negative values (a run ends at its series' end).
+
+    Attached to the run's first value, reported once its last value is at or after ``emit_from``.
+    """
+    t, v = d.t, d.v
+    out: list[tuple[int, IntervalFinding]] = []
+    low = v <= 0
+    if not low.any():
+        return out
+    starts = np.flatnonzero(low & (d.first | ~np.r_[False, low[:-1]]))
+    ends = np.flatnonzero(low & (d.last | ~np.r_[low[1:], False]))
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        if b - a + 1 >= d.params.zero_intervals and t[b] >= d.emit[b]:
+            msg = f"{b - a + 1} consecutive zero or negative intervals from {datetime.fromtimestamp(t[a], UTC):%H:%M}Z"
+            out.append((a, IntervalFinding(float(t[a]), RuleCode.ZERO, msg, float(v[a]), {"intervals": b - a + 1})))
+    return out
+
+
+#: The interval rules, in the order their findings are listed for a series. A rule is a function of
+#: the grouped values (:class:`_Days`) returning (row, finding) pairs, plus its entry in
+#: :data:`~analytics.vee.params.RULES`; it runs over every series of a batch at once.
+INTERVAL_CHECKS: tuple[tuple[RuleCode, Callable[[_Days], list[tuple[int, IntervalFinding]]]], ...] = (
+    (RuleCode.INTERVAL_COUNT, _interval_count),
+    (RuleCode.SPIKE, _spike),
+    (RuleCode.ZERO, _zero_run),
+)
+
+
 def screen_intervals(
     t: np.ndarray, v: np.ndarray, bounds: np.ndarray, emit_from: np.ndarray, tz: ZoneInfo, interval_s: int,
     params: RuleParams, now: datetime | None = None,
@@ -345,10 +390,8 @@ def screen_intervals(
     1. Local days for every value at once. Near a DST change the per-series rules place a value by
        probing the zone hour by hour from the series' own start, so a series with a value within
        two days of a day that is not 24 h long is left to them (``exact`` False).
-    2. Per (series, local day): the count of values vs the day's length (INTERVAL_COUNT, on an
-       ended day, attached to its last value); the day's highest vs its third highest value and
-       each value vs its neighbours in the series (SPIKE); runs of zero or negative values
-       (ZERO) — each emitted only at or after the series' ``emit_from``, in the per-series order.
+    2. Every rule of :data:`INTERVAL_CHECKS` over all the series at once, each finding emitted only
+       at or after its series' ``emit_from``, in the per-series order.
     3. Estimates are possible only where a value is missing: a gap between neighbours, an off-grid
        instant, or an ended day that is short within about two days of ``emit_from`` and has an
        earlier complete day of its kind to copy (like days). ``may_estimate`` is conservative:
@@ -357,82 +400,30 @@ def screen_intervals(
     n_series = len(bounds) - 1
     exact = np.ones(n_series, bool)
     may_estimate = np.zeros(n_series, bool)
-    findings: list[list[IntervalFinding]] = [[] for _ in range(n_series)]
     if not len(t):
-        return IntervalScreen(exact, may_estimate, findings)
-    sid = np.repeat(np.arange(n_series), np.diff(bounds))
-    first = np.zeros(len(t), bool)
-    first[bounds[:-1][np.diff(bounds) > 0]] = True  # the first value of each series
-    last = np.r_[first[1:], True]
-    local = local_starts(t, tz, interval_s)
-    day = (local // 86400).astype(np.int64)
-    per_day = 86400 // interval_s
+        return IntervalScreen(exact, may_estimate, [[] for _ in range(n_series)])
+    d = _Days(t, v, bounds, emit_from, tz, interval_s, params, now)
+    sid = d.sid
     # 1. Days that are not 24 h long, and the values near them.
-    span = range(int(day.min()) - 3, int(day.max()) + 4)
-    odd = [d for d in span if expected_intervals(date.fromordinal(_EPOCH_ORDINAL + d), tz, interval_s) != per_day]
-    if odd:
-        near = np.isin(day, np.array([d + k for d in odd for k in range(-2, 3)]))
+    if d.odd:
+        near = np.isin(d.day, np.array([day + k for day in d.odd for k in range(-2, 3)]))
         exact[sid[near]] = False
     # 3a. Gaps and off-grid instants: something is missing.
     gap = np.zeros(len(t), bool)
-    gap[1:] = ~first[1:] & (np.diff(t) != interval_s)
-    gap |= (local % interval_s) != 0
+    gap[1:] = ~d.first[1:] & (np.diff(t) != interval_s)
+    gap |= (d.local % interval_s) != 0
     may_estimate[sid[gap]] = True
-    emit = np.asarray(emit_from, np.float64)[sid]
-    # 2. Per (series, local day), values by decreasing size: counts and the day's highest.
-    order = np.lexsort((-v, day, sid))
-    g_sid, g_day = sid[order], day[order]
-    head = np.flatnonzero(np.r_[True, (g_sid[1:] != g_sid[:-1]) | (g_day[1:] != g_day[:-1])])
-    count = np.diff(np.r_[head, len(order)])
-    owner, on = g_sid[head], g_day[head]
-    today = (now or datetime.now(UTC)).astimezone(tz).date().toordinal() - _EPOCH_ORDINAL
-    latest = np.maximum.reduceat(order, head)  # the day's last value (values are in time order within a series)
-    out: list[tuple[int, int, int, IntervalFinding]] = []  # (series, rule order, position, finding)
-    for g in np.flatnonzero((count != per_day) & (on < today) & (t[latest] >= emit[latest])).tolist():
-        i, d, found = int(latest[g]), date.fromordinal(_EPOCH_ORDINAL + int(on[g])), int(count[g])
-        msg = f"{d}: {found} intervals, {per_day} expected ({tz.key} local day)"
-        out.append((int(owner[g]), 0, i, IntervalFinding(float(t[i]), RuleCode.INTERVAL_COUNT, msg, float(v[i]),
-                                                          {"found": found, "expected": per_day})))  # fmt: skip
     # 3b. A short ended day near emit_from with an earlier complete day of its kind: like-day estimates.
+    owner, on = d.owner, d.on
     kind = (on + 3) % 7  # weekday: 1970-01-01 was a Thursday
     kind = np.where((kind >= 1) & (kind <= 3), 1, kind)  # Tue/Wed/Thu are alike
-    complete = count == per_day
+    complete = d.count == d.per_day
     first_complete = np.full((n_series, 7), np.iinfo(np.int64).max)
     np.minimum.at(first_complete, (owner[complete], kind[complete]), on[complete])
-    short = ~complete & (on < today) & ((on + 3) * 86400 + interval_s > emit_from[owner])
+    short = ~complete & d.ended & ((on + 3) * 86400 + interval_s > emit_from[owner])
     may_estimate[owner[short & (first_complete[owner, kind] < on)]] = True
-    # SPIKE: the day's highest vs its third highest, or a value towering over its neighbours.
-    spike = np.zeros(len(t), bool)
-    big = count >= 3
-    top, third = v[order[head[big]]], v[order[head[big] + 2]]
-    spike[order[head[big]]] = (top >= params.spike_min) & (
-        top > params.spike_ratio * np.maximum(third, params.spike_min / params.spike_ratio)
-    )
-    left = np.where(first, np.inf, np.r_[np.inf, v[:-1]])
-    right = np.where(last, np.inf, np.r_[v[1:], np.inf])
-    around = np.maximum(np.where(np.isfinite(left), left, right), np.where(np.isfinite(right), right, left))
-    long_enough = np.diff(bounds)[sid] >= 3
-    with np.errstate(invalid="ignore"):
-        spike |= long_enough & (v >= params.spike_min) & (v > params.spike_neighbour_ratio * np.maximum(around, 1e-9))
-    for i in np.flatnonzero(spike & (t >= emit)).tolist():
-        msg = (f"spike: {v[i]:g} is more than {params.spike_ratio:g}× the day's third-highest interval "
-               f"or {params.spike_neighbour_ratio:g}× its neighbours")  # fmt: skip
-        out.append((int(sid[i]), 1, i, IntervalFinding(float(t[i]), RuleCode.SPIKE, msg, float(v[i]), {})))
-    # ZERO: runs of zero or negative values (a run ends at its series' end).
-    low = v <= 0
-    if low.any():
-        starts = np.flatnonzero(low & (first | ~np.r_[False, low[:-1]]))
-        ends = np.flatnonzero(low & (last | ~np.r_[low[1:], False]))
-        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-            if b - a + 1 >= params.zero_intervals and t[b] >= emit[b]:
-                msg = (f"{b - a + 1} consecutive zero or negative intervals from "
-                       f"{datetime.fromtimestamp(t[a], UTC):%H:%M}Z")  # fmt: skip
-                out.append((int(sid[a]), 2, a, IntervalFinding(float(t[a]), RuleCode.ZERO, msg, float(v[a]),
-                                                               {"intervals": b - a + 1})))  # fmt: skip
-    out.sort(key=lambda x: x[:3])
-    for k, _, _, finding in out:
-        findings[k].append(finding)
-    return IntervalScreen(exact, may_estimate, findings)
+    # 2. The rules.
+    return IntervalScreen(exact, may_estimate, d.findings())
 
 
 #: date(1970, 1, 1).toordinal(): local day numbers count days since then.

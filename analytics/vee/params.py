@@ -54,42 +54,142 @@ class RuleCode(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One validation rule."""
+    """One validation rule: what the catalogue says about it.
+
+    ``params`` names the :class:`RuleParams` fields the rule's check reads; ``methods`` are the
+    NEM12 method codes (:data:`METHODS`) of the estimates written for what the rule finds (empty:
+    the rule never causes an estimate). The check itself is one function in one of the tables
+    :data:`analytics.vee.registers.REGISTER_CHECKS`, :data:`analytics.vee.intervals.INTERVAL_CHECKS`
+    or :data:`analytics.vee.records.RECORD_CHECKS` (tests/analytics/vee/test_rule_table.py holds
+    the catalogue and the tables to each other).
+    """
 
     code: RuleCode
     severity: Severity
     reason: int  # NEM12-style reason code recorded on versions this rule causes
     title: str
+    params: tuple[str, ...] = ()
+    methods: tuple[int, ...] = ()
 
+
+#: Parameters of the usage band every band-based register rule reads (see :class:`RuleParams`).
+BAND = ("low_factor", "high_factor", "history_reads", "min_history", "min_daily_usage", "gross_factor")
+#: Method codes of the substitute for a bad register read: linear between the good reads around it,
+#: else the last good read + the history's daily usage.
+SUBSTITUTE = (17, 25)
 
 RULES: dict[RuleCode, Rule] = {
     r.code: r
     for r in (
-        Rule(RuleCode.HILO_HIGH, Severity.WARNING, 74, "usage above the high/low band from history"),
-        Rule(RuleCode.HILO_LOW, Severity.WARNING, 74, "usage below the high/low band from history"),
-        Rule(RuleCode.NEGATIVE, Severity.ERROR, 18, "read below the previous read (negative consumption)"),
-        Rule(RuleCode.OUTLIER, Severity.ERROR, 93, "isolated bad read: the reads around it agree with each other"),
-        Rule(RuleCode.SCALE_JUMP, Severity.ERROR, 93, "value off by ×10/×100/×1000 (unit or scale mix-up)"),
-        Rule(RuleCode.DIGIT_ERROR, Severity.ERROR, 75, "digit-entry error: extra, missing or transposed digit"),
-        Rule(RuleCode.ZERO, Severity.WARNING, 68, "zero consumption while consumption is expected"),
-        Rule(RuleCode.FROZEN, Severity.WARNING, 68, "same non-zero register value for N reads while power flows"),
-        Rule(RuleCode.GAP, Severity.WARNING, 76, "reads missing: interval since the previous read too long"),
+        Rule(
+            RuleCode.HILO_HIGH,
+            Severity.WARNING,
+            74,
+            "usage above the high/low band from history",
+            (*BAND, "hard_factor"),
+            SUBSTITUTE,
+        ),
+        Rule(RuleCode.HILO_LOW, Severity.WARNING, 74, "usage below the high/low band from history", BAND),
+        Rule(
+            RuleCode.NEGATIVE,
+            Severity.ERROR,
+            18,
+            "read below the previous read (negative consumption)",
+            BAND,
+            SUBSTITUTE,
+        ),
+        Rule(
+            RuleCode.OUTLIER,
+            Severity.ERROR,
+            93,
+            "isolated bad read: the reads around it agree with each other",
+            (*BAND, "hard_factor"),
+            SUBSTITUTE,
+        ),
+        Rule(
+            RuleCode.SCALE_JUMP,
+            Severity.ERROR,
+            93,
+            "value off by ×10/×100/×1000 (unit or scale mix-up)",
+            (*BAND, "hard_factor"),
+            SUBSTITUTE,
+        ),
+        Rule(
+            RuleCode.DIGIT_ERROR,
+            Severity.ERROR,
+            75,
+            "digit-entry error: extra, missing or transposed digit",
+            (*BAND, "hard_factor", "typed", "soft_gain", "soft_fit"),
+            SUBSTITUTE,
+        ),
+        Rule(
+            RuleCode.ZERO,
+            Severity.WARNING,
+            68,
+            "zero consumption while consumption is expected",
+            (*BAND, "zero_intervals"),
+        ),
+        Rule(
+            RuleCode.FROZEN,
+            Severity.WARNING,
+            68,
+            "same non-zero register value for N reads while power flows",
+            ("frozen_reads",),
+        ),
+        Rule(
+            RuleCode.GAP,
+            Severity.WARNING,
+            76,
+            "reads missing: interval since the previous read too long",
+            ("gap_factor", "max_fill_reads", "max_interp_s"),
+            (17, 15),
+        ),
         Rule(RuleCode.INTERVAL_COUNT, Severity.WARNING, 76, "intervals found vs expected in a local day (DST aware)"),
-        Rule(RuleCode.SPIKE, Severity.WARNING, 74, "highest interval of the day far above the third highest"),
+        Rule(
+            RuleCode.SPIKE,
+            Severity.WARNING,
+            74,
+            "highest interval of the day far above the third highest",
+            ("spike_ratio", "spike_neighbour_ratio", "spike_min"),
+        ),
         Rule(RuleCode.DUPLICATE, Severity.WARNING, 93, "the same instant read twice (different values: conflict)"),
         Rule(RuleCode.UNIT, Severity.ERROR, 93, "unit of the read differs from the meter's unit"),
-        Rule(RuleCode.MULTIPLIER, Severity.ERROR, 93, "register delta and interval sum differ by the multiplier"),
         Rule(
-            RuleCode.SUM_CHECK, Severity.WARNING, 94, "Σ interval consumption differs from register delta × multiplier"
+            RuleCode.MULTIPLIER,
+            Severity.ERROR,
+            93,
+            "register delta and interval sum differ by the multiplier",
+            ("sum_tolerance",),
         ),
-        Rule(RuleCode.CLOCK, Severity.WARNING, 76, "meter clock outside tolerance (clock adjusted / invalid event)"),
         Rule(
-            RuleCode.MOVE_IN, Severity.WARNING, 75, "move-in index differs from the move-out index by more than allowed"
+            RuleCode.SUM_CHECK,
+            Severity.WARNING,
+            94,
+            "Σ interval consumption differs from register delta × multiplier",
+            ("sum_tolerance", "sum_abs_tolerance"),
+        ),
+        Rule(
+            RuleCode.CLOCK,
+            Severity.WARNING,
+            76,
+            "meter clock outside tolerance (clock adjusted / invalid event)",
+            ("clock_tolerance_s",),
+        ),
+        Rule(
+            RuleCode.MOVE_IN,
+            Severity.WARNING,
+            75,
+            "move-in index differs from the move-out index by more than allowed",
+            ("move_tolerance",),
         ),
         Rule(RuleCode.ROLLOVER, Severity.INFO, 0, "register rolled over at 10^digits or 2^bits: consumption corrected"),
         Rule(RuleCode.EXCHANGE, Severity.INFO, 0, "meter exchange recorded: consumption computed across it"),
         Rule(
-            RuleCode.RESET, Severity.INFO, 0, "index reset near zero (exchange without record): consumption from zero"
+            RuleCode.RESET,
+            Severity.INFO,
+            0,
+            "index reset near zero (exchange without record): consumption from zero",
+            (*BAND, "reset_fraction"),
         ),
         Rule(
             RuleCode.CATCH_UP, Severity.INFO, 0, "actual read below the utility's estimate before it: estimate revised"
@@ -164,7 +264,7 @@ def params_for(commodity: str, meter_class: str = "") -> RuleParams:
     return COMMODITY_PARAMS.get(commodity, RuleParams())
 
 
-#: NEM12-style method codes of estimates and edits (domain reference §3).
+#: NEM12-style method codes of estimates and edits (docs/vee.md, *Estimation*).
 METHODS: dict[int, str] = {
     14: "like day",
     15: "average like day",

@@ -30,7 +30,8 @@ from psycopg.types.json import Jsonb
 from analytics.vee.csvfile import READ_CODES
 from analytics.vee.intervals import interval_estimates, screen_intervals, sum_check, validate_interval_series
 from analytics.vee.params import RULES, RuleCode, RuleParams, Severity, params_for
-from analytics.vee.registers import Estimate, Finding, RegisterSeries, fmt, validate_registers
+from analytics.vee.records import check_clock, check_unit
+from analytics.vee.registers import Estimate, Finding, RegisterSeries, validate_registers
 from releve import db
 from releve.model import COMMODITY_CHANNELS
 from releve.pgbinary import PG_EPOCH_S, copy_records, row_dtype
@@ -42,7 +43,6 @@ WATERMARK = "registers"
 #: Batches this far below the watermark are still checked for late commits (ids are taken at insert,
 #: so a long ingest transaction can commit after a higher id that VEE already saw).
 LATE_BATCH_WINDOW = 10_000
-UNIT_FACTORS = {("Wh", "kWh"): 1e-3, ("MWh", "kWh"): 1e3, ("L", "m3"): 1e-3, ("kWh", "Wh"): 1e3}
 
 LOAD_DTYPE = row_dtype(
     ("meter_id", ">i4"),
@@ -347,18 +347,7 @@ def _validate_chunk(
     unit_code = np.array([units.get(u, "") for u in range(max(units) + 1)], dtype=object) if units else None
     meter_unit = np.array([meta.unit.get(m, "") for m in s_meter.tolist()], dtype=object)[series]
     if unit_code is not None:
-        read_unit = unit_code[cols["unit_id"]]
-        wrong = read_unit != meter_unit
-        for i in np.flatnonzero(wrong):
-            factor = UNIT_FACTORS.get((str(read_unit[i]), str(meter_unit[i])))
-            if factor is not None:
-                value[i] = value[i] * factor
-            if emit[i]:
-                msg = f"read in {read_unit[i]}, meter in {meter_unit[i]}"
-                msg += f": converted to {fmt(value[i])} {meter_unit[i]}" if factor else ": no known conversion"
-                rule = RULES[RuleCode.UNIT]
-                findings_pre.append(Finding(int(i), rule.code, rule.severity, msg, float(cols["value"][i]),
-                                            details={"converted": float(value[i]) if factor else None}))  # fmt: skip
+        value, findings_pre = check_unit(cols["value"], unit_code[cols["unit_id"]], meter_unit, emit)
 
     ex = _exchanges(conn, s_meter, s_channel)
     top = int(cols["read_type_id"].max(initial=0)) + 1
@@ -415,25 +404,6 @@ def _clock_findings(
              AND ts >= to_timestamp(%s) - interval '40 days' AND ts <= to_timestamp(%s)""",
         (np.unique(s_meter).tolist(), t_lo, t_hi),
     ).fetchall()
-    out: list[Finding] = []
-    rule = RULES[RuleCode.CLOCK]
-    for meter, t, kind, details in rows:
-        tol = params_for("electricity").clock_tolerance_s
-        offset = None
-        for k in ("offset_s", "delta_s", "shift_s"):
-            if isinstance(details, dict) and k in details:
-                offset = float(details[k])
-        if kind == "clock_adjusted" and (offset is None or abs(offset) <= tol):
-            continue
-        rows_m = np.flatnonzero((cols["meter_id"] == meter) & (cols["t"] >= float(t)) & emit)
-        if not len(rows_m):
-            continue
-        i = int(rows_m[np.argmin(cols["t"][rows_m])])
-        if kind == "clock_invalid":
-            msg = "meter clock invalid (event) before this read"
-        else:
-            msg = f"meter clock adjusted by {fmt(offset or 0)} s (tolerance {fmt(tol)} s) before this read"
-        out.append(Finding(i, rule.code, rule.severity, msg, float(cols["value"][i]), details={"event": kind}))
     # Device time: collectors store the meter's clock minus their own (channel 0-0:1.0.0, seconds)
     # when a profile exposes the clock. The first read after the offset leaves the tolerance is flagged.
     drift = conn.execute(
@@ -444,15 +414,8 @@ def _clock_findings(
            ORDER BY r.meter_id, r.ts""",
         (np.unique(s_meter).tolist(), t_lo, t_hi, params_for("electricity").clock_tolerance_s),
     ).fetchall()
-    for meter, t, offset in drift:
-        rows_m = np.flatnonzero((cols["meter_id"] == meter) & (cols["t"] >= float(t)) & emit)
-        if not len(rows_m):
-            continue
-        i = int(rows_m[np.argmin(cols["t"][rows_m])])
-        tol = params_for("electricity").clock_tolerance_s
-        msg = f"meter clock {fmt(offset)} s off the collector's (tolerance {fmt(tol)} s) when polled"
-        out.append(Finding(i, rule.code, rule.severity, msg, float(cols["value"][i]), details={"offset_s": offset}))
-    return out
+    return check_clock(cols["meter_id"], cols["t"], cols["value"], emit, rows, drift,
+                       params_for("electricity").clock_tolerance_s)  # fmt: skip
 
 
 def _ts(t: float) -> datetime:

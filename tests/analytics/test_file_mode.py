@@ -5,9 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
-from analytics.vee.csvfile import check_reads, read_csv
 from releve.cli import main
 
 DATA = Path(__file__).parent / "data"
@@ -68,25 +66,3 @@ def test_missing_header_column_is_refused_with_a_clear_message(tmp_path, capsys)
     src.write_text("meter,when,index\nM,2024-01-01,1\n")
     assert main(["vee", "check", str(src)]) == 1
     assert "header lacks column(s) read_at, read_type" in capsys.readouterr().err
-
-
-def test_rollover_by_register_digits_is_consumption_not_an_alarm():
-    text = "meter,read_at,index,read_type,unit,register_digits\n" + "".join(
-        f"R,2024-01-{d:02d}T00:00,{v},actual,m3,4\n" for d, v in enumerate([9960, 9975, 9990, 5, 20, 35], 1)
-    )
-    reads, errors = read_csv(io.StringIO(text), "r.csv", ZoneInfo("UTC"))
-    assert not errors
-    found = check_reads(reads)
-    assert [(e.read.index, e.finding.rule, e.finding.usage) for e in found] == [(5, "ROLLOVER", 15)]
-
-
-def test_move_in_more_than_5_m3_from_move_out_opens_a_case():
-    text = (
-        "meter,read_at,index,read_type,unit\n"
-        "W,2024-01-01,100,move_out,m3\nW,2024-01-03,107,move_in,m3\n"
-        "V,2024-01-01,100,move_out,m3\nV,2024-01-03,104,move_in,m3\n"
-    )
-    reads, _ = read_csv(io.StringIO(text), "m.csv", ZoneInfo("UTC"))
-    moves = [e for e in check_reads(reads) if e.finding.rule == "MOVE_IN"]
-    assert [(e.read.meter, e.finding.usage) for e in moves] == [("W", 7)]
-    assert "differs from move-out index 100 by 7 (> 5)" in moves[0].finding.message

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from analytics.vee import estimate
-from analytics.vee.intervals import expected_intervals, interval_counts, local_days, spikes, sum_check, zero_runs
+from analytics.vee.intervals import expected_intervals, local_days, sum_check
 from analytics.vee.params import params_for
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -25,32 +25,9 @@ def test_expected_intervals_follow_dst_days(day, hours):
     assert expected_intervals(day, PARIS, 900) == hours * 4
 
 
-def test_complete_dst_days_are_not_gaps_and_a_missing_hour_is():
-    t = stamps(datetime(2024, 3, 30, tzinfo=PARIS), datetime(2024, 4, 2, tzinfo=PARIS), 900)
-    assert interval_counts(t, PARIS, 900) == []
-    t = stamps(datetime(2024, 10, 26, tzinfo=PARIS), datetime(2024, 10, 28, tzinfo=PARIS), 900)
-    assert interval_counts(t, PARIS, 900) == []
-    holed = np.delete(t, range(120, 124))  # one hour missing on the 25-hour day
-    [day] = interval_counts(holed, PARIS, 900)
-    assert (day.day, day.found, day.expected) == (date(2024, 10, 27), 96, 100)
-
-
 def test_local_days_put_end_stamped_intervals_on_their_local_day():
     t = stamps(datetime(2024, 6, 1, tzinfo=PARIS), datetime(2024, 6, 2, tzinfo=PARIS), 3600)
     assert set(local_days(t, PARIS, 3600).astype(str)) == {"2024-06-01"}
-
-
-def test_spike_is_the_days_highest_far_above_the_third_highest():
-    values = np.full(48, 0.3)
-    values[20] = 4.0
-    values[60 - 48 + 24] = 0.9
-    days = np.repeat([0, 1], 24)
-    assert spikes(values, days, params_for("electricity")).tolist() == [20]
-
-
-def test_zero_runs_need_the_minimum_length():
-    values = np.r_[np.ones(5), np.zeros(8), np.ones(3), np.zeros(2)]
-    assert zero_runs(values, 8) == [(5, 12)]
 
 
 def test_sum_check_spots_a_forgotten_multiplier():
@@ -95,7 +72,6 @@ def test_a_missing_day_is_filled_from_the_average_of_its_like_days():
     import numpy as np
 
     from analytics.vee.intervals import validate_interval_series
-    from analytics.vee.params import params_for
 
     tz = ZoneInfo("UTC")
     start = datetime(2026, 3, 2, tzinfo=UTC).timestamp()  # a Monday
