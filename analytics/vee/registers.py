@@ -463,9 +463,6 @@ def _rules(batch: RegisterSeries, emit_next: np.ndarray, dt_all: np.ndarray, cad
             cache[name] = np.broadcast_to(per_class[used[0]], n) if same else per_class[pc]
         return cache[name]
 
-    low_f, high_f, min_daily = per_row("low_factor"), per_row("high_factor"), per_row("min_daily_usage")
-    window = per_row("history_reads").astype(np.int64)
-    min_hist = per_row("min_history")
     modulus = batch.modulus[s]
     typed = (per_row("typed") > 0) | (rt == READ_CUSTOMER)
 
@@ -479,7 +476,60 @@ def _rules(batch: RegisterSeries, emit_next: np.ndarray, dt_all: np.ndarray, cad
     dt[first] = np.nan
     d = v - v_prev
 
-    # 2. exchanges (recorded) and rollovers.
+    # Each rule's mask, in the order they depend on one another (each function says what it reads).
+    c, exchange = _exchange_mask(batch, s, t, v, d, first)
+    wrap = _rollover_mask(v, v_prev, d, modulus, exchange)
+    c = np.where(wrap, d + np.where(np.isfinite(modulus), modulus, 0), c)
+    b = _band(s, t, v, d, c, dt, first, start, per_row)
+    med, has_band, expected, lo, hi, in_band, hard = b.med, b.has_band, b.expected, b.lo, b.hi, b.in_band, b.hard
+    v_next = np.full(n, np.nan)
+    v_next[:-1] = v[1:]
+    v_next[last] = np.nan
+    dt_next = np.full(n, np.nan)
+    dt_next[:-1] = dt[1:]
+    c_next = np.full(n, np.nan)
+    c_next[:-1] = c[1:]
+    outlier, outlier_hard = _outlier_mask(v_prev, v_next, c, c_next, dt, dt_next, modulus, b, per_row, first,
+                                          has_next, exchange)  # fmt: skip
+    transposed, soft = _transposition_masks(v, v_prev, v_next, c, c_next, dt, dt_next, b, per_row, first, has_next,
+                                            typed, rt, exchange, wrap, outlier)  # fmt: skip
+    suppressed = np.zeros(n, bool)  # the read after an isolated or transposed read is not blamed for it
+    suppressed[1:] = (outlier | transposed)[:-1]
+    reset, neg, wrap = _reset_masks(v, v_prev, c, b, per_row, wrap, exchange, outlier, transposed, suppressed)
+    c = np.where(reset, v, c)
+    zero = _zero_mask(c, b, suppressed, outlier)
+    out_band = _hilo_mask(c, b, neg, reset, outlier, suppressed, zero, transposed)
+    integral = b.integral
+
+    consumption = np.where(first, np.nan, c)
+    ctx = _Ctx(batch, v, v_prev, v_next, t, c, lo, hi, expected, med, dt, dt_next, integral, typed)
+    found = _Found(
+        batch=batch, ctx=ctx, per_row=per_row, s=s, v=v, v_prev=v_prev, d=d, c=c, lo=lo, hi=hi, med=med, dt=dt,
+        dt_all=dt_all, cadence=cadence, modulus=modulus, first=first, emit=emit,
+        late=emit | emit_next,  # faults found with the next read are reported when that read lands
+        has_band=has_band, has_next=has_next, typed=typed, in_band=in_band, hard=hard, suppressed=suppressed,
+        exchange=exchange, wrap=wrap, reset=reset, zero=zero, out_band=out_band, neg=neg, outlier=outlier,
+        outlier_hard=outlier_hard, transposed=transposed, soft=soft,
+        frozen_reads=per_row("frozen_reads").astype(np.int64),
+        findings=[], gap_estimates=[], bad=np.zeros(n, bool), emitted_bad=set(),
+    )  # fmt: skip
+    for _, report in REGISTER_CHECKS:
+        report(found)
+    return _Pass(consumption, expected, lo, hi, med, found.findings, found.gap_estimates, found.bad, found.emitted_bad)
+
+
+PerRow = Callable[[str], np.ndarray]
+
+
+def _exchange_mask(
+    batch: RegisterSeries, s: np.ndarray, t: np.ndarray, v: np.ndarray, d: np.ndarray, first: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """EXCHANGE: (consumption ``d`` corrected across each recorded exchange, the reads right after one).
+
+    Across an exchange: (removal index − previous read) + (read − install index); an unknown removal
+    index counts as the previous read.
+    """
+    n = len(v)
     c = d.copy()
     exchange = np.zeros(n, bool)
     if len(batch.ex_series):
@@ -498,20 +548,57 @@ def _rules(batch: RegisterSeries, emit_next: np.ndarray, dt_all: np.ndarray, cad
             tail = removal - v[i - 1] if np.isfinite(removal) else 0.0
             c[i] = tail + (v[i] - batch.ex_install[j])
             exchange[i] = True
-    wrap = np.isfinite(modulus) & ~exchange & (d < 0) & (v_prev > modulus / 2) & (v < modulus / 2)
-    c = np.where(wrap, d + np.where(np.isfinite(modulus), modulus, 0), c)
+    return c, exchange
 
-    # 3. the band from history (frozen runs and the catch-up read after them are not history).
-    frozen_reads = per_row("frozen_reads").astype(np.int64)
-    in_run = _in_frozen_run(d, v, first, frozen_reads)
+
+def _rollover_mask(
+    v: np.ndarray, v_prev: np.ndarray, d: np.ndarray, modulus: np.ndarray, exchange: np.ndarray
+) -> np.ndarray:
+    """ROLLOVER (before resets are told apart): a drop from the top half of the register's range to its bottom half.
+
+    Not at a recorded exchange (``exchange``, which explains the drop).
+    """
+    return np.isfinite(modulus) & ~exchange & (d < 0) & (v_prev > modulus / 2) & (v < modulus / 2)
+
+
+@dataclass
+class _Band:
+    """The usage band from history every band-based rule reads (HILO, OUTLIER, DIGIT_ERROR, RESET, ZERO).
+
+    Per row: ``med`` the trailing median daily usage (gross rates and frozen runs left out), ``k``
+    how many reads it rests on, ``has_band``, ``expected`` usage (over the stuck span after a
+    frozen run), ``lo``/``hi`` the usage band, ``in_band``, ``hard`` (usage beyond the hard limit),
+    ``integral`` (a whole-number series).
+    """
+
+    med: np.ndarray
+    has_band: np.ndarray
+    expected: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    in_band: np.ndarray
+    hard: np.ndarray
+    integral: np.ndarray
+
+
+def _band(
+    s: np.ndarray, t: np.ndarray, v: np.ndarray, d: np.ndarray, c: np.ndarray, dt: np.ndarray, first: np.ndarray,
+    start: np.ndarray, per_row: PerRow,
+) -> _Band:  # fmt: skip
+    """The band from history for consumption ``c`` (exchange and rollover corrected)."""
+    n = len(v)
+    rows = np.arange(n)
+    low_f, high_f, min_daily = per_row("low_factor"), per_row("high_factor"), per_row("min_daily_usage")
+    # Frozen runs and the catch-up read after them are not history.
+    in_run = _in_frozen_run(d, v, first, per_row("frozen_reads").astype(np.int64))
     rate = np.where((c >= 0) & (dt > 0) & ~in_run, c / np.where(dt > 0, dt, 1), np.nan)
     # Gross rates (a ×10/×1000 stretch, a catch-up) are not history: judged against the series' median.
     series_rate = _series_median(s, rate, first)[s]
     with np.errstate(invalid="ignore"):
         gross = rate > per_row("gross_factor") * series_rate
     rate = np.where(gross, np.nan, rate)
-    med, k = trailing_median(rate, start, window)
-    has_band = (k >= min_hist) & ~first & np.isfinite(med)
+    med, k = trailing_median(rate, start, per_row("history_reads").astype(np.int64))
+    has_band = (k >= per_row("min_history")) & ~first & np.isfinite(med)
     # The read after a stuck index (same value repeated) is judged over the whole stuck span.
     same = ~first & (d == 0) & (v != 0)
     run_from = np.maximum.accumulate(np.where(~same, rows, 0))  # first row of the identical values
@@ -531,84 +618,113 @@ def _rules(batch: RegisterSeries, emit_next: np.ndarray, dt_all: np.ndarray, cad
         hard_hi = per_row("hard_factor") * np.maximum(med * span, min_daily * span)
         hard = has_band & (c > hard_hi)
     in_band[first] = True
+    return _Band(med, has_band, expected, lo, hi, in_band, hard, integral)
 
-    # 4. isolated bad reads: previous → next agrees.
-    v_next = np.full(n, np.nan)
-    v_next[:-1] = v[1:]
-    v_next[last] = np.nan
-    dt_next = np.full(n, np.nan)
-    dt_next[:-1] = dt[1:]
+
+def _outlier_mask(
+    v_prev: np.ndarray, v_next: np.ndarray, c: np.ndarray, c_next: np.ndarray, dt: np.ndarray, dt_next: np.ndarray,
+    modulus: np.ndarray, b: _Band, per_row: PerRow, first: np.ndarray, has_next: np.ndarray, exchange: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """OUTLIER: (isolated bad reads, those of them bad beyond doubt).
+
+    Isolated: this read and the next are out of band (or, without a band, the next read falls
+    below this one), but previous → next agrees, with no exchange (``exchange``) on either step.
+    Bad beyond doubt: it stands above the next read, below the previous, or beyond the hard limit.
+    Previous → next may wrap at the register's modulus.
+    """
+    n = len(c)
+    low_f, high_f, min_daily = per_row("low_factor"), per_row("high_factor"), per_row("min_daily_usage")
     c2 = v_next - v_prev
     wrap2 = np.isfinite(modulus) & (c2 < 0) & (v_prev > modulus / 2) & (v_next < modulus / 2)
     c2 = np.where(wrap2, c2 + np.where(np.isfinite(modulus), modulus, 0), c2)
     dt2 = dt + dt_next
-    lo2, hi2 = _round_band(low_f * med * dt2, np.maximum(high_f * med * dt2, min_daily * dt2), integral)
+    lo2, hi2 = _round_band(low_f * b.med * dt2, np.maximum(high_f * b.med * dt2, min_daily * dt2), b.integral)
     exch_next = np.zeros(n, bool)
     exch_next[:-1] = exchange[1:]
-    wrap_next = np.zeros(n, bool)
-    wrap_next[:-1] = wrap[1:]
     with np.errstate(invalid="ignore"):
-        skip_ok = np.where(has_band, (c2 >= lo2) & (c2 <= hi2), c2 >= 0)
+        skip_ok = np.where(b.has_band, (c2 >= lo2) & (c2 <= hi2), c2 >= 0)
     skip_ok &= has_next & ~first & ~exchange & ~exch_next
     in_band_next = np.ones(n, bool)
-    in_band_next[:-1] = in_band[1:]
-    c_next = np.full(n, np.nan)
-    c_next[:-1] = c[1:]
+    in_band_next[:-1] = b.in_band[1:]
     with np.errstate(invalid="ignore"):
-        outlier = skip_ok & ((~in_band & ~in_band_next) | (~has_band & (c_next < 0)))
+        outlier = skip_ok & ((~b.in_band & ~in_band_next) | (~b.has_band & (c_next < 0)))
         # ... bad beyond doubt when it stands above the next read or below the previous, or is far off.
-        outlier_hard = outlier & ((c_next < 0) | (c < 0) | hard)
+        outlier_hard = outlier & ((c_next < 0) | (c < 0) | b.hard)
+    return outlier, outlier_hard
 
-    # 4b. transpositions (typed reads): the next read falls below this one, and swapping two adjacent
-    # digits puts this read between its neighbours with both usages in band; or, both in band, a swap
-    # brings both usages much closer to the expected usage (a warning: held for review).
-    transposed, soft = _transpositions(v, v_prev, v_next, c, c_next, lo, hi, med, dt, dt_next, has_band,
-                                       has_next & ~first & typed & ~exchange & ~exch_next & ~wrap & ~wrap_next
-                                       & (rt != READ_ESTIMATE), in_band, per_row("soft_gain"),
-                                       per_row("soft_fit"))  # fmt: skip
+
+def _transposition_masks(
+    v: np.ndarray, v_prev: np.ndarray, v_next: np.ndarray, c: np.ndarray, c_next: np.ndarray, dt: np.ndarray,
+    dt_next: np.ndarray, b: _Band, per_row: PerRow, first: np.ndarray, has_next: np.ndarray, typed: np.ndarray,
+    rt: np.ndarray, exchange: np.ndarray, wrap: np.ndarray, outlier: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """DIGIT_ERROR on typed-in reads: (hard, soft) transpositions of two adjacent digits.
+
+    Hard: the next read falls below this one and a swap puts this read between its neighbours with
+    both usages in band. Soft (a warning, held for review): both in band, but a swap brings both
+    usages much closer to the expected usage. Not judged next to an exchange or a rollover
+    (``exchange``, ``wrap``: the step is explained) nor on a utility estimate; an isolated read
+    (``outlier``) is the OUTLIER rule's.
+    """
+    exch_next = np.zeros(len(v), bool)
+    exch_next[:-1] = exchange[1:]
+    wrap_next = np.zeros(len(v), bool)
+    wrap_next[:-1] = wrap[1:]
+    eligible = has_next & ~first & typed & ~exchange & ~exch_next & ~wrap & ~wrap_next & (rt != READ_ESTIMATE)
+    transposed, soft = _transpositions(v, v_prev, v_next, c, c_next, b.lo, b.hi, b.med, dt, dt_next, b.has_band,
+                                       eligible, b.in_band, per_row("soft_gain"), per_row("soft_fit"))  # fmt: skip
     transposed &= ~outlier
     soft &= ~outlier & ~transposed
-    suppressed = np.zeros(n, bool)
-    suppressed[1:] = (outlier | transposed)[:-1]
+    return transposed, soft
 
-    # 5. resets near zero, negative consumption.
+
+def _reset_masks(
+    v: np.ndarray, v_prev: np.ndarray, c: np.ndarray, b: _Band, per_row: PerRow, wrap: np.ndarray,
+    exchange: np.ndarray, outlier: np.ndarray, transposed: np.ndarray, suppressed: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """RESET and NEGATIVE: (resets, negative reads, rollovers that are not resets).
+
+    A drop not explained by an exchange, an isolated or transposed read, or the read after one
+    (``suppressed``) is negative consumption — unless the index dropped near zero (a reset: an
+    exchange without record), and ×10/×100/×1000 does not put the read back into its band (a scale
+    jump is not a reset). A ROLLOVER (``wrap``) whose consumption is implausible while the new index
+    itself is small is a reset too (an exchange on a narrow counter).
+    """
+    lo, hi, has_band = b.lo, b.hi, b.has_band
+    reset_fraction = per_row("reset_fraction")
     with np.errstate(invalid="ignore"):
         neg = (c < 0) & ~outlier & ~suppressed & ~exchange & ~transposed
-        near_zero = (v <= np.maximum(hi, 0)) | (v <= per_row("reset_fraction") * v_prev)
-        reset = neg & (v >= 0) & np.where(has_band, near_zero, v < per_row("reset_fraction") * v_prev)
+        near_zero = (v <= np.maximum(hi, 0)) | (v <= reset_fraction * v_prev)
+        reset = neg & (v >= 0) & np.where(has_band, near_zero, v < reset_fraction * v_prev)
         # ... unless ×10/×100/×1000 puts the read back into its band (or, without a band, just above
         # the previous read): that is a scale jump, not a reset.
         for factor in (10.0, 100.0, 1000.0):
             back = np.where(has_band, (v * factor - v_prev >= lo) & (v * factor - v_prev <= hi),
                             (v * factor >= v_prev) & (v * factor <= 1.5 * v_prev))  # fmt: skip
             reset &= ~back
-        # A "rollover" whose consumption is implausible while the new index itself is: a reset.
-        small = (v <= np.maximum(hi, 0)) | (v <= per_row("reset_fraction") * v_prev)
+        small = (v <= np.maximum(hi, 0)) | (v <= reset_fraction * v_prev)
         reset_not_wrap = wrap & has_band & (c > hi) & small
-    wrap &= ~reset_not_wrap
     reset |= reset_not_wrap
-    c = np.where(reset, v, c)
-    neg &= ~reset
+    return reset, neg & ~reset, wrap & ~reset_not_wrap
 
-    # 6. zero, frozen, gaps.
+
+def _zero_mask(c: np.ndarray, b: _Band, suppressed: np.ndarray, outlier: np.ndarray) -> np.ndarray:
+    """ZERO: no consumption where the band's low end is above zero (not an isolated read or the read after one)."""
     with np.errstate(invalid="ignore"):
-        zero = has_band & (c == 0) & (lo > 0) & ~suppressed & ~outlier
-        out_band = has_band & ~in_band & ~neg & ~reset & ~outlier & ~suppressed & ~zero & ~transposed & (c >= 0)
+        return b.has_band & (c == 0) & (b.lo > 0) & ~suppressed & ~outlier
 
-    consumption = np.where(first, np.nan, c)
-    ctx = _Ctx(batch, v, v_prev, v_next, t, c, lo, hi, expected, med, dt, dt_next, integral, typed)
-    found = _Found(
-        batch=batch, ctx=ctx, per_row=per_row, s=s, v=v, v_prev=v_prev, d=d, c=c, lo=lo, hi=hi, med=med, dt=dt,
-        dt_all=dt_all, cadence=cadence, modulus=modulus, first=first, emit=emit,
-        late=emit | emit_next,  # faults found with the next read are reported when that read lands
-        has_band=has_band, has_next=has_next, typed=typed, in_band=in_band, hard=hard, suppressed=suppressed,
-        exchange=exchange, wrap=wrap, reset=reset, zero=zero, out_band=out_band, neg=neg, outlier=outlier,
-        outlier_hard=outlier_hard, transposed=transposed, soft=soft, frozen_reads=frozen_reads,
-        findings=[], gap_estimates=[], bad=np.zeros(n, bool), emitted_bad=set(),
-    )  # fmt: skip
-    for _, report in REGISTER_CHECKS:
-        report(found)
-    return _Pass(consumption, expected, lo, hi, med, found.findings, found.gap_estimates, found.bad, found.emitted_bad)
+
+def _hilo_mask(
+    c: np.ndarray, b: _Band, neg: np.ndarray, reset: np.ndarray, outlier: np.ndarray, suppressed: np.ndarray,
+    zero: np.ndarray, transposed: np.ndarray,
+) -> np.ndarray:  # fmt: skip
+    """HILO_HIGH / HILO_LOW: usage out of band that no other rule explains.
+
+    Not a negative read or a reset (NEGATIVE, RESET), an isolated read or the read after one
+    (OUTLIER), a zero (ZERO) or a hard transposition (DIGIT_ERROR).
+    """
+    with np.errstate(invalid="ignore"):
+        return b.has_band & ~b.in_band & ~neg & ~reset & ~outlier & ~suppressed & ~zero & ~transposed & (c >= 0)
 
 
 @dataclass
@@ -782,9 +898,14 @@ def _gap(f: _Found) -> None:
 
 
 #: The register rules' reports, run in this order over each pass (the order findings are listed in).
-#: A rule is a function here (its mask from the pass, its message, its severity and reason from
-#: :data:`~analytics.vee.params.RULES`) plus its entry in ``RULES``. Diagnoses (SCALE_JUMP,
-#: DIGIT_ERROR, OUTLIER) are added by the HILO, NEGATIVE and outlier reports.
+#: A rule is its entry in :data:`~analytics.vee.params.RULES` (severity, reason, parameters, methods)
+#: plus a report function here, which turns the rule's mask into findings (and marks reads bad).
+#: A rule no other rule depends on computes its own mask in its report from the pass's values
+#: (:class:`_Found`), as FROZEN and GAP do. A rule others depend on has a mask function
+#: (``_exchange_mask``, ``_rollover_mask``, ``_outlier_mask``, ``_transposition_masks``,
+#: ``_reset_masks``, ``_zero_mask``, ``_hilo_mask``) that takes the earlier rules' masks it needs
+#: as arguments; :func:`_rules` calls them in dependency order. Diagnoses (SCALE_JUMP, DIGIT_ERROR,
+#: OUTLIER) are added by the HILO, NEGATIVE and outlier reports; HILO_LOW is HILO's other side.
 REGISTER_CHECKS: tuple[tuple[RuleCode, Callable[[_Found], None]], ...] = (
     (RuleCode.EXCHANGE, _exchange),
     (RuleCode.ROLLOVER, _rollover),
