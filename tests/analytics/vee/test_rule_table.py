@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from analytics.vee.intervals import INTERVAL_CHECKS
-from analytics.vee.params import METHODS, RULES, RuleCode, RuleParams
+from analytics.vee.params import BAND, METHODS, RULES, RuleCode, RuleParams
 from analytics.vee.records import RECORD_CHECKS, check_clock, check_unit
 from analytics.vee.registers import REGISTER_CHECKS
 
@@ -66,3 +66,26 @@ def test_clock_flags_the_first_read_after_an_event_or_an_offset_beyond_the_toler
     assert [(f.row, f.rule) for f in found] == [(1, "CLOCK"), (3, "CLOCK"), (4, "CLOCK")]
     assert "clock adjusted by -120 s (tolerance 30 s)" in found[0].message
     assert "meter clock 95 s off the collector's (tolerance 30 s)" in found[2].message
+
+
+def rule_table() -> str:
+    """The catalogue as the markdown table docs/vee.md carries (*The rule catalogue*)."""
+    where = {c: f"`registers.{f.__name__}`" for c, f in REGISTER_CHECKS}
+    where |= {c: f"`intervals.{f.__name__}`" for c, f in INTERVAL_CHECKS}
+    where[RuleCode.ZERO] = "`registers._zero`, `intervals._zero_run`"
+    where |= {c: f"`records.{f.__name__}`" for c, f in RECORD_CHECKS.items()}
+    where |= {RuleCode.HILO_LOW: "`registers._hilo`", RuleCode.SCALE_JUMP: "diagnosis (`registers._Ctx.diagnosis`)",
+              RuleCode.DUPLICATE: "`registers.validate_registers`", RuleCode.CATCH_UP: "`registers._validate`",
+              RuleCode.SUM_CHECK: "`intervals.sum_check`", RuleCode.MULTIPLIER: "`intervals.sum_check`"}  # fmt: skip
+    lines = ["| code | severity | reason | parameters | estimate methods | check |", "|---|---|---|---|---|---|"]
+    for r in RULES.values():
+        rest = [p for p in r.params if p not in BAND] if set(BAND) <= set(r.params) else list(r.params)
+        params = ", ".join(["band"] * (len(rest) < len(r.params)) + [f"`{p}`" for p in rest]) or "—"
+        methods = ", ".join(str(m) for m in r.methods) or "—"
+        lines.append(f"| `{r.code}` | {r.severity} | {r.reason or '—'} | {params} | {methods} | {where[r.code]} |")
+    return "\n".join(lines) + "\n"
+
+
+def test_the_docs_carry_the_rule_table_as_the_catalogue_says():
+    table = rule_table()
+    assert table in DOCS.read_text(encoding="utf-8"), "docs/vee.md: replace the rule catalogue table with\n" + table
