@@ -4,7 +4,8 @@ A case gives an input series and what the rules must find on it. Keys by ``kind`
 
 - ``register`` (:func:`analytics.vee.registers.validate_registers` on one series): ``values`` (numbers,
   or ``{from, step, count}`` runs), optional ``days`` (day of each read; default 0, 1, 2, …),
-  ``commodity`` and ``meter_class``, ``modulus``, ``exchange = {day, removal, install}``.
+  ``commodity`` and ``meter_class``, ``modulus``, ``exchange = {day, removal, install}``,
+  ``read_types`` (``actual``, ``customer`` or ``estimate`` per read).
   Expected: ``findings`` (every ``[row, rule]``, in row order) or ``findings_include``; optional
   ``estimates`` (``[row, value, method]``, or ``[day, value, method]`` for a filled gap),
   ``consumption`` (row → value), ``suggested`` (rule → its first suggestion), ``message`` (rule →
@@ -32,7 +33,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from analytics.vee.csvfile import check_reads, read_csv
+from analytics.vee.csvfile import READ_CODES, check_reads, read_csv
 from analytics.vee.intervals import screen_intervals, validate_interval_series
 from analytics.vee.params import RULES, RuleCode, params_for
 from analytics.vee.registers import RegisterSeries, validate_registers
@@ -63,6 +64,8 @@ def _register(case: dict[str, Any]) -> None:
     params = params_for(case.get("commodity", "electricity"), case.get("meter_class", ""))
     batch = RegisterSeries(np.zeros(n, np.int64), t, values, np.array([float(case.get("modulus", np.inf))]),
                            np.zeros(1, np.int64), [params], **extra)  # fmt: skip
+    if "read_types" in case:
+        batch.read_type = np.array([READ_CODES[x] for x in case["read_types"]], np.int8)
     r = validate_registers(batch)
     found = [[f.row, str(f.rule)] for f in r.findings]
     if "findings" in case:
@@ -133,15 +136,12 @@ def test_rule_case(path: Path) -> None:
 def test_every_rule_has_a_case_or_a_named_test() -> None:
     """A new rule comes with a case here (or a database test for the rules that need one)."""
     kinds = {str(c) for p in CASES for c in _rules_in(tomllib.loads(p.read_text(encoding="utf-8")))}
-    elsewhere = {  # rules whose cases need the database, the corpus or many series
-        "HILO_LOW": "tests/analytics/vee/test_corpus.py (vacancies)",
-        "OUTLIER": "tests/analytics/vee/test_properties.py",
-        "DIGIT_ERROR": "tests/analytics/test_file_mode.py (the utility's 89954)",
-        "CATCH_UP": "tests/analytics/vee/test_properties.py",
-        "UNIT": "tests/analytics/test_vee_db.py", "CLOCK": "tests/analytics/test_vee_db.py",
+    elsewhere = {  # rules whose cases need the database or pairs of series
+        "UNIT": "tests/analytics/vee/test_rule_table.py, tests/analytics/test_vee_db.py",
+        "CLOCK": "tests/analytics/vee/test_rule_table.py, tests/analytics/test_vee_db.py",
         "SUM_CHECK": "tests/analytics/test_intervals_estimation.py",
         "MULTIPLIER": "tests/analytics/test_intervals_estimation.py",
-    }  # fmt: skip
+    }
     missing = {str(c) for c in RuleCode} - kinds - set(elsewhere)
     assert not missing, f"no case in tests/analytics/vee/rules/ for {sorted(missing)}"
 
