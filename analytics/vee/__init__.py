@@ -1,7 +1,8 @@
 """Validation, estimation and editing (VEE) of meter data.
 
 Owns the rule catalogue (``params``), the vectorised register rules (``registers``), interval
-rules and estimation methods (``intervals``, ``estimate``), candidate corrections (``suggest``),
+rules and estimation methods (``intervals``, ``estimate``), the rules on a read's record (unit,
+clock, move-in: ``records``), candidate corrections (``suggest``),
 the incremental database run (``run``), the review queue and audit (``review``) and the CSV file
 mode (``csvfile``). Raw readings are never changed: results are exceptions and new versions.
 See docs/vee.md.
