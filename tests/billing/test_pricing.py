@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from billing.components import COMPONENTS
 from billing.pricing import Read, allocate, boundary_index, cycle_period, price, tou_period
 from billing.tariffs import EXAMPLE, TariffError, load_tariffs, parse_tariffs
 
@@ -158,3 +159,28 @@ def test_the_shipped_example_loads():
     book = load_tariffs(EXAMPLE)
     assert set(book.codes) == {"W-RES", "E-RES", "E-TOU"}
     assert book.rules.due_days == 10 and book.tenant_change.tolerance == 5 and book.tenant_change.proof_days == 15
+
+
+def test_a_key_no_component_declares_is_refused_with_its_place():
+    text = EXAMPLE.read_text(encoding="utf-8").replace("fixed_charge = 4.50", "fixed_charg = 4.50", 1)
+    with pytest.raises(TariffError, match=r"t\.toml: tariff\[0\]\.fixed_charg: Extra inputs are not permitted"):
+        parse_tariffs(text, "t.toml")
+
+
+def test_a_version_carries_the_components_its_keys_set_in_table_order():
+    kinds = {
+        t.code: [c.kind for c, _ in t.charges] for t, _, _ in (BOOK.segments(c, START, END)[0] for c in BOOK.codes)
+    }
+    assert kinds["W"] == ["fixed_charge", "blocks", "free_units", "taxes"]
+    assert kinds["E"] == ["fixed_charge", "blocks", "taxes"]
+    assert kinds["ETOU"] == ["fixed_charge", "tou", "demand_charge", "taxes"]
+
+
+def test_every_component_kind_and_key_is_documented():
+    doc = (Path(__file__).parents[2] / "docs" / "billing.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip() for line in doc.splitlines() if line.startswith("| `")}
+    example = EXAMPLE.read_text(encoding="utf-8")
+    for c in COMPONENTS:
+        assert f"`{c.kind}`" in rows, f"docs/billing.md: no row for the tariff component {c.kind}"
+        for key in c.params.model_fields:
+            assert key in example, f"billing/tariffs.example.toml: the key {key} of {c.kind} is not shown"
