@@ -168,6 +168,12 @@ class DemandKeys(_Strict):
     demand_charge: Decimal = Field(Decimal(0), ge=0)
 
 
+class MinimumKeys(_Strict):
+    """``minimum_charge`` per cycle: the least the charges of a cycle come to, before tax."""
+
+    minimum_charge: Decimal = Field(Decimal(0), ge=0)
+
+
 class TaxKeys(_Strict):
     """``taxes``: each on the sum of the segment's charges."""
 
@@ -278,6 +284,17 @@ def _demand(p: DemandKeys, s: Segment, charges: Decimal) -> list[Line]:
     return [Line("demand", desc, s.max_demand, "kW", p.demand_charge, amount)]
 
 
+def _minimum(p: MinimumKeys, s: Segment, charges: Decimal) -> list[Line]:
+    if s.indigent:
+        return []  # the indigent support (free units, fixed charge share) is not taken back
+    floor = q(p.minimum_charge * s.factor, s.money_decimals)
+    if charges >= floor:
+        return []
+    top = floor - charges
+    desc = f"minimum charge {floor} ({s.days}/{s.cycle_days} days): charges of {charges} topped up{s.suffix}"
+    return [Line("minimum", desc, Decimal(1), "", top, top)]
+
+
 def _taxes(p: TaxKeys, s: Segment, charges: Decimal) -> list[Line]:
     out = []
     for tax in p.taxes:
@@ -335,6 +352,14 @@ DEMAND = Component(
     doc="maximum demand (kW, 15-minute intervals) × rate, prorated by days",
     needs_intervals=True,
 )
+MINIMUM = Component(
+    kind="minimum_charge",
+    params=MinimumKeys,
+    used=lambda p: bool(p.minimum_charge),
+    lines=_minimum,
+    codes="minimum",
+    doc="tops the segment's charges above it up to `minimum_charge` per cycle, prorated by days (not indigent)",
+)
 TAXES = Component(
     kind="taxes",
     params=TaxKeys,
@@ -346,4 +371,4 @@ TAXES = Component(
 )
 
 #: Every kind of tariff charge, in the order of a bill's lines (a component sees the charges above it).
-COMPONENTS: tuple[Component[Any], ...] = (FIXED, BLOCKS, FREE_UNITS, TOU, DEMAND, TAXES)
+COMPONENTS: tuple[Component[Any], ...] = (FIXED, BLOCKS, FREE_UNITS, TOU, DEMAND, MINIMUM, TAXES)
