@@ -176,12 +176,14 @@ def cmd_notes(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_tariffs(args: argparse.Namespace, settings: Settings) -> int:
-    """Check a tariff file."""
+    """Check a tariff file and list its versions with the charges each carries."""
+    from billing.components import COMPONENTS
+
     args.tariffs = args.file
     book = _book(args)
     for t in book.data.tariff:
-        kind = "tou" if t.tou else f"{len(t.blocks)} blocks"
-        print(f"{t.code:<10} {t.commodity:<12} from {t.effective_from}  {kind}  fixed {t.fixed_charge}")
+        charges = ", ".join(c.kind for c in COMPONENTS if t.uses(c))
+        print(f"{t.code:<10} {t.commodity:<12} from {t.effective_from}  {charges}")
     print(f"{book.path}: ok ({len(book.data.tariff)} tariff version(s))")
     return 0
 

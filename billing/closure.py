@@ -23,21 +23,31 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from psycopg import Connection
+from pydantic import BaseModel, ConfigDict, Field
 
 from billing import ledger, workorders
-
-if TYPE_CHECKING:
-    from billing.credit import CreditConfig
 
 
 class ClosureError(Exception):
     """A closure request that cannot be honoured."""
 
 
-def _reason(cfg: CreditConfig, pos: ledger.Balance, kinds: dict[int, tuple[str, date]], acc: int, indigent: bool,
+class ClosureRules(BaseModel):
+    """The ``[closure]`` section of the credit-control file (``billing.credit.CreditConfig.closure``).
+
+    It lives here, with the rules it sets, so that closure never imports credit (credit calls closure).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    unpaid_bills: int = Field(2, ge=1)
+    penalty_days: int = Field(30, ge=0)
+    manual_days: int = Field(30, ge=0)
+
+
+def _reason(rules: ClosureRules, pos: ledger.Balance, kinds: dict[int, tuple[str, date]], acc: int, indigent: bool,
             disputed: bool, on: date, broken: set[int]) -> str | None:  # fmt: skip
     if acc in broken:
         return "broken_arrangement"
@@ -45,19 +55,21 @@ def _reason(cfg: CreditConfig, pos: ledger.Balance, kinds: dict[int, tuple[str, 
         return None
     kinds = {e: kinds[e] for e in pos.unpaid}
     bills = [e for e, (k, due) in kinds.items() if k == "bill" and due < on]
-    if len(bills) >= cfg.closure.unpaid_bills and not indigent:
+    if len(bills) >= rules.unpaid_bills and not indigent:
         return "two_unpaid_bills"
-    if any(k == "penalty" and due + timedelta(days=cfg.closure.penalty_days) < on for k, due in kinds.values()):
+    if any(k == "penalty" and due + timedelta(days=rules.penalty_days) < on for k, due in kinds.values()):
         return "unpaid_penalty"
     return None
 
 
-def terminate(conn: Connection, cfg: CreditConfig, acc: int, reason: str, on: date, at: datetime | None = None) -> int:
+def terminate(
+    conn: Connection, rules: ClosureRules, acc: int, reason: str, on: date, at: datetime | None = None
+) -> int:
     """Forced termination: end the contract, order the meter's removal, open the closure case."""
     row = conn.execute(
         "INSERT INTO account_closure (account_id, reason, terminated_on, manual_due) VALUES (%s, %s, %s, %s) "
         "RETURNING id",
-        (acc, reason, on, on + timedelta(days=cfg.closure.manual_days)),
+        (acc, reason, on, on + timedelta(days=rules.manual_days)),
     ).fetchone()
     assert row is not None
     cid = int(row[0])
@@ -123,7 +135,7 @@ def settle(conn: Connection, cid: int, on: date, force: bool = False, pos: ledge
     return "litigation"
 
 
-def review(conn: Connection, cfg: CreditConfig, on: date, broken: list[tuple[int, int]],
+def review(conn: Connection, rules: ClosureRules, on: date, broken: list[tuple[int, int]],
            at: datetime | None = None) -> list[str]:  # fmt: skip
     """Terminate the accounts that meet a trigger, then settle the open cases; return what happened, in words."""
     at = at or datetime.now(UTC)
@@ -146,9 +158,9 @@ def review(conn: Connection, cfg: CreditConfig, on: date, broken: list[tuple[int
         "WHERE id IN (SELECT unnest(%s::bigint[]))",
         (unpaid,))}  # fmt: skip
     for acc, number, indigent in candidates:
-        reason = _reason(cfg, positions[acc], kinds, acc, indigent, acc in disputed, on, broken_accounts)
+        reason = _reason(rules, positions[acc], kinds, acc, indigent, acc in disputed, on, broken_accounts)
         if reason is not None:
-            cid = terminate(conn, cfg, acc, reason, on, at)
+            cid = terminate(conn, rules, acc, reason, on, at)
             out.append(f"account {number} terminated ({reason.replace('_', ' ')}): closure case {cid}")
     cases = conn.execute(
         "SELECT k.id, a.number, a.id FROM account_closure k JOIN account a ON a.id = k.account_id "

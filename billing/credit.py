@@ -50,6 +50,7 @@ from psycopg import Connection
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from billing import closure, ledger, workorders
+from billing.closure import ClosureRules
 
 EXAMPLE = Path(__file__).with_name("credit.example.toml")
 
@@ -112,14 +113,6 @@ class Fraud(_Strict):
     penalty_due_days: int = Field(10, ge=0)
 
 
-class Closure(_Strict):
-    """``[closure]``."""
-
-    unpaid_bills: int = Field(2, ge=1)
-    penalty_days: int = Field(30, ge=0)
-    manual_days: int = Field(30, ge=0)
-
-
 class CreditConfig(_Strict):
     """The credit-control file."""
 
@@ -127,7 +120,7 @@ class CreditConfig(_Strict):
     class_: list[ClassSteps] = Field(alias="class", min_length=1)
     arrangement: Arrangement = Field(default_factory=Arrangement)
     fraud: Fraud = Field(default_factory=Fraud)
-    closure: Closure = Field(default_factory=Closure)
+    closure: ClosureRules = Field(default_factory=ClosureRules)
     path: str = ""
 
     @model_validator(mode="after")
@@ -431,7 +424,7 @@ def run_credit(conn: Connection, cfg: CreditConfig, on: date, out_dir: Path | No
                 continue
         _take_step(conn, s, cfg, steps, case_id, done, acc, number, name, phone, indigent, commodity, pos, on, at)
     _fraud_reconnections(conn, s, on, at)
-    s.closures = closure.review(conn, cfg, on, broken, at)
+    s.closures = closure.review(conn, cfg.closure, on, broken, at)
     conn.execute("UPDATE credit_run SET n_accounts = %s, n_actions = %s, n_held = %s WHERE id = %s",
                  (s.accounts, sum(s.actions.values()), sum(s.held.values()), s.run_id))  # fmt: skip
     if out_dir is not None:

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from psycopg import Connection
 
+from billing.components import TOU
 from billing.draft import Draft
 from billing.pricing import allocate, q, tou_period
 from billing.tariffs import TariffBook
@@ -63,7 +64,7 @@ def read_intervals(conn: Connection, book: TariffBook, drafts: list[Draft]) -> N
             mine: dict[str, float] = {}
             for day, dow, hour, total, _ in rows:
                 for k, (t, lo, hi) in enumerate(d.segments):
-                    if lo <= day < hi and t.tou:
+                    if lo <= day < hi and t.uses(TOU):
                         name = tou_period(t, dow, hour)
                         raw[(k, name)] = raw.get((k, name), 0.0) + total * float(x.multiplier)
                         mine[name] = mine.get(name, 0.0) + total * float(x.multiplier)
@@ -73,7 +74,7 @@ def read_intervals(conn: Connection, book: TariffBook, drafts: list[Draft]) -> N
             d.holds.append("intervals: the tariff needs interval data (time of use or demand) and some is missing")
             continue
         d.details["max_demand"] = str(peak_kw)
-        order = [(k, p.name) for k, (t, _, _) in enumerate(d.segments) for p in t.tou]
+        order = [(k, p.name) for k, (t, _, _) in enumerate(d.segments) for p in t.part(TOU).tou]
         if order:
             weights = [round(raw.get(o, 0.0) * 1_000_000) for o in order]
             shares = allocate(d.consumption, weights if sum(weights) else [1] * len(order), qd)

@@ -2,27 +2,19 @@
 
 Every amount is a :class:`~decimal.Decimal` quantized explicitly with ROUND_HALF_UP: quantities
 to ``quantity_decimals``, money to ``money_decimals`` per line; totals are sums of quantized lines.
+What a tariff charges is the component table (``billing.components``): pricing applies its entries to
+every tariff segment of the bill.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
+from billing.components import TOU, Segment
+from billing.money import Line, allocate, q
 from billing.tariffs import BillingRules, Tariff
-
-_QUANTA = {d: Decimal(1).scaleb(-d) for d in range(13)}
-
-
-def quantum(decimals: int) -> Decimal:
-    """10^-decimals as a Decimal (the rounding step)."""
-    return _QUANTA[decimals] if decimals in _QUANTA else Decimal(1).scaleb(-decimals)
-
-
-def q(value: Decimal, decimals: int) -> Decimal:
-    """Round half up to ``decimals`` places."""
-    return value.quantize(quantum(decimals), rounding=ROUND_HALF_UP)
 
 
 def to_decimal(value: float, decimals: int) -> Decimal:
@@ -80,18 +72,6 @@ def boundary_index(
 # --------------------------------------------------------------------------------------------- pricing
 
 
-@dataclass(frozen=True)
-class Line:
-    """One line of a bill."""
-
-    code: str
-    description: str
-    quantity: Decimal
-    unit: str
-    rate: Decimal
-    amount: Decimal
-
-
 @dataclass
 class Priced:
     """The priced bill: its lines and totals."""
@@ -100,52 +80,6 @@ class Priced:
     subtotal: Decimal = Decimal(0)
     tax: Decimal = Decimal(0)
     total: Decimal = Decimal(0)
-
-
-def allocate(total: Decimal, weights: list[int], decimals: int) -> list[Decimal]:
-    """Split ``total`` in proportion to ``weights``; the last share takes the rounding remainder."""
-    whole = sum(weights)
-    if whole == 0:
-        return [Decimal(0)] * len(weights)
-    out = [q(total * w / whole, decimals) for w in weights[:-1]]
-    out.append(total - sum(out, Decimal(0)))
-    return out
-
-
-def _block_charges(
-    tariff: Tariff,
-    quantity: Decimal,
-    factor: Decimal,
-    rules: BillingRules,
-    unit: str,
-    suffix: str,
-    basis: Decimal | None = None,
-) -> list[Line]:
-    """Increasing-block charges for ``quantity``, block sizes prorated by ``factor``.
-
-    ``basis`` (default ``quantity``) is the consumption that decides whether the lifeline rate holds.
-    """
-    qd, md = rules.quantity_decimals, rules.money_decimals
-    lines: list[Line] = []
-    rates = [b.rate for b in tariff.blocks]
-    basis = quantity if basis is None else basis
-    if tariff.lifeline_limit is not None and basis > q(tariff.lifeline_limit * factor, qd) and len(rates) > 1:
-        rates[0] = rates[1]  # above the lifeline limit the social rate is lost
-    lower = Decimal(0)
-    for i, block in enumerate(tariff.blocks):
-        upper = q(block.up_to * factor, qd) if block.up_to is not None else None
-        if quantity <= lower:
-            break
-        take = (min(quantity, upper) if upper is not None else quantity) - lower
-        if take > 0:
-            label = "lifeline block" if block.lifeline and rates[0] == block.rate else f"block {i + 1}"
-            bounds = f"{lower}–{upper}" if upper is not None else f"above {lower}"
-            desc = f"{label} ({bounds} {unit}){suffix}"
-            lines.append(Line(f"block{i + 1}", desc, take, unit, rates[i], q(take * rates[i], md)))
-        if upper is None:
-            break
-        lower = upper
-    return lines
 
 
 def price(
@@ -157,13 +91,12 @@ def price(
     tou: list[dict[str, Decimal]] | None = None,
     max_demand: Decimal | None = None,
 ) -> Priced:
-    """Price a bill over tariff ``segments`` (version, from, to).
+    """Price a bill over tariff ``segments`` (version, from, to): every component of each version, in table order.
 
-    Fixed charge and block sizes are prorated by days (segment days / ``rules.cycle_days``);
-    consumption is allocated to segments by days. ``tou`` gives, per segment, the consumption per
-    time-of-use period (already scaled to the register consumption). Indigent customers get the
-    tariff's free units (prorated) as a credit at the rates those units would have cost, and pay
-    ``fixed_charge_factor`` of the fixed charge. Taxes apply per segment on its charges.
+    Consumption is allocated to segments by days; per-cycle amounts and block sizes are prorated by
+    days (segment days / ``rules.cycle_days``). ``tou`` gives, per segment, the consumption per
+    time-of-use period (already scaled to the register consumption). Each component sees the segment's
+    charges above it; tax components add to the tax, the others to the subtotal.
     """
     qd, md = rules.quantity_decimals, rules.money_decimals
     days = [(hi - lo).days for _, lo, hi in segments]
@@ -171,60 +104,32 @@ def price(
     many = len(segments) > 1
     out = Priced()
     for k, ((tariff, lo, hi), d, share) in enumerate(zip(segments, days, shares, strict=True)):
-        factor = Decimal(d) / Decimal(rules.cycle_days)
         suffix = f" [{tariff.code} from {tariff.effective_from}, {lo}–{hi - timedelta(days=1)}]" if many else ""
-        seg: list[Line] = []
-        if tariff.fixed_charge:
-            fixed = tariff.fixed_charge * factor
-            desc = f"fixed charge ({d}/{rules.cycle_days} days){suffix}"
-            if indigent and tariff.indigent.fixed_charge_factor != 1:
-                fixed *= tariff.indigent.fixed_charge_factor
-                desc += f" × {tariff.indigent.fixed_charge_factor} (indigent)"
-            per_day = q(tariff.fixed_charge / rules.cycle_days, 6)
-            seg.append(Line("fixed", desc, Decimal(d), "day", per_day, q(fixed, md)))
-        if tariff.blocks:
-            seg += _block_charges(tariff, share, factor, rules, unit, suffix)
-            if indigent and tariff.indigent.free_units:
-                free = min(share, q(tariff.indigent.free_units * factor, qd))
-                valued = _block_charges(tariff, free, factor, rules, unit, "", share)
-                value = sum((line.amount for line in valued), Decimal(0))
-                if free > 0:
-                    desc = f"indigent support: {free} {unit} free{suffix}"
-                    seg.append(Line("indigent", desc, free, unit, -q(value / free, 6), -value))
-        else:
-            if tou is None:
-                raise ValueError("time-of-use tariff priced without time-of-use consumption")
-            buckets = tou[k]
-            for period in tariff.tou:
-                qty = buckets.get(period.name, Decimal(0))
-                seg.append(Line(f"tou:{period.name}", f"{period.name} energy{suffix}", qty, unit, period.rate,
-                                q(qty * period.rate, md)))  # fmt: skip
-        if tariff.demand_charge:
-            if max_demand is None:
-                raise ValueError("demand charge priced without a maximum demand")
-            desc = f"demand charge ({max_demand} kW, {d}/{rules.cycle_days} days){suffix}"
-            amount = q(max_demand * tariff.demand_charge * factor, md)
-            seg.append(Line("demand", desc, max_demand, "kW", tariff.demand_charge, amount))
-        charges = sum((line.amount for line in seg), Decimal(0))
-        for tax in tariff.taxes:
-            amount = q(charges * tax.rate, md)
-            desc = f"{tax.name} {(tax.rate * 100).normalize():f}%{suffix}"
-            seg.append(Line(f"tax:{tax.name}", desc, charges, "", tax.rate, amount))
-            out.tax += amount
+        seg = Segment(d, rules.cycle_days, Decimal(d) / Decimal(rules.cycle_days), share, indigent, unit, suffix,
+                      md, qd, None if tou is None else tou[k], max_demand)  # fmt: skip
+        charges = Decimal(0)
+        for c, params in tariff.charges:
+            lines = c.lines(params, seg, charges)
+            for line in lines:
+                if c.tax:
+                    out.tax += line.amount
+                else:
+                    charges += line.amount
+            out.lines += lines
         out.subtotal += charges
-        out.lines += seg
     out.total = out.subtotal + out.tax
     return out
 
 
 def needs_intervals(segments: list[tuple[Tariff, date, date]]) -> bool:
-    """True when pricing needs interval data (time of use or demand)."""
-    return any(t.tou or t.demand_charge for t, _, _ in segments)
+    """True when pricing needs interval data (a component priced from intervals: time of use, demand)."""
+    for t, _, _ in segments:
+        for c, _ in t.charges:
+            if c.needs_intervals:
+                return True
+    return False
 
 
 def tou_period(tariff: Tariff, isodow: int, hour: int) -> str:
     """The TOU period of a local weekday and hour (the last period takes the rest)."""
-    for p in tariff.tou:
-        if p.hours and isodow in p.days and any(lo <= hour < hi for lo, hi in p.hours):
-            return p.name
-    return tariff.tou[-1].name
+    return tariff.part(TOU).period_at(isodow, hour)

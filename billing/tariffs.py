@@ -11,9 +11,15 @@ import tomllib
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, model_validator
+
+from billing.components import COMPONENTS, Component
+
+P = TypeVar("P", bound=BaseModel)
+#: The components a tariff version carries, each with its parameters.
+Charges = tuple[tuple[Component[Any], BaseModel], ...]
 
 
 class TariffError(Exception):
@@ -24,94 +30,83 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Block(_Strict):
-    """One step of an increasing block tariff: ``rate`` per unit up to ``up_to`` units (None: no limit)."""
+class TariffBase(_Strict):
+    """The keys every tariff version has; the keys of its charges come from the component table.
 
-    up_to: Decimal | None = Field(None, gt=0)
-    rate: Decimal = Field(ge=0)
-    lifeline: bool = False
-
-
-class TouPeriod(_Strict):
-    """A time-of-use period: local ``hours`` ranges [from, to) on ISO weekdays ``days`` (1 = Monday)."""
-
-    name: str = Field(min_length=1)
-    rate: Decimal = Field(ge=0)
-    hours: list[tuple[int, int]] = Field(default_factory=list)
-    days: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7])
-
-    @field_validator("hours")
-    @classmethod
-    def _hours(cls, value: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        for lo, hi in value:
-            if not 0 <= lo < hi <= 24:
-                raise ValueError(f"hour range [{lo}, {hi}) must satisfy 0 <= from < to <= 24")
-        return value
-
-    @field_validator("days")
-    @classmethod
-    def _days(cls, value: list[int]) -> list[int]:
-        if not value or any(d < 1 or d > 7 for d in value):
-            raise ValueError("days are ISO weekdays 1 (Monday) to 7 (Sunday)")
-        return value
-
-
-class Tax(_Strict):
-    """A tax on the sum of the charges."""
-
-    name: str = Field(min_length=1)
-    rate: Decimal = Field(ge=0, lt=1)
-
-
-class Indigent(_Strict):
-    """Support for customers on the indigent register: free units and a share of the fixed charge."""
-
-    free_units: Decimal = Field(Decimal(0), ge=0)
-    fixed_charge_factor: Decimal = Field(Decimal(1), ge=0, le=1)
-
-
-class Tariff(_Strict):
-    """One version of a tariff, in force from ``effective_from`` until the next version of its code."""
+    ``Tariff`` is this model plus the parameter keys of every entry of :data:`billing.components.COMPONENTS`
+    (a key two components read, such as ``indigent``, is declared alike in both). A component's
+    parameters are read with :meth:`part`.
+    """
 
     code: str = Field(min_length=1)
     commodity: Literal["electricity", "water"]
     effective_from: date
     description: str = ""
-    fixed_charge: Decimal = Field(Decimal(0), ge=0)
-    blocks: list[Block] = Field(default_factory=list)
-    lifeline_limit: Decimal | None = Field(None, gt=0)
-    tou: list[TouPeriod] = Field(default_factory=list)
-    demand_charge: Decimal = Field(Decimal(0), ge=0)
-    indigent: Indigent = Field(default_factory=Indigent)
-    taxes: list[Tax] = Field(default_factory=list)
     prepaid_price: Decimal | None = Field(None, gt=0)
+    _parts: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
+    _charges: Charges = PrivateAttr(default=())
 
     @model_validator(mode="after")
-    def _energy(self) -> Tariff:
-        if bool(self.blocks) == bool(self.tou):
-            raise ValueError("give exactly one of blocks or tou")
-        previous = Decimal(0)
-        for i, block in enumerate(self.blocks):
-            last = i == len(self.blocks) - 1
-            if block.up_to is None and not last:
-                raise ValueError(f"blocks[{i}]: only the last block may have no up_to")
-            if block.up_to is not None and block.up_to <= previous:
-                raise ValueError(f"blocks[{i}].up_to: must be greater than the previous block's ({previous})")
-            if block.lifeline and i != 0:
-                raise ValueError(f"blocks[{i}].lifeline: only the first block can be the lifeline block")
-            previous = block.up_to or previous
-        if self.blocks and self.blocks[-1].up_to is not None:
-            raise ValueError("blocks: the last block must have no up_to (it takes the rest)")
-        if self.tou:
-            rest = [p.name for p in self.tou if not p.hours]
-            if len(rest) != 1 or self.tou[-1].hours:
-                raise ValueError("tou: the last period, and only it, must have no hours (it takes the rest)")
-            names = [p.name for p in self.tou]
-            if len(set(names)) != len(names):
-                raise ValueError("tou: period names must be unique")
-        if self.lifeline_limit is not None and not (self.blocks and self.blocks[0].lifeline):
-            raise ValueError("lifeline_limit needs a first block with lifeline = true")
+    def _components(self) -> TariffBase:
+        parts = {
+            c.kind: c.params.model_construct(**{k: getattr(self, k) for k in c.params.model_fields}) for c in COMPONENTS
+        }  # the fields are validated already
+        self._parts = parts
+        self._charges = tuple((c, parts[c.kind]) for c in COMPONENTS if c.used(parts[c.kind]))
+        energy = [c for c in COMPONENTS if c.energy]
+        if len([c for c in energy if self.uses(c)]) != 1:
+            raise ValueError(f"give exactly one of {' or '.join(c.kind for c in energy)}")
+        for c in COMPONENTS:
+            if c.check is not None:
+                c.check(self.part(c))
         return self
+
+    # Read through __pydantic_private__: pricing calls these for every bill, and a private attribute read
+    # through pydantic's __getattr__ costs more than the pricing itself.
+
+    def part(self, component: Component[P]) -> P:
+        """The parameters of ``component`` in this version (its defaults when the file does not set them)."""
+        private = self.__pydantic_private__
+        assert private is not None
+        return cast(P, private["_parts"][component.kind])
+
+    def uses(self, component: Component[Any]) -> bool:
+        """True when this version carries ``component`` (e.g. a non-zero ``fixed_charge``)."""
+        return component.used(self.part(component))
+
+    @property
+    def charges(self) -> Charges:
+        """The components this version carries, each with its parameters, in table (bill line) order."""
+        private = self.__pydantic_private__
+        assert private is not None
+        return cast(Charges, private["_charges"])  # (a type alias: no subscript built per call)
+
+
+def _component_fields() -> dict[str, Any]:
+    """The parameter keys of every component, once each: (annotation, field) for ``create_model``."""
+    fields: dict[str, Any] = {}
+    owner: dict[str, str] = {}
+    for c in COMPONENTS:
+        for key, info in c.params.model_fields.items():
+            if key in TariffBase.model_fields:
+                raise TypeError(f"component {c.kind}: key {key!r} is a key of every tariff")
+            if key in fields:
+                seen = fields[key][1]
+                if (seen.annotation, seen.get_default(call_default_factory=True)) != (
+                    info.annotation,
+                    info.get_default(call_default_factory=True),
+                ):
+                    raise TypeError(f"components {owner[key]} and {c.kind} declare key {key!r} differently")
+                continue
+            fields[key], owner[key] = (info.annotation, info), c.kind
+    return fields
+
+
+if TYPE_CHECKING:  # the type checker sees the common keys; component keys are read typed, with part()
+    Tariff = TariffBase
+else:
+    #: One version of a tariff, in force from ``effective_from`` until the next version of its code.
+    Tariff = create_model("Tariff", __base__=TariffBase, __module__=__name__, **_component_fields())
 
 
 class Holds(_Strict):

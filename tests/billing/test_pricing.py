@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from billing.components import COMPONENTS
 from billing.pricing import Read, allocate, boundary_index, cycle_period, price, tou_period
 from billing.tariffs import EXAMPLE, TariffError, load_tariffs, parse_tariffs
 
@@ -158,3 +159,64 @@ def test_the_shipped_example_loads():
     book = load_tariffs(EXAMPLE)
     assert set(book.codes) == {"W-RES", "E-RES", "E-TOU"}
     assert book.rules.due_days == 10 and book.tenant_change.tolerance == 5 and book.tenant_change.proof_days == 15
+
+
+def test_a_key_no_component_declares_is_refused_with_its_place():
+    text = EXAMPLE.read_text(encoding="utf-8").replace("fixed_charge = 4.50", "fixed_charg = 4.50", 1)
+    with pytest.raises(TariffError, match=r"t\.toml: tariff\[0\]\.fixed_charg: Extra inputs are not permitted"):
+        parse_tariffs(text, "t.toml")
+
+
+def test_a_version_carries_the_components_its_keys_set_in_table_order():
+    kinds = {
+        t.code: [c.kind for c, _ in t.charges] for t, _, _ in (BOOK.segments(c, START, END)[0] for c in BOOK.codes)
+    }
+    assert kinds["W"] == ["fixed_charge", "blocks", "free_units", "taxes"]
+    assert kinds["E"] == ["fixed_charge", "blocks", "taxes"]
+    assert kinds["ETOU"] == ["fixed_charge", "tou", "demand_charge", "taxes"]
+
+
+def test_every_component_kind_and_key_is_documented():
+    doc = (Path(__file__).parents[2] / "docs" / "billing.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip() for line in doc.splitlines() if line.startswith("| `")}
+    example = EXAMPLE.read_text(encoding="utf-8")
+    for c in COMPONENTS:
+        assert f"`{c.kind}`" in rows, f"docs/billing.md: no row for the tariff component {c.kind}"
+        for key in c.params.model_fields:
+            assert key in example, f"billing/tariffs.example.toml: the key {key} of {c.kind} is not shown"
+
+
+MINIMUM = """
+[[tariff]]
+code = "WMIN"
+commodity = "water"
+effective_from = 2026-01-01
+fixed_charge = 4.50
+minimum_charge = 12.00
+blocks = [{ up_to = 6, rate = 0.50 }, { rate = 1.20 }]
+indigent = { free_units = 6, fixed_charge_factor = 0 }
+taxes = [{ name = "VAT", rate = 0.055 }]
+"""
+
+
+def test_minimum_charge_tops_the_charges_up_before_tax():
+    book = parse_tariffs(MINIMUM, "min.toml")
+
+    def bill_min(consumption, days=30, indigent=False):
+        segments = book.segments("WMIN", START, START + timedelta(days=days))
+        return price(segments, D(consumption), book.rules, "m3", indigent)
+
+    # 6 m3: fixed 4.50 + 6 × 0.50 = 7.50, topped up by 4.50 to 12.00; VAT 5.5 % of 12.00 = 0.66
+    p = bill_min("6.000")
+    assert amounts(p) == {"fixed": D("4.50"), "block1": D("3.00"), "minimum": D("4.50"), "tax:VAT": D("0.66")}
+    assert (p.subtotal, p.total) == (D("12.00"), D("12.66"))
+    # 10 m3: 4.50 + 3.00 + 4 × 1.20 = 12.30, above the minimum: no line
+    assert "minimum" not in amounts(bill_min("10.000"))
+    # 15 days: the minimum is prorated to 6.00; fixed 2.25 + 2 × 0.50 = 3.25, topped up by 2.75
+    p = bill_min("2.000", days=15)
+    assert (amounts(p)["minimum"], p.subtotal) == (D("2.75"), D("6.00"))
+    # an indigent customer keeps the support: fixed 0.00, 6 m3 free, nothing topped up
+    p = bill_min("6.000", indigent=True)
+    assert "minimum" not in amounts(p) and p.subtotal == D("0.00")
+    with pytest.raises(TariffError, match=r"min\.toml: tariff\[0\]\.minimum_charge: .*greater than or equal to 0"):
+        parse_tariffs(MINIMUM.replace("12.00", "-1"), "min.toml")
