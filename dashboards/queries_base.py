@@ -190,18 +190,20 @@ LEFT JOIN LATERAL (SELECT coalesce(s.ts, ({_PROBE})) AS ts) lr ON true""",
 #: collector and line, with and without coordinates, and the map's points (every meter in trouble that has
 #: coordinates, and every ``every``-th communicating one by a hash of its id, about :data:`MAP_POINTS`). The
 #: same meters, joins and state as :data:`FLEET_SNAPSHOT_SQL`; each meter's last seen is computed once
-#: (``OFFSET 0`` keeps the state's four uses of it from probing ``reading`` four times), and 100,000 meters
-#: come back as a few thousand rows instead of 100,000.
+#: (``OFFSET 0`` keeps the state's four uses of it from probing ``reading`` four times), meters are grouped
+#: by area id (its code joined to the groups, not to every meter), and 100,000 meters come back as a few
+#: thousand rows instead of 100,000.
 FLEET_SUMMARY_SQL = f"""
 WITH g AS MATERIALIZED (
-    SELECT area, collector, link, placed, state, count(*) AS n, array_agg(serial) FILTER (WHERE pick) AS serials,
+  SELECT coalesce(ar.code, '—') AS area, y.* FROM (
+    SELECT area_id, collector, link, placed, state, count(*) AS n, array_agg(serial) FILTER (WHERE pick) AS serials,
            array_agg(latitude) FILTER (WHERE pick) AS lats, array_agg(longitude) FILTER (WHERE pick) AS lons
     FROM (
         SELECT f.*, st.state, f.latitude IS NOT NULL AND f.longitude IS NOT NULL AS placed,
                f.latitude IS NOT NULL AND f.longitude IS NOT NULL
                AND (st.state <> 'communicating' OR (hashint4(f.meter_id) & 2147483647) %% e.every = 0) AS pick
         FROM (
-            SELECT m.id AS meter_id, m.serial, coalesce(a.code, fa.code, '—') AS area,
+            SELECT m.id AS meter_id, m.serial, coalesce(sp.area_id, fa.id) AS area_id,
                    coalesce(ch.collector, m.protocol) AS collector, {_LINK} AS link,
                    coalesce(sp.latitude, fa.latitude) AS latitude, coalesce(sp.longitude, fa.longitude) AS longitude,
                    greatest(coalesce(s.ts, ({_PROBE})), ch.last_good) AS seen,
@@ -209,12 +211,15 @@ WITH g AS MATERIALIZED (
             FROM meter m
             {_SUMMARISED}
             {_HEALTH}
-            {_PLACE}
+            LEFT JOIN installation i ON i.meter_id = m.id AND i.removed_at IS NULL
+            LEFT JOIN service_point sp ON sp.id = i.service_point_id
+            LEFT JOIN area fa ON fa.feeder_meter_id = m.id
             OFFSET 0) f
         CROSS JOIN LATERAL (SELECT {_STATE.format(seen="f.seen", fails="f.fails", last_good="f.last_good")} AS state) st
         CROSS JOIN (SELECT greatest(1, ceil(count(*) / %(points)s::numeric))::int AS every FROM meter) e
     ) x
-    GROUP BY area, collector, link, placed, state)
+    GROUP BY area_id, collector, link, placed, state) y
+  LEFT JOIN area ar ON ar.id = y.area_id)
 SELECT CASE WHEN grouping(area) = 0 THEN 'area' WHEN grouping(link) = 0 THEN 'link' ELSE 'placed' END AS kind,
        area, collector, link, placed, state, NULL AS serial, NULL::float8 AS latitude, NULL::float8 AS longitude,
        sum(n)::bigint AS meters
