@@ -108,6 +108,8 @@ def test_the_fleet_state_aggregated_in_sql_equals_every_meters_row_aggregated_in
         sql = queries.fleet_summary(as_of)
         monkeypatch.setattr(base, "MAP_POINTS", 25)  # fewer points than meters with coordinates: a sample
         sampled = queries.fleet_summary(as_of)
+        first, total = queries.meter_page(1, 10, [], "")  # the first view's page: cut on the serial's index
+        by_area, _ = queries.meter_page(0, 200, [{"column_id": "area", "direction": "asc"}], "")  # the registry's
     finally:
         queries.close()
     assert sql.counts() == python.counts() and sql.meters == python.meters == len(rows) == 160
@@ -128,3 +130,7 @@ def test_the_fleet_state_aggregated_in_sql_equals_every_meters_row_aggregated_in
     assert sorted(s for s in shown if state[s] != "communicating") == trouble[:25] or len(trouble) > 25
     assert all(p["state"] == state[p["serial"]] for p in sampled.points)
     assert sampled.counts() == python.counts() and sampled.placed == python.placed
+
+    exact = {r["serial"]: r for r in by_area}
+    assert total == 160 and [r["serial"] for r in first] == sorted(state)[10:20]
+    assert all(r == exact[r["serial"]] for r in first)  # the same row as the page cut on the registry
