@@ -4,17 +4,17 @@
 
 Builds the registry in bulk with SQL ``generate_series`` (areas of 100 customers with a feeder meter
 each, service points with coordinates, installations, accounts), hourly main-register reads for the
-last ``--hours`` hours (2 % of the meters silent, 3 % late), the daily aggregate, meter events,
-open VEE exceptions and a theft ranking of 2,000 candidates. Then, through Flask's test client (no
-network, no browser), it times everything the server does for a first render of a page: the index
-HTML, the layout, the dependencies, and every callback the page fires on load — the router, the
-page's data callbacks and its server-side table (first page). "Cold" computes the fleet snapshot
-(the per-meter state query) inside the render, as on the very first view after the server starts,
-with ``meter_last_read`` as the daily refresh leaves it after the load, against the baseline of the
-same cold view without it (every meter's newest read probed in ``reading``, as before that summary
-existed), the two interleaved;
-"steady state" finds it ready, as every later view does (it is refreshed by a background thread
-once older than the refresh period). Prints median and worst of ``--repeat`` renders.
+last ``--hours`` hours (2 % of the meters silent, 3 % late), the daily aggregate and ``meter_last_read``
+(as ``releve db refresh`` leaves them after the load), meter events, open VEE exceptions and a theft
+ranking of 2,000 candidates. Then, through Flask's test client (no network, no browser), it times
+everything the server does for a first render of a page: the index HTML, the layout, the
+dependencies, and every callback the page fires on load — the router, the page's data callbacks and
+its server-side table (first page). "Cold" computes the fleet state inside the render, as on the
+very first view after the server starts: aggregated in SQL (per area, line and state, and the map's
+points), against the baseline of the same cold view by the previous path (every meter's row fetched
+into Python and aggregated there), the two interleaved; "steady state" finds it ready, as every
+later view does (it is refreshed by a background thread once older than the refresh period). Prints
+median and worst of ``--repeat`` renders, and the 1-minute load average of the machine during the run.
 """
 
 from __future__ import annotations
@@ -25,12 +25,14 @@ import re
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import bench_database
+from dashboards.queries_base import FleetSnapshot
 from releve.db import connect, refresh_daily
 
 FILL = """
@@ -187,14 +189,53 @@ class Renderer:
         self.callback(self.find("fr-balance.figure"), {"fr-balance-area.value": "T00001"})
 
 
-def timed(fn: Any, repeat: int, before: Any = None) -> list[float]:
-    out = []
+def database_processes(url: str) -> list[Any]:
+    """The database server's processes (the postmaster and its children), for their CPU time."""
+    import psutil
+
+    with connect(url, autocommit=True) as conn:
+        backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+        postmaster = psutil.Process(backend).parent()
+    return [postmaster]
+
+
+def cpu_seconds(servers: list[Any]) -> float:
+    """CPU time of this process and of every process of the database server (those that exited excluded)."""
+    total = time.process_time()
+    for server in servers:
+        for proc in [server, *server.children()]:
+            try:
+                t = proc.cpu_times()
+                total += t.user + t.system
+            except Exception:  # a backend that exited meanwhile
+                continue
+    return total
+
+
+@dataclass
+class Times:
+    """Wall and CPU seconds of each timed call. CPU is this process's and the database server's: the machine is
+    shared, so wall time measures the load as much as the code; CPU time much less."""
+
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    def __iadd__(self, other: Times) -> Times:
+        self.wall += other.wall
+        self.cpu += other.cpu
+        return self
+
+
+def timed(fn: Any, repeat: int, before: Any = None, servers: list[Any] | None = None) -> Times:
+    out = Times()
     for _ in range(repeat):
         if before:
             before()
+        c = cpu_seconds(servers or [])
         t = time.perf_counter()
         fn()
-        out.append(time.perf_counter() - t)
+        out.wall.append(time.perf_counter() - t)
+        out.cpu.append(cpu_seconds(servers or []) - c)
     return out
 
 
@@ -226,45 +267,62 @@ def main() -> None:
             with app.queries._refreshing:  # no background refresh in flight: the render computes it itself
                 app.queries._snapshot = None
 
-        # Cold views with and without meter_last_read, interleaved so that a load that changes during the run
-        # (the machine is shared) weighs on both alike; "without" is every meter probed, as before the summary.
-        admin = connect(url, autocommit=True)
-        admin.execute("CREATE TABLE bench_last_read AS SELECT * FROM meter_last_read")
+        def in_python() -> FleetSnapshot:  # the previous path: every meter's row fetched and aggregated in Python
+            as_of, rows = app.queries.fleet_rows()
+            return FleetSnapshot.from_rows(as_of, rows, time.monotonic())
 
-        def summarised() -> None:
-            admin.execute("TRUNCATE meter_last_read")
-            admin.execute("INSERT INTO meter_last_read SELECT * FROM bench_last_read")
+        in_sql = app.queries._compute_snapshot
+
+        def aggregated_in_sql() -> None:
+            app.queries._compute_snapshot = in_sql
             drop_snapshot()
 
-        def unsummarised() -> None:
-            admin.execute("TRUNCATE meter_last_read")
+        def aggregated_in_python() -> None:
+            app.queries._compute_snapshot = in_python
             drop_snapshot()
 
-        cold: list[float] = []
-        probed: list[float] = []
+        # Cold views with the state aggregated in SQL and in Python, interleaved so that a load that changes during
+        # the run (the machine is shared) weighs on both alike.
+        load = [os.getloadavg()[0]]
+        servers = database_processes(url)
+        cold, baseline = Times(), Times()
         for _ in range(args.repeat):
-            cold += timed(r.control_room, 1, summarised)
-            probed += timed(r.control_room, 1, unsummarised)
-        summarised()
-        warm = timed(r.control_room, args.repeat)
-        fraud = timed(r.fraud, args.repeat)
-        snap = timed(lambda: app.queries.snapshot(fresh=True), args.repeat)
+            cold += timed(r.control_room, 1, aggregated_in_sql, servers)
+            baseline += timed(r.control_room, 1, aggregated_in_python, servers)
+        aggregated_in_sql()
+        load.append(os.getloadavg()[0])
+        warm = timed(r.control_room, args.repeat, servers=servers)
+        fraud = timed(r.fraud, args.repeat, servers=servers)
+        summary, python = Times(), Times()
+        for _ in range(args.repeat):
+            summary += timed(app.queries.fleet_summary, 1, servers=servers)
+            python += timed(in_python, 1, servers=servers)
         page = timed(lambda: app.queries.meter_page(3, 15, [{"column_id": "state", "direction": "desc"}],
-                                                    "{area} contains T001"), args.repeat)  # fmt: skip
-        admin.close()
+                                                    "{area} contains T001"), args.repeat, servers=servers)  # fmt: skip
+        load.append(os.getloadavg()[0])
         app.queries.close()
-    print(f"dashboards, {args.meters:,} meters ({args.hours} h of hourly reads), server time to first render:")
-    for name, xs in (("control room, cold (fleet state computed in the request)", cold),
-                     ("  baseline: the same, every meter probed (no meter_last_read)", probed),
+    print(f"dashboards, {args.meters:,} meters ({args.hours} h of hourly reads), server time to first render "
+          f"(1-minute load average {min(load):.1f}-{max(load):.1f} on {os.cpu_count()} cores):")  # fmt: skip
+    for name, xs in (("control room, cold (fleet state aggregated in SQL in the request)", cold),
+                     ("  baseline: the same, every meter's row aggregated in Python", baseline),
                      ("control room, steady state (state refreshed in background)", warm),
                      ("fraud page (2,000 candidates, balance of one area)", fraud),
-                     ("  of which: fleet state query alone", snap),
+                     ("  of which: fleet state aggregated in SQL", summary),
+                     ("  of which, baseline: every meter's row to Python, aggregated", python),
                      ("  meter table page, filtered + sorted on state", page)):  # fmt: skip
-        print(f"  {name:<62} median {statistics.median(xs) * 1000:7.0f} ms   worst {max(xs) * 1000:7.0f} ms")
+        print(f"  {name:<66} median {statistics.median(xs.wall) * 1000:7.0f} ms   worst {max(xs.wall) * 1000:7.0f} ms"
+              f"   CPU {statistics.median(xs.cpu) * 1000:6.0f} ms")  # fmt: skip
+
+    def ratio(a: list[float], b: list[float]) -> float:
+        return statistics.median(a) / statistics.median(b)
+
     print(
-        f"  cold view with meter_last_read = {statistics.median(cold) / statistics.median(probed):.2f} x the baseline,"
-        f" {statistics.median(cold) / statistics.median(warm):.2f} x the steady state"
+        f"  cold view = {ratio(cold.wall, baseline.wall):.2f} x the baseline ({ratio(cold.cpu, baseline.cpu):.2f} x in "
+        f"CPU), {ratio(cold.wall, warm.wall):.2f} x the steady state; fleet state in SQL = "
+        f"{ratio(summary.wall, python.wall):.2f} x in Python ({ratio(summary.cpu, python.cpu):.2f} x in CPU)"
     )
+    print("  CPU: this process and the database server's processes, the machine's other work excluded; on an idle "
+          "machine the wall time of a view is close to it (one request uses one core at a time)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -20,12 +20,13 @@ newest main-register read (or its collector's last good poll) is at most :data:`
 from __future__ import annotations
 
 import queue
+import random
 import threading
 import time
-from collections import Counter
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -47,6 +48,8 @@ LATE_POLLS = 2
 SILENT_POLLING = timedelta(minutes=15)
 LOOKBACK = timedelta(days=7)
 STATES = ("communicating", "late", "silent")
+#: The control room's map shows at most this many meters: every one in trouble, and a sample of the others.
+MAP_POINTS = 5_000
 
 Row = dict[str, Any]
 
@@ -111,33 +114,60 @@ _PROBE = f"""
       AND r.ts > %(asof)s::timestamptz - %(lookback)s::interval AND r.ts <= %(asof)s::timestamptz + interval '1 hour'
     ORDER BY r.ts DESC LIMIT 1"""
 
+#: The line of a meter: its collector's link when one reports it, else its address without the unit (the part
+#: after the last "/"; string functions, not a regular expression: at 100,000 meters that was ≈ 0.1 s).
+_LINK = """coalesce(ch.link,
+                CASE WHEN strpos(m.address->>'uri', '/') > 0
+                     THEN left(m.address->>'uri', length(m.address->>'uri') - strpos(reverse(m.address->>'uri'), '/'))
+                     ELSE m.address->>'uri' END,
+                m.address->>'topic', m.protocol)"""
+
+#: A meter's state from the instant it was last seen, its collector's failed polls in a row and last good poll.
+_STATE = """CASE WHEN {seen} IS NULL OR %(asof)s::timestamptz - {seen} > %(silent)s::interval
+                 OR ({fails} >= %(late_polls)s
+                     AND now() - coalesce({last_good}, '-infinity') > %(silent_polling)s::interval) THEN 'silent'
+            WHEN %(asof)s::timestamptz - {seen} > %(late)s::interval OR {fails} >= %(late_polls)s THEN 'late'
+            ELSE 'communicating' END"""
+
+#: Where a meter is: its installation's service point and that point's area (a feeder meter: its area).
+_PLACE = """LEFT JOIN installation i ON i.meter_id = m.id AND i.removed_at IS NULL
+LEFT JOIN service_point sp ON sp.id = i.service_point_id
+LEFT JOIN area a ON a.id = sp.area_id
+LEFT JOIN area fa ON fa.feeder_meter_id = m.id"""
+
+#: The newest read as ``meter_last_read`` says it when that makes the meter communicating (``s.ts``), else NULL.
+_SUMMARISED = f"""LEFT JOIN meter_last_read s ON s.meter_id = m.id AND s.channel_id = {_MAIN_CHANNEL}
+    AND s.ts > %(asof)s::timestamptz - %(late)s::interval AND s.ts <= %(asof)s::timestamptz + interval '1 hour'"""
+
+#: Each meter's collector row (the newest), for the whole fleet in one pass.
+_HEALTH = """LEFT JOIN (
+    SELECT DISTINCT ON (c.serial) c.serial, c.collector, c.link, c.last_good, c.consecutive_failures
+    FROM comm_health c ORDER BY c.serial, c.updated_at DESC) ch ON ch.serial = m.serial"""
+
+_FLEET_STATE = _STATE.format(seen="greatest(lr.ts, ch.last_good)", fails="ch.consecutive_failures",
+                             last_good="ch.last_good")  # fmt: skip
+
 #: Per meter: area, collector, link, position, last seen and state, against the fleet clock.
 _FLEET = """
 SELECT m.id AS meter_id, m.serial, m.commodity, m.model, m.protocol,
        coalesce(a.code, fa.code, '—') AS area,
        coalesce(ch.collector, m.protocol) AS collector,
-       coalesce(ch.link, regexp_replace(m.address->>'uri', '/[^/]*$', ''), m.address->>'topic', m.protocol) AS link,
+       {link} AS link,
        coalesce(sp.latitude, fa.latitude) AS latitude, coalesce(sp.longitude, fa.longitude) AS longitude,
        greatest(lr.ts, ch.last_good) AS last_seen,
        %(asof)s::timestamptz - greatest(lr.ts, ch.last_good) AS quiet,
-       CASE WHEN greatest(lr.ts, ch.last_good) IS NULL
-                 OR %(asof)s::timestamptz - greatest(lr.ts, ch.last_good) > %(silent)s::interval
-                 OR (ch.consecutive_failures >= %(late_polls)s
-                     AND now() - coalesce(ch.last_good, '-infinity') > %(silent_polling)s::interval) THEN 'silent'
-            WHEN %(asof)s::timestamptz - greatest(lr.ts, ch.last_good) > %(late)s::interval
-                 OR ch.consecutive_failures >= %(late_polls)s THEN 'late'
-            ELSE 'communicating' END AS state
+       {state} AS state
 FROM meter m
 {last_read}
 {health}
-LEFT JOIN installation i ON i.meter_id = m.id AND i.removed_at IS NULL
-LEFT JOIN service_point sp ON sp.id = i.service_point_id
-LEFT JOIN area a ON a.id = sp.area_id
-LEFT JOIN area fa ON fa.feeder_meter_id = m.id
+{place}
 """
 
 #: Exact, for a few meters (a table page): the newest read probed, the collector's row looked up per meter.
 FLEET_SQL = _FLEET.format(
+    link=_LINK,
+    state=_FLEET_STATE,
+    place=_PLACE,
     last_read=f"LEFT JOIN LATERAL ({_PROBE}) lr ON true",
     health="""LEFT JOIN LATERAL (
     SELECT c.collector, c.link, c.last_good, c.consecutive_failures FROM comm_health c WHERE c.serial = m.serial
@@ -148,51 +178,163 @@ FLEET_SQL = _FLEET.format(
 #: make it communicating is not probed (its last seen may lag by the time since the daily refresh; its state
 #: does not), the others are probed as in :data:`FLEET_SQL`; the collectors' rows are joined in one pass.
 FLEET_SNAPSHOT_SQL = _FLEET.format(
-    last_read=f"""LEFT JOIN meter_last_read s ON s.meter_id = m.id AND s.channel_id = {_MAIN_CHANNEL}
-    AND s.ts > %(asof)s::timestamptz - %(late)s::interval AND s.ts <= %(asof)s::timestamptz + interval '1 hour'
+    link=_LINK,
+    state=_FLEET_STATE,
+    place=_PLACE,
+    last_read=f"""{_SUMMARISED}
 LEFT JOIN LATERAL (SELECT coalesce(s.ts, ({_PROBE})) AS ts) lr ON true""",
-    health="""LEFT JOIN (
-    SELECT DISTINCT ON (c.serial) c.serial, c.collector, c.link, c.last_good, c.consecutive_failures
-    FROM comm_health c ORDER BY c.serial, c.updated_at DESC) ch ON ch.serial = m.serial""",
+    health=_HEALTH,
 )
+
+#: The fleet state aggregated in the database, for the control room: meters per state in each area, in each
+#: collector and line, with and without coordinates, and the map's points (every meter in trouble that has
+#: coordinates, and every ``every``-th communicating one by a hash of its id, about :data:`MAP_POINTS`). The
+#: same meters, joins and state as :data:`FLEET_SNAPSHOT_SQL`; each meter's last seen is computed once
+#: (``OFFSET 0`` keeps the state's four uses of it from probing ``reading`` four times), meters are grouped
+#: by area id (its code joined to the groups, not to every meter), and 100,000 meters come back as a few
+#: thousand rows instead of 100,000.
+FLEET_SUMMARY_SQL = f"""
+WITH g AS MATERIALIZED (
+  SELECT coalesce(ar.code, '—') AS area, y.* FROM (
+    SELECT area_id, collector, link, placed, state, count(*) AS n, array_agg(serial) FILTER (WHERE pick) AS serials,
+           array_agg(latitude) FILTER (WHERE pick) AS lats, array_agg(longitude) FILTER (WHERE pick) AS lons
+    FROM (
+        SELECT f.*, st.state, f.latitude IS NOT NULL AND f.longitude IS NOT NULL AS placed,
+               f.latitude IS NOT NULL AND f.longitude IS NOT NULL
+               AND (st.state <> 'communicating' OR (hashint4(f.meter_id) & 2147483647) %% e.every = 0) AS pick
+        FROM (
+            SELECT m.id AS meter_id, m.serial, coalesce(sp.area_id, fa.id) AS area_id,
+                   coalesce(ch.collector, m.protocol) AS collector, {_LINK} AS link,
+                   coalesce(sp.latitude, fa.latitude) AS latitude, coalesce(sp.longitude, fa.longitude) AS longitude,
+                   greatest(coalesce(s.ts, ({_PROBE})), ch.last_good) AS seen,
+                   ch.consecutive_failures AS fails, ch.last_good
+            FROM meter m
+            {_SUMMARISED}
+            {_HEALTH}
+            LEFT JOIN installation i ON i.meter_id = m.id AND i.removed_at IS NULL
+            LEFT JOIN service_point sp ON sp.id = i.service_point_id
+            LEFT JOIN area fa ON fa.feeder_meter_id = m.id
+            OFFSET 0) f
+        CROSS JOIN LATERAL (SELECT {_STATE.format(seen="f.seen", fails="f.fails", last_good="f.last_good")} AS state) st
+        CROSS JOIN (SELECT greatest(1, ceil(count(*) / %(points)s::numeric))::int AS every FROM meter) e
+    ) x
+    GROUP BY area_id, collector, link, placed, state) y
+  LEFT JOIN area ar ON ar.id = y.area_id)
+SELECT CASE WHEN grouping(area) = 0 THEN 'area' WHEN grouping(link) = 0 THEN 'link' ELSE 'placed' END AS kind,
+       area, collector, link, placed, state, NULL AS serial, NULL::float8 AS latitude, NULL::float8 AS longitude,
+       sum(n)::bigint AS meters
+FROM g GROUP BY GROUPING SETS ((area, state), (collector, link, state), (placed, state))
+UNION ALL
+SELECT 'point', g.area, g.collector, g.link, g.placed, g.state, p.serial, p.latitude, p.longitude, 1
+FROM g CROSS JOIN LATERAL unnest(g.serials, g.lats, g.lons) AS p (serial, latitude, longitude)
+WHERE g.serials IS NOT NULL
+"""
+
+
+def _tally(groups: dict[tuple[Any, ...], Row], names: tuple[str, ...], key: tuple[Any, ...], state: str,
+           n: int) -> None:  # fmt: skip
+    row = groups.get(key)
+    if row is None:
+        row = groups[key] = {**dict(zip(names, key, strict=True)), **dict.fromkeys(STATES, 0)}
+    row[state] += n
+
+
+def _worst_first(groups: dict[tuple[Any, ...], Row], name: str) -> list[Row]:
+    """Groups with their meter count, the largest share of late and silent meters first, then by name."""
+    out = list(groups.values())
+    for row in out:
+        row["meters"] = sum(row[s] for s in STATES)
+    out.sort(key=lambda x: (-(x["silent"] + x["late"]) / max(1, x["meters"]), str(x[name]), str(x.get("collector"))))
+    return out
+
+
+def _map_points(points: list[Row]) -> list[Row]:
+    """At most :data:`MAP_POINTS`: the meters in trouble first, then communicating ones."""
+    bad = [p for p in points if p["state"] != "communicating"][:MAP_POINTS]
+    good = [p for p in points if p["state"] == "communicating"][: MAP_POINTS - len(bad)]
+    return bad + good
 
 
 @dataclass
 class FleetSnapshot:
-    """Every meter's state at one fleet clock, fetched once and shared by the control-room views."""
+    """The fleet's state at one fleet clock, aggregated, computed once and shared by the control-room views.
+
+    Meters per state in each area (:meth:`by` ``"area"``) and in each collector and line (``"link"``),
+    the meters with coordinates (``placed``) and the map's points: every meter in trouble that has
+    coordinates and a sample of the communicating ones, :data:`MAP_POINTS` at most (all of them when
+    fewer have coordinates). Built from :data:`FLEET_SUMMARY_SQL` (:meth:`from_summary`: the database
+    aggregates) or from every meter's row (:meth:`from_rows`: the reference the tests compare it with).
+    """
 
     as_of: datetime
-    rows: list[Row]
     taken: float
-    _by: dict[str, list[Row]] = field(default_factory=dict)
+    areas: list[Row]
+    links: list[Row]
+    placed: int
+    points: list[Row]
 
     def counts(self) -> dict[str, int]:
         """Meters per state."""
         out = dict.fromkeys(STATES, 0)
-        out.update(Counter(r["state"] for r in self.rows))
+        for row in self.areas:
+            for s in STATES:
+                out[s] += row[s]
         return out
 
+    @property
+    def meters(self) -> int:
+        """Meters in the fleet."""
+        return sum(row["meters"] for row in self.areas)
+
     def by(self, key: str) -> list[Row]:
-        """Meters per state for each value of ``key`` (``area`` or ``link``), worst first (computed once)."""
-        if key not in self._by:
-            if key == "link":
-                tally = Counter((r["collector"], r["link"], r["state"]) for r in self.rows)
+        """Meters per state for each value of ``key`` (``area`` or ``link``), worst first."""
+        if key == "area":
+            return self.areas
+        if key == "link":
+            return self.links
+        raise ValueError(f"the fleet state is grouped by area or link, not {key!r}")
+
+    @classmethod
+    def from_summary(cls, as_of: datetime, rows: list[Row], taken: float) -> FleetSnapshot:
+        """From the rows of :data:`FLEET_SUMMARY_SQL`."""
+        areas: dict[tuple[Any, ...], Row] = {}
+        links: dict[tuple[Any, ...], Row] = {}
+        placed = 0
+        points: list[Row] = []
+        for r in rows:
+            kind, state, n = r["kind"], r["state"], int(r["meters"])
+            if kind == "area":
+                _tally(areas, ("area",), (r["area"],), state, n)
+            elif kind == "link":
+                _tally(links, ("collector", "link"), (r["collector"], r["link"]), state, n)
+            elif kind == "placed":
+                placed += n if r["placed"] else 0
             else:
-                tally = Counter((r[key], None, r["state"]) for r in self.rows)
-            groups: dict[tuple[Any, Any], Row] = {}
-            for (a, b, state), n in tally.items():
-                row = groups.get((a, b))
-                if row is None:
-                    row = {"collector": a, "link": b} if key == "link" else {key: a}
-                    row.update(dict.fromkeys(STATES, 0))
-                    groups[(a, b)] = row
-                row[state] = n
-            out = list(groups.values())
-            for row in out:
-                row["meters"] = sum(row[s] for s in STATES)
-            out.sort(key=lambda x: (-(x["silent"] + x["late"]) / max(1, x["meters"]), str(x.get(key, x.get("link")))))
-            self._by[key] = out
-        return self._by[key]
+                points.append({k: r[k] for k in ("serial", "area", "link", "state", "latitude", "longitude")})
+        points.sort(key=lambda p: zlib.crc32(p["serial"].encode()))  # a stable order that is not the serials'
+        return cls(as_of, taken, _worst_first(areas, "area"), _worst_first(links, "link"), placed,
+                   _map_points(points))  # fmt: skip
+
+    @classmethod
+    def from_rows(cls, as_of: datetime, rows: list[Row], taken: float) -> FleetSnapshot:
+        """From every meter's row of :data:`FLEET_SNAPSHOT_SQL`, aggregated in Python.
+
+        The map's communicating meters are drawn at random, not by the hash :data:`FLEET_SUMMARY_SQL` uses.
+        """
+        areas: dict[tuple[Any, ...], Row] = {}
+        links: dict[tuple[Any, ...], Row] = {}
+        for r in rows:
+            _tally(areas, ("area",), (r["area"],), r["state"], 1)
+            _tally(links, ("collector", "link"), (r["collector"], r["link"]), r["state"], 1)
+        pts = [r for r in rows if r["latitude"] is not None and r["longitude"] is not None]
+        bad = [r for r in pts if r["state"] != "communicating"]
+        good = [r for r in pts if r["state"] == "communicating"]
+        if len(pts) > MAP_POINTS:
+            good = random.Random(0).sample(good, min(max(0, MAP_POINTS - len(bad)), len(good)))
+        keys = ("serial", "area", "link", "state", "latitude", "longitude")
+        points = sorted(({k: r[k] for k in keys} for r in bad + good), key=lambda p: p["serial"])
+        return cls(as_of, taken, _worst_first(areas, "area"), _worst_first(links, "link"), len(pts),
+                   _map_points(points))  # fmt: skip
 
 
 class BaseQueries:
@@ -246,19 +388,32 @@ class BaseQueries:
             "ch_e": ch.get(MAIN_REGISTER["electricity"], 0), "ch_w": ch.get(MAIN_REGISTER["water"], 0),
         }  # fmt: skip
 
-    def _compute_snapshot(self) -> FleetSnapshot:
+    def fleet_rows(self, as_of: datetime | None = None) -> tuple[datetime, list[Row]]:
+        """Every meter's row of :data:`FLEET_SNAPSHOT_SQL` (state, area, line, position, last seen) at the fleet clock.
+
+        What the control room fetched and aggregated in Python before the database aggregated it.
+        """
         with self.read.connection() as conn:
-            as_of = self.as_of(conn)
+            as_of = as_of or self.as_of(conn)
             rows = _rows(
                 conn,
                 f"SELECT meter_id, serial, area, collector, link, latitude, longitude, last_seen, quiet, state "
                 f"FROM ({FLEET_SNAPSHOT_SQL}) f",
                 self.fleet_params(as_of),
             )
-        snap = FleetSnapshot(as_of, rows, time.monotonic())
-        snap.by("area")  # aggregated here, in the refreshing thread, not in a page view
-        snap.by("link")
-        return snap
+        return as_of, rows
+
+    def fleet_summary(self, as_of: datetime | None = None) -> FleetSnapshot:
+        """The fleet state aggregated in the database (:data:`FLEET_SUMMARY_SQL`) at the fleet clock."""
+        with self.read.connection() as conn:
+            as_of = as_of or self.as_of(conn)
+            with conn.transaction():  # enough memory to group 100,000 meters in a hash table, not by sorting them
+                conn.execute("SET LOCAL work_mem = '64MB'")
+                rows = _rows(conn, FLEET_SUMMARY_SQL, {**self.fleet_params(as_of), "points": MAP_POINTS})
+        return FleetSnapshot.from_summary(as_of, rows, time.monotonic())
+
+    def _compute_snapshot(self) -> FleetSnapshot:
+        return self.fleet_summary()
 
     def _refresh_in_background(self) -> None:
         try:

@@ -79,7 +79,16 @@ class ControlRoomQueries(BaseQueries):
         with self.read.connection() as conn:
             if not used <= REGISTRY_COLUMNS:
                 return fetch_page(conn, METER_LIST, page, size, sort_by, filter_query, params)
-            ids, total = fetch_page(conn, REGISTRY_LIST, page, size, sort_by, filter_query)
+            if not (filter_query or "").strip() and used <= {"serial"}:
+                # The first view's page (no filter, by serial): cut on the serial's index and count the meters,
+                # rather than join and sort the whole registry for one page of it.
+                desc = any(s.get("direction") == "desc" for s in sort_by or [])
+                size = max(1, min(int(size), 500))
+                ids = _rows(conn, f"SELECT id AS meter_id FROM meter ORDER BY serial {'DESC' if desc else 'ASC'} "
+                                  "LIMIT %s OFFSET %s", (size, max(0, int(page)) * size))  # fmt: skip
+                total = int(_scalar(conn, "SELECT count(*) FROM meter"))
+            else:
+                ids, total = fetch_page(conn, REGISTRY_LIST, page, size, sort_by, filter_query)
             rows = _rows(conn, f"SELECT * FROM ({FLEET_SQL} WHERE m.id = ANY(%(ids)s)) f",
                          {**params, "ids": [r["meter_id"] for r in ids]})  # fmt: skip
         by_id = {r["meter_id"]: r for r in rows}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,7 +38,6 @@ ALARM_COLUMNS: list[Any] = [
     {"id": "alarm", "name": "alarm"}, {"id": "status", "name": "status"}, {"id": "assignee", "name": "assigned to"},
 ]  # fmt: skip
 LINK_ROWS = 200  # the worst lines and gateways; the meter table below filters on any of them
-MAP_POINTS = 5_000  # beyond this, the map shows every meter in trouble and a sample of the others
 
 
 def layout(q: Queries, refresh_ms: int) -> html.Div:
@@ -116,21 +114,17 @@ def by_area_figure(snap: FleetSnapshot) -> go.Figure:
 def map_figure(snap: FleetSnapshot) -> go.Figure | dict[str, Any]:
     """Service points by state on plain lon/lat axes (no tiles: works offline).
 
-    Built as a plain figure dictionary: plotly's validation of thousands of points costs more than the
-    query behind them. SVG markers, not ``scattergl``: WebGL traces compile their shaders with
-    ``new Function``, which the Content-Security-Policy forbids (no ``unsafe-eval``), and a browser
-    without WebGL could not draw them either; :data:`MAP_POINTS` keeps SVG fast enough.
+    The snapshot holds at most ``MAP_POINTS`` points: every meter in trouble and a sample of the
+    others when more have coordinates. Built as a plain figure dictionary: plotly's validation of
+    thousands of points costs more than the query behind them. SVG markers, not ``scattergl``: WebGL
+    traces compile their shaders with ``new Function``, which the Content-Security-Policy forbids (no
+    ``unsafe-eval``), and a browser without WebGL could not draw them either; ``MAP_POINTS`` keeps
+    SVG fast enough.
     """
-    pts = [r for r in snap.rows if r["latitude"] is not None and r["longitude"] is not None]
+    pts = snap.points
     if not pts:
         return message_figure("no coordinates")
-    note = ""
-    if len(pts) > MAP_POINTS:
-        bad = [r for r in pts if r["state"] != "communicating"]
-        good = [r for r in pts if r["state"] == "communicating"]
-        keep = max(0, MAP_POINTS - len(bad))
-        pts = bad[:MAP_POINTS] + random.Random(0).sample(good, min(keep, len(good)))
-        note = f" (sample of {len(pts):,})"
+    note = f" (sample of {len(pts):,} of {snap.placed:,})" if snap.placed > len(pts) else ""
     groups = [(s, STATE_COLOURS[s], [r for r in pts if r["state"] == s]) for s in STATES]
     return lonlat_map(
         "Service points by state" + note, groups, text=lambda r: f"{r['serial']} · {r['area']} · {r['link']}"
@@ -202,7 +196,7 @@ def register(app: Dash, q: Queries) -> None:
             else "No batch has landed yet: the database is still being prepared."
         ) + f" · reading from the {q.replication()}"
         kpis = [
-            kpi("meters", f"{len(snap.rows):,}", "kpi-meters"),
+            kpi("meters", f"{snap.meters:,}", "kpi-meters"),
             kpi("communicating", f"{counts['communicating']:,}", "kpi-communicating", "good"),
             kpi("late", f"{counts['late']:,}", "kpi-late", "warn"),
             kpi("silent", f"{counts['silent']:,}", "kpi-silent", "bad"),

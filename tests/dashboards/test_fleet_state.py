@@ -26,13 +26,15 @@ def test_fleet_state_is_the_same_whether_the_last_read_summary_is_fresh_stale_or
         with BatchWriter(db.url, db.settings) as writer:
             writer.write([read("FRESH", timedelta(hours=1), 10.0), read("STALE", timedelta(hours=6), 20.0),
                           read("LATE", timedelta(hours=5), 30.0)])  # fmt: skip
-        empty = {r["serial"]: r["state"] for r in queries.snapshot(fresh=True).rows}  # nothing summarised yet
+        empty = {r["serial"]: r["state"] for r in queries.fleet_rows()[1]}  # nothing summarised yet
+        empty_counts = queries.snapshot(fresh=True).counts()
         refresh_daily(db.url)
         with BatchWriter(db.url, db.settings) as writer:  # landed after the refresh: the summary lags for STALE
             writer.write([read("STALE", timedelta(minutes=30), 21.0)])
-        snap = queries.snapshot(fresh=True)
-        states = {r["serial"]: r["state"] for r in snap.rows}
-        seen = {r["serial"]: r["last_seen"] for r in snap.rows}
+        counts = queries.snapshot(fresh=True).counts()
+        _, rows = queries.fleet_rows()
+        states = {r["serial"]: r["state"] for r in rows}
+        seen = {r["serial"]: r["last_seen"] for r in rows}
         exact, _ = queries.meter_page(0, 10, [{"column_id": "state", "direction": "asc"}], "")
     finally:
         queries.close()
@@ -40,6 +42,8 @@ def test_fleet_state_is_the_same_whether_the_last_read_summary_is_fresh_stale_or
     assert states == {r["serial"]: r["state"] for r in exact}
     assert seen["STALE"] == now - timedelta(minutes=30)  # probed: the summary still says six hours ago
     assert empty == {"FRESH": "communicating", "STALE": "late", "LATE": "late", "NEVER": "silent"}
+    assert counts == {"communicating": 2, "late": 1, "silent": 1}
+    assert empty_counts == {"communicating": 1, "late": 2, "silent": 1}
 
 
 @pytest.mark.db

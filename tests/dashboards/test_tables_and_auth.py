@@ -7,6 +7,7 @@ import io
 import pytest
 
 from dashboards.auth import ROLES, AuthError, add_user, allowed, hash_password, page_role, pages_for, verify_password
+from dashboards.queries_base import STATES
 from dashboards.tables import Column, TableSpec, filter_sql, order_sql
 
 SPEC = TableSpec(
@@ -103,7 +104,8 @@ def test_queries_page_sort_and_count_on_the_server(filled, app):
     snap = q.snapshot(fresh=True)
     assert sum(snap.counts().values()) == n_meters
     exact, _ = q.meter_page(0, n_meters, [{"column_id": "state", "direction": "asc"}], "")  # every meter probed
-    assert {r["serial"]: r["state"] for r in snap.rows} == {r["serial"]: r["state"] for r in exact}
+    assert {r["serial"]: r["state"] for r in q.fleet_rows()[1]} == {r["serial"]: r["state"] for r in exact}
+    assert snap.counts() == {s: sum(r["state"] == s for r in exact) for s in STATES}
     _, total = q.review_queue(0, 10, None, "{rule} = NEGATIVE")
     assert total == filled.one(
         "SELECT count(*) FROM vee_exception WHERE rule = 'NEGATIVE' AND status = 'open' AND severity <> 'info'"
