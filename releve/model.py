@@ -231,7 +231,7 @@ class Reading:
 
 
 class EventKind(StrEnum):
-    """Meter events; DLMS/IDIS standard codes where one exists (domain reference §4)."""
+    """Meter events; DLMS/IDIS standard codes where one exists (``releve.profiles.EVENT_CODES``)."""
 
     POWER_FAIL = "power_fail"
     POWER_RESTORED = "power_restored"

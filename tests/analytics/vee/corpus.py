@@ -162,7 +162,7 @@ def baseline_findings(
 
     Per meter, a read's usage per day is compared with the median usage per day of its last six
     reads: below zero, or outside ``low``..``high`` × that median, is a warning (the utility's HILO
-    check of ../shared/domain.md §1); a read more than ``gap_days`` after the previous one is a gap.
+    check: usage per day outside a band around the recent median); a read more than ``gap_days`` after the previous one is a gap.
     No suggestions, no read types, no runs: what a ten-line script does.
     """
     found: dict[Key, list[Finding]] = {}

@@ -253,7 +253,7 @@ def main() -> None:
         for i in range(at, len(true)):
             rec[i] = true[i] - (true[min(i, at + length - 1)] - true[at - 1])
         plain(case, rec, {i: ("vacancy", rec[i], "actual", None) for i in range(at, at + length)})
-    # The utility's own example (domain reference §2): 89954 typed for 899.
+    # The utility's own example (docs/vee.md, DIGIT_ERROR): 89954 typed for 899.
     case = Case("utility_89954", "m3", 0.0, datetime(2021, 10, 26, tzinfo=UTC))
     for when, x, rt, expect, truth in (
         ("2021-10-26T00:00", 829, "actual", "", None), ("2022-05-09T23:59", 867, "estimate", "estimate", None),
