@@ -123,6 +123,19 @@ class Marks(Component):
     hourly: Lift
 
 
+@dataclass(frozen=True, kw_only=True)
+class Pattern(Component):
+    """A pattern of the household's own series that honest load rarely makes (on/off weeks, reversed days).
+
+    Without any feeder the household's own evidence tops out below a full tamper mark
+    (:data:`analytics.theft.model.NO_FEEDER_CEILING`); a pattern lifts that ceiling ``lift`` of the
+    way to 1, so it ranks above a plain fall of the level (which real households make as often as
+    thieves) and below a full mark.
+    """
+
+    lift: float
+
+
 #: Share of a drop's missing energy the area's daily balance accounts for, as a confirmation in 0–1.
 BALANCE_CONFIRMS = Ramp(0.0, 0.6)
 
@@ -228,6 +241,22 @@ MARKS = Marks(
     hourly=Lift(0.5, 0.5),
     explanation="tamper marks (exact zeros on normal days, flat days, a repeated ceiling) in a run of weeks",
 )
+ON_OFF = Pattern(
+    name="on_off",
+    weight=0.9,
+    reads=("alternate_weeks",),
+    ramp=Ramp(0.5, 0.4),
+    lift=0.5,
+    explanation="weeks whose level alternates week by week (on/off theft) for six weeks or more",
+)
+REVERSED = Pattern(
+    name="reversed",
+    weight=0.9,
+    reads=("reversed_run",),
+    ramp=Ramp(0.3, 0.3),
+    lift=0.5,
+    explanation="a run of weeks of days shaped like the meter's usual day reversed in time",
+)
 
 #: Every component, in the order of the evidence matrix's columns.
 COMPONENTS: tuple[Component, ...] = (
@@ -244,6 +273,8 @@ COMPONENTS: tuple[Component, ...] = (
     FELL,
     FLAT_RUN,
     MARKS,
+    ON_OFF,
+    REVERSED,
 )
 
 #: Each component by name.
