@@ -6,7 +6,7 @@ whether ``releve theft list --signal`` filters on it. :data:`analytics.theft.mod
 ``WEIGHTS``, the CLI's ``--signal`` choices and the component table in docs/theft.md are derived
 from :data:`COMPONENTS` (tests/analytics/theft/test_evidence_table.py holds the docs to it).
 
-A component of one feature and one ramp (``event``, ``reverse``, ``peer``, ``silence``, ``vee``)
+A component of one feature and one ramp (``event``, ``reverse``, ``silence``, ``vee``)
 is computed from its entry alone: adding such a signal is one entry here. The others are gated by
 the energy balance in :func:`analytics.theft.model.evidence`, which reads their named parameters.
 """
@@ -124,6 +124,30 @@ class Marks(Component):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Peer(Component):
+    """Far below the peers: without a feeder one of the few hints of a theft older than the data."""
+
+    #: Where the area has a feeder (daily or hourly), the share of it that counts (the balance says more).
+    with_feeder: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlatRun(Component):
+    """Flatter weeks (``ramp`` of the fleet z), unless the flat days sit at the meter's base load.
+
+    A vacant home draws its base load (fridge, standby) all day: flat, and low. A flattened or
+    randomised register keeps the day's level (or a share of it) well above the base.
+    """
+
+    #: On ``flat_level`` (the run's mean day over 24 × the base-load hour): how far above the base
+    #: load the flat days must sit to count (nothing at 1.1 ×, fully from 1.5 ×).
+    above_base: Ramp
+    #: Without a feeder, how much of the household's own evidence (drop, change, fell …) a flat run
+    #: at the base load takes away (it is the shape of a vacancy).
+    vacancy_damp: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class Pattern(Component):
     """A pattern of the household's own series that honest load rarely makes (on/off weeks, reversed days).
 
@@ -181,12 +205,13 @@ REVERSE = Component(
     ramp=Ramp(0.0, 0.05),
     explanation="export or reverse flow on an import-only meter",
 )
-PEER = Component(
+PEER = Peer(
     name="peer",
-    weight=0.15,
+    weight=0.5,
     reads=("peer_low",),
     ramp=Ramp(0.0, 4.0),
-    explanation="far below peers of the same class and area (weak)",
+    with_feeder=0.3,
+    explanation="far below peers of the same class and area (weak where a feeder says more)",
 )
 SILENCE = Component(
     name="silence",
@@ -226,11 +251,13 @@ FELL = Component(
     ramp=Ramp(0.0, 0.5),
     explanation="the last 30 days against the first 45, over the seasonal index",
 )
-FLAT_RUN = Component(
+FLAT_RUN = FlatRun(
     name="flat_run",
     weight=0.8,
-    reads=("spread_run_z",),
+    reads=("spread_run_z", "flat_level"),
     ramp=Ramp(3.0, 4.0),
+    above_base=Ramp(1.1, 0.4),
+    vacancy_damp=0.8,
     explanation="a run of weeks whose days are flatter than the meter's others, standing out of the fleet",
 )
 MARKS = Marks(
@@ -253,7 +280,7 @@ REVERSED = Pattern(
     name="reversed",
     weight=0.9,
     reads=("reversed_run",),
-    ramp=Ramp(0.3, 0.3),
+    ramp=Ramp(0.2, 0.2),
     lift=0.5,
     explanation="a run of weeks of days shaped like the meter's usual day reversed in time",
 )

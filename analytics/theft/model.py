@@ -76,7 +76,7 @@ def evidence(f: Features) -> Evidence:
     - **change**, **fell** and **flat_run**, with a daily feeder only, count as far as the daily
       balance confirms them; without any feeder **profile** and **drop** need a **change**;
     - **marks** are halved where the hourly balance puts nothing on the meter;
-    - a component of one feature and a ramp (event, reverse, peer, silence, vee …) is its entry's
+    - a component of one feature and a ramp (event, reverse, silence, vee …) is its entry's
       ramp of that feature.
     """
     depth = table.DROP.ramp(f.col("drop_depth"))
@@ -114,6 +114,10 @@ def evidence(f: Features) -> Evidence:
     change = np.where(has_bal & ~has_iv, change * (confirm - floor), change)
     fell = table.FELL.ramp(f.col("recent_drop"))
     flat_run = table.FLAT_RUN.ramp(f.col("spread_run_z"))
+    # Flat days at the meter's base load are a vacancy's, not a flattened register's.
+    above_base = table.FLAT_RUN.above_base(f.col("flat_level"))
+    vacancy = flat_run * (1.0 - above_base)
+    flat_run = flat_run * above_base
     daily_only = has_bal & ~has_iv
     fell = np.where(daily_only, fell * (confirm - floor), fell)
     flat_run = np.where(daily_only, flat_run * (confirm - floor), flat_run)
@@ -140,6 +144,8 @@ def evidence(f: Features) -> Evidence:
         "marks": mark,
         "on_off": on_off,
         "reversed": reversed_,
+        # Far below the peers: a weak hint, stronger where no feeder says more.
+        "peer": table.PEER.ramp(f.col("peer_low")) * np.where(no_feeder, 1.0, table.PEER.with_feeder),
     }
     values = np.column_stack(
         [gated[c.name] if c.name in gated else c.ramp(f.col(c.reads[0])) for c in table.COMPONENTS]
@@ -148,7 +154,8 @@ def evidence(f: Features) -> Evidence:
     # real households change as much as a thief does: together it tops out below a full mark. A
     # fall to almost nothing (deeper than a thief who still wants a plausible bill) is the shape of
     # a vacancy: it counts for less.
-    damp = np.where(no_feeder, 1.0 - VACANCY_DAMP * VACANCY_DEPTH(f.col("drop_depth")), 1.0)
+    damp = (1.0 - VACANCY_DAMP * VACANCY_DEPTH(f.col("drop_depth"))) * (1.0 - table.FLAT_RUN.vacancy_damp * vacancy)
+    damp = np.where(no_feeder, damp, 1.0)
     return Evidence(EVIDENCE, values, np.where(no_feeder, NO_FEEDER_CEILING, 1.0), damp)
 
 

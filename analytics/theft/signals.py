@@ -1153,16 +1153,25 @@ def weekly_alternation(
     return best, first, end
 
 
-def reversed_days(hourly: FloatArray, weekday: IntArray, margin: float = 0.6, level: float = 0.5) -> FloatArray:
+def reversed_days(
+    hourly: FloatArray,
+    weekday: IntArray,
+    margin: float = 0.6,
+    level: float = 0.5,
+    spread: tuple[float, float] = (0.8, 1.25),
+) -> FloatArray:
     """Meters × days: 1 where a normal-sized day looks like the meter's usual day reversed in time.
 
     Each day's hourly shape is correlated with the meter's mean shape of its day type (weekday /
     Saturday / Sunday) and with that shape mirrored; the day is marked when the mirrored
-    correlation exceeds the plain one by ``margin`` and its total is at least ``level`` × the
-    meter's median day (a near-empty day has no shape to speak of). 0 elsewhere, NaN where the day
-    is incomplete. A household's odd day (a night shift, guests) is marked now and then; a register
-    that records the day backwards is marked week after week (:func:`run_contrast` of the weekly
-    share finds the run).
+    correlation exceeds the plain one by ``margin``, its total is at least ``level`` × the meter's
+    median day (a near-empty day has no shape to speak of) and its spread (std / mean of the
+    hours) is within ``spread`` × the meter's median spread: a reversed day is the same hours in
+    another order, while a new appliance running at night (storage heating, a car charging) moves
+    the load towards the night by adding a block of it, which changes the spread. 0 elsewhere, NaN
+    where the day is incomplete. A household's odd day (a night shift, guests) is marked now and
+    then; a register that records the day backwards is marked week after week
+    (:func:`run_contrast` of the weekly share finds the run).
     """
     import warnings
 
@@ -1174,6 +1183,12 @@ def reversed_days(hourly: FloatArray, weekday: IntArray, margin: float = 0.6, le
         warnings.simplefilter("ignore", RuntimeWarning)
         med = np.nanmedian(np.where(ok, tot, np.nan), axis=1)
     normal = ok & (tot > 0) & (tot >= level * np.nan_to_num(med)[:, None])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        cv = np.where(normal, x.std(axis=2) / np.where(tot > 0, tot / x.shape[2], 1.0), np.nan)
+        usual_cv = np.nanmedian(cv, axis=1)
+    rel = cv / np.where(usual_cv > 0, usual_cv, np.nan)[:, None]
+    same_spread = (np.nan_to_num(rel) > spread[0]) & (np.nan_to_num(rel) < spread[1])
     shape = x / np.where(tot > 0, tot, 1.0)[:, :, None]
     daytype = np.where(weekday == 5, 1, np.where(weekday == 6, 2, 0))
     gap = np.zeros((m, d))
@@ -1193,4 +1208,4 @@ def reversed_days(hourly: FloatArray, weekday: IntArray, margin: float = 0.6, le
         plain = np.einsum("mdh,mh->md", a, b) / np.where(good, den, 1.0)
         mirrored = np.einsum("mdh,mh->md", a, b[:, ::-1]) / np.where(good, den, 1.0)
         gap[:, cols] = np.where(good, mirrored - plain, 0.0)
-    return np.where(ok, (normal & (gap > margin)).astype(float), np.nan)
+    return np.where(ok, (normal & same_spread & (gap > margin)).astype(float), np.nan)
