@@ -153,8 +153,8 @@ class Pattern(Component):
 
     Without any feeder the household's own evidence tops out below a full tamper mark
     (:data:`analytics.theft.model.NO_FEEDER_CEILING`); a pattern lifts that ceiling ``lift`` of the
-    way to 1, so it ranks above a plain fall of the level (which real households make as often as
-    thieves) and below a full mark.
+    way to 1, so a fall of the level that comes with it ranks above the plain falls (which real
+    households make as often as thieves), and below a full mark.
     """
 
     lift: float
