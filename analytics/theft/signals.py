@@ -1147,8 +1147,9 @@ def weekly_alternation(
         stat, w0, w1 = run_contrast(score, min_weeks=min_weeks)
         up = stat > best
         best = np.where(up, stat, best)
-        # Pair k spans weeks k + 1 and k + 2 of this phase.
-        first = np.where(up, p + 7 * (w0 + 1), first)
+        # Pair k spans weeks k + 1 and k + 2 of this phase; the run starts with the second of its
+        # first pair (the first is the last normal week, half of whose deviation is its neighbour's).
+        first = np.where(up, p + 7 * (w0 + 2), first)
         end = np.where(up, p + 7 * (w1 + 2), end)
     return best, first, end
 
