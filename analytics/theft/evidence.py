@@ -6,7 +6,7 @@ whether ``releve theft list --signal`` filters on it. :data:`analytics.theft.mod
 ``WEIGHTS``, the CLI's ``--signal`` choices and the component table in docs/theft.md are derived
 from :data:`COMPONENTS` (tests/analytics/theft/test_evidence_table.py holds the docs to it).
 
-A component of one feature and one ramp (``event``, ``reverse``, ``peer``, ``silence``, ``vee``)
+A component of one feature and one ramp (``event``, ``reverse``, ``silence``, ``vee``)
 is computed from its entry alone: adding such a signal is one entry here. The others are gated by
 the energy balance in :func:`analytics.theft.model.evidence`, which reads their named parameters.
 """
@@ -123,6 +123,43 @@ class Marks(Component):
     hourly: Lift
 
 
+@dataclass(frozen=True, kw_only=True)
+class Peer(Component):
+    """Far below the peers: without a feeder one of the few hints of a theft older than the data."""
+
+    #: Where the area has a feeder (daily or hourly), the share of it that counts (the balance says more).
+    with_feeder: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlatRun(Component):
+    """Flatter weeks (``ramp`` of the fleet z), unless the flat days sit at the meter's base load.
+
+    A vacant home draws its base load (fridge, standby) all day: flat, and low. A flattened or
+    randomised register keeps the day's level (or a share of it) well above the base.
+    """
+
+    #: On ``flat_level`` (the run's mean day over 24 × the base-load hour): how far above the base
+    #: load the flat days must sit to count (nothing at 1.1 ×, fully from 1.5 ×).
+    above_base: Ramp
+    #: Without a feeder, how much of the household's own evidence (drop, change, fell …) a flat run
+    #: at the base load takes away (it is the shape of a vacancy).
+    vacancy_damp: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pattern(Component):
+    """A pattern of the household's own series that honest load rarely makes (on/off weeks, reversed days).
+
+    Without any feeder the household's own evidence tops out below a full tamper mark
+    (:data:`analytics.theft.model.NO_FEEDER_CEILING`); a pattern lifts that ceiling ``lift`` of the
+    way to 1, so a fall of the level that comes with it ranks above the plain falls (which real
+    households make as often as thieves), and below a full mark.
+    """
+
+    lift: float
+
+
 #: Share of a drop's missing energy the area's daily balance accounts for, as a confirmation in 0–1.
 BALANCE_CONFIRMS = Ramp(0.0, 0.6)
 
@@ -168,12 +205,13 @@ REVERSE = Component(
     ramp=Ramp(0.0, 0.05),
     explanation="export or reverse flow on an import-only meter",
 )
-PEER = Component(
+PEER = Peer(
     name="peer",
-    weight=0.15,
+    weight=0.5,
     reads=("peer_low",),
     ramp=Ramp(0.0, 4.0),
-    explanation="far below peers of the same class and area (weak)",
+    with_feeder=0.3,
+    explanation="far below peers of the same class and area (weak where a feeder says more)",
 )
 SILENCE = Component(
     name="silence",
@@ -213,11 +251,13 @@ FELL = Component(
     ramp=Ramp(0.0, 0.5),
     explanation="the last 30 days against the first 45, over the seasonal index",
 )
-FLAT_RUN = Component(
+FLAT_RUN = FlatRun(
     name="flat_run",
     weight=0.8,
-    reads=("spread_run_z",),
+    reads=("spread_run_z", "flat_level"),
     ramp=Ramp(3.0, 4.0),
+    above_base=Ramp(1.1, 0.4),
+    vacancy_damp=0.8,
     explanation="a run of weeks whose days are flatter than the meter's others, standing out of the fleet",
 )
 MARKS = Marks(
@@ -227,6 +267,22 @@ MARKS = Marks(
     ramp=Ramp(0.4, 0.3),
     hourly=Lift(0.5, 0.5),
     explanation="tamper marks (exact zeros on normal days, flat days, a repeated ceiling) in a run of weeks",
+)
+ON_OFF = Pattern(
+    name="on_off",
+    weight=0.9,
+    reads=("alternate_weeks",),
+    ramp=Ramp(0.5, 0.4),
+    lift=0.5,
+    explanation="weeks whose level alternates week by week (on/off theft) for six weeks or more",
+)
+REVERSED = Pattern(
+    name="reversed",
+    weight=0.9,
+    reads=("reversed_run",),
+    ramp=Ramp(0.2, 0.2),
+    lift=0.5,
+    explanation="a run of weeks of days shaped like the meter's usual day reversed in time",
 )
 
 #: Every component, in the order of the evidence matrix's columns.
@@ -244,6 +300,8 @@ COMPONENTS: tuple[Component, ...] = (
     FELL,
     FLAT_RUN,
     MARKS,
+    ON_OFF,
+    REVERSED,
 )
 
 #: Each component by name.

@@ -32,9 +32,12 @@ FEATURES: tuple[str, ...] = (
     "recent_shape_z",  # the highest of the same test on zeros, clipped peaks, spread, smoothness, shape
     "recent_drop",  # 1 − last 30 days / first 45 days, both over the seasonal index (ongoing loss)
     "spread_run_z",  # the strongest run of weeks with a flatter day than the meter's others, fleet robust z
+    "flat_level",  # that run's mean day over 24 × the meter's 10th-percentile hour (≈ 1: flat at its base load)
     "mark_zeroed",  # run of weeks with exact-zero hours on normal days, share above the meter's other weeks
     "mark_flat",  # the same for days whose every hour recorded one value
     "mark_ceiling",  # the same for days at a ceiling value the meter repeats (capped peaks)
+    "alternate_weeks",  # the strongest run of weeks whose level alternates week by week (on/off theft), ~|log share|
+    "reversed_run",  # run of weeks of days shaped like the usual day reversed, share above the meter's other weeks
     "area_score",  # the area's mean excess loss share over its worst 30 days
     "zero_run",  # longest run of zero days while the meter reported
     "profile_score",  # fall of the daily-shape correlation (0–2, × duration)
@@ -77,6 +80,8 @@ class Features:
     reverse_energy: FloatArray | None = None
     spread_run: tuple[IntArray, IntArray] | None = None  # first day, end day of that flatter run per meter
     mark_runs: dict[str, tuple[IntArray, IntArray]] = field(default_factory=dict)  # mark → first, end day
+    alternate_run: tuple[IntArray, IntArray] | None = None  # first day, end day of the on/off weeks
+    reversed_run: tuple[IntArray, IntArray] | None = None  # first day, end day of the reversed days' run
 
     def col(self, name: str) -> FloatArray:
         """One feature column."""
@@ -103,6 +108,8 @@ class _Hourly:
     shift: FloatArray  # meters × CHANGE_STATS (NaN: not testable), see sg.recent_shift
     spread: tuple[FloatArray, IntArray, IntArray] | None  # sg.segment_shift of the weekly spread
     marks: tuple[FloatArray, IntArray, IntArray] | None = None  # sg.run_contrast per mark: meters × MARKS each
+    reversed: tuple[FloatArray, IntArray, IntArray] | None = None  # sg.run_contrast of the reversed days
+    base_hour: FloatArray | None = None  # per meter, its 10th-percentile hour (the base load)
 
 
 def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str], fleet_season: FloatArray) -> _Hourly:
@@ -150,11 +157,15 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
     n_marks = len(sg.MARKS)
     mark_share = np.zeros((m, n_marks))
     mark_w0, mark_w1 = np.zeros((m, n_marks), dtype=np.int64), np.zeros((m, n_marks), dtype=np.int64)
+    rev, rev_w0, rev_w1 = np.zeros(m), np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int64)
+    base_hour = np.full(m, np.nan)
     for rows, raw in data.hourly_chunks():
         hourly, hour_spikes[rows] = sg.clean_hourly(raw)
         per_mark = sg.tamper_marks(hourly)  # per meter: a group's marks are the fleet's
         for j in range(n_marks):
             mark_share[rows, j], mark_w0[rows, j], mark_w1[rows, j] = sg.run_contrast(sg.weekly_means(per_mark[:, j]))
+        rev[rows], rev_w0[rows], rev_w1[rows] = sg.run_contrast(sg.weekly_means(sg.reversed_days(hourly, weekday)))
+        base_hour[rows] = sg.row_quantile(hourly.reshape(hourly.shape[0], -1), 0.1)
         part = sg.profile_change(hourly, weekday)
         for name in ("corr", "flatness", "start", "end", "score", "usual", "during", "reversed", "flattened"):
             getattr(prof, name)[rows] = getattr(part, name)
@@ -173,7 +184,34 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
         per_day = sg.daily_stats(hourly, values[rows], weekday)
         shift[rows] = sg.recent_shift(per_day, fleet_season)
         stat[rows], w0[rows], w1[rows] = sg.segment_shift(sg.weekly_means(per_day[:, spread_col]))
-    return _Hourly(prof, hour_spikes, interval, shift, (stat, w0, w1), (mark_share, mark_w0, mark_w1))
+    return _Hourly(
+        prof,
+        hour_spikes,
+        interval,
+        shift,
+        (stat, w0, w1),
+        (mark_share, mark_w0, mark_w1),
+        (rev, rev_w0, rev_w1),
+        base_hour,
+    )
+
+
+#: ``flat_level`` where it is not known (no run, no hourly data, no base load): far above a base load.
+FLAT_LEVEL_NONE = 10.0
+
+
+def _run_level(values: FloatArray, run: tuple[IntArray, IntArray], base_hour: FloatArray) -> FloatArray:
+    """Per meter, the mean day over ``run`` (first day, end day) divided by 24 × its base-load hour."""
+    import warnings
+
+    d = values.shape[1]
+    inside = (np.arange(d)[None, :] >= run[0][:, None]) & (np.arange(d)[None, :] < run[1][:, None])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        level = np.nanmean(np.where(inside, values, np.nan), axis=1)
+    base = 24.0 * base_hour
+    ok = np.isfinite(level) & np.isfinite(base) & (base > 0)
+    return np.where(ok, np.clip(level / np.where(ok, base, 1.0), 0.0, FLAT_LEVEL_NONE), FLAT_LEVEL_NONE)
 
 
 def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
@@ -251,11 +289,14 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
     recent_drop = sg.relative_drop(values, season)
     spread_run_z = np.zeros(m)
     spread_run = None
+    flat_level = np.full(m, FLAT_LEVEL_NONE)
     if hs.spread is not None:
         stat, w0, w1 = hs.spread
         spread_run_z = sg.fleet_z(stat)
         offset = d - (d // 7) * 7
         spread_run = (offset + 7 * w0, offset + 7 * w1)
+        if hs.base_hour is not None:
+            flat_level = _run_level(values, spread_run, hs.base_hour)
 
     marks = {n: np.zeros(m) for n in sg.MARKS}
     mark_runs: dict[str, tuple[IntArray, IntArray]] = {}
@@ -265,6 +306,15 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
         for j, n in enumerate(sg.MARKS):
             marks[n] = share[:, j]
             mark_runs[n] = (offset + 7 * mw0[:, j], offset + 7 * mw1[:, j])
+
+    alternate_weeks, alt_first, alt_end = sg.weekly_alternation(values, season)
+    reversed_run = np.zeros(m)
+    reversed_days = None
+    if hs.reversed is not None:
+        share_r, rw0, rw1 = hs.reversed
+        offset = d - (d // 7) * 7
+        reversed_run = share_r
+        reversed_days = (offset + 7 * rw0, offset + 7 * rw1)
 
     peer_groups = _codes(
         np.array([f"{c}|{k}|{a}" for c, k, a in zip(data.commodity, data.customer_class, data.area, strict=True)])
@@ -293,9 +343,12 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
         "recent_shape_z": recent_shape_z,
         "recent_drop": recent_drop,
         "spread_run_z": spread_run_z,
+        "flat_level": flat_level,
         "mark_zeroed": marks["zeroed"],
         "mark_flat": marks["flat"],
         "mark_ceiling": marks["ceiling"],
+        "alternate_weeks": alternate_weeks,
+        "reversed_run": reversed_run,
         "area_score": area_score,
         "zero_run": zero_run.astype(float),
         "profile_score": profile.score if profile is not None else np.zeros(m),
@@ -334,4 +387,6 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
         recent_z=recent_z,
         spread_run=spread_run,
         mark_runs=mark_runs,
+        alternate_run=(alt_first, alt_end),
+        reversed_run=reversed_days,
     )

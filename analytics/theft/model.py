@@ -49,8 +49,12 @@ class Evidence:
 
     names: tuple[str, ...]
     values: FloatArray
-    #: Per meter, the most the components other than the tamper marks may add up to (1: no limit).
+    #: Per meter, the most the components other than the tamper marks may add up to (1: no limit);
+    #: a :class:`~analytics.theft.evidence.Pattern` lifts it.
     ceiling: FloatArray | None = None
+    #: Per meter, a factor on the household's own evidence (drop, change, fell …) before the patterns
+    #: and the marks join it (1: none): without a feeder, a fall to almost nothing looks like a vacancy.
+    damp: FloatArray | None = None
 
     def col(self, name: str) -> FloatArray:
         """One component."""
@@ -72,7 +76,7 @@ def evidence(f: Features) -> Evidence:
     - **change**, **fell** and **flat_run**, with a daily feeder only, count as far as the daily
       balance confirms them; without any feeder **profile** and **drop** need a **change**;
     - **marks** are halved where the hourly balance puts nothing on the meter;
-    - a component of one feature and a ramp (event, reverse, peer, silence, vee …) is its entry's
+    - a component of one feature and a ramp (event, reverse, silence, vee …) is its entry's
       ramp of that feature.
     """
     depth = table.DROP.ramp(f.col("drop_depth"))
@@ -110,11 +114,20 @@ def evidence(f: Features) -> Evidence:
     change = np.where(has_bal & ~has_iv, change * (confirm - floor), change)
     fell = table.FELL.ramp(f.col("recent_drop"))
     flat_run = table.FLAT_RUN.ramp(f.col("spread_run_z"))
+    # Flat days at the meter's base load are a vacancy's, not a flattened register's.
+    above_base = table.FLAT_RUN.above_base(f.col("flat_level"))
+    vacancy = flat_run * (1.0 - above_base)
+    flat_run = flat_run * above_base
     daily_only = has_bal & ~has_iv
     fell = np.where(daily_only, fell * (confirm - floor), fell)
     flat_run = np.where(daily_only, flat_run * (confirm - floor), flat_run)
     drop, zero, profile, change = drop * gate, zero * gate, profile * gate, change * gate
     fell, flat_run = fell * gate, flat_run * gate
+    # Patterns of the own series honest load rarely makes: counted like the fall of the level.
+    on_off = table.ON_OFF.ramp(f.col("alternate_weeks"))
+    reversed_ = table.REVERSED.ramp(f.col("reversed_run"))
+    on_off = np.where(daily_only, on_off * (confirm - floor), on_off) * gate
+    reversed_ = np.where(daily_only, reversed_ * (confirm - floor), reversed_) * gate
     # Tamper marks (exact zeros on normal days, flat days, a repeated ceiling) are footprints real
     # load almost never leaves; a run of them counts fully from a 50 % share above the meter's
     # other weeks. The hourly balance only halves them when it puts nothing on the meter.
@@ -129,13 +142,21 @@ def evidence(f: Features) -> Evidence:
         "fell": fell,
         "flat_run": flat_run,
         "marks": mark,
+        "on_off": on_off,
+        "reversed": reversed_,
+        # Far below the peers: a weak hint, stronger where no feeder says more.
+        "peer": table.PEER.ramp(f.col("peer_low")) * np.where(no_feeder, 1.0, table.PEER.with_feeder),
     }
     values = np.column_stack(
         [gated[c.name] if c.name in gated else c.ramp(f.col(c.reads[0])) for c in table.COMPONENTS]
     )
     # Without any feeder, everything but the marks comes from the household's own series, which
-    # real households change as much as a thief does: together it tops out below a full mark.
-    return Evidence(EVIDENCE, values, np.where(no_feeder, NO_FEEDER_CEILING, 1.0))
+    # real households change as much as a thief does: together it tops out below a full mark. A
+    # fall to almost nothing (deeper than a thief who still wants a plausible bill) is the shape of
+    # a vacancy: it counts for less.
+    damp = (1.0 - VACANCY_DAMP * VACANCY_DEPTH(f.col("drop_depth"))) * (1.0 - table.FLAT_RUN.vacancy_damp * vacancy)
+    damp = np.where(no_feeder, damp, 1.0)
+    return Evidence(EVIDENCE, values, np.where(no_feeder, NO_FEEDER_CEILING, 1.0), damp)
 
 
 #: Weight of each evidence component in the noisy-OR.
@@ -146,16 +167,34 @@ WEIGHTS: dict[str, float] = {c.name: c.weight for c in table.COMPONENTS}
 #: below a full tamper mark (0.97), so a footprint no real load leaves comes first.
 NO_FEEDER_CEILING = 0.85
 
+#: Without a feeder, how deep a sustained drop starts to look like a vacancy (fully from 95 %) …
+VACANCY_DEPTH = table.Ramp(0.8, 0.15)
+#: … and how much of the household's own evidence it then takes away.
+VACANCY_DAMP = 0.5
+
 
 def rule_score(ev: Evidence) -> FloatArray:
-    """Noisy-OR of the weighted evidence: 1 − Π (1 − wₖ·eₖ), the non-mark part under ``ev.ceiling``."""
+    """Noisy-OR of the weighted evidence: 1 − Π (1 − wₖ·eₖ).
+
+    With ``ev.ceiling``: the household's own evidence (× ``ev.damp``) and the patterns are joined
+    first, under the ceiling (lifted by the strongest pattern), then the tamper marks.
+    """
     w = np.array([WEIGHTS[n] for n in ev.names])
     p = ev.values * w[None, :]
     if "marks" not in ev.names or ev.ceiling is None:
         return 1.0 - np.prod(1.0 - p, axis=1)
     j = ev.names.index("marks")
-    rest = 1.0 - np.prod(np.delete(1.0 - p, j, axis=1), axis=1)
-    return 1.0 - (1.0 - rest * ev.ceiling) * (1.0 - p[:, j])
+    pattern = [k for k, n in enumerate(ev.names) if isinstance(table.BY_NAME.get(n), table.Pattern)]
+    own = [k for k in range(len(ev.names)) if k != j and k not in pattern]
+    rest = 1.0 - np.prod(1.0 - p[:, own], axis=1)
+    if ev.damp is not None:
+        rest = rest * ev.damp
+    ceiling = ev.ceiling
+    if pattern:
+        rest = 1.0 - (1.0 - rest) * np.prod(1.0 - p[:, pattern], axis=1)
+        lift = np.array([getattr(table.BY_NAME[ev.names[k]], "lift", 0.0) for k in pattern])
+        ceiling = ceiling + (1.0 - ceiling) * (ev.values[:, pattern] * lift[None, :]).max(axis=1)
+    return 1.0 - (1.0 - rest * ceiling) * (1.0 - p[:, j])
 
 
 def iforest_score(f: Features, seed: int = 0) -> FloatArray:

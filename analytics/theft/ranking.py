@@ -431,6 +431,22 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
                     f"(on {100 * share:.0f} percentage points more of its days than in its other weeks)"
                 )
                 ev["marks"] = {"mark": which, "start": _when(d, a), "end": _when(d, b - 1), "share": _r(share)}
+        elif name == "on_off" and f.alternate_run is not None:
+            a, b = int(f.alternate_run[0][i]), int(f.alternate_run[1][i])
+            low = 100 * math.exp(-float(f.col("alternate_weeks")[i]))
+            reasons.append(
+                f"consumption alternates week by week from {_when(d, a)} for {_days(b - a)} "
+                f"(the low weeks about {low:.0f} % of the others)"
+            )
+            ev["on_off"] = {"start": _when(d, a), "end": _when(d, b - 1), "log_ratio": _r(f.col("alternate_weeks")[i])}
+        elif name == "reversed" and f.reversed_run is not None:
+            a, b = int(f.reversed_run[0][i]), int(f.reversed_run[1][i])
+            share = float(f.col("reversed_run")[i])
+            reasons.append(
+                f"days shaped like its usual day reversed in time from {_when(d, a)} for {_days(b - a)} "
+                f"(on {100 * share:.0f} percentage points more of its days than in its other weeks)"
+            )
+            ev["reversed"] = {"start": _when(d, a), "end": _when(d, b - 1), "share": _r(share)}
         elif name == "peer":
             reasons.append(
                 f"normal consumption {f.col('peer_low')[i]:.1f} robust deviations below peers "
@@ -473,6 +489,8 @@ _OWN_WORDS = frozenset(
         "fell",
         "flat_run",
         "marks",
+        "on_off",
+        "reversed",
         "peer",
         "silence",
         "vee",

@@ -1104,3 +1104,109 @@ def run_contrast(weekly: FloatArray, min_weeks: int = 3, min_out: int = 3) -> tu
             b_s = np.where(up, s, b_s)
             b_e = np.where(up, e, b_e)
     return best, b_s, b_e
+
+
+def weekly_alternation(
+    values: FloatArray, season: FloatArray, min_weeks: int = 6, floor: float = 0.05
+) -> tuple[FloatArray, IntArray, IntArray]:
+    """On/off weeks: the run of weeks whose level alternates week by week most, per meter.
+
+    The level is ``log(values / season)`` (a day at or below ``floor`` × the meter's median day is
+    left out: a vacant or switched-off week is another story, told by the zero and drop signals).
+    For each of the 7 week phases, the weekly mean levels ``L``; each week's deviation from its
+    two neighbours ``a = L_k − (L_{k−1} + L_{k+1}) / 2``; a pair of consecutive weeks scores
+    ``min(|a_k|, |a_{k+1}|)`` when the two deviate in opposite directions (0 otherwise). The run of
+    at least ``min_weeks`` pairs whose mean score stands highest above the meter's other weeks
+    (:func:`run_contrast`) is the statistic: about |log f| for a theft that records a share ``f``
+    every other week, near 0 for a household whose weeks wander (a single week away scores half
+    its depth for two pairs, which a six-week run averages away). Returns ``(statistic, first day,
+    end day)`` of the best run over the phases; 0 where none qualifies.
+    """
+    import warnings
+
+    m, d = values.shape
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(np.where(values > 0, values, np.nan), axis=1)
+        keep = np.isfinite(values) & (values > floor * np.nan_to_num(med)[:, None]) & (season > 0)
+        level = np.where(keep, np.log(np.where(keep, values, 1.0) / np.where(season > 0, season, 1.0)), np.nan)
+    best = np.zeros(m)
+    first = np.zeros(m, dtype=np.int64)
+    end = np.zeros(m, dtype=np.int64)
+    for p in range(7):
+        w = (d - p) // 7
+        if w < min_weeks + 5:
+            break
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            weekly = np.nanmean(level[:, p : p + 7 * w].reshape(m, w, 7), axis=2)
+        a = weekly[:, 1:-1] - 0.5 * (weekly[:, :-2] + weekly[:, 2:])
+        pair = a[:, :-1] * a[:, 1:]
+        score = np.where(pair < 0, np.minimum(np.abs(a[:, :-1]), np.abs(a[:, 1:])), 0.0)
+        score = np.where(np.isfinite(pair), score, np.nan)
+        stat, w0, w1 = run_contrast(score, min_weeks=min_weeks)
+        up = stat > best
+        best = np.where(up, stat, best)
+        # Pair k spans weeks k + 1 and k + 2 of this phase; the run starts with the second of its
+        # first pair (the first is the last normal week, half of whose deviation is its neighbour's).
+        first = np.where(up, p + 7 * (w0 + 2), first)
+        end = np.where(up, p + 7 * (w1 + 2), end)
+    return best, first, end
+
+
+def reversed_days(
+    hourly: FloatArray,
+    weekday: IntArray,
+    margin: float = 0.6,
+    level: float = 0.5,
+    spread: tuple[float, float] = (0.8, 1.25),
+) -> FloatArray:
+    """Meters × days: 1 where a normal-sized day looks like the meter's usual day reversed in time.
+
+    Each day's hourly shape is correlated with the meter's mean shape of its day type (weekday /
+    Saturday / Sunday) and with that shape mirrored; the day is marked when the mirrored
+    correlation exceeds the plain one by ``margin``, its total is at least ``level`` × the meter's
+    median day (a near-empty day has no shape to speak of) and its spread (std / mean of the
+    hours) is within ``spread`` × the meter's median spread: a reversed day is the same hours in
+    another order, while a new appliance running at night (storage heating, a car charging) moves
+    the load towards the night by adding a block of it, which changes the spread. 0 elsewhere, NaN
+    where the day is incomplete. A household's odd day (a night shift, guests) is marked now and
+    then; a register that records the day backwards is marked week after week
+    (:func:`run_contrast` of the weekly share finds the run).
+    """
+    import warnings
+
+    m, d, _h = hourly.shape
+    ok = np.asarray(np.isfinite(hourly).all(axis=2), dtype=bool)
+    x = np.where(ok[:, :, None], hourly, 0.0)
+    tot = x.sum(axis=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(np.where(ok, tot, np.nan), axis=1)
+    normal = ok & (tot > 0) & (tot >= level * np.nan_to_num(med)[:, None])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        cv = np.where(normal, x.std(axis=2) / np.where(tot > 0, tot / x.shape[2], 1.0), np.nan)
+        usual_cv = np.nanmedian(cv, axis=1)
+    rel = cv / np.where(usual_cv > 0, usual_cv, np.nan)[:, None]
+    same_spread = (np.nan_to_num(rel) > spread[0]) & (np.nan_to_num(rel) < spread[1])
+    shape = x / np.where(tot > 0, tot, 1.0)[:, :, None]
+    daytype = np.where(weekday == 5, 1, np.where(weekday == 6, 2, 0))
+    gap = np.zeros((m, d))
+    for t in range(3):
+        cols = np.flatnonzero(daytype == t)
+        if cols.size == 0:
+            continue
+        sub = shape[:, cols, :]
+        use = normal[:, cols]
+        ref = (sub * use[:, :, None]).sum(axis=1) / np.maximum(use.sum(axis=1), 1)[:, None]
+        a = sub - sub.mean(axis=2, keepdims=True)
+        b = ref - ref.mean(axis=1, keepdims=True)
+        sa = np.sqrt((a**2).sum(axis=2))
+        sb = np.sqrt((b**2).sum(axis=1))
+        den = sa * sb[:, None]
+        good = den > 1e-12
+        plain = np.einsum("mdh,mh->md", a, b) / np.where(good, den, 1.0)
+        mirrored = np.einsum("mdh,mh->md", a, b[:, ::-1]) / np.where(good, den, 1.0)
+        gap[:, cols] = np.where(good, mirrored - plain, 0.0)
+    return np.where(ok, (normal & same_spread & (gap > margin)).astype(float), np.nan)
