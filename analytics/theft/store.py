@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from analytics.theft import DEFAULT_DAYS, DEFAULT_KEEP, DEFAULT_ORDER
 from analytics.theft.data import HOURLY_CHUNK_METERS, Event, LazyHourly, TheftData, register_advance
 from analytics.theft.ranking import INPUT_NAMES, Candidate
 from analytics.theft.signals import longest_true_run
@@ -506,9 +507,19 @@ def load_candidates(settings: Settings, url: str, run_id: int) -> list[Candidate
             inputs=r[13],
             signal=r[10],
             meter_id=r[14],
+            unit=str(((r[12] or {}).get("daily") or {}).get("unit") or ""),
         )
         for r in rows
     ]
+
+
+def bill_currency(conn: psycopg.Connection) -> str:
+    """The currency money is counted in: the one on most bills (empty before the first bill run).
+
+    The dashboards label money with the same query, so the CLI's list and the fraud page agree.
+    """
+    row = conn.execute("SELECT currency FROM bill GROUP BY currency ORDER BY count(*) DESC LIMIT 1").fetchone()
+    return str(row[0]) if row and row[0] else ""
 
 
 def record_outcome(
@@ -757,6 +768,8 @@ class DatabaseRanking:
     note: str = ""
     #: Seconds: refresh, load, score (with the hourly reads while it runs), store.
     timings: dict[str, float] = field(default_factory=dict)
+    #: The currency of the expected values (the bills'; empty before the first bill run).
+    currency: str = ""
 
 
 def rank_database(
@@ -765,9 +778,9 @@ def rank_database(
     *,
     start: date | None = None,
     end: date | None = None,
-    days: int = 365,
-    keep: int = 500,
-    order: str = "risk",
+    days: int = DEFAULT_DAYS,
+    keep: int = DEFAULT_KEEP,
+    order: str = DEFAULT_ORDER,
     filters: dict[str, Any] | None = None,
     tariff: dict[str, float] | None = None,
     include_inspected: bool = False,
@@ -787,6 +800,7 @@ def rank_database(
         data = load_from_database(conn, start, end, days)
         labels = training_labels(conn)
         exclude = set() if include_inspected else inspected(conn)
+        currency = bill_currency(conn)
         t2 = time.perf_counter()
         ranking = score(data, training=(labels.x, labels.y) if len(labels.y) else None, tariff=tariff or {},
                         exclude=exclude)  # fmt: skip
@@ -796,8 +810,11 @@ def rank_database(
     run_id = None
     if store:
         params = {"order": order, "filters": filters, "tariff": tariff or {}, "keep": keep,
-                  "excluded": len(exclude), "labels": len(labels.y), "model_note": ranking.model_note()}  # fmt: skip
+                  "excluded": len(exclude), "labels": len(labels.y), "model_note": ranking.model_note(),
+                  "currency": currency}  # fmt: skip
         run_id = save_run(settings, url, cands, origin, params, data,
                           n_labels=ranking.model.n_labels if ranking.model else 0, model=model)  # fmt: skip
     timings = {"refresh": t1 - t0, "load": t2 - t1, "score": t3 - t2, "store": time.perf_counter() - t3}
-    return DatabaseRanking(cands, run_id, model, data, len(exclude), len(labels.y), ranking.model_note(), timings)
+    return DatabaseRanking(
+        cands, run_id, model, data, len(exclude), len(labels.y), ranking.model_note(), timings, currency
+    )
