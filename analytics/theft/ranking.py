@@ -284,7 +284,10 @@ def days_since_loss(f: Features, ev: md.Evidence) -> IntArray:
     zero = np.isfinite(f.cleaned.values) & (f.cleaned.values <= 1e-9) & (np.nan_to_num(drop.expected) > 0)
     put("zero", np.where(zero.any(axis=1), n - np.argmax(zero[:, ::-1], axis=1), -1))
     if f.profile is not None:
-        put("profile", np.where(f.profile.start >= 0, f.profile.end, -1))
+        # A run from the first day that ends before the last is the old shape: the new one is going on
+        # (as :func:`explain` words it, the change happened where the run ends).
+        p0, p1 = f.profile.start, f.profile.end
+        put("profile", np.where(p0 >= 0, np.where((p0 == 0) & (p1 < n), n, p1), -1))
     if f.spread_run is not None:
         put("flat_run", np.where(f.spread_run[1] > f.spread_run[0], f.spread_run[1], -1))
     if f.mark_runs:

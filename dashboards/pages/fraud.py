@@ -26,10 +26,11 @@ def layout(q: Queries, serial: str = "") -> html.Div:
                           f"· {r['model']}", "value": r["id"]} for r in runs]  # fmt: skip
     facets = q.candidate_facets(runs[0]["id"])
     areas = [a["code"] for a in q.areas()]
-    listed = q.candidate(runs[0]["id"], serial) if serial else None
     # The balance chart shows the area of the candidate in view: the one in the address, else the top one's.
+    listed = q.candidate(runs[0]["id"], serial) if serial else None
+    top, _ = q.candidates(runs[0]["id"], 0, 1, None, None)
     first_area = balance_area(listed["area"] if listed else None, areas) or balance_area(
-        (facets["areas"] or [None])[0], areas
+        top[0]["area"] if top else None, areas
     )
     return html.Div(
         [
