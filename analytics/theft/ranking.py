@@ -261,10 +261,12 @@ def days_since_loss(f: Features, ev: md.Evidence) -> IntArray:
     Each component that dates what it saw gives the day after its last sign: the drop's run (or the
     period's end when the last two weeks are still low), the last zero day, the profile, flatter-day
     and tamper-mark runs, the last four-week window the hourly balance puts a quarter of its
-    busiest window's energy on the meter, the last tamper event. The recent-change tests (the last
-    30 days) are ongoing by construction. Of the components weighing at least a quarter of the
-    meter's strongest, the latest date counts; a meter whose evidence has no date (a peer
-    outlier, the export register) counts as ongoing.
+    busiest window's energy per day on the meter, the last tamper event. The recent-change tests
+    (the last 30 days) are ongoing by construction. Of the components weighing at least a quarter
+    of the meter's strongest, the latest date counts, except that the hourly feeder balance, when
+    it is one of them, decides alone (a household's own series changes for its own reasons long
+    after a theft stopped); a meter whose evidence has no date (a peer outlier, the export
+    register) counts as ongoing.
     """
     d = f.data
     n = d.n_days
@@ -295,7 +297,9 @@ def days_since_loss(f: Features, ev: md.Evidence) -> IntArray:
     if f.interval is not None:
         att = np.clip(np.nan_to_num(f.interval.attributed), 0.0, None)
         n_win = -(-n // 28)
-        per = np.add.reduceat(att, np.arange(0, n, 28), axis=1) if n else np.zeros((m, 0))
+        edges = np.arange(0, n, 28)
+        per = np.add.reduceat(att, edges, axis=1) if n else np.zeros((m, 0))
+        per = per / np.diff(np.r_[edges, n])[None, :]  # per day: a short last window weighs as a whole one
         busy = per >= _DATING_SHARE * per.max(axis=1, keepdims=True)
         busy &= per > 0
         last_w = np.where(busy.any(axis=1), n_win - 1 - np.argmax(busy[:, ::-1], axis=1), -1)
@@ -312,6 +316,12 @@ def days_since_loss(f: Features, ev: md.Evidence) -> IntArray:
     contrib = ev.values * w[None, :]
     strong = (contrib > 0.02) & (contrib >= _DATING_SHARE * contrib.max(axis=1, keepdims=True))
     dated = np.where(strong & (ends >= 0), ends, -1).max(axis=1)
+    if "balance" in names:
+        # Where the hourly feeder balance takes part it decides, as it does the risk: the feeder saw
+        # when the energy went missing, the meter's own series only what the household did.
+        b = names.index("balance")
+        decides = strong[:, b] & (ends[:, b] >= 0)
+        dated = np.where(decides, ends[:, b], dated)
     return np.where(dated >= 0, np.clip(n - dated, 0, n), 0).astype(np.int64)
 
 
@@ -535,9 +545,12 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
                 )
                 ev["marks"] = {"mark": which, "start": _when(d, a), "end": _when(d, b - 1), "share": _r(share)}
         elif name == "peer":
+            z = float(f.col("peer_low")[i])
+            who = "" if str(d.customer_class[i]) in ("", "unknown") else f"{d.customer_class[i]} "
+            where = f" of area {d.area[i]}" if d.area[i] else ""
             reasons.append(
-                f"normal consumption far below its peers' ({_times(f.col('peer_low')[i])} their usual spread "
-                f"under the middle; {d.customer_class[i]} customers of area {d.area[i] or 'unknown'})"
+                f"normal consumption {'far ' if z >= 3 else ''}below its peers' ({_times(z)} their usual spread "
+                f"under the middle, among the {who}customers{where})"
             )
         elif name == "silence":
             reasons.append(
@@ -627,8 +640,8 @@ def _moved(before: float, during: float) -> str:
 
 
 def _times(z: float) -> str:
-    """A robust z-score in words: '3.2 times'."""
-    return f"{float(z):.1f} times"
+    """A robust z-score in words: '3.2 times'; past 100 (a near-constant fleet makes it explode) 'over 100 times'."""
+    return f"{float(z):.1f} times" if z < 100 else "over 100 times"
 
 
 def _unit_words(unit: str) -> str:

@@ -249,7 +249,7 @@ def balance_figure(rows: list[dict[str, Any]], area: str) -> go.Figure:
     unit = "kWh" if rows[0].get("commodity") == "electricity" else "m³"
     fig.update_layout(yaxis={"title": f"{unit} per day", "tickformat": ",.0f", "rangemode": "tozero"},
                       yaxis2={"title": "loss", "overlaying": "y", "side": "right", "showgrid": False,
-                              "ticksuffix": " %", "tickformat": ".0f", "dtick": 5})  # fmt: skip
+                              "ticksuffix": " %", "tickformat": ".0f", "nticks": 8})  # fmt: skip
     return fig
 
 
