@@ -329,11 +329,15 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     if not report:
         print("no inspections recorded")
         return 0
-    print(f"{'campaign':<20} {'visits':>6} {'fraud':>6} {'fault':>6} {'nothing':>7} {'no_acc':>6} {'hit rate':>8}")
+    print(
+        f"{'campaign':<20} {'visits':>6} {'fraud':>6} {'fault':>6} {'nothing':>7} {'no_acc':>6} {'hit rate':>8}  "
+        f"{'unbilled per fraud':<20} ranked by"
+    )
     for r in report:
         hit = "n/a" if r["hit_rate"] is None else f"{100 * r['hit_rate']:.1f} %"
+        energy = ", ".join(f"{e:,.0f} {u}" for u, e in (r["energy_per_fraud"] or {}).items()) or "—"
         print(
             f"{r['campaign']:<20} {r['visits']:>6} {r['fraud']:>6} {r['meter_fault']:>6} {r['nothing']:>7} "
-            f"{r['no_access']:>6} {hit:>8}"
+            f"{r['no_access']:>6} {hit:>8}  {energy:<20} {', '.join(r['ranked_by'])}"
         )
     return 0

@@ -244,7 +244,7 @@ ONGOING_DAYS = 14
 ENDED_DAYS = 90
 #: The most an ended loss's risk is discounted: at similar evidence a meter losing tonight comes
 #: first, while a strong case that ended stays above weak ones (it is still owed, and still a lead).
-ENDED_DISCOUNT = 0.25
+ENDED_DISCOUNT = 0.15
 #: A component takes part in dating a meter's loss when it weighs at least this share of its strongest.
 _DATING_SHARE = 0.25
 

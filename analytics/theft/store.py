@@ -725,20 +725,31 @@ def inspected(conn: psycopg.Connection) -> set[str]:
 
 
 def campaign_report(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    """Per campaign: visits, outcomes, hit rate (fraud / visits with access) and recovered energy estimate."""
+    """Per campaign: visits, outcomes, hit rate, unbilled energy per fraud found, the models that ranked.
+
+    The hit rate is fraud / visits with access; the energy is per unit (kWh and m³ are never added
+    together); ``ranked_by`` names the models of the runs whose lists were visited.
+    """
     rows = conn.execute(
-        """SELECT i.campaign, i.result, count(*), sum(c.unbilled_energy), min(i.visited_at), max(i.visited_at)
+        """SELECT i.campaign, i.result, c.commodity, coalesce(c.evidence->'daily'->>'unit', ''), count(*),
+                  sum(c.unbilled_energy), min(i.visited_at), max(i.visited_at),
+                  array_agg(DISTINCT r.model ORDER BY r.model)
            FROM theft_inspection i JOIN theft_candidate c ON c.run_id = i.run_id AND c.serial = i.serial
-           GROUP BY 1, 2 ORDER BY 1, 2"""
+           JOIN theft_run r ON r.id = i.run_id
+           GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"""
     ).fetchall()
-    out: dict[str, dict[str, Any]] = defaultdict(lambda: {r: 0 for r in RESULTS} | {"energy_fraud": 0.0})
-    for campaign, result, n, energy, first, last in rows:
+    out: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {r: 0 for r in RESULTS} | {"energy_fraud": defaultdict(float), "models": set()}
+    )
+    for campaign, result, commodity, unit, n, energy, first, last, models in rows:
         rec = out[campaign]
-        rec[result] = int(n)
+        rec[result] += int(n)
         rec["first"] = min(rec.get("first", first), first)
         rec["last"] = max(rec.get("last", last), last)
+        rec["models"].update(models)
         if result == "fraud":
-            rec["energy_fraud"] = float(energy or 0.0)
+            symbol = {"m3": "m³"}.get(unit, unit) or ("m³" if commodity == "water" else "kWh")
+            rec["energy_fraud"][symbol] += float(energy or 0.0)
     report = []
     for campaign, rec in sorted(out.items()):
         visits = sum(rec[r] for r in RESULTS)
@@ -749,7 +760,10 @@ def campaign_report(conn: psycopg.Connection) -> list[dict[str, Any]]:
                 "visits": visits,
                 **{r: rec[r] for r in RESULTS},
                 "hit_rate": rec["fraud"] / access if access else None,
-                "energy_per_fraud": rec["energy_fraud"] / rec["fraud"] if rec["fraud"] else None,
+                "energy_per_fraud": {u: e / rec["fraud"] for u, e in sorted(rec["energy_fraud"].items())}
+                if rec["fraud"]
+                else None,
+                "ranked_by": sorted(rec["models"]),
             }
         )
     return report

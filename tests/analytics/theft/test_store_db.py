@@ -82,8 +82,10 @@ def test_rank_from_database_stores_run_and_feedback_changes_the_ranking(loaded, 
     assert 5 <= frauds <= 19  # both classes for the supervised model
     assert report[0]["campaign"] == "C1" and report[0]["visits"] == 25 and report[0]["no_access"] == 1
     assert report[0]["hit_rate"] == pytest.approx(frauds / 24)
+    assert set(report[0]["energy_per_fraud"]) <= {"kWh", "m³"} and report[0]["ranked_by"] == ["unsupervised"]
     assert _run(db, "report") == 0
-    assert "C1" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "C1" in text and "unsupervised" in text and "ranked by" in text
 
     # Re-rank: the outcomes are labels now; inspected meters leave the list; risks move.
     assert _run(db, "rank", "--top", "10", "--keep", "40", "--quiet") == 0
