@@ -260,7 +260,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         keep.sort(key=lambda c: -c.expected_value)
     keep = keep[: args.top]
     route_order(keep)
-    _emit(args, keep)
+    _emit(args, keep, store.run_currency(settings, db_url(settings), args.run))
     return 0
 
 
@@ -321,7 +321,8 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
             f"{md.MIN_PER_CLASS} of each class for the calibrated one)"
         )
     else:
-        nxt = f"evidence rules and isolation forest only ({pos} fraud outcomes; a model needs {md.MIN_PU_POSITIVES})"
+        some = "1 fraud outcome" if pos == 1 else f"{pos} fraud outcomes"
+        nxt = f"evidence rules and isolation forest only ({some}; a model needs {md.MIN_PU_POSITIVES})"
     if args.json:
         print(json.dumps(report, default=str))
         return 0

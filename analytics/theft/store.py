@@ -513,6 +513,13 @@ def load_candidates(settings: Settings, url: str, run_id: int) -> list[Candidate
     ]
 
 
+def run_currency(settings: Settings, url: str, run_id: int) -> str:
+    """The currency run ``run_id``'s expected values are in (stored with the run; else the bills')."""
+    with connect(url, role=reader_role(settings)) as conn:
+        row = conn.execute("SELECT parameters->>'currency' FROM theft_run WHERE id = %s", (run_id,)).fetchone()
+        return str(row[0]) if row and row[0] else bill_currency(conn)
+
+
 def bill_currency(conn: psycopg.Connection) -> str:
     """The currency money is counted in: the one on most bills (empty before the first bill run).
 

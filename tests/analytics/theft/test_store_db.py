@@ -138,6 +138,10 @@ def test_list_filters_and_exports_a_stored_run(loaded, tmp_path: Path, capsys):
     lines = out.read_text().splitlines()
     assert lines[0].startswith("rank,route_order,meter,area")
     assert all(",T001," in line for line in lines[1:])
+    import csv
+
+    rows = list(csv.DictReader(out.open()))
+    assert rows and {r["unit"] for r in rows} == {"kWh"} and {r["currency"] for r in rows} == {""}  # no bills yet
     assert json.loads(gj.read_text())["type"] == "FeatureCollection"
     assert "rank" in printed
     with pytest.raises(CommandError, match="no theft run"):
