@@ -574,7 +574,7 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
     if r.ended is not None and r.ended[i] > ONGOING_DAYS:
         gone = int(r.ended[i])
         reasons.append(
-            f"the loss last showed on {_when(d, d.n_days - gone - 1)}, {_days(gone)} before the end of the data: "
+            f"the loss last showed around {_when(d, d.n_days - gone - 1)}, {_days(gone)} before the end of the data: "
             "listed below losses still going on"
         )
         ev["ended"] = {"last_day": _when(d, d.n_days - gone - 1), "days": gone}
