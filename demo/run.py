@@ -242,7 +242,9 @@ class Demo:
         if today and today[0]:
             say(f"  theft: today's ranking is kept (run {today[0]}); it ranks days, a restart changes none")
             return
-        result = rank_database(self.settings, url, days=self.options.days, keep=200, order="value", origin="demo")
+        # The defaults of `releve theft rank` (period, order, exclusions): the fraud page shows this run,
+        # and it must list the meters in the order the command prints them.
+        result = rank_database(self.settings, url, origin="demo")
         top = result.candidates[0] if result.candidates else None
         say(f"  theft: run {result.run_id}, {len(result.candidates)} candidates"
             + (f"; first: meter {top.meter} — {top.reasons[0]}" if top and top.reasons else ""))  # fmt: skip

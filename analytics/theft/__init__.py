@@ -18,3 +18,12 @@ Data flows one way through the subpackage:
 A simulated fleet comes as :class:`TheftData` from ``bench/simdata.py`` (bench and tests only:
 analytics does not import the simulators). See docs/theft.md.
 """
+
+#: The defaults of a database ranking, shared by ``releve theft rank``, the demo and the sharded
+#: path (:func:`analytics.theft.store.rank_database`), so that the list the command prints and the
+#: run the fraud page shows come in the same order over the same period: the last 365 days up to
+#: the last complete day, by risk, meters with a conclusive outcome left off. Here, not in ``store``,
+#: so that the command line's parser does not load numpy and scikit-learn to know them.
+DEFAULT_DAYS = 365
+DEFAULT_ORDER = "risk"
+DEFAULT_KEEP = 500

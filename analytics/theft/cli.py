@@ -9,6 +9,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from analytics.theft import DEFAULT_DAYS, DEFAULT_KEEP, DEFAULT_ORDER
 from analytics.theft.evidence import SIGNALS
 from releve.cli import db_url
 from releve.settings import Settings
@@ -59,9 +60,16 @@ def register(sub: Any) -> None:
         help="first day (database; default: --days before the last reading)",
     )
     p.add_argument("--to", dest="end", type=date.fromisoformat, help="day after the last (database)")
-    p.add_argument("--days", type=int, default=365, help="period length when --from is not given (default 365)")
+    p.add_argument(
+        "--days",
+        type=int,
+        default=DEFAULT_DAYS,
+        help=f"period length when --from is not given (default {DEFAULT_DAYS}, up to the last complete day)",
+    )
     _list_options(p)
-    p.add_argument("--keep", type=int, default=500, help="candidates stored with the run (default 500)")
+    p.add_argument(
+        "--keep", type=int, default=DEFAULT_KEEP, help=f"candidates stored with the run (default {DEFAULT_KEEP})"
+    )
     p.add_argument(
         "--tariff",
         type=float,
@@ -69,6 +77,10 @@ def register(sub: Any) -> None:
         default=[],
         metavar="PRICE",
         help="price per unit for the expected value: electricity, then water (default 0.20, 2.0)",
+    )
+    p.add_argument(
+        "--currency",
+        help="currency of --tariff, printed with the expected values (database default: the bills' currency)",
     )
     p.add_argument(
         "--include-inspected",
@@ -117,8 +129,8 @@ def _list_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--order",
         choices=("risk", "value"),
-        default="risk",
-        help="rank by risk or by expected value per visit (default risk)",
+        default=DEFAULT_ORDER,
+        help=f"rank by risk or by expected value per visit (default {DEFAULT_ORDER})",
     )
     p.add_argument("-o", "--output", type=Path, help="write the list as CSV (coordinates, route order, reasons)")
     p.add_argument("--geojson", type=Path, help="write the list as GeoJSON points")
@@ -132,13 +144,13 @@ def _tariff(values: list[float]) -> dict[str, float]:
     return out
 
 
-def _emit(args: argparse.Namespace, cands: list[Any]) -> None:
+def _emit(args: argparse.Namespace, cands: list[Any], currency: str = "") -> None:
     from analytics.theft.ranking import format_table, write_csv, write_geojson
 
     if not args.quiet:
-        print(format_table(cands))
+        print(format_table(cands, currency))
     if args.output:
-        write_csv(cands, args.output)
+        write_csv(cands, args.output, currency)
         print(f"wrote {len(cands)} candidates to {args.output}", file=sys.stderr)
     if args.geojson:
         write_geojson(cands, args.geojson)
@@ -169,7 +181,7 @@ def cmd_rank(args: argparse.Namespace, settings: Settings) -> int:
             raise CommandError(str(exc)) from exc
         ranking = score(data, tariff=tariff)
         cands = ranking.candidates(args.top, by=args.order, **_filters(args))
-        _emit(args, cands)
+        _emit(args, cands, args.currency or "")
         print(f"model: {ranking.model_note()}", file=sys.stderr)
         if data.flags is not None and data.flags.any():
             _print_flag_check(ranking, data.flags)
@@ -194,7 +206,7 @@ def cmd_rank(args: argparse.Namespace, settings: Settings) -> int:
             )  # fmt: skip
     except store.StoreError as exc:
         raise CommandError(str(exc)) from exc
-    _emit(args, result.candidates[: args.top])
+    _emit(args, result.candidates[: args.top], result.currency if args.currency is None else args.currency)
     if result.run_id is not None:
         data = result.data
         print(
@@ -248,7 +260,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         keep.sort(key=lambda c: -c.expected_value)
     keep = keep[: args.top]
     route_order(keep)
-    _emit(args, keep)
+    _emit(args, keep, store.run_currency(settings, db_url(settings), args.run))
     return 0
 
 
@@ -309,7 +321,8 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
             f"{md.MIN_PER_CLASS} of each class for the calibrated one)"
         )
     else:
-        nxt = f"evidence rules and isolation forest only ({pos} fraud outcomes; a model needs {md.MIN_PU_POSITIVES})"
+        some = "1 fraud outcome" if pos == 1 else f"{pos} fraud outcomes"
+        nxt = f"evidence rules and isolation forest only ({some}; a model needs {md.MIN_PU_POSITIVES})"
     if args.json:
         print(json.dumps(report, default=str))
         return 0
@@ -317,11 +330,15 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     if not report:
         print("no inspections recorded")
         return 0
-    print(f"{'campaign':<20} {'visits':>6} {'fraud':>6} {'fault':>6} {'nothing':>7} {'no_acc':>6} {'hit rate':>8}")
+    print(
+        f"{'campaign':<20} {'visits':>6} {'fraud':>6} {'fault':>6} {'nothing':>7} {'no_acc':>6} {'hit rate':>8}  "
+        f"{'unbilled per fraud':<20} ranked by"
+    )
     for r in report:
         hit = "n/a" if r["hit_rate"] is None else f"{100 * r['hit_rate']:.1f} %"
+        energy = ", ".join(f"{e:,.0f} {u}" for u, e in (r["energy_per_fraud"] or {}).items()) or "—"
         print(
             f"{r['campaign']:<20} {r['visits']:>6} {r['fraud']:>6} {r['meter_fault']:>6} {r['nothing']:>7} "
-            f"{r['no_access']:>6} {hit:>8}"
+            f"{r['no_access']:>6} {hit:>8}  {energy:<20} {', '.join(r['ranked_by'])}"
         )
     return 0

@@ -21,7 +21,7 @@ from analytics.theft import model as md
 from analytics.theft import signals as sg
 from analytics.theft.data import TheftData
 from analytics.theft.features import FEATURES, Features, compute_features
-from releve.arrays import FloatArray
+from releve.arrays import FloatArray, IntArray
 
 #: Names of the supervised model's inputs (what a candidate stores to become a label later).
 INPUT_NAMES: tuple[str, ...] = (*FEATURES, "rule", "forest")
@@ -71,6 +71,17 @@ class Candidate:
     signal: str
     meter_id: int | None = None
     route_order: int | None = None
+    #: Unit of the energy figures (``kWh``, ``m3``): the meter's, else its commodity's.
+    unit: str = ""
+
+    @property
+    def unit_symbol(self) -> str:
+        """The unit as printed (m³ for m3); the commodity's when the candidate has none stored."""
+        return _unit_words(self.unit or COMMODITY_UNITS.get(self.commodity, ""))
+
+
+#: The unit of each commodity's energy figures when a meter does not say.
+COMMODITY_UNITS = {"electricity": "kWh", "water": "m3"}
 
 
 @dataclass
@@ -89,6 +100,8 @@ class Ranking:
     model: md.Supervised | None = None
     excluded: set[str] = field(default_factory=set)
     n_outcomes: int = 0
+    #: Per meter, days since its loss last showed (0: still going on at the end of the period).
+    ended: IntArray | None = None
 
     @property
     def model_name(self) -> str:
@@ -187,6 +200,7 @@ class Ranking:
             inputs=inputs,
             signal=self.top_signal(i),
             meter_id=None if d.meter_ids is None else d.meter_ids[i],
+            unit=str(evidence["daily"]["unit"]),
         )
 
 
@@ -213,10 +227,102 @@ def score(
         if model is not None:
             sup = model.predict(_transform(x_all))
     risk = md.combine(unsup, sup, model.n_labels if model is not None else 0)
+    ended = days_since_loss(f, ev)
+    risk = risk * ongoing_factor(ended)
     energy = md.unbilled_energy(f)
     value = md.expected_value(risk, energy, data.commodity, tariff)
     n_out = 0 if training is None else len(training[1])
-    return Ranking(f, ev, rule, forest, unsup, sup, risk, energy, value, model, set(exclude or ()), n_out)
+    return Ranking(f, ev, rule, forest, unsup, sup, risk, energy, value, model, set(exclude or ()), n_out, ended)
+
+
+# ------------------------------------------------------------------ tonight: ongoing before ended
+
+#: A loss whose last sign is at most this many days before the end of the period is still going on
+#: (a week or two of normal days is a household's own noise, or a thief's holiday).
+ONGOING_DAYS = 14
+#: A loss that stopped this many days before the end of the period or more gets the full discount.
+ENDED_DAYS = 90
+#: The most an ended loss's risk is discounted: at similar evidence a meter losing tonight comes
+#: first, while a strong case that ended stays above weak ones (it is still owed, and still a lead).
+ENDED_DISCOUNT = 0.15
+#: A component takes part in dating a meter's loss when it weighs at least this share of its strongest.
+_DATING_SHARE = 0.25
+
+
+def ongoing_factor(ended: IntArray) -> FloatArray:
+    """Multiplier of the risk: 1 for a loss still going on, down to 1 − :data:`ENDED_DISCOUNT` for one long over."""
+    ramp = np.clip((np.asarray(ended, dtype=float) - ONGOING_DAYS) / (ENDED_DAYS - ONGOING_DAYS), 0.0, 1.0)
+    return 1.0 - ENDED_DISCOUNT * ramp
+
+
+def days_since_loss(f: Features, ev: md.Evidence) -> IntArray:
+    """Per meter, days between the last sign of its loss and the end of the period (0: going on tonight).
+
+    Each component that dates what it saw gives the day after its last sign: the drop's run (or the
+    period's end when the last two weeks are still low), the last zero day, the profile, flatter-day
+    and tamper-mark runs, the last four-week window the hourly balance puts a quarter of its
+    busiest window's energy per day on the meter, the last tamper event. The recent-change tests
+    (the last 30 days) are ongoing by construction. Of the components weighing at least a quarter
+    of the meter's strongest, the latest date counts, except that the hourly feeder balance, when
+    it is one of them, decides alone (a household's own series changes for its own reasons long
+    after a theft stopped); a meter whose evidence has no date (a peer outlier, the export
+    register) counts as ongoing.
+    """
+    d = f.data
+    n = d.n_days
+    m = d.n_meters
+    names = ev.names
+    ends = np.full((m, len(names)), -1, dtype=np.int64)
+
+    def put(name: str, end: np.ndarray) -> None:
+        if name in names:
+            ends[:, names.index(name)] = end
+
+    drop = f.drop
+    tail = drop.ratio[:, max(0, n - ONGOING_DAYS) :]
+    ok = np.isfinite(tail)
+    recent = np.where(ok.any(axis=1), np.nansum(np.where(ok, tail, 0.0), axis=1) / np.maximum(ok.sum(axis=1), 1), 1.0)
+    put("drop", np.where(drop.start >= 0, np.where(recent < 0.8, n, drop.end), -1))
+    zero = np.isfinite(f.cleaned.values) & (f.cleaned.values <= 1e-9) & (np.nan_to_num(drop.expected) > 0)
+    put("zero", np.where(zero.any(axis=1), n - np.argmax(zero[:, ::-1], axis=1), -1))
+    if f.profile is not None:
+        # A run from the first day that ends before the last is the old shape: the new one is going on
+        # (as :func:`explain` words it, the change happened where the run ends).
+        p0, p1 = f.profile.start, f.profile.end
+        put("profile", np.where(p0 >= 0, np.where((p0 == 0) & (p1 < n), n, p1), -1))
+    if f.spread_run is not None:
+        put("flat_run", np.where(f.spread_run[1] > f.spread_run[0], f.spread_run[1], -1))
+    if f.mark_runs:
+        put("marks", np.maximum.reduce([np.where(b > a, b, -1) for a, b in f.mark_runs.values()]))
+    if f.interval is not None:
+        att = np.clip(np.nan_to_num(f.interval.attributed), 0.0, None)
+        n_win = -(-n // 28)
+        edges = np.arange(0, n, 28)
+        per = np.add.reduceat(att, edges, axis=1) if n else np.zeros((m, 0))
+        per = per / np.diff(np.r_[edges, n])[None, :]  # per day: a short last window weighs as a whole one
+        busy = per >= _DATING_SHARE * per.max(axis=1, keepdims=True)
+        busy &= per > 0
+        last_w = np.where(busy.any(axis=1), n_win - 1 - np.argmax(busy[:, ::-1], axis=1), -1)
+        put("balance", np.where(last_w >= 0, np.minimum(n, 28 * (last_w + 1)), -1))
+    event_end = np.full(m, -1, dtype=np.int64)
+    for i, events in f.events_by_meter.items():
+        days = [e.day for e, w, _ in events if w > 0]
+        if days:
+            event_end[i] = max(days) + 1
+    put("event", event_end)
+    for name in ("change", "fell"):
+        put(name, np.full(m, n, dtype=np.int64))
+    w = np.array([md.WEIGHTS[k] for k in names])
+    contrib = ev.values * w[None, :]
+    strong = (contrib > 0.02) & (contrib >= _DATING_SHARE * contrib.max(axis=1, keepdims=True))
+    dated = np.where(strong & (ends >= 0), ends, -1).max(axis=1)
+    if "balance" in names:
+        # Where the hourly feeder balance takes part it decides, as it does the risk: the feeder saw
+        # when the energy went missing, the meter's own series only what the household did.
+        b = names.index("balance")
+        decides = strong[:, b] & (ends[:, b] >= 0)
+        dated = np.where(decides, ends[:, b], dated)
+    return np.where(dated >= 0, np.clip(n - dated, 0, n), 0).astype(np.int64)
 
 
 def _transform(x: FloatArray) -> FloatArray:
@@ -238,7 +344,8 @@ def _refine_start(ratio: np.ndarray, start: int, threshold: float = 0.8) -> int:
 def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
     """Reasons in words (strongest first) and the evidence for meter ``i``."""
     f, d = r.features, r.data
-    unit = str(d.unit[i]) if d.unit is not None else ("m3" if d.commodity[i] == "water" else "kWh")
+    unit = str(d.unit[i]) if d.unit is not None and d.unit[i] else COMMODITY_UNITS.get(str(d.commodity[i]), "kWh")
+    sym = _unit_words(unit)  # as printed
     comp = {n: float(v) for n, v in zip(r.evidence.names, r.evidence.values[i], strict=True)}
     weighted = sorted(((md.WEIGHTS[n] * v, n) for n, v in comp.items() if v > 0.02), reverse=True)
     reasons: list[str] = []
@@ -303,10 +410,11 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
                 before_r = _nanmean(f.balance.ratio[a, max(0, s0 - 28) : s0])
                 during_r = _nanmean(f.balance.ratio[a, s0:s1])
                 if share >= 0.3:
+                    moved = _moved(before_r, during_r)
                     reasons.append(
-                        f"area {f.area_names[a]}'s unexplained loss rose over the same days "
+                        f"area {f.area_names[a]}'s unexplained loss {moved} over the same days "
                         f"({_pct(before_r)} → {_pct(during_r)} of the feeder) and accounts for "
-                        f"{round(100 * share)} % of the missing {drop.deficit[i]:.0f} {unit}"
+                        f"{round(100 * share)} % of the missing {drop.deficit[i]:.0f} {sym}"
                     )
                 else:
                     reasons.append(
@@ -315,15 +423,17 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
                     )
         elif name == "zero":
             n = int(f.col("zero_run")[i])
-            reasons.append(f"zero consumption for {n} consecutive days while the meter kept reporting")
+            run = f"{n} consecutive days" if n != 1 else "a day"
+            reasons.append(f"zero consumption for {run} while the meter kept reporting")
             ev["zero"] = {"days": n}
         elif name == "profile" and f.profile is not None and f.profile.start[i] >= 0:
             p0, p1 = int(f.profile.start[i]), int(f.profile.end[i])
             how = "reversed" if f.profile.reversed[i] else "flattened" if f.profile.flattened[i] else "reshaped"
             if p0 == 0 and p1 < d.n_days:
                 # The odd shape is the earlier one: the change happened where the run ends.
+                earlier = "the day before looks" if p1 == 1 else f"the {p1} days before look"
                 reasons.append(
-                    f"daily profile changed on {_when(d, p1)}: the {_days(p1)} before look {how} against the rest "
+                    f"daily profile changed on {_when(d, p1)}: {earlier} {how} against the rest "
                     f"(correlation {f.profile.during[i]:.2f} against {f.profile.usual[i]:.2f} usually)"
                 )
             else:
@@ -356,7 +466,7 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
             energy = float(f.reverse_energy[i]) if f.reverse_energy is not None else 0.0
             what = "reverse-flow register" if d.commodity[i] == "water" else "export register"
             reasons.append(
-                f"{what} counted {energy:.1f} {unit} on an import-only meter "
+                f"{what} counted {energy:.1f} {sym} on an import-only meter "
                 f"({round(100 * f.col('reverse_share')[i])} % of its energy)"
             )
             ev["reverse"] = {"energy": _r(energy), "share": _r(f.col("reverse_share")[i]), "unit": unit}
@@ -367,7 +477,7 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
             first = int(ib.first_day[i])
             n_win = -(-d.n_days // 28)
             text = (
-                f"area {area_code}'s hourly feeder balance puts {ib.energy[i]:.0f} {unit} of unexplained loss "
+                f"area {area_code}'s hourly feeder balance puts {ib.energy[i]:.0f} {sym} of unexplained loss "
                 f"on this meter ({round(100 * f.col('interval_share')[i])} % of what it recorded)"
             )
             if ib.windows[i] > 0:
@@ -398,11 +508,14 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
             j = int(np.argmax(np.where(np.arange(len(names)) == 0, z, 0.3 * z)))
             if names[j] == "level":
                 fell = 100 * (1 - math.exp(-max(float(f.recent_shift[i, 0]), 0.0)))
-                text = f"the last 30 days are {fell:.0f} % below the same season earlier ({z[0]:.1f} fleet deviations)"
+                text = (
+                    f"the last 30 days are {fell:.0f} % below the same season earlier "
+                    f"({_times(z[0])} the fleet's usual change)"
+                )
             else:
                 text = (
                     f"the last 30 days show {_CHANGE_WORDS[names[j]]} against the same season earlier "
-                    f"({z[j]:.1f} fleet deviations)"
+                    f"({_times(z[j])} the fleet's usual change)"
                 )
             reasons.append(text)
             ev["change"] = {
@@ -418,7 +531,7 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
             a, b = int(f.spread_run[0][i]), int(f.spread_run[1][i])
             reasons.append(
                 f"flatter days than usual from {_when(d, a)} for {_days(b - a)} "
-                f"({f.col('spread_run_z')[i]:.1f} fleet deviations)"
+                f"({_times(f.col('spread_run_z')[i])} the fleet's usual contrast)"
             )
             ev["flat_run"] = {"start": _when(d, a), "end": _when(d, b - 1), "z": _r(f.col("spread_run_z")[i])}
         elif name == "marks":
@@ -448,30 +561,43 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
             )
             ev["reversed"] = {"start": _when(d, a), "end": _when(d, b - 1), "share": _r(share)}
         elif name == "peer":
+            z = float(f.col("peer_low")[i])
+            who = "" if str(d.customer_class[i]) in ("", "unknown") else f"{d.customer_class[i]} "
+            where = f" of area {d.area[i]}" if d.area[i] else ""
             reasons.append(
-                f"normal consumption {f.col('peer_low')[i]:.1f} robust deviations below peers "
-                f"({d.customer_class[i]}, area {d.area[i] or 'unknown'})"
+                f"normal consumption {'far ' if z >= 3 else ''}below its peers' ({_times(z)} their usual spread "
+                f"under the middle, among the {who}customers{where})"
             )
         elif name == "silence":
             reasons.append(
-                f"silent {int(f.col('silence_unrecovered')[i])} days and the register did not catch up afterwards"
+                f"silent {_days(int(f.col('silence_unrecovered')[i]))} and the register did not catch up afterwards"
             )
         elif name == "vee":
-            reasons.append(f"{int(f.col('estimate_streak')[i])} consecutive estimated days (VEE)")
+            n = int(f.col("estimate_streak")[i])
+            streak = f"{n} consecutive days" if n != 1 else "a day"
+            reasons.append(f"{streak} estimated by validation")
         elif name not in _OWN_WORDS:  # a component with no words of its own: its table entry's
             c = table.BY_NAME[name]
-            values = ", ".join(f"{n} {f.col(n)[i]:.2f}" for n in c.reads)
+            values = ", ".join(f"{_words(n)} {f.col(n)[i]:.2f}" for n in c.reads)
             reasons.append(f"{c.explanation} ({values})")
         del score_
-    idx = int(f.col("index_faults")[i])
-    if idx and reasons:
-        reasons.append(f"note: {idx} index inconsistencies (read below previous, scale jump, spike)")
     if not reasons:
         top = sorted(((abs(float(v)), n) for n, v in zip(f.names, f.X[i], strict=True)), reverse=True)[:3]
         reasons.append(
-            "unusual combination of features (isolation-forest rank "
-            f"{r.forest[i]:.2f}): " + ", ".join(f"{n} {v:.2f}" for v, n in top)
+            f"an unusual combination of figures, stranger than {round(100 * r.forest[i])} % of the fleet's: "
+            + ", ".join(f"{_words(n)} {v:.2f}" for v, n in top)
         )
+    if r.ended is not None and r.ended[i] > ONGOING_DAYS:
+        gone = int(r.ended[i])
+        reasons.append(
+            f"the loss last showed around {_when(d, d.n_days - gone - 1)}, {_days(gone)} before the end of the data: "
+            "listed below losses still going on"
+        )
+        ev["ended"] = {"last_day": _when(d, d.n_days - gone - 1), "days": gone}
+    idx = int(f.col("index_faults")[i])
+    if idx:
+        what = "index inconsistency" if idx == 1 else "index inconsistencies"
+        reasons.append(f"note: {idx} {what} (read below previous, scale jump, spike)")
     ev["features"] = {n: _r(v) for n, v in zip(f.names, f.X[i], strict=True)}
     return reasons, ev
 
@@ -522,6 +648,46 @@ _CHANGE_WORDS = {
 
 def _days(n: int) -> str:
     return "1 day" if n == 1 else f"{n} days"
+
+
+def _moved(before: float, during: float) -> str:
+    """Which way a ratio went, in a word."""
+    if not (math.isfinite(before) and math.isfinite(during)):
+        return "changed"
+    return "rose" if during > before else "fell" if during < before else "stayed"
+
+
+def _times(z: float) -> str:
+    """A robust z-score in words: '3.2 times'; past 100 (a near-constant fleet makes it explode) 'over 100 times'."""
+    return f"{float(z):.1f} times" if z < 100 else "over 100 times"
+
+
+def _unit_words(unit: str) -> str:
+    """A unit as printed: m3 is m³."""
+    return UNIT_SYMBOLS.get(unit, unit)
+
+
+#: How units are printed (the database and the files say ``m3``).
+UNIT_SYMBOLS = {"m3": "m³"}
+
+#: Features in words, for the fallback reasons (a feature not named here: its name with spaces).
+_FEATURE_WORDS = {
+    "drop_depth": "depth of its drop",
+    "drop_days": "days of its drop",
+    "drop_share": "share of the year's energy missing",
+    "balance_share": "share of the drop the area's balance confirms",
+    "zero_run": "longest run of zero days",
+    "profile_score": "change of its daily profile",
+    "event_score": "tamper events",
+    "reverse_share": "share of its energy counted in reverse",
+    "peer_low": "distance below its peers",
+    "silence_unrecovered": "silent days not caught up",
+}
+
+
+def _words(feature: str) -> str:
+    """A feature's name in words."""
+    return _FEATURE_WORDS.get(feature, feature.replace("_", " "))
 
 
 def _nanmean(x: np.ndarray) -> float:
@@ -575,14 +741,19 @@ CSV_COLUMNS = (
     "longitude",
     "risk",
     "expected_value",
+    "currency",
     "unbilled_energy",
+    "unit",
     "signal",
     "reasons",
 )
 
 
-def write_csv(cands: list[Candidate], path: Path) -> None:
-    """The list as CSV (coordinates and route order for a night route; reasons joined by ' | ')."""
+def write_csv(cands: list[Candidate], path: Path, currency: str = "") -> None:
+    """The list as CSV (coordinates and route order for a night route; reasons joined by ' | ').
+
+    ``expected_value`` is in ``currency`` (the tariff's), ``unbilled_energy`` in ``unit`` (kWh, m³).
+    """
     with Path(path).open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(CSV_COLUMNS)
@@ -599,7 +770,9 @@ def write_csv(cands: list[Candidate], path: Path) -> None:
                     "" if c.longitude is None else c.longitude,
                     f"{c.risk:.4f}",
                     f"{c.expected_value:.2f}",
+                    currency,
                     f"{c.unbilled:.3f}",
+                    c.unit_symbol,
                     c.signal,
                     " | ".join(c.reasons),
                 ]
@@ -636,10 +809,19 @@ def write_geojson(cands: list[Candidate], path: Path) -> None:
     Path(path).write_text(json.dumps(geojson(cands), indent=1))
 
 
-def format_table(cands: list[Candidate]) -> str:
-    """The list as text for a terminal: one line per candidate, its reasons indented below."""
-    lines = [f"{'rank':>4}  {'meter':<12} {'area':<8} {'risk':>6} {'value':>9}  signal"]
+def format_table(cands: list[Candidate], currency: str = "") -> str:
+    """The list as text for a terminal: one line per candidate, its reasons indented below.
+
+    The expected value of a visit is in ``currency`` (the tariff's), the unbilled energy in the meter's unit.
+    """
+    cur = f" {currency}" if currency else ""
+    lines = [f"{'rank':>4}  {'meter':<12} {'area':<8} {'risk':>6} {'expected value':>16} {'unbilled':>14}  signal"]
     for c in cands:
-        lines.append(f"{c.rank:>4}  {c.meter:<12} {c.area:<8} {c.risk:>6.3f} {c.expected_value:>9.2f}  {c.signal}")
+        value = f"{c.expected_value:,.2f}{cur}"
+        energy = f"{c.unbilled:,.1f} {c.unit_symbol}".strip()
+        lines.append(
+            f"{c.rank:>4}  {c.meter:<12} {c.area:<8} {c.risk:>6.3f} {value:>16} {energy:>14}  "
+            f"{c.signal.replace('_', ' ')}"
+        )
         lines.extend(f"        - {r}" for r in c.reasons)
     return "\n".join(lines)

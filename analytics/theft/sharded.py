@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from analytics.theft import store
+from analytics.theft import DEFAULT_DAYS, DEFAULT_KEEP, DEFAULT_ORDER, store
 from analytics.theft.data import Event, TheftData
 from releve import shards
 from releve.db import connect, editor_role, reader_role, refresh_daily
@@ -175,9 +175,9 @@ def rank_shards(
     *,
     start: date | None = None,
     end: date | None = None,
-    days: int = 365,
-    keep: int = 500,
-    order: str = "risk",
+    days: int = DEFAULT_DAYS,
+    keep: int = DEFAULT_KEEP,
+    order: str = DEFAULT_ORDER,
     filters: dict[str, Any] | None = None,
     tariff: dict[str, float] | None = None,
     include_inspected: bool = False,
@@ -191,15 +191,17 @@ def rank_shards(
     with connect(url, role=reader_role(settings)) as conn:
         labels = store.training_labels(conn)
         exclude = set() if include_inspected else store.inspected(conn)
+        currency = store.bill_currency(conn)
     ranking = score(data, training=(labels.x, labels.y) if len(labels.y) else None, tariff=tariff or {},
                     exclude=exclude)  # fmt: skip
     cands = ranking.candidates(keep, by=order, **filters)
     run_id = None
     if store_run:
         params = {"order": order, "filters": filters, "tariff": tariff or {}, "keep": keep, "shards": len(shard_urls),
-                  "excluded": len(exclude), "labels": len(labels.y), "model_note": ranking.model_note()}  # fmt: skip
+                  "excluded": len(exclude), "labels": len(labels.y), "model_note": ranking.model_note(),
+                  "currency": currency}  # fmt: skip
         run_id = store.save_run(settings, url, cands, "database", params, data,
                                 n_labels=ranking.model.n_labels if ranking.model else 0,
                                 model=ranking.model_name)  # fmt: skip
     return store.DatabaseRanking(cands, run_id, ranking.model_name, data, len(exclude), len(labels.y),
-                                 ranking.model_note())  # fmt: skip
+                                 ranking.model_note(), currency=currency)  # fmt: skip

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from analytics.theft import DEFAULT_DAYS, DEFAULT_KEEP, DEFAULT_ORDER
 from analytics.theft.data import HOURLY_CHUNK_METERS, Event, LazyHourly, TheftData, register_advance
 from analytics.theft.ranking import INPUT_NAMES, Candidate
 from analytics.theft.signals import longest_true_run
@@ -506,9 +507,26 @@ def load_candidates(settings: Settings, url: str, run_id: int) -> list[Candidate
             inputs=r[13],
             signal=r[10],
             meter_id=r[14],
+            unit=str(((r[12] or {}).get("daily") or {}).get("unit") or ""),
         )
         for r in rows
     ]
+
+
+def run_currency(settings: Settings, url: str, run_id: int) -> str:
+    """The currency run ``run_id``'s expected values are in (stored with the run; else the bills')."""
+    with connect(url, role=reader_role(settings)) as conn:
+        row = conn.execute("SELECT parameters->>'currency' FROM theft_run WHERE id = %s", (run_id,)).fetchone()
+        return str(row[0]) if row and row[0] else bill_currency(conn)
+
+
+def bill_currency(conn: psycopg.Connection) -> str:
+    """The currency money is counted in: the one on most bills (empty before the first bill run).
+
+    The dashboards label money with the same query, so the CLI's list and the fraud page agree.
+    """
+    row = conn.execute("SELECT currency FROM bill GROUP BY currency ORDER BY count(*) DESC LIMIT 1").fetchone()
+    return str(row[0]) if row and row[0] else ""
 
 
 def record_outcome(
@@ -714,20 +732,31 @@ def inspected(conn: psycopg.Connection) -> set[str]:
 
 
 def campaign_report(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    """Per campaign: visits, outcomes, hit rate (fraud / visits with access) and recovered energy estimate."""
+    """Per campaign: visits, outcomes, hit rate, unbilled energy per fraud found, the models that ranked.
+
+    The hit rate is fraud / visits with access; the energy is per unit (kWh and m³ are never added
+    together); ``ranked_by`` names the models of the runs whose lists were visited.
+    """
     rows = conn.execute(
-        """SELECT i.campaign, i.result, count(*), sum(c.unbilled_energy), min(i.visited_at), max(i.visited_at)
+        """SELECT i.campaign, i.result, c.commodity, coalesce(c.evidence->'daily'->>'unit', ''), count(*),
+                  sum(c.unbilled_energy), min(i.visited_at), max(i.visited_at),
+                  array_agg(DISTINCT r.model ORDER BY r.model)
            FROM theft_inspection i JOIN theft_candidate c ON c.run_id = i.run_id AND c.serial = i.serial
-           GROUP BY 1, 2 ORDER BY 1, 2"""
+           JOIN theft_run r ON r.id = i.run_id
+           GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"""
     ).fetchall()
-    out: dict[str, dict[str, Any]] = defaultdict(lambda: {r: 0 for r in RESULTS} | {"energy_fraud": 0.0})
-    for campaign, result, n, energy, first, last in rows:
+    out: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {r: 0 for r in RESULTS} | {"energy_fraud": defaultdict(float), "models": set()}
+    )
+    for campaign, result, commodity, unit, n, energy, first, last, models in rows:
         rec = out[campaign]
-        rec[result] = int(n)
+        rec[result] += int(n)
         rec["first"] = min(rec.get("first", first), first)
         rec["last"] = max(rec.get("last", last), last)
+        rec["models"].update(models)
         if result == "fraud":
-            rec["energy_fraud"] = float(energy or 0.0)
+            symbol = {"m3": "m³"}.get(unit, unit) or ("m³" if commodity == "water" else "kWh")
+            rec["energy_fraud"][symbol] += float(energy or 0.0)
     report = []
     for campaign, rec in sorted(out.items()):
         visits = sum(rec[r] for r in RESULTS)
@@ -738,7 +767,10 @@ def campaign_report(conn: psycopg.Connection) -> list[dict[str, Any]]:
                 "visits": visits,
                 **{r: rec[r] for r in RESULTS},
                 "hit_rate": rec["fraud"] / access if access else None,
-                "energy_per_fraud": rec["energy_fraud"] / rec["fraud"] if rec["fraud"] else None,
+                "energy_per_fraud": {u: e / rec["fraud"] for u, e in sorted(rec["energy_fraud"].items())}
+                if rec["fraud"]
+                else None,
+                "ranked_by": sorted(rec["models"]),
             }
         )
     return report
@@ -757,6 +789,8 @@ class DatabaseRanking:
     note: str = ""
     #: Seconds: refresh, load, score (with the hourly reads while it runs), store.
     timings: dict[str, float] = field(default_factory=dict)
+    #: The currency of the expected values (the bills'; empty before the first bill run).
+    currency: str = ""
 
 
 def rank_database(
@@ -765,9 +799,9 @@ def rank_database(
     *,
     start: date | None = None,
     end: date | None = None,
-    days: int = 365,
-    keep: int = 500,
-    order: str = "risk",
+    days: int = DEFAULT_DAYS,
+    keep: int = DEFAULT_KEEP,
+    order: str = DEFAULT_ORDER,
     filters: dict[str, Any] | None = None,
     tariff: dict[str, float] | None = None,
     include_inspected: bool = False,
@@ -787,6 +821,7 @@ def rank_database(
         data = load_from_database(conn, start, end, days)
         labels = training_labels(conn)
         exclude = set() if include_inspected else inspected(conn)
+        currency = bill_currency(conn)
         t2 = time.perf_counter()
         ranking = score(data, training=(labels.x, labels.y) if len(labels.y) else None, tariff=tariff or {},
                         exclude=exclude)  # fmt: skip
@@ -796,8 +831,11 @@ def rank_database(
     run_id = None
     if store:
         params = {"order": order, "filters": filters, "tariff": tariff or {}, "keep": keep,
-                  "excluded": len(exclude), "labels": len(labels.y), "model_note": ranking.model_note()}  # fmt: skip
+                  "excluded": len(exclude), "labels": len(labels.y), "model_note": ranking.model_note(),
+                  "currency": currency}  # fmt: skip
         run_id = save_run(settings, url, cands, origin, params, data,
                           n_labels=ranking.model.n_labels if ranking.model else 0, model=model)  # fmt: skip
     timings = {"refresh": t1 - t0, "load": t2 - t1, "score": t3 - t2, "store": time.perf_counter() - t3}
-    return DatabaseRanking(cands, run_id, model, data, len(exclude), len(labels.y), ranking.model_note(), timings)
+    return DatabaseRanking(
+        cands, run_id, model, data, len(exclude), len(labels.y), ranking.model_note(), timings, currency
+    )

@@ -26,6 +26,12 @@ def layout(q: Queries, serial: str = "") -> html.Div:
                           f"· {r['model']}", "value": r["id"]} for r in runs]  # fmt: skip
     facets = q.candidate_facets(runs[0]["id"])
     areas = [a["code"] for a in q.areas()]
+    # The balance chart shows the area of the candidate in view: the one in the address, else the top one's.
+    listed = q.candidate(runs[0]["id"], serial) if serial else None
+    top, _ = q.candidates(runs[0]["id"], 0, 1, None, None)
+    first_area = balance_area(listed["area"] if listed else None, areas) or balance_area(
+        top[0]["area"] if top else None, areas
+    )
     return html.Div(
         [
             html.H2("Fraud unit"),
@@ -156,7 +162,7 @@ def layout(q: Queries, serial: str = "") -> html.Div:
                             dcc.Dropdown(
                                 id="fr-balance-area",
                                 options=areas,
-                                value=(facets["areas"] or areas or [None])[0],
+                                value=first_area or (areas or [None])[0],
                                 clearable=False,
                                 style={"width": "160px"},
                             ),
@@ -172,6 +178,11 @@ def layout(q: Queries, serial: str = "") -> html.Div:
 
 
 UNITS = {"electricity": "kWh", "water": "m³"}
+
+
+def balance_area(area: str | None, areas: list[str]) -> str | None:
+    """The area whose energy balance to chart for a candidate of ``area`` (None: it has none the page knows)."""
+    return area if area and area in areas else None
 
 
 def _day(start: str, k: int) -> str:
@@ -238,7 +249,7 @@ def balance_figure(rows: list[dict[str, Any]], area: str) -> go.Figure:
     unit = "kWh" if rows[0].get("commodity") == "electricity" else "m³"
     fig.update_layout(yaxis={"title": f"{unit} per day", "tickformat": ",.0f", "rangemode": "tozero"},
                       yaxis2={"title": "loss", "overlaying": "y", "side": "right", "showgrid": False,
-                              "ticksuffix": " %", "tickformat": ".0f", "dtick": 5})  # fmt: skip
+                              "ticksuffix": " %", "tickformat": ".0f", "nticks": 8})  # fmt: skip
     return fig
 
 
@@ -273,16 +284,21 @@ def register(app: Dash, q: Queries) -> None:
         return records(rows), page_count(total, size), [], kpis
 
     @app.callback(Output("fr-evidence", "children"), Output("fr-visit-serial", "value"),
+                  Output("fr-balance-area", "value"),
                   Input("fr-list", "selected_rows"), State("fr-list", "data"), State("fr-run", "value"),
-                  prevent_initial_call=True)  # fmt: skip
-    def evidence(selected: list[int], data: list[dict[str, Any]], run: int) -> tuple[Any, ...]:
+                  State("fr-balance-area", "options"), prevent_initial_call=True)  # fmt: skip
+    def evidence(selected: list[int], data: list[dict[str, Any]], run: int, areas: list[Any]) -> tuple[Any, ...]:
+        from dash import no_update
         from dash.exceptions import PreventUpdate
 
         require(PAGE)
         if not selected or not data or selected[0] >= len(data):
             raise PreventUpdate
-        serial = data[selected[0]]["serial"]
-        return evidence_view(q, run, serial), serial
+        row = data[selected[0]]
+        # The balance chart follows the selected candidate: its area's feeder against its customers.
+        codes = [a["value"] if isinstance(a, dict) else a for a in areas or []]
+        area = balance_area(str(row.get("area") or ""), codes)
+        return evidence_view(q, run, row["serial"]), row["serial"], area or no_update
 
     @app.callback(Output("fr-visit-result-text", "children"), Output("fr-changed", "data"),
                   Input("fr-visit-save", "n_clicks"), State("fr-run", "value"), State("fr-visit-serial", "value"),

@@ -339,6 +339,29 @@ def test_fraud_page_lists_candidates_and_records_a_visit_outcome(filled, base_ur
     no_errors(browser)
 
 
+def test_fraud_balance_chart_follows_the_selected_candidate(filled, base_url, browser):
+    as_user(browser, base_url, "fraud1")
+    open_page(browser, base_url + "/fraud")
+    run = filled.one("SELECT max(id) FROM theft_run")
+    top_area = filled.one("SELECT area FROM theft_candidate WHERE run_id = %s AND rank = 1", (run,))
+    # Opened on the top candidate's area.
+    WebDriverWait(browser, 20).until(
+        lambda d: f"Energy balance of {top_area}" in d.find_element(By.ID, "fr-balance").text
+    )
+    WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#fr-list input[type=radio]"))
+    rows = browser.find_elements(By.CSS_SELECTOR, "#fr-list tbody tr")
+    areas = [r.find_elements(By.CSS_SELECTOR, "td[data-dash-column=area]") for r in rows]
+    areas = [a[0].text.strip() if a else "" for a in areas]
+    other = next((k for k, a in enumerate(areas) if a and a != top_area), None)
+    assert other is not None, areas  # the test fleet's list spans more than one area
+    rows[other].find_element(By.CSS_SELECTOR, "input[type=radio]").click()
+    WebDriverWait(browser, 20).until(
+        lambda d: f"Energy balance of {areas[other]}" in d.find_element(By.ID, "fr-balance").text
+    )
+    assert browser.find_element(By.CSS_SELECTOR, "#fr-balance-area").text.strip().startswith(areas[other])
+    no_errors(browser)
+
+
 def test_billing_page_shows_holds_and_a_review_decision_is_audited(filled, base_url, browser):
     as_user(browser, base_url, "billing1")
     open_page(browser, base_url + "/billing")

@@ -64,6 +64,6 @@ def test_a_component_without_words_of_its_own_is_explained_by_its_table_entry(mo
     r.evidence = md.Evidence((*r.evidence.names, new.name), np.column_stack([r.evidence.values, column]))
     reasons, _ = explain(r, i)
     assert (
-        f"silent on days its consumption should have been high (silence_high {r.features.col('silence_high')[i]:.2f})"
+        f"silent on days its consumption should have been high (silence high {r.features.col('silence_high')[i]:.2f})"
         in reasons
     )

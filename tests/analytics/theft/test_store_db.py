@@ -82,8 +82,10 @@ def test_rank_from_database_stores_run_and_feedback_changes_the_ranking(loaded, 
     assert 5 <= frauds <= 19  # both classes for the supervised model
     assert report[0]["campaign"] == "C1" and report[0]["visits"] == 25 and report[0]["no_access"] == 1
     assert report[0]["hit_rate"] == pytest.approx(frauds / 24)
+    assert set(report[0]["energy_per_fraud"]) <= {"kWh", "m³"} and report[0]["ranked_by"] == ["unsupervised"]
     assert _run(db, "report") == 0
-    assert "C1" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "C1" in text and "unsupervised" in text and "ranked by" in text
 
     # Re-rank: the outcomes are labels now; inspected meters leave the list; risks move.
     assert _run(db, "rank", "--top", "10", "--keep", "40", "--quiet") == 0
@@ -136,6 +138,10 @@ def test_list_filters_and_exports_a_stored_run(loaded, tmp_path: Path, capsys):
     lines = out.read_text().splitlines()
     assert lines[0].startswith("rank,route_order,meter,area")
     assert all(",T001," in line for line in lines[1:])
+    import csv
+
+    rows = list(csv.DictReader(out.open()))
+    assert rows and {r["unit"] for r in rows} == {"kWh"} and {r["currency"] for r in rows} == {""}  # no bills yet
     assert json.loads(gj.read_text())["type"] == "FeatureCollection"
     assert "rank" in printed
     with pytest.raises(CommandError, match="no theft run"):
@@ -277,3 +283,35 @@ def test_hourly_series_read_area_by_area_rank_as_when_read_whole(loaded, monkeyp
         first, second = a.candidates(30), b.candidates(30)
     assert [c.meter for c in first] == [c.meter for c in second]
     assert [c.evidence for c in first] == [c.evidence for c in second]
+
+
+def test_a_feeder_with_only_an_interval_channel_still_balances_its_area(loaded):
+    import numpy as np
+
+    from analytics.theft.store import load_from_database
+
+    db, _ = loaded
+    with db.connect() as conn:
+        before = load_from_database(conn)
+        code, feeder = conn.execute(
+            """SELECT a.code, a.feeder_meter_id FROM area a WHERE a.commodity = 'electricity'
+               AND a.feeder_meter_id IS NOT NULL ORDER BY a.code LIMIT 1"""
+        ).fetchone()
+        assert code in before.feeders_hourly  # the simulated feeder has both channels
+        # No register: only the interval channel, as on many substations (readings are append-only,
+        # so the register's days leave the daily aggregate the ranking reads).
+        gone = conn.execute(
+            """DELETE FROM daily_reading d USING channel c WHERE c.id = d.channel_id AND d.meter_id = %s
+               AND c.code = '1-0:1.8.0'""",
+            (feeder,),
+        ).rowcount
+        assert gone > 0
+        after = load_from_database(conn)
+    assert code in after.feeders_hourly
+    daily, hourly = after.feeders[code], after.feeders_hourly[code]
+    full = np.isfinite(hourly).all(axis=1)
+    assert full.sum() >= after.n_days - 2
+    np.testing.assert_allclose(daily[full], hourly[full].sum(axis=1))
+    # the same totals the register gave, to the meter's resolution
+    both = full & np.isfinite(before.feeders[code][: after.n_days])
+    assert np.nanmedian(np.abs(daily[both] / before.feeders[code][: after.n_days][both] - 1)) < 0.02
