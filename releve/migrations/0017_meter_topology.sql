@@ -24,6 +24,9 @@ CREATE TABLE meter_topology (
 COMMENT ON TABLE meter_topology IS
     'Per meter: area, line, coordinates; derived from meter, installation, service_point and area, kept by triggers.';
 
+-- The area a meter feeds, found by an index probe (a registry change touches a few meters: no scan of every area).
+CREATE INDEX area_feeder_meter_idx ON area (feeder_meter_id) WHERE feeder_meter_id IS NOT NULL;
+
 -- Recompute the rows of these meters from the registry (a meter that no longer exists has none: the
 -- foreign key's cascade removed it). Owned by the schema owner and run with its rights, so that whoever
 -- may write the registry keeps this table right without being granted it.
@@ -39,8 +42,8 @@ LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp AS $$
     FROM meter m
     LEFT JOIN installation i ON i.meter_id = m.id AND i.removed_at IS NULL
     LEFT JOIN service_point sp ON sp.id = i.service_point_id
-    LEFT JOIN (SELECT DISTINCT ON (feeder_meter_id) feeder_meter_id, id, latitude, longitude
-               FROM area WHERE feeder_meter_id IS NOT NULL ORDER BY feeder_meter_id, id) fa ON fa.feeder_meter_id = m.id
+    LEFT JOIN LATERAL (SELECT a.id, a.latitude, a.longitude FROM area a WHERE a.feeder_meter_id = m.id
+                       ORDER BY a.id LIMIT 1) fa ON true
     WHERE m.id = ANY (ids)
     ON CONFLICT (meter_id) DO UPDATE SET
         serial = EXCLUDED.serial, commodity = EXCLUDED.commodity, protocol = EXCLUDED.protocol, line = EXCLUDED.line,
