@@ -189,10 +189,13 @@ LEFT JOIN LATERAL (SELECT coalesce(s.ts, ({_PROBE})) AS ts) lr ON true""",
 #: The fleet state aggregated in the database, for the control room: meters per state in each area, in each
 #: collector and line, with and without coordinates, and the map's points (every meter in trouble that has
 #: coordinates, and every ``every``-th communicating one by a hash of its id, about :data:`MAP_POINTS`). The
-#: same meters, joins and state as :data:`FLEET_SNAPSHOT_SQL`; each meter's last seen is computed once
-#: (``OFFSET 0`` keeps the state's four uses of it from probing ``reading`` four times), meters are grouped
-#: by area id (its code joined to the groups, not to every meter), and 100,000 meters come back as a few
-#: thousand rows instead of 100,000.
+#: same meters and state as :data:`FLEET_SNAPSHOT_SQL`, but where each meter is (area, line from its address,
+#: coordinates) is read from ``meter_topology`` (migration 0017: one row per meter, kept exact by triggers on
+#: meter, installation, service_point and area) instead of joining the registry and parsing every address on
+#: each view; only ``meter_last_read`` and the collectors' rows are joined to it. Each meter's last seen is
+#: computed once (``OFFSET 0`` keeps the state's four uses of it from probing ``reading`` four times), meters
+#: are grouped by area id (its code joined to the groups, not to every meter), and 100,000 meters come back
+#: as a few thousand rows instead of 100,000.
 FLEET_SUMMARY_SQL = f"""
 WITH g AS MATERIALIZED (
   SELECT coalesce(ar.code, '—') AS area, y.* FROM (
@@ -203,20 +206,17 @@ WITH g AS MATERIALIZED (
                f.latitude IS NOT NULL AND f.longitude IS NOT NULL
                AND (st.state <> 'communicating' OR (hashint4(f.meter_id) & 2147483647) %% e.every = 0) AS pick
         FROM (
-            SELECT m.id AS meter_id, m.serial, coalesce(sp.area_id, fa.id) AS area_id,
-                   coalesce(ch.collector, m.protocol) AS collector, {_LINK} AS link,
-                   coalesce(sp.latitude, fa.latitude) AS latitude, coalesce(sp.longitude, fa.longitude) AS longitude,
+            SELECT m.id AS meter_id, m.serial, m.area_id,
+                   coalesce(ch.collector, m.protocol) AS collector, coalesce(ch.link, m.line) AS link,
+                   m.latitude, m.longitude,
                    greatest(coalesce(s.ts, ({_PROBE})), ch.last_good) AS seen,
                    ch.consecutive_failures AS fails, ch.last_good
-            FROM meter m
+            FROM (SELECT t.meter_id AS id, t.* FROM meter_topology t) m
             {_SUMMARISED}
             {_HEALTH}
-            LEFT JOIN installation i ON i.meter_id = m.id AND i.removed_at IS NULL
-            LEFT JOIN service_point sp ON sp.id = i.service_point_id
-            LEFT JOIN area fa ON fa.feeder_meter_id = m.id
             OFFSET 0) f
         CROSS JOIN LATERAL (SELECT {_STATE.format(seen="f.seen", fails="f.fails", last_good="f.last_good")} AS state) st
-        CROSS JOIN (SELECT greatest(1, ceil(count(*) / %(points)s::numeric))::int AS every FROM meter) e
+        CROSS JOIN (SELECT greatest(1, ceil(count(*) / %(points)s::numeric))::int AS every FROM meter_topology) e
     ) x
     GROUP BY area_id, collector, link, placed, state) y
   LEFT JOIN area ar ON ar.id = y.area_id)

@@ -66,6 +66,7 @@ REFERENCE = (
     "area",
     "service_point",
     "installation",
+    "meter_topology",
     "meter_timezone",
     "ingest_batch",
     "vee_run",
@@ -75,6 +76,7 @@ REFERENCE = (
 NOT_DISTRIBUTED: dict[str, str] = {
     "installation": "registry: which meter is at which service point (billing and theft read it everywhere)",
     "meter_timezone": "registry: VEE on every shard reads it",
+    "meter_topology": "derived from the registry by triggers on it (migration 0017): it lives where the registry does",
     "meter_command": "the command queue: collectors take commands from the coordinator",
     "bill_determinant": "billing: bills and the ledger live on the coordinator (billing/sharded.py)",
     "prepaid_check": "billing: on the coordinator with the account",

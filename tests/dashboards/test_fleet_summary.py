@@ -134,3 +134,111 @@ def test_the_fleet_state_aggregated_in_sql_equals_every_meters_row_aggregated_in
     exact = {r["serial"]: r for r in by_area}
     assert total == 160 and [r["serial"] for r in first] == sorted(state)[10:20]
     assert all(r == exact[r["serial"]] for r in first)  # the same row as the page cut on the registry
+
+
+def _same_as_python(queries) -> None:
+    """The fleet state aggregated in SQL (from ``meter_topology``) equals every meter's row (from the registry)."""
+    from dashboards.queries_base import FleetSnapshot
+
+    as_of, rows = queries.fleet_rows()
+    python = FleetSnapshot.from_rows(as_of, rows, 0.0)
+    sql = queries.fleet_summary(as_of)
+    assert sql.counts() == python.counts() and sql.meters == python.meters == len(rows)
+    assert sql.by("area") == python.by("area")
+    assert sql.by("link") == python.by("link")
+    assert sql.placed == python.placed
+    key = ("serial", "area", "link", "state", "latitude", "longitude")
+    assert sorted(tuple(p[k] for k in key) for p in sql.points) == sorted(
+        tuple(p[k] for k in key) for p in python.points
+    )
+
+
+@pytest.mark.db
+def test_the_topology_follows_the_registry_in_the_same_transaction(db):
+    """An installation moved to another area, one removed, a meter added (and installed), a service point moved
+    to another area with new coordinates, an area given another feeder meter, a meter's address changed:
+    each is in the fleet state at once, with no refresh in between."""
+    from dashboards.queries import Queries
+
+    _random_fleet(db, 3, 120)
+    now = datetime.now(UTC).replace(microsecond=0)
+    queries = Queries(db.url, db.settings)
+
+    def topology(conn, serial: str):
+        return conn.execute(
+            "SELECT t.area_id, t.latitude, t.longitude, t.line FROM meter_topology t JOIN meter m ON m.id = t.meter_id "
+            "WHERE m.serial = %s",
+            (serial,),
+        ).fetchone()
+
+    try:
+        _same_as_python(queries)
+        with db.connect() as conn:
+            areas = [a for (a,) in conn.execute("SELECT id FROM area ORDER BY id")]
+            installed = conn.execute(
+                """SELECT i.id, i.meter_id, m.serial, sp.area_id, m.commodity FROM installation i
+                   JOIN meter m ON m.id = i.meter_id JOIN service_point sp ON sp.id = i.service_point_id
+                   WHERE i.removed_at IS NULL ORDER BY i.id"""
+            ).fetchall()
+            # moved: the open installation closed, the meter installed at a new service point in another area
+            inst, meter_id, serial, area, commodity = installed[0]
+            other = next(a for a in areas if a != area)
+            conn.execute("UPDATE installation SET removed_at = %s, removal_index = 5 WHERE id = %s",
+                         (now - timedelta(hours=1), inst))  # fmt: skip
+            sp = conn.execute(
+                "INSERT INTO service_point (code, commodity, area_id, latitude, longitude) "
+                "VALUES ('SP-moved', %s, %s, 45.5, 4.5) RETURNING id",
+                (commodity, other),
+            ).fetchone()[0]
+            conn.execute(
+                "INSERT INTO installation (meter_id, service_point_id, installed_at) VALUES (%s, %s, %s)",
+                (meter_id, sp, now - timedelta(hours=1)),
+            )
+            conn.commit()
+            assert topology(conn, serial)[:3] == (other, 45.5, 4.5)
+        _same_as_python(queries)
+
+        with db.connect() as conn:
+            _, _, removed_serial, _, _ = installed[1]
+            conn.execute("UPDATE installation SET removed_at = %s, removal_index = 9 WHERE id = %s",
+                         (now - timedelta(minutes=5), installed[1][0]))  # fmt: skip
+            conn.execute("DELETE FROM installation WHERE id = %s", (installed[2][0],))  # entered by mistake
+            # a service point moved to another area, with new coordinates
+            sp_id, sp_area = conn.execute(
+                "SELECT service_point_id, sp.area_id FROM installation i JOIN service_point sp "
+                "ON sp.id = i.service_point_id WHERE i.id = %s",
+                (installed[3][0],),
+            ).fetchone()
+            conn.execute("UPDATE service_point SET area_id = %s, latitude = 46.0, longitude = 5.0 WHERE id = %s",
+                         (next(a for a in areas if a != sp_area), sp_id))  # fmt: skip
+            # a new meter, installed at once; another one's address changed to a new line
+            new_id = conn.execute(
+                "INSERT INTO meter (serial, commodity, model, unit, protocol, address) VALUES "
+                "('S-new', 'electricity', 'test', 'kWh', 'modbus-tcp', '{\"uri\": \"tcp://10.7.7.7:502/3\"}') "
+                "RETURNING id"
+            ).fetchone()[0]
+            sp_new = conn.execute(
+                "INSERT INTO service_point (code, commodity, area_id, latitude, longitude) "
+                "VALUES ('SP-new', 'electricity', %s, 47.0, 3.0) RETURNING id",
+                (areas[0],),
+            ).fetchone()[0]
+            conn.execute("INSERT INTO installation (meter_id, service_point_id, installed_at) VALUES (%s, %s, %s)",
+                         (new_id, sp_new, now - timedelta(days=1)))  # fmt: skip
+            conn.execute("""UPDATE meter SET address = '{"uri": "rtu://line9/4"}' WHERE serial = %s""",
+                         (installed[4][2],))  # fmt: skip
+            # an area fed by another meter: the previous feeder loses its place, the new one (not installed) gets it
+            spare = conn.execute(
+                "SELECT m.id FROM meter m WHERE NOT EXISTS (SELECT 1 FROM installation i WHERE i.meter_id = m.id "
+                "AND i.removed_at IS NULL) AND NOT EXISTS (SELECT 1 FROM area a WHERE a.feeder_meter_id = m.id) "
+                "ORDER BY m.id LIMIT 1"
+            ).fetchone()[0]
+            conn.execute("UPDATE area SET feeder_meter_id = %s WHERE id = %s", (spare, areas[1]))
+            conn.commit()
+            assert topology(conn, removed_serial)[:3] == (None, None, None)  # installed meters feed no area here
+            assert topology(conn, installed[2][2])[:3] == (None, None, None)
+            assert topology(conn, "S-new") == (areas[0], 47.0, 3.0, "tcp://10.7.7.7:502")
+            assert topology(conn, installed[4][2])[3] == "rtu://line9"
+            assert conn.execute("SELECT count(*) FROM meter_topology").fetchone()[0] == 121
+        _same_as_python(queries)
+    finally:
+        queries.close()
