@@ -439,7 +439,8 @@ def main() -> None:
         type=Path,
         metavar="DIR",
         help="keep the landed databases in a PostgreSQL server under DIR and reuse them on the next run with "
-        "the same sizes (landing 100,000 × 365 takes minutes)",
+        "the same sizes (landing 100,000 × 365 takes minutes); one run at a time per DIR (the server stops "
+        "when a run ends)",
     )
     args = parser.parse_args()
     print(
