@@ -8,10 +8,12 @@ hourly interval sums for the profile signals, ``meter_event`` rows, each area's 
 meter and technical-loss percentage, and from VEE the open index-inconsistency exceptions
 (``NEGATIVE``, ``SUM_CHECK``, ``MULTIPLIER``) and the longest run of estimated days.
 
-Columnar: the daily aggregate comes in one binary ``COPY`` laid straight into numpy grids
-(:mod:`releve.pgbinary`), the hourly sums are made by the database and read a group of whole
-areas at a time while the ranking runs (:class:`analytics.theft.data.LazyHourly`), so neither a
-Python tuple per row nor a meters × days × 24 array for the whole fleet is ever built.
+Columnar: the daily aggregate comes in one binary ``COPY`` with one row per meter and channel
+(its days and values in arrays, :func:`_array_rows`) laid straight into numpy grids; the hourly
+sums are made by the database, one row per meter with its hours in arrays, and read a group of
+whole areas at a time while the ranking runs (:class:`analytics.theft.data.LazyHourly`), so
+neither a Python object (nor a CopyData message) per reading nor a meters × days × 24 array for
+the whole fleet is ever built.
 
 Runs, candidates and outcomes are written as the editor role (``database.use_roles``).
 """
