@@ -3,6 +3,7 @@
     .venv/bin/python bench/theft_db.py                       # 100,000 meters daily + 10,000 hourly (≈ 25 min)
     .venv/bin/python bench/theft_db.py --meters 10000 --hourly-meters 2000   # quick check (≈ 5 min)
     .venv/bin/python bench/theft_db.py --no-hourly           # daily register data only
+    .venv/bin/python bench/theft_db.py --keep /var/tmp/theft-bench   # land once, measure again later
 
 Two throwaway databases (``bench/common.py``), each loaded through the ingest write path and its
 daily aggregate refreshed (setup, not timed):
@@ -32,21 +33,27 @@ memory < 4 GB. The machine is shared: say when figures were measured under load.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import psycopg
+from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import bench_database  # noqa: E402
+from releve import migrate  # noqa: E402
 from releve.pgbinary import row_dtype  # noqa: E402
+from releve.pgserver import PostgresServer  # noqa: E402
+from releve.settings import Settings  # noqa: E402
 
 AREA = 20
 REGISTER = "1-0:1.8.0"
@@ -354,14 +361,57 @@ def measure(url: str, settings, label: str, meters: int, days: int, legacy: bool
     print(f"  goal at 100,000 × 365: < {goal} s, < 4 GB; this run: {meters:,} meters × {days} days")
 
 
-def run(label: str, meters: int, days: int, hourly: bool, legacy: bool) -> None:
-    with bench_database() as (url, settings, where):
-        rows, secs = land(url, meters, days, hourly)
-        kind = "hourly interval data" if hourly else "one register read a day"
-        print(
-            f"\n{label}: {meters:,} customer meters × {days} days, {kind}; {rows:,} readings landed in "
-            f"{secs:.0f} s ({where})"
-        )
+@contextlib.contextmanager
+def kept_database(keep: Path, label: str, meters: int, days: int) -> Iterator[tuple[str, Settings, str, bool]]:
+    """(url, settings, where, landed already) of a database kept in the server at ``keep`` between runs.
+
+    One database per data set (``theft_daily_100000x365``…); a database whose landing did not finish
+    (no ``bench_landed`` table) is dropped and made again. The server runs for this run only.
+    """
+    server = PostgresServer(keep / "data", durable=True)
+    server.start()
+    name = f"theft_{label}_{meters}x{days}"
+    info = psycopg.conninfo.conninfo_to_dict(server.url())
+    info["dbname"] = name
+    url = psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+    settings = Settings(database={"url": url, "role_prefix": name})  # type: ignore[arg-type]
+    try:
+        with psycopg.connect(server.url(), autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+        landed = False
+        if exists:
+            with psycopg.connect(url) as conn:
+                landed = conn.execute("SELECT to_regclass('bench_landed') IS NOT NULL").fetchone() == (True,)
+        if not landed:
+            with psycopg.connect(server.url(), autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            migrate.upgrade(url, settings)
+        yield url, settings, f"kept in {keep}, {server.version()}", landed
+    finally:
+        server.stop()
+
+
+def run(label: str, meters: int, days: int, hourly: bool, legacy: bool, keep: Path | None) -> None:
+    kind = "hourly interval data" if hourly else "one register read a day"
+    with contextlib.ExitStack() as stack:
+        if keep is None:
+            url, settings, where = stack.enter_context(bench_database())
+            landed = False
+        else:
+            url, settings, where, landed = stack.enter_context(kept_database(keep, label, meters, days))
+        if landed:
+            print(f"\n{label}: {meters:,} customer meters × {days} days, {kind}; landed by an earlier run ({where})")
+        else:
+            rows, secs = land(url, meters, days, hourly)
+            if keep is not None:
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute("CREATE TABLE bench_landed (rows bigint, seconds float8)")
+                    conn.execute("INSERT INTO bench_landed VALUES (%s, %s)", (rows, secs))
+            print(
+                f"\n{label}: {meters:,} customer meters × {days} days, {kind}; {rows:,} readings landed in "
+                f"{secs:.0f} s ({where})"
+            )
         measure(url, settings, label, meters, days, legacy)
 
 
@@ -384,13 +434,21 @@ def main() -> None:
         default=2_000,
         help="run the row-fetch baseline on hourly data up to this many meters (default 2,000)",
     )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="keep the landed databases in a PostgreSQL server under DIR and reuse them on the next run with "
+        "the same sizes (landing 100,000 × 365 takes minutes); one run at a time per DIR (the server stops "
+        "when a run ends)",
+    )
     args = parser.parse_args()
     print(
         f"theft ranking from the database; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
         "(the machine may be shared)"
     )
     if not args.no_daily:
-        run("daily", args.meters, args.days, False, not args.no_legacy)
+        run("daily", args.meters, args.days, False, not args.no_legacy, args.keep)
     if not args.no_hourly:
         run(
             "hourly",
@@ -398,6 +456,7 @@ def main() -> None:
             args.days,
             True,
             not args.no_legacy and args.hourly_meters <= args.legacy_hourly_max,
+            args.keep,
         )
 
 

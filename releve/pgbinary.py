@@ -106,3 +106,13 @@ def copy_blocks(
 def copy_records(conn: psycopg.Connection, query: str | bytes, params: Any, dtype: np.dtype) -> np.ndarray:
     """Run a binary COPY whose columns match ``dtype`` (:func:`row_dtype`) and return its rows."""
     return decode(copy_bytes(conn, query, params), dtype)
+
+
+def copy_rows(conn: psycopg.Connection, query: str | bytes, params: Any = None) -> Iterator[memoryview]:
+    """The rows of one ``COPY … TO STDOUT (FORMAT binary)`` as raw bytes, one per row (header and trailer included).
+
+    For rows of variable width (arrays): few rows, each decoded by the caller. The first row's
+    view starts with the 19-byte header; the last message is the 2-byte trailer. A view is valid
+    until the next one is read.
+    """
+    return _messages(conn, query, params)

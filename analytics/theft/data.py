@@ -187,21 +187,28 @@ class TheftData:
         )
 
 
-def register_advance(last: FloatArray, initial: FloatArray | None = None) -> FloatArray:
+def register_advance(last: FloatArray, initial: FloatArray | None = None, rows: int = 8_192) -> FloatArray:
     """Daily advance of a register from its last read per day (meters × days, NaN: no read).
 
     A day without a read stays NaN and the next read's advance covers the whole gap (the catch-up
     that :func:`analytics.theft.signals.clean_daily` spreads back). The first day is measured from
-    ``initial`` (NaN when unknown).
+    ``initial`` (NaN when unknown). Meter by meter, ``rows`` at a time: the temporaries (five
+    meters × days arrays) are one block's, not the fleet's.
     """
     m, d = last.shape
     init = np.full(m, np.nan) if initial is None else initial
-    ok = np.isfinite(last)
-    idx = np.where(ok, np.arange(d)[None, :], -1)
-    prev_idx = np.maximum.accumulate(idx, axis=1)
-    prev_idx = np.concatenate([np.full((m, 1), -1), prev_idx[:, :-1]], axis=1)
-    prev = np.where(prev_idx >= 0, np.take_along_axis(last, np.maximum(prev_idx, 0), axis=1), init[:, None])
-    return np.where(ok, last - prev, np.nan)
+    out = np.empty((m, d))
+    for a in range(0, m, rows):
+        part = last[a : a + rows]
+        ok = np.isfinite(part)
+        idx = np.where(ok, np.arange(d)[None, :], -1)
+        prev_idx = np.maximum.accumulate(idx, axis=1)
+        prev_idx = np.concatenate([np.full((part.shape[0], 1), -1), prev_idx[:, :-1]], axis=1)
+        prev = np.where(
+            prev_idx >= 0, np.take_along_axis(part, np.maximum(prev_idx, 0), axis=1), init[a : a + rows, None]
+        )
+        out[a : a + rows] = np.where(ok, part - prev, np.nan)
+    return out
 
 
 @dataclass

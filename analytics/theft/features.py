@@ -7,7 +7,9 @@ series and events behind its score.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -93,6 +95,36 @@ class Features:
 LEVEL_QUANTILE = 0.8
 
 
+#: Row-wise signals over more meters than this run a block of rows at a time (:func:`by_rows`).
+ROW_BLOCK = 8_192
+
+_T = TypeVar("_T")
+
+
+def by_rows(fn: Callable[..., _T], *arrays: np.ndarray, rows: int = ROW_BLOCK, **kw: Any) -> _T:
+    """``fn(*arrays, **kw)`` for a signal that works meter by meter, a block of ``rows`` rows at a time.
+
+    The same figures as one call (each row's result depends on that row only), but the signal's
+    temporaries — several meters × days arrays each — are one block's, not the fleet's: at 100,000
+    meters × 365 days each is 0.3 GB. ``fn`` returns a dataclass of per-row arrays.
+    """
+    m = arrays[0].shape[0]
+    if m <= rows:
+        return fn(*arrays, **kw)
+    out: dict[str, np.ndarray] = {}
+    kind: Any = None
+    for a in range(0, m, rows):
+        part = fn(*(x[a : a + rows] for x in arrays), **kw)
+        kind = type(part)
+        for f in fields(part):  # type: ignore[arg-type]
+            v = np.asarray(getattr(part, f.name))
+            if f.name not in out:
+                out[f.name] = np.empty((m, *v.shape[1:]), dtype=v.dtype)
+            out[f.name][a : a + rows] = v
+        del part
+    return kind(**out)
+
+
 def _codes(values: np.ndarray) -> IntArray:
     _, inverse = np.unique(values.astype(str), return_inverse=True)
     return inverse.astype(np.int64).reshape(-1)
@@ -122,9 +154,14 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
     m, d = values.shape
     weekday = data.weekdays()
     if data.hourly is None:
-        return _Hourly(
-            None, np.zeros(m), None, sg.recent_shift(sg.daily_stats(None, values, weekday), fleet_season), None
+        # Meter by meter: a block of rows at a time holds one block's per-day statistics.
+        shift = np.concatenate(
+            [
+                sg.recent_shift(sg.daily_stats(None, values[a : a + ROW_BLOCK], weekday), fleet_season)
+                for a in range(0, max(m, 1), ROW_BLOCK)
+            ]
         )
+        return _Hourly(None, np.zeros(m), None, shift, None)
     n_stats = len(sg.CHANGE_STATS)
     spread_col = list(sg.CHANGE_STATS).index("spread")
     hour_spikes = np.zeros(m)
@@ -222,7 +259,7 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
     season_groups = _codes(np.array([f"{c}|{k}" for c, k in zip(data.commodity, data.customer_class, strict=True)]))
     season_table = sg.seasonal_index(values, season_groups)
     season = season_table[season_groups]
-    drop = sg.sustained_drop(values, season, threshold=drop_threshold, quantile=LEVEL_QUANTILE)
+    drop = by_rows(sg.sustained_drop, values, season, threshold=drop_threshold, quantile=LEVEL_QUANTILE)
 
     # Events: weight, and the fall of consumption after each.
     ev_meter = np.array([e.meter for e in data.events], dtype=np.int64)
@@ -245,7 +282,6 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
     area_names = sorted(a for a in data.feeders if a)
     area_index = {a: k for k, a in enumerate(area_names)}
     area_of = np.array([area_index.get(str(a), -1) for a in data.area], dtype=np.int64)
-    filled = np.where(np.isfinite(values), values, np.nan_to_num(drop.expected))
     balance = None
     balance_share = np.zeros(m)
     matched = np.zeros(m)
@@ -253,7 +289,12 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
     if area_names:
         feeder = np.vstack([data.feeders[a] for a in area_names])
         customers = np.zeros((len(area_names), d))
-        np.add.at(customers, area_of[area_of >= 0], filled[area_of >= 0])
+        for a in range(0, m, ROW_BLOCK):  # (in row order, as one call would add them)
+            rows = slice(a, a + ROW_BLOCK)
+            filled = np.where(np.isfinite(values[rows]), values[rows], np.nan_to_num(drop.expected[rows]))
+            inside = area_of[rows] >= 0
+            np.add.at(customers, area_of[rows][inside], filled[inside])
+        del filled
         tech = np.array([data.technical_loss_pct.get(a, np.nan) for a in area_names])
         balance = sg.energy_balance(feeder, customers, tech)
         cand = np.flatnonzero((area_of >= 0) & (drop.start >= 0) & (drop.depth >= 0.1))

@@ -8,10 +8,12 @@ hourly interval sums for the profile signals, ``meter_event`` rows, each area's 
 meter and technical-loss percentage, and from VEE the open index-inconsistency exceptions
 (``NEGATIVE``, ``SUM_CHECK``, ``MULTIPLIER``) and the longest run of estimated days.
 
-Columnar: the daily aggregate comes in one binary ``COPY`` laid straight into numpy grids
-(:mod:`releve.pgbinary`), the hourly sums are made by the database and read a group of whole
-areas at a time while the ranking runs (:class:`analytics.theft.data.LazyHourly`), so neither a
-Python tuple per row nor a meters × days × 24 array for the whole fleet is ever built.
+Columnar: the daily aggregate comes in one binary ``COPY`` with one row per meter and channel
+(its days and values in arrays, :func:`_array_rows`) laid straight into numpy grids; the hourly
+sums are made by the database, one row per meter with its hours in arrays, and read a group of
+whole areas at a time while the ranking runs (:class:`analytics.theft.data.LazyHourly`), so
+neither a Python object (nor a CopyData message) per reading nor a meters × days × 24 array for
+the whole fleet is ever built.
 
 Runs, candidates and outcomes are written as the editor role (``database.use_roles``).
 """
@@ -23,7 +25,7 @@ import io
 import json
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -39,7 +41,7 @@ from analytics.theft.signals import longest_true_run
 from releve.arrays import FloatArray, IntArray
 from releve.db import connect, editor_role, reader_role, refresh_daily
 from releve.model import COMMODITY_CHANNELS
-from releve.pgbinary import copy_blocks, copy_records, row_dtype
+from releve.pgbinary import HEADER_BYTES, copy_rows
 from releve.settings import Settings
 
 IMPORT_CHANNELS = tuple(ch.register for ch in COMMODITY_CHANNELS.values())
@@ -54,35 +56,108 @@ class StoreError(Exception):
 
 
 def _period(conn: psycopg.Connection, start: date | None, end: date | None, days: int) -> tuple[date, date]:
-    # The daily aggregate knows the span of the data without scanning every reading.
-    row = conn.execute("SELECT min(day), max(day) FROM daily_reading").fetchone()
-    if row is None or row[0] is None:
+    if start is not None and end is not None:  # nothing to look up
+        if end <= start:
+            raise StoreError(f"empty period {start} … {end}")
+        if conn.execute("SELECT EXISTS (SELECT 1 FROM daily_reading)").fetchone() != (True,):
+            raise StoreError("no readings in the database")
+        return start, end
+    # The daily aggregate knows the span of the data without scanning every reading: one pass over
+    # it gives the first and last day and the reads of the last two (365 rows a year of data).
+    per_day: dict[date, int] = defaultdict(int)
+    for day, n in conn.execute("SELECT day, sum(n) FROM daily_reading GROUP BY day").fetchall():
+        per_day[day.astimezone(UTC).date()] += int(n or 0)
+    if not per_day:
         raise StoreError("no readings in the database")
+    first, last = min(per_day), max(per_day)
     if end is None:
-        last = row[1].astimezone(UTC).date()
         end = last + timedelta(days=1)
         # A last day with fewer readings than the day before is partial (or only the spill-over of
         # end-stamped intervals at midnight): it would read as a fleet-wide drop. Left out.
-        counts = conn.execute(
-            """SELECT coalesce(sum(n) FILTER (WHERE day = %s), 0), coalesce(sum(n) FILTER (WHERE day = %s), 0)
-               FROM daily_reading WHERE day >= %s""",
-            (row[1], row[1] - timedelta(days=1), row[1] - timedelta(days=1)),
-        ).fetchone()
-        partial = counts is not None and counts[1] > 0 and counts[0] < 0.9 * counts[1]
-        if partial and last > row[0].astimezone(UTC).date():
+        before = per_day.get(last - timedelta(days=1), 0)  # (a defaultdict: .get adds nothing)
+        partial = before > 0 and per_day[last] < 0.9 * before
+        if partial and last > first:
             end = last
     if start is None:
         # The last ``days`` days, but not before the first reading.
-        start = max(end - timedelta(days=days), row[0].astimezone(UTC).date())
+        start = max(end - timedelta(days=days), first)
     if end <= start:
         raise StoreError(f"empty period {start} … {end}")
     return start, end
 
 
-#: One row of the daily COPY: meter, channel, day (since the period's first), the day's last register value.
-_DAILY_ROW = row_dtype(("meter_id", ">i4"), ("channel_id", ">i2"), ("day", ">i4"), ("value", ">f8"))
-#: One row of the hourly COPY: meter, hour (since the period's first midnight), summed intervals.
-_HOURLY_ROW = row_dtype(("meter_id", ">i4"), ("hour", ">i4"), ("value", ">f8"))
+#: A binary array element of the daily COPY: its length word, then the value (never NULL).
+_ELEMENT_I8 = np.dtype([("l", ">i4"), ("v", ">i8")])
+_ELEMENT_F8 = np.dtype([("l", ">i4"), ("v", ">f8")])
+#: A one-dimensional binary array's header: dimensions, NULL flag, element type, length, lower bound.
+_ARRAY_HEADER = 20
+#: Microseconds a day (``timestamptz`` in binary: microseconds since 2000-01-01 UTC).
+_DAY_US = 86_400_000_000
+
+
+def _array_rows(
+    conn: psycopg.Connection, query: str, params: dict[str, Any], block_rows: int = 2_000
+) -> Iterator[tuple[IntArray, IntArray, IntArray, IntArray, IntArray, FloatArray]]:
+    """Rows of ``meter_id int4, channel_id int2, key int8[] (or timestamptz[]), value float8[]``.
+
+    Yields, ``block_rows`` rows at a time, each row's (meter, channel), then the flat (meter,
+    channel, key, value) of their elements. One row per meter (and channel) with its days or
+    hours in arrays, not one per day or hour: a binary COPY hands every row to Python as one
+    message, and 36 million of them (100,000 meters × 365 days) cost minutes of interpreter time
+    alone; 105,000 rows with the days in arrays cost under a second. NULL arrays (nothing to keep
+    for that row) have no elements; array elements are never NULL.
+    """
+    meters: list[int] = []
+    channels: list[int] = []
+    counts: list[int] = []
+    keys: list[np.ndarray] = []
+    values: list[np.ndarray] = []
+
+    def block() -> tuple[IntArray, IntArray, IntArray, IntArray, IntArray, FloatArray]:
+        n = np.asarray(counts, dtype=np.int64)
+        row_meter = np.asarray(meters, dtype=np.int64)
+        row_channel = np.asarray(channels, dtype=np.int64)
+        out = (
+            row_meter,
+            row_channel,
+            np.repeat(row_meter, n),
+            np.repeat(row_channel, n),
+            np.concatenate(keys).astype(np.int64) if keys else np.zeros(0, np.int64),
+            np.concatenate(values).astype(np.float64) if values else np.zeros(0),
+        )
+        for part in (meters, channels, counts, keys, values):
+            part.clear()
+        return out
+
+    first = True
+    for msg in copy_rows(conn, query, params):
+        at = HEADER_BYTES if first else 0
+        first = False
+        if len(msg) - at < _ROW_HEAD.itemsize:  # the trailer
+            continue
+        head = np.frombuffer(msg, dtype=_ROW_HEAD, count=1, offset=at)[0]
+        at += _ROW_HEAD.itemsize
+        meters.append(int(head["meter_id"]))
+        channels.append(int(head["channel_id"]))
+        len_keys = int(np.frombuffer(msg, dtype=">i4", count=1, offset=at)[0])
+        if len_keys < 0:
+            counts.append(0)
+            continue
+        n = int(np.frombuffer(msg, dtype=">i4", count=1, offset=at + 16)[0])
+        key = np.frombuffer(msg, dtype=_ELEMENT_I8, count=n, offset=at + 4 + _ARRAY_HEADER)["v"]
+        at += 4 + len_keys
+        value = np.frombuffer(msg, dtype=_ELEMENT_F8, count=n, offset=at + 4 + _ARRAY_HEADER)["v"]
+        counts.append(n)
+        keys.append(key.astype(np.int64))
+        values.append(value.astype(np.float64))
+        if len(meters) >= block_rows:
+            yield block()
+    if meters:
+        yield block()
+
+
+#: The fixed head of a daily series row: field count, meter id, channel id.
+_ROW_HEAD = np.dtype([("n", ">i2"), ("l1", ">i4"), ("meter_id", ">i4"), ("l2", ">i4"), ("channel_id", ">i2")])
 
 
 def _row_of(ids: list[int]) -> IntArray:
@@ -149,53 +224,62 @@ def _register_grids(
     feeder_row: IntArray,
     n_feeders: int,
     interval: list[int],
-) -> tuple[FloatArray, FloatArray, FloatArray, bool, set[int]]:
+) -> tuple[FloatArray, FloatArray | None, FloatArray, bool, set[int]]:
     """Last register value per day (NaN: no read): customers' import, their export, feeders' import.
 
-    One binary COPY of the daily aggregate (one row per meter and day however often meters are
-    read), laid into the grids a block at a time. Also whether any import register value came,
+    The export grid is None when no export register value came. One binary COPY of the daily
+    aggregate (one row per meter and channel, however often meters are read), laid into the
+    grids a block at a time. Also whether any import register value came,
     and the meters with a day of the ``interval`` channels around the period (a superset of those
     with an interval in it: the same scan, instead of a second one).
     """
     imp = np.asarray(_channel_ids(conn, IMPORT_CHANNELS), dtype=np.int64)
     exp = np.asarray(_channel_ids(conn, EXPORT_CHANNELS), dtype=np.int64)
     daily = np.full((m, n_days), np.nan)
-    export = np.full((m, n_days), np.nan)
+    export: FloatArray | None = None  # made when the first export value comes (most fleets have none)
     feeder = np.full((n_feeders, n_days), np.nan)
     any_import = False
     with_interval: set[int] = set()
-    for rec in copy_blocks(
+    # Grouped in the order of the primary key (meter, channel, day): the rows stream from the index
+    # into the arrays, with no sort nor a hash table of the whole period spilled to disk. (Both
+    # arrays are built from the same rows in the same order: no ORDER BY needed.)
+    conn.execute("SET LOCAL enable_hashagg = off")
+    origin = (start - date(2000, 1, 1)).days  # the period's first day in PostgreSQL's day numbers
+    for row_meter, row_channel, meter, channel, stamp, value in _array_rows(
         conn,
-        """COPY (SELECT d.meter_id, d.channel_id, ((d.day AT TIME ZONE 'UTC')::date - %(start)s::date)::int4,
-                        d.last_value
+        """COPY (SELECT d.meter_id, d.channel_id,
+                        array_agg(d.day) FILTER (WHERE d.channel_id = ANY(%(reg)s::smallint[])),
+                        array_agg(d.last_value) FILTER (WHERE d.channel_id = ANY(%(reg)s::smallint[]))
                  FROM daily_reading d
                  WHERE (d.channel_id = ANY(%(reg)s::smallint[]) AND d.day >= %(lo)s AND d.day < %(hi)s
                         AND d.last_value IS NOT NULL)
-                    OR (d.channel_id = ANY(%(int)s::smallint[]) AND d.day >= %(lo1)s AND d.day <= %(hi)s))
+                    OR (d.channel_id = ANY(%(int)s::smallint[]) AND d.day >= %(lo1)s AND d.day <= %(hi)s)
+                 GROUP BY d.meter_id, d.channel_id)
            TO STDOUT (FORMAT binary)""",
         {
-            "start": start,
             "reg": imp.tolist() + exp.tolist(),
             "int": interval,
             "lo": lo,
             "hi": hi,
             "lo1": lo - timedelta(days=1),
         },
-        _DAILY_ROW,
     ):
-        meter = rec["meter_id"].astype(np.int64)
-        day = rec["day"].astype(np.int64)
-        value = rec["value"].astype(np.float64)
-        channel = rec["channel_id"].astype(np.int64)
+        day = stamp // _DAY_US - origin
+        with_interval.update(row_meter[np.isin(row_channel, interval)].tolist())
         is_imp = np.isin(channel, imp)
         is_exp = np.isin(channel, exp)
-        with_interval.update(np.unique(meter[~(is_imp | is_exp)]).tolist())
         any_import = any_import or bool(is_imp.any())
         in_period = (day >= 0) & (day < n_days)
-        for grid, lookup, sel in ((daily, row_of, is_imp), (export, row_of, is_exp), (feeder, feeder_row, is_imp)):
-            rows = _rows(lookup, meter)
+        if export is None and is_exp.any():
+            export = np.full((m, n_days), np.nan)
+        customer = _rows(row_of, meter)
+        for grid, rows, sel in ((daily, customer, is_imp), (export, customer, is_exp), (feeder, None, is_imp)):
+            if grid is None:
+                continue
+            rows = _rows(feeder_row, meter) if rows is None else rows
             ok = sel & in_period & (rows >= 0)
             grid[rows[ok], day[ok]] = value[ok]
+    conn.execute("RESET enable_hashagg")
     return daily, export, feeder, any_import, with_interval
 
 
@@ -220,24 +304,31 @@ class _HourlyReader:
         out = np.zeros((n, self.n_days * 24))
         seen = np.zeros((n, self.n_days * 24), dtype=bool)
         if n and self.channels:
-            rec = copy_records(
-                self.conn,
-                """COPY (SELECT r.meter_id,
-                                floor((date_part('epoch', r.ts) - %(lo_s)s - coalesce(c.interval_s, 900))
-                                      / 3600.0)::int4,
-                                sum(r.value)
-                         FROM reading r JOIN channel c ON c.id = r.channel_id
-                         WHERE r.meter_id = ANY(%(ids)s) AND r.channel_id = ANY(%(ch)s::smallint[])
-                           AND r.ts > %(lo)s AND r.ts <= %(hi)s
-                         GROUP BY 1, 2)
-                   TO STDOUT (FORMAT binary)""",
-                {"lo_s": self.lo.timestamp(), "ids": meter_ids, "ch": self.channels, "lo": self.lo, "hi": self.hi},
-                _HOURLY_ROW,
-            )
-            rows = _rows(_row_of(meter_ids), rec["meter_id"])
-            hour = rec["hour"].astype(np.int64)
+            # Summed per hour by the database, then one row per meter with its hours in arrays.
+            parts = list(
+                _array_rows(
+                    self.conn,
+                    """COPY (SELECT h.meter_id, 0::int2, array_agg(h.hour), array_agg(h.value)
+                             FROM (SELECT r.meter_id,
+                                          floor((date_part('epoch', r.ts) - %(lo_s)s - coalesce(c.interval_s, 900))
+                                                / 3600.0)::int8 AS hour,
+                                          sum(r.value) AS value
+                                   FROM reading r JOIN channel c ON c.id = r.channel_id
+                                   WHERE r.meter_id = ANY(%(ids)s) AND r.channel_id = ANY(%(ch)s::smallint[])
+                                     AND r.ts > %(lo)s AND r.ts <= %(hi)s AND r.value IS NOT NULL
+                                   GROUP BY 1, 2) h
+                             GROUP BY 1)
+                       TO STDOUT (FORMAT binary)""",
+                    {"lo_s": self.lo.timestamp(), "ids": meter_ids, "ch": self.channels, "lo": self.lo,
+                     "hi": self.hi},
+                )
+            )  # fmt: skip
+            meter = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int64)
+            hour = np.concatenate([p[4] for p in parts]) if parts else np.zeros(0, np.int64)
+            value = np.concatenate([p[5] for p in parts]) if parts else np.zeros(0)
+            rows = _rows(_row_of(meter_ids), meter)
             ok = (rows >= 0) & (hour >= 0) & (hour < self.n_days * 24)
-            np.add.at(out, (rows[ok], hour[ok]), rec["value"].astype(np.float64)[ok])
+            np.add.at(out, (rows[ok], hour[ok]), value[ok])
             seen[rows[ok], hour[ok]] = True
         cube = out.reshape(n, self.n_days, 24)
         cube[~seen.reshape(n, self.n_days, 24).all(axis=2)] = np.nan
@@ -315,15 +406,20 @@ def load_from_database(
     )
     imp_edits = _edited_per_day(conn, IMPORT_CHANNELS, lo, hi)
     _lay_over(last, row_of, imp_edits, start)
-    _lay_over(last_export, row_of, _edited_per_day(conn, EXPORT_CHANNELS, lo, hi), start)
+    export_edits = _edited_per_day(conn, EXPORT_CHANNELS, lo, hi)
+    if last_export is None and export_edits:
+        last_export = np.full((m, n_days), np.nan)
+    if last_export is not None:
+        _lay_over(last_export, row_of, export_edits, start)
     _lay_over(feeder_last, feeder_row, imp_edits, start)
     daily = register_advance(last)
+    del last
     # No export register in the fleet: no array (an all-NaN one is 290 MB at 100,000 × 365 and
     # every export signal reads it as zero anyway).
-    export = register_advance(last_export) if np.isfinite(last_export).any() else None
+    export = register_advance(last_export) if last_export is not None and np.isfinite(last_export).any() else None
     feeder_daily = register_advance(feeder_last)
     cumulative = any_import or bool(imp_edits)
-    del last, last_export, feeder_last
+    del last_export, feeder_last
 
     # Hourly profiles from the raw intervals: the shape of a day, not billing figures, so estimates
     # filling the odd gap do not matter and the view's version merge is skipped.
