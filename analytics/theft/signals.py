@@ -633,6 +633,33 @@ def meter_regressors(hourly: FloatArray, weekday: IntArray) -> FloatArray:
     return out.reshape(m, len(REGRESSORS), d * h)
 
 
+#: Honest regressors of the interval balance: what a meter whose clock runs an hour late or early
+#: leaves in the residual (the feeder's hour minus the meter's, both of the same energy). They take
+#: part in the fit, so a clock-shifted meter's residual is explained, but what they explain is never
+#: put on the meter as missing energy.
+HONEST_REGRESSORS = ("clock_late", "clock_early")
+
+
+def clock_regressors(hourly: FloatArray) -> FloatArray:
+    """Per meter, the residual a clock shift of one hour leaves (meters × 2 × days·hours, signed).
+
+    A meter stamping every value an hour late records at hour t what was drawn at t − 1: the feeder
+    saw at t what the meter records at t + 1, so the residual is ``x[t+1] − x[t]`` (``clock_late``);
+    an hour early, ``x[t−1] − x[t]`` (``clock_early``). Both sum to nearly nothing over a day: a
+    shifted clock moves energy, it does not lose any. 0 where the meter or its neighbour hour is
+    missing.
+    """
+    m = hourly.shape[0]
+    x = hourly.reshape(m, -1)
+    nxt = np.full_like(x, np.nan)
+    nxt[:, :-1] = x[:, 1:]
+    prv = np.full_like(x, np.nan)
+    prv[:, 1:] = x[:, :-1]
+    late = np.nan_to_num(nxt - x)
+    early = np.nan_to_num(prv - x)
+    return np.stack([late, early], axis=1)
+
+
 @dataclass
 class IntervalBalance:
     """The feeder residual at interval resolution attributed to its meters.
@@ -687,7 +714,9 @@ def interval_balance(
       share of the load, which would swallow a thief stealing a constant share of its own load;
       one pair for the whole period, so that a theft lasting a few windows cannot hide in it;
     - per window of ``window`` days, every meter's regressors (:func:`meter_regressors`) at once,
-      non-negative least squares, so collinear households share only what they explain together.
+      non-negative least squares, so collinear households share only what they explain together;
+      with them each meter's honest clock terms (:func:`clock_regressors`): a meter stamping an
+      hour late leaves a residual a reshaped day would also explain, and it must not read as one.
 
     The two are fitted in turn (block coordinate descent, three rounds). Per meter and window, the
     sum of squares its terms explain over the robust variance of what is left is its strength;
@@ -701,11 +730,12 @@ def interval_balance(
 
     m, d, h = hourly.shape
     n_areas = feeder.shape[0]
-    g = meter_regressors(hourly, weekday)
-    k = len(REGRESSORS)
+    g = np.concatenate([meter_regressors(hourly, weekday), clock_regressors(hourly)], axis=1)
+    k = g.shape[1]
+    k_theft = len(REGRESSORS)  # the first k_theft are theft regressors, the rest honest ones
     attributed = np.zeros((m, d))
     strength = np.zeros(m)
-    per_kind = np.zeros((m, k))
+    per_kind = np.zeros((m, k_theft))
     moved = np.zeros(m)
     own = np.zeros(m)
     windows = np.zeros(m, dtype=np.int64)
@@ -777,11 +807,13 @@ def interval_balance(
                 continue
             sigma2 = robust_var(res[b])
             for r_i in range(rows.size):
-                c = coefs[w][r_i * k : (r_i + 1) * k]
+                # Only the theft regressors put energy on the meter; the clock terms explain
+                # an honest fault and stay in the fit.
+                c = coefs[w][r_i * k : r_i * k + k_theft]
                 if not (c > 0).any():
                     continue
                 i = int(rows[r_i])
-                parts = cand[r_i * k : (r_i + 1) * k, b] * c[:, None]
+                parts = cand[r_i * k : r_i * k + k_theft, b] * c[:, None]
                 contrib = parts.sum(axis=0)
                 per_kind[i] += (parts**2).sum(axis=1)
                 gain = float(((res[b] + contrib) ** 2).sum() - (res[b] ** 2).sum())

