@@ -553,7 +553,7 @@ def clean_hourly(hourly: FloatArray, factor: float = 5.0) -> tuple[FloatArray, F
 
 #: Regressors per meter in the interval balance: what a tampered meter's missing energy looks like in
 #: time, built from the meter's own recorded load (see :func:`meter_regressors`).
-REGRESSORS = ("scaled", "zeroed", "clipped", "reshaped", "shortfall")
+REGRESSORS = ("scaled", "zeroed", "clipped", "reshaped", "shortfall", "short_day")
 
 
 def usual_hour_profile(hourly: FloatArray, weekday: IntArray) -> FloatArray:
@@ -595,7 +595,13 @@ def meter_regressors(hourly: FloatArray, weekday: IntArray) -> FloatArray:
       recorded (signed; flattened, reversed or randomised days lose shape, not energy);
     - ``shortfall``: the meter's normal day for the season (upper quartile of its day totals over
       the four weeks around) spread over the usual profile, less what was recorded, where positive
-      (on/off theft: intermittent, short zero spells).
+      (on/off theft: intermittent, short zero spells);
+    - ``short_day``: the recorded hours scaled by how far the day fell short of that normal day
+      (``x · clip(normal / day total − 1, 0, 4)``): a share taken on some days only (on/off weeks,
+      a scaling that starts and stops) follows the day's own recorded shape, not the usual one. A
+      real household's hours wander too far from its usual profile for ``shortfall`` to follow
+      them; on the real-load bench this term took an intermittent thief's missing energy from
+      the neighbours' loads that had shared it.
 
     Missing hours are 0 in every regressor (the balance rows where a meter is missing are dropped
     by the caller).
@@ -629,7 +635,10 @@ def meter_regressors(hourly: FloatArray, weekday: IntArray) -> FloatArray:
             normal = np.nanquantile(win, 0.75, axis=2)
     normal = np.nan_to_num(normal)
     shortfall = np.where(np.isfinite(hourly), np.clip(normal[:, :, None] * usual_share - x, 0.0, None), 0.0)
-    out = np.stack([x, zeroed, clipped, reshaped, shortfall], axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        short = np.clip(normal / np.where(tot > 0, tot, np.nan) - 1.0, 0.0, 4.0)
+    short_day = np.where(np.isfinite(hourly), x * np.nan_to_num(short)[:, :, None], 0.0)
+    out = np.stack([x, zeroed, clipped, reshaped, shortfall, short_day], axis=1)
     return out.reshape(m, len(REGRESSORS), d * h)
 
 
@@ -694,6 +703,9 @@ def robust_var(x: FloatArray) -> float:
     """Variance from the median absolute deviation (a few wild values do not inflate it)."""
     med = float(np.median(x))
     return max((1.4826 * float(np.median(np.abs(x - med)))) ** 2, 1e-12)
+
+
+TECH_HI = (np.inf, np.inf)
 
 
 def interval_balance(
@@ -775,7 +787,7 @@ def interval_balance(
         # Block coordinate descent: the technical pair over the whole period, then every window's
         # meter coefficients (non-negative least squares over all the area's meters at once, so
         # that collinear households share nothing they do not explain), three times over.
-        coef_t, _ = nnls(tech, y)
+        coef_t = box_lstsq2(tech, y, (0.0, 0.0), TECH_HI)
         meter_fit = np.zeros(n_rows)
         coefs: list[np.ndarray] = [np.zeros(rows.size * k) for _ in blocks]
         for _ in range(3):
@@ -790,7 +802,7 @@ def interval_balance(
                     sol[live], _ = nnls(cw[:, live], r_tech[b], maxiter=30 * live.size)
                 coefs[w] = sol
                 meter_fit[b] = cw @ sol
-            coef_t, _ = nnls(tech, y - meter_fit)
+            coef_t = box_lstsq2(tech, y - meter_fit, (0.0, 0.0), TECH_HI)
         res = y - tech @ coef_t - meter_fit
         tech_fit = (tech @ coef_t) * scale
         tech_day = np.full(d, np.nan)

@@ -190,3 +190,31 @@ def test_interval_balance_a_clock_an_hour_late_is_not_theft():
     honest = np.delete(np.arange(12), 9)
     assert ib.share[9] > 0.3
     assert ib.share[4] < 0.1 and ib.share[4] <= 2 * np.median(ib.share[honest]) + 0.02
+
+
+def test_short_day_regressor_follows_an_on_off_theft_in_the_days_own_shape():
+    true = households(2, 84, seed=13)
+    rec = true.copy()
+    on = (np.arange(84) // 7) % 2 == 1  # every other week 70 % is taken
+    rec[1, on] *= 0.3
+    g = sg.meter_regressors(rec, np.arange(84) % 7)
+    short, shortfall = sg.REGRESSORS.index("short_day"), sg.REGRESSORS.index("shortfall")
+    missing = (true[1] - rec[1]).reshape(-1)
+    corr = {j: np.corrcoef(missing, g[1, j])[0, 1] for j in (short, shortfall)}
+    assert corr[short] > 0.8 and corr[short] > corr[shortfall] + 0.1
+    off_weeks = np.repeat(~on, 24)
+    # On the weeks nothing is taken it stays small: the normal day is the upper quartile of the month.
+    assert g[1, short, off_weeks].sum() < 0.25 * g[1, short, ~off_weeks].sum()
+
+
+def test_interval_balance_finds_an_on_off_thief_among_others():
+    true = households(15, 112, seed=14)
+    recorded = true.copy()
+    on = (np.arange(112) // 7) % 2 == 1
+    recorded[2, on] *= 0.3  # on/off weeks
+    recorded[8, 56:] *= 0.5  # a second thief in the area, from day 56
+    feeder, _ = feeder_of(true, seed=15)
+    ib = _balance(recorded, feeder)
+    honest = np.setdiff1d(np.arange(15), [2, 8])
+    assert min(ib.share[2], ib.share[8]) > 2 * ib.share[honest].max()
+    assert ib.strength[2] > 5 * ib.strength[honest].max()
