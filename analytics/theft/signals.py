@@ -705,9 +705,6 @@ def robust_var(x: FloatArray) -> float:
     return max((1.4826 * float(np.median(np.abs(x - med)))) ** 2, 1e-12)
 
 
-TECH_HI = (np.inf, np.inf)
-
-
 def interval_balance(
     feeder: FloatArray,
     hourly: FloatArray,
@@ -787,7 +784,7 @@ def interval_balance(
         # Block coordinate descent: the technical pair over the whole period, then every window's
         # meter coefficients (non-negative least squares over all the area's meters at once, so
         # that collinear households share nothing they do not explain), three times over.
-        coef_t = box_lstsq2(tech, y, (0.0, 0.0), TECH_HI)
+        coef_t, _ = nnls(tech, y)
         meter_fit = np.zeros(n_rows)
         coefs: list[np.ndarray] = [np.zeros(rows.size * k) for _ in blocks]
         for _ in range(3):
@@ -802,7 +799,7 @@ def interval_balance(
                     sol[live], _ = nnls(cw[:, live], r_tech[b], maxiter=30 * live.size)
                 coefs[w] = sol
                 meter_fit[b] = cw @ sol
-            coef_t = box_lstsq2(tech, y - meter_fit, (0.0, 0.0), TECH_HI)
+            coef_t, _ = nnls(tech, y - meter_fit)
         res = y - tech @ coef_t - meter_fit
         tech_fit = (tech @ coef_t) * scale
         tech_day = np.full(d, np.nan)
