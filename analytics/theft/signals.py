@@ -582,6 +582,10 @@ def usual_hour_profile(hourly: FloatArray, weekday: IntArray) -> FloatArray:
     return out
 
 
+#: Below this coefficient of variation of its usual hours a meter's own profile counts as flat.
+FLAT_PROFILE = 0.1
+
+
 def meter_regressors(hourly: FloatArray, weekday: IntArray) -> FloatArray:
     """Per meter, the series its missing energy would follow under each tamper family (meters × 5 × days·hours).
 
@@ -592,7 +596,11 @@ def meter_regressors(hourly: FloatArray, weekday: IntArray) -> FloatArray:
     - ``clipped``: where the meter sits at its own ceiling (within 3 % of the 99.5th percentile,
       hours at the ceiling at least 1 % of the time), its usual peak excess (capped peaks);
     - ``reshaped``: the day's recorded total spread over the usual profile, minus what was
-      recorded (signed; flattened, reversed or randomised days lose shape, not energy);
+      recorded (signed; flattened, reversed or randomised days lose shape, not energy). A meter
+      whose usual profile is flat (coefficient of variation of its hours under
+      :data:`FLAT_PROFILE`: a day flattened since before the data starts, or randomised around its
+      mean) has no shape of its own left: the median usual profile of the other meters stands
+      in for it;
     - ``shortfall``: the meter's normal day for the season (upper quartile of its day totals over
       the four weeks around) spread over the usual profile, less what was recorded, where positive
       (on/off theft: intermittent, short zero spells);
@@ -610,6 +618,11 @@ def meter_regressors(hourly: FloatArray, weekday: IntArray) -> FloatArray:
     x = np.nan_to_num(hourly)
     tot = x.sum(axis=2)
     prof = usual_hour_profile(hourly, weekday)
+    # A meter whose usual day is flat (it has recorded a flattened day all along) has no shape of
+    # its own left to compare with: it gets the typical shape of the meters beside it.
+    flat = prof.std(axis=2).max(axis=1) * h < FLAT_PROFILE
+    if flat.any() and (~flat).sum() >= 3:
+        prof[flat] = np.median(prof[~flat], axis=0)
     daytype = np.where(weekday == 5, 1, np.where(weekday == 6, 2, 0))
     usual_share = prof[:, daytype, :]  # meters × days × hours
     pos = np.where(hourly > 0, hourly, np.nan)

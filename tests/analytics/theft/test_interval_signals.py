@@ -218,3 +218,28 @@ def test_interval_balance_finds_an_on_off_thief_among_others():
     honest = np.setdiff1d(np.arange(15), [2, 8])
     assert min(ib.share[2], ib.share[8]) > 2 * ib.share[honest].max()
     assert ib.strength[2] > 5 * ib.strength[honest].max()
+
+
+def test_a_day_flattened_since_the_first_day_is_compared_with_the_neighbours_shape():
+    true = households(12, 112, seed=16)
+    recorded = true.copy()
+    recorded[5] = np.broadcast_to(true[5].mean(axis=1, keepdims=True), true[5].shape)  # from the first hour
+    g = sg.meter_regressors(recorded, np.arange(112) % 7)
+    reshaped = sg.REGRESSORS.index("reshaped")
+    # Its own usual profile is flat: it borrows the others', so the regressor follows what went missing.
+    missing = (true[5] - recorded[5]).reshape(-1)
+    assert np.abs(g[5, reshaped]).sum() > 0
+    assert np.corrcoef(missing, g[5, reshaped])[0, 1] > 0.3
+    # An honest meter keeps its own profile.
+    own = sg.usual_hour_profile(recorded[:1], np.arange(112) % 7)
+    x0 = np.nan_to_num(recorded[0])
+    expected = (
+        x0.sum(axis=1)[:, None] * own[0][np.where(np.arange(112) % 7 == 5, 1, np.where(np.arange(112) % 7 == 6, 2, 0))]
+        - x0
+    )
+    assert np.allclose(g[0, reshaped], expected.reshape(-1))
+    feeder, _ = feeder_of(true, seed=17)
+    ib = _balance(recorded, feeder)
+    honest = np.delete(np.arange(12), 5)
+    assert ib.strength[5] > 3 * ib.strength[honest].max()
+    assert ib.share[5] > ib.share[honest].max()
