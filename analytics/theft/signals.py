@@ -587,7 +587,7 @@ FLAT_PROFILE = 0.1
 
 
 def meter_regressors(hourly: FloatArray, weekday: IntArray) -> FloatArray:
-    """Per meter, the series its missing energy would follow under each tamper family (meters × 5 × days·hours).
+    """Per meter, the series its missing energy would follow under each tamper family (meters × 6 × days·hours).
 
     - ``scaled``: the recorded load itself (a share of the true load is taken: scaling, random
       scaling, progressive, intermittent; theft running since the first day included);
