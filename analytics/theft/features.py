@@ -149,7 +149,7 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
 
     Every hourly signal is per meter, or per area for the interval balance, so groups of whole
     areas give the same figures as the fleet at once while only one group's hourly arrays (and
-    the balance's regressors, five times their size) are held.
+    the balance's regressors, eight times their size with the clock terms) are held.
     """
     m, d = values.shape
     weekday = data.weekdays()

@@ -635,6 +635,7 @@ _REGRESSOR_WORDS = {
     "clipped": "its peaks above a ceiling",
     "reshaped": "a reshaped day with the same daily total",
     "shortfall": "days below its normal level",
+    "short_day": "a share of its own load on the days it fell short",
 }
 
 _CHANGE_WORDS = {

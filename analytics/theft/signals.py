@@ -553,7 +553,7 @@ def clean_hourly(hourly: FloatArray, factor: float = 5.0) -> tuple[FloatArray, F
 
 #: Regressors per meter in the interval balance: what a tampered meter's missing energy looks like in
 #: time, built from the meter's own recorded load (see :func:`meter_regressors`).
-REGRESSORS = ("scaled", "zeroed", "clipped", "reshaped", "shortfall")
+REGRESSORS = ("scaled", "zeroed", "clipped", "reshaped", "shortfall", "short_day")
 
 
 def usual_hour_profile(hourly: FloatArray, weekday: IntArray) -> FloatArray:
@@ -582,8 +582,12 @@ def usual_hour_profile(hourly: FloatArray, weekday: IntArray) -> FloatArray:
     return out
 
 
+#: Below this coefficient of variation of its usual hours a meter's own profile counts as flat.
+FLAT_PROFILE = 0.1
+
+
 def meter_regressors(hourly: FloatArray, weekday: IntArray) -> FloatArray:
-    """Per meter, the series its missing energy would follow under each tamper family (meters × 5 × days·hours).
+    """Per meter, the series its missing energy would follow under each tamper family (meters × 6 × days·hours).
 
     - ``scaled``: the recorded load itself (a share of the true load is taken: scaling, random
       scaling, progressive, intermittent; theft running since the first day included);
@@ -592,10 +596,20 @@ def meter_regressors(hourly: FloatArray, weekday: IntArray) -> FloatArray:
     - ``clipped``: where the meter sits at its own ceiling (within 3 % of the 99.5th percentile,
       hours at the ceiling at least 1 % of the time), its usual peak excess (capped peaks);
     - ``reshaped``: the day's recorded total spread over the usual profile, minus what was
-      recorded (signed; flattened, reversed or randomised days lose shape, not energy);
+      recorded (signed; flattened, reversed or randomised days lose shape, not energy). A meter
+      whose usual profile is flat (coefficient of variation of its hours under
+      :data:`FLAT_PROFILE`: a day flattened since before the data starts, or randomised around its
+      mean) has no shape of its own left: the median usual profile of the other meters stands
+      in for it;
     - ``shortfall``: the meter's normal day for the season (upper quartile of its day totals over
       the four weeks around) spread over the usual profile, less what was recorded, where positive
-      (on/off theft: intermittent, short zero spells).
+      (on/off theft: intermittent, short zero spells);
+    - ``short_day``: the recorded hours scaled by how far the day fell short of that normal day
+      (``x · clip(normal / day total − 1, 0, 4)``): a share taken on some days only (on/off weeks,
+      a scaling that starts and stops) follows the day's own recorded shape, not the usual one. A
+      real household's hours wander too far from its usual profile for ``shortfall`` to follow
+      them; on the real-load bench this term took an intermittent thief's missing energy from
+      the neighbours' loads that had shared it.
 
     Missing hours are 0 in every regressor (the balance rows where a meter is missing are dropped
     by the caller).
@@ -604,6 +618,11 @@ def meter_regressors(hourly: FloatArray, weekday: IntArray) -> FloatArray:
     x = np.nan_to_num(hourly)
     tot = x.sum(axis=2)
     prof = usual_hour_profile(hourly, weekday)
+    # A meter whose usual day is flat (it has recorded a flattened day all along) has no shape of
+    # its own left to compare with: it gets the typical shape of the meters beside it.
+    flat = prof.std(axis=2).max(axis=1) * h < FLAT_PROFILE
+    if flat.any() and (~flat).sum() >= 3:
+        prof[flat] = np.median(prof[~flat], axis=0)
     daytype = np.where(weekday == 5, 1, np.where(weekday == 6, 2, 0))
     usual_share = prof[:, daytype, :]  # meters × days × hours
     pos = np.where(hourly > 0, hourly, np.nan)
@@ -629,8 +648,38 @@ def meter_regressors(hourly: FloatArray, weekday: IntArray) -> FloatArray:
             normal = np.nanquantile(win, 0.75, axis=2)
     normal = np.nan_to_num(normal)
     shortfall = np.where(np.isfinite(hourly), np.clip(normal[:, :, None] * usual_share - x, 0.0, None), 0.0)
-    out = np.stack([x, zeroed, clipped, reshaped, shortfall], axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        short = np.clip(normal / np.where(tot > 0, tot, np.nan) - 1.0, 0.0, 4.0)
+    short_day = np.where(np.isfinite(hourly), x * np.nan_to_num(short)[:, :, None], 0.0)
+    out = np.stack([x, zeroed, clipped, reshaped, shortfall, short_day], axis=1)
     return out.reshape(m, len(REGRESSORS), d * h)
+
+
+#: Honest regressors of the interval balance: what a meter whose clock runs an hour late or early
+#: leaves in the residual (the feeder's hour minus the meter's, both of the same energy). They take
+#: part in the fit, so a clock-shifted meter's residual is explained, but what they explain is never
+#: put on the meter as missing energy.
+HONEST_REGRESSORS = ("clock_late", "clock_early")
+
+
+def clock_regressors(hourly: FloatArray) -> FloatArray:
+    """Per meter, the residual a clock shift of one hour leaves (meters × 2 × days·hours, signed).
+
+    A meter stamping every value an hour late records at hour t what was drawn at t − 1: the feeder
+    saw at t what the meter records at t + 1, so the residual is ``x[t+1] − x[t]`` (``clock_late``);
+    an hour early, ``x[t−1] − x[t]`` (``clock_early``). Both sum to nearly nothing over a day: a
+    shifted clock moves energy, it does not lose any. 0 where the meter or its neighbour hour is
+    missing.
+    """
+    m = hourly.shape[0]
+    x = hourly.reshape(m, -1)
+    nxt = np.full_like(x, np.nan)
+    nxt[:, :-1] = x[:, 1:]
+    prv = np.full_like(x, np.nan)
+    prv[:, 1:] = x[:, :-1]
+    late = np.nan_to_num(nxt - x)
+    early = np.nan_to_num(prv - x)
+    return np.stack([late, early], axis=1)
 
 
 @dataclass
@@ -687,7 +736,9 @@ def interval_balance(
       share of the load, which would swallow a thief stealing a constant share of its own load;
       one pair for the whole period, so that a theft lasting a few windows cannot hide in it;
     - per window of ``window`` days, every meter's regressors (:func:`meter_regressors`) at once,
-      non-negative least squares, so collinear households share only what they explain together.
+      non-negative least squares, so collinear households share only what they explain together;
+      with them each meter's honest clock terms (:func:`clock_regressors`): a meter stamping an
+      hour late leaves a residual a reshaped day would also explain, and it must not read as one.
 
     The two are fitted in turn (block coordinate descent, three rounds). Per meter and window, the
     sum of squares its terms explain over the robust variance of what is left is its strength;
@@ -701,11 +752,12 @@ def interval_balance(
 
     m, d, h = hourly.shape
     n_areas = feeder.shape[0]
-    g = meter_regressors(hourly, weekday)
-    k = len(REGRESSORS)
+    g = np.concatenate([meter_regressors(hourly, weekday), clock_regressors(hourly)], axis=1)
+    k = g.shape[1]
+    k_theft = len(REGRESSORS)  # the first k_theft are theft regressors, the rest honest ones
     attributed = np.zeros((m, d))
     strength = np.zeros(m)
-    per_kind = np.zeros((m, k))
+    per_kind = np.zeros((m, k_theft))
     moved = np.zeros(m)
     own = np.zeros(m)
     windows = np.zeros(m, dtype=np.int64)
@@ -777,11 +829,13 @@ def interval_balance(
                 continue
             sigma2 = robust_var(res[b])
             for r_i in range(rows.size):
-                c = coefs[w][r_i * k : (r_i + 1) * k]
+                # Only the theft regressors put energy on the meter; the clock terms explain
+                # an honest fault and stay in the fit.
+                c = coefs[w][r_i * k : r_i * k + k_theft]
                 if not (c > 0).any():
                     continue
                 i = int(rows[r_i])
-                parts = cand[r_i * k : (r_i + 1) * k, b] * c[:, None]
+                parts = cand[r_i * k : r_i * k + k_theft, b] * c[:, None]
                 contrib = parts.sum(axis=0)
                 per_kind[i] += (parts**2).sum(axis=1)
                 gain = float(((res[b] + contrib) ** 2).sum() - (res[b] ** 2).sum())
