@@ -1,9 +1,12 @@
-"""PostgreSQL binary ``COPY … TO STDOUT (FORMAT binary)`` straight into numpy arrays.
+"""PostgreSQL binary ``COPY`` to and from numpy arrays: the one codec of the format in Relevé.
 
 A binary COPY row is a 16-bit field count, then per field a 32-bit length and the value, all
 big-endian. When every column has a fixed width and is never NULL (``coalesce`` in the query), a
 row has a fixed size and the whole body is one numpy record array: no Python per row. Build the
-record type with :func:`row_dtype`, read with :func:`copy_records`.
+record type with :func:`row_dtype`; read ``COPY … TO STDOUT (FORMAT binary)`` with
+:func:`copy_records` (or :func:`copy_blocks`); write ``COPY … FROM STDIN (FORMAT binary)`` with
+:func:`new_rows` (the field count and lengths filled in), the values set by name, then
+:func:`encode`.
 
 Fixed-width PostgreSQL types and their numpy codes: ``int2`` ``>i2``, ``int4`` / ``date`` ``>i4``
 (a ``date`` is days since 2000-01-01), ``int8`` / ``timestamptz`` ``>i8`` (microseconds since
@@ -20,14 +23,18 @@ import numpy as np
 import psycopg
 from psycopg import errors, pq
 
-#: Signature (11 bytes), flags (4) and header extension length (4) before the first row.
-HEADER_BYTES = 19
+#: The header before the first row: signature (11 bytes), flags (4) and header extension length (4).
+HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+HEADER_BYTES = len(HEADER)
 #: The trailer after the last row: a field count of −1.
-TRAILER_BYTES = 2
+TRAILER = b"\xff\xff"
+TRAILER_BYTES = len(TRAILER)
 #: PostgreSQL's epoch (2000-01-01 UTC) in Unix seconds.
 PG_EPOCH_S = 946_684_800.0
 #: PostgreSQL's epoch as a day number since 1970-01-01.
 PG_EPOCH_DAYS = 10_957
+#: PostgreSQL's epoch as a numpy instant (UTC, naive in numpy).
+PG_EPOCH_US = np.datetime64("2000-01-01T00:00:00", "us")
 
 
 def row_dtype(*fields: tuple[str, str]) -> np.dtype:
@@ -40,6 +47,33 @@ def row_dtype(*fields: tuple[str, str]) -> np.dtype:
     for k, (name, code) in enumerate(fields, start=1):
         spec += [(f"l{k}", ">i4"), (name, code)]
     return np.dtype(spec)
+
+
+def pg_micros(ts: np.ndarray) -> np.ndarray:
+    """UTC instants (numpy ``datetime64``, naive) as a binary ``timestamptz``: microseconds since 2000-01-01."""
+    return (ts.astype("datetime64[us]") - PG_EPOCH_US).astype(np.int64)
+
+
+def new_rows(dtype: np.dtype, n: int) -> np.ndarray:
+    """``n`` rows of a :func:`row_dtype` record type to fill for a binary ``COPY … FROM STDIN``.
+
+    The field count and every field's length word are set; the values are left to the caller.
+    """
+    rec = np.empty(n, dtype)
+    names = dtype.names or ()
+    rec[names[0]] = len(names) // 2  # the field count, then (length, value) per field
+    for length, value in zip(names[1::2], names[2::2], strict=True):
+        rec[length] = dtype[value].itemsize
+    return rec
+
+
+def encode(rec: np.ndarray, first: bool = True, last: bool = True) -> bytes:
+    """Rows from :func:`new_rows` as a binary ``COPY`` payload.
+
+    A payload sent in pieces carries the header only before its first row (``first``) and the
+    trailer only after its last (``last``).
+    """
+    return (HEADER if first else b"") + rec.tobytes() + (TRAILER if last else b"")
 
 
 def _messages(conn: psycopg.Connection, query: str | bytes, params: Any = None) -> Iterator[memoryview]:
