@@ -16,7 +16,8 @@ Fixed-width PostgreSQL types and their numpy codes: ``int2`` ``>i2``, ``int4`` /
 from __future__ import annotations
 
 import select
-from collections.abc import Iterator
+import struct
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -101,10 +102,7 @@ def _messages(conn: psycopg.Connection, query: str | bytes, params: Any = None) 
 
 def copy_bytes(conn: psycopg.Connection, query: str | bytes, params: Any = None) -> bytes:
     """The raw output of one ``COPY (…) TO STDOUT (FORMAT binary)``."""
-    buf = bytearray()
-    for data in _messages(conn, query, params):
-        buf += data
-    return bytes(buf)
+    return b"".join([bytes(data) for data in _messages(conn, query, params)])
 
 
 def decode(buf: bytes, dtype: np.dtype) -> np.ndarray:
@@ -140,3 +138,61 @@ def copy_blocks(
 def copy_records(conn: psycopg.Connection, query: str | bytes, params: Any, dtype: np.dtype) -> np.ndarray:
     """Run a binary COPY whose columns match ``dtype`` (:func:`row_dtype`) and return its rows."""
     return decode(copy_bytes(conn, query, params), dtype)
+
+
+_INT2 = struct.Struct(">h")
+_INT4 = struct.Struct(">i")
+#: numpy codes of fixed-width scalars and their struct codes.
+_STRUCT_CODES = {">i2": ">h", ">i4": ">i", ">i8": ">q", ">f4": ">f", ">f8": ">d", ">u1": ">B"}
+#: The PostgreSQL types (OIDs) an array's elements may have for each numpy code.
+_ELEMENT_TYPES = {
+    ">i2": {21},  # int2
+    ">i4": {23, 1082},  # int4, date
+    ">i8": {20, 1114, 1184},  # int8, timestamp, timestamptz
+    ">f4": {700},  # float4
+    ">f8": {701},  # float8
+    ">u1": {16},  # bool
+}
+#: A one-dimensional array's header: dimensions, has-NULLs flag, element type, length, lower bound.
+_ARRAY_HEAD = struct.Struct(">iiIii")
+
+
+def copy_arrays(conn: psycopg.Connection, query: str | bytes, params: Any, codes: Sequence[str]) -> list[list[Any]]:
+    """Run a binary COPY of fixed-width scalars and one-dimensional arrays; return its columns.
+
+    ``codes`` names each column's type: a numpy code (``">i4"``) for a scalar, the code followed by
+    ``[]`` (``">f8[]"``) for an array of such elements (no NULL element). Column ``k`` of the result
+    holds one value per row: a Python number for a scalar, a numpy array (a view of the COPY's
+    output) for an array. Aggregating a series into arrays in the query (``array_agg``) sends one
+    row per series instead of one per value, so there is a Python step per series, not per value.
+    """
+    buf = copy_bytes(conn, query, params)
+    scalar = {c: struct.Struct(_STRUCT_CODES[c]) for c in codes if not c.endswith("[]")}
+    element = {c: np.dtype([("length", ">i4"), ("value", c[:-2])]) for c in codes if c.endswith("[]")}
+    columns: list[list[Any]] = [[] for _ in codes]
+    p, end = HEADER_BYTES, len(buf) - TRAILER_BYTES
+    while p < end:
+        (fields,) = _INT2.unpack_from(buf, p)
+        if fields != len(codes):
+            raise ValueError(f"binary COPY row at byte {p} has {fields} columns, expected {len(codes)}")
+        p += 2
+        for k, code in enumerate(codes):
+            (length,) = _INT4.unpack_from(buf, p)
+            p += 4
+            if length < 0:
+                raise ValueError(f"binary COPY column {k + 1} is NULL at byte {p}: coalesce it in the query")
+            if code in element:
+                dims, nulls, oid, n, _ = _ARRAY_HEAD.unpack_from(buf, p) if length >= 20 else (0, 0, 0, 0, 0)
+                if dims > 1 or nulls:
+                    raise ValueError(
+                        f"binary COPY column {k + 1} at byte {p}: not a one-dimensional array without NULLs"
+                    )
+                if dims and oid not in _ELEMENT_TYPES[code[:-2]]:
+                    raise ValueError(f"binary COPY column {k + 1}: elements of type OID {oid} cannot be read as {code}")
+                value = element[code]
+                columns[k].append(np.frombuffer(buf, value, count=n, offset=p + 20)["value"] if dims
+                                  else np.zeros(0, value["value"]))  # fmt: skip
+            else:
+                columns[k].append(scalar[code].unpack_from(buf, p)[0])
+            p += length
+    return columns

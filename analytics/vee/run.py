@@ -33,7 +33,7 @@ from analytics.vee.params import RULES, RuleCode, RuleParams, Severity, params_f
 from analytics.vee.registers import Estimate, Finding, RegisterSeries, fmt, validate_registers
 from releve import db
 from releve.model import COMMODITY_CHANNELS
-from releve.pgbinary import PG_EPOCH_S, copy_records, row_dtype
+from releve.pgbinary import PG_EPOCH_S, copy_arrays, copy_records, row_dtype
 from releve.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -585,6 +585,23 @@ def _copy_series(conn: Connection, query: str, params: tuple[Any, ...]) -> dict[
     return {int(key[a]): (t[a:b], v[a:b]) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)}
 
 
+def _copy_series_arrays(
+    conn: Connection, query: str, params: tuple[Any, ...]
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """As :func:`_copy_series`, from a binary ``COPY`` of one row per series: (meter, channel, ts[], value[]).
+
+    The database sends a series as two arrays (``array_agg``), so Python takes one step per series
+    instead of one per value (1.3 M values in the pipeline bench); each series is put in time order here.
+    """
+    meters, channels, stamps, values = copy_arrays(conn, query, params, (">i4", ">i2", ">i8[]", ">f8[]"))
+    out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for meter, channel, ts, value in zip(meters, channels, stamps, values, strict=True):
+        ts = ts.astype(np.int64)
+        order = np.argsort(ts, kind="stable")
+        out[meter * 65536 + channel] = (ts[order] / 1e6 + PG_EPOCH_S, value.astype(np.float64)[order])
+    return out
+
+
 #: The register channel an interval channel's values add up to (for the sum check).
 _REGISTER_OF = (
     "CASE s.code "
@@ -630,12 +647,14 @@ def _interval_pass(
         if not chunk:
             continue
         a, b = chunk[0][0], chunk[-1][0]
-        values = _copy_series(conn,
-            """COPY (SELECT x.meter_id, x.channel_id, x.ts, x.value
-                     FROM vee_scope s JOIN reading x ON x.meter_id = s.meter_id AND x.channel_id = s.channel_id
-                     WHERE s.kind = 'interval' AND s.meter_id BETWEEN %s AND %s AND x.meter_id BETWEEN %s AND %s
-                       AND x.ts >= s.ctx_from)
-               TO STDOUT (FORMAT BINARY)""", (a, b, a, b))  # fmt: skip
+        values = _copy_series_arrays(conn,
+            """COPY (SELECT s.meter_id, s.channel_id, v.ts, v.value
+                     FROM vee_scope s
+                     CROSS JOIN LATERAL (SELECT array_agg(x.ts) AS ts, array_agg(x.value) AS value FROM reading x
+                                         WHERE x.meter_id = s.meter_id AND x.channel_id = s.channel_id
+                                           AND x.ts >= s.ctx_from) v
+                     WHERE s.kind = 'interval' AND s.meter_id BETWEEN %s AND %s AND v.ts IS NOT NULL)
+               TO STDOUT (FORMAT BINARY)""", (a, b))  # fmt: skip
         # The register reads between each interval series' first value (less one interval) and its last.
         registers = _copy_series(conn,
             f"""COPY (SELECT s.meter_id, s.channel_id, g.ts, g.value

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import psycopg
+import pytest
 
-from releve.pgbinary import HEADER, TRAILER, copy_blocks, copy_records, encode, new_rows, pg_micros, row_dtype
+from releve.pgbinary import (
+    HEADER,
+    TRAILER,
+    copy_arrays,
+    copy_blocks,
+    copy_records,
+    encode,
+    new_rows,
+    pg_micros,
+    row_dtype,
+)
 
 DTYPE = row_dtype(("k", ">i4"), ("c", ">i2"), ("ts", ">i8"), ("v", ">f8"))
 
@@ -44,3 +55,22 @@ def test_round_trip_through_the_server_in_pieces(database_url: str) -> None:
         )
         assert [len(b) for b in blocks] == [3_000, 3_000, 3_000, 1_001]
         assert b"".join(b.tobytes() for b in blocks) == rec.tobytes()
+
+
+def test_arrays_come_back_one_row_per_series(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        query = """COPY (SELECT k::int, array_agg(v ORDER BY v) FILTER (WHERE v > 0) AS v,
+                                coalesce(array_agg(ts ORDER BY ts) FILTER (WHERE v > 0), '{}') AS ts
+                         FROM (VALUES (1, 2.5::float8, timestamptz '2000-01-01 00:00:01 UTC'), (1, 0.5, '2000-01-01 UTC'),
+                                      (2, -1.0, '2000-01-02 UTC')) x(k, v, ts)
+                         GROUP BY k ORDER BY k) TO STDOUT (FORMAT BINARY)"""
+        with pytest.raises(ValueError, match="column 2 is NULL"):  # k = 2 has no positive v
+            copy_arrays(conn, query, None, (">i4", ">f8[]", ">i8[]"))
+        keys, values, stamps = copy_arrays(conn, query.replace("FILTER (WHERE v > 0) AS v", "AS v"), None,
+                                           (">i4", ">f8[]", ">i8[]"))  # fmt: skip
+        with pytest.raises(ValueError, match="cannot be read as >f8"):  # numeric, not float8
+            copy_arrays(conn, query.replace("2.5::float8", "2.5").replace("FILTER (WHERE v > 0) AS v", "AS v"),
+                        None, (">i4", ">f8[]", ">i8[]"))  # fmt: skip
+        assert keys == [1, 2]
+        assert [v.tolist() for v in values] == [[0.5, 2.5], [-1.0]]
+        assert [t.tolist() for t in stamps] == [[0, 1_000_000], []]
