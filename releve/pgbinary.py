@@ -102,7 +102,10 @@ def _messages(conn: psycopg.Connection, query: str | bytes, params: Any = None) 
 
 def copy_bytes(conn: psycopg.Connection, query: str | bytes, params: Any = None) -> bytes:
     """The raw output of one ``COPY (…) TO STDOUT (FORMAT binary)``."""
-    return b"".join([bytes(data) for data in _messages(conn, query, params)])
+    buf = bytearray()
+    for data in _messages(conn, query, params):
+        buf += data
+    return bytes(buf)
 
 
 def decode(buf: bytes, dtype: np.dtype) -> np.ndarray:
