@@ -116,33 +116,6 @@ def decode(buf: bytes, dtype: np.dtype) -> np.ndarray:
     return np.frombuffer(buf, dtype, count=n, offset=HEADER_BYTES)
 
 
-def copy_blocks(
-    conn: psycopg.Connection, query: str | bytes, params: Any, dtype: np.dtype, block_rows: int = 1 << 20
-) -> Iterator[np.ndarray]:
-    """Run a binary COPY whose columns match ``dtype`` and yield its rows ``block_rows`` at a time.
-
-    Only one block of raw output is held at once: the caller keeps what it needs of each.
-    """
-    size = dtype.itemsize
-    buf = bytearray()
-    offset = HEADER_BYTES
-    for data in _messages(conn, query, params):
-        buf += data
-        if len(buf) - offset >= block_rows * size:
-            n = (len(buf) - offset) // size
-            yield np.frombuffer(bytes(buf[offset : offset + n * size]), dtype)
-            del buf[: offset + n * size]
-            offset = 0
-    n = (len(buf) - offset - TRAILER_BYTES) // size
-    if n > 0:
-        yield np.frombuffer(bytes(buf[offset : offset + n * size]), dtype)
-
-
-def copy_records(conn: psycopg.Connection, query: str | bytes, params: Any, dtype: np.dtype) -> np.ndarray:
-    """Run a binary COPY whose columns match ``dtype`` (:func:`row_dtype`) and return its rows."""
-    return decode(copy_bytes(conn, query, params), dtype)
-
-
 _INT2 = struct.Struct(">h")
 _INT4 = struct.Struct(">i")
 #: numpy codes of fixed-width scalars and their struct codes.
@@ -199,3 +172,30 @@ def copy_arrays(conn: psycopg.Connection, query: str | bytes, params: Any, codes
                 columns[k].append(scalar[code].unpack_from(buf, p)[0])
             p += length
     return columns
+
+
+def copy_blocks(
+    conn: psycopg.Connection, query: str | bytes, params: Any, dtype: np.dtype, block_rows: int = 1 << 20
+) -> Iterator[np.ndarray]:
+    """Run a binary COPY whose columns match ``dtype`` and yield its rows ``block_rows`` at a time.
+
+    Only one block of raw output is held at once: the caller keeps what it needs of each.
+    """
+    size = dtype.itemsize
+    buf = bytearray()
+    offset = HEADER_BYTES
+    for data in _messages(conn, query, params):
+        buf += data
+        if len(buf) - offset >= block_rows * size:
+            n = (len(buf) - offset) // size
+            yield np.frombuffer(bytes(buf[offset : offset + n * size]), dtype)
+            del buf[: offset + n * size]
+            offset = 0
+    n = (len(buf) - offset - TRAILER_BYTES) // size
+    if n > 0:
+        yield np.frombuffer(bytes(buf[offset : offset + n * size]), dtype)
+
+
+def copy_records(conn: psycopg.Connection, query: str | bytes, params: Any, dtype: np.dtype) -> np.ndarray:
+    """Run a binary COPY whose columns match ``dtype`` (:func:`row_dtype`) and return its rows."""
+    return decode(copy_bytes(conn, query, params), dtype)
