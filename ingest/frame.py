@@ -9,7 +9,6 @@ values and an index array, so mapping them to database ids costs one lookup per 
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,14 +16,9 @@ from datetime import UTC, datetime
 import numpy as np
 
 from releve.model import Reading, ReadType, Source
-
-#: PostgreSQL's epoch for timestamps, as numpy datetime64.
-PG_EPOCH = np.datetime64("2000-01-01T00:00:00", "us")
+from releve.pgbinary import encode, new_rows, pg_micros, row_dtype
 
 READ_TYPES: tuple[ReadType, ...] = tuple(ReadType)
-
-COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
-COPY_TRAILER = struct.pack(">h", -1)
 
 
 def _factorize(values: Iterable[str]) -> tuple[list[str], np.ndarray]:
@@ -165,29 +159,13 @@ def _utc_naive(ts: datetime) -> datetime:
 
 
 # Binary COPY rows of the reading table: every column fixed-width, so one numpy record per row.
-READING_COPY_DTYPE = np.dtype(
-    [
-        ("nfields", ">i2"),
-        ("l_meter", ">i4"), ("meter_id", ">i4"),
-        ("l_channel", ">i4"), ("channel_id", ">i2"),
-        ("l_ts", ">i4"), ("ts", ">i8"),
-        ("l_value", ">i4"), ("value", ">f8"),
-        ("l_unit", ">i4"), ("unit_id", ">i2"),
-        ("l_source", ">i4"), ("source_id", ">i2"),
-        ("l_read_type", ">i4"), ("read_type_id", ">i2"),
-        ("l_quality", ">i4"), ("quality", ">i2"),
-        ("l_received", ">i4"), ("received_at", ">i8"),
-        ("l_batch", ">i4"), ("batch_id", ">i8"),
-    ]
+READING_COPY_DTYPE = row_dtype(
+    ("meter_id", ">i4"), ("channel_id", ">i2"), ("ts", ">i8"), ("value", ">f8"), ("unit_id", ">i2"),
+    ("source_id", ">i2"), ("read_type_id", ">i2"), ("quality", ">i2"), ("received_at", ">i8"), ("batch_id", ">i8"),
 )  # fmt: skip
 READING_COPY_COLUMNS = (
     "meter_id, channel_id, ts, value, unit_id, source_id, read_type_id, quality, received_at, batch_id"
 )
-
-
-def pg_micros(ts: np.ndarray) -> np.ndarray:
-    """datetime64[us] → microseconds since PostgreSQL's epoch (2000-01-01 UTC)."""
-    return (ts.astype("datetime64[us]") - PG_EPOCH).astype(np.int64)
 
 
 def encode_reading_copy(
@@ -201,15 +179,11 @@ def encode_reading_copy(
     quality: np.ndarray,
     received_at: datetime,
     batch_id: int,
+    first: bool = True,
+    last: bool = True,
 ) -> bytes:
-    """The complete binary COPY payload (header, rows, trailer) for rows of the reading table."""
-    rec = np.empty(len(value), READING_COPY_DTYPE)
-    rec["nfields"] = 10
-    for name, width in (
-        ("l_meter", 4), ("l_channel", 2), ("l_ts", 8), ("l_value", 8), ("l_unit", 2), ("l_source", 2),
-        ("l_read_type", 2), ("l_quality", 2), ("l_received", 8), ("l_batch", 8),
-    ):  # fmt: skip
-        rec[name] = width
+    """The binary COPY payload for rows of the reading table (header and trailer unless a middle piece)."""
+    rec = new_rows(READING_COPY_DTYPE, len(value))
     rec["meter_id"] = meter_id
     rec["channel_id"] = channel_id
     rec["ts"] = pg_micros(ts)
@@ -220,4 +194,4 @@ def encode_reading_copy(
     rec["quality"] = quality
     rec["received_at"] = pg_micros(np.array([_utc_naive(received_at)], "datetime64[us]"))[0]
     rec["batch_id"] = batch_id
-    return COPY_HEADER + rec.tobytes() + COPY_TRAILER
+    return encode(rec, first, last)

@@ -6,6 +6,12 @@ wait (back-pressure instead of unbounded memory). A background thread flushes wh
 database is retried with backoff, never dropped; ``flush()`` waits until everything submitted
 has landed.
 
+With ``ingest.writers = N`` (default 1), N threads each land batches on a connection of their own:
+a batch is taken while others are still being written, so the server inserts on several cores.
+Batches may then commit in any order; each is still one transaction and its own duplicate check
+(the primary key), so a reading submitted twice lands once whichever batch commits first, and
+``on_batch`` is called from the thread that wrote the batch.
+
 With a multi-host ``database.url`` (``target_session_attrs=read-write``) a retry reconnects to
 whichever server is the primary now: the ingestor rides out a failover (docs/operations.md).
 """
@@ -28,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 class Ingestor:
-    """Thread-safe front of a BatchWriter."""
+    """Thread-safe front of one BatchWriter (or of `ingest.writers` of them, each on its own connection)."""
 
     def __init__(
         self,
@@ -51,8 +57,12 @@ class Ingestor:
         self._closing = False
         self._inflight = 0  # batches taken by the flusher and not yet landed
         self.results: list[BatchResult] = []
-        self._thread = threading.Thread(target=self._run, name=f"ingestor-{origin}", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"ingestor-{origin}-{k}", daemon=True)
+            for k in range(settings.ingest.writers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit(
         self,
@@ -96,12 +106,13 @@ class Ingestor:
                 self._cond.wait(0.1)
 
     def close(self) -> None:
-        """Flush and stop the background thread."""
+        """Flush and stop the background threads."""
         self.flush()
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()
 
     def __enter__(self) -> Ingestor:
         return self

@@ -36,17 +36,10 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from psycopg import Connection, errors
 
-from ingest.frame import (
-    COPY_HEADER,
-    COPY_TRAILER,
-    PG_EPOCH,
-    READ_TYPES,
-    READING_COPY_COLUMNS,
-    ReadingFrame,
-    encode_reading_copy,
-)
+from ingest.frame import READ_TYPES, READING_COPY_COLUMNS, ReadingFrame, encode_reading_copy
 from releve import db
 from releve.model import DLMS_EVENT_CODES, MeterEvent, Reading, Rejected, Source
+from releve.pgbinary import copy_records, pg_micros, row_dtype
 from releve.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -267,15 +260,8 @@ class BatchWriter:
             ):
                 for a in range(0, n, _COPY_PIECE):
                     b = min(a + _COPY_PIECE, n)
-                    payload = rows.take(slice(a, b)).encode(source_id, received_at, batch_id)
                     # One header before the first row, one trailer after the last.
-                    copy.write(
-                        memoryview(payload)[
-                            0 if a == 0 else len(COPY_HEADER) : len(payload)
-                            if b == n
-                            else len(payload) - len(COPY_TRAILER)
-                        ]
-                    )
+                    copy.write(rows.take(slice(a, b)).encode(source_id, received_at, batch_id, a == 0, b == n))
         except errors.UniqueViolation:
             return False
         return True
@@ -297,10 +283,11 @@ class BatchWriter:
         channels over that range; otherwise each window is one range scan of the primary key.
         Either way the overall time bounds are constants, so only the partitions the batch
         touches are planned, and what is read is at most about four times what the windows hold.
-        Stored rows the batch does not carry are read and ignored. Instants travel as
-        microseconds since 2000-01-01 (PostgreSQL's epoch), not as objects.
+        Stored rows the batch does not carry are read and ignored. They come back as one binary
+        ``COPY`` into numpy (:mod:`releve.pgbinary`); instants travel as microseconds since
+        2000-01-01 (PostgreSQL's epoch), not as objects.
         """
-        us = (rows.ts - PG_EPOCH).astype(np.int64)
+        us = pg_micros(rows.ts)
         first = np.concatenate(([True], (rows.meter_id[1:] != rows.meter_id[:-1])
                                 | (rows.channel_id[1:] != rows.channel_id[:-1])
                                 | (np.diff(us) > _WINDOW_GAP_US)))  # fmt: skip
@@ -315,34 +302,34 @@ class BatchWriter:
             # The windows cover most of the batch's time range for most pairs (live data: every
             # meter over the same minutes): one index scan over the meters, the channels and the
             # range — no rescan per window — reads at most about four times what the windows hold.
-            found = self.conn.execute(
-                f"""SELECT array_agg(meter_id), array_agg(channel_id), array_agg({_US}), array_agg(value)
-                    FROM reading WHERE meter_id = ANY(%s::int[]) AND channel_id = ANY(%s::smallint[])
-                      AND ts >= %s AND ts <= %s""",
+            found = copy_records(self.conn,
+                """COPY (SELECT meter_id, channel_id, ts, value
+                         FROM reading WHERE meter_id = ANY(%s::int[]) AND channel_id = ANY(%s::smallint[])
+                           AND ts >= %s AND ts <= %s) TO STDOUT (FORMAT BINARY)""",
                 (np.unique(meters).tolist(), np.unique(channels).tolist(), rows.min_ts, rows.max_ts),
-                binary=True,
-            ).fetchone()
+                _STORED_DTYPE,
+            )  # fmt: skip
         else:
-            found = self.conn.execute(
-                f"""SELECT array_agg(w.m), array_agg(w.c), array_agg(r.us), array_agg(r.value)
-                    FROM unnest(%s::int[], %s::smallint[], %s::int8[], %s::int8[]) AS w(m, c, lo, hi)
-                    CROSS JOIN LATERAL (
-                        SELECT value, {_US} AS us FROM reading
-                        WHERE meter_id = w.m AND channel_id = w.c
-                          AND ts >= timestamptz '2000-01-01 UTC' + w.lo * interval '1 microsecond'
-                          AND ts <= timestamptz '2000-01-01 UTC' + w.hi * interval '1 microsecond'
-                          AND ts >= %s AND ts <= %s
-                        OFFSET 0) r""",
+            found = copy_records(self.conn,
+                """COPY (SELECT w.m, w.c, r.ts, r.value
+                         FROM unnest(%s::int[], %s::smallint[], %s::int8[], %s::int8[]) AS w(m, c, lo, hi)
+                         CROSS JOIN LATERAL (
+                             SELECT ts, value FROM reading
+                             WHERE meter_id = w.m AND channel_id = w.c
+                               AND ts >= timestamptz '2000-01-01 UTC' + w.lo * interval '1 microsecond'
+                               AND ts <= timestamptz '2000-01-01 UTC' + w.hi * interval '1 microsecond'
+                               AND ts >= %s AND ts <= %s
+                             OFFSET 0) r) TO STDOUT (FORMAT BINARY)""",
                 (meters.tolist(), channels.tolist(), us[starts].tolist(), us[ends].tolist(), rows.min_ts,
                  rows.max_ts),
-                binary=True,
-            ).fetchone()  # fmt: skip
+                _STORED_DTYPE,
+            )  # fmt: skip
         is_stored = np.zeros(len(us), bool)
         stored = np.zeros(len(us), np.float64)
-        if found is None or found[0] is None:
+        if len(found) == 0:
             return is_stored, stored
-        hit_pair = _pair_key(np.asarray(found[0], np.int64), np.asarray(found[1], np.int64))
-        hit_us = np.asarray(found[2], np.int64)
+        hit_pair = _pair_key(found["meter_id"], found["channel_id"])
+        hit_us = found["ts"].astype(np.int64)
         # Stored rows and batch rows in one (meter, channel, instant) order; a batch row followed
         # by a stored row with the same key is a row already stored (keys are unique on each
         # side). Stored rows the batch does not carry match nothing.
@@ -353,7 +340,7 @@ class BatchWriter:
         w, t, h = window[order], instant[order], is_hit[order]
         match = ~h[:-1] & h[1:] & (w[:-1] == w[1:]) & (t[:-1] == t[1:])
         is_stored[order[:-1][match]] = True
-        stored[order[:-1][match]] = np.asarray(found[3], np.float64)[order[1:][match] - len(us)]
+        stored[order[:-1][match]] = found["value"].astype(np.float64)[order[1:][match] - len(us)]
         return is_stored, stored
 
     def _record_conflicts(
@@ -444,8 +431,8 @@ def _text(value: str) -> str:
 
 #: Within one (meter, channel), a gap longer than this between a batch's instants starts a new window.
 _WINDOW_GAP_US = 3_600_000_000
-#: A stored instant as microseconds since 2000-01-01 (PostgreSQL's epoch), as the writer's numpy arrays hold it.
-_US = "(extract(epoch FROM ts - timestamptz '2000-01-01 UTC') * 1000000)::int8"
+#: Stored rows read back by the slow path (binary COPY; ``ts`` in microseconds since 2000-01-01 UTC).
+_STORED_DTYPE = row_dtype(("meter_id", ">i4"), ("channel_id", ">i2"), ("ts", ">i8"), ("value", ">f8"))
 
 
 def _pair_key(meter_id: np.ndarray, channel_id: np.ndarray) -> np.ndarray:
@@ -511,10 +498,12 @@ class _Columns:
     def take(self, mask: np.ndarray | slice) -> _Columns:
         return _Columns(**{name: getattr(self, name)[mask] for name in self.__dataclass_fields__})
 
-    def encode(self, source_id: int, received_at: datetime, batch_id: int) -> bytes:
+    def encode(
+        self, source_id: int, received_at: datetime, batch_id: int, first: bool = True, last: bool = True
+    ) -> bytes:
         return encode_reading_copy(
             self.meter_id, self.channel_id, self.ts, self.value, self.unit_id, source_id,
-            self.read_type_id, self.quality, received_at, batch_id,
+            self.read_type_id, self.quality, received_at, batch_id, first, last,
         )  # fmt: skip
 
 

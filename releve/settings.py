@@ -73,6 +73,12 @@ class IngestSettings(_Section):
     batch_rows: int = Field(50_000, ge=1, description="Flush a batch when it holds this many rows.")
     batch_seconds: float = Field(2.0, gt=0, description="Flush a batch at least this often.")
     max_pending_rows: int = Field(500_000, ge=1, description="Back-pressure: writers block when this many rows wait.")
+    writers: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Connections an Ingestor lands batches on at once (the order of batches is not kept).",
+    )
     max_future_seconds: float = Field(
         300.0, ge=0, description="Readings stamped further in the future than this are rejected."
     )
