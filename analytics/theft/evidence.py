@@ -291,7 +291,7 @@ TEXTURE = Pattern(
     ramp=Ramp(3.0, 3.0),
     lift=0.5,
     explanation="the last 30 days' half-hours jump from one to the next more than in the same season earlier "
-    "(random scaling per interval), calibrated on the fleet, as far as the level fell with them",
+    "(random scaling per interval), calibrated on the fleet, as far as the level fell with them; without a feeder",
 )
 
 #: Every component, in the order of the evidence matrix's columns.

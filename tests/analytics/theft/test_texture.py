@@ -100,5 +100,10 @@ def test_a_recent_rougher_texture_counts_with_a_fall_of_the_level_against_the_fl
     assert tex[3] > 0.5
     assert tex[12] < 0.1  # rougher without a fall: the fleet's own variability, not counted
     assert np.delete(tex, 3).max() < 0.1
+    # With a feeder the balance sees the missing energy itself: the texture counts without one.
+    data.area[:] = "A"
+    data.feeders["A"] = np.nansum(data.daily, axis=0) * 1.05
+    fed = md.evidence(compute_features(data))
+    assert (fed.values[:, fed.names.index("texture")] == 0).all()
     without = TheftData.blank(data.serials, data.first_day, data.daily)
     assert (compute_features(without).col("recent_texture_z") == 0).all()
