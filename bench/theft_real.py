@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from analytics.theft.data import TheftData
+from analytics.theft.data import TheftData, interval_texture
 from analytics.theft.ranking import score
 
 HOW_TO_GET = """set RELEVE_REAL_LOAD to a folder with the Low Carbon London household CSVs
@@ -252,6 +252,7 @@ def to_theft_data(case: Case) -> TheftData:
     daily = np.where(complete, np.nansum(case.recorded, axis=2), np.nan)
     data = TheftData.blank(case.serials, YEAR0, daily)
     data.hourly = np.where(complete[:, :, None], hourly, np.nan)
+    data.texture = interval_texture(case.recorded)
     data.area = case.area.copy()
     data.customer_class = np.full(m, "residential", dtype=object)
     for code, series in case.feeders.items():

@@ -115,6 +115,9 @@ class TheftData:
     unit: np.ndarray | None = None
     flags: np.ndarray | None = None
     meter_ids: list[int | None] | None = None
+    #: Meters × days: the day's half-hour (finest interval) texture, :func:`interval_texture`
+    #: (NaN: incomplete day, or no interval data). Summing intervals into hours averages it away.
+    texture: FloatArray | None = None
 
     @property
     def n_meters(self) -> int:
@@ -185,6 +188,29 @@ class TheftData:
             import_only=np.ones(m, dtype=bool),
             wrap=np.full(m, np.inf),
         )
+
+
+#: kWh added to every interval before the log in :func:`interval_texture`: a fridge's few watts,
+#: so that steps between near-zero intervals do not count as large ratios.
+TEXTURE_FLOOR = 0.01
+
+
+def interval_texture(intervals: FloatArray, floor: float = TEXTURE_FLOOR) -> FloatArray:
+    """Meters × days: the day's median |log step| between consecutive intervals.
+
+    ``intervals`` is meters × days × intervals a day at the finest resolution the data has (48
+    half-hours), each step ``|log((xₜ + floor) / (xₜ₋₁ + floor))|``. Real household load moves in
+    steps that last several intervals (a kettle, an oven, heating): most consecutive intervals are
+    close and the median step is small. A register scaled at random per interval jumps at every
+    one. The median ignores a household's few real switch-ons; the log makes it independent of
+    the day's level. NaN for days with a missing interval. Summed into hours this is averaged away.
+    """
+    x = np.asarray(intervals, dtype=float)
+    ok = np.isfinite(x).all(axis=2)
+    with np.errstate(invalid="ignore"):
+        step = np.abs(np.diff(np.log(np.maximum(x, 0.0) + floor), axis=2))
+        out = np.median(step, axis=2) if step.shape[2] else np.full(ok.shape, np.nan)
+    return np.where(ok & np.isfinite(out), out, np.nan)
 
 
 def register_advance(last: FloatArray, initial: FloatArray | None = None, rows: int = 8_192) -> FloatArray:
@@ -322,6 +348,7 @@ def read_long(path: Path, options: FileOptions = DEFAULT_OPTIONS) -> TheftData:
     rows_m: list[int] = []
     rows_day: list[int] = []
     rows_hour: list[int] = []
+    rows_ts: list[float] = []
     rows_v: list[float] = []
     for line, row in enumerate(reader, start=2):
         if not row or all(not c.strip() for c in row):
@@ -337,6 +364,7 @@ def read_long(path: Path, options: FileOptions = DEFAULT_OPTIONS) -> TheftData:
         rows_m.append(meters.setdefault(serial, len(meters)))
         rows_day.append(ts.date().toordinal())
         rows_hour.append(ts.hour)
+        rows_ts.append(ts.timestamp())
         rows_v.append(value)
     if not rows_m:
         raise TheftImportError(f"{path}: no rows")
@@ -361,7 +389,34 @@ def read_long(path: Path, options: FileOptions = DEFAULT_OPTIONS) -> TheftData:
         np.add.at(hourly, (mi[ok], di[ok], hh[ok]), vv[ok])
         hourly[~seen] = np.nan
         data.hourly = hourly
+        data.texture = _long_texture(mi, di, np.array(rows_ts), vv, per_day)
     return data
+
+
+def _long_texture(mi: IntArray, di: IntArray, ts: FloatArray, vv: FloatArray, per_day: IntArray) -> FloatArray:
+    """:func:`interval_texture` of long rows: consecutive intervals of the same meter and day.
+
+    A day counts when it holds its meter's most common number of intervals a day (no gap) and
+    every value is present.
+    """
+    m, d = per_day.shape
+    order = np.lexsort((ts, di, mi))
+    mi, di, vv = mi[order], di[order], vv[order]
+    same = (mi[1:] == mi[:-1]) & (di[1:] == di[:-1])
+    with np.errstate(invalid="ignore"):
+        step = np.abs(np.diff(np.log(np.maximum(vv, 0.0) + TEXTURE_FLOOR)))[same]
+    group = (mi[1:] * d + di[1:])[same]
+    bad = np.zeros(m * d, dtype=bool)
+    bad[(mi * d + di)[~np.isfinite(vv)]] = True
+    out = np.full(m * d, np.nan)
+    if group.size:
+        o = np.lexsort((step, group))
+        group, step = group[o], step[o]
+        keys, start, count = np.unique(group, return_index=True, return_counts=True)
+        out[keys] = 0.5 * (step[start + (count - 1) // 2] + step[start + count // 2])
+    usual = np.array([np.bincount(r[r > 0]).argmax() if (r > 0).any() else 0 for r in per_day])
+    full = (per_day == usual[:, None]) & (per_day > 1) & ~bad.reshape(m, d)
+    return np.where(full, out.reshape(m, d), np.nan)
 
 
 def read_wide(path: Path, options: FileOptions = DEFAULT_OPTIONS) -> TheftData:

@@ -284,6 +284,15 @@ REVERSED = Pattern(
     lift=0.5,
     explanation="a run of weeks of days shaped like the meter's usual day reversed in time",
 )
+TEXTURE = Pattern(
+    name="texture",
+    weight=0.9,
+    reads=("recent_texture_z", "recent_drop"),
+    ramp=Ramp(3.0, 3.0),
+    lift=0.5,
+    explanation="the last 30 days' half-hours jump from one to the next more than in the same season earlier "
+    "(random scaling per interval), calibrated on the fleet, as far as the level fell with them; without a feeder",
+)
 
 #: Every component, in the order of the evidence matrix's columns.
 COMPONENTS: tuple[Component, ...] = (
@@ -302,6 +311,7 @@ COMPONENTS: tuple[Component, ...] = (
     MARKS,
     ON_OFF,
     REVERSED,
+    TEXTURE,
 )
 
 #: Each component by name.

@@ -40,6 +40,7 @@ FEATURES: tuple[str, ...] = (
     "mark_ceiling",  # the same for days at a ceiling value the meter repeats (capped peaks)
     "alternate_weeks",  # the strongest run of weeks whose level alternates week by week (on/off theft), ~|log share|
     "reversed_run",  # run of weeks of days shaped like the usual day reversed, share above the meter's other weeks
+    "recent_texture_z",  # last 30 days' half-hour texture (median |log step|) against the same season, fleet z (up)
     "area_score",  # the area's mean excess loss share over its worst 30 days
     "zero_run",  # longest run of zero days while the meter reported
     "profile_score",  # fall of the daily-shape correlation (0–2, × duration)
@@ -84,6 +85,7 @@ class Features:
     mark_runs: dict[str, tuple[IntArray, IntArray]] = field(default_factory=dict)  # mark → first, end day
     alternate_run: tuple[IntArray, IntArray] | None = None  # first day, end day of the on/off weeks
     reversed_run: tuple[IntArray, IntArray] | None = None  # first day, end day of the reversed days' run
+    recent_texture: FloatArray | None = None  # per meter, that texture's shift (recent − reference)
 
     def col(self, name: str) -> FloatArray:
         """One feature column."""
@@ -233,6 +235,21 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
     )
 
 
+def _texture_change(texture: FloatArray | None, fleet_season: FloatArray, m: int) -> tuple[FloatArray, FloatArray]:
+    """The before/after test of the half-hour texture: (shift, fleet robust z), upwards.
+
+    :func:`analytics.theft.signals.recent_shift` of the daily texture
+    (:func:`analytics.theft.data.interval_texture`): its last 30 days against the same season
+    earlier, set against the fleet's shifts (real households' half-hours change too, and that is
+    the reference). Zeros without interval data.
+    """
+    if texture is None:
+        return np.zeros(m), np.zeros(m)
+    # recent_shift reads its first statistic as the level (theft direction down): negated, up.
+    t = -sg.recent_shift(np.asarray(texture, dtype=float)[:, None, :], fleet_season)
+    return np.nan_to_num(t[:, 0]), sg.shift_z(t)[:, 0]
+
+
 #: ``flat_level`` where it is not known (no run, no hourly data, no base load): far above a base load.
 FLAT_LEVEL_NONE = 10.0
 
@@ -356,6 +373,7 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
         offset = d - (d // 7) * 7
         reversed_run = share_r
         reversed_days = (offset + 7 * rw0, offset + 7 * rw1)
+    recent_texture, recent_texture_z = _texture_change(data.texture, fleet_season, m)
 
     peer_groups = _codes(
         np.array([f"{c}|{k}|{a}" for c, k, a in zip(data.commodity, data.customer_class, data.area, strict=True)])
@@ -390,6 +408,7 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
         "mark_ceiling": marks["ceiling"],
         "alternate_weeks": alternate_weeks,
         "reversed_run": reversed_run,
+        "recent_texture_z": recent_texture_z,
         "area_score": area_score,
         "zero_run": zero_run.astype(float),
         "profile_score": profile.score if profile is not None else np.zeros(m),
@@ -430,4 +449,5 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
         mark_runs=mark_runs,
         alternate_run=(alt_first, alt_end),
         reversed_run=reversed_days,
+        recent_texture=recent_texture,
     )

@@ -310,7 +310,7 @@ def days_since_loss(f: Features, ev: md.Evidence) -> IntArray:
         if days:
             event_end[i] = max(days) + 1
     put("event", event_end)
-    for name in ("change", "fell"):
+    for name in ("change", "fell", "texture"):
         put(name, np.full(m, n, dtype=np.int64))
     w = np.array([md.WEIGHTS[k] for k in names])
     contrib = ev.values * w[None, :]
@@ -560,6 +560,15 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
                 f"(on {100 * share:.0f} percentage points more of its days than in its other weeks)"
             )
             ev["reversed"] = {"start": _when(d, a), "end": _when(d, b - 1), "share": _r(share)}
+        elif name == "texture" and f.recent_texture is not None:
+            z = float(f.col("recent_texture_z")[i])
+            rougher = 100 * (math.exp(float(f.recent_texture[i])) - 1)
+            reasons.append(
+                f"in the last 30 days its half-hours jump from one to the next {rougher:.0f} % more than in the "
+                f"same season earlier ({_times(z)} the fleet's usual change), while its level fell "
+                f"{100 * float(f.col('recent_drop')[i]):.0f} %: each half-hour recorded a different share"
+            )
+            ev["texture"] = {"shift": _r(float(f.recent_texture[i])), "z": _r(z)}
         elif name == "peer":
             z = float(f.col("peer_low")[i])
             who = "" if str(d.customer_class[i]) in ("", "unknown") else f"{d.customer_class[i]} "
@@ -617,6 +626,7 @@ _OWN_WORDS = frozenset(
         "marks",
         "on_off",
         "reversed",
+        "texture",
         "peer",
         "silence",
         "vee",

@@ -35,7 +35,14 @@ import numpy as np
 import psycopg
 
 from analytics.theft import DEFAULT_DAYS, DEFAULT_KEEP, DEFAULT_ORDER
-from analytics.theft.data import HOURLY_CHUNK_METERS, Event, LazyHourly, TheftData, register_advance
+from analytics.theft.data import (
+    HOURLY_CHUNK_METERS,
+    TEXTURE_FLOOR,
+    Event,
+    LazyHourly,
+    TheftData,
+    register_advance,
+)
 from analytics.theft.ranking import INPUT_NAMES, Candidate
 from analytics.theft.signals import longest_true_run
 from releve.arrays import FloatArray, IntArray
@@ -334,6 +341,54 @@ class _HourlyReader:
         cube[~seen.reshape(n, self.n_days, 24).all(axis=2)] = np.nan
         return cube
 
+    def texture(self, meter_ids: list[int]) -> FloatArray:
+        """len(meter_ids) × days: :func:`analytics.theft.data.interval_texture`, made by the database.
+
+        Per meter, channel and day, the median |ln| step between consecutive intervals (window
+        ``lag``, ``percentile_cont``) over the interval channel; a day counts when its intervals
+        are evenly spaced and fill it (count × spacing = 86,400 s). One row per meter with its
+        days in arrays. NaN: incomplete day, or no interval data.
+        """
+        n = len(meter_ids)
+        out = np.full((n, self.n_days), np.nan)
+        if not n or not self.channels:
+            return out
+        parts = list(
+            _array_rows(
+                self.conn,
+                """COPY (SELECT t.meter_id, 0::int2, array_agg(t.day), array_agg(t.step)
+                         FROM (SELECT s.meter_id, s.day, percentile_cont(0.5) WITHIN GROUP (ORDER BY s.step) AS step
+                               FROM (SELECT r.meter_id, r.channel_id,
+                                            floor((date_part('epoch', r.ts) - %(lo_s)s - coalesce(c.interval_s, 900))
+                                                  / 86400.0)::int8 AS day,
+                                            abs(ln((greatest(r.value, 0) + %(floor)s)
+                                                   / (lag(greatest(r.value, 0)) OVER w + %(floor)s))) AS step,
+                                            date_part('epoch', r.ts - lag(r.ts) OVER w) AS gap
+                                     FROM reading r JOIN channel c ON c.id = r.channel_id
+                                     WHERE r.meter_id = ANY(%(ids)s) AND r.channel_id = ANY(%(ch)s::smallint[])
+                                       AND r.ts > %(lo)s AND r.ts <= %(hi)s AND r.value IS NOT NULL
+                                     WINDOW w AS (PARTITION BY r.meter_id, r.channel_id,
+                                                  floor((date_part('epoch', r.ts) - %(lo_s)s
+                                                         - coalesce(c.interval_s, 900)) / 86400.0)
+                                                  ORDER BY r.ts)) s
+                               GROUP BY s.meter_id, s.channel_id, s.day
+                               HAVING min(s.gap) = max(s.gap) AND count(*) * min(s.gap) = 86400) t
+                         GROUP BY 1)
+                   TO STDOUT (FORMAT binary)""",
+                {"lo_s": self.lo.timestamp(), "ids": meter_ids, "ch": self.channels, "lo": self.lo,
+                 "hi": self.hi, "floor": TEXTURE_FLOOR},
+            )
+        )  # fmt: skip
+        if not parts:
+            return out
+        meter = np.concatenate([p[2] for p in parts])
+        day = np.concatenate([p[4] for p in parts])
+        value = np.concatenate([p[5] for p in parts])
+        rows = _rows(_row_of(meter_ids), meter)
+        ok = (rows >= 0) & (day >= 0) & (day < self.n_days)
+        out[rows[ok], day[ok]] = value[ok]
+        return out
+
     def read_chunked(self, meter_ids: list[int], per: int = HOURLY_CHUNK_METERS) -> FloatArray:
         """:meth:`read` a group of ``per`` meters at a time into one array (the feeders)."""
         out = np.full((len(meter_ids), self.n_days, 24), np.nan)
@@ -425,6 +480,7 @@ def load_from_database(
     # filling the odd gap do not matter and the view's version merge is skipped.
     reader = _HourlyReader(conn, interval_channels, lo, hi, n_days)
     hourly: FloatArray | LazyHourly | None = None
+    texture: FloatArray | None = None
     feeder_hourly: dict[int, FloatArray] = {}
     customer_interval = [i for i in meter_ids if i in with_interval]
     feeder_interval = [i for i in feeder_ids if i in with_interval]
@@ -438,6 +494,13 @@ def load_from_database(
         else:
             lazy = LazyHourly(lambda rows: reader.read(ids[rows].tolist()), m, n_days)
             hourly, load = lazy, lazy.load
+        # The half-hour texture (per meter and day, from the raw intervals: summed into hours it
+        # is averaged away), a group of meters at a time.
+        texture = np.full((m, n_days), np.nan)
+        with_iv = np.flatnonzero(np.isin(ids, customer_interval))
+        for a in range(0, with_iv.size, HOURLY_CHUNK_METERS):
+            rows = with_iv[a : a + HOURLY_CHUNK_METERS]
+            texture[rows] = reader.texture(ids[rows].tolist())
         # Meters without a register: their daily consumption is the sum of their complete days.
         no_register = np.flatnonzero(~np.isfinite(daily).any(axis=1))
         for a in range(0, no_register.size, HOURLY_CHUNK_METERS):
@@ -471,6 +534,7 @@ def load_from_database(
         cumulative=cumulative,
         export=export,
         hourly=hourly,
+        texture=texture,
         unit=np.array([r[3] for r in meters], dtype=object),
         meter_ids=list(meter_ids),
     )

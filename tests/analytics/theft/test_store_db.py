@@ -183,6 +183,15 @@ def test_database_input_carries_areas_events_and_vee_findings(loaded):
     assert {e.kind for e in data.events}  # the backfill's events landed
     f = compute_features(data)
     assert f.col("estimate_streak")[k] == 14 and f.col("index_faults")[k] >= 2
+    # The half-hour texture, made in SQL: with hourly intervals, the same as on the hourly array.
+    import numpy as np
+
+    from analytics.theft.data import interval_texture
+
+    assert data.texture is not None and isinstance(data.hourly, np.ndarray)
+    live = np.isfinite(data.texture)
+    assert live.sum() > 0.8 * np.isfinite(data.hourly).all(axis=2).sum()
+    np.testing.assert_allclose(data.texture[live], interval_texture(data.hourly)[live], rtol=1e-9, atol=1e-12)
 
 
 def test_bulk_outcome_import_records_good_rows_and_keeps_the_rejected(loaded, tmp_path: Path, capsys):
