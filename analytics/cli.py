@@ -39,8 +39,7 @@ def register(sub: Any) -> None:
     review = p_review.add_subparsers(dest="review_command", metavar="ACTION", required=True)
     p = review.add_parser("list", help="open exceptions, errors first")
     p.add_argument("--meter", help="only this meter (serial)")
-    p.add_argument("--status", default="open",
-                   help="open, accepted, edited, rejected, superseded, noted or all")  # fmt: skip
+    p.add_argument("--status", default="open", help="open, accepted, edited, rejected, superseded, noted or all")
     shown = p.add_mutually_exclusive_group()
     shown.add_argument("--limit", type=int, default=50, help="list at most this many (50); the total is said")
     shown.add_argument("--all", action="store_true", help="list every exception, however many")
@@ -118,8 +117,11 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     for line in errors:
         print(line, file=sys.stderr)
     alarms = sum(1 for e in exceptions if e.finding.severity.value != "info")
-    print(f"{args.file}: {len(exceptions)} finding(s), {alarms} exception(s), {len(errors)} bad line(s)"
-          + (f"; written to {args.output}" if args.output else ""), file=sys.stderr)  # fmt: skip
+    print(
+        f"{args.file}: {len(exceptions)} finding(s), {alarms} exception(s), {len(errors)} bad line(s)"
+        + (f"; written to {args.output}" if args.output else ""),
+        file=sys.stderr,
+    )
     return 1 if errors else 0
 
 
@@ -144,12 +146,16 @@ def cmd_review_list(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     for it in items:
         sugg = ", ".join(f"[{i}] {v:g}" for i, v in enumerate(it.suggestions, 1))
-        print(f"{it.id:>7} {it.severity:<7} {it.rule:<12} {it.serial} {it.channel} {it.ts:%Y-%m-%d %H:%M}Z "
-              f"value {it.value if it.value is not None else '-'}  {it.message}"
-              + (f"  suggestions: {sugg}" if sugg else ""))  # fmt: skip
+        print(
+            f"{it.id:>7} {it.severity:<7} {it.rule:<12} {it.serial} {it.channel} {it.ts:%Y-%m-%d %H:%M}Z "
+            f"value {it.value if it.value is not None else '-'}  {it.message}"
+            + (f"  suggestions: {sugg}" if sugg else "")
+        )
     if len(items) < total:
-        print(f"showing {len(items)} of {total} exceptions (the first by severity, meter and time); "
-              f"--limit N or --all for more")  # fmt: skip
+        print(
+            f"showing {len(items)} of {total} exceptions (the first by severity, meter and time); "
+            f"--limit N or --all for more"
+        )
     else:
         print(f"{total} exception(s)")
     return 0
@@ -185,8 +191,10 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     if not rows:
         print(f"no versions for meter {args.meter}")
     for r in rows:
-        print(f"{r['ts']:%Y-%m-%d %H:%M}Z {r['channel']} v{r['version']} {r['kind']:<10} {r['quality']} "
-              f"method {r['method']} reason {r['reason']}: {r['replaced_value']} (v{r['replaced_version']}) → "
-              f"{r['value']} by {r['created_by']} at {r['created_at']:%Y-%m-%d %H:%M} — {r['comment']}"
-              + (f" [{r['rule']}]" if r["rule"] else ""))  # fmt: skip
+        print(
+            f"{r['ts']:%Y-%m-%d %H:%M}Z {r['channel']} v{r['version']} {r['kind']:<10} {r['quality']} "
+            f"method {r['method']} reason {r['reason']}: {r['replaced_value']} (v{r['replaced_version']}) → "
+            f"{r['value']} by {r['created_by']} at {r['created_at']:%Y-%m-%d %H:%M} — {r['comment']}"
+            + (f" [{r['rule']}]" if r["rule"] else "")
+        )
     return 0

@@ -298,9 +298,11 @@ def bare_master_rate(path: str, units: list[int], baud: int, seconds: float) -> 
 
 
 def bench_rtu(seconds: float) -> None:
-    print("\n2. Modbus RTU on a pty paced at the baud rate, 4 SDM630s on one line, sequential polls; the bound:"
-          " request and reply frames, each followed by the 3.5-character silence (the simulated slave answers"
-          " at the end of that silence, or later)")  # fmt: skip
+    print(
+        "\n2. Modbus RTU on a pty paced at the baud rate, 4 SDM630s on one line, sequential polls; the bound:"
+        " request and reply frames, each followed by the 3.5-character silence (the simulated slave answers"
+        " at the end of that silence, or later)"
+    )
     for baud in (9600, 115200):
         sim = SimulatorProcess(fleet_config(5, 0.0, rtu_lines=1, baudrate=baud))
         try:
@@ -308,9 +310,11 @@ def bench_rtu(seconds: float) -> None:
             base, base_fraction, turnaround = bare_master_rate(path, units, baud, seconds)
             rate, fraction, frames = asyncio.run(rtu_rate(path, units, baud, seconds))
             gap = 3.5 * 10.0 / baud if baud <= 19200 else 0.00175
-            print(f"   {baud:>6} baud, baseline: a bare blocking master  {base:7.1f} requests/s = {base_fraction:5.1%}"
-                  f" of the wire-time bound (the slave's turnaround as it sees it: {turnaround:.2f} ms,"
-                  f" the silence alone {gap * 1000:.2f} ms)")  # fmt: skip
+            print(
+                f"   {baud:>6} baud, baseline: a bare blocking master  {base:7.1f} requests/s = {base_fraction:5.1%}"
+                f" of the wire-time bound (the slave's turnaround as it sees it: {turnaround:.2f} ms,"
+                f" the silence alone {gap * 1000:.2f} ms)"
+            )
             print(
                 f"   {baud:>6} baud, Relevé RtuLine                 {rate:7.1f} requests/s = {fraction:5.1%}"
                 f" of the wire-time bound ({frames:5.1%} of frames alone) = {rate / base:4.2f} x the bare master"
@@ -360,9 +364,14 @@ def _publish(port: int, rounds: list[tuple[int, int, str]], meters: int, cpu: in
         for k in range(messages):
             serial = f"MQ{k % meters:05d}"
             ts = (start + timedelta(minutes=15 * (k // meters))).strftime("%Y-%m-%dT%H:%M:%SZ")
-            body = {"meter": serial, "ts": ts,
-                    "readings": [{"channel": "1-0:1.8.0", "value": 100 + k, "unit": "kWh"},
-                                 {"channel": "1-0:1.7.0", "value": 400.0, "unit": "W"}]}  # fmt: skip
+            body = {
+                "meter": serial,
+                "ts": ts,
+                "readings": [
+                    {"channel": "1-0:1.8.0", "value": 100 + k, "unit": "kWh"},
+                    {"channel": "1-0:1.7.0", "value": 400.0, "unit": "W"},
+                ],
+            }
             infos.append(client.publish(TOPIC.format(round=r, serial=serial), json.dumps(body), qos=1))
         for info in infos:
             info.wait_for_publish(300)
@@ -370,8 +379,7 @@ def _publish(port: int, rounds: list[tuple[int, int, str]], meters: int, cpu: in
     client.disconnect()
 
 
-def _paho_drain(port: int, client_id: str, topic_filter: str, expected: int, out: mp.Queue,
-                fast: bool = False) -> None:  # fmt: skip
+def _paho_drain(port: int, client_id: str, topic_filter: str, expected: int, out: mp.Queue, fast: bool = False) -> None:
     """Baseline: a bare paho client taking the queued messages, acknowledging each, doing nothing else.
 
     ``fast``: the collector's own client (``collectors.mqtt.BufferedClient``: read buffer, QoS 1 fast
@@ -404,8 +412,9 @@ def _paho_drain(port: int, client_id: str, topic_filter: str, expected: int, out
             done.set()
 
     if fast:
-        client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
-                                manual_ack=True)  # fmt: skip
+        client = BufferedClient(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True
+        )
         client.on_raw_publish = on_raw
     else:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
@@ -425,24 +434,33 @@ def _landed(url: str, origin: str) -> int:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute("SELECT coalesce(sum(n_inserted), 0) FROM ingest_batch WHERE origin LIKE %s",
-                           (origin + "%",)).fetchone()  # fmt: skip
+        row = conn.execute(
+            "SELECT coalesce(sum(n_inserted), 0) FROM ingest_batch WHERE origin LIKE %s", (origin + "%",)
+        ).fetchone()
     return int(row[0]) if row else 0
 
 
-def _collect_round(url: str, settings, broker_url: str, spool: Path, r: int, workers: int, expected: int,
-                   group: str) -> tuple[float, float, int]:  # fmt: skip
+def _collect_round(
+    url: str, settings, broker_url: str, spool: Path, r: int, workers: int, expected: int, group: str
+) -> tuple[float, float, int]:
     """Start ``workers`` collector processes on the queued round ``r``; (steady s, total s, readings landed)."""
     from collectors.config import CollectorConfig
     from collectors.service import run_workers
 
     settings = settings.model_copy(update={"mqtt": settings.mqtt.model_copy(update={"url": broker_url})})
     name = f"bench{r}"
-    config = CollectorConfig.model_validate({
-        "name": name, "spool_dir": str(spool / name), "seal_seconds": 0.5,
-        "mqtt": {"client_id": f"bench-c{r}", "shared_group": group,
-                 "subscriptions": [{"topic": TOPIC.format(round=r, serial="{serial}")}]},
-    })  # fmt: skip
+    config = CollectorConfig.model_validate(
+        {
+            "name": name,
+            "spool_dir": str(spool / name),
+            "seal_seconds": 0.5,
+            "mqtt": {
+                "client_id": f"bench-c{r}",
+                "shared_group": group,
+                "subscriptions": [{"topic": TOPIC.format(round=r, serial="{serial}")}],
+            },
+        }
+    )
     stop = threading.Event()
     result: list[int] = []
     started = time.perf_counter()
@@ -470,9 +488,11 @@ def bench_mqtt(messages: int, meters: int = 500) -> None:
     from releve.broker import MqttBroker
 
     readings = 2 * messages
-    print(f"\n3. MQTT -> database: {messages:,} JSON messages (2 readings each) from {meters} meters, QoS 1, per run;"
-          f" queued in Mosquitto on persistent sessions before any consumer starts (the publisher, pinned to"
-          f" its own core, has finished: it shares nothing with what is timed)")  # fmt: skip
+    print(
+        f"\n3. MQTT -> database: {messages:,} JSON messages (2 readings each) from {meters} meters, QoS 1, per run;"
+        f" queued in Mosquitto on persistent sessions before any consumer starts (the publisher, pinned to"
+        f" its own core, has finished: it shares nothing with what is timed)"
+    )
     broker_dir = Path(tempfile.mkdtemp(prefix="releve-bench-mqtt-"))
     broker_dir.chmod(0o755)
     spool = Path(tempfile.mkdtemp(prefix="releve-bench-spool-"))
@@ -480,9 +500,11 @@ def bench_mqtt(messages: int, meters: int = 500) -> None:
         import psycopg
 
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.cursor().executemany("INSERT INTO meter (serial, commodity, model, unit, protocol) "
-                                      "VALUES (%s, 'electricity', 'b', 'kWh', 'mqtt')",
-                                      [(f"MQ{i:05d}",) for i in range(meters)])  # fmt: skip
+            conn.cursor().executemany(
+                "INSERT INTO meter (serial, commodity, model, unit, protocol) "
+                "VALUES (%s, 'electricity', 'b', 'kWh', 'mqtt')",
+                [(f"MQ{i:05d}",) for i in range(meters)],
+            )
         # Sessions first (so the broker queues for them), then every message.
         topic1 = TOPIC.format(round=1, serial="+")
         _session(broker.port, "bench-drain-sub", topic1)
@@ -492,8 +514,10 @@ def bench_mqtt(messages: int, meters: int = 500) -> None:
         for cid in ("bench-c2", "bench-c2-w1"):
             _session(broker.port, cid, f"$share/bench2/{TOPIC.format(round=2, serial='+')}")
         now = datetime.now(UTC).replace(microsecond=0)
-        rounds = [(1, messages, (now - timedelta(days=60)).isoformat()),
-                  (2, messages, (now - timedelta(days=30)).isoformat())]  # fmt: skip
+        rounds = [
+            (1, messages, (now - timedelta(days=60)).isoformat()),
+            (2, messages, (now - timedelta(days=30)).isoformat()),
+        ]
         cpus = sorted(os.sched_getaffinity(0))
         ctx = mp.get_context("spawn")
         started = time.perf_counter()
@@ -506,31 +530,60 @@ def bench_mqtt(messages: int, meters: int = 500) -> None:
         sub_rate = None
         if shutil.which("mosquitto_sub"):
             started = time.perf_counter()
-            subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-V", "mqttv5", "-q", "1",
-                            "-c", "-i", "bench-drain-sub", "-x", "3600", "-t", topic1, "-C", str(messages)],
-                           stdout=subprocess.DEVNULL, check=True, timeout=600)  # fmt: skip
+            subprocess.run(
+                [
+                    "mosquitto_sub",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(broker.port),
+                    "-V",
+                    "mqttv5",
+                    "-q",
+                    "1",
+                    "-c",
+                    "-i",
+                    "bench-drain-sub",
+                    "-x",
+                    "3600",
+                    "-t",
+                    topic1,
+                    "-C",
+                    str(messages),
+                ],
+                stdout=subprocess.DEVNULL,
+                check=True,
+                timeout=600,
+            )
             sub_rate = messages / (time.perf_counter() - started)
-            print(f"   baseline, broker limit: mosquitto_sub (C) drains the queue   {sub_rate:>9,.0f} messages/s"
-                  f" = {2 * sub_rate:>9,.0f} readings/s")  # fmt: skip
+            print(
+                f"   baseline, broker limit: mosquitto_sub (C) drains the queue   {sub_rate:>9,.0f} messages/s"
+                f" = {2 * sub_rate:>9,.0f} readings/s"
+            )
         out: mp.Queue = ctx.Queue()
         drain = ctx.Process(target=_paho_drain, args=(broker.port, "bench-drain-paho", topic1, messages, out))
         drain.start()
         got, secs = out.get(timeout=700)
         drain.join()
         paho_rate = got / secs
-        print(f"   baseline, Python client limit: bare paho, ack only            {paho_rate:>9,.0f} messages/s"
-              f" = {2 * paho_rate:>9,.0f} readings/s")  # fmt: skip
+        print(
+            f"   baseline, Python client limit: bare paho, ack only            {paho_rate:>9,.0f} messages/s"
+            f" = {2 * paho_rate:>9,.0f} readings/s"
+        )
         drain = ctx.Process(target=_paho_drain, args=(broker.port, "bench-drain-buffered", topic1, messages, out, True))
         drain.start()
         got, secs = out.get(timeout=700)
         drain.join()
         buffered_rate = got / secs
-        print(f"   baseline, the collector's client alone (BufferedClient)      {buffered_rate:>9,.0f} messages/s"
-              f" = {2 * buffered_rate:>9,.0f} readings/s ({buffered_rate / paho_rate:.2f} x bare paho)")  # fmt: skip
+        print(
+            f"   baseline, the collector's client alone (BufferedClient)      {buffered_rate:>9,.0f} messages/s"
+            f" = {2 * buffered_rate:>9,.0f} readings/s ({buffered_rate / paho_rate:.2f} x bare paho)"
+        )
 
         for r, workers in ((1, 1), (2, 2)):
-            steady, total, landed = _collect_round(url, settings, broker.url, spool, r, workers, readings,
-                                                   "bench2" if workers > 1 else "")  # fmt: skip
+            steady, total, landed = _collect_round(
+                url, settings, broker.url, spool, r, workers, readings, "bench2" if workers > 1 else ""
+            )
             # A small round can land 10 % → 90 % inside one poll of the database (steady 0): then the
             # whole round's rate, start-up included, is the honest figure.
             rate = 0.8 * readings / steady if landed >= readings and steady > 0 else landed / total

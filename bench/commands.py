@@ -68,12 +68,14 @@ async def releve(gateways, url: str, settings, connections: int, kind: str) -> t
         while True:
             await runner.cycle(tasks)
             await asyncio.sleep(0.05)
-            left = conn.execute("SELECT count(*) FROM meter_command WHERE id = ANY(%s) AND state IN ('queued', 'sent')",
-                                (ids,)).fetchone()[0]  # fmt: skip
+            left = conn.execute(
+                "SELECT count(*) FROM meter_command WHERE id = ANY(%s) AND state IN ('queued', 'sent')", (ids,)
+            ).fetchone()[0]
             if left == 0:
                 break
-        confirmed = conn.execute("SELECT count(*) FROM meter_command WHERE id = ANY(%s) AND state = 'confirmed'",
-                                 (ids,)).fetchone()[0]  # fmt: skip
+        confirmed = conn.execute(
+            "SELECT count(*) FROM meter_command WHERE id = ANY(%s) AND state = 'confirmed'", (ids,)
+        ).fetchone()[0]
     elapsed = time.perf_counter() - started
     await asyncio.gather(*tasks)
     for link, _ in links:
@@ -94,9 +96,11 @@ def main() -> int:
         n = sum(len(units) for _, _, units in gateways)
         with bench_database() as (url, settings, where):
             with db.connect(url, autocommit=True) as conn, conn.cursor() as cur:
-                cur.executemany("INSERT INTO meter (serial, commodity, model, unit, protocol) "
-                                "VALUES (%s, 'electricity', 'sdm630', 'kWh', 'modbus-tcp')",
-                                [(f"B{port}-{u}",) for _, port, units in gateways for u in units])  # fmt: skip
+                cur.executemany(
+                    "INSERT INTO meter (serial, commodity, model, unit, protocol) "
+                    "VALUES (%s, 'electricity', 'sdm630', 'kWh', 'modbus-tcp')",
+                    [(f"B{port}-{u}",) for _, port, units in gateways for u in units],
+                )
             base_s = asyncio.run(baseline(gateways, "disconnect"))
             asyncio.run(baseline(gateways, "reconnect"))
             took, confirmed = asyncio.run(releve(gateways, url, settings, args.connections, "disconnect"))

@@ -85,11 +85,15 @@ def main() -> None:
             with db.connect(url, role=db.editor_role(settings)) as conn, conn.transaction():
                 s = run_credit(conn, cfg, RUN_DATE, Path(out))
             timings.append(time.perf_counter() - t)
-            print(f"{label}: {timings[-1]:.1f} s — {s.text().splitlines()[0]}; "
-                  f"{sum(s.actions.values()):,} step(s), {len(s.work_orders):,} order(s), {len(s.closures):,} closure "
-                  f"line(s)")  # fmt: skip
-        print(f"ratio credit run / baseline: {timings[0] / baseline:.1f}×; re-run / baseline: "
-              f"{timings[1] / baseline:.1f}×; {args.accounts / timings[0]:,.0f} accounts/s")  # fmt: skip
+            print(
+                f"{label}: {timings[-1]:.1f} s — {s.text().splitlines()[0]}; "
+                f"{sum(s.actions.values()):,} step(s), {len(s.work_orders):,} order(s), {len(s.closures):,} closure "
+                f"line(s)"
+            )
+        print(
+            f"ratio credit run / baseline: {timings[0] / baseline:.1f}×; re-run / baseline: "
+            f"{timings[1] / baseline:.1f}×; {args.accounts / timings[0]:,.0f} accounts/s"
+        )
 
 
 if __name__ == "__main__":

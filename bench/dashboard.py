@@ -164,12 +164,19 @@ class Renderer:
         spec = self.app.callback_map[output]
 
         def items(kind: str) -> list[dict[str, Any]]:
-            return [{"id": x["id"], "property": x["property"], "value": values.get(f"{x['id']}.{x['property']}")}
-                    for x in spec[kind]]  # fmt: skip
+            return [
+                {"id": x["id"], "property": x["property"], "value": values.get(f"{x['id']}.{x['property']}")}
+                for x in spec[kind]
+            ]
 
         outs = [{"id": o.split(".")[0], "property": o.split(".")[1]} for o in output.strip(".").split("...")]
-        body = {"output": output, "outputs": outs if output.startswith("..") else outs[0],
-                "inputs": items("inputs"), "state": items("state"), "changedPropIds": []}  # fmt: skip
+        body = {
+            "output": output,
+            "outputs": outs if output.startswith("..") else outs[0],
+            "inputs": items("inputs"),
+            "state": items("state"),
+            "changedPropIds": [],
+        }
         reply = self.client.post("/_dash-update-component", json=body)
         assert reply.status_code in (200, 204), (output, reply.status_code, reply.get_data(as_text=True)[:500])
         return reply
@@ -190,27 +197,57 @@ class Renderer:
 
     def control_room(self) -> None:
         self.shell("/")
-        self.callback(self.find("cr-clock.children", "cr-kpis.children", "cr-by-area.figure", "cr-map.figure",
-                                "cr-by-link.children", "cr-links.children", "cr-ingest.figure",
-                                "cr-events.children"), {"cr-tick.n_intervals": 0})  # fmt: skip
-        self.callback(self.find("cr-meters.data", "cr-meters.page_count"), {
-            "cr-meters.page_current": 0, "cr-meters.page_size": 15, "cr-meters.sort_by": [],
-            "cr-meters.filter_query": "", "cr-tick.n_intervals": 0})  # fmt: skip
+        self.callback(
+            self.find(
+                "cr-clock.children",
+                "cr-kpis.children",
+                "cr-by-area.figure",
+                "cr-map.figure",
+                "cr-by-link.children",
+                "cr-links.children",
+                "cr-ingest.figure",
+                "cr-events.children",
+            ),
+            {"cr-tick.n_intervals": 0},
+        )
+        self.callback(
+            self.find("cr-meters.data", "cr-meters.page_count"),
+            {
+                "cr-meters.page_current": 0,
+                "cr-meters.page_size": 15,
+                "cr-meters.sort_by": [],
+                "cr-meters.filter_query": "",
+                "cr-tick.n_intervals": 0,
+            },
+        )
 
     def login(self, user: str, password: str) -> None:
         page = self.client.get("/login").get_data(as_text=True)
         match = re.search(r'name="csrf" value="([^"]+)"', page)
         assert match
-        reply = self.client.post("/login", data={"csrf": match.group(1), "next": "/", "username": user,
-                                                  "password": password})  # fmt: skip
+        reply = self.client.post(
+            "/login", data={"csrf": match.group(1), "next": "/", "username": user, "password": password}
+        )
         assert reply.status_code == 302
 
     def fraud(self) -> None:
         self.shell("/fraud")
-        self.callback(self.find("fr-list.data", "fr-list.page_count", "fr-list.selected_rows", "fr-kpis.children"), {
-            "fr-list.page_current": 0, "fr-list.page_size": 10, "fr-list.sort_by": [], "fr-list.filter_query": "",
-            "fr-run.value": 1, "fr-area.value": None, "fr-commodity.value": None, "fr-signal.value": None,
-            "fr-min-value.value": None, "fr-hide.value": [], "fr-changed.data": 0})  # fmt: skip
+        self.callback(
+            self.find("fr-list.data", "fr-list.page_count", "fr-list.selected_rows", "fr-kpis.children"),
+            {
+                "fr-list.page_current": 0,
+                "fr-list.page_size": 10,
+                "fr-list.sort_by": [],
+                "fr-list.filter_query": "",
+                "fr-run.value": 1,
+                "fr-area.value": None,
+                "fr-commodity.value": None,
+                "fr-signal.value": None,
+                "fr-min-value.value": None,
+                "fr-hide.value": [],
+                "fr-changed.data": 0,
+            },
+        )
         self.callback(self.find("fr-balance.figure"), {"fr-balance-area.value": "T00001"})
 
 
@@ -336,22 +373,33 @@ def main() -> None:
             summary += timed(app.queries.fleet_summary, 1, servers=servers)
             previous += timed(previous_summary, 1, servers=servers)
             python += timed(in_python, 1, servers=servers)
-        page = timed(lambda: app.queries.meter_page(3, 15, [{"column_id": "state", "direction": "desc"}],
-                                                    "{area} contains T001"), args.repeat, servers=servers)  # fmt: skip
+        page = timed(
+            lambda: app.queries.meter_page(
+                3, 15, [{"column_id": "state", "direction": "desc"}], "{area} contains T001"
+            ),
+            args.repeat,
+            servers=servers,
+        )
         load.append(os.getloadavg()[0])
         app.queries.close()
-    print(f"dashboards, {args.meters:,} meters ({args.hours} h of hourly reads), server time to first render "
-          f"(1-minute load average {min(load):.1f}-{max(load):.1f} on {os.cpu_count()} cores):")  # fmt: skip
-    for name, xs in (("control room, cold (fleet state aggregated in SQL in the request)", cold),
-                     ("  baseline: the same, every meter's row aggregated in Python", baseline),
-                     ("control room, steady state (state refreshed in background)", warm),
-                     ("fraud page (2,000 candidates, balance of one area)", fraud),
-                     ("  of which: fleet state aggregated in SQL (places from meter_topology)", summary),
-                     ("  of which, previous: the same, places joined from the registry", previous),
-                     ("  of which, baseline: every meter's row to Python, aggregated", python),
-                     ("  meter table page, filtered + sorted on state", page)):  # fmt: skip
-        print(f"  {name:<66} median {statistics.median(xs.wall) * 1000:7.0f} ms   worst {max(xs.wall) * 1000:7.0f} ms"
-              f"   CPU {statistics.median(xs.cpu) * 1000:6.0f} ms")  # fmt: skip
+    print(
+        f"dashboards, {args.meters:,} meters ({args.hours} h of hourly reads), server time to first render "
+        f"(1-minute load average {min(load):.1f}-{max(load):.1f} on {os.cpu_count()} cores):"
+    )
+    for name, xs in (
+        ("control room, cold (fleet state aggregated in SQL in the request)", cold),
+        ("  baseline: the same, every meter's row aggregated in Python", baseline),
+        ("control room, steady state (state refreshed in background)", warm),
+        ("fraud page (2,000 candidates, balance of one area)", fraud),
+        ("  of which: fleet state aggregated in SQL (places from meter_topology)", summary),
+        ("  of which, previous: the same, places joined from the registry", previous),
+        ("  of which, baseline: every meter's row to Python, aggregated", python),
+        ("  meter table page, filtered + sorted on state", page),
+    ):
+        print(
+            f"  {name:<66} median {statistics.median(xs.wall) * 1000:7.0f} ms   worst {max(xs.wall) * 1000:7.0f} ms"
+            f"   CPU {statistics.median(xs.cpu) * 1000:6.0f} ms"
+        )
 
     def ratio(a: list[float], b: list[float]) -> float:
         return statistics.median(a) / statistics.median(b)
@@ -363,8 +411,10 @@ def main() -> None:
         f"{ratio(summary.wall, previous.wall):.2f} x the previous query ({ratio(summary.cpu, previous.cpu):.2f} x "
         f"in CPU)"
     )
-    print("  CPU: this process and the database server's processes, the machine's other work excluded; on an idle "
-          "machine the wall time of a view is close to it (one request uses one core at a time)")  # fmt: skip
+    print(
+        "  CPU: this process and the database server's processes, the machine's other work excluded; on an idle "
+        "machine the wall time of a view is close to it (one request uses one core at a time)"
+    )
 
 
 if __name__ == "__main__":

@@ -52,10 +52,16 @@ def make_frame(n_meters: int, n_intervals: int) -> ReadingFrame:
     rng = np.random.default_rng(7)
     value = np.cumsum(rng.gamma(2.0, 0.1, size=(n_intervals, n_meters)), axis=0).ravel() + 1000.0
     return ReadingFrame(
-        meters=[f"BENCH{i:06d}" for i in range(n_meters)], meter_idx=meter_idx,
-        channels=["1-0:1.8.0"], channel_idx=np.zeros(len(ts), np.int32), ts=ts, value=value,
-        units=["kWh"], unit_idx=np.zeros(len(ts), np.int32), source=Source.MODBUS,
-    )  # fmt: skip
+        meters=[f"BENCH{i:06d}" for i in range(n_meters)],
+        meter_idx=meter_idx,
+        channels=["1-0:1.8.0"],
+        channel_idx=np.zeros(len(ts), np.int32),
+        ts=ts,
+        value=value,
+        units=["kWh"],
+        unit_idx=np.zeros(len(ts), np.int32),
+        source=Source.MODBUS,
+    )
 
 
 def block_frame(serials: list[str], first: int, n_intervals: int) -> ReadingFrame:
@@ -70,9 +76,16 @@ def block_frame(serials: list[str], first: int, n_intervals: int) -> ReadingFram
     meter_idx = np.tile(np.arange(len(serials), dtype=np.int32), n_intervals)
     value = np.repeat(intervals * 0.25, len(serials)) + k[meter_idx]
     return ReadingFrame(
-        meters=serials, meter_idx=meter_idx, channels=["1-0:1.8.0"], channel_idx=np.zeros(len(ts), np.int32),
-        ts=ts, value=value, units=["kWh"], unit_idx=np.zeros(len(ts), np.int32), source=Source.MODBUS,
-    )  # fmt: skip
+        meters=serials,
+        meter_idx=meter_idx,
+        channels=["1-0:1.8.0"],
+        channel_idx=np.zeros(len(ts), np.int32),
+        ts=ts,
+        value=value,
+        units=["kWh"],
+        unit_idx=np.zeros(len(ts), np.int32),
+        source=Source.MODBUS,
+    )
 
 
 BIG_START = np.datetime64("2025-01-01T00:00", "us")
@@ -116,9 +129,15 @@ def grow_big_table(url: str, meters: range, first: int, last: int) -> float:
                    CROSS JOIN LATERAL generate_series(%(first)s, %(last)s - 1) i,
                         channel c, unit u, reading_source s, read_type rt
                    WHERE c.code = '1-0:1.8.0' AND u.code = 'kWh' AND s.name = 'modbus' AND rt.name = 'actual'""",
-                {"start": str(BIG_START) + "Z", "batch": batch, "lo": lo, "hi": min(lo + step, meters.stop),
-                 "first": first, "last": last},
-            )  # fmt: skip
+                {
+                    "start": str(BIG_START) + "Z",
+                    "batch": batch,
+                    "lo": lo,
+                    "hi": min(lo + step, meters.stop),
+                    "first": first,
+                    "last": last,
+                },
+            )
             print(
                 f"  ... {(min(lo + step, meters.stop) - meters.start) * (last - first):,} rows",
                 file=sys.stderr,
@@ -134,8 +153,9 @@ def as_copy(frame: ReadingFrame, meter_ids: dict[str, int]) -> bytes:
     n = len(frame)
     ids = np.array([meter_ids[m] for m in frame.meters], np.int32)[frame.meter_idx]
     ones = np.ones(n, np.int16)
-    return encode_reading_copy(ids, ones, frame.ts, frame.value, ones, 1, ones, np.zeros(n, np.int16),
-                               datetime.now(UTC), 1)  # fmt: skip
+    return encode_reading_copy(
+        ids, ones, frame.ts, frame.value, ones, 1, ones, np.zeros(n, np.int16), datetime.now(UTC), 1
+    )
 
 
 def as_the_table_grows(url: str, settings: Settings, args: argparse.Namespace) -> list[tuple[int, float, float]]:
@@ -161,8 +181,10 @@ def as_the_table_grows(url: str, settings: Settings, args: argparse.Namespace) -
             fresh_next = redo_next = target
             total = raw_conn.execute("SELECT count(*) FROM reading").fetchone()[0]  # type: ignore[index]
             raw_conn.commit()
-            print(f"\nreading holds {total:,} rows ({args.fleet:,} meters x {target:,} intervals of history; "
-                  f"grown in SQL in {took:,.0f} s, setup, not timed)")  # fmt: skip
+            print(
+                f"\nreading holds {total:,} rows ({args.fleet:,} meters x {target:,} intervals of history; "
+                f"grown in SQL in {took:,.0f} s, setup, not timed)"
+            )
             raw_rows = fresh_rows = redo_rows = 0
             raw_time = fresh_time = redo_time = 0.0
             for rnd in range(args.rounds + 1):  # round 0 warms the caches and is not timed
@@ -179,8 +201,11 @@ def as_the_table_grows(url: str, settings: Settings, args: argparse.Namespace) -
                 b = writer.write(redo)
                 t3 = time.perf_counter()
                 assert a.inserted == len(fresh), a
-                assert (b.inserted, b.duplicates, b.conflicts) == (len(redo) - stored * len(redo_half),
-                                                                   stored * len(redo_half), 0), b  # fmt: skip
+                assert (b.inserted, b.duplicates, b.conflicts) == (
+                    len(redo) - stored * len(redo_half),
+                    stored * len(redo_half),
+                    0,
+                ), b
                 fresh_next += per_batch
                 redo_next += per_batch - stored
                 if rnd:
@@ -215,8 +240,12 @@ def main() -> int:
     parser.add_argument("--meters", type=int, default=2000, help="the small run's meters (0: skip it)")
     parser.add_argument("--intervals", type=int, default=1000, help="the small run's intervals per meter")
     parser.add_argument("--batch", type=int, default=50_000)
-    parser.add_argument("--rows", type=lambda t: sorted(row_count(x) for x in t.split(",")), default=[8_000_000],
-                        help="table sizes to measure at, e.g. 8M,50M (none: 0)")  # fmt: skip
+    parser.add_argument(
+        "--rows",
+        type=lambda t: sorted(row_count(x) for x in t.split(",")),
+        default=[8_000_000],
+        help="table sizes to measure at, e.g. 8M,50M (none: 0)",
+    )
     parser.add_argument("--fleet", type=int, default=10_000, help="meters of the growing table")
     parser.add_argument("--rounds", type=int, default=10, help="timed rounds at each size")
     args = parser.parse_args()
@@ -229,8 +258,10 @@ def main() -> int:
             sizes = as_the_table_grows(url, settings, args)
             print("\nas the table grows (same run):")
             for total, fresh, redo in sizes:
-                print(f"  {total / 1e6:6.1f} M rows: fresh / raw COPY {fresh:.2f} (goal >= 0.40), "
-                      f"redelivered / fresh {redo:.2f} (goal >= 0.80)")  # fmt: skip
+                print(
+                    f"  {total / 1e6:6.1f} M rows: fresh / raw COPY {fresh:.2f} (goal >= 0.40), "
+                    f"redelivered / fresh {redo:.2f} (goal >= 0.80)"
+                )
     return 0
 
 
@@ -257,8 +288,9 @@ def small_run(url: str, settings: Settings, args: argparse.Namespace) -> None:
     with psycopg.connect(url) as conn:
         t = time.perf_counter()
         for s in slices(n, args.batch):
-            payload = encode_reading_copy(ids[s], ones[s], frame.ts[s], frame.value[s], ones[s], 1,
-                                          ones[s], zeros[s], now, 1)  # fmt: skip
+            payload = encode_reading_copy(
+                ids[s], ones[s], frame.ts[s], frame.value[s], ones[s], 1, ones[s], zeros[s], now, 1
+            )
             with conn.cursor().copy(f"COPY bare ({READING_COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)") as cp:
                 cp.write(payload)
             conn.commit()
@@ -288,8 +320,17 @@ def small_run(url: str, settings: Settings, args: argparse.Namespace) -> None:
     # 4. The object path, as collectors submit Reading objects.
     k = min(n, 200_000)
     base = datetime(2026, 3, 1, tzinfo=UTC)
-    objs = [Reading(frame.meters[i % args.meters], "1-0:1.8.0", base + timedelta(minutes=15 * (i // args.meters)),
-                    float(i), "kWh", Source.MODBUS) for i in range(k)]  # fmt: skip
+    objs = [
+        Reading(
+            frame.meters[i % args.meters],
+            "1-0:1.8.0",
+            base + timedelta(minutes=15 * (i // args.meters)),
+            float(i),
+            "kWh",
+            Source.MODBUS,
+        )
+        for i in range(k)
+    ]
     with BatchWriter(url, settings, origin="bench") as writer:
         t = time.perf_counter()
         landed = sum(writer.write(objs[i : i + args.batch]).inserted for i in range(0, k, args.batch))

@@ -65,8 +65,19 @@ def make_frames(meters: int, days: int, batch: int, seed: int = 11) -> list[Read
         channel_idx = np.tile(np.repeat(np.arange(2, dtype=np.int32), meters), k)
         # A quarter's interval value ends at its timestamp: the energy between the previous register read and this one.
         value = np.stack([register[a:b], usage[a:b]], axis=1).ravel()
-        frames.append(ReadingFrame(serials, meter_idx, [REGISTER, INTERVAL], channel_idx, ts, value, ["kWh"],
-                                   np.zeros(len(ts), np.int32), Source.MODBUS))  # fmt: skip
+        frames.append(
+            ReadingFrame(
+                serials,
+                meter_idx,
+                [REGISTER, INTERVAL],
+                channel_idx,
+                ts,
+                value,
+                ["kWh"],
+                np.zeros(len(ts), np.int32),
+                Source.MODBUS,
+            )
+        )
     return frames
 
 
@@ -85,8 +96,18 @@ def raw_copy(url: str, frames: list[ReadingFrame]) -> float:
         for f in frames:
             n = len(f)
             ones = np.ones(n, np.int16)
-            payload = encode_reading_copy(meter_ids[f.meter_idx], channel_ids[f.channel_idx], f.ts, f.value, ones, 1,
-                                          ones, np.zeros(n, np.int16), now, 1)  # fmt: skip
+            payload = encode_reading_copy(
+                meter_ids[f.meter_idx],
+                channel_ids[f.channel_idx],
+                f.ts,
+                f.value,
+                ones,
+                1,
+                ones,
+                np.zeros(n, np.int16),
+                now,
+                1,
+            )
             with conn.cursor().copy(f"COPY bare ({READING_COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.write(payload)
             conn.commit()
@@ -106,8 +127,10 @@ def main() -> int:
     args = parser.parse_args()
     frames = make_frames(args.meters, args.days, args.batch)
     n = sum(len(f) for f in frames)
-    print(f"{n:,} reads: {args.meters:,} meters x {args.days} days x 96 quarter hours x (register + interval), "
-          f"{len(frames)} batches")  # fmt: skip
+    print(
+        f"{n:,} reads: {args.meters:,} meters x {args.days} days x 96 quarter hours x (register + interval), "
+        f"{len(frames)} batches"
+    )
     with bench_database() as (url, settings, where):
         print(f"server: {where}")
         copy_meters = "COPY meter (serial, commodity, model, unit, protocol, register_digits) FROM STDIN"
@@ -138,8 +161,10 @@ def main() -> int:
             f"1. landed through the write path (Ingestor)  {land_s:7.1f} s  {n / land_s:>10,.0f} reads/s"
             f"  = {raw / land_s:.2f} x raw COPY ({writers})"
         )
-        print(f"2. validated by VEE (vee run)                {vee_s:7.1f} s  {n / vee_s:>10,.0f} reads/s"
-              f"  = {raw / vee_s:.2f} x raw COPY")  # fmt: skip
+        print(
+            f"2. validated by VEE (vee run)                {vee_s:7.1f} s  {n / vee_s:>10,.0f} reads/s"
+            f"  = {raw / vee_s:.2f} x raw COPY"
+        )
         for line in summary.lines():
             print("     " + line)
         rate = n / total

@@ -56,11 +56,16 @@ def make_frame(n_meters: int, days: int) -> ReadingFrame:
     rng = np.random.default_rng(7)
     value = np.cumsum(rng.gamma(2.0, 0.05, size=(n_intervals, n_meters)), axis=0).ravel() + 1000.0
     return ReadingFrame(
-        meters=[f"SCALE{i:06d}" for i in range(n_meters)], meter_idx=np.tile(np.arange(n_meters, dtype=np.int32),
-                                                                             n_intervals),
-        channels=["1-0:1.8.0"], channel_idx=np.zeros(len(ts), np.int32), ts=ts, value=value,
-        units=["kWh"], unit_idx=np.zeros(len(ts), np.int32), source=Source.MODBUS,
-    )  # fmt: skip
+        meters=[f"SCALE{i:06d}" for i in range(n_meters)],
+        meter_idx=np.tile(np.arange(n_meters, dtype=np.int32), n_intervals),
+        channels=["1-0:1.8.0"],
+        channel_idx=np.zeros(len(ts), np.int32),
+        ts=ts,
+        value=value,
+        units=["kWh"],
+        unit_idx=np.zeros(len(ts), np.int32),
+        source=Source.MODBUS,
+    )
 
 
 def _land(url: str, settings: Settings, parts: list[ReadingFrame]) -> tuple[int, float]:
@@ -88,8 +93,11 @@ def fresh_database(server: PostgresServer, name: str, settings: Settings) -> str
 
 def register(url: str, meters: list[str]) -> None:
     with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
-        cur.executemany("INSERT INTO meter (serial, commodity, model, unit, protocol) "
-                        "VALUES (%s, 'electricity', 'bench', 'kWh', 'import')", [(m,) for m in meters])  # fmt: skip
+        cur.executemany(
+            "INSERT INTO meter (serial, commodity, model, unit, protocol) "
+            "VALUES (%s, 'electricity', 'bench', 'kWh', 'import')",
+            [(m,) for m in meters],
+        )
         conn.execute("SELECT ensure_reading_partitions('2026-01-01', '2026-12-31')")
 
 
@@ -132,8 +140,10 @@ def main() -> int:
         parser.error("--shards must start with 1 (the baseline) and hold positive counts")
     frame = make_frame(args.meters, args.days)
     n = len(frame)
-    print(f"{n:,} readings: {args.meters:,} meters x {args.days} days of 15-minute register reads, "
-          f"batches of {args.batch:,}; {multiprocessing.cpu_count()} CPU(s) on this machine")  # fmt: skip
+    print(
+        f"{n:,} readings: {args.meters:,} meters x {args.days} days of 15-minute register reads, "
+        f"batches of {args.batch:,}; {multiprocessing.cpu_count()} CPU(s) on this machine"
+    )
     root = Path(tempfile.mkdtemp(prefix="releve-scaleout-"))
     root.chmod(0o755)
     servers = [PostgresServer(root / f"shard{k}", durable=True) for k in range(max(counts))]
@@ -200,20 +210,26 @@ def main() -> int:
                 )
                 results[count]["bill"] = time.perf_counter() - t
                 assert summary.issued == alone.issued and summary.held == alone.held, (summary.text(), alone.text())
-                print(f"{count} shard(s): bill run {summary.accounts:,} accounts ({summary.issued:,} issued) "
-                      f"{results[count]['bill']:.1f} s, {results[count]['bill'] / results[0]['bill']:.2f} x one server "
-                      f"({results[0]['bill']:.1f} s, the baseline in this run)")  # fmt: skip
+                print(
+                    f"{count} shard(s): bill run {summary.accounts:,} accounts ({summary.issued:,} issued) "
+                    f"{results[count]['bill']:.1f} s, {results[count]['bill'] / results[0]['bill']:.2f} x one server "
+                    f"({results[0]['bill']:.1f} s, the baseline in this run)"
+                )
             base = results[counts[0]]
             r = results[count]
-            print(f"{count} shard(s): ingest {r['ingest']:>10,.0f} rows/s  efficiency "
-                  f"{r['ingest'] / (count * base['ingest']):.2f} | VEE {r['vee']:>10,.0f} readings/s  efficiency "
-                  f"{r['vee'] / (count * base['vee']):.2f}   ({r['vee_reads']:,.0f} register reads checked with "
-                  "history; baseline: 1 shard in this run)")  # fmt: skip
+            print(
+                f"{count} shard(s): ingest {r['ingest']:>10,.0f} rows/s  efficiency "
+                f"{r['ingest'] / (count * base['ingest']):.2f} | VEE {r['vee']:>10,.0f} readings/s  efficiency "
+                f"{r['vee'] / (count * base['vee']):.2f}   ({r['vee_reads']:,.0f} register reads checked with "
+                "history; baseline: 1 shard in this run)"
+            )
         one = results[1]
-        print(f"unit costs (1 shard): ingest {one['ingest_cpu_us']:.2f} us client CPU per reading "
-              f"(+ server side: {1e6 / one['ingest']:.2f} us wall per reading), VEE {one['vee_cpu_us']:.2f} us "
-              f"client CPU per reading ({1e6 / one['vee']:.2f} us wall), {one['bytes']:.0f} bytes on disk per reading "
-              "(table + primary key)")  # fmt: skip
+        print(
+            f"unit costs (1 shard): ingest {one['ingest_cpu_us']:.2f} us client CPU per reading "
+            f"(+ server side: {1e6 / one['ingest']:.2f} us wall per reading), VEE {one['vee_cpu_us']:.2f} us "
+            f"client CPU per reading ({1e6 / one['vee']:.2f} us wall), {one['bytes']:.0f} bytes on disk per reading "
+            "(table + primary key)"
+        )
     finally:
         for server in servers:
             server.stop()

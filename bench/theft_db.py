@@ -234,10 +234,20 @@ def land(url: str, meters: int, days: int, hourly: bool, seed: int = 18) -> tupl
                 k = values.shape[1]
                 # End-stamped hourly intervals: the value of hour h is stamped h + 1 h.
                 ts = day0_us + hour_us * (np.arange(k, dtype=np.int64) + 1)
-                rec = _records(READING_ROW, values.size, meter_id=np.repeat(meter_id, k), channel_id=channel[0],
-                               ts=np.tile(ts, len(serials)), value=values.ravel(), unit_id=unit[0],
-                               source_id=source[0], read_type_id=read_type[0], quality=0, received_at=ts[-1],
-                               batch_id=batch[0])  # fmt: skip
+                rec = _records(
+                    READING_ROW,
+                    values.size,
+                    meter_id=np.repeat(meter_id, k),
+                    channel_id=channel[0],
+                    ts=np.tile(ts, len(serials)),
+                    value=values.ravel(),
+                    unit_id=unit[0],
+                    source_id=source[0],
+                    read_type_id=read_type[0],
+                    quality=0,
+                    received_at=ts[-1],
+                    batch_id=batch[0],
+                )
                 _copy_in(conn, "reading", READING_ROW, rec)
             else:
                 start = rng.uniform(1_000, 50_000, (n, 1))
@@ -246,9 +256,19 @@ def land(url: str, meters: int, days: int, hourly: bool, seed: int = 18) -> tupl
                 )
                 day = day0_us + 24 * hour_us * np.arange(days, dtype=np.int64)
                 v = values.ravel()
-                rec = _records(DAILY_ROW, values.size, meter_id=np.repeat(meter_id, days), channel_id=channel[0],
-                               day=np.tile(day, len(serials)), reads=1, total=v, min_value=v, max_value=v, first_value=v,
-                               last_value=v)  # fmt: skip
+                rec = _records(
+                    DAILY_ROW,
+                    values.size,
+                    meter_id=np.repeat(meter_id, days),
+                    channel_id=channel[0],
+                    day=np.tile(day, len(serials)),
+                    reads=1,
+                    total=v,
+                    min_value=v,
+                    max_value=v,
+                    first_value=v,
+                    last_value=v,
+                )
                 _copy_in(conn, "daily_reading", DAILY_ROW, rec)
             rows += values.size
         if hourly:

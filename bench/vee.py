@@ -77,10 +77,16 @@ def land(url: str, settings, values: np.ndarray, first: np.datetime64, per_batch
             b = min(a + per_batch, meters)
             n = (b - a) * days
             frame = ReadingFrame(
-                meters=serials[a:b], meter_idx=np.repeat(np.arange(b - a, dtype=np.int32), days),
-                channels=[CH], channel_idx=np.zeros(n, np.int32), ts=np.tile(ts_day, b - a),
-                value=values[a:b].ravel(), units=["kWh"], unit_idx=np.zeros(n, np.int32), source=Source.IMPORT,
-            )  # fmt: skip
+                meters=serials[a:b],
+                meter_idx=np.repeat(np.arange(b - a, dtype=np.int32), days),
+                channels=[CH],
+                channel_idx=np.zeros(n, np.int32),
+                ts=np.tile(ts_day, b - a),
+                value=values[a:b].ravel(),
+                units=["kWh"],
+                unit_idx=np.zeros(n, np.int32),
+                source=Source.IMPORT,
+            )
             writer.write(frame)
     return time.perf_counter() - started
 
@@ -106,10 +112,16 @@ def land_q15(url: str, settings, meters: int, days: int, per_batch: int = 100, s
             values = np.round(rng.uniform(1_000, 60_000, (b - a, 1)) + np.cumsum(usage, axis=1), 3)
             n = values.size
             frame = ReadingFrame(
-                meters=serials[a:b], meter_idx=np.repeat(np.arange(b - a, dtype=np.int32), n_slots),
-                channels=[CH], channel_idx=np.zeros(n, np.int32), ts=np.tile(ts_slots, b - a),
-                value=values.ravel(), units=["kWh"], unit_idx=np.zeros(n, np.int32), source=Source.MQTT,
-            )  # fmt: skip
+                meters=serials[a:b],
+                meter_idx=np.repeat(np.arange(b - a, dtype=np.int32), n_slots),
+                channels=[CH],
+                channel_idx=np.zeros(n, np.int32),
+                ts=np.tile(ts_slots, b - a),
+                value=values.ravel(),
+                units=["kWh"],
+                unit_idx=np.zeros(n, np.int32),
+                source=Source.MQTT,
+            )
             rows += writer.write(frame).inserted
     return rows, time.perf_counter() - started
 
@@ -226,8 +238,10 @@ def main() -> int:
         summary = run_vee(url, settings, who="bench")
         assert summary.new_reads == n, (summary.new_reads, n)
         rate = summary.new_reads / summary.seconds
-        print(f"\nvectorised VEE run over the database: {summary.new_reads:,} reads in {summary.seconds:.1f} s "
-              f"= {rate:,.0f} reads/s")  # fmt: skip
+        print(
+            f"\nvectorised VEE run over the database: {summary.new_reads:,} reads in {summary.seconds:.1f} s "
+            f"= {rate:,.0f} reads/s"
+        )
         for line in summary.lines()[1:]:
             print("  " + line)
 
@@ -236,8 +250,10 @@ def main() -> int:
             started = time.perf_counter()
             got = conn.execute("SELECT count(*) FROM validated_reading WHERE meter_id = 17").fetchone()
             one_meter = time.perf_counter() - started
-        print(f"one meter's validated series ({got[0] if got else 0} rows) from validated_reading: "
-              f"{one_meter * 1000:.0f} ms")  # fmt: skip
+        print(
+            f"one meter's validated series ({got[0] if got else 0} rows) from validated_reading: "
+            f"{one_meter * 1000:.0f} ms"
+        )
 
         # The naive loop on a subset, rows fetched one by one from the same database.
         subset = args.naive_meters
@@ -249,32 +265,42 @@ def main() -> int:
             naive_findings = naive_validate(rows)
         naive_secs = time.perf_counter() - started
         naive_rate = len(rows) / naive_secs
-        print(f"naive per-row Python loop over the database: {len(rows):,} reads ({subset} meters) in "
-              f"{naive_secs:.1f} s = {naive_rate:,.0f} reads/s ({naive_findings} findings)")  # fmt: skip
+        print(
+            f"naive per-row Python loop over the database: {len(rows):,} reads ({subset} meters) in "
+            f"{naive_secs:.1f} s = {naive_rate:,.0f} reads/s ({naive_findings} findings)"
+        )
         print(f"ratio vectorised / naive (over the database): {rate / naive_rate:.1f}x")
 
         q15_rate = q15_landed = None
         if args.q15_meters:
             rows, secs = land_q15(url, settings, args.q15_meters, args.q15_days)
-            print(f"\n15-minute register data: {rows:,} reads ({args.q15_meters:,} meters x {args.q15_days} days x 96) "
-                  f"landed through the ingest writer in {secs:.1f} s")  # fmt: skip
+            print(
+                f"\n15-minute register data: {rows:,} reads ({args.q15_meters:,} meters x {args.q15_days} days x 96) "
+                f"landed through the ingest writer in {secs:.1f} s"
+            )
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute("VACUUM ANALYZE reading")
             q = run_vee(url, settings, who="bench")
             assert q.landed_reads == rows, (q.landed_reads, rows)
             q15_rate, q15_landed = q.new_reads / q.seconds, q.landed_reads / q.seconds
-            print(f"incremental VEE run over it: {q.new_reads:,} daily reads validated in {q.seconds:.1f} s "
-                  f"= {q15_rate:,.0f} validated reads/s, covering {q.landed_reads:,} landed 15-minute reads "
-                  f"= {q15_landed:,.0f} landed reads/s")  # fmt: skip
+            print(
+                f"incremental VEE run over it: {q.new_reads:,} daily reads validated in {q.seconds:.1f} s "
+                f"= {q15_rate:,.0f} validated reads/s, covering {q.landed_reads:,} landed 15-minute reads "
+                f"= {q15_landed:,.0f} landed reads/s"
+            )
             for line in q.lines()[1:]:
                 print("  " + line)
 
     # Rules only, same data in memory, no database.
     meters, days = values.shape
     batch = RegisterSeries(
-        np.repeat(np.arange(meters, dtype=np.int64), days), np.tile(np.arange(days) * 86400.0, meters),
-        values.ravel(), np.full(meters, 1e6), np.zeros(meters, np.int64), [params_for("electricity")],
-    )  # fmt: skip
+        np.repeat(np.arange(meters, dtype=np.int64), days),
+        np.tile(np.arange(days) * 86400.0, meters),
+        values.ravel(),
+        np.full(meters, 1e6),
+        np.zeros(meters, np.int64),
+        [params_for("electricity")],
+    )
     started = time.perf_counter()
     result = validate_registers(batch)
     rules_secs = time.perf_counter() - started
@@ -285,14 +311,18 @@ def main() -> int:
     started = time.perf_counter()
     naive_validate(rows_mem)
     naive_rules = len(rows_mem) / (time.perf_counter() - started)
-    print(f"\nrules only (in memory): vectorised {n / rules_secs:,.0f} reads/s ({len(result.findings):,} findings), "
-          f"naive {naive_rules:,.0f} reads/s, ratio {n / rules_secs / naive_rules:.1f}x")  # fmt: skip
+    print(
+        f"\nrules only (in memory): vectorised {n / rules_secs:,.0f} reads/s ({len(result.findings):,} findings), "
+        f"naive {naive_rules:,.0f} reads/s, ratio {n / rules_secs / naive_rules:.1f}x"
+    )
     goal = "reached" if rate >= 400_000 else "NOT reached"
     print(f"\ngoal >= 400,000 daily register reads/s over the database: {goal} ({rate:,.0f})")
     if q15_landed is not None:
         goal = "reached" if q15_landed >= 200_000 else "NOT reached"
-        print(f"goal >= 200,000 reads/s with 15-minute register data: {goal} ({q15_landed:,.0f} landed reads/s "
-              f"covered; {q15_rate:,.0f} validated daily reads/s)")  # fmt: skip
+        print(
+            f"goal >= 200,000 reads/s with 15-minute register data: {goal} ({q15_landed:,.0f} landed reads/s "
+            f"covered; {q15_rate:,.0f} validated daily reads/s)"
+        )
     return 0
 
 

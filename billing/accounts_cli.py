@@ -98,9 +98,12 @@ def register(sub: Any) -> None:
 
 
 def _register_account(sub: Any) -> None:
-    p_acc = sub.add_parser("account", help="account ledger: balance, statement, payments, deposits, adjustments",
-                           description="The account ledger: every movement is an immutable entry; mistakes are "
-                           "undone by reversals. Amounts are exact, in cents.")  # fmt: skip
+    p_acc = sub.add_parser(
+        "account",
+        help="account ledger: balance, statement, payments, deposits, adjustments",
+        description="The account ledger: every movement is an immutable entry; mistakes are "
+        "undone by reversals. Amounts are exact, in cents.",
+    )
     acc = p_acc.add_subparsers(dest="account_command", metavar="ACTION", required=True)
 
     p = acc.add_parser("balance", help="balance, overdue, ageing (current/30/60/90+), deposit held")
@@ -177,10 +180,21 @@ def cmd_balance(args: argparse.Namespace, settings: Settings) -> int:
     with _editor(settings) as conn:
         pos = ledger.balance(conn, ledger.account_id(conn, args.account), _today(args.as_of))
     if args.json:
-        print(json.dumps({"account": pos.account, "as_of": str(pos.as_of), "balance": str(pos.balance),
-                          "overdue": str(pos.overdue), "oldest_due": str(pos.oldest_due or ""),
-                          "ageing": {k: str(v) for k, v in pos.ageing.items()}, "deposit": str(pos.deposit),
-                          "net": str(pos.net), "litigation": str(pos.litigation)}))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "account": pos.account,
+                    "as_of": str(pos.as_of),
+                    "balance": str(pos.balance),
+                    "overdue": str(pos.overdue),
+                    "oldest_due": str(pos.oldest_due or ""),
+                    "ageing": {k: str(v) for k, v in pos.ageing.items()},
+                    "deposit": str(pos.deposit),
+                    "net": str(pos.net),
+                    "litigation": str(pos.litigation),
+                }
+            )
+        )
     else:
         print(pos.text())
     return 0
@@ -237,8 +251,16 @@ def _post(settings: Settings, number: str, kind: str, amount: Decimal, on: date,
 
 def cmd_deposit(args: argparse.Namespace, settings: Settings) -> int:
     """Record a deposit."""
-    return _post(settings, args.account, "deposit", -args.amount, _today(args.date), book="deposit",
-                 reference=args.reference, source_key=f"deposit:{args.account}:{args.reference}")  # fmt: skip
+    return _post(
+        settings,
+        args.account,
+        "deposit",
+        -args.amount,
+        _today(args.date),
+        book="deposit",
+        reference=args.reference,
+        source_key=f"deposit:{args.account}:{args.reference}",
+    )
 
 
 def cmd_adjust(args: argparse.Namespace, settings: Settings) -> int:
@@ -251,14 +273,28 @@ def cmd_charge(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import timedelta
 
     on = _today(args.date)
-    return _post(settings, args.account, "penalty" if args.penalty else "charge", args.amount, on, note=args.reason,
-                 due=on + timedelta(days=args.due_days))  # fmt: skip
+    return _post(
+        settings,
+        args.account,
+        "penalty" if args.penalty else "charge",
+        args.amount,
+        on,
+        note=args.reason,
+        due=on + timedelta(days=args.due_days),
+    )
 
 
 def cmd_refund(args: argparse.Namespace, settings: Settings) -> int:
     """Post a refund."""
-    return _post(settings, args.account, "refund", args.amount, _today(args.date), note=args.reason,
-                 book="deposit" if args.deposit else "account")  # fmt: skip
+    return _post(
+        settings,
+        args.account,
+        "refund",
+        args.amount,
+        _today(args.date),
+        note=args.reason,
+        book="deposit" if args.deposit else "account",
+    )
 
 
 def cmd_reverse(args: argparse.Namespace, settings: Settings) -> int:
@@ -275,16 +311,23 @@ def cmd_reverse(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _register_credit(sub: Any) -> None:
-    p_cr = sub.add_parser("credit", help="credit control: runs, cases, arrangements, disputes, indigent register",
-                          description="Credit control: reminder, final notice, disconnection and reconnection per "
-                          "customer class (a TOML file), payment arrangements, disputes, the indigent register "
-                          "and account closure.")  # fmt: skip
+    p_cr = sub.add_parser(
+        "credit",
+        help="credit control: runs, cases, arrangements, disputes, indigent register",
+        description="Credit control: reminder, final notice, disconnection and reconnection per "
+        "customer class (a TOML file), payment arrangements, disputes, the indigent register "
+        "and account closure.",
+    )
     cr = p_cr.add_subparsers(dest="credit_command", metavar="ACTION", required=True)
 
     p = cr.add_parser("run", help="run credit control for a day (idempotent per day); write the notices")
     p.add_argument("--date", type=_date, default=None, help="the day (default today)")
-    p.add_argument("--config", type=Path, default=None,
-                   help="credit-control file (default ./credit.toml, else billing/credit.example.toml)")  # fmt: skip
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="credit-control file (default ./credit.toml, else billing/credit.example.toml)",
+    )
     p.add_argument("--out", type=Path, default=None, help="write notices-<date>.csv and .txt here")
     _cmd(p, cmd_credit_run)
 
@@ -366,8 +409,10 @@ def cmd_credit_list(args: argparse.Namespace, settings: Settings) -> int:
                 )
         else:
             for number, case, opened, steps, disconnected, last in credit.list_cases(conn, not args.all):
-                print(f"case {case} {number}: opened {opened}, {steps} step(s), last {last or '-'}"
-                      + (", disconnected" if disconnected else ""))  # fmt: skip
+                print(
+                    f"case {case} {number}: opened {opened}, {steps} step(s), last {last or '-'}"
+                    + (", disconnected" if disconnected else "")
+                )
     return 0
 
 
@@ -386,8 +431,9 @@ def cmd_dispute_open(args: argparse.Namespace, settings: Settings) -> int:
     from billing.credit import open_dispute
 
     with _editor(settings) as conn:
-        did = open_dispute(conn, args.account, args.kind, args.description, args.received_at or datetime.now(UTC),
-                           args.amount)  # fmt: skip
+        did = open_dispute(
+            conn, args.account, args.kind, args.description, args.received_at or datetime.now(UTC), args.amount
+        )
     print(f"{args.kind} {did} recorded: collection on hold for {args.account} while it is open")
     return 0
 
@@ -452,9 +498,12 @@ def cmd_close(args: argparse.Namespace, settings: Settings) -> int:
 def _register_work(sub: Any) -> None:
     from billing.workorders import KINDS
 
-    p_w = sub.add_parser("work", help="field work orders: list, create, assign, complete, from theft / VEE, SLA",
-                         description="Work orders for every field intervention, with an append-only event trail, "
-                         "due times and service-level timers.")  # fmt: skip
+    p_w = sub.add_parser(
+        "work",
+        help="field work orders: list, create, assign, complete, from theft / VEE, SLA",
+        description="Work orders for every field intervention, with an append-only event trail, "
+        "due times and service-level timers.",
+    )
     w = p_w.add_subparsers(dest="work_command", metavar="ACTION", required=True)
 
     p = w.add_parser("list", help="work orders, most urgent first")
@@ -557,8 +606,16 @@ def cmd_work_create(args: argparse.Namespace, settings: Settings) -> int:
             if row is None:
                 raise WorkOrderError(f"no meter {args.meter!r}")
             meter = int(row[0])
-        oid, _ = create(conn, args.kind, source=args.source, account=acc, meter=meter, description=args.description,
-                        priority=args.priority, reported_at=args.reported_at)  # fmt: skip
+        oid, _ = create(
+            conn,
+            args.kind,
+            source=args.source,
+            account=acc,
+            meter=meter,
+            description=args.description,
+            priority=args.priority,
+            reported_at=args.reported_at,
+        )
     print(f"work order {oid} created")
     return 0
 
@@ -579,10 +636,18 @@ def cmd_work_complete(args: argparse.Namespace, settings: Settings) -> int:
     from billing.workorders import complete
     from releve.cli import CommandError
 
-    details: dict[str, Any] = {k: v for k, v in (("note", args.note), ("campaign", args.campaign),
-                                                 ("old_index", args.old_index), ("new_meter", args.new_meter),
-                                                 ("new_index", args.new_index),
-                                                 ("at", args.at.isoformat() if args.at else None)) if v}  # fmt: skip
+    details: dict[str, Any] = {
+        k: v
+        for k, v in (
+            ("note", args.note),
+            ("campaign", args.campaign),
+            ("old_index", args.old_index),
+            ("new_meter", args.new_meter),
+            ("new_index", args.new_index),
+            ("at", args.at.isoformat() if args.at else None),
+        )
+        if v
+    }
     penalty, due_days = args.penalty, 10
     if args.outcome == "fraud":
         try:

@@ -45,8 +45,12 @@ def register(sub: Any) -> None:
     bill = p_bill.add_subparsers(dest="bill_command", metavar="ACTION", required=True)
 
     def tariffs_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--tariffs", type=Path, default=None,
-                       help="tariff file (default: ./tariffs.toml, else billing/tariffs.example.toml)")  # fmt: skip
+        p.add_argument(
+            "--tariffs",
+            type=Path,
+            default=None,
+            help="tariff file (default: ./tariffs.toml, else billing/tariffs.example.toml)",
+        )
 
     p = bill.add_parser("run", help="bill one cycle for the 30 days ending on --period-end (idempotent)")
     p.add_argument("--cycle", required=True, help="billing cycle (route/book), account.billing_cycle")
@@ -78,16 +82,22 @@ def register(sub: Any) -> None:
     p.add_argument("--move-out-date", type=_date, required=True)
     p.add_argument("--move-in-index", type=_decimal, required=True)
     p.add_argument("--move-in-date", type=_date, required=True)
-    p.add_argument("--requested-on", type=_date, default=None,
-                   help="the day the customer asked for the subscription; the proof days run from it "
-                        "(default today)")  # fmt: skip
+    p.add_argument(
+        "--requested-on",
+        type=_date,
+        default=None,
+        help="the day the customer asked for the subscription; the proof days run from it (default today)",
+    )
     tariffs_arg(p)
     p.set_defaults(func=cmd_tenant_change)
     p = tenant.add_parser("proof", help="record the proof (index and date) brought for an open case")
     p.add_argument("case", type=int)
-    p.add_argument("--index", type=_decimal, default=None,
-                   help="the index the proof shows (omit when it shows none: the predecessor's index at --date "
-                        "applies)")  # fmt: skip
+    p.add_argument(
+        "--index",
+        type=_decimal,
+        default=None,
+        help="the index the proof shows (omit when it shows none: the predecessor's index at --date applies)",
+    )
     p.add_argument("--date", type=_date, required=True, help="the date the proof shows")
     p.add_argument("--document", required=True, help="what the proof is (deed of sale, entry inventory …)")
     p.add_argument("--today", type=_date, default=None, help="date of receipt (default today)")
@@ -201,16 +211,26 @@ def cmd_tenant_change(args: argparse.Namespace, settings: Settings) -> int:
     book = _book(args)
     try:
         with db.connect(db_url(settings), role=db.editor_role(settings)) as conn, conn.transaction():
-            case = record_change(conn, book, args.account, args.move_out_index, args.move_out_date,
-                                 args.move_in_index, args.move_in_date, args.predecessor,
-                                 _today(args.requested_on))  # fmt: skip
+            case = record_change(
+                conn,
+                book,
+                args.account,
+                args.move_out_index,
+                args.move_out_date,
+                args.move_in_index,
+                args.move_in_date,
+                args.predecessor,
+                _today(args.requested_on),
+            )
     except TenantError as exc:
         raise CommandError(str(exc)) from exc
     if case.status == "accepted":
         print(f"case {case.id}: accepted, subscription starts at {case.start_index} on {case.start_date}")
     else:
-        print(f"case {case.id}: open — indexes {abs(case.move_in_index - case.move_out_index)} apart; "
-              f"no subscription until proof (due {case.proof_due})")  # fmt: skip
+        print(
+            f"case {case.id}: open — indexes {abs(case.move_in_index - case.move_out_index)} apart; "
+            f"no subscription until proof (due {case.proof_due})"
+        )
     return 0
 
 

@@ -47,8 +47,16 @@ class ClosureRules(BaseModel):
     manual_days: int = Field(30, ge=0)
 
 
-def _reason(rules: ClosureRules, pos: ledger.Balance, kinds: dict[int, tuple[str, date]], acc: int, indigent: bool,
-            disputed: bool, on: date, broken: set[int]) -> str | None:  # fmt: skip
+def _reason(
+    rules: ClosureRules,
+    pos: ledger.Balance,
+    kinds: dict[int, tuple[str, date]],
+    acc: int,
+    indigent: bool,
+    disputed: bool,
+    on: date,
+    broken: set[int],
+) -> str | None:
     if acc in broken:
         return "broken_arrangement"
     if disputed or not pos.overdue:
@@ -73,16 +81,27 @@ def terminate(
     ).fetchone()
     assert row is not None
     cid = int(row[0])
-    conn.execute("UPDATE account SET closed_on = %s WHERE id = %s AND (closed_on IS NULL OR closed_on > %s)",
-                 (on, acc, on))  # fmt: skip
+    conn.execute(
+        "UPDATE account SET closed_on = %s WHERE id = %s AND (closed_on IS NULL OR closed_on > %s)", (on, acc, on)
+    )
     meter = conn.execute(
         """SELECT i.meter_id FROM installation i JOIN account a ON a.service_point_id = i.service_point_id
-           WHERE a.id = %s AND i.removed_at IS NULL""", (acc,)).fetchone()  # fmt: skip
+           WHERE a.id = %s AND i.removed_at IS NULL""",
+        (acc,),
+    ).fetchone()
     if meter is not None:
         why = reason.replace("_", " ")
-        order, _ = workorders.create(conn, "removal", source=f"closure {cid}", source_key=f"closure:{cid}:removal",
-                                     account=acc, meter=meter[0], priority=1, now=at,
-                                     description=f"forced termination ({why}): remove the meter")  # fmt: skip
+        order, _ = workorders.create(
+            conn,
+            "removal",
+            source=f"closure {cid}",
+            source_key=f"closure:{cid}:removal",
+            account=acc,
+            meter=meter[0],
+            priority=1,
+            now=at,
+            description=f"forced termination ({why}): remove the meter",
+        )
         conn.execute("UPDATE account_closure SET work_order_id = %s WHERE id = %s", (order, cid))
     return cid
 
@@ -92,10 +111,27 @@ def _offset_deposit(conn: Connection, cid: int, acc: int, pos: ledger.Balance, o
     amount = min(pos.deposit, pos.balance)
     if amount <= 0:
         return Decimal(0)
-    ledger.post(conn, acc, "deposit_offset", amount, on, book="deposit", source_key=f"closure:{cid}:deposit",
-                reference=f"closure {cid}", note="deposit released to offset the debt")  # fmt: skip
-    ledger.post(conn, acc, "deposit_offset", -amount, on, source_key=f"closure:{cid}:offset",
-                reference=f"closure {cid}", note="deposit set against the debt")  # fmt: skip
+    ledger.post(
+        conn,
+        acc,
+        "deposit_offset",
+        amount,
+        on,
+        book="deposit",
+        source_key=f"closure:{cid}:deposit",
+        reference=f"closure {cid}",
+        note="deposit released to offset the debt",
+    )
+    ledger.post(
+        conn,
+        acc,
+        "deposit_offset",
+        -amount,
+        on,
+        source_key=f"closure:{cid}:offset",
+        reference=f"closure {cid}",
+        note="deposit set against the debt",
+    )
     return amount
 
 
@@ -104,8 +140,9 @@ def settle(conn: Connection, cid: int, on: date, force: bool = False, pos: ledge
 
     Returns the case's status afterwards. ``pos``: the account's position on ``on``, when known.
     """
-    row = conn.execute("SELECT account_id, status, manual_due FROM account_closure WHERE id = %s FOR UPDATE",
-                       (cid,)).fetchone()  # fmt: skip
+    row = conn.execute(
+        "SELECT account_id, status, manual_due FROM account_closure WHERE id = %s FOR UPDATE", (cid,)
+    ).fetchone()
     if row is None:
         raise ClosureError(f"no closure case {cid}")
     acc, status, due = row
@@ -114,8 +151,11 @@ def settle(conn: Connection, cid: int, on: date, force: bool = False, pos: ledge
     pos = pos or ledger.balance(conn, acc, on)
     if pos.net == 0:
         offset = _offset_deposit(conn, cid, acc, pos, on)
-        conn.execute("UPDATE account_closure SET status = 'closed', closed_on = %s, deposit_offset = %s, "
-                     "note = 'net balance zero: closed automatically' WHERE id = %s", (on, offset, cid))  # fmt: skip
+        conn.execute(
+            "UPDATE account_closure SET status = 'closed', closed_on = %s, deposit_offset = %s, "
+            "note = 'net balance zero: closed automatically' WHERE id = %s",
+            (on, offset, cid),
+        )
         return "closed"
     if not (force or on >= due):
         return "open"
@@ -125,18 +165,38 @@ def settle(conn: Connection, cid: int, on: date, force: bool = False, pos: ledge
         return "open"
     offset = _offset_deposit(conn, cid, acc, pos, on)
     rest = pos.balance - offset
-    ledger.post(conn, acc, "litigation", -rest, on, source_key=f"closure:{cid}:litigation:account",
-                reference=f"closure {cid}", note="unpaid balance handed to litigation")  # fmt: skip
-    ledger.post(conn, acc, "litigation", rest, on, book="litigation", source_key=f"closure:{cid}:litigation",
-                reference=f"closure {cid}", note="unpaid balance handed to litigation")  # fmt: skip
-    conn.execute("UPDATE account_closure SET status = 'litigation', closed_on = %s, deposit_offset = %s, "
-                 "litigation_amount = %s, note = %s WHERE id = %s",
-                 (on, offset, rest, "unpaid balance to litigation" + (" (by hand)" if force else ""), cid))  # fmt: skip
+    ledger.post(
+        conn,
+        acc,
+        "litigation",
+        -rest,
+        on,
+        source_key=f"closure:{cid}:litigation:account",
+        reference=f"closure {cid}",
+        note="unpaid balance handed to litigation",
+    )
+    ledger.post(
+        conn,
+        acc,
+        "litigation",
+        rest,
+        on,
+        book="litigation",
+        source_key=f"closure:{cid}:litigation",
+        reference=f"closure {cid}",
+        note="unpaid balance handed to litigation",
+    )
+    conn.execute(
+        "UPDATE account_closure SET status = 'litigation', closed_on = %s, deposit_offset = %s, "
+        "litigation_amount = %s, note = %s WHERE id = %s",
+        (on, offset, rest, "unpaid balance to litigation" + (" (by hand)" if force else ""), cid),
+    )
     return "litigation"
 
 
-def review(conn: Connection, rules: ClosureRules, on: date, broken: list[tuple[int, int]],
-           at: datetime | None = None) -> list[str]:  # fmt: skip
+def review(
+    conn: Connection, rules: ClosureRules, on: date, broken: list[tuple[int, int]], at: datetime | None = None
+) -> list[str]:
     """Terminate the accounts that meet a trigger, then settle the open cases; return what happened, in words."""
     at = at or datetime.now(UTC)
     out = []
@@ -153,10 +213,14 @@ def review(conn: Connection, rules: ClosureRules, on: date, broken: list[tuple[i
     ).fetchall()
     positions = ledger.balances(conn, [c[0] for c in candidates], on)
     unpaid = [e for p in positions.values() if p.overdue for e in p.unpaid]
-    kinds: dict[int, tuple[str, date]] = {int(e): (k, due) for e, k, due in conn.execute(
-        "SELECT id, kind, coalesce(due_date, effective_date) FROM ledger_entry "
-        "WHERE id IN (SELECT unnest(%s::bigint[]))",
-        (unpaid,))}  # fmt: skip
+    kinds: dict[int, tuple[str, date]] = {
+        int(e): (k, due)
+        for e, k, due in conn.execute(
+            "SELECT id, kind, coalesce(due_date, effective_date) FROM ledger_entry "
+            "WHERE id IN (SELECT unnest(%s::bigint[]))",
+            (unpaid,),
+        )
+    }
     for acc, number, indigent in candidates:
         reason = _reason(rules, positions[acc], kinds, acc, indigent, acc in disputed, on, broken_accounts)
         if reason is not None:
@@ -174,8 +238,9 @@ def review(conn: Connection, rules: ClosureRules, on: date, broken: list[tuple[i
     return out
 
 
-def list_cases(conn: Connection, open_only: bool = False) -> list[tuple[int, str, str, date, date, str, Decimal,
-                                                                      Decimal]]:  # fmt: skip
+def list_cases(
+    conn: Connection, open_only: bool = False
+) -> list[tuple[int, str, str, date, date, str, Decimal, Decimal]]:
     """Closure cases: (id, account, reason, terminated, manual due, status, deposit offset, litigation)."""
     return [
         tuple(r)

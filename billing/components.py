@@ -261,8 +261,16 @@ def _tou(p: TouKeys, s: Segment, charges: Decimal) -> list[Line]:
     out = []
     for period in p.tou:
         qty = s.tou.get(period.name, Decimal(0))
-        out.append(Line(f"tou:{period.name}", f"{period.name} energy{s.suffix}", qty, s.unit, period.rate,
-                        q(qty * period.rate, s.money_decimals)))  # fmt: skip
+        out.append(
+            Line(
+                f"tou:{period.name}",
+                f"{period.name} energy{s.suffix}",
+                qty,
+                s.unit,
+                period.rate,
+                q(qty * period.rate, s.money_decimals),
+            )
+        )
     return out
 
 

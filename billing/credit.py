@@ -161,8 +161,9 @@ def register_indigent(conn: Connection, number: str, evidence: str, on: date, ex
     cust = conn.execute("SELECT customer_id FROM account WHERE number = %s", (number,)).fetchone()
     if cust is None:
         raise CreditError(f"no account {number!r}")
-    if conn.execute("SELECT 1 FROM indigent_registration WHERE customer_id = %s AND ended_on IS NULL",
-                    (cust[0],)).fetchone():  # fmt: skip
+    if conn.execute(
+        "SELECT 1 FROM indigent_registration WHERE customer_id = %s AND ended_on IS NULL", (cust[0],)
+    ).fetchone():
         raise CreditError(f"the customer of {number} is already on the indigent register")
     row = conn.execute(
         "INSERT INTO indigent_registration (customer_id, registered_on, expires_on, evidence) VALUES (%s, %s, %s, %s) "
@@ -197,8 +198,9 @@ def _expire_indigent(conn: Connection, on: date) -> int:
     return len(rows)
 
 
-def open_dispute(conn: Connection, number: str, kind: str, description: str, received_at: datetime,
-                 amount: Decimal | None = None) -> int:  # fmt: skip
+def open_dispute(
+    conn: Connection, number: str, kind: str, description: str, received_at: datetime, amount: Decimal | None = None
+) -> int:
     """Record a dispute or complaint: collection and disconnection of the account hold while it is open."""
     if kind not in ("dispute", "complaint"):
         raise CreditError(f"kind must be dispute or complaint, not {kind!r}")
@@ -223,8 +225,10 @@ def close_dispute(conn: Connection, dispute: int, status: str, resolution: str, 
         raise CreditError(f"no dispute {dispute}")
     if row[0] != "open":
         raise CreditError(f"dispute {dispute} is already {row[0]}")
-    conn.execute("UPDATE dispute SET status = %s, resolution = %s, closed_at = %s WHERE id = %s",
-                 (status, resolution, at, dispute))  # fmt: skip
+    conn.execute(
+        "UPDATE dispute SET status = %s, resolution = %s, closed_at = %s WHERE id = %s",
+        (status, resolution, at, dispute),
+    )
 
 
 def arrange(conn: Connection, number: str, instalments: list[tuple[date, Decimal]], on: date) -> int:
@@ -237,8 +241,7 @@ def arrange(conn: Connection, number: str, instalments: list[tuple[date, Decimal
     if dues != sorted(dues) or dues[0] < on:
         raise CreditError("instalment due dates must be in order and not before the arrangement")
     acc = ledger.account_id(conn, number)
-    if conn.execute("SELECT 1 FROM payment_arrangement WHERE account_id = %s AND status = 'active'",
-                    (acc,)).fetchone():  # fmt: skip
+    if conn.execute("SELECT 1 FROM payment_arrangement WHERE account_id = %s AND status = 'active'", (acc,)).fetchone():
         raise CreditError(f"account {number} already has an arrangement in force")
     total = sum((a for _, a in instalments), Decimal(0))
     row = conn.execute(
@@ -257,8 +260,9 @@ def _check_arrangements(conn: Connection, cfg: CreditConfig, on: date) -> tuple[
     """Break plans with a missed instalment, mark those paid in full; return (broken (plan, account), in force)."""
     broken: list[tuple[int, int]] = []
     active: set[int] = set()
-    plans = conn.execute("SELECT id, account_id, created_on, total FROM payment_arrangement WHERE status = 'active'"
-                         ).fetchall()  # fmt: skip
+    plans = conn.execute(
+        "SELECT id, account_id, created_on, total FROM payment_arrangement WHERE status = 'active'"
+    ).fetchall()
     for pid, acc, created, total in plans:
         paid_row = conn.execute(
             """SELECT coalesce(-sum(e.amount), 0) FROM ledger_entry e
@@ -276,9 +280,10 @@ def _check_arrangements(conn: Connection, cfg: CreditConfig, on: date) -> tuple[
         if paid >= Decimal(total):
             conn.execute("UPDATE payment_arrangement SET status = 'kept', closed_on = %s WHERE id = %s", (on, pid))
         elif paid < due:
-            conn.execute("UPDATE payment_arrangement SET status = 'broken', closed_on = %s, reason = %s WHERE id = %s",
-                         (on, f"missed instalment: paid {paid} of {due} due by {due_row[1] if due_row else ''}",
-                          pid))  # fmt: skip
+            conn.execute(
+                "UPDATE payment_arrangement SET status = 'broken', closed_on = %s, reason = %s WHERE id = %s",
+                (on, f"missed instalment: paid {paid} of {due} due by {due_row[1] if due_row else ''}", pid),
+            )
             broken.append((int(pid), int(acc)))
         else:
             active.add(int(acc))
@@ -321,9 +326,12 @@ class CreditSummary:
         """A human summary."""
         acts = ", ".join(f"{k} {v}" for k, v in sorted(self.actions.items())) or "none"
         held = ", ".join(f"{k} {v}" for k, v in sorted(self.held.items())) or "none"
-        out = [f"credit run {self.run_id} on {self.run_date}: {self.accounts} account(s) in arrears",
-               f"steps: {acts}", f"on hold: {held}",
-               f"work orders: {', '.join(map(str, self.work_orders)) or 'none'}"]  # fmt: skip
+        out = [
+            f"credit run {self.run_id} on {self.run_date}: {self.accounts} account(s) in arrears",
+            f"steps: {acts}",
+            f"on hold: {held}",
+            f"work orders: {', '.join(map(str, self.work_orders)) or 'none'}",
+        ]
         out += [f"arrangement {b} broken" for b in self.broken]
         out += self.closures
         out += [f"wrote {p}" for p in self.files]
@@ -342,16 +350,30 @@ def _case(conn: Connection, acc: int, on: date, open_cases: dict[int, tuple[int,
     """The account's open case (id, steps taken), opened now when it has none."""
     if acc in open_cases:
         return open_cases[acc]
-    new = conn.execute("INSERT INTO credit_case (account_id, opened_on) VALUES (%s, %s) RETURNING id",
-                       (acc, on)).fetchone()  # fmt: skip
+    new = conn.execute(
+        "INSERT INTO credit_case (account_id, opened_on) VALUES (%s, %s) RETURNING id", (acc, on)
+    ).fetchone()
     assert new is not None
     open_cases[acc] = (int(new[0]), 0)
     return open_cases[acc]
 
 
-def _action(conn: Connection, run: int, case: int | None, acc: int, on: date, step: str, action: str, *,
-            channel: str = "", overdue: Decimal = Decimal(0), oldest: date | None = None,
-            charge: int | None = None, order: int | None = None, message: str = "") -> bool:  # fmt: skip
+def _action(
+    conn: Connection,
+    run: int,
+    case: int | None,
+    acc: int,
+    on: date,
+    step: str,
+    action: str,
+    *,
+    channel: str = "",
+    overdue: Decimal = Decimal(0),
+    oldest: date | None = None,
+    charge: int | None = None,
+    order: int | None = None,
+    message: str = "",
+) -> bool:
     row = conn.execute(
         """INSERT INTO credit_action (run_id, case_id, account_id, action_date, step, action, channel, overdue,
                                       oldest_due, charge_entry_id, work_order_id, message)
@@ -362,13 +384,15 @@ def _action(conn: Connection, run: int, case: int | None, acc: int, on: date, st
     return row is not None
 
 
-def run_credit(conn: Connection, cfg: CreditConfig, on: date, out_dir: Path | None = None,
-               now: datetime | None = None) -> CreditSummary:  # fmt: skip
+def run_credit(
+    conn: Connection, cfg: CreditConfig, on: date, out_dir: Path | None = None, now: datetime | None = None
+) -> CreditSummary:
     """Run credit control for day ``on`` (see the module docstring), inside the caller's transaction."""
     conn.execute("SELECT pg_advisory_xact_lock(hashtext('releve.credit'))")
     at = now or datetime.combine(on, time(6), UTC)
-    row = conn.execute("INSERT INTO credit_run (run_date, config_file) VALUES (%s, %s) RETURNING id",
-                       (on, cfg.path)).fetchone()  # fmt: skip
+    row = conn.execute(
+        "INSERT INTO credit_run (run_date, config_file) VALUES (%s, %s) RETURNING id", (on, cfg.path)
+    ).fetchone()
     assert row is not None
     s = CreditSummary(int(row[0]), on)
     workorders.sync_commands(conn, at)
@@ -376,8 +400,16 @@ def run_credit(conn: Connection, cfg: CreditConfig, on: date, out_dir: Path | No
     broken, arranged = _check_arrangements(conn, cfg, on)
     for pid, acc in broken:
         s.broken.append(pid)
-        _action(conn, s.run_id, None, acc, on, f"arrangement {pid}", "arrangement_broken",
-                message="missed instalment: the arrangement is broken")  # fmt: skip
+        _action(
+            conn,
+            s.run_id,
+            None,
+            acc,
+            on,
+            f"arrangement {pid}",
+            "arrangement_broken",
+            message="missed instalment: the arrangement is broken",
+        )
     disputed = {r[0] for r in conn.execute("SELECT DISTINCT account_id FROM dispute WHERE status = 'open'")}
     accounts = conn.execute(
         """SELECT a.id, a.number, c.name, coalesce(c.phone, ''), c.indigent, sp.customer_class, sp.commodity
@@ -385,12 +417,19 @@ def run_credit(conn: Connection, cfg: CreditConfig, on: date, out_dir: Path | No
            WHERE NOT a.prepaid AND (a.closed_on IS NULL OR a.closed_on > %s) ORDER BY a.id""",
         (on,),
     ).fetchall()
-    acted_today = {r[0] for r in conn.execute(
-        "SELECT DISTINCT account_id FROM credit_action WHERE action_date = %s AND action IN "
-        "('notice', 'disconnect', 'exempt', 'reconnect')", (on,))}  # fmt: skip
+    acted_today = {
+        r[0]
+        for r in conn.execute(
+            "SELECT DISTINCT account_id FROM credit_action WHERE action_date = %s AND action IN "
+            "('notice', 'disconnect', 'exempt', 'reconnect')",
+            (on,),
+        )
+    }
     positions = ledger.balances(conn, [a[0] for a in accounts], on)
-    cases: dict[int, tuple[int, int]] = {int(a): (int(c), int(n)) for a, c, n in conn.execute(
-        "SELECT account_id, id, last_step FROM credit_case WHERE closed_on IS NULL")}  # fmt: skip
+    cases: dict[int, tuple[int, int]] = {
+        int(a): (int(c), int(n))
+        for a, c, n in conn.execute("SELECT account_id, id, last_step FROM credit_case WHERE closed_on IS NULL")
+    }
     for acc, number, name, phone, indigent, klass, commodity in accounts:
         pos = positions[acc]
         steps = cfg.steps_for(klass)
@@ -425,25 +464,50 @@ def run_credit(conn: Connection, cfg: CreditConfig, on: date, out_dir: Path | No
         _take_step(conn, s, cfg, steps, case_id, done, acc, number, name, phone, indigent, commodity, pos, on, at)
     _fraud_reconnections(conn, s, on, at)
     s.closures = closure.review(conn, cfg.closure, on, broken, at)
-    conn.execute("UPDATE credit_run SET n_accounts = %s, n_actions = %s, n_held = %s WHERE id = %s",
-                 (s.accounts, sum(s.actions.values()), sum(s.held.values()), s.run_id))  # fmt: skip
+    conn.execute(
+        "UPDATE credit_run SET n_accounts = %s, n_actions = %s, n_held = %s WHERE id = %s",
+        (s.accounts, sum(s.actions.values()), sum(s.held.values()), s.run_id),
+    )
     if out_dir is not None:
         s.files = write_notices(conn, cfg, on, out_dir)
     return s
 
 
-def _charge(conn: Connection, cfg: CreditConfig, acc: int, amount: Decimal, on: date, key: str,
-            what: str) -> int | None:  # fmt: skip
+def _charge(
+    conn: Connection, cfg: CreditConfig, acc: int, amount: Decimal, on: date, key: str, what: str
+) -> int | None:
     if amount <= 0:
         return None
-    return ledger.post(conn, acc, "charge", amount, on, due=on + timedelta(days=cfg.credit.charge_due_days),
-                       reference=what, source_key=key, note="credit control")  # fmt: skip
+    return ledger.post(
+        conn,
+        acc,
+        "charge",
+        amount,
+        on,
+        due=on + timedelta(days=cfg.credit.charge_due_days),
+        reference=what,
+        source_key=key,
+        note="credit control",
+    )
 
 
-def _take_step(conn: Connection, s: CreditSummary, cfg: CreditConfig, steps: ClassSteps, case_id: int, done: int,
-               acc: int,
-               number: str, name: str, phone: str, indigent: bool, commodity: str, pos: ledger.Balance, on: date,
-               at: datetime) -> None:  # fmt: skip
+def _take_step(
+    conn: Connection,
+    s: CreditSummary,
+    cfg: CreditConfig,
+    steps: ClassSteps,
+    case_id: int,
+    done: int,
+    acc: int,
+    number: str,
+    name: str,
+    phone: str,
+    indigent: bool,
+    commodity: str,
+    pos: ledger.Balance,
+    on: date,
+    at: datetime,
+) -> None:
     step = steps.steps[done]
     cur = f" {cfg.credit.currency}" if cfg.credit.currency else ""
     cut = "cut" if commodity == "electricity" else "restricted"
@@ -454,9 +518,16 @@ def _take_step(conn: Connection, s: CreditSummary, cfg: CreditConfig, steps: Cla
     elif step.action == "disconnect":
         action = "disconnect"
         what = "cut the electricity supply" if commodity == "electricity" else "restrict the water supply"
-        order, _ = workorders.create(conn, "disconnect", source=f"credit case {case_id}",
-                                     source_key=f"credit:{case_id}:disconnect", account=acc, priority=2, now=at,
-                                     description=f"arrears {pos.overdue} since {pos.oldest_due}: {what}")  # fmt: skip
+        order, _ = workorders.create(
+            conn,
+            "disconnect",
+            source=f"credit case {case_id}",
+            source_key=f"credit:{case_id}:disconnect",
+            account=acc,
+            priority=2,
+            now=at,
+            description=f"arrears {pos.overdue} since {pos.oldest_due}: {what}",
+        )
         s.work_orders.append(order)
         message = f"disconnection ordered (work order {order})"
         charge = _charge(conn, cfg, acc, step.charge, on, f"credit:{case_id}:{step.name}", step.name)
@@ -464,20 +535,44 @@ def _take_step(conn: Connection, s: CreditSummary, cfg: CreditConfig, steps: Cla
     else:
         action = "notice"
         final = done + 1 < len(steps.steps) and steps.steps[done + 1].action == "disconnect"
-        message = MESSAGES["final" if final else "notice"].format(customer=name, account=number, overdue=pos.overdue,
-                                                                  cur=cur, oldest=pos.oldest_due, cut=cut)  # fmt: skip
+        message = MESSAGES["final" if final else "notice"].format(
+            customer=name, account=number, overdue=pos.overdue, cur=cur, oldest=pos.oldest_due, cut=cut
+        )
         charge = _charge(conn, cfg, acc, step.charge, on, f"credit:{case_id}:{step.name}", step.name)
-    if _action(conn, s.run_id, case_id, acc, on, step.name, action, channel=step.channel, overdue=pos.overdue,
-               oldest=pos.oldest_due, charge=charge, order=order, message=message):  # fmt: skip
+    if _action(
+        conn,
+        s.run_id,
+        case_id,
+        acc,
+        on,
+        step.name,
+        action,
+        channel=step.channel,
+        overdue=pos.overdue,
+        oldest=pos.oldest_due,
+        charge=charge,
+        order=order,
+        message=message,
+    ):
         s.actions[step.name if action != "exempt" else "exempt"] += 1
     conn.execute("UPDATE credit_case SET last_step = %s WHERE id = %s", (done + 1, case_id))
 
 
-def _settle(conn: Connection, s: CreditSummary, cfg: CreditConfig, steps: ClassSteps, case_id: int, acc: int,
-            on: date, at: datetime, why: str) -> None:  # fmt: skip
+def _settle(
+    conn: Connection,
+    s: CreditSummary,
+    cfg: CreditConfig,
+    steps: ClassSteps,
+    case_id: int,
+    acc: int,
+    on: date,
+    at: datetime,
+    why: str,
+) -> None:
     """Arrears gone or arranged: close the case; reconnect (with its charge) or cancel a pending disconnection."""
-    dis = conn.execute("SELECT id, status FROM work_order WHERE source_key = %s", (f"credit:{case_id}:disconnect",)
-                       ).fetchone()  # fmt: skip
+    dis = conn.execute(
+        "SELECT id, status FROM work_order WHERE source_key = %s", (f"credit:{case_id}:disconnect",)
+    ).fetchone()
     if dis is not None:
         oid, status = dis
         if status == "awaiting_command":
@@ -489,14 +584,32 @@ def _settle(conn: Connection, s: CreditSummary, cfg: CreditConfig, steps: ClassS
         if status in ("open", "assigned"):
             workorders.cancel(conn, oid, f"arrears settled ({why}) before the disconnection", at)
         elif status in ("done", "awaiting_command"):
-            order, _ = workorders.create(conn, "reconnect", source=f"credit case {case_id}",
-                                         source_key=f"credit:{case_id}:reconnect", account=acc, priority=1, now=at,
-                                         description=f"reconnection on {why}")  # fmt: skip
+            order, _ = workorders.create(
+                conn,
+                "reconnect",
+                source=f"credit case {case_id}",
+                source_key=f"credit:{case_id}:reconnect",
+                account=acc,
+                priority=1,
+                now=at,
+                description=f"reconnection on {why}",
+            )
             s.work_orders.append(order)
-            charge = _charge(conn, cfg, acc, steps.reconnection_charge, on, f"credit:{case_id}:reconnection",
-                             "reconnection")  # fmt: skip
-            if _action(conn, s.run_id, case_id, acc, on, "reconnect", "reconnect", charge=charge, order=order,
-                       message=f"reconnection on {why} (work order {order})"):  # fmt: skip
+            charge = _charge(
+                conn, cfg, acc, steps.reconnection_charge, on, f"credit:{case_id}:reconnection", "reconnection"
+            )
+            if _action(
+                conn,
+                s.run_id,
+                case_id,
+                acc,
+                on,
+                "reconnect",
+                "reconnect",
+                charge=charge,
+                order=order,
+                message=f"reconnection on {why} (work order {order})",
+            ):
                 s.actions["reconnect"] += 1
     conn.execute("UPDATE credit_case SET closed_on = %s, close_reason = %s WHERE id = %s", (on, why, case_id))
 
@@ -509,15 +622,23 @@ def _fraud_reconnections(conn: Connection, s: CreditSummary, on: date, at: datet
              AND NOT EXISTS (SELECT 1 FROM work_order r WHERE r.source_key = 'fraud:' || w.id || ':reconnect')"""
     ).fetchall():
         penalty = details.get("penalty_entry")
-        dis = conn.execute("SELECT status FROM work_order WHERE source_key = %s", (f"fraud:{oid}:disconnect",)
-                           ).fetchone()  # fmt: skip
+        dis = conn.execute(
+            "SELECT status FROM work_order WHERE source_key = %s", (f"fraud:{oid}:disconnect",)
+        ).fetchone()
         if penalty is None or dis is None or dis[0] != "done":
             continue
         if int(penalty) in ledger.balance(conn, acc, on).unpaid:
             continue
-        order, _ = workorders.create(conn, "reconnect", source=f"fraud:{oid}", source_key=f"fraud:{oid}:reconnect",
-                                     account=acc, priority=2, now=at,
-                                     description="penalty paid: reinstall the tested meter, reconnect")  # fmt: skip
+        order, _ = workorders.create(
+            conn,
+            "reconnect",
+            source=f"fraud:{oid}",
+            source_key=f"fraud:{oid}:reconnect",
+            account=acc,
+            priority=2,
+            now=at,
+            description="penalty paid: reinstall the tested meter, reconnect",
+        )
         s.work_orders.append(order)
         s.actions["fraud_reconnect"] += 1
 
@@ -550,8 +671,9 @@ def write_notices(conn: Connection, cfg: CreditConfig, on: date, out_dir: Path) 
         w = csv.writer(fh)
         w.writerow(NOTICE_COLUMNS)
         for n in rows:
-            w.writerow([n.account, n.customer, n.phone, n.channel, n.step, n.overdue, n.oldest_due or "", n.charge,
-                        n.message])  # fmt: skip
+            w.writerow(
+                [n.account, n.customer, n.phone, n.channel, n.step, n.overdue, n.oldest_due or "", n.charge, n.message]
+            )
     letters = out_dir / f"notices-{on}.txt"
     parts = []
     for n in rows:

@@ -51,8 +51,9 @@ class _Series:
 
     def read(self, i: int) -> Read:
         """Row ``i`` as a Read."""
-        return Read(self.origin + timedelta(seconds=int(self.secs[i])), float(self.value[i]),
-                    _QUALITY[int(self.quality[i])])  # fmt: skip
+        return Read(
+            self.origin + timedelta(seconds=int(self.secs[i])), float(self.value[i]), _QUALITY[int(self.quality[i])]
+        )
 
 
 def _load_series(conn: Connection, lo: datetime, hi: datetime, channels: list[int], adjusted: bool) -> _Series:
@@ -82,8 +83,15 @@ def _load_series(conn: Connection, lo: datetime, hi: datetime, channels: list[in
     order = np.lexsort((secs, meter))
     span = int((hi - lo).total_seconds()) + 2 * DAY_S
     meter, secs = meter[order], secs[order]
-    return _Series(lo, span, meter, secs, rows["value"].astype(np.float64)[order], rows["q"].astype(np.int8)[order],
-                   meter * span + secs)  # fmt: skip
+    return _Series(
+        lo,
+        span,
+        meter,
+        secs,
+        rows["value"].astype(np.float64)[order],
+        rows["q"].astype(np.int8)[order],
+        meter * span + secs,
+    )
 
 
 def resolve_indexes(
@@ -120,8 +128,10 @@ def resolve_indexes(
         return int((t - lo).total_seconds())
 
     # Boundary indexes: a read on the day starting at the boundary, else the reads on both sides.
-    points = sorted({(x.meter_id, x.start_at) for d in drafts for x in d.dets if x.start is None}
-                    | {(x.meter_id, x.end_at) for d in drafts for x in d.dets if x.end is None})  # fmt: skip
+    points = sorted(
+        {(x.meter_id, x.start_at) for d in drafts for x in d.dets if x.start is None}
+        | {(x.meter_id, x.end_at) for d in drafts for x in d.dets if x.end is None}
+    )
     found: dict[tuple[int, datetime], Index | None] = {}
     if points:
         pm = np.array([p[0] for p in points], np.int64)
@@ -149,11 +159,17 @@ def resolve_indexes(
                 # consecutive bills add up: the start is the previous bill's end, whatever landed since
                 series, x.start = x.start, x.billed_start
                 if series is not None and series.value != x.billed_start.value:
-                    d.warnings.append(("index_continuity", (
-                        f"meter {x.serial}: the previous bill ended at {x.billed_start.value} "
-                        f"({x.billed_start.quality}) on {x.start_at:%Y-%m-%d}; the validated series now gives "
-                        f"{series.value} ({series.quality}) there: this bill starts at the billed index, re-run "
-                        f"the previous period to rebill the difference")))  # fmt: skip
+                    d.warnings.append(
+                        (
+                            "index_continuity",
+                            (
+                                f"meter {x.serial}: the previous bill ended at {x.billed_start.value} "
+                                f"({x.billed_start.quality}) on {x.start_at:%Y-%m-%d}; the validated series now gives "
+                                f"{series.value} ({series.quality}) there: this bill starts at the billed index, "
+                                f"re-run the previous period to rebill the difference"
+                            ),
+                        )
+                    )
     clock.lap(f"boundary indexes ({len(points)})")
     # Data-quality figures per determinant: reads, non-actual reads, days with an actual read, last actual read.
     dets = [x for d in drafts for x in d.dets]
@@ -181,8 +197,12 @@ def resolve_indexes(
         li = int(last[k])
         if li >= 0 and ameter[li] == x.meter_id and asecs[li] >= dlo[k] - h.max_days_without_read * DAY_S:
             last_actual = lo + timedelta(seconds=int(asecs[li]))
-        stats[x.key] = (int(b[k] - a[k]), int(bad_cum[b[k]] - bad_cum[a[k]]), last_actual,
-                        int(day_cum[db[k]] - day_cum[da[k]]))  # fmt: skip
+        stats[x.key] = (
+            int(b[k] - a[k]),
+            int(bad_cum[b[k]] - bad_cum[a[k]]),
+            last_actual,
+            int(day_cum[db[k]] - day_cum[da[k]]),
+        )
     clock.lap("data-quality figures")
     exceptions: dict[int, tuple[int, list[str]]] = {}
     if h.open_exceptions:

@@ -119,8 +119,10 @@ class Draft:
     def fingerprint(self) -> str:
         """The billed values (days, determinants, lines) hashed: equal fingerprints mean an unchanged bill."""
         parts = [str((self.end - self.start).days)]
-        parts += [f"{d.meter_id}:{d.start.value if d.start else None}:{d.end.value if d.end else None}:{d.consumption}"
-                  for d in self.dets]  # fmt: skip
+        parts += [
+            f"{d.meter_id}:{d.start.value if d.start else None}:{d.end.value if d.end else None}:{d.consumption}"
+            for d in self.dets
+        ]
         parts += [f"{li.code}:{li.quantity}:{li.rate}:{li.amount}" for li in self.priced.lines]
         return hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()
 

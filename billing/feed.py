@@ -24,11 +24,35 @@ from releve import db
 from releve.settings import Settings
 
 CSV_COLUMNS = [
-    "run_id", "bill_id", "kind", "status", "replaces_bill_id", "account", "customer", "cycle", "period_start",
-    "period_end", "days", "tariff", "commodity", "unit", "meters", "start_index", "end_index", "start_quality",
-    "end_quality", "consumption", "subtotal", "tax", "total", "currency", "issue_date", "due_date", "hold_reasons",
+    "run_id",
+    "bill_id",
+    "kind",
+    "status",
+    "replaces_bill_id",
+    "account",
+    "customer",
+    "cycle",
+    "period_start",
+    "period_end",
+    "days",
+    "tariff",
+    "commodity",
+    "unit",
+    "meters",
+    "start_index",
+    "end_index",
+    "start_quality",
+    "end_quality",
+    "consumption",
+    "subtotal",
+    "tax",
+    "total",
+    "currency",
+    "issue_date",
+    "due_date",
+    "hold_reasons",
     "read_quality",
-]  # fmt: skip
+]
 
 
 class VendingError(Exception):
@@ -70,8 +94,18 @@ def write_feed(url: str, settings: Settings, run_id: int, out_dir: Path) -> tupl
                WHERE b.run_id = %s ORDER BY d.bill_id, d.seq""",
             (run_id,),
         ):
-            keys = ("meter", "start_at", "end_at", "start_index", "end_index", "start_quality", "end_quality",
-                    "multiplier", "consumption", "max_demand")  # fmt: skip
+            keys = (
+                "meter",
+                "start_at",
+                "end_at",
+                "start_index",
+                "end_index",
+                "start_quality",
+                "end_quality",
+                "multiplier",
+                "consumption",
+                "max_demand",
+            )
             dets.setdefault(r[0], []).append(dict(zip(keys, (_s(v) for v in r[1:]), strict=True)))
         lines: dict[int, list[dict[str, Any]]] = {}
         for r in conn.execute(
@@ -97,12 +131,36 @@ def write_feed(url: str, settings: Settings, run_id: int, out_dir: Path) -> tupl
         w.writerow(CSV_COLUMNS)
         for b in bills:
             ds = dets.get(b[0], [])
-            row = [run_id, b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
-                   ";".join(d["meter"] for d in ds),
-                   ds[0]["start_index"] if ds else "", ds[-1]["end_index"] if ds else "",
-                   ds[0]["start_quality"] if ds else "", ds[-1]["end_quality"] if ds else "",
-                   b[13], b[14], b[15], b[16], b[17], b[18], b[19], " | ".join(b[20]),
-                   (b[21] or {}).get("read_quality", "")]  # fmt: skip
+            row = [
+                run_id,
+                b[0],
+                b[1],
+                b[2],
+                b[3],
+                b[4],
+                b[5],
+                b[6],
+                b[7],
+                b[8],
+                b[9],
+                b[10],
+                b[11],
+                b[12],
+                ";".join(d["meter"] for d in ds),
+                ds[0]["start_index"] if ds else "",
+                ds[-1]["end_index"] if ds else "",
+                ds[0]["start_quality"] if ds else "",
+                ds[-1]["end_quality"] if ds else "",
+                b[13],
+                b[14],
+                b[15],
+                b[16],
+                b[17],
+                b[18],
+                b[19],
+                " | ".join(b[20]),
+                (b[21] or {}).get("read_quality", ""),
+            ]
             w.writerow([_s(v) for v in row])
             rec = dict(zip(CSV_COLUMNS, (_s(v) for v in row), strict=True))
             rec["hold_reasons"] = list(b[20])
@@ -111,12 +169,20 @@ def write_feed(url: str, settings: Settings, run_id: int, out_dir: Path) -> tupl
             rec["details"] = b[21]
             records.append(rec)
     doc = {
-        "run": {"id": run[0], "cycle": run[1], "period_start": str(run[2]), "period_end": str(run[3]),
-                "issue_date": str(run[4]), "tariff_file": run[5], "tariff_sha256": run[6],
-                "started_at": run[7].isoformat(), "finished_at": run[8].isoformat() if run[8] else None},
+        "run": {
+            "id": run[0],
+            "cycle": run[1],
+            "period_start": str(run[2]),
+            "period_end": str(run[3]),
+            "issue_date": str(run[4]),
+            "tariff_file": run[5],
+            "tariff_sha256": run[6],
+            "started_at": run[7].isoformat(),
+            "finished_at": run[8].isoformat() if run[8] else None,
+        },
         "bills": records,
         "notes": notes,
-    }  # fmt: skip
+    }
     json_path.write_text(json.dumps(doc, indent=1, default=str), encoding="utf-8")
     return csv_path, json_path
 
@@ -141,8 +207,10 @@ def _check_price(book: TariffBook, code: str, at: datetime, where: str) -> None:
     except KeyError as exc:
         raise VendingError(f"{where}: amount: {exc.args[0]}, so the amount cannot be converted; give units") from exc
     if tariff.prepaid_price is None:
-        raise VendingError(f"{where}: amount: tariff {code} (version from {tariff.effective_from}) has no "
-                           f"prepaid_price, so the amount cannot be converted to units; give units")  # fmt: skip
+        raise VendingError(
+            f"{where}: amount: tariff {code} (version from {tariff.effective_from}) has no "
+            f"prepaid_price, so the amount cannot be converted to units; give units"
+        )
 
 
 def import_vending(
@@ -155,13 +223,17 @@ def import_vending(
     """
     rows = []
     with db.connect(url, role=db.editor_role(settings)) as conn, conn.transaction():
-        accounts = {n: (i, sp) for i, n, sp in conn.execute("SELECT id, number, service_point_id FROM account "
-                                                            "WHERE prepaid")}  # fmt: skip
+        accounts = {
+            n: (i, sp) for i, n, sp in conn.execute("SELECT id, number, service_point_id FROM account WHERE prepaid")
+        }
         tariff_of: dict[int, str] = dict(conn.execute("SELECT id, tariff_code FROM account WHERE prepaid").fetchall())
-        meters: dict[str, int] = dict(conn.execute(
-            """SELECT m.serial, a.id FROM installation i JOIN meter m ON m.id = i.meter_id
+        meters: dict[str, int] = dict(
+            conn.execute(
+                """SELECT m.serial, a.id FROM installation i JOIN meter m ON m.id = i.meter_id
                JOIN account a ON a.service_point_id = i.service_point_id AND a.prepaid
-               WHERE i.removed_at IS NULL AND a.closed_on IS NULL""").fetchall())  # fmt: skip
+               WHERE i.removed_at IS NULL AND a.closed_on IS NULL"""
+            ).fetchall()
+        )
         serial_id: dict[str, int] = dict(conn.execute("SELECT serial, id FROM meter").fetchall())
         try:
             fh = path.open(newline="", encoding="utf-8")

@@ -41,8 +41,10 @@ def quality_holds(
         for name, idx in (("start", x.start), ("end", x.end)):
             if idx is None:
                 at = x.start_at if name == "start" else x.end_at
-                d.holds.append(f"no_read: no {name} index for meter {x.serial} at {at:%Y-%m-%d} "
-                               f"(no read on the day and none on both sides)")  # fmt: skip
+                d.holds.append(
+                    f"no_read: no {name} index for meter {x.serial} at {at:%Y-%m-%d} "
+                    f"(no read on the day and none on both sides)"
+                )
         n, bad, last_actual, actual_days = stats.get(x.key, (0, 0, None, 0))
         days = -(-(x.end_at - x.start_at) // timedelta(days=1))
         if n >= days:  # a remotely read meter (a read a day or more): days without an actual read count
@@ -59,8 +61,7 @@ def quality_holds(
             pass  # the register's own reads end with the installation; no read gap to judge
         elif last_actual is None or (x.end_at - last_actual) > timedelta(days=h.max_days_without_read):
             since = f"since {last_actual:%Y-%m-%d}" if last_actual else "in the window"
-            d.holds.append(f"no_read: no actual read on meter {x.serial} {since} "
-                           f"(> {h.max_days_without_read} days)")  # fmt: skip
+            d.holds.append(f"no_read: no actual read on meter {x.serial} {since} (> {h.max_days_without_read} days)")
         if x.key in exceptions:
             n_exc, rules = exceptions[x.key]
             d.holds.append(f"vee_exceptions: {n_exc} open on meter {x.serial} ({', '.join(rules)})")
@@ -80,11 +81,15 @@ def quality_holds(
         else "actual"
     )
     if share > h.max_estimated_share:
-        d.holds.append(f"estimated: {q(share * 100, 1)}% of {n_all} reads estimated or edited "
-                       f"(> {q(h.max_estimated_share * 100, 1)}%)")  # fmt: skip
+        d.holds.append(
+            f"estimated: {q(share * 100, 1)}% of {n_all} reads estimated or edited "
+            f"(> {q(h.max_estimated_share * 100, 1)}%)"
+        )
     elif day_share > h.max_estimated_share:
-        d.holds.append(f"estimated: {missing_days} of {all_days} days without an actual read, missing or estimated "
-                       f"({q(day_share * 100, 1)}% > {q(h.max_estimated_share * 100, 1)}%)")  # fmt: skip
+        d.holds.append(
+            f"estimated: {missing_days} of {all_days} days without an actual read, missing or estimated "
+            f"({q(day_share * 100, 1)}% > {q(h.max_estimated_share * 100, 1)}%)"
+        )
     if any(x.consumption is not None and x.consumption < 0 for x in d.dets):
         d.holds.append(f"negative: consumption {total} below zero")
 
@@ -115,5 +120,6 @@ def history_and_holds(conn: Connection, book: TariffBook, drafts: list[Draft], p
         lo, hi = q(expected * h.band_low, qd), q(expected * h.band_high, qd)
         d.details["expected"] = {"consumption": str(expected), "low": str(lo), "high": str(hi), "bills": n}
         if not lo <= d.consumption <= hi:
-            d.holds.append(f"band: consumption {d.consumption} outside {lo}–{hi} "
-                           f"(expected {expected} from {n} bill(s))")  # fmt: skip
+            d.holds.append(
+                f"band: consumption {d.consumption} outside {lo}–{hi} (expected {expected} from {n} bill(s))"
+            )

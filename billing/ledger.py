@@ -44,8 +44,18 @@ CENT = Decimal("0.01")
 #: No single movement reaches this (a typo or a hostile file, not a payment).
 MAX_AMOUNT = Decimal("1e12")
 BUCKETS = ("current", "30", "60", "90+")
-KINDS = ("bill", "payment", "deposit", "adjustment", "refund", "penalty", "charge", "reversal", "deposit_offset",
-         "litigation")  # fmt: skip
+KINDS = (
+    "bill",
+    "payment",
+    "deposit",
+    "adjustment",
+    "refund",
+    "penalty",
+    "charge",
+    "reversal",
+    "deposit_offset",
+    "litigation",
+)
 PAYMENT_COLUMNS = ("reference", "account", "amount", "paid_at")
 
 
@@ -127,12 +137,24 @@ def reverse(conn: Connection, entry: int, reason: str, on: date | None = None) -
     if reverses is not None or kind == "reversal":
         raise LedgerError(f"entry {entry} is itself a reversal: post a new entry instead")
     if kind == "bill":
-        raise LedgerError(f"entry {entry} is a bill: a bill is undone by its cancel bill (re-run the cycle after "
-                          "correcting the data), or corrected with an adjustment")  # fmt: skip
+        raise LedgerError(
+            f"entry {entry} is a bill: a bill is undone by its cancel bill (re-run the cycle after "
+            "correcting the data), or corrected with an adjustment"
+        )
     if conn.execute("SELECT 1 FROM ledger_entry WHERE reverses_id = %s", (entry,)).fetchone():
         raise LedgerError(f"entry {entry} is already reversed")
-    return post(conn, acc, "reversal", -Decimal(amount), on or datetime.now(UTC).date(), book=book,
-                reference=reference, note=reason, reverses=entry, source_key=f"reversal:{entry}")  # fmt: skip
+    return post(
+        conn,
+        acc,
+        "reversal",
+        -Decimal(amount),
+        on or datetime.now(UTC).date(),
+        book=book,
+        reference=reference,
+        note=reason,
+        reverses=entry,
+        source_key=f"reversal:{entry}",
+    )
 
 
 def post_bills(conn: Connection, run_id: int) -> int:
@@ -224,9 +246,11 @@ class Balance:
     def text(self) -> str:
         """A human summary."""
         ages = ", ".join(f"{b} {v}" for b, v in self.ageing.items())
-        return (f"{self.account} on {self.as_of}: balance {self.balance} (overdue {self.overdue}; {ages}); "
-                f"deposit held {self.deposit}; net {self.net}"
-                + (f"; litigation {self.litigation}" if self.litigation else ""))  # fmt: skip
+        return (
+            f"{self.account} on {self.as_of}: balance {self.balance} (overdue {self.overdue}; {ages}); "
+            f"deposit held {self.deposit}; net {self.net}"
+            + (f"; litigation {self.litigation}" if self.litigation else "")
+        )
 
 
 def balance(conn: Connection, account: int, as_of: date | None = None) -> Balance:
@@ -240,8 +264,12 @@ def balance(conn: Connection, account: int, as_of: date | None = None) -> Balanc
 def balances(conn: Connection, accounts: list[int], as_of: date | None = None) -> dict[int, Balance]:
     """:func:`balance` of many accounts with one query (credit-control runs, closure reviews)."""
     as_of = as_of or datetime.now(UTC).date()
-    out = {int(i): Balance(n, as_of) for i, n in conn.execute(
-        "SELECT id, number FROM account WHERE id IN (SELECT unnest(%s::integer[]))", (accounts,))}  # fmt: skip
+    out = {
+        int(i): Balance(n, as_of)
+        for i, n in conn.execute(
+            "SELECT id, number FROM account WHERE id IN (SELECT unnest(%s::integer[]))", (accounts,)
+        )
+    }
     items: dict[int, list[Item]] = {a: [] for a in out}
     for acc, eid, book, amount, eff, due, reverses in conn.execute(
         """SELECT account_id, id, book, amount, effective_date, due_date, reverses_id FROM ledger_entry
@@ -278,8 +306,9 @@ def _age(pos: Balance, items: list[Item]) -> None:
 # --------------------------------------------------------------------------------------------- payments
 
 
-def pay(conn: Connection, number: str, amount: Decimal, reference: str, paid_on: date, source: str = "cash",
-        note: str = "") -> tuple[int, bool]:  # fmt: skip
+def pay(
+    conn: Connection, number: str, amount: Decimal, reference: str, paid_on: date, source: str = "cash", note: str = ""
+) -> tuple[int, bool]:
     """Post a payment; return (entry id, True when new). Idempotent by (source, reference)."""
     if amount <= 0:
         raise LedgerError(f"payment {reference!r}: amount must be positive, not {amount}")
@@ -290,11 +319,14 @@ def pay(conn: Connection, number: str, amount: Decimal, reference: str, paid_on:
     before = conn.execute("SELECT id, account_id, amount FROM ledger_entry WHERE source_key = %s", (key,)).fetchone()
     if before is not None:
         if before[1] != acc or Decimal(before[2]) != -amount:
-            raise LedgerError(f"payment {reference!r} from {source} was already posted with other values "
-                              f"(entry {before[0]}: {-Decimal(before[2])} on account id {before[1]})")  # fmt: skip
+            raise LedgerError(
+                f"payment {reference!r} from {source} was already posted with other values "
+                f"(entry {before[0]}: {-Decimal(before[2])} on account id {before[1]})"
+            )
         return int(before[0]), False
-    return post(conn, acc, "payment", -amount, paid_on, reference=reference.strip(), source_key=key,
-                note=note or source), True  # fmt: skip
+    return post(
+        conn, acc, "payment", -amount, paid_on, reference=reference.strip(), source_key=key, note=note or source
+    ), True
 
 
 @dataclass
@@ -340,8 +372,15 @@ def import_payments(conn: Connection, path: Path, source: str = "bank") -> Impor
             paid_on = _instant(row["paid_at"] or "", f"{where}: paid_at")
             src = (row.get("source") or "").strip() or source
             with conn.transaction():
-                _, new = pay(conn, (row["account"] or "").strip(), amount, row["reference"] or "", paid_on, src,
-                             (row.get("note") or "").strip())  # fmt: skip
+                _, new = pay(
+                    conn,
+                    (row["account"] or "").strip(),
+                    amount,
+                    row["reference"] or "",
+                    paid_on,
+                    src,
+                    (row.get("note") or "").strip(),
+                )
         except LedgerError as exc:
             message = str(exc) if str(exc).startswith(where) else f"{where}: {exc}"
             result.rejected.append(message)
@@ -418,9 +457,19 @@ def statement(conn: Connection, account: int, start: date, end: date) -> Stateme
         amount = None if amount is None else Decimal(amount)
         if book == "account" and amount is not None:
             running += amount
-        lines.append(StatementLine(eff, kind, book, reference or "", note or "", amount,
-                                   running if book == "account" else None, due,
-                                   None if units is None else Decimal(units)))  # fmt: skip
+        lines.append(
+            StatementLine(
+                eff,
+                kind,
+                book,
+                reference or "",
+                note or "",
+                amount,
+                running if book == "account" else None,
+                due,
+                None if units is None else Decimal(units),
+            )
+        )
     return Statement(row[0], row[1], start, end, opening, running, lines, balance(conn, account, end))
 
 
@@ -434,9 +483,20 @@ def statement_csv(st: Statement) -> str:
     w.writerow(STATEMENT_COLUMNS)
     w.writerow([st.account, st.start, "account", "opening", "", "", "", "", "", st.opening])
     for li in st.lines:
-        w.writerow([st.account, li.on, li.book, li.kind, li.reference, li.note, li.due or "",
-                    "" if li.amount is None else li.amount, "" if li.units is None else li.units,
-                    "" if li.balance is None else li.balance])  # fmt: skip
+        w.writerow(
+            [
+                st.account,
+                li.on,
+                li.book,
+                li.kind,
+                li.reference,
+                li.note,
+                li.due or "",
+                "" if li.amount is None else li.amount,
+                "" if li.units is None else li.units,
+                "" if li.balance is None else li.balance,
+            ]
+        )
     w.writerow([st.account, st.end, "account", "closing", "", "", "", "", "", st.closing])
     return buf.getvalue()
 
@@ -444,9 +504,13 @@ def statement_csv(st: Statement) -> str:
 def statement_text(st: Statement, currency: str = "") -> str:
     """The statement as readable text (for print or a mailing)."""
     cur = f" {currency}" if currency else ""
-    out = [f"Statement of account {st.account} — {st.customer}", f"Period {st.start} to {st.end}", "",
-           f"{'date':<10}  {'movement':<14}  {'reference':<30}  {'amount':>12}  {'balance':>12}",
-           f"{st.start!s:<10}  {'opening':<14}  {'':<30}  {'':>12}  {st.opening:>12}"]  # fmt: skip
+    out = [
+        f"Statement of account {st.account} — {st.customer}",
+        f"Period {st.start} to {st.end}",
+        "",
+        f"{'date':<10}  {'movement':<14}  {'reference':<30}  {'amount':>12}  {'balance':>12}",
+        f"{st.start!s:<10}  {'opening':<14}  {'':<30}  {'':>12}  {st.opening:>12}",
+    ]
     for li in st.lines:
         what = li.kind if li.book == "account" else f"{li.kind} ({li.book})"
         amount = "" if li.amount is None else f"{li.amount}"
@@ -455,7 +519,10 @@ def statement_text(st: Statement, currency: str = "") -> str:
         bal = "" if li.balance is None else f"{li.balance}"
         out.append(f"{li.on!s:<10}  {what:<14.14}  {li.reference:<30.30}  {amount:>12}  {bal:>12}")
     p = st.position
-    out += [f"{st.end!s:<10}  {'closing':<14}  {'':<30}  {'':>12}  {st.closing:>12}", "",
-            f"Amount owed{cur}: {st.closing}   overdue: {p.overdue}   deposit held: {p.deposit}",
-            "Ageing: " + ", ".join(f"{b} {v}" for b, v in p.ageing.items())]  # fmt: skip
+    out += [
+        f"{st.end!s:<10}  {'closing':<14}  {'':<30}  {'':>12}  {st.closing:>12}",
+        "",
+        f"Amount owed{cur}: {st.closing}   overdue: {p.overdue}   deposit held: {p.deposit}",
+        "Ageing: " + ", ".join(f"{b} {v}" for b, v in p.ageing.items()),
+    ]
     return "\n".join(out) + "\n"

@@ -57,14 +57,21 @@ def letters_pdf(letters: Sequence[Letter], on: date, currency: str = "") -> byte
         pdf.cell(0, 6, _latin1(f"{on.isoformat()}"), align="R", new_x="LMARGIN", new_y="NEXT")
         pdf.ln(6)
         pdf.set_font("Helvetica", "B", 13)
-        pdf.cell(0, 8, _latin1(f"{n.step.replace('_', ' ').capitalize()} - account {n.account}"),
-                 new_x="LMARGIN", new_y="NEXT")  # fmt: skip
+        pdf.cell(
+            0,
+            8,
+            _latin1(f"{n.step.replace('_', ' ').capitalize()} - account {n.account}"),
+            new_x="LMARGIN",
+            new_y="NEXT",
+        )
         pdf.ln(4)
         pdf.set_font("Helvetica", "", 11)
         pdf.multi_cell(0, 6, _latin1(n.message), new_x="LMARGIN", new_y="NEXT")
         pdf.ln(4)
-        facts = [("Amount overdue", f"{n.overdue}{cur}"),
-                 ("Oldest unpaid bill due", n.oldest_due.isoformat() if n.oldest_due else "-")]  # fmt: skip
+        facts = [
+            ("Amount overdue", f"{n.overdue}{cur}"),
+            ("Oldest unpaid bill due", n.oldest_due.isoformat() if n.oldest_due else "-"),
+        ]
         if n.charge:
             facts.append(("Charge added to your account", f"{n.charge}{cur}"))
         for label, value in facts:

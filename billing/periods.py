@@ -116,9 +116,14 @@ def make_drafts(
     ):
         skipped_since[acc] = (since, run_id, code)
     # an account may reach back before the cycle (a newcomer's subscription, a gap): installations from then
-    earliest = min([start, *(c.start_date for c in [cases.get(("new", i)) for i in ids] if c and c.start_date),
-                    *(p.end + timedelta(days=1) for p in previous.values() if p.end is not None),
-                    *(since for since, _, _ in skipped_since.values())])  # fmt: skip
+    earliest = min(
+        [
+            start,
+            *(c.start_date for c in [cases.get(("new", i)) for i in ids] if c and c.start_date),
+            *(p.end + timedelta(days=1) for p in previous.values() if p.end is not None),
+            *(since for since, _, _ in skipped_since.values()),
+        ]
+    )
     inst: dict[int, list[Installed]] = defaultdict(list)
     for r in conn.execute(
         """SELECT i.service_point_id, i.meter_id, m.serial, i.installed_at, i.removed_at, i.install_index,
@@ -141,8 +146,9 @@ def make_drafts(
         why = ""
         case = cases.get(("new", a.id))
         if case is not None and case.status == "open":
-            summary.skip(a, "tenant_case", f"tenant case {case.id} open: no subscription until proof or "
-                                           f"{case.proof_due}")  # fmt: skip
+            summary.skip(
+                a, "tenant_case", f"tenant case {case.id} open: no subscription until proof or {case.proof_due}"
+            )
             continue
         if prev.end is not None:
             ws = prev.end + timedelta(days=1)
@@ -160,8 +166,9 @@ def make_drafts(
         else:
             ws = max(start, a.opened_on)
         if prev.later_end is not None and prev.later_start is not None and prev.later_start <= summary.period_end:
-            summary.skip(a, "overlap", f"the bill for {prev.later_end} already covers {prev.later_start} – "
-                                       f"{prev.later_end}")  # fmt: skip
+            summary.skip(
+                a, "overlap", f"the bill for {prev.later_end} already covers {prev.later_start} – {prev.later_end}"
+            )
             continue
         old = cases.get(("old", a.id))
         if old is not None and old.move_out_date <= we:
@@ -187,8 +194,11 @@ def make_drafts(
             e_at = min(w1, i.removed_at) if i.removed_at else w1
             if s_at >= e_at:
                 continue
-            s_idx = Index(to_decimal(i.install_index, qd), "install", i.installed_at) \
-                if i.installed_at > w0 else (start_override if start_override is not None else None)  # fmt: skip
+            s_idx = (
+                Index(to_decimal(i.install_index, qd), "install", i.installed_at)
+                if i.installed_at > w0
+                else (start_override if start_override is not None else None)
+            )
             e_idx = None
             if i.removed_at is not None and i.removed_at < w1:
                 assert i.removal_index is not None
@@ -200,16 +210,27 @@ def make_drafts(
                 det.billed_start = billed.get((prev.issued_id, i.meter_id, s_at))
             dets.append(det)
         if not dets:
-            summary.skip(a, "meter", f"no meter installed at the service point between {ws} and "
-                                     f"{we - timedelta(days=1)}")  # fmt: skip
+            summary.skip(
+                a, "meter", f"no meter installed at the service point between {ws} and {we - timedelta(days=1)}"
+            )
             continue
         d = Draft(a, ws, we, dets, segments)
         days = (we - ws).days
         if ws < start or (ws > start and prev.end is not None):
-            d.warnings.append(("period", f"period {ws} – {we - timedelta(days=1)} ({days} days), not the cycle's "
-                                         f"{start} – {end - timedelta(days=1)}: {why}"))  # fmt: skip
+            d.warnings.append(
+                (
+                    "period",
+                    f"period {ws} – {we - timedelta(days=1)} ({days} days), not the cycle's "
+                    f"{start} – {end - timedelta(days=1)}: {why}",
+                )
+            )
         elif ws == start and we == end and abs(days - book.rules.cycle_days) > 3:
-            d.warnings.append(("period", f"period of {days} days (cycle {book.rules.cycle_days}): the cycle's "
-                                         f"previous run ended on {start - timedelta(days=1)}"))  # fmt: skip
+            d.warnings.append(
+                (
+                    "period",
+                    f"period of {days} days (cycle {book.rules.cycle_days}): the cycle's "
+                    f"previous run ended on {start - timedelta(days=1)}",
+                )
+            )
         drafts.append(d)
     return drafts

@@ -71,12 +71,27 @@ def prepaid_checks(
         close = open_bal + vended - d.consumption if known and not unpriced else None
         flagged = close is not None and close < -tol
         if flagged:
-            reasons.append(f"consumption without vending: consumed {d.consumption}, vended {vended}, "
-                           f"opening balance {open_bal}, closing {close}")  # fmt: skip
+            reasons.append(
+                f"consumption without vending: consumed {d.consumption}, vended {vended}, "
+                f"opening balance {open_bal}, closing {close}"
+            )
         if not known:
             reasons.append("no consumption: " + "; ".join(d.holds or ["index missing"]))
-        rows.append((d.account.id, d.dets[0].meter_id, d.start, period_end, summary.run_id, cons, vended, open_bal,
-                     close, flagged, "; ".join(reasons)))  # fmt: skip
+        rows.append(
+            (
+                d.account.id,
+                d.dets[0].meter_id,
+                d.start,
+                period_end,
+                summary.run_id,
+                cons,
+                vended,
+                open_bal,
+                close,
+                flagged,
+                "; ".join(reasons),
+            )
+        )
         summary.prepaid += 1
         summary.prepaid_flagged += int(flagged)
     conn.cursor().executemany(

@@ -105,8 +105,19 @@ def price(
     out = Priced()
     for k, ((tariff, lo, hi), d, share) in enumerate(zip(segments, days, shares, strict=True)):
         suffix = f" [{tariff.code} from {tariff.effective_from}, {lo}–{hi - timedelta(days=1)}]" if many else ""
-        seg = Segment(d, rules.cycle_days, Decimal(d) / Decimal(rules.cycle_days), share, indigent, unit, suffix,
-                      md, qd, None if tou is None else tou[k], max_demand)  # fmt: skip
+        seg = Segment(
+            d,
+            rules.cycle_days,
+            Decimal(d) / Decimal(rules.cycle_days),
+            share,
+            indigent,
+            unit,
+            suffix,
+            md,
+            qd,
+            None if tou is None else tou[k],
+            max_demand,
+        )
         charges = Decimal(0)
         for c, params in tariff.charges:
             lines = c.lines(params, seg, charges)

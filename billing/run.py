@@ -98,9 +98,17 @@ def run_bills(
         conn.execute(
             """UPDATE bill_run SET finished_at = now(), n_accounts = %s, n_issued = %s, n_held = %s,
                       n_unchanged = %s, n_rebilled = %s, n_prepaid = %s, n_skipped = %s WHERE id = %s""",
-            (summary.accounts, summary.issued, summary.held, summary.unchanged, summary.rebilled, summary.prepaid,
-             len(summary.skipped), summary.run_id),
-        )  # fmt: skip
+            (
+                summary.accounts,
+                summary.issued,
+                summary.held,
+                summary.unchanged,
+                summary.rebilled,
+                summary.prepaid,
+                len(summary.skipped),
+                summary.run_id,
+            ),
+        )
     summary.seconds = (datetime.now(UTC) - t0).total_seconds()
     if out_dir is not None:
         from billing.feed import write_feed
@@ -119,7 +127,8 @@ def _price(book: TariffBook, d: Draft) -> None:
     max_demand = Decimal(d.details["max_demand"]) if "max_demand" in d.details else None
     if needs_intervals(d.segments) and "max_demand" not in d.details:
         return
-    d.priced = price(d.segments, d.consumption, book.rules, UNIT[d.account.commodity], d.account.indigent,
-                     tou, max_demand)  # fmt: skip
+    d.priced = price(
+        d.segments, d.consumption, book.rules, UNIT[d.account.commodity], d.account.indigent, tou, max_demand
+    )
     if tou is not None:
         d.details["tou"] = [{k: str(v) for k, v in seg.items()} for seg in tou]

@@ -17,8 +17,9 @@ from releve.model import MAIN_REGISTER
 def write_notes(conn: Connection, summary: RunSummary, drafts: list[Draft]) -> None:
     """Store every skipped account's reason and every warning, per account, in ``bill_run_note``."""
     for d in drafts:
-        summary.notes += [Note(d.account.id, d.account.number, "warning", code, msg, d.bill_id)
-                          for code, msg in d.warnings]  # fmt: skip
+        summary.notes += [
+            Note(d.account.id, d.account.number, "warning", code, msg, d.bill_id) for code, msg in d.warnings
+        ]
     rows: dict[tuple[int, str, str], Note] = {}
     for n in summary.notes:  # one row per account, kind and code (two meters' warnings share it)
         k = (n.account_id, n.kind, n.code)
@@ -119,13 +120,34 @@ def write_bills(
             details["window"] = [str(d.start), str(d.end)]
             if d.warnings:
                 details["warnings"] = [f"{code}: {msg}" for code, msg in d.warnings]
-            cp.write_row((
-                bid, summary.run_id, d.account.id, summary.cycle, d.start, period_end, (d.end - d.start).days,
-                kind, "held" if held else "issued", d.holds, replaces, d.account.tariff_code, d.account.commodity,
-                UNIT[d.account.commodity], d.consumption, d.priced.subtotal, d.priced.tax, d.priced.total,
-                md.currency, None if held else issue, None if held else due, fp, _lines_json(d.priced.lines),
-                json.dumps(details, default=str),
-            ))  # fmt: skip
+            cp.write_row(
+                (
+                    bid,
+                    summary.run_id,
+                    d.account.id,
+                    summary.cycle,
+                    d.start,
+                    period_end,
+                    (d.end - d.start).days,
+                    kind,
+                    "held" if held else "issued",
+                    d.holds,
+                    replaces,
+                    d.account.tariff_code,
+                    d.account.commodity,
+                    UNIT[d.account.commodity],
+                    d.consumption,
+                    d.priced.subtotal,
+                    d.priced.tax,
+                    d.priced.total,
+                    md.currency,
+                    None if held else issue,
+                    None if held else due,
+                    fp,
+                    _lines_json(d.priced.lines),
+                    json.dumps(details, default=str),
+                )
+            )
             if not held:
                 freeze += [(x.meter_id, x.frozen_to, f"bill {bid}") for x in d.dets]
     clock.lap("bills copied")
@@ -139,10 +161,24 @@ def write_bills(
             for seq, x in enumerate(d.dets):
                 if x.start is None or x.end is None or x.consumption is None:
                     continue
-                cp.write_row((bid, seq, x.meter_id, ch, x.start_at, x.end_at, x.start.value, x.end.value,
-                              x.start.quality, x.end.quality, x.multiplier, x.consumption,
-                              json.dumps({k: str(v) for k, v in x.tou.items()}),
-                              x.max_demand))  # fmt: skip
+                cp.write_row(
+                    (
+                        bid,
+                        seq,
+                        x.meter_id,
+                        ch,
+                        x.start_at,
+                        x.end_at,
+                        x.start.value,
+                        x.end.value,
+                        x.start.quality,
+                        x.end.quality,
+                        x.multiplier,
+                        x.consumption,
+                        json.dumps({k: str(v) for k, v in x.tou.items()}),
+                        x.max_demand,
+                    )
+                )
     clock.lap("determinants copied")
     if freeze:
         with cur.copy("COPY reading_freeze (meter_id, frozen_to, reference) FROM STDIN") as cp:
@@ -160,8 +196,19 @@ def _years_before(day: date, years: int) -> date:
 
 def _lines_json(lines: list[Line]) -> str:
     """Bill lines as a JSON array; quantities, rates and amounts as exact decimal strings."""
-    return json.dumps([{"code": li.code, "description": li.description, "quantity": str(li.quantity), "unit": li.unit,
-                        "rate": str(li.rate), "amount": str(li.amount)} for li in lines])  # fmt: skip
+    return json.dumps(
+        [
+            {
+                "code": li.code,
+                "description": li.description,
+                "quantity": str(li.quantity),
+                "unit": li.unit,
+                "rate": str(li.rate),
+                "amount": str(li.amount),
+            }
+            for li in lines
+        ]
+    )
 
 
 def _write_cancel(conn: Connection, run_id: int, original: int, cid: int, issue: date, due: date) -> None:

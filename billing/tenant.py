@@ -113,10 +113,24 @@ def record_change(
                                     move_out_date, move_in_index, move_in_date, difference, tolerance, status,
                                     opened_on, proof_due, start_index, start_date, resolved_on)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_CASE_COLUMNS}""",
-        (sp_id, acc_id, pred_id, move_out_index, move_out_date, move_in_index, move_in_date, diff, tol,
-         "accepted" if accepted else "open", requested, due, move_in_index if accepted else None,
-         move_in_date if accepted else None, requested if accepted else None),
-    ).fetchone()  # fmt: skip
+        (
+            sp_id,
+            acc_id,
+            pred_id,
+            move_out_index,
+            move_out_date,
+            move_in_index,
+            move_in_date,
+            diff,
+            tol,
+            "accepted" if accepted else "open",
+            requested,
+            due,
+            move_in_index if accepted else None,
+            move_in_date if accepted else None,
+            requested if accepted else None,
+        ),
+    ).fetchone()
     assert crow is not None
     return Case(*crow)
 
@@ -190,8 +204,16 @@ def index_at(conn: Connection, service_point_id: int, on: date, decimals: int = 
     return idx.value if idx is not None else None
 
 
-def notice_text(case_id: int, account: str, customer: str, move_out_index: Decimal, move_out_date: date,
-                move_in_index: Decimal, move_in_date: date, proof_days: int) -> str:  # fmt: skip
+def notice_text(
+    case_id: int,
+    account: str,
+    customer: str,
+    move_out_index: Decimal,
+    move_out_date: date,
+    move_in_index: Decimal,
+    move_in_date: date,
+    proof_days: int,
+) -> str:
     """The letter telling the newcomer that the predecessor's move-out index applies."""
     return (
         f"Account {account} — {customer}\n"

@@ -46,13 +46,28 @@ from psycopg import Connection
 
 from billing import ledger
 
-KINDS = ("inspection", "meter_exchange", "meter_check", "disconnect", "reconnect", "reading_anomaly", "fault",
-         "removal")  # fmt: skip
+KINDS = (
+    "inspection",
+    "meter_exchange",
+    "meter_check",
+    "disconnect",
+    "reconnect",
+    "reading_anomaly",
+    "fault",
+    "removal",
+)
 OPEN = ("open", "assigned", "awaiting_command")
 #: Time from creation to the due time, per kind.
-DUE = {"inspection": timedelta(days=7), "meter_exchange": timedelta(days=5), "meter_check": timedelta(days=5),
-       "disconnect": timedelta(days=2), "reconnect": timedelta(hours=24), "reading_anomaly": timedelta(days=5),
-       "fault": timedelta(hours=4), "removal": timedelta(days=2)}  # fmt: skip
+DUE = {
+    "inspection": timedelta(days=7),
+    "meter_exchange": timedelta(days=5),
+    "meter_check": timedelta(days=5),
+    "disconnect": timedelta(days=2),
+    "reconnect": timedelta(hours=24),
+    "reading_anomaly": timedelta(days=5),
+    "fault": timedelta(hours=4),
+    "removal": timedelta(days=2),
+}
 #: Service-level routing targets (minutes from report to assignment): fault reports reach a crew in 5.
 ROUTING_MINUTES = {"fault": 5}
 #: A complaint is recorded and routed within 10 minutes of being received.
@@ -167,9 +182,22 @@ def create(
         """INSERT INTO work_order (kind, account_id, meter_id, service_point_id, source, source_key, priority,
                                    route_order, description, reported_at, created_at, routing_minutes, due_at)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
-        (kind, account, meter, sp, source, source_key, priority, route_order, description, reported, at,
-         ROUTING_MINUTES.get(kind), reported + DUE[kind]),
-    ).fetchone()  # fmt: skip
+        (
+            kind,
+            account,
+            meter,
+            sp,
+            source,
+            source_key,
+            priority,
+            route_order,
+            description,
+            reported,
+            at,
+            ROUTING_MINUTES.get(kind),
+            reported + DUE[kind],
+        ),
+    ).fetchone()
     assert row is not None
     oid = int(row[0])
     _event(conn, oid, "created", by, source=source, kind=kind)
@@ -232,8 +260,10 @@ def cancel(conn: Connection, order: int, reason: str, now: datetime | None = Non
             cancel_command(conn, int(row[0]), by or "billing", reason)
         except MeterCommandError as exc:
             _event(conn, order, "command_not_cancelled", by, error=str(exc))
-    conn.execute("UPDATE work_order SET status = 'cancelled', completed_at = %s, outcome = 'cancelled' WHERE id = %s",
-                 (_now(now), order))  # fmt: skip
+    conn.execute(
+        "UPDATE work_order SET status = 'cancelled', completed_at = %s, outcome = 'cancelled' WHERE id = %s",
+        (_now(now), order),
+    )
     _event(conn, order, "cancelled", by, reason=reason)
 
 
@@ -274,8 +304,9 @@ def complete(
 
             _, run, serial = source_key.split(":", 2)
             try:
-                done.inspection_id = add_outcome(conn, int(run), serial, outcome, str(details.get("campaign", "")),
-                                                 str(details.get("note", "")), at)  # fmt: skip
+                done.inspection_id = add_outcome(
+                    conn, int(run), serial, outcome, str(details.get("campaign", "")), str(details.get("note", "")), at
+                )
             except StoreError as exc:
                 raise WorkOrderError(str(exc)) from exc
             details["theft_inspection"] = done.inspection_id
@@ -297,9 +328,17 @@ def complete(
                 note="fraud found on inspection",
             )
             done.follow_up, _ = create(
-                conn, "disconnect", source=f"fraud:{order}", source_key=f"fraud:{order}:disconnect", account=account,
-                meter=meter, priority=1, now=at, by=by,
-                description="fraud found: cut the supply, remove the meter for the lab")  # fmt: skip
+                conn,
+                "disconnect",
+                source=f"fraud:{order}",
+                source_key=f"fraud:{order}:disconnect",
+                account=account,
+                meter=meter,
+                priority=1,
+                now=at,
+                by=by,
+                description="fraud found: cut the supply, remove the meter for the lab",
+            )
             details.update(penalty_entry=done.penalty_entry, disconnect_order=done.follow_up)
     elif kind == "meter_exchange":
         _exchange(conn, order, meter, details, at)
@@ -308,9 +347,17 @@ def complete(
         if cmd is not None and cmd[0] is not None and status == "awaiting_command":
             raise WorkOrderError(f"work order {order} waits for meter command {cmd[0]} to be confirmed")
     elif kind == "meter_check" and outcome == "faulty" and meter is not None:
-        done.follow_up, _ = create(conn, "meter_exchange", source=f"work:{order}", source_key=f"work:{order}:exchange",
-                                   account=account, meter=meter, now=at, by=by,
-                                   description=f"meter found faulty on check {order}")  # fmt: skip
+        done.follow_up, _ = create(
+            conn,
+            "meter_exchange",
+            source=f"work:{order}",
+            source_key=f"work:{order}:exchange",
+            account=account,
+            meter=meter,
+            now=at,
+            by=by,
+            description=f"meter found faulty on check {order}",
+        )
         details["exchange_order"] = done.follow_up
     conn.execute(
         "UPDATE work_order SET status = 'done', completed_at = %s, outcome = %s, outcome_details = %s WHERE id = %s",
@@ -333,15 +380,18 @@ def _exchange(conn: Connection, order: int, meter: int | None, details: dict[str
         raise WorkOrderError(f"no meter {new_serial!r} in the registry: register it first")
     inst = conn.execute(
         "SELECT id, service_point_id, installed_at FROM installation WHERE meter_id = %s AND removed_at IS NULL "
-        "FOR UPDATE", (meter,),
-    ).fetchone()  # fmt: skip
+        "FOR UPDATE",
+        (meter,),
+    ).fetchone()
     if inst is None:
         raise WorkOrderError(f"work order {order}: the meter is not installed anywhere")
     when = datetime.fromisoformat(str(details["at"])) if details.get("at") else at
     if when <= inst[2]:
         raise WorkOrderError(f"the exchange ({when}) must come after the installation ({inst[2]})")
-    conn.execute("UPDATE installation SET removed_at = %s, removal_index = %s, reason = %s WHERE id = %s",
-                 (when, old_index, f"exchanged (work order {order})", inst[0]))  # fmt: skip
+    conn.execute(
+        "UPDATE installation SET removed_at = %s, removal_index = %s, reason = %s WHERE id = %s",
+        (when, old_index, f"exchanged (work order {order})", inst[0]),
+    )
     conn.execute(
         "INSERT INTO installation (meter_id, service_point_id, installed_at, install_index, reason) "
         "VALUES (%s, %s, %s, %s, %s)",
@@ -360,15 +410,19 @@ def sync_commands(conn: Connection, now: datetime | None = None) -> tuple[int, i
     ).fetchall():
         cmd = command_status(conn, int(cid))
         if cmd.state == "confirmed":
-            conn.execute("UPDATE work_order SET status = 'done', completed_at = %s, outcome = 'confirmed', "
-                         "outcome_details = %s WHERE id = %s",
-                         (cmd.confirmed_at or _now(now), json.dumps({"command": cid, "answer": cmd.answer},
-                                                                    default=str), oid))  # fmt: skip
+            conn.execute(
+                "UPDATE work_order SET status = 'done', completed_at = %s, outcome = 'confirmed', "
+                "outcome_details = %s WHERE id = %s",
+                (cmd.confirmed_at or _now(now), json.dumps({"command": cid, "answer": cmd.answer}, default=str), oid),
+            )
             _event(conn, oid, "command_confirmed", None, command=cid, answer=cmd.answer)
             done += 1
         elif cmd.state in ("failed", "expired", "cancelled"):
-            conn.execute("UPDATE work_order SET status = CASE WHEN assignee IS NULL THEN 'open' ELSE 'assigned' END "
-                         "WHERE id = %s", (oid,))  # fmt: skip
+            conn.execute(
+                "UPDATE work_order SET status = CASE WHEN assignee IS NULL THEN 'open' ELSE 'assigned' END "
+                "WHERE id = %s",
+                (oid,),
+            )
             _event(conn, oid, "command_" + cmd.state, None, command=cid, error=cmd.error)
             reopened += 1
     return done, reopened
@@ -410,16 +464,28 @@ def from_theft(conn: Connection, run_id: int, top: int, now: datetime | None = N
         rank, serial, meter, *_ = r
         if meter is None:
             continue
-        busy = conn.execute("SELECT 1 FROM work_order WHERE kind = 'inspection' AND meter_id = %s AND status IN "
-                            "('open', 'assigned')", (meter,)).fetchone()  # fmt: skip
-        if busy is not None and conn.execute("SELECT 1 FROM work_order WHERE source_key = %s",
-                                             (f"theft:{run_id}:{serial}",)).fetchone() is None:  # fmt: skip
+        busy = conn.execute(
+            "SELECT 1 FROM work_order WHERE kind = 'inspection' AND meter_id = %s AND status IN ('open', 'assigned')",
+            (meter,),
+        ).fetchone()
+        if (
+            busy is not None
+            and conn.execute("SELECT 1 FROM work_order WHERE source_key = %s", (f"theft:{run_id}:{serial}",)).fetchone()
+            is None
+        ):
             continue
         reasons = "; ".join(r[7][:3])
-        oid, new = create(conn, "inspection", source=f"theft run {run_id}", source_key=f"theft:{run_id}:{serial}",
-                          meter=meter, priority=1 if rank <= 10 else 2, route_order=stop.route_order,
-                          description=f"night inspection with police (rank {rank}, risk {r[5]:.2f}): {reasons}",
-                          now=now)  # fmt: skip
+        oid, new = create(
+            conn,
+            "inspection",
+            source=f"theft run {run_id}",
+            source_key=f"theft:{run_id}:{serial}",
+            meter=meter,
+            priority=1 if rank <= 10 else 2,
+            route_order=stop.route_order,
+            description=f"night inspection with police (rank {rank}, risk {r[5]:.2f}): {reasons}",
+            now=now,
+        )
         if new:
             made.append(oid)
     return made
@@ -441,15 +507,23 @@ def from_vee(conn: Connection, now: datetime | None = None) -> list[int]:
         ).fetchone()
         if busy is not None:
             continue
-        oid, new = create(conn, kind, source=f"vee {rule}", source_key=f"vee:{first}", meter=meter,
-                          description=f"{rule} × {n}: {message}", now=now)  # fmt: skip
+        oid, new = create(
+            conn,
+            kind,
+            source=f"vee {rule}",
+            source_key=f"vee:{first}",
+            meter=meter,
+            description=f"{rule} × {n}: {message}",
+            now=now,
+        )
         if new:
             made.append(oid)
     return made
 
 
-def list_orders(conn: Connection, status: str | None = None, kind: str | None = None,
-                open_only: bool = False) -> list[Order]:  # fmt: skip
+def list_orders(
+    conn: Connection, status: str | None = None, kind: str | None = None, open_only: bool = False
+) -> list[Order]:
     """Orders, most urgent first (route order inside an inspection list)."""
     rows = conn.execute(
         """SELECT w.id, w.kind, w.status, a.number, m.serial, w.source, w.priority, w.route_order, w.assignee,
@@ -501,8 +575,15 @@ def sla(conn: Connection, now: datetime | None = None) -> list[Breach]:
            WHERE kind = 'complaint' AND recorded_at - received_at > make_interval(mins => %s) ORDER BY id""",
         (COMPLAINT_MINUTES,),
     ):
-        out.append(Breach("complaint", did, f"recorded within {COMPLAINT_MINUTES} min",
-                          recorded - received - timedelta(minutes=COMPLAINT_MINUTES), desc))  # fmt: skip
+        out.append(
+            Breach(
+                "complaint",
+                did,
+                f"recorded within {COMPLAINT_MINUTES} min",
+                recorded - received - timedelta(minutes=COMPLAINT_MINUTES),
+                desc,
+            )
+        )
     for oid, kind, due, desc in conn.execute(
         """SELECT id, kind, due_at, description FROM work_order
            WHERE status IN ('open', 'assigned', 'awaiting_command') AND due_at < %s ORDER BY due_at""",

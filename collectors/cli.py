@@ -24,10 +24,15 @@ def register(sub: Any) -> None:
         "or the broker is down.",
     )
     run.add_argument("--config", "-c", type=Path, required=True, help="collector configuration (TOML)")
-    run.add_argument("--workers", type=int, default=1, metavar="N",
-                     help="MQTT: N collector processes splitting the subscriptions over an MQTT 5 shared "
-                     "subscription (group: mqtt.shared_group, else the collector's name); each keeps its own "
-                     "session and spool (<spool_dir>/worker-<k>); Modbus polling stays in the first (1)")  # fmt: skip
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="MQTT: N collector processes splitting the subscriptions over an MQTT 5 shared "
+        "subscription (group: mqtt.shared_group, else the collector's name); each keeps its own "
+        "session and spool (<spool_dir>/worker-<k>); Modbus polling stays in the first (1)",
+    )
     run.set_defaults(func=cmd_run)
     status = actions.add_parser(
         "status",
@@ -64,8 +69,11 @@ def register(sub: Any) -> None:
         "order whose values make sense. Exit 0: an order was named; 1: none (or several) makes sense, or the "
         "meter did not answer; 2: bad arguments.",
     )
-    probe.add_argument("target", metavar="HOST[:PORT]", help="Modbus TCP gateway or meter (port 502 by default), "
-                       "or a serial port (/dev/ttyUSB0) for Modbus RTU")  # fmt: skip
+    probe.add_argument(
+        "target",
+        metavar="HOST[:PORT]",
+        help="Modbus TCP gateway or meter (port 502 by default), or a serial port (/dev/ttyUSB0) for Modbus RTU",
+    )
     probe.add_argument("--unit", type=int, required=True, help="Modbus unit id (slave address) 1..247")
     probe.add_argument("--model", required=True, help="device profile: a shipped model name (sdm630) or a .toml path")
     probe.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each reply (2)")
@@ -98,8 +106,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if args.workers > 1:
         from collectors.service import run_workers
 
-        print(f"collector {config.name}: {args.workers} workers, spool {config.spool_dir}; Ctrl-C stops",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"collector {config.name}: {args.workers} workers, spool {config.spool_dir}; Ctrl-C stops", file=sys.stderr
+        )
         return run_workers(config, settings, database_url(settings), args.workers, stop)
     collector = Collector(config, settings, database_url(settings))
     print(f"collector {config.name}: spool {config.spool_dir}; Ctrl-C stops", file=sys.stderr)
@@ -127,13 +136,17 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     for spool_dir in spools:
         segments = sorted(spool_dir.glob("*.seg")) + sorted(spool_dir.glob("*.open"))
         size = sum(p.stat().st_size for p in segments)
-        print(f"spool {spool_dir}: {len(segments)} segment(s), {size:,} bytes "
-              f"({100 * size / (config.spool_max_mb * 1024 * 1024):.1f} % of the bound)")  # fmt: skip
+        print(
+            f"spool {spool_dir}: {len(segments)} segment(s), {size:,} bytes "
+            f"({100 * size / (config.spool_max_mb * 1024 * 1024):.1f} % of the bound)"
+        )
         held = quarantined(spool_dir)
         alarm = alarm or bool(held)
         if held:
-            print(f"ALARM quarantine {spool_dir / 'quarantine'}: {len(held)} segment(s) the database "
-                  "refused (once the cause is fixed: `releve collect requeue`, collector stopped)")  # fmt: skip
+            print(
+                f"ALARM quarantine {spool_dir / 'quarantine'}: {len(held)} segment(s) the database "
+                "refused (once the cause is fixed: `releve collect requeue`, collector stopped)"
+            )
             print(quarantine_summary(held))
     try:
         with db.connect(db.database_url(settings), role=db.reader_role(settings)) as conn:
@@ -152,8 +165,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                    WHERE collector = %s AND errors ? 'implausible' ORDER BY n DESC, serial LIMIT %s""",
                 (config.name, args.worst),
             ).fetchall()
-            serials = [m.serial for link in (config.modbus.gateways + config.modbus.lines if config.modbus else [])
-                       for m in link.meters]  # fmt: skip
+            serials = [
+                m.serial
+                for link in (config.modbus.gateways + config.modbus.lines if config.modbus else [])
+                for m in link.meters
+            ]
             commands = conn.execute(
                 """SELECT count(*) FILTER (WHERE c.state = 'queued'), count(*) FILTER (WHERE c.state = 'sent'),
                           min(c.requested_at) FILTER (WHERE c.state = 'queued')

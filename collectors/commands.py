@@ -202,8 +202,9 @@ class MqttCommander:
             if outcome is not None:
                 wait.loop.call_soon_threadsafe(_settle, wait.future, outcome)
 
-    async def _exchange(self, topic: str, payload: str, wait_topic: str, judge: Any, timeout: float,
-                        silence: str, sent: dict[str, Any]) -> Outcome:  # fmt: skip
+    async def _exchange(
+        self, topic: str, payload: str, wait_topic: str, judge: Any, timeout: float, silence: str, sent: dict[str, Any]
+    ) -> Outcome:
         """Subscribe to ``wait_topic``, publish, and wait until ``judge`` makes an outcome of a message there."""
         if not self.connected.is_set():
             return Outcome("retry", error=f"MQTT broker {self.host}:{self.port} not connected")
@@ -263,13 +264,27 @@ class MqttCommander:
                 return Outcome("retry", answer=answer, error=f"the meter reports POWER {state}, not {word}")
 
             topic = cfg.tasmota_topic.replace("{serial}", serial)
-            return await self._exchange(topic, word, ack, tasmota, cfg.mqtt_ack_timeout_s,
-                                        f"no POWER state on {ack} within {cfg.mqtt_ack_timeout_s:g} s",
-                                        {"topic": topic, "payload": word})  # fmt: skip
+            return await self._exchange(
+                topic,
+                word,
+                ack,
+                tasmota,
+                cfg.mqtt_ack_timeout_s,
+                f"no POWER state on {ack} within {cfg.mqtt_ack_timeout_s:g} s",
+                {"topic": topic, "payload": word},
+            )
         if dialect == "ttn":
             raw = bytes([TTN_CODES[cmd.kind]])
-            down = {"downlinks": [{"f_port": TTN_PORT, "frm_payload": base64.b64encode(raw).decode("ascii"),
-                                   "priority": "HIGH", "confirmed": True}]}  # fmt: skip
+            down = {
+                "downlinks": [
+                    {
+                        "f_port": TTN_PORT,
+                        "frm_payload": base64.b64encode(raw).decode("ascii"),
+                        "priority": "HIGH",
+                        "confirmed": True,
+                    }
+                ]
+            }
             up = cfg.ttn_uplink_topic.replace("{serial}", serial)
 
             def ttn(payload: bytes) -> Outcome | None:
@@ -281,10 +296,15 @@ class MqttCommander:
                 return Outcome("confirmed", answer={"uplink": state})
 
             topic = cfg.ttn_downlink_topic.replace("{serial}", serial)
-            return await self._exchange(topic, json.dumps(down), up, ttn, cfg.ttn_confirm_timeout_s,
-                                        f"no uplink on {up} showed the new state within "
-                                        f"{cfg.ttn_confirm_timeout_s:g} s",
-                                        {"topic": topic, "frm_payload": raw.hex()})  # fmt: skip
+            return await self._exchange(
+                topic,
+                json.dumps(down),
+                up,
+                ttn,
+                cfg.ttn_confirm_timeout_s,
+                f"no uplink on {up} showed the new state within {cfg.ttn_confirm_timeout_s:g} s",
+                {"topic": topic, "frm_payload": raw.hex()},
+            )
         body: dict[str, Any] = {
             "id": cmd.id,
             "command": cmd.kind,
@@ -301,9 +321,15 @@ class MqttCommander:
             return self.judge(cmd.kind, answer, now)
 
         topic = cfg.mqtt_topic.replace("{serial}", serial)
-        return await self._exchange(topic, json.dumps(body), ack, acknowledged, cfg.mqtt_ack_timeout_s,
-                                    f"no acknowledgement on {ack} within {cfg.mqtt_ack_timeout_s:g} s",
-                                    {"topic": topic, "payload": body})  # fmt: skip
+        return await self._exchange(
+            topic,
+            json.dumps(body),
+            ack,
+            acknowledged,
+            cfg.mqtt_ack_timeout_s,
+            f"no acknowledgement on {ack} within {cfg.mqtt_ack_timeout_s:g} s",
+            {"topic": topic, "payload": body},
+        )
 
     @staticmethod
     def judge(kind: str, ack: dict[str, Any], sent_at: float) -> Outcome:
@@ -329,9 +355,15 @@ def _settle(future: asyncio.Future[Outcome], outcome: Outcome) -> None:
 class CommandRunner:
     """Takes queued commands of this collector's meters and executes them (see the module docstring)."""
 
-    def __init__(self, name: str, config: CommandsConfig, settings: Settings, database_url: str,
-                 modbus: Sequence[tuple[Link, Sequence[MeterTarget]]] = (),
-                 mqtt_commander: MqttCommander | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        config: CommandsConfig,
+        settings: Settings,
+        database_url: str,
+        modbus: Sequence[tuple[Link, Sequence[MeterTarget]]] = (),
+        mqtt_commander: MqttCommander | None = None,
+    ) -> None:
         self.name = name
         self.config = config
         self.settings = settings
@@ -382,11 +414,13 @@ class CommandRunner:
 
     def _recover(self, conn: Connection) -> int:
         """Commands this collector had sent when it stopped go back to the queue (the meter may not have acted)."""
-        rows = conn.execute("SELECT id FROM meter_command WHERE state = 'sent' AND collector = %s",
-                            (self.name,)).fetchall()  # fmt: skip
+        rows = conn.execute(
+            "SELECT id FROM meter_command WHERE state = 'sent' AND collector = %s", (self.name,)
+        ).fetchall()
         for (command_id,) in rows:
-            mc.retry_later(conn, int(command_id), self.name, "the collector stopped while the command was in flight",
-                           timedelta(0))  # fmt: skip
+            mc.retry_later(
+                conn, int(command_id), self.name, "the collector stopped while the command was in flight", timedelta(0)
+            )
         return len(rows)
 
     def _due(self, conn: Connection) -> list[int]:
@@ -456,8 +490,14 @@ class CommandRunner:
                 return
             self._in_flight.add(cmd.id)
             serial = self._ids[meter_id]
-            log.info("meter command %d: %s %s (attempt %d, asked by %s)", cmd.id, cmd.kind, serial, cmd.attempts,
-                     cmd.requested_by)  # fmt: skip
+            log.info(
+                "meter command %d: %s %s (attempt %d, asked by %s)",
+                cmd.id,
+                cmd.kind,
+                serial,
+                cmd.attempts,
+                cmd.requested_by,
+            )
             try:
                 outcome = await self.execute(serial, cmd)
             except Exception as exc:  # a bug must not leave the command 'sent' for ever
@@ -481,8 +521,15 @@ class CommandRunner:
         serial = cmd.serial
         now = mc.command_status(conn, cmd.id)
         if now.state != "sent":  # finished meanwhile (expired by another collector): keep the answer anyway
-            mc.record_event(conn, cmd.id, now.state, self.name, late_outcome=outcome.state, answer=outcome.answer,
-                            error=outcome.error)  # fmt: skip
+            mc.record_event(
+                conn,
+                cmd.id,
+                now.state,
+                self.name,
+                late_outcome=outcome.state,
+                answer=outcome.answer,
+                error=outcome.error,
+            )
             log.warning("meter command %d was %s before its outcome (%s) came back", cmd.id, now.state, outcome.state)
             return
         if outcome.state == "confirmed":
@@ -498,11 +545,18 @@ class CommandRunner:
             log.warning("meter command %d: %s %s failed: %s", cmd.id, cmd.kind, serial, error)
         else:
             delay = min(self.config.retry_base_s * 2 ** (cmd.attempts - 1), self.config.retry_max_s)
-            mc.retry_later(conn, cmd.id, self.name, outcome.error or "unconfirmed", timedelta(seconds=delay),
-                           outcome.answer)  # fmt: skip
+            mc.retry_later(
+                conn, cmd.id, self.name, outcome.error or "unconfirmed", timedelta(seconds=delay), outcome.answer
+            )
             self.stats.retried += 1
-            log.warning("meter command %d: %s %s not confirmed (%s); retry in %.0f s", cmd.id, cmd.kind, serial,
-                        outcome.error, delay)  # fmt: skip
+            log.warning(
+                "meter command %d: %s %s not confirmed (%s); retry in %.0f s",
+                cmd.id,
+                cmd.kind,
+                serial,
+                outcome.error,
+                delay,
+            )
         self.stats.by_meter[serial] = self.stats.by_meter.get(serial, 0) + 1
 
     async def execute(self, serial: str, cmd: mc.MeterCommand) -> Outcome:
@@ -521,8 +575,9 @@ async def execute_modbus(link: Link, meter: MeterTarget, kind: str) -> Outcome:
     spec = meter.profile.commands.get(kind)
     if spec is None:
         able = ", ".join(sorted(meter.profile.commands)) or "none"
-        return Outcome("failed", error=f"model {meter.profile.model} has no {kind} command in its profile "
-                                       f"(it takes: {able})")  # fmt: skip
+        return Outcome(
+            "failed", error=f"model {meter.profile.model} has no {kind} command in its profile (it takes: {able})"
+        )
     confirm = spec.confirm
     read_back = Operation(confirm.function, confirm.address, confirm.count)
 
@@ -543,8 +598,10 @@ async def execute_modbus(link: Link, meter: MeterTarget, kind: str) -> Outcome:
             if exc.kind == "exception" and exc.code not in TRANSIENT_EXCEPTIONS:  # the meter answered, and said no
                 return Outcome("failed", answer=refusal, error=f"the meter refused the write: {exc}")
             return Outcome("retry", answer=refusal, error=f"write not acknowledged: {exc}")
-        answer: dict[str, Any] = {"link": where, "wrote": {"function": write.function, "address": write.address,
-                                                           "values": words}}  # fmt: skip
+        answer: dict[str, Any] = {
+            "link": where,
+            "wrote": {"function": write.function, "address": write.address, "values": words},
+        }
         if before is not None:
             answer["before"] = before
         await asyncio.sleep(spec.settle_s)
@@ -564,8 +621,11 @@ async def execute_modbus(link: Link, meter: MeterTarget, kind: str) -> Outcome:
                 if confirmed_by(confirm, value, before, time.time()):
                     return Outcome("confirmed", answer=answer)
                 if time.monotonic() >= deadline:
-                    return Outcome("retry", answer=answer, error=f"the read-back shows {value:g}, expected "
-                                                                 f"{_expected(confirm, before)}")  # fmt: skip
+                    return Outcome(
+                        "retry",
+                        answer=answer,
+                        error=f"the read-back shows {value:g}, expected {_expected(confirm, before)}",
+                    )
             await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
 

@@ -148,10 +148,12 @@ class PlausibilityConfig(_Model):
     """How decoded values are checked against what meters can physically report."""
 
     rate_factor: float = Field(
-        1.0, ge=1, le=10000,
+        1.0,
+        ge=1,
+        le=10000,
         description="Multiplies every profile's max_rise_per_hour: 1 for real meters, the simulator's speed "
         "when collecting from a simulator running faster than the wall clock.",
-    )  # fmt: skip
+    )
 
 
 class CommandsConfig(_Model):
@@ -185,8 +187,9 @@ class CommandsConfig(_Model):
         1800.0, gt=0, le=86400, description="A class A device reports in its next uplinks: wait this long."
     )
 
-    @field_validator("mqtt_topic", "mqtt_ack_topic", "tasmota_topic", "tasmota_ack_topic", "ttn_downlink_topic",
-                     "ttn_uplink_topic")  # fmt: skip
+    @field_validator(
+        "mqtt_topic", "mqtt_ack_topic", "tasmota_topic", "tasmota_ack_topic", "ttn_downlink_topic", "ttn_uplink_topic"
+    )
     @classmethod
     def _serial_template(cls, value: str) -> str:
         if "{serial}" not in value or "+" in value or "#" in value:

@@ -96,11 +96,15 @@ class RawDecoded:
     def part(self, message: int | None = None) -> tuple[ReadingFrame, Batch]:
         """The frame and the other content of one message (``None``: of all)."""
         if message is None:
-            return self.frame, Batch([r for _, r in self.other], [e for _, e in self.events],
-                                     [x for _, x in self.rejected])  # fmt: skip
+            return self.frame, Batch(
+                [r for _, r in self.other], [e for _, e in self.events], [x for _, x in self.rejected]
+            )
         frame = self.frame.take(self.row_message == message)
-        return frame, Batch([r for k, r in self.other if k == message], [e for k, e in self.events if k == message],
-                            [x for k, x in self.rejected if k == message])  # fmt: skip
+        return frame, Batch(
+            [r for k, r in self.other if k == message],
+            [e for k, e in self.events if k == message],
+            [x for k, x in self.rejected if k == message],
+        )
 
 
 RawDecoder = Callable[[Sequence[RawMessage]], RawDecoded]
@@ -213,8 +217,10 @@ class Forwarder:
         """Why a person is needed, or None: segments in quarantine, or a forwarder stuck too long."""
         held = self.spool.quarantined()
         if held:
-            return (f"{len(held)} spool segment(s) quarantined (refused by the database), last: "
-                    f"{held[-1].get('reason', '?')}")  # fmt: skip
+            return (
+                f"{len(held)} spool segment(s) quarantined (refused by the database), last: "
+                f"{held[-1].get('reason', '?')}"
+            )
         stalled = self.failing_seconds()
         if stalled >= self.stall_alarm_s:
             return f"spool not draining for {stalled:.0f} s: {self.last_error}"
@@ -296,8 +302,12 @@ class Forwarder:
             if is_outage(exc):
                 raise
             content = None
-        log.warning("segment %s refused (%s); landing its %d record(s) one by one",
-                    segment.path.name, describe(first), len(records))  # fmt: skip
+        log.warning(
+            "segment %s refused (%s); landing its %d record(s) one by one",
+            segment.path.name,
+            describe(first),
+            len(records),
+        )
         refused: list[int] = []
         reasons: list[str] = []
         if len(records) > 1:
@@ -372,5 +382,7 @@ class Forwarder:
 
 def quarantine_summary(entries: Sequence[dict[str, object]]) -> str:
     """One line per quarantined segment, for ``collect status`` and logs."""
-    return "\n".join(f"  {e.get('segment')}: {e.get('bytes', 0):,} bytes, {e.get('quarantined_at', '?')}: "
-                     f"{e.get('reason')}" for e in entries)  # fmt: skip
+    return "\n".join(
+        f"  {e.get('segment')}: {e.get('bytes', 0):,} bytes, {e.get('quarantined_at', '?')}: {e.get('reason')}"
+        for e in entries
+    )

@@ -103,9 +103,23 @@ class HealthWriter:
                 )
                 for t in targets:
                     h = t.health
-                    meters.append((name, h.serial, h.link, h.polls, h.good, h.failures, h.retries, json.dumps(h.errors),
-                                   h.consecutive_failures, _backoff_until(h.backoff_until), h.last_good, h.last_error,
-                                   h.latency_ms))  # fmt: skip
+                    meters.append(
+                        (
+                            name,
+                            h.serial,
+                            h.link,
+                            h.polls,
+                            h.good,
+                            h.failures,
+                            h.retries,
+                            json.dumps(h.errors),
+                            h.consecutive_failures,
+                            _backoff_until(h.backoff_until),
+                            h.last_good,
+                            h.last_error,
+                            h.latency_ms,
+                        )
+                    )
         if c.mqtt is not None:
             s = c.mqtt.stats
             links.append(
@@ -207,8 +221,10 @@ def prometheus_text(collector: Sources) -> str:
         ]
     if collector.commands is not None:
         c = collector.commands.stats
-        lines += ["# HELP releve_meter_commands_total Meter command attempts by outcome (retried: back in the queue).",
-                  "# TYPE releve_meter_commands_total counter"]  # fmt: skip
+        lines += [
+            "# HELP releve_meter_commands_total Meter command attempts by outcome (retried: back in the queue).",
+            "# TYPE releve_meter_commands_total counter",
+        ]
         for outcome in ("confirmed", "failed", "retried", "expired"):
             lines.append(f'releve_meter_commands_total{{collector="{name}",outcome="{outcome}"}} {getattr(c, outcome)}')
     return "\n".join(lines) + "\n"

@@ -55,10 +55,15 @@ Sink = Callable[[Sequence[Reading], Sequence[MeterEvent], Sequence[Rejected]], N
 CONNECTED_WITHIN_S = 120.0
 
 EXCEPTION_NAMES = {
-    1: "illegal function", 2: "illegal data address", 3: "illegal data value", 4: "server device failure",
-    5: "acknowledge", 6: "server device busy", 10: "gateway path unavailable",
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "server device failure",
+    5: "acknowledge",
+    6: "server device busy",
+    10: "gateway path unavailable",
     11: "gateway target device failed to respond",
-}  # fmt: skip
+}
 
 
 class ReadError(Exception):
@@ -255,8 +260,9 @@ class TcpGateway(Link):
     otherwise spend their timeout waiting for the others and fail spuriously.
     """
 
-    def __init__(self, name: str, host: str, port: int, max_connections: int = 2, timeout: float = 2.0,
-                 serialise: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self, name: str, host: str, port: int, max_connections: int = 2, timeout: float = 2.0, serialise: bool = False
+    ) -> None:
         super().__init__(name, timeout)
         self.host, self.port = host, port
         self.serialise = serialise
@@ -291,9 +297,14 @@ class TcpGateway(Link):
             self._free = asyncio.Queue()
             for i in range(self.max_connections):
                 client = AsyncModbusTcpClient(
-                    self.host, port=self.port, timeout=self.timeout, retries=0, reconnect_delay=0.5,
-                    reconnect_delay_max=10, name=f"{self.name}#{i}",
-                )  # fmt: skip
+                    self.host,
+                    port=self.port,
+                    timeout=self.timeout,
+                    retries=0,
+                    reconnect_delay=0.5,
+                    reconnect_delay_max=10,
+                    name=f"{self.name}#{i}",
+                )
                 self._clients.append(client)
                 self._free.put_nowait(client)
         return await self._free.get()
@@ -402,8 +413,16 @@ class RtuLine(Link):
     buffer is reset; ``late_bytes`` counts what was thrown away.
     """
 
-    def __init__(self, name: str, port: str, baudrate: int = 9600, parity: str = "N", stopbits: int = 1,
-                 timeout: float = 1.0, drain: float | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        port: str,
+        baudrate: int = 9600,
+        parity: str = "N",
+        stopbits: int = 1,
+        timeout: float = 1.0,
+        drain: float | None = None,
+    ) -> None:
         super().__init__(name, timeout)
         self.port = port
         self.baudrate, self.parity, self.stopbits = baudrate, parity, stopbits
@@ -424,8 +443,15 @@ class RtuLine(Link):
             return
         self._loop = asyncio.get_running_loop()
         try:
-            port = serial.Serial(self.port, baudrate=self.baudrate, parity=self.parity, stopbits=self.stopbits,
-                                 bytesize=8, timeout=0, write_timeout=self.timeout)  # fmt: skip
+            port = serial.Serial(
+                self.port,
+                baudrate=self.baudrate,
+                parity=self.parity,
+                stopbits=self.stopbits,
+                bytesize=8,
+                timeout=0,
+                write_timeout=self.timeout,
+            )
         except (serial.SerialException, OSError, ValueError) as exc:
             raise ReadError("connection", f"serial port {self.port} cannot be opened: {exc}") from exc
         self._serial = port
@@ -488,11 +514,13 @@ class RtuLine(Link):
         return await self._exchange(unit, rtu_request(unit, block), lambda data: rtu_reply(unit, block, data), what)
 
     async def _operate(self, unit: int, op: Operation) -> list[int]:
-        return await self._exchange(unit, rtu_operation(unit, op), lambda data: rtu_operation_reply(unit, op, data),
-                                    op.what)  # fmt: skip
+        return await self._exchange(
+            unit, rtu_operation(unit, op), lambda data: rtu_operation_reply(unit, op, data), op.what
+        )
 
-    async def _exchange(self, unit: int, frame: bytes, parse: Callable[[bytes], list[int] | None],
-                        what: str) -> list[int]:  # fmt: skip
+    async def _exchange(
+        self, unit: int, frame: bytes, parse: Callable[[bytes], list[int] | None], what: str
+    ) -> list[int]:
         """Send ``frame`` under the line's lock and return what ``parse`` makes of the exact reply."""
         if self._lock is None:  # created in the polling loop (asyncio objects belong to one loop)
             self._lock = asyncio.Lock()
@@ -514,8 +542,13 @@ class RtuLine(Link):
                 if exc.kind in ("timeout", "mismatch", "crc"):
                     await self._silence(self.drain, 4 * self.drain)
                     if thrown := self._discard():
-                        log.warning("line %s: %d bytes drained after %s from unit %d (a late reply?)",
-                                    self.name, thrown, exc.kind, unit)  # fmt: skip
+                        log.warning(
+                            "line %s: %d bytes drained after %s from unit %d (a late reply?)",
+                            self.name,
+                            thrown,
+                            exc.kind,
+                            unit,
+                        )
                 raise
 
     async def _receive(self, parse: Callable[[bytes], list[int] | None], what: str) -> list[int]:
@@ -579,8 +612,10 @@ class Poller:
         """Poll until ``stop`` is set."""
         tasks = [
             asyncio.create_task(self._schedule(link, meter, poll_class, stop), name=f"{meter.serial}/{poll_class}")
-            for link, meters in self.links for meter in meters for poll_class in meter.plans
-        ]  # fmt: skip
+            for link, meters in self.links
+            for meter in meters
+            for poll_class in meter.plans
+        ]
         try:
             await stop.wait()
         finally:
@@ -657,8 +692,10 @@ class Poller:
                     reason = f"{entry.name}: cannot decode: {exc}"
                     self.sink([], [], [Rejected(origin, reason, repr(registers), Source.MODBUS)])
         values, implausible = judge_poll(self.guard, meter.serial, meter.profile, ts, decoded.items())
-        refused = [self._refused(link, meter, entry, ts, raw_of[entry], decoded[entry], problem)
-                   for entry, problem in implausible.items()]  # fmt: skip
+        refused = [
+            self._refused(link, meter, entry, ts, raw_of[entry], decoded[entry], problem)
+            for entry, problem in implausible.items()
+        ]
         if refused:
             log.warning("%s: %d implausible value(s), first %s", refused[0].origin, len(refused), refused[0].reason)
         latency = (time.monotonic() - started) * 1000
@@ -686,12 +723,21 @@ class Poller:
         """The dead letter of an implausible value: meter, register, raw registers, decoded value, rule."""
         origin = f"modbus {link.name} unit {meter.unit} ({meter.serial})"
         where = {
-            "meter": meter.serial, "model": meter.profile.model, "unit_id": meter.unit, "register": entry.name,
-            "channel": entry.channel, "function": entry.function, "address": entry.address,
-            "data_type": entry.data_type.value, "order": entry.order, "raw": raw,
+            "meter": meter.serial,
+            "model": meter.profile.model,
+            "unit_id": meter.unit,
+            "register": entry.name,
+            "channel": entry.channel,
+            "function": entry.function,
+            "address": entry.address,
+            "data_type": entry.data_type.value,
+            "order": entry.order,
+            "raw": raw,
             "decoded": value if math.isfinite(value) else repr(value),
-            "unit": entry.unit, "ts": ts.isoformat(), "rule": problem.rule,
-        }  # fmt: skip
+            "unit": entry.unit,
+            "ts": ts.isoformat(),
+            "rule": problem.rule,
+        }
         meter.health.errors["implausible"] = meter.health.errors.get("implausible", 0) + 1
         return Rejected(origin, f"{entry.name}: {problem}", json.dumps(where), Source.MODBUS)
 

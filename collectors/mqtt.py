@@ -152,8 +152,11 @@ class BufferedClient(mqtt.Client):
     def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
         """Handle every packet already buffered, not one per turn of the loop."""
         rc = super().loop_read(max_packets)
-        while rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS and isinstance(self._sock, _BufferedSocket) \
-                and self._sock.buffered():  # fmt: skip
+        while (
+            rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+            and isinstance(self._sock, _BufferedSocket)
+            and self._sock.buffered()
+        ):
             rc = super().loop_read(max_packets)
         return rc
 
@@ -276,8 +279,12 @@ class MqttCollector:
         self.stats.connects += 1
         client.subscribe([(r.topic_filter, SubscribeOptions(qos=r.qos)) for r in self._routes])
         self.stats.connected = True
-        log.info("MQTT connected to %s:%d (session present: %s)", self.host, self.port,
-                 getattr(flags, "session_present", "?"))  # fmt: skip
+        log.info(
+            "MQTT connected to %s:%d (session present: %s)",
+            self.host,
+            self.port,
+            getattr(flags, "session_present", "?"),
+        )
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: object, flags: object, reason: ReasonCode, props: object
@@ -341,13 +348,25 @@ class MqttCollector:
         rows: list[int] = []
         read_types: list[int] = []
         quality: list[int] = []
-        out = RawDecoded(ReadingFrame([], np.zeros(0, np.int32), [], np.zeros(0, np.int32),
-                                      np.zeros(0, "datetime64[us]"), np.zeros(0), [], np.zeros(0, np.int32),
-                                      Source.MQTT), np.zeros(0, np.int32))  # fmt: skip
+        out = RawDecoded(
+            ReadingFrame(
+                [],
+                np.zeros(0, np.int32),
+                [],
+                np.zeros(0, np.int32),
+                np.zeros(0, "datetime64[us]"),
+                np.zeros(0),
+                [],
+                np.zeros(0, np.int32),
+                Source.MQTT,
+            ),
+            np.zeros(0, np.int32),
+        )
         n_readings = 0
 
-        def add(k: int, serial: str, channel: str, stamp: int, value: float, unit: str, rt: int = 0,
-                q: int = 0) -> None:  # fmt: skip
+        def add(
+            k: int, serial: str, channel: str, stamp: int, value: float, unit: str, rt: int = 0, q: int = 0
+        ) -> None:
             m_idx.append(meters.setdefault(serial, len(meters)))
             c_idx.append(channels.setdefault(channel, len(channels)))
             u_idx.append(units.setdefault(unit, len(units)))
@@ -367,8 +386,9 @@ class MqttCollector:
                 stamp = (ts - _EPOCH) // _MICROSECOND
                 problems = []
                 for channel, value, unit in items:
-                    value, unit, problem = check_value(self.guard, serial, channel, ts, value, unit,
-                                                       route.channel_limits(channel))  # fmt: skip
+                    value, unit, problem = check_value(
+                        self.guard, serial, channel, ts, value, unit, route.channel_limits(channel)
+                    )
                     if problem is None:
                         add(k, serial, channel, stamp, value, unit)
                         n_readings += 1
@@ -381,8 +401,16 @@ class MqttCollector:
             readings, events, rejected = self.decode(msg.topic, msg.payload)
             for r in readings:
                 if r.source is Source.MQTT:
-                    add(k, r.meter, r.channel, (r.ts - _EPOCH) // _MICROSECOND, r.value, r.unit, rt_index[r.read_type],
-                        r.quality)  # fmt: skip
+                    add(
+                        k,
+                        r.meter,
+                        r.channel,
+                        (r.ts - _EPOCH) // _MICROSECOND,
+                        r.value,
+                        r.unit,
+                        rt_index[r.read_type],
+                        r.quality,
+                    )
                 else:
                     out.other.append((k, r))
             n_readings += len(readings)
@@ -390,10 +418,18 @@ class MqttCollector:
             out.rejected += [(k, x) for x in rejected]
         if rows:
             out.frame = ReadingFrame(
-                list(meters), np.array(m_idx, np.int32), list(channels), np.array(c_idx, np.int32),
-                np.array(us, np.int64).astype("datetime64[us]"), np.array(values, np.float64), list(units),
-                np.array(u_idx, np.int32), Source.MQTT, np.array(read_types, np.int8), np.array(quality, np.int16),
-            )  # fmt: skip
+                list(meters),
+                np.array(m_idx, np.int32),
+                list(channels),
+                np.array(c_idx, np.int32),
+                np.array(us, np.int64).astype("datetime64[us]"),
+                np.array(values, np.float64),
+                list(units),
+                np.array(u_idx, np.int32),
+                Source.MQTT,
+                np.array(read_types, np.int8),
+                np.array(quality, np.int16),
+            )
             out.row_message = np.array(rows, np.int32)
         self.stats.readings += n_readings
         self.stats.serials.update(meters)  # meters heard from: the link's meter count in the control room

@@ -197,15 +197,17 @@ class Guard:
             wrapped = None if limits.wrap is None else value + limits.wrap - last.value
             if wrapped is None or wrapped > allowed + tolerance:
                 return Implausible(
-                    "backwards", f"{value:.6g} {unit} is below the last accepted {last.value:.6g} {unit} "
+                    "backwards",
+                    f"{value:.6g} {unit} is below the last accepted {last.value:.6g} {unit} "
                     f"({last.ts.isoformat()}) and is no rollover",
-                )  # fmt: skip
+                )
             rise = wrapped
         if rise > allowed + tolerance:
             return Implausible(
-                "rate", f"rose {rise:.6g} {unit} in {hours * 3600 - TIME_SLACK_S:.0f} s since {last.value:.6g} {unit} "
+                "rate",
+                f"rose {rise:.6g} {unit} in {hours * 3600 - TIME_SLACK_S:.0f} s since {last.value:.6g} {unit} "
                 f"({last.ts.isoformat()}): more than the {limits.max_rise_per_hour:g} {unit} per hour the meter allows",
-            )  # fmt: skip
+            )
         return None
 
 
@@ -258,9 +260,10 @@ def judge_poll(
         if entry.count > 1 and entry.order in garbled:
             names = ", ".join(garbled[entry.order])
             refused[entry] = Implausible(
-                "order", f"{value:.6g} {entry.channel_unit} is suspect: {names}, read in the same {entry.order} "
+                "order",
+                f"{value:.6g} {entry.channel_unit} is suspect: {names}, read in the same {entry.order} "
                 "order in this poll, cannot be what the device reports (wrong byte/word order or profile?)",
-            )  # fmt: skip
+            )
             continue
         problem = guard.check(meter, entry.channel, ts, value, register_limits(profile, entry), entry.channel_unit)
         if problem is None:
@@ -308,9 +311,14 @@ def check_readings(
             problems.append(f"{reading.meter} {reading.channel}: (time) {reading.ts!r} has no time zone")
             continue  # a custom decoder's slip
         value, unit, problem = check_value(
-            guard, reading.meter, reading.channel, reading.ts, reading.value, reading.unit,
+            guard,
+            reading.meter,
+            reading.channel,
+            reading.ts,
+            reading.value,
+            reading.unit,
             value_limits(profile, reading.channel),
-        )  # fmt: skip
+        )
         if problem is not None:
             problems.append(problem)
             continue

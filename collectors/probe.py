@@ -84,27 +84,50 @@ def probe_registers(profile: DeviceProfile, raw: dict[RegisterEntry, list[int] |
     if len(fitting) == 1:
         message = f"{fitting[0]}: all {read} values make sense in this order and in no other"
         if undecided:
-            message += (f"; {', '.join(undecided)} make sense in every order: compare them with the meter's display "
-                        "(the other registers decided)")  # fmt: skip
+            message += (
+                f"; {', '.join(undecided)} make sense in every order: compare them with the meter's display "
+                "(the other registers decided)"
+            )
         return ProbeResult(profile, rows, scores, read, fitting[0], None, message)
     if len(fitting) > 1:
-        return ProbeResult(profile, rows, scores, read, None, None,
-                           f"ambiguous: every value makes sense in {', '.join(fitting)}; compare a value with the "
-                           "meter's display (integer registers cannot tell orders apart by range)")  # fmt: skip
+        return ProbeResult(
+            profile,
+            rows,
+            scores,
+            read,
+            None,
+            None,
+            f"ambiguous: every value makes sense in {', '.join(fitting)}; compare a value with the "
+            "meter's display (integer registers cannot tell orders apart by range)",
+        )
     per_register = {r.entry.name: [o for o in ORDERS_WIDE if r.problems[o] is None] for r in good}
     if all(len(orders) == 1 for orders in per_register.values()):
         mixed = {name: orders[0] for name, orders in per_register.items()}
-        return ProbeResult(profile, rows, scores, read, None, mixed,
-                           "mixed orders: each register makes sense in exactly one order: "
-                           + ", ".join(f"{n} {o}" for n, o in mixed.items()))  # fmt: skip
+        return ProbeResult(
+            profile,
+            rows,
+            scores,
+            read,
+            None,
+            mixed,
+            "mixed orders: each register makes sense in exactly one order: "
+            + ", ".join(f"{n} {o}" for n, o in mixed.items()),
+        )
     best = max(scores.values())
     if best == 0:
         message = f"no order makes sense of any of the {read} values: wrong model, unit id or addresses?"
         return ProbeResult(profile, rows, scores, read, None, None, message)
     leaders = ", ".join(o for o in ORDERS_WIDE if scores[o] == best)
-    return ProbeResult(profile, rows, scores, read, None, None,
-                       f"no order makes sense of every value (best: {leaders} with {best} of {read}); "
-                       "wrong model, unit id or addresses?")  # fmt: skip
+    return ProbeResult(
+        profile,
+        rows,
+        scores,
+        read,
+        None,
+        None,
+        f"no order makes sense of every value (best: {leaders} with {best} of {read}); "
+        "wrong model, unit id or addresses?",
+    )
 
 
 async def read_known_registers(link: Link, unit: int, profile: DeviceProfile) -> dict[RegisterEntry, list[int] | str]:
@@ -163,8 +186,10 @@ def probe(link: Link, unit: int, profile: DeviceProfile) -> ProbeResult:
 
 def render(result: ProbeResult) -> str:
     """The table and the verdict, as ``collect probe`` prints them."""
-    lines = [f"{'register':<16}{'FC':>3}{'addr':>6}  {'type':<8}{'unit':<6}{'profile':<8}"
-             + "".join(f"{o:>15}" for o in ORDERS_WIDE)]  # fmt: skip
+    lines = [
+        f"{'register':<16}{'FC':>3}{'addr':>6}  {'type':<8}{'unit':<6}{'profile':<8}"
+        + "".join(f"{o:>15}" for o in ORDERS_WIDE)
+    ]
     for row in result.rows:
         e = row.entry
         head = f"{e.name:<16}{e.function:>3}{e.address:>6}  {e.data_type.value:<8}{e.unit:<6}{e.order:<8}"
@@ -182,6 +207,8 @@ def render(result: ProbeResult) -> str:
     lines.append(result.message)
     declared = {row.entry.order for row in result.rows}
     if result.order is not None and declared != {result.order}:
-        lines.append(f"the profile {result.profile.model} says {', '.join(sorted(declared))}: "
-                     f'set order = "{result.order}" on its multi-register values')  # fmt: skip
+        lines.append(
+            f"the profile {result.profile.model} says {', '.join(sorted(declared))}: "
+            f'set order = "{result.order}" on its multi-register values'
+        )
     return "\n".join(lines)

@@ -30,16 +30,34 @@ def build_poller(source: ModbusSource, sink: PollSink) -> Poller:
     links: list[tuple[Link, list[MeterTarget]]] = []
     for gw in source.gateways:
         link: Link = TcpGateway(gw.name, gw.host, gw.port, gw.max_connections, gw.timeout_s, gw.serialise)
-        links.append((link, [MeterTarget.build(m.serial, m.unit, load_profile(m.profile), gw.name, source.max_filler)
-                             for m in gw.meters]))  # fmt: skip
+        links.append(
+            (
+                link,
+                [
+                    MeterTarget.build(m.serial, m.unit, load_profile(m.profile), gw.name, source.max_filler)
+                    for m in gw.meters
+                ],
+            )
+        )
     for line in source.lines:
         link = RtuLine(line.name, line.port, line.baudrate, line.parity, line.stopbits, line.timeout_s, line.drain_s)
-        links.append((link, [MeterTarget.build(m.serial, m.unit, load_profile(m.profile), line.name, source.max_filler)
-                             for m in line.meters]))  # fmt: skip
+        links.append(
+            (
+                link,
+                [
+                    MeterTarget.build(m.serial, m.unit, load_profile(m.profile), line.name, source.max_filler)
+                    for m in line.meters
+                ],
+            )
+        )
     settings = PollSettings(
-        periods=dict(source.periods), default_period=source.default_period_s, jitter=source.jitter,
-        retries=source.retries, backoff_base=source.backoff_base_s, backoff_max=source.backoff_max_s,
-    )  # fmt: skip
+        periods=dict(source.periods),
+        default_period=source.default_period_s,
+        jitter=source.jitter,
+        retries=source.retries,
+        backoff_base=source.backoff_base_s,
+        backoff_max=source.backoff_max_s,
+    )
     return Poller(links, sink, settings)
 
 
@@ -78,10 +96,17 @@ class Collector:
         if config.commands.enabled and (self.poller or self.mqtt):
             commander = None
             if config.mqtt is not None:
-                commander = MqttCommander(config.commands, settings.mqtt, f"{config.mqtt.client_id}-commands",
-                                          config.mqtt.ca_file)  # fmt: skip
-            self.commands = CommandRunner(config.name, config.commands, settings, database_url,
-                                          self.poller.links if self.poller else (), commander)  # fmt: skip
+                commander = MqttCommander(
+                    config.commands, settings.mqtt, f"{config.mqtt.client_id}-commands", config.mqtt.ca_file
+                )
+            self.commands = CommandRunner(
+                config.name,
+                config.commands,
+                settings,
+                database_url,
+                self.poller.links if self.poller else (),
+                commander,
+            )
         sources = Sources(config.name, self.spool, self.forwarder, self.poller, self.mqtt, self.commands)
         self.health = HealthWriter(sources, database_url, settings, config.health_every_s)
         self.metrics = MetricsServer(sources, config.metrics_port) if config.metrics_port is not None else None
@@ -166,10 +191,15 @@ def worker_config(config: CollectorConfig, k: int, n: int) -> CollectorConfig:
     if k == 0:
         return config.model_copy(update={"mqtt": mqtt})
     mqtt = mqtt.model_copy(update={"client_id": f"{config.mqtt.client_id}-w{k}"})
-    return config.model_copy(update={
-        "name": f"{config.name}-w{k}", "spool_dir": Path(config.spool_dir) / f"worker-{k}", "mqtt": mqtt,
-        "modbus": None, "metrics_port": None,
-    })  # fmt: skip
+    return config.model_copy(
+        update={
+            "name": f"{config.name}-w{k}",
+            "spool_dir": Path(config.spool_dir) / f"worker-{k}",
+            "mqtt": mqtt,
+            "modbus": None,
+            "metrics_port": None,
+        }
+    )
 
 
 def _worker(config: CollectorConfig, settings: Settings, database_url: str) -> None:
@@ -191,8 +221,11 @@ def run_workers(config: CollectorConfig, settings: Settings, database_url: str, 
         dead = [p for p in procs if not p.is_alive()]
         if dead:
             failed = True
-            log.error("collector worker(s) %s stopped (exit %s); stopping the others",
-                      ", ".join(p.name for p in dead), ", ".join(str(p.exitcode) for p in dead))  # fmt: skip
+            log.error(
+                "collector worker(s) %s stopped (exit %s); stopping the others",
+                ", ".join(p.name for p in dead),
+                ", ".join(str(p.exitcode) for p in dead),
+            )
             break
     for proc in procs:
         if proc.is_alive() and proc.pid is not None:

@@ -303,8 +303,11 @@ class Spool:
             self._last_warning = time.monotonic()
             log.error(
                 "spool %s is %.0f%% full (%s of %s bytes): readings are not reaching the database",
-                self.dir, 100 * self._size / self.max_bytes, f"{self._size:,}", f"{self.max_bytes:,}",
-            )  # fmt: skip
+                self.dir,
+                100 * self._size / self.max_bytes,
+                f"{self._size:,}",
+                f"{self.max_bytes:,}",
+            )
 
     # -- draining -----------------------------------------------------------------------------------
     def sealed(self) -> list[Segment]:

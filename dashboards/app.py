@@ -154,23 +154,31 @@ class _UserCache:
 def content_security_policy(app: Dash) -> str:
     """A CSP under which Dash and Plotly work: no inline script but Dash's own (by hash), nothing remote."""
     hashes = " ".join(app.csp_hashes())  # already quoted: 'sha256-…'
-    return "; ".join([
-        "default-src 'self'",
-        f"script-src 'self' {hashes}",
-        "style-src 'self' 'unsafe-inline'",  # Dash components and Plotly set inline styles
-        "img-src 'self' data: blob:",
-        "font-src 'self' data:",
-        "connect-src 'self'",
-        "worker-src 'self' blob:",
-        "object-src 'none'",
-        "base-uri 'self'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
-    ])  # fmt: skip
+    return "; ".join(
+        [
+            "default-src 'self'",
+            f"script-src 'self' {hashes}",
+            "style-src 'self' 'unsafe-inline'",  # Dash components and Plotly set inline styles
+            "img-src 'self' data: blob:",
+            "font-src 'self' data:",
+            "connect-src 'self'",
+            "worker-src 'self' blob:",
+            "object-src 'none'",
+            "base-uri 'self'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ]
+    )
 
 
-def create_app(url: str, settings: Settings, queries: Queries | None = None, refresh_ms: int = 30_000,
-               throttle: LoginThrottle | None = None, preparing: Callable[[], str] | None = None) -> Dash:  # fmt: skip
+def create_app(
+    url: str,
+    settings: Settings,
+    queries: Queries | None = None,
+    refresh_ms: int = 30_000,
+    throttle: LoginThrottle | None = None,
+    preparing: Callable[[], str] | None = None,
+) -> Dash:
     """The dashboards as a Dash app (its Flask server is ``app.server``).
 
     ``preparing``: what is still being prepared (``releve demo`` serves the pages while it loads history,
@@ -187,10 +195,14 @@ def create_app(url: str, settings: Settings, queries: Queries | None = None, ref
     server = flask.Flask("releve-dashboards")
     server.secret_key = auth.secret_key(settings)
     server.config.update(
-        SESSION_COOKIE_NAME="releve_session", SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=conf.secure_cookie, SESSION_REFRESH_EACH_REQUEST=True,
-        PERMANENT_SESSION_LIFETIME=timedelta(minutes=conf.session_idle_minutes), MAX_CONTENT_LENGTH=1 << 20,
-    )  # fmt: skip
+        SESSION_COOKIE_NAME="releve_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=conf.secure_cookie,
+        SESSION_REFRESH_EACH_REQUEST=True,
+        PERMANENT_SESSION_LIFETIME=timedelta(minutes=conf.session_idle_minutes),
+        MAX_CONTENT_LENGTH=1 << 20,
+    )
     if conf.trusted_proxies:
         n = conf.trusted_proxies
         server.wsgi_app = ProxyFix(server.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
@@ -261,8 +273,14 @@ def create_app(url: str, settings: Settings, queries: Queries | None = None, ref
 
     def forbidden(who: tuple[str, tuple[str, ...]], path: str, need: str) -> flask.Response:
         links = "".join(f'<a href="{p}">{label}</a>' for p, label in auth.pages_for(who[1]))
-        page = FORBIDDEN.format(css=CSS, links=links, user=html_escape.escape(who[0]), page=html_escape.escape(path),
-                                need=need, roles=html_escape.escape(", ".join(who[1]) or "no role"))  # fmt: skip
+        page = FORBIDDEN.format(
+            css=CSS,
+            links=links,
+            user=html_escape.escape(who[0]),
+            page=html_escape.escape(path),
+            need=need,
+            roles=html_escape.escape(", ".join(who[1]) or "no role"),
+        )
         return flask.Response(page, 403)
 
     @server.route("/bill/<int:bill_id>.pdf")
@@ -300,8 +318,9 @@ def create_app(url: str, settings: Settings, queries: Queries | None = None, ref
         token = secrets.token_urlsafe(16)
         flask.session["csrf"] = token
         err = f'<p class="error" id="login-error">{html_escape.escape(error)}</p>' if error else ""
-        page = LOGIN.format(css=CSS, why=html_escape.escape(why), error=err, csrf=token,
-                            next=html_escape.escape(_safe_next(nxt)))  # fmt: skip
+        page = LOGIN.format(
+            css=CSS, why=html_escape.escape(why), error=err, csrf=token, next=html_escape.escape(_safe_next(nxt))
+        )
         return flask.Response(page, status)
 
     @server.route("/login", methods=["GET", "POST"])
@@ -344,35 +363,54 @@ def create_app(url: str, settings: Settings, queries: Queries | None = None, ref
         flask.session.clear()
         return flask.redirect("/login")
 
-    app.layout = html.Div([
-        dcc.Location(id="url"),
-        html.Div(id="topbar", className="topbar"),
-        html.Div(id="page", className="content"),
-    ])  # fmt: skip
+    app.layout = html.Div(
+        [
+            dcc.Location(id="url"),
+            html.Div(id="topbar", className="topbar"),
+            html.Div(id="page", className="content"),
+        ]
+    )
 
     @app.callback(Output("topbar", "children"), Output("page", "children"), Input("url", "pathname"))
     def route(path: str | None) -> tuple[Any, Any]:
         bar, page = pick(path)
         note = preparing() if preparing is not None else ""
         if note:
-            page = html.Div([html.P(f"Still being prepared: {note}. The figures fill in as it lands; reload the page "
-                                    "to see more.", className="preparing", id="preparing"), page])  # fmt: skip
+            page = html.Div(
+                [
+                    html.P(
+                        f"Still being prepared: {note}. The figures fill in as it lands; reload the page to see more.",
+                        className="preparing",
+                        id="preparing",
+                    ),
+                    page,
+                ]
+            )
         return bar, page
 
     def pick(path: str | None) -> tuple[Any, Any]:
         path = path or "/"
         user, roles = auth.current_user()
-        ids = {"/": "nav-control", "/meter": "nav-meter", "/fraud": "nav-fraud", "/billing": "nav-billing",
-               "/accounts": "nav-accounts", "/field": "nav-field", "/users": "nav-users"}  # fmt: skip
-        bar = [html.Span("Relevé", className="brand"),
-               *[html.A(label, href=p, id=ids[p]) for p, label in auth.pages_for(roles)],
-               html.Span([f"{user} ({', '.join(roles)}) · ", html.A("log out", href="/logout")],
-                         className="who")]  # fmt: skip
+        ids = {
+            "/": "nav-control",
+            "/meter": "nav-meter",
+            "/fraud": "nav-fraud",
+            "/billing": "nav-billing",
+            "/accounts": "nav-accounts",
+            "/field": "nav-field",
+            "/users": "nav-users",
+        }
+        bar = [
+            html.Span("Relevé", className="brand"),
+            *[html.A(label, href=p, id=ids[p]) for p, label in auth.pages_for(roles)],
+            html.Span([f"{user} ({', '.join(roles)}) · ", html.A("log out", href="/logout")], className="who"),
+        ]
         page = path.rstrip("/") or "/"
         need = auth.page_role(page)
         if need is not None and need not in roles:
-            return bar, html.Div([html.H2("Not for your roles", id="forbidden"),
-                                  html.P(f"{page} needs the '{need}' role.")])  # fmt: skip
+            return bar, html.Div(
+                [html.H2("Not for your roles", id="forbidden"), html.P(f"{page} needs the '{need}' role.")]
+            )
         if page == "/":
             return bar, control.layout(q, refresh_ms)
         if page == "/meter" or page.startswith("/meter/"):

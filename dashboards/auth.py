@@ -40,9 +40,15 @@ from releve.settings import Settings
 
 ROLES = ("operator", "fraud", "billing", "field", "admin")
 #: Pages in the order of the top bar: (path, role that opens it, label).
-PAGES = (("/", "operator", "Control room"), ("/meter", "operator", "Meter"), ("/fraud", "fraud", "Fraud unit"),
-         ("/billing", "billing", "Billing"), ("/accounts", "billing", "Accounts"), ("/field", "field", "Field work"),
-         ("/users", "admin", "Users"))  # fmt: skip
+PAGES = (
+    ("/", "operator", "Control room"),
+    ("/meter", "operator", "Meter"),
+    ("/fraud", "fraud", "Fraud unit"),
+    ("/billing", "billing", "Billing"),
+    ("/accounts", "billing", "Accounts"),
+    ("/field", "field", "Field work"),
+    ("/users", "admin", "Users"),
+)
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD = 10
 
@@ -125,8 +131,15 @@ def _verify_scrypt(password: str, stored: str) -> bool:
     """The hashes of migration 0010: ``scrypt$n$r$p$salt$hash``."""
     try:
         _, n, r, p, salt, digest = stored.split("$")
-        got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p),
-                             dklen=len(digest) // 2, maxmem=2**26)  # fmt: skip
+        got = hashlib.scrypt(
+            password.encode(),
+            salt=bytes.fromhex(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=len(digest) // 2,
+            maxmem=2**26,
+        )
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(got.hex(), digest)
@@ -155,8 +168,14 @@ def _check(username: str, password: str | None, roles: list[str] | None) -> None
 def add_user(conn: Connection, username: str, password: str, roles: list[str], replace: bool = False) -> None:
     """Create the user (with ``replace``, or reset an existing one's password and roles)."""
     _check(username, password, roles)
-    conflict = ("DO UPDATE SET password_hash = excluded.password_hash, roles = excluded.roles, disabled = false, "
-                "updated_at = now()") if replace else "DO NOTHING"  # fmt: skip
+    conflict = (
+        (
+            "DO UPDATE SET password_hash = excluded.password_hash, roles = excluded.roles, disabled = false, "
+            "updated_at = now()"
+        )
+        if replace
+        else "DO NOTHING"
+    )
     cur = conn.execute(
         f"INSERT INTO dashboard_user (username, password_hash, roles) VALUES (%s, %s, %s) "
         f"ON CONFLICT (username) {conflict}",
@@ -208,8 +227,9 @@ def secret_key(settings: Settings) -> str:
     env = os.environ.get("RELEVE_DASHBOARD_SECRET")
     if env:
         return env
-    path = Path(os.environ.get("RELEVE_DASHBOARD_SECRET_FILE") or Path(settings.database.data_dir).parent
-                / "dashboard.secret")  # fmt: skip
+    path = Path(
+        os.environ.get("RELEVE_DASHBOARD_SECRET_FILE") or Path(settings.database.data_dir).parent / "dashboard.secret"
+    )
     if path.exists():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -24,9 +24,15 @@ HOLD_REASONS = {
     "intervals": "The tariff needs interval data that is missing",
     "band": "The consumption is outside what this account usually uses",
 }
-READ_QUALITY = {"actual": "actual read", "valid": "actual read", "estimated": "estimate",
-                "edited": "edited by a person", "customer": "customer read", "manual": "read by hand",
-                "substituted": "substitute"}  # fmt: skip
+READ_QUALITY = {
+    "actual": "actual read",
+    "valid": "actual read",
+    "estimated": "estimate",
+    "edited": "edited by a person",
+    "customer": "customer read",
+    "manual": "read by hand",
+    "substituted": "substitute",
+}
 
 
 def hold_reason(text: str) -> str:
@@ -85,26 +91,37 @@ def line_rows(bill: dict[str, Any]) -> list[dict[str, str]]:
         unit = line.get("unit") or ""
         is_tax = str(line.get("code", "")).startswith("tax:")
         rate = line.get("rate")
-        out.append({
-            "description": line.get("description") or str(line.get("code", "")).replace("_", " "),
-            "quantity": money(line.get("quantity"), bill["currency"]) if is_tax else quantity(line.get("quantity"),
-                                                                                              unit),
-            "rate": (f"{number(Decimal(str(rate)) * 100, 2)} %" if is_tax and rate is not None
-                     else f"{number(rate, 6)} {bill['currency']}/{unit or 'unit'}" if rate is not None else "—"),
-            "amount": money(line.get("amount"), bill["currency"]),
-        })  # fmt: skip
+        out.append(
+            {
+                "description": line.get("description") or str(line.get("code", "")).replace("_", " "),
+                "quantity": money(line.get("quantity"), bill["currency"])
+                if is_tax
+                else quantity(line.get("quantity"), unit),
+                "rate": (
+                    f"{number(Decimal(str(rate)) * 100, 2)} %"
+                    if is_tax and rate is not None
+                    else f"{number(rate, 6)} {bill['currency']}/{unit or 'unit'}"
+                    if rate is not None
+                    else "—"
+                ),
+                "amount": money(line.get("amount"), bill["currency"]),
+            }
+        )
     return out
 
 
 def read_rows(bill: dict[str, Any]) -> list[dict[str, str]]:
     """The reads the bill used: meter, from and to (index, when, quality), consumption."""
-    return [{
-        "meter": r["serial"],
-        "from": f"{number(r['start_index'], 3)} on {when(r['start_at'])} ({quality(r['start_quality'])})",
-        "to": f"{number(r['end_index'], 3)} on {when(r['end_at'])} ({quality(r['end_quality'])})",
-        "consumption": quantity(r["consumption"], bill["unit"])
-        + (f" (× {number(r['multiplier'], 3)})" if r["multiplier"] not in (None, 1, Decimal(1)) else ""),
-    } for r in bill["reads"]]  # fmt: skip
+    return [
+        {
+            "meter": r["serial"],
+            "from": f"{number(r['start_index'], 3)} on {when(r['start_at'])} ({quality(r['start_quality'])})",
+            "to": f"{number(r['end_index'], 3)} on {when(r['end_at'])} ({quality(r['end_quality'])})",
+            "consumption": quantity(r["consumption"], bill["unit"])
+            + (f" (× {number(r['multiplier'], 3)})" if r["multiplier"] not in (None, 1, Decimal(1)) else ""),
+        }
+        for r in bill["reads"]
+    ]
 
 
 def tariff_text(bill: dict[str, Any]) -> str:
@@ -138,7 +155,7 @@ def bill_pdf(bill: dict[str, Any]) -> bytes:
         ("Tariff", tariff_text(bill)),
         ("Consumption", quantity(bill["consumption"], bill["unit"])),
         ("Status", bill["status"] + (f" ({bill['kind']})" if bill["kind"] != "regular" else "")),
-    ]  # fmt: skip
+    ]
     for label, value in head:
         pdf.set_font("Helvetica", "B", 10)
         pdf.cell(40, 6, _latin1(label))
@@ -169,8 +186,11 @@ def _table(pdf: FPDF, title: str, keys: list[str], widths: list[int], rows: list
     if not rows:
         pdf.cell(0, 6, "none", new_x="LMARGIN", new_y="NEXT")
         return
-    with pdf.table(col_widths=widths, text_align=["LEFT"] + ["RIGHT"] * (len(keys) - 1) if title == "Charges"
-                   else "LEFT", first_row_as_headings=True) as table:  # fmt: skip
+    with pdf.table(
+        col_widths=widths,
+        text_align=["LEFT"] + ["RIGHT"] * (len(keys) - 1) if title == "Charges" else "LEFT",
+        first_row_as_headings=True,
+    ) as table:
         table.row([k.capitalize() for k in keys])
         for r in rows:
             table.row([_latin1(r[k]) for k in keys])

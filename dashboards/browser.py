@@ -19,9 +19,16 @@ from dashboards.server import serve_in_thread
 __all__ = ["chromium", "console_errors", "free_port", "serve_in_thread", "set_viewport", "wait_idle"]
 
 CHROME_FLAGS = (
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-)  # fmt: skip
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+)
 
 
 def free_port() -> int:
@@ -47,8 +54,9 @@ def chromium(width: int = 1440, height: int = 900, download_dir: str | None = No
     opts.binary_location = binary
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     if download_dir:
-        opts.add_experimental_option("prefs", {"download.default_directory": download_dir,
-                                               "download.prompt_for_download": False})  # fmt: skip
+        opts.add_experimental_option(
+            "prefs", {"download.default_directory": download_dir, "download.prompt_for_download": False}
+        )
     driver_path = os.environ.get("RELEVE_CHROMEDRIVER") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
     driver = webdriver.Chrome(options=opts, service=Service(executable_path=driver_path))
     try:
@@ -62,8 +70,10 @@ def chromium(width: int = 1440, height: int = 900, download_dir: str | None = No
 def set_viewport(driver: Any, width: int, height: int) -> None:
     """Make the page's viewport exactly ``width`` × ``height`` CSS pixels (the window's frame aside)."""
     driver.set_window_size(width, height + 200)
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})  # fmt: skip
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+    )
 
 
 def console_errors(driver: Any) -> list[str]:

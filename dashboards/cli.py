@@ -22,24 +22,33 @@ ROLE_HELP = (
 
 def register(sub: Any) -> None:
     """Add ``releve dashboard`` and its subcommands."""
-    p = sub.add_parser("dashboard", help="the web app: control room, meter page, fraud unit, billing, users",
-                       description="Serve the dashboards with waitress (default http://127.0.0.1:8050; "
-                       "dashboard.host / dashboard.port in the settings). Every page needs a login: create one "
-                       "with 'releve dashboard adduser'.")  # fmt: skip
+    p = sub.add_parser(
+        "dashboard",
+        help="the web app: control room, meter page, fraud unit, billing, users",
+        description="Serve the dashboards with waitress (default http://127.0.0.1:8050; "
+        "dashboard.host / dashboard.port in the settings). Every page needs a login: create one "
+        "with 'releve dashboard adduser'.",
+    )
     p.add_argument("--host", help="address to listen on (default: dashboard.host, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: dashboard.port, 8050)")
     p.add_argument("--refresh", type=float, default=30.0, help="control-room refresh period in seconds")
     p.set_defaults(func=cmd_serve)
     d = p.add_subparsers(dest="dashboard_command", metavar="ACTION")
-    a = d.add_parser("adduser", help="create a login; the password is prompted",
-                     description=f"Roles: {ROLE_HELP}. The password (at least 10 characters) is read from the "
-                     "terminal, or from stdin with --password-stdin; never from the command line.")  # fmt: skip
+    a = d.add_parser(
+        "adduser",
+        help="create a login; the password is prompted",
+        description=f"Roles: {ROLE_HELP}. The password (at least 10 characters) is read from the "
+        "terminal, or from stdin with --password-stdin; never from the command line.",
+    )
     a.add_argument("username")
     a.add_argument("--role", action="append", required=True, choices=ROLES, help="a role (repeat for several)")
     a.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     a.set_defaults(func=cmd_adduser)
-    w = d.add_parser("passwd", help="set a new password (and, with --role, new roles); open sessions end",
-                     description=f"Roles: {ROLE_HELP}. Without --role the roles are kept.")  # fmt: skip
+    w = d.add_parser(
+        "passwd",
+        help="set a new password (and, with --role, new roles); open sessions end",
+        description=f"Roles: {ROLE_HELP}. Without --role the roles are kept.",
+    )
     w.add_argument("username")
     w.add_argument("--role", action="append", choices=ROLES, help="replace the roles (repeat for several)")
     w.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
@@ -47,9 +56,12 @@ def register(sub: Any) -> None:
     r = d.add_parser("deluser", help="remove a login; its open sessions end at their next request")
     r.add_argument("username")
     r.set_defaults(func=cmd_deluser)
-    s = d.add_parser("screenshots", help="PNG of every page at 1440x900 (headless Chromium)",
-                     description="Serve the app in-process, log in with a temporary user holding every role "
-                     "(removed afterwards) and save one PNG per page.")  # fmt: skip
+    s = d.add_parser(
+        "screenshots",
+        help="PNG of every page at 1440x900 (headless Chromium)",
+        description="Serve the app in-process, log in with a temporary user holding every role "
+        "(removed afterwards) and save one PNG per page.",
+    )
     s.add_argument("--out", type=Path, default=Path("screenshots"), help="output folder (default screenshots/)")
     s.add_argument("--meter", help="serial for the meter page (default: the meter with most open exceptions)")
     s.set_defaults(func=cmd_screenshots)
@@ -92,8 +104,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     app = create_app(url, settings, refresh_ms=int(args.refresh * 1000))
     print(f"dashboards on http://{host}:{port}/ (Ctrl-C stops)", file=sys.stderr)
     if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"dashboards: listening on {host}: serve it behind a TLS reverse proxy (docs/operations.md)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"dashboards: listening on {host}: serve it behind a TLS reverse proxy (docs/operations.md)",
+            file=sys.stderr,
+        )
     serve(app.server, host, port, threads=settings.dashboard.threads)
     return 0
 

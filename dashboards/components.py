@@ -43,18 +43,27 @@ def records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def kpi(label: str, value: Any, kpi_id: str, tone: str = "") -> html.Div:
     """A headline figure with its label (the value element has id ``kpi_id`` for tests)."""
-    return html.Div([html.Div(str(value), id=kpi_id, className="kpi-value"), html.Div(label, className="kpi-label")],
-                    className=f"kpi {tone}")  # fmt: skip
+    return html.Div(
+        [html.Div(str(value), id=kpi_id, className="kpi-value"), html.Div(label, className="kpi-label")],
+        className=f"kpi {tone}",
+    )
 
 
-def server_table(table_id: str, columns: list[tuple[str, str]], page_size: int = PAGE_SIZE,
-                 markdown: set[str] | None = None, **kwargs: Any) -> DataTable:  # fmt: skip
+def server_table(
+    table_id: str,
+    columns: list[tuple[str, str]],
+    page_size: int = PAGE_SIZE,
+    markdown: set[str] | None = None,
+    **kwargs: Any,
+) -> DataTable:
     """A DataTable whose paging, sorting and filtering are done by the server (SQL).
 
     ``markdown``: columns whose cells are Markdown (links to a page: ``[text](/path)``).
     """
-    cols: list[Any] = [{"name": name, "id": cid, **({"presentation": "markdown"} if cid in (markdown or ()) else {})}
-                       for cid, name in columns]  # fmt: skip
+    cols: list[Any] = [
+        {"name": name, "id": cid, **({"presentation": "markdown"} if cid in (markdown or ()) else {})}
+        for cid, name in columns
+    ]
     if markdown:
         kwargs.setdefault("markdown_options", {"link_target": "_self"})
     return DataTable(
@@ -71,15 +80,26 @@ def server_table(table_id: str, columns: list[tuple[str, str]], page_size: int =
         filter_action="custom",
         filter_query="",
         style_table={"overflowX": "auto"},
-        style_cell={"textAlign": "left", "fontSize": "13px", "padding": "4px 8px", "maxWidth": "420px",
-                    "whiteSpace": "normal", "height": "auto"},
+        style_cell={
+            "textAlign": "left",
+            "fontSize": "13px",
+            "padding": "4px 8px",
+            "maxWidth": "420px",
+            "whiteSpace": "normal",
+            "height": "auto",
+        },
         style_header={"fontWeight": "600", "backgroundColor": "#eef1f5"},
         **kwargs,
-    )  # fmt: skip
+    )
 
 
-def static_table(table_id: str, rows: list[dict[str, Any]], columns: list[tuple[str, str]] | None = None,
-                 page_size: int = 10, **kwargs: Any) -> DataTable:  # fmt: skip
+def static_table(
+    table_id: str,
+    rows: list[dict[str, Any]],
+    columns: list[tuple[str, str]] | None = None,
+    page_size: int = 10,
+    **kwargs: Any,
+) -> DataTable:
     """A small DataTable of rows already fetched (sorting in the browser)."""
     cols = columns or [(k, k) for k in (rows[0].keys() if rows else [])]
     data: Any = records(rows)
@@ -90,11 +110,17 @@ def static_table(table_id: str, rows: list[dict[str, Any]], columns: list[tuple[
         page_size=page_size,
         sort_action="native",
         style_table={"overflowX": "auto"},
-        style_cell={"textAlign": "left", "fontSize": "13px", "padding": "4px 8px", "maxWidth": "420px",
-                    "whiteSpace": "normal", "height": "auto"},
+        style_cell={
+            "textAlign": "left",
+            "fontSize": "13px",
+            "padding": "4px 8px",
+            "maxWidth": "420px",
+            "whiteSpace": "normal",
+            "height": "auto",
+        },
         style_header={"fontWeight": "600", "backgroundColor": "#eef1f5"},
         **kwargs,
-    )  # fmt: skip
+    )
 
 
 def page_count(total: int, size: int) -> int:
@@ -106,10 +132,13 @@ def figure(title: str = "", height: int = 320) -> go.Figure:
     """An empty figure with the house layout (white, compact, works offline)."""
     fig = go.Figure()
     fig.update_layout(
-        title={"text": title, "font": {"size": 14}}, height=height, template="plotly_white",
+        title={"text": title, "font": {"size": 14}},
+        height=height,
+        template="plotly_white",
         margin={"l": 50, "r": 20, "t": 40 if title else 10, "b": 40},
-        legend={"orientation": "h", "y": -0.2}, font={"size": 12},
-    )  # fmt: skip
+        legend={"orientation": "h", "y": -0.2},
+        font={"size": 12},
+    )
     return fig
 
 
@@ -122,8 +151,9 @@ def message_figure(text: str, height: int = 320) -> go.Figure:
     return fig
 
 
-def lonlat_map(title: str, groups: list[tuple[str, str, list[dict[str, Any]]]], height: int = 320,
-               text: Any = None) -> dict[str, Any]:  # fmt: skip
+def lonlat_map(
+    title: str, groups: list[tuple[str, str, list[dict[str, Any]]]], height: int = 320, text: Any = None
+) -> dict[str, Any]:
     """Points on plain lon/lat axes (no tiles: works offline), one trace per ``(name, colour, rows)``.
 
     Rows carry ``longitude``, ``latitude`` and, for the hover, ``text(row)``. Built as a plain figure
@@ -135,12 +165,19 @@ def lonlat_map(title: str, groups: list[tuple[str, str, list[dict[str, Any]]]], 
     layout = figure(title, height).to_plotly_json()["layout"]
     layout["xaxis"] = {"title": {"text": "longitude"}, "showgrid": True}
     layout["yaxis"] = {"title": {"text": "latitude"}, "scaleanchor": "x", "scaleratio": 1.5}
-    traces = [{
-        "type": "scatter", "mode": "markers", "name": name,
-        "x": [r["longitude"] for r in rows], "y": [r["latitude"] for r in rows],
-        "marker": {"color": colour, "size": 7 if n < 2000 else 4},
-        "text": [text(r) for r in rows] if text else None, "hoverinfo": "text" if text else "x+y",
-    } for name, colour, rows in groups]  # fmt: skip
+    traces = [
+        {
+            "type": "scatter",
+            "mode": "markers",
+            "name": name,
+            "x": [r["longitude"] for r in rows],
+            "y": [r["latitude"] for r in rows],
+            "marker": {"color": colour, "size": 7 if n < 2000 else 4},
+            "text": [text(r) for r in rows] if text else None,
+            "hoverinfo": "text" if text else "x+y",
+        }
+        for name, colour, rows in groups
+    ]
     return {"data": traces, "layout": layout}
 
 

@@ -170,9 +170,18 @@ ENTRIES = TableSpec(
 
 def steps_json(config: Any) -> tuple[str, list[str]]:
     """The credit-control steps per class as JSON rows for :data:`QUEUE`, and the class names."""
-    rows = [{"class": c.name, "seq": k, "name": s.name, "days_overdue": s.days_overdue,
-             "after_previous_days": s.after_previous_days, "action": s.action}
-            for c in config.class_ for k, s in enumerate(c.steps, start=1)]  # fmt: skip
+    rows = [
+        {
+            "class": c.name,
+            "seq": k,
+            "name": s.name,
+            "days_overdue": s.days_overdue,
+            "after_previous_days": s.after_previous_days,
+            "action": s.action,
+        }
+        for c in config.class_
+        for k, s in enumerate(c.steps, start=1)
+    ]
     return json.dumps(rows), [c.name for c in config.class_]
 
 
@@ -220,19 +229,28 @@ class AccountQueries:
             ).fetchone()[0]
         return row
 
-    def arrears(self, page: int, size: int, sort_by: Any, filter_query: str | None,
-                as_of: date | None = None) -> tuple[list[Row], int]:  # fmt: skip
+    def arrears(
+        self, page: int, size: int, sort_by: Any, filter_query: str | None, as_of: date | None = None
+    ) -> tuple[list[Row], int]:
         """Accounts with debts past due, most overdue first (server-side page)."""
         with self.read.connection() as conn:
             return fetch_page(conn, ARREARS, page, size, sort_by, filter_query, {"asof": as_of or today()})
 
-    def credit_queue(self, page: int, size: int, sort_by: Any, filter_query: str | None,
-                     as_of: date | None = None) -> tuple[list[Row], int]:  # fmt: skip
+    def credit_queue(
+        self, page: int, size: int, sort_by: Any, filter_query: str | None, as_of: date | None = None
+    ) -> tuple[list[Row], int]:
         """Open credit-control cases, next step due first (server-side page)."""
         steps, classes = steps_json(self.config())
         with self.read.connection() as conn:
-            return fetch_page(conn, QUEUE, page, size, sort_by, filter_query,
-                              {"asof": as_of or today(), "steps": steps, "classes": classes})  # fmt: skip
+            return fetch_page(
+                conn,
+                QUEUE,
+                page,
+                size,
+                sort_by,
+                filter_query,
+                {"asof": as_of or today(), "steps": steps, "classes": classes},
+            )
 
     def positions(self, as_of: date | None = None) -> dict[int, Row]:
         """:data:`POSITION_SQL` for every account with entries (the tests compare it with ``billing.ledger``)."""
@@ -264,8 +282,12 @@ class AccountQueries:
                 return None
             acc = dict(zip(names, found, strict=True))
             acc["position"] = ledger.balance(conn, acc["id"], as_of or today())
-            acc["case"] = _rows(conn, """SELECT k.id, k.opened_on, k.last_step, k.disconnected FROM credit_case k
-                                         WHERE k.account_id = %s AND k.closed_on IS NULL""", (acc["id"],))  # fmt: skip
+            acc["case"] = _rows(
+                conn,
+                """SELECT k.id, k.opened_on, k.last_step, k.disconnected FROM credit_case k
+                                         WHERE k.account_id = %s AND k.closed_on IS NULL""",
+                (acc["id"],),
+            )
             acc["actions"] = _rows(
                 conn,
                 """SELECT x.action_date, replace(x.step, '_', ' ') AS step, x.action, x.channel, x.overdue,
@@ -295,8 +317,9 @@ class AccountQueries:
             )
         return acc
 
-    def entries(self, account_id: int, page: int, size: int, sort_by: Any,
-                filter_query: str | None) -> tuple[list[Row], int]:  # fmt: skip
+    def entries(
+        self, account_id: int, page: int, size: int, sort_by: Any, filter_query: str | None
+    ) -> tuple[list[Row], int]:
         """One account's movements, newest first, with the running balance (server-side page)."""
         with self.read.connection() as conn:
             return fetch_page(conn, ENTRIES, page, size, sort_by, filter_query, {"acc": account_id})
@@ -304,9 +327,13 @@ class AccountQueries:
     def find_accounts(self, text: str, limit: int = 20) -> list[str]:
         """Account numbers starting with ``text`` (for the account picker)."""
         with self.read.connection() as conn:
-            return [r[0] for r in conn.execute(
-                "SELECT number FROM account WHERE number LIKE %s ORDER BY number LIMIT %s",
-                (text.replace("%", "").replace("_", "") + "%", limit))]  # fmt: skip
+            return [
+                r[0]
+                for r in conn.execute(
+                    "SELECT number FROM account WHERE number LIKE %s ORDER BY number LIMIT %s",
+                    (text.replace("%", "").replace("_", "") + "%", limit),
+                )
+            ]
 
 
 def _rows(conn: Any, query: str, params: tuple[Any, ...]) -> list[Row]:

@@ -144,8 +144,9 @@ _HEALTH = """LEFT JOIN (
     SELECT DISTINCT ON (c.serial) c.serial, c.collector, c.link, c.last_good, c.consecutive_failures
     FROM comm_health c ORDER BY c.serial, c.updated_at DESC) ch ON ch.serial = m.serial"""
 
-_FLEET_STATE = _STATE.format(seen="greatest(lr.ts, ch.last_good)", fails="ch.consecutive_failures",
-                             last_good="ch.last_good")  # fmt: skip
+_FLEET_STATE = _STATE.format(
+    seen="greatest(lr.ts, ch.last_good)", fails="ch.consecutive_failures", last_good="ch.last_good"
+)
 
 #: Per meter: area, collector, link, position, last seen and state, against the fleet clock.
 _FLEET = """
@@ -231,8 +232,9 @@ WHERE g.serials IS NOT NULL
 """
 
 
-def _tally(groups: dict[tuple[Any, ...], Row], names: tuple[str, ...], key: tuple[Any, ...], state: str,
-           n: int) -> None:  # fmt: skip
+def _tally(
+    groups: dict[tuple[Any, ...], Row], names: tuple[str, ...], key: tuple[Any, ...], state: str, n: int
+) -> None:
     row = groups.get(key)
     if row is None:
         row = groups[key] = {**dict(zip(names, key, strict=True)), **dict.fromkeys(STATES, 0)}
@@ -312,8 +314,7 @@ class FleetSnapshot:
             else:
                 points.append({k: r[k] for k in ("serial", "area", "link", "state", "latitude", "longitude")})
         points.sort(key=lambda p: zlib.crc32(p["serial"].encode()))  # a stable order that is not the serials'
-        return cls(as_of, taken, _worst_first(areas, "area"), _worst_first(links, "link"), placed,
-                   _map_points(points))  # fmt: skip
+        return cls(as_of, taken, _worst_first(areas, "area"), _worst_first(links, "link"), placed, _map_points(points))
 
     @classmethod
     def from_rows(cls, as_of: datetime, rows: list[Row], taken: float) -> FleetSnapshot:
@@ -333,8 +334,9 @@ class FleetSnapshot:
             good = random.Random(0).sample(good, min(max(0, MAP_POINTS - len(bad)), len(good)))
         keys = ("serial", "area", "link", "state", "latitude", "longitude")
         points = sorted(({k: r[k] for k in keys} for r in bad + good), key=lambda p: p["serial"])
-        return cls(as_of, taken, _worst_first(areas, "area"), _worst_first(links, "link"), len(pts),
-                   _map_points(points))  # fmt: skip
+        return cls(
+            as_of, taken, _worst_first(areas, "area"), _worst_first(links, "link"), len(pts), _map_points(points)
+        )
 
 
 class BaseQueries:
@@ -383,10 +385,15 @@ class BaseQueries:
         """Parameters of :data:`FLEET_SQL`."""
         ch = self.channels()
         return {
-            "asof": as_of, "late": LATE_AFTER, "silent": SILENT_AFTER, "lookback": LOOKBACK,
-            "late_polls": LATE_POLLS, "silent_polling": SILENT_POLLING,
-            "ch_e": ch.get(MAIN_REGISTER["electricity"], 0), "ch_w": ch.get(MAIN_REGISTER["water"], 0),
-        }  # fmt: skip
+            "asof": as_of,
+            "late": LATE_AFTER,
+            "silent": SILENT_AFTER,
+            "lookback": LOOKBACK,
+            "late_polls": LATE_POLLS,
+            "silent_polling": SILENT_POLLING,
+            "ch_e": ch.get(MAIN_REGISTER["electricity"], 0),
+            "ch_w": ch.get(MAIN_REGISTER["water"], 0),
+        }
 
     def fleet_rows(self, as_of: datetime | None = None) -> tuple[datetime, list[Row]]:
         """Every meter's row of :data:`FLEET_SNAPSHOT_SQL` (state, area, line, position, last seen) at the fleet clock.
@@ -458,8 +465,15 @@ class BaseQueries:
         return str(value or "")
 
     # ------------------------------------------------------------------------------------- helpers
-    def _page(self, spec: TableSpec, page: int, size: int, sort_by: Any, filter_query: str | None,
-              params: dict[str, Any] | None = None) -> tuple[list[Row], int]:  # fmt: skip
+    def _page(
+        self,
+        spec: TableSpec,
+        page: int,
+        size: int,
+        sort_by: Any,
+        filter_query: str | None,
+        params: dict[str, Any] | None = None,
+    ) -> tuple[list[Row], int]:
         with self.read.connection() as conn:
             return fetch_page(conn, spec, page, size, sort_by, filter_query, params)
 

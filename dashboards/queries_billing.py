@@ -153,8 +153,9 @@ class BillingQueries(BaseQueries):
             )
         return rows[0] if rows else None
 
-    def review(self, action: str, exception_id: int, who: str, value: float | None = None, choice: int = 1,
-               note: str = "") -> str:  # fmt: skip
+    def review(
+        self, action: str, exception_id: int, who: str, value: float | None = None, choice: int = 1, note: str = ""
+    ) -> str:
         """Accept, edit or reject an exception through ``analytics.vee.review`` (audited, editor role)."""
         from analytics.vee import review
 

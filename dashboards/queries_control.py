@@ -19,9 +19,20 @@ LIVE_WITHIN = timedelta(hours=6)
 LIVE_VALUES = {"1-0:32.7.0": ("voltage_v", 1.0), "1-0:31.7.0": ("current_a", 1.0), "1-0:1.7.0": ("power_kw", 0.001)}
 #: Event kinds the control room calls alarms (tamper, fraud and water network damage).
 ALARM_KINDS = (
-    "terminal_cover_open", "magnetic_field", "meter_cover_open", "auth_failure", "reverse_energy",
-    "current_without_voltage", "bypass", "reverse_flow", "leak", "burst", "cable_cut", "removal", "clock_invalid",
-)  # fmt: skip
+    "terminal_cover_open",
+    "magnetic_field",
+    "meter_cover_open",
+    "auth_failure",
+    "reverse_energy",
+    "current_without_voltage",
+    "bypass",
+    "reverse_flow",
+    "leak",
+    "burst",
+    "cable_cut",
+    "removal",
+    "clock_invalid",
+)
 
 #: The registry part of :data:`FLEET_SQL` (no per-meter read probe): paging on it is cheap at any size.
 REGISTRY_SQL = """
@@ -84,13 +95,19 @@ class ControlRoomQueries(BaseQueries):
                 # rather than join and sort the whole registry for one page of it.
                 desc = any(s.get("direction") == "desc" for s in sort_by or [])
                 size = max(1, min(int(size), 500))
-                ids = _rows(conn, f"SELECT id AS meter_id FROM meter ORDER BY serial {'DESC' if desc else 'ASC'} "
-                                  "LIMIT %s OFFSET %s", (size, max(0, int(page)) * size))  # fmt: skip
+                ids = _rows(
+                    conn,
+                    f"SELECT id AS meter_id FROM meter ORDER BY serial {'DESC' if desc else 'ASC'} LIMIT %s OFFSET %s",
+                    (size, max(0, int(page)) * size),
+                )
                 total = int(_scalar(conn, "SELECT count(*) FROM meter"))
             else:
                 ids, total = fetch_page(conn, REGISTRY_LIST, page, size, sort_by, filter_query)
-            rows = _rows(conn, f"SELECT * FROM ({FLEET_SQL} WHERE m.id = ANY(%(ids)s)) f",
-                         {**params, "ids": [r["meter_id"] for r in ids]})  # fmt: skip
+            rows = _rows(
+                conn,
+                f"SELECT * FROM ({FLEET_SQL} WHERE m.id = ANY(%(ids)s)) f",
+                {**params, "ids": [r["meter_id"] for r in ids]},
+            )
         by_id = {r["meter_id"]: r for r in rows}
         cols = list(METER_LIST.columns)
         return [{c: by_id[r["meter_id"]][c] for c in cols} for r in ids], total
@@ -153,13 +170,16 @@ class ControlRoomQueries(BaseQueries):
     def alarm_count(self, as_of: datetime, hours: int = 24) -> int:
         """Alarms in the ``hours`` before the fleet clock."""
         with self.read.connection() as conn:
-            return int(_scalar(
-                conn,
-                """SELECT count(*) FROM meter_event WHERE kind = ANY(%s)
+            return int(
+                _scalar(
+                    conn,
+                    """SELECT count(*) FROM meter_event WHERE kind = ANY(%s)
                    AND ts > %s::timestamptz - make_interval(hours => %s)
                    AND ts <= %s::timestamptz + interval '1 hour'""",
-                (list(ALARM_KINDS), as_of, hours, as_of),
-            ) or 0)  # fmt: skip
+                    (list(ALARM_KINDS), as_of, hours, as_of),
+                )
+                or 0
+            )
 
     def live_values(self, meter_ids: list[int], within: timedelta = timedelta(hours=1)) -> dict[int, Row]:
         """The newest voltage (V), current (A) and power (kW) of each meter, read in the last ``within``."""
@@ -194,16 +214,26 @@ class ControlRoomQueries(BaseQueries):
                 {"alarms": list(ALARM_KINDS), "asof": as_of, "open": open_only, "limit": limit},
             )
 
-    def update_alarm(self, serial: str, ts: datetime, kind: str, who: str, acknowledge: bool = False,
-                     assignee: str | None = None, note: str | None = None) -> None:  # fmt: skip
+    def update_alarm(
+        self,
+        serial: str,
+        ts: datetime,
+        kind: str,
+        who: str,
+        acknowledge: bool = False,
+        assignee: str | None = None,
+        note: str | None = None,
+    ) -> None:
         """Acknowledge an alarm and/or (re)assign it (editor role); acknowledging twice keeps the first."""
         if assignee is not None and not re.fullmatch(r"[A-Za-z0-9_.@ -]{0,64}", assignee):
             raise ValueError("an assignee is a login or a name: letters, digits, space, _ . @ - (64 at most)")
         with self.edit.connection() as conn:
             meter = _scalar(conn, "SELECT id FROM meter WHERE serial = %s", (serial,))
             exists = meter is not None and _scalar(
-                conn, "SELECT 1 FROM meter_event WHERE meter_id = %s AND ts = %s AND kind = %s AND kind = ANY(%s)",
-                (meter, ts, kind, list(ALARM_KINDS)))  # fmt: skip
+                conn,
+                "SELECT 1 FROM meter_event WHERE meter_id = %s AND ts = %s AND kind = %s AND kind = ANY(%s)",
+                (meter, ts, kind, list(ALARM_KINDS)),
+            )
             if not exists:
                 raise ValueError(f"no {kind} alarm of meter {serial} at {ts:%Y-%m-%d %H:%M:%S}")
             conn.execute(
@@ -218,9 +248,16 @@ class ControlRoomQueries(BaseQueries):
                        assignee = CASE WHEN %(assignee)s::text IS NULL THEN s.assignee
                                        ELSE nullif(%(assignee)s::text, '') END,
                        note = coalesce(%(note)s::text, s.note), updated_by = %(who)s::text, updated_at = now()""",
-                {"m": meter, "ts": ts, "kind": kind, "ack": acknowledge, "who": who, "assignee": assignee,
-                 "note": note},
-            )  # fmt: skip
+                {
+                    "m": meter,
+                    "ts": ts,
+                    "kind": kind,
+                    "ack": acknowledge,
+                    "who": who,
+                    "assignee": assignee,
+                    "note": note,
+                },
+            )
 
     def open_exception_count(self) -> int:
         """Open VEE exceptions awaiting review (info annotations excluded)."""

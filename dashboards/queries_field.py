@@ -76,12 +76,17 @@ class FieldQueries:
     def by_kind(self) -> list[Row]:
         """Open orders per kind and state (for the bar chart)."""
         with self.read.connection() as conn:
-            return _rows(conn, f"""SELECT replace(w.kind, '_', ' ') AS kind, {STATUS_SQL} AS state, count(*) AS n
+            return _rows(
+                conn,
+                f"""SELECT replace(w.kind, '_', ' ') AS kind, {STATUS_SQL} AS state, count(*) AS n
                                    FROM work_order w WHERE w.status IN ('open', 'assigned', 'awaiting_command')
-                                   GROUP BY 1, 2 ORDER BY 1, 2""", {})  # fmt: skip
+                                   GROUP BY 1, 2 ORDER BY 1, 2""",
+                {},
+            )
 
-    def open_orders(self, page: int, size: int, sort_by: Any, filter_query: str | None,
-                    now: datetime | None = None) -> tuple[list[Row], int]:  # fmt: skip
+    def open_orders(
+        self, page: int, size: int, sort_by: Any, filter_query: str | None, now: datetime | None = None
+    ) -> tuple[list[Row], int]:
         """Open orders, overdue first, then by priority and due time (server-side page)."""
         with self.read.connection() as conn:
             return fetch_page(conn, OPEN_ORDERS, page, size, sort_by, filter_query, {"now": now or datetime.now(UTC)})

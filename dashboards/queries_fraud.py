@@ -53,13 +53,35 @@ class FraudQueries(BaseQueries):
                 (limit,),
             )
 
-    def candidates(self, run_id: int, page: int, size: int, sort_by: Any, filter_query: str | None,
-                   area: str | None = None, commodity: str | None = None, signal: str | None = None,
-                   min_value: float | None = None, hide_visited: bool = False) -> tuple[list[Row], int]:  # fmt: skip
+    def candidates(
+        self,
+        run_id: int,
+        page: int,
+        size: int,
+        sort_by: Any,
+        filter_query: str | None,
+        area: str | None = None,
+        commodity: str | None = None,
+        signal: str | None = None,
+        min_value: float | None = None,
+        hide_visited: bool = False,
+    ) -> tuple[list[Row], int]:
         """Run ``run_id``'s ranked list, one page, with the filters of the page and of the table header."""
-        return self._page(CANDIDATES, page, size, sort_by, filter_query, {
-            "run": run_id, "area": area or None, "commodity": commodity or None, "signal": signal or None,
-            "min_value": min_value, "hide": hide_visited})  # fmt: skip
+        return self._page(
+            CANDIDATES,
+            page,
+            size,
+            sort_by,
+            filter_query,
+            {
+                "run": run_id,
+                "area": area or None,
+                "commodity": commodity or None,
+                "signal": signal or None,
+                "min_value": min_value,
+                "hide": hide_visited,
+            },
+        )
 
     def candidate_facets(self, run_id: int) -> Row:
         """Areas, commodities and signals present on a run's list (for the filters)."""
@@ -131,8 +153,9 @@ class FraudQueries(BaseQueries):
                 {"code": area_code, "days": days, **MAIN_REGISTER},
             )
 
-    def route(self, run_id: int, top: int, area: str | None = None, commodity: str | None = None,
-              signal: str | None = None) -> str:  # fmt: skip
+    def route(
+        self, run_id: int, top: int, area: str | None = None, commodity: str | None = None, signal: str | None = None
+    ) -> str:
         """Tonight's route as CSV: the top ``top`` not-yet-visited candidates (filters applied), in route order."""
         import tempfile
         from pathlib import Path

@@ -61,9 +61,13 @@ class MeterQueries(BaseQueries):
     def search_meters(self, text: str, limit: int = 20) -> list[str]:
         """Serials starting with ``text`` (for the meter picker)."""
         with self.read.connection() as conn:
-            return [r[0] for r in conn.execute(
-                "SELECT serial FROM meter WHERE serial LIKE %s ORDER BY serial LIMIT %s",
-                (text.replace("%", "").replace("_", "") + "%", limit))]  # fmt: skip
+            return [
+                r[0]
+                for r in conn.execute(
+                    "SELECT serial FROM meter WHERE serial LIKE %s ORDER BY serial LIMIT %s",
+                    (text.replace("%", "").replace("_", "") + "%", limit),
+                )
+            ]
 
     def installations(self, meter_id: int) -> list[Row]:
         """The meter's installation history, newest first."""
@@ -171,5 +175,6 @@ class MeterQueries(BaseQueries):
         self, meter_id: int, channel: str, page: int, size: int, sort_by: Any, filter_query: str | None
     ) -> tuple[list[Row], int]:
         """The register's history as the utility shows it: read at, usage, message, index, read type."""
-        return self._page(INDEX_HISTORY, page, size, sort_by, filter_query,
-                          {"mid": meter_id, "ch": self.channels().get(channel)})  # fmt: skip
+        return self._page(
+            INDEX_HISTORY, page, size, sort_by, filter_query, {"mid": meter_id, "ch": self.channels().get(channel)}
+        )

@@ -22,8 +22,16 @@ log = logging.getLogger(__name__)
 
 def make_server(wsgi_app: Any, host: str = "127.0.0.1", port: int = 0, threads: int = 8) -> Any:
     """A waitress server bound to ``host:port`` (0: a free port), not yet serving."""
-    return create_server(wsgi_app, host=host, port=port, threads=threads, ident="", channel_timeout=120,
-                         max_request_body_size=1 << 20, clear_untrusted_proxy_headers=True)  # fmt: skip
+    return create_server(
+        wsgi_app,
+        host=host,
+        port=port,
+        threads=threads,
+        ident="",
+        channel_timeout=120,
+        max_request_body_size=1 << 20,
+        clear_untrusted_proxy_headers=True,
+    )
 
 
 def serve(wsgi_app: Any, host: str, port: int, threads: int = 8) -> None:

@@ -17,9 +17,21 @@ from psycopg import Connection
 
 #: Dash filter operators (and their word forms) → SQL.
 _OPS = {
-    "=": "=", "eq": "=", "!=": "<>", "ne": "<>", "<": "<", "lt": "<", "<=": "<=", "le": "<=",
-    ">": ">", "gt": ">", ">=": ">=", "ge": ">=", "contains": "contains", "datestartswith": "startswith",
-}  # fmt: skip
+    "=": "=",
+    "eq": "=",
+    "!=": "<>",
+    "ne": "<>",
+    "<": "<",
+    "lt": "<",
+    "<=": "<=",
+    "le": "<=",
+    ">": ">",
+    "gt": ">",
+    ">=": ">=",
+    "ge": ">=",
+    "contains": "contains",
+    "datestartswith": "startswith",
+}
 _TERM = re.compile(
     r"""^\s*\{(?P<col>[^}]+)\}\s+(?P<op>[si]?(?:contains|datestartswith|eq|ne|lt|le|gt|ge|[<>!=]=?))\s*
         (?P<val>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|\S+)\s*$""",

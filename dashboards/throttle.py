@@ -50,8 +50,13 @@ class Policy:
 class LoginThrottle:
     """Failed-login counts and locks for accounts and addresses (thread-safe)."""
 
-    def __init__(self, account: Policy | None = None, address: Policy | None = None, max_keys: int = 50_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        account: Policy | None = None,
+        address: Policy | None = None,
+        max_keys: int = 50_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.policies = {"account": account or Policy(), "address": address or Policy(limit=20)}
         self.max_keys = max_keys
         self.clock = clock
@@ -83,9 +88,16 @@ class LoginThrottle:
                 if lock:
                     entry.locked_until = now + lock
                     longest = max(longest, lock)
-                    log.warning("login lock-out: %s %r locked for %.0f s after %d failed logins in a row "
-                                "(last from %s, account %r)", key[0], key[1], lock, entry.failures, address,
-                                username)  # fmt: skip
+                    log.warning(
+                        "login lock-out: %s %r locked for %.0f s after %d failed logins in a row "
+                        "(last from %s, account %r)",
+                        key[0],
+                        key[1],
+                        lock,
+                        entry.failures,
+                        address,
+                        username,
+                    )
                 self._entries[key] = entry  # most recent last
             while len(self._entries) > self.max_keys:
                 self._entries.popitem(last=False)
@@ -101,5 +113,7 @@ class LoginThrottle:
         now = self.clock()
         with self._lock:
             items = list(self._entries.items())
-        return [{"kind": kind, "key": key, "failures": e.failures, "locked_for_s": max(0, round(e.locked_until - now))}
-                for (kind, key), e in reversed(items)]  # fmt: skip
+        return [
+            {"kind": kind, "key": key, "failures": e.failures, "locked_for_s": max(0, round(e.locked_until - now))}
+            for (kind, key), e in reversed(items)
+        ]

@@ -30,8 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="inject a live fault (gateway down, silent line, tamper, voltage sag) this often; 0: none (120)",
     )
-    p.add_argument("--faults-last", type=float, default=600.0, metavar="SECONDS",
-                   help="how long each live fault lasts (600)")  # fmt: skip
+    p.add_argument(
+        "--faults-last", type=float, default=600.0, metavar="SECONDS", help="how long each live fault lasts (600)"
+    )
     p.set_defaults(func=cmd_demo)
 
 
@@ -39,7 +40,14 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """Run the demo. Its wiring imports every package, so it loads only when the demo runs (not for --help)."""
     from demo.run import DemoOptions, run_demo
 
-    options = DemoOptions(data_dir=args.data_dir, fresh=args.fresh, meters=args.meters, days=args.days,
-                          port=args.port, duration=args.duration, faults_every=args.faults_every,
-                          faults_last=args.faults_last)  # fmt: skip
+    options = DemoOptions(
+        data_dir=args.data_dir,
+        fresh=args.fresh,
+        meters=args.meters,
+        days=args.days,
+        port=args.port,
+        duration=args.duration,
+        faults_every=args.faults_every,
+        faults_last=args.faults_last,
+    )
     return run_demo(options, settings)

@@ -105,15 +105,19 @@ def fleet_config(options: DemoOptions, start: datetime) -> FleetConfig:
             "start": start.isoformat(),
             "horizon_days": options.days + 60,
             "speed": 1.0,
-            "topology": {"transformers": transformers, "customers_per_transformer": per_transformer,
-                         "dmas": dmas, "customers_per_dma": per_transformer},
+            "topology": {
+                "transformers": transformers,
+                "customers_per_transformer": per_transformer,
+                "dmas": dmas,
+                "customers_per_dma": per_transformer,
+            },
             "theft": {"rate": 0.06, "min_days": 10, "max_days": 40},
             "faults": {"rate": 0.08, "min_days": 2, "max_days": 10},
             "modbus": {"tcp_base_port": 0, "rtu_lines": 2, "devices_per_line": 4, "devices_per_gateway": 64},
             "mqtt": {"electricity_share": 0.2, "publish_every_s": 15.0},
         },
         "demo fleet",
-    )  # fmt: skip
+    )
 
 
 def _state(options: DemoOptions) -> dict[str, Any]:
@@ -122,8 +126,12 @@ def _state(options: DemoOptions) -> dict[str, Any]:
     if path.is_file():
         return dict(json.loads(path.read_text()))
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    state = {"start": (now - timedelta(days=options.days)).replace(hour=0).isoformat(), "seed": options.seed,
-             "meters": options.meters, "loaded": False}  # fmt: skip
+    state = {
+        "start": (now - timedelta(days=options.days)).replace(hour=0).isoformat(),
+        "seed": options.seed,
+        "meters": options.meters,
+        "loaded": False,
+    }
     _save(options, state)
     return state
 
@@ -150,9 +158,14 @@ class Demo:
     def publish_state(self, url: str) -> None:
         """Tell the other ``releve`` commands of this folder where the demo is (releve/demostate.py)."""
         state = demostate.DemoState(
-            pid=os.getpid(), database_url=url, database_data_dir=self.database_data_dir,
-            mqtt_url=self.settings.mqtt.url, collector_config=str(self.collector_config or ""),
-            dashboard=self.dashboard, data_dir=str(self.options.data_dir.resolve()))  # fmt: skip
+            pid=os.getpid(),
+            database_url=url,
+            database_data_dir=self.database_data_dir,
+            mqtt_url=self.settings.mqtt.url,
+            collector_config=str(self.collector_config or ""),
+            dashboard=self.dashboard,
+            data_dir=str(self.options.data_dir.resolve()),
+        )
         path = demostate.write(state)
         if not self._published:
             self._published = True
@@ -222,8 +235,10 @@ class Demo:
                 load_installations(conn, registry, summary)
                 conn.commit()
             db.refresh_daily(url)
-            say(f"  {summary.readings:,} readings, {summary.events} events, {summary.meters} meters, "
-                f"{summary.accounts} accounts, {summary.exchanges} meter exchanges")  # fmt: skip
+            say(
+                f"  {summary.readings:,} readings, {summary.events} events, {summary.meters} meters, "
+                f"{summary.accounts} accounts, {summary.exchanges} meter exchanges"
+            )
         state["loaded"] = True
         _save(self.options, state)
 
@@ -246,8 +261,10 @@ class Demo:
         # and it must list the meters in the order the command prints them.
         result = rank_database(self.settings, url, origin="demo")
         top = result.candidates[0] if result.candidates else None
-        say(f"  theft: run {result.run_id}, {len(result.candidates)} candidates"
-            + (f"; first: meter {top.meter} — {top.reasons[0]}" if top and top.reasons else ""))  # fmt: skip
+        say(
+            f"  theft: run {result.run_id}, {len(result.candidates)} candidates"
+            + (f"; first: meter {top.meter} — {top.reasons[0]}" if top and top.reasons else "")
+        )
 
     def bill(self, url: str) -> None:
         """Bill every cycle for the 30 days ending yesterday (billing/tariffs.example.toml)."""
@@ -269,8 +286,10 @@ class Demo:
             say(f"  bills: cycle(s) {', '.join(sorted(done))} already billed up to {yesterday}; not run again")
         for cycle in (c for c in cycles if c not in done):
             summary = run_bills(url, self.settings, book, cycle, yesterday, out_dir=out)
-            say(f"  bills, cycle {cycle}: {summary.issued} issued, {summary.held} held, "
-                f"{summary.unchanged} unchanged, {summary.prepaid} prepaid checked")  # fmt: skip
+            say(
+                f"  bills, cycle {cycle}: {summary.issued} issued, {summary.held} held, "
+                f"{summary.unchanged} unchanged, {summary.prepaid} prepaid checked"
+            )
 
     def credit_control(self, url: str, state: dict[str, Any]) -> None:
         """Credit control over the demo's accounts: arrears, a bank payment file, weekly runs up to today.
@@ -295,17 +314,24 @@ class Demo:
                     arrears, paying = demo_arrears(conn, anchor, self.options.seed)
                 path = out / f"payments-{anchor - timedelta(days=10)}.csv"
                 out.mkdir(parents=True, exist_ok=True)
-                path.write_text("reference,account,amount,paid_at,source\n" + "".join(
-                    f"DEMO-{anchor:%Y%m%d}-{i},{number},{amount},{anchor - timedelta(days=10)},bank\n"
-                    for i, (number, amount) in enumerate(paying, start=1)))  # fmt: skip
+                path.write_text(
+                    "reference,account,amount,paid_at,source\n"
+                    + "".join(
+                        f"DEMO-{anchor:%Y%m%d}-{i},{number},{amount},{anchor - timedelta(days=10)},bank\n"
+                        for i, (number, amount) in enumerate(paying, start=1)
+                    )
+                )
                 paid = ledger.import_payments(conn, path)
-                say(f"  arrears brought forward on {arrears} account(s); bank file {path.name}: "
-                    f"{paid.added} payment(s), {paid.total}")  # fmt: skip
+                say(
+                    f"  arrears brought forward on {arrears} account(s); bank file {path.name}: "
+                    f"{paid.added} payment(s), {paid.total}"
+                )
                 state["arrears"] = True
                 _save(self.options, state)
             days = sorted({anchor - timedelta(days=d) for d in (21, 14, 7, 0)} | {today})
-            done = {d for (d,) in conn.execute("SELECT DISTINCT run_date FROM credit_run WHERE run_date = ANY(%s)",
-                                               (days,))}  # fmt: skip
+            done = {
+                d for (d,) in conn.execute("SELECT DISTINCT run_date FROM credit_run WHERE run_date = ANY(%s)", (days,))
+            }
             for day in days:
                 if day in done:
                     continue
@@ -322,8 +348,10 @@ class Demo:
             row = conn.execute("SELECT max(id) FROM theft_run WHERE source = 'demo'").fetchone()
             theft = workorders.from_theft(conn, int(row[0]), top=10) if row and row[0] else []
             vee = workorders.from_vee(conn)
-        say(f"  work orders: {len(theft)} inspection(s) from the theft list, {len(vee)} meter check(s) / "
-            "exchange(s) from VEE (existing ones kept)")  # fmt: skip
+        say(
+            f"  work orders: {len(theft)} inspection(s) from the theft list, {len(vee)} meter check(s) / "
+            "exchange(s) from VEE (existing ones kept)"
+        )
 
     def follow_commands(self, url: str) -> None:
         """Complete the work orders whose meter command the collector confirmed (``releve work sync``)."""
@@ -346,8 +374,10 @@ class Demo:
                    FROM credit_action"""
             ).fetchone()
         assert row is not None
-        self.where.append(f"credit      {row[0]} reminders, {row[1]} final notices, {row[2]} disconnections "
-                          f"(releve credit list); {row[3]} open work orders (releve work list)")  # fmt: skip
+        self.where.append(
+            f"credit      {row[0]} reminders, {row[1]} final notices, {row[2]} disconnections "
+            f"(releve credit list); {row[3]} open work orders (releve work list)"
+        )
 
     def start_dashboards(self, url: str) -> str:
         """Serve the dashboards; create the demo login, every role (a random password kept in a 0600 file)."""
@@ -396,16 +426,24 @@ class Demo:
         if not self.options.faults_every:
             return
         loop = self._loop
-        scenarios = LiveScenarios(sim, front, every_s=self.options.faults_every, lasts_s=self.options.faults_last,
-                                  seed=self.options.seed, say=say)  # fmt: skip
+        scenarios = LiveScenarios(
+            sim,
+            front,
+            every_s=self.options.faults_every,
+            lasts_s=self.options.faults_last,
+            seed=self.options.seed,
+            say=say,
+        )
         self._scenarios = scenarios
 
         def halt() -> None:
             asyncio.run_coroutine_threadsafe(scenarios.end_all(), loop).result(30)
 
         self._on_stop("live faults", halt)
-        self.where.append(f"live faults one every {self.options.faults_every:.0f} s, each for "
-                          f"{self.options.faults_last:.0f} s (gateway down, silent line, tamper, sag)")  # fmt: skip
+        self.where.append(
+            f"live faults one every {self.options.faults_every:.0f} s, each for "
+            f"{self.options.faults_last:.0f} s (gateway down, silent line, tamper, sag)"
+        )
 
     def tick_live_faults(self) -> None:
         """Let the live scenarios start and end faults (called from the demo's main loop)."""
@@ -436,28 +474,56 @@ class Demo:
 
     def start_collector(self, url: str, sim: Simulation, front: ModbusFrontEnd) -> Collector:
         def meters(units: dict[int, int]) -> list[dict[str, Any]]:
-            return [{"serial": sim.meters[m].serial, "unit": u, "profile": sim.meters[m].model}
-                    for u, m in sorted(units.items())]  # fmt: skip
+            return [
+                {"serial": sim.meters[m].serial, "unit": u, "profile": sim.meters[m].model}
+                for u, m in sorted(units.items())
+            ]
 
-        config = CollectorConfig.model_validate({
-            "name": "demo-collector",
-            "spool_dir": str(self.options.data_dir / "spool"),
-            "mqtt": {"client_id": "releve-demo-collector", "subscriptions": [
-                {"topic": "releve/{serial}/reading", "decoder": "json"},
-                {"topic": "releve/{serial}/event", "decoder": "json"},
-                {"topic": "tele/sml-{serial}/SENSOR", "decoder": "tasmota",
-                 "options": {"timezone": "UTC"}},  # the simulator stamps Tasmota time in UTC
-                {"topic": "v3/{app}/devices/water-{serial}/up", "decoder": "ttn",
-                 "options": {"device_prefix": "water-"}},
-            ]},
-            "modbus": {
-                "periods": {"energy": 900, "instant": 60, "events": 60},
-                "gateways": [{"name": f"gw{i}", "host": gw.host, "port": gw.port, "max_connections": 4,
-                              "meters": meters(gw.store.units)} for i, gw in enumerate(front.gateways)],
-                "lines": [{"name": f"line{ln.number}", "port": ln.path, "baudrate": ln.baudrate,
-                           "meters": meters(ln.store.units)} for ln in front.lines],
-            },
-        })  # fmt: skip
+        config = CollectorConfig.model_validate(
+            {
+                "name": "demo-collector",
+                "spool_dir": str(self.options.data_dir / "spool"),
+                "mqtt": {
+                    "client_id": "releve-demo-collector",
+                    "subscriptions": [
+                        {"topic": "releve/{serial}/reading", "decoder": "json"},
+                        {"topic": "releve/{serial}/event", "decoder": "json"},
+                        {
+                            "topic": "tele/sml-{serial}/SENSOR",
+                            "decoder": "tasmota",
+                            "options": {"timezone": "UTC"},
+                        },  # the simulator stamps Tasmota time in UTC
+                        {
+                            "topic": "v3/{app}/devices/water-{serial}/up",
+                            "decoder": "ttn",
+                            "options": {"device_prefix": "water-"},
+                        },
+                    ],
+                },
+                "modbus": {
+                    "periods": {"energy": 900, "instant": 60, "events": 60},
+                    "gateways": [
+                        {
+                            "name": f"gw{i}",
+                            "host": gw.host,
+                            "port": gw.port,
+                            "max_connections": 4,
+                            "meters": meters(gw.store.units),
+                        }
+                        for i, gw in enumerate(front.gateways)
+                    ],
+                    "lines": [
+                        {
+                            "name": f"line{ln.number}",
+                            "port": ln.path,
+                            "baudrate": ln.baudrate,
+                            "meters": meters(ln.store.units),
+                        }
+                        for ln in front.lines
+                    ],
+                },
+            }
+        )
         # The demo announces each fault it injects; the collector's warning per meter and retry would flood the
         # console (64 lines a round for a gateway down). `releve collect status` and the control room show them.
         logging.getLogger("collectors.modbus").setLevel(logging.ERROR)
@@ -537,9 +603,17 @@ def demo_arrears(conn: psycopg.Connection[Any], anchor: date, seed: int) -> tupl
     for n, (acc, number, _) in enumerate(chosen):
         age = 35 if n < 3 else 20 if n < middle else 5
         amount = Decimal(rng.randint(2500, 9000)) / 100
-        ledger.post(conn, acc, "adjustment", amount, anchor - timedelta(days=age + 30),
-                    due=anchor - timedelta(days=age), reference="balance brought forward",
-                    source_key=f"demo:arrears:{number}", note="arrears from the previous billing system")  # fmt: skip
+        ledger.post(
+            conn,
+            acc,
+            "adjustment",
+            amount,
+            anchor - timedelta(days=age + 30),
+            due=anchor - timedelta(days=age),
+            reference="balance brought forward",
+            source_key=f"demo:arrears:{number}",
+            note="arrears from the previous billing system",
+        )
         if n in (2, 3):
             paying.append((number, amount))
     return len(chosen), paying
@@ -593,8 +667,10 @@ def run_demo(options: DemoOptions, settings: Settings) -> int:
         demo.preparing = ""
         demo.publish_state(url)
         say(f"up in {time.perf_counter() - t0:.0f} s")
-        print("\n".join(["", "Relevé demo", *demo.where, "", "Ctrl-C stops (data is kept; --fresh starts over)"]),
-              flush=True)  # fmt: skip
+        print(
+            "\n".join(["", "Relevé demo", *demo.where, "", "Ctrl-C stops (data is kept; --fresh starts over)"]),
+            flush=True,
+        )
         deadline = time.monotonic() + options.duration if options.duration else None
         next_vee = time.monotonic() + VEE_EVERY_S
         next_fault = time.monotonic()

@@ -56,8 +56,9 @@ def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
     if s.rejected:
         print(f"rejected: {s.rejected:,} row(s) kept in rejected_input with the reason, file and line")
     if s.conflicts:
-        shown = "; ".join(f"{m} {c} {t:%Y-%m-%dT%H:%M}Z stored {old:g}, file {new:g}"
-                          for m, c, t, old, new in s.conflict_examples)  # fmt: skip
+        shown = "; ".join(
+            f"{m} {c} {t:%Y-%m-%dT%H:%M}Z stored {old:g}, file {new:g}" for m, c, t, old, new in s.conflict_examples
+        )
         more = " …" if s.conflicts > len(s.conflict_examples) else ""
         print(
             f"conflicts: {s.conflicts:,} reading(s) already stored with another value, kept in "

@@ -101,17 +101,32 @@ class ReadingFrame:
         channels, channel_idx = _factorize(channel)
         units, unit_idx = _factorize(unit)
         return cls(
-            meters, meter_idx, channels, channel_idx, np.asarray(ts, "datetime64[us]"),
-            np.asarray(value, np.float64), units, unit_idx, source,
-        )  # fmt: skip
+            meters,
+            meter_idx,
+            channels,
+            channel_idx,
+            np.asarray(ts, "datetime64[us]"),
+            np.asarray(value, np.float64),
+            units,
+            unit_idx,
+            source,
+        )
 
     def take(self, rows: np.ndarray) -> ReadingFrame:
         """The frame restricted to ``rows`` (a boolean mask or an index array)."""
         return ReadingFrame(
-            self.meters, self.meter_idx[rows], self.channels, self.channel_idx[rows], self.ts[rows],
-            self.value[rows], self.units, self.unit_idx[rows], self.source, self.read_type_idx[rows],
+            self.meters,
+            self.meter_idx[rows],
+            self.channels,
+            self.channel_idx[rows],
+            self.ts[rows],
+            self.value[rows],
+            self.units,
+            self.unit_idx[rows],
+            self.source,
+            self.read_type_idx[rows],
             self.quality[rows],
-        )  # fmt: skip
+        )
 
     def row(self, i: int) -> dict[str, object]:
         """Row ``i`` as a plain dict (for dead letters and messages)."""
@@ -146,10 +161,18 @@ class ReadingFrame:
         channels, channel_idx = merge("channels", "channel_idx")
         units, unit_idx = merge("units", "unit_idx")
         return ReadingFrame(
-            meters, meter_idx, channels, channel_idx, np.concatenate([f.ts for f in frames]),
-            np.concatenate([f.value for f in frames]), units, unit_idx, frames[0].source,
-            np.concatenate([f.read_type_idx for f in frames]), np.concatenate([f.quality for f in frames]),
-        )  # fmt: skip
+            meters,
+            meter_idx,
+            channels,
+            channel_idx,
+            np.concatenate([f.ts for f in frames]),
+            np.concatenate([f.value for f in frames]),
+            units,
+            unit_idx,
+            frames[0].source,
+            np.concatenate([f.read_type_idx for f in frames]),
+            np.concatenate([f.quality for f in frames]),
+        )
 
 
 def _utc_naive(ts: datetime) -> datetime:
@@ -160,9 +183,17 @@ def _utc_naive(ts: datetime) -> datetime:
 
 # Binary COPY rows of the reading table: every column fixed-width, so one numpy record per row.
 READING_COPY_DTYPE = row_dtype(
-    ("meter_id", ">i4"), ("channel_id", ">i2"), ("ts", ">i8"), ("value", ">f8"), ("unit_id", ">i2"),
-    ("source_id", ">i2"), ("read_type_id", ">i2"), ("quality", ">i2"), ("received_at", ">i8"), ("batch_id", ">i8"),
-)  # fmt: skip
+    ("meter_id", ">i4"),
+    ("channel_id", ">i2"),
+    ("ts", ">i8"),
+    ("value", ">f8"),
+    ("unit_id", ">i2"),
+    ("source_id", ">i2"),
+    ("read_type_id", ">i2"),
+    ("quality", ">i2"),
+    ("received_at", ">i8"),
+    ("batch_id", ">i8"),
+)
 READING_COPY_COLUMNS = (
     "meter_id, channel_id, ts, value, unit_id, source_id, read_type_id, quality, received_at, batch_id"
 )

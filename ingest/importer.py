@@ -110,8 +110,11 @@ def impossible(frame: ReadingFrame) -> dict[int, str]:
         what = CHANNELS[code].kind.value if CHANNELS[code].kind != ChannelKind.INSTANT else CHANNELS[code].description
         for i in rows:
             v = float(frame.value[i])
-            out[int(i)] = (f"negative value {v:g} on {code} ({what}: never below zero)" if v < lo
-                           else f"value {v:g} on {code} ({what}) is outside {lo:g}..{hi:g}")  # fmt: skip
+            out[int(i)] = (
+                f"negative value {v:g} on {code} ({what}: never below zero)"
+                if v < lo
+                else f"value {v:g} on {code} ({what}) is outside {lo:g}..{hi:g}"
+            )
     return out
 
 
@@ -137,9 +140,15 @@ def load_registry(conn: psycopg.Connection, directory: Path, summary: LoadSummar
                     cur.execute(
                         """INSERT INTO area (code, kind, commodity, technical_loss_pct, latitude, longitude)
                            VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (code) DO NOTHING""",
-                        (a["area"], a["kind"], a["commodity"], round(loss, 2), float(a["latitude"]),
-                         float(a["longitude"])),
-                    )  # fmt: skip
+                        (
+                            a["area"],
+                            a["kind"],
+                            a["commodity"],
+                            round(loss, 2),
+                            float(a["latitude"]),
+                            float(a["longitude"]),
+                        ),
+                    )
                 except (KeyError, ValueError, psycopg.errors.CheckViolation) as exc:
                     raise LoadError(f"{areas_file}:{line}: {exc}") from exc
                 summary.areas += cur.rowcount
@@ -151,12 +160,19 @@ def load_registry(conn: psycopg.Connection, directory: Path, summary: LoadSummar
                     """INSERT INTO meter (serial, commodity, model, unit, multiplier, register_digits,
                                           register_width_bits, register_wrap, protocol, address)
                        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (serial) DO NOTHING""",
-                    (m["serial"], m["commodity"], m["model"], m["unit"], float(m["multiplier"] or 1),
-                     int(m["register_digits"]) if m.get("register_digits") else None,
-                     width if width in (16, 32, 64) else None,
-                     float(m["register_wrap"]) if m.get("register_wrap") else None,
-                     PROTOCOLS.get(m["transport"], "import"), json.dumps({"uri": m["address"]})),
-                )  # fmt: skip
+                    (
+                        m["serial"],
+                        m["commodity"],
+                        m["model"],
+                        m["unit"],
+                        float(m["multiplier"] or 1),
+                        int(m["register_digits"]) if m.get("register_digits") else None,
+                        width if width in (16, 32, 64) else None,
+                        float(m["register_wrap"]) if m.get("register_wrap") else None,
+                        PROTOCOLS.get(m["transport"], "import"),
+                        json.dumps({"uri": m["address"]}),
+                    ),
+                )
                 summary.meters += cur.rowcount
                 if m["role"] == "feeder":
                     feeders.append((m["area"], m["serial"]))
@@ -165,9 +181,15 @@ def load_registry(conn: psycopg.Connection, directory: Path, summary: LoadSummar
                     """INSERT INTO service_point (code, commodity, customer_class, area_id, latitude, longitude)
                        SELECT %s, %s, %s, (SELECT id FROM area WHERE code = %s), %s, %s
                        ON CONFLICT (code) DO NOTHING""",
-                    (m["service_point"], m["commodity"], m["customer_class"], m["area"],
-                     float(m["latitude"]), float(m["longitude"])),
-                )  # fmt: skip
+                    (
+                        m["service_point"],
+                        m["commodity"],
+                        m["customer_class"],
+                        m["area"],
+                        float(m["latitude"]),
+                        float(m["longitude"]),
+                    ),
+                )
             except (KeyError, ValueError, psycopg.errors.CheckViolation) as exc:
                 raise LoadError(f"{meters_file}:{line}: {exc}") from exc
         for area, serial in feeders:
@@ -203,8 +225,9 @@ def load_installations(conn: psycopg.Connection, directory: Path, summary: LoadS
             if row["kind"] == "meter_exchange":
                 params = json.loads(row["params"] or "{}")
                 exchanges.setdefault(row["meter"], []).append((_ts(row["start"]), float(params.get("new_initial", 0))))
-    placed = [(row["serial"], row["service_point"]) for _, row in _rows(directory / "meters.csv")
-              if row["role"] != "feeder"]  # fmt: skip
+    placed = [
+        (row["serial"], row["service_point"]) for _, row in _rows(directory / "meters.csv") if row["role"] != "feeder"
+    ]
     with conn.cursor() as cur:
         cur.execute(
             """INSERT INTO installation (meter_id, service_point_id, installed_at, install_index, reason)
@@ -282,8 +305,9 @@ def _frames(path: Path, source: Source, value_col: str = "value") -> Iterator[tu
             yield chunk, _frame(path, rows, col, source, chunk, value_col)
 
 
-def _frame(path: Path, rows: list[list[str]], col: dict[str, int], source: Source, chunk: int,
-           value_col: str) -> ReadingFrame:  # fmt: skip
+def _frame(
+    path: Path, rows: list[list[str]], col: dict[str, int], source: Source, chunk: int, value_col: str
+) -> ReadingFrame:
     first_line = 2 + chunk * CHUNK
     row: list[str]
     try:
@@ -302,8 +326,9 @@ def _frame(path: Path, rows: list[list[str]], col: dict[str, int], source: Sourc
     else:  # manual reads: the main register of the meter's commodity
         water, electricity = MAIN_REGISTER[Commodity.WATER], MAIN_REGISTER[Commodity.ELECTRICITY]
         channels = [water if r[col["unit"]] in ("m3", "L") else electricity for r in rows]
-    frame = ReadingFrame.from_columns([r[col["meter"]] for r in rows], channels, ts, value,
-                                      [r[col["unit"]] for r in rows], source)  # fmt: skip
+    frame = ReadingFrame.from_columns(
+        [r[col["meter"]] for r in rows], channels, ts, value, [r[col["unit"]] for r in rows], source
+    )
     if "read_type" in col:
         order = {rt.value: i for i, rt in enumerate(ReadType)}
         frame.read_type_idx = np.array([order.get(r[col["read_type"]], 0) for r in rows], np.int8)
@@ -319,8 +344,10 @@ def _readings(writer: BatchWriter, path: Path, source: Source, summary: LoadSumm
     for chunk, frame in _frames(path, source):
         first_line = 2 + chunk * CHUNK
         bad = impossible(frame)
-        rejected = [Rejected(f"{path}:{first_line + i}", reason, json.dumps(frame.row(i)), source)
-                    for i, reason in sorted(bad.items())]  # fmt: skip
+        rejected = [
+            Rejected(f"{path}:{first_line + i}", reason, json.dumps(frame.row(i)), source)
+            for i, reason in sorted(bad.items())
+        ]
         good = frame.take(np.setdiff1d(np.arange(len(frame)), np.fromiter(bad, int, len(bad)))) if bad else frame
         result = writer.write(good, rejected=rejected, batch_key=_key(digest, chunk))
         summary.readings += result.inserted
@@ -334,8 +361,9 @@ def _readings(writer: BatchWriter, path: Path, source: Source, summary: LoadSumm
     return batches
 
 
-def load_directory(url: str, settings: Settings, directory: Path, reads: str = "remote",
-                   progress: bool = False) -> LoadSummary:  # fmt: skip
+def load_directory(
+    url: str, settings: Settings, directory: Path, reads: str = "remote", progress: bool = False
+) -> LoadSummary:
     """Load ``directory`` (see the module docstring) into the database at ``url``, all or nothing.
 
     Raises LoadError (naming file and line) or a database error; either way nothing was written.
@@ -360,8 +388,15 @@ def load_directory(url: str, settings: Settings, directory: Path, reads: str = "
             events = []
             for line, row in _rows(events_file):
                 try:
-                    events.append(MeterEvent(row["meter"], _ts(row["ts"]), EventKind(row["kind"]), Source.IMPORT,
-                                             {"code": int(row["code"])} if row.get("code") else {}))  # fmt: skip
+                    events.append(
+                        MeterEvent(
+                            row["meter"],
+                            _ts(row["ts"]),
+                            EventKind(row["kind"]),
+                            Source.IMPORT,
+                            {"code": int(row["code"])} if row.get("code") else {},
+                        )
+                    )
                 except (KeyError, ValueError) as exc:
                     raise LoadError(f"{events_file}:{line}: {exc}") from exc
             if events:

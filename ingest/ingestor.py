@@ -165,13 +165,21 @@ class Ingestor:
                     try:
                         if writer is None:
                             writer = open_writer(self.url, self.settings, self.origin)
-                        result = writer.write(frame if frame is not None else (), events if last else (),
-                                              rejected if last else (), batch_key=key)  # fmt: skip
+                        result = writer.write(
+                            frame if frame is not None else (),
+                            events if last else (),
+                            rejected if last else (),
+                            batch_key=key,
+                        )
                         backoff = 0.5
                         break
                     except Exception as exc:  # the database is down or failing: keep the batch, retry
-                        log.warning("batch of %d rows not landed (%s); retrying in %.1f s",
-                                    len(frame) if frame else 0, exc, backoff)  # fmt: skip
+                        log.warning(
+                            "batch of %d rows not landed (%s); retrying in %.1f s",
+                            len(frame) if frame else 0,
+                            exc,
+                            backoff,
+                        )
                         if writer is not None:
                             writer.close()
                             writer = None

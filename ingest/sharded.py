@@ -24,8 +24,9 @@ from releve.settings import Settings
 class ShardedWriter:
     """Routes batches to per-shard writers; the coordinator is asked once per meter where it lives."""
 
-    def __init__(self, coordinator_url: str, shard_urls: Sequence[str], settings: Settings,
-                 origin: str = "ingest") -> None:  # fmt: skip
+    def __init__(
+        self, coordinator_url: str, shard_urls: Sequence[str], settings: Settings, origin: str = "ingest"
+    ) -> None:
         if not shard_urls:
             raise ValueError("ShardedWriter needs at least one shard URL")
         self.n = len(shard_urls)
@@ -78,10 +79,16 @@ class ShardedWriter:
                 results.append(writer.write(part, part_events, part_rejected, batch_key=uuid.uuid5(key, f"shard {k}")))
         self.parts = results
         return BatchResult(
-            key, None, len(frame), sum(r.inserted for r in results), sum(r.duplicates for r in results),
-            sum(r.conflicts for r in results), sum(r.rejected for r in results), sum(r.events for r in results),
+            key,
+            None,
+            len(frame),
+            sum(r.inserted for r in results),
+            sum(r.duplicates for r in results),
+            sum(r.conflicts for r in results),
+            sum(r.rejected for r in results),
+            sum(r.events for r in results),
             replayed=bool(results) and all(r.replayed for r in results),
-        )  # fmt: skip
+        )
 
 
 def open_writer(url: str, settings: Settings, origin: str = "ingest") -> BatchWriter | ShardedWriter:

@@ -160,9 +160,17 @@ class BatchWriter:
         self.conn.execute(
             """UPDATE ingest_batch SET n_inserted = %s, n_duplicates = %s, n_conflicts = %s,
                       n_rejected = %s, n_events = %s, min_ts = %s, max_ts = %s WHERE id = %s""",
-            (inserted, duplicates, conflicts, len(dead) + len(rejected), n_events,
-             cols.min_ts if cols else None, cols.max_ts if cols else None, batch_id),
-        )  # fmt: skip
+            (
+                inserted,
+                duplicates,
+                conflicts,
+                len(dead) + len(rejected),
+                n_events,
+                cols.min_ts if cols else None,
+                cols.max_ts if cols else None,
+                batch_id,
+            ),
+        )
         result = BatchResult(
             key, batch_id, len(frame), inserted, duplicates, conflicts, len(dead) + len(rejected), n_events
         )
@@ -187,7 +195,7 @@ class BatchWriter:
             (~np.isfinite(frame.value), lambda i: f"value is {frame.value[i]} (not a finite number)"),
             (frame.ts < self.earliest, lambda i: f"timestamp {frame.ts[i]}Z is before {self.earliest}"),
             (frame.ts > latest, lambda i: f"timestamp {frame.ts[i]}Z is in the future (now {now:%Y-%m-%dT%H:%M:%S}Z)"),
-        )  # fmt: skip
+        )
         bad = np.zeros(len(frame), bool)
         for mask, reason in checks:
             fresh = mask & ~bad
@@ -288,9 +296,14 @@ class BatchWriter:
         2000-01-01 (PostgreSQL's epoch), not as objects.
         """
         us = pg_micros(rows.ts)
-        first = np.concatenate(([True], (rows.meter_id[1:] != rows.meter_id[:-1])
-                                | (rows.channel_id[1:] != rows.channel_id[:-1])
-                                | (np.diff(us) > _WINDOW_GAP_US)))  # fmt: skip
+        first = np.concatenate(
+            (
+                [True],
+                (rows.meter_id[1:] != rows.meter_id[:-1])
+                | (rows.channel_id[1:] != rows.channel_id[:-1])
+                | (np.diff(us) > _WINDOW_GAP_US),
+            )
+        )
         starts = np.flatnonzero(first)
         ends = np.append(starts[1:], len(us)) - 1
         meters, channels = rows.meter_id[starts], rows.channel_id[starts]
@@ -302,15 +315,17 @@ class BatchWriter:
             # The windows cover most of the batch's time range for most pairs (live data: every
             # meter over the same minutes): one index scan over the meters, the channels and the
             # range — no rescan per window — reads at most about four times what the windows hold.
-            found = copy_records(self.conn,
+            found = copy_records(
+                self.conn,
                 """COPY (SELECT meter_id, channel_id, ts, value
                          FROM reading WHERE meter_id = ANY(%s::int[]) AND channel_id = ANY(%s::smallint[])
                            AND ts >= %s AND ts <= %s) TO STDOUT (FORMAT BINARY)""",
                 (np.unique(meters).tolist(), np.unique(channels).tolist(), rows.min_ts, rows.max_ts),
                 _STORED_DTYPE,
-            )  # fmt: skip
+            )
         else:
-            found = copy_records(self.conn,
+            found = copy_records(
+                self.conn,
                 """COPY (SELECT w.m, w.c, r.ts, r.value
                          FROM unnest(%s::int[], %s::smallint[], %s::int8[], %s::int8[]) AS w(m, c, lo, hi)
                          CROSS JOIN LATERAL (
@@ -320,10 +335,9 @@ class BatchWriter:
                                AND ts <= timestamptz '2000-01-01 UTC' + w.hi * interval '1 microsecond'
                                AND ts >= %s AND ts <= %s
                              OFFSET 0) r) TO STDOUT (FORMAT BINARY)""",
-                (meters.tolist(), channels.tolist(), us[starts].tolist(), us[ends].tolist(), rows.min_ts,
-                 rows.max_ts),
+                (meters.tolist(), channels.tolist(), us[starts].tolist(), us[ends].tolist(), rows.min_ts, rows.max_ts),
                 _STORED_DTYPE,
-            )  # fmt: skip
+            )
         is_stored = np.zeros(len(us), bool)
         stored = np.zeros(len(us), np.float64)
         if len(found) == 0:
@@ -347,11 +361,20 @@ class BatchWriter:
         self, cols: _Columns, rows: np.ndarray, stored: np.ndarray, source_id: int, batch_id: int
     ) -> int:
         params = [
-            (int(cols.meter_id[i]), int(cols.channel_id[i]), cols.ts[i].item().replace(tzinfo=UTC),
-             float(s), float(cols.value[i]), int(cols.unit_id[i]), source_id, int(cols.read_type_id[i]),
-             int(cols.quality[i]), batch_id)
+            (
+                int(cols.meter_id[i]),
+                int(cols.channel_id[i]),
+                cols.ts[i].item().replace(tzinfo=UTC),
+                float(s),
+                float(cols.value[i]),
+                int(cols.unit_id[i]),
+                source_id,
+                int(cols.read_type_id[i]),
+                int(cols.quality[i]),
+                batch_id,
+            )
             for i, s in zip(rows, stored, strict=True)
-        ]  # fmt: skip
+        ]
         with self.conn.cursor() as cur:
             cur.executemany(
                 """INSERT INTO reading_conflict (meter_id, channel_id, ts, stored_value, new_value, unit_id,
@@ -376,12 +399,27 @@ class BatchWriter:
         for event, meter_id in zip(events, ids, strict=True):
             if meter_id < 0 or event.ts.tzinfo is None:
                 reason = f"unknown meter {event.meter!r}" if meter_id < 0 else "naive event timestamp"
-                payload = json.dumps({"meter": event.meter, "ts": event.ts.isoformat(), "kind": event.kind.value,
-                                      "details": event.details}, default=str)  # fmt: skip
+                payload = json.dumps(
+                    {
+                        "meter": event.meter,
+                        "ts": event.ts.isoformat(),
+                        "kind": event.kind.value,
+                        "details": event.details,
+                    },
+                    default=str,
+                )
                 dead.append((event.source.value, self.origin, reason, payload))
                 continue
-            rows.append((int(meter_id), event.ts, event.kind.value, DLMS_EVENT_CODES.get(event.kind),
-                         self.lookup.sources[event.source.value], json.dumps(event.details, default=str)))  # fmt: skip
+            rows.append(
+                (
+                    int(meter_id),
+                    event.ts,
+                    event.kind.value,
+                    DLMS_EVENT_CODES.get(event.kind),
+                    self.lookup.sources[event.source.value],
+                    json.dumps(event.details, default=str),
+                )
+            )
         if not rows:
             return 0
         meter_ids, ts, kinds, codes, sources, details = (list(c) for c in zip(*rows, strict=True))
@@ -502,9 +540,19 @@ class _Columns:
         self, source_id: int, received_at: datetime, batch_id: int, first: bool = True, last: bool = True
     ) -> bytes:
         return encode_reading_copy(
-            self.meter_id, self.channel_id, self.ts, self.value, self.unit_id, source_id,
-            self.read_type_id, self.quality, received_at, batch_id, first, last,
-        )  # fmt: skip
+            self.meter_id,
+            self.channel_id,
+            self.ts,
+            self.value,
+            self.unit_id,
+            source_id,
+            self.read_type_id,
+            self.quality,
+            received_at,
+            batch_id,
+            first,
+            last,
+        )
 
 
 def _aware(ts: np.datetime64) -> datetime:

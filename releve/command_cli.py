@@ -106,9 +106,16 @@ def cmd_queue(args: argparse.Namespace, settings: Settings) -> int:
     """Queue a command and print its id."""
     with db.connect(db_url(settings), role=db.editor_role(settings), autocommit=True) as conn:
         try:
-            command_id = mc.queue_command(conn, args.meter, args.kind, _who(args.by), reason=args.reason,
-                                          work_order_id=args.work_order, expires_in=args.expires_in,
-                                          not_before=args.not_before)  # fmt: skip
+            command_id = mc.queue_command(
+                conn,
+                args.meter,
+                args.kind,
+                _who(args.by),
+                reason=args.reason,
+                work_order_id=args.work_order,
+                expires_in=args.expires_in,
+                not_before=args.not_before,
+            )
         except mc.MeterCommandError as exc:
             return _fail(exc)
         cmd = mc.command_status(conn, command_id)
@@ -122,8 +129,9 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     states = list(mc.OPEN_STATES) if args.open else args.state
     with db.connect(db_url(settings), role=db.reader_role(settings), autocommit=True) as conn:
         try:
-            commands = mc.list_commands(conn, meter=args.meter, states=states, kinds=args.kind,
-                                        work_order_id=args.work_order, limit=args.limit)  # fmt: skip
+            commands = mc.list_commands(
+                conn, meter=args.meter, states=states, kinds=args.kind, work_order_id=args.work_order, limit=args.limit
+            )
         except mc.MeterCommandError as exc:
             return _fail(exc)
     if args.json:
@@ -132,8 +140,10 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     print(f"{'id':>6}  {'meter':<12} {'kind':<12} {'state':<9} {'tries':>5}  {'requested':<19}  {'by':<16} error")
     for c in commands:
-        print(f"{c.id:>6}  {c.serial:<12} {c.kind:<12} {c.state:<9} {c.attempts:>5}  "
-              f"{c.requested_at:%Y-%m-%d %H:%M:%S}  {c.requested_by:<16} {c.error or ''}")  # fmt: skip
+        print(
+            f"{c.id:>6}  {c.serial:<12} {c.kind:<12} {c.state:<9} {c.attempts:>5}  "
+            f"{c.requested_at:%Y-%m-%d %H:%M:%S}  {c.requested_by:<16} {c.error or ''}"
+        )
     return 0
 
 
@@ -147,8 +157,9 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         events = mc.command_events(conn, args.id)
     if args.json:
         out = _row(cmd)
-        out["events"] = [{"at": e.at.isoformat(), "state": e.state, "actor": e.actor, "detail": e.detail}
-                         for e in events]  # fmt: skip
+        out["events"] = [
+            {"at": e.at.isoformat(), "state": e.state, "actor": e.actor, "detail": e.detail} for e in events
+        ]
         print(json.dumps(out))
         return 0
     for key, value in _row(cmd).items():

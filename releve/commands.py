@@ -57,8 +57,11 @@ def cmd_db_status(args: argparse.Namespace, settings: Settings) -> int:
     state = getattr(args, "demo_state", None)
     if state is not None:
         running = bool(state.pid and state.running())
-        info["source"] = (f"the demo running in this folder (pid {state.pid}, {demostate.state_file()})" if running
-                          else f"the stopped demo's data ({state.database_data_dir})")  # fmt: skip
+        info["source"] = (
+            f"the demo running in this folder (pid {state.pid}, {demostate.state_file()})"
+            if running
+            else f"the stopped demo's data ({state.database_data_dir})"
+        )
     info.update(db.status(url))
     if args.json:
         print(json.dumps(info, default=str))

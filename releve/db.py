@@ -85,8 +85,12 @@ def replica_status(conn: Connection) -> ReplicaStatus:
     standby, lag_s, lag_b, receiving = row
     if not standby:
         return ReplicaStatus(False, None, None, False)
-    return ReplicaStatus(True, None if lag_s is None else max(0.0, float(lag_s)),
-                         None if lag_b is None else max(0, int(lag_b)), bool(receiving))  # fmt: skip
+    return ReplicaStatus(
+        True,
+        None if lag_s is None else max(0.0, float(lag_s)),
+        None if lag_b is None else max(0, int(lag_b)),
+        bool(receiving),
+    )
 
 
 def connect(url: str, role: str | None = None, autocommit: bool = False) -> Connection:

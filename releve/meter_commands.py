@@ -193,8 +193,14 @@ def queue_command(
     return command_id
 
 
-def _finish(conn: Connection, command_id: int, state: str, actor: str, error: str | None = None,
-            answer: dict[str, Any] | None = None) -> None:  # fmt: skip
+def _finish(
+    conn: Connection,
+    command_id: int,
+    state: str,
+    actor: str,
+    error: str | None = None,
+    answer: dict[str, Any] | None = None,
+) -> None:
     conn.execute(
         "UPDATE meter_command SET state = %s, error = coalesce(%s, error), answer = coalesce(%s::jsonb, answer) "
         "WHERE id = %s",
@@ -311,8 +317,9 @@ def relay_state(conn: Connection, meter: str | int) -> str | None:
 # --- the collector's side: claim, record the outcome --------------------------------------------
 
 
-def expire_overdue(conn: Connection, actor: str, meters: Sequence[int] | None = None,
-                   in_flight: Sequence[int] = ()) -> list[int]:  # fmt: skip
+def expire_overdue(
+    conn: Connection, actor: str, meters: Sequence[int] | None = None, in_flight: Sequence[int] = ()
+) -> list[int]:
     """Move open commands whose ``expires_at`` has passed to ``expired``; return their ids.
 
     ``in_flight``: commands the caller is executing right now; they are left alone so that what the
@@ -376,8 +383,14 @@ def fail(conn: Connection, command_id: int, collector: str, error: str, answer: 
         _finish(conn, command_id, "failed", collector, error=error, answer=answer)
 
 
-def retry_later(conn: Connection, command_id: int, collector: str, error: str, delay: timedelta,
-                answer: dict[str, Any] | None = None) -> None:  # fmt: skip
+def retry_later(
+    conn: Connection,
+    command_id: int,
+    collector: str,
+    error: str,
+    delay: timedelta,
+    answer: dict[str, Any] | None = None,
+) -> None:
     """A transient error: back to ``queued``, not before ``now + delay``; the error is kept."""
     with conn.transaction():
         conn.execute(
@@ -385,5 +398,6 @@ def retry_later(conn: Connection, command_id: int, collector: str, error: str, d
             "answer = coalesce(%s::jsonb, answer) WHERE id = %s",
             (delay, error, json.dumps(answer) if answer is not None else None, command_id),
         )
-        record_event(conn, command_id, "queued", collector, error=error, retry_in_s=delay.total_seconds(),
-                     answer=answer)  # fmt: skip
+        record_event(
+            conn, command_id, "queued", collector, error=error, retry_in_s=delay.total_seconds(), answer=answer
+        )

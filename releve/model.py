@@ -176,10 +176,23 @@ UNITS: dict[str, Unit] = {
 #: Other spellings met in payloads and profiles, mapped to the code in :data:`UNITS`. Case matters
 #: elsewhere: ``MWh`` and ``mWh`` are a billion apart, so only spellings that cannot clash are here.
 UNIT_ALIASES: dict[str, str] = {
-    "l": "L", "litre": "L", "liter": "L", "litres": "L", "liters": "L", "m³": "m3", "m^3": "m3",
-    "l/h": "L/h", "m³/h": "m3/h", "m^3/h": "m3/h", "l/min": "L/min", "kwh": "kWh", "KWh": "kWh",
-    "kVArh": "kvarh", "kvarh": "kvarh", "VArh": "varh",
-}  # fmt: skip
+    "l": "L",
+    "litre": "L",
+    "liter": "L",
+    "litres": "L",
+    "liters": "L",
+    "m³": "m3",
+    "m^3": "m3",
+    "l/h": "L/h",
+    "m³/h": "m3/h",
+    "m^3/h": "m3/h",
+    "l/min": "L/min",
+    "kwh": "kWh",
+    "KWh": "kWh",
+    "kVArh": "kvarh",
+    "kvarh": "kvarh",
+    "VArh": "varh",
+}
 
 
 def unit_of(code: str) -> Unit:

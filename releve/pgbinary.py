@@ -166,8 +166,9 @@ def copy_arrays(conn: psycopg.Connection, query: str | bytes, params: Any, codes
                 if dims and oid not in _ELEMENT_TYPES[code[:-2]]:
                     raise ValueError(f"binary COPY column {k + 1}: elements of type OID {oid} cannot be read as {code}")
                 value = element[code]
-                columns[k].append(np.frombuffer(buf, value, count=n, offset=p + 20)["value"] if dims
-                                  else np.zeros(0, value["value"]))  # fmt: skip
+                columns[k].append(
+                    np.frombuffer(buf, value, count=n, offset=p + 20)["value"] if dims else np.zeros(0, value["value"])
+                )
             else:
                 columns[k].append(scalar[code].unpack_from(buf, p)[0])
             p += length

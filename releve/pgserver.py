@@ -126,8 +126,10 @@ class PostgresServer:
         tmp.unlink(missing_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
-            fh.write(f"# the embedded PostgreSQL's superuser (libpq password file; keep it 0600)\n"
-                     f"127.0.0.1:*:*:postgres:{password}\n")  # fmt: skip
+            fh.write(
+                f"# the embedded PostgreSQL's superuser (libpq password file; keep it 0600)\n"
+                f"127.0.0.1:*:*:postgres:{password}\n"
+            )
         os.replace(tmp, self.password_file)
 
     def _recorded_port(self) -> int | None:
@@ -190,9 +192,17 @@ class PostgresServer:
             if self.account is not None:
                 os.chown(pwfile, self.account.pw_uid, self.account.pw_gid)
             result = self._run(
-                "initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=scram-sha-256",
-                f"--pwfile={pwfile}", "--encoding=UTF8", "--locale=C", "--no-instructions",
-            )  # fmt: skip
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-instructions",
+            )
         finally:
             os.unlink(pwfile)
         if result.returncode != 0:
@@ -308,15 +318,25 @@ class PostgresServer:
         if replica.account is not None:
             os.chown(replica.data_dir, replica.account.pw_uid, replica.account.pw_gid)
             os.chown(replication_pass, replica.account.pw_uid, replica.account.pw_gid)
-        conninfo = (f"host=127.0.0.1 port={self.port} user=postgres passfile={replication_pass} "
-                    f"application_name={name}")  # fmt: skip
+        conninfo = f"host=127.0.0.1 port={self.port} user=postgres passfile={replication_pass} application_name={name}"
         result = self._run(
-            "pg_basebackup", "-D", str(replica.data_dir), "-d", conninfo, "-R", "-X", "stream",
-            "-c", "fast", "--no-password", timeout=600,
-        )  # fmt: skip
+            "pg_basebackup",
+            "-D",
+            str(replica.data_dir),
+            "-d",
+            conninfo,
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "--no-password",
+            timeout=600,
+        )
         if result.returncode != 0:
-            raise ServerError(f"pg_basebackup of 127.0.0.1:{self.port} into {replica.data_dir} failed: "
-                              f"{result.stderr.strip()}")  # fmt: skip
+            raise ServerError(
+                f"pg_basebackup of 127.0.0.1:{self.port} into {replica.data_dir} failed: {result.stderr.strip()}"
+            )
         with (replica.data_dir / "postgresql.auto.conf").open("a") as fh:
             fh.write(f"port = {replica.port}\n")
             fh.write(f"primary_conninfo = '{conninfo}'\n")

@@ -148,10 +148,11 @@ class RegisterEntry(BaseModel):
         default=None, description="Highest value the device can physically report, in ``unit``."
     )
     max_rise_per_hour: float | None = Field(
-        default=None, gt=0,
+        default=None,
+        gt=0,
         description="Cumulative registers: the largest increase per hour (the meter's maximum power or "
         "flow), in ``unit``.",
-    )  # fmt: skip
+    )
 
     @field_validator("channel")
     @classmethod
@@ -269,8 +270,15 @@ class CommandWrite(BaseModel):
     def registers(self, now: float) -> list[int]:
         """The words (function 6/16) or the coil state (function 5, one element) to write at UNIX time ``now``."""
         if self.value == "clock":
-            entry = RegisterEntry(name="clock", channel="clock", function=3, address=self.address,
-                                  data_type=self.data_type, order=self.order, kind="status")  # fmt: skip
+            entry = RegisterEntry(
+                name="clock",
+                channel="clock",
+                function=3,
+                address=self.address,
+                data_type=self.data_type,
+                order=self.order,
+                kind="status",
+            )
             return encode(entry, int(now))
         return list(self.value) if isinstance(self.value, list) else [self.value]
 
@@ -295,9 +303,15 @@ class CommandConfirm(BaseModel):
     @property
     def entry(self) -> RegisterEntry:
         """The read-back as a register entry (to decode it)."""
-        return RegisterEntry(name="confirm", channel="status", function=3 if self.function in (1, 2, 3) else 4,
-                             address=self.address, data_type=self.data_type, order=self.order,
-                             kind="status")  # fmt: skip
+        return RegisterEntry(
+            name="confirm",
+            channel="status",
+            function=3 if self.function in (1, 2, 3) else 4,
+            address=self.address,
+            data_type=self.data_type,
+            order=self.order,
+            kind="status",
+        )
 
     @property
     def count(self) -> int:
@@ -583,8 +597,11 @@ def markdown_table(profile: DeviceProfile) -> str:
             if spec is None:
                 continue
             w, c = spec.write, spec.confirm
-            value = (f"the time ({w.data_type.value} {w.order})" if w.value == "clock"
-                     else (("on" if w.value else "off") if w.function == 5 else str(w.value)))  # fmt: skip
+            value = (
+                f"the time ({w.data_type.value} {w.order})"
+                if w.value == "clock"
+                else (("on" if w.value else "off") if w.function == 5 else str(w.value))
+            )
             expect = {
                 "clock": f"it reads the time written ± {c.tolerance_s:g} s",
                 "increment": "it went up by one",

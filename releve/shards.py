@@ -135,10 +135,12 @@ def attach_shards(coordinator_url: str, shard_urls: Sequence[str], settings: Set
             options["fetch_size"] = "10000"  # rows per round trip (default 100): a bill run streams its series
             conn.execute(
                 sql.SQL("CREATE SERVER IF NOT EXISTS {} FOREIGN DATA WRAPPER postgres_fdw OPTIONS ({})").format(
-                    server, sql.SQL(", ").join(sql.SQL("{} {}").format(sql.SQL(key), sql.Literal(v))
-                                               for key, v in options.items()),
+                    server,
+                    sql.SQL(", ").join(
+                        sql.SQL("{} {}").format(sql.SQL(key), sql.Literal(v)) for key, v in options.items()
+                    ),
                 )
-            )  # fmt: skip
+            )
             mapping = {"user": str(info.get("user") or "postgres")}
             password = _password({key: str(v) for key, v in info.items() if v is not None})
             if password:
@@ -146,10 +148,13 @@ def attach_shards(coordinator_url: str, shard_urls: Sequence[str], settings: Set
             for who in [sql.SQL("CURRENT_USER"), *(sql.Identifier(r) for r in roles)]:
                 conn.execute(
                     sql.SQL("CREATE USER MAPPING IF NOT EXISTS FOR {} SERVER {} OPTIONS ({})").format(
-                        who, server, sql.SQL(", ").join(sql.SQL("{} {}").format(sql.SQL(key), sql.Literal(v))
-                                                        for key, v in mapping.items()),
+                        who,
+                        server,
+                        sql.SQL(", ").join(
+                            sql.SQL("{} {}").format(sql.SQL(key), sql.Literal(v)) for key, v in mapping.items()
+                        ),
                     )
-                )  # fmt: skip
+                )
             conn.execute(
                 sql.SQL(
                     "CREATE FOREIGN TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES WITH (MODULUS {}, REMAINDER {}) "
@@ -176,8 +181,11 @@ def _shard_schema(conn: psycopg.Connection, n: int, settings: Settings | None) -
         table = sql.Identifier(SHARD_SCHEMA, name)
         if conn.execute("SELECT to_regclass(%s)", (f"{SHARD_SCHEMA}.{name}",)).fetchone() != (None,):
             continue
-        conn.execute(sql.SQL("CREATE TABLE {} (LIKE public.{} INCLUDING DEFAULTS) PARTITION BY HASH (meter_id)")
-                     .format(table, sql.Identifier(name)))  # fmt: skip
+        conn.execute(
+            sql.SQL("CREATE TABLE {} (LIKE public.{} INCLUDING DEFAULTS) PARTITION BY HASH (meter_id)").format(
+                table, sql.Identifier(name)
+            )
+        )
         if written:
             for (column,) in conn.execute(
                 """SELECT a.attname FROM pg_attribute a
@@ -188,11 +196,18 @@ def _shard_schema(conn: psycopg.Connection, n: int, settings: Settings | None) -
                 conn.execute(sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(table, sql.Identifier(column)))
         for k in range(n):
             conn.execute(
-                sql.SQL("CREATE FOREIGN TABLE {} PARTITION OF {} FOR VALUES WITH (MODULUS {}, REMAINDER {}) "
-                        "SERVER {} OPTIONS (schema_name 'public', table_name {})").format(
-                    sql.Identifier(SHARD_SCHEMA, f"{name}_{k}"), table, sql.Literal(n), sql.Literal(k),
-                    sql.Identifier(f"releve_shard_{k}"), sql.Literal(name))
-            )  # fmt: skip
+                sql.SQL(
+                    "CREATE FOREIGN TABLE {} PARTITION OF {} FOR VALUES WITH (MODULUS {}, REMAINDER {}) "
+                    "SERVER {} OPTIONS (schema_name 'public', table_name {})"
+                ).format(
+                    sql.Identifier(SHARD_SCHEMA, f"{name}_{k}"),
+                    table,
+                    sql.Literal(n),
+                    sql.Literal(k),
+                    sql.Identifier(f"releve_shard_{k}"),
+                    sql.Literal(name),
+                )
+            )
     if settings is None or not settings.database.use_roles:
         return
     reader, editor = sql.Identifier(db.reader_role(settings) or ""), sql.Identifier(db.editor_role(settings) or "")
@@ -244,6 +259,8 @@ def citus_sql() -> str:
     """
     lines = [f"SELECT create_reference_table('{t}');" for t in REFERENCE]
     lines.append(f"SELECT create_distributed_table('{DISTRIBUTED[0]}', 'meter_id');")
-    lines += [f"SELECT create_distributed_table('{t}', 'meter_id', colocate_with => '{DISTRIBUTED[0]}');"
-              for t in DISTRIBUTED[1:]]  # fmt: skip
+    lines += [
+        f"SELECT create_distributed_table('{t}', 'meter_id', colocate_with => '{DISTRIBUTED[0]}');"
+        for t in DISTRIBUTED[1:]
+    ]
     return "\n".join(lines)

@@ -573,8 +573,7 @@ class Simulation:
             m = ep.meter
             mask = np.zeros(s_count, dtype=bool)
             mask[w] = True
-            new = injection.record(ep.params, true[m].reshape(n_days, spd),
-                                   uniform[m].reshape(n_days, spd), spd)  # fmt: skip
+            new = injection.record(ep.params, true[m].reshape(n_days, spd), uniform[m].reshape(n_days, spd), spd)
             if injection.export is not None:
                 exp[m, w] += true[m, w] * injection.export(ep.params)
             rec[m] = np.where(mask.reshape(n_days, spd), new, rec[m].reshape(n_days, spd)).reshape(s_count)
@@ -727,8 +726,10 @@ class Simulation:
         step, frac = self.step_of(ts)
         blk = self.block(step // self.block_steps)
         j = step - blk.first_step
-        return (float(blk.imp_index[meter, j]) + frac * float(blk.rec[meter, j]),
-                float(blk.exp_index[meter, j]) + frac * float(blk.exp[meter, j]))  # fmt: skip
+        return (
+            float(blk.imp_index[meter, j]) + frac * float(blk.rec[meter, j]),
+            float(blk.exp_index[meter, j]) + frac * float(blk.exp[meter, j]),
+        )
 
     def set_relay(self, meter: int, ts: datetime, closed: bool) -> bool:
         """Close (connect) or open (disconnect) the meter's relay or valve at ``ts``; False if already so."""

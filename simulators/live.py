@@ -47,8 +47,15 @@ class Active:
 class LiveScenarios:
     """Injects one fault scenario at a time, in turn, into a running fleet."""
 
-    def __init__(self, sim: Simulation, front: ModbusFrontEnd, every_s: float = 120.0, lasts_s: float = 600.0,
-                 seed: int = 0, say: Callable[[str], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        sim: Simulation,
+        front: ModbusFrontEnd,
+        every_s: float = 120.0,
+        lasts_s: float = 600.0,
+        seed: int = 0,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
         self.sim, self.front = sim, front
         self.every_s, self.lasts_s = every_s, lasts_s
         self.rng = random.Random(seed)
@@ -74,24 +81,34 @@ class LiveScenarios:
         busy = {m for a in self.active for m in a.meters}
         scenario: Active | None = None
         if kind == "gateway down":
-            gateways = [g for g in self.front.gateways
-                        if g.server is not None and not busy & set(g.store.units.values())]  # fmt: skip
+            gateways = [
+                g for g in self.front.gateways if g.server is not None and not busy & set(g.store.units.values())
+            ]
             if gateways:
                 gw = self.rng.choice(gateways)
                 await self.front.take_down(gw)
-                scenario = Active(kind, f"gateway {gw.host}:{gw.port}", sorted(gw.store.units.values()),
-                                  now + self.lasts_s, partial(self.front.bring_up, gw))  # fmt: skip
+                scenario = Active(
+                    kind,
+                    f"gateway {gw.host}:{gw.port}",
+                    sorted(gw.store.units.values()),
+                    now + self.lasts_s,
+                    partial(self.front.bring_up, gw),
+                )
         elif kind == "silent line":
             lines = [ln for ln in self.front.lines if not busy & set(ln.store.units.values())]
             if lines:
                 line = self.rng.choice(lines)
                 meters = sorted(line.store.units.values())
                 self._down(set(meters), add=True)
-                scenario = Active(kind, f"RTU line {line.number}", meters, now + self.lasts_s,
-                                  partial(self._down, set(meters), False))  # fmt: skip
+                scenario = Active(
+                    kind, f"RTU line {line.number}", meters, now + self.lasts_s, partial(self._down, set(meters), False)
+                )
         elif kind == "tamper":
-            candidates = [m.index for m in self.sim.meters if m.commodity is Commodity.ELECTRICITY
-                          and m.index not in busy and m.index not in self.sim.live.down]  # fmt: skip
+            candidates = [
+                m.index
+                for m in self.sim.meters
+                if m.commodity is Commodity.ELECTRICITY and m.index not in busy and m.index not in self.sim.live.down
+            ]
             if candidates:
                 meter = self.rng.choice(candidates)
                 self.sim.inject_event(meter, wall, EventKind.TERMINAL_COVER_OPEN)
@@ -105,8 +122,7 @@ class LiveScenarios:
                 area = self.rng.choice(sorted(by_area))
                 meters = by_area[area]
                 self._sag(meters, SAG_FACTOR)
-                scenario = Active(kind, f"area {area}", meters, now + self.lasts_s,
-                                  partial(self._sag, meters, None))  # fmt: skip
+                scenario = Active(kind, f"area {area}", meters, now + self.lasts_s, partial(self._sag, meters, None))
         if scenario is None:
             return None
         self.say(f"live fault: {scenario.kind} on {scenario.target} ({len(scenario.meters)} meter(s))")

@@ -229,8 +229,14 @@ class FleetDatastore:
         if refused is None:
             self.writes += 1
             self._echo[(device_id, func_code, address)] = values
-            log.info("unit %d (%s): function %d at %d <- %s", device_id, self.sim.meters[meter].serial, func_code,
-                     address, [int(v) for v in values])  # fmt: skip
+            log.info(
+                "unit %d (%s): function %d at %d <- %s",
+                device_id,
+                self.sim.meters[meter].serial,
+                func_code,
+                address,
+                [int(v) for v in values],
+            )
         return refused
 
 
@@ -428,8 +434,9 @@ class ModbusFrontEnd:
         """Serve a gateway taken down again, on the same port."""
         if gateway.server is not None:
             return
-        gateway.server = ModbusTcpServer(_placeholder(), address=(gateway.host, gateway.port),
-                                         ignore_missing_devices=False)  # fmt: skip
+        gateway.server = ModbusTcpServer(
+            _placeholder(), address=(gateway.host, gateway.port), ignore_missing_devices=False
+        )
         _install(gateway.server, gateway.store)
         gateway.task = asyncio.create_task(gateway.server.serve_forever(), name=f"modbus-tcp-{gateway.port}")
         await self._wait_ready([gateway])
@@ -471,11 +478,15 @@ class ModbusFrontEnd:
         """One line per server: where it listens, which units it serves and which model answers at each."""
         out = []
         for gw in self.gateways:
-            out.append(f"modbus tcp {gw.host}:{gw.port} units {_ranges(gw.store.device_ids())} "
-                       f"({_models(self.sim, gw.store.units)})")  # fmt: skip
+            out.append(
+                f"modbus tcp {gw.host}:{gw.port} units {_ranges(gw.store.device_ids())} "
+                f"({_models(self.sim, gw.store.units)})"
+            )
         for line in self.lines:
-            out.append(f"modbus rtu {line.path} ({line.baudrate} 8N1) units {_ranges(line.store.device_ids())} "
-                       f"({_models(self.sim, line.store.units)})")  # fmt: skip
+            out.append(
+                f"modbus rtu {line.path} ({line.baudrate} 8N1) units {_ranges(line.store.device_ids())} "
+                f"({_models(self.sim, line.store.units)})"
+            )
         return out
 
     def listing(self) -> list[dict[str, Any]]:
@@ -521,9 +532,18 @@ def unit_listing(sim: Simulation, endpoints: dict[tuple[str, int], str] | None =
         else:
             endpoint, unit = f"mqtt/{meter.mqtt_style}", None
         profile = meter.profile
-        rows.append({"transport": meter.transport, "endpoint": endpoint, "unit": unit, "serial": meter.serial,
-                     "model": meter.model, "manufacturer": profile.manufacturer,
-                     "commodity": meter.commodity.value, "role": meter.role})  # fmt: skip
+        rows.append(
+            {
+                "transport": meter.transport,
+                "endpoint": endpoint,
+                "unit": unit,
+                "serial": meter.serial,
+                "model": meter.model,
+                "manufacturer": profile.manufacturer,
+                "commodity": meter.commodity.value,
+                "role": meter.role,
+            }
+        )
     return rows
 
 

@@ -153,8 +153,12 @@ def frm_payload(meter: MeterSpec, values: dict[str, float]) -> bytes:
     """
     status = int(values["status"]) & 0x7FFF | (0 if values.get("supply", 1.0) else 1 << SUPPLY_OFF_BIT)
     if meter.commodity is Commodity.WATER:
-        return WATER_FRAME.pack(_u32(values["8-0:1.0.0"] * 1000), _u32(values["8-0:2.0.0"] * 1000),
-                                _u32(values["8-0:2.7.0"] * 10_000), status)  # fmt: skip
+        return WATER_FRAME.pack(
+            _u32(values["8-0:1.0.0"] * 1000),
+            _u32(values["8-0:2.0.0"] * 1000),
+            _u32(values["8-0:2.7.0"] * 10_000),
+            status,
+        )
     power = max(-(2**31), min(2**31 - 1, round(values["1-0:1.7.0"] * 10)))
     return ELECTRICITY_FRAME.pack(_u32(values["1-0:1.8.0"] * 1000), _u32(values["1-0:2.8.0"] * 1000), power, status)
 
@@ -199,10 +203,16 @@ def radio(seed: int, meter: MeterSpec, f_cnt: int) -> dict[str, Any]:
     # step) stays 10 dB under the device's mean SNR.
     mean_snr = mean + 117.0
     sf = next((f for f in range(7, 12) if mean_snr >= -7.5 - 2.5 * (f - 7) + 10.0), 12)
-    gateway = {"gateway_ids": {"gateway_id": f"gw-{meter.area.lower()}"}, "rssi": rssi, "channel_rssi": rssi,
-               "snr": snr}  # fmt: skip
-    settings = {"data_rate": {"lora": {"bandwidth": 125000, "spreading_factor": sf, "coding_rate": "4/5"}},
-                "frequency": str(868_100_000 + 200_000 * (f_cnt % 3))}  # fmt: skip
+    gateway = {
+        "gateway_ids": {"gateway_id": f"gw-{meter.area.lower()}"},
+        "rssi": rssi,
+        "channel_rssi": rssi,
+        "snr": snr,
+    }
+    settings = {
+        "data_rate": {"lora": {"bandwidth": 125000, "spreading_factor": sf, "coding_rate": "4/5"}},
+        "frequency": str(868_100_000 + 200_000 * (f_cnt % 3)),
+    }
     return {"rx_metadata": [gateway], "settings": settings}
 
 
@@ -253,9 +263,12 @@ def obey(sim: Simulation, meter: MeterSpec, ts: datetime, command: dict[str, Any
         else:
             sim.controls.reset_demand(meter.index)
         ack["result"] = "ok"
-    ack.update(relay="closed" if sim.relay_closed(meter.index, ts) else "open",
-               clock=int(ts.timestamp() + sim.clock_offset(meter.index, ts)),
-               demand_resets=sim.controls.demand_resets(meter.index), ts=_iso(ts))  # fmt: skip
+    ack.update(
+        relay="closed" if sim.relay_closed(meter.index, ts) else "open",
+        clock=int(ts.timestamp() + sim.clock_offset(meter.index, ts)),
+        demand_resets=sim.controls.demand_resets(meter.index),
+        ts=_iso(ts),
+    )
     return ack
 
 
@@ -275,8 +288,9 @@ class MqttPublisher:
     first round after the reconnection.
     """
 
-    def __init__(self, sim: Simulation, clock: SimClock, url: str, client_id: str = "releve-simulator",
-                 reconnect_max_s: int = 10) -> None:  # fmt: skip
+    def __init__(
+        self, sim: Simulation, clock: SimClock, url: str, client_id: str = "releve-simulator", reconnect_max_s: int = 10
+    ) -> None:
         """Prepare a client for the broker at ``url`` (mqtt://host:port)."""
         self.sim = sim
         self.clock = clock

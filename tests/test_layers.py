@@ -233,12 +233,15 @@ def test_the_table_is_read_from_the_markdown():
 
 
 def test_an_upstream_import_inside_a_function_is_reported_with_file_and_line(tmp_path):
-    root = _tree(tmp_path, {
-        "releve/__init__.py": "",
-        "ingest/__init__.py": "",
-        "ingest/writer.py": "import json\n\nfrom releve import db\n\n\ndef page():\n    import dashboards.app\n",
-        "dashboards/__init__.py": "import ingest\nimport releve\n",
-    })  # fmt: skip
+    root = _tree(
+        tmp_path,
+        {
+            "releve/__init__.py": "",
+            "ingest/__init__.py": "",
+            "ingest/writer.py": "import json\n\nfrom releve import db\n\n\ndef page():\n    import dashboards.app\n",
+            "dashboards/__init__.py": "import ingest\nimport releve\n",
+        },
+    )
     assert violations(root, read_table(TABLE)) == [
         "ingest/writer.py:7: imports `dashboards.app` — `ingest` may import `releve` (docs/architecture.md)"
     ]
@@ -249,8 +252,10 @@ def test_the_real_table_refuses_dashboards_inside_ingest(tmp_path):
     root = _tree(tmp_path, {f"{p}/__init__.py": "" for p in PACKAGES})
     assert violations(root, rules) == []
     (root / "ingest" / "writer.py").write_text("from dashboards.app import create_app\n", encoding="utf-8")
-    (root / "analytics" / "fleet.py").write_text("from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n"
-                                                 "    from simulators.engine import Simulation\n", encoding="utf-8")  # fmt: skip
+    (root / "analytics" / "fleet.py").write_text(
+        "from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n    from simulators.engine import Simulation\n",
+        encoding="utf-8",
+    )
     found = violations(root, rules)
     assert [line.split(" — ")[0] for line in found] == [
         "analytics/fleet.py:4: imports `simulators.engine`",
@@ -259,24 +264,30 @@ def test_the_real_table_refuses_dashboards_inside_ingest(tmp_path):
 
 
 def test_the_demo_row_lets_the_demo_import_every_stage_but_not_the_rest_of_the_core(tmp_path):
-    root = _tree(tmp_path, {
-        "releve/__init__.py": "",
-        "releve/demo.py": "def run():\n    import dashboards\n    import ingest\n",
-        "releve/db.py": "import ingest\n",
-        "ingest/__init__.py": "",
-        "dashboards/__init__.py": "",
-    })  # fmt: skip
+    root = _tree(
+        tmp_path,
+        {
+            "releve/__init__.py": "",
+            "releve/demo.py": "def run():\n    import dashboards\n    import ingest\n",
+            "releve/db.py": "import ingest\n",
+            "ingest/__init__.py": "",
+            "dashboards/__init__.py": "",
+        },
+    )
     assert [line.split(" — ")[0] for line in violations(root, read_table(TABLE))] == [
         "releve/db.py:1: imports `ingest`"
     ]
 
 
 def test_a_cycle_through_a_function_level_import_is_found(tmp_path):
-    root = _tree(tmp_path, {
-        "dashboards/__init__.py": "",
-        "dashboards/app.py": "from dashboards.pages import fraud\n",
-        "dashboards/pages/__init__.py": "",
-        "dashboards/pages/fraud.py": "def layout():\n    from dashboards.app import require\n",
-        "dashboards/auth.py": "import dashboards.app\n",
-    })  # fmt: skip
+    root = _tree(
+        tmp_path,
+        {
+            "dashboards/__init__.py": "",
+            "dashboards/app.py": "from dashboards.pages import fraud\n",
+            "dashboards/pages/__init__.py": "",
+            "dashboards/pages/fraud.py": "def layout():\n    from dashboards.app import require\n",
+            "dashboards/auth.py": "import dashboards.app\n",
+        },
+    )
     assert cycles(import_graph(root, ("dashboards",))) == [frozenset({"dashboards.app", "dashboards.pages.fraud"})]

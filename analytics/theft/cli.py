@@ -194,16 +194,33 @@ def cmd_rank(args: argparse.Namespace, settings: Settings) -> int:
             from analytics.theft.sharded import rank_shards
 
             result = rank_shards(
-                settings, db_url(settings), settings.database.shard_urls, start=args.start, end=args.end,
-                days=args.days, keep=max(args.top, args.keep), order=args.order, filters=_filters(args),
-                tariff=tariff, include_inspected=args.include_inspected, store_run=not args.no_store,
-            )  # fmt: skip
+                settings,
+                db_url(settings),
+                settings.database.shard_urls,
+                start=args.start,
+                end=args.end,
+                days=args.days,
+                keep=max(args.top, args.keep),
+                order=args.order,
+                filters=_filters(args),
+                tariff=tariff,
+                include_inspected=args.include_inspected,
+                store_run=not args.no_store,
+            )
         else:
             result = store.rank_database(
-                settings, db_url(settings), start=args.start, end=args.end, days=args.days,
-                keep=max(args.top, args.keep), order=args.order, filters=_filters(args), tariff=tariff,
-                include_inspected=args.include_inspected, store=not args.no_store,
-            )  # fmt: skip
+                settings,
+                db_url(settings),
+                start=args.start,
+                end=args.end,
+                days=args.days,
+                keep=max(args.top, args.keep),
+                order=args.order,
+                filters=_filters(args),
+                tariff=tariff,
+                include_inspected=args.include_inspected,
+                store=not args.no_store,
+            )
     except store.StoreError as exc:
         raise CommandError(str(exc)) from exc
     _emit(args, result.candidates[: args.top], result.currency if args.currency is None else args.currency)

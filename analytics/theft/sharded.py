@@ -39,8 +39,9 @@ from releve.db import connect, editor_role, reader_role, refresh_daily
 from releve.settings import Settings
 
 
-def period(settings: Settings, shard_urls: Sequence[str], start: date | None, end: date | None,
-           days: int) -> tuple[date, date]:  # fmt: skip
+def period(
+    settings: Settings, shard_urls: Sequence[str], start: date | None, end: date | None, days: int
+) -> tuple[date, date]:
     """Days ``[start, end)`` as ``store.load_from_database`` would choose them on one server with all shards' data."""
     spans = []
     for url in shard_urls:
@@ -91,8 +92,9 @@ def merge(parts: Sequence[TheftData | None], home: dict[str, int], order: Sequen
     taken from its ``home`` shard, the one holding its readings. ``order`` is the serials as one
     server orders them.
     """
-    rows = [[i for i, s in enumerate(p.serials) if home.get(s) == k] if p is not None else []
-            for k, p in enumerate(parts)]  # fmt: skip
+    rows = [
+        [i for i, s in enumerate(p.serials) if home.get(s) == k] if p is not None else [] for k, p in enumerate(parts)
+    ]
     got = [(p, r) for p, r in zip(parts, rows, strict=True) if p is not None]
     if not got or not any(r for _, r in got):
         raise store.StoreError("no customer meters on any shard")
@@ -149,13 +151,21 @@ def merge(parts: Sequence[TheftData | None], home: dict[str, int], order: Sequen
     return data
 
 
-def load_shards(settings: Settings, coordinator_url: str, shard_urls: Sequence[str], start: date | None = None,
-                end: date | None = None, days: int = 365) -> TheftData:  # fmt: skip
+def load_shards(
+    settings: Settings,
+    coordinator_url: str,
+    shard_urls: Sequence[str],
+    start: date | None = None,
+    end: date | None = None,
+    days: int = 365,
+) -> TheftData:
     """The fleet's theft inputs, read on every shard at once and merged (see the module docstring)."""
     with connect(coordinator_url, role=reader_role(settings)) as conn:
         if not shards.ready(conn, len(shard_urls)):
-            raise store.StoreError(f"the coordinator is not attached to these {len(shard_urls)} shards: attach them "
-                                   "first (releve.shards.attach_shards, docs/scaling.md)")  # fmt: skip
+            raise store.StoreError(
+                f"the coordinator is not attached to these {len(shard_urls)} shards: attach them "
+                "first (releve.shards.attach_shards, docs/scaling.md)"
+            )
         order = [s for (s,) in conn.execute("SELECT serial FROM meter ORDER BY serial")]
         home = shards.shards_of(conn, order, len(shard_urls))
     with ThreadPoolExecutor(max_workers=max(1, len(shard_urls)), thread_name_prefix="theft-shard") as pool:
@@ -192,16 +202,33 @@ def rank_shards(
         labels = store.training_labels(conn)
         exclude = set() if include_inspected else store.inspected(conn)
         currency = store.bill_currency(conn)
-    ranking = score(data, training=(labels.x, labels.y) if len(labels.y) else None, tariff=tariff or {},
-                    exclude=exclude)  # fmt: skip
+    ranking = score(
+        data, training=(labels.x, labels.y) if len(labels.y) else None, tariff=tariff or {}, exclude=exclude
+    )
     cands = ranking.candidates(keep, by=order, **filters)
     run_id = None
     if store_run:
-        params = {"order": order, "filters": filters, "tariff": tariff or {}, "keep": keep, "shards": len(shard_urls),
-                  "excluded": len(exclude), "labels": len(labels.y), "model_note": ranking.model_note(),
-                  "currency": currency}  # fmt: skip
-        run_id = store.save_run(settings, url, cands, "database", params, data,
-                                n_labels=ranking.model.n_labels if ranking.model else 0,
-                                model=ranking.model_name)  # fmt: skip
-    return store.DatabaseRanking(cands, run_id, ranking.model_name, data, len(exclude), len(labels.y),
-                                 ranking.model_note(), currency=currency)  # fmt: skip
+        params = {
+            "order": order,
+            "filters": filters,
+            "tariff": tariff or {},
+            "keep": keep,
+            "shards": len(shard_urls),
+            "excluded": len(exclude),
+            "labels": len(labels.y),
+            "model_note": ranking.model_note(),
+            "currency": currency,
+        }
+        run_id = store.save_run(
+            settings,
+            url,
+            cands,
+            "database",
+            params,
+            data,
+            n_labels=ranking.model.n_labels if ranking.model else 0,
+            model=ranking.model_name,
+        )
+    return store.DatabaseRanking(
+        cands, run_id, ranking.model_name, data, len(exclude), len(labels.y), ranking.model_note(), currency=currency
+    )

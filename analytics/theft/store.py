@@ -326,10 +326,9 @@ class _HourlyReader:
                                    GROUP BY 1, 2) h
                              GROUP BY 1)
                        TO STDOUT (FORMAT binary)""",
-                    {"lo_s": self.lo.timestamp(), "ids": meter_ids, "ch": self.channels, "lo": self.lo,
-                     "hi": self.hi},
+                    {"lo_s": self.lo.timestamp(), "ids": meter_ids, "ch": self.channels, "lo": self.lo, "hi": self.hi},
                 )
-            )  # fmt: skip
+            )
             meter = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int64)
             hour = np.concatenate([p[4] for p in parts]) if parts else np.zeros(0, np.int64)
             value = np.concatenate([p[5] for p in parts]) if parts else np.zeros(0)
@@ -375,10 +374,16 @@ class _HourlyReader:
                                HAVING min(s.gap) = max(s.gap) AND count(*) * min(s.gap) = 86400) t
                          GROUP BY 1)
                    TO STDOUT (FORMAT binary)""",
-                {"lo_s": self.lo.timestamp(), "ids": meter_ids, "ch": self.channels, "lo": self.lo,
-                 "hi": self.hi, "floor": TEXTURE_FLOOR},
+                {
+                    "lo_s": self.lo.timestamp(),
+                    "ids": meter_ids,
+                    "ch": self.channels,
+                    "lo": self.lo,
+                    "hi": self.hi,
+                    "floor": TEXTURE_FLOOR,
+                },
             )
-        )  # fmt: skip
+        )
         if not parts:
             return out
         meter = np.concatenate([p[2] for p in parts])
@@ -983,18 +988,34 @@ def rank_database(
         exclude = set() if include_inspected else inspected(conn)
         currency = bill_currency(conn)
         t2 = time.perf_counter()
-        ranking = score(data, training=(labels.x, labels.y) if len(labels.y) else None, tariff=tariff or {},
-                        exclude=exclude)  # fmt: skip
+        ranking = score(
+            data, training=(labels.x, labels.y) if len(labels.y) else None, tariff=tariff or {}, exclude=exclude
+        )
         model = ranking.model_name
         cands = ranking.candidates(keep, by=order, **filters)
     t3 = time.perf_counter()
     run_id = None
     if store:
-        params = {"order": order, "filters": filters, "tariff": tariff or {}, "keep": keep,
-                  "excluded": len(exclude), "labels": len(labels.y), "model_note": ranking.model_note(),
-                  "currency": currency}  # fmt: skip
-        run_id = save_run(settings, url, cands, origin, params, data,
-                          n_labels=ranking.model.n_labels if ranking.model else 0, model=model)  # fmt: skip
+        params = {
+            "order": order,
+            "filters": filters,
+            "tariff": tariff or {},
+            "keep": keep,
+            "excluded": len(exclude),
+            "labels": len(labels.y),
+            "model_note": ranking.model_note(),
+            "currency": currency,
+        }
+        run_id = save_run(
+            settings,
+            url,
+            cands,
+            origin,
+            params,
+            data,
+            n_labels=ranking.model.n_labels if ranking.model else 0,
+            model=model,
+        )
     timings = {"refresh": t1 - t0, "load": t2 - t1, "score": t3 - t2, "store": time.perf_counter() - t3}
     return DatabaseRanking(
         cands, run_id, model, data, len(exclude), len(labels.y), ranking.model_note(), timings, currency

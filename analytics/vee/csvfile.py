@@ -34,16 +34,36 @@ from analytics.vee.params import Severity, params_for
 from analytics.vee.registers import Finding, RegisterSeries, fmt, validate_registers
 
 READ_TYPES = {
-    "actual": "actual", "normal": "actual", "customer": "customer", "customer read": "customer",
-    "estimate": "estimate", "system estimate": "estimate", "move_out": "move_out", "move-out": "move_out",
-    "move_in": "move_in", "move-in": "move_in",
-}  # fmt: skip
+    "actual": "actual",
+    "normal": "actual",
+    "customer": "customer",
+    "customer read": "customer",
+    "estimate": "estimate",
+    "system estimate": "estimate",
+    "move_out": "move_out",
+    "move-out": "move_out",
+    "move_in": "move_in",
+    "move-in": "move_in",
+}
 #: read_type → the register rules' code (0 actual, 1 customer read, 2 the utility's estimate).
 READ_CODES = {"actual": 0, "customer": 1, "estimate": 2, "move_out": 0, "move_in": 0}
 WATER_UNITS = {"m3", "l"}
 REQUIRED = ("meter", "read_at", "index", "read_type")
-OUT_COLUMNS = ("meter", "read_at", "index", "read_type", "rule", "severity", "usage", "usage_lo", "usage_hi",
-               "read_lo", "read_hi", "suggestions", "message")  # fmt: skip
+OUT_COLUMNS = (
+    "meter",
+    "read_at",
+    "index",
+    "read_type",
+    "rule",
+    "severity",
+    "usage",
+    "usage_lo",
+    "usage_hi",
+    "read_lo",
+    "read_hi",
+    "suggestions",
+    "message",
+)
 
 
 class CsvFormatError(Exception):
@@ -183,8 +203,9 @@ def check_reads(reads: Iterable[CsvRead]) -> list[CsvException]:
 
 def check_move_in(ordered: list[CsvRead], tolerance: float) -> list[CsvException]:
     """The MOVE_IN rule (:func:`analytics.vee.records.check_move_in`) on reads sorted by meter and time."""
-    found = records.check_move_in([r.meter for r in ordered], [r.read_type for r in ordered],
-                                  [r.index for r in ordered], tolerance)  # fmt: skip
+    found = records.check_move_in(
+        [r.meter for r in ordered], [r.read_type for r in ordered], [r.index for r in ordered], tolerance
+    )
     return [CsvException(ordered[f.row], f) for f in found]
 
 
@@ -199,11 +220,20 @@ def write_exceptions(exceptions: list[CsvException], stream: TextIO, include_inf
             continue
         band = f.band or ("", "")
         read_band = f.read_band or ("", "")
-        w.writerow([
-            e.read.meter, e.read.read_at.isoformat(), fmt(e.read.index), e.read.read_type, f.rule, f.severity.value,
-            "" if f.usage is None else fmt(f.usage), *(fmt(x) if x != "" else "" for x in (*band, *read_band)),
-            ";".join(fmt(s.value) for s in f.suggestions), f.message,
-        ])  # fmt: skip
+        w.writerow(
+            [
+                e.read.meter,
+                e.read.read_at.isoformat(),
+                fmt(e.read.index),
+                e.read.read_type,
+                f.rule,
+                f.severity.value,
+                "" if f.usage is None else fmt(f.usage),
+                *(fmt(x) if x != "" else "" for x in (*band, *read_band)),
+                ";".join(fmt(s.value) for s in f.suggestions),
+                f.message,
+            ]
+        )
         n += 1
     return n
 

@@ -153,9 +153,14 @@ class IntervalFinding:
 
 
 def validate_interval_series(
-    t: np.ndarray, v: np.ndarray, emit_from: float, tz: ZoneInfo, interval_s: int, params: RuleParams,
+    t: np.ndarray,
+    v: np.ndarray,
+    emit_from: float,
+    tz: ZoneInfo,
+    interval_s: int,
+    params: RuleParams,
     now: datetime | None = None,
-) -> tuple[list[IntervalFinding], list[tuple[float, float, int]]]:  # fmt: skip
+) -> tuple[list[IntervalFinding], list[tuple[float, float, int]]]:
     """The interval rules (:data:`INTERVAL_CHECKS`) and estimates for one interval series.
 
     ``t`` (Unix seconds, end-stamped, sorted) and ``v`` include context before ``emit_from``; only
@@ -265,9 +270,16 @@ class _Days:
     """
 
     def __init__(
-        self, t: np.ndarray, v: np.ndarray, bounds: np.ndarray, emit_from: np.ndarray, tz: ZoneInfo, interval_s: int,
-        params: RuleParams, now: datetime | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        t: np.ndarray,
+        v: np.ndarray,
+        bounds: np.ndarray,
+        emit_from: np.ndarray,
+        tz: ZoneInfo,
+        interval_s: int,
+        params: RuleParams,
+        now: datetime | None = None,
+    ) -> None:
         self.t, self.v, self.bounds, self.tz, self.interval_s, self.params = t, v, bounds, tz, interval_s, params
         self.n_series = len(bounds) - 1
         self.sid = np.repeat(np.arange(self.n_series), np.diff(bounds))
@@ -319,8 +331,14 @@ def _interval_count(d: _Days) -> list[tuple[int, IntervalFinding]]:
     for g in np.flatnonzero((d.count != d.expected) & d.ended & (t[latest] >= d.emit[latest])).tolist():
         i, day, found, expected = int(latest[g]), _day(int(d.on[g])), int(d.count[g]), int(d.expected[g])
         msg = f"{day}: {found} intervals, {expected} expected ({d.tz.key} local day)"
-        out.append((i, IntervalFinding(float(t[i]), RuleCode.INTERVAL_COUNT, msg, float(v[i]),
-                                       {"found": found, "expected": expected})))  # fmt: skip
+        out.append(
+            (
+                i,
+                IntervalFinding(
+                    float(t[i]), RuleCode.INTERVAL_COUNT, msg, float(v[i]), {"found": found, "expected": expected}
+                ),
+            )
+        )
     return out
 
 
@@ -343,10 +361,14 @@ def _spike(d: _Days) -> list[tuple[int, IntervalFinding]]:
     long_enough = np.diff(d.bounds)[d.sid] >= 3
     with np.errstate(invalid="ignore"):
         spike |= long_enough & (v >= p.spike_min) & (v > p.spike_neighbour_ratio * np.maximum(around, 1e-9))
-    msg = (f"spike: {{:g}} is more than {p.spike_ratio:g}× the day's third-highest interval "
-           f"or {p.spike_neighbour_ratio:g}× its neighbours")  # fmt: skip
-    return [(i, IntervalFinding(float(t[i]), RuleCode.SPIKE, msg.format(v[i]), float(v[i]), {}))
-            for i in np.flatnonzero(spike & (t >= d.emit)).tolist()]  # fmt: skip
+    msg = (
+        f"spike: {{:g}} is more than {p.spike_ratio:g}× the day's third-highest interval "
+        f"or {p.spike_neighbour_ratio:g}× its neighbours"
+    )
+    return [
+        (i, IntervalFinding(float(t[i]), RuleCode.SPIKE, msg.format(v[i]), float(v[i]), {}))
+        for i in np.flatnonzero(spike & (t >= d.emit)).tolist()
+    ]
 
 
 def _zero_run(d: _Days) -> list[tuple[int, IntervalFinding]]:
@@ -379,9 +401,15 @@ INTERVAL_CHECKS: tuple[tuple[RuleCode, Callable[[_Days], list[tuple[int, Interva
 
 
 def screen_intervals(
-    t: np.ndarray, v: np.ndarray, bounds: np.ndarray, emit_from: np.ndarray, tz: ZoneInfo, interval_s: int,
-    params: RuleParams, now: datetime | None = None,
-) -> IntervalScreen:  # fmt: skip
+    t: np.ndarray,
+    v: np.ndarray,
+    bounds: np.ndarray,
+    emit_from: np.ndarray,
+    tz: ZoneInfo,
+    interval_s: int,
+    params: RuleParams,
+    now: datetime | None = None,
+) -> IntervalScreen:
     """The findings of :func:`validate_interval_series` for many series in one numpy pass, and who may need estimates.
 
     Series ``k`` is ``t[bounds[k]:bounds[k + 1]]`` (sorted, end-stamped Unix seconds) and the same

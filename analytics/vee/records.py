@@ -40,8 +40,16 @@ def check_unit(
         if emit[i]:
             msg = f"read in {read_unit[i]}, meter in {meter_unit[i]}"
             msg += f": converted to {fmt(converted[i])} {meter_unit[i]}" if factor else ": no known conversion"
-            findings.append(Finding(int(i), rule.code, rule.severity, msg, float(value[i]),
-                                    details={"converted": float(converted[i]) if factor else None}))  # fmt: skip
+            findings.append(
+                Finding(
+                    int(i),
+                    rule.code,
+                    rule.severity,
+                    msg,
+                    float(value[i]),
+                    details={"converted": float(converted[i]) if factor else None},
+                )
+            )
     return converted, findings
 
 
@@ -108,10 +116,13 @@ def check_move_in(
             before, after = index[i - 1], index[i]
             diff = after - before
             if abs(diff) > tolerance:
-                msg = (f"move-in index {fmt(after)} differs from move-out index {fmt(before)} by "
-                       f"{fmt(diff)} (> {fmt(tolerance)}): open a case, ask for proof within 15 days")  # fmt: skip
-                out.append(Finding(i, rule.code, rule.severity, msg, after, diff, suggestions=[],
-                                   details={"move_out": before}))  # fmt: skip
+                msg = (
+                    f"move-in index {fmt(after)} differs from move-out index {fmt(before)} by "
+                    f"{fmt(diff)} (> {fmt(tolerance)}): open a case, ask for proof within 15 days"
+                )
+                out.append(
+                    Finding(i, rule.code, rule.severity, msg, after, diff, suggestions=[], details={"move_out": before})
+                )
     return out
 
 

@@ -181,17 +181,29 @@ def validate_registers(batch: RegisterSeries) -> RegisterResult:
             for i in np.flatnonzero(dup & emit):
                 other = v[i - 1]
                 same = other == v[i]
-                msg = (f"read at the same instant twice ({fmt(v[i])})" if same
-                       else f"two values for one instant: {fmt(other)} and {fmt(v[i])} (conflict)")  # fmt: skip
+                msg = (
+                    f"read at the same instant twice ({fmt(v[i])})"
+                    if same
+                    else f"two values for one instant: {fmt(other)} and {fmt(v[i])} (conflict)"
+                )
                 findings.append(
                     Finding(int(i), RuleCode.DUPLICATE, RULES[RuleCode.DUPLICATE].severity, msg, float(v[i]))
                 )
             keep = np.flatnonzero(~dup)
             sub = RegisterSeries(
-                s[keep], t[keep], v[keep], batch.modulus, batch.param_class, batch.params, emit[keep],
-                batch.ex_series, batch.ex_t, batch.ex_removal, batch.ex_install,
+                s[keep],
+                t[keep],
+                v[keep],
+                batch.modulus,
+                batch.param_class,
+                batch.params,
+                emit[keep],
+                batch.ex_series,
+                batch.ex_t,
+                batch.ex_removal,
+                batch.ex_install,
                 None if batch.read_type is None else batch.read_type[keep],
-            )  # fmt: skip
+            )
             inner = validate_registers(sub)
             full = np.full(n, np.nan)
             arrays = []
@@ -236,9 +248,19 @@ def _subset(batch: RegisterSeries, idx: np.ndarray) -> RegisterSeries:
     emit = batch.emit if batch.emit is not None else np.ones(len(batch), bool)
     rt = batch.read_type if batch.read_type is not None else np.zeros(len(batch), np.int8)
     return RegisterSeries(
-        batch.series[idx], batch.t[idx], batch.value[idx], batch.modulus, batch.param_class, batch.params,
-        emit[idx], batch.ex_series, batch.ex_t, batch.ex_removal, batch.ex_install, rt[idx],
-    )  # fmt: skip
+        batch.series[idx],
+        batch.t[idx],
+        batch.value[idx],
+        batch.modulus,
+        batch.param_class,
+        batch.params,
+        emit[idx],
+        batch.ex_series,
+        batch.ex_t,
+        batch.ex_removal,
+        batch.ex_install,
+        rt[idx],
+    )
 
 
 def _validate(batch: RegisterSeries, emit: np.ndarray, findings: list[Finding]) -> RegisterResult:
@@ -333,10 +355,21 @@ def _validate(batch: RegisterSeries, emit: np.ndarray, findings: list[Finding]) 
             while k > 0 and not first[k] and est[k - 1]:
                 k -= 1
             n_est = j - k + 1
-            msg = (f"actual {fmt(v[i])} below the estimated read {fmt(v[j])} before it: catch-up after "
-                   f"{n_est} estimated read(s), the estimate(s) overstated usage by {fmt(v[j] - v[i])}")  # fmt: skip
-            current.append(Finding(int(i), RuleCode.CATCH_UP, RULES[RuleCode.CATCH_UP].severity, msg, float(v[i]),
-                                   usage=_f(consumption[i]), details={"estimates": n_est}))  # fmt: skip
+            msg = (
+                f"actual {fmt(v[i])} below the estimated read {fmt(v[j])} before it: catch-up after "
+                f"{n_est} estimated read(s), the estimate(s) overstated usage by {fmt(v[j] - v[i])}"
+            )
+            current.append(
+                Finding(
+                    int(i),
+                    RuleCode.CATCH_UP,
+                    RULES[RuleCode.CATCH_UP].severity,
+                    msg,
+                    float(v[i]),
+                    usage=_f(consumption[i]),
+                    details={"estimates": n_est},
+                )
+            )
 
     # Substitutes for bad reads, from good reads only; faults are runs of consecutive bad reads.
     estimates = list(gap_est)
@@ -417,8 +450,10 @@ def _group_faults(found: list[Finding], bad: np.ndarray, s: np.ndarray, t: np.nd
                     f.rule = RuleCode.SCALE_JUMP
                     ratio = next(iter(factors))
                     label = f"×{fmt(ratio)}" if ratio and ratio > 1 else f"÷{fmt(1 / ratio) if ratio else '?'}"
-                    f.message = (f"{fmt(v[r])}: read {run.index(r) + 1} of {len(run)} off by {label} since {start} "
-                                 f"(one fault); probably {fmt(f.suggestions[0].value)}")  # fmt: skip
+                    f.message = (
+                        f"{fmt(v[r])}: read {run.index(r) + 1} of {len(run)} off by {label} since {start} "
+                        f"(one fault); probably {fmt(f.suggestions[0].value)}"
+                    )
 
 
 _SCALE_RATIOS = {10.0, 100.0, 1000.0, 0.1, 0.01, 0.001}
@@ -489,10 +524,12 @@ def _rules(batch: RegisterSeries, emit_next: np.ndarray, dt_all: np.ndarray, cad
     dt_next[:-1] = dt[1:]
     c_next = np.full(n, np.nan)
     c_next[:-1] = c[1:]
-    outlier, outlier_hard = _outlier_mask(v_prev, v_next, c, c_next, dt, dt_next, modulus, b, per_row, first,
-                                          has_next, exchange)  # fmt: skip
-    transposed, soft = _transposition_masks(v, v_prev, v_next, c, c_next, dt, dt_next, b, per_row, first, has_next,
-                                            typed, rt, exchange, wrap, outlier)  # fmt: skip
+    outlier, outlier_hard = _outlier_mask(
+        v_prev, v_next, c, c_next, dt, dt_next, modulus, b, per_row, first, has_next, exchange
+    )
+    transposed, soft = _transposition_masks(
+        v, v_prev, v_next, c, c_next, dt, dt_next, b, per_row, first, has_next, typed, rt, exchange, wrap, outlier
+    )
     suppressed = np.zeros(n, bool)  # the read after an isolated or transposed read is not blamed for it
     suppressed[1:] = (outlier | transposed)[:-1]
     reset, neg, wrap = _reset_masks(v, v_prev, c, b, per_row, wrap, exchange, outlier, transposed, suppressed)
@@ -504,15 +541,46 @@ def _rules(batch: RegisterSeries, emit_next: np.ndarray, dt_all: np.ndarray, cad
     consumption = np.where(first, np.nan, c)
     ctx = _Ctx(batch, v, v_prev, v_next, t, c, lo, hi, expected, med, dt, dt_next, integral, typed)
     found = _Found(
-        batch=batch, ctx=ctx, per_row=per_row, s=s, v=v, v_prev=v_prev, d=d, c=c, lo=lo, hi=hi, med=med, dt=dt,
-        dt_all=dt_all, cadence=cadence, modulus=modulus, first=first, emit=emit,
+        batch=batch,
+        ctx=ctx,
+        per_row=per_row,
+        s=s,
+        v=v,
+        v_prev=v_prev,
+        d=d,
+        c=c,
+        lo=lo,
+        hi=hi,
+        med=med,
+        dt=dt,
+        dt_all=dt_all,
+        cadence=cadence,
+        modulus=modulus,
+        first=first,
+        emit=emit,
         late=emit | emit_next,  # faults found with the next read are reported when that read lands
-        has_band=has_band, has_next=has_next, typed=typed, in_band=in_band, hard=hard, suppressed=suppressed,
-        exchange=exchange, wrap=wrap, reset=reset, zero=zero, out_band=out_band, neg=neg, outlier=outlier,
-        outlier_hard=outlier_hard, transposed=transposed, soft=soft,
+        has_band=has_band,
+        has_next=has_next,
+        typed=typed,
+        in_band=in_band,
+        hard=hard,
+        suppressed=suppressed,
+        exchange=exchange,
+        wrap=wrap,
+        reset=reset,
+        zero=zero,
+        out_band=out_band,
+        neg=neg,
+        outlier=outlier,
+        outlier_hard=outlier_hard,
+        transposed=transposed,
+        soft=soft,
         frozen_reads=per_row("frozen_reads").astype(np.int64),
-        findings=[], gap_estimates=[], bad=np.zeros(n, bool), emitted_bad=set(),
-    )  # fmt: skip
+        findings=[],
+        gap_estimates=[],
+        bad=np.zeros(n, bool),
+        emitted_bad=set(),
+    )
     for _, report in REGISTER_CHECKS:
         report(found)
     return _Pass(consumption, expected, lo, hi, med, found.findings, found.gap_estimates, found.bad, found.emitted_bad)
@@ -582,9 +650,16 @@ class _Band:
 
 
 def _band(
-    s: np.ndarray, t: np.ndarray, v: np.ndarray, d: np.ndarray, c: np.ndarray, dt: np.ndarray, first: np.ndarray,
-    start: np.ndarray, per_row: PerRow,
-) -> _Band:  # fmt: skip
+    s: np.ndarray,
+    t: np.ndarray,
+    v: np.ndarray,
+    d: np.ndarray,
+    c: np.ndarray,
+    dt: np.ndarray,
+    first: np.ndarray,
+    start: np.ndarray,
+    per_row: PerRow,
+) -> _Band:
     """The band from history for consumption ``c`` (exchange and rollover corrected)."""
     n = len(v)
     rows = np.arange(n)
@@ -622,9 +697,19 @@ def _band(
 
 
 def _outlier_mask(
-    v_prev: np.ndarray, v_next: np.ndarray, c: np.ndarray, c_next: np.ndarray, dt: np.ndarray, dt_next: np.ndarray,
-    modulus: np.ndarray, b: _Band, per_row: PerRow, first: np.ndarray, has_next: np.ndarray, exchange: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    v_prev: np.ndarray,
+    v_next: np.ndarray,
+    c: np.ndarray,
+    c_next: np.ndarray,
+    dt: np.ndarray,
+    dt_next: np.ndarray,
+    modulus: np.ndarray,
+    b: _Band,
+    per_row: PerRow,
+    first: np.ndarray,
+    has_next: np.ndarray,
+    exchange: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """OUTLIER: (isolated bad reads, those of them bad beyond doubt).
 
     Isolated: this read and the next are out of band (or, without a band, the next read falls
@@ -654,10 +739,23 @@ def _outlier_mask(
 
 
 def _transposition_masks(
-    v: np.ndarray, v_prev: np.ndarray, v_next: np.ndarray, c: np.ndarray, c_next: np.ndarray, dt: np.ndarray,
-    dt_next: np.ndarray, b: _Band, per_row: PerRow, first: np.ndarray, has_next: np.ndarray, typed: np.ndarray,
-    rt: np.ndarray, exchange: np.ndarray, wrap: np.ndarray, outlier: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    v: np.ndarray,
+    v_prev: np.ndarray,
+    v_next: np.ndarray,
+    c: np.ndarray,
+    c_next: np.ndarray,
+    dt: np.ndarray,
+    dt_next: np.ndarray,
+    b: _Band,
+    per_row: PerRow,
+    first: np.ndarray,
+    has_next: np.ndarray,
+    typed: np.ndarray,
+    rt: np.ndarray,
+    exchange: np.ndarray,
+    wrap: np.ndarray,
+    outlier: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """DIGIT_ERROR on typed-in reads: (hard, soft) transpositions of two adjacent digits.
 
     Hard: the next read falls below this one and a swap puts this read between its neighbours with
@@ -671,17 +769,40 @@ def _transposition_masks(
     wrap_next = np.zeros(len(v), bool)
     wrap_next[:-1] = wrap[1:]
     eligible = has_next & ~first & typed & ~exchange & ~exch_next & ~wrap & ~wrap_next & (rt != READ_ESTIMATE)
-    transposed, soft = _transpositions(v, v_prev, v_next, c, c_next, b.lo, b.hi, b.med, dt, dt_next, b.has_band,
-                                       eligible, b.in_band, per_row("soft_gain"), per_row("soft_fit"))  # fmt: skip
+    transposed, soft = _transpositions(
+        v,
+        v_prev,
+        v_next,
+        c,
+        c_next,
+        b.lo,
+        b.hi,
+        b.med,
+        dt,
+        dt_next,
+        b.has_band,
+        eligible,
+        b.in_band,
+        per_row("soft_gain"),
+        per_row("soft_fit"),
+    )
     transposed &= ~outlier
     soft &= ~outlier & ~transposed
     return transposed, soft
 
 
 def _reset_masks(
-    v: np.ndarray, v_prev: np.ndarray, c: np.ndarray, b: _Band, per_row: PerRow, wrap: np.ndarray,
-    exchange: np.ndarray, outlier: np.ndarray, transposed: np.ndarray, suppressed: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    v: np.ndarray,
+    v_prev: np.ndarray,
+    c: np.ndarray,
+    b: _Band,
+    per_row: PerRow,
+    wrap: np.ndarray,
+    exchange: np.ndarray,
+    outlier: np.ndarray,
+    transposed: np.ndarray,
+    suppressed: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """RESET and NEGATIVE: (resets, negative reads, rollovers that are not resets).
 
     A drop not explained by an exchange, an isolated or transposed read, or the read after one
@@ -699,8 +820,11 @@ def _reset_masks(
         # ... unless ×10/×100/×1000 puts the read back into its band (or, without a band, just above
         # the previous read): that is a scale jump, not a reset.
         for factor in (10.0, 100.0, 1000.0):
-            back = np.where(has_band, (v * factor - v_prev >= lo) & (v * factor - v_prev <= hi),
-                            (v * factor >= v_prev) & (v * factor <= 1.5 * v_prev))  # fmt: skip
+            back = np.where(
+                has_band,
+                (v * factor - v_prev >= lo) & (v * factor - v_prev <= hi),
+                (v * factor >= v_prev) & (v * factor <= 1.5 * v_prev),
+            )
             reset &= ~back
         small = (v <= np.maximum(hi, 0)) | (v <= reset_fraction * v_prev)
         reset_not_wrap = wrap & has_band & (c > hi) & small
@@ -715,9 +839,15 @@ def _zero_mask(c: np.ndarray, b: _Band, suppressed: np.ndarray, outlier: np.ndar
 
 
 def _hilo_mask(
-    c: np.ndarray, b: _Band, neg: np.ndarray, reset: np.ndarray, outlier: np.ndarray, suppressed: np.ndarray,
-    zero: np.ndarray, transposed: np.ndarray,
-) -> np.ndarray:  # fmt: skip
+    c: np.ndarray,
+    b: _Band,
+    neg: np.ndarray,
+    reset: np.ndarray,
+    outlier: np.ndarray,
+    suppressed: np.ndarray,
+    zero: np.ndarray,
+    transposed: np.ndarray,
+) -> np.ndarray:
     """HILO_HIGH / HILO_LOW: usage out of band that no other rule explains.
 
     Not a negative read or a reset (NEGATIVE, RESET), an isolated read or the read after one
@@ -868,11 +998,16 @@ def _frozen(f: _Found) -> None:
     frozen_at = _frozen_runs(f.d, v, f.first, f.frozen_reads, med)
     for i in np.flatnonzero(f.emit & frozen_at):
         n_same = int(f.per_row("frozen_reads")[i])
-        f.findings.append(Finding(
-            int(i), RuleCode.FROZEN, RULES[RuleCode.FROZEN].severity,
-            f"register stuck at {fmt(v[i])} for {n_same} reads while history shows {fmt(med[i])}/day",
-            float(v[i]), details={"reads": n_same},
-        ))  # fmt: skip
+        f.findings.append(
+            Finding(
+                int(i),
+                RuleCode.FROZEN,
+                RULES[RuleCode.FROZEN].severity,
+                f"register stuck at {fmt(v[i])} for {n_same} reads while history shows {fmt(med[i])}/day",
+                float(v[i]),
+                details={"reads": n_same},
+            )
+        )
 
 
 def _gap(f: _Found) -> None:
@@ -884,12 +1019,17 @@ def _gap(f: _Found) -> None:
         gap = ~f.first & (dt_all > gap_f * cadence) & (dt_all - cadence > 0.5 / 24)
     for i in np.flatnonzero(f.emit & gap):
         missing = max(round(dt_all[i] / cadence[i]) - 1, 1)
-        f.findings.append(Finding(
-            int(i), RuleCode.GAP, RULES[RuleCode.GAP].severity,
-            f"{missing} read(s) missing: {fmt(round(dt_all[i], 2))} days since the previous read "
-            f"(usual {fmt(round(cadence[i], 3))})",
-            float(v[i]), details={"missing": missing},
-        ))  # fmt: skip
+        f.findings.append(
+            Finding(
+                int(i),
+                RuleCode.GAP,
+                RULES[RuleCode.GAP].severity,
+                f"{missing} read(s) missing: {fmt(round(dt_all[i], 2))} days since the previous read "
+                f"(usual {fmt(round(cadence[i], 3))})",
+                float(v[i]),
+                details={"missing": missing},
+            )
+        )
         fill = (
             missing <= plist[int(f.batch.param_class[f.s[i]])].max_fill_reads and f.in_band[i] and not f.suppressed[i]
         )
@@ -921,10 +1061,22 @@ REGISTER_CHECKS: tuple[tuple[RuleCode, Callable[[_Found], None]], ...] = (
 
 
 def _transpositions(
-    v: np.ndarray, v_prev: np.ndarray, v_next: np.ndarray, c: np.ndarray, c_next: np.ndarray, lo: np.ndarray,
-    hi: np.ndarray, med: np.ndarray, dt: np.ndarray, dt_next: np.ndarray, has_band: np.ndarray, eligible: np.ndarray,
-    in_band: np.ndarray, soft_gain: np.ndarray, soft_fit: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    v: np.ndarray,
+    v_prev: np.ndarray,
+    v_next: np.ndarray,
+    c: np.ndarray,
+    c_next: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    med: np.ndarray,
+    dt: np.ndarray,
+    dt_next: np.ndarray,
+    has_band: np.ndarray,
+    eligible: np.ndarray,
+    in_band: np.ndarray,
+    soft_gain: np.ndarray,
+    soft_fit: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """(hard, soft) masks of reads one adjacent-digit transposition away from a read that fits both neighbours."""
     n = len(v)
     hard = np.zeros(n, bool)
@@ -951,8 +1103,11 @@ def _transpositions(
             ok = (k + 2 <= digits) & (a != b) & ~((k + 2 == digits) & (a == 0))
             x = vv + 9 * (a - b) * p + frac
             u1, u2 = x - v_prev[rows], v_next[rows] - x
-            fits = (u1 >= 0) & (u2 >= 0) & np.where(band, (u1 >= lo[rows]) & (u1 <= hi[rows])
-                                                    & (u2 >= lo2) & (u2 <= hi2), True)  # fmt: skip
+            fits = (
+                (u1 >= 0)
+                & (u2 >= 0)
+                & np.where(band, (u1 >= lo[rows]) & (u1 <= hi[rows]) & (u2 >= lo2) & (u2 <= hi2), True)
+            )
             any_hard |= ok & fits & (c_next[rows] < 0)
             close = (np.abs(np.log((u1 + 1e-9) / e1)) <= np.log(soft_fit[rows])) & (
                 np.abs(np.log((u2 + 1e-9) / e2)) <= np.log(soft_fit[rows])
@@ -1048,10 +1203,23 @@ def _frozen_runs(d: np.ndarray, v: np.ndarray, first: np.ndarray, reads: np.ndar
 class _Ctx:
     """Builds the objects for flagged rows (only these rows pay for Python)."""
 
-    def __init__(self, batch: RegisterSeries, v: np.ndarray, v_prev: np.ndarray, v_next: np.ndarray,
-                 t: np.ndarray, c: np.ndarray, lo: np.ndarray, hi: np.ndarray, expected: np.ndarray,
-                 med: np.ndarray, dt: np.ndarray, dt_next: np.ndarray, integral: np.ndarray,
-                 typed: np.ndarray) -> None:  # fmt: skip
+    def __init__(
+        self,
+        batch: RegisterSeries,
+        v: np.ndarray,
+        v_prev: np.ndarray,
+        v_next: np.ndarray,
+        t: np.ndarray,
+        c: np.ndarray,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        expected: np.ndarray,
+        med: np.ndarray,
+        dt: np.ndarray,
+        dt_next: np.ndarray,
+        integral: np.ndarray,
+        typed: np.ndarray,
+    ) -> None:
         self.batch, self.v, self.v_prev, self.v_next, self.t = batch, v, v_prev, v_next, t
         self.c, self.lo, self.hi, self.expected, self.med = c, lo, hi, expected, med
         self.dt, self.dt_next, self.integral, self.typed = dt, dt_next, integral, typed
@@ -1073,26 +1241,44 @@ class _Ctx:
         lo, hi = float(self.lo[i]), float(self.hi[i])
         r_lo, r_hi = self.read_band(i, around)
         if np.isfinite(lo):
-            msg = (f"usage {fmt(usage)}; correct usage {fmt(lo)}–{fmt(hi)}; "
-                   f"correct readings {fmt(self.v_prev[i] + lo)}–{fmt(self.v_prev[i] + hi)}")  # fmt: skip
+            msg = (
+                f"usage {fmt(usage)}; correct usage {fmt(lo)}–{fmt(hi)}; "
+                f"correct readings {fmt(self.v_prev[i] + lo)}–{fmt(self.v_prev[i] + hi)}"
+            )
             band: tuple[float, float] | None = (lo, hi)
             read_band: tuple[float, float] | None = (float(self.v_prev[i] + lo), float(self.v_prev[i] + hi))
         elif usage < 0:
             msg = f"usage {fmt(usage)}; read {fmt(self.v[i])} below the previous read {fmt(self.v_prev[i])}"
             band = read_band = None
         else:
-            msg = (f"usage {fmt(usage)} (no history for a band); the next read {fmt(self.v_next[i])} "
-                   f"is below this one")  # fmt: skip
+            msg = f"usage {fmt(usage)} (no history for a band); the next read {fmt(self.v_next[i])} is below this one"
             band = read_band = None
         sugg: list[Suggestion] = []
         if with_suggestions and np.isfinite(r_lo) and np.isfinite(r_hi):
             exp_read = self.v_prev[i] + (self.expected[i] if np.isfinite(self.expected[i]) else 0.0)
-            sugg = suggest_corrections(float(self.v[i]), r_lo, r_hi, float(exp_read), bool(self.integral[i]),
-                                       typed=bool(self.typed[i]), previous=float(self.v_prev[i]))  # fmt: skip
+            sugg = suggest_corrections(
+                float(self.v[i]),
+                r_lo,
+                r_hi,
+                float(exp_read),
+                bool(self.integral[i]),
+                typed=bool(self.typed[i]),
+                previous=float(self.v_prev[i]),
+            )
             if sugg:
                 msg += "; suggested: " + ", ".join(f"{fmt(x.value)} ({x.why})" for x in sugg)
-        return Finding(i, rule, RULES[rule].severity, msg, float(self.v[i]), usage, band, read_band, sugg,
-                       {"expected_usage": _f(self.expected[i]), "days": _f(self.dt[i])})  # fmt: skip
+        return Finding(
+            i,
+            rule,
+            RULES[rule].severity,
+            msg,
+            float(self.v[i]),
+            usage,
+            band,
+            read_band,
+            sugg,
+            {"expected_usage": _f(self.expected[i]), "days": _f(self.dt[i])},
+        )
 
     def diagnosis(self, i: int, sugg: list[Suggestion], outlier: bool = False) -> Finding:
         if sugg and sugg[0].kind == "scale":
@@ -1104,10 +1290,20 @@ class _Ctx:
         if sugg:
             msg = f"{fmt(self.v[i])} looks like {sugg[0].why}; probably {fmt(sugg[0].value)}"
         else:
-            msg = (f"{fmt(self.v[i])} disagrees with both neighbours ({fmt(self.v_prev[i])} before, "
-                   f"{fmt(self.v_next[i])} after), which agree with each other")  # fmt: skip
-        return Finding(i, rule, RULES[rule].severity, msg, float(self.v[i]), float(self.c[i]), suggestions=sugg,
-                       details={"isolated": outlier})  # fmt: skip
+            msg = (
+                f"{fmt(self.v[i])} disagrees with both neighbours ({fmt(self.v_prev[i])} before, "
+                f"{fmt(self.v_next[i])} after), which agree with each other"
+            )
+        return Finding(
+            i,
+            rule,
+            RULES[rule].severity,
+            msg,
+            float(self.v[i]),
+            float(self.c[i]),
+            suggestions=sugg,
+            details={"isolated": outlier},
+        )
 
     def transposition(self, i: int, hard: bool) -> Finding:
         """Two adjacent digits swapped, said by the next read or by the expected usage.
@@ -1121,24 +1317,41 @@ class _Ctx:
         hi = min(prev + self.hi[i], nxt) if np.isfinite(self.hi[i]) else nxt
         exp_read = prev + (e1 if np.isfinite(e1) else 0.0)
         swaps = {x for x in adjacent_swaps(v) if lo <= x <= hi}
-        sugg = [x for x in suggest_corrections(v, lo, hi, exp_read, bool(self.integral[i]), typed=True, previous=prev)
-                if x.value in swaps or not hard]  # fmt: skip
+        sugg = [
+            x
+            for x in suggest_corrections(v, lo, hi, exp_read, bool(self.integral[i]), typed=True, previous=prev)
+            if x.value in swaps or not hard
+        ]
         if not sugg:
             sugg = [Suggestion(x, "digit", "digits transposed") for x in sorted(swaps, key=lambda x: abs(x - exp_read))]
         best = sugg[0].value if sugg else v
         if hard:
-            msg = (f"{fmt(v)} stands above the next read {fmt(nxt)}; {fmt(best)} ({sugg[0].why if sugg else ''}) "
-                   f"fits both neighbours ({fmt(prev)} before)")  # fmt: skip
+            msg = (
+                f"{fmt(v)} stands above the next read {fmt(nxt)}; {fmt(best)} ({sugg[0].why if sugg else ''}) "
+                f"fits both neighbours ({fmt(prev)} before)"
+            )
         else:
             why = sugg[0].why if sugg else ""
-            msg = (f"usage {fmt(self.c[i])} then {fmt(nxt - v)} where about {fmt(round(e1, 3))} each was "
-                   f"expected; {fmt(best)} ({why}) fits both: check the register (held for review)")  # fmt: skip
+            msg = (
+                f"usage {fmt(self.c[i])} then {fmt(nxt - v)} where about {fmt(round(e1, 3))} each was "
+                f"expected; {fmt(best)} ({why}) fits both: check the register (held for review)"
+            )
         rule = RULES[RuleCode.DIGIT_ERROR]
         severity = rule.severity if hard else Severity.WARNING
         band = (float(self.lo[i]), float(self.hi[i])) if np.isfinite(self.lo[i]) else None
         read_band = (float(prev + self.lo[i]), float(prev + self.hi[i])) if band else None
-        return Finding(i, rule.code, severity, msg, v, float(self.c[i]), band, read_band, sugg,
-                       {"expected_usage": _f(e1), "transposition": "hard" if hard else "soft"})  # fmt: skip
+        return Finding(
+            i,
+            rule.code,
+            severity,
+            msg,
+            v,
+            float(self.c[i]),
+            band,
+            read_band,
+            sugg,
+            {"expected_usage": _f(e1), "transposition": "hard" if hard else "soft"},
+        )
 
     def fill_gap(self, i: int, missing: int, cadence: float) -> list[Estimate]:
         """Missing reads between i-1 and i, linear in time along the corrected consumption."""

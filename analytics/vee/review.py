@@ -97,9 +97,15 @@ def current_value(conn: Connection, meter_id: int, channel_id: int, ts: datetime
 
 
 def _new_version(
-    conn: Connection, exc: tuple[Any, ...], value: float | None, quality: str, method: int | None, kind: str,
-    who: str, comment: str,
-) -> tuple[int, str]:  # fmt: skip
+    conn: Connection,
+    exc: tuple[Any, ...],
+    value: float | None,
+    quality: str,
+    method: int | None,
+    kind: str,
+    who: str,
+    comment: str,
+) -> tuple[int, str]:
     _, meter_id, channel_id, ts, rule, _, _ = exc
     replaced, version = current_value(conn, meter_id, channel_id, ts)
     top = conn.execute(
@@ -121,9 +127,23 @@ def _new_version(
         """INSERT INTO reading_version (meter_id, channel_id, ts, version, value, quality, method, reason, kind,
                                         replaced_value, replaced_version, exception_id, comment, created_by)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
-        (meter_id, channel_id, ts, int(top[0] if top else 0) + 1, value, quality, method,
-         RULES[rule].reason if rule in RULES else None, kind, replaced, version, exc[0], comment, who),
-    ).fetchone()  # fmt: skip
+        (
+            meter_id,
+            channel_id,
+            ts,
+            int(top[0] if top else 0) + 1,
+            value,
+            quality,
+            method,
+            RULES[rule].reason if rule in RULES else None,
+            kind,
+            replaced,
+            version,
+            exc[0],
+            comment,
+            who,
+        ),
+    ).fetchone()
     assert row is not None
     return int(row[0]), kind
 
@@ -153,8 +173,9 @@ def accept(conn: Connection, exception_id: int, who: str, choice: int = 1, note:
         if not 1 <= choice <= len(suggestions):
             raise ReviewError(f"exception {exception_id} has {len(suggestions)} suggestion(s), not {choice}")
         value = float(suggestions[choice - 1])
-        vid, kind = _new_version(conn, exc, value, "F", 53, "suggestion", who,
-                                 note or f"accepted suggestion {choice} of {exc[4]}")  # fmt: skip
+        vid, kind = _new_version(
+            conn, exc, value, "F", 53, "suggestion", who, note or f"accepted suggestion {choice} of {exc[4]}"
+        )
         _close(conn, exc, "accepted", who, note, vid)
     return vid, kind
 
@@ -179,8 +200,9 @@ def reject(conn: Connection, exception_id: int, who: str, note: str = "") -> int
         ).fetchone()
         vid: int | None = None
         if version > 0 and raw is not None and current != raw[0]:
-            vid, _ = _new_version(conn, exc, float(raw[0]), "A", None, "edit", who,
-                                  note or "exception rejected: raw value reinstated")  # fmt: skip
+            vid, _ = _new_version(
+                conn, exc, float(raw[0]), "A", None, "edit", who, note or "exception rejected: raw value reinstated"
+            )
         _close(conn, exc, "rejected", who, note, vid)
     return vid
 

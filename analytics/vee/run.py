@@ -82,8 +82,10 @@ class RunSummary:
             f"estimates written: {self.estimates}",
         ]
         total = sum(self.exceptions.values())
-        out.append(f"exceptions: {total}" + (" (" + ", ".join(f"{k} {v}" for k, v in sorted(self.exceptions.items()))
-                                             + ")" if total else ""))  # fmt: skip
+        out.append(
+            f"exceptions: {total}"
+            + (" (" + ", ".join(f"{k} {v}" for k, v in sorted(self.exceptions.items())) + ")" if total else "")
+        )
         return out
 
 
@@ -149,8 +151,9 @@ def run_vee(
         todo = np.array([r[0] for r in conn.execute("SELECT batch_id FROM vee_todo ORDER BY 1").fetchall()], np.int64)
         if not len(todo):
             return RunSummary(None, lo, hi)
-        run_id = _one(conn, "INSERT INTO vee_run (from_batch, to_batch, run_by) VALUES (%s, %s, %s) RETURNING id",
-                      (lo, hi, who))  # fmt: skip
+        run_id = _one(
+            conn, "INSERT INTO vee_run (from_batch, to_batch, run_by) VALUES (%s, %s, %s) RETURNING id", (lo, hi, who)
+        )
         summary = RunSummary(run_id, lo, hi)
         scope = _scope(conn)
         summary.series = len(scope)
@@ -256,8 +259,14 @@ def _meta(conn: Connection, meters: list[int]) -> _Meta:
         modulus[mid] = wrap or (10.0**digits if digits else (2.0**bits if bits and bits < 64 else math.inf))
     read_types = {int(i): str(name) for i, name in conn.execute("SELECT id, name FROM read_type").fetchall()}
     src = conn.execute("SELECT id FROM reading_source WHERE name = 'manual'").fetchone()
-    return _Meta({r[0]: r[1] for r in rows}, modulus, {r[0]: r[4] for r in rows}, {r[0]: bool(r[5]) for r in rows},
-                 read_types, int(src[0]) if src else None)  # fmt: skip
+    return _Meta(
+        {r[0]: r[1] for r in rows},
+        modulus,
+        {r[0]: r[4] for r in rows},
+        {r[0]: bool(r[5]) for r in rows},
+        read_types,
+        int(src[0]) if src else None,
+    )
 
 
 #: The first read of each UTC day of series ``(q.m, q.c)`` within ``[q.lo, q.hi]`` — what a scan of
@@ -286,20 +295,28 @@ def _load(conn: Connection, a: int, b: int) -> dict[str, np.ndarray]:
     of each day; dense ones (15-minute registers) are thinned by the database with one index probe
     per series and UTC day (:data:`_FIRST_OF_EACH_DAY`), so one row a day is read and sent out of 96.
     """
-    sparse = _copy_rows(conn,
+    sparse = _copy_rows(
+        conn,
         """COPY (SELECT r.meter_id, r.channel_id, r.ts, r.value, r.unit_id, r.batch_id, r.read_type_id, r.source_id
                  FROM reading r JOIN vee_scope s ON s.meter_id = r.meter_id AND s.channel_id = r.channel_id
                  WHERE r.meter_id BETWEEN %s AND %s AND s.meter_id BETWEEN %s AND %s AND r.ts >= s.ctx_from
                    AND s.kind = 'register' AND NOT s.dense)
-           TO STDOUT (FORMAT BINARY)""", (a, b, a, b))  # fmt: skip
-    dense = _copy_rows(conn,
+           TO STDOUT (FORMAT BINARY)""",
+        (a, b, a, b),
+    )
+    dense = _copy_rows(
+        conn,
         """COPY (SELECT r.meter_id, r.channel_id, r.ts, r.value, r.unit_id, r.batch_id, r.read_type_id, r.source_id
                  FROM vee_scope s
                  CROSS JOIN LATERAL (SELECT s.meter_id AS m, s.channel_id AS c, s.ctx_from AS lo,
                                             'infinity'::timestamptz AS hi) q
-                 CROSS JOIN LATERAL (""" + _FIRST_OF_EACH_DAY + """) r
+                 CROSS JOIN LATERAL ("""
+        + _FIRST_OF_EACH_DAY
+        + """) r
                  WHERE s.meter_id BETWEEN %s AND %s AND s.kind = 'register' AND s.dense)
-           TO STDOUT (FORMAT BINARY)""", (a, b))  # fmt: skip
+           TO STDOUT (FORMAT BINARY)""",
+        (a, b),
+    )
     rec = np.concatenate([sparse, dense])
     meter = rec["meter_id"].astype(np.int64)
     channel = rec["channel_id"].astype(np.int64)
@@ -424,8 +441,9 @@ def _clock_findings(
            ORDER BY r.meter_id, r.ts""",
         (np.unique(s_meter).tolist(), t_lo, t_hi, params_for("electricity").clock_tolerance_s),
     ).fetchall()
-    return check_clock(cols["meter_id"], cols["t"], cols["value"], emit, rows, drift,
-                       params_for("electricity").clock_tolerance_s)  # fmt: skip
+    return check_clock(
+        cols["meter_id"], cols["t"], cols["value"], emit, rows, drift, params_for("electricity").clock_tolerance_s
+    )
 
 
 def _ts(t: float) -> datetime:
@@ -457,11 +475,24 @@ def _write(
                 details = dict(f.details)
                 if f.suggestions:
                     details["suggestions"] = [{"value": s.value, "why": s.why} for s in f.suggestions]
-                copy.write_row((
-                    meter, channel, _ts(t), f.rule, f.severity.value, _fin(f.value), _fin(f.usage),
-                    _fin(band[0]), _fin(band[1]), _fin(read_band[0]), _fin(read_band[1]),
-                    [s.value for s in f.suggestions], f.message, Jsonb(details),
-                ))  # fmt: skip
+                copy.write_row(
+                    (
+                        meter,
+                        channel,
+                        _ts(t),
+                        f.rule,
+                        f.severity.value,
+                        _fin(f.value),
+                        _fin(f.usage),
+                        _fin(band[0]),
+                        _fin(band[1]),
+                        _fin(read_band[0]),
+                        _fin(read_band[1]),
+                        [s.value for s in f.suggestions],
+                        f.message,
+                        Jsonb(details),
+                    )
+                )
         conn.execute(
             """INSERT INTO vee_exception (meter_id, channel_id, ts, rule, severity, value, usage, usage_lo, usage_hi,
                                           read_lo, read_hi, suggestions, message, details, run_id, status)
@@ -474,10 +505,18 @@ def _write(
     if estimates:
         s_meter, s_channel = keys
         rows = [
-            (int(s_meter[e.series]), int(s_channel[e.series]), _ts(e.t), e.value, e.method, e.reason,
-             _fin(e.replaced), e.rule)
+            (
+                int(s_meter[e.series]),
+                int(s_channel[e.series]),
+                _ts(e.t),
+                e.value,
+                e.method,
+                e.reason,
+                _fin(e.replaced),
+                e.rule,
+            )
             for e in estimates
-        ]  # fmt: skip
+        ]
         write_versions(conn, rows, who, run_id)
 
 
@@ -610,16 +649,20 @@ def _interval_pass(
         if not chunk:
             continue
         a, b = chunk[0][0], chunk[-1][0]
-        values = _copy_series_arrays(conn,
+        values = _copy_series_arrays(
+            conn,
             """COPY (SELECT s.meter_id, s.channel_id, v.ts, v.value
                      FROM vee_scope s
                      CROSS JOIN LATERAL (SELECT array_agg(x.ts) AS ts, array_agg(x.value) AS value FROM reading x
                                          WHERE x.meter_id = s.meter_id AND x.channel_id = s.channel_id
                                            AND x.ts >= s.ctx_from) v
                      WHERE s.kind = 'interval' AND s.meter_id BETWEEN %s AND %s AND v.ts IS NOT NULL)
-               TO STDOUT (FORMAT BINARY)""", (a, b))  # fmt: skip
+               TO STDOUT (FORMAT BINARY)""",
+            (a, b),
+        )
         # The register reads between each interval series' first value (less one interval) and its last.
-        registers = _copy_series(conn,
+        registers = _copy_series(
+            conn,
             f"""COPY (SELECT s.meter_id, s.channel_id, g.ts, g.value
                       FROM vee_scope s JOIN channel rc ON rc.code = {_REGISTER_OF}
                       CROSS JOIN LATERAL (SELECT min(x.ts) AS lo, max(x.ts) AS hi FROM reading x
@@ -629,7 +672,9 @@ def _interval_pass(
                                                  w.lo - make_interval(secs => coalesce(s.interval_s, 900)) AS lo) q
                       CROSS JOIN LATERAL ({_FIRST_OF_EACH_DAY}) g
                       WHERE s.kind = 'interval' AND s.meter_id BETWEEN %s AND %s)
-                TO STDOUT (FORMAT BINARY)""", (a, b))  # fmt: skip
+                TO STDOUT (FORMAT BINARY)""",
+            (a, b),
+        )
         _check_interval_chunk(chunk, values, registers, findings, estimates)
     if findings:
         _write(conn, run_id, who, (np.zeros(0, np.int64), np.zeros(0, np.int64)), findings, [])
@@ -673,14 +718,26 @@ def _check_interval_chunk(
                 found, est = validate_interval_series(series[i][0], series[i][1], new_from, tz, interval_s, params)
             else:
                 found = screen.findings[k]
-                est = (interval_estimates(series[i][0], series[i][1], new_from, tz, interval_s, params)
-                       if screen.may_estimate[k] else [])  # fmt: skip
+                est = (
+                    interval_estimates(series[i][0], series[i][1], new_from, tz, interval_s, params)
+                    if screen.may_estimate[k]
+                    else []
+                )
             if found or est:
                 per_series[i] = (
-                    [Finding(0, f.rule, RULES[f.rule].severity, f.message, f.value,
-                             details={**f.details, "_key": (meter, channel, f.t)}) for f in found],
+                    [
+                        Finding(
+                            0,
+                            f.rule,
+                            RULES[f.rule].severity,
+                            f.message,
+                            f.value,
+                            details={**f.details, "_key": (meter, channel, f.t)},
+                        )
+                        for f in found
+                    ],
                     [(meter, channel, _ts(tj), value, method, 94, None, RuleCode.GAP) for tj, value, method in est],
-                )  # fmt: skip
+                )
     sums = _sum_checks(chunk, series, registers)
     for i in sorted(per_series.keys() | sums.keys()):
         found_i, est_i = per_series.get(i, ([], []))
@@ -742,11 +799,23 @@ def _sum_checks(
         k = int(s[j])
         i = idx[k]
         meter, channel, reg_channel = chunk[i][0], chunk[i][1], chunk[i][9]
-        code, message = sum_check(float(interval_sum[j]), float(vb[j]) - float(va[j]), float(multiplier[j]),
-                                  params[k].sum_tolerance, abs_tolerance=params[k].sum_abs_tolerance)  # fmt: skip
+        code, message = sum_check(
+            float(interval_sum[j]),
+            float(vb[j]) - float(va[j]),
+            float(multiplier[j]),
+            params[k].sum_tolerance,
+            abs_tolerance=params[k].sum_abs_tolerance,
+        )
         if code:
             rule = RULES[code]
-            out.setdefault(i, []).append(Finding(0, code, rule.severity, message, float(vb[j]),
-                                                 details={"_key": (meter, reg_channel, float(tb[j])),
-                                                          "interval_channel": channel}))  # fmt: skip
+            out.setdefault(i, []).append(
+                Finding(
+                    0,
+                    code,
+                    rule.severity,
+                    message,
+                    float(vb[j]),
+                    details={"_key": (meter, reg_channel, float(tb[j])), "interval_channel": channel},
+                )
+            )
     return out

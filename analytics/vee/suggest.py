@@ -29,11 +29,25 @@ SCALES = (10, 100, 1000)
 #: Prior probability of each mistake, for typed-in reads (a person keys the index: manual meters and
 #: customer reads) and for remotely read registers (no keyboard: unit/scale mix-ups dominate).
 PRIORS: dict[str, dict[str, float]] = {
-    "typed": {"transposed": 0.30, "extra": 0.25, "missing": 0.20, "extra_end": 0.10,
-              "scale10": 0.05, "scale100": 0.01, "scale1000": 0.02},
-    "remote": {"transposed": 0.002, "extra": 0.002, "missing": 0.002, "extra_end": 0.002,
-               "scale10": 0.30, "scale100": 0.05, "scale1000": 0.30},
-}  # fmt: skip
+    "typed": {
+        "transposed": 0.30,
+        "extra": 0.25,
+        "missing": 0.20,
+        "extra_end": 0.10,
+        "scale10": 0.05,
+        "scale100": 0.01,
+        "scale1000": 0.02,
+    },
+    "remote": {
+        "transposed": 0.002,
+        "extra": 0.002,
+        "missing": 0.002,
+        "extra_end": 0.002,
+        "scale10": 0.30,
+        "scale100": 0.05,
+        "scale1000": 0.30,
+    },
+}
 #: Weight of the usage fit (|ln(corrected usage / expected usage)|) against the prior.
 FIT_WEIGHT = 1.0
 #: Extra cost of a non-whole candidate on a series of whole numbers (typed-in indexes are whole).

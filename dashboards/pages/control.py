@@ -34,69 +34,140 @@ from dashboards.queries import (
 )
 
 ALARM_COLUMNS: list[Any] = [
-    {"id": "at", "name": "at (UTC)"}, {"id": "meter", "name": "meter", "presentation": "markdown"},
-    {"id": "alarm", "name": "alarm"}, {"id": "status", "name": "status"}, {"id": "assignee", "name": "assigned to"},
-]  # fmt: skip
+    {"id": "at", "name": "at (UTC)"},
+    {"id": "meter", "name": "meter", "presentation": "markdown"},
+    {"id": "alarm", "name": "alarm"},
+    {"id": "status", "name": "status"},
+    {"id": "assignee", "name": "assigned to"},
+]
 LINK_ROWS = 200  # the worst lines and gateways; the meter table below filters on any of them
 
 
 def layout(q: Queries, refresh_ms: int) -> html.Div:
     """The page, filled by :func:`register`'s callbacks on load and on every tick."""
-    return html.Div([
-        dcc.Interval(id="cr-tick", interval=refresh_ms, n_intervals=0),
-        html.H2("Control room"),
-        html.Div(id="cr-clock", className="muted"),
-        html.Div(id="cr-kpis", className="kpis"),
-        html.Div([
-            html.Div(dcc.Graph(id="cr-by-area", config={"displaylogo": False}), className="panel half"),
-            html.Div(dcc.Graph(id="cr-map", config={"displaylogo": False}), className="panel half"),
-        ], className="row"),
-        html.Div([
-            html.Div([html.H4("By collector and line"), html.Div(id="cr-by-link")], className="panel half"),
-            html.Div([html.H4("Collector links and spool backlog"), html.Div(id="cr-links")], className="panel half"),
-        ], className="row"),
-        html.Div([
-            html.Div(dcc.Graph(id="cr-ingest", config={"displaylogo": False}), className="panel half"),
-            html.Div([
-                html.H4("Alarms"),
-                html.P("Select an alarm, then acknowledge it or assign it to someone. The meter column opens the "
-                       "meter page.", className="muted"),
-                dcc.Checklist(id="cr-alarms-open", options=[{"label": " open alarms only", "value": "open"}],
-                              value=[]),
-                DataTable(id="cr-alarms", columns=ALARM_COLUMNS, data=[], page_size=8, row_selectable="single",
-                          selected_rows=[], markdown_options={"link_target": "_self"},
-                          style_table={"overflowX": "auto"},
-                          style_cell={"textAlign": "left", "fontSize": "13px", "padding": "4px 8px",
-                                      "whiteSpace": "normal", "height": "auto"},
-                          style_header={"fontWeight": "600", "backgroundColor": "#eef1f5"},
-                          style_data_conditional=[{"if": {"filter_query": '{status} = "new"'},
-                                                   "color": "#c62828", "fontWeight": "600"}]),
-                html.Div([
-                    html.Button("Acknowledge", id="cr-alarm-ack", n_clicks=0),
-                    dcc.Input(id="cr-alarm-assignee", type="text", placeholder="assign to (login or name)",
-                              maxLength=64, debounce=True),
-                    html.Button("Assign", id="cr-alarm-assign", n_clicks=0),
-                ], className="form-row"),
-                html.Div(id="cr-alarm-result"),
-                dcc.Store(id="cr-alarm-changed", data=0),
-            ], className="panel half"),
-        ], className="row"),
-        html.Div([html.H4("Recent meter events"), html.Div(id="cr-events")], className="panel"),
-        html.Div([
-            html.H4("Meters"),
-            html.P("Filter with the header row (e.g. state = silent, area contains T00); click a serial's row to "
-                   "open the meter page.", className="muted"),
-            server_table("cr-meters", [("serial", "serial"), ("commodity", "commodity"), ("model", "model"),
-                                       ("area", "area"), ("collector", "collector"), ("link", "line / gateway"),
-                                       ("state", "state"), ("quiet", "no read for"),
-                                       ("last_seen", "last seen (UTC)"), ("voltage_v", "voltage (V)"),
-                                       ("current_a", "current (A)"), ("power_kw", "power (kW)")],
-                         style_data_conditional=[
-                             {"if": {"filter_query": f'{{state}} = "{s}"', "column_id": "state"},
-                              "color": c, "fontWeight": "600"} for s, c in STATE_COLOURS.items()]),
-            html.Div(id="cr-meter-link"),
-        ], className="panel"),
-    ])  # fmt: skip
+    return html.Div(
+        [
+            dcc.Interval(id="cr-tick", interval=refresh_ms, n_intervals=0),
+            html.H2("Control room"),
+            html.Div(id="cr-clock", className="muted"),
+            html.Div(id="cr-kpis", className="kpis"),
+            html.Div(
+                [
+                    html.Div(dcc.Graph(id="cr-by-area", config={"displaylogo": False}), className="panel half"),
+                    html.Div(dcc.Graph(id="cr-map", config={"displaylogo": False}), className="panel half"),
+                ],
+                className="row",
+            ),
+            html.Div(
+                [
+                    html.Div([html.H4("By collector and line"), html.Div(id="cr-by-link")], className="panel half"),
+                    html.Div(
+                        [html.H4("Collector links and spool backlog"), html.Div(id="cr-links")], className="panel half"
+                    ),
+                ],
+                className="row",
+            ),
+            html.Div(
+                [
+                    html.Div(dcc.Graph(id="cr-ingest", config={"displaylogo": False}), className="panel half"),
+                    html.Div(
+                        [
+                            html.H4("Alarms"),
+                            html.P(
+                                "Select an alarm, then acknowledge it or assign it to someone. The meter column "
+                                "opens the meter page.",
+                                className="muted",
+                            ),
+                            dcc.Checklist(
+                                id="cr-alarms-open", options=[{"label": " open alarms only", "value": "open"}], value=[]
+                            ),
+                            DataTable(
+                                id="cr-alarms",
+                                columns=ALARM_COLUMNS,
+                                data=[],
+                                page_size=8,
+                                row_selectable="single",
+                                selected_rows=[],
+                                markdown_options={"link_target": "_self"},
+                                style_table={"overflowX": "auto"},
+                                style_cell={
+                                    "textAlign": "left",
+                                    "fontSize": "13px",
+                                    "padding": "4px 8px",
+                                    "whiteSpace": "normal",
+                                    "height": "auto",
+                                },
+                                style_header={"fontWeight": "600", "backgroundColor": "#eef1f5"},
+                                style_data_conditional=[
+                                    {
+                                        "if": {"filter_query": '{status} = "new"'},
+                                        "color": "#c62828",
+                                        "fontWeight": "600",
+                                    }
+                                ],
+                            ),
+                            html.Div(
+                                [
+                                    html.Button("Acknowledge", id="cr-alarm-ack", n_clicks=0),
+                                    dcc.Input(
+                                        id="cr-alarm-assignee",
+                                        type="text",
+                                        placeholder="assign to (login or name)",
+                                        maxLength=64,
+                                        debounce=True,
+                                    ),
+                                    html.Button("Assign", id="cr-alarm-assign", n_clicks=0),
+                                ],
+                                className="form-row",
+                            ),
+                            html.Div(id="cr-alarm-result"),
+                            dcc.Store(id="cr-alarm-changed", data=0),
+                        ],
+                        className="panel half",
+                    ),
+                ],
+                className="row",
+            ),
+            html.Div([html.H4("Recent meter events"), html.Div(id="cr-events")], className="panel"),
+            html.Div(
+                [
+                    html.H4("Meters"),
+                    html.P(
+                        "Filter with the header row (e.g. state = silent, area contains T00); click a serial's row to "
+                        "open the meter page.",
+                        className="muted",
+                    ),
+                    server_table(
+                        "cr-meters",
+                        [
+                            ("serial", "serial"),
+                            ("commodity", "commodity"),
+                            ("model", "model"),
+                            ("area", "area"),
+                            ("collector", "collector"),
+                            ("link", "line / gateway"),
+                            ("state", "state"),
+                            ("quiet", "no read for"),
+                            ("last_seen", "last seen (UTC)"),
+                            ("voltage_v", "voltage (V)"),
+                            ("current_a", "current (A)"),
+                            ("power_kw", "power (kW)"),
+                        ],
+                        style_data_conditional=[
+                            {
+                                "if": {"filter_query": f'{{state}} = "{s}"', "column_id": "state"},
+                                "color": c,
+                                "fontWeight": "600",
+                            }
+                            for s, c in STATE_COLOURS.items()
+                        ],
+                    ),
+                    html.Div(id="cr-meter-link"),
+                ],
+                className="panel",
+            ),
+        ]
+    )
 
 
 def by_area_figure(snap: FleetSnapshot) -> go.Figure:
@@ -137,8 +208,12 @@ def ingest_figure(rows: list[dict[str, Any]]) -> go.Figure:
         return message_figure("no batch landed in the last 24 h")
     fig = figure("Ingest: rows landed per 10 min (last 24 h)")
     fig.add_bar(x=[r["at"] for r in rows], y=[r["inserted"] for r in rows], name="inserted", marker_color="#1565c0")
-    fig.add_bar(x=[r["at"] for r in rows], y=[r["repeated"] for r in rows], name="duplicates / conflicts",
-                marker_color="#90a4ae")  # fmt: skip
+    fig.add_bar(
+        x=[r["at"] for r in rows],
+        y=[r["repeated"] for r in rows],
+        name="duplicates / conflicts",
+        marker_color="#90a4ae",
+    )
     fig.add_bar(x=[r["at"] for r in rows], y=[r["rejected"] for r in rows], name="rejected", marker_color="#c62828")
     fig.update_layout(barmode="stack")
     return fig
@@ -164,11 +239,18 @@ def alarm_rows(alarms: list[dict[str, Any]]) -> list[dict[str, Any]]:
             status = f"acknowledged by {a['acknowledged_by']} {ago(a['acknowledged_at'], now)}"
         else:
             status = "new"
-        out.append({
-            "at": a["ts"].strftime("%Y-%m-%d %H:%M:%S"), "meter": f"[{a['serial']}](/meter/{a['serial']})",
-            "alarm": a["kind"].replace("_", " "), "status": status, "assignee": a["assignee"] or "nobody",
-            "serial": a["serial"], "key_ts": a["ts"].isoformat(), "key_kind": a["kind"],
-        })  # fmt: skip
+        out.append(
+            {
+                "at": a["ts"].strftime("%Y-%m-%d %H:%M:%S"),
+                "meter": f"[{a['serial']}](/meter/{a['serial']})",
+                "alarm": a["kind"].replace("_", " "),
+                "status": status,
+                "assignee": a["assignee"] or "nobody",
+                "serial": a["serial"],
+                "key_ts": a["ts"].isoformat(),
+                "key_kind": a["kind"],
+            }
+        )
     return out
 
 
@@ -176,11 +258,16 @@ def register(app: Dash, q: Queries) -> None:
     """The control room's callbacks."""
 
     @app.callback(
-        Output("cr-clock", "children"), Output("cr-kpis", "children"), Output("cr-by-area", "figure"),
-        Output("cr-map", "figure"), Output("cr-by-link", "children"), Output("cr-links", "children"),
-        Output("cr-ingest", "figure"), Output("cr-events", "children"),
+        Output("cr-clock", "children"),
+        Output("cr-kpis", "children"),
+        Output("cr-by-area", "figure"),
+        Output("cr-map", "figure"),
+        Output("cr-by-link", "children"),
+        Output("cr-links", "children"),
+        Output("cr-ingest", "figure"),
+        Output("cr-events", "children"),
         Input("cr-tick", "n_intervals"),
-    )  # fmt: skip
+    )
     def refresh(_: int) -> tuple[Any, ...]:
         snap = q.snapshot()
         counts = snap.counts()
@@ -202,13 +289,27 @@ def register(app: Dash, q: Queries) -> None:
             kpi("silent", f"{counts['silent']:,}", "kpi-silent", "bad"),
             kpi("alarms, last 24 h", f"{alarms:,}", "kpi-alarms", "bad" if alarms else ""),
             kpi("live rows / min (last hour)", f"{float(ingest['rows_per_min']):,.0f}", "kpi-ingest"),
-            kpi("spool backlog", fmt_bytes(float(ingest["spool_bytes"])), "kpi-spool",
-                "warn" if ingest["spool_bytes"] else ""),
+            kpi(
+                "spool backlog",
+                fmt_bytes(float(ingest["spool_bytes"])),
+                "kpi-spool",
+                "warn" if ingest["spool_bytes"] else "",
+            ),
             kpi("open VEE exceptions", f"{open_exc:,}", "kpi-open-exceptions"),
-        ]  # fmt: skip
-        by_link = static_table("cr-by-link-table", snap.by("link")[:LINK_ROWS], [
-            ("collector", "collector"), ("link", "line / gateway"), ("meters", "meters"),
-            ("communicating", "communicating"), ("late", "late"), ("silent", "silent")], page_size=8)  # fmt: skip
+        ]
+        by_link = static_table(
+            "cr-by-link-table",
+            snap.by("link")[:LINK_ROWS],
+            [
+                ("collector", "collector"),
+                ("link", "line / gateway"),
+                ("meters", "meters"),
+                ("communicating", "communicating"),
+                ("late", "late"),
+                ("silent", "silent"),
+            ],
+            page_size=8,
+        )
         links = q.links()
         links_view: Any = (
             static_table(
@@ -245,18 +346,35 @@ def register(app: Dash, q: Queries) -> None:
             {**e, "code": "" if e["code"] is None else e["code"], "kind": e["kind"].replace("_", " ")}
             for e in q.recent_events(snap.as_of, limit=50)
         ]
-        ev_view = static_table("cr-events-table", events, [
-            ("ts", "at (UTC)"), ("serial", "meter"), ("kind", "event"), ("code", "event code"), ("level", "level")],
-            page_size=8, style_data_conditional=[
-                {"if": {"filter_query": '{level} = "alarm"'}, "color": "#c62828", "fontWeight": "600"}])  # fmt: skip
-        return (clock, kpis, by_area_figure(snap), map_figure(snap), by_link, links_view,
-                ingest_figure(q.ingest_rate()), ev_view)  # fmt: skip
+        ev_view = static_table(
+            "cr-events-table",
+            events,
+            [("ts", "at (UTC)"), ("serial", "meter"), ("kind", "event"), ("code", "event code"), ("level", "level")],
+            page_size=8,
+            style_data_conditional=[
+                {"if": {"filter_query": '{level} = "alarm"'}, "color": "#c62828", "fontWeight": "600"}
+            ],
+        )
+        return (
+            clock,
+            kpis,
+            by_area_figure(snap),
+            map_figure(snap),
+            by_link,
+            links_view,
+            ingest_figure(q.ingest_rate()),
+            ev_view,
+        )
 
     @app.callback(
-        Output("cr-meters", "data"), Output("cr-meters", "page_count"),
-        Input("cr-meters", "page_current"), Input("cr-meters", "page_size"), Input("cr-meters", "sort_by"),
-        Input("cr-meters", "filter_query"), Input("cr-tick", "n_intervals"),
-    )  # fmt: skip
+        Output("cr-meters", "data"),
+        Output("cr-meters", "page_count"),
+        Input("cr-meters", "page_current"),
+        Input("cr-meters", "page_size"),
+        Input("cr-meters", "sort_by"),
+        Input("cr-meters", "filter_query"),
+        Input("cr-tick", "n_intervals"),
+    )
     def meters(page: int, size: int, sort_by: list[dict[str, str]], filter_query: str, _: int) -> tuple[Any, ...]:
         rows, total = q.meter_page(page or 0, size, sort_by, filter_query)
         live = q.live_values([r["meter_id"] for r in rows])
@@ -264,25 +382,52 @@ def register(app: Dash, q: Queries) -> None:
         for r in rows:
             values = live.get(r["meter_id"], {})
             quiet = r["quiet"]
-            out.append({**r, "quiet": "never read" if quiet is None else "under a minute"
-                        if quiet.total_seconds() < 60 else in_words(quiet),
-                        "last_seen": r["last_seen"] or "never",
-                        **{k: round(values[k], 1 if k != "power_kw" else 3) if k in values else "—"
-                           for k in ("voltage_v", "current_a", "power_kw")}})  # fmt: skip
+            out.append(
+                {
+                    **r,
+                    "quiet": "never read"
+                    if quiet is None
+                    else "under a minute"
+                    if quiet.total_seconds() < 60
+                    else in_words(quiet),
+                    "last_seen": r["last_seen"] or "never",
+                    **{
+                        k: round(values[k], 1 if k != "power_kw" else 3) if k in values else "—"
+                        for k in ("voltage_v", "current_a", "power_kw")
+                    },
+                }
+            )
         return records(out), page_count(total, size)
 
-    @app.callback(Output("cr-alarms", "data"), Input("cr-tick", "n_intervals"), Input("cr-alarms-open", "value"),
-                  Input("cr-alarm-changed", "data"))  # fmt: skip
+    @app.callback(
+        Output("cr-alarms", "data"),
+        Input("cr-tick", "n_intervals"),
+        Input("cr-alarms-open", "value"),
+        Input("cr-alarm-changed", "data"),
+    )
     def alarms(_: int, open_only: list[str], __: int) -> list[dict[str, Any]]:
         snap = q.snapshot()
         return alarm_rows(q.alarms(snap.as_of, limit=100, open_only=bool(open_only)))
 
-    @app.callback(Output("cr-alarm-result", "children"), Output("cr-alarm-changed", "data"),
-                  Input("cr-alarm-ack", "n_clicks"), Input("cr-alarm-assign", "n_clicks"),
-                  State("cr-alarms", "selected_rows"), State("cr-alarms", "data"), State("cr-alarm-assignee", "value"),
-                  State("cr-alarm-changed", "data"), prevent_initial_call=True)  # fmt: skip
-    def act_on_alarm(_: int, __: int, selected: list[int] | None, data: list[dict[str, Any]] | None,
-                     assignee: str | None, changed: int) -> tuple[Any, int]:  # fmt: skip
+    @app.callback(
+        Output("cr-alarm-result", "children"),
+        Output("cr-alarm-changed", "data"),
+        Input("cr-alarm-ack", "n_clicks"),
+        Input("cr-alarm-assign", "n_clicks"),
+        State("cr-alarms", "selected_rows"),
+        State("cr-alarms", "data"),
+        State("cr-alarm-assignee", "value"),
+        State("cr-alarm-changed", "data"),
+        prevent_initial_call=True,
+    )
+    def act_on_alarm(
+        _: int,
+        __: int,
+        selected: list[int] | None,
+        data: list[dict[str, Any]] | None,
+        assignee: str | None,
+        changed: int,
+    ) -> tuple[Any, int]:
         from dash import ctx
 
         from dashboards.auth import require
@@ -294,17 +439,26 @@ def register(app: Dash, q: Queries) -> None:
         ts = datetime.fromisoformat(row["key_ts"])
         acknowledge = ctx.triggered_id == "cr-alarm-ack"
         try:
-            q.update_alarm(row["serial"], ts, row["key_kind"], who, acknowledge=acknowledge,
-                           assignee=None if acknowledge else (assignee or "").strip())  # fmt: skip
+            q.update_alarm(
+                row["serial"],
+                ts,
+                row["key_kind"],
+                who,
+                acknowledge=acknowledge,
+                assignee=None if acknowledge else (assignee or "").strip(),
+            )
         except ValueError as exc:
             return html.P(str(exc), className="error", id="cr-alarm-error"), changed
-        what = "acknowledged" if acknowledge else (f"assigned to {assignee.strip()}" if assignee and assignee.strip()
-                                                   else "unassigned")  # fmt: skip
-        return html.P(f"Alarm {row['alarm']} on meter {row['serial']}: {what}.", className="ok",
-                      id="cr-alarm-ok"), (changed or 0) + 1  # fmt: skip
+        what = (
+            "acknowledged"
+            if acknowledge
+            else (f"assigned to {assignee.strip()}" if assignee and assignee.strip() else "unassigned")
+        )
+        return html.P(f"Alarm {row['alarm']} on meter {row['serial']}: {what}.", className="ok", id="cr-alarm-ok"), (
+            changed or 0
+        ) + 1
 
-    @app.callback(Output("cr-meter-link", "children"), Input("cr-meters", "active_cell"),
-                  State("cr-meters", "data"))  # fmt: skip
+    @app.callback(Output("cr-meter-link", "children"), Input("cr-meters", "active_cell"), State("cr-meters", "data"))
     def open_meter(active: dict[str, Any] | None, data: list[dict[str, Any]]) -> Any:
         if not active or not data or active.get("row", 0) >= len(data):
             return ""

@@ -22,8 +22,12 @@ from dashboards.queries import Queries
 
 PAGE = "/field"
 #: Map colours: what a dispatcher looks at first.
-URGENCY = (("overdue", "#c62828"), ("not assigned", "#f9a825"), ("assigned", "#1565c0"),
-           ("awaiting meter command", "#6a1b9a"))  # fmt: skip
+URGENCY = (
+    ("overdue", "#c62828"),
+    ("not assigned", "#f9a825"),
+    ("assigned", "#1565c0"),
+    ("awaiting meter command", "#6a1b9a"),
+)
 
 
 def layout(q: Queries, refresh_ms: int = 30_000) -> html.Div:
@@ -119,10 +123,16 @@ def map_figure(points: list[dict[str, Any]]) -> go.Figure | dict[str, Any]:
     if not points:
         return message_figure("no open order at a place with coordinates")
     groups = [(name, colour, [p for p in points if urgency(p) == name]) for name, colour in URGENCY]
-    return lonlat_map(f"Open work orders ({len(points):,})", [g for g in groups if g[2]], height=360,
-                      text=lambda p: f"#{p['id']} {p['kind']} · {p['place']}"
-                      + "".join(f" · {x}" for x in (p["meter"], p["account"]) if x)
-                      + (f" · {p['assignee']}" if p["assignee"] else ""))  # fmt: skip
+    return lonlat_map(
+        f"Open work orders ({len(points):,})",
+        [g for g in groups if g[2]],
+        height=360,
+        text=lambda p: (
+            f"#{p['id']} {p['kind']} · {p['place']}"
+            + "".join(f" · {x}" for x in (p["meter"], p["account"]) if x)
+            + (f" · {p['assignee']}" if p["assignee"] else "")
+        ),
+    )
 
 
 def kind_figure(rows: list[dict[str, Any]]) -> go.Figure:
@@ -145,17 +155,29 @@ def kind_figure(rows: list[dict[str, Any]]) -> go.Figure:
 
 def breach_rows(breaches: list[Any]) -> list[dict[str, Any]]:
     """Breaches as table rows, in words."""
-    return [{"what": f"{b.what} {b.id}", "target": b.target.replace("_", " "), "late": in_words(b.late_by),
-             "detail": b.detail} for b in breaches]  # fmt: skip
+    return [
+        {
+            "what": f"{b.what} {b.id}",
+            "target": b.target.replace("_", " "),
+            "late": in_words(b.late_by),
+            "detail": b.detail,
+        }
+        for b in breaches
+    ]
 
 
 def register(app: Dash, q: Queries) -> None:
     """The field page's callbacks (each checks the session's role)."""
     from dashboards.auth import require
 
-    @app.callback(Output("fw-kpis", "children"), Output("fw-map", "figure"), Output("fw-by-kind", "figure"),
-                  Output("fw-breaches", "children"), Input("fw-tick", "n_intervals"),
-                  Input("fw-changed", "data"))  # fmt: skip
+    @app.callback(
+        Output("fw-kpis", "children"),
+        Output("fw-map", "figure"),
+        Output("fw-by-kind", "figure"),
+        Output("fw-breaches", "children"),
+        Input("fw-tick", "n_intervals"),
+        Input("fw-changed", "data"),
+    )
     def overview(_: int, _changed: int) -> tuple[Any, ...]:
         require(PAGE)
         s = q.field.summary()
@@ -178,20 +200,35 @@ def register(app: Dash, q: Queries) -> None:
             )
         return kpis, map_figure(q.field.map_points()), kind_figure(q.field.by_kind()), table
 
-    @app.callback(Output("fw-orders", "data"), Output("fw-orders", "page_count"), Output("fw-orders", "selected_rows"),
-                  Input("fw-orders", "page_current"), Input("fw-orders", "page_size"),
-                  Input("fw-orders", "sort_by"), Input("fw-orders", "filter_query"),
-                  Input("fw-tick", "n_intervals"), Input("fw-changed", "data"))  # fmt: skip
+    @app.callback(
+        Output("fw-orders", "data"),
+        Output("fw-orders", "page_count"),
+        Output("fw-orders", "selected_rows"),
+        Input("fw-orders", "page_current"),
+        Input("fw-orders", "page_size"),
+        Input("fw-orders", "sort_by"),
+        Input("fw-orders", "filter_query"),
+        Input("fw-tick", "n_intervals"),
+        Input("fw-changed", "data"),
+    )
     def orders(page: int, size: int, sort_by: Any, filter_query: str, _: int, _changed: int) -> tuple[Any, ...]:
         require(PAGE)
         rows, total = q.field.open_orders(page or 0, size, sort_by, filter_query)
         return records(rows), page_count(total, size), []
 
-    @app.callback(Output("fw-assign-result", "children"), Output("fw-changed", "data"),
-                  Input("fw-assign", "n_clicks"), State("fw-orders", "selected_rows"), State("fw-orders", "data"),
-                  State("fw-assignee", "value"), State("fw-changed", "data"), prevent_initial_call=True)  # fmt: skip
-    def give(_: int, selected: list[int], data: list[dict[str, Any]], assignee: str | None,
-             changed: int) -> tuple[Any, ...]:  # fmt: skip
+    @app.callback(
+        Output("fw-assign-result", "children"),
+        Output("fw-changed", "data"),
+        Input("fw-assign", "n_clicks"),
+        State("fw-orders", "selected_rows"),
+        State("fw-orders", "data"),
+        State("fw-assignee", "value"),
+        State("fw-changed", "data"),
+        prevent_initial_call=True,
+    )
+    def give(
+        _: int, selected: list[int], data: list[dict[str, Any]], assignee: str | None, changed: int
+    ) -> tuple[Any, ...]:
         from billing.workorders import WorkOrderError
 
         who = require(PAGE)
@@ -204,5 +241,6 @@ def register(app: Dash, q: Queries) -> None:
             q.field.assign(order, assignee or "", who)
         except (WorkOrderError, ValueError) as exc:
             return html.P(str(exc), className="error", id="fw-assign-error"), changed
-        return html.P(f"Order {order} given to {(assignee or '').strip()}.", className="ok",
-                      id="fw-assign-ok"), (changed or 0) + 1  # fmt: skip
+        return html.P(f"Order {order} given to {(assignee or '').strip()}.", className="ok", id="fw-assign-ok"), (
+            changed or 0
+        ) + 1

@@ -110,8 +110,9 @@ def hand_over(conn: Connection, owner: str, timescale: bool) -> int:
     for name, kind in conn.execute(RELATIONS, {"owner": owner}).fetchall():
         if timescale and name == "daily_reading":
             kind = "m"  # a continuous aggregate changes owner as a materialized view
-        conn.execute(sql.SQL("ALTER {} {} OWNER TO {}").format(
-            sql.SQL(ALTER[kind]), sql.SQL(name), sql.Identifier(owner)))  # fmt: skip
+        conn.execute(
+            sql.SQL("ALTER {} {} OWNER TO {}").format(sql.SQL(ALTER[kind]), sql.SQL(name), sql.Identifier(owner))
+        )
         moved += 1
     for (signature,) in conn.execute(ROUTINES, {"owner": owner}).fetchall():
         conn.execute(sql.SQL("ALTER ROUTINE {} OWNER TO {}").format(sql.SQL(signature), sql.Identifier(owner)))

@@ -16,10 +16,17 @@ def test_fleet_with_injected_index_faults_reaches_recall_and_precision_targets()
     fleet = make_fleet(meters=900, days=90, seed=3)
     ex = np.array(fleet.exchanges)
     batch = RegisterSeries(
-        fleet.series, fleet.t, fleet.value, np.where(fleet.digits == 6, 1e6, 1e7).astype(float),
-        np.zeros(fleet.meters, np.int64), [params_for("electricity")],
-        ex_series=ex[:, 0].astype(np.int64), ex_t=ex[:, 1], ex_removal=ex[:, 2], ex_install=ex[:, 3],
-    )  # fmt: skip
+        fleet.series,
+        fleet.t,
+        fleet.value,
+        np.where(fleet.digits == 6, 1e6, 1e7).astype(float),
+        np.zeros(fleet.meters, np.int64),
+        [params_for("electricity")],
+        ex_series=ex[:, 0].astype(np.int64),
+        ex_t=ex[:, 1],
+        ex_removal=ex[:, 2],
+        ex_install=ex[:, 3],
+    )
     result = validate_registers(batch)
     alarms = {(int(fleet.series[i]), float(fleet.t[i])) for i in result.flagged_rows()}
     recall, precision, missed, false = score(fleet, alarms)

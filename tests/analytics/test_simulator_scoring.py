@@ -25,18 +25,21 @@ MUST_NOT_ALARM = {"rollover", "meter_exchange"}
 
 def daily_register_series(seed: int):
     cfg = config.FleetConfig(
-        seed=seed, horizon_days=DAYS, theft={"rate": 0},
+        seed=seed,
+        horizon_days=DAYS,
+        theft={"rate": 0},
         topology={"transformers": 4, "customers_per_transformer": 25, "dmas": 2, "customers_per_dma": 20},
         faults={"rate": 0.6, "kinds": {"rollover": 1, "meter_exchange": 1, "frozen_register": 1, "scale_jump": 1}},
-    )  # fmt: skip
+    )
     sim = simulators.Simulation(cfg)
     customers = {m.serial: m for m in sim.meters if m.role != "feeder"}
     serials = sorted(customers)
     sid = {s: i for i, s in enumerate(serials)}
     rows = sorted(
-        (sid[r.meter], r.ts.timestamp(), r.value) for r in sim.readings(DAYS)
-         if r.meter in customers and r.channel in ("1-0:1.8.0", "8-0:1.0.0") and r.ts.hour == 0 and r.ts.minute == 0
-    )  # fmt: skip
+        (sid[r.meter], r.ts.timestamp(), r.value)
+        for r in sim.readings(DAYS)
+        if r.meter in customers and r.channel in ("1-0:1.8.0", "8-0:1.0.0") and r.ts.hour == 0 and r.ts.minute == 0
+    )
     modulus = np.full(len(serials), np.inf)
     klass = np.zeros(len(serials), np.int64)
     for s, m in customers.items():
@@ -47,8 +50,14 @@ def daily_register_series(seed: int):
             modulus[sid[s]] = 10.0**m.profile.register_digits
         klass[sid[s]] = 0 if m.commodity.value == "electricity" else 1
     arr = np.array(rows)
-    batch = RegisterSeries(arr[:, 0].astype(np.int64), arr[:, 1], arr[:, 2], modulus, klass,
-                           [params_for("electricity"), params_for("water")])  # fmt: skip
+    batch = RegisterSeries(
+        arr[:, 0].astype(np.int64),
+        arr[:, 1],
+        arr[:, 2],
+        modulus,
+        klass,
+        [params_for("electricity"), params_for("water")],
+    )
     labels = [(sid[lb.meter], lb) for lb in sim.labels() if lb.meter in customers]
     return batch, labels
 
@@ -62,9 +71,14 @@ def test_simulated_fleet_faults_reach_recall_and_precision_and_rollovers_exchang
     def within(meter, ts, lb, after=DAY):
         return meter == lb[0] and lb[1].start.timestamp() <= ts <= lb[1].end.timestamp() + after
 
-    faults = [lb for lb in labels if lb[1].kind in MUST_ALARM
-              and ((batch.series == lb[0]) & (batch.t >= lb[1].start.timestamp())
-                   & (batch.t <= lb[1].end.timestamp() + DAY)).any()]  # fmt: skip
+    faults = [
+        lb
+        for lb in labels
+        if lb[1].kind in MUST_ALARM
+        and (
+            (batch.series == lb[0]) & (batch.t >= lb[1].start.timestamp()) & (batch.t <= lb[1].end.timestamp() + DAY)
+        ).any()
+    ]
     vacancies = [lb for lb in labels if lb[1].kind == "vacancy"]
     scored = [a for a in alarms if not any(within(*a, v, after=11 * DAY) for v in vacancies)]
     true_alarms = [a for a in scored if any(within(*a, f) for f in faults)]
@@ -76,18 +90,23 @@ def test_simulated_fleet_faults_reach_recall_and_precision_and_rollovers_exchang
     assert precision >= 0.90, [a for a in scored if a not in true_alarms][:10]
     # Rollovers and exchanges are corrected (info findings), never alarms on the read itself.
     quiet = [lb for lb in labels if lb[1].kind in MUST_NOT_ALARM]
-    info_rows = {(int(batch.series[f.row]), float(batch.t[f.row])) for f in result.findings
-                 if f.rule in ("ROLLOVER", "RESET", "EXCHANGE")}  # fmt: skip
+    info_rows = {
+        (int(batch.series[f.row]), float(batch.t[f.row]))
+        for f in result.findings
+        if f.rule in ("ROLLOVER", "RESET", "EXCHANGE")
+    }
     corrected = [lb for lb in quiet if any(within(*r, lb) for r in info_rows)]
     assert len(corrected) >= 0.9 * len(quiet)
 
 
 def _fleet(seed: int, kinds: dict[str, float], days: int, rate: float = 0.5):
     cfg = config.FleetConfig(
-        seed=seed, horizon_days=days, theft={"rate": 0},
+        seed=seed,
+        horizon_days=days,
+        theft={"rate": 0},
         topology={"transformers": 3, "customers_per_transformer": 20, "dmas": 1, "customers_per_dma": 20},
         faults={"rate": rate, "kinds": kinds, "min_days": 2, "max_days": 5},
-    )  # fmt: skip
+    )
     return simulators.Simulation(cfg)
 
 
@@ -98,17 +117,28 @@ def test_communication_losses_of_the_simulator_surface_as_gaps(seed):
     customers = {m.serial: m for m in sim.meters if m.role != "feeder"}
     serials = sorted(customers)
     sid = {s: i for i, s in enumerate(serials)}
-    rows = sorted((sid[r.meter], r.ts.timestamp(), r.value) for r in sim.readings(60)
-                  if r.meter in customers and r.channel in ("1-0:1.8.0", "8-0:1.0.0")
-                  and r.ts.hour == 0 and r.ts.minute == 0)  # fmt: skip
+    rows = sorted(
+        (sid[r.meter], r.ts.timestamp(), r.value)
+        for r in sim.readings(60)
+        if r.meter in customers and r.channel in ("1-0:1.8.0", "8-0:1.0.0") and r.ts.hour == 0 and r.ts.minute == 0
+    )
     arr = np.array(rows)
     klass = np.array([0 if customers[s].commodity.value == "electricity" else 1 for s in serials])
-    batch = RegisterSeries(arr[:, 0].astype(np.int64), arr[:, 1], arr[:, 2], np.full(len(serials), np.inf), klass,
-                           [params_for("electricity"), params_for("water")])  # fmt: skip
+    batch = RegisterSeries(
+        arr[:, 0].astype(np.int64),
+        arr[:, 1],
+        arr[:, 2],
+        np.full(len(serials), np.inf),
+        klass,
+        [params_for("electricity"), params_for("water")],
+    )
     result = validate_registers(batch)
     gaps = {(int(batch.series[f.row]), float(batch.t[f.row])) for f in result.findings if f.rule == "GAP"}
-    losses = [(sid[lb.meter], lb) for lb in sim.labels() if lb.meter in customers and lb.kind == "comm_loss"
-              and (lb.end - lb.start).total_seconds() >= 2 * DAY]  # fmt: skip
+    losses = [
+        (sid[lb.meter], lb)
+        for lb in sim.labels()
+        if lb.meter in customers and lb.kind == "comm_loss" and (lb.end - lb.start).total_seconds() >= 2 * DAY
+    ]
 
     def covers(g, lb):
         return g[0] == lb[0] and lb[1].start.timestamp() <= g[1] <= lb[1].end.timestamp() + DAY
@@ -172,11 +202,23 @@ def test_digit_entry_errors_in_the_simulators_manual_reads_are_caught_with_the_r
     sid = {s: i for i, s in enumerate(customers)}
     rows = sorted((sid[sim.meters[m].serial], sim.time_of(step).timestamp(), value) for m, step, value, _, _ in reads)
     arr = np.array(rows)
-    klass = np.array([0 if sim.meters[next(i for i, x in enumerate(sim.meters) if x.serial == s)].commodity.value
-                      == "electricity" else 1 for s in customers])  # fmt: skip
+    klass = np.array(
+        [
+            0
+            if sim.meters[next(i for i, x in enumerate(sim.meters) if x.serial == s)].commodity.value == "electricity"
+            else 1
+            for s in customers
+        ]
+    )
     modulus = np.full(len(customers), np.inf)
-    batch = RegisterSeries(arr[:, 0].astype(np.int64), arr[:, 1], arr[:, 2], modulus, klass,
-                           [params_for("electricity", "manual"), params_for("water", "manual")])  # fmt: skip
+    batch = RegisterSeries(
+        arr[:, 0].astype(np.int64),
+        arr[:, 1],
+        arr[:, 2],
+        modulus,
+        klass,
+        [params_for("electricity", "manual"), params_for("water", "manual")],
+    )
     result = validate_registers(batch)
     first_read = {}
     for k in range(len(arr)):
@@ -186,8 +228,12 @@ def test_digit_entry_errors_in_the_simulators_manual_reads_are_caught_with_the_r
         monthly.setdefault(s_, []).append(v_)
     month_usage = {s_: float(np.median(np.diff(v))) if len(v) > 2 else np.inf for s_, v in monthly.items()}
     labelled = [lb for *_, lb in reads if lb is not None]
-    errors = [lb for lb in labelled if first_read[sid[lb.meter]] != lb.start.timestamp()
-              and abs(lb.params["typed"] - lb.params["correct"]) > month_usage[sid[lb.meter]]]  # fmt: skip
+    errors = [
+        lb
+        for lb in labelled
+        if first_read[sid[lb.meter]] != lb.start.timestamp()
+        and abs(lb.params["typed"] - lb.params["correct"]) > month_usage[sid[lb.meter]]
+    ]
     print(f"digit errors: {len(labelled)} injected, {len(errors)} visible to a band check")
     flagged = {(int(batch.series[i]), float(batch.t[i])) for i in result.flagged_rows()}
     suggestions: dict[tuple[int, float], list[float]] = {}
@@ -197,7 +243,12 @@ def test_digit_entry_errors_in_the_simulators_manual_reads_are_caught_with_the_r
     assert len(errors) >= 10
     caught = [lb for lb in errors if (sid[lb.meter], lb.start.timestamp()) in flagged]
     assert len(caught) / len(errors) >= 0.95
-    right = [lb for lb in caught
-             if any(abs(getattr(s, "value", s) - lb.params["correct"]) < 1e-6
-                    for s in suggestions.get((sid[lb.meter], lb.start.timestamp()), []))]  # fmt: skip
+    right = [
+        lb
+        for lb in caught
+        if any(
+            abs(getattr(s, "value", s) - lb.params["correct"]) < 1e-6
+            for s in suggestions.get((sid[lb.meter], lb.start.timestamp()), [])
+        )
+    ]
     assert len(right) / len(caught) >= 0.8

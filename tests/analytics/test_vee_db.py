@@ -42,8 +42,10 @@ def land(db, serials, t, values, unit="kWh"):
 
 
 def daily(meter, start, values, t0=datetime(2024, 1, 1, 12, tzinfo=UTC), source=Source.MANUAL):
-    return [Reading(meter, CH, t0 + timedelta(days=start + i), v, "kWh", source, ReadType.ACTUAL)
-            for i, v in enumerate(values)]  # fmt: skip
+    return [
+        Reading(meter, CH, t0 + timedelta(days=start + i), v, "kWh", source, ReadType.ACTUAL)
+        for i, v in enumerate(values)
+    ]
 
 
 def write(db, readings):
@@ -192,8 +194,10 @@ def test_correction_to_billed_data_becomes_an_adjustment_and_the_billed_value_st
     run_vee(db.url, db.settings)
     at = t0 + timedelta(days=8)
     with db.connect() as conn:
-        conn.execute("INSERT INTO reading_freeze (meter_id, frozen_to, reference) SELECT id, %s, 'bill 1' FROM meter",
-                     (at + timedelta(days=2),))  # fmt: skip
+        conn.execute(
+            "INSERT INTO reading_freeze (meter_id, frozen_to, reference) SELECT id, %s, 'bill 1' FROM meter",
+            (at + timedelta(days=2),),
+        )
         billed = conn.execute("SELECT value FROM validated_reading WHERE ts = %s", (at,)).fetchone()
     with releve_db.connect(db.url, role=releve_db.editor_role(db.settings), autocommit=True) as conn:
         exc = next(q for q in review.list_queue(conn) if q.rule == "SCALE_JUMP")
@@ -218,8 +222,10 @@ def test_gap_is_filled_with_estimates_and_a_late_actual_takes_over(db):
             "SELECT ts, value, quality, method FROM validated_reading WHERE quality = 'estimated' ORDER BY ts"
         ).fetchall()
         assert [(r[0].day, r[1], r[2], r[3]) for r in est] == [
-            (15, 256.0, "estimated", 17), (16, 260.0, "estimated", 17), (17, 264.0, "estimated", 17),
-        ]  # fmt: skip
+            (15, 256.0, "estimated", 17),
+            (16, 260.0, "estimated", 17),
+            (17, 264.0, "estimated", 17),
+        ]
         gap = conn.execute("SELECT message FROM vee_exception WHERE rule = 'GAP'").fetchone()
         assert gap is not None and gap[0].startswith("3 read(s) missing")
     write(db, [reads[15]])  # the real read for day 16 arrives late
@@ -275,11 +281,16 @@ def test_interval_series_dst_day_count_spike_gap_estimates_and_multiplier_over_t
     values = [0.25] * n
     values[150] = 3.0  # a spike on the 27th (the 25-hour day)
     missing = set(range(170, 174))  # one hour missing on the 27th
-    readings = [Reading("I1", "1-0:1.29.0", ts, v, "kWh", Source.MODBUS) for i, (ts, v) in enumerate(zip(stamps, values, strict=True))
-                if i not in missing]  # fmt: skip
+    readings = [
+        Reading("I1", "1-0:1.29.0", ts, v, "kWh", Source.MODBUS)
+        for i, (ts, v) in enumerate(zip(stamps, values, strict=True))
+        if i not in missing
+    ]
     # Register reads at local midnight: Σ intervals on the 28th = 24 kWh = the raw delta, so the ×40 was never applied.
-    register = [Reading("I1", CH, datetime(2024, 10, d, tzinfo=paris).astimezone(UTC), x, "kWh", Source.MODBUS)
-                for d, x in ((28, 100.0), (29, 124.0))]  # fmt: skip
+    register = [
+        Reading("I1", CH, datetime(2024, 10, d, tzinfo=paris).astimezone(UTC), x, "kWh", Source.MODBUS)
+        for d, x in ((28, 100.0), (29, 124.0))
+    ]
     write(db, readings + register)
     run_vee(db.url, db.settings)
     with db.connect() as conn:
@@ -304,10 +315,10 @@ def test_unit_mixup_is_converted_and_flagged_and_a_clock_jump_flags_the_next_rea
     reads = daily("U1", 0, [300.0 + 6 * i for i in range(15)])
     wh = reads[9]
     reads[9] = Reading("U1", CH, wh.ts, wh.value * 1000, "Wh", Source.MANUAL, ReadType.ACTUAL)
-    event = MeterEvent("U1", reads[12].ts - timedelta(hours=3), EventKind.CLOCK_ADJUSTED, Source.MODBUS,
-                       {"offset_s": -120})  # fmt: skip
-    small = MeterEvent("U1", reads[5].ts - timedelta(hours=3), EventKind.CLOCK_ADJUSTED, Source.MODBUS,
-                       {"offset_s": 4})  # fmt: skip
+    event = MeterEvent(
+        "U1", reads[12].ts - timedelta(hours=3), EventKind.CLOCK_ADJUSTED, Source.MODBUS, {"offset_s": -120}
+    )
+    small = MeterEvent("U1", reads[5].ts - timedelta(hours=3), EventKind.CLOCK_ADJUSTED, Source.MODBUS, {"offset_s": 4})
     with BatchWriter(db.url, db.settings) as writer:
         writer.write(reads, events=[event, small])
     run_vee(db.url, db.settings)
@@ -352,8 +363,10 @@ def test_a_meter_clock_drifting_past_the_tolerance_flags_the_next_read(db):
     """Collectors store meter clock minus collector time as channel 0-0:1.0.0 when they poll."""
     add_meters(db, ["K1"])
     reads = daily("K1", 0, [500.0 + 5 * i for i in range(12)])
-    offsets = [Reading("K1", "0-0:1.0.0", r.ts + timedelta(hours=1), 2.0 if i < 7 else 95.0, "s", Source.MODBUS)
-               for i, r in enumerate(reads)]  # fmt: skip
+    offsets = [
+        Reading("K1", "0-0:1.0.0", r.ts + timedelta(hours=1), 2.0 if i < 7 else 95.0, "s", Source.MODBUS)
+        for i, r in enumerate(reads)
+    ]
     write(db, reads + offsets)
     run_vee(db.url, db.settings)
     with db.connect() as conn:
@@ -378,7 +391,8 @@ def test_a_15_minute_register_series_is_judged_on_the_first_read_of_each_utc_day
     with db.connect() as conn:
         found = conn.execute(
             """SELECT m.serial, e.rule, extract(epoch FROM e.ts) FROM vee_exception e JOIN meter m ON m.id = e.meter_id
-               ORDER BY 2, 3, 1""").fetchall()  # fmt: skip
+               ORDER BY 2, 3, 1"""
+        ).fetchall()
     by_meter = {s: sorted((rule, float(t)) for serial, rule, t in found if serial == s) for s in ("Q", "D")}
     assert by_meter["Q"] == by_meter["D"] and (by_meter["Q"] != [])
     assert any(t == t0 + 25 * 86400 for _, t in by_meter["Q"])

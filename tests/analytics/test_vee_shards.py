@@ -86,8 +86,7 @@ def outcome(url):
     return reads, exceptions
 
 
-def test_readings_land_on_their_meters_shard_and_vee_per_shard_matches_one_server(db, shard_urls, monkeypatch,
-                                                                                 capsys):  # fmt: skip
+def test_readings_land_on_their_meters_shard_and_vee_per_shard_matches_one_server(db, shard_urls, monkeypatch, capsys):
     fleet = make_fleet(meters=150, days=70, seed=19)
     serials = [f"S{m:04d}" for m in range(fleet.meters)]
     for url in (db.url, *shard_urls):
@@ -99,8 +98,9 @@ def test_readings_land_on_their_meters_shard_and_vee_per_shard_matches_one_serve
     parts = [fleet.t < cut, fleet.t >= cut]  # two batches: VEE's incremental path on every shard
 
     def frame(mask):
-        return ReadingFrame.from_columns(list(names[mask]), [CH] * int(mask.sum()), ts[mask], fleet.value[mask],
-                                         ["kWh"] * int(mask.sum()))  # fmt: skip
+        return ReadingFrame.from_columns(
+            list(names[mask]), [CH] * int(mask.sum()), ts[mask], fleet.value[mask], ["kWh"] * int(mask.sum())
+        )
 
     with BatchWriter(db.url, db.settings) as writer:
         for mask in parts:
@@ -121,9 +121,11 @@ def test_readings_land_on_their_meters_shard_and_vee_per_shard_matches_one_serve
     assert through_fdw == len(fleet.value) and one_meter == int((names == "S0007").sum())
     for k, url in enumerate(shard_urls):
         with psycopg.connect(url) as conn:
-            counts = dict(conn.execute(
-                "SELECT m.serial, count(*) FROM reading r JOIN meter m ON m.id = r.meter_id GROUP BY 1"
-            ).fetchall())  # fmt: skip
+            counts = dict(
+                conn.execute(
+                    "SELECT m.serial, count(*) FROM reading r JOIN meter m ON m.id = r.meter_id GROUP BY 1"
+                ).fetchall()
+            )
         assert counts and all(home[s] == k for s in counts), f"shard {k} holds another shard's meter"
         assert counts == {s: int((names == s).sum()) for s in serials if home[s] == k}
 
@@ -176,13 +178,22 @@ def add_areas_and_accounts(url, serials):
     interval meters on the time-of-use tariff, an installation for every meter not exchanged, and an
     account per service point on cycle C1."""
     with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
-        cur.executemany("INSERT INTO meter (serial, commodity, model, unit, protocol, register_digits) "
-                        "VALUES (%s, 'electricity', 'test', 'kWh', 'import', 9)", [(t,) for t in TOU])  # fmt: skip
-        cur.execute("INSERT INTO service_point (code, commodity) SELECT 'SP-' || serial, commodity FROM meter "
-                    "WHERE serial = ANY(%s) ORDER BY id", (TOU,))  # fmt: skip
+        cur.executemany(
+            "INSERT INTO meter (serial, commodity, model, unit, protocol, register_digits) "
+            "VALUES (%s, 'electricity', 'test', 'kWh', 'import', 9)",
+            [(t,) for t in TOU],
+        )
+        cur.execute(
+            "INSERT INTO service_point (code, commodity) SELECT 'SP-' || serial, commodity FROM meter "
+            "WHERE serial = ANY(%s) ORDER BY id",
+            (TOU,),
+        )
         for a in range(AREAS):
-            cur.execute("INSERT INTO meter (serial, commodity, model, unit, protocol, register_digits) "
-                        "VALUES (%s, 'electricity', 'test', 'kWh', 'import', 9)", (f"F{a}",))  # fmt: skip
+            cur.execute(
+                "INSERT INTO meter (serial, commodity, model, unit, protocol, register_digits) "
+                "VALUES (%s, 'electricity', 'test', 'kWh', 'import', 9)",
+                (f"F{a}",),
+            )
             cur.execute(
                 """INSERT INTO area (code, kind, commodity, feeder_meter_id, technical_loss_pct)
                    SELECT %s, 'transformer', 'electricity', id, 4 FROM meter WHERE serial = %s""",
@@ -267,8 +278,9 @@ def freezes(url):
         ).fetchall()
 
 
-def test_vee_theft_ranking_and_bill_run_on_three_shards_match_one_server(db, shard_urls, reference, tmp_path,
-                                                                         monkeypatch, capsys):  # fmt: skip
+def test_vee_theft_ranking_and_bill_run_on_three_shards_match_one_server(
+    db, shard_urls, reference, tmp_path, monkeypatch, capsys
+):
     fleet = make_fleet(meters=90, days=70, seed=23)
     serials = [f"S{m:04d}" for m in range(fleet.meters)]
     for url in (reference.url, db.url, *shard_urls):
@@ -276,8 +288,9 @@ def test_vee_theft_ranking_and_bill_run_on_three_shards_match_one_server(db, sha
         add_areas_and_accounts(url, serials)
     shards.attach_shards(db.url, shard_urls, db.settings)
     names = np.array(serials, dtype=object)[fleet.series]
-    frame = ReadingFrame.from_columns(list(names), [CH] * len(names), (fleet.t * 1e6).astype("datetime64[us]"),
-                                      fleet.value, ["kWh"] * len(names))  # fmt: skip
+    frame = ReadingFrame.from_columns(
+        list(names), [CH] * len(names), (fleet.t * 1e6).astype("datetime64[us]"), fleet.value, ["kWh"] * len(names)
+    )
     feeders = feeder_frame(fleet, serials)
     intervals = tou_frame(70)
     with BatchWriter(reference.url, reference.settings) as writer:
@@ -335,14 +348,31 @@ def test_vee_theft_ranking_and_bill_run_on_three_shards_match_one_server(db, sha
     text = (Path(__file__).parents[1] / "billing" / "tariffs_test.toml").read_text()
     tariffs.write_text(text.replace("2026-01-01", "2023-01-01").replace("2026-03-12", "2023-03-12"))
     one = run_bills(reference.url, reference.settings, load_tariffs(tariffs), CYCLE, PERIOD_END, date(2024, 1, 3))
-    assert main(["bill", "run", "--cycle", CYCLE, "--period-end", str(PERIOD_END), "--issue-date", "2024-01-03",
-                 "--tariffs", str(tariffs)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "bill",
+                "run",
+                "--cycle",
+                CYCLE,
+                "--period-end",
+                str(PERIOD_END),
+                "--issue-date",
+                "2024-01-03",
+                "--tariffs",
+                str(tariffs),
+            ]
+        )
+        == 0
+    )
     assert f"accounts {one.accounts}: issued {one.issued}, held {one.held}" in capsys.readouterr().out
     assert one.issued > 10 and one.held > 0
     assert bills(db.url) == bills(reference.url)
     with psycopg.connect(db.url) as conn:  # time of use and demand came from the interval series on the shards
-        tou = conn.execute("SELECT count(*) FROM bill WHERE tariff_code = 'ETOU' AND status = 'issued' "
-                           "AND details ? 'max_demand' AND details ? 'tou'").fetchone()[0]  # fmt: skip
+        tou = conn.execute(
+            "SELECT count(*) FROM bill WHERE tariff_code = 'ETOU' AND status = 'issued' "
+            "AND details ? 'max_demand' AND details ? 'tou'"
+        ).fetchone()[0]
     assert tou == len(TOU)
     # The billed reads are frozen on the shard holding each meter, as on one server.
     on_shards = []

@@ -292,10 +292,20 @@ def check_bill(f: Fleet, exp: dict[str, Any], period_end: date, where: str) -> N
     assert rows, f"{where}: no bill"
     live = [r for r in rows if r[2] in ("issued", "held")]
     bid, kind_, status, start, days, cons, sub, tax, total, holds, issue, due, details = (live or rows)[-1]
-    got = {"kind": kind_, "status": status, "period_start": start, "days": days, "consumption": cons,
-           "subtotal": sub, "tax": tax, "total": total, "issue_date": issue, "due_date": due,
-           "read_quality": details.get("read_quality"), "max_demand": Decimal(details["max_demand"])
-           if "max_demand" in details else None}  # fmt: skip
+    got = {
+        "kind": kind_,
+        "status": status,
+        "period_start": start,
+        "days": days,
+        "consumption": cons,
+        "subtotal": sub,
+        "tax": tax,
+        "total": total,
+        "issue_date": issue,
+        "due_date": due,
+        "read_quality": details.get("read_quality"),
+        "max_demand": Decimal(details["max_demand"]) if "max_demand" in details else None,
+    }
     for key, value in exp.items():
         if key in got:
             assert got[key] == value, f"{where}: {key} {got[key]!r} != {value!r}"

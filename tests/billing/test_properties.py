@@ -30,8 +30,12 @@ DAY0 = datetime(2026, 1, 1, tzinfo=UTC)
 DAYS = 130  # 1 January - 10 May: every boundary of the periods below has reads on both sides
 _ids = itertools.count()
 
-DB_SETTINGS = settings(max_examples=12, deadline=None, database=None,
-                       suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+DB_SETTINGS = settings(
+    max_examples=12,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 @st.composite
@@ -76,8 +80,10 @@ def _live(f: Fleet, number: str):
 
 
 def _counts(f: Fleet):
-    return f.sql("SELECT (SELECT count(*) FROM bill), (SELECT count(*) FROM bill_determinant), "
-                 "(SELECT count(*) FROM reading_freeze)")[0]  # fmt: skip
+    return f.sql(
+        "SELECT (SELECT count(*) FROM bill), (SELECT count(*) FROM bill_determinant), "
+        "(SELECT count(*) FROM reading_freeze)"
+    )[0]
 
 
 def _run_all(f: Fleet, cycle: str, ends: list[date]):

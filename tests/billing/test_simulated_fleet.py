@@ -34,11 +34,16 @@ TARIFFS = (Path(__file__).parent / "tariffs_test.toml").read_text()
 
 def test_simulated_fleet_is_billed_held_by_labels_and_reconciles(db, tmp_path):
     cfg = config.FleetConfig(
-        seed=7, horizon_days=DAYS, theft={"rate": 0}, consumption={"vacancy_rate": 0},
+        seed=7,
+        horizon_days=DAYS,
+        theft={"rate": 0},
+        consumption={"vacancy_rate": 0},
         topology={"transformers": 2, "customers_per_transformer": 12, "dmas": 1, "customers_per_dma": 10},
-        faults={"rate": 0.7, "kinds": {"comm_loss": 1, "frozen_register": 1, "scale_jump": 1, "rollover": 1,
-                                       "meter_exchange": 1}},
-    )  # fmt: skip
+        faults={
+            "rate": 0.7,
+            "kinds": {"comm_loss": 1, "frozen_register": 1, "scale_jump": 1, "rollover": 1, "meter_exchange": 1},
+        },
+    )
     sim = engine.Simulation(cfg)
     backfill.backfill(sim, DAYS, tmp_path, progress=False)
     importer.load_directory(db.url, db.settings, tmp_path)
@@ -63,18 +68,23 @@ def test_simulated_fleet_is_billed_held_by_labels_and_reconciles(db, tmp_path):
                WHERE b.period_end = %s AND b.status IN ('issued', 'held') ORDER BY m.serial, d.seq""",
             (P2,),
         ).fetchall()
-        n_bills = conn.execute("SELECT count(*) FROM bill WHERE period_end = %s AND status IN ('issued', 'held')",
-                               (P2,)).fetchone()[0]  # fmt: skip
-        intervals = dict(conn.execute(
-            """SELECT v.meter_id, sum(v.value) FROM validated_reading v JOIN channel c ON c.id = v.channel_id
+        n_bills = conn.execute(
+            "SELECT count(*) FROM bill WHERE period_end = %s AND status IN ('issued', 'held')", (P2,)
+        ).fetchone()[0]
+        intervals = dict(
+            conn.execute(
+                """SELECT v.meter_id, sum(v.value) FROM validated_reading v JOIN channel c ON c.id = v.channel_id
                WHERE c.code IN ('1-0:1.29.0', '8-0:1.29.0') AND v.ts >= %s AND v.ts < %s GROUP BY 1""",
-            WINDOW,
-        ).fetchall())  # fmt: skip
-        p1_end = dict(conn.execute(
-            """SELECT d.meter_id, d.end_index FROM bill b JOIN bill_determinant d ON d.bill_id = b.id
+                WINDOW,
+            ).fetchall()
+        )
+        p1_end = dict(
+            conn.execute(
+                """SELECT d.meter_id, d.end_index FROM bill b JOIN bill_determinant d ON d.bill_id = b.id
                WHERE b.period_end = %s AND b.status IN ('issued', 'held') AND d.end_at = %s""",
-            (P1, WINDOW[0]),
-        ).fetchall())  # fmt: skip
+                (P1, WINDOW[0]),
+            ).fetchall()
+        )
     assert n_bills == accounts  # every account billed or held
     labels = {}
     for lab in backfill.read_labels(tmp_path / "labels.csv"):

@@ -89,8 +89,13 @@ def first_customer_on_gateway(db, sim, front, tmp_path, profile):
     unit, index = next((u, m) for u, m in sorted(gw.store.units.items()) if sim.meters[m].role == "customer")
     meter = sim.meters[index]
     register(db, [meter])
-    gateway = {"name": "gw0", "host": gw.host, "port": gw.port, "timeout_s": 1.0,
-               "meters": [{"serial": meter.serial, "unit": unit, "profile": profile}]}  # fmt: skip
+    gateway = {
+        "name": "gw0",
+        "host": gw.host,
+        "port": gw.port,
+        "timeout_s": 1.0,
+        "meters": [{"serial": meter.serial, "unit": unit, "profile": profile}],
+    }
     return meter, config(tmp_path, gateways=[gateway])
 
 

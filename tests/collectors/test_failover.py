@@ -40,8 +40,9 @@ def test_readings_published_through_a_failover_land_once_in_the_new_primary(repl
             [(m,) for m in METERS],
         )
     spool = Spool(service_tmp / "spool")
-    forwarder = Forwarder(spool, replicated.url, replicated.settings, origin="failover", seal_seconds=0.05,
-                          max_backoff=0.5)  # fmt: skip
+    forwarder = Forwarder(
+        spool, replicated.url, replicated.settings, origin="failover", seal_seconds=0.05, max_backoff=0.5
+    )
     published: list[Reading] = []
     rounds = 0
     stop = threading.Event()
@@ -50,8 +51,10 @@ def test_readings_published_through_a_failover_land_once_in_the_new_primary(repl
         nonlocal rounds
         while not stop.is_set():
             ts = T0 + timedelta(minutes=15 * rounds)
-            batch = [Reading(m, "1-0:1.8.0", ts, 1000.0 + rounds + i / 100, "kWh", Source.MODBUS)
-                     for i, m in enumerate(METERS)]  # fmt: skip
+            batch = [
+                Reading(m, "1-0:1.8.0", ts, 1000.0 + rounds + i / 100, "kWh", Source.MODBUS)
+                for i, m in enumerate(METERS)
+            ]
             spool.append(batch)
             published.extend(batch)
             rounds += 1

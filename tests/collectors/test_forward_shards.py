@@ -24,12 +24,17 @@ def test_spooled_readings_land_on_the_shard_of_their_meter_exactly_once(db, shar
     database = db.settings.database.model_copy(update={"shard_urls": shard_urls})
     settings = db.settings.model_copy(update={"database": database})
     spool = Spool(service_tmp / "spool")
-    readings = [Reading(m, "1-0:1.8.0", T0 + timedelta(minutes=15 * k), 10.0 * k + i, "kWh", Source.MODBUS)
-                for k in range(40) for i, m in enumerate(METERS)]  # fmt: skip
+    readings = [
+        Reading(m, "1-0:1.8.0", T0 + timedelta(minutes=15 * k), 10.0 * k + i, "kWh", Source.MODBUS)
+        for k in range(40)
+        for i, m in enumerate(METERS)
+    ]
     for k in range(0, len(readings), 300):
         spool.append(readings[k : k + 300])
-    spool.append(events=[MeterEvent("SH004", T0, EventKind.MAGNETIC_FIELD, Source.MODBUS)],
-                 rejected=[Rejected("modbus SH999", "unknown register", b"\x01\x02", Source.MODBUS)])  # fmt: skip
+    spool.append(
+        events=[MeterEvent("SH004", T0, EventKind.MAGNETIC_FIELD, Source.MODBUS)],
+        rejected=[Rejected("modbus SH999", "unknown register", b"\x01\x02", Source.MODBUS)],
+    )
     spool.append(readings[:300])  # redelivered: duplicates, not second copies
     forwarder = Forwarder(spool, db.url, settings, origin="sharded")
     spool.seal()

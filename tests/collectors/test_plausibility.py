@@ -29,12 +29,22 @@ T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 #: What a loaded SDM630 shows (per channel), as a metering engineer would read it off the display.
 SDM630_SHOWS = {
-    "1-0:32.7.0": 231.4, "1-0:52.7.0": 229.8, "1-0:72.7.0": 232.6,
-    "1-0:31.7.0": 12.37, "1-0:51.7.0": 8.91, "1-0:71.7.0": 10.42,
-    "1-0:21.7.0": 2710.3, "1-0:41.7.0": 1950.6, "1-0:61.7.0": 2290.1, "1-0:1.7.0": 6951.0,
-    "1-0:13.7.0": 0.93, "1-0:14.7.0": 50.02,
-    "1-0:1.8.0": 18234.56, "1-0:2.8.0": 312.75, "1-0:15.8.0": 18547.31,
-}  # fmt: skip
+    "1-0:32.7.0": 231.4,
+    "1-0:52.7.0": 229.8,
+    "1-0:72.7.0": 232.6,
+    "1-0:31.7.0": 12.37,
+    "1-0:51.7.0": 8.91,
+    "1-0:71.7.0": 10.42,
+    "1-0:21.7.0": 2710.3,
+    "1-0:41.7.0": 1950.6,
+    "1-0:61.7.0": 2290.1,
+    "1-0:1.7.0": 6951.0,
+    "1-0:13.7.0": 0.93,
+    "1-0:14.7.0": 50.02,
+    "1-0:1.8.0": 18234.56,
+    "1-0:2.8.0": 312.75,
+    "1-0:15.8.0": 18547.31,
+}
 
 
 def check(profile_name: str, register: str, value: float, guard: Guard | None = None, ts: datetime = T0):
@@ -199,8 +209,10 @@ def test_an_older_reading_is_range_checked_only():
 def test_a_reset_index_is_taken_again_after_consistent_refusals():
     guard = Guard()
     assert check("sdm120", "import_energy", 9000.0, guard) is None
-    results = [check("sdm120", "import_energy", 0.5 * k, guard, T0 + timedelta(minutes=15 * k))
-               for k in range(1, REBASELINE_AFTER + 2)]  # fmt: skip
+    results = [
+        check("sdm120", "import_energy", 0.5 * k, guard, T0 + timedelta(minutes=15 * k))
+        for k in range(1, REBASELINE_AFTER + 2)
+    ]
     assert [r.rule if r else None for r in results] == ["backwards"] * (REBASELINE_AFTER - 1) + [None, None]
     assert guard.rebaselined == 1
 
@@ -307,8 +319,15 @@ def test_limits_follow_the_unit_conversion():
 
 # -- profile validation -----------------------------------------------------------------------------
 BASE = {"model": "x", "commodity": "electricity"}
-REG = {"name": "v", "channel": "1-0:32.7.0", "function": 4, "address": 0, "data_type": "float32",
-       "unit": "V", "kind": "instantaneous"}  # fmt: skip
+REG = {
+    "name": "v",
+    "channel": "1-0:32.7.0",
+    "function": 4,
+    "address": 0,
+    "data_type": "float32",
+    "unit": "V",
+    "kind": "instantaneous",
+}
 
 
 @pytest.mark.parametrize(
@@ -331,9 +350,24 @@ def test_bad_limits_in_a_profile_are_refused_at_load_naming_the_problem(change, 
 
 
 def test_a_profile_in_watt_hours_stores_kilowatt_hours_with_limits_converted():
-    profile = parse_profile({**BASE, "registers": [
-        {"name": "e", "channel": "1-0:1.8.0", "function": 3, "address": 0, "data_type": "uint32", "unit": "Wh",
-         "kind": "cumulative", "maximum": 5e9, "max_rise_per_hour": 46000}]})  # fmt: skip
+    profile = parse_profile(
+        {
+            **BASE,
+            "registers": [
+                {
+                    "name": "e",
+                    "channel": "1-0:1.8.0",
+                    "function": 3,
+                    "address": 0,
+                    "data_type": "uint32",
+                    "unit": "Wh",
+                    "kind": "cumulative",
+                    "maximum": 5e9,
+                    "max_rise_per_hour": 46000,
+                }
+            ],
+        }
+    )
     entry = profile.registers[0]
     assert entry.channel_unit == "kWh"
     limits = register_limits(profile, entry)
@@ -341,9 +375,24 @@ def test_a_profile_in_watt_hours_stores_kilowatt_hours_with_limits_converted():
 
 
 def test_a_poll_of_a_watt_hour_register_yields_kilowatt_hours():
-    profile = parse_profile({**BASE, "registers": [
-        {"name": "e", "channel": "1-0:1.8.0", "function": 3, "address": 0, "data_type": "uint32", "order": "CDAB",
-         "unit": "Wh", "kind": "cumulative", "max_rise_per_hour": 46000}]})  # fmt: skip
+    profile = parse_profile(
+        {
+            **BASE,
+            "registers": [
+                {
+                    "name": "e",
+                    "channel": "1-0:1.8.0",
+                    "function": 3,
+                    "address": 0,
+                    "data_type": "uint32",
+                    "order": "CDAB",
+                    "unit": "Wh",
+                    "kind": "cumulative",
+                    "max_rise_per_hour": 46000,
+                }
+            ],
+        }
+    )
     entry = profile.registers[0]
     accepted, refused = judge_poll(Guard(), "M1", profile, T0, [(entry, decode(entry, [0x9AE7, 0x006D]))])
     assert refused == {} and accepted == {entry: 7183.079}

@@ -15,11 +15,19 @@ from simulators.modbus import BackgroundModbus
 
 
 def test_a_dead_meter_backs_off_five_ten_twenty_across_all_its_poll_classes(caplog):
-    sim = Simulation(parse_fleet({
-        "seed": 3, "topology": {"transformers": 1, "customers_per_transformer": 2, "dmas": 0},
-        "modbus": {"tcp_base_port": 0, "rtu_lines": 0}, "mqtt": {"electricity_share": 0.0},
-        "theft": {"rate": 0.0}, "faults": {"rate": 0.0},
-    }, "backoff fleet"))  # fmt: skip
+    sim = Simulation(
+        parse_fleet(
+            {
+                "seed": 3,
+                "topology": {"transformers": 1, "customers_per_transformer": 2, "dmas": 0},
+                "modbus": {"tcp_base_port": 0, "rtu_lines": 0},
+                "mqtt": {"electricity_share": 0.0},
+                "theft": {"rate": 0.0},
+                "faults": {"rate": 0.0},
+            },
+            "backoff fleet",
+        )
+    )
     clock = SimClock(datetime(2026, 1, 5, tzinfo=UTC))
     profile = load_profile("sdm630")
     classes = {e.poll_class for e in profile.registers}
@@ -29,8 +37,15 @@ def test_a_dead_meter_backs_off_five_ten_twenty_across_all_its_poll_classes(capl
         gw = front.gateways[0]
         link = TcpGateway("gw", gw.host, gw.port, max_connections=4, timeout=1.0)
         dead = MeterTarget.build("DEAD", 200, profile, "gw")  # nobody answers at unit 200: exception 11
-        settings = PollSettings(periods=dict.fromkeys(classes, 0.1), jitter=0.0, retries=0, backoff_base=base,
-                                backoff_max=60.0, align=False, first_poll_spread=0.05)  # fmt: skip
+        settings = PollSettings(
+            periods=dict.fromkeys(classes, 0.1),
+            jitter=0.0,
+            retries=0,
+            backoff_base=base,
+            backoff_max=60.0,
+            align=False,
+            first_poll_spread=0.05,
+        )
         poller = Poller([(link, [dead])], lambda *a: None, settings)
 
         async def run() -> None:

@@ -30,8 +30,9 @@ def test_a_float_meter_in_its_own_order_is_named_and_the_profile_left_alone():
 
 @pytest.mark.parametrize("order", ["CDAB", "BADC", "DCBA"])
 def test_each_wrong_order_is_found_and_the_fix_named(order):
-    profile, raw = words("sdm120", {"1-0:32.7.0": 229.7, "1-0:31.7.0": 4.21, "1-0:14.7.0": 49.98,
-                                    "1-0:1.8.0": 812.5}, order)  # fmt: skip
+    profile, raw = words(
+        "sdm120", {"1-0:32.7.0": 229.7, "1-0:31.7.0": 4.21, "1-0:14.7.0": 49.98, "1-0:1.8.0": 812.5}, order
+    )
     result = probe_registers(profile, raw)
     assert result.order == order
     assert f'set order = "{order}"' in render(result)
@@ -48,8 +49,10 @@ def test_integer_registers_that_fit_every_order_are_flagged_for_a_look_at_the_di
 def test_mixed_orders_are_named_per_register():
     profile = load_profile("sdm120")
     voltage, frequency = profile.entry("1-0:32.7.0"), profile.entry("1-0:14.7.0")
-    raw = {voltage: encode(voltage.model_copy(update={"order": "CDAB"}), 231.4),
-           frequency: encode(frequency.model_copy(update={"order": "DCBA"}), 49.98)}  # fmt: skip
+    raw = {
+        voltage: encode(voltage.model_copy(update={"order": "CDAB"}), 231.4),
+        frequency: encode(frequency.model_copy(update={"order": "DCBA"}), 49.98),
+    }
     result = probe_registers(profile, raw)
     assert result.order is None and result.mixed == {"voltage": "CDAB", "frequency": "DCBA"} and result.found
 
@@ -77,10 +80,15 @@ def test_unreadable_blocks_are_shown_and_judged_on_what_was_read():
     assert not nothing.found and nothing.message == "no register could be read: nothing to judge"
 
 
-@pytest.mark.parametrize(("target", "host", "port"), [
-    ("10.0.0.5", "10.0.0.5", 502), ("gw.example:1502", "gw.example", 1502), ("[::1]:5020", "::1", 5020),
-    ("[fe80::1]", "fe80::1", 502),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("target", "host", "port"),
+    [
+        ("10.0.0.5", "10.0.0.5", 502),
+        ("gw.example:1502", "gw.example", 1502),
+        ("[::1]:5020", "::1", 5020),
+        ("[fe80::1]", "fe80::1", 502),
+    ],
+)
 def test_tcp_targets(target, host, port):
     link = make_link(target, 1.0, 9600, "N", 1)
     assert isinstance(link, TcpGateway) and (link.host, link.port) == (host, port)
@@ -91,10 +99,16 @@ def test_a_path_is_a_serial_line():
     assert isinstance(link, RtuLine) and link.port == "/dev/ttyUSB0" and link.baudrate == 19200
 
 
-@pytest.mark.parametrize(("target", "message"), [
-    ("host:0", "port '0' is not a number in 1..65535"), ("host:-1", "port '-1'"), (":502", "no host"),
-    ("[::1]:http", "port 'http'"), ("host:５０２", "port '５０２'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("host:0", "port '0' is not a number in 1..65535"),
+        ("host:-1", "port '-1'"),
+        (":502", "no host"),
+        ("[::1]:http", "port 'http'"),
+        ("host:５０２", "port '５０２'"),
+    ],
+)
 def test_bad_targets_are_refused_by_name(target, message):
     with pytest.raises(ValueError, match=message):
         make_link(target, 1.0, 9600, "N", 1)
@@ -110,13 +124,26 @@ def test_probe_over_an_rtu_line_on_a_pseudo_terminal():
     from simulators.engine import Simulation
     from simulators.modbus import BackgroundModbus
 
-    sim = Simulation(parse_fleet({
-        "seed": 5, "horizon_days": 10, "start": "2026-03-01T00:00:00Z",
-        "topology": {"transformers": 1, "customers_per_transformer": 3, "dmas": 0,
-                     "electricity_models": {"sdm120": 1.0}},
-        "modbus": {"tcp_base_port": 0, "rtu_lines": 1, "devices_per_line": 4, "devices_per_gateway": 8},
-        "mqtt": {"electricity_share": 0.0}, "theft": {"rate": 0.0}, "faults": {"rate": 0.0},
-    }, "probe fleet"))  # fmt: skip
+    sim = Simulation(
+        parse_fleet(
+            {
+                "seed": 5,
+                "horizon_days": 10,
+                "start": "2026-03-01T00:00:00Z",
+                "topology": {
+                    "transformers": 1,
+                    "customers_per_transformer": 3,
+                    "dmas": 0,
+                    "electricity_models": {"sdm120": 1.0},
+                },
+                "modbus": {"tcp_base_port": 0, "rtu_lines": 1, "devices_per_line": 4, "devices_per_gateway": 8},
+                "mqtt": {"electricity_share": 0.0},
+                "theft": {"rate": 0.0},
+                "faults": {"rate": 0.0},
+            },
+            "probe fleet",
+        )
+    )
     clock = SimClock(datetime(2026, 3, 5, 12, 0, tzinfo=UTC))
     clock.freeze(datetime(2026, 3, 5, 12, 0, tzinfo=UTC))
     with BackgroundModbus(sim, clock) as front:

@@ -98,8 +98,9 @@ def serve(slave: LateSlave) -> Iterator[tuple[str, PtyBridge]]:
     bridge = PtyBridge()
 
     async def start() -> tuple[ModbusSerialServer, asyncio.Task[None]]:
-        server = ModbusSerialServer(SimDevice(0, simdata=[SimData(0)]), port=bridge.server_path, baudrate=9600,
-                                    ignore_missing_devices=True)  # fmt: skip
+        server = ModbusSerialServer(
+            SimDevice(0, simdata=[SimData(0)]), port=bridge.server_path, baudrate=9600, ignore_missing_devices=True
+        )
         server.context = slave  # type: ignore[assignment]
         bridge.attach(loop)
         task = asyncio.create_task(server.serve_forever())

@@ -32,12 +32,22 @@ pytestmark = pytest.mark.db
 
 #: What the meter measures (channel -> SDM630 input register address, value), as on its display.
 SHOWS = {
-    "1-0:32.7.0": (0, 231.4), "1-0:52.7.0": (2, 229.8), "1-0:72.7.0": (4, 232.6),
-    "1-0:31.7.0": (6, 12.37), "1-0:51.7.0": (8, 8.91), "1-0:71.7.0": (10, 10.42),
-    "1-0:21.7.0": (12, 2710.3), "1-0:41.7.0": (14, 1950.6), "1-0:61.7.0": (16, 2290.1),
-    "1-0:1.7.0": (52, 6951.0), "1-0:13.7.0": (62, 0.93), "1-0:14.7.0": (70, 50.02),
-    "1-0:1.8.0": (72, 18234.56), "1-0:2.8.0": (74, 312.75), "1-0:15.8.0": (342, 18547.31),
-}  # fmt: skip
+    "1-0:32.7.0": (0, 231.4),
+    "1-0:52.7.0": (2, 229.8),
+    "1-0:72.7.0": (4, 232.6),
+    "1-0:31.7.0": (6, 12.37),
+    "1-0:51.7.0": (8, 8.91),
+    "1-0:71.7.0": (10, 10.42),
+    "1-0:21.7.0": (12, 2710.3),
+    "1-0:41.7.0": (14, 1950.6),
+    "1-0:61.7.0": (16, 2290.1),
+    "1-0:1.7.0": (52, 6951.0),
+    "1-0:13.7.0": (62, 0.93),
+    "1-0:14.7.0": (70, 50.02),
+    "1-0:1.8.0": (72, 18234.56),
+    "1-0:2.8.0": (74, 312.75),
+    "1-0:15.8.0": (342, 18547.31),
+}
 UNIT, GARBAGE_UNIT = 1, 2
 
 
@@ -141,8 +151,13 @@ def poll_for(db, server: OwnServer, tmp_path: Path, profile: str, seconds: float
 
 
 def probe(server_port: int | str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "releve.cli", "collect", "probe", *map(str, args)],
-                          capture_output=True, text=True, timeout=60, env={**os.environ})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "releve.cli", "collect", "probe", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ},
+    )
 
 
 def test_wrong_word_order_lands_nothing_probe_names_cdab_and_the_right_profile_lands_the_values(db, server, tmp_path):
@@ -178,8 +193,13 @@ def test_wrong_word_order_lands_nothing_probe_names_cdab_and_the_right_profile_l
         "RELEVE_DATABASE__URL": db.url,
         "RELEVE_DATABASE__ROLE_PREFIX": db.settings.database.role_prefix,
     }
-    status = subprocess.run([sys.executable, "-m", "releve.cli", "collect", "status", "-c", str(config)],
-                            capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    status = subprocess.run(
+        [sys.executable, "-m", "releve.cli", "collect", "status", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert status.returncode == 0, status.stderr
     refused = status.stdout.split("meters whose values were refused as implausible")[1].splitlines()[1]
     assert refused.split() == ["CDAB-1", "own", str(len(dead)), "value(s)", "refused"]
@@ -195,8 +215,10 @@ def test_wrong_word_order_lands_nothing_probe_names_cdab_and_the_right_profile_l
     # 3. With the right order the same meter lands its values, nothing more is refused.
     right = poll_for(db, server, tmp_path, str(cdab_profile(tmp_path)))
     with db.connect() as conn:
-        rows = conn.execute("SELECT c.code, r.value, u.code FROM reading r JOIN channel c ON c.id = r.channel_id "
-                            "JOIN unit u ON u.id = r.unit_id").fetchall()  # fmt: skip
+        rows = conn.execute(
+            "SELECT c.code, r.value, u.code FROM reading r JOIN channel c ON c.id = r.channel_id "
+            "JOIN unit u ON u.id = r.unit_id"
+        ).fetchall()
         refused_after = conn.execute("SELECT count(*) FROM rejected_input").fetchone()[0]
     assert refused_after == len(dead)
     good = right.poller.meters[0].health.good_by_class

@@ -39,18 +39,40 @@ def ledgered(filled):
         ledger.pay(conn, paid, (amount / 2).quantize(Decimal("0.01")), "R-1", date(2026, 3, 20), "bank")
         wrong, _ = ledger.pay(conn, paid, Decimal("1.00"), "R-2", date(2026, 3, 21), "bank")
         ledger.reverse(conn, wrong, "posted to the wrong account", date(2026, 3, 22))
-        ledger.post(conn, paid_id, "deposit", Decimal("-20.00"), date(2026, 1, 10), book="deposit",
-                    reference="D-1", source_key="deposit:D-1")  # fmt: skip
-        ledger.post(conn, plain_id, "penalty", Decimal("35.00"), date(2026, 2, 1), due=date(2026, 2, 11),
-                    reference="meter tampering", source_key="test:penalty")  # fmt: skip
+        ledger.post(
+            conn,
+            paid_id,
+            "deposit",
+            Decimal("-20.00"),
+            date(2026, 1, 10),
+            book="deposit",
+            reference="D-1",
+            source_key="deposit:D-1",
+        )
+        ledger.post(
+            conn,
+            plain_id,
+            "penalty",
+            Decimal("35.00"),
+            date(2026, 2, 1),
+            due=date(2026, 2, 11),
+            reference="meter tampering",
+            source_key="test:penalty",
+        )
         credit.open_dispute(conn, disputed, "dispute", "the reading looks too high", now)
         summary = credit.run_credit(conn, credit.load_config(credit.EXAMPLE), TODAY)
         run = conn.execute("SELECT max(id) FROM theft_run").fetchone()[0]
         inspections = workorders.from_theft(conn, run, 3)
         meter = conn.execute("SELECT meter_id FROM work_order WHERE id = %s", (inspections[0],)).fetchone()[0]
-        fault, _ = workorders.create(conn, "fault", source="call centre", meter=meter,
-                                     description="sparks at the meter box", reported_at=now - timedelta(minutes=30),
-                                     now=now - timedelta(minutes=30))  # fmt: skip
+        fault, _ = workorders.create(
+            conn,
+            "fault",
+            source="call centre",
+            meter=meter,
+            description="sparks at the meter box",
+            reported_at=now - timedelta(minutes=30),
+            now=now - timedelta(minutes=30),
+        )
     assert summary.actions.get("reminder", 0) > 0 and summary.held.get("dispute") == 1
     return {"paid": paid, "disputed": disputed, "plain": plain, "fault": fault, "inspections": inspections}
 
@@ -255,8 +277,9 @@ def test_the_new_pages_queries_run_as_the_least_privilege_login(filled, ledgered
         summary = q.accounts.arrears_summary()
         assert summary["accounts"] > 0 and summary["open_cases"] > 0
         assert q.accounts.arrears(0, 10, [], "")[1] == summary["accounts"]
-        rows, total = q.accounts.credit_queue(0, 10, [{"column_id": "next_due", "direction": "asc"}],
-                                              "{next_step} contains final")  # fmt: skip
+        rows, total = q.accounts.credit_queue(
+            0, 10, [{"column_id": "next_due", "direction": "asc"}], "{next_step} contains final"
+        )
         assert total > 0 and all(r["next_step"] for r in rows)
         acc = q.accounts.account(ledgered["paid"])
         assert acc is not None and acc["position"].deposit == Decimal("20.00")

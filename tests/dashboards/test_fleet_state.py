@@ -24,8 +24,13 @@ def test_fleet_state_is_the_same_whether_the_last_read_summary_is_fresh_stale_or
     queries = Queries(db.url, db.settings)
     try:
         with BatchWriter(db.url, db.settings) as writer:
-            writer.write([read("FRESH", timedelta(hours=1), 10.0), read("STALE", timedelta(hours=6), 20.0),
-                          read("LATE", timedelta(hours=5), 30.0)])  # fmt: skip
+            writer.write(
+                [
+                    read("FRESH", timedelta(hours=1), 10.0),
+                    read("STALE", timedelta(hours=6), 20.0),
+                    read("LATE", timedelta(hours=5), 30.0),
+                ]
+            )
         empty = {r["serial"]: r["state"] for r in queries.fleet_rows()[1]}  # nothing summarised yet
         empty_counts = queries.snapshot(fresh=True).counts()
         refresh_daily(db.url)
@@ -60,6 +65,8 @@ def test_the_daily_refresh_moves_each_meters_last_read_forward_never_back(db):
         writer.write([Reading("M1", "1-0:1.8.0", t0 - timedelta(days=3), 90.0, "kWh")])
     refresh_daily(db.url)
     with db.connect() as conn:
-        rows = conn.execute("SELECT m.serial, c.code, l.ts FROM meter_last_read l JOIN meter m ON m.id = l.meter_id "
-                            "JOIN channel c ON c.id = l.channel_id").fetchall()  # fmt: skip
+        rows = conn.execute(
+            "SELECT m.serial, c.code, l.ts FROM meter_last_read l JOIN meter m ON m.id = l.meter_id "
+            "JOIN channel c ON c.id = l.channel_id"
+        ).fetchall()
     assert rows == [("M1", "1-0:1.8.0", t0 + timedelta(hours=4))]

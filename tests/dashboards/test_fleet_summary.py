@@ -29,19 +29,33 @@ def _random_fleet(db, seed: int, n: int) -> None:
         areas = []
         for k in range(4):
             commodity = "electricity" if k % 2 == 0 else "water"
-            areas.append(conn.execute(
-                "INSERT INTO area (code, kind, commodity, latitude, longitude) VALUES (%s, %s, %s, %s, %s) RETURNING id",
-                (f"A{k}", "transformer" if commodity == "electricity" else "dma", commodity,
-                 rng.choice([None, 48.5 + k]), 2.0 + k),
-            ).fetchone()[0])  # fmt: skip
+            areas.append(
+                conn.execute(
+                    "INSERT INTO area (code, kind, commodity, latitude, longitude) VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                    (
+                        f"A{k}",
+                        "transformer" if commodity == "electricity" else "dma",
+                        commodity,
+                        rng.choice([None, 48.5 + k]),
+                        2.0 + k,
+                    ),
+                ).fetchone()[0]
+            )
         meters = []
         for i in range(n):
             commodity = rng.choice(["electricity", "water"])
             protocol = rng.choice(["modbus-tcp", "modbus-rtu", "mqtt", "manual", "import"])
-            address = rng.choice([
-                {"uri": f"tcp://10.0.{i % 3}.1:502/{i % 7 + 1}"}, {"uri": f"rtu://line{i % 2}/{i % 5 + 1}"},
-                {"uri": "mqtt://ttn/"}, {"uri": "noslash"}, {"uri": "tcp://gw"}, {"topic": f"site/{i % 2}"}, {},
-            ])  # fmt: skip
+            address = rng.choice(
+                [
+                    {"uri": f"tcp://10.0.{i % 3}.1:502/{i % 7 + 1}"},
+                    {"uri": f"rtu://line{i % 2}/{i % 5 + 1}"},
+                    {"uri": "mqtt://ttn/"},
+                    {"uri": "noslash"},
+                    {"uri": "tcp://gw"},
+                    {"topic": f"site/{i % 2}"},
+                    {},
+                ]
+            )
             meter_id = conn.execute(
                 "INSERT INTO meter (serial, commodity, model, unit, protocol, address) "
                 "VALUES (%s, %s, 'test', %s, %s, %s::jsonb) RETURNING id",
@@ -50,31 +64,49 @@ def _random_fleet(db, seed: int, n: int) -> None:
             meters.append((f"S{i:04d}", commodity, meter_id))
             place = rng.random()
             if place < 0.1:  # a feeder meter: its area is the one it feeds
-                conn.execute("UPDATE area SET feeder_meter_id = %s WHERE id = %s AND feeder_meter_id IS NULL",
-                             (meter_id, rng.choice(areas)))  # fmt: skip
+                conn.execute(
+                    "UPDATE area SET feeder_meter_id = %s WHERE id = %s AND feeder_meter_id IS NULL",
+                    (meter_id, rng.choice(areas)),
+                )
             elif place < 0.85:
                 sp = conn.execute(
                     "INSERT INTO service_point (code, commodity, area_id, latitude, longitude) "
                     "VALUES (%s, %s, %s, %s, %s) RETURNING id",
-                    (f"SP{i}", commodity, rng.choice([None, *areas]), rng.choice([None, 48.7, 48.8]),
-                     rng.choice([None, 2.3, 2.4])),
-                ).fetchone()[0]  # fmt: skip
+                    (
+                        f"SP{i}",
+                        commodity,
+                        rng.choice([None, *areas]),
+                        rng.choice([None, 48.7, 48.8]),
+                        rng.choice([None, 2.3, 2.4]),
+                    ),
+                ).fetchone()[0]
                 removed = rng.random() < 0.15
                 conn.execute(
                     "INSERT INTO installation (meter_id, service_point_id, installed_at, removed_at, removal_index) "
                     "VALUES (%s, %s, %s, %s, %s)",
-                    (meter_id, sp, now - timedelta(days=400), now - timedelta(days=3) if removed else None,
-                     100.0 if removed else None),
-                )  # fmt: skip
+                    (
+                        meter_id,
+                        sp,
+                        now - timedelta(days=400),
+                        now - timedelta(days=3) if removed else None,
+                        100.0 if removed else None,
+                    ),
+                )
             for collector in rng.choice([[], [], [], ["gw-a"], ["gw-b"], ["gw-a", "gw-b"]]):  # some meters have two
                 conn.execute(
                     "INSERT INTO comm_health (collector, serial, link, consecutive_failures, last_good, updated_at) "
                     "VALUES (%s, %s, %s, %s, %s, %s)",
-                    (collector, f"S{i:04d}", rng.choice(["tcp://10.9.9.9:502", "rtu://bus1"]),
-                     rng.choice([0, 0, 1, 2, 5]),
-                     rng.choice([None, now - timedelta(minutes=5), now - timedelta(hours=3), now - timedelta(days=2)]),
-                     now - timedelta(minutes=rng.randrange(0, 600))),
-                )  # fmt: skip
+                    (
+                        collector,
+                        f"S{i:04d}",
+                        rng.choice(["tcp://10.9.9.9:502", "rtu://bus1"]),
+                        rng.choice([0, 0, 1, 2, 5]),
+                        rng.choice(
+                            [None, now - timedelta(minutes=5), now - timedelta(hours=3), now - timedelta(days=2)]
+                        ),
+                        now - timedelta(minutes=rng.randrange(0, 600)),
+                    ),
+                )
 
     def reads(ages: list[timedelta]) -> list[Reading]:
         out = []
@@ -84,8 +116,14 @@ def _random_fleet(db, seed: int, n: int) -> None:
                 out.append(Reading(serial, MAIN_REGISTER[commodity], now - age, 10.0, UNITS[commodity]))
         return out
 
-    ages = [None, timedelta(minutes=20), timedelta(hours=1), timedelta(hours=5), timedelta(hours=30),
-            timedelta(days=10)]  # fmt: skip
+    ages = [
+        None,
+        timedelta(minutes=20),
+        timedelta(hours=1),
+        timedelta(hours=5),
+        timedelta(hours=30),
+        timedelta(days=10),
+    ]
     with BatchWriter(db.url, db.settings) as writer:
         writer.write(reads(ages))
     refresh_daily(db.url)
@@ -183,8 +221,10 @@ def test_the_topology_follows_the_registry_in_the_same_transaction(db):
             # moved: the open installation closed, the meter installed at a new service point in another area
             inst, meter_id, serial, area, commodity = installed[0]
             other = next(a for a in areas if a != area)
-            conn.execute("UPDATE installation SET removed_at = %s, removal_index = 5 WHERE id = %s",
-                         (now - timedelta(hours=1), inst))  # fmt: skip
+            conn.execute(
+                "UPDATE installation SET removed_at = %s, removal_index = 5 WHERE id = %s",
+                (now - timedelta(hours=1), inst),
+            )
             sp = conn.execute(
                 "INSERT INTO service_point (code, commodity, area_id, latitude, longitude) "
                 "VALUES ('SP-moved', %s, %s, 45.5, 4.5) RETURNING id",
@@ -200,8 +240,10 @@ def test_the_topology_follows_the_registry_in_the_same_transaction(db):
 
         with db.connect() as conn:
             _, _, removed_serial, _, _ = installed[1]
-            conn.execute("UPDATE installation SET removed_at = %s, removal_index = 9 WHERE id = %s",
-                         (now - timedelta(minutes=5), installed[1][0]))  # fmt: skip
+            conn.execute(
+                "UPDATE installation SET removed_at = %s, removal_index = 9 WHERE id = %s",
+                (now - timedelta(minutes=5), installed[1][0]),
+            )
             conn.execute("DELETE FROM installation WHERE id = %s", (installed[2][0],))  # entered by mistake
             # a service point moved to another area, with new coordinates
             sp_id, sp_area = conn.execute(
@@ -209,8 +251,10 @@ def test_the_topology_follows_the_registry_in_the_same_transaction(db):
                 "ON sp.id = i.service_point_id WHERE i.id = %s",
                 (installed[3][0],),
             ).fetchone()
-            conn.execute("UPDATE service_point SET area_id = %s, latitude = 46.0, longitude = 5.0 WHERE id = %s",
-                         (next(a for a in areas if a != sp_area), sp_id))  # fmt: skip
+            conn.execute(
+                "UPDATE service_point SET area_id = %s, latitude = 46.0, longitude = 5.0 WHERE id = %s",
+                (next(a for a in areas if a != sp_area), sp_id),
+            )
             # a new meter, installed at once; another one's address changed to a new line
             new_id = conn.execute(
                 "INSERT INTO meter (serial, commodity, model, unit, protocol, address) VALUES "
@@ -222,10 +266,13 @@ def test_the_topology_follows_the_registry_in_the_same_transaction(db):
                 "VALUES ('SP-new', 'electricity', %s, 47.0, 3.0) RETURNING id",
                 (areas[0],),
             ).fetchone()[0]
-            conn.execute("INSERT INTO installation (meter_id, service_point_id, installed_at) VALUES (%s, %s, %s)",
-                         (new_id, sp_new, now - timedelta(days=1)))  # fmt: skip
-            conn.execute("""UPDATE meter SET address = '{"uri": "rtu://line9/4"}' WHERE serial = %s""",
-                         (installed[4][2],))  # fmt: skip
+            conn.execute(
+                "INSERT INTO installation (meter_id, service_point_id, installed_at) VALUES (%s, %s, %s)",
+                (new_id, sp_new, now - timedelta(days=1)),
+            )
+            conn.execute(
+                """UPDATE meter SET address = '{"uri": "rtu://line9/4"}' WHERE serial = %s""", (installed[4][2],)
+            )
             # an area fed by another meter: the previous feeder loses its place, the new one (not installed) gets it
             spare = conn.execute(
                 "SELECT m.id FROM meter m WHERE NOT EXISTS (SELECT 1 FROM installation i WHERE i.meter_id = m.id "

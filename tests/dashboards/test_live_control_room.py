@@ -42,14 +42,31 @@ def live_fleet(filled, tmp_path_factory):
     front = ModbusFrontEnd(sim, SimClock(datetime.now(UTC), speed=1.0))
     asyncio.run_coroutine_threadsafe(front.start(), loop).result(30)
     assert front.gateways, "the test fleet has no Modbus TCP gateway"
-    config = CollectorConfig.model_validate({
-        "name": "live-test", "spool_dir": str(tmp_path_factory.mktemp("spool")), "health_every_s": 0.5,
-        "modbus": {"periods": {"energy": 1.0, "instant": 1.0, "events": 1.0}, "jitter": 0.0, "retries": 0,
-                   "gateways": [{"name": f"gw{i}", "host": gw.host, "port": gw.port, "timeout_s": 0.5,
-                                 "meters": [{"serial": sim.meters[m].serial, "unit": u,
-                                             "profile": sim.meters[m].model} for u, m in sorted(gw.store.units.items())]}
-                                for i, gw in enumerate(front.gateways)]},
-    })  # fmt: skip
+    config = CollectorConfig.model_validate(
+        {
+            "name": "live-test",
+            "spool_dir": str(tmp_path_factory.mktemp("spool")),
+            "health_every_s": 0.5,
+            "modbus": {
+                "periods": {"energy": 1.0, "instant": 1.0, "events": 1.0},
+                "jitter": 0.0,
+                "retries": 0,
+                "gateways": [
+                    {
+                        "name": f"gw{i}",
+                        "host": gw.host,
+                        "port": gw.port,
+                        "timeout_s": 0.5,
+                        "meters": [
+                            {"serial": sim.meters[m].serial, "unit": u, "profile": sim.meters[m].model}
+                            for u, m in sorted(gw.store.units.items())
+                        ],
+                    }
+                    for i, gw in enumerate(front.gateways)
+                ],
+            },
+        }
+    )
     collector = Collector(config, filled.settings, filled.url)
     collector.start()
     try:
@@ -95,16 +112,29 @@ def test_a_gateway_taken_down_turns_its_meters_late_within_two_refreshes(filled,
     browser.get(live_base_url + "/")
     wait_idle(browser)
     # First every meter of the gateway answers: none is late.
-    WebDriverWait(browser, 60).until(lambda _: filled.one(
-        "SELECT count(*) FROM comm_health WHERE collector = 'live-test' AND good > 0 AND serial = ANY(%s)",
-        (serials,)) == len(serials))  # fmt: skip
+    WebDriverWait(browser, 60).until(
+        lambda _: (
+            filled.one(
+                "SELECT count(*) FROM comm_health WHERE collector = 'live-test' AND good > 0 AND serial = ANY(%s)",
+                (serials,),
+            )
+            == len(serials)
+        )
+    )
     WebDriverWait(browser, 30).until(lambda d: kpi(d, "kpi-late") == "0")
     asyncio.run_coroutine_threadsafe(front.take_down(gateway), loop).result(30)
     try:
         # The fault reaches the database: the collector's polls of every meter of the gateway fail in a row.
-        WebDriverWait(browser, 60, poll_frequency=0.2).until(lambda _: filled.one(
-            "SELECT count(*) FROM comm_health WHERE collector = 'live-test' AND consecutive_failures >= %s "
-            "AND serial = ANY(%s)", (LATE_POLLS, serials)) == len(serials))  # fmt: skip
+        WebDriverWait(browser, 60, poll_frequency=0.2).until(
+            lambda _: (
+                filled.one(
+                    "SELECT count(*) FROM comm_health WHERE collector = 'live-test' AND consecutive_failures >= %s "
+                    "AND serial = ANY(%s)",
+                    (LATE_POLLS, serials),
+                )
+                == len(serials)
+            )
+        )
         # … and the control room shows them late within two refreshes of the page. Refreshes are counted
         # (the KPI row's update requests that come back), not timed: on a loaded machine a refresh may
         # come late, but the page must not need more than two of them (three if one was in flight).

@@ -45,10 +45,14 @@ def test_the_sql_position_of_an_account_is_the_ledgers_to_the_cent(db, steps, as
     with releve_db.connect(db.url, role=releve_db.editor_role(db.settings), autocommit=True) as conn:
         for kind, amount, on, due in steps:
             if kind == "reverse":
-                ids = [r[0] for r in conn.execute(
-                    """SELECT id FROM ledger_entry e WHERE account_id = %s AND kind <> 'reversal'
+                ids = [
+                    r[0]
+                    for r in conn.execute(
+                        """SELECT id FROM ledger_entry e WHERE account_id = %s AND kind <> 'reversal'
                        AND NOT EXISTS (SELECT 1 FROM ledger_entry r WHERE r.reverses_id = e.id) ORDER BY id""",
-                    (acc,))]  # fmt: skip
+                        (acc,),
+                    )
+                ]
                 if ids:
                     ledger.reverse(conn, ids[int(amount) % len(ids)], "property test", on)
             elif kind == "payment":

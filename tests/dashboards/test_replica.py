@@ -27,8 +27,12 @@ from releve.pgserver import PostgresServer
 
 pytestmark = [pytest.mark.db, pytest.mark.filterwarnings(r"ignore:\s*The dash_table.DataTable:DeprecationWarning")]
 
-USERS = {"operator1": "operator-pass-123", "fraud1": "fraud-pass-123", "billing1": "billing-pass-123",
-         "admin1": "admin-pass-123"}  # as conftest.py creates them  # fmt: skip
+USERS = {
+    "operator1": "operator-pass-123",
+    "fraud1": "fraud-pass-123",
+    "billing1": "billing-pass-123",
+    "admin1": "admin-pass-123",
+}  # as conftest.py creates them
 PAGES = {  # user → (page, an element the page shows once its data is there)
     "operator1": [("/", "kpi-meters"), ("/meter/26000003", "mt-open-exc")],
     "fraud1": [("/fraud", "kpi-candidates")],

@@ -71,14 +71,17 @@ def test_accounts_open_with_billing_and_field_work_with_the_field_role():
     assert [p for p, _ in pages_for(["billing", "field"])] == ["/billing", "/accounts", "/field"]
 
 
-@pytest.mark.parametrize(("name", "password", "roles", "message"), [
-    ("ana", "short", ["fraud"], "at least 10 characters"),
-    ("ana", "ANA", ["fraud"], "at least 10"),
-    ("anastasia1", "Anastasia1", ["fraud"], "must not be the user name"),
-    ("ana; drop", "long-enough-1", ["fraud"], "user names are"),
-    ("ana", "long-enough-1", ["root"], "roles must be among"),
-    ("ana", "long-enough-1", [], "roles must be among"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "password", "roles", "message"),
+    [
+        ("ana", "short", ["fraud"], "at least 10 characters"),
+        ("ana", "ANA", ["fraud"], "at least 10"),
+        ("anastasia1", "Anastasia1", ["fraud"], "must not be the user name"),
+        ("ana; drop", "long-enough-1", ["fraud"], "user names are"),
+        ("ana", "long-enough-1", ["root"], "roles must be among"),
+        ("ana", "long-enough-1", [], "roles must be among"),
+    ],
+)
 def test_weak_or_malformed_users_are_refused_before_the_database(name, password, roles, message):
     with pytest.raises(AuthError, match=message):
         add_user(None, name, password, roles)

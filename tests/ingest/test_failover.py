@@ -40,8 +40,10 @@ def test_every_reading_submitted_across_a_promotion_lands_once(replicated):
         def feed() -> None:
             k = 0
             while not stop.is_set():
-                batch = [Reading(m, "1-0:1.8.0", T0 + timedelta(minutes=15 * k), 50.0 + k + i / 10, "kWh",
-                                 Source.IMPORT) for i, m in enumerate(METERS)]  # fmt: skip
+                batch = [
+                    Reading(m, "1-0:1.8.0", T0 + timedelta(minutes=15 * k), 50.0 + k + i / 10, "kWh", Source.IMPORT)
+                    for i, m in enumerate(METERS)
+                ]
                 ingestor.submit(batch)
                 submitted.extend(batch)
                 k += 1

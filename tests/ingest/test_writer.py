@@ -177,9 +177,11 @@ def test_redelivered_batch_lands_only_what_is_new_and_keeps_conflicts(db):
     db.add_meters(["M1", "M2"])
     far = datetime(2024, 11, 30, 23, 45, tzinfo=UTC)  # another month, and a gap of years inside M1's rows
     with BatchWriter(db.url, db.settings) as writer:
-        writer.write([r("M1", 15 * i, float(i)) for i in range(0, 20, 2)]          # M1 every 30 min
-                     + [r("M2", 15 * i, 100.0 + i) for i in range(8)]
-                     + [r("M1", 0, -1.0, ts=far)])  # fmt: skip
+        writer.write(
+            [r("M1", 15 * i, float(i)) for i in range(0, 20, 2)]  # M1 every 30 min
+            + [r("M2", 15 * i, 100.0 + i) for i in range(8)]
+            + [r("M1", 0, -1.0, ts=far)]
+        )
         batch = (
             [r("M1", 15 * i, float(i)) for i in range(0, 8, 2)]  # 4 exact duplicates
             + [r("M1", 15 * i, float(i)) for i in range(1, 8, 2)]  # 4 new, between stored rows
@@ -199,8 +201,10 @@ def test_redelivered_batch_lands_only_what_is_new_and_keeps_conflicts(db):
             "SELECT m.serial, c.ts, stored_value, new_value FROM reading_conflict c JOIN meter m ON m.id = c.meter_id "
             "ORDER BY 1"
         ).fetchall()
-    assert conflicts == [("M1", T0 + timedelta(minutes=120), 8.0, 99.0),
-                         ("M2", T0 + timedelta(minutes=105), 107.0, 7.7)]  # fmt: skip
+    assert conflicts == [
+        ("M1", T0 + timedelta(minutes=120), 8.0, 99.0),
+        ("M2", T0 + timedelta(minutes=105), 107.0, 7.7),
+    ]
 
 
 def test_all_duplicate_and_all_conflicting_batches_change_nothing_stored(db):
@@ -276,8 +280,17 @@ def test_a_batch_copied_in_pieces_falls_back_whole_when_its_last_piece_meets_a_s
         if extra:
             meter_idx, ts, value = np.r_[meter_idx, extra[0]], np.r_[ts, extra[1]], np.r_[value, extra[2]]
         k = len(ts)
-        return ReadingFrame(meters, meter_idx.astype(np.int32), [IMPORT], np.zeros(k, np.int32), ts, value, ["kWh"],
-                            np.zeros(k, np.int32), Source.MODBUS)  # fmt: skip
+        return ReadingFrame(
+            meters,
+            meter_idx.astype(np.int32),
+            [IMPORT],
+            np.zeros(k, np.int32),
+            ts,
+            value,
+            ["kWh"],
+            np.zeros(k, np.int32),
+            Source.MODBUS,
+        )
 
     k = len(meters) * n
     with BatchWriter(db.url, db.settings) as writer:

@@ -33,15 +33,22 @@ def keys(conn: psycopg.Connection, table: str) -> list[tuple[str, list[str]]]:
 
 def test_every_unique_key_of_the_meter_keyed_tables_holds_meter_id(db):
     with psycopg.connect(db.url) as conn:
-        with_meter = {t for (t,) in conn.execute(
-            """SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        with_meter = {
+            t
+            for (t,) in conn.execute(
+                """SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'meter_id' AND NOT a.attisdropped
-               WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition""")}  # fmt: skip
+               WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition"""
+            )
+        }
         declared = set(shards.DISTRIBUTED) | set(shards.NOT_DISTRIBUTED)
         assert with_meter - declared == set(), "declare these tables in releve.shards (DISTRIBUTED or NOT_DISTRIBUTED)"
         assert not set(shards.DISTRIBUTED) & set(shards.NOT_DISTRIBUTED)
-        lacking = {t: [name for name, cols in keys(conn, t) if "meter_id" not in cols]
-                   for t in shards.DISTRIBUTED if t in with_meter}  # fmt: skip
+        lacking = {
+            t: [name for name, cols in keys(conn, t) if "meter_id" not in cols]
+            for t in shards.DISTRIBUTED
+            if t in with_meter
+        }
         assert {t: k for t, k in lacking.items() if k} == {}
         # the ones migration 0023 re-keyed: a composite primary key, and their foreign keys composite too
         for table in ("reading_conflict", "vee_exception", "reading_version", "reading_freeze", "reading_adjustment"):
@@ -81,10 +88,15 @@ def test_the_citus_foreign_keys_point_only_where_citus_allows(db):
                FROM pg_constraint WHERE contype = 'f'"""
         ).fetchall()
     assert set(shards.REFERENCE) <= tables and set(shards.DISTRIBUTED) <= tables
-    wrong = [(src, dst) for src, dst, cols in fks
-             if (src in shards.DISTRIBUTED and not (dst in shards.REFERENCE
-                                                    or (dst in shards.DISTRIBUTED and "meter_id" in cols)))
-             or (src in shards.REFERENCE and dst not in shards.REFERENCE)]  # fmt: skip
+    wrong = [
+        (src, dst)
+        for src, dst, cols in fks
+        if (
+            src in shards.DISTRIBUTED
+            and not (dst in shards.REFERENCE or (dst in shards.DISTRIBUTED and "meter_id" in cols))
+        )
+        or (src in shards.REFERENCE and dst not in shards.REFERENCE)
+    ]
     assert wrong == []
     script = shards.citus_sql().splitlines()
     assert script.index("SELECT create_reference_table('meter');") < script.index(

@@ -43,16 +43,30 @@ def test_verbose_adds_the_traceback():
     assert "Traceback" in result.stderr and result.stderr.strip().splitlines()[-1].startswith(f"releve db: {expected}")
 
 
-@pytest.mark.parametrize("command", [("db", "url"), ("command", "list"), ("vee", "review", "list"), ("theft", "report"),
-                                     ("bill", "notes", "--run", "1")])  # fmt: skip
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("db", "url"),
+        ("command", "list"),
+        ("vee", "review", "list"),
+        ("theft", "report"),
+        ("bill", "notes", "--run", "1"),
+    ],
+)
 def test_an_embedded_server_that_cannot_start_is_one_line_and_exit_1_in_every_package(command, tmp_path):
     # Each package's CLI takes its URL from releve.cli.db_url: the same message for all of them.
     data_dir = tmp_path / "pg"
     data_dir.mkdir()
     (data_dir / "PG_VERSION").write_text("99\n")  # a data directory no server can start on
-    result = subprocess.run([sys.executable, "-m", "releve.cli", *command], capture_output=True, text=True,
-                            timeout=120, cwd=tmp_path, check=False,
-                            env={"PATH": "/usr/bin:/bin", "RELEVE_DATABASE__DATA_DIR": str(data_dir)})  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "releve.cli", *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "RELEVE_DATABASE__DATA_DIR": str(data_dir)},
+    )
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"releve {command[0]}: PostgreSQL in {data_dir} did not start")

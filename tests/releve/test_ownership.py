@@ -101,8 +101,9 @@ def test_a_login_that_is_not_a_superuser_migrates_ingests_and_still_cannot_trunc
     base = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
     login, dbname, password = f"{base}_login", f"{base}_l", secrets.token_hex(12)
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEROLE PASSWORD {}").format(
-            sql.Identifier(login), sql.Literal(password)))  # fmt: skip
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CREATEROLE PASSWORD {}").format(sql.Identifier(login), sql.Literal(password))
+        )
         conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(dbname), sql.Identifier(login)))
     info = psycopg.conninfo.conninfo_to_dict(pg_server_url)
     info.update(dbname=dbname, user=login, password=password)
@@ -152,18 +153,29 @@ def test_an_existing_database_is_handed_over_and_its_partitions_guarded(database
     db = MigratedDatabase(database_url)
     _land_one_reading(db)
     with db.connect() as conn:
-        before = {r[0] for r in conn.execute(
-            "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = 'reading'::regclass")}  # fmt: skip
+        before = {
+            r[0]
+            for r in conn.execute(
+                "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = 'reading'::regclass"
+            )
+        }
         assert conn.execute("SELECT to_regproc('refuse_truncate')").fetchone() == (None,)
     monkeypatch.setattr(migrate, "discover", lambda: everything)
     assert min(m.version for m in migrate.upgrade(db.url, db.settings)) == migrate.OWNER_MIGRATION  # then the rest
     owner = migrate.owner_role(db.settings)
     with db.connect() as conn:
-        guarded = {r[0] for r in conn.execute(
-            "SELECT tgrelid::regclass::text FROM pg_trigger WHERE tgname = 'refuse_truncate'")}  # fmt: skip
+        guarded = {
+            r[0]
+            for r in conn.execute("SELECT tgrelid::regclass::text FROM pg_trigger WHERE tgname = 'refuse_truncate'")
+        }
         assert before <= guarded and {"reading", *RAW} <= guarded
-        owners = {r[0] for r in conn.execute(
-            "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class WHERE oid = ANY(%s::regclass[])", (sorted(before),))}  # fmt: skip
+        owners = {
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class WHERE oid = ANY(%s::regclass[])",
+                (sorted(before),),
+            )
+        }
         assert owners == {owner}
         assert conn.execute("SELECT count(*) FROM reading").fetchone()[0] == 1
     writer = migrate.role_names(db.settings)[0]

@@ -66,11 +66,16 @@ def test_arrays_come_back_one_row_per_series(database_url: str) -> None:
                          GROUP BY k ORDER BY k) TO STDOUT (FORMAT BINARY)"""
         with pytest.raises(ValueError, match="column 2 is NULL"):  # k = 2 has no positive v
             copy_arrays(conn, query, None, (">i4", ">f8[]", ">i8[]"))
-        keys, values, stamps = copy_arrays(conn, query.replace("FILTER (WHERE v > 0) AS v", "AS v"), None,
-                                           (">i4", ">f8[]", ">i8[]"))  # fmt: skip
+        keys, values, stamps = copy_arrays(
+            conn, query.replace("FILTER (WHERE v > 0) AS v", "AS v"), None, (">i4", ">f8[]", ">i8[]")
+        )
         with pytest.raises(ValueError, match="cannot be read as >f8"):  # numeric, not float8
-            copy_arrays(conn, query.replace("2.5::float8", "2.5").replace("FILTER (WHERE v > 0) AS v", "AS v"),
-                        None, (">i4", ">f8[]", ">i8[]"))  # fmt: skip
+            copy_arrays(
+                conn,
+                query.replace("2.5::float8", "2.5").replace("FILTER (WHERE v > 0) AS v", "AS v"),
+                None,
+                (">i4", ">f8[]", ">i8[]"),
+            )
         assert keys == [1, 2]
         assert [v.tolist() for v in values] == [[0.5, 2.5], [-1.0]]
         assert [t.tolist() for t in stamps] == [[0, 1_000_000], []]

@@ -7,10 +7,12 @@ import pytest
 from releve.profiles import ProfileError, decode, load_profile, parse_profile, profile_names
 
 BASE = {
-    "model": "x", "commodity": "electricity",
-    "registers": [{"name": "e", "channel": "1-0:1.8.0", "function": 4, "address": 0, "data_type": "uint32",
-                   "kind": "cumulative"}],
-}  # fmt: skip
+    "model": "x",
+    "commodity": "electricity",
+    "registers": [
+        {"name": "e", "channel": "1-0:1.8.0", "function": 4, "address": 0, "data_type": "uint32", "kind": "cumulative"}
+    ],
+}
 
 #: What each shipped model is expected to support (a new profile must be added here on purpose).
 SHIPPED = {

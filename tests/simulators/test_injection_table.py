@@ -52,31 +52,55 @@ SOME_THEFTS = {"h1": 1.0, "reverse_energy": 1.0, "water_reverse_flow": 1.0, "byp
 SOME_FAULTS = {"comm_loss": 1.0, "spike": 1.0, "rollover": 1.0, "leak": 1.0}
 
 PINNED = {
-    "every kind": ("c8c8a43d7c61d554", "fabb173ca6448e48", 18974.543941306347, 18413.65273073408, 0.0,
-                   5813975405.633987, 0.0, 66528),
-    "chosen kinds": ("ac236516e8c047ec", "217deb3112329a2f", 18975.557209215694, 18190.948237964934,
-                     378.3398657681869, 374328800.1916151, 273701.83413432393, 62562),
-}  # fmt: skip
+    "every kind": (
+        "c8c8a43d7c61d554",
+        "fabb173ca6448e48",
+        18974.543941306347,
+        18413.65273073408,
+        0.0,
+        5813975405.633987,
+        0.0,
+        66528,
+    ),
+    "chosen kinds": (
+        "ac236516e8c047ec",
+        "217deb3112329a2f",
+        18975.557209215694,
+        18190.948237964934,
+        378.3398657681869,
+        374328800.1916151,
+        273701.83413432393,
+        62562,
+    ),
+}
 
 
 def seeded_fleet(chosen: bool) -> Simulation:
     kinds_t = {"kinds": SOME_THEFTS if chosen else EVERY_THEFT}
     kinds_f = {"kinds": SOME_FAULTS if chosen else EVERY_FAULT}
-    return Simulation(parse_fleet({
-        "seed": 11, "horizon_days": 21,
-        "topology": {"transformers": 2, "customers_per_transformer": 10, "dmas": 1, "customers_per_dma": 10},
-        "modbus": {"tcp_base_port": 0, "rtu_lines": 1, "devices_per_line": 3},
-        "theft": {"rate": 0.6, "min_days": 2, "max_days": 8, **kinds_t},
-        "faults": {"rate": 0.6, "min_days": 1, "max_days": 6, **kinds_f},
-    }, "pinned fleet"))  # fmt: skip
+    return Simulation(
+        parse_fleet(
+            {
+                "seed": 11,
+                "horizon_days": 21,
+                "topology": {"transformers": 2, "customers_per_transformer": 10, "dmas": 1, "customers_per_dma": 10},
+                "modbus": {"tcp_base_port": 0, "rtu_lines": 1, "devices_per_line": 3},
+                "theft": {"rate": 0.6, "min_days": 2, "max_days": 8, **kinds_t},
+                "faults": {"rate": 0.6, "min_days": 1, "max_days": 6, **kinds_f},
+            },
+            "pinned fleet",
+        )
+    )
 
 
 @pytest.mark.parametrize("fleet", sorted(PINNED))
 def test_a_seeded_fleet_draws_and_transforms_exactly_as_before_the_table(fleet):
     sim = seeded_fleet(fleet == "chosen kinds")
     blocks = list(sim.blocks(21))
-    labels = [(lb.meter, lb.category, lb.kind, lb.start.isoformat(), lb.end.isoformat(), sorted(lb.params.items()))
-              for lb in sim.labels()]  # fmt: skip
+    labels = [
+        (lb.meter, lb.category, lb.kind, lb.start.isoformat(), lb.end.isoformat(), sorted(lb.params.items()))
+        for lb in sim.labels()
+    ]
     events = [(e.meter, e.step, e.kind.value, e.code) for e in sim.events]
     labels_hash, events_hash, *sums, available = PINNED[fleet]
     assert hashlib.sha256(repr(labels).encode()).hexdigest()[:16] == labels_hash

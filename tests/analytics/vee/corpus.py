@@ -74,9 +74,11 @@ class Score:
         return self.true_alarms / self.alarms if self.alarms else 1.0
 
     def summary(self) -> str:
-        return (f"{self.faults} faults, recall {self.recall:.3f} ({self.detected}); {self.alarms} alarmed reads, "
-                f"precision {self.precision:.3f}; true index suggested for {self.truth_suggested}/{self.corrections} "
-                f"scale and digit reads, first for {self.truth_first}")  # fmt: skip
+        return (
+            f"{self.faults} faults, recall {self.recall:.3f} ({self.detected}); {self.alarms} alarmed reads, "
+            f"precision {self.precision:.3f}; true index suggested for {self.truth_suggested}/{self.corrections} "
+            f"scale and digit reads, first for {self.truth_first}"
+        )
 
 
 def case_files() -> list[Path]:
@@ -89,9 +91,19 @@ def load(path: Path) -> list[Read]:
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
             at = datetime.fromisoformat(row["read_at"]).replace(tzinfo=UTC)
-            out.append(Read(path.stem, row["meter"], at, float(row["index"]), row["read_type"], row["unit"],
-                            int(row["register_digits"]) if row["register_digits"] else None, row["expect"],
-                            float(row["truth"]) if row["truth"] else None))  # fmt: skip
+            out.append(
+                Read(
+                    path.stem,
+                    row["meter"],
+                    at,
+                    float(row["index"]),
+                    row["read_type"],
+                    row["unit"],
+                    int(row["register_digits"]) if row["register_digits"] else None,
+                    row["expect"],
+                    float(row["truth"]) if row["truth"] else None,
+                )
+            )
     return out
 
 

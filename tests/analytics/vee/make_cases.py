@@ -39,12 +39,26 @@ class Case:
         self.rows: list[list[str]] = []
         self.t = start
 
-    def add(self, index: float, read_type: str = "actual", expect: str = "", truth: float | None = None,
-            days: float | None = None) -> None:  # fmt: skip
-        self.rows.append([
-            self.name, self.t.strftime("%Y-%m-%dT%H:%M"), _num(index), read_type, self.unit,
-            str(self.digits or ""), expect, "" if truth is None else _num(truth),
-        ])  # fmt: skip
+    def add(
+        self,
+        index: float,
+        read_type: str = "actual",
+        expect: str = "",
+        truth: float | None = None,
+        days: float | None = None,
+    ) -> None:
+        self.rows.append(
+            [
+                self.name,
+                self.t.strftime("%Y-%m-%dT%H:%M"),
+                _num(index),
+                read_type,
+                self.unit,
+                str(self.digits or ""),
+                expect,
+                "" if truth is None else _num(truth),
+            ]
+        )
         self.t += timedelta(days=self.cadence if days is None else days)
 
     def write(self) -> None:
@@ -63,8 +77,15 @@ def usage_stream(rng: random.Random, mean: float, noise: float = 0.25):
         yield max(0, round(mean * rng.uniform(1 - noise, 1 + noise)))
 
 
-def base(rng: random.Random, name: str, kind: str, n: int | None = None, start_index: int | None = None,
-         mean: float | None = None, digits: int | None = None) -> tuple[Case, list[int]]:  # fmt: skip
+def base(
+    rng: random.Random,
+    name: str,
+    kind: str,
+    n: int | None = None,
+    start_index: int | None = None,
+    mean: float | None = None,
+    digits: int | None = None,
+) -> tuple[Case, list[int]]:
     """A case and its true index sequence: monthly water reads or daily electricity reads."""
     if kind == "monthly":
         case = Case(name, "m3", 30.0, datetime(2023, 1, 2, 9, tzinfo=UTC), digits)
@@ -232,8 +253,9 @@ def main() -> None:
         at, length = rng.randint(8, len(true) - 5), 1 + j % 3
         step = (true[at - 1] - true[at - 8]) / 7
         factor = 2.5 if j % 2 == 0 else 0.3
-        labels = {at + i: ("estimate", round(true[at - 1] + factor * step * (i + 1)), "estimate", None)
-                  for i in range(length)}  # fmt: skip
+        labels = {
+            at + i: ("estimate", round(true[at - 1] + factor * step * (i + 1)), "estimate", None) for i in range(length)
+        }
         plain(case, true, labels)
     for j in range(6):  # a leak: genuine use at 5× normal for one to three reads
         case, true = base(rng, f"leak_{j:02d}", "monthly" if j % 2 else "daily", mean=rng.randint(15, 30))
@@ -256,10 +278,12 @@ def main() -> None:
     # The utility's own example (docs/vee.md, DIGIT_ERROR): 89954 typed for 899.
     case = Case("utility_89954", "m3", 0.0, datetime(2021, 10, 26, tzinfo=UTC))
     for when, x, rt, expect, truth in (
-        ("2021-10-26T00:00", 829, "actual", "", None), ("2022-05-09T23:59", 867, "estimate", "estimate", None),
-        ("2022-11-17T00:00", 882, "actual", "", None), ("2022-11-18T00:00", 882, "customer", "", None),
+        ("2021-10-26T00:00", 829, "actual", "", None),
+        ("2022-05-09T23:59", 867, "estimate", "estimate", None),
+        ("2022-11-17T00:00", 882, "actual", "", None),
+        ("2022-11-18T00:00", 882, "customer", "", None),
         ("2024-04-02T13:00", 89954, "customer", "digit", 899),
-    ):  # fmt: skip
+    ):
         case.t = datetime.fromisoformat(when).replace(tzinfo=UTC)
         case.add(x, rt, expect, truth, days=0)
     cases.append(case)

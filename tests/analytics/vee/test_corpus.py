@@ -22,10 +22,15 @@ def check_case(path, tmp_path) -> dict[Key, list[Finding]]:
         for row in csv.DictReader(f):
             key = (row["meter"], datetime.fromisoformat(row["read_at"]))
             sugg = tuple(float(x) for x in row["suggestions"].split(";") if x)
-            found.setdefault(key, []).append(Finding(
-                row["rule"], row["severity"], sugg, float(row["usage_lo"]) if row["usage_lo"] else None,
-                float(row["usage_hi"]) if row["usage_hi"] else None,
-            ))  # fmt: skip
+            found.setdefault(key, []).append(
+                Finding(
+                    row["rule"],
+                    row["severity"],
+                    sugg,
+                    float(row["usage_lo"]) if row["usage_lo"] else None,
+                    float(row["usage_hi"]) if row["usage_hi"] else None,
+                )
+            )
     return found
 
 
@@ -43,11 +48,29 @@ def test_corpus_has_at_least_100_labelled_sequences_of_every_kind():
     files = case_files()
     assert len(files) >= 100
     kinds = {r.expect for p in files for r in load(p)}
-    assert {"scale", "digit", "negative", "frozen", "gap", "leak", "vacancy", "rollover", "exchange",
-            "estimate"} <= kinds  # fmt: skip
+    assert {
+        "scale",
+        "digit",
+        "negative",
+        "frozen",
+        "gap",
+        "leak",
+        "vacancy",
+        "rollover",
+        "exchange",
+        "estimate",
+    } <= kinds
     families = {p.stem.rsplit("_", 1)[0] for p in files}
-    assert {"clean", "scale_run", "transposition_band", "transposition_out", "dropped_digit", "extra_digit",
-            "estimate_actual", "utility"} <= families  # fmt: skip
+    assert {
+        "clean",
+        "scale_run",
+        "transposition_band",
+        "transposition_out",
+        "dropped_digit",
+        "extra_digit",
+        "estimate_actual",
+        "utility",
+    } <= families
 
 
 def test_file_mode_reaches_recall_097_and_precision_095_on_the_corpus(file_mode):
@@ -82,14 +105,20 @@ def test_every_read_of_a_persistent_scale_error_is_flagged_as_one_fault(file_mod
 
 def test_in_band_transpositions_of_issue_14_are_caught_with_the_true_index_suggested(file_mode):
     reads, found = file_mode
-    for case, typed, truth in (("transposition_band_19414", 19144, 19414), ("transposition_band_46352", 46532, 46352),
-                               ("transposition_band_26565", 26556, 26565)):  # fmt: skip
+    for case, typed, truth in (
+        ("transposition_band_19414", 19144, 19414),
+        ("transposition_band_46352", 46532, 46352),
+        ("transposition_band_26565", 26556, 26565),
+    ):
         r = next(x for x in reads if x.case == case and x.index == typed)
         digit = next(f for f in found[(r.meter, r.at)] if f.rule == "DIGIT_ERROR")
         assert digit.suggestions[0] == truth, (case, digit)
     # the read after the transposition is not blamed
-    after = {(r.meter, r.at) for a, r in itertools.pairwise(reads) if a.case == r.case
-             and a.expect == "digit" and a.case.startswith("transposition_band")}  # fmt: skip
+    after = {
+        (r.meter, r.at)
+        for a, r in itertools.pairwise(reads)
+        if a.case == r.case and a.expect == "digit" and a.case.startswith("transposition_band")
+    }
     assert not [k for k in after if any(f.severity != "info" for f in found.get(k, []))]
 
 

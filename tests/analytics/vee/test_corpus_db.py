@@ -147,8 +147,10 @@ def test_reads_loaded_with_ingest_load_reads_manual_get_the_manual_meter_rules(d
         "W-MAN-1,water,typed,m3,1,,,,tcp,127.0.0.1:1502,customer,SP-MAN-1,residential,,0,0\n"
     )
     t0 = datetime(2026, 1, 5, 9, tzinfo=UTC)
-    lines = [f"W-MAN-1,{(t0 + timedelta(days=30 * i)).strftime('%Y-%m-%dT%H:%M:%SZ')},{v},m3,actual"
-             for i, v in enumerate((4100, 4123, 41470))]  # fmt: skip
+    lines = [
+        f"W-MAN-1,{(t0 + timedelta(days=30 * i)).strftime('%Y-%m-%dT%H:%M:%SZ')},{v},m3,actual"
+        for i, v in enumerate((4100, 4123, 41470))
+    ]
     (tmp_path / "manual_reads.csv").write_text("meter,ts,value,unit,read_type\n" + "\n".join(lines) + "\n")
     load_directory(db.url, db.settings, tmp_path, reads="manual")
     with db.connect() as conn:

@@ -24,17 +24,27 @@ INSERT = """INSERT INTO reading_version (meter_id, channel_id, ts, version, valu
 
 def land(db, serial, t0, values):
     with db.connect() as conn:
-        conn.execute("INSERT INTO meter (serial, commodity, model, unit, protocol) "
-                     "VALUES (%s, 'electricity', 'test', 'kWh', 'import')", (serial,))  # fmt: skip
+        conn.execute(
+            "INSERT INTO meter (serial, commodity, model, unit, protocol) "
+            "VALUES (%s, 'electricity', 'test', 'kWh', 'import')",
+            (serial,),
+        )
     with BatchWriter(db.url, db.settings) as writer:
-        writer.write([Reading(serial, CH, t0 + timedelta(days=i), v, "kWh", Source.IMPORT, ReadType.ACTUAL)
-                      for i, v in enumerate(values)])  # fmt: skip
+        writer.write(
+            [
+                Reading(serial, CH, t0 + timedelta(days=i), v, "kWh", Source.IMPORT, ReadType.ACTUAL)
+                for i, v in enumerate(values)
+            ]
+        )
 
 
 def freeze(db, serial, to, reference):
     with db.connect() as conn:
-        conn.execute("INSERT INTO reading_freeze (meter_id, frozen_to, reference) SELECT id, %s, %s FROM meter "
-                     "WHERE serial = %s", (to, reference, serial))  # fmt: skip
+        conn.execute(
+            "INSERT INTO reading_freeze (meter_id, frozen_to, reference) SELECT id, %s, %s FROM meter "
+            "WHERE serial = %s",
+            (to, reference, serial),
+        )
 
 
 def editor(db):
@@ -56,8 +66,10 @@ def test_a_direct_insert_of_a_version_for_a_billed_read_is_refused_unless_it_is_
         conn.execute(INSERT, (t0 + timedelta(days=8), 141.0, "edit", 140.0, "typo", "erin", "F1", CH))
         # The editor cannot forge or close a rebill by hand except its workflow columns.
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("INSERT INTO reading_adjustment (version_id, meter_id, channel_id, ts, created_by, comment) "
-                         "SELECT id, meter_id, channel_id, ts, 'x', 'x' FROM reading_version LIMIT 1")  # fmt: skip
+            conn.execute(
+                "INSERT INTO reading_adjustment (version_id, meter_id, channel_id, ts, created_by, comment) "
+                "SELECT id, meter_id, channel_id, ts, 'x', 'x' FROM reading_version LIMIT 1"
+            )
     with db.connect() as conn:
         rebills = conn.execute(
             "SELECT value, replaced_value, reference, created_by, comment, status FROM reading_adjustment"

@@ -15,9 +15,15 @@ DAY = 86400.0
 
 def series(values, read_type=None, klass="manual"):
     n = len(values)
-    return RegisterSeries(np.zeros(n, np.int64), np.arange(n) * DAY, np.asarray(values, float), np.array([np.inf]),
-                          np.zeros(1, np.int64), [params_for("electricity", klass)],
-                          read_type=None if read_type is None else np.asarray(read_type, np.int8))  # fmt: skip
+    return RegisterSeries(
+        np.zeros(n, np.int64),
+        np.arange(n) * DAY,
+        np.asarray(values, float),
+        np.array([np.inf]),
+        np.zeros(1, np.int64),
+        [params_for("electricity", klass)],
+        read_type=None if read_type is None else np.asarray(read_type, np.int8),
+    )
 
 
 usages = st.lists(st.integers(15, 25), min_size=24, max_size=40)

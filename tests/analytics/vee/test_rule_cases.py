@@ -57,13 +57,26 @@ def _register(case: dict[str, Any]) -> None:
     n = len(values)
     t = np.asarray(case.get("days", range(n)), float) * DAY
     ex = case.get("exchange")
-    extra = {} if ex is None else {
-        "ex_series": np.array([0]), "ex_t": np.array([ex["day"] * DAY]),
-        "ex_removal": np.array([float(ex["removal"])]), "ex_install": np.array([float(ex["install"])]),
-    }  # fmt: skip
+    extra = (
+        {}
+        if ex is None
+        else {
+            "ex_series": np.array([0]),
+            "ex_t": np.array([ex["day"] * DAY]),
+            "ex_removal": np.array([float(ex["removal"])]),
+            "ex_install": np.array([float(ex["install"])]),
+        }
+    )
     params = params_for(case.get("commodity", "electricity"), case.get("meter_class", ""))
-    batch = RegisterSeries(np.zeros(n, np.int64), t, values, np.array([float(case.get("modulus", np.inf))]),
-                           np.zeros(1, np.int64), [params], **extra)  # fmt: skip
+    batch = RegisterSeries(
+        np.zeros(n, np.int64),
+        t,
+        values,
+        np.array([float(case.get("modulus", np.inf))]),
+        np.zeros(1, np.int64),
+        [params],
+        **extra,
+    )
     if "read_types" in case:
         batch.read_type = np.array([READ_CODES[x] for x in case["read_types"]], np.int8)
     r = validate_registers(batch)
@@ -109,8 +122,15 @@ def _interval(case: dict[str, Any]) -> None:
         assert method in RULES[RuleCode.GAP].methods
     # The batch pass gives the same, with a clean series of another length beside the case.
     other = start + step * np.arange(1, 97, dtype=float)
-    screen = screen_intervals(np.r_[other, t], np.r_[np.full(96, 0.25), v], np.array([0, 96, 96 + len(t)]),
-                              np.array([other[0], emit_from]), tz, step, params)  # fmt: skip
+    screen = screen_intervals(
+        np.r_[other, t],
+        np.r_[np.full(96, 0.25), v],
+        np.array([0, 96, 96 + len(t)]),
+        np.array([other[0], emit_from]),
+        tz,
+        step,
+        params,
+    )
     if screen.exact[1]:
         assert screen.findings[1] == findings
 

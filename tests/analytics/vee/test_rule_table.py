@@ -60,8 +60,11 @@ def test_clock_flags_the_first_read_after_an_event_or_an_offset_beyond_the_toler
     t = np.array([10.0, 20.0, 30.0, 10.0, 20.0])
     value = np.array([100.0, 101.0, 102.0, 50.0, 51.0])
     emit = np.ones(5, bool)
-    events = [(1, 15.0, "clock_adjusted", {"offset_s": -120}), (1, 25.0, "clock_adjusted", {"offset_s": 10}),
-              (2, 5.0, "clock_invalid", None)]  # fmt: skip
+    events = [
+        (1, 15.0, "clock_adjusted", {"offset_s": -120}),
+        (1, 25.0, "clock_adjusted", {"offset_s": 10}),
+        (2, 5.0, "clock_invalid", None),
+    ]
     found = check_clock(meter, t, value, emit, events, [(2, 12.0, 95.0)], 30.0)
     assert [(f.row, f.rule) for f in found] == [(1, "CLOCK"), (3, "CLOCK"), (4, "CLOCK")]
     assert "clock adjusted by -120 s (tolerance 30 s)" in found[0].message
@@ -74,9 +77,14 @@ def rule_table() -> str:
     where |= {c: f"`intervals.{f.__name__}`" for c, f in INTERVAL_CHECKS}
     where[RuleCode.ZERO] = "`registers._zero`, `intervals._zero_run`"
     where |= {c: f"`records.{f.__name__}`" for c, f in RECORD_CHECKS.items()}
-    where |= {RuleCode.HILO_LOW: "`registers._hilo`", RuleCode.SCALE_JUMP: "diagnosis (`registers._Ctx.diagnosis`)",
-              RuleCode.DUPLICATE: "`registers.validate_registers`", RuleCode.CATCH_UP: "`registers._validate`",
-              RuleCode.SUM_CHECK: "`intervals.sum_check`", RuleCode.MULTIPLIER: "`intervals.sum_check`"}  # fmt: skip
+    where |= {
+        RuleCode.HILO_LOW: "`registers._hilo`",
+        RuleCode.SCALE_JUMP: "diagnosis (`registers._Ctx.diagnosis`)",
+        RuleCode.DUPLICATE: "`registers.validate_registers`",
+        RuleCode.CATCH_UP: "`registers._validate`",
+        RuleCode.SUM_CHECK: "`intervals.sum_check`",
+        RuleCode.MULTIPLIER: "`intervals.sum_check`",
+    }
     lines = ["| code | severity | reason | parameters | estimate methods | check |", "|---|---|---|---|---|---|"]
     for r in RULES.values():
         rest = [p for p in r.params if p not in BAND] if set(BAND) <= set(r.params) else list(r.params)
