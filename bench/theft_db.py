@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import bench_database  # noqa: E402
+from ingest.frame import READING_COPY_DTYPE  # noqa: E402
 from releve import migrate  # noqa: E402
 from releve.pgbinary import row_dtype  # noqa: E402
 from releve.pgserver import PostgresServer  # noqa: E402
@@ -124,18 +125,7 @@ DAILY_ROW = row_dtype(
     ("first_value", ">f8"),
     ("last_value", ">f8"),
 )
-READING_ROW = row_dtype(
-    ("meter_id", ">i4"),
-    ("channel_id", ">i2"),
-    ("ts", ">i8"),
-    ("value", ">f8"),
-    ("unit_id", ">i2"),
-    ("source_id", ">i2"),
-    ("read_type_id", ">i2"),
-    ("quality", ">i2"),
-    ("received_at", ">i8"),
-    ("batch_id", ">i8"),
-)
+READING_ROW = READING_COPY_DTYPE  # the reading table's binary COPY row, as the write path lays it out
 
 
 def _records(dtype: np.dtype, n: int, **columns: np.ndarray | int | float) -> np.ndarray:

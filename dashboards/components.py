@@ -218,3 +218,12 @@ def ago(when: datetime | None, now: datetime | None = None) -> str:
         return "never"
     span = (now or datetime.now(when.tzinfo)) - when
     return "just now" if span.total_seconds() < 10 else f"{in_words(span)} ago"
+
+
+def table_or_note(
+    rows: list[dict[str, Any]], note: str, table_id: str, columns: list[tuple[str, str]], page_size: int
+) -> Any:
+    """The table, or a sentence saying there is nothing (not bare headers)."""
+    if not rows:
+        return html.P(note, className="muted", id=f"{table_id}-empty")
+    return static_table(table_id, rows, columns, page_size=page_size)

@@ -9,7 +9,15 @@ import plotly.graph_objects as go
 from dash import Dash, Input, Output, dcc, html
 
 from dashboards.bills import money
-from dashboards.components import figure, kpi, message_figure, page_count, records, server_table, static_table
+from dashboards.components import (
+    figure,
+    kpi,
+    message_figure,
+    page_count,
+    records,
+    server_table,
+    table_or_note,
+)
 from dashboards.queries import Queries
 
 PAGE = "/accounts"
@@ -288,23 +296,20 @@ def ledger_view(q: Queries, number: str) -> html.Div:
                             html.H4("Credit control"),
                             html.P(case_text, id="ac-case"),
                             html.P("Holds: " + ("; ".join(holds) if holds else "none"), id="ac-holds"),
-                            _or_none(
+                            table_or_note(
                                 actions,
                                 "No credit-control step yet.",
-                                static_table(
-                                    "ac-actions",
-                                    actions,
-                                    [
-                                        ("action_date", "day"),
-                                        ("step", "step"),
-                                        ("action", "action"),
-                                        ("channel", "channel"),
-                                        ("overdue", "overdue then"),
-                                        ("work_order_id", "work order"),
-                                        ("message", "message"),
-                                    ],
-                                    page_size=6,
-                                ),
+                                "ac-actions",
+                                [
+                                    ("action_date", "day"),
+                                    ("step", "step"),
+                                    ("action", "action"),
+                                    ("channel", "channel"),
+                                    ("overdue", "overdue then"),
+                                    ("work_order_id", "work order"),
+                                    ("message", "message"),
+                                ],
+                                page_size=6,
                             ),
                         ],
                         className="panel half",
@@ -312,41 +317,35 @@ def ledger_view(q: Queries, number: str) -> html.Div:
                     html.Div(
                         [
                             html.H4("Disputes and complaints"),
-                            _or_none(
+                            table_or_note(
                                 disputes,
                                 "No dispute or complaint.",
-                                static_table(
-                                    "ac-disputes",
-                                    disputes,
-                                    [
-                                        ("id", "id"),
-                                        ("kind", "kind"),
-                                        ("status", "status"),
-                                        ("received_at", "received"),
-                                        ("description", "about"),
-                                        ("amount", "amount"),
-                                        ("resolution", "resolution"),
-                                    ],
-                                    page_size=4,
-                                ),
+                                "ac-disputes",
+                                [
+                                    ("id", "id"),
+                                    ("kind", "kind"),
+                                    ("status", "status"),
+                                    ("received_at", "received"),
+                                    ("description", "about"),
+                                    ("amount", "amount"),
+                                    ("resolution", "resolution"),
+                                ],
+                                page_size=4,
                             ),
                             html.H4("Payment arrangements"),
-                            _or_none(
+                            table_or_note(
                                 plans,
                                 "No payment arrangement.",
-                                static_table(
-                                    "ac-arrangements",
-                                    plans,
-                                    [
-                                        ("id", "id"),
-                                        ("created_on", "agreed"),
-                                        ("total", "total"),
-                                        ("status", "status"),
-                                        ("instalments", "instalments (due: amount)"),
-                                        ("reason", "why closed"),
-                                    ],
-                                    page_size=4,
-                                ),
+                                "ac-arrangements",
+                                [
+                                    ("id", "id"),
+                                    ("created_on", "agreed"),
+                                    ("total", "total"),
+                                    ("status", "status"),
+                                    ("instalments", "instalments (due: amount)"),
+                                    ("reason", "why closed"),
+                                ],
+                                page_size=4,
                             ),
                         ],
                         className="panel half",
@@ -387,35 +386,27 @@ def ledger_view(q: Queries, number: str) -> html.Div:
             html.Div(
                 [
                     html.H4("Work orders"),
-                    _or_none(
+                    table_or_note(
                         orders,
                         "No work order.",
-                        static_table(
-                            "ac-orders",
-                            orders,
-                            [
-                                ("id", "order"),
-                                ("kind", "kind"),
-                                ("status", "state"),
-                                ("assignee", "assignee"),
-                                ("due_at", "due"),
-                                ("completed_at", "done"),
-                                ("outcome", "outcome"),
-                                ("description", "what"),
-                            ],
-                            page_size=6,
-                        ),
+                        "ac-orders",
+                        [
+                            ("id", "order"),
+                            ("kind", "kind"),
+                            ("status", "state"),
+                            ("assignee", "assignee"),
+                            ("due_at", "due"),
+                            ("completed_at", "done"),
+                            ("outcome", "outcome"),
+                            ("description", "what"),
+                        ],
+                        page_size=6,
                     ),
                 ],
                 className="panel",
             ),
         ]
     )
-
-
-def _or_none(rows: list[dict[str, Any]], text: str, table: Any) -> Any:
-    """The table, or a short sentence when it would be empty."""
-    return table if rows else html.P(text, className="muted")
 
 
 def register(app: Dash, q: Queries) -> None:

@@ -8,7 +8,15 @@ from typing import Any
 import plotly.graph_objects as go
 from dash import Dash, Input, Output, State, dcc, html
 
-from dashboards.components import figure, message_figure, page_count, records, server_table, static_table
+from dashboards.components import (
+    figure,
+    message_figure,
+    page_count,
+    records,
+    server_table,
+    static_table,
+    table_or_note,
+)
 from dashboards.queries import Queries
 from releve.model import INTERVAL_CHANNEL, MAIN_REGISTER
 
@@ -183,15 +191,6 @@ def where_read(info: dict[str, Any], health: list[dict[str, Any]]) -> str:
     if address.startswith("rtu://"):
         return f"{kind} on {address.removeprefix('rtu://').replace('/', ', unit ')}"
     return kind + (f", unit {unit}" if unit.isdigit() else "")
-
-
-def table_or_note(
-    rows: list[dict[str, Any]], note: str, table_id: str, columns: list[tuple[str, str]], page_size: int
-) -> Any:
-    """The table, or a sentence saying there is nothing (not bare headers)."""
-    if not rows:
-        return html.P(note, className="muted", id=f"{table_id}-empty")
-    return static_table(table_id, rows, columns, page_size=page_size)
 
 
 def daily_figure(days: list[dict[str, Any]], unit: str) -> go.Figure:
