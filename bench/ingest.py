@@ -14,15 +14,19 @@ skips it.
 Then the table grows: for each size of ``--rows`` (8M by default; ``--rows 8M,50M`` for both, the
 50 M build takes several minutes), ``reading`` is filled to that many rows in SQL (a fleet of
 ``--fleet`` meters with that much 15-minute history; setup, not timed) and rounds of batches
-follow, each round three timed steps on the same table under the same load:
+follow, each round four timed steps on the same table under the same load:
 
 1. raw binary COPY of the round's fresh batch into a bare table (the baseline at that moment);
 2. the same fresh batch (new intervals for one half of the fleet) through the write path;
-3. a redelivered batch (the other half; the first tenth of every meter's intervals already
+3. raw binary COPY of the next intervals of the same meters, in key order, straight into
+   ``reading`` (its primary key, none of the writer's work: what the key alone costs); steps 2
+   and 3 swap places every round, since whichever comes first finds the index pages colder;
+4. a redelivered batch (the other half; the first tenth of every meter's intervals already
    stored, as when a collector re-sends a segment that had partly landed).
 
 Printed per size: fresh rows/s as a ratio of raw COPY (goal >= 0.40, and no lower at 50 M than
-at 8 M) and the redelivered rate as a ratio of the fresh one (goal >= 0.80).
+at 8 M) beside the keyed COPY's own ratio (the ceiling of any writer into this table), and the
+redelivered rate as a ratio of the fresh one (goal >= 0.80).
 """
 
 from __future__ import annotations
@@ -148,18 +152,43 @@ def grow_big_table(url: str, meters: range, first: int, last: int) -> float:
     return time.perf_counter() - t
 
 
-def as_copy(frame: ReadingFrame, meter_ids: dict[str, int]) -> bytes:
-    """A frame as the binary COPY payload of ``reading``'s columns (ids looked up here: baseline only)."""
+def as_copy(frame: ReadingFrame, meter_ids: dict[str, int], key_order: bool = False) -> bytes:
+    """A frame as the binary COPY payload of ``reading``'s columns (ids looked up here: baseline only).
+
+    ``key_order`` sorts the rows by (meter, instant), as the writer sorts a batch before its COPY.
+    """
     n = len(frame)
     ids = np.array([meter_ids[m] for m in frame.meters], np.int32)[frame.meter_idx]
+    order = np.lexsort((frame.ts, ids)) if key_order else np.arange(n)
     ones = np.ones(n, np.int16)
     return encode_reading_copy(
-        ids, ones, frame.ts, frame.value, ones, 1, ones, np.zeros(n, np.int16), datetime.now(UTC), 1
+        ids[order],
+        ones,
+        frame.ts[order],
+        frame.value[order],
+        ones,
+        1,
+        ones,
+        np.zeros(n, np.int16),
+        datetime.now(UTC),
+        1,
     )
 
 
-def as_the_table_grows(url: str, settings: Settings, args: argparse.Namespace) -> list[tuple[int, float, float]]:
-    """Raw COPY, fresh and 10 %-redelivered batches, alternated, at each table size; (size, fresh/raw, redo/fresh)."""
+def timed_copy(conn: psycopg.Connection, table: str, payload: bytes) -> float:
+    """Seconds to COPY ``payload`` into ``table`` and commit."""
+    t = time.perf_counter()
+    with conn.cursor().copy(f"COPY {table} ({READING_COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)") as cp:
+        cp.write(payload)
+    conn.commit()
+    return time.perf_counter() - t
+
+
+def as_the_table_grows(url: str, settings: Settings, args: argparse.Namespace) -> list[tuple[int, float, float, float]]:
+    """Raw COPY, fresh batches, keyed COPY and 10 %-redelivered batches, alternated, at each table size.
+
+    Returns (size, fresh/raw, keyed COPY/raw, redo/fresh) per size.
+    """
     create_fleet(url, args.fleet)
     with psycopg.connect(url) as conn:
         meter_ids: dict[str, int] = dict(
@@ -186,41 +215,49 @@ def as_the_table_grows(url: str, settings: Settings, args: argparse.Namespace) -
                 f"grown in SQL in {took:,.0f} s, setup, not timed)"
             )
             raw_rows = fresh_rows = redo_rows = 0
-            raw_time = fresh_time = redo_time = 0.0
+            raw_time = fresh_time = keyed_time = redo_time = 0.0
             for rnd in range(args.rounds + 1):  # round 0 warms the caches and is not timed
                 fresh = block_frame(fresh_half, fresh_next, per_batch)
+                keyed = as_copy(block_frame(fresh_half, fresh_next + per_batch, per_batch), meter_ids, key_order=True)
                 redo = block_frame(redo_half, redo_next - stored, per_batch)
-                payload = as_copy(fresh, meter_ids)
-                t0 = time.perf_counter()
-                with raw_conn.cursor().copy(f"COPY bare ({READING_COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)") as cp:
-                    cp.write(payload)
-                raw_conn.commit()
+                t_raw = timed_copy(raw_conn, "bare", as_copy(fresh, meter_ids))
+                # Whichever of the write path and the keyed COPY goes first finds the index colder: alternate.
+                t_keyed = timed_copy(raw_conn, "reading", keyed) if rnd % 2 else 0.0
                 t1 = time.perf_counter()
                 a = writer.write(fresh)
+                t_fresh = time.perf_counter() - t1
+                if not rnd % 2:
+                    t_keyed = timed_copy(raw_conn, "reading", keyed)
                 t2 = time.perf_counter()
                 b = writer.write(redo)
-                t3 = time.perf_counter()
+                t_redo = time.perf_counter() - t2
                 assert a.inserted == len(fresh), a
                 assert (b.inserted, b.duplicates, b.conflicts) == (
                     len(redo) - stored * len(redo_half),
                     stored * len(redo_half),
                     0,
                 ), b
-                fresh_next += per_batch
+                fresh_next += 2 * per_batch  # the write path's intervals, then the keyed COPY's
                 redo_next += per_batch - stored
                 if rnd:
-                    raw_rows, raw_time = raw_rows + len(fresh), raw_time + (t1 - t0)
-                    fresh_rows, fresh_time = fresh_rows + len(fresh), fresh_time + (t2 - t1)
-                    redo_rows, redo_time = redo_rows + len(redo), redo_time + (t3 - t2)
+                    raw_time, fresh_time, keyed_time = raw_time + t_raw, fresh_time + t_fresh, keyed_time + t_keyed
+                    raw_rows, fresh_rows = raw_rows + len(fresh), fresh_rows + len(fresh)
+                    redo_rows, redo_time = redo_rows + len(redo), redo_time + t_redo
             raw_rate, fresh_rate, redo_rate = raw_rows / raw_time, fresh_rows / fresh_time, redo_rows / redo_time
+            keyed_rate = fresh_rows / keyed_time
             print(
                 f"raw COPY into a bare table      {raw_rate:>12,.0f} rows/s   ({args.rounds} x {per_batch * len(fresh_half):,} rows)"
             )
-            print(f"fresh batches (write path)      {fresh_rate:>12,.0f} rows/s   (same rows, same rounds)")
+            print(f"raw COPY into reading (its key) {keyed_rate:>12,.0f} rows/s   (next intervals, same meters)")
+            print(
+                f"ratio keyed COPY / raw COPY     {keyed_rate / raw_rate:>12.2f}   (what the primary key alone leaves)"
+            )
+            print(f"fresh batches (write path)      {fresh_rate:>12,.0f} rows/s   (same rows as the bare COPY)")
             print(f"ratio fresh / raw COPY          {fresh_rate / raw_rate:>12.2f}   (goal >= 0.40)")
+            print(f"ratio fresh / keyed COPY        {fresh_rate / keyed_rate:>12.2f}   (the writer's own cost)")
             print(f"redelivered, 10 % stored        {redo_rate:>12,.0f} rows/s   (same rounds, alternated)")
             print(f"ratio redelivered / fresh       {redo_rate / fresh_rate:>12.2f}   (goal >= 0.80)")
-            out.append((int(total), fresh_rate / raw_rate, redo_rate / fresh_rate))
+            out.append((int(total), fresh_rate / raw_rate, keyed_rate / raw_rate, redo_rate / fresh_rate))
     return out
 
 
@@ -257,10 +294,10 @@ def main() -> int:
         if args.rows:
             sizes = as_the_table_grows(url, settings, args)
             print("\nas the table grows (same run):")
-            for total, fresh, redo in sizes:
+            for total, fresh, keyed, redo in sizes:
                 print(
-                    f"  {total / 1e6:6.1f} M rows: fresh / raw COPY {fresh:.2f} (goal >= 0.40), "
-                    f"redelivered / fresh {redo:.2f} (goal >= 0.80)"
+                    f"  {total / 1e6:6.1f} M rows: fresh / raw COPY {fresh:.2f} (goal >= 0.40; keyed COPY / raw "
+                    f"{keyed:.2f}), redelivered / fresh {redo:.2f} (goal >= 0.80)"
                 )
     return 0
 
