@@ -18,9 +18,10 @@ follow, each round four timed steps on the same table under the same load:
 
 1. raw binary COPY of the round's fresh batch into a bare table (the baseline at that moment);
 2. the same fresh batch (new intervals for one half of the fleet) through the write path;
-3. raw binary COPY of the next intervals of the same meters, in key order, straight into
-   ``reading`` (its primary key, none of the writer's work: what the key alone costs); steps 2
-   and 3 swap places every round, since whichever comes first finds the index pages colder;
+3. raw binary COPY of as many other new intervals of the same meters, in key order, straight
+   into ``reading`` (its primary key, none of the writer's work: what the key alone costs);
+   steps 2 and 3 swap places every round, since whichever comes first finds the index pages
+   colder, and the first takes the earlier intervals, so both append to every meter's run;
 4. a redelivered batch (the other half; the first tenth of every meter's intervals already
    stored, as when a collector re-sends a segment that had partly landed).
 
@@ -217,17 +218,22 @@ def as_the_table_grows(url: str, settings: Settings, args: argparse.Namespace) -
             raw_rows = fresh_rows = redo_rows = 0
             raw_time = fresh_time = keyed_time = redo_time = 0.0
             for rnd in range(args.rounds + 1):  # round 0 warms the caches and is not timed
-                fresh = block_frame(fresh_half, fresh_next, per_batch)
-                keyed = as_copy(block_frame(fresh_half, fresh_next + per_batch, per_batch), meter_ids, key_order=True)
+                # The write path and the keyed COPY swap places every round (whichever goes first finds
+                # the index colder); whichever goes first takes the earlier intervals, so both append
+                # at the end of every meter's run in the index.
+                keyed_first = rnd % 2 == 1
+                first, second = fresh_next, fresh_next + per_batch
+                fresh = block_frame(fresh_half, second if keyed_first else first, per_batch)
+                keyed = block_frame(fresh_half, first if keyed_first else second, per_batch)
                 redo = block_frame(redo_half, redo_next - stored, per_batch)
                 t_raw = timed_copy(raw_conn, "bare", as_copy(fresh, meter_ids))
-                # Whichever of the write path and the keyed COPY goes first finds the index colder: alternate.
-                t_keyed = timed_copy(raw_conn, "reading", keyed) if rnd % 2 else 0.0
+                keyed_payload = as_copy(keyed, meter_ids, key_order=True)
+                t_keyed = timed_copy(raw_conn, "reading", keyed_payload) if keyed_first else 0.0
                 t1 = time.perf_counter()
                 a = writer.write(fresh)
                 t_fresh = time.perf_counter() - t1
-                if not rnd % 2:
-                    t_keyed = timed_copy(raw_conn, "reading", keyed)
+                if not keyed_first:
+                    t_keyed = timed_copy(raw_conn, "reading", keyed_payload)
                 t2 = time.perf_counter()
                 b = writer.write(redo)
                 t_redo = time.perf_counter() - t2
@@ -237,7 +243,7 @@ def as_the_table_grows(url: str, settings: Settings, args: argparse.Namespace) -
                     stored * len(redo_half),
                     0,
                 ), b
-                fresh_next += 2 * per_batch  # the write path's intervals, then the keyed COPY's
+                fresh_next += 2 * per_batch  # the write path's intervals and the keyed COPY's
                 redo_next += per_batch - stored
                 if rnd:
                     raw_time, fresh_time, keyed_time = raw_time + t_raw, fresh_time + t_fresh, keyed_time + t_keyed
