@@ -254,7 +254,7 @@ def as_the_table_grows(url: str, settings: Settings, args: argparse.Namespace) -
             print(
                 f"raw COPY into a bare table      {raw_rate:>12,.0f} rows/s   ({args.rounds} x {per_batch * len(fresh_half):,} rows)"
             )
-            print(f"raw COPY into reading (its key) {keyed_rate:>12,.0f} rows/s   (next intervals, same meters)")
+            print(f"raw COPY into reading (its key) {keyed_rate:>12,.0f} rows/s   (other new intervals, same meters)")
             print(
                 f"ratio keyed COPY / raw COPY     {keyed_rate / raw_rate:>12.2f}   (what the primary key alone leaves)"
             )
