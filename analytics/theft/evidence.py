@@ -163,6 +163,13 @@ class Pattern(Component):
 #: Share of a drop's missing energy the area's daily balance accounts for, as a confirmation in 0–1.
 BALANCE_CONFIRMS = Ramp(0.0, 0.6)
 
+#: Without a feeder: how far the household's largest hourly steps held while its level changed
+#: lately (``steps_held``, log of their ratio over the level's). Real appliances keep their power,
+#: so a household that uses less keeps its steps; a scaled register shrinks them with the level.
+STEPS_HELD = Ramp(0.1, 0.2)
+#: … and how much of the household's own evidence (drop, change, fell …) steps that held take away.
+STEPS_HELD_DAMP = 0.2
+
 DROP = Drop(
     name="drop",
     weight=0.9,

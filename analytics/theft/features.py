@@ -41,6 +41,7 @@ FEATURES: tuple[str, ...] = (
     "alternate_weeks",  # the strongest run of weeks whose level alternates week by week (on/off theft), ~|log share|
     "reversed_run",  # run of weeks of days shaped like the usual day reversed, share above the meter's other weeks
     "recent_texture_z",  # last 30 days' half-hour texture (median |log step|) against the same season, fleet z (up)
+    "steps_held",  # last 30 days against the same season: log(largest hourly rises' ratio) − log(level ratio)
     "area_score",  # the area's mean excess loss share over its worst 30 days
     "zero_run",  # longest run of zero days while the meter reported
     "profile_score",  # fall of the daily-shape correlation (0–2, × duration)
@@ -144,6 +145,7 @@ class _Hourly:
     marks: tuple[FloatArray, IntArray, IntArray] | None = None  # sg.run_contrast per mark: meters × MARKS each
     reversed: tuple[FloatArray, IntArray, IntArray] | None = None  # sg.run_contrast of the reversed days
     base_hour: FloatArray | None = None  # per meter, its 10th-percentile hour (the base load)
+    steps_held: FloatArray | None = None  # sg.steps_held per meter
 
 
 def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str], fleet_season: FloatArray) -> _Hourly:
@@ -198,6 +200,7 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
     mark_w0, mark_w1 = np.zeros((m, n_marks), dtype=np.int64), np.zeros((m, n_marks), dtype=np.int64)
     rev, rev_w0, rev_w1 = np.zeros(m), np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int64)
     base_hour = np.full(m, np.nan)
+    held = np.zeros(m)
     for rows, raw in data.hourly_chunks():
         hourly, hour_spikes[rows] = sg.clean_hourly(raw)
         per_mark = sg.tamper_marks(hourly)  # per meter: a group's marks are the fleet's
@@ -205,6 +208,7 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
             mark_share[rows, j], mark_w0[rows, j], mark_w1[rows, j] = sg.run_contrast(sg.weekly_means(per_mark[:, j]))
         rev[rows], rev_w0[rows], rev_w1[rows] = sg.run_contrast(sg.weekly_means(sg.reversed_days(hourly, weekday)))
         base_hour[rows] = sg.row_quantile(hourly.reshape(hourly.shape[0], -1), 0.1)
+        held[rows] = sg.steps_held(hourly, values[rows], fleet_season)
         part = sg.profile_change(hourly, weekday)
         for name in ("corr", "flatness", "start", "end", "score", "usual", "during", "reversed", "flattened"):
             getattr(prof, name)[rows] = getattr(part, name)
@@ -232,6 +236,7 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
         (mark_share, mark_w0, mark_w1),
         (rev, rev_w0, rev_w1),
         base_hour,
+        held,
     )
 
 
@@ -409,6 +414,7 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
         "alternate_weeks": alternate_weeks,
         "reversed_run": reversed_run,
         "recent_texture_z": recent_texture_z,
+        "steps_held": hs.steps_held if hs.steps_held is not None else np.zeros(m),
         "area_score": area_score,
         "zero_run": zero_run.astype(float),
         "profile_score": profile.score if profile is not None else np.zeros(m),

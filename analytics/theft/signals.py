@@ -939,10 +939,7 @@ def recent_shift(
     t = np.zeros((m, k))
     if d < recent + gap + 14:
         return t
-    rec = np.arange(d - recent, d)
-    cand = np.arange(0, d - recent - gap)
-    target = float(np.mean(season[rec]))
-    ref = cand[np.argsort(np.abs(season[cand] - target), kind="stable")[:reference]]
+    rec, ref = same_season_windows(season, recent, reference, gap)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         a = np.nanmean(per_day[:, :, rec], axis=2)
@@ -954,6 +951,21 @@ def recent_shift(
     # heating ones, whose days vary more with the weather; the fleet calibration follows.
     t = (a - b) * dirs[None, :]
     return np.where((n_a >= 7) & (n_b >= 7) & (sd > 0), t, np.nan)
+
+
+def same_season_windows(
+    season: FloatArray, recent: int = 30, reference: int = 45, gap: int = 30
+) -> tuple[IntArray, IntArray]:
+    """The days of :func:`recent_shift`'s two windows, as index arrays.
+
+    The last ``recent`` days, and the ``reference`` days ending at least ``gap`` days before them
+    whose seasonal index is closest to theirs (with a year of data: the same season).
+    """
+    d = season.shape[0]
+    rec = np.arange(d - recent, d)
+    cand = np.arange(0, d - recent - gap)
+    target = float(np.mean(season[rec]))
+    return rec, cand[np.argsort(np.abs(season[cand] - target), kind="stable")[:reference]]
 
 
 def shift_z(t: FloatArray) -> FloatArray:
@@ -1264,3 +1276,51 @@ def reversed_days(
         mirrored = np.einsum("mdh,mh->md", a, b[:, ::-1]) / np.where(good, den, 1.0)
         gap[:, cols] = np.where(good, mirrored - plain, 0.0)
     return np.where(ok, (normal & same_spread & (gap > margin)).astype(float), np.nan)
+
+
+def steps_held(
+    hourly: FloatArray,
+    daily: FloatArray,
+    season: FloatArray,
+    quantile: float = 0.99,
+    recent: int = 30,
+    reference: int = 45,
+    gap: int = 30,
+    min_rises: int = 50,
+) -> FloatArray:
+    """Per meter, how far its largest load steps held while its level changed, lately (log, ≈ 0 when scaled).
+
+    Real appliances draw a fixed power: a kettle, an oven or a shower switched on raises the
+    hour by about as much in a household that uses less as in one that uses more. A register
+    scaled by ``k`` (by a shunt, a tampered constant, or a share taken every interval) shrinks
+    every step by ``k`` too. Over :func:`recent_shift`'s two windows (the last ``recent`` days and
+    the ``reference`` days of the same season earlier, :func:`same_season_windows`): the
+    ``quantile`` of the rises between consecutive hours (only rises, within each day: the big
+    switch-ons), and the mean day. The statistic is log(step ratio) − log(level ratio): about 0
+    when every hour was scaled alike (the steps fell with the level), positive when the level
+    fell and the appliances' steps held (a household that is out more, a milder month), negative
+    when the steps fell more than the level (clipped peaks). 0 where a window has fewer than
+    ``min_rises`` rises or 7 days, or no level.
+    """
+    import warnings
+
+    m, d, _h = hourly.shape
+    if d < recent + gap + 14:
+        return np.zeros(m)
+    rec, ref = same_season_windows(season, recent, reference, gap)
+    out = []
+    for days in (rec, ref):
+        rise = np.diff(hourly[:, days, :], axis=2).reshape(m, -1)
+        rise = np.where(rise > 0, rise, np.nan)
+        n_rise = np.isfinite(rise).sum(axis=1)
+        n_days = np.isfinite(daily[:, days]).sum(axis=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            step = np.nanquantile(rise, quantile, axis=1)
+            level = np.nanmean(daily[:, days], axis=1)
+        ok = (n_rise >= min_rises) & (n_days >= 7) & (level > 0) & (step > 0)
+        out.append((np.where(ok, step, np.nan), np.where(ok, level, np.nan)))
+    (step_a, level_a), (step_b, level_b) = out
+    with np.errstate(invalid="ignore", divide="ignore"):
+        held = np.log(step_a / step_b) - np.log(level_a / level_b)
+    return np.where(np.isfinite(held), held, 0.0)
