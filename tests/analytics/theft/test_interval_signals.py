@@ -262,3 +262,20 @@ def test_nanquantile_last_is_numpys_nanquantile_to_the_bit():
             warnings.simplefilter("ignore", RuntimeWarning)
             expected = np.nanquantile(windows, q, axis=2)
         assert np.array_equal(sg.nanquantile_last(windows, q), expected, equal_nan=True)
+
+
+def test_nanmedian_last_is_numpys_nanmedian_to_the_bit():
+    """The usual hour profile's median of each hour's share over the days, gaps included."""
+    import warnings
+
+    rng = np.random.default_rng(20)
+    h = households(20, 90, seed=20)
+    share = h / h.sum(axis=2, keepdims=True)
+    share[rng.random(share.shape) < 0.2] = np.nan
+    share[2] = np.nan  # a meter with no complete day
+    share[5, :, 7] = np.nan  # an hour never seen
+    for x in (share, share[:, :1], share[:, :2]):  # odd and even counts, one day, two
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = np.nanmedian(x, axis=1)
+        assert np.array_equal(sg.nanmedian_last(np.moveaxis(x, 1, -1)), expected, equal_nan=True)
