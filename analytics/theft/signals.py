@@ -1150,7 +1150,7 @@ def tamper_marks(hourly: FloatArray, level: float = 0.5, min_repeats: int = 20, 
         # A zero counts only in an hour of the day when the meter usually draws at least half its
         # typical hour (the upper quartile over days, so a theft covering most days does not hide
         # it): a household whose night load is tiny records honest zeros at night.
-        usual = np.nanquantile(x, 0.75, axis=1)  # meters × hours of the day
+        usual = nanquantile_last(np.moveaxis(x, 1, -1), 0.75)  # meters × hours of the day
         typical = np.nanmedian(usual, axis=1)
         live = np.nan_to_num(usual) >= 0.5 * np.nan_to_num(typical)[:, None]
         live &= np.nan_to_num(usual) > 0
