@@ -362,6 +362,8 @@ class _HourlyReader:
                 {"start": self.lo.date(), "end": self.hi.date(), "ids": meter_ids, "ch": self.channels},
             ):
                 i = int(_rows(row_of, np.array([meter]))[0])
+                if i < 0:
+                    continue
                 known = np.isfinite(hours)
                 # Two interval channels on one meter: their hours add up (in the order of their ids).
                 np.add.at(out[i], day, np.where(known, hours, 0.0))
