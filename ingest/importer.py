@@ -416,4 +416,5 @@ def load_directory(
             conn.execute("RESET ROLE")
         load_installations(conn, directory, summary)
     db.refresh_daily(url)
+    db.refresh_hourly(url)
     return summary

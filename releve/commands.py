@@ -82,9 +82,11 @@ def _redacted(url: str) -> str:
 
 
 def cmd_db_refresh(args: argparse.Namespace, settings: Settings) -> int:
-    """Refresh daily_reading incrementally."""
+    """Refresh daily_reading and hourly_series incrementally."""
     batches, days = db.refresh_daily(db_url(settings), role=db.writer_role(settings))
     print(f"daily aggregate: {batches} new batch(es), {days} day(s) refreshed")
+    batches, days = db.refresh_hourly(db_url(settings), role=db.writer_role(settings))
+    print(f"hourly series: {batches} new batch(es), {days} day(s) refreshed")
     return 0
 
 

@@ -155,6 +155,31 @@ def refresh_daily(url: str, role: str | None = None) -> tuple[int, int]:
         return int(batches), (hi.date() - lo.date()).days + 1
 
 
+def refresh_hourly(url: str, role: str | None = None) -> tuple[int, int]:
+    """Refresh ``hourly_series`` (migration 0027) over the batches landed since its own watermark.
+
+    Kept apart from :func:`refresh_daily` (its own watermark, ``hourly_refresh_watermark``): only
+    the analytics that read hours call it (``releve theft rank``, ``releve db refresh``). Returns
+    (batches covered, days refreshed).
+    """
+    with connect(url, role=role, autocommit=True) as conn:
+        row = conn.execute("SELECT batch_id FROM hourly_refresh_watermark").fetchone()
+        span = conn.execute(
+            "SELECT count(*), min(min_ts), max(max_ts), max(id) FROM ingest_batch WHERE id > %s AND min_ts IS NOT NULL",
+            (int(row[0]) if row else 0,),
+        ).fetchone()
+        if not span or not span[0]:
+            return 0, 0
+        batches, lo, hi, top = span
+        conn.execute("SELECT refresh_hourly_series(%s, %s)", (lo, hi))
+        conn.execute(
+            """INSERT INTO hourly_refresh_watermark (batch_id) VALUES (%s)
+               ON CONFLICT (id) DO UPDATE SET batch_id = EXCLUDED.batch_id, refreshed_at = now()""",
+            (top,),
+        )
+        return int(batches), (hi.date() - lo.date()).days + 2
+
+
 def status(url: str) -> dict[str, object]:
     """A summary of the database: server, storage, schema version, partitions and row counts."""
     with psycopg.connect(url) as conn:

@@ -55,6 +55,7 @@ DISTRIBUTED = (
     "reading_adjustment",
     "alarm_state",
     "meter_last_read",
+    "hourly_series",
 )
 #: The registry and lookups a distributed table refers to: Citus reference tables (a copy on every worker).
 REFERENCE = (

@@ -35,7 +35,7 @@ import numpy as np
 from analytics.theft import DEFAULT_DAYS, DEFAULT_KEEP, DEFAULT_ORDER, store
 from analytics.theft.data import Event, TheftData
 from releve import shards
-from releve.db import connect, editor_role, reader_role, refresh_daily
+from releve.db import connect, editor_role, reader_role, refresh_daily, refresh_hourly
 from releve.settings import Settings
 
 
@@ -171,6 +171,8 @@ def load_shards(
     with ThreadPoolExecutor(max_workers=max(1, len(shard_urls)), thread_name_prefix="theft-shard") as pool:
         # the daily aggregates must cover what landed before the period is chosen from them
         for done in [pool.submit(refresh_daily, url, role=editor_role(settings)) for url in shard_urls]:
+            done.result()
+        for done in [pool.submit(refresh_hourly, url, role=editor_role(settings)) for url in shard_urls]:
             done.result()
         start, end = period(settings, shard_urls, start, end, days)
         futures = [pool.submit(_load_shard, settings, url, start, end) for url in shard_urls]

@@ -536,6 +536,48 @@ def longest_true_span(mask: BoolArray) -> tuple[IntArray, IntArray, IntArray, Bo
 # ----------------------------------------------------------------------- interval energy balance
 
 
+def nanquantile_last(x: FloatArray, q: float) -> FloatArray:
+    """``np.nanquantile(x, q, axis=-1)`` to the bit, without its Python loop over the other axes.
+
+    numpy's own call drops each slice's NaN and interpolates slice by slice (``apply_along_axis``):
+    at 2,000 meters × 365 four-week windows that loop was most of the interval balance. Here one
+    sort (NaN last) and numpy's index and interpolation arithmetic (``_lerp``: from the upper
+    value when the fraction is ≥ 0.5) over every slice at once; NaN for an all-NaN slice, without
+    the warning.
+    """
+    s = np.sort(x, axis=-1)
+    n = (~np.isnan(x)).sum(axis=-1)
+    virtual = (n - 1) * q  # numpy's "linear" virtual index
+    prev = np.floor(virtual)
+    above = virtual >= n - 1
+    prev = np.where(above, n - 1, prev)
+    below = virtual < 0
+    prev = np.where(below, 0, prev)
+    gamma = virtual - prev
+    lo_i = prev.astype(np.intp)
+    hi_i = np.where(above | below, lo_i, lo_i + 1)
+    a = np.take_along_axis(s, np.maximum(lo_i, 0)[..., None], axis=-1)[..., 0]
+    b = np.take_along_axis(s, np.maximum(hi_i, 0)[..., None], axis=-1)[..., 0]
+    diff = b - a
+    out = np.where(gamma >= 0.5, b - diff * (1.0 - gamma), a + diff * gamma)
+    return np.where(n > 0, out, np.nan)
+
+
+def nanmedian_last(x: FloatArray) -> FloatArray:
+    """``np.nanmedian(x, axis=-1)`` to the bit (the two middle values' sum over 2), in one sort.
+
+    Along a short axis numpy goes through masked arrays (``np.ma.median``), several passes and
+    copies of the whole array; NaN for an all-NaN slice, without the warning.
+    """
+    s = np.sort(x, axis=-1)  # NaN last
+    n = (~np.isnan(x)).sum(axis=-1)
+    h = n // 2
+    lo = np.where(n % 2 == 1, h, np.maximum(h - 1, 0))
+    a = np.take_along_axis(s, lo[..., None], axis=-1)[..., 0]
+    b = np.take_along_axis(s, np.minimum(h, s.shape[-1] - 1)[..., None], axis=-1)[..., 0]
+    return np.where(n > 0, (a + b) / 2.0, np.nan)
+
+
 def clean_hourly(hourly: FloatArray, factor: float = 5.0) -> tuple[FloatArray, FloatArray]:
     """Hours above ``factor`` × the meter's 99.5th percentile hour become NaN (spikes, scale jumps).
 
@@ -575,8 +617,7 @@ def usual_hour_profile(hourly: FloatArray, weekday: IntArray) -> FloatArray:
             continue
         sub = share[:, cols, :]
         has = np.isfinite(sub).any(axis=1)
-        with np.errstate(invalid="ignore"):
-            med = np.where(has, np.nanmedian(np.where(has[:, None, :], sub, 0.0), axis=1), np.nan)
+        med = np.where(has, nanmedian_last(np.moveaxis(np.where(has[:, None, :], sub, 0.0), 1, -1)), np.nan)
         s = np.nansum(med, axis=1, keepdims=True)
         out[:, t, :] = np.where((s > 0) & np.isfinite(med), med / np.where(s > 0, s, 1.0), 1.0 / h)
     return out
@@ -640,13 +681,7 @@ def meter_regressors(hourly: FloatArray, weekday: IntArray) -> FloatArray:
     day_tot = np.where(np.isfinite(hourly).all(axis=2), tot, np.nan)
     pad = np.pad(day_tot, ((0, 0), (14, 13)), constant_values=np.nan)
     win = np.lib.stride_tricks.sliding_window_view(pad, 28, axis=1)
-    with np.errstate(invalid="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            normal = np.nanquantile(win, 0.75, axis=2)
-    normal = np.nan_to_num(normal)
+    normal = np.nan_to_num(nanquantile_last(win, 0.75))
     shortfall = np.where(np.isfinite(hourly), np.clip(normal[:, :, None] * usual_share - x, 0.0, None), 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         short = np.clip(normal / np.where(tot > 0, tot, np.nan) - 1.0, 0.0, 4.0)
@@ -797,21 +832,24 @@ def interval_balance(
         # Block coordinate descent: the technical pair over the whole period, then every window's
         # meter coefficients (non-negative least squares over all the area's meters at once, so
         # that collinear households share nothing they do not explain), three times over.
+        # Each window's design (hours × candidates) and its live columns (a candidate that is zero
+        # all window long explains nothing) are the same in every round: built once.
+        fitted = [w for w, b in enumerate(blocks) if b.size >= 2 * h]
+        designs = {w: cand[:, blocks[w]].T for w in fitted}
+        live = {w: np.flatnonzero(np.abs(designs[w]).sum(axis=0) > 0) for w in fitted}
+        live_designs = {w: np.ascontiguousarray(designs[w][:, live[w]]) for w in fitted}
         coef_t, _ = nnls(tech, y)
         meter_fit = np.zeros(n_rows)
         coefs: list[np.ndarray] = [np.zeros(rows.size * k) for _ in blocks]
         for _ in range(3):
             r_tech = y - tech @ coef_t
-            for w, b in enumerate(blocks):
-                if b.size < 2 * h:
-                    continue
-                cw = cand[:, b].T
-                live = np.flatnonzero(np.abs(cw).sum(axis=0) > 0)
+            for w in fitted:
+                b = blocks[w]
                 sol = np.zeros(rows.size * k)
-                if live.size:
-                    sol[live], _ = nnls(cw[:, live], r_tech[b], maxiter=30 * live.size)
+                if live[w].size:
+                    sol[live[w]], _ = nnls(live_designs[w], r_tech[b], maxiter=30 * live[w].size)
                 coefs[w] = sol
-                meter_fit[b] = cw @ sol
+                meter_fit[b] = designs[w] @ sol
             coef_t, _ = nnls(tech, y - meter_fit)
         res = y - tech @ coef_t - meter_fit
         tech_fit = (tech @ coef_t) * scale
@@ -1124,7 +1162,7 @@ def tamper_marks(hourly: FloatArray, level: float = 0.5, min_repeats: int = 20, 
         # A zero counts only in an hour of the day when the meter usually draws at least half its
         # typical hour (the upper quartile over days, so a theft covering most days does not hide
         # it): a household whose night load is tiny records honest zeros at night.
-        usual = np.nanquantile(x, 0.75, axis=1)  # meters × hours of the day
+        usual = nanquantile_last(np.moveaxis(x, 1, -1), 0.75)  # meters × hours of the day
         typical = np.nanmedian(usual, axis=1)
         live = np.nan_to_num(usual) >= 0.5 * np.nan_to_num(typical)[:, None]
         live &= np.nan_to_num(usual) > 0

@@ -37,7 +37,6 @@ import psycopg
 from analytics.theft import DEFAULT_DAYS, DEFAULT_KEEP, DEFAULT_ORDER
 from analytics.theft.data import (
     HOURLY_CHUNK_METERS,
-    TEXTURE_FLOOR,
     Event,
     LazyHourly,
     TheftData,
@@ -46,7 +45,7 @@ from analytics.theft.data import (
 from analytics.theft.ranking import INPUT_NAMES, Candidate
 from analytics.theft.signals import longest_true_run
 from releve.arrays import FloatArray, IntArray
-from releve.db import connect, editor_role, reader_role, refresh_daily
+from releve.db import connect, editor_role, reader_role, refresh_daily, refresh_hourly
 from releve.model import COMMODITY_CHANNELS
 from releve.pgbinary import HEADER_BYTES, copy_rows
 from releve.settings import Settings
@@ -165,6 +164,43 @@ def _array_rows(
 
 #: The fixed head of a daily series row: field count, meter id, channel id.
 _ROW_HEAD = np.dtype([("n", ">i2"), ("l1", ">i4"), ("meter_id", ">i4"), ("l2", ">i4"), ("channel_id", ">i2")])
+
+
+def _hour_rows(
+    conn: psycopg.Connection, query: str, params: dict[str, Any]
+) -> Iterator[tuple[int, IntArray, FloatArray]]:
+    """Rows of ``meter_id int4, day int4[], hours float8[][]`` (n days × 24): (meter, days, n × 24 array).
+
+    One row per meter: a binary COPY hands each row to Python as one message, so a message per
+    meter, never one per day or hour. Array elements are never NULL (NaN for an hour without data).
+    """
+    first = True
+    for msg in copy_rows(conn, query, params):
+        at = HEADER_BYTES if first else 0
+        first = False
+        if len(msg) - at < _HOUR_ROW_HEAD.itemsize:  # the trailer
+            continue
+        meter = int(np.frombuffer(msg, dtype=_HOUR_ROW_HEAD, count=1, offset=at)[0]["meter_id"])
+        at += _HOUR_ROW_HEAD.itemsize
+        day, at = _binary_array(msg, at, _ELEMENT_I4)
+        hours, _ = _binary_array(msg, at, _ELEMENT_F8)
+        yield meter, day.astype(np.int64), hours.astype(np.float64).reshape(day.size, 24)
+
+
+def _binary_array(msg: memoryview, at: int, element: np.dtype) -> tuple[np.ndarray, int]:
+    """The elements of the binary array field at byte ``at`` (any dimensions, flattened), and the next field's byte."""
+    length, ndim = (int(v) for v in np.frombuffer(msg, dtype=">i4", count=2, offset=at))
+    if ndim == 0:  # an empty array
+        return np.zeros(0, element["v"]), at + 4 + length
+    dims = np.frombuffer(msg, dtype=">i4", count=2 * ndim, offset=at + 16)[::2]
+    count = int(np.prod(dims))
+    values = np.frombuffer(msg, dtype=element, count=count, offset=at + 16 + 8 * ndim)["v"]
+    return values, at + 4 + length
+
+
+#: The fixed head of an hourly series row: field count, meter id.
+_HOUR_ROW_HEAD = np.dtype([("n", ">i2"), ("l1", ">i4"), ("meter_id", ">i4")])
+_ELEMENT_I4 = np.dtype([("l", ">i4"), ("v", ">i4")])
 
 
 def _row_of(ids: list[int]) -> IntArray:
@@ -291,11 +327,13 @@ def _register_grids(
 
 
 class _HourlyReader:
-    """Hourly sums of the interval channels, summed by the database, for a group of meters at a time.
+    """Hourly sums of the interval channels for a group of meters at a time, from ``hourly_series``.
 
-    Intervals are stamped at their end: each counts in the hour it covers. A day missing any hour
-    is NaN whole (the profile signals compare whole days). The connection stays open for the
-    ranking (:class:`analytics.theft.data.LazyHourly` reads the fleet area by area).
+    The refresh (migration 0027) has summed the intervals per meter, channel and hour (each in the
+    hour it covers: intervals are stamped at their end), a day's hours in one array: a read is one
+    row per meter with its days' arrays, no sum over the readings. A day missing any hour is NaN
+    whole (the profile signals compare whole days). The connection stays open for the ranking
+    (:class:`analytics.theft.data.LazyHourly` reads the fleet area by area).
     """
 
     def __init__(self, conn: psycopg.Connection, channels: list[int], lo: datetime, hi: datetime, n_days: int) -> None:
@@ -308,45 +346,38 @@ class _HourlyReader:
     def read(self, meter_ids: list[int]) -> FloatArray:
         """len(meter_ids) × days × 24 (NaN: hour of an incomplete day, or no data)."""
         n = len(meter_ids)
-        out = np.zeros((n, self.n_days * 24))
-        seen = np.zeros((n, self.n_days * 24), dtype=bool)
+        out = np.zeros((n, self.n_days, 24))
+        seen = np.zeros((n, self.n_days, 24), dtype=bool)
         if n and self.channels:
-            # Summed per hour by the database, then one row per meter with its hours in arrays.
-            parts = list(
-                _array_rows(
-                    self.conn,
-                    """COPY (SELECT h.meter_id, 0::int2, array_agg(h.hour), array_agg(h.value)
-                             FROM (SELECT r.meter_id,
-                                          floor((date_part('epoch', r.ts) - %(lo_s)s - coalesce(c.interval_s, 900))
-                                                / 3600.0)::int8 AS hour,
-                                          sum(r.value) AS value
-                                   FROM reading r JOIN channel c ON c.id = r.channel_id
-                                   WHERE r.meter_id = ANY(%(ids)s) AND r.channel_id = ANY(%(ch)s::smallint[])
-                                     AND r.ts > %(lo)s AND r.ts <= %(hi)s AND r.value IS NOT NULL
-                                   GROUP BY 1, 2) h
-                             GROUP BY 1)
-                       TO STDOUT (FORMAT binary)""",
-                    {"lo_s": self.lo.timestamp(), "ids": meter_ids, "ch": self.channels, "lo": self.lo, "hi": self.hi},
-                )
-            )
-            meter = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int64)
-            hour = np.concatenate([p[4] for p in parts]) if parts else np.zeros(0, np.int64)
-            value = np.concatenate([p[5] for p in parts]) if parts else np.zeros(0)
-            rows = _rows(_row_of(meter_ids), meter)
-            ok = (rows >= 0) & (hour >= 0) & (hour < self.n_days * 24)
-            np.add.at(out, (rows[ok], hour[ok]), value[ok])
-            seen[rows[ok], hour[ok]] = True
-        cube = out.reshape(n, self.n_days, 24)
-        cube[~seen.reshape(n, self.n_days, 24).all(axis=2)] = np.nan
-        return cube
+            row_of = _row_of(meter_ids)
+            for meter, day, hours in _hour_rows(
+                self.conn,
+                """COPY (SELECT s.meter_id, array_agg(s.day - %(start)s ORDER BY s.day, s.channel_id),
+                                array_agg(s.value ORDER BY s.day, s.channel_id)
+                         FROM hourly_series s
+                         WHERE s.meter_id = ANY(%(ids)s) AND s.channel_id = ANY(%(ch)s::smallint[])
+                           AND s.day >= %(start)s AND s.day < %(end)s
+                         GROUP BY s.meter_id)
+                   TO STDOUT (FORMAT binary)""",
+                {"start": self.lo.date(), "end": self.hi.date(), "ids": meter_ids, "ch": self.channels},
+            ):
+                i = int(_rows(row_of, np.array([meter]))[0])
+                if i < 0:
+                    continue
+                known = np.isfinite(hours)
+                # Two interval channels on one meter: their hours add up (in the order of their ids).
+                np.add.at(out[i], day, np.where(known, hours, 0.0))
+                np.logical_or.at(seen[i], day, known)
+        out[~seen.all(axis=2)] = np.nan
+        return out
 
     def texture(self, meter_ids: list[int]) -> FloatArray:
-        """len(meter_ids) × days: :func:`analytics.theft.data.interval_texture`, made by the database.
+        """len(meter_ids) × days: :func:`analytics.theft.data.interval_texture`, made by the refresh.
 
-        Per meter, channel and day, the median |ln| step between consecutive intervals (window
-        ``lag``, ``percentile_cont``) over the interval channel; a day counts when its intervals
-        are evenly spaced and fill it (count × spacing = 86,400 s). One row per meter with its
-        days in arrays. NaN: incomplete day, or no interval data.
+        Per meter, channel and day, the median |ln| step between consecutive intervals over the
+        interval channel, kept in ``hourly_series`` (migration 0027) for days whose intervals are
+        evenly spaced and fill them. One row per meter with its days in arrays. NaN: incomplete
+        day, or no interval data.
         """
         n = len(meter_ids)
         out = np.full((n, self.n_days), np.nan)
@@ -355,33 +386,14 @@ class _HourlyReader:
         parts = list(
             _array_rows(
                 self.conn,
-                """COPY (SELECT t.meter_id, 0::int2, array_agg(t.day), array_agg(t.step)
-                         FROM (SELECT s.meter_id, s.day, percentile_cont(0.5) WITHIN GROUP (ORDER BY s.step) AS step
-                               FROM (SELECT r.meter_id, r.channel_id,
-                                            floor((date_part('epoch', r.ts) - %(lo_s)s - coalesce(c.interval_s, 900))
-                                                  / 86400.0)::int8 AS day,
-                                            abs(ln((greatest(r.value, 0) + %(floor)s)
-                                                   / (lag(greatest(r.value, 0)) OVER w + %(floor)s))) AS step,
-                                            date_part('epoch', r.ts - lag(r.ts) OVER w) AS gap
-                                     FROM reading r JOIN channel c ON c.id = r.channel_id
-                                     WHERE r.meter_id = ANY(%(ids)s) AND r.channel_id = ANY(%(ch)s::smallint[])
-                                       AND r.ts > %(lo)s AND r.ts <= %(hi)s AND r.value IS NOT NULL
-                                     WINDOW w AS (PARTITION BY r.meter_id, r.channel_id,
-                                                  floor((date_part('epoch', r.ts) - %(lo_s)s
-                                                         - coalesce(c.interval_s, 900)) / 86400.0)
-                                                  ORDER BY r.ts)) s
-                               GROUP BY s.meter_id, s.channel_id, s.day
-                               HAVING min(s.gap) = max(s.gap) AND count(*) * min(s.gap) = 86400) t
-                         GROUP BY 1)
+                """COPY (SELECT s.meter_id, 0::int2, array_agg((s.day - %(start)s)::int8 ORDER BY s.day, s.channel_id),
+                                array_agg(s.texture ORDER BY s.day, s.channel_id)
+                         FROM hourly_series s
+                         WHERE s.meter_id = ANY(%(ids)s) AND s.channel_id = ANY(%(ch)s::smallint[])
+                           AND s.day >= %(start)s AND s.day < %(end)s AND s.texture <> 'NaN'::float8
+                         GROUP BY s.meter_id)
                    TO STDOUT (FORMAT binary)""",
-                {
-                    "lo_s": self.lo.timestamp(),
-                    "ids": meter_ids,
-                    "ch": self.channels,
-                    "lo": self.lo,
-                    "hi": self.hi,
-                    "floor": TEXTURE_FLOOR,
-                },
+                {"start": self.lo.date(), "end": self.hi.date(), "ids": meter_ids, "ch": self.channels},
             )
         )
         if not parts:
@@ -406,9 +418,9 @@ class _HourlyReader:
         if not meter_ids or not self.channels:
             return False
         row = self.conn.execute(
-            """SELECT EXISTS (SELECT 1 FROM reading r WHERE r.meter_id = ANY(%s) AND r.channel_id = ANY(%s::smallint[])
-                                AND r.ts > %s AND r.ts <= %s)""",
-            (meter_ids, self.channels, self.lo, self.hi),
+            """SELECT EXISTS (SELECT 1 FROM hourly_series s WHERE s.meter_id = ANY(%s)
+                                AND s.channel_id = ANY(%s::smallint[]) AND s.day >= %s AND s.day < %s)""",
+            (meter_ids, self.channels, self.lo.date(), self.hi.date()),
         ).fetchone()
         return bool(row and row[0])
 
@@ -979,6 +991,7 @@ def rank_database(
     filters = filters or {}
     t0 = time.perf_counter()
     refresh_daily(url, role=editor_role(settings))  # the daily aggregate must cover what landed
+    refresh_hourly(url, role=editor_role(settings))  # and the hourly series (interval channels)
     t1 = time.perf_counter()
     # One snapshot for the whole read: hourly series come area by area while the ranking runs.
     with connect(url, role=reader_role(settings)) as conn:

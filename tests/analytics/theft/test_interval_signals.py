@@ -243,3 +243,39 @@ def test_a_day_flattened_since_the_first_day_is_compared_with_the_neighbours_sha
     honest = np.delete(np.arange(12), 5)
     assert ib.strength[5] > 3 * ib.strength[honest].max()
     assert ib.share[5] > ib.share[honest].max()
+
+
+def test_nanquantile_last_is_numpys_nanquantile_to_the_bit():
+    """The loop-free quantile gives np.nanquantile's figures exactly: the interval balance's
+    normal day (the upper quartile of four weeks of day totals, gaps included) must not move."""
+    import warnings
+
+    rng = np.random.default_rng(19)
+    day_totals = households(30, 120, seed=19).sum(axis=2)
+    day_totals[rng.random(day_totals.shape) < 0.2] = np.nan  # incomplete days
+    day_totals[3] = np.nan  # a meter with no complete day
+    day_totals[4, 10:] = np.nan  # one that stopped early
+    pad = np.pad(day_totals, ((0, 0), (14, 13)), constant_values=np.nan)
+    windows = np.lib.stride_tricks.sliding_window_view(pad, 28, axis=1)
+    for q in (0.75, 0.5, 0.1, 0.995, 1 / 3):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = np.nanquantile(windows, q, axis=2)
+        assert np.array_equal(sg.nanquantile_last(windows, q), expected, equal_nan=True)
+
+
+def test_nanmedian_last_is_numpys_nanmedian_to_the_bit():
+    """The usual hour profile's median of each hour's share over the days, gaps included."""
+    import warnings
+
+    rng = np.random.default_rng(20)
+    h = households(20, 90, seed=20)
+    share = h / h.sum(axis=2, keepdims=True)
+    share[rng.random(share.shape) < 0.2] = np.nan
+    share[2] = np.nan  # a meter with no complete day
+    share[5, :, 7] = np.nan  # an hour never seen
+    for x in (share, share[:, :1], share[:, :2]):  # odd and even counts, one day, two
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = np.nanmedian(x, axis=1)
+        assert np.array_equal(sg.nanmedian_last(np.moveaxis(x, 1, -1)), expected, equal_nan=True)

@@ -324,3 +324,85 @@ def test_a_feeder_with_only_an_interval_channel_still_balances_its_area(loaded):
     # the same totals the register gave, to the meter's resolution
     both = full & np.isfinite(before.feeders[code][: after.n_days])
     assert np.nanmedian(np.abs(daily[both] / before.feeders[code][: after.n_days][both] - 1)) < 0.02
+
+
+#: What the loader summed at ranking time before ``hourly_series`` (migration 0027): every interval
+#: in the hour it covers, per meter and hour, straight from ``reading``. The series must give the same.
+RAW_HOURS = """
+SELECT r.meter_id, floor((date_part('epoch', r.ts) - %(lo_s)s - coalesce(c.interval_s, 900)) / 3600.0)::int8 AS hour,
+       sum(r.value)
+FROM reading r JOIN channel c ON c.id = r.channel_id
+WHERE r.meter_id = ANY(%(ids)s) AND r.channel_id = ANY(%(ch)s::smallint[])
+  AND r.ts > %(lo)s AND r.ts <= %(hi)s
+GROUP BY 1, 2
+"""
+
+
+def test_hourly_series_give_the_hours_summed_from_the_readings(loaded):
+    import numpy as np
+
+    from analytics.theft.store import INTERVAL_CHANNELS, _channel_ids, _HourlyReader, load_from_database
+    from releve.db import refresh_hourly
+
+    db, _ = loaded
+    assert refresh_hourly(db.url) == (0, 0)  # the importer refreshed it: nothing new
+    with db.connect() as conn:
+        data = load_from_database(conn)
+        ids = [int(i) for i in data.meter_ids]
+        channels = _channel_ids(conn, INTERVAL_CHANNELS)
+        lo = datetime(data.first_day.year, data.first_day.month, data.first_day.day, tzinfo=UTC)
+        hi = lo + (data.n_days * 24) * (datetime(2000, 1, 1, 1) - datetime(2000, 1, 1))
+        expected = np.zeros((len(ids), data.n_days * 24))
+        seen = np.zeros(expected.shape, dtype=bool)
+        row = {m: k for k, m in enumerate(ids)}
+        for meter, hour, value in conn.execute(
+            RAW_HOURS, {"lo_s": lo.timestamp(), "ids": ids, "ch": channels, "lo": lo, "hi": hi}
+        ):
+            if 0 <= hour < data.n_days * 24:
+                expected[row[meter], hour] += value
+                seen[row[meter], hour] = True
+        expected = expected.reshape(len(ids), data.n_days, 24)
+        expected[~seen.reshape(expected.shape).all(axis=2)] = np.nan
+        got = _HourlyReader(conn, channels, lo, hi, data.n_days).read(ids)
+    assert np.isfinite(got).sum() > 0.5 * got.size
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(data.hourly, expected)
+
+
+def test_the_hourly_series_texture_floor_is_the_analytics_one():
+    import importlib
+
+    from analytics.theft.data import TEXTURE_FLOOR
+
+    migration = importlib.import_module("releve.migrations.0027_hourly_series")
+    assert migration.TEXTURE_FLOOR == TEXTURE_FLOOR
+
+
+@pytest.mark.db
+def test_hourly_series_follow_the_batches_landed_since_the_last_refresh(db):
+    """Quarter-hours, end-stamped: each counts in the hour it covers; a later batch fills its days in."""
+    import math
+    from datetime import timedelta
+
+    from ingest import BatchWriter
+    from releve.db import refresh_hourly
+    from releve.model import Reading
+
+    db.add_meters(["M1"])
+    t0 = datetime(2025, 3, 1, tzinfo=UTC)
+    quarter = timedelta(minutes=15)
+    first = [Reading("M1", "1-0:1.29.0", t0 + quarter * (k + 1), 0.1 * (k % 4 + 1), "kWh") for k in range(96)]
+    with BatchWriter(db.url, db.settings) as writer:
+        writer.write(first[:48])  # the day's first half
+    assert refresh_hourly(db.url)[0] == 1
+    with BatchWriter(db.url, db.settings) as writer:
+        writer.write(first[48:])  # the rest, in a second batch
+    assert refresh_hourly(db.url)[0] == 1
+    assert refresh_hourly(db.url) == (0, 0)  # nothing new
+    with db.connect() as conn:
+        rows = conn.execute("SELECT day::text, value, texture FROM hourly_series ORDER BY day").fetchall()
+    assert [r[0] for r in rows] == ["2025-03-01"]
+    assert rows[0][1] == pytest.approx([1.0] * 24)  # 0.1 + 0.2 + 0.3 + 0.4 in every hour
+    # 96 evenly spaced quarter-hours fill the day; of its 95 steps (+ 0.01 kWh each side) 24 are
+    # ln(0.41 / 0.31), 24 ln(0.31 / 0.21), 24 ln(0.21 / 0.11) and 23 ln(0.41 / 0.11): the median is the second
+    assert rows[0][2] == pytest.approx(math.log(0.31 / 0.21))
