@@ -1,0 +1,132 @@
+"""The daily series: each meter's and channel's days of a month in one array, kept by the daily refresh.
+
+Theft ranking reads a year of every meter's days. From the daily aggregate that is one row per
+meter, channel and day (36.5 M rows, ≈ 4.5 GB with its index at 100,000 meters × 365 days), and a
+server scan of it took longer than the ranking's whole time budget. ``daily_series`` holds the same
+figures, one row per meter, channel and UTC month with the month's days in a ``float8[31]``: day
+``d`` of the month at ``value[d]``, NaN where the day has no reading (and past the month's end).
+The figure is the one the analytics read: a register's last value of the day, an interval channel's
+sum over the day (``instant`` channels are left out). Every array has 31 elements, so a row has one
+size and a binary ``COPY`` of the table is one numpy record array (``analytics/theft/store.py``).
+
+``daily_read_count`` holds the readings per UTC day over the whole fleet (the span of the data and
+whether its last day is partial, without a scan of the aggregate).
+
+Both are kept by ``refresh_daily_series(from, to)``, over the same days as
+``refresh_daily_reading(from, to)`` (which now calls it on both paths, so ``releve db refresh``
+and the loader keep them in step): the days refreshed are rebuilt from the daily aggregate and
+laid into the month rows they fall in (the rest of each row is kept), so its cost follows the
+refreshed days, not the history. Readings are append-only, so a refreshed day only gains rows.
+The upgrade builds both from the aggregate already there.
+"""
+
+from __future__ import annotations
+
+from psycopg import Connection, sql
+
+from releve.migrate import MigrationContext
+
+DDL = """
+CREATE TABLE daily_series (
+    meter_id    integer NOT NULL,
+    channel_id  smallint NOT NULL,
+    month       date NOT NULL CHECK (extract(day FROM month) = 1),
+    value       double precision[] NOT NULL CHECK (cardinality(value) = 31),
+    PRIMARY KEY (meter_id, channel_id, month)
+);
+COMMENT ON TABLE daily_series IS
+    'Per meter, channel and UTC month: value[d] = day d''s last register value or interval sum (NaN: no reading).';
+
+CREATE TABLE daily_read_count (
+    day  timestamptz PRIMARY KEY,
+    n    bigint NOT NULL
+);
+COMMENT ON TABLE daily_read_count IS 'Readings per UTC day over all meters and channels (kept with daily_series).';
+
+-- A month's 31 days from the days that have a value (day of the month, ascending) and their values.
+CREATE FUNCTION month_days(days integer[], vals double precision[]) RETURNS double precision[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN days[cardinality(days)] - days[1] + 1 = cardinality(days)  -- no gap: pad both ends
+           THEN array_fill('NaN'::float8, ARRAY[days[1] - 1]) || vals
+                || array_fill('NaN'::float8, ARRAY[31 - days[cardinality(days)]])
+           ELSE ARRAY(SELECT coalesce(v.val, 'NaN') FROM generate_series(1, 31) g
+                      LEFT JOIN unnest(days, vals) v(day, val) ON v.day = g ORDER BY g)
+           END
+$$;
+
+CREATE FUNCTION refresh_daily_series(from_ts timestamptz, to_ts timestamptz)
+RETURNS integer LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+    -- The days refresh_daily_reading(from_ts, to_ts) refreshes: [lo, hi).
+    lo date := (from_ts AT TIME ZONE 'UTC')::date;
+    hi date := (to_ts AT TIME ZONE 'UTC')::date + 1;
+    lo_ts timestamptz := lo::timestamp AT TIME ZONE 'UTC';
+    hi_ts timestamptz := hi::timestamp AT TIME ZONE 'UTC';
+    rows integer;
+BEGIN
+    DELETE FROM daily_read_count c WHERE c.day >= lo_ts AND c.day < hi_ts;
+    -- One pass over the refreshed days of the aggregate for both: the readings per day, and the
+    -- days of each month row, which replace its slice [lo, hi) (the row's other days stay).
+    WITH fresh AS MATERIALIZED (
+        SELECT d.meter_id, d.channel_id, d.day, d.n, c.kind,
+               CASE c.kind WHEN 'interval' THEN d.total ELSE d.last_value END AS value
+        FROM daily_reading d JOIN channel c ON c.id = d.channel_id
+        WHERE d.day >= lo_ts AND d.day < hi_ts),
+    counted AS (INSERT INTO daily_read_count SELECT f.day, sum(f.n) FROM fresh f GROUP BY f.day)
+    INSERT INTO daily_series AS s (meter_id, channel_id, month, value)
+    SELECT f.meter_id, f.channel_id, t.month,
+           month_days(array_agg(t.dom ORDER BY f.day), array_agg(f.value ORDER BY f.day))
+    FROM fresh f
+    CROSS JOIN LATERAL (SELECT date_trunc('month', f.day AT TIME ZONE 'UTC')::date AS month,
+                               extract(day FROM f.day AT TIME ZONE 'UTC')::integer AS dom) t
+    WHERE f.kind IN ('register', 'interval')
+    GROUP BY f.meter_id, f.channel_id, t.month
+    ON CONFLICT (meter_id, channel_id, month) DO UPDATE
+    SET value = s.value[:greatest(lo - s.month, 0)]
+                || EXCLUDED.value[greatest(lo - s.month, 0) + 1 : least(hi - s.month, 31)]
+                || s.value[least(hi - s.month, 31) + 1 :];
+    GET DIAGNOSTICS rows = ROW_COUNT;
+    RETURN rows;
+END $$;
+"""
+
+#: ``refresh_daily_reading`` as in 0011, and then the series over the same days.
+PLAIN = """
+CREATE OR REPLACE PROCEDURE refresh_daily_reading(from_ts timestamptz, to_ts timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+    lo timestamptz := date_trunc('day', from_ts AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+    hi timestamptz := (date_trunc('day', to_ts AT TIME ZONE 'UTC') + interval '1 day') AT TIME ZONE 'UTC';
+BEGIN
+    DELETE FROM daily_reading WHERE day >= lo AND day < hi;
+    INSERT INTO daily_reading
+    SELECT meter_id, channel_id,
+           date_trunc('day', ts AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS day,
+           count(*), sum(value), min(value), max(value),
+           (array_agg(value ORDER BY ts))[1], (array_agg(value ORDER BY ts DESC))[1]
+    FROM reading WHERE ts >= lo AND ts < hi
+    GROUP BY 1, 2, 3;
+    PERFORM refresh_daily_series(from_ts, to_ts);
+END $$;
+"""
+
+TIMESCALE = """
+CREATE OR REPLACE PROCEDURE refresh_daily_reading(from_ts timestamptz, to_ts timestamptz)
+LANGUAGE plpgsql AS $$
+BEGIN
+    CALL refresh_continuous_aggregate('daily_reading', from_ts, to_ts + interval '1 day');
+    PERFORM refresh_daily_series(from_ts, to_ts);
+END $$;
+"""
+
+
+def upgrade(conn: Connection, ctx: MigrationContext) -> None:
+    """Create the series and the per-day counts, have the refresh keep them, build them from the aggregate."""
+    conn.execute(DDL.encode())
+    conn.execute((TIMESCALE if ctx.timescale else PLAIN).encode())
+    writer, _, editor = (sql.Identifier(r) for r in ctx.roles)
+    for role in (writer, editor):
+        conn.execute(
+            sql.SQL("GRANT EXECUTE ON FUNCTION refresh_daily_series(timestamptz, timestamptz) TO {}").format(role)
+        )
+    conn.execute("SELECT refresh_daily_series(min(day), max(day)) FROM daily_reading HAVING count(*) > 0")
