@@ -51,7 +51,7 @@ from analytics.theft.signals import longest_true_run
 from releve.arrays import FloatArray, IntArray
 from releve.db import connect, editor_role, reader_role, refresh_daily
 from releve.model import COMMODITY_CHANNELS
-from releve.pgbinary import HEADER_BYTES, copy_blocks, copy_rows
+from releve.pgbinary import HEADER_BYTES, copy_blocks, copy_rows, row_dtype
 from releve.settings import Settings
 
 IMPORT_CHANNELS = tuple(ch.register for ch in COMMODITY_CHANNELS.values())
@@ -222,29 +222,11 @@ def _lay_over(grid: FloatArray, lookup: IntArray, edited: list[tuple[int, date, 
 
 
 #: One row of ``daily_series`` in a binary COPY: meter, channel, month (a ``date``: days since
-#: 2000-01-01) and the month's days, a one-dimensional ``float8`` array (its header, then each
-#: element's length word and value; day ``d`` of the month at ``d - 1``, NaN: no reading). Every
-#: array has :data:`_SERIES_DAYS` elements (migration 0026), so every row has this size and the
-#: COPY's body is one record array: no Python step per row.
+#: 2000-01-01) and the month's days, a ``bytea`` of :data:`_SERIES_DAYS` big-endian ``float8``
+#: (day ``d`` of the month at ``d - 1``, NaN: no reading). Every row has this size (migration
+#: 0026), so the COPY's body is one record array: no Python step per row.
 _SERIES_DAYS = 31
-_SERIES_ROW = np.dtype(
-    [
-        ("n", ">i2"),
-        ("l1", ">i4"),
-        ("meter_id", ">i4"),
-        ("l2", ">i4"),
-        ("channel_id", ">i2"),
-        ("l3", ">i4"),
-        ("month", ">i4"),
-        ("l4", ">i4"),
-        ("ndim", ">i4"),
-        ("has_null", ">i4"),
-        ("element_type", ">u4"),
-        ("length", ">i4"),
-        ("lower", ">i4"),
-        ("day", _ELEMENT_F8, (_SERIES_DAYS,)),
-    ]
-)
+_SERIES_ROW = row_dtype(("meter_id", ">i4"), ("channel_id", ">i2"), ("month", ">i4"), ("day", f"({_SERIES_DAYS},)>f8"))
 
 
 def _series_blocks(
@@ -264,14 +246,13 @@ def _series_blocks(
         _SERIES_ROW,
         block_rows,
     ):
-        width = _ARRAY_HEADER + _SERIES_DAYS * _ELEMENT_F8.itemsize
-        if not ((rec["n"] == 4) & (rec["l4"] == width) & (rec["ndim"] == 1) & (rec["length"] == _SERIES_DAYS)).all():
-            raise ValueError(f"daily_series rows are not {_SERIES_DAYS}-day float8 arrays (see migration 0026)")
+        if not ((rec["n"] == 4) & (rec["l4"] == _SERIES_DAYS * 8)).all():
+            raise ValueError(f"daily_series rows are not {_SERIES_DAYS} float8 a month (see migration 0026)")
         yield (
             rec["meter_id"].astype(np.int64),
             rec["channel_id"].astype(np.int64),
             rec["month"].astype(np.int64),
-            rec["day"]["v"].astype(np.float64),
+            rec["day"].astype(np.float64),
         )
 
 
