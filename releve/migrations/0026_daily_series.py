@@ -47,7 +47,9 @@ CREATE TABLE daily_read_count (
 );
 COMMENT ON TABLE daily_read_count IS 'Readings per UTC day over all meters and channels (kept with daily_series).';
 
-CREATE FUNCTION refresh_daily_series(from_ts timestamptz, to_ts timestamptz)
+-- source: the daily aggregate, or rows of its shape holding (at least) the days [lo, hi) just
+-- aggregated, so that a refresh that has them at hand does not read the aggregate again.
+CREATE FUNCTION refresh_daily_series(from_ts timestamptz, to_ts timestamptz, source regclass DEFAULT 'daily_reading')
 RETURNS integer LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
 DECLARE
     -- The days refresh_daily_reading(from_ts, to_ts) refreshes: [lo, hi).
@@ -61,16 +63,17 @@ BEGIN
     DELETE FROM daily_read_count c WHERE c.day >= lo_ts AND c.day < hi_ts;
     -- One pass over the refreshed days of the aggregate for both: the readings per day, and the
     -- days of each month row, which replace its slice [lo, hi) (the row's other days stay).
+    EXECUTE format($sql$
     WITH fresh AS MATERIALIZED (
         SELECT d.meter_id, d.channel_id, d.day, d.n, c.kind,
                CASE c.kind WHEN 'interval' THEN d.total ELSE d.last_value END AS value
-        FROM daily_reading d JOIN channel c ON c.id = d.channel_id
-        WHERE d.day >= lo_ts AND d.day < hi_ts),
+        FROM %s d JOIN channel c ON c.id = d.channel_id
+        WHERE d.day >= $1 AND d.day < $2),
     counted AS (INSERT INTO daily_read_count SELECT f.day, sum(f.n) FROM fresh f GROUP BY f.day),
     -- Each day's value after the NaNs of the days without one since the previous day of its month.
     days AS (
         SELECT f.meter_id, f.channel_id, f.day, t.month, t.dom,
-               substring(nan FROM 1 FOR 8 * (t.dom - 1 - coalesce(
+               substring($5 FROM 1 FOR 8 * (t.dom - 1 - coalesce(
                    lag(t.dom) OVER (PARTITION BY f.meter_id, f.channel_id, t.month ORDER BY f.day), 0)))
                || float8send(f.value) AS bytes
         FROM fresh f
@@ -79,20 +82,22 @@ BEGIN
         WHERE f.kind IN ('register', 'interval'))
     INSERT INTO daily_series AS s (meter_id, channel_id, month, value)
     SELECT meter_id, channel_id, month,
-           string_agg(bytes, ''::bytea ORDER BY day) || substring(nan FROM 1 FOR 8 * (31 - max(dom)))
+           string_agg(bytes, ''::bytea ORDER BY day) || substring($5 FROM 1 FOR 8 * (31 - max(dom)))
     FROM days
     GROUP BY meter_id, channel_id, month
     ON CONFLICT (meter_id, channel_id, month) DO UPDATE
-    SET value = substring(s.value FROM 1 FOR 8 * greatest(lo - s.month, 0))
-                || substring(EXCLUDED.value FROM 8 * greatest(lo - s.month, 0) + 1
-                             FOR 8 * (least(hi - s.month, 31) - greatest(lo - s.month, 0)))
-                || substring(s.value FROM 8 * least(hi - s.month, 31) + 1);
+    SET value = substring(s.value FROM 1 FOR 8 * greatest($3 - s.month, 0))
+                || substring(EXCLUDED.value FROM 8 * greatest($3 - s.month, 0) + 1
+                             FOR 8 * (least($4 - s.month, 31) - greatest($3 - s.month, 0)))
+                || substring(s.value FROM 8 * least($4 - s.month, 31) + 1)
+    $sql$, source) USING lo_ts, hi_ts, lo, hi, nan;
     GET DIAGNOSTICS rows = ROW_COUNT;
     RETURN rows;
 END $$;
 """
 
-#: ``refresh_daily_reading`` as in 0011, and then the series over the same days.
+#: ``refresh_daily_reading`` as in 0011 (the days aggregated into a temporary table first), then the
+#: series over the same days from that table.
 PLAIN = """
 CREATE OR REPLACE PROCEDURE refresh_daily_reading(from_ts timestamptz, to_ts timestamptz)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
@@ -100,15 +105,19 @@ DECLARE
     lo timestamptz := date_trunc('day', from_ts AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
     hi timestamptz := (date_trunc('day', to_ts AT TIME ZONE 'UTC') + interval '1 day') AT TIME ZONE 'UTC';
 BEGIN
-    DELETE FROM daily_reading WHERE day >= lo AND day < hi;
-    INSERT INTO daily_reading
+    -- The days aggregated once, into the aggregate and from there into the series (no second pass
+    -- over the aggregate, which has no index on the day).
+    CREATE TEMP TABLE daily_fresh ON COMMIT DROP AS
     SELECT meter_id, channel_id,
            date_trunc('day', ts AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS day,
-           count(*), sum(value), min(value), max(value),
-           (array_agg(value ORDER BY ts))[1], (array_agg(value ORDER BY ts DESC))[1]
+           count(*)::integer AS n, sum(value) AS total, min(value) AS min_value, max(value) AS max_value,
+           (array_agg(value ORDER BY ts))[1] AS first_value, (array_agg(value ORDER BY ts DESC))[1] AS last_value
     FROM reading WHERE ts >= lo AND ts < hi
     GROUP BY 1, 2, 3;
-    PERFORM refresh_daily_series(from_ts, to_ts);
+    DELETE FROM daily_reading WHERE day >= lo AND day < hi;
+    INSERT INTO daily_reading SELECT * FROM daily_fresh;
+    PERFORM refresh_daily_series(from_ts, to_ts, 'pg_temp.daily_fresh');
+    DROP TABLE daily_fresh;  -- (a second call in the same transaction makes it again)
 END $$;
 """
 
@@ -129,6 +138,8 @@ def upgrade(conn: Connection, ctx: MigrationContext) -> None:
     writer, _, editor = (sql.Identifier(r) for r in ctx.roles)
     for role in (writer, editor):
         conn.execute(
-            sql.SQL("GRANT EXECUTE ON FUNCTION refresh_daily_series(timestamptz, timestamptz) TO {}").format(role)
+            sql.SQL("GRANT EXECUTE ON FUNCTION refresh_daily_series(timestamptz, timestamptz, regclass) TO {}").format(
+                role
+            )
         )
     conn.execute("SELECT refresh_daily_series(min(day), max(day)) FROM daily_reading HAVING count(*) > 0")
