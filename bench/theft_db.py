@@ -26,6 +26,11 @@ Each figure is one process, timed from start to exit, its peak resident memory r
   the last 30 days against the first 45, from the same data) and a numpy sort — no signals, no
   explanations: the floor of reading the data once.
 
+Setup, printed but not part of the figures above: the daily refresh of one new day for the whole
+fleet (``refresh_daily_reading``: the aggregate, then the daily series the ranking reads, migration
+0026) beside the same refresh before 0026 (:func:`refresh_costs`). The daily data set is written
+straight into the aggregate, its series built from it whole.
+
 Acceptance (issue 18): 100,000 meters × 365 days < 30 s daily-only, < 60 s with hourly data, peak
 memory < 4 GB. The machine is shared: say when figures were measured under load.
 """
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -41,6 +47,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import psycopg
@@ -262,11 +269,65 @@ def land(url: str, meters: int, days: int, hourly: bool, seed: int = 18) -> tupl
                 )
                 _copy_in(conn, "daily_reading", DAILY_ROW, rec)
             rows += values.size
-        if hourly:
+        if hourly:  # the aggregate and the daily series kept from it
             conn.execute("CALL refresh_daily_reading(%s, %s)", (first, end + timedelta(days=1)))
             conn.execute("SELECT refresh_hourly_series(%s, %s)", (first, end + timedelta(days=1)))
+        else:  # the aggregate was written directly: the daily series from it, whole
+            t0 = time.perf_counter()
+            conn.execute("SELECT refresh_daily_series(%s, %s)", (first, end))
+            print(f"  (daily series built whole from the aggregate in {time.perf_counter() - t0:.0f} s: setup, once)")
         conn.execute("VACUUM ANALYZE")
     return rows, time.perf_counter() - started
+
+
+def _migration(name: str) -> ModuleType:
+    """A migration module of ``releve/migrations`` (for the refresh procedure it defines)."""
+    spec = importlib.util.spec_from_file_location(name, migrate.MIGRATIONS_DIR / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def refresh_costs(url: str) -> None:
+    """Print what the daily refresh of one new day for the whole fleet costs now and before the daily series.
+
+    Setup, not part of ``releve theft rank``: the refresh runs when data lands (``releve db
+    refresh``, the loader, the demo). In one transaction, rolled back: the last day's reads are
+    written into ``reading`` again, then ``refresh_daily_reading`` over that day as it was (migration
+    0011: the aggregate alone; not counted: it brings the aggregate into the cache, which made the
+    first refresh measured 3 × slower at 100,000 meters), as it is now (the aggregate and the daily
+    series, migration 0026), and as it was again. The plain PostgreSQL procedures.
+    """
+    now = _migration("0026_daily_series").PLAIN
+    before = _migration("0011_daily_refresh").PLAIN.replace("CREATE PROCEDURE", "CREATE OR REPLACE PROCEDURE")
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT max(day) FROM daily_read_count").fetchone()
+        assert row is not None and row[0] is not None
+        day = row[0]
+        conn.execute("SELECT ensure_reading_partitions(%s, %s)", (day, day + timedelta(days=1)))
+        conn.execute(
+            """INSERT INTO reading (meter_id, channel_id, ts, value, unit_id, source_id, read_type_id, received_at,
+                                    batch_id)
+               SELECT d.meter_id, d.channel_id, d.day + interval '23 hours', d.last_value,
+                      (SELECT min(id) FROM unit), (SELECT min(id) FROM reading_source), (SELECT min(id) FROM read_type),
+                      now(), (SELECT min(id) FROM ingest_batch)
+               FROM daily_reading d WHERE d.day = %s AND d.n = 1
+               ON CONFLICT DO NOTHING""",
+            (day,),
+        )
+        seconds = []
+        for procedure in (before, now, before):
+            conn.execute(procedure.encode())
+            t0 = time.perf_counter()
+            conn.execute("CALL refresh_daily_reading(%s, %s)", (day, day))
+            seconds.append(time.perf_counter() - t0)
+        conn.rollback()
+    _, with_series, without = seconds
+    print(
+        f"  refresh of one new day (setup): {with_series:6.1f} s with the daily series, {without:.1f} s "
+        f"without (before 0026): {with_series - without:+.1f} s"
+    )
 
 
 #: Starts the measured process and reports its own peak memory. Through this small process, not from
@@ -398,7 +459,10 @@ def kept_database(keep: Path, label: str, meters: int, days: int) -> Iterator[tu
             with psycopg.connect(server.url(), autocommit=True) as conn:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            migrate.upgrade(url, settings)
+        started = time.perf_counter()
+        migrate.upgrade(url, settings)  # a database kept from an older schema is brought up to date
+        if landed and time.perf_counter() - started > 1:
+            print(f"\n(schema migrations applied to the kept {name} in {time.perf_counter() - started:.0f} s)")
         yield url, settings, f"kept in {keep}, {server.version()}", landed
     finally:
         server.stop()
@@ -425,6 +489,7 @@ def run(label: str, meters: int, days: int, hourly: bool, legacy: bool, keep: Pa
                 f"{secs:.0f} s ({where})"
             )
         measure(url, settings, label, meters, days, legacy)
+        refresh_costs(url)
 
 
 def main() -> None:

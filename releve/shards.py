@@ -49,6 +49,7 @@ DISTRIBUTED = (
     "reading_conflict",
     "meter_event",
     "daily_reading",
+    "daily_series",
     "vee_exception",
     "reading_version",
     "reading_freeze",

@@ -8,12 +8,15 @@ hourly interval sums for the profile signals, ``meter_event`` rows, each area's 
 meter and technical-loss percentage, and from VEE the open index-inconsistency exceptions
 (``NEGATIVE``, ``SUM_CHECK``, ``MULTIPLIER``) and the longest run of estimated days.
 
-Columnar: the daily aggregate comes in one binary ``COPY`` with one row per meter and channel
-(its days and values in arrays, :func:`_array_rows`) laid straight into numpy grids; the hourly
-sums are made by the database, one row per meter with its hours in arrays, and read a group of
-whole areas at a time while the ranking runs (:class:`analytics.theft.data.LazyHourly`), so
-neither a Python object (nor a CopyData message) per reading nor a meters × days × 24 array for
-the whole fleet is ever built.
+Columnar: the daily figures come from the daily series (migration 0026: one row per meter,
+channel and month, the month's days in a 31-element array, kept by the daily refresh) in one
+binary ``COPY`` whose rows all have one size, so its body is read as numpy record arrays
+(:func:`_series_blocks`) and laid straight into the grids; the span of the data comes from the
+readings per day (``daily_read_count``). The hourly sums are made by the database, one row per
+meter with its hours in arrays (:func:`_array_rows`), and read a group of whole areas at a time
+while the ranking runs (:class:`analytics.theft.data.LazyHourly`), so neither a Python object
+(nor a CopyData message) per reading nor a meters × days × 24 array for the whole fleet is ever
+built.
 
 Runs, candidates and outcomes are written as the editor role (``database.use_roles``).
 """
@@ -47,7 +50,7 @@ from analytics.theft.signals import longest_true_run
 from releve.arrays import FloatArray, IntArray
 from releve.db import connect, editor_role, reader_role, refresh_daily, refresh_hourly
 from releve.model import COMMODITY_CHANNELS
-from releve.pgbinary import HEADER_BYTES, copy_rows
+from releve.pgbinary import HEADER_BYTES, copy_blocks, copy_rows, row_dtype
 from releve.settings import Settings
 
 IMPORT_CHANNELS = tuple(ch.register for ch in COMMODITY_CHANNELS.values())
@@ -65,13 +68,13 @@ def _period(conn: psycopg.Connection, start: date | None, end: date | None, days
     if start is not None and end is not None:  # nothing to look up
         if end <= start:
             raise StoreError(f"empty period {start} … {end}")
-        if conn.execute("SELECT EXISTS (SELECT 1 FROM daily_reading)").fetchone() != (True,):
+        if conn.execute("SELECT EXISTS (SELECT 1 FROM daily_read_count)").fetchone() != (True,):
             raise StoreError("no readings in the database")
         return start, end
-    # The daily aggregate knows the span of the data without scanning every reading: one pass over
-    # it gives the first and last day and the reads of the last two (365 rows a year of data).
+    # The readings per day (kept with the daily series, migration 0026: 365 rows a year of data)
+    # give the first and last day and the reads of the last two.
     per_day: dict[date, int] = defaultdict(int)
-    for day, n in conn.execute("SELECT day, sum(n) FROM daily_reading GROUP BY day").fetchall():
+    for day, n in conn.execute("SELECT day, n FROM daily_read_count").fetchall():
         per_day[day.astimezone(UTC).date()] += int(n or 0)
     if not per_day:
         raise StoreError("no readings in the database")
@@ -97,8 +100,6 @@ _ELEMENT_I8 = np.dtype([("l", ">i4"), ("v", ">i8")])
 _ELEMENT_F8 = np.dtype([("l", ">i4"), ("v", ">f8")])
 #: A one-dimensional binary array's header: dimensions, NULL flag, element type, length, lower bound.
 _ARRAY_HEADER = 20
-#: Microseconds a day (``timestamptz`` in binary: microseconds since 2000-01-01 UTC).
-_DAY_US = 86_400_000_000
 
 
 def _array_rows(
@@ -256,11 +257,44 @@ def _lay_over(grid: FloatArray, lookup: IntArray, edited: list[tuple[int, date, 
             grid[k, j] = v
 
 
+#: One row of ``daily_series`` in a binary COPY: meter, channel, month (a ``date``: days since
+#: 2000-01-01) and the month's days, a ``bytea`` of :data:`_SERIES_DAYS` big-endian ``float8``
+#: (day ``d`` of the month at ``d - 1``, NaN: no reading). Every row has this size (migration
+#: 0026), so the COPY's body is one record array: no Python step per row.
+_SERIES_DAYS = 31
+_SERIES_ROW = row_dtype(("meter_id", ">i4"), ("channel_id", ">i2"), ("month", ">i4"), ("day", f"({_SERIES_DAYS},)>f8"))
+
+
+def _series_blocks(
+    conn: psycopg.Connection, channels: list[int], first: date, last: date, block_rows: int = 1 << 15
+) -> Iterator[tuple[IntArray, IntArray, IntArray, FloatArray]]:
+    """``daily_series`` rows of ``channels`` for the months ``first`` … ``last``, ``block_rows`` at a time.
+
+    Yields (meter, channel, month's first day as a PostgreSQL day number, rows × 31 values). One
+    binary COPY with neither a sort nor a grouping: the rows stream from the table as stored.
+    """
+    for rec in copy_blocks(
+        conn,
+        """COPY (SELECT meter_id, channel_id, month, value FROM daily_series
+                 WHERE channel_id = ANY(%s::smallint[]) AND month >= %s AND month <= %s)
+           TO STDOUT (FORMAT binary)""",
+        (channels, first, last),
+        _SERIES_ROW,
+        block_rows,
+    ):
+        if not ((rec["n"] == 4) & (rec["l4"] == _SERIES_DAYS * 8)).all():
+            raise ValueError(f"daily_series rows are not {_SERIES_DAYS} float8 a month (see migration 0026)")
+        yield (
+            rec["meter_id"].astype(np.int64),
+            rec["channel_id"].astype(np.int64),
+            rec["month"].astype(np.int64),
+            rec["day"].astype(np.float64),
+        )
+
+
 def _register_grids(
     conn: psycopg.Connection,
     start: date,
-    lo: datetime,
-    hi: datetime,
     n_days: int,
     row_of: IntArray,
     m: int,
@@ -271,10 +305,10 @@ def _register_grids(
     """Last register value per day (NaN: no read): customers' import, their export, feeders' import.
 
     The export grid is None when no export register value came. One binary COPY of the daily
-    aggregate (one row per meter and channel, however often meters are read), laid into the
-    grids a block at a time. Also whether any import register value came,
-    and the meters with a day of the ``interval`` channels around the period (a superset of those
-    with an interval in it: the same scan, instead of a second one).
+    series (one row per meter, channel and month, however often meters are read: migration
+    0026), laid into the grids a block at a time. Also whether any import register value came,
+    and the meters with a day of the ``interval`` channels from the day before the period to the
+    day after it (a superset of those with an interval in it: the same read, instead of a second one).
     """
     imp = np.asarray(_channel_ids(conn, IMPORT_CHANNELS), dtype=np.int64)
     exp = np.asarray(_channel_ids(conn, EXPORT_CHANNELS), dtype=np.int64)
@@ -283,46 +317,28 @@ def _register_grids(
     feeder = np.full((n_feeders, n_days), np.nan)
     any_import = False
     with_interval: set[int] = set()
-    # Grouped in the order of the primary key (meter, channel, day): the rows stream from the index
-    # into the arrays, with no sort nor a hash table of the whole period spilled to disk. (Both
-    # arrays are built from the same rows in the same order: no ORDER BY needed.)
-    conn.execute("SET LOCAL enable_hashagg = off")
     origin = (start - date(2000, 1, 1)).days  # the period's first day in PostgreSQL's day numbers
-    for row_meter, row_channel, meter, channel, stamp, value in _array_rows(
-        conn,
-        """COPY (SELECT d.meter_id, d.channel_id,
-                        array_agg(d.day) FILTER (WHERE d.channel_id = ANY(%(reg)s::smallint[])),
-                        array_agg(d.last_value) FILTER (WHERE d.channel_id = ANY(%(reg)s::smallint[]))
-                 FROM daily_reading d
-                 WHERE (d.channel_id = ANY(%(reg)s::smallint[]) AND d.day >= %(lo)s AND d.day < %(hi)s
-                        AND d.last_value IS NOT NULL)
-                    OR (d.channel_id = ANY(%(int)s::smallint[]) AND d.day >= %(lo1)s AND d.day <= %(hi)s)
-                 GROUP BY d.meter_id, d.channel_id)
-           TO STDOUT (FORMAT binary)""",
-        {
-            "reg": imp.tolist() + exp.tolist(),
-            "int": interval,
-            "lo": lo,
-            "hi": hi,
-            "lo1": lo - timedelta(days=1),
-        },
+    before, after = start - timedelta(days=1), start + timedelta(days=n_days)
+    for meter, channel, month, value in _series_blocks(
+        conn, imp.tolist() + exp.tolist() + interval, before.replace(day=1), after.replace(day=1)
     ):
-        day = stamp // _DAY_US - origin
-        with_interval.update(row_meter[np.isin(row_channel, interval)].tolist())
+        day = (month - origin)[:, None] + np.arange(_SERIES_DAYS)  # each value's day in the period
+        seen = np.isfinite(value)
+        near = seen & (day >= -1) & (day <= n_days)
+        with_interval.update(meter[np.isin(channel, interval) & near.any(axis=1)].tolist())
+        inside = seen & (day >= 0) & (day < n_days)
         is_imp = np.isin(channel, imp)
         is_exp = np.isin(channel, exp)
-        any_import = any_import or bool(is_imp.any())
-        in_period = (day >= 0) & (day < n_days)
-        if export is None and is_exp.any():
+        any_import = any_import or bool(inside[is_imp].any())
+        if export is None and inside[is_exp].any():
             export = np.full((m, n_days), np.nan)
         customer = _rows(row_of, meter)
         for grid, rows, sel in ((daily, customer, is_imp), (export, customer, is_exp), (feeder, None, is_imp)):
             if grid is None:
                 continue
             rows = _rows(feeder_row, meter) if rows is None else rows
-            ok = sel & in_period & (rows >= 0)
-            grid[rows[ok], day[ok]] = value[ok]
-    conn.execute("RESET enable_hashagg")
+            r, d = np.nonzero(inside & (sel & (rows >= 0))[:, None])
+            grid[rows[r], day[r, d]] = value[r, d]
     return daily, export, feeder, any_import, with_interval
 
 
@@ -474,7 +490,7 @@ def load_from_database(
 
     interval_channels = _channel_ids(conn, INTERVAL_CHANNELS)
     last, last_export, feeder_last, any_import, with_interval = _register_grids(
-        conn, start, lo, hi, n_days, row_of, m, feeder_row, len(feeders), interval_channels
+        conn, start, n_days, row_of, m, feeder_row, len(feeders), interval_channels
     )
     imp_edits = _edited_per_day(conn, IMPORT_CHANNELS, lo, hi)
     _lay_over(last, row_of, imp_edits, start)

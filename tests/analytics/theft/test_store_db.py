@@ -308,13 +308,14 @@ def test_a_feeder_with_only_an_interval_channel_still_balances_its_area(loaded):
         ).fetchone()
         assert code in before.feeders_hourly  # the simulated feeder has both channels
         # No register: only the interval channel, as on many substations (readings are append-only,
-        # so the register's days leave the daily aggregate the ranking reads).
-        gone = conn.execute(
-            """DELETE FROM daily_reading d USING channel c WHERE c.id = d.channel_id AND d.meter_id = %s
-               AND c.code = '1-0:1.8.0'""",
-            (feeder,),
-        ).rowcount
-        assert gone > 0
+        # so the register's days leave the daily aggregate and the daily series the ranking reads).
+        for table in ("daily_reading", "daily_series"):
+            gone = conn.execute(
+                f"""DELETE FROM {table} d USING channel c WHERE c.id = d.channel_id AND d.meter_id = %s
+                    AND c.code = '1-0:1.8.0'""",
+                (feeder,),
+            ).rowcount
+            assert gone > 0
         after = load_from_database(conn)
     assert code in after.feeders_hourly
     daily, hourly = after.feeders[code], after.feeders_hourly[code]
