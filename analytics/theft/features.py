@@ -101,6 +101,10 @@ LEVEL_QUANTILE = 0.8
 #: Row-wise signals over more meters than this run a block of rows at a time (:func:`by_rows`).
 ROW_BLOCK = 8_192
 
+#: :func:`analytics.theft.signals.weekly_alternation` runs this many meters at a time: its dozen
+#: passes over a block's meters × days then stay in the processor's cache.
+ALTERNATION_BLOCK = 2_048
+
 _T = TypeVar("_T")
 
 
@@ -109,7 +113,7 @@ def by_rows(fn: Callable[..., _T], *arrays: np.ndarray, rows: int = ROW_BLOCK, *
 
     The same figures as one call (each row's result depends on that row only), but the signal's
     temporaries — several meters × days arrays each — are one block's, not the fleet's: at 100,000
-    meters × 365 days each is 0.3 GB. ``fn`` returns a dataclass of per-row arrays.
+    meters × 365 days each is 0.3 GB. ``fn`` returns a dataclass, or a tuple, of per-row arrays.
     """
     m = arrays[0].shape[0]
     if m <= rows:
@@ -117,15 +121,18 @@ def by_rows(fn: Callable[..., _T], *arrays: np.ndarray, rows: int = ROW_BLOCK, *
     out: dict[str, np.ndarray] = {}
     kind: Any = None
     for a in range(0, m, rows):
-        part = fn(*(x[a : a + rows] for x in arrays), **kw)
+        part: Any = fn(*(x[a : a + rows] for x in arrays), **kw)
         kind = type(part)
-        for f in fields(part):  # type: ignore[arg-type]
-            v = np.asarray(getattr(part, f.name))
-            if f.name not in out:
-                out[f.name] = np.empty((m, *v.shape[1:]), dtype=v.dtype)
-            out[f.name][a : a + rows] = v
-        del part
-    return kind(**out)
+        values = part if isinstance(part, tuple) else [getattr(part, f.name) for f in fields(part)]
+        names = [str(k) for k in range(len(part))] if isinstance(part, tuple) else [f.name for f in fields(part)]
+        for name, value in zip(names, values, strict=True):
+            v = np.asarray(value)
+            if name not in out:
+                out[name] = np.empty((m, *v.shape[1:]), dtype=v.dtype)
+            out[name][a : a + rows] = v
+        del part, values
+    result: Any = tuple(out.values()) if kind is tuple else kind(**out)
+    return result
 
 
 def _codes(values: np.ndarray) -> IntArray:
@@ -370,7 +377,7 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
             marks[n] = share[:, j]
             mark_runs[n] = (offset + 7 * mw0[:, j], offset + 7 * mw1[:, j])
 
-    alternate_weeks, alt_first, alt_end = sg.weekly_alternation(values, season)
+    alternate_weeks, alt_first, alt_end = by_rows(sg.weekly_alternation, values, season, rows=ALTERNATION_BLOCK)
     reversed_run = np.zeros(m)
     reversed_days = None
     if hs.reversed is not None:

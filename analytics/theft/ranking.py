@@ -45,7 +45,8 @@ def _r(x: float, nd: int = 3) -> float | None:
 
 
 def _series(a: np.ndarray) -> list[float | None]:
-    return [_r(float(v)) for v in a]
+    """Each value rounded to 3 decimals as :func:`_r` rounds it (None where not finite)."""
+    return [round(v, 3) if math.isfinite(v) else None for v in np.asarray(a, dtype=float).tolist()]
 
 
 @dataclass
@@ -179,7 +180,8 @@ class Ranking:
         """Candidate ``i`` with its reasons in words and the evidence behind them."""
         d = self.data
         reasons, evidence = explain(self, i)
-        inputs = {n: float(v) for n, v in zip(INPUT_NAMES, self.inputs()[i], strict=True)}
+        row = [*self.features.X[i].tolist(), float(self.rule[i]), float(self.forest[i])]  # this meter's self.inputs()
+        inputs = dict(zip(INPUT_NAMES, row, strict=True))
         lat, lon = float(d.latitude[i]), float(d.longitude[i])
         return Candidate(
             rank=rank,

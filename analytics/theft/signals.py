@@ -8,6 +8,7 @@ none touches a database or a file, so each is unit-tested on a small hand-built 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,18 +33,53 @@ EVENT_WEIGHTS: dict[str, float] = {
 def row_quantile(x: FloatArray, q: float) -> FloatArray:
     """Quantile ``q`` of each row ignoring NaN (NaN for an all-NaN row).
 
-    Linear interpolation, as numpy's default; one sort of the whole array instead of a Python loop
-    over rows (``np.nanquantile`` along an axis loops).
+    Linear interpolation, as numpy's default (``v_lo + (v_hi − v_lo) · frac``); the two order
+    statistics come from :func:`row_ranks` (a partition, not a sort, of the rows).
     """
-    s = np.sort(np.where(np.isfinite(x), x, np.nan), axis=1)  # NaN sort last
+    x = np.where(np.isfinite(x), x, np.nan)
     n = np.isfinite(x).sum(axis=1)
     pos = q * np.maximum(n - 1, 0)
     lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
-    v_lo = np.take_along_axis(s, lo[:, None], axis=1)[:, 0]
-    v_hi = np.take_along_axis(s, hi[:, None], axis=1)[:, 0]
+
+    def ranks(c: int) -> tuple[int, int]:
+        below = int(np.floor(q * max(c - 1, 0)))
+        return below, min(below + 1, max(c - 1, 0))
+
+    v_lo, v_hi = row_ranks(x, n, ranks)
     out = v_lo + (v_hi - v_lo) * (pos - lo)
     return np.where(n > 0, out, np.nan)
+
+
+def row_ranks(x: FloatArray, n: IntArray, ranks: Callable[[int], tuple[int, int]]) -> tuple[FloatArray, FloatArray]:
+    """Per row, the values at ranks ``ranks(n)`` (``a`` and ``a`` or ``a + 1``) of its values sorted.
+
+    ``n`` is each row's number of values that are not NaN (NaN sort last). Rows of the same count
+    share their ranks: each count's rows are partitioned once at ``a`` (``np.partition``: the value
+    a full sort puts there, in linear time) and the next rank is the smallest value right of it.
+    Rows without a value give NaN.
+    """
+    m = x.shape[0]
+    first = np.full(m, np.nan)
+    second = np.full(m, np.nan)
+    order = np.argsort(n, kind="stable")
+    counts, starts = np.unique(n[order], return_index=True)
+    for c, lo, hi in zip(counts, starts, np.r_[starts[1:], m][: counts.size], strict=True):
+        if c <= 0:
+            continue
+        a, b = ranks(int(c))
+        rows = slice(None) if counts.size == 1 else order[lo:hi]
+        part = np.partition(x[rows], a, axis=1)
+        first[rows] = part[:, a]
+        second[rows] = part[:, a] if b == a else np.fmin.reduce(part[:, a + 1 :], axis=1)
+    return first, second
+
+
+def nanmedian_rows(x: FloatArray) -> FloatArray:
+    """``np.nanmedian(x, axis=1)`` to the bit (the two middle values' sum over 2), without its sort or warnings."""
+    x = np.asarray(x, dtype=float)
+    n = (~np.isnan(x)).sum(axis=1)
+    lo, hi = row_ranks(x, n, lambda c: ((c - 1) // 2, c // 2))
+    return (lo + hi) / 2.0
 
 
 def _nanmedian_rows(x: FloatArray) -> FloatArray:
@@ -57,20 +93,19 @@ def box_lstsq2(x: FloatArray, y: FloatArray, lo: tuple[float, float], hi: tuple[
     The optimum is the unconstrained one when it is inside the box, else on an edge of it: every
     edge (one coefficient at a bound, the other solved and clipped) and corner is tried.
     """
-    best = np.array([np.clip(0.0, lo[0], hi[0]), np.clip(0.0, lo[1], hi[1])])
+    best = np.array([_clip(0.0, lo[0], hi[0]), _clip(0.0, lo[1], hi[1])])
     best_sse = np.inf
     cands: list[np.ndarray] = []
     sol, *_ = np.linalg.lstsq(x, y, rcond=None)
     cands.append(sol)
     for j in (0, 1):
         other = 1 - j
+        den = float(x[:, other] @ x[:, other])
         for bound in (lo[j], hi[j]):
             rest = y - x[:, j] * bound
-            den = float(x[:, other] @ x[:, other])
             c = np.empty(2)
             c[j] = bound
-            c[other] = float(x[:, other] @ rest) / den if den > 0 else 0.0
-            c[other] = np.clip(c[other], lo[other], hi[other])
+            c[other] = _clip(float(x[:, other] @ rest) / den if den > 0 else 0.0, lo[other], hi[other])
             cands.append(c)
     for c in cands:
         if lo[0] - 1e-12 <= c[0] <= hi[0] + 1e-12 and lo[1] - 1e-12 <= c[1] <= hi[1] + 1e-12:
@@ -78,6 +113,11 @@ def box_lstsq2(x: FloatArray, y: FloatArray, lo: tuple[float, float], hi: tuple[
             if sse < best_sse:
                 best, best_sse = c, sse
     return best
+
+
+def _clip(v: float, lo: float, hi: float) -> float:
+    """``np.clip`` of one number (at a tenth of its cost; NaN stays NaN)."""
+    return min(max(v, lo), hi)
 
 
 def _masked_mean(x: FloatArray, mask: BoolArray) -> FloatArray:
@@ -91,16 +131,20 @@ def _masked_mean(x: FloatArray, mask: BoolArray) -> FloatArray:
 def rolling_mean(x: FloatArray, window: int) -> FloatArray:
     """Centred rolling mean along the last axis, ignoring NaN (NaN where the window holds nothing)."""
     ok = np.isfinite(x)
-    v = np.where(ok, x, 0.0)
-    pad = [(0, 0)] * (x.ndim - 1) + [(1, 0)]
-    cs = np.pad(np.cumsum(v, axis=-1), pad)
-    cn = np.pad(np.cumsum(ok, axis=-1), pad)
     n = x.shape[-1]
     half = window // 2
-    lo = np.clip(np.arange(n) - half, 0, n)
-    hi = np.clip(np.arange(n) - half + window, 0, n)
-    s = cs[..., hi] - cs[..., lo]
-    c = cn[..., hi] - cn[..., lo]
+    # Cumulative sums from 0, their first value repeated ``half`` times before and their last
+    # ``window − half`` times after: a window's two ends are then two shifted slices (ends clipped
+    # to the series, as the window is).
+    width = n + 1 + window
+    cs = np.zeros((*x.shape[:-1], width))
+    cn = np.zeros((*x.shape[:-1], width), dtype=np.int64)
+    np.cumsum(np.where(ok, x, 0.0), axis=-1, out=cs[..., half + 1 : half + 1 + n])
+    np.cumsum(ok, axis=-1, out=cn[..., half + 1 : half + 1 + n])
+    cs[..., half + 1 + n :] = cs[..., half + n : half + 1 + n]
+    cn[..., half + 1 + n :] = cn[..., half + n : half + 1 + n]
+    s = cs[..., window : window + n] - cs[..., :n]
+    c = cn[..., window : window + n] - cn[..., :n]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(c > 0, s / np.maximum(c, 1), np.nan)
 
@@ -166,16 +210,21 @@ def clean_daily(
         run = np.zeros(m, dtype=np.int64)
         zrun = np.zeros(m, dtype=np.int64)  # zero days inside the current run
         srun = np.zeros(m, dtype=np.int64)  # days with no read at all inside the current run
+        # Day by day over days × meters copies: a day is then one contiguous row, not a column
+        # strided across the fleet (a cache line per meter and day).
+        by_day = np.ascontiguousarray(v.T)
+        caught = np.zeros((d, m), dtype=bool)
+        silent_by_day = np.ascontiguousarray(silent.T)
         for day in range(d):
-            x = v[:, day]
+            x = by_day[day]
             quiet = ~np.isfinite(x) | (x <= 1e-9)
             jump = ~quiet & (run > 0) & (x > 1.5 * med)
             if jump.any():
                 for i in np.flatnonzero(jump):
                     length = int(run[i])
                     share = x[i] / (length + 1)
-                    v[i, day - length : day + 1] = share
-                    catch_up[i, day - length : day + 1] = True
+                    by_day[day - length : day + 1, i] = share
+                    caught[day - length : day + 1, i] = True
                     frozen_days[i] += int(zrun[i])
             ended = ~quiet & (run > 0) & ~jump
             if ended.any():
@@ -183,7 +232,9 @@ def clean_daily(
             zero = np.isfinite(x) & (x <= 1e-9)
             run = np.where(quiet, run + 1, 0)
             zrun = np.where(zero, zrun + 1, np.where(quiet, zrun, 0))
-            srun = np.where(quiet, srun + silent[:, day], 0)
+            srun = np.where(quiet, srun + silent_by_day[day], 0)
+        v = np.ascontiguousarray(by_day.T)
+        catch_up = np.ascontiguousarray(caught.T)
     spikes = np.isfinite(v) & (v > spike_factor * np.maximum(med, 1e-9)[:, None]) & (med[:, None] > 0)
     index_faults += spikes.sum(axis=1)
     v[spikes] = np.nan
@@ -207,7 +258,7 @@ def seasonal_index(values: FloatArray, groups: IntArray) -> FloatArray:
             continue
         ok = np.isfinite(rows).any(axis=0)
         if ok.any():
-            out[g, ok] = np.nanmedian(rows[:, ok], axis=0)
+            out[g, ok] = nanmedian_rows(np.ascontiguousarray(rows[:, ok].T))
     out = np.where(np.isfinite(out) & (out > 0), out, 1.0)
     return out
 
@@ -410,6 +461,38 @@ class Balance:
     score: FloatArray
 
 
+def percentile_1d(v: FloatArray, q: float) -> float:
+    """``np.percentile(v, q)`` (linear) to the bit for a 1-D array of finite values, without its overhead.
+
+    Per area and day loop of :func:`energy_balance`: numpy's general quantile machinery costs
+    about 100 µs a call. The same order statistics and numpy's interpolation (from the upper
+    value when the fraction is at least ½).
+    """
+    n = v.size
+    if n < 2:
+        return float(np.percentile(v, q))
+    virtual = (n - 1) * (q / 100)
+    below = int(np.floor(virtual))
+    if below >= n - 1:
+        return float(np.max(v))
+    s = np.partition(v, below)
+    a = float(s[below])
+    b = float(np.min(s[below + 1 :]))
+    g = virtual - below
+    diff = b - a
+    return b - diff * (1 - g) if g >= 0.5 else a + diff * g
+
+
+def median_1d(v: FloatArray) -> float:
+    """``np.median(v)`` to the bit for a 1-D array of finite values (the two middle values' sum over 2)."""
+    n = v.size
+    if n == 0:
+        return float("nan")
+    s = np.partition(v, (n - 1) // 2)
+    a = float(s[(n - 1) // 2])
+    return a if n % 2 else (a + float(np.min(s[n // 2 :]))) / 2
+
+
 def energy_balance(feeder: FloatArray, customers: FloatArray, technical_pct: FloatArray | None = None) -> Balance:
     """Fit each area's technical loss (share a + b·load²) on its lower envelope; the rest is excess.
 
@@ -439,13 +522,13 @@ def energy_balance(feeder: FloatArray, customers: FloatArray, technical_pct: Flo
             # load (a business stealing on weekdays) would be fitted as technical loss.
             coef = box_lstsq2(x[keep], ratio[a][keep], (0.0, 0.0), (0.25, 0.10))
             res = ratio[a] - x @ coef
-            keep = ok & (res <= np.nanpercentile(res[ok], 25))
+            keep = ok & (res <= percentile_1d(res[ok], 25))
             if keep.sum() < 3:
                 break
         # The fit follows the lower envelope (theft may cover most days); lift it to the centre
         # of the lowest quarter of days, where honest days' noise sits.
         res = ratio[a] - x @ coef
-        lift = float(np.nanmedian(res[ok & (res <= np.nanpercentile(res[ok], 25))]))
+        lift = median_1d(res[ok & (res <= percentile_1d(res[ok], 25))])
         baseline[a] = x @ coef + lift
         if technical_pct is not None and np.isfinite(technical_pct[a]):
             baseline[a] = np.maximum(baseline[a], technical_pct[a] / 100.0)
@@ -490,8 +573,7 @@ def peer_outlier(level: FloatArray, groups: IntArray, min_group: int = 5) -> Flo
     """How far below its peers (same class and area) a meter's normal level is, in robust z units (≥ 0)."""
     z = np.zeros(level.shape[0])
     lg = np.log(np.where(level > 0, level, np.nan))
-    for g in np.unique(groups):
-        rows = np.flatnonzero(groups == g)
+    for rows in _group_rows(groups):
         vals = lg[rows]
         ok = np.isfinite(vals)
         if ok.sum() < min_group:
@@ -500,6 +582,13 @@ def peer_outlier(level: FloatArray, groups: IntArray, min_group: int = 5) -> Flo
         mad = 1.4826 * np.median(np.abs(vals[ok] - med)) + 1e-6
         z[rows] = np.nan_to_num(np.clip((med - vals) / mad, 0.0, None))
     return z
+
+
+def _group_rows(groups: IntArray) -> list[IntArray]:
+    """The rows of each group, groups in increasing order and rows in increasing order within each."""
+    order = np.argsort(groups, kind="stable")
+    _, starts = np.unique(groups[order], return_index=True)
+    return np.split(order, starts[1:]) if order.size else []
 
 
 def silence_when_high(values: FloatArray, season: FloatArray) -> IntArray:
@@ -522,8 +611,9 @@ def longest_true_span(mask: BoolArray) -> tuple[IntArray, IntArray, IntArray, Bo
     best_len = np.zeros(m, dtype=np.int64)
     best_end = np.full(m, -1, dtype=np.int64)
     cur = np.zeros(m, dtype=np.int64)
+    by_day = np.ascontiguousarray(mask.T)  # a day is a contiguous row, not a column across the fleet
     for day in range(d):
-        cur = np.where(mask[:, day], cur + 1, 0)
+        cur = np.where(by_day[day], cur + 1, 0)
         better = cur > best_len
         best_len = np.where(better, cur, best_len)
         best_end = np.where(better, day + 1, best_end)
@@ -1187,8 +1277,25 @@ def run_contrast(weekly: FloatArray, min_weeks: int = 3, min_out: int = 3) -> tu
     Over every run ``[s, e)`` of at least ``min_weeks`` weeks with data (and ``min_out`` outside):
     mean inside − mean outside. A mark that a household shows all year (a meter recording zero
     at night) contrasts with nothing; a tamper that starts (and maybe stops) stands out.
-    Returns ``(contrast in −1…1, first week, end week)``; 0 where no run qualifies.
+    Returns ``(contrast in −1…1, first week, end week)``; 0 where no run qualifies; of equal
+    contrasts the earliest run (first week, then end week).
+
+    Meters with every week known (most) take :func:`_run_contrast_whole`, the others
+    :func:`_run_contrast_pairs`: the same figures to the bit.
     """
+    m, _ = weekly.shape
+    best = np.zeros(m)
+    b_s = np.zeros(m, dtype=np.int64)
+    b_e = np.zeros(m, dtype=np.int64)
+    whole = np.isfinite(weekly).all(axis=1)
+    for rows, fn in ((whole, _run_contrast_whole), (~whole, _run_contrast_pairs)):
+        if rows.any():
+            best[rows], b_s[rows], b_e[rows] = fn(weekly[rows], min_weeks, min_out)
+    return best, b_s, b_e
+
+
+def _run_contrast_pairs(weekly: FloatArray, min_weeks: int, min_out: int) -> tuple[FloatArray, IntArray, IntArray]:
+    """:func:`run_contrast` run by run: every ``[s, e)`` in turn over all meters (weeks may be NaN)."""
     m, w = weekly.shape
     ok = np.isfinite(weekly)
     cs = np.concatenate([np.zeros((m, 1)), np.cumsum(np.where(ok, weekly, 0.0), axis=1)], axis=1)
@@ -1210,6 +1317,66 @@ def run_contrast(weekly: FloatArray, min_weeks: int = 3, min_out: int = 3) -> tu
     return best, b_s, b_e
 
 
+def _run_contrast_whole(weekly: FloatArray, min_weeks: int, min_out: int) -> tuple[FloatArray, IntArray, IntArray]:
+    """:func:`run_contrast` of meters with every week known, one run length at a time.
+
+    Every run of ``L`` weeks then has ``L`` weeks inside and ``w − L`` outside, and its contrast
+    ``x / L − (total − x) / (w − L)`` never falls as its sum ``x`` grows (each rounded step is
+    monotone): the best run of each length is the one of the largest sum, one subtraction and one
+    maximum per run instead of a dozen operations. The contrasts are computed as
+    :func:`_run_contrast_pairs` computes them, so the best is the same number; the earliest run
+    reaching it is then looked up among the lengths that reach it (two runs of different sums may
+    round to the same contrast).
+    """
+    m, w = weekly.shape
+    cs = np.concatenate([np.zeros((m, 1)), np.cumsum(weekly, axis=1)], axis=1)
+    total = cs[:, -1]
+    by_week = np.ascontiguousarray(cs.T)  # weeks × meters: each length's sums are whole rows
+    lengths = [n for n in range(max(min_weeks, 1), w + 1) if w - n >= min_out]
+    best = np.zeros(m)
+    b_s = np.zeros(m, dtype=np.int64)
+    b_e = np.zeros(m, dtype=np.int64)
+    if not lengths or m == 0:
+        return best, b_s, b_e
+
+    def contrast(x: FloatArray, n: int, tot: FloatArray) -> FloatArray:
+        return x / float(n) - (tot - x) / float(max(w - n, 1))
+
+    per_length = np.empty((len(lengths), m))
+    sums = np.empty_like(by_week)
+    for k, n in enumerate(lengths):
+        runs = np.subtract(by_week[n:], by_week[: w + 1 - n], out=sums[: w + 1 - n])
+        per_length[k] = contrast(runs.max(axis=0), n, total)
+    top = per_length.max(axis=0)
+    live = top > 0
+    first = np.full(m, w + 1, dtype=np.int64)
+    for k, n in enumerate(lengths):
+        rows = np.flatnonzero(live & (per_length[k] == top))
+        if rows.size == 0:
+            continue
+        t = contrast(cs[rows, n:] - cs[rows, : w + 1 - n], n, total[rows, None])
+        s = np.argmax(t == top[rows, None], axis=1)
+        earlier = s < first[rows]
+        first[rows[earlier]] = s[earlier]
+        b_e[rows[earlier]] = s[earlier] + n
+    best[live] = top[live]
+    b_s[live] = first[live]
+    return best, b_s, b_e
+
+
+def _week_sums(x: np.ndarray) -> np.ndarray:
+    """Sums of each row's consecutive 7 columns (meters × weeks), as ``x.reshape(m, w, 7).sum(axis=2)`` gives them.
+
+    numpy adds the 7 values of such a short axis in order, one after another; seven strided slices
+    added in that order give the same numbers without its reduction of 7 values per week (slow:
+    one inner loop each). ``tests/analytics/theft/test_vectorised.py`` holds it to that.
+    """
+    total = x[:, 0::7].copy()
+    for j in range(1, 7):
+        total += x[:, j::7]
+    return total
+
+
 def weekly_alternation(
     values: FloatArray, season: FloatArray, min_weeks: int = 6, floor: float = 0.05
 ) -> tuple[FloatArray, IntArray, IntArray]:
@@ -1229,11 +1396,14 @@ def weekly_alternation(
     import warnings
 
     m, d = values.shape
+    med = nanmedian_rows(np.where(values > 0, values, np.nan))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        med = np.nanmedian(np.where(values > 0, values, np.nan), axis=1)
         keep = np.isfinite(values) & (values > floor * np.nan_to_num(med)[:, None]) & (season > 0)
-        level = np.where(keep, np.log(np.where(keep, values, 1.0) / np.where(season > 0, season, 1.0)), np.nan)
+        # The level where kept, 0 elsewhere: each phase's weekly means are then sums over counts
+        # (what ``np.nanmean`` computes, without its copy of the fleet per phase).
+        level = np.where(keep, np.log(np.where(keep, values, 1.0) / np.where(season > 0, season, 1.0)), 0.0)
+    kept = keep.view(np.int8)  # 0 / 1, counts of up to 7 a week
     best = np.zeros(m)
     first = np.zeros(m, dtype=np.int64)
     end = np.zeros(m, dtype=np.int64)
@@ -1241,9 +1411,8 @@ def weekly_alternation(
         w = (d - p) // 7
         if w < min_weeks + 5:
             break
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            weekly = np.nanmean(level[:, p : p + 7 * w].reshape(m, w, 7), axis=2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            weekly = _week_sums(level[:, p : p + 7 * w]) / _week_sums(kept[:, p : p + 7 * w])
         a = weekly[:, 1:-1] - 0.5 * (weekly[:, :-2] + weekly[:, 2:])
         pair = a[:, :-1] * a[:, 1:]
         score = np.where(pair < 0, np.minimum(np.abs(a[:, :-1]), np.abs(a[:, 1:])), 0.0)
