@@ -654,18 +654,13 @@ def nanquantile_last(x: FloatArray, q: float) -> FloatArray:
 
 
 def nanmedian_last(x: FloatArray) -> FloatArray:
-    """``np.nanmedian(x, axis=-1)`` to the bit (the two middle values' sum over 2), in one sort.
+    """``np.nanmedian(x, axis=-1)`` to the bit, for any number of axes (:func:`nanmedian_rows` on the slices).
 
     Along a short axis numpy goes through masked arrays (``np.ma.median``), several passes and
     copies of the whole array; NaN for an all-NaN slice, without the warning.
     """
-    s = np.sort(x, axis=-1)  # NaN last
-    n = (~np.isnan(x)).sum(axis=-1)
-    h = n // 2
-    lo = np.where(n % 2 == 1, h, np.maximum(h - 1, 0))
-    a = np.take_along_axis(s, lo[..., None], axis=-1)[..., 0]
-    b = np.take_along_axis(s, np.minimum(h, s.shape[-1] - 1)[..., None], axis=-1)[..., 0]
-    return np.where(n > 0, (a + b) / 2.0, np.nan)
+    x = np.asarray(x, dtype=float)
+    return nanmedian_rows(x.reshape(-1, x.shape[-1])).reshape(x.shape[:-1])
 
 
 def clean_hourly(hourly: FloatArray, factor: float = 5.0) -> tuple[FloatArray, FloatArray]:
