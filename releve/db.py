@@ -8,7 +8,9 @@ and uses a database named ``releve`` inside it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -127,32 +129,50 @@ ON CONFLICT (meter_id, channel_id) DO UPDATE SET ts = EXCLUDED.ts WHERE l.ts < E
 """
 
 
+def _since_watermark(
+    url: str, role: str | None, watermark: str, refresh: Callable[[Connection, datetime, datetime], None]
+) -> tuple[int, datetime, datetime] | None:
+    """Run ``refresh(conn, lo, hi)`` over the time span of the batches landed since ``watermark``, then move it.
+
+    ``watermark`` is a one-row table holding the last batch id covered. Returns (batches covered, lo,
+    hi), or None when nothing landed since. Autocommit: TimescaleDB refreshes continuous aggregates
+    only outside a transaction block; a refresh that fails leaves the watermark, so the next one
+    covers the same batches again (every refresh rebuilds its days whole, so a repeat is harmless).
+    """
+    with connect(url, role=role, autocommit=True) as conn:
+        row = conn.execute(sql.SQL("SELECT batch_id FROM {}").format(sql.Identifier(watermark))).fetchone()
+        span = conn.execute(
+            "SELECT count(*), min(min_ts), max(max_ts), max(id) FROM ingest_batch WHERE id > %s AND min_ts IS NOT NULL",
+            (int(row[0]) if row else 0,),
+        ).fetchone()
+        if not span or not span[0]:
+            return None
+        batches, lo, hi, top = span
+        refresh(conn, lo, hi)
+        conn.execute(
+            sql.SQL(
+                """INSERT INTO {} (batch_id) VALUES (%s)
+                   ON CONFLICT (id) DO UPDATE SET batch_id = EXCLUDED.batch_id, refreshed_at = now()"""
+            ).format(sql.Identifier(watermark)),
+            (top,),
+        )
+        return int(batches), lo, hi
+
+
 def refresh_daily(url: str, role: str | None = None) -> tuple[int, int]:
     """Refresh the daily aggregate over the time ranges of batches landed since the last refresh.
 
     The same ranges move ``meter_last_read`` (each meter's newest read, for the control room) forward.
 
-    Returns (batches covered, days refreshed). Runs in autocommit: TimescaleDB refreshes continuous
-    aggregates only outside a transaction block.
+    Returns (batches covered, days refreshed).
     """
-    with connect(url, role=role, autocommit=True) as conn:
-        row = conn.execute("SELECT batch_id FROM daily_refresh_watermark").fetchone()
-        last = int(row[0]) if row else 0
-        span = conn.execute(
-            "SELECT count(*), min(min_ts), max(max_ts), max(id) FROM ingest_batch WHERE id > %s AND min_ts IS NOT NULL",
-            (last,),
-        ).fetchone()
-        if not span or not span[0]:
-            return 0, 0
-        batches, lo, hi, top = span
+
+    def refresh(conn: Connection, lo: datetime, hi: datetime) -> None:
         conn.execute("CALL refresh_daily_reading(%s, %s)", (lo, hi))
         conn.execute(LAST_READ_SQL, (lo, hi))
-        conn.execute(
-            """INSERT INTO daily_refresh_watermark (batch_id) VALUES (%s)
-               ON CONFLICT (id) DO UPDATE SET batch_id = EXCLUDED.batch_id, refreshed_at = now()""",
-            (top,),
-        )
-        return int(batches), (hi.date() - lo.date()).days + 1
+
+    done = _since_watermark(url, role, "daily_refresh_watermark", refresh)
+    return (done[0], (done[2].date() - done[1].date()).days + 1) if done else (0, 0)
 
 
 def refresh_hourly(url: str, role: str | None = None) -> tuple[int, int]:
@@ -162,22 +182,12 @@ def refresh_hourly(url: str, role: str | None = None) -> tuple[int, int]:
     the analytics that read hours call it (``releve theft rank``, ``releve db refresh``). Returns
     (batches covered, days refreshed).
     """
-    with connect(url, role=role, autocommit=True) as conn:
-        row = conn.execute("SELECT batch_id FROM hourly_refresh_watermark").fetchone()
-        span = conn.execute(
-            "SELECT count(*), min(min_ts), max(max_ts), max(id) FROM ingest_batch WHERE id > %s AND min_ts IS NOT NULL",
-            (int(row[0]) if row else 0,),
-        ).fetchone()
-        if not span or not span[0]:
-            return 0, 0
-        batches, lo, hi, top = span
+
+    def refresh(conn: Connection, lo: datetime, hi: datetime) -> None:
         conn.execute("SELECT refresh_hourly_series(%s, %s)", (lo, hi))
-        conn.execute(
-            """INSERT INTO hourly_refresh_watermark (batch_id) VALUES (%s)
-               ON CONFLICT (id) DO UPDATE SET batch_id = EXCLUDED.batch_id, refreshed_at = now()""",
-            (top,),
-        )
-        return int(batches), (hi.date() - lo.date()).days + 2
+
+    done = _since_watermark(url, role, "hourly_refresh_watermark", refresh)
+    return (done[0], (done[2].date() - done[1].date()).days + 2) if done else (0, 0)
 
 
 def status(url: str) -> dict[str, object]:
