@@ -218,22 +218,25 @@ def register_advance(last: FloatArray, initial: FloatArray | None = None, rows: 
 
     A day without a read stays NaN and the next read's advance covers the whole gap (the catch-up
     that :func:`analytics.theft.signals.clean_daily` spreads back). The first day is measured from
-    ``initial`` (NaN when unknown). Meter by meter, ``rows`` at a time: the temporaries (five
-    meters × days arrays) are one block's, not the fleet's.
+    ``initial`` (NaN when unknown). The reads of a block of ``rows`` meters, in row order, are one
+    flat array: each read's advance is its difference from the read before it, or from ``initial``
+    at a meter's first read. The temporaries are one block's, not the fleet's.
     """
     m, d = last.shape
-    init = np.full(m, np.nan) if initial is None else initial
+    init = np.full(m, np.nan) if initial is None else np.asarray(initial, dtype=float)
     out = np.empty((m, d))
     for a in range(0, m, rows):
         part = last[a : a + rows]
         ok = np.isfinite(part)
-        idx = np.where(ok, np.arange(d)[None, :], -1)
-        prev_idx = np.maximum.accumulate(idx, axis=1)
-        prev_idx = np.concatenate([np.full((part.shape[0], 1), -1), prev_idx[:, :-1]], axis=1)
-        prev = np.where(
-            prev_idx >= 0, np.take_along_axis(part, np.maximum(prev_idx, 0), axis=1), init[a : a + rows, None]
-        )
-        out[a : a + rows] = np.where(ok, part - prev, np.nan)
+        value = part[ok]
+        prev = np.empty_like(value)
+        prev[1:] = value[:-1]
+        count = ok.sum(axis=1)
+        has = count > 0
+        prev[(np.cumsum(count) - count)[has]] = init[a : a + rows][has]
+        block = out[a : a + rows]
+        block.fill(np.nan)
+        block[ok] = value - prev
     return out
 
 

@@ -332,13 +332,18 @@ def _register_grids(
         any_import = any_import or bool(inside[is_imp].any())
         if export is None and inside[is_exp].any():
             export = np.full((m, n_days), np.nan)
+        # Each value's place in its grid, flat (row × days + day): one scatter of the values kept.
         customer = _rows(row_of, meter)
-        for grid, rows, sel in ((daily, customer, is_imp), (export, customer, is_exp), (feeder, None, is_imp)):
-            if grid is None:
-                continue
-            rows = _rows(feeder_row, meter) if rows is None else rows
-            r, d = np.nonzero(inside & (sel & (rows >= 0))[:, None])
-            grid[rows[r], day[r, d]] = value[r, d]
+        at_customer = customer[:, None] * n_days + day
+        feeders = _rows(feeder_row, meter)
+        for grid, rows, at, sel in (
+            (daily, customer, at_customer, is_imp),
+            (export, customer, at_customer, is_exp),
+            (feeder, feeders, feeders[:, None] * n_days + day, is_imp),
+        ):
+            if grid is not None:
+                keep = inside & (sel & (rows >= 0))[:, None]
+                grid.reshape(-1)[at[keep]] = value[keep]
     return daily, export, feeder, any_import, with_interval
 
 
@@ -465,13 +470,15 @@ def load_from_database(
     n_days = (end - start).days
     lo = datetime(start.year, start.month, start.day, tzinfo=UTC)
     hi = datetime(end.year, end.month, end.day, tzinfo=UTC)
+    # Each meter's latest installation in one pass over the table (hash joins), not an index probe per meter.
     meters = conn.execute(
-        """SELECT m.id, m.serial, m.commodity, m.unit, m.import_only,
+        """WITH inst AS (SELECT DISTINCT ON (meter_id) meter_id, service_point_id FROM installation
+                         ORDER BY meter_id, installed_at DESC)
+            SELECT m.id, m.serial, m.commodity, m.unit, m.import_only,
                    coalesce(m.register_wrap, power(10, m.register_digits)::double precision),
                    sp.customer_class, coalesce(a.code, ''), sp.latitude, sp.longitude
             FROM meter m
-            LEFT JOIN LATERAL (SELECT service_point_id FROM installation i WHERE i.meter_id = m.id
-                               ORDER BY installed_at DESC LIMIT 1) inst ON true
+            LEFT JOIN inst ON inst.meter_id = m.id
             LEFT JOIN service_point sp ON sp.id = inst.service_point_id
             LEFT JOIN area a ON a.id = sp.area_id
             WHERE m.id NOT IN (SELECT feeder_meter_id FROM area WHERE feeder_meter_id IS NOT NULL)
@@ -584,7 +591,7 @@ def load_from_database(
         if k >= 0:
             data.events.append(Event(k, (ts.astimezone(UTC).date() - start).days, ts, kind, code))
     vee = np.zeros(m)
-    streak_mask = np.zeros((m, n_days), dtype=bool)
+    estimated: list[tuple[int, int]] = []  # (row, day) of the days with an estimate
     if conn.execute("SELECT to_regclass('vee_exception') IS NOT NULL").fetchone() == (True,):
         for mid, n in conn.execute(
             """SELECT meter_id, count(*) FROM vee_exception WHERE rule = ANY(%s) AND status <> 'rejected'
@@ -601,9 +608,17 @@ def load_from_database(
         ):
             k = int(_rows(row_of, np.array([mid]))[0])
             if k >= 0:
-                streak_mask[k, (day - start).days] = True
+                estimated.append((k, (day - start).days))
     data.vee_exceptions = vee
-    data.estimate_streak = longest_true_run(streak_mask)
+    # The longest run of estimated days, over the few meters with an estimate (the others have none).
+    streak = np.zeros(m, dtype=np.int64)
+    if estimated:
+        rows, days_in = np.asarray(estimated, dtype=np.int64).T
+        which, row_in = np.unique(rows, return_inverse=True)
+        mask = np.zeros((which.size, n_days), dtype=bool)
+        mask[row_in.reshape(-1), days_in] = True
+        streak[which] = longest_true_run(mask)
+    data.estimate_streak = streak
     return data
 
 

@@ -35,3 +35,13 @@ def test_register_advance_by_blocks_equals_one_block() -> None:
     initial = rng.random(23)
     assert np.array_equal(register_advance(last, initial, rows=5), register_advance(last, initial), equal_nan=True)
     assert np.array_equal(register_advance(last, rows=1), register_advance(last, rows=1000), equal_nan=True)
+
+
+def test_register_advance_by_hand() -> None:
+    """A gap's catch-up goes to the next read; the first read is measured from ``initial``; a silent meter stays NaN."""
+    nan = np.nan
+    last = np.array([[10.0, 12.0, nan, 17.0], [nan, nan, nan, nan], [nan, 5.0, 5.5, nan]])
+    expected = np.array([[nan, 2.0, nan, 5.0], [nan, nan, nan, nan], [nan, nan, 0.5, nan]])
+    assert np.array_equal(register_advance(last), expected, equal_nan=True)
+    expected[0, 0], expected[2, 1] = 1.0, 1.0
+    assert np.array_equal(register_advance(last, np.array([9.0, 0.0, 4.0]), rows=2), expected, equal_nan=True)
