@@ -129,9 +129,9 @@ class Ranking:
         """The input."""
         return self.features.data
 
-    def inputs(self) -> FloatArray:
-        """The supervised model's inputs for every meter (rows), columns :data:`INPUT_NAMES`."""
-        return np.column_stack([self.features.X, self.rule, self.forest])
+    def inputs(self, rows: slice | IntArray = slice(None)) -> FloatArray:
+        """The supervised model's inputs for every meter (or ``rows``), columns :data:`INPUT_NAMES`."""
+        return np.column_stack([self.features.X[rows], self.rule[rows], self.forest[rows]])
 
     def order(self, by: str = "risk") -> np.ndarray:
         """Meter indexes, most suspicious (or most valuable) first; excluded meters last."""
@@ -180,8 +180,7 @@ class Ranking:
         """Candidate ``i`` with its reasons in words and the evidence behind them."""
         d = self.data
         reasons, evidence = explain(self, i)
-        row = [*self.features.X[i].tolist(), float(self.rule[i]), float(self.forest[i])]  # this meter's self.inputs()
-        inputs = dict(zip(INPUT_NAMES, row, strict=True))
+        inputs = dict(zip(INPUT_NAMES, self.inputs(np.array([i]))[0].tolist(), strict=True))
         lat, lon = float(d.latitude[i]), float(d.longitude[i])
         return Candidate(
             rank=rank,
