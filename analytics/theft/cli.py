@@ -189,38 +189,26 @@ def cmd_rank(args: argparse.Namespace, settings: Settings) -> int:
 
     from analytics.theft import store
 
+    # The same ranking whether its inputs come from one server or are gathered from the shards.
+    common: dict[str, Any] = {
+        "start": args.start,
+        "end": args.end,
+        "days": args.days,
+        "keep": max(args.top, args.keep),
+        "order": args.order,
+        "filters": _filters(args),
+        "tariff": tariff,
+        "include_inspected": args.include_inspected,
+    }
     try:
         if settings.database.shard_urls:  # sharding by meter: inputs gathered from every shard at once
             from analytics.theft.sharded import rank_shards
 
             result = rank_shards(
-                settings,
-                db_url(settings),
-                settings.database.shard_urls,
-                start=args.start,
-                end=args.end,
-                days=args.days,
-                keep=max(args.top, args.keep),
-                order=args.order,
-                filters=_filters(args),
-                tariff=tariff,
-                include_inspected=args.include_inspected,
-                store_run=not args.no_store,
+                settings, db_url(settings), settings.database.shard_urls, **common, store_run=not args.no_store
             )
         else:
-            result = store.rank_database(
-                settings,
-                db_url(settings),
-                start=args.start,
-                end=args.end,
-                days=args.days,
-                keep=max(args.top, args.keep),
-                order=args.order,
-                filters=_filters(args),
-                tariff=tariff,
-                include_inspected=args.include_inspected,
-                store=not args.no_store,
-            )
+            result = store.rank_database(settings, db_url(settings), **common, store=not args.no_store)
     except store.StoreError as exc:
         raise CommandError(str(exc)) from exc
     _emit(args, result.candidates[: args.top], result.currency if args.currency is None else args.currency)
