@@ -287,9 +287,9 @@ REVERSED = Pattern(
     name="reversed",
     weight=0.9,
     reads=("reversed_run",),
-    ramp=Ramp(0.2, 0.2),
+    ramp=Ramp(2.0, 4.0),
     lift=0.5,
-    explanation="a run of weeks of days shaped like the meter's usual day reversed in time",
+    explanation="weeks in a row whose mean day is the meter's earliest weeks' day reversed in time (the same hours)",
 )
 TEXTURE = Pattern(
     name="texture",

@@ -39,7 +39,7 @@ FEATURES: tuple[str, ...] = (
     "mark_flat",  # the same for days whose every hour recorded one value
     "mark_ceiling",  # the same for days at a ceiling value the meter repeats (capped peaks)
     "alternate_weeks",  # the strongest run of weeks whose level alternates week by week (on/off theft), ~|log share|
-    "reversed_run",  # run of weeks of days shaped like the usual day reversed, share above the meter's other weeks
+    "reversed_run",  # longest run of weeks (count) whose mean day is the earliest weeks' day reversed in time
     "recent_texture_z",  # last 30 days' half-hour texture (median |log step|) against the same season, fleet z (up)
     "steps_held",  # last 30 days against the same season: log(largest hourly rises' ratio) − log(level ratio)
     "area_score",  # the area's mean excess loss share over its worst 30 days
@@ -85,7 +85,7 @@ class Features:
     spread_run: tuple[IntArray, IntArray] | None = None  # first day, end day of that flatter run per meter
     mark_runs: dict[str, tuple[IntArray, IntArray]] = field(default_factory=dict)  # mark → first, end day
     alternate_run: tuple[IntArray, IntArray] | None = None  # first day, end day of the on/off weeks
-    reversed_run: tuple[IntArray, IntArray] | None = None  # first day, end day of the reversed days' run
+    reversed_run: tuple[IntArray, IntArray] | None = None  # first day, end day of the reversed weeks' run
     recent_texture: FloatArray | None = None  # per meter, that texture's shift (recent − reference)
 
     def col(self, name: str) -> FloatArray:
@@ -150,7 +150,7 @@ class _Hourly:
     shift: FloatArray  # meters × CHANGE_STATS (NaN: not testable), see sg.recent_shift
     spread: tuple[FloatArray, IntArray, IntArray] | None  # sg.segment_shift of the weekly spread
     marks: tuple[FloatArray, IntArray, IntArray] | None = None  # sg.run_contrast per mark: meters × MARKS each
-    reversed: tuple[FloatArray, IntArray, IntArray] | None = None  # sg.run_contrast of the reversed days
+    reversed: tuple[FloatArray, IntArray, IntArray] | None = None  # longest run of sg.reversed_weeks (weeks)
     base_hour: FloatArray | None = None  # per meter, its 10th-percentile hour (the base load)
     steps_held: FloatArray | None = None  # sg.steps_held per meter
 
@@ -213,7 +213,8 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
         per_mark = sg.tamper_marks(hourly)  # per meter: a group's marks are the fleet's
         for j in range(n_marks):
             mark_share[rows, j], mark_w0[rows, j], mark_w1[rows, j] = sg.run_contrast(sg.weekly_means(per_mark[:, j]))
-        rev[rows], rev_w0[rows], rev_w1[rows] = sg.run_contrast(sg.weekly_means(sg.reversed_days(hourly, weekday)))
+        weeks, first, end, _ = sg.longest_true_span(sg.reversed_weeks(hourly) > 0)  # NaN weeks break a run
+        rev[rows], rev_w0[rows], rev_w1[rows] = weeks, np.maximum(first, 0), np.maximum(end, 0)
         base_hour[rows] = sg.row_quantile(hourly.reshape(hourly.shape[0], -1), 0.1)
         held[rows] = sg.steps_held(hourly, values[rows], fleet_season)
         part = sg.profile_change(hourly, weekday)
@@ -379,12 +380,12 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
 
     alternate_weeks, alt_first, alt_end = by_rows(sg.weekly_alternation, values, season, rows=ALTERNATION_BLOCK)
     reversed_run = np.zeros(m)
-    reversed_days = None
+    reversed_span = None
     if hs.reversed is not None:
-        share_r, rw0, rw1 = hs.reversed
+        weeks_r, rw0, rw1 = hs.reversed
         offset = d - (d // 7) * 7
-        reversed_run = share_r
-        reversed_days = (offset + 7 * rw0, offset + 7 * rw1)
+        reversed_run = weeks_r
+        reversed_span = (offset + 7 * rw0, offset + 7 * rw1)
     recent_texture, recent_texture_z = _texture_change(data.texture, fleet_season, m)
 
     peer_groups = _codes(
@@ -461,6 +462,6 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
         spread_run=spread_run,
         mark_runs=mark_runs,
         alternate_run=(alt_first, alt_end),
-        reversed_run=reversed_days,
+        reversed_run=reversed_span,
         recent_texture=recent_texture,
     )
