@@ -7,6 +7,7 @@ series and events behind its score.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
@@ -42,6 +43,7 @@ FEATURES: tuple[str, ...] = (
     "reversed_run",  # longest run of weeks (count) whose mean day is the earliest weeks' day reversed in time
     "recent_texture_z",  # last 30 days' half-hour texture (median |log step|) against the same season, fleet z (up)
     "steps_held",  # last 30 days against the same season: log(largest hourly rises' ratio) − log(level ratio)
+    "small_steps",  # largest hourly rises below the fleet's for the meter's level (log-log line), robust z (up)
     "area_score",  # the area's mean excess loss share over its worst 30 days
     "zero_run",  # longest run of zero days while the meter reported
     "profile_score",  # fall of the daily-shape correlation (0–2, × duration)
@@ -153,6 +155,7 @@ class _Hourly:
     reversed: tuple[FloatArray, IntArray, IntArray] | None = None  # longest run of sg.reversed_weeks (weeks)
     base_hour: FloatArray | None = None  # per meter, its 10th-percentile hour (the base load)
     steps_held: FloatArray | None = None  # sg.steps_held per meter
+    step_size: FloatArray | None = None  # sg.step_size per meter (NaN: too few rises)
 
 
 def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str], fleet_season: FloatArray) -> _Hourly:
@@ -208,6 +211,7 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
     rev, rev_w0, rev_w1 = np.zeros(m), np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int64)
     base_hour = np.full(m, np.nan)
     held = np.zeros(m)
+    step = np.full(m, np.nan)
     for rows, raw in data.hourly_chunks():
         hourly, hour_spikes[rows] = sg.clean_hourly(raw)
         per_mark = sg.tamper_marks(hourly)  # per meter: a group's marks are the fleet's
@@ -217,6 +221,7 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
         rev[rows], rev_w0[rows], rev_w1[rows] = weeks, np.maximum(first, 0), np.maximum(end, 0)
         base_hour[rows] = sg.row_quantile(hourly.reshape(hourly.shape[0], -1), 0.1)
         held[rows] = sg.steps_held(hourly, values[rows], fleet_season)
+        step[rows] = sg.step_size(hourly)
         part = sg.profile_change(hourly, weekday)
         for name in ("corr", "flatness", "start", "end", "score", "usual", "during", "reversed", "flattened"):
             getattr(prof, name)[rows] = getattr(part, name)
@@ -245,6 +250,7 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
         (rev, rev_w0, rev_w1),
         base_hour,
         held,
+        step,
     )
 
 
@@ -392,6 +398,12 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
         np.array([f"{c}|{k}|{a}" for c, k, a in zip(data.commodity, data.customer_class, data.area, strict=True)])
     )
     peer_low = sg.peer_outlier(drop.level, peer_groups)
+    small_steps = np.zeros(m)
+    if hs.step_size is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean_day = np.nanmean(values, axis=1)
+        small_steps = sg.small_steps(hs.step_size, mean_day, season_groups)
     zero = np.isfinite(values) & (values <= 1e-9) & (np.nan_to_num(drop.expected) > 0)
     zero_run = sg.longest_true_run(zero)
     silence_high = sg.silence_when_high(data.daily, season)
@@ -423,6 +435,7 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
         "reversed_run": reversed_run,
         "recent_texture_z": recent_texture_z,
         "steps_held": hs.steps_held if hs.steps_held is not None else np.zeros(m),
+        "small_steps": small_steps,
         "area_score": area_score,
         "zero_run": zero_run.astype(float),
         "profile_score": profile.score if profile is not None else np.zeros(m),
