@@ -577,6 +577,15 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
                 f"normal consumption {'far ' if z >= 3 else ''}below its peers' ({_times(z)} their usual spread "
                 f"under the middle, among the {who}customers{where})"
             )
+        elif name == "small_steps":
+            steps, peer = float(f.col("small_steps")[i]), float(f.col("peer_low")[i])
+            reasons.append(
+                f"its largest hourly steps are small for its level ({_times(steps)} the fleet's usual spread "
+                f"below the line of steps against level) and its consumption far below its peers' "
+                f"({_times(peer)} their usual spread): an appliance draws the same power in any home, a "
+                "register scaled since before the data shrinks its steps with its level (no feeder to confirm)"
+            )
+            ev["small_steps"] = {"steps_z": _r(steps), "peer_z": _r(peer)}
         elif name == "silence":
             reasons.append(
                 f"silent {_days(int(f.col('silence_unrecovered')[i]))} and the register did not catch up afterwards"
@@ -627,6 +636,7 @@ _OWN_WORDS = frozenset(
         "on_off",
         "reversed",
         "texture",
+        "small_steps",
         "peer",
         "silence",
         "vee",

@@ -105,6 +105,13 @@ def test_without_a_feeder_the_component_lifts_a_scaled_household_not_an_honest_s
     without.values[:, ev.names.index("small_steps")] = 0.0
     assert md.rule_score(without)[5] < rule[5] - 0.1
     assert md.rule_score(without)[8] == rule[8]
+    # The list says why, in words an inspector reads, with the two figures behind it.
+    from analytics.theft.ranking import explain, score
+
+    reasons, evidence = explain(score(data), 5)
+    said = next(r for r in reasons if r.startswith("its largest hourly steps are small for its level"))
+    assert "far below its peers'" in said and "no feeder to confirm" in said
+    assert evidence["small_steps"]["steps_z"] > 1.5 and evidence["small_steps"]["peer_z"] > 1.0
     # With a feeder the balance says more: the component is off.
     data.area = np.full(60, "A", dtype=object)
     data.feeders["A"] = rec.sum(axis=(0, 2))
