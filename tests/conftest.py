@@ -3,7 +3,8 @@
 ``pg_server_url``: a PostgreSQL server for the whole session — the one named by
 ``RELEVE_TEST_DATABASE_URL`` (a URL whose user may create databases and roles), or a throwaway
 server started here on a free port in a temporary directory (as an unprivileged user when the suite
-runs as root), stopped and deleted at the end.
+runs as root), stopped and deleted at the end. Under pytest-xdist (``./run-tests`` runs two
+workers) each worker process has its own session, so its own throwaway server.
 
 ``database_url``: a fresh, empty database for one test, dropped afterwards (with the roles named
 after it, which a test migrating it itself creates).
