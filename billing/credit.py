@@ -491,6 +491,31 @@ def _charge(
     )
 
 
+def _case_order(
+    conn: Connection,
+    s: CreditSummary,
+    case_id: int,
+    kind: str,
+    acc: int,
+    priority: int,
+    at: datetime,
+    description: str,
+) -> int:
+    """The credit case's ``kind`` work order (one per case and kind), counted in the run's summary."""
+    order, _ = workorders.create(
+        conn,
+        kind,
+        source=f"credit case {case_id}",
+        source_key=f"credit:{case_id}:{kind}",
+        account=acc,
+        priority=priority,
+        now=at,
+        description=description,
+    )
+    s.work_orders.append(order)
+    return order
+
+
 def _take_step(
     conn: Connection,
     s: CreditSummary,
@@ -518,17 +543,9 @@ def _take_step(
     elif step.action == "disconnect":
         action = "disconnect"
         what = "cut the electricity supply" if commodity == "electricity" else "restrict the water supply"
-        order, _ = workorders.create(
-            conn,
-            "disconnect",
-            source=f"credit case {case_id}",
-            source_key=f"credit:{case_id}:disconnect",
-            account=acc,
-            priority=2,
-            now=at,
-            description=f"arrears {pos.overdue} since {pos.oldest_due}: {what}",
+        order = _case_order(
+            conn, s, case_id, "disconnect", acc, 2, at, f"arrears {pos.overdue} since {pos.oldest_due}: {what}"
         )
-        s.work_orders.append(order)
         message = f"disconnection ordered (work order {order})"
         charge = _charge(conn, cfg, acc, step.charge, on, f"credit:{case_id}:{step.name}", step.name)
         conn.execute("UPDATE credit_case SET disconnected = true WHERE id = %s", (case_id,))
@@ -584,17 +601,7 @@ def _settle(
         if status in ("open", "assigned"):
             workorders.cancel(conn, oid, f"arrears settled ({why}) before the disconnection", at)
         elif status in ("done", "awaiting_command"):
-            order, _ = workorders.create(
-                conn,
-                "reconnect",
-                source=f"credit case {case_id}",
-                source_key=f"credit:{case_id}:reconnect",
-                account=acc,
-                priority=1,
-                now=at,
-                description=f"reconnection on {why}",
-            )
-            s.work_orders.append(order)
+            order = _case_order(conn, s, case_id, "reconnect", acc, 1, at, f"reconnection on {why}")
             charge = _charge(
                 conn, cfg, acc, steps.reconnection_charge, on, f"credit:{case_id}:reconnection", "reconnection"
             )
