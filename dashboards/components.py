@@ -49,6 +49,22 @@ def kpi(label: str, value: Any, kpi_id: str, tone: str = "") -> html.Div:
     )
 
 
+def _house_style() -> dict[str, Any]:
+    """The look every table shares: compact left-aligned cells that wrap, a grey header, horizontal scroll."""
+    return {
+        "style_table": {"overflowX": "auto"},
+        "style_cell": {
+            "textAlign": "left",
+            "fontSize": "13px",
+            "padding": "4px 8px",
+            "maxWidth": "420px",
+            "whiteSpace": "normal",
+            "height": "auto",
+        },
+        "style_header": {"fontWeight": "600", "backgroundColor": "#eef1f5"},
+    }
+
+
 def server_table(
     table_id: str,
     columns: list[tuple[str, str]],
@@ -79,16 +95,7 @@ def server_table(
         sort_by=[],
         filter_action="custom",
         filter_query="",
-        style_table={"overflowX": "auto"},
-        style_cell={
-            "textAlign": "left",
-            "fontSize": "13px",
-            "padding": "4px 8px",
-            "maxWidth": "420px",
-            "whiteSpace": "normal",
-            "height": "auto",
-        },
-        style_header={"fontWeight": "600", "backgroundColor": "#eef1f5"},
+        **_house_style(),
         **kwargs,
     )
 
@@ -109,16 +116,7 @@ def static_table(
         data=data,
         page_size=page_size,
         sort_action="native",
-        style_table={"overflowX": "auto"},
-        style_cell={
-            "textAlign": "left",
-            "fontSize": "13px",
-            "padding": "4px 8px",
-            "maxWidth": "420px",
-            "whiteSpace": "normal",
-            "height": "auto",
-        },
-        style_header={"fontWeight": "600", "backgroundColor": "#eef1f5"},
+        **_house_style(),
         **kwargs,
     )
 
