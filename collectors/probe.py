@@ -77,8 +77,12 @@ def probe_registers(profile: DeviceProfile, raw: dict[RegisterEntry, list[int] |
     good = [r for r in rows if r.raw is not None]
     scores = {o: sum(1 for r in good if r.problems[o] is None) for o in ORDERS_WIDE}
     read = len(good)
+
+    def verdict(message: str, order: str | None = None, mixed: dict[str, str] | None = None) -> ProbeResult:
+        return ProbeResult(profile, rows, scores, read, order, mixed, message)
+
     if not good:
-        return ProbeResult(profile, rows, scores, 0, None, None, "no register could be read: nothing to judge")
+        return verdict("no register could be read: nothing to judge")
     fitting = [o for o in ORDERS_WIDE if scores[o] == read]
     undecided = [r.entry.name for r in good if all(p is None for p in r.problems.values())]
     if len(fitting) == 1:
@@ -88,45 +92,27 @@ def probe_registers(profile: DeviceProfile, raw: dict[RegisterEntry, list[int] |
                 f"; {', '.join(undecided)} make sense in every order: compare them with the meter's display "
                 "(the other registers decided)"
             )
-        return ProbeResult(profile, rows, scores, read, fitting[0], None, message)
+        return verdict(message, order=fitting[0])
     if len(fitting) > 1:
-        return ProbeResult(
-            profile,
-            rows,
-            scores,
-            read,
-            None,
-            None,
+        return verdict(
             f"ambiguous: every value makes sense in {', '.join(fitting)}; compare a value with the "
-            "meter's display (integer registers cannot tell orders apart by range)",
+            "meter's display (integer registers cannot tell orders apart by range)"
         )
     per_register = {r.entry.name: [o for o in ORDERS_WIDE if r.problems[o] is None] for r in good}
     if all(len(orders) == 1 for orders in per_register.values()):
         mixed = {name: orders[0] for name, orders in per_register.items()}
-        return ProbeResult(
-            profile,
-            rows,
-            scores,
-            read,
-            None,
-            mixed,
+        return verdict(
             "mixed orders: each register makes sense in exactly one order: "
             + ", ".join(f"{n} {o}" for n, o in mixed.items()),
+            mixed=mixed,
         )
     best = max(scores.values())
     if best == 0:
-        message = f"no order makes sense of any of the {read} values: wrong model, unit id or addresses?"
-        return ProbeResult(profile, rows, scores, read, None, None, message)
+        return verdict(f"no order makes sense of any of the {read} values: wrong model, unit id or addresses?")
     leaders = ", ".join(o for o in ORDERS_WIDE if scores[o] == best)
-    return ProbeResult(
-        profile,
-        rows,
-        scores,
-        read,
-        None,
-        None,
+    return verdict(
         f"no order makes sense of every value (best: {leaders} with {best} of {read}); "
-        "wrong model, unit id or addresses?",
+        "wrong model, unit id or addresses?"
     )
 
 
