@@ -167,9 +167,28 @@ def decode_json(message: Message) -> Decoded:
     return out
 
 
+#: A payload field's name → (channel, unit, factor): where its value goes, scaled by the factor.
+FieldMap = dict[str, tuple[str, str, float]]
+
+
+def _fields(message: Message, defaults: FieldMap) -> FieldMap:
+    """The decoder's field table ``defaults`` with the subscription's ``options.fields`` over it."""
+    return {**defaults, **{k: tuple(v) for k, v in message.options.get("fields", {}).items()}}
+
+
+def _field_readings(mapping: FieldMap, values: dict[str, Any], serial: str, ts: datetime, where: str) -> list[Reading]:
+    """A reading per field of ``values`` that ``mapping`` knows (the others are passed over); ``where`` names them."""
+    readings = []
+    for key, value in values.items():
+        if key in mapping:
+            channel, unit, factor = mapping[key]
+            readings.append(Reading(serial, channel, ts, _number(value, f"{where}.{key}") * factor, unit, Source.MQTT))
+    return readings
+
+
 # -- Tasmota SML ------------------------------------------------------------------------------------
 #: Tasmota SML field → (channel, unit, factor). Override per subscription with options.fields.
-TASMOTA_FIELDS: dict[str, tuple[str, str, float]] = {
+TASMOTA_FIELDS: FieldMap = {
     "Total_in": ("1-0:1.8.0", "kWh", 1.0),
     "Total_out": ("1-0:2.8.0", "kWh", 1.0),
     "Power_curr": ("1-0:1.7.0", "W", 1.0),
@@ -196,24 +215,18 @@ def decode_tasmota(message: Message) -> Decoded:
     blocks = [(k, v) for k, v in body.items() if isinstance(v, dict)]
     if not blocks:
         raise DecodeError("no meter block (an object beside 'Time')")
-    mapping = {**TASMOTA_FIELDS, **{k: tuple(v) for k, v in message.options.get("fields", {}).items()}}
+    mapping = _fields(message, TASMOTA_FIELDS)
     out = Decoded()
     for name, block in blocks:
         serial = _serial(message, block.get("Meter_id") or name)
-        for key, value in block.items():
-            if key not in mapping:
-                continue
-            channel, unit, factor = mapping[key]
-            out.readings.append(
-                Reading(serial, channel, ts, _number(value, f"{name}.{key}") * factor, unit, Source.MQTT)
-            )
+        out.readings.extend(_field_readings(mapping, block, serial, ts, name))
     if not out.readings:
         raise DecodeError(f"no known field in {', '.join(n for n, _ in blocks)}; known: {', '.join(mapping)}")
     return out
 
 
 # -- The Things Stack v3 (LoRaWAN) ------------------------------------------------------------------
-TTN_FIELDS: dict[str, tuple[str, str, float]] = {
+TTN_FIELDS: FieldMap = {
     "volume_m3": ("8-0:1.0.0", "m3", 1.0),
     "reverse_m3": ("8-0:2.0.0", "m3", 1.0),
     "flow_m3h": ("8-0:2.7.0", "m3/h", 1.0),
@@ -258,14 +271,9 @@ def decode_ttn(message: Message) -> Decoded:
     prefix = message.options.get("device_prefix", "")
     serial = _serial(message, device[len(prefix) :] if prefix and device.startswith(prefix) else device)
     ts = _time(decoded.get("meter_time") or body.get("received_at"), "received_at", message.options.get("timezone"))
-    mapping = {**TTN_FIELDS, **{k: tuple(v) for k, v in message.options.get("fields", {}).items()}}
+    mapping = _fields(message, TTN_FIELDS)
     out = Decoded()
-    for key, value in decoded.items():
-        if key in mapping:
-            channel, unit, factor = mapping[key]
-            out.readings.append(
-                Reading(serial, channel, ts, _number(value, f"decoded_payload.{key}") * factor, unit, Source.MQTT)
-            )
+    out.readings.extend(_field_readings(mapping, decoded, serial, ts, "decoded_payload"))
     alarms = decoded.get("alarms", {})
     if isinstance(alarms, dict):
         for flag, on in alarms.items():
