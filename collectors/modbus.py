@@ -32,7 +32,7 @@ import math
 import random
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -271,20 +271,21 @@ class TcpGateway(Link):
         self._free: asyncio.Queue[AsyncModbusTcpClient] | None = None
 
     async def _request(self, unit: int, block: ReadBlock) -> list[int]:
-        client = await self._take()
-        try:
-            if not client.connected and not await client.connect():
-                raise ReadError("connection", f"gateway {self.host}:{self.port} does not answer")
+        async with self._connected() as client:
             return await self._call(client, unit, block)
-        finally:
-            self._release(client)
 
     async def _operate(self, unit: int, op: Operation) -> list[int]:
+        async with self._connected() as client:
+            return await self._call_op(client, unit, op)
+
+    @contextlib.asynccontextmanager
+    async def _connected(self) -> AsyncIterator[AsyncModbusTcpClient]:
+        """A connection of the pool, (re)connected, given back afterwards; ReadError if the gateway does not answer."""
         client = await self._take()
         try:
             if not client.connected and not await client.connect():
                 raise ReadError("connection", f"gateway {self.host}:{self.port} does not answer")
-            return await self._call_op(client, unit, op)
+            yield client
         finally:
             self._release(client)
 
