@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from psycopg import Connection
 
 from releve.cli import db_url
 from releve.settings import Settings
@@ -123,52 +127,49 @@ def _password(args: argparse.Namespace) -> str:
     return password
 
 
-def cmd_adduser(args: argparse.Namespace, settings: Settings) -> int:
-    """Create or update a dashboard login."""
-    from dashboards.auth import AuthError, add_user
+@contextmanager
+def _logins(settings: Settings) -> Iterator[Connection]:
+    """A connection to the (migrated) database for managing logins; an AuthError becomes a command error (exit 1)."""
+    from dashboards.auth import AuthError
     from releve import db
     from releve.cli import CommandError
 
-    password = _password(args)
     url = _upgraded_url(settings)
     try:
         with db.connect(url, autocommit=True) as conn:
-            add_user(conn, args.username, password, sorted(set(args.role)))
+            yield conn
     except AuthError as exc:
         raise CommandError(str(exc)) from exc
+
+
+def cmd_adduser(args: argparse.Namespace, settings: Settings) -> int:
+    """Create or update a dashboard login."""
+    from dashboards.auth import add_user
+
+    password = _password(args)
+    with _logins(settings) as conn:
+        add_user(conn, args.username, password, sorted(set(args.role)))
     print(f"user {args.username}: roles {', '.join(sorted(set(args.role)))}")
     return 0
 
 
 def cmd_passwd(args: argparse.Namespace, settings: Settings) -> int:
     """Set a user's password (and roles)."""
-    from dashboards.auth import AuthError, set_password
-    from releve import db
-    from releve.cli import CommandError
+    from dashboards.auth import set_password
 
     password = _password(args)
-    url = _upgraded_url(settings)
-    try:
-        with db.connect(url, autocommit=True) as conn:
-            set_password(conn, args.username, password, sorted(set(args.role)) if args.role else None)
-    except AuthError as exc:
-        raise CommandError(str(exc)) from exc
+    with _logins(settings) as conn:
+        set_password(conn, args.username, password, sorted(set(args.role)) if args.role else None)
     print(f"user {args.username}: new password" + (f", roles {', '.join(sorted(set(args.role)))}" if args.role else ""))
     return 0
 
 
 def cmd_deluser(args: argparse.Namespace, settings: Settings) -> int:
     """Remove a user."""
-    from dashboards.auth import AuthError, delete_user
-    from releve import db
-    from releve.cli import CommandError
+    from dashboards.auth import delete_user
 
-    url = _upgraded_url(settings)
-    try:
-        with db.connect(url, autocommit=True) as conn:
-            delete_user(conn, args.username)
-    except AuthError as exc:
-        raise CommandError(str(exc)) from exc
+    with _logins(settings) as conn:
+        delete_user(conn, args.username)
     print(f"user {args.username}: removed")
     return 0
 
