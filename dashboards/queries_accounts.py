@@ -21,7 +21,7 @@ import json
 from datetime import UTC, date, datetime
 from typing import Any
 
-from dashboards.tables import Column, TableSpec, fetch_page
+from dashboards.tables import Column, TableSpec, fetch_page, like_prefix
 
 Row = dict[str, Any]
 
@@ -331,7 +331,7 @@ class AccountQueries:
                 r[0]
                 for r in conn.execute(
                     "SELECT number FROM account WHERE number LIKE %s ORDER BY number LIMIT %s",
-                    (text.replace("%", "").replace("_", "") + "%", limit),
+                    (like_prefix(text), limit),
                 )
             ]
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from dashboards.queries_base import BaseQueries, Row, _rows, _scalar
-from dashboards.tables import Column, TableSpec
+from dashboards.tables import Column, TableSpec, like_prefix
 
 INDEX_HISTORY = TableSpec(
     source="""(SELECT v.ts, v.value AS index, v.value - lag(v.value) OVER (ORDER BY v.ts) AS usage,
@@ -65,7 +65,7 @@ class MeterQueries(BaseQueries):
                 r[0]
                 for r in conn.execute(
                     "SELECT serial FROM meter WHERE serial LIKE %s ORDER BY serial LIMIT %s",
-                    (text.replace("%", "").replace("_", "") + "%", limit),
+                    (like_prefix(text), limit),
                 )
             ]
 

@@ -68,6 +68,11 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def like_prefix(text: str) -> str:
+    """The LIKE pattern of a picker's search: what the user typed, wildcards (``%``, ``_``) dropped, as a prefix."""
+    return text.replace("%", "").replace("_", "") + "%"
+
+
 def filter_sql(spec: TableSpec, filter_query: str | None, params: dict[str, Any]) -> str:
     """The WHERE conditions for ``filter_query`` (parameters added to ``params``)."""
     conds: list[str] = []

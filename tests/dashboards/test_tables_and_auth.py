@@ -8,7 +8,7 @@ import pytest
 
 from dashboards.auth import ROLES, AuthError, add_user, allowed, hash_password, page_role, pages_for, verify_password
 from dashboards.queries_base import STATES
-from dashboards.tables import Column, TableSpec, filter_sql, order_sql
+from dashboards.tables import Column, TableSpec, filter_sql, like_prefix, order_sql
 
 SPEC = TableSpec(
     "meter m",
@@ -126,6 +126,19 @@ def test_queries_page_sort_and_count_on_the_server(filled, app):
     )
     assert hist[0]["ts"] > hist[-1]["ts"]  # newest first, like the utility's table
     assert abs(float(hist[0]["usage"]) - (float(hist[0]["index"]) - float(hist[1]["index"]))) < 1e-6
+
+
+@pytest.mark.db
+def test_the_meter_and_account_pickers_take_the_typed_text_as_a_literal_prefix(filled, app):
+    assert like_prefix("ab%c_d") == "abcd%"
+    q = app.queries
+    serial = filled.one("SELECT serial FROM meter ORDER BY serial LIMIT 1")
+    found = q.search_meters(serial[:3], 500)
+    assert serial in found and all(s.startswith(serial[:3]) for s in found)
+    assert q.search_meters("_", 5) == q.search_meters("", 5) == sorted(q.search_meters("", 5))
+    number = filled.one("SELECT number FROM account ORDER BY number LIMIT 1")
+    assert q.accounts.find_accounts(number[:3], 1) == [number]
+    assert q.accounts.find_accounts(number + "%", 5)[0] == number  # the % typed is not a wildcard
 
 
 @pytest.mark.db
