@@ -36,7 +36,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -45,7 +44,7 @@ from psycopg import Connection
 
 from collectors.config import CommandsConfig
 from collectors.modbus import Link, MeterTarget, Operation, ReadError
-from collectors.mqtt import broker_password
+from collectors.mqtt import prepare_client
 from releve import db
 from releve import meter_commands as mc
 from releve.profiles import CommandConfirm, decode
@@ -141,15 +140,8 @@ class MqttCommander:
     def __init__(self, config: CommandsConfig, broker: Any, client_id: str, ca_file: str = "") -> None:
         """``broker``: the settings' [mqtt] section (url, username, password source)."""
         self.config = config
-        url = urlparse(broker.url or "mqtt://127.0.0.1:1883")
-        self.host = url.hostname or "127.0.0.1"
-        self.port = url.port or (8883 if url.scheme == "mqtts" else 1883)
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-        if broker.username:
-            client.username_pw_set(broker.username, broker_password(broker))
-        if url.scheme == "mqtts":
-            client.tls_set(ca_certs=ca_file or None)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.host, self.port = prepare_client(client, broker, ca_file)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message

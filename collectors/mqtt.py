@@ -61,6 +61,21 @@ def broker_password(settings: MqttSettings) -> str | None:
     return None
 
 
+def prepare_client(client: mqtt.Client, broker: MqttSettings, ca_file: str = "") -> tuple[str, int]:
+    """Set ``client``'s login, TLS and reconnect backoff for ``broker``; return the (host, port) to connect to.
+
+    ``broker.url`` defaults to ``mqtt://127.0.0.1:1883``; ``mqtts://`` (port 8883 by default) turns TLS on,
+    trusting ``ca_file`` (empty: the system's CAs).
+    """
+    url = urlparse(broker.url or "mqtt://127.0.0.1:1883")
+    if broker.username:
+        client.username_pw_set(broker.username, broker_password(broker))
+    if url.scheme == "mqtts":
+        client.tls_set(ca_certs=ca_file or None)
+    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    return url.hostname or "127.0.0.1", url.port or (8883 if url.scheme == "mqtts" else 1883)
+
+
 _PUBACK = struct.Struct("!BBH")
 PUBACK = int(MessageType.PUBACK)
 
@@ -217,20 +232,13 @@ class MqttCollector:
                 topic_filter = f"$share/{source.shared_group}/{topic_filter}"
             profile = load_profile(sub.profile) if sub.profile else None
             self._routes.append(_Route(topic_filter, pattern, get_decoder(sub.decoder), sub.options, sub.qos, profile))
-        url = urlparse(broker.url or "mqtt://127.0.0.1:1883")
-        self.host = url.hostname or "127.0.0.1"
-        self.port = url.port or (8883 if url.scheme == "mqtts" else 1883)
         client = BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=source.client_id,
             protocol=mqtt.MQTTv5,
             manual_ack=True,
         )
-        if broker.username:
-            client.username_pw_set(broker.username, broker_password(broker))
-        if url.scheme == "mqtts":
-            client.tls_set(ca_certs=source.ca_file or None)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.host, self.port = prepare_client(client, broker, source.ca_file)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
