@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import plotly.graph_objects as go
-from dash import html
+from dash import Input, html
 from dash.dash_table.DataTable import DataTable
 
 # DataTable is what the server-side paging is built on; its planned move out of dash is not our concern here.
@@ -97,6 +97,16 @@ def server_table(
         filter_query="",
         **_house_style(),
         **kwargs,
+    )
+
+
+def paging_inputs(table_id: str) -> tuple[Input, Input, Input, Input]:
+    """What the callback of a :func:`server_table` queries with: the page, its size, the sort and the filter."""
+    return (
+        Input(table_id, "page_current"),
+        Input(table_id, "page_size"),
+        Input(table_id, "sort_by"),
+        Input(table_id, "filter_query"),
     )
 
 

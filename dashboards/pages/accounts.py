@@ -14,6 +14,7 @@ from dashboards.components import (
     kpi,
     message_figure,
     page_count,
+    paging_inputs,
     records,
     server_table,
     table_or_note,
@@ -443,10 +444,7 @@ def register(app: Dash, q: Queries) -> None:
     @app.callback(
         Output("ac-arrears", "data"),
         Output("ac-arrears", "page_count"),
-        Input("ac-arrears", "page_current"),
-        Input("ac-arrears", "page_size"),
-        Input("ac-arrears", "sort_by"),
-        Input("ac-arrears", "filter_query"),
+        *paging_inputs("ac-arrears"),
     )
     def arrears(page: int, size: int, sort_by: Any, filter_query: str) -> tuple[Any, ...]:
         require(PAGE)
@@ -457,10 +455,7 @@ def register(app: Dash, q: Queries) -> None:
     @app.callback(
         Output("ac-queue", "data"),
         Output("ac-queue", "page_count"),
-        Input("ac-queue", "page_current"),
-        Input("ac-queue", "page_size"),
-        Input("ac-queue", "sort_by"),
-        Input("ac-queue", "filter_query"),
+        *paging_inputs("ac-queue"),
     )
     def queue(page: int, size: int, sort_by: Any, filter_query: str) -> tuple[Any, ...]:
         require(PAGE)
@@ -473,10 +468,7 @@ def register(app: Dash, q: Queries) -> None:
     @app.callback(
         Output("ac-entries", "data"),
         Output("ac-entries", "page_count"),
-        Input("ac-entries", "page_current"),
-        Input("ac-entries", "page_size"),
-        Input("ac-entries", "sort_by"),
-        Input("ac-entries", "filter_query"),
+        *paging_inputs("ac-entries"),
         Input("ac-account-id", "data"),
     )
     def entries(page: int, size: int, sort_by: Any, filter_query: str, account_id: int) -> tuple[Any, ...]:

@@ -13,6 +13,7 @@ from dashboards.components import (
     kpi,
     message_figure,
     page_count,
+    paging_inputs,
     records,
     server_table,
     static_table,
@@ -201,10 +202,7 @@ def register(app: Dash, q: Queries) -> None:
     @app.callback(
         Output("bl-held", "data"),
         Output("bl-held", "page_count"),
-        Input("bl-held", "page_current"),
-        Input("bl-held", "page_size"),
-        Input("bl-held", "sort_by"),
-        Input("bl-held", "filter_query"),
+        *paging_inputs("bl-held"),
         Input("bl-changed", "data"),
     )
     def held(page: int, size: int, sort_by: Any, filter_query: str, _: int) -> tuple[Any, ...]:
@@ -215,10 +213,7 @@ def register(app: Dash, q: Queries) -> None:
     @app.callback(
         Output("bl-issued", "data"),
         Output("bl-issued", "page_count"),
-        Input("bl-issued", "page_current"),
-        Input("bl-issued", "page_size"),
-        Input("bl-issued", "sort_by"),
-        Input("bl-issued", "filter_query"),
+        *paging_inputs("bl-issued"),
         Input("bl-changed", "data"),
     )
     def issued(page: int, size: int, sort_by: Any, filter_query: str, _: int) -> tuple[Any, ...]:
@@ -230,10 +225,7 @@ def register(app: Dash, q: Queries) -> None:
         Output("bl-queue", "data"),
         Output("bl-queue", "page_count"),
         Output("bl-queue", "selected_rows"),
-        Input("bl-queue", "page_current"),
-        Input("bl-queue", "page_size"),
-        Input("bl-queue", "sort_by"),
-        Input("bl-queue", "filter_query"),
+        *paging_inputs("bl-queue"),
         Input("bl-changed", "data"),
     )
     def queue(page: int, size: int, sort_by: Any, filter_query: str, _: int) -> tuple[Any, ...]:

@@ -19,6 +19,7 @@ from dashboards.components import (
     lonlat_map,
     message_figure,
     page_count,
+    paging_inputs,
     records,
     server_table,
     static_table,
@@ -369,10 +370,7 @@ def register(app: Dash, q: Queries) -> None:
     @app.callback(
         Output("cr-meters", "data"),
         Output("cr-meters", "page_count"),
-        Input("cr-meters", "page_current"),
-        Input("cr-meters", "page_size"),
-        Input("cr-meters", "sort_by"),
-        Input("cr-meters", "filter_query"),
+        *paging_inputs("cr-meters"),
         Input("cr-tick", "n_intervals"),
     )
     def meters(page: int, size: int, sort_by: list[dict[str, str]], filter_query: str, _: int) -> tuple[Any, ...]:

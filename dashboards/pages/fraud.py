@@ -8,7 +8,15 @@ from typing import Any
 import plotly.graph_objects as go
 from dash import Dash, Input, Output, State, dcc, html
 
-from dashboards.components import figure, message_figure, page_count, records, server_table, static_table
+from dashboards.components import (
+    figure,
+    message_figure,
+    page_count,
+    paging_inputs,
+    records,
+    server_table,
+    static_table,
+)
 from dashboards.queries import Queries
 
 PAGE = "/fraud"
@@ -333,10 +341,7 @@ def register(app: Dash, q: Queries) -> None:
         Output("fr-list", "page_count"),
         Output("fr-list", "selected_rows"),
         Output("fr-kpis", "children"),
-        Input("fr-list", "page_current"),
-        Input("fr-list", "page_size"),
-        Input("fr-list", "sort_by"),
-        Input("fr-list", "filter_query"),
+        *paging_inputs("fr-list"),
         *filters,
         Input("fr-changed", "data"),
     )

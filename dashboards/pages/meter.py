@@ -12,6 +12,7 @@ from dashboards.components import (
     figure,
     message_figure,
     page_count,
+    paging_inputs,
     records,
     server_table,
     static_table,
@@ -461,10 +462,7 @@ def register(app: Dash, q: Queries) -> None:
         Output("mt-history", "data"),
         Output("mt-history", "page_count"),
         Input("mt-serial", "data"),
-        Input("mt-history", "page_current"),
-        Input("mt-history", "page_size"),
-        Input("mt-history", "sort_by"),
-        Input("mt-history", "filter_query"),
+        *paging_inputs("mt-history"),
     )
     def history(serial: str | None, page: int, size: int, sort_by: Any, filter_query: str) -> tuple[Any, ...]:
         info = q.find_meter(serial) if serial else None
