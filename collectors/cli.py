@@ -7,9 +7,12 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from releve.settings import Settings
+
+if TYPE_CHECKING:
+    from collectors.config import CollectorConfig
 
 
 def register(sub: Any) -> None:
@@ -83,17 +86,28 @@ def register(sub: Any) -> None:
     probe.set_defaults(func=cmd_probe)
 
 
-def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    """Run a collector in the foreground."""
+def _load(path: Path) -> CollectorConfig:
+    """The collector configuration at ``path``; what is wrong with it becomes a command error (exit 1)."""
     from collectors.config import ConfigError, load_config
-    from collectors.service import Collector
     from releve.cli import CommandError
-    from releve.db import database_url
 
     try:
-        config = load_config(args.config)
+        return load_config(path)
     except ConfigError as exc:
         raise CommandError(str(exc)) from exc
+
+
+def _spool_dirs(config: CollectorConfig) -> list[Path]:
+    """The collector's spool and, after ``run --workers N``, each worker's (``<spool_dir>/worker-<k>``)."""
+    return [Path(config.spool_dir), *sorted(Path(config.spool_dir).glob("worker-*"))]
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run a collector in the foreground."""
+    from collectors.service import Collector
+    from releve.db import database_url
+
+    config = _load(args.config)
     if args.workers < 1:
         print(f"releve collect run: --workers {args.workers} must be at least 1", file=sys.stderr)
         return 2
@@ -118,22 +132,16 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """Print the spool's backlog and quarantine and the collector's health as last written to the database."""
-    from collectors.config import ConfigError, load_config
     from collectors.forward import quarantine_summary
     from collectors.spool import quarantined
     from releve import db
-    from releve.cli import CommandError
 
     path = args.config or _demo_collector_config()
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        raise CommandError(str(exc)) from exc
+    config = _load(path)
     if args.config is None:
         print(f"collector {config.name} of the demo ({path})")
     alarm = False
-    spools = [Path(config.spool_dir), *sorted(Path(config.spool_dir).glob("worker-*"))]  # --workers N
-    for spool_dir in spools:
+    for spool_dir in _spool_dirs(config):
         segments = sorted(spool_dir.glob("*.seg")) + sorted(spool_dir.glob("*.open"))
         size = sum(p.stat().st_size for p in segments)
         print(
@@ -223,15 +231,11 @@ def _demo_collector_config() -> Path:
 
 def cmd_requeue(args: argparse.Namespace, settings: Settings) -> int:
     """Move quarantined segments back into the spool (collector stopped)."""
-    from collectors.config import ConfigError, load_config
     from collectors.spool import Spool, quarantined
     from releve.cli import CommandError
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        raise CommandError(str(exc)) from exc
-    spools = [Path(config.spool_dir), *sorted(Path(config.spool_dir).glob("worker-*"))]  # --workers N
+    config = _load(args.config)
+    spools = _spool_dirs(config)
     held = {Path(e["path"]).name: d for d in spools for e in quarantined(d)}
     unknown = [n for n in args.segments if n not in held]
     if unknown:
