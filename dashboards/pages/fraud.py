@@ -8,15 +8,7 @@ from typing import Any
 import plotly.graph_objects as go
 from dash import Dash, Input, Output, State, dcc, html
 
-from dashboards.components import (
-    figure,
-    message_figure,
-    page_count,
-    paging_inputs,
-    records,
-    server_table,
-    static_table,
-)
+from dashboards.components import figure, message_figure, page_count, paging_inputs, records, server_table, static_table
 from dashboards.queries import Queries
 
 PAGE = "/fraud"
