@@ -323,7 +323,9 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
     season_groups = _codes(np.array([f"{c}|{k}" for c, k in zip(data.commodity, data.customer_class, strict=True)]))
     season_table = sg.seasonal_index(values, season_groups)
     season = season_table[season_groups]
-    drop = by_rows(sg.sustained_drop, values, season, threshold=drop_threshold, quantile=LEVEL_QUANTILE)
+    # sg.ROWS meters a block: its dozen meters × days temporaries stay small (kernel time 0.4–0.6 s instead
+    # of 0.9–1.1 s in blocks of ROW_BLOCK at 100,000 × 365).
+    drop = by_rows(sg.sustained_drop, values, season, rows=sg.ROWS, threshold=drop_threshold, quantile=LEVEL_QUANTILE)
 
     # Events: weight, and the fall of consumption after each.
     ev_meter = np.array([e.meter for e in data.events], dtype=np.int64)
