@@ -77,14 +77,18 @@ def _service_account() -> pwd.struct_passwd | None:
     except KeyError:
         pass
     useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-    result = subprocess.run(
-        [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode == 0:
-        return pwd.getpwnam(SERVICE_USER)
+    # Another process may be creating it at the same moment (parallel test workers each starting a server):
+    # then useradd fails (user exists, or /etc/passwd locked) and the user is there, or is on a later try.
+    for attempt in range(3):
+        result = subprocess.run(
+            [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(SERVICE_USER)
+        time.sleep(0.5 * (attempt + 1))
     log.warning("could not create user %s (%s); running PostgreSQL as nobody", SERVICE_USER, result.stderr)
     return pwd.getpwnam("nobody")
 

@@ -160,6 +160,11 @@ class Pattern(Component):
     lift: float
 
 
+@dataclass(frozen=True, kw_only=True)
+class Together(Component):
+    """Two signals that must hold together: ``ramp`` of the smaller of the two features it reads."""
+
+
 #: Share of a drop's missing energy the area's daily balance accounts for, as a confirmation in 0–1.
 BALANCE_CONFIRMS = Ramp(0.0, 0.6)
 
@@ -287,9 +292,9 @@ REVERSED = Pattern(
     name="reversed",
     weight=0.9,
     reads=("reversed_run",),
-    ramp=Ramp(0.2, 0.2),
+    ramp=Ramp(2.0, 4.0),
     lift=0.5,
-    explanation="a run of weeks of days shaped like the meter's usual day reversed in time",
+    explanation="weeks in a row whose mean day is the meter's earliest weeks' day reversed in time (the same hours)",
 )
 TEXTURE = Pattern(
     name="texture",
@@ -299,6 +304,14 @@ TEXTURE = Pattern(
     lift=0.5,
     explanation="the last 30 days' half-hours jump from one to the next more than in the same season earlier "
     "(random scaling per interval), calibrated on the fleet, as far as the level fell with them; without a feeder",
+)
+SMALL_STEPS = Together(
+    name="small_steps",
+    weight=0.9,
+    reads=("small_steps", "peer_low"),
+    ramp=Ramp(0.5, 2.0),
+    explanation="far below its peers and its largest hourly steps small for its level across the fleet "
+    "(a register scaled since before the data: appliances keep their power); without a feeder",
 )
 
 #: Every component, in the order of the evidence matrix's columns.
@@ -319,6 +332,7 @@ COMPONENTS: tuple[Component, ...] = (
     ON_OFF,
     REVERSED,
     TEXTURE,
+    SMALL_STEPS,
 )
 
 #: Each component by name.

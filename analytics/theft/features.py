@@ -7,6 +7,7 @@ series and events behind its score.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
@@ -39,9 +40,10 @@ FEATURES: tuple[str, ...] = (
     "mark_flat",  # the same for days whose every hour recorded one value
     "mark_ceiling",  # the same for days at a ceiling value the meter repeats (capped peaks)
     "alternate_weeks",  # the strongest run of weeks whose level alternates week by week (on/off theft), ~|log share|
-    "reversed_run",  # run of weeks of days shaped like the usual day reversed, share above the meter's other weeks
+    "reversed_run",  # longest run of weeks (count) whose mean day is the earliest weeks' day reversed in time
     "recent_texture_z",  # last 30 days' half-hour texture (median |log step|) against the same season, fleet z (up)
     "steps_held",  # last 30 days against the same season: log(largest hourly rises' ratio) − log(level ratio)
+    "small_steps",  # largest hourly rises below the fleet's for the meter's level (log-log line), robust z (up)
     "area_score",  # the area's mean excess loss share over its worst 30 days
     "zero_run",  # longest run of zero days while the meter reported
     "profile_score",  # fall of the daily-shape correlation (0–2, × duration)
@@ -85,7 +87,7 @@ class Features:
     spread_run: tuple[IntArray, IntArray] | None = None  # first day, end day of that flatter run per meter
     mark_runs: dict[str, tuple[IntArray, IntArray]] = field(default_factory=dict)  # mark → first, end day
     alternate_run: tuple[IntArray, IntArray] | None = None  # first day, end day of the on/off weeks
-    reversed_run: tuple[IntArray, IntArray] | None = None  # first day, end day of the reversed days' run
+    reversed_run: tuple[IntArray, IntArray] | None = None  # first day, end day of the reversed weeks' run
     recent_texture: FloatArray | None = None  # per meter, that texture's shift (recent − reference)
 
     def col(self, name: str) -> FloatArray:
@@ -150,9 +152,10 @@ class _Hourly:
     shift: FloatArray  # meters × CHANGE_STATS (NaN: not testable), see sg.recent_shift
     spread: tuple[FloatArray, IntArray, IntArray] | None  # sg.segment_shift of the weekly spread
     marks: tuple[FloatArray, IntArray, IntArray] | None = None  # sg.run_contrast per mark: meters × MARKS each
-    reversed: tuple[FloatArray, IntArray, IntArray] | None = None  # sg.run_contrast of the reversed days
+    reversed: tuple[FloatArray, IntArray, IntArray] | None = None  # longest run of sg.reversed_weeks (weeks)
     base_hour: FloatArray | None = None  # per meter, its 10th-percentile hour (the base load)
     steps_held: FloatArray | None = None  # sg.steps_held per meter
+    step_size: FloatArray | None = None  # sg.step_size per meter (NaN: too few rises)
 
 
 def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str], fleet_season: FloatArray) -> _Hourly:
@@ -208,14 +211,17 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
     rev, rev_w0, rev_w1 = np.zeros(m), np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int64)
     base_hour = np.full(m, np.nan)
     held = np.zeros(m)
+    step = np.full(m, np.nan)
     for rows, raw in data.hourly_chunks():
         hourly, hour_spikes[rows] = sg.clean_hourly(raw)
         per_mark = sg.tamper_marks(hourly)  # per meter: a group's marks are the fleet's
         for j in range(n_marks):
             mark_share[rows, j], mark_w0[rows, j], mark_w1[rows, j] = sg.run_contrast(sg.weekly_means(per_mark[:, j]))
-        rev[rows], rev_w0[rows], rev_w1[rows] = sg.run_contrast(sg.weekly_means(sg.reversed_days(hourly, weekday)))
+        weeks, first, end, _ = sg.longest_true_span(sg.reversed_weeks(hourly) > 0)  # NaN weeks break a run
+        rev[rows], rev_w0[rows], rev_w1[rows] = weeks, np.maximum(first, 0), np.maximum(end, 0)
         base_hour[rows] = sg.row_quantile(hourly.reshape(hourly.shape[0], -1), 0.1)
         held[rows] = sg.steps_held(hourly, values[rows], fleet_season)
+        step[rows] = sg.step_size(hourly)
         part = sg.profile_change(hourly, weekday)
         for name in ("corr", "flatness", "start", "end", "score", "usual", "during", "reversed", "flattened"):
             getattr(prof, name)[rows] = getattr(part, name)
@@ -244,6 +250,7 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
         (rev, rev_w0, rev_w1),
         base_hour,
         held,
+        step,
     )
 
 
@@ -416,18 +423,24 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
 
     alternate_weeks, alt_first, alt_end = by_rows(sg.weekly_alternation, values, season, rows=ALTERNATION_BLOCK)
     reversed_run = np.zeros(m)
-    reversed_days = None
+    reversed_span = None
     if hs.reversed is not None:
-        share_r, rw0, rw1 = hs.reversed
+        weeks_r, rw0, rw1 = hs.reversed
         offset = d - (d // 7) * 7
-        reversed_run = share_r
-        reversed_days = (offset + 7 * rw0, offset + 7 * rw1)
+        reversed_run = weeks_r
+        reversed_span = (offset + 7 * rw0, offset + 7 * rw1)
     recent_texture, recent_texture_z = _texture_change(data.texture, fleet_season, m)
 
     peer_groups = _codes(
         np.array([f"{c}|{k}|{a}" for c, k, a in zip(data.commodity, data.customer_class, data.area, strict=True)])
     )
     peer_low = sg.peer_outlier(drop.level, peer_groups)
+    small_steps = np.zeros(m)
+    if hs.step_size is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean_day = np.nanmean(values, axis=1)
+        small_steps = sg.small_steps(hs.step_size, mean_day, season_groups)
     zero = zero_days(values, drop.expected)
     zero_run = sg.longest_true_run(zero)
     silence_high = np.concatenate(
@@ -462,6 +475,7 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
         "reversed_run": reversed_run,
         "recent_texture_z": recent_texture_z,
         "steps_held": hs.steps_held if hs.steps_held is not None else np.zeros(m),
+        "small_steps": small_steps,
         "area_score": area_score,
         "zero_run": zero_run.astype(float),
         "profile_score": profile.score if profile is not None else np.zeros(m),
@@ -501,6 +515,6 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
         spread_run=spread_run,
         mark_runs=mark_runs,
         alternate_run=(alt_first, alt_end),
-        reversed_run=reversed_days,
+        reversed_run=reversed_span,
         recent_texture=recent_texture,
     )

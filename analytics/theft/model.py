@@ -151,6 +151,14 @@ def evidence(f: Features) -> Evidence:
         "texture": texture,
         # Far below the peers: a weak hint, stronger where no feeder says more.
         "peer": table.PEER.ramp(f.col("peer_low")) * np.where(no_feeder, 1.0, table.PEER.with_feeder),
+        # Far below the peers and small appliance steps for its level (signal 21): a register scaled
+        # since before the data leaves no change point, only these two. Either alone is often an honest
+        # small household; a feeder says more where there is one (seeds 1–3 of bench/theft_real.py
+        # without feeders, first_day: 0.000 / 0.006 / 0.753 → 0.111 / 0.026 / 0.806; held out the
+        # overall top k loses a thief to a small faulty meter, docs/theft.md).
+        "small_steps": np.where(
+            no_feeder, table.SMALL_STEPS.ramp(np.minimum(f.col("small_steps"), f.col("peer_low"))), 0.0
+        ),
     }
     values = np.column_stack(
         [gated[c.name] if c.name in gated else c.ramp(f.col(c.reads[0])) for c in table.COMPONENTS]

@@ -555,12 +555,11 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
             ev["on_off"] = {"start": _when(d, a), "end": _when(d, b - 1), "log_ratio": _r(f.col("alternate_weeks")[i])}
         elif name == "reversed" and f.reversed_run is not None:
             a, b = int(f.reversed_run[0][i]), int(f.reversed_run[1][i])
-            share = float(f.col("reversed_run")[i])
             reasons.append(
                 f"days shaped like its usual day reversed in time from {_when(d, a)} for {_days(b - a)} "
-                f"(on {100 * share:.0f} percentage points more of its days than in its other weeks)"
+                f"({int(f.col('reversed_run')[i])} weeks in a row whose mean day is its earliest weeks' reversed)"
             )
-            ev["reversed"] = {"start": _when(d, a), "end": _when(d, b - 1), "share": _r(share)}
+            ev["reversed"] = {"start": _when(d, a), "end": _when(d, b - 1), "weeks": int(f.col("reversed_run")[i])}
         elif name == "texture" and f.recent_texture is not None:
             z = float(f.col("recent_texture_z")[i])
             rougher = 100 * (math.exp(float(f.recent_texture[i])) - 1)
@@ -578,6 +577,15 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
                 f"normal consumption {'far ' if z >= 3 else ''}below its peers' ({_times(z)} their usual spread "
                 f"under the middle, among the {who}customers{where})"
             )
+        elif name == "small_steps":
+            steps, peer = float(f.col("small_steps")[i]), float(f.col("peer_low")[i])
+            reasons.append(
+                f"its largest hourly steps are small for its level ({_times(steps)} the fleet's usual spread "
+                f"below the line of steps against level) and its consumption far below its peers' "
+                f"({_times(peer)} their usual spread): an appliance draws the same power in any home, a "
+                "register scaled since before the data shrinks its steps with its level (no feeder to confirm)"
+            )
+            ev["small_steps"] = {"steps_z": _r(steps), "peer_z": _r(peer)}
         elif name == "silence":
             reasons.append(
                 f"silent {_days(int(f.col('silence_unrecovered')[i]))} and the register did not catch up afterwards"
@@ -628,6 +636,7 @@ _OWN_WORDS = frozenset(
         "on_off",
         "reversed",
         "texture",
+        "small_steps",
         "peer",
         "silence",
         "vee",

@@ -1444,62 +1444,57 @@ def weekly_alternation(
     return best, first, end
 
 
-def reversed_days(
+def reversed_weeks(
     hourly: FloatArray,
-    weekday: IntArray,
-    margin: float = 0.6,
-    level: float = 0.5,
-    spread: tuple[float, float] = (0.8, 1.25),
+    reference: int = 42,
+    mirrored: float = 0.5,
+    margin: float = 0.5,
+    same_hours: float = 0.25,
+    week: int = 7,
 ) -> FloatArray:
-    """Meters × days: 1 where a normal-sized day looks like the meter's usual day reversed in time.
+    """Meters × weeks: 1 where the week's mean day is the meter's earliest weeks' day reversed in time.
 
-    Each day's hourly shape is correlated with the meter's mean shape of its day type (weekday /
-    Saturday / Sunday) and with that shape mirrored; the day is marked when the mirrored
-    correlation exceeds the plain one by ``margin``, its total is at least ``level`` × the meter's
-    median day (a near-empty day has no shape to speak of) and its spread (std / mean of the
-    hours) is within ``spread`` × the meter's median spread: a reversed day is the same hours in
-    another order, while a new appliance running at night (storage heating, a car charging) moves
-    the load towards the night by adding a block of it, which changes the spread. 0 elsewhere, NaN
-    where the day is incomplete. A household's odd day (a night shift, guests) is marked now and
-    then; a register that records the day backwards is marked week after week
-    (:func:`run_contrast` of the weekly share finds the run).
+    Each day is the share of its total per hour; a week's mean day and the reference (the mean day
+    of the first ``reference`` days, before any change a utility looks for) are compared three ways.
+    A week is marked when its correlation with the reference mirrored in time is above
+    ``mirrored`` and exceeds the plain correlation by ``margin`` (the peaks moved to the mirrored
+    hours), and its hours sorted by size stay within ``same_hours`` (L1 of the shares) of the
+    reference's sorted: a reversed day is the same hours in another order, while a new appliance
+    at night (storage heating, a car charging) moves the load towards the night by adding a block
+    of it, which changes the sorted hours. A week averages a household's odd days (a night shift,
+    guests) away; a register that records the day backwards marks week after week.
+    Weeks are whole weeks counted back from the last day (:func:`weekly_means`); NaN for a week
+    without a complete day; 0 everywhere when the period is shorter than the reference and three
+    weeks.
     """
     import warnings
 
-    m, d, _h = hourly.shape
-    ok = np.asarray(np.isfinite(hourly).all(axis=2), dtype=bool)
-    x = np.where(ok[:, :, None], hourly, 0.0)
+    m, d, h = hourly.shape
+    w = d // week
+    if d < reference + 3 * week or h < 2:
+        return np.zeros((m, w))
+    x = np.asarray(hourly, dtype=float)
     tot = x.sum(axis=2)
+    ok = np.isfinite(x).all(axis=2) & (tot > 0)
+    shape = np.where(ok[:, :, None], x / np.where(ok, tot, 1.0)[:, :, None], np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        med = np.nanmedian(np.where(ok, tot, np.nan), axis=1)
-    normal = ok & (tot > 0) & (tot >= level * np.nan_to_num(med)[:, None])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        cv = np.where(normal, x.std(axis=2) / np.where(tot > 0, tot / x.shape[2], 1.0), np.nan)
-        usual_cv = np.nanmedian(cv, axis=1)
-    rel = cv / np.where(usual_cv > 0, usual_cv, np.nan)[:, None]
-    same_spread = (np.nan_to_num(rel) > spread[0]) & (np.nan_to_num(rel) < spread[1])
-    shape = x / np.where(tot > 0, tot, 1.0)[:, :, None]
-    daytype = np.where(weekday == 5, 1, np.where(weekday == 6, 2, 0))
-    gap = np.zeros((m, d))
-    for t in range(3):
-        cols = np.flatnonzero(daytype == t)
-        if cols.size == 0:
-            continue
-        sub = shape[:, cols, :]
-        use = normal[:, cols]
-        ref = (sub * use[:, :, None]).sum(axis=1) / np.maximum(use.sum(axis=1), 1)[:, None]
-        a = sub - sub.mean(axis=2, keepdims=True)
-        b = ref - ref.mean(axis=1, keepdims=True)
-        sa = np.sqrt((a**2).sum(axis=2))
-        sb = np.sqrt((b**2).sum(axis=1))
-        den = sa * sb[:, None]
-        good = den > 1e-12
-        plain = np.einsum("mdh,mh->md", a, b) / np.where(good, den, 1.0)
-        mirrored = np.einsum("mdh,mh->md", a, b[:, ::-1]) / np.where(good, den, 1.0)
-        gap[:, cols] = np.where(good, mirrored - plain, 0.0)
-    return np.where(ok, (normal & same_spread & (gap > margin)).astype(float), np.nan)
+        ref = np.nanmean(shape[:, :reference], axis=1)
+        weekly = np.nanmean(shape[:, d - w * week :].reshape(m, w, week, h), axis=2)
+
+    def corr(a: FloatArray, b: FloatArray) -> FloatArray:
+        a = a - a.mean(axis=-1, keepdims=True)
+        b = b - b.mean(axis=-1, keepdims=True)
+        den = np.sqrt((a**2).sum(axis=-1) * (b**2).sum(axis=-1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(den > 1e-12, (a * b).sum(axis=-1) / den, 0.0)
+
+    plain = corr(weekly, ref[:, None, :])
+    mirror = corr(weekly, ref[:, None, ::-1])
+    sorted_gap = np.abs(np.sort(weekly, axis=2) - np.sort(ref, axis=1)[:, None, :]).sum(axis=2)
+    marked = (mirror > mirrored) & (mirror - plain > margin) & (sorted_gap < same_hours)
+    known = np.isfinite(weekly).all(axis=2) & np.isfinite(ref).all(axis=1)[:, None]
+    return np.where(known, marked.astype(float), np.nan)
 
 
 def steps_held(
@@ -1548,3 +1543,65 @@ def steps_held(
     with np.errstate(invalid="ignore", divide="ignore"):
         held = np.log(step_a / step_b) - np.log(level_a / level_b)
     return np.where(np.isfinite(held), held, 0.0)
+
+
+def step_size(hourly: FloatArray, quantile: float = 0.99, min_rises: int = 100) -> FloatArray:
+    """Per meter, the ``quantile`` of its rises between consecutive hours within each day (NaN: too few).
+
+    The household's largest switch-ons over the whole period (only rises, within each day): a
+    kettle, an oven, a shower. NaN with fewer than ``min_rises`` rises.
+    """
+    m = hourly.shape[0]
+    rise = np.diff(hourly, axis=2).reshape(m, -1)
+    rise = np.where(rise > 0, rise, np.nan)
+    enough = np.isfinite(rise).sum(axis=1) >= min_rises
+    return np.where(enough, row_quantile(rise, quantile), np.nan)
+
+
+def theil_sen(x: FloatArray, y: FloatArray, max_pairs: int = 200_000, seed: int = 0) -> tuple[float, float]:
+    """Robust line ``y ≈ a + b·x``: the median of the pairwise slopes, then the median intercept.
+
+    Over every pair up to ``max_pairs`` pairs, else over that many pairs drawn with ``seed`` (the
+    same fleet gives the same line). ``(nan, nan)`` with fewer than two distinct ``x``.
+    """
+    n = x.size
+    if n * (n - 1) // 2 <= max_pairs:
+        i, j = np.triu_indices(n, k=1)
+    else:
+        rng = np.random.default_rng(seed)
+        i, j = rng.integers(0, n, max_pairs), rng.integers(0, n, max_pairs)
+    dx = x[j] - x[i]
+    keep = np.abs(dx) > 1e-12
+    if not keep.any():
+        return float("nan"), float("nan")
+    b = float(np.median((y[j] - y[i])[keep] / dx[keep]))
+    return float(np.median(y - b * x)), b
+
+
+def small_steps(step: FloatArray, level: FloatArray, groups: IntArray, min_group: int = 20) -> FloatArray:
+    """How far below the fleet's steps for its level a meter's largest steps sit, in robust z units.
+
+    Appliances draw a fixed power, so a household's largest hourly rises (:func:`step_size`) grow
+    more slowly than its level across a fleet: log(step) against log(level) has a slope ``b`` < 1
+    (≈ 0.6 on real London households). A small household keeps steps of normal size; a register
+    scaled by ``k`` shrinks its steps with its level and sits ``(1 − b)·|ln k|`` below the fleet's
+    line. Per group (commodity and class, at least ``min_group`` meters with both): a Theil–Sen
+    line (:func:`theil_sen`, slope clipped to 0–1), and the robust z of each meter's residual,
+    positive when its steps are small for its level. 0 where unknown.
+    """
+    z = np.zeros(step.shape[0])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x, y = np.log(level), np.log(step)
+    for rows in _group_rows(groups):
+        ok = rows[np.isfinite(x[rows]) & np.isfinite(y[rows])]
+        if ok.size < min_group:
+            continue
+        _, b = theil_sen(x[ok], y[ok])
+        if not np.isfinite(b):
+            continue
+        b = min(max(b, 0.0), 1.0)
+        r = y[ok] - b * x[ok]
+        med = float(np.median(r))
+        mad = 1.4826 * float(np.median(np.abs(r - med))) + 1e-6
+        z[ok] = (med - r) / mad
+    return z

@@ -1,6 +1,6 @@
-"""One database for the dashboard tests, filled once per module: a simulated fleet through ingest and VEE,
-the daily aggregate, a theft ranking, bills (one held per cycle) and a login per role; plus the app served
-by waitress from a thread and a headless Chromium."""
+"""One database for the dashboard tests: a simulated fleet through ingest and VEE, the daily aggregate, a theft
+ranking, bills (one held per cycle) and a login per role, filled once per session as a template database of
+which each module gets its own copy; plus the app served by waitress from a thread and a headless Chromium."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from psycopg import sql
 from releve.db import connect, reader_role
 from releve.migrate import role_names
 from releve.settings import Settings
+from tests.conftest import DatabaseTemplates
 
 FLEET = {
     "seed": 5,
@@ -59,44 +60,40 @@ def add_bills(url: str, settings) -> None:
         run_bills(url, settings, book, cycle, date(2026, 3, 4), issue_date=date(2026, 3, 5))
 
 
-@pytest.fixture(scope="module")
-def filled(pg_server_url, tmp_path_factory):
+def fill(url: str, settings: Settings, backfill_dir: Path) -> None:
+    """Fill a migrated database: the fleet through ingest and VEE, logins, a theft ranking and bills."""
     from analytics.theft import store
     from analytics.theft.ranking import score
     from analytics.vee.run import run_vee
     from dashboards.auth import add_user
     from ingest.importer import load_directory
-    from releve import migrate
     from simulators.backfill import backfill
     from simulators.config import parse_fleet
     from simulators.engine import Simulation
 
-    name = f"releve_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    info = psycopg.conninfo.conninfo_to_dict(pg_server_url)
-    info["dbname"] = name
-    url = psycopg.conninfo.make_conninfo(**info)
-    settings = Settings(database={"url": url, "role_prefix": name})
-    try:
-        migrate.upgrade(url, settings)
-        out = tmp_path_factory.mktemp("dash-backfill")
-        backfill(Simulation(parse_fleet(FLEET, "dashboard test fleet")), 35, out, progress=False)
-        load_directory(url, settings, out)
-        run_vee(url, settings)
-        with connect(url, autocommit=True) as conn:
-            for user, (password, roles) in USERS.items():
-                add_user(conn, user, password, roles)
-        with connect(url, role=reader_role(settings)) as conn:
-            data = store.load_from_database(conn, None, None, 365)
-        store.save_run(settings, url, score(data).candidates(40), "database", {}, data)
-        add_bills(url, settings)
-        yield FilledDatabase(url, settings)
-    finally:
-        with psycopg.connect(pg_server_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            for (role,) in conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (f"{name}%",)).fetchall():
-                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+    backfill(Simulation(parse_fleet(FLEET, "dashboard test fleet")), 35, backfill_dir, progress=False)
+    load_directory(url, settings, backfill_dir)
+    run_vee(url, settings)
+    with connect(url, autocommit=True) as conn:
+        for user, (password, roles) in USERS.items():
+            add_user(conn, user, password, roles)
+    with connect(url, role=reader_role(settings)) as conn:
+        data = store.load_from_database(conn, None, None, 365)
+    store.save_run(settings, url, score(data).candidates(40), "database", {}, data)
+    add_bills(url, settings)
+
+
+@pytest.fixture(scope="module")
+def filled(database_templates: DatabaseTemplates, tmp_path_factory):
+    """The module's own copy of the filled database (filled once per session, as a template: tests may change
+    their copy)."""
+    template = database_templates.template(
+        "dashboards",
+        lambda url, settings: fill(url, settings, tmp_path_factory.mktemp("dash-backfill")),
+        base=database_templates.migrated(),
+    )
+    with database_templates.copy(template) as copy:
+        yield FilledDatabase(copy.url, copy.settings)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from dashboards.browser import console_errors, wait_idle
 from dashboards.screenshots import login
 from releve.db import connect, reader_role, replica_status
 from releve.pgserver import PostgresServer
+from tests.conftest import DatabaseTemplates
 
 pytestmark = [pytest.mark.db, pytest.mark.filterwarnings(r"ignore:\s*The dash_table.DataTable:DeprecationWarning")]
 
@@ -57,6 +58,13 @@ def pg_server_url():
             SERVERS.pop("replica").stop()
         primary.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def database_templates(pg_server_url):
+    """Template databases on this module's own primary (the session's are on the session server); the primary
+    is deleted with them."""
+    return DatabaseTemplates(pg_server_url)
 
 
 @pytest.fixture(scope="module")

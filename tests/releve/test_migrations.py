@@ -9,7 +9,8 @@ from releve.db import status
 
 
 @pytest.mark.db
-def test_migrations_apply_twice_without_error(db):
+def test_migrations_apply_twice_without_error(db_from_scratch):
+    db = db_from_scratch  # the migrations themselves: run here from an empty database
     again = migrate.upgrade(db.url, db.settings)
     assert again == []
     with db.connect() as conn:
@@ -18,7 +19,8 @@ def test_migrations_apply_twice_without_error(db):
 
 
 @pytest.mark.db
-def test_plain_postgresql_path_partitions_exist_ahead_of_the_data(db):
+def test_plain_postgresql_path_partitions_exist_ahead_of_the_data(db_from_scratch):
+    db = db_from_scratch  # the migrations themselves: run here from an empty database
     now = datetime.now(UTC)
     with db.connect() as conn:
         names = {
@@ -37,7 +39,8 @@ def test_plain_postgresql_path_partitions_exist_ahead_of_the_data(db):
 
 
 @pytest.mark.db
-def test_roles_exist_with_least_privilege(db):
+def test_roles_exist_with_least_privilege(db_from_scratch):
+    db = db_from_scratch  # the migrations themselves: run here from an empty database
     writer, reader, editor = migrate.role_names(db.settings)
     with db.connect() as conn:
 

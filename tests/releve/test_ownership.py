@@ -35,7 +35,8 @@ def _land_one_reading(db) -> None:
         writer.write([Reading("M1", "1-0:1.8.0", datetime.now(UTC) - timedelta(hours=1), 1.0, "kWh")])
 
 
-def test_the_schema_belongs_to_an_owner_role_that_cannot_log_in(db):
+def test_the_schema_belongs_to_an_owner_role_that_cannot_log_in(db_from_scratch):
+    db = db_from_scratch  # what migration 0012 does: run here from an empty database
     owner = migrate.owner_role(db.settings)
     with db.connect() as conn:
         assert conn.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (owner,)).fetchone() == (False,)

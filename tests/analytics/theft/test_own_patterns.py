@@ -1,4 +1,4 @@
-"""Own-series patterns for ranking without a feeder (on/off weeks, reversed days, a vacancy's flat
+"""Own-series patterns for ranking without a feeder (on/off weeks, reversed weeks, a vacancy's flat
 days at the base load), on hand-built households with real-looking noise (lognormal day-to-day
 level, wandering peaks, kettle spikes; see :func:`households`)."""
 
@@ -47,24 +47,26 @@ def test_on_off_weeks_against_the_season_and_with_missing_days():
     assert not short.any()  # too few weeks for a six-week run and the weeks outside it
 
 
-def test_reversed_days_are_found_and_a_night_appliance_is_not_them():
+def test_reversed_weeks_are_found_and_a_night_appliance_is_not_them():
     d = 168
     rec = households(30, d, seed=11, season=0.0)
     rec[6, 126:] = rec[6, 126:, ::-1]  # the last six weeks recorded backwards
-    rec[17, 126:, 1:6] += 1.0  # storage heating from 01:00: the load moves to the night, by adding
-    marked = sg.reversed_days(rec, np.arange(d) % 7)
-    assert np.isfinite(marked).all() and set(np.unique(marked)) <= {0.0, 1.0}
-    share, w0, w1 = sg.run_contrast(sg.weekly_means(marked))
-    assert share[6] > 0.25
-    others = np.delete(share, 6)
-    assert others.max() <= 0.1 and share[6] > 3 * others.max()
-    assert int(w0[6]) >= 17 and int(w1[6]) <= 24  # inside the last six weeks
-    # Without the spread condition the appliance's night block reads as a reversed day more often.
-    loose = sg.run_contrast(sg.weekly_means(sg.reversed_days(rec, np.arange(d) % 7, spread=(0.0, 99.0))))[0]
-    assert loose[17] >= share[17]
-    # An incomplete day is not judged.
-    rec[3, 10, 5] = np.nan
-    assert np.isnan(sg.reversed_days(rec, np.arange(d) % 7)[3, 10])
+    rec[17, 126:, 1:6] += 2.0  # a car charging at 2 kW from 01:00: the load moves to the night, by adding
+    marked = sg.reversed_weeks(rec)
+    assert marked.shape == (30, 24) and set(np.unique(marked)) <= {0.0, 1.0}
+    weeks, first, end, _ = sg.longest_true_span(marked > 0)
+    assert weeks[6] == 6 and first[6] == 18 and end[6] == 24  # exactly the last six weeks
+    assert np.delete(weeks, 6).max() <= 1  # a household's odd week, the charging's night block: no run
+    # Without the sorted-hours condition the night block reads as the day reversed, week after week.
+    loose = sg.reversed_weeks(rec, same_hours=99.0)
+    assert np.nansum(marked[17]) == 0 and sg.longest_true_span(loose > 0)[0][17] == 6
+    # A week is judged on its complete days; a week without one is not judged.
+    rec[3, 70:77] = np.nan
+    rec[3, 80, 2] = np.nan
+    again = sg.reversed_weeks(rec)
+    assert np.isnan(again[3, 10]) and again[3, 11] == 0.0
+    # Too short for the earliest six weeks and three more: nothing is judged.
+    assert not sg.reversed_weeks(rec[:, :60]).any()
 
 
 def _data(rec: np.ndarray) -> TheftData:

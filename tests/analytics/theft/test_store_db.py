@@ -24,19 +24,34 @@ FLEET = {
 }
 
 
-@pytest.fixture
-def loaded(db, tmp_path: Path):
-    """A 90-day simulated backfill loaded through the ingest importer; returns (db, thieves)."""
+#: The thieves of the loaded fleet, as the simulation that made the template labelled them.
+THIEVES: set[str] = set()
+
+
+def _load(url: str, settings, backfill_dir: Path) -> None:
+    """A 90-day simulated backfill loaded through the ingest importer."""
     from ingest.importer import load_directory
     from simulators.backfill import backfill
     from simulators.config import parse_fleet
     from simulators.engine import Simulation
 
     sim = Simulation(parse_fleet(FLEET, "test"))
-    backfill(sim, 90, tmp_path, progress=False)
-    load_directory(db.url, db.settings, tmp_path)
-    thieves = {lb.meter for lb in sim.labels() if lb.category == "theft"}
-    return db, thieves
+    backfill(sim, 90, backfill_dir, progress=False)
+    load_directory(url, settings, backfill_dir)
+    THIEVES.update(lb.meter for lb in sim.labels() if lb.category == "theft")
+
+
+@pytest.fixture
+def loaded(database_templates, tmp_path_factory):
+    """A copy of the 90-day simulated backfill loaded through the ingest importer (loaded once per session, as a
+    template); returns (db, thieves)."""
+    template = database_templates.template(
+        "theft_90_days",
+        lambda url, settings: _load(url, settings, tmp_path_factory.mktemp("theft-backfill")),
+        base=database_templates.migrated(),
+    )
+    with database_templates.copy(template) as db:
+        yield db, set(THIEVES)
 
 
 def _run(db, *argv: str) -> int:
