@@ -20,7 +20,7 @@ from analytics.theft import evidence as table
 from analytics.theft import model as md
 from analytics.theft import signals as sg
 from analytics.theft.data import TheftData
-from analytics.theft.features import FEATURES, Features, compute_features
+from analytics.theft.features import FEATURES, Features, compute_features, zero_days
 from releve.arrays import FloatArray, IntArray
 
 #: Names of the supervised model's inputs (what a candidate stores to become a label later).
@@ -284,7 +284,7 @@ def days_since_loss(f: Features, ev: md.Evidence) -> IntArray:
     ok = np.isfinite(tail)
     recent = np.where(ok.any(axis=1), np.nansum(np.where(ok, tail, 0.0), axis=1) / np.maximum(ok.sum(axis=1), 1), 1.0)
     put("drop", np.where(drop.start >= 0, np.where(recent < 0.8, n, drop.end), -1))
-    zero = np.isfinite(f.cleaned.values) & (f.cleaned.values <= 1e-9) & (np.nan_to_num(drop.expected) > 0)
+    zero = zero_days(f.cleaned.values, drop.expected)
     put("zero", np.where(zero.any(axis=1), n - np.argmax(zero[:, ::-1], axis=1), -1))
     if f.profile is not None:
         # A run from the first day that ends before the last is the old shape: the new one is going on

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+import pytest
 
 from analytics.theft import features as ft
 from analytics.theft import signals as sg
@@ -26,6 +29,65 @@ def test_sustained_drop_by_blocks_equals_one_call() -> None:
     for name in ("ratio", "expected", "level", "start", "end", "depth", "deficit", "zero_days", "low"):
         assert np.array_equal(getattr(whole, name), getattr(blocks, name), equal_nan=True), name
     assert blocks.start[5] >= 0
+
+
+def test_clean_daily_by_blocks_equals_one_call() -> None:
+    values, _ = _fleet()
+    cumulative = np.abs(values)
+    cumulative[3, 30:35] = np.nan  # a communication loss, caught up the day after
+    cumulative[3, 35] = 60.0
+    cumulative[9, 50] = -5.0  # a negative step
+    one = sg.clean_daily(cumulative, np.full(len(values), 100.0))
+    blocks = ft.by_rows(sg.clean_daily, cumulative, np.full(len(values), 100.0), rows=7)
+    for name in (
+        "values",
+        "catch_up",
+        "frozen_days",
+        "index_faults",
+        "rollovers",
+        "silent_days",
+        "silence_unrecovered",
+    ):
+        assert np.array_equal(getattr(one, name), getattr(blocks, name), equal_nan=True), name
+
+
+def test_seasonal_index_by_blocks_equals_the_median_over_the_fleet() -> None:
+    """Built a block of meters at a time, groups interleaved across blocks: numpy's per-day median of each group."""
+    rng = np.random.default_rng(5)
+    m, d = 2 * sg.ROWS + 77, 30
+    values = rng.lognormal(2, 0.4, (m, d))
+    values[rng.random((m, d)) < 0.05] = np.nan
+    values[rng.random((m, d)) < 0.02] = 0.0
+    values[:, 4] = np.nan  # a day nobody read
+    groups = rng.integers(0, 3, m)
+    groups[groups == 2] = 3  # group 2 without members
+    med = sg.row_quantile(np.where(values > 0, values, np.nan), 0.5)
+    rel = values / np.where(med > 0, med, np.nan)[:, None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = np.stack(
+            [np.nanmedian(rel[groups == g], axis=0) if (groups == g).any() else np.ones(d) for g in range(4)]
+        )
+    want = np.where(np.isfinite(want) & (want > 0), want, 1.0)
+    assert np.array_equal(sg.seasonal_index(values, groups), want)
+
+
+@pytest.mark.parametrize("m", [1, 2, 7, 1_000, 1_001])
+def test_group_median_equals_numpy_over_the_repeated_rows(m: int) -> None:
+    rng = np.random.default_rng(m)
+    table = np.round(rng.lognormal(0, 0.2, (4, 50)), 2)  # ties between groups' values
+    table[1, 10:20] = table[0, 10:20]
+    groups = rng.integers(0, 4, m)
+    groups[groups == 3] = 2  # a group without members
+    assert np.array_equal(ft.group_median(table, groups), np.nanmedian(table[groups], axis=0))
+
+
+def test_zero_days_equal_the_definition_with_nan_to_num() -> None:
+    values = np.array([[0.0, 0.0, 0.0, 0.0, np.nan, 1.0, -0.0, 0.0]])
+    expected = np.array([[1.0, np.nan, np.inf, -np.inf, 1.0, 1.0, 2.0, 0.0]])
+    want = np.isfinite(values) & (values <= 1e-9) & (np.nan_to_num(expected) > 0)
+    assert np.array_equal(ft.zero_days(values, expected), want)
+    assert ft.zero_days(values, expected).tolist() == [[True, False, True, False, False, False, True, False]]
 
 
 def test_register_advance_by_blocks_equals_one_block() -> None:
