@@ -10,6 +10,7 @@ development server is never used, not even by the tests, the demo or the screens
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,12 +36,31 @@ def make_server(wsgi_app: Any, host: str = "127.0.0.1", port: int = 0, threads: 
 
 
 def serve(wsgi_app: Any, host: str, port: int, threads: int = 8) -> None:
-    """Serve until interrupted (Ctrl-C)."""
+    """Serve until Ctrl-C (``KeyboardInterrupt``, as before) or SIGTERM (a service manager's stop: returns).
+
+    SIGTERM is handled here rather than left to its default (the process killed mid-response): the
+    server closes its connections and stops its threads as on Ctrl-C. It also stops a server started
+    in the background of a script, where the shell has set SIGINT to be ignored.
+    """
     server = make_server(wsgi_app, host, port, threads)
+    terminated = threading.Event()
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        terminated.set()
+        raise KeyboardInterrupt  # waitress's loop lets it through (its handlers catch Exception only)
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, on_sigterm) if main else None
     try:
         server.run()
+    except KeyboardInterrupt:
+        if not terminated.is_set():
+            raise  # Ctrl-C: the command line says "interrupted"
+        log.info("dashboards: stopping on SIGTERM")
     finally:
         _shutdown(server)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _shutdown(server: Any) -> None:

@@ -164,6 +164,8 @@ def test_releve_dashboard_serves_with_waitress_on_the_configured_address(filled,
         with pytest.raises(urllib.error.HTTPError, match="401"):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/_dash-layout", timeout=5)
     finally:
-        proc.send_signal(signal.SIGINT)
+        # SIGTERM, as a service manager stops it (SIGINT may be inherited as ignored by a background run)
+        proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert f"dashboards on http://127.0.0.1:{port}/" in err and "Traceback" not in err
+    assert proc.returncode == 0  # a clean stop, not a kill
