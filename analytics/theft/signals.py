@@ -1455,7 +1455,8 @@ def reversed_weeks(
     """Meters × weeks: 1 where the week's mean day is the meter's earliest weeks' day reversed in time.
 
     Each day is the share of its total per hour; a week's mean day and the reference (the mean day
-    of the first ``reference`` days, before any change a utility looks for) are compared three ways.
+    of the meter's first ``reference`` complete days, before any change a utility looks for; a meter
+    installed during the period has its own start) are compared three ways.
     A week is marked when its correlation with the reference mirrored in time is above
     ``mirrored`` and exceeds the plain correlation by ``margin`` (the peaks moved to the mirrored
     hours), and its hours sorted by size stay within ``same_hours`` (L1 of the shares) of the
@@ -1479,7 +1480,9 @@ def reversed_weeks(
     shape = np.where(ok[:, :, None], x / np.where(ok, tot, 1.0)[:, :, None], np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        ref = np.nanmean(shape[:, :reference], axis=1)
+        # The meter's own first ``reference`` complete days: a meter installed mid-period has its own start.
+        first = ok & (np.cumsum(ok, axis=1) <= reference)
+        ref = np.nanmean(np.where(first[:, :, None], shape, np.nan), axis=1)
         weekly = np.nanmean(shape[:, d - w * week :].reshape(m, w, week, h), axis=2)
 
     def corr(a: FloatArray, b: FloatArray) -> FloatArray:

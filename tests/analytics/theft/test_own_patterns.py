@@ -65,6 +65,10 @@ def test_reversed_weeks_are_found_and_a_night_appliance_is_not_them():
     rec[3, 80, 2] = np.nan
     again = sg.reversed_weeks(rec)
     assert np.isnan(again[3, 10]) and again[3, 11] == 0.0
+    # A meter installed in the ninth week: its own first six weeks are its reference.
+    late = rec.copy()
+    late[6, :56] = np.nan
+    assert sg.longest_true_span(sg.reversed_weeks(late) > 0)[0][6] == 6
     # Too short for the earliest six weeks and three more: nothing is judged.
     assert not sg.reversed_weeks(rec[:, :60]).any()
 
