@@ -1532,15 +1532,12 @@ def steps_held(
     rec, ref = same_season_windows(season, recent, reference, gap)
     out = []
     for days in (rec, ref):
-        rise = np.diff(hourly[:, days, :], axis=2).reshape(m, -1)
-        rise = np.where(rise > 0, rise, np.nan)
-        n_rise = np.isfinite(rise).sum(axis=1)
+        step = step_size(hourly[:, days, :], quantile, min_rises)  # NaN with too few rises
         n_days = np.isfinite(daily[:, days]).sum(axis=1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            step = np.nanquantile(rise, quantile, axis=1)
             level = np.nanmean(daily[:, days], axis=1)
-        ok = (n_rise >= min_rises) & (n_days >= 7) & (level > 0) & (step > 0)
+        ok = np.isfinite(step) & (n_days >= 7) & (level > 0) & (step > 0)
         out.append((np.where(ok, step, np.nan), np.where(ok, level, np.nan)))
     (step_a, level_a), (step_b, level_b) = out
     with np.errstate(invalid="ignore", divide="ignore"):
