@@ -1,0 +1,259 @@
+"""What the write path's goal needs from the table: three storage layouts against raw COPY, same run.
+
+    python bench/storage_layout.py [--meters 10000] [--history 672] [--batch-intervals 10] [--rounds 10]
+
+Issue 18 asks the fresh write path for >= 0.40 of raw binary COPY into a bare table. The write
+path costs what a COPY into ``reading`` with its primary key costs (``bench/ingest.py`` prints the
+keyed COPY beside it), so the question is what the table's layout allows. On a throwaway
+PostgreSQL server (durable settings, as ``bench/common.py``), four tables of the same fleet, each
+holding ``--history`` quarter hours of every meter already (built in SQL, time-major as live data
+arrives; setup, not timed), then ``--rounds`` rounds of live batches (half the fleet ×
+``--batch-intervals`` new intervals, the shape of ``bench/ingest.py``'s fresh batch), the tables
+taken in turn, their order reversed every round:
+
+1. **bare**: ``reading``'s columns, no key, no index — the baseline;
+2. **rows, meter-first key**: ``reading`` today, primary key (meter, channel, instant), rows sent in
+   key order as the writer sends them;
+3. **rows, time-first key**: primary key (instant, meter, channel), rows in time order: every
+   insert lands at the index's right edge (the cheapest a B-tree entry per row can be);
+4. **blocks**: one row per meter, channel and batch run — its instants and values in arrays
+   (``timestamptz[]``, ``float8[]``), primary key (meter, channel, first instant): one index entry
+   per run instead of one per reading, as TimescaleDB's compressed chunks and the wide rows of
+   commercial MDMs store interval data.
+
+Printed: readings/s and the ratio to the bare COPY for each, and what reading one meter's last
+7 days costs in each layout (``--probes`` meters, the median): the layouts that write fast must
+still read a meter fast. Nothing here is the product's code path; it measures the ground the
+product would stand on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ingest.frame import READING_COPY_COLUMNS, encode_reading_copy
+from releve.pgbinary import HEADER, PG_EPOCH_US, TRAILER
+from releve.pgserver import PostgresServer
+
+COLUMNS = """meter_id integer NOT NULL, channel_id smallint NOT NULL, ts timestamptz NOT NULL,
+    value double precision NOT NULL, unit_id smallint NOT NULL, source_id smallint NOT NULL,
+    read_type_id smallint NOT NULL, quality smallint NOT NULL DEFAULT 0, received_at timestamptz NOT NULL,
+    batch_id bigint NOT NULL"""
+ROW_TABLES = {
+    "bare": "",
+    "rows_meter_first": ", PRIMARY KEY (meter_id, channel_id, ts)",
+    "rows_time_first": ", PRIMARY KEY (ts, meter_id, channel_id)",
+}
+BLOCKS = """CREATE TABLE blocks (
+    meter_id integer NOT NULL, channel_id smallint NOT NULL, ts_first timestamptz NOT NULL,
+    ts_last timestamptz NOT NULL, ts timestamptz[] NOT NULL, value double precision[] NOT NULL,
+    unit_id smallint NOT NULL, source_id smallint NOT NULL, read_type_id smallint NOT NULL,
+    received_at timestamptz NOT NULL, batch_id bigint NOT NULL,
+    PRIMARY KEY (meter_id, channel_id, ts_first))"""
+LABELS = {
+    "bare": "rows, no key (baseline)",
+    "rows_meter_first": "rows, key (meter, channel, ts)",
+    "rows_time_first": "rows, key (ts, meter, channel)",
+    "blocks": "blocks, key (meter, channel, first ts)",
+}
+START = np.datetime64("2025-01-01T00:00", "us")
+QUARTER_US = 900_000_000
+TIMESTAMPTZ_OID, FLOAT8_OID = 1184, 701
+
+
+def block_dtype(k: int) -> np.dtype:
+    """One binary COPY row of ``blocks`` with ``k`` instants: fixed size, so a batch is one record array."""
+
+    def array(name: str, code: str) -> list[tuple[Any, ...]]:
+        head = [(f"{name}_len", ">i4"), (f"{name}_ndim", ">i4"), (f"{name}_null", ">i4"), (f"{name}_oid", ">i4")]
+        head += [(f"{name}_dim", ">i4"), (f"{name}_lb", ">i4")]
+        return [*head, (name, [("l", ">i4"), ("v", code)], (k,))]
+
+    spec: list[tuple[Any, ...]] = [("n", ">i2")]
+    spec += [("l1", ">i4"), ("meter_id", ">i4"), ("l2", ">i4"), ("channel_id", ">i2")]
+    spec += [("l3", ">i4"), ("ts_first", ">i8"), ("l4", ">i4"), ("ts_last", ">i8")]
+    spec += array("ts", ">i8") + array("value", ">f8")
+    spec += [("l7", ">i4"), ("unit_id", ">i2"), ("l8", ">i4"), ("source_id", ">i2"), ("l9", ">i4")]
+    spec += [("read_type_id", ">i2"), ("l10", ">i4"), ("received_at", ">i8"), ("l11", ">i4"), ("batch_id", ">i8")]
+    return np.dtype(spec)
+
+
+def encode_blocks(meters: np.ndarray, us: np.ndarray, values: np.ndarray) -> bytes:
+    """One block row per meter: instants ``us`` (µs since 2000-01-01) and its row of ``values``."""
+    k = len(us)
+    rec = np.zeros(len(meters), block_dtype(k))
+    rec["n"] = 11
+    for name, size in (("l1", 4), ("l2", 2), ("l3", 8), ("l4", 8), ("l7", 2), ("l8", 2), ("l9", 2), ("l10", 8)):
+        rec[name] = size
+    rec["l11"] = 8
+    for name, oid in (("ts", TIMESTAMPTZ_OID), ("value", FLOAT8_OID)):
+        rec[f"{name}_len"] = 20 + 12 * k
+        rec[f"{name}_ndim"], rec[f"{name}_oid"], rec[f"{name}_dim"], rec[f"{name}_lb"] = 1, oid, k, 1
+        rec[name]["l"] = 8
+    rec["meter_id"], rec["channel_id"] = meters, 1
+    rec["ts_first"], rec["ts_last"] = us[0], us[-1]
+    rec["ts"]["v"] = us[None, :]
+    rec["value"]["v"] = values
+    rec["unit_id"] = rec["source_id"] = rec["read_type_id"] = 1
+    rec["received_at"] = (np.datetime64(datetime.now(UTC).replace(tzinfo=None), "us") - PG_EPOCH_US).astype(np.int64)
+    rec["batch_id"] = 1
+    return HEADER + rec.tobytes() + TRAILER
+
+
+def build(url: str, meters: int, history: int, k: int) -> None:
+    """The four tables, each with ``history`` quarter hours of every meter (time-major, as live data lands)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for name, key in ROW_TABLES.items():
+            conn.execute(f"CREATE TABLE {name} ({COLUMNS}{key})".encode())
+            if name != "bare":
+                conn.execute(
+                    f"""INSERT INTO {name} SELECT m, 1, %(start)s::timestamptz + i * interval '15 minutes',
+                                                  i * 0.25 + m, 1, 1, 1, 0, now(), 1
+                        FROM generate_series(0, %(h)s - 1) i, generate_series(0, %(m)s - 1) m""".encode(),
+                    {"start": f"{START}Z", "h": history, "m": meters},
+                )
+        conn.execute(BLOCKS.encode())
+        conn.execute(
+            """INSERT INTO blocks
+               SELECT m, 1, min(t), max(t), array_agg(t ORDER BY t), array_agg(v ORDER BY t), 1, 1, 1, now(), 1
+               FROM (SELECT m, i / %(k)s AS b, %(start)s::timestamptz + i * interval '15 minutes' AS t, i * 0.25 + m AS v
+                     FROM generate_series(0, %(h)s - 1) i, generate_series(0, %(m)s - 1) m) x
+               GROUP BY b, m ORDER BY b, m""",
+            {"start": f"{START}Z", "h": history, "m": meters, "k": k},
+        )
+        conn.execute("VACUUM (ANALYZE)")
+        conn.execute("CHECKPOINT")
+
+
+def payloads(meters: np.ndarray, first: int, k: int) -> dict[str, bytes]:
+    """The same readings (``meters`` × intervals first..first+k-1) as each table takes them."""
+    intervals = np.arange(first, first + k, dtype=np.int64)
+    us = (START - PG_EPOCH_US).astype(np.int64) + intervals * QUARTER_US
+    values = intervals[None, :] * 0.25 + meters[:, None]  # meters × intervals
+    n = values.size
+    ones, zeros = np.ones(n, np.int16), np.zeros(n, np.int16)
+    now = datetime.now(UTC)
+
+    def rows(order: str) -> bytes:
+        if order == "key":  # meter-major, as the writer sorts a batch
+            m, t, v = np.repeat(meters, k), np.tile(us, len(meters)), values.ravel()
+        else:  # time-major, as collectors deliver it
+            m, t, v = np.tile(meters, k), np.repeat(us, len(meters)), values.T.ravel()
+        ts = PG_EPOCH_US + t.astype("timedelta64[us]")
+        return encode_reading_copy(m, ones, ts, v, ones, 1, ones, zeros, now, 1)
+
+    time_major = rows("time")
+    return {
+        "bare": time_major,
+        "rows_meter_first": rows("key"),
+        "rows_time_first": time_major,
+        "blocks": encode_blocks(meters, us, values),
+    }
+
+
+def copy(conn: psycopg.Connection, table: str, payload: bytes) -> float:
+    """Seconds to COPY ``payload`` into ``table`` and commit."""
+    columns = "" if table == "blocks" else f" ({READING_COPY_COLUMNS})"
+    t = time.perf_counter()
+    with conn.cursor().copy(f"COPY {table}{columns} FROM STDIN (FORMAT BINARY)".encode()) as cp:
+        cp.write(payload)
+    conn.commit()
+    return time.perf_counter() - t
+
+
+READ = {
+    "rows_meter_first": "SELECT ts, value FROM rows_meter_first WHERE meter_id = %(m)s AND channel_id = 1 "
+    "AND ts >= %(lo)s AND ts < %(hi)s",
+    "rows_time_first": "SELECT ts, value FROM rows_time_first WHERE meter_id = %(m)s AND channel_id = 1 "
+    "AND ts >= %(lo)s AND ts < %(hi)s",
+    "blocks": "SELECT u.ts, u.value FROM blocks b CROSS JOIN LATERAL unnest(b.ts, b.value) AS u(ts, value) "
+    "WHERE b.meter_id = %(m)s AND b.channel_id = 1 AND b.ts_first < %(hi)s AND b.ts_last >= %(lo)s "
+    "AND u.ts >= %(lo)s AND u.ts < %(hi)s",
+}
+
+
+def read_costs(url: str, meters: int, last: int, probes: int) -> dict[str, tuple[float, int]]:
+    """Median milliseconds (and rows) to read one meter's last 7 days, per keyed layout."""
+    hi = START + np.timedelta64(last * 15, "m")
+    lo = hi - np.timedelta64(7, "D")
+    rng = np.random.default_rng(18)
+    picks = rng.choice(np.arange(0, meters, 2), size=probes, replace=False)
+    out = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        for name, query in READ.items():
+            took, n = [], 0
+            for m in picks:
+                params = {"m": int(m), "lo": f"{lo}Z", "hi": f"{hi}Z"}
+                t = time.perf_counter()
+                n = len(conn.execute(query.encode(), params).fetchall())
+                took.append(time.perf_counter() - t)
+            out[name] = (statistics.median(took) * 1e3, n)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--meters", type=int, default=10_000)
+    parser.add_argument("--history", type=int, default=672, help="quarter hours already stored per meter (a week)")
+    parser.add_argument("--batch-intervals", type=int, default=10, help="new intervals per meter per batch")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--probes", type=int, default=50, help="meters read back per layout")
+    args = parser.parse_args()
+    k = args.batch_intervals
+    root = Path(tempfile.mkdtemp(prefix="releve-layout-"))
+    root.chmod(0o755)
+    server = PostgresServer(root / "data", durable=True)
+    try:
+        server.start()
+        url = server.url()
+        print(f"server: throwaway {server.version()} (durable settings: fsync on)")
+        t = time.perf_counter()
+        build(url, args.meters, args.history, k)
+        print(
+            f"{args.meters:,} meters x {args.history} quarter hours in each table "
+            f"(built in {time.perf_counter() - t:.0f} s, not timed)"
+        )
+        live = np.arange(0, args.meters, 2, dtype=np.int32)  # half the fleet per batch, as bench/ingest.py
+        took = dict.fromkeys(LABELS, 0.0)
+        readings = 0
+        first = args.history
+        with psycopg.connect(url) as conn:
+            for rnd in range(args.rounds + 1):  # round 0 warms the caches, not timed
+                batch = payloads(live, first, k)
+                order = list(LABELS) if rnd % 2 else list(LABELS)[::-1]
+                for name in order:
+                    secs = copy(conn, name, batch[name])
+                    if rnd:
+                        took[name] += secs
+                if rnd:
+                    readings += live.size * k
+                first += k
+        print(f"\n{args.rounds} rounds of {live.size * k:,} readings ({live.size:,} meters x {k} intervals):")
+        for name, label in LABELS.items():
+            rate = readings / took[name]
+            print(f"  {label:42s} {rate:>12,.0f} readings/s   {took['bare'] / took[name]:5.2f} x raw COPY")
+        reads = read_costs(url, args.meters, first, args.probes)
+        print(f"\none meter's last 7 days, median of {args.probes} meters:")
+        for name, (ms, n) in reads.items():
+            print(f"  {LABELS[name]:42s} {ms:8.2f} ms   ({n} readings)")
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
