@@ -732,7 +732,22 @@ def usual_hour_profile(hourly: FloatArray, weekday: IntArray) -> FloatArray:
 FLAT_PROFILE = 0.1
 
 
-def meter_regressors(hourly: FloatArray, weekday: IntArray) -> FloatArray:
+def regressor_profile(hourly: FloatArray, weekday: IntArray) -> FloatArray:
+    """Per meter, the usual profile its regressors spread energy over (:func:`usual_hour_profile`, meters × 3 × 24).
+
+    A meter whose usual day is flat (it has recorded a flattened day all along) has no shape of
+    its own left to compare with: it gets the median usual profile of the other (not flat) meters
+    of ``hourly``, when there are at least three.
+    """
+    h = hourly.shape[2]
+    prof = usual_hour_profile(hourly, weekday)
+    flat = prof.std(axis=2).max(axis=1) * h < FLAT_PROFILE
+    if flat.any() and (~flat).sum() >= 3:
+        prof[flat] = np.median(prof[~flat], axis=0)
+    return prof
+
+
+def meter_regressors(hourly: FloatArray, weekday: IntArray, profile: FloatArray | None = None) -> FloatArray:
     """Per meter, the series its missing energy would follow under each tamper family (meters × 6 × days·hours).
 
     - ``scaled``: the recorded load itself (a share of the true load is taken: scaling, random
@@ -758,17 +773,14 @@ def meter_regressors(hourly: FloatArray, weekday: IntArray) -> FloatArray:
       the neighbours' loads that had shared it.
 
     Missing hours are 0 in every regressor (the balance rows where a meter is missing are dropped
-    by the caller).
+    by the caller). ``profile`` is :func:`regressor_profile` of these meters, or of a larger group
+    they belong to (whose not-flat meters then lend their shape to the flat ones); by default the
+    meters' own.
     """
     m, d, h = hourly.shape
     x = np.nan_to_num(hourly)
     tot = x.sum(axis=2)
-    prof = usual_hour_profile(hourly, weekday)
-    # A meter whose usual day is flat (it has recorded a flattened day all along) has no shape of
-    # its own left to compare with: it gets the typical shape of the meters beside it.
-    flat = prof.std(axis=2).max(axis=1) * h < FLAT_PROFILE
-    if flat.any() and (~flat).sum() >= 3:
-        prof[flat] = np.median(prof[~flat], axis=0)
+    prof = regressor_profile(hourly, weekday) if profile is None else profile
     daytype = np.where(weekday == 5, 1, np.where(weekday == 6, 2, 0))
     usual_share = prof[:, daytype, :]  # meters × days × hours
     pos = np.where(hourly > 0, hourly, np.nan)
@@ -892,9 +904,12 @@ def interval_balance(
 
     m, d, h = hourly.shape
     n_areas = feeder.shape[0]
-    g = np.concatenate([meter_regressors(hourly, weekday), clock_regressors(hourly)], axis=1)
-    k = g.shape[1]
+    # The flat meters' stand-in shape comes from every meter given (see meter_regressors); the
+    # regressors themselves are built one area at a time (an area's 8 series of each meter, not
+    # the whole group's: 8 × the hourly array, fresh memory the kernel hands over page by page).
+    profile = regressor_profile(hourly, weekday)
     k_theft = len(REGRESSORS)  # the first k_theft are theft regressors, the rest honest ones
+    k = k_theft + len(HONEST_REGRESSORS)
     attributed = np.zeros((m, d))
     strength = np.zeros(m)
     per_kind = np.zeros((m, k_theft))
@@ -932,7 +947,12 @@ def interval_balance(
         tt, y, load, win = tt[sane], y[sane], load[sane], win[sane]
         n_rows = tt.size
         tech = np.column_stack([np.ones(n_rows), load**2])
-        cand = (g[rows][:, :, tt] / scale).reshape(rows.size * k, n_rows)  # candidates × rows
+        g = np.concatenate(
+            [meter_regressors(hourly[rows], weekday, profile[rows]), clock_regressors(hourly[rows])], axis=1
+        )[:, :, tt]
+        cand = (g / scale).reshape(rows.size * k, n_rows)  # candidates × rows
+        own[rows] = np.nansum(g[:, 0], axis=1)
+        del g
         blocks = [np.flatnonzero(win == w) for w in range(int(win.max()) + 1)]
         # Block coordinate descent: the technical pair over the whole period, then every window's
         # meter coefficients (non-negative least squares over all the area's meters at once, so
@@ -965,33 +985,33 @@ def interval_balance(
         seen[tt // h] = True
         tech_day[seen] = tech_sum[seen]
         technical[a] = tech_day
-        for mi in rows:
-            own[mi] = float(np.nansum(g[mi, 0, tt]))
+        cand3 = cand.reshape(rows.size, k, n_rows)
         for w, b in enumerate(blocks):
             if b.size < 2 * h or not coefs[w].any():
                 continue
             sigma2 = robust_var(res[b])
-            for r_i in range(rows.size):
-                # Only the theft regressors put energy on the meter; the clock terms explain
-                # an honest fault and stay in the fit.
-                c = coefs[w][r_i * k : r_i * k + k_theft]
-                if not (c > 0).any():
-                    continue
-                i = int(rows[r_i])
-                parts = cand[r_i * k : r_i * k + k_theft, b] * c[:, None]
-                contrib = parts.sum(axis=0)
-                per_kind[i] += (parts**2).sum(axis=1)
-                gain = float(((res[b] + contrib) ** 2).sum() - (res[b] ** 2).sum())
-                if gain <= 0:
-                    continue
-                strength[i] += gain / sigma2
-                if gain / sigma2 >= min_f:  # energy only from windows where the meter stands out of the noise
-                    moved[i] += float(np.abs(contrib).sum()) * scale
-                if gain / sigma2 >= 4 * min_f:  # the windows a reason names: clearly taken
-                    windows[i] += 1
-                    day0 = int(tt[b[0]] // h)
-                    first_day[i] = day0 if first_day[i] < 0 else min(int(first_day[i]), day0)
-                np.add.at(attributed[i], tt[b] // h, contrib * scale)
+            # Only the theft regressors put energy on the meter; the clock terms explain an honest
+            # fault and stay in the fit. All the window's meters with a theft term at once.
+            c = coefs[w].reshape(rows.size, k)[:, :k_theft]
+            taken = np.flatnonzero((c > 0).any(axis=1))
+            if taken.size == 0:
+                continue
+            i = rows[taken]
+            parts = cand3[taken][:, :k_theft][:, :, b] * c[taken][:, :, None]  # meters × regressors × hours
+            contrib = parts.sum(axis=1)
+            per_kind[i] += (parts**2).sum(axis=2)
+            rb = res[b]
+            gain = ((rb + contrib) ** 2).sum(axis=1) - (rb**2).sum()
+            up = gain > 0
+            i, contrib, f = i[up], contrib[up], gain[up] / sigma2
+            strength[i] += f
+            clear = f >= min_f  # energy only from windows where the meter stands out of the noise
+            moved[i[clear]] += np.abs(contrib[clear]).sum(axis=1) * scale
+            named = f >= 4 * min_f  # the windows a reason names: clearly taken
+            windows[i[named]] += 1
+            day0 = int(tt[b[0]] // h)
+            first_day[i[named]] = np.where(first_day[i[named]] < 0, day0, np.minimum(first_day[i[named]], day0))
+            np.add.at(attributed, (i[:, None], (tt[b] // h)[None, :]), contrib * scale)
     # A meter that records almost nothing would get a huge share from a crumb of noise: its energy
     # is floored at a quarter of its area's typical meter.
     floor = np.zeros(m)
