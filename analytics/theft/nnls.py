@@ -39,16 +39,17 @@ class DesignNNLS:
     """``argmin ‖A x − b‖₂, x ≥ 0`` for one design ``A`` and successive right-hand sides ``b``.
 
     Each :meth:`solve` starts from the set of positive coefficients the previous one found (the
-    right-hand sides of successive rounds differ little). ``maxiter`` is passed on to scipy where
-    it takes over.
+    right-hand sides of successive rounds differ little), the first from ``passive`` (none by
+    default). ``maxiter`` is passed on to scipy where it takes over.
     """
 
-    def __init__(self, design: FloatArray, maxiter: int | None = None) -> None:
+    def __init__(self, design: FloatArray, maxiter: int | None = None, passive: BoolArray | None = None) -> None:
         self.design = np.ascontiguousarray(design, dtype=float)
         self.maxiter = maxiter
         n = self.design.shape[1]
         self.gram = self.design.T @ self.design
-        self.passive: BoolArray = np.zeros(n, dtype=bool)
+        #: Where the first solve starts: a guess of the positive coefficients (any guess is exact).
+        self.passive: BoolArray = np.zeros(n, dtype=bool) if passive is None else np.array(passive, dtype=bool)
         self.exact = _well_conditioned(self.gram)
         #: Solves that scipy made (for the tests and the curious).
         self.fallbacks = 0
@@ -115,7 +116,9 @@ def _solve_on(gram: FloatArray, c: FloatArray, free: BoolArray) -> FloatArray:
     x = np.zeros(c.size)
     idx = np.flatnonzero(free)
     if idx.size:
-        x[idx] = np.linalg.solve(gram[np.ix_(idx, idx)], c[idx])
+        _, x[idx], info = lapack.dposv(gram[np.ix_(idx, idx)], c[idx])  # Cholesky: the Gram is positive definite
+        if info != 0:
+            raise np.linalg.LinAlgError("not positive definite")
     return x
 
 

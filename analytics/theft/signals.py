@@ -865,9 +865,9 @@ class IntervalBalance:
 
 
 def robust_var(x: FloatArray) -> float:
-    """Variance from the median absolute deviation (a few wild values do not inflate it)."""
-    med = float(np.median(x))
-    return max((1.4826 * float(np.median(np.abs(x - med)))) ** 2, 1e-12)
+    """Variance from the median absolute deviation (a few wild values do not inflate it); ``x`` finite."""
+    med = median_1d(x)
+    return max((1.4826 * median_1d(np.abs(x - med))) ** 2, 1e-12)
 
 
 def interval_balance(
@@ -944,7 +944,7 @@ def interval_balance(
         sane = np.ones(tt.size, dtype=bool)
         for w in np.unique(win):
             sel = win == w
-            med = float(np.median(y[sel]))
+            med = median_1d(y[sel])
             sane[sel] = y[sel] - med >= -12.0 * np.sqrt(robust_var(y[sel]))
         tt, y, load, win = tt[sane], y[sane], load[sane], win[sane]
         n_rows = tt.size
@@ -971,14 +971,17 @@ def interval_balance(
         coef_t, _ = nnls(tech, y)
         meter_fit = np.zeros(n_rows)
         coefs: list[np.ndarray] = [np.zeros(rows.size * k) for _ in blocks]
-        for _ in range(3):
+        for round_ in range(3):
             r_tech = y - tech @ coef_t
+            before = np.zeros(rows.size * k)
             for w in fitted:
                 b = blocks[w]
                 sol = np.zeros(rows.size * k)
                 if w in solvers:
+                    if round_ == 0:  # a start: what the window before took (any start gives the same solution)
+                        solvers[w].passive = before[live[w]] > 0
                     sol[live[w]] = solvers[w].solve(r_tech[b])
-                coefs[w] = sol
+                coefs[w] = before = sol
                 meter_fit[b] = designs[w] @ sol
             coef_t, _ = nnls(tech, y - meter_fit)
         res = y - tech @ coef_t - meter_fit
