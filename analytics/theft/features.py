@@ -223,6 +223,7 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
         held[rows] = sg.steps_held(hourly, values[rows], fleet_season)
         step[rows] = sg.step_size(hourly)
         part = sg.profile_change(hourly, weekday)
+        usual = sg.usual_hour_profile(hourly, weekday)  # for the balance's regressors and the daily statistics
         for name in ("corr", "flatness", "start", "end", "score", "usual", "during", "reversed", "flattened"):
             getattr(prof, name)[rows] = getattr(part, name)
         if interval is not None:
@@ -232,12 +233,12 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
                 local = np.searchsorted(present, area_k)
                 local = np.where(area_k >= 0, local, -1)
                 feeder_h = np.stack([data.feeders_hourly[hourly_areas[k]] for k in present])
-                ib = sg.interval_balance(feeder_h, hourly, local, weekday)
+                ib = sg.interval_balance(feeder_h, hourly, local, weekday, usual=usual)
                 for name in ("attributed", "strength", "share", "kind", "windows", "first_day"):
                     getattr(interval, name)[rows] = getattr(ib, name)
                 interval.technical[present] = ib.technical
                 interval.residual[present] = ib.residual
-        per_day = sg.daily_stats(hourly, values[rows], weekday)
+        per_day = sg.daily_stats(hourly, values[rows], weekday, usual=usual)
         shift[rows] = sg.recent_shift(per_day, fleet_season)
         stat[rows], w0[rows], w1[rows] = sg.segment_shift(sg.weekly_means(per_day[:, spread_col]))
     return _Hourly(

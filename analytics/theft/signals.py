@@ -732,15 +732,16 @@ def usual_hour_profile(hourly: FloatArray, weekday: IntArray) -> FloatArray:
 FLAT_PROFILE = 0.1
 
 
-def regressor_profile(hourly: FloatArray, weekday: IntArray) -> FloatArray:
+def regressor_profile(hourly: FloatArray, weekday: IntArray, usual: FloatArray | None = None) -> FloatArray:
     """Per meter, the usual profile its regressors spread energy over (:func:`usual_hour_profile`, meters × 3 × 24).
 
     A meter whose usual day is flat (it has recorded a flattened day all along) has no shape of
     its own left to compare with: it gets the median usual profile of the other (not flat) meters
-    of ``hourly``, when there are at least three.
+    of ``hourly``, when there are at least three. ``usual``: :func:`usual_hour_profile` of
+    ``hourly`` when the caller has it already (not changed).
     """
     h = hourly.shape[2]
-    prof = usual_hour_profile(hourly, weekday)
+    prof = usual_hour_profile(hourly, weekday) if usual is None else usual.copy()
     flat = prof.std(axis=2).max(axis=1) * h < FLAT_PROFILE
     if flat.any() and (~flat).sum() >= 3:
         prof[flat] = np.median(prof[~flat], axis=0)
@@ -784,9 +785,9 @@ def meter_regressors(hourly: FloatArray, weekday: IntArray, profile: FloatArray 
     daytype = np.where(weekday == 5, 1, np.where(weekday == 6, 2, 0))
     usual_share = prof[:, daytype, :]  # meters × days × hours
     pos = np.where(hourly > 0, hourly, np.nan)
-    level = np.nanmedian(pos.reshape(m, -1), axis=1) if np.isfinite(pos).any() else np.zeros(m)
+    level = nanmedian_rows(pos.reshape(m, -1)) if np.isfinite(pos).any() else np.zeros(m)
     level = np.nan_to_num(level)
-    usual_load = usual_share * np.nanmedian(np.where(tot > 0, tot, np.nan), axis=1)[:, None, None]
+    usual_load = usual_share * nanmedian_rows(np.where(tot > 0, tot, np.nan))[:, None, None]
     usual_load = np.nan_to_num(usual_load)
     zeroed = np.where(np.isfinite(hourly) & (hourly <= 1e-9), np.maximum(usual_load, 0.25 * level[:, None, None]), 0.0)
     top = row_quantile(hourly.reshape(m, -1), 0.995)
@@ -877,6 +878,7 @@ def interval_balance(
     weekday: IntArray,
     window: int = 28,
     min_f: float = 15.0,
+    usual: FloatArray | None = None,
 ) -> IntervalBalance:
     """Attribute each area's hourly feeder residual to the meters whose shortfall matches it in time.
 
@@ -898,7 +900,8 @@ def interval_balance(
     honest meters); those above 4 × ``min_f`` are the ``windows`` a reason names. No drop is needed
     first: a meter stealing since the first hour has its missing energy in the residual from the
     start. An honest meter explains nothing the feeder did not also deliver; vacancies and new
-    appliances show at the feeder too and leave the residual alone.
+    appliances show at the feeder too and leave the residual alone. ``usual``:
+    :func:`usual_hour_profile` of ``hourly`` when the caller has it already.
     """
     from scipy.optimize import nnls
 
@@ -909,7 +912,7 @@ def interval_balance(
     # The flat meters' stand-in shape comes from every meter given (see meter_regressors); the
     # regressors themselves are built one area at a time (an area's 8 series of each meter, not
     # the whole group's: 8 × the hourly array, fresh memory the kernel hands over page by page).
-    profile = regressor_profile(hourly, weekday)
+    profile = regressor_profile(hourly, weekday, usual)
     k_theft = len(REGRESSORS)  # the first k_theft are theft regressors, the rest honest ones
     k = k_theft + len(HONEST_REGRESSORS)
     attributed = np.zeros((m, d))
@@ -1046,10 +1049,13 @@ CHANGE_STATS: dict[str, int] = {
 }
 
 
-def daily_stats(hourly: FloatArray | None, daily: FloatArray, weekday: IntArray) -> FloatArray:
+def daily_stats(
+    hourly: FloatArray | None, daily: FloatArray, weekday: IntArray, usual: FloatArray | None = None
+) -> FloatArray:
     """Meters × statistics (:data:`CHANGE_STATS`) × days (NaN where the day is incomplete).
 
-    Without interval data only the level is known: meters × 1 × days.
+    Without interval data only the level is known: meters × 1 × days. ``usual``:
+    :func:`usual_hour_profile` of ``hourly`` when the caller has it already.
     """
     m, d = daily.shape
     per_day = np.full((m, len(CHANGE_STATS) if hourly is not None else 1, d), np.nan)
@@ -1067,7 +1073,7 @@ def daily_stats(hourly: FloatArray | None, daily: FloatArray, weekday: IntArray)
             b = x[:, :, 1:] - x[:, :, 1:].mean(axis=2, keepdims=True)
             den = np.sqrt((a**2).sum(axis=2) * (b**2).sum(axis=2))
             per_day[:, 4] = np.where(ok & (den > 0), (a * b).sum(axis=2) / np.where(den > 0, den, 1.0), np.nan)
-            prof = usual_hour_profile(hourly, weekday)
+            prof = usual_hour_profile(hourly, weekday) if usual is None else usual
             daytype = np.where(weekday == 5, 1, np.where(weekday == 6, 2, 0))
             u = prof[:, daytype, :]
             u = u - u.mean(axis=2, keepdims=True)
@@ -1252,22 +1258,36 @@ MARKS = ("zeroed", "flat", "ceiling")
 
 
 def _top_repeat(values: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Per row: the most repeated finite value, its count and the next value's count (NaN ignored)."""
+    """Per row: the most repeated finite value, its count and the next value's count (NaN ignored).
+
+    The most repeated value is the smallest of those repeated most often (where none repeats, the
+    row's smallest value, none if that is −inf); the next count is the largest count of any other
+    finite value, at least 1. Each row is sorted (NaN last), and its
+    runs of equal values are found on the flattened rows at once: a run starts at a row's first
+    column and wherever the value changes (every NaN is a run of its own; ±inf count 0).
+    """
     m, n = values.shape
-    s = np.sort(values, axis=1)  # NaN last
     if n < 2:
         return np.full(m, np.nan), np.zeros(m), np.zeros(m)
-    eq = (s[:, 1:] == s[:, :-1]) & np.isfinite(s[:, 1:])
-    c = np.cumsum(eq, axis=1)
-    run = c - np.maximum.accumulate(np.where(~eq, c, 0), axis=1)  # repeats ending here
-    run = np.concatenate([np.zeros((m, 1)), run], axis=1)
-    j = run.argmax(axis=1)
-    rows = np.arange(m)
-    top = s[rows, j]
-    count = run[rows, j] + 1
-    other = np.where(s == top[:, None], 0.0, run)
-    second = other.max(axis=1) + 1
-    return np.where(np.isfinite(top), top, np.nan), np.where(np.isfinite(top), count, 0.0), second
+    s = np.sort(values, axis=1).reshape(-1)  # NaN last in each row
+    starts_at = np.ones(m * n, dtype=bool)
+    starts_at[1:] = s[1:] != s[:-1]  # NaN != NaN: a run each
+    starts_at[::n] = True
+    starts = np.flatnonzero(starts_at)
+    length = np.diff(np.append(starts, m * n)).astype(float)
+    length[~np.isfinite(s[starts])] = 0.0
+    first_run = np.searchsorted(starts, np.arange(m) * n)  # each row's first run
+    best = np.maximum.reduceat(length, first_run)
+    row_of_run = np.repeat(np.arange(m), np.diff(np.append(first_run, starts.size)))
+    index = np.arange(starts.size)
+    top_run = np.minimum.reduceat(np.where(length == best[row_of_run], index, starts.size), first_run)
+    top_run = np.where(best <= 1, first_run, top_run)  # no value repeats: the row's smallest (−inf: none)
+    top = s[starts[top_run] + np.maximum(length[top_run], 1).astype(np.int64) - 1]  # the run's last value
+    others = length.copy()
+    others[top_run] = 0.0
+    second = np.maximum(np.maximum.reduceat(others, first_run), 1.0)
+    known = np.isfinite(top)
+    return np.where(known, top, np.nan), np.where(known, best, 0.0), second
 
 
 def tamper_marks(hourly: FloatArray, level: float = 0.5, min_repeats: int = 20, dominance: float = 4.0) -> FloatArray:
@@ -1292,19 +1312,19 @@ def tamper_marks(hourly: FloatArray, level: float = 0.5, min_repeats: int = 20, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         day = np.nansum(x, axis=2)
-        normal = day >= level * np.nan_to_num(np.nanmedian(np.where(ok, day, np.nan), axis=1))[:, None]
+        normal = day >= level * np.nan_to_num(nanmedian_rows(np.where(ok, day, np.nan)))[:, None]
         normal &= day > 0
         # A zero counts only in an hour of the day when the meter usually draws at least half its
         # typical hour (the upper quartile over days, so a theft covering most days does not hide
         # it): a household whose night load is tiny records honest zeros at night.
         usual = nanquantile_last(np.moveaxis(x, 1, -1), 0.75)  # meters × hours of the day
-        typical = np.nanmedian(usual, axis=1)
+        typical = nanmedian_rows(usual)
         live = np.nan_to_num(usual) >= 0.5 * np.nan_to_num(typical)[:, None]
         live &= np.nan_to_num(usual) > 0
         zeros = ((x <= 1e-9) & live[:, None, :]).sum(axis=2)
         hi = np.nanmax(x, axis=2)
         lo = np.nanmin(x, axis=2)
-        med_hour = np.nanmedian(x.reshape(m, -1), axis=1)
+        med_hour = nanmedian_rows(x.reshape(m, -1))
     flat = (hi - lo) <= 1e-6 * np.abs(hi) + 1e-9
     above = np.where(x.reshape(m, -1) > med_hour[:, None], x.reshape(m, -1), np.nan)
     top, count, second = _top_repeat(above)
