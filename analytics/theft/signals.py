@@ -861,9 +861,9 @@ class IntervalBalance:
     technical: FloatArray
     residual: FloatArray
 
-    @property
+    @functools.cached_property
     def energy(self) -> FloatArray:
-        """Positive energy of the residual attributed to each meter."""
+        """Positive energy of the residual attributed to each meter (computed once: ``attributed`` is filled first)."""
         return np.asarray(np.clip(self.attributed, 0, None).sum(axis=1))
 
 
