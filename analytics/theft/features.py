@@ -7,8 +7,11 @@ series and events behind its score.
 
 from __future__ import annotations
 
+import os
 import warnings
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
@@ -99,6 +102,9 @@ class Features:
 #: up to 20 % of the period cannot hide itself; longer ones still show against the quantile).
 LEVEL_QUANTILE = 0.8
 
+
+#: Groups of hourly meters worked on at once, a thread each (:func:`_hourly_signals`; at most the cores).
+HOURLY_WORKERS = 2
 
 #: Row-wise signals over more meters than this run a block of rows at a time (:func:`by_rows`).
 ROW_BLOCK = 8_192
@@ -212,7 +218,9 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
     base_hour = np.full(m, np.nan)
     held = np.zeros(m)
     step = np.full(m, np.nan)
-    for rows, raw in data.hourly_chunks():
+
+    def one_group(rows: IntArray, raw: FloatArray) -> None:
+        """The hourly signals of one group, written into the fleet's arrays at its rows (its areas)."""
         hourly, hour_spikes[rows] = sg.clean_hourly(raw)
         per_mark = sg.tamper_marks(hourly)  # per meter: a group's marks are the fleet's
         for j in range(n_marks):
@@ -241,6 +249,29 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
         per_day = sg.daily_stats(hourly, values[rows], weekday, usual=usual)
         shift[rows] = sg.recent_shift(per_day, fleet_season)
         stat[rows], w0[rows], w1[rows] = sg.segment_shift(sg.weekly_means(per_day[:, spread_col]))
+
+    # Two groups at a time (HOURLY_WORKERS threads): numpy lets go of the interpreter in most of
+    # their work, and each group writes only its own rows and areas, so the figures are those of
+    # one group after another. Groups are read in this thread, one ahead of the workers at most.
+    # numpy's BLAS holds to one thread (two workers are two threads already), and RuntimeWarnings
+    # (the signals' empty slices, silenced signal by signal) are ignored for the whole pool:
+    # warnings.catch_warnings is not thread-safe, so the workers' own must not leak outwards.
+    from threadpoolctl import threadpool_limits
+
+    workers = max(1, min(HOURLY_WORKERS, os.cpu_count() or 1))
+    with (
+        threadpool_limits(limits=1, user_api="blas"),
+        warnings.catch_warnings(),
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hourly") as pool,
+    ):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        running: deque[Future[None]] = deque()
+        for rows, raw in data.hourly_chunks():
+            running.append(pool.submit(one_group, rows, raw))
+            if len(running) >= workers:
+                running.popleft().result()
+        for job in running:
+            job.result()
     return _Hourly(
         prof,
         hour_spikes,
