@@ -7,8 +7,11 @@ series and events behind its score.
 
 from __future__ import annotations
 
+import os
 import warnings
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
@@ -99,6 +102,9 @@ class Features:
 #: up to 20 % of the period cannot hide itself; longer ones still show against the quantile).
 LEVEL_QUANTILE = 0.8
 
+
+#: Groups of hourly meters worked on at once, a thread each (:func:`_hourly_signals`; at most the cores).
+HOURLY_WORKERS = 2
 
 #: Row-wise signals over more meters than this run a block of rows at a time (:func:`by_rows`).
 ROW_BLOCK = 8_192
@@ -212,8 +218,9 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
     base_hour = np.full(m, np.nan)
     held = np.zeros(m)
     step = np.full(m, np.nan)
-    for rows, raw in data.hourly_chunks():
-        hourly, hour_spikes[rows] = sg.clean_hourly(raw)
+
+    def own_signals(rows: IntArray, hourly: FloatArray, usual: FloatArray) -> None:
+        """A group's per-meter hourly signals, written into the fleet's arrays at its rows."""
         per_mark = sg.tamper_marks(hourly)  # per meter: a group's marks are the fleet's
         for j in range(n_marks):
             mark_share[rows, j], mark_w0[rows, j], mark_w1[rows, j] = sg.run_contrast(sg.weekly_means(per_mark[:, j]))
@@ -225,21 +232,57 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
         part = sg.profile_change(hourly, weekday)
         for name in ("corr", "flatness", "start", "end", "score", "usual", "during", "reversed", "flattened"):
             getattr(prof, name)[rows] = getattr(part, name)
-        if interval is not None:
-            area_k = np.array([h_index.get(str(a), -1) for a in data.area[rows]], dtype=np.int64)
-            present = np.unique(area_k[area_k >= 0])
-            if present.size:
-                local = np.searchsorted(present, area_k)
-                local = np.where(area_k >= 0, local, -1)
-                feeder_h = np.stack([data.feeders_hourly[hourly_areas[k]] for k in present])
-                ib = sg.interval_balance(feeder_h, hourly, local, weekday)
-                for name in ("attributed", "strength", "share", "kind", "windows", "first_day"):
-                    getattr(interval, name)[rows] = getattr(ib, name)
-                interval.technical[present] = ib.technical
-                interval.residual[present] = ib.residual
-        per_day = sg.daily_stats(hourly, values[rows], weekday)
+        per_day = sg.daily_stats(hourly, values[rows], weekday, usual=usual)
         shift[rows] = sg.recent_shift(per_day, fleet_season)
         stat[rows], w0[rows], w1[rows] = sg.segment_shift(sg.weekly_means(per_day[:, spread_col]))
+
+    def balance(rows: IntArray, hourly: FloatArray, usual: FloatArray) -> None:
+        """A group's interval balance, written into the fleet's arrays at its rows and areas."""
+        assert interval is not None
+        area_k = np.array([h_index.get(str(a), -1) for a in data.area[rows]], dtype=np.int64)
+        present = np.unique(area_k[area_k >= 0])
+        if present.size:
+            local = np.searchsorted(present, area_k)
+            local = np.where(area_k >= 0, local, -1)
+            feeder_h = np.stack([data.feeders_hourly[hourly_areas[k]] for k in present])
+            ib = sg.interval_balance(feeder_h, hourly, local, weekday, usual=usual)
+            for name in ("attributed", "strength", "share", "kind", "windows", "first_day"):
+                getattr(interval, name)[rows] = getattr(ib, name)
+            interval.technical[present] = ib.technical
+            interval.residual[present] = ib.residual
+
+    # Two threads (HOURLY_WORKERS) work on two groups at a time, each group's interval balance and
+    # its per-meter signals as two tasks (the balance is about half a group's time: two tasks keep
+    # both threads busy to the last group). numpy lets go of the interpreter in most of the work,
+    # and every task writes only its own group's rows and areas, so the figures are those of one
+    # group after another. Groups are read and cleaned in this thread, while the workers work.
+    # numpy's BLAS holds to one thread (two workers are two threads already), and RuntimeWarnings
+    # (the signals' empty slices, silenced signal by signal) are ignored for the whole pool:
+    # warnings.catch_warnings is not thread-safe, so the workers' own must not leak outwards.
+    from threadpoolctl import threadpool_limits
+
+    workers = max(1, min(HOURLY_WORKERS, os.cpu_count() or 1))
+    with (
+        threadpool_limits(limits=1, user_api="blas"),
+        warnings.catch_warnings(),
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hourly") as pool,
+    ):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        running: deque[list[Future[None]]] = deque()  # per group in work, its tasks
+        for rows, raw in data.hourly_chunks():
+            hourly, hour_spikes[rows] = sg.clean_hourly(raw)
+            del raw
+            usual = sg.usual_hour_profile(hourly, weekday)  # for the balance's regressors and the daily statistics
+            tasks = [pool.submit(own_signals, rows, hourly, usual)]
+            if interval is not None:
+                tasks.append(pool.submit(balance, rows, hourly, usual))
+            running.append(tasks)
+            if len(running) >= workers:
+                for job in running.popleft():
+                    job.result()
+        for tasks in running:
+            for job in tasks:
+                job.result()
     return _Hourly(
         prof,
         hour_spikes,

@@ -8,8 +8,10 @@ none touches a database or a file, so each is unit-tested on a small hand-built 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 
@@ -732,7 +734,23 @@ def usual_hour_profile(hourly: FloatArray, weekday: IntArray) -> FloatArray:
 FLAT_PROFILE = 0.1
 
 
-def meter_regressors(hourly: FloatArray, weekday: IntArray) -> FloatArray:
+def regressor_profile(hourly: FloatArray, weekday: IntArray, usual: FloatArray | None = None) -> FloatArray:
+    """Per meter, the usual profile its regressors spread energy over (:func:`usual_hour_profile`, meters × 3 × 24).
+
+    A meter whose usual day is flat (it has recorded a flattened day all along) has no shape of
+    its own left to compare with: it gets the median usual profile of the other (not flat) meters
+    of ``hourly``, when there are at least three. ``usual``: :func:`usual_hour_profile` of
+    ``hourly`` when the caller has it already (not changed).
+    """
+    h = hourly.shape[2]
+    prof = usual_hour_profile(hourly, weekday) if usual is None else usual.copy()
+    flat = prof.std(axis=2).max(axis=1) * h < FLAT_PROFILE
+    if flat.any() and (~flat).sum() >= 3:
+        prof[flat] = np.median(prof[~flat], axis=0)
+    return prof
+
+
+def meter_regressors(hourly: FloatArray, weekday: IntArray, profile: FloatArray | None = None) -> FloatArray:
     """Per meter, the series its missing energy would follow under each tamper family (meters × 6 × days·hours).
 
     - ``scaled``: the recorded load itself (a share of the true load is taken: scaling, random
@@ -758,23 +776,20 @@ def meter_regressors(hourly: FloatArray, weekday: IntArray) -> FloatArray:
       the neighbours' loads that had shared it.
 
     Missing hours are 0 in every regressor (the balance rows where a meter is missing are dropped
-    by the caller).
+    by the caller). ``profile`` is :func:`regressor_profile` of these meters, or of a larger group
+    they belong to (whose not-flat meters then lend their shape to the flat ones); by default the
+    meters' own.
     """
     m, d, h = hourly.shape
     x = np.nan_to_num(hourly)
     tot = x.sum(axis=2)
-    prof = usual_hour_profile(hourly, weekday)
-    # A meter whose usual day is flat (it has recorded a flattened day all along) has no shape of
-    # its own left to compare with: it gets the typical shape of the meters beside it.
-    flat = prof.std(axis=2).max(axis=1) * h < FLAT_PROFILE
-    if flat.any() and (~flat).sum() >= 3:
-        prof[flat] = np.median(prof[~flat], axis=0)
+    prof = regressor_profile(hourly, weekday) if profile is None else profile
     daytype = np.where(weekday == 5, 1, np.where(weekday == 6, 2, 0))
     usual_share = prof[:, daytype, :]  # meters × days × hours
     pos = np.where(hourly > 0, hourly, np.nan)
-    level = np.nanmedian(pos.reshape(m, -1), axis=1) if np.isfinite(pos).any() else np.zeros(m)
+    level = nanmedian_rows(pos.reshape(m, -1)) if np.isfinite(pos).any() else np.zeros(m)
     level = np.nan_to_num(level)
-    usual_load = usual_share * np.nanmedian(np.where(tot > 0, tot, np.nan), axis=1)[:, None, None]
+    usual_load = usual_share * nanmedian_rows(np.where(tot > 0, tot, np.nan))[:, None, None]
     usual_load = np.nan_to_num(usual_load)
     zeroed = np.where(np.isfinite(hourly) & (hourly <= 1e-9), np.maximum(usual_load, 0.25 * level[:, None, None]), 0.0)
     top = row_quantile(hourly.reshape(m, -1), 0.995)
@@ -846,18 +861,41 @@ class IntervalBalance:
     technical: FloatArray
     residual: FloatArray
 
-    @property
+    @functools.cached_property
     def energy(self) -> FloatArray:
-        """Positive energy of the residual attributed to each meter."""
+        """Positive energy of the residual attributed to each meter (computed once: ``attributed`` is filled first)."""
         return np.asarray(np.clip(self.attributed, 0, None).sum(axis=1))
 
 
 def robust_var(x: FloatArray) -> float:
-    """Variance from the median absolute deviation (a few wild values do not inflate it)."""
-    med = float(np.median(x))
-    return max((1.4826 * float(np.median(np.abs(x - med)))) ** 2, 1e-12)
+    """Variance from the median absolute deviation (a few wild values do not inflate it); ``x`` finite."""
+    med = median_1d(x)
+    return max((1.4826 * median_1d(np.abs(x - med))) ** 2, 1e-12)
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def one_blas_thread(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``fn`` with numpy's BLAS held to one thread while it runs.
+
+    For small matrix products (hundreds of rows and columns) threads gain nothing, and two threads
+    on a 2-core machine whose other core is busy (the database server, another process) wait for
+    each other: the interval balance's fits ran three to four times slower so.
+    """
+
+    @functools.wraps(fn)
+    def inner(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            return fn(*args, **kwargs)
+
+    return inner
+
+
+@one_blas_thread
 def interval_balance(
     feeder: FloatArray,
     hourly: FloatArray,
@@ -865,6 +903,7 @@ def interval_balance(
     weekday: IntArray,
     window: int = 28,
     min_f: float = 15.0,
+    usual: FloatArray | None = None,
 ) -> IntervalBalance:
     """Attribute each area's hourly feeder residual to the meters whose shortfall matches it in time.
 
@@ -886,15 +925,21 @@ def interval_balance(
     honest meters); those above 4 × ``min_f`` are the ``windows`` a reason names. No drop is needed
     first: a meter stealing since the first hour has its missing energy in the residual from the
     start. An honest meter explains nothing the feeder did not also deliver; vacancies and new
-    appliances show at the feeder too and leave the residual alone.
+    appliances show at the feeder too and leave the residual alone. ``usual``:
+    :func:`usual_hour_profile` of ``hourly`` when the caller has it already.
     """
     from scipy.optimize import nnls
 
+    from analytics.theft.nnls import DesignNNLS
+
     m, d, h = hourly.shape
     n_areas = feeder.shape[0]
-    g = np.concatenate([meter_regressors(hourly, weekday), clock_regressors(hourly)], axis=1)
-    k = g.shape[1]
+    # The flat meters' stand-in shape comes from every meter given (see meter_regressors); the
+    # regressors themselves are built one area at a time (an area's 8 series of each meter, not
+    # the whole group's: 8 × the hourly array, fresh memory the kernel hands over page by page).
+    profile = regressor_profile(hourly, weekday, usual)
     k_theft = len(REGRESSORS)  # the first k_theft are theft regressors, the rest honest ones
+    k = k_theft + len(HONEST_REGRESSORS)
     attributed = np.zeros((m, d))
     strength = np.zeros(m)
     per_kind = np.zeros((m, k_theft))
@@ -927,12 +972,17 @@ def interval_balance(
         sane = np.ones(tt.size, dtype=bool)
         for w in np.unique(win):
             sel = win == w
-            med = float(np.median(y[sel]))
+            med = median_1d(y[sel])
             sane[sel] = y[sel] - med >= -12.0 * np.sqrt(robust_var(y[sel]))
         tt, y, load, win = tt[sane], y[sane], load[sane], win[sane]
         n_rows = tt.size
         tech = np.column_stack([np.ones(n_rows), load**2])
-        cand = (g[rows][:, :, tt] / scale).reshape(rows.size * k, n_rows)  # candidates × rows
+        g = np.concatenate(
+            [meter_regressors(hourly[rows], weekday, profile[rows]), clock_regressors(hourly[rows])], axis=1
+        )[:, :, tt]
+        cand = (g / scale).reshape(rows.size * k, n_rows)  # candidates × rows
+        own[rows] = np.nansum(g[:, 0], axis=1)
+        del g
         blocks = [np.flatnonzero(win == w) for w in range(int(win.max()) + 1)]
         # Block coordinate descent: the technical pair over the whole period, then every window's
         # meter coefficients (non-negative least squares over all the area's meters at once, so
@@ -940,20 +990,26 @@ def interval_balance(
         # Each window's design (hours × candidates) and its live columns (a candidate that is zero
         # all window long explains nothing) are the same in every round: built once.
         fitted = [w for w, b in enumerate(blocks) if b.size >= 2 * h]
-        designs = {w: cand[:, blocks[w]].T for w in fitted}
+        by_window = {w: cand[:, blocks[w]] for w in fitted}  # candidates × the window's hours
+        designs = {w: by_window[w].T for w in fitted}
         live = {w: np.flatnonzero(np.abs(designs[w]).sum(axis=0) > 0) for w in fitted}
-        live_designs = {w: np.ascontiguousarray(designs[w][:, live[w]]) for w in fitted}
+        # Each window's solver keeps its design's Gram matrix and the last round's positive
+        # coefficients (analytics.theft.nnls: scipy's solution to rounding, in a fraction of its time).
+        solvers = {w: DesignNNLS(designs[w][:, live[w]], maxiter=30 * live[w].size) for w in fitted if live[w].size}
         coef_t, _ = nnls(tech, y)
         meter_fit = np.zeros(n_rows)
         coefs: list[np.ndarray] = [np.zeros(rows.size * k) for _ in blocks]
-        for _ in range(3):
+        for round_ in range(3):
             r_tech = y - tech @ coef_t
+            before = np.zeros(rows.size * k)
             for w in fitted:
                 b = blocks[w]
                 sol = np.zeros(rows.size * k)
-                if live[w].size:
-                    sol[live[w]], _ = nnls(live_designs[w], r_tech[b], maxiter=30 * live[w].size)
-                coefs[w] = sol
+                if w in solvers:
+                    if round_ == 0:  # a start: what the window before took (any start gives the same solution)
+                        solvers[w].passive = before[live[w]] > 0
+                    sol[live[w]] = solvers[w].solve(r_tech[b])
+                coefs[w] = before = sol
                 meter_fit[b] = designs[w] @ sol
             coef_t, _ = nnls(tech, y - meter_fit)
         res = y - tech @ coef_t - meter_fit
@@ -965,33 +1021,33 @@ def interval_balance(
         seen[tt // h] = True
         tech_day[seen] = tech_sum[seen]
         technical[a] = tech_day
-        for mi in rows:
-            own[mi] = float(np.nansum(g[mi, 0, tt]))
         for w, b in enumerate(blocks):
             if b.size < 2 * h or not coefs[w].any():
                 continue
             sigma2 = robust_var(res[b])
-            for r_i in range(rows.size):
-                # Only the theft regressors put energy on the meter; the clock terms explain
-                # an honest fault and stay in the fit.
-                c = coefs[w][r_i * k : r_i * k + k_theft]
-                if not (c > 0).any():
-                    continue
-                i = int(rows[r_i])
-                parts = cand[r_i * k : r_i * k + k_theft, b] * c[:, None]
-                contrib = parts.sum(axis=0)
-                per_kind[i] += (parts**2).sum(axis=1)
-                gain = float(((res[b] + contrib) ** 2).sum() - (res[b] ** 2).sum())
-                if gain <= 0:
-                    continue
-                strength[i] += gain / sigma2
-                if gain / sigma2 >= min_f:  # energy only from windows where the meter stands out of the noise
-                    moved[i] += float(np.abs(contrib).sum()) * scale
-                if gain / sigma2 >= 4 * min_f:  # the windows a reason names: clearly taken
-                    windows[i] += 1
-                    day0 = int(tt[b[0]] // h)
-                    first_day[i] = day0 if first_day[i] < 0 else min(int(first_day[i]), day0)
-                np.add.at(attributed[i], tt[b] // h, contrib * scale)
+            # Only the theft regressors put energy on the meter; the clock terms explain an honest
+            # fault and stay in the fit. All the window's meters with a theft term at once.
+            c = coefs[w].reshape(rows.size, k)[:, :k_theft]
+            taken = np.flatnonzero((c > 0).any(axis=1))
+            if taken.size == 0:
+                continue
+            i = rows[taken]
+            series = by_window[w].reshape(rows.size, k, b.size)[taken, :k_theft]  # meters × regressors × hours
+            parts = series * c[taken][:, :, None]
+            contrib = parts.sum(axis=1)
+            per_kind[i] += (parts**2).sum(axis=2)
+            rb = res[b]
+            gain = ((rb + contrib) ** 2).sum(axis=1) - (rb**2).sum()
+            up = gain > 0
+            i, contrib, f = i[up], contrib[up], gain[up] / sigma2
+            strength[i] += f
+            clear = f >= min_f  # energy only from windows where the meter stands out of the noise
+            moved[i[clear]] += np.abs(contrib[clear]).sum(axis=1) * scale
+            named = f >= 4 * min_f  # the windows a reason names: clearly taken
+            windows[i[named]] += 1
+            day0 = int(tt[b[0]] // h)
+            first_day[i[named]] = np.where(first_day[i[named]] < 0, day0, np.minimum(first_day[i[named]], day0))
+            np.add.at(attributed, (i[:, None], (tt[b] // h)[None, :]), contrib * scale)
     # A meter that records almost nothing would get a huge share from a crumb of noise: its energy
     # is floored at a quarter of its area's typical meter.
     floor = np.zeros(m)
@@ -1018,10 +1074,13 @@ CHANGE_STATS: dict[str, int] = {
 }
 
 
-def daily_stats(hourly: FloatArray | None, daily: FloatArray, weekday: IntArray) -> FloatArray:
+def daily_stats(
+    hourly: FloatArray | None, daily: FloatArray, weekday: IntArray, usual: FloatArray | None = None
+) -> FloatArray:
     """Meters × statistics (:data:`CHANGE_STATS`) × days (NaN where the day is incomplete).
 
-    Without interval data only the level is known: meters × 1 × days.
+    Without interval data only the level is known: meters × 1 × days. ``usual``:
+    :func:`usual_hour_profile` of ``hourly`` when the caller has it already.
     """
     m, d = daily.shape
     per_day = np.full((m, len(CHANGE_STATS) if hourly is not None else 1, d), np.nan)
@@ -1039,7 +1098,7 @@ def daily_stats(hourly: FloatArray | None, daily: FloatArray, weekday: IntArray)
             b = x[:, :, 1:] - x[:, :, 1:].mean(axis=2, keepdims=True)
             den = np.sqrt((a**2).sum(axis=2) * (b**2).sum(axis=2))
             per_day[:, 4] = np.where(ok & (den > 0), (a * b).sum(axis=2) / np.where(den > 0, den, 1.0), np.nan)
-            prof = usual_hour_profile(hourly, weekday)
+            prof = usual_hour_profile(hourly, weekday) if usual is None else usual
             daytype = np.where(weekday == 5, 1, np.where(weekday == 6, 2, 0))
             u = prof[:, daytype, :]
             u = u - u.mean(axis=2, keepdims=True)
@@ -1224,22 +1283,36 @@ MARKS = ("zeroed", "flat", "ceiling")
 
 
 def _top_repeat(values: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Per row: the most repeated finite value, its count and the next value's count (NaN ignored)."""
+    """Per row: the most repeated finite value, its count and the next value's count (NaN ignored).
+
+    The most repeated value is the smallest of those repeated most often (where none repeats, the
+    row's smallest value, none if that is −inf); the next count is the largest count of any other
+    finite value, at least 1. Each row is sorted (NaN last), and its
+    runs of equal values are found on the flattened rows at once: a run starts at a row's first
+    column and wherever the value changes (every NaN is a run of its own; ±inf count 0).
+    """
     m, n = values.shape
-    s = np.sort(values, axis=1)  # NaN last
     if n < 2:
         return np.full(m, np.nan), np.zeros(m), np.zeros(m)
-    eq = (s[:, 1:] == s[:, :-1]) & np.isfinite(s[:, 1:])
-    c = np.cumsum(eq, axis=1)
-    run = c - np.maximum.accumulate(np.where(~eq, c, 0), axis=1)  # repeats ending here
-    run = np.concatenate([np.zeros((m, 1)), run], axis=1)
-    j = run.argmax(axis=1)
-    rows = np.arange(m)
-    top = s[rows, j]
-    count = run[rows, j] + 1
-    other = np.where(s == top[:, None], 0.0, run)
-    second = other.max(axis=1) + 1
-    return np.where(np.isfinite(top), top, np.nan), np.where(np.isfinite(top), count, 0.0), second
+    s = np.sort(values, axis=1).reshape(-1)  # NaN last in each row
+    starts_at = np.ones(m * n, dtype=bool)
+    starts_at[1:] = s[1:] != s[:-1]  # NaN != NaN: a run each
+    starts_at[::n] = True
+    starts = np.flatnonzero(starts_at)
+    length = np.diff(np.append(starts, m * n)).astype(float)
+    length[~np.isfinite(s[starts])] = 0.0
+    first_run = np.searchsorted(starts, np.arange(m) * n)  # each row's first run
+    best = np.maximum.reduceat(length, first_run)
+    row_of_run = np.repeat(np.arange(m), np.diff(np.append(first_run, starts.size)))
+    index = np.arange(starts.size)
+    top_run = np.minimum.reduceat(np.where(length == best[row_of_run], index, starts.size), first_run)
+    top_run = np.where(best <= 1, first_run, top_run)  # no value repeats: the row's smallest (−inf: none)
+    top = s[starts[top_run] + np.maximum(length[top_run], 1).astype(np.int64) - 1]  # the run's last value
+    others = length.copy()
+    others[top_run] = 0.0
+    second = np.maximum(np.maximum.reduceat(others, first_run), 1.0)
+    known = np.isfinite(top)
+    return np.where(known, top, np.nan), np.where(known, best, 0.0), second
 
 
 def tamper_marks(hourly: FloatArray, level: float = 0.5, min_repeats: int = 20, dominance: float = 4.0) -> FloatArray:
@@ -1264,19 +1337,19 @@ def tamper_marks(hourly: FloatArray, level: float = 0.5, min_repeats: int = 20, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         day = np.nansum(x, axis=2)
-        normal = day >= level * np.nan_to_num(np.nanmedian(np.where(ok, day, np.nan), axis=1))[:, None]
+        normal = day >= level * np.nan_to_num(nanmedian_rows(np.where(ok, day, np.nan)))[:, None]
         normal &= day > 0
         # A zero counts only in an hour of the day when the meter usually draws at least half its
         # typical hour (the upper quartile over days, so a theft covering most days does not hide
         # it): a household whose night load is tiny records honest zeros at night.
         usual = nanquantile_last(np.moveaxis(x, 1, -1), 0.75)  # meters × hours of the day
-        typical = np.nanmedian(usual, axis=1)
+        typical = nanmedian_rows(usual)
         live = np.nan_to_num(usual) >= 0.5 * np.nan_to_num(typical)[:, None]
         live &= np.nan_to_num(usual) > 0
         zeros = ((x <= 1e-9) & live[:, None, :]).sum(axis=2)
         hi = np.nanmax(x, axis=2)
         lo = np.nanmin(x, axis=2)
-        med_hour = np.nanmedian(x.reshape(m, -1), axis=1)
+        med_hour = nanmedian_rows(x.reshape(m, -1))
     flat = (hi - lo) <= 1e-6 * np.abs(hi) + 1e-9
     above = np.where(x.reshape(m, -1) > med_hour[:, None], x.reshape(m, -1), np.nan)
     top, count, second = _top_repeat(above)

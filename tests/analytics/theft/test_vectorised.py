@@ -204,3 +204,30 @@ def test_weekly_alternation_by_blocks_equals_one_call() -> None:
     assert isinstance(blocks, tuple) and len(blocks) == 3
     for a, b in zip(whole, blocks, strict=True):
         assert np.array_equal(a, b) and a.dtype == b.dtype
+
+
+def _top_repeat_per_row(row: np.ndarray) -> tuple[float, float, float]:
+    """The definition on one row: the smallest of the finite values repeated most, its count, the next count (≥ 1).
+
+    Where no value repeats, the row's smallest value (none when that is −inf).
+    """
+    values, counts = np.unique(row[np.isfinite(row)], return_counts=True)
+    if values.size == 0 or (counts.max() == 1 and (row == -np.inf).any()):
+        return np.nan, 0.0, 1.0
+    j = int(np.argmax(counts))  # the first (smallest) value of the highest count
+    others = np.delete(counts, j)
+    return float(values[j]), float(counts[j]), float(max(others.max() if others.size else 0, 1))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_top_repeat_equals_the_row_by_row_count(seed: int) -> None:
+    x = _rows(seed, 9, 40, decimals=0)
+    x[3, :5] = np.inf  # a run of inf is no repeat
+    x[5, :3] = -np.inf
+    x[6] = np.arange(40.0)  # no value repeats
+    x[6, 7] = -np.inf
+    x[4] = 0.0
+    x[4, ::2] = -0.0
+    top, count, second = sg._top_repeat(x)
+    for i, row in enumerate(x):
+        assert np.array_equal([top[i], count[i], second[i]], _top_repeat_per_row(row), equal_nan=True), i
