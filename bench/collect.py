@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pymodbus.client import ModbusTcpClient
 
+from bench.common import exit_on_sigterm
 from collectors.modbus import MeterTarget, Poller, PollSettings, RtuLine, TcpGateway
 from collectors.plan import plan_reads
 from releve.profiles import load_profile
@@ -481,20 +482,22 @@ def _collect_round(
 
     # Polled every 20 ms on one connection: a round lands in a second or two on a quiet machine, and
     # the steady window (10 % → 90 %) must span many polls for its rate to mean anything.
-    with psycopg.connect(url, autocommit=True) as conn:
-        while landed < expected and time.perf_counter() - started < 600:
-            time.sleep(0.02)
-            before, landed = landed, _landed(conn, name)
-            now = time.perf_counter()
-            if landed != before and "10" in marks and "90" not in marks:
-                moves += 1
-            if landed >= 0.1 * expected:
-                marks.setdefault("10", now)
-            if landed >= 0.9 * expected:
-                marks.setdefault("90", now)
-    total = time.perf_counter() - started
-    stop.set()
-    runner.join()
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            while landed < expected and time.perf_counter() - started < 600:
+                time.sleep(0.02)
+                before, landed = landed, _landed(conn, name)
+                now = time.perf_counter()
+                if landed != before and "10" in marks and "90" not in marks:
+                    moves += 1
+                if landed >= 0.1 * expected:
+                    marks.setdefault("10", now)
+                if landed >= 0.9 * expected:
+                    marks.setdefault("90", now)
+        total = time.perf_counter() - started
+    finally:  # stopped by a SIGTERM too (exit_on_sigterm): the collector processes stop with the bench
+        stop.set()
+        runner.join()
     steady = marks.get("90", total) - marks.get("10", 0.0)
     return steady, total, landed, moves
 
@@ -512,118 +515,126 @@ def bench_mqtt(messages: int, meters: int = 500) -> None:
     broker_dir = Path(tempfile.mkdtemp(prefix="releve-bench-mqtt-"))
     broker_dir.chmod(0o755)
     spool = Path(tempfile.mkdtemp(prefix="releve-bench-spool-"))
-    with MqttBroker(broker_dir / "b") as broker, bench_database() as (url, settings, _):
-        import psycopg
+    try:
+        with MqttBroker(broker_dir / "b") as broker, bench_database() as (url, settings, _):
+            import psycopg
 
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.cursor().executemany(
-                "INSERT INTO meter (serial, commodity, model, unit, protocol) "
-                "VALUES (%s, 'electricity', 'b', 'kWh', 'mqtt')",
-                [(f"MQ{i:05d}",) for i in range(meters)],
-            )
-        # Sessions first (so the broker queues for them), then every message.
-        topic1 = TOPIC.format(round=1, serial="+")
-        _session(broker.port, "bench-drain-sub", topic1)
-        _session(broker.port, "bench-drain-paho", topic1)
-        _session(broker.port, "bench-drain-buffered", topic1)
-        _session(broker.port, "bench-c1", topic1)
-        for cid in ("bench-c2", "bench-c2-w1"):
-            _session(broker.port, cid, f"$share/bench2/{TOPIC.format(round=2, serial='+')}")
-        now = datetime.now(UTC).replace(microsecond=0)
-        rounds = [
-            (1, messages, (now - timedelta(days=60)).isoformat()),
-            (2, messages, (now - timedelta(days=30)).isoformat()),
-        ]
-        cpus = sorted(os.sched_getaffinity(0))
-        ctx = mp.get_context("spawn")
-        started = time.perf_counter()
-        pub = ctx.Process(target=_publish, args=(broker.port, rounds, meters, cpus[-1] if len(cpus) > 1 else None))
-        pub.start()
-        pub.join()
-        print(f"   queued {2 * messages:,} messages in {time.perf_counter() - started:.1f} s (not timed below)")
-
-        # Baselines on the same queued messages (round 1): what the broker and a bare client can do.
-        sub_rate = None
-        if shutil.which("mosquitto_sub"):
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.cursor().executemany(
+                    "INSERT INTO meter (serial, commodity, model, unit, protocol) "
+                    "VALUES (%s, 'electricity', 'b', 'kWh', 'mqtt')",
+                    [(f"MQ{i:05d}",) for i in range(meters)],
+                )
+            # Sessions first (so the broker queues for them), then every message.
+            topic1 = TOPIC.format(round=1, serial="+")
+            _session(broker.port, "bench-drain-sub", topic1)
+            _session(broker.port, "bench-drain-paho", topic1)
+            _session(broker.port, "bench-drain-buffered", topic1)
+            _session(broker.port, "bench-c1", topic1)
+            for cid in ("bench-c2", "bench-c2-w1"):
+                _session(broker.port, cid, f"$share/bench2/{TOPIC.format(round=2, serial='+')}")
+            now = datetime.now(UTC).replace(microsecond=0)
+            rounds = [
+                (1, messages, (now - timedelta(days=60)).isoformat()),
+                (2, messages, (now - timedelta(days=30)).isoformat()),
+            ]
+            cpus = sorted(os.sched_getaffinity(0))
+            ctx = mp.get_context("spawn")  # daemon children: a stopped bench does not wait for them
             started = time.perf_counter()
-            subprocess.run(
-                [
-                    "mosquitto_sub",
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(broker.port),
-                    "-V",
-                    "mqttv5",
-                    "-q",
-                    "1",
-                    "-c",
-                    "-i",
-                    "bench-drain-sub",
-                    "-x",
-                    "3600",
-                    "-t",
-                    topic1,
-                    "-C",
-                    str(messages),
-                ],
-                stdout=subprocess.DEVNULL,
-                check=True,
-                timeout=600,
+            pub = ctx.Process(
+                target=_publish, args=(broker.port, rounds, meters, cpus[-1] if len(cpus) > 1 else None), daemon=True
             )
-            sub_rate = messages / (time.perf_counter() - started)
-            print(
-                f"   baseline, broker limit: mosquitto_sub (C) drains the queue   {sub_rate:>9,.0f} messages/s"
-                f" = {2 * sub_rate:>9,.0f} readings/s"
-            )
-        out: mp.Queue = ctx.Queue()
-        drain = ctx.Process(target=_paho_drain, args=(broker.port, "bench-drain-paho", topic1, messages, out))
-        drain.start()
-        got, secs = out.get(timeout=700)
-        drain.join()
-        paho_rate = got / secs
-        print(
-            f"   baseline, Python client limit: bare paho, ack only            {paho_rate:>9,.0f} messages/s"
-            f" = {2 * paho_rate:>9,.0f} readings/s"
-        )
-        drain = ctx.Process(target=_paho_drain, args=(broker.port, "bench-drain-buffered", topic1, messages, out, True))
-        drain.start()
-        got, secs = out.get(timeout=700)
-        drain.join()
-        buffered_rate = got / secs
-        print(
-            f"   baseline, the collector's client alone (BufferedClient)      {buffered_rate:>9,.0f} messages/s"
-            f" = {2 * buffered_rate:>9,.0f} readings/s ({buffered_rate / paho_rate:.2f} x bare paho)"
-        )
+            pub.start()
+            pub.join()
+            print(f"   queued {2 * messages:,} messages in {time.perf_counter() - started:.1f} s (not timed below)")
 
-        for r, workers in ((1, 1), (2, 2)):
-            steady, total, landed, moves = _collect_round(
-                url, settings, broker.url, spool, r, workers, readings, "bench2" if workers > 1 else ""
+            # Baselines on the same queued messages (round 1): what the broker and a bare client can do.
+            sub_rate = None
+            if shutil.which("mosquitto_sub"):
+                started = time.perf_counter()
+                subprocess.run(
+                    [
+                        "mosquitto_sub",
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        str(broker.port),
+                        "-V",
+                        "mqttv5",
+                        "-q",
+                        "1",
+                        "-c",
+                        "-i",
+                        "bench-drain-sub",
+                        "-x",
+                        "3600",
+                        "-t",
+                        topic1,
+                        "-C",
+                        str(messages),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    check=True,
+                    timeout=600,
+                )
+                sub_rate = messages / (time.perf_counter() - started)
+                print(
+                    f"   baseline, broker limit: mosquitto_sub (C) drains the queue   {sub_rate:>9,.0f} messages/s"
+                    f" = {2 * sub_rate:>9,.0f} readings/s"
+                )
+            out: mp.Queue = ctx.Queue()
+            drain = ctx.Process(
+                target=_paho_drain, args=(broker.port, "bench-drain-paho", topic1, messages, out), daemon=True
             )
-            # The forwarder lands a spool segment at a time: a round that lands 10 % → 90 % in a few
-            # batches has no steady rate to speak of (it read 4 x mosquitto_sub's pace once), and then the
-            # whole round's rate, start-up included, is the honest figure.
-            whole = not (landed >= readings and steady > 0 and moves >= MIN_LANDINGS)
-            rate = landed / total if whole else 0.8 * readings / steady
-            # Which side limits: the broker (mosquitto_sub's pace), a Python MQTT client per process (the
-            # buffered drain's pace, times the processes), or the collector's own work.
-            if sub_rate and rate / 2 >= 0.8 * sub_rate:
-                limit = "broker-limited"
-            elif rate / 2 >= 0.8 * buffered_rate * workers:
-                limit = "client-limited (the MQTT client's pace per process)"
-            else:
-                limit = "collector-limited"
+            drain.start()
+            got, secs = out.get(timeout=700)
+            drain.join()
+            paho_rate = got / secs
             print(
-                f"   Relevé collector, --workers {workers}: {landed:,} of {readings:,} readings in PostgreSQL, "
-                f"{total:.1f} s with start-up; "
-                + (f"whole round (landed in under {MIN_LANDINGS} steps) " if whole else "steady ")
-                + f"{rate:,.0f} readings/s ({rate / 2:,.0f} messages/s) "
-                f"= {rate / 2 / paho_rate:.2f} x bare paho, {rate / 2 / buffered_rate:.2f} x its client alone"
-                + (f", {rate / 2 / sub_rate:.2f} x mosquitto_sub" if sub_rate else "")
-                + f": {limit}"
+                f"   baseline, Python client limit: bare paho, ack only            {paho_rate:>9,.0f} messages/s"
+                f" = {2 * paho_rate:>9,.0f} readings/s"
             )
-    shutil.rmtree(spool, ignore_errors=True)
-    shutil.rmtree(broker_dir, ignore_errors=True)
+            drain = ctx.Process(
+                target=_paho_drain, args=(broker.port, "bench-drain-buffered", topic1, messages, out, True), daemon=True
+            )
+            drain.start()
+            got, secs = out.get(timeout=700)
+            drain.join()
+            buffered_rate = got / secs
+            print(
+                f"   baseline, the collector's client alone (BufferedClient)      {buffered_rate:>9,.0f} messages/s"
+                f" = {2 * buffered_rate:>9,.0f} readings/s ({buffered_rate / paho_rate:.2f} x bare paho)"
+            )
+
+            for r, workers in ((1, 1), (2, 2)):
+                steady, total, landed, moves = _collect_round(
+                    url, settings, broker.url, spool, r, workers, readings, "bench2" if workers > 1 else ""
+                )
+                # The forwarder lands a spool segment at a time: a round that lands 10 % → 90 % in a few
+                # batches has no steady rate to speak of (it read 4 x mosquitto_sub's pace once), and then the
+                # whole round's rate, start-up included, is the honest figure.
+                whole = not (landed >= readings and steady > 0 and moves >= MIN_LANDINGS)
+                rate = landed / total if whole else 0.8 * readings / steady
+                # Which side limits: the broker (mosquitto_sub's pace), a Python MQTT client per process (the
+                # buffered drain's pace, times the processes), or the collector's own work.
+                if sub_rate and rate / 2 >= 0.8 * sub_rate:
+                    limit = "broker-limited"
+                elif rate / 2 >= 0.8 * buffered_rate * workers:
+                    limit = "client-limited (the MQTT client's pace per process)"
+                else:
+                    limit = "collector-limited"
+                print(
+                    f"   Relevé collector, --workers {workers}: {landed:,} of {readings:,} readings in PostgreSQL, "
+                    f"{total:.1f} s with start-up; "
+                    + (f"whole round (landed in under {MIN_LANDINGS} steps) " if whole else "steady ")
+                    + f"{rate:,.0f} readings/s ({rate / 2:,.0f} messages/s) "
+                    f"= {rate / 2 / paho_rate:.2f} x bare paho, {rate / 2 / buffered_rate:.2f} x its client alone"
+                    + (f", {rate / 2 / sub_rate:.2f} x mosquitto_sub" if sub_rate else "")
+                    + f": {limit}"
+                )
+    finally:  # a SIGTERM too (exit_on_sigterm): nothing left in TMPDIR
+        shutil.rmtree(spool, ignore_errors=True)
+        shutil.rmtree(broker_dir, ignore_errors=True)
 
 
 #: Landings (database polls that saw the count move) a steady window needs to give a rate.
@@ -633,6 +644,7 @@ MAX_MESSAGES = 60_000
 
 
 def main() -> int:
+    exit_on_sigterm()  # a SIGTERM stops the simulators, the broker and the throwaway server
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--meters", type=int, default=64)
     parser.add_argument("--gateways", type=int, default=2, help="TCP gateways the meters are spread over")

@@ -6,10 +6,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
+from typing import NoReturn
 
 import psycopg
 from psycopg import sql
@@ -19,9 +23,28 @@ from releve.pgserver import PostgresServer
 from releve.settings import Settings
 
 
+def exit_on_sigterm() -> None:
+    """Make SIGTERM (``timeout``, ``kill``, a service manager) unwind the bench as Ctrl-C does.
+
+    Python's default for SIGTERM ends the process on the spot: no ``finally`` and no ``with`` exit
+    runs, so a bench stopped that way left its throwaway PostgreSQL server (and Mosquitto) running
+    with their data directories. Raised as ``SystemExit`` instead, the bench stops and removes them.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+
+
+def _exit_on_signal(signum: int, frame: FrameType | None) -> NoReturn:
+    raise SystemExit(128 + signum)
+
+
 @contextlib.contextmanager
 def bench_database() -> Iterator[tuple[str, Settings, str]]:
-    """Yield (url, settings, server description) for a fresh migrated database; drop it after."""
+    """Yield (url, settings, server description) for a fresh migrated database; drop it after.
+
+    A SIGTERM while it is open stops and removes the throwaway server too (:func:`exit_on_sigterm`).
+    """
+    exit_on_sigterm()
     external = os.environ.get("RELEVE_BENCH_DATABASE_URL")
     root: Path | None = None
     server: PostgresServer | None = None

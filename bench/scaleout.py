@@ -37,6 +37,7 @@ from psycopg import sql
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from analytics.vee.run import run_vee
+from bench.common import exit_on_sigterm
 from billing.run import run_bills
 from billing.sharded import run_bills_sharded
 from billing.tariffs import TariffBook, load_tariffs
@@ -126,6 +127,7 @@ def weekly_book(root: Path) -> TariffBook:
 
 
 def main() -> int:
+    exit_on_sigterm()  # a SIGTERM stops and removes the throwaway servers
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--meters", type=int, default=3000)
     parser.add_argument("--days", type=int, default=14)

@@ -44,6 +44,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import exit_on_sigterm
 from ingest.frame import READING_COPY_COLUMNS, encode_reading_copy
 from releve.pgbinary import HEADER, PG_EPOCH_US, TRAILER
 from releve.pgserver import PostgresServer
@@ -205,6 +206,7 @@ def read_costs(url: str, meters: int, last: int, probes: int) -> dict[str, tuple
 
 
 def main() -> int:
+    exit_on_sigterm()  # a SIGTERM stops and removes the throwaway servers
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--meters", type=int, default=10_000)
     parser.add_argument("--history", type=int, default=672, help="quarter hours already stored per meter (a week)")

@@ -56,7 +56,7 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import bench_database  # noqa: E402
+from bench.common import bench_database, exit_on_sigterm  # noqa: E402
 from ingest.frame import READING_COPY_DTYPE  # noqa: E402
 from releve import migrate  # noqa: E402
 from releve.pgbinary import row_dtype  # noqa: E402
@@ -493,6 +493,7 @@ def run(label: str, meters: int, days: int, hourly: bool, legacy: bool, keep: Pa
 
 
 def main() -> None:
+    exit_on_sigterm()  # a SIGTERM stops the kept or throwaway server
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--meters", type=int, default=100_000, help="customer meters, daily run (default 100,000)")
     parser.add_argument(
