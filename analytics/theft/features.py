@@ -256,7 +256,9 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
     # both threads busy to the last group). numpy lets go of the interpreter in most of the work,
     # and every task writes only its own group's rows and areas, so the figures are those of one
     # group after another. Groups are read and cleaned in this thread, while the workers work.
-    # numpy's BLAS holds to one thread (two workers are two threads already), and RuntimeWarnings
+    # numpy's BLAS holds to one thread: two workers are two threads already, and on the balance's
+    # small products (hundreds of rows and columns) two BLAS threads beside a busy core wait for
+    # each other (its fits ran three to four times slower so). RuntimeWarnings
     # (the signals' empty slices, silenced signal by signal) are ignored for the whole pool:
     # warnings.catch_warnings is not thread-safe, so the workers' own must not leak outwards.
     from threadpoolctl import threadpool_limits

@@ -477,8 +477,9 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
             kind = _REGRESSOR_WORDS.get(sg.REGRESSORS[int(ib.kind[i])], "") if ib.kind[i] >= 0 else ""
             first = int(ib.first_day[i])
             n_win = -(-d.n_days // 28)
+            energy = float(f.col("interval_energy")[i])
             text = (
-                f"area {area_code}'s hourly feeder balance puts {ib.energy[i]:.0f} {sym} of unexplained loss "
+                f"area {area_code}'s hourly feeder balance puts {energy:.0f} {sym} of unexplained loss "
                 f"on this meter ({round(100 * f.col('interval_share')[i])} % of what it recorded)"
             )
             if ib.windows[i] > 0:
@@ -493,7 +494,7 @@ def explain(r: Ranking, i: int) -> tuple[list[str], dict[str, Any]]:
                 "area": area_code,
                 "share": _r(f.col("interval_share")[i]),
                 "strength": _r(ib.strength[i], 1),
-                "energy": _r(ib.energy[i]),
+                "energy": _r(energy),
                 "unit": unit,
                 "windows": int(ib.windows[i]),
                 "first_window": _when(d, first) if first >= 0 else None,

@@ -8,10 +8,8 @@ none touches a database or a file, so each is unit-tested on a small hand-built 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
 
 import numpy as np
 
@@ -861,9 +859,9 @@ class IntervalBalance:
     technical: FloatArray
     residual: FloatArray
 
-    @functools.cached_property
+    @property
     def energy(self) -> FloatArray:
-        """Positive energy of the residual attributed to each meter (computed once: ``attributed`` is filled first)."""
+        """Positive energy of the residual attributed to each meter (the ``interval_energy`` feature)."""
         return np.asarray(np.clip(self.attributed, 0, None).sum(axis=1))
 
 
@@ -873,29 +871,6 @@ def robust_var(x: FloatArray) -> float:
     return max((1.4826 * median_1d(np.abs(x - med))) ** 2, 1e-12)
 
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def one_blas_thread(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-    """``fn`` with numpy's BLAS held to one thread while it runs.
-
-    For small matrix products (hundreds of rows and columns) threads gain nothing, and two threads
-    on a 2-core machine whose other core is busy (the database server, another process) wait for
-    each other: the interval balance's fits ran three to four times slower so.
-    """
-
-    @functools.wraps(fn)
-    def inner(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=1, user_api="blas"):
-            return fn(*args, **kwargs)
-
-    return inner
-
-
-@one_blas_thread
 def interval_balance(
     feeder: FloatArray,
     hourly: FloatArray,
