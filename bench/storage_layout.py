@@ -1,4 +1,4 @@
-"""What the write path's goal needs from the table: three storage layouts against raw COPY, same run.
+"""What the write path's goal needs from the table: storage layouts against raw COPY, same run.
 
     python bench/storage_layout.py [--meters 10000] [--history 672] [--batch-intervals 10] [--rounds 10]
 
@@ -19,7 +19,18 @@ taken in turn, their order reversed every round:
 4. **blocks**: one row per meter, channel and batch run — its instants and values in arrays
    (``timestamptz[]``, ``float8[]``), primary key (meter, channel, first instant): one index entry
    per run instead of one per reading, as TimescaleDB's compressed chunks and the wide rows of
-   commercial MDMs store interval data.
+   commercial MDMs store interval data;
+5. **blocks, checked**: blocks as a write path would keep them, timed with the write path's own
+   steps: partitioned by the first instant in weekly parts (as ``reading``), no block across a UTC
+   midnight (so a block holding instant t starts in (t − 1 day, t] and a time range bounds what a
+   read opens), and each block's ``reach`` — the latest last instant of its meter and channel's
+   blocks that start no later than it. Timed: the batch (sorted by meter and instant, as the
+   writer holds it) cut into runs and encoded, the duplicate check — per run, one backward index
+   probe in the weekly part for the latest block starting in (first − 1 day, last], whose
+   ``reach`` must fall before the run's first instant — and the COPY;
+6. **blocks, exclusion constraint**: the same blocks with no primary key but ``EXCLUDE USING gist
+   (meter =, channel =, [first, last] &&)`` as the duplicate check (blocks then cannot hold gaps:
+   late data must fit between them).
 
 Printed: readings/s and the ratio to the bare COPY for each, and what reading one meter's last
 7 days costs in each layout (``--probes`` meters, the median): the layouts that write fast must
@@ -64,12 +75,43 @@ BLOCKS = """CREATE TABLE blocks (
     unit_id smallint NOT NULL, source_id smallint NOT NULL, read_type_id smallint NOT NULL,
     received_at timestamptz NOT NULL, batch_id bigint NOT NULL,
     PRIMARY KEY (meter_id, channel_id, ts_first))"""
+#: Blocks as the write path would keep them: partitioned by the first instant (weekly, as ``reading``'s
+#: parts), no block across a UTC midnight (a block holding instant t starts in (t - 1 day, t]: a
+#: time range bounds the partitions a read opens), and ``reach``, the latest ``ts_last`` of the
+#: blocks of its meter and channel that start no later than it: the duplicate check's one probe.
+CHECKED = """CREATE TABLE blocks_checked (
+    meter_id integer NOT NULL, channel_id smallint NOT NULL, ts_first timestamptz NOT NULL,
+    ts_last timestamptz NOT NULL, reach timestamptz NOT NULL, ts timestamptz[] NOT NULL,
+    value double precision[] NOT NULL, unit_id smallint NOT NULL, source_id smallint NOT NULL,
+    read_type_id smallint NOT NULL, received_at timestamptz NOT NULL, batch_id bigint NOT NULL,
+    PRIMARY KEY (meter_id, channel_id, ts_first)) PARTITION BY RANGE (ts_first)"""
+#: The duplicate check of a batch's runs (meter, channel, first, last): how many overlap stored blocks.
+PROBE = """SELECT count(*) FROM (SELECT r.m, 1::int2 AS c, timestamptz '2000-01-01 00:00Z' + r.a * interval '1 microsecond' AS a,
+                                    timestamptz '2000-01-01 00:00Z' + r.b * interval '1 microsecond' AS b
+                             FROM unnest(%s::int4[], %s::int8[], %s::int8[]) AS r(m, a, b)) r
+    CROSS JOIN LATERAL (SELECT x.reach FROM {table} x
+                        WHERE x.meter_id = r.m AND x.channel_id = r.c
+                          AND x.ts_first > r.a - interval '1 day' AND x.ts_first <= r.b
+                        ORDER BY x.ts_first DESC LIMIT 1) p
+    WHERE p.reach >= r.a"""
+#: Blocks whose ranges may not overlap for one meter and channel (a block is a run with no gap over an
+#: interval, so late data that fills a gap makes a block of its own between the stored ones): the
+#: exclusion constraint is the duplicate check, as reading's primary key is today.
+EXCLUSIVE = """CREATE TABLE blocks_excl (
+    meter_id integer NOT NULL, channel_id smallint NOT NULL, ts_first timestamptz NOT NULL,
+    ts_last timestamptz NOT NULL, reach timestamptz NOT NULL, ts timestamptz[] NOT NULL,
+    value double precision[] NOT NULL, unit_id smallint NOT NULL, source_id smallint NOT NULL,
+    read_type_id smallint NOT NULL, received_at timestamptz NOT NULL, batch_id bigint NOT NULL,
+    EXCLUDE USING gist (meter_id WITH =, channel_id WITH =, tstzrange(ts_first, ts_last, '[]') WITH &&))"""
 LABELS = {
     "bare": "rows, no key (baseline)",
     "rows_meter_first": "rows, key (meter, channel, ts)",
     "rows_time_first": "rows, key (ts, meter, channel)",
     "blocks": "blocks, key (meter, channel, first ts)",
+    "blocks_checked": "blocks, checked (encode + probe + COPY)",
+    "blocks_excl": "blocks, exclusion constraint (encode + COPY)",
 }
+DAY_US = 86_400_000_000
 START = np.datetime64("2025-01-01T00:00", "us")
 QUARTER_US = 900_000_000
 TIMESTAMPTZ_OID, FLOAT8_OID = 1184, 701
@@ -114,8 +156,110 @@ def encode_blocks(meters: np.ndarray, us: np.ndarray, values: np.ndarray) -> byt
     return HEADER + rec.tobytes() + TRAILER
 
 
-def build(url: str, meters: int, history: int, k: int) -> None:
-    """The four tables, each with ``history`` quarter hours of every meter (time-major, as live data lands)."""
+def checked_dtype(k: int) -> np.dtype:
+    """One binary COPY row of ``blocks_checked`` with ``k`` instants."""
+
+    def array(name: str, code: str) -> list[tuple[Any, ...]]:
+        head = [(f"{name}_len", ">i4"), (f"{name}_ndim", ">i4"), (f"{name}_null", ">i4"), (f"{name}_oid", ">i4")]
+        head += [(f"{name}_dim", ">i4"), (f"{name}_lb", ">i4")]
+        return [*head, (name, [("l", ">i4"), ("v", code)], (k,))]
+
+    spec: list[tuple[Any, ...]] = [("n", ">i2")]
+    spec += [("l1", ">i4"), ("meter_id", ">i4"), ("l2", ">i4"), ("channel_id", ">i2")]
+    spec += [("l3", ">i4"), ("ts_first", ">i8"), ("l4", ">i4"), ("ts_last", ">i8"), ("l5", ">i4"), ("reach", ">i8")]
+    spec += array("ts", ">i8") + array("value", ">f8")
+    spec += [("l7", ">i4"), ("unit_id", ">i2"), ("l8", ">i4"), ("source_id", ">i2"), ("l9", ">i4")]
+    spec += [("read_type_id", ">i2"), ("l10", ">i4"), ("received_at", ">i8"), ("l11", ">i4"), ("batch_id", ">i8")]
+    return np.dtype(spec)
+
+
+def encode_runs(m: np.ndarray, t: np.ndarray, v: np.ndarray) -> tuple[bytes, tuple[np.ndarray, ...]]:
+    """A batch sorted by (meter, instant) as blocks: a run per meter and UTC day, runs of one length at once.
+
+    ``t``: µs since 2000-01-01. Returns the COPY payload and the runs (meter, first, last) for the probe.
+    """
+    day = t // DAY_US
+    cut = np.flatnonzero((m[1:] != m[:-1]) | (day[1:] != day[:-1])) + 1
+    start = np.concatenate(([0], cut))
+    length = np.diff(np.concatenate((start, [len(m)])))
+    now = (np.datetime64(datetime.now(UTC).replace(tzinfo=None), "us") - PG_EPOCH_US).astype(np.int64)
+    parts = [HEADER]
+    for k in np.unique(length):
+        s0 = start[length == k]
+        at = s0[:, None] + np.arange(k)[None, :]
+        rec = np.zeros(len(s0), checked_dtype(int(k)))
+        rec["n"] = 12
+        for name, size in (("l1", 4), ("l2", 2), ("l3", 8), ("l4", 8), ("l5", 8), ("l7", 2), ("l8", 2)):
+            rec[name] = size
+        rec["l9"], rec["l10"], rec["l11"] = 2, 8, 8
+        for name, oid in (("ts", TIMESTAMPTZ_OID), ("value", FLOAT8_OID)):
+            rec[f"{name}_len"] = 20 + 12 * k
+            rec[f"{name}_ndim"], rec[f"{name}_oid"], rec[f"{name}_dim"], rec[f"{name}_lb"] = 1, oid, k, 1
+            rec[name]["l"] = 8
+        rec["meter_id"], rec["channel_id"] = m[s0], 1
+        rec["ts_first"], rec["ts_last"] = t[s0], t[s0 + k - 1]
+        rec["reach"] = t[s0 + k - 1]  # no stored block reaches the run (the probe): its own last instant
+        rec["ts"]["v"], rec["value"]["v"] = t[at], v[at]
+        rec["unit_id"] = rec["source_id"] = rec["read_type_id"] = 1
+        rec["received_at"], rec["batch_id"] = now, 1
+        parts.append(rec.tobytes())
+    parts.append(TRAILER)
+    return b"".join(parts), (m[start], t[start], t[start + length - 1])
+
+
+def checked_write(conn: psycopg.Connection, m: np.ndarray, t: np.ndarray, v: np.ndarray) -> float:
+    """Seconds to encode, check and COPY one batch into ``blocks_checked`` (the write path's own steps)."""
+    t0 = time.perf_counter()
+    payload, (rm, ra, rb) = encode_runs(m, t, v)
+    t1 = time.perf_counter()
+    # the probe's window (first - 1 day, last] in one weekly part: ask that part, no pruning per run
+    start_us = int((START - PG_EPOCH_US).astype(np.int64))
+    weeks = {int((x - start_us) // (7 * DAY_US)) for x in (int(ra.min()) - DAY_US + 1, int(rb.max()))}
+    table = f"blocks_checked_w{weeks.pop()}" if len(weeks) == 1 else "blocks_checked"
+    query = PROBE.replace("{table}", table)
+    overlapping = conn.execute(query.encode(), (rm.tolist(), ra.tolist(), rb.tolist()), binary=True).fetchone()
+    assert overlapping is not None and overlapping[0] == 0, "a fresh batch met stored blocks"
+    t2 = time.perf_counter()
+    with conn.cursor().copy(b"COPY blocks_checked FROM STDIN (FORMAT BINARY)") as cp:
+        cp.write(payload)
+    conn.commit()
+    t3 = time.perf_counter()
+    STEPS["encode"] += t1 - t0
+    STEPS["probe"] += t2 - t1
+    STEPS["copy"] += t3 - t2
+    return t3 - t0
+
+
+#: Seconds the checked blocks spent in each of their steps, over the timed rounds.
+STEPS = {"encode": 0.0, "probe": 0.0, "copy": 0.0}
+
+
+def exclusive_write(conn: psycopg.Connection, m: np.ndarray, t: np.ndarray, v: np.ndarray) -> float:
+    """Seconds to encode and COPY one batch into ``blocks_excl`` (its constraint checks every block)."""
+    t0 = time.perf_counter()
+    payload, _ = encode_runs(m, t, v)
+    with conn.cursor().copy(b"COPY blocks_excl FROM STDIN (FORMAT BINARY)") as cp:
+        cp.write(payload)
+    conn.commit()
+    return time.perf_counter() - t0
+
+
+#: The layouts whose own steps are timed with the COPY (the others: :func:`copy` of a ready payload).
+WRITERS = {"blocks_checked": checked_write, "blocks_excl": exclusive_write}
+
+
+#: The history as the write path's blocks: runs of ``k`` intervals, none across a UTC midnight.
+DAY_BLOCKS = """INSERT INTO {table}
+    SELECT m, 1, min(t), max(t), max(t), array_agg(t ORDER BY t), array_agg(v ORDER BY t), 1, 1, 1, now(), 1
+    FROM (SELECT m, i / %(k)s AS b, i / 96 AS d, %(start)s::timestamptz + i * interval '15 minutes' AS t,
+                 i * 0.25 + m AS v
+          FROM generate_series(0, %(h)s - 1) i, generate_series(0, %(m)s - 1) m) x
+    GROUP BY b, d, m ORDER BY b, d, m"""
+
+
+def build(url: str, meters: int, history: int, k: int, rounds: int) -> None:
+    """The tables, each with ``history`` quarter hours of every meter (time-major, as live data lands)."""
+    params = {"start": f"{START}Z", "h": history, "m": meters, "k": k}
     with psycopg.connect(url, autocommit=True) as conn:
         for name, key in ROW_TABLES.items():
             conn.execute(f"CREATE TABLE {name} ({COLUMNS}{key})".encode())
@@ -135,11 +279,22 @@ def build(url: str, meters: int, history: int, k: int) -> None:
                GROUP BY b, m ORDER BY b, m""",
             {"start": f"{START}Z", "h": history, "m": meters, "k": k},
         )
+        conn.execute("CREATE EXTENSION btree_gist")
+        conn.execute(EXCLUSIVE.encode())
+        conn.execute(DAY_BLOCKS.format(table="blocks_excl").encode(), params)
+        conn.execute(CHECKED.encode())
+        for week in range((history + (rounds + 1) * k) // 672 + 2):  # weekly parts, as reading's
+            lo = START + np.timedelta64(7 * week, "D")
+            conn.execute(
+                f"CREATE TABLE blocks_checked_w{week} PARTITION OF blocks_checked "
+                f"FOR VALUES FROM ('{lo}Z') TO ('{lo + np.timedelta64(7, 'D')}Z')".encode()
+            )
+        conn.execute(DAY_BLOCKS.format(table="blocks_checked").encode(), params)
         conn.execute("VACUUM (ANALYZE)")
         conn.execute("CHECKPOINT")
 
 
-def payloads(meters: np.ndarray, first: int, k: int) -> dict[str, bytes]:
+def payloads(meters: np.ndarray, first: int, k: int) -> dict[str, Any]:
     """The same readings (``meters`` × intervals first..first+k-1) as each table takes them."""
     intervals = np.arange(first, first + k, dtype=np.int64)
     us = (START - PG_EPOCH_US).astype(np.int64) + intervals * QUARTER_US
@@ -157,11 +312,15 @@ def payloads(meters: np.ndarray, first: int, k: int) -> dict[str, bytes]:
         return encode_reading_copy(m, ones, ts, v, ones, 1, ones, zeros, now, 1)
 
     time_major = rows("time")
+    sorted_batch = (np.repeat(meters, k), np.tile(us, len(meters)), values.ravel())
     return {
         "bare": time_major,
         "rows_meter_first": rows("key"),
         "rows_time_first": time_major,
         "blocks": encode_blocks(meters, us, values),
+        # the batch as the writer holds it once sorted (meter-major): these encode it themselves (timed)
+        "blocks_checked": sorted_batch,
+        "blocks_excl": sorted_batch,
     }
 
 
@@ -183,6 +342,12 @@ READ = {
     "blocks": "SELECT u.ts, u.value FROM blocks b CROSS JOIN LATERAL unnest(b.ts, b.value) AS u(ts, value) "
     "WHERE b.meter_id = %(m)s AND b.channel_id = 1 AND b.ts_first < %(hi)s AND b.ts_last >= %(lo)s "
     "AND u.ts >= %(lo)s AND u.ts < %(hi)s",
+    "blocks_checked": "SELECT u.ts, u.value FROM blocks_checked b CROSS JOIN LATERAL unnest(b.ts, b.value) AS u(ts, value) "
+    "WHERE b.meter_id = %(m)s AND b.channel_id = 1 AND b.ts_first > %(lo)s::timestamptz - interval '1 day' "
+    "AND b.ts_first < %(hi)s AND u.ts >= %(lo)s AND u.ts < %(hi)s",
+    "blocks_excl": "SELECT u.ts, u.value FROM blocks_excl b CROSS JOIN LATERAL unnest(b.ts, b.value) AS u(ts, value) "
+    "WHERE b.meter_id = %(m)s AND b.channel_id = 1 "
+    "AND tstzrange(b.ts_first, b.ts_last, '[]') && tstzrange(%(lo)s, %(hi)s, '[)') AND u.ts >= %(lo)s AND u.ts < %(hi)s",
 }
 
 
@@ -210,7 +375,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--meters", type=int, default=10_000)
     parser.add_argument("--history", type=int, default=672, help="quarter hours already stored per meter (a week)")
-    parser.add_argument("--batch-intervals", type=int, default=10, help="new intervals per meter per batch")
+    parser.add_argument(
+        "--batch-intervals", type=int, default=10, help="new intervals per meter per batch (1: live polling's shape)"
+    )
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--probes", type=int, default=50, help="meters read back per layout")
     args = parser.parse_args()
@@ -223,7 +390,7 @@ def main() -> int:
         url = server.url()
         print(f"server: throwaway {server.version()} (durable settings: fsync on)")
         t = time.perf_counter()
-        build(url, args.meters, args.history, k)
+        build(url, args.meters, args.history, k, args.rounds)
         print(
             f"{args.meters:,} meters x {args.history} quarter hours in each table "
             f"(built in {time.perf_counter() - t:.0f} s, not timed)"
@@ -237,7 +404,8 @@ def main() -> int:
                 batch = payloads(live, first, k)
                 order = list(LABELS) if rnd % 2 else list(LABELS)[::-1]
                 for name in order:
-                    secs = copy(conn, name, batch[name])
+                    write = WRITERS.get(name)
+                    secs = write(conn, *batch[name]) if write else copy(conn, name, batch[name])
                     if rnd:
                         took[name] += secs
                 if rnd:
@@ -247,6 +415,7 @@ def main() -> int:
         for name, label in LABELS.items():
             rate = readings / took[name]
             print(f"  {label:42s} {rate:>12,.0f} readings/s   {took['bare'] / took[name]:5.2f} x raw COPY")
+        print("  checked blocks' steps (s): " + ", ".join(f"{k} {v:.3f}" for k, v in STEPS.items()))
         reads = read_costs(url, args.meters, first, args.probes)
         print(f"\none meter's last 7 days, median of {args.probes} meters:")
         for name, (ms, n) in reads.items():
