@@ -351,6 +351,25 @@ READ = {
 }
 
 
+def check_same(url: str) -> None:
+    """Stop unless every keyed layout holds the same readings (history and rounds): they timed the same work.
+
+    The bare table is left out: it holds the rounds only.
+    """
+    seen = set()
+    with psycopg.connect(url) as conn:
+        for name in LABELS:
+            if name == "bare":
+                continue
+            rows = name
+            if name.startswith("blocks"):
+                rows = f"(SELECT u.ts, u.value FROM {name} CROSS JOIN LATERAL unnest(ts, value) AS u(ts, value))"
+            row = conn.execute(f"SELECT count(*), round(sum(value)::numeric, 3), max(ts) FROM {rows} x".encode())
+            seen.add((name, *(row.fetchone() or ())))
+    if len({figures[1:] for figures in seen}) != 1:
+        raise SystemExit(f"the layouts hold different readings (count, sum, last instant): {sorted(seen)}")
+
+
 def read_costs(url: str, meters: int, last: int, probes: int) -> dict[str, tuple[float, int]]:
     """Median milliseconds (and rows) to read one meter's last 7 days, per keyed layout."""
     hi = START + np.timedelta64(last * 15, "m")
@@ -416,6 +435,7 @@ def main() -> int:
             rate = readings / took[name]
             print(f"  {label:42s} {rate:>12,.0f} readings/s   {took['bare'] / took[name]:5.2f} x raw COPY")
         print("  checked blocks' steps (s): " + ", ".join(f"{k} {v:.3f}" for k, v in STEPS.items()))
+        check_same(url)
         reads = read_costs(url, args.meters, first, args.probes)
         print(f"\none meter's last 7 days, median of {args.probes} meters:")
         for name, (ms, n) in reads.items():
