@@ -570,12 +570,13 @@ class CpuProbe:
 
 def _collect_round(
     url: str, settings, broker_url: str, spool: Path, r: int, workers: int, expected: int, probe: CpuProbe | None
-) -> tuple[float, float, int, int, dict[str, float]]:
+) -> tuple[float, float, int, int, dict[str, float], float]:
     """Start ``workers`` collector processes on the queued round ``r``.
 
     Returns (steady s, total s, readings landed, landings seen in the steady window, CPU seconds
-    used in the steady window by what ``probe`` watches): the steady window runs from 10 % to
-    90 % landed; the landings are the polls that saw the count move.
+    used in the steady window by what ``probe`` watches, seconds between the workers' last
+    landings): the steady window runs from 10 % to 90 % landed; the landings are the polls that
+    saw the count move.
     """
     from collectors.config import CollectorConfig
     from collectors.service import run_workers
@@ -620,13 +621,24 @@ def _collect_round(
                         marks[mark] = now
                         if probe is not None:
                             cpu[mark] = probe.sample()
-        total = time.perf_counter() - started
+            total = time.perf_counter() - started
+            # Each member of a shared group is dealt its share of the queue: one that starts or runs
+            # behind leaves the end of the round to itself alone.
+            ends = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT extract(epoch FROM max(received_at)) FROM ingest_batch"
+                    " WHERE origin = %s OR origin LIKE %s GROUP BY origin",
+                    (name, name + "-w%"),
+                )
+            ]
+            apart = float(max(ends) - min(ends)) if len(ends) > 1 else 0.0
     finally:  # stopped by a SIGTERM too (exit_on_sigterm): the collector processes stop with the bench
         stop.set()
         runner.join()
     steady = marks.get("90", total) - marks.get("10", 0.0)
     used = {k: cpu["90"][k] - cpu["10"][k] for k in cpu["90"]} if "10" in cpu and "90" in cpu else {}
-    return steady, total, landed, moves, used
+    return steady, total, landed, moves, used, apart
 
 
 def _mosquitto_sub(port: int, client_id: str, topic_filter: str, count: int, timeout: float) -> subprocess.Popen:
@@ -787,7 +799,7 @@ def bench_mqtt(messages: int, repeat: int, meters: int = 500) -> None:
                 publish(r)
                 time.sleep(2)  # the publisher's and the broker's burst out of the load average's way
                 load = _load()
-                steady, total, landed, moves, cpu = _collect_round(
+                steady, total, landed, moves, cpu, apart = _collect_round(
                     url, settings, broker.url, spool, r, workers, readings, probe
                 )
                 # The forwarder lands a spool segment at a time: a round that lands 10 % → 90 % in a few
@@ -810,7 +822,10 @@ def bench_mqtt(messages: int, repeat: int, meters: int = 500) -> None:
                     + f", {rate / 2 / broker_pace[workers]:.2f} x the broker's pace for {workers}"
                     + f"  ({load})"
                 )
-                print(f"      {_limit(rate / 2, workers, broker_pace[workers], buffered_rate, cpu, steady)}")
+                print(
+                    f"      {_limit(rate / 2, workers, broker_pace[workers], buffered_rate, cpu, steady)}"
+                    + (f"; the workers' last landings {apart:.1f} s apart" if workers > 1 else "")
+                )
             if rates[1] and rates[2]:
                 one, two = statistics.median(rates[1]), statistics.median(rates[2])
                 print(
