@@ -192,11 +192,14 @@ class Spool:
         self.segment_bytes = segment_bytes
         self.warn_ratio = warn_ratio
         self._lock = threading.RLock()
+        self._fsync_lock = threading.Lock()  # one fsync at a time; appends go on meanwhile (see ``sync``)
         self._lockfile = self._take_dir_lock()
         self._open: Path | None = None
         self._fh: Any = None
         self._open_since = 0.0
-        self._dirty = False
+        self._open_bytes = 0  # bytes in the open segment
+        self._appended = 0  # records appended, and how many of them an fsync has made durable
+        self._synced = 0
         self._last_warning = 0.0
         self._recover()
         self._size = sum(p.stat().st_size for p in self.dir.glob("*.seg"))
@@ -268,22 +271,46 @@ class Spool:
                 self._open = self.dir / f"{self._seq:012d}-{uuid.uuid4()}.open"
                 self._fh = self._open.open("ab")
                 self._open_since = time.monotonic()
+                self._open_bytes = 0
             self._fh.write(record)
             self._size += len(record)
-            self._dirty = True
-            if sync:
-                self.sync()
-            if self._fh.tell() >= self.segment_bytes:
+            self._appended += 1
+            # Counted, not asked: ``tell()`` is an lseek, and each system call lets go of the interpreter
+            # lock, which the network thread then waits to take back from the forwarder (py-spy: the
+            # most sampled line of the MQTT network thread).
+            self._open_bytes += len(record)
+            if self._open_bytes >= self.segment_bytes:
                 self.seal()
             self._warn_if_near_full()
+        if sync:
+            self.sync()
 
     def sync(self) -> None:
-        """Make everything appended so far durable."""
+        """Make everything appended so far durable.
+
+        Only the flush into the kernel holds the spool's lock; the fsync runs outside it, on a
+        duplicate of the segment's descriptor (a seal meanwhile cannot close it under us). Appends
+        from the MQTT network thread therefore go on while the acknowledging thread waits for the
+        disk: with the fsync under the lock, the network thread waited out every group commit
+        (py-spy, one collector on a queued round: most of its time in the spool's lock).
+        Concurrent calls stay correct: each returns once an fsync that began after its own flush
+        has finished (``_synced`` counts the records made durable).
+        """
         with self._lock:
-            if self._fh is not None and self._dirty:
-                self._fh.flush()
-                os.fsync(self._fh.fileno())
-                self._dirty = False
+            target = self._appended
+            if self._synced >= target:
+                return
+            if self._fh is None:  # sealed since: ``seal`` synced it
+                return
+            self._fh.flush()
+            fd = os.dup(self._fh.fileno())
+        try:
+            with self._fsync_lock:
+                if self._synced < target:  # else an fsync after our flush covered it
+                    os.fsync(fd)
+                    self._synced = max(self._synced, target)
+        finally:
+            os.close(fd)
 
     def seal(self, older_than: float = 0.0) -> None:
         """Close the open segment so it can drain (only if open for at least ``older_than`` s)."""

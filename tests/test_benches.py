@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -62,3 +63,51 @@ def test_a_bench_stopped_by_sigterm_stops_and_removes_its_throwaway_server(scrat
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(url, connect_timeout=5).close()
     assert not any(scratch.glob("releve-bench-*")), "the server's data directory was left behind"
+
+
+def test_collect_bench_payloads_are_the_plain_json_the_collector_decodes() -> None:
+    from bench.collect import TOPIC, round_messages
+
+    t0 = "2026-10-01T00:00:00+00:00"
+    got = list(round_messages(3, 1_001, 500, t0))
+    assert len(got) == 1_001
+    topic, payload = got[1_000]  # meter 0's third reading
+    assert topic == TOPIC.format(round=3, serial="MQ00000").encode()
+    assert (
+        payload
+        == json.dumps(
+            {
+                "meter": "MQ00000",
+                "ts": "2026-10-01T00:30:00Z",
+                "readings": [
+                    {"channel": "1-0:1.8.0", "value": 1_100, "unit": "kWh"},
+                    {"channel": "1-0:1.7.0", "value": 400.0, "unit": "W"},
+                ],
+            }
+        ).encode()
+    )
+
+
+@pytest.mark.mqtt
+@pytest.mark.skipif(shutil.which("mosquitto_sub") is None, reason="mosquitto not installed")
+def test_collect_bench_queues_a_round_past_65535_messages_whole(scratch: Path) -> None:
+    """A round larger than the 16-bit message ids and than the production queue bound arrives whole.
+
+    At 80,000 and 100,000 messages the old bench hung: its paho publisher reused message ids still
+    in flight (paho refuses such a publish), so rounds were capped at 60,000.
+    """
+    import multiprocessing as mp
+
+    from bench.collect import TOPIC, _drained, _mosquitto_sub, _publish, _session
+    from releve.broker import MqttBroker
+
+    messages = 120_000
+    with MqttBroker(scratch / "b", max_queued_messages=messages + 1_000, persistence=False) as broker:
+        _session(broker.port, "drain", TOPIC.format(round=1, serial="+"))
+        pub = mp.get_context("spawn").Process(
+            target=_publish, args=(broker.port, 1, messages, 50, "2026-01-01T00:00:00+00:00", None)
+        )
+        pub.start()
+        pub.join(120)
+        assert pub.exitcode == 0
+        _drained(_mosquitto_sub(broker.port, "drain", TOPIC.format(round=1, serial="+"), messages, 60), messages, "sub")

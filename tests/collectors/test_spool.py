@@ -1,3 +1,6 @@
+import os
+import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -142,3 +145,69 @@ def test_quarantine_keeps_only_the_refused_records_with_the_reason_and_frees_the
     assert spool.read(back).readings == readings(1, 1)
     with pytest.raises(FileNotFoundError, match="not in"):
         spool.requeue(["nonexistent.seg"])
+
+
+def test_appends_go_on_while_an_fsync_waits_for_the_disk(tmp_path, monkeypatch):
+    """The acknowledging thread's fsync does not hold the spool: the MQTT network thread keeps appending.
+
+    With the fsync under the spool's lock, every append waited out the group commit in progress.
+    """
+    spool = Spool(tmp_path / "s")
+    entered, release = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        entered.set()
+        release.wait(5)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    spool.append_raw("t/1", b"first", 1.0)
+    syncing = threading.Thread(target=spool.sync)
+    syncing.start()
+    assert entered.wait(5)
+    started = time.monotonic()
+    for k in range(100):
+        spool.append_raw("t/2", b"x%d" % k, 2.0)
+    assert time.monotonic() - started < 1.0, "appends waited for the fsync"
+    release.set()
+    syncing.join(5)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    spool.close()
+    assert len(spool.records(spool.sealed()[0])) == 101
+
+
+def test_a_sync_returns_only_once_an_fsync_after_its_own_appends_has_finished(tmp_path, monkeypatch):
+    """Two threads syncing at once: the second does not return on the first's fsync, begun before its append."""
+    spool = Spool(tmp_path / "s")
+    calls: list[str] = []
+    entered, release = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def recorded_fsync(fd: int) -> None:
+        calls.append("begin")
+        if len(calls) == 1:
+            entered.set()
+            release.wait(5)
+        real_fsync(fd)
+        calls.append("end")
+
+    monkeypatch.setattr(os, "fsync", recorded_fsync)
+    spool.append_raw("t/1", b"a", 1.0)
+    first = threading.Thread(target=spool.sync)
+    first.start()
+    assert entered.wait(5)
+    spool.append_raw("t/1", b"b", 1.0)  # after the first sync's flush: not covered by its fsync
+    returned = threading.Event()
+    second = threading.Thread(target=lambda: (spool.sync(), returned.set()))
+    second.start()
+    assert not returned.wait(0.3), "the second sync returned while the first fsync was still running"
+    release.set()
+    first.join(5)
+    second.join(5)
+    assert returned.is_set()
+    assert calls == ["begin", "end", "begin", "end"]  # the second append had an fsync of its own
+    spool.sync()  # nothing new: no fsync
+    assert len(calls) == 4
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    spool.close()
