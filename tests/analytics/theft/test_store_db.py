@@ -400,6 +400,8 @@ def test_hourly_series_follow_the_batches_landed_since_the_last_refresh(db):
     import math
     from datetime import timedelta
 
+    import numpy as np
+
     from ingest import BatchWriter
     from releve.db import refresh_hourly
     from releve.model import Reading
@@ -416,9 +418,12 @@ def test_hourly_series_follow_the_batches_landed_since_the_last_refresh(db):
     assert refresh_hourly(db.url)[0] == 1
     assert refresh_hourly(db.url) == (0, 0)  # nothing new
     with db.connect() as conn:
-        rows = conn.execute("SELECT day::text, value, texture FROM hourly_series ORDER BY day").fetchall()
-    assert [r[0] for r in rows] == ["2025-03-01"]
-    assert rows[0][1] == pytest.approx([1.0] * 24)  # 0.1 + 0.2 + 0.3 + 0.4 in every hour
+        rows = conn.execute("SELECT month::text, value, texture FROM hourly_series").fetchall()
+    assert [r[0] for r in rows] == ["2025-03-01"]  # one month row (migration 0029), its first day filled
+    hours = np.frombuffer(rows[0][1], ">f8").reshape(31, 24)
+    texture = np.frombuffer(rows[0][2], ">f8")
+    assert hours[0].tolist() == pytest.approx([1.0] * 24)  # 0.1 + 0.2 + 0.3 + 0.4 in every hour
+    assert np.isnan(hours[1:]).all() and np.isnan(texture[1:]).all()
     # 96 evenly spaced quarter-hours fill the day; of its 95 steps (+ 0.01 kWh each side) 24 are
     # ln(0.41 / 0.31), 24 ln(0.31 / 0.21), 24 ln(0.21 / 0.11) and 23 ln(0.41 / 0.11): the median is the second
-    assert rows[0][2] == pytest.approx(math.log(0.31 / 0.21))
+    assert texture[0] == pytest.approx(math.log(0.31 / 0.21))
