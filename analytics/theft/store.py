@@ -292,7 +292,7 @@ class _HourlyReader:
                     TO STDOUT (FORMAT binary)""",
                 (meter_ids, channel, first, last),
                 dtype,
-                block_rows=1 << 12,
+                block_rows=512,  # 3 MB of month rows: a block's temporaries stay small beside a group's arrays
             ):
                 if not ((rec["n"] == 4) & (rec["l4"] == dtype["value"].itemsize)).all():
                     raise ValueError("hourly_series rows are not a month of 31 days a row (see migration 0029)")
@@ -315,8 +315,9 @@ class _HourlyReader:
             flat_out, flat_seen = out.reshape(-1, 24), seen.reshape(-1, 24)
             for rows, _, day, inside, hours in self._months("value", meter_ids, _HOUR_SERIES_ROW):
                 at = (rows[:, None] * self.n_days + day)[inside]  # a (meter, day) once per channel
-                known = np.isfinite(hours[inside])
-                flat_out[at] += np.where(known, hours[inside], 0.0)
+                part = hours[inside]
+                known = np.isfinite(part)
+                flat_out[at] += np.where(known, part, 0.0)
                 flat_seen[at] |= known
         out[~seen.all(axis=2)] = np.nan
         return out
