@@ -248,7 +248,14 @@ _HOUR_SERIES_ROW = row_dtype(
     ("meter_id", ">i4"), ("channel_id", ">i2"), ("month", ">i4"), ("value", f"({_SERIES_DAYS}, 24)>f8")
 )
 _TEXTURE_SERIES_ROW = row_dtype(
-    ("meter_id", ">i4"), ("channel_id", ">i2"), ("month", ">i4"), ("value", f"({_SERIES_DAYS},)>f8")
+    ("meter_id", ">i4"), ("channel_id", ">i2"), ("month", ">i4"), ("texture", f"({_SERIES_DAYS},)>f8")
+)
+_HOUR_TEXTURE_ROW = row_dtype(
+    ("meter_id", ">i4"),
+    ("channel_id", ">i2"),
+    ("month", ">i4"),
+    ("value", f"({_SERIES_DAYS}, 24)>f8"),
+    ("texture", f"({_SERIES_DAYS},)>f8"),
 )
 
 
@@ -271,30 +278,35 @@ class _HourlyReader:
         self.n_days = n_days
 
     def _months(
-        self, column: str, meter_ids: list[int], dtype: np.dtype
-    ) -> Iterator[tuple[IntArray, IntArray, IntArray, BoolArray, FloatArray]]:
-        """The month rows of ``meter_ids`` in the period, a block at a time: (rows, channel, day, inside, values).
+        self, columns: str, meter_ids: list[int], dtype: np.dtype
+    ) -> Iterator[tuple[IntArray, IntArray, BoolArray, np.ndarray]]:
+        """The month rows of ``meter_ids`` in the period, a block at a time: (rows, day, inside, records).
 
-        Per row: its place in ``meter_ids``, its channel, each of its 31 days' column in the period
-        (rows × 31), whether that day is in the period and in the month, the values (rows × 31,
-        × 24 for the hours). The blocks come channel by channel in ascending id (a meter with two interval channels
-        adds them up, or takes the later one's texture, in that order, as before 0029).
+        Per row: its place in ``meter_ids``, each of its 31 days' column in the period (rows × 31),
+        whether that day is in the period and in the month, and the block's records (``columns``
+        after meter, channel and month, as ``dtype`` has them). The blocks come channel by channel
+        in ascending id (a meter with two interval channels adds them up, or takes the later one's
+        texture, in that order, as before 0029).
         """
         first = self.lo.date().replace(day=1)
         last = (self.hi.date() - timedelta(days=1)).replace(day=1)
         origin = (self.lo.date() - date(2000, 1, 1)).days  # the period's first day in PostgreSQL's day numbers
         row_of = _row_of(meter_ids)
+        fields = len(dtype.names or ()) // 2
         for channel in sorted(self.channels):
             for rec in copy_blocks(
                 self.conn,
-                f"""COPY (SELECT meter_id, channel_id, month, {column} FROM hourly_series
+                f"""COPY (SELECT meter_id, channel_id, month, {columns} FROM hourly_series
                           WHERE meter_id = ANY(%s) AND channel_id = %s AND month >= %s AND month <= %s)
                     TO STDOUT (FORMAT binary)""",
                 (meter_ids, channel, first, last),
                 dtype,
                 block_rows=512,  # 3 MB of month rows: a block's temporaries stay small beside a group's arrays
             ):
-                if not ((rec["n"] == 4) & (rec["l4"] == dtype["value"].itemsize)).all():
+                names = dtype.names or ()
+                if not (rec["n"] == fields).all() or any(
+                    not (rec[f"l{k}"] == dtype[names[2 * k]].itemsize).all() for k in range(4, fields + 1)
+                ):
                     raise ValueError("hourly_series rows are not a month of 31 days a row (see migration 0029)")
                 rows = _rows(row_of, rec["meter_id"])
                 month = rec["month"].astype(np.int64)
@@ -304,23 +316,35 @@ class _HourlyReader:
                 dom = np.arange(_SERIES_DAYS)
                 day = (month - origin)[:, None] + dom
                 inside = (rows >= 0)[:, None] & (dom < length[:, None]) & (day >= 0) & (day < self.n_days)
-                yield rows, np.full(rows.size, channel), day, inside, rec["value"].astype(np.float64)
+                yield rows, day, inside, rec
+
+    def _hours_and_texture(self, meter_ids: list[int], hours: bool, texture: bool) -> tuple[FloatArray, FloatArray]:
+        """:meth:`read` and/or :meth:`texture` (the one not asked for comes back empty) from one COPY."""
+        n = len(meter_ids)
+        out = np.zeros((n, self.n_days, 24) if hours else (0, self.n_days, 24))
+        seen = np.zeros(out.shape, dtype=bool)
+        tex = np.full((n, self.n_days) if texture else (0, self.n_days), np.nan)
+        if n and self.channels:
+            columns = ", ".join(c for c, on in (("value", hours), ("texture", texture)) if on)
+            dtype = _HOUR_SERIES_ROW if not texture else _TEXTURE_SERIES_ROW if not hours else _HOUR_TEXTURE_ROW
+            flat_out, flat_seen = out.reshape(-1, 24), seen.reshape(-1, 24)
+            for rows, day, inside, rec in self._months(columns, meter_ids, dtype):
+                at = rows[:, None] * self.n_days + day
+                if hours:
+                    part = rec["value"].astype(np.float64)[inside]  # a (meter, day) once per channel
+                    known = np.isfinite(part)
+                    flat_out[at[inside]] += np.where(known, part, 0.0)
+                    flat_seen[at[inside]] |= known
+                if texture:
+                    value = rec["texture"].astype(np.float64)
+                    keep = inside & np.isfinite(value)
+                    tex.reshape(-1)[at[keep]] = value[keep]
+        out[~seen.all(axis=2)] = np.nan
+        return out, tex
 
     def read(self, meter_ids: list[int]) -> FloatArray:
         """len(meter_ids) × days × 24 (NaN: hour of an incomplete day, or no data)."""
-        n = len(meter_ids)
-        out = np.zeros((n, self.n_days, 24))
-        seen = np.zeros((n, self.n_days, 24), dtype=bool)
-        if n and self.channels:
-            flat_out, flat_seen = out.reshape(-1, 24), seen.reshape(-1, 24)
-            for rows, _, day, inside, hours in self._months("value", meter_ids, _HOUR_SERIES_ROW):
-                at = (rows[:, None] * self.n_days + day)[inside]  # a (meter, day) once per channel
-                part = hours[inside]
-                known = np.isfinite(part)
-                flat_out[at] += np.where(known, part, 0.0)
-                flat_seen[at] |= known
-        out[~seen.all(axis=2)] = np.nan
-        return out
+        return self._hours_and_texture(meter_ids, hours=True, texture=False)[0]
 
     def texture(self, meter_ids: list[int]) -> FloatArray:
         """len(meter_ids) × days: :func:`analytics.theft.data.interval_texture`, made by the refresh.
@@ -330,13 +354,11 @@ class _HourlyReader:
         intervals are evenly spaced and fill them. NaN: incomplete day, or no interval data; a
         meter with two interval channels has the texture of the later channel where it has one.
         """
-        n = len(meter_ids)
-        out = np.full((n, self.n_days), np.nan)
-        if n and self.channels:
-            for rows, _, day, inside, value in self._months("texture", meter_ids, _TEXTURE_SERIES_ROW):
-                keep = inside & np.isfinite(value)
-                out.reshape(-1)[(rows[:, None] * self.n_days + day)[keep]] = value[keep]
-        return out
+        return self._hours_and_texture(meter_ids, hours=False, texture=True)[1]
+
+    def read_with_texture(self, meter_ids: list[int]) -> tuple[FloatArray, FloatArray]:
+        """:meth:`read` and :meth:`texture` of the same meters from one pass over their month rows."""
+        return self._hours_and_texture(meter_ids, hours=True, texture=True)
 
     def read_chunked(self, meter_ids: list[int], per: int = HOURLY_CHUNK_METERS) -> FloatArray:
         """:meth:`read` a group of ``per`` meters at a time into one array (the feeders)."""
@@ -457,16 +479,25 @@ def load_from_database(
             lazy = LazyHourly(lambda rows: reader.read(ids[rows].tolist()), m, n_days)
             hourly, load = lazy, lazy.load
         # The half-hour texture (per meter and day, from the raw intervals: summed into hours it
-        # is averaged away), a group of meters at a time.
+        # is averaged away), and for meters without a register their daily consumption, the sum of
+        # their complete days: a group of meters at a time. Read lazily, the meters that need both
+        # (an interval channel and no register: every interval-only meter) have both from one pass
+        # over their month rows.
         texture = np.full((m, n_days), np.nan)
         with_iv = np.flatnonzero(np.isin(ids, customer_interval))
-        for a in range(0, with_iv.size, HOURLY_CHUNK_METERS):
-            rows = with_iv[a : a + HOURLY_CHUNK_METERS]
-            texture[rows] = reader.texture(ids[rows].tolist())
-        # Meters without a register: their daily consumption is the sum of their complete days.
         no_register = np.flatnonzero(~np.isfinite(daily).any(axis=1))
-        for a in range(0, no_register.size, HOURLY_CHUNK_METERS):
-            rows = no_register[a : a + HOURLY_CHUNK_METERS]
+        both = np.intersect1d(with_iv, no_register) if isinstance(hourly, LazyHourly) else np.zeros(0, np.int64)
+        for a in range(0, both.size, HOURLY_CHUNK_METERS):
+            rows = both[a : a + HOURLY_CHUNK_METERS]
+            part, texture[rows] = reader.read_with_texture(ids[rows].tolist())
+            daily[rows] = np.where(np.isfinite(part).all(axis=2), part.sum(axis=2), np.nan)
+        texture_only = np.setdiff1d(with_iv, both)
+        for a in range(0, texture_only.size, HOURLY_CHUNK_METERS):
+            rows = texture_only[a : a + HOURLY_CHUNK_METERS]
+            texture[rows] = reader.texture(ids[rows].tolist())
+        daily_only = np.setdiff1d(no_register, both)
+        for a in range(0, daily_only.size, HOURLY_CHUNK_METERS):
+            rows = daily_only[a : a + HOURLY_CHUNK_METERS]
             part = load(rows)
             daily[rows] = np.where(np.isfinite(part).all(axis=2), part.sum(axis=2), np.nan)
         # Feeders with an interval channel: hourly totals (the interval balance), and their daily

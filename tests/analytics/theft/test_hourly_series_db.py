@@ -221,3 +221,23 @@ def test_the_upgrade_lays_the_day_rows_into_the_same_month_rows(fleet):
 def test_the_texture_floor_is_0027s():
     migration = importlib.import_module("releve.migrations.0029_hourly_months")
     assert migration.TEXTURE_FLOOR == _M27.TEXTURE_FLOOR
+
+
+def test_interval_only_meters_read_lazily_have_the_hours_texture_and_days_read_whole(fleet):
+    """Read lazily, meters without a register get hours and texture from one pass (``read_with_texture``)."""
+    from analytics.theft.data import LazyHourly
+    from analytics.theft.store import load_from_database
+    from releve.db import refresh_daily
+
+    db = fleet
+    _write(db, _readings(range(0, 20), skip_hour=(4, 9)))
+    refresh_daily(db.url)
+    with db.connect() as conn:
+        whole = load_from_database(conn)
+        lazy = load_from_database(conn, hourly_in_memory=0)
+        lazy_hours = lazy.hourly.load(np.arange(lazy.n_meters))  # (read while the connection is open)
+    assert isinstance(lazy.hourly, LazyHourly) and isinstance(whole.hourly, np.ndarray)
+    assert np.isfinite(whole.texture).any() and np.isfinite(whole.daily).any()
+    np.testing.assert_array_equal(lazy.texture, whole.texture)
+    np.testing.assert_array_equal(lazy.daily, whole.daily)
+    np.testing.assert_array_equal(lazy_hours, whole.hourly)

@@ -300,6 +300,9 @@ def test_hourly_series_read_area_by_area_rank_as_when_read_whole(loaded, monkeyp
         assert all(len(set(by_area.area[rows])) == 1 for rows in chunks if by_area.area[rows[0]])
         np.testing.assert_array_equal(by_area.hourly[3], whole.hourly[3])
         np.testing.assert_array_equal(by_area.daily, whole.daily)
+        # Read lazily, interval-only meters have hours and texture from one pass (read_with_texture).
+        np.testing.assert_array_equal(by_area.texture, whole.texture)
+        assert np.isfinite(whole.texture).any()
         a, b = score(whole), score(by_area)
         assert a.features.interval is not None and b.features.interval is not None
         np.testing.assert_array_equal(a.features.X, b.features.X)
