@@ -180,21 +180,28 @@ def copy_blocks(
 ) -> Iterator[np.ndarray]:
     """Run a binary COPY whose columns match ``dtype`` and yield its rows ``block_rows`` at a time.
 
-    Only one block of raw output is held at once: the caller keeps what it needs of each.
+    Only one block of raw output is held at once: the caller keeps what it needs of each (a block
+    is a read-only view of the block's bytes). The messages of a block are joined once (a row of a
+    few kB, the hourly series', is one message: appending each to a growing buffer, then slicing
+    and copying the block out of it, copied every byte three times).
     """
     size = dtype.itemsize
-    buf = bytearray()
+    parts: list[Any] = []
+    have = 0
     offset = HEADER_BYTES
     for data in _messages(conn, query, params):
-        buf += data
-        if len(buf) - offset >= block_rows * size:
+        parts.append(data)
+        have += len(data)
+        if have - offset >= block_rows * size:
+            buf = b"".join(parts)
             n = (len(buf) - offset) // size
-            yield np.frombuffer(bytes(buf[offset : offset + n * size]), dtype)
-            del buf[: offset + n * size]
-            offset = 0
+            yield np.frombuffer(buf, dtype, count=n, offset=offset)
+            rest = buf[offset + n * size :]
+            parts, have, offset = [rest], len(rest), 0
+    buf = b"".join(parts)
     n = (len(buf) - offset - TRAILER_BYTES) // size
     if n > 0:
-        yield np.frombuffer(bytes(buf[offset : offset + n * size]), dtype)
+        yield np.frombuffer(buf, dtype, count=n, offset=offset)
 
 
 def copy_records(conn: psycopg.Connection, query: str | bytes, params: Any, dtype: np.dtype) -> np.ndarray:

@@ -101,8 +101,9 @@ class DesignNNLS:
             # One step of refinement against the design itself (the normal equations lose digits).
             idx = np.flatnonzero(free)
             if idx.size:
-                r = b - a[:, idx] @ x[idx]
-                x[idx] += np.linalg.solve(gram[np.ix_(idx, idx)], a[:, idx].T @ r)
+                sub = a[:, idx]
+                r = b - sub @ x[idx]
+                x[idx] += np.linalg.solve(gram[np.ix_(idx, idx)], sub.T @ r)
         except np.linalg.LinAlgError:
             return None
         grad = a.T @ (b - a @ x)  # −gradient: ≤ 0 (within rounding) where a coefficient is 0

@@ -751,6 +751,15 @@ def regressor_profile(hourly: FloatArray, weekday: IntArray, usual: FloatArray |
 def meter_regressors(hourly: FloatArray, weekday: IntArray, profile: FloatArray | None = None) -> FloatArray:
     """Per meter, the series its missing energy would follow under each tamper family (meters × 6 × days·hours).
 
+    :func:`_regressor_series` stacked: see there.
+    """
+    m, d, h = hourly.shape
+    return np.stack(_regressor_series(hourly, weekday, profile), axis=1).reshape(m, len(REGRESSORS), d * h)
+
+
+def _regressor_series(hourly: FloatArray, weekday: IntArray, profile: FloatArray | None = None) -> list[FloatArray]:
+    """The :data:`REGRESSORS` of each meter, one meters × days × hours array each.
+
     - ``scaled``: the recorded load itself (a share of the true load is taken: scaling, random
       scaling, progressive, intermittent; theft running since the first day included);
     - ``zeroed``: where the meter recorded zero, its usual load for that hour (zero windows,
@@ -778,7 +787,7 @@ def meter_regressors(hourly: FloatArray, weekday: IntArray, profile: FloatArray 
     they belong to (whose not-flat meters then lend their shape to the flat ones); by default the
     meters' own.
     """
-    m, d, h = hourly.shape
+    m = hourly.shape[0]
     x = np.nan_to_num(hourly)
     tot = x.sum(axis=2)
     prof = regressor_profile(hourly, weekday) if profile is None else profile
@@ -804,8 +813,7 @@ def meter_regressors(hourly: FloatArray, weekday: IntArray, profile: FloatArray 
     with np.errstate(divide="ignore", invalid="ignore"):
         short = np.clip(normal / np.where(tot > 0, tot, np.nan) - 1.0, 0.0, 4.0)
     short_day = np.where(np.isfinite(hourly), x * np.nan_to_num(short)[:, :, None], 0.0)
-    out = np.stack([x, zeroed, clipped, reshaped, shortfall, short_day], axis=1)
-    return out.reshape(m, len(REGRESSORS), d * h)
+    return [x, zeroed, clipped, reshaped, shortfall, short_day]
 
 
 #: Honest regressors of the interval balance: what a meter whose clock runs an hour late or early
@@ -824,6 +832,11 @@ def clock_regressors(hourly: FloatArray) -> FloatArray:
     shifted clock moves energy, it does not lose any. 0 where the meter or its neighbour hour is
     missing.
     """
+    return np.stack(_clock_series(hourly), axis=1)
+
+
+def _clock_series(hourly: FloatArray) -> list[FloatArray]:
+    """:func:`clock_regressors`' two series, meters × days·hours each."""
     m = hourly.shape[0]
     x = hourly.reshape(m, -1)
     nxt = np.full_like(x, np.nan)
@@ -832,7 +845,7 @@ def clock_regressors(hourly: FloatArray) -> FloatArray:
     prv[:, 1:] = x[:, :-1]
     late = np.nan_to_num(nxt - x)
     early = np.nan_to_num(prv - x)
-    return np.stack([late, early], axis=1)
+    return [late, early]
 
 
 @dataclass
@@ -952,12 +965,17 @@ def interval_balance(
         tt, y, load, win = tt[sane], y[sane], load[sane], win[sane]
         n_rows = tt.size
         tech = np.column_stack([np.ones(n_rows), load**2])
-        g = np.concatenate(
-            [meter_regressors(hourly[rows], weekday, profile[rows]), clock_regressors(hourly[rows])], axis=1
-        )[:, :, tt]
-        cand = (g / scale).reshape(rows.size * k, n_rows)  # candidates × rows
-        own[rows] = np.nansum(g[:, 0], axis=1)
-        del g
+        # Each series taken at the fitted hours straight into the candidates (one copy, not a stack,
+        # a concatenation, a selection and a division of copies: the same values).
+        cand3 = np.empty((rows.size, k, n_rows))
+        made = _regressor_series(hourly[rows], weekday, profile[rows]) + _clock_series(hourly[rows])
+        for j, one in enumerate(made):
+            np.take(one.reshape(rows.size, -1), tt, axis=1, out=cand3[:, j])
+        del made
+        # Summed hour after hour (a column-major copy), as over the selection's layout before: the same bits.
+        own[rows] = np.nansum(np.asfortranarray(cand3[:, 0]), axis=1)
+        cand3 /= scale
+        cand = cand3.reshape(rows.size * k, n_rows)  # candidates × rows
         blocks = [np.flatnonzero(win == w) for w in range(int(win.max()) + 1)]
         # Block coordinate descent: the technical pair over the whole period, then every window's
         # meter coefficients (non-negative least squares over all the area's meters at once, so
@@ -965,12 +983,19 @@ def interval_balance(
         # Each window's design (hours × candidates) and its live columns (a candidate that is zero
         # all window long explains nothing) are the same in every round: built once.
         fitted = [w for w, b in enumerate(blocks) if b.size >= 2 * h]
-        by_window = {w: cand[:, blocks[w]] for w in fitted}  # candidates × the window's hours
-        designs = {w: by_window[w].T for w in fitted}
+        # The fitted hours are in time order, so a window's hours are a run of them, a slice of
+        # ``cand``. Its design is laid out hours-major (C order), as numpy lays out ``cand[:, hours]``:
+        # the products below round as they did.
+        span = {w: slice(int(blocks[w][0]), int(blocks[w][-1]) + 1) for w in fitted}
+        designs = {w: np.ascontiguousarray(cand[:, span[w]].T) for w in fitted}  # the window's hours × candidates
         live = {w: np.flatnonzero(np.abs(designs[w]).sum(axis=0) > 0) for w in fitted}
         # Each window's solver keeps its design's Gram matrix and the last round's positive
         # coefficients (analytics.theft.nnls: scipy's solution to rounding, in a fraction of its time).
-        solvers = {w: DesignNNLS(designs[w][:, live[w]], maxiter=30 * live[w].size) for w in fitted if live[w].size}
+        solvers = {
+            w: DesignNNLS(np.take(designs[w], live[w], axis=1), maxiter=30 * live[w].size)
+            for w in fitted
+            if live[w].size
+        }
         coef_t, _ = nnls(tech, y)
         meter_fit = np.zeros(n_rows)
         coefs: list[np.ndarray] = [np.zeros(rows.size * k) for _ in blocks]
@@ -1007,7 +1032,7 @@ def interval_balance(
             if taken.size == 0:
                 continue
             i = rows[taken]
-            series = by_window[w].reshape(rows.size, k, b.size)[taken, :k_theft]  # meters × regressors × hours
+            series = cand3[taken, :k_theft, span[w]]  # meters × regressors × hours
             parts = series * c[taken][:, :, None]
             contrib = parts.sum(axis=1)
             per_kind[i] += (parts**2).sum(axis=2)

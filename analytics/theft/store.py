@@ -12,11 +12,11 @@ Columnar: the daily figures come from the daily series (migration 0026: one row 
 channel and month, the month's days in a 31-element array, kept by the daily refresh) in one
 binary ``COPY`` whose rows all have one size, so its body is read as numpy record arrays
 (:func:`_series_blocks`) and laid straight into the grids; the span of the data comes from the
-readings per day (``daily_read_count``). The hourly sums are made by the database, one row per
-meter with its hours in arrays (:func:`_array_rows`), and read a group of whole areas at a time
-while the ranking runs (:class:`analytics.theft.data.LazyHourly`), so neither a Python object
-(nor a CopyData message) per reading nor a meters × days × 24 array for the whole fleet is ever
-built.
+readings per day (``daily_read_count``). The hourly sums come the same way from the hourly series
+(migration 0029: one row per meter, interval channel and month, the month's 31 × 24 hours in one
+fixed-size value, kept by the hourly refresh), a group of whole areas at a time while the ranking
+runs (:class:`analytics.theft.data.LazyHourly`), so neither a Python object (nor a CopyData message)
+per reading nor a meters × days × 24 array for the whole fleet is ever built.
 
 Runs, candidates and outcomes are written as the editor role (``database.use_roles``).
 """
@@ -49,10 +49,10 @@ from analytics.theft.data import (
 )
 from analytics.theft.ranking import INPUT_NAMES, Candidate
 from analytics.theft.signals import longest_true_run
-from releve.arrays import FloatArray, IntArray
+from releve.arrays import BoolArray, FloatArray, IntArray
 from releve.db import connect, editor_role, reader_role, refresh_daily, refresh_hourly
 from releve.model import COMMODITY_CHANNELS
-from releve.pgbinary import HEADER_BYTES, copy_blocks, copy_rows, row_dtype
+from releve.pgbinary import PG_EPOCH_DAYS, copy_blocks, row_dtype
 from releve.settings import Settings
 
 IMPORT_CHANNELS = tuple(ch.register for ch in COMMODITY_CHANNELS.values())
@@ -95,115 +95,6 @@ def _period(conn: psycopg.Connection, start: date | None, end: date | None, days
     if end <= start:
         raise StoreError(f"empty period {start} … {end}")
     return start, end
-
-
-#: A binary array element of the daily COPY: its length word, then the value (never NULL).
-_ELEMENT_I8 = np.dtype([("l", ">i4"), ("v", ">i8")])
-_ELEMENT_F8 = np.dtype([("l", ">i4"), ("v", ">f8")])
-#: A one-dimensional binary array's header: dimensions, NULL flag, element type, length, lower bound.
-_ARRAY_HEADER = 20
-
-
-def _array_rows(
-    conn: psycopg.Connection, query: str, params: dict[str, Any], block_rows: int = 2_000
-) -> Iterator[tuple[IntArray, IntArray, IntArray, IntArray, IntArray, FloatArray]]:
-    """Rows of ``meter_id int4, channel_id int2, key int8[] (or timestamptz[]), value float8[]``.
-
-    Yields, ``block_rows`` rows at a time, each row's (meter, channel), then the flat (meter,
-    channel, key, value) of their elements. One row per meter (and channel) with its days or
-    hours in arrays, not one per day or hour: a binary COPY hands every row to Python as one
-    message, and 36 million of them (100,000 meters × 365 days) cost minutes of interpreter time
-    alone; 105,000 rows with the days in arrays cost under a second. NULL arrays (nothing to keep
-    for that row) have no elements; array elements are never NULL.
-    """
-    meters: list[int] = []
-    channels: list[int] = []
-    counts: list[int] = []
-    keys: list[np.ndarray] = []
-    values: list[np.ndarray] = []
-
-    def block() -> tuple[IntArray, IntArray, IntArray, IntArray, IntArray, FloatArray]:
-        n = np.asarray(counts, dtype=np.int64)
-        row_meter = np.asarray(meters, dtype=np.int64)
-        row_channel = np.asarray(channels, dtype=np.int64)
-        out = (
-            row_meter,
-            row_channel,
-            np.repeat(row_meter, n),
-            np.repeat(row_channel, n),
-            np.concatenate(keys).astype(np.int64) if keys else np.zeros(0, np.int64),
-            np.concatenate(values).astype(np.float64) if values else np.zeros(0),
-        )
-        for part in (meters, channels, counts, keys, values):
-            part.clear()
-        return out
-
-    first = True
-    for msg in copy_rows(conn, query, params):
-        at = HEADER_BYTES if first else 0
-        first = False
-        if len(msg) - at < _ROW_HEAD.itemsize:  # the trailer
-            continue
-        head = np.frombuffer(msg, dtype=_ROW_HEAD, count=1, offset=at)[0]
-        at += _ROW_HEAD.itemsize
-        meters.append(int(head["meter_id"]))
-        channels.append(int(head["channel_id"]))
-        len_keys = int(np.frombuffer(msg, dtype=">i4", count=1, offset=at)[0])
-        if len_keys < 0:
-            counts.append(0)
-            continue
-        n = int(np.frombuffer(msg, dtype=">i4", count=1, offset=at + 16)[0])
-        key = np.frombuffer(msg, dtype=_ELEMENT_I8, count=n, offset=at + 4 + _ARRAY_HEADER)["v"]
-        at += 4 + len_keys
-        value = np.frombuffer(msg, dtype=_ELEMENT_F8, count=n, offset=at + 4 + _ARRAY_HEADER)["v"]
-        counts.append(n)
-        keys.append(key.astype(np.int64))
-        values.append(value.astype(np.float64))
-        if len(meters) >= block_rows:
-            yield block()
-    if meters:
-        yield block()
-
-
-#: The fixed head of a daily series row: field count, meter id, channel id.
-_ROW_HEAD = np.dtype([("n", ">i2"), ("l1", ">i4"), ("meter_id", ">i4"), ("l2", ">i4"), ("channel_id", ">i2")])
-
-
-def _hour_rows(
-    conn: psycopg.Connection, query: str, params: dict[str, Any]
-) -> Iterator[tuple[int, IntArray, FloatArray]]:
-    """Rows of ``meter_id int4, day int4[], hours float8[][]`` (n days × 24): (meter, days, n × 24 array).
-
-    One row per meter: a binary COPY hands each row to Python as one message, so a message per
-    meter, never one per day or hour. Array elements are never NULL (NaN for an hour without data).
-    """
-    first = True
-    for msg in copy_rows(conn, query, params):
-        at = HEADER_BYTES if first else 0
-        first = False
-        if len(msg) - at < _HOUR_ROW_HEAD.itemsize:  # the trailer
-            continue
-        meter = int(np.frombuffer(msg, dtype=_HOUR_ROW_HEAD, count=1, offset=at)[0]["meter_id"])
-        at += _HOUR_ROW_HEAD.itemsize
-        day, at = _binary_array(msg, at, _ELEMENT_I4)
-        hours, _ = _binary_array(msg, at, _ELEMENT_F8)
-        yield meter, day.astype(np.int64), hours.astype(np.float64).reshape(day.size, 24)
-
-
-def _binary_array(msg: memoryview, at: int, element: np.dtype) -> tuple[np.ndarray, int]:
-    """The elements of the binary array field at byte ``at`` (any dimensions, flattened), and the next field's byte."""
-    length, ndim = (int(v) for v in np.frombuffer(msg, dtype=">i4", count=2, offset=at))
-    if ndim == 0:  # an empty array
-        return np.zeros(0, element["v"]), at + 4 + length
-    dims = np.frombuffer(msg, dtype=">i4", count=2 * ndim, offset=at + 16)[::2]
-    count = int(np.prod(dims))
-    values = np.frombuffer(msg, dtype=element, count=count, offset=at + 16 + 8 * ndim)["v"]
-    return values, at + 4 + length
-
-
-#: The fixed head of an hourly series row: field count, meter id.
-_HOUR_ROW_HEAD = np.dtype([("n", ">i2"), ("l1", ">i4"), ("meter_id", ">i4")])
-_ELEMENT_I4 = np.dtype([("l", ">i4"), ("v", ">i4")])
 
 
 def _row_of(ids: list[int]) -> IntArray:
@@ -349,14 +240,34 @@ def _register_grids(
     return daily, export, feeder, any_import, with_interval
 
 
+#: One row of ``hourly_series`` in a binary COPY (migration 0029): meter, channel, month (days since
+#: 2000-01-01) and the month's hours, a ``bytea`` of 31 × 24 big-endian ``float8`` (hour ``h`` of
+#: day ``d`` of the month at ``24(d − 1) + h``; NaN: no interval). Every row has this size, so the
+#: COPY's body is one record array. The texture rows likewise, 31 ``float8`` a month.
+_HOUR_SERIES_ROW = row_dtype(
+    ("meter_id", ">i4"), ("channel_id", ">i2"), ("month", ">i4"), ("value", f"({_SERIES_DAYS}, 24)>f8")
+)
+_TEXTURE_SERIES_ROW = row_dtype(
+    ("meter_id", ">i4"), ("channel_id", ">i2"), ("month", ">i4"), ("texture", f"({_SERIES_DAYS},)>f8")
+)
+_HOUR_TEXTURE_ROW = row_dtype(
+    ("meter_id", ">i4"),
+    ("channel_id", ">i2"),
+    ("month", ">i4"),
+    ("value", f"({_SERIES_DAYS}, 24)>f8"),
+    ("texture", f"({_SERIES_DAYS},)>f8"),
+)
+
+
 class _HourlyReader:
     """Hourly sums of the interval channels for a group of meters at a time, from ``hourly_series``.
 
-    The refresh (migration 0027) has summed the intervals per meter, channel and hour (each in the
-    hour it covers: intervals are stamped at their end), a day's hours in one array: a read is one
-    row per meter with its days' arrays, no sum over the readings. A day missing any hour is NaN
-    whole (the profile signals compare whole days). The connection stays open for the ranking
-    (:class:`analytics.theft.data.LazyHourly` reads the fleet area by area).
+    The refresh (migrations 0027, 0029) has summed the intervals per meter, channel and hour (each
+    in the hour it covers: intervals are stamped at their end), a month's hours in one fixed-size
+    value: a read is one binary COPY of the group's month rows, as stored (no sort, no grouping on
+    the server), read as numpy record arrays and laid into the group's array. A day missing any
+    hour is NaN whole (the profile signals compare whole days). The connection stays open for the
+    ranking (:class:`analytics.theft.data.LazyHourly` reads the fleet area by area).
     """
 
     def __init__(self, conn: psycopg.Connection, channels: list[int], lo: datetime, hi: datetime, n_days: int) -> None:
@@ -366,71 +277,88 @@ class _HourlyReader:
         self.hi = hi
         self.n_days = n_days
 
+    def _months(
+        self, columns: str, meter_ids: list[int], dtype: np.dtype
+    ) -> Iterator[tuple[IntArray, IntArray, BoolArray, np.ndarray]]:
+        """The month rows of ``meter_ids`` in the period, a block at a time: (rows, day, inside, records).
+
+        Per row: its place in ``meter_ids``, each of its 31 days' column in the period (rows × 31),
+        whether that day is in the period and in the month, and the block's records (``columns``
+        after meter, channel and month, as ``dtype`` has them). The blocks come channel by channel
+        in ascending id (a meter with two interval channels adds them up, or takes the later one's
+        texture, in that order, as before 0029).
+        """
+        first = self.lo.date().replace(day=1)
+        last = (self.hi.date() - timedelta(days=1)).replace(day=1)
+        origin = (self.lo.date() - date(2000, 1, 1)).days  # the period's first day in PostgreSQL's day numbers
+        row_of = _row_of(meter_ids)
+        fields = len(dtype.names or ()) // 2
+        for channel in sorted(self.channels):
+            for rec in copy_blocks(
+                self.conn,
+                f"""COPY (SELECT meter_id, channel_id, month, {columns} FROM hourly_series
+                          WHERE meter_id = ANY(%s) AND channel_id = %s AND month >= %s AND month <= %s)
+                    TO STDOUT (FORMAT binary)""",
+                (meter_ids, channel, first, last),
+                dtype,
+                block_rows=512,  # 3 MB of month rows: a block's temporaries stay small beside a group's arrays
+            ):
+                names = dtype.names or ()
+                if not (rec["n"] == fields).all() or any(
+                    not (rec[f"l{k}"] == dtype[names[2 * k]].itemsize).all() for k in range(4, fields + 1)
+                ):
+                    raise ValueError("hourly_series rows are not a month of 31 days a row (see migration 0029)")
+                rows = _rows(row_of, rec["meter_id"])
+                month = rec["month"].astype(np.int64)
+                # A month's days end at the next month's first: its length, as numpy counts months.
+                start = (month + PG_EPOCH_DAYS).astype("datetime64[D]")
+                length = ((start.astype("datetime64[M]") + 1).astype("datetime64[D]") - start).astype(np.int64)
+                dom = np.arange(_SERIES_DAYS)
+                day = (month - origin)[:, None] + dom
+                inside = (rows >= 0)[:, None] & (dom < length[:, None]) & (day >= 0) & (day < self.n_days)
+                yield rows, day, inside, rec
+
+    def _hours_and_texture(self, meter_ids: list[int], hours: bool, texture: bool) -> tuple[FloatArray, FloatArray]:
+        """:meth:`read` and/or :meth:`texture` (the one not asked for comes back empty) from one COPY."""
+        n = len(meter_ids)
+        out = np.zeros((n, self.n_days, 24) if hours else (0, self.n_days, 24))
+        seen = np.zeros(out.shape, dtype=bool)
+        tex = np.full((n, self.n_days) if texture else (0, self.n_days), np.nan)
+        if n and self.channels:
+            columns = ", ".join(c for c, on in (("value", hours), ("texture", texture)) if on)
+            dtype = _HOUR_SERIES_ROW if not texture else _TEXTURE_SERIES_ROW if not hours else _HOUR_TEXTURE_ROW
+            flat_out, flat_seen = out.reshape(-1, 24), seen.reshape(-1, 24)
+            for rows, day, inside, rec in self._months(columns, meter_ids, dtype):
+                at = rows[:, None] * self.n_days + day
+                if hours:
+                    part = rec["value"].astype(np.float64)[inside]  # a (meter, day) once per channel
+                    known = np.isfinite(part)
+                    flat_out[at[inside]] += np.where(known, part, 0.0)
+                    flat_seen[at[inside]] |= known
+                if texture:
+                    value = rec["texture"].astype(np.float64)
+                    keep = inside & np.isfinite(value)
+                    tex.reshape(-1)[at[keep]] = value[keep]
+        out[~seen.all(axis=2)] = np.nan
+        return out, tex
+
     def read(self, meter_ids: list[int]) -> FloatArray:
         """len(meter_ids) × days × 24 (NaN: hour of an incomplete day, or no data)."""
-        n = len(meter_ids)
-        out = np.zeros((n, self.n_days, 24))
-        seen = np.zeros((n, self.n_days, 24), dtype=bool)
-        if n and self.channels:
-            row_of = _row_of(meter_ids)
-            for meter, day, hours in _hour_rows(
-                self.conn,
-                """COPY (SELECT s.meter_id, array_agg(s.day - %(start)s ORDER BY s.day, s.channel_id),
-                                array_agg(s.value ORDER BY s.day, s.channel_id)
-                         FROM hourly_series s
-                         WHERE s.meter_id = ANY(%(ids)s) AND s.channel_id = ANY(%(ch)s::smallint[])
-                           AND s.day >= %(start)s AND s.day < %(end)s
-                         GROUP BY s.meter_id)
-                   TO STDOUT (FORMAT binary)""",
-                {"start": self.lo.date(), "end": self.hi.date(), "ids": meter_ids, "ch": self.channels},
-            ):
-                i = int(_rows(row_of, np.array([meter]))[0])
-                if i < 0:
-                    continue
-                known = np.isfinite(hours)
-                if day.size < 2 or (day[1:] > day[:-1]).all():  # a day at most once: a plain (faster) add
-                    out[i, day] += np.where(known, hours, 0.0)
-                    seen[i, day] |= known
-                else:  # two interval channels on one meter: their hours add up (in the order of their ids)
-                    np.add.at(out[i], day, np.where(known, hours, 0.0))
-                    np.logical_or.at(seen[i], day, known)
-        out[~seen.all(axis=2)] = np.nan
-        return out
+        return self._hours_and_texture(meter_ids, hours=True, texture=False)[0]
 
     def texture(self, meter_ids: list[int]) -> FloatArray:
         """len(meter_ids) × days: :func:`analytics.theft.data.interval_texture`, made by the refresh.
 
         Per meter, channel and day, the median |ln| step between consecutive intervals over the
-        interval channel, kept in ``hourly_series`` (migration 0027) for days whose intervals are
-        evenly spaced and fill them. One row per meter with its days in arrays. NaN: incomplete
-        day, or no interval data.
+        interval channel, kept in ``hourly_series`` (migrations 0027, 0029) for days whose
+        intervals are evenly spaced and fill them. NaN: incomplete day, or no interval data; a
+        meter with two interval channels has the texture of the later channel where it has one.
         """
-        n = len(meter_ids)
-        out = np.full((n, self.n_days), np.nan)
-        if not n or not self.channels:
-            return out
-        parts = list(
-            _array_rows(
-                self.conn,
-                """COPY (SELECT s.meter_id, 0::int2, array_agg((s.day - %(start)s)::int8 ORDER BY s.day, s.channel_id),
-                                array_agg(s.texture ORDER BY s.day, s.channel_id)
-                         FROM hourly_series s
-                         WHERE s.meter_id = ANY(%(ids)s) AND s.channel_id = ANY(%(ch)s::smallint[])
-                           AND s.day >= %(start)s AND s.day < %(end)s AND s.texture <> 'NaN'::float8
-                         GROUP BY s.meter_id)
-                   TO STDOUT (FORMAT binary)""",
-                {"start": self.lo.date(), "end": self.hi.date(), "ids": meter_ids, "ch": self.channels},
-            )
-        )
-        if not parts:
-            return out
-        meter = np.concatenate([p[2] for p in parts])
-        day = np.concatenate([p[4] for p in parts])
-        value = np.concatenate([p[5] for p in parts])
-        rows = _rows(_row_of(meter_ids), meter)
-        ok = (rows >= 0) & (day >= 0) & (day < self.n_days)
-        out[rows[ok], day[ok]] = value[ok]
-        return out
+        return self._hours_and_texture(meter_ids, hours=False, texture=True)[1]
+
+    def read_with_texture(self, meter_ids: list[int]) -> tuple[FloatArray, FloatArray]:
+        """:meth:`read` and :meth:`texture` of the same meters from one pass over their month rows."""
+        return self._hours_and_texture(meter_ids, hours=True, texture=True)
 
     def read_chunked(self, meter_ids: list[int], per: int = HOURLY_CHUNK_METERS) -> FloatArray:
         """:meth:`read` a group of ``per`` meters at a time into one array (the feeders)."""
@@ -440,13 +368,24 @@ class _HourlyReader:
         return out
 
     def any_data(self, meter_ids: list[int]) -> bool:
-        """Whether any of these meters has an interval value in the period (an index probe)."""
+        """Whether any of these meters has an interval value in the period (an index probe per month row).
+
+        A month row counts when its days in the period hold a value: their bytes are not all the
+        NaNs the refresh writes for an hour without an interval.
+        """
         if not meter_ids or not self.channels:
             return False
+        lo, hi = self.lo.date(), self.hi.date()
         row = self.conn.execute(
-            """SELECT EXISTS (SELECT 1 FROM hourly_series s WHERE s.meter_id = ANY(%s)
-                                AND s.channel_id = ANY(%s::smallint[]) AND s.day >= %s AND s.day < %s)""",
-            (meter_ids, self.channels, self.lo.date(), self.hi.date()),
+            f"""SELECT EXISTS (
+                    SELECT 1 FROM hourly_series s
+                    CROSS JOIN LATERAL (SELECT greatest(%(lo)s::date - s.month, 0) AS a,
+                                               least(%(hi)s::date - s.month, {_SERIES_DAYS}) AS b) d
+                    WHERE s.meter_id = ANY(%(ids)s) AND s.channel_id = ANY(%(ch)s::smallint[])
+                      AND s.month >= %(first)s AND s.month < %(hi)s AND d.b > d.a
+                      AND substring(s.value FROM 192 * d.a + 1 FOR 192 * (d.b - d.a))
+                          <> decode(repeat(encode(float8send('NaN'::float8), 'hex'), 24 * (d.b - d.a)), 'hex'))""",
+            {"lo": lo, "hi": hi, "first": lo.replace(day=1), "ids": meter_ids, "ch": self.channels},
         ).fetchone()
         return bool(row and row[0])
 
@@ -540,16 +479,25 @@ def load_from_database(
             lazy = LazyHourly(lambda rows: reader.read(ids[rows].tolist()), m, n_days)
             hourly, load = lazy, lazy.load
         # The half-hour texture (per meter and day, from the raw intervals: summed into hours it
-        # is averaged away), a group of meters at a time.
+        # is averaged away), and for meters without a register their daily consumption, the sum of
+        # their complete days: a group of meters at a time. Read lazily, the meters that need both
+        # (an interval channel and no register: every interval-only meter) have both from one pass
+        # over their month rows.
         texture = np.full((m, n_days), np.nan)
         with_iv = np.flatnonzero(np.isin(ids, customer_interval))
-        for a in range(0, with_iv.size, HOURLY_CHUNK_METERS):
-            rows = with_iv[a : a + HOURLY_CHUNK_METERS]
-            texture[rows] = reader.texture(ids[rows].tolist())
-        # Meters without a register: their daily consumption is the sum of their complete days.
         no_register = np.flatnonzero(~np.isfinite(daily).any(axis=1))
-        for a in range(0, no_register.size, HOURLY_CHUNK_METERS):
-            rows = no_register[a : a + HOURLY_CHUNK_METERS]
+        both = np.intersect1d(with_iv, no_register) if isinstance(hourly, LazyHourly) else np.zeros(0, np.int64)
+        for a in range(0, both.size, HOURLY_CHUNK_METERS):
+            rows = both[a : a + HOURLY_CHUNK_METERS]
+            part, texture[rows] = reader.read_with_texture(ids[rows].tolist())
+            daily[rows] = np.where(np.isfinite(part).all(axis=2), part.sum(axis=2), np.nan)
+        texture_only = np.setdiff1d(with_iv, both)
+        for a in range(0, texture_only.size, HOURLY_CHUNK_METERS):
+            rows = texture_only[a : a + HOURLY_CHUNK_METERS]
+            texture[rows] = reader.texture(ids[rows].tolist())
+        daily_only = np.setdiff1d(no_register, both)
+        for a in range(0, daily_only.size, HOURLY_CHUNK_METERS):
+            rows = daily_only[a : a + HOURLY_CHUNK_METERS]
             part = load(rows)
             daily[rows] = np.where(np.isfinite(part).all(axis=2), part.sum(axis=2), np.nan)
         # Feeders with an interval channel: hourly totals (the interval balance), and their daily

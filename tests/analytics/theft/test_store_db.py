@@ -300,6 +300,9 @@ def test_hourly_series_read_area_by_area_rank_as_when_read_whole(loaded, monkeyp
         assert all(len(set(by_area.area[rows])) == 1 for rows in chunks if by_area.area[rows[0]])
         np.testing.assert_array_equal(by_area.hourly[3], whole.hourly[3])
         np.testing.assert_array_equal(by_area.daily, whole.daily)
+        # Read lazily, interval-only meters have hours and texture from one pass (read_with_texture).
+        np.testing.assert_array_equal(by_area.texture, whole.texture)
+        assert np.isfinite(whole.texture).any()
         a, b = score(whole), score(by_area)
         assert a.features.interval is not None and b.features.interval is not None
         np.testing.assert_array_equal(a.features.X, b.features.X)
@@ -400,6 +403,8 @@ def test_hourly_series_follow_the_batches_landed_since_the_last_refresh(db):
     import math
     from datetime import timedelta
 
+    import numpy as np
+
     from ingest import BatchWriter
     from releve.db import refresh_hourly
     from releve.model import Reading
@@ -416,9 +421,12 @@ def test_hourly_series_follow_the_batches_landed_since_the_last_refresh(db):
     assert refresh_hourly(db.url)[0] == 1
     assert refresh_hourly(db.url) == (0, 0)  # nothing new
     with db.connect() as conn:
-        rows = conn.execute("SELECT day::text, value, texture FROM hourly_series ORDER BY day").fetchall()
-    assert [r[0] for r in rows] == ["2025-03-01"]
-    assert rows[0][1] == pytest.approx([1.0] * 24)  # 0.1 + 0.2 + 0.3 + 0.4 in every hour
+        rows = conn.execute("SELECT month::text, value, texture FROM hourly_series").fetchall()
+    assert [r[0] for r in rows] == ["2025-03-01"]  # one month row (migration 0029), its first day filled
+    hours = np.frombuffer(rows[0][1], ">f8").reshape(31, 24)
+    texture = np.frombuffer(rows[0][2], ">f8")
+    assert hours[0].tolist() == pytest.approx([1.0] * 24)  # 0.1 + 0.2 + 0.3 + 0.4 in every hour
+    assert np.isnan(hours[1:]).all() and np.isnan(texture[1:]).all()
     # 96 evenly spaced quarter-hours fill the day; of its 95 steps (+ 0.01 kWh each side) 24 are
     # ln(0.41 / 0.31), 24 ln(0.31 / 0.21), 24 ln(0.21 / 0.11) and 23 ln(0.41 / 0.11): the median is the second
-    assert rows[0][2] == pytest.approx(math.log(0.31 / 0.21))
+    assert texture[0] == pytest.approx(math.log(0.31 / 0.21))
