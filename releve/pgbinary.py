@@ -82,6 +82,8 @@ def _messages(conn: psycopg.Connection, query: str | bytes, params: Any = None) 
 
     The server sends one message per row; psycopg's ``Copy`` iteration costs about 10 µs of Python
     per message (20 s for 2 million rows on a loaded machine), this loop a fraction of one.
+    Each view owns its message's buffer (libpq's, freed when the view goes), so views may be kept
+    past the next message: :func:`copy_blocks` joins a block's worth at once.
     """
     with conn.cursor().copy(query, params) as copy:
         pgconn = conn.pgconn
@@ -207,13 +209,3 @@ def copy_blocks(
 def copy_records(conn: psycopg.Connection, query: str | bytes, params: Any, dtype: np.dtype) -> np.ndarray:
     """Run a binary COPY whose columns match ``dtype`` (:func:`row_dtype`) and return its rows."""
     return decode(copy_bytes(conn, query, params), dtype)
-
-
-def copy_rows(conn: psycopg.Connection, query: str | bytes, params: Any = None) -> Iterator[memoryview]:
-    """The rows of one ``COPY … TO STDOUT (FORMAT binary)`` as raw bytes, one per row (header and trailer included).
-
-    For rows of variable width (arrays): few rows, each decoded by the caller. The first row's
-    view starts with the 19-byte header; the last message is the 2-byte trailer. A view is valid
-    until the next one is read.
-    """
-    return _messages(conn, query, params)
