@@ -117,8 +117,11 @@ QUARTER_US = 900_000_000
 TIMESTAMPTZ_OID, FLOAT8_OID = 1184, 701
 
 
-def block_dtype(k: int) -> np.dtype:
-    """One binary COPY row of ``blocks`` with ``k`` instants: fixed size, so a batch is one record array."""
+def block_dtype(k: int, reach: bool = False) -> np.dtype:
+    """One binary COPY row of a block table with ``k`` instants (``reach``: ``blocks_checked``'s column).
+
+    Fixed size, so a batch of blocks of one length is one record array.
+    """
 
     def array(name: str, code: str) -> list[tuple[Any, ...]]:
         head = [(f"{name}_len", ">i4"), (f"{name}_ndim", ">i4"), (f"{name}_null", ">i4"), (f"{name}_oid", ">i4")]
@@ -128,49 +131,38 @@ def block_dtype(k: int) -> np.dtype:
     spec: list[tuple[Any, ...]] = [("n", ">i2")]
     spec += [("l1", ">i4"), ("meter_id", ">i4"), ("l2", ">i4"), ("channel_id", ">i2")]
     spec += [("l3", ">i4"), ("ts_first", ">i8"), ("l4", ">i4"), ("ts_last", ">i8")]
+    spec += [("l5", ">i4"), ("reach", ">i8")] if reach else []
     spec += array("ts", ">i8") + array("value", ">f8")
     spec += [("l7", ">i4"), ("unit_id", ">i2"), ("l8", ">i4"), ("source_id", ">i2"), ("l9", ">i4")]
     spec += [("read_type_id", ">i2"), ("l10", ">i4"), ("received_at", ">i8"), ("l11", ">i4"), ("batch_id", ">i8")]
     return np.dtype(spec)
+
+
+def new_blocks(n: int, k: int, reach: bool = False) -> np.ndarray:
+    """``n`` block rows of ``k`` instants with the field count, lengths, array headers and constant ids filled in."""
+    rec = np.zeros(n, block_dtype(k, reach))
+    rec["n"] = 12 if reach else 11
+    sizes = {"l1": 4, "l2": 2, "l3": 8, "l4": 8, "l7": 2, "l8": 2, "l9": 2, "l10": 8, "l11": 8}
+    for name, size in (sizes | {"l5": 8} if reach else sizes).items():
+        rec[name] = size
+    for name, oid in (("ts", TIMESTAMPTZ_OID), ("value", FLOAT8_OID)):
+        rec[f"{name}_len"] = 20 + 12 * k
+        rec[f"{name}_ndim"], rec[f"{name}_oid"], rec[f"{name}_dim"], rec[f"{name}_lb"] = 1, oid, k, 1
+        rec[name]["l"] = 8
+    rec["channel_id"] = rec["unit_id"] = rec["source_id"] = rec["read_type_id"] = rec["batch_id"] = 1
+    rec["received_at"] = (np.datetime64(datetime.now(UTC).replace(tzinfo=None), "us") - PG_EPOCH_US).astype(np.int64)
+    return rec
 
 
 def encode_blocks(meters: np.ndarray, us: np.ndarray, values: np.ndarray) -> bytes:
     """One block row per meter: instants ``us`` (µs since 2000-01-01) and its row of ``values``."""
     k = len(us)
-    rec = np.zeros(len(meters), block_dtype(k))
-    rec["n"] = 11
-    for name, size in (("l1", 4), ("l2", 2), ("l3", 8), ("l4", 8), ("l7", 2), ("l8", 2), ("l9", 2), ("l10", 8)):
-        rec[name] = size
-    rec["l11"] = 8
-    for name, oid in (("ts", TIMESTAMPTZ_OID), ("value", FLOAT8_OID)):
-        rec[f"{name}_len"] = 20 + 12 * k
-        rec[f"{name}_ndim"], rec[f"{name}_oid"], rec[f"{name}_dim"], rec[f"{name}_lb"] = 1, oid, k, 1
-        rec[name]["l"] = 8
-    rec["meter_id"], rec["channel_id"] = meters, 1
+    rec = new_blocks(len(meters), k)
+    rec["meter_id"] = meters
     rec["ts_first"], rec["ts_last"] = us[0], us[-1]
     rec["ts"]["v"] = us[None, :]
     rec["value"]["v"] = values
-    rec["unit_id"] = rec["source_id"] = rec["read_type_id"] = 1
-    rec["received_at"] = (np.datetime64(datetime.now(UTC).replace(tzinfo=None), "us") - PG_EPOCH_US).astype(np.int64)
-    rec["batch_id"] = 1
     return HEADER + rec.tobytes() + TRAILER
-
-
-def checked_dtype(k: int) -> np.dtype:
-    """One binary COPY row of ``blocks_checked`` with ``k`` instants."""
-
-    def array(name: str, code: str) -> list[tuple[Any, ...]]:
-        head = [(f"{name}_len", ">i4"), (f"{name}_ndim", ">i4"), (f"{name}_null", ">i4"), (f"{name}_oid", ">i4")]
-        head += [(f"{name}_dim", ">i4"), (f"{name}_lb", ">i4")]
-        return [*head, (name, [("l", ">i4"), ("v", code)], (k,))]
-
-    spec: list[tuple[Any, ...]] = [("n", ">i2")]
-    spec += [("l1", ">i4"), ("meter_id", ">i4"), ("l2", ">i4"), ("channel_id", ">i2")]
-    spec += [("l3", ">i4"), ("ts_first", ">i8"), ("l4", ">i4"), ("ts_last", ">i8"), ("l5", ">i4"), ("reach", ">i8")]
-    spec += array("ts", ">i8") + array("value", ">f8")
-    spec += [("l7", ">i4"), ("unit_id", ">i2"), ("l8", ">i4"), ("source_id", ">i2"), ("l9", ">i4")]
-    spec += [("read_type_id", ">i2"), ("l10", ">i4"), ("received_at", ">i8"), ("l11", ">i4"), ("batch_id", ">i8")]
-    return np.dtype(spec)
 
 
 def encode_runs(m: np.ndarray, t: np.ndarray, v: np.ndarray) -> tuple[bytes, tuple[np.ndarray, ...]]:
@@ -182,26 +174,15 @@ def encode_runs(m: np.ndarray, t: np.ndarray, v: np.ndarray) -> tuple[bytes, tup
     cut = np.flatnonzero((m[1:] != m[:-1]) | (day[1:] != day[:-1])) + 1
     start = np.concatenate(([0], cut))
     length = np.diff(np.concatenate((start, [len(m)])))
-    now = (np.datetime64(datetime.now(UTC).replace(tzinfo=None), "us") - PG_EPOCH_US).astype(np.int64)
     parts = [HEADER]
     for k in np.unique(length):
         s0 = start[length == k]
         at = s0[:, None] + np.arange(k)[None, :]
-        rec = np.zeros(len(s0), checked_dtype(int(k)))
-        rec["n"] = 12
-        for name, size in (("l1", 4), ("l2", 2), ("l3", 8), ("l4", 8), ("l5", 8), ("l7", 2), ("l8", 2)):
-            rec[name] = size
-        rec["l9"], rec["l10"], rec["l11"] = 2, 8, 8
-        for name, oid in (("ts", TIMESTAMPTZ_OID), ("value", FLOAT8_OID)):
-            rec[f"{name}_len"] = 20 + 12 * k
-            rec[f"{name}_ndim"], rec[f"{name}_oid"], rec[f"{name}_dim"], rec[f"{name}_lb"] = 1, oid, k, 1
-            rec[name]["l"] = 8
-        rec["meter_id"], rec["channel_id"] = m[s0], 1
+        rec = new_blocks(len(s0), int(k), reach=True)
+        rec["meter_id"] = m[s0]
         rec["ts_first"], rec["ts_last"] = t[s0], t[s0 + k - 1]
         rec["reach"] = t[s0 + k - 1]  # no stored block reaches the run (the probe): its own last instant
         rec["ts"]["v"], rec["value"]["v"] = t[at], v[at]
-        rec["unit_id"] = rec["source_id"] = rec["read_type_id"] = 1
-        rec["received_at"], rec["batch_id"] = now, 1
         parts.append(rec.tobytes())
     parts.append(TRAILER)
     return b"".join(parts), (m[start], t[start], t[start + length - 1])
