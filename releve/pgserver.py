@@ -68,6 +68,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _answers(port: int) -> bool:
+    """True when something accepts TCP connections on 127.0.0.1:``port``."""
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        return True
+    return False
+
+
+def _alive(pid: int) -> bool:
+    """True when a postgres process ``pid`` exists (a stale ``postmaster.pid`` may name a reused id)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # the server's own account, when we are not root
+        pass
+    with contextlib.suppress(OSError):
+        return b"postgres" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    return True
+
+
 def _service_account() -> pwd.struct_passwd | None:
     """The account the server runs as: None when we are not root (run as ourselves)."""
     if os.geteuid() != 0:
@@ -105,8 +125,11 @@ class PostgresServer:
         self.data_dir = Path(self.data_dir).resolve()
         self.bin_dir = find_bin_dir()
         self.account = _service_account()
+        # A port the caller chose is kept or refused; one read from the data directory may move
+        # when another server holds it (a copied data directory records its original's port).
+        self._port_chosen = bool(self.port)
         if not self.port:
-            self.port = self._recorded_port() or free_port()
+            self.port = self._running_port() or self._recorded_port() or free_port()
 
     # -- paths and URLs ---------------------------------------------------------------------------
     @property
@@ -167,10 +190,37 @@ class PostgresServer:
         return (self.data_dir / "PG_VERSION").is_file()
 
     def is_running(self) -> bool:
-        """True when a server answers on our port."""
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-            return True
-        return False
+        """True when this data directory's own server runs and answers on its port.
+
+        Something answering on the port is not enough: another cluster may hold it (a copy of this
+        data directory records the same port), and connecting to it would silently use its data.
+        """
+        return self._running_port() == self.port and _answers(self.port)
+
+    def _running_port(self) -> int | None:
+        """The port of this data directory's postmaster, when one is alive (``postmaster.pid``)."""
+        pid = self.postmaster_pid()
+        if pid is None or not _alive(pid):
+            return None
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            return int((self.data_dir / "postmaster.pid").read_text().splitlines()[3])
+        return None
+
+    def _move_port(self) -> None:
+        """Another server holds our recorded port: record a free one, or refuse a port the caller chose."""
+        if self._port_chosen:
+            raise ServerError(
+                f"port {self.port} is taken by another server; the PostgreSQL in {self.data_dir} cannot start on it"
+            )
+        taken, self.port = self.port, free_port()
+        log.warning(
+            "port %d is taken by another server: the PostgreSQL in %s now listens on %d",
+            taken,
+            self.data_dir,
+            self.port,
+        )
+        with (self.data_dir / "postgresql.auto.conf").open("a") as fh:  # the last setting wins
+            fh.write(f"port = {self.port}\n")
 
     def initialise(self) -> None:
         """Create the cluster (initdb): password (scram-sha-256) authentication, loopback only."""
@@ -233,6 +283,8 @@ class PostgresServer:
         if not self.is_initialised():
             self.initialise()
         if not self.is_running():
+            if _answers(self.port):
+                self._move_port()
             result = self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60", "start")
             if result.returncode != 0:
                 tail = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
@@ -295,7 +347,7 @@ class PostgresServer:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while self.is_running() and time.monotonic() < deadline:
+        while (_alive(pid) or _answers(self.port)) and time.monotonic() < deadline:
             time.sleep(0.05)
 
     def replica(self, data_dir: Path, port: int = 0, name: str | None = None) -> PostgresServer:

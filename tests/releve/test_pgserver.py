@@ -8,7 +8,7 @@ import subprocess
 import psycopg
 import pytest
 
-from releve.pgserver import PostgresServer
+from releve.pgserver import PostgresServer, ServerError
 
 pytestmark = pytest.mark.db
 
@@ -94,3 +94,40 @@ def test_a_lost_password_file_is_reported_not_bypassed(server):
 
     with pytest.raises(ServerError, match="pgpass is missing"):
         server.start()
+
+
+def _data_directory(srv: PostgresServer) -> str:
+    with psycopg.connect(srv.url()) as conn:
+        row = conn.execute("SHOW data_directory").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_a_copied_data_directory_whose_port_another_server_holds_starts_on_a_port_of_its_own(server, service_tmp):
+    # A copy of a data directory records its original's port: with the original running, the copy
+    # must neither count as running nor hand out a URL that reaches the original's data.
+    copy = PostgresServer(service_tmp / "copy", durable=False)
+    copy.initialise()
+    with (copy.data_dir / "postgresql.auto.conf").open("a") as fh:
+        fh.write(f"port = {server.port}\n")
+    copy = PostgresServer(service_tmp / "copy", durable=False)
+    assert copy.port == server.port
+    assert not copy.is_running()
+    copy.start()
+    try:
+        assert copy.port != server.port
+        assert copy.is_running() and server.is_running()
+        assert _data_directory(copy) == str(copy.data_dir)
+        assert _data_directory(server) == str(server.data_dir)
+        again = PostgresServer(service_tmp / "copy", durable=False)  # a later command finds it where it moved
+        assert again.port == copy.port and again.is_running()
+    finally:
+        copy.stop()
+    assert not copy.is_running() and server.is_running()
+
+
+def test_a_port_chosen_by_the_caller_that_another_server_holds_is_refused(server, service_tmp):
+    other = PostgresServer(service_tmp / "other", port=server.port, durable=False)
+    with pytest.raises(ServerError, match=f"port {server.port} is taken"):
+        other.start()
+    assert _data_directory(server) == str(server.data_dir)
