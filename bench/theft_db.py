@@ -15,7 +15,8 @@ daily aggregate refreshed (setup, not timed):
    1-0:1.29.0, end-stamped), the feeders too: the profile signals and the hourly feeder balance run.
 
 Each figure is one process, timed from start to exit, its peak resident memory read with
-``os.wait4`` (``ru_maxrss`` of that process alone, started through a small launcher):
+``os.wait4`` (``ru_maxrss``, started through a small launcher) or, where the process forks
+workers, the process tree's summed ``Pss`` sampled every 50 ms, whichever is larger:
 
 - ``releve theft rank --quiet`` itself (the run stored as users do), with the phase timings it prints;
 - baseline **row fetch**: the load this bench replaced (``bench/theft_db_legacy.py``: rows fetched
@@ -330,13 +331,38 @@ def refresh_costs(url: str) -> None:
     )
 
 
-#: Starts the measured process and reports its own peak memory. Through this small process, not from
-#: the bench: Linux carries the parent's resident size at fork into the child's ``ru_maxrss``.
+#: Starts the measured process and reports its peak memory. Through this small process, not from the
+#: bench: Linux carries the parent's resident size at fork into the child's ``ru_maxrss``. That figure
+#: is one process's (``wait4`` gives the largest of the process and its reaped workers, never their
+#: sum), so the process tree's proportional set size (``Pss``: pages shared between a process and
+#: the workers it forked counted once) is summed every 50 ms as well; the larger of the two is the peak.
 LAUNCH = """
-import os, subprocess, sys
+import os, subprocess, sys, threading, time
 p = subprocess.Popen(sys.argv[1:])
+peak, done = [0], threading.Event()
+
+def tree_pss_kb(root):
+    pids, total = [root], 0
+    while pids:
+        pid = pids.pop()
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):  # children are listed under the thread that forked them
+                with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                    pids.extend(int(c) for c in fh.read().split())
+            with open(f"/proc/{pid}/smaps_rollup") as fh:
+                total += next(int(ln.split()[1]) for ln in fh if ln.startswith("Pss:"))
+        except (OSError, StopIteration, ValueError):
+            pass
+    return total
+
+def sample():  # never p.poll(): it could reap the process before wait4 reads its usage
+    while not done.wait(0.05):
+        peak[0] = max(peak[0], tree_pss_kb(p.pid))
+
+threading.Thread(target=sample, daemon=True).start()
 _, status, usage = os.wait4(p.pid, 0)
-sys.stderr.write(f"\\nmaxrss_kb={usage.ru_maxrss}\\n")
+done.set()
+sys.stderr.write(f"\\nmaxrss_kb={max(usage.ru_maxrss, peak[0])}\\n")
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
