@@ -477,15 +477,20 @@ def profile_change(hourly: FloatArray, weekday: IntArray, drop: float = 0.35, wi
         # The mean shape, not the median: when an anomalous shape covers most days the mean still
         # carries the usual one (a median of mostly flat days is flat, and has no shape at all).
         n_valid = valid.sum(axis=1)
-        ref = np.where(valid[:, :, None], sub, 0.0).sum(axis=1) / np.maximum(n_valid, 1)[:, None]
+        filled = np.where(valid[:, :, None], sub, 0.0)
+        ref = filled.sum(axis=1) / np.maximum(n_valid, 1)[:, None]
         ref[n_valid == 0] = np.nan
-        a = np.where(valid[:, :, None], sub, 0.0)
-        a = a - a.mean(axis=2, keepdims=True)
+        a = filled - filled.mean(axis=2, keepdims=True)
+        del filled
         b = np.where(np.isfinite(ref), ref, 0.0)
         b = b - b.mean(axis=1, keepdims=True)
-        num = np.einsum("mdh,mh->md", np.nan_to_num(a), np.nan_to_num(b))
-        sa = np.sqrt(np.einsum("mdh,mdh->md", np.nan_to_num(a), np.nan_to_num(a)))
-        sb = np.sqrt(np.einsum("mh,mh->m", np.nan_to_num(b), np.nan_to_num(b)))
+        # np.nan_to_num changes nothing in finite arrays (a is, unless a share overflowed): no copies then.
+        a0 = a if np.isfinite(a).all() else np.nan_to_num(a)
+        b0 = b if np.isfinite(b).all() else np.nan_to_num(b)
+        num = np.einsum("mdh,mh->md", a0, b0)
+        sa = np.sqrt(np.einsum("mdh,mdh->md", a0, a0))
+        sb = np.sqrt(np.einsum("mh,mh->m", b0, b0))
+        del a0
         with np.errstate(invalid="ignore", divide="ignore"):
             c = num / (sa * sb[:, None])
             fl = sa / sb[:, None]
@@ -811,13 +816,16 @@ def usual_hour_profile(hourly: FloatArray, weekday: IntArray) -> FloatArray:
     share[~(tot > 0)] = np.nan
     daytype = np.where(weekday == 5, 1, np.where(weekday == 6, 2, 0))
     out = np.full((m, 3, h), 1.0 / h)
+    by_hour = np.moveaxis(share, 1, 2)  # meters × hours × days (a view)
     for t in range(3):
         cols = np.flatnonzero(daytype == t)
         if cols.size == 0:
             continue
-        sub = share[:, cols, :]
-        has = np.isfinite(sub).any(axis=1)
-        med = np.where(has, nanmedian_last(np.moveaxis(np.where(has[:, None, :], sub, 0.0), 1, -1)), np.nan)
+        # The day type's days gathered hour by hour (one copy, each hour's days contiguous), then
+        # partitioned in place; a meter's hour without a finite share is NaN however its median falls.
+        sub = by_hour[:, :, cols]
+        has = np.isfinite(sub).any(axis=2)
+        med = np.where(has, nanmedian_rows(sub.reshape(m * h, cols.size), overwrite=True).reshape(m, h), np.nan)
         s = np.nansum(med, axis=1, keepdims=True)
         out[:, t, :] = np.where((s > 0) & np.isfinite(med), med / np.where(s > 0, s, 1.0), 1.0 / h)
     return out
@@ -1687,7 +1695,10 @@ def reversed_weeks(
         warnings.simplefilter("ignore", RuntimeWarning)
         # The meter's own first ``reference`` complete days: a meter installed mid-period has its own start.
         first = ok & (np.cumsum(ok, axis=1) <= reference)
-        ref = np.nanmean(np.where(first[:, :, None], shape, np.nan), axis=1)
+        # Only the days up to the last meter's last reference day: the days after would add NaN
+        # (nothing: 0 to the sums, none to the counts) to the same means.
+        span = int(np.flatnonzero(first.any(axis=0))[-1]) + 1 if first.any() else 1
+        ref = np.nanmean(np.where(first[:, :span, None], shape[:, :span], np.nan), axis=1)
         weekly = np.nanmean(shape[:, d - w * week :].reshape(m, w, week, h), axis=2)
 
     def corr(a: FloatArray, b: FloatArray) -> FloatArray:
