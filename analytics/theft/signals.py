@@ -1197,7 +1197,11 @@ def daily_stats(
             top = row_quantile(x.reshape(m, -1), 0.995)
             per_day[:, 2] = np.where(ok, (x >= 0.97 * top[:, None, None]).mean(axis=2), np.nan)
             mean = x.mean(axis=2)
-            per_day[:, 3] = np.where(ok & (mean > 0), x.std(axis=2) / mean, np.nan)
+            # The day's hours about their mean: x.std's own steps (the same mean, differences, squares,
+            # sum over 24 and root), and the shape statistic's below, in one temporary.
+            c = x - mean[:, :, None]
+            c_sq = (c**2).sum(axis=2)
+            per_day[:, 3] = np.where(ok & (mean > 0), np.sqrt(c_sq / x.shape[2]) / mean, np.nan)
             a = x[:, :, :-1] - x[:, :, :-1].mean(axis=2, keepdims=True)
             b = x[:, :, 1:] - x[:, :, 1:].mean(axis=2, keepdims=True)
             den = np.sqrt((a**2).sum(axis=2) * (b**2).sum(axis=2))
@@ -1208,8 +1212,7 @@ def daily_stats(
             # a type holds the same 24 values, whose mean and sum of squares are the same numbers.
             centred = prof - prof.mean(axis=2, keepdims=True)
             u = centred[:, daytype, :]
-            c = x - x.mean(axis=2, keepdims=True)
-            den = np.sqrt((centred**2).sum(axis=2)[:, daytype] * (c**2).sum(axis=2))
+            den = np.sqrt((centred**2).sum(axis=2)[:, daytype] * c_sq)
             per_day[:, 5] = np.where(ok & (den > 0), (u * c).sum(axis=2) / np.where(den > 0, den, 1.0), np.nan)
     return per_day
 

@@ -144,10 +144,18 @@ def test_daily_stats_equal_their_former_form(seed: int) -> None:
     hourly[0, 3, 5] = np.nan  # an incomplete day
     hourly[1] = 0.0  # a meter recording nothing
     hourly[2, :, :] = 1.5  # a flat meter
+    hourly[3, ::2] *= 1e-300  # tiny days
+    hourly[4, 1::3] *= 1e60  # huge days
     weekday = np.arange(d) % 7
     daily = np.nansum(hourly, axis=2)
     usual = sg.usual_hour_profile(hourly, weekday)
     per_day = sg.daily_stats(hourly, daily, weekday, usual=usual)
     shape = list(sg.CHANGE_STATS).index("shape")
     assert np.array_equal(per_day[:, shape], _daily_shape_former(hourly, weekday, usual), equal_nan=True)
+    ok = np.isfinite(hourly).all(axis=2)
+    x = np.where(ok[:, :, None], hourly, np.nan)
+    mean = x.mean(axis=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        spread = np.where(ok & (mean > 0), x.std(axis=2) / mean, np.nan)  # the former spread statistic
+    assert np.array_equal(per_day[:, list(sg.CHANGE_STATS).index("spread")], spread, equal_nan=True)
     assert np.array_equal(per_day, sg.daily_stats(hourly, daily, weekday), equal_nan=True)
