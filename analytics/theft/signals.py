@@ -1497,7 +1497,12 @@ def tamper_marks(hourly: FloatArray, level: float = 0.5, min_repeats: int = 20, 
     above = _above_median(x.reshape(m, -1))
     top, count, second = _top_repeat(above)
     is_ceiling = (count >= min_repeats) & (count >= dominance * second)
-    at_top = (np.abs(x - top[:, None, None]) <= 1e-9 * np.maximum(np.abs(top[:, None, None]), 1.0)).any(axis=2)
+    # A day at the ceiling counts only on a meter that has one: the others' days are not compared.
+    at_top = np.zeros((m, d), dtype=bool)
+    capped = np.flatnonzero(is_ceiling)
+    if capped.size:
+        t = top[capped, None, None]
+        at_top[capped] = (np.abs(x[capped] - t) <= 1e-9 * np.maximum(np.abs(t), 1.0)).any(axis=2)
     out[:, 0] = np.where(ok, (zeros >= 2) & normal, np.nan)
     out[:, 1] = np.where(ok, flat & normal, np.nan)
     out[:, 2] = np.where(ok, at_top & is_ceiling[:, None] & ~flat, np.nan)
