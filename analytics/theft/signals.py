@@ -745,6 +745,36 @@ def longest_true_span(mask: BoolArray) -> tuple[IntArray, IntArray, IntArray, Bo
 # ----------------------------------------------------------------------- interval energy balance
 
 
+#: :func:`nanquantile_last` partitions slices at least this long instead of sorting them (along a
+#: year of days a partition costs less; along four weeks numpy's sort of short rows costs less).
+PARTITION_SLICES = 128
+
+
+def _nanquantile_by_ranks(x: FloatArray, q: float) -> FloatArray:
+    """:func:`nanquantile_last` from the two order statistics :func:`row_ranks` finds (same indices, same lerp)."""
+    x = np.asarray(x, dtype=float)
+    width = x.shape[-1]
+    flat = x.reshape(-1, width)
+    scratch = not np.may_share_memory(flat, x)  # reshape copied a moved axis: partitioned in place
+    n = width - np.count_nonzero(np.isnan(flat), axis=1)
+
+    def index(c: int) -> tuple[int, int]:
+        """The two indices numpy takes for ``c`` values: below the virtual index, and the next (itself at the end)."""
+        virtual = (c - 1) * q
+        at_end = virtual >= c - 1
+        lo = c - 1 if at_end else int(np.floor(virtual))
+        return lo, lo if at_end else lo + 1
+
+    a, b = row_ranks(flat, n, index, overwrite=scratch)
+    virtual = (n - 1) * q
+    prev = np.where(virtual >= n - 1, n - 1, np.floor(virtual))
+    prev = np.where(virtual < 0, 0, prev)
+    gamma = virtual - prev
+    diff = b - a
+    out = np.where(gamma >= 0.5, b - diff * (1.0 - gamma), a + diff * gamma)
+    return np.where(n > 0, out, np.nan).reshape(x.shape[:-1])
+
+
 def nanquantile_last(x: FloatArray, q: float) -> FloatArray:
     """``np.nanquantile(x, q, axis=-1)`` to the bit, without its Python loop over the other axes.
 
@@ -752,8 +782,11 @@ def nanquantile_last(x: FloatArray, q: float) -> FloatArray:
     at 2,000 meters × 365 four-week windows that loop was most of the interval balance. Here one
     sort (NaN last) and numpy's index and interpolation arithmetic (``_lerp``: from the upper
     value when the fraction is ≥ 0.5) over every slice at once; NaN for an all-NaN slice, without
-    the warning.
+    the warning. Slices of at least :data:`PARTITION_SLICES` values take their two order
+    statistics from :func:`row_ranks` instead (a partition, not a sort).
     """
+    if x.shape[-1] >= PARTITION_SLICES:
+        return _nanquantile_by_ranks(x, q)
     s = np.sort(x, axis=-1)
     n = (~np.isnan(x)).sum(axis=-1)
     virtual = (n - 1) * q  # numpy's "linear" virtual index
@@ -1200,20 +1233,28 @@ def daily_stats(
             # The day's hours about their mean: x.std's own steps (the same mean, differences, squares,
             # sum over 24 and root), and the shape statistic's below, in one temporary.
             c = x - mean[:, :, None]
-            c_sq = (c**2).sum(axis=2)
+            c_sq = np.square(c).sum(axis=2)  # c**2 is np.square(c)
             per_day[:, 3] = np.where(ok & (mean > 0), np.sqrt(c_sq / x.shape[2]) / mean, np.nan)
             a = x[:, :, :-1] - x[:, :, :-1].mean(axis=2, keepdims=True)
             b = x[:, :, 1:] - x[:, :, 1:].mean(axis=2, keepdims=True)
-            den = np.sqrt((a**2).sum(axis=2) * (b**2).sum(axis=2))
-            per_day[:, 4] = np.where(ok & (den > 0), (a * b).sum(axis=2) / np.where(den > 0, den, 1.0), np.nan)
+            # The squares and the product in one scratch array (the same numbers as a**2, b**2, a * b):
+            # fewer fresh temporaries, each handed over by the kernel page by page.
+            prod = np.square(a)
+            a_sq = prod.sum(axis=2)
+            b_sq = np.square(b, out=prod).sum(axis=2)
+            den = np.sqrt(a_sq * b_sq)
+            num = np.multiply(a, b, out=prod).sum(axis=2)
+            del a, b, prod
+            per_day[:, 4] = np.where(ok & (den > 0), num / np.where(den > 0, den, 1.0), np.nan)
             prof = usual_hour_profile(hourly, weekday) if usual is None else usual
             daytype = np.where(weekday == 5, 1, np.where(weekday == 6, 2, 0))
             # The usual day centred once per meter and day type, then laid out per day: every day of
             # a type holds the same 24 values, whose mean and sum of squares are the same numbers.
             centred = prof - prof.mean(axis=2, keepdims=True)
-            u = centred[:, daytype, :]
+            u = centred[:, daytype, :]  # a fresh array: the product goes into it
             den = np.sqrt((centred**2).sum(axis=2)[:, daytype] * c_sq)
-            per_day[:, 5] = np.where(ok & (den > 0), (u * c).sum(axis=2) / np.where(den > 0, den, 1.0), np.nan)
+            num = np.multiply(u, c, out=u).sum(axis=2)
+            per_day[:, 5] = np.where(ok & (den > 0), num / np.where(den > 0, den, 1.0), np.nan)
     return per_day
 
 

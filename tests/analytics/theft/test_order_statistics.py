@@ -159,3 +159,19 @@ def test_daily_stats_equal_their_former_form(seed: int) -> None:
         spread = np.where(ok & (mean > 0), x.std(axis=2) / mean, np.nan)  # the former spread statistic
     assert np.array_equal(per_day[:, list(sg.CHANGE_STATS).index("spread")], spread, equal_nan=True)
     assert np.array_equal(per_day, sg.daily_stats(hourly, daily, weekday), equal_nan=True)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_nanquantile_last_of_long_slices_equals_numpys(seed: int) -> None:
+    """Slices long enough to be partitioned (a year of days per meter and hour) give numpy's figures."""
+    for m, w in ((5, 127), (5, 128), (6, 365), (3, 2048)):
+        x = _hostile(seed, m * 4, w).reshape(m, 4, w)
+        moved = np.moveaxis(x, 1, 2)  # meters × w × 4: the slices along a moved axis, as tamper_marks passes them
+        for q in (0.0, 0.25, 0.5, 0.75, 0.99, 1.0):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # inf − inf, in numpy's and in ours
+                expected = np.nanquantile(x, q, axis=-1)
+                got = sg.nanquantile_last(x, q)
+                got_moved = sg.nanquantile_last(np.moveaxis(moved, 1, -1), q)
+            assert np.array_equal(got, expected, equal_nan=True), (m, w, q)
+            assert np.array_equal(got_moved, expected, equal_nan=True), (m, w, q)
