@@ -31,13 +31,17 @@ EVENT_WEIGHTS: dict[str, float] = {
 
 
 def row_quantile(x: FloatArray, q: float) -> FloatArray:
-    """Quantile ``q`` of each row ignoring NaN (NaN for an all-NaN row).
+    """Quantile ``q`` of each row ignoring NaN (NaN for an all-NaN row); ±inf count as missing.
 
     Linear interpolation, as numpy's default (``v_lo + (v_hi − v_lo) · frac``); the two order
-    statistics come from :func:`row_ranks` (a partition, not a sort, of the rows).
+    statistics come from :func:`row_ranks` (a partition, not a sort, of the rows). ``x`` is
+    copied with ±inf as NaN only when it holds an infinity (rarely: the copy is a fleet-sized
+    temporary).
     """
-    x = np.where(np.isfinite(x), x, np.nan)
-    n = np.isfinite(x).sum(axis=1)
+    x = np.asarray(x, dtype=float)
+    if np.isinf(x).any():
+        x = np.where(np.isfinite(x), x, np.nan)
+    n = x.shape[1] - np.count_nonzero(np.isnan(x), axis=1)
     pos = q * np.maximum(n - 1, 0)
     lo = np.floor(pos).astype(np.int64)
 
@@ -50,35 +54,125 @@ def row_quantile(x: FloatArray, q: float) -> FloatArray:
     return np.where(n > 0, out, np.nan)
 
 
-def row_ranks(x: FloatArray, n: IntArray, ranks: Callable[[int], tuple[int, int]]) -> tuple[FloatArray, FloatArray]:
+#: :func:`row_ranks` partitions rows at least this long at both ranks at once.
+PARTITION_BOTH = 2_048
+
+#: :func:`row_ranks` looks for ranks among a row's largest values only (:func:`_upper_ranks`) when at
+#: most one in this many of its values are at or above them (a 99th percentile, not a median).
+UPPER_SHARE = 32
+
+
+def row_ranks(
+    x: FloatArray, n: IntArray, ranks: Callable[[int], tuple[int, int]], overwrite: bool = False
+) -> tuple[FloatArray, FloatArray]:
     """Per row, the values at ranks ``ranks(n)`` (``a`` and ``a`` or ``a + 1``) of its values sorted.
 
-    ``n`` is each row's number of values that are not NaN (NaN sort last). Rows of the same count
-    share their ranks: each count's rows are partitioned once at ``a`` (``np.partition``: the value
-    a full sort puts there, in linear time) and the next rank is the smallest value right of it.
-    Rows without a value give NaN.
+    ``n`` is each row's number of values that are not NaN (NaN sort last). Ranks among a row's
+    largest values (an upper percentile) come from those values only (:func:`_upper_ranks`). The
+    other rows are grouped by count, as the rows of the same count share their ranks: each
+    count's rows are partitioned once at ``a`` and ``b`` (``np.partition``: the values a full
+    sort puts there, in linear time). Rows without a value give NaN. ``overwrite``: ``x`` is the
+    caller's scratch copy, which may be reordered within its rows (no copy of it is made).
     """
     m = x.shape[0]
+    w = x.shape[1] if x.ndim == 2 else 0
     first = np.full(m, np.nan)
     second = np.full(m, np.nan)
-    order = np.argsort(n, kind="stable")
+    if m == 0:
+        return first, second
+    counts, inverse = np.unique(n, return_inverse=True)
+    pairs = [ranks(int(c)) if c > 0 else (0, 0) for c in counts]
+    a = np.array([p[0] for p in pairs], dtype=np.int64)[inverse.reshape(-1)]
+    b = np.array([p[1] for p in pairs], dtype=np.int64)[inverse.reshape(-1)]
+    todo = n > 0
+    upper = todo & ((n - a) * UPPER_SHARE <= w)
+    if upper.any():
+        todo &= ~_upper_ranks(x, n, a, b, upper, first, second)
+    if not todo.any():
+        return first, second
+    whole = bool(todo.all())
+    rows_all = np.arange(m) if whole else np.flatnonzero(todo)
+    order = rows_all[np.argsort(n[rows_all], kind="stable")]
     counts, starts = np.unique(n[order], return_index=True)
-    for c, lo, hi in zip(counts, starts, np.r_[starts[1:], m][: counts.size], strict=True):
-        if c <= 0:
-            continue
-        a, b = ranks(int(c))
-        rows = slice(None) if counts.size == 1 else order[lo:hi]
-        part = np.partition(x[rows], a, axis=1)
-        first[rows] = part[:, a]
-        second[rows] = part[:, a] if b == a else np.fmin.reduce(part[:, a + 1 :], axis=1)
+    for c, lo, hi in zip(counts, starts, np.r_[starts[1:], order.size][: counts.size], strict=True):
+        ra, rb = ranks(int(c))
+        rows: slice | IntArray = slice(None) if whole and counts.size == 1 else order[lo:hi]
+        # A group's rows are a copy (x[rows]), partitioned in place; the whole x is copied unless scratch.
+        part = (x if overwrite else x.copy()) if isinstance(rows, slice) else x[rows]
+        # Along long rows one partition at both ranks costs less than one at ``a`` and a minimum
+        # right of it; along short rows (a few hundred values) it costs more.
+        both = rb != ra and w >= PARTITION_BOTH
+        part.partition((ra, rb) if both else ra, axis=1)
+        first[rows] = part[:, ra]
+        second[rows] = part[:, rb] if both or rb == ra else np.fmin.reduce(part[:, ra + 1 :], axis=1)
     return first, second
 
 
-def nanmedian_rows(x: FloatArray) -> FloatArray:
-    """``np.nanmedian(x, axis=1)`` to the bit (the two middle values' sum over 2), without its sort or warnings."""
+def _upper_ranks(
+    x: FloatArray, n: IntArray, a: IntArray, b: IntArray, rows: BoolArray, first: FloatArray, second: FloatArray
+) -> BoolArray:
+    """:func:`row_ranks` of ``rows`` whose ranks are among their few largest values; returns the rows done.
+
+    A row's ``k = n − a`` largest values hold its ranks ``a`` and ``b``. Split the row's columns
+    into ``B ≥ k`` sets: at least ``k`` of its values are at or above the ``k``-th largest of
+    the sets' maxima, so every one of its ``k`` largest values is too, and among those
+    candidates (a few times ``k``) they are the ``k`` largest still. The candidates are sorted
+    (a row's share of them, not its whole width); a row with too many (ties at the threshold,
+    all its values alike) or too few sets with a value is left to the partition.
+    """
+    idx = np.flatnonzero(rows)
+    sub = x if idx.size == x.shape[0] else x[idx]
+    k = (n - a)[idx]
+    w = sub.shape[1]
+    sets = max(256, 4 * int(k.max()))
+    depth = w // sets
+    done = np.zeros(x.shape[0], dtype=bool)
+    if depth < 8:
+        return done
+    # The sets are strided (columns j, j + sets, j + 2·sets…): one elementwise maximum per layer,
+    # instead of a reduction along short rows.
+    top = sub[:, :sets].copy()
+    for layer in range(1, depth):
+        np.fmax(top, sub[:, layer * sets : (layer + 1) * sets], out=top)  # NaN only where a set has no value
+    top.sort(axis=1)  # NaN last
+    filled = sets - np.count_nonzero(np.isnan(top), axis=1)
+    ok = filled >= k
+    floor = top[np.arange(idx.size), np.where(ok, filled - k, 0)]
+    with np.errstate(invalid="ignore"):
+        cand = sub >= floor[:, None]  # NaN is no candidate
+    size = np.count_nonzero(cand, axis=1)
+    ok &= size <= 4 * k + 64
+    if not ok.any():
+        return done
+    if not ok.all():
+        cand[~ok] = False
+        size = np.where(ok, size, 0)
+    width = int(size.max())
+    # Each row's candidates right-aligned after −inf: its k largest are then the last k columns.
+    packed = np.full((idx.size, width), -np.inf)
+    ends = np.cumsum(size)
+    shift = np.repeat(width - ends, size)  # each candidate's packed column is its flat index + shift
+    flat = np.arange(int(ends[-1])) + shift
+    packed[np.repeat(np.arange(idx.size), size), flat] = sub[cand]
+    packed.sort(axis=1)
+    col_a = np.where(ok, width - k, 0)
+    r = np.arange(idx.size)
+    va = packed[r, col_a]
+    vb = packed[r, col_a + (b[idx] - a[idx])]
+    first[idx[ok]] = va[ok]
+    second[idx[ok]] = vb[ok]
+    done[idx[ok]] = True
+    return done
+
+
+def nanmedian_rows(x: FloatArray, overwrite: bool = False) -> FloatArray:
+    """``np.nanmedian(x, axis=1)`` to the bit (the two middle values' sum over 2), without its sort or warnings.
+
+    ``overwrite``: ``x`` is a scratch copy that may be reordered within its rows.
+    """
     x = np.asarray(x, dtype=float)
-    n = (~np.isnan(x)).sum(axis=1)
-    lo, hi = row_ranks(x, n, lambda c: ((c - 1) // 2, c // 2))
+    n = x.shape[1] - np.count_nonzero(np.isnan(x), axis=1)
+    lo, hi = row_ranks(x, n, lambda c: ((c - 1) // 2, c // 2), overwrite=overwrite)
     return (lo + hi) / 2.0
 
 
@@ -383,15 +477,20 @@ def profile_change(hourly: FloatArray, weekday: IntArray, drop: float = 0.35, wi
         # The mean shape, not the median: when an anomalous shape covers most days the mean still
         # carries the usual one (a median of mostly flat days is flat, and has no shape at all).
         n_valid = valid.sum(axis=1)
-        ref = np.where(valid[:, :, None], sub, 0.0).sum(axis=1) / np.maximum(n_valid, 1)[:, None]
+        filled = np.where(valid[:, :, None], sub, 0.0)
+        ref = filled.sum(axis=1) / np.maximum(n_valid, 1)[:, None]
         ref[n_valid == 0] = np.nan
-        a = np.where(valid[:, :, None], sub, 0.0)
-        a = a - a.mean(axis=2, keepdims=True)
+        a = filled - filled.mean(axis=2, keepdims=True)
+        del filled
         b = np.where(np.isfinite(ref), ref, 0.0)
         b = b - b.mean(axis=1, keepdims=True)
-        num = np.einsum("mdh,mh->md", np.nan_to_num(a), np.nan_to_num(b))
-        sa = np.sqrt(np.einsum("mdh,mdh->md", np.nan_to_num(a), np.nan_to_num(a)))
-        sb = np.sqrt(np.einsum("mh,mh->m", np.nan_to_num(b), np.nan_to_num(b)))
+        # np.nan_to_num changes nothing in finite arrays (a is, unless a share overflowed): no copies then.
+        a0 = a if np.isfinite(a).all() else np.nan_to_num(a)
+        b0 = b if np.isfinite(b).all() else np.nan_to_num(b)
+        num = np.einsum("mdh,mh->md", a0, b0)
+        sa = np.sqrt(np.einsum("mdh,mdh->md", a0, a0))
+        sb = np.sqrt(np.einsum("mh,mh->m", b0, b0))
+        del a0
         with np.errstate(invalid="ignore", divide="ignore"):
             c = num / (sa * sb[:, None])
             fl = sa / sb[:, None]
@@ -646,6 +745,36 @@ def longest_true_span(mask: BoolArray) -> tuple[IntArray, IntArray, IntArray, Bo
 # ----------------------------------------------------------------------- interval energy balance
 
 
+#: :func:`nanquantile_last` partitions slices at least this long instead of sorting them (along a
+#: year of days a partition costs less; along four weeks numpy's sort of short rows costs less).
+PARTITION_SLICES = 128
+
+
+def _nanquantile_by_ranks(x: FloatArray, q: float) -> FloatArray:
+    """:func:`nanquantile_last` from the two order statistics :func:`row_ranks` finds (same indices, same lerp)."""
+    x = np.asarray(x, dtype=float)
+    width = x.shape[-1]
+    flat = x.reshape(-1, width)
+    scratch = not np.may_share_memory(flat, x)  # reshape copied a moved axis: partitioned in place
+    n = width - np.count_nonzero(np.isnan(flat), axis=1)
+
+    def index(c: int) -> tuple[int, int]:
+        """The two indices numpy takes for ``c`` values: below the virtual index, and the next (itself at the end)."""
+        virtual = (c - 1) * q
+        at_end = virtual >= c - 1
+        lo = c - 1 if at_end else int(np.floor(virtual))
+        return lo, lo if at_end else lo + 1
+
+    a, b = row_ranks(flat, n, index, overwrite=scratch)
+    virtual = (n - 1) * q
+    prev = np.where(virtual >= n - 1, n - 1, np.floor(virtual))
+    prev = np.where(virtual < 0, 0, prev)
+    gamma = virtual - prev
+    diff = b - a
+    out = np.where(gamma >= 0.5, b - diff * (1.0 - gamma), a + diff * gamma)
+    return np.where(n > 0, out, np.nan).reshape(x.shape[:-1])
+
+
 def nanquantile_last(x: FloatArray, q: float) -> FloatArray:
     """``np.nanquantile(x, q, axis=-1)`` to the bit, without its Python loop over the other axes.
 
@@ -653,8 +782,11 @@ def nanquantile_last(x: FloatArray, q: float) -> FloatArray:
     at 2,000 meters × 365 four-week windows that loop was most of the interval balance. Here one
     sort (NaN last) and numpy's index and interpolation arithmetic (``_lerp``: from the upper
     value when the fraction is ≥ 0.5) over every slice at once; NaN for an all-NaN slice, without
-    the warning.
+    the warning. Slices of at least :data:`PARTITION_SLICES` values take their two order
+    statistics from :func:`row_ranks` instead (a partition, not a sort).
     """
+    if x.shape[-1] >= PARTITION_SLICES:
+        return _nanquantile_by_ranks(x, q)
     s = np.sort(x, axis=-1)
     n = (~np.isnan(x)).sum(axis=-1)
     virtual = (n - 1) * q  # numpy's "linear" virtual index
@@ -680,7 +812,8 @@ def nanmedian_last(x: FloatArray) -> FloatArray:
     copies of the whole array; NaN for an all-NaN slice, without the warning.
     """
     x = np.asarray(x, dtype=float)
-    return nanmedian_rows(x.reshape(-1, x.shape[-1])).reshape(x.shape[:-1])
+    flat = x.reshape(-1, x.shape[-1])  # a copy when the last axis was moved there: scratch then
+    return nanmedian_rows(flat, overwrite=not np.may_share_memory(flat, x)).reshape(x.shape[:-1])
 
 
 def clean_hourly(hourly: FloatArray, factor: float = 5.0) -> tuple[FloatArray, FloatArray]:
@@ -716,13 +849,16 @@ def usual_hour_profile(hourly: FloatArray, weekday: IntArray) -> FloatArray:
     share[~(tot > 0)] = np.nan
     daytype = np.where(weekday == 5, 1, np.where(weekday == 6, 2, 0))
     out = np.full((m, 3, h), 1.0 / h)
+    by_hour = np.moveaxis(share, 1, 2)  # meters × hours × days (a view)
     for t in range(3):
         cols = np.flatnonzero(daytype == t)
         if cols.size == 0:
             continue
-        sub = share[:, cols, :]
-        has = np.isfinite(sub).any(axis=1)
-        med = np.where(has, nanmedian_last(np.moveaxis(np.where(has[:, None, :], sub, 0.0), 1, -1)), np.nan)
+        # The day type's days gathered hour by hour (one copy, each hour's days contiguous), then
+        # partitioned in place; a meter's hour without a finite share is NaN however its median falls.
+        sub = by_hour[:, :, cols]
+        has = np.isfinite(sub).any(axis=2)
+        med = np.where(has, nanmedian_rows(sub.reshape(m * h, cols.size), overwrite=True).reshape(m, h), np.nan)
         s = np.nansum(med, axis=1, keepdims=True)
         out[:, t, :] = np.where((s > 0) & np.isfinite(med), med / np.where(s > 0, s, 1.0), 1.0 / h)
     return out
@@ -1088,23 +1224,37 @@ def daily_stats(
         per_day[:, 0] = np.log(np.maximum(daily, 1e-3))
         if hourly is not None:
             ok = np.asarray(np.isfinite(hourly).all(axis=2), dtype=bool)
-            x = np.where(ok[:, :, None], hourly, np.nan)
+            # Incomplete days blanked (a copy only when there is one: x is read, never written).
+            x = np.asarray(hourly, dtype=float) if ok.all() else np.where(ok[:, :, None], hourly, np.nan)
             per_day[:, 1] = np.where(ok, (x <= 1e-9).mean(axis=2), np.nan)
             top = row_quantile(x.reshape(m, -1), 0.995)
             per_day[:, 2] = np.where(ok, (x >= 0.97 * top[:, None, None]).mean(axis=2), np.nan)
             mean = x.mean(axis=2)
-            per_day[:, 3] = np.where(ok & (mean > 0), x.std(axis=2) / mean, np.nan)
+            # The day's hours about their mean: x.std's own steps (the same mean, differences, squares,
+            # sum over 24 and root), and the shape statistic's below, in one temporary.
+            c = x - mean[:, :, None]
+            c_sq = np.square(c).sum(axis=2)  # c**2 is np.square(c)
+            per_day[:, 3] = np.where(ok & (mean > 0), np.sqrt(c_sq / x.shape[2]) / mean, np.nan)
             a = x[:, :, :-1] - x[:, :, :-1].mean(axis=2, keepdims=True)
             b = x[:, :, 1:] - x[:, :, 1:].mean(axis=2, keepdims=True)
-            den = np.sqrt((a**2).sum(axis=2) * (b**2).sum(axis=2))
-            per_day[:, 4] = np.where(ok & (den > 0), (a * b).sum(axis=2) / np.where(den > 0, den, 1.0), np.nan)
+            # The squares and the product in one scratch array (the same numbers as a**2, b**2, a * b):
+            # fewer fresh temporaries, each handed over by the kernel page by page.
+            prod = np.square(a)
+            a_sq = prod.sum(axis=2)
+            b_sq = np.square(b, out=prod).sum(axis=2)
+            den = np.sqrt(a_sq * b_sq)
+            num = np.multiply(a, b, out=prod).sum(axis=2)
+            del a, b, prod
+            per_day[:, 4] = np.where(ok & (den > 0), num / np.where(den > 0, den, 1.0), np.nan)
             prof = usual_hour_profile(hourly, weekday) if usual is None else usual
             daytype = np.where(weekday == 5, 1, np.where(weekday == 6, 2, 0))
-            u = prof[:, daytype, :]
-            u = u - u.mean(axis=2, keepdims=True)
-            c = x - x.mean(axis=2, keepdims=True)
-            den = np.sqrt((u**2).sum(axis=2) * (c**2).sum(axis=2))
-            per_day[:, 5] = np.where(ok & (den > 0), (u * c).sum(axis=2) / np.where(den > 0, den, 1.0), np.nan)
+            # The usual day centred once per meter and day type, then laid out per day: every day of
+            # a type holds the same 24 values, whose mean and sum of squares are the same numbers.
+            centred = prof - prof.mean(axis=2, keepdims=True)
+            u = centred[:, daytype, :]  # a fresh array: the product goes into it
+            den = np.sqrt((centred**2).sum(axis=2)[:, daytype] * c_sq)
+            num = np.multiply(u, c, out=u).sum(axis=2)
+            per_day[:, 5] = np.where(ok & (den > 0), num / np.where(den > 0, den, 1.0), np.nan)
     return per_day
 
 
@@ -1315,6 +1465,40 @@ def _top_repeat(values: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]
     return np.where(known, top, np.nan), np.where(known, best, 0.0), second
 
 
+def _above_median(x: FloatArray) -> FloatArray:
+    """Per row, the values above the row's median (:func:`nanmedian_rows`), NaN elsewhere, in fewer columns.
+
+    ``np.where(x > med, x, nan)`` holds the same values in each row, which is all
+    :func:`_top_repeat` reads (not their order, nor how many NaN): a row's values above its median
+    are among those right of the lower middle value once the row is partitioned there, so only
+    that right part (about half the row) is kept, and sorted later. The median is the one
+    :func:`nanmedian_rows` gives (the same two middle values).
+    """
+    m, w = x.shape
+    n = w - np.count_nonzero(np.isnan(x), axis=1)
+    if m == 0 or w < 2:
+        med = nanmedian_rows(x)
+        with np.errstate(invalid="ignore"):
+            return np.where(x > med[:, None], x, np.nan)
+    order = np.argsort(n, kind="stable")
+    counts, starts = np.unique(n[order], return_index=True)
+    # The widest right part is the one of the fewest values (≥ 2 columns, as _top_repeat needs).
+    low = (int(counts[0]) - 1) // 2 if counts[0] > 0 else -1
+    out = np.full((m, max(w - low - 1, 2)), np.nan)
+    for c, lo, hi in zip(counts, starts, np.r_[starts[1:], m][: counts.size], strict=True):
+        if c <= 0:
+            continue
+        a, b = (int(c) - 1) // 2, int(c) // 2
+        rows = order[lo:hi]
+        part = x[rows]  # a copy, partitioned in place
+        part.partition((a, b) if b != a else a, axis=1)
+        med = (part[:, a] + part[:, b]) / 2.0
+        right = part[:, a + 1 :]  # every value above the median is here (ranks above a), NaN last
+        with np.errstate(invalid="ignore"):
+            out[rows, : right.shape[1]] = np.where(right > med[:, None], right, np.nan)
+    return out
+
+
 def tamper_marks(hourly: FloatArray, level: float = 0.5, min_repeats: int = 20, dominance: float = 4.0) -> FloatArray:
     """Meters × :data:`MARKS` × days: 1 where the day carries the mark, 0 where not, NaN incomplete.
 
@@ -1332,7 +1516,8 @@ def tamper_marks(hourly: FloatArray, level: float = 0.5, min_repeats: int = 20, 
 
     m, d, _ = hourly.shape
     ok = np.asarray(np.isfinite(hourly).all(axis=2), dtype=bool)
-    x = np.where(ok[:, :, None], hourly, np.nan)
+    # Incomplete days blanked (a copy only when there is one: x is read, never written).
+    x = np.asarray(hourly, dtype=float) if ok.all() else np.where(ok[:, :, None], hourly, np.nan)
     out = np.full((m, len(MARKS), d), np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -1349,12 +1534,16 @@ def tamper_marks(hourly: FloatArray, level: float = 0.5, min_repeats: int = 20, 
         zeros = ((x <= 1e-9) & live[:, None, :]).sum(axis=2)
         hi = np.nanmax(x, axis=2)
         lo = np.nanmin(x, axis=2)
-        med_hour = nanmedian_rows(x.reshape(m, -1))
     flat = (hi - lo) <= 1e-6 * np.abs(hi) + 1e-9
-    above = np.where(x.reshape(m, -1) > med_hour[:, None], x.reshape(m, -1), np.nan)
+    above = _above_median(x.reshape(m, -1))
     top, count, second = _top_repeat(above)
     is_ceiling = (count >= min_repeats) & (count >= dominance * second)
-    at_top = (np.abs(x - top[:, None, None]) <= 1e-9 * np.maximum(np.abs(top[:, None, None]), 1.0)).any(axis=2)
+    # A day at the ceiling counts only on a meter that has one: the others' days are not compared.
+    at_top = np.zeros((m, d), dtype=bool)
+    capped = np.flatnonzero(is_ceiling)
+    if capped.size:
+        t = top[capped, None, None]
+        at_top[capped] = (np.abs(x[capped] - t) <= 1e-9 * np.maximum(np.abs(t), 1.0)).any(axis=2)
     out[:, 0] = np.where(ok, (zeros >= 2) & normal, np.nan)
     out[:, 1] = np.where(ok, flat & normal, np.nan)
     out[:, 2] = np.where(ok, at_top & is_ceiling[:, None] & ~flat, np.nan)
@@ -1555,7 +1744,10 @@ def reversed_weeks(
         warnings.simplefilter("ignore", RuntimeWarning)
         # The meter's own first ``reference`` complete days: a meter installed mid-period has its own start.
         first = ok & (np.cumsum(ok, axis=1) <= reference)
-        ref = np.nanmean(np.where(first[:, :, None], shape, np.nan), axis=1)
+        # Only the days up to the last meter's last reference day: the days after would add NaN
+        # (nothing: 0 to the sums, none to the counts) to the same means.
+        span = int(np.flatnonzero(first.any(axis=0))[-1]) + 1 if first.any() else 1
+        ref = np.nanmean(np.where(first[:, :span, None], shape[:, :span], np.nan), axis=1)
         weekly = np.nanmean(shape[:, d - w * week :].reshape(m, w, week, h), axis=2)
 
     def corr(a: FloatArray, b: FloatArray) -> FloatArray:
