@@ -88,7 +88,7 @@ class DesignNNLS:
                 x = self._solve_on(c, free)
                 y = gram @ x - c  # the gradient; 0 on the free variables
                 wrong = np.where(free, x < 0, y < -tol)
-                count = int(wrong.sum())
+                count = int(np.count_nonzero(wrong))
                 if count == 0:
                     break
                 if count < fewest:

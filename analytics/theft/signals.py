@@ -996,17 +996,21 @@ def interval_balance(
         # missing): copied run by run, as slices, rather than gathered hour by hour.
         cut = np.flatnonzero(np.diff(tt) != 1) + 1
         runs = [(int(r[0]), int(r[-1]) + 1, int(p)) for r, p in zip(np.split(tt, cut), np.r_[0, cut], strict=True)]
+        # Each value divided by the scale on the way in (the same quotients), but the recorded load's:
+        # its own energy is summed first.
         for j, one in enumerate(made):
             flat = one.reshape(rows.size, -1)
+            to = 1.0 if j == 0 else scale
             if len(runs) <= MAX_RUNS:
                 for first, end, at in runs:
-                    cand3[:, j, at : at + end - first] = flat[:, first:end]
+                    np.divide(flat[:, first:end], to, out=cand3[:, j, at : at + end - first])
             else:
                 np.take(flat, tt, axis=1, out=cand3[:, j])
+                cand3[:, j] /= to
         del made
         # Summed hour after hour (a column-major copy), as over the selection's layout before: the same bits.
         own[rows] = np.nansum(np.asfortranarray(cand3[:, 0]), axis=1)
-        cand3 /= scale
+        cand3[:, 0] /= scale
         cand = cand3.reshape(rows.size * k, n_rows)  # candidates × rows
         blocks = [np.flatnonzero(win == w) for w in range(int(win.max()) + 1)]
         # Block coordinate descent: the technical pair over the whole period, then every window's
