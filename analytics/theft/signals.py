@@ -1014,10 +1014,33 @@ class IntervalBalance:
         return np.asarray(np.clip(self.attributed, 0, None).sum(axis=1))
 
 
-def robust_var(x: FloatArray) -> float:
-    """Variance from the median absolute deviation (a few wild values do not inflate it); ``x`` finite."""
-    med = median_1d(x)
+def robust_var(x: FloatArray, med: float | None = None) -> float:
+    """Variance from the median absolute deviation (a few wild values do not inflate it); ``x`` finite.
+
+    ``med``: ``median_1d(x)`` when the caller has it already.
+    """
+    med = median_1d(x) if med is None else med
     return max((1.4826 * median_1d(np.abs(x - med))) ** 2, 1e-12)
+
+
+#: Up to this many runs of consecutive fitted hours, the interval balance copies its regressors at
+#: them run by run (a slice copy each); beyond, one gather (:func:`numpy.take`).
+MAX_RUNS = 64
+
+
+def _day_sums(values: FloatArray, day: IntArray, hour: IntArray, n_days: int, h: int) -> FloatArray:
+    """Per row of ``values`` (rows × hours, column j at ``day[j]``, ``hour[j]``; no pair twice), its day sums.
+
+    Rows × ``n_days``, each day summed hour after hour from 0 as ``np.add.at`` into zeros sums it
+    (the same bits: an hour that is not there adds +0.0, which changes no sum that starts from
+    +0.0), in a scatter and ``h`` vector additions instead of one scalar addition per value.
+    """
+    buf = np.zeros((values.shape[0], h, n_days))
+    buf[:, hour, day] = values
+    out = np.zeros((values.shape[0], n_days))
+    for j in range(h):
+        out += buf[:, j]
+    return out
 
 
 def interval_balance(
@@ -1097,7 +1120,7 @@ def interval_balance(
         for w in np.unique(win):
             sel = win == w
             med = median_1d(y[sel])
-            sane[sel] = y[sel] - med >= -12.0 * np.sqrt(robust_var(y[sel]))
+            sane[sel] = y[sel] - med >= -12.0 * np.sqrt(robust_var(y[sel], med))
         tt, y, load, win = tt[sane], y[sane], load[sane], win[sane]
         n_rows = tt.size
         tech = np.column_stack([np.ones(n_rows), load**2])
@@ -1105,12 +1128,25 @@ def interval_balance(
         # a concatenation, a selection and a division of copies: the same values).
         cand3 = np.empty((rows.size, k, n_rows))
         made = _regressor_series(hourly[rows], weekday, profile[rows]) + _clock_series(hourly[rows])
+        # The fitted hours are a few runs of consecutive hours (all of them where nothing is
+        # missing): copied run by run, as slices, rather than gathered hour by hour.
+        cut = np.flatnonzero(np.diff(tt) != 1) + 1
+        runs = [(int(r[0]), int(r[-1]) + 1, int(p)) for r, p in zip(np.split(tt, cut), np.r_[0, cut], strict=True)]
+        # Each value divided by the scale on the way in (the same quotients), but the recorded load's:
+        # its own energy is summed first.
         for j, one in enumerate(made):
-            np.take(one.reshape(rows.size, -1), tt, axis=1, out=cand3[:, j])
+            flat = one.reshape(rows.size, -1)
+            to = 1.0 if j == 0 else scale
+            if len(runs) <= MAX_RUNS:
+                for first, end, at in runs:
+                    np.divide(flat[:, first:end], to, out=cand3[:, j, at : at + end - first])
+            else:
+                np.take(flat, tt, axis=1, out=cand3[:, j])
+                cand3[:, j] /= to
         del made
         # Summed hour after hour (a column-major copy), as over the selection's layout before: the same bits.
         own[rows] = np.nansum(np.asfortranarray(cand3[:, 0]), axis=1)
-        cand3 /= scale
+        cand3[:, 0] /= scale
         cand = cand3.reshape(rows.size * k, n_rows)  # candidates × rows
         blocks = [np.flatnonzero(win == w) for w in range(int(win.max()) + 1)]
         # Block coordinate descent: the technical pair over the whole period, then every window's
@@ -1151,8 +1187,7 @@ def interval_balance(
         res = y - tech @ coef_t - meter_fit
         tech_fit = (tech @ coef_t) * scale
         tech_day = np.full(d, np.nan)
-        tech_sum = np.zeros(d)
-        np.add.at(tech_sum, tt // h, tech_fit)
+        tech_sum = _day_sums(tech_fit[None, :], tt // h, tt % h, d, h)[0]
         seen = np.zeros(d, dtype=bool)
         seen[tt // h] = True
         tech_day[seen] = tech_sum[seen]
@@ -1183,7 +1218,9 @@ def interval_balance(
             windows[i[named]] += 1
             day0 = int(tt[b[0]] // h)
             first_day[i[named]] = np.where(first_day[i[named]] < 0, day0, np.minimum(first_day[i[named]], day0))
-            np.add.at(attributed, (i[:, None], (tt[b] // h)[None, :]), contrib * scale)
+            day = tt[b] // h
+            span_days = int(day[-1]) + 1 - day0
+            attributed[i, day0 : day0 + span_days] += _day_sums(contrib * scale, day - day0, tt[b] % h, span_days, h)
     # A meter that records almost nothing would get a huge share from a crumb of noise: its energy
     # is floored at a quarter of its area's typical meter.
     floor = np.zeros(m)
