@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from analytics.theft import signals as sg
+from tests.analytics.theft.reference import quantile_by_sort
 
 
 def _hostile(seed: int, m: int, w: int) -> np.ndarray:
@@ -45,18 +46,6 @@ def _hostile(seed: int, m: int, w: int) -> np.ndarray:
     return x
 
 
-def _quantile_by_sort(x: np.ndarray, q: float) -> np.ndarray:
-    """The former row_quantile: ±inf as NaN, one full sort of the rows, linear interpolation."""
-    s = np.sort(np.where(np.isfinite(x), x, np.nan), axis=1)
-    n = np.isfinite(x).sum(axis=1)
-    pos = q * np.maximum(n - 1, 0)
-    lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
-    v_lo = np.take_along_axis(s, lo[:, None], axis=1)[:, 0]
-    v_hi = np.take_along_axis(s, hi[:, None], axis=1)[:, 0]
-    return np.where(n > 0, v_lo + (v_hi - v_lo) * (pos - lo), np.nan)
-
-
 SIZES = ((7, 1), (7, 2), (7, 30), (5, 1024), (6, 2048), (9, 3001), (5, 8760))
 
 
@@ -66,7 +55,7 @@ def test_row_quantile_equals_a_full_sort(seed: int) -> None:
         x = _hostile(seed, m, w)
         before = x.copy()
         for q in (0.0, 0.1, 0.5, 0.75, 0.97, 0.99, 0.995, 0.999, 1.0):
-            assert np.array_equal(sg.row_quantile(x, q), _quantile_by_sort(x, q), equal_nan=True), (m, w, q)
+            assert np.array_equal(sg.row_quantile(x, q), quantile_by_sort(x, q), equal_nan=True), (m, w, q)
         assert np.array_equal(x, before, equal_nan=True)  # the caller's rows are not reordered
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from analytics.theft import signals as sg
+from tests.analytics.theft.reference import quantile_by_sort
 
 
 def _rows(seed: int, m: int, d: int, nan: float = 0.2, decimals: int = 1) -> np.ndarray:
@@ -71,24 +72,12 @@ def test_run_contrast_of_no_meters_and_too_few_weeks() -> None:
     assert not best.any() and not first.any() and not end.any()
 
 
-def _quantile_per_row(x: np.ndarray, q: float) -> np.ndarray:
-    """The former row_quantile: one full sort of the rows."""
-    s = np.sort(np.where(np.isfinite(x), x, np.nan), axis=1)
-    n = np.isfinite(x).sum(axis=1)
-    pos = q * np.maximum(n - 1, 0)
-    lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
-    v_lo = np.take_along_axis(s, lo[:, None], axis=1)[:, 0]
-    v_hi = np.take_along_axis(s, hi[:, None], axis=1)[:, 0]
-    return np.where(n > 0, v_lo + (v_hi - v_lo) * (pos - lo), np.nan)
-
-
 @pytest.mark.parametrize("seed", range(4))
 def test_row_quantile_and_median_equal_a_sort(seed: int) -> None:
     for m, d in ((9, 1), (9, 2), (9, 13), (1, 40), (20, 30)):
         x = _rows(seed, m, d)
         for q in (0.0, 0.1, 0.5, 0.8, 0.995, 1.0):
-            assert np.array_equal(sg.row_quantile(x, q), _quantile_per_row(x, q), equal_nan=True)
+            assert np.array_equal(sg.row_quantile(x, q), quantile_by_sort(x, q), equal_nan=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             assert np.array_equal(sg.nanmedian_rows(x), np.nanmedian(x, axis=1), equal_nan=True)
