@@ -199,11 +199,10 @@ class PostgresServer:
 
     def _running_port(self) -> int | None:
         """The port of this data directory's postmaster, when one is alive (``postmaster.pid``)."""
-        pid = self.postmaster_pid()
-        if pid is None or not _alive(pid):
-            return None
         with contextlib.suppress(OSError, ValueError, IndexError):
-            return int((self.data_dir / "postmaster.pid").read_text().splitlines()[3])
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()  # pid first, port fourth
+            if _alive(int(lines[0])):
+                return int(lines[3])
         return None
 
     def _move_port(self) -> None:
