@@ -4,6 +4,7 @@
     .venv/bin/python bench/theft_db.py --meters 10000 --hourly-meters 2000   # quick check (≈ 5 min)
     .venv/bin/python bench/theft_db.py --no-hourly           # daily register data only
     .venv/bin/python bench/theft_db.py --keep /var/tmp/theft-bench   # land once, measure again later
+    .venv/bin/python bench/theft_db.py --no-daily --hourly-meters 100000 --hourly-series   # the goal's size
 
 Two throwaway databases (``bench/common.py``), each loaded through the ingest write path and its
 daily aggregate refreshed (setup, not timed):
@@ -13,6 +14,9 @@ daily aggregate refreshed (setup, not timed):
    consumption + 4 %), seasonal households, 5 % thieves (a drop of 30–90 % for 30–150 days);
 2. **hourly**: ``--hourly-meters`` customers (same areas) with hourly interval data only (channel
    1-0:1.29.0, end-stamped), the feeders too: the profile signals and the hourly feeder balance run.
+   With ``--hourly-series`` the hours go straight into the daily aggregate and the hourly series
+   the ranking reads (what the refresh would make of them, to the bit: ``tests/test_benches.py``),
+   not into ``reading``: 100,000 meters × 365 days of hours as readings need ≈ 90 GB of disk.
 
 Each figure is one process, timed from start to exit, its peak resident memory read with
 ``os.wait4`` (``ru_maxrss``, started through a small launcher) or, where the process forks
@@ -134,6 +138,17 @@ DAILY_ROW = row_dtype(
     ("last_value", ">f8"),
 )
 READING_ROW = READING_COPY_DTYPE  # the reading table's binary COPY row, as the write path lays it out
+#: Days a month row of ``hourly_series`` holds (migration 0029).
+MONTH_DAYS = 31
+HOURLY_SERIES_ROW = row_dtype(
+    ("meter_id", ">i4"),
+    ("channel_id", ">i2"),
+    ("month", ">i4"),
+    ("value", f"({MONTH_DAYS}, 24)>f8"),
+    ("texture", f"({MONTH_DAYS},)>f8"),
+)
+#: kWh added to every interval before the log of the texture (migration 0027's TEXTURE_FLOOR).
+TEXTURE_FLOOR = 0.01
 
 
 def _records(dtype: np.dtype, n: int, **columns: np.ndarray | int | float) -> np.ndarray:
@@ -155,14 +170,78 @@ def _copy_in(conn: psycopg.Connection, table: str, dtype: np.dtype, rec: np.ndar
         copy.write(b"\xff\xff")
 
 
-def land(url: str, meters: int, days: int, hourly: bool, seed: int = 18) -> tuple[int, float]:
+def series_direct(
+    conn: psycopg.Connection, meter_id: np.ndarray, values: np.ndarray, first: datetime, channel_id: int
+) -> None:
+    """Write what the refresh would make of end-stamped hourly ``values``: the daily aggregate, the hourly series.
+
+    ``values`` is meters × (days × 24): hour ``k`` of the period, stamped ``first + (k + 1) h``. The
+    daily aggregate (``refresh_daily_reading``) holds per UTC day the intervals *stamped* in it —
+    hour 23 of the day before and hours 0–22 — summed in time order as the server adds them; the
+    hourly series (``refresh_hourly_series``, migrations 0027 and 0029) the hours each interval
+    covers, laid a month a row, with each whole day's texture (the median ``|ln|`` step between its
+    consecutive hours). ``tests/test_benches.py`` holds the two to what the refresh makes of the
+    same readings landed in ``reading``.
+    """
+    n, k = values.shape
+    days = k // 24
+    ext = np.full((n, 24 * (days + 1)), np.nan)  # day D of the aggregate: hours 24 D - 1 … 24 D + 22
+    ext[:, 1 : k + 1] = values
+    ext = ext.reshape(n, days + 1, 24)
+    seen = np.isfinite(ext)
+    total = np.zeros((n, days + 1))
+    for i in range(24):  # one interval after the other, as the server's sum
+        total += np.where(seen[:, :, i], ext[:, :, i], 0.0)
+    first_at = seen.argmax(axis=2)[:, :, None]
+    last_at = 23 - seen[:, :, ::-1].argmax(axis=2)[:, :, None]
+    day0_us = int((first - PG_EPOCH).total_seconds()) * 1_000_000
+    rec = _records(
+        DAILY_ROW,
+        n * (days + 1),
+        meter_id=np.repeat(meter_id, days + 1),
+        channel_id=channel_id,
+        day=np.tile(day0_us + 86_400_000_000 * np.arange(days + 1, dtype=np.int64), n),
+        reads=seen.sum(axis=2).ravel(),
+        total=total.ravel(),
+        min_value=np.nanmin(ext, axis=2).ravel(),
+        max_value=np.nanmax(ext, axis=2).ravel(),
+        first_value=np.take_along_axis(ext, first_at, axis=2).ravel(),
+        last_value=np.take_along_axis(ext, last_at, axis=2).ravel(),
+    )
+    _copy_in(conn, "daily_reading", DAILY_ROW, rec)
+    hours = values.reshape(n, days, 24)
+    lifted = np.maximum(hours, 0.0) + TEXTURE_FLOOR
+    texture = np.median(np.abs(np.log(lifted[:, :, 1:] / lifted[:, :, :-1])), axis=2)
+    d = 0
+    while d < days:
+        date = first.date() + timedelta(days=d)
+        month = date.replace(day=1)
+        span = min(days - d, ((month + timedelta(days=32)).replace(day=1) - date).days)
+        rec = _records(
+            HOURLY_SERIES_ROW,
+            n,
+            meter_id=meter_id,
+            channel_id=channel_id,
+            month=(month - PG_EPOCH.date()).days,
+            value=np.nan,
+            texture=np.nan,
+        )
+        rec["value"][:, date.day - 1 : date.day - 1 + span] = hours[:, d : d + span]
+        rec["texture"][:, date.day - 1 : date.day - 1 + span] = texture[:, d : d + span]
+        _copy_in(conn, "hourly_series", HOURLY_SERIES_ROW, rec)
+        d += span
+
+
+def land(url: str, meters: int, days: int, hourly: bool, seed: int = 18, series: bool = False) -> tuple[int, float]:
     """Create the fleet and COPY its data in; return (rows, seconds).
 
     Daily register data goes straight into the daily aggregate (the one table the ranking reads for
     registers, one row per meter and day); hourly interval data into ``reading``, then the daily
     aggregate and the hourly series (migration 0027: what the ranking reads of the intervals) are
-    refreshed over it. The ingest write path is not what this bench measures and would take most of
-    an hour on a shared machine at this size.
+    refreshed over it — or, with ``series``, the aggregate and the series are written straight
+    (:func:`series_direct`: the same rows, no ``reading``; 100,000 meters × 365 days of hours
+    would need ≈ 90 GB of disk as readings). The ingest write path is not what this bench measures
+    and would take most of an hour on a shared machine at this size.
     """
     end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
     first = end - timedelta(days=days)
@@ -212,7 +291,7 @@ def land(url: str, meters: int, days: int, hourly: bool, seed: int = 18) -> tupl
             "INSERT INTO ingest_batch (batch_key, origin) VALUES (gen_random_uuid(), 'bench-theft') RETURNING id"
         ).fetchone()
         assert channel and unit and source and read_type and batch
-        if hourly:
+        if hourly and not series:
             conn.execute("SELECT ensure_reading_partitions(%s, %s)", (first, end + timedelta(days=1)))
         for a in range(0, meters, per):
             b = min(a + per, meters)
@@ -230,6 +309,10 @@ def land(url: str, meters: int, days: int, hourly: bool, seed: int = 18) -> tupl
                 cust = recorded[:, :, None] * shares[:, None, :] * rng.lognormal(0, 0.1, (n, days, 24))
                 feed = feeder[:, :, None] * profile[None, None, :]
                 values = np.round(np.concatenate([cust.reshape(n, -1), feed.reshape(n_areas, -1)]), 4)
+                rows += values.size
+                if series:
+                    series_direct(conn, meter_id, values, first, channel[0])
+                    continue
                 k = values.shape[1]
                 # End-stamped hourly intervals: the value of hour h is stamped h + 1 h.
                 ts = day0_us + hour_us * (np.arange(k, dtype=np.int64) + 1)
@@ -269,8 +352,10 @@ def land(url: str, meters: int, days: int, hourly: bool, seed: int = 18) -> tupl
                     last_value=v,
                 )
                 _copy_in(conn, "daily_reading", DAILY_ROW, rec)
-            rows += values.size
-        if hourly:  # the aggregate and the daily series kept from it
+                rows += values.size
+        if hourly and series:  # the aggregate was written directly: the daily series from it, whole
+            conn.execute("SELECT refresh_daily_series(%s, %s)", (first, end + timedelta(days=1)))
+        elif hourly:  # the aggregate and the daily series kept from it
             conn.execute("CALL refresh_daily_reading(%s, %s)", (first, end + timedelta(days=1)))
             conn.execute("SELECT refresh_hourly_series(%s, %s)", (first, end + timedelta(days=1)))
         else:  # the aggregate was written directly: the daily series from it, whole
@@ -494,18 +579,23 @@ def kept_database(keep: Path, label: str, meters: int, days: int) -> Iterator[tu
         server.stop()
 
 
-def run(label: str, meters: int, days: int, hourly: bool, legacy: bool, keep: Path | None) -> None:
+def run(
+    label: str, meters: int, days: int, hourly: bool, legacy: bool, keep: Path | None, series: bool = False
+) -> None:
     kind = "hourly interval data" if hourly else "one register read a day"
+    if series:
+        kind += " (landed as the daily aggregate and hourly series, no readings)"
     with contextlib.ExitStack() as stack:
         if keep is None:
             url, settings, where = stack.enter_context(bench_database())
             landed = False
         else:
-            url, settings, where, landed = stack.enter_context(kept_database(keep, label, meters, days))
+            name = f"{label}_series" if series else label
+            url, settings, where, landed = stack.enter_context(kept_database(keep, name, meters, days))
         if landed:
             print(f"\n{label}: {meters:,} customer meters × {days} days, {kind}; landed by an earlier run ({where})")
         else:
-            rows, secs = land(url, meters, days, hourly)
+            rows, secs = land(url, meters, days, hourly, series=series)
             if keep is not None:
                 with psycopg.connect(url, autocommit=True) as conn:
                     conn.execute("CREATE TABLE bench_landed (rows bigint, seconds float8)")
@@ -515,7 +605,8 @@ def run(label: str, meters: int, days: int, hourly: bool, legacy: bool, keep: Pa
                 f"{secs:.0f} s ({where})"
             )
         measure(url, settings, label, meters, days, legacy)
-        refresh_costs(url)
+        if not series:  # (no readings to refresh from)
+            refresh_costs(url)
 
 
 def main() -> None:
@@ -527,6 +618,13 @@ def main() -> None:
         type=int,
         default=10_000,
         help="customer meters, hourly run (default 10,000: 100,000 × 365 × 24 readings would need about 90 GB of disk)",
+    )
+    parser.add_argument(
+        "--hourly-series",
+        action="store_true",
+        help="land the hourly run straight into the daily aggregate and the hourly series the ranking reads, "
+        "not into reading (the same rows, held to the refresh by tests/test_benches.py): 100,000 hourly "
+        "meters then take ≈ 15 GB instead of ≈ 90 GB",
     )
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--no-hourly", action="store_true", help="daily run only")
@@ -559,8 +657,9 @@ def main() -> None:
             args.hourly_meters,
             args.days,
             True,
-            not args.no_legacy and args.hourly_meters <= args.legacy_hourly_max,
+            not args.no_legacy and args.hourly_meters <= args.legacy_hourly_max and not args.hourly_series,
             args.keep,
+            args.hourly_series,
         )
 
 
