@@ -30,7 +30,32 @@ taken in turn, their order reversed every round:
    ``reach`` must fall before the run's first instant — and the COPY;
 6. **blocks, exclusion constraint**: the same blocks with no primary key but ``EXCLUDE USING gist
    (meter =, channel =, [first, last] &&)`` as the duplicate check (blocks then cannot hold gaps:
-   late data must fit between them).
+   late data must fit between them);
+7. **hybrid, checked**: what the route to the goal would keep (docs/storage.md, *Sixth pass*):
+   blocks where a batch brings a run (two or more intervals of a meter on one UTC day), rows with
+   today's key where it brings one, and one duplicate check across both stores — a run must meet
+   no stored block (the probe of layout 5) and no stored row in its span (one index range probe
+   into the rows); a single reading must meet no stored block (the rows' primary key checks the
+   rest). Both stores weekly parts; the rows hold another channel's history, so their index is as
+   deep as ``reading``'s while the blocks hold this channel's. Timed: cut, encode, check, both
+   COPYs, one commit;
+8. **hybrid, reach table**: layout 7 with the blocks' side of the check kept in a small table, a
+   row per meter and channel holding the last instant its blocks reach (moved forward by each
+   batch of blocks, in the same transaction): a run or a single that starts after its series'
+   reach meets no block — one hash join of the batch with that table instead of an index probe
+   per run — and the runs still probe the rows in their span. A batch with runs holds a
+   transaction-level advisory lock exclusively, a batch of singles shares it: a single cannot
+   land inside a block being written, nor a block over a single;
+9. **hybrid, cached reach**: layout 8 with the reach table held by the writer too, and a version
+   number beside it that every batch of blocks moves on: under the lock, one read of the version,
+   and while it is the writer's own the batch is checked against the cached reach in numpy (a
+   batch of single readings then costs the lock, that read and the rows' COPY); another writer's
+   blocks make the writer read the reach table again (not timed here: one writer);
+10. **hybrid, global reach**: layout 7 with one row for the blocks' side of the check: the latest
+   instant any block reaches, moved on by each batch of blocks. Under the lock, a batch whose runs
+   and singles all start after it meets no block (one row read; live data is newer than the last
+   file or replay); a batch reaching back before it (late data, a replay overlapping a file) is
+   checked run by run as layout 7 does (counted, not expected here). The runs still probe the rows.
 
 Printed: readings/s and the ratio to the bare COPY for each, and what reading one meter's last
 7 days costs in each layout (``--probes`` meters, the median): the layouts that write fast must
@@ -103,6 +128,52 @@ EXCLUSIVE = """CREATE TABLE blocks_excl (
     value double precision[] NOT NULL, unit_id smallint NOT NULL, source_id smallint NOT NULL,
     read_type_id smallint NOT NULL, received_at timestamptz NOT NULL, batch_id bigint NOT NULL,
     EXCLUDE USING gist (meter_id WITH =, channel_id WITH =, tstzrange(ts_first, ts_last, '[]') WITH &&))"""
+#: The hybrid's two stores: blocks as ``blocks_checked``, rows as ``reading`` (weekly parts of both).
+HYBRID_BLOCKS = CHECKED.replace("blocks_checked", "hybrid_blocks")
+HYBRID_ROWS = f"""CREATE TABLE hybrid_rows ({COLUMNS}, PRIMARY KEY (meter_id, channel_id, ts))
+    PARTITION BY RANGE (ts)"""
+#: The hybrid's check of a batch's runs (meter, first, last; a single has first = last): how many meet
+#: stored data — a stored block by its reach (as PROBE), or, for a run of two or more, a stored row in
+#: its span (a single's row is checked by the rows' primary key as it lands).
+HYBRID_PROBE = """SELECT count(*) FROM (SELECT r.m, timestamptz '2000-01-01 00:00Z' + r.a * interval '1 microsecond' AS a,
+                                    timestamptz '2000-01-01 00:00Z' + r.b * interval '1 microsecond' AS b
+                             FROM unnest(%s::int4[], %s::int8[], %s::int8[]) AS r(m, a, b)) r
+    WHERE EXISTS (SELECT 1 FROM (SELECT x.reach FROM {blocks} x
+                                 WHERE x.meter_id = r.m AND x.channel_id = 1
+                                   AND x.ts_first > r.a - interval '1 day' AND x.ts_first <= r.b
+                                 ORDER BY x.ts_first DESC LIMIT 1) p WHERE p.reach >= r.a)
+       OR (r.b > r.a AND EXISTS (SELECT 1 FROM {rows} y
+                                 WHERE y.meter_id = r.m AND y.channel_id = 1 AND y.ts >= r.a AND y.ts <= r.b))"""
+#: Layout 8's stores: blocks and rows as layout 7's, and each series' reach.
+REACH_BLOCKS = CHECKED.replace("blocks_checked", "reach_blocks")
+REACH_ROWS = HYBRID_ROWS.replace("hybrid_rows", "reach_rows")
+REACH_TABLE = """CREATE TABLE series_reach (meter_id integer NOT NULL, channel_id smallint NOT NULL,
+    reach timestamptz NOT NULL, PRIMARY KEY (meter_id, channel_id))"""
+#: Layout 8's check: how many of a batch's runs (meter, first, last) start no later than their
+#: series' block reach, or (runs of two or more) meet a stored row in their span.
+REACH_CHECK = """SELECT count(*) FROM (SELECT r.m, timestamptz '2000-01-01 00:00Z' + r.a * interval '1 microsecond' AS a,
+                                    timestamptz '2000-01-01 00:00Z' + r.b * interval '1 microsecond' AS b
+                             FROM unnest(%s::int4[], %s::int8[], %s::int8[]) AS r(m, a, b)) r
+    LEFT JOIN series_reach x ON x.meter_id = r.m AND x.channel_id = 1
+    WHERE x.reach >= r.a
+       OR (r.b > r.a AND EXISTS (SELECT 1 FROM {rows} y
+                                 WHERE y.meter_id = r.m AND y.channel_id = 1 AND y.ts >= r.a AND y.ts <= r.b))"""
+#: Layout 8's reach moved forward over a batch's runs written as blocks (meter, last).
+REACH_MOVE = """INSERT INTO series_reach (meter_id, channel_id, reach)
+    SELECT r.m, 1, timestamptz '2000-01-01 00:00Z' + r.b * interval '1 microsecond'
+    FROM unnest(%s::int4[], %s::int8[]) AS r(m, b)
+    ON CONFLICT (meter_id, channel_id) DO UPDATE SET reach = greatest(series_reach.reach, EXCLUDED.reach)"""
+#: Layout 9's version of the reach table, moved on by every batch of blocks.
+CACHED_VERSION = """CREATE TABLE cached_reach_version (id boolean PRIMARY KEY DEFAULT true CHECK (id), version bigint NOT NULL);
+    INSERT INTO cached_reach_version VALUES (true, 0)"""
+#: Layout 9's rows probe: how many runs of two or more (meter, first, last) meet a stored row in their span.
+ROWS_PROBE = """SELECT count(*) FROM (SELECT r.m, timestamptz '2000-01-01 00:00Z' + r.a * interval '1 microsecond' AS a,
+                                    timestamptz '2000-01-01 00:00Z' + r.b * interval '1 microsecond' AS b
+                             FROM unnest(%s::int4[], %s::int8[], %s::int8[]) AS r(m, a, b)) r
+    WHERE EXISTS (SELECT 1 FROM {rows} y WHERE y.meter_id = r.m AND y.channel_id = 1 AND y.ts >= r.a AND y.ts <= r.b)"""
+#: Layout 10's one row: the latest instant any block reaches.
+GLOBAL_REACH = """CREATE TABLE global_reach (id boolean PRIMARY KEY DEFAULT true CHECK (id), reach timestamptz NOT NULL);
+    INSERT INTO global_reach SELECT true, max(ts_last) FROM global_blocks"""
 LABELS = {
     "bare": "rows, no key (baseline)",
     "rows_meter_first": "rows, key (meter, channel, ts)",
@@ -110,6 +181,10 @@ LABELS = {
     "blocks": "blocks, key (meter, channel, first ts)",
     "blocks_checked": "blocks, checked (encode + probe + COPY)",
     "blocks_excl": "blocks, exclusion constraint (encode + COPY)",
+    "hybrid": "hybrid: blocks for runs, rows for singles, checked",
+    "hybrid_reach": "hybrid, reach table (lock, check, reach, COPYs)",
+    "hybrid_cached": "hybrid, cached reach (lock, version, check, COPYs)",
+    "hybrid_global": "hybrid, global reach (lock, reach, rows probe, COPYs)",
 }
 DAY_US = 86_400_000_000
 START = np.datetime64("2025-01-01T00:00", "us")
@@ -188,6 +263,266 @@ def encode_runs(m: np.ndarray, t: np.ndarray, v: np.ndarray) -> tuple[bytes, tup
     return b"".join(parts), (m[start], t[start], t[start + length - 1])
 
 
+def cut_runs(m: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A sorted batch's runs: each run's first row and length (a run: one meter, one UTC day)."""
+    day = t // DAY_US
+    cut = np.flatnonzero((m[1:] != m[:-1]) | (day[1:] != day[:-1])) + 1
+    start = np.concatenate(([0], cut))
+    return start, np.diff(np.concatenate((start, [len(m)])))
+
+
+def week_part(table: str, lo_us: int, hi_us: int) -> str:
+    """The weekly part of ``table`` holding first instants in [lo, hi], or the parent if two parts do."""
+    start_us = int((START - PG_EPOCH_US).astype(np.int64))
+    weeks = {int((x - start_us) // (7 * DAY_US)) for x in (lo_us, hi_us)}
+    return f"{table}_w{weeks.pop()}" if len(weeks) == 1 else table
+
+
+def hybrid_write(conn: psycopg.Connection, m: np.ndarray, t: np.ndarray, v: np.ndarray) -> float:
+    """Seconds to cut, encode, check and COPY one batch into the hybrid's two stores, one commit."""
+    t0 = time.perf_counter()
+    start, length = cut_runs(m, t)
+    single = length == 1
+    in_run = np.repeat(~single, length)
+    blocks = encode_runs(m[in_run], t[in_run], v[in_run])[0] if in_run.any() else b""
+    rows = b""
+    if single.any():
+        s0 = start[single]
+        n = s0.size
+        ones, zeros = np.ones(n, np.int16), np.zeros(n, np.int16)
+        ts = PG_EPOCH_US + t[s0].astype("timedelta64[us]")
+        rows = encode_reading_copy(m[s0], ones, ts, v[s0], ones, 1, ones, zeros, datetime.now(UTC), 1)
+    t1 = time.perf_counter()
+    ra, rb = t[start], t[start + length - 1]
+    query = HYBRID_PROBE.replace("{blocks}", week_part("hybrid_blocks", int(ra.min()) - DAY_US + 1, int(rb.max())))
+    query = query.replace("{rows}", week_part("hybrid_rows", int(ra.min()), int(rb.max())))
+    met = conn.execute(query.encode(), (m[start].tolist(), ra.tolist(), rb.tolist()), binary=True).fetchone()
+    assert met is not None and met[0] == 0, "a fresh batch met stored readings"
+    t2 = time.perf_counter()
+    if blocks:
+        with conn.cursor().copy(b"COPY hybrid_blocks FROM STDIN (FORMAT BINARY)") as cp:
+            cp.write(blocks)
+    if rows:
+        with conn.cursor().copy(f"COPY hybrid_rows ({READING_COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)".encode()) as cp:
+            cp.write(rows)
+    conn.commit()
+    t3 = time.perf_counter()
+    HYBRID_STEPS["encode"] += t1 - t0
+    HYBRID_STEPS["check"] += t2 - t1
+    HYBRID_STEPS["copy"] += t3 - t2
+    return t3 - t0
+
+
+#: Seconds the hybrid spent in each of its steps, over the timed rounds.
+HYBRID_STEPS = {"encode": 0.0, "check": 0.0, "copy": 0.0}
+
+
+def reach_write(conn: psycopg.Connection, m: np.ndarray, t: np.ndarray, v: np.ndarray) -> float:
+    """Seconds to cut, encode, lock, check, move the reach and COPY one batch into layout 8, one commit."""
+    t0 = time.perf_counter()
+    start, length = cut_runs(m, t)
+    single = length == 1
+    in_run = np.repeat(~single, length)
+    blocks, (bm, _, bb) = encode_runs(m[in_run], t[in_run], v[in_run]) if in_run.any() else (b"", ((), (), ()))
+    rows = b""
+    if single.any():
+        s0 = start[single]
+        n = s0.size
+        ones, zeros = np.ones(n, np.int16), np.zeros(n, np.int16)
+        ts = PG_EPOCH_US + t[s0].astype("timedelta64[us]")
+        rows = encode_reading_copy(m[s0], ones, ts, v[s0], ones, 1, ones, zeros, datetime.now(UTC), 1)
+    t1 = time.perf_counter()
+    conn.execute("SELECT pg_advisory_xact_lock(18)" if blocks else "SELECT pg_advisory_xact_lock_shared(18)")
+    ra, rb = t[start], t[start + length - 1]
+    query = REACH_CHECK.replace("{rows}", week_part("reach_rows", int(ra.min()), int(rb.max())))
+    met = conn.execute(query.encode(), (m[start].tolist(), ra.tolist(), rb.tolist()), binary=True).fetchone()
+    assert met is not None and met[0] == 0, "a fresh batch met stored readings"
+    t2 = time.perf_counter()
+    if blocks:  # each meter's last run (runs are in meter and time order; a batch across midnight has two)
+        bm, bb = np.asarray(bm), np.asarray(bb)
+        last = np.r_[bm[1:] != bm[:-1], True]
+        conn.execute(REACH_MOVE.encode(), (bm[last].tolist(), bb[last].tolist()), binary=True)
+    t3 = time.perf_counter()
+    if blocks:
+        with conn.cursor().copy(b"COPY reach_blocks FROM STDIN (FORMAT BINARY)") as cp:
+            cp.write(blocks)
+    if rows:
+        with conn.cursor().copy(f"COPY reach_rows ({READING_COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)".encode()) as cp:
+            cp.write(rows)
+    conn.commit()
+    t4 = time.perf_counter()
+    REACH_STEPS["encode"] += t1 - t0
+    REACH_STEPS["lock + check"] += t2 - t1
+    REACH_STEPS["reach"] += t3 - t2
+    REACH_STEPS["copy"] += t4 - t3
+    return t4 - t0
+
+
+#: Seconds layout 8 spent in each of its steps, over the timed rounds.
+REACH_STEPS = {"encode": 0.0, "lock + check": 0.0, "reach": 0.0, "copy": 0.0}
+
+
+class ReachCache:
+    """Layout 9's writer-side copy of ``cached_reach``: meters (sorted), their reach (µs), the version read."""
+
+    def __init__(self) -> None:
+        self.version = -1
+        self.meters = np.zeros(0, np.int64)
+        self.reach = np.zeros(0, np.int64)
+
+    def load(self, conn: psycopg.Connection, version: int) -> None:
+        rows = conn.execute(
+            "SELECT meter_id, (extract(epoch FROM reach - timestamptz '2000-01-01 00:00Z') * 1e6)::int8 "
+            "FROM cached_reach WHERE channel_id = 1 ORDER BY 1"
+        ).fetchall()
+        self.meters = np.array([r[0] for r in rows], np.int64)
+        self.reach = np.array([r[1] for r in rows], np.int64)
+        self.version = version
+
+    def met(self, m: np.ndarray, first: np.ndarray) -> np.ndarray:
+        """Whether each run (meter, first instant) starts no later than its meter's reach."""
+        if self.meters.size == 0:
+            return np.zeros(m.size, bool)
+        at = np.minimum(np.searchsorted(self.meters, m), self.meters.size - 1)
+        return (self.meters[at] == m) & (self.reach[at] >= first)
+
+    def move(self, m: np.ndarray, last: np.ndarray) -> None:
+        """The reach moved to ``last`` for meters ``m`` (one run each), as the upsert did on the server."""
+        meters = np.union1d(self.meters, m)
+        reach = np.full(meters.size, np.iinfo(np.int64).min)
+        reach[np.searchsorted(meters, self.meters)] = self.reach
+        at = np.searchsorted(meters, m)
+        reach[at] = np.maximum(reach[at], last)
+        self.meters, self.reach = meters, reach
+
+
+CACHE = ReachCache()
+
+
+def cached_write(conn: psycopg.Connection, m: np.ndarray, t: np.ndarray, v: np.ndarray) -> float:
+    """Seconds for layout 9's batch: cut, encode, lock, version, check (numpy + the runs' rows probe), reach, COPYs."""
+    t0 = time.perf_counter()
+    start, length = cut_runs(m, t)
+    single = length == 1
+    in_run = np.repeat(~single, length)
+    blocks, (bm, _, bb) = encode_runs(m[in_run], t[in_run], v[in_run]) if in_run.any() else (b"", ((), (), ()))
+    rows = b""
+    if single.any():
+        s0 = start[single]
+        n = s0.size
+        ones, zeros = np.ones(n, np.int16), np.zeros(n, np.int16)
+        ts = PG_EPOCH_US + t[s0].astype("timedelta64[us]")
+        rows = encode_reading_copy(m[s0], ones, ts, v[s0], ones, 1, ones, zeros, datetime.now(UTC), 1)
+    t1 = time.perf_counter()
+    conn.execute("SELECT pg_advisory_xact_lock(18)" if blocks else "SELECT pg_advisory_xact_lock_shared(18)")
+    row = conn.execute("SELECT version FROM cached_reach_version").fetchone()
+    assert row is not None
+    if row[0] != CACHE.version:
+        CACHE.load(conn, row[0])
+    ra, rb = t[start], t[start + length - 1]
+    met = int(CACHE.met(m[start].astype(np.int64), ra).sum())
+    runs = ~single
+    if runs.any():
+        query = ROWS_PROBE.replace("{rows}", week_part("cached_rows", int(ra.min()), int(rb.max())))
+        params = (m[start][runs].tolist(), ra[runs].tolist(), rb[runs].tolist())
+        found = conn.execute(query.encode(), params, binary=True).fetchone()
+        met += int(found[0]) if found else 0
+    assert met == 0, "a fresh batch met stored readings"
+    t2 = time.perf_counter()
+    if blocks:  # each meter's last run, as layout 8
+        bm, bb = np.asarray(bm).astype(np.int64), np.asarray(bb)
+        last = np.r_[bm[1:] != bm[:-1], True]
+        conn.execute(
+            REACH_MOVE.replace("series_reach", "cached_reach").encode(),
+            (bm[last].tolist(), bb[last].tolist()),
+            binary=True,
+        )
+        version = conn.execute("UPDATE cached_reach_version SET version = version + 1 RETURNING version").fetchone()
+        assert version is not None
+        CACHE.move(bm[last], bb[last])
+        CACHE.version = version[0]
+    t3 = time.perf_counter()
+    if blocks:
+        with conn.cursor().copy(b"COPY cached_blocks FROM STDIN (FORMAT BINARY)") as cp:
+            cp.write(blocks)
+    if rows:
+        with conn.cursor().copy(f"COPY cached_rows ({READING_COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)".encode()) as cp:
+            cp.write(rows)
+    conn.commit()
+    t4 = time.perf_counter()
+    CACHED_STEPS["encode"] += t1 - t0
+    CACHED_STEPS["lock + check"] += t2 - t1
+    CACHED_STEPS["reach"] += t3 - t2
+    CACHED_STEPS["copy"] += t4 - t3
+    return t4 - t0
+
+
+#: Seconds layout 9 spent in each of its steps, over the timed rounds.
+CACHED_STEPS = {"encode": 0.0, "lock + check": 0.0, "reach": 0.0, "copy": 0.0}
+
+
+def global_write(conn: psycopg.Connection, m: np.ndarray, t: np.ndarray, v: np.ndarray) -> float:
+    """Seconds for layout 10's batch: cut, encode, lock, the global reach, the rows probe, the reach moved, COPYs."""
+    t0 = time.perf_counter()
+    start, length = cut_runs(m, t)
+    single = length == 1
+    in_run = np.repeat(~single, length)
+    blocks, (_, _, bb) = encode_runs(m[in_run], t[in_run], v[in_run]) if in_run.any() else (b"", ((), (), ()))
+    rows = b""
+    if single.any():
+        s0 = start[single]
+        n = s0.size
+        ones, zeros = np.ones(n, np.int16), np.zeros(n, np.int16)
+        ts = PG_EPOCH_US + t[s0].astype("timedelta64[us]")
+        rows = encode_reading_copy(m[s0], ones, ts, v[s0], ones, 1, ones, zeros, datetime.now(UTC), 1)
+    t1 = time.perf_counter()
+    conn.execute("SELECT pg_advisory_xact_lock(18)" if blocks else "SELECT pg_advisory_xact_lock_shared(18)")
+    row = conn.execute(
+        "SELECT (extract(epoch FROM reach - timestamptz '2000-01-01 00:00Z') * 1e6)::int8 FROM global_reach"
+    ).fetchone()
+    assert row is not None
+    ra, rb = t[start], t[start + length - 1]
+    met = 0
+    if int(ra.min()) <= row[0]:  # some run starts before the blocks' reach: checked run by run
+        GLOBAL_FALLBACKS[0] += 1
+        query = HYBRID_PROBE.replace("{blocks}", week_part("global_blocks", int(ra.min()) - DAY_US + 1, int(rb.max())))
+        query = query.replace("{rows}", week_part("global_rows", int(ra.min()), int(rb.max())))
+        found = conn.execute(query.encode(), (m[start].tolist(), ra.tolist(), rb.tolist()), binary=True).fetchone()
+        met = int(found[0]) if found else 0
+    elif (~single).any():
+        runs = ~single
+        query = ROWS_PROBE.replace("{rows}", week_part("global_rows", int(ra.min()), int(rb.max())))
+        params = (m[start][runs].tolist(), ra[runs].tolist(), rb[runs].tolist())
+        found = conn.execute(query.encode(), params, binary=True).fetchone()
+        met = int(found[0]) if found else 0
+    assert met == 0, "a fresh batch met stored readings"
+    t2 = time.perf_counter()
+    if blocks:
+        conn.execute(
+            "UPDATE global_reach SET reach = greatest(reach, timestamptz '2000-01-01 00:00Z' + %s * interval '1 microsecond')",
+            (int(np.max(bb)),),
+        )
+    t3 = time.perf_counter()
+    if blocks:
+        with conn.cursor().copy(b"COPY global_blocks FROM STDIN (FORMAT BINARY)") as cp:
+            cp.write(blocks)
+    if rows:
+        with conn.cursor().copy(f"COPY global_rows ({READING_COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)".encode()) as cp:
+            cp.write(rows)
+    conn.commit()
+    t4 = time.perf_counter()
+    GLOBAL_STEPS["encode"] += t1 - t0
+    GLOBAL_STEPS["lock + check"] += t2 - t1
+    GLOBAL_STEPS["reach"] += t3 - t2
+    GLOBAL_STEPS["copy"] += t4 - t3
+    return t4 - t0
+
+
+#: Seconds layout 10 spent in each of its steps, over the timed rounds, and the batches it checked run by run.
+GLOBAL_STEPS = {"encode": 0.0, "lock + check": 0.0, "reach": 0.0, "copy": 0.0}
+GLOBAL_FALLBACKS = [0]
+
+
 def checked_write(conn: psycopg.Connection, m: np.ndarray, t: np.ndarray, v: np.ndarray) -> float:
     """Seconds to encode, check and COPY one batch into ``blocks_checked`` (the write path's own steps)."""
     t0 = time.perf_counter()
@@ -226,7 +561,14 @@ def exclusive_write(conn: psycopg.Connection, m: np.ndarray, t: np.ndarray, v: n
 
 
 #: The layouts whose own steps are timed with the COPY (the others: :func:`copy` of a ready payload).
-WRITERS = {"blocks_checked": checked_write, "blocks_excl": exclusive_write}
+WRITERS = {
+    "blocks_checked": checked_write,
+    "blocks_excl": exclusive_write,
+    "hybrid": hybrid_write,
+    "hybrid_reach": reach_write,
+    "hybrid_cached": cached_write,
+    "hybrid_global": global_write,
+}
 
 
 #: The history as the write path's blocks: runs of ``k`` intervals, none across a UTC midnight.
@@ -264,13 +606,42 @@ def build(url: str, meters: int, history: int, k: int, rounds: int) -> None:
         conn.execute(EXCLUSIVE.encode())
         conn.execute(DAY_BLOCKS.format(table="blocks_excl").encode(), params)
         conn.execute(CHECKED.encode())
+        conn.execute(HYBRID_BLOCKS.encode())
+        conn.execute(HYBRID_ROWS.encode())
+        conn.execute(REACH_BLOCKS.encode())
+        conn.execute(REACH_ROWS.encode())
+        conn.execute(REACH_TABLE.encode())
+        conn.execute(REACH_BLOCKS.replace("reach_blocks", "cached_blocks").encode())
+        conn.execute(REACH_ROWS.replace("reach_rows", "cached_rows").encode())
+        conn.execute(REACH_TABLE.replace("series_reach", "cached_reach").encode())
+        conn.execute(CACHED_VERSION.encode())
+        conn.execute(REACH_BLOCKS.replace("reach_blocks", "global_blocks").encode())
+        conn.execute(REACH_ROWS.replace("reach_rows", "global_rows").encode())
         for week in range((history + (rounds + 1) * k) // 672 + 2):  # weekly parts, as reading's
             lo = START + np.timedelta64(7 * week, "D")
-            conn.execute(
-                f"CREATE TABLE blocks_checked_w{week} PARTITION OF blocks_checked "
-                f"FOR VALUES FROM ('{lo}Z') TO ('{lo + np.timedelta64(7, 'D')}Z')".encode()
-            )
+            tables = ("blocks_checked", "hybrid_blocks", "hybrid_rows", "reach_blocks", "reach_rows")
+            for table in (*tables, "cached_blocks", "cached_rows", "global_blocks", "global_rows"):
+                conn.execute(
+                    f"CREATE TABLE {table}_w{week} PARTITION OF {table} "
+                    f"FOR VALUES FROM ('{lo}Z') TO ('{lo + np.timedelta64(7, 'D')}Z')".encode()
+                )
         conn.execute(DAY_BLOCKS.format(table="blocks_checked").encode(), params)
+        conn.execute(DAY_BLOCKS.format(table="hybrid_blocks").encode(), params)
+        conn.execute(DAY_BLOCKS.format(table="global_blocks").encode(), params)
+        conn.execute(GLOBAL_REACH.encode())
+        for prefix, reach in (("reach", "series_reach"), ("cached", "cached_reach")):
+            conn.execute(DAY_BLOCKS.format(table=f"{prefix}_blocks").encode(), params)
+            conn.execute(
+                f"INSERT INTO {reach} SELECT meter_id, channel_id, max(ts_last) FROM {prefix}_blocks GROUP BY 1, 2".encode()
+            )
+        # the rows' history on another channel: an index as deep as reading's, no overlap with channel 1
+        for table in ("hybrid_rows", "reach_rows", "cached_rows", "global_rows"):
+            conn.execute(
+                f"""INSERT INTO {table} SELECT m, 2, %(start)s::timestamptz + i * interval '15 minutes',
+                                               i * 0.25 + m, 1, 1, 1, 0, now(), 1
+                    FROM generate_series(0, %(h)s - 1) i, generate_series(0, %(m)s - 1) m""".encode(),
+                params,
+            )
         conn.execute("VACUUM (ANALYZE)")
         conn.execute("CHECKPOINT")
 
@@ -302,6 +673,10 @@ def payloads(meters: np.ndarray, first: int, k: int) -> dict[str, Any]:
         # the batch as the writer holds it once sorted (meter-major): these encode it themselves (timed)
         "blocks_checked": sorted_batch,
         "blocks_excl": sorted_batch,
+        "hybrid": sorted_batch,
+        "hybrid_reach": sorted_batch,
+        "hybrid_cached": sorted_batch,
+        "hybrid_global": sorted_batch,
     }
 
 
@@ -329,7 +704,15 @@ READ = {
     "blocks_excl": "SELECT u.ts, u.value FROM blocks_excl b CROSS JOIN LATERAL unnest(b.ts, b.value) AS u(ts, value) "
     "WHERE b.meter_id = %(m)s AND b.channel_id = 1 "
     "AND tstzrange(b.ts_first, b.ts_last, '[]') && tstzrange(%(lo)s, %(hi)s, '[)') AND u.ts >= %(lo)s AND u.ts < %(hi)s",
+    "hybrid": "SELECT u.ts, u.value FROM hybrid_blocks b CROSS JOIN LATERAL unnest(b.ts, b.value) AS u(ts, value) "
+    "WHERE b.meter_id = %(m)s AND b.channel_id = 1 AND b.ts_first > %(lo)s::timestamptz - interval '1 day' "
+    "AND b.ts_first < %(hi)s AND u.ts >= %(lo)s AND u.ts < %(hi)s "
+    "UNION ALL SELECT ts, value FROM hybrid_rows WHERE meter_id = %(m)s AND channel_id = 1 "
+    "AND ts >= %(lo)s AND ts < %(hi)s",
 }
+READ["hybrid_reach"] = READ["hybrid"].replace("hybrid_", "reach_")
+READ["hybrid_cached"] = READ["hybrid"].replace("hybrid_", "cached_")
+READ["hybrid_global"] = READ["hybrid"].replace("hybrid_", "global_")
 
 
 def check_same(url: str) -> None:
@@ -343,7 +726,16 @@ def check_same(url: str) -> None:
             if name == "bare":
                 continue
             rows = name
-            if name.startswith("blocks"):
+            if name.startswith("hybrid"):
+                prefix = {
+                    "hybrid": "hybrid",
+                    "hybrid_reach": "reach",
+                    "hybrid_cached": "cached",
+                    "hybrid_global": "global",
+                }[name]
+                rows = f"""(SELECT u.ts, u.value FROM {prefix}_blocks CROSS JOIN LATERAL unnest(ts, value) AS u(ts, value)
+                            UNION ALL SELECT ts, value FROM {prefix}_rows WHERE channel_id = 1)"""
+            elif name.startswith("blocks"):
                 rows = f"(SELECT u.ts, u.value FROM {name} CROSS JOIN LATERAL unnest(ts, value) AS u(ts, value))"
             row = conn.execute(f"SELECT count(*), round(sum(value)::numeric, 3), max(ts) FROM {rows} x".encode())
             seen.add((name, *(row.fetchone() or ())))
@@ -414,13 +806,21 @@ def main() -> int:
         print(f"\n{args.rounds} rounds of {live.size * k:,} readings ({live.size:,} meters x {k} intervals):")
         for name, label in LABELS.items():
             rate = readings / took[name]
-            print(f"  {label:42s} {rate:>12,.0f} readings/s   {took['bare'] / took[name]:5.2f} x raw COPY")
+            print(f"  {label:52s} {rate:>12,.0f} readings/s   {took['bare'] / took[name]:5.2f} x raw COPY")
         print("  checked blocks' steps (s): " + ", ".join(f"{k} {v:.3f}" for k, v in STEPS.items()))
+        print("  hybrid's steps (s): " + ", ".join(f"{k} {v:.3f}" for k, v in HYBRID_STEPS.items()))
+        print("  hybrid with a reach table, steps (s): " + ", ".join(f"{k} {v:.3f}" for k, v in REACH_STEPS.items()))
+        print("  hybrid with a cached reach, steps (s): " + ", ".join(f"{k} {v:.3f}" for k, v in CACHED_STEPS.items()))
+        print(
+            "  hybrid with a global reach, steps (s): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in GLOBAL_STEPS.items())
+            + f"; batches checked run by run: {GLOBAL_FALLBACKS[0]}"
+        )
         check_same(url)
         reads = read_costs(url, args.meters, first, args.probes)
         print(f"\none meter's last 7 days, median of {args.probes} meters:")
         for name, (ms, n) in reads.items():
-            print(f"  {LABELS[name]:42s} {ms:8.2f} ms   ({n} readings)")
+            print(f"  {LABELS[name]:52s} {ms:8.2f} ms   ({n} readings)")
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
