@@ -20,7 +20,7 @@ from analytics.theft import evidence as table
 from analytics.theft import model as md
 from analytics.theft import signals as sg
 from analytics.theft.data import TheftData
-from analytics.theft.features import FEATURES, Features, compute_features, zero_days
+from analytics.theft.features import FEATURES, ROW_BLOCK, Features, compute_features, zero_days
 from releve.arrays import FloatArray, IntArray
 
 #: Names of the supervised model's inputs (what a candidate stores to become a label later).
@@ -296,10 +296,14 @@ def days_since_loss(f: Features, ev: md.Evidence) -> IntArray:
     if f.mark_runs:
         put("marks", np.maximum.reduce([np.where(b > a, b, -1) for a, b in f.mark_runs.values()]))
     if f.interval is not None:
-        att = np.clip(np.nan_to_num(f.interval.attributed), 0.0, None)
         n_win = -(-n // 28)
         edges = np.arange(0, n, 28)
-        per = np.add.reduceat(att, edges, axis=1) if n else np.zeros((m, 0))
+        per = np.zeros((m, n_win))
+        # The attributed energy summed per window a block of meters at a time: its clipped copy is a
+        # block's, not the fleet's (two meters × days arrays at the end of a 100,000-meter ranking).
+        for a in range(0, m if n else 0, ROW_BLOCK):
+            att = np.clip(np.nan_to_num(f.interval.attributed[a : a + ROW_BLOCK]), 0.0, None)
+            per[a : a + ROW_BLOCK] = np.add.reduceat(att, edges, axis=1)
         per = per / np.diff(np.r_[edges, n])[None, :]  # per day: a short last window weighs as a whole one
         busy = per >= _DATING_SHARE * per.max(axis=1, keepdims=True)
         busy &= per > 0
