@@ -278,13 +278,17 @@ def week_part(table: str, lo_us: int, hi_us: int) -> str:
     return f"{table}_w{weeks.pop()}" if len(weeks) == 1 else table
 
 
-def hybrid_write(conn: psycopg.Connection, m: np.ndarray, t: np.ndarray, v: np.ndarray) -> float:
-    """Seconds to cut, encode, check and COPY one batch into the hybrid's two stores, one commit."""
-    t0 = time.perf_counter()
+def split_batch(
+    m: np.ndarray, t: np.ndarray, v: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, bytes, tuple[np.ndarray, ...], bytes]:
+    """A sorted batch as a hybrid writes it: its runs (first row, length), the runs of two or more as
+    blocks (their COPY payload, and each one's meter, first and last instant), the single readings as
+    rows (their COPY payload). The encoding is part of every hybrid's timed write."""
     start, length = cut_runs(m, t)
     single = length == 1
     in_run = np.repeat(~single, length)
-    blocks = encode_runs(m[in_run], t[in_run], v[in_run])[0] if in_run.any() else b""
+    none = np.zeros(0, np.int64)
+    blocks, runs = encode_runs(m[in_run], t[in_run], v[in_run]) if in_run.any() else (b"", (none, none, none))
     rows = b""
     if single.any():
         s0 = start[single]
@@ -292,6 +296,26 @@ def hybrid_write(conn: psycopg.Connection, m: np.ndarray, t: np.ndarray, v: np.n
         ones, zeros = np.ones(n, np.int16), np.zeros(n, np.int16)
         ts = PG_EPOCH_US + t[s0].astype("timedelta64[us]")
         rows = encode_reading_copy(m[s0], ones, ts, v[s0], ones, 1, ones, zeros, datetime.now(UTC), 1)
+    return start, length, blocks, runs, rows
+
+
+def copy_both(conn: psycopg.Connection, prefix: str, blocks: bytes, rows: bytes) -> None:
+    """COPY a hybrid's blocks and rows into ``{prefix}_blocks`` and ``{prefix}_rows``, and commit."""
+    if blocks:
+        with conn.cursor().copy(f"COPY {prefix}_blocks FROM STDIN (FORMAT BINARY)".encode()) as cp:
+            cp.write(blocks)
+    if rows:
+        with conn.cursor().copy(
+            f"COPY {prefix}_rows ({READING_COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)".encode()
+        ) as cp:
+            cp.write(rows)
+    conn.commit()
+
+
+def hybrid_write(conn: psycopg.Connection, m: np.ndarray, t: np.ndarray, v: np.ndarray) -> float:
+    """Seconds to cut, encode, check and COPY one batch into the hybrid's two stores, one commit."""
+    t0 = time.perf_counter()
+    start, length, blocks, _, rows = split_batch(m, t, v)
     t1 = time.perf_counter()
     ra, rb = t[start], t[start + length - 1]
     query = HYBRID_PROBE.replace("{blocks}", week_part("hybrid_blocks", int(ra.min()) - DAY_US + 1, int(rb.max())))
@@ -299,13 +323,7 @@ def hybrid_write(conn: psycopg.Connection, m: np.ndarray, t: np.ndarray, v: np.n
     met = conn.execute(query.encode(), (m[start].tolist(), ra.tolist(), rb.tolist()), binary=True).fetchone()
     assert met is not None and met[0] == 0, "a fresh batch met stored readings"
     t2 = time.perf_counter()
-    if blocks:
-        with conn.cursor().copy(b"COPY hybrid_blocks FROM STDIN (FORMAT BINARY)") as cp:
-            cp.write(blocks)
-    if rows:
-        with conn.cursor().copy(f"COPY hybrid_rows ({READING_COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)".encode()) as cp:
-            cp.write(rows)
-    conn.commit()
+    copy_both(conn, "hybrid", blocks, rows)
     t3 = time.perf_counter()
     HYBRID_STEPS["encode"] += t1 - t0
     HYBRID_STEPS["check"] += t2 - t1
@@ -320,17 +338,7 @@ HYBRID_STEPS = {"encode": 0.0, "check": 0.0, "copy": 0.0}
 def reach_write(conn: psycopg.Connection, m: np.ndarray, t: np.ndarray, v: np.ndarray) -> float:
     """Seconds to cut, encode, lock, check, move the reach and COPY one batch into layout 8, one commit."""
     t0 = time.perf_counter()
-    start, length = cut_runs(m, t)
-    single = length == 1
-    in_run = np.repeat(~single, length)
-    blocks, (bm, _, bb) = encode_runs(m[in_run], t[in_run], v[in_run]) if in_run.any() else (b"", ((), (), ()))
-    rows = b""
-    if single.any():
-        s0 = start[single]
-        n = s0.size
-        ones, zeros = np.ones(n, np.int16), np.zeros(n, np.int16)
-        ts = PG_EPOCH_US + t[s0].astype("timedelta64[us]")
-        rows = encode_reading_copy(m[s0], ones, ts, v[s0], ones, 1, ones, zeros, datetime.now(UTC), 1)
+    start, length, blocks, (bm, _, bb), rows = split_batch(m, t, v)
     t1 = time.perf_counter()
     conn.execute("SELECT pg_advisory_xact_lock(18)" if blocks else "SELECT pg_advisory_xact_lock_shared(18)")
     ra, rb = t[start], t[start + length - 1]
@@ -343,13 +351,7 @@ def reach_write(conn: psycopg.Connection, m: np.ndarray, t: np.ndarray, v: np.nd
         last = np.r_[bm[1:] != bm[:-1], True]
         conn.execute(REACH_MOVE.encode(), (bm[last].tolist(), bb[last].tolist()), binary=True)
     t3 = time.perf_counter()
-    if blocks:
-        with conn.cursor().copy(b"COPY reach_blocks FROM STDIN (FORMAT BINARY)") as cp:
-            cp.write(blocks)
-    if rows:
-        with conn.cursor().copy(f"COPY reach_rows ({READING_COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)".encode()) as cp:
-            cp.write(rows)
-    conn.commit()
+    copy_both(conn, "reach", blocks, rows)
     t4 = time.perf_counter()
     REACH_STEPS["encode"] += t1 - t0
     REACH_STEPS["lock + check"] += t2 - t1
@@ -402,17 +404,8 @@ CACHE = ReachCache()
 def cached_write(conn: psycopg.Connection, m: np.ndarray, t: np.ndarray, v: np.ndarray) -> float:
     """Seconds for layout 9's batch: cut, encode, lock, version, check (numpy + the runs' rows probe), reach, COPYs."""
     t0 = time.perf_counter()
-    start, length = cut_runs(m, t)
+    start, length, blocks, (bm, _, bb), rows = split_batch(m, t, v)
     single = length == 1
-    in_run = np.repeat(~single, length)
-    blocks, (bm, _, bb) = encode_runs(m[in_run], t[in_run], v[in_run]) if in_run.any() else (b"", ((), (), ()))
-    rows = b""
-    if single.any():
-        s0 = start[single]
-        n = s0.size
-        ones, zeros = np.ones(n, np.int16), np.zeros(n, np.int16)
-        ts = PG_EPOCH_US + t[s0].astype("timedelta64[us]")
-        rows = encode_reading_copy(m[s0], ones, ts, v[s0], ones, 1, ones, zeros, datetime.now(UTC), 1)
     t1 = time.perf_counter()
     conn.execute("SELECT pg_advisory_xact_lock(18)" if blocks else "SELECT pg_advisory_xact_lock_shared(18)")
     row = conn.execute("SELECT version FROM cached_reach_version").fetchone()
@@ -442,13 +435,7 @@ def cached_write(conn: psycopg.Connection, m: np.ndarray, t: np.ndarray, v: np.n
         CACHE.move(bm[last], bb[last])
         CACHE.version = version[0]
     t3 = time.perf_counter()
-    if blocks:
-        with conn.cursor().copy(b"COPY cached_blocks FROM STDIN (FORMAT BINARY)") as cp:
-            cp.write(blocks)
-    if rows:
-        with conn.cursor().copy(f"COPY cached_rows ({READING_COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)".encode()) as cp:
-            cp.write(rows)
-    conn.commit()
+    copy_both(conn, "cached", blocks, rows)
     t4 = time.perf_counter()
     CACHED_STEPS["encode"] += t1 - t0
     CACHED_STEPS["lock + check"] += t2 - t1
@@ -464,17 +451,8 @@ CACHED_STEPS = {"encode": 0.0, "lock + check": 0.0, "reach": 0.0, "copy": 0.0}
 def global_write(conn: psycopg.Connection, m: np.ndarray, t: np.ndarray, v: np.ndarray) -> float:
     """Seconds for layout 10's batch: cut, encode, lock, the global reach, the rows probe, the reach moved, COPYs."""
     t0 = time.perf_counter()
-    start, length = cut_runs(m, t)
+    start, length, blocks, (_, _, bb), rows = split_batch(m, t, v)
     single = length == 1
-    in_run = np.repeat(~single, length)
-    blocks, (_, _, bb) = encode_runs(m[in_run], t[in_run], v[in_run]) if in_run.any() else (b"", ((), (), ()))
-    rows = b""
-    if single.any():
-        s0 = start[single]
-        n = s0.size
-        ones, zeros = np.ones(n, np.int16), np.zeros(n, np.int16)
-        ts = PG_EPOCH_US + t[s0].astype("timedelta64[us]")
-        rows = encode_reading_copy(m[s0], ones, ts, v[s0], ones, 1, ones, zeros, datetime.now(UTC), 1)
     t1 = time.perf_counter()
     conn.execute("SELECT pg_advisory_xact_lock(18)" if blocks else "SELECT pg_advisory_xact_lock_shared(18)")
     row = conn.execute(
@@ -503,13 +481,7 @@ def global_write(conn: psycopg.Connection, m: np.ndarray, t: np.ndarray, v: np.n
             (int(np.max(bb)),),
         )
     t3 = time.perf_counter()
-    if blocks:
-        with conn.cursor().copy(b"COPY global_blocks FROM STDIN (FORMAT BINARY)") as cp:
-            cp.write(blocks)
-    if rows:
-        with conn.cursor().copy(f"COPY global_rows ({READING_COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)".encode()) as cp:
-            cp.write(rows)
-    conn.commit()
+    copy_both(conn, "global", blocks, rows)
     t4 = time.perf_counter()
     GLOBAL_STEPS["encode"] += t1 - t0
     GLOBAL_STEPS["lock + check"] += t2 - t1
