@@ -278,6 +278,28 @@ def week_part(table: str, lo_us: int, hi_us: int) -> str:
     return f"{table}_w{weeks.pop()}" if len(weeks) == 1 else table
 
 
+class Laps:
+    """Seconds a writer spends in each of its named steps, summed over the timed rounds."""
+
+    def __init__(self, *steps: str) -> None:
+        self.seconds = dict.fromkeys(steps, 0.0)
+        self._first = self._last = 0.0
+
+    def start(self) -> None:
+        """A batch starts."""
+        self._first = self._last = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        """``step`` ends now: the time since the last lap (or the start) is its."""
+        now = time.perf_counter()
+        self.seconds[step] += now - self._last
+        self._last = now
+
+    def total(self) -> float:
+        """Seconds from the batch's start to its last lap."""
+        return self._last - self._first
+
+
 def split_batch(
     m: np.ndarray, t: np.ndarray, v: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, bytes, tuple[np.ndarray, ...], bytes]:
@@ -312,56 +334,54 @@ def copy_both(conn: psycopg.Connection, prefix: str, blocks: bytes, rows: bytes)
     conn.commit()
 
 
+def take_lock(conn: psycopg.Connection, exclusive: bool) -> None:
+    """The hybrids' transaction-level advisory lock: a batch with blocks holds it alone, batches of singles share it."""
+    conn.execute("SELECT pg_advisory_xact_lock(18)" if exclusive else "SELECT pg_advisory_xact_lock_shared(18)")
+
+
 def hybrid_write(conn: psycopg.Connection, m: np.ndarray, t: np.ndarray, v: np.ndarray) -> float:
     """Seconds to cut, encode, check and COPY one batch into the hybrid's two stores, one commit."""
-    t0 = time.perf_counter()
+    HYBRID_STEPS.start()
     start, length, blocks, _, rows = split_batch(m, t, v)
-    t1 = time.perf_counter()
+    HYBRID_STEPS.lap("encode")
     ra, rb = t[start], t[start + length - 1]
     query = HYBRID_PROBE.replace("{blocks}", week_part("hybrid_blocks", int(ra.min()) - DAY_US + 1, int(rb.max())))
     query = query.replace("{rows}", week_part("hybrid_rows", int(ra.min()), int(rb.max())))
     met = conn.execute(query.encode(), (m[start].tolist(), ra.tolist(), rb.tolist()), binary=True).fetchone()
     assert met is not None and met[0] == 0, "a fresh batch met stored readings"
-    t2 = time.perf_counter()
+    HYBRID_STEPS.lap("check")
     copy_both(conn, "hybrid", blocks, rows)
-    t3 = time.perf_counter()
-    HYBRID_STEPS["encode"] += t1 - t0
-    HYBRID_STEPS["check"] += t2 - t1
-    HYBRID_STEPS["copy"] += t3 - t2
-    return t3 - t0
+    HYBRID_STEPS.lap("copy")
+    return HYBRID_STEPS.total()
 
 
 #: Seconds the hybrid spent in each of its steps, over the timed rounds.
-HYBRID_STEPS = {"encode": 0.0, "check": 0.0, "copy": 0.0}
+HYBRID_STEPS = Laps("encode", "check", "copy")
 
 
 def reach_write(conn: psycopg.Connection, m: np.ndarray, t: np.ndarray, v: np.ndarray) -> float:
     """Seconds to cut, encode, lock, check, move the reach and COPY one batch into layout 8, one commit."""
-    t0 = time.perf_counter()
+    REACH_STEPS.start()
     start, length, blocks, (bm, _, bb), rows = split_batch(m, t, v)
-    t1 = time.perf_counter()
-    conn.execute("SELECT pg_advisory_xact_lock(18)" if blocks else "SELECT pg_advisory_xact_lock_shared(18)")
+    REACH_STEPS.lap("encode")
+    take_lock(conn, exclusive=bool(blocks))
     ra, rb = t[start], t[start + length - 1]
     query = REACH_CHECK.replace("{rows}", week_part("reach_rows", int(ra.min()), int(rb.max())))
     met = conn.execute(query.encode(), (m[start].tolist(), ra.tolist(), rb.tolist()), binary=True).fetchone()
     assert met is not None and met[0] == 0, "a fresh batch met stored readings"
-    t2 = time.perf_counter()
+    REACH_STEPS.lap("lock + check")
     if blocks:  # each meter's last run (runs are in meter and time order; a batch across midnight has two)
         bm, bb = np.asarray(bm), np.asarray(bb)
         last = np.r_[bm[1:] != bm[:-1], True]
         conn.execute(REACH_MOVE.encode(), (bm[last].tolist(), bb[last].tolist()), binary=True)
-    t3 = time.perf_counter()
+    REACH_STEPS.lap("reach")
     copy_both(conn, "reach", blocks, rows)
-    t4 = time.perf_counter()
-    REACH_STEPS["encode"] += t1 - t0
-    REACH_STEPS["lock + check"] += t2 - t1
-    REACH_STEPS["reach"] += t3 - t2
-    REACH_STEPS["copy"] += t4 - t3
-    return t4 - t0
+    REACH_STEPS.lap("copy")
+    return REACH_STEPS.total()
 
 
 #: Seconds layout 8 spent in each of its steps, over the timed rounds.
-REACH_STEPS = {"encode": 0.0, "lock + check": 0.0, "reach": 0.0, "copy": 0.0}
+REACH_STEPS = Laps("encode", "lock + check", "reach", "copy")
 
 
 class ReachCache:
@@ -403,11 +423,11 @@ CACHE = ReachCache()
 
 def cached_write(conn: psycopg.Connection, m: np.ndarray, t: np.ndarray, v: np.ndarray) -> float:
     """Seconds for layout 9's batch: cut, encode, lock, version, check (numpy + the runs' rows probe), reach, COPYs."""
-    t0 = time.perf_counter()
+    CACHED_STEPS.start()
     start, length, blocks, (bm, _, bb), rows = split_batch(m, t, v)
     single = length == 1
-    t1 = time.perf_counter()
-    conn.execute("SELECT pg_advisory_xact_lock(18)" if blocks else "SELECT pg_advisory_xact_lock_shared(18)")
+    CACHED_STEPS.lap("encode")
+    take_lock(conn, exclusive=bool(blocks))
     row = conn.execute("SELECT version FROM cached_reach_version").fetchone()
     assert row is not None
     if row[0] != CACHE.version:
@@ -421,7 +441,7 @@ def cached_write(conn: psycopg.Connection, m: np.ndarray, t: np.ndarray, v: np.n
         found = conn.execute(query.encode(), params, binary=True).fetchone()
         met += int(found[0]) if found else 0
     assert met == 0, "a fresh batch met stored readings"
-    t2 = time.perf_counter()
+    CACHED_STEPS.lap("lock + check")
     if blocks:  # each meter's last run, as layout 8
         bm, bb = np.asarray(bm).astype(np.int64), np.asarray(bb)
         last = np.r_[bm[1:] != bm[:-1], True]
@@ -434,27 +454,23 @@ def cached_write(conn: psycopg.Connection, m: np.ndarray, t: np.ndarray, v: np.n
         assert version is not None
         CACHE.move(bm[last], bb[last])
         CACHE.version = version[0]
-    t3 = time.perf_counter()
+    CACHED_STEPS.lap("reach")
     copy_both(conn, "cached", blocks, rows)
-    t4 = time.perf_counter()
-    CACHED_STEPS["encode"] += t1 - t0
-    CACHED_STEPS["lock + check"] += t2 - t1
-    CACHED_STEPS["reach"] += t3 - t2
-    CACHED_STEPS["copy"] += t4 - t3
-    return t4 - t0
+    CACHED_STEPS.lap("copy")
+    return CACHED_STEPS.total()
 
 
 #: Seconds layout 9 spent in each of its steps, over the timed rounds.
-CACHED_STEPS = {"encode": 0.0, "lock + check": 0.0, "reach": 0.0, "copy": 0.0}
+CACHED_STEPS = Laps("encode", "lock + check", "reach", "copy")
 
 
 def global_write(conn: psycopg.Connection, m: np.ndarray, t: np.ndarray, v: np.ndarray) -> float:
     """Seconds for layout 10's batch: cut, encode, lock, the global reach, the rows probe, the reach moved, COPYs."""
-    t0 = time.perf_counter()
+    GLOBAL_STEPS.start()
     start, length, blocks, (_, _, bb), rows = split_batch(m, t, v)
     single = length == 1
-    t1 = time.perf_counter()
-    conn.execute("SELECT pg_advisory_xact_lock(18)" if blocks else "SELECT pg_advisory_xact_lock_shared(18)")
+    GLOBAL_STEPS.lap("encode")
+    take_lock(conn, exclusive=bool(blocks))
     row = conn.execute(
         "SELECT (extract(epoch FROM reach - timestamptz '2000-01-01 00:00Z') * 1e6)::int8 FROM global_reach"
     ).fetchone()
@@ -474,52 +490,42 @@ def global_write(conn: psycopg.Connection, m: np.ndarray, t: np.ndarray, v: np.n
         found = conn.execute(query.encode(), params, binary=True).fetchone()
         met = int(found[0]) if found else 0
     assert met == 0, "a fresh batch met stored readings"
-    t2 = time.perf_counter()
+    GLOBAL_STEPS.lap("lock + check")
     if blocks:
         conn.execute(
             "UPDATE global_reach SET reach = greatest(reach, timestamptz '2000-01-01 00:00Z' + %s * interval '1 microsecond')",
             (int(np.max(bb)),),
         )
-    t3 = time.perf_counter()
+    GLOBAL_STEPS.lap("reach")
     copy_both(conn, "global", blocks, rows)
-    t4 = time.perf_counter()
-    GLOBAL_STEPS["encode"] += t1 - t0
-    GLOBAL_STEPS["lock + check"] += t2 - t1
-    GLOBAL_STEPS["reach"] += t3 - t2
-    GLOBAL_STEPS["copy"] += t4 - t3
-    return t4 - t0
+    GLOBAL_STEPS.lap("copy")
+    return GLOBAL_STEPS.total()
 
 
 #: Seconds layout 10 spent in each of its steps, over the timed rounds, and the batches it checked run by run.
-GLOBAL_STEPS = {"encode": 0.0, "lock + check": 0.0, "reach": 0.0, "copy": 0.0}
+GLOBAL_STEPS = Laps("encode", "lock + check", "reach", "copy")
 GLOBAL_FALLBACKS = [0]
 
 
 def checked_write(conn: psycopg.Connection, m: np.ndarray, t: np.ndarray, v: np.ndarray) -> float:
     """Seconds to encode, check and COPY one batch into ``blocks_checked`` (the write path's own steps)."""
-    t0 = time.perf_counter()
+    STEPS.start()
     payload, (rm, ra, rb) = encode_runs(m, t, v)
-    t1 = time.perf_counter()
+    STEPS.lap("encode")
     # the probe's window (first - 1 day, last] in one weekly part: ask that part, no pruning per run
-    start_us = int((START - PG_EPOCH_US).astype(np.int64))
-    weeks = {int((x - start_us) // (7 * DAY_US)) for x in (int(ra.min()) - DAY_US + 1, int(rb.max()))}
-    table = f"blocks_checked_w{weeks.pop()}" if len(weeks) == 1 else "blocks_checked"
-    query = PROBE.replace("{table}", table)
+    query = PROBE.replace("{table}", week_part("blocks_checked", int(ra.min()) - DAY_US + 1, int(rb.max())))
     overlapping = conn.execute(query.encode(), (rm.tolist(), ra.tolist(), rb.tolist()), binary=True).fetchone()
     assert overlapping is not None and overlapping[0] == 0, "a fresh batch met stored blocks"
-    t2 = time.perf_counter()
+    STEPS.lap("probe")
     with conn.cursor().copy(b"COPY blocks_checked FROM STDIN (FORMAT BINARY)") as cp:
         cp.write(payload)
     conn.commit()
-    t3 = time.perf_counter()
-    STEPS["encode"] += t1 - t0
-    STEPS["probe"] += t2 - t1
-    STEPS["copy"] += t3 - t2
-    return t3 - t0
+    STEPS.lap("copy")
+    return STEPS.total()
 
 
 #: Seconds the checked blocks spent in each of their steps, over the timed rounds.
-STEPS = {"encode": 0.0, "probe": 0.0, "copy": 0.0}
+STEPS = Laps("encode", "probe", "copy")
 
 
 def exclusive_write(conn: psycopg.Connection, m: np.ndarray, t: np.ndarray, v: np.ndarray) -> float:
@@ -779,13 +785,19 @@ def main() -> int:
         for name, label in LABELS.items():
             rate = readings / took[name]
             print(f"  {label:52s} {rate:>12,.0f} readings/s   {took['bare'] / took[name]:5.2f} x raw COPY")
-        print("  checked blocks' steps (s): " + ", ".join(f"{k} {v:.3f}" for k, v in STEPS.items()))
-        print("  hybrid's steps (s): " + ", ".join(f"{k} {v:.3f}" for k, v in HYBRID_STEPS.items()))
-        print("  hybrid with a reach table, steps (s): " + ", ".join(f"{k} {v:.3f}" for k, v in REACH_STEPS.items()))
-        print("  hybrid with a cached reach, steps (s): " + ", ".join(f"{k} {v:.3f}" for k, v in CACHED_STEPS.items()))
+        print("  checked blocks' steps (s): " + ", ".join(f"{k} {v:.3f}" for k, v in STEPS.seconds.items()))
+        print("  hybrid's steps (s): " + ", ".join(f"{k} {v:.3f}" for k, v in HYBRID_STEPS.seconds.items()))
+        print(
+            "  hybrid with a reach table, steps (s): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in REACH_STEPS.seconds.items())
+        )
+        print(
+            "  hybrid with a cached reach, steps (s): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in CACHED_STEPS.seconds.items())
+        )
         print(
             "  hybrid with a global reach, steps (s): "
-            + ", ".join(f"{k} {v:.3f}" for k, v in GLOBAL_STEPS.items())
+            + ", ".join(f"{k} {v:.3f}" for k, v in GLOBAL_STEPS.seconds.items())
             + f"; batches checked run by run: {GLOBAL_FALLBACKS[0]}"
         )
         check_same(url)
