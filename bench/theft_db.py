@@ -61,6 +61,8 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from analytics.theft.data import TEXTURE_FLOOR  # noqa: E402
+from analytics.theft.store import _HOUR_TEXTURE_ROW  # noqa: E402
 from bench.common import bench_database, exit_on_sigterm  # noqa: E402
 from ingest.frame import READING_COPY_DTYPE  # noqa: E402
 from releve import migrate  # noqa: E402
@@ -138,17 +140,8 @@ DAILY_ROW = row_dtype(
     ("last_value", ">f8"),
 )
 READING_ROW = READING_COPY_DTYPE  # the reading table's binary COPY row, as the write path lays it out
-#: Days a month row of ``hourly_series`` holds (migration 0029).
-MONTH_DAYS = 31
-HOURLY_SERIES_ROW = row_dtype(
-    ("meter_id", ">i4"),
-    ("channel_id", ">i2"),
-    ("month", ">i4"),
-    ("value", f"({MONTH_DAYS}, 24)>f8"),
-    ("texture", f"({MONTH_DAYS},)>f8"),
-)
-#: kWh added to every interval before the log of the texture (migration 0027's TEXTURE_FLOOR).
-TEXTURE_FLOOR = 0.01
+#: One ``hourly_series`` month row in a binary COPY: the layout the ranking's reader reads, written as it reads it.
+HOURLY_SERIES_ROW = _HOUR_TEXTURE_ROW
 
 
 def _records(dtype: np.dtype, n: int, **columns: np.ndarray | int | float) -> np.ndarray:

@@ -8,6 +8,7 @@ series and events behind its score.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import warnings
 from collections import deque
@@ -312,18 +313,20 @@ def _give_back_freed_memory() -> None:
     size, the heaps growing apart group after group — 0.4 GB over 100,000 hourly meters, at the
     ranking's peak. Dask's workers call it for the same reason. A no-op without glibc.
     """
-    global _LIBC
-    if _LIBC is None:
-        try:
-            _LIBC = ctypes.CDLL("libc.so.6")
-            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
-        except (OSError, AttributeError):
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
-_LIBC: Any = None  # glibc, once loaded (False: none here)
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """glibc, loaded once (None where there is none)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 def _texture_change(texture: FloatArray | None, fleet_season: FloatArray, m: int) -> tuple[FloatArray, FloatArray]:
