@@ -189,10 +189,11 @@ class ControlRoomQueries(BaseQueries):
             return {}
         with self.read.connection() as conn:
             rows = conn.execute(
-                """SELECT DISTINCT ON (meter_id, channel_id) meter_id, channel_id, value, ts FROM reading
+                """SELECT DISTINCT ON (meter_id, channel_id) meter_id, channel_id, value, ts
+                   FROM reading_between(now() - %s::interval, 'infinity')
                    WHERE meter_id = ANY(%s) AND channel_id = ANY(%s) AND ts > now() - %s::interval
                    ORDER BY meter_id, channel_id, ts DESC""",
-                (meter_ids, list(wanted), within),
+                (within, meter_ids, list(wanted), within),
             ).fetchall()
         out: dict[int, Row] = {}
         for meter_id, channel_id, value, _ in rows:

@@ -122,7 +122,12 @@ class MeterQueries(BaseQueries):
     def last_reading(self, meter_id: int) -> datetime | None:
         """The newest read on any channel of the meter."""
         with self.read.connection() as conn:
-            return _scalar(conn, "SELECT max(ts) FROM reading WHERE meter_id = %s", (meter_id,))
+            return _scalar(
+                conn,
+                """SELECT greatest((SELECT max(ts) FROM reading WHERE meter_id = %s),
+                                 (SELECT max(ts_last) FROM reading_block WHERE meter_id = %s))""",
+                (meter_id, meter_id),
+            )
 
     def series(self, meter_id: int, channel: str, start: datetime, end: datetime) -> list[Row]:
         """The validated series of one channel with its raw value, quality and review state."""

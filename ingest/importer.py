@@ -236,8 +236,10 @@ def load_installations(conn: psycopg.Connection, directory: Path, summary: LoadS
                JOIN meter m ON m.serial = p.serial
                JOIN service_point sp ON sp.code = p.sp_code
                LEFT JOIN LATERAL (
-                   SELECT r.ts, r.value FROM reading r JOIN channel c ON c.id = r.channel_id
-                   WHERE r.meter_id = m.id AND c.code = ANY(%s) ORDER BY r.ts LIMIT 1
+                   SELECT r.ts, r.value FROM channel c
+                   CROSS JOIN LATERAL series_span(m.id, c.id, '-infinity', 'infinity') w
+                   CROSS JOIN LATERAL series_between(m.id, c.id, w.lo, w.lo) r
+                   WHERE c.code = ANY(%s) ORDER BY r.ts LIMIT 1
                ) f ON true
                WHERE NOT EXISTS (SELECT 1 FROM installation i WHERE i.meter_id = m.id)""",
             ([p[0] for p in placed], [p[1] for p in placed], list(MAIN_REGISTERS)),
@@ -252,10 +254,9 @@ def load_installations(conn: psycopg.Connection, directory: Path, summary: LoadS
                 if current is None:
                     continue
                 last = cur.execute(
-                    """SELECT r.value FROM reading r JOIN channel c ON c.id = r.channel_id
-                       WHERE r.meter_id = %s AND c.code = ANY(%s) AND r.ts < %s
-                       ORDER BY r.ts DESC LIMIT 1""",
-                    (current[1], list(MAIN_REGISTERS), at),
+                    """SELECT r.value FROM channel c CROSS JOIN LATERAL series_before(%s, c.id, %s, 1) r
+                       WHERE c.code = ANY(%s) ORDER BY r.ts DESC LIMIT 1""",
+                    (current[1], at, list(MAIN_REGISTERS)),
                 ).fetchone()
                 cur.execute(
                     "UPDATE installation SET removed_at = %s, removal_index = %s, reason = 'exchanged' WHERE id = %s",

@@ -124,7 +124,7 @@ def editor_role(settings: Settings) -> str | None:
 #: Moves ``meter_last_read`` forward over a time range (the newest instant of each meter and channel).
 LAST_READ_SQL = """
 INSERT INTO meter_last_read AS l (meter_id, channel_id, ts)
-SELECT meter_id, channel_id, max(ts) FROM reading WHERE ts >= %s AND ts <= %s GROUP BY 1, 2
+SELECT meter_id, channel_id, max(ts) FROM reading_between(%s, %s) GROUP BY 1, 2
 ON CONFLICT (meter_id, channel_id) DO UPDATE SET ts = EXCLUDED.ts WHERE l.ts < EXCLUDED.ts
 """
 

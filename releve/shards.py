@@ -46,6 +46,7 @@ SHARD_RELATIONS: dict[str, bool] = {
 #: tests/releve/test_citus_keys.py keeps new tables to it).
 DISTRIBUTED = (
     "reading",
+    "reading_block",
     "reading_conflict",
     "meter_event",
     "daily_reading",

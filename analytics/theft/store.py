@@ -129,12 +129,12 @@ def _edited_per_day(
                WHERE c.code = ANY(%s) AND v.ts >= %s AND v.ts < %s)
            SELECT DISTINCT ON (t.meter_id, t.day) t.meter_id, t.day::date, coalesce(v.value, r.value)
            FROM touched t
-           JOIN reading r ON r.meter_id = t.meter_id AND r.channel_id = t.channel_id
-                         AND r.ts >= t.day AT TIME ZONE 'UTC' AND r.ts < (t.day + interval '1 day') AT TIME ZONE 'UTC'
+           CROSS JOIN LATERAL series_between(t.meter_id, t.channel_id, t.day AT TIME ZONE 'UTC',
+                                             (t.day + interval '1 day') AT TIME ZONE 'UTC') r
            LEFT JOIN LATERAL (SELECT rv.value FROM reading_version rv
                               WHERE rv.meter_id = r.meter_id AND rv.channel_id = r.channel_id AND rv.ts = r.ts
                                 AND rv.kind <> 'adjustment' ORDER BY rv.version DESC LIMIT 1) v ON true
-           WHERE coalesce(v.value, r.value) IS NOT NULL
+           WHERE coalesce(v.value, r.value) IS NOT NULL AND r.ts < (t.day + interval '1 day') AT TIME ZONE 'UTC'
            ORDER BY t.meter_id, t.day, r.ts DESC""",
         (list(codes), lo, hi),
     ).fetchall()

@@ -90,9 +90,7 @@ def current_value(conn: Connection, meter_id: int, channel_id: int, ts: datetime
     ).fetchone()
     if row is not None:
         return row[0], int(row[1])
-    raw = conn.execute(
-        "SELECT value FROM reading WHERE meter_id = %s AND channel_id = %s AND ts = %s", (meter_id, channel_id, ts)
-    ).fetchone()
+    raw = conn.execute("SELECT value FROM series_between(%s, %s, %s, %s)", (meter_id, channel_id, ts, ts)).fetchone()
     return (raw[0] if raw else None), 0
 
 
@@ -196,7 +194,7 @@ def reject(conn: Connection, exception_id: int, who: str, note: str = "") -> int
         _, meter_id, channel_id, ts, _, _, _ = exc
         current, version = current_value(conn, meter_id, channel_id, ts)
         raw = conn.execute(
-            "SELECT value FROM reading WHERE meter_id = %s AND channel_id = %s AND ts = %s", (meter_id, channel_id, ts)
+            "SELECT value FROM series_between(%s, %s, %s, %s)", (meter_id, channel_id, ts, ts)
         ).fetchone()
         vid: int | None = None
         if version > 0 and raw is not None and current != raw[0]:

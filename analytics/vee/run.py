@@ -213,14 +213,13 @@ def _scope(conn: Connection) -> list[tuple[int, int]]:
                   CASE WHEN c.kind = 'register'
                        THEN least(coalesce(ctx.ts, '-infinity'::timestamptz), n.new_from - make_interval(days => %s))
                        ELSE n.new_from - interval '8 days' END AS ctx_from  -- a week back: like days
-           FROM (SELECT meter_id, channel_id, min(ts) AS new_from, max(ts) AS new_to, count(*) AS n_new FROM reading
-                 WHERE batch_id IN (SELECT batch_id FROM vee_todo) GROUP BY 1, 2) n
+           FROM (SELECT meter_id, channel_id, min(ts) AS new_from, max(ts) AS new_to, count(*) AS n_new
+                 FROM reading_all WHERE batch_id IN (SELECT batch_id FROM vee_todo) GROUP BY 1, 2) n
            JOIN channel c ON c.id = n.channel_id AND c.kind IN ('register', 'interval')
-           LEFT JOIN LATERAL (SELECT r.ts FROM reading r
-                              WHERE c.kind = 'register' AND r.meter_id = n.meter_id
-                                AND r.channel_id = n.channel_id AND r.ts < n.new_from
+           LEFT JOIN LATERAL (SELECT r.ts FROM series_before(n.meter_id, n.channel_id, n.new_from, %s) r
+                              WHERE c.kind = 'register'
                               ORDER BY r.ts DESC OFFSET %s LIMIT 1) ctx ON true""",
-        (context + 1, context - 1),
+        (context + 1, context, context - 1),
     )
     conn.execute("CREATE INDEX ON vee_scope (meter_id, channel_id)")
     conn.execute("ANALYZE vee_scope")
@@ -272,16 +271,16 @@ def _meta(conn: Connection, meters: list[int]) -> _Meta:
 #: The first read of each UTC day of series ``(q.m, q.c)`` within ``[q.lo, q.hi]`` — what a scan of
 #: that range in time order keeps when it keeps a read whose predecessor (in the range) is of an
 #: earlier day, and the first — as one index probe per day instead of a scan of every read: the
-#: range's first and last reads bound the days, then each day's first read is a ``LIMIT 1`` probe of
-#: the primary key. Days are 24 hours from a UTC midnight whatever the session's time zone.
+#: range's first and last reads bound the days (``series_span``), then each day's first read is a
+#: ``LIMIT 1`` probe of the rows' primary key and of the day's blocks (``series_between``). Days are
+#: 24 hours from a UTC midnight whatever the session's time zone.
 _FIRST_OF_EACH_DAY = """
     SELECT x.meter_id, x.channel_id, x.ts, x.value, x.unit_id, x.batch_id, x.read_type_id, x.source_id
-    FROM (SELECT min(y.ts) AS lo, max(y.ts) AS hi FROM reading y
-          WHERE y.meter_id = q.m AND y.channel_id = q.c AND y.ts >= q.lo AND y.ts <= q.hi) w
+    FROM series_span(q.m, q.c, q.lo, q.hi) w
     CROSS JOIN LATERAL generate_series(date_trunc('day', w.lo, 'UTC'), w.hi, interval '24 hours') d(day)
-    CROSS JOIN LATERAL (SELECT * FROM reading z
-                        WHERE z.meter_id = q.m AND z.channel_id = q.c
-                          AND z.ts >= greatest(d.day, w.lo) AND z.ts < d.day + interval '24 hours' AND z.ts <= w.hi
+    CROSS JOIN LATERAL (SELECT * FROM series_between(q.m, q.c, greatest(d.day, w.lo),
+                                                     least(d.day + interval '24 hours', w.hi)) z
+                        WHERE z.ts < d.day + interval '24 hours'
                         ORDER BY z.ts LIMIT 1) x"""
 
 
@@ -298,11 +297,11 @@ def _load(conn: Connection, a: int, b: int) -> dict[str, np.ndarray]:
     sparse = _copy_rows(
         conn,
         """COPY (SELECT r.meter_id, r.channel_id, r.ts, r.value, r.unit_id, r.batch_id, r.read_type_id, r.source_id
-                 FROM reading r JOIN vee_scope s ON s.meter_id = r.meter_id AND s.channel_id = r.channel_id
-                 WHERE r.meter_id BETWEEN %s AND %s AND s.meter_id BETWEEN %s AND %s AND r.ts >= s.ctx_from
-                   AND s.kind = 'register' AND NOT s.dense)
+                 FROM vee_scope s
+                 CROSS JOIN LATERAL series_between(s.meter_id, s.channel_id, s.ctx_from, 'infinity') r
+                 WHERE s.meter_id BETWEEN %s AND %s AND s.kind = 'register' AND NOT s.dense)
            TO STDOUT (FORMAT BINARY)""",
-        (a, b, a, b),
+        (a, b),
     )
     dense = _copy_rows(
         conn,
@@ -435,11 +434,11 @@ def _clock_findings(
     # when a profile exposes the clock. The first read after the offset leaves the tolerance is flagged.
     drift = conn.execute(
         """SELECT DISTINCT ON (r.meter_id) r.meter_id, extract(epoch FROM r.ts), r.value
-           FROM reading r JOIN channel c ON c.id = r.channel_id AND c.code = '0-0:1.0.0'
-           WHERE r.meter_id = ANY(%s) AND r.ts >= to_timestamp(%s) - interval '1 day' AND r.ts <= to_timestamp(%s)
-             AND abs(r.value) > %s
+           FROM reading_between(to_timestamp(%s) - interval '1 day', to_timestamp(%s)) r
+           JOIN channel c ON c.id = r.channel_id AND c.code = '0-0:1.0.0'
+           WHERE r.meter_id = ANY(%s) AND abs(r.value) > %s
            ORDER BY r.meter_id, r.ts""",
-        (np.unique(s_meter).tolist(), t_lo, t_hi, params_for("electricity").clock_tolerance_s),
+        (t_lo, t_hi, np.unique(s_meter).tolist(), params_for("electricity").clock_tolerance_s),
     ).fetchall()
     return check_clock(
         cols["meter_id"], cols["t"], cols["value"], emit, rows, drift, params_for("electricity").clock_tolerance_s
@@ -653,9 +652,9 @@ def _interval_pass(
             conn,
             """COPY (SELECT s.meter_id, s.channel_id, v.ts, v.value
                      FROM vee_scope s
-                     CROSS JOIN LATERAL (SELECT array_agg(x.ts) AS ts, array_agg(x.value) AS value FROM reading x
-                                         WHERE x.meter_id = s.meter_id AND x.channel_id = s.channel_id
-                                           AND x.ts >= s.ctx_from) v
+                     CROSS JOIN LATERAL (SELECT array_agg(x.ts ORDER BY x.ts) AS ts,
+                                                array_agg(x.value ORDER BY x.ts) AS value
+                                         FROM series_between(s.meter_id, s.channel_id, s.ctx_from, 'infinity') x) v
                      WHERE s.kind = 'interval' AND s.meter_id BETWEEN %s AND %s AND v.ts IS NOT NULL)
                TO STDOUT (FORMAT BINARY)""",
             (a, b),
@@ -665,9 +664,7 @@ def _interval_pass(
             conn,
             f"""COPY (SELECT s.meter_id, s.channel_id, g.ts, g.value
                       FROM vee_scope s JOIN channel rc ON rc.code = {_REGISTER_OF}
-                      CROSS JOIN LATERAL (SELECT min(x.ts) AS lo, max(x.ts) AS hi FROM reading x
-                                          WHERE x.meter_id = s.meter_id AND x.channel_id = s.channel_id
-                                            AND x.ts >= s.ctx_from) w
+                      CROSS JOIN LATERAL series_span(s.meter_id, s.channel_id, s.ctx_from, 'infinity') w
                       CROSS JOIN LATERAL (SELECT s.meter_id AS m, rc.id AS c, w.hi AS hi,
                                                  w.lo - make_interval(secs => coalesce(s.interval_s, 900)) AS lo) q
                       CROSS JOIN LATERAL ({_FIRST_OF_EACH_DAY}) g
