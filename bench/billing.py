@@ -99,7 +99,7 @@ def add_data_problems(url: str, n: int) -> None:
                 """INSERT INTO reading_version (meter_id, channel_id, ts, version, value, quality, kind, replaced_value,
                                                 created_by)
                    SELECT r.meter_id, r.channel_id, r.ts, 1, r.value, 'E', 'estimate', r.value, 'bench'
-                   FROM reading r WHERE r.ts = %s AND r.meter_id %% 200 = 3""",
+                   FROM reading_all r WHERE r.ts = %s AND r.meter_id %% 200 = 3""",
                 (date(2026, 3, 1) + timedelta(days=day - 1),),
             )
 

@@ -116,11 +116,11 @@ def fill(url: str, meters: int, hours: int) -> None:
         started = time.perf_counter()
         conn.execute(READS, p)
         print(
-            f"  {conn.execute('SELECT count(*) FROM reading').fetchone()[0]:,} readings in "  # type: ignore[index]
+            f"  {conn.execute('SELECT count(*) FROM reading_all').fetchone()[0]:,} readings in "  # type: ignore[index]
             f"{time.perf_counter() - started:.1f} s",
             file=sys.stderr,
         )
-        conn.execute("UPDATE ingest_batch SET n_rows = (SELECT count(*) FROM reading), n_inserted = n_rows")
+        conn.execute("UPDATE ingest_batch SET n_rows = (SELECT count(*) FROM reading_all), n_inserted = n_rows")
         refresh_daily(url)  # what `releve db refresh` does after ingest: the daily aggregate and meter_last_read
         for statement in EXTRA.split(";\n"):
             if statement.strip():

@@ -184,7 +184,7 @@ def main() -> int:
                 vee_s = time.perf_counter() - t
             with psycopg.connect(urls[0]) as conn:
                 row = conn.execute(
-                    "SELECT sum(pg_total_relation_size(inhrelid)), (SELECT count(*) FROM reading) "
+                    "SELECT sum(pg_total_relation_size(inhrelid)), (SELECT count(*) FROM reading_all) "
                     "FROM pg_inherits WHERE inhparent = 'reading'::regclass"
                 ).fetchone()
             results[count] = {

@@ -38,7 +38,7 @@ def _last_per_day(
                WHERE c.code = ANY(%s) AND v.ts >= %s AND v.ts < %s)
            SELECT DISTINCT ON (t.meter_id, t.day) t.meter_id, t.day::date, coalesce(v.value, r.value)
            FROM touched t
-           JOIN reading r ON r.meter_id = t.meter_id AND r.channel_id = t.channel_id
+           JOIN reading_all r ON r.meter_id = t.meter_id AND r.channel_id = t.channel_id
                          AND r.ts >= t.day AT TIME ZONE 'UTC' AND r.ts < (t.day + interval '1 day') AT TIME ZONE 'UTC'
            LEFT JOIN LATERAL (SELECT rv.value FROM reading_version rv
                               WHERE rv.meter_id = r.meter_id AND rv.channel_id = r.channel_id AND rv.ts = r.ts
@@ -104,7 +104,7 @@ def load_from_database(
     interval = conn.execute(
         """SELECT r.meter_id, (s.t AT TIME ZONE 'UTC')::date, extract(hour FROM s.t AT TIME ZONE 'UTC')::int,
                   sum(r.value)
-           FROM reading r JOIN channel c ON c.id = r.channel_id
+           FROM reading_all r JOIN channel c ON c.id = r.channel_id
            CROSS JOIN LATERAL (SELECT r.ts - make_interval(secs => coalesce(c.interval_s, 900)) AS t) s
            WHERE c.code = ANY(%s) AND r.ts > %s AND r.ts <= %s
            GROUP BY 1, 2, 3""",

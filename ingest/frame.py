@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
 from releve.model import Reading, ReadType, Source
-from releve.pgbinary import encode, new_rows, pg_micros, row_dtype
+from releve.pgbinary import HEADER, TRAILER, encode, new_rows, pg_micros, row_dtype
 
 READ_TYPES: tuple[ReadType, ...] = tuple(ReadType)
 
@@ -226,3 +227,88 @@ def encode_reading_copy(
     rec["received_at"] = pg_micros(np.array([_utc_naive(received_at)], "datetime64[us]"))[0]
     rec["batch_id"] = batch_id
     return encode(rec, first, last)
+
+
+#: ``reading_block``'s columns in the order :func:`encode_block_copy` writes them (migration 0030).
+BLOCK_COPY_COLUMNS = ", ".join(
+    (
+        "meter_id",
+        "channel_id",
+        "ts_first",
+        "ts_last",
+        "ts",
+        "value",
+        "quality",
+        "unit_id",
+        "source_id",
+        "read_type_id",
+        "received_at",
+        "batch_id",
+    )
+)
+_TIMESTAMPTZ_OID, _FLOAT8_OID, _INT2_OID = 1184, 701, 21
+
+
+def _block_dtype(k: int) -> np.dtype:
+    """One binary COPY row of ``reading_block`` holding ``k`` instants: fixed size for a given ``k``."""
+
+    def array(name: str, code: str) -> list[Any]:
+        # Length word, then the array header (dimensions, NULL flag, element type, length, lower
+        # bound), then a length word before each element.
+        head = ["len", "ndim", "null", "oid", "dim", "lb"]
+        return [*((f"{name}_{h}", ">i4") for h in head), (name, [("l", ">i4"), ("v", code)], (k,))]
+
+    spec: list[Any] = [("n", ">i2")]
+    spec += [("l1", ">i4"), ("meter_id", ">i4"), ("l2", ">i4"), ("channel_id", ">i2")]
+    spec += [("l3", ">i4"), ("ts_first", ">i8"), ("l4", ">i4"), ("ts_last", ">i8")]
+    spec += array("ts", ">i8") + array("value", ">f8") + array("quality", ">i2")
+    spec += [("l8", ">i4"), ("unit_id", ">i2"), ("l9", ">i4"), ("source_id", ">i2"), ("l10", ">i4")]
+    spec += [("read_type_id", ">i2"), ("l11", ">i4"), ("received_at", ">i8"), ("l12", ">i4"), ("batch_id", ">i8")]
+    return np.dtype(spec)
+
+
+def encode_block_copy(
+    start: np.ndarray,
+    length: np.ndarray,
+    meter_id: np.ndarray,
+    channel_id: np.ndarray,
+    ts: np.ndarray,
+    value: np.ndarray,
+    unit_id: np.ndarray,
+    source_id: int,
+    read_type_id: np.ndarray,
+    quality: np.ndarray,
+    received_at: datetime,
+    batch_id: int,
+) -> bytes:
+    """The binary COPY payload (header and trailer) for one block per run of sorted rows.
+
+    A run is rows ``start[i] .. start[i] + length[i] - 1`` of the columns: one meter, channel, unit
+    and read type, instants rising within one UTC day. Runs of one length are one record array, so
+    the encoding is a few numpy operations per distinct length, not a Python loop per block.
+    """
+    us = pg_micros(ts)
+    received = pg_micros(np.array([_utc_naive(received_at)], "datetime64[us]"))[0]
+    parts = [HEADER]
+    for k in np.unique(length):
+        s0 = start[length == k]
+        at = s0[:, None] + np.arange(k)[None, :]
+        rec = np.empty(len(s0), _block_dtype(int(k)))
+        rec["n"] = 12
+        for name, size in (("l1", 4), ("l2", 2), ("l3", 8), ("l4", 8), ("l8", 2), ("l9", 2), ("l10", 2), ("l11", 8)):
+            rec[name] = size
+        rec["l12"] = 8
+        for name, oid, size in (("ts", _TIMESTAMPTZ_OID, 8), ("value", _FLOAT8_OID, 8), ("quality", _INT2_OID, 2)):
+            rec[f"{name}_len"] = 20 + (4 + size) * k
+            rec[f"{name}_ndim"], rec[f"{name}_null"], rec[f"{name}_oid"] = 1, 0, oid
+            rec[f"{name}_dim"], rec[f"{name}_lb"] = k, 1
+            rec[name]["l"] = size
+        rec["meter_id"] = meter_id[s0]
+        rec["channel_id"] = channel_id[s0]
+        rec["ts_first"], rec["ts_last"] = us[s0], us[s0 + k - 1]
+        rec["ts"]["v"], rec["value"]["v"], rec["quality"]["v"] = us[at], value[at], quality[at]
+        rec["unit_id"], rec["source_id"], rec["read_type_id"] = unit_id[s0], source_id, read_type_id[s0]
+        rec["received_at"], rec["batch_id"] = received, batch_id
+        parts.append(rec.tobytes())
+    parts.append(TRAILER)
+    return b"".join(parts)

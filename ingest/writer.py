@@ -9,16 +9,23 @@ What happens to a batch, in order:
    reason; the rest of the batch carries on.
 3. Rows are sorted by (meter, channel, instant). Exact duplicates inside the batch are dropped;
    a second, *different* value for the same key is kept aside in ``reading_conflict``.
-4. Fast path: the rows are copied straight into ``reading`` (one binary COPY, encoded and sent in
-   pieces so the server inserts one while the next is encoded). Its primary key is the duplicate
-   check, so fresh data pays one index probe more (is the first key stored already?). If any row
-   already exists (late or redelivered data), the copy is rolled back to a savepoint (or not tried,
-   when the first key exists) and the slow path runs, at a cost in proportion to the
-   batch whatever ``reading`` holds: the stored rows are read back only within the batch's own
-   windows — per (meter, channel), each run of the batch's instants with no gap over an hour, in
-   the partitions of the batch's time range (see ``_stored_values``) — then what is
-   identical is counted as a duplicate, what differs is kept as a conflict, and only the new rows
-   are copied into ``reading``.
+4. Fast path: each run of two or more readings of one meter, channel, unit and read type within
+   one UTC day becomes one *block* row of ``reading_block`` (instants, values and qualities as
+   arrays: one index entry for the run instead of one per reading), the single readings become
+   rows of ``reading`` (one binary COPY each, the rows' encoded and sent in pieces so the server
+   inserts one while the next is encoded). The duplicate check spans both tables (migration 0030):
+   under an advisory lock (exclusive for a batch with blocks, shared for singles only), a batch
+   whose instants all come after the latest instant any block reaches meets no block; the rows'
+   primary key checks the singles (one probe first: is the first key stored already?) and one
+   query checks that no stored row falls in a run's span. On TimescaleDB, or with
+   ``ingest.blocks`` off, every reading is a row. If any reading may exist already (late or
+   redelivered data), the copy is rolled back to a savepoint (or not tried) and the slow path
+   runs, at a cost in proportion to the batch whatever the tables hold: the stored readings (rows
+   and blocks) are read back only within the batch's own windows — per (meter, channel), each run
+   of the batch's instants with no gap over an hour, in the partitions of the batch's time range
+   (see ``_stored_values``) — then what is identical is counted as a duplicate, what differs is
+   kept as a conflict, and only the new readings are copied, as rows (a late reading may fall
+   inside a block's span, never on one of its instants).
 5. Events are inserted once per (meter, instant, kind); counts are written back to the batch row.
 
 All of it commits together or not at all, so a failed batch can simply be retried.
@@ -36,7 +43,14 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from psycopg import Connection, errors
 
-from ingest.frame import READ_TYPES, READING_COPY_COLUMNS, ReadingFrame, encode_reading_copy
+from ingest.frame import (
+    BLOCK_COPY_COLUMNS,
+    READ_TYPES,
+    READING_COPY_COLUMNS,
+    ReadingFrame,
+    encode_block_copy,
+    encode_reading_copy,
+)
 from releve import db
 from releve.model import DLMS_EVENT_CODES, MeterEvent, Reading, Rejected, Source
 from releve.pgbinary import copy_records, pg_micros, row_dtype
@@ -103,6 +117,14 @@ class BatchWriter:
             self.conn.commit()
         self._months: set[tuple[int, int]] = set()
         self.earliest = np.datetime64(settings.ingest.earliest, "us")
+        #: Runs of a series within one UTC day go to ``reading_block`` (migration 0030): on the plain
+        #: path (partitioned; not on TimescaleDB), unless ``ingest.blocks`` is off.
+        row = self.conn.execute(
+            "SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass('reading_block')"
+        ).fetchone()
+        self.blocks = bool(settings.ingest.blocks and row and row[0])
+        if self._own:
+            self.conn.commit()
 
     def close(self) -> None:
         """Close the connection (a borrowed one stays open)."""
@@ -232,12 +254,27 @@ class BatchWriter:
         keep = ~same_key
         rows = cols.take(keep)
         self._ensure_partitions(rows.min_ts, rows.max_ts)
+        if self.blocks:
+            start, length = rows.runs()
+            run = length >= 2
+            # Blocks and rows must not land over each other from two writers at once: a batch with
+            # blocks waits for every other writer, batches of single readings share the lock.
+            self._lock(exclusive=bool(run.any()))
+            clear = pg_micros(rows.ts.min()) > self._reach()  # no stored block holds any instant of the batch
+            if (
+                clear
+                and not self._first_key_stored(rows)
+                and not self._runs_meet_rows(rows, start[run], length[run])
+                and self._copy_blocks_and_rows(rows, start[run], length[run], source_id, now, batch_id)
+            ):
+                return len(rows.value), duplicates, conflicts
         # A redelivered segment overlaps what landed at its start, so when the batch's first key is
         # stored already, the COPY that would fail on it is not even tried (one index probe).
-        if not self._first_key_stored(rows) and self._copy(rows, source_id, now, batch_id):
+        elif not self._first_key_stored(rows) and self._copy(rows, source_id, now, batch_id):
             return len(rows.value), duplicates, conflicts
-        # Some rows exist already: late or redelivered data. Compare with what is stored and copy
-        # the rest; a concurrent writer may land one of the same keys in between (the copy then
+        # Some rows exist already: late or redelivered data. Compare with what is stored (rows and
+        # blocks) and copy the rest as rows (a late reading may fall inside a stored block's span,
+        # never on one of its instants); a concurrent writer may land one of the same keys in between (the copy then
         # fails again), so look again, a bounded number of times.
         for _ in range(_MERGE_ATTEMPTS):
             found, stored = self._stored_values(rows)
@@ -260,16 +297,101 @@ class BatchWriter:
         One COPY, encoded and sent piece by piece (``_COPY_PIECE`` rows): the server inserts a piece
         while the next one is encoded, instead of waiting for the whole batch's encoding first.
         """
-        n = len(rows.value)
         try:
-            with (
-                self.conn.transaction(),
-                self.conn.cursor().copy(f"COPY reading ({READING_COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy,
-            ):
-                for a in range(0, n, _COPY_PIECE):
-                    b = min(a + _COPY_PIECE, n)
-                    # One header before the first row, one trailer after the last.
-                    copy.write(rows.take(slice(a, b)).encode(source_id, received_at, batch_id, a == 0, b == n))
+            with self.conn.transaction():
+                self._send_rows(rows, source_id, received_at, batch_id)
+        except errors.UniqueViolation:
+            return False
+        return True
+
+    def _send_rows(self, rows: _Columns, source_id: int, received_at: datetime, batch_id: int) -> None:
+        """One binary COPY of ``rows`` into ``reading``, sent in pieces (the caller holds the savepoint)."""
+        n = len(rows.value)
+        with self.conn.cursor().copy(f"COPY reading ({READING_COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+            for a in range(0, n, _COPY_PIECE):
+                b = min(a + _COPY_PIECE, n)
+                # One header before the first row, one trailer after the last.
+                copy.write(rows.take(slice(a, b)).encode(source_id, received_at, batch_id, a == 0, b == n))
+
+    def _lock(self, exclusive: bool) -> None:
+        """The writers' advisory lock over rows and blocks, until the batch commits (see migration 0030)."""
+        fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        self.conn.execute(f"SELECT {fn}(%s)", (_BLOCK_LOCK,))
+
+    def _reach(self) -> int:
+        """The latest instant any stored block reaches, in µs since 2000-01-01 (minus infinity: none)."""
+        row = self.conn.execute(
+            """SELECT CASE WHEN isfinite(reach) THEN (extract(epoch FROM reach - timestamptz '2000-01-01 UTC')
+                                                     * 1000000)::int8 END FROM reading_block_reach"""
+        ).fetchone()
+        return int(row[0]) if row and row[0] is not None else _MINUS_INFINITY_US
+
+    def _runs_meet_rows(self, rows: _Columns, start: np.ndarray, length: np.ndarray) -> bool:
+        """Whether any stored row falls in the span of a run that would become a block (one query)."""
+        if not len(start):
+            return False
+        us = pg_micros(rows.ts)
+        last = start + length - 1
+        row = self.conn.execute(
+            """SELECT EXISTS (
+                   SELECT 1 FROM unnest(%s::int[], %s::smallint[], %s::int8[], %s::int8[]) AS w(m, c, lo, hi)
+                   WHERE EXISTS (SELECT 1 FROM reading r
+                                 WHERE r.meter_id = w.m AND r.channel_id = w.c
+                                   AND r.ts >= timestamptz '2000-01-01 UTC' + w.lo * interval '1 microsecond'
+                                   AND r.ts <= timestamptz '2000-01-01 UTC' + w.hi * interval '1 microsecond'
+                                   AND r.ts >= %s AND r.ts <= %s))""",
+            (
+                rows.meter_id[start].tolist(),
+                rows.channel_id[start].tolist(),
+                us[start].tolist(),
+                us[last].tolist(),
+                _aware(rows.ts[start].min()),
+                _aware(rows.ts[last].max()),
+            ),
+        ).fetchone()
+        return bool(row and row[0])
+
+    def _copy_blocks_and_rows(
+        self,
+        rows: _Columns,
+        start: np.ndarray,
+        length: np.ndarray,
+        source_id: int,
+        received_at: datetime,
+        batch_id: int,
+    ) -> bool:
+        """COPY the runs as blocks, the rest as rows, move the reach; False (nothing written) on a stored key."""
+        in_block = np.zeros(len(rows.value), bool)
+        in_block[np.repeat(start, length) + _ramp(length)] = True
+        try:
+            with self.conn.transaction():
+                singles = rows.take(~in_block)
+                if len(singles.value):
+                    self._send_rows(singles, source_id, received_at, batch_id)
+                if len(start):
+                    payload = encode_block_copy(
+                        start,
+                        length,
+                        rows.meter_id,
+                        rows.channel_id,
+                        rows.ts,
+                        rows.value,
+                        rows.unit_id,
+                        source_id,
+                        rows.read_type_id,
+                        rows.quality,
+                        received_at,
+                        batch_id,
+                    )
+                    with self.conn.cursor().copy(
+                        f"COPY reading_block ({BLOCK_COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+                    ) as copy:
+                        copy.write(payload)
+                    self.conn.execute(
+                        """UPDATE reading_block_reach
+                           SET reach = greatest(reach, %s), first_block = least(first_block, %s)""",
+                        (_aware(rows.ts[start + length - 1].max()), _aware(rows.ts[start].min())),
+                    )
         except errors.UniqueViolation:
             return False
         return True
@@ -318,9 +440,10 @@ class BatchWriter:
             found = copy_records(
                 self.conn,
                 """COPY (SELECT meter_id, channel_id, ts, value
-                         FROM reading WHERE meter_id = ANY(%s::int[]) AND channel_id = ANY(%s::smallint[])
-                           AND ts >= %s AND ts <= %s) TO STDOUT (FORMAT BINARY)""",
-                (np.unique(meters).tolist(), np.unique(channels).tolist(), rows.min_ts, rows.max_ts),
+                         FROM reading_between(%s, %s)
+                         WHERE meter_id = ANY(%s::int[]) AND channel_id = ANY(%s::smallint[]))
+                   TO STDOUT (FORMAT BINARY)""",
+                (rows.min_ts, rows.max_ts, np.unique(meters).tolist(), np.unique(channels).tolist()),
                 _STORED_DTYPE,
             )
         else:
@@ -329,11 +452,9 @@ class BatchWriter:
                 """COPY (SELECT w.m, w.c, r.ts, r.value
                          FROM unnest(%s::int[], %s::smallint[], %s::int8[], %s::int8[]) AS w(m, c, lo, hi)
                          CROSS JOIN LATERAL (
-                             SELECT ts, value FROM reading
-                             WHERE meter_id = w.m AND channel_id = w.c
-                               AND ts >= timestamptz '2000-01-01 UTC' + w.lo * interval '1 microsecond'
+                             SELECT ts, value FROM series_between(w.m, w.c, %s, %s)
+                             WHERE ts >= timestamptz '2000-01-01 UTC' + w.lo * interval '1 microsecond'
                                AND ts <= timestamptz '2000-01-01 UTC' + w.hi * interval '1 microsecond'
-                               AND ts >= %s AND ts <= %s
                              OFFSET 0) r) TO STDOUT (FORMAT BINARY)""",
                 (meters.tolist(), channels.tolist(), us[starts].tolist(), us[ends].tolist(), rows.min_ts, rows.max_ts),
                 _STORED_DTYPE,
@@ -478,6 +599,19 @@ def _pair_key(meter_id: np.ndarray, channel_id: np.ndarray) -> np.ndarray:
     return meter_id.astype(np.int64) * 65536 + channel_id.astype(np.int64)
 
 
+#: The advisory lock key writers take over rows and blocks (migration 0030): ``hashtext('releve.reading_block')``
+#: would do as well; a constant keeps it readable in ``pg_locks``.
+_BLOCK_LOCK = 0x52424C4B  # "RBLK"
+#: :meth:`BatchWriter._reach` when no block is stored.
+_MINUS_INFINITY_US = -(2**63)
+
+
+def _ramp(length: np.ndarray) -> np.ndarray:
+    """0, 1, …, length[i] - 1 for each run, concatenated (offsets of each run's rows from its start)."""
+    ends = np.cumsum(length)
+    return np.arange(int(ends[-1]) if len(ends) else 0) - np.repeat(ends - length, length)
+
+
 #: Rows per piece of a batch's COPY (encoded while the server inserts the piece before).
 _COPY_PIECE = 25_000
 #: How many times the slow path looks again when concurrent writers keep landing the same keys.
@@ -518,6 +652,19 @@ class _Columns:
         order = np.lexsort((self.ts, self.channel_id, self.meter_id))
         for name in self.__dataclass_fields__:
             setattr(self, name, getattr(self, name)[order])
+
+    def runs(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each run's first row and length: rows of one meter, channel, unit and read type in one UTC day (sorted)."""
+        day = pg_micros(self.ts) // 86_400_000_000
+        cut = (
+            (self.meter_id[1:] != self.meter_id[:-1])
+            | (self.channel_id[1:] != self.channel_id[:-1])
+            | (day[1:] != day[:-1])
+            | (self.unit_id[1:] != self.unit_id[:-1])
+            | (self.read_type_id[1:] != self.read_type_id[:-1])
+        )
+        start = np.concatenate(([0], np.flatnonzero(cut) + 1))
+        return start, np.diff(np.append(start, len(self.ts)))
 
     def same_key_as_previous(self) -> np.ndarray:
         """True where a row has the same (meter, channel, ts) as the row before it (sorted)."""

@@ -83,6 +83,11 @@ class IngestSettings(_Section):
         300.0, ge=0, description="Readings stamped further in the future than this are rejected."
     )
     earliest: str = Field("2000-01-01", description="Readings stamped before this date are rejected.")
+    blocks: bool = Field(
+        True,
+        description="Keep a batch's runs of one meter and channel within a UTC day as one block row "
+        "(reading_block) instead of a row per reading; single readings stay rows. Ignored on TimescaleDB.",
+    )
 
 
 class LoggingSettings(_Section):

@@ -4,7 +4,9 @@ Each shard is a whole Relevé database (same migrations) holding the readings of
 to it, and a copy of the registry (meters, service points, installations, accounts: in production a
 logical-replication subscription to the coordinator's registry, docs/scaling.md). The coordinator
 holds the registry and ``reading_sharded``: a table partitioned by ``HASH (meter_id)`` whose
-partitions are ``postgres_fdw`` foreign tables on each shard's ``reading``. PostgreSQL's own
+partitions are ``postgres_fdw`` foreign tables on each shard's readings (its view ``reading_all``:
+rows and blocks, migration 0030; a coordinator attached before it reads the shards' rows only
+until its ``reading_sharded`` is dropped and attached again). PostgreSQL's own
 partition hash is therefore the one place that says where a meter lives: the write path asks the
 coordinator (``satisfies_hash_partition``) and sends each meter's readings straight to its shard,
 and a read through ``reading_sharded`` with a meter in its WHERE clause is pruned to that shard.
@@ -161,7 +163,7 @@ def attach_shards(coordinator_url: str, shard_urls: Sequence[str], settings: Set
             conn.execute(
                 sql.SQL(
                     "CREATE FOREIGN TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES WITH (MODULUS {}, REMAINDER {}) "
-                    "SERVER {} OPTIONS (table_name 'reading')"
+                    "SERVER {} OPTIONS (table_name 'reading_all')"  # rows and blocks (migration 0030)
                 ).format(
                     sql.Identifier(f"{SHARDED_TABLE}_{k}"),
                     sql.Identifier(SHARDED_TABLE),

@@ -135,8 +135,8 @@ def test_theft_bench_writes_hourly_series_as_the_refresh_makes_them_from_reading
         theft_db.land(readings.url, 40, 75, hourly=True, seed=3)
         theft_db.land(direct.url, 40, 75, hourly=True, seed=3, series=True)
         with readings.connect() as a, direct.connect() as b:
-            assert a.execute("SELECT count(*) FROM reading").fetchone() == (40 * 75 * 24 + 2 * 75 * 24,)
-            assert b.execute("SELECT count(*) FROM reading").fetchone() == (0,)
+            assert a.execute("SELECT count(*) FROM reading_all").fetchone() == (40 * 75 * 24 + 2 * 75 * 24,)
+            assert b.execute("SELECT count(*) FROM reading_all").fetchone() == (0,)
             for table, query in SERIES_QUERIES.items():
                 want, got = a.execute(query).fetchall(), b.execute(query).fetchall()
                 assert len(want) > 0 and got == want, table

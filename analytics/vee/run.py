@@ -272,16 +272,14 @@ def _meta(conn: Connection, meters: list[int]) -> _Meta:
 #: that range in time order keeps when it keeps a read whose predecessor (in the range) is of an
 #: earlier day, and the first — as one index probe per day instead of a scan of every read: the
 #: range's first and last reads bound the days (``series_span``), then each day's first read is a
-#: ``LIMIT 1`` probe of the rows' primary key and of the day's blocks (``series_between``). Days are
+#: ``LIMIT 1`` probe of the rows' primary key and of the day's blocks (``series_first``). Days are
 #: 24 hours from a UTC midnight whatever the session's time zone.
 _FIRST_OF_EACH_DAY = """
     SELECT x.meter_id, x.channel_id, x.ts, x.value, x.unit_id, x.batch_id, x.read_type_id, x.source_id
     FROM series_span(q.m, q.c, q.lo, q.hi) w
     CROSS JOIN LATERAL generate_series(date_trunc('day', w.lo, 'UTC'), w.hi, interval '24 hours') d(day)
-    CROSS JOIN LATERAL (SELECT * FROM series_between(q.m, q.c, greatest(d.day, w.lo),
-                                                     least(d.day + interval '24 hours', w.hi)) z
-                        WHERE z.ts < d.day + interval '24 hours'
-                        ORDER BY z.ts LIMIT 1) x"""
+    CROSS JOIN LATERAL series_first(q.m, q.c, greatest(d.day, w.lo),
+                                    least(d.day + interval '24 hours' - interval '1 microsecond', w.hi)) x"""
 
 
 def _load(conn: Connection, a: int, b: int) -> dict[str, np.ndarray]:
@@ -294,14 +292,22 @@ def _load(conn: Connection, a: int, b: int) -> dict[str, np.ndarray]:
     of each day; dense ones (15-minute registers) are thinned by the database with one index probe
     per series and UTC day (:data:`_FIRST_OF_EACH_DAY`), so one row a day is read and sent out of 96.
     """
+    # The chunk's earliest context bounds the union's window (a constant, so both tables' parts are
+    # pruned when it is planned); the join then keeps each series from its own context on.
+    row = conn.execute(
+        """SELECT min(ctx_from)::text FROM vee_scope
+           WHERE meter_id BETWEEN %s AND %s AND kind = 'register' AND NOT dense""",
+        (a, b),
+    ).fetchone()
     sparse = _copy_rows(
         conn,
         """COPY (SELECT r.meter_id, r.channel_id, r.ts, r.value, r.unit_id, r.batch_id, r.read_type_id, r.source_id
-                 FROM vee_scope s
-                 CROSS JOIN LATERAL series_between(s.meter_id, s.channel_id, s.ctx_from, 'infinity') r
-                 WHERE s.meter_id BETWEEN %s AND %s AND s.kind = 'register' AND NOT s.dense)
+                 FROM reading_between(%s::timestamptz, 'infinity') r
+                 JOIN vee_scope s ON s.meter_id = r.meter_id AND s.channel_id = r.channel_id
+                 WHERE r.meter_id BETWEEN %s AND %s AND s.meter_id BETWEEN %s AND %s AND r.ts >= s.ctx_from
+                   AND s.kind = 'register' AND NOT s.dense)
            TO STDOUT (FORMAT BINARY)""",
-        (a, b),
+        (row[0] if row and row[0] is not None else "infinity", a, b, a, b),
     )
     dense = _copy_rows(
         conn,

@@ -21,7 +21,15 @@ puts in a block can be missed by a reader:
   meter). A time bound on it does not reach the blocks' partitions: time-windowed reads use the
   functions.
 
-Every instant is stored once, in one of the two tables (the writer's duplicate check spans both).
+Every instant is stored once, in one of the two tables. The writer's check spans both through
+``reading_block_reach``, one row: the latest instant any block reaches. A batch whose instants all
+come after it meets no block (live data, a head-end file newer than the last one); the rows'
+primary key checks its singles, one probe of ``reading`` per run its runs. A batch reaching back
+before it goes to the slow path, which reads what is stored in the batch's windows from both
+tables and writes its new readings as rows. Writers take a transaction-level advisory lock:
+exclusively when the batch holds blocks, shared otherwise, so no single lands inside a block being
+written nor a block over a single, while batches of singles (live polling) land side by side.
+
 On TimescaleDB ``reading_block`` is a plain table the writer leaves empty: its compressed chunks
 are already blocks. ``validated_reading`` reads the union from now on.
 """
@@ -60,6 +68,23 @@ BLOCK_COLUMNS = """
 TABLE_PLAIN = "CREATE TABLE reading_block ({columns}) PARTITION BY RANGE (ts_first)"
 TABLE_TIMESCALE = "CREATE TABLE reading_block ({columns})"
 
+#: The writer's check across both tables (see ``ingest.writer``): the latest instant any block
+#: reaches, and the first instant of the first block written. Blocks are only ever written after
+#: ``reach`` (a batch reaching back before it is written as rows), so every block starts in
+#: [``first_block``, ``reach``]: the readers bound their blocks' side by ``first_block``, which prunes
+#: every part before the first block (all of them on a database that holds rows only).
+REACH = """
+CREATE TABLE reading_block_reach (
+    id           boolean PRIMARY KEY DEFAULT true CHECK (id),
+    reach        timestamptz NOT NULL,
+    first_block  timestamptz NOT NULL
+);
+INSERT INTO reading_block_reach (reach, first_block) VALUES ('-infinity', 'infinity');
+COMMENT ON TABLE reading_block_reach IS
+    'One row: the latest instant any reading_block reaches and the first instant of the first block '
+    '(the writer''s duplicate check across rows and blocks; the readers'' bound on blocks).';
+"""
+
 GUARDS = """
 CREATE TRIGGER reading_append_only BEFORE UPDATE OR DELETE ON reading_block
     FOR EACH ROW EXECUTE FUNCTION reading_append_only();
@@ -69,7 +94,10 @@ CREATE TRIGGER refuse_truncate BEFORE TRUNCATE ON reading_block
 
 #: ``ensure_reading_partitions`` of 0016, now making each month of ``reading_block`` beside the
 #: month of ``reading`` (the same four parts), each checked on its own: months of ``reading`` made
-#: before this migration get their blocks' month the first time the writer asks for them.
+#: before this migration get their blocks' month the first time the writer asks for them. After
+#: waiting for another writer making the same month, the check reads ``pg_class`` itself: the
+#: catalogue cache behind ``to_regclass`` was not refreshed by the wait, and the second writer
+#: failed on "already exists".
 PLAIN_PARTITIONS = """
 CREATE OR REPLACE FUNCTION ensure_reading_partitions(from_ts timestamptz, to_ts timestamptz)
 RETURNS integer LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
@@ -88,7 +116,10 @@ BEGIN
             name := format('%s_y%sm%s', parent, to_char(month, 'YYYY'), to_char(month, 'MM'));
             IF to_regclass(name) IS NULL THEN
                 PERFORM pg_advisory_xact_lock(hashtext(name));
-                IF to_regclass(name) IS NULL THEN
+                -- Asked of pg_class, not of to_regclass: a writer that waited here for another
+                -- making the same month must see it (the cache to_regclass reads may not yet).
+                IF NOT EXISTS (SELECT 1 FROM pg_class
+                               WHERE relname = name AND relnamespace = 'public'::regnamespace) THEN
                     EXECUTE format(
                         'CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L) PARTITION BY RANGE (%I)',
                         name, parent, (month::timestamp AT TIME ZONE 'UTC'),
@@ -137,6 +168,7 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
            b.received_at, b.batch_id
     FROM public.reading_block b CROSS JOIN LATERAL unnest(b.ts, b.value, b.quality) AS u (ts, value, quality)
     WHERE b.ts_first > lo - interval '1 day' AND b.ts_first <= hi AND b.ts_last >= lo
+      AND b.ts_first >= (SELECT x.first_block FROM public.reading_block_reach x)
       AND u.ts >= lo AND u.ts <= hi
 $$;
 COMMENT ON FUNCTION reading_between(timestamptz, timestamptz) IS
@@ -157,6 +189,7 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
     FROM public.reading_block b CROSS JOIN LATERAL unnest(b.ts, b.value, b.quality) AS u (ts, value, quality)
     WHERE b.meter_id = m AND b.channel_id = c
       AND b.ts_first > lo - interval '1 day' AND b.ts_first <= hi AND b.ts_last >= lo
+      AND b.ts_first >= (SELECT x.first_block FROM public.reading_block_reach x)
       AND u.ts >= lo AND u.ts <= hi
 $$;
 COMMENT ON FUNCTION series_between(integer, integer, timestamptz, timestamptz) IS
@@ -176,6 +209,7 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
                 FROM (SELECT b.ts FROM public.reading_block b
                       WHERE b.meter_id = m AND b.channel_id = c
                         AND b.ts_first > lo - interval '1 day' AND b.ts_first <= hi AND b.ts_last >= lo
+                        AND b.ts_first >= (SELECT x.first_block FROM public.reading_block_reach x)
                       ORDER BY b.ts_first LIMIT 1) b
                 CROSS JOIN LATERAL unnest(b.ts) AS u (ts) WHERE u.ts >= lo AND u.ts <= hi)),
            greatest(
@@ -185,11 +219,42 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
                 FROM (SELECT b.ts FROM public.reading_block b
                       WHERE b.meter_id = m AND b.channel_id = c
                         AND b.ts_first > lo - interval '1 day' AND b.ts_first <= hi AND b.ts_last >= lo
+                        AND b.ts_first >= (SELECT x.first_block FROM public.reading_block_reach x)
                       ORDER BY b.ts_first DESC LIMIT 1) b
                 CROSS JOIN LATERAL unnest(b.ts) AS u (ts) WHERE u.ts >= lo AND u.ts <= hi))
+    OFFSET 0  -- kept a subquery of its own: a lo or hi passed on to another reader is then a column, not
+              -- the sub-selects above, and that reader is inlined too (PostgreSQL inlines no function
+              -- whose arguments hold a sub-select)
 $$;
 COMMENT ON FUNCTION series_span(integer, integer, timestamptz, timestamptz) IS
     'First and last instant of one meter and channel within [lo, hi], rows and blocks alike.';
+
+-- The first reading of one series within [lo, hi] (no row when it has none there): one probe of
+-- each table, as series_span.
+CREATE FUNCTION series_first(m integer, c integer, lo timestamptz, hi timestamptz)
+RETURNS TABLE (meter_id integer, channel_id smallint, ts timestamptz, value double precision,
+               unit_id smallint, source_id smallint, read_type_id smallint, quality smallint,
+               received_at timestamptz, batch_id bigint)
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT x.* FROM (
+        (SELECT r.meter_id, r.channel_id, r.ts, r.value, r.unit_id, r.source_id, r.read_type_id, r.quality,
+                r.received_at, r.batch_id
+         FROM public.reading r
+         WHERE r.meter_id = m AND r.channel_id = c AND r.ts >= lo AND r.ts <= hi ORDER BY r.ts LIMIT 1)
+        UNION ALL
+        (SELECT b.meter_id, b.channel_id, u.ts, u.value, b.unit_id, b.source_id, b.read_type_id, u.quality,
+                b.received_at, b.batch_id
+         FROM (SELECT * FROM public.reading_block b
+               WHERE b.meter_id = m AND b.channel_id = c
+                 AND b.ts_first > lo - interval '1 day' AND b.ts_first <= hi AND b.ts_last >= lo
+                 AND b.ts_first >= (SELECT x.first_block FROM public.reading_block_reach x)
+               ORDER BY b.ts_first LIMIT 1) b
+         CROSS JOIN LATERAL unnest(b.ts, b.value, b.quality) AS u (ts, value, quality)
+         WHERE u.ts >= lo AND u.ts <= hi ORDER BY u.ts LIMIT 1)) x
+    ORDER BY x.ts LIMIT 1
+$$;
+COMMENT ON FUNCTION series_first(integer, integer, timestamptz, timestamptz) IS
+    'The first reading of one meter and channel within [lo, hi], rows and blocks alike.';
 
 -- The last n readings of one series strictly before t, newest first: the last n rows and the
 -- readings of the last n blocks (each holds one at least) hold them.
@@ -206,7 +271,9 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
         SELECT b.meter_id, b.channel_id, u.ts, u.value, b.unit_id, b.source_id, b.read_type_id, u.quality,
                b.received_at, b.batch_id
         FROM (SELECT * FROM public.reading_block b
-              WHERE b.meter_id = m AND b.channel_id = c AND b.ts_first < t ORDER BY b.ts_first DESC LIMIT n) b
+              WHERE b.meter_id = m AND b.channel_id = c AND b.ts_first < t
+                AND b.ts_first >= (SELECT x.first_block FROM public.reading_block_reach x)
+              ORDER BY b.ts_first DESC LIMIT n) b
         CROSS JOIN LATERAL unnest(b.ts, b.value, b.quality) AS u (ts, value, quality)
         WHERE u.ts < t) x
     ORDER BY x.ts DESC LIMIT n
@@ -221,7 +288,8 @@ FROM reading r
 UNION ALL
 SELECT b.meter_id, b.channel_id, u.ts, u.value, b.unit_id, b.source_id, b.read_type_id, u.quality,
        b.received_at, b.batch_id
-FROM reading_block b CROSS JOIN LATERAL unnest(b.ts, b.value, b.quality) AS u (ts, value, quality);
+FROM reading_block b CROSS JOIN LATERAL unnest(b.ts, b.value, b.quality) AS u (ts, value, quality)
+WHERE b.ts_first >= (SELECT x.first_block FROM public.reading_block_reach x);
 COMMENT ON VIEW reading_all IS
     'Every reading, rows and blocks alike. Time-windowed reads: reading_between / series_between.';
 """
@@ -293,6 +361,7 @@ def upgrade(conn: Connection, ctx: MigrationContext) -> None:
     """Create reading_block, its partitions beside reading's, and the union readers."""
     table = TABLE_TIMESCALE if ctx.timescale else TABLE_PLAIN
     conn.execute(table.format(columns=BLOCK_COLUMNS).encode())
+    conn.execute(REACH.encode())
     conn.execute(GUARDS.encode())
     if not ctx.timescale:
         conn.execute(PLAIN_PARTITIONS.encode())
@@ -311,3 +380,4 @@ def upgrade(conn: Connection, ctx: MigrationContext) -> None:
         conn.execute(statement.encode())
     writer, _, _ = (sql.Identifier(r) for r in ctx.roles)
     conn.execute(sql.SQL("GRANT INSERT ON reading_block TO {}").format(writer))
+    conn.execute(sql.SQL("GRANT UPDATE ON reading_block_reach TO {}").format(writer))

@@ -57,7 +57,9 @@ def write(db, readings):
 
 def raw_rows(db):
     with db.connect() as conn:
-        return conn.execute("SELECT meter_id, channel_id, ts, value, batch_id FROM reading ORDER BY 1, 2, 3").fetchall()
+        return conn.execute(
+            "SELECT meter_id, channel_id, ts, value, batch_id FROM reading_all ORDER BY 1, 2, 3"
+        ).fetchall()
 
 
 def test_injected_fleet_is_scored_against_labels_over_the_database_in_two_incremental_runs(db):

@@ -123,7 +123,7 @@ def test_readings_land_on_their_meters_shard_and_vee_per_shard_matches_one_serve
         with psycopg.connect(url) as conn:
             counts = dict(
                 conn.execute(
-                    "SELECT m.serial, count(*) FROM reading r JOIN meter m ON m.id = r.meter_id GROUP BY 1"
+                    "SELECT m.serial, count(*) FROM reading_all r JOIN meter m ON m.id = r.meter_id GROUP BY 1"
                 ).fetchall()
             )
         assert counts and all(home[s] == k for s in counts), f"shard {k} holds another shard's meter"

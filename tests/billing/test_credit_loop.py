@@ -96,7 +96,7 @@ def customer_with_a_smart_meter(db, sim: Simulation, meter, protocol: str) -> in
 def index_rows(db, serial: str, channel: str = INDEX) -> list[tuple[datetime, float]]:
     with db.connect() as conn:
         return conn.execute(
-            "SELECT r.ts, r.value FROM reading r JOIN meter m ON m.id = r.meter_id JOIN channel c ON c.id = r.channel_id "
+            "SELECT r.ts, r.value FROM reading_all r JOIN meter m ON m.id = r.meter_id JOIN channel c ON c.id = r.channel_id "
             "WHERE m.serial = %s AND c.code = %s AND r.ts > %s ORDER BY r.ts",
             (serial, channel, ts(4, 2)),
         ).fetchall()

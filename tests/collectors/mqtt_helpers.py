@@ -75,13 +75,13 @@ def wait_for_rows(url: str, expected: int, timeout: float = 30.0) -> int:
     while time.monotonic() < deadline:
         try:
             with psycopg.connect(url) as conn:
-                n = conn.execute("SELECT count(*) FROM reading").fetchone()[0]
+                n = conn.execute("SELECT count(*) FROM reading_all").fetchone()[0]
         except psycopg.OperationalError:
             n = -1
         if n >= expected:
             time.sleep(0.5)  # anything beyond would be a duplicate: give it a chance to show
             with psycopg.connect(url) as conn:
-                return conn.execute("SELECT count(*) FROM reading").fetchone()[0]
+                return conn.execute("SELECT count(*) FROM reading_all").fetchone()[0]
         time.sleep(0.1)
     return n
 

@@ -190,7 +190,7 @@ def test_sigkill_and_broker_restart_keep_every_sequence_number_once_with_its_sou
             mqtt_broker.restart()  # both the publisher and the collector lose the broker mid-stream
             publisher.join(60)
             assert publisher.wait_all_published(60) == MESSAGES
-            seq = "SELECT count(*) FROM reading r JOIN meter m ON m.id = r.meter_id WHERE m.serial = 'SEQ1'"
+            seq = "SELECT count(*) FROM reading_all r JOIN meter m ON m.id = r.meter_id WHERE m.serial = 'SEQ1'"
             assert wait_until(lambda: query(db.url, seq)[0][0] >= MESSAGES, 120)
             time.sleep(1.0)  # a duplicate, if any, would land now
         finally:
@@ -203,7 +203,7 @@ def test_sigkill_and_broker_restart_keep_every_sequence_number_once_with_its_sou
         v
         for (v,) in query(
             db.url,
-            "SELECT r.value FROM reading r JOIN meter m ON m.id = r.meter_id WHERE m.serial = 'SEQ1' ORDER BY r.value",
+            "SELECT r.value FROM reading_all r JOIN meter m ON m.id = r.meter_id WHERE m.serial = 'SEQ1' ORDER BY r.value",
         )
     ]
     assert values == [float(k) for k in range(MESSAGES)]  # every sequence number, once
@@ -211,7 +211,7 @@ def test_sigkill_and_broker_restart_keep_every_sequence_number_once_with_its_sou
         query(
             db.url,
             """SELECT m.serial, array_agg(DISTINCT s.name ORDER BY s.name)
-                                   FROM reading r JOIN meter m ON m.id = r.meter_id
+                                   FROM reading_all r JOIN meter m ON m.id = r.meter_id
                                    JOIN reading_source s ON s.id = r.source_id GROUP BY m.serial""",
         )
     )

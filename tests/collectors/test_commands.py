@@ -112,7 +112,7 @@ def wait_state(db, command_id, states, timeout=20.0):
 def index_rows(db, serial, channel="1-0:1.8.0"):
     with db.connect() as conn:
         return conn.execute(
-            "SELECT r.ts, r.value FROM reading r JOIN meter m ON m.id = r.meter_id JOIN channel c ON c.id = r.channel_id "
+            "SELECT r.ts, r.value FROM reading_all r JOIN meter m ON m.id = r.meter_id JOIN channel c ON c.id = r.channel_id "
             "WHERE m.serial = %s AND c.code = %s ORDER BY r.ts",
             (serial, channel),
         ).fetchall()

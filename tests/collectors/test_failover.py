@@ -22,7 +22,7 @@ T0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(da
 
 def landed(url: str) -> int:
     with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT count(*) FROM reading").fetchone()
+        row = conn.execute("SELECT count(*) FROM reading_all").fetchone()
         return int(row[0]) if row else 0
 
 
@@ -83,7 +83,7 @@ def test_readings_published_through_a_failover_land_once_in_the_new_primary(repl
 
     with psycopg.connect(new) as conn:
         rows = conn.execute(
-            """SELECT m.serial, r.ts, r.value FROM reading r JOIN meter m ON m.id = r.meter_id"""
+            """SELECT m.serial, r.ts, r.value FROM reading_all r JOIN meter m ON m.id = r.meter_id"""
         ).fetchall()
         batches = conn.execute("SELECT count(*), count(DISTINCT batch_key) FROM ingest_batch").fetchone()
     expected = {(r.meter, r.ts, r.value) for r in published}

@@ -78,7 +78,7 @@ def rows_by_source(db):
         return dict(
             conn.execute(
                 """SELECT m.serial || ' ' || to_char(r.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI'), s.name
-               FROM reading r JOIN meter m ON m.id = r.meter_id JOIN reading_source s ON s.id = r.source_id""",
+               FROM reading_all r JOIN meter m ON m.id = r.meter_id JOIN reading_source s ON s.id = r.source_id""",
             ).fetchall()
         )
 

@@ -46,11 +46,11 @@ def test_spooled_readings_land_on_the_shard_of_their_meter_exactly_once(db, shar
     with psycopg.connect(db.url) as conn:
         home = shards.shards_of(conn, METERS, len(shard_urls))
         assert conn.execute("SELECT count(*) FROM reading_sharded").fetchone()[0] == len(readings)
-        assert conn.execute("SELECT count(*) FROM reading").fetchone()[0] == 0  # the coordinator keeps none
+        assert conn.execute("SELECT count(*) FROM reading_all").fetchone()[0] == 0  # the coordinator keeps none
     for k, url in enumerate(shard_urls):
         with psycopg.connect(url) as conn:
             rows = conn.execute(
-                "SELECT m.serial, r.ts, r.value FROM reading r JOIN meter m ON m.id = r.meter_id"
+                "SELECT m.serial, r.ts, r.value FROM reading_all r JOIN meter m ON m.id = r.meter_id"
             ).fetchall()
             events = conn.execute("SELECT count(*) FROM meter_event").fetchone()[0]
             dead = conn.execute("SELECT count(*) FROM rejected_input").fetchone()[0]

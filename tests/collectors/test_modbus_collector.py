@@ -115,7 +115,7 @@ def test_every_polled_reading_lands_once_with_the_value_the_simulator_shows(db, 
     health = {m.serial: m.health for m in collector.poller.meters}
     with psycopg.connect(db.url) as conn:
         rows = conn.execute(
-            "SELECT m.serial, c.code, r.ts, r.value, u.code FROM reading r JOIN meter m ON m.id = r.meter_id "
+            "SELECT m.serial, c.code, r.ts, r.value, u.code FROM reading_all r JOIN meter m ON m.id = r.meter_id "
             "JOIN channel c ON c.id = r.channel_id JOIN unit u ON u.id = r.unit_id"
         ).fetchall()
         rejected = conn.execute("SELECT count(*) FROM rejected_input").fetchone()[0]
@@ -244,7 +244,7 @@ def test_a_device_answering_after_its_timeout_never_lands_as_another_readings_va
     assert set(health[slow.serial].errors) <= {"timeout", "mismatch"}
     with psycopg.connect(db.url) as conn:
         rows = conn.execute(
-            "SELECT m.serial, c.code, r.value FROM reading r JOIN meter m ON m.id = r.meter_id "
+            "SELECT m.serial, c.code, r.value FROM reading_all r JOIN meter m ON m.id = r.meter_id "
             "JOIN channel c ON c.id = r.channel_id"
         ).fetchall()
     assert not [r for r in rows if r[0] == slow.serial]

@@ -53,7 +53,7 @@ def test_every_message_lands_once_with_its_values_and_bad_ones_are_kept(db, mqtt
         rows = dict(
             conn.execute(
                 "SELECT m.serial || ' ' || c.code || ' ' || to_char(r.ts AT TIME ZONE 'UTC', 'HH24:MI'), r.value "
-                "FROM reading r JOIN meter m ON m.id = r.meter_id JOIN channel c ON c.id = r.channel_id"
+                "FROM reading_all r JOIN meter m ON m.id = r.meter_id JOIN channel c ON c.id = r.channel_id"
             ).fetchall()
         )
         dead = conn.execute("SELECT origin, reason FROM rejected_input ORDER BY id").fetchall()
@@ -226,7 +226,7 @@ def test_the_simulators_mqtt_meters_land_with_the_values_they_published(db, mqtt
         stored = {
             (m, c, t): v
             for m, c, t, v in conn.execute(
-                "SELECT m.serial, c.code, r.ts, r.value FROM reading r JOIN meter m ON m.id = r.meter_id "
+                "SELECT m.serial, c.code, r.ts, r.value FROM reading_all r JOIN meter m ON m.id = r.meter_id "
                 "JOIN channel c ON c.id = r.channel_id"
             ).fetchall()
         }

@@ -80,7 +80,7 @@ def test_zones_units_and_limits_are_enforced_before_the_spool(db, mqtt_broker, t
         collector.stop()
     with db.connect() as conn:
         rows = conn.execute(
-            "SELECT m.serial, c.code, to_char(r.ts AT TIME ZONE 'UTC', 'HH24:MI'), r.value, u.code FROM reading r "
+            "SELECT m.serial, c.code, to_char(r.ts AT TIME ZONE 'UTC', 'HH24:MI'), r.value, u.code FROM reading_all r "
             "JOIN meter m ON m.id = r.meter_id JOIN channel c ON c.id = r.channel_id JOIN unit u ON u.id = r.unit_id "
             "ORDER BY 1, 2, 3"
         ).fetchall()

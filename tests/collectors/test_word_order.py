@@ -168,7 +168,7 @@ def test_wrong_word_order_lands_nothing_probe_names_cdab_and_the_right_profile_l
     health = wrong.poller.meters[0].health
     assert health.good >= 3 and health.failures == 0  # the meter answered: the values are what is wrong
     with db.connect() as conn:
-        assert conn.execute("SELECT count(*) FROM reading").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM reading_all").fetchone()[0] == 0
         dead = conn.execute("SELECT source, origin, reason, payload FROM rejected_input ORDER BY id").fetchall()
     assert dead and {source for source, *_ in dead} == {"modbus"}
     assert all(origin == f"modbus own unit {UNIT} (CDAB-1)" for _, origin, _, _ in dead)
@@ -216,7 +216,7 @@ def test_wrong_word_order_lands_nothing_probe_names_cdab_and_the_right_profile_l
     right = poll_for(db, server, tmp_path, str(cdab_profile(tmp_path)))
     with db.connect() as conn:
         rows = conn.execute(
-            "SELECT c.code, r.value, u.code FROM reading r JOIN channel c ON c.id = r.channel_id "
+            "SELECT c.code, r.value, u.code FROM reading_all r JOIN channel c ON c.id = r.channel_id "
             "JOIN unit u ON u.id = r.unit_id"
         ).fetchall()
         refused_after = conn.execute("SELECT count(*) FROM rejected_input").fetchone()[0]

@@ -76,9 +76,9 @@ def test_meter_page_shows_series_index_history_and_exceptions(filled, base_url, 
     as_user(browser, base_url, "operator1")
     open_page(browser, f"{base_url}/meter/{serial}")
     WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.ID, "mt-open-exc"))
-    last = filled.one("SELECT max(ts) FROM reading WHERE meter_id = %s", (mid,))
+    last = filled.one("SELECT max(ts) FROM reading_all WHERE meter_id = %s", (mid,))
     last_index = filled.one(
-        "SELECT max(ts) FROM reading r JOIN channel c ON c.id = r.channel_id "
+        "SELECT max(ts) FROM reading_all r JOIN channel c ON c.id = r.channel_id "
         "WHERE r.meter_id = %s AND c.code = '1-0:1.8.0'",
         (mid,),
     )

@@ -120,7 +120,7 @@ def test_queries_page_sort_and_count_on_the_server(filled, app):
     info = q.find_meter(serial)
     hist, total = q.index_history(info["id"], "1-0:1.8.0", 0, 10, None, "")
     assert total == filled.one(
-        "SELECT count(*) FROM reading r JOIN channel c ON c.id = r.channel_id "
+        "SELECT count(*) FROM reading_all r JOIN channel c ON c.id = r.channel_id "
         "WHERE r.meter_id = %s AND c.code = '1-0:1.8.0'",
         (info["id"],),
     )

@@ -94,10 +94,10 @@ def test_demo_comes_up_flows_readings_stops_cleanly_and_reuses_its_data(service_
     time.sleep(15)  # live polls and MQTT rounds land meanwhile
     with psycopg.connect(url) as conn:
         history = conn.execute(
-            "SELECT count(*) FROM reading WHERE source_id = (SELECT id FROM reading_source WHERE name = 'import')"
+            "SELECT count(*) FROM reading_all WHERE source_id = (SELECT id FROM reading_source WHERE name = 'import')"
         ).fetchone()[0]
         live = conn.execute(
-            "SELECT count(*) FROM reading WHERE source_id IN "
+            "SELECT count(*) FROM reading_all WHERE source_id IN "
             "(SELECT id FROM reading_source WHERE name IN ('modbus', 'mqtt'))"
         ).fetchone()[0]
         runs = conn.execute("SELECT count(*) FROM vee_run").fetchone()[0]

@@ -19,7 +19,7 @@ T0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(da
 
 def landed(url: str) -> int:
     with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT count(*) FROM reading").fetchone()
+        row = conn.execute("SELECT count(*) FROM reading_all").fetchone()
         return int(row[0]) if row else 0
 
 
@@ -67,7 +67,7 @@ def test_every_reading_submitted_across_a_promotion_lands_once(replicated):
 
     with psycopg.connect(new) as conn:
         rows = conn.execute(
-            "SELECT m.serial, r.ts, r.value FROM reading r JOIN meter m ON m.id = r.meter_id"
+            "SELECT m.serial, r.ts, r.value FROM reading_all r JOIN meter m ON m.id = r.meter_id"
         ).fetchall()
         dup = conn.execute("SELECT coalesce(sum(n_duplicates), 0) FROM ingest_batch").fetchone()
     assert len(rows) == len(submitted) > 2000

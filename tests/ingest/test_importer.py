@@ -44,7 +44,7 @@ def test_a_backfill_lands_registry_readings_events_and_exchanges(db, backfill_di
     assert summary.readings == expected and summary.rejected == 0
     assert summary.events == count_csv(backfill_dir / "events.csv")
     with db.connect() as conn:
-        assert conn.execute("SELECT count(*) FROM reading").fetchone()[0] == expected
+        assert conn.execute("SELECT count(*) FROM reading_all").fetchone()[0] == expected
         assert conn.execute("SELECT count(*) FROM meter").fetchone()[0] == count_csv(backfill_dir / "meters.csv")
         feeders = conn.execute("SELECT count(*) FROM area WHERE feeder_meter_id IS NOT NULL").fetchone()[0]
         assert feeders == count_csv(backfill_dir / "areas.csv") == 3
@@ -64,7 +64,7 @@ def test_loading_the_same_directory_twice_changes_nothing(db, backfill_dir):
     assert first.readings > 0
     assert (again.readings, again.meters, again.accounts, again.exchanges) == (0, 0, 0, 0)
     with db.connect() as conn:
-        assert conn.execute("SELECT count(*) FROM reading").fetchone()[0] == first.readings
+        assert conn.execute("SELECT count(*) FROM reading_all").fetchone()[0] == first.readings
         assert conn.execute("SELECT count(*) FROM installation").fetchone()[0] == 16 + first.exchanges
 
 
@@ -74,7 +74,7 @@ def test_manual_reads_mode_loads_the_typed_indexes(db, backfill_dir):
     with db.connect() as conn:
         kinds = dict(
             conn.execute(
-                "SELECT rt.name, count(*) FROM reading r JOIN read_type rt ON rt.id = r.read_type_id GROUP BY 1"
+                "SELECT rt.name, count(*) FROM reading_all r JOIN read_type rt ON rt.id = r.read_type_id GROUP BY 1"
             ).fetchall()
         )
     assert set(kinds) <= {"actual", "customer"} and sum(kinds.values()) == summary.readings

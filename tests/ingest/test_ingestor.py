@@ -24,7 +24,7 @@ def count(db_url):
     import psycopg
 
     with psycopg.connect(db_url) as conn:
-        return conn.execute("SELECT count(*) FROM reading").fetchone()[0]
+        return conn.execute("SELECT count(*) FROM reading_all").fetchone()[0]
 
 
 def test_batches_flush_by_count_and_time(db):

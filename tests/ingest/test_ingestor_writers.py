@@ -36,7 +36,7 @@ def test_two_writers_land_every_reading_once(db):
         assert {t.name for t in ingestor._threads} == {"ingestor-two-0", "ingestor-two-1"}
     results = ingestor.results
     with psycopg.connect(db.url) as conn:
-        stored = conn.execute("SELECT count(*), count(DISTINCT (meter_id, channel_id, ts)) FROM reading").fetchone()
+        stored = conn.execute("SELECT count(*), count(DISTINCT (meter_id, channel_id, ts)) FROM reading_all").fetchone()
         conflicts = conn.execute("SELECT count(*) FROM reading_conflict").fetchone()
     distinct = len(meters) * 130  # instants 0..129 per meter
     assert stored == (distinct, distinct)

@@ -32,7 +32,7 @@ def test_the_ingestor_lands_mixed_submissions_with_each_readings_source(db):
         ingestor.submit([reading("M2", 1, Source.MODBUS)])
         ingestor.flush(timeout=30)
     with db.connect() as conn:
-        rows = conn.execute("""SELECT m.serial, count(*), min(s.name), max(s.name) FROM reading r
+        rows = conn.execute("""SELECT m.serial, count(*), min(s.name), max(s.name) FROM reading_all r
                                JOIN meter m ON m.id = r.meter_id JOIN reading_source s ON s.id = r.source_id
                                GROUP BY m.serial ORDER BY 1""").fetchall()
     assert rows == [("M1", 1, "mqtt", "mqtt"), ("M2", 2, "modbus", "modbus")]

@@ -23,7 +23,7 @@ def r(meter, minutes, value, channel=IMPORT, unit="kWh", ts=None, read_type=Read
 def stored(db):
     with db.connect() as conn:
         return conn.execute(
-            "SELECT m.serial, c.code, r.ts, r.value FROM reading r JOIN meter m ON m.id = r.meter_id "
+            "SELECT m.serial, c.code, r.ts, r.value FROM reading_all r JOIN meter m ON m.id = r.meter_id "
             "JOIN channel c ON c.id = r.channel_id ORDER BY 1, 2, 3"
         ).fetchall()
 
@@ -300,4 +300,4 @@ def test_a_batch_copied_in_pieces_falls_back_whole_when_its_last_piece_meets_a_s
         again = writer.write(frame(end - n * quarter, extra=(len(meters) - 1, end, float(k - 1))))
     assert (again.inserted, again.duplicates, again.conflicts) == (k, 1, 0)
     with db.connect() as conn:
-        assert conn.execute("SELECT count(*) FROM reading").fetchone()[0] == 2 * k
+        assert conn.execute("SELECT count(*) FROM reading_all").fetchone()[0] == 2 * k

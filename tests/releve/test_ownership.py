@@ -83,7 +83,7 @@ def test_raw_tables_refuse_truncate_even_for_the_owner_and_a_superuser(db):
         conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
         for table in (*RAW, part):
             _refused(conn, f"TRUNCATE {table} CASCADE", match="TRUNCATE refused")
-        assert conn.execute("SELECT count(*) FROM reading").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM reading_all").fetchone()[0] == 1
 
 
 def test_partitions_made_for_late_data_belong_to_the_owner(db):
@@ -139,7 +139,7 @@ def test_a_login_that_is_not_a_superuser_migrates_ingests_and_still_cannot_trunc
             # Only a deliberate switch to the owner gives its rights back, and TRUNCATE stays guarded.
             conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(migrate.owner_role(settings))))
             _refused(conn, "TRUNCATE reading", match="TRUNCATE refused")
-            assert conn.execute("SELECT count(*) FROM reading").fetchone()[0] == 2
+            assert conn.execute("SELECT count(*) FROM reading_all").fetchone()[0] == 2
     finally:
         with psycopg.connect(pg_server_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
@@ -178,7 +178,7 @@ def test_an_existing_database_is_handed_over_and_its_partitions_guarded(database
             )
         }
         assert owners == {owner}
-        assert conn.execute("SELECT count(*) FROM reading").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM reading_all").fetchone()[0] == 1
     writer = migrate.role_names(db.settings)[0]
     with db.connect(role=writer) as conn:
         for table in sorted(before):

@@ -2,8 +2,8 @@
 
 Each case stores the same readings split at random between ``reading`` (rows) and ``reading_block``
 (runs within one UTC day, rows allowed inside a block's span at instants it does not hold), then
-asks ``reading_between``, ``series_between``, ``series_span``, ``series_before`` and ``reading_all``
-what a plain list of the readings answers.
+asks ``reading_between``, ``series_between``, ``series_span``, ``series_first``, ``series_before``
+and ``reading_all`` what a plain list of the readings answers.
 """
 
 from __future__ import annotations
@@ -55,6 +55,10 @@ def _store(conn: psycopg.Connection, readings: list[Reading], rng: random.Random
                VALUES (%s, %s, %s, %s, %s, %s, %s, 1, 1, 1, now(), 8)""",
             [(b[0][0], b[0][1], b[0][2], b[-1][2], [r[2] for r in b], [r[3] for r in b], [0] * len(b)) for b in blocks],
         )
+        # As the writer does: the readers bound their blocks' side by the first block's instant.
+        cur.execute(
+            "UPDATE reading_block_reach SET (reach, first_block) = (SELECT max(ts_last), min(ts_first) FROM reading_block)"
+        )
     return len(rows), len(blocks)
 
 
@@ -97,7 +101,7 @@ def test_reading_between_returns_every_reading_in_the_closed_window_once(stored)
         assert got == sorted(r for r in readings if lo <= r[2] <= hi), (lo, hi)
 
 
-def test_series_between_and_span_answer_for_one_series(stored):
+def test_series_between_span_and_first_answer_for_one_series(stored):
     conn, readings, rng = stored
     for lo, hi in _windows(rng):
         for meter, channel in ((1, 1), (2, 5), (3, 1)):
@@ -109,6 +113,10 @@ def test_series_between_and_span_answer_for_one_series(stored):
             assert got == want
             span = conn.execute("SELECT lo, hi FROM series_span(%s, %s, %s, %s)", (meter, channel, lo, hi)).fetchone()
             assert span == ((want[0][2], want[-1][2]) if want else (None, None))
+            first = conn.execute(
+                "SELECT meter_id, channel_id, ts, value FROM series_first(%s, %s, %s, %s)", (meter, channel, lo, hi)
+            ).fetchall()
+            assert first == want[:1]
 
 
 def test_series_before_gives_the_last_n_before_an_instant_newest_first(stored):

@@ -31,6 +31,9 @@ HOUR = timedelta(hours=1)
 _M27 = importlib.import_module("releve.migrations.0027_hourly_series")
 REFERENCE = _M27.DDL[_M27.DDL.index("CREATE FUNCTION") :].replace("refresh_hourly_series", "refresh_hourly_days")
 REFERENCE = REFERENCE.replace("hourly_series", "hourly_days")
+# 0027's function read ``reading`` alone; readings now land as rows and blocks (migration 0030).
+assert REFERENCE.count("FROM reading r JOIN") == 1
+REFERENCE = REFERENCE.replace("FROM reading r JOIN", "FROM reading_all r JOIN")
 REFERENCE_TABLE = """CREATE TABLE hourly_days (meter_id integer, channel_id smallint, day date,
                      value double precision[], texture double precision, PRIMARY KEY (meter_id, channel_id, day))"""
 
@@ -137,7 +140,7 @@ def test_the_month_rows_follow_incremental_refreshes_as_the_day_rows_did(fleet):
         assert (ids["M2"], water, date(2025, 2, 16)) in months  # the late water day
         # Built whole in one refresh (as the bench does) it is the same series.
         conn.execute("DELETE FROM hourly_series")
-        conn.execute("SELECT refresh_hourly_series(min(ts), max(ts)) FROM reading")
+        conn.execute("SELECT refresh_hourly_series(min(ts), max(ts)) FROM reading_all")
         _same(_month_rows(conn), months)
 
 
@@ -209,7 +212,7 @@ def test_the_upgrade_lays_the_day_rows_into_the_same_month_rows(fleet):
         assert rows
         _same(_month_rows(conn), refreshed)
         conn.execute("DELETE FROM hourly_series")
-        conn.execute("SELECT refresh_hourly_series(min(ts), max(ts)) FROM reading")
+        conn.execute("SELECT refresh_hourly_series(min(ts), max(ts)) FROM reading_all")
         assert (
             conn.execute(
                 "SELECT meter_id, channel_id, month, value, texture FROM hourly_series ORDER BY 1, 2, 3"

@@ -270,7 +270,7 @@ def test_default_period_leaves_out_a_partial_last_day(loaded):
         conn.execute(
             """INSERT INTO reading SELECT r.meter_id, r.channel_id, %s, r.value, r.unit_id, r.source_id,
                       r.read_type_id, r.quality, r.received_at, r.batch_id
-               FROM reading r JOIN channel c ON c.id = r.channel_id
+               FROM reading_all r JOIN channel c ON c.id = r.channel_id
                WHERE c.code = '1-0:1.29.0' ORDER BY r.ts DESC LIMIT 1""",
             (spill,),
         )
@@ -350,7 +350,7 @@ def test_a_feeder_with_only_an_interval_channel_still_balances_its_area(loaded):
 RAW_HOURS = """
 SELECT r.meter_id, floor((date_part('epoch', r.ts) - %(lo_s)s - coalesce(c.interval_s, 900)) / 3600.0)::int8 AS hour,
        sum(r.value)
-FROM reading r JOIN channel c ON c.id = r.channel_id
+FROM reading_all r JOIN channel c ON c.id = r.channel_id
 WHERE r.meter_id = ANY(%(ids)s) AND r.channel_id = ANY(%(ch)s::smallint[])
   AND r.ts > %(lo)s AND r.ts <= %(hi)s
 GROUP BY 1, 2
