@@ -117,12 +117,15 @@ class BatchWriter:
             self.conn.commit()
         self._months: set[tuple[int, int]] = set()
         self.earliest = np.datetime64(settings.ingest.earliest, "us")
-        #: Runs of a series within one UTC day go to ``reading_block`` (migration 0030): on the plain
-        #: path (partitioned; not on TimescaleDB), unless ``ingest.blocks`` is off.
+        #: On the plain path (``reading_block`` partitioned; on TimescaleDB it stays empty) blocks may
+        #: be stored, so every batch is checked against them, whether or not this writer makes any.
         row = self.conn.execute(
             "SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass('reading_block')"
         ).fetchone()
-        self.blocks = bool(settings.ingest.blocks and row and row[0])
+        self.checks_blocks = bool(row and row[0])
+        #: Runs of a series within one UTC day go to ``reading_block`` (migration 0030) unless
+        #: ``ingest.blocks`` is off.
+        self.blocks = self.checks_blocks and settings.ingest.blocks
         if self._own:
             self.conn.commit()
 
@@ -254,9 +257,9 @@ class BatchWriter:
         keep = ~same_key
         rows = cols.take(keep)
         self._ensure_partitions(rows.min_ts, rows.max_ts)
-        if self.blocks:
+        if self.checks_blocks:
             start, length = rows.runs()
-            run = length >= 2
+            run = (length >= 2) & self.blocks
             # Blocks and rows must not land over each other from two writers at once: a batch with
             # blocks waits for every other writer, batches of single readings share the lock.
             self._lock(exclusive=bool(run.any()))
@@ -272,10 +275,10 @@ class BatchWriter:
         # stored already, the COPY that would fail on it is not even tried (one index probe).
         elif not self._first_key_stored(rows) and self._copy(rows, source_id, now, batch_id):
             return len(rows.value), duplicates, conflicts
-        # Some rows exist already: late or redelivered data. Compare with what is stored (rows and
-        # blocks) and copy the rest as rows (a late reading may fall inside a stored block's span,
-        # never on one of its instants); a concurrent writer may land one of the same keys in between (the copy then
-        # fails again), so look again, a bounded number of times.
+        # Some readings exist already: late or redelivered data. Compare with what is stored (rows
+        # and blocks) and copy the rest as rows (a late reading may fall inside a stored block's
+        # span, never on one of its instants); a concurrent writer of rows may land one of the same
+        # keys in between (the copy then fails again), so look again, a bounded number of times.
         for _ in range(_MERGE_ATTEMPTS):
             found, stored = self._stored_values(rows)
             new = ~found

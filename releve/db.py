@@ -212,12 +212,13 @@ def status(url: str) -> dict[str, object]:
             return info
         info["schema_version"] = one("SELECT max(version) FROM schema_migration")
         info["reading_partitions"] = one("SELECT count(*) FROM pg_inherits WHERE inhparent = 'reading'::regclass")
-        info["rows"] = {
+        rows = {
             table: one(f"SELECT count(*) FROM {table}")
             for table in ("meter", "reading", "meter_event", "reading_conflict", "rejected_input")
         }
         if one("SELECT to_regclass('reading_all') IS NOT NULL"):
             # Readings kept as rows and in blocks (migration 0030) alike, and how many blocks hold some.
-            info["rows"]["reading"] = one("SELECT count(*) FROM reading_all")
-            info["rows"]["reading_block"] = one("SELECT count(*) FROM reading_block")
+            rows["reading"] = one("SELECT count(*) FROM reading_all")
+            rows["reading_block"] = one("SELECT count(*) FROM reading_block")
+        info["rows"] = rows
     return info

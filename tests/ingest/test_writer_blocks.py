@@ -119,12 +119,16 @@ def test_a_run_whose_span_holds_a_stored_row_goes_the_slow_way(db):
     assert len(everything(db)) == 8
 
 
-def test_with_blocks_off_every_reading_is_a_row(db):
+def test_with_blocks_off_every_reading_is_a_row_still_checked_against_stored_blocks(db):
     db.add_meters(["M1"])
     settings = db.settings.model_copy(update={"ingest": db.settings.ingest.model_copy(update={"blocks": False})})
+    with BatchWriter(db.url, db.settings) as writer:
+        writer.write([r("M1", 15 * i, float(i)) for i in range(4)])  # a block
     with BatchWriter(db.url, settings) as writer:
-        writer.write([r("M1", 15 * i, float(i)) for i in range(8)])
-    assert stores(db) == (8, 0, 0)
+        result = writer.write([r("M1", 15 * i, float(i)) for i in range(2, 8)])  # over its end, then new
+    assert (result.inserted, result.duplicates, result.conflicts) == (4, 2, 0)
+    assert stores(db) == (4, 1, 4)
+    assert len(everything(db)) == 8
 
 
 def test_a_batch_of_blocks_waits_for_a_batch_of_singles_still_open(db):
