@@ -344,10 +344,10 @@ class BatchWriter:
                                    AND r.ts <= timestamptz '2000-01-01 UTC' + w.hi * interval '1 microsecond'
                                    AND r.ts >= %s AND r.ts <= %s))""",
             (
-                rows.meter_id[start].tolist(),
-                rows.channel_id[start].tolist(),
-                us[start].tolist(),
-                us[last].tolist(),
+                _int_array(rows.meter_id[start]),
+                _int_array(rows.channel_id[start]),
+                _int_array(us[start]),
+                _int_array(us[last]),
                 _aware(rows.ts[start].min()),
                 _aware(rows.ts[last].max()),
             ),
@@ -446,7 +446,7 @@ class BatchWriter:
                          FROM reading_between(%s, %s)
                          WHERE meter_id = ANY(%s::int[]) AND channel_id = ANY(%s::smallint[]))
                    TO STDOUT (FORMAT BINARY)""",
-                (rows.min_ts, rows.max_ts, np.unique(meters).tolist(), np.unique(channels).tolist()),
+                (rows.min_ts, rows.max_ts, _int_array(np.unique(meters)), _int_array(np.unique(channels))),
                 _STORED_DTYPE,
             )
         else:
@@ -459,7 +459,14 @@ class BatchWriter:
                              WHERE ts >= timestamptz '2000-01-01 UTC' + w.lo * interval '1 microsecond'
                                AND ts <= timestamptz '2000-01-01 UTC' + w.hi * interval '1 microsecond'
                              OFFSET 0) r) TO STDOUT (FORMAT BINARY)""",
-                (meters.tolist(), channels.tolist(), us[starts].tolist(), us[ends].tolist(), rows.min_ts, rows.max_ts),
+                (
+                    _int_array(meters),
+                    _int_array(channels),
+                    _int_array(us[starts]),
+                    _int_array(us[ends]),
+                    rows.min_ts,
+                    rows.max_ts,
+                ),
                 _STORED_DTYPE,
             )
         is_stored = np.zeros(len(us), bool)
@@ -607,6 +614,15 @@ def _pair_key(meter_id: np.ndarray, channel_id: np.ndarray) -> np.ndarray:
 _BLOCK_LOCK = 0x52424C4B  # "RBLK"
 #: :meth:`BatchWriter._reach` when no block is stored.
 _MINUS_INFINITY_US = -(2**63)
+
+
+def _int_array(values: np.ndarray) -> str:
+    """Integers as a PostgreSQL array literal (``{1,2,3}``), cast in the query (``%s::int[]``).
+
+    psycopg adapts a list element by element (a regular expression per element: 36 ms of a 5,000-run
+    batch's 97 ms); one string joined here costs a fraction of a millisecond.
+    """
+    return "{" + ",".join(map(str, values.tolist())) + "}"
 
 
 def _ramp(length: np.ndarray) -> np.ndarray:
