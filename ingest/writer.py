@@ -263,11 +263,13 @@ class BatchWriter:
             # Blocks and rows must not land over each other from two writers at once: a batch with
             # blocks waits for every other writer, batches of single readings share the lock.
             self._lock(exclusive=bool(run.any()))
-            clear = pg_micros(rows.ts.min()) > self._reach()  # no stored block holds any instant of the batch
+            # A batch whose instants all come after the latest instant any block reaches meets no
+            # block (the usual case: live data, the newest file); one reaching back before it (late
+            # data, a backfill, a file older than the newest) is checked run by run against them.
+            clear = pg_micros(rows.ts.min()) > self._reach()
             if (
-                clear
-                and not self._first_key_stored(rows)
-                and not self._runs_meet_rows(rows, start[run], length[run])
+                not self._first_key_stored(rows)
+                and not self._meets_stored(rows, start, length, run, blocks=not clear)
                 and self._copy_blocks_and_rows(rows, start[run], length[run], source_id, now, batch_id)
             ):
                 return len(rows.value), duplicates, conflicts
@@ -329,28 +331,48 @@ class BatchWriter:
         ).fetchone()
         return int(row[0]) if row and row[0] is not None else _MINUS_INFINITY_US
 
-    def _runs_meet_rows(self, rows: _Columns, start: np.ndarray, length: np.ndarray) -> bool:
-        """Whether any stored row falls in the span of a run that would become a block (one query)."""
-        if not len(start):
+    def _meets_stored(
+        self, rows: _Columns, start: np.ndarray, length: np.ndarray, run: np.ndarray, blocks: bool
+    ) -> bool:
+        """Whether the batch may meet stored readings: one query, one index probe per run and check.
+
+        A run to be written as a block must hold no stored row in its span; with ``blocks`` (a batch
+        reaching back before the blocks' reach) no run or single may fall in a stored block's span.
+        Singles need no probe of ``reading``: its primary key refuses them at the COPY. So a series'
+        blocks never overlap each other, and a block is never written over a stored row.
+        """
+        check = run | blocks
+        if not check.any():
             return False
         us = pg_micros(rows.ts)
-        last = start + length - 1
+        s0, s1 = start[check], start[check] + length[check] - 1
+        rows_probe = """(w.run AND EXISTS (
+                SELECT 1 FROM reading r
+                WHERE r.meter_id = w.m AND r.channel_id = w.c AND r.ts >= t.a AND r.ts <= t.b
+                  AND r.ts >= %(lo)s AND r.ts <= %(hi)s))"""
+        blocks_probe = """(EXISTS (
+                SELECT 1 FROM reading_block k
+                WHERE k.meter_id = w.m AND k.channel_id = w.c
+                  AND k.ts_first >= date_trunc('day', t.a, 'UTC') AND k.ts_first <= t.b AND k.ts_last >= t.a
+                  AND k.ts_first >= %(day)s AND k.ts_first <= %(hi)s))"""
         row = self.conn.execute(
-            """SELECT EXISTS (
-                   SELECT 1 FROM unnest(%s::int[], %s::smallint[], %s::int8[], %s::int8[]) AS w(m, c, lo, hi)
-                   WHERE EXISTS (SELECT 1 FROM reading r
-                                 WHERE r.meter_id = w.m AND r.channel_id = w.c
-                                   AND r.ts >= timestamptz '2000-01-01 UTC' + w.lo * interval '1 microsecond'
-                                   AND r.ts <= timestamptz '2000-01-01 UTC' + w.hi * interval '1 microsecond'
-                                   AND r.ts >= %s AND r.ts <= %s))""",
-            (
-                _int_array(rows.meter_id[start]),
-                _int_array(rows.channel_id[start]),
-                _int_array(us[start]),
-                _int_array(us[last]),
-                _aware(rows.ts[start].min()),
-                _aware(rows.ts[last].max()),
-            ),
+            f"""SELECT EXISTS (
+                   SELECT 1 FROM unnest(%(m)s::int[], %(c)s::smallint[], %(a)s::int8[], %(b)s::int8[], %(run)s::bool[])
+                                 AS w(m, c, lo, hi, run)
+                   CROSS JOIN LATERAL (
+                       SELECT timestamptz '2000-01-01 UTC' + w.lo * interval '1 microsecond' AS a,
+                              timestamptz '2000-01-01 UTC' + w.hi * interval '1 microsecond' AS b) t
+                   WHERE {rows_probe}{" OR " + blocks_probe if blocks else ""})""",
+            {
+                "m": _int_array(rows.meter_id[s0]),
+                "c": _int_array(rows.channel_id[s0]),
+                "a": _int_array(us[s0]),
+                "b": _int_array(us[s1]),
+                "run": "{" + ",".join("t" if x else "f" for x in run[check].tolist()) + "}",
+                "lo": _aware(rows.ts[s0].min()),
+                "hi": _aware(rows.ts[s1].max()),
+                "day": _aware(rows.ts[s0].min().astype("datetime64[D]")),
+            },
         ).fetchone()
         return bool(row and row[0])
 

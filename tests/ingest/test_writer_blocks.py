@@ -109,6 +109,20 @@ def test_a_late_reading_inside_a_blocks_span_lands_as_a_row_and_reads_back_in_or
     assert [v for _, v in series] == [0.0, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0]
 
 
+def test_a_backfill_reaching_back_before_the_reach_still_lands_as_blocks_when_it_meets_nothing(db):
+    db.add_meters(["M1", "M2"])
+    with BatchWriter(db.url, db.settings) as writer:
+        writer.write([r("M1", 24 * 60 + 15 * i, float(i)) for i in range(8)])  # M1, a day later: the reach
+        back = writer.write([r("M2", 15 * i, float(i)) for i in range(4)] + [r("M1", 15 * i, 1.0) for i in range(4)])
+        assert (back.inserted, back.duplicates) == (8, 0)
+        assert stores(db) == (0, 3, 16)  # checked run by run against the blocks: none met, all blocks
+        inside = writer.write([r("M1", 24 * 60 + 20, 0.5), r("M2", 90, 6.0)])  # in a block's span; after M2's
+        assert (inside.inserted, inside.duplicates) == (2, 0)
+    assert stores(db) == (2, 3, 16)  # a single in a block's span went the slow way, as a row
+    assert reach(db) == (T0 + timedelta(minutes=24 * 60 + 105), T0)
+    assert len(everything(db)) == 18
+
+
 def test_a_run_whose_span_holds_a_stored_row_goes_the_slow_way(db):
     db.add_meters(["M1"])
     with BatchWriter(db.url, db.settings) as writer:
