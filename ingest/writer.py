@@ -269,7 +269,7 @@ class BatchWriter:
             clear = pg_micros(rows.ts.min()) > self._reach()
             if (
                 not self._first_key_stored(rows)
-                and not self._meets_stored(rows, start, length, run, blocks=not clear)
+                and not self._meeting(rows, start, length, run, blocks=not clear).any()
                 and self._copy_blocks_and_rows(rows, start[run], length[run], source_id, now, batch_id)
             ):
                 return len(rows.value), duplicates, conflicts
@@ -287,7 +287,7 @@ class BatchWriter:
             same = found & (stored == rows.value)
             differ = ~new & ~same
             fresh = rows.take(new)
-            if len(fresh.value) == 0 or self._copy(fresh, source_id, now, batch_id):
+            if len(fresh.value) == 0 or self._copy_new(fresh, source_id, now, batch_id):
                 break
         else:
             raise RuntimeError(f"batch {batch_id}: rows kept colliding with concurrent writes; retry the batch")
@@ -331,19 +331,37 @@ class BatchWriter:
         ).fetchone()
         return int(row[0]) if row and row[0] is not None else _MINUS_INFINITY_US
 
-    def _meets_stored(
-        self, rows: _Columns, start: np.ndarray, length: np.ndarray, run: np.ndarray, blocks: bool
-    ) -> bool:
-        """Whether the batch may meet stored readings: one query, one index probe per run and check.
+    def _copy_new(self, fresh: _Columns, source_id: int, received_at: datetime, batch_id: int) -> bool:
+        """The slow path's new readings: runs that meet nothing stored as blocks, the rest as rows.
+
+        A redelivered segment's new readings (a head-end file overlapping the last one by an
+        interval) are runs again once what was stored is taken out; late readings filling the gaps
+        of a stored block or between stored rows meet them and stay rows.
+        """
+        if not self.blocks:
+            return self._copy(fresh, source_id, received_at, batch_id)
+        start, length = fresh.runs()
+        run = length >= 2
+        run &= ~self._meeting(fresh, start, length, run, blocks=True, singles=False)
+        if not run.any():
+            return self._copy(fresh, source_id, received_at, batch_id)
+        return self._copy_blocks_and_rows(fresh, start[run], length[run], source_id, received_at, batch_id)
+
+    def _meeting(
+        self, rows: _Columns, start: np.ndarray, length: np.ndarray, run: np.ndarray, blocks: bool, singles: bool = True
+    ) -> np.ndarray:
+        """Which runs may meet stored readings (a mask over ``start``): one query, one probe per check.
 
         A run to be written as a block must hold no stored row in its span; with ``blocks`` (a batch
-        reaching back before the blocks' reach) no run or single may fall in a stored block's span.
-        Singles need no probe of ``reading``: its primary key refuses them at the COPY. So a series'
-        blocks never overlap each other, and a block is never written over a stored row.
+        reaching back before the blocks' reach) no run — nor, with ``singles``, single reading —
+        may fall in a stored block's span. Singles need no probe of ``reading``: its primary key
+        refuses them at the COPY. So a series' blocks never overlap each other, and a block is
+        never written over a stored row.
         """
-        check = run | blocks
+        check = run | (blocks and singles)
+        met = np.zeros(len(start), bool)
         if not check.any():
-            return False
+            return met
         us = pg_micros(rows.ts)
         s0, s1 = start[check], start[check] + length[check] - 1
         rows_probe = """(w.run AND EXISTS (
@@ -355,14 +373,14 @@ class BatchWriter:
                 WHERE k.meter_id = w.m AND k.channel_id = w.c
                   AND k.ts_first >= date_trunc('day', t.a, 'UTC') AND k.ts_first <= t.b AND k.ts_last >= t.a
                   AND k.ts_first >= %(day)s AND k.ts_first <= %(hi)s))"""
-        row = self.conn.execute(
-            f"""SELECT EXISTS (
-                   SELECT 1 FROM unnest(%(m)s::int[], %(c)s::smallint[], %(a)s::int8[], %(b)s::int8[], %(run)s::bool[])
-                                 AS w(m, c, lo, hi, run)
-                   CROSS JOIN LATERAL (
-                       SELECT timestamptz '2000-01-01 UTC' + w.lo * interval '1 microsecond' AS a,
-                              timestamptz '2000-01-01 UTC' + w.hi * interval '1 microsecond' AS b) t
-                   WHERE {rows_probe}{" OR " + blocks_probe if blocks else ""})""",
+        found = self.conn.execute(
+            f"""SELECT w.k - 1
+                FROM unnest(%(m)s::int[], %(c)s::smallint[], %(a)s::int8[], %(b)s::int8[], %(run)s::bool[])
+                     WITH ORDINALITY AS w(m, c, lo, hi, run, k)
+                CROSS JOIN LATERAL (
+                    SELECT timestamptz '2000-01-01 UTC' + w.lo * interval '1 microsecond' AS a,
+                           timestamptz '2000-01-01 UTC' + w.hi * interval '1 microsecond' AS b) t
+                WHERE {rows_probe}{" OR " + blocks_probe if blocks else ""}""",
             {
                 "m": _int_array(rows.meter_id[s0]),
                 "c": _int_array(rows.channel_id[s0]),
@@ -373,8 +391,9 @@ class BatchWriter:
                 "hi": _aware(rows.ts[s1].max()),
                 "day": _aware(rows.ts[s0].min().astype("datetime64[D]")),
             },
-        ).fetchone()
-        return bool(row and row[0])
+        ).fetchall()
+        met[np.flatnonzero(check)[[int(k) for (k,) in found]]] = True
+        return met
 
     def _copy_blocks_and_rows(
         self,

@@ -88,7 +88,7 @@ def test_a_redelivered_batch_over_blocks_counts_duplicates_and_keeps_conflicts_w
     assert (again.inserted, again.duplicates, again.conflicts) == (2, 4, 1)
     assert ("M1", IMPORT, T0 + timedelta(minutes=60), 4.0) in everything(db)  # never overwritten
     assert len(everything(db)) == 10
-    assert stores(db) == (2, 1, 8)  # what reached back went the slow way, as rows
+    assert stores(db) == (0, 2, 10)  # the slow way; its new run meets nothing stored: a block
     with db.connect() as conn:
         assert conn.execute("SELECT stored_value, new_value FROM reading_conflict").fetchall() == [(4.0, 44.0)]
 
@@ -121,6 +121,19 @@ def test_a_backfill_reaching_back_before_the_reach_still_lands_as_blocks_when_it
     assert stores(db) == (2, 3, 16)  # a single in a block's span went the slow way, as a row
     assert reach(db) == (T0 + timedelta(minutes=24 * 60 + 105), T0)
     assert len(everything(db)) == 18
+
+
+def test_a_redelivered_segment_lands_its_new_runs_as_blocks_and_gap_fillers_as_rows(db):
+    db.add_meters(["M1", "M2"])
+    with BatchWriter(db.url, db.settings) as writer:
+        writer.write([r("M1", 15 * i, float(i)) for i in range(0, 8, 2)] + [r("M2", 15 * i, 1.0) for i in range(4)])
+        again = writer.write(
+            [r("M1", 15 * i, float(i)) for i in range(1, 6)]  # 1..5: 2, 4 stored; 1, 3, 5 fill the block's gaps
+            + [r("M2", 15 * i, 1.0) for i in range(3, 10)]  # 3 stored, 4..9 a new run after the block
+        )
+    assert (again.inserted, again.duplicates, again.conflicts) == (9, 3, 0)
+    assert stores(db) == (3, 4, 14)  # M1's gap fillers rows; M2's new run two blocks (midnight)
+    assert len(everything(db)) == 17
 
 
 def test_a_run_whose_span_holds_a_stored_row_goes_the_slow_way(db):
