@@ -24,8 +24,9 @@ What happens to a batch, in order:
    and blocks) are read back only within the batch's own windows — per (meter, channel), each run
    of the batch's instants with no gap over an hour, in the partitions of the batch's time range
    (see ``_stored_values``) — then what is identical is counted as a duplicate, what differs is
-   kept as a conflict, and only the new readings are copied, as rows (a late reading may fall
-   inside a block's span, never on one of its instants).
+   kept as a conflict, and only the new readings are copied: a new run that meets nothing stored as
+   a block, the rest as rows (a late reading may fall inside a block's span, never on one of its
+   instants).
 5. Events are inserted once per (meter, instant, kind); counts are written back to the batch row.
 
 All of it commits together or not at all, so a failed batch can simply be retried.
@@ -278,9 +279,9 @@ class BatchWriter:
         elif not self._first_key_stored(rows) and self._copy(rows, source_id, now, batch_id):
             return len(rows.value), duplicates, conflicts
         # Some readings exist already: late or redelivered data. Compare with what is stored (rows
-        # and blocks) and copy the rest as rows (a late reading may fall inside a stored block's
-        # span, never on one of its instants); a concurrent writer of rows may land one of the same
-        # keys in between (the copy then fails again), so look again, a bounded number of times.
+        # and blocks) and copy the rest (``_copy_new``); a concurrent writer of rows may land one of
+        # the same keys in between (the copy then fails again), so look again, a bounded number of
+        # times.
         for _ in range(_MERGE_ATTEMPTS):
             found, stored = self._stored_values(rows)
             new = ~found
