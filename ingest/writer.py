@@ -442,11 +442,11 @@ class BatchWriter:
         return True
 
     def _first_key_stored(self, rows: _Columns) -> bool:
-        """True when the first row's (meter, channel, instant) is in ``reading`` already."""
-        row = self.conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM reading WHERE meter_id = %s AND channel_id = %s AND ts = %s)",
-            (int(rows.meter_id[0]), int(rows.channel_id[0]), _aware(rows.ts[0])),
-        ).fetchone()
+        """True when the first row's (meter, channel, instant) is stored already (a row, or in a block)."""
+        where = "series_between(%s, %s, %s, %s)" if self.checks_blocks else "reading"
+        query = f"SELECT EXISTS (SELECT 1 FROM {where} WHERE meter_id = %s AND channel_id = %s AND ts = %s)"
+        m, c, t = int(rows.meter_id[0]), int(rows.channel_id[0]), _aware(rows.ts[0])
+        row = self.conn.execute(query, ((m, c, t, t) if self.checks_blocks else ()) + (m, c, t)).fetchone()
         return bool(row and row[0])
 
     def _stored_values(self, rows: _Columns) -> tuple[np.ndarray, np.ndarray]:
