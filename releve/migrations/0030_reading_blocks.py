@@ -1,11 +1,10 @@
-"""Readings kept as blocks beside rows, and the two functions every reader reads both through.
+"""Readings kept as blocks beside rows, and the functions every reader reads both through.
 
 Issue 18's writer route (docs/storage.md, *Sixth pass*): a row per reading costs a B-tree entry per
 reading, which holds any writer into ``reading`` under 0.40 of a raw COPY; a *block* — a row per
 meter, channel and run of instants within one UTC day, its instants, values and qualities as arrays —
-costs one entry per run. The writer will keep runs of intervals as blocks and single readings as
-rows. This migration is the readers' half of that route, made first so that no reading a writer
-puts in a block can be missed by a reader:
+costs one entry per run. The writer (``ingest.writer``) keeps runs of intervals as blocks and single
+readings as rows; every reader reads both:
 
 - ``reading_block``: the blocks, partitioned by their first instant like ``reading`` by its instant
   (a month in four parts, made by the same ``ensure_reading_partitions``), primary key (meter,
@@ -14,9 +13,11 @@ puts in a block can be missed by a reader:
   bounds the partitions a read opens.
 - ``reading_between(lo, hi)``: every reading of the fleet with ``lo <= ts <= hi``, rows and
   blocks alike, with ``reading``'s columns. ``series_between(meter, channel, lo, hi)``: the same for
-  one series. Both are single-SELECT SQL functions the planner inlines into the calling query, so
-  the window and the series reach the partitions and the primary keys of both tables; callers put
-  their own exact bounds (``<``, ``>``) on top of the closed window.
+  one series; ``series_span``, ``series_first`` and ``series_before`` its first and last instants,
+  its first reading and its last *n* before an instant, a probe or two per table. All are
+  single-SELECT SQL functions the planner inlines into the calling query, so the window and the
+  series reach the partitions and the primary keys of both tables; callers put their own exact
+  bounds (``<``, ``>``) on top of the closed window.
 - ``reading_all``: the same union without a window, for reads bounded by something else (a
   meter). A time bound on it does not reach the blocks' partitions: time-windowed reads use the
   functions.
