@@ -217,8 +217,12 @@ def status(url: str) -> dict[str, object]:
             for table in ("meter", "reading", "meter_event", "reading_conflict", "rejected_input")
         }
         if one("SELECT to_regclass('reading_all') IS NOT NULL"):
-            # Readings kept as rows and in blocks (migration 0030) alike, and how many blocks hold some.
-            rows["reading"] = one("SELECT count(*) FROM reading_all")
+            # Readings kept as rows and in blocks (migration 0030) alike (each block's length, not its rows
+            # unnested), and how many blocks hold them.
+            rows["reading"] = one(
+                "SELECT ((SELECT count(*) FROM reading)"
+                " + (SELECT coalesce(sum(cardinality(ts)), 0) FROM reading_block))::int8"
+            )
             rows["reading_block"] = one("SELECT count(*) FROM reading_block")
         info["rows"] = rows
     return info

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ingest import BatchWriter
+from releve.db import status
 from releve.model import Reading, Source
 
 pytestmark = pytest.mark.db
@@ -64,6 +65,8 @@ def test_runs_land_as_blocks_cut_at_utc_midnight_and_singles_as_rows(db):
     assert stores(db) == (2, 3, 15)
     assert everything(db) == sorted((x.meter, x.channel, x.ts, x.value) for x in batch)
     assert reach(db) == (T0 + timedelta(minutes=165), T0)
+    counts = status(db.url)["rows"]
+    assert isinstance(counts, dict) and (counts["reading"], counts["reading_block"]) == (17, 3)
     with db.connect() as conn:
         spans = conn.execute(
             "SELECT m.serial, b.ts_first, b.ts_last FROM reading_block b JOIN meter m ON m.id = b.meter_id ORDER BY 1, 2"
