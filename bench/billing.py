@@ -1,12 +1,13 @@
 """A bill run for 100,000 accounts, against the cost of reading the validated series it bills from.
 
-    python bench/billing.py [--accounts 100000] [--days 34]
+    python bench/billing.py [--accounts 100000] [--days 34] [--interval-meters 2000 --interval-days 365]
 
 Builds the registry in bulk with SQL ``generate_series`` (customers, service points, meters,
 installations, accounts: 70 % electricity, 30 % water, 3 % indigent, 1 % prepaid, all in cycle A),
 lands ``days`` daily register reads per meter at 00:00 UTC through the ingest writer's columnar path
 (``ReadingFrame.from_columns``), adds a few VEE estimates and open exceptions (so some bills are
-held), then times ``releve bill run --cycle A --period-end 2026-03-31`` (determinants, holds, pricing,
+held), optionally moves ``--interval-meters`` accounts to the time-of-use tariff with a year of
+15-minute interval data (kept as blocks by the writer), then times ``releve bill run --cycle A --period-end 2026-03-31`` (determinants, holds, pricing,
 bills, lines and freezes written), and the idempotent re-run. Baseline from the same run: one
 ``SELECT`` of the validated series over the same window (what any bill run must at least read).
 """
@@ -79,6 +80,33 @@ def land_reads(url: str, settings, n: int, days: int) -> int:
     return total
 
 
+def land_intervals(url: str, settings, n: int, meters: int, days: int) -> int:
+    """15-minute interval data for ``meters`` electricity meters over ``days`` days ending after the cycle,
+    through the writer (a block per meter and UTC day); their accounts move to the time-of-use tariff."""
+    rng = np.random.default_rng(4)
+    ids = np.flatnonzero((np.arange(1, n + 1) % 10) < 7)[:meters] + 1
+    serials = np.array([f"B{g:07d}" for g in ids])
+    first = np.datetime64("2026-04-03", "D") - np.timedelta64(days, "D")
+    step = np.timedelta64(15, "m").astype("timedelta64[us]")
+    slots = np.arange(1, 97) * step  # stamped at the interval's end: 00:15 … 24:00
+    total = 0
+    with BatchWriter(url, settings, origin="bench") as writer:
+        for d in range(days):
+            day = (first + np.timedelta64(d, "D")).astype("datetime64[us]")
+            ts = np.tile(day + slots[:-1], ids.size)  # 00:15 … 23:45 (24:00 is the next day's first instant)
+            ts = np.concatenate([np.full(ids.size, day), ts])
+            who = np.concatenate([serials, np.repeat(serials, 95)])
+            values = np.round(rng.gamma(2.0, 0.1, who.size), 3)
+            k = who.size
+            writer.write(
+                ReadingFrame.from_columns(who, np.full(k, "1-0:1.29.0"), ts, values, np.full(k, "kWh"), Source.IMPORT)
+            )
+            total += k
+    with psycopg.connect(url) as conn:
+        conn.execute("UPDATE account SET tariff_code = 'E-TOU' WHERE id = ANY(%s)", (ids.tolist(),))
+    return total
+
+
 def add_data_problems(url: str, n: int) -> None:
     """0.5 % of meters get an open VEE exception, 0.5 % ten estimated days (those bills are held); half the
     prepaid accounts bought credit (the other half is flagged: consumption without vending)."""
@@ -109,6 +137,15 @@ def main() -> None:
     ap.add_argument("--accounts", type=int, default=100_000)
     ap.add_argument("--days", type=int, default=34, help="daily reads per meter, ending 2 Apr 2026")
     ap.add_argument("--steps", action="store_true", help="print the time of each step of the bill run")
+    ap.add_argument(
+        "--interval-meters",
+        type=int,
+        default=0,
+        help="this many electricity accounts on the time-of-use tariff, with 15-minute interval data (default none)",
+    )
+    ap.add_argument(
+        "--interval-days", type=int, default=365, help="days of interval data those meters hold, ending 2 Apr 2026"
+    )
     args = ap.parse_args()
     if args.steps:
         logging.basicConfig(level=logging.WARNING, format="  %(message)s")
@@ -119,16 +156,20 @@ def main() -> None:
         t = time.perf_counter()
         build_registry(url, args.accounts)
         n_reads = land_reads(url, settings, args.accounts, args.days)
+        n_intervals = land_intervals(url, settings, args.accounts, args.interval_meters, args.interval_days)
         add_data_problems(url, args.accounts)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")
-        print(f"setup: {args.accounts:,} accounts, {n_reads:,} register reads in {time.perf_counter() - t:.1f} s")
+        print(
+            f"setup: {args.accounts:,} accounts, {n_reads:,} register reads, {n_intervals:,} interval reads "
+            f"({args.interval_meters:,} time-of-use meters) in {time.perf_counter() - t:.1f} s"
+        )
 
         t = time.perf_counter()
         with psycopg.connect(url) as conn:
             row = conn.execute(
-                """SELECT count(*), sum(value) FROM validated_reading
-                   WHERE ts >= '2026-01-15' AND ts < '2026-05-17'"""
+                """SELECT count(*), sum(value) FROM validated_between('2026-01-15', '2026-05-17')
+                   WHERE ts < '2026-05-17'"""
             ).fetchone()
         baseline = time.perf_counter() - t
         print(f"baseline: read the validated series of the window ({row[0]:,} reads): {baseline:.2f} s")

@@ -1,8 +1,8 @@
 """Determinants from the validated series: the boundary indexes of every meter and the data-quality figures.
 
-One binary COPY of ``validated_reading`` (later ``adjustment`` versions of billed data laid over it) into
-numpy arrays sorted by (meter, instant); every boundary index (a read on the day, else linear
-interpolation) and data-quality figure is then a binary search.
+One binary COPY of ``validated_between`` (``validated_reading`` over the period; later ``adjustment``
+versions of billed data laid over it) into numpy arrays sorted by (meter, instant); every boundary
+index (a read on the day, else linear interpolation) and data-quality figure is then a binary search.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class _Series:
 
 
 def _load_series(conn: Connection, lo: datetime, hi: datetime, channels: list[int], adjusted: bool) -> _Series:
-    """One binary COPY of ``validated_reading`` (adjustments to billed data laid over it) into arrays."""
+    """One binary COPY of the validated series in ``[lo, hi)`` (``validated_between``; adjustments laid over it)."""
     adjust = """
         LEFT JOIN (
             SELECT DISTINCT ON (rv.meter_id, rv.channel_id, rv.ts) rv.meter_id, rv.channel_id, rv.ts, rv.version,
@@ -72,8 +72,8 @@ def _load_series(conn: Connection, lo: datetime, hi: datetime, channels: list[in
                (CASE WHEN {edited}v.quality = 'edited' THEN 2 WHEN v.quality = 'estimated' THEN 1
                      WHEN v.version = 0 AND v.read_type = 'estimate' THEN 1
                      WHEN v.version = 0 AND v.read_type = 'customer' THEN 3 ELSE 0 END)::int2
-        FROM validated_reading v {adjust if adjusted else ""}
-        WHERE v.ts >= %(lo)s AND v.ts < %(hi)s AND v.value IS NOT NULL AND v.channel_id = ANY(%(ch)s::smallint[])
+        FROM validated_between(%(lo)s, %(hi)s) v {adjust if adjusted else ""}
+        WHERE v.ts < %(hi)s AND v.value IS NOT NULL AND v.channel_id = ANY(%(ch)s::smallint[])
           AND v.meter_id IN (SELECT meter_id FROM bill_meter)
     ) TO STDOUT (FORMAT binary)"""
     rows = copy_records(conn, query.encode(), {"ch": channels, "lo": lo, "hi": hi}, _ROW)

@@ -32,7 +32,7 @@ def read_intervals(conn: Connection, book: TariffBook, drafts: list[Draft]) -> N
                   extract(hour FROM b.began AT TIME ZONE %(tz)s)::int, sum(v.value), max(v.value), max(c.interval_s)
            FROM unnest(%(keys)s::integer[], %(meters)s::integer[], %(los)s::timestamptz[], %(his)s::timestamptz[])
                 AS s(key, meter_id, lo, hi)
-           JOIN validated_reading v ON v.meter_id = s.meter_id AND v.ts > s.lo AND v.ts <= s.hi
+           JOIN validated_between(%(lo)s, %(hi)s) v ON v.meter_id = s.meter_id AND v.ts > s.lo AND v.ts <= s.hi
            JOIN channel c ON c.id = v.channel_id AND c.code = ANY(%(ch)s)
            CROSS JOIN LATERAL (SELECT v.ts - make_interval(secs => coalesce(c.interval_s, 900)) AS began) b
            WHERE v.value IS NOT NULL
@@ -44,6 +44,9 @@ def read_intervals(conn: Connection, book: TariffBook, drafts: list[Draft]) -> N
             "meters": [x.meter_id for x in dets],
             "los": [x.start_at for x in dets],
             "his": [x.end_at for x in dets],
+            # The run's whole window, for validated_between: it reaches only these days' partitions.
+            "lo": min(x.start_at for x in dets),
+            "hi": max(x.end_at for x in dets),
         },
     ):
         per[k].append((day, dow, hour, float(total), float(peak)))

@@ -9,9 +9,9 @@
    meter's removal index and the new meter's install index); skipped accounts and warnings are
    stored per account in ``bill_run_note``;
 3. reads the validated register series of those meters around the period with one binary COPY
-   (``validated_reading``, with later ``adjustment`` versions of billed data laid over it) into numpy
-   arrays sorted by (meter, instant); every boundary index (a read on the day, else linear
-   interpolation) and data-quality figure is then a binary search;
+   (``validated_between``: ``validated_reading`` over the period, with later ``adjustment`` versions of
+   billed data laid over it) into numpy arrays sorted by (meter, instant); every boundary index (a
+   read on the day, else linear interpolation) and data-quality figure is then a binary search;
 4. computes per account the determinants (interval channels stamped at their end: the interval
    stamped T covers (T - length, T]), holds and priced lines; compares them with the live bill of
    the same account and period: unchanged → nothing; a held bill → superseded; an issued bill →

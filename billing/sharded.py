@@ -7,7 +7,8 @@ Where the data lives:
   one place: its balance, dunning and payments never need a cross-shard transaction, and an account
   whose meter was exchanged for one hashing to another shard is still billed in one piece.
 - **The validated series is read on the shard holding each meter.** The coordinator's
-  ``releve_shards`` schema (``releve.shards.attach_shards``) holds ``validated_reading``,
+  ``releve_shards`` schema (``releve.shards.attach_shards``) holds ``validated_reading`` (and its
+  ``validated_between`` and ``validated_series`` over that mirror),
   ``reading_version``, ``vee_exception`` and ``reading_freeze`` as tables hash-partitioned on
   ``meter_id`` exactly as ``reading_sharded`` is, each partition a ``postgres_fdw`` foreign table on
   its shard. The bill run (:func:`billing.run.run_bills`, unchanged) runs on a coordinator session

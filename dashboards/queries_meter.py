@@ -136,9 +136,9 @@ class MeterQueries(BaseQueries):
             return _rows(
                 conn,
                 """SELECT ts, value, raw_value, quality, quality_flag, method, reason, version, read_type, under_review
-                   FROM validated_reading WHERE meter_id = %s AND channel_id = %s AND ts >= %s AND ts < %s
+                   FROM validated_series(%s, %s, %s, %s) WHERE ts < %s
                    ORDER BY ts""",
-                (meter_id, ch, start, end),
+                (meter_id, ch, start, end, end),
             )
 
     def exceptions_of(self, meter_id: int, start: datetime, end: datetime) -> list[Row]:

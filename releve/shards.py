@@ -20,9 +20,11 @@ schema moves to Citus (``create_distributed_table('reading', 'meter_id')``) for 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 import psycopg
 from psycopg import sql
@@ -213,6 +215,9 @@ def _shard_schema(conn: psycopg.Connection, n: int, settings: Settings | None) -
                     sql.Literal(name),
                 )
             )
+    # The windowed readers of the validated series under the same names (migration 0031), over the
+    # mirror: a session through the shards calls the names it calls on one server.
+    conn.execute(_migration_0031().SHARD_FUNCTIONS.format(schema=SHARD_SCHEMA).encode())
     if settings is None or not settings.database.use_roles:
         return
     reader, editor = sql.Identifier(db.reader_role(settings) or ""), sql.Identifier(db.editor_role(settings) or "")
@@ -221,6 +226,16 @@ def _shard_schema(conn: psycopg.Connection, n: int, settings: Settings | None) -
     for name, written in SHARD_RELATIONS.items():
         if written:
             conn.execute(sql.SQL("GRANT INSERT ON {} TO {}").format(sql.Identifier(SHARD_SCHEMA, name), editor))
+
+
+def _migration_0031() -> ModuleType:
+    """Migration 0031's module (its shard-schema functions)."""
+    path = Path(__file__).parent / "migrations" / "0031_validated_between.py"
+    spec = importlib.util.spec_from_file_location("releve_migration_0031", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def ready(conn: psycopg.Connection, n: int) -> bool:

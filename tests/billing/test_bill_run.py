@@ -280,6 +280,7 @@ def test_time_of_use_and_demand_from_interval_data(db):
         readings.append(Reading("M-tou", "1-0:1.29.0", t, v, "kWh", Source.MODBUS, ReadType.ACTUAL))
         t += step
     write(db, readings)
+    assert f.one("SELECT count(*) FROM reading_block") == 30  # a block a day: the bill reads them by its window
     f.reads("M-tou", [(ts(3, 2), 1000.0), (ts(4, 1), 1000.0 + total)], commodity="electricity")
     f.run()
     b = f.live("A-tou")

@@ -149,3 +149,60 @@ def test_a_block_across_a_utc_midnight_or_with_unequal_arrays_is_refused(db):
         conn.execute(insert, (b, b + STEP, [b, b + STEP], [1.0, 2.0], [0, 0]))
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
             conn.execute("UPDATE reading_block SET value = value")
+
+
+def _versions(conn: psycopg.Connection, readings: list[Reading], rng: random.Random) -> None:
+    """VEE versions over some stored instants (edits, estimates replacing a value) and at instants none holds."""
+    for serial in ("M1", "M2", "M3"):
+        conn.execute(
+            "INSERT INTO meter (serial, commodity, model, unit, protocol) VALUES (%s, 'electricity', 't', 'kWh', 'import')",
+            (serial,),
+        )
+    assert conn.execute("SELECT array_agg(id ORDER BY id) FROM meter").fetchone() == ([1, 2, 3],)
+    held = {(r[0], r[1], r[2]) for r in readings}
+    rows = []
+    for r in rng.sample(readings, 40):
+        rows.append((r[0], r[1], r[2], 1, r[3] + 1, "F", "edit", r[3]))
+    for meter in (1, 2, 3):
+        t = T0 + STEP * rng.randrange(4 * 24 * 6)
+        if (meter, 1, t) not in held:
+            rows.append((meter, 1, t, 1, 42.0, "S", "estimate", None))  # a gap filled
+    conn.cursor().executemany(
+        """INSERT INTO reading_version (meter_id, channel_id, ts, version, value, quality, kind, replaced_value,
+                                        created_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'test')""",
+        rows,
+    )
+
+
+def test_validated_between_and_series_are_the_view_over_a_window(stored):
+    conn, readings, rng = stored
+    kinds = dict(conn.execute("SELECT id, kind FROM channel WHERE id IN (1, 5)").fetchall())
+    assert {"register", "interval"} & set(kinds.values())  # the view reads these kinds only
+    _versions(conn, readings, rng)
+    columns = "meter_id, channel_id, ts, value, quality, quality_flag, version, raw_value, under_review"
+    versions = 0
+    for lo, hi in _windows(rng):
+        want = conn.execute(
+            f"SELECT {columns} FROM validated_reading WHERE ts >= %s AND ts <= %s ORDER BY 1, 2, 3", (lo, hi)
+        ).fetchall()
+        got = conn.execute(f"SELECT {columns} FROM validated_between(%s, %s) ORDER BY 1, 2, 3", (lo, hi)).fetchall()
+        assert got == want, (lo, hi)
+        for meter, channel in ((1, 1), (2, 5), (3, 1)):
+            one = conn.execute(
+                f"SELECT {columns} FROM validated_series(%s, %s, %s, %s) ORDER BY ts", (meter, channel, lo, hi)
+            ).fetchall()
+            assert one == [r for r in want if r[0] == meter and r[1] == channel]
+        versions += sum(1 for r in want if r[6])
+    assert versions  # versions took part
+
+
+def test_validated_between_reads_only_the_windows_block_partitions(stored):
+    conn, _, _ = stored
+    lo = T0 + timedelta(days=3)
+    plan = "\n".join(
+        str(r[0])
+        for r in conn.execute("EXPLAIN SELECT * FROM validated_between(%s, %s)", (lo, lo + timedelta(hours=6)))
+    )
+    whole = "\n".join(str(r[0]) for r in conn.execute("EXPLAIN SELECT * FROM validated_reading WHERE ts >= %s", (lo,)))
+    block_parts = [line for line in plan.splitlines() if "reading_block_" in line]
+    assert block_parts and len(block_parts) < len([line for line in whole.splitlines() if "reading_block_" in line])
