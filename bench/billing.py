@@ -182,6 +182,11 @@ def main() -> None:
             f"bill run: {s.accounts:,} accounts in {elapsed:.1f} s = {s.accounts / elapsed:,.0f} accounts/s "
             f"({elapsed / baseline:.1f}× the baseline read; goal < 30 s)"
         )
+        with psycopg.connect(url) as conn:
+            check = conn.execute(
+                "SELECT count(*), sum(total), sum(subtotal) FROM bill WHERE status IN ('issued', 'held')"
+            ).fetchone()
+        print(f"bills: {check[0]:,}, totals {check[1]}, subtotals {check[2]} (the same data gives the same sums)")
         t = time.perf_counter()
         s2 = run_bills(url, settings, book, "A", PERIOD_END, date(2026, 4, 2))
         print(
