@@ -6,10 +6,12 @@ Builds the registry in bulk with SQL ``generate_series`` (customers, service poi
 installations, accounts: 70 % electricity, 30 % water, 3 % indigent, 1 % prepaid, all in cycle A),
 lands ``days`` daily register reads per meter at 00:00 UTC through the ingest writer's columnar path
 (``ReadingFrame.from_columns``), adds a few VEE estimates and open exceptions (so some bills are
-held), optionally moves ``--interval-meters`` accounts to the time-of-use tariff with a year of
-15-minute interval data (kept as blocks by the writer), then times ``releve bill run --cycle A --period-end 2026-03-31`` (determinants, holds, pricing,
-bills, lines and freezes written), and the idempotent re-run. Baseline from the same run: one
-``SELECT`` of the validated series over the same window (what any bill run must at least read).
+held), optionally moves ``--interval-meters`` accounts to the time-of-use tariff with
+``--interval-days`` of 15-minute interval data (kept as blocks by the writer), then times ``releve
+bill run --cycle A --period-end 2026-03-31`` (determinants, holds, pricing, bills, lines and freezes
+written), prints the bills' count and sums (two codes given the same data must print the same), and
+times the idempotent re-run. Baseline from the same run: one ``SELECT`` of the validated series over
+the same window (what any bill run must at least read).
 """
 
 from __future__ import annotations
