@@ -148,3 +148,16 @@ def test_theft_bench_writes_hourly_series_as_the_refresh_makes_them_from_reading
             g = np.frombuffer(b"".join(r[2] for r in got), ">f8")
             assert np.isfinite(w).sum() >= 40 * 70
             np.testing.assert_allclose(g, w, rtol=1e-12, atol=0)
+
+
+def test_billing_bench_bills_time_of_use_accounts_from_interval_blocks(pg_server_url: str) -> None:
+    """``bench/billing.py`` end to end, small: its interval meters land as blocks and their bills are priced."""
+    env = dict(os.environ, RELEVE_BENCH_DATABASE_URL=pg_server_url, PYTHONPATH=str(ROOT))
+    args = ["--accounts", "200", "--interval-meters", "20", "--interval-days", "40"]
+    done = subprocess.run(
+        [sys.executable, "bench/billing.py", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    assert "76,800 interval reads (20 time-of-use meters)" in done.stdout  # 20 meters × 40 days × 96
+    assert "bills: 198," in done.stdout
+    assert "issued 196, held 2" in done.stdout
