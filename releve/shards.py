@@ -239,11 +239,22 @@ def _migration_0031() -> ModuleType:
 
 
 def ready(conn: psycopg.Connection, n: int) -> bool:
-    """Whether the coordinator has :data:`SHARD_SCHEMA` over ``n`` shards (:func:`attach_shards` ran)."""
+    """Whether the coordinator has :data:`SHARD_SCHEMA` over ``n`` shards (:func:`attach_shards` ran).
+
+    Its windowed readers too (migration 0031): without them a session through the shards would
+    resolve ``validated_between`` to the coordinator's own (``public``) function and read its own
+    tables, so a coordinator attached before 0031 is not ready until :func:`attach_shards` runs again.
+    """
     row = conn.execute(
-        "SELECT count(*) FROM pg_inherits WHERE inhparent = to_regclass(%s)", (f"{SHARD_SCHEMA}.validated_reading",)
+        """SELECT (SELECT count(*) FROM pg_inherits WHERE inhparent = to_regclass(%(table)s)),
+                  to_regprocedure(%(between)s) IS NOT NULL AND to_regprocedure(%(series)s) IS NOT NULL""",
+        {
+            "table": f"{SHARD_SCHEMA}.validated_reading",
+            "between": f"{SHARD_SCHEMA}.validated_between(timestamptz, timestamptz)",
+            "series": f"{SHARD_SCHEMA}.validated_series(integer, integer, timestamptz, timestamptz)",
+        },
     ).fetchone()
-    return row is not None and row[0] == n
+    return row is not None and row[0] == n and bool(row[1])
 
 
 def through_shards(coordinator_url: str) -> str:

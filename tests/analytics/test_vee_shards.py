@@ -382,3 +382,23 @@ def test_vee_theft_ranking_and_bill_run_on_three_shards_match_one_server(
         on_shards += mine
     assert sorted(on_shards) == freezes(reference.url) and on_shards
     assert freezes(db.url) == []
+
+
+def test_a_coordinator_without_the_shard_schemas_windowed_readers_is_not_ready_until_attached_again(db, shard_urls):
+    """Without releve_shards.validated_between a session through the shards would read the coordinator's own tables."""
+    from billing.sharded import ShardsNotAttachedError, run_bills_sharded
+    from billing.tariffs import EXAMPLE
+
+    shards.attach_shards(db.url, shard_urls, db.settings)
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        assert shards.ready(conn, len(shard_urls))
+        conn.execute(f"DROP FUNCTION {shards.SHARD_SCHEMA}.validated_between(timestamptz, timestamptz)")
+        assert not shards.ready(conn, len(shard_urls))  # as a coordinator attached before migration 0031
+    settings = db.settings.model_copy(
+        update={"database": db.settings.database.model_copy(update={"shard_urls": shard_urls})}
+    )
+    with pytest.raises(ShardsNotAttachedError, match="attach them first"):
+        run_bills_sharded(db.url, settings, load_tariffs(EXAMPLE), CYCLE, PERIOD_END)
+    shards.attach_shards(db.url, shard_urls, db.settings)  # again: the readers come back
+    with psycopg.connect(db.url) as conn:
+        assert shards.ready(conn, len(shard_urls))
