@@ -11,7 +11,8 @@ interval data is kept as blocks, a monthly bill run read every block of all hist
   bounded by the same window: the planner inlines it, so the window reaches both tables'
   partitions. Callers put their exact bounds (``<``, ``>``) on top of the closed window.
 - ``validated_series(meter, channel, lo, hi)``: the same for one series, through
-  ``series_between`` (the meter page's chart, a tenant's boundary reads).
+  ``series_between`` (the bill run's time-of-use intervals, a call per determinant; the meter
+  page's chart).
 
 Both return ``SETOF validated_reading``: the view's own row type, so they stay its columns.
 
