@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import itertools
+import multiprocessing as mp
 import os
 import warnings
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, fields
+from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
 import numpy as np
@@ -105,7 +108,7 @@ class Features:
 LEVEL_QUANTILE = 0.8
 
 
-#: Groups of hourly meters worked on at once, a thread each (:func:`_hourly_signals`; at most the cores).
+#: Groups of hourly meters worked on at once, a process each (:func:`_hourly_signals`; at most the cores).
 HOURLY_WORKERS = 2
 
 #: Row-wise signals over more meters than this run a block of rows at a time (:func:`by_rows`).
@@ -166,12 +169,95 @@ class _Hourly:
     step_size: FloatArray | None = None  # sg.step_size per meter (NaN: too few rises)
 
 
+@dataclass
+class _Group:
+    """One group's hourly signals (:func:`_group_signals`), for its meter rows and its areas."""
+
+    rows: IntArray
+    hour_spikes: FloatArray
+    profile: sg.ProfileChange  # each day's ``flatness`` left out: only the group's verdicts read it
+    shift: FloatArray
+    spread: tuple[FloatArray, IntArray, IntArray]
+    marks: tuple[FloatArray, IntArray, IntArray]  # rows × MARKS each
+    reversed: tuple[IntArray, IntArray, IntArray]  # weeks, first and end week of the longest reversed run
+    base_hour: FloatArray
+    steps_held: FloatArray
+    step_size: FloatArray
+    areas: IntArray  # the hourly areas (indices into the ranking's list) the balance fitted
+    interval: sg.IntervalBalance | None
+
+
+def _group_signals(
+    rows: IntArray,
+    raw: FloatArray,
+    values: FloatArray,
+    weekday: IntArray,
+    fleet_season: FloatArray,
+    area_k: IntArray,
+    feeders: FloatArray | None,
+) -> _Group:
+    """A group's hourly signals: its meters' own, and its areas' interval balance.
+
+    ``raw`` is the group's hourly array as read, ``values`` its meters' daily series, ``area_k``
+    each meter's hourly area (an index into the ranking's list of areas with hourly feeder totals,
+    −1 none) and ``feeders`` those areas' hourly totals, in ascending index (None: no balance).
+    Runs in a worker process (:func:`_hourly_signals`): numpy's BLAS held to one thread there, so
+    the figures are those of the same calls anywhere, and the signals' RuntimeWarnings (empty
+    slices, silenced signal by signal) ignored.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        hourly, hour_spikes = sg.clean_hourly(raw)
+        del raw
+        usual = sg.usual_hour_profile(hourly, weekday)  # for the balance's regressors and the daily statistics
+        per_mark = sg.tamper_marks(hourly)  # per meter: a group's marks are the fleet's
+        marks = [sg.run_contrast(sg.weekly_means(per_mark[:, j])) for j in range(per_mark.shape[1])]
+        del per_mark
+        weeks, first, end, _ = sg.longest_true_span(sg.reversed_weeks(hourly) > 0)  # NaN weeks break a run
+        base_hour = sg.row_quantile(hourly.reshape(hourly.shape[0], -1), 0.1)
+        held = sg.steps_held(hourly, values, fleet_season)
+        step = sg.step_size(hourly)
+        profile = sg.profile_change(hourly, weekday)
+        profile.flatness = np.full((rows.size, 0), np.nan)
+        per_day = sg.daily_stats(hourly, values, weekday, usual=usual)
+        shift = sg.recent_shift(per_day, fleet_season)
+        spread_col = list(sg.CHANGE_STATS).index("spread")
+        spread = sg.segment_shift(sg.weekly_means(per_day[:, spread_col]))
+        del per_day
+        present = np.unique(area_k[area_k >= 0])
+        interval = None
+        if feeders is not None and present.size:
+            local = np.where(area_k >= 0, np.searchsorted(present, area_k), -1)
+            interval = sg.interval_balance(feeders, hourly, local, weekday, usual=usual)
+    _give_back_freed_memory()
+    return _Group(
+        rows,
+        hour_spikes,
+        profile,
+        shift,
+        spread,
+        (
+            np.column_stack([s for s, _, _ in marks]),
+            np.column_stack([a for _, a, _ in marks]),
+            np.column_stack([b for _, _, b in marks]),
+        ),
+        (weeks, np.maximum(first, 0), np.maximum(end, 0)),
+        base_hour,
+        held,
+        step,
+        present,
+        interval,
+    )
+
+
 def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str], fleet_season: FloatArray) -> _Hourly:
     """The hourly signals, a group of whole areas at a time (:meth:`TheftData.hourly_chunks`).
 
     Every hourly signal is per meter, or per area for the interval balance, so groups of whole
-    areas give the same figures as the fleet at once while only one group's hourly arrays (and
-    the balance's regressors, eight times their size with the clock terms) are held.
+    areas give the same figures as the fleet at once while only the groups in work are held
+    (with the balance's regressors, eight times their hourly array with the clock terms).
     """
     m, d = values.shape
     weekday = data.weekdays()
@@ -185,7 +271,6 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
         )
         return _Hourly(None, np.zeros(m), None, shift, None)
     n_stats = len(sg.CHANGE_STATS)
-    spread_col = list(sg.CHANGE_STATS).index("spread")
     hour_spikes = np.zeros(m)
     shift = np.full((m, n_stats), np.nan)
     stat, w0, w1 = np.zeros(m), np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int64)
@@ -224,73 +309,55 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
     held = np.zeros(m)
     step = np.full(m, np.nan)
 
-    def own_signals(rows: IntArray, hourly: FloatArray, usual: FloatArray) -> None:
-        """A group's per-meter hourly signals, written into the fleet's arrays at its rows."""
-        per_mark = sg.tamper_marks(hourly)  # per meter: a group's marks are the fleet's
-        for j in range(n_marks):
-            mark_share[rows, j], mark_w0[rows, j], mark_w1[rows, j] = sg.run_contrast(sg.weekly_means(per_mark[:, j]))
-        weeks, first, end, _ = sg.longest_true_span(sg.reversed_weeks(hourly) > 0)  # NaN weeks break a run
-        rev[rows], rev_w0[rows], rev_w1[rows] = weeks, np.maximum(first, 0), np.maximum(end, 0)
-        base_hour[rows] = sg.row_quantile(hourly.reshape(hourly.shape[0], -1), 0.1)
-        held[rows] = sg.steps_held(hourly, values[rows], fleet_season)
-        step[rows] = sg.step_size(hourly)
-        part = sg.profile_change(hourly, weekday)
-        for name in ("corr", "start", "end", "score", "usual", "during", "reversed", "flattened"):
-            getattr(prof, name)[rows] = getattr(part, name)
-        per_day = sg.daily_stats(hourly, values[rows], weekday, usual=usual)
-        shift[rows] = sg.recent_shift(per_day, fleet_season)
-        stat[rows], w0[rows], w1[rows] = sg.segment_shift(sg.weekly_means(per_day[:, spread_col]))
-
-    def balance(rows: IntArray, hourly: FloatArray, usual: FloatArray) -> None:
-        """A group's interval balance, written into the fleet's arrays at its rows and areas."""
-        assert interval is not None
+    def task(rows: IntArray, raw: FloatArray) -> tuple[Any, ...]:
+        """The arguments of :func:`_group_signals` for one group."""
         area_k = np.array([h_index.get(str(a), -1) for a in data.area[rows]], dtype=np.int64)
         present = np.unique(area_k[area_k >= 0])
-        if present.size:
-            local = np.searchsorted(present, area_k)
-            local = np.where(area_k >= 0, local, -1)
-            feeder_h = np.stack([data.feeders_hourly[hourly_areas[k]] for k in present])
-            ib = sg.interval_balance(feeder_h, hourly, local, weekday, usual=usual)
+        feeders = np.stack([data.feeders_hourly[hourly_areas[k]] for k in present]) if present.size else None
+        return rows, raw, values[rows], weekday, fleet_season, area_k, feeders
+
+    def keep(g: _Group) -> None:
+        """A group's signals, written into the fleet's arrays at its rows and areas."""
+        rows = g.rows
+        hour_spikes[rows] = g.hour_spikes
+        mark_share[rows], mark_w0[rows], mark_w1[rows] = g.marks
+        rev[rows], rev_w0[rows], rev_w1[rows] = g.reversed
+        base_hour[rows], held[rows], step[rows] = g.base_hour, g.steps_held, g.step_size
+        for name in ("corr", "start", "end", "score", "usual", "during", "reversed", "flattened"):
+            getattr(prof, name)[rows] = getattr(g.profile, name)
+        shift[rows] = g.shift
+        stat[rows], w0[rows], w1[rows] = g.spread
+        if interval is not None and g.interval is not None:
             for name in ("attributed", "strength", "share", "kind", "windows", "first_day"):
-                getattr(interval, name)[rows] = getattr(ib, name)
-            interval.technical[present] = ib.technical
-            interval.residual[present] = ib.residual
+                getattr(interval, name)[rows] = getattr(g.interval, name)
+            interval.technical[g.areas] = g.interval.technical
+            interval.residual[g.areas] = g.interval.residual
 
-    # Two threads (HOURLY_WORKERS) work on two groups at a time, each group's interval balance and
-    # its per-meter signals as two tasks (the balance is about half a group's time: two tasks keep
-    # both threads busy to the last group). numpy lets go of the interpreter in most of the work,
-    # and every task writes only its own group's rows and areas, so the figures are those of one
-    # group after another. Groups are read and cleaned in this thread, while the workers work.
-    # numpy's BLAS holds to one thread: two workers are two threads already, and on the balance's
-    # small products (hundreds of rows and columns) two BLAS threads beside a busy core wait for
-    # each other (its fits ran three to four times slower so). RuntimeWarnings
-    # (the signals' empty slices, silenced signal by signal) are ignored for the whole pool:
-    # warnings.catch_warnings is not thread-safe, so the workers' own must not leak outwards.
-    from threadpoolctl import threadpool_limits
-
-    workers = max(1, min(HOURLY_WORKERS, os.cpu_count() or 1))
-    with (
-        threadpool_limits(limits=1, user_api="blas"),
-        warnings.catch_warnings(),
-        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hourly") as pool,
-    ):
-        warnings.simplefilter("ignore", RuntimeWarning)
-        running: deque[list[Future[None]]] = deque()  # per group in work, its tasks
-        for rows, raw in data.hourly_chunks():
-            hourly, hour_spikes[rows] = sg.clean_hourly(raw)
-            del raw
-            usual = sg.usual_hour_profile(hourly, weekday)  # for the balance's regressors and the daily statistics
-            tasks = [pool.submit(own_signals, rows, hourly, usual)]
-            if interval is not None:
-                tasks.append(pool.submit(balance, rows, hourly, usual))
-            running.append(tasks)
-            if len(running) >= workers:
-                for job in running.popleft():
-                    job.result()
-                _give_back_freed_memory()
-        for tasks in running:
-            for job in tasks:
-                job.result()
+    # One group is worked on here. More are worked on by HOURLY_WORKERS processes, a group each
+    # (its own signals and its areas' balance), while this process reads the next groups: threads
+    # would share the interpreter, and the balance's thousands of small solves a window hold it
+    # between their numpy calls (two threads ran a group 1.3 × faster than one, two processes
+    # 1.9 ×). At most HOURLY_WORKERS groups wait besides those in work. Every group writes only its
+    # own rows and areas, so the figures are those of one group after another.
+    chunks = data.hourly_chunks()
+    first = next(chunks, None)
+    second = next(chunks, None)
+    if first is None:
+        pass
+    elif second is None:
+        keep(_group_signals(*task(*first)))
+    else:
+        workers = max(1, min(HOURLY_WORKERS, os.cpu_count() or 1))
+        with ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context()) as pool:
+            running: deque[Future[_Group]] = deque()
+            for rows, raw in itertools.chain((first, second), chunks):
+                running.append(pool.submit(_group_signals, *task(rows, raw)))
+                del raw
+                while len(running) > 2 * workers - 1 or (running and running[0].done()):
+                    keep(running.popleft().result())
+            first = second = None
+            while running:
+                keep(running.popleft().result())
     return _Hourly(
         prof,
         hour_spikes,
@@ -303,6 +370,21 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
         held,
         step,
     )
+
+
+def _worker_context() -> BaseContext:
+    """How the hourly workers start: forked from a server process that has imported the signals.
+
+    Not forked from the ranking itself, whose fleet-sized arrays a forked child would keep
+    alive (copy on write) as the ranking goes on writing and freeing them; not spawned afresh
+    per ranking, which imports numpy and scipy again in every worker. ``spawn`` where there is
+    no ``forkserver`` (Windows).
+    """
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["analytics.theft.features"])
+    return ctx
 
 
 def _give_back_freed_memory() -> None:
