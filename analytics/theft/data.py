@@ -35,7 +35,7 @@ from releve.arrays import BoolArray, FloatArray, IntArray
 
 #: Meters per group when hourly series are read a group at a time (:meth:`TheftData.hourly_chunks`):
 #: a group's hourly arrays and the interval balance's regressors stay within a few hundred MB.
-HOURLY_CHUNK_METERS = 400
+HOURLY_CHUNK_METERS = 200
 
 
 class TheftImportError(ValueError):
@@ -117,6 +117,8 @@ class TheftData:
     meter_ids: list[int | None] | None = None
     #: Meters × days: the day's half-hour (finest interval) texture, :func:`interval_texture`
     #: (NaN: incomplete day, or no interval data). Summing intervals into hours averages it away.
+    #: Beside a :class:`LazyHourly` from the database it is filled as the hours are read, a group at
+    #: a time from the same rows: whole once :meth:`hourly_chunks` has gone through the fleet.
     texture: FloatArray | None = None
 
     @property

@@ -592,6 +592,7 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
         offset = d - (d // 7) * 7
         reversed_run = weeks_r
         reversed_span = (offset + 7 * rw0, offset + 7 * rw1)
+    # After the hourly pass: a lazy hourly array from the database brings the texture with its hours.
     recent_texture, recent_texture_z = _texture_change(data.texture, fleet_season, m)
 
     peer_groups = _codes(

@@ -244,3 +244,23 @@ def test_interval_only_meters_read_lazily_have_the_hours_texture_and_days_read_w
     np.testing.assert_array_equal(lazy.texture, whole.texture)
     np.testing.assert_array_equal(lazy.daily, whole.daily)
     np.testing.assert_array_equal(lazy_hours, whole.hourly)
+
+
+def test_meters_with_a_register_read_lazily_get_their_texture_with_their_hours(fleet):
+    """Read lazily, a meter with a register gets its texture from the ranking's pass over its hours (one read)."""
+    from analytics.theft.store import load_from_database
+    from releve.db import refresh_daily
+
+    db = fleet
+    registers = [Reading("M1", "1-0:1.8.0", T0 + timedelta(days=k), 1000.0 + 30 * k, "kWh") for k in range(21)]
+    _write(db, _readings(range(0, 20)) + registers)
+    refresh_daily(db.url)
+    with db.connect() as conn:
+        whole = load_from_database(conn)
+        lazy = load_from_database(conn, hourly_in_memory=0)
+        m1 = lazy.serials.index("M1")
+        assert np.isfinite(lazy.daily[m1]).any() and np.isfinite(whole.texture[m1]).any()
+        assert not np.isfinite(lazy.texture[m1]).any()  # not read with the load: it comes with the hours
+        chunks = [rows for rows, _ in lazy.hourly_chunks()]  # the ranking's hourly pass
+    assert sorted(np.concatenate(chunks).tolist()) == list(range(lazy.n_meters))
+    np.testing.assert_array_equal(lazy.texture, whole.texture)
