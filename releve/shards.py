@@ -40,6 +40,7 @@ SHARD_SCHEMA = "releve_shards"
 #: The meter-keyed relations mirrored in :data:`SHARD_SCHEMA`, and whether the coordinator writes them.
 SHARD_RELATIONS: dict[str, bool] = {
     "validated_reading": False,
+    "validated_reading_with_block": False,  # the bill run's windowed reads (migration 0032)
     "reading_version": False,
     "vee_exception": False,
     "reading_freeze": True,
@@ -215,9 +216,18 @@ def _shard_schema(conn: psycopg.Connection, n: int, settings: Settings | None) -
                     sql.Literal(name),
                 )
             )
-    # The windowed readers of the validated series under the same names (migration 0031), over the
-    # mirror: a session through the shards calls the names it calls on one server.
-    conn.execute(_migration_0031().SHARD_FUNCTIONS.format(schema=SHARD_SCHEMA).encode())
+    # The windowed readers of the validated series under the same names (migrations 0031, 0032), over
+    # the mirror with each read's block: a session through the shards calls the names it calls on one
+    # server, and each shard reads only the blocks of the window's days.
+    columns = ", ".join(
+        f"v.{name}"
+        for (name,) in conn.execute(
+            """SELECT quote_ident(attname) FROM pg_attribute
+               WHERE attrelid = 'public.validated_reading'::regclass AND attnum > 0 AND NOT attisdropped
+               ORDER BY attnum"""
+        ).fetchall()
+    )
+    conn.execute(_migration_0032().SHARD_FUNCTIONS.format(schema=SHARD_SCHEMA, columns=columns).encode())
     if settings is None or not settings.database.use_roles:
         return
     reader, editor = sql.Identifier(db.reader_role(settings) or ""), sql.Identifier(db.editor_role(settings) or "")
@@ -228,10 +238,10 @@ def _shard_schema(conn: psycopg.Connection, n: int, settings: Settings | None) -
             conn.execute(sql.SQL("GRANT INSERT ON {} TO {}").format(sql.Identifier(SHARD_SCHEMA, name), editor))
 
 
-def _migration_0031() -> ModuleType:
-    """Migration 0031's module (its shard-schema functions)."""
-    path = Path(__file__).parent / "migrations" / "0031_validated_between.py"
-    spec = importlib.util.spec_from_file_location("releve_migration_0031", path)
+def _migration_0032() -> ModuleType:
+    """Migration 0032's module (the shard schema's windowed readers)."""
+    path = Path(__file__).parent / "migrations" / "0032_validated_with_block.py"
+    spec = importlib.util.spec_from_file_location("releve_migration_0032", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -243,13 +253,18 @@ def ready(conn: psycopg.Connection, n: int) -> bool:
 
     Its windowed readers too (migration 0031): without them a session through the shards would
     resolve ``validated_between`` to the coordinator's own (``public``) function and read its own
-    tables, so a coordinator attached before 0031 is not ready until :func:`attach_shards` runs again.
+    tables, so a coordinator attached before 0031 is not ready until :func:`attach_shards` runs again;
+    and their mirror of each read's block (migration 0032): attached before it, the readers would
+    unnest every block of every shard.
     """
     row = conn.execute(
         """SELECT (SELECT count(*) FROM pg_inherits WHERE inhparent = to_regclass(%(table)s)),
-                  to_regprocedure(%(between)s) IS NOT NULL AND to_regprocedure(%(series)s) IS NOT NULL""",
+                  (SELECT count(*) FROM pg_inherits WHERE inhparent = to_regclass(%(with_block)s)) = %(n)s
+                  AND to_regprocedure(%(between)s) IS NOT NULL AND to_regprocedure(%(series)s) IS NOT NULL""",
         {
+            "n": n,
             "table": f"{SHARD_SCHEMA}.validated_reading",
+            "with_block": f"{SHARD_SCHEMA}.validated_reading_with_block",
             "between": f"{SHARD_SCHEMA}.validated_between(timestamptz, timestamptz)",
             "series": f"{SHARD_SCHEMA}.validated_series(integer, integer, timestamptz, timestamptz)",
         },

@@ -400,5 +400,31 @@ def test_a_coordinator_without_the_shard_schemas_windowed_readers_is_not_ready_u
     with pytest.raises(ShardsNotAttachedError, match="attach them first"):
         run_bills_sharded(db.url, settings, load_tariffs(EXAMPLE), CYCLE, PERIOD_END)
     shards.attach_shards(db.url, shard_urls, db.settings)  # again: the readers come back
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        assert shards.ready(conn, len(shard_urls))
+        # As a coordinator attached before migration 0032: its readers would unnest every shard's blocks.
+        conn.execute(f"DROP TABLE {shards.SHARD_SCHEMA}.validated_reading_with_block CASCADE")
+        assert not shards.ready(conn, len(shard_urls))
+    shards.attach_shards(db.url, shard_urls, db.settings)
     with psycopg.connect(db.url) as conn:
         assert shards.ready(conn, len(shard_urls))
+
+
+def test_the_shards_windowed_reads_send_every_shard_the_bound_on_its_blocks(db, shard_urls):
+    """Each shard gets the window and lo - 1 day < block_first <= hi: its blocks' partitions are pruned there."""
+    shards.attach_shards(db.url, shard_urls, db.settings)
+    lo, hi = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC)
+    with psycopg.connect(shards.through_shards(db.url)) as conn:
+        for query, args in (
+            ("SELECT * FROM validated_between(%s, %s)", (lo, hi)),
+            ("SELECT * FROM validated_series(1, 1, %s, %s)", (lo, hi)),
+        ):
+            plan = [str(r[0]) for r in conn.execute(f"EXPLAIN (VERBOSE) {query}", args)]
+            remote = [line for line in plan if "Remote SQL:" in line]
+            assert remote and all("validated_reading_with_block" in line for line in remote), plan
+            assert all("block_first >" in line and "block_first <=" in line for line in remote), remote
+        columns = [
+            d.name for d in conn.execute("SELECT * FROM validated_between(%s, %s) LIMIT 0", (lo, hi)).description
+        ]
+        view = [d.name for d in conn.execute("SELECT * FROM public.validated_reading LIMIT 0").description]
+        assert columns == view  # the view's row type: no block column in what callers read

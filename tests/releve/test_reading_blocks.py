@@ -206,3 +206,42 @@ def test_validated_between_reads_only_the_windows_block_partitions(stored):
     whole = "\n".join(str(r[0]) for r in conn.execute("EXPLAIN SELECT * FROM validated_reading WHERE ts >= %s", (lo,)))
     block_parts = [line for line in plan.splitlines() if "reading_block_" in line]
     assert block_parts and len(block_parts) < len([line for line in whole.splitlines() if "reading_block_" in line])
+
+
+def test_validated_reading_with_block_is_the_view_beside_the_first_instant_of_each_reads_block(stored):
+    conn, readings, rng = stored
+    _versions(conn, readings, rng)
+    columns = "meter_id, channel_id, ts, value, quality, quality_flag, version, raw_value, under_review"
+    want = conn.execute(f"SELECT {columns} FROM validated_reading ORDER BY 1, 2, 3").fetchall()
+    got = conn.execute(f"SELECT {columns}, block_first FROM validated_reading_with_block ORDER BY 1, 2, 3").fetchall()
+    assert [r[:-1] for r in got] == want
+    in_block = {
+        (m, c, t): first
+        for m, c, first, instants in conn.execute("SELECT meter_id, channel_id, ts_first, ts FROM reading_block")
+        for t in instants
+    }
+    assert any(key in in_block for key in ((r[0], r[1], r[2]) for r in got))  # blocks took part
+    for r in got:
+        assert r[-1] == in_block.get((r[0], r[1], r[2]), r[2])  # a row's (or a version's) own instant
+    for lo, hi in _windows(rng):  # the bound the shard schema adds keeps every read of the window
+        bounded = conn.execute(
+            f"""SELECT {columns} FROM validated_reading_with_block
+                WHERE ts >= %(lo)s AND ts <= %(hi)s AND block_first > %(lo)s - interval '1 day' AND block_first <= %(hi)s
+                ORDER BY 1, 2, 3""",
+            {"lo": lo, "hi": hi},
+        ).fetchall()
+        assert bounded == [r for r in want if lo <= r[2] <= hi], (lo, hi)
+
+
+def test_a_block_bound_on_validated_reading_with_block_reads_only_the_windows_block_partitions(stored):
+    conn, _, _ = stored
+    lo = T0 + timedelta(days=3)
+    hi = lo + timedelta(hours=6)
+    window = "ts >= %(lo)s AND ts <= %(hi)s"
+    bound = window + " AND block_first > %(lo)s - interval '1 day' AND block_first <= %(hi)s"
+
+    def block_parts(where: str) -> int:
+        plan = conn.execute(f"EXPLAIN SELECT * FROM validated_reading_with_block WHERE {where}", {"lo": lo, "hi": hi})
+        return sum("reading_block_" in str(r[0]) for r in plan)
+
+    assert 0 < block_parts(bound) < block_parts(window)
