@@ -11,7 +11,7 @@ sharded by meter would; then VEE runs on every shard at once (one process each),
 in readings landed per second of VEE (what a day's data costs to validate). The 1-shard run
 is the baseline measured in the same run: per-shard efficiency = rate(N) / (N × rate(1)). Unit
 costs for the capacity model (docs/scaling.md) are printed at the end: µs of one core per reading
-ingested and per reading validated, and bytes on disk per stored reading (table + primary key).
+ingested and per reading validated, and bytes on disk per stored reading (rows and blocks, with their keys).
 
 With ``--bill`` every meter also gets an account, and after VEE a 7-day cycle is billed: once on the
 first shard's database as one server (the baseline: the series read locally), then on the
@@ -183,9 +183,11 @@ def main() -> int:
                 validated = list(pool.map(_vee, urls, [settings] * count))
                 vee_s = time.perf_counter() - t
             with psycopg.connect(urls[0]) as conn:
+                # Rows and blocks alike (migration 0030): every leaf part of both tables, their keys included.
                 row = conn.execute(
-                    "SELECT sum(pg_total_relation_size(inhrelid)), (SELECT count(*) FROM reading_all) "
-                    "FROM pg_inherits WHERE inhparent = 'reading'::regclass"
+                    "SELECT sum(pg_total_relation_size(relid)), (SELECT count(*) FROM reading_all) "
+                    "FROM (SELECT relid FROM pg_partition_tree('reading') WHERE isleaf "
+                    "      UNION ALL SELECT relid FROM pg_partition_tree('reading_block') WHERE isleaf) p"
                 ).fetchone()
             results[count] = {
                 "ingest": n / ingest_s,
@@ -230,7 +232,7 @@ def main() -> int:
             f"unit costs (1 shard): ingest {one['ingest_cpu_us']:.2f} us client CPU per reading "
             f"(+ server side: {1e6 / one['ingest']:.2f} us wall per reading), VEE {one['vee_cpu_us']:.2f} us "
             f"client CPU per reading ({1e6 / one['vee']:.2f} us wall), {one['bytes']:.0f} bytes on disk per reading "
-            "(table + primary key)"
+            "(rows and blocks, with their keys)"
         )
     finally:
         for server in servers:
