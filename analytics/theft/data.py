@@ -35,7 +35,7 @@ from releve.arrays import BoolArray, FloatArray, IntArray
 
 #: Meters per group when hourly series are read a group at a time (:meth:`TheftData.hourly_chunks`):
 #: a group's hourly arrays and the interval balance's regressors stay within a few hundred MB.
-HOURLY_CHUNK_METERS = 200
+HOURLY_CHUNK_METERS = 400
 
 
 class TheftImportError(ValueError):

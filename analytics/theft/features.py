@@ -24,7 +24,7 @@ import numpy as np
 
 from analytics.theft import signals as sg
 from analytics.theft.data import Event, TheftData
-from releve.arrays import FloatArray, IntArray
+from releve.arrays import BoolArray, FloatArray, IntArray
 
 #: Feature columns, in order. All point the same way: higher is more suspicious, except the
 #: fault-explaining ones (``catch_up_days``, ``frozen_days``, ``rollovers``, ``index_faults``)
@@ -170,19 +170,84 @@ class _Hourly:
 
 
 @dataclass
+class _Own:
+    """A group's per-meter hourly signals (:func:`_own_signals`), every field one value (or row) per meter."""
+
+    corr: FloatArray  # sg.profile_change: each day's agreement with the usual shape
+    prof_start: IntArray
+    prof_end: IntArray
+    prof_score: FloatArray
+    prof_usual: FloatArray
+    prof_during: FloatArray
+    prof_reversed: BoolArray
+    prof_flattened: BoolArray
+    shift: FloatArray  # sg.recent_shift of the daily statistics
+    spread: FloatArray  # sg.segment_shift of the weekly spread, and its first and end week
+    spread_w0: IntArray
+    spread_w1: IntArray
+    mark_share: FloatArray  # sg.run_contrast per mark (meters × MARKS), and its first and end week
+    mark_w0: IntArray
+    mark_w1: IntArray
+    reversed_weeks: IntArray  # the longest run of reversed weeks, and its first and end week
+    reversed_w0: IntArray
+    reversed_w1: IntArray
+    base_hour: FloatArray
+    steps_held: FloatArray
+    step_size: FloatArray
+
+
+#: Meters whose own signals a worker computes at once (:func:`_own_signals` via :func:`by_rows`): their
+#: temporaries are a dozen meters × days × 24 arrays, so two workers hold two blocks' of them.
+OWN_BLOCK = 200
+
+
+def _own_signals(
+    hourly: FloatArray, values: FloatArray, usual: FloatArray, weekday: IntArray, fleet_season: FloatArray
+) -> _Own:
+    """The per-meter hourly signals of some meters (each row's depend on that row only)."""
+    per_mark = sg.tamper_marks(hourly)  # per meter: a group's marks are the fleet's
+    marks = [sg.run_contrast(sg.weekly_means(per_mark[:, j])) for j in range(per_mark.shape[1])]
+    del per_mark
+    weeks, first, end, _ = sg.longest_true_span(sg.reversed_weeks(hourly) > 0)  # NaN weeks break a run
+    base_hour = sg.row_quantile(hourly.reshape(hourly.shape[0], -1), 0.1)
+    held = sg.steps_held(hourly, values, fleet_season)
+    step = sg.step_size(hourly)
+    prof = sg.profile_change(hourly, weekday)  # its each day's flatness stays here: only ``flattened`` reads it
+    per_day = sg.daily_stats(hourly, values, weekday, usual=usual)
+    shift = sg.recent_shift(per_day, fleet_season)
+    spread_col = list(sg.CHANGE_STATS).index("spread")
+    spread = sg.segment_shift(sg.weekly_means(per_day[:, spread_col]))
+    del per_day
+    return _Own(
+        prof.corr,
+        prof.start,
+        prof.end,
+        prof.score,
+        prof.usual,
+        prof.during,
+        prof.reversed,
+        prof.flattened,
+        shift,
+        *spread,
+        np.column_stack([s for s, _, _ in marks]),
+        np.column_stack([a for _, a, _ in marks]),
+        np.column_stack([b for _, _, b in marks]),
+        weeks,
+        np.maximum(first, 0),
+        np.maximum(end, 0),
+        base_hour,
+        held,
+        step,
+    )
+
+
+@dataclass
 class _Group:
     """One group's hourly signals (:func:`_group_signals`), for its meter rows and its areas."""
 
     rows: IntArray
     hour_spikes: FloatArray
-    profile: sg.ProfileChange  # each day's ``flatness`` left out: only the group's verdicts read it
-    shift: FloatArray
-    spread: tuple[FloatArray, IntArray, IntArray]
-    marks: tuple[FloatArray, IntArray, IntArray]  # rows × MARKS each
-    reversed: tuple[IntArray, IntArray, IntArray]  # weeks, first and end week of the longest reversed run
-    base_hour: FloatArray
-    steps_held: FloatArray
-    step_size: FloatArray
+    own: _Own
     areas: IntArray  # the hourly areas (indices into the ranking's list) the balance fitted
     interval: sg.IntervalBalance | None
 
@@ -196,7 +261,7 @@ def _group_signals(
     area_k: IntArray,
     feeders: FloatArray | None,
 ) -> _Group:
-    """A group's hourly signals: its meters' own, and its areas' interval balance.
+    """A group's hourly signals: its meters' own (:data:`OWN_BLOCK` meters at a time), and its areas' interval balance.
 
     ``raw`` is the group's hourly array as read, ``values`` its meters' daily series, ``area_k``
     each meter's hourly area (an index into the ranking's list of areas with hourly feeder totals,
@@ -212,44 +277,15 @@ def _group_signals(
         hourly, hour_spikes = sg.clean_hourly(raw)
         del raw
         usual = sg.usual_hour_profile(hourly, weekday)  # for the balance's regressors and the daily statistics
-        per_mark = sg.tamper_marks(hourly)  # per meter: a group's marks are the fleet's
-        marks = [sg.run_contrast(sg.weekly_means(per_mark[:, j])) for j in range(per_mark.shape[1])]
-        del per_mark
-        weeks, first, end, _ = sg.longest_true_span(sg.reversed_weeks(hourly) > 0)  # NaN weeks break a run
-        base_hour = sg.row_quantile(hourly.reshape(hourly.shape[0], -1), 0.1)
-        held = sg.steps_held(hourly, values, fleet_season)
-        step = sg.step_size(hourly)
-        profile = sg.profile_change(hourly, weekday)
-        profile.flatness = np.full((rows.size, 0), np.nan)
-        per_day = sg.daily_stats(hourly, values, weekday, usual=usual)
-        shift = sg.recent_shift(per_day, fleet_season)
-        spread_col = list(sg.CHANGE_STATS).index("spread")
-        spread = sg.segment_shift(sg.weekly_means(per_day[:, spread_col]))
-        del per_day
+        own = by_rows(_own_signals, hourly, values, usual, rows=OWN_BLOCK, weekday=weekday, fleet_season=fleet_season)
         present = np.unique(area_k[area_k >= 0])
         interval = None
         if feeders is not None and present.size:
+            # The whole group at once: a flat meter's stand-in shape is its group's (sg.regressor_profile).
             local = np.where(area_k >= 0, np.searchsorted(present, area_k), -1)
             interval = sg.interval_balance(feeders, hourly, local, weekday, usual=usual)
     _give_back_freed_memory()
-    return _Group(
-        rows,
-        hour_spikes,
-        profile,
-        shift,
-        spread,
-        (
-            np.column_stack([s for s, _, _ in marks]),
-            np.column_stack([a for _, a, _ in marks]),
-            np.column_stack([b for _, _, b in marks]),
-        ),
-        (weeks, np.maximum(first, 0), np.maximum(end, 0)),
-        base_hour,
-        held,
-        step,
-        present,
-        interval,
-    )
+    return _Group(rows, hour_spikes, own, present, interval)
 
 
 def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str], fleet_season: FloatArray) -> _Hourly:
@@ -318,15 +354,16 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
 
     def keep(g: _Group) -> None:
         """A group's signals, written into the fleet's arrays at its rows and areas."""
-        rows = g.rows
+        rows, own = g.rows, g.own
         hour_spikes[rows] = g.hour_spikes
-        mark_share[rows], mark_w0[rows], mark_w1[rows] = g.marks
-        rev[rows], rev_w0[rows], rev_w1[rows] = g.reversed
-        base_hour[rows], held[rows], step[rows] = g.base_hour, g.steps_held, g.step_size
-        for name in ("corr", "start", "end", "score", "usual", "during", "reversed", "flattened"):
-            getattr(prof, name)[rows] = getattr(g.profile, name)
-        shift[rows] = g.shift
-        stat[rows], w0[rows], w1[rows] = g.spread
+        mark_share[rows], mark_w0[rows], mark_w1[rows] = own.mark_share, own.mark_w0, own.mark_w1
+        rev[rows], rev_w0[rows], rev_w1[rows] = own.reversed_weeks, own.reversed_w0, own.reversed_w1
+        base_hour[rows], held[rows], step[rows] = own.base_hour, own.steps_held, own.step_size
+        prof.corr[rows] = own.corr
+        for name in ("start", "end", "score", "usual", "during", "reversed", "flattened"):
+            getattr(prof, name)[rows] = getattr(own, f"prof_{name}")
+        shift[rows] = own.shift
+        stat[rows], w0[rows], w1[rows] = own.spread, own.spread_w0, own.spread_w1
         if interval is not None and g.interval is not None:
             for name in ("attributed", "strength", "share", "kind", "windows", "first_day"):
                 getattr(interval, name)[rows] = getattr(g.interval, name)
@@ -337,23 +374,21 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
     # (its own signals and its areas' balance), while this process reads the next groups: threads
     # would share the interpreter, and the balance's thousands of small solves a window hold it
     # between their numpy calls (two threads ran a group 1.3 × faster than one, two processes
-    # 1.9 ×). At most HOURLY_WORKERS groups wait besides those in work. Every group writes only its
+    # 1.9 ×). In flight: a group per worker and one more, read ahead. Every group writes only its
     # own rows and areas, so the figures are those of one group after another.
     chunks = data.hourly_chunks()
     first = next(chunks, None)
     second = next(chunks, None)
-    if first is None:
-        pass
-    elif second is None:
+    if first is not None and second is None:
         keep(_group_signals(*task(*first)))
-    else:
+    elif first is not None and second is not None:
         workers = max(1, min(HOURLY_WORKERS, os.cpu_count() or 1))
         with ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context()) as pool:
             running: deque[Future[_Group]] = deque()
             for rows, raw in itertools.chain((first, second), chunks):
                 running.append(pool.submit(_group_signals, *task(rows, raw)))
                 del raw
-                while len(running) > 2 * workers - 1 or (running and running[0].done()):
+                while len(running) > workers + 1 or (running and running[0].done()):
                     keep(running.popleft().result())
             first = second = None
             while running:

@@ -31,3 +31,19 @@ def test_hourly_features_in_groups_of_areas_equal_the_whole_fleet(monkeypatch):
     np.testing.assert_array_equal(grouped.interval.attributed, whole.interval.attributed)
     np.testing.assert_array_equal(grouped.interval.residual, whole.interval.residual)
     np.testing.assert_array_equal(grouped.recent_z, whole.recent_z)
+
+
+def test_own_hourly_signals_in_blocks_of_meters_equal_one_call(monkeypatch):
+    from analytics.theft import features
+
+    data, _ = build()
+    for area in ("A", "B"):
+        data.feeders_hourly[area] = 1.04 * np.nansum(data.hourly[data.area == area], axis=0)
+    assert len(list(data.hourly_chunks())) == 1  # one group, worked on in this process
+    whole = compute_features(data)
+    monkeypatch.setattr(features, "OWN_BLOCK", 3)
+    blocks = compute_features(data)
+    np.testing.assert_array_equal(blocks.X, whole.X)
+    assert blocks.profile is not None and whole.profile is not None
+    np.testing.assert_array_equal(blocks.profile.corr, whole.profile.corr)
+    np.testing.assert_array_equal(blocks.recent_z, whole.recent_z)
