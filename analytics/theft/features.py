@@ -212,7 +212,7 @@ def _own_signals(
     base_hour = sg.row_quantile(hourly.reshape(hourly.shape[0], -1), 0.1)
     held = sg.steps_held(hourly, values, fleet_season)
     step = sg.step_size(hourly)
-    prof = sg.profile_change(hourly, weekday)  # its each day's flatness stays here: only ``flattened`` reads it
+    prof = sg.profile_change(hourly, weekday)  # its per-day flatness is not kept: only ``flattened`` reads it
     per_day = sg.daily_stats(hourly, values, weekday, usual=usual)
     shift = sg.recent_shift(per_day, fleet_season)
     spread_col = list(sg.CHANGE_STATS).index("spread")
