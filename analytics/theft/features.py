@@ -377,20 +377,19 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
     # 1.9 ×). In flight: a group per worker and one more, read ahead. Every group writes only its
     # own rows and areas, so the figures are those of one group after another.
     chunks = data.hourly_chunks()
-    first = next(chunks, None)
-    second = next(chunks, None)
-    if first is not None and second is None:
-        keep(_group_signals(*task(*first)))
-    elif first is not None and second is not None:
+    ahead = list(itertools.islice(chunks, 2))  # one group, or more: a pool
+    if len(ahead) == 1:
+        keep(_group_signals(*task(*ahead.pop())))
+    elif ahead:
         workers = max(1, min(HOURLY_WORKERS, os.cpu_count() or 1))
         with ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context()) as pool:
             running: deque[Future[_Group]] = deque()
-            for rows, raw in itertools.chain((first, second), chunks):
+            # The two groups read ahead are taken out of ``ahead`` as they go: none is held twice.
+            for rows, raw in itertools.chain((ahead.pop(0) for _ in range(len(ahead))), chunks):
                 running.append(pool.submit(_group_signals, *task(rows, raw)))
                 del raw
                 while len(running) > workers + 1 or (running and running[0].done()):
                     keep(running.popleft().result())
-            first = second = None
             while running:
                 keep(running.popleft().result())
     return _Hourly(
