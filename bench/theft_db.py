@@ -62,10 +62,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from analytics.theft.data import TEXTURE_FLOOR  # noqa: E402
-from analytics.theft.store import _HOUR_TEXTURE_ROW  # noqa: E402
+from analytics.theft.store import _DAY_TOTAL_ROW, _HOUR_TEXTURE_ROW  # noqa: E402
 from bench.common import bench_database, exit_on_sigterm  # noqa: E402
 from ingest.frame import READING_COPY_DTYPE  # noqa: E402
 from releve import migrate  # noqa: E402
+from releve.arrays import sum_in_order  # noqa: E402
 from releve.pgbinary import row_dtype  # noqa: E402
 from releve.pgserver import PostgresServer  # noqa: E402
 from releve.settings import Settings  # noqa: E402
@@ -142,6 +143,8 @@ DAILY_ROW = row_dtype(
 READING_ROW = READING_COPY_DTYPE  # the reading table's binary COPY row, as the write path lays it out
 #: One ``hourly_series`` month row in a binary COPY: the layout the ranking's reader reads, written as it reads it.
 HOURLY_SERIES_ROW = _HOUR_TEXTURE_ROW
+#: One ``interval_day_series`` month row (migration 0033): the month's day totals.
+DAY_TOTALS_ROW = _DAY_TOTAL_ROW
 
 
 def _records(dtype: np.dtype, n: int, **columns: np.ndarray | int | float) -> np.ndarray:
@@ -173,8 +176,8 @@ def series_direct(
     hour 23 of the day before and hours 0–22 — summed in time order as the server adds them; the
     hourly series (``refresh_hourly_series``, migrations 0027 and 0029) the hours each interval
     covers, laid a month a row, with each whole day's texture (the median ``|ln|`` step between its
-    consecutive hours). ``tests/test_benches.py`` holds the two to what the refresh makes of the
-    same readings landed in ``reading``.
+    consecutive hours), and beside it each day's total (migration 0033). ``tests/test_benches.py``
+    holds them to what the refresh makes of the same readings landed in ``reading``.
     """
     n, k = values.shape
     days = k // 24
@@ -222,6 +225,9 @@ def series_direct(
         rec["value"][:, date.day - 1 : date.day - 1 + span] = hours[:, d : d + span]
         rec["texture"][:, date.day - 1 : date.day - 1 + span] = texture[:, d : d + span]
         _copy_in(conn, "hourly_series", HOURLY_SERIES_ROW, rec)
+        totals = _records(DAY_TOTALS_ROW, n, meter_id=meter_id, channel_id=channel_id, month=rec["month"], value=np.nan)
+        totals["value"] = sum_in_order(rec["value"].astype(np.float64))  # what the refresh adds up (0033)
+        _copy_in(conn, "interval_day_series", DAY_TOTALS_ROW, totals)
         d += span
 
 

@@ -63,6 +63,7 @@ DISTRIBUTED = (
     "alarm_state",
     "meter_last_read",
     "hourly_series",
+    "interval_day_series",
 )
 #: The registry and lookups a distributed table refers to: Citus reference tables (a copy on every worker).
 REFERENCE = (

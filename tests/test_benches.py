@@ -123,6 +123,8 @@ SERIES_QUERIES = {
     "daily_read_count": "SELECT day, n FROM daily_read_count ORDER BY 1",
     "hourly_series": """SELECT m.serial, s.month, s.value FROM hourly_series s JOIN meter m ON m.id = s.meter_id
                         ORDER BY 1, 2""",
+    "interval_day_series": """SELECT m.serial, s.month, s.value FROM interval_day_series s
+                              JOIN meter m ON m.id = s.meter_id ORDER BY 1, 2""",
 }
 
 

@@ -49,7 +49,7 @@ from analytics.theft.data import (
 )
 from analytics.theft.ranking import INPUT_NAMES, Candidate
 from analytics.theft.signals import longest_true_run
-from releve.arrays import BoolArray, FloatArray, IntArray
+from releve.arrays import BoolArray, FloatArray, IntArray, sum_in_order
 from releve.db import connect, editor_role, reader_role, refresh_daily, refresh_hourly
 from releve.model import COMMODITY_CHANNELS
 from releve.pgbinary import PG_EPOCH_DAYS, copy_blocks, row_dtype
@@ -250,6 +250,10 @@ _HOUR_SERIES_ROW = row_dtype(
 _TEXTURE_SERIES_ROW = row_dtype(
     ("meter_id", ">i4"), ("channel_id", ">i2"), ("month", ">i4"), ("texture", f"({_SERIES_DAYS},)>f8")
 )
+#: One row of ``interval_day_series`` (migration 0033): the month's 31 day totals.
+_DAY_TOTAL_ROW = row_dtype(
+    ("meter_id", ">i4"), ("channel_id", ">i2"), ("month", ">i4"), ("value", f"({_SERIES_DAYS},)>f8")
+)
 _HOUR_TEXTURE_ROW = row_dtype(
     ("meter_id", ">i4"),
     ("channel_id", ">i2"),
@@ -278,7 +282,7 @@ class _HourlyReader:
         self.n_days = n_days
 
     def _months(
-        self, columns: str, meter_ids: list[int], dtype: np.dtype
+        self, columns: str, meter_ids: list[int], dtype: np.dtype, table: str = "hourly_series"
     ) -> Iterator[tuple[IntArray, IntArray, BoolArray, np.ndarray]]:
         """The month rows of ``meter_ids`` in the period, a block at a time: (rows, day, inside, records).
 
@@ -296,7 +300,7 @@ class _HourlyReader:
         for channel in sorted(self.channels):
             for rec in copy_blocks(
                 self.conn,
-                f"""COPY (SELECT meter_id, channel_id, month, {columns} FROM hourly_series
+                f"""COPY (SELECT meter_id, channel_id, month, {columns} FROM {table}
                           WHERE meter_id = ANY(%s) AND channel_id = %s AND month >= %s AND month <= %s)
                     TO STDOUT (FORMAT binary)""",
                 (meter_ids, channel, first, last),
@@ -307,7 +311,7 @@ class _HourlyReader:
                 if not (rec["n"] == fields).all() or any(
                     not (rec[f"l{k}"] == dtype[names[2 * k]].itemsize).all() for k in range(4, fields + 1)
                 ):
-                    raise ValueError("hourly_series rows are not a month of 31 days a row (see migration 0029)")
+                    raise ValueError(f"{table} rows are not a month of 31 days a row (see migrations 0029, 0033)")
                 rows = _rows(row_of, rec["meter_id"])
                 month = rec["month"].astype(np.int64)
                 # A month's days end at the next month's first: its length, as numpy counts months.
@@ -359,6 +363,29 @@ class _HourlyReader:
     def read_with_texture(self, meter_ids: list[int]) -> tuple[FloatArray, FloatArray]:
         """:meth:`read` and :meth:`texture` of the same meters from one pass over their month rows."""
         return self._hours_and_texture(meter_ids, hours=True, texture=True)
+
+    def day_totals(self, meter_ids: list[int]) -> tuple[FloatArray, BoolArray]:
+        """Each meter's complete days from ``interval_day_series`` (migration 0033): (totals, alone).
+
+        ``totals`` is len(meter_ids) × days: the day's 24 hours added in hour order, what
+        ``sum_in_order`` makes of :meth:`read`'s hours (NaN: a day missing an hour, or no data), read
+        as 31 float8 a month instead of 31 × 24. ``alone`` is False for a meter with rows in more
+        than one interval channel: its hours are the channels' added hour by hour, which its
+        channels' day totals do not give; read its hours (:meth:`read`) instead.
+        """
+        n = len(meter_ids)
+        out = np.full((n, self.n_days), np.nan)
+        order = sorted(self.channels)
+        has = np.zeros((n, len(order)), dtype=bool)  # which interval channels each meter has rows in
+        if n and self.channels:
+            for rows, day, inside, rec in self._months("value", meter_ids, _DAY_TOTAL_ROW, "interval_day_series"):
+                at = rows[:, None] * self.n_days + day
+                value = rec["value"].astype(np.float64)
+                keep = inside & np.isfinite(value)
+                out.reshape(-1)[at[keep]] = value[keep]
+                mine = rows >= 0
+                has[rows[mine], np.searchsorted(order, rec["channel_id"][mine].astype(np.int64))] = True
+        return out, has.sum(axis=1) <= 1
 
     def read_chunked(self, meter_ids: list[int], per: int = HOURLY_CHUNK_METERS) -> FloatArray:
         """:meth:`read` a group of ``per`` meters at a time into one array (the feeders)."""
@@ -491,24 +518,26 @@ def load_from_database(
             # pass (TheftData.hourly_chunks) has gone through the fleet.
             lazy = LazyHourly(hours_and_texture, m, n_days)
             hourly, load = lazy, lazy.load
-        # For meters without a register, their daily consumption: the sum of their complete days, a
-        # group of meters at a time (read lazily, every interval-only meter's hours and texture).
+        # For meters without a register, their daily consumption: the sum of their complete days.
+        # Read lazily, those of the interval-only meters kept by the refresh (interval_day_series,
+        # migration 0033: 31 values a month row where the hours are 31 × 24; their hours and texture
+        # are read once, as the ranking goes); a meter with two interval channels, and a fleet read
+        # whole, add up the hours, in the same order.
         with_iv = np.flatnonzero(np.isin(ids, customer_interval))
         no_register = np.flatnonzero(~np.isfinite(daily).any(axis=1))
         both = np.intersect1d(with_iv, no_register) if isinstance(hourly, LazyHourly) else np.zeros(0, np.int64)
-        for a in range(0, both.size, HOURLY_CHUNK_METERS):
-            rows = both[a : a + HOURLY_CHUNK_METERS]
-            part = load(rows)
-            daily[rows] = np.where(np.isfinite(part).all(axis=2), part.sum(axis=2), np.nan)
+        if both.size:
+            totals, alone = reader.day_totals(ids[both].tolist())
+            daily[both[alone]] = totals[alone]
+            both = both[alone]
         if not isinstance(hourly, LazyHourly):
             for a in range(0, with_iv.size, HOURLY_CHUNK_METERS):
                 rows = with_iv[a : a + HOURLY_CHUNK_METERS]
                 texture[rows] = reader.texture(ids[rows].tolist())
-        daily_only = np.setdiff1d(no_register, both)
-        for a in range(0, daily_only.size, HOURLY_CHUNK_METERS):
-            rows = daily_only[a : a + HOURLY_CHUNK_METERS]
-            part = load(rows)
-            daily[rows] = np.where(np.isfinite(part).all(axis=2), part.sum(axis=2), np.nan)
+        from_hours = np.setdiff1d(no_register, both)
+        for a in range(0, from_hours.size, HOURLY_CHUNK_METERS):
+            rows = from_hours[a : a + HOURLY_CHUNK_METERS]
+            daily[rows] = sum_in_order(load(rows))
         # Feeders with an interval channel: hourly totals (the interval balance), and their daily
         # sums when they have no register at all.
         feeder_index = {i: k for k, i in enumerate(feeder_ids)}
@@ -519,7 +548,7 @@ def load_from_database(
             if full.sum() >= 7:
                 feeder_hourly[k] = f_hourly[j]
                 if not np.isfinite(feeder_daily[k]).any():
-                    feeder_daily[k] = np.where(full, f_hourly[j].sum(axis=1), np.nan)
+                    feeder_daily[k] = sum_in_order(f_hourly[j])
         del f_hourly
 
     data = TheftData(

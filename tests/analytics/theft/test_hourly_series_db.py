@@ -4,7 +4,8 @@
 textures as big-endian float8). These tests hold it, through incremental refreshes, to the
 figures 0027's day rows held — made here by 0027's own refresh function into a table of its own
 — and to the hours summed straight from ``reading``; the reader to the same arrays; and the
-upgrade's conversion of day rows to the same month rows. Hostile cases: a day with a missing
+upgrade's conversion of day rows to the same month rows; and the day totals beside them
+(migration 0033) to the hours added in order. Hostile cases: a day with a missing
 hour, two interval channels on one meter (15-minute and hourly), a meter whose only interval
 lands on the first minutes of a month, late intervals into a month already refreshed, a period
 starting and ending inside months.
@@ -226,8 +227,10 @@ def test_the_texture_floor_is_0027s():
     assert migration.TEXTURE_FLOOR == _M27.TEXTURE_FLOOR
 
 
-def test_interval_only_meters_read_lazily_have_the_hours_texture_and_days_read_whole(fleet):
-    """Read lazily, meters without a register get hours and texture from one pass (``read_with_texture``)."""
+def test_interval_only_meters_read_lazily_take_their_days_from_the_day_totals_to_the_bit(fleet):
+    """Read lazily, a meter without a register takes its days from ``interval_day_series`` (one interval
+    channel) or adds up its hours (M2: two channels), the whole read's days to the bit; its hours and
+    texture come with the ranking's pass, as the whole read's."""
     from analytics.theft.data import LazyHourly
     from analytics.theft.store import load_from_database
     from releve.db import refresh_daily
@@ -238,12 +241,67 @@ def test_interval_only_meters_read_lazily_have_the_hours_texture_and_days_read_w
     with db.connect() as conn:
         whole = load_from_database(conn)
         lazy = load_from_database(conn, hourly_in_memory=0)
+        m1 = lazy.serials.index("M1")
+        assert not np.isfinite(lazy.texture[m1]).any()  # its days from the totals: no hour read yet
+        assert np.isnan(lazy.daily[m1, 4]) and np.isfinite(lazy.daily[m1, 5])  # the day short of an hour
+        np.testing.assert_array_equal(lazy.daily, whole.daily)
+        chunks = [rows for rows, _ in lazy.hourly_chunks()]  # the ranking's hourly pass
         lazy_hours = lazy.hourly.load(np.arange(lazy.n_meters))  # (read while the connection is open)
+    assert sorted(np.concatenate(chunks).tolist()) == list(range(lazy.n_meters))
     assert isinstance(lazy.hourly, LazyHourly) and isinstance(whole.hourly, np.ndarray)
     assert np.isfinite(whole.texture).any() and np.isfinite(whole.daily).any()
     np.testing.assert_array_equal(lazy.texture, whole.texture)
-    np.testing.assert_array_equal(lazy.daily, whole.daily)
     np.testing.assert_array_equal(lazy_hours, whole.hourly)
+
+
+def _totals_are_the_hours_added_in_order(conn) -> int:
+    """Every ``hourly_series`` row has its ``interval_day_series`` row, the days' hours added in hour order
+    (as ``sum_in_order``: bit for bit), and no other row is there; returns the number of rows."""
+    from releve.arrays import sum_in_order
+
+    hours = {
+        (m, c, month): np.frombuffer(v, ">f8").reshape(31, 24)
+        for m, c, month, v in conn.execute("SELECT meter_id, channel_id, month, value FROM hourly_series")
+    }
+    totals = {
+        (m, c, month): np.frombuffer(v, ">f8")
+        for m, c, month, v in conn.execute("SELECT meter_id, channel_id, month, value FROM interval_day_series")
+    }
+    assert hours and totals.keys() == hours.keys()
+    for key, h in hours.items():
+        assert sum_in_order(h.astype(np.float64)).astype(">f8").tobytes() == totals[key].tobytes(), key
+        assert (np.isnan(totals[key]) == np.isnan(h).any(axis=1)).all(), key  # NaN: a day missing any hour
+    return len(hours)
+
+
+def test_the_day_totals_follow_the_hours_through_incremental_refreshes_and_the_upgrade(fleet):
+    migration = importlib.import_module("releve.migrations.0033_interval_day_series")
+    db = fleet
+    _write(db, _readings(range(0, 6), skip_hour=(3, 17)))  # M1's day 3 short of an hour: no total
+    with db.connect() as conn:
+        ids = dict(conn.execute("SELECT serial, id FROM meter").fetchall())
+        _totals_are_the_hours_added_in_order(conn)
+        day3 = conn.execute(
+            "SELECT value FROM interval_day_series WHERE meter_id = %s AND month = '2025-01-01'", (ids["M1"],)
+        ).fetchone()[0]
+        assert np.isnan(np.frombuffer(day3, ">f8")[29])  # January 30
+    _write(db, _readings(range(6, 20)))
+    # The missing hour arrives late, into a month row already refreshed: the day gets its total.
+    late = [r for r in _readings(range(3, 4)) if r.meter == "M1" and (r.ts - QUARTER - T0) // HOUR % 24 == 17]
+    _write(db, late)
+    _write(db, _readings(range(21, DAYS)))  # into March, a day skipped
+    with db.connect() as conn:
+        n = _totals_are_the_hours_added_in_order(conn)
+        day3 = conn.execute(
+            "SELECT value FROM interval_day_series WHERE meter_id = %s AND month = '2025-01-01'", (ids["M1"],)
+        ).fetchone()[0]
+        assert np.isfinite(np.frombuffer(day3, ">f8")[29])
+        rows = conn.execute("SELECT * FROM interval_day_series ORDER BY 1, 2, 3").fetchall()
+        # The upgrade's totals, made here from the same hours, are the refresh's.
+        conn.execute("DELETE FROM interval_day_series")
+        migration.fill(conn)
+        assert _totals_are_the_hours_added_in_order(conn) == n
+        assert conn.execute("SELECT * FROM interval_day_series ORDER BY 1, 2, 3").fetchall() == rows
 
 
 def test_meters_with_a_register_read_lazily_get_their_texture_with_their_hours(fleet):
