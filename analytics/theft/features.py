@@ -281,7 +281,6 @@ def _group_signals(
         present = np.unique(area_k[area_k >= 0])
         interval = None
         if feeders is not None and present.size:
-            # The whole group at once: a flat meter's stand-in shape is its group's (sg.regressor_profile).
             local = np.where(area_k >= 0, np.searchsorted(present, area_k), -1)
             interval = sg.interval_balance(feeders, hourly, local, weekday, usual=usual)
     _give_back_freed_memory()

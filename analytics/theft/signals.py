@@ -868,19 +868,32 @@ def usual_hour_profile(hourly: FloatArray, weekday: IntArray) -> FloatArray:
 FLAT_PROFILE = 0.1
 
 
-def regressor_profile(hourly: FloatArray, weekday: IntArray, usual: FloatArray | None = None) -> FloatArray:
+def regressor_profile(
+    hourly: FloatArray, weekday: IntArray, usual: FloatArray | None = None, area_of: IntArray | None = None
+) -> FloatArray:
     """Per meter, the usual profile its regressors spread energy over (:func:`usual_hour_profile`, meters × 3 × 24).
 
     A meter whose usual day is flat (it has recorded a flattened day all along) has no shape of
     its own left to compare with: it gets the median usual profile of the other (not flat) meters
-    of ``hourly``, when there are at least three. ``usual``: :func:`usual_hour_profile` of
-    ``hourly`` when the caller has it already (not changed).
+    of its area (``area_of``: each meter's area, −1 none), when there are at least three; with no
+    ``area_of``, of all the meters of ``hourly``. Per area, the stand-in is the same whichever
+    group of whole areas the ranking works on at once; a flat meter of an area with fewer than
+    three others that are not flat, or of none, keeps its own. ``usual``: :func:`usual_hour_profile`
+    of ``hourly`` when the caller has it already (not changed).
     """
     h = hourly.shape[2]
     prof = usual_hour_profile(hourly, weekday) if usual is None else usual.copy()
     flat = prof.std(axis=2).max(axis=1) * h < FLAT_PROFILE
-    if flat.any() and (~flat).sum() >= 3:
-        prof[flat] = np.median(prof[~flat], axis=0)
+    if not flat.any():
+        return prof
+    if area_of is None:
+        if (~flat).sum() >= 3:
+            prof[flat] = np.median(prof[~flat], axis=0)
+        return prof
+    for a in np.unique(area_of[flat & (area_of >= 0)]):
+        mine = area_of == a
+        if (mine & ~flat).sum() >= 3:
+            prof[mine & flat] = np.median(prof[mine & ~flat], axis=0)
     return prof
 
 
@@ -920,8 +933,8 @@ def _regressor_series(hourly: FloatArray, weekday: IntArray, profile: FloatArray
 
     Missing hours are 0 in every regressor (the balance rows where a meter is missing are dropped
     by the caller). ``profile`` is :func:`regressor_profile` of these meters, or of a larger group
-    they belong to (whose not-flat meters then lend their shape to the flat ones); by default the
-    meters' own.
+    they belong to (whose not-flat meters then lend their shape to the flat ones of their area);
+    by default the meters' own.
     """
     m = hourly.shape[0]
     x = np.nan_to_num(hourly)
@@ -1081,10 +1094,10 @@ def interval_balance(
 
     m, d, h = hourly.shape
     n_areas = feeder.shape[0]
-    # The flat meters' stand-in shape comes from every meter given (see meter_regressors); the
+    # The flat meters' stand-in shape comes from their area's other meters (regressor_profile); the
     # regressors themselves are built one area at a time (an area's 8 series of each meter, not
     # the whole group's: 8 × the hourly array, fresh memory the kernel hands over page by page).
-    profile = regressor_profile(hourly, weekday, usual)
+    profile = regressor_profile(hourly, weekday, usual, area_of=area_of)
     k_theft = len(REGRESSORS)  # the first k_theft are theft regressors, the rest honest ones
     k = k_theft + len(HONEST_REGRESSORS)
     attributed = np.zeros((m, d))
