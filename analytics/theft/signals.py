@@ -1450,20 +1450,30 @@ def segment_shift(weekly: FloatArray, min_weeks: int = 3) -> tuple[FloatArray, I
     best = np.zeros(m)
     b_s = np.zeros(m, dtype=np.int64)
     b_e = np.zeros(m, dtype=np.int64)
+    rows = np.arange(m)
+    col = (slice(None), None)  # a per-meter value against each end week
     for s in range(w):
-        for e in range(s + min_weeks, w + 1):
-            if s == 0 and e == w:
-                continue
-            s_in = cs[:, e] - cs[:, s]
-            n_in = cn[:, e] - cn[:, s]
-            n_out = ntot - n_in
-            with np.errstate(invalid="ignore", divide="ignore"):
-                t = ((tot - s_in) / n_out - s_in / n_in) / noise * np.sqrt(n_in * n_out / np.maximum(ntot, 1))
-            t = np.where((n_in >= min_weeks) & (n_out >= 3) & np.isfinite(t), t, 0.0)
-            up = t > best
-            best = np.where(up, t, best)
-            b_s = np.where(up, s, b_s)
-            b_e = np.where(up, e, b_e)
+        # Every end week of runs starting at ``s`` at once (the whole period is no run); the first
+        # largest, and a start only when it beats the earlier starts': the earliest run of the largest.
+        ends = np.arange(s + min_weeks, w + 1 if s > 0 else w)
+        if ends.size == 0:
+            continue
+        s_in = cs[:, ends] - cs[:, s][col]
+        n_in = cn[:, ends] - cn[:, s][col]
+        n_out = ntot[col] - n_in
+        with np.errstate(invalid="ignore", divide="ignore"):
+            t = (
+                ((tot[col] - s_in) / n_out - s_in / n_in)
+                / noise[col]
+                * np.sqrt(n_in * n_out / np.maximum(ntot, 1)[col])
+            )
+        t = np.where((n_in >= min_weeks) & (n_out >= 3) & np.isfinite(t), t, 0.0)
+        at = t.argmax(axis=1)
+        top = t[rows, at]
+        up = top > best
+        best = np.where(up, top, best)
+        b_s = np.where(up, s, b_s)
+        b_e = np.where(up, ends[at], b_e)
     return best, b_s, b_e
 
 

@@ -80,6 +80,51 @@ def test_segment_shift_locates_a_low_run_and_never_points_at_a_high_one():
     assert stat[0] < 0.75 * stat[1]
 
 
+def _segment_shift_one_run_at_a_time(weekly: np.ndarray, min_weeks: int = 3) -> tuple[list, list, list]:
+    """The statistic of :func:`sg.segment_shift` per meter by a plain search over every run, kept
+    when strictly stronger than the runs before it in (first week, end week) order."""
+    m, w = weekly.shape
+    dif = np.diff(weekly, axis=1)
+    best, first, end = [], [], []
+    for i in range(m):
+        row, ok = weekly[i], np.isfinite(weekly[i])
+        d = dif[i][np.isfinite(dif[i])]
+        noise = (1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2) if d.size else 0.0) + 1e-3
+        top, at = 0.0, (0, 0)
+        for s in range(w):
+            for e in range(s + min_weeks, w + 1):
+                inside, outside = ok.copy(), ok.copy()
+                inside[:s] = inside[e:] = False
+                outside[s:e] = False
+                n_in, n_out = inside.sum(), outside.sum()
+                if (s, e) == (0, w) or n_in < min_weeks or n_out < 3:
+                    continue
+                t = (row[outside].mean() - row[inside].mean()) / noise * np.sqrt(n_in * n_out / ok.sum())
+                if t > top + 1e-9 * abs(top):
+                    top, at = t, (s, e)
+        best.append(top)
+        first.append(at[0])
+        end.append(at[1])
+    return best, first, end
+
+
+def test_segment_shift_finds_the_earliest_strongest_run_of_a_plain_search():
+    rng = np.random.default_rng(5)
+    weekly = 1 + 0.05 * rng.standard_normal((12, 30))
+    weekly[rng.random(weekly.shape) < 0.1] = np.nan  # weeks without data
+    weekly[:4, 8:14] -= 0.6
+    weekly[4:6] = np.round(weekly[4:6], 1)  # ties between runs: the earliest is kept
+    weekly[6, 20:] -= 0.5  # a run lasting to the end
+    weekly[7] = np.nan  # no data: no run
+    stat, w0, w1 = sg.segment_shift(weekly)
+    best, first, end = _segment_shift_one_run_at_a_time(weekly)
+    np.testing.assert_allclose(stat, best, rtol=1e-9, atol=1e-12)
+    assert w0.tolist() == first and w1.tolist() == end
+    assert stat[7] == 0 and (w0[7], w1[7]) == (0, 0)
+    assert (w0[6], w1[6]) == (20, 30)
+    assert all(a.size == 0 for a in sg.segment_shift(weekly[:0]))  # no meter, no error
+
+
 def test_ranking_without_feeders_lists_flattened_and_falling_meters_and_says_why():
     from datetime import date
 
