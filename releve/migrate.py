@@ -18,6 +18,7 @@ import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import psycopg
 from psycopg import Connection, sql
@@ -109,15 +110,27 @@ def timescale_available(conn: Connection) -> bool:
     return row is not None
 
 
+def _module(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def earlier(stem: str) -> ModuleType:
+    """A Python migration's module by its file's stem (``0029_hourly_months``), loaded afresh.
+
+    For a later migration that reads the SQL an earlier one defined (read, not run again).
+    """
+    return _module(f"releve_migration_{stem}", MIGRATIONS_DIR / f"{stem}.py")
+
+
 def _run(conn: Connection, migration: Migration, ctx: MigrationContext) -> None:
     if migration.path.suffix == ".sql":
         conn.execute(migration.path.read_bytes())
         return
-    spec = importlib.util.spec_from_file_location(f"releve_migration_{migration.version}", migration.path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.upgrade(conn, ctx)
+    _module(f"releve_migration_{migration.version}", migration.path).upgrade(conn, ctx)
 
 
 def applied(conn: Connection) -> dict[int, str]:

@@ -23,29 +23,15 @@ the same days, so the two never disagree. The upgrade sums the hours already the
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
 import numpy as np
 from psycopg import Connection
 
 from releve.arrays import sum_in_order
-from releve.migrate import MigrationContext
+from releve.migrate import MigrationContext, earlier
 from releve.pgbinary import HEADER, TRAILER, copy_blocks, row_dtype
 
-
-def _migration(name: str) -> ModuleType:
-    """An earlier migration's module, for the SQL it defined (read, not run again)."""
-    spec = importlib.util.spec_from_file_location(f"releve_migration_{name}", Path(__file__).with_name(f"{name}.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_M29 = _migration("0029_hourly_months")
-_M30 = _migration("0030_reading_blocks")
+_M29 = earlier("0029_hourly_months")
+_M30 = earlier("0030_reading_blocks")
 DAYS: int = _M29.DAYS
 HOURS: int = _M29.HOURS
 
