@@ -52,3 +52,47 @@ def test_own_hourly_signals_in_blocks_of_meters_equal_one_call(monkeypatch):
     assert blocks.profile is not None and whole.profile is not None
     np.testing.assert_array_equal(blocks.profile.corr, whole.profile.corr)
     np.testing.assert_array_equal(blocks.recent_z, whole.recent_z)
+
+
+def test_groups_left_as_files_for_the_workers_give_the_pipes_figures_and_leave_nothing(monkeypatch, tmp_path):
+    from analytics.theft import features
+
+    data, _ = build()
+    for area in ("A", "B"):
+        data.feeders_hourly[area] = 1.04 * np.nansum(data.hourly[data.area == area], axis=0)
+    monkeypatch.setattr(theft_data, "HOURLY_CHUNK_METERS", 4)
+    saved: list[str] = []
+    save = np.save
+
+    def spy(path, array, *args, **kw):
+        saved.append(str(path))
+        return save(path, array, *args, **kw)
+
+    monkeypatch.setattr(np, "save", spy)
+    monkeypatch.setattr(features, "HAND_OVER_DIR", str(tmp_path))
+    as_files = compute_features(data)
+    assert len(saved) == len(list(data.hourly_chunks())) == 2  # a pool (two areas): each group as a file
+    assert all(p.startswith(str(tmp_path)) for p in saved)
+    assert list(tmp_path.iterdir()) == []  # each removed once its group was done, then the folder
+    monkeypatch.setattr(features, "HAND_OVER_DIR", None)
+    saved.clear()
+    through_pipe = compute_features(data)
+    assert saved == []
+    np.testing.assert_array_equal(as_files.X, through_pipe.X)
+    assert as_files.interval is not None and through_pipe.interval is not None
+    np.testing.assert_array_equal(as_files.interval.attributed, through_pipe.interval.attributed)
+
+    # A full folder (a container's small /dev/shm): the group that does not fit goes through the pipe.
+    def full_after_one(path, array, *args, **kw):
+        saved.append(str(path))
+        if len(saved) > 1:
+            with open(path, "wb") as fh:
+                fh.write(b"\x93NUMPY partial")
+            raise OSError(28, "No space left on device")
+        return save(path, array, *args, **kw)
+
+    monkeypatch.setattr(np, "save", full_after_one)
+    monkeypatch.setattr(features, "HAND_OVER_DIR", str(tmp_path))
+    partly = compute_features(data)
+    assert len(saved) == 2 and list(tmp_path.iterdir()) == []
+    np.testing.assert_array_equal(partly.X, through_pipe.X)
