@@ -20,16 +20,14 @@ schema moves to Citus (``create_distributed_table('reading', 'meter_id')``) for 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 
 import psycopg
 from psycopg import sql
 
-from releve import db
+from releve import db, migrate
 from releve.settings import Settings
 
 SHARDED_TABLE = "reading_sharded"
@@ -228,7 +226,8 @@ def _shard_schema(conn: psycopg.Connection, n: int, settings: Settings | None) -
                ORDER BY attnum"""
         ).fetchall()
     )
-    conn.execute(_migration_0032().SHARD_FUNCTIONS.format(schema=SHARD_SCHEMA, columns=columns).encode())
+    functions = migrate.earlier("0032_validated_with_block").SHARD_FUNCTIONS  # the shard schema's windowed readers
+    conn.execute(functions.format(schema=SHARD_SCHEMA, columns=columns).encode())
     if settings is None or not settings.database.use_roles:
         return
     reader, editor = sql.Identifier(db.reader_role(settings) or ""), sql.Identifier(db.editor_role(settings) or "")
@@ -237,16 +236,6 @@ def _shard_schema(conn: psycopg.Connection, n: int, settings: Settings | None) -
     for name, written in SHARD_RELATIONS.items():
         if written:
             conn.execute(sql.SQL("GRANT INSERT ON {} TO {}").format(sql.Identifier(SHARD_SCHEMA, name), editor))
-
-
-def _migration_0032() -> ModuleType:
-    """Migration 0032's module (the shard schema's windowed readers)."""
-    path = Path(__file__).parent / "migrations" / "0032_validated_with_block.py"
-    spec = importlib.util.spec_from_file_location("releve_migration_0032", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def ready(conn: psycopg.Connection, n: int) -> bool:

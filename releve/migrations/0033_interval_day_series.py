@@ -28,7 +28,7 @@ from psycopg import Connection
 
 from releve.arrays import sum_in_order
 from releve.migrate import MigrationContext, earlier
-from releve.pgbinary import HEADER, TRAILER, copy_blocks, row_dtype
+from releve.pgbinary import HEADER, TRAILER, copy_blocks, new_rows, row_dtype
 
 _M29 = earlier("0029_hourly_months")
 _M30 = earlier("0030_reading_blocks")
@@ -92,11 +92,10 @@ _TOTALS_ROW = row_dtype(("meter_id", ">i4"), ("channel_id", ">i2"), ("month", ">
 
 def _totals_rows(hours: np.ndarray) -> np.ndarray:
     """The ``interval_day_series`` COPY rows of some ``hourly_series`` rows."""
-    out = np.zeros(len(hours), _TOTALS_ROW)
-    out["n"] = 4
-    for k, name in enumerate(("meter_id", "channel_id", "month", "value"), start=1):
-        out[f"l{k}"] = _TOTALS_ROW[name].itemsize
-        out[name] = hours[name] if name != "value" else sum_in_order(hours["value"].astype(np.float64))
+    out = new_rows(_TOTALS_ROW, len(hours))
+    for name in ("meter_id", "channel_id", "month"):
+        out[name] = hours[name]
+    out["value"] = sum_in_order(hours["value"].astype(np.float64))
     return out
 
 
