@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from analytics.theft import DEFAULT_DAYS, DEFAULT_KEEP, DEFAULT_ORDER
 from analytics.theft.evidence import SIGNALS
 from releve.cli import db_url
 from releve.settings import Settings
+
+if TYPE_CHECKING:  # the signals are imported only by a command that ranks
+    from analytics.theft.features import Progress
 
 
 def register(sub: Any) -> None:
@@ -88,6 +93,11 @@ def register(sub: Any) -> None:
         help="keep meters that already have an inspection outcome on the list",
     )
     p.add_argument("--no-store", action="store_true", help="database mode: print without storing the run")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (shown on a terminal while the hourly signals are computed)",
+    )
     p.set_defaults(func=cmd_rank)
 
     p = theft.add_parser("list", help="show a stored run's list (filters, CSV / GeoJSON export)")
@@ -166,8 +176,43 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def _hourly_bar(args: argparse.Namespace) -> Iterator[Progress]:
+    """A progress bar on stderr for the hourly signals (most of a ranking with interval data).
+
+    Shown on a terminal only, and not with ``--no-progress``; it appears when the first group of
+    meters is done (a ranking without hourly data never shows it), counts every meter, and is
+    gone when the last is, before the list is printed.
+    """
+    from tqdm import tqdm
+
+    bars: list[tqdm[Any]] = []
+
+    def step(meters: int, of: int) -> None:
+        if not bars:
+            disable = args.no_progress or not sys.stderr.isatty()
+            bars.append(
+                tqdm(total=of, desc="hourly signals", unit=" meters", disable=disable, file=sys.stderr, leave=False)
+            )
+        bars[0].update(meters)
+        if bars[0].n >= of:
+            bars[0].close()
+
+    try:
+        yield step
+    finally:
+        for bar in bars:
+            bar.close()
+
+
 def cmd_rank(args: argparse.Namespace, settings: Settings) -> int:
     """Rank from a file or from the database."""
+    with _hourly_bar(args) as progress:
+        return _rank(args, settings, progress)
+
+
+def _rank(args: argparse.Namespace, settings: Settings, progress: Progress) -> int:
+    """:func:`cmd_rank` with its progress bar."""
     from analytics.theft.data import FileOptions, TheftImportError, load_files
     from analytics.theft.ranking import score
     from releve.cli import CommandError
@@ -179,7 +224,7 @@ def cmd_rank(args: argparse.Namespace, settings: Settings) -> int:
             data = load_files(args.input, args.format, args.areas, args.feeders, args.events, options)
         except (OSError, TheftImportError) as exc:
             raise CommandError(str(exc)) from exc
-        ranking = score(data, tariff=tariff)
+        ranking = score(data, tariff=tariff, progress=progress)
         cands = ranking.candidates(args.top, by=args.order, **_filters(args))
         _emit(args, cands, args.currency or "")
         print(f"model: {ranking.model_note()}", file=sys.stderr)
@@ -205,10 +250,17 @@ def cmd_rank(args: argparse.Namespace, settings: Settings) -> int:
             from analytics.theft.sharded import rank_shards
 
             result = rank_shards(
-                settings, db_url(settings), settings.database.shard_urls, **common, store_run=not args.no_store
+                settings,
+                db_url(settings),
+                settings.database.shard_urls,
+                **common,
+                store_run=not args.no_store,
+                progress=progress,
             )
         else:
-            result = store.rank_database(settings, db_url(settings), **common, store=not args.no_store)
+            result = store.rank_database(
+                settings, db_url(settings), **common, store=not args.no_store, progress=progress
+            )
     except store.StoreError as exc:
         raise CommandError(str(exc)) from exc
     _emit(args, result.candidates[: args.top], result.currency if args.currency is None else args.currency)

@@ -296,12 +296,24 @@ def _group_signals(
     return _Group(rows, hour_spikes, own, present, interval)
 
 
-def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str], fleet_season: FloatArray) -> _Hourly:
+#: ``progress(meters, of)``: called as each group's hourly signals are in, with the group's meter
+#: count and the fleet's (every meter is in one group, with hourly data or not).
+Progress = Callable[[int, int], object]
+
+
+def _hourly_signals(
+    data: TheftData,
+    values: FloatArray,
+    hourly_areas: list[str],
+    fleet_season: FloatArray,
+    progress: Progress | None = None,
+) -> _Hourly:
     """The hourly signals, a group of whole areas at a time (:meth:`TheftData.hourly_chunks`).
 
     Every hourly signal is per meter, or per area for the interval balance, so groups of whole
     areas give the same figures as the fleet at once while only the groups in work are held
     (with the balance's regressors, eight times their hourly array with the clock terms).
+    ``progress`` hears of each group as it is kept (:data:`Progress`).
     """
     m, d = values.shape
     weekday = data.weekdays()
@@ -377,6 +389,8 @@ def _hourly_signals(data: TheftData, values: FloatArray, hourly_areas: list[str]
                 getattr(interval, name)[rows] = getattr(g.interval, name)
             interval.technical[g.areas] = g.interval.technical
             interval.residual[g.areas] = g.interval.residual
+        if progress is not None:
+            progress(int(rows.size), m)
 
     # One group is worked on here. More are worked on by HOURLY_WORKERS processes, a group each
     # (its own signals and its areas' balance), while this process reads the next groups: threads
@@ -566,8 +580,12 @@ def _run_level(values: FloatArray, run: tuple[IntArray, IntArray], base_hour: Fl
     return np.where(ok, np.clip(level / np.where(ok, base, 1.0), 0.0, FLAT_LEVEL_NONE), FLAT_LEVEL_NONE)
 
 
-def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
-    """Run every signal over ``data`` and assemble the feature matrix."""
+def compute_features(data: TheftData, drop_threshold: float = 0.8, progress: Progress | None = None) -> Features:
+    """Run every signal over ``data`` and assemble the feature matrix.
+
+    ``progress`` hears of the hourly signals' groups as they are done (:data:`Progress`): with
+    hourly data they are most of a ranking's time.
+    """
     m, d = data.daily.shape
     wrap = np.full(m, np.inf) if data.wrap is None else np.asarray(data.wrap, dtype=float)  # clean_daily's default
     cleaned = by_rows(sg.clean_daily, data.daily, wrap, cumulative=data.cumulative)
@@ -632,7 +650,7 @@ def compute_features(data: TheftData, drop_threshold: float = 0.8) -> Features:
     interval_energy = np.zeros(m)
     hourly_areas = [a for a in area_names if a in data.feeders_hourly]
     fleet_season = group_median(season_table, season_groups)  # np.nanmedian(season, axis=0)
-    hs = _hourly_signals(data, values, hourly_areas, fleet_season)
+    hs = _hourly_signals(data, values, hourly_areas, fleet_season, progress)
     profile, hour_spikes, interval = hs.profile, hs.hour_spikes, hs.interval
     if interval is not None:
         h_index = {a: k for k, a in enumerate(hourly_areas)}

@@ -20,7 +20,7 @@ from analytics.theft import evidence as table
 from analytics.theft import model as md
 from analytics.theft import signals as sg
 from analytics.theft.data import TheftData
-from analytics.theft.features import FEATURES, ROW_BLOCK, Features, compute_features, zero_days
+from analytics.theft.features import FEATURES, ROW_BLOCK, Features, Progress, compute_features, zero_days
 from releve.arrays import FloatArray, IntArray
 
 #: Names of the supervised model's inputs (what a candidate stores to become a label later).
@@ -211,9 +211,13 @@ def score(
     tariff: dict[str, float] | None = None,
     exclude: set[str] | None = None,
     seed: int = 0,
+    progress: Progress | None = None,
 ) -> Ranking:
-    """Score every meter; ``training`` (inputs, 0/1 labels) from inspection outcomes adds the supervised model."""
-    f = compute_features(data)
+    """Score every meter; ``training`` (inputs, 0/1 labels) from inspection outcomes adds the supervised model.
+
+    ``progress``: see :data:`analytics.theft.features.Progress` (the hourly signals, group by group).
+    """
+    f = compute_features(data, progress=progress)
     ev = md.evidence(f)
     rule = md.rule_score(ev)
     forest = md.iforest_score(f, seed=seed)

@@ -34,6 +34,7 @@ import numpy as np
 
 from analytics.theft import DEFAULT_DAYS, DEFAULT_KEEP, DEFAULT_ORDER, store
 from analytics.theft.data import Event, TheftData
+from analytics.theft.features import Progress
 from releve import shards
 from releve.db import connect, editor_role, reader_role, refresh_daily, refresh_hourly
 from releve.settings import Settings
@@ -194,8 +195,12 @@ def rank_shards(
     tariff: dict[str, float] | None = None,
     include_inspected: bool = False,
     store_run: bool = True,
+    progress: Progress | None = None,
 ) -> store.DatabaseRanking:
-    """``store.rank_database`` over the shards: inputs gathered from them, scored and stored on the coordinator."""
+    """``store.rank_database`` over the shards: inputs gathered from them, scored and stored on the coordinator.
+
+    ``progress``: see :data:`analytics.theft.features.Progress`.
+    """
     from analytics.theft.ranking import score
 
     filters = filters or {}
@@ -205,7 +210,11 @@ def rank_shards(
         exclude = set() if include_inspected else store.inspected(conn)
         currency = store.bill_currency(conn)
     ranking = score(
-        data, training=(labels.x, labels.y) if len(labels.y) else None, tariff=tariff or {}, exclude=exclude
+        data,
+        training=(labels.x, labels.y) if len(labels.y) else None,
+        tariff=tariff or {},
+        exclude=exclude,
+        progress=progress,
     )
     cands = ranking.candidates(keep, by=order, **filters)
     run_id = None

@@ -47,6 +47,7 @@ from analytics.theft.data import (
     TheftData,
     register_advance,
 )
+from analytics.theft.features import Progress
 from analytics.theft.ranking import INPUT_NAMES, Candidate
 from analytics.theft.signals import longest_true_run
 from releve.arrays import BoolArray, FloatArray, IntArray, sum_in_order
@@ -1006,8 +1007,12 @@ def rank_database(
     include_inspected: bool = False,
     store: bool = True,
     origin: str = "database",
+    progress: Progress | None = None,
 ) -> DatabaseRanking:
-    """Rank the fleet in the database (with the outcomes recorded so far as labels) and store the run."""
+    """Rank the fleet in the database (with the outcomes recorded so far as labels) and store the run.
+
+    ``progress``: see :data:`analytics.theft.features.Progress`.
+    """
     from analytics.theft.ranking import score
 
     filters = filters or {}
@@ -1029,7 +1034,11 @@ def rank_database(
         t2 = time.perf_counter()
         warm.join()
         ranking = score(
-            data, training=(labels.x, labels.y) if len(labels.y) else None, tariff=tariff or {}, exclude=exclude
+            data,
+            training=(labels.x, labels.y) if len(labels.y) else None,
+            tariff=tariff or {},
+            exclude=exclude,
+            progress=progress,
         )
         model = ranking.model_name
         cands = ranking.candidates(keep, by=order, **filters)

@@ -28,7 +28,10 @@ def test_hourly_features_in_groups_of_areas_equal_the_whole_fleet(monkeypatch):
     for rows in chunks:  # an area is never split
         areas = {a for a in data.area[rows] if a}
         assert all(set(np.flatnonzero(data.area == a)) <= set(rows.tolist()) for a in areas)
-    grouped = compute_features(data)
+    heard: list[tuple[int, int]] = []
+    grouped = compute_features(data, progress=lambda meters, of: heard.append((meters, of)))
+    # The progress heard of every group as it was kept, in order, each time out of the whole fleet.
+    assert heard == [(rows.size, data.n_meters) for rows in chunks]
     np.testing.assert_array_equal(grouped.X, whole.X)
     assert grouped.profile is not None and whole.profile is not None
     np.testing.assert_array_equal(grouped.profile.corr, whole.profile.corr)
@@ -96,3 +99,11 @@ def test_groups_left_as_files_for_the_workers_give_the_pipes_figures_and_leave_n
     partly = compute_features(data)
     assert len(saved) == 2 and list(tmp_path.iterdir()) == []
     np.testing.assert_array_equal(partly.X, through_pipe.X)
+
+
+def test_no_hourly_data_no_progress_heard():
+    data, _ = build()
+    data.hourly = None
+    heard: list[tuple[int, int]] = []
+    compute_features(data, progress=lambda meters, of: heard.append((meters, of)))
+    assert heard == []

@@ -310,3 +310,43 @@ def test_cli_rank_a_utilitys_own_file(tmp_path: Path, capsys: pytest.CaptureFixt
     code = main(["theft", "rank", "--input", str(p), "--top", "2"])
     assert code == 1
     assert "missing column(s) meter, timestamp, value" in capsys.readouterr().err
+
+
+def _rank_on_a_terminal(args: list[str]) -> tuple[int, str]:
+    """``releve theft rank`` run with its stderr on a pseudo-terminal: (exit code, what the terminal showed)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    main_fd, term_fd = pty.openpty()
+    # 24 × 100 characters: a new pseudo-terminal is 0 × 0, where a bar fitted to it is empty.
+    fcntl.ioctl(term_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    releve = str(Path(sys.executable).with_name("releve"))
+    proc = subprocess.Popen([releve, "theft", "rank", *args], stdout=subprocess.DEVNULL, stderr=term_fd)
+    os.close(term_fd)
+    shown = bytearray()
+    while True:
+        try:
+            chunk = os.read(main_fd, 65536)
+        except OSError:  # EIO: the terminal's other side closed (the process ended)
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main_fd)
+    return proc.wait(timeout=60), shown.decode("utf-8", "replace")
+
+
+def test_cli_rank_shows_the_hourly_progress_on_a_terminal_only(tmp_path: Path):
+    files = _export_fleet(tmp_path)
+    args = ["--input", str(files["long"]), "--areas", str(files["areas"]), "--quiet"]
+    code, shown = _rank_on_a_terminal(args)
+    assert code == 0
+    assert "hourly signals" in shown and "meters" in shown
+    code, shown = _rank_on_a_terminal([*args, "--no-progress"])
+    assert code == 0
+    assert "hourly signals" not in shown and "model: ranked by" in shown
