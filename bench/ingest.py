@@ -1,7 +1,7 @@
 """Ingest write path against raw COPY, in the same run, on the same server, as the table grows.
 
     python bench/ingest.py [--rows 8M[,50M]] [--fleet 10000] [--meters 2000] [--intervals 1000]
-                           [--batch 50000] [--rounds 10] [--checked]
+                           [--batch 50000] [--rounds 10]
 
 First, a small run: meters × intervals readings (15-minute register reads, delivered time-major as
 live collectors deliver them) written twice, as raw binary COPY into a bare table of the same
@@ -27,12 +27,6 @@ follow, each round four timed steps on the same table under the same load:
    colder, and the first takes the earlier intervals, so both append to every meter's run;
 4. a redelivered batch (the other half; the first tenth of every meter's intervals already
    stored, as when a collector re-sends a segment that had partly landed).
-
-The growing table's history (2025) is older than the small run's blocks (2026): its batches come
-before every stored block, which the writer knows from ``reading_block_reach`` without a probe
-(history loaded after live collection began). ``--checked`` first stores a two-reading block of
-another meter at each end of that year, so every batch falls inside the blocks' span and each of
-its runs is probed against the blocks too (a gap filled between stored blocks: the dearer case).
 
 Printed per size: fresh rows/s as a ratio of raw COPY (goal >= 0.40, and no lower at 50 M than
 at 8 M) beside the keyed COPY's own ratio (the ceiling of a writer of one row per reading), and
@@ -206,7 +200,6 @@ def as_the_table_grows(url: str, settings: Settings, args: argparse.Namespace) -
         meter_ids: dict[str, int] = dict(
             conn.execute("SELECT serial, id FROM meter WHERE serial LIKE 'BIG%'").fetchall()
         )
-    assert args.fleet < 999_999, "BIG999999 is --checked's meter"
     serials = [f"BIG{i:06d}" for i in range(args.fleet)]
     fresh_half, redo_half = serials[: len(serials) // 2], serials[len(serials) // 2 :]
     per_batch = max(10, args.batch // len(fresh_half) // 10 * 10)  # intervals per batch, a multiple of 10
@@ -214,22 +207,6 @@ def as_the_table_grows(url: str, settings: Settings, args: argparse.Namespace) -
     fresh_next = redo_next = 0  # the first interval not stored yet, per half
     out = []
     with BatchWriter(url, settings, origin="bench") as writer, psycopg.connect(url) as raw_conn:
-        if args.checked:  # a block at each end of the year: every batch inside the blocks' span
-            with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute(
-                    "INSERT INTO meter (serial, commodity, model, unit, protocol) "
-                    "VALUES ('BIG999999', 'electricity', 'bench', 'kWh', 'import')"
-                )
-            for first in (0, 399 * 96 - 2):  # not one of the fleet's meters: its history is not grown
-                assert writer.write(block_frame(["BIG999999"], first, 2)).inserted == 2
-        print(
-            "\nbatches of the growing table: "
-            + (
-                "inside the blocks' span, every run probed against the blocks (--checked)"
-                if args.checked
-                else "before every stored block, not probed against the blocks (--checked: inside their span)"
-            )
-        )
         for size in args.rows:
             # Every meter gets history up to interval ``target``: about ``size`` rows in all.
             half = len(fresh_half)
@@ -321,11 +298,6 @@ def main() -> int:
     )
     parser.add_argument("--fleet", type=int, default=10_000, help="meters of the growing table")
     parser.add_argument("--rounds", type=int, default=10, help="timed rounds at each size")
-    parser.add_argument(
-        "--checked",
-        action="store_true",
-        help="a block at each end of the growing table's year first: every batch is probed against the blocks",
-    )
     args = parser.parse_args()
     args.rows = [r for r in args.rows if r > 0]
     with bench_database() as (url, settings, where):

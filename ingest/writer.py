@@ -15,8 +15,7 @@ What happens to a batch, in order:
    rows of ``reading`` (one binary COPY each, the rows' encoded and sent in pieces so the server
    inserts one while the next is encoded). The duplicate check spans both tables (migration 0030):
    under an advisory lock (exclusive for a batch with blocks, shared for singles only), a batch
-   whose instants all come after the latest instant any block reaches, or all before the first
-   block's first instant, meets no block; the rows'
+   whose instants all come after the latest instant any block reaches meets no block; the rows'
    primary key checks the singles (one probe first: is the first key stored already?) and one
    query checks that no stored row falls in a run's span. On TimescaleDB, or with
    ``ingest.blocks`` off, every reading is a row. If any reading may exist already (late or
@@ -266,12 +265,9 @@ class BatchWriter:
             # blocks waits for every other writer, batches of single readings share the lock.
             self._lock(exclusive=bool(run.any()))
             # A batch whose instants all come after the latest instant any block reaches meets no
-            # block (the usual case: live data, the newest file), nor does one whose instants all
-            # come before the first block's first instant (history loaded after live collection
-            # began); one reaching into the blocks' span (late data, a gap filled) is checked run by
-            # run against them.
-            first_block, reach = self._block_span()
-            clear = pg_micros(rows.ts.min()) > reach or pg_micros(rows.ts.max()) < first_block
+            # block (the usual case: live data, the newest file); one reaching back before it (late
+            # data, a backfill, a file older than the newest) is checked run by run against them.
+            clear = pg_micros(rows.ts.min()) > self._reach()
             if (
                 not self._first_key_stored(rows)
                 and not self._meeting(rows, start, length, run, blocks=not clear).any()
@@ -328,24 +324,13 @@ class BatchWriter:
         fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
         self.conn.execute(f"SELECT {fn}(%s)", (_BLOCK_LOCK,))
 
-    def _block_span(self) -> tuple[int, int]:
-        """(the first stored block's first instant, the latest instant any block reaches), µs since 2000-01-01.
-
-        With no block stored: (plus infinity, minus infinity), which every batch clears. Read under
-        the writers' lock: a writer of blocks, which moves both, holds it exclusively.
-        """
+    def _reach(self) -> int:
+        """The latest instant any stored block reaches, in µs since 2000-01-01 (minus infinity: none)."""
         row = self.conn.execute(
-            """SELECT CASE WHEN isfinite(first_block)
-                           THEN (extract(epoch FROM first_block - timestamptz '2000-01-01 UTC') * 1000000)::int8 END,
-                      CASE WHEN isfinite(reach)
-                           THEN (extract(epoch FROM reach - timestamptz '2000-01-01 UTC') * 1000000)::int8 END
-               FROM reading_block_reach"""
+            """SELECT CASE WHEN isfinite(reach) THEN (extract(epoch FROM reach - timestamptz '2000-01-01 UTC')
+                                                     * 1000000)::int8 END FROM reading_block_reach"""
         ).fetchone()
-        first, reach = row if row else (None, None)
-        return (
-            _PLUS_INFINITY_US if first is None else int(first),
-            _MINUS_INFINITY_US if reach is None else int(reach),
-        )
+        return int(row[0]) if row and row[0] is not None else _MINUS_INFINITY_US
 
     def _copy_new(self, fresh: _Columns, source_id: int, received_at: datetime, batch_id: int) -> bool:
         """The slow path's new readings: runs that meet nothing stored as blocks, the rest as rows.
@@ -669,9 +654,8 @@ def _pair_key(meter_id: np.ndarray, channel_id: np.ndarray) -> np.ndarray:
 #: The advisory lock key writers take over rows and blocks (migration 0030): ``hashtext('releve.reading_block')``
 #: would do as well; a constant keeps it readable in ``pg_locks``.
 _BLOCK_LOCK = 0x52424C4B  # "RBLK"
-#: :meth:`BatchWriter._block_span` when no block is stored.
+#: :meth:`BatchWriter._reach` when no block is stored.
 _MINUS_INFINITY_US = -(2**63)
-_PLUS_INFINITY_US = 2**63 - 1
 
 
 def _int_array(values: np.ndarray) -> str:

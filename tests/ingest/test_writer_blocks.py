@@ -126,32 +126,6 @@ def test_a_backfill_reaching_back_before_the_reach_still_lands_as_blocks_when_it
     assert len(everything(db)) == 18
 
 
-def test_history_older_than_every_block_is_not_checked_against_the_blocks_but_a_gap_inside_them_is(db):
-    db.add_meters(["M1", "M2"])
-    with BatchWriter(db.url, db.settings) as writer:
-        asked: list[bool] = []
-        meeting = writer._meeting
-
-        def spy(*args, **kwargs):
-            asked.append(kwargs["blocks"])
-            return meeting(*args, **kwargs)
-
-        writer._meeting = spy  # type: ignore[method-assign]
-        writer.write([r("M1", 24 * 60 + 15 * i, float(i)) for i in range(8)])  # live data, a day later
-        assert asked == [False]  # no block stored yet: nothing to meet
-        history = writer.write([r(m, 15 * i, float(i)) for m in ("M1", "M2") for i in range(4)])
-        assert (history.inserted, history.duplicates) == (8, 0)
-        assert asked[-1] is False  # every instant before the first block's first: no block met, none probed
-        assert reach(db) == (T0 + timedelta(minutes=24 * 60 + 105), T0)  # the first block moved back
-        gap = writer.write([r("M2", 24 * 60 + 15 * i, 1.0) for i in range(-1, 2)])  # inside the blocks' span
-        assert (gap.inserted, gap.duplicates) == (3, 0)
-        assert asked[-1] is True  # checked run by run: M2 has no block there, so it lands as one
-        over = writer.write([r("M1", 24 * 60 + 15 * i, float(i)) for i in range(-2, 1)])  # meets M1's block
-        assert (over.inserted, over.duplicates) == (2, 1)
-    assert stores(db) == (0, 5, 21)  # the new readings before M1's block a run of their own, a block
-    assert len(everything(db)) == 21
-
-
 def test_a_redelivered_segment_lands_its_new_runs_as_blocks_and_gap_fillers_as_rows(db):
     db.add_meters(["M1", "M2"])
     with BatchWriter(db.url, db.settings) as writer:
