@@ -126,6 +126,26 @@ def test_a_backfill_reaching_back_before_the_reach_still_lands_as_blocks_when_it
     assert len(everything(db)) == 18
 
 
+def test_a_late_run_meets_the_blocks_it_overlaps_whichever_of_the_days_blocks_they_are(db):
+    """Late runs around two blocks of one day: between them a block of its own, over either a slow-path row each."""
+    db.add_meters(["M1", "M2"])
+    day = 24 * 60 + 120  # 00:00 UTC the next day, two blocks that day: 00:00-01:00 and 01:15-01:30
+    with BatchWriter(db.url, db.settings) as writer:
+        writer.write([r("M1", day + 15 * i, float(i)) for i in range(5)] + [r("M2", day, 0.0), r("M2", day + 15, 1.0)])
+        writer.write([r("M1", day + 75 + 15 * i, float(10 + i)) for i in range(2)] + [r("M2", day + 30, 2.0)])
+        # between the two blocks: meets neither, lands as a block
+        between = writer.write([r("M1", day + 65, 4.5), r("M1", day + 70, 4.7)])
+        assert (between.inserted, between.duplicates) == (2, 0)
+        assert stores(db) == (1, 4, 11)  # M2's lone reading a row; M1's three blocks, M2's one
+        # inside the first block's span, before the second starts: the first block is the last before its end
+        inside = writer.write([r("M1", day + 5, 0.5), r("M1", day + 10, 0.7)])
+        # over the end of the first block and into the second: the second is the last before its end
+        across = writer.write([r("M1", day + 55, 3.5), r("M1", day + 80, 10.5)])
+    assert (inside.inserted, inside.duplicates, across.inserted, across.duplicates) == (2, 0, 2, 0)
+    assert stores(db) == (5, 4, 11)  # both late runs met a block: rows, each instant once
+    assert len(everything(db)) == 16
+
+
 def test_a_redelivered_segment_lands_its_new_runs_as_blocks_and_gap_fillers_as_rows(db):
     db.add_meters(["M1", "M2"])
     with BatchWriter(db.url, db.settings) as writer:
