@@ -438,14 +438,21 @@ def _clock_findings(
     ).fetchall()
     # Device time: collectors store the meter's clock minus their own (channel 0-0:1.0.0, seconds)
     # when a profile exposes the clock. The first read after the offset leaves the tolerance is flagged.
-    drift = conn.execute(
-        """SELECT DISTINCT ON (r.meter_id) r.meter_id, extract(epoch FROM r.ts), r.value
-           FROM reading_between(to_timestamp(%s) - interval '1 day', to_timestamp(%s)) r
-           JOIN channel c ON c.id = r.channel_id AND c.code = '0-0:1.0.0'
-           WHERE r.meter_id = ANY(%s) AND abs(r.value) > %s
-           ORDER BY r.meter_id, r.ts""",
-        (t_lo, t_hi, np.unique(s_meter).tolist(), params_for("electricity").clock_tolerance_s),
-    ).fetchall()
+    # The channel's id is a constant of the query, so each meter's clock reads are one range of the
+    # primary key: joined to ``channel`` instead, the planner read every read of the chunk's meters
+    # over its whole window (half a second a chunk of a million daily reads, a sixth of the run).
+    clock = conn.execute("SELECT id FROM channel WHERE code = '0-0:1.0.0'").fetchone()
+    drift = (
+        []
+        if clock is None
+        else conn.execute(
+            """SELECT DISTINCT ON (r.meter_id) r.meter_id, extract(epoch FROM r.ts), r.value
+               FROM reading_between(to_timestamp(%s) - interval '1 day', to_timestamp(%s)) r
+               WHERE r.channel_id = %s AND r.meter_id = ANY(%s) AND abs(r.value) > %s
+               ORDER BY r.meter_id, r.ts""",
+            (t_lo, t_hi, clock[0], np.unique(s_meter).tolist(), params_for("electricity").clock_tolerance_s),
+        ).fetchall()
+    )
     return check_clock(
         cols["meter_id"], cols["t"], cols["value"], emit, rows, drift, params_for("electricity").clock_tolerance_s
     )

@@ -83,3 +83,37 @@ def test_a_transposed_index_is_suggested_back_when_the_true_one_is_in_band(x, da
     assert x in [s.value for s in got]
     assert [s.cost for s in got] == sorted(s.cost for s in got)
     assert all(x - 5 <= s.value <= x + 5 for s in got)
+
+
+def _plain_trailing_median(x, start, window):
+    """Row by row: numpy's nanmedian of the previous window[i] rows of the series (the reference)."""
+    med, count = np.full(len(x), np.nan), np.zeros(len(x), np.int64)
+    for i in range(len(x)):
+        past = x[max(start[i], i - int(window[i])) : i]
+        past = past[np.isfinite(past)]
+        count[i] = len(past)
+        if len(past):
+            med[i] = np.median(past)
+    return med, count
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.one_of(st.none(), st.floats(0, 1e6, allow_nan=False, allow_infinity=False)), max_size=30),
+        min_size=1,
+        max_size=6,
+    ),
+    st.lists(st.integers(0, 12), min_size=1, max_size=6),
+)
+def test_the_trailing_median_is_numpys_median_of_each_rows_past_window_within_its_series(series_values, windows):
+    """A series never lends its values to the next, NaNs are not counted, and the medians are numpy's to the bit."""
+    from analytics.vee.registers import trailing_median
+
+    x = np.array([np.nan if v is None else v for values in series_values for v in values], float)
+    start = np.concatenate([np.full(len(v), sum(map(len, series_values[:k]))) for k, v in enumerate(series_values)])
+    window = np.array([windows[k % len(windows)] for k in range(len(x))], np.int64)
+    med, count = trailing_median(x, start.astype(np.int64), window)
+    ref_med, ref_count = _plain_trailing_median(x, start, window)
+    np.testing.assert_array_equal(count, ref_count)
+    np.testing.assert_array_equal(med, ref_med)
