@@ -202,8 +202,20 @@ def _one(conn: Connection, query: str, params: tuple[Any, ...]) -> int:
 
 
 def _scope(conn: Connection) -> list[tuple[int, int]]:
-    """Series with new reads: fill the temp table ``vee_scope``; return (meter, new register reads) per meter."""
+    """Series with new reads: fill the temp table ``vee_scope``; return (meter, new register reads) per meter.
+
+    The new reads are found by their batch, within the time span the writer recorded for the
+    batches (``ingest_batch.min_ts``/``max_ts``): only the parts of that span are read, so a daily
+    run costs a day's parts however long the history. A batch with rows but no span (written
+    around the writer) leaves the search unbounded.
+    """
     context = max(p.history_reads for p in (params_for("electricity"), params_for("water"))) + 2
+    span = conn.execute(
+        """SELECT bool_and(b.min_ts IS NOT NULL OR b.n_inserted = 0 AND b.n_rows > 0), min(b.min_ts), max(b.max_ts)
+           FROM ingest_batch b JOIN vee_todo t ON t.batch_id = b.id"""
+    ).fetchone()
+    bounded = span is not None and bool(span[0]) and span[1] is not None
+    reads = "reading_between(%s, %s)" if bounded else "reading_all"
     conn.execute("DROP TABLE IF EXISTS vee_scope")
     conn.execute(
         """CREATE TEMP TABLE vee_scope ON COMMIT DROP AS
@@ -214,12 +226,14 @@ def _scope(conn: Connection) -> list[tuple[int, int]]:
                        THEN least(coalesce(ctx.ts, '-infinity'::timestamptz), n.new_from - make_interval(days => %s))
                        ELSE n.new_from - interval '8 days' END AS ctx_from  -- a week back: like days
            FROM (SELECT meter_id, channel_id, min(ts) AS new_from, max(ts) AS new_to, count(*) AS n_new
-                 FROM reading_all WHERE batch_id IN (SELECT batch_id FROM vee_todo) GROUP BY 1, 2) n
+                 FROM """
+        + reads
+        + """ WHERE batch_id IN (SELECT batch_id FROM vee_todo) GROUP BY 1, 2) n
            JOIN channel c ON c.id = n.channel_id AND c.kind IN ('register', 'interval')
            LEFT JOIN LATERAL (SELECT r.ts FROM series_before(n.meter_id, n.channel_id, n.new_from, %s) r
                               WHERE c.kind = 'register'
                               ORDER BY r.ts DESC OFFSET %s LIMIT 1) ctx ON true""",
-        (context + 1, context, context - 1),
+        (context + 1, *((span[1], span[2]) if bounded and span else ()), context, context - 1),
     )
     conn.execute("CREATE INDEX ON vee_scope (meter_id, channel_id)")
     conn.execute("ANALYZE vee_scope")

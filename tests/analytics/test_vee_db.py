@@ -398,3 +398,27 @@ def test_a_15_minute_register_series_is_judged_on_the_first_read_of_each_utc_day
     by_meter = {s: sorted((rule, float(t)) for serial, rule, t in found if serial == s) for s in ("Q", "D")}
     assert by_meter["Q"] == by_meter["D"] and (by_meter["Q"] != [])
     assert any(t == t0 + 25 * 86400 for _, t in by_meter["Q"])
+
+
+def test_an_incremental_run_looks_for_its_new_reads_only_in_the_parts_of_their_batches_span(db):
+    """A daily run must not cost the whole history: the scope reads the weeks its batches landed in."""
+    from analytics.vee.run import _scope
+
+    add_meters(db, ["H1"])
+    with db.connect() as conn:
+        conn.execute("SELECT ensure_reading_partitions('2023-12-25', '2024-04-01')")
+    write(db, daily("H1", 0, [100.0 + 5 * i for i in range(70)]))  # ten weeks of history, validated
+    run_vee(db.url, db.settings)
+    write(db, daily("H1", 70, [450.0]))  # one new day: 2024-03-11
+    with db.connect() as conn, conn.transaction():
+        batch = conn.execute("SELECT max(id) FROM ingest_batch").fetchone()[0]
+        conn.execute("CREATE TEMP TABLE vee_todo ON COMMIT DROP AS SELECT %s::bigint AS batch_id", (batch,))
+        assert _scope(conn) == [(conn.execute("SELECT id FROM meter").fetchone()[0], 1)]
+        touched = conn.execute(
+            """SELECT relname, seq_scan + coalesce(idx_scan, 0) FROM pg_stat_xact_user_tables
+               WHERE relname LIKE 'reading\\_y%' AND seq_scan + coalesce(idx_scan, 0) > 0"""
+        ).fetchall()
+    # Only the new day's part and those the twelve reads of context before it reach back into (from
+    # 28 February): none of the seven parts of January and early February the history fills.
+    starts = [datetime.strptime(name, "reading_y%Ym%md%d").date() for name, _ in touched]
+    assert starts and min(starts) >= datetime(2024, 2, 22).date(), touched
