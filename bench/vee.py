@@ -10,6 +10,9 @@ same rules written as a plain per-row Python loop (rows fetched with an ordinary
 subset of meters, and the ratio of the two rates. Rules-only figures (no database) for both are
 printed too.
 
+A day later, one new read per meter lands and an incremental run validates it over the whole
+history: its time follows the new day (the scope reads the parts of its batches' time span).
+
 Then 15-minute register data (``--q15-meters`` × ``--q15-days`` × 96 reads, landed the same way) and
 a second, incremental run over it: the rules judge the first read of each day, which the database
 picks out itself, so the run is reported both as validated (daily) reads per second and as landed
@@ -244,6 +247,30 @@ def main() -> int:
         )
         for line in summary.lines()[1:]:
             print("  " + line)
+
+        # A day later: one new read per meter, validated over the whole history, as a daily run
+        # meets it (its cost should follow the new day, not the table).
+        day_after = first + np.int64(args.days) * np.timedelta64(DAY_US, "us")
+        zeros = np.zeros(args.meters, np.int32)
+        with BatchWriter(url, settings, origin="bench") as writer:
+            writer.write(
+                ReadingFrame(
+                    meters=[f"V{i:06d}" for i in range(args.meters)],
+                    meter_idx=np.arange(args.meters, dtype=np.int32),
+                    channels=[CH],
+                    channel_idx=zeros,
+                    ts=np.full(args.meters, day_after),
+                    value=values[:, -1] + 10.0,
+                    units=["kWh"],
+                    unit_idx=zeros,
+                    source=Source.IMPORT,
+                )
+            )
+        day = run_vee(url, settings, who="bench")
+        print(
+            f"a day later, incremental: {day.new_reads:,} new reads (one a meter) over {n:,} of history "
+            f"in {day.seconds:.2f} s ({day.reads:,} read with their context)"
+        )
 
         # The meter page's path: one meter's validated series out of the whole table, over its whole
         # span, through validated_series (what the page calls) and through the view by meter.
