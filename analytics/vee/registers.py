@@ -151,12 +151,12 @@ def trailing_median(x: np.ndarray, start: np.ndarray, window: np.ndarray) -> tup
     pos = np.arange(n) + w_max * np.cumsum(starts)  # row i's place after its series' run of NaNs
     padded = np.full(n + w_max * int(starts.sum()), np.nan)
     padded[pos] = x
-    finite = np.concatenate(([0], np.cumsum(np.isfinite(padded))))
+    present = np.concatenate(([0], np.cumsum(~np.isnan(padded))))  # ±inf counts, as a value
     for w in np.unique(window[window > 0]).tolist():
         rows = np.flatnonzero(window == w)
         end = pos[rows]  # the window is the w places before the row's own
         med[rows] = bn.move_median(padded, w, min_count=1)[end - 1]
-        count[rows] = finite[end] - finite[end - w]
+        count[rows] = present[end] - present[end - w]
     return med, count
 
 
