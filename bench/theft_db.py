@@ -62,6 +62,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from analytics.theft.data import TEXTURE_FLOOR  # noqa: E402
+from analytics.theft.features import HAND_OVER_DIR, HAND_OVER_PREFIX  # noqa: E402
 from analytics.theft.store import _DAY_TOTAL_ROW, _HOUR_TEXTURE_ROW  # noqa: E402
 from bench.common import bench_database, exit_on_sigterm  # noqa: E402
 from ingest.frame import READING_COPY_DTYPE  # noqa: E402
@@ -440,7 +441,7 @@ def tree_pss_kb(root):
                 total += next(int(ln.split()[1]) for ln in fh if ln.startswith("Pss:"))
         except (OSError, StopIteration, ValueError):
             pass
-    for path in glob.glob("/dev/shm/releve-hourly-*/*"):
+    for path in glob.glob(HAND_OVER_FILES):
         try:
             total += os.stat(path).st_blocks // 2  # 512-byte blocks, in kB
         except OSError:
@@ -462,7 +463,10 @@ sys.exit(os.waitstatus_to_exitcode(status))
 def child(argv: list[str], env: dict[str, str]) -> tuple[float, float, str, str]:
     """Run a command to its end: (seconds, its peak resident memory in GB, stdout, stderr)."""
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", LAUNCH, *argv], env=env, capture_output=True, text=True, cwd=ROOT)
+    # The sampler is a script of its own (no Relevé import): the group files' pattern goes in as a constant.
+    files = os.path.join(HAND_OVER_DIR, HAND_OVER_PREFIX + "*", "*") if HAND_OVER_DIR else ""
+    launch = f"HAND_OVER_FILES = {files!r}\n" + LAUNCH
+    p = subprocess.run([sys.executable, "-c", launch, *argv], env=env, capture_output=True, text=True, cwd=ROOT)
     elapsed = time.perf_counter() - t0
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:4])}… exited {p.returncode}:\n{p.stderr[-3000:]}")

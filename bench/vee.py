@@ -66,9 +66,14 @@ def make_fleet(meters: int, days: int, seed: int = 5) -> tuple[np.ndarray, np.nd
     return values, first
 
 
+def serials_of(meters: int) -> list[str]:
+    """The fleet's meter serials, in row order."""
+    return [f"V{i:06d}" for i in range(meters)]
+
+
 def land(url: str, settings, values: np.ndarray, first: np.datetime64, per_batch: int) -> float:
     meters, days = values.shape
-    serials = [f"V{i:06d}" for i in range(meters)]
+    serials = serials_of(meters)
     copy_meters = "COPY meter (serial, commodity, model, unit, protocol, register_digits) FROM STDIN"
     with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur, cur.copy(copy_meters) as copy:
         for s in serials:
@@ -255,7 +260,7 @@ def main() -> int:
         with BatchWriter(url, settings, origin="bench") as writer:
             writer.write(
                 ReadingFrame(
-                    meters=[f"V{i:06d}" for i in range(args.meters)],
+                    meters=serials_of(args.meters),
                     meter_idx=np.arange(args.meters, dtype=np.int32),
                     channels=[CH],
                     channel_idx=zeros,

@@ -117,6 +117,8 @@ HOURLY_WORKERS = 2
 #: it, instead of sending it through the pool's pipe (pickled, written, read and unpickled: four
 #: copies of ≈ 28 MB a group, 7 GB at 100,000 meters). None, or no such folder: the pipe.
 HAND_OVER_DIR: str | None = "/dev/shm"  # noqa: S108 (the parent of a mkdtemp folder, mode 0700)
+#: The start of each ranking's folder name there (``bench/theft_db.py`` counts its files in the peak).
+HAND_OVER_PREFIX = "releve-hourly-"
 
 #: Row-wise signals over more meters than this run a block of rows at a time (:func:`by_rows`).
 ROW_BLOCK = 8_192
@@ -450,7 +452,7 @@ def _hand_over_folder() -> Iterator[str | None]:
     if HAND_OVER_DIR is None or not os.path.isdir(HAND_OVER_DIR) or not os.access(HAND_OVER_DIR, os.W_OK):
         yield None
         return
-    with tempfile.TemporaryDirectory(prefix="releve-hourly-", dir=HAND_OVER_DIR) as folder:
+    with tempfile.TemporaryDirectory(prefix=HAND_OVER_PREFIX, dir=HAND_OVER_DIR) as folder:
         yield folder
 
 
