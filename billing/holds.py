@@ -14,6 +14,7 @@ from psycopg import Connection
 from billing.draft import Draft
 from billing.pricing import Index, q
 from billing.tariffs import TariffBook
+from releve import db
 
 _READ = ("actual", "customer")  # qualities that are a real read of the meter
 
@@ -106,7 +107,7 @@ def history_and_holds(conn: Connection, book: TariffBook, drafts: list[Draft], p
                FROM bill WHERE account_id IN (SELECT unnest(%s::integer[]))
                  AND period_end < %s AND status = 'issued' AND kind <> 'cancel'
            ) b WHERE k <= %s GROUP BY account_id""",
-        (ids, period_end, h.history_bills),
+        (db.int_array(ids), period_end, h.history_bills),
     ):
         history[acc] = (Decimal(cons), int(days), int(n))
     qd = book.rules.quantity_decimals

@@ -13,6 +13,7 @@ from billing import tenant
 from billing.draft import Account, Determinant, Draft, Installed, RunSummary, midnight
 from billing.pricing import Index, cycle_period, q, to_decimal
 from billing.tariffs import Tariff, TariffBook
+from releve import db
 
 
 def cycle_window(conn: Connection, book: TariffBook, cycle: str, period_end: date) -> tuple[date, date]:
@@ -70,7 +71,7 @@ def _previous_bills(conn: Connection, ids: list[int], period_end: date) -> dict[
                  AND b.kind <> 'cancel'
                ORDER BY b.period_end LIMIT 1) n ON true
            WHERE p.period_end IS NOT NULL OR n.period_end IS NOT NULL""",
-        (ids, period_end, period_end),
+        (db.int_array(ids), period_end, period_end),
     ):
         out[acc] = _Previous(end, issued_id, later_start, later_end)
     return out
@@ -81,8 +82,8 @@ def _billed_ends(conn: Connection, bill_ids: list[int], qd: int) -> dict[tuple[i
     out: dict[tuple[int, int, datetime], Index] = {}
     for bid, meter_id, end_at, end_index, quality in conn.execute(
         """SELECT bill_id, meter_id, end_at, end_index, end_quality FROM bill_determinant
-           WHERE bill_id = ANY(%s)""",
-        (bill_ids,),
+           WHERE bill_id = ANY(%s::bigint[])""",
+        (db.int_array(bill_ids),),
     ):
         out[(bid, meter_id, end_at)] = Index(q(Decimal(end_index), qd), quality, end_at)
     return out
@@ -109,10 +110,14 @@ def make_drafts(
     for acc, since, run_id, code in conn.execute(
         """SELECT DISTINCT ON (n.account_id) n.account_id, r.period_start, r.id, n.code
            FROM bill_run_note n JOIN bill_run r ON r.id = n.run_id
-           WHERE n.account_id = ANY(%s) AND n.kind = 'skipped' AND n.code IN ('tariff', 'meter')
+           WHERE n.account_id = ANY(%s::integer[]) AND n.kind = 'skipped' AND n.code IN ('tariff', 'meter')
              AND r.cycle = %s AND r.period_end < %s
            ORDER BY n.account_id, r.period_start, r.id""",
-        ([i for i in ids if i not in previous or previous[i].end is None], summary.cycle, summary.period_end),
+        (
+            db.int_array(i for i in ids if i not in previous or previous[i].end is None),
+            summary.cycle,
+            summary.period_end,
+        ),
     ):
         skipped_since[acc] = (since, run_id, code)
     # an account may reach back before the cycle (a newcomer's subscription, a gap): installations from then
@@ -132,7 +137,7 @@ def make_drafts(
            WHERE i.service_point_id IN (SELECT unnest(%s::integer[]))
              AND i.installed_at < %s AND (i.removed_at IS NULL OR i.removed_at > %s)
            ORDER BY i.service_point_id, i.installed_at""",
-        (sps, midnight(end), midnight(earliest)),
+        (db.int_array(sps), midnight(end), midnight(earliest)),
     ):
         inst[r[0]].append(Installed(*r[1:]))
     billed = _billed_ends(conn, [p.issued_id for p in previous.values() if p.issued_id is not None], qd)

@@ -21,6 +21,7 @@ from pathlib import Path
 from psycopg import Connection
 
 from billing.tariffs import TariffBook
+from releve import db
 from releve.model import MAIN_REGISTERS
 
 
@@ -55,7 +56,7 @@ def cases_for(conn: Connection, account_ids: list[int]) -> dict[tuple[str, int],
     for row in conn.execute(
         f"SELECT {_CASE_COLUMNS} FROM tenant_case WHERE account_id IN (SELECT unnest(%s::integer[])) "
         "OR predecessor_account_id IN (SELECT unnest(%s::integer[]))",
-        (account_ids, account_ids),
+        (db.int_array(account_ids), db.int_array(account_ids)),
     ):
         case = Case(*row)
         out[("new", case.account_id)] = case

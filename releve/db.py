@@ -8,7 +8,7 @@ and uses a database named ``releve`` inside it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -93,6 +93,15 @@ def replica_status(conn: Connection) -> ReplicaStatus:
         None if lag_b is None else max(0, int(lag_b)),
         bool(receiving),
     )
+
+
+def int_array(values: Iterable[int]) -> str:
+    """Integers as a PostgreSQL array literal (``{1,2,3}``), for a parameter cast in the query (``%s::integer[]``).
+
+    psycopg adapts a list element by element (a regular expression per element): ≈ 2 s for the
+    lists of 100,000 account ids a bill run passes; one string joined here costs milliseconds.
+    """
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def connect(url: str, role: str | None = None, autocommit: bool = False) -> Connection:
