@@ -49,11 +49,25 @@ class _Series:
         """Keys of (meter, seconds since origin) pairs."""
         return meter.astype(np.int64) * self.span + at
 
-    def read(self, i: int) -> Read:
-        """Row ``i`` as a Read."""
-        return Read(
-            self.origin + timedelta(seconds=int(self.secs[i])), float(self.value[i]), _QUALITY[int(self.quality[i])]
-        )
+    def reads(self, rows: np.ndarray) -> list[Read | None]:
+        """Rows ``rows`` as Reads (None where a row is -1); one instant object per distinct second."""
+        if len(self.secs) == 0:
+            return [None] * len(rows)
+        take = rows >= 0
+        at = np.where(take, rows, 0)
+        stamps: dict[int, datetime] = {}
+        out: list[Read | None] = []
+        for ok, s, v, q in zip(
+            take.tolist(), self.secs[at].tolist(), self.value[at].tolist(), self.quality[at].tolist(), strict=True
+        ):
+            if not ok:
+                out.append(None)
+                continue
+            ts = stamps.get(s)
+            if ts is None:
+                ts = stamps[s] = self.origin + timedelta(seconds=s)
+            out.append(Read(ts, v, _QUALITY[q]))
+        return out
 
 
 def _load_series(conn: Connection, lo: datetime, hi: datetime, channels: list[int], adjusted: bool) -> _Series:
@@ -128,27 +142,37 @@ def resolve_indexes(
         return int((t - lo).total_seconds())
 
     # Boundary indexes: a read on the day starting at the boundary, else the reads on both sides.
-    points = sorted(
-        {(x.meter_id, x.start_at) for d in drafts for x in d.dets if x.start is None}
-        | {(x.meter_id, x.end_at) for d in drafts for x in d.dets if x.end is None}
-    )
+    wanted: dict[tuple[int, datetime], None] = {}  # each (meter, instant) once, in no particular order
+    for d in drafts:
+        for x in d.dets:
+            if x.start is None:
+                wanted[(x.meter_id, x.start_at)] = None
+            if x.end is None:
+                wanted[(x.meter_id, x.end_at)] = None
+    points = list(wanted)
     found: dict[tuple[int, datetime], Index | None] = {}
     if points:
-        pm = np.array([p[0] for p in points], np.int64)
-        ps = np.array([secs(p[1]) for p in points], np.int64)
+        at_secs = {at: secs(at) for at in {p[1] for p in points}}  # a cycle's boundaries are a handful of days
+        pm = np.fromiter((p[0] for p in points), np.int64, len(points))
+        ps = np.fromiter((at_secs[p[1]] for p in points), np.int64, len(points))
         i = np.searchsorted(sr.key, sr.k(pm, ps), "left")
         j = np.searchsorted(sr.key, sr.k(pm, ps + DAY_S), "left")
         has_day = j > i
         has_before = (i > 0) & (sr.meter[np.maximum(i - 1, 0)] == pm) if n else np.zeros(len(pm), bool)
         has_after = (j < n) & (sr.meter[np.minimum(j, max(n - 1, 0))] == pm) if n else np.zeros(len(pm), bool)
+        # the row each point rests on (on the day; else before and after it), -1 for none
+        on_day = np.where(has_day, i, -1)
+        before = np.where(~has_day & has_before & has_after, i - 1, -1)
+        after = np.where(~has_day & has_before & has_after, j, -1)
+        reads = sr.reads(np.concatenate([on_day, before, after]))
+        m = len(points)
         qd = book.rules.quantity_decimals
-        for k, (meter_id, at) in enumerate(points):
-            if has_day[k]:
-                found[(meter_id, at)] = boundary_index(at, sr.read(int(i[k])), None, None, qd)
-                continue
-            before = sr.read(int(i[k]) - 1) if has_before[k] else None
-            after = sr.read(int(j[k])) if has_after[k] else None
-            found[(meter_id, at)] = boundary_index(at, None, before, after, qd)
+        for k, point in enumerate(points):
+            day_read = reads[k]
+            if day_read is not None:
+                found[point] = boundary_index(point[1], day_read, None, None, qd)
+            else:
+                found[point] = boundary_index(point[1], None, reads[m + k], reads[2 * m + k], qd)
     for d in drafts:
         for x in d.dets:
             if x.start is None:
@@ -191,18 +215,25 @@ def resolve_indexes(
     da = np.searchsorted(akey, sr.k(dm, dlo), "left")
     db = np.searchsorted(akey, sr.k(dm, dhi), "left")
     last = np.searchsorted(akey, sr.k(dm, dhi + DAY_S), "left") - 1
+    # per determinant, as Python numbers at once (not a numpy scalar per lookup)
+    n_reads = (b - a).tolist()
+    n_bad = (bad_cum[b] - bad_cum[a]).tolist()
+    n_days = (day_cum[db] - day_cum[da]).tolist()
+    li = np.maximum(last, 0)
+    if len(akey):  # the last actual read up to the period's end, when it is recent enough to count
+        recent = ((last >= 0) & (ameter[li] == dm) & (asecs[li] >= dlo - h.max_days_without_read * DAY_S)).tolist()
+        last_secs = asecs[li].tolist()
+    else:
+        recent, last_secs = [False] * len(dets), [0] * len(dets)
+    stamps: dict[int, datetime] = {}  # one instant object per distinct second
     stats: dict[int, tuple[int, int, datetime | None, int]] = {}
     for k, x in enumerate(dets):
         last_actual = None
-        li = int(last[k])
-        if li >= 0 and ameter[li] == x.meter_id and asecs[li] >= dlo[k] - h.max_days_without_read * DAY_S:
-            last_actual = lo + timedelta(seconds=int(asecs[li]))
-        stats[x.key] = (
-            int(b[k] - a[k]),
-            int(bad_cum[b[k]] - bad_cum[a[k]]),
-            last_actual,
-            int(day_cum[db[k]] - day_cum[da[k]]),
-        )
+        if recent[k]:
+            last_actual = stamps.get(last_secs[k])
+            if last_actual is None:
+                last_actual = stamps[last_secs[k]] = lo + timedelta(seconds=last_secs[k])
+        stats[x.key] = (n_reads[k], n_bad[k], last_actual, n_days[k])
     clock.lap("data-quality figures")
     exceptions: dict[int, tuple[int, list[str]]] = {}
     if h.open_exceptions:
