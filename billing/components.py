@@ -183,14 +183,76 @@ class TaxKeys(_Strict):
 # --------------------------------------------------------------------------------------------- pricing
 
 
+#: What pricing works out once per tariff version and segment shape rather than once per bill (block
+#: bounds, line descriptions, the fixed charge's line): keyed by the parameters' ``id()`` and the
+#: segment's shape, each entry holding the parameters it was made from (an ``id`` is only reused once
+#: they are gone, and then the entry is made again). Bounded: cleared when it holds too many.
+_MADE: dict[tuple[Any, ...], tuple[BaseModel, Any]] = {}
+_MADE_MAX = 4096
+
+
+def _made(p: BaseModel, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+    """``make()``, once per (``p``, ``key``)."""
+    k = (id(p), *key)
+    hit = _MADE.get(k)
+    if hit is not None and hit[0] is p:
+        return hit[1]
+    if len(_MADE) >= _MADE_MAX:
+        _MADE.clear()
+    value = make()
+    _MADE[k] = (p, value)
+    return value
+
+
 def _fixed(p: FixedKeys, s: Segment, charges: Decimal) -> list[Line]:
+    key = ("fixed", s.days, s.cycle_days, s.factor, s.indigent, s.suffix, s.money_decimals)
+    return [_made(p, key, lambda: _fixed_line(p, s))]
+
+
+def _fixed_line(p: FixedKeys, s: Segment) -> Line:
     fixed = p.fixed_charge * s.factor
     desc = f"fixed charge ({s.days}/{s.cycle_days} days){s.suffix}"
     if s.indigent and p.indigent.fixed_charge_factor != 1:
         fixed *= p.indigent.fixed_charge_factor
         desc += f" × {p.indigent.fixed_charge_factor} (indigent)"
     per_day = q(p.fixed_charge / s.cycle_days, 6)
-    return [Line("fixed", desc, Decimal(s.days), "day", per_day, q(fixed, s.money_decimals))]
+    return Line("fixed", desc, Decimal(s.days), "day", per_day, q(fixed, s.money_decimals))
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """One block of a block table with its bounds prorated to a segment and its line descriptions."""
+
+    code: str
+    lower: Decimal
+    upper: Decimal | None
+    rate: Decimal
+    desc: str
+    lifeline_desc: str | None  # the first block's description while the lifeline rate holds
+
+
+def _steps(p: BlockKeys, factor: Decimal, qd: int, unit: str, suffix: str) -> tuple[Decimal | None, list[_Step]]:
+    """The lifeline limit and the blocks prorated by ``factor``, with their descriptions."""
+    limit = q(p.lifeline_limit * factor, qd) if p.lifeline_limit is not None else None
+    steps: list[_Step] = []
+    lower = Decimal(0)
+    for i, block in enumerate(p.blocks):
+        upper = q(block.up_to * factor, qd) if block.up_to is not None else None
+        bounds = f"{lower}–{upper}" if upper is not None else f"above {lower}"
+        steps.append(
+            _Step(
+                f"block{i + 1}",
+                lower,
+                upper,
+                block.rate,
+                f"block {i + 1} ({bounds} {unit}){suffix}",
+                f"lifeline block ({bounds} {unit}){suffix}" if block.lifeline else None,
+            )
+        )
+        if upper is None:
+            break
+        lower = upper
+    return limit, steps
 
 
 def block_charges(p: BlockKeys, s: Segment, quantity: Decimal, suffix: str, basis: Decimal | None = None) -> list[Line]:
@@ -198,27 +260,22 @@ def block_charges(p: BlockKeys, s: Segment, quantity: Decimal, suffix: str, basi
 
     ``basis`` (default ``quantity``) is the consumption that decides whether the lifeline rate holds.
     """
-    qd, md, factor, unit = s.quantity_decimals, s.money_decimals, s.factor, s.unit
-    lines: list[Line] = []
-    blocks = p.blocks
-    rates = [b.rate for b in blocks]
+    qd, md, unit = s.quantity_decimals, s.money_decimals, s.unit
+    limit, steps = _made(p, ("blocks", s.factor, qd, unit, suffix), lambda: _steps(p, s.factor, qd, unit, suffix))
+    if not steps:
+        return []
     basis = quantity if basis is None else basis
-    if p.lifeline_limit is not None and basis > q(p.lifeline_limit * factor, qd) and len(rates) > 1:
-        rates[0] = rates[1]  # above the lifeline limit the social rate is lost
-    lower = Decimal(0)
-    for i, block in enumerate(blocks):
-        upper = q(block.up_to * factor, qd) if block.up_to is not None else None
-        if quantity <= lower:
+    # above the lifeline limit the social rate is lost: the first block is charged at the second's rate
+    rate0 = steps[1].rate if limit is not None and basis > limit and len(steps) > 1 else steps[0].rate
+    lines: list[Line] = []
+    for i, st in enumerate(steps):
+        if quantity <= st.lower:
             break
-        take = (min(quantity, upper) if upper is not None else quantity) - lower
+        take = (min(quantity, st.upper) if st.upper is not None else quantity) - st.lower
         if take > 0:
-            label = "lifeline block" if block.lifeline and rates[0] == block.rate else f"block {i + 1}"
-            bounds = f"{lower}–{upper}" if upper is not None else f"above {lower}"
-            desc = f"{label} ({bounds} {unit}){suffix}"
-            lines.append(Line(f"block{i + 1}", desc, take, unit, rates[i], q(take * rates[i], md)))
-        if upper is None:
-            break
-        lower = upper
+            rate = rate0 if i == 0 else st.rate
+            desc = st.lifeline_desc if st.lifeline_desc is not None and rate0 == st.rate else st.desc
+            lines.append(Line(st.code, desc, take, unit, rate, q(take * rate, md)))
     return lines
 
 

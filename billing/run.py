@@ -32,6 +32,9 @@ Billing connects as the editor role (see migration 0008).
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -62,7 +65,7 @@ def run_bills(
     """Bill ``cycle`` for the period ending on ``period_end``; see the module docstring."""
     t0 = datetime.now(UTC)
     issue = issue_date or datetime.now(UTC).date()
-    with db.connect(url, role=db.editor_role(settings)) as conn, conn.transaction():
+    with _collector_paused(), db.connect(url, role=db.editor_role(settings)) as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('releve.bill.' || %s))", (cycle,))
         start, end = cycle_window(conn, book, cycle, period_end)
         row = conn.execute(
@@ -115,6 +118,25 @@ def run_bills(
 
         write_feed(url, settings, summary.run_id, out_dir)
     return summary
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for the run (its memory is freed by reference counts).
+
+    A run holds a few objects per account (drafts, determinants, indexes, lines): hundreds of
+    thousands at 100,000 accounts. Each full collection walks all of them, and as they accumulate
+    the collector runs full collections again and again: a quarter of the run's Python time at
+    100,000 accounts (docs/scaling.md). None of them refers back to another in a cycle, so pausing
+    the collector frees nothing later than it would have; it is restored after the run.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _price(book: TariffBook, d: Draft) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import date, datetime, timedelta
+from json.encoder import encode_basestring_ascii as _json_str
 
 from psycopg import Connection
 
@@ -145,7 +146,7 @@ def write_bills(
                     None if held else due,
                     fp,
                     _lines_json(d.priced.lines),
-                    json.dumps(details, default=str),
+                    _DETAILS_JSON.encode(details),
                 )
             )
             if not held:
@@ -186,6 +187,10 @@ def write_bills(
                 cp.write_row(row)
 
 
+#: ``json.dumps(details, default=str)`` without making an encoder per bill.
+_DETAILS_JSON = json.JSONEncoder(default=str)
+
+
 def _years_before(day: date, years: int) -> date:
     """The same calendar day ``years`` earlier (29 February → 28 February)."""
     try:
@@ -195,19 +200,21 @@ def _years_before(day: date, years: int) -> date:
 
 
 def _lines_json(lines: list[Line]) -> str:
-    """Bill lines as a JSON array; quantities, rates and amounts as exact decimal strings."""
-    return json.dumps(
-        [
-            {
-                "code": li.code,
-                "description": li.description,
-                "quantity": str(li.quantity),
-                "unit": li.unit,
-                "rate": str(li.rate),
-                "amount": str(li.amount),
-            }
+    """Bill lines as a JSON array; quantities, rates and amounts as exact decimal strings.
+
+    The text ``json.dumps`` writes for a dict per line, written out directly (half the time of a
+    bill's row at 100,000 bills went to building and encoding those dicts): strings are escaped by
+    the json module's own encoder, and a Decimal's ``str`` is digits, a sign, a point and an
+    exponent, nothing to escape (tests/billing/test_fast_paths.py holds the two equal).
+    """
+    return (
+        "["
+        + ", ".join(
+            f'{{"code": {_json_str(li.code)}, "description": {_json_str(li.description)}, '
+            f'"quantity": "{li.quantity}", "unit": {_json_str(li.unit)}, "rate": "{li.rate}", "amount": "{li.amount}"}}'
             for li in lines
-        ]
+        )
+        + "]"
     )
 
 
