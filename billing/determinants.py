@@ -127,8 +127,7 @@ def resolve_indexes(
     meters = sorted({x.meter_id for d in drafts for x in d.dets})
     conn.execute("CREATE TEMP TABLE bill_meter (meter_id integer PRIMARY KEY) ON COMMIT DROP")
     with conn.cursor().copy("COPY bill_meter (meter_id) FROM STDIN") as cp:
-        for m in meters:
-            cp.write_row((m,))
+        cp.write("".join(f"{m}\n" for m in meters))  # text COPY: one id a line
     conn.execute("ANALYZE bill_meter")
     channels = [r[0] for r in conn.execute("SELECT id FROM channel WHERE code = ANY(%s)", (list(MAIN_REGISTERS),))]
     adjusted = conn.execute(

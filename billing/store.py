@@ -176,7 +176,7 @@ def write_bills(
                         x.end.quality,
                         x.multiplier,
                         x.consumption,
-                        json.dumps({k: str(v) for k, v in x.tou.items()}),
+                        json.dumps({k: str(v) for k, v in x.tou.items()}) if x.tou else "{}",
                         x.max_demand,
                     )
                 )
