@@ -184,9 +184,10 @@ class TaxKeys(_Strict):
 
 
 #: What pricing works out once per tariff version and segment shape rather than once per bill (block
-#: bounds, line descriptions, the fixed charge's line): keyed by the parameters' ``id()`` and the
-#: segment's shape, each entry holding the parameters it was made from (an ``id`` is only reused once
-#: they are gone, and then the entry is made again). Bounded: cleared when it holds too many.
+#: bounds, line descriptions, the fixed charge's line): keyed by the parameters' ``id()`` (pydantic
+#: models holding lists do not hash) and the segment's shape. Each entry holds the parameters it was
+#: made from, so their ``id`` cannot pass to another object while it is kept. Bounded: cleared when
+#: it holds too many.
 _MADE: dict[tuple[Any, ...], tuple[BaseModel, Any]] = {}
 _MADE_MAX = 4096
 

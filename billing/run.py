@@ -127,8 +127,9 @@ def _collector_paused() -> Iterator[None]:
     A run holds a few objects per account (drafts, determinants, indexes, lines): hundreds of
     thousands at 100,000 accounts. Each full collection walks all of them, and as they accumulate
     the collector runs full collections again and again: a quarter of the run's Python time at
-    100,000 accounts (docs/scaling.md). None of them refers back to another in a cycle, so pausing
-    the collector frees nothing later than it would have; it is restored after the run.
+    100,000 accounts (docs/billing.md, "Leaner per account"). None of them refers back to another
+    in a cycle, so pausing the collector frees nothing later than it would have; it is restored
+    after the run.
     """
     was = gc.isenabled()
     gc.disable()
